@@ -1,0 +1,792 @@
+//! `CorruptionDetector`: verify pages on read, seal them on write, fence the
+//! ones that fail, and report each corruption once.
+//!
+//! The detector wraps the host's raw [`PageStore`]. Everything that writes
+//! pages of a protected store (the host, rollback, repair, restore) goes
+//! through it, because it keeps the checksums current and because it is what
+//! lets a repair know that a host write raced with it (see
+//! [`registry`](self::registry) for the epoch protocol). A host write that
+//! bypasses the detector is invisible to it: its checksum goes stale and the
+//! next verification reports the page.
+
+pub mod registry;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::host::{check_page_args, PageStore};
+use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+
+pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
+
+/// Reads a page's LSN from its bytes (most engines keep one in the page
+/// header). Lets repair refuse copies older than what the store last wrote.
+pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
+
+/// Called with every failure the detector reports, on the detecting thread.
+pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
+
+const LOCK_STRIPES: usize = 256;
+
+/// Configuration of a [`CorruptionDetector`].
+#[must_use]
+pub struct DetectorConfig {
+    placement: ChecksumPlacement,
+    suspect_capacity: usize,
+    report_capacity: usize,
+    clock: Arc<dyn Clock>,
+    page_lsn: Option<PageLsnFn>,
+    on_failure: Option<FailureCallback>,
+}
+
+impl fmt::Debug for DetectorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetectorConfig")
+            .field("placement", &self.placement)
+            .field("suspect_capacity", &self.suspect_capacity)
+            .field("report_capacity", &self.report_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DetectorConfig {
+    /// Defaults: checksums in a trailer, 65 536 suspect pages, 4 096 unread
+    /// reports, the system clock, no page-LSN reader, no callback.
+    pub fn new(placement: ChecksumPlacement) -> Self {
+        DetectorConfig {
+            placement,
+            suspect_capacity: 65_536,
+            report_capacity: 4_096,
+            clock: SystemClock::shared(),
+            page_lsn: None,
+            on_failure: None,
+        }
+    }
+
+    /// How many pages the suspect registry holds at most (default 65 536).
+    pub fn suspect_capacity(mut self, pages: usize) -> Self {
+        self.suspect_capacity = pages;
+        self
+    }
+
+    /// How many unread failure reports the channel holds (default 4 096);
+    /// beyond that reports are counted as dropped, never blocking detection.
+    pub fn report_capacity(mut self, reports: usize) -> Self {
+        self.report_capacity = reports;
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How to read a page's LSN from its bytes (default: none known).
+    pub fn page_lsn(mut self, f: PageLsnFn) -> Self {
+        self.page_lsn = Some(f);
+        self
+    }
+
+    /// A callback run with every failure reported (default: none).
+    pub fn on_failure(mut self, f: FailureCallback) -> Self {
+        self.on_failure = Some(f);
+        self
+    }
+
+    /// Builds the detector over `store`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero capacity or a page size below 64;
+    /// [`Error::PageSizeMismatch`] when a sidecar table was made for another
+    /// page size.
+    pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
+        if self.suspect_capacity == 0 {
+            return Err(Error::config(
+                "suspect_capacity",
+                "is 0; it must be at least 1",
+            ));
+        }
+        if self.report_capacity == 0 {
+            return Err(Error::config(
+                "report_capacity",
+                "is 0; it must be at least 1",
+            ));
+        }
+        let ps = store.page_size();
+        if ps < MIN_PAGE_SIZE {
+            return Err(Error::config(
+                "page_size",
+                format!("the store's page size is {ps}; it must be at least {MIN_PAGE_SIZE}"),
+            ));
+        }
+        if let ChecksumPlacement::Sidecar(t) = &self.placement {
+            if t.page_size() != ps {
+                return Err(Error::PageSizeMismatch {
+                    what: "sidecar checksum table".into(),
+                    expected: ps,
+                    actual: t.page_size(),
+                });
+            }
+        }
+        let (sink, reports) = FailureSink::bounded(self.report_capacity);
+        Ok(CorruptionDetector {
+            store,
+            placement: self.placement,
+            registry: Mutex::new(SuspectRegistry::new(self.suspect_capacity)),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            written_lsn: RwLock::new(Vec::new()),
+            page_lsn: self.page_lsn,
+            on_failure: self.on_failure,
+            sink,
+            reports,
+            clock: self.clock,
+            stats: Counters::default(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    verified: AtomicU64,
+    transient: AtomicU64,
+    corrupt: AtomicU64,
+    fenced_reads: AtomicU64,
+    unrecorded: AtomicU64,
+}
+
+/// Counters of a [`CorruptionDetector`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    /// Pages that verified (reads and scans).
+    pub verified: u64,
+    /// Mismatches that cleared on the retry read (transient faults, races).
+    pub transient: u64,
+    /// Corruptions reported (each page once per episode).
+    pub corrupt_reported: u64,
+    /// Verified reads refused because the page was fenced.
+    pub fenced_reads: u64,
+    /// Corruptions that could not be recorded because the registry was full.
+    pub unrecorded: u64,
+    /// Reports dropped because the channel was full.
+    pub reports_dropped: u64,
+}
+
+/// The outcome of verifying one page.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The page verified.
+    Clean,
+    /// The first look failed but the re-read verified: a transient fault or a
+    /// concurrent write, not corruption.
+    Transient,
+    /// The page is corrupt.
+    Corrupt {
+        /// Whether this observation produced a report (first time seen).
+        reported: bool,
+        /// The verification error.
+        error: Error,
+    },
+}
+
+/// A repair in progress, from [`CorruptionDetector::begin_repair`].
+#[derive(Debug)]
+#[must_use = "a ticket must be committed or abandoned, or the page stays `Repairing`"]
+pub struct RepairTicket {
+    page: PageId,
+    epoch: u64,
+}
+
+impl RepairTicket {
+    /// The page being repaired.
+    #[must_use]
+    pub fn page(&self) -> PageId {
+        self.page
+    }
+}
+
+/// What [`CorruptionDetector::commit_repair`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// The copy was written, synced, re-read and verified.
+    Written,
+    /// The host rewrote the page after the repair began; nothing was written
+    /// (the host's newer page stands).
+    Superseded,
+}
+
+/// Verifies pages on read, seals them on write, and keeps the suspect-page
+/// registry.
+///
+/// ```
+/// use std::sync::Arc;
+/// use selfheal::{ChecksumPlacement, CorruptionDetector, DetectorConfig, MemStore, PageId, PageStore};
+///
+/// let raw = Arc::new(MemStore::new(4096, 8)?);
+/// let det = DetectorConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?;
+/// let mut page = vec![7u8; 4096];
+/// det.write_sealed(PageId(2), &mut page)?;       // trailer written into the last 16 bytes
+///
+/// let mut junk = vec![0u8; 4096];
+/// raw.write_page(PageId(2), &junk)?;             // damage behind the detector's back
+/// let err = det.read_verified(PageId(2), &mut junk).unwrap_err();
+/// assert!(err.is_corruption());
+/// assert_eq!(det.failures().try_recv().unwrap().evidence, err.to_string());
+/// # Ok::<(), selfheal::Error>(())
+/// ```
+pub struct CorruptionDetector {
+    store: Arc<dyn PageStore>,
+    placement: ChecksumPlacement,
+    registry: Mutex<SuspectRegistry>,
+    stripes: Box<[Mutex<()>]>,
+    written_lsn: RwLock<Vec<AtomicU64>>,
+    page_lsn: Option<PageLsnFn>,
+    on_failure: Option<FailureCallback>,
+    sink: FailureSink,
+    reports: Receiver<Failure>,
+    clock: Arc<dyn Clock>,
+    stats: Counters,
+}
+
+impl fmt::Debug for CorruptionDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CorruptionDetector")
+            .field("store", &self.store)
+            .field("placement", &self.placement)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CorruptionDetector {
+    /// The raw store underneath (reads from it are not verified).
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn PageStore> {
+        &self.store
+    }
+
+    /// Where checksums live.
+    #[must_use]
+    pub fn placement(&self) -> &ChecksumPlacement {
+        &self.placement
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The receiving end of the failure reports (cloning shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> Receiver<Failure> {
+        self.reports.clone()
+    }
+
+    /// The sink reports go to; other components that report page failures
+    /// (the repairer) send through the same one.
+    #[must_use]
+    pub fn sink(&self) -> &FailureSink {
+        &self.sink
+    }
+
+    /// Current counters.
+    #[must_use]
+    pub fn stats(&self) -> DetectorStats {
+        let s = &self.stats;
+        DetectorStats {
+            verified: s.verified.load(Ordering::Relaxed),
+            transient: s.transient.load(Ordering::Relaxed),
+            corrupt_reported: s.corrupt.load(Ordering::Relaxed),
+            fenced_reads: s.fenced_reads.load(Ordering::Relaxed),
+            unrecorded: s.unrecorded.load(Ordering::Relaxed),
+            reports_dropped: self.sink.dropped(),
+        }
+    }
+
+    /// Checksum verification plus, when a page-LSN reader is configured, the
+    /// lost-write check: bytes older than the last write to the page fail.
+    fn verify_bytes(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        self.placement.verify(page, bytes)?;
+        if let (Some(expected), Some(found)) =
+            (self.last_written_lsn(page), self.page_lsn_of(bytes))
+        {
+            if found < expected {
+                return Err(Error::StalePage {
+                    page,
+                    found,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn stripe(&self, page: PageId) -> MutexGuard<'_, ()> {
+        self.stripes[(page.0 % LOCK_STRIPES as u64) as usize].lock()
+    }
+
+    /// Reads `page` into `buf` and verifies it. A page that fails is re-read
+    /// once (with writers to it excluded) before it is declared corrupt.
+    ///
+    /// # Errors
+    /// [`Error::PageFenced`] for a page known to be corrupt and not yet
+    /// repaired; a corruption error ([`Error::is_corruption`]) or the store's
+    /// read error for a page that failed both reads (it is then fenced and
+    /// reported).
+    /// The corrupt bytes are never returned as valid: on error `buf` holds
+    /// whatever was read and must not be used.
+    pub fn read_verified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            buf.len(),
+            self.store.page_size(),
+        )?;
+        if let Some(state) = self.registry.lock().state(page).filter(|s| s.is_fenced()) {
+            self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::PageFenced {
+                page,
+                state: state.as_str(),
+            });
+        }
+        if self.store.read_page(page, buf).is_ok() && self.verify_bytes(page, buf).is_ok() {
+            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match self.confirm(page, Observer::HostRead, Some(buf))? {
+            Verdict::Clean | Verdict::Transient => Ok(()),
+            Verdict::Corrupt { error, .. } => Err(error),
+        }
+    }
+
+    /// Verifies bytes that were read (by a scan) as the contents of `page`,
+    /// re-reading once before declaring corruption. Used by the scrubber.
+    ///
+    /// # Errors
+    /// The store's error from the re-read.
+    pub fn check_scanned(&self, page: PageId, bytes: &[u8], by: Observer) -> Result<Verdict> {
+        if self.verify_bytes(page, bytes).is_ok() {
+            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            return Ok(Verdict::Clean);
+        }
+        self.confirm(page, by, None)
+    }
+
+    /// Reads `page` and verifies it like a scan would: re-reads once before
+    /// declaring corruption, and counts a persistent read error as a page
+    /// that needs repair. Used by the scrubber for pages a batch read could
+    /// not deliver.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page past the end.
+    pub fn check_page(&self, page: PageId, by: Observer) -> Result<Verdict> {
+        let page_count = self.store.page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
+        let mut buf = vec![0u8; self.store.page_size()];
+        if self.store.read_page(page, &mut buf).is_ok() && self.verify_bytes(page, &buf).is_ok() {
+            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            return Ok(Verdict::Clean);
+        }
+        self.confirm(page, by, None)
+    }
+
+    /// After a failed verification: re-reads `page` with writers to it
+    /// excluded and verifies again; records and reports the corruption if it
+    /// fails twice. When `out` is given, the re-read bytes are copied there on
+    /// success.
+    fn confirm(&self, page: PageId, by: Observer, out: Option<&mut [u8]>) -> Result<Verdict> {
+        let mut again = vec![0u8; self.store.page_size()];
+        // A read that fails twice is recorded like corruption: an unreadable
+        // page needs a repair as much as a garbled one (rewriting a bad
+        // sector usually remaps it).
+        let retry = {
+            let _g = self.stripe(page);
+            self.store
+                .read_page(page, &mut again)
+                .and_then(|()| self.verify_bytes(page, &again))
+        };
+        match retry {
+            Ok(()) => {
+                self.stats.transient.fetch_add(1, Ordering::Relaxed);
+                self.stats.verified.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%page, "verification failed once, re-read verified");
+                if let Some(out) = out {
+                    out.copy_from_slice(&again);
+                }
+                Ok(Verdict::Transient)
+            }
+            Err(error) => {
+                let reported = self.record_corrupt(page, &error, by);
+                Ok(Verdict::Corrupt { reported, error })
+            }
+        }
+    }
+
+    fn record_corrupt(&self, page: PageId, error: &Error, by: Observer) -> bool {
+        let now = self.clock.now_ns();
+        let evidence = error.to_string();
+        let obs = self.registry.lock().on_corrupt(page, &evidence, now, by);
+        match obs {
+            Observation::Report { .. } => {
+                self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%page, %evidence, "corrupt page");
+                self.report(Failure::new(
+                    FailureKind::CorruptPage { page },
+                    evidence,
+                    now,
+                ));
+                true
+            }
+            Observation::Known => false,
+            Observation::Full => {
+                self.stats.unrecorded.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%page, "suspect registry full; corruption not recorded");
+                self.report(Failure::new(
+                    FailureKind::CorruptPage { page },
+                    format!(
+                        "{evidence} (not fenced: {})",
+                        Error::RegistryFull {
+                            capacity: self.registry.lock().capacity()
+                        }
+                    ),
+                    now,
+                ));
+                true
+            }
+        }
+    }
+
+    /// Sends a report to the channel and the callback.
+    pub(crate) fn report(&self, failure: Failure) {
+        if let Some(cb) = &self.on_failure {
+            cb(&failure);
+        }
+        self.sink.send(failure);
+    }
+
+    /// Seals `buf` as `page` (writes the trailer, or records the checksum in
+    /// the sidecar table) and writes it. A fenced page is unfenced: the host's
+    /// new contents replace whatever was corrupt, and any repair in flight for
+    /// it will not overwrite them.
+    ///
+    /// # Errors
+    /// [`Error::BufferSize`], [`Error::PageOutOfRange`], the sealing error, or
+    /// the store's write error.
+    pub fn write_sealed(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            buf.len(),
+            self.store.page_size(),
+        )?;
+        let _g = self.stripe(page);
+        self.placement.seal(page, buf)?;
+        self.store.write_page(page, buf)?;
+        self.registry.lock().on_host_write(page);
+        if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
+            self.note_written_lsn(page, lsn);
+        }
+        Ok(())
+    }
+
+    fn note_written_lsn(&self, page: PageId, lsn: Lsn) {
+        let idx = page.0 as usize;
+        {
+            let v = self.written_lsn.read();
+            if let Some(slot) = v.get(idx) {
+                slot.fetch_max(lsn.0, Ordering::AcqRel);
+                return;
+            }
+        }
+        let mut v = self.written_lsn.write();
+        if v.len() <= idx {
+            v.resize_with(idx + 1, || AtomicU64::new(0));
+        }
+        v[idx].fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// The LSN of the newest contents written to `page` through the detector,
+    /// when a [page-LSN reader](DetectorConfig::page_lsn) is configured.
+    #[must_use]
+    pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
+        let v = self.written_lsn.read();
+        let lsn = v.get(page.0 as usize)?.load(Ordering::Acquire);
+        (lsn != 0).then_some(Lsn(lsn))
+    }
+
+    /// The LSN recorded in `bytes`, when a page-LSN reader is configured.
+    #[must_use]
+    pub fn page_lsn_of(&self, bytes: &[u8]) -> Option<Lsn> {
+        self.page_lsn.as_ref().and_then(|f| f(bytes))
+    }
+
+    /// Verifies `bytes` as `page` (checksum, and staleness when a page-LSN
+    /// reader is configured) without reading or recording anything.
+    ///
+    /// # Errors
+    /// The verification error.
+    pub fn verify(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        self.verify_bytes(page, bytes)
+    }
+
+    /// The registry state of `page`, if it is known.
+    #[must_use]
+    pub fn page_state(&self, page: PageId) -> Option<PageState> {
+        self.registry.lock().state(page)
+    }
+
+    /// Every registry entry, sorted by page.
+    #[must_use]
+    pub fn suspects(&self) -> Vec<(PageId, SuspectEntry)> {
+        self.registry.lock().entries()
+    }
+
+    /// Pages in `state`, sorted.
+    #[must_use]
+    pub fn pages_in(&self, state: PageState) -> Vec<PageId> {
+        self.registry.lock().pages_in(state)
+    }
+
+    /// Starts a repair of a fenced page. `None` when the page is not waiting
+    /// for repair (not known corrupt, already repaired, or being repaired).
+    pub fn begin_repair(&self, page: PageId) -> Option<RepairTicket> {
+        let epoch = self.registry.lock().begin_repair(page)?;
+        Some(RepairTicket { page, epoch })
+    }
+
+    /// Writes a repair copy: verifies it, and — unless the host rewrote the
+    /// page since the repair began — writes it, syncs, re-reads and
+    /// re-verifies, all with host writes to the page excluded.
+    ///
+    /// On `Ok` the ticket is finished (the page is `Repaired`, or the host's
+    /// newer page stands). On `Err` the ticket is handed back so that the
+    /// caller can try another copy or [`abandon_repair`](Self::abandon_repair).
+    ///
+    /// # Errors
+    /// The copy's verification error (nothing was written); the store's error;
+    /// a verification error of the re-read page (the write did not stick).
+    pub fn commit_repair(
+        &self,
+        ticket: RepairTicket,
+        copy: &[u8],
+    ) -> std::result::Result<Commit, (RepairTicket, Error)> {
+        let page = ticket.page;
+        let _g = self.stripe(page);
+        if !self.registry.lock().repair_current(page, ticket.epoch) {
+            return Ok(Commit::Superseded);
+        }
+        if let Err(e) = self.verify_bytes(page, copy) {
+            return Err((ticket, e));
+        }
+        let mut back = vec![0u8; copy.len()];
+        let written = self
+            .store
+            .write_page(page, copy)
+            .and_then(|()| self.store.sync())
+            .and_then(|()| self.store.read_page(page, &mut back))
+            .and_then(|()| self.verify_bytes(page, &back));
+        if let Err(e) = written {
+            return Err((ticket, e));
+        }
+        if back != copy {
+            return Err((
+                ticket,
+                Error::Irreparable {
+                    page,
+                    reason: "the page read back differs from the copy written".into(),
+                },
+            ));
+        }
+        self.registry.lock().finish_repair(page, ticket.epoch, true);
+        Ok(Commit::Written)
+    }
+
+    /// Ends a repair without writing: the page becomes `Irreparable` (unless
+    /// the host rewrote it meanwhile) and stays fenced. Returns whether the
+    /// page was marked irreparable.
+    pub fn abandon_repair(&self, ticket: RepairTicket) -> bool {
+        self.registry
+            .lock()
+            .finish_repair(ticket.page, ticket.epoch, false)
+    }
+
+    /// Re-reads a fenced page and lifts the fence if it now verifies (the
+    /// fault was transient). Returns the verdict.
+    ///
+    /// # Errors
+    /// The store's read error.
+    pub fn recheck(&self, page: PageId) -> Result<Verdict> {
+        let mut buf = vec![0u8; self.store.page_size()];
+        let _g = self.stripe(page);
+        self.store.read_page(page, &mut buf)?;
+        match self.verify_bytes(page, &buf) {
+            Ok(()) => {
+                self.registry.lock().on_verified(page);
+                Ok(Verdict::Clean)
+            }
+            Err(error) => Ok(Verdict::Corrupt {
+                reported: false,
+                error,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::ChecksumTable;
+    use crate::store::MemStore;
+    use crate::testing::{Damage, FaultyStore, ReadFault};
+
+    fn setup(placement: ChecksumPlacement) -> (Arc<FaultyStore>, CorruptionDetector) {
+        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
+        let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        for p in 0..8 {
+            let mut b = vec![p as u8 + 1; 256];
+            det.write_sealed(PageId(p), &mut b).unwrap();
+        }
+        (raw, det)
+    }
+
+    #[test]
+    fn transient_read_fault_is_not_corruption() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        raw.fail_reads(Some(PageId(3)), ReadFault::TransientBitFlip, 1);
+        let mut b = vec![0u8; 256];
+        det.read_verified(PageId(3), &mut b).unwrap();
+        assert_eq!(b[0], 4);
+        assert_eq!(det.stats().transient, 1);
+        assert!(det.failures().try_recv().is_err());
+    }
+
+    #[test]
+    fn corrupt_page_fenced_and_reported_once() {
+        for placement in [
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+        ] {
+            let (raw, det) = setup(placement);
+            raw.damage(PageId(5), Damage::BitFlip { byte: 10, bit: 1 })
+                .unwrap();
+            let mut b = vec![0u8; 256];
+            assert!(det
+                .read_verified(PageId(5), &mut b)
+                .unwrap_err()
+                .is_corruption());
+            assert!(matches!(
+                det.read_verified(PageId(5), &mut b),
+                Err(Error::PageFenced { .. })
+            ));
+            assert_eq!(det.failures().try_iter().count(), 1);
+            // host rewrite lifts the fence
+            let mut fresh = vec![42u8; 256];
+            det.write_sealed(PageId(5), &mut fresh).unwrap();
+            det.read_verified(PageId(5), &mut b).unwrap();
+            assert_eq!(b[0], 42);
+        }
+    }
+
+    #[test]
+    fn repair_superseded_by_host_write() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        let mut good = vec![0u8; 256];
+        raw.read_page(PageId(2), &mut good).unwrap();
+        raw.damage(PageId(2), Damage::Zero).unwrap();
+        let mut b = vec![0u8; 256];
+        assert!(det.read_verified(PageId(2), &mut b).is_err());
+        let ticket = det.begin_repair(PageId(2)).unwrap();
+        let mut newer = vec![99u8; 256];
+        det.write_sealed(PageId(2), &mut newer).unwrap();
+        assert_eq!(
+            det.commit_repair(ticket, &good).unwrap(),
+            Commit::Superseded
+        );
+        det.read_verified(PageId(2), &mut b).unwrap();
+        assert_eq!(b[0], 99, "the host's newer write stands");
+    }
+
+    #[test]
+    fn lost_write_found_with_page_lsn() {
+        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 4).unwrap())));
+        let lsn: PageLsnFn =
+            Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
+        let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+            .page_lsn(lsn)
+            .build(raw.clone())
+            .unwrap();
+        let mut b = vec![1u8; 256];
+        b[..8].copy_from_slice(&5u64.to_le_bytes());
+        det.write_sealed(PageId(1), &mut b).unwrap();
+        raw.fail_next_write(Some(PageId(1)), crate::testing::WriteFault::Lost);
+        b[..8].copy_from_slice(&9u64.to_le_bytes());
+        det.write_sealed(PageId(1), &mut b).unwrap();
+        let err = det.read_verified(PageId(1), &mut b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::StalePage {
+                    found: Lsn(5),
+                    expected: Lsn(9),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn persistent_read_error_is_recorded() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        raw.fail_reads(Some(PageId(1)), ReadFault::Eio, 2);
+        let mut b = vec![0u8; 256];
+        assert!(matches!(
+            det.read_verified(PageId(1), &mut b),
+            Err(Error::Io { .. })
+        ));
+        assert_eq!(det.page_state(PageId(1)), Some(PageState::Suspect));
+        assert_eq!(det.failures().try_iter().count(), 1);
+    }
+
+    #[test]
+    fn bad_config_and_input() {
+        let raw = Arc::new(MemStore::new(256, 2).unwrap());
+        assert!(matches!(
+            DetectorConfig::new(ChecksumPlacement::Trailer)
+                .suspect_capacity(0)
+                .build(raw.clone()),
+            Err(Error::InvalidConfig {
+                field: "suspect_capacity",
+                ..
+            })
+        ));
+        let t = Arc::new(ChecksumTable::new(512).unwrap());
+        assert!(matches!(
+            DetectorConfig::new(ChecksumPlacement::Sidecar(t)).build(raw.clone()),
+            Err(Error::PageSizeMismatch { .. })
+        ));
+        let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+            .build(raw)
+            .unwrap();
+        let mut short = vec![0u8; 100];
+        assert!(matches!(
+            det.read_verified(PageId(0), &mut short),
+            Err(Error::BufferSize { .. })
+        ));
+        let mut b = vec![0u8; 256];
+        assert!(matches!(
+            det.write_sealed(PageId(2), &mut b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,405 @@
+//! The suspect-page registry: a pure state machine over page states.
+//!
+//! ```text
+//!            corrupt seen                begin_repair           finish(ok)
+//!  (absent) ─────────────► Suspect ───────────────► Repairing ─────────► Repaired
+//!      ▲                      ▲                         │ finish(failed)
+//!      │ host rewrites        │ host read fails again   ▼
+//!      └──── any state ◄──────┴──────────────────── Irreparable
+//! ```
+//!
+//! A page is reported when it enters `Suspect` from absent or `Repaired`, and
+//! again when a host read fails on an `Irreparable` page (so repair is tried
+//! once more); a scrub pass that meets a page already known never reports it
+//! again. `Suspect`, `Repairing` and `Irreparable` pages are fenced: verified
+//! reads return [`Error::PageFenced`](crate::Error::PageFenced).
+//!
+//! Every entry carries an *epoch*, a number that changes whenever the page's
+//! entry is created or the host rewrites the page. A repair holds the epoch it
+//! started with and may write only if the epoch is unchanged, so a repair
+//! never overwrites a host write that raced with it.
+
+use std::collections::HashMap;
+
+use crate::types::PageId;
+
+/// The state of a page in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageState {
+    /// Failed verification; waiting for repair.
+    Suspect,
+    /// A repair is under way.
+    Repairing,
+    /// Repaired and verified; kept for reporting until evicted.
+    Repaired,
+    /// Every source was tried and none had a good copy.
+    Irreparable,
+}
+
+impl PageState {
+    /// The state's name, as used in messages.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageState::Suspect => "suspect",
+            PageState::Repairing => "repairing",
+            PageState::Repaired => "repaired",
+            PageState::Irreparable => "irreparable",
+        }
+    }
+
+    /// Whether verified reads of the page are refused.
+    #[must_use]
+    pub fn is_fenced(self) -> bool {
+        !matches!(self, PageState::Repaired)
+    }
+}
+
+/// One page's entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuspectEntry {
+    /// Its state.
+    pub state: PageState,
+    /// When it was first seen corrupt (clock nanoseconds).
+    pub first_seen_ns: u64,
+    /// The last verification error, as text.
+    pub last_error: String,
+    /// How many times verification failed while it was known.
+    pub errors: u32,
+    /// The entry's epoch (see the module docs).
+    pub epoch: u64,
+}
+
+/// Where a corruption observation came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer {
+    /// A host read through the detector.
+    HostRead,
+    /// The background scrubber.
+    Scrub,
+}
+
+/// What [`SuspectRegistry::on_corrupt`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// New (or renewed) suspicion: report it.
+    Report {
+        /// The entry's epoch.
+        epoch: u64,
+    },
+    /// Already known; nothing to report.
+    Known,
+    /// Not recorded: the registry is full of unresolved pages.
+    Full,
+}
+
+/// The registry. Bounded: when full, `Repaired` entries are evicted oldest
+/// first; unresolved entries are never evicted.
+#[derive(Debug)]
+pub struct SuspectRegistry {
+    capacity: usize,
+    entries: HashMap<PageId, SuspectEntry>,
+    next_epoch: u64,
+}
+
+impl SuspectRegistry {
+    /// A registry holding at most `capacity` pages (at least 1).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        SuspectRegistry {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            next_epoch: 1,
+        }
+    }
+
+    /// The capacity.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn epoch(&mut self) -> u64 {
+        let e = self.next_epoch;
+        self.next_epoch += 1;
+        e
+    }
+
+    /// Records that `page` failed verification.
+    pub fn on_corrupt(
+        &mut self,
+        page: PageId,
+        error: &str,
+        now_ns: u64,
+        by: Observer,
+    ) -> Observation {
+        if let Some(e) = self.entries.get_mut(&page) {
+            e.errors = e.errors.saturating_add(1);
+            e.last_error = error.to_owned();
+            let renew = match e.state {
+                PageState::Repaired => true,
+                PageState::Irreparable => by == Observer::HostRead,
+                PageState::Suspect | PageState::Repairing => false,
+            };
+            if !renew {
+                return Observation::Known;
+            }
+            let epoch = self.next_epoch;
+            self.next_epoch += 1;
+            let e = self.entries.get_mut(&page).expect("present");
+            e.state = PageState::Suspect;
+            e.epoch = epoch;
+            e.first_seen_ns = now_ns;
+            return Observation::Report { epoch };
+        }
+        if self.entries.len() >= self.capacity && !self.evict_one() {
+            return Observation::Full;
+        }
+        let epoch = self.epoch();
+        self.entries.insert(
+            page,
+            SuspectEntry {
+                state: PageState::Suspect,
+                first_seen_ns: now_ns,
+                last_error: error.to_owned(),
+                errors: 1,
+                epoch,
+            },
+        );
+        Observation::Report { epoch }
+    }
+
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == PageState::Repaired)
+            .min_by_key(|(_, e)| e.first_seen_ns)
+            .map(|(p, _)| *p);
+        victim.is_some_and(|p| self.entries.remove(&p).is_some())
+    }
+
+    /// Moves a fenced page to `Repairing` and returns the epoch the repair
+    /// must present to finish; `None` when the page is not waiting for repair
+    /// (absent, repaired, or already being repaired).
+    pub fn begin_repair(&mut self, page: PageId) -> Option<u64> {
+        let e = self.entries.get_mut(&page)?;
+        match e.state {
+            PageState::Suspect | PageState::Irreparable => {
+                e.state = PageState::Repairing;
+                Some(e.epoch)
+            }
+            PageState::Repairing | PageState::Repaired => None,
+        }
+    }
+
+    /// Whether a repair that began at `epoch` may still write the page.
+    #[must_use]
+    pub fn repair_current(&self, page: PageId, epoch: u64) -> bool {
+        self.entries
+            .get(&page)
+            .is_some_and(|e| e.epoch == epoch && e.state == PageState::Repairing)
+    }
+
+    /// Ends a repair that began at `epoch`. Returns `false` (and changes
+    /// nothing) when the page was rewritten meanwhile.
+    pub fn finish_repair(&mut self, page: PageId, epoch: u64, repaired: bool) -> bool {
+        if !self.repair_current(page, epoch) {
+            return false;
+        }
+        let e = self.entries.get_mut(&page).expect("checked");
+        e.state = if repaired {
+            PageState::Repaired
+        } else {
+            PageState::Irreparable
+        };
+        true
+    }
+
+    /// The host wrote new contents: the old corruption no longer matters.
+    /// The entry is dropped, which also invalidates any repair in flight.
+    pub fn on_host_write(&mut self, page: PageId) {
+        self.entries.remove(&page);
+    }
+
+    /// A fenced page verified on a rescan (the fault was transient): lift the fence.
+    pub fn on_verified(&mut self, page: PageId) -> bool {
+        match self.entries.get_mut(&page) {
+            Some(e) if matches!(e.state, PageState::Suspect | PageState::Irreparable) => {
+                e.state = PageState::Repaired;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The state of `page`, if known.
+    #[must_use]
+    pub fn state(&self, page: PageId) -> Option<PageState> {
+        self.entries.get(&page).map(|e| e.state)
+    }
+
+    /// The entry of `page`, if known.
+    #[must_use]
+    pub fn entry(&self, page: PageId) -> Option<&SuspectEntry> {
+        self.entries.get(&page)
+    }
+
+    /// Every entry, sorted by page.
+    #[must_use]
+    pub fn entries(&self) -> Vec<(PageId, SuspectEntry)> {
+        let mut v: Vec<_> = self.entries.iter().map(|(p, e)| (*p, e.clone())).collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    }
+
+    /// Pages in a given state, sorted.
+    #[must_use]
+    pub fn pages_in(&self, state: PageState) -> Vec<PageId> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == state)
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// How many entries there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reported_once_per_corruption() {
+        let mut r = SuspectRegistry::new(8);
+        let p = PageId(4);
+        assert!(matches!(
+            r.on_corrupt(p, "x", 1, Observer::Scrub),
+            Observation::Report { .. }
+        ));
+        assert_eq!(r.on_corrupt(p, "x", 2, Observer::Scrub), Observation::Known);
+        assert_eq!(
+            r.on_corrupt(p, "x", 3, Observer::HostRead),
+            Observation::Known
+        );
+        let epoch = r.begin_repair(p).unwrap();
+        assert!(r.finish_repair(p, epoch, false));
+        assert_eq!(r.state(p), Some(PageState::Irreparable));
+        // a scrub pass does not re-report an irreparable page...
+        assert_eq!(r.on_corrupt(p, "x", 4, Observer::Scrub), Observation::Known);
+        // ...but its next host error tries again
+        assert!(matches!(
+            r.on_corrupt(p, "x", 5, Observer::HostRead),
+            Observation::Report { .. }
+        ));
+        let epoch = r.begin_repair(p).unwrap();
+        assert!(r.finish_repair(p, epoch, true));
+        assert!(!r.state(p).unwrap().is_fenced());
+        assert!(matches!(
+            r.on_corrupt(p, "x", 6, Observer::Scrub),
+            Observation::Report { .. }
+        ));
+    }
+
+    #[test]
+    fn host_write_invalidates_repair_in_flight() {
+        let mut r = SuspectRegistry::new(8);
+        r.on_corrupt(PageId(1), "x", 0, Observer::Scrub);
+        let epoch = r.begin_repair(PageId(1)).unwrap();
+        r.on_host_write(PageId(1));
+        assert!(!r.repair_current(PageId(1), epoch));
+        assert!(!r.finish_repair(PageId(1), epoch, true));
+        // even if the page is seen corrupt again before the stale repair finishes
+        r.on_corrupt(PageId(1), "x", 1, Observer::Scrub);
+        r.begin_repair(PageId(1)).unwrap();
+        assert!(!r.finish_repair(PageId(1), epoch, true));
+    }
+
+    #[test]
+    fn bounded_and_evicts_only_resolved() {
+        let mut r = SuspectRegistry::new(2);
+        r.on_corrupt(PageId(1), "x", 0, Observer::Scrub);
+        r.on_corrupt(PageId(2), "x", 0, Observer::Scrub);
+        assert_eq!(
+            r.on_corrupt(PageId(3), "x", 0, Observer::Scrub),
+            Observation::Full
+        );
+        let e = r.begin_repair(PageId(1)).unwrap();
+        r.finish_repair(PageId(1), e, true);
+        assert!(matches!(
+            r.on_corrupt(PageId(3), "x", 0, Observer::Scrub),
+            Observation::Report { .. }
+        ));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.state(PageId(1)), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Corrupt(u8, bool),
+        Begin(u8),
+        Finish(u8, bool),
+        Write(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6, any::<bool>()).prop_map(|(p, h)| Op::Corrupt(p, h)),
+            (0u8..6).prop_map(Op::Begin),
+            (0u8..6, any::<bool>()).prop_map(|(p, ok)| Op::Finish(p, ok)),
+            (0u8..6).prop_map(Op::Write),
+        ]
+    }
+
+    proptest! {
+        /// Invariants: never more entries than capacity; a page is never
+        /// reported twice without a repair, rewrite or host retry between;
+        /// a stale repair never finishes.
+        #[test]
+        fn registry_invariants(ops in proptest::collection::vec(op(), 0..200), cap in 1usize..5) {
+            let mut r = SuspectRegistry::new(cap);
+            let mut epochs: HashMap<u8, u64> = HashMap::new();
+            let mut reported_open: HashMap<u8, bool> = HashMap::new();
+            for (t, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Corrupt(p, host) => {
+                        let before = r.state(PageId(p.into()));
+                        let by = if host { Observer::HostRead } else { Observer::Scrub };
+                        if let Observation::Report { .. } = r.on_corrupt(PageId(p.into()), "e", t as u64, by) {
+                            let renewable = matches!(before, None | Some(PageState::Repaired))
+                                || (host && before == Some(PageState::Irreparable));
+                            prop_assert!(renewable, "reported page {} in state {:?}", p, before);
+                            reported_open.insert(p, true);
+                        }
+                    }
+                    Op::Begin(p) => {
+                        if let Some(e) = r.begin_repair(PageId(p.into())) { epochs.insert(p, e); }
+                    }
+                    Op::Finish(p, ok) => {
+                        if let Some(e) = epochs.remove(&p) {
+                            let current = r.repair_current(PageId(p.into()), e);
+                            prop_assert_eq!(r.finish_repair(PageId(p.into()), e, ok), current);
+                        }
+                    }
+                    Op::Write(p) => { r.on_host_write(PageId(p.into())); }
+                }
+                prop_assert!(r.len() <= cap);
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The one error type of the crate.
+//!
+//! Every fallible call returns [`Error`]. Variants carry named fields so that a
+//! caller can act on them, and each message says what was wrong and what to do.
+//! [`Error::is_retryable`] tells a caller whether the same call may succeed if
+//! it is simply made again.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::types::{PageId, ReplicaId};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `selfheal`.
+///
+/// The enum is `#[non_exhaustive]`: later releases add variants, so match with
+/// a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- configuration and arguments -------------------------------------
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: `{field}` {reason}")]
+    InvalidConfig {
+        /// The builder field that was wrong.
+        field: &'static str,
+        /// Why it was rejected and what would be accepted.
+        reason: String,
+    },
+
+    /// A caller-supplied buffer does not have the length the call needs.
+    #[error("buffer has {actual} bytes but {expected} are needed: pass a buffer of exactly the page size")]
+    BufferSize {
+        /// The length the call needs.
+        expected: usize,
+        /// The length that was passed.
+        actual: usize,
+    },
+
+    /// A page id is at or past the end of the store.
+    #[error("page {page} is out of range: the store has {page_count} pages (ids 0..{page_count})")]
+    PageOutOfRange {
+        /// The page that was asked for.
+        page: PageId,
+        /// How many pages the store has.
+        page_count: u64,
+    },
+
+    /// Two parties disagree on the page size (a replica, a checksum table, a file).
+    #[error("page size mismatch for {what}: expected {expected} bytes, found {actual}; every store, replica and table of one engine must use one page size")]
+    PageSizeMismatch {
+        /// What had the wrong page size.
+        what: String,
+        /// The page size of the local store.
+        expected: usize,
+        /// The page size that was found.
+        actual: usize,
+    },
+
+    /// An argument other than a buffer, page id or configuration is invalid.
+    #[error("invalid argument `{what}`: {reason}")]
+    InvalidArgument {
+        /// The argument.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    // ---- page verification -------------------------------------------------
+    /// The page's bytes do not match its checksum.
+    #[error("page {page} is corrupt: checksum {actual:#010x} does not match the recorded {expected:#010x}")]
+    ChecksumMismatch {
+        /// The page that failed verification.
+        page: PageId,
+        /// The checksum recorded for the page (trailer or sidecar table).
+        expected: u32,
+        /// The checksum computed over the bytes that were read.
+        actual: u32,
+    },
+
+    /// The page is all zeros: a lost or never-written page, never a valid one.
+    #[error("page {page} is all zeros: it was lost, trimmed or never written; repair it from a replica or snapshot")]
+    ZeroedPage {
+        /// The zeroed page.
+        page: PageId,
+    },
+
+    /// The page carries a valid trailer for a different page: a misdirected write.
+    #[error("page {page} holds the contents of page {found}: a write was misdirected; repair it from a replica")]
+    MisplacedPage {
+        /// Where the page was read from.
+        page: PageId,
+        /// The page number recorded in its trailer.
+        found: PageId,
+    },
+
+    /// The page trailer is not one this crate writes (bad magic or version).
+    #[error("page {page} has no valid checksum trailer ({reason}); the page is garbled or was never sealed")]
+    InvalidTrailer {
+        /// The page.
+        page: PageId,
+        /// What was wrong with the trailer.
+        reason: String,
+    },
+
+    /// The page verifies but is older than what was last written to it: a
+    /// lost write. Found only when the host gives a page-LSN reader.
+    #[error("page {page} is stale: it holds LSN {found} but LSN {expected} was written to it (a lost write); repair it from a replica")]
+    StalePage {
+        /// The page.
+        page: PageId,
+        /// The LSN in the page's bytes.
+        found: crate::types::Lsn,
+        /// The LSN last written to it through the detector.
+        expected: crate::types::Lsn,
+    },
+
+    /// The sidecar checksum table has no checksum for the page.
+    #[error("page {page} has no checksum in the sidecar table: it was written without going through the library; seal it by writing it through the detector")]
+    MissingChecksum {
+        /// The page.
+        page: PageId,
+    },
+
+    /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
+    #[error(
+        "page {page} is fenced ({state}): it failed verification and has not been repaired yet"
+    )]
+    PageFenced {
+        /// The page.
+        page: PageId,
+        /// Its state in the suspect registry.
+        state: &'static str,
+    },
+
+    /// The suspect-page registry is full of unresolved pages.
+    #[error("the suspect-page registry is full ({capacity} unresolved pages): repair or rewrite pages, or raise `suspect_capacity`")]
+    RegistryFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+
+    // ---- host and replicas ---------------------------------------------------
+    /// An I/O operation of the library or of a reference store failed.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the library was doing, including the path where there is one.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A host trait method failed with a host-defined error.
+    #[error("host error during {op}: {message}{}", if *retryable { " (transient: may be retried)" } else { "" })]
+    Host {
+        /// The operation that failed.
+        op: &'static str,
+        /// Whether the host says the same call may succeed later.
+        retryable: bool,
+        /// The host's description.
+        message: String,
+    },
+
+    /// The host does not support an action the library asked for.
+    #[error("the host does not support `{action}`: implement it in the host's action trait or choose another remedy")]
+    Unsupported {
+        /// The action.
+        action: &'static str,
+    },
+
+    /// A replica cannot serve the request now.
+    #[error("replica {replica} is unavailable: {reason}")]
+    ReplicaUnavailable {
+        /// The replica.
+        replica: ReplicaId,
+        /// Why.
+        reason: String,
+    },
+
+    /// A replica with this id is already registered.
+    #[error("replica {replica} is already registered: replica ids must be unique")]
+    DuplicateReplica {
+        /// The replica.
+        replica: ReplicaId,
+    },
+
+    /// No source had a copy of the page that verifies.
+    #[error("page {page} is irreparable: {reason}")]
+    Irreparable {
+        /// The page.
+        page: PageId,
+        /// What was tried and why each source failed.
+        reason: String,
+    },
+
+    // ---- files owned by the library ------------------------------------------
+    /// A file written by the library is damaged or is not what it claims to be.
+    #[error("{} is corrupt at byte {offset}: {reason}", path.display())]
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// Where decoding failed.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A file was written by a newer format version than this build reads.
+    #[error("{} has format version {found}, this build reads up to {supported}: upgrade selfheal", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+
+    // ---- scrub ----
+
+    // ---- repair ----
+
+    // ---- rollback ----
+
+    // ---- crash detection ----
+
+    // ---- snapshots ----
+
+    // ---- health ----
+
+    // ---- lifecycle -------------------------------------------------------------
+    /// A component was used after it was stopped, or its worker thread died.
+    #[error("{component} is stopped: {reason}")]
+    Stopped {
+        /// The component.
+        component: &'static str,
+        /// Why it is stopped.
+        reason: String,
+    },
+
+    /// A component hit a failure after which it must not continue (for
+    /// example a failed fsync); every later call returns this error.
+    #[error("{component} is poisoned and refuses further work: {reason}; reopen it to recover")]
+    Poisoned {
+        /// The component.
+        component: &'static str,
+        /// The failure that poisoned it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if made again unchanged.
+    ///
+    /// True for transient I/O kinds (interrupted, timed out, would block), for
+    /// host errors the host marked transient, and for unavailable replicas.
+    /// Corruption, configuration and poisoned states are never retryable.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            Error::Host { retryable, .. } => *retryable,
+            Error::ReplicaUnavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this error says that page bytes failed verification.
+    #[must_use]
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::ChecksumMismatch { .. }
+                | Error::ZeroedPage { .. }
+                | Error::MisplacedPage { .. }
+                | Error::InvalidTrailer { .. }
+                | Error::MissingChecksum { .. }
+                | Error::StalePage { .. }
+        )
+    }
+
+    /// Builds an [`Error::Io`] with context.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::InvalidConfig`].
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::CorruptFile`].
+    pub(crate) fn corrupt_file(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::CorruptFile {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classification() {
+        let transient = Error::io("reading", io::Error::from(io::ErrorKind::Interrupted));
+        assert!(transient.is_retryable());
+        let permanent = Error::io("reading", io::Error::from(io::ErrorKind::NotFound));
+        assert!(!permanent.is_retryable());
+        let corrupt = Error::ChecksumMismatch {
+            page: PageId(3),
+            expected: 1,
+            actual: 2,
+        };
+        assert!(!corrupt.is_retryable());
+        assert!(corrupt.is_corruption());
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = Error::PageOutOfRange {
+            page: PageId(10),
+            page_count: 4,
+        };
+        assert_eq!(
+            e.to_string(),
+            "page 10 is out of range: the store has 4 pages (ids 0..4)"
+        );
+        let e = Error::Host {
+            op: "read_page",
+            retryable: true,
+            message: "socket reset".into(),
+        };
+        assert!(e.to_string().ends_with("(transient: may be retried)"));
+    }
+}

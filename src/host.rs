@@ -1,0 +1,243 @@
+//! The seams a host implements: small, object-safe, `Send + Sync` traits.
+//!
+//! The library never assumes a file layout. A host gives it page storage
+//! ([`PageStore`]), sources of page copies ([`Replica`], [`PageSource`]) and
+//! the actions only it can take ([`HostActions`]).
+//!
+//! # What an error from the host means
+//!
+//! Host methods return [`crate::Error`]. The library treats
+//! [`Error::is_retryable`](crate::Error::is_retryable) errors as transient: a
+//! read is tried again before a page is declared corrupt, and a replica that
+//! answers with a transient error is skipped for this repair but not marked bad.
+//! Any other error is taken at its word. A host wraps its own errors with
+//! [`Error::Host`](crate::Error::Host), setting `retryable` honestly.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::{Lsn, PageId, ReplicaId};
+
+/// Fixed-size page storage: the host's data file(s), as the library sees them.
+///
+/// Pages are numbered `0..page_count()` and all have `page_size()` bytes.
+/// Methods take `&self`: an implementation synchronises internally, and the
+/// library calls it from several threads (the host's, the scrubber's, the
+/// repairer's).
+pub trait PageStore: Send + Sync + fmt::Debug {
+    /// The size of every page in bytes. Constant for the life of the store.
+    fn page_size(&self) -> usize;
+
+    /// How many pages the store has now. May grow while the library runs; the
+    /// scrubber reads it at the start of each pass.
+    fn page_count(&self) -> u64;
+
+    /// Reads page `page` into `buf`, which has exactly `page_size()` bytes.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page past the end; [`Error::BufferSize`]
+    /// for a buffer of the wrong length; an I/O or host error otherwise (a
+    /// retryable one is tried again by the library). A host's own store returns
+    /// the raw bytes without verifying them: verification is the library's
+    /// job ([`CorruptionDetector`](crate::CorruptionDetector) is the verifying
+    /// wrapper), and repair needs to see the damage.
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
+
+    /// Reads `buf.len() / page_size()` consecutive pages starting at `first`.
+    ///
+    /// The default calls [`read_page`](Self::read_page) per page; a store whose
+    /// medium favours large reads (a file) overrides it, and the scrubber's
+    /// throughput depends on that.
+    ///
+    /// # Errors
+    /// As `read_page`; [`Error::BufferSize`] when `buf` is not a whole number of pages.
+    fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
+        let ps = self.page_size();
+        if ps == 0 || !buf.len().is_multiple_of(ps) {
+            return Err(Error::BufferSize {
+                expected: ps * (buf.len() / ps.max(1)).max(1),
+                actual: buf.len(),
+            });
+        }
+        for (i, chunk) in buf.chunks_exact_mut(ps).enumerate() {
+            self.read_page(PageId(first.0 + i as u64), chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with each of `count` consecutive pages starting at
+    /// `first`, in order. The slice passed to `visit` is only valid during the
+    /// call.
+    ///
+    /// The default reads batches of up to 1 MiB with
+    /// [`read_pages`](Self::read_pages) into one reused buffer; a store that can
+    /// expose its pages without a copy (a memory map) overrides it. This is the
+    /// scrubber's hot path.
+    ///
+    /// # Errors
+    /// The first error of a read or of `visit`; pages after it are not visited.
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        scan_in_batches(self, first, count, visit)
+    }
+
+    /// Writes page `page` from `data`, which has exactly `page_size()` bytes.
+    /// The write need not be durable until [`sync`](Self::sync) returns.
+    ///
+    /// # Errors
+    /// As `read_page`. After an error the page's contents are unknown (the
+    /// write may have been partial); the library re-reads before trusting it.
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()>;
+
+    /// Makes every completed write durable.
+    ///
+    /// # Errors
+    /// An error means earlier writes may be lost. The library does not retry a
+    /// failed sync as if it had succeeded: it re-reads and re-verifies.
+    fn sync(&self) -> Result<()>;
+}
+
+/// How far a replica is behind, as far as it knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReplicaLag {
+    /// The newest LSN the replica has applied, if it tracks LSNs.
+    pub applied_lsn: Option<Lsn>,
+    /// How far behind the primary it is in time, if it knows.
+    pub behind: Option<Duration>,
+}
+
+/// A replica's state as reported by [`Replica::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Whether the replica can serve reads now.
+    pub available: bool,
+    /// How far behind it is.
+    pub lag: ReplicaLag,
+}
+
+/// A source of page copies: another node, a mirror disk, a backup.
+///
+/// The library never trusts a replica's bytes: every copy is verified
+/// (checksum and page number) before it is written anywhere.
+pub trait Replica: Send + Sync + fmt::Debug {
+    /// The replica's unique name.
+    fn id(&self) -> ReplicaId;
+
+    /// The replica's page size; a replica whose page size differs from the
+    /// local store's is refused at registration.
+    fn page_size(&self) -> usize;
+
+    /// Whether it is available and how far behind it is. Called before each
+    /// repair to order replicas (available first, then least lag); it should
+    /// be cheap.
+    fn status(&self) -> ReplicaStatus;
+
+    /// Reads the replica's copy of `page` into `buf` (exactly `page_size()` bytes).
+    ///
+    /// # Errors
+    /// [`Error::ReplicaUnavailable`] when it cannot answer now (the repairer
+    /// moves on to the next replica); any other error likewise skips it.
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
+
+    /// The digest of pages `first .. first + count` (see
+    /// [`range_digest`](crate::repair::merkle) for the exact function), used
+    /// to find divergent ranges without fetching every page.
+    ///
+    /// The default reads each page through `read_page`; a remote replica
+    /// should compute it where the data is.
+    ///
+    /// # Errors
+    /// As `read_page`.
+    fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
+        let mut buf = vec![0u8; self.page_size()];
+        let mut digest = crate::repair::RangeDigest::new();
+        for p in first.0..first.0 + count {
+            self.read_page(PageId(p), &mut buf)?;
+            digest.push(PageId(p), &buf);
+        }
+        Ok(digest.finish())
+    }
+}
+
+/// A last-resort source of page copies, tried when no replica has a good one
+/// (for example the newest snapshot).
+pub trait PageSource: Send + Sync + fmt::Debug {
+    /// A short name for reports ("snapshot 12").
+    fn name(&self) -> String;
+
+    /// Reads a copy of `page` into `buf`. Returns `Ok(false)` when the source
+    /// has no copy of it, or has one that is older than `not_older_than` (the
+    /// local store's LSN for the page, when the host knows it): a stale page is
+    /// never served as a repair.
+    ///
+    /// # Errors
+    /// An I/O or decoding error of the source; the page is then treated as not
+    /// found there.
+    fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool>;
+}
+
+/// Actions only the host can take. Every method has a default that answers
+/// [`Error::Unsupported`], so a host implements only what it has.
+pub trait HostActions: Send + Sync + fmt::Debug {
+    /// Rebuilds the named index (or other derived structure) from base data.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn rebuild_index(&self, index: &str) -> Result<()> {
+        let _ = index;
+        Err(Error::Unsupported {
+            action: "rebuild_index",
+        })
+    }
+}
+
+/// Checks that `buf` is exactly one page and `page` is in range; shared by the
+/// reference stores and the wrappers so that bad input gets the same typed error
+/// everywhere.
+pub(crate) fn check_page_args(
+    page: PageId,
+    page_count: u64,
+    buf_len: usize,
+    page_size: usize,
+) -> Result<()> {
+    if buf_len != page_size {
+        return Err(Error::BufferSize {
+            expected: page_size,
+            actual: buf_len,
+        });
+    }
+    if page.0 >= page_count {
+        return Err(Error::PageOutOfRange { page, page_count });
+    }
+    Ok(())
+}
+
+/// The default [`PageStore::scan_pages`]: batched `read_pages` of up to 1 MiB
+/// into one reused buffer.
+pub(crate) fn scan_in_batches<S: PageStore + ?Sized>(
+    store: &S,
+    first: PageId,
+    count: u64,
+    visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let ps = store.page_size().max(1);
+    let batch = ((1 << 20) / ps).max(1) as u64;
+    let mut buf = vec![0u8; (batch.min(count.max(1)) as usize) * ps];
+    let mut next = first.0;
+    let end = first.0.saturating_add(count);
+    while next < end {
+        let n = batch.min(end - next);
+        let bytes = &mut buf[..n as usize * ps];
+        store.read_pages(PageId(next), bytes)?;
+        for (i, page) in bytes.chunks_exact(ps).enumerate() {
+            visit(PageId(next + i as u64), page)?;
+        }
+        next += n;
+    }
+    Ok(())
+}

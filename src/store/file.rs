@@ -1,0 +1,292 @@
+//! A [`PageStore`] over one file: positioned reads and writes, `fsync` on sync,
+//! and optionally a memory map for scanning.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::mmap::MappedFile;
+use crate::checksum::MIN_PAGE_SIZE;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::host::{check_page_args, PageStore};
+use crate::types::PageId;
+
+/// Pages in one file, page `n` at byte offset `n * page_size`.
+///
+/// Reads and writes are `pread`/`pwrite` (no shared cursor, so threads do not
+/// serialise on the file); `sync` is `fsync`. With
+/// [`with_mmap_scan`](Self::with_mmap_scan), [`PageStore::scan_pages`] reads
+/// through a read-only memory map instead of copying into a buffer.
+///
+/// The file must not be truncated by anyone else while the store is open.
+///
+/// ```
+/// use selfheal::{FileStore, PageStore, PageId};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = FileStore::create(dir.path().join("data"), 4096, 16)?;
+/// store.write_page(PageId(1), &[1u8; 4096])?;
+/// store.sync()?;
+/// assert_eq!(FileStore::open(dir.path().join("data"), 4096)?.page_count(), 16);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    file: File,
+    page_size: usize,
+    page_count: AtomicU64,
+    mmap_scan: bool,
+    map: Mutex<Option<std::sync::Arc<MappedFile>>>,
+}
+
+impl FileStore {
+    /// Creates (or truncates) the file at `path` with `page_count` zeroed pages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a page size below 64 bytes; [`Error::Io`].
+    pub fn create(path: impl AsRef<Path>, page_size: usize, page_count: u64) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        check_page_size(page_size)?;
+        let file = fsutil::private_create_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let len = page_count
+            .checked_mul(page_size as u64)
+            .ok_or_else(|| Error::config("page_count", "page_count * page_size overflows u64"))?;
+        file.set_len(len)
+            .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
+        Ok(Self::from_parts(path, file, page_size, page_count))
+    }
+
+    /// Opens an existing store file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a page size below 64 bytes;
+    /// [`Error::PageSizeMismatch`] when the file length is not a whole number
+    /// of pages; [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>, page_size: usize) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        check_page_size(page_size)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        if len % page_size as u64 != 0 {
+            return Err(Error::PageSizeMismatch {
+                what: format!(
+                    "file {} ({len} bytes, not a whole number of pages)",
+                    path.display()
+                ),
+                expected: page_size,
+                actual: (len % page_size as u64) as usize,
+            });
+        }
+        Ok(Self::from_parts(
+            path,
+            file,
+            page_size,
+            len / page_size as u64,
+        ))
+    }
+
+    fn from_parts(path: PathBuf, file: File, page_size: usize, page_count: u64) -> Self {
+        FileStore {
+            path,
+            file,
+            page_size,
+            page_count: AtomicU64::new(page_count),
+            mmap_scan: false,
+            map: Mutex::new(None),
+        }
+    }
+
+    /// Scans through a read-only memory map instead of `pread` into a buffer.
+    /// Off by default.
+    #[must_use]
+    pub fn with_mmap_scan(mut self, on: bool) -> Self {
+        self.mmap_scan = on;
+        self
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `n` zeroed pages.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be extended.
+    pub fn grow(&self, n: u64) -> Result<()> {
+        let new = self.page_count.load(Ordering::Acquire) + n;
+        self.file
+            .set_len(new * self.page_size as u64)
+            .map_err(|e| Error::io(format!("extending {}", self.path.display()), e))?;
+        self.page_count.store(new, Ordering::Release);
+        Ok(())
+    }
+
+    fn current_map(&self) -> Result<std::sync::Arc<MappedFile>> {
+        let want = self.page_count.load(Ordering::Acquire) as usize * self.page_size;
+        let mut slot = self.map.lock();
+        if let Some(m) = slot.as_ref().filter(|m| m.len() == want) {
+            return Ok(m.clone());
+        }
+        let m = std::sync::Arc::new(MappedFile::map(
+            &self.file,
+            want,
+            &self.path.display().to_string(),
+        )?);
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+}
+
+fn check_page_size(page_size: usize) -> Result<()> {
+    if page_size < MIN_PAGE_SIZE {
+        return Err(Error::config(
+            "page_size",
+            format!("is {page_size}; it must be at least {MIN_PAGE_SIZE} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl PageStore for FileStore {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn page_count(&self) -> u64 {
+        self.page_count.load(Ordering::Acquire)
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        check_page_args(page, self.page_count(), buf.len(), self.page_size)?;
+        self.file
+            .read_exact_at(buf, page.0 * self.page_size as u64)
+            .map_err(|e| Error::io(format!("reading page {page} of {}", self.path.display()), e))
+    }
+
+    fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
+        let n = (buf.len() / self.page_size) as u64;
+        if !buf.len().is_multiple_of(self.page_size) || n == 0 {
+            return Err(Error::BufferSize {
+                expected: self.page_size * n.max(1) as usize,
+                actual: buf.len(),
+            });
+        }
+        let count = self.page_count();
+        if first.0.saturating_add(n) > count {
+            return Err(Error::PageOutOfRange {
+                page: PageId(first.0.saturating_add(n - 1)),
+                page_count: count,
+            });
+        }
+        self.file
+            .read_exact_at(buf, first.0 * self.page_size as u64)
+            .map_err(|e| {
+                Error::io(
+                    format!("reading pages {first}..+{n} of {}", self.path.display()),
+                    e,
+                )
+            })
+    }
+
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let total = self.page_count();
+        if first.0.saturating_add(count) > total {
+            return Err(Error::PageOutOfRange {
+                page: PageId(first.0.saturating_add(count).saturating_sub(1)),
+                page_count: total,
+            });
+        }
+        if !self.mmap_scan || count == 0 {
+            return crate::host::scan_in_batches(self, first, count, visit);
+        }
+        let map = self.current_map()?;
+        let ps = self.page_size;
+        for p in first.0..first.0 + count {
+            let off = p as usize * ps;
+            map.visit(off..off + ps, |bytes| visit(PageId(p), bytes))?;
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        check_page_args(page, self.page_count(), data.len(), self.page_size)?;
+        self.file
+            .write_all_at(data, page.0 * self.page_size as u64)
+            .map_err(|e| Error::io(format!("writing page {page} of {}", self.path.display()), e))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_scan_paths_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::create(dir.path().join("d"), 128, 300).unwrap();
+        for p in 0..300u64 {
+            s.write_page(PageId(p), &[p as u8; 128]).unwrap();
+        }
+        s.sync().unwrap();
+        let mut seen = Vec::new();
+        s.scan_pages(PageId(5), 290, &mut |p, b| {
+            seen.push((p.0, b[0]));
+            Ok(())
+        })
+        .unwrap();
+        let m = FileStore::open(dir.path().join("d"), 128)
+            .unwrap()
+            .with_mmap_scan(true);
+        let mut seen_map = Vec::new();
+        m.scan_pages(PageId(5), 290, &mut |p, b| {
+            seen_map.push((p.0, b[0]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, seen_map);
+        assert_eq!(seen.len(), 290);
+        assert!(s.scan_pages(PageId(5), 296, &mut |_, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn odd_length_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d");
+        std::fs::write(&p, vec![0u8; 100]).unwrap();
+        assert!(matches!(
+            FileStore::open(&p, 64),
+            Err(Error::PageSizeMismatch { .. })
+        ));
+    }
+}

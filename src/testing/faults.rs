@@ -1,0 +1,459 @@
+//! Fault-injecting wrappers around a store and a replica.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+use crate::host::{PageStore, Replica, ReplicaLag, ReplicaStatus};
+use crate::types::{PageId, ReplicaId};
+
+/// Damage done to a page's bytes at rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Flip one bit: byte `byte % page_size`, bit `bit % 8`.
+    BitFlip {
+        /// Byte index (taken modulo the page size).
+        byte: usize,
+        /// Bit index (taken modulo 8).
+        bit: u8,
+    },
+    /// Zero the whole page (a lost or trimmed sector).
+    Zero,
+    /// Overwrite the whole page with seeded random bytes.
+    Junk {
+        /// Seed of the bytes.
+        seed: u64,
+    },
+}
+
+impl Damage {
+    /// Applies the damage to `buf` in place.
+    pub fn apply(self, buf: &mut [u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        match self {
+            Damage::BitFlip { byte, bit } => {
+                let i = byte % buf.len();
+                buf[i] ^= 1 << (bit % 8);
+            }
+            Damage::Zero => buf.fill(0),
+            Damage::Junk { seed } => rand::rngs::StdRng::seed_from_u64(seed).fill(buf),
+        }
+    }
+}
+
+/// What goes wrong with a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFault {
+    /// Only the first `new_bytes` bytes of the new page reach the medium; the
+    /// rest keeps the old contents. The write reports success.
+    Torn {
+        /// How many leading bytes of the new page are written.
+        new_bytes: usize,
+    },
+    /// The right bytes land on the wrong page. The write reports success.
+    Misdirected {
+        /// Where they land instead.
+        to: PageId,
+    },
+    /// Nothing is written, and the write reports success.
+    Lost,
+    /// The write fails with `EIO`; nothing is written.
+    Eio,
+    /// The write fails with `ENOSPC`; nothing is written.
+    NoSpace,
+}
+
+/// What goes wrong with a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFault {
+    /// The read fails with `EIO`.
+    Eio,
+    /// The read returns the page with one bit flipped (a transient fault on
+    /// the path: the stored bytes are fine).
+    TransientBitFlip,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// One-shot write faults, per page (`None` = the next write to any page).
+    writes: HashMap<Option<PageId>, VecDeque<WriteFault>>,
+    /// Read faults and how many more reads they hit.
+    reads: HashMap<Option<PageId>, (ReadFault, u32)>,
+    /// How many more syncs fail.
+    failing_syncs: u32,
+}
+
+/// Counters of what a [`FaultyStore`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Reads served (including failed ones).
+    pub reads: u64,
+    /// Writes attempted.
+    pub writes: u64,
+    /// Faults that fired.
+    pub injected: u64,
+}
+
+/// A [`PageStore`] wrapper that injects faults into an inner store.
+///
+/// At-rest damage ([`damage`](Self::damage)) changes the inner store's bytes
+/// now. Write faults are queued one-shot per page; read faults hit a given
+/// number of reads.
+///
+/// ```
+/// use std::sync::Arc;
+/// use selfheal::{MemStore, PageStore, PageId};
+/// use selfheal::testing::{FaultyStore, WriteFault};
+///
+/// let store = FaultyStore::new(Arc::new(MemStore::new(128, 4)?));
+/// store.fail_next_write(Some(PageId(1)), WriteFault::Lost);
+/// store.write_page(PageId(1), &[9u8; 128])?; // reports success...
+/// let mut buf = vec![0u8; 128];
+/// store.read_page(PageId(1), &mut buf)?;
+/// assert_eq!(buf[0], 0); // ...but nothing was written
+/// # Ok::<(), selfheal::Error>(())
+/// ```
+pub struct FaultyStore {
+    inner: Arc<dyn PageStore>,
+    state: Mutex<FaultState>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &self.inner)
+            .field("counts", &self.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; no fault is armed.
+    pub fn new(inner: Arc<dyn PageStore>) -> Self {
+        FaultyStore {
+            inner,
+            state: Mutex::new(FaultState::default()),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped store (writes to it bypass every fault).
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn PageStore> {
+        &self.inner
+    }
+
+    /// Damages `page` at rest, now.
+    ///
+    /// # Errors
+    /// The inner store's read or write error.
+    pub fn damage(&self, page: PageId, damage: Damage) -> Result<()> {
+        let mut buf = vec![0u8; self.inner.page_size()];
+        self.inner.read_page(page, &mut buf)?;
+        damage.apply(&mut buf);
+        self.inner.write_page(page, &buf)?;
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Arms a one-shot fault for the next write to `page` (or to any page for `None`).
+    pub fn fail_next_write(&self, page: Option<PageId>, fault: WriteFault) {
+        self.state
+            .lock()
+            .writes
+            .entry(page)
+            .or_default()
+            .push_back(fault);
+    }
+
+    /// Makes the next `times` reads of `page` (or of any page for `None`) fail with `fault`.
+    pub fn fail_reads(&self, page: Option<PageId>, fault: ReadFault, times: u32) {
+        self.state.lock().reads.insert(page, (fault, times));
+    }
+
+    /// Makes the next `times` syncs fail with `EIO`.
+    pub fn fail_syncs(&self, times: u32) {
+        self.state.lock().failing_syncs = times;
+    }
+
+    /// Disarms every fault.
+    pub fn clear(&self) {
+        *self.state.lock() = FaultState::default();
+    }
+
+    /// What the store did so far.
+    #[must_use]
+    pub fn counts(&self) -> FaultCounts {
+        FaultCounts {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            injected: self.injected.load(Ordering::Relaxed),
+        }
+    }
+
+    fn take_read_fault(&self, page: PageId) -> Option<ReadFault> {
+        let mut st = self.state.lock();
+        for key in [Some(page), None] {
+            if let Some((fault, left)) = st.reads.get_mut(&key) {
+                let fault = *fault;
+                *left -= 1;
+                if *left == 0 {
+                    st.reads.remove(&key);
+                }
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    fn take_write_fault(&self, page: PageId) -> Option<WriteFault> {
+        let mut st = self.state.lock();
+        for key in [Some(page), None] {
+            if let Some(q) = st.writes.get_mut(&key) {
+                if let Some(f) = q.pop_front() {
+                    if q.is_empty() {
+                        st.writes.remove(&key);
+                    }
+                    self.injected.fetch_add(1, Ordering::Relaxed);
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl PageStore for FaultyStore {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        match self.take_read_fault(page) {
+            Some(ReadFault::Eio) => Err(Error::io(format!("reading page {page}"), eio())),
+            Some(ReadFault::TransientBitFlip) => {
+                self.inner.read_page(page, buf)?;
+                Damage::BitFlip {
+                    byte: buf.len() / 2,
+                    bit: 3,
+                }
+                .apply(buf);
+                Ok(())
+            }
+            None => self.inner.read_page(page, buf),
+        }
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        match self.take_write_fault(page) {
+            None => self.inner.write_page(page, data),
+            Some(WriteFault::Lost) => {
+                crate::host::check_page_args(
+                    page,
+                    self.inner.page_count(),
+                    data.len(),
+                    self.inner.page_size(),
+                )?;
+                Ok(())
+            }
+            Some(WriteFault::Eio) => Err(Error::io(format!("writing page {page}"), eio())),
+            Some(WriteFault::NoSpace) => Err(Error::io(format!("writing page {page}"), enospc())),
+            Some(WriteFault::Misdirected { to }) => self.inner.write_page(to, data),
+            Some(WriteFault::Torn { new_bytes }) => {
+                let mut cur = vec![0u8; self.inner.page_size()];
+                self.inner.read_page(page, &mut cur)?;
+                let n = new_bytes.min(data.len());
+                cur[..n].copy_from_slice(&data[..n]);
+                self.inner.write_page(page, &cur)
+            }
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        {
+            let mut st = self.state.lock();
+            if st.failing_syncs > 0 {
+                st.failing_syncs -= 1;
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::io("syncing the store", eio()));
+            }
+        }
+        self.inner.sync()
+    }
+}
+
+/// A [`Replica`] wrapper that can be taken down, made to lag, or made to serve
+/// damaged copies of chosen pages.
+pub struct FaultyReplica {
+    inner: Arc<dyn Replica>,
+    down: AtomicBool,
+    lag: Mutex<Option<ReplicaLag>>,
+    damaged: Mutex<HashMap<PageId, Damage>>,
+    reads: AtomicU64,
+}
+
+impl fmt::Debug for FaultyReplica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyReplica")
+            .field("id", &self.inner.id())
+            .field("down", &self.down.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultyReplica {
+    /// Wraps `inner`; no fault is armed.
+    pub fn new(inner: Arc<dyn Replica>) -> Self {
+        FaultyReplica {
+            inner,
+            down: AtomicBool::new(false),
+            lag: Mutex::new(None),
+            damaged: Mutex::new(HashMap::new()),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the replica down (unavailable, reads fail) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Overrides the lag it reports.
+    pub fn set_lag(&self, lag: ReplicaLag) {
+        *self.lag.lock() = Some(lag);
+    }
+
+    /// Makes it serve `page` with `damage` applied (its own copy is corrupt).
+    pub fn corrupt(&self, page: PageId, damage: Damage) {
+        self.damaged.lock().insert(page, damage);
+    }
+
+    /// How many page reads it served or refused.
+    #[must_use]
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+impl Replica for FaultyReplica {
+    fn id(&self) -> ReplicaId {
+        self.inner.id()
+    }
+
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        let mut s = self.inner.status();
+        if self.down.load(Ordering::SeqCst) {
+            s.available = false;
+        }
+        if let Some(lag) = *self.lag.lock() {
+            s.lag = lag;
+        }
+        s
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::ReplicaUnavailable {
+                replica: self.inner.id(),
+                reason: "down (injected)".into(),
+            });
+        }
+        self.inner.read_page(page, buf)?;
+        if let Some(d) = self.damaged.lock().get(&page) {
+            d.apply(buf);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemStore, StoreReplica};
+
+    fn store() -> FaultyStore {
+        FaultyStore::new(Arc::new(MemStore::new(64, 4).unwrap()))
+    }
+
+    #[test]
+    fn torn_write_mixes_new_and_old() {
+        let s = store();
+        s.write_page(PageId(0), &[1u8; 64]).unwrap();
+        s.fail_next_write(Some(PageId(0)), WriteFault::Torn { new_bytes: 10 });
+        s.write_page(PageId(0), &[2u8; 64]).unwrap();
+        let mut b = vec![0u8; 64];
+        s.read_page(PageId(0), &mut b).unwrap();
+        assert_eq!(&b[..10], &[2u8; 10]);
+        assert_eq!(&b[10..], &[1u8; 54]);
+    }
+
+    #[test]
+    fn misdirected_and_errors() {
+        let s = store();
+        s.fail_next_write(None, WriteFault::Misdirected { to: PageId(3) });
+        s.write_page(PageId(1), &[5u8; 64]).unwrap();
+        let mut b = vec![0u8; 64];
+        s.read_page(PageId(3), &mut b).unwrap();
+        assert_eq!(b[0], 5);
+        s.read_page(PageId(1), &mut b).unwrap();
+        assert_eq!(b[0], 0);
+        s.fail_next_write(None, WriteFault::NoSpace);
+        let e = s.write_page(PageId(1), &[5u8; 64]).unwrap_err();
+        assert!(e.to_string().contains("No space"), "{e}");
+        s.fail_reads(Some(PageId(2)), ReadFault::Eio, 2);
+        assert!(s.read_page(PageId(2), &mut b).is_err());
+        assert!(s.read_page(PageId(2), &mut b).is_err());
+        assert!(s.read_page(PageId(2), &mut b).is_ok());
+        s.fail_syncs(1);
+        assert!(s.sync().is_err());
+        assert!(s.sync().is_ok());
+        assert_eq!(s.counts().injected, 5);
+    }
+
+    #[test]
+    fn replica_faults() {
+        let inner = Arc::new(MemStore::new(64, 2).unwrap());
+        inner.write_page(PageId(0), &[7u8; 64]).unwrap();
+        let r = FaultyReplica::new(Arc::new(StoreReplica::new("r", inner)));
+        r.corrupt(PageId(0), Damage::Zero);
+        let mut b = vec![1u8; 64];
+        r.read_page(PageId(0), &mut b).unwrap();
+        assert_eq!(b, vec![0u8; 64]);
+        r.set_down(true);
+        assert!(!r.status().available);
+        assert!(r.read_page(PageId(1), &mut b).unwrap_err().is_retryable());
+    }
+}

@@ -1,0 +1,273 @@
+//! Small shared vocabulary: identifiers and the failure description that every
+//! detector hands on.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A page number in a [`PageStore`](crate::PageStore), counted from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PageId(pub u64);
+
+impl fmt::Display for PageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<u64> for PageId {
+    fn from(v: u64) -> Self {
+        PageId(v)
+    }
+}
+
+/// A log sequence number: a position in a log that only grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The name of a replica, unique among the replicas registered with one repairer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(pub Arc<str>);
+
+impl ReplicaId {
+    /// Makes an id from a name.
+    pub fn new(name: impl AsRef<str>) -> Self {
+        ReplicaId(Arc::from(name.as_ref()))
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How urgent a failure is. `P0` is the most urgent; the ordering follows
+/// urgency, so `P0 < P1` and a sorted queue serves `P0` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Data is wrong or at risk now (corrupt pages, torn transactions).
+    P0,
+    /// A component or process is down.
+    P1,
+    /// Service is degraded or predicted to fail.
+    P2,
+    /// Housekeeping: nothing is wrong yet.
+    P3,
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Priority::P0 => "P0",
+            Priority::P1 => "P1",
+            Priority::P2 => "P2",
+            Priority::P3 => "P3",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What a failure is about: the key by which duplicate reports are merged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Target {
+    /// One page of the local store.
+    Page(PageId),
+    /// A named component of the host (heartbeat source, probe, subsystem).
+    Component(Arc<str>),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Page(p) => write!(f, "page {p}"),
+            Target::Component(c) => write!(f, "component {c}"),
+        }
+    }
+}
+
+/// What was found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    // ---- corruption ----
+    /// A page failed verification (checksum, zeroed, misplaced, bad trailer).
+    CorruptPage {
+        /// The page.
+        page: PageId,
+    },
+    /// Every source was tried and none had a copy of the page that verifies.
+    IrreparablePage {
+        /// The page.
+        page: PageId,
+    },
+    // ---- rollback ----
+
+    // ---- crash detection ----
+
+    // ---- snapshots ----
+
+    // ---- health ----
+}
+
+impl FailureKind {
+    /// The thing the failure is about, used to merge duplicate reports.
+    #[must_use]
+    pub fn target(&self) -> Target {
+        match self {
+            FailureKind::CorruptPage { page } | FailureKind::IrreparablePage { page } => {
+                Target::Page(*page)
+            } // ---- rollback ----
+
+              // ---- crash detection ----
+
+              // ---- snapshots ----
+
+              // ---- health ----
+        }
+    }
+
+    /// The default priority of this kind of failure.
+    #[must_use]
+    pub fn default_priority(&self) -> Priority {
+        match self {
+            FailureKind::CorruptPage { .. } | FailureKind::IrreparablePage { .. } => Priority::P0,
+            // ---- rollback ----
+
+            // ---- crash detection ----
+
+            // ---- snapshots ----
+
+            // ---- health ----
+        }
+    }
+}
+
+/// A failure report: what failed, where, how bad, and why the detector thinks so.
+///
+/// Detectors send these over a channel (see [`FailureSink`]); the orchestrator
+/// merges them by [`Failure::target`] and orders them by [`Failure::priority`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What was found wrong.
+    pub kind: FailureKind,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// Human-readable evidence (the error seen, the values measured).
+    pub evidence: String,
+    /// When it was detected, in nanoseconds of the detector's [`Clock`](crate::Clock).
+    pub detected_at_ns: u64,
+}
+
+impl Failure {
+    /// A failure with the kind's default priority.
+    pub fn new(kind: FailureKind, evidence: impl Into<String>, detected_at_ns: u64) -> Self {
+        let priority = kind.default_priority();
+        Failure {
+            kind,
+            priority,
+            evidence: evidence.into(),
+            detected_at_ns,
+        }
+    }
+
+    /// The thing the failure is about.
+    #[must_use]
+    pub fn target(&self) -> Target {
+        self.kind.target()
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {}: {}",
+            self.priority,
+            self.target(),
+            self.evidence
+        )
+    }
+}
+
+/// Where a detector sends its [`Failure`] reports.
+///
+/// A bounded crossbeam channel: when the consumer falls behind, new reports are
+/// counted as dropped (see [`FailureSink::dropped`]) rather than blocking the
+/// detector, because a detector that blocks on its own reporting would stop
+/// detecting. A report that is dropped is not lost knowledge: the page stays in
+/// the suspect registry and is still fenced.
+#[derive(Clone, Debug)]
+pub struct FailureSink {
+    tx: crossbeam_channel::Sender<Failure>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FailureSink {
+    /// A sink and its receiving end, holding at most `capacity` unread reports.
+    #[must_use]
+    pub fn bounded(capacity: usize) -> (FailureSink, crossbeam_channel::Receiver<Failure>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        (
+            FailureSink {
+                tx,
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Sends a report without blocking; returns `false` when it was dropped
+    /// (channel full or receiver gone).
+    pub fn send(&self, failure: Failure) -> bool {
+        match self.tx.try_send(failure) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(failure = %e.into_inner(), "failure report dropped");
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// How many reports were dropped because the receiver was full or gone.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_orders_by_urgency() {
+        let mut v = vec![Priority::P3, Priority::P0, Priority::P2, Priority::P1];
+        v.sort();
+        assert_eq!(v, [Priority::P0, Priority::P1, Priority::P2, Priority::P3]);
+    }
+
+    #[test]
+    fn sink_counts_drops_instead_of_blocking() {
+        let (sink, rx) = FailureSink::bounded(1);
+        let f = Failure::new(FailureKind::CorruptPage { page: PageId(1) }, "x", 0);
+        assert!(sink.send(f.clone()));
+        assert!(!sink.send(f.clone()));
+        assert_eq!(sink.dropped(), 1);
+        assert_eq!(rx.try_recv().unwrap().target(), Target::Page(PageId(1)));
+    }
+}
