@@ -642,6 +642,34 @@ impl CorruptionDetector {
     }
 }
 
+/// The detector is itself a [`PageStore`]: reads are verified
+/// ([`read_verified`](CorruptionDetector::read_verified)) and writes are sealed
+/// ([`write_sealed`](CorruptionDetector::write_sealed), on a copy of the
+/// caller's bytes). Hand it to any component that writes pages of a protected
+/// store (rollback, restore) so that checksums stay current and fences lift.
+impl PageStore for CorruptionDetector {
+    fn page_size(&self) -> usize {
+        self.store.page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.store.page_count()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.read_verified(page, buf)
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        let mut copy = data.to_vec();
+        self.write_sealed(page, &mut copy)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.store.sync()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +784,18 @@ mod tests {
         ));
         assert_eq!(det.page_state(PageId(1)), Some(PageState::Suspect));
         assert_eq!(det.failures().try_iter().count(), 1);
+    }
+
+    #[test]
+    fn detector_as_page_store_seals_writes() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        let det: Arc<dyn PageStore> = Arc::new(det);
+        det.write_page(PageId(1), &[3u8; 256]).unwrap();
+        let mut b = vec![0u8; 256];
+        raw.read_page(PageId(1), &mut b).unwrap();
+        crate::checksum::trailer::verify(PageId(1), &b).unwrap();
+        det.read_page(PageId(1), &mut b).unwrap();
+        assert_eq!(b[0], 3);
     }
 
     #[test]
