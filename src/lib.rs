@@ -63,4 +63,9 @@ pub use store::{FileStore, MemStore, StoreReplica};
 
 // ---- re-exports: health ----
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use types::{Failure, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target};
