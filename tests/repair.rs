@@ -47,7 +47,9 @@ struct Host {
 
 impl Host {
     fn new(pages: u64, mirrors: usize, with_lsn: bool) -> Arc<Host> {
-        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, pages).unwrap())));
+        let raw = Arc::new(FaultyStore::new(Arc::new(
+            MemStore::new(PS, pages).unwrap(),
+        )));
         let mut cfg = DetectorConfig::new(ChecksumPlacement::Trailer);
         if with_lsn {
             cfg = cfg.page_lsn(lsn_reader());
@@ -109,12 +111,18 @@ impl Host {
         for round in 0..20 {
             let mut bad = 0;
             for p in 0..self.raw.page_count() {
-                if let Verdict::Corrupt { .. } = self.det.check_page(PageId(p), Observer::Scrub).unwrap()
+                if let Verdict::Corrupt { .. } =
+                    self.det.check_page(PageId(p), Observer::Scrub).unwrap()
                 {
                     bad += 1;
                 }
             }
-            let fenced = self.det.suspects().iter().filter(|(_, e)| e.state.is_fenced()).count();
+            let fenced = self
+                .det
+                .suspects()
+                .iter()
+                .filter(|(_, e)| e.state.is_fenced())
+                .count();
             if bad == 0 && fenced == 0 {
                 return round;
             }
@@ -122,7 +130,10 @@ impl Host {
             self.raw.clear();
             rep.repair_all();
         }
-        panic!("pages still fenced after 20 rounds: {:?}", self.det.suspects());
+        panic!(
+            "pages still fenced after 20 rounds: {:?}",
+            self.det.suspects()
+        );
     }
 
     fn assert_no_write_lost(&self, ctx: &str) {
@@ -136,17 +147,30 @@ impl Host {
     }
 }
 
+/// Damages page `p` of the host in one particular way.
+type DamageFn = Box<dyn Fn(&Host, u64)>;
+
 #[test]
 fn every_damage_kind_is_repaired_byte_identical() {
     let host = Host::new(8, 1, false);
     let rep = host.repairer(RepairConfig::new());
-    let kinds: [(&str, Box<dyn Fn(&Host, u64)>); 5] = [
+    let kinds: [(&str, DamageFn); 5] = [
         (
             "bit flip",
-            Box::new(|h, p| h.raw.damage(PageId(p), Damage::BitFlip { byte: 1000, bit: 4 }).unwrap()),
+            Box::new(|h, p| {
+                h.raw
+                    .damage(PageId(p), Damage::BitFlip { byte: 1000, bit: 4 })
+                    .unwrap()
+            }),
         ),
-        ("zero", Box::new(|h, p| h.raw.damage(PageId(p), Damage::Zero).unwrap())),
-        ("junk", Box::new(|h, p| h.raw.damage(PageId(p), Damage::Junk { seed: p }).unwrap())),
+        (
+            "zero",
+            Box::new(|h, p| h.raw.damage(PageId(p), Damage::Zero).unwrap()),
+        ),
+        (
+            "junk",
+            Box::new(|h, p| h.raw.damage(PageId(p), Damage::Junk { seed: p }).unwrap()),
+        ),
         (
             "torn",
             Box::new(|h, p| h.write(p, 0xA1, Some(WriteFault::Torn { new_bytes: 512 }))),
@@ -155,7 +179,8 @@ fn every_damage_kind_is_repaired_byte_identical() {
             // The write meant for page 7 lands on page p.
             "misdirected",
             Box::new(|h, p| {
-                h.raw.fail_next_write(Some(PageId(7)), WriteFault::Misdirected { to: PageId(p) });
+                h.raw
+                    .fail_next_write(Some(PageId(7)), WriteFault::Misdirected { to: PageId(p) });
                 let mut b = h.expected.lock()[7].clone();
                 h.det.write_sealed(PageId(7), &mut b).unwrap();
             }),
@@ -164,12 +189,18 @@ fn every_damage_kind_is_repaired_byte_identical() {
     for (i, (name, damage)) in kinds.iter().enumerate() {
         let p = i as u64;
         damage(&host, p);
-        assert_ne!(host.local(p), host.expected.lock()[p as usize], "{name}: no damage done");
+        assert_ne!(
+            host.local(p),
+            host.expected.lock()[p as usize],
+            "{name}: no damage done"
+        );
         host.fence(p);
         let report = rep.repair_page(PageId(p)).unwrap();
         assert_eq!(
             report.outcome,
-            RepairOutcome::Repaired { source: CopySource::Replica(ReplicaId::new("m0")) },
+            RepairOutcome::Repaired {
+                source: CopySource::Replica(ReplicaId::new("m0"))
+            },
             "{name}"
         );
         assert_eq!(host.local(p), host.expected.lock()[p as usize], "{name}");
@@ -183,20 +214,33 @@ fn every_damage_kind_is_repaired_byte_identical() {
 fn every_replica_corrupt_leaves_page_fenced_and_reported() {
     let host = Host::new(4, 3, false);
     let rep = RepairConfig::new().build(host.det.clone()).unwrap();
-    let damages = [Damage::Zero, Damage::Junk { seed: 1 }, Damage::BitFlip { byte: 9, bit: 0 }];
+    let damages = [
+        Damage::Zero,
+        Damage::Junk { seed: 1 },
+        Damage::BitFlip { byte: 9, bit: 0 },
+    ];
     for (i, m) in host.mirrors.iter().enumerate() {
         let r = FaultyReplica::new(Arc::new(StoreReplica::new(format!("m{i}"), m.clone())));
         r.corrupt(PageId(2), damages[i]);
         rep.add_replica(Arc::new(r)).unwrap();
     }
-    host.raw.damage(PageId(2), Damage::Junk { seed: 77 }).unwrap();
+    host.raw
+        .damage(PageId(2), Damage::Junk { seed: 77 })
+        .unwrap();
     let damaged = host.local(2);
     host.fence(2);
     let corrupt_report = host.det.failures().try_recv().unwrap();
-    assert_eq!(corrupt_report.kind, FailureKind::CorruptPage { page: PageId(2) });
+    assert_eq!(
+        corrupt_report.kind,
+        FailureKind::CorruptPage { page: PageId(2) }
+    );
 
     let report = rep.repair_page(PageId(2)).unwrap();
-    assert!(matches!(report.outcome, RepairOutcome::Irreparable { .. }), "{:?}", report.outcome);
+    assert!(
+        matches!(report.outcome, RepairOutcome::Irreparable { .. }),
+        "{:?}",
+        report.outcome
+    );
     assert_eq!(report.attempts.len(), 3);
     assert!(report
         .attempts
@@ -207,7 +251,10 @@ fn every_replica_corrupt_leaves_page_fenced_and_reported() {
     let mut b = vec![0u8; PS];
     assert!(matches!(
         host.det.read_verified(PageId(2), &mut b),
-        Err(Error::PageFenced { state: "irreparable", .. })
+        Err(Error::PageFenced {
+            state: "irreparable",
+            ..
+        })
     ));
     let f = host.det.failures().try_recv().unwrap();
     assert_eq!(f.kind, FailureKind::IrreparablePage { page: PageId(2) });
@@ -217,7 +264,10 @@ fn every_replica_corrupt_leaves_page_fenced_and_reported() {
 #[test]
 fn down_or_lagging_replica_falls_through_to_the_next() {
     let host = Host::new(4, 3, true);
-    let rep = RepairConfig::new().max_replicas_per_repair(1).build(host.det.clone()).unwrap();
+    let rep = RepairConfig::new()
+        .max_replicas_per_repair(1)
+        .build(host.det.clone())
+        .unwrap();
     // m0: the least lag but down. m1: claims little lag but has applied only
     // LSN 1 and holds an old copy. m2: up to date, reported as more behind.
     let down = FaultyReplica::new(Arc::new(StoreReplica::new("m0", host.mirrors[0].clone())));
@@ -241,15 +291,37 @@ fn down_or_lagging_replica_falls_through_to_the_next() {
     let report = rep.repair_page(PageId(1)).unwrap();
     assert_eq!(
         report.outcome,
-        RepairOutcome::Repaired { source: CopySource::Replica(ReplicaId::new("m2")) }
+        RepairOutcome::Repaired {
+            source: CopySource::Replica(ReplicaId::new("m2"))
+        }
     );
-    let results: Vec<_> = report.attempts.iter().map(|a| (&a.source, &a.result)).collect();
-    assert!(matches!(results[0], (CopySource::Replica(id), AttemptResult::Stale { applied: Lsn(1), .. }) if id.as_str() == "m1"), "{results:?}");
-    assert!(matches!(results[1], (CopySource::Replica(id), AttemptResult::Verified) if id.as_str() == "m2"), "{results:?}");
-    assert!(matches!(results[2], (CopySource::Replica(id), AttemptResult::Unavailable(_)) if id.as_str() == "m0"), "{results:?}");
+    let results: Vec<_> = report
+        .attempts
+        .iter()
+        .map(|a| (&a.source, &a.result))
+        .collect();
+    assert!(
+        matches!(results[0], (CopySource::Replica(id), AttemptResult::Stale { applied: Lsn(1), .. }) if id.as_str() == "m1"),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], (CopySource::Replica(id), AttemptResult::Verified) if id.as_str() == "m2"),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], (CopySource::Replica(id), AttemptResult::Unavailable(_)) if id.as_str() == "m0"),
+        "{results:?}"
+    );
     assert_eq!(host.local(1), host.expected.lock()[1]);
     let s = rep.stats();
-    assert_eq!((s.replicas[0].unavailable, s.replicas[1].stale, s.replicas[2].used), (1, 1, 1));
+    assert_eq!(
+        (
+            s.replicas[0].unavailable,
+            s.replicas[1].stale,
+            s.replicas[2].used
+        ),
+        (1, 1, 1)
+    );
 }
 
 /// Says it is available, but every read fails.
@@ -264,7 +336,10 @@ impl Replica for LiesAboutStatus {
         PS
     }
     fn status(&self) -> ReplicaStatus {
-        ReplicaStatus { available: true, lag: ReplicaLag::default() }
+        ReplicaStatus {
+            available: true,
+            lag: ReplicaLag::default(),
+        }
     }
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
         self.0.read_page(page, buf)
@@ -274,19 +349,30 @@ impl Replica for LiesAboutStatus {
 #[test]
 fn a_replica_whose_read_fails_is_skipped() {
     let host = Host::new(2, 2, false);
-    let rep = RepairConfig::new().max_replicas_per_repair(2).build(host.det.clone()).unwrap();
-    let flaky = FaultyReplica::new(Arc::new(StoreReplica::new("flaky", host.mirrors[0].clone())));
+    let rep = RepairConfig::new()
+        .max_replicas_per_repair(2)
+        .build(host.det.clone())
+        .unwrap();
+    let flaky = FaultyReplica::new(Arc::new(StoreReplica::new(
+        "flaky",
+        host.mirrors[0].clone(),
+    )));
     flaky.set_down(true);
     rep.add_replica(Arc::new(LiesAboutStatus(flaky))).unwrap();
-    rep.add_replica(Arc::new(StoreReplica::new("ok", host.mirrors[1].clone()))).unwrap();
+    rep.add_replica(Arc::new(StoreReplica::new("ok", host.mirrors[1].clone())))
+        .unwrap();
     host.raw.damage(PageId(0), Damage::Zero).unwrap();
     host.fence(0);
     let report = rep.repair_page(PageId(0)).unwrap();
     assert_eq!(
         report.outcome,
-        RepairOutcome::Repaired { source: CopySource::Replica(ReplicaId::new("ok")) }
+        RepairOutcome::Repaired {
+            source: CopySource::Replica(ReplicaId::new("ok"))
+        }
     );
-    assert!(matches!(&report.attempts[0].result, AttemptResult::Unavailable(e) if e.is_retryable()));
+    assert!(
+        matches!(&report.attempts[0].result, AttemptResult::Unavailable(e) if e.is_retryable())
+    );
     assert_eq!(rep.stats().replicas[0].unavailable, 1);
 }
 
@@ -303,9 +389,17 @@ fn majority_of_verified_copies_wins_over_a_valid_looking_wrong_copy() {
     let report = rep.repair_page(PageId(3)).unwrap();
     assert_eq!(
         report.outcome,
-        RepairOutcome::Repaired { source: CopySource::Replica(ReplicaId::new("m1")) }
+        RepairOutcome::Repaired {
+            source: CopySource::Replica(ReplicaId::new("m1"))
+        }
     );
-    assert!(matches!(report.attempts[0].result, AttemptResult::LostVote { votes: 1, winner_votes: 2 }));
+    assert!(matches!(
+        report.attempts[0].result,
+        AttemptResult::LostVote {
+            votes: 1,
+            winner_votes: 2
+        }
+    ));
     assert_eq!(host.local(3), host.expected.lock()[3]);
 }
 
@@ -323,12 +417,19 @@ fn stale_copy_is_never_written_even_by_a_majority() {
     let report = rep.repair_page(PageId(2)).unwrap();
     assert_eq!(
         report.outcome,
-        RepairOutcome::Repaired { source: CopySource::Replica(ReplicaId::new("m2")) }
+        RepairOutcome::Repaired {
+            source: CopySource::Replica(ReplicaId::new("m2"))
+        }
     );
     let stale = report
         .attempts
         .iter()
-        .filter(|a| matches!(a.result, AttemptResult::FailedVerification(Error::StalePage { .. })))
+        .filter(|a| {
+            matches!(
+                a.result,
+                AttemptResult::FailedVerification(Error::StalePage { .. })
+            )
+        })
         .count();
     assert_eq!(stale, 2);
     assert_eq!(host.local(2), host.expected.lock()[2]);
@@ -346,13 +447,21 @@ struct StoreSource {
 
 impl StoreSource {
     fn new(name: &'static str, store: Arc<MemStore>, honours_bound: bool) -> Self {
-        StoreSource { name, store, honours_bound, lsn: lsn_reader(), calls: AtomicU64::new(0) }
+        StoreSource {
+            name,
+            store,
+            honours_bound,
+            lsn: lsn_reader(),
+            calls: AtomicU64::new(0),
+        }
     }
 }
 
 impl std::fmt::Debug for StoreSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreSource").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("StoreSource")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -360,10 +469,17 @@ impl PageSource for StoreSource {
     fn name(&self) -> String {
         self.name.to_owned()
     }
-    fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> selfheal::Result<bool> {
+    fn read_page(
+        &self,
+        page: PageId,
+        not_older_than: Option<Lsn>,
+        buf: &mut [u8],
+    ) -> selfheal::Result<bool> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.store.read_page(page, buf)?;
-        if self.honours_bound && not_older_than.is_some_and(|n| (self.lsn)(buf).is_none_or(|l| l < n)) {
+        if self.honours_bound
+            && not_older_than.is_some_and(|n| (self.lsn)(buf).is_none_or(|l| l < n))
+        {
             return Ok(false);
         }
         Ok(true)
@@ -382,7 +498,9 @@ fn fallback_serves_when_replicas_fail_and_stale_fallback_is_refused() {
     let old = Arc::new(MemStore::new(PS, 4).unwrap());
     old.write_page(PageId(1), &sealed(1, 1, 0x33)).unwrap();
     let current = Arc::new(MemStore::new(PS, 4).unwrap());
-    current.write_page(PageId(1), &host.expected.lock()[1]).unwrap();
+    current
+        .write_page(PageId(1), &host.expected.lock()[1])
+        .unwrap();
     let careless = Arc::new(StoreSource::new("old-careless", old.clone(), false));
     let polite = Arc::new(StoreSource::new("old-polite", old, true));
     let good = Arc::new(StoreSource::new("current", current, true));
@@ -395,11 +513,22 @@ fn fallback_serves_when_replicas_fail_and_stale_fallback_is_refused() {
     let report = rep.repair_page(PageId(1)).unwrap();
     assert_eq!(
         report.outcome,
-        RepairOutcome::Repaired { source: CopySource::Fallback("current".into()) }
+        RepairOutcome::Repaired {
+            source: CopySource::Fallback("current".into())
+        }
     );
     let r: Vec<&AttemptResult> = report.attempts.iter().map(|a| &a.result).collect();
-    assert!(matches!(r[0], AttemptResult::FailedVerification(_)), "{r:?}");
-    assert!(matches!(r[1], AttemptResult::FailedVerification(Error::StalePage { .. })), "{r:?}");
+    assert!(
+        matches!(r[0], AttemptResult::FailedVerification(_)),
+        "{r:?}"
+    );
+    assert!(
+        matches!(
+            r[1],
+            AttemptResult::FailedVerification(Error::StalePage { .. })
+        ),
+        "{r:?}"
+    );
     assert!(matches!(r[2], AttemptResult::NoCopy), "{r:?}");
     assert!(matches!(r[3], AttemptResult::Verified), "{r:?}");
     assert_eq!(host.local(1), host.expected.lock()[1]);
@@ -422,9 +551,13 @@ fn anti_entropy_repairs_exactly_the_damaged_pages_cheaply() {
     let rep = host.repairer(RepairConfig::new());
     let damaged: BTreeSet<u64> = [5, 700, 701, 1999].into();
     for &p in &damaged {
-        host.raw.damage(PageId(p), Damage::BitFlip { byte: 77, bit: 1 }).unwrap();
+        host.raw
+            .damage(PageId(p), Damage::BitFlip { byte: 77, bit: 1 })
+            .unwrap();
     }
-    let report = rep.anti_entropy(&ReplicaId::new("m0"), 0..PAGES, 16).unwrap();
+    let report = rep
+        .anti_entropy(&ReplicaId::new("m0"), 0..PAGES, 16)
+        .unwrap();
     let repaired: BTreeSet<u64> = report.pages_repaired.iter().map(|p| p.0).collect();
     assert_eq!(repaired, damaged);
     assert!(report.diverged.is_empty());
@@ -439,7 +572,9 @@ fn anti_entropy_repairs_exactly_the_damaged_pages_cheaply() {
     assert!(report.pages_fetched <= damaged.len() as u64 * 16);
     host.assert_no_write_lost("anti-entropy");
     // A second pass finds nothing.
-    let again = rep.anti_entropy(&ReplicaId::new("m0"), 0..PAGES, 16).unwrap();
+    let again = rep
+        .anti_entropy(&ReplicaId::new("m0"), 0..PAGES, 16)
+        .unwrap();
     assert_eq!((again.digests_requested, again.pages_fetched), (1, 0));
 }
 
@@ -450,7 +585,11 @@ fn replica_registration_is_checked() {
     let small = Arc::new(MemStore::new(PS / 2, 2).unwrap());
     assert!(matches!(
         rep.add_replica(Arc::new(StoreReplica::new("small", small))),
-        Err(Error::PageSizeMismatch { expected: PS, actual: 2048, .. })
+        Err(Error::PageSizeMismatch {
+            expected: PS,
+            actual: 2048,
+            ..
+        })
     ));
     assert!(matches!(
         rep.add_replica(Arc::new(StoreReplica::new("m0", host.mirrors[0].clone()))),
@@ -502,10 +641,23 @@ impl std::fmt::Debug for Host {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { page: u64, fill: u8, fault: Option<u8> },
-    Damage { page: u64, kind: u8 },
-    Repair { page: u64 },
-    RepairRacingWrite { page: u64, fill: u8, before: bool },
+    Write {
+        page: u64,
+        fill: u8,
+        fault: Option<u8>,
+    },
+    Damage {
+        page: u64,
+        kind: u8,
+    },
+    Repair {
+        page: u64,
+    },
+    RepairRacingWrite {
+        page: u64,
+        fill: u8,
+        before: bool,
+    },
     ScrubAndRepair,
 }
 
@@ -525,7 +677,9 @@ fn write_fault(k: u8, page: u64) -> WriteFault {
     match k {
         0 => WriteFault::Torn { new_bytes: 100 },
         1 => WriteFault::Lost,
-        _ => WriteFault::Misdirected { to: PageId((page + 1) % 8) },
+        _ => WriteFault::Misdirected {
+            to: PageId((page + 1) % 8),
+        },
     }
 }
 
@@ -540,15 +694,19 @@ fn run_ops(ops: &[Op], with_lsn: bool) -> Result<(), TestCaseError> {
         host: host.clone(),
         race: Mutex::new(None),
     });
-    rep.add_replica(Arc::new(StoreReplica::new("m0", host.mirrors[0].clone()))).unwrap();
-    rep.add_replica(Arc::new(StoreReplica::new("m1", host.mirrors[1].clone()))).unwrap();
+    rep.add_replica(Arc::new(StoreReplica::new("m0", host.mirrors[0].clone())))
+        .unwrap();
+    rep.add_replica(Arc::new(StoreReplica::new("m1", host.mirrors[1].clone())))
+        .unwrap();
     rep.add_replica(racer.clone()).unwrap();
     for op in ops {
         match *op {
             Op::Write { page, fill, fault } => {
                 // Without page LSNs a lost or misdirected write leaves a valid
                 // old page that nothing can detect; only torn writes then.
-                let fault = fault.filter(|&k| with_lsn || k == 0).map(|k| write_fault(k, page));
+                let fault = fault
+                    .filter(|&k| with_lsn || k == 0)
+                    .map(|k| write_fault(k, page));
                 host.write(page, fill, fault);
             }
             Op::Damage { page, kind } => {
@@ -571,11 +729,13 @@ fn run_ops(ops: &[Op], with_lsn: bool) -> Result<(), TestCaseError> {
                     // The write happened during the repair: it must stand.
                     prop_assert!(
                         matches!(r.outcome, RepairOutcome::Superseded),
-                        "a repair raced by a host write ended {:?}", r.outcome
+                        "a repair raced by a host write ended {:?}",
+                        r.outcome
                     );
                     prop_assert!(
                         host.local(page) == host.expected.lock()[page as usize],
-                        "the racing host write to page {} was overwritten", page
+                        "the racing host write to page {} was overwritten",
+                        page
                     );
                 }
             }
@@ -639,11 +799,16 @@ fn run_writer_race(seed: u64, with_lsn: bool) {
                     let p = rng.random_range(0..PAGES);
                     // Without page LSNs only torn writes are detectable.
                     let kinds = if with_lsn { 3 } else { 1 };
-                    let fault = (rng.random_range(0..10) == 0).then(|| match rng.random_range(0..kinds) {
-                        0 => WriteFault::Torn { new_bytes: rng.random_range(1..PS - 16) },
-                        1 => WriteFault::Lost,
-                        _ => WriteFault::Misdirected { to: PageId(rng.random_range(0..PAGES)) },
-                    });
+                    let fault =
+                        (rng.random_range(0..10) == 0).then(|| match rng.random_range(0..kinds) {
+                            0 => WriteFault::Torn {
+                                new_bytes: rng.random_range(1..PS - 16),
+                            },
+                            1 => WriteFault::Lost,
+                            _ => WriteFault::Misdirected {
+                                to: PageId(rng.random_range(0..PAGES)),
+                            },
+                        });
                     host.write(p, rng.random(), fault);
                     n += 1;
                     if n >= 3000 {
@@ -661,13 +826,20 @@ fn run_writer_race(seed: u64, with_lsn: bool) {
         let d = match rng.random_range(0..3) {
             0 => Damage::Zero,
             1 => Damage::Junk { seed: rng.random() },
-            _ => Damage::BitFlip { byte: rng.random_range(0..PS), bit: rng.random_range(0..8) },
+            _ => Damage::BitFlip {
+                byte: rng.random_range(0..PS),
+                bit: rng.random_range(0..8),
+            },
         };
         host.raw.damage(PageId(p), d).unwrap();
         for q in 0..PAGES {
             let _ = host.det.check_page(PageId(q), Observer::Scrub).unwrap();
         }
-        repaired += rep.repair_pending().iter().filter(|r| r.is_repaired()).count();
+        repaired += rep
+            .repair_pending()
+            .iter()
+            .filter(|r| r.is_repaired())
+            .count();
     }
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().expect("writer thread panicked");

@@ -507,7 +507,9 @@ impl DataRepairer {
         if v.len() >= MAX_REPLICAS {
             return Err(Error::InvalidArgument {
                 what: "replica",
-                reason: format!("{MAX_REPLICAS} replicas are registered, the most one repairer takes"),
+                reason: format!(
+                    "{MAX_REPLICAS} replicas are registered, the most one repairer takes"
+                ),
             });
         }
         v.push(ReplicaEntry {
@@ -542,7 +544,9 @@ impl DataRepairer {
         if v.len() >= MAX_FALLBACKS {
             return Err(Error::InvalidArgument {
                 what: "fallback",
-                reason: format!("{MAX_FALLBACKS} fallbacks are registered, the most one repairer takes"),
+                reason: format!(
+                    "{MAX_FALLBACKS} fallbacks are registered, the most one repairer takes"
+                ),
             });
         }
         v.push(source);
@@ -625,14 +629,15 @@ impl DataRepairer {
                     Ok(Verdict::Clean | Verdict::Transient) => {
                         RepairReport::new(page, RepairOutcome::NotNeeded)
                     }
-                    Ok(Verdict::Corrupt { .. }) | Err(_) => match self.detector.begin_repair(page)
-                    {
-                        Some(ticket) => {
-                            self.stats.attempted.fetch_add(1, Ordering::Relaxed);
-                            self.run_repair(ticket)
+                    Ok(Verdict::Corrupt { .. }) | Err(_) => {
+                        match self.detector.begin_repair(page) {
+                            Some(ticket) => {
+                                self.stats.attempted.fetch_add(1, Ordering::Relaxed);
+                                self.run_repair(ticket)
+                            }
+                            None => RepairReport::new(page, self.idle_outcome(page)),
                         }
-                        None => RepairReport::new(page, self.idle_outcome(page)),
-                    },
+                    }
                 }
             }
             _ => RepairReport::new(page, self.idle_outcome(page)),
@@ -1112,7 +1117,9 @@ mod tests {
 
     /// `pages` sealed pages, mirrored on `replicas` in-memory replicas.
     fn rig(pages: u64, replicas: usize) -> Rig {
-        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, pages).unwrap())));
+        let raw = Arc::new(FaultyStore::new(Arc::new(
+            MemStore::new(PS, pages).unwrap(),
+        )));
         let det = Arc::new(
             DetectorConfig::new(ChecksumPlacement::Trailer)
                 .build(raw.clone())
@@ -1210,7 +1217,10 @@ mod tests {
         assert_eq!(r.local(2), r.good[2]);
         assert_eq!(report.bytes_fetched, PS as u64);
         let s = rep.stats();
-        assert_eq!((s.attempted, s.repaired, s.bytes_fetched), (1, 1, PS as u64));
+        assert_eq!(
+            (s.attempted, s.repaired, s.bytes_fetched),
+            (1, 1, PS as u64)
+        );
         assert_eq!(s.replicas[0].used, 1);
         assert_eq!(r.det.page_state(PageId(2)), Some(PageState::Repaired));
         // Nothing left to do.
@@ -1270,7 +1280,9 @@ mod tests {
         let r = rig(2, 2);
         // r1 holds a different but valid page 0 (an older version).
         let mut older = vec![0xEE; PS];
-        ChecksumPlacement::Trailer.seal(PageId(0), &mut older).unwrap();
+        ChecksumPlacement::Trailer
+            .seal(PageId(0), &mut older)
+            .unwrap();
         r.mirrors[1].write_page(PageId(0), &older).unwrap();
         let rep = r.repairer(RepairConfig::new());
         r.fence(0, Damage::Zero);
@@ -1293,7 +1305,9 @@ mod tests {
     fn majority_can_be_required() {
         let r = rig(2, 2);
         let mut other = vec![0xEE; PS];
-        ChecksumPlacement::Trailer.seal(PageId(0), &mut other).unwrap();
+        ChecksumPlacement::Trailer
+            .seal(PageId(0), &mut other)
+            .unwrap();
         r.mirrors[1].write_page(PageId(0), &other).unwrap();
         let rep = r.repairer(RepairConfig::new().require_majority(true));
         r.fence(0, Damage::Zero);

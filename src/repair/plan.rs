@@ -95,10 +95,7 @@ impl Group {
 pub(crate) fn rank_copies(copies: &[(&[u8], Option<Lsn>)], require_majority: bool) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, (bytes, lsn)) in copies.iter().enumerate() {
-        match groups
-            .iter_mut()
-            .find(|g| copies[g.members[0]].0 == *bytes)
-        {
+        match groups.iter_mut().find(|g| copies[g.members[0]].0 == *bytes) {
             Some(g) => g.members.push(i),
             None => groups.push(Group {
                 members: vec![i],
