@@ -793,7 +793,14 @@ impl DataRepairer {
             let lead = &candidates[g.members[0]];
             match self.detector.commit_repair(ticket, &lead.bytes) {
                 Ok(commit) => {
-                    for later in &eligible[gi + 1..] {
+                    // Copies of other groups lost the vote only if a copy was
+                    // written; a superseded repair decided nothing.
+                    let decided = if commit == Commit::Written {
+                        &eligible[gi + 1..]
+                    } else {
+                        &[][..]
+                    };
+                    for later in decided {
                         for &m in &later.members {
                             report.attempts[candidates[m].attempt].result =
                                 AttemptResult::LostVote {
@@ -1232,6 +1239,41 @@ mod tests {
             rep.repair_page(PageId(4)),
             Err(Error::PageOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn repairs_under_sidecar_checksums() {
+        let table = Arc::new(crate::ChecksumTable::new(PS).unwrap());
+        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, 4).unwrap())));
+        let det = Arc::new(
+            DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                .build(raw.clone())
+                .unwrap(),
+        );
+        let mirror = Arc::new(MemStore::new(PS, 4).unwrap());
+        let mut page = vec![0x3C; PS];
+        det.write_sealed(PageId(1), &mut page).unwrap();
+        mirror.write_page(PageId(1), &page).unwrap();
+        // A second mirror holds other bytes, which the table's checksum refuses.
+        let other = Arc::new(MemStore::new(PS, 4).unwrap());
+        other.write_page(PageId(1), &[0x3D; PS]).unwrap();
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        rep.add_replica(Arc::new(StoreReplica::new("other", other)))
+            .unwrap();
+        rep.add_replica(Arc::new(StoreReplica::new("mirror", mirror)))
+            .unwrap();
+        raw.damage(PageId(1), Damage::BitFlip { byte: 7, bit: 7 })
+            .unwrap();
+        let mut b = vec![0u8; PS];
+        assert!(det.read_verified(PageId(1), &mut b).is_err());
+        let report = rep.repair_page(PageId(1)).unwrap();
+        assert!(report.is_repaired(), "{:?}", report.outcome);
+        assert!(matches!(
+            report.attempts[0].result,
+            AttemptResult::FailedVerification(Error::ChecksumMismatch { .. })
+        ));
+        det.read_verified(PageId(1), &mut b).unwrap();
+        assert_eq!(b, page);
     }
 
     #[test]
