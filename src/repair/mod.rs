@@ -397,7 +397,8 @@ pub struct RepairStats {
     pub superseded: u64,
     /// Pages left irreparable.
     pub irreparable: u64,
-    /// Calls that found nothing to repair.
+    /// Calls that found nothing to repair (not fenced, fault gone, or
+    /// another repair of the page under way).
     pub not_needed: u64,
     /// Bytes of page copies fetched (repairs and anti-entropy).
     pub bytes_fetched: u64,
