@@ -222,6 +222,12 @@ pub enum Error {
     // ---- scrub ----
 
     // ---- repair ----
+    /// No replica with this id is registered.
+    #[error("replica {replica} is not registered: add it with `add_replica` first")]
+    UnknownReplica {
+        /// The replica.
+        replica: ReplicaId,
+    },
 
     // ---- rollback ----
 
