@@ -54,6 +54,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use corruption::{CorruptionDetector, DetectorConfig};
 pub use error::{Error, Result};
 pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
+pub use repair::{DataRepairer, RepairConfig};
 pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: rollback ----
 
