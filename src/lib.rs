@@ -37,6 +37,7 @@ mod fsutil;
 mod host;
 pub mod repair;
 // ---- rollback ----
+pub mod rollback;
 
 // ---- crash detection ----
 
@@ -56,6 +57,10 @@ pub use error::{Error, Result};
 pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
 pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: rollback ----
+pub use rollback::{
+    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
+    TransactionRollbackManager, TxnId,
+};
 
 // ---- re-exports: crash detection ----
 
