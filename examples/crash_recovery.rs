@@ -53,13 +53,18 @@ fn main() -> ExitCode {
                 if check.rolled_back.is_empty() {
                     println!("  recovery: nothing was in flight");
                 } else {
-                    let ids: Vec<String> = check.rolled_back.iter().map(ToString::to_string).collect();
+                    let ids: Vec<String> =
+                        check.rolled_back.iter().map(ToString::to_string).collect();
                     println!("  recovery rolled back transaction(s) {}", ids.join(", "));
                 }
                 if let Some((txn, survived)) = check.in_doubt {
                     println!(
                         "  transaction {txn} was unacknowledged at the kill; its changes {}",
-                        if survived { "survived (its commit record was durable)" } else { "are gone" }
+                        if survived {
+                            "survived (its commit record was durable)"
+                        } else {
+                            "are gone"
+                        }
                     );
                 }
                 println!("  check passed: every acknowledged commit present, nothing half-done");

@@ -254,7 +254,9 @@ pub enum Error {
     },
 
     /// A configured bound of the rollback manager was reached.
-    #[error("{what} limit of {limit} reached: commit or roll back transactions, or raise `{field}`")]
+    #[error(
+        "{what} limit of {limit} reached: commit or roll back transactions, or raise `{field}`"
+    )]
     RollbackLimit {
         /// What ran out.
         what: &'static str,

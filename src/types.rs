@@ -126,7 +126,6 @@ pub enum FailureKind {
         /// How many were rolled back.
         count: u64,
     },
-
     // ---- crash detection ----
 
     // ---- snapshots ----
@@ -146,12 +145,11 @@ impl FailureKind {
                 Target::Component(Arc::from(format!("transaction {victim}")))
             }
             FailureKind::InFlightAtCrash { .. } => Target::Component(Arc::from("undo journal")),
+            // ---- crash detection ----
 
-              // ---- crash detection ----
+            // ---- snapshots ----
 
-              // ---- snapshots ----
-
-              // ---- health ----
+            // ---- health ----
         }
     }
 
@@ -163,7 +161,6 @@ impl FailureKind {
             // ---- rollback ----
             FailureKind::Deadlock { .. } => Priority::P1,
             FailureKind::InFlightAtCrash { .. } => Priority::P0,
-
             // ---- crash detection ----
 
             // ---- snapshots ----

@@ -27,8 +27,13 @@ fn sample_segment() -> Vec<u8> {
         .unwrap();
     for i in 0..4u8 {
         let t = mgr.begin().unwrap();
-        mgr.write(t, PageId(u64::from(i)), usize::from(i) * 10, &vec![i + 1; 1 + usize::from(i) * 20])
-            .unwrap();
+        mgr.write(
+            t,
+            PageId(u64::from(i)),
+            usize::from(i) * 10,
+            &vec![i + 1; 1 + usize::from(i) * 20],
+        )
+        .unwrap();
         if i == 2 {
             mgr.rollback(t).unwrap();
         } else {
@@ -53,7 +58,10 @@ fn boundaries(seg: &[u8]) -> Vec<u64> {
 
 /// The record that contains byte `i` (its start), or `None` in the header.
 fn record_start(bounds: &[u64], i: usize) -> Option<u64> {
-    bounds.windows(2).find(|w| (w[0]..w[1]).contains(&(i as u64))).map(|w| w[0])
+    bounds
+        .windows(2)
+        .find(|w| (w[0]..w[1]).contains(&(i as u64)))
+        .map(|w| w[0])
 }
 
 fn assert_torn_at(s: &SegmentScan, at: u64, ctx: &str) {
@@ -66,7 +74,9 @@ fn assert_torn_at(s: &SegmentScan, at: u64, ctx: &str) {
 
 fn assert_corrupt_at(s: &SegmentScan, at: u64, ctx: &str) {
     match &s.end {
-        SegmentEnd::Corrupt { offset, next_valid, .. } => {
+        SegmentEnd::Corrupt {
+            offset, next_valid, ..
+        } => {
             assert_eq!(*offset, at, "{ctx}");
             assert!(*next_valid >= at, "{ctx}");
         }
@@ -95,25 +105,41 @@ fn every_truncation() {
         let cut = &seg[..len];
         let ctx = format!("truncated to {len}");
         if len < SEGMENT_HEADER_LEN {
-            assert_eq!(decode_segment(cut), Err(HeaderDamage::Short { len }), "{ctx}");
+            assert_eq!(
+                decode_segment(cut),
+                Err(HeaderDamage::Short { len }),
+                "{ctx}"
+            );
             // A last segment whose header is incomplete is a torn tail.
             let d = open(dir_with(cut), RecoveryMode::TolerateTornTail).unwrap();
-            assert!(matches!(d, Some(JournalDamage::TornTail { offset: 0, .. })), "{ctx}: {d:?}");
+            assert!(
+                matches!(d, Some(JournalDamage::TornTail { offset: 0, .. })),
+                "{ctx}: {d:?}"
+            );
             continue;
         }
         let s = decode_segment(cut).unwrap();
         if bounds.contains(&(len as u64)) || len == SEGMENT_HEADER_LEN {
             assert_eq!(s.end, SegmentEnd::Clean, "{ctx}");
-            assert_eq!(open(dir_with(cut), RecoveryMode::AbsoluteConsistency).unwrap(), None);
+            assert_eq!(
+                open(dir_with(cut), RecoveryMode::AbsoluteConsistency).unwrap(),
+                None
+            );
         } else {
             let at = record_start(&bounds, len).unwrap();
             assert_torn_at(&s, at, &ctx);
-            assert_eq!(s.records.len(), bounds.iter().position(|b| *b == at).unwrap());
+            assert_eq!(
+                s.records.len(),
+                bounds.iter().position(|b| *b == at).unwrap()
+            );
             assert!(matches!(
                 open(dir_with(cut), RecoveryMode::AbsoluteConsistency),
                 Err(Error::CorruptFile { .. })
             ));
-            for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::StopAtFirstBadRecord] {
+            for mode in [
+                RecoveryMode::TolerateTornTail,
+                RecoveryMode::StopAtFirstBadRecord,
+            ] {
                 let d = open(dir_with(cut), mode).unwrap();
                 assert!(
                     matches!(d, Some(JournalDamage::TornTail { offset, .. }) if offset == at),
@@ -136,7 +162,10 @@ fn bit_flips_everywhere() {
             let ctx = format!("bit {bit} of byte {i} flipped");
             let Some(at) = record_start(&bounds, i) else {
                 assert!(decode_segment(&b).is_err(), "{ctx}");
-                assert!(open(dir_with(&b), RecoveryMode::TolerateTornTail).is_err(), "{ctx}");
+                assert!(
+                    open(dir_with(&b), RecoveryMode::TolerateTornTail).is_err(),
+                    "{ctx}"
+                );
                 continue;
             };
             let s = decode_segment(&b).unwrap();
@@ -145,12 +174,18 @@ fn bit_flips_everywhere() {
                 assert_torn_at(&s, at, &ctx);
             } else {
                 assert_corrupt_at(&s, at, &ctx);
-                assert!(matches!(
-                    open(dir_with(&b), RecoveryMode::TolerateTornTail),
-                    Err(Error::CorruptFile { offset, .. }) if offset == at
-                ), "{ctx}");
+                assert!(
+                    matches!(
+                        open(dir_with(&b), RecoveryMode::TolerateTornTail),
+                        Err(Error::CorruptFile { offset, .. }) if offset == at
+                    ),
+                    "{ctx}"
+                );
                 let d = open(dir_with(&b), RecoveryMode::StopAtFirstBadRecord).unwrap();
-                assert!(matches!(d, Some(JournalDamage::Corrupt { offset, .. }) if offset == at), "{ctx}");
+                assert!(
+                    matches!(d, Some(JournalDamage::Corrupt { offset, .. }) if offset == at),
+                    "{ctx}"
+                );
             }
         }
     }
@@ -180,7 +215,10 @@ fn zeros_and_junk_in_each_record_and_over_the_tail() {
             }
             // Everything from here on gone the same way: always a torn tail.
             let mut t = seg[..start].to_vec();
-            t.extend(std::iter::repeat_n(if junk { 0x5A } else { 0 }, seg.len() - start));
+            t.extend(std::iter::repeat_n(
+                if junk { 0x5A } else { 0 },
+                seg.len() - start,
+            ));
             assert_torn_at(&decode_segment(&t).unwrap(), start as u64, &ctx);
         }
     }
@@ -191,7 +229,11 @@ fn random_garbage_never_panics() {
     let seg = sample_segment();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for _ in 0..2000 {
-        let mut b = if rng.random_bool(0.5) { seg.clone() } else { vec![0u8; rng.random_range(0..600)] };
+        let mut b = if rng.random_bool(0.5) {
+            seg.clone()
+        } else {
+            vec![0u8; rng.random_range(0..600)]
+        };
         let n = rng.random_range(0..8);
         for _ in 0..n {
             if b.is_empty() {

@@ -61,7 +61,10 @@ fn bad_input_gives_typed_errors() {
         mgr.record_undo(t, PageId(0), 0, b""),
         Err(Error::InvalidArgument { .. })
     ));
-    assert!(matches!(mgr.add_wait(t, t), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        mgr.add_wait(t, t),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(matches!(
         mgr.ensure_durable(Lsn(1_000_000)),
         Err(Error::InvalidArgument { .. })
@@ -70,7 +73,13 @@ fn bad_input_gives_typed_errors() {
     mgr.rollback(t).unwrap();
     let e = mgr.commit(t).unwrap_err();
     assert!(
-        matches!(e, Error::TransactionNotActive { state: "rolled back", .. }),
+        matches!(
+            e,
+            Error::TransactionNotActive {
+                state: "rolled back",
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(matches!(
@@ -81,7 +90,10 @@ fn bad_input_gives_typed_errors() {
     mgr.commit(t2).unwrap();
     assert!(matches!(
         mgr.rollback(t2),
-        Err(Error::TransactionNotActive { state: "committed", .. })
+        Err(Error::TransactionNotActive {
+            state: "committed",
+            ..
+        })
     ));
 }
 
@@ -119,7 +131,10 @@ fn limits_are_enforced() {
     mgr.record_undo(a, PageId(0), 0, &[0u8; 8]).unwrap();
     assert!(matches!(
         mgr.record_undo(a, PageId(0), 8, &[0u8; 8]),
-        Err(Error::RollbackLimit { field: "max_undo_bytes_per_txn", .. })
+        Err(Error::RollbackLimit {
+            field: "max_undo_bytes_per_txn",
+            ..
+        })
     ));
 }
 
@@ -167,7 +182,9 @@ fn failed_fsync_poisons_the_journal_for_good() {
 
 #[test]
 fn lost_rollback_write_is_caught_and_can_be_retried() {
-    let faulty = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, PAGES).unwrap())));
+    let faulty = Arc::new(FaultyStore::new(Arc::new(
+        MemStore::new(PS, PAGES).unwrap(),
+    )));
     let mgr = mem_manager(Arc::new(CrashDir::new()), faulty.clone());
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(2), 10, b"new").unwrap();
@@ -272,7 +289,8 @@ fn rollback_through_the_detector_keeps_checksums_current() {
             .unwrap(),
     );
     for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256]).unwrap();
+        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+            .unwrap();
     }
     let mgr = mem_manager(Arc::new(CrashDir::new()), raw.clone());
     drop(mgr);
@@ -311,8 +329,14 @@ fn rollback_all_and_stats() {
     expected[..4].copy_from_slice(b"keep");
     assert_eq!(store.to_bytes(), expected);
     let s = mgr.stats();
-    assert_eq!((s.active, s.committed, s.rolled_back, s.rollbacks), (0, 1, 2, 1));
-    assert_eq!((s.undo_records, s.undo_bytes, s.undo_bytes_held), (5, 20, 0));
+    assert_eq!(
+        (s.active, s.committed, s.rolled_back, s.rollbacks),
+        (0, 1, 2, 1)
+    );
+    assert_eq!(
+        (s.undo_records, s.undo_bytes, s.undo_bytes_held),
+        (5, 20, 0)
+    );
     assert!(s.rollback_time_max <= s.rollback_time_total);
 }
 
@@ -326,7 +350,9 @@ fn deadlocks_are_found_reported_and_resolved() {
             let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
                 .victim_policy(policy)
                 .failure_sink(sink)
-                .open(RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap())))
+                .open(RawPages::shared(Arc::new(
+                    MemStore::new(PS, PAGES).unwrap(),
+                )))
                 .unwrap();
             let txns: Vec<TxnId> = (0..n).map(|_| mgr.begin().unwrap()).collect();
             // The youngest does the most work, so the policies disagree.
@@ -376,7 +402,10 @@ fn checkpoint_removes_old_segments_but_not_those_an_active_txn_needs() {
     }
     let segments = dir.segment_ids().len();
     assert!(segments > 3, "{segments}");
-    assert!(mgr.checkpoint(last).unwrap().is_empty(), "the active txn pins the first segment");
+    assert!(
+        mgr.checkpoint(last).unwrap().is_empty(),
+        "the active txn pins the first segment"
+    );
     mgr.rollback(old).unwrap();
     let last = mgr.stats().journal.durable_lsn;
     let removed = mgr.checkpoint(last).unwrap();
@@ -514,8 +543,17 @@ fn recover_and_check(run: &Run, store: CrashStore, dir: CrashDir, ctx: &str) {
         .open(RawPages::shared(store.clone()))
         .unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e}"));
     let got = store.live_bytes();
-    assert_eq!(got, store.durable_bytes(), "{ctx}: recovery left unsynced pages");
-    let rolled: Vec<TxnId> = mgr.recovery_report().rolled_back.iter().map(|r| r.txn).collect();
+    assert_eq!(
+        got,
+        store.durable_bytes(),
+        "{ctx}: recovery left unsynced pages"
+    );
+    let rolled: Vec<TxnId> = mgr
+        .recovery_report()
+        .rolled_back
+        .iter()
+        .map(|r| r.txn)
+        .collect();
     for t in &run.acked {
         assert!(!rolled.contains(t), "{ctx}: committed {t} rolled back");
     }
@@ -555,8 +593,15 @@ fn crash_at_every_step_and_every_journal_byte() {
             (0..=unsynced).step_by(7).chain([unsynced]).collect()
         };
         for k in ks {
-            let ctx = format!("seed {seed:#x} crash at op {n} keeping {k} of {unsynced} unsynced journal bytes");
-            recover_and_check(&run, store.crash(Some(seed_n ^ k as u64)), dir.crash(k), &ctx);
+            let ctx = format!(
+                "seed {seed:#x} crash at op {n} keeping {k} of {unsynced} unsynced journal bytes"
+            );
+            recover_and_check(
+                &run,
+                store.crash(Some(seed_n ^ k as u64)),
+                dir.crash(k),
+                &ctx,
+            );
             checked += 1;
         }
         // A crash during recovery, then recovery again.
@@ -604,7 +649,8 @@ fn journal_on_disk(dir: &Path) -> Vec<u64> {
         .unwrap();
     for i in 0..12u8 {
         let t = mgr.begin().unwrap();
-        mgr.write(t, PageId(u64::from(i) % PAGES), 0, &[i + 1; 16]).unwrap();
+        mgr.write(t, PageId(u64::from(i) % PAGES), 0, &[i + 1; 16])
+            .unwrap();
         if i % 3 != 2 {
             mgr.commit(t).unwrap();
         }
@@ -622,7 +668,9 @@ fn open_mode(dir: &Path, mode: RecoveryMode) -> selfheal::Result<TransactionRoll
     RollbackConfig::new(dir)
         .segment_size_bytes(600)
         .recovery_mode(mode)
-        .open(RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap())))
+        .open(RawPages::shared(Arc::new(
+            MemStore::new(PS, PAGES).unwrap(),
+        )))
 }
 
 fn seg_path(dir: &Path, id: u64) -> std::path::PathBuf {
@@ -648,11 +696,17 @@ fn torn_tail_outcome_per_mode() {
             (_, Ok(m)) => {
                 assert!(matches!(
                     m.recovery_report().damage,
-                    Some(JournalDamage::TornTail { bytes_dropped: 11, .. })
+                    Some(JournalDamage::TornTail {
+                        bytes_dropped: 11,
+                        ..
+                    })
                 ));
                 drop(m);
                 // The tail was cut: the next open finds no damage.
-                assert_eq!(open_mode(d.path(), mode).unwrap().recovery_report().damage, None);
+                assert_eq!(
+                    open_mode(d.path(), mode).unwrap().recovery_report().damage,
+                    None
+                );
             }
             (_, Err(e)) => panic!("{mode:?}: {e}"),
         }
@@ -741,7 +795,11 @@ fn crc32(b: &[u8]) -> u32 {
     for &x in b {
         crc ^= u32::from(x);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -51,5 +51,8 @@ fn sigkill_at_a_random_moment_then_recover() {
         eprintln!("round {round}: {check:?}");
         commits = check.acked_commits;
     }
-    assert!(commits > 0, "seed {seed}: the child never committed anything");
+    assert!(
+        commits > 0,
+        "seed {seed}: the child never committed anything"
+    );
 }

@@ -220,13 +220,19 @@ mod tests {
     #[test]
     fn victim_policies() {
         let cycle = [t(3), t(9), t(5)];
-        assert_eq!(choose_victim(&cycle, VictimPolicy::Youngest, |_| 0), Some(t(9)));
+        assert_eq!(
+            choose_victim(&cycle, VictimPolicy::Youngest, |_| 0),
+            Some(t(9))
+        );
         let work = |x: TxnId| match x.0 {
             3 => 10,
             9 => 500,
             _ => 10,
         };
-        assert_eq!(choose_victim(&cycle, VictimPolicy::LeastUndoWork, work), Some(t(5)));
+        assert_eq!(
+            choose_victim(&cycle, VictimPolicy::LeastUndoWork, work),
+            Some(t(5))
+        );
         assert_eq!(choose_victim(&[], VictimPolicy::Youngest, |_| 0), None);
     }
 

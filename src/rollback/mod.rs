@@ -373,7 +373,13 @@ impl RollbackConfig {
                     offset,
                     before,
                 } => {
-                    check_range(*page, *offset as usize, before.len(), page_size, pages.page_count())?;
+                    check_range(
+                        *page,
+                        *offset as usize,
+                        before.len(),
+                        page_size,
+                        pages.page_count(),
+                    )?;
                     if !in_flight.contains_key(txn) {
                         order.push(*txn);
                     }
@@ -453,7 +459,10 @@ impl RollbackConfig {
             duration,
         };
         if !report.rolled_back.is_empty() {
-            tracing::warn!(count = report.rolled_back.len(), "rolled back transactions in flight at the last crash");
+            tracing::warn!(
+                count = report.rolled_back.len(),
+                "rolled back transactions in flight at the last crash"
+            );
             if let Some(sink) = &self.failure_sink {
                 sink.send(Failure::new(
                     FailureKind::InFlightAtCrash {
@@ -850,14 +859,26 @@ impl TransactionRollbackManager {
     /// [`Error::PageOutOfRange`]; [`Error::InvalidArgument`] for an empty
     /// before-image; [`Error::RollbackLimit`] past `max_undo_bytes_per_txn`;
     /// [`Error::Poisoned`].
-    pub fn record_undo(&self, txn: TxnId, page: PageId, offset: usize, before: &[u8]) -> Result<Lsn> {
+    pub fn record_undo(
+        &self,
+        txn: TxnId,
+        page: PageId,
+        offset: usize,
+        before: &[u8],
+    ) -> Result<Lsn> {
         if before.is_empty() {
             return Err(Error::InvalidArgument {
                 what: "before",
                 reason: "the before-image is empty; record the bytes the change overwrites".into(),
             });
         }
-        check_range(page, offset, before.len(), self.pages.page_size(), self.pages.page_count())?;
+        check_range(
+            page,
+            offset,
+            before.len(),
+            self.pages.page_size(),
+            self.pages.page_count(),
+        )?;
         let mut st = self.state.lock();
         let max_undo = self.max_undo;
         let t = st.active_mut(txn)?;
@@ -988,7 +1009,9 @@ impl TransactionRollbackManager {
                     let mut v: Vec<TxnId> = st
                         .active
                         .iter()
-                        .filter(|(_, t)| matches!(t.status, Status::Active | Status::RollbackFailed))
+                        .filter(|(_, t)| {
+                            matches!(t.status, Status::Active | Status::RollbackFailed)
+                        })
                         .map(|(id, _)| *id)
                         .collect();
                     v.sort_unstable();
@@ -998,7 +1021,11 @@ impl TransactionRollbackManager {
             for id in ids {
                 let t = st.active.get_mut(&id).expect("listed above");
                 t.status = Status::RollingBack;
-                taken.push((id, std::mem::take(&mut t.entries), std::mem::take(&mut t.arena)));
+                taken.push((
+                    id,
+                    std::mem::take(&mut t.entries),
+                    std::mem::take(&mut t.arena),
+                ));
             }
         }
         let result = self.undo_and_abort(&taken);
@@ -1019,7 +1046,9 @@ impl TransactionRollbackManager {
                 self.counters
                     .rollback_ns_total
                     .fetch_add(ns, Ordering::Relaxed);
-                self.counters.rollback_ns_max.fetch_max(ns, Ordering::Relaxed);
+                self.counters
+                    .rollback_ns_max
+                    .fetch_max(ns, Ordering::Relaxed);
                 Ok(RollbackOutcome {
                     txns: taken.into_iter().map(|(id, _, _)| id).collect(),
                     undo_entries: applied.entries,
@@ -1080,7 +1109,9 @@ impl TransactionRollbackManager {
         if lsn >= next {
             return Err(Error::InvalidArgument {
                 what: "lsn",
-                reason: format!("checkpoint LSN {lsn} has not been handed out yet (next is {next})"),
+                reason: format!(
+                    "checkpoint LSN {lsn} has not been handed out yet (next is {next})"
+                ),
             });
         }
         let oldest_active = self
@@ -1125,7 +1156,11 @@ impl TransactionRollbackManager {
         self.counters.deadlocks.fetch_add(1, Ordering::Relaxed);
         let evidence = format!(
             "wait-for cycle {}; victim {victim} ({:?})",
-            cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> "),
+            cycle
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" -> "),
             self.victim_policy
         );
         tracing::warn!(%evidence, "deadlock");

@@ -174,7 +174,12 @@ impl CrashStore {
     /// Pages written since the last sync.
     #[must_use]
     pub fn unsynced_pages(&self) -> Vec<PageId> {
-        self.images.lock().unsynced.iter().map(|p| PageId(*p)).collect()
+        self.images
+            .lock()
+            .unsynced
+            .iter()
+            .map(|p| PageId(*p))
+            .collect()
     }
 
     /// The store a restarted process sees: the durable image. With `seed`,
@@ -373,7 +378,8 @@ impl CrashDir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the export dir", e))?;
         for (id, f) in &self.state.lock().files {
             let p = dir.join(segment_file_name(*id));
-            std::fs::write(&p, &f.data).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+            std::fs::write(&p, &f.data)
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
         }
         Ok(())
     }

@@ -78,14 +78,8 @@ pub(crate) struct JournalScan {
 }
 
 enum Found {
-    Torn {
-        offset: u64,
-        reason: String,
-    },
-    Corrupt {
-        offset: u64,
-        reason: String,
-    },
+    Torn { offset: u64, reason: String },
+    Corrupt { offset: u64, reason: String },
 }
 
 /// Scans every segment of `storage` and repairs per `mode`.

@@ -344,8 +344,9 @@ impl Journal {
             let from = g.io_segment;
             g.io_busy = true;
             let sync = sync_to.is_some();
-            let result =
-                MutexGuard::unlocked(g, || self.write_chunks(&chunks, from, sync).map(|s| (s, chunks)));
+            let result = MutexGuard::unlocked(g, || {
+                self.write_chunks(&chunks, from, sync).map(|s| (s, chunks))
+            });
             g.io_busy = false;
             match result {
                 Ok((seg, chunks)) => {
@@ -407,7 +408,10 @@ impl Journal {
         let mut removed = Vec::new();
         while g.segments.len() > 1 {
             let next_first = g.segments[1].first_lsn;
-            if next_first > keep_from.0 || next_first > durable_next || g.segments[0].id >= g.io_segment {
+            if next_first > keep_from.0
+                || next_first > durable_next
+                || g.segments[0].id >= g.io_segment
+            {
                 break;
             }
             let id = g.segments[0].id;
