@@ -214,7 +214,7 @@ fn frame_crc(frame: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn finish_frame(out: &mut Vec<u8>, start: usize) {
+fn finish_frame(out: &mut [u8], start: usize) {
     let crc = frame_crc(&out[start..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }

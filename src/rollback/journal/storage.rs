@@ -146,14 +146,15 @@ impl DirStorage {
     ) -> Result<T> {
         let mut open = self.open.lock();
         let path = self.segment_path(segment);
-        if !open.contains_key(&segment) {
-            let file = fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            open.insert(segment, file);
-        }
-        let file = open.get_mut(&segment).expect("inserted above");
+        let file = match open.entry(segment) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+            ),
+        };
         f(file).map_err(|e| Error::io(format!("{what} {}", path.display()), e))
     }
 }
