@@ -1226,3 +1226,124 @@ impl TransactionRollbackManager {
         self.journal.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    /// Counts page reads and writes.
+    #[derive(Debug)]
+    struct Counting {
+        inner: RawPages,
+        reads: AtomicU64,
+        writes: AtomicU64,
+    }
+
+    impl PageWriter for Counting {
+        fn page_size(&self) -> usize {
+            self.inner.page_size()
+        }
+        fn page_count(&self) -> u64 {
+            self.inner.page_count()
+        }
+        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_page(page, buf)
+        }
+        fn write_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.inner.write_page(page, buf)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn images_of_one_page_are_applied_with_one_write_newest_first() {
+        let store = Arc::new(MemStore::new(64, 4).unwrap());
+        let pages = Counting {
+            inner: RawPages(store.clone()),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        };
+        // Interleaved pages; on page 1 the oldest image (LSN 1) must win
+        // over the newer one (LSN 5) that covers the same bytes.
+        let refs = vec![
+            UndoRef {
+                lsn: 1,
+                page: PageId(1),
+                offset: 0,
+                bytes: b"oldest",
+            },
+            UndoRef {
+                lsn: 2,
+                page: PageId(3),
+                offset: 8,
+                bytes: b"three",
+            },
+            UndoRef {
+                lsn: 3,
+                page: PageId(1),
+                offset: 20,
+                bytes: b"x",
+            },
+            UndoRef {
+                lsn: 4,
+                page: PageId(3),
+                offset: 0,
+                bytes: b"3",
+            },
+            UndoRef {
+                lsn: 5,
+                page: PageId(1),
+                offset: 0,
+                bytes: b"NEWER!",
+            },
+        ];
+        let applied = apply_undo(&pages, refs).unwrap();
+        assert_eq!((applied.entries, applied.pages), (5, 2));
+        assert_eq!(pages.writes.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            pages.reads.load(Ordering::Relaxed),
+            4,
+            "one read and one verifying re-read per page"
+        );
+        let mut buf = vec![0u8; 64];
+        store.read_page(PageId(1), &mut buf).unwrap();
+        assert_eq!(&buf[..6], b"oldest");
+        assert_eq!(buf[20], b'x');
+        store.read_page(PageId(3), &mut buf).unwrap();
+        assert_eq!(&buf[..1], b"3");
+        assert_eq!(&buf[8..13], b"three");
+    }
+
+    #[test]
+    fn finished_outcomes_are_remembered_within_a_bound() {
+        let mut st = State::default();
+        st.end_id = FINISHED_MEMORY as u64 + 10;
+        for i in 1..=FINISHED_MEMORY as u64 + 5 {
+            st.finish(TxnId(i), "committed");
+        }
+        assert_eq!(st.finished.len(), FINISHED_MEMORY);
+        assert!(matches!(
+            st.not_active(TxnId(1)),
+            Error::TransactionNotActive {
+                state: "finished",
+                ..
+            }
+        ));
+        assert!(matches!(
+            st.not_active(TxnId(FINISHED_MEMORY as u64)),
+            Error::TransactionNotActive {
+                state: "committed",
+                ..
+            }
+        ));
+        assert!(matches!(
+            st.not_active(TxnId(u64::MAX)),
+            Error::UnknownTransaction { .. }
+        ));
+    }
+}
