@@ -577,7 +577,7 @@ fn recover_and_check(run: &Run, store: CrashStore, dir: CrashDir, ctx: &str) {
 fn crash_at_every_step_and_every_journal_byte() {
     let seed = 0x5EED_0001;
     let probe = CrashSwitch::new();
-    let _ = run_history(seed, 80, &probe);
+    let _ = run_history(seed, 200, &probe);
     let total = probe.ops();
     assert!(total > 50, "history too short: {total} ops");
     let mut checked = 0;
@@ -585,7 +585,7 @@ fn crash_at_every_step_and_every_journal_byte() {
         let switch = CrashSwitch::new();
         switch.arm_at(n);
         let seed_n = seed ^ n;
-        let (run, store, dir) = run_history(seed, 80, &switch);
+        let (run, store, dir) = run_history(seed, 200, &switch);
         let unsynced = dir.unsynced_len();
         let ks: Vec<usize> = if unsynced <= 300 {
             (0..=unsynced).collect()
@@ -620,11 +620,12 @@ fn crash_at_every_step_and_every_journal_byte() {
             }
         }
     }
+    eprintln!("{total} crash points, {checked} recoveries checked");
     assert!(checked > total);
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Random histories, random crash points, random surviving journal bytes.
     #[test]
