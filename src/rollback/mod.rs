@@ -1321,8 +1321,10 @@ mod tests {
 
     #[test]
     fn finished_outcomes_are_remembered_within_a_bound() {
-        let mut st = State::default();
-        st.end_id = FINISHED_MEMORY as u64 + 10;
+        let mut st = State {
+            end_id: FINISHED_MEMORY as u64 + 10,
+            ..State::default()
+        };
         for i in 1..=FINISHED_MEMORY as u64 + 5 {
             st.finish(TxnId(i), "committed");
         }
