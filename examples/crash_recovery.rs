@@ -1,7 +1,7 @@
 //! Kills a process in the middle of its transactions and shows that recovery
 //! rolls back exactly what was in flight.
 //!
-//! Run with `cargo run --example crash_recovery --features testing`. The
+//! Run with `cargo run --example crash_recovery`. The
 //! example starts itself as a child (`crash_recovery child <dir>`), which
 //! runs transactions on a file store with an undo journal; the parent kills
 //! it with SIGKILL, reopens the journal — which rolls back the transactions
