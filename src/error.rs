@@ -230,6 +230,54 @@ pub enum Error {
     },
 
     // ---- rollback ----
+    /// A transaction id the rollback manager never handed out.
+    #[error("transaction {txn} is unknown: it was never begun by this rollback manager; use an id returned by `begin`")]
+    UnknownTransaction {
+        /// The id that was passed.
+        txn: u64,
+    },
+
+    /// The transaction exists but cannot take this call in its state.
+    #[error("transaction {txn} is {state}: it takes no more changes, commits or rollbacks; begin a new transaction")]
+    TransactionNotActive {
+        /// The transaction.
+        txn: u64,
+        /// Its state ("committed", "rolled back", "committing", "rolling back", "finished").
+        state: &'static str,
+    },
+
+    /// An undo entry (before-image) does not lie inside one page.
+    #[error("undo entry for page {page} covers bytes {offset}..{end}, but pages have {page_size} bytes: a before-image must lie inside one page")]
+    UndoOutOfPage {
+        /// The page.
+        page: PageId,
+        /// First byte of the before-image.
+        offset: u64,
+        /// One past its last byte.
+        end: u64,
+        /// The page size.
+        page_size: usize,
+    },
+
+    /// A configured bound of the rollback manager was reached.
+    #[error(
+        "{what} limit of {limit} reached: commit or roll back transactions, or raise `{field}`"
+    )]
+    RollbackLimit {
+        /// What ran out.
+        what: &'static str,
+        /// The configuration field that sets the bound.
+        field: &'static str,
+        /// The bound.
+        limit: u64,
+    },
+
+    /// A page restored by a rollback did not read back as written.
+    #[error("page {page} did not read back as written during rollback: the store lost or changed the write; the transaction stays in flight and the rollback can be retried")]
+    RollbackVerifyFailed {
+        /// The page.
+        page: PageId,
+    },
 
     // ---- crash detection ----
 

@@ -37,6 +37,7 @@ mod fsutil;
 mod host;
 pub mod repair;
 // ---- rollback ----
+pub mod rollback;
 
 // ---- crash detection ----
 
@@ -57,6 +58,10 @@ pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaS
 pub use repair::{DataRepairer, RepairConfig};
 pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: rollback ----
+pub use rollback::{
+    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
+    TransactionRollbackManager, TxnId,
+};
 
 // ---- re-exports: crash detection ----
 

@@ -114,7 +114,18 @@ pub enum FailureKind {
         page: PageId,
     },
     // ---- rollback ----
-
+    /// Transactions waited for each other in a cycle; `victim` was chosen to
+    /// be rolled back.
+    Deadlock {
+        /// The transaction id of the victim.
+        victim: u64,
+    },
+    /// Transactions were in flight at a crash and were rolled back when the
+    /// undo journal was opened.
+    InFlightAtCrash {
+        /// How many were rolled back.
+        count: u64,
+    },
     // ---- crash detection ----
 
     // ---- snapshots ----
@@ -130,12 +141,15 @@ impl FailureKind {
             FailureKind::CorruptPage { page } | FailureKind::IrreparablePage { page } => {
                 Target::Page(*page)
             } // ---- rollback ----
+            FailureKind::Deadlock { victim } => {
+                Target::Component(Arc::from(format!("transaction {victim}")))
+            }
+            FailureKind::InFlightAtCrash { .. } => Target::Component(Arc::from("undo journal")),
+            // ---- crash detection ----
 
-              // ---- crash detection ----
+            // ---- snapshots ----
 
-              // ---- snapshots ----
-
-              // ---- health ----
+            // ---- health ----
         }
     }
 
@@ -145,7 +159,8 @@ impl FailureKind {
         match self {
             FailureKind::CorruptPage { .. } | FailureKind::IrreparablePage { .. } => Priority::P0,
             // ---- rollback ----
-
+            FailureKind::Deadlock { .. } => Priority::P1,
+            FailureKind::InFlightAtCrash { .. } => Priority::P0,
             // ---- crash detection ----
 
             // ---- snapshots ----

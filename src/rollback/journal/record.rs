@@ -1,0 +1,402 @@
+//! Segment headers and record frames: encoding, and decoding of untrusted
+//! bytes. The byte layout is documented in the [journal module](super).
+
+use crate::types::{Lsn, PageId};
+
+use super::super::TxnId;
+
+/// The magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 4] = *b"SHUJ";
+/// The segment format version this build writes and reads.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Length of the segment header in bytes.
+pub const SEGMENT_HEADER_LEN: usize = 40;
+/// Length of a record frame's header (length, CRC, LSN, type) in bytes.
+pub const RECORD_HEADER_LEN: usize = 17;
+/// The largest payload a record may have (16 MiB). A length field above it is
+/// damage, not a record.
+pub const MAX_PAYLOAD_LEN: usize = 16 << 20;
+/// Fixed part of an undo payload: transaction, page, offset.
+pub(crate) const UNDO_FIXED_LEN: usize = 20;
+
+const TYPE_BEGIN: u8 = 1;
+const TYPE_UNDO: u8 = 2;
+const TYPE_COMMIT: u8 = 3;
+const TYPE_ABORT: u8 = 4;
+
+/// The header of one segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment's number; segments are numbered upward without gaps.
+    pub segment: u64,
+    /// The LSN the first record of this segment has (or will have).
+    pub first_lsn: Lsn,
+    /// The transaction id the journal would hand out next when the segment
+    /// was created, so that ids never repeat after old segments are removed.
+    pub next_txn: u64,
+}
+
+impl SegmentHeader {
+    /// The header's 40 bytes.
+    #[must_use]
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..4].copy_from_slice(&SEGMENT_MAGIC);
+        b[4..8].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        b[8..16].copy_from_slice(&self.segment.to_le_bytes());
+        b[16..24].copy_from_slice(&self.first_lsn.0.to_le_bytes());
+        b[24..32].copy_from_slice(&self.next_txn.to_le_bytes());
+        let crc = crc32fast::hash(&b[..36]);
+        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a header from the start of `bytes`.
+    ///
+    /// # Errors
+    /// A [`HeaderDamage`] saying what is wrong; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderDamage> {
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderDamage::Short { len: bytes.len() });
+        }
+        let b = &bytes[..SEGMENT_HEADER_LEN];
+        if crc32fast::hash(&b[..36]) != u32_at(b, 36) {
+            return Err(HeaderDamage::Invalid {
+                reason: "segment header checksum mismatch".into(),
+            });
+        }
+        if b[0..4] != SEGMENT_MAGIC {
+            return Err(HeaderDamage::Invalid {
+                reason: format!("magic {:?} is not {:?}", &b[0..4], SEGMENT_MAGIC),
+            });
+        }
+        let version = u32_at(b, 4);
+        if version == 0 || version > SEGMENT_VERSION {
+            return Err(HeaderDamage::Version { found: version });
+        }
+        if u32_at(b, 32) != 0 {
+            return Err(HeaderDamage::Invalid {
+                reason: "reserved header bytes are not zero".into(),
+            });
+        }
+        Ok(SegmentHeader {
+            segment: u64_at(b, 8),
+            first_lsn: Lsn(u64_at(b, 16)),
+            next_txn: u64_at(b, 24),
+        })
+    }
+}
+
+/// What is wrong with a segment header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderDamage {
+    /// Fewer than [`SEGMENT_HEADER_LEN`] bytes: a segment whose creation was
+    /// cut short, or a truncated file.
+    Short {
+        /// How many bytes there are.
+        len: usize,
+    },
+    /// The header's checksum, magic or reserved bytes are wrong.
+    Invalid {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The header is intact but of a newer format version.
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+impl std::fmt::Display for HeaderDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderDamage::Short { len } => write!(
+                f,
+                "segment is {len} bytes, shorter than its {SEGMENT_HEADER_LEN}-byte header"
+            ),
+            HeaderDamage::Invalid { reason } => f.write_str(reason),
+            HeaderDamage::Version { found } => write!(
+                f,
+                "segment format version {found}, this build reads up to {SEGMENT_VERSION}"
+            ),
+        }
+    }
+}
+
+/// One journal record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A transaction began.
+    Begin {
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// A before-image: the bytes `page[offset..offset + before.len()]` held
+    /// before the transaction changed them.
+    Undo {
+        /// The transaction.
+        txn: TxnId,
+        /// The page.
+        page: PageId,
+        /// Byte offset inside the page.
+        offset: u32,
+        /// The bytes before the change.
+        before: Vec<u8>,
+    },
+    /// The transaction committed: its undo must never be applied.
+    Commit {
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// The transaction was rolled back and its restored pages were synced.
+    Abort {
+        /// The transaction.
+        txn: TxnId,
+    },
+}
+
+impl Record {
+    /// The transaction the record belongs to.
+    #[must_use]
+    pub fn txn(&self) -> TxnId {
+        match self {
+            Record::Begin { txn }
+            | Record::Undo { txn, .. }
+            | Record::Commit { txn }
+            | Record::Abort { txn } => *txn,
+        }
+    }
+
+    /// The frame length of this record in bytes.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        RECORD_HEADER_LEN
+            + match self {
+                Record::Undo { before, .. } => UNDO_FIXED_LEN + before.len(),
+                _ => 8,
+            }
+    }
+
+    /// Appends the record's frame with `lsn` to `out`.
+    pub fn encode_into(&self, lsn: Lsn, out: &mut Vec<u8>) {
+        match self {
+            Record::Begin { txn } => encode_small(out, lsn, TYPE_BEGIN, *txn),
+            Record::Commit { txn } => encode_small(out, lsn, TYPE_COMMIT, *txn),
+            Record::Abort { txn } => encode_small(out, lsn, TYPE_ABORT, *txn),
+            Record::Undo {
+                txn,
+                page,
+                offset,
+                before,
+            } => encode_undo(out, lsn, *txn, *page, *offset, before),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// CRC over the length field and everything after the CRC field.
+fn frame_crc(frame: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&frame[0..4]);
+    h.update(&frame[8..]);
+    h.finalize()
+}
+
+fn finish_frame(out: &mut [u8], start: usize) {
+    let crc = frame_crc(&out[start..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_small(out: &mut Vec<u8>, lsn: Lsn, kind: u8, txn: TxnId) {
+    let start = out.len();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&lsn.0.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(&txn.0.to_le_bytes());
+    finish_frame(out, start);
+}
+
+/// Appends an undo record's frame; the hot path of the journal.
+pub(crate) fn encode_undo(
+    out: &mut Vec<u8>,
+    lsn: Lsn,
+    txn: TxnId,
+    page: PageId,
+    offset: u32,
+    before: &[u8],
+) {
+    let start = out.len();
+    let len = (UNDO_FIXED_LEN + before.len()) as u32;
+    out.reserve(RECORD_HEADER_LEN + len as usize);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&lsn.0.to_le_bytes());
+    out.push(TYPE_UNDO);
+    out.extend_from_slice(&txn.0.to_le_bytes());
+    out.extend_from_slice(&page.0.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(before);
+    finish_frame(out, start);
+}
+
+/// Why a frame could not be decoded at some offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// The bytes end before the frame does.
+    Incomplete(String),
+    /// The frame is complete but wrong.
+    Bad(String),
+}
+
+/// Decodes the frame at the start of `bytes`. Returns the LSN, the record and
+/// the frame length.
+pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Lsn, Record, usize), FrameError> {
+    if bytes.len() < RECORD_HEADER_LEN {
+        return Err(FrameError::Incomplete(format!(
+            "{} bytes left, a record header needs {RECORD_HEADER_LEN}",
+            bytes.len()
+        )));
+    }
+    let len = u32_at(bytes, 0) as usize;
+    if len > MAX_PAYLOAD_LEN {
+        return Err(FrameError::Bad(format!(
+            "record length {len} exceeds the maximum {MAX_PAYLOAD_LEN}"
+        )));
+    }
+    let total = RECORD_HEADER_LEN + len;
+    if bytes.len() < total {
+        return Err(FrameError::Incomplete(format!(
+            "record needs {total} bytes, {} are left",
+            bytes.len()
+        )));
+    }
+    let frame = &bytes[..total];
+    let stored = u32_at(frame, 4);
+    let actual = frame_crc(frame);
+    if stored != actual {
+        return Err(FrameError::Bad(format!(
+            "record checksum {actual:#010x} does not match the stored {stored:#010x}"
+        )));
+    }
+    let lsn = Lsn(u64_at(frame, 8));
+    let kind = frame[16];
+    let payload = &frame[RECORD_HEADER_LEN..];
+    let record = match kind {
+        TYPE_BEGIN | TYPE_COMMIT | TYPE_ABORT => {
+            if payload.len() != 8 {
+                return Err(FrameError::Bad(format!(
+                    "record type {kind} has a {}-byte payload, expected 8",
+                    payload.len()
+                )));
+            }
+            let txn = TxnId(u64_at(payload, 0));
+            match kind {
+                TYPE_BEGIN => Record::Begin { txn },
+                TYPE_COMMIT => Record::Commit { txn },
+                _ => Record::Abort { txn },
+            }
+        }
+        TYPE_UNDO => {
+            if payload.len() < UNDO_FIXED_LEN {
+                return Err(FrameError::Bad(format!(
+                    "undo record payload is {} bytes, shorter than {UNDO_FIXED_LEN}",
+                    payload.len()
+                )));
+            }
+            Record::Undo {
+                txn: TxnId(u64_at(payload, 0)),
+                page: PageId(u64_at(payload, 8)),
+                offset: u32_at(payload, 16),
+                before: payload[UNDO_FIXED_LEN..].to_vec(),
+            }
+        }
+        other => return Err(FrameError::Bad(format!("unknown record type {other}"))),
+    };
+    if lsn.0 == 0 {
+        return Err(FrameError::Bad("record has LSN 0".into()));
+    }
+    Ok((lsn, record, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        let txn = any::<u64>().prop_map(TxnId);
+        prop_oneof![
+            txn.clone().prop_map(|txn| Record::Begin { txn }),
+            txn.clone().prop_map(|txn| Record::Commit { txn }),
+            txn.clone().prop_map(|txn| Record::Abort { txn }),
+            (
+                txn,
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(txn, page, offset, before)| Record::Undo {
+                    txn,
+                    page: PageId(page),
+                    offset,
+                    before
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn record_round_trip(rec in arb_record(), lsn in 1u64.., junk in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let mut buf = Vec::new();
+            rec.encode_into(Lsn(lsn), &mut buf);
+            prop_assert_eq!(buf.len(), rec.encoded_len());
+            buf.extend_from_slice(&junk);
+            let (l, back, n) = decode_frame(&buf).unwrap();
+            prop_assert_eq!(l, Lsn(lsn));
+            prop_assert_eq!(back, rec);
+            prop_assert_eq!(n, buf.len() - junk.len());
+        }
+
+        #[test]
+        fn header_round_trip(segment in any::<u64>(), first in any::<u64>(), next in any::<u64>()) {
+            let h = SegmentHeader { segment, first_lsn: Lsn(first), next_txn: next };
+            prop_assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
+        }
+
+        #[test]
+        fn any_bit_flip_in_a_frame_is_caught(rec in arb_record(), bit in any::<usize>()) {
+            let mut buf = Vec::new();
+            rec.encode_into(Lsn(7), &mut buf);
+            let i = (bit / 8) % buf.len();
+            buf[i] ^= 1 << (bit % 8);
+            prop_assert!(decode_frame(&buf).is_err());
+        }
+
+        #[test]
+        fn decode_frame_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = decode_frame(&bytes);
+            let _ = SegmentHeader::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn zeros_are_never_a_record() {
+        for n in 0..64 {
+            assert!(decode_frame(&vec![0u8; n]).is_err());
+        }
+        assert!(SegmentHeader::decode(&[0u8; SEGMENT_HEADER_LEN]).is_err());
+    }
+}
