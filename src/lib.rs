@@ -41,6 +41,7 @@ pub mod repair;
 // ---- crash detection ----
 
 // ---- snapshots ----
+pub mod snapshot;
 
 // ---- health ----
 
@@ -60,6 +61,7 @@ pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: crash detection ----
 
 // ---- re-exports: snapshots ----
+pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 
 // ---- re-exports: health ----
 
