@@ -898,7 +898,8 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    fn flush_batch(&mut self) -> Result<()> {
+    /// Compresses and writes the pages pushed so far.
+    pub fn flush_batch(&mut self) -> Result<()> {
         if self.pending_pages.is_empty() {
             return Ok(());
         }

@@ -30,9 +30,10 @@
 //! pages is exactly what changed since the restore point; the set is cleared
 //! when such a snapshot commits. A `View` snapshot compares checksums and does
 //! not clear the set (writes after the view are in it), which keeps the set a
-//! superset of the changes — never a subset. After the manager is opened, and
-//! until the first `Paused` snapshot or a restore, notices are not trusted
-//! (the host may have written while no manager listened).
+//! superset of the changes — never a subset. After the manager is opened or
+//! a restore, and until the next `Paused` snapshot, notices are not trusted
+//! (the host may have written while no manager listened; a restore's target
+//! need not be the store snapshotted next).
 //!
 //! # The restore point and single-page reads
 //!
@@ -102,6 +103,7 @@ use crate::host::{PageSource, PageStore};
 use crate::types::{Lsn, PageId};
 
 pub mod format;
+pub use format::{decode_manifest, decode_snapshot, SnapshotSummary};
 mod manifest;
 mod periodic;
 
@@ -642,6 +644,11 @@ impl DirtyPages {
         Some(out)
     }
 
+    fn invalidate(&self) {
+        self.bits.write().clear();
+        self.valid.store(false, Ordering::Release);
+    }
+
     fn reset_clean(&self) {
         let mut bits = self.bits.write();
         bits.clear();
@@ -917,8 +924,11 @@ impl StateSnapshotManager {
     /// snapshot whose chain verifies (reported in
     /// [`RestoreReport::skipped`]). The host must not write to `target`
     /// meanwhile. Pages of `target` past the snapshot's page count are left
-    /// as they are. Afterwards the restored snapshot is the head and
-    /// dirty-page notices are trusted.
+    /// as they are. Afterwards the restored snapshot is the head; dirty-page
+    /// notices are trusted again only after the next
+    /// [`Consistency::Paused`] snapshot (the manager cannot know that
+    /// `target` is the store the host snapshots next, so the next
+    /// incremental snapshot compares checksums).
     ///
     /// # Errors
     /// [`Error::SnapshotNotFound`] for an unknown id;
@@ -1271,6 +1281,10 @@ impl Inner {
                 }
                 Ok(())
             })?;
+            w.flush_batch()?;
+            if !mid_done {
+                self.crash(CrashStep::ChunksPartlyWritten)?;
+            }
             let (file, len, crcs, stored) = w.finish(metadata)?;
             self.crash(CrashStep::BeforeFsync)?;
             file.sync_all()
@@ -1512,7 +1526,9 @@ impl Inner {
                         chain: readers.iter().map(|r| r.header.id).collect(),
                     });
                     st.head_crcs = Some((c, Arc::new(top.index.crcs.clone())));
-                    self.dirty.reset_clean();
+                    // `target` need not be the store the host snapshots next,
+                    // so notices are trusted again only after a paused snapshot.
+                    self.dirty.invalidate();
                     if !skipped.is_empty() {
                         tracing::warn!(
                             requested = id,

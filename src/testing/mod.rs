@@ -8,3 +8,6 @@
 mod faults;
 
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+mod snapshot;
+
+pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
