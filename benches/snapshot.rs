@@ -44,7 +44,11 @@ fn setup() -> (MemStore, tempfile::TempDir, StateSnapshotManager) {
 fn take(m: &StateSnapshotManager, store: &MemStore, gate: &WriteGate, kind: SnapshotKind) -> u64 {
     let pause = gate.pause();
     m.take_snapshot(
-        Consistency::Paused { store, pause: &pause, lsn: Lsn(1) },
+        Consistency::Paused {
+            store,
+            pause: &pause,
+            lsn: Lsn(1),
+        },
         SnapshotRequest::new(kind),
     )
     .unwrap()
@@ -57,7 +61,8 @@ fn full(c: &mut Criterion) {
     let bytes = store.to_bytes();
     let gate = WriteGate::new();
     let mut g = c.benchmark_group("snapshot_full");
-    g.sample_size(10).throughput(Throughput::Bytes(bytes.len() as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("selfheal_full_snapshot", |b| {
         b.iter(|| black_box(take(&m, &store, &gate, SnapshotKind::Full)));
     });
@@ -97,10 +102,15 @@ fn incremental(c: &mut Criterion) {
     let gate = WriteGate::new();
     take(&m, &store, &gate, SnapshotKind::Full);
     let mut g = c.benchmark_group("snapshot_incremental_1pct");
-    g.sample_size(10).throughput(Throughput::Bytes(store_bytes() as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(store_bytes() as u64));
     let mut round = 0;
     for by_checksums in [false, true] {
-        let name = if by_checksums { "by_checksums" } else { "dirty_notices" };
+        let name = if by_checksums {
+            "by_checksums"
+        } else {
+            "dirty_notices"
+        };
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
@@ -114,7 +124,10 @@ fn incremental(c: &mut Criterion) {
                     let t = Instant::now();
                     if by_checksums {
                         m.take_snapshot(
-                            Consistency::View { view: &store, lsn: Lsn(round) },
+                            Consistency::View {
+                                view: &store,
+                                lsn: Lsn(round),
+                            },
                             SnapshotRequest::new(SnapshotKind::Incremental),
                         )
                         .unwrap();
@@ -137,7 +150,8 @@ fn restore(c: &mut Criterion) {
     let bytes = store.to_bytes();
     let target = MemStore::new(PAGE, store.page_count()).unwrap();
     let mut g = c.benchmark_group("restore_full");
-    g.sample_size(10).throughput(Throughput::Bytes(bytes.len() as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("selfheal_restore", |b| {
         b.iter(|| black_box(m.restore(id, &target).unwrap()));
     });

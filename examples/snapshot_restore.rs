@@ -20,7 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let take = |lsn: u64, kind: SnapshotKind| {
         let pause = gate.pause();
         snaps.take_snapshot(
-            Consistency::Paused { store: &store, pause: &pause, lsn: Lsn(lsn) },
+            Consistency::Paused {
+                store: &store,
+                pause: &pause,
+                lsn: Lsn(lsn),
+            },
             SnapshotRequest::new(kind).metadata("lsn", lsn.to_le_bytes().to_vec()),
         )
     };
@@ -48,10 +52,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. A single bad page served from the snapshot (it has not changed since).
     let mut page = vec![0u8; page_size];
-    let served = snaps.page_source().read_page(PageId(5), Some(Lsn(150)), &mut page)?;
+    let served = snaps
+        .page_source()
+        .read_page(PageId(5), Some(Lsn(150)), &mut page)?;
     let mut want = vec![0u8; page_size];
     store.read_page(PageId(5), &mut want)?;
-    println!("page 5 from the snapshot: served={served}, identical={}", page == want);
+    println!(
+        "page 5 from the snapshot: served={served}, identical={}",
+        page == want
+    );
 
     // 3. Damage: scribble over the store and flip a bit in the incremental snapshot.
     for p in 0..64 {
@@ -64,7 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bytes = std::fs::read(&path)?;
     bytes[100] ^= 0x04;
     std::fs::write(&path, bytes)?;
-    println!("damaged 64 store pages and one bit of snapshot {}", inc.info.id);
+    println!(
+        "damaged 64 store pages and one bit of snapshot {}",
+        inc.info.id
+    );
 
     // 4. Restore the newest: the damaged incremental is refused, the full one is used.
     let report = snaps.restore(inc.info.id, &store)?;
@@ -75,7 +87,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "restored snapshot {} (asked for {}), LSN {}, {} page writes",
         report.restored, report.requested, report.lsn, report.pages_written
     );
-    let expected = if report.restored == inc.info.id { &state_inc } else { &state_full };
+    let expected = if report.restored == inc.info.id {
+        &state_inc
+    } else {
+        &state_full
+    };
     let ok = store.to_bytes() == *expected;
     println!("byte-identical to snapshot {}: {ok}", report.restored);
     if !ok {

@@ -20,11 +20,17 @@ fn corpus() -> (Vec<Vec<u8>>, Vec<u8>) {
         .unwrap();
     let gate = WriteGate::new();
     for (lsn, kind) in [(1, SnapshotKind::Full), (2, SnapshotKind::Incremental)] {
-        store.write_page(PageId(lsn * 7), &[lsn as u8; 128]).unwrap();
+        store
+            .write_page(PageId(lsn * 7), &[lsn as u8; 128])
+            .unwrap();
         m.note_dirty(PageId(lsn * 7));
         let pause = gate.pause();
         m.take_snapshot(
-            Consistency::Paused { store: &store, pause: &pause, lsn: Lsn(lsn) },
+            Consistency::Paused {
+                store: &store,
+                pause: &pause,
+                lsn: Lsn(lsn),
+            },
             SnapshotRequest::new(kind).metadata("config", b"k=v".to_vec()),
         )
         .unwrap();
@@ -38,7 +44,10 @@ fn corpus() -> (Vec<Vec<u8>>, Vec<u8>) {
 }
 
 fn is_typed(e: &Error) -> bool {
-    matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. })
+    matches!(
+        e,
+        Error::CorruptFile { .. } | Error::UnsupportedVersion { .. }
+    )
 }
 
 #[test]

@@ -648,8 +648,28 @@ impl SnapshotReader {
     /// Reads, checks and decompresses chunk `c` into `raw`, and checks the CRC
     /// of every page in it against the index.
     pub fn read_chunk(&self, c: usize, comp: &mut Vec<u8>, raw: &mut Vec<u8>) -> Result<()> {
-        self.read_compressed(c, comp)?;
+        self.read_chunk_opt(c, comp, raw, true)
+    }
+
+    /// As [`read_chunk`](Self::read_chunk); `check_chunk_crc = false` skips
+    /// the chunk CRC (only when it was just checked: the page CRCs are still
+    /// checked, and the decoder is safe on any input).
+    fn read_chunk_opt(
+        &self,
+        c: usize,
+        comp: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+        check_chunk_crc: bool,
+    ) -> Result<()> {
         let e = self.index.chunks[c];
+        if check_chunk_crc {
+            self.read_compressed(c, comp)?;
+        } else {
+            comp.resize(e.compressed_len as usize, 0);
+            self.src.read_exact_at(e.offset, comp).map_err(|err| {
+                Error::io(format!("reading chunk {c} of {}", self.path.display()), err)
+            })?;
+        }
         raw.resize(e.raw_len as usize, 0);
         let bad = |why: String| Error::corrupt_file(&self.path, e.offset, why);
         match lz4_flex::block::decompress_into(comp, raw) {
@@ -674,13 +694,9 @@ impl SnapshotReader {
         Ok(())
     }
 
-    /// Checks every chunk CRC (without decompressing).
-    pub fn check_chunk_crcs(&self) -> Result<()> {
-        let mut comp = Vec::new();
-        for c in 0..self.index.chunks.len() {
-            self.read_compressed(c, &mut comp)?;
-        }
-        Ok(())
+    /// Checks every chunk CRC (without decompressing) on up to `threads` threads.
+    pub fn check_chunk_crcs(&self, threads: usize) -> Result<()> {
+        self.run_chunks(threads, &|c, comp, _| self.read_compressed(c, comp))
     }
 
     /// Decompresses every chunk and checks every chunk and page CRC.
@@ -693,25 +709,41 @@ impl SnapshotReader {
     }
 
     /// Decodes chunks `0..C` on up to `threads` threads, calling `visit` with
-    /// each chunk's index and its checked raw bytes. Stops at the first error.
+    /// each chunk's index and its checked raw bytes. Stops at the first
+    /// error. With `check_chunk_crc = false` the chunk CRCs are taken as
+    /// checked by [`check_chunk_crcs`](Self::check_chunk_crcs) just before;
+    /// page CRCs are always checked.
     pub fn for_each_chunk(
         &self,
         threads: usize,
+        check_chunk_crc: bool,
         visit: &(dyn Fn(usize, &[u8]) -> Result<()> + Sync),
+    ) -> Result<()> {
+        self.run_chunks(threads, &|c, comp, raw| {
+            self.read_chunk_opt(c, comp, raw, check_chunk_crc)?;
+            visit(c, raw)
+        })
+    }
+
+    /// Runs `work(chunk, comp buffer, raw buffer)` for every chunk, chunks
+    /// dealt round-robin to up to `threads` threads; first error wins.
+    #[allow(clippy::type_complexity)]
+    fn run_chunks(
+        &self,
+        threads: usize,
+        work: &(dyn Fn(usize, &mut Vec<u8>, &mut Vec<u8>) -> Result<()> + Sync),
     ) -> Result<()> {
         let n = self.index.chunks.len();
         let threads = threads.clamp(1, n.max(1));
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let work = |t: usize| -> Result<()> {
+        let lane = |t: usize| -> Result<()> {
             let (mut comp, mut raw) = (Vec::new(), Vec::new());
             let mut c = t;
             while c < n {
                 if failed.load(std::sync::atomic::Ordering::Relaxed) {
                     return Ok(());
                 }
-                let r = self
-                    .read_chunk(c, &mut comp, &mut raw)
-                    .and_then(|()| visit(c, &raw));
+                let r = work(c, &mut comp, &mut raw);
                 if r.is_err() {
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     return r;
@@ -721,11 +753,12 @@ impl SnapshotReader {
             Ok(())
         };
         if threads == 1 {
-            return work(0);
+            return lane(0);
         }
         std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
-            let mut result = work(0);
+            let lane = &lane;
+            let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || lane(t))).collect();
+            let mut result = lane(0);
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| {
                     Err(Error::Stopped {
@@ -799,6 +832,8 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<super::SnapshotInfo>> {
 struct Job {
     out: Vec<u8>,
     used: usize,
+    raw_len: usize,
+    pages: Vec<u64>,
     crc: u32,
     page_crcs: Vec<u32>,
     err: Option<String>,
@@ -814,6 +849,7 @@ pub(crate) struct SnapshotWriter {
     pending_pages: Vec<u64>,
     pending_raw: Vec<u8>,
     jobs: Vec<Job>,
+    done: Vec<Job>,
     chunks: Vec<ChunkEntry>,
     offset: u64,
     crcs: Vec<u32>,
@@ -848,6 +884,7 @@ impl SnapshotWriter {
             pending_pages: Vec::new(),
             pending_raw: Vec::new(),
             jobs: Vec::new(),
+            done: Vec::new(),
             chunks: Vec::new(),
             offset: HEADER_LEN as u64,
             crcs,
@@ -893,35 +930,55 @@ impl SnapshotWriter {
         self.pending_pages.push(page);
         self.pending_raw.extend_from_slice(bytes);
         if self.pending_pages.len() >= self.threads * self.header.chunk_pages {
-            self.flush_batch()?;
+            self.step()?;
         }
         Ok(())
     }
 
-    /// Compresses and writes the pages pushed so far.
+    /// Compresses and writes every page pushed so far.
     pub fn flush_batch(&mut self) -> Result<()> {
-        if self.pending_pages.is_empty() {
-            return Ok(());
-        }
+        self.step()?;
+        self.step()
+    }
+
+    /// One pipeline step: compresses the pending pages (one chunk per
+    /// thread) while this thread writes the chunks compressed by the
+    /// previous step, so that compression and I/O overlap.
+    fn step(&mut self) -> Result<()> {
         let ps = self.header.page_size;
-        let chunk_bytes = self.header.chunk_pages * ps;
-        let n = self.pending_raw.len().div_ceil(chunk_bytes);
-        if self.jobs.len() < n {
-            self.jobs.resize_with(n, Job::default);
-        }
-        let raw = &self.pending_raw;
-        let pages = &self.pending_pages;
         let cp = self.header.chunk_pages;
+        let chunk_bytes = cp * ps;
+        let n = self.pending_raw.len().div_ceil(chunk_bytes);
+        while self.jobs.len() < n {
+            self.jobs.push(Job::default());
+        }
+        let to_write = std::mem::take(&mut self.done);
+        let SnapshotWriter {
+            out,
+            path,
+            jobs,
+            pending_raw,
+            pending_pages,
+            chunks,
+            offset,
+            crcs,
+            ..
+        } = self;
+        let (raw, pages) = (&*pending_raw, &*pending_pages);
         let compress = |i: usize, job: &mut Job| {
             let input = &raw[i * chunk_bytes..((i + 1) * chunk_bytes).min(raw.len())];
             let max = lz4_flex::block::get_maximum_output_size(input.len());
             if job.out.len() < max {
                 job.out.resize(max, 0);
             }
+            job.raw_len = input.len();
+            job.pages.clear();
+            job.pages
+                .extend_from_slice(&pages[i * cp..i * cp + input.len() / ps]);
             job.page_crcs.clear();
             for (slot, p) in input.chunks_exact(ps).enumerate() {
                 job.page_crcs
-                    .push(page_crc(crate::types::PageId(pages[i * cp + slot]), p));
+                    .push(page_crc(crate::types::PageId(job.pages[slot]), p));
             }
             match lz4_flex::block::compress_into(input, &mut job.out[..max]) {
                 Ok(used) => {
@@ -932,44 +989,47 @@ impl SnapshotWriter {
                 Err(e) => job.err = Some(e.to_string()),
             }
         };
-        let jobs = &mut self.jobs[..n];
-        if n == 1 {
-            compress(0, &mut jobs[0]);
+        let mut emit = || -> Result<()> {
+            for job in &to_write {
+                if let Some(e) = &job.err {
+                    return Err(Error::io(
+                        format!("compressing a chunk of {}", path.display()),
+                        std::io::Error::other(e.clone()),
+                    ));
+                }
+                for (p, crc) in job.pages.iter().zip(&job.page_crcs) {
+                    crcs[*p as usize] = *crc;
+                }
+                chunks.push(ChunkEntry {
+                    offset: *offset,
+                    compressed_len: job.used as u32,
+                    raw_len: job.raw_len as u32,
+                    crc: job.crc,
+                });
+                *offset += job.used as u64;
+                out.write_all(&job.out[..job.used])
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            Ok(())
+        };
+        let written = if n == 0 {
+            emit()
         } else {
             std::thread::scope(|s| {
-                let (first, rest) = jobs.split_at_mut(1);
+                let (first, rest) = jobs[..n].split_at_mut(1);
                 let compress = &compress;
                 for (i, job) in rest.iter_mut().enumerate() {
                     s.spawn(move || compress(i + 1, job));
                 }
+                let r = emit();
                 compress(0, &mut first[0]);
-            });
-        }
-        for i in 0..n {
-            if let Some(e) = self.jobs[i].err.take() {
-                return Err(Error::io(
-                    format!("compressing a chunk of {}", self.path.display()),
-                    std::io::Error::other(e),
-                ));
-            }
-            let first = i * cp;
-            for (slot, crc) in self.jobs[i].page_crcs.iter().enumerate() {
-                self.crcs[self.pending_pages[first + slot] as usize] = *crc;
-            }
-            let raw_len = ((i + 1) * chunk_bytes).min(self.pending_raw.len()) - i * chunk_bytes;
-            let used = self.jobs[i].used;
-            self.chunks.push(ChunkEntry {
-                offset: self.offset,
-                compressed_len: used as u32,
-                raw_len: raw_len as u32,
-                crc: self.jobs[i].crc,
-            });
-            self.offset += used as u64;
-            let job = std::mem::take(&mut self.jobs[i]);
-            let r = self.write(&job.out[..used]);
-            self.jobs[i] = job;
-            r?;
-        }
+                r
+            })
+        };
+        written?;
+        let compressed: Vec<Job> = self.jobs.drain(..n).collect();
+        self.jobs.extend(to_write);
+        self.done = compressed;
         self.pending_pages.clear();
         self.pending_raw.clear();
         Ok(())

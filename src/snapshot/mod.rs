@@ -1406,7 +1406,7 @@ impl Inner {
         let _g = self.progress.start(Operation::Verify, total);
         let (mut chunks, mut pages) = (0, 0);
         for r in &readers {
-            r.for_each_chunk(self.threads, &|_, raw| {
+            r.for_each_chunk(self.threads, true, &|_, raw| {
                 self.progress.add(raw.len() as u64);
                 Ok(())
             })?;
@@ -1487,7 +1487,7 @@ impl Inner {
                     let ok = checked
                         .entry(m)
                         .or_insert_with(|| match &r {
-                            Ok(r) => r.check_chunk_crcs().map_err(|e| e.to_string()),
+                            Ok(r) => r.check_chunk_crcs(self.threads).map_err(|e| e.to_string()),
                             Err(e) => Err(e.to_string()),
                         })
                         .clone();
@@ -1575,7 +1575,7 @@ impl Inner {
         let mut written = 0;
         for r in readers {
             let store_err: StoreErr = Mutex::new(None);
-            let res = r.for_each_chunk(self.threads, &|c, raw| {
+            let res = r.for_each_chunk(self.threads, false, &|c, raw| {
                 let first = c * r.header.chunk_pages;
                 for (slot, b) in raw.chunks_exact(ps).enumerate() {
                     if let Err(e) = target.write_page(PageId(r.stored_page(first + slot)), b) {
