@@ -855,6 +855,75 @@ pub(crate) struct SnapshotWriter {
     crcs: Vec<u32>,
     stored: Vec<u64>,
     full: bool,
+    early: EarlySync,
+}
+
+/// Bytes written between two early writeback requests.
+const EARLY_SYNC_BYTES: u64 = 32 << 20;
+
+/// Starts writeback of what has been written so far on a helper thread
+/// (`selfheal-snapshot-sync`), so that disk writes overlap compression and
+/// the final fsync has little left to do. Durability still rests on that
+/// final fsync; an error of an early one is reported by it too.
+struct EarlySync {
+    tx: Option<crossbeam_channel::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    unsynced: u64,
+}
+
+impl EarlySync {
+    fn start(file: &File) -> Self {
+        let none = EarlySync {
+            tx: None,
+            handle: None,
+            unsynced: 0,
+        };
+        let Ok(f) = file.try_clone() else { return none };
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let spawned = std::thread::Builder::new()
+            .name("selfheal-snapshot-sync".into())
+            .spawn(move || {
+                for () in rx {
+                    f.sync_data()?;
+                }
+                Ok(())
+            });
+        match spawned {
+            Ok(h) => EarlySync {
+                tx: Some(tx),
+                handle: Some(h),
+                unsynced: 0,
+            },
+            Err(_) => none,
+        }
+    }
+
+    fn wrote(&mut self, n: u64) {
+        self.unsynced += n;
+        if self.unsynced >= EARLY_SYNC_BYTES {
+            if let Some(tx) = &self.tx {
+                if tx.try_send(()).is_ok() {
+                    self.unsynced = 0;
+                }
+            }
+        }
+    }
+
+    /// Stops the helper and returns its first error.
+    fn stop(&mut self) -> std::io::Result<()> {
+        self.tx = None;
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the early-sync thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EarlySync {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }
 
 impl SnapshotWriter {
@@ -877,6 +946,7 @@ impl SnapshotWriter {
             crcs.clear();
         }
         crcs.resize(pc, 0);
+        let early = EarlySync::start(&out);
         let mut w = SnapshotWriter {
             out: BufWriter::with_capacity(1 << 20, out),
             path,
@@ -891,6 +961,7 @@ impl SnapshotWriter {
             stored: Vec::new(),
             full,
             header,
+            early,
         };
         let hb = w.header.encode();
         w.write(&hb)?;
@@ -953,6 +1024,7 @@ impl SnapshotWriter {
             self.jobs.push(Job::default());
         }
         let to_write = std::mem::take(&mut self.done);
+        let emitted: u64 = to_write.iter().map(|j| j.used as u64).sum();
         let SnapshotWriter {
             out,
             path,
@@ -1027,6 +1099,7 @@ impl SnapshotWriter {
             })
         };
         written?;
+        self.early.wrote(emitted);
         let compressed: Vec<Job> = self.jobs.drain(..n).collect();
         self.jobs.extend(to_write);
         self.done = compressed;
@@ -1063,6 +1136,9 @@ impl SnapshotWriter {
         let len = self.offset + index.len() as u64 + FOOTER_LEN as u64;
         let stored = self.stored.len() as u64;
         let path = self.path.clone();
+        self.early
+            .stop()
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
         let file = self
             .out
             .into_inner()

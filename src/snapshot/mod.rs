@@ -50,7 +50,8 @@
 //! # Restore and corruption
 //!
 //! [`StateSnapshotManager::restore`] first checks every chunk CRC of the
-//! requested snapshot's chain, then decodes chunk by chunk (on
+//! requested snapshot's chain (unless [`SnapshotConfig::precheck_restore`]
+//! is off), then decodes chunk by chunk (on
 //! [`SnapshotConfig::threads`] threads), checking every page's CRC against
 //! the index before writing it, base first, incrementals after. If the chain
 //! is damaged, restore falls back to the newest older snapshot whose chain
@@ -479,6 +480,7 @@ pub struct SnapshotConfig {
     threads: usize,
     max_chain_len: usize,
     retention: Retention,
+    precheck_restore: bool,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -494,6 +496,7 @@ impl SnapshotConfig {
             threads: 2,
             max_chain_len: 8,
             retention: Retention::KeepLast(8),
+            precheck_restore: true,
             clock: None,
         }
     }
@@ -527,6 +530,18 @@ impl SnapshotConfig {
     #[must_use]
     pub fn retention(mut self, r: Retention) -> Self {
         self.retention = r;
+        self
+    }
+
+    /// Whether a restore checks every chunk CRC of the chain before it writes
+    /// the first page. Default `true`: a damaged chain then leaves the store
+    /// untouched. With `false` restore is one pass (faster); every page is
+    /// still verified before it is written, but damage found mid-way leaves
+    /// the pages restored so far (correct pages of that snapshot) until the
+    /// fallback overwrites them, or in place if no older snapshot verifies.
+    #[must_use]
+    pub fn precheck_restore(mut self, on: bool) -> Self {
+        self.precheck_restore = on;
         self
     }
 
@@ -676,6 +691,7 @@ struct Inner {
     threads: usize,
     max_chain_len: usize,
     retention: Retention,
+    precheck_restore: bool,
     state: Mutex<State>,
     head: RwLock<Option<Head>>,
     dirty: DirtyPages,
@@ -824,6 +840,7 @@ impl StateSnapshotManager {
             threads: cfg.threads,
             max_chain_len: cfg.max_chain_len,
             retention: cfg.retention,
+            precheck_restore: cfg.precheck_restore,
             state: Mutex::new(State {
                 manifest,
                 head_crcs: None,
@@ -1487,7 +1504,10 @@ impl Inner {
                     let ok = checked
                         .entry(m)
                         .or_insert_with(|| match &r {
-                            Ok(r) => r.check_chunk_crcs(self.threads).map_err(|e| e.to_string()),
+                            Ok(r) if self.precheck_restore => {
+                                r.check_chunk_crcs(self.threads).map_err(|e| e.to_string())
+                            }
+                            Ok(_) => Ok(()),
                             Err(e) => Err(e.to_string()),
                         })
                         .clone();
@@ -1575,7 +1595,7 @@ impl Inner {
         let mut written = 0;
         for r in readers {
             let store_err: StoreErr = Mutex::new(None);
-            let res = r.for_each_chunk(self.threads, false, &|c, raw| {
+            let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
                 let first = c * r.header.chunk_pages;
                 for (slot, b) in raw.chunks_exact(ps).enumerate() {
                     if let Err(e) = target.write_page(PageId(r.stored_page(first + slot)), b) {
