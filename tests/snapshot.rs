@@ -662,3 +662,34 @@ fn files_are_owner_only() {
         assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
     }
 }
+
+#[test]
+fn one_pass_restore_falls_back_after_damage_found_mid_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 64).unwrap();
+    fill_store(&store, 21).unwrap();
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .chunk_bytes(PS * 4)
+        .retention(Retention::KeepAll)
+        .precheck_restore(false)
+        .threads(1)
+        .build()
+        .unwrap();
+    snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+    let first = store.to_bytes();
+    fill_store(&store, 22).unwrap();
+    snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+    let path = dir.path().join("snap-0000000000000002.shs");
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    // A chunk three quarters into the file: earlier chunks restore first.
+    damage_file(&path, |b| b[len * 3 / 4] ^= 0x80);
+    let target = MemStore::new(PS, 64).unwrap();
+    let r = m.restore(2, &target).unwrap();
+    assert_eq!(r.restored, 1);
+    assert_eq!(r.skipped.len(), 1);
+    assert!(r.skipped[0].1.contains("chunk"), "{:?}", r.skipped);
+    assert!(
+        target.to_bytes() == first,
+        "the fallback must overwrite every page"
+    );
+}

@@ -3,7 +3,7 @@
 //! page by page.
 //!
 //! [`StateSnapshotManager`] owns one directory. Each snapshot is one file
-//! (layout in [`format`]); the `MANIFEST` lists them and their chains. A full
+//! (layout in [`format`](mod@format)); the `MANIFEST` lists them and their chains. A full
 //! snapshot stores every page; an incremental one stores only the pages that
 //! changed since its parent, found either from the host's dirty-page notices
 //! ([`StateSnapshotManager::note_dirty`]) or by comparing per-page CRCs with
@@ -435,7 +435,7 @@ impl Drop for ProgressGuard<'_> {
 }
 
 /// The points of the snapshot write path at which the `testing` feature can
-/// simulate a crash ([`StateSnapshotManager::crash_at`]). They are the rows
+/// simulate a crash (`StateSnapshotManager::crash_at`). They are the rows
 /// of the crash table in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashStep {
