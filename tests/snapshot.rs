@@ -693,3 +693,47 @@ fn one_pass_restore_falls_back_after_damage_found_mid_way() {
         "the fallback must overwrite every page"
     );
 }
+
+/// A store whose reads panic: a host bug inside a snapshot.
+#[derive(Debug)]
+struct Panicking;
+
+impl PageStore for Panicking {
+    fn page_size(&self) -> usize {
+        PS
+    }
+    fn page_count(&self) -> u64 {
+        4
+    }
+    fn read_page(&self, _: PageId, _: &mut [u8]) -> Result<()> {
+        panic!("host bug while reading a page")
+    }
+    fn write_page(&self, _: PageId, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_worker_marks_the_periodic_component_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let p = PeriodicSnapshots::start(
+        &m,
+        Arc::new(Panicking),
+        Arc::new(WriteGate::new()),
+        Arc::new(|| Lsn(1)),
+        PeriodicConfig::new(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    assert!(matches!(p.snapshot_now(), Err(Error::Stopped { .. })));
+    assert!(matches!(p.snapshot_now(), Err(Error::Stopped { .. })));
+    assert_eq!(p.stats().failed, 1);
+    assert!(matches!(p.stop(), Err(Error::Stopped { .. })));
+    // The manager itself is still usable.
+    let store = MemStore::new(PS, 4).unwrap();
+    fill_store(&store, 1).unwrap();
+    snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+}

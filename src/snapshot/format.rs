@@ -757,15 +757,25 @@ impl SnapshotReader {
         }
         std::thread::scope(|s| {
             let lane = &lane;
-            let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || lane(t))).collect();
+            let handles: Vec<_> = (1..threads)
+                .map(|t| {
+                    std::thread::Builder::new()
+                        .name(WORKER_NAME.into())
+                        .spawn_scoped(s, move || lane(t))
+                })
+                .collect();
             let mut result = lane(0);
             for h in handles {
-                let r = h.join().unwrap_or_else(|_| {
-                    Err(Error::Stopped {
-                        component: "snapshot reader",
-                        reason: "a decoding thread panicked".into(),
-                    })
-                });
+                let r = match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(Error::Stopped {
+                            component: "snapshot reader",
+                            reason: "a decoding thread panicked".into(),
+                        })
+                    }),
+                    // That lane's chunks were not processed: fail the whole run.
+                    Err(e) => Err(Error::io("spawning a snapshot decoding thread", e)),
+                };
                 if result.is_ok() {
                     result = r;
                 }
@@ -857,6 +867,9 @@ pub(crate) struct SnapshotWriter {
     full: bool,
     early: EarlySync,
 }
+
+/// The name of the threads that compress and decompress chunks.
+pub(crate) const WORKER_NAME: &str = "selfheal-snapshot-lz4";
 
 /// Bytes written between two early writeback requests.
 const EARLY_SYNC_BYTES: u64 = 32 << 20;
@@ -1091,7 +1104,11 @@ impl SnapshotWriter {
                 let (first, rest) = jobs[..n].split_at_mut(1);
                 let compress = &compress;
                 for (i, job) in rest.iter_mut().enumerate() {
-                    s.spawn(move || compress(i + 1, job));
+                    // Stays set (and fails the write) unless the job runs.
+                    job.err = Some("the compression thread could not be started".into());
+                    let _ = std::thread::Builder::new()
+                        .name(WORKER_NAME.into())
+                        .spawn_scoped(s, move || compress(i + 1, job));
                 }
                 let r = emit();
                 compress(0, &mut first[0]);

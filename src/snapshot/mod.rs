@@ -608,7 +608,7 @@ struct DirtyPages {
 }
 
 /// Pages past this are not tracked; noting one makes the set untrusted.
-const MAX_TRACKED_PAGES: u64 = 1 << 34;
+const MAX_TRACKED_PAGES: u64 = 1 << 32;
 
 impl DirtyPages {
     fn note(&self, page: u64) {
@@ -1715,15 +1715,23 @@ fn parallel_crcs(first: u64, bytes: &[u8], ps: usize, out: &mut [u32], threads: 
         work(0, out);
         return;
     }
-    std::thread::scope(|s| {
+    let all_spawned = std::thread::scope(|s| {
         let mut parts = out.chunks_mut(per).enumerate();
         let (_, first_part) = parts.next().expect("n > 0");
+        let mut ok = true;
         for (k, part) in parts {
             let work = &work;
-            s.spawn(move || work(k * per, part));
+            ok &= std::thread::Builder::new()
+                .name(format::WORKER_NAME.into())
+                .spawn_scoped(s, move || work(k * per, part))
+                .is_ok();
         }
         work(0, first_part);
+        ok
     });
+    if !all_spawned {
+        work(0, out);
+    }
 }
 
 impl PageSource for SnapshotPageSource {
