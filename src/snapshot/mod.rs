@@ -76,6 +76,11 @@
 //! | manifest tmp written, before its rename       | old manifest; `MANIFEST.tmp` deleted at open              |
 //! | manifest renamed                              | new snapshot listed and usable                            |
 //!
+//! A damaged (or missing) manifest is rebuilt at open from the snapshot
+//! files whose header, footer and index check and whose chain is complete
+//! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
+//! newer format version is an error, never rebuilt over.
+//!
 //! Earlier snapshots are never touched by a snapshot write. Retention
 //! rewrites the manifest first and deletes files after, so a crash in between
 //! leaves only unlisted files, deleted at the next open. A failure after the
@@ -557,8 +562,9 @@ impl SnapshotConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] for a value out of range;
     /// [`Error::SnapshotDirUnusable`] when the directory cannot be created or
-    /// written; [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for a
-    /// damaged manifest; [`Error::PageSizeMismatch`] when the directory holds
+    /// written; [`Error::UnsupportedVersion`] for a manifest of a newer
+    /// format (a damaged one is rebuilt from the snapshot files, see the
+    /// module docs); [`Error::PageSizeMismatch`] when the directory holds
     /// snapshots of another page size.
     pub fn build(self) -> Result<StateSnapshotManager> {
         if !(MIN_PAGE_SIZE..=format::MAX_PAGE_SIZE).contains(&self.page_size) {
@@ -699,6 +705,7 @@ struct Inner {
     progress: Progress,
     poisoned: Mutex<Option<String>>,
     crash_at: std::sync::atomic::AtomicU32,
+    rebuilt: Option<String>,
 }
 
 impl fmt::Debug for Inner {
@@ -779,6 +786,70 @@ fn is_snapshot_name(name: &str) -> bool {
         && name[5..21].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+fn has_snapshot_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| is_snapshot_name(&e.file_name().to_string_lossy()))
+    })
+}
+
+/// A manifest listing every snapshot file in `dir` whose header, footer and
+/// index check and whose chain is complete. Files that do not check are
+/// left out (and deleted as unlisted by the caller).
+///
+/// # Errors
+/// [`Error::PageSizeMismatch`] when a valid file has another page size
+/// (the directory belongs to another store: nothing is deleted);
+/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed.
+fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
+    let rd = fs::read_dir(dir).map_err(|e| dir_unusable(dir, format!("cannot list it: {e}")))?;
+    let mut found: Vec<SnapshotInfo> = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_snapshot_name(&name) {
+            continue;
+        }
+        let r = match SnapshotReader::open_file(&e.path()) {
+            Ok(r) if snapshot_file_name(r.header.id) == name => r,
+            Ok(_) => {
+                tracing::warn!(file = %name, "snapshot file's name does not match its id; left out");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(file = %name, %err, "snapshot file does not check; left out");
+                continue;
+            }
+        };
+        if r.header.page_size != page_size {
+            return Err(Error::PageSizeMismatch {
+                what: format!("snapshot file {}", e.path().display()),
+                expected: page_size,
+                actual: r.header.page_size,
+            });
+        }
+        let file_bytes = e.metadata().map_or(0, |m| m.len());
+        found.push(SnapshotInfo {
+            id: r.header.id,
+            parent: r.header.parent,
+            lsn: r.header.lsn,
+            created_unix_ms: r.header.created_unix_ms,
+            page_count: r.header.page_count,
+            stored_pages: r.index.stored_pages(r.header.page_count),
+            file_bytes,
+            file_name: name,
+        });
+    }
+    found.sort_by_key(|e| e.id);
+    let mut m = Manifest::new(page_size);
+    for e in found {
+        if e.parent.is_none_or(|p| m.get(p).is_some()) {
+            m.next_id = e.id + 1;
+            m.entries.push(e);
+        }
+    }
+    Ok(m)
+}
+
 impl StateSnapshotManager {
     fn open(cfg: SnapshotConfig) -> Result<Self> {
         let dir = cfg.dir;
@@ -799,10 +870,26 @@ impl StateSnapshotManager {
             .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
         let _ = fs::remove_file(&probe);
         let mpath = dir.join(MANIFEST_NAME);
+        let mut rebuilt = None;
         let manifest = match fsutil::read_optional(&mpath)? {
-            Some(bytes) => Manifest::decode(&mpath, &bytes)?,
+            Some(bytes) => match Manifest::decode(&mpath, &bytes) {
+                Ok(m) => m,
+                Err(e @ Error::CorruptFile { .. }) => {
+                    rebuilt = Some(e.to_string());
+                    rebuild_manifest(&dir, cfg.page_size)?
+                }
+                Err(e) => return Err(e),
+            },
+            None if has_snapshot_files(&dir) => {
+                rebuilt = Some("the manifest is missing".to_owned());
+                rebuild_manifest(&dir, cfg.page_size)?
+            }
             None => Manifest::new(cfg.page_size),
         };
+        if let Some(why) = &rebuilt {
+            tracing::warn!(reason = %why, snapshots = manifest.entries.len(), "rebuilt the snapshot manifest from the snapshot files");
+            fsutil::atomic_write(&mpath, &manifest.encode())?;
+        }
         if manifest.page_size != cfg.page_size {
             return Err(Error::PageSizeMismatch {
                 what: format!("snapshot directory {}", dir.display()),
@@ -853,12 +940,20 @@ impl StateSnapshotManager {
                 clock,
             },
             poisoned: Mutex::new(None),
+            rebuilt,
             crash_at: std::sync::atomic::AtomicU32::new(0),
             dir,
         };
         Ok(StateSnapshotManager {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Why the manifest was rebuilt from the snapshot files when the
+    /// manager was opened (it was damaged or missing), if it was.
+    #[must_use]
+    pub fn manifest_rebuilt(&self) -> Option<&str> {
+        self.inner.rebuilt.as_deref()
     }
 
     /// The snapshots, ascending by id.
