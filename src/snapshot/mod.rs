@@ -76,6 +76,12 @@
 //! | manifest tmp written, before its rename       | old manifest; `MANIFEST.tmp` deleted at open              |
 //! | manifest renamed                              | new snapshot listed and usable                            |
 //!
+//! (When no manifest exists yet — a crash during the very first snapshot —
+//! the open rebuilds one as below, so a complete renamed file is listed.)
+//! While a snapshot file is written, a helper thread (`selfheal-snapshot-sync`)
+//! starts writeback early with `fdatasync`, so that disk writes overlap
+//! compression; durability still rests on the final fsync.
+//!
 //! A damaged (or missing) manifest is rebuilt at open from the snapshot
 //! files whose header, footer and index check and whose chain is complete
 //! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
