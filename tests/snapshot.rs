@@ -785,3 +785,22 @@ fn a_panicking_worker_marks_the_periodic_component_failed() {
     fill_store(&store, 1).unwrap();
     snap(&m, &store, 2, SnapshotKind::Full).unwrap();
 }
+
+#[test]
+fn auto_takes_a_full_snapshot_when_the_head_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = two_snapshots(dir.path());
+    let m = manager(dir.path());
+    damage_file(&dir.path().join("snap-0000000000000002.shs"), |b| {
+        let n = b.len();
+        b[n - 40] ^= 1; // the index
+    });
+    assert!(matches!(
+        snap(&m, &store, 3, SnapshotKind::Incremental),
+        Err(Error::CorruptFile { .. })
+    ));
+    let id = snap(&m, &store, 3, SnapshotKind::Auto).unwrap();
+    let info = m.snapshots().into_iter().find(|s| s.id == id).unwrap();
+    assert_eq!(info.parent, None);
+    assert!(restored(&m, id, 12) == store.to_bytes());
+}

@@ -188,7 +188,9 @@ impl WriteGate {
     }
 }
 
-/// How a snapshot is made consistent (see the module docs).
+/// How a snapshot is made consistent (see the module docs). The pause must
+/// be one of the gate that all of the host's page writes pass through; the
+/// view must not change while the snapshot runs.
 #[derive(Clone, Copy)]
 pub enum Consistency<'a> {
     /// Read `store` while the host's writes are paused by `pause`; the state
@@ -1246,16 +1248,28 @@ impl Inner {
         };
         let page_count = store.page_count();
         let ps = self.page_size;
-        let (detection, parent_crcs) = match &parent {
-            None => (ChangeDetection::Full, Arc::new(Vec::new())),
-            Some(h) => {
-                let crcs = self.crcs_of(&st, h.id)?;
+        let mut parent = parent;
+        let mut parent_table = None;
+        if let Some(h) = &parent {
+            match self.crcs_of(&st, h.id) {
+                Ok(c) => parent_table = Some(c),
+                // `Auto` does not build on a head it cannot read.
+                Err(e) if request.kind == SnapshotKind::Auto => {
+                    tracing::warn!(head = h.id, error = %e, "cannot read the head snapshot; taking a full one");
+                    parent = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (detection, parent_crcs) = match (&parent, parent_table) {
+            (Some(_), Some(crcs)) => {
                 if paused && self.dirty.trusted() {
                     (ChangeDetection::DirtyNotices, crcs)
                 } else {
                     (ChangeDetection::Checksums, crcs)
                 }
             }
+            _ => (ChangeDetection::Full, Arc::new(Vec::new())),
         };
         let dirty = if detection == ChangeDetection::DirtyNotices {
             self.dirty.list()
