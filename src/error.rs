@@ -282,6 +282,28 @@ pub enum Error {
     // ---- crash detection ----
 
     // ---- snapshots ----
+    /// A snapshot id that the manifest does not list.
+    #[error("snapshot {id} does not exist: list the available ones with `StateSnapshotManager::snapshots`")]
+    SnapshotNotFound {
+        /// The id asked for.
+        id: u64,
+    },
+
+    /// The snapshot directory cannot be created or written.
+    #[error("snapshot directory {} is not usable: {reason}; give a writable directory", path.display())]
+    SnapshotDirUnusable {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+
+    /// No snapshot could be restored: each candidate failed verification.
+    #[error("no snapshot can be restored: {reason}")]
+    NoUsableSnapshot {
+        /// Each candidate tried and why it was refused.
+        reason: String,
+    },
 
     // ---- health ----
 

@@ -42,6 +42,7 @@ pub mod rollback;
 // ---- crash detection ----
 
 // ---- snapshots ----
+pub mod snapshot;
 
 // ---- health ----
 
@@ -66,6 +67,7 @@ pub use rollback::{
 // ---- re-exports: crash detection ----
 
 // ---- re-exports: snapshots ----
+pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 
 // ---- re-exports: health ----
 

@@ -13,3 +13,6 @@ pub use crash::{
     StampCheck, STAMP_PAGES, STAMP_PAGE_SIZE,
 };
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+mod snapshot;
+
+pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};

@@ -1,0 +1,1263 @@
+//! The snapshot file and manifest formats, and their byte-level decoders.
+//!
+//! Every integer is little-endian. A snapshot file is named
+//! `snap-<id as 16 lowercase hex digits>.shs` and is laid out as
+//! header ‖ chunks ‖ index ‖ footer.
+//!
+//! # Header (64 bytes, at offset 0)
+//!
+//! | offset | size | field                                                         |
+//! |-------:|-----:|---------------------------------------------------------------|
+//! | 0      | 4    | magic `SHSN`                                                  |
+//! | 4      | 4    | format version (1)                                            |
+//! | 8      | 8    | snapshot id (≥ 1)                                             |
+//! | 16     | 8    | parent id; 0 = full snapshot, else incremental on that parent |
+//! | 24     | 8    | LSN the snapshot's state corresponds to                       |
+//! | 32     | 8    | creation time, Unix milliseconds                              |
+//! | 40     | 4    | page size in bytes (64 ..= 1 MiB)                             |
+//! | 44     | 4    | pages per chunk `k` (`k · page size` ≤ 64 MiB)                |
+//! | 48     | 8    | page count `P` of the store at the snapshot                   |
+//! | 56     | 4    | reserved, 0                                                   |
+//! | 60     | 4    | CRC32 of bytes 0..60                                          |
+//!
+//! # Chunks (from offset 64, back to back)
+//!
+//! The stored pages, in ascending page order, are cut into chunks of `k`
+//! pages (the last may be shorter). Each chunk is the lz4 block
+//! ([`lz4_flex::block`]) of its pages' bytes concatenated. A full snapshot
+//! stores every page `0..P`; an incremental one stores only the pages that
+//! changed since its parent.
+//!
+//! # Index (right after the last chunk)
+//!
+//! | offset        | size  | field                                                                |
+//! |--------------:|------:|----------------------------------------------------------------------|
+//! | 0             | 4     | chunk count `C` (= ⌈M / k⌉)                                           |
+//! | 4             | 8     | stored page count `M` (= `P` for a full snapshot)                     |
+//! | 12            | 8     | page-CRC count, = `P`                                                 |
+//! | 20            | 4     | metadata blob count `B` (≤ 64)                                        |
+//! | 24            | 20·C  | per chunk: file offset u64, compressed length u32, raw length u32, CRC32 of the compressed bytes u32 |
+//! | …             | 8·M   | stored page ids, strictly ascending (incremental snapshots only)      |
+//! | …             | 4·P   | [`page_crc`] of every page `0..P` of the full state at the snapshot   |
+//! | …             | …     | `B` blobs: name length u16, UTF-8 name (1..=255 bytes), data length u32 (≤ 1 MiB), data |
+//!
+//! The per-page CRCs describe the *whole* state, not only the stored pages,
+//! so an incremental snapshot can find changed pages by comparing checksums
+//! with its parent without decompressing anything, and every restored page is
+//! checked against them.
+//!
+//! # Footer (32 bytes, at the end of the file)
+//!
+//! | offset | size | field                       |
+//! |-------:|-----:|-----------------------------|
+//! | 0      | 8    | index offset                |
+//! | 8      | 8    | index length                |
+//! | 16     | 4    | CRC32 of the index          |
+//! | 20     | 4    | reserved, 0                 |
+//! | 24     | 4    | magic `SHSE`                |
+//! | 28     | 4    | CRC32 of footer bytes 0..28 |
+//!
+//! A reader checks the header CRC, the footer CRC, that the chunks are
+//! contiguous from offset 64 to the index and the index runs up to the footer,
+//! the index CRC, and every count against the bytes that hold it before it
+//! allocates; then, per chunk it reads, the chunk CRC, the decompressed length
+//! and the CRC of every page in it. So a truncated, zeroed or garbled file is
+//! a typed error ([`Error::CorruptFile`], [`Error::UnsupportedVersion`]),
+//! never a panic and never wrong pages.
+//!
+//! # Manifest (`MANIFEST`)
+//!
+//! The manifest lists the snapshots; it is a framed file (magic `SHSM`,
+//! version 1; frame described in the crate's `fsutil` module: magic, version,
+//! payload length u64, payload CRC32, header CRC32, payload). Its payload:
+//!
+//! | offset | size | field                                                    |
+//! |-------:|-----:|----------------------------------------------------------|
+//! | 0      | 4    | page size                                                |
+//! | 4      | 8    | next snapshot id                                         |
+//! | 12     | 4    | entry count `n` (≤ 1 000 000)                            |
+//! | 16     | …    | `n` entries, ascending id, each:                         |
+//! |        | 8    | · id (≥ 1, < next id)                                    |
+//! |        | 8    | · parent id, 0 = full (else an earlier listed id)        |
+//! |        | 8    | · LSN                                                    |
+//! |        | 8    | · creation time, Unix milliseconds                       |
+//! |        | 8    | · page count                                             |
+//! |        | 8    | · stored page count                                      |
+//! |        | 8    | · file length in bytes                                   |
+//! |        | 2    | · file name length                                       |
+//! |        | …    | · file name: a plain name, no `/`, `\`, NUL, `.` or `..` |
+//!
+//! File names are validated on decode so that a manifest can never make the
+//! library read or delete a file outside its snapshot directory.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::checksum::{page_crc, MIN_PAGE_SIZE};
+use crate::error::{Error, Result};
+use crate::types::Lsn;
+
+/// Length of the snapshot file header.
+pub(crate) const HEADER_LEN: usize = 64;
+/// Length of the snapshot file footer.
+pub(crate) const FOOTER_LEN: usize = 32;
+const MAGIC: [u8; 4] = *b"SHSN";
+const FOOTER_MAGIC: [u8; 4] = *b"SHSE";
+/// The snapshot file version this build writes and reads.
+pub(crate) const VERSION: u32 = 1;
+/// Largest page size a snapshot holds.
+pub(crate) const MAX_PAGE_SIZE: usize = 1 << 20;
+/// Largest raw chunk.
+pub(crate) const MAX_CHUNK_BYTES: usize = 64 << 20;
+const CHUNK_ENTRY_LEN: usize = 20;
+const INDEX_FIXED_LEN: usize = 24;
+/// Most metadata blobs in one snapshot.
+pub(crate) const MAX_BLOBS: usize = 64;
+/// Longest metadata blob name in bytes.
+pub(crate) const MAX_BLOB_NAME: usize = 255;
+/// Largest metadata blob in bytes.
+pub(crate) const MAX_BLOB_LEN: usize = 1 << 20;
+
+/// The fixed facts of one snapshot file, from its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub id: u64,
+    pub parent: Option<u64>,
+    pub lsn: Lsn,
+    pub created_unix_ms: u64,
+    pub page_size: usize,
+    pub chunk_pages: usize,
+    pub page_count: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4..8].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..16].copy_from_slice(&self.id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.parent.unwrap_or(0).to_le_bytes());
+        b[24..32].copy_from_slice(&self.lsn.0.to_le_bytes());
+        b[32..40].copy_from_slice(&self.created_unix_ms.to_le_bytes());
+        b[40..44].copy_from_slice(&(self.page_size as u32).to_le_bytes());
+        b[44..48].copy_from_slice(&(self.chunk_pages as u32).to_le_bytes());
+        b[48..56].copy_from_slice(&self.page_count.to_le_bytes());
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    fn decode(path: &Path, b: &[u8]) -> Result<Header> {
+        if b.len() < HEADER_LEN {
+            return Err(Error::corrupt_file(
+                path,
+                0,
+                format!(
+                    "{} bytes is shorter than the {HEADER_LEN}-byte header",
+                    b.len()
+                ),
+            ));
+        }
+        if crc32fast::hash(&b[..60]) != le32(&b[60..64]) {
+            return Err(Error::corrupt_file(path, 60, "header checksum mismatch"));
+        }
+        if b[0..4] != MAGIC {
+            return Err(Error::corrupt_file(
+                path,
+                0,
+                "not a snapshot file (bad magic)",
+            ));
+        }
+        let version = le32(&b[4..8]);
+        if version == 0 || version > VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let id = le64(&b[8..16]);
+        let parent = le64(&b[16..24]);
+        let page_size = le32(&b[40..44]) as usize;
+        let chunk_pages = le32(&b[44..48]) as usize;
+        let bad = |off: u64, why: String| Err(Error::corrupt_file(path, off, why));
+        if id == 0 {
+            return bad(8, "snapshot id 0 is reserved".into());
+        }
+        if parent >= id {
+            return bad(
+                16,
+                format!("parent {parent} is not older than snapshot {id}"),
+            );
+        }
+        if !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
+            return bad(40, format!("page size {page_size} is out of range"));
+        }
+        if chunk_pages == 0 || chunk_pages.saturating_mul(page_size) > MAX_CHUNK_BYTES {
+            return bad(44, format!("{chunk_pages} pages per chunk is out of range"));
+        }
+        if le32(&b[56..60]) != 0 {
+            return bad(56, "reserved header bytes are not zero".into());
+        }
+        Ok(Header {
+            id,
+            parent: (parent != 0).then_some(parent),
+            lsn: Lsn(le64(&b[24..32])),
+            created_unix_ms: le64(&b[32..40]),
+            page_size,
+            chunk_pages,
+            page_count: le64(&b[48..56]),
+        })
+    }
+}
+
+/// Where one chunk lives and how to check it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkEntry {
+    pub offset: u64,
+    pub compressed_len: u32,
+    pub raw_len: u32,
+    pub crc: u32,
+}
+
+/// The decoded index of a snapshot file.
+#[derive(Clone, Debug)]
+pub(crate) struct Index {
+    pub chunks: Vec<ChunkEntry>,
+    /// Stored page ids; `None` for a full snapshot (every page `0..P`).
+    pub pages: Option<Vec<u64>>,
+    /// CRC of every page of the full state.
+    pub crcs: Vec<u32>,
+    pub metadata: Vec<(String, Vec<u8>)>,
+}
+
+impl Index {
+    /// How many pages the file stores.
+    pub fn stored_pages(&self, page_count: u64) -> u64 {
+        self.pages.as_ref().map_or(page_count, |p| p.len() as u64)
+    }
+}
+
+fn encode_index(
+    chunks: &[ChunkEntry],
+    pages: Option<&[u64]>,
+    stored: u64,
+    crcs: &[u32],
+    metadata: &[(String, Vec<u8>)],
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(
+        INDEX_FIXED_LEN
+            + chunks.len() * CHUNK_ENTRY_LEN
+            + pages.map_or(0, |p| p.len() * 8)
+            + crcs.len() * 4,
+    );
+    b.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    b.extend_from_slice(&stored.to_le_bytes());
+    b.extend_from_slice(&(crcs.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+    for c in chunks {
+        b.extend_from_slice(&c.offset.to_le_bytes());
+        b.extend_from_slice(&c.compressed_len.to_le_bytes());
+        b.extend_from_slice(&c.raw_len.to_le_bytes());
+        b.extend_from_slice(&c.crc.to_le_bytes());
+    }
+    if let Some(pages) = pages {
+        for p in pages {
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    for c in crcs {
+        b.extend_from_slice(&c.to_le_bytes());
+    }
+    for (name, data) in metadata {
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(data);
+    }
+    b
+}
+
+/// A bounds-checked reader over untrusted bytes that names the file offset
+/// of whatever it finds wrong.
+pub(crate) struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    base: u64,
+    path: &'a Path,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(path: &'a Path, bytes: &'a [u8], base: u64) -> Self {
+        Cursor {
+            bytes,
+            pos: 0,
+            base,
+            path,
+        }
+    }
+
+    pub(crate) fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(crate) fn err(&self, reason: impl Into<String>) -> Error {
+        Error::corrupt_file(self.path, self.offset(), reason)
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if self.remaining() < n {
+            return Err(self.err(format!(
+                "{what} needs {n} bytes but only {} remain",
+                self.remaining()
+            )));
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub(crate) fn u16(&mut self, what: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(le32(self.take(4, what)?))
+    }
+
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(le64(self.take(8, what)?))
+    }
+
+    /// Fails unless `count` items of `item_len` bytes fit in what remains, so
+    /// that no count read from the file drives an allocation by itself.
+    pub(crate) fn check_fits(&self, count: u64, item_len: usize, what: &str) -> Result<usize> {
+        match count.checked_mul(item_len as u64) {
+            Some(n) if n <= self.remaining() as u64 => Ok(count as usize),
+            _ => Err(self.err(format!(
+                "{count} {what} do not fit in the {} remaining bytes",
+                self.remaining()
+            ))),
+        }
+    }
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+
+fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Index> {
+    let mut c = Cursor::new(path, bytes, base);
+    let n_chunks = u64::from(c.u32("chunk count")?);
+    let stored = c.u64("stored page count")?;
+    let n_crcs = c.u64("page CRC count")?;
+    let n_blobs = c.u32("metadata count")? as usize;
+    if n_crcs != h.page_count {
+        return Err(c.err(format!(
+            "index has {n_crcs} page CRCs for a store of {} pages",
+            h.page_count
+        )));
+    }
+    if h.parent.is_none() && stored != h.page_count {
+        return Err(c.err(format!(
+            "full snapshot stores {stored} of {} pages",
+            h.page_count
+        )));
+    }
+    if stored > h.page_count {
+        return Err(c.err(format!(
+            "{stored} stored pages exceed the {} pages of the store",
+            h.page_count
+        )));
+    }
+    if n_chunks != stored.div_ceil(h.chunk_pages as u64) {
+        return Err(c.err(format!(
+            "{n_chunks} chunks cannot hold {stored} pages of {} per chunk",
+            h.chunk_pages
+        )));
+    }
+    if n_blobs > MAX_BLOBS {
+        return Err(c.err(format!("{n_blobs} metadata blobs exceed {MAX_BLOBS}")));
+    }
+    let n_chunks = c.check_fits(n_chunks, CHUNK_ENTRY_LEN, "chunk entries")?;
+    let mut chunks = Vec::with_capacity(n_chunks);
+    let mut expect_off = HEADER_LEN as u64;
+    let mut left = stored;
+    for i in 0..n_chunks {
+        let e = ChunkEntry {
+            offset: c.u64("chunk offset")?,
+            compressed_len: c.u32("chunk length")?,
+            raw_len: c.u32("chunk raw length")?,
+            crc: c.u32("chunk CRC")?,
+        };
+        let pages = left.min(h.chunk_pages as u64);
+        left -= pages;
+        if e.offset != expect_off {
+            return Err(c.err(format!(
+                "chunk {i} starts at {}, expected {expect_off}",
+                e.offset
+            )));
+        }
+        if u64::from(e.raw_len) != pages * h.page_size as u64 {
+            return Err(c.err(format!(
+                "chunk {i} says {} raw bytes for {pages} pages",
+                e.raw_len
+            )));
+        }
+        if e.compressed_len == 0
+            || e.compressed_len as usize
+                > lz4_flex::block::get_maximum_output_size(e.raw_len as usize)
+        {
+            return Err(c.err(format!(
+                "chunk {i} compressed length {} is impossible",
+                e.compressed_len
+            )));
+        }
+        expect_off += u64::from(e.compressed_len);
+        chunks.push(e);
+    }
+    if expect_off != base {
+        return Err(c.err(format!(
+            "chunks end at {expect_off} but the index starts at {base}"
+        )));
+    }
+    let pages = if h.parent.is_some() {
+        let m = c.check_fits(stored, 8, "page ids")?;
+        let mut v = Vec::with_capacity(m);
+        for _ in 0..m {
+            let p = c.u64("page id")?;
+            if p >= h.page_count || v.last().is_some_and(|&last| p <= last) {
+                return Err(c.err(format!(
+                    "page id {p} is out of order or past the {} pages",
+                    h.page_count
+                )));
+            }
+            v.push(p);
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let n = c.check_fits(n_crcs, 4, "page CRCs")?;
+    let raw = c.take(n * 4, "page CRCs")?;
+    let crcs = raw.chunks_exact(4).map(le32).collect();
+    let mut metadata = Vec::with_capacity(n_blobs);
+    for _ in 0..n_blobs {
+        let len = c.u16("blob name length")? as usize;
+        if len == 0 || len > MAX_BLOB_NAME {
+            return Err(c.err(format!("blob name length {len} is out of range")));
+        }
+        let name = std::str::from_utf8(c.take(len, "blob name")?)
+            .map_err(|_| c.err("blob name is not UTF-8"))?
+            .to_owned();
+        let dlen = c.u32("blob length")? as usize;
+        if dlen > MAX_BLOB_LEN {
+            return Err(c.err(format!("blob of {dlen} bytes exceeds {MAX_BLOB_LEN}")));
+        }
+        metadata.push((name, c.take(dlen, "blob data")?.to_vec()));
+    }
+    if c.remaining() != 0 {
+        return Err(c.err(format!(
+            "{} unexpected bytes after the index",
+            c.remaining()
+        )));
+    }
+    Ok(Index {
+        chunks,
+        pages,
+        crcs,
+        metadata,
+    })
+}
+
+fn encode_footer(index_offset: u64, index: &[u8]) -> [u8; FOOTER_LEN] {
+    let mut b = [0u8; FOOTER_LEN];
+    b[0..8].copy_from_slice(&index_offset.to_le_bytes());
+    b[8..16].copy_from_slice(&(index.len() as u64).to_le_bytes());
+    b[16..20].copy_from_slice(&crc32fast::hash(index).to_le_bytes());
+    b[24..28].copy_from_slice(&FOOTER_MAGIC);
+    let crc = crc32fast::hash(&b[..28]);
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Positioned reads from a snapshot's bytes: a file or a slice.
+pub(crate) trait ReadAt: Send + Sync {
+    fn len(&self) -> u64;
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= self.len())
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(&self[start..end]);
+        Ok(())
+    }
+}
+
+/// An opened snapshot: header, footer and index checked; chunks read on demand.
+pub(crate) struct SnapshotReader {
+    src: Box<dyn ReadAt>,
+    path: PathBuf,
+    pub header: Header,
+    pub index: Index,
+}
+
+impl std::fmt::Debug for SnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotReader {
+    /// Opens the snapshot file at `path`.
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let f =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Self::new(Box::new(f), path)
+    }
+
+    /// Checks header, footer and index of `src` (named `path` in errors).
+    pub fn new(src: Box<dyn ReadAt>, path: &Path) -> Result<Self> {
+        let len = src.len();
+        let rd = |off: u64, buf: &mut [u8]| {
+            src.read_exact_at(off, buf)
+                .map_err(|e| Error::io(format!("reading {} at {off}", path.display()), e))
+        };
+        if len < (HEADER_LEN + FOOTER_LEN) as u64 {
+            return Err(Error::corrupt_file(
+                path,
+                len,
+                format!("file of {len} bytes is too short to be a snapshot"),
+            ));
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        rd(0, &mut hb)?;
+        let header = Header::decode(path, &hb)?;
+        let mut fb = [0u8; FOOTER_LEN];
+        let foot_off = len - FOOTER_LEN as u64;
+        rd(foot_off, &mut fb)?;
+        if crc32fast::hash(&fb[..28]) != le32(&fb[28..32]) {
+            return Err(Error::corrupt_file(
+                path,
+                foot_off + 28,
+                "footer checksum mismatch",
+            ));
+        }
+        if fb[24..28] != FOOTER_MAGIC || le32(&fb[20..24]) != 0 {
+            return Err(Error::corrupt_file(path, foot_off + 20, "bad footer magic"));
+        }
+        let index_off = le64(&fb[0..8]);
+        let index_len = le64(&fb[8..16]);
+        if index_off < HEADER_LEN as u64 || index_off.checked_add(index_len) != Some(foot_off) {
+            return Err(Error::corrupt_file(
+                path,
+                foot_off,
+                format!("index at {index_off}+{index_len} does not end at the footer ({foot_off})"),
+            ));
+        }
+        let mut ib = vec![0u8; index_len as usize];
+        rd(index_off, &mut ib)?;
+        if crc32fast::hash(&ib) != le32(&fb[16..20]) {
+            return Err(Error::corrupt_file(
+                path,
+                index_off,
+                "index checksum mismatch",
+            ));
+        }
+        let index = decode_index(path, &ib, index_off, &header)?;
+        Ok(SnapshotReader {
+            src,
+            path: path.to_path_buf(),
+            header,
+            index,
+        })
+    }
+
+    /// The file this reader reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The page id stored at position `i` of the file.
+    pub fn stored_page(&self, i: usize) -> u64 {
+        match &self.index.pages {
+            Some(p) => p[i],
+            None => i as u64,
+        }
+    }
+
+    /// Where `page` is stored in this file: (chunk, slot in chunk).
+    pub fn locate(&self, page: u64) -> Option<(usize, usize)> {
+        let i = match &self.index.pages {
+            None => (page < self.header.page_count).then_some(page as usize)?,
+            Some(p) => p.binary_search(&page).ok()?,
+        };
+        Some((i / self.header.chunk_pages, i % self.header.chunk_pages))
+    }
+
+    /// Reads chunk `c`'s compressed bytes into `comp` and checks its CRC.
+    pub fn read_compressed(&self, c: usize, comp: &mut Vec<u8>) -> Result<()> {
+        let e = self.index.chunks[c];
+        comp.resize(e.compressed_len as usize, 0);
+        self.src.read_exact_at(e.offset, comp).map_err(|err| {
+            Error::io(format!("reading chunk {c} of {}", self.path.display()), err)
+        })?;
+        if crc32fast::hash(comp) != e.crc {
+            return Err(Error::corrupt_file(
+                &self.path,
+                e.offset,
+                format!("chunk {c} checksum mismatch"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads, checks and decompresses chunk `c` into `raw`, and checks the CRC
+    /// of every page in it against the index.
+    pub fn read_chunk(&self, c: usize, comp: &mut Vec<u8>, raw: &mut Vec<u8>) -> Result<()> {
+        self.read_chunk_opt(c, comp, raw, true)
+    }
+
+    /// As [`read_chunk`](Self::read_chunk); `check_chunk_crc = false` skips
+    /// the chunk CRC (only when it was just checked: the page CRCs are still
+    /// checked, and the decoder is safe on any input).
+    fn read_chunk_opt(
+        &self,
+        c: usize,
+        comp: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+        check_chunk_crc: bool,
+    ) -> Result<()> {
+        let e = self.index.chunks[c];
+        if check_chunk_crc {
+            self.read_compressed(c, comp)?;
+        } else {
+            comp.resize(e.compressed_len as usize, 0);
+            self.src.read_exact_at(e.offset, comp).map_err(|err| {
+                Error::io(format!("reading chunk {c} of {}", self.path.display()), err)
+            })?;
+        }
+        raw.resize(e.raw_len as usize, 0);
+        let bad = |why: String| Error::corrupt_file(&self.path, e.offset, why);
+        match lz4_flex::block::decompress_into(comp, raw) {
+            Ok(n) if n == raw.len() => {}
+            Ok(n) => {
+                return Err(bad(format!(
+                    "chunk {c} decompresses to {n} bytes, expected {}",
+                    raw.len()
+                )))
+            }
+            Err(err) => return Err(bad(format!("chunk {c} does not decompress: {err}"))),
+        }
+        let first = c * self.header.chunk_pages;
+        for (slot, bytes) in raw.chunks_exact(self.header.page_size).enumerate() {
+            let page = self.stored_page(first + slot);
+            if page_crc(crate::types::PageId(page), bytes) != self.index.crcs[page as usize] {
+                return Err(bad(format!(
+                    "page {page} in chunk {c} does not match its checksum"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every chunk CRC (without decompressing) on up to `threads` threads.
+    pub fn check_chunk_crcs(&self, threads: usize) -> Result<()> {
+        self.run_chunks(threads, &|c, comp, _| self.read_compressed(c, comp))
+    }
+
+    /// Decompresses every chunk and checks every chunk and page CRC.
+    pub fn verify_all(&self) -> Result<()> {
+        let (mut comp, mut raw) = (Vec::new(), Vec::new());
+        for c in 0..self.index.chunks.len() {
+            self.read_chunk(c, &mut comp, &mut raw)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes chunks `0..C` on up to `threads` threads, calling `visit` with
+    /// each chunk's index and its checked raw bytes. Stops at the first
+    /// error. With `check_chunk_crc = false` the chunk CRCs are taken as
+    /// checked by [`check_chunk_crcs`](Self::check_chunk_crcs) just before;
+    /// page CRCs are always checked.
+    pub fn for_each_chunk(
+        &self,
+        threads: usize,
+        check_chunk_crc: bool,
+        visit: &(dyn Fn(usize, &[u8]) -> Result<()> + Sync),
+    ) -> Result<()> {
+        self.run_chunks(threads, &|c, comp, raw| {
+            self.read_chunk_opt(c, comp, raw, check_chunk_crc)?;
+            visit(c, raw)
+        })
+    }
+
+    /// Runs `work(chunk, comp buffer, raw buffer)` for every chunk, chunks
+    /// dealt round-robin to up to `threads` threads; first error wins.
+    #[allow(clippy::type_complexity)]
+    fn run_chunks(
+        &self,
+        threads: usize,
+        work: &(dyn Fn(usize, &mut Vec<u8>, &mut Vec<u8>) -> Result<()> + Sync),
+    ) -> Result<()> {
+        let n = self.index.chunks.len();
+        let threads = threads.clamp(1, n.max(1));
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let lane = |t: usize| -> Result<()> {
+            let (mut comp, mut raw) = (Vec::new(), Vec::new());
+            let mut c = t;
+            while c < n {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let r = work(c, &mut comp, &mut raw);
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return r;
+                }
+                c += threads;
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            return lane(0);
+        }
+        std::thread::scope(|s| {
+            let lane = &lane;
+            let handles: Vec<_> = (1..threads)
+                .map(|t| {
+                    std::thread::Builder::new()
+                        .name(WORKER_NAME.into())
+                        .spawn_scoped(s, move || lane(t))
+                })
+                .collect();
+            let mut result = lane(0);
+            for h in handles {
+                let r = match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(Error::Stopped {
+                            component: "snapshot reader",
+                            reason: "a decoding thread panicked".into(),
+                        })
+                    }),
+                    // That lane's chunks were not processed: fail the whole run.
+                    Err(e) => Err(Error::io("spawning a snapshot decoding thread", e)),
+                };
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })
+    }
+}
+
+/// What [`decode_snapshot`] found in a valid snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The snapshot id.
+    pub id: u64,
+    /// The parent's id for an incremental snapshot.
+    pub parent: Option<u64>,
+    /// The LSN the state corresponds to.
+    pub lsn: Lsn,
+    /// Page size in bytes.
+    pub page_size: usize,
+    /// Pages of the store at the snapshot.
+    pub page_count: u64,
+    /// Pages stored in the file.
+    pub stored_pages: u64,
+    /// Names of the metadata blobs.
+    pub metadata: Vec<String>,
+}
+
+/// Decodes and fully verifies a snapshot file held in memory: header, footer,
+/// index, every chunk CRC, every decompressed length and every page CRC.
+///
+/// This is the same decoder the manager uses on files; it is public so that
+/// fuzzers and tests can feed it arbitrary bytes.
+///
+/// # Errors
+/// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything that
+/// is not a valid snapshot.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotSummary> {
+    let r = SnapshotReader::new(Box::new(bytes.to_vec()), Path::new("<snapshot bytes>"))?;
+    r.verify_all()?;
+    Ok(SnapshotSummary {
+        id: r.header.id,
+        parent: r.header.parent,
+        lsn: r.header.lsn,
+        page_size: r.header.page_size,
+        page_count: r.header.page_count,
+        stored_pages: r.index.stored_pages(r.header.page_count),
+        metadata: r.index.metadata.iter().map(|(n, _)| n.clone()).collect(),
+    })
+}
+
+/// Decodes a manifest held in memory and returns the snapshots it lists.
+///
+/// # Errors
+/// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything that
+/// is not a valid manifest, including a file name that could point outside
+/// the snapshot directory.
+pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<super::SnapshotInfo>> {
+    super::manifest::Manifest::decode(Path::new("<manifest bytes>"), bytes).map(|m| m.entries)
+}
+
+/// One compression job: a chunk's output buffer and results.
+#[derive(Default)]
+struct Job {
+    out: Vec<u8>,
+    used: usize,
+    raw_len: usize,
+    pages: Vec<u64>,
+    crc: u32,
+    page_crcs: Vec<u32>,
+    err: Option<String>,
+}
+
+/// Streams a snapshot file: pages in ascending order, compressed in batches
+/// of one chunk per thread.
+pub(crate) struct SnapshotWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    header: Header,
+    threads: usize,
+    pending_pages: Vec<u64>,
+    pending_raw: Vec<u8>,
+    jobs: Vec<Job>,
+    done: Vec<Job>,
+    chunks: Vec<ChunkEntry>,
+    offset: u64,
+    crcs: Vec<u32>,
+    stored: Vec<u64>,
+    full: bool,
+    early: EarlySync,
+}
+
+/// The name of the threads that compress and decompress chunks.
+pub(crate) const WORKER_NAME: &str = "selfheal-snapshot-lz4";
+
+/// Bytes written between two early writeback requests.
+const EARLY_SYNC_BYTES: u64 = 32 << 20;
+
+/// Starts writeback of what has been written so far on a helper thread
+/// (`selfheal-snapshot-sync`), so that disk writes overlap compression and
+/// the final fsync has little left to do. Durability still rests on that
+/// final fsync; an error of an early one is reported by it too.
+struct EarlySync {
+    tx: Option<crossbeam_channel::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    unsynced: u64,
+}
+
+impl EarlySync {
+    fn start(file: &File) -> Self {
+        let none = EarlySync {
+            tx: None,
+            handle: None,
+            unsynced: 0,
+        };
+        let Ok(f) = file.try_clone() else { return none };
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let spawned = std::thread::Builder::new()
+            .name("selfheal-snapshot-sync".into())
+            .spawn(move || {
+                for () in rx {
+                    f.sync_data()?;
+                }
+                Ok(())
+            });
+        match spawned {
+            Ok(h) => EarlySync {
+                tx: Some(tx),
+                handle: Some(h),
+                unsynced: 0,
+            },
+            Err(_) => none,
+        }
+    }
+
+    fn wrote(&mut self, n: u64) {
+        self.unsynced += n;
+        if self.unsynced >= EARLY_SYNC_BYTES {
+            if let Some(tx) = &self.tx {
+                if tx.try_send(()).is_ok() {
+                    self.unsynced = 0;
+                }
+            }
+        }
+    }
+
+    /// Stops the helper and returns its first error.
+    fn stop(&mut self) -> std::io::Result<()> {
+        self.tx = None;
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the early-sync thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EarlySync {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl SnapshotWriter {
+    /// Starts writing `header` to the already created file `out` (named
+    /// `path` in errors). `crcs` is the parent's page-CRC table for an
+    /// incremental snapshot (resized to the page count), ignored for a full one.
+    pub fn new(
+        out: File,
+        path: PathBuf,
+        header: Header,
+        threads: usize,
+        mut crcs: Vec<u32>,
+    ) -> Result<Self> {
+        let full = header.parent.is_none();
+        let pc = usize::try_from(header.page_count).map_err(|_| Error::InvalidArgument {
+            what: "store",
+            reason: "page count does not fit in memory".into(),
+        })?;
+        if full {
+            crcs.clear();
+        }
+        crcs.resize(pc, 0);
+        let early = EarlySync::start(&out);
+        let mut w = SnapshotWriter {
+            out: BufWriter::with_capacity(1 << 20, out),
+            path,
+            threads: threads.max(1),
+            pending_pages: Vec::new(),
+            pending_raw: Vec::new(),
+            jobs: Vec::new(),
+            done: Vec::new(),
+            chunks: Vec::new(),
+            offset: HEADER_LEN as u64,
+            crcs,
+            stored: Vec::new(),
+            full,
+            header,
+            early,
+        };
+        let hb = w.header.encode();
+        w.write(&hb)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out
+            .write_all(b)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Chunks written so far.
+    pub fn chunks_written(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Adds `page` (pages must come in strictly ascending order; a full
+    /// snapshot must get every page `0..P`).
+    pub fn push(&mut self, page: u64, bytes: &[u8]) -> Result<()> {
+        let expected_next = self.stored.last().map_or(0, |p| p + 1);
+        let ok = if self.full {
+            page == expected_next
+        } else {
+            page < self.header.page_count && (self.stored.is_empty() || page >= expected_next)
+        };
+        if !ok || bytes.len() != self.header.page_size {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "page {page} ({} bytes) pushed out of order or with the wrong size",
+                    bytes.len()
+                ),
+            });
+        }
+        self.stored.push(page);
+        self.pending_pages.push(page);
+        self.pending_raw.extend_from_slice(bytes);
+        if self.pending_pages.len() >= self.threads * self.header.chunk_pages {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses and writes every page pushed so far.
+    pub fn flush_batch(&mut self) -> Result<()> {
+        self.step()?;
+        self.step()
+    }
+
+    /// One pipeline step: compresses the pending pages (one chunk per
+    /// thread) while this thread writes the chunks compressed by the
+    /// previous step, so that compression and I/O overlap.
+    fn step(&mut self) -> Result<()> {
+        let ps = self.header.page_size;
+        let cp = self.header.chunk_pages;
+        let chunk_bytes = cp * ps;
+        let n = self.pending_raw.len().div_ceil(chunk_bytes);
+        while self.jobs.len() < n {
+            self.jobs.push(Job::default());
+        }
+        let to_write = std::mem::take(&mut self.done);
+        let emitted: u64 = to_write.iter().map(|j| j.used as u64).sum();
+        let SnapshotWriter {
+            out,
+            path,
+            jobs,
+            pending_raw,
+            pending_pages,
+            chunks,
+            offset,
+            crcs,
+            ..
+        } = self;
+        let (raw, pages) = (&*pending_raw, &*pending_pages);
+        let compress = |i: usize, job: &mut Job| {
+            let input = &raw[i * chunk_bytes..((i + 1) * chunk_bytes).min(raw.len())];
+            let max = lz4_flex::block::get_maximum_output_size(input.len());
+            if job.out.len() < max {
+                job.out.resize(max, 0);
+            }
+            job.raw_len = input.len();
+            job.pages.clear();
+            job.pages
+                .extend_from_slice(&pages[i * cp..i * cp + input.len() / ps]);
+            job.page_crcs.clear();
+            for (slot, p) in input.chunks_exact(ps).enumerate() {
+                job.page_crcs
+                    .push(page_crc(crate::types::PageId(job.pages[slot]), p));
+            }
+            match lz4_flex::block::compress_into(input, &mut job.out[..max]) {
+                Ok(used) => {
+                    job.used = used;
+                    job.crc = crc32fast::hash(&job.out[..used]);
+                    job.err = None;
+                }
+                Err(e) => job.err = Some(e.to_string()),
+            }
+        };
+        let mut emit = || -> Result<()> {
+            for job in &to_write {
+                if let Some(e) = &job.err {
+                    return Err(Error::io(
+                        format!("compressing a chunk of {}", path.display()),
+                        std::io::Error::other(e.clone()),
+                    ));
+                }
+                for (p, crc) in job.pages.iter().zip(&job.page_crcs) {
+                    crcs[*p as usize] = *crc;
+                }
+                chunks.push(ChunkEntry {
+                    offset: *offset,
+                    compressed_len: job.used as u32,
+                    raw_len: job.raw_len as u32,
+                    crc: job.crc,
+                });
+                *offset += job.used as u64;
+                out.write_all(&job.out[..job.used])
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            Ok(())
+        };
+        let written = if n == 0 {
+            emit()
+        } else {
+            std::thread::scope(|s| {
+                let (first, rest) = jobs[..n].split_at_mut(1);
+                let compress = &compress;
+                for (i, job) in rest.iter_mut().enumerate() {
+                    // Stays set (and fails the write) unless the job runs.
+                    job.err = Some("the compression thread could not be started".into());
+                    let _ = std::thread::Builder::new()
+                        .name(WORKER_NAME.into())
+                        .spawn_scoped(s, move || compress(i + 1, job));
+                }
+                let r = emit();
+                compress(0, &mut first[0]);
+                r
+            })
+        };
+        written?;
+        self.early.wrote(emitted);
+        let compressed: Vec<Job> = self.jobs.drain(..n).collect();
+        self.jobs.extend(to_write);
+        self.done = compressed;
+        self.pending_pages.clear();
+        self.pending_raw.clear();
+        Ok(())
+    }
+
+    /// Writes the rest, the index and the footer, and flushes to the OS
+    /// (not yet synced). Returns the file, its length and the page-CRC table.
+    pub fn finish(mut self, metadata: &[(String, Vec<u8>)]) -> Result<(File, u64, Vec<u32>, u64)> {
+        self.flush_batch()?;
+        if self.full && self.stored.len() as u64 != self.header.page_count {
+            return Err(Error::InvalidArgument {
+                what: "store",
+                reason: format!(
+                    "the store yielded {} of its {} pages during the snapshot",
+                    self.stored.len(),
+                    self.header.page_count
+                ),
+            });
+        }
+        let pages = (!self.full).then_some(&self.stored[..]);
+        let index = encode_index(
+            &self.chunks,
+            pages,
+            self.stored.len() as u64,
+            &self.crcs,
+            metadata,
+        );
+        let footer = encode_footer(self.offset, &index);
+        self.write(&index)?;
+        self.write(&footer)?;
+        let len = self.offset + index.len() as u64 + FOOTER_LEN as u64;
+        let stored = self.stored.len() as u64;
+        let path = self.path.clone();
+        self.early
+            .stop()
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
+        Ok((file, len, self.crcs, stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(parent: Option<u64>, page_count: u64) -> Header {
+        Header {
+            id: 5,
+            parent,
+            lsn: Lsn(77),
+            created_unix_ms: 1,
+            page_size: 64,
+            chunk_pages: 3,
+            page_count,
+        }
+    }
+
+    fn write(
+        h: Header,
+        pages: &[(u64, Vec<u8>)],
+        parent_crcs: Vec<u32>,
+        threads: usize,
+    ) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let f = File::create(&p).unwrap();
+        let mut w = SnapshotWriter::new(f, p.clone(), h, threads, parent_crcs).unwrap();
+        for (id, b) in pages {
+            w.push(*id, b).unwrap();
+        }
+        w.finish(&[("cfg".into(), b"x=1".to_vec())]).unwrap();
+        std::fs::read(&p).unwrap()
+    }
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = header(Some(2), 9);
+        let b = h.encode();
+        assert_eq!(Header::decode(Path::new("h"), &b).unwrap(), h);
+        let mut v = b;
+        v[4] = 9;
+        assert!(Header::decode(Path::new("h"), &v).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn full_file_round_trips(n in 0u64..20, seed in any::<u8>(), threads in 1usize..4) {
+            let pages: Vec<_> = (0..n).map(|i| (i, vec![seed.wrapping_add(i as u8); 64])).collect();
+            let bytes = write(header(None, n), &pages, Vec::new(), threads);
+            let s = decode_snapshot(&bytes).unwrap();
+            prop_assert_eq!(s.stored_pages, n);
+            prop_assert_eq!(s.metadata, vec!["cfg".to_string()]);
+            let r = SnapshotReader::new(Box::new(bytes), Path::new("m")).unwrap();
+            let (mut comp, mut raw) = (Vec::new(), Vec::new());
+            for (id, b) in &pages {
+                let (c, slot) = r.locate(*id).unwrap();
+                r.read_chunk(c, &mut comp, &mut raw).unwrap();
+                prop_assert_eq!(&raw[slot * 64..(slot + 1) * 64], &b[..]);
+            }
+        }
+
+        #[test]
+        fn incremental_file_round_trips(ids in proptest::collection::btree_set(0u64..30, 0..12)) {
+            let pages: Vec<_> = ids.iter().map(|&i| (i, vec![i as u8 ^ 0x5A; 64])).collect();
+            let bytes = write(header(Some(1), 30), &pages, vec![7; 30], 2);
+            let r = SnapshotReader::new(Box::new(bytes), Path::new("m")).unwrap();
+            r.verify_all().unwrap();
+            prop_assert_eq!(r.index.stored_pages(30), ids.len() as u64);
+            for p in 0..30u64 {
+                prop_assert_eq!(r.locate(p).is_some(), ids.contains(&p));
+                if !ids.contains(&p) {
+                    prop_assert_eq!(r.index.crcs[p as usize], 7);
+                }
+            }
+        }
+
+        #[test]
+        fn any_damage_is_detected(n in 1u64..12, at in any::<usize>(), bit in 0u8..8, cut in any::<usize>()) {
+            let pages: Vec<_> = (0..n).map(|i| (i, vec![i as u8 + 1; 64])).collect();
+            let bytes = write(header(None, n), &pages, Vec::new(), 1);
+            let mut flipped = bytes.clone();
+            let i = at % flipped.len();
+            flipped[i] ^= 1 << bit;
+            prop_assert!(decode_snapshot(&flipped).is_err());
+            let mut short = bytes.clone();
+            short.truncate(cut % bytes.len());
+            prop_assert!(decode_snapshot(&short).is_err());
+            prop_assert!(decode_snapshot(&vec![0u8; bytes.len()]).is_err());
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_snapshot(&bytes);
+            let _ = decode_manifest(&bytes);
+        }
+    }
+}

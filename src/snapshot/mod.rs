@@ -1,0 +1,1975 @@
+//! Point-in-time snapshots of a [`PageStore`]: full and incremental, lz4
+//! compressed, checksummed per chunk and per page, restorable as a whole or
+//! page by page.
+//!
+//! [`StateSnapshotManager`] owns one directory. Each snapshot is one file
+//! (layout in [`format`](mod@format)); the `MANIFEST` lists them and their chains. A full
+//! snapshot stores every page; an incremental one stores only the pages that
+//! changed since its parent, found either from the host's dirty-page notices
+//! ([`StateSnapshotManager::note_dirty`]) or by comparing per-page CRCs with
+//! the parent's (kept in every snapshot's index, so no decompression is
+//! needed). Its cost grows with the changed pages, plus one CRC pass over the
+//! store when there are no notices.
+//!
+//! # Consistency
+//!
+//! A snapshot of a store that the host keeps writing is only meaningful if
+//! no write lands while it is read. [`StateSnapshotManager::take_snapshot`]
+//! therefore takes a [`Consistency`], which is one of:
+//!
+//! - [`Consistency::Paused`]: the host routes its page writes through a
+//!   [`WriteGate`] (holding a [`WriteTicket`] while it writes and notes the
+//!   page dirty), and passes a [`WritePause`] — the gate's exclusive guard —
+//!   which cannot exist while any ticket does. Writes wait while the snapshot
+//!   runs. The host also gives the LSN of the state it paused at.
+//! - [`Consistency::View`]: the host gives a read-only point-in-time view of
+//!   its store (for example a read transaction of an MVCC engine) and the LSN
+//!   of that view; writes to the live store continue.
+//!
+//! Dirty-page notices are used only under `Paused`, where the set of noted
+//! pages is exactly what changed since the restore point; the set is cleared
+//! when such a snapshot commits. A `View` snapshot compares checksums and does
+//! not clear the set (writes after the view are in it), which keeps the set a
+//! superset of the changes — never a subset. After the manager is opened or
+//! a restore, and until the next `Paused` snapshot, notices are not trusted
+//! (the host may have written while no manager listened; a restore's target
+//! need not be the store snapshotted next).
+//!
+//! # The restore point and single-page reads
+//!
+//! The *head* is the snapshot the store's state descends from: the newest
+//! one taken, or the one last restored. Incremental snapshots build on it.
+//! [`StateSnapshotManager::page_source`] gives a [`PageSource`] that serves a
+//! single page from the head's chain, for repair when no replica has a good
+//! copy. **A stale page is never served**: the page is served only if
+//! (a) it was not noted dirty since the head, when notices are trusted; and
+//! (b) when the caller passes `not_older_than`, the head's LSN is at least
+//! that LSN; and (c) at least one of (a)/(b) actually vouches for it — with
+//! neither notices nor an LSN the answer is `Ok(false)`.
+//!
+//! # Restore and corruption
+//!
+//! [`StateSnapshotManager::restore`] first checks every chunk CRC of the
+//! requested snapshot's chain (unless [`SnapshotConfig::precheck_restore`]
+//! is off), then decodes chunk by chunk (on
+//! [`SnapshotConfig::threads`] threads), checking every page's CRC against
+//! the index before writing it, base first, incrementals after. If the chain
+//! is damaged, restore falls back to the newest older snapshot whose chain
+//! verifies and says so in [`RestoreReport::skipped`]. Every page written has
+//! verified, so wrong data is never restored; if damage is found only
+//! mid-way, the pages already written are correct pages of the damaged
+//! snapshot and are overwritten by the fallback (pages past the fallback's
+//! page count keep them).
+//!
+//! # Crash safety
+//!
+//! A snapshot is written to `snap-….shs.tmp`, flushed, fsynced, renamed to
+//! its final name, and the directory fsynced; only then is the manifest
+//! replaced (temporary file, fsync, rename, fsync of the directory). A crash
+//! at each step ([`CrashStep`]) leaves:
+//!
+//! | crash after / before                          | state at next open                                        |
+//! |-----------------------------------------------|-----------------------------------------------------------|
+//! | tmp created, part of it written, before fsync | old manifest; stray `.tmp` deleted at open                |
+//! | before rename                                 | same                                                      |
+//! | renamed, before directory fsync / manifest    | old manifest; unlisted `snap-*.shs` deleted at open       |
+//! | manifest tmp written, before its rename       | old manifest; `MANIFEST.tmp` deleted at open              |
+//! | manifest renamed                              | new snapshot listed and usable                            |
+//!
+//! (When no manifest exists yet — a crash during the very first snapshot —
+//! the open rebuilds one as below, so a complete renamed file is listed.)
+//! While a snapshot file is written, a helper thread (`selfheal-snapshot-sync`)
+//! starts writeback early with `fdatasync`, so that disk writes overlap
+//! compression; durability still rests on the final fsync.
+//!
+//! A damaged (or missing) manifest is rebuilt at open from the snapshot
+//! files whose header, footer and index check and whose chain is complete
+//! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
+//! newer format version is an error, never rebuilt over.
+//!
+//! Earlier snapshots are never touched by a snapshot write. Retention
+//! rewrites the manifest first and deletes files after, so a crash in between
+//! leaves only unlisted files, deleted at the next open. A failure after the
+//! manifest rename (a failed directory fsync) poisons the manager
+//! ([`Error::Poisoned`]): reopen it.
+//!
+//! Files are created owner-only (`0o600`), the directory `0o700`; the
+//! manifest's file names are plain names, checked on load, so it can never
+//! name a file outside the directory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::checksum::{page_crc, MIN_PAGE_SIZE};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::host::{PageSource, PageStore};
+use crate::types::{Lsn, PageId};
+
+pub mod format;
+pub use format::{decode_manifest, decode_snapshot, SnapshotSummary};
+mod manifest;
+mod periodic;
+
+use format::{Header, SnapshotReader, SnapshotWriter, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
+pub use manifest::Retention;
+use manifest::{plan_retention, snapshot_file_name, Manifest, MANIFEST_NAME};
+pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
+
+/// One snapshot as the manifest lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its id; ids grow with time.
+    pub id: u64,
+    /// The snapshot it is incremental on; `None` for a full snapshot.
+    pub parent: Option<u64>,
+    /// The LSN of the state it holds, as the host gave it.
+    pub lsn: Lsn,
+    /// When it was taken, in Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// Pages of the store at the snapshot.
+    pub page_count: u64,
+    /// Pages stored in its file (all of them for a full snapshot).
+    pub stored_pages: u64,
+    /// Length of its file in bytes.
+    pub file_bytes: u64,
+    /// Its file name inside the snapshot directory.
+    pub file_name: String,
+}
+
+/// The gate through which a host's page writes pass, so that a snapshot can
+/// prove that none is in flight.
+///
+/// ```
+/// use selfheal::snapshot::WriteGate;
+/// let gate = WriteGate::new();
+/// {
+///     let _ticket = gate.write(); // held while the host writes a page
+/// }
+/// let _pause = gate.pause(); // no ticket exists while this lives
+/// ```
+#[derive(Debug, Default)]
+pub struct WriteGate {
+    lock: RwLock<()>,
+}
+
+/// Held by the host while it writes (many may exist at once).
+#[derive(Debug)]
+pub struct WriteTicket<'a>(#[allow(dead_code)] RwLockReadGuard<'a, ()>);
+
+/// Proof that no write is in flight and none can start while it lives.
+#[derive(Debug)]
+pub struct WritePause<'a>(#[allow(dead_code)] RwLockWriteGuard<'a, ()>);
+
+impl WriteGate {
+    /// A gate with no writes in flight.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Enters the gate for a write; blocks while a pause is held.
+    pub fn write(&self) -> WriteTicket<'_> {
+        WriteTicket(self.lock.read())
+    }
+
+    /// Waits for in-flight writes to finish and holds off new ones until the
+    /// returned guard is dropped.
+    pub fn pause(&self) -> WritePause<'_> {
+        WritePause(self.lock.write())
+    }
+}
+
+/// How a snapshot is made consistent (see the module docs). The pause must
+/// be one of the gate that all of the host's page writes pass through; the
+/// view must not change while the snapshot runs.
+#[derive(Clone, Copy)]
+pub enum Consistency<'a> {
+    /// Read `store` while the host's writes are paused by `pause`; the state
+    /// is the one at `lsn`.
+    Paused {
+        /// The live store.
+        store: &'a dyn PageStore,
+        /// Proof that no write is in flight.
+        pause: &'a WritePause<'a>,
+        /// The LSN of the paused state.
+        lsn: Lsn,
+    },
+    /// Read a point-in-time `view` of the store, whose state is the one at `lsn`.
+    View {
+        /// A read-only view that does not change while the snapshot runs.
+        view: &'a dyn PageStore,
+        /// The LSN of the view.
+        lsn: Lsn,
+    },
+}
+
+impl fmt::Debug for Consistency<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Consistency::Paused { lsn, .. } => write!(f, "Paused {{ lsn: {lsn} }}"),
+            Consistency::View { lsn, .. } => write!(f, "View {{ lsn: {lsn} }}"),
+        }
+    }
+}
+
+/// Which kind of snapshot to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SnapshotKind {
+    /// Every page.
+    Full,
+    /// Only the pages changed since the head; an error when there is no head.
+    Incremental,
+    /// Incremental on the head, unless there is none or its chain has reached
+    /// [`SnapshotConfig::max_chain_len`]; then full.
+    #[default]
+    Auto,
+}
+
+/// How the pages of a snapshot were chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeDetection {
+    /// A full snapshot: every page.
+    Full,
+    /// From the host's dirty-page notices.
+    DirtyNotices,
+    /// By comparing each page's CRC with the parent's.
+    Checksums,
+}
+
+/// What to snapshot and which host metadata to save with it.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotRequest {
+    kind: SnapshotKind,
+    metadata: Vec<(String, Vec<u8>)>,
+}
+
+impl SnapshotRequest {
+    /// A request of `kind` with no metadata.
+    #[must_use]
+    pub fn new(kind: SnapshotKind) -> Self {
+        SnapshotRequest {
+            kind,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// Saves a small named blob (statistics, configuration) with the
+    /// snapshot; it comes back with [`RestoreReport::metadata`]. At most 64
+    /// blobs, names of 1..=255 bytes, blobs of at most 1 MiB.
+    #[must_use]
+    pub fn metadata(mut self, name: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
+        self.metadata.push((name.into(), data.into()));
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::InvalidArgument {
+                what: "metadata",
+                reason,
+            })
+        };
+        if self.metadata.len() > MAX_BLOBS {
+            return bad(format!(
+                "{} blobs; at most {MAX_BLOBS}",
+                self.metadata.len()
+            ));
+        }
+        for (i, (name, data)) in self.metadata.iter().enumerate() {
+            if name.is_empty() || name.len() > MAX_BLOB_NAME {
+                return bad(format!("name {name:?} must have 1..={MAX_BLOB_NAME} bytes"));
+            }
+            if data.len() > MAX_BLOB_LEN {
+                return bad(format!(
+                    "blob {name:?} has {} bytes; at most {MAX_BLOB_LEN}",
+                    data.len()
+                ));
+            }
+            if self.metadata[..i].iter().any(|(n, _)| n == name) {
+                return bad(format!("name {name:?} is given twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a snapshot call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// The new snapshot.
+    pub info: SnapshotInfo,
+    /// How its pages were chosen.
+    pub detection: ChangeDetection,
+    /// Snapshots deleted by retention afterwards.
+    pub deleted: Vec<u64>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The snapshot that was asked for.
+    pub requested: u64,
+    /// The snapshot whose state the store now holds.
+    pub restored: u64,
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Newer snapshots that were tried first and did not verify, with why.
+    pub skipped: Vec<(u64, String)>,
+    /// Page writes made (pages changed in incrementals are written once per
+    /// snapshot of the chain that holds them).
+    pub pages_written: u64,
+    /// The metadata blobs saved with the restored snapshot.
+    pub metadata: Vec<(String, Vec<u8>)>,
+}
+
+/// What a verification checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The chain verified, base first.
+    pub chain: Vec<u64>,
+    /// Chunks decompressed and checked.
+    pub chunks: u64,
+    /// Pages whose CRC was checked.
+    pub pages: u64,
+}
+
+/// A long-running operation of the manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Taking a snapshot.
+    Snapshot,
+    /// Restoring the store.
+    Restore,
+    /// Verifying a chain.
+    Verify,
+    /// Merging a chain into a full snapshot.
+    Merge,
+}
+
+/// Progress of the running operation, readable from any thread.
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<ProgressInner>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct ProgressInner {
+    op: AtomicU8,
+    done: AtomicU64,
+    total: AtomicU64,
+    started_ns: AtomicU64,
+}
+
+/// A reading of [`Progress`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProgressReport {
+    /// The running operation, `None` when idle.
+    pub operation: Option<Operation>,
+    /// Raw page bytes processed so far.
+    pub bytes_done: u64,
+    /// Raw page bytes the operation will process (an upper bound for an
+    /// incremental snapshot found by checksums: the pages compared).
+    pub bytes_total: u64,
+    /// Bytes per second since the operation started.
+    pub rate_bytes_per_s: f64,
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Progress {
+    /// The current reading.
+    #[must_use]
+    pub fn get(&self) -> ProgressReport {
+        let op = match self.inner.op.load(Ordering::Acquire) {
+            1 => Some(Operation::Snapshot),
+            2 => Some(Operation::Restore),
+            3 => Some(Operation::Verify),
+            4 => Some(Operation::Merge),
+            _ => None,
+        };
+        let done = self.inner.done.load(Ordering::Relaxed);
+        let elapsed = self
+            .clock
+            .now_ns()
+            .saturating_sub(self.inner.started_ns.load(Ordering::Relaxed));
+        ProgressReport {
+            operation: op,
+            bytes_done: done,
+            bytes_total: self.inner.total.load(Ordering::Relaxed),
+            rate_bytes_per_s: if elapsed == 0 {
+                0.0
+            } else {
+                done as f64 * 1e9 / elapsed as f64
+            },
+        }
+    }
+
+    fn start(&self, op: Operation, total: u64) -> ProgressGuard<'_> {
+        self.inner.done.store(0, Ordering::Relaxed);
+        self.inner.total.store(total, Ordering::Relaxed);
+        self.inner
+            .started_ns
+            .store(self.clock.now_ns(), Ordering::Relaxed);
+        let code = match op {
+            Operation::Snapshot => 1,
+            Operation::Restore => 2,
+            Operation::Verify => 3,
+            Operation::Merge => 4,
+        };
+        self.inner.op.store(code, Ordering::Release);
+        ProgressGuard(self)
+    }
+
+    fn add(&self, n: u64) {
+        self.inner.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+struct ProgressGuard<'a>(&'a Progress);
+
+impl Drop for ProgressGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inner.op.store(0, Ordering::Release);
+    }
+}
+
+/// The points of the snapshot write path at which the `testing` feature can
+/// simulate a crash (`StateSnapshotManager::crash_at`). They are the rows
+/// of the crash table in the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashStep {
+    /// The temporary file exists (header buffered, nothing flushed).
+    TmpCreated = 1,
+    /// At least one chunk has been written to the temporary file.
+    ChunksPartlyWritten = 2,
+    /// Everything is written and flushed but not fsynced.
+    BeforeFsync = 3,
+    /// Fsynced, not renamed.
+    BeforeRename = 4,
+    /// Renamed, directory not fsynced.
+    BeforeDirSync = 5,
+    /// Snapshot file durable, manifest not yet written.
+    BeforeManifest = 6,
+    /// New manifest written and fsynced as a temporary file, not renamed.
+    ManifestTmpWritten = 7,
+    /// New manifest renamed into place, directory not fsynced.
+    ManifestRenamed = 8,
+}
+
+impl CrashStep {
+    /// Every step, in order.
+    pub const ALL: [CrashStep; 8] = [
+        CrashStep::TmpCreated,
+        CrashStep::ChunksPartlyWritten,
+        CrashStep::BeforeFsync,
+        CrashStep::BeforeRename,
+        CrashStep::BeforeDirSync,
+        CrashStep::BeforeManifest,
+        CrashStep::ManifestTmpWritten,
+        CrashStep::ManifestRenamed,
+    ];
+}
+
+/// Configuration of a [`StateSnapshotManager`].
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    dir: PathBuf,
+    page_size: usize,
+    chunk_bytes: usize,
+    threads: usize,
+    max_chain_len: usize,
+    retention: Retention,
+    precheck_restore: bool,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl SnapshotConfig {
+    /// Snapshots of pages of `page_size` bytes, kept in `dir` (created
+    /// owner-only if missing).
+    #[must_use]
+    pub fn new(dir: impl Into<PathBuf>, page_size: usize) -> Self {
+        SnapshotConfig {
+            dir: dir.into(),
+            page_size,
+            chunk_bytes: 1 << 20,
+            threads: 2,
+            max_chain_len: 8,
+            retention: Retention::KeepLast(8),
+            precheck_restore: true,
+            clock: None,
+        }
+    }
+
+    /// Raw bytes per compressed chunk, rounded down to whole pages.
+    /// Default 1 MiB; at least one page, at most 64 MiB. Larger chunks
+    /// compress slightly better; a single-page read decodes one chunk.
+    #[must_use]
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+
+    /// Threads used to compress and decompress chunks. Default 2; 1..=64.
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Longest chain [`SnapshotKind::Auto`] builds before taking a full
+    /// snapshot again (a full snapshot counts as 1). Default 8; at least 1.
+    #[must_use]
+    pub fn max_chain_len(mut self, n: usize) -> Self {
+        self.max_chain_len = n;
+        self
+    }
+
+    /// Which snapshots to keep; applied after every snapshot. Default
+    /// [`Retention::KeepLast`]`(8)`.
+    #[must_use]
+    pub fn retention(mut self, r: Retention) -> Self {
+        self.retention = r;
+        self
+    }
+
+    /// Whether a restore checks every chunk CRC of the chain before it writes
+    /// the first page. Default `true`: a damaged chain then leaves the store
+    /// untouched. With `false` restore is one pass (faster); every page is
+    /// still verified before it is written, but damage found mid-way leaves
+    /// the pages restored so far (correct pages of that snapshot) until the
+    /// fallback overwrites them, or in place if no older snapshot verifies.
+    #[must_use]
+    pub fn precheck_restore(mut self, on: bool) -> Self {
+        self.precheck_restore = on;
+        self
+    }
+
+    /// The clock for progress rates. Default [`SystemClock`].
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates, opens (or creates) the directory and loads the manifest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a value out of range;
+    /// [`Error::SnapshotDirUnusable`] when the directory cannot be created or
+    /// written; [`Error::UnsupportedVersion`] for a manifest of a newer
+    /// format (a damaged one is rebuilt from the snapshot files, see the
+    /// module docs); [`Error::PageSizeMismatch`] when the directory holds
+    /// snapshots of another page size.
+    pub fn build(self) -> Result<StateSnapshotManager> {
+        if !(MIN_PAGE_SIZE..=format::MAX_PAGE_SIZE).contains(&self.page_size) {
+            return Err(Error::config(
+                "page_size",
+                format!(
+                    "is {}; it must be {MIN_PAGE_SIZE}..={} bytes",
+                    self.page_size,
+                    format::MAX_PAGE_SIZE
+                ),
+            ));
+        }
+        if self.chunk_bytes < self.page_size || self.chunk_bytes > format::MAX_CHUNK_BYTES {
+            return Err(Error::config(
+                "chunk_bytes",
+                format!(
+                    "is {}; it must be between the page size ({}) and {} bytes",
+                    self.chunk_bytes,
+                    self.page_size,
+                    format::MAX_CHUNK_BYTES
+                ),
+            ));
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(Error::config(
+                "threads",
+                format!("is {}; it must be 1..=64", self.threads),
+            ));
+        }
+        if self.max_chain_len == 0 {
+            return Err(Error::config(
+                "max_chain_len",
+                "is 0; it must be at least 1",
+            ));
+        }
+        self.retention.validate()?;
+        StateSnapshotManager::open(self)
+    }
+}
+
+/// Pages noted dirty since the head, as a bitmap.
+#[derive(Default)]
+struct DirtyPages {
+    bits: RwLock<Vec<AtomicU64>>,
+    /// Whether the set is known to hold every page changed since the head.
+    valid: AtomicBool,
+}
+
+/// Pages past this are not tracked; noting one makes the set untrusted.
+const MAX_TRACKED_PAGES: u64 = 1 << 32;
+
+impl DirtyPages {
+    fn note(&self, page: u64) {
+        if page >= MAX_TRACKED_PAGES {
+            self.valid.store(false, Ordering::Release);
+            return;
+        }
+        let (w, b) = ((page / 64) as usize, page % 64);
+        {
+            let bits = self.bits.read();
+            if let Some(word) = bits.get(w) {
+                word.fetch_or(1 << b, Ordering::AcqRel);
+                return;
+            }
+        }
+        let mut bits = self.bits.write();
+        if bits.len() <= w {
+            bits.resize_with(w + 1, AtomicU64::default);
+        }
+        bits[w].fetch_or(1 << b, Ordering::AcqRel);
+    }
+
+    fn contains(&self, page: u64) -> bool {
+        let bits = self.bits.read();
+        bits.get((page / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (page % 64)) != 0)
+    }
+
+    fn trusted(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+
+    /// The noted pages, ascending, when the set is trusted.
+    fn list(&self) -> Option<Vec<u64>> {
+        if !self.trusted() {
+            return None;
+        }
+        let bits = self.bits.read();
+        let mut out = Vec::new();
+        for (w, word) in bits.iter().enumerate() {
+            let mut v = word.load(Ordering::Acquire);
+            while v != 0 {
+                let b = v.trailing_zeros();
+                out.push(w as u64 * 64 + u64::from(b));
+                v &= v - 1;
+            }
+        }
+        Some(out)
+    }
+
+    fn invalidate(&self) {
+        self.bits.write().clear();
+        self.valid.store(false, Ordering::Release);
+    }
+
+    fn reset_clean(&self) {
+        let mut bits = self.bits.write();
+        bits.clear();
+        self.valid.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Head {
+    id: u64,
+    lsn: Lsn,
+    page_count: u64,
+    chain: Vec<u64>,
+}
+
+struct State {
+    manifest: Manifest,
+    head_crcs: Option<(u64, Arc<Vec<u32>>)>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    page_size: usize,
+    chunk_pages: usize,
+    threads: usize,
+    max_chain_len: usize,
+    retention: Retention,
+    precheck_restore: bool,
+    state: Mutex<State>,
+    head: RwLock<Option<Head>>,
+    dirty: DirtyPages,
+    readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
+    progress: Progress,
+    poisoned: Mutex<Option<String>>,
+    crash_at: std::sync::atomic::AtomicU32,
+    rebuilt: Option<String>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateSnapshotManager")
+            .field("dir", &self.dir)
+            .field("page_size", &self.page_size)
+            .field("head", &self.head.read().as_ref().map(|h| h.id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Readers kept open at most; older ones are dropped and reopened on demand.
+const MAX_OPEN_READERS: usize = 64;
+
+/// Full and incremental snapshots of a [`PageStore`], restore of the whole
+/// store or of single pages, verification, retention and merging.
+///
+/// ```
+/// use selfheal::{Lsn, MemStore, PageId, PageStore};
+/// use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = MemStore::new(4096, 16)?;
+/// let gate = WriteGate::new();
+/// let snaps = SnapshotConfig::new(dir.path(), 4096).build()?;
+///
+/// {
+///     let _w = gate.write();
+///     store.write_page(PageId(3), &[1u8; 4096])?;
+///     snaps.note_dirty(PageId(3));
+/// }
+/// let pause = gate.pause();
+/// let full = snaps.take_snapshot(
+///     Consistency::Paused { store: &store, pause: &pause, lsn: Lsn(1) },
+///     SnapshotRequest::new(SnapshotKind::Full).metadata("stats", b"rows=1".to_vec()),
+/// )?;
+/// drop(pause);
+///
+/// store.write_page(PageId(3), &[2u8; 4096])?; // a later change...
+/// let report = snaps.restore(full.info.id, &store)?; // ...undone
+/// let mut buf = vec![0u8; 4096];
+/// store.read_page(PageId(3), &mut buf)?;
+/// assert_eq!(buf[0], 1);
+/// assert_eq!(report.metadata[0].1, b"rows=1");
+/// # Ok::<(), selfheal::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct StateSnapshotManager {
+    inner: Arc<Inner>,
+}
+
+/// The [`PageSource`] of a manager: single pages from the head's chain,
+/// never stale ones (see the module docs for the rule).
+#[derive(Debug, Clone)]
+pub struct SnapshotPageSource {
+    inner: Arc<Inner>,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn dir_unusable(dir: &Path, reason: impl fmt::Display) -> Error {
+    Error::SnapshotDirUnusable {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Whether `name` is one of the library's snapshot file names.
+fn is_snapshot_name(name: &str) -> bool {
+    name.len() == 25
+        && name.starts_with("snap-")
+        && name.ends_with(".shs")
+        && name[5..21].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn has_snapshot_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| is_snapshot_name(&e.file_name().to_string_lossy()))
+    })
+}
+
+/// A manifest listing every snapshot file in `dir` whose header, footer and
+/// index check and whose chain is complete. Files that do not check are
+/// left out (and deleted as unlisted by the caller).
+///
+/// # Errors
+/// [`Error::PageSizeMismatch`] when a valid file has another page size
+/// (the directory belongs to another store: nothing is deleted);
+/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed.
+fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
+    let rd = fs::read_dir(dir).map_err(|e| dir_unusable(dir, format!("cannot list it: {e}")))?;
+    let mut found: Vec<SnapshotInfo> = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_snapshot_name(&name) {
+            continue;
+        }
+        let r = match SnapshotReader::open_file(&e.path()) {
+            Ok(r) if snapshot_file_name(r.header.id) == name => r,
+            Ok(_) => {
+                tracing::warn!(file = %name, "snapshot file's name does not match its id; left out");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(file = %name, %err, "snapshot file does not check; left out");
+                continue;
+            }
+        };
+        if r.header.page_size != page_size {
+            return Err(Error::PageSizeMismatch {
+                what: format!("snapshot file {}", e.path().display()),
+                expected: page_size,
+                actual: r.header.page_size,
+            });
+        }
+        let file_bytes = e.metadata().map_or(0, |m| m.len());
+        found.push(SnapshotInfo {
+            id: r.header.id,
+            parent: r.header.parent,
+            lsn: r.header.lsn,
+            created_unix_ms: r.header.created_unix_ms,
+            page_count: r.header.page_count,
+            stored_pages: r.index.stored_pages(r.header.page_count),
+            file_bytes,
+            file_name: name,
+        });
+    }
+    found.sort_by_key(|e| e.id);
+    let mut m = Manifest::new(page_size);
+    for e in found {
+        if e.parent.is_none_or(|p| m.get(p).is_some()) {
+            m.next_id = e.id + 1;
+            m.entries.push(e);
+        }
+    }
+    Ok(m)
+}
+
+impl StateSnapshotManager {
+    fn open(cfg: SnapshotConfig) -> Result<Self> {
+        let dir = cfg.dir;
+        {
+            let mut b = fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(&dir)
+                .map_err(|e| dir_unusable(&dir, format!("cannot create it: {e}")))?;
+        }
+        let probe = dir.join(".selfheal-probe.tmp");
+        fsutil::private_create_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
+        let _ = fs::remove_file(&probe);
+        let mpath = dir.join(MANIFEST_NAME);
+        let mut rebuilt = None;
+        let manifest = match fsutil::read_optional(&mpath)? {
+            Some(bytes) => match Manifest::decode(&mpath, &bytes) {
+                Ok(m) => m,
+                Err(e @ Error::CorruptFile { .. }) => {
+                    rebuilt = Some(e.to_string());
+                    rebuild_manifest(&dir, cfg.page_size)?
+                }
+                Err(e) => return Err(e),
+            },
+            None if has_snapshot_files(&dir) => {
+                rebuilt = Some("the manifest is missing".to_owned());
+                rebuild_manifest(&dir, cfg.page_size)?
+            }
+            None => Manifest::new(cfg.page_size),
+        };
+        if let Some(why) = &rebuilt {
+            tracing::warn!(reason = %why, snapshots = manifest.entries.len(), "rebuilt the snapshot manifest from the snapshot files");
+            fsutil::atomic_write(&mpath, &manifest.encode())?;
+        }
+        if manifest.page_size != cfg.page_size {
+            return Err(Error::PageSizeMismatch {
+                what: format!("snapshot directory {}", dir.display()),
+                expected: cfg.page_size,
+                actual: manifest.page_size,
+            });
+        }
+        // Leftovers of a crash: temporary files and unlisted snapshot files.
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stray_tmp = name == format!("{MANIFEST_NAME}.tmp")
+                    || name.strip_suffix(".tmp").is_some_and(is_snapshot_name);
+                let unlisted = is_snapshot_name(&name)
+                    && !manifest.entries.iter().any(|m| m.file_name == name);
+                if stray_tmp || unlisted {
+                    tracing::info!(file = %name, "removing leftover of an interrupted snapshot");
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let head = match manifest.entries.last() {
+            Some(e) => Some(Head {
+                id: e.id,
+                lsn: e.lsn,
+                page_count: e.page_count,
+                chain: manifest.chain(e.id)?,
+            }),
+            None => None,
+        };
+        let clock = cfg.clock.unwrap_or_else(SystemClock::shared);
+        let inner = Inner {
+            chunk_pages: (cfg.chunk_bytes / cfg.page_size).max(1),
+            page_size: cfg.page_size,
+            threads: cfg.threads,
+            max_chain_len: cfg.max_chain_len,
+            retention: cfg.retention,
+            precheck_restore: cfg.precheck_restore,
+            state: Mutex::new(State {
+                manifest,
+                head_crcs: None,
+            }),
+            head: RwLock::new(head),
+            dirty: DirtyPages::default(),
+            readers: Mutex::new(HashMap::new()),
+            progress: Progress {
+                inner: Arc::default(),
+                clock,
+            },
+            poisoned: Mutex::new(None),
+            rebuilt,
+            crash_at: std::sync::atomic::AtomicU32::new(0),
+            dir,
+        };
+        Ok(StateSnapshotManager {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Why the manifest was rebuilt from the snapshot files when the
+    /// manager was opened (it was damaged or missing), if it was.
+    #[must_use]
+    pub fn manifest_rebuilt(&self) -> Option<&str> {
+        self.inner.rebuilt.as_deref()
+    }
+
+    /// The snapshots, ascending by id.
+    #[must_use]
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        self.inner.state.lock().manifest.entries.clone()
+    }
+
+    /// The head (restore point): the snapshot the store's state descends from.
+    #[must_use]
+    pub fn head(&self) -> Option<u64> {
+        self.inner.head.read().as_ref().map(|h| h.id)
+    }
+
+    /// The page size of the snapshots.
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    /// Notes that the host wrote `page` (call it while holding the
+    /// [`WriteTicket`] of that write). Lock-free on the common path.
+    pub fn note_dirty(&self, page: PageId) {
+        self.inner.dirty.note(page.0);
+    }
+
+    /// Whether dirty-page notices are currently trusted (see the module docs).
+    #[must_use]
+    pub fn dirty_notices_trusted(&self) -> bool {
+        self.inner.dirty.trusted()
+    }
+
+    /// A handle to read the progress of the running operation from any thread.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        self.inner.progress.clone()
+    }
+
+    /// The page source that serves single pages from the head's chain.
+    #[must_use]
+    pub fn page_source(&self) -> SnapshotPageSource {
+        SnapshotPageSource {
+            inner: self.inner.clone(),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> StateSnapshotManager {
+        StateSnapshotManager {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Arms a simulated crash at `step` of the next snapshot write: the
+    /// write stops there as a crashed process would, leaving its files as
+    /// they are, and the manager is poisoned. Reopen the directory to see
+    /// what a restart sees.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn crash_at(&self, step: CrashStep) {
+        self.inner.crash_at.store(step as u32, Ordering::SeqCst);
+    }
+
+    /// Takes a snapshot made consistent by `source` (see the module docs).
+    /// Retention is applied after it commits.
+    ///
+    /// # Errors
+    /// [`Error::PageSizeMismatch`] for a store of another page size;
+    /// [`Error::InvalidArgument`] for bad metadata or an incremental
+    /// snapshot without a head; a store or I/O error (the snapshot is then
+    /// not listed and earlier ones are untouched); [`Error::Poisoned`] after a
+    /// failure that left the manifest's durability unknown.
+    pub fn take_snapshot(
+        &self,
+        source: Consistency<'_>,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotReport> {
+        self.inner.take_snapshot(source, request)
+    }
+
+    /// Restores `target` to snapshot `id`, falling back to the newest older
+    /// snapshot whose chain verifies (reported in
+    /// [`RestoreReport::skipped`]). The host must not write to `target`
+    /// meanwhile. Pages of `target` past the snapshot's page count are left
+    /// as they are. Afterwards the restored snapshot is the head; dirty-page
+    /// notices are trusted again only after the next
+    /// [`Consistency::Paused`] snapshot (the manager cannot know that
+    /// `target` is the store the host snapshots next, so the next
+    /// incremental snapshot compares checksums).
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] for an unknown id;
+    /// [`Error::PageSizeMismatch`]; [`Error::InvalidArgument`] when `target`
+    /// has fewer pages than the snapshot; [`Error::NoUsableSnapshot`] when no
+    /// candidate verifies; a store error from writing `target` (no fallback
+    /// is tried then).
+    pub fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
+        self.inner.restore(id, target)
+    }
+
+    /// Restores the newest snapshot (with the same fallback as [`restore`](Self::restore)).
+    ///
+    /// # Errors
+    /// As `restore`; [`Error::NoUsableSnapshot`] when there is no snapshot.
+    pub fn restore_latest(&self, target: &dyn PageStore) -> Result<RestoreReport> {
+        let newest = self
+            .inner
+            .state
+            .lock()
+            .manifest
+            .entries
+            .last()
+            .map(|e| e.id);
+        match newest {
+            Some(id) => self.restore(id, target),
+            None => Err(Error::NoUsableSnapshot {
+                reason: "the directory holds no snapshot".into(),
+            }),
+        }
+    }
+
+    /// Verifies snapshot `id` and every ancestor: every chunk CRC, every
+    /// decompressed length and every page CRC, without restoring anything.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`]; [`Error::CorruptFile`] naming the first
+    /// damage found.
+    pub fn verify(&self, id: u64) -> Result<VerifyReport> {
+        self.inner.verify(id)
+    }
+
+    /// Reads `page` as it was in snapshot `id` into `buf`. `Ok(false)` when
+    /// the page is past the snapshot's page count.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`]; [`Error::BufferSize`];
+    /// [`Error::CorruptFile`] when the chunk holding it is damaged.
+    pub fn read_page_at(&self, id: u64, page: PageId, buf: &mut [u8]) -> Result<bool> {
+        self.inner.check_alive()?;
+        let chain = self.inner.state.lock().manifest.chain(id)?;
+        self.inner.read_from_chain(&chain, page, buf)
+    }
+
+    /// Writes a new full snapshot holding the state of `id` (same LSN and
+    /// metadata), so that `id`'s chain is no longer needed once retention
+    /// lets it go. Returns `id` itself if it is already full. When `id` is
+    /// the head, the new snapshot becomes the head.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`]; [`Error::CorruptFile`] when the chain is
+    /// damaged; I/O errors as for [`take_snapshot`](Self::take_snapshot).
+    pub fn merge(&self, id: u64) -> Result<SnapshotInfo> {
+        self.inner.merge(id)
+    }
+
+    /// Applies the configured retention now; returns the deleted ids.
+    ///
+    /// # Errors
+    /// I/O errors writing the manifest.
+    pub fn apply_retention(&self) -> Result<Vec<u64>> {
+        self.apply_retention_at(now_unix_ms())
+    }
+
+    /// Applies the configured retention as if the time were `now_unix_ms`.
+    ///
+    /// # Errors
+    /// As [`apply_retention`](Self::apply_retention).
+    pub fn apply_retention_at(&self, now_unix_ms: u64) -> Result<Vec<u64>> {
+        self.inner.check_alive()?;
+        let mut st = self.inner.state.lock();
+        self.inner.retain(&mut st, now_unix_ms)
+    }
+}
+
+/// A store write failure during restore, kept apart from snapshot damage.
+type StoreErr = Mutex<Option<Error>>;
+
+impl Inner {
+    fn check_alive(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(reason) => Err(Error::Poisoned {
+                component: "snapshot manager",
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "snapshot manager poisoned");
+        *self.poisoned.lock() = Some(reason);
+    }
+
+    fn crashed(&self) -> bool {
+        self.poisoned.lock().is_some()
+    }
+
+    /// A simulated crash point; a no-op unless armed through `crash_at`.
+    fn crash(&self, step: CrashStep) -> Result<()> {
+        if self.crash_at.load(Ordering::SeqCst) == step as u32 {
+            self.crash_at.store(0, Ordering::SeqCst);
+            let what = format!("simulated crash at {step:?}");
+            self.poison(what.clone());
+            return Err(Error::io(what, std::io::Error::other("simulated crash")));
+        }
+        Ok(())
+    }
+
+    fn check_page_size(&self, what: &str, ps: usize) -> Result<()> {
+        if ps != self.page_size {
+            return Err(Error::PageSizeMismatch {
+                what: what.to_owned(),
+                expected: self.page_size,
+                actual: ps,
+            });
+        }
+        Ok(())
+    }
+
+    fn reader(&self, info: &SnapshotInfo) -> Result<Arc<SnapshotReader>> {
+        if let Some(r) = self.readers.lock().get(&info.id) {
+            return Ok(r.clone());
+        }
+        let path = self.dir.join(&info.file_name);
+        let r = SnapshotReader::open_file(&path)?;
+        let h = &r.header;
+        if h.id != info.id
+            || h.parent != info.parent
+            || h.lsn != info.lsn
+            || h.page_count != info.page_count
+            || h.page_size != self.page_size
+        {
+            return Err(Error::corrupt_file(
+                &path,
+                0,
+                format!(
+                    "header does not match the manifest entry of snapshot {}",
+                    info.id
+                ),
+            ));
+        }
+        let r = Arc::new(r);
+        let mut cache = self.readers.lock();
+        if cache.len() >= MAX_OPEN_READERS {
+            cache.clear();
+        }
+        cache.insert(info.id, r.clone());
+        Ok(r)
+    }
+
+    fn reader_by_id(&self, st: &State, id: u64) -> Result<Arc<SnapshotReader>> {
+        let info = st.manifest.get(id).ok_or(Error::SnapshotNotFound { id })?;
+        self.reader(info)
+    }
+
+    fn crcs_of(&self, st: &State, id: u64) -> Result<Arc<Vec<u32>>> {
+        if let Some((h, c)) = &st.head_crcs {
+            if *h == id {
+                return Ok(c.clone());
+            }
+        }
+        Ok(Arc::new(self.reader_by_id(st, id)?.index.crcs.clone()))
+    }
+
+    fn take_snapshot(
+        &self,
+        source: Consistency<'_>,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotReport> {
+        self.check_alive()?;
+        request.validate()?;
+        let (store, lsn, paused) = match source {
+            Consistency::Paused { store, lsn, .. } => (store, lsn, true),
+            Consistency::View { view, lsn } => (view, lsn, false),
+        };
+        self.check_page_size("store being snapshotted", store.page_size())?;
+        let mut st = self.state.lock();
+        let head = self.head.read().clone();
+        let parent = match request.kind {
+            SnapshotKind::Full => None,
+            SnapshotKind::Incremental => Some(head.ok_or_else(|| Error::InvalidArgument {
+                what: "kind",
+                reason: "an incremental snapshot needs an earlier one to build on; take a full snapshot first".into(),
+            })?),
+            SnapshotKind::Auto => head.filter(|h| h.chain.len() < self.max_chain_len),
+        };
+        let page_count = store.page_count();
+        let ps = self.page_size;
+        let mut parent = parent;
+        let mut parent_table = None;
+        if let Some(h) = &parent {
+            match self.crcs_of(&st, h.id) {
+                Ok(c) => parent_table = Some(c),
+                // `Auto` does not build on a head it cannot read.
+                Err(e) if request.kind == SnapshotKind::Auto => {
+                    tracing::warn!(head = h.id, error = %e, "cannot read the head snapshot; taking a full one");
+                    parent = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (detection, parent_crcs) = match (&parent, parent_table) {
+            (Some(_), Some(crcs)) => {
+                if paused && self.dirty.trusted() {
+                    (ChangeDetection::DirtyNotices, crcs)
+                } else {
+                    (ChangeDetection::Checksums, crcs)
+                }
+            }
+            _ => (ChangeDetection::Full, Arc::new(Vec::new())),
+        };
+        let dirty = if detection == ChangeDetection::DirtyNotices {
+            self.dirty.list()
+        } else {
+            None
+        };
+        let threads = self.threads;
+        let progress = &self.progress;
+        let total = match (&detection, &dirty, &parent) {
+            (ChangeDetection::DirtyNotices, Some(d), Some(h)) => {
+                (d.len() as u64 + page_count.saturating_sub(h.page_count)) * ps as u64
+            }
+            _ => page_count * ps as u64,
+        };
+        let _g = progress.start(Operation::Snapshot, total);
+        let mut feed = |w: &mut SnapshotWriter,
+                        crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
+         -> Result<()> {
+            match (detection, &dirty, &parent) {
+                (ChangeDetection::Full, _, _) => {
+                    store.scan_pages(PageId(0), page_count, &mut |p, b| {
+                        w.push(p.0, b)?;
+                        progress.add(b.len() as u64);
+                        crash_mid(w)
+                    })
+                }
+                (ChangeDetection::DirtyNotices, Some(d), Some(h)) => {
+                    let mut pages: Vec<u64> = d
+                        .iter()
+                        .copied()
+                        .filter(|&p| p < h.page_count.min(page_count))
+                        .collect();
+                    pages.extend(h.page_count..page_count);
+                    let mut buf = vec![0u8; ps];
+                    for p in pages {
+                        store.read_page(PageId(p), &mut buf)?;
+                        w.push(p, &buf)?;
+                        progress.add(ps as u64);
+                        crash_mid(w)?;
+                    }
+                    Ok(())
+                }
+                _ => {
+                    let batch = ((4 << 20) / ps).max(1) as u64;
+                    let mut buf = vec![0u8; batch as usize * ps];
+                    let mut crcs = vec![0u32; batch as usize];
+                    let mut start = 0u64;
+                    while start < page_count {
+                        let n = batch.min(page_count - start) as usize;
+                        let bytes = &mut buf[..n * ps];
+                        store.read_pages(PageId(start), bytes)?;
+                        parallel_crcs(start, bytes, ps, &mut crcs[..n], threads);
+                        for (i, b) in bytes.chunks_exact(ps).enumerate() {
+                            let p = start + i as u64;
+                            if parent_crcs.get(p as usize) != Some(&crcs[i]) {
+                                w.push(p, b)?;
+                                crash_mid(w)?;
+                            }
+                        }
+                        progress.add(bytes.len() as u64);
+                        start += n as u64;
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let header = Header {
+            id: st.manifest.next_id,
+            parent: parent.as_ref().map(|h| h.id),
+            lsn,
+            created_unix_ms: now_unix_ms(),
+            page_size: ps,
+            chunk_pages: self.chunk_pages,
+            page_count,
+        };
+        let (info, crcs) = self.commit_new(
+            &mut st,
+            header,
+            (*parent_crcs).clone(),
+            &mut feed,
+            &request.metadata,
+        )?;
+        drop(parent_crcs);
+        let mut chain = parent.map(|h| h.chain).unwrap_or_default();
+        chain.push(info.id);
+        *self.head.write() = Some(Head {
+            id: info.id,
+            lsn,
+            page_count,
+            chain,
+        });
+        st.head_crcs = Some((info.id, Arc::new(crcs)));
+        if paused {
+            self.dirty.reset_clean();
+        }
+        let deleted = self.retain(&mut st, now_unix_ms())?;
+        Ok(SnapshotReport {
+            info,
+            detection,
+            deleted,
+        })
+    }
+
+    /// Writes a new snapshot file and lists it in the manifest, crash-safely.
+    #[allow(clippy::type_complexity)]
+    fn commit_new(
+        &self,
+        st: &mut State,
+        header: Header,
+        parent_crcs: Vec<u32>,
+        feed: &mut dyn FnMut(
+            &mut SnapshotWriter,
+            &mut dyn FnMut(&SnapshotWriter) -> Result<()>,
+        ) -> Result<()>,
+        metadata: &[(String, Vec<u8>)],
+    ) -> Result<(SnapshotInfo, Vec<u32>)> {
+        let id = header.id;
+        let name = snapshot_file_name(id);
+        let path = self.dir.join(&name);
+        let tmp = fsutil::tmp_path(&path);
+        let (parent, lsn, created, page_count) = (
+            header.parent,
+            header.lsn,
+            header.created_unix_ms,
+            header.page_count,
+        );
+        let written = (|| -> Result<(u64, Vec<u32>, u64)> {
+            let file = fsutil::private_create_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+            let mut w = SnapshotWriter::new(file, tmp.clone(), header, self.threads, parent_crcs)?;
+            self.crash(CrashStep::TmpCreated)?;
+            let mut mid_done = false;
+            feed(&mut w, &mut |w: &SnapshotWriter| {
+                if !mid_done && w.chunks_written() > 0 {
+                    mid_done = true;
+                    self.crash(CrashStep::ChunksPartlyWritten)?;
+                }
+                Ok(())
+            })?;
+            w.flush_batch()?;
+            if !mid_done {
+                self.crash(CrashStep::ChunksPartlyWritten)?;
+            }
+            let (file, len, crcs, stored) = w.finish(metadata)?;
+            self.crash(CrashStep::BeforeFsync)?;
+            file.sync_all()
+                .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+            drop(file);
+            self.crash(CrashStep::BeforeRename)?;
+            fs::rename(&tmp, &path).map_err(|e| {
+                Error::io(
+                    format!("renaming {} to {}", tmp.display(), path.display()),
+                    e,
+                )
+            })?;
+            self.crash(CrashStep::BeforeDirSync)?;
+            fsutil::sync_dir(&self.dir)?;
+            self.crash(CrashStep::BeforeManifest)?;
+            Ok((len, crcs, stored))
+        })();
+        let (len, crcs, stored) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                if !self.crashed() {
+                    let _ = fs::remove_file(&tmp);
+                    let _ = fs::remove_file(&path);
+                }
+                return Err(e);
+            }
+        };
+        let info = SnapshotInfo {
+            id,
+            parent,
+            lsn,
+            created_unix_ms: created,
+            page_count,
+            stored_pages: stored,
+            file_bytes: len,
+            file_name: name,
+        };
+        let mut m = st.manifest.clone();
+        m.entries.push(info.clone());
+        m.next_id = id + 1;
+        if let Err(e) = self.write_manifest(&m) {
+            if !self.crashed() {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(e);
+        }
+        st.manifest = m;
+        Ok((info, crcs))
+    }
+
+    /// Replaces the manifest crash-safely. A failure after the rename
+    /// poisons the manager.
+    fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        use std::io::Write;
+        let path = self.dir.join(MANIFEST_NAME);
+        let tmp = fsutil::tmp_path(&path);
+        let bytes = m.encode();
+        let mut f = fsutil::private_create_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(f);
+        self.crash(CrashStep::ManifestTmpWritten)?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(
+                format!("renaming {} over {}", tmp.display(), path.display()),
+                e,
+            ));
+        }
+        self.crash(CrashStep::ManifestRenamed)?;
+        if let Err(e) = fsutil::sync_dir(&self.dir) {
+            self.poison(format!(
+                "the manifest was replaced but the directory fsync failed: {e}"
+            ));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn retain(&self, st: &mut State, now_ms: u64) -> Result<Vec<u64>> {
+        let head = self.head.read().as_ref().map(|h| h.id);
+        let del = plan_retention(&st.manifest.entries, self.retention, now_ms, head);
+        if del.is_empty() {
+            return Ok(del);
+        }
+        let mut m = st.manifest.clone();
+        m.entries.retain(|e| !del.contains(&e.id));
+        self.write_manifest(&m)?;
+        let old = std::mem::replace(&mut st.manifest, m);
+        let mut readers = self.readers.lock();
+        for e in old.entries.iter().filter(|e| del.contains(&e.id)) {
+            readers.remove(&e.id);
+            if let Err(err) = fs::remove_file(self.dir.join(&e.file_name)) {
+                tracing::warn!(file = %e.file_name, %err, "could not delete a retired snapshot; it is removed at the next open");
+            }
+        }
+        Ok(del)
+    }
+
+    fn verify(&self, id: u64) -> Result<VerifyReport> {
+        self.check_alive()?;
+        let st = self.state.lock();
+        let chain = st.manifest.chain(id)?;
+        let readers = chain
+            .iter()
+            .map(|&c| self.reader_by_id(&st, c))
+            .collect::<Result<Vec<_>>>()?;
+        drop(st);
+        let total: u64 = readers
+            .iter()
+            .map(|r| r.index.stored_pages(r.header.page_count) * self.page_size as u64)
+            .sum();
+        let _g = self.progress.start(Operation::Verify, total);
+        let (mut chunks, mut pages) = (0, 0);
+        for r in &readers {
+            r.for_each_chunk(self.threads, true, &|_, raw| {
+                self.progress.add(raw.len() as u64);
+                Ok(())
+            })?;
+            chunks += r.index.chunks.len() as u64;
+            pages += r.index.stored_pages(r.header.page_count);
+        }
+        Ok(VerifyReport {
+            chain,
+            chunks,
+            pages,
+        })
+    }
+
+    fn read_from_chain(&self, chain: &[u64], page: PageId, buf: &mut [u8]) -> Result<bool> {
+        if buf.len() != self.page_size {
+            return Err(Error::BufferSize {
+                expected: self.page_size,
+                actual: buf.len(),
+            });
+        }
+        let infos: Vec<SnapshotInfo> = {
+            let st = self.state.lock();
+            chain
+                .iter()
+                .rev()
+                .filter_map(|&c| st.manifest.get(c).cloned())
+                .collect()
+        };
+        if infos.len() != chain.len() {
+            return Ok(false);
+        }
+        if infos.first().is_none_or(|h| page.0 >= h.page_count) {
+            return Ok(false);
+        }
+        for info in &infos {
+            let r = self.reader(info)?;
+            if let Some((c, slot)) = r.locate(page.0) {
+                let (mut comp, mut raw) = (Vec::new(), Vec::new());
+                r.read_chunk(c, &mut comp, &mut raw)?;
+                buf.copy_from_slice(&raw[slot * self.page_size..(slot + 1) * self.page_size]);
+                return Ok(true);
+            }
+        }
+        Err(Error::corrupt_file(
+            self.dir.join(&infos[infos.len() - 1].file_name),
+            0,
+            format!(
+                "page {page} is in no snapshot of the chain, though the full snapshot must hold it"
+            ),
+        ))
+    }
+
+    fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
+        self.check_alive()?;
+        self.check_page_size("restore target", target.page_size())?;
+        let mut st = self.state.lock();
+        if st.manifest.get(id).is_none() {
+            return Err(Error::SnapshotNotFound { id });
+        }
+        let candidates: Vec<u64> = std::iter::once(id)
+            .chain(
+                st.manifest
+                    .entries
+                    .iter()
+                    .rev()
+                    .map(|e| e.id)
+                    .filter(|&c| c < id),
+            )
+            .collect();
+        let mut checked: HashMap<u64, std::result::Result<(), String>> = HashMap::new();
+        let mut skipped = Vec::new();
+        for c in candidates {
+            let prepared = (|| -> std::result::Result<Vec<Arc<SnapshotReader>>, String> {
+                let chain = st.manifest.chain(c).map_err(|e| e.to_string())?;
+                let mut readers = Vec::new();
+                for m in chain {
+                    let r = self.reader_by_id(&st, m);
+                    let ok = checked
+                        .entry(m)
+                        .or_insert_with(|| match &r {
+                            Ok(r) if self.precheck_restore => {
+                                r.check_chunk_crcs(self.threads).map_err(|e| e.to_string())
+                            }
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e.to_string()),
+                        })
+                        .clone();
+                    ok.map_err(|e| format!("snapshot {m}: {e}"))?;
+                    readers.push(r.map_err(|e| e.to_string())?);
+                }
+                Ok(readers)
+            })();
+            let readers = match prepared {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::warn!(snapshot = c, %why, "snapshot does not verify; trying an older one");
+                    skipped.push((c, why));
+                    continue;
+                }
+            };
+            let top = readers.last().expect("a chain has a member");
+            let need = top.header.page_count;
+            if target.page_count() < need {
+                return Err(Error::InvalidArgument {
+                    what: "target",
+                    reason: format!(
+                        "the store has {} pages but snapshot {c} has {need}; grow it first",
+                        target.page_count()
+                    ),
+                });
+            }
+            match self.apply_chain(&readers, target) {
+                Ok(pages_written) => {
+                    target.sync()?;
+                    let info = st.manifest.get(c).cloned().expect("listed");
+                    *self.head.write() = Some(Head {
+                        id: c,
+                        lsn: info.lsn,
+                        page_count: info.page_count,
+                        chain: readers.iter().map(|r| r.header.id).collect(),
+                    });
+                    st.head_crcs = Some((c, Arc::new(top.index.crcs.clone())));
+                    // `target` need not be the store the host snapshots next,
+                    // so notices are trusted again only after a paused snapshot.
+                    self.dirty.invalidate();
+                    if !skipped.is_empty() {
+                        tracing::warn!(
+                            requested = id,
+                            restored = c,
+                            "restored an older snapshot than asked for"
+                        );
+                    }
+                    return Ok(RestoreReport {
+                        requested: id,
+                        restored: c,
+                        lsn: info.lsn,
+                        skipped,
+                        pages_written,
+                        metadata: top.index.metadata.clone(),
+                    });
+                }
+                Err(ApplyError::Store(e)) => return Err(e),
+                Err(ApplyError::Snapshot(e)) => {
+                    checked.insert(c, Err(e.to_string()));
+                    skipped.push((c, e.to_string()));
+                }
+            }
+        }
+        Err(Error::NoUsableSnapshot {
+            reason: skipped
+                .iter()
+                .map(|(id, why)| format!("snapshot {id}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    fn apply_chain(
+        &self,
+        readers: &[Arc<SnapshotReader>],
+        target: &dyn PageStore,
+    ) -> std::result::Result<u64, ApplyError> {
+        let ps = self.page_size;
+        let total: u64 = readers
+            .iter()
+            .map(|r| r.index.stored_pages(r.header.page_count) * ps as u64)
+            .sum();
+        let _g = self.progress.start(Operation::Restore, total);
+        let mut written = 0;
+        for r in readers {
+            let store_err: StoreErr = Mutex::new(None);
+            let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
+                let first = c * r.header.chunk_pages;
+                for (slot, b) in raw.chunks_exact(ps).enumerate() {
+                    if let Err(e) = target.write_page(PageId(r.stored_page(first + slot)), b) {
+                        *store_err.lock() = Some(e);
+                        return Err(Error::Stopped {
+                            component: "restore",
+                            reason: "the target store failed".into(),
+                        });
+                    }
+                }
+                self.progress.add(raw.len() as u64);
+                Ok(())
+            });
+            if let Some(e) = store_err.into_inner() {
+                return Err(ApplyError::Store(e));
+            }
+            res.map_err(ApplyError::Snapshot)?;
+            written += r.index.stored_pages(r.header.page_count);
+        }
+        Ok(written)
+    }
+
+    fn merge(&self, id: u64) -> Result<SnapshotInfo> {
+        self.check_alive()?;
+        let mut st = self.state.lock();
+        let info = st
+            .manifest
+            .get(id)
+            .cloned()
+            .ok_or(Error::SnapshotNotFound { id })?;
+        if info.parent.is_none() {
+            return Ok(info);
+        }
+        let chain = st.manifest.chain(id)?;
+        let readers = chain
+            .iter()
+            .map(|&c| self.reader_by_id(&st, c))
+            .collect::<Result<Vec<_>>>()?;
+        let top = readers.last().expect("chain").clone();
+        let ps = self.page_size;
+        let page_count = info.page_count;
+        let _g = self
+            .progress
+            .start(Operation::Merge, page_count * ps as u64);
+        let progress = &self.progress;
+        let mut feed = |w: &mut SnapshotWriter,
+                        crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
+         -> Result<()> {
+            // One decoded chunk cached per chain member; pages are visited in
+            // order, so each chunk is decoded once.
+            let mut cache: Vec<(Option<usize>, Vec<u8>)> = vec![(None, Vec::new()); readers.len()];
+            let mut comp = Vec::new();
+            for p in 0..page_count {
+                let (m, c, slot) = readers
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find_map(|(m, r)| r.locate(p).map(|(c, s)| (m, c, s)))
+                    .ok_or_else(|| {
+                        Error::corrupt_file(
+                            top.path(),
+                            0,
+                            format!("page {p} is in no snapshot of the chain"),
+                        )
+                    })?;
+                if cache[m].0 != Some(c) {
+                    readers[m].read_chunk(c, &mut comp, &mut cache[m].1)?;
+                    cache[m].0 = Some(c);
+                }
+                w.push(p, &cache[m].1[slot * ps..(slot + 1) * ps])?;
+                progress.add(ps as u64);
+                crash_mid(w)?;
+            }
+            Ok(())
+        };
+        let header = Header {
+            id: st.manifest.next_id,
+            parent: None,
+            lsn: info.lsn,
+            created_unix_ms: now_unix_ms(),
+            page_size: ps,
+            chunk_pages: self.chunk_pages,
+            page_count,
+        };
+        let metadata = top.index.metadata.clone();
+        let (new, crcs) = self.commit_new(&mut st, header, Vec::new(), &mut feed, &metadata)?;
+        let mut head = self.head.write();
+        if head.as_ref().is_some_and(|h| h.id == id) {
+            *head = Some(Head {
+                id: new.id,
+                lsn: new.lsn,
+                page_count,
+                chain: vec![new.id],
+            });
+            st.head_crcs = Some((new.id, Arc::new(crcs)));
+        }
+        Ok(new)
+    }
+}
+
+enum ApplyError {
+    Store(Error),
+    Snapshot(Error),
+}
+
+/// CRCs of the pages in `bytes` (page ids from `first`) on up to `threads` threads.
+fn parallel_crcs(first: u64, bytes: &[u8], ps: usize, out: &mut [u32], threads: usize) {
+    let n = out.len();
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let work = |start: usize, out: &mut [u32]| {
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = start + i;
+            *o = page_crc(PageId(first + p as u64), &bytes[p * ps..(p + 1) * ps]);
+        }
+    };
+    if threads <= 1 || n < 64 {
+        work(0, out);
+        return;
+    }
+    let all_spawned = std::thread::scope(|s| {
+        let mut parts = out.chunks_mut(per).enumerate();
+        let (_, first_part) = parts.next().expect("n > 0");
+        let mut ok = true;
+        for (k, part) in parts {
+            let work = &work;
+            ok &= std::thread::Builder::new()
+                .name(format::WORKER_NAME.into())
+                .spawn_scoped(s, move || work(k * per, part))
+                .is_ok();
+        }
+        work(0, first_part);
+        ok
+    });
+    if !all_spawned {
+        work(0, out);
+    }
+}
+
+impl PageSource for SnapshotPageSource {
+    fn name(&self) -> String {
+        match &*self.inner.head.read() {
+            Some(h) => format!("snapshot {}", h.id),
+            None => "snapshot (none taken)".into(),
+        }
+    }
+
+    fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool> {
+        let inner = &self.inner;
+        inner.check_alive()?;
+        if buf.len() != inner.page_size {
+            return Err(Error::BufferSize {
+                expected: inner.page_size,
+                actual: buf.len(),
+            });
+        }
+        let Some(head) = inner.head.read().clone() else {
+            return Ok(false);
+        };
+        let trusted = inner.dirty.trusted();
+        if trusted && inner.dirty.contains(page.0) {
+            return Ok(false);
+        }
+        match not_older_than {
+            Some(lsn) if head.lsn < lsn => return Ok(false),
+            None if !trusted => return Ok(false),
+            _ => {}
+        }
+        inner.read_from_chain(&head.chain, page, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn fill(store: &MemStore, seed: u8) {
+        for p in 0..store.page_count() {
+            store
+                .write_page(
+                    PageId(p),
+                    &vec![seed.wrapping_add(p as u8) | 1; store.page_size()],
+                )
+                .unwrap();
+        }
+    }
+
+    fn snap(
+        m: &StateSnapshotManager,
+        store: &MemStore,
+        gate: &WriteGate,
+        lsn: u64,
+        kind: SnapshotKind,
+    ) -> SnapshotReport {
+        let pause = gate.pause();
+        m.take_snapshot(
+            Consistency::Paused {
+                store,
+                pause: &pause,
+                lsn: Lsn(lsn),
+            },
+            SnapshotRequest::new(kind),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn incremental_uses_notices_then_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(128, 40).unwrap();
+        fill(&store, 1);
+        let gate = WriteGate::new();
+        let m = SnapshotConfig::new(dir.path(), 128)
+            .chunk_bytes(512)
+            .build()
+            .unwrap();
+        assert!(!m.dirty_notices_trusted());
+        let full = snap(&m, &store, &gate, 1, SnapshotKind::Auto);
+        assert_eq!(full.detection, ChangeDetection::Full);
+        store.write_page(PageId(5), &[9; 128]).unwrap();
+        m.note_dirty(PageId(5));
+        let inc = snap(&m, &store, &gate, 2, SnapshotKind::Auto);
+        assert_eq!(inc.detection, ChangeDetection::DirtyNotices);
+        assert_eq!(inc.info.stored_pages, 1);
+        // Un-noted change under a view: found by checksums.
+        store.write_page(PageId(7), &[8; 128]).unwrap();
+        let r = m
+            .take_snapshot(
+                Consistency::View {
+                    view: &store,
+                    lsn: Lsn(3),
+                },
+                SnapshotRequest::default(),
+            )
+            .unwrap();
+        assert_eq!(r.detection, ChangeDetection::Checksums);
+        assert_eq!(r.info.stored_pages, 1);
+        let other = MemStore::new(128, 40).unwrap();
+        m.restore(r.info.id, &other).unwrap();
+        assert_eq!(other.to_bytes(), store.to_bytes());
+    }
+
+    #[test]
+    fn dirty_bitmap_lists_in_order() {
+        let d = DirtyPages::default();
+        d.reset_clean();
+        for p in [700, 3, 64, 3] {
+            d.note(p);
+        }
+        assert_eq!(d.list().unwrap(), vec![3, 64, 700]);
+        assert!(d.contains(64) && !d.contains(65));
+        d.note(MAX_TRACKED_PAGES);
+        assert!(d.list().is_none());
+    }
+
+    #[test]
+    fn snapshot_names_are_recognised() {
+        assert!(is_snapshot_name(&snapshot_file_name(42)));
+        assert!(!is_snapshot_name("MANIFEST"));
+        assert!(!is_snapshot_name("snap-zz.shs"));
+    }
+}
