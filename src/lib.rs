@@ -43,6 +43,7 @@ pub mod repair;
 // ---- snapshots ----
 
 // ---- health ----
+pub mod health;
 
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -62,5 +63,8 @@ pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: snapshots ----
 
 // ---- re-exports: health ----
+pub use health::{
+    Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
+};
 
 pub use types::{Failure, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target};

@@ -8,3 +8,6 @@
 mod faults;
 
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+mod health;
+
+pub use health::{GaussianNoise, ScriptedProbe};
