@@ -106,8 +106,8 @@ impl Default for HealthConfig {
 impl HealthConfig {
     /// No metrics; a 1 s interval, 1 000 rounds of history, prediction over
     /// 60 samples (at least 20, t ≥ 8, R² ≥ 0.5, confirmed over 3 samples,
-    /// horizon 1 h), anomalies at |z| ≥ 6 after 20 samples with EWMA weight
-    /// 0.1, 1 024 unread reports, the system clock, no callback.
+    /// horizon 1 h), anomalies at |z| ≥ 6 after 30 samples with EWMA weight
+    /// 0.05, 1 024 unread reports, the system clock, no callback.
     pub fn new() -> Self {
         HealthConfig {
             metrics: Vec::new(),
@@ -119,9 +119,9 @@ impl HealthConfig {
             prediction_min_r2: 0.5,
             prediction_confirm: 3,
             prediction_horizon: Duration::from_secs(3_600),
-            anomaly_alpha: 0.1,
+            anomaly_alpha: 0.05,
             anomaly_z: 6.0,
-            anomaly_warmup: 20,
+            anomaly_warmup: 30,
             report_capacity: 1_024,
             clock: SystemClock::shared(),
             on_failure: None,
@@ -211,7 +211,7 @@ impl HealthConfig {
         self
     }
 
-    /// Weight of each new value in the anomaly EWMA (default 0.1; in `(0, 1)`).
+    /// Weight of each new value in the anomaly EWMA (default 0.05; in `(0, 1)`).
     pub fn anomaly_alpha(mut self, alpha: f64) -> Self {
         self.anomaly_alpha = alpha;
         self
@@ -224,7 +224,7 @@ impl HealthConfig {
         self
     }
 
-    /// Values seen before anomalies are flagged (default 20).
+    /// Values seen before anomalies are flagged (default 30).
     pub fn anomaly_warmup(mut self, values: u64) -> Self {
         self.anomaly_warmup = values;
         self
@@ -610,11 +610,17 @@ impl HealthMonitor {
         self.shared.stopped.store(true, Ordering::Release);
         if let Some(w) = worker {
             let (reply, done) = crossbeam_channel::bounded(1);
-            if w.cmd.send(Command::Stop(reply)).is_ok() {
+            let Worker { cmd, handle } = w;
+            let sent = cmd.send(Command::Stop(reply)).is_ok();
+            // Dropping the only sender frees a message the worker will never
+            // read (it died after the send), which drops the reply sender and
+            // ends the wait below; a live worker still reads the message first.
+            drop(cmd);
+            if sent {
                 // Err means the thread ended without replying (it died).
                 let _ = done.recv();
             }
-            if w.handle.join().is_err() {
+            if handle.join().is_err() {
                 self.shared
                     .failed
                     .lock()

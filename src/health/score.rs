@@ -84,7 +84,8 @@ pub struct Thresholds {
 impl Thresholds {
     /// A metric in `[0, +inf)` (lag, queue length, error rate), degraded at
     /// `degraded` and critical at `critical`. Defaults: best value 0, margin
-    /// a quarter of `critical - degraded`, weight 1.
+    /// a quarter of the smaller of `critical - degraded` and
+    /// `degraded - best`, weight 1.
     pub fn new(degraded: f64, critical: f64) -> Self {
         Thresholds {
             best: 0.0,
@@ -115,8 +116,8 @@ impl Thresholds {
     }
 
     /// The hysteresis margin in the metric's unit (default a quarter of
-    /// `critical - degraded`). Must be smaller than `critical - degraded`
-    /// and than `degraded - best`.
+    /// the smaller of `critical - degraded` and `degraded - best`). Must be
+    /// smaller than both.
     pub fn margin(mut self, margin: f64) -> Self {
         self.margin = Some(margin);
         self
@@ -144,8 +145,9 @@ impl Thresholds {
     /// The hysteresis margin in effect.
     #[must_use]
     pub fn margin_value(&self) -> f64 {
-        self.margin
-            .unwrap_or((self.critical - self.degraded) / 4.0)
+        self.margin.unwrap_or(
+            (self.critical - self.degraded).min(self.degraded - self.best) / 4.0,
+        )
     }
 
     /// The weight.
