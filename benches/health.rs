@@ -38,12 +38,16 @@ fn bench_model(c: &mut Criterion) {
                 // Fill the history so every sample fits 1 000 points.
                 let mut values = vec![Some(0.0); metrics];
                 for _ in 0..1_000 {
-                    values.iter_mut().for_each(|v| *v = Some(noise.sample(40.0, 2.0)));
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = Some(noise.sample(40.0, 2.0)));
                     m.sample(t, &values).unwrap();
                     t += SEC;
                 }
                 b.iter(|| {
-                    values.iter_mut().for_each(|v| *v = Some(noise.sample(40.0, 2.0)));
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = Some(noise.sample(40.0, 2.0)));
                     t += SEC;
                     black_box(m.sample(t, black_box(&values)).unwrap());
                 });

@@ -157,11 +157,11 @@ impl FailureKind {
                 Target::Page(*page)
             } // ---- rollback ----
 
-              // ---- crash detection ----
+            // ---- crash detection ----
 
-              // ---- snapshots ----
+            // ---- snapshots ----
 
-              // ---- health ----
+            // ---- health ----
             FailureKind::HealthDegraded { metric }
             | FailureKind::HealthCritical { metric }
             | FailureKind::PredictedFailure { metric, .. }

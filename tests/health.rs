@@ -69,7 +69,10 @@ fn disk_filling_linearly_is_predicted_within_ten_percent() {
         assert_eq!(reports[0].target(), Target::Component(Arc::from("disk")));
         worst_err = worst_err.max(err);
     }
-    println!("linear fill: worst ETA error over 20 seeds {:.2} %", worst_err * 100.0);
+    println!(
+        "linear fill: worst ETA error over 20 seeds {:.2} %",
+        worst_err * 100.0
+    );
 }
 
 fn noisy_model() -> HealthModel {
@@ -92,13 +95,18 @@ fn flat_noisy_series_raise_no_prediction() {
         let mut model = noisy_model();
         let mut any = false;
         for i in 0..samples {
-            let out = model.sample(i * SEC, &[Some(noise.sample(mean, sd))]).unwrap();
+            let out = model
+                .sample(i * SEC, &[Some(noise.sample(mean, sd))])
+                .unwrap();
             if let Some(fit) = out.metrics[0].trend.filter(|f| f.n >= 20) {
                 max_t = max_t.max(fit.t_stat);
             }
             let n = predictions(&out.failures).count() as u64;
             if n > 0 {
-                eprintln!("seed {seed}: false prediction at sample {i}: {:?}", out.failures);
+                eprintln!(
+                    "seed {seed}: false prediction at sample {i}: {:?}",
+                    out.failures
+                );
             }
             alarms += n;
             any |= n > 0;
@@ -138,12 +146,18 @@ fn hysteresis_prevents_flapping() {
     let (transitions, reports) = run(2.0);
     assert_eq!(transitions, 1, "healthy -> degraded once");
     assert_eq!(
-        count_kind(&reports, |k| matches!(k, FailureKind::HealthDegraded { .. })),
+        count_kind(&reports, |k| matches!(
+            k,
+            FailureKind::HealthDegraded { .. }
+        )),
         1
     );
     let (flaps, _) = run(0.0);
     println!("hysteresis: 1 transition with margin 2, {flaps} without");
-    assert!(flaps > 100, "without a margin the same series flaps ({flaps})");
+    assert!(
+        flaps > 100,
+        "without a margin the same series flaps ({flaps})"
+    );
 }
 
 /// A sudden jump is flagged once; steady Gaussian noise over 500 seeds x
@@ -163,7 +177,9 @@ fn anomaly_on_sudden_jump_not_on_steady_noise() {
     let mut flagged = Vec::new();
     for i in 0..400u64 {
         let level = if i < 300 { 30.0 } else { 45.0 };
-        let out = model.sample(i * SEC, &[Some(noise.sample(level, 1.5))]).unwrap();
+        let out = model
+            .sample(i * SEC, &[Some(noise.sample(level, 1.5))])
+            .unwrap();
         if count_kind(&out.failures, |k| matches!(k, FailureKind::Anomaly { .. })) > 0 {
             flagged.push(i);
         }
@@ -177,16 +193,24 @@ fn anomaly_on_sudden_jump_not_on_steady_noise() {
         let sd = [1.5, 3.0, 5.0, 10.0][(seed % 4) as usize];
         let mut model = percent_model();
         for i in 0..samples {
-            let out = model.sample(i * SEC, &[Some(noise.sample(40.0, sd))]).unwrap();
+            let out = model
+                .sample(i * SEC, &[Some(noise.sample(40.0, sd))])
+                .unwrap();
             let n = count_kind(&out.failures, |k| matches!(k, FailureKind::Anomaly { .. }));
             if n > 0 {
-                eprintln!("seed {seed}: false anomaly at sample {i}: {:?}", out.failures);
+                eprintln!(
+                    "seed {seed}: false anomaly at sample {i}: {:?}",
+                    out.failures
+                );
             }
             false_flags += n as u64;
         }
     }
     let rate = false_flags as f64 / (seeds * samples) as f64;
-    println!("steady noise: {false_flags} false anomalies in {} samples ({rate:.2e} per sample)", seeds * samples);
+    println!(
+        "steady noise: {false_flags} false anomalies in {} samples ({rate:.2e} per sample)",
+        seeds * samples
+    );
     assert!(rate < 1e-5, "documented bound: below 1 in 100 000 samples");
 }
 
@@ -200,7 +224,9 @@ fn host_probe_closure_works() {
     let p = pool_use.clone();
     let s = seen.clone();
     let monitor = HealthConfig::new()
-        .probe_fn("pool_use", Thresholds::percent(70.0, 90.0), move || Ok(*p.lock()))
+        .probe_fn("pool_use", Thresholds::percent(70.0, 90.0), move || {
+            Ok(*p.lock())
+        })
         .clock(Arc::new(clock.clone()))
         .on_failure(Arc::new(move |f: &Failure| s.lock().push(f.clone())))
         .build()
@@ -216,8 +242,12 @@ fn host_probe_closure_works() {
     assert_eq!(
         kinds,
         [
-            &FailureKind::HealthDegraded { metric: name.clone() },
-            &FailureKind::HealthCritical { metric: name.clone() },
+            &FailureKind::HealthDegraded {
+                metric: name.clone()
+            },
+            &FailureKind::HealthCritical {
+                metric: name.clone()
+            },
         ]
     );
     assert_eq!(*seen.lock(), reports, "the callback saw the same reports");
@@ -273,7 +303,8 @@ fn panicking_callback_marks_monitor_failed() {
         .build()
         .unwrap();
     monitor.start().unwrap();
-    rx.recv_timeout(Duration::from_secs(10)).expect("callback ran");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("callback ran");
     let err = monitor.stop().unwrap_err();
     assert!(
         matches!(&err, Error::Stopped { reason, .. } if reason.contains("callback bug")),

@@ -14,7 +14,14 @@
 //!   it will cross its critical threshold, reporting a
 //!   [`PredictedFailure`](crate::FailureKind::PredictedFailure) only for a
 //!   trend that passes a significance test ([`predict`] documents the rule);
-//! - flags sudden jumps with an EWMA z-score.
+//! - flags sudden jumps with an EWMA z-score: a value is anomalous when
+//!   `|value - mean| / max(std dev, floor) >= anomaly_z` against the
+//!   exponentially weighted mean and variance of the values before it, after
+//!   `anomaly_warmup` values; the floor is 1 % of `critical - best`, so a
+//!   metric that sat perfectly still is not anomalous for a tiny step. The
+//!   episode ends when |z| falls below half the threshold. Measured on steady
+//!   Gaussian noise with the defaults: 1 flag in 500 000 samples (a genuine
+//!   4.5-sigma draw); `tests/health.rs` asserts a rate below 1e-5.
 //!
 //! Each condition (degraded, critical, predicted failure, anomaly) is
 //! reported once per episode to a [`FailureSink`] channel and an optional
@@ -279,7 +286,11 @@ impl HealthConfig {
             }
             m.thresholds.validate(&m.name)?;
         }
-        let weights: f64 = self.metrics.iter().map(|m| m.thresholds.weight_value()).sum();
+        let weights: f64 = self
+            .metrics
+            .iter()
+            .map(|m| m.thresholds.weight_value())
+            .sum();
         if weights <= 0.0 {
             return Err(Error::config(
                 "thresholds.weight",
@@ -287,7 +298,10 @@ impl HealthConfig {
             ));
         }
         if self.sample_interval.is_zero() {
-            return Err(Error::config("sample_interval", "is 0; it must be positive"));
+            return Err(Error::config(
+                "sample_interval",
+                "is 0; it must be positive",
+            ));
         }
         if self.prediction_horizon.is_zero() {
             return Err(Error::config(
@@ -353,7 +367,10 @@ impl HealthConfig {
             ));
         }
         if self.report_capacity == 0 {
-            return Err(Error::config("report_capacity", "is 0; it must be at least 1"));
+            return Err(Error::config(
+                "report_capacity",
+                "is 0; it must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -731,8 +748,14 @@ mod tests {
     #[test]
     fn bad_config_is_typed() {
         assert_eq!(field(HealthConfig::new()), "metrics");
-        assert_eq!(field(one().sample_interval(Duration::ZERO)), "sample_interval");
-        assert_eq!(field(one().prediction_horizon(Duration::ZERO)), "prediction_horizon");
+        assert_eq!(
+            field(one().sample_interval(Duration::ZERO)),
+            "sample_interval"
+        );
+        assert_eq!(
+            field(one().prediction_horizon(Duration::ZERO)),
+            "prediction_horizon"
+        );
         for w in [0, 1, 2] {
             assert_eq!(field(one().prediction_window(w)), "prediction_window");
         }
@@ -753,8 +776,14 @@ mod tests {
             "metrics"
         );
         assert_eq!(field(one().history_capacity(10)), "history_capacity");
-        assert_eq!(field(one().prediction_min_samples(2)), "prediction_min_samples");
-        assert_eq!(field(one().prediction_min_samples(61)), "prediction_min_samples");
+        assert_eq!(
+            field(one().prediction_min_samples(2)),
+            "prediction_min_samples"
+        );
+        assert_eq!(
+            field(one().prediction_min_samples(61)),
+            "prediction_min_samples"
+        );
         assert_eq!(field(one().prediction_min_t(0.0)), "prediction_min_t");
         assert_eq!(field(one().prediction_min_r2(1.5)), "prediction_min_r2");
         assert_eq!(field(one().prediction_confirm(0)), "prediction_confirm");
@@ -763,7 +792,10 @@ mod tests {
         assert_eq!(field(one().report_capacity(0)), "report_capacity");
         assert!(matches!(
             one().build(),
-            Err(Error::InvalidConfig { field: "metrics", .. })
+            Err(Error::InvalidConfig {
+                field: "metrics",
+                ..
+            })
         ));
         one().validate().unwrap();
     }

@@ -144,7 +144,8 @@ impl HealthModel {
             .map(|m| MetricState {
                 name: m.name.clone(),
                 t: m.thresholds,
-                min_std: ANOMALY_MIN_STD_FRACTION * (m.thresholds.critical_at() - m.thresholds.best()),
+                min_std: ANOMALY_MIN_STD_FRACTION
+                    * (m.thresholds.critical_at() - m.thresholds.best()),
                 band: Band::Healthy,
                 ewma: Ewma::new(cfg.anomaly_alpha),
                 anomalous: false,
@@ -209,14 +210,14 @@ impl HealthModel {
         if let Some(last) = self.last_ns.filter(|&l| now_ns < l) {
             return Err(Error::InvalidArgument {
                 what: "now_ns",
-                reason: format!("{now_ns} is before the previous sample at {last}; time must not go back"),
+                reason: format!(
+                    "{now_ns} is before the previous sample at {last}; time must not go back"
+                ),
             });
         }
         self.last_ns = Some(now_ns);
-        let values: Box<[Option<f64>]> = values
-            .iter()
-            .map(|v| v.filter(|x| x.is_finite()))
-            .collect();
+        let values: Box<[Option<f64>]> =
+            values.iter().map(|v| v.filter(|x| x.is_finite())).collect();
         self.history.push(Sample {
             at_ns: now_ns,
             values: values.clone(),
@@ -250,7 +251,12 @@ impl HealthModel {
             };
             out.metrics.push(status);
         }
-        out.band = self.metrics.iter().map(|m| m.band).max().unwrap_or_default();
+        out.band = self
+            .metrics
+            .iter()
+            .map(|m| m.band)
+            .max()
+            .unwrap_or_default();
         out.score = weighted_score(
             out.metrics
                 .iter()
@@ -262,7 +268,8 @@ impl HealthModel {
 
     fn observe(&mut self, i: usize, now_ns: u64, v: f64, out: &mut SampleOutcome) -> MetricStatus {
         let fit = self.fit(i, now_ns);
-        let (rule, confirm, zthr, warmup) = (self.rule, self.confirm, self.anomaly_z, self.anomaly_warmup);
+        let (rule, confirm, zthr, warmup) =
+            (self.rule, self.confirm, self.anomaly_z, self.anomaly_warmup);
         let m = &mut self.metrics[i];
         let name = m.name.clone();
         let score = m.t.score(v);
@@ -394,6 +401,43 @@ impl HealthModel {
 mod tests {
     use super::*;
     use crate::types::Target;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Through the whole model, for any values (including NaN and
+        /// infinities) and weights: every score is within 0..=100, the history
+        /// never exceeds its capacity, and the overall band is the worst band.
+        #[test]
+        fn model_scores_in_range_and_history_bounded(
+            cap in 3usize..40,
+            weights in (0.0f64..5.0, 0.01f64..5.0),
+            values in proptest::collection::vec(
+                (proptest::option::of(proptest::num::f64::ANY), -50.0f64..150.0),
+                1..120,
+            ),
+        ) {
+            let mut m = HealthConfig::new()
+                .metric("a", Thresholds::percent(80.0, 90.0).weight(weights.0))
+                .metric("b", Thresholds::new(5.0, 30.0).weight(weights.1))
+                .history_capacity(cap)
+                .prediction_window(3)
+                .prediction_min_samples(3)
+                .build_model()
+                .unwrap();
+            for (i, (a, b)) in values.into_iter().enumerate() {
+                let out = m.sample(i as u64 * S, &[a, Some(b)]).unwrap();
+                prop_assert!(m.history().len() <= cap);
+                let s = out.score.unwrap();
+                prop_assert!((0.0..=100.0).contains(&s), "overall {}", s);
+                for st in &out.metrics {
+                    if let Some(s) = st.score {
+                        prop_assert!((0.0..=100.0).contains(&s));
+                    }
+                }
+                prop_assert_eq!(out.band, out.metrics.iter().map(|x| x.band).max().unwrap());
+            }
+        }
+    }
 
     const S: u64 = 1_000_000_000;
 
@@ -421,9 +465,13 @@ mod tests {
 
     #[test]
     fn degraded_then_critical_reported_once_each() {
-        let mut m = model(HealthConfig::new().metric("mem", Thresholds::percent(80.0, 90.0).margin(2.0)));
+        let mut m =
+            model(HealthConfig::new().metric("mem", Thresholds::percent(80.0, 90.0).margin(2.0)));
         let mut kinds = Vec::new();
-        for (i, v) in [50.0, 81.0, 85.0, 91.0, 95.0, 89.0, 91.0, 70.0, 81.0].iter().enumerate() {
+        for (i, v) in [50.0, 81.0, 85.0, 91.0, 95.0, 89.0, 91.0, 70.0, 81.0]
+            .iter()
+            .enumerate()
+        {
             let out = m.sample(i as u64 * S, &[Some(*v)]).unwrap();
             kinds.extend(out.failures.into_iter().map(|f| f.kind));
         }
@@ -431,9 +479,15 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                FailureKind::HealthDegraded { metric: mem.clone() },
-                FailureKind::HealthCritical { metric: mem.clone() },
-                FailureKind::HealthDegraded { metric: mem.clone() },
+                FailureKind::HealthDegraded {
+                    metric: mem.clone()
+                },
+                FailureKind::HealthCritical {
+                    metric: mem.clone()
+                },
+                FailureKind::HealthDegraded {
+                    metric: mem.clone()
+                },
             ],
             "89 stays critical (margin 2), 70 ends the episode, 81 starts a new one"
         );
@@ -479,7 +533,9 @@ mod tests {
         // Predicted from the 10th sample (min samples) + 2 confirmations; at
         // i = 11 the value is 31, so 59 s to 90.
         assert_eq!(*i, 11);
-        let FailureKind::PredictedFailure { eta, .. } = f.kind else { unreachable!() };
+        let FailureKind::PredictedFailure { eta, .. } = f.kind else {
+            unreachable!()
+        };
         assert!((eta.as_secs_f64() - 59.0).abs() < 1e-6, "{eta:?}");
     }
 }

@@ -8,8 +8,9 @@
 //! 1. at least `prediction_min_samples` values are present;
 //! 2. the slope is positive (heading for the critical threshold);
 //! 3. the slope's t-statistic `slope / stderr(slope)` is at least
-//!    `prediction_min_t` — for pure noise this happens with probability about
-//!    `1e-15` at the default of 8;
+//!    `prediction_min_t` — for independent Gaussian noise over the default
+//!    60 samples, a t of 8 or more has a probability of about `1e-10`
+//!    (Student's t with 58 degrees of freedom);
 //! 4. the fit explains at least `prediction_min_r2` of the variance (R²),
 //!    so a tiny but real drift buried in noise is not extrapolated far;
 //! 5. the fitted current value is still below the critical threshold (a
@@ -20,6 +21,12 @@
 //! within `prediction_horizon` has held for `prediction_confirm` consecutive
 //! samples; the episode ends after the same number of consecutive samples
 //! without one, and only then can it be reported again.
+//!
+//! Measured (`tests/health.rs`): 500 flat Gaussian series of 1 000 samples
+//! each (means 10–90, standard deviations 0.5–20) raise no prediction; the
+//! largest slope t-statistic seen over 20 or more samples was about 5. A
+//! disk filling linearly under noise is predicted with the estimated time
+//! within 4 % of the truth.
 
 use std::time::Duration;
 
@@ -218,7 +225,9 @@ mod tests {
             min_r2: 0.5,
             horizon: Duration::from_secs(100),
         };
-        let pts: Vec<_> = (0..10).map(|i| (f64::from(i) - 9.0, 50.0 + f64::from(i))).collect();
+        let pts: Vec<_> = (0..10)
+            .map(|i| (f64::from(i) - 9.0, 50.0 + f64::from(i)))
+            .collect();
         let fit = least_squares(&pts).unwrap();
         // 59 now, +1/s, critical at 90: 31 s.
         let eta = rule.predicts(&fit, 90.0).unwrap();

@@ -351,7 +351,10 @@ mod tests {
 
     #[test]
     fn parses_threads_defensively() {
-        assert_eq!(parse_threads("Name:\tx\nThreads:\t17\nSigQ:\t0/1\n"), Some(17));
+        assert_eq!(
+            parse_threads("Name:\tx\nThreads:\t17\nSigQ:\t0/1\n"),
+            Some(17)
+        );
         assert_eq!(parse_threads("Threads:\n"), None);
         assert_eq!(parse_threads("Threads:\tmany\n"), None);
         assert_eq!(parse_threads(""), None);

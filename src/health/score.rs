@@ -145,9 +145,8 @@ impl Thresholds {
     /// The hysteresis margin in effect.
     #[must_use]
     pub fn margin_value(&self) -> f64 {
-        self.margin.unwrap_or(
-            (self.critical - self.degraded).min(self.degraded - self.best) / 4.0,
-        )
+        self.margin
+            .unwrap_or((self.critical - self.degraded).min(self.degraded - self.best) / 4.0)
     }
 
     /// The weight.
@@ -314,8 +313,14 @@ mod tests {
             field(Thresholds::percent(85.0, 120.0)),
             "thresholds.critical"
         );
-        assert_eq!(field(Thresholds::percent(-5.0, 90.0)), "thresholds.degraded");
-        assert_eq!(field(Thresholds::percent(95.0, 90.0)), "thresholds.degraded");
+        assert_eq!(
+            field(Thresholds::percent(-5.0, 90.0)),
+            "thresholds.degraded"
+        );
+        assert_eq!(
+            field(Thresholds::percent(95.0, 90.0)),
+            "thresholds.degraded"
+        );
         assert_eq!(
             field(Thresholds::percent(f64::NAN, 90.0)),
             "thresholds.degraded"
@@ -369,12 +374,10 @@ mod tests {
     }
 
     fn thresholds() -> impl Strategy<Value = Thresholds> {
-        (1.0f64..50.0, 1.0f64..50.0, 0.0f64..0.99, 0.0f64..10.0).prop_map(
-            |(d, gap, mfrac, w)| {
-                let margin = mfrac * gap.min(d);
-                Thresholds::new(d, d + gap).margin(margin).weight(w)
-            },
-        )
+        (1.0f64..50.0, 1.0f64..50.0, 0.0f64..0.99, 0.0f64..10.0).prop_map(|(d, gap, mfrac, w)| {
+            let margin = mfrac * gap.min(d);
+            Thresholds::new(d, d + gap).margin(margin).weight(w)
+        })
     }
 
     proptest! {
