@@ -306,6 +306,15 @@ pub enum Error {
     },
 
     // ---- health ----
+    /// A health probe could not produce a value (the resource is not there,
+    /// the OS does not expose it, or the value is not a finite number).
+    #[error("health probe `{probe}` failed: {reason}")]
+    ProbeFailed {
+        /// The probe's name.
+        probe: String,
+        /// What went wrong and, where it applies, what to check.
+        reason: String,
+    },
 
     // ---- lifecycle -------------------------------------------------------------
     /// A component was used after it was stopped, or its worker thread died.

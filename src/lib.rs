@@ -45,6 +45,7 @@ pub mod rollback;
 pub mod snapshot;
 
 // ---- health ----
+pub mod health;
 
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -70,6 +71,9 @@ pub use rollback::{
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 
 // ---- re-exports: health ----
+pub use health::{
+    Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
+};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

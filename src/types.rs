@@ -131,6 +131,32 @@ pub enum FailureKind {
     // ---- snapshots ----
 
     // ---- health ----
+    /// A health metric entered the degraded band (see
+    /// [`HealthMonitor`](crate::HealthMonitor)); reported once per episode,
+    /// which ends when the metric is healthy again.
+    HealthDegraded {
+        /// The metric (the probe's name).
+        metric: Arc<str>,
+    },
+    /// A health metric entered the critical band; reported once per episode,
+    /// which ends when it leaves the critical band.
+    HealthCritical {
+        /// The metric (the probe's name).
+        metric: Arc<str>,
+    },
+    /// A metric's significant upward trend will cross its critical threshold
+    /// within the configured horizon.
+    PredictedFailure {
+        /// The metric (the probe's name).
+        metric: Arc<str>,
+        /// Estimated time until the critical threshold is crossed.
+        eta: std::time::Duration,
+    },
+    /// A metric jumped far outside its recent range (EWMA z-score).
+    Anomaly {
+        /// The metric (the probe's name).
+        metric: Arc<str>,
+    },
 }
 
 impl FailureKind {
@@ -150,6 +176,10 @@ impl FailureKind {
             // ---- snapshots ----
 
             // ---- health ----
+            FailureKind::HealthDegraded { metric }
+            | FailureKind::HealthCritical { metric }
+            | FailureKind::PredictedFailure { metric, .. }
+            | FailureKind::Anomaly { metric } => Target::Component(metric.clone()),
         }
     }
 
@@ -166,6 +196,11 @@ impl FailureKind {
             // ---- snapshots ----
 
             // ---- health ----
+            FailureKind::HealthCritical { .. } => Priority::P1,
+            FailureKind::HealthDegraded { .. } | FailureKind::PredictedFailure { .. } => {
+                Priority::P2
+            }
+            FailureKind::Anomaly { .. } => Priority::P3,
         }
     }
 }

@@ -16,3 +16,6 @@ pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, Wri
 mod snapshot;
 
 pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
+mod health;
+
+pub use health::{GaussianNoise, ScriptedProbe};
