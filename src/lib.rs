@@ -51,11 +51,11 @@ mod types;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::{CorruptionDetector, DetectorConfig};
 pub use corruption::scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
     ScrubState, Scrubber,
 };
+pub use corruption::{CorruptionDetector, DetectorConfig};
 pub use error::{Error, Result};
 pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
 pub use store::{FileStore, MemStore, StoreReplica};

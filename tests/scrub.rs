@@ -7,9 +7,9 @@ use std::time::Duration;
 use selfheal::corruption::{PageLsnFn, PageState};
 use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error, FailureKind,
-    FileStore, Lsn, ManualClock, MemStore, PageId, PageStore, ScrubConfig, ScrubMode, ScrubState,
-    Scrubber, SystemClock,
+    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error,
+    FailureKind, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore, ScrubConfig, ScrubMode,
+    ScrubState, Scrubber, SystemClock,
 };
 
 const PS: usize = 512;
@@ -132,11 +132,7 @@ fn at_rest_damage_found_and_reported_once() {
                 .unwrap();
             r.raw.damage(PageId(20), Damage::Zero).unwrap();
             r.raw.damage(PageId(63), Damage::Junk { seed: 7 }).unwrap();
-            assert_eq!(
-                scrub(&r, 3),
-                once(&[3, 20, 63]),
-                "{backend:?} {checks:?}"
-            );
+            assert_eq!(scrub(&r, 3), once(&[3, 20, 63]), "{backend:?} {checks:?}");
             for p in [3, 20, 63] {
                 assert_eq!(r.det.page_state(PageId(p)), Some(PageState::Suspect));
             }
@@ -164,10 +160,8 @@ fn misdirected_write_found_on_both_pages() {
     for backend in BACKENDS {
         for checks in [Checks::Trailer, Checks::TrailerLsn, Checks::Sidecar] {
             let r = rig(backend, checks);
-            r.raw.fail_next_write(
-                Some(PageId(10)),
-                WriteFault::Misdirected { to: PageId(40) },
-            );
+            r.raw
+                .fail_next_write(Some(PageId(10)), WriteFault::Misdirected { to: PageId(40) });
             r.det
                 .write_sealed(PageId(10), &mut page_bytes(10, 2))
                 .unwrap();
@@ -342,11 +336,11 @@ fn resumes_from_persisted_cursor_after_restart() {
     h.stop().unwrap();
     let stopped = h.progress().unwrap();
     assert_eq!(stopped.state, ScrubState::Stopped);
-    assert!(stopped.position > 0 && stopped.position < 5_000, "{stopped:?}");
-    let again = ScrubConfig::new()
-        .cursor_path(&cursor)
-        .build(det3)
-        .unwrap();
+    assert!(
+        stopped.position > 0 && stopped.position < 5_000,
+        "{stopped:?}"
+    );
+    let again = ScrubConfig::new().cursor_path(&cursor).build(det3).unwrap();
     assert_eq!(again.progress(0).position, stopped.position);
 }
 
@@ -371,7 +365,11 @@ fn pause_and_resume_on_the_thread() {
     let p = h.progress().unwrap();
     assert_eq!(p.state, ScrubState::Paused);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(h.progress().unwrap().position, p.position, "no scan while paused");
+    assert_eq!(
+        h.progress().unwrap().position,
+        p.position,
+        "no scan while paused"
+    );
     h.resume().unwrap();
     let done = h
         .wait_for_passes(1, Duration::from_secs(20))
@@ -438,7 +436,9 @@ fn error_only_on_the_thread() {
         .clock(SystemClock::shared())
         .start(r.det.clone())
         .unwrap();
-    h.wait_for_passes(1, Duration::from_secs(20)).unwrap().unwrap();
+    h.wait_for_passes(1, Duration::from_secs(20))
+        .unwrap()
+        .unwrap();
     assert_eq!(h.rescan_bad().unwrap().known_corrupt, 1);
     r.raw.inner().write_page(PageId(4), &good).unwrap();
     assert_eq!(h.rescan_bad().unwrap().fences_lifted, 1);
