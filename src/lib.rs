@@ -53,7 +53,7 @@ pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use corruption::scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, Scrubber,
+    ScrubState, ScrubStep, Scrubber,
 };
 pub use corruption::{CorruptionDetector, DetectorConfig};
 pub use error::{Error, Result};

@@ -97,8 +97,8 @@ fn step_passes(s: &mut Scrubber, clock: &ManualClock, passes: u64) {
             return;
         }
         match s.step(clock.now_ns()).unwrap() {
-            selfheal::corruption::Step::Wait { until_ns } => clock.set_ns(until_ns),
-            selfheal::corruption::Step::Done => return,
+            selfheal::ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
+            selfheal::ScrubStep::Done => return,
             _ => {}
         }
     }
@@ -279,7 +279,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     for _ in 0..3 {
         assert!(matches!(
             first.step(r.clock.now_ns()).unwrap(),
-            selfheal::corruption::Step::Scanned(_)
+            selfheal::ScrubStep::Scanned(_)
         ));
         r.clock.advance(Duration::from_millis(100));
     }

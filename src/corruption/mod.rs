@@ -28,7 +28,7 @@ use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
 pub use scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, Scrubber, Step,
+    ScrubState, ScrubStep, Scrubber,
 };
 
 /// Reads a page's LSN from its bytes (most engines keep one in the page

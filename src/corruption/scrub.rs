@@ -546,7 +546,7 @@ impl ScanSummary {
 
 /// What one [`Scrubber::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum ScrubStep {
     /// A batch was scanned.
     Scanned(ScanSummary),
     /// A pass ended; `passes_completed` now counts it.
@@ -807,14 +807,14 @@ impl Scrubber {
     /// Only a store error that is not about a page (a page that cannot be
     /// read is recorded, not returned). Failing to persist the cursor is
     /// logged, not returned.
-    pub fn step(&mut self, now_ns: u64) -> Result<Step> {
+    pub fn step(&mut self, now_ns: u64) -> Result<ScrubStep> {
         if self.paused_since.is_some() {
-            return Ok(Step::Paused);
+            return Ok(ScrubStep::Paused);
         }
         match self.phase {
-            Phase::Finished => return Ok(Step::Done),
+            Phase::Finished => return Ok(ScrubStep::Done),
             Phase::Between { until_ns } if now_ns < until_ns => {
-                return Ok(Step::Wait { until_ns });
+                return Ok(ScrubStep::Wait { until_ns });
             }
             Phase::Between { .. } => self.begin_pass(now_ns),
             Phase::Scanning => {}
@@ -824,7 +824,7 @@ impl Scrubber {
         }
         let want = self.batch_pages.min(self.pass_total - self.position);
         let n = match self.pacer.poll(now_ns, want) {
-            Pace::WaitUntil(until_ns) => return Ok(Step::Wait { until_ns }),
+            Pace::WaitUntil(until_ns) => return Ok(ScrubStep::Wait { until_ns }),
             Pace::Go(n) => n,
         };
         let summary = match self.mode {
@@ -849,10 +849,10 @@ impl Scrubber {
         {
             self.persist_logged(now_ns);
         }
-        Ok(Step::Scanned(summary))
+        Ok(ScrubStep::Scanned(summary))
     }
 
-    fn end_pass(&mut self, now: u64) -> Step {
+    fn end_pass(&mut self, now: u64) -> ScrubStep {
         self.passes += 1;
         self.position = 0;
         self.pass_total = 0;
@@ -867,7 +867,7 @@ impl Scrubber {
             self.persist_logged(now);
         }
         tracing::debug!(passes = self.passes, "scrub pass complete");
-        Step::PassComplete {
+        ScrubStep::PassComplete {
             passes_completed: self.passes,
         }
     }
@@ -1095,12 +1095,19 @@ impl Scrubber {
             changed: Condvar::new(),
         });
         let worker_shared = shared.clone();
+        // Never sent on: dropped when the worker ends (however it ends), which
+        // wakes a caller waiting for a reply that will not come.
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("selfheal-scrub".into())
-            .spawn(move || run_worker(self, &rx, &worker_shared))
+            .spawn(move || {
+                let _done = done_tx;
+                run_worker(self, &rx, &worker_shared);
+            })
             .map_err(|e| Error::io("spawning the selfheal-scrub thread", e))?;
         Ok(ScrubHandle {
             tx,
+            done: done_rx,
             shared,
             thread: Some(thread),
         })
@@ -1175,12 +1182,12 @@ fn worker_loop(mut s: Scrubber, rx: &Receiver<Command>, shared: &Shared) -> Resu
         let step = s.step(now)?;
         shared.publish(s.progress(now));
         let cmd = match step {
-            Step::Scanned(_) | Step::PassComplete { .. } => match rx.try_recv() {
+            ScrubStep::Scanned(_) | ScrubStep::PassComplete { .. } => match rx.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => return Ok(()),
             },
-            Step::Wait { until_ns } => {
+            ScrubStep::Wait { until_ns } => {
                 let wait = Duration::from_nanos(until_ns.saturating_sub(now)).min(MAX_WAIT);
                 crossbeam_channel::select! {
                     recv(rx) -> c => match c {
@@ -1190,7 +1197,7 @@ fn worker_loop(mut s: Scrubber, rx: &Receiver<Command>, shared: &Shared) -> Resu
                     recv(crossbeam_channel::after(wait)) -> _ => None,
                 }
             }
-            Step::Paused | Step::Done => match rx.recv() {
+            ScrubStep::Paused | ScrubStep::Done => match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => return Ok(()),
             },
@@ -1231,6 +1238,8 @@ fn worker_loop(mut s: Scrubber, rx: &Receiver<Command>, shared: &Shared) -> Resu
 /// for an example.
 pub struct ScrubHandle {
     tx: Sender<Command>,
+    /// Disconnected when the worker has ended.
+    done: Receiver<()>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -1268,7 +1277,18 @@ impl ScrubHandle {
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.tx.send(make(reply)).map_err(|_| self.gone())?;
-        answer.recv().map_err(|_| self.gone())
+        self.await_reply(&answer).ok_or_else(|| self.gone())
+    }
+
+    /// Waits for the worker's reply, or for the worker to end without one (a
+    /// command can be left in the channel by a worker that failed just after
+    /// it was sent).
+    fn await_reply<T>(&self, answer: &Receiver<T>) -> Option<T> {
+        crossbeam_channel::select! {
+            recv(answer) -> r => r.ok(),
+            // The worker replies before it ends, so a reply is never missed.
+            recv(self.done) -> _ => answer.try_recv().ok(),
+        }
     }
 
     /// What the scrubber is doing (never fails; `Failed` after a worker failure).
@@ -1371,7 +1391,7 @@ impl ScrubHandle {
         };
         let (reply, answer) = crossbeam_channel::bounded(1);
         let persisted = match self.tx.send(Command::Stop(reply)) {
-            Ok(()) => answer.recv().ok(),
+            Ok(()) => self.await_reply(&answer),
             Err(_) => None,
         };
         // The worker catches its own panics, so a join error is not expected;
@@ -1431,10 +1451,10 @@ mod tests {
     fn run_until_pass(s: &mut Scrubber, clock: &ManualClock) -> u64 {
         for i in 0..1_000_000 {
             match s.step(clock.now_ns()).unwrap() {
-                Step::PassComplete { .. } | Step::Done => return i,
-                Step::Wait { until_ns } => clock.set_ns(until_ns),
-                Step::Scanned(_) => {}
-                Step::Paused => panic!("paused"),
+                ScrubStep::PassComplete { .. } | ScrubStep::Done => return i,
+                ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
+                ScrubStep::Scanned(_) => {}
+                ScrubStep::Paused => panic!("paused"),
             }
         }
         panic!("no pass completed");
@@ -1455,7 +1475,7 @@ mod tests {
         // 1000 pages at 100/s with a 10-page burst: 9.9 s of simulated time.
         assert_eq!(elapsed, 9_900_000_000);
         assert_eq!(s.progress(clock.now_ns()).passes_completed, 1);
-        assert_eq!(s.step(clock.now_ns()).unwrap(), Step::Done);
+        assert_eq!(s.step(clock.now_ns()).unwrap(), ScrubStep::Done);
     }
 
     #[test]
@@ -1516,7 +1536,10 @@ mod tests {
             det.write_sealed(PageId(p), &mut vec![1; PS]).unwrap();
         }
         // Next pass begins and covers 15 pages.
-        assert!(matches!(s.step(clock.now_ns()).unwrap(), Step::Scanned(_)));
+        assert!(matches!(
+            s.step(clock.now_ns()).unwrap(),
+            ScrubStep::Scanned(_)
+        ));
         assert_eq!(s.progress(clock.now_ns()).total, 15);
     }
 
@@ -1524,22 +1547,25 @@ mod tests {
     fn pause_excludes_time_and_stops_steps() {
         let (_raw, det, clock) = setup(100);
         let mut s = ScrubConfig::new().pages_per_s(100).build(det).unwrap();
-        assert!(matches!(s.step(0).unwrap(), Step::Scanned(_)));
+        assert!(matches!(s.step(0).unwrap(), ScrubStep::Scanned(_)));
         s.pause(0);
         clock.advance(Duration::from_secs(100));
-        assert_eq!(s.step(clock.now_ns()).unwrap(), Step::Paused);
+        assert_eq!(s.step(clock.now_ns()).unwrap(), ScrubStep::Paused);
         assert_eq!(s.progress(clock.now_ns()).state, ScrubState::Paused);
         s.resume(clock.now_ns());
         // The bucket is bounded: resuming after a long pause grants one burst.
         assert_eq!(
             s.step(clock.now_ns()).unwrap(),
-            Step::Scanned(ScanSummary {
+            ScrubStep::Scanned(ScanSummary {
                 pages: 10,
                 clean: 10,
                 ..Default::default()
             })
         );
-        assert!(matches!(s.step(clock.now_ns()).unwrap(), Step::Wait { .. }));
+        assert!(matches!(
+            s.step(clock.now_ns()).unwrap(),
+            ScrubStep::Wait { .. }
+        ));
         clock.advance(Duration::from_millis(100));
         s.step(clock.now_ns()).unwrap();
         let p = s.progress(clock.now_ns());
@@ -1563,7 +1589,10 @@ mod tests {
         for _ in 0..3 {
             // The bucket holds one batch (10 pages = 100 ms at this rate).
             clock.advance(Duration::from_millis(100));
-            assert!(matches!(s.step(clock.now_ns()).unwrap(), Step::Scanned(_)));
+            assert!(matches!(
+                s.step(clock.now_ns()).unwrap(),
+                ScrubStep::Scanned(_)
+            ));
         }
         s.persist_cursor().unwrap();
         assert_eq!(
@@ -1599,11 +1628,11 @@ mod tests {
         let mut lifted = 0;
         loop {
             match eo.step(clock.now_ns()).unwrap() {
-                Step::Scanned(s) => {
+                ScrubStep::Scanned(s) => {
                     assert_eq!(s.pages, 2);
                     lifted += s.fences_lifted;
                 }
-                Step::PassComplete { .. } => break,
+                ScrubStep::PassComplete { .. } => break,
                 other => panic!("{other:?}"),
             }
         }
@@ -1667,6 +1696,64 @@ mod tests {
         assert!(matches!(h.stop(), Err(Error::Stopped { .. })));
     }
 
+    /// A store whose first read waits for a gate and then panics.
+    #[derive(Debug)]
+    struct GatedPanicStore {
+        gate: Receiver<()>,
+    }
+
+    impl PageStore for GatedPanicStore {
+        fn page_size(&self) -> usize {
+            PS
+        }
+        fn page_count(&self) -> u64 {
+            4
+        }
+        fn read_page(&self, _: PageId, _: &mut [u8]) -> Result<()> {
+            let _ = self.gate.recv();
+            panic!("failed while a command was queued");
+        }
+        fn write_page(&self, _: PageId, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn command_queued_when_the_worker_dies_gets_an_error() {
+        let (open, gate) = crossbeam_channel::bounded(1);
+        let det = Arc::new(
+            DetectorConfig::new(ChecksumPlacement::Trailer)
+                .build(Arc::new(GatedPanicStore { gate }))
+                .unwrap(),
+        );
+        let h = Arc::new(ScrubConfig::new().unlimited().start(det).unwrap());
+        let (result_tx, result) = crossbeam_channel::bounded(1);
+        let caller = {
+            let h = h.clone();
+            std::thread::spawn(move || result_tx.send(h.pause()).unwrap())
+        };
+        // The worker is stuck in its read; wait for the command to be queued.
+        while h.tx.is_empty() {
+            std::thread::yield_now();
+        }
+        open.send(()).unwrap();
+        let err = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("pause must not wait forever for a dead worker")
+            .unwrap_err();
+        assert!(matches!(err, Error::Stopped { .. }), "{err}");
+        caller.join().unwrap();
+        let mut h = Arc::try_unwrap(h).expect("sole owner");
+        assert!(h
+            .stop()
+            .unwrap_err()
+            .to_string()
+            .contains("command was queued"));
+    }
+
     #[test]
     fn thread_scrubs_pauses_and_stops() {
         let (raw, det, _clock) = setup(200);
@@ -1709,7 +1796,7 @@ mod tests {
             .build(det)
             .unwrap();
         while clock.now_ns() < 1_000_000_000 {
-            if let Step::Wait { until_ns } = s.step(clock.now_ns()).unwrap() {
+            if let ScrubStep::Wait { until_ns } = s.step(clock.now_ns()).unwrap() {
                 clock.set_ns(until_ns);
             }
         }
