@@ -829,7 +829,11 @@ impl Scrubber {
         };
         let summary = match self.mode {
             ScrubMode::Full => {
-                let s = self.scan_range(PageId(self.position), n)?;
+                let s = match self.scan_range(PageId(self.position), n) {
+                    // The store ends before the position: nothing left to scan.
+                    Err(Error::PageOutOfRange { .. }) => ScanSummary::default(),
+                    other => other?,
+                };
                 if s.pages < n {
                     // The store shrank under the pass: end it where the store ends.
                     self.pass_total = self.position + s.pages;
