@@ -638,7 +638,7 @@ enum Phase {
 /// let mut scrubber = ScrubConfig::new().unlimited().build(detector.clone())?;
 /// let found = scrubber.scan_range(PageId(0), 64)?;
 /// assert_eq!(found.newly_corrupt, 1);
-/// assert_eq!(detector.failures().try_recv().unwrap().evidence.contains("page 9"), true);
+/// assert!(detector.failures().try_recv().unwrap().evidence.contains("page 9"));
 ///
 /// // In the background, 10 000 pages/s, one pass:
 /// let mut handle = ScrubConfig::new().pages_per_s(10_000).single_pass().start(detector.clone())?;
