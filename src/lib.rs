@@ -54,6 +54,10 @@ mod types;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use corruption::scrub::{
+    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
+    ScrubState, ScrubStep, Scrubber,
+};
 pub use corruption::{CorruptionDetector, DetectorConfig};
 pub use error::{Error, Result};
 pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};

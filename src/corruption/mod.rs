@@ -10,6 +10,7 @@
 //! next verification reports the page.
 
 pub mod registry;
+pub mod scrub;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,10 @@ use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
 
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
+pub use scrub::{
+    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
+    ScrubState, ScrubStep, Scrubber,
+};
 
 /// Reads a page's LSN from its bytes (most engines keep one in the page
 /// header). Lets repair refuse copies older than what the store last wrote.
