@@ -76,6 +76,11 @@ enum Cmd {
 /// same and reports a worker that died.
 pub struct PeriodicSnapshots {
     tx: Sender<Cmd>,
+    /// Disconnects when the worker thread ends (its sender is dropped, also
+    /// on unwinding). A reply is awaited together with this, because a
+    /// command queued just as the worker ended is never answered: the queue
+    /// keeps it (and its reply sender) alive while `tx` exists.
+    worker_ended: Receiver<()>,
     handle: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
 }
@@ -119,12 +124,17 @@ impl PeriodicSnapshots {
             shared: shared.clone(),
         };
         let interval = config.interval;
+        let (alive, worker_ended) = bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name("selfheal-snapshot".into())
-            .spawn(move || worker.run(&rx, interval))
+            .spawn(move || {
+                let _alive = alive;
+                worker.run(&rx, interval);
+            })
             .map_err(|e| Error::io("spawning the selfheal-snapshot thread", e))?;
         Ok(PeriodicSnapshots {
             tx,
+            worker_ended,
             handle: Mutex::new(Some(handle)),
             shared,
         })
@@ -154,7 +164,10 @@ impl PeriodicSnapshots {
         }
         let (rtx, rrx) = bounded(1);
         self.tx.send(Cmd::Now(rtx)).map_err(|_| dead())?;
-        rrx.recv().map_err(|_| dead())?
+        select! {
+            recv(rrx) -> r => r.map_err(|_| dead())?,
+            recv(self.worker_ended) -> _ => Err(dead()),
+        }
     }
 
     /// Stops the thread and joins it.
@@ -167,7 +180,10 @@ impl PeriodicSnapshots {
         };
         let (rtx, rrx) = bounded(1);
         if self.tx.send(Cmd::Stop(rtx)).is_ok() {
-            let _ = rrx.recv();
+            select! {
+                recv(rrx) -> _ => {}
+                recv(self.worker_ended) -> _ => {}
+            }
         }
         let joined = handle.join();
         if joined.is_err() || self.shared.dead.load(Ordering::Acquire) {
