@@ -39,6 +39,7 @@ pub mod repair;
 // ---- rollback ----
 
 // ---- crash detection ----
+pub mod crash;
 
 // ---- snapshots ----
 
@@ -58,6 +59,10 @@ pub use store::{FileStore, MemStore, StoreReplica};
 // ---- re-exports: rollback ----
 
 // ---- re-exports: crash detection ----
+pub use crash::{
+    CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
+    RunVerdict,
+};
 
 // ---- re-exports: snapshots ----
 
