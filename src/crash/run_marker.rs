@@ -195,8 +195,8 @@ fn unix_ms() -> u64 {
 /// ```
 #[derive(Debug)]
 pub struct RunMarker {
-    // Held for its lock; the OS releases the lock when this closes.
-    _lock: File,
+    // Held for its lock; released on drop (and by the OS if the process dies).
+    lock: File,
     path: PathBuf,
     record: Record,
 }
@@ -261,7 +261,7 @@ impl RunMarker {
         }
         Ok((
             RunMarker {
-                _lock: lock,
+                lock,
                 path,
                 record,
             },
@@ -303,6 +303,15 @@ impl RunMarker {
         r.state = STATE_CLEAN;
         r.last_seen_unix_ms = unix_ms().max(r.last_seen_unix_ms);
         atomic_write(&self.path, &r.encode())
+    }
+}
+
+impl Drop for RunMarker {
+    /// Releases the lock explicitly rather than by closing the descriptor: a
+    /// child process forked by the host at this moment (before its `exec`)
+    /// shares the descriptor and would otherwise keep the lock alive.
+    fn drop(&mut self) {
+        let _ = self.lock.unlock();
     }
 }
 
