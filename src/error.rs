@@ -234,7 +234,9 @@ pub enum Error {
     },
 
     /// A component name or pid is already being watched.
-    #[error("{what} is already watched: names and pids must be unique; unregister the old one first")]
+    #[error(
+        "{what} is already watched: names and pids must be unique; unregister the old one first"
+    )]
     AlreadyWatched {
         /// What was registered twice ("component wal", "process 42").
         what: String,

@@ -134,7 +134,6 @@ pub enum FailureKind {
         /// Its pid.
         pid: u32,
     },
-
     // ---- snapshots ----
 
     // ---- health ----
@@ -149,14 +148,13 @@ impl FailureKind {
                 Target::Page(*page)
             } // ---- rollback ----
 
-              // ---- crash detection ----
+            // ---- crash detection ----
             FailureKind::ComponentSuspect { component }
             | FailureKind::ComponentDead { component } => Target::Component(component.clone()),
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
+            // ---- snapshots ----
 
-              // ---- snapshots ----
-
-              // ---- health ----
+            // ---- health ----
         }
     }
 
@@ -170,7 +168,6 @@ impl FailureKind {
             // ---- crash detection ----
             FailureKind::ComponentDead { .. } | FailureKind::ProcessGone { .. } => Priority::P1,
             FailureKind::ComponentSuspect { .. } => Priority::P2,
-
             // ---- snapshots ----
 
             // ---- health ----

@@ -48,7 +48,10 @@ fn dead_component_is_declared_within_timeout_plus_one_tick_after_suspect() {
             t += rng.random_range(1..40) * MS + rng.random_range(0..MS);
             while next_tick <= t {
                 clock.set_ns(next_tick);
-                assert!(m.tick(next_tick).is_empty(), "seed {seed}: alarm while beating");
+                assert!(
+                    m.tick(next_tick).is_empty(),
+                    "seed {seed}: alarm while beating"
+                );
                 next_tick += tick;
             }
             clock.set_ns(t);
@@ -61,7 +64,10 @@ fn dead_component_is_declared_within_timeout_plus_one_tick_after_suspect() {
             clock.set_ns(next_tick);
             seen.extend(m.tick(next_tick));
             next_tick += tick;
-            assert!(next_tick < last_beat + 10 * timeout, "seed {seed}: never declared dead");
+            assert!(
+                next_tick < last_beat + 10 * timeout,
+                "seed {seed}: never declared dead"
+            );
         }
         let states: Vec<_> = seen.iter().map(|x| (x.from, x.to)).collect();
         assert_eq!(
@@ -77,8 +83,14 @@ fn dead_component_is_declared_within_timeout_plus_one_tick_after_suspect() {
             dead_at <= last_beat + timeout + tick,
             "seed {seed}: dead at {dead_at}, last beat {last_beat}"
         );
-        assert!(dead_at >= last_beat + timeout, "seed {seed}: declared dead early");
-        assert!(seen[0].at_ns < dead_at, "seed {seed}: phi suspected before the timeout");
+        assert!(
+            dead_at >= last_beat + timeout,
+            "seed {seed}: declared dead early"
+        );
+        assert!(
+            seen[0].at_ns < dead_at,
+            "seed {seed}: phi suspected before the timeout"
+        );
         let f = seen[1].failure().unwrap();
         assert_eq!(f.target(), Target::Component("wal".into()));
         assert!(matches!(f.kind, FailureKind::ComponentDead { .. }));
@@ -138,7 +150,10 @@ fn recovery_is_reported_once_after_dead_and_after_suspect() {
     now += 10 * MS;
     let t = m.tick(now);
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].from, t[0].to), (ComponentState::Suspect, ComponentState::Alive));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (ComponentState::Suspect, ComponentState::Alive)
+    );
     assert!(t[0].failure().is_none());
     // Now all the way to dead, then back.
     let mut all = Vec::new();
@@ -153,7 +168,10 @@ fn recovery_is_reported_once_after_dead_and_after_suspect() {
     now += 10 * MS;
     let t = m.tick(now);
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].from, t[0].to), (ComponentState::Dead, ComponentState::Alive));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (ComponentState::Dead, ComponentState::Alive)
+    );
     now += 10 * MS;
     h.beat();
     assert!(m.tick(now).is_empty(), "recovery is reported once");
@@ -249,7 +267,10 @@ fn killed_child_process_goes_zombie_then_gone() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].from, t[0].to), (ProcessState::Alive, ProcessState::Zombie));
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (ProcessState::Alive, ProcessState::Zombie)
+    );
     assert_eq!(
         t[0].failure().unwrap().kind,
         FailureKind::ProcessGone { pid }
@@ -258,8 +279,14 @@ fn killed_child_process_goes_zombie_then_gone() {
     child.wait().unwrap();
     let t = m.sample(4);
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].from, t[0].to), (ProcessState::Zombie, ProcessState::Gone));
-    assert!(t[0].failure().is_none(), "the exit was reported once, as zombie");
+    assert_eq!(
+        (t[0].from, t[0].to),
+        (ProcessState::Zombie, ProcessState::Gone)
+    );
+    assert!(
+        t[0].failure().is_none(),
+        "the exit was reported once, as zombie"
+    );
     assert!(m.sample(5).is_empty());
 }
 

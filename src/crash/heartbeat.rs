@@ -554,16 +554,25 @@ mod tests {
     #[test]
     fn zero_values_are_rejected() {
         let bad = [
-            (HeartbeatConfig::new().tick_interval(Duration::ZERO), "tick_interval"),
+            (
+                HeartbeatConfig::new().tick_interval(Duration::ZERO),
+                "tick_interval",
+            ),
             (HeartbeatConfig::new().timeout(Duration::ZERO), "timeout"),
             (HeartbeatConfig::new().window(0), "window"),
-            (HeartbeatConfig::new().min_std_dev(Duration::ZERO), "min_std_dev"),
+            (
+                HeartbeatConfig::new().min_std_dev(Duration::ZERO),
+                "min_std_dev",
+            ),
             (
                 HeartbeatConfig::new().first_heartbeat_estimate(Duration::ZERO),
                 "first_heartbeat_estimate",
             ),
             (HeartbeatConfig::new().max_components(0), "max_components"),
-            (HeartbeatConfig::new().phi_threshold(f64::NAN), "phi_threshold"),
+            (
+                HeartbeatConfig::new().phi_threshold(f64::NAN),
+                "phi_threshold",
+            ),
             (HeartbeatConfig::new().phi_threshold(0.0), "phi_threshold"),
             (
                 HeartbeatConfig::new().timeout(Duration::from_millis(100)),

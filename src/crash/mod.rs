@@ -46,8 +46,7 @@ use crate::error::{Error, Result};
 use crate::types::{Failure, FailureSink};
 
 pub use heartbeat::{
-    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor,
-    Transition,
+    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor, Transition,
 };
 pub use process::{ProcessMonitor, ProcessSample, ProcessState, ProcessTransition};
 pub use run_marker::{RunMarker, RunVerdict};
@@ -527,9 +526,7 @@ impl CrashDetector {
             })
         };
         let cmd_tx = self.cmd_tx.as_ref().ok_or_else(stopped)?;
-        cmd_tx
-            .send(Command::CheckNow(tx))
-            .map_err(|_| stopped())?;
+        cmd_tx.send(Command::CheckNow(tx)).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())
     }
 
@@ -632,7 +629,10 @@ mod tests {
                 CrashDetectorConfig::new().marker_refresh_interval(Duration::ZERO),
                 "marker_refresh_interval",
             ),
-            (CrashDetectorConfig::new().report_capacity(0), "report_capacity"),
+            (
+                CrashDetectorConfig::new().report_capacity(0),
+                "report_capacity",
+            ),
             (CrashDetectorConfig::new().max_processes(0), "max_processes"),
             (
                 CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().window(0)),

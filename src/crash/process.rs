@@ -428,10 +428,7 @@ mod tests {
             Err(Error::InvalidArgument { .. })
         ));
         m.watch(1, "init").unwrap();
-        assert!(matches!(
-            m.watch(1, "x"),
-            Err(Error::AlreadyWatched { .. })
-        ));
+        assert!(matches!(m.watch(1, "x"), Err(Error::AlreadyWatched { .. })));
         assert!(matches!(m.watch(2, "x"), Err(Error::WatchLimit { .. })));
         assert!(m.unwatch(1));
     }

@@ -13,7 +13,7 @@
 //!
 //! The lock file is never replaced (a lock on a file that gets renamed over
 //! would lock nothing), while the marker file is replaced on every write with
-//! [`fsutil::atomic_write`](crate::fsutil) and framed with magic `SHRM`.
+//! the crate's crash-safe `atomic_write` and framed with magic `SHRM`.
 //!
 //! # Marker payload (version 1, little-endian, inside the `fsutil` frame)
 //!
@@ -95,7 +95,10 @@ impl RunVerdict {
     /// ([`Crashed`](Self::Crashed) or [`Unknown`](Self::Unknown)).
     #[must_use]
     pub fn is_crash(&self) -> bool {
-        matches!(self, RunVerdict::Crashed { .. } | RunVerdict::Unknown { .. })
+        matches!(
+            self,
+            RunVerdict::Crashed { .. } | RunVerdict::Unknown { .. }
+        )
     }
 }
 
@@ -147,7 +150,10 @@ impl Record {
             return Err(Error::corrupt_file(
                 path,
                 off,
-                format!("state byte {} is neither running (1) nor clean (2)", r.state),
+                format!(
+                    "state byte {} is neither running (1) nor clean (2)",
+                    r.state
+                ),
             ));
         }
         Ok(r)
@@ -259,14 +265,7 @@ impl RunMarker {
         if verdict.is_crash() {
             tracing::warn!(dir = %dir.display(), ?verdict, "previous run did not shut down cleanly");
         }
-        Ok((
-            RunMarker {
-                lock,
-                path,
-                record,
-            },
-            verdict,
-        ))
+        Ok((RunMarker { lock, path, record }, verdict))
     }
 
     /// This run's number (1 for the first run of the directory).
