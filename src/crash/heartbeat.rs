@@ -30,6 +30,15 @@
 //! `Suspect` in the same tick, so every `Dead` report is preceded by a
 //! `Suspect` report. Each transition is returned exactly once.
 //!
+//! A tick that comes a whole `timeout` or more after the previous one means
+//! the watchdog itself did not run (the host process was suspended or starved
+//! of CPU). Components probably did not run either, so the lost time, minus
+//! one tick, is not counted as their silence: a stall of the whole process
+//! produces no false alarms, and a component that stays silent after it is
+//! declared dead one timeout later. Drive [`HeartbeatMonitor::tick`] at the
+//! tick interval (or at least well within the timeout) for the detection
+//! bound above to hold.
+//!
 //! The pause that ends in a recovery is not added to the inter-arrival window:
 //! it is an outage, not a sample of the component's rhythm, and would make the
 //! detector slower to suspect the next one.
@@ -471,13 +480,31 @@ impl HeartbeatMonitor {
     /// tick (time never runs backwards here).
     pub fn tick(&mut self, now_ns: u64) -> Vec<Transition> {
         let now = now_ns.max(self.last_tick_ns);
+        let gap = now - self.last_tick_ns;
         self.last_tick_ns = now;
+        // A tick this late means the watchdog itself did not run (the host
+        // process was suspended, or starved of CPU): the components may not
+        // have run either, so the lost time is not held against them.
+        let stalled = gap >= self.timeout_ns;
+        let forgiven = if stalled {
+            gap - ns(self.config.tick_interval).min(gap)
+        } else {
+            0
+        };
+        if stalled {
+            tracing::warn!(
+                gap_ms = gap / 1_000_000,
+                "watchdog tick came late; the gap is not counted as component silence"
+            );
+        }
         let mut out = Vec::new();
         for e in &mut self.entries {
+            e.last_arrival_ns = e.last_arrival_ns.saturating_add(forgiven).min(now);
             let elapsed_before = now.saturating_sub(e.last_arrival_ns);
             if e.seen.swap(false, Ordering::Relaxed) {
-                // The gap that ends an outage is not a sample of the rhythm.
-                if e.beat_seen && e.state == ComponentState::Alive {
+                // The gap that ends an outage (or a stall) is not a sample of
+                // the rhythm.
+                if e.beat_seen && e.state == ComponentState::Alive && !stalled {
                     e.window.push(elapsed_before);
                 }
                 let phi_before = e.phi;
@@ -667,6 +694,44 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_watchdog_raises_no_alarm_but_still_detects_afterwards() {
+        let mut m = HeartbeatMonitor::new(cfg(), 0).unwrap();
+        let quiet = m.register("quiet", 0).unwrap();
+        let busy = m.register("busy", 0).unwrap();
+        let mut now = 0;
+        for _ in 0..20 {
+            quiet.beat();
+            busy.beat();
+            now += 10 * MS;
+            m.tick(now);
+        }
+        // The whole process is suspended for 10 s; only `busy` beats when it resumes.
+        busy.beat();
+        now += 10_000 * MS;
+        assert!(m.tick(now).is_empty());
+        let resumed = now;
+        let mut dead_at = None;
+        let mut ticks_after = 0;
+        while dead_at.is_none() {
+            busy.beat();
+            now += 10 * MS;
+            ticks_after += 1;
+            for t in m.tick(now) {
+                assert_eq!(&*t.component, "quiet");
+                if t.to == ComponentState::Dead {
+                    dead_at = Some(t.at_ns);
+                }
+            }
+        }
+        // Silence counted from one tick before the resume.
+        assert_eq!(dead_at, Some(resumed - 10 * MS + 500 * MS));
+        let busy_status = &m.statuses()[1];
+        assert_eq!(busy_status.state, ComponentState::Alive);
+        // 19 intervals before the stall, one per tick after it, none for it.
+        assert_eq!(busy_status.samples, 19 + ticks_after);
+    }
+
+    #[test]
     fn time_going_backwards_is_harmless() {
         let mut m = HeartbeatMonitor::new(cfg(), 1_000 * MS).unwrap();
         let h = m.register("c", 1_000 * MS).unwrap();
@@ -680,7 +745,7 @@ mod tests {
         /// previous `to`), never repeat a state, and Dead always follows Suspect.
         #[test]
         fn transitions_chain_and_are_reported_once(beats in proptest::collection::vec(any::<bool>(), 1..400),
-                                                   gaps in proptest::collection::vec(1u64..80, 1..400)) {
+                                                   gaps in proptest::collection::vec(1u64..800, 1..400)) {
             let mut m = HeartbeatMonitor::new(cfg(), 0).unwrap();
             let h = m.register("c", 0).unwrap();
             let mut now = 0;

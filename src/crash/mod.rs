@@ -450,6 +450,21 @@ impl fmt::Debug for CrashDetector {
 }
 
 impl CrashDetector {
+    /// Whether the caller is the watchdog thread itself (inside the event
+    /// callback), where waiting for the watchdog would wait forever.
+    fn on_watchdog_thread(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+
+    fn reentrant_error(op: &'static str) -> Error {
+        Error::InvalidArgument {
+            what: op,
+            reason: "called from the watchdog thread (inside the event callback), where it would wait for itself; call it from another thread".into(),
+        }
+    }
+
     fn check_running(&self) -> Result<()> {
         if let Some(reason) = self.shared.failed.lock().clone() {
             return Err(Error::Stopped {
@@ -515,9 +530,13 @@ impl CrashDetector {
     /// their interval has passed. Useful with a manual clock.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after shutdown or a watchdog panic.
+    /// [`Error::Stopped`] after shutdown or a watchdog panic;
+    /// [`Error::InvalidArgument`] when called from the event callback.
     pub fn check_now(&self) -> Result<Vec<CrashEvent>> {
         self.check_running()?;
+        if self.on_watchdog_thread() {
+            return Err(Self::reentrant_error("check_now"));
+        }
         let (tx, rx) = bounded(1);
         let stopped = || {
             self.check_running().err().unwrap_or(Error::Stopped {
@@ -558,12 +577,21 @@ impl CrashDetector {
     /// # Errors
     /// [`Error::Io`] when the marker could not be written (the next start
     /// then reports a crash); [`Error::Stopped`] when the watchdog had
-    /// panicked (nothing is recorded: the run did not end cleanly).
+    /// panicked (nothing is recorded: the run did not end cleanly);
+    /// [`Error::InvalidArgument`] when called from the event callback (the
+    /// watchdog then stops after the callback, without a clean record).
     pub fn shutdown(mut self) -> Result<()> {
         self.stop_inner(true)
     }
 
     fn stop_inner(&mut self, clean: bool) -> Result<()> {
+        if self.on_watchdog_thread() {
+            // Dropping the sender ends the loop once the callback returns;
+            // the thread cannot be joined from inside itself.
+            self.cmd_tx = None;
+            self.thread = None;
+            return Err(Self::reentrant_error("shutdown"));
+        }
         let Some(cmd_tx) = self.cmd_tx.take() else {
             return Ok(());
         };
@@ -654,13 +682,43 @@ mod tests {
             .build()
             .unwrap();
         let _h = d.register("c").unwrap();
-        clock.advance(Duration::from_secs(10_000));
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        clock.advance(Duration::from_secs(3600));
         assert!(d.check_now().is_err());
         match d.register("d") {
             Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
             other => panic!("expected Stopped, got {other:?}"),
         }
         assert!(matches!(d.shutdown(), Err(Error::Stopped { .. })));
+    }
+
+    #[test]
+    fn calls_from_inside_the_callback_are_refused_not_deadlocked() {
+        let (clock, cfg) = manual();
+        let slot: Arc<std::sync::OnceLock<std::sync::Weak<CrashDetector>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (slot2, seen2) = (slot.clone(), seen.clone());
+        let d = Arc::new(
+            cfg.on_event(Arc::new(move |_| {
+                if let Some(d) = slot2.get().and_then(std::sync::Weak::upgrade) {
+                    let e = d.check_now().unwrap_err();
+                    seen2.lock().push(e.to_string());
+                }
+            }))
+            .build()
+            .unwrap(),
+        );
+        slot.set(Arc::downgrade(&d)).unwrap();
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(d.check_now().unwrap().len(), 2);
+        let seen = seen.lock().clone();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
+        Arc::try_unwrap(d).unwrap().shutdown().unwrap();
     }
 
     #[test]
@@ -676,7 +734,9 @@ mod tests {
             .build()
             .unwrap();
         let _h = d.register("c").unwrap();
-        clock.advance(Duration::from_secs(7300));
+        clock.advance(Duration::from_secs(3600));
+        assert!(d.check_now().unwrap().is_empty());
+        clock.advance(Duration::from_secs(3600));
         let evs = d.check_now().unwrap();
         assert_eq!(evs.len(), 2, "suspect then dead in one tick: {evs:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);

@@ -12,7 +12,7 @@
 //!   belongs to a different process (its start time changed: pid reuse).
 //!
 //! Leaving *alive* is reported once as a
-//! [`FailureKind::ProcessGone`](crate::FailureKind::ProcessGone); a later
+//! [`FailureKind::ProcessGone`]; a later
 //! zombie → gone step is a transition event only. A gone process stays gone:
 //! a pid that comes back is another process and must be watched anew.
 //!
