@@ -229,6 +229,9 @@ impl CrashDetectorConfig {
         let (sink, failures) = FailureSink::bounded(self.report_capacity);
         let (event_tx, events) = bounded(self.report_capacity);
         let (cmd_tx, cmd_rx) = bounded(16);
+        // Never sent on: the watchdog drops its end when it exits (however it
+        // exits), which wakes anyone waiting for a reply that will not come.
+        let (alive_tx, exited) = bounded::<()>(0);
         let mut worker = Worker {
             shared: shared.clone(),
             clock: self.clock.clone(),
@@ -244,12 +247,16 @@ impl CrashDetectorConfig {
         let tick = self.heartbeat.tick();
         let thread = std::thread::Builder::new()
             .name("selfheal-watchdog".into())
-            .spawn(move || worker.run(&cmd_rx, tick))
+            .spawn(move || {
+                let _alive = alive_tx;
+                worker.run(&cmd_rx, tick);
+            })
             .map_err(|e| Error::io("spawning the selfheal-watchdog thread", e))?;
         Ok(CrashDetector {
             shared,
             clock: self.clock,
             cmd_tx: Some(cmd_tx),
+            exited,
             thread: Some(thread),
             sink,
             failures,
@@ -435,6 +442,7 @@ pub struct CrashDetector {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     cmd_tx: Option<Sender<Command>>,
+    exited: Receiver<()>,
     thread: Option<JoinHandle<()>>,
     sink: FailureSink,
     failures: Receiver<Failure>,
@@ -462,6 +470,15 @@ impl CrashDetector {
         Error::InvalidArgument {
             what: op,
             reason: "called from the watchdog thread (inside the event callback), where it would wait for itself; call it from another thread".into(),
+        }
+    }
+
+    /// Waits for a reply from the watchdog, or for the watchdog to exit
+    /// (a command queued just before it exited is never answered).
+    fn await_reply<T>(&self, rx: &Receiver<T>) -> Option<T> {
+        select! {
+            recv(rx) -> r => r.ok(),
+            recv(self.exited) -> _ => rx.try_recv().ok(),
         }
     }
 
@@ -546,7 +563,7 @@ impl CrashDetector {
         };
         let cmd_tx = self.cmd_tx.as_ref().ok_or_else(stopped)?;
         cmd_tx.send(Command::CheckNow(tx)).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())
+        self.await_reply(&rx).ok_or_else(stopped)
     }
 
     /// Failure reports (component suspect or dead, process exited).
@@ -599,7 +616,7 @@ impl CrashDetector {
         if clean {
             let (tx, rx) = bounded(1);
             if cmd_tx.send(Command::Shutdown(tx)).is_ok() {
-                result = rx.recv().unwrap_or(Ok(()));
+                result = self.await_reply(&rx).unwrap_or(Ok(()));
             }
         }
         // Dropping the sender ends the loop if no shutdown was sent.
