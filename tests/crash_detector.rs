@@ -472,3 +472,38 @@ fn unix_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn a_failing_marker_refresh_is_counted_and_detection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db");
+    let (m, _) = RunMarker::open(&data).unwrap();
+    let clock = ManualClock::new();
+    let detector = CrashDetectorConfig::new()
+        .clock(Arc::new(clock.clone()))
+        .heartbeat(
+            HeartbeatConfig::new()
+                .tick_interval(Duration::from_secs(1))
+                .timeout(Duration::from_secs(3)),
+        )
+        .marker_refresh_interval(Duration::from_secs(1))
+        .run_marker(m)
+        .build()
+        .unwrap();
+    let _h = detector.register("c").unwrap();
+    // The data directory disappears under the running detector.
+    std::fs::remove_dir_all(&data).unwrap();
+    let mut dead = false;
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(1));
+        dead |= detector
+            .check_now()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, CrashEvent::Component(t) if t.to == ComponentState::Dead));
+    }
+    assert!(dead, "detection continued");
+    assert!(detector.stats().marker_errors >= 1);
+    // The clean record cannot be written either: shutdown says so.
+    assert!(matches!(detector.shutdown(), Err(Error::Io { .. })));
+}
