@@ -280,6 +280,30 @@ pub enum Error {
     },
 
     // ---- crash detection ----
+    /// Another opener holds the data directory's run-marker lock.
+    #[error("data directory {} is locked by another running instance (or another opener in this process): stop it or use another directory", path.display())]
+    DirectoryLocked {
+        /// The data directory.
+        path: PathBuf,
+    },
+
+    /// A component name or pid is already being watched.
+    #[error(
+        "{what} is already watched: names and pids must be unique; unregister the old one first"
+    )]
+    AlreadyWatched {
+        /// What was registered twice ("component wal", "process 42").
+        what: String,
+    },
+
+    /// The configured number of watched components or processes is reached.
+    #[error("cannot watch more {what}: the limit of {capacity} is reached; unregister some or raise the limit")]
+    WatchLimit {
+        /// "components" or "processes".
+        what: &'static str,
+        /// The configured limit.
+        capacity: usize,
+    },
 
     // ---- snapshots ----
     /// A snapshot id that the manifest does not list.

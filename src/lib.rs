@@ -40,6 +40,7 @@ pub mod repair;
 pub mod rollback;
 
 // ---- crash detection ----
+pub mod crash;
 
 // ---- snapshots ----
 pub mod snapshot;
@@ -70,6 +71,10 @@ pub use rollback::{
 };
 
 // ---- re-exports: crash detection ----
+pub use crash::{
+    CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
+    RunVerdict,
+};
 
 // ---- re-exports: snapshots ----
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};

@@ -87,6 +87,8 @@ pub enum Target {
     Page(PageId),
     /// A named component of the host (heartbeat source, probe, subsystem).
     Component(Arc<str>),
+    /// An operating-system process, by pid.
+    Process(u32),
 }
 
 impl fmt::Display for Target {
@@ -94,6 +96,7 @@ impl fmt::Display for Target {
         match self {
             Target::Page(p) => write!(f, "page {p}"),
             Target::Component(c) => write!(f, "component {c}"),
+            Target::Process(pid) => write!(f, "process {pid}"),
         }
     }
 }
@@ -127,7 +130,21 @@ pub enum FailureKind {
         count: u64,
     },
     // ---- crash detection ----
-
+    /// A component's heartbeats are late enough that phi crossed the threshold.
+    ComponentSuspect {
+        /// The component's registered name.
+        component: Arc<str>,
+    },
+    /// A component sent no heartbeat for the whole timeout.
+    ComponentDead {
+        /// The component's registered name.
+        component: Arc<str>,
+    },
+    /// A watched process exited (zombie or gone from the process table).
+    ProcessGone {
+        /// Its pid.
+        pid: u32,
+    },
     // ---- snapshots ----
 
     // ---- health ----
@@ -172,7 +189,9 @@ impl FailureKind {
             }
             FailureKind::InFlightAtCrash { .. } => Target::Component(Arc::from("undo journal")),
             // ---- crash detection ----
-
+            FailureKind::ComponentSuspect { component }
+            | FailureKind::ComponentDead { component } => Target::Component(component.clone()),
+            FailureKind::ProcessGone { pid } => Target::Process(*pid),
             // ---- snapshots ----
 
             // ---- health ----
@@ -192,7 +211,8 @@ impl FailureKind {
             FailureKind::Deadlock { .. } => Priority::P1,
             FailureKind::InFlightAtCrash { .. } => Priority::P0,
             // ---- crash detection ----
-
+            FailureKind::ComponentDead { .. } | FailureKind::ProcessGone { .. } => Priority::P1,
+            FailureKind::ComponentSuspect { .. } => Priority::P2,
             // ---- snapshots ----
 
             // ---- health ----

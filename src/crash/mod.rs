@@ -1,0 +1,785 @@
+//! `CrashDetector`: notice quickly that a component or process stopped
+//! answering, without false alarms during ordinary pauses, and tell a clean
+//! shutdown from a crash at the next start.
+//!
+//! - Components register and beat through a [`HeartbeatHandle`] whose
+//!   [`beat`](HeartbeatHandle::beat) is a relaxed atomic load (plus a store
+//!   once per tick) and reads no clock.
+//! - The watchdog thread `selfheal-watchdog` ticks the pure
+//!   [`HeartbeatMonitor`] state machine (phi accrual next to a plain timeout;
+//!   see [`heartbeat`] and [`phi`]), samples watched processes
+//!   ([`process`]) and refreshes the [`RunMarker`]'s last-seen time.
+//! - Every state change is delivered once: to the callback, on the event
+//!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
+//!   [`Failure`] on the failure channel. Both channels are bounded; when a
+//!   consumer falls behind, new messages are counted as dropped rather than
+//!   stalling the watchdog.
+//!
+//! # Threads and shutdown
+//!
+//! One thread, selecting over a bounded command channel and a ticker.
+//! [`CrashDetector::shutdown`] sends a command with a reply channel, the
+//! thread records a clean shutdown in the run marker (if it has one) and
+//! exits, and the caller joins it. Dropping the detector stops and joins the
+//! thread too but does **not** record a clean shutdown, so that a drop while
+//! the host unwinds from a panic is reported as a crash at the next start.
+//! A panic on the watchdog thread (for example in the host's callback) stops
+//! the detector: later calls return [`Error::Stopped`] with the panic message.
+
+pub mod heartbeat;
+pub mod phi;
+pub mod process;
+pub mod run_marker;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::types::{Failure, FailureSink};
+
+pub use heartbeat::{
+    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor, Transition,
+};
+pub use process::{ProcessMonitor, ProcessSample, ProcessState, ProcessTransition};
+pub use run_marker::{RunMarker, RunVerdict};
+
+use heartbeat::ns;
+
+const COMPONENT: &str = "crash detector";
+
+/// One state change seen by the watchdog.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CrashEvent {
+    /// A component changed state.
+    Component(Transition),
+    /// A watched process changed state.
+    Process(ProcessTransition),
+}
+
+impl CrashEvent {
+    /// The failure report for this event, if it is one (suspect, dead,
+    /// process exited).
+    #[must_use]
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            CrashEvent::Component(t) => t.failure(),
+            CrashEvent::Process(t) => t.failure(),
+        }
+    }
+}
+
+impl fmt::Display for CrashEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrashEvent::Component(t) => t.fmt(f),
+            CrashEvent::Process(t) => t.fmt(f),
+        }
+    }
+}
+
+/// Called on the watchdog thread with every event, once each.
+pub type CrashCallback = Arc<dyn Fn(&CrashEvent) + Send + Sync>;
+
+/// Configuration of a [`CrashDetector`].
+#[must_use]
+pub struct CrashDetectorConfig {
+    heartbeat: HeartbeatConfig,
+    process_interval: Duration,
+    max_processes: usize,
+    marker_refresh_interval: Duration,
+    report_capacity: usize,
+    clock: Arc<dyn Clock>,
+    on_event: Option<CrashCallback>,
+    run_marker: Option<RunMarker>,
+}
+
+impl fmt::Debug for CrashDetectorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrashDetectorConfig")
+            .field("heartbeat", &self.heartbeat)
+            .field("process_interval", &self.process_interval)
+            .field("max_processes", &self.max_processes)
+            .field("marker_refresh_interval", &self.marker_refresh_interval)
+            .field("report_capacity", &self.report_capacity)
+            .field("run_marker", &self.run_marker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CrashDetectorConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CrashDetectorConfig {
+    /// Defaults: [`HeartbeatConfig::default`], processes sampled every 1 s (at
+    /// most 256), marker refreshed every 1 s, 1 024 unread reports per
+    /// channel, the system clock, no callback, no run marker.
+    pub fn new() -> Self {
+        CrashDetectorConfig {
+            heartbeat: HeartbeatConfig::default(),
+            process_interval: Duration::from_secs(1),
+            max_processes: 256,
+            marker_refresh_interval: Duration::from_secs(1),
+            report_capacity: 1024,
+            clock: SystemClock::shared(),
+            on_event: None,
+            run_marker: None,
+        }
+    }
+
+    /// Component liveness settings (tick, timeout, phi; see [`HeartbeatConfig`]).
+    pub fn heartbeat(mut self, c: HeartbeatConfig) -> Self {
+        self.heartbeat = c;
+        self
+    }
+
+    /// How often watched processes are sampled (default 1 s). Sampling reads
+    /// the OS process table, so it runs less often than the heartbeat tick;
+    /// it happens on the first tick at or after each interval.
+    pub fn process_interval(mut self, d: Duration) -> Self {
+        self.process_interval = d;
+        self
+    }
+
+    /// How many processes may be watched at once (default 256).
+    pub fn max_processes(mut self, n: usize) -> Self {
+        self.max_processes = n;
+        self
+    }
+
+    /// How often the run marker's last-seen time is rewritten (default 1 s;
+    /// each rewrite is two fsyncs).
+    pub fn marker_refresh_interval(mut self, d: Duration) -> Self {
+        self.marker_refresh_interval = d;
+        self
+    }
+
+    /// How many unread messages each of the failure and event channels holds
+    /// (default 1 024); beyond that, new ones are counted as dropped.
+    pub fn report_capacity(mut self, n: usize) -> Self {
+        self.report_capacity = n;
+        self
+    }
+
+    /// The clock (default: the system clock). The watchdog still wakes on
+    /// real time every tick interval; it reads `now` from this clock, and
+    /// [`CrashDetector::check_now`] runs a tick on demand for simulated time.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A callback run on the watchdog thread with every event (default none).
+    /// It must not block for long: it delays the next tick.
+    pub fn on_event(mut self, f: CrashCallback) -> Self {
+        self.on_event = Some(f);
+        self
+    }
+
+    /// A run marker for the watchdog to keep fresh and to close cleanly on
+    /// [`CrashDetector::shutdown`] (default none).
+    pub fn run_marker(mut self, marker: RunMarker) -> Self {
+        self.run_marker = Some(marker);
+        self
+    }
+
+    /// Validates the configuration and starts the watchdog thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for any zero interval, timeout, window or
+    /// capacity (see [`HeartbeatConfig::validate`]); [`Error::Io`] when the
+    /// thread cannot be spawned.
+    pub fn build(self) -> Result<CrashDetector> {
+        if self.process_interval.is_zero() {
+            return Err(Error::config(
+                "process_interval",
+                "is zero; it must be positive",
+            ));
+        }
+        if self.marker_refresh_interval.is_zero() {
+            return Err(Error::config(
+                "marker_refresh_interval",
+                "is zero; it must be positive",
+            ));
+        }
+        if self.report_capacity == 0 {
+            return Err(Error::config(
+                "report_capacity",
+                "is 0; it must be at least 1",
+            ));
+        }
+        let now = self.clock.now_ns();
+        let shared = Arc::new(Shared {
+            heartbeats: Mutex::new(HeartbeatMonitor::new(self.heartbeat, now)?),
+            processes: Mutex::new(ProcessMonitor::new(self.max_processes)?),
+            failed: Mutex::new(None),
+            events_dropped: AtomicU64::new(0),
+            marker_errors: AtomicU64::new(0),
+        });
+        let (sink, failures) = FailureSink::bounded(self.report_capacity);
+        let (event_tx, events) = bounded(self.report_capacity);
+        let (cmd_tx, cmd_rx) = bounded(16);
+        // Never sent on: the watchdog drops its end when it exits (however it
+        // exits), which wakes anyone waiting for a reply that will not come.
+        let (alive_tx, exited) = bounded::<()>(0);
+        let mut worker = Worker {
+            shared: shared.clone(),
+            clock: self.clock.clone(),
+            sink: sink.clone(),
+            event_tx,
+            on_event: self.on_event,
+            marker: self.run_marker,
+            process_interval_ns: ns(self.process_interval),
+            marker_interval_ns: ns(self.marker_refresh_interval),
+            next_process_ns: now,
+            next_marker_ns: now.saturating_add(ns(self.marker_refresh_interval)),
+        };
+        let tick = self.heartbeat.tick();
+        let thread = std::thread::Builder::new()
+            .name("selfheal-watchdog".into())
+            .spawn(move || {
+                let _alive = alive_tx;
+                worker.run(&cmd_rx, tick);
+            })
+            .map_err(|e| Error::io("spawning the selfheal-watchdog thread", e))?;
+        Ok(CrashDetector {
+            shared,
+            clock: self.clock,
+            cmd_tx: Some(cmd_tx),
+            exited,
+            thread: Some(thread),
+            sink,
+            failures,
+            events,
+        })
+    }
+}
+
+struct Shared {
+    heartbeats: Mutex<HeartbeatMonitor>,
+    processes: Mutex<ProcessMonitor>,
+    /// Set when the watchdog panicked.
+    failed: Mutex<Option<String>>,
+    events_dropped: AtomicU64,
+    marker_errors: AtomicU64,
+}
+
+enum Command {
+    CheckNow(Sender<Vec<CrashEvent>>),
+    Shutdown(Sender<Result<()>>),
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    sink: FailureSink,
+    event_tx: Sender<CrashEvent>,
+    on_event: Option<CrashCallback>,
+    marker: Option<RunMarker>,
+    process_interval_ns: u64,
+    marker_interval_ns: u64,
+    next_process_ns: u64,
+    next_marker_ns: u64,
+}
+
+impl Worker {
+    fn run(&mut self, cmds: &Receiver<Command>, tick: Duration) {
+        let ticker = crossbeam_channel::tick(tick);
+        loop {
+            select! {
+                recv(cmds) -> cmd => match cmd {
+                    Ok(Command::CheckNow(reply)) => match self.guarded_tick() {
+                        Some(events) => {
+                            let _ = reply.send(events);
+                        }
+                        None => return,
+                    },
+                    Ok(Command::Shutdown(reply)) => {
+                        let r = self.marker.take().map_or(Ok(()), RunMarker::close);
+                        let _ = reply.send(r);
+                        return;
+                    }
+                    // The detector was dropped: stop without a clean record.
+                    Err(_) => return,
+                },
+                recv(ticker) -> _ => {
+                    if self.guarded_tick().is_none() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A tick that turns a panic (in the host's callback, say) into the
+    /// detector's failed state; `None` means the thread must exit. The state
+    /// is recorded before any reply channel is dropped, so a caller waiting
+    /// on one sees the reason.
+    fn guarded_tick(&mut self) -> Option<Vec<CrashEvent>> {
+        match catch_unwind(AssertUnwindSafe(|| self.tick())) {
+            Ok(events) => Some(events),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic payload".into());
+                tracing::error!(panic = %msg, "selfheal-watchdog panicked; crash detection stopped");
+                *self.shared.failed.lock() = Some(format!("the watchdog thread panicked: {msg}"));
+                None
+            }
+        }
+    }
+
+    /// One watchdog step: heartbeats, processes when due, marker when due;
+    /// then delivery of every event.
+    fn tick(&mut self) -> Vec<CrashEvent> {
+        let now = self.clock.now_ns();
+        let mut events: Vec<CrashEvent> = self
+            .shared
+            .heartbeats
+            .lock()
+            .tick(now)
+            .into_iter()
+            .map(CrashEvent::Component)
+            .collect();
+        if now >= self.next_process_ns {
+            self.next_process_ns = now.saturating_add(self.process_interval_ns);
+            events.extend(
+                self.shared
+                    .processes
+                    .lock()
+                    .sample(now)
+                    .into_iter()
+                    .map(CrashEvent::Process),
+            );
+        }
+        if now >= self.next_marker_ns {
+            self.next_marker_ns = now.saturating_add(self.marker_interval_ns);
+            if let Some(m) = &mut self.marker {
+                if let Err(e) = m.refresh() {
+                    // Detection goes on; the next start will see an older
+                    // last-seen time, which errs on the safe side.
+                    self.shared.marker_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "could not refresh the run marker");
+                }
+            }
+        }
+        for ev in &events {
+            tracing::info!(event = %ev, "crash detector");
+            if let Some(cb) = &self.on_event {
+                cb(ev);
+            }
+            if let Some(f) = ev.failure() {
+                self.sink.send(f);
+            }
+            if self.event_tx.try_send(ev.clone()).is_err() {
+                self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        events
+    }
+}
+
+/// Counters of a [`CrashDetector`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashStats {
+    /// Failure reports dropped because the failure channel was full.
+    pub failures_dropped: u64,
+    /// Events dropped because the event channel was full.
+    pub events_dropped: u64,
+    /// Run-marker refreshes that failed.
+    pub marker_errors: u64,
+}
+
+/// Heartbeats, process liveness and the run marker, watched by one thread.
+/// See the module docs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use selfheal::crash::{ComponentState, CrashDetectorConfig, CrashEvent, HeartbeatConfig};
+/// use selfheal::{Clock, FailureKind, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let detector = CrashDetectorConfig::new()
+///     .clock(Arc::new(clock.clone()))
+///     .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
+///     .build()?;
+/// let wal = detector.register("wal-writer")?;
+///
+/// // The component beats; the watchdog sees it alive.
+/// for _ in 0..20 {
+///     wal.beat();
+///     clock.advance(Duration::from_millis(100));
+///     assert!(detector.check_now()?.is_empty());
+/// }
+/// // It stops beating: suspect first, then dead at the timeout.
+/// let mut states = Vec::new();
+/// for _ in 0..25 {
+///     clock.advance(Duration::from_millis(100));
+///     for ev in detector.check_now()? {
+///         if let CrashEvent::Component(t) = ev { states.push(t.to) }
+///     }
+/// }
+/// assert_eq!(states, [ComponentState::Suspect, ComponentState::Dead]);
+/// let failure = detector.failures().try_iter().last().unwrap();
+/// assert!(matches!(failure.kind, FailureKind::ComponentDead { .. }));
+/// detector.shutdown()?;
+/// # Ok::<(), selfheal::Error>(())
+/// ```
+pub struct CrashDetector {
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    cmd_tx: Option<Sender<Command>>,
+    exited: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+    sink: FailureSink,
+    failures: Receiver<Failure>,
+    events: Receiver<CrashEvent>,
+}
+
+impl fmt::Debug for CrashDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrashDetector")
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CrashDetector {
+    /// Whether the caller is the watchdog thread itself (inside the event
+    /// callback), where waiting for the watchdog would wait forever.
+    fn on_watchdog_thread(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+
+    fn reentrant_error(op: &'static str) -> Error {
+        Error::InvalidArgument {
+            what: op,
+            reason: "called from the watchdog thread (inside the event callback), where it would wait for itself; call it from another thread".into(),
+        }
+    }
+
+    /// Waits for a reply from the watchdog, or for the watchdog to exit
+    /// (a command queued just before it exited is never answered).
+    fn await_reply<T>(&self, rx: &Receiver<T>) -> Option<T> {
+        select! {
+            recv(rx) -> r => r.ok(),
+            recv(self.exited) -> _ => rx.try_recv().ok(),
+        }
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Err(Error::Stopped {
+                component: COMPONENT,
+                reason,
+            });
+        }
+        if self.cmd_tx.is_none() {
+            return Err(Error::Stopped {
+                component: COMPONENT,
+                reason: "it was shut down".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Registers a component, alive as of now; beat through the handle.
+    ///
+    /// # Errors
+    /// As [`HeartbeatMonitor::register`]; [`Error::Stopped`] after shutdown
+    /// or a watchdog panic.
+    pub fn register(&self, name: &str) -> Result<HeartbeatHandle> {
+        self.check_running()?;
+        let now = self.clock.now_ns();
+        self.shared.heartbeats.lock().register(name, now)
+    }
+
+    /// Stops watching a component; returns whether it was registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.shared.heartbeats.lock().unregister(name)
+    }
+
+    /// Starts watching process `pid` under `name`; it is sampled at the next
+    /// process interval.
+    ///
+    /// # Errors
+    /// As [`ProcessMonitor::watch`]; [`Error::Stopped`] after shutdown or a
+    /// watchdog panic.
+    pub fn watch_process(&self, pid: u32, name: &str) -> Result<()> {
+        self.check_running()?;
+        self.shared.processes.lock().watch(pid, name)
+    }
+
+    /// Stops watching `pid`; returns whether it was watched.
+    pub fn unwatch_process(&self, pid: u32) -> bool {
+        self.shared.processes.lock().unwatch(pid)
+    }
+
+    /// The status of every component after the last tick.
+    #[must_use]
+    pub fn components(&self) -> Vec<ComponentStatus> {
+        self.shared.heartbeats.lock().statuses()
+    }
+
+    /// The last sample of a watched process.
+    #[must_use]
+    pub fn process(&self, pid: u32) -> Option<ProcessSample> {
+        self.shared.processes.lock().last_sample(pid)
+    }
+
+    /// Runs one watchdog tick now, on the watchdog thread, and returns its
+    /// events (which are also delivered as usual). Processes are sampled if
+    /// their interval has passed. Useful with a manual clock.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after shutdown or a watchdog panic;
+    /// [`Error::InvalidArgument`] when called from the event callback.
+    pub fn check_now(&self) -> Result<Vec<CrashEvent>> {
+        self.check_running()?;
+        if self.on_watchdog_thread() {
+            return Err(Self::reentrant_error("check_now"));
+        }
+        let (tx, rx) = bounded(1);
+        let stopped = || {
+            self.check_running().err().unwrap_or(Error::Stopped {
+                component: COMPONENT,
+                reason: "the watchdog thread exited".into(),
+            })
+        };
+        let cmd_tx = self.cmd_tx.as_ref().ok_or_else(stopped)?;
+        cmd_tx.send(Command::CheckNow(tx)).map_err(|_| stopped())?;
+        self.await_reply(&rx).ok_or_else(stopped)
+    }
+
+    /// Failure reports (component suspect or dead, process exited).
+    #[must_use]
+    pub fn failures(&self) -> &Receiver<Failure> {
+        &self.failures
+    }
+
+    /// Every event, recoveries included.
+    #[must_use]
+    pub fn events(&self) -> &Receiver<CrashEvent> {
+        &self.events
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> CrashStats {
+        CrashStats {
+            failures_dropped: self.sink.dropped(),
+            events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
+            marker_errors: self.shared.marker_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the watchdog, records a clean shutdown in the run marker (if
+    /// any) and joins the thread.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the marker could not be written (the next start
+    /// then reports a crash); [`Error::Stopped`] when the watchdog had
+    /// panicked (nothing is recorded: the run did not end cleanly);
+    /// [`Error::InvalidArgument`] when called from the event callback (the
+    /// watchdog then stops after the callback, without a clean record).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_inner(true)
+    }
+
+    fn stop_inner(&mut self, clean: bool) -> Result<()> {
+        if self.on_watchdog_thread() {
+            // Dropping the sender ends the loop once the callback returns;
+            // the thread cannot be joined from inside itself.
+            self.cmd_tx = None;
+            self.thread = None;
+            return Err(Self::reentrant_error("shutdown"));
+        }
+        let Some(cmd_tx) = self.cmd_tx.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if clean {
+            let (tx, rx) = bounded(1);
+            if cmd_tx.send(Command::Shutdown(tx)).is_ok() {
+                result = self.await_reply(&rx).unwrap_or(Ok(()));
+            }
+        }
+        // Dropping the sender ends the loop if no shutdown was sent.
+        drop(cmd_tx);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Err(Error::Stopped {
+                component: COMPONENT,
+                reason,
+            });
+        }
+        result
+    }
+}
+
+impl Drop for CrashDetector {
+    /// Stops and joins the watchdog without recording a clean shutdown; use
+    /// [`CrashDetector::shutdown`] for that.
+    fn drop(&mut self) {
+        let _ = self.stop_inner(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::atomic::AtomicUsize;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn manual() -> (ManualClock, CrashDetectorConfig) {
+        let clock = ManualClock::new();
+        let cfg = CrashDetectorConfig::new()
+            .clock(Arc::new(clock.clone()))
+            // A real-time tick far beyond the test so only check_now ticks.
+            .heartbeat(
+                HeartbeatConfig::new()
+                    .tick_interval(Duration::from_secs(3600))
+                    .timeout(Duration::from_secs(7200)),
+            );
+        (clock, cfg)
+    }
+
+    #[test]
+    fn bad_config_is_typed() {
+        for (cfg, field) in [
+            (
+                CrashDetectorConfig::new().process_interval(Duration::ZERO),
+                "process_interval",
+            ),
+            (
+                CrashDetectorConfig::new().marker_refresh_interval(Duration::ZERO),
+                "marker_refresh_interval",
+            ),
+            (
+                CrashDetectorConfig::new().report_capacity(0),
+                "report_capacity",
+            ),
+            (CrashDetectorConfig::new().max_processes(0), "max_processes"),
+            (
+                CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
+                "window",
+            ),
+        ] {
+            match cfg.build() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn panicking_callback_stops_the_detector_with_a_typed_error() {
+        let (clock, cfg) = manual();
+        let d = cfg
+            .on_event(Arc::new(|_| panic!("host callback bug")))
+            .build()
+            .unwrap();
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert!(d.check_now().is_err());
+        match d.register("d") {
+            Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+        assert!(matches!(d.shutdown(), Err(Error::Stopped { .. })));
+    }
+
+    #[test]
+    fn calls_from_inside_the_callback_are_refused_not_deadlocked() {
+        let (clock, cfg) = manual();
+        let slot: Arc<std::sync::OnceLock<std::sync::Weak<CrashDetector>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (slot2, seen2) = (slot.clone(), seen.clone());
+        let d = Arc::new(
+            cfg.on_event(Arc::new(move |_| {
+                if let Some(d) = slot2.get().and_then(std::sync::Weak::upgrade) {
+                    let e = d.check_now().unwrap_err();
+                    seen2.lock().push(e.to_string());
+                }
+            }))
+            .build()
+            .unwrap(),
+        );
+        slot.set(Arc::downgrade(&d)).unwrap();
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(d.check_now().unwrap().len(), 2);
+        let seen = seen.lock().clone();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
+        Arc::try_unwrap(d).unwrap().shutdown().unwrap();
+    }
+
+    #[test]
+    fn events_reach_callback_and_both_channels_once() {
+        let (clock, cfg) = manual();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let d = cfg
+            .report_capacity(1)
+            .on_event(Arc::new(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            }))
+            .build()
+            .unwrap();
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert!(d.check_now().unwrap().is_empty());
+        clock.advance(Duration::from_secs(3600));
+        let evs = d.check_now().unwrap();
+        assert_eq!(evs.len(), 2, "suspect then dead in one tick: {evs:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(d.check_now().unwrap().is_empty());
+        // Capacity 1: the second of each kind was counted as dropped.
+        assert_eq!(d.failures().try_iter().count(), 1);
+        assert_eq!(d.events().try_iter().count(), 1);
+        let s = d.stats();
+        assert_eq!((s.failures_dropped, s.events_dropped), (1, 1));
+        d.shutdown().unwrap();
+    }
+
+    #[test]
+    fn shutdown_closes_the_marker_cleanly_and_drop_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, _) = RunMarker::open(dir.path()).unwrap();
+        let (_clock, cfg) = manual();
+        let d = cfg.run_marker(m).build().unwrap();
+        d.shutdown().unwrap();
+        let (m, v) = RunMarker::open(dir.path()).unwrap();
+        assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
+        let (_clock, cfg) = manual();
+        let d = cfg.run_marker(m).build().unwrap();
+        drop(d);
+        let (_m, v) = RunMarker::open(dir.path()).unwrap();
+        assert!(v.is_crash(), "{v:?}");
+        let _ = MS;
+    }
+}
