@@ -27,7 +27,10 @@
 //!
 //! For hosts that cannot give up bytes in a page, [`ChecksumTable`] keeps one
 //! CRC32 of (page number as u64 LE ‖ whole page) per page, in memory and in a
-//! framed file (see [`crate::fsutil`] for the frame). Its payload is:
+//! framed file. Every file the library writes whole has the same 24-byte
+//! frame header: magic (4 bytes, here `SHCT`), format version (u32), payload
+//! length (u64), CRC32 of the payload (u32), CRC32 of the 20 header bytes
+//! before it (u32). The payload is:
 //!
 //! | offset | size | field                                                    |
 //! |-------:|-----:|----------------------------------------------------------|

@@ -5,7 +5,7 @@
 //! pages of a protected store (the host, rollback, repair, restore) goes
 //! through it, because it keeps the checksums current and because it is what
 //! lets a repair know that a host write raced with it (see
-//! [`registry`](self::registry) for the epoch protocol). A host write that
+//! [`registry`] for the epoch protocol). A host write that
 //! bypasses the detector is invisible to it: its checksum goes stale and the
 //! next verification reports the page.
 
