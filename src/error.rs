@@ -219,8 +219,6 @@ pub enum Error {
         supported: u32,
     },
 
-    // ---- scrub ----
-
     // ---- repair ----
     /// No replica with this id is registered.
     #[error("replica {replica} is not registered: add it with `add_replica` first")]

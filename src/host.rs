@@ -54,12 +54,7 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// As `read_page`; [`Error::BufferSize`] when `buf` is not a whole number of pages.
     fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
         let ps = self.page_size();
-        if ps == 0 || !buf.len().is_multiple_of(ps) {
-            return Err(Error::BufferSize {
-                expected: ps * (buf.len() / ps.max(1)).max(1),
-                actual: buf.len(),
-            });
-        }
+        whole_pages(buf.len(), ps)?;
         for (i, chunk) in buf.chunks_exact_mut(ps).enumerate() {
             self.read_page(PageId(first.0 + i as u64), chunk)?;
         }
@@ -194,6 +189,31 @@ pub trait HostActions: Send + Sync + fmt::Debug {
             action: "rebuild_index",
         })
     }
+}
+
+/// Checks that `count` pages starting at `first` lie within `page_count`;
+/// shared by the reference stores' batch reads and scans.
+pub(crate) fn check_page_span(first: PageId, count: u64, page_count: u64) -> Result<()> {
+    if first.0.saturating_add(count) > page_count {
+        return Err(Error::PageOutOfRange {
+            page: PageId(first.0.saturating_add(count).saturating_sub(1)),
+            page_count,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `buf_len` is a whole, nonzero number of pages and returns how
+/// many; shared by the reference stores' batch reads.
+pub(crate) fn whole_pages(buf_len: usize, page_size: usize) -> Result<u64> {
+    let n = buf_len / page_size.max(1);
+    if page_size == 0 || n == 0 || !buf_len.is_multiple_of(page_size) {
+        return Err(Error::BufferSize {
+            expected: page_size * n.max(1),
+            actual: buf_len,
+        });
+    }
+    Ok(n as u64)
 }
 
 /// Checks that `buf` is exactly one page and `page` is in range; shared by the

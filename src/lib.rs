@@ -2,9 +2,27 @@
 //!
 //! Self-healing for embedded storage engines. A host database implements a few
 //! small traits over its own pages and replicas ([`PageStore`], [`Replica`],
-//! [`HostActions`]) and gets page checksums verified on every read, paced
-//! background scrubbing, and repair of corrupt pages from verified replica
-//! copies.
+//! [`PageSource`], [`HostActions`], [`HealthProbe`]) and gets:
+//!
+//! - [`CorruptionDetector`]: page checksums verified on every read and sealed
+//!   on every write, corrupt pages fenced and reported once;
+//! - [`Scrubber`]: a paced, resumable background scrub of the whole store;
+//! - [`DataRepairer`]: repair of corrupt pages from replica copies it verifies
+//!   itself, with majority choice, fallback sources and Merkle anti-entropy;
+//! - [`TransactionRollbackManager`]: before-images in a durable undo journal,
+//!   group commit, rollback of transactions left in flight by a crash, and
+//!   deadlock detection;
+//! - [`CrashDetector`]: lock-free heartbeats judged by timeout and phi
+//!   accrual, process liveness by pid, and a run marker that tells a clean
+//!   shutdown from a crash;
+//! - [`StateSnapshotManager`]: full and incremental lz4-compressed snapshots
+//!   with point-in-time restore, and single pages served to the repairer;
+//! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
+//!   that reports a failure before it happens.
+//!
+//! Every detector reports [`Failure`]s through a bounded channel
+//! ([`FailureSink`]) and an optional callback. Background work runs on named
+//! threads; nothing needs an async runtime.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,22 +50,14 @@
 pub mod checksum;
 mod clock;
 pub mod corruption;
+pub mod crash;
 mod error;
 mod fsutil;
+pub mod health;
 mod host;
 pub mod repair;
-// ---- rollback ----
 pub mod rollback;
-
-// ---- crash detection ----
-pub mod crash;
-
-// ---- snapshots ----
 pub mod snapshot;
-
-// ---- health ----
-pub mod health;
-
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -60,33 +70,27 @@ pub use corruption::scrub::{
     ScrubState, ScrubStep, Scrubber,
 };
 pub use corruption::{CorruptionDetector, DetectorConfig};
-pub use error::{Error, Result};
-pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
-pub use repair::{DataRepairer, RepairConfig};
-pub use store::{FileStore, MemStore, StoreReplica};
-// ---- re-exports: rollback ----
-pub use rollback::{
-    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
-    TransactionRollbackManager, TxnId,
-};
-
-// ---- re-exports: crash detection ----
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
     RunVerdict,
 };
-
-// ---- re-exports: snapshots ----
-pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
-
-// ---- re-exports: health ----
+pub use error::{Error, Result};
 pub use health::{
     Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
+};
+pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
+pub use repair::{DataRepairer, RepairConfig};
+pub use rollback::{
+    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
+    TransactionRollbackManager, TxnId,
+};
+pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
+pub use store::{FileStore, MemStore, StoreReplica};
+pub use types::{
+    Failure, FailureCallback, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target,
 };
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-pub use types::{Failure, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target};

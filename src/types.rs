@@ -145,8 +145,6 @@ pub enum FailureKind {
         /// Its pid.
         pid: u32,
     },
-    // ---- snapshots ----
-
     // ---- health ----
     /// A health metric entered the degraded band (see
     /// [`HealthMonitor`](crate::HealthMonitor)); reported once per episode,
@@ -183,7 +181,8 @@ impl FailureKind {
         match self {
             FailureKind::CorruptPage { page } | FailureKind::IrreparablePage { page } => {
                 Target::Page(*page)
-            } // ---- rollback ----
+            }
+            // ---- rollback ----
             FailureKind::Deadlock { victim } => {
                 Target::Component(Arc::from(format!("transaction {victim}")))
             }
@@ -192,8 +191,6 @@ impl FailureKind {
             FailureKind::ComponentSuspect { component }
             | FailureKind::ComponentDead { component } => Target::Component(component.clone()),
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
-            // ---- snapshots ----
-
             // ---- health ----
             FailureKind::HealthDegraded { metric }
             | FailureKind::HealthCritical { metric }
@@ -213,8 +210,6 @@ impl FailureKind {
             // ---- crash detection ----
             FailureKind::ComponentDead { .. } | FailureKind::ProcessGone { .. } => Priority::P1,
             FailureKind::ComponentSuspect { .. } => Priority::P2,
-            // ---- snapshots ----
-
             // ---- health ----
             FailureKind::HealthCritical { .. } => Priority::P1,
             FailureKind::HealthDegraded { .. } | FailureKind::PredictedFailure { .. } => {
@@ -271,6 +266,9 @@ impl fmt::Display for Failure {
         )
     }
 }
+
+/// Called with every failure a detector reports, on the detecting thread.
+pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
 
 /// Where a detector sends its [`Failure`] reports.
 ///

@@ -781,29 +781,13 @@ fn missing_segment_and_bad_header_are_damage_not_tails() {
     let p = seg_path(d.path(), ids[0]);
     let mut b = std::fs::read(&p).unwrap();
     b[4..8].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32(&b[..36]);
+    let crc = selfheal::testing::reference_crc32(&b[..36]);
     b[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&p, b).unwrap();
     assert!(matches!(
         open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord),
         Err(Error::UnsupportedVersion { found: 2, .. })
     ));
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    // CRC-32 (IEEE), bitwise; the test does not depend on the crate's crc.
-    let mut crc = !0u32;
-    for &x in b {
-        crc ^= u32::from(x);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Through a `CorruptionDetector`: pages torn by a crash in the middle of an

@@ -294,7 +294,7 @@ fn damaged_or_missing_manifest_is_rebuilt_from_the_files() {
     // A newer format is refused, never rebuilt over.
     let mut newer = good.clone();
     newer[4] = 9;
-    let crc = crc32fast_hash(&newer[..20]);
+    let crc = selfheal::testing::reference_crc32(&newer[..20]);
     newer[20..24].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&mpath, &newer).unwrap();
     assert!(matches!(
@@ -308,22 +308,6 @@ fn damaged_or_missing_manifest_is_rebuilt_from_the_files() {
         Err(Error::PageSizeMismatch { .. })
     ));
     assert_eq!(manager(dir.path()).snapshots().len(), 2);
-}
-
-/// CRC32 (IEEE), as the frame uses, without a dependency of the test.
-fn crc32fast_hash(b: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &x in b {
-        crc ^= u32::from(x);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

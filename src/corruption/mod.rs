@@ -35,8 +35,7 @@ pub use scrub::{
 /// header). Lets repair refuse copies older than what the store last wrote.
 pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 
-/// Called with every failure the detector reports, on the detecting thread.
-pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
+pub use crate::types::FailureCallback;
 
 const LOCK_STRIPES: usize = 256;
 

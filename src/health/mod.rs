@@ -51,8 +51,8 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
-use crate::corruption::FailureCallback;
 use crate::error::{Error, Result};
+use crate::types::FailureCallback;
 use crate::types::{Failure, FailureSink};
 
 pub use model::{BandChange, HealthModel, MetricStatus, Sample, SampleOutcome};

@@ -12,7 +12,7 @@ use super::mmap::MappedFile;
 use crate::checksum::MIN_PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::host::{check_page_args, PageStore};
+use crate::host::{check_page_args, check_page_span, whole_pages, PageStore};
 use crate::types::PageId;
 
 /// Pages in one file, page `n` at byte offset `n * page_size`.
@@ -184,20 +184,8 @@ impl PageStore for FileStore {
     }
 
     fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
-        let n = (buf.len() / self.page_size) as u64;
-        if !buf.len().is_multiple_of(self.page_size) || n == 0 {
-            return Err(Error::BufferSize {
-                expected: self.page_size * n.max(1) as usize,
-                actual: buf.len(),
-            });
-        }
-        let count = self.page_count();
-        if first.0.saturating_add(n) > count {
-            return Err(Error::PageOutOfRange {
-                page: PageId(first.0.saturating_add(n - 1)),
-                page_count: count,
-            });
-        }
+        let n = whole_pages(buf.len(), self.page_size)?;
+        check_page_span(first, n, self.page_count())?;
         self.file
             .read_exact_at(buf, first.0 * self.page_size as u64)
             .map_err(|e| {
@@ -215,12 +203,7 @@ impl PageStore for FileStore {
         visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let total = self.page_count();
-        if first.0.saturating_add(count) > total {
-            return Err(Error::PageOutOfRange {
-                page: PageId(first.0.saturating_add(count).saturating_sub(1)),
-                page_count: total,
-            });
-        }
+        check_page_span(first, count, total)?;
         if !self.mmap_scan || count == 0 {
             return crate::host::scan_in_batches(self, first, count, visit);
         }

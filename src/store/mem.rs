@@ -4,7 +4,7 @@ use parking_lot::RwLock;
 
 use crate::checksum::MIN_PAGE_SIZE;
 use crate::error::{Error, Result};
-use crate::host::{check_page_args, PageStore};
+use crate::host::{check_page_args, check_page_span, whole_pages, PageStore};
 use crate::types::PageId;
 
 /// Pages in memory. `sync` is a no-op; useful for tests, benchmarks and as a
@@ -93,19 +93,8 @@ impl PageStore for MemStore {
     fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
         let d = self.data.read();
         let count = (d.len() / self.page_size) as u64;
-        let n = (buf.len() / self.page_size) as u64;
-        if !buf.len().is_multiple_of(self.page_size) || n == 0 {
-            return Err(Error::BufferSize {
-                expected: self.page_size * n.max(1) as usize,
-                actual: buf.len(),
-            });
-        }
-        if first.0.saturating_add(n) > count {
-            return Err(Error::PageOutOfRange {
-                page: PageId(first.0.saturating_add(n - 1)),
-                page_count: count,
-            });
-        }
+        let n = whole_pages(buf.len(), self.page_size)?;
+        check_page_span(first, n, count)?;
         let off = first.0 as usize * self.page_size;
         buf.copy_from_slice(&d[off..off + buf.len()]);
         Ok(())
@@ -119,12 +108,7 @@ impl PageStore for MemStore {
     ) -> Result<()> {
         let d = self.data.read();
         let total = (d.len() / self.page_size) as u64;
-        if first.0.saturating_add(count) > total {
-            return Err(Error::PageOutOfRange {
-                page: PageId(first.0.saturating_add(count).saturating_sub(1)),
-                page_count: total,
-            });
-        }
+        check_page_span(first, count, total)?;
         for p in first.0..first.0 + count {
             let off = p as usize * self.page_size;
             visit(PageId(p), &d[off..off + self.page_size])?;

@@ -19,3 +19,21 @@ pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
 mod health;
 
 pub use health::{GaussianNoise, ScriptedProbe};
+
+/// CRC-32 (IEEE), computed bit by bit: an oracle for tests that must not
+/// trust the crate's own CRC code (crc32fast) to check the files it writes.
+#[must_use]
+pub fn reference_crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &x in bytes {
+        crc ^= u32::from(x);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
