@@ -106,7 +106,9 @@ pub struct FaultCounts {
 ///
 /// At-rest damage ([`damage`](Self::damage)) changes the inner store's bytes
 /// now. Write faults are queued one-shot per page; read faults hit a given
-/// number of reads.
+/// number of reads. Batch reads and scans use the trait's per-page defaults,
+/// so every page read passes through the read faults (the inner store's own
+/// batched or memory-mapped paths are not exercised through this wrapper).
 ///
 /// ```
 /// use std::sync::Arc;
