@@ -849,3 +849,43 @@ fn run_writer_race(seed: u64, with_lsn: bool) {
     ));
     assert!(repaired > 0, "seed {seed}: no repair ran");
 }
+
+/// Anti-entropy adopts a replica's newer copy of a locally valid page only
+/// when asked to, only when page LSNs say the replica is newer, and never a
+/// copy older than the local page.
+#[test]
+fn anti_entropy_adopts_newer_copies_only_when_asked() {
+    let host = Host::new(16, 1, true);
+    // The replica got page 3 at LSN 1000 (the local write of it was never
+    // made); the host wrote page 9 locally at LSN 2000 (not yet replicated).
+    let replica_newer = sealed(3, 1000, 0xA1);
+    host.mirrors[0]
+        .write_page(PageId(3), &replica_newer)
+        .unwrap();
+    let mut local_newer = sealed(9, 2000, 0xB2);
+    host.det.write_sealed(PageId(9), &mut local_newer).unwrap();
+    let local3_before = host.local(3);
+
+    // Off by default: both are only reported.
+    let plain = host.repairer(RepairConfig::new());
+    let report = plain.anti_entropy(&ReplicaId::new("m0"), 0..16, 2).unwrap();
+    assert!(report.adopted.is_empty());
+    let diverged: Vec<u64> = report.diverged.iter().map(|d| d.page.0).collect();
+    assert_eq!(diverged, [3, 9]);
+    assert_eq!(host.local(3), local3_before);
+
+    // Asked to adopt: page 3 takes the replica's newer copy, page 9 keeps the
+    // host's newer write.
+    let adopting = host.repairer(RepairConfig::new().adopt_newer_copies(true));
+    let report = adopting
+        .anti_entropy(&ReplicaId::new("m0"), 0..16, 2)
+        .unwrap();
+    assert_eq!(report.adopted, [PageId(3)]);
+    let diverged: Vec<u64> = report.diverged.iter().map(|d| d.page.0).collect();
+    assert_eq!(diverged, [9]);
+    assert_eq!(host.local(3), replica_newer);
+    assert_eq!(host.local(9), local_newer);
+    let mut b = vec![0u8; PS];
+    host.det.read_verified(PageId(3), &mut b).unwrap();
+    assert_eq!(host.det.last_written_lsn(PageId(3)), Some(Lsn(1000)));
+}

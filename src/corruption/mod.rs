@@ -615,6 +615,67 @@ impl CorruptionDetector {
         Ok(Commit::Written)
     }
 
+    /// Replaces a page that verifies with a newer copy, but only if the page
+    /// still holds exactly `expected` (the bytes the caller compared against):
+    /// the compare, write, sync, re-read and re-verify happen with host writes
+    /// to the page excluded, so a host write that landed after `expected` was
+    /// read is never overwritten. Returns `Ok(false)`, writing nothing, when
+    /// the page changed. Used by anti-entropy to adopt a replica's newer copy
+    /// of a page whose local copy is valid but older.
+    ///
+    /// # Errors
+    /// The copy's verification error (nothing was written); the store's
+    /// error; a verification error of the re-read page (the write did not
+    /// stick — the page is then recorded as corrupt and fenced).
+    pub fn replace_if_unchanged(&self, page: PageId, expected: &[u8], copy: &[u8]) -> Result<bool> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            copy.len(),
+            self.store.page_size(),
+        )?;
+        check_page_args(
+            page,
+            self.store.page_count(),
+            expected.len(),
+            self.store.page_size(),
+        )?;
+        self.verify_bytes(page, copy)?;
+        let _g = self.stripe(page);
+        let mut current = vec![0u8; copy.len()];
+        self.store.read_page(page, &mut current)?;
+        if current != expected {
+            return Ok(false);
+        }
+        let written = self
+            .store
+            .write_page(page, copy)
+            .and_then(|()| self.store.sync())
+            .and_then(|()| self.store.read_page(page, &mut current))
+            .and_then(|()| self.verify_bytes(page, &current));
+        // The page has new contents now, whatever happened: old fences and
+        // repairs in flight no longer apply.
+        self.registry.lock().on_host_write(page);
+        if let Some(lsn) = self.page_lsn_of(copy) {
+            self.note_written_lsn(page, lsn);
+        }
+        let verified = written.and_then(|()| {
+            if current == copy {
+                Ok(())
+            } else {
+                Err(Error::Irreparable {
+                    page,
+                    reason: "the page read back differs from the copy written".into(),
+                })
+            }
+        });
+        if let Err(e) = verified {
+            self.record_corrupt(page, &e, Observer::Scrub);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     /// Ends a repair without writing: the page becomes `Irreparable` (unless
     /// the host rewrote it meanwhile) and stays fenced. Returns whether the
     /// page was marked irreparable.
@@ -800,6 +861,33 @@ mod tests {
         crate::checksum::trailer::verify(PageId(1), &b).unwrap();
         det.read_page(PageId(1), &mut b).unwrap();
         assert_eq!(b[0], 3);
+    }
+
+    #[test]
+    fn replace_if_unchanged_never_overwrites_a_newer_write() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        let mut old = vec![0u8; 256];
+        raw.read_page(PageId(4), &mut old).unwrap();
+        let mut newer = vec![77u8; 256];
+        crate::checksum::trailer::seal(PageId(4), &mut newer).unwrap();
+        // The host writes in between: the replace must not happen.
+        det.write_sealed(PageId(4), &mut vec![55u8; 256]).unwrap();
+        assert!(!det.replace_if_unchanged(PageId(4), &old, &newer).unwrap());
+        let mut b = vec![0u8; 256];
+        det.read_verified(PageId(4), &mut b).unwrap();
+        assert_eq!(b[0], 55);
+        // Unchanged: the newer copy replaces it.
+        raw.read_page(PageId(4), &mut old).unwrap();
+        assert!(det.replace_if_unchanged(PageId(4), &old, &newer).unwrap());
+        det.read_verified(PageId(4), &mut b).unwrap();
+        assert_eq!(b, newer);
+        // A copy that does not verify is refused before anything is read.
+        let mut junk = newer.clone();
+        junk[3] ^= 1;
+        assert!(det
+            .replace_if_unchanged(PageId(4), &newer, &junk)
+            .unwrap_err()
+            .is_corruption());
     }
 
     #[test]

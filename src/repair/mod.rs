@@ -45,11 +45,15 @@
 //!
 //! [`DataRepairer::anti_entropy`] compares a range of pages with one replica
 //! by Merkle descent over range digests (see [`merkle`]): it fetches pages
-//! only in leaves whose digests differ. A differing page is repaired only
-//! when the local copy fails verification. A differing page whose local copy
-//! verifies is reported in [`AntiEntropyReport::diverged`] and never
-//! overwritten: it may be a newer host write the replica has not applied,
-//! and there is no race-free way to replace a page the host may be writing.
+//! only in leaves whose digests differ. A differing page is repaired when
+//! the local copy fails verification. A differing page whose local copy
+//! verifies may be a newer host write the replica has not applied, so by
+//! default it is only reported in [`AntiEntropyReport::diverged`]. With
+//! [`RepairConfig::adopt_newer_copies`] and a page-LSN reader, a local page
+//! that is older (by page LSN) than the replica's verified copy is replaced
+//! with it through [`CorruptionDetector::replace_if_unchanged`], which
+//! compares and writes with host writes to the page excluded, so a host write
+//! that lands during the comparison is never overwritten.
 
 pub mod merkle;
 mod plan;
@@ -89,6 +93,7 @@ pub struct RepairConfig {
     require_majority: bool,
     clock: Option<Arc<dyn Clock>>,
     host: Option<Arc<dyn HostActions>>,
+    adopt_newer: bool,
 }
 
 impl fmt::Debug for RepairConfig {
@@ -96,6 +101,7 @@ impl fmt::Debug for RepairConfig {
         f.debug_struct("RepairConfig")
             .field("max_replicas_per_repair", &self.max_replicas_per_repair)
             .field("require_majority", &self.require_majority)
+            .field("adopt_newer", &self.adopt_newer)
             .field("host_actions", &self.host.is_some())
             .finish_non_exhaustive()
     }
@@ -116,6 +122,7 @@ impl RepairConfig {
             require_majority: false,
             clock: None,
             host: None,
+            adopt_newer: false,
         }
     }
 
@@ -134,6 +141,18 @@ impl RepairConfig {
     /// repair goes on to the fallback sources.
     pub fn require_majority(mut self, yes: bool) -> Self {
         self.require_majority = yes;
+        self
+    }
+
+    /// Whether anti-entropy replaces a local page that verifies with the
+    /// replica's copy when that copy verifies and carries a newer page LSN
+    /// (default `false`: such pages are only reported as diverged). Needs a
+    /// page-LSN reader on the detector; without one the direction of a
+    /// divergence is unknown and pages are only reported. The replace is
+    /// [`CorruptionDetector::replace_if_unchanged`], so a host write that lands
+    /// during the comparison is never overwritten.
+    pub fn adopt_newer_copies(mut self, yes: bool) -> Self {
+        self.adopt_newer = yes;
         self
     }
 
@@ -170,6 +189,7 @@ impl RepairConfig {
             detector,
             max_copies: self.max_replicas_per_repair,
             require_majority: self.require_majority,
+            adopt_newer: self.adopt_newer,
             clock,
             host: self.host,
             replicas: RwLock::new(Vec::new()),
@@ -304,8 +324,8 @@ impl RepairReport {
     }
 }
 
-/// A page that differs from the replica while the local copy verifies; never
-/// overwritten by anti-entropy (see the module docs).
+/// A page that differs from the replica while the local copy verifies, and
+/// that anti-entropy left alone (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DivergedPage {
     /// The page.
@@ -337,7 +357,11 @@ pub struct AntiEntropyReport {
     pub pages_repaired: Vec<PageId>,
     /// The repair of every differing page whose local copy failed verification.
     pub repairs: Vec<RepairReport>,
-    /// Differing pages whose local copy verifies (left alone).
+    /// Differing pages whose local copy verified but was older (by page LSN)
+    /// than the replica's verified copy, and that were replaced with it
+    /// ([`RepairConfig::adopt_newer_copies`]).
+    pub adopted: Vec<PageId>,
+    /// Differing pages whose local copy verifies and that were left alone.
     pub diverged: Vec<DivergedPage>,
     /// How long it took, by the repairer's clock.
     pub duration: Duration,
@@ -450,6 +474,7 @@ pub struct DataRepairer {
     detector: Arc<CorruptionDetector>,
     max_copies: usize,
     require_majority: bool,
+    adopt_newer: bool,
     clock: Arc<dyn Clock>,
     host: Option<Arc<dyn HostActions>>,
     replicas: RwLock<Vec<ReplicaEntry>>,
@@ -893,7 +918,8 @@ impl DataRepairer {
     /// `leaf_pages` pages, and repairs differing pages whose local copy fails
     /// verification (through [`repair_page`](Self::repair_page), so all
     /// replicas vote on the copy). Differing pages whose local copy verifies
-    /// are reported, not overwritten.
+    /// are reported, or with [`RepairConfig::adopt_newer_copies`] replaced by
+    /// the replica's copy when that one verifies and is newer by page LSN.
     ///
     /// The local side's digests come from the store's raw bytes; the
     /// replica's from [`Replica::range_digest`]. Each top-level tree covers
@@ -956,6 +982,7 @@ impl DataRepairer {
                 bytes_fetched: 0,
                 pages_repaired: Vec::new(),
                 repairs: Vec::new(),
+                adopted: Vec::new(),
                 diverged: Vec::new(),
                 duration: Duration::ZERO,
             },
@@ -1048,11 +1075,23 @@ impl AntiEntropy<'_> {
             self.entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
         }
         if det.verify(page, &local).is_ok() {
+            let local_lsn = det.page_lsn_of(&local);
+            let replica_lsn = det.page_lsn_of(&remote);
+            let newer = matches!((local_lsn, replica_lsn), (Some(l), Some(r)) if r > l);
+            if self.repairer.adopt_newer
+                && remote_ok
+                && newer
+                && det.replace_if_unchanged(page, &local, &remote)?
+            {
+                self.entry.stats.used.fetch_add(1, Ordering::Relaxed);
+                self.report.adopted.push(page);
+                return Ok(());
+            }
             self.report.diverged.push(DivergedPage {
                 page,
                 replica_copy_verifies: remote_ok,
-                local_lsn: det.page_lsn_of(&local),
-                replica_lsn: det.page_lsn_of(&remote),
+                local_lsn,
+                replica_lsn,
             });
             return Ok(());
         }
