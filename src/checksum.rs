@@ -159,6 +159,10 @@ pub mod trailer {
 }
 
 const PRESENT: u64 = 1 << 32;
+
+/// The most pages a sidecar table describes (2³², 32 GiB of entries): a
+/// bound on the memory a page id can make the table allocate.
+pub const MAX_TABLE_PAGES: u64 = 1 << 32;
 const TABLE_MAGIC: [u8; 4] = *b"SHCT";
 const TABLE_VERSION: u32 = 1;
 
@@ -166,6 +170,16 @@ const TABLE_VERSION: u32 = 1;
 ///
 /// Lookups are lock-free reads of an atomic per page; the table grows (under a
 /// write lock) when a page past its end is sealed.
+///
+/// # Durability
+///
+/// The table lives in memory and is as durable as its last
+/// [`save`](Self::save). A host saves it at each of its checkpoints, after
+/// syncing the pages it covers. After a crash, a page written after the last
+/// save is checked against its older checksum and reported as corrupt (and
+/// a replica copy of the newer bytes fails verification the same way), so
+/// the trailer placement, which keeps the checksum in the page and needs no
+/// save, is the better choice for hosts that can spare 16 bytes a page.
 #[derive(Debug)]
 pub struct ChecksumTable {
     page_size: usize,
@@ -210,10 +224,27 @@ impl ChecksumTable {
     ///
     /// # Errors
     /// [`Error::BufferSize`] for a buffer that is not one page;
-    /// [`Error::InvalidArgument`] for an all-zero page, which could not be told
-    /// apart from a lost one.
+    /// [`Error::PageOutOfRange`] for a page id at or past
+    /// [`MAX_TABLE_PAGES`]; [`Error::InvalidArgument`] for an all-zero page,
+    /// which could not be told apart from a lost one, or when the table
+    /// cannot grow to the page.
     pub fn seal(&self, page: PageId, buf: &[u8]) -> Result<()> {
+        let crc = self.sealable(page, buf)?;
+        self.record(page, crc)
+    }
+
+    /// Checks that `buf` may be sealed as `page` and returns its checksum,
+    /// without recording it (the detector records only after the write
+    /// succeeded, so a failed write never leaves a checksum for bytes that
+    /// are not on disk).
+    pub(crate) fn sealable(&self, page: PageId, buf: &[u8]) -> Result<u32> {
         self.check_len(buf)?;
+        if page.0 >= MAX_TABLE_PAGES {
+            return Err(Error::PageOutOfRange {
+                page,
+                page_count: MAX_TABLE_PAGES,
+            });
+        }
         if is_all_zero(buf) {
             return Err(Error::InvalidArgument {
                 what: "page",
@@ -222,24 +253,38 @@ impl ChecksumTable {
                 ),
             });
         }
-        self.record(page, page_crc(page, buf));
-        Ok(())
+        Ok(page_crc(page, buf))
     }
 
-    fn record(&self, page: PageId, crc: u32) {
-        let idx = usize::try_from(page.0).expect("page id fits in memory index");
+    /// Records `crc` for `page`, growing the table as needed.
+    pub(crate) fn record(&self, page: PageId, crc: u32) -> Result<()> {
+        let idx = usize::try_from(page.0)
+            .ok()
+            .filter(|_| page.0 < MAX_TABLE_PAGES)
+            .ok_or(Error::PageOutOfRange {
+                page,
+                page_count: MAX_TABLE_PAGES,
+            })?;
         {
             let entries = self.entries.read();
             if let Some(e) = entries.get(idx) {
                 e.store(PRESENT | u64::from(crc), Ordering::Release);
-                return;
+                return Ok(());
             }
         }
         let mut entries = self.entries.write();
         if entries.len() <= idx {
+            let more = idx + 1 - entries.len();
+            entries
+                .try_reserve_exact(more)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "page",
+                    reason: format!("cannot grow the checksum table to page {page}: {e}"),
+                })?;
             entries.resize_with(idx + 1, || AtomicU64::new(0));
         }
         entries[idx].store(PRESENT | u64::from(crc), Ordering::Release);
+        Ok(())
     }
 
     /// Verifies `buf` as the contents of `page`.
@@ -315,6 +360,13 @@ impl ChecksumTable {
             });
         }
         let n = u64::from_le_bytes(payload[4..12].try_into().expect("8 bytes"));
+        if n > MAX_TABLE_PAGES {
+            return Err(Error::corrupt_file(
+                path,
+                off + 4,
+                format!("table says {n} entries, more than the {MAX_TABLE_PAGES} a table holds"),
+            ));
+        }
         let body = &payload[12..];
         if Some(body.len() as u64) != n.checked_mul(8) {
             return Err(Error::corrupt_file(
@@ -447,6 +499,22 @@ mod tests {
             t.verify(PageId(2), &b),
             Err(Error::ChecksumMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn huge_page_ids_are_refused_not_allocated() {
+        let t = ChecksumTable::new(64).unwrap();
+        let b = [1u8; 64];
+        assert!(matches!(
+            t.seal(PageId(u64::MAX), &b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        assert!(matches!(
+            t.seal(PageId(MAX_TABLE_PAGES), &b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        t.seal(PageId(10), &b).unwrap();
+        assert!(t.verify(PageId(10), &b).is_ok());
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// expose its pages without a copy (a memory map) overrides it. This is the
     /// scrubber's hot path.
     ///
+    /// `visit` may call back into the store (the scrubber re-reads a page
+    /// that fails verification), and host writers may be waiting meanwhile,
+    /// so an implementation must not hold a lock of the store across a call
+    /// of `visit`.
+    ///
     /// # Errors
     /// The first error of a read or of `visit`; pages after it are not visited.
     fn scan_pages(
@@ -151,7 +156,11 @@ pub trait Replica: Send + Sync + fmt::Debug {
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
         let mut buf = vec![0u8; self.page_size()];
         let mut digest = crate::repair::RangeDigest::new();
-        for p in first.0..first.0 + count {
+        let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
+            what: "count",
+            reason: format!("pages {first}..+{count} run past the largest page id"),
+        })?;
+        for p in first.0..end {
             self.read_page(PageId(p), &mut buf)?;
             digest.push(PageId(p), &buf);
         }

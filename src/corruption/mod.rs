@@ -354,12 +354,21 @@ impl CorruptionDetector {
             buf.len(),
             self.store.page_size(),
         )?;
-        if let Some(state) = self.registry.lock().state(page).filter(|s| s.is_fenced()) {
+        let fenced = self.registry.lock().state(page).filter(|s| s.is_fenced());
+        if let Some(state) = fenced {
             self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::PageFenced {
+            let err = Error::PageFenced {
                 page,
                 state: state.as_str(),
-            });
+            };
+            // A host read of an irreparable page is its "next error": the
+            // page goes back to suspect and is reported, so repair is tried
+            // again (a replica may have come back). Suspect and repairing
+            // pages are already waiting for repair and are not re-reported.
+            if state == PageState::Irreparable {
+                self.record_corrupt(page, &err, Observer::HostRead);
+            }
+            return Err(err);
         }
         if self.store.read_page(page, buf).is_ok() && self.verify_bytes(page, buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
@@ -494,8 +503,20 @@ impl CorruptionDetector {
             self.store.page_size(),
         )?;
         let _g = self.stripe(page);
-        self.placement.seal(page, buf)?;
-        self.store.write_page(page, buf)?;
+        match &self.placement {
+            ChecksumPlacement::Trailer => {
+                crate::checksum::trailer::seal(page, buf)?;
+                self.store.write_page(page, buf)?;
+            }
+            // The table's entry changes only once the bytes are written: a
+            // failed write (EIO, ENOSPC) leaves the old bytes and their old
+            // checksum, never a checksum for bytes that are not on disk.
+            ChecksumPlacement::Sidecar(table) => {
+                let crc = table.sealable(page, buf)?;
+                self.store.write_page(page, buf)?;
+                table.record(page, crc)?;
+            }
+        }
         self.registry.lock().on_host_write(page);
         if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
             self.note_written_lsn(page, lsn);
@@ -888,6 +909,38 @@ mod tests {
             .replace_if_unchanged(PageId(4), &newer, &junk)
             .unwrap_err()
             .is_corruption());
+    }
+
+    #[test]
+    fn host_read_retries_an_irreparable_page_once_per_episode() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        raw.damage(PageId(3), Damage::Zero).unwrap();
+        let mut b = vec![0u8; 256];
+        assert!(det.read_verified(PageId(3), &mut b).is_err());
+        let ticket = det.begin_repair(PageId(3)).unwrap();
+        assert!(det.abandon_repair(ticket));
+        assert_eq!(det.failures().try_iter().count(), 1);
+        // The host's next read renews it: reported again, waiting for repair.
+        assert!(matches!(
+            det.read_verified(PageId(3), &mut b),
+            Err(Error::PageFenced { .. })
+        ));
+        assert_eq!(det.page_state(PageId(3)), Some(PageState::Suspect));
+        assert_eq!(det.failures().try_iter().count(), 1);
+        // Further reads while it waits do not report again.
+        assert!(det.read_verified(PageId(3), &mut b).is_err());
+        assert_eq!(det.failures().try_iter().count(), 0);
+    }
+
+    #[test]
+    fn sidecar_failed_write_keeps_the_old_checksum() {
+        let table = Arc::new(ChecksumTable::new(256).unwrap());
+        let (raw, det) = setup(ChecksumPlacement::Sidecar(table));
+        raw.fail_next_write(Some(PageId(2)), crate::testing::WriteFault::NoSpace);
+        assert!(det.write_sealed(PageId(2), &mut vec![9u8; 256]).is_err());
+        let mut b = vec![0u8; 256];
+        det.read_verified(PageId(2), &mut b).unwrap();
+        assert_eq!(b[0], 3, "the old page still verifies");
     }
 
     #[test]

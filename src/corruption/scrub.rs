@@ -325,6 +325,9 @@ impl Default for ScrubConfig {
     }
 }
 
+/// The least time between two passes that had nothing to scan (1 s).
+pub const EMPTY_PASS_WAIT_NS: u64 = 1_000_000_000;
+
 impl ScrubConfig {
     /// Defaults: 16 MiB/s, batches of 256 pages or 1 MiB (whichever is
     /// fewer pages), no cursor file, cursor persisted every 10 s, continuous
@@ -387,7 +390,9 @@ impl ScrubConfig {
     }
 
     /// Scan continuously, waiting `interval` between the end of one pass and
-    /// the start of the next (default: continuous, zero interval).
+    /// the start of the next (default: continuous, zero interval). After a
+    /// pass that had nothing to scan the wait is at least
+    /// [`EMPTY_PASS_WAIT_NS`].
     pub fn pass_interval(mut self, interval: Duration) -> Self {
         self.pass_interval = Some(interval);
         self
@@ -858,13 +863,20 @@ impl Scrubber {
 
     fn end_pass(&mut self, now: u64) -> ScrubStep {
         self.passes += 1;
+        // A pass with nothing to scan (an empty store, or error-only mode with
+        // no known-bad pages) would otherwise start again at once, forever.
+        let floor = if self.pass_total == 0 {
+            EMPTY_PASS_WAIT_NS
+        } else {
+            0
+        };
         self.position = 0;
         self.pass_total = 0;
         self.bad_pages = Vec::new();
         self.phase = match self.pass_interval_ns {
             None => Phase::Finished,
             Some(i) => Phase::Between {
-                until_ns: now.saturating_add(i),
+                until_ns: now.saturating_add(i.max(floor)),
             },
         };
         if self.mode == ScrubMode::Full {
@@ -931,7 +943,7 @@ impl Scrubber {
         let mut total = ScanSummary::default();
         let mut next = first.0;
         while next < end {
-            let chunk = (end - next).min(self.batch_pages.max(MAX_BATCH_PAGES));
+            let chunk = (end - next).min(self.batch_pages);
             let (s, reached) = self.scan_batch(next, chunk);
             total.add(s);
             if reached < next + chunk {
@@ -1069,7 +1081,9 @@ impl Scrubber {
             self.run_pages as f64 * 1e9 / active_ns as f64
         };
         let remaining = self.pass_total.saturating_sub(self.position);
-        let eta = (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate));
+        let eta = (rate > 0.0)
+            .then(|| Duration::try_from_secs_f64(remaining as f64 / rate).ok())
+            .flatten();
         ScrubProgress {
             state,
             mode: self.mode,
@@ -1535,7 +1549,7 @@ mod tests {
         }
         let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
         run_until_pass(&mut s, &clock);
-        raw.grow(5);
+        raw.grow(5).unwrap();
         for p in 10..15 {
             det.write_sealed(PageId(p), &mut vec![1; PS]).unwrap();
         }
@@ -1611,6 +1625,29 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         let s3 = ScrubConfig::new().cursor_path(&path).build(det).unwrap();
         assert_eq!(s3.progress(0).position, 0);
+    }
+
+    #[test]
+    fn an_empty_pass_waits_before_the_next() {
+        let (_raw, det, clock) = setup(8);
+        let mut s = ScrubConfig::new()
+            .unlimited()
+            .mode(ScrubMode::ErrorOnly)
+            .build(det)
+            .unwrap();
+        let mut passes = 0;
+        for _ in 0..100 {
+            if let ScrubStep::PassComplete { .. } = s.step(clock.now_ns()).unwrap() {
+                passes += 1;
+            }
+        }
+        assert_eq!(passes, 1, "no known-bad pages: one empty pass, then a wait");
+        match s.step(clock.now_ns()).unwrap() {
+            ScrubStep::Wait { until_ns } => {
+                assert!(until_ns >= clock.now_ns() + EMPTY_PASS_WAIT_NS - 1);
+            }
+            other => panic!("expected a wait, got {other:?}"),
+        }
     }
 
     #[test]

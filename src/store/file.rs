@@ -131,9 +131,23 @@ impl FileStore {
     /// Appends `n` zeroed pages.
     ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be extended.
+    /// [`Error::InvalidArgument`] when the new size overflows; [`Error::Io`]
+    /// when the file cannot be extended.
     pub fn grow(&self, n: u64) -> Result<()> {
-        let new = self.page_count.load(Ordering::Acquire) + n;
+        // One grower at a time, so two concurrent grows add both their pages.
+        let _g = self.map.lock();
+        let new = self
+            .page_count
+            .load(Ordering::Acquire)
+            .checked_add(n)
+            .filter(|new| new.checked_mul(self.page_size as u64).is_some())
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "n",
+                reason: format!(
+                    "{n} more pages of {} bytes overflow the file size",
+                    self.page_size
+                ),
+            })?;
         self.file
             .set_len(new * self.page_size as u64)
             .map_err(|e| Error::io(format!("extending {}", self.path.display()), e))?;
@@ -260,6 +274,18 @@ mod tests {
         assert_eq!(seen, seen_map);
         assert_eq!(seen.len(), 290);
         assert!(s.scan_pages(PageId(5), 296, &mut |_, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn grow_never_wraps_into_a_shrink() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::create(dir.path().join("d"), 4096, 2).unwrap();
+        assert!(matches!(
+            s.grow(u64::MAX / 4096),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert_eq!(s.page_count(), 2);
+        assert_eq!(std::fs::metadata(dir.path().join("d")).unwrap().len(), 8192);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use parking_lot::RwLock;
 use crate::checksum::MIN_PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, check_page_span, whole_pages, PageStore};
+
 use crate::types::PageId;
 
 /// Pages in memory. `sync` is a no-op; useful for tests, benchmarks and as a
@@ -55,10 +56,30 @@ impl MemStore {
     }
 
     /// Appends `n` zeroed pages.
-    pub fn grow(&self, n: u64) {
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the new size does not fit in memory.
+    pub fn grow(&self, n: u64) -> Result<()> {
         let mut d = self.data.write();
-        let new_len = d.len() + n as usize * self.page_size;
+        let new_len = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(self.page_size))
+            .and_then(|add| add.checked_add(d.len()))
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "n",
+                reason: format!(
+                    "{n} more pages of {} bytes do not fit in memory",
+                    self.page_size
+                ),
+            })?;
+        let more = new_len - d.len();
+        d.try_reserve_exact(more)
+            .map_err(|e| Error::InvalidArgument {
+                what: "n",
+                reason: format!("cannot allocate {n} more pages: {e}"),
+            })?;
         d.resize(new_len, 0);
+        Ok(())
     }
 
     /// A copy of every page, concatenated.
@@ -100,22 +121,6 @@ impl PageStore for MemStore {
         Ok(())
     }
 
-    fn scan_pages(
-        &self,
-        first: PageId,
-        count: u64,
-        visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let d = self.data.read();
-        let total = (d.len() / self.page_size) as u64;
-        check_page_span(first, count, total)?;
-        for p in first.0..first.0 + count {
-            let off = p as usize * self.page_size;
-            visit(PageId(p), &d[off..off + self.page_size])?;
-        }
-        Ok(())
-    }
-
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
         let mut d = self.data.write();
         check_page_args(
@@ -137,6 +142,43 @@ impl PageStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `scan_pages` must not hold the store's lock while it visits: the
+    /// scrubber's visit reads the page again (and a host writer may be queued
+    /// on the lock in between).
+    #[test]
+    fn scan_visit_may_call_back_into_the_store_while_a_writer_waits() {
+        let s = std::sync::Arc::new(MemStore::new(128, 64).unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.write_page(PageId(7), &[1u8; 128]).unwrap();
+                }
+            })
+        };
+        for _ in 0..200 {
+            s.scan_pages(PageId(0), 64, &mut |p, _| {
+                let mut b = vec![0u8; 128];
+                s.read_page(p, &mut b)
+            })
+            .unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn grow_checks_overflow() {
+        let s = MemStore::new(128, 1).unwrap();
+        assert!(matches!(
+            s.grow(u64::MAX),
+            Err(Error::InvalidArgument { .. })
+        ));
+        s.grow(2).unwrap();
+        assert_eq!(s.page_count(), 3);
+    }
 
     #[test]
     fn bad_input_is_typed() {

@@ -1,23 +1,30 @@
 //! The one module with `unsafe`: a read-only memory map of a store file, used
 //! to scan pages without copying them.
 //!
-//! # Why this is sound
+//! # Why this is sound, and the one assumption it rests on
 //!
 //! `memmap2::Mmap::map` is `unsafe` because the mapped file may change or
-//! shrink underneath the mapping. The invariants that make our use sound:
+//! shrink underneath the mapping.
 //!
 //! 1. **No shrinking.** The map is made by [`FileStore`](super::FileStore),
-//!    which owns the file handle, never truncates the file and maps at most
-//!    the length it had when the map was made. A host that truncates the file
-//!    from outside while the store is open breaks this contract (as it would
-//!    for any engine) — the store documents that.
-//! 2. **No long-lived references into changing memory.** Other threads may
-//!    `pwrite` into the same file, which changes the mapped bytes. We never
-//!    hand out a `&[u8]` that outlives one [`MappedFile::visit`] call, and the
-//!    bytes are only read by the checksum. A page written concurrently may be
-//!    seen torn; that is exactly the damage the checksum catches, and the
-//!    scrubber re-reads a failing page through `pread` before it reports it,
-//!    so a torn view is never reported as corruption.
+//!    which owns the file handle, never truncates the file (growing is
+//!    checked against overflow, so it cannot wrap into a shrink) and maps at
+//!    most the length it had when the map was made. A host that truncates
+//!    the file from outside while the store is open breaks this contract; the
+//!    store documents that, and the access would then fault (SIGBUS).
+//! 2. **Concurrent writes: an assumption, not a proof.** Other threads may
+//!    `pwrite` into the same file while a page is visited, so the bytes
+//!    behind the `&[u8]` handed to the visitor can change during the call.
+//!    Rust's memory model gives no meaning to memory that changes behind a
+//!    shared reference; like every reader of a shared file mapping, this
+//!    module assumes that bytes written by the kernel into the page cache
+//!    are simply observed, old or new, by plain loads. The reference never
+//!    outlives one [`MappedFile::visit`] call and is only read by the
+//!    checksum. A page seen half-written is torn-page damage: it fails
+//!    verification, and the scrubber re-reads a failing page through `pread`
+//!    under the page's write lock before it reports it, so a torn view is
+//!    never reported as corruption. A host that does not accept the
+//!    assumption leaves the mmap scan off, which is the default.
 
 #![allow(unsafe_code)]
 

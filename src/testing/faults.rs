@@ -189,9 +189,15 @@ impl FaultyStore {
             .push_back(fault);
     }
 
-    /// Makes the next `times` reads of `page` (or of any page for `None`) fail with `fault`.
+    /// Makes the next `times` reads of `page` (or of any page for `None`)
+    /// fail with `fault`; `times == 0` disarms it.
     pub fn fail_reads(&self, page: Option<PageId>, fault: ReadFault, times: u32) {
-        self.state.lock().reads.insert(page, (fault, times));
+        let mut st = self.state.lock();
+        if times == 0 {
+            st.reads.remove(&page);
+        } else {
+            st.reads.insert(page, (fault, times));
+        }
     }
 
     /// Makes the next `times` syncs fail with `EIO`.
