@@ -788,3 +788,126 @@ fn auto_takes_a_full_snapshot_when_the_head_is_unreadable() {
     assert_eq!(info.parent, None);
     assert!(restored(&m, id, 12) == store.to_bytes());
 }
+
+/// A store whose writes fail once `left` of them have been made.
+#[derive(Debug)]
+struct FailsAfter<'a> {
+    inner: &'a MemStore,
+    left: AtomicU64,
+}
+
+impl PageStore for FailsAfter<'_> {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_page(page, buf)
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        if self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(Error::Io {
+                context: "write to a failing store".into(),
+                source: std::io::Error::other("injected write failure"),
+            });
+        }
+        self.inner.write_page(page, data)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn a_restore_failing_mid_way_distrusts_notices_and_the_head() {
+    for kind in [SnapshotKind::Incremental, SnapshotKind::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(PS, 8).unwrap();
+        fill_store(&store, 31).unwrap();
+        let m = SnapshotConfig::new(dir.path(), PS)
+            .chunk_bytes(PS * 4)
+            .retention(Retention::KeepAll)
+            .threads(1)
+            .build()
+            .unwrap();
+        let old = snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+        for p in 0..4 {
+            write(&store, &m, p, 0xb0 + p as u8, true);
+        }
+        let head = snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+        write(&store, &m, 7, 0x77, true);
+        assert!(m.dirty_notices_trusted());
+        // Restoring the older snapshot writes pages 0..3 back, then fails.
+        let failing = FailsAfter {
+            inner: &store,
+            left: AtomicU64::new(3),
+        };
+        let err = m.restore(old, &failing).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(
+            !m.dirty_notices_trusted(),
+            "pages were overwritten that no notice names"
+        );
+        // The head's copy of page 0 no longer matches the store: not served.
+        let src = m.page_source();
+        let mut buf = vec![0u8; PS];
+        assert!(!src.read_page(PageId(0), None, &mut buf).unwrap());
+        assert!(!src.read_page(PageId(0), Some(Lsn(2)), &mut buf).unwrap());
+        assert!(!src.read_page(PageId(5), Some(Lsn(1)), &mut buf).unwrap());
+        let gate = WriteGate::new();
+        let pause = gate.pause();
+        let r = m
+            .take_snapshot(
+                Consistency::Paused {
+                    store: &store,
+                    pause: &pause,
+                    lsn: Lsn(3),
+                },
+                SnapshotRequest::new(kind),
+            )
+            .unwrap();
+        drop(pause);
+        assert_eq!(r.info.parent, Some(head), "{kind:?}");
+        assert_eq!(r.detection, ChangeDetection::Checksums);
+        assert_eq!(r.info.stored_pages, 4, "pages 0, 1, 2 and 7 changed");
+        assert_eq!(restored(&m, r.info.id, 8), store.to_bytes());
+        // A successful restore makes the head known again.
+        assert!(src.read_page(PageId(5), Some(Lsn(3)), &mut buf).unwrap());
+    }
+}
+
+#[test]
+fn restore_of_a_snapshot_taken_after_the_store_shrank() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let big = MemStore::new(PS, 10).unwrap();
+    fill_store(&big, 41).unwrap();
+    snap(&m, &big, 1, SnapshotKind::Full).unwrap();
+    let small = MemStore::new(PS, 5).unwrap();
+    let mut buf = vec![0u8; PS];
+    for p in 0..5 {
+        big.read_page(PageId(p), &mut buf).unwrap();
+        small.write_page(PageId(p), &buf).unwrap();
+    }
+    write(&small, &m, 2, 0x22, true);
+    let id = snap(&m, &small, 2, SnapshotKind::Incremental).unwrap();
+    assert_eq!(m.snapshots()[1].page_count, 5);
+    let target = MemStore::new(PS, 5).unwrap();
+    let r = m.restore(id, &target).unwrap();
+    assert_eq!(r.restored, id);
+    assert_eq!(target.to_bytes(), small.to_bytes());
+    // Pages past the snapshot's page count are left as they are.
+    let larger = MemStore::new(PS, 7).unwrap();
+    larger.write_page(PageId(6), &[0x66; PS]).unwrap();
+    m.restore(id, &larger).unwrap();
+    let bytes = larger.to_bytes();
+    assert_eq!(&bytes[..5 * PS], &small.to_bytes()[..]);
+    assert_eq!(&bytes[5 * PS..6 * PS], &[0u8; PS][..]);
+    assert_eq!(&bytes[6 * PS..], &[0x66; PS][..]);
+}

@@ -47,6 +47,14 @@
 //! that LSN; and (c) at least one of (a)/(b) actually vouches for it — with
 //! neither notices nor an LSN the answer is `Ok(false)`.
 //!
+//! A restore that fails after it began writing its target (a store write
+//! error, or damage found mid-way with no usable fallback) leaves the
+//! target's state descending from no snapshot: the dirty notices are no
+//! longer trusted, and the page source answers `Ok(false)` for every page
+//! until the next successful snapshot or restore. The head stays the one
+//! before the restore, so the next incremental snapshot builds on it by
+//! comparing checksums.
+//!
 //! # Restore and corruption
 //!
 //! [`StateSnapshotManager::restore`] first checks every chunk CRC of the
@@ -325,7 +333,8 @@ pub struct RestoreReport {
     /// Newer snapshots that were tried first and did not verify, with why.
     pub skipped: Vec<(u64, String)>,
     /// Page writes made (pages changed in incrementals are written once per
-    /// snapshot of the chain that holds them).
+    /// snapshot of the chain that holds them; pages past the restored
+    /// snapshot's page count are not written).
     pub pages_written: u64,
     /// The metadata blobs saved with the restored snapshot.
     pub metadata: Vec<(String, Vec<u8>)>,
@@ -709,6 +718,10 @@ struct Inner {
     state: Mutex<State>,
     head: RwLock<Option<Head>>,
     dirty: DirtyPages,
+    /// Set when a restore failed after it began writing its target: the
+    /// store's state then descends from no snapshot, so the page source
+    /// serves nothing until the next successful snapshot or restore.
+    head_unknown: AtomicBool,
     readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
     progress: Progress,
     poisoned: Mutex<Option<String>>,
@@ -942,6 +955,7 @@ impl StateSnapshotManager {
             }),
             head: RwLock::new(head),
             dirty: DirtyPages::default(),
+            head_unknown: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             progress: Progress {
                 inner: Arc::default(),
@@ -1044,7 +1058,8 @@ impl StateSnapshotManager {
     /// snapshot whose chain verifies (reported in
     /// [`RestoreReport::skipped`]). The host must not write to `target`
     /// meanwhile. Pages of `target` past the snapshot's page count are left
-    /// as they are. Afterwards the restored snapshot is the head; dirty-page
+    /// as they are, even when an older snapshot of its chain was taken of a
+    /// larger store. Afterwards the restored snapshot is the head; dirty-page
     /// notices are trusted again only after the next
     /// [`Consistency::Paused`] snapshot (the manager cannot know that
     /// `target` is the store the host snapshots next, so the next
@@ -1055,7 +1070,9 @@ impl StateSnapshotManager {
     /// [`Error::PageSizeMismatch`]; [`Error::InvalidArgument`] when `target`
     /// has fewer pages than the snapshot; [`Error::NoUsableSnapshot`] when no
     /// candidate verifies; a store error from writing `target` (no fallback
-    /// is tried then).
+    /// is tried then). After an error that came once pages of `target` were
+    /// written, dirty-page notices are not trusted and the page source
+    /// serves no page until the next successful snapshot or restore.
     pub fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
         self.inner.restore(id, target)
     }
@@ -1362,6 +1379,7 @@ impl Inner {
             chain,
         });
         st.head_crcs = Some((info.id, Arc::new(crcs)));
+        self.head_unknown.store(false, Ordering::Release);
         if paused {
             self.dirty.reset_clean();
         }
@@ -1595,6 +1613,25 @@ impl Inner {
         self.check_alive()?;
         self.check_page_size("restore target", target.page_size())?;
         let mut st = self.state.lock();
+        let wrote = AtomicBool::new(false);
+        let res = self.restore_locked(&mut st, id, target, &wrote);
+        if res.is_err() && wrote.load(Ordering::Acquire) {
+            // Some pages of `target` may have been overwritten: the dirty
+            // notices no longer describe what changed since the head, and
+            // the head's copies of those pages may no longer match.
+            self.dirty.invalidate();
+            self.head_unknown.store(true, Ordering::Release);
+        }
+        res
+    }
+
+    fn restore_locked(
+        &self,
+        st: &mut State,
+        id: u64,
+        target: &dyn PageStore,
+        wrote: &AtomicBool,
+    ) -> Result<RestoreReport> {
         if st.manifest.get(id).is_none() {
             return Err(Error::SnapshotNotFound { id });
         }
@@ -1650,7 +1687,7 @@ impl Inner {
                     ),
                 });
             }
-            match self.apply_chain(&readers, target) {
+            match self.apply_chain(&readers, target, wrote) {
                 Ok(pages_written) => {
                     target.sync()?;
                     let info = st.manifest.get(c).cloned().expect("listed");
@@ -1664,6 +1701,7 @@ impl Inner {
                     // `target` need not be the store the host snapshots next,
                     // so notices are trusted again only after a paused snapshot.
                     self.dirty.invalidate();
+                    self.head_unknown.store(false, Ordering::Release);
                     if !skipped.is_empty() {
                         tracing::warn!(
                             requested = id,
@@ -1700,26 +1738,37 @@ impl Inner {
         &self,
         readers: &[Arc<SnapshotReader>],
         target: &dyn PageStore,
+        wrote: &AtomicBool,
     ) -> std::result::Result<u64, ApplyError> {
         let ps = self.page_size;
+        // Older members of the chain may hold pages of a larger store; the
+        // pages at or past the restored snapshot's page count are not part
+        // of it and are not written.
+        let limit = readers.last().map_or(0, |r| r.header.page_count);
         let total: u64 = readers
             .iter()
             .map(|r| r.index.stored_pages(r.header.page_count) * ps as u64)
             .sum();
         let _g = self.progress.start(Operation::Restore, total);
-        let mut written = 0;
+        let written = AtomicU64::new(0);
         for r in readers {
             let store_err: StoreErr = Mutex::new(None);
             let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
                 let first = c * r.header.chunk_pages;
                 for (slot, b) in raw.chunks_exact(ps).enumerate() {
-                    if let Err(e) = target.write_page(PageId(r.stored_page(first + slot)), b) {
+                    let page = r.stored_page(first + slot);
+                    if page >= limit {
+                        continue;
+                    }
+                    wrote.store(true, Ordering::Release);
+                    if let Err(e) = target.write_page(PageId(page), b) {
                         *store_err.lock() = Some(e);
                         return Err(Error::Stopped {
                             component: "restore",
                             reason: "the target store failed".into(),
                         });
                     }
+                    written.fetch_add(1, Ordering::Relaxed);
                 }
                 self.progress.add(raw.len() as u64);
                 Ok(())
@@ -1728,9 +1777,8 @@ impl Inner {
                 return Err(ApplyError::Store(e));
             }
             res.map_err(ApplyError::Snapshot)?;
-            written += r.index.stored_pages(r.header.page_count);
         }
-        Ok(written)
+        Ok(written.into_inner())
     }
 
     fn merge(&self, id: u64) -> Result<SnapshotInfo> {
@@ -1869,6 +1917,9 @@ impl PageSource for SnapshotPageSource {
         let Some(head) = inner.head.read().clone() else {
             return Ok(false);
         };
+        if inner.head_unknown.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let trusted = inner.dirty.trusted();
         if trusted && inner.dirty.contains(page.0) {
             return Ok(false);
