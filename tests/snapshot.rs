@@ -911,3 +911,81 @@ fn restore_of_a_snapshot_taken_after_the_store_shrank() {
     assert_eq!(&bytes[5 * PS..6 * PS], &[0u8; PS][..]);
     assert_eq!(&bytes[6 * PS..], &[0x66; PS][..]);
 }
+
+/// Rewrites the payload of a framed file (the manifest) and recomputes both
+/// checksums of its frame, so that only the edited field is wrong.
+fn reframe(bytes: &mut [u8], edit: impl FnOnce(&mut [u8])) {
+    edit(&mut bytes[24..]);
+    let crc = selfheal::testing::reference_crc32(&bytes[24..]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Sets the id in a snapshot file's header and recomputes the header CRC.
+fn set_snapshot_id(bytes: &mut [u8], id: u64) {
+    bytes[8..16].copy_from_slice(&id.to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn the_largest_ids_on_disk_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 6).unwrap();
+    fill_store(&store, 51).unwrap();
+    let first = {
+        let m = manager(dir.path());
+        snap(&m, &store, 1, SnapshotKind::Full).unwrap()
+    };
+    let mpath = dir.path().join("MANIFEST");
+    let good_manifest = std::fs::read(&mpath).unwrap();
+    let spath = dir.path().join("snap-0000000000000001.shs");
+    let good_snapshot = std::fs::read(&spath).unwrap();
+
+    // A manifest whose next id is u64::MAX does not load; it is rebuilt.
+    let mut bad = good_manifest.clone();
+    reframe(&mut bad, |p| {
+        p[4..12].copy_from_slice(&u64::MAX.to_le_bytes())
+    });
+    assert!(matches!(
+        selfheal::snapshot::decode_manifest(&bad),
+        Err(Error::CorruptFile { .. })
+    ));
+    std::fs::write(&mpath, &bad).unwrap();
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_some());
+    assert_eq!(snap(&m, &store, 2, SnapshotKind::Full).unwrap(), first + 1);
+    drop(m);
+
+    // A snapshot file whose id is u64::MAX does not check, and a rebuild
+    // leaves it out.
+    let mut top = good_snapshot.clone();
+    set_snapshot_id(&mut top, u64::MAX);
+    assert!(matches!(
+        decode_snapshot(&top),
+        Err(Error::CorruptFile { offset: 8, .. })
+    ));
+    std::fs::write(dir.path().join("snap-ffffffffffffffff.shs"), &top).unwrap();
+    std::fs::remove_file(&mpath).unwrap();
+    let m = manager(dir.path());
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    drop(m);
+
+    // The largest usable id rebuilds, but no snapshot can follow it.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut last = good_snapshot;
+    set_snapshot_id(&mut last, u64::MAX - 1);
+    std::fs::write(dir.path().join("snap-fffffffffffffffe.shs"), &last).unwrap();
+    let m = manager(dir.path());
+    assert_eq!(m.snapshots()[0].id, u64::MAX - 1);
+    let err = snap(&m, &store, 3, SnapshotKind::Full).unwrap_err();
+    assert!(matches!(err, Error::CorruptFile { .. }), "{err:?}");
+    assert_eq!(m.snapshots().len(), 1);
+    assert_eq!(restored(&m, u64::MAX - 1, 6), store.to_bytes());
+}

@@ -10,7 +10,7 @@
 //! |-------:|-----:|---------------------------------------------------------------|
 //! | 0      | 4    | magic `SHSN`                                                  |
 //! | 4      | 4    | format version (1)                                            |
-//! | 8      | 8    | snapshot id (≥ 1)                                             |
+//! | 8      | 8    | snapshot id (≥ 1, < 2⁶⁴ − 1)                                   |
 //! | 16     | 8    | parent id; 0 = full snapshot, else incremental on that parent |
 //! | 24     | 8    | LSN the snapshot's state corresponds to                       |
 //! | 32     | 8    | creation time, Unix milliseconds                              |
@@ -74,7 +74,7 @@
 //! | offset | size | field                                                    |
 //! |-------:|-----:|----------------------------------------------------------|
 //! | 0      | 4    | page size                                                |
-//! | 4      | 8    | next snapshot id                                         |
+//! | 4      | 8    | next snapshot id (< 2⁶⁴ − 1)                              |
 //! | 12     | 4    | entry count `n` (≤ 1 000 000)                            |
 //! | 16     | …    | `n` entries, ascending id, each:                         |
 //! |        | 8    | · id (≥ 1, < next id)                                    |
@@ -182,8 +182,8 @@ impl Header {
         let page_size = le32(&b[40..44]) as usize;
         let chunk_pages = le32(&b[44..48]) as usize;
         let bad = |off: u64, why: String| Err(Error::corrupt_file(path, off, why));
-        if id == 0 {
-            return bad(8, "snapshot id 0 is reserved".into());
+        if id == 0 || id == u64::MAX {
+            return bad(8, format!("snapshot id {id} is reserved"));
         }
         if parent >= id {
             return bad(

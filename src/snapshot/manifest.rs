@@ -95,6 +95,9 @@ impl Manifest {
         let mut c = Cursor::new(path, payload, fsutil::FRAME_HEADER_LEN as u64);
         let page_size = c.u32("page size")? as usize;
         let next_id = c.u64("next id")?;
+        if next_id == u64::MAX {
+            return Err(c.err(format!("next snapshot id {next_id} is reserved")));
+        }
         let n = u64::from(c.u32("entry count")?);
         if n > MAX_ENTRIES {
             return Err(c.err(format!("{n} entries exceed {MAX_ENTRIES}")));

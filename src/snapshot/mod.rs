@@ -864,7 +864,9 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
     let mut m = Manifest::new(page_size);
     for e in found {
         if e.parent.is_none_or(|p| m.get(p).is_some()) {
-            m.next_id = e.id + 1;
+            m.next_id = e.id.checked_add(1).ok_or_else(|| {
+                Error::corrupt_file(dir.join(&e.file_name), 8, "snapshot id is u64::MAX")
+            })?;
             m.entries.push(e);
         }
     }
@@ -1405,6 +1407,16 @@ impl Inner {
         metadata: &[(String, Vec<u8>)],
     ) -> Result<(SnapshotInfo, Vec<u32>)> {
         let id = header.id;
+        let next_id = id
+            .checked_add(1)
+            .filter(|&n| n < u64::MAX)
+            .ok_or_else(|| {
+                Error::corrupt_file(
+                    self.dir.join(MANIFEST_NAME),
+                    0,
+                    format!("snapshot ids are exhausted (the next would be {id}); start a new snapshot directory"),
+                )
+            })?;
         let name = snapshot_file_name(id);
         let path = self.dir.join(&name);
         let tmp = fsutil::tmp_path(&path);
@@ -1474,7 +1486,7 @@ impl Inner {
         };
         let mut m = st.manifest.clone();
         m.entries.push(info.clone());
-        m.next_id = id + 1;
+        m.next_id = next_id;
         if let Err(e) = self.write_manifest(&m) {
             if !self.crashed() {
                 let _ = fs::remove_file(&path);
