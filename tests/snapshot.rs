@@ -989,3 +989,42 @@ fn the_largest_ids_on_disk_give_typed_errors() {
     assert_eq!(m.snapshots().len(), 1);
     assert_eq!(restored(&m, u64::MAX - 1, 6), store.to_bytes());
 }
+
+#[test]
+fn a_rebuild_never_deletes_a_file_it_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, before) = two_snapshots(dir.path());
+    let mpath = dir.path().join("MANIFEST");
+    std::fs::remove_file(&mpath).unwrap();
+    // A snapshot name that cannot be read as a file: an I/O error, not
+    // damage. The open fails and changes nothing.
+    let odd = dir.path().join("snap-0000000000000009.shs");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("keep"), b"x").unwrap();
+    let err = SnapshotConfig::new(dir.path(), PS).build().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(odd.join("keep").exists());
+    assert!(!mpath.exists(), "no manifest is written by a failed open");
+    assert_eq!(listed_files(dir.path()).len(), 3);
+    std::fs::remove_dir_all(&odd).unwrap();
+
+    // A damaged file is left out of the rebuilt manifest and kept, renamed.
+    let second = dir.path().join("snap-0000000000000002.shs");
+    damage_file(&second, |b| b[0] ^= 1);
+    let damaged = std::fs::read(&second).unwrap();
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_some());
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(!second.exists());
+    let orphan = dir.path().join("snap-0000000000000002.shs.orphan");
+    assert_eq!(std::fs::read(&orphan).unwrap(), damaged);
+    assert!(restored(&m, 1, 12) == before[0].1);
+    drop(m);
+    // A later open that loads the manifest leaves the orphan alone.
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_none());
+    assert!(orphan.exists());
+}

@@ -93,11 +93,18 @@
 //! A damaged (or missing) manifest is rebuilt at open from the snapshot
 //! files whose header, footer and index check and whose chain is complete
 //! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
-//! newer format version is an error, never rebuilt over.
+//! newer format version is an error, never rebuilt over. A snapshot file
+//! that cannot be read during the rebuild (an I/O error, as opposed to
+//! content that does not check) fails the open with that error, and nothing
+//! is changed. Files the rebuild leaves out are never deleted by it: each is
+//! renamed `snap-….shs.orphan` and no longer used; the host may inspect and
+//! delete them.
 //!
 //! Earlier snapshots are never touched by a snapshot write. Retention
 //! rewrites the manifest first and deletes files after, so a crash in between
-//! leaves only unlisted files, deleted at the next open. A failure after the
+//! leaves only unlisted files, deleted at the next open that loads the
+//! manifest (an open that rebuilds it renames them instead, as above). A
+//! failure after the
 //! manifest rename (a failed directory fsync) poisons the manager
 //! ([`Error::Poisoned`]): reopen it.
 //!
@@ -799,6 +806,9 @@ fn dir_unusable(dir: &Path, reason: impl fmt::Display) -> Error {
     }
 }
 
+/// Appended to the name of a snapshot file that a manifest rebuild left out.
+const ORPHAN_SUFFIX: &str = ".orphan";
+
 /// Whether `name` is one of the library's snapshot file names.
 fn is_snapshot_name(name: &str) -> bool {
     name.len() == 25
@@ -815,13 +825,17 @@ fn has_snapshot_files(dir: &Path) -> bool {
 }
 
 /// A manifest listing every snapshot file in `dir` whose header, footer and
-/// index check and whose chain is complete. Files that do not check are
-/// left out (and deleted as unlisted by the caller).
+/// index check and whose chain is complete. Files that do not check
+/// ([`Error::CorruptFile`], [`Error::UnsupportedVersion`], or a name that
+/// does not match the id inside) are left out (and renamed `….orphan` by
+/// the caller).
 ///
 /// # Errors
 /// [`Error::PageSizeMismatch`] when a valid file has another page size
 /// (the directory belongs to another store: nothing is deleted);
-/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed.
+/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed; any
+/// other error opening a snapshot file (for example [`Error::Io`]), since a
+/// file that cannot be read now may be intact.
 fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
     let rd = fs::read_dir(dir).map_err(|e| dir_unusable(dir, format!("cannot list it: {e}")))?;
     let mut found: Vec<SnapshotInfo> = Vec::new();
@@ -836,10 +850,11 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
                 tracing::warn!(file = %name, "snapshot file's name does not match its id; left out");
                 continue;
             }
-            Err(err) => {
+            Err(err @ (Error::CorruptFile { .. } | Error::UnsupportedVersion { .. })) => {
                 tracing::warn!(file = %name, %err, "snapshot file does not check; left out");
                 continue;
             }
+            Err(err) => return Err(err),
         };
         if r.header.page_size != page_size {
             return Err(Error::PageSizeMismatch {
@@ -921,6 +936,8 @@ impl StateSnapshotManager {
             });
         }
         // Leftovers of a crash: temporary files and unlisted snapshot files.
+        // A manifest rebuilt in this open may have left out a file by
+        // mistake, so unlisted snapshot files are then kept, renamed.
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -928,7 +945,13 @@ impl StateSnapshotManager {
                     || name.strip_suffix(".tmp").is_some_and(is_snapshot_name);
                 let unlisted = is_snapshot_name(&name)
                     && !manifest.entries.iter().any(|m| m.file_name == name);
-                if stray_tmp || unlisted {
+                if unlisted && rebuilt.is_some() {
+                    let to = dir.join(format!("{name}{ORPHAN_SUFFIX}"));
+                    tracing::warn!(file = %name, "snapshot file left out of the rebuilt manifest; renamed to {name}{ORPHAN_SUFFIX}");
+                    if let Err(err) = fs::rename(e.path(), &to) {
+                        tracing::warn!(file = %name, %err, "cannot rename an unlisted snapshot file; left as it is");
+                    }
+                } else if stray_tmp || unlisted {
                     tracing::info!(file = %name, "removing leftover of an interrupted snapshot");
                     let _ = fs::remove_file(e.path());
                 }
