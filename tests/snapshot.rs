@@ -1028,3 +1028,63 @@ fn a_rebuild_never_deletes_a_file_it_could_not_read() {
     assert!(m.manifest_rebuilt().is_none());
     assert!(orphan.exists());
 }
+
+/// A manifest frame around `payload`, with the magic and version of `like`.
+fn framed_like(like: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = like[..8].to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&selfheal::testing::reference_crc32(payload).to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&out[..20]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn a_manifest_entry_naming_another_file_is_refused() {
+    for victim in ["snap-0000000000000002.shs", "MANIFEST"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(PS, 6).unwrap();
+        fill_store(&store, 61).unwrap();
+        {
+            let m = manager(dir.path());
+            snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+            write(&store, &m, 3, 0x33, true);
+            snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+        }
+        let mpath = dir.path().join("MANIFEST");
+        let good = std::fs::read(&mpath).unwrap();
+        // The first entry's name: its length at payload offset 16 + 56.
+        let mut payload = good[24..].to_vec();
+        let at = 16 + 56;
+        assert_eq!(&payload[at + 2..at + 27], b"snap-0000000000000001.shs");
+        payload.splice(at..at + 27, {
+            let mut v = (victim.len() as u16).to_le_bytes().to_vec();
+            v.extend_from_slice(victim.as_bytes());
+            v
+        });
+        let bad = framed_like(&good, &payload);
+        assert!(
+            matches!(
+                selfheal::snapshot::decode_manifest(&bad),
+                Err(Error::CorruptFile { .. })
+            ),
+            "{victim}"
+        );
+        std::fs::write(&mpath, &bad).unwrap();
+        // Retention of the older snapshot deletes its own file, never the
+        // one the crafted entry names.
+        let m = SnapshotConfig::new(dir.path(), PS)
+            .chunk_bytes(PS * 4)
+            .retention(Retention::KeepLast(1))
+            .build()
+            .unwrap();
+        assert!(m.manifest_rebuilt().is_some(), "{victim}");
+        assert_eq!(m.apply_retention().unwrap(), vec![1], "{victim}");
+        assert!(dir.path().join("snap-0000000000000002.shs").exists());
+        assert!(!dir.path().join("snap-0000000000000001.shs").exists());
+        assert!(restored(&m, 2, 6) == store.to_bytes(), "{victim}");
+        drop(m);
+        assert!(manager(dir.path()).manifest_rebuilt().is_none(), "{victim}");
+    }
+}

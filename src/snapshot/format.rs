@@ -85,7 +85,7 @@
 //! |        | 8    | · stored page count                                      |
 //! |        | 8    | · file length in bytes                                   |
 //! |        | 2    | · file name length                                       |
-//! |        | …    | · file name: a plain name, no `/`, `\`, NUL, `.` or `..` |
+//! |        | …    | · file name: `snap-<id, 16 lowercase hex digits>.shs`    |
 //!
 //! File names are validated on decode so that a manifest can never make the
 //! library read or delete a file outside its snapshot directory.
@@ -845,8 +845,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotSummary> {
 ///
 /// # Errors
 /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything that
-/// is not a valid manifest, including a file name that could point outside
-/// the snapshot directory.
+/// is not a valid manifest, including a file name that is not
+/// [`snapshot_file_name`](super::snapshot_file_name) of its entry's id (so
+/// none can point outside the snapshot directory or at another file).
 pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<super::SnapshotInfo>> {
     super::manifest::Manifest::decode(Path::new("<manifest bytes>"), bytes).map(|m| m.entries)
 }

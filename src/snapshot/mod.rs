@@ -108,9 +108,10 @@
 //! manifest rename (a failed directory fsync) poisons the manager
 //! ([`Error::Poisoned`]): reopen it.
 //!
-//! Files are created owner-only (`0o600`), the directory `0o700`; the
-//! manifest's file names are plain names, checked on load, so it can never
-//! name a file outside the directory.
+//! Files are created owner-only (`0o600`), the directory `0o700`; each
+//! manifest entry's file name must be [`snapshot_file_name`] of its id,
+//! checked on load, so the manifest can never name a file outside the
+//! directory, the manifest itself, or another snapshot's file.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -135,8 +136,8 @@ mod manifest;
 mod periodic;
 
 use format::{Header, SnapshotReader, SnapshotWriter, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
-pub use manifest::Retention;
-use manifest::{plan_retention, snapshot_file_name, Manifest, MANIFEST_NAME};
+use manifest::{plan_retention, Manifest, MANIFEST_NAME};
+pub use manifest::{snapshot_file_name, Retention};
 pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
 
 /// One snapshot as the manifest lists it.
