@@ -1088,3 +1088,43 @@ fn a_manifest_entry_naming_another_file_is_refused() {
         assert!(manager(dir.path()).manifest_rebuilt().is_none(), "{victim}");
     }
 }
+
+#[test]
+fn a_retention_failure_after_the_commit_keeps_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 6).unwrap();
+    fill_store(&store, 71).unwrap();
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .retention(Retention::KeepLast(1))
+        .build()
+        .unwrap();
+    snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+    write(&store, &m, 2, 0x22, true);
+    m.fail_next_retention();
+    let gate = WriteGate::new();
+    let pause = gate.pause();
+    let r = m
+        .take_snapshot(
+            Consistency::Paused {
+                store: &store,
+                pause: &pause,
+                lsn: Lsn(2),
+            },
+            SnapshotRequest::new(SnapshotKind::Full),
+        )
+        .unwrap();
+    drop(pause);
+    let why = r.retention_error.expect("retention failed");
+    assert!(why.contains("simulated write failure"), "{why}");
+    assert!(r.deleted.is_empty());
+    assert_eq!(m.head(), Some(r.info.id));
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(restored(&m, 2, 6) == store.to_bytes());
+    // The next retention deletes what this one could not.
+    assert_eq!(m.apply_retention().unwrap(), vec![1]);
+    drop(m);
+    assert_eq!(manager(dir.path()).snapshots().len(), 1);
+}

@@ -327,6 +327,11 @@ pub struct SnapshotReport {
     pub detection: ChangeDetection,
     /// Snapshots deleted by retention afterwards.
     pub deleted: Vec<u64>,
+    /// Why retention failed after the snapshot committed, if it did. The
+    /// snapshot is listed and is the head either way; the snapshots retention
+    /// would have deleted are kept until it next runs (the next snapshot or
+    /// [`StateSnapshotManager::apply_retention`]).
+    pub retention_error: Option<String>,
 }
 
 /// What a restore did.
@@ -734,6 +739,8 @@ struct Inner {
     progress: Progress,
     poisoned: Mutex<Option<String>>,
     crash_at: std::sync::atomic::AtomicU32,
+    #[cfg(any(test, feature = "testing"))]
+    fail_retention: AtomicBool,
     rebuilt: Option<String>,
 }
 
@@ -990,6 +997,8 @@ impl StateSnapshotManager {
             poisoned: Mutex::new(None),
             rebuilt,
             crash_at: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(any(test, feature = "testing"))]
+            fail_retention: AtomicBool::new(false),
             dir,
         };
         Ok(StateSnapshotManager {
@@ -1063,15 +1072,25 @@ impl StateSnapshotManager {
         self.inner.crash_at.store(step as u32, Ordering::SeqCst);
     }
 
+    /// Makes the next retention that has snapshots to delete fail before it
+    /// rewrites the manifest, with an I/O error, as a full disk would.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_next_retention(&self) {
+        self.inner.fail_retention.store(true, Ordering::SeqCst);
+    }
+
     /// Takes a snapshot made consistent by `source` (see the module docs).
-    /// Retention is applied after it commits.
+    /// Retention is applied after it commits; a retention failure does not
+    /// fail the call (the snapshot is listed by then): it is logged and
+    /// reported in [`SnapshotReport::retention_error`].
     ///
     /// # Errors
     /// [`Error::PageSizeMismatch`] for a store of another page size;
     /// [`Error::InvalidArgument`] for bad metadata or an incremental
-    /// snapshot without a head; a store or I/O error (the snapshot is then
-    /// not listed and earlier ones are untouched); [`Error::Poisoned`] after a
-    /// failure that left the manifest's durability unknown.
+    /// snapshot without a head; a store or I/O error while the snapshot is
+    /// written (the snapshot is then not listed and earlier ones are
+    /// untouched); [`Error::Poisoned`] after a failure that left the
+    /// manifest's durability unknown.
     pub fn take_snapshot(
         &self,
         source: Consistency<'_>,
@@ -1409,11 +1428,18 @@ impl Inner {
         if paused {
             self.dirty.reset_clean();
         }
-        let deleted = self.retain(&mut st, now_unix_ms())?;
+        let (deleted, retention_error) = match self.retain(&mut st, now_unix_ms()) {
+            Ok(deleted) => (deleted, None),
+            Err(e) => {
+                tracing::warn!(snapshot = info.id, error = %e, "snapshot taken, but retention failed; older snapshots are kept until it next runs");
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
         Ok(SnapshotReport {
             info,
             detection,
             deleted,
+            retention_error,
         })
     }
 
@@ -1564,6 +1590,13 @@ impl Inner {
         }
         let mut m = st.manifest.clone();
         m.entries.retain(|e| !del.contains(&e.id));
+        #[cfg(any(test, feature = "testing"))]
+        if self.fail_retention.swap(false, Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("writing {}", self.dir.join(MANIFEST_NAME).display()),
+                std::io::Error::other("simulated write failure during retention"),
+            ));
+        }
         self.write_manifest(&m)?;
         let old = std::mem::replace(&mut st.manifest, m);
         let mut readers = self.readers.lock();
