@@ -1128,3 +1128,22 @@ fn a_retention_failure_after_the_commit_keeps_the_snapshot() {
     drop(m);
     assert_eq!(manager(dir.path()).snapshots().len(), 1);
 }
+
+#[test]
+fn an_existing_directory_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("shared");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o750)).unwrap();
+    two_snapshots(&sub);
+    let mode = std::fs::metadata(&sub).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o750, "{mode:o}");
+    for f in listed_files(&sub) {
+        let mode = std::fs::metadata(sub.join(&f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
+    }
+}

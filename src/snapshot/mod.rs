@@ -26,6 +26,11 @@
 //!   its store (for example a read transaction of an MVCC engine) and the LSN
 //!   of that view; writes to the live store continue.
 //!
+//! A thread holding a [`WriteTicket`] must not wait for a snapshot of the
+//! same gate — in particular it must not call
+//! [`PeriodicSnapshots::snapshot_now`]: the snapshot waits for the pause,
+//! the pause for the ticket, and neither ever returns.
+//!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
 //! when such a snapshot commits. A `View` snapshot compares checksums and does
@@ -34,6 +39,15 @@
 //! a restore, and until the next `Paused` snapshot, notices are not trusted
 //! (the host may have written while no manager listened; a restore's target
 //! need not be the store snapshotted next).
+//!
+//! # Change detection by checksum
+//!
+//! Without trusted notices an incremental snapshot stores the pages whose
+//! CRC32 differs from the parent's. A changed page whose new contents have
+//! the same CRC32 as the old ones is missed, and the snapshot then holds the
+//! parent's copy of it: for changes unrelated to the CRC the chance is about
+//! 2⁻³² per changed page. Hosts that cannot accept that risk take
+//! `Paused` snapshots with dirty-page notices, or full snapshots.
 //!
 //! # The restore point and single-page reads
 //!
@@ -108,7 +122,9 @@
 //! manifest rename (a failed directory fsync) poisons the manager
 //! ([`Error::Poisoned`]): reopen it.
 //!
-//! Files are created owner-only (`0o600`), the directory `0o700`; each
+//! Files are created owner-only (`0o600`), and a directory the manager
+//! creates is `0o700`; the permissions of a directory that already exists
+//! are left as they are (the host owns them); each
 //! manifest entry's file name must be [`snapshot_file_name`] of its id,
 //! checked on load, so the manifest can never name a file outside the
 //! directory, the manifest itself, or another snapshot's file.
