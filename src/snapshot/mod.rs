@@ -1737,7 +1737,7 @@ impl Inner {
                 let chain = st.manifest.chain(c).map_err(|e| e.to_string())?;
                 let mut readers = Vec::new();
                 for m in chain {
-                    let r = self.reader_by_id(&st, m);
+                    let r = self.reader_by_id(st, m);
                     let ok = checked
                         .entry(m)
                         .or_insert_with(|| match &r {
