@@ -1,4 +1,4 @@
-//! StateSnapshotManager end to end: round trips of random stores and change sets (proptest), a simulated crash at every step of the write path, damage to every part of snapshot files and the manifest, the page-source staleness rule, retention, merging, metadata, progress, the periodic thread and bad input — all on real files in temporary directories.
+//! StateSnapshotManager end to end: round trips of random stores and change sets (proptest), a simulated crash at every step of the write path, damage to every part of snapshot files and the manifest, the page-source staleness rule, restores that fail mid-way, chains over a store that shrank, ids at the limit, crafted manifests, manifest rebuilds that must keep files, retention failures, merging, metadata, progress, the periodic thread and bad input — all on real files in temporary directories.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1146,4 +1146,33 @@ fn an_existing_directory_keeps_its_permissions() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
     }
+}
+
+#[test]
+fn a_one_pass_restore_finding_damage_with_no_fallback_distrusts_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 64).unwrap();
+    fill_store(&store, 81).unwrap();
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .chunk_bytes(PS * 4)
+        .retention(Retention::KeepAll)
+        .precheck_restore(false)
+        .threads(1)
+        .build()
+        .unwrap();
+    let id = snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+    let path = dir.path().join("snap-0000000000000001.shs");
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    damage_file(&path, |b| b[len * 3 / 4] ^= 0x80);
+    // The store moves on, with notices; then a restore of the only
+    // snapshot writes its first chunks before the damage is found.
+    write(&store, &m, 63, 0x63, true);
+    let err = m.restore(id, &store).unwrap_err();
+    assert!(matches!(err, Error::NoUsableSnapshot { .. }), "{err:?}");
+    assert!(!m.dirty_notices_trusted());
+    let mut buf = vec![0u8; PS];
+    assert!(!m
+        .page_source()
+        .read_page(PageId(0), Some(Lsn(1)), &mut buf)
+        .unwrap());
 }
