@@ -75,15 +75,21 @@ fn disk_filling_linearly_is_predicted_within_ten_percent() {
     );
 }
 
-fn noisy_model() -> HealthModel {
+/// A model whose thresholds sit just above `mean` (degraded at +5, critical
+/// at +10): even a slight upward slope would reach the critical threshold
+/// well within the default 1 h horizon, so only the trend's significance can
+/// hold a prediction back.
+fn noisy_model(mean: f64) -> HealthModel {
     HealthConfig::new()
-        .metric("m", Thresholds::new(1_000.0, 2_000.0))
+        .metric("m", Thresholds::new(mean + 5.0, mean + 10.0))
         .build_model()
         .unwrap()
 }
 
 /// Flat series (mean 10..90, noise sd 0.5..20, Gaussian) over 500 seeds x
-/// 1000 samples with the default rule. Bound: no prediction at all.
+/// 1000 samples with the default rule and thresholds just above the mean.
+/// Bounds: no prediction at all, and no slope t-statistic (over 20 or more
+/// samples) reaching the rule's minimum.
 #[test]
 fn flat_noisy_series_raise_no_prediction() {
     let (seeds, samples) = (500u64, 1_000u64);
@@ -92,7 +98,7 @@ fn flat_noisy_series_raise_no_prediction() {
         let mut noise = GaussianNoise::new(0xF1A7 ^ seed);
         let mean = 10.0 + (seed % 9) as f64 * 10.0;
         let sd = [0.5, 2.0, 5.0, 20.0][(seed % 4) as usize];
-        let mut model = noisy_model();
+        let mut model = noisy_model(mean);
         let mut any = false;
         for i in 0..samples {
             let out = model
@@ -121,6 +127,11 @@ fn flat_noisy_series_raise_no_prediction() {
         seeds * samples
     );
     assert_eq!(alarms, 0, "documented bound: no false prediction");
+    let min_t = 8.0; // the default `prediction_min_t`
+    assert!(
+        max_t < min_t,
+        "largest slope t-statistic {max_t:.2} reaches the rule's minimum {min_t}"
+    );
 }
 
 /// A value oscillating around the degraded threshold (80) within the margin

@@ -1,4 +1,4 @@
-//! StateSnapshotManager end to end: round trips of random stores and change sets (proptest), a simulated crash at every step of the write path, damage to every part of snapshot files and the manifest, the page-source staleness rule, retention, merging, metadata, progress, the periodic thread and bad input — all on real files in temporary directories.
+//! StateSnapshotManager end to end: round trips of random stores and change sets (proptest), a simulated crash at every step of the write path, damage to every part of snapshot files and the manifest, the page-source staleness rule, restores that fail mid-way, chains over a store that shrank, ids at the limit, crafted manifests, manifest rebuilds that must keep files, retention failures, merging, metadata, progress, the periodic thread and bad input — all on real files in temporary directories.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -787,4 +787,392 @@ fn auto_takes_a_full_snapshot_when_the_head_is_unreadable() {
     let info = m.snapshots().into_iter().find(|s| s.id == id).unwrap();
     assert_eq!(info.parent, None);
     assert!(restored(&m, id, 12) == store.to_bytes());
+}
+
+/// A store whose writes fail once `left` of them have been made.
+#[derive(Debug)]
+struct FailsAfter<'a> {
+    inner: &'a MemStore,
+    left: AtomicU64,
+}
+
+impl PageStore for FailsAfter<'_> {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_page(page, buf)
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        if self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(Error::Io {
+                context: "write to a failing store".into(),
+                source: std::io::Error::other("injected write failure"),
+            });
+        }
+        self.inner.write_page(page, data)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn a_restore_failing_mid_way_distrusts_notices_and_the_head() {
+    for kind in [SnapshotKind::Incremental, SnapshotKind::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(PS, 8).unwrap();
+        fill_store(&store, 31).unwrap();
+        let m = SnapshotConfig::new(dir.path(), PS)
+            .chunk_bytes(PS * 4)
+            .retention(Retention::KeepAll)
+            .threads(1)
+            .build()
+            .unwrap();
+        let old = snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+        for p in 0..4 {
+            write(&store, &m, p, 0xb0 + p as u8, true);
+        }
+        let head = snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+        write(&store, &m, 7, 0x77, true);
+        assert!(m.dirty_notices_trusted());
+        // Restoring the older snapshot writes pages 0..3 back, then fails.
+        let failing = FailsAfter {
+            inner: &store,
+            left: AtomicU64::new(3),
+        };
+        let err = m.restore(old, &failing).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(
+            !m.dirty_notices_trusted(),
+            "pages were overwritten that no notice names"
+        );
+        // The head's copy of page 0 no longer matches the store: not served.
+        let src = m.page_source();
+        let mut buf = vec![0u8; PS];
+        assert!(!src.read_page(PageId(0), None, &mut buf).unwrap());
+        assert!(!src.read_page(PageId(0), Some(Lsn(2)), &mut buf).unwrap());
+        assert!(!src.read_page(PageId(5), Some(Lsn(1)), &mut buf).unwrap());
+        let gate = WriteGate::new();
+        let pause = gate.pause();
+        let r = m
+            .take_snapshot(
+                Consistency::Paused {
+                    store: &store,
+                    pause: &pause,
+                    lsn: Lsn(3),
+                },
+                SnapshotRequest::new(kind),
+            )
+            .unwrap();
+        drop(pause);
+        assert_eq!(r.info.parent, Some(head), "{kind:?}");
+        assert_eq!(r.detection, ChangeDetection::Checksums);
+        assert_eq!(r.info.stored_pages, 4, "pages 0, 1, 2 and 7 changed");
+        assert_eq!(restored(&m, r.info.id, 8), store.to_bytes());
+        // A successful restore makes the head known again.
+        assert!(src.read_page(PageId(5), Some(Lsn(3)), &mut buf).unwrap());
+    }
+}
+
+#[test]
+fn restore_of_a_snapshot_taken_after_the_store_shrank() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let big = MemStore::new(PS, 10).unwrap();
+    fill_store(&big, 41).unwrap();
+    snap(&m, &big, 1, SnapshotKind::Full).unwrap();
+    let small = MemStore::new(PS, 5).unwrap();
+    let mut buf = vec![0u8; PS];
+    for p in 0..5 {
+        big.read_page(PageId(p), &mut buf).unwrap();
+        small.write_page(PageId(p), &buf).unwrap();
+    }
+    write(&small, &m, 2, 0x22, true);
+    let id = snap(&m, &small, 2, SnapshotKind::Incremental).unwrap();
+    assert_eq!(m.snapshots()[1].page_count, 5);
+    let target = MemStore::new(PS, 5).unwrap();
+    let r = m.restore(id, &target).unwrap();
+    assert_eq!(r.restored, id);
+    assert_eq!(target.to_bytes(), small.to_bytes());
+    // Pages past the snapshot's page count are left as they are.
+    let larger = MemStore::new(PS, 7).unwrap();
+    larger.write_page(PageId(6), &[0x66; PS]).unwrap();
+    m.restore(id, &larger).unwrap();
+    let bytes = larger.to_bytes();
+    assert_eq!(&bytes[..5 * PS], &small.to_bytes()[..]);
+    assert_eq!(&bytes[5 * PS..6 * PS], &[0u8; PS][..]);
+    assert_eq!(&bytes[6 * PS..], &[0x66; PS][..]);
+}
+
+/// Rewrites the payload of a framed file (the manifest) and recomputes both
+/// checksums of its frame, so that only the edited field is wrong.
+fn reframe(bytes: &mut [u8], edit: impl FnOnce(&mut [u8])) {
+    edit(&mut bytes[24..]);
+    let crc = selfheal::testing::reference_crc32(&bytes[24..]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Sets the id in a snapshot file's header and recomputes the header CRC.
+fn set_snapshot_id(bytes: &mut [u8], id: u64) {
+    bytes[8..16].copy_from_slice(&id.to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn the_largest_ids_on_disk_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 6).unwrap();
+    fill_store(&store, 51).unwrap();
+    let first = {
+        let m = manager(dir.path());
+        snap(&m, &store, 1, SnapshotKind::Full).unwrap()
+    };
+    let mpath = dir.path().join("MANIFEST");
+    let good_manifest = std::fs::read(&mpath).unwrap();
+    let spath = dir.path().join("snap-0000000000000001.shs");
+    let good_snapshot = std::fs::read(&spath).unwrap();
+
+    // A manifest whose next id is u64::MAX does not load; it is rebuilt.
+    let mut bad = good_manifest.clone();
+    reframe(&mut bad, |p| {
+        p[4..12].copy_from_slice(&u64::MAX.to_le_bytes())
+    });
+    assert!(matches!(
+        selfheal::snapshot::decode_manifest(&bad),
+        Err(Error::CorruptFile { .. })
+    ));
+    std::fs::write(&mpath, &bad).unwrap();
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_some());
+    assert_eq!(snap(&m, &store, 2, SnapshotKind::Full).unwrap(), first + 1);
+    drop(m);
+
+    // A snapshot file whose id is u64::MAX does not check, and a rebuild
+    // leaves it out.
+    let mut top = good_snapshot.clone();
+    set_snapshot_id(&mut top, u64::MAX);
+    assert!(matches!(
+        decode_snapshot(&top),
+        Err(Error::CorruptFile { offset: 8, .. })
+    ));
+    std::fs::write(dir.path().join("snap-ffffffffffffffff.shs"), &top).unwrap();
+    std::fs::remove_file(&mpath).unwrap();
+    let m = manager(dir.path());
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    drop(m);
+
+    // The largest usable id rebuilds, but no snapshot can follow it.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut last = good_snapshot;
+    set_snapshot_id(&mut last, u64::MAX - 1);
+    std::fs::write(dir.path().join("snap-fffffffffffffffe.shs"), &last).unwrap();
+    let m = manager(dir.path());
+    assert_eq!(m.snapshots()[0].id, u64::MAX - 1);
+    let err = snap(&m, &store, 3, SnapshotKind::Full).unwrap_err();
+    assert!(matches!(err, Error::CorruptFile { .. }), "{err:?}");
+    assert_eq!(m.snapshots().len(), 1);
+    assert_eq!(restored(&m, u64::MAX - 1, 6), store.to_bytes());
+}
+
+#[test]
+fn a_rebuild_never_deletes_a_file_it_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, before) = two_snapshots(dir.path());
+    let mpath = dir.path().join("MANIFEST");
+    std::fs::remove_file(&mpath).unwrap();
+    // A snapshot name that cannot be read as a file: an I/O error, not
+    // damage. The open fails and changes nothing.
+    let odd = dir.path().join("snap-0000000000000009.shs");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("keep"), b"x").unwrap();
+    let err = SnapshotConfig::new(dir.path(), PS).build().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(odd.join("keep").exists());
+    assert!(!mpath.exists(), "no manifest is written by a failed open");
+    assert_eq!(listed_files(dir.path()).len(), 3);
+    std::fs::remove_dir_all(&odd).unwrap();
+
+    // A damaged file is left out of the rebuilt manifest and kept, renamed.
+    let second = dir.path().join("snap-0000000000000002.shs");
+    damage_file(&second, |b| b[0] ^= 1);
+    let damaged = std::fs::read(&second).unwrap();
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_some());
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(!second.exists());
+    let orphan = dir.path().join("snap-0000000000000002.shs.orphan");
+    assert_eq!(std::fs::read(&orphan).unwrap(), damaged);
+    assert!(restored(&m, 1, 12) == before[0].1);
+    drop(m);
+    // A later open that loads the manifest leaves the orphan alone.
+    let m = manager(dir.path());
+    assert!(m.manifest_rebuilt().is_none());
+    assert!(orphan.exists());
+}
+
+/// A manifest frame around `payload`, with the magic and version of `like`.
+fn framed_like(like: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = like[..8].to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&selfheal::testing::reference_crc32(payload).to_le_bytes());
+    let crc = selfheal::testing::reference_crc32(&out[..20]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn a_manifest_entry_naming_another_file_is_refused() {
+    for victim in ["snap-0000000000000002.shs", "MANIFEST"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new(PS, 6).unwrap();
+        fill_store(&store, 61).unwrap();
+        {
+            let m = manager(dir.path());
+            snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+            write(&store, &m, 3, 0x33, true);
+            snap(&m, &store, 2, SnapshotKind::Full).unwrap();
+        }
+        let mpath = dir.path().join("MANIFEST");
+        let good = std::fs::read(&mpath).unwrap();
+        // The first entry's name: its length at payload offset 16 + 56.
+        let mut payload = good[24..].to_vec();
+        let at = 16 + 56;
+        assert_eq!(&payload[at + 2..at + 27], b"snap-0000000000000001.shs");
+        payload.splice(at..at + 27, {
+            let mut v = (victim.len() as u16).to_le_bytes().to_vec();
+            v.extend_from_slice(victim.as_bytes());
+            v
+        });
+        let bad = framed_like(&good, &payload);
+        assert!(
+            matches!(
+                selfheal::snapshot::decode_manifest(&bad),
+                Err(Error::CorruptFile { .. })
+            ),
+            "{victim}"
+        );
+        std::fs::write(&mpath, &bad).unwrap();
+        // Retention of the older snapshot deletes its own file, never the
+        // one the crafted entry names.
+        let m = SnapshotConfig::new(dir.path(), PS)
+            .chunk_bytes(PS * 4)
+            .retention(Retention::KeepLast(1))
+            .build()
+            .unwrap();
+        assert!(m.manifest_rebuilt().is_some(), "{victim}");
+        assert_eq!(m.apply_retention().unwrap(), vec![1], "{victim}");
+        assert!(dir.path().join("snap-0000000000000002.shs").exists());
+        assert!(!dir.path().join("snap-0000000000000001.shs").exists());
+        assert!(restored(&m, 2, 6) == store.to_bytes(), "{victim}");
+        drop(m);
+        assert!(manager(dir.path()).manifest_rebuilt().is_none(), "{victim}");
+    }
+}
+
+#[test]
+fn a_retention_failure_after_the_commit_keeps_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 6).unwrap();
+    fill_store(&store, 71).unwrap();
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .retention(Retention::KeepLast(1))
+        .build()
+        .unwrap();
+    snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+    write(&store, &m, 2, 0x22, true);
+    m.fail_next_retention();
+    let gate = WriteGate::new();
+    let pause = gate.pause();
+    let r = m
+        .take_snapshot(
+            Consistency::Paused {
+                store: &store,
+                pause: &pause,
+                lsn: Lsn(2),
+            },
+            SnapshotRequest::new(SnapshotKind::Full),
+        )
+        .unwrap();
+    drop(pause);
+    let why = r.retention_error.expect("retention failed");
+    assert!(why.contains("simulated write failure"), "{why}");
+    assert!(r.deleted.is_empty());
+    assert_eq!(m.head(), Some(r.info.id));
+    assert_eq!(
+        m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(restored(&m, 2, 6) == store.to_bytes());
+    // The next retention deletes what this one could not.
+    assert_eq!(m.apply_retention().unwrap(), vec![1]);
+    drop(m);
+    assert_eq!(manager(dir.path()).snapshots().len(), 1);
+}
+
+#[test]
+fn an_existing_directory_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("shared");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o750)).unwrap();
+    two_snapshots(&sub);
+    let mode = std::fs::metadata(&sub).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o750, "{mode:o}");
+    for f in listed_files(&sub) {
+        let mode = std::fs::metadata(sub.join(&f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
+    }
+}
+
+#[test]
+fn a_one_pass_restore_finding_damage_with_no_fallback_distrusts_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 64).unwrap();
+    fill_store(&store, 81).unwrap();
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .chunk_bytes(PS * 4)
+        .retention(Retention::KeepAll)
+        .precheck_restore(false)
+        .threads(1)
+        .build()
+        .unwrap();
+    let id = snap(&m, &store, 1, SnapshotKind::Full).unwrap();
+    let path = dir.path().join("snap-0000000000000001.shs");
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    damage_file(&path, |b| b[len * 3 / 4] ^= 0x80);
+    // The store moves on, with notices; then a restore of the only
+    // snapshot writes its first chunks before the damage is found.
+    write(&store, &m, 63, 0x63, true);
+    let err = m.restore(id, &store).unwrap_err();
+    assert!(matches!(err, Error::NoUsableSnapshot { .. }), "{err:?}");
+    assert!(!m.dirty_notices_trusted());
+    let mut buf = vec![0u8; PS];
+    assert!(!m
+        .page_source()
+        .read_page(PageId(0), Some(Lsn(1)), &mut buf)
+        .unwrap());
 }

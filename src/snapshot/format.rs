@@ -10,7 +10,7 @@
 //! |-------:|-----:|---------------------------------------------------------------|
 //! | 0      | 4    | magic `SHSN`                                                  |
 //! | 4      | 4    | format version (1)                                            |
-//! | 8      | 8    | snapshot id (≥ 1)                                             |
+//! | 8      | 8    | snapshot id (≥ 1, < 2⁶⁴ − 1)                                   |
 //! | 16     | 8    | parent id; 0 = full snapshot, else incremental on that parent |
 //! | 24     | 8    | LSN the snapshot's state corresponds to                       |
 //! | 32     | 8    | creation time, Unix milliseconds                              |
@@ -74,7 +74,7 @@
 //! | offset | size | field                                                    |
 //! |-------:|-----:|----------------------------------------------------------|
 //! | 0      | 4    | page size                                                |
-//! | 4      | 8    | next snapshot id                                         |
+//! | 4      | 8    | next snapshot id (< 2⁶⁴ − 1)                              |
 //! | 12     | 4    | entry count `n` (≤ 1 000 000)                            |
 //! | 16     | …    | `n` entries, ascending id, each:                         |
 //! |        | 8    | · id (≥ 1, < next id)                                    |
@@ -85,7 +85,7 @@
 //! |        | 8    | · stored page count                                      |
 //! |        | 8    | · file length in bytes                                   |
 //! |        | 2    | · file name length                                       |
-//! |        | …    | · file name: a plain name, no `/`, `\`, NUL, `.` or `..` |
+//! |        | …    | · file name: `snap-<id, 16 lowercase hex digits>.shs`    |
 //!
 //! File names are validated on decode so that a manifest can never make the
 //! library read or delete a file outside its snapshot directory.
@@ -182,8 +182,8 @@ impl Header {
         let page_size = le32(&b[40..44]) as usize;
         let chunk_pages = le32(&b[44..48]) as usize;
         let bad = |off: u64, why: String| Err(Error::corrupt_file(path, off, why));
-        if id == 0 {
-            return bad(8, "snapshot id 0 is reserved".into());
+        if id == 0 || id == u64::MAX {
+            return bad(8, format!("snapshot id {id} is reserved"));
         }
         if parent >= id {
             return bad(
@@ -543,9 +543,23 @@ impl std::fmt::Debug for SnapshotReader {
 
 impl SnapshotReader {
     /// Opens the snapshot file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be opened or is not a regular file;
+    /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] when its
+    /// header, footer or index does not check.
     pub fn open_file(path: &Path) -> Result<Self> {
         let f =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::io(format!("reading the metadata of {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(Error::io(
+                format!("opening {}", path.display()),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
         Self::new(Box::new(f), path)
     }
 
@@ -831,8 +845,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotSummary> {
 ///
 /// # Errors
 /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything that
-/// is not a valid manifest, including a file name that could point outside
-/// the snapshot directory.
+/// is not a valid manifest, including a file name that is not
+/// [`snapshot_file_name`](super::snapshot_file_name) of its entry's id (so
+/// none can point outside the snapshot directory or at another file).
 pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<super::SnapshotInfo>> {
     super::manifest::Manifest::decode(Path::new("<manifest bytes>"), bytes).map(|m| m.entries)
 }

@@ -19,8 +19,9 @@ const ENTRY_FIXED_LEN: usize = 58;
 /// The name of the manifest file in the snapshot directory.
 pub(crate) const MANIFEST_NAME: &str = "MANIFEST";
 
-/// The file name of snapshot `id`.
-pub(crate) fn snapshot_file_name(id: u64) -> String {
+/// The file name of snapshot `id` in its directory: `snap-` and the id as
+/// 16 lowercase hex digits, then `.shs`.
+pub fn snapshot_file_name(id: u64) -> String {
     format!("snap-{id:016x}.shs")
 }
 
@@ -95,6 +96,9 @@ impl Manifest {
         let mut c = Cursor::new(path, payload, fsutil::FRAME_HEADER_LEN as u64);
         let page_size = c.u32("page size")? as usize;
         let next_id = c.u64("next id")?;
+        if next_id == u64::MAX {
+            return Err(c.err(format!("next snapshot id {next_id} is reserved")));
+        }
         let n = u64::from(c.u32("entry count")?);
         if n > MAX_ENTRIES {
             return Err(c.err(format!("{n} entries exceed {MAX_ENTRIES}")));
@@ -117,8 +121,17 @@ impl Manifest {
                     "file name {name:?} is not a plain name inside the snapshot directory"
                 )));
             }
+            // Ascending ids also rule out a duplicate id.
             if id == 0 || id >= next_id || entries.last().is_some_and(|l| l.id >= id) {
                 return Err(c.err(format!("snapshot id {id} is out of order")));
+            }
+            // The name is implied by the id, so an entry can never name the
+            // manifest or another snapshot's file.
+            if name != snapshot_file_name(id) {
+                return Err(c.err(format!(
+                    "snapshot {id} is listed as file {name:?}, not {:?}",
+                    snapshot_file_name(id)
+                )));
             }
             if parent != 0
                 && entries

@@ -26,6 +26,11 @@
 //!   its store (for example a read transaction of an MVCC engine) and the LSN
 //!   of that view; writes to the live store continue.
 //!
+//! A thread holding a [`WriteTicket`] must not wait for a snapshot of the
+//! same gate — in particular it must not call
+//! [`PeriodicSnapshots::snapshot_now`]: the snapshot waits for the pause,
+//! the pause for the ticket, and neither ever returns.
+//!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
 //! when such a snapshot commits. A `View` snapshot compares checksums and does
@@ -34,6 +39,15 @@
 //! a restore, and until the next `Paused` snapshot, notices are not trusted
 //! (the host may have written while no manager listened; a restore's target
 //! need not be the store snapshotted next).
+//!
+//! # Change detection by checksum
+//!
+//! Without trusted notices an incremental snapshot stores the pages whose
+//! CRC32 differs from the parent's. A changed page whose new contents have
+//! the same CRC32 as the old ones is missed, and the snapshot then holds the
+//! parent's copy of it: for changes unrelated to the CRC the chance is about
+//! 2⁻³² per changed page. Hosts that cannot accept that risk take
+//! `Paused` snapshots with dirty-page notices, or full snapshots.
 //!
 //! # The restore point and single-page reads
 //!
@@ -46,6 +60,14 @@
 //! (b) when the caller passes `not_older_than`, the head's LSN is at least
 //! that LSN; and (c) at least one of (a)/(b) actually vouches for it — with
 //! neither notices nor an LSN the answer is `Ok(false)`.
+//!
+//! A restore that fails after it began writing its target (a store write
+//! error, or damage found mid-way with no usable fallback) leaves the
+//! target's state descending from no snapshot: the dirty notices are no
+//! longer trusted, and the page source answers `Ok(false)` for every page
+//! until the next successful snapshot or restore. The head stays the one
+//! before the restore, so the next incremental snapshot builds on it by
+//! comparing checksums.
 //!
 //! # Restore and corruption
 //!
@@ -85,17 +107,27 @@
 //! A damaged (or missing) manifest is rebuilt at open from the snapshot
 //! files whose header, footer and index check and whose chain is complete
 //! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
-//! newer format version is an error, never rebuilt over.
+//! newer format version is an error, never rebuilt over. A snapshot file
+//! that cannot be read during the rebuild (an I/O error, as opposed to
+//! content that does not check) fails the open with that error, and nothing
+//! is changed. Files the rebuild leaves out are never deleted by it: each is
+//! renamed `snap-….shs.orphan` and no longer used; the host may inspect and
+//! delete them.
 //!
 //! Earlier snapshots are never touched by a snapshot write. Retention
 //! rewrites the manifest first and deletes files after, so a crash in between
-//! leaves only unlisted files, deleted at the next open. A failure after the
+//! leaves only unlisted files, deleted at the next open that loads the
+//! manifest (an open that rebuilds it renames them instead, as above). A
+//! failure after the
 //! manifest rename (a failed directory fsync) poisons the manager
 //! ([`Error::Poisoned`]): reopen it.
 //!
-//! Files are created owner-only (`0o600`), the directory `0o700`; the
-//! manifest's file names are plain names, checked on load, so it can never
-//! name a file outside the directory.
+//! Files are created owner-only (`0o600`), and a directory the manager
+//! creates is `0o700`; the permissions of a directory that already exists
+//! are left as they are (the host owns them); each
+//! manifest entry's file name must be [`snapshot_file_name`] of its id,
+//! checked on load, so the manifest can never name a file outside the
+//! directory, the manifest itself, or another snapshot's file.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -120,8 +152,8 @@ mod manifest;
 mod periodic;
 
 use format::{Header, SnapshotReader, SnapshotWriter, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
-pub use manifest::Retention;
-use manifest::{plan_retention, snapshot_file_name, Manifest, MANIFEST_NAME};
+use manifest::{plan_retention, Manifest, MANIFEST_NAME};
+pub use manifest::{snapshot_file_name, Retention};
 pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
 
 /// One snapshot as the manifest lists it.
@@ -311,6 +343,11 @@ pub struct SnapshotReport {
     pub detection: ChangeDetection,
     /// Snapshots deleted by retention afterwards.
     pub deleted: Vec<u64>,
+    /// Why retention failed after the snapshot committed, if it did. The
+    /// snapshot is listed and is the head either way; the snapshots retention
+    /// would have deleted are kept until it next runs (the next snapshot or
+    /// [`StateSnapshotManager::apply_retention`]).
+    pub retention_error: Option<String>,
 }
 
 /// What a restore did.
@@ -325,7 +362,8 @@ pub struct RestoreReport {
     /// Newer snapshots that were tried first and did not verify, with why.
     pub skipped: Vec<(u64, String)>,
     /// Page writes made (pages changed in incrementals are written once per
-    /// snapshot of the chain that holds them).
+    /// snapshot of the chain that holds them; pages past the restored
+    /// snapshot's page count are not written).
     pub pages_written: u64,
     /// The metadata blobs saved with the restored snapshot.
     pub metadata: Vec<(String, Vec<u8>)>,
@@ -709,10 +747,16 @@ struct Inner {
     state: Mutex<State>,
     head: RwLock<Option<Head>>,
     dirty: DirtyPages,
+    /// Set when a restore failed after it began writing its target: the
+    /// store's state then descends from no snapshot, so the page source
+    /// serves nothing until the next successful snapshot or restore.
+    head_unknown: AtomicBool,
     readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
     progress: Progress,
     poisoned: Mutex<Option<String>>,
     crash_at: std::sync::atomic::AtomicU32,
+    #[cfg(any(test, feature = "testing"))]
+    fail_retention: AtomicBool,
     rebuilt: Option<String>,
 }
 
@@ -786,6 +830,9 @@ fn dir_unusable(dir: &Path, reason: impl fmt::Display) -> Error {
     }
 }
 
+/// Appended to the name of a snapshot file that a manifest rebuild left out.
+const ORPHAN_SUFFIX: &str = ".orphan";
+
 /// Whether `name` is one of the library's snapshot file names.
 fn is_snapshot_name(name: &str) -> bool {
     name.len() == 25
@@ -802,13 +849,17 @@ fn has_snapshot_files(dir: &Path) -> bool {
 }
 
 /// A manifest listing every snapshot file in `dir` whose header, footer and
-/// index check and whose chain is complete. Files that do not check are
-/// left out (and deleted as unlisted by the caller).
+/// index check and whose chain is complete. Files that do not check
+/// ([`Error::CorruptFile`], [`Error::UnsupportedVersion`], or a name that
+/// does not match the id inside) are left out (and renamed `….orphan` by
+/// the caller).
 ///
 /// # Errors
 /// [`Error::PageSizeMismatch`] when a valid file has another page size
 /// (the directory belongs to another store: nothing is deleted);
-/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed.
+/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed; any
+/// other error opening a snapshot file (for example [`Error::Io`]), since a
+/// file that cannot be read now may be intact.
 fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
     let rd = fs::read_dir(dir).map_err(|e| dir_unusable(dir, format!("cannot list it: {e}")))?;
     let mut found: Vec<SnapshotInfo> = Vec::new();
@@ -823,10 +874,11 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
                 tracing::warn!(file = %name, "snapshot file's name does not match its id; left out");
                 continue;
             }
-            Err(err) => {
+            Err(err @ (Error::CorruptFile { .. } | Error::UnsupportedVersion { .. })) => {
                 tracing::warn!(file = %name, %err, "snapshot file does not check; left out");
                 continue;
             }
+            Err(err) => return Err(err),
         };
         if r.header.page_size != page_size {
             return Err(Error::PageSizeMismatch {
@@ -851,7 +903,9 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
     let mut m = Manifest::new(page_size);
     for e in found {
         if e.parent.is_none_or(|p| m.get(p).is_some()) {
-            m.next_id = e.id + 1;
+            m.next_id = e.id.checked_add(1).ok_or_else(|| {
+                Error::corrupt_file(dir.join(&e.file_name), 8, "snapshot id is u64::MAX")
+            })?;
             m.entries.push(e);
         }
     }
@@ -906,6 +960,8 @@ impl StateSnapshotManager {
             });
         }
         // Leftovers of a crash: temporary files and unlisted snapshot files.
+        // A manifest rebuilt in this open may have left out a file by
+        // mistake, so unlisted snapshot files are then kept, renamed.
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -913,7 +969,13 @@ impl StateSnapshotManager {
                     || name.strip_suffix(".tmp").is_some_and(is_snapshot_name);
                 let unlisted = is_snapshot_name(&name)
                     && !manifest.entries.iter().any(|m| m.file_name == name);
-                if stray_tmp || unlisted {
+                if unlisted && rebuilt.is_some() {
+                    let to = dir.join(format!("{name}{ORPHAN_SUFFIX}"));
+                    tracing::warn!(file = %name, "snapshot file left out of the rebuilt manifest; renamed to {name}{ORPHAN_SUFFIX}");
+                    if let Err(err) = fs::rename(e.path(), &to) {
+                        tracing::warn!(file = %name, %err, "cannot rename an unlisted snapshot file; left as it is");
+                    }
+                } else if stray_tmp || unlisted {
                     tracing::info!(file = %name, "removing leftover of an interrupted snapshot");
                     let _ = fs::remove_file(e.path());
                 }
@@ -942,6 +1004,7 @@ impl StateSnapshotManager {
             }),
             head: RwLock::new(head),
             dirty: DirtyPages::default(),
+            head_unknown: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             progress: Progress {
                 inner: Arc::default(),
@@ -950,6 +1013,8 @@ impl StateSnapshotManager {
             poisoned: Mutex::new(None),
             rebuilt,
             crash_at: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(any(test, feature = "testing"))]
+            fail_retention: AtomicBool::new(false),
             dir,
         };
         Ok(StateSnapshotManager {
@@ -1023,15 +1088,25 @@ impl StateSnapshotManager {
         self.inner.crash_at.store(step as u32, Ordering::SeqCst);
     }
 
+    /// Makes the next retention that has snapshots to delete fail before it
+    /// rewrites the manifest, with an I/O error, as a full disk would.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_next_retention(&self) {
+        self.inner.fail_retention.store(true, Ordering::SeqCst);
+    }
+
     /// Takes a snapshot made consistent by `source` (see the module docs).
-    /// Retention is applied after it commits.
+    /// Retention is applied after it commits; a retention failure does not
+    /// fail the call (the snapshot is listed by then): it is logged and
+    /// reported in [`SnapshotReport::retention_error`].
     ///
     /// # Errors
     /// [`Error::PageSizeMismatch`] for a store of another page size;
     /// [`Error::InvalidArgument`] for bad metadata or an incremental
-    /// snapshot without a head; a store or I/O error (the snapshot is then
-    /// not listed and earlier ones are untouched); [`Error::Poisoned`] after a
-    /// failure that left the manifest's durability unknown.
+    /// snapshot without a head; a store or I/O error while the snapshot is
+    /// written (the snapshot is then not listed and earlier ones are
+    /// untouched); [`Error::Poisoned`] after a failure that left the
+    /// manifest's durability unknown.
     pub fn take_snapshot(
         &self,
         source: Consistency<'_>,
@@ -1044,7 +1119,8 @@ impl StateSnapshotManager {
     /// snapshot whose chain verifies (reported in
     /// [`RestoreReport::skipped`]). The host must not write to `target`
     /// meanwhile. Pages of `target` past the snapshot's page count are left
-    /// as they are. Afterwards the restored snapshot is the head; dirty-page
+    /// as they are, even when an older snapshot of its chain was taken of a
+    /// larger store. Afterwards the restored snapshot is the head; dirty-page
     /// notices are trusted again only after the next
     /// [`Consistency::Paused`] snapshot (the manager cannot know that
     /// `target` is the store the host snapshots next, so the next
@@ -1055,7 +1131,9 @@ impl StateSnapshotManager {
     /// [`Error::PageSizeMismatch`]; [`Error::InvalidArgument`] when `target`
     /// has fewer pages than the snapshot; [`Error::NoUsableSnapshot`] when no
     /// candidate verifies; a store error from writing `target` (no fallback
-    /// is tried then).
+    /// is tried then). After an error that came once pages of `target` were
+    /// written, dirty-page notices are not trusted and the page source
+    /// serves no page until the next successful snapshot or restore.
     pub fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
         self.inner.restore(id, target)
     }
@@ -1362,14 +1440,22 @@ impl Inner {
             chain,
         });
         st.head_crcs = Some((info.id, Arc::new(crcs)));
+        self.head_unknown.store(false, Ordering::Release);
         if paused {
             self.dirty.reset_clean();
         }
-        let deleted = self.retain(&mut st, now_unix_ms())?;
+        let (deleted, retention_error) = match self.retain(&mut st, now_unix_ms()) {
+            Ok(deleted) => (deleted, None),
+            Err(e) => {
+                tracing::warn!(snapshot = info.id, error = %e, "snapshot taken, but retention failed; older snapshots are kept until it next runs");
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
         Ok(SnapshotReport {
             info,
             detection,
             deleted,
+            retention_error,
         })
     }
 
@@ -1387,6 +1473,16 @@ impl Inner {
         metadata: &[(String, Vec<u8>)],
     ) -> Result<(SnapshotInfo, Vec<u32>)> {
         let id = header.id;
+        let next_id = id
+            .checked_add(1)
+            .filter(|&n| n < u64::MAX)
+            .ok_or_else(|| {
+                Error::corrupt_file(
+                    self.dir.join(MANIFEST_NAME),
+                    0,
+                    format!("snapshot ids are exhausted (the next would be {id}); start a new snapshot directory"),
+                )
+            })?;
         let name = snapshot_file_name(id);
         let path = self.dir.join(&name);
         let tmp = fsutil::tmp_path(&path);
@@ -1456,7 +1552,7 @@ impl Inner {
         };
         let mut m = st.manifest.clone();
         m.entries.push(info.clone());
-        m.next_id = id + 1;
+        m.next_id = next_id;
         if let Err(e) = self.write_manifest(&m) {
             if !self.crashed() {
                 let _ = fs::remove_file(&path);
@@ -1510,6 +1606,13 @@ impl Inner {
         }
         let mut m = st.manifest.clone();
         m.entries.retain(|e| !del.contains(&e.id));
+        #[cfg(any(test, feature = "testing"))]
+        if self.fail_retention.swap(false, Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("writing {}", self.dir.join(MANIFEST_NAME).display()),
+                std::io::Error::other("simulated write failure during retention"),
+            ));
+        }
         self.write_manifest(&m)?;
         let old = std::mem::replace(&mut st.manifest, m);
         let mut readers = self.readers.lock();
@@ -1595,6 +1698,25 @@ impl Inner {
         self.check_alive()?;
         self.check_page_size("restore target", target.page_size())?;
         let mut st = self.state.lock();
+        let wrote = AtomicBool::new(false);
+        let res = self.restore_locked(&mut st, id, target, &wrote);
+        if res.is_err() && wrote.load(Ordering::Acquire) {
+            // Some pages of `target` may have been overwritten: the dirty
+            // notices no longer describe what changed since the head, and
+            // the head's copies of those pages may no longer match.
+            self.dirty.invalidate();
+            self.head_unknown.store(true, Ordering::Release);
+        }
+        res
+    }
+
+    fn restore_locked(
+        &self,
+        st: &mut State,
+        id: u64,
+        target: &dyn PageStore,
+        wrote: &AtomicBool,
+    ) -> Result<RestoreReport> {
         if st.manifest.get(id).is_none() {
             return Err(Error::SnapshotNotFound { id });
         }
@@ -1615,7 +1737,7 @@ impl Inner {
                 let chain = st.manifest.chain(c).map_err(|e| e.to_string())?;
                 let mut readers = Vec::new();
                 for m in chain {
-                    let r = self.reader_by_id(&st, m);
+                    let r = self.reader_by_id(st, m);
                     let ok = checked
                         .entry(m)
                         .or_insert_with(|| match &r {
@@ -1650,7 +1772,7 @@ impl Inner {
                     ),
                 });
             }
-            match self.apply_chain(&readers, target) {
+            match self.apply_chain(&readers, target, wrote) {
                 Ok(pages_written) => {
                     target.sync()?;
                     let info = st.manifest.get(c).cloned().expect("listed");
@@ -1664,6 +1786,7 @@ impl Inner {
                     // `target` need not be the store the host snapshots next,
                     // so notices are trusted again only after a paused snapshot.
                     self.dirty.invalidate();
+                    self.head_unknown.store(false, Ordering::Release);
                     if !skipped.is_empty() {
                         tracing::warn!(
                             requested = id,
@@ -1700,26 +1823,37 @@ impl Inner {
         &self,
         readers: &[Arc<SnapshotReader>],
         target: &dyn PageStore,
+        wrote: &AtomicBool,
     ) -> std::result::Result<u64, ApplyError> {
         let ps = self.page_size;
+        // Older members of the chain may hold pages of a larger store; the
+        // pages at or past the restored snapshot's page count are not part
+        // of it and are not written.
+        let limit = readers.last().map_or(0, |r| r.header.page_count);
         let total: u64 = readers
             .iter()
             .map(|r| r.index.stored_pages(r.header.page_count) * ps as u64)
             .sum();
         let _g = self.progress.start(Operation::Restore, total);
-        let mut written = 0;
+        let written = AtomicU64::new(0);
         for r in readers {
             let store_err: StoreErr = Mutex::new(None);
             let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
                 let first = c * r.header.chunk_pages;
                 for (slot, b) in raw.chunks_exact(ps).enumerate() {
-                    if let Err(e) = target.write_page(PageId(r.stored_page(first + slot)), b) {
+                    let page = r.stored_page(first + slot);
+                    if page >= limit {
+                        continue;
+                    }
+                    wrote.store(true, Ordering::Release);
+                    if let Err(e) = target.write_page(PageId(page), b) {
                         *store_err.lock() = Some(e);
                         return Err(Error::Stopped {
                             component: "restore",
                             reason: "the target store failed".into(),
                         });
                     }
+                    written.fetch_add(1, Ordering::Relaxed);
                 }
                 self.progress.add(raw.len() as u64);
                 Ok(())
@@ -1728,9 +1862,8 @@ impl Inner {
                 return Err(ApplyError::Store(e));
             }
             res.map_err(ApplyError::Snapshot)?;
-            written += r.index.stored_pages(r.header.page_count);
         }
-        Ok(written)
+        Ok(written.into_inner())
     }
 
     fn merge(&self, id: u64) -> Result<SnapshotInfo> {
@@ -1869,6 +2002,9 @@ impl PageSource for SnapshotPageSource {
         let Some(head) = inner.head.read().clone() else {
             return Ok(false);
         };
+        if inner.head_unknown.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let trusted = inner.dirty.trusted();
         if trusted && inner.dirty.contains(page.0) {
             return Ok(false);

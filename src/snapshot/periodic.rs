@@ -152,6 +152,10 @@ impl PeriodicSnapshots {
 
     /// Takes a snapshot now, on the thread, and returns its result.
     ///
+    /// Do not call it while holding a [`WriteTicket`](super::WriteTicket) of
+    /// the gate the thread pauses: the snapshot waits for the pause, which
+    /// waits for every ticket to be dropped, so the call would never return.
+    ///
     /// # Errors
     /// The snapshot's error; [`Error::Stopped`] when the thread is stopped or died.
     pub fn snapshot_now(&self) -> Result<SnapshotReport> {
