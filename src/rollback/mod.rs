@@ -425,7 +425,8 @@ impl RollbackConfig {
                 undo_bytes: bytes,
             });
         }
-        let applied = apply_undo(pages.as_ref(), refs)?;
+        let page_locks = PageLocks::new();
+        let applied = apply_undo(pages.as_ref(), &page_locks, refs)?;
         if applied.pages > 0 {
             pages.sync()?;
         }
@@ -482,6 +483,7 @@ impl RollbackConfig {
             pages,
             journal,
             state: Mutex::new(State::default()),
+            page_locks,
             victim_policy: self.victim_policy,
             max_active: self.max_active_transactions,
             max_undo: self.max_undo_bytes_per_txn,
@@ -728,6 +730,7 @@ pub struct TransactionRollbackManager {
     pages: Arc<dyn PageWriter>,
     journal: Journal,
     state: Mutex<State>,
+    page_locks: PageLocks,
     victim_policy: VictimPolicy,
     max_active: usize,
     max_undo: u64,
@@ -768,6 +771,25 @@ fn check_range(
     Ok(())
 }
 
+/// How many locks the pages are striped over.
+const PAGE_LOCK_STRIPES: usize = 256;
+
+/// Striped page locks: every read-patch-write of a page through the manager
+/// holds the lock of its stripe from the read to the write, so concurrent
+/// changes to different bytes of one page never overwrite each other.
+struct PageLocks(Box<[Mutex<()>]>);
+
+impl PageLocks {
+    fn new() -> Self {
+        PageLocks((0..PAGE_LOCK_STRIPES).map(|_| Mutex::new(())).collect())
+    }
+
+    fn lock(&self, page: PageId) -> parking_lot::MutexGuard<'_, ()> {
+        // The modulus is below `PAGE_LOCK_STRIPES`, so the cast is lossless.
+        self.0[(page.0 % PAGE_LOCK_STRIPES as u64) as usize].lock()
+    }
+}
+
 /// One before-image to apply.
 struct UndoRef<'a> {
     lsn: u64,
@@ -783,8 +805,12 @@ struct Applied {
 }
 
 /// Applies before-images: per page, newest LSN first, one read, one write and
-/// one verifying re-read per page.
-fn apply_undo(pages: &dyn PageWriter, mut refs: Vec<UndoRef<'_>>) -> Result<Applied> {
+/// one verifying re-read per page, each under the page's lock.
+fn apply_undo(
+    pages: &dyn PageWriter,
+    locks: &PageLocks,
+    mut refs: Vec<UndoRef<'_>>,
+) -> Result<Applied> {
     let mut out = Applied::default();
     if refs.is_empty() {
         return Ok(out);
@@ -795,6 +821,7 @@ fn apply_undo(pages: &dyn PageWriter, mut refs: Vec<UndoRef<'_>>) -> Result<Appl
     let mut check = vec![0u8; ps];
     for group in refs.chunk_by(|a, b| a.page == b.page) {
         let page = group[0].page;
+        let _guard = locks.lock(page);
         pages.read_page(page, &mut buf)?;
         for r in group {
             buf[r.offset..r.offset + r.bytes.len()].copy_from_slice(r.bytes);
@@ -910,13 +937,20 @@ impl TransactionRollbackManager {
 
     /// Changes `page[offset..offset + data.len()]` to `data` as part of
     /// `txn`, keeping the write-ahead rule: reads the page, records the
-    /// before-image, waits until it is durable, then writes the page through
-    /// the [`PageWriter`]. The page write is not synced (the host syncs its
-    /// store before it commits).
+    /// before-image, waits until it is durable, then — holding the page's
+    /// lock, and only if `txn` is still active — re-reads the page, patches
+    /// the range and writes it through the [`PageWriter`]. Concurrent writes
+    /// to different bytes of one page all survive, and a write that loses a
+    /// race with [`rollback`](Self::rollback) or
+    /// [`rollback_all`](Self::rollback_all) writes nothing. The page write is
+    /// not synced (the host syncs its store before it commits).
     ///
     /// # Errors
     /// As [`record_undo`](Self::record_undo) and
-    /// [`ensure_durable`](Self::ensure_durable), and the store's errors.
+    /// [`ensure_durable`](Self::ensure_durable), and the store's errors;
+    /// [`Error::TransactionNotActive`] also when `txn` was rolled back or
+    /// started committing while the undo was being made durable (the page is
+    /// then not written).
     pub fn write(&self, txn: TxnId, page: PageId, offset: usize, data: &[u8]) -> Result<Lsn> {
         let ps = self.pages.page_size();
         check_range(page, offset, data.len(), ps, self.pages.page_count())?;
@@ -924,6 +958,10 @@ impl TransactionRollbackManager {
         self.pages.read_page(page, &mut buf)?;
         let lsn = self.record_undo(txn, page, offset, &buf[offset..offset + data.len()])?;
         self.journal.ensure_durable(lsn)?;
+        // Lock order: page lock, then state lock (never the reverse).
+        let _guard = self.page_locks.lock(page);
+        self.state.lock().active_mut(txn)?;
+        self.pages.read_page(page, &mut buf)?;
         buf[offset..offset + data.len()].copy_from_slice(data);
         self.pages.write_page(page, &mut buf)?;
         Ok(lsn)
@@ -1082,7 +1120,7 @@ impl TransactionRollbackManager {
                 })
             })
             .collect();
-        let applied = apply_undo(self.pages.as_ref(), refs)?;
+        let applied = apply_undo(self.pages.as_ref(), &self.page_locks, refs)?;
         if applied.pages > 0 {
             self.pages.sync()?;
         }
@@ -1302,7 +1340,7 @@ mod tests {
                 bytes: b"NEWER!",
             },
         ];
-        let applied = apply_undo(&pages, refs).unwrap();
+        let applied = apply_undo(&pages, &PageLocks::new(), refs).unwrap();
         assert_eq!((applied.entries, applied.pages), (5, 2));
         assert_eq!(pages.writes.load(Ordering::Relaxed), 2);
         assert_eq!(
