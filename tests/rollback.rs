@@ -937,3 +937,78 @@ fn a_write_racing_rollback_all_never_survives_it() {
         w.join().unwrap();
     }
 }
+
+// ---- untrusted header values ----------------------------------------------------
+
+/// A journal holding one segment with a valid-checksum header of the given
+/// values, followed by `records`.
+fn crafted_journal(segment: u64, first_lsn: u64, next_txn: u64, records: &[u8]) -> Arc<CrashDir> {
+    let dir = Arc::new(CrashDir::new());
+    let header = selfheal::rollback::journal::SegmentHeader {
+        segment,
+        first_lsn: Lsn(first_lsn),
+        next_txn,
+    };
+    dir.create(segment, &header.encode()).unwrap();
+    if !records.is_empty() {
+        dir.append(segment, records).unwrap();
+    }
+    dir.sync(segment).unwrap();
+    dir
+}
+
+fn open_crafted(
+    dir: Arc<CrashDir>,
+    mode: RecoveryMode,
+) -> selfheal::Result<TransactionRollbackManager> {
+    RollbackConfig::with_storage(dir)
+        .recovery_mode(mode)
+        .open(RawPages::shared(Arc::new(
+            MemStore::new(PS, PAGES).unwrap(),
+        )))
+}
+
+#[test]
+fn out_of_range_header_values_are_corrupt_files_not_panics() {
+    for (segment, first_lsn, next_txn, what) in [
+        (1, 0, 1, "first LSN 0"),
+        (1, u64::MAX - 1, 1, "first LSN near the end"),
+        (1, u64::MAX / 2, 1, "first LSN at half the range"),
+        (1, 1, u64::MAX, "next txn at the end"),
+        (1, 1, u64::MAX / 2, "next txn at half the range"),
+        (u64::MAX, 1, 1, "segment number u64::MAX"),
+    ] {
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            let dir = crafted_journal(segment, first_lsn, next_txn, &[]);
+            match open_crafted(dir, mode) {
+                Err(Error::CorruptFile { .. }) => {}
+                Ok(m) => {
+                    // Using the journal must not overflow either.
+                    let r = m.begin().and_then(|t| m.commit(t));
+                    panic!("{what} ({mode:?}): opened, then {r:?}")
+                }
+                Err(e) => panic!("{what} ({mode:?}): {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_record_with_the_largest_txn_id_gives_typed_errors_not_overflow() {
+    let mut records = Vec::new();
+    selfheal::rollback::journal::Record::Begin {
+        txn: TxnId(u64::MAX),
+    }
+    .encode_into(Lsn(1), &mut records);
+    selfheal::rollback::journal::Record::Abort {
+        txn: TxnId(u64::MAX),
+    }
+    .encode_into(Lsn(2), &mut records);
+    let mgr = open_crafted(crafted_journal(1, 1, 1, &records), RecoveryMode::default()).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(mgr.begin(), Err(Error::IdSpaceExhausted { .. })));
+    }
+}

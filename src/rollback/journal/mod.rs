@@ -15,8 +15,8 @@
 //! | 0      | 4    | magic `SHUJ`                                             |
 //! | 4      | 4    | format version (1)                                       |
 //! | 8      | 8    | segment number (must match the file name)                |
-//! | 16     | 8    | first LSN: the LSN of the segment's first record         |
-//! | 24     | 8    | next transaction id when the segment was created         |
+//! | 16     | 8    | first LSN: the LSN of the segment's first record; 1 or more, below [`MAX_HEADER_COUNTER`] |
+//! | 24     | 8    | next transaction id when the segment was created; below [`MAX_HEADER_COUNTER`] |
 //! | 32     | 4    | reserved, zero                                           |
 //! | 36     | 4    | CRC32 of bytes 0..36                                     |
 //!
@@ -34,6 +34,12 @@
 //! Undo carries transaction id (8), page (8), byte offset in the page (4)
 //! and the before-image (`n - 20` bytes). A 64-byte before-image makes a
 //! 101-byte record.
+//!
+//! A header whose counters are out of range, or a segment numbered
+//! `u64::MAX`, is damage ([`Error::CorruptFile`](crate::Error::CorruptFile)):
+//! the counters must have room to grow. A counter that still runs out while
+//! the journal is used gives
+//! [`Error::IdSpaceExhausted`](crate::Error::IdSpaceExhausted).
 //!
 //! Zeros never decode as a record (type 0 is invalid and the CRC of zeros is
 //! not zero), and an LSN out of sequence is damage even if its frame checks.
@@ -108,8 +114,8 @@ mod writer;
 
 pub use reader::{decode_segment, ScannedRecord, SegmentEnd, SegmentScan};
 pub use record::{
-    HeaderDamage, Record, SegmentHeader, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC, SEGMENT_VERSION,
+    HeaderDamage, Record, SegmentHeader, MAX_HEADER_COUNTER, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use recovery::{JournalDamage, RecoveryMode};
 pub use storage::{segment_file_name, DirStorage, JournalStorage};

@@ -86,6 +86,13 @@ enum Found {
 pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<JournalScan> {
     let mut ids = storage.list()?;
     ids.sort_unstable();
+    if ids.last() == Some(&u64::MAX) {
+        return Err(Error::corrupt_file(
+            storage.segment_path(u64::MAX),
+            0,
+            "segment number 18446744073709551615 leaves no room for a next segment; no real journal reaches it",
+        ));
+    }
     let mut out = JournalScan {
         records: Vec::new(),
         segments: Vec::new(),
