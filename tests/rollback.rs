@@ -1012,3 +1012,54 @@ fn a_record_with_the_largest_txn_id_gives_typed_errors_not_overflow() {
         assert!(matches!(mgr.begin(), Err(Error::IdSpaceExhausted { .. })));
     }
 }
+
+// ---- commit after a timed-out fsync wait ------------------------------------------
+
+#[test]
+fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
+    let (open, gate) = crossbeam_channel::unbounded();
+    let dir = Arc::new(GatedDir {
+        inner: CrashDir::new(),
+        gate,
+    });
+    let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
+    let mgr = Arc::new(
+        RollbackConfig::with_storage(dir)
+            .sync_wait_timeout(Duration::from_millis(50))
+            .open(pages)
+            .unwrap(),
+    );
+    let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
+    // A becomes the fsync leader and blocks in the sync.
+    let leader = {
+        let m = mgr.clone();
+        std::thread::spawn(move || m.commit(a).unwrap())
+    };
+    while mgr.stats().journal.commits < 1 {
+        std::thread::yield_now();
+    }
+    // B waits for A's fsync and gives up after the timeout.
+    let err = mgr.commit(b).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    // Its commit record may already be on its way to disk: it cannot be
+    // rolled back any more.
+    assert!(matches!(
+        mgr.rollback(b),
+        Err(Error::TransactionNotActive { .. })
+    ));
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    leader.join().unwrap();
+    // Retrying finishes the commit.
+    let lsn = mgr.commit(b).unwrap();
+    assert!(mgr.durable_lsn() >= lsn);
+    let s = mgr.stats();
+    assert_eq!((s.committed, s.active), (2, 0));
+    assert!(matches!(
+        mgr.commit(b),
+        Err(Error::TransactionNotActive { .. })
+    ));
+}

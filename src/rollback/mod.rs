@@ -620,6 +620,8 @@ struct Entry {
 struct Txn {
     begin_lsn: Lsn,
     status: Status,
+    /// The commit record's LSN, once it is appended (status `Committing`).
+    commit_lsn: Option<Lsn>,
     entries: Vec<Entry>,
     arena: Vec<u8>,
 }
@@ -867,6 +869,7 @@ impl TransactionRollbackManager {
             Txn {
                 begin_lsn,
                 status: Status::Active,
+                commit_lsn: None,
                 entries: Vec::new(),
                 arena: Vec::new(),
             },
@@ -983,21 +986,48 @@ impl TransactionRollbackManager {
     /// (sharing the fsync with concurrent commits). From then on its undo is
     /// never applied.
     ///
+    /// Once the commit record is appended the transaction can no longer be
+    /// rolled back. If waiting for its fsync fails with the retryable
+    /// timed-out [`Error::Io`], call `commit` again: it waits for the same
+    /// commit record and then finishes the commit (until then the
+    /// transaction counts as active and holds back checkpoints).
+    ///
     /// # Errors
     /// [`Error::UnknownTransaction`] / [`Error::TransactionNotActive`] (also
-    /// for a commit after a rollback); [`Error::Poisoned`] — then whether the
-    /// commit survives a crash is unknown until the next open.
+    /// for a commit after a rollback or after a completed commit); the
+    /// timed-out [`Error::Io`] of [`ensure_durable`](Self::ensure_durable);
+    /// [`Error::Poisoned`] — then whether the commit survives a crash is
+    /// unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
         let lsn = {
             let mut st = self.state.lock();
-            let t = st.active_mut(txn)?;
-            let lsn = self.journal.append(&Record::Commit { txn })?;
-            t.status = Status::Committing;
-            lsn
+            let (status, pending) = {
+                let t = st.get(txn)?;
+                (t.status, t.commit_lsn)
+            };
+            match (status, pending) {
+                (Status::Committing, Some(lsn)) => lsn,
+                _ => {
+                    let t = st.active_mut(txn)?;
+                    let lsn = self.journal.append(&Record::Commit { txn })?;
+                    t.status = Status::Committing;
+                    t.commit_lsn = Some(lsn);
+                    lsn
+                }
+            }
         };
         self.journal.ensure_durable(lsn)?;
-        self.state.lock().finish(txn, "committed");
-        self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        // A concurrent retry of the same commit may have finished it already.
+        if st
+            .active
+            .get(&txn)
+            .is_some_and(|t| t.status == Status::Committing)
+        {
+            st.finish(txn, "committed");
+            drop(st);
+            self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(lsn)
     }
 
