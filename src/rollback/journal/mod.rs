@@ -47,11 +47,15 @@
 //! # Torn tail versus damage in the middle
 //!
 //! At a bad or incomplete record, the reader searches the rest of the segment
-//! for any valid frame. None found, and no later segment: a **torn tail**,
+//! for any valid frame whose LSN could follow the last good record (within
+//! [`LSN_SEARCH_WINDOW`] above it). None found, and no later segment: a **torn tail**,
 //! which is what a crash during an append leaves. Something valid found (or
 //! a later segment exists): **damage in the middle**, which is never skipped
 //! silently. A bit flip inside the very last record cannot be told from a
-//! torn write and counts as a torn tail.
+//! torn write and counts as a torn tail. The search checksums at most
+//! [`MAX_SEARCH_HASH_BYTES`]; if bytes crafted to look like records exhaust
+//! that, the bad record counts as damage in the middle (never as a torn tail
+//! to skip).
 //!
 //! | damage \ [`RecoveryMode`]           | `TolerateTornTail` (default)     | `AbsoluteConsistency` | `StopAtFirstBadRecord`                              |
 //! |-------------------------------------|----------------------------------|-----------------------|-----------------------------------------------------|
@@ -112,7 +116,10 @@ pub(crate) mod recovery;
 mod storage;
 mod writer;
 
-pub use reader::{decode_segment, ScannedRecord, SegmentEnd, SegmentScan};
+pub use reader::{
+    decode_segment, ScannedRecord, SegmentEnd, SegmentScan, LSN_SEARCH_WINDOW,
+    MAX_SEARCH_HASH_BYTES,
+};
 pub use record::{
     HeaderDamage, Record, SegmentHeader, MAX_HEADER_COUNTER, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
