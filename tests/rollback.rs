@@ -1063,3 +1063,56 @@ fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
         Err(Error::TransactionNotActive { .. })
     ));
 }
+
+// ---- power loss: a hole in the unsynced tail -------------------------------------
+
+#[test]
+fn a_hole_in_the_unsynced_tail_is_refused_by_default_and_cut_by_stop_at_first_bad_record() {
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let dir = Arc::new(CrashDir::new());
+    let mgr = mem_manager(dir.clone(), store.clone());
+    let a = mgr.begin().unwrap();
+    mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
+    mgr.commit(a).unwrap();
+    let b = mgr.begin().unwrap();
+    mgr.write(b, PageId(1), 0, b"BBBB").unwrap();
+    // Two more undo records reach the file; power is lost before an fsync
+    // covers them, and writeback kept the later one but not the earlier.
+    mgr.record_undo(b, PageId(1), 8, &[0; 4]).unwrap();
+    let last = mgr.record_undo(b, PageId(1), 16, &[0; 4]).unwrap();
+    mgr.ensure_durable(last).unwrap();
+    drop(mgr);
+    let mut seg = dir.segment(1).unwrap();
+    let scan = selfheal::rollback::journal::decode_segment(&seg).unwrap();
+    assert_eq!(scan.records.len(), 7);
+    let (hole, next) = (
+        scan.records[5].offset as usize,
+        scan.records[6].offset as usize,
+    );
+    seg[hole..next].fill(0);
+    let image = |mode| {
+        let d = CrashDir::new();
+        d.set_segment(1, seg.clone());
+        RollbackConfig::with_storage(Arc::new(d))
+            .recovery_mode(mode)
+            .open(RawPages::shared(store.clone()))
+    };
+    assert!(matches!(
+        image(RecoveryMode::TolerateTornTail),
+        Err(Error::CorruptFile { offset, .. }) if offset == hole as u64
+    ));
+    let m = image(RecoveryMode::StopAtFirstBadRecord).unwrap();
+    let r = m.recovery_report();
+    assert!(
+        matches!(&r.damage, Some(JournalDamage::Corrupt { offset, .. }) if *offset == hole as u64),
+        "{:?}",
+        r.damage
+    );
+    assert_eq!(r.rolled_back.len(), 1);
+    assert_eq!(r.rolled_back[0].txn, b);
+    let mut page = vec![0u8; PS];
+    store.read_page(PageId(0), &mut page).unwrap();
+    assert_eq!(&page[..4], b"AAAA", "the acknowledged commit is kept");
+    store.read_page(PageId(1), &mut page).unwrap();
+    assert_eq!(&page[..4], &[0; 4], "the in-flight change is undone");
+}

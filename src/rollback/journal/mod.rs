@@ -102,6 +102,26 @@
 //!   is a torn tail; the previous segment was synced before.
 //! - **During truncation:** segments are removed oldest first, each removal
 //!   durable; a crash leaves a shorter but consistent prefix removed.
+//! - **Power loss (not a process crash) with records written but not yet
+//!   synced:** the operating system writes dirty file pages back in any
+//!   order, so the unsynced tail of the newest segment can come back with a
+//!   hole (zeros or stale bytes) followed by later records that are intact.
+//!   By the rule above (a valid record after a bad one is damage in the
+//!   middle) the default [`RecoveryMode::TolerateTornTail`] then refuses to
+//!   open with [`Error::CorruptFile`](crate::Error::CorruptFile) naming the
+//!   hole's offset. The host reopens in
+//!   [`RecoveryMode::StopAtFirstBadRecord`]: it cuts the segment at the hole
+//!   and keeps every record before it, and reports
+//!   [`JournalDamage::Corrupt`]. Nothing acknowledged is lost that way: an
+//!   acknowledged commit, and every undo record whose page change was
+//!   written, were fsynced, and an fsync makes every byte before them
+//!   durable, so they all lie before the hole. Records after it were never
+//!   acknowledged and no page write depended on them; their transactions are
+//!   rolled back with the before-images that remain. The same mode applied
+//!   to damage of synced bytes (a bad disk rather than a power loss) drops
+//!   acknowledged commits after the damage, so reopen in it only when the
+//!   cause was a power loss, or when the host can redo those commits from
+//!   its own log.
 //!
 //! # Assumptions about the medium
 //!
