@@ -1116,3 +1116,36 @@ fn a_hole_in_the_unsynced_tail_is_refused_by_default_and_cut_by_stop_at_first_ba
     store.read_page(PageId(1), &mut page).unwrap();
     assert_eq!(&page[..4], &[0; 4], "the in-flight change is undone");
 }
+
+// ---- undo of finished transactions is not checked against the store ------------
+
+#[test]
+fn only_in_flight_undo_must_fit_the_store_at_open() {
+    let dir = Arc::new(CrashDir::new());
+    let mgr = mem_manager(dir.clone(), Arc::new(MemStore::new(PS, PAGES).unwrap()));
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(3), PS - 4, b"tail").unwrap();
+    mgr.commit(t).unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(2), 0, b"gone").unwrap();
+    mgr.rollback(t).unwrap();
+    mgr.close().unwrap();
+    // The store shrank to two smaller pages: the finished transactions'
+    // undo no longer fits, and does not matter.
+    let small = Arc::new(MemStore::new(PS / 2, 2).unwrap());
+    let reopened = RollbackConfig::with_storage(dir.clone())
+        .segment_size_bytes(1024)
+        .open(RawPages::shared(small.clone()))
+        .unwrap();
+    assert!(reopened.recovery_report().rolled_back.is_empty());
+    // An in-flight transaction's undo that does not fit is still refused.
+    let t = reopened.begin().unwrap();
+    reopened.write(t, PageId(1), 0, b"open").unwrap();
+    drop(reopened);
+    let crashed = Arc::new(dir.crash(usize::MAX));
+    let tiny = Arc::new(MemStore::new(PS / 2, 1).unwrap());
+    assert!(matches!(
+        RollbackConfig::with_storage(crashed).open(RawPages::shared(tiny)),
+        Err(Error::PageOutOfRange { .. })
+    ));
+}

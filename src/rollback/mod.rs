@@ -342,7 +342,9 @@ impl RollbackConfig {
     /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
     /// damage the [recovery mode](RecoveryMode) refuses;
     /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
-    /// holds undo that does not fit `pages` (a journal of another store); the
+    /// holds undo of an in-flight transaction that does not fit `pages` (a
+    /// journal of another store; undo of finished transactions is not
+    /// checked); the
     /// page store's errors during rollback.
     pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
@@ -367,19 +369,7 @@ impl RollbackConfig {
                     }
                     in_flight.entry(*txn).or_default();
                 }
-                Record::Undo {
-                    txn,
-                    page,
-                    offset,
-                    before,
-                } => {
-                    check_range(
-                        *page,
-                        *offset as usize,
-                        before.len(),
-                        page_size,
-                        pages.page_count(),
-                    )?;
+                Record::Undo { txn, .. } => {
                     if !in_flight.contains_key(txn) {
                         order.push(*txn);
                     }
@@ -410,6 +400,15 @@ impl RollbackConfig {
                     ..
                 } = &r.record
                 {
+                    // Only undo that will be applied must fit the store:
+                    // finished transactions' undo may predate a resize.
+                    check_range(
+                        *page,
+                        *offset as usize,
+                        before.len(),
+                        page_size,
+                        pages.page_count(),
+                    )?;
                     bytes += before.len() as u64;
                     refs.push(UndoRef {
                         lsn: r.lsn.0,
