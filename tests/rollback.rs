@@ -1149,3 +1149,22 @@ fn only_in_flight_undo_must_fit_the_store_at_open() {
         Err(Error::PageOutOfRange { .. })
     ));
 }
+
+#[test]
+fn transaction_ids_stay_monotonic_when_every_segment_is_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let ids = journal_on_disk(d.path());
+    assert!(ids.len() >= 3, "{ids:?}");
+    let first = seg_path(d.path(), ids[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[0] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+    let m = open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord).unwrap();
+    assert!(matches!(
+        &m.recovery_report().damage,
+        Some(JournalDamage::Corrupt { offset: 0, .. })
+    ));
+    // The journal handed out ids 1..=12 before; none is handed out again.
+    let t = m.begin().unwrap();
+    assert!(t.0 > 12, "id {t} was reused");
+}

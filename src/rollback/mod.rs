@@ -344,8 +344,7 @@ impl RollbackConfig {
     /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
     /// holds undo of an in-flight transaction that does not fit `pages` (a
     /// journal of another store; undo of finished transactions is not
-    /// checked); the
-    /// page store's errors during rollback.
+    /// checked); the page store's errors during rollback.
     pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
         self.validate(page_size)?;
