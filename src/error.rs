@@ -277,6 +277,14 @@ pub enum Error {
         page: PageId,
     },
 
+    /// A counter of the undo journal (transaction ids, LSNs or segment
+    /// numbers) has no room left to grow.
+    #[error("the undo journal's {what} are exhausted (the next one would not fit in 64 bits): the journal holds values no real history reaches; move the journal directory aside and open a new one")]
+    IdSpaceExhausted {
+        /// "transaction ids", "LSNs" or "segment numbers".
+        what: &'static str,
+    },
+
     // ---- crash detection ----
     /// Another opener holds the data directory's run-marker lock.
     #[error("data directory {} is locked by another running instance (or another opener in this process): stop it or use another directory", path.display())]

@@ -847,3 +847,324 @@ fn recovery_through_the_detector_reseals_torn_pages() {
         }
     }
 }
+
+// ---- concurrent writers on one page -------------------------------------------
+
+#[test]
+fn concurrent_writes_to_one_page_are_both_kept() {
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mgr = Arc::new(mem_manager(Arc::new(CrashDir::new()), store.clone()));
+    const ROUNDS: u32 = 200;
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let writers: Vec<_> = (0..2usize)
+        .map(|w| {
+            let (m, b) = (mgr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let t = m.begin().unwrap();
+                    let bytes = [(round as u8).wrapping_add(1); 8];
+                    m.write(t, PageId(1), w * 64, &bytes).unwrap();
+                    m.commit(t).unwrap();
+                    b.wait();
+                    b.wait();
+                }
+            })
+        })
+        .collect();
+    let mut page = vec![0u8; PS];
+    for round in 0..ROUNDS {
+        barrier.wait();
+        store.read_page(PageId(1), &mut page).unwrap();
+        let want = [(round as u8).wrapping_add(1); 8];
+        assert_eq!(&page[0..8], &want, "round {round}: writer 0's update lost");
+        assert_eq!(
+            &page[64..72],
+            &want,
+            "round {round}: writer 1's update lost"
+        );
+        barrier.wait();
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(mgr.stats().committed, 2 * u64::from(ROUNDS));
+}
+
+#[test]
+fn a_write_racing_rollback_all_never_survives_it() {
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mgr = Arc::new(mem_manager(Arc::new(CrashDir::new()), store.clone()));
+    const ROUNDS: usize = 300;
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let writers: Vec<_> = (0..2usize)
+        .map(|w| {
+            let (m, b) = (mgr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    let t = m.begin().unwrap();
+                    b.wait();
+                    for i in 0..4 {
+                        match m.write(t, PageId(2), w * 64 + i * 8, &[0xEE; 8]) {
+                            Ok(_) => {}
+                            Err(Error::TransactionNotActive { .. }) => break,
+                            Err(e) => panic!("unexpected error {e}"),
+                        }
+                    }
+                    b.wait();
+                }
+            })
+        })
+        .collect();
+    let mut page = vec![0u8; PS];
+    for round in 0..ROUNDS {
+        barrier.wait();
+        for _ in 0..(round % 7) {
+            std::thread::yield_now();
+        }
+        let out = mgr.rollback_all().unwrap();
+        assert_eq!(out.txns.len(), 2, "round {round}");
+        barrier.wait();
+        // Both transactions were active when rollback_all started, so both
+        // were rolled back; none of their bytes may remain.
+        store.read_page(PageId(2), &mut page).unwrap();
+        assert_eq!(
+            page,
+            vec![0u8; PS],
+            "round {round}: a rolled-back write survived"
+        );
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+}
+
+// ---- untrusted header values ----------------------------------------------------
+
+/// A journal holding one segment with a valid-checksum header of the given
+/// values, followed by `records`.
+fn crafted_journal(segment: u64, first_lsn: u64, next_txn: u64, records: &[u8]) -> Arc<CrashDir> {
+    let dir = Arc::new(CrashDir::new());
+    let header = selfheal::rollback::journal::SegmentHeader {
+        segment,
+        first_lsn: Lsn(first_lsn),
+        next_txn,
+    };
+    dir.create(segment, &header.encode()).unwrap();
+    if !records.is_empty() {
+        dir.append(segment, records).unwrap();
+    }
+    dir.sync(segment).unwrap();
+    dir
+}
+
+fn open_crafted(
+    dir: Arc<CrashDir>,
+    mode: RecoveryMode,
+) -> selfheal::Result<TransactionRollbackManager> {
+    RollbackConfig::with_storage(dir)
+        .recovery_mode(mode)
+        .open(RawPages::shared(Arc::new(
+            MemStore::new(PS, PAGES).unwrap(),
+        )))
+}
+
+#[test]
+fn out_of_range_header_values_are_corrupt_files_not_panics() {
+    for (segment, first_lsn, next_txn, what) in [
+        (1, 0, 1, "first LSN 0"),
+        (1, u64::MAX - 1, 1, "first LSN near the end"),
+        (1, u64::MAX / 2, 1, "first LSN at half the range"),
+        (1, 1, u64::MAX, "next txn at the end"),
+        (1, 1, u64::MAX / 2, "next txn at half the range"),
+        (u64::MAX, 1, 1, "segment number u64::MAX"),
+    ] {
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            let dir = crafted_journal(segment, first_lsn, next_txn, &[]);
+            match open_crafted(dir, mode) {
+                Err(Error::CorruptFile { .. }) => {}
+                Ok(m) => {
+                    // Using the journal must not overflow either.
+                    let r = m.begin().and_then(|t| m.commit(t));
+                    panic!("{what} ({mode:?}): opened, then {r:?}")
+                }
+                Err(e) => panic!("{what} ({mode:?}): {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_record_with_the_largest_txn_id_gives_typed_errors_not_overflow() {
+    let mut records = Vec::new();
+    selfheal::rollback::journal::Record::Begin {
+        txn: TxnId(u64::MAX),
+    }
+    .encode_into(Lsn(1), &mut records);
+    selfheal::rollback::journal::Record::Abort {
+        txn: TxnId(u64::MAX),
+    }
+    .encode_into(Lsn(2), &mut records);
+    let mgr = open_crafted(crafted_journal(1, 1, 1, &records), RecoveryMode::default()).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(mgr.begin(), Err(Error::IdSpaceExhausted { .. })));
+    }
+}
+
+// ---- commit after a timed-out fsync wait ------------------------------------------
+
+#[test]
+fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
+    let (open, gate) = crossbeam_channel::unbounded();
+    let dir = Arc::new(GatedDir {
+        inner: CrashDir::new(),
+        gate,
+    });
+    let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
+    let mgr = Arc::new(
+        RollbackConfig::with_storage(dir)
+            .sync_wait_timeout(Duration::from_millis(50))
+            .open(pages)
+            .unwrap(),
+    );
+    let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
+    // A becomes the fsync leader and blocks in the sync.
+    let leader = {
+        let m = mgr.clone();
+        std::thread::spawn(move || m.commit(a).unwrap())
+    };
+    while mgr.stats().journal.commits < 1 {
+        std::thread::yield_now();
+    }
+    // B waits for A's fsync and gives up after the timeout.
+    let err = mgr.commit(b).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    // Its commit record may already be on its way to disk: it cannot be
+    // rolled back any more.
+    assert!(matches!(
+        mgr.rollback(b),
+        Err(Error::TransactionNotActive { .. })
+    ));
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    leader.join().unwrap();
+    // Retrying finishes the commit.
+    let lsn = mgr.commit(b).unwrap();
+    assert!(mgr.durable_lsn() >= lsn);
+    let s = mgr.stats();
+    assert_eq!((s.committed, s.active), (2, 0));
+    assert!(matches!(
+        mgr.commit(b),
+        Err(Error::TransactionNotActive { .. })
+    ));
+}
+
+// ---- power loss: a hole in the unsynced tail -------------------------------------
+
+#[test]
+fn a_hole_in_the_unsynced_tail_is_refused_by_default_and_cut_by_stop_at_first_bad_record() {
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let dir = Arc::new(CrashDir::new());
+    let mgr = mem_manager(dir.clone(), store.clone());
+    let a = mgr.begin().unwrap();
+    mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
+    mgr.commit(a).unwrap();
+    let b = mgr.begin().unwrap();
+    mgr.write(b, PageId(1), 0, b"BBBB").unwrap();
+    // Two more undo records reach the file; power is lost before an fsync
+    // covers them, and writeback kept the later one but not the earlier.
+    mgr.record_undo(b, PageId(1), 8, &[0; 4]).unwrap();
+    let last = mgr.record_undo(b, PageId(1), 16, &[0; 4]).unwrap();
+    mgr.ensure_durable(last).unwrap();
+    drop(mgr);
+    let mut seg = dir.segment(1).unwrap();
+    let scan = selfheal::rollback::journal::decode_segment(&seg).unwrap();
+    assert_eq!(scan.records.len(), 7);
+    let (hole, next) = (
+        scan.records[5].offset as usize,
+        scan.records[6].offset as usize,
+    );
+    seg[hole..next].fill(0);
+    let image = |mode| {
+        let d = CrashDir::new();
+        d.set_segment(1, seg.clone());
+        RollbackConfig::with_storage(Arc::new(d))
+            .recovery_mode(mode)
+            .open(RawPages::shared(store.clone()))
+    };
+    assert!(matches!(
+        image(RecoveryMode::TolerateTornTail),
+        Err(Error::CorruptFile { offset, .. }) if offset == hole as u64
+    ));
+    let m = image(RecoveryMode::StopAtFirstBadRecord).unwrap();
+    let r = m.recovery_report();
+    assert!(
+        matches!(&r.damage, Some(JournalDamage::Corrupt { offset, .. }) if *offset == hole as u64),
+        "{:?}",
+        r.damage
+    );
+    assert_eq!(r.rolled_back.len(), 1);
+    assert_eq!(r.rolled_back[0].txn, b);
+    let mut page = vec![0u8; PS];
+    store.read_page(PageId(0), &mut page).unwrap();
+    assert_eq!(&page[..4], b"AAAA", "the acknowledged commit is kept");
+    store.read_page(PageId(1), &mut page).unwrap();
+    assert_eq!(&page[..4], &[0; 4], "the in-flight change is undone");
+}
+
+// ---- undo of finished transactions is not checked against the store ------------
+
+#[test]
+fn only_in_flight_undo_must_fit_the_store_at_open() {
+    let dir = Arc::new(CrashDir::new());
+    let mgr = mem_manager(dir.clone(), Arc::new(MemStore::new(PS, PAGES).unwrap()));
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(3), PS - 4, b"tail").unwrap();
+    mgr.commit(t).unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(2), 0, b"gone").unwrap();
+    mgr.rollback(t).unwrap();
+    mgr.close().unwrap();
+    // The store shrank to two smaller pages: the finished transactions'
+    // undo no longer fits, and does not matter.
+    let small = Arc::new(MemStore::new(PS / 2, 2).unwrap());
+    let reopened = RollbackConfig::with_storage(dir.clone())
+        .segment_size_bytes(1024)
+        .open(RawPages::shared(small.clone()))
+        .unwrap();
+    assert!(reopened.recovery_report().rolled_back.is_empty());
+    // An in-flight transaction's undo that does not fit is still refused.
+    let t = reopened.begin().unwrap();
+    reopened.write(t, PageId(1), 0, b"open").unwrap();
+    drop(reopened);
+    let crashed = Arc::new(dir.crash(usize::MAX));
+    let tiny = Arc::new(MemStore::new(PS / 2, 1).unwrap());
+    assert!(matches!(
+        RollbackConfig::with_storage(crashed).open(RawPages::shared(tiny)),
+        Err(Error::PageOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn transaction_ids_stay_monotonic_when_every_segment_is_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let ids = journal_on_disk(d.path());
+    assert!(ids.len() >= 3, "{ids:?}");
+    let first = seg_path(d.path(), ids[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[0] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+    let m = open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord).unwrap();
+    assert!(matches!(
+        &m.recovery_report().damage,
+        Some(JournalDamage::Corrupt { offset: 0, .. })
+    ));
+    // The journal handed out ids 1..=12 before; none is handed out again.
+    let t = m.begin().unwrap();
+    assert!(t.0 > 12, "id {t} was reused");
+}

@@ -342,8 +342,9 @@ impl RollbackConfig {
     /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
     /// damage the [recovery mode](RecoveryMode) refuses;
     /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
-    /// holds undo that does not fit `pages` (a journal of another store); the
-    /// page store's errors during rollback.
+    /// holds undo of an in-flight transaction that does not fit `pages` (a
+    /// journal of another store; undo of finished transactions is not
+    /// checked); the page store's errors during rollback.
     pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
         self.validate(page_size)?;
@@ -367,19 +368,7 @@ impl RollbackConfig {
                     }
                     in_flight.entry(*txn).or_default();
                 }
-                Record::Undo {
-                    txn,
-                    page,
-                    offset,
-                    before,
-                } => {
-                    check_range(
-                        *page,
-                        *offset as usize,
-                        before.len(),
-                        page_size,
-                        pages.page_count(),
-                    )?;
+                Record::Undo { txn, .. } => {
                     if !in_flight.contains_key(txn) {
                         order.push(*txn);
                     }
@@ -410,6 +399,15 @@ impl RollbackConfig {
                     ..
                 } = &r.record
                 {
+                    // Only undo that will be applied must fit the store:
+                    // finished transactions' undo may predate a resize.
+                    check_range(
+                        *page,
+                        *offset as usize,
+                        before.len(),
+                        page_size,
+                        pages.page_count(),
+                    )?;
                     bytes += before.len() as u64;
                     refs.push(UndoRef {
                         lsn: r.lsn.0,
@@ -425,7 +423,8 @@ impl RollbackConfig {
                 undo_bytes: bytes,
             });
         }
-        let applied = apply_undo(pages.as_ref(), refs)?;
+        let page_locks = PageLocks::new();
+        let applied = apply_undo(pages.as_ref(), &page_locks, refs)?;
         if applied.pages > 0 {
             pages.sync()?;
         }
@@ -482,6 +481,7 @@ impl RollbackConfig {
             pages,
             journal,
             state: Mutex::new(State::default()),
+            page_locks,
             victim_policy: self.victim_policy,
             max_active: self.max_active_transactions,
             max_undo: self.max_undo_bytes_per_txn,
@@ -618,6 +618,8 @@ struct Entry {
 struct Txn {
     begin_lsn: Lsn,
     status: Status,
+    /// The commit record's LSN, once it is appended (status `Committing`).
+    commit_lsn: Option<Lsn>,
     entries: Vec<Entry>,
     arena: Vec<u8>,
 }
@@ -728,6 +730,7 @@ pub struct TransactionRollbackManager {
     pages: Arc<dyn PageWriter>,
     journal: Journal,
     state: Mutex<State>,
+    page_locks: PageLocks,
     victim_policy: VictimPolicy,
     max_active: usize,
     max_undo: u64,
@@ -768,6 +771,25 @@ fn check_range(
     Ok(())
 }
 
+/// How many locks the pages are striped over.
+const PAGE_LOCK_STRIPES: usize = 256;
+
+/// Striped page locks: every read-patch-write of a page through the manager
+/// holds the lock of its stripe from the read to the write, so concurrent
+/// changes to different bytes of one page never overwrite each other.
+struct PageLocks(Box<[Mutex<()>]>);
+
+impl PageLocks {
+    fn new() -> Self {
+        PageLocks((0..PAGE_LOCK_STRIPES).map(|_| Mutex::new(())).collect())
+    }
+
+    fn lock(&self, page: PageId) -> parking_lot::MutexGuard<'_, ()> {
+        // The modulus is below `PAGE_LOCK_STRIPES`, so the cast is lossless.
+        self.0[(page.0 % PAGE_LOCK_STRIPES as u64) as usize].lock()
+    }
+}
+
 /// One before-image to apply.
 struct UndoRef<'a> {
     lsn: u64,
@@ -783,8 +805,12 @@ struct Applied {
 }
 
 /// Applies before-images: per page, newest LSN first, one read, one write and
-/// one verifying re-read per page.
-fn apply_undo(pages: &dyn PageWriter, mut refs: Vec<UndoRef<'_>>) -> Result<Applied> {
+/// one verifying re-read per page, each under the page's lock.
+fn apply_undo(
+    pages: &dyn PageWriter,
+    locks: &PageLocks,
+    mut refs: Vec<UndoRef<'_>>,
+) -> Result<Applied> {
     let mut out = Applied::default();
     if refs.is_empty() {
         return Ok(out);
@@ -795,6 +821,7 @@ fn apply_undo(pages: &dyn PageWriter, mut refs: Vec<UndoRef<'_>>) -> Result<Appl
     let mut check = vec![0u8; ps];
     for group in refs.chunk_by(|a, b| a.page == b.page) {
         let page = group[0].page;
+        let _guard = locks.lock(page);
         pages.read_page(page, &mut buf)?;
         for r in group {
             buf[r.offset..r.offset + r.bytes.len()].copy_from_slice(r.bytes);
@@ -840,6 +867,7 @@ impl TransactionRollbackManager {
             Txn {
                 begin_lsn,
                 status: Status::Active,
+                commit_lsn: None,
                 entries: Vec::new(),
                 arena: Vec::new(),
             },
@@ -910,13 +938,20 @@ impl TransactionRollbackManager {
 
     /// Changes `page[offset..offset + data.len()]` to `data` as part of
     /// `txn`, keeping the write-ahead rule: reads the page, records the
-    /// before-image, waits until it is durable, then writes the page through
-    /// the [`PageWriter`]. The page write is not synced (the host syncs its
-    /// store before it commits).
+    /// before-image, waits until it is durable, then — holding the page's
+    /// lock, and only if `txn` is still active — re-reads the page, patches
+    /// the range and writes it through the [`PageWriter`]. Concurrent writes
+    /// to different bytes of one page all survive, and a write that loses a
+    /// race with [`rollback`](Self::rollback) or
+    /// [`rollback_all`](Self::rollback_all) writes nothing. The page write is
+    /// not synced (the host syncs its store before it commits).
     ///
     /// # Errors
     /// As [`record_undo`](Self::record_undo) and
-    /// [`ensure_durable`](Self::ensure_durable), and the store's errors.
+    /// [`ensure_durable`](Self::ensure_durable), and the store's errors;
+    /// [`Error::TransactionNotActive`] also when `txn` was rolled back or
+    /// started committing while the undo was being made durable (the page is
+    /// then not written).
     pub fn write(&self, txn: TxnId, page: PageId, offset: usize, data: &[u8]) -> Result<Lsn> {
         let ps = self.pages.page_size();
         check_range(page, offset, data.len(), ps, self.pages.page_count())?;
@@ -924,6 +959,10 @@ impl TransactionRollbackManager {
         self.pages.read_page(page, &mut buf)?;
         let lsn = self.record_undo(txn, page, offset, &buf[offset..offset + data.len()])?;
         self.journal.ensure_durable(lsn)?;
+        // Lock order: page lock, then state lock (never the reverse).
+        let _guard = self.page_locks.lock(page);
+        self.state.lock().active_mut(txn)?;
+        self.pages.read_page(page, &mut buf)?;
         buf[offset..offset + data.len()].copy_from_slice(data);
         self.pages.write_page(page, &mut buf)?;
         Ok(lsn)
@@ -945,21 +984,48 @@ impl TransactionRollbackManager {
     /// (sharing the fsync with concurrent commits). From then on its undo is
     /// never applied.
     ///
+    /// Once the commit record is appended the transaction can no longer be
+    /// rolled back. If waiting for its fsync fails with the retryable
+    /// timed-out [`Error::Io`], call `commit` again: it waits for the same
+    /// commit record and then finishes the commit (until then the
+    /// transaction counts as active and holds back checkpoints).
+    ///
     /// # Errors
     /// [`Error::UnknownTransaction`] / [`Error::TransactionNotActive`] (also
-    /// for a commit after a rollback); [`Error::Poisoned`] — then whether the
-    /// commit survives a crash is unknown until the next open.
+    /// for a commit after a rollback or after a completed commit); the
+    /// timed-out [`Error::Io`] of [`ensure_durable`](Self::ensure_durable);
+    /// [`Error::Poisoned`] — then whether the commit survives a crash is
+    /// unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
         let lsn = {
             let mut st = self.state.lock();
-            let t = st.active_mut(txn)?;
-            let lsn = self.journal.append(&Record::Commit { txn })?;
-            t.status = Status::Committing;
-            lsn
+            let (status, pending) = {
+                let t = st.get(txn)?;
+                (t.status, t.commit_lsn)
+            };
+            match (status, pending) {
+                (Status::Committing, Some(lsn)) => lsn,
+                _ => {
+                    let t = st.active_mut(txn)?;
+                    let lsn = self.journal.append(&Record::Commit { txn })?;
+                    t.status = Status::Committing;
+                    t.commit_lsn = Some(lsn);
+                    lsn
+                }
+            }
         };
         self.journal.ensure_durable(lsn)?;
-        self.state.lock().finish(txn, "committed");
-        self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        // A concurrent retry of the same commit may have finished it already.
+        if st
+            .active
+            .get(&txn)
+            .is_some_and(|t| t.status == Status::Committing)
+        {
+            st.finish(txn, "committed");
+            drop(st);
+            self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(lsn)
     }
 
@@ -1082,7 +1148,7 @@ impl TransactionRollbackManager {
                 })
             })
             .collect();
-        let applied = apply_undo(self.pages.as_ref(), refs)?;
+        let applied = apply_undo(self.pages.as_ref(), &self.page_locks, refs)?;
         if applied.pages > 0 {
             self.pages.sync()?;
         }
@@ -1302,7 +1368,7 @@ mod tests {
                 bytes: b"NEWER!",
             },
         ];
-        let applied = apply_undo(&pages, refs).unwrap();
+        let applied = apply_undo(&pages, &PageLocks::new(), refs).unwrap();
         assert_eq!((applied.entries, applied.pages), (5, 2));
         assert_eq!(pages.writes.load(Ordering::Relaxed), 2);
         assert_eq!(

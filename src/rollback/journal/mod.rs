@@ -15,8 +15,8 @@
 //! | 0      | 4    | magic `SHUJ`                                             |
 //! | 4      | 4    | format version (1)                                       |
 //! | 8      | 8    | segment number (must match the file name)                |
-//! | 16     | 8    | first LSN: the LSN of the segment's first record         |
-//! | 24     | 8    | next transaction id when the segment was created         |
+//! | 16     | 8    | first LSN: the LSN of the segment's first record; 1 or more, below [`MAX_HEADER_COUNTER`] |
+//! | 24     | 8    | next transaction id when the segment was created; below [`MAX_HEADER_COUNTER`] |
 //! | 32     | 4    | reserved, zero                                           |
 //! | 36     | 4    | CRC32 of bytes 0..36                                     |
 //!
@@ -35,17 +35,27 @@
 //! and the before-image (`n - 20` bytes). A 64-byte before-image makes a
 //! 101-byte record.
 //!
+//! A header whose counters are out of range, or a segment numbered
+//! `u64::MAX`, is damage ([`Error::CorruptFile`](crate::Error::CorruptFile)):
+//! the counters must have room to grow. A counter that still runs out while
+//! the journal is used gives
+//! [`Error::IdSpaceExhausted`](crate::Error::IdSpaceExhausted).
+//!
 //! Zeros never decode as a record (type 0 is invalid and the CRC of zeros is
 //! not zero), and an LSN out of sequence is damage even if its frame checks.
 //!
 //! # Torn tail versus damage in the middle
 //!
 //! At a bad or incomplete record, the reader searches the rest of the segment
-//! for any valid frame. None found, and no later segment: a **torn tail**,
+//! for any valid frame whose LSN could follow the last good record (within
+//! [`LSN_SEARCH_WINDOW`] above it). None found, and no later segment: a **torn tail**,
 //! which is what a crash during an append leaves. Something valid found (or
 //! a later segment exists): **damage in the middle**, which is never skipped
 //! silently. A bit flip inside the very last record cannot be told from a
-//! torn write and counts as a torn tail.
+//! torn write and counts as a torn tail. The search checksums at most
+//! [`MAX_SEARCH_HASH_BYTES`]; if bytes crafted to look like records exhaust
+//! that, the bad record counts as damage in the middle (never as a torn tail
+//! to skip).
 //!
 //! | damage \ [`RecoveryMode`]           | `TolerateTornTail` (default)     | `AbsoluteConsistency` | `StopAtFirstBadRecord`                              |
 //! |-------------------------------------|----------------------------------|-----------------------|-----------------------------------------------------|
@@ -92,6 +102,26 @@
 //!   is a torn tail; the previous segment was synced before.
 //! - **During truncation:** segments are removed oldest first, each removal
 //!   durable; a crash leaves a shorter but consistent prefix removed.
+//! - **Power loss (not a process crash) with records written but not yet
+//!   synced:** the operating system writes dirty file pages back in any
+//!   order, so the unsynced tail of the newest segment can come back with a
+//!   hole (zeros or stale bytes) followed by later records that are intact.
+//!   By the rule above (a valid record after a bad one is damage in the
+//!   middle) the default [`RecoveryMode::TolerateTornTail`] then refuses to
+//!   open with [`Error::CorruptFile`](crate::Error::CorruptFile) naming the
+//!   hole's offset. The host reopens in
+//!   [`RecoveryMode::StopAtFirstBadRecord`]: it cuts the segment at the hole
+//!   and keeps every record before it, and reports
+//!   [`JournalDamage::Corrupt`]. Nothing acknowledged is lost that way: an
+//!   acknowledged commit, and every undo record whose page change was
+//!   written, were fsynced, and an fsync makes every byte before them
+//!   durable, so they all lie before the hole. Records after it were never
+//!   acknowledged and no page write depended on them; their transactions are
+//!   rolled back with the before-images that remain. The same mode applied
+//!   to damage of synced bytes (a bad disk rather than a power loss) drops
+//!   acknowledged commits after the damage, so reopen in it only when the
+//!   cause was a power loss, or when the host can redo those commits from
+//!   its own log.
 //!
 //! # Assumptions about the medium
 //!
@@ -106,10 +136,13 @@ pub(crate) mod recovery;
 mod storage;
 mod writer;
 
-pub use reader::{decode_segment, ScannedRecord, SegmentEnd, SegmentScan};
+pub use reader::{
+    decode_segment, ScannedRecord, SegmentEnd, SegmentScan, LSN_SEARCH_WINDOW,
+    MAX_SEARCH_HASH_BYTES,
+};
 pub use record::{
-    HeaderDamage, Record, SegmentHeader, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC, SEGMENT_VERSION,
+    HeaderDamage, Record, SegmentHeader, MAX_HEADER_COUNTER, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use recovery::{JournalDamage, RecoveryMode};
 pub use storage::{segment_file_name, DirStorage, JournalStorage};

@@ -24,6 +24,10 @@ const TYPE_UNDO: u8 = 2;
 const TYPE_COMMIT: u8 = 3;
 const TYPE_ABORT: u8 = 4;
 
+/// Bound (exclusive) on a header's `first_lsn` and `next_txn`: no real
+/// history gets near it, and below it the counters have room to grow.
+pub const MAX_HEADER_COUNTER: u64 = u64::MAX / 2;
+
 /// The header of one segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -79,10 +83,24 @@ impl SegmentHeader {
                 reason: "reserved header bytes are not zero".into(),
             });
         }
+        let first_lsn = u64_at(b, 16);
+        if first_lsn == 0 || first_lsn >= MAX_HEADER_COUNTER {
+            return Err(HeaderDamage::Invalid {
+                reason: format!(
+                    "first LSN {first_lsn} is outside 1..{MAX_HEADER_COUNTER} (LSNs start at 1)"
+                ),
+            });
+        }
+        let next_txn = u64_at(b, 24);
+        if next_txn >= MAX_HEADER_COUNTER {
+            return Err(HeaderDamage::Invalid {
+                reason: format!("next transaction id {next_txn} is not below {MAX_HEADER_COUNTER}"),
+            });
+        }
         Ok(SegmentHeader {
             segment: u64_at(b, 8),
-            first_lsn: Lsn(u64_at(b, 16)),
-            next_txn: u64_at(b, 24),
+            first_lsn: Lsn(first_lsn),
+            next_txn,
         })
     }
 }
@@ -371,9 +389,20 @@ mod tests {
         }
 
         #[test]
-        fn header_round_trip(segment in any::<u64>(), first in any::<u64>(), next in any::<u64>()) {
+        fn header_round_trip(segment in any::<u64>(), first in 1..MAX_HEADER_COUNTER, next in 0..MAX_HEADER_COUNTER) {
             let h = SegmentHeader { segment, first_lsn: Lsn(first), next_txn: next };
             prop_assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
+        }
+
+        #[test]
+        fn header_counters_out_of_range_are_invalid(segment in any::<u64>(), first in any::<u64>(), next in any::<u64>()) {
+            let h = SegmentHeader { segment, first_lsn: Lsn(first), next_txn: next };
+            let in_range = (1..MAX_HEADER_COUNTER).contains(&first) && next < MAX_HEADER_COUNTER;
+            match SegmentHeader::decode(&h.encode()) {
+                Ok(back) => prop_assert!(in_range && back == h),
+                Err(HeaderDamage::Invalid { .. }) => prop_assert!(!in_range),
+                Err(e) => prop_assert!(false, "unexpected {:?}", e),
+            }
         }
 
         #[test]

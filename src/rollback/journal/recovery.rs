@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 
 use super::reader::{decode_segment, ScannedRecord, SegmentEnd};
-use super::record::{HeaderDamage, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
+use super::record::{HeaderDamage, MAX_HEADER_COUNTER, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
 use super::storage::JournalStorage;
 
 /// What the journal does at open when it finds damage.
@@ -20,7 +20,8 @@ pub enum RecoveryMode {
     /// Recover from the records before the first bad one and drop everything
     /// after it, including later segments. Transactions whose commit record
     /// lies after the damage are rolled back: use this only when the host can
-    /// redo them from its own log.
+    /// redo them from its own log. Transaction ids that the dropped records
+    /// and segment headers show were handed out are not handed out again.
     StopAtFirstBadRecord,
 }
 
@@ -82,10 +83,33 @@ enum Found {
     Corrupt { offset: u64, reason: String },
 }
 
+/// One past the highest transaction id a dropped segment shows was handed
+/// out (its header's next id, its readable records' ids), ignoring values
+/// at or above [`MAX_HEADER_COUNTER`]; 1 when nothing is readable.
+fn ids_used(bytes: &[u8]) -> u64 {
+    let Ok(s) = decode_segment(bytes) else {
+        return 1;
+    };
+    s.records
+        .iter()
+        .map(|r| r.record.txn().0.saturating_add(1))
+        .chain([s.header.next_txn])
+        .filter(|&t| t < MAX_HEADER_COUNTER)
+        .max()
+        .unwrap_or(1)
+}
+
 /// Scans every segment of `storage` and repairs per `mode`.
 pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<JournalScan> {
     let mut ids = storage.list()?;
     ids.sort_unstable();
+    if ids.last() == Some(&u64::MAX) {
+        return Err(Error::corrupt_file(
+            storage.segment_path(u64::MAX),
+            0,
+            "segment number 18446744073709551615 leaves no room for a next segment; no real journal reaches it",
+        ));
+    }
     let mut out = JournalScan {
         records: Vec::new(),
         segments: Vec::new(),
@@ -209,7 +233,11 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     len - offset
                 };
                 let later: Vec<u64> = ids[i + 1..].to_vec();
+                // Transaction ids handed out in what is dropped are never
+                // handed out again.
+                out.next_txn = out.next_txn.max(ids_used(&bytes));
                 for &l in &later {
+                    out.next_txn = out.next_txn.max(ids_used(&storage.read(l)?));
                     storage.remove(l)?;
                 }
                 tracing::error!(segment = id, offset, %reason, dropped_segments = later.len(), "undo journal: stopped at the first bad record");

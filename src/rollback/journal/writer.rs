@@ -142,7 +142,10 @@ impl Journal {
                     id,
                     first_lsn: scan.next_lsn,
                 });
-                (id, SEGMENT_HEADER_LEN as u64, id + 1)
+                let next = id.checked_add(1).ok_or(Error::IdSpaceExhausted {
+                    what: "segment numbers",
+                })?;
+                (id, SEGMENT_HEADER_LEN as u64, next)
             }
         };
         Ok(Journal {
@@ -188,15 +191,29 @@ impl Journal {
         if let Some(p) = &g.poison {
             return Err(Self::poisoned_error(p));
         }
-        if let Some(t) = next_txn {
-            g.next_txn = g.next_txn.max(t);
-        }
+        let next_lsn = g
+            .next_lsn
+            .checked_add(1)
+            .ok_or(Error::IdSpaceExhausted { what: "LSNs" })?;
         let inner = &mut *g;
-        if inner.tail_len + len as u64 > self.cfg.segment_size
-            && inner.tail_len > SEGMENT_HEADER_LEN as u64
-        {
+        let new_segment = inner.tail_len + len as u64 > self.cfg.segment_size
+            && inner.tail_len > SEGMENT_HEADER_LEN as u64;
+        let next_segment = if new_segment {
+            inner
+                .next_segment
+                .checked_add(1)
+                .ok_or(Error::IdSpaceExhausted {
+                    what: "segment numbers",
+                })?
+        } else {
+            inner.next_segment
+        };
+        if let Some(t) = next_txn {
+            inner.next_txn = inner.next_txn.max(t);
+        }
+        if new_segment {
             let id = inner.next_segment;
-            inner.next_segment += 1;
+            inner.next_segment = next_segment;
             let header = SegmentHeader {
                 segment: id,
                 first_lsn: Lsn(inner.next_lsn),
@@ -224,7 +241,7 @@ impl Journal {
             });
         }
         let lsn = Lsn(inner.next_lsn);
-        inner.next_lsn += 1;
+        inner.next_lsn = next_lsn;
         let chunk = inner.pending.last_mut().expect("pushed above");
         let before = chunk.bytes.len();
         encode(&mut chunk.bytes, lsn);
@@ -275,7 +292,9 @@ impl Journal {
             return Err(Self::poisoned_error(p));
         }
         let t = g.next_txn;
-        g.next_txn += 1;
+        g.next_txn = t.checked_add(1).ok_or(Error::IdSpaceExhausted {
+            what: "transaction ids",
+        })?;
         Ok(t)
     }
 
