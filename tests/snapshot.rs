@@ -686,8 +686,14 @@ fn files_are_owner_only() {
         std::fs::metadata(&sub).unwrap().permissions().mode() & 0o077,
         0
     );
-    for f in listed_files(&sub) {
-        let mode = std::fs::metadata(sub.join(&f))
+    assert_files_private(&sub);
+}
+
+/// Every file the manager lists in `dir` is owner-only.
+fn assert_files_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for f in listed_files(dir) {
+        let mode = std::fs::metadata(dir.join(&f))
             .unwrap()
             .permissions()
             .mode();
@@ -695,18 +701,24 @@ fn files_are_owner_only() {
     }
 }
 
-#[test]
-fn one_pass_restore_falls_back_after_damage_found_mid_way() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = MemStore::new(PS, 64).unwrap();
-    fill_store(&store, 21).unwrap();
-    let m = SnapshotConfig::new(dir.path(), PS)
+/// A manager that restores in one pass (no chunk pre-check), with small
+/// chunks so that damage can be placed mid-way.
+fn one_pass_manager(dir: &Path) -> StateSnapshotManager {
+    SnapshotConfig::new(dir, PS)
         .chunk_bytes(PS * 4)
         .retention(Retention::KeepAll)
         .precheck_restore(false)
         .threads(1)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn one_pass_restore_falls_back_after_damage_found_mid_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemStore::new(PS, 64).unwrap();
+    fill_store(&store, 21).unwrap();
+    let m = one_pass_manager(dir.path());
     snap(&m, &store, 1, SnapshotKind::Full).unwrap();
     let first = store.to_bytes();
     fill_store(&store, 22).unwrap();
@@ -1139,13 +1151,7 @@ fn an_existing_directory_keeps_its_permissions() {
     two_snapshots(&sub);
     let mode = std::fs::metadata(&sub).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o750, "{mode:o}");
-    for f in listed_files(&sub) {
-        let mode = std::fs::metadata(sub.join(&f))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
-    }
+    assert_files_private(&sub);
 }
 
 #[test]
@@ -1153,13 +1159,7 @@ fn a_one_pass_restore_finding_damage_with_no_fallback_distrusts_notices() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemStore::new(PS, 64).unwrap();
     fill_store(&store, 81).unwrap();
-    let m = SnapshotConfig::new(dir.path(), PS)
-        .chunk_bytes(PS * 4)
-        .retention(Retention::KeepAll)
-        .precheck_restore(false)
-        .threads(1)
-        .build()
-        .unwrap();
+    let m = one_pass_manager(dir.path());
     let id = snap(&m, &store, 1, SnapshotKind::Full).unwrap();
     let path = dir.path().join("snap-0000000000000001.shs");
     let len = std::fs::metadata(&path).unwrap().len() as usize;
