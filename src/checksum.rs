@@ -287,6 +287,17 @@ impl ChecksumTable {
         Ok(())
     }
 
+    /// Forgets the checksums of pages at and past `page_count` (the store
+    /// shrank); a page written there later is sealed afresh.
+    pub fn truncate(&self, page_count: u64) {
+        let mut entries = self.entries.write();
+        let keep = usize::try_from(page_count).unwrap_or(usize::MAX);
+        if keep < entries.len() {
+            entries.truncate(keep);
+            entries.shrink_to_fit();
+        }
+    }
+
     /// Verifies `buf` as the contents of `page`.
     ///
     /// # Errors

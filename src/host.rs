@@ -94,6 +94,26 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// write may have been partial); the library re-reads before trusting it.
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()>;
 
+    /// Changes the number of pages to `page_count`: pages at and past the new
+    /// end are dropped, and pages added at the end read as zeros until they
+    /// are written. A store whose medium can shrink (SQLite truncates its file
+    /// on `VACUUM` and at checkpoints) implements it; the library calls it
+    /// when a restore needs a store of another size, and a host calls the
+    /// detector's [`resize`](crate::CorruptionDetector::resize) so that
+    /// checksums and fences of dropped pages go with them. Like a write, the
+    /// new size need not be durable until [`sync`](Self::sync) returns.
+    ///
+    /// The default answers [`Error::Unsupported`]: a store that cannot change
+    /// size keeps the one it has.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; [`Error::InvalidArgument`] for a size
+    /// the store cannot hold; the store's I/O error.
+    fn resize(&self, page_count: u64) -> Result<()> {
+        let _ = page_count;
+        Err(Error::Unsupported { action: "resize" })
+    }
+
     /// Makes every completed write durable.
     ///
     /// # Errors

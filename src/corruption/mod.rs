@@ -524,6 +524,27 @@ impl CorruptionDetector {
         Ok(())
     }
 
+    /// Resizes the store to `page_count` pages (see [`PageStore::resize`]).
+    /// The checksums, fences and last-written LSNs of pages past the new end
+    /// are dropped with them, so a page that comes back later is a new page.
+    ///
+    /// # Errors
+    /// The store's error ([`Error::Unsupported`] when it cannot change size);
+    /// nothing is forgotten then.
+    pub fn resize(&self, page_count: u64) -> Result<()> {
+        self.store.resize(page_count)?;
+        if let ChecksumPlacement::Sidecar(table) = &self.placement {
+            table.truncate(page_count);
+        }
+        self.registry.lock().forget_from(page_count);
+        let mut lsns = self.written_lsn.write();
+        let keep = usize::try_from(page_count).unwrap_or(usize::MAX);
+        if keep < lsns.len() {
+            lsns.truncate(keep);
+        }
+        Ok(())
+    }
+
     fn note_written_lsn(&self, page: PageId, lsn: Lsn) {
         let idx = page.0 as usize;
         {
@@ -754,6 +775,10 @@ impl PageStore for CorruptionDetector {
     fn sync(&self) -> Result<()> {
         self.store.sync()
     }
+
+    fn resize(&self, page_count: u64) -> Result<()> {
+        CorruptionDetector::resize(self, page_count)
+    }
 }
 
 #[cfg(test)]
@@ -941,6 +966,38 @@ mod tests {
         let mut b = vec![0u8; 256];
         det.read_verified(PageId(2), &mut b).unwrap();
         assert_eq!(b[0], 3, "the old page still verifies");
+    }
+
+    #[test]
+    fn resize_forgets_checksums_and_fences_of_dropped_pages() {
+        for placement in [
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+        ] {
+            let (raw, det) = setup(placement.clone());
+            raw.damage(PageId(6), Damage::BitFlip { byte: 3, bit: 0 })
+                .unwrap();
+            let mut b = vec![0u8; 256];
+            assert!(det.read_verified(PageId(6), &mut b).is_err());
+            det.resize(4).unwrap();
+            assert_eq!(
+                det.page_state(PageId(6)),
+                None,
+                "fence dropped with the page"
+            );
+            if let ChecksumPlacement::Sidecar(t) = &placement {
+                assert_eq!(t.get(PageId(5)), None, "checksum dropped with the page");
+                assert!(t.get(PageId(3)).is_some());
+            }
+            det.read_verified(PageId(3), &mut b).unwrap();
+            det.resize(8).unwrap();
+            // A page that comes back is new: unwritten, so it fails as zeroed
+            // (or as missing its checksum), and a write seals it afresh.
+            assert!(det.read_verified(PageId(6), &mut b).is_err());
+            det.write_sealed(PageId(6), &mut vec![5u8; 256]).unwrap();
+            det.read_verified(PageId(6), &mut b).unwrap();
+            assert_eq!(b[0], 5);
+        }
     }
 
     #[test]

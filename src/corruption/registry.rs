@@ -222,6 +222,14 @@ impl SuspectRegistry {
         self.entries.remove(&page);
     }
 
+    /// The store shrank to `page_count` pages: entries of pages past the end
+    /// are dropped (with any repair in flight for them). Returns how many.
+    pub fn forget_from(&mut self, page_count: u64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|p, _| p.0 < page_count);
+        before - self.entries.len()
+    }
+
     /// A fenced page verified on a rescan (the fault was transient): lift the fence.
     pub fn on_verified(&mut self, page: PageId) -> bool {
         match self.entries.get_mut(&page) {

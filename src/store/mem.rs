@@ -137,6 +137,30 @@ impl PageStore for MemStore {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+
+    fn resize(&self, page_count: u64) -> Result<()> {
+        let mut d = self.data.write();
+        let new_len = usize::try_from(page_count)
+            .ok()
+            .and_then(|n| n.checked_mul(self.page_size))
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "page_count",
+                reason: format!(
+                    "{page_count} pages of {} bytes do not fit in memory",
+                    self.page_size
+                ),
+            })?;
+        if new_len > d.len() {
+            let more = new_len - d.len();
+            d.try_reserve_exact(more)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "page_count",
+                    reason: format!("cannot allocate {page_count} pages: {e}"),
+                })?;
+        }
+        d.resize(new_len, 0);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +191,23 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn resize_shrinks_and_grows_with_zeroed_pages() {
+        let s = MemStore::new(64, 4).unwrap();
+        s.write_page(PageId(3), &[9u8; 64]).unwrap();
+        s.resize(2).unwrap();
+        assert_eq!(s.page_count(), 2);
+        let mut b = vec![0u8; 64];
+        assert!(matches!(
+            s.read_page(PageId(3), &mut b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        s.resize(4).unwrap();
+        s.read_page(PageId(3), &mut b).unwrap();
+        assert_eq!(b, [0u8; 64], "a page added back reads as zeros");
+        assert!(s.resize(u64::MAX).is_err());
     }
 
     #[test]

@@ -194,6 +194,10 @@ impl CrashStore {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             for &p in &im.unsynced {
                 let off = p as usize * self.page_size;
+                if off + self.page_size > image.len() {
+                    // Written after a resize that never became durable.
+                    continue;
+                }
                 let new = &im.live[off..off + self.page_size];
                 match rng.random_range(0..3u8) {
                     0 => {}
@@ -251,6 +255,23 @@ impl PageStore for CrashStore {
         tick(self.switch.as_ref(), "syncing the store")?;
         im.durable = im.live.clone();
         im.unsynced.clear();
+        Ok(())
+    }
+
+    /// The new size is live at once and durable at the next sync; a crash
+    /// before it keeps the durable image's size.
+    fn resize(&self, page_count: u64) -> Result<()> {
+        let mut im = self.images.lock();
+        let len = usize::try_from(page_count)
+            .ok()
+            .and_then(|n| n.checked_mul(self.page_size))
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "page_count",
+                reason: format!("{page_count} pages do not fit in memory"),
+            })?;
+        tick(self.switch.as_ref(), "resizing the store")?;
+        im.live.resize(len, 0);
+        im.unsynced.retain(|&p| p < page_count);
         Ok(())
     }
 }

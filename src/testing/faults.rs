@@ -316,6 +316,10 @@ impl PageStore for FaultyStore {
         }
         self.inner.sync()
     }
+
+    fn resize(&self, page_count: u64) -> Result<()> {
+        self.inner.resize(page_count)
+    }
 }
 
 /// A [`Replica`] wrapper that can be taken down, made to lag, or made to serve
