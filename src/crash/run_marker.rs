@@ -39,6 +39,12 @@
 //! | while writing "clean" (tmp file)     | `Crashed` (the rename had not happened)           |
 //! | after "clean" is written             | `Clean`                                           |
 //! | marker damaged on disk               | `Unknown` with the decoding error (treat as crash)|
+//! | marker deleted, other state left     | `Unknown`: the directory was used before          |
+//!
+//! Only a directory that holds nothing at all (no lock file, no other
+//! entry) gives [`RunVerdict::FirstRun`]: the lock file is created by the
+//! first open and never removed, so a marker that is missing beside it was
+//! lost, not never written.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -61,7 +67,10 @@ pub const MARKER_FILE: &str = "selfheal.run";
 /// What the marker says about the previous run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunVerdict {
-    /// No marker: this directory was never opened before.
+    /// No marker and no other state: this directory was never opened
+    /// before. A missing marker in a directory that holds anything else
+    /// (the lock file of an earlier run, a journal, snapshots) is
+    /// [`Unknown`](Self::Unknown), never this.
     FirstRun,
     /// The previous run shut down cleanly.
     Clean {
@@ -177,6 +186,24 @@ impl Record {
     }
 }
 
+/// The name of some entry of `dir` other than the marker's own temporary
+/// file, if there is one: evidence that the directory was used before.
+fn earlier_state(dir: &Path) -> Result<Option<String>> {
+    let tmp = fsutil::tmp_path(&dir.join(MARKER_FILE));
+    let tmp_name = tmp.file_name().unwrap_or_default();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("listing directory {}", dir.display()), e))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| Error::io(format!("listing directory {}", dir.display()), e))?;
+        let name = entry.file_name();
+        if name != tmp_name {
+            return Ok(Some(format!("`{}`", name.to_string_lossy())));
+        }
+    }
+    Ok(None)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,6 +246,8 @@ impl RunMarker {
     pub fn open(dir: &Path) -> Result<(RunMarker, RunVerdict)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+        // Read before the lock file is created: whether anything was here.
+        let earlier_state = earlier_state(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = fsutil::private_create_options()
             .read(true)
@@ -242,7 +271,18 @@ impl RunMarker {
         // A crash during a previous write may have left its temporary file.
         let _ = std::fs::remove_file(fsutil::tmp_path(&path));
         let (verdict, last_run) = match fsutil::read_optional(&path)? {
-            None => (RunVerdict::FirstRun, 0),
+            None => match earlier_state {
+                None => (RunVerdict::FirstRun, 0),
+                Some(found) => (
+                    RunVerdict::Unknown {
+                        reason: format!(
+                            "the run marker {} is missing but the directory holds {found} from an earlier run; treat the previous run as crashed",
+                            path.display()
+                        ),
+                    },
+                    0,
+                ),
+            },
             Some(bytes) => match Record::decode(&path, &bytes) {
                 Ok(r) => (r.verdict(), r.run),
                 Err(e) => (
@@ -368,6 +408,29 @@ mod tests {
             }
             other => panic!("expected Crashed, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_deleted_marker_beside_earlier_state_is_unknown_never_first_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, v) = RunMarker::open(dir.path()).unwrap();
+        assert_eq!(v, RunVerdict::FirstRun);
+        drop(m); // a crash
+        std::fs::remove_file(dir.path().join(MARKER_FILE)).unwrap();
+        let (m, v) = RunMarker::open(dir.path()).unwrap();
+        assert!(
+            matches!(&v, RunVerdict::Unknown { reason } if reason.contains(LOCK_FILE)),
+            "{v:?}"
+        );
+        assert!(v.is_crash());
+        m.close().unwrap();
+
+        // Other state without a lock file (a journal left by a host that
+        // used the directory before) counts too.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("undo-0001"), b"x").unwrap();
+        let (_m, v) = RunMarker::open(other.path()).unwrap();
+        assert!(v.is_crash(), "{v:?}");
     }
 
     proptest! {
