@@ -62,6 +62,7 @@ mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod types;
+mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -172,6 +172,20 @@ pub enum FailureKind {
         /// The metric (the probe's name).
         metric: Arc<str>,
     },
+    /// A health probe gave no value: it returned an error, panicked, gave a
+    /// non-finite number or missed its deadline. Reported once per episode,
+    /// which ends when the probe answers again.
+    ProbeFailed {
+        /// The metric (the probe's name).
+        metric: Arc<str>,
+    },
+    // ---- the library's own components ----
+    /// A component's background thread died (a panic in a host callback,
+    /// say): the component does no more work until it is started again.
+    WorkerDied {
+        /// The component.
+        component: Arc<str>,
+    },
 }
 
 impl FailureKind {
@@ -195,7 +209,9 @@ impl FailureKind {
             FailureKind::HealthDegraded { metric }
             | FailureKind::HealthCritical { metric }
             | FailureKind::PredictedFailure { metric, .. }
-            | FailureKind::Anomaly { metric } => Target::Component(metric.clone()),
+            | FailureKind::Anomaly { metric }
+            | FailureKind::ProbeFailed { metric } => Target::Component(metric.clone()),
+            FailureKind::WorkerDied { component } => Target::Component(component.clone()),
         }
     }
 
@@ -216,6 +232,8 @@ impl FailureKind {
                 Priority::P2
             }
             FailureKind::Anomaly { .. } => Priority::P3,
+            FailureKind::ProbeFailed { .. } => Priority::P2,
+            FailureKind::WorkerDied { .. } => Priority::P1,
         }
     }
 }

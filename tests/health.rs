@@ -267,8 +267,9 @@ fn host_probe_closure_works() {
     assert_eq!(monitor.history().len(), 5);
 }
 
-/// The sampling thread (system clock, 5 ms interval) samples on a thread
-/// named `selfheal-health`, and stops and joins cleanly.
+/// The sampling thread (system clock, 5 ms interval) samples every probe on
+/// its helper thread `selfheal-probe` (so a probe that hangs cannot hold up
+/// the `selfheal-health` thread), and stops and joins cleanly.
 #[test]
 fn sampling_thread_samples_and_stops() {
     let (tx, rx) = crossbeam_channel::bounded::<String>(64);
@@ -285,7 +286,7 @@ fn sampling_thread_samples_and_stops() {
     assert!(monitor.is_running());
     for _ in 0..3 {
         let name = rx.recv_timeout(Duration::from_secs(10)).expect("a sample");
-        assert_eq!(name, "selfheal-health");
+        assert_eq!(name, "selfheal-probe");
     }
     monitor.stop().unwrap();
     assert!(!monitor.is_running());
@@ -326,7 +327,8 @@ fn panicking_callback_marks_monitor_failed() {
 }
 
 /// Probe failures (scripted) leave the value missing and the band as it was;
-/// sampling goes on and the errors are counted.
+/// sampling goes on, the errors are counted, and the failing probe is
+/// reported once per episode.
 #[test]
 fn failing_probe_keeps_band_and_counts() {
     let clock = ManualClock::new();
@@ -345,7 +347,74 @@ fn failing_probe_keeps_band_and_counts() {
         assert_eq!(out.band, Band::Critical);
     }
     assert_eq!(monitor.stats().probe_errors, 3);
-    assert_eq!(monitor.failures().try_iter().count(), 1, "critical once");
+    let kinds: Vec<FailureKind> = monitor.failures().try_iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, FailureKind::HealthCritical { .. }))
+            .count(),
+        1,
+        "critical once: {kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| matches!(k, FailureKind::ProbeFailed { .. }))
+            .count(),
+        1,
+        "three failed rounds are one episode of a failing probe: {kinds:?}"
+    );
     let calls = AtomicU64::new(probe.calls());
     assert_eq!(calls.load(Ordering::Relaxed), 4);
+}
+
+/// A probe that hangs misses its deadline: the round goes on without its
+/// value, the probe is reported once, it is not asked again while its late
+/// call is still running, and `stop()` returns promptly instead of waiting
+/// for it.
+#[test]
+fn a_hanging_probe_is_reported_and_never_waited_on() {
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let monitor = HealthConfig::new()
+        .probe_fn("stuck", Thresholds::new(10.0, 20.0), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.recv();
+            Ok(1.0)
+        })
+        .probe_fn("fine", Thresholds::new(10.0, 20.0), || Ok(1.0))
+        .probe_timeout(Duration::from_millis(50))
+        .sample_interval(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let out = monitor.sample_now().unwrap();
+    let values: Vec<_> = out.metrics.iter().map(|m| m.value).collect();
+    assert_eq!(values, [None, Some(1.0)]);
+    monitor.start().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    monitor.stop().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stop waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "not asked again while hung"
+    );
+    let failed: Vec<Failure> = monitor
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.kind, FailureKind::ProbeFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].evidence.contains("deadline"),
+        "{}",
+        failed[0].evidence
+    );
+    drop(release);
 }

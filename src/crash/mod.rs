@@ -32,18 +32,17 @@ pub mod process;
 pub mod run_marker;
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureSink};
+use crate::worker::{Flow, Job, Stop, Worker};
 
 pub use heartbeat::{
     ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor, Transition,
@@ -54,6 +53,9 @@ pub use run_marker::{RunMarker, RunVerdict};
 use heartbeat::ns;
 
 const COMPONENT: &str = "crash detector";
+
+/// How long a stop waits for the watchdog (a host callback that hangs).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One state change seen by the watchdog.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,17 +224,12 @@ impl CrashDetectorConfig {
         let shared = Arc::new(Shared {
             heartbeats: Mutex::new(HeartbeatMonitor::new(self.heartbeat, now)?),
             processes: Mutex::new(ProcessMonitor::new(self.max_processes)?),
-            failed: Mutex::new(None),
             events_dropped: AtomicU64::new(0),
             marker_errors: AtomicU64::new(0),
         });
         let (sink, failures) = FailureSink::bounded(self.report_capacity);
         let (event_tx, events) = bounded(self.report_capacity);
-        let (cmd_tx, cmd_rx) = bounded(16);
-        // Never sent on: the watchdog drops its end when it exits (however it
-        // exits), which wakes anyone waiting for a reply that will not come.
-        let (alive_tx, exited) = bounded::<()>(0);
-        let mut worker = Worker {
+        let watchdog = Watchdog {
             shared: shared.clone(),
             clock: self.clock.clone(),
             sink: sink.clone(),
@@ -243,21 +240,14 @@ impl CrashDetectorConfig {
             marker_interval_ns: ns(self.marker_refresh_interval),
             next_process_ns: now,
             next_marker_ns: now.saturating_add(ns(self.marker_refresh_interval)),
+            tick_every: self.heartbeat.tick(),
+            next_tick: Instant::now(),
         };
-        let tick = self.heartbeat.tick();
-        let thread = std::thread::Builder::new()
-            .name("selfheal-watchdog".into())
-            .spawn(move || {
-                let _alive = alive_tx;
-                worker.run(&cmd_rx, tick);
-            })
-            .map_err(|e| Error::io("spawning the selfheal-watchdog thread", e))?;
+        let worker = Worker::spawn(COMPONENT, "selfheal-watchdog", watchdog)?;
         Ok(CrashDetector {
             shared,
             clock: self.clock,
-            cmd_tx: Some(cmd_tx),
-            exited,
-            thread: Some(thread),
+            worker,
             sink,
             failures,
             events,
@@ -268,18 +258,17 @@ impl CrashDetectorConfig {
 struct Shared {
     heartbeats: Mutex<HeartbeatMonitor>,
     processes: Mutex<ProcessMonitor>,
-    /// Set when the watchdog panicked.
-    failed: Mutex<Option<String>>,
     events_dropped: AtomicU64,
     marker_errors: AtomicU64,
 }
 
 enum Command {
     CheckNow(Sender<Vec<CrashEvent>>),
-    Shutdown(Sender<Result<()>>),
 }
 
-struct Worker {
+/// The watchdog's job: tick the heartbeat and process monitors, refresh the
+/// marker, deliver events.
+struct Watchdog {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     sink: FailureSink,
@@ -290,60 +279,42 @@ struct Worker {
     marker_interval_ns: u64,
     next_process_ns: u64,
     next_marker_ns: u64,
+    tick_every: Duration,
+    next_tick: Instant,
 }
 
-impl Worker {
-    fn run(&mut self, cmds: &Receiver<Command>, tick: Duration) {
-        let ticker = crossbeam_channel::tick(tick);
-        loop {
-            select! {
-                recv(cmds) -> cmd => match cmd {
-                    Ok(Command::CheckNow(reply)) => match self.guarded_tick() {
-                        Some(events) => {
-                            let _ = reply.send(events);
-                        }
-                        None => return,
-                    },
-                    Ok(Command::Shutdown(reply)) => {
-                        let r = self.marker.take().map_or(Ok(()), RunMarker::close);
-                        let _ = reply.send(r);
-                        return;
-                    }
-                    // The detector was dropped: stop without a clean record.
-                    Err(_) => return,
-                },
-                recv(ticker) -> _ => {
-                    if self.guarded_tick().is_none() {
-                        return;
-                    }
-                }
-            }
-        }
+impl Job for Watchdog {
+    type Command = Command;
+
+    fn next_tick(&mut self) -> Option<Instant> {
+        Some(self.next_tick)
     }
 
-    /// A tick that turns a panic (in the host's callback, say) into the
-    /// detector's failed state; `None` means the thread must exit. The state
-    /// is recorded before any reply channel is dropped, so a caller waiting
-    /// on one sees the reason.
-    fn guarded_tick(&mut self) -> Option<Vec<CrashEvent>> {
-        match catch_unwind(AssertUnwindSafe(|| self.tick())) {
-            Ok(events) => Some(events),
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic payload".into());
-                tracing::error!(panic = %msg, "selfheal-watchdog panicked; crash detection stopped");
-                *self.shared.failed.lock() = Some(format!("the watchdog thread panicked: {msg}"));
-                None
-            }
-        }
+    fn tick(&mut self) -> Flow {
+        self.next_tick = Instant::now() + self.tick_every;
+        self.step();
+        Flow::Continue
     }
 
+    fn command(&mut self, command: Command) -> Flow {
+        match command {
+            Command::CheckNow(reply) => {
+                let _ = reply.send(self.step());
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A clean shutdown: the marker records it.
+    fn finish(&mut self) -> Result<()> {
+        self.marker.take().map_or(Ok(()), RunMarker::close)
+    }
+}
+
+impl Watchdog {
     /// One watchdog step: heartbeats, processes when due, marker when due;
     /// then delivery of every event.
-    fn tick(&mut self) -> Vec<CrashEvent> {
+    fn step(&mut self) -> Vec<CrashEvent> {
         let now = self.clock.now_ns();
         let mut events: Vec<CrashEvent> = self
             .shared
@@ -441,9 +412,7 @@ pub struct CrashStats {
 pub struct CrashDetector {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
-    cmd_tx: Option<Sender<Command>>,
-    exited: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker<Command>,
     sink: FailureSink,
     failures: Receiver<Failure>,
     events: Receiver<CrashEvent>,
@@ -452,50 +421,14 @@ pub struct CrashDetector {
 impl fmt::Debug for CrashDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CrashDetector")
-            .field("running", &self.thread.is_some())
+            .field("watchdog", &self.worker)
             .finish_non_exhaustive()
     }
 }
 
 impl CrashDetector {
-    /// Whether the caller is the watchdog thread itself (inside the event
-    /// callback), where waiting for the watchdog would wait forever.
-    fn on_watchdog_thread(&self) -> bool {
-        self.thread
-            .as_ref()
-            .is_some_and(|t| t.thread().id() == std::thread::current().id())
-    }
-
-    fn reentrant_error(op: &'static str) -> Error {
-        Error::InvalidArgument {
-            what: op,
-            reason: "called from the watchdog thread (inside the event callback), where it would wait for itself; call it from another thread".into(),
-        }
-    }
-
-    /// Waits for a reply from the watchdog, or for the watchdog to exit
-    /// (a command queued just before it exited is never answered).
-    fn await_reply<T>(&self, rx: &Receiver<T>) -> Option<T> {
-        select! {
-            recv(rx) -> r => r.ok(),
-            recv(self.exited) -> _ => rx.try_recv().ok(),
-        }
-    }
-
     fn check_running(&self) -> Result<()> {
-        if let Some(reason) = self.shared.failed.lock().clone() {
-            return Err(Error::Stopped {
-                component: COMPONENT,
-                reason,
-            });
-        }
-        if self.cmd_tx.is_none() {
-            return Err(Error::Stopped {
-                component: COMPONENT,
-                reason: "it was shut down".into(),
-            });
-        }
-        Ok(())
+        self.worker.check_running()
     }
 
     /// Registers a component, alive as of now; beat through the handle.
@@ -550,20 +483,7 @@ impl CrashDetector {
     /// [`Error::Stopped`] after shutdown or a watchdog panic;
     /// [`Error::InvalidArgument`] when called from the event callback.
     pub fn check_now(&self) -> Result<Vec<CrashEvent>> {
-        self.check_running()?;
-        if self.on_watchdog_thread() {
-            return Err(Self::reentrant_error("check_now"));
-        }
-        let (tx, rx) = bounded(1);
-        let stopped = || {
-            self.check_running().err().unwrap_or(Error::Stopped {
-                component: COMPONENT,
-                reason: "the watchdog thread exited".into(),
-            })
-        };
-        let cmd_tx = self.cmd_tx.as_ref().ok_or_else(stopped)?;
-        cmd_tx.send(Command::CheckNow(tx)).map_err(|_| stopped())?;
-        self.await_reply(&rx).ok_or_else(stopped)
+        self.worker.request(Command::CheckNow)
     }
 
     /// Failure reports (component suspect or dead, process exited).
@@ -598,39 +518,7 @@ impl CrashDetector {
     /// [`Error::InvalidArgument`] when called from the event callback (the
     /// watchdog then stops after the callback, without a clean record).
     pub fn shutdown(mut self) -> Result<()> {
-        self.stop_inner(true)
-    }
-
-    fn stop_inner(&mut self, clean: bool) -> Result<()> {
-        if self.on_watchdog_thread() {
-            // Dropping the sender ends the loop once the callback returns;
-            // the thread cannot be joined from inside itself.
-            self.cmd_tx = None;
-            self.thread = None;
-            return Err(Self::reentrant_error("shutdown"));
-        }
-        let Some(cmd_tx) = self.cmd_tx.take() else {
-            return Ok(());
-        };
-        let mut result = Ok(());
-        if clean {
-            let (tx, rx) = bounded(1);
-            if cmd_tx.send(Command::Shutdown(tx)).is_ok() {
-                result = self.await_reply(&rx).unwrap_or(Ok(()));
-            }
-        }
-        // Dropping the sender ends the loop if no shutdown was sent.
-        drop(cmd_tx);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if let Some(reason) = self.shared.failed.lock().clone() {
-            return Err(Error::Stopped {
-                component: COMPONENT,
-                reason,
-            });
-        }
-        result
+        self.worker.stop(Stop::Finish, STOP_TIMEOUT)
     }
 }
 
@@ -638,7 +526,7 @@ impl Drop for CrashDetector {
     /// Stops and joins the watchdog without recording a clean shutdown; use
     /// [`CrashDetector::shutdown`] for that.
     fn drop(&mut self) {
-        let _ = self.stop_inner(false);
+        let _ = self.worker.stop(Stop::Abandon, STOP_TIMEOUT);
     }
 }
 

@@ -41,19 +41,18 @@ pub mod probe;
 pub mod score;
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::FailureCallback;
-use crate::types::{Failure, FailureSink};
+use crate::types::{Failure, FailureKind, FailureSink};
+use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
 
 pub use model::{BandChange, HealthModel, MetricStatus, Sample, SampleOutcome};
 pub use predict::Fit;
@@ -76,6 +75,7 @@ pub(crate) struct MetricEntry {
 pub struct HealthConfig {
     pub(crate) metrics: Vec<MetricEntry>,
     pub(crate) sample_interval: Duration,
+    pub(crate) probe_timeout: Duration,
     pub(crate) history_capacity: usize,
     pub(crate) prediction_window: usize,
     pub(crate) prediction_min_samples: usize,
@@ -114,11 +114,13 @@ impl HealthConfig {
     /// No metrics; a 1 s interval, 1 000 rounds of history, prediction over
     /// 60 samples (at least 20, t ≥ 8, R² ≥ 0.5, confirmed over 3 samples,
     /// horizon 1 h), anomalies at |z| ≥ 6 after 30 samples with EWMA weight
-    /// 0.05, 1 024 unread reports, the system clock, no callback.
+    /// 0.05, 1 024 unread reports, the system clock, no callback, and a 2 s
+    /// deadline for each probe.
     pub fn new() -> Self {
         HealthConfig {
             metrics: Vec::new(),
             sample_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
             history_capacity: 1_000,
             prediction_window: 60,
             prediction_min_samples: 20,
@@ -170,6 +172,17 @@ impl HealthConfig {
     /// Time between samples of the sampling thread (default 1 s; not zero).
     pub fn sample_interval(mut self, interval: Duration) -> Self {
         self.sample_interval = interval;
+        self
+    }
+
+    /// How long a probe may take to answer (default 2 s; not zero). Probes
+    /// run in parallel, each on its own helper thread (`selfheal-probe`);
+    /// one that misses the deadline gives no value for the round, is
+    /// reported once as [`FailureKind::ProbeFailed`], and is not asked again
+    /// until its late call has returned — a probe that hangs never holds up
+    /// sampling or [`HealthMonitor::stop`].
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
         self
     }
 
@@ -303,6 +316,9 @@ impl HealthConfig {
                 "is 0; it must be positive",
             ));
         }
+        if self.probe_timeout.is_zero() {
+            return Err(Error::config("probe_timeout", "is 0; it must be positive"));
+        }
         if self.prediction_horizon.is_zero() {
             return Err(Error::config(
                 "prediction_horizon",
@@ -408,10 +424,19 @@ impl HealthConfig {
             })
             .collect::<Result<Vec<_>>>()?;
         let (sink, reports) = FailureSink::bounded(self.report_capacity);
+        let probes = probes
+            .into_iter()
+            .map(|probe| ProbeSlot {
+                caller: TimedCaller::new("selfheal-probe"),
+                failing: AtomicBool::new(false),
+                probe,
+            })
+            .collect();
         Ok(HealthMonitor {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
                 probes,
+                probe_timeout: self.probe_timeout,
                 clock: self.clock,
                 sink,
                 reports,
@@ -420,7 +445,6 @@ impl HealthConfig {
                 samples: AtomicU64::new(0),
                 probe_errors: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
-                failed: Mutex::new(None),
             }),
             interval: self.sample_interval,
             worker: Mutex::new(None),
@@ -439,9 +463,19 @@ pub struct MonitorStats {
     pub reports_dropped: u64,
 }
 
+/// One probe and the helper thread that calls it with a deadline.
+#[derive(Debug)]
+struct ProbeSlot {
+    probe: Arc<dyn HealthProbe>,
+    caller: TimedCaller,
+    /// Whether the probe is in a failing episode (reported once).
+    failing: AtomicBool,
+}
+
 struct Shared {
     model: Mutex<HealthModel>,
-    probes: Vec<Arc<dyn HealthProbe>>,
+    probes: Vec<ProbeSlot>,
+    probe_timeout: Duration,
     clock: Arc<dyn Clock>,
     sink: FailureSink,
     reports: Receiver<Failure>,
@@ -450,17 +484,10 @@ struct Shared {
     samples: AtomicU64,
     probe_errors: AtomicU64,
     stopped: AtomicBool,
-    failed: Mutex<Option<String>>,
 }
 
 impl Shared {
     fn check_usable(&self) -> Result<()> {
-        if let Some(reason) = self.failed.lock().clone() {
-            return Err(Error::Stopped {
-                component: COMPONENT,
-                reason,
-            });
-        }
         if self.stopped.load(Ordering::Acquire) {
             return Err(Error::Stopped {
                 component: COMPONENT,
@@ -470,22 +497,59 @@ impl Shared {
         Ok(())
     }
 
-    fn read_probe(&self, probe: &dyn HealthProbe) -> Option<f64> {
-        let got = catch_unwind(AssertUnwindSafe(|| probe.sample()));
-        let why = match got {
-            Ok(Ok(v)) if v.is_finite() => return Some(v),
-            Ok(Ok(v)) => format!("non-finite value {v}"),
-            Ok(Err(e)) => e.to_string(),
-            Err(p) => format!("probe panicked: {}", panic_message(p.as_ref())),
-        };
-        self.probe_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(probe = probe.name(), reason = %why, "health probe gave no value");
-        None
+    /// Asks every probe at once, each on its helper thread, and collects the
+    /// answers under one deadline.
+    fn read_probes(&self) -> Vec<Option<f64>> {
+        let pending: Vec<_> = self
+            .probes
+            .iter()
+            .map(|slot| {
+                let probe = slot.probe.clone();
+                slot.caller.start(move || probe.sample())
+            })
+            .collect();
+        let deadline = Instant::now() + self.probe_timeout;
+        self.probes
+            .iter()
+            .zip(pending)
+            .map(|(slot, started)| {
+                let why = match started.and_then(|p| p.wait_until(deadline)) {
+                    Ok(Ok(v)) if v.is_finite() => {
+                        slot.failing.store(false, Ordering::Release);
+                        return Some(v);
+                    }
+                    Ok(Ok(v)) => format!("non-finite value {v}"),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the probe {e}"),
+                };
+                self.probe_errors.fetch_add(1, Ordering::Relaxed);
+                let name = slot.probe.name();
+                tracing::warn!(probe = name, reason = %why, "health probe gave no value");
+                if !slot.failing.swap(true, Ordering::AcqRel) {
+                    self.report(&Failure::new(
+                        FailureKind::ProbeFailed {
+                            metric: Arc::from(name),
+                        },
+                        format!("health probe `{name}` gave no value: {why}"),
+                        self.clock.now_ns(),
+                    ));
+                }
+                None
+            })
+            .collect()
+    }
+
+    fn report(&self, f: &Failure) {
+        tracing::warn!(failure = %f, "health");
+        if let Some(cb) = &self.on_failure {
+            cb(f);
+        }
+        self.sink.send(f.clone());
     }
 
     /// Reads every probe, feeds the model at the clock's time, reports.
     fn sample_once(&self) -> Result<SampleOutcome> {
-        let values: Vec<Option<f64>> = self.probes.iter().map(|p| self.read_probe(&**p)).collect();
+        let values = self.read_probes();
         let outcome = {
             let mut model = self.model.lock();
             // Read under the lock so that concurrent samplers stay in order.
@@ -495,30 +559,50 @@ impl Shared {
         self.samples.fetch_add(1, Ordering::Relaxed);
         *self.latest.lock() = Some(outcome.clone());
         for f in &outcome.failures {
-            tracing::warn!(failure = %f, "health");
-            if let Some(cb) = &self.on_failure {
-                cb(f);
-            }
-            self.sink.send(f.clone());
+            self.report(f);
         }
         Ok(outcome)
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
+/// The sampling thread has no commands: it is only ticked and stopped.
+enum Command {}
+
+/// The `selfheal-health` job: one round per interval.
+struct Sampler {
+    shared: Arc<Shared>,
+    interval: Duration,
+    next: Instant,
 }
 
-enum Command {
-    Stop(Sender<()>),
-}
+impl Job for Sampler {
+    type Command = Command;
 
-struct Worker {
-    cmd: Sender<Command>,
-    handle: JoinHandle<()>,
+    fn next_tick(&mut self) -> Option<Instant> {
+        Some(self.next)
+    }
+
+    fn tick(&mut self) -> Flow {
+        self.next = Instant::now() + self.interval;
+        if let Err(e) = self.shared.sample_once() {
+            tracing::warn!(error = %e, "health sample refused");
+        }
+        Flow::Continue
+    }
+
+    fn command(&mut self, command: Command) -> Flow {
+        match command {}
+    }
+
+    fn died(&mut self, reason: &str) {
+        self.shared.report(&Failure::new(
+            FailureKind::WorkerDied {
+                component: Arc::from(COMPONENT),
+            },
+            reason.to_owned(),
+            self.shared.clock.now_ns(),
+        ));
+    }
 }
 
 /// Samples probes, scores and predicts; reports trouble before it becomes an
@@ -556,7 +640,7 @@ struct Worker {
 pub struct HealthMonitor {
     shared: Arc<Shared>,
     interval: Duration,
-    worker: Mutex<Option<Worker>>,
+    worker: Mutex<Option<Worker<Command>>>,
 }
 
 impl fmt::Debug for HealthMonitor {
@@ -581,27 +665,26 @@ impl HealthMonitor {
     pub fn start(&self) -> Result<()> {
         self.shared.check_usable()?;
         let mut worker = self.worker.lock();
-        if worker.is_some() {
+        if let Some(w) = worker.as_ref() {
+            w.check_running()?;
             return Err(Error::InvalidArgument {
                 what: "start",
                 reason: "the sampling thread is already running".into(),
             });
         }
-        let (cmd, cmd_rx) = crossbeam_channel::bounded::<Command>(4);
-        let shared = self.shared.clone();
-        let interval = self.interval;
-        let handle = std::thread::Builder::new()
-            .name("selfheal-health".into())
-            .spawn(move || run(&shared, &cmd_rx, interval))
-            .map_err(|e| Error::io("spawning the selfheal-health thread", e))?;
-        *worker = Some(Worker { cmd, handle });
+        let job = Sampler {
+            shared: self.shared.clone(),
+            interval: self.interval,
+            next: Instant::now() + self.interval,
+        };
+        *worker = Some(Worker::spawn(COMPONENT, "selfheal-health", job)?);
         Ok(())
     }
 
     /// Whether the sampling thread is running.
     #[must_use]
     pub fn is_running(&self) -> bool {
-        self.worker.lock().is_some() && self.shared.failed.lock().is_none()
+        self.worker.lock().as_ref().is_some_and(Worker::is_running)
     }
 
     /// Samples every probe now (on the calling thread), feeds the model at
@@ -613,6 +696,9 @@ impl HealthMonitor {
     /// [`Error::InvalidArgument`] when the clock went back.
     pub fn sample_now(&self) -> Result<SampleOutcome> {
         self.shared.check_usable()?;
+        if let Some(w) = self.worker.lock().as_ref() {
+            w.check_running()?;
+        }
         self.shared.sample_once()
     }
 
@@ -623,32 +709,15 @@ impl HealthMonitor {
     /// [`Error::Stopped`] with the reason when the sampling thread had died
     /// (a panicking failure callback).
     pub fn stop(&self) -> Result<()> {
-        let worker = self.worker.lock().take();
         self.shared.stopped.store(true, Ordering::Release);
-        if let Some(w) = worker {
-            let (reply, done) = crossbeam_channel::bounded(1);
-            let Worker { cmd, handle } = w;
-            let sent = cmd.send(Command::Stop(reply)).is_ok();
-            // Dropping the only sender frees a message the worker will never
-            // read (it died after the send), which drops the reply sender and
-            // ends the wait below; a live worker still reads the message first.
-            drop(cmd);
-            if sent {
-                // Err means the thread ended without replying (it died).
-                let _ = done.recv();
-            }
-            if handle.join().is_err() {
-                self.shared
-                    .failed
-                    .lock()
-                    .get_or_insert_with(|| "the sampling thread panicked".into());
-            }
-        }
-        match self.shared.failed.lock().clone() {
-            Some(reason) => Err(Error::Stopped {
-                component: COMPONENT,
-                reason,
-            }),
+        let worker = self.worker.lock().take();
+        match worker {
+            // A round waits at most one probe deadline; the stop waits for
+            // that round, and a little more for the host's callback.
+            Some(mut w) => w.stop(
+                Stop::Finish,
+                self.shared.probe_timeout + Duration::from_secs(5),
+            ),
             None => Ok(()),
         }
     }
@@ -699,34 +768,6 @@ impl Drop for HealthMonitor {
     /// see whether it had failed.
     fn drop(&mut self) {
         let _ = self.stop();
-    }
-}
-
-fn run(shared: &Shared, commands: &Receiver<Command>, interval: Duration) {
-    let ticker = crossbeam_channel::tick(interval);
-    let body = catch_unwind(AssertUnwindSafe(|| loop {
-        crossbeam_channel::select! {
-            recv(commands) -> cmd => match cmd {
-                Ok(Command::Stop(reply)) => {
-                    let _ = reply.send(());
-                    return;
-                }
-                Err(_) => return,
-            },
-            recv(ticker) -> _ => {
-                if let Err(e) = shared.sample_once() {
-                    tracing::warn!(error = %e, "health sample refused");
-                }
-            }
-        }
-    }));
-    if let Err(p) = body {
-        let reason = format!(
-            "the sampling thread panicked: {}",
-            panic_message(p.as_ref())
-        );
-        tracing::error!(%reason, "health monitor failed");
-        *shared.failed.lock() = Some(reason);
     }
 }
 
