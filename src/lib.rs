@@ -53,6 +53,7 @@ pub mod corruption;
 pub mod crash;
 mod error;
 mod fsutil;
+pub mod healer;
 pub mod health;
 mod host;
 pub mod repair;

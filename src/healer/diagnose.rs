@@ -1,0 +1,602 @@
+//! Diagnosis: rules that turn a symptom (a [`Failure`], and the band of the
+//! metric it is about) into a [`Problem`] with a confidence.
+//!
+//! A [`Rule`] matches on any of: the failure's kind (by
+//! [`FailureKind::name`]), its target (a regular expression over the
+//! target's text, e.g. `page 7` or `component disk_used_pct`), its evidence
+//! (a regular expression), and the current band of the metric. Every rule
+//! that matches proposes its problem with its confidence; the highest
+//! confidence wins, and on a tie the rule added first (host rules come
+//! before the built-ins) wins.
+//!
+//! # Contract
+//! - Every [`FailureKind`] has a built-in rule, so a failure the library
+//!   itself reports is always diagnosed.
+//! - A symptom no rule matches is diagnosed [`Problem::UNKNOWN`] with
+//!   confidence 0, and the healer escalates it: it never guesses.
+//! - Confidences are in `0 < c ≤ 1`; a rule with another value is refused
+//!   when it is built.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::health::Band;
+use crate::types::{Failure, FailureKind, Target};
+
+/// What is wrong, as a name remedies are registered for. The built-in
+/// problems are the associated constants; a host names its own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Problem(Cow<'static, str>);
+
+impl Problem {
+    /// A page fails verification.
+    pub const CORRUPT_PAGE: Problem = Problem::fixed("corrupt-page");
+    /// No replica had a good copy of a page.
+    pub const IRREPARABLE_PAGE: Problem = Problem::fixed("irreparable-page");
+    /// Transactions wait for each other in a cycle.
+    pub const DEADLOCK: Problem = Problem::fixed("deadlock");
+    /// Transactions were in flight when the process crashed.
+    pub const CRASH_LOSERS: Problem = Problem::fixed("crash-losers");
+    /// A component's heartbeats are late.
+    pub const COMPONENT_SLOW: Problem = Problem::fixed("component-slow");
+    /// A component stopped beating.
+    pub const COMPONENT_DEAD: Problem = Problem::fixed("component-dead");
+    /// A watched process exited.
+    pub const PROCESS_GONE: Problem = Problem::fixed("process-gone");
+    /// A metric is degraded or critical (not disk, not memory).
+    pub const RESOURCE_PRESSURE: Problem = Problem::fixed("resource-pressure");
+    /// Memory is degraded or critical.
+    pub const MEMORY_PRESSURE: Problem = Problem::fixed("memory-pressure");
+    /// Disk space is degraded or critical, or a write failed for lack of it.
+    pub const DISK_FULL: Problem = Problem::fixed("disk-full");
+    /// A metric's trend will cross its critical threshold soon.
+    pub const PREDICTED_EXHAUSTION: Problem = Problem::fixed("predicted-exhaustion");
+    /// Disk use is trending to full.
+    pub const DISK_FILLING: Problem = Problem::fixed("disk-filling");
+    /// Errors are trending up (a metric named like errors).
+    pub const RISING_ERRORS: Problem = Problem::fixed("rising-errors");
+    /// A metric jumped far outside its recent range.
+    pub const ANOMALY: Problem = Problem::fixed("anomaly");
+    /// A health probe gives no value.
+    pub const PROBE_FAILING: Problem = Problem::fixed("probe-failing");
+    /// A component's background thread died.
+    pub const WORKER_DIED: Problem = Problem::fixed("worker-died");
+    /// No rule matched: escalate, never guess.
+    pub const UNKNOWN: Problem = Problem::fixed("unknown");
+
+    const fn fixed(name: &'static str) -> Problem {
+        Problem(Cow::Borrowed(name))
+    }
+
+    /// A problem named `name` (a host's own).
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Problem {
+        Problem(Cow::Owned(name.into()))
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a rule looks at: the failure and, when it is about a metric, the
+/// metric's current band.
+#[derive(Clone, Copy, Debug)]
+pub struct Symptom<'a> {
+    /// The failure reported.
+    pub failure: &'a Failure,
+    /// The current band of the metric the failure is about, if known.
+    pub band: Option<Band>,
+}
+
+/// One diagnosis rule. See the module docs.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Rule {
+    name: Arc<str>,
+    problem: Problem,
+    confidence: f64,
+    kind: Option<Cow<'static, str>>,
+    target: Option<Regex>,
+    evidence: Option<Regex>,
+    band: Option<Band>,
+}
+
+fn regex(field: &'static str, pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|e| {
+        Error::config(
+            field,
+            format!("`{pattern}` is not a valid regular expression: {e}"),
+        )
+    })
+}
+
+impl Rule {
+    /// A rule named `name` that diagnoses `problem` with confidence 0.9 and
+    /// matches every symptom until narrowed.
+    pub fn new(name: impl AsRef<str>, problem: Problem) -> Rule {
+        Rule {
+            name: Arc::from(name.as_ref()),
+            problem,
+            confidence: 0.9,
+            kind: None,
+            target: None,
+            evidence: None,
+            band: None,
+        }
+    }
+
+    /// Matches only failures of this kind ([`FailureKind::name`]).
+    pub fn kind(mut self, name: impl Into<Cow<'static, str>>) -> Rule {
+        self.kind = Some(name.into());
+        self
+    }
+
+    /// Matches only targets whose text (`page 7`, `component wal`) matches
+    /// `pattern`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a pattern that does not compile.
+    pub fn target(mut self, pattern: &str) -> Result<Rule> {
+        self.target = Some(regex("rule.target", pattern)?);
+        Ok(self)
+    }
+
+    /// Matches only failures whose evidence matches `pattern`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a pattern that does not compile.
+    pub fn evidence(mut self, pattern: &str) -> Result<Rule> {
+        self.evidence = Some(regex("rule.evidence", pattern)?);
+        Ok(self)
+    }
+
+    /// Matches only when the metric is in `band`.
+    pub fn band(mut self, band: Band) -> Rule {
+        self.band = Some(band);
+        self
+    }
+
+    /// The confidence of the diagnosis (default 0.9; in `(0, 1]`).
+    pub fn confidence(mut self, confidence: f64) -> Rule {
+        self.confidence = confidence;
+        self
+    }
+
+    /// The rule's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = self.confidence;
+        if !(c > 0.0 && c <= 1.0) {
+            return Err(Error::config(
+                "rule.confidence",
+                format!(
+                    "rule `{}` has confidence {c}; it must be in (0, 1]",
+                    self.name
+                ),
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(Error::config("rule.name", "is empty; name every rule"));
+        }
+        Ok(())
+    }
+
+    fn matches(&self, s: &Symptom<'_>) -> bool {
+        self.kind
+            .as_deref()
+            .is_none_or(|k| k == s.failure.kind.name())
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|r| r.is_match(&s.failure.target().to_string()))
+            && self
+                .evidence
+                .as_ref()
+                .is_none_or(|r| r.is_match(&s.failure.evidence))
+            && self.band.is_none_or(|b| s.band == Some(b))
+    }
+}
+
+/// The outcome of diagnosis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnosis {
+    /// What is wrong ([`Problem::UNKNOWN`] when no rule matched).
+    pub problem: Problem,
+    /// How sure the rule is, in `0 ..= 1` (0 for unknown).
+    pub confidence: f64,
+    /// The rule that decided, if any.
+    pub rule: Option<Arc<str>>,
+    /// What it is about.
+    pub target: Target,
+}
+
+impl Diagnosis {
+    /// Whether nothing matched: the healer escalates.
+    #[must_use]
+    pub fn is_unknown(&self) -> bool {
+        self.rule.is_none()
+    }
+}
+
+/// The rule set: host rules first, then the built-ins.
+#[derive(Clone, Debug)]
+pub struct Diagnoser {
+    rules: Vec<Rule>,
+}
+
+impl Diagnoser {
+    /// The host's `rules` (tried first) followed by the built-in ones.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a rule with a bad confidence or no name.
+    pub fn new(rules: Vec<Rule>) -> Result<Self> {
+        for r in &rules {
+            r.validate()?;
+        }
+        let mut all = rules;
+        all.extend(builtin_rules());
+        Ok(Diagnoser { rules: all })
+    }
+
+    /// Diagnoses one symptom.
+    #[must_use]
+    pub fn diagnose(&self, symptom: &Symptom<'_>) -> Diagnosis {
+        let mut best: Option<&Rule> = None;
+        for r in &self.rules {
+            if r.matches(symptom) && best.is_none_or(|b| r.confidence > b.confidence) {
+                best = Some(r);
+            }
+        }
+        let target = symptom.failure.target();
+        match best {
+            Some(r) => Diagnosis {
+                problem: r.problem.clone(),
+                confidence: r.confidence,
+                rule: Some(r.name.clone()),
+                target,
+            },
+            None => Diagnosis {
+                problem: Problem::UNKNOWN,
+                confidence: 0.0,
+                rule: None,
+                target,
+            },
+        }
+    }
+}
+
+/// The built-in rules: one per failure kind, and sharper ones for disk and
+/// memory metrics and out-of-space evidence.
+fn builtin_rules() -> Vec<Rule> {
+    fn r(name: &'static str, kind: &'static str, problem: Problem, confidence: f64) -> Rule {
+        Rule::new(name, problem).kind(kind).confidence(confidence)
+    }
+    // Patterns are constants; a typo is a bug caught by the tests.
+    let sharp = |rule: Rule, target: &str| rule.target(target).expect("built-in pattern");
+    let disk = r"(?i)disk|space|volume|fs_";
+    let mem = r"(?i)mem|rss|heap";
+    let errors = r"(?i)err|fail|eio";
+    vec![
+        r(
+            "builtin.corrupt_page",
+            "corrupt_page",
+            Problem::CORRUPT_PAGE,
+            0.95,
+        ),
+        r(
+            "builtin.irreparable_page",
+            "irreparable_page",
+            Problem::IRREPARABLE_PAGE,
+            0.95,
+        ),
+        r("builtin.deadlock", "deadlock", Problem::DEADLOCK, 0.95),
+        r(
+            "builtin.in_flight_at_crash",
+            "in_flight_at_crash",
+            Problem::CRASH_LOSERS,
+            0.95,
+        ),
+        r(
+            "builtin.component_suspect",
+            "component_suspect",
+            Problem::COMPONENT_SLOW,
+            0.6,
+        ),
+        r(
+            "builtin.component_dead",
+            "component_dead",
+            Problem::COMPONENT_DEAD,
+            0.9,
+        ),
+        r(
+            "builtin.process_gone",
+            "process_gone",
+            Problem::PROCESS_GONE,
+            0.9,
+        ),
+        r(
+            "builtin.health_degraded",
+            "health_degraded",
+            Problem::RESOURCE_PRESSURE,
+            0.6,
+        ),
+        r(
+            "builtin.health_critical",
+            "health_critical",
+            Problem::RESOURCE_PRESSURE,
+            0.7,
+        ),
+        sharp(
+            r(
+                "builtin.disk_degraded",
+                "health_degraded",
+                Problem::DISK_FULL,
+                0.75,
+            ),
+            disk,
+        ),
+        sharp(
+            r(
+                "builtin.disk_critical",
+                "health_critical",
+                Problem::DISK_FULL,
+                0.85,
+            ),
+            disk,
+        ),
+        sharp(
+            r(
+                "builtin.memory_degraded",
+                "health_degraded",
+                Problem::MEMORY_PRESSURE,
+                0.75,
+            ),
+            mem,
+        ),
+        sharp(
+            r(
+                "builtin.memory_critical",
+                "health_critical",
+                Problem::MEMORY_PRESSURE,
+                0.85,
+            ),
+            mem,
+        ),
+        r(
+            "builtin.predicted_failure",
+            "predicted_failure",
+            Problem::PREDICTED_EXHAUSTION,
+            0.6,
+        ),
+        sharp(
+            r(
+                "builtin.disk_filling",
+                "predicted_failure",
+                Problem::DISK_FILLING,
+                0.8,
+            ),
+            disk,
+        ),
+        sharp(
+            r(
+                "builtin.rising_errors",
+                "predicted_failure",
+                Problem::RISING_ERRORS,
+                0.8,
+            ),
+            errors,
+        ),
+        r("builtin.anomaly", "anomaly", Problem::ANOMALY, 0.5),
+        r(
+            "builtin.probe_failed",
+            "probe_failed",
+            Problem::PROBE_FAILING,
+            0.8,
+        ),
+        r(
+            "builtin.worker_died",
+            "worker_died",
+            Problem::WORKER_DIED,
+            0.95,
+        ),
+        Rule::new("builtin.no_space", Problem::DISK_FULL)
+            .evidence(r"(?i)ENOSPC|no space left|os error 28")
+            .expect("built-in pattern")
+            .confidence(0.9),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PageId;
+
+    fn every_kind() -> Vec<FailureKind> {
+        let m: Arc<str> = Arc::from("repl_lag_s");
+        vec![
+            FailureKind::CorruptPage { page: PageId(1) },
+            FailureKind::IrreparablePage { page: PageId(1) },
+            FailureKind::Deadlock { victim: 3 },
+            FailureKind::InFlightAtCrash { count: 2 },
+            FailureKind::ComponentSuspect {
+                component: m.clone(),
+            },
+            FailureKind::ComponentDead {
+                component: m.clone(),
+            },
+            FailureKind::ProcessGone { pid: 9 },
+            FailureKind::HealthDegraded { metric: m.clone() },
+            FailureKind::HealthCritical { metric: m.clone() },
+            FailureKind::PredictedFailure {
+                metric: m.clone(),
+                eta: std::time::Duration::from_secs(60),
+            },
+            FailureKind::Anomaly { metric: m.clone() },
+            FailureKind::ProbeFailed { metric: m.clone() },
+            FailureKind::WorkerDied { component: m },
+        ]
+    }
+
+    fn diagnose(d: &Diagnoser, kind: FailureKind, evidence: &str) -> Diagnosis {
+        let f = Failure::new(kind, evidence, 0);
+        d.diagnose(&Symptom {
+            failure: &f,
+            band: None,
+        })
+    }
+
+    #[test]
+    fn every_failure_kind_has_a_builtin_diagnosis() {
+        let d = Diagnoser::new(Vec::new()).unwrap();
+        for kind in every_kind() {
+            let name = kind.name();
+            let got = diagnose(&d, kind, "evidence");
+            assert!(!got.is_unknown(), "{name} is not diagnosed");
+            assert!(got.confidence > 0.0 && got.confidence <= 1.0);
+        }
+    }
+
+    #[test]
+    fn sharper_rules_win_and_unknown_is_never_guessed() {
+        let d = Diagnoser::new(Vec::new()).unwrap();
+        let disk = diagnose(
+            &d,
+            FailureKind::PredictedFailure {
+                metric: Arc::from("disk_used_pct"),
+                eta: std::time::Duration::from_secs(600),
+            },
+            "trend",
+        );
+        assert_eq!(disk.problem, Problem::DISK_FILLING);
+        let mem = diagnose(
+            &d,
+            FailureKind::HealthCritical {
+                metric: Arc::from("process_rss_mb"),
+            },
+            "x",
+        );
+        assert_eq!(mem.problem, Problem::MEMORY_PRESSURE);
+
+        let only_host = Diagnoser {
+            rules: vec![Rule::new("host.x", Problem::new("x")).kind("deadlock")],
+        };
+        let unknown = diagnose(
+            &only_host,
+            FailureKind::CorruptPage { page: PageId(2) },
+            "x",
+        );
+        assert!(unknown.is_unknown());
+        assert_eq!(unknown.problem, Problem::UNKNOWN);
+        assert_eq!(unknown.confidence, 0.0);
+        assert_eq!(unknown.target, Target::Page(PageId(2)));
+    }
+
+    #[test]
+    fn host_rules_match_on_evidence_target_and_band_and_win_ties() {
+        let rule = Rule::new("host.torn-index", Problem::new("index-damaged"))
+            .kind("corrupt_page")
+            .evidence(r"misplaced|checksum")
+            .unwrap()
+            .target(r"^page (1[0-9])$")
+            .unwrap()
+            .confidence(0.95);
+        let d = Diagnoser::new(vec![rule]).unwrap();
+        let hit = diagnose(
+            &d,
+            FailureKind::CorruptPage { page: PageId(12) },
+            "checksum mismatch",
+        );
+        assert_eq!(hit.problem, Problem::new("index-damaged"));
+        assert_eq!(hit.rule.as_deref(), Some("host.torn-index"));
+        let miss = diagnose(
+            &d,
+            FailureKind::CorruptPage { page: PageId(30) },
+            "checksum mismatch",
+        );
+        assert_eq!(miss.problem, Problem::CORRUPT_PAGE);
+
+        let banded = Diagnoser::new(vec![Rule::new("host.hot", Problem::new("hot"))
+            .kind("anomaly")
+            .band(Band::Critical)])
+        .unwrap();
+        let f = Failure::new(
+            FailureKind::Anomaly {
+                metric: Arc::from("m"),
+            },
+            "z",
+            0,
+        );
+        let critical = banded.diagnose(&Symptom {
+            failure: &f,
+            band: Some(Band::Critical),
+        });
+        assert_eq!(critical.problem, Problem::new("hot"));
+        let healthy = banded.diagnose(&Symptom {
+            failure: &f,
+            band: Some(Band::Healthy),
+        });
+        assert_eq!(healthy.problem, Problem::ANOMALY);
+    }
+
+    #[test]
+    fn bad_rules_are_typed_errors() {
+        assert!(matches!(
+            Rule::new("r", Problem::ANOMALY).evidence("(unclosed"),
+            Err(Error::InvalidConfig {
+                field: "rule.evidence",
+                ..
+            })
+        ));
+        for c in [0.0, 1.5, f64::NAN] {
+            assert!(matches!(
+                Diagnoser::new(vec![Rule::new("r", Problem::ANOMALY).confidence(c)]),
+                Err(Error::InvalidConfig {
+                    field: "rule.confidence",
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn no_space_evidence_is_disk_full_whatever_the_kind() {
+        let d = Diagnoser::new(Vec::new()).unwrap();
+        let got = diagnose(
+            &d,
+            FailureKind::WorkerDied {
+                component: Arc::from("snapshots"),
+            },
+            "No space left on device (os error 28)",
+        );
+        assert_eq!(
+            got.problem,
+            Problem::WORKER_DIED,
+            "a sharper kind rule still wins on confidence"
+        );
+        let got = diagnose(
+            &d,
+            FailureKind::Anomaly {
+                metric: Arc::from("m"),
+            },
+            "write failed: ENOSPC",
+        );
+        assert_eq!(got.problem, Problem::DISK_FULL);
+    }
+}
