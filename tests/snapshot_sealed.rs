@@ -3,59 +3,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use selfheal::checksum::ChecksumTable;
 use selfheal::snapshot::{
     ChangeDetection, Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotReport,
     SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::semi_compressible_page;
-use selfheal::{
-    ChecksumPlacement, CorruptionDetector, DetectorConfig, Lsn, MemStore, PageId, PageSource,
-    PageStore,
-};
+use selfheal::testing::{both_placements, SealedStore};
+use selfheal::{ChecksumPlacement, DetectorConfig, Lsn, MemStore, PageId, PageSource, PageStore};
 
 const PS: usize = 512;
 const PAGES: u64 = 64;
 
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-    ]
-}
-
-/// A store whose every page is written through a detector, so it is sealed.
-struct Sealed {
-    raw: Arc<MemStore>,
-    det: CorruptionDetector,
-}
-
-impl Sealed {
-    fn new(placement: ChecksumPlacement, pages: u64) -> Self {
-        let raw = Arc::new(MemStore::new(PS, pages).unwrap());
-        let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
-        let s = Sealed { raw, det };
-        for p in 0..pages {
-            s.write(p, 1);
-        }
-        s
-    }
-
-    /// Rewrites `page` with contents of `version` (sealed).
-    fn write(&self, page: u64, version: u64) {
-        let mut buf = vec![0u8; PS];
-        semi_compressible_page(version, PageId(page), &mut buf);
-        self.det.write_sealed(PageId(page), &mut buf).unwrap();
-    }
-
-    fn page(&self, page: u64) -> Vec<u8> {
-        let mut buf = vec![0u8; PS];
-        self.raw.read_page(PageId(page), &mut buf).unwrap();
-        buf
-    }
+fn sealed(placement: ChecksumPlacement) -> SealedStore {
+    SealedStore::new(placement, PS, PAGES, 1).unwrap()
 }
 
 fn manager(dir: &Path) -> StateSnapshotManager {
@@ -105,7 +64,7 @@ fn restored_bytes(m: &StateSnapshotManager, id: u64) -> Vec<u8> {
 
 /// The page source serves `page` (vouched for by the head's LSN) with
 /// exactly the store's current bytes.
-fn served_current(m: &StateSnapshotManager, s: &Sealed, page: u64, lsn: u64) {
+fn served_current(m: &StateSnapshotManager, s: &SealedStore, page: u64, lsn: u64) {
     let mut buf = vec![0u8; PS];
     assert!(
         m.page_source()
@@ -113,7 +72,10 @@ fn served_current(m: &StateSnapshotManager, s: &Sealed, page: u64, lsn: u64) {
             .unwrap(),
         "page {page} not served"
     );
-    assert!(buf == s.page(page), "page {page}: a stale copy was served");
+    assert!(
+        buf == s.page(page).unwrap(),
+        "page {page}: a stale copy was served"
+    );
 }
 
 fn full_view(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64) -> SnapshotReport {
@@ -128,32 +90,33 @@ fn full_view(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64) -> Snaps
 }
 
 fn placement_like(name: &str) -> ChecksumPlacement {
-    match name {
-        "trailer" => ChecksumPlacement::Trailer,
-        _ => ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    }
+    both_placements(PS)
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
 }
 
 #[test]
 fn incrementals_by_fingerprint_store_every_rewritten_sealed_page() {
-    for (name, placement) in placements() {
+    for (name, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sealed::new(placement, PAGES);
+        let s = sealed(placement);
         let mut states = Vec::new();
         let m = manager(dir.path());
 
         // A host that reads point-in-time views and never pauses: notices
         // are never trusted, every incremental compares fingerprints.
-        let full = full_view(&m, &s.det, 1);
-        states.push((full.info.id, s.raw.to_bytes()));
+        let full = full_view(&m, s.detector(), 1);
+        states.push((full.info.id, s.bytes()));
         let changed = [3, 10, 11, 20, 33, 40, 50, 63];
         for p in changed {
-            s.write(p, 2);
+            s.write(p, 2).unwrap();
         }
-        let r = view(&m, &s.det, 2);
+        let r = view(&m, s.detector(), 2);
         assert_eq!(r.detection, ChangeDetection::Fingerprints, "{name}");
         assert_eq!(r.info.stored_pages, 8, "{name}: rewritten pages missed");
-        states.push((r.info.id, s.raw.to_bytes()));
+        states.push((r.info.id, s.bytes()));
         for p in changed {
             served_current(&m, &s, p, 2);
         }
@@ -163,47 +126,47 @@ fn incrementals_by_fingerprint_store_every_rewritten_sealed_page() {
         drop(m);
         let m = manager(dir.path());
         for p in [0, 5, 60] {
-            s.write(p, 3);
+            s.write(p, 3).unwrap();
             m.note_dirty(PageId(p));
         }
-        let r = paused(&m, &s.det, 3, SnapshotKind::Incremental);
+        let r = paused(&m, s.detector(), 3, SnapshotKind::Incremental);
         assert_eq!(r.detection, ChangeDetection::Fingerprints, "{name}");
         assert_eq!(r.info.stored_pages, 3, "{name}: after reopen");
-        states.push((r.info.id, s.raw.to_bytes()));
+        states.push((r.info.id, s.bytes()));
         for p in [0, 5, 60] {
             served_current(&m, &s, p, 3);
         }
 
         // Paused with trusted notices: the noted pages.
         for p in [1, 9, 17, 25] {
-            s.write(p, 4);
+            s.write(p, 4).unwrap();
             m.note_dirty(PageId(p));
         }
-        let r = paused(&m, &s.det, 4, SnapshotKind::Incremental);
+        let r = paused(&m, s.detector(), 4, SnapshotKind::Incremental);
         assert_eq!(r.detection, ChangeDetection::DirtyNotices, "{name}");
         assert_eq!(r.info.stored_pages, 4, "{name}");
-        states.push((r.info.id, s.raw.to_bytes()));
+        states.push((r.info.id, s.bytes()));
 
         // A view while notices are trusted still compares (the set is kept).
         for p in [2, 30] {
-            s.write(p, 5);
+            s.write(p, 5).unwrap();
             m.note_dirty(PageId(p));
         }
-        let r = view(&m, &s.det, 5);
+        let r = view(&m, s.detector(), 5);
         assert_eq!(r.detection, ChangeDetection::Fingerprints, "{name}");
         assert_eq!(r.info.stored_pages, 2, "{name}");
-        states.push((r.info.id, s.raw.to_bytes()));
+        states.push((r.info.id, s.bytes()));
 
         // After a restore of the head into the store, a paused snapshot
         // compares again (notices are not trusted after a restore).
         let head = states.last().unwrap().0;
-        m.restore(head, &s.det).unwrap();
+        m.restore(head, s.detector()).unwrap();
         assert!(!m.dirty_notices_trusted());
-        s.write(44, 6);
-        let r = paused(&m, &s.det, 6, SnapshotKind::Incremental);
+        s.write(44, 6).unwrap();
+        let r = paused(&m, s.detector(), 6, SnapshotKind::Incremental);
         assert_eq!(r.detection, ChangeDetection::Fingerprints, "{name}");
         assert_eq!(r.info.stored_pages, 1, "{name}");
-        states.push((r.info.id, s.raw.to_bytes()));
+        states.push((r.info.id, s.bytes()));
 
         // Every snapshot restores byte for byte.
         for (id, bytes) in &states {
@@ -229,24 +192,24 @@ fn incrementals_by_fingerprint_store_every_rewritten_sealed_page() {
 
 #[test]
 fn the_page_source_never_serves_a_page_changed_after_the_head() {
-    for (name, placement) in placements() {
+    for (name, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sealed::new(placement, PAGES);
+        let s = sealed(placement);
         let m = manager(dir.path());
-        full_view(&m, &s.det, 1);
+        full_view(&m, s.detector(), 1);
         for p in [4, 8] {
-            s.write(p, 2);
+            s.write(p, 2).unwrap();
         }
         // A view snapshot: the head now holds pages 4 and 8 as rewritten.
-        view(&m, &s.det, 2);
+        view(&m, s.detector(), 2);
         let src = m.page_source();
         let mut buf = vec![0u8; PS];
         for p in 0..PAGES {
             assert!(src.read_page(PageId(p), Some(Lsn(2)), &mut buf).unwrap());
-            assert!(buf == s.page(p), "{name}: page {p} served stale");
+            assert!(buf == s.page(p).unwrap(), "{name}: page {p} served stale");
         }
         // Changed after the head: with a newer LSN it is refused.
-        s.write(4, 3);
+        s.write(4, 3).unwrap();
         assert!(
             !src.read_page(PageId(4), Some(Lsn(3)), &mut buf).unwrap(),
             "{name}"
@@ -254,10 +217,10 @@ fn the_page_source_never_serves_a_page_changed_after_the_head() {
         // A paused snapshot (by fingerprints: notices were never trusted)
         // makes notices trusted; a noted page is then refused whatever LSN
         // is given.
-        let r = paused(&m, &s.det, 3, SnapshotKind::Incremental);
+        let r = paused(&m, s.detector(), 3, SnapshotKind::Incremental);
         assert_eq!(r.detection, ChangeDetection::Fingerprints, "{name}");
         assert_eq!(r.info.stored_pages, 1, "{name}");
-        s.write(8, 4);
+        s.write(8, 4).unwrap();
         m.note_dirty(PageId(8));
         assert!(
             !src.read_page(PageId(8), Some(Lsn(1)), &mut buf).unwrap(),
@@ -265,6 +228,6 @@ fn the_page_source_never_serves_a_page_changed_after_the_head() {
         );
         assert!(!src.read_page(PageId(8), None, &mut buf).unwrap(), "{name}");
         assert!(src.read_page(PageId(4), None, &mut buf).unwrap(), "{name}");
-        assert!(buf == s.page(4), "{name}");
+        assert!(buf == s.page(4).unwrap(), "{name}");
     }
 }
