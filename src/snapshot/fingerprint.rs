@@ -9,13 +9,15 @@
 //! # Why not a CRC of the page
 //!
 //! A page sealed with the checksum trailer carries, in its last 4 bytes, the
-//! CRC32 of everything before them. CRC is affine over GF(2), so the CRC32
-//! of such a whole page is one constant (the CRC residue) whatever the
-//! contents: comparing whole-page CRCs finds no changed page at all. CRC32
-//! under a second seed, or of a slice, is no better — any CRC of a sealed
-//! page is a fixed function of the 32-bit trailer CRC. XXH3 is not linear, so
-//! it does not collapse on pages that carry their own checksum, sidecar- or
-//! trailer-sealed alike.
+//! CRC32 of everything before them (and of its page number). CRC is affine
+//! over GF(2), so the CRC32 of such a whole page is one constant (the CRC
+//! residue) whatever the contents: comparing whole-page CRCs finds no
+//! changed page at all. A CRC32 under a second initial value differs from
+//! the first only by a term fixed by the length, so it collapses the same
+//! way, and the CRC32 of all but the last 4 bytes is a fixed function of
+//! those 4 bytes: each carries at most 32 bits about the page. XXH3 is not
+//! linear, so it does not collapse on pages that carry their own checksum,
+//! sidecar- or trailer-sealed alike.
 //!
 //! # Contract
 //!
@@ -28,9 +30,17 @@
 //! - The page number is the seed, so bytes stored at the wrong page's slot
 //!   fail the integrity check on read.
 
-/// The fingerprint of `page` holding `bytes`.
+/// The fingerprint a snapshot keeps for page `page` holding `bytes`
+/// (format 2): XXH3-64 of `bytes` seeded with `page`.
+///
+/// ```
+/// use selfheal::snapshot::page_fingerprint;
+/// let a = page_fingerprint(3, &[1u8; 4096]);
+/// assert_ne!(a, page_fingerprint(3, &[2u8; 4096]));
+/// assert_ne!(a, page_fingerprint(4, &[1u8; 4096]));
+/// ```
 #[must_use]
-pub(crate) fn page_fingerprint(page: u64, bytes: &[u8]) -> u64 {
+pub fn page_fingerprint(page: u64, bytes: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot_with_seed(page, bytes)
 }
 

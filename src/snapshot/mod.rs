@@ -6,10 +6,10 @@
 //! (layout in [`format`](mod@format)); the `MANIFEST` lists them and their chains. A full
 //! snapshot stores every page; an incremental one stores only the pages that
 //! changed since its parent, found either from the host's dirty-page notices
-//! ([`StateSnapshotManager::note_dirty`]) or by comparing per-page CRCs with
-//! the parent's (kept in every snapshot's index, so no decompression is
-//! needed). Its cost grows with the changed pages, plus one CRC pass over the
-//! store when there are no notices.
+//! ([`StateSnapshotManager::note_dirty`]) or by comparing 64-bit page
+//! fingerprints with the parent's (kept in every snapshot's index, so no
+//! decompression is needed). Its cost grows with the changed pages, plus
+//! one fingerprint pass over the store when there are no notices.
 //!
 //! # Consistency
 //!
@@ -33,21 +33,37 @@
 //!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
-//! when such a snapshot commits. A `View` snapshot compares checksums and does
-//! not clear the set (writes after the view are in it), which keeps the set a
-//! superset of the changes — never a subset. After the manager is opened or
-//! a restore, and until the next `Paused` snapshot, notices are not trusted
-//! (the host may have written while no manager listened; a restore's target
-//! need not be the store snapshotted next).
+//! when such a snapshot commits. A `View` snapshot compares fingerprints and
+//! does not clear the set (writes after the view are in it), which keeps the
+//! set a superset of the changes — never a subset. After the manager is
+//! opened or a restore, and until the next `Paused` snapshot, notices are not
+//! trusted (the host may have written while no manager listened; a
+//! restore's target need not be the store snapshotted next). A resize is a
+//! change too: a host that relies on notices calls
+//! [`StateSnapshotManager::note_resized`] whenever the store's page count
+//! changes, and every page from the smallest count since the head on is then
+//! stored again.
 //!
-//! # Change detection by checksum
+//! # Change detection by fingerprint
 //!
 //! Without trusted notices an incremental snapshot stores the pages whose
-//! CRC32 differs from the parent's. A changed page whose new contents have
-//! the same CRC32 as the old ones is missed, and the snapshot then holds the
-//! parent's copy of it: for changes unrelated to the CRC the chance is about
-//! 2⁻³² per changed page. Hosts that cannot accept that risk take
-//! `Paused` snapshots with dirty-page notices, or full snapshots.
+//! fingerprint ([`page_fingerprint`]: XXH3-64 of the page, seeded with its
+//! page number) differs from the parent's, and every page past the parent's
+//! page count. A changed page whose new contents have the same fingerprint
+//! as the old ones is missed, and the snapshot then holds the parent's copy
+//! of it: the chance is about 2⁻⁶⁴ per changed page. Hosts that cannot
+//! accept that risk take `Paused` snapshots with dirty-page notices, or full
+//! snapshots.
+//!
+//! The fingerprint is not a CRC on purpose: a page sealed with the checksum
+//! trailer ends with the CRC32 of its other bytes, so the CRC32 of such a
+//! whole page is the same constant (the CRC residue) whatever it holds.
+//! Comparing CRCs would find no change at all on a trailer-sealed store, and
+//! CRC32 under another initial value is no way out: CRC is affine, so it
+//! differs from the first only by a term fixed by the page size. Snapshot files of format 1
+//! hold such CRCs: they are still read and restored, and a format-1 head's
+//! fingerprints are computed from its chain (decoding it once) before an
+//! incremental snapshot compares with them (see [`format`](mod@format)).
 //!
 //! # The restore point and single-page reads
 //!
@@ -59,7 +75,9 @@
 //! (a) it was not noted dirty since the head, when notices are trusted; and
 //! (b) when the caller passes `not_older_than`, the head's LSN is at least
 //! that LSN; and (c) at least one of (a)/(b) actually vouches for it — with
-//! neither notices nor an LSN the answer is `Ok(false)`.
+//! neither notices nor an LSN the answer is `Ok(false)`. A page at or past
+//! the head's page count has no copy (`Ok(false)`), and with trusted notices
+//! neither has a page at or past a size the store was resized to since.
 //!
 //! A restore that fails after it began writing its target (a store write
 //! error, or damage found mid-way with no usable fallback) leaves the
@@ -67,21 +85,39 @@
 //! longer trusted, and the page source answers `Ok(false)` for every page
 //! until the next successful snapshot or restore. The head stays the one
 //! before the restore, so the next incremental snapshot builds on it by
-//! comparing checksums.
+//! comparing fingerprints.
 //!
 //! # Restore and corruption
 //!
-//! [`StateSnapshotManager::restore`] first checks every chunk CRC of the
-//! requested snapshot's chain (unless [`SnapshotConfig::precheck_restore`]
-//! is off), then decodes chunk by chunk (on
-//! [`SnapshotConfig::threads`] threads), checking every page's CRC against
-//! the index before writing it, base first, incrementals after. If the chain
-//! is damaged, restore falls back to the newest older snapshot whose chain
-//! verifies and says so in [`RestoreReport::skipped`]. Every page written has
-//! verified, so wrong data is never restored; if damage is found only
-//! mid-way, the pages already written are correct pages of the damaged
-//! snapshot and are overwritten by the fallback (pages past the fallback's
-//! page count keep them).
+//! [`StateSnapshotManager::restore`] restores exactly the snapshot asked
+//! for, or fails. It first checks every chunk CRC of the requested
+//! snapshot's chain (unless [`SnapshotConfig::precheck_restore`] is off),
+//! then decodes chunk by chunk (on [`SnapshotConfig::threads`] threads),
+//! checking every page against its fingerprint (its CRC in format 1) in the
+//! index before writing it, base first, incrementals after. If the chain is
+//! damaged, the restore fails with [`Error::SnapshotDamaged`], which names
+//! the damaged file and what is wrong with it. Restoring an older snapshot
+//! instead happens only when the caller asks for it
+//! ([`StateSnapshotManager::restore_with`] and [`Fallback::NewestOlderGood`]):
+//! then the newest older snapshot whose chain verifies is restored, and
+//! [`RestoreReport::fallback`] says which snapshots were refused, why, and
+//! which pages of the requested state the restored one lacks
+//! ([`LostPages`]). Every page written has verified, so wrong data is never
+//! restored; if damage is found only mid-way (one-pass restores), the pages
+//! already written are correct pages of the damaged snapshot, and the error
+//! says the target was written (a fallback, when allowed, overwrites them).
+//!
+//! # Store size
+//!
+//! A snapshot records the store's page count and restores a store of that
+//! count: the target is resized with [`PageStore::resize`] before the first
+//! page is written. A target that cannot resize is refused with
+//! [`Error::RestoreTargetSize`] before anything is written, unless it is
+//! larger and the caller keeps its extra pages
+//! ([`RestoreOptions::keep_extra_pages`]). An incremental snapshot taken
+//! after the store shrank holds no page past its end; one taken after it
+//! grew holds every page past its parent's count; so every chain can be
+//! restored at every size it went through.
 //!
 //! # Crash safety
 //!
@@ -149,6 +185,7 @@ use crate::types::{Lsn, PageId};
 mod chain;
 mod dirty;
 mod fingerprint;
+pub use fingerprint::page_fingerprint;
 pub mod format;
 pub use format::{decode_manifest, decode_snapshot, SnapshotSummary};
 mod manifest;
@@ -365,7 +402,7 @@ pub struct VerifyReport {
     pub chain: Vec<u64>,
     /// Chunks decompressed and checked.
     pub chunks: u64,
-    /// Pages whose CRC was checked.
+    /// Pages checked against their fingerprint (their CRC in format 1).
     pub pages: u64,
 }
 
@@ -405,7 +442,7 @@ pub struct ProgressReport {
     /// Raw page bytes processed so far.
     pub bytes_done: u64,
     /// Raw page bytes the operation will process (an upper bound for an
-    /// incremental snapshot found by checksums: the pages compared).
+    /// incremental snapshot found by fingerprints: the pages compared).
     pub bytes_total: u64,
     /// Bytes per second since the operation started.
     pub rate_bytes_per_s: f64,
@@ -1111,7 +1148,8 @@ impl StateSnapshotManager {
     }
 
     /// Verifies snapshot `id` and every ancestor: every chunk CRC, every
-    /// decompressed length and every page CRC, without restoring anything.
+    /// decompressed length and every page's fingerprint (its CRC in format
+    /// 1), and that the chain fits together, without restoring anything.
     ///
     /// # Errors
     /// [`Error::SnapshotNotFound`]; [`Error::CorruptFile`] naming the first
