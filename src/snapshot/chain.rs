@@ -13,7 +13,8 @@
 use std::sync::Arc;
 
 use super::fingerprint::page_fingerprint;
-use super::format::{self, Header, SnapshotReader, SnapshotWriter};
+use super::format::{self, Header, SnapshotReader};
+use super::writer::SnapshotWriter;
 use super::{now_unix_ms, Head, Inner, Operation, SnapshotInfo, State, VerifyReport};
 use crate::error::{Error, Result};
 use crate::types::PageId;
@@ -220,21 +221,20 @@ impl Inner {
                 actual: buf.len(),
             });
         }
-        let readers = {
+        // The state lock is held only to look the members up: a snapshot
+        // holds it while it runs, and a repair must not wait for that.
+        let infos: Option<Vec<SnapshotInfo>> = {
             let st = self.state.lock();
-            let Some(&top) = chain.last() else {
-                return Ok(false);
-            };
-            if chain.iter().any(|&c| st.manifest.get(c).is_none()) {
-                return Ok(false);
-            }
-            let readers = self.chain_readers(&st, top)?;
-            let ids: Vec<u64> = readers.iter().map(|r| r.header.id).collect();
-            if ids != chain {
-                return Ok(false);
-            }
-            readers
+            chain.iter().map(|&c| st.manifest.get(c).cloned()).collect()
         };
+        let Some(infos) = infos else {
+            return Ok(false);
+        };
+        let readers = infos
+            .iter()
+            .map(|info| self.reader(info))
+            .collect::<Result<Vec<_>>>()?;
+        check_chain(&readers).map_err(|(_, e)| e)?;
         match ChainPages::new(&readers, self.page_size).page(page.0)? {
             Some(bytes) => {
                 buf.copy_from_slice(bytes);

@@ -192,6 +192,7 @@ mod manifest;
 mod periodic;
 mod restore;
 mod take;
+mod writer;
 
 use dirty::DirtyPages;
 use format::{SnapshotReader, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::fingerprint::parallel_fingerprints;
-use super::format::{self, Header, SnapshotWriter};
+use super::format::{self, Header};
 use super::manifest::{plan_retention, Manifest, MANIFEST_NAME};
+use super::writer::SnapshotWriter;
 use super::{
     now_unix_ms, snapshot_file_name, ChangeDetection, Consistency, CrashStep, Head, Inner,
     Operation, SnapshotInfo, SnapshotKind, SnapshotReport, SnapshotRequest, State,
