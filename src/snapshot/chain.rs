@@ -300,3 +300,69 @@ impl Inner {
         Ok(new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Lsn;
+    use std::fs::File;
+
+    /// A snapshot file `id` (parent `parent`) of `page_count` pages of 64
+    /// bytes storing `pages`; `parent_fps` as the writer would get them.
+    fn file(
+        dir: &std::path::Path,
+        id: u64,
+        parent: Option<u64>,
+        page_count: u64,
+        pages: &[u64],
+        parent_fps: Vec<u64>,
+    ) -> Arc<SnapshotReader> {
+        let path = dir.join(format!("s{id}"));
+        let h = Header {
+            version: format::VERSION,
+            id,
+            parent,
+            lsn: Lsn(id),
+            created_unix_ms: 0,
+            page_size: 64,
+            chunk_pages: 2,
+            page_count,
+        };
+        let mut w =
+            SnapshotWriter::new(File::create(&path).unwrap(), path.clone(), h, 1, parent_fps)
+                .unwrap();
+        for &p in pages {
+            w.push(p, &[p as u8 + id as u8; 64]).unwrap();
+        }
+        w.finish(&[]).unwrap();
+        Arc::new(SnapshotReader::open_file(&path).unwrap())
+    }
+
+    #[test]
+    fn a_chain_must_store_every_page_past_its_parents_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = file(dir.path(), 1, None, 4, &[0, 1, 2, 3], Vec::new());
+        // Grown to 6: pages 4 and 5 must be stored.
+        let good = file(dir.path(), 2, Some(1), 6, &[1, 4, 5], vec![0; 4]);
+        check_chain(&[base.clone(), good.clone()]).unwrap();
+        let chain = [base.clone(), good.clone()];
+        let mut pages = ChainPages::new(&chain, 64);
+        assert_eq!(pages.page(1).unwrap().unwrap()[0], 1 + 2);
+        assert_eq!(pages.page(2).unwrap().unwrap()[0], 2 + 1);
+        assert_eq!(pages.page(5).unwrap().unwrap()[0], 5 + 2);
+        assert!(pages.page(6).unwrap().is_none());
+        // A file that claims its parent had 6 pages stores neither.
+        let bad = file(dir.path(), 3, Some(1), 6, &[1], vec![0; 6]);
+        let (member, err) = check_chain(&[base.clone(), bad]).unwrap_err();
+        assert_eq!(member, 3);
+        assert!(err.to_string().contains("pages 4..6"), "{err}");
+        // Shrunk to 3: nothing past the end is needed.
+        let shrunk = file(dir.path(), 4, Some(1), 3, &[], vec![0; 4]);
+        check_chain(&[base.clone(), shrunk]).unwrap();
+        // The parent must be the member before; the base must be full.
+        let (member, _) = check_chain(&[base.clone(), good.clone(), good.clone()]).unwrap_err();
+        assert_eq!(member, 2);
+        let (member, _) = check_chain(&[good]).unwrap_err();
+        assert_eq!(member, 2);
+    }
+}
