@@ -335,6 +335,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// The requested snapshot cannot be restored because a file of its
+    /// chain is damaged or unreadable; no other snapshot was restored instead.
+    #[error("snapshot {requested} cannot be restored: snapshot {damaged} of its chain ({}) is damaged or unreadable: {reason}; {}; to restore the newest older snapshot that verifies instead, call `restore_with` with `RestoreOptions::new().fallback(Fallback::NewestOlderGood)`", path.display(), if *target_written { "pages of the target were already overwritten (with verified pages of it), so restore a snapshot before trusting the target" } else { "the target was not written" })]
+    SnapshotDamaged {
+        /// The snapshot asked for.
+        requested: u64,
+        /// The member of its chain that is damaged (`requested` or an ancestor).
+        damaged: u64,
+        /// That member's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// Whether pages of the target were written before the damage was
+        /// found (only without the restore pre-check).
+        target_written: bool,
+    },
+
+    /// A restore needs the target to have the snapshot's page count, and the
+    /// target cannot be resized to it; nothing was written.
+    #[error("restoring snapshot {snapshot} needs a store of {needed} pages, but the target has {actual} and cannot be resized ({reason}); nothing was written: resize the target first, or, for a larger target, keep its extra pages with `RestoreOptions::keep_extra_pages(true)`")]
+    RestoreTargetSize {
+        /// The snapshot being restored.
+        snapshot: u64,
+        /// Its page count.
+        needed: u64,
+        /// The target's page count.
+        actual: u64,
+        /// Why the target could not be resized.
+        reason: String,
+    },
+
     // ---- health ----
     /// A health probe could not produce a value (the resource is not there,
     /// the OS does not expose it, or the value is not a finite number).

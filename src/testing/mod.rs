@@ -15,7 +15,9 @@ pub use crash::{
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
 mod snapshot;
 
-pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
+pub use snapshot::{
+    both_placements, damaged_copies, fill_store, semi_compressible_page, SealedStore,
+};
 mod health;
 
 pub use health::{GaussianNoise, ScriptedProbe};
