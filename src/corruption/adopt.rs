@@ -39,7 +39,15 @@
 //! [`write_sealed`](CorruptionDetector::write_sealed)).
 //!
 //! A fence on a page that verifies after adoption (a page a scrub reported
-//! as missing its checksum before it was adopted) is lifted.
+//! as missing its checksum before it was adopted) is lifted. A fenced page
+//! that is all zeros stays damage.
+//!
+//! In the trailer placement a sealed page that was zeroed carries no sign
+//! that it was ever sealed, so adopting again without a free-page answer
+//! takes an all-zero page that no scrub has reported yet for unallocated.
+//! Give the answer (or [`AdoptOptions::zero_pages_are_damage`]) when
+//! adopting a trailer store again; the sidecar table remembers which pages
+//! it sealed.
 //!
 //! # The trailer placement
 //!
@@ -309,7 +317,7 @@ impl CorruptionDetector {
         let mut wrote = false;
         let mut next = opts.first;
         while next < end {
-            let (examined, sealed_in_place) = {
+            let (examined, sealed_in_place, stopped) = {
                 // No resize while a batch is scanned and recorded.
                 let _gate = self.resize_gate.read();
                 let now_count = self.store.page_count();
@@ -317,9 +325,16 @@ impl CorruptionDetector {
                     break;
                 }
                 let n = batch.min(end - next).min(now_count - next);
-                self.adopt_batch(PageId(next), n, &opts, &mut report)?
+                self.adopt_batch(PageId(next), n, &opts, &mut report)
             };
             wrote |= sealed_in_place;
+            if let Some(e) = stopped {
+                // What was adopted before the error stands: make it durable.
+                if wrote {
+                    self.store.sync()?;
+                }
+                return Err(e);
+            }
             next += examined;
             if let Some(f) = opts.progress.as_mut() {
                 f(&AdoptProgress {
@@ -358,43 +373,51 @@ impl CorruptionDetector {
         Ok(report)
     }
 
-    /// Adopts `count` pages from `first`; returns how many were examined and
-    /// whether a trailer was written.
+    /// Adopts `count` pages from `first`; returns how many were examined,
+    /// whether a trailer was written, and the error that stopped the batch
+    /// (the pages before the one it is about are adopted all the same).
     fn adopt_batch(
         &self,
         first: PageId,
         count: u64,
         opts: &AdoptOptions,
         report: &mut AdoptReport,
-    ) -> Result<(u64, bool)> {
+    ) -> (u64, bool, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
         let mut examined = 0u64;
         let scanned = self.store.scan_pages(first, count, &mut |page, bytes| {
+            let plan = self.plan(page, bytes, report)?;
             examined += 1;
             report.pages += 1;
-            match self.plan(page, bytes, report)? {
+            match plan {
                 Plan::Done => {}
                 Plan::SealInPlace => in_place.push(page),
                 Plan::Zero => zero.push(page),
             }
             Ok(())
         });
-        match scanned {
-            Ok(()) => {}
+        let mut stopped = match scanned {
+            Ok(()) => None,
             // The store shrank under the scan (it cannot while the gate is
             // held, unless it was resized behind the detector): stop there.
-            Err(Error::PageOutOfRange { .. }) => {}
-            Err(e) => return Err(e),
-        }
+            Err(Error::PageOutOfRange { .. }) => None,
+            Err(e) => Some(e),
+        };
         for page in zero {
             self.adopt_zero(page, opts, report);
         }
-        let wrote = !in_place.is_empty();
+        let mut wrote = false;
         for page in in_place {
-            self.seal_in_place(page, report)?;
+            match self.seal_in_place(page, report) {
+                Ok(w) => wrote |= w,
+                Err(e) => {
+                    stopped.get_or_insert(e);
+                    break;
+                }
+            }
         }
-        Ok((examined, wrote))
+        (examined, wrote, stopped)
     }
 
     /// Decides what a scanned page needs, doing it now when that needs no
@@ -458,10 +481,14 @@ impl CorruptionDetector {
     /// answer is asked with no lock held; the mark is made under the page's
     /// lock, after a re-read shows the page is still all zeros and unsealed.
     fn adopt_zero(&self, page: PageId, opts: &AdoptOptions, report: &mut AdoptReport) {
-        let free = match &self.free_pages {
-            Some(f) => f(page),
-            None => !opts.zero_pages_are_damage,
-        };
+        // A page already known to be damaged stays damage: in the trailer
+        // placement a sealed page that was zeroed looks like a never-sealed one.
+        let known_bad = self.page_state(page).is_some_and(super::PageState::is_fenced);
+        let free = !known_bad
+            && match &self.free_pages {
+                Some(f) => f(page),
+                None => !opts.zero_pages_are_damage,
+            };
         let mut buf = vec![0u8; self.store.page_size()];
         let failure = {
             let _g = self.stripe(page);
@@ -495,29 +522,30 @@ impl CorruptionDetector {
     }
 
     /// Trailer placement: re-reads `page` under its lock and, if its last 16
-    /// bytes are still all zero, writes the trailer into them.
-    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<()> {
+    /// bytes are still all zero, writes the trailer into them. Returns
+    /// whether it wrote.
+    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<bool> {
         let mut buf = vec![0u8; self.store.page_size()];
-        let recheck = {
+        let (recheck, wrote) = {
             let _g = self.stripe(page);
             self.store.read_page(page, &mut buf)?;
             let tail_zero = buf[buf.len() - TRAILER_LEN..].iter().all(|&b| b == 0);
             if self.verify_bytes(page, &buf).is_ok() {
                 report.already_sealed += 1;
-                false
+                (false, false)
             } else if tail_zero && !is_all_zero(&buf) {
                 checksum::trailer::seal(page, &mut buf)?;
                 self.store.write_page(page, &buf)?;
                 report.sealed += 1;
-                false
+                (false, true)
             } else {
-                true
+                (true, false)
             }
         };
         if recheck {
             // Changed since it was scanned: judge it as it is now.
             self.count_verdict(page, &buf, report)?;
         }
-        Ok(())
+        Ok(wrote)
     }
 }
