@@ -19,6 +19,7 @@ pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
 mod health;
 
 pub use health::{GaussianNoise, ScriptedProbe};
+pub mod sqlite;
 
 /// CRC-32 (IEEE), computed bit by bit: an oracle for tests that must not
 /// trust the crate's own CRC code (crc32fast) to check the files it writes.
