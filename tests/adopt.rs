@@ -24,7 +24,9 @@ const PAGES: u64 = 300;
 /// A host page: data everywhere but the last 16 bytes (a host that reserves
 /// them, as SQLite does with reserved bytes), which stay zero.
 fn host_page(page: u64) -> Vec<u8> {
-    let mut b: Vec<u8> = (0..PS).map(|i| (page as usize * 7 + i * 3) as u8 | 1).collect();
+    let mut b: Vec<u8> = (0..PS)
+        .map(|i| (page as usize * 7 + i * 3) as u8 | 1)
+        .collect();
     b[PS - TRAILER_LEN..].fill(0);
     b
 }
@@ -119,7 +121,11 @@ fn adopts_an_existing_file_in_both_placements() {
             assert_eq!(report.corrupt, 0, "{what}");
             assert_eq!(report.bytes, PAGES * PS as u64);
             let p = progress.lock().unwrap();
-            assert_eq!(p.len(), PAGES.div_ceil(64) as usize, "{what}: one call a batch");
+            assert_eq!(
+                p.len(),
+                PAGES.div_ceil(64) as usize,
+                "{what}: one call a batch"
+            );
             assert!(p.windows(2).all(|w| w[0].pages_done < w[1].pages_done));
             assert_eq!(p.last().unwrap().pages_done, PAGES);
             assert_eq!(p.last().unwrap().pages_total, PAGES);
@@ -194,11 +200,15 @@ fn trailer_adoption_stops_at_a_page_whose_tail_is_in_use() {
     let det = DetectorConfig::new(ChecksumPlacement::Trailer)
         .build(store.clone())
         .unwrap();
-    let err = det
-        .adopt(AdoptOptions::new().batch_pages(16))
-        .unwrap_err();
+    let err = det.adopt(AdoptOptions::new().batch_pages(16)).unwrap_err();
     assert!(
-        matches!(err, Error::TrailerInUse { page: PageId(120), trailer_len: 16 }),
+        matches!(
+            err,
+            Error::TrailerInUse {
+                page: PageId(120),
+                trailer_len: 16
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("sidecar"), "{err}");
@@ -269,7 +279,9 @@ fn zero_pages_follow_the_hosts_answer() {
 fn host_writes_during_adoption_win() {
     for (name, placement) in placements() {
         for round in 0..4u64 {
-            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, PAGES).unwrap())));
+            let raw = Arc::new(FaultyStore::new(Arc::new(
+                MemStore::new(PS, PAGES).unwrap(),
+            )));
             for p in 0..PAGES {
                 raw.write_page(PageId(p), &host_page(p)).unwrap();
             }
@@ -293,9 +305,7 @@ fn host_writes_during_adoption_win() {
                     }
                 })
             };
-            let report = det
-                .adopt(AdoptOptions::new().batch_pages(8))
-                .unwrap();
+            let report = det.adopt(AdoptOptions::new().batch_pages(8)).unwrap();
             stop.store(true, Ordering::Relaxed);
             writer.join().unwrap();
             assert_eq!(report.corrupt, 0, "{name}: {report:?}");

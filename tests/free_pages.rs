@@ -15,8 +15,8 @@ use selfheal::corruption::{FreePageFn, PageState, Verdict};
 use selfheal::repair::RepairOutcome;
 use selfheal::testing::{Damage, FaultyStore};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DataRepairer, DetectorConfig, Error,
-    FailureKind, MemStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica,
+    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, FailureKind,
+    MemStore, PageId, RepairConfig, ScrubConfig, StoreReplica,
 };
 
 const PS: usize = 1024;
@@ -33,7 +33,9 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
 }
 
 fn page_bytes(page: u64) -> Vec<u8> {
-    (0..PS).map(|i| (page as usize * 17 + i) as u8 | 1).collect()
+    (0..PS)
+        .map(|i| (page as usize * 17 + i) as u8 | 1)
+        .collect()
 }
 
 struct Rig {
@@ -45,7 +47,9 @@ struct Rig {
 /// Every page sealed; `callback` gives the detector a free-page answer
 /// backed by `free`.
 fn rig(placement: ChecksumPlacement, callback: bool) -> Rig {
-    let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, PAGES).unwrap())));
+    let raw = Arc::new(FaultyStore::new(Arc::new(
+        MemStore::new(PS, PAGES).unwrap(),
+    )));
     let free: Arc<RwLock<BTreeSet<u64>>> = Arc::default();
     let mut cfg = DetectorConfig::new(placement);
     if callback {
@@ -232,7 +236,11 @@ fn sidecar_marks_survive_a_restart() {
             .unwrap(),
     );
     let (_, reported) = scrub_reports(&det2);
-    assert_eq!(reported, vec![2], "a restarted trailer detector knows no marks");
+    assert_eq!(
+        reported,
+        vec![2],
+        "a restarted trailer detector knows no marks"
+    );
 }
 
 #[test]

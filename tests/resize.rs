@@ -48,10 +48,17 @@ fn assert_fresh(det: &CorruptionDetector, page: u64, what: &str) {
         .read_verified(PageId(page), &mut buf)
         .expect_err("a page that came back is unwritten");
     assert!(
-        matches!(err, Error::ZeroedPage { .. } | Error::MissingChecksum { .. }),
+        matches!(
+            err,
+            Error::ZeroedPage { .. } | Error::MissingChecksum { .. }
+        ),
         "{what}: page {page} must read as new, got {err}"
     );
-    assert_eq!(det.last_written_lsn(PageId(page)), None, "{what}: stale LSN");
+    assert_eq!(
+        det.last_written_lsn(PageId(page)),
+        None,
+        "{what}: stale LSN"
+    );
     if let ChecksumPlacement::Sidecar(t) = det.placement() {
         assert_eq!(t.get(PageId(page)), None, "{what}: stale checksum");
     }
@@ -102,14 +109,12 @@ fn file_store_shrinks_and_grows_through_the_detector() {
             assert_eq!(seen, 20, "{what} mmap {mmap}");
             assert!(store.scan_pages(PageId(0), 21, &mut |_, _| Ok(())).is_err());
             det.resize(PAGES).unwrap();
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().len(),
-                PAGES * PS as u64
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), PAGES * PS as u64);
             for p in 20..PAGES {
                 assert_fresh(&det, p, what);
             }
-            det.write_sealed(PageId(40), &mut page_bytes(40, 1)).unwrap();
+            det.write_sealed(PageId(40), &mut page_bytes(40, 1))
+                .unwrap();
             det.read_verified(PageId(40), &mut buf).unwrap();
             // Reopened, the file has the size it was given.
             store.sync().unwrap();
@@ -279,7 +284,8 @@ fn shrink_racing_a_write_leaves_no_trace_of_the_dropped_page() {
         det.resize(PAGES).unwrap();
         assert_fresh(&det, 50, what);
         // Sealed again, it verifies with its new LSN, lower than the old one.
-        det.write_sealed(PageId(50), &mut page_bytes(50, 1)).unwrap();
+        det.write_sealed(PageId(50), &mut page_bytes(50, 1))
+            .unwrap();
         let mut buf = vec![0u8; PS];
         det.read_verified(PageId(50), &mut buf).unwrap();
     }

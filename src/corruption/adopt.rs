@@ -355,7 +355,10 @@ impl CorruptionDetector {
         // verify now: lift their fences.
         let mut fenced = self.pages_in(super::PageState::Suspect);
         fenced.extend(self.pages_in(super::PageState::Irreparable));
-        for p in fenced.into_iter().filter(|p| (opts.first..end).contains(&p.0)) {
+        for p in fenced
+            .into_iter()
+            .filter(|p| (opts.first..end).contains(&p.0))
+        {
             if matches!(self.recheck(p), Ok(Verdict::Clean)) {
                 report.fences_lifted += 1;
             }
@@ -483,7 +486,9 @@ impl CorruptionDetector {
     fn adopt_zero(&self, page: PageId, opts: &AdoptOptions, report: &mut AdoptReport) {
         // A page already known to be damaged stays damage: in the trailer
         // placement a sealed page that was zeroed looks like a never-sealed one.
-        let known_bad = self.page_state(page).is_some_and(super::PageState::is_fenced);
+        let known_bad = self
+            .page_state(page)
+            .is_some_and(super::PageState::is_fenced);
         let free = !known_bad
             && match &self.free_pages {
                 Some(f) => f(page),

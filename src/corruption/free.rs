@@ -111,7 +111,7 @@ impl PageBits {
             words.truncate(keep);
             words.shrink_to_fit();
         }
-        if page_count % 64 != 0 {
+        if !page_count.is_multiple_of(64) {
             if let Some(last) = words.get_mut(keep.saturating_sub(1)) {
                 *last &= (1u64 << (page_count % 64)) - 1;
             }

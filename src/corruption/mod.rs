@@ -44,11 +44,11 @@ use crossbeam_channel::Receiver;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
-use free::PageBits;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+use free::PageBits;
 
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
 pub use free::FreePageFn;
@@ -893,7 +893,11 @@ impl CorruptionDetector {
             return Err(Error::PageOutOfRange { page, page_count });
         }
         let read = self.store.read_page(page, &mut buf);
-        if free && read.as_ref().map_or(true, |()| self.verify_bytes(page, &buf).is_err()) {
+        if free
+            && read
+                .as_ref()
+                .map_or(true, |()| self.verify_bytes(page, &buf).is_err())
+        {
             self.registry.lock().on_freed(page);
             self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
             return Ok(Verdict::Unallocated);

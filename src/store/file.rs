@@ -166,9 +166,12 @@ impl FileStore {
                     self.page_size
                 ),
             })?;
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io(format!("resizing {} to {pages} pages", self.path.display()), e))?;
+        self.file.set_len(len).map_err(|e| {
+            Error::io(
+                format!("resizing {} to {pages} pages", self.path.display()),
+                e,
+            )
+        })?;
         self.page_count.store(pages, Ordering::Release);
         Ok(())
     }

@@ -106,7 +106,9 @@ pub fn parse_header(page_one: &[u8]) -> Result<SqliteHeader> {
     let raw = u16::from_be_bytes([page_one[16], page_one[17]]);
     let page_size = if raw == 1 { 65_536 } else { usize::from(raw) };
     if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(bad(format!("page size {page_size} is not a power of two in 512..=65536")));
+        return Err(bad(format!(
+            "page size {page_size} is not a power of two in 512..=65536"
+        )));
     }
     let valid = be32(page_one, 92) == be32(page_one, 24);
     Ok(SqliteHeader {
@@ -177,7 +179,9 @@ pub fn read_freelist(store: &dyn PageStore) -> Result<Freelist> {
     while next != 0 {
         let trunk = in_range(next, "freelist trunk")?;
         if !seen.insert(trunk) || seen.len() as u64 > count {
-            return Err(bad(format!("freelist trunk page {next} is visited twice: the list loops")));
+            return Err(bad(format!(
+                "freelist trunk page {next} is visited twice: the list loops"
+            )));
         }
         store.read_page(trunk, &mut buf)?;
         let leaves = u64::from(be32(&buf, 4));
@@ -189,7 +193,10 @@ pub fn read_freelist(store: &dyn PageStore) -> Result<Freelist> {
         for i in 0..leaves as usize {
             let leaf = in_range(be32(&buf, 8 + 4 * i), "freelist leaf")?;
             if !seen.insert(leaf) || !list.leaves.insert(leaf) {
-                return Err(bad(format!("freelist leaf page {} is listed twice", sqlite_page(leaf))));
+                return Err(bad(format!(
+                    "freelist leaf page {} is listed twice",
+                    sqlite_page(leaf)
+                )));
             }
         }
         list.trunks.push(trunk);
@@ -247,9 +254,7 @@ pub fn rightmost_child(page: PageId, bytes: &[u8]) -> Option<PageId> {
     match btree_kind(page, bytes)? {
         BtreeKind::InteriorIndex | BtreeKind::InteriorTable => {
             let at = btree_header_offset(page) + 8;
-            bytes
-                .get(at..at + 4)
-                .and_then(|b| page_id(be32(b, 0)).ok())
+            bytes.get(at..at + 4).and_then(|b| page_id(be32(b, 0)).ok())
         }
         BtreeKind::LeafIndex | BtreeKind::LeafTable => None,
     }

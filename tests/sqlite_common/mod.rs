@@ -14,9 +14,8 @@ use selfheal::corruption::FreePageFn;
 use selfheal::testing::sqlite::{self, BtreeKind};
 use selfheal::testing::Damage;
 use selfheal::{
-    AdoptOptions, AdoptReport, ChecksumPlacement, ChecksumTable, CorruptionDetector,
-    DataRepairer, DetectorConfig, FileStore, PageId, PageStore, RepairConfig, ScrubConfig,
-    StoreReplica, Target,
+    AdoptOptions, AdoptReport, ChecksumPlacement, ChecksumTable, CorruptionDetector, DataRepairer,
+    DetectorConfig, FileStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica, Target,
 };
 
 /// SQLite's page size in the scenario.
@@ -84,8 +83,13 @@ fn build_database(db: &Path, old: &Path) -> Check<Vec<(String, u32)>> {
             .map_err(sql)?;
         for i in 1..=24_000i64 {
             let name = format!("item-{:06}-{}", (i * 7_919) % 1_000_003, i % 97);
-            item.execute(rusqlite::params![i, name, i % 37, format!("note {i} ").repeat(3)])
-                .map_err(sql)?;
+            item.execute(rusqlite::params![
+                i,
+                name,
+                i % 37,
+                format!("note {i} ").repeat(3)
+            ])
+            .map_err(sql)?;
             tag.execute(rusqlite::params![i, format!("tag-{}", i % 1_013)])
                 .map_err(sql)?;
         }
@@ -240,8 +244,7 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
     let mut changed: Vec<(PageId, Vec<u8>)> = Vec::new();
     for p in 1..pages {
         let page = PageId(p);
-        if freelist.is_free(page) || interior_index.contains(&page) || leaf_index.contains(&page)
-        {
+        if freelist.is_free(page) || interior_index.contains(&page) || leaf_index.contains(&page) {
             continue;
         }
         let now = read(store.as_ref(), page)?;
@@ -269,7 +272,11 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
     }
     let mut plan: Vec<(PageId, &str, Vec<u8>)> = Vec::new();
     let mut p1 = read(store.as_ref(), PageId(0))?;
-    Damage::BitFlip { byte: 2_000, bit: 3 }.apply(&mut p1);
+    Damage::BitFlip {
+        byte: 2_000,
+        bit: 3,
+    }
+    .apply(&mut p1);
     plan.push((PageId(0), "bit flip", p1));
     plan.push((interior_index[0], "zeroed", vec![0u8; PAGE]));
     let mut junk = vec![0u8; PAGE];
@@ -281,7 +288,11 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
     torn.extend_from_slice(&older[PAGE / 2..]);
     plan.push((*torn_page, "torn", torn));
     // Misdirected: the bytes of another page written here.
-    plan.push((leaf_index[0], "misdirected", read(store.as_ref(), leaf_table)?));
+    plan.push((
+        leaf_index[0],
+        "misdirected",
+        read(store.as_ref(), leaf_table)?,
+    ));
     // An older version of the page: a lost write.
     let (stale_page, stale) = &changed[1];
     plan.push((*stale_page, "older version", stale.clone()));
@@ -315,7 +326,10 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
         }
         repaired.insert(sqlite::sqlite_page(r.page));
     }
-    log(format!("repaired {repaired:?} from the replica in {:?}", started.elapsed()));
+    log(format!(
+        "repaired {repaired:?} from the replica in {:?}",
+        started.elapsed()
+    ));
     if repaired != expected {
         return Err(format!("repaired {repaired:?}, damaged {expected:?}"));
     }
@@ -335,7 +349,9 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
         .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
         .map_err(sql)?;
     drop(c);
-    log(format!("SQLite integrity_check: {integrity}; {rows} rows in items"));
+    log(format!(
+        "SQLite integrity_check: {integrity}; {rows} rows in items"
+    ));
     if integrity != "ok" {
         return Err(format!("integrity_check after repair says {integrity}"));
     }
@@ -358,12 +374,20 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
     })
 }
 
-/// How long adoption took, for the example's output.
+/// A one-paragraph summary of the outcome, for the example's output.
 pub fn describe(o: &Outcome) -> String {
     format!(
-        "{} pages, adoption {:?} ({:.0} MiB/s)",
+        "{} pages ({} freelist leaves, {} trunks); adoption took {:?} ({:.0} MiB/s); \
+         {} false alarms; damaged {:?}; reported {:?}; repaired {:?}; integrity_check {}",
         o.pages,
+        o.free_leaves,
+        o.free_trunks,
         o.adopt.duration,
-        o.adopt.bytes_per_s() / f64::from(1 << 20)
+        o.adopt.bytes_per_s() / f64::from(1 << 20),
+        o.false_alarms,
+        o.damaged,
+        o.reported,
+        o.repaired,
+        o.integrity
     )
 }
