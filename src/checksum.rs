@@ -36,10 +36,21 @@
 //! |-------:|-----:|----------------------------------------------------------|
 //! | 0      | 4    | page size                                                |
 //! | 4      | 8    | entry count `n`                                          |
-//! | 12     | 8·n  | entries: bit 32 set = present, bits 0..32 = CRC32        |
+//! | 12     | 8·n  | entries: bit 32 set = present, bits 0..32 = CRC32;       |
+//! |        |      | bit 33 set (and nothing else) = unallocated              |
 //!
-//! Sealing an all-zero page is refused in sidecar mode, so no table entry ever
-//! describes one and a zeroed page fails verification like any other damage.
+//! An entry with bit 33 set records that the host said the page is
+//! unallocated ([`ChecksumTable::mark_free`]): verifying it answers
+//! [`Error::PageUnallocated`], not a corruption, until the page is sealed
+//! again. Any other flag bit is refused when the table is decoded.
+//!
+//! [`ChecksumTable::seal`] refuses an all-zero page, so adopting bytes that
+//! nobody vouched for never turns a lost (zeroed) page into a valid one. The
+//! detector does record the checksum of an all-zero page that the *host
+//! writes* through it (SQLite with `secure_delete` zeroes the pages it
+//! frees): those zeros are what the host asked for, the checksum covers the
+//! page number like any other, and a page whose entry describes other
+//! contents still fails as [`Error::ZeroedPage`] when it comes back zeroed.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +86,7 @@ pub fn page_crc(page: PageId, bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn is_all_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_all_zero(bytes: &[u8]) -> bool {
     // Word-at-a-time; only reached on the failure path or when sealing.
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
@@ -109,6 +120,19 @@ pub mod trailer {
         let n = buf.len();
         buf[n - 4..].copy_from_slice(&crc.to_le_bytes());
         Ok(())
+    }
+
+    /// Whether `buf` ends in a trailer header this crate writes (magic and
+    /// version), whatever its page number and CRC: the page was sealed once.
+    #[must_use]
+    pub fn has_magic(buf: &[u8]) -> bool {
+        let n = buf.len();
+        if n < MIN_PAGE_SIZE {
+            return false;
+        }
+        let t = n - TRAILER_LEN;
+        u16::from_le_bytes([buf[t + 8], buf[t + 9]]) == TRAILER_MAGIC
+            && buf[t + 10] == TRAILER_VERSION
     }
 
     /// Verifies `buf` as the contents of `page`.
@@ -159,12 +183,25 @@ pub mod trailer {
 }
 
 const PRESENT: u64 = 1 << 32;
+/// The entry of a page the host said is unallocated; carries no CRC.
+const FREE: u64 = 1 << 33;
 
 /// The most pages a sidecar table describes (2³², 32 GiB of entries): a
 /// bound on the memory a page id can make the table allocate.
 pub const MAX_TABLE_PAGES: u64 = 1 << 32;
 const TABLE_MAGIC: [u8; 4] = *b"SHCT";
 const TABLE_VERSION: u32 = 1;
+
+/// What a sidecar table holds for one page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Nothing: never sealed (or forgotten by a shrink).
+    Absent,
+    /// The CRC of the page's sealed contents.
+    Sealed(u32),
+    /// Marked unallocated by the host.
+    Free,
+}
 
 /// A sidecar checksum table: one CRC per page, kept outside the pages.
 ///
@@ -229,15 +266,16 @@ impl ChecksumTable {
     /// which could not be told apart from a lost one, or when the table
     /// cannot grow to the page.
     pub fn seal(&self, page: PageId, buf: &[u8]) -> Result<()> {
-        let crc = self.sealable(page, buf)?;
+        let crc = self.sealable(page, buf, false)?;
         self.record(page, crc)
     }
 
     /// Checks that `buf` may be sealed as `page` and returns its checksum,
     /// without recording it (the detector records only after the write
     /// succeeded, so a failed write never leaves a checksum for bytes that
-    /// are not on disk).
-    pub(crate) fn sealable(&self, page: PageId, buf: &[u8]) -> Result<u32> {
+    /// are not on disk). An all-zero page is refused unless `zero_ok` (a
+    /// host write of zeros, see the module docs).
+    pub(crate) fn sealable(&self, page: PageId, buf: &[u8], zero_ok: bool) -> Result<u32> {
         self.check_len(buf)?;
         if page.0 >= MAX_TABLE_PAGES {
             return Err(Error::PageOutOfRange {
@@ -245,7 +283,7 @@ impl ChecksumTable {
                 page_count: MAX_TABLE_PAGES,
             });
         }
-        if is_all_zero(buf) {
+        if !zero_ok && is_all_zero(buf) {
             return Err(Error::InvalidArgument {
                 what: "page",
                 reason: format!(
@@ -256,8 +294,101 @@ impl ChecksumTable {
         Ok(page_crc(page, buf))
     }
 
-    /// Records `crc` for `page`, growing the table as needed.
+    /// Records `crc` for `page`, growing the table as needed. Clears an
+    /// unallocated mark.
     pub(crate) fn record(&self, page: PageId, crc: u32) -> Result<()> {
+        self.store_entry(page, PRESENT | u64::from(crc))
+    }
+
+    /// Records that the host said `page` is unallocated: its checksum is
+    /// forgotten, and verifying it answers [`Error::PageUnallocated`] until
+    /// it is sealed again. The mark is saved with the table, so it survives
+    /// a restart.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page id at or past
+    /// [`MAX_TABLE_PAGES`]; [`Error::InvalidArgument`] when the table cannot
+    /// grow to the page.
+    pub fn mark_free(&self, page: PageId) -> Result<()> {
+        self.store_entry(page, FREE)
+    }
+
+    /// Whether `page` is marked unallocated ([`mark_free`](Self::mark_free)).
+    #[must_use]
+    pub fn is_free(&self, page: PageId) -> bool {
+        let entries = self.entries.read();
+        usize::try_from(page.0)
+            .ok()
+            .and_then(|i| entries.get(i))
+            .is_some_and(|e| e.load(Ordering::Acquire) == FREE)
+    }
+
+    /// What the table holds for `page`, in one look.
+    pub(crate) fn entry(&self, page: PageId) -> Entry {
+        let entries = self.entries.read();
+        let e = usize::try_from(page.0)
+            .ok()
+            .and_then(|i| entries.get(i))
+            .map_or(0, |e| e.load(Ordering::Acquire));
+        if e & PRESENT != 0 {
+            Entry::Sealed(e as u32)
+        } else if e == FREE {
+            Entry::Free
+        } else {
+            Entry::Absent
+        }
+    }
+
+    /// Records `crc` for `page` (or, with `None`, marks it unallocated) only
+    /// if the page has no entry at all; returns whether it did. Adoption
+    /// uses it, so a checksum that the host's own write recorded meanwhile
+    /// is never replaced by one of older bytes. The table must already reach
+    /// the page ([`reserve_pages`](Self::reserve_pages)); a page past its
+    /// end is left alone (`false`).
+    pub(crate) fn claim_absent(&self, page: PageId, crc: Option<u32>) -> bool {
+        let value = crc.map_or(FREE, |c| PRESENT | u64::from(c));
+        let entries = self.entries.read();
+        usize::try_from(page.0)
+            .ok()
+            .and_then(|i| entries.get(i))
+            .is_some_and(|e| {
+                e.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+    }
+
+    /// Grows the table (with empty entries) so that it reaches
+    /// `page_count` pages, in one allocation.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] past [`MAX_TABLE_PAGES`];
+    /// [`Error::InvalidArgument`] when the memory cannot be had.
+    pub(crate) fn reserve_pages(&self, page_count: u64) -> Result<()> {
+        if page_count > MAX_TABLE_PAGES {
+            return Err(Error::PageOutOfRange {
+                page: PageId(page_count - 1),
+                page_count: MAX_TABLE_PAGES,
+            });
+        }
+        let want = usize::try_from(page_count).map_err(|_| Error::InvalidArgument {
+            what: "page_count",
+            reason: format!("{page_count} entries do not fit in memory"),
+        })?;
+        let mut entries = self.entries.write();
+        if entries.len() < want {
+            let more = want - entries.len();
+            entries
+                .try_reserve_exact(more)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "page_count",
+                    reason: format!("cannot grow the checksum table to {page_count} pages: {e}"),
+                })?;
+            entries.resize_with(want, || AtomicU64::new(0));
+        }
+        Ok(())
+    }
+
+    fn store_entry(&self, page: PageId, value: u64) -> Result<()> {
         let idx = usize::try_from(page.0)
             .ok()
             .filter(|_| page.0 < MAX_TABLE_PAGES)
@@ -268,7 +399,7 @@ impl ChecksumTable {
         {
             let entries = self.entries.read();
             if let Some(e) = entries.get(idx) {
-                e.store(PRESENT | u64::from(crc), Ordering::Release);
+                e.store(value, Ordering::Release);
                 return Ok(());
             }
         }
@@ -283,7 +414,7 @@ impl ChecksumTable {
                 })?;
             entries.resize_with(idx + 1, || AtomicU64::new(0));
         }
-        entries[idx].store(PRESENT | u64::from(crc), Ordering::Release);
+        entries[idx].store(value, Ordering::Release);
         Ok(())
     }
 
@@ -302,11 +433,15 @@ impl ChecksumTable {
     ///
     /// # Errors
     /// [`Error::MissingChecksum`] when no checksum was recorded;
+    /// [`Error::PageUnallocated`] for a page marked free;
     /// [`Error::ZeroedPage`] or [`Error::ChecksumMismatch`] when the bytes do
     /// not match; [`Error::BufferSize`] for a buffer that is not one page.
     pub fn verify(&self, page: PageId, buf: &[u8]) -> Result<()> {
         self.check_len(buf)?;
         let Some(expected) = self.get(page) else {
+            if self.is_free(page) {
+                return Err(Error::PageUnallocated { page });
+            }
             return Err(Error::MissingChecksum { page });
         };
         let actual = page_crc(page, buf);
@@ -390,10 +525,10 @@ impl ChecksumTable {
             .chunks_exact(8)
             .map(|c| AtomicU64::new(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
             .collect::<Vec<_>>();
-        if let Some(bad) = entries
-            .iter()
-            .position(|e| e.load(Ordering::Relaxed) & !(PRESENT | u64::from(u32::MAX)) != 0)
-        {
+        if let Some(bad) = entries.iter().position(|e| {
+            let e = e.load(Ordering::Relaxed);
+            e != FREE && e & !(PRESENT | u64::from(u32::MAX)) != 0
+        }) {
             return Err(Error::corrupt_file(
                 path,
                 off + 12 + bad as u64 * 8,

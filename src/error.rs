@@ -118,10 +118,28 @@ pub enum Error {
     },
 
     /// The sidecar checksum table has no checksum for the page.
-    #[error("page {page} has no checksum in the sidecar table: it was written without going through the library; seal it by writing it through the detector")]
+    #[error("page {page} has no checksum in the sidecar table: it was written without going through the library (a file that existed before it, or a page written behind its back); adopt existing pages with `CorruptionDetector::adopt` after the host's own integrity check, or write the page through the detector")]
     MissingChecksum {
         /// The page.
         page: PageId,
+    },
+
+    /// The host says the page is unallocated (free), so it holds no sealed
+    /// bytes to serve. Not corruption: nothing needs repair.
+    #[error("page {page} is unallocated: the host marked it free, so its bytes are not protected and are not served as verified; write the page through the detector to use it again")]
+    PageUnallocated {
+        /// The page.
+        page: PageId,
+    },
+
+    /// Adoption in the trailer placement found a page whose last 16 bytes
+    /// hold data, so a trailer cannot be added without destroying it.
+    #[error("page {page} cannot take a checksum trailer in place: its last {trailer_len} bytes are in use; reserve {trailer_len} bytes at the end of every page (SQLite: reserved bytes, header byte 20) or adopt with the sidecar placement")]
+    TrailerInUse {
+        /// The page.
+        page: PageId,
+        /// The bytes a trailer needs.
+        trailer_len: usize,
     },
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.

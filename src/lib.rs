@@ -70,7 +70,9 @@ pub use corruption::scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
     ScrubState, ScrubStep, Scrubber,
 };
-pub use corruption::{CorruptionDetector, DetectorConfig};
+pub use corruption::{
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
+};
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
     RunVerdict,

@@ -8,7 +8,31 @@
 //! [`registry`] for the epoch protocol). A host write that
 //! bypasses the detector is invisible to it: its checksum goes stale and the
 //! next verification reports the page.
+//!
+//! # Pages the library did not write
+//!
+//! A store that existed before the library (a host's database file) is
+//! taken under protection with [`CorruptionDetector::adopt`] (see the
+//! [`adopt`] module): it seals what is on disk, after the host's own
+//! integrity check. Pages the host's metadata calls unallocated (a free
+//! list) are not damage: a host names them with
+//! [`DetectorConfig::free_pages`] or [`CorruptionDetector::forget`], and
+//! scrubs skip them (see the [`free`] module for the whole contract).
+//!
+//! # Resizing
+//!
+//! [`CorruptionDetector::resize`] changes the store's size and forgets the
+//! checksums, fences, unallocated marks and LSNs of pages past the new end.
+//! Every operation that writes or records something about one page
+//! (a host write, the re-read that confirms a corruption, a repair commit)
+//! holds that page's lock and checks the page against the store's size under
+//! it; a shrink first shrinks the store and then forgets with every page lock
+//! held, so an operation on a dropped page either finished before (and its
+//! traces are forgotten) or sees [`Error::PageOutOfRange`] and records
+//! nothing. Adoption batches and resizes exclude each other.
 
+pub mod adopt;
+pub mod free;
 pub mod registry;
 pub mod scrub;
 
@@ -24,7 +48,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+use free::PageBits;
 
+pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
+pub use free::FreePageFn;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
 pub use scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
@@ -48,6 +75,7 @@ pub struct DetectorConfig {
     clock: Arc<dyn Clock>,
     page_lsn: Option<PageLsnFn>,
     on_failure: Option<FailureCallback>,
+    free_pages: Option<FreePageFn>,
 }
 
 impl fmt::Debug for DetectorConfig {
@@ -62,7 +90,9 @@ impl fmt::Debug for DetectorConfig {
 
 impl DetectorConfig {
     /// Defaults: checksums in a trailer, 65 536 suspect pages, 4 096 unread
-    /// reports, the system clock, no page-LSN reader, no callback.
+    /// reports, the system clock, no page-LSN reader, no callback, no
+    /// free-page answer (every page is in use unless
+    /// [`forget`](CorruptionDetector::forget) says otherwise).
     pub fn new(placement: ChecksumPlacement) -> Self {
         DetectorConfig {
             placement,
@@ -71,6 +101,7 @@ impl DetectorConfig {
             clock: SystemClock::shared(),
             page_lsn: None,
             on_failure: None,
+            free_pages: None,
         }
     }
 
@@ -102,6 +133,16 @@ impl DetectorConfig {
     /// A callback run with every failure reported (default: none).
     pub fn on_failure(mut self, f: FailureCallback) -> Self {
         self.on_failure = Some(f);
+        self
+    }
+
+    /// The host's answer to "is this page unallocated now?", from its own
+    /// metadata (a free list), so that free pages are not reported as damage
+    /// (default: none). Asked only when a page fails verification, never on
+    /// the path of a page that verifies; see the [`free`] module for what an
+    /// unallocated page means to reads, scrubs and repairs.
+    pub fn free_pages(mut self, f: FreePageFn) -> Self {
+        self.free_pages = Some(f);
         self
     }
 
@@ -147,6 +188,9 @@ impl DetectorConfig {
             registry: Mutex::new(SuspectRegistry::new(self.suspect_capacity)),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             written_lsn: RwLock::new(Vec::new()),
+            freed: PageBits::default(),
+            free_pages: self.free_pages,
+            resize_gate: RwLock::new(()),
             page_lsn: self.page_lsn,
             on_failure: self.on_failure,
             sink,
@@ -164,6 +208,7 @@ struct Counters {
     corrupt: AtomicU64,
     fenced_reads: AtomicU64,
     unrecorded: AtomicU64,
+    unallocated: AtomicU64,
 }
 
 /// Counters of a [`CorruptionDetector`].
@@ -181,6 +226,9 @@ pub struct DetectorStats {
     pub unrecorded: u64,
     /// Reports dropped because the channel was full.
     pub reports_dropped: u64,
+    /// Pages that failed verification but that the host says are
+    /// unallocated: not reported, not fenced (reads, scans and rechecks).
+    pub unallocated: u64,
 }
 
 /// The outcome of verifying one page.
@@ -198,6 +246,9 @@ pub enum Verdict {
         /// The verification error.
         error: Error,
     },
+    /// The page did not verify, but the host says it is unallocated: there
+    /// is nothing to verify or repair. Not recorded, not reported.
+    Unallocated,
 }
 
 /// A repair in progress, from [`CorruptionDetector::begin_repair`].
@@ -251,6 +302,12 @@ pub struct CorruptionDetector {
     registry: Mutex<SuspectRegistry>,
     stripes: Box<[Mutex<()>]>,
     written_lsn: RwLock<Vec<AtomicU64>>,
+    /// Pages the host forgot, in the trailer placement (the sidecar table
+    /// keeps its own marks).
+    freed: PageBits,
+    free_pages: Option<FreePageFn>,
+    /// Held shared by an adoption batch, exclusively by a resize.
+    resize_gate: RwLock<()>,
     page_lsn: Option<PageLsnFn>,
     on_failure: Option<FailureCallback>,
     sink: FailureSink,
@@ -312,6 +369,7 @@ impl CorruptionDetector {
             fenced_reads: s.fenced_reads.load(Ordering::Relaxed),
             unrecorded: s.unrecorded.load(Ordering::Relaxed),
             reports_dropped: self.sink.dropped(),
+            unallocated: s.unallocated.load(Ordering::Relaxed),
         }
     }
 
@@ -342,9 +400,10 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// [`Error::PageFenced`] for a page known to be corrupt and not yet
-    /// repaired; a corruption error ([`Error::is_corruption`]) or the store's
-    /// read error for a page that failed both reads (it is then fenced and
-    /// reported).
+    /// repaired; [`Error::PageUnallocated`] for a page that does not verify
+    /// and that the host says is free (not recorded, not reported); a
+    /// corruption error ([`Error::is_corruption`]) or the store's read error
+    /// for a page that failed both reads (it is then fenced and reported).
     /// The corrupt bytes are never returned as valid: on error `buf` holds
     /// whatever was read and must not be used.
     pub fn read_verified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
@@ -366,7 +425,14 @@ impl CorruptionDetector {
             // again (a replica may have come back). Suspect and repairing
             // pages are already waiting for repair and are not re-reported.
             if state == PageState::Irreparable {
-                self.record_corrupt(page, &err, Observer::HostRead);
+                let failure = {
+                    let _g = self.stripe(page);
+                    // Dropped by a resize meanwhile: nothing to renew.
+                    (page.0 < self.store.page_count())
+                        .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
+                        .flatten()
+                };
+                self.emit(failure);
             }
             return Err(err);
         }
@@ -377,14 +443,18 @@ impl CorruptionDetector {
         match self.confirm(page, Observer::HostRead, Some(buf))? {
             Verdict::Clean | Verdict::Transient => Ok(()),
             Verdict::Corrupt { error, .. } => Err(error),
+            Verdict::Unallocated => Err(Error::PageUnallocated { page }),
         }
     }
 
     /// Verifies bytes that were read (by a scan) as the contents of `page`,
     /// re-reading once before declaring corruption. Used by the scrubber.
+    /// A page that fails and that the host says is unallocated is
+    /// [`Verdict::Unallocated`].
     ///
     /// # Errors
-    /// The store's error from the re-read.
+    /// [`Error::PageOutOfRange`] when the store shrank below the page since
+    /// it was read (nothing is recorded about it).
     pub fn check_scanned(&self, page: PageId, bytes: &[u8], by: Observer) -> Result<Verdict> {
         if self.verify_bytes(page, bytes).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +469,8 @@ impl CorruptionDetector {
     /// not deliver.
     ///
     /// # Errors
-    /// [`Error::PageOutOfRange`] for a page past the end.
+    /// [`Error::PageOutOfRange`] for a page past the end (also when the
+    /// store shrinks below it during the check; nothing is recorded then).
     pub fn check_page(&self, page: PageId, by: Observer) -> Result<Verdict> {
         let page_count = self.store.page_count();
         if page.0 >= page_count {
@@ -413,39 +484,65 @@ impl CorruptionDetector {
         self.confirm(page, by, None)
     }
 
-    /// After a failed verification: re-reads `page` with writers to it
-    /// excluded and verifies again; records and reports the corruption if it
-    /// fails twice. When `out` is given, the re-read bytes are copied there on
-    /// success.
+    /// After a failed verification: asks whether the page is unallocated,
+    /// then re-reads `page` with writers to it excluded and verifies again;
+    /// records the corruption if it fails twice (and reports it, after the
+    /// page's lock is released). When `out` is given, the re-read bytes are
+    /// copied there on success.
     fn confirm(&self, page: PageId, by: Observer, out: Option<&mut [u8]>) -> Result<Verdict> {
-        let mut again = vec![0u8; self.store.page_size()];
-        // A read that fails twice is recorded like corruption: an unreadable
-        // page needs a repair as much as a garbled one (rewriting a bad
-        // sector usually remaps it).
-        let retry = {
-            let _g = self.stripe(page);
-            self.store
-                .read_page(page, &mut again)
-                .and_then(|()| self.verify_bytes(page, &again))
-        };
-        match retry {
-            Ok(()) => {
-                self.stats.transient.fetch_add(1, Ordering::Relaxed);
-                self.stats.verified.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%page, "verification failed once, re-read verified");
-                if let Some(out) = out {
-                    out.copy_from_slice(&again);
-                }
-                Ok(Verdict::Transient)
-            }
-            Err(error) => {
-                let reported = self.record_corrupt(page, &error, by);
-                Ok(Verdict::Corrupt { reported, error })
-            }
+        // The host's answer is asked with no lock held: it may read pages.
+        if self.is_unallocated(page) {
+            self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
+            return Ok(Verdict::Unallocated);
         }
+        let mut again = vec![0u8; self.store.page_size()];
+        let (verdict, failure) = {
+            let _g = self.stripe(page);
+            // A resize that dropped the page since it was read: nothing about
+            // it may be recorded (a shrink forgets with every page lock held).
+            let page_count = self.store.page_count();
+            if page.0 >= page_count {
+                return Err(Error::PageOutOfRange { page, page_count });
+            }
+            // A read that fails twice is recorded like corruption: an
+            // unreadable page needs a repair as much as a garbled one
+            // (rewriting a bad sector usually remaps it).
+            let retry = self
+                .store
+                .read_page(page, &mut again)
+                .and_then(|()| self.verify_bytes(page, &again));
+            match retry {
+                Ok(()) => {
+                    self.stats.transient.fetch_add(1, Ordering::Relaxed);
+                    self.stats.verified.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%page, "verification failed once, re-read verified");
+                    if let Some(out) = out {
+                        out.copy_from_slice(&again);
+                    }
+                    (Verdict::Transient, None)
+                }
+                Err(e @ Error::PageOutOfRange { .. }) => return Err(e),
+                // Forgotten while we waited for the lock.
+                Err(_) if self.marked_free(page) => {
+                    self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
+                    (Verdict::Unallocated, None)
+                }
+                Err(error) => {
+                    let (reported, failure) = self.note_corrupt(page, &error, by);
+                    (Verdict::Corrupt { reported, error }, failure)
+                }
+            }
+        };
+        self.emit(failure);
+        Ok(verdict)
     }
 
-    fn record_corrupt(&self, page: PageId, error: &Error, by: Observer) -> bool {
+    /// Records a corruption of `page` in the registry and counts it; returns
+    /// whether it is reported and the report to send. The caller holds the
+    /// page's lock (so a resize cannot drop the page in between) and sends
+    /// the report with [`emit`](Self::emit) after releasing it, because a
+    /// host's failure callback may read pages.
+    fn note_corrupt(&self, page: PageId, error: &Error, by: Observer) -> (bool, Option<Failure>) {
         let now = self.clock.now_ns();
         let evidence = error.to_string();
         let obs = self.registry.lock().on_corrupt(page, &evidence, now, by);
@@ -453,18 +550,14 @@ impl CorruptionDetector {
             Observation::Report { .. } => {
                 self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%page, %evidence, "corrupt page");
-                self.report(Failure::new(
-                    FailureKind::CorruptPage { page },
-                    evidence,
-                    now,
-                ));
-                true
+                let f = Failure::new(FailureKind::CorruptPage { page }, evidence, now);
+                (true, Some(f))
             }
-            Observation::Known => false,
+            Observation::Known => (false, None),
             Observation::Full => {
                 self.stats.unrecorded.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%page, "suspect registry full; corruption not recorded");
-                self.report(Failure::new(
+                let f = Failure::new(
                     FailureKind::CorruptPage { page },
                     format!(
                         "{evidence} (not fenced: {})",
@@ -473,10 +566,24 @@ impl CorruptionDetector {
                         }
                     ),
                     now,
-                ));
-                true
+                );
+                (true, Some(f))
             }
         }
+    }
+
+    fn emit(&self, failure: Option<Failure>) {
+        if let Some(f) = failure {
+            self.report(f);
+        }
+    }
+
+    /// Records and reports a corruption in one go (for callers that hold no
+    /// page lock, or that accept the report being sent under it).
+    fn record_corrupt(&self, page: PageId, error: &Error, by: Observer) -> bool {
+        let (reported, failure) = self.note_corrupt(page, error, by);
+        self.emit(failure);
+        reported
     }
 
     /// Sends a report to the channel and the callback.
@@ -490,11 +597,19 @@ impl CorruptionDetector {
     /// Seals `buf` as `page` (writes the trailer, or records the checksum in
     /// the sidecar table) and writes it. A fenced page is unfenced: the host's
     /// new contents replace whatever was corrupt, and any repair in flight for
-    /// it will not overwrite them.
+    /// it will not overwrite them. A page marked unallocated is in use again.
+    ///
+    /// An all-zero page is accepted in both placements: the trailer makes it
+    /// nonzero, and the sidecar table records the checksum of the zeros the
+    /// host wrote (SQLite with `secure_delete` zeroes the pages it frees, and
+    /// may read them back). Such a page verifies only as long as it holds
+    /// those zeros; a page sealed with other contents that comes back zeroed
+    /// is still [`Error::ZeroedPage`].
     ///
     /// # Errors
-    /// [`Error::BufferSize`], [`Error::PageOutOfRange`], the sealing error, or
-    /// the store's write error.
+    /// [`Error::BufferSize`], [`Error::PageOutOfRange`] (also when a resize
+    /// dropped the page while the write waited for its lock), the sealing
+    /// error, or the store's write error.
     pub fn write_sealed(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         check_page_args(
             page,
@@ -503,16 +618,21 @@ impl CorruptionDetector {
             self.store.page_size(),
         )?;
         let _g = self.stripe(page);
+        let page_count = self.store.page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
         match &self.placement {
             ChecksumPlacement::Trailer => {
                 crate::checksum::trailer::seal(page, buf)?;
                 self.store.write_page(page, buf)?;
+                self.freed.clear(page);
             }
             // The table's entry changes only once the bytes are written: a
             // failed write (EIO, ENOSPC) leaves the old bytes and their old
             // checksum, never a checksum for bytes that are not on disk.
             ChecksumPlacement::Sidecar(table) => {
-                let crc = table.sealable(page, buf)?;
+                let crc = table.sealable(page, buf, true)?;
                 self.store.write_page(page, buf)?;
                 table.record(page, crc)?;
             }
@@ -525,24 +645,52 @@ impl CorruptionDetector {
     }
 
     /// Resizes the store to `page_count` pages (see [`PageStore::resize`]).
-    /// The checksums, fences and last-written LSNs of pages past the new end
-    /// are dropped with them, so a page that comes back later is a new page.
+    /// The checksums, fences, unallocated marks and last-written LSNs of
+    /// pages past the new end are dropped with them, so a page that comes
+    /// back later is a new page.
+    ///
+    /// Safe to call while reads, writes, scrubs and repairs run: see the
+    /// [module docs](self#resizing). One resize runs at a time, and none
+    /// runs during an adoption batch. It must not be called from a failure
+    /// callback or a free-page answer (they may run under a scan that the
+    /// store's resize waits for).
     ///
     /// # Errors
     /// The store's error ([`Error::Unsupported`] when it cannot change size);
     /// nothing is forgotten then.
     pub fn resize(&self, page_count: u64) -> Result<()> {
-        self.store.resize(page_count)?;
+        let _gate = self.resize_gate.write();
+        let old = self.store.page_count();
+        if page_count > old {
+            // Pages `old..` do not exist yet, so nothing is in flight on them:
+            // forget anything left about them before they appear.
+            self.forget_past(old);
+            self.store.resize(page_count)
+        } else {
+            // Shrink the store first (it may wait for a scan whose visits
+            // take page locks, so no page lock is held here), then forget
+            // with every page lock held: an operation on a dropped page has
+            // either finished (its traces go now) or will find the page gone.
+            self.store.resize(page_count)?;
+            self.forget_past(page_count);
+            Ok(())
+        }
+    }
+
+    /// Forgets everything about pages at and past `page_count`, with every
+    /// page lock held.
+    fn forget_past(&self, page_count: u64) {
+        let _all: Vec<MutexGuard<'_, ()>> = self.stripes.iter().map(|m| m.lock()).collect();
         if let ChecksumPlacement::Sidecar(table) = &self.placement {
             table.truncate(page_count);
         }
+        self.freed.truncate(page_count);
         self.registry.lock().forget_from(page_count);
         let mut lsns = self.written_lsn.write();
         let keep = usize::try_from(page_count).unwrap_or(usize::MAX);
         if keep < lsns.len() {
             lsns.truncate(keep);
         }
-        Ok(())
     }
 
     fn note_written_lsn(&self, page: PageId, lsn: Lsn) {
@@ -728,14 +876,33 @@ impl CorruptionDetector {
     }
 
     /// Re-reads a fenced page and lifts the fence if it now verifies (the
-    /// fault was transient). Returns the verdict.
+    /// fault was transient). Returns the verdict. A page that does not
+    /// verify and that the host now says is unallocated has nothing left to
+    /// repair: its entry is dropped and the verdict is
+    /// [`Verdict::Unallocated`].
     ///
     /// # Errors
-    /// The store's read error.
+    /// The store's read error; [`Error::PageOutOfRange`] for a page past the
+    /// end.
     pub fn recheck(&self, page: PageId) -> Result<Verdict> {
         let mut buf = vec![0u8; self.store.page_size()];
+        let free = self.is_unallocated(page);
         let _g = self.stripe(page);
-        self.store.read_page(page, &mut buf)?;
+        let page_count = self.store.page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
+        let read = self.store.read_page(page, &mut buf);
+        if free
+            && read
+                .as_ref()
+                .map_or(true, |()| self.verify_bytes(page, &buf).is_err())
+        {
+            self.registry.lock().on_freed(page);
+            self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
+            return Ok(Verdict::Unallocated);
+        }
+        read?;
         match self.verify_bytes(page, &buf) {
             Ok(()) => {
                 self.registry.lock().on_verified(page);

@@ -222,6 +222,12 @@ impl SuspectRegistry {
         self.entries.remove(&page);
     }
 
+    /// The host said the page is unallocated: like a rewrite, its old
+    /// corruption no longer matters and a repair in flight must not write.
+    pub fn on_freed(&mut self, page: PageId) {
+        self.entries.remove(&page);
+    }
+
     /// The store shrank to `page_count` pages: entries of pages past the end
     /// are dropped (with any repair in flight for them). Returns how many.
     pub fn forget_from(&mut self, page_count: u64) -> usize {

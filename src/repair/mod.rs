@@ -652,7 +652,7 @@ impl DataRepairer {
             Some(PageState::Suspect | PageState::Irreparable) => {
                 // A fault that has gone away needs no copy; recheck lifts the fence.
                 match self.detector.recheck(page) {
-                    Ok(Verdict::Clean | Verdict::Transient) => {
+                    Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {
                         RepairReport::new(page, RepairOutcome::NotNeeded)
                     }
                     Ok(Verdict::Corrupt { .. }) | Err(_) => {
@@ -1099,7 +1099,7 @@ impl AntiEntropy<'_> {
         // the re-read inside also catches a host write that fixed it meanwhile.
         if !det.page_state(page).is_some_and(PageState::is_fenced) {
             match det.check_page(page, Observer::Scrub)? {
-                Verdict::Clean | Verdict::Transient => return Ok(()),
+                Verdict::Clean | Verdict::Transient | Verdict::Unallocated => return Ok(()),
                 Verdict::Corrupt { .. } => {}
             }
         }

@@ -21,6 +21,7 @@ pub use snapshot::{
 mod health;
 
 pub use health::{GaussianNoise, ScriptedProbe};
+pub mod sqlite;
 
 /// CRC-32 (IEEE), computed bit by bit: an oracle for tests that must not
 /// trust the crate's own CRC code (crc32fast) to check the files it writes.

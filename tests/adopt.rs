@@ -1,0 +1,359 @@
+//! Goal: a store that existed before the library is taken under protection
+//! by `CorruptionDetector::adopt` in both placements — every page it vouches
+//! for verifies afterwards, damage found later is caught, zero pages follow
+//! the host's free-page answer, existing checksums are never overwritten,
+//! a host writing meanwhile always wins, and adoption can be run again.
+//! Method: pages written raw (as a host would before adopting), adopted,
+//! then read, scrubbed and damaged behind the detector; a thread writes
+//! through the detector during adoption.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use selfheal::checksum::{payload_len, trailer, TRAILER_LEN};
+use selfheal::corruption::{FreePageFn, PageState};
+use selfheal::testing::{Damage, FaultyStore};
+use selfheal::{
+    AdoptOptions, AdoptProgress, ChecksumPlacement, ChecksumTable, CorruptionDetector,
+    DetectorConfig, Error, FileStore, MemStore, PageId, PageStore, ScrubConfig,
+};
+
+const PS: usize = 4096;
+const PAGES: u64 = 300;
+
+/// A host page: data everywhere but the last 16 bytes (a host that reserves
+/// them, as SQLite does with reserved bytes), which stay zero.
+fn host_page(page: u64) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..PS)
+        .map(|i| (page as usize * 7 + i * 3) as u8 | 1)
+        .collect();
+    b[PS - TRAILER_LEN..].fill(0);
+    b
+}
+
+fn is_zero_page(p: u64) -> bool {
+    p % 50 == 7
+}
+
+/// A file written by the host before it had the library; pages 7, 57, ...
+/// are all zeros (freed).
+fn host_file(dir: &std::path::Path, mmap: bool) -> Arc<FileStore> {
+    let s = FileStore::create(dir.join("db"), PS, PAGES)
+        .unwrap()
+        .with_mmap_scan(mmap);
+    for p in 0..PAGES {
+        if !is_zero_page(p) {
+            s.write_page(PageId(p), &host_page(p)).unwrap();
+        }
+    }
+    s.sync().unwrap();
+    Arc::new(s)
+}
+
+fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
+    vec![
+        ("trailer", ChecksumPlacement::Trailer),
+        (
+            "sidecar",
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+        ),
+    ]
+}
+
+fn zero_count() -> u64 {
+    (0..PAGES).filter(|p| is_zero_page(*p)).count() as u64
+}
+
+fn scrub_reports(det: &Arc<CorruptionDetector>) -> Vec<u64> {
+    let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    s.scan_range(PageId(0), det.store().page_count()).unwrap();
+    det.failures()
+        .try_iter()
+        .map(|f| f.target_page().unwrap().0)
+        .collect()
+}
+
+trait TargetPage {
+    fn target_page(&self) -> Option<PageId>;
+}
+
+impl TargetPage for selfheal::Failure {
+    fn target_page(&self) -> Option<PageId> {
+        match self.target() {
+            selfheal::Target::Page(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn adopts_an_existing_file_in_both_placements() {
+    for (name, placement) in placements() {
+        for mmap in [false, true] {
+            let what = format!("{name} mmap {mmap}");
+            let dir = tempfile::tempdir().unwrap();
+            let store = host_file(dir.path(), mmap);
+            let det = Arc::new(
+                DetectorConfig::new(placement_like(&placement))
+                    .build(store.clone())
+                    .unwrap(),
+            );
+            // Before adoption, every page fails verification.
+            let mut buf = vec![0u8; PS];
+            assert!(det.read_verified(PageId(1), &mut buf).is_err(), "{what}");
+            let _ = det.failures().try_iter().count();
+
+            let progress: Arc<Mutex<Vec<AdoptProgress>>> = Arc::default();
+            let seen = progress.clone();
+            let report = det
+                .adopt(
+                    AdoptOptions::new()
+                        .batch_pages(64)
+                        .on_progress(move |p| seen.lock().unwrap().push(*p)),
+                )
+                .unwrap();
+            assert_eq!(report.pages, PAGES, "{what}");
+            assert_eq!(report.unallocated, zero_count(), "{what}");
+            // Page 1 was fenced by the read above (it had no checksum):
+            // adoption lifts its fence.
+            assert_eq!(report.fences_lifted, 1, "{what}: {report:?}");
+            assert_eq!(report.sealed + report.already_sealed, PAGES - zero_count());
+            assert_eq!(report.corrupt, 0, "{what}");
+            assert_eq!(report.bytes, PAGES * PS as u64);
+            let p = progress.lock().unwrap();
+            assert_eq!(
+                p.len(),
+                PAGES.div_ceil(64) as usize,
+                "{what}: one call a batch"
+            );
+            assert!(p.windows(2).all(|w| w[0].pages_done < w[1].pages_done));
+            assert_eq!(p.last().unwrap().pages_done, PAGES);
+            assert_eq!(p.last().unwrap().pages_total, PAGES);
+
+            for pg in 0..PAGES {
+                let r = det.read_verified(PageId(pg), &mut buf);
+                if is_zero_page(pg) {
+                    assert!(
+                        matches!(r, Err(Error::PageUnallocated { .. })),
+                        "{what} page {pg}: {r:?}"
+                    );
+                } else {
+                    r.unwrap_or_else(|e| panic!("{what} page {pg}: {e}"));
+                    let n = payload_len(PS);
+                    assert_eq!(buf[..n], host_page(pg)[..n], "{what}: data unchanged");
+                }
+            }
+            assert!(scrub_reports(&det).is_empty(), "{what}: no false alarm");
+
+            // Damage found after adoption is caught.
+            let mut bytes = vec![0u8; PS];
+            store.read_page(PageId(10), &mut bytes).unwrap();
+            Damage::BitFlip { byte: 100, bit: 4 }.apply(&mut bytes);
+            store.write_page(PageId(10), &bytes).unwrap();
+            store.write_page(PageId(11), &vec![0u8; PS]).unwrap();
+            assert_eq!(scrub_reports(&det), vec![10, 11], "{what}");
+
+            // Adopting again: everything already sealed, damage reported
+            // (already known: not again), nothing overwritten.
+            let again = det.adopt(AdoptOptions::new()).unwrap();
+            assert_eq!(again.sealed, 0, "{what}: {again:?}");
+            assert_eq!(again.corrupt, 2, "{what}: {again:?}");
+            assert_eq!(again.unallocated, zero_count(), "{what}");
+            assert_eq!(det.page_state(PageId(10)), Some(PageState::Suspect));
+        }
+    }
+}
+
+/// Trailer adoption writes only the 16 trailer bytes of each page and syncs.
+#[test]
+fn trailer_adoption_writes_only_the_reserved_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = host_file(dir.path(), false);
+    let before = std::fs::read(dir.path().join("db")).unwrap();
+    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+        .build(store.clone())
+        .unwrap();
+    let report = det.adopt(AdoptOptions::new()).unwrap();
+    assert_eq!(report.sealed, PAGES - zero_count());
+    let after = std::fs::read(dir.path().join("db")).unwrap();
+    for p in 0..PAGES as usize {
+        let (a, b) = (&before[p * PS..(p + 1) * PS], &after[p * PS..(p + 1) * PS]);
+        assert_eq!(a[..PS - TRAILER_LEN], b[..PS - TRAILER_LEN], "page {p}");
+        if !is_zero_page(p as u64) {
+            trailer::verify(PageId(p as u64), b).unwrap();
+        } else {
+            assert!(b.iter().all(|&x| x == 0), "a free zero page is not written");
+        }
+    }
+}
+
+/// A page whose last 16 bytes hold data cannot take a trailer: a typed
+/// error, with the pages before it adopted; the sidecar placement adopts
+/// the same file whole.
+#[test]
+fn trailer_adoption_stops_at_a_page_whose_tail_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = host_file(dir.path(), true);
+    let mut full = host_page(120);
+    full[PS - 3] = 9;
+    store.write_page(PageId(120), &full).unwrap();
+    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+        .build(store.clone())
+        .unwrap();
+    let err = det.adopt(AdoptOptions::new().batch_pages(16)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TrailerInUse {
+                page: PageId(120),
+                trailer_len: 16
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sidecar"), "{err}");
+    let mut buf = vec![0u8; PS];
+    det.read_verified(PageId(119), &mut buf).unwrap();
+    assert!(det.read_verified(PageId(121), &mut buf).is_err());
+
+    let side = DetectorConfig::new(ChecksumPlacement::Sidecar(Arc::new(
+        ChecksumTable::new(PS).unwrap(),
+    )))
+    .build(store)
+    .unwrap();
+    let report = side.adopt(AdoptOptions::new()).unwrap();
+    // Pages 0..=119 now carry trailers; the sidecar seals them as bytes too.
+    assert_eq!(report.sealed, PAGES - zero_count());
+}
+
+/// With a free-page answer, a zero page the host says is in use is damage
+/// (fenced and reported), one it says is free is unallocated; without an
+/// answer, `zero_pages_are_damage` decides.
+#[test]
+fn zero_pages_follow_the_hosts_answer() {
+    for (name, placement) in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = host_file(dir.path(), false);
+        let answer: FreePageFn = Arc::new(|p: PageId| p.0 != 57 && is_zero_page(p.0));
+        let det = Arc::new(
+            DetectorConfig::new(placement_like(&placement))
+                .free_pages(answer)
+                .build(store.clone())
+                .unwrap(),
+        );
+        let report = det.adopt(AdoptOptions::new()).unwrap();
+        assert_eq!(report.corrupt, 1, "{name}: {report:?}");
+        assert_eq!(report.unallocated, zero_count() - 1, "{name}");
+        let reported: Vec<_> = det
+            .failures()
+            .try_iter()
+            .map(|f| f.target_page().unwrap().0)
+            .collect();
+        assert_eq!(reported, vec![57], "{name}");
+        let mut buf = vec![0u8; PS];
+        assert!(matches!(
+            det.read_verified(PageId(57), &mut buf),
+            Err(Error::PageFenced { .. })
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = host_file(dir.path(), false);
+        let det = DetectorConfig::new(placement_like(&placement))
+            .build(store)
+            .unwrap();
+        let report = det
+            .adopt(AdoptOptions::new().zero_pages_are_damage(true))
+            .unwrap();
+        assert_eq!(
+            (report.corrupt, report.unallocated),
+            (zero_count(), 0),
+            "{name}"
+        );
+    }
+}
+
+/// A host writing through the detector while adoption runs always wins: a
+/// checksum adoption computed from older bytes never replaces the one the
+/// write recorded, and a trailer is written only over the bytes it re-read.
+#[test]
+fn host_writes_during_adoption_win() {
+    for (name, placement) in placements() {
+        for round in 0..4u64 {
+            let raw = Arc::new(FaultyStore::new(Arc::new(
+                MemStore::new(PS, PAGES).unwrap(),
+            )));
+            for p in 0..PAGES {
+                raw.write_page(PageId(p), &host_page(p)).unwrap();
+            }
+            let det = Arc::new(
+                DetectorConfig::new(placement_like(&placement))
+                    .build(raw.clone())
+                    .unwrap(),
+            );
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (det, stop) = (det.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = round;
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) || n < 50 {
+                        let p = (i * 37) % PAGES;
+                        det.write_sealed(PageId(p), &mut host_page(p + 1000 + i))
+                            .unwrap();
+                        i += 1;
+                        n += 1;
+                    }
+                })
+            };
+            let report = det.adopt(AdoptOptions::new().batch_pages(8)).unwrap();
+            stop.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
+            assert_eq!(report.corrupt, 0, "{name}: {report:?}");
+            let mut buf = vec![0u8; PS];
+            for p in 0..PAGES {
+                det.read_verified(PageId(p), &mut buf)
+                    .unwrap_or_else(|e| panic!("{name} round {round} page {p}: {e}"));
+            }
+            assert!(det.failures().try_iter().next().is_none(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn bad_options_and_ranges() {
+    let raw = Arc::new(MemStore::new(PS, 8).unwrap());
+    for p in 0..8 {
+        raw.write_page(PageId(p), &host_page(p)).unwrap();
+    }
+    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(Arc::new(
+        ChecksumTable::new(PS).unwrap(),
+    )))
+    .build(raw)
+    .unwrap();
+    assert!(matches!(
+        det.adopt(AdoptOptions::new().batch_pages(0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        det.adopt(AdoptOptions::new().range(PageId(4), 5)),
+        Err(Error::PageOutOfRange { .. })
+    ));
+    let r = det.adopt(AdoptOptions::new().range(PageId(2), 3)).unwrap();
+    assert_eq!((r.pages, r.sealed), (3, 3));
+    let mut buf = vec![0u8; PS];
+    det.read_verified(PageId(4), &mut buf).unwrap();
+    assert!(det.read_verified(PageId(5), &mut buf).is_err());
+    let r = det.adopt(AdoptOptions::new()).unwrap();
+    assert_eq!((r.sealed, r.already_sealed), (5, 3));
+    assert!(r.pages_per_s() >= 0.0 && r.bytes_per_s() >= 0.0);
+}
+
+/// A fresh placement of the same kind (a new, empty table for sidecars).
+fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
+    match p {
+        ChecksumPlacement::Trailer => ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(_) => {
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+        }
+    }
+}
