@@ -136,7 +136,7 @@ pub use report::{
 };
 
 use plan::{order_replicas, rank_copies, Group, Skip, Standing};
-use replica_read::{ReadFailure, ReplicaReader};
+use replica_read::{ReadFailure, ReplicaReader, Stream};
 
 /// Most replicas one repairer accepts.
 pub const MAX_REPLICAS: usize = 64;
@@ -182,7 +182,7 @@ impl ReplicaEntry {
     /// Counts a read that gave no copy.
     fn count_failure(&self, f: &ReadFailure) {
         self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-        if f.timed_out {
+        if f.timed_out() {
             self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -264,6 +264,20 @@ enum Start<'d> {
     Done(RepairReport),
     /// The page is ours to repair.
     Ticket(RepairTicket<'d>),
+}
+
+/// Reads of a batch's pages queued ahead on the replica that comes first.
+struct Prefetch {
+    replica: ReplicaId,
+    stream: Stream,
+}
+
+/// The replicas as a repair sees them now: each with why it must not be
+/// asked (hung or cooling off), and its status (not asked of a blocked one).
+struct Survey {
+    replicas: Vec<ReplicaEntry>,
+    blocked: Vec<Option<String>>,
+    statuses: Vec<ReplicaStatus>,
 }
 
 /// A repair between fetching and committing.
@@ -442,7 +456,7 @@ impl DataRepairer {
         let report = match self.start(page) {
             Start::Done(report) => report,
             Start::Ticket(ticket) => {
-                let pending = self.gather(ticket);
+                let pending = self.gather(ticket, None);
                 self.settle(pending, None)
             }
         };
@@ -481,8 +495,7 @@ impl DataRepairer {
         let started = self.clock.now_ns();
         let page_count = self.detector.store().page_count();
         let mut done: Vec<(usize, RepairReport)> = Vec::new();
-        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
-        let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
+        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::new();
         // A page past the end (the store shrank) cannot be repaired; skip it.
         for (i, &page) in pages.iter().enumerate() {
             if page.0 >= page_count {
@@ -490,16 +503,21 @@ impl DataRepairer {
             }
             match self.start(page) {
                 Start::Done(report) => done.push((i, report)),
-                Start::Ticket(ticket) => {
-                    let pending = self.gather(ticket);
-                    if pending.lead().is_some() {
-                        to_commit.push((i, pending));
-                    } else {
-                        without_copy.push((i, pending));
-                    }
-                }
+                Start::Ticket(ticket) => tickets.push((i, ticket)),
             }
         }
+        let mut prefetch = self.prefetch(tickets.iter().map(|(_, t)| t.page()).collect());
+        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
+        let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
+        for (i, ticket) in tickets {
+            let pending = self.gather(ticket, prefetch.as_mut());
+            if pending.lead().is_some() {
+                to_commit.push((i, pending));
+            } else {
+                without_copy.push((i, pending));
+            }
+        }
+        drop(prefetch);
         let batch: Vec<(RepairTicket<'_>, &[u8])> = to_commit
             .iter_mut()
             .map(|(_, p)| {
@@ -522,6 +540,52 @@ impl DataRepairer {
         done.into_iter()
             .map(|(_, report)| self.finish(report, started))
             .collect()
+    }
+
+    /// Queues the reads of a batch's pages on the replica every page would
+    /// ask first, so that the helper reads ahead while pages are verified.
+    /// `None` when no replica can be asked (each page then finds out why).
+    fn prefetch(&self, pages: Vec<PageId>) -> Option<Prefetch> {
+        if pages.is_empty() {
+            return None;
+        }
+        let survey = self.survey();
+        let (first, _) = order_replicas(&survey.statuses, None)
+            .into_iter()
+            .find(|(_, skip)| skip.is_none())?;
+        let entry = &survey.replicas[first];
+        let ps = self.detector.store().page_size();
+        let stream = entry.reader.stream(pages, ps, self.clock.as_ref()).ok()?;
+        Some(Prefetch {
+            replica: entry.id.clone(),
+            stream,
+        })
+    }
+
+    fn survey(&self) -> Survey {
+        let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
+        // A replica that is hung or cooling off is not even asked for its status.
+        let now = self.clock.now_ns();
+        let blocked: Vec<Option<String>> = replicas
+            .iter()
+            .map(|e| e.reader.unavailable_reason(now))
+            .collect();
+        let statuses = replicas
+            .iter()
+            .zip(&blocked)
+            .map(|(e, b)| match b {
+                Some(_) => ReplicaStatus {
+                    available: false,
+                    lag: crate::host::ReplicaLag::default(),
+                },
+                None => e.reader.replica().status(),
+            })
+            .collect();
+        Survey {
+            replicas,
+            blocked,
+            statuses,
+        }
     }
 
     /// Step 1: unfences a page whose fault went away, or takes its ticket.
@@ -583,29 +647,21 @@ impl DataRepairer {
         report
     }
 
-    /// Steps 3 and 4: fetches and verifies replica copies, and ranks them.
-    fn gather<'d>(&'d self, ticket: RepairTicket<'d>) -> Pending<'d> {
+    /// Steps 3 and 4: fetches and verifies replica copies (taking them from
+    /// `prefetch` where it holds them), and ranks them.
+    fn gather<'d>(
+        &'d self,
+        ticket: RepairTicket<'d>,
+        mut prefetch: Option<&mut Prefetch>,
+    ) -> Pending<'d> {
         let page = ticket.page();
         let ps = self.detector.store().page_size();
         let needed = self.detector.last_written_lsn(page);
-        let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
-        // A replica that is hung or cooling off is not even asked for its status.
-        let now = self.clock.now_ns();
-        let mut blocked: Vec<Option<String>> = replicas
-            .iter()
-            .map(|e| e.reader.unavailable_reason(now))
-            .collect();
-        let statuses: Vec<ReplicaStatus> = replicas
-            .iter()
-            .zip(&blocked)
-            .map(|(e, b)| match b {
-                Some(_) => ReplicaStatus {
-                    available: false,
-                    lag: crate::host::ReplicaLag::default(),
-                },
-                None => e.reader.replica().status(),
-            })
-            .collect();
+        let Survey {
+            replicas,
+            mut blocked,
+            statuses,
+        } = self.survey();
         let mut report = RepairReport::new(page, RepairOutcome::NotNeeded);
         let mut candidates: Vec<Candidate> = Vec::new();
 
@@ -641,13 +697,20 @@ impl DataRepairer {
             if candidates.len() == self.max_copies {
                 break;
             }
-            let read = entry.reader.read(
-                page,
-                ps,
-                self.read_timeout,
-                self.cooloff,
-                self.clock.as_ref(),
-            );
+            let clock = self.clock.as_ref();
+            let ahead = match prefetch.as_deref_mut() {
+                Some(pf) if pf.replica == entry.id => {
+                    entry
+                        .reader
+                        .take(&mut pf.stream, page, self.read_timeout, self.cooloff, clock)
+                }
+                _ => None,
+            };
+            let read = ahead.unwrap_or_else(|| {
+                entry
+                    .reader
+                    .read(page, ps, self.read_timeout, self.cooloff, clock)
+            });
             let result = match read {
                 Err(f) => {
                     entry.count_failure(&f);

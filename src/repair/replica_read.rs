@@ -27,8 +27,9 @@
 //! - Dropping the repairer never waits for a hung read: the helper thread
 //!   ends when its current read returns and it finds the queue closed.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,24 +41,29 @@ use crate::error::{Error, Result};
 use crate::host::Replica;
 use crate::types::{PageId, ReplicaId};
 
-/// Reads of one replica that may wait in its helper's queue at once (reads
+/// Jobs of one replica that may wait in its helper's queue at once (reads
 /// beyond that answer at once that the replica is busy).
 pub(crate) const READS_QUEUED_MAX: usize = 16;
 
-/// Where a read is in its life; moves only forward.
+/// Where a job is in its life; moves only forward.
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 /// Its waiter gave up before the helper started it: it never runs.
 const WITHDRAWN: u8 = 3;
-/// Its waiter gave up while it ran: the replica is hung until it returns.
+/// Its waiter gave up while a read of it ran: the replica is hung until that
+/// read returns.
 const ABANDONED: u8 = 4;
+/// Its waiter no longer wants the rest: the helper stops after the read it
+/// is in (not a hang).
+const CANCELLED: u8 = 5;
 
+/// Reads of one or more pages, run in order; each answer is sent as it comes.
 struct Job {
-    page: PageId,
-    buf: Vec<u8>,
+    pages: Vec<PageId>,
+    page_size: usize,
     phase: Arc<AtomicU8>,
-    reply: Sender<Reply>,
+    reply: Sender<(PageId, Reply)>,
 }
 
 enum Reply {
@@ -68,8 +74,33 @@ enum Reply {
 /// What the helper thread shares with the reader.
 struct Shared {
     replica: Arc<dyn Replica>,
-    /// An abandoned read is still running.
-    hung: AtomicBool,
+    /// The phase of the job the helper runs now. The replica is hung while
+    /// it is `ABANDONED`: only the waiter moves a phase there, and only the
+    /// helper clears this when the job's last read returned, so no flag can
+    /// be left set by a race between the two.
+    current: Mutex<Option<Arc<AtomicU8>>>,
+}
+
+impl Shared {
+    fn hung(&self) -> bool {
+        self.current
+            .lock()
+            .as_ref()
+            .is_some_and(|p| p.load(Ordering::Acquire) == ABANDONED)
+    }
+}
+
+/// How a read failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// Not asked: hung, cooling off, busy, or no helper.
+    Refused,
+    /// The replica answered with an error.
+    Failed,
+    /// It missed the deadline (abandoned or withdrawn).
+    TimedOut,
+    /// It panicked.
+    Panicked,
 }
 
 /// Why a read gave no copy.
@@ -77,8 +108,43 @@ struct Shared {
 pub(crate) struct ReadFailure {
     /// The error to report (the replica's own, or `ReplicaUnavailable`).
     pub error: Error,
-    /// The read missed the deadline (and was abandoned or withdrawn).
-    pub timed_out: bool,
+    /// How it failed.
+    pub miss: Miss,
+}
+
+impl ReadFailure {
+    /// Whether the read missed its deadline.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.miss == Miss::TimedOut
+    }
+}
+
+/// The answers of one job, taken page by page in the job's order. Dropping
+/// it cancels the reads not yet started.
+pub(crate) struct Stream {
+    phase: Arc<AtomicU8>,
+    answers: Receiver<(PageId, Reply)>,
+    /// Pages whose answers have not been taken yet, in order.
+    expected: VecDeque<PageId>,
+    /// The job ended early (a read missed its deadline or panicked).
+    broken: bool,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self
+            .phase
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let _ = self.phase.compare_exchange(
+                RUNNING,
+                CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
 }
 
 /// The reads of one replica: its helper thread, the hung flag and the cool-off.
@@ -96,7 +162,7 @@ impl ReplicaReader {
             id,
             shared: Arc::new(Shared {
                 replica,
-                hung: AtomicBool::new(false),
+                current: Mutex::new(None),
             }),
             jobs: Mutex::new(None),
             cool_until_ns: AtomicU64::new(0),
@@ -111,7 +177,7 @@ impl ReplicaReader {
     /// Why the replica must not be asked now, if it must not: a read of it
     /// is hung, or it cools off after a read that timed out or panicked.
     pub(crate) fn unavailable_reason(&self, now_ns: u64) -> Option<String> {
-        if self.shared.hung.load(Ordering::Acquire) {
+        if self.shared.hung() {
             return Some(
                 "a read of it missed its deadline and has not returned yet; it is not asked \
                  again until that read returns"
@@ -141,61 +207,132 @@ impl ReplicaReader {
         cooloff: Duration,
         clock: &dyn Clock,
     ) -> std::result::Result<Vec<u8>, ReadFailure> {
+        let mut stream = self.stream(vec![page], page_size, clock)?;
+        self.take(&mut stream, page, timeout, cooloff, clock)
+            .unwrap_or_else(|| {
+                Err(self.unavailable(
+                    format!("its read helper ended without answering the read of page {page}"),
+                    Miss::Refused,
+                ))
+            })
+    }
+
+    /// Queues reads of `pages` (in this order) as one job and returns at
+    /// once; the answers are taken with [`take`](Self::take). The helper
+    /// reads ahead while the caller works on earlier answers, so a batch of
+    /// reads costs one hand-over between threads, not one per page.
+    ///
+    /// # Errors
+    /// `ReplicaUnavailable` when the replica is hung, cooling off or busy, or
+    /// its helper cannot be started.
+    pub(crate) fn stream(
+        &self,
+        pages: Vec<PageId>,
+        page_size: usize,
+        clock: &dyn Clock,
+    ) -> std::result::Result<Stream, ReadFailure> {
         if let Some(reason) = self.unavailable_reason(clock.now_ns()) {
-            return Err(self.unavailable(reason, false));
+            return Err(self.unavailable(reason, Miss::Refused));
         }
-        let (reply, answer) = bounded(1);
+        let (reply, answers) = bounded(pages.len().max(1));
         let phase = Arc::new(AtomicU8::new(QUEUED));
+        let expected = pages.iter().copied().collect();
         self.submit(Job {
-            page,
-            buf: vec![0u8; page_size],
+            pages,
+            page_size,
             phase: phase.clone(),
             reply,
         })
-        .map_err(|reason| self.unavailable(reason, false))?;
-        match answer.recv_timeout(timeout) {
-            Ok(reply) => self.answer(page, reply, cooloff, clock),
-            Err(RecvTimeoutError::Disconnected) => Err(self.unavailable(
-                format!("its read helper ended without answering the read of page {page}"),
-                false,
-            )),
-            Err(RecvTimeoutError::Timeout) => {
-                let gave_up = phase
-                    .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-                    .or_else(|_| {
-                        phase.compare_exchange(
-                            RUNNING,
-                            ABANDONED,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                    });
-                match gave_up {
-                    Ok(was) => {
-                        if was == RUNNING {
-                            self.shared.hung.store(true, Ordering::Release);
-                        }
-                        self.cool_off(cooloff, clock);
-                        Err(self.unavailable(
-                            format!(
-                                "it did not answer the read of page {page} within the deadline \
-                                 of {timeout:?}"
-                            ),
-                            true,
-                        ))
-                    }
-                    // It finished just as the deadline passed: the answer is there.
-                    Err(_) => match answer.recv() {
-                        Ok(reply) => self.answer(page, reply, cooloff, clock),
-                        Err(_) => Err(self.unavailable(
-                            format!(
-                                "its read helper ended without answering the read of page {page}"
-                            ),
-                            false,
-                        )),
-                    },
+        .map_err(|reason| self.unavailable(reason, Miss::Refused))?;
+        Ok(Stream {
+            phase,
+            answers,
+            expected,
+            broken: false,
+        })
+    }
+
+    /// Takes the answer for `page` from `stream`, discarding answers for
+    /// pages before it, waiting at most `timeout` for each. A wait for an
+    /// earlier page that misses the deadline, or an earlier read that
+    /// panicked, is this page's answer too (the replica failed it). `None`
+    /// when the stream holds no answer for `page` (not asked, or the job
+    /// ended early): the caller reads it on its own then.
+    pub(crate) fn take(
+        &self,
+        stream: &mut Stream,
+        page: PageId,
+        timeout: Duration,
+        cooloff: Duration,
+        clock: &dyn Clock,
+    ) -> Option<std::result::Result<Vec<u8>, ReadFailure>> {
+        if stream.broken || !stream.expected.contains(&page) {
+            return None;
+        }
+        loop {
+            let next = stream.expected.pop_front()?;
+            let answer = match stream.answers.recv_timeout(timeout) {
+                Ok((p, reply)) => {
+                    debug_assert_eq!(p, next, "answers come in the job's order");
+                    self.answer(p, reply, cooloff, clock)
                 }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.give_up(stream, next, timeout, cooloff, clock)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The job ended early; its last answer said why.
+                    stream.broken = true;
+                    return None;
+                }
+            };
+            let ends = answer
+                .as_ref()
+                .is_err_and(|f| matches!(f.miss, Miss::TimedOut | Miss::Panicked));
+            if ends {
+                stream.broken = true;
             }
+            if next == page || ends {
+                return Some(answer);
+            }
+        }
+    }
+
+    /// The deadline passed while waiting for `page`'s answer.
+    fn give_up(
+        &self,
+        stream: &mut Stream,
+        page: PageId,
+        timeout: Duration,
+        cooloff: Duration,
+        clock: &dyn Clock,
+    ) -> std::result::Result<Vec<u8>, ReadFailure> {
+        let phase = &stream.phase;
+        let gave_up = phase
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .or_else(|_| {
+                phase.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            });
+        match gave_up {
+            // Withdrawn or abandoned; an abandoned read keeps the replica
+            // hung (see `Shared::current`) until it returns.
+            Ok(_) => {
+                self.cool_off(cooloff, clock);
+                Err(self.unavailable(
+                    format!(
+                        "it did not answer the read of page {page} within the deadline of \
+                         {timeout:?}"
+                    ),
+                    Miss::TimedOut,
+                ))
+            }
+            // The job finished just as the deadline passed: the answer is there.
+            Err(_) => match stream.answers.try_recv() {
+                Ok((p, reply)) => self.answer(p, reply, cooloff, clock),
+                Err(_) => Err(self.unavailable(
+                    format!("its read helper ended without answering the read of page {page}"),
+                    Miss::Refused,
+                )),
+            },
         }
     }
 
@@ -210,13 +347,13 @@ impl ReplicaReader {
             Reply::Done(Ok(()), buf) => Ok(buf),
             Reply::Done(Err(error), _) => Err(ReadFailure {
                 error,
-                timed_out: false,
+                miss: Miss::Failed,
             }),
             Reply::Panicked(message) => {
                 self.cool_off(cooloff, clock);
                 Err(self.unavailable(
                     format!("its read of page {page} panicked: {message}"),
-                    false,
+                    Miss::Panicked,
                 ))
             }
         }
@@ -228,13 +365,13 @@ impl ReplicaReader {
             .fetch_max(clock.now_ns().saturating_add(cooloff_ns), Ordering::AcqRel);
     }
 
-    fn unavailable(&self, reason: String, timed_out: bool) -> ReadFailure {
+    fn unavailable(&self, reason: String, miss: Miss) -> ReadFailure {
         ReadFailure {
             error: Error::ReplicaUnavailable {
                 replica: self.id.clone(),
                 reason,
             },
-            timed_out,
+            miss,
         }
     }
 
@@ -269,9 +406,9 @@ impl ReplicaReader {
     }
 }
 
-/// The helper thread: runs queued reads one at a time until the queue closes.
+/// The helper thread: runs queued jobs one at a time until the queue closes.
 fn serve(shared: &Shared, jobs: &Receiver<Job>) {
-    for mut job in jobs {
+    for job in jobs {
         if job
             .phase
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
@@ -279,25 +416,40 @@ fn serve(shared: &Shared, jobs: &Receiver<Job>) {
         {
             continue; // withdrawn by its waiter
         }
-        let page = job.page;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            shared.replica.read_page(page, &mut job.buf)
-        }));
-        let reply = match outcome {
-            Ok(result) => Reply::Done(result, job.buf),
-            Err(payload) => Reply::Panicked(panic_message(payload.as_ref())),
-        };
-        if job
+        *shared.current.lock() = Some(job.phase.clone());
+        run(shared, &job);
+        // Abandoned at a deadline or not, the read has returned: the replica
+        // may be asked again (once its cool-off ends).
+        let _ = job
             .phase
-            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            // Abandoned at its deadline: nobody waits for the answer, and the
-            // replica may be asked again (once its cool-off ends).
-            shared.hung.store(false, Ordering::Release);
-            continue;
+            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
+        *shared.current.lock() = None;
+    }
+}
+
+/// Runs the reads of one job in order until one panics or its waiter stops
+/// waiting.
+fn run(shared: &Shared, job: &Job) {
+    for &page in &job.pages {
+        if job.phase.load(Ordering::Acquire) != RUNNING {
+            return;
         }
-        let _ = job.reply.send(reply);
+        let mut buf = vec![0u8; job.page_size];
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            shared.replica.read_page(page, &mut buf)
+        }));
+        let (reply, stop) = match outcome {
+            Ok(result) => (Reply::Done(result, buf), false),
+            Err(payload) => (Reply::Panicked(panic_message(payload.as_ref())), true),
+        };
+        if job.phase.load(Ordering::Acquire) != RUNNING {
+            return;
+        }
+        // The channel holds one answer per page: this never blocks.
+        let _ = job.reply.try_send((page, reply));
+        if stop {
+            return;
+        }
     }
 }
 
@@ -336,7 +488,7 @@ mod tests {
         let miss = reader
             .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
             .unwrap_err();
-        assert!(miss.timed_out);
+        assert!(miss.timed_out());
         assert!(miss.error.is_retryable());
         assert_eq!(r.hung_reads(), 1);
         // Past the cool-off, but the read still hangs: still not asked.
@@ -344,7 +496,7 @@ mod tests {
         let refused = reader
             .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
             .unwrap_err();
-        assert!(!refused.timed_out);
+        assert!(!refused.timed_out());
         assert!(
             refused.error.to_string().contains("has not returned"),
             "{}",
@@ -370,8 +522,9 @@ mod tests {
         let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
         let clock = ManualClock::new();
         r.set_panic(true);
+        // Generous: printing the panic's backtrace may take a while.
         let miss = reader
-            .read(PageId(1), PS, DEADLINE, COOLOFF, &clock)
+            .read(PageId(1), PS, Duration::from_secs(60), COOLOFF, &clock)
             .unwrap_err();
         assert!(
             miss.error.to_string().contains("panicked"),
@@ -403,13 +556,45 @@ mod tests {
         let miss = reader
             .read(PageId(1), PS, DEADLINE, COOLOFF, &clock)
             .unwrap_err();
-        assert!(!miss.timed_out);
+        assert!(!miss.timed_out());
         assert!(
             miss.error.to_string().contains("injected"),
             "{}",
             miss.error
         );
         assert!(reader.unavailable_reason(clock.now_ns()).is_none());
+    }
+
+    #[test]
+    fn the_helper_ends_when_the_reader_is_dropped() {
+        let r = replica();
+        let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
+        let clock = ManualClock::new();
+        let mut stream = reader
+            .stream(vec![PageId(0), PageId(1), PageId(2)], PS, &clock)
+            .unwrap();
+        assert_eq!(
+            reader
+                .take(&mut stream, PageId(2), DEADLINE, COOLOFF, &clock)
+                .unwrap()
+                .unwrap(),
+            vec![2u8; PS],
+            "earlier answers are skipped"
+        );
+        assert!(reader
+            .take(&mut stream, PageId(1), DEADLINE, COOLOFF, &clock)
+            .is_none());
+        drop(stream);
+        assert!(Arc::strong_count(&r) > 1, "the helper holds the replica");
+        drop(reader);
+        let waited = std::time::Instant::now();
+        while Arc::strong_count(&r) > 1 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the helper did not end"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
@@ -434,11 +619,13 @@ mod tests {
             assert!(miss.error.is_retryable());
         }
         r.set_hang(false);
-        while reader.unavailable_reason(0).is_some() && r.hung_reads() > 0 {
+        while reader.shared.hung() {
             std::thread::yield_now();
         }
-        // Only the first read ever ran: the others were withdrawn or refused.
-        std::thread::sleep(Duration::from_millis(50));
+        // Only the first read ever ran: the others were withdrawn or refused
+        // (a withdrawn job is skipped by the helper before the next one).
+        let r2 = reader.read(PageId(2), PS, DEADLINE, COOLOFF, &ManualClock::new());
+        assert!(r2.is_err(), "cooling off on this clock");
         assert_eq!(r.reads(), 1);
     }
 }
