@@ -43,6 +43,11 @@ pub use crate::types::FailureCallback;
 
 const LOCK_STRIPES: usize = 256;
 
+/// Most consecutive pages a batch commit re-reads with one read: their
+/// stripe locks are all held for it (so it stays well below
+/// [`LOCK_STRIPES`], and host writes to other pages are rarely held up).
+const REREAD_RUN_PAGES: usize = 32;
+
 /// Configuration of a [`CorruptionDetector`].
 #[must_use]
 pub struct DetectorConfig {
@@ -61,6 +66,8 @@ impl fmt::Debug for DetectorConfig {
             .field("placement", &self.placement)
             .field("suspect_capacity", &self.suspect_capacity)
             .field("report_capacity", &self.report_capacity)
+            .field("page_lsn", &self.page_lsn.is_some())
+            .field("expected_page_lsn", &self.expected_lsn.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -759,9 +766,11 @@ impl CorruptionDetector {
     /// 2. One sync for every page written in step 1.
     /// 3. Per page, with host writes to it excluded: if its epoch is still
     ///    current (no host write since step 1), it is re-read and re-verified
-    ///    and only then marked `Repaired`. A host write between its repair
-    ///    write and the sync changed its epoch: the host's bytes stand and the
-    ///    page is `Superseded`.
+    ///    (it must hold exactly the copy) and only then marked `Repaired`. A
+    ///    host write between its repair write and the sync changed its epoch:
+    ///    the host's bytes stand and the page is `Superseded`. Consecutive
+    ///    pages are re-read together, up to 32 at a time with the write locks
+    ///    of all of them held, with one [`read_pages`](PageStore::read_pages).
     ///
     /// No page is marked repaired before the sync that covers it returned.
     /// When the sync fails, every page written in step 1 fails with it (its
@@ -795,31 +804,78 @@ impl CorruptionDetector {
             }
         }
         if !written.is_empty() {
-            let synced = self.store.sync();
             let pages = written.len();
-            for (i, ticket, copy) in written {
-                let r = match &synced {
-                    Err(e) => Err((ticket, batch_sync_error(e, pages))),
-                    Ok(()) => {
-                        let _g = self.stripe(ticket.page);
-                        if !self.ticket_current(&ticket) {
-                            ticket.close();
-                            Ok(Commit::Superseded)
-                        } else {
-                            match self.check_written(ticket.page, copy) {
-                                Ok(()) => Ok(self.finish_written(ticket)),
-                                Err(e) => Err((ticket, e)),
-                            }
-                        }
+            match self.store.sync() {
+                Err(e) => {
+                    for (i, ticket, _) in written {
+                        results[i] = Some(Err((ticket, batch_sync_error(&e, pages))));
                     }
-                };
-                results[i] = Some(r);
+                }
+                Ok(()) => {
+                    let mut run = Vec::new();
+                    for item in written {
+                        let follows = run.last().is_none_or(
+                            |(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
+                                t.page.0.checked_add(1) == Some(item.1.page.0)
+                            },
+                        );
+                        if !follows || run.len() == REREAD_RUN_PAGES {
+                            self.confirm_run(std::mem::take(&mut run), &mut results);
+                        }
+                        run.push(item);
+                    }
+                    self.confirm_run(run, &mut results);
+                }
             }
         }
         results
             .into_iter()
             .map(|r| r.expect("every entry of the batch has a result"))
             .collect()
+    }
+
+    /// Step 3 of a batch commit for a run of consecutive written pages: with
+    /// the stripe locks of all of them held (taken in ascending order; every
+    /// other path holds at most one, so this cannot deadlock), re-reads the
+    /// run with one read and, per page whose epoch is still current, checks
+    /// the bytes and marks it repaired. Falls back to a read per page when
+    /// the run's read fails.
+    fn confirm_run<'d>(
+        &'d self,
+        run: Vec<(usize, RepairTicket<'d>, &[u8])>,
+        results: &mut [Option<CommitResult<'d>>],
+    ) {
+        let Some(first) = run.first().map(|(_, t, _)| t.page) else {
+            return;
+        };
+        assert!(run.len() <= REREAD_RUN_PAGES);
+        let mut stripes: Vec<usize> = run
+            .iter()
+            .map(|(_, t, _)| (t.page.0 % LOCK_STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        debug_assert!(stripes.windows(2).all(|w| w[0] < w[1]), "distinct stripes");
+        let _guards: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let ps = self.store.page_size();
+        let mut back = vec![0u8; run.len() * ps];
+        let read = self.store.read_pages(first, &mut back);
+        for (k, (i, ticket, copy)) in run.into_iter().enumerate() {
+            let r = if !self.ticket_current(&ticket) {
+                ticket.close();
+                Ok(Commit::Superseded)
+            } else {
+                let checked = match &read {
+                    Ok(()) => self.check_back(ticket.page, copy, &back[k * ps..(k + 1) * ps]),
+                    Err(_) => self.check_written(ticket.page, copy),
+                };
+                match checked {
+                    Ok(()) => Ok(self.finish_written(ticket)),
+                    Err(e) => Err((ticket, e)),
+                }
+            };
+            results[i] = Some(r);
+        }
     }
 
     /// Refuses a ticket issued by another detector.
@@ -863,7 +919,13 @@ impl CorruptionDetector {
     fn check_written(&self, page: PageId, copy: &[u8]) -> Result<()> {
         let mut back = vec![0u8; copy.len()];
         self.store.read_page(page, &mut back)?;
-        self.verify_bytes(page, &back)?;
+        self.check_back(page, copy, &back)
+    }
+
+    /// Checks bytes re-read after a repair write: they verify and are exactly
+    /// the copy.
+    fn check_back(&self, page: PageId, copy: &[u8], back: &[u8]) -> Result<()> {
+        self.verify_bytes(page, back)?;
         if back != copy {
             return Err(Error::Irreparable {
                 page,
@@ -1324,6 +1386,44 @@ mod tests {
             let mut b = vec![0u8; 256];
             det.read_verified(PageId(5), &mut b).unwrap();
             assert_eq!(b, good[2]);
+        }
+    }
+
+    #[test]
+    fn batch_commit_rereads_runs_across_stripes_and_falls_back_per_page() {
+        for placement in both_placements() {
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 300).unwrap())));
+            let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+            // 240..290 wraps around the stripes (page 256 shares page 0's)
+            // and is longer than one re-read run; 295 stands alone.
+            let pages: Vec<u64> = (240..290).chain([295]).collect();
+            let mut good = Vec::new();
+            for &p in &pages {
+                let mut b = vec![(p % 251) as u8 + 1; 256];
+                det.write_sealed(PageId(p), &mut b).unwrap();
+                good.push(b);
+                raw.damage(PageId(p), Damage::Junk { seed: p }).unwrap();
+                let mut b = vec![0u8; 256];
+                assert!(det.read_verified(PageId(p), &mut b).is_err());
+            }
+            // One re-read fails: its run is re-read page by page.
+            raw.fail_reads(Some(PageId(270)), ReadFault::Eio, 1);
+            let injected = raw.counts().injected;
+            let batch = pages
+                .iter()
+                .map(|&p| det.begin_repair(PageId(p)).unwrap())
+                .zip(good.iter().map(Vec::as_slice))
+                .collect();
+            let results = det.commit_repairs(batch);
+            assert_eq!(raw.counts().syncs, 1);
+            assert_eq!(raw.counts().injected, injected + 1, "the read fault fired");
+            assert!(results.iter().all(|r| matches!(r, Ok(Commit::Written))));
+            let mut b = vec![0u8; 256];
+            for (&p, want) in pages.iter().zip(&good) {
+                assert_eq!(det.page_state(PageId(p)), Some(PageState::Repaired));
+                det.read_verified(PageId(p), &mut b).unwrap();
+                assert_eq!(&b, want);
+            }
         }
     }
 
