@@ -104,7 +104,12 @@ fn a_panicking_replica_is_skipped_and_the_page_does_not_stay_repairing() {
         }
         let panicky = Arc::new(FaultyReplica::new(Arc::new(c.replica(0))));
         panicky.set_panic(true);
-        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        // A panic answers at once; the deadline is generous because printing
+        // the panic's backtrace may take a while on a loaded machine.
+        let rep = RepairConfig::new()
+            .replica_read_timeout(Duration::from_secs(60))
+            .build(det.clone())
+            .unwrap();
         rep.add_replica(panicky.clone()).unwrap();
         rep.add_replica(Arc::new(c.replica(1))).unwrap();
         c.raw.damage(PageId(3), Damage::Junk { seed: 3 }).unwrap();

@@ -19,7 +19,7 @@ impl DataRepairer {
     /// `leaf_pages` pages, and repairs differing pages whose local copy fails
     /// verification (through [`repair_page`](Self::repair_page), so all
     /// replicas vote on the copy). Differing pages whose local copy verifies
-    /// are reported, or with [`RepairConfig::adopt_newer_copies`] replaced by
+    /// are reported, or with [`RepairConfig::adopt_newer_copies`](super::RepairConfig::adopt_newer_copies) replaced by
     /// the replica's copy when that one verifies and is newer by page LSN.
     ///
     /// The local side's digests come from the store's raw bytes; the

@@ -13,7 +13,7 @@ use crate::types::{Lsn, PageId, ReplicaId};
 pub enum CopySource {
     /// A registered replica.
     Replica(ReplicaId),
-    /// A fallback [`PageSource`], by its name.
+    /// A fallback [`PageSource`](crate::PageSource), by its name.
     Fallback(String),
 }
 
@@ -117,7 +117,7 @@ pub enum RepairOutcome {
     InProgress,
 }
 
-/// What one call of [`DataRepairer::repair_page`] did.
+/// What one call of [`DataRepairer::repair_page`](super::DataRepairer::repair_page) did.
 #[derive(Debug)]
 pub struct RepairReport {
     /// The page.
@@ -166,7 +166,7 @@ pub struct DivergedPage {
     pub replica_lsn: Option<Lsn>,
 }
 
-/// What one call of [`DataRepairer::anti_entropy`] did.
+/// What one call of [`DataRepairer::anti_entropy`](super::DataRepairer::anti_entropy) did.
 #[derive(Debug)]
 pub struct AntiEntropyReport {
     /// The replica compared with.
@@ -187,7 +187,7 @@ pub struct AntiEntropyReport {
     pub repairs: Vec<RepairReport>,
     /// Differing pages whose local copy verified but was older (by page LSN)
     /// than the replica's verified copy, and that were replaced with it
-    /// ([`RepairConfig::adopt_newer_copies`]).
+    /// ([`RepairConfig::adopt_newer_copies`](super::RepairConfig::adopt_newer_copies)).
     pub adopted: Vec<PageId>,
     /// Differing pages whose local copy verifies and that were left alone.
     pub diverged: Vec<DivergedPage>,
@@ -218,7 +218,7 @@ pub struct ReplicaStats {
     pub used: u64,
 }
 
-/// Counters of a [`DataRepairer`].
+/// Counters of a [`DataRepairer`](super::DataRepairer).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepairStats {
     /// Repairs started (pages that were fenced and got a ticket).
