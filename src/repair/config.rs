@@ -137,8 +137,9 @@ impl RepairConfig {
     /// [`DataRepairer::repair_pending`] commit per batch, with one sync of the
     /// store for the whole batch (default 256; 1 ..= [`MAX_BATCH_PAGES`]).
     /// A batch holds up to this many pages `Repairing` and keeps their
-    /// verified copies in memory (at most pages × `max_replicas_per_repair`
-    /// × page size bytes).
+    /// verified copies in memory, with the copies its first replica's helper
+    /// read ahead (at most pages × (`max_replicas_per_repair` + 1) × page
+    /// size bytes).
     pub fn repair_batch_pages(mut self, pages: usize) -> Self {
         self.batch_pages = pages;
         self

@@ -69,8 +69,9 @@
 //!
 //! [`DataRepairer::repair_all`] and [`DataRepairer::repair_pending`] repair
 //! pages in batches of [`repair_batch_pages`](RepairConfig::repair_batch_pages):
-//! each page of a batch is fetched, verified and ranked exactly as above, and
-//! the winning copies are committed together through
+//! each page of a batch is fetched, verified and ranked exactly as above (the
+//! replica every page asks first reads the batch's pages ahead, as one job on
+//! its helper), and the winning copies are committed together through
 //! [`commit_repairs`](CorruptionDetector::commit_repairs) with **one sync of
 //! the store per batch**. The promise is the same as for a single page: no
 //! page is marked or reported repaired before the sync that covers its write

@@ -5,9 +5,15 @@
 //! may hang (a partition behind a socket without a timeout) or panic (a bug).
 //! The repairer therefore never calls it on its own thread: each replica gets
 //! one helper thread, `selfheal-replica-read`, started on its first read, that
-//! runs that replica's reads one at a time from a bounded queue, and the
-//! repairer waits for each answer only until the deadline
+//! runs that replica's jobs one at a time from a bounded queue (at most
+//! [`READS_QUEUED_MAX`] jobs), and the repairer waits for each answer only
+//! until the deadline
 //! ([`RepairConfig::replica_read_timeout`](super::RepairConfig::replica_read_timeout)).
+//! A job is the read of one page, or, for a batch repair, the reads of the
+//! batch's pages in order (a *stream*): the helper reads ahead and sends each
+//! answer as it comes, so a batch costs one hand-over between threads instead
+//! of one per page, and the deadline applies to each answer the repairer
+//! waits for.
 //!
 //! # Contract
 //!
@@ -20,7 +26,9 @@
 //! - A read queued behind a hung one that misses its own deadline is
 //!   withdrawn before it starts (the helper skips it).
 //! - A read that panics is caught on the helper thread (which lives on) and
-//!   answers as the replica being unavailable; the replica cools off too.
+//!   answers as the replica being unavailable; the replica cools off too, and
+//!   the rest of its job is not read.
+//! - Dropping a stream cancels its reads not yet started.
 //! - A read that returns an error answers with that error at once.
 //! - The deadline is real time (it bounds how long a thread waits); the
 //!   cool-off is measured on the repairer's [`Clock`], so tests step over it.
