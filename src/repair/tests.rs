@@ -1,9 +1,12 @@
+//! Unit tests of the repairer over in-memory stores and replicas.
+
 use super::*;
 use crate::checksum::ChecksumPlacement;
-use crate::corruption::DetectorConfig;
+use crate::corruption::{DetectorConfig, PageState};
 use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::store::{MemStore, StoreReplica};
 use crate::testing::{Damage, FaultyReplica, FaultyStore, WriteFault};
+use crate::types::{FailureKind, PageId};
 use crate::PageStore;
 use proptest::prelude::*;
 
