@@ -27,7 +27,7 @@
 //! | operation                      | a page that fails verification and is unallocated      |
 //! |--------------------------------|--------------------------------------------------------|
 //! | verified read                  | [`Error::PageUnallocated`]: bytes nobody vouches for are never served as verified |
-//! | scrub                          | skipped: [`Verdict::Unallocated`], counted, not reported, not fenced |
+//! | scrub                          | skipped: [`Verdict::Unallocated`](super::Verdict::Unallocated), counted, not reported, not fenced |
 //! | repair                         | nothing to repair ([`RepairOutcome::NotNeeded`](crate::repair::RepairOutcome::NotNeeded)), never irreparable: a fence left from before the page was freed is dropped |
 //! | host write through the detector | seals the page as usual; the page is in use again     |
 //!
@@ -140,7 +140,7 @@ impl CorruptionDetector {
 
     /// Marks `page` unallocated: the host freed it. Its checksum is
     /// forgotten (sidecar) and a later failure to verify is
-    /// [`Verdict::Unallocated`](super::Verdict::Unallocated), not damage; a
+    /// [`Verdict::Unallocated`](super::Verdict::Unallocated)(super::Verdict::Unallocated), not damage; a
     /// fence on it and any repair in flight are dropped. A later write
     /// through the detector seals the page and puts it back in use. See the
     /// [module docs](self) for where the mark is kept and how it survives a

@@ -62,9 +62,18 @@ pub use scrub::{
 /// header). Lets repair refuse copies older than what the store last wrote.
 pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 
+/// Answers the LSN a page must carry at least, from the host's own records
+/// (its WAL, its page map): see [`DetectorConfig::expected_page_lsn`].
+pub type ExpectedLsnFn = Arc<dyn Fn(PageId) -> Option<Lsn> + Send + Sync>;
+
 pub use crate::types::FailureCallback;
 
 const LOCK_STRIPES: usize = 256;
+
+/// Most consecutive pages a batch commit re-reads with one read: their
+/// stripe locks are all held for it (so it stays well below
+/// [`LOCK_STRIPES`], and host writes to other pages are rarely held up).
+const REREAD_RUN_PAGES: usize = 32;
 
 /// Configuration of a [`CorruptionDetector`].
 #[must_use]
@@ -74,6 +83,7 @@ pub struct DetectorConfig {
     report_capacity: usize,
     clock: Arc<dyn Clock>,
     page_lsn: Option<PageLsnFn>,
+    expected_lsn: Option<ExpectedLsnFn>,
     on_failure: Option<FailureCallback>,
     free_pages: Option<FreePageFn>,
 }
@@ -84,6 +94,8 @@ impl fmt::Debug for DetectorConfig {
             .field("placement", &self.placement)
             .field("suspect_capacity", &self.suspect_capacity)
             .field("report_capacity", &self.report_capacity)
+            .field("page_lsn", &self.page_lsn.is_some())
+            .field("expected_page_lsn", &self.expected_lsn.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +112,7 @@ impl DetectorConfig {
             report_capacity: 4_096,
             clock: SystemClock::shared(),
             page_lsn: None,
+            expected_lsn: None,
             on_failure: None,
             free_pages: None,
         }
@@ -130,6 +143,31 @@ impl DetectorConfig {
         self
     }
 
+    /// The host's answer to "which LSN must this page carry at least?"
+    /// (default: none). Needs a [page-LSN reader](Self::page_lsn).
+    ///
+    /// The detector remembers the LSN of every page written through it, and
+    /// refuses bytes older than that (a lost write, a stale repair copy). That
+    /// memory is empty after a restart; this hook refills it from the host's
+    /// own durable records, so that after a restart a stale replica copy still
+    /// fails verification as [`Error::StalePage`] and a repair still refuses
+    /// it, even when every replica holds the same stale version. The library
+    /// keeps no file of its own for this: the host's WAL or page map already
+    /// knows each page's LSN durably, and a second record would cost a write
+    /// (and an fsync) per page write to be as trustworthy.
+    ///
+    /// It is called only for a page whose LSN the detector does not know yet
+    /// (once per page and run when it answers `Some`; its answer is then
+    /// remembered), during verification — from host reads, scrubs and
+    /// repairs, possibly with a page lock held. It must be cheap, must not
+    /// call back into the detector, and must not answer an LSN the page has
+    /// not durably reached (that would fence a good page as stale). `None` or
+    /// `Lsn(0)` means "not known".
+    pub fn expected_page_lsn(mut self, f: ExpectedLsnFn) -> Self {
+        self.expected_lsn = Some(f);
+        self
+    }
+
     /// A callback run with every failure reported (default: none).
     pub fn on_failure(mut self, f: FailureCallback) -> Self {
         self.on_failure = Some(f);
@@ -149,10 +187,18 @@ impl DetectorConfig {
     /// Builds the detector over `store`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero capacity or a page size below 64;
-    /// [`Error::PageSizeMismatch`] when a sidecar table was made for another
-    /// page size.
+    /// [`Error::InvalidConfig`] for a zero capacity, a page size below 64, or
+    /// an [expected-LSN hook](Self::expected_page_lsn) without a page-LSN
+    /// reader; [`Error::PageSizeMismatch`] when a sidecar table was made for
+    /// another page size.
     pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
+        if self.expected_lsn.is_some() && self.page_lsn.is_none() {
+            return Err(Error::config(
+                "expected_page_lsn",
+                "is set without a page-LSN reader: an expected LSN can only be compared with a \
+                 page's own LSN; set `page_lsn` as well",
+            ));
+        }
         if self.suspect_capacity == 0 {
             return Err(Error::config(
                 "suspect_capacity",
@@ -192,6 +238,7 @@ impl DetectorConfig {
             free_pages: self.free_pages,
             resize_gate: RwLock::new(()),
             page_lsn: self.page_lsn,
+            expected_lsn: self.expected_lsn,
             on_failure: self.on_failure,
             sink,
             reports,
@@ -252,20 +299,66 @@ pub enum Verdict {
 }
 
 /// A repair in progress, from [`CorruptionDetector::begin_repair`].
-#[derive(Debug)]
-#[must_use = "a ticket must be committed or abandoned, or the page stays `Repairing`"]
-pub struct RepairTicket {
+///
+/// It borrows the detector that issued it, so it cannot outlive it. It ends
+/// in one of three ways: [`commit_repair`](CorruptionDetector::commit_repair)
+/// (or [`commit_repairs`](CorruptionDetector::commit_repairs)) writes a copy,
+/// [`abandon_repair`](CorruptionDetector::abandon_repair) declares the page
+/// irreparable, or the ticket is dropped — also while unwinding from a panic
+/// — which releases the page back to `Suspect` so that the next repair tries
+/// it (it is not reported again: it already was). A page therefore never
+/// stays `Repairing` after its repair is gone.
+#[must_use = "a dropped ticket ends the repair without a verdict: the page goes back to `Suspect`"]
+pub struct RepairTicket<'d> {
+    detector: &'d CorruptionDetector,
     page: PageId,
     epoch: u64,
+    open: bool,
 }
 
-impl RepairTicket {
+impl RepairTicket<'_> {
     /// The page being repaired.
     #[must_use]
     pub fn page(&self) -> PageId {
         self.page
     }
+
+    /// Marks the ticket as ended (its verdict was recorded), so that dropping
+    /// it releases nothing.
+    fn close(mut self) {
+        self.open = false;
+    }
 }
+
+impl fmt::Debug for RepairTicket<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepairTicket")
+            .field("page", &self.page)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RepairTicket<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        if self
+            .detector
+            .registry
+            .lock()
+            .release_repair(self.page, self.epoch)
+        {
+            tracing::warn!(page = %self.page, "a repair ended without a verdict; the page waits for repair again");
+        }
+    }
+}
+
+/// What one page of [`CorruptionDetector::commit_repairs`] came to: as for
+/// [`commit_repair`](CorruptionDetector::commit_repair), the ticket comes
+/// back with the error so that the caller can try another copy.
+pub type CommitResult<'d> = std::result::Result<Commit, (RepairTicket<'d>, Error)>;
 
 /// What [`CorruptionDetector::commit_repair`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +402,7 @@ pub struct CorruptionDetector {
     /// Held shared by an adoption batch, exclusively by a resize.
     resize_gate: RwLock<()>,
     page_lsn: Option<PageLsnFn>,
+    expected_lsn: Option<ExpectedLsnFn>,
     on_failure: Option<FailureCallback>,
     sink: FailureSink,
     reports: Receiver<Failure>,
@@ -377,9 +471,10 @@ impl CorruptionDetector {
     /// lost-write check: bytes older than the last write to the page fail.
     fn verify_bytes(&self, page: PageId, bytes: &[u8]) -> Result<()> {
         self.placement.verify(page, bytes)?;
-        if let (Some(expected), Some(found)) =
-            (self.last_written_lsn(page), self.page_lsn_of(bytes))
-        {
+        let Some(found) = self.page_lsn_of(bytes) else {
+            return Ok(());
+        };
+        if let Some(expected) = self.last_written_lsn(page) {
             if found < expected {
                 return Err(Error::StalePage {
                     page,
@@ -709,13 +804,28 @@ impl CorruptionDetector {
         v[idx].fetch_max(lsn.0, Ordering::AcqRel);
     }
 
-    /// The LSN of the newest contents written to `page` through the detector,
-    /// when a [page-LSN reader](DetectorConfig::page_lsn) is configured.
+    /// The LSN `page` must carry at least, when a
+    /// [page-LSN reader](DetectorConfig::page_lsn) is configured: the LSN of
+    /// the newest contents written to it through the detector in this run,
+    /// or, when there are none (after a restart), the host's answer from the
+    /// [expected-LSN hook](DetectorConfig::expected_page_lsn), which is then
+    /// remembered.
     #[must_use]
     pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
-        let v = self.written_lsn.read();
-        let lsn = v.get(page.0 as usize)?.load(Ordering::Acquire);
-        (lsn != 0).then_some(Lsn(lsn))
+        let known = {
+            let v = self.written_lsn.read();
+            v.get(usize::try_from(page.0).ok()?)
+                .map_or(0, |slot| slot.load(Ordering::Acquire))
+        };
+        if known != 0 {
+            return Some(Lsn(known));
+        }
+        let lsn = self.expected_lsn.as_ref()?(page).filter(|l| l.0 != 0)?;
+        // Remember it only for pages that exist: the map grows with the page id.
+        if page.0 < self.store.page_count() {
+            self.note_written_lsn(page, lsn);
+        }
+        Some(lsn)
     }
 
     /// The LSN recorded in `bytes`, when a page-LSN reader is configured.
@@ -753,9 +863,14 @@ impl CorruptionDetector {
 
     /// Starts a repair of a fenced page. `None` when the page is not waiting
     /// for repair (not known corrupt, already repaired, or being repaired).
-    pub fn begin_repair(&self, page: PageId) -> Option<RepairTicket> {
+    pub fn begin_repair(&self, page: PageId) -> Option<RepairTicket<'_>> {
         let epoch = self.registry.lock().begin_repair(page)?;
-        Some(RepairTicket { page, epoch })
+        Some(RepairTicket {
+            detector: self,
+            page,
+            epoch,
+            open: true,
+        })
     }
 
     /// Writes a repair copy: verifies it, and — unless the host rewrote the
@@ -768,41 +883,216 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// The copy's verification error (nothing was written); the store's error;
-    /// a verification error of the re-read page (the write did not stick).
-    pub fn commit_repair(
-        &self,
-        ticket: RepairTicket,
-        copy: &[u8],
-    ) -> std::result::Result<Commit, (RepairTicket, Error)> {
-        let page = ticket.page;
-        let _g = self.stripe(page);
-        if !self.registry.lock().repair_current(page, ticket.epoch) {
+    /// a verification error of the re-read page (the write did not stick);
+    /// [`Error::InvalidArgument`] for a ticket of another detector.
+    pub fn commit_repair<'d>(&'d self, ticket: RepairTicket<'d>, copy: &[u8]) -> CommitResult<'d> {
+        if let Err(e) = self.owns(&ticket) {
+            return Err((ticket, e));
+        }
+        let _g = self.stripe(ticket.page);
+        if !self.ticket_current(&ticket) {
+            ticket.close();
             return Ok(Commit::Superseded);
         }
-        if let Err(e) = self.verify_bytes(page, copy) {
-            return Err((ticket, e));
-        }
-        let mut back = vec![0u8; copy.len()];
         let written = self
-            .store
-            .write_page(page, copy)
+            .write_copy(ticket.page, copy)
             .and_then(|()| self.store.sync())
-            .and_then(|()| self.store.read_page(page, &mut back))
-            .and_then(|()| self.verify_bytes(page, &back));
-        if let Err(e) = written {
-            return Err((ticket, e));
+            .and_then(|()| self.check_written(ticket.page, copy));
+        match written {
+            Ok(()) => Ok(self.finish_written(ticket)),
+            Err(e) => Err((ticket, e)),
         }
+    }
+
+    /// Writes the repair copies of a batch of pages and makes them durable
+    /// with one [`sync`](PageStore::sync) of the store, with the promises of
+    /// [`commit_repair`](Self::commit_repair) for each page:
+    ///
+    /// 1. Per page, with host writes to it excluded and its epoch current:
+    ///    the copy is verified and written (not synced). A page the host
+    ///    rewrote since its repair began is `Superseded` and not written.
+    /// 2. One sync for every page written in step 1.
+    /// 3. Per page, with host writes to it excluded: if its epoch is still
+    ///    current (no host write since step 1), it is re-read and re-verified
+    ///    (it must hold exactly the copy) and only then marked `Repaired`. A
+    ///    host write between its repair write and the sync changed its epoch:
+    ///    the host's bytes stand and the page is `Superseded`. Consecutive
+    ///    pages are re-read together, up to 32 at a time with the write locks
+    ///    of all of them held, with one [`read_pages`](PageStore::read_pages).
+    ///
+    /// No page is marked repaired before the sync that covers it returned.
+    /// When the sync fails, every page written in step 1 fails with it (its
+    /// ticket comes back with the sync error; none is marked repaired).
+    ///
+    /// Returns one result per entry of `batch`, in its order.
+    pub fn commit_repairs<'d>(
+        &'d self,
+        batch: Vec<(RepairTicket<'d>, &[u8])>,
+    ) -> Vec<CommitResult<'d>> {
+        let mut results: Vec<Option<CommitResult<'d>>> = Vec::with_capacity(batch.len());
+        let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
+        for (ticket, copy) in batch {
+            let i = results.len();
+            if let Err(e) = self.owns(&ticket) {
+                results.push(Some(Err((ticket, e))));
+                continue;
+            }
+            let _g = self.stripe(ticket.page);
+            if !self.ticket_current(&ticket) {
+                ticket.close();
+                results.push(Some(Ok(Commit::Superseded)));
+                continue;
+            }
+            match self.write_copy(ticket.page, copy) {
+                Ok(()) => {
+                    results.push(None);
+                    written.push((i, ticket, copy));
+                }
+                Err(e) => results.push(Some(Err((ticket, e)))),
+            }
+        }
+        if !written.is_empty() {
+            let pages = written.len();
+            match self.store.sync() {
+                Err(e) => {
+                    for (i, ticket, _) in written {
+                        results[i] = Some(Err((ticket, batch_sync_error(&e, pages))));
+                    }
+                }
+                Ok(()) => {
+                    let mut run = Vec::new();
+                    for item in written {
+                        let follows = run.last().is_none_or(
+                            |(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
+                                t.page.0.checked_add(1) == Some(item.1.page.0)
+                            },
+                        );
+                        if !follows || run.len() == REREAD_RUN_PAGES {
+                            self.confirm_run(std::mem::take(&mut run), &mut results);
+                        }
+                        run.push(item);
+                    }
+                    self.confirm_run(run, &mut results);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every entry of the batch has a result"))
+            .collect()
+    }
+
+    /// Step 3 of a batch commit for a run of consecutive written pages: with
+    /// the stripe locks of all of them held (taken in ascending order; every
+    /// other path holds at most one, so this cannot deadlock), re-reads the
+    /// run with one read and, per page whose epoch is still current, checks
+    /// the bytes and marks it repaired. Falls back to a read per page when
+    /// the run's read fails.
+    fn confirm_run<'d>(
+        &'d self,
+        run: Vec<(usize, RepairTicket<'d>, &[u8])>,
+        results: &mut [Option<CommitResult<'d>>],
+    ) {
+        let Some(first) = run.first().map(|(_, t, _)| t.page) else {
+            return;
+        };
+        assert!(run.len() <= REREAD_RUN_PAGES);
+        let mut stripes: Vec<usize> = run
+            .iter()
+            .map(|(_, t, _)| (t.page.0 % LOCK_STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        debug_assert!(stripes.windows(2).all(|w| w[0] < w[1]), "distinct stripes");
+        let _guards: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let ps = self.store.page_size();
+        let mut back = vec![0u8; run.len() * ps];
+        let read = self.store.read_pages(first, &mut back);
+        for (k, (i, ticket, copy)) in run.into_iter().enumerate() {
+            let r = if !self.ticket_current(&ticket) {
+                ticket.close();
+                Ok(Commit::Superseded)
+            } else {
+                let checked = match &read {
+                    Ok(()) => self.check_back(ticket.page, copy, &back[k * ps..(k + 1) * ps]),
+                    Err(_) => self.check_written(ticket.page, copy),
+                };
+                match checked {
+                    Ok(()) => Ok(self.finish_written(ticket)),
+                    Err(e) => Err((ticket, e)),
+                }
+            };
+            results[i] = Some(r);
+        }
+    }
+
+    /// Refuses a ticket issued by another detector.
+    fn owns(&self, ticket: &RepairTicket<'_>) -> Result<()> {
+        if std::ptr::eq(ticket.detector, self) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument {
+                what: "ticket",
+                reason: format!(
+                    "the repair ticket of page {} was issued by another detector; commit it there",
+                    ticket.page
+                ),
+            })
+        }
+    }
+
+    /// Whether the ticket may still write (no host write since it began).
+    /// Callers hold the page's stripe lock.
+    fn ticket_current(&self, ticket: &RepairTicket<'_>) -> bool {
+        self.registry
+            .lock()
+            .repair_current(ticket.page, ticket.epoch)
+    }
+
+    /// Verifies and writes a repair copy (no sync). The caller holds the
+    /// page's stripe lock and has checked the ticket.
+    fn write_copy(&self, page: PageId, copy: &[u8]) -> Result<()> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            copy.len(),
+            self.store.page_size(),
+        )?;
+        self.verify_bytes(page, copy)?;
+        self.store.write_page(page, copy)
+    }
+
+    /// Re-reads a page after its repair write was synced and checks that it
+    /// verifies and holds exactly the copy. The caller holds the stripe lock.
+    fn check_written(&self, page: PageId, copy: &[u8]) -> Result<()> {
+        let mut back = vec![0u8; copy.len()];
+        self.store.read_page(page, &mut back)?;
+        self.check_back(page, copy, &back)
+    }
+
+    /// Checks bytes re-read after a repair write: they verify and are exactly
+    /// the copy.
+    fn check_back(&self, page: PageId, copy: &[u8], back: &[u8]) -> Result<()> {
+        self.verify_bytes(page, back)?;
         if back != copy {
-            return Err((
-                ticket,
-                Error::Irreparable {
-                    page,
-                    reason: "the page read back differs from the copy written".into(),
-                },
-            ));
+            return Err(Error::Irreparable {
+                page,
+                reason: "the page read back differs from the copy written".into(),
+            });
         }
-        self.registry.lock().finish_repair(page, ticket.epoch, true);
-        Ok(Commit::Written)
+        Ok(())
+    }
+
+    /// Marks a checked, synced repair as done. The caller holds the stripe
+    /// lock, so the epoch checked before cannot have changed.
+    fn finish_written(&self, ticket: RepairTicket<'_>) -> Commit {
+        let done = self
+            .registry
+            .lock()
+            .finish_repair(ticket.page, ticket.epoch, true);
+        debug_assert!(done, "the epoch changed under the stripe lock");
+        ticket.close();
+        Commit::Written
     }
 
     /// Replaces a page that verifies with a newer copy, but only if the page
@@ -868,11 +1158,18 @@ impl CorruptionDetector {
 
     /// Ends a repair without writing: the page becomes `Irreparable` (unless
     /// the host rewrote it meanwhile) and stays fenced. Returns whether the
-    /// page was marked irreparable.
-    pub fn abandon_repair(&self, ticket: RepairTicket) -> bool {
-        self.registry
+    /// page was marked irreparable (`false` also for a ticket of another
+    /// detector, which is then released where it came from).
+    pub fn abandon_repair(&self, ticket: RepairTicket<'_>) -> bool {
+        if self.owns(&ticket).is_err() {
+            return false;
+        }
+        let marked = self
+            .registry
             .lock()
-            .finish_repair(ticket.page, ticket.epoch, false)
+            .finish_repair(ticket.page, ticket.epoch, false);
+        ticket.close();
+        marked
     }
 
     /// Re-reads a fenced page and lifts the fence if it now verifies (the
@@ -913,6 +1210,30 @@ impl CorruptionDetector {
                 error,
             }),
         }
+    }
+}
+
+/// The error each page of a batch gets when the batch's sync failed: the
+/// store's error, kept as retryable or not as it was (an error is not `Clone`).
+fn batch_sync_error(e: &Error, pages: usize) -> Error {
+    match e {
+        Error::Host {
+            op,
+            retryable,
+            message,
+        } => Error::Host {
+            op,
+            retryable: *retryable,
+            message: format!("{message} (syncing a batch of {pages} repaired pages)"),
+        },
+        Error::Io { context, source } => Error::io(
+            format!("{context} (syncing a batch of {pages} repaired pages)"),
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        other => Error::io(
+            format!("syncing a batch of {pages} repaired pages"),
+            std::io::Error::other(other.to_string()),
+        ),
     }
 }
 
@@ -1122,6 +1443,230 @@ mod tests {
         // Further reads while it waits do not report again.
         assert!(det.read_verified(PageId(3), &mut b).is_err());
         assert_eq!(det.failures().try_iter().count(), 0);
+    }
+
+    fn both_placements() -> [ChecksumPlacement; 2] {
+        [
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+        ]
+    }
+
+    #[test]
+    fn a_dropped_ticket_gives_the_page_back_to_suspect() {
+        for placement in both_placements() {
+            let (raw, det) = setup(placement);
+            raw.damage(PageId(2), Damage::Zero).unwrap();
+            let mut b = vec![0u8; 256];
+            assert!(det.read_verified(PageId(2), &mut b).is_err());
+            assert_eq!(det.failures().try_iter().count(), 1);
+            drop(det.begin_repair(PageId(2)).unwrap());
+            assert_eq!(det.page_state(PageId(2)), Some(PageState::Suspect));
+            // Also when the repair unwinds.
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ticket = det.begin_repair(PageId(2)).unwrap();
+                panic!("the repair code panicked");
+            }));
+            assert!(unwound.is_err());
+            assert_eq!(det.page_state(PageId(2)), Some(PageState::Suspect));
+            assert_eq!(det.failures().try_iter().count(), 0, "not reported again");
+            // A ticket outlived by a host write changes nothing when dropped.
+            let ticket = det.begin_repair(PageId(2)).unwrap();
+            det.write_sealed(PageId(2), &mut vec![9u8; 256]).unwrap();
+            drop(ticket);
+            assert_eq!(det.page_state(PageId(2)), None);
+            det.read_verified(PageId(2), &mut b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_ticket_of_another_detector_is_refused() {
+        let (raw, det) = setup(ChecksumPlacement::Trailer);
+        let other = DetectorConfig::new(ChecksumPlacement::Trailer)
+            .build(raw.clone())
+            .unwrap();
+        raw.damage(PageId(1), Damage::Zero).unwrap();
+        let mut b = vec![0u8; 256];
+        assert!(det.read_verified(PageId(1), &mut b).is_err());
+        let ticket = det.begin_repair(PageId(1)).unwrap();
+        let mut good = vec![2u8; 256];
+        crate::checksum::trailer::seal(PageId(1), &mut good).unwrap();
+        let (ticket, err) = other.commit_repair(ticket, &good).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { what: "ticket", .. }));
+        assert!(!other.abandon_repair(ticket), "released where it came from");
+        assert_eq!(det.page_state(PageId(1)), Some(PageState::Suspect));
+    }
+
+    #[test]
+    fn batch_commit_syncs_once_and_a_failed_sync_repairs_nothing() {
+        for placement in both_placements() {
+            let (raw, det) = setup(placement);
+            let mut good = Vec::new();
+            for p in [1u64, 3, 5] {
+                let mut b = vec![0u8; 256];
+                raw.read_page(PageId(p), &mut b).unwrap();
+                good.push(b);
+                raw.damage(PageId(p), Damage::Zero).unwrap();
+                let mut b = vec![0u8; 256];
+                assert!(det.read_verified(PageId(p), &mut b).is_err());
+            }
+            fn tickets(det: &CorruptionDetector) -> Vec<RepairTicket<'_>> {
+                [1u64, 3, 5]
+                    .iter()
+                    .map(|&p| det.begin_repair(PageId(p)).unwrap())
+                    .collect()
+            }
+            // A failed sync: every page comes back with an error, none repaired.
+            raw.fail_syncs(1);
+            let batch = tickets(&det)
+                .into_iter()
+                .zip(good.iter().map(Vec::as_slice))
+                .collect();
+            let results = det.commit_repairs(batch);
+            assert_eq!(raw.counts().syncs, 1);
+            let mut back = Vec::new();
+            for r in results {
+                let (ticket, e) = r.unwrap_err();
+                assert!(matches!(e, Error::Io { .. }), "{e}");
+                assert_eq!(det.page_state(ticket.page()), Some(PageState::Repairing));
+                back.push(ticket);
+            }
+            drop(back);
+            // A copy that does not verify is refused and not written; the
+            // others share one sync.
+            let mut batch: Vec<(RepairTicket<'_>, &[u8])> = tickets(&det)
+                .into_iter()
+                .zip(good.iter().map(Vec::as_slice))
+                .collect();
+            let junk = vec![7u8; 256];
+            batch[1].1 = &junk;
+            let writes = raw.counts().writes;
+            let results = det.commit_repairs(batch);
+            assert_eq!(raw.counts().writes - writes, 2);
+            assert_eq!(raw.counts().syncs, 2);
+            assert!(matches!(results[0], Ok(Commit::Written)));
+            assert!(matches!(&results[1], Err((_, e)) if e.is_corruption()));
+            assert!(matches!(results[2], Ok(Commit::Written)));
+            drop(results);
+            assert_eq!(det.page_state(PageId(1)), Some(PageState::Repaired));
+            assert_eq!(det.page_state(PageId(3)), Some(PageState::Suspect));
+            let mut b = vec![0u8; 256];
+            det.read_verified(PageId(5), &mut b).unwrap();
+            assert_eq!(b, good[2]);
+        }
+    }
+
+    #[test]
+    fn batch_commit_rereads_runs_across_stripes_and_falls_back_per_page() {
+        for placement in both_placements() {
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 300).unwrap())));
+            let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+            // 240..290 wraps around the stripes (page 256 shares page 0's)
+            // and is longer than one re-read run; 295 stands alone.
+            let pages: Vec<u64> = (240..290).chain([295]).collect();
+            let mut good = Vec::new();
+            for &p in &pages {
+                let mut b = vec![(p % 251) as u8 + 1; 256];
+                det.write_sealed(PageId(p), &mut b).unwrap();
+                good.push(b);
+                raw.damage(PageId(p), Damage::Junk { seed: p }).unwrap();
+                let mut b = vec![0u8; 256];
+                assert!(det.read_verified(PageId(p), &mut b).is_err());
+            }
+            // One re-read fails: its run is re-read page by page.
+            raw.fail_reads(Some(PageId(270)), ReadFault::Eio, 1);
+            let injected = raw.counts().injected;
+            let batch = pages
+                .iter()
+                .map(|&p| det.begin_repair(PageId(p)).unwrap())
+                .zip(good.iter().map(Vec::as_slice))
+                .collect();
+            let results = det.commit_repairs(batch);
+            assert_eq!(raw.counts().syncs, 1);
+            assert_eq!(raw.counts().injected, injected + 1, "the read fault fired");
+            assert!(results.iter().all(|r| matches!(r, Ok(Commit::Written))));
+            let mut b = vec![0u8; 256];
+            for (&p, want) in pages.iter().zip(&good) {
+                assert_eq!(det.page_state(PageId(p)), Some(PageState::Repaired));
+                det.read_verified(PageId(p), &mut b).unwrap();
+                assert_eq!(&b, want);
+            }
+        }
+    }
+
+    #[test]
+    fn expected_lsn_hook_finds_a_lost_write_after_a_restart() {
+        for placement in both_placements() {
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 4).unwrap())));
+            let lsn: PageLsnFn =
+                Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
+            let build = |hook: Option<ExpectedLsnFn>| {
+                let mut cfg = DetectorConfig::new(placement.clone()).page_lsn(lsn.clone());
+                if let Some(h) = hook {
+                    cfg = cfg.expected_page_lsn(h);
+                }
+                cfg.build(raw.clone()).unwrap()
+            };
+            let det = build(None);
+            let mut b = vec![1u8; 256];
+            b[..8].copy_from_slice(&5u64.to_le_bytes());
+            det.write_sealed(PageId(1), &mut b).unwrap();
+            if let ChecksumPlacement::Trailer = placement {
+                // Under a trailer the old page verifies by checksum; only the
+                // LSN tells that the write of LSN 9 was lost.
+                raw.fail_next_write(Some(PageId(1)), crate::testing::WriteFault::Lost);
+                b[..8].copy_from_slice(&9u64.to_le_bytes());
+                det.write_sealed(PageId(1), &mut b).unwrap();
+            }
+            // Restart: without the hook nothing is known.
+            drop(det);
+            let forgetful = build(None);
+            assert_eq!(forgetful.last_written_lsn(PageId(1)), None);
+            let calls = Arc::new(AtomicU64::new(0));
+            let host_knows: ExpectedLsnFn = {
+                let calls = calls.clone();
+                Arc::new(move |p: PageId| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    (p == PageId(1)).then_some(Lsn(9))
+                })
+            };
+            let det = build(Some(host_knows));
+            assert_eq!(det.last_written_lsn(PageId(1)), Some(Lsn(9)));
+            assert_eq!(det.last_written_lsn(PageId(1)), Some(Lsn(9)));
+            assert_eq!(calls.load(Ordering::Relaxed), 1, "answer remembered");
+            assert_eq!(det.last_written_lsn(PageId(2)), None);
+            assert_eq!(det.last_written_lsn(PageId(u64::MAX)), None);
+            let err = det.read_verified(PageId(1), &mut b).unwrap_err();
+            assert!(err.is_corruption(), "{err}");
+            if let ChecksumPlacement::Trailer = placement {
+                assert!(
+                    matches!(
+                        err,
+                        Error::StalePage {
+                            found: Lsn(5),
+                            expected: Lsn(9),
+                            ..
+                        }
+                    ),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn expected_lsn_hook_needs_a_page_lsn_reader() {
+        let raw = Arc::new(MemStore::new(256, 2).unwrap());
+        let hook: ExpectedLsnFn = Arc::new(|_| Some(Lsn(1)));
+        assert!(matches!(
+            DetectorConfig::new(ChecksumPlacement::Trailer)
+                .expected_page_lsn(hook)
+                .build(raw),
+            Err(Error::InvalidConfig {
+                field: "expected_page_lsn",
+                ..
+            })
+        ));
     }
 
     #[test]
