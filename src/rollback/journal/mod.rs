@@ -133,6 +133,7 @@
 mod reader;
 mod record;
 pub(crate) mod recovery;
+mod state;
 mod storage;
 mod writer;
 
@@ -145,8 +146,9 @@ pub use record::{
     SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use recovery::{JournalDamage, RecoveryMode};
+pub use state::{JournalState, STATE_FILE_NAME, STATE_MAGIC, STATE_VERSION};
 pub use storage::{segment_file_name, DirStorage, JournalStorage};
-pub use writer::JournalStats;
+pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
 pub(crate) use writer::{Journal, JournalConfig};
