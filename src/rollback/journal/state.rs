@@ -1,23 +1,8 @@
 //! The journal's state file: which segments must exist, and up to where
 //! transaction ids are reserved. Segment creation and retirement are rare,
-//! so the file is small and replaced whole, crash-safely, at each.
-//!
-//! # Layout
-//!
-//! The crate's framed file (see `fsutil`: magic `SHJS`, version 1, payload
-//! length, payload CRC, header CRC) around a 24-byte payload, integers
-//! little-endian:
-//!
-//! | offset | size | field                                                          |
-//! |-------:|-----:|----------------------------------------------------------------|
-//! | 0      | 8    | oldest segment that must exist (1 or more)                     |
-//! | 8      | 8    | newest segment that must exist (`oldest - 1`: none yet)        |
-//! | 16     | 8    | end of the transaction-id reservation: no id at or above it was handed out; at most [`MAX_HEADER_COUNTER`] |
-//!
-//! Every segment numbered `oldest..=newest` must be present; one missing is
-//! damage. A segment below `oldest` is one whose retirement did not finish;
-//! one above `newest` is one whose creation did not finish (or a leftover
-//! of a cut). The crash analysis is in the [journal docs](super).
+//! so the file is small and replaced whole, crash-safely, at each. The
+//! layout is on [`JournalState`]; the crash analysis in the
+//! [journal docs](super).
 
 use std::path::Path;
 
@@ -35,6 +20,27 @@ pub const STATE_FILE_NAME: &str = "undo.state";
 const PAYLOAD_LEN: usize = 24;
 
 /// The contents of the journal state file.
+///
+/// # Layout
+///
+/// The crate's framed file (magic [`STATE_MAGIC`] `SHJS`, version
+/// [`STATE_VERSION`] 1, payload length (8), payload CRC32 (4), CRC32 of the
+/// 20 bytes before it (4)) around a 24-byte payload, integers
+/// little-endian:
+///
+/// | offset | size | field                                                          |
+/// |-------:|-----:|----------------------------------------------------------------|
+/// | 0      | 8    | oldest segment that must exist (1 or more, below `u64::MAX`)   |
+/// | 8      | 8    | newest segment that must exist (`oldest - 1`: none yet; below `u64::MAX`) |
+/// | 16     | 8    | end of the transaction-id reservation: no id at or above it was handed out; at most [`MAX_HEADER_COUNTER`] |
+///
+/// Every segment numbered `oldest` and `newest` must be present, and the
+/// ones present between them must continue each other's LSNs. A segment
+/// below `oldest` is one whose retirement did not finish; one above
+/// `newest` is one whose creation did not finish (or a leftover of a cut).
+/// The file is replaced with the crate's atomic write (temporary file,
+/// fsync, rename, directory fsync), so a crash leaves the old or the new
+/// contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JournalState {
     /// The oldest segment that must exist.
