@@ -696,6 +696,72 @@ fn a_rebuilt_state_file_keeps_ids_growing() {
     assert!(dir.state_file().is_some());
 }
 
+#[test]
+fn an_unlisted_segment_with_records_is_dropped_only_by_stop_at_first_bad_record() {
+    let open = |dir: &Arc<CrashDir>, mode| {
+        RollbackConfig::with_storage(dir.clone())
+            .segment_size_bytes(700)
+            .recovery_mode(mode)
+            .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+    };
+    // A state file older than the segments: marks cover the unlisted
+    // segments' records, so every mode refuses and nothing is removed.
+    let dir = Arc::new(CrashDir::new());
+    four_segments(&dir);
+    let ids = dir.segment_ids();
+    let mut state = selfheal::rollback::journal::JournalState::decode(
+        std::path::Path::new("s"),
+        &dir.state_file().unwrap(),
+    )
+    .unwrap();
+    let newest = state.newest;
+    state.newest = ids[1];
+    dir.set_state_file(Some(state.encode()));
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::StopAtFirstBadRecord,
+    ] {
+        assert!(
+            matches!(open(&dir, mode), Err(Error::CorruptFile { reason, .. }) if reason.contains("holds records")),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(dir.segment_ids(), ids, "nothing was removed");
+    // A leftover of an interrupted cut: records no mark covers.
+    state.newest = newest;
+    dir.set_state_file(Some(state.encode()));
+    let tail = decode_segment(&dir.segment(newest).unwrap()).unwrap();
+    let mut b = SegmentHeader {
+        version: selfheal::rollback::journal::SEGMENT_VERSION,
+        segment: newest + 1,
+        first_lsn: tail.next_lsn(),
+        next_txn: 1,
+    }
+    .encode()
+    .to_vec();
+    Record::Begin {
+        txn: TxnId(1 << 40),
+    }
+    .encode_into(tail.next_lsn(), &mut b);
+    dir.set_segment(newest + 1, b);
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        assert!(
+            matches!(open(&dir, mode), Err(Error::CorruptFile { .. })),
+            "{mode:?}"
+        );
+    }
+    let m = open(&dir, RecoveryMode::StopAtFirstBadRecord).unwrap();
+    assert!(matches!(
+        m.recovery_report().damage.as_slice(),
+        [JournalDamage::Corrupt { offset: 0, segment, .. }] if *segment == newest + 1
+    ));
+    assert_eq!(dir.segment_ids(), ids);
+}
+
 // ---- transaction ids ------------------------------------------------------------------
 
 /// Runs begins, writes and commits until the switch fires, collecting every

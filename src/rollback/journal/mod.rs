@@ -69,9 +69,15 @@
 //! damage too, in every mode: checkpoints never retire the segment of an
 //! active (or blocked) transaction's begin record, so such a journal lost a
 //! segment. A segment below `oldest` is one whose retirement did not finish
-//! (it is removed); one above `newest` is one whose creation did not finish,
-//! or a leftover of a cut (it is removed and reported as a torn tail;
-//! `AbsoluteConsistency` refuses it). A journal of format version 1 has no
+//! (it is removed). Segment `newest + 1` holding no record is one whose
+//! creation did not finish: a torn tail (removed and reported;
+//! `AbsoluteConsistency` refuses it). A segment above `newest` that holds
+//! records is the leftover of a cut by `StopAtFirstBadRecord` that a crash
+//! interrupted — or the state file is older than the segments — so only
+//! `StopAtFirstBadRecord` removes it (reported as
+//! [`JournalDamage::Corrupt`]), and only if no synced-through mark covers
+//! its records; otherwise every mode refuses. A journal of format
+//! version 1 has no
 //! state file: the first open derives one from the segments present. A
 //! journal of version 2 without a (valid) state file is refused, except by
 //! [`RecoveryMode::StopAtFirstBadRecord`], which rebuilds it from the
@@ -144,6 +150,7 @@
 //! | damage at or below a mark (in any segment)  | `Error::CorruptFile` | `Error::CorruptFile` | `Error::CorruptFile`: it never drops what a mark covers (the message says what to do) |
 //! | other damage after the newest mark (a bad record in a segment that is not the newest, a frame out of sequence, a bad header) | `Error::CorruptFile` | `Error::CorruptFile` | cut at the bad record, later segments removed, open, [`JournalDamage::Corrupt`] reported |
 //! | a missing segment (either end, or an LSN gap); undo of an unfinished transaction without its begin record | `Error::CorruptFile` | same | same |
+//! | a segment above the newest listed one that holds records | `Error::CorruptFile` | `Error::CorruptFile` | removed, open, `Corrupt` reported — refused if a mark covers its records |
 //! | missing or damaged state file (format version 2) | `Error::CorruptFile` | same | rebuilt from the segments, [`JournalDamage::StateRebuilt`] reported |
 //! | newer format version                | `Error::UnsupportedVersion`      | same                  | same                                                |
 //!

@@ -174,6 +174,15 @@ impl Seen {
     }
 }
 
+/// A segment above the newest listed one that holds records.
+struct Unlisted {
+    id: u64,
+    len: u64,
+    first_lsn: Option<u64>,
+    synced: Option<u64>,
+    reason: String,
+}
+
 /// Where the state the scan works with came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StateSource {
@@ -257,43 +266,83 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
     let (state, source) = load_state(storage, &ids, mode, &mut damage)?;
     let state_backed = source == StateSource::File;
 
-    // Segments outside the listed range: below it, a retirement that did not
-    // finish; above it, a creation that did not finish or the leftovers of a
-    // cut. Neither holds anything the journal needs.
+    // Segments outside the listed range. Below it: a retirement that did not
+    // finish; nothing in it is needed. Just above it, holding no record: a
+    // creation that did not finish (a torn tail). Above it with records: the
+    // leftovers of an interrupted cut by StopAtFirstBadRecord — or a state
+    // file older than the segments, so only that mode removes them.
     let mut listed = Vec::new();
+    let mut unlisted = Vec::new();
     for &id in &ids {
         if id < state.oldest {
             tracing::debug!(segment = id, "undo journal: removing a retired segment");
             storage.remove(id)?;
-        } else if id > state.newest {
-            let len = storage.read(id)?.len() as u64;
+            continue;
+        }
+        if id <= state.newest {
+            listed.push(id);
+            continue;
+        }
+        let bytes = storage.read(id)?;
+        let len = bytes.len() as u64;
+        let holds_records = match decode_segment(&bytes) {
+            Ok(s) => !s.records.is_empty() || s.frames_after_damage > 0,
+            Err(_) => {
+                let mut hashed = 0;
+                let s = salvage(
+                    &bytes,
+                    SEGMENT_HEADER_LEN.min(bytes.len()),
+                    1,
+                    u64::MAX - 1,
+                    0,
+                    MAX_SEARCH_HASH_BYTES,
+                    &mut hashed,
+                );
+                s.frames > 0 || s.gave_up
+            }
+        };
+        let path = storage.segment_path(id);
+        if id == state.newest.saturating_add(1) && !holds_records {
             let reason = format!(
-                "segment {id} is not listed in the journal state (newest {}): its creation did not finish, or an earlier recovery dropped it",
+                "segment {id} is not listed in the journal state (newest {}) and holds no record: its creation did not finish",
                 state.newest
             );
             if mode == RecoveryMode::AbsoluteConsistency {
                 return Err(Error::corrupt_file(
-                    storage.segment_path(id),
+                    path,
                     0,
-                    format!("{reason} (a torn tail); recovery mode AbsoluteConsistency refuses any damage"),
+                    format!("torn tail ({reason}); recovery mode AbsoluteConsistency refuses any damage"),
                 ));
             }
             storage.remove(id)?;
-            tracing::warn!(segment = id, %reason, "undo journal: unlisted segment removed");
-            if !damage
-                .iter()
-                .any(|d| matches!(d, JournalDamage::TornTail { .. }))
-            {
-                damage.push(JournalDamage::TornTail {
-                    segment: id,
-                    offset: 0,
-                    bytes_dropped: len,
-                    reason,
-                });
-            }
-        } else {
-            listed.push(id);
+            tracing::warn!(segment = id, %reason, "undo journal: torn tail cut off");
+            damage.push(JournalDamage::TornTail {
+                segment: id,
+                offset: 0,
+                bytes_dropped: len,
+                reason,
+            });
+            continue;
         }
+        let reason = format!(
+            "segment {id} holds records but the journal state ends at segment {}: it is a leftover of an interrupted cut by StopAtFirstBadRecord, or the state file is older than the segments",
+            state.newest
+        );
+        if mode != RecoveryMode::StopAtFirstBadRecord {
+            return Err(Error::corrupt_file(
+                path,
+                0,
+                format!("{reason}; reopen with RecoveryMode::StopAtFirstBadRecord to drop it (it refuses if a synced-through mark covers its records)"),
+            ));
+        }
+        let decoded = decode_segment(&bytes).ok();
+        unlisted.push(Unlisted {
+            id,
+            len,
+            first_lsn: decoded.as_ref().map(|d| d.header.first_lsn.0),
+            synced: decoded.and_then(|d| d.synced_through).map(|l| l.0),
+            reason,
+        });
     }
     if state.newest >= state.oldest {
         for end in [state.oldest, state.newest] {
@@ -359,7 +408,32 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
             salvaged_synced: None,
         });
     }
-    let lstar = seen.iter().filter_map(Seen::synced).max().unwrap_or(0);
+    let lstar = seen
+        .iter()
+        .filter_map(Seen::synced)
+        .chain(unlisted.iter().filter_map(|u| u.synced))
+        .max()
+        .unwrap_or(0);
+    // Unlisted segments with records are dropped only if no mark covers them.
+    for u in unlisted {
+        let path = storage.segment_path(u.id);
+        if lstar > 0 && u.first_lsn.is_none_or(|f| f <= lstar) {
+            return Err(Error::corrupt_file(
+                path,
+                0,
+                format!("{}; a synced-through mark (LSN {lstar}) covers its records, so they were durable and may hold acknowledged commits: StopAtFirstBadRecord drops nothing a mark covers. Restore the journal's state file from the backup the segments come from", u.reason),
+            ));
+        }
+        storage.remove(u.id)?;
+        tracing::error!(segment = u.id, reason = %u.reason, "undo journal: unlisted segment removed");
+        damage.push(JournalDamage::Corrupt {
+            segment: u.id,
+            offset: 0,
+            reason: u.reason,
+            bytes_dropped: u.len,
+            segments_dropped: Vec::new(),
+        });
+    }
 
     let mut out = JournalScan {
         records: Vec::new(),
