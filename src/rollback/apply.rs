@@ -69,6 +69,14 @@ fn explained(page: &[u8], recs: &[&UndoRef<'_>], scratch: &mut Vec<u8>) -> bool 
     if recs.iter().any(|r| r.after.is_none()) {
         return true;
     }
+    // The common case: each range holds exactly one of its images.
+    let whole = |r: &UndoRef<'_>| {
+        let held = &page[r.offset..r.offset + r.before.len()];
+        Some(held) == r.after || held == r.before
+    };
+    if recs.iter().all(|r| whole(r)) {
+        return true;
+    }
     if let [r] = recs {
         let held = &page[r.offset..r.offset + r.before.len()];
         let after = r.after.unwrap_or_default();
@@ -127,6 +135,7 @@ pub(super) fn apply_undo(
     let mut buf = vec![0u8; ps];
     let mut held = vec![0u8; ps];
     let mut scratch = Vec::new();
+    let mut recs: Vec<&UndoRef<'_>> = Vec::new();
     for group in refs.chunk_by(|a, b| a.page == b.page) {
         let page = group[0].page;
         let _guard = locks.lock(page);
@@ -154,7 +163,8 @@ pub(super) fn apply_undo(
         txns.dedup();
         let mut skip: Vec<TxnId> = Vec::new();
         for t in txns {
-            let recs: Vec<&UndoRef<'_>> = group.iter().filter(|r| r.txn == t).collect();
+            recs.clear();
+            recs.extend(group.iter().filter(|r| r.txn == t));
             if !explained(&held, &recs, &mut scratch) {
                 tracing::warn!(%page, txn = %t, entries = recs.len(), "undo not applied: the page no longer holds what the transaction wrote (replaced since)");
                 out.replaced.push((t, page, recs.len() as u64));

@@ -326,8 +326,12 @@ fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
                 b.txn, b.pages, b.reason
             ));
         }
+        // `count` is how many were rolled back; the evidence names the
+        // blocked ones (their pages are reported by the detector too).
         sink.send(Failure::new(
-            FailureKind::InFlightAtCrash { count: n as u64 },
+            FailureKind::InFlightAtCrash {
+                count: report.rolled_back.len() as u64,
+            },
             evidence,
             cfg.clock.now_ns(),
         ));

@@ -598,13 +598,25 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                 }
                 let kept = out.segments.last().map(|s| s.id) == Some(id);
                 let whole = offset < SEGMENT_HEADER_LEN as u64 || !kept;
-                // The state names the new newest segment before anything is
-                // removed: a crash in between leaves the dropped segments
-                // unlisted, and the next open removes them.
-                out.state.newest = if whole { id - 1 } else { id };
-                out.state.txn_reserved_end = out.state.txn_reserved_end.max(out.next_txn);
-                storage.write_state(&out.state.encode())?;
+                let later: Vec<u64> = seen[i + 1..].iter().map(|s| s.id).collect();
+                // Transaction ids handed out in what is dropped are never
+                // handed out again.
                 let bytes = storage.read(id)?;
+                out.next_txn = out.next_txn.max(ids_used(&bytes));
+                for &l in &later {
+                    out.next_txn = out.next_txn.max(ids_used(&storage.read(l)?));
+                }
+                // The state names the new newest segment, and reserves past
+                // every id seen, before anything is removed: a crash in
+                // between leaves the dropped segments unlisted, and the next
+                // open in this mode removes them.
+                out.state.newest = if whole { id - 1 } else { id };
+                out.state.txn_reserved_end = out
+                    .state
+                    .txn_reserved_end
+                    .max(out.next_txn)
+                    .min(MAX_HEADER_COUNTER);
+                storage.write_state(&out.state.encode())?;
                 let bytes_dropped = if whole {
                     if kept {
                         out.segments.pop();
@@ -624,12 +636,7 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     out.tail_len = offset;
                     s.len - offset
                 };
-                let later: Vec<u64> = seen[i + 1..].iter().map(|s| s.id).collect();
-                // Transaction ids handed out in what is dropped are never
-                // handed out again.
-                out.next_txn = out.next_txn.max(ids_used(&bytes));
                 for &l in &later {
-                    out.next_txn = out.next_txn.max(ids_used(&storage.read(l)?));
                     storage.remove(l)?;
                 }
                 out.next_segment = out.state.newest + 1;
