@@ -232,8 +232,15 @@ impl JournalStorage for GatedDir {
     fn append(&self, s: u64, b: &[u8]) -> selfheal::Result<()> {
         self.inner.append(s, b)
     }
+    /// Waits at the gate; once the test has dropped it, fails (like a
+    /// disk that went away) instead of waiting for ever.
     fn sync(&self, s: u64) -> selfheal::Result<()> {
-        self.gate.recv().expect("gate open");
+        if self.gate.recv().is_err() {
+            return Err(selfheal::Error::Io {
+                context: "syncing behind a closed gate".into(),
+                source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            });
+        }
         self.inner.sync(s)
     }
     fn truncate(&self, s: u64, l: u64) -> selfheal::Result<()> {

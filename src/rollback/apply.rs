@@ -136,6 +136,7 @@ pub(super) fn apply_undo(
     let mut held = vec![0u8; ps];
     let mut scratch = Vec::new();
     let mut recs: Vec<&UndoRef<'_>> = Vec::new();
+    let (mut txns, mut skip): (Vec<TxnId>, Vec<TxnId>) = (Vec::new(), Vec::new());
     for group in refs.chunk_by(|a, b| a.page == b.page) {
         let page = group[0].page;
         let _guard = locks.lock(page);
@@ -158,11 +159,12 @@ pub(super) fn apply_undo(
             Err(e) => return Err(e),
         }
         held.copy_from_slice(&buf);
-        let mut txns: Vec<TxnId> = group.iter().map(|r| r.txn).collect();
+        txns.clear();
+        txns.extend(group.iter().map(|r| r.txn));
         txns.sort_unstable();
         txns.dedup();
-        let mut skip: Vec<TxnId> = Vec::new();
-        for t in txns {
+        skip.clear();
+        for &t in &txns {
             recs.clear();
             recs.extend(group.iter().filter(|r| r.txn == t));
             if !explained(&held, &recs, &mut scratch) {

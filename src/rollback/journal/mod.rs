@@ -228,6 +228,7 @@
 //! truncation do not come back after a crash (no stale blocks exposed in a
 //! file, as with ext4's default `data=ordered`).
 
+mod marker;
 mod reader;
 mod record;
 pub(crate) mod recovery;

@@ -13,22 +13,22 @@
 //! Every batch a leader writes carries a mark record naming the LSN the
 //! previous completed fsync made durable, if that is newer than the last
 //! mark. When no batch follows an fsync within the idle delay, the
-//! `selfheal-undo-mark` thread writes and fsyncs a mark of its own, and
-//! [`Journal::close`] does the same, so that every acknowledged record is
-//! covered by a durable mark shortly after it was acknowledged.
+//! `selfheal-undo-mark` thread (see `marker.rs`) writes and fsyncs a mark of
+//! its own, and [`Journal::close`] does the same, so that every acknowledged
+//! record is covered by a durable mark shortly after it was acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
 
+use super::marker::Marker;
 use super::record::{
     encode_undo, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
     SEGMENT_VERSION,
@@ -148,7 +148,7 @@ struct Counters {
 }
 
 /// Everything the journal and its mark thread share.
-struct Core {
+pub(super) struct Core {
     storage: Arc<dyn JournalStorage>,
     cfg: JournalConfig,
     inner: Mutex<Inner>,
@@ -165,12 +165,6 @@ struct Core {
     reserved_end: AtomicU64,
     /// Wakes the mark thread after an fsync.
     notice: Sender<()>,
-}
-
-struct Marker {
-    /// Dropping it stops the thread.
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// The append side of the undo journal.
@@ -273,7 +267,7 @@ impl Journal {
                 core.push_mark(&mut g)?;
             }
         }
-        let marker = Marker::start(&core, notices)?;
+        let marker = Marker::start(core.clone(), notices, cfg.idle_mark_delay)?;
         Ok(Journal {
             core,
             marker: Mutex::new(marker),
@@ -445,6 +439,12 @@ impl Drop for Journal {
 }
 
 impl Core {
+    /// Poisons the journal (the mark thread died).
+    pub(super) fn poison(&self, reason: String) {
+        self.inner.lock().poison.get_or_insert(reason);
+        self.poisoned.store(true, Ordering::Release);
+    }
+
     fn poison_error(&self) -> Error {
         let g = self.inner.lock();
         poisoned_error(
@@ -756,7 +756,7 @@ impl Core {
 
     /// The idle mark: when every record that is not a mark is durable but not
     /// yet covered by a durable mark, writes and syncs one.
-    fn idle_mark(&self) -> Result<()> {
+    pub(super) fn idle_mark(&self) -> Result<()> {
         {
             let g = self.inner.lock();
             if g.poison.is_some() || g.io_busy {
@@ -764,59 +764,5 @@ impl Core {
             }
         }
         self.cover_with_mark()
-    }
-}
-
-impl Marker {
-    fn start(core: &Arc<Core>, notices: Receiver<()>) -> Result<Marker> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-        let delay = core.cfg.idle_mark_delay;
-        let core = core.clone();
-        let thread = std::thread::Builder::new()
-            .name("selfheal-undo-mark".into())
-            .spawn(move || {
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    mark_loop(&core, &notices, &stopped, delay);
-                }));
-                if run.is_err() {
-                    let reason = "the undo journal's mark thread panicked".to_string();
-                    tracing::error!(%reason);
-                    core.inner.lock().poison.get_or_insert(reason);
-                    core.poisoned.store(true, Ordering::Release);
-                }
-            })
-            .map_err(|e| Error::io("starting the selfheal-undo-mark thread", e))?;
-        Ok(Marker {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Waits for an fsync notice, then for `delay` without another one, then
-/// writes the idle mark; ends when `stop` disconnects.
-fn mark_loop(core: &Core, notices: &Receiver<()>, stop: &Receiver<()>, delay: Duration) {
-    loop {
-        crossbeam_channel::select! {
-            recv(stop) -> _ => return,
-            recv(notices) -> n => if n.is_err() { return },
-        }
-        loop {
-            crossbeam_channel::select! {
-                recv(stop) -> _ => return,
-                recv(notices) -> n => if n.is_err() { return },
-                recv(crossbeam_channel::after(delay)) -> _ => break,
-            }
-        }
-        if let Err(e) = core.idle_mark() {
-            tracing::warn!(error = %e, "undo journal: idle mark not written");
-        }
     }
 }
