@@ -302,31 +302,38 @@ fn concurrent_commits_share_one_fsync() {
 
 #[test]
 fn rollback_through_the_detector_keeps_checksums_current() {
-    let raw = Arc::new(MemStore::new(256, 4).unwrap());
-    let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
-            .build(raw.clone())
-            .unwrap(),
-    );
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+    for placement in [
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+    ] {
+        let raw = Arc::new(MemStore::new(256, 4).unwrap());
+        let det = Arc::new(
+            DetectorConfig::new(placement.clone())
+                .build(raw.clone())
+                .unwrap(),
+        );
+        for p in 0..4 {
+            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+                .unwrap();
+        }
+        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+            .open(det.clone())
             .unwrap();
+        let t = mgr.begin().unwrap();
+        mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
+        mgr.write(t, PageId(1), 40, &[8u8; 32]).unwrap();
+        let mut buf = vec![0u8; 256];
+        det.read_verified(PageId(1), &mut buf).unwrap();
+        assert_eq!(buf[0], 9);
+        let out = mgr.rollback(t).unwrap();
+        assert_eq!(
+            (out.undo_entries, out.pages_written),
+            (2, 1),
+            "{placement:?}"
+        );
+        det.read_verified(PageId(1), &mut buf).unwrap();
+        assert_eq!(&buf[..72], &[2u8; 72], "{placement:?}");
     }
-    let mgr = mem_manager(Arc::new(CrashDir::new()), raw.clone());
-    drop(mgr);
-    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-        .open(det.clone())
-        .unwrap();
-    let t = mgr.begin().unwrap();
-    mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
-    mgr.write(t, PageId(1), 40, &[8u8; 32]).unwrap();
-    let mut buf = vec![0u8; 256];
-    det.read_verified(PageId(1), &mut buf).unwrap();
-    assert_eq!(buf[0], 9);
-    let out = mgr.rollback(t).unwrap();
-    assert_eq!((out.undo_entries, out.pages_written), (2, 1));
-    det.read_verified(PageId(1), &mut buf).unwrap();
-    assert_eq!(&buf[..72], &[2u8; 72]);
 }
 
 #[test]
