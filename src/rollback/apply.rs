@@ -158,7 +158,7 @@ pub(super) fn apply_undo(
             }
             Err(e) => return Err(e),
         }
-        held.copy_from_slice(&buf);
+        // Decided on the bytes as read, before anything is patched.
         txns.clear();
         txns.extend(group.iter().map(|r| r.txn));
         txns.sort_unstable();
@@ -167,19 +167,22 @@ pub(super) fn apply_undo(
         for &t in &txns {
             recs.clear();
             recs.extend(group.iter().filter(|r| r.txn == t));
-            if !explained(&held, &recs, &mut scratch) {
+            if !explained(&buf, &recs, &mut scratch) {
                 tracing::warn!(%page, txn = %t, entries = recs.len(), "undo not applied: the page no longer holds what the transaction wrote (replaced since)");
                 out.replaced.push((t, page, recs.len() as u64));
                 skip.push(t);
             }
         }
-        let mut applied = 0u64;
+        let mut changed = false;
         for r in group.iter().filter(|r| !skip.contains(&r.txn)) {
-            buf[r.offset..r.offset + r.before.len()].copy_from_slice(r.before);
-            applied += 1;
+            let range = &mut buf[r.offset..r.offset + r.before.len()];
+            if range != r.before {
+                range.copy_from_slice(r.before);
+                changed = true;
+            }
+            out.entries += 1;
         }
-        out.entries += applied;
-        if buf != held {
+        if changed {
             pages.write_page(page, &mut buf)?;
             pages.read_page(page, &mut held)?;
             if held != buf {

@@ -2,6 +2,7 @@
 //! remembered outcomes, counters, and the public stats and outcome types.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -194,13 +195,38 @@ impl Txn {
     }
 }
 
+/// Hashes a transaction id by one multiplication (Fibonacci hashing): ids
+/// are the manager's own, handed out in sequence, so there is nothing to
+/// defend against, and the active map is looked up on every undo record.
+#[derive(Default)]
+pub(super) struct TxnIdHasher(u64);
+
+impl Hasher for TxnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by transaction id.
+pub(super) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
+
 /// How many finished transactions' outcomes are remembered for error messages.
 pub(super) const FINISHED_MEMORY: usize = 65_536;
 
 #[derive(Default)]
 pub(super) struct State {
-    pub active: HashMap<TxnId, Txn>,
-    pub finished: HashMap<TxnId, &'static str>,
+    pub active: TxnMap<Txn>,
+    pub finished: TxnMap<&'static str>,
     pub finished_order: VecDeque<TxnId>,
     pub graph: WaitForGraph,
     pub undo_bytes_held: u64,
@@ -272,6 +298,15 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_hash_spreads_sequential_ids() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<TxnIdHasher>::default();
+        let tops: std::collections::HashSet<u64> =
+            (1..=128u64).map(|i| b.hash_one(TxnId(i)) >> 57).collect();
+        assert!(tops.len() > 64, "{} distinct top-7-bit values", tops.len());
+    }
 
     #[test]
     fn finished_outcomes_are_remembered_within_a_bound() {
