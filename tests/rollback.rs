@@ -114,6 +114,11 @@ fn zero_sizes_and_timeouts_are_rejected() {
         (cfg().max_active_transactions(0), "max_active_transactions"),
         (cfg().max_undo_bytes_per_txn(0), "max_undo_bytes_per_txn"),
         (cfg().sync_wait_timeout(Duration::ZERO), "sync_wait_timeout"),
+        (cfg().idle_mark_delay(Duration::ZERO), "idle_mark_delay"),
+        (
+            cfg().idle_mark_delay(Duration::from_secs(61)),
+            "idle_mark_delay",
+        ),
     ];
     for (c, field) in cases {
         match c.open(pages.clone()) {
