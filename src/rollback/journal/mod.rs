@@ -126,9 +126,10 @@
 //!   next segment was created).
 //!
 //! Guarantee: a crash or power loss never makes the default mode refuse to
-//! open, and never loses an acknowledged commit (acknowledged records lie at
-//! or below the last completed fsync; a crash leaves them intact and every
-//! hole above them). Residual window: media damage to an acknowledged
+//! open (except after one in the middle of a cut by `StopAtFirstBadRecord`,
+//! which that mode then finishes), and never loses an acknowledged commit
+//! (acknowledged records lie at or below the last completed fsync; a crash
+//! leaves them intact and every hole above them). Residual window: media damage to an acknowledged
 //! commit's own bytes is taken for a torn tail — and that commit rolled
 //! back — only if the process also crashes before any mark covering it is
 //! durable, that is within the idle delay plus one fsync of the
@@ -139,9 +140,10 @@
 //! In the newest segment the search for valid records after a bad one looks
 //! for frames whose LSN could follow the last good record (within
 //! [`LSN_SEARCH_WINDOW`] above it), decodes them in sequence and searches
-//! again at each bad spot, checksumming at most [`MAX_SEARCH_HASH_BYTES`]
-//! in all; if bytes crafted to look like records exhaust that, the bad
-//! record counts as damage (never as a torn tail to cut).
+//! again at each bad spot. Valid frames are read once each; the search
+//! between them checksums at most [`MAX_SEARCH_HASH_BYTES`] in all, and if
+//! bytes crafted to look like records exhaust that, the bad record counts as
+//! damage (never as a torn tail to cut).
 //!
 //! | damage \ [`RecoveryMode`]           | `TolerateTornTail` (default)     | `AbsoluteConsistency` | `StopAtFirstBadRecord`                              |
 //! |-------------------------------------|----------------------------------|-----------------------|-----------------------------------------------------|

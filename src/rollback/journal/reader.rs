@@ -218,9 +218,9 @@ fn decode_segment_counted(bytes: &[u8], budget: u64) -> Result<(SegmentScan, u64
 }
 
 /// How many bytes the search for valid frames after a bad record may
-/// checksum before it stops and treats the bad record as damage in the
-/// middle. Large enough for any real record; it bounds the work a crafted
-/// segment can cause.
+/// checksum (not counting the valid frames it finds, each read once) before
+/// it stops and treats the bad record as damage in the middle. Large enough
+/// for any real record; it bounds the work a crafted segment can cause.
 pub const MAX_SEARCH_HASH_BYTES: u64 = 4 * MAX_PAYLOAD_LEN as u64;
 
 /// A frame found after a bad record counts only if its LSN lies in
@@ -286,13 +286,10 @@ pub(crate) fn salvage(
         if at >= bytes.len() {
             return out;
         }
-        let cost = frame_cost(&bytes[at..]);
-        if *hashed + cost > budget {
-            out.gave_up = true;
-            return out;
-        }
-        *hashed += cost;
         match decode_frame(&bytes[at..], version) {
+            // Valid frames are read once each, so their checksums cost at
+            // most the length of the input: they are not charged to the
+            // budget, which bounds the search work between them.
             Ok((lsn, record, n)) if lsn.0.wrapping_sub(expected) < LSN_SEARCH_WINDOW => {
                 out.frames += 1;
                 if let Record::Mark { synced_through } = record {
@@ -301,22 +298,30 @@ pub(crate) fn salvage(
                 expected = lsn.0.wrapping_add(1);
                 at += n;
             }
-            _ => match find_valid_frame(
-                bytes,
-                at + 1,
-                expected,
-                LSN_SEARCH_WINDOW,
-                version,
-                budget,
-                hashed,
-            ) {
-                Search::Found(p) => at = p,
-                Search::NotFound => return out,
-                Search::GaveUp(_) => {
+            _ => {
+                // A bad frame is search work, charged like the search.
+                *hashed += frame_cost(&bytes[at..]);
+                if *hashed > budget {
                     out.gave_up = true;
                     return out;
                 }
-            },
+                match find_valid_frame(
+                    bytes,
+                    at + 1,
+                    expected,
+                    LSN_SEARCH_WINDOW,
+                    version,
+                    budget,
+                    hashed,
+                ) {
+                    Search::Found(p) => at = p,
+                    Search::NotFound => return out,
+                    Search::GaveUp(_) => {
+                        out.gave_up = true;
+                        return out;
+                    }
+                }
+            }
         }
     }
 }
@@ -486,9 +491,10 @@ mod tests {
     }
 
     #[test]
-    fn the_salvage_of_many_valid_frames_is_bounded() {
-        // A bad record followed by many small valid frames: the salvage
-        // stops within its budget and then counts as damage.
+    fn the_salvage_reads_any_number_of_valid_frames_and_bounds_the_search() {
+        // A hole followed by more valid frames than the budget would cover:
+        // all of them are read (a power-loss tail of any length stays a
+        // torn tail), and only the search is charged.
         let mut b = segment(1);
         b.extend_from_slice(&[0xFF; 30]);
         for i in 0..2000u64 {
@@ -497,8 +503,17 @@ mod tests {
         let budget = 10_000;
         let (s, hashed) = decode_segment_counted(&b, budget).unwrap();
         assert!(hashed <= budget, "hashed {hashed} bytes");
-        assert!(s.frames_after_damage > 0);
-        assert!(!s.torn_possible);
+        assert_eq!(s.frames_after_damage, 2000);
+        assert!(s.torn_possible);
+        // Holes between the frames are searched again, within the budget.
+        let mut b = segment(1);
+        for i in 0..2000u64 {
+            b.extend_from_slice(&[0xFF; 30]);
+            Record::Begin { txn: TxnId(i) }.encode_into(Lsn(11 + i), &mut b);
+        }
+        let (s, hashed) = decode_segment_counted(&b, budget).unwrap();
+        assert!(hashed <= budget + 30, "hashed {hashed} bytes");
+        assert_eq!(s.records.len(), 1);
     }
 
     #[test]
