@@ -295,6 +295,32 @@ pub enum Error {
         page: PageId,
     },
 
+    /// A rollback cannot restore a page because the page fails verification
+    /// (it was not repaired). The transaction stays pending, with its undo:
+    /// nothing was written to that page, no abort record was written.
+    #[error("the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); the transaction stays pending with its undo: repair the page from a replica or snapshot, then roll the transaction back again")]
+    RollbackBlocked {
+        /// The transaction.
+        txn: u64,
+        /// The (first) page that failed.
+        page: PageId,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// A call that needs no transaction in flight found some.
+    #[error("{action} needs no transaction in flight, but {} are: {}; commit or roll them back (and repair the pages of blocked rollbacks) first", txns.len(), list_ids(txns))]
+    TransactionsInFlight {
+        /// What was refused.
+        action: &'static str,
+        /// The transactions in flight, sorted.
+        txns: Vec<u64>,
+    },
+
+    /// A restore of the store is being prepared or is in progress.
+    #[error("a restore of the store is in progress (a RestoreGuard of the rollback manager lives): begin transactions after the restore, once the guard is dropped")]
+    RestoreInProgress,
+
     /// A counter of the undo journal (transaction ids, LSNs or segment
     /// numbers) has no room left to grow.
     #[error("the undo journal's {what} are exhausted (the next one would not fit in 64 bits): the journal holds values no real history reaches; move the journal directory aside and open a new one")]
@@ -414,6 +440,21 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+}
+
+/// A list of transaction ids for a message: the first few, then a count.
+fn list_ids(ids: &[u64]) -> String {
+    const SHOWN: usize = 16;
+    let mut s = ids
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        s.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    s
 }
 
 impl Error {
