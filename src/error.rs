@@ -171,6 +171,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A path where the library expects one of its regular files holds
+    /// something else (a directory, a named pipe, a socket, a device). It is
+    /// refused before it is opened for reading or writing, so that a named
+    /// pipe never makes an open block.
+    #[error("{path} is a {kind}, not a regular file; the library keeps only regular files there: move it away and retry")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+
     /// A host trait method failed with a host-defined error.
     #[error("host error during {op}: {message}{}", if *retryable { " (transient: may be retried)" } else { "" })]
     Host {

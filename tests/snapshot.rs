@@ -1105,13 +1105,16 @@ fn a_rebuild_never_deletes_a_file_it_could_not_read() {
     let (_, before) = two_snapshots(dir.path());
     let mpath = dir.path().join("MANIFEST");
     std::fs::remove_file(&mpath).unwrap();
-    // A snapshot name that cannot be read as a file: an I/O error, not
-    // damage. The open fails and changes nothing.
+    // A snapshot name that cannot be read as a file (here a directory): an
+    // open error, not damage. The open fails and changes nothing.
     let odd = dir.path().join("snap-0000000000000009.shs");
     std::fs::create_dir(&odd).unwrap();
     std::fs::write(odd.join("keep"), b"x").unwrap();
     let err = SnapshotConfig::new(dir.path(), PS).build().unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::NotRegularFile { kind: "directory", .. }),
+        "{err:?}"
+    );
     assert!(odd.join("keep").exists());
     assert!(!mpath.exists(), "no manifest is written by a failed open");
     assert_eq!(listed_files(dir.path()).len(), 3);

@@ -641,21 +641,17 @@ impl SnapshotReader {
     /// Opens the snapshot file at `path`.
     ///
     /// # Errors
-    /// [`Error::Io`] when it cannot be opened or is not a regular file;
+    /// [`Error::NotRegularFile`] for anything but a regular file (checked
+    /// before it is opened, so a named pipe never blocks); [`Error::Io`]
+    /// when it cannot be opened;
     /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] when its
     /// header, footer or index does not check.
     pub fn open_file(path: &Path) -> Result<Self> {
-        let f =
-            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::io(format!("reading the metadata of {}", path.display()), e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                format!("opening {}", path.display()),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            ));
-        }
+        let f = crate::fsutil::open_regular(
+            crate::fsutil::private_create_options().read(true),
+            path,
+            "opening",
+        )?;
         Self::new(Box::new(f), path)
     }
 

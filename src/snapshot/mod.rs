@@ -880,12 +880,15 @@ impl StateSnapshotManager {
                 .map_err(|e| dir_unusable(&dir, format!("cannot create it: {e}")))?;
         }
         let probe = dir.join(".selfheal-probe.tmp");
-        fsutil::private_create_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&probe)
-            .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
+        fsutil::open_regular(
+            fsutil::private_create_options()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &probe,
+            "creating",
+        )
+        .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
         let _ = fs::remove_file(&probe);
         let mpath = dir.join(MANIFEST_NAME);
         let mut rebuilt = None;

@@ -215,12 +215,14 @@ impl Inner {
             header.page_count,
         );
         let written = (|| -> Result<(u64, Vec<u64>, u64)> {
-            let file = fsutil::private_create_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+            let file = fsutil::open_regular(
+                fsutil::private_create_options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+                &tmp,
+                "creating",
+            )?;
             let mut w = SnapshotWriter::new(file, tmp.clone(), header, self.threads, parent_fps)?;
             self.crash(CrashStep::TmpCreated)?;
             let mut mid_done = false;
@@ -292,12 +294,15 @@ impl Inner {
         let path = self.dir.join(MANIFEST_NAME);
         let tmp = fsutil::tmp_path(&path);
         let bytes = m.encode();
-        let mut f = fsutil::private_create_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        fsutil::check_regular(&path)?;
+        let mut f = fsutil::open_regular(
+            fsutil::private_create_options()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+            "creating",
+        )?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;

@@ -56,13 +56,15 @@ impl FileStore {
     pub fn create(path: impl AsRef<Path>, page_size: usize, page_count: u64) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         check_page_size(page_size)?;
-        let file = fsutil::private_create_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let file = fsutil::open_regular(
+            fsutil::private_create_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &path,
+            "creating",
+        )?;
         let len = page_count
             .checked_mul(page_size as u64)
             .ok_or_else(|| Error::config("page_count", "page_count * page_size overflows u64"))?;
@@ -80,11 +82,11 @@ impl FileStore {
     pub fn open(path: impl AsRef<Path>, page_size: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         check_page_size(page_size)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = fsutil::open_regular(
+            fsutil::private_create_options().read(true).write(true),
+            &path,
+            "opening",
+        )?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?

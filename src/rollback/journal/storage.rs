@@ -173,12 +173,11 @@ impl DirStorage {
         let path = self.segment_path(segment);
         let file = match open.entry(segment) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-            ),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(fsutil::open_regular(
+                fsutil::private_create_options().append(true),
+                &path,
+                "opening",
+            )?),
         };
         f(file).map_err(|e| Error::io(format!("{what} {}", path.display()), e))
     }
@@ -194,12 +193,7 @@ impl JournalStorage for DirStorage {
     }
 
     fn read_state(&self) -> Result<Option<Vec<u8>>> {
-        let path = self.state_path();
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-        }
+        fsutil::read_optional(&self.state_path())
     }
 
     fn write_state(&self, bytes: &[u8]) -> Result<()> {
@@ -221,17 +215,18 @@ impl JournalStorage for DirStorage {
     }
 
     fn read(&self, segment: u64) -> Result<Vec<u8>> {
-        let path = self.segment_path(segment);
-        fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        fsutil::read_file(&self.segment_path(segment))
     }
 
     fn create(&self, segment: u64, header: &[u8]) -> Result<()> {
         let path = self.segment_path(segment);
-        let mut file = fsutil::private_create_options()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let mut file = fsutil::open_regular(
+            fsutil::private_create_options()
+                .append(true)
+                .create_new(true),
+            &path,
+            "creating",
+        )?;
         file.write_all(header)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(format!("writing the header of {}", path.display()), e))?;
