@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
+use crate::checksum::{ChecksumPlacement, ChecksumTable, MIN_PAGE_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
@@ -110,7 +110,8 @@ impl DetectorConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero capacity or a page size below 64;
     /// [`Error::PageSizeMismatch`] when a sidecar table was made for another
-    /// page size.
+    /// page size; [`Error::Poisoned`] for a durable sidecar table whose log
+    /// failed.
     pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
         if self.suspect_capacity == 0 {
             return Err(Error::config(
@@ -139,6 +140,10 @@ impl DetectorConfig {
                     actual: t.page_size(),
                 });
             }
+        }
+        if let ChecksumPlacement::Sidecar(t) = &self.placement {
+            // Writes a crash left unsettled: find which bytes each page holds.
+            t.resolve(&*store)?;
         }
         let (sink, reports) = FailureSink::bounded(self.report_capacity);
         Ok(CorruptionDetector {
@@ -337,6 +342,17 @@ impl CorruptionDetector {
         self.stripes[(page.0 % LOCK_STRIPES as u64) as usize].lock()
     }
 
+    /// The write locks of every page of a batch, taken in stripe order so
+    /// that two batches never wait on each other in a cycle.
+    fn stripes_of(&self, pages: impl Iterator<Item = PageId>) -> Vec<MutexGuard<'_, ()>> {
+        let mut idx: Vec<usize> = pages
+            .map(|p| (p.0 % LOCK_STRIPES as u64) as usize)
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+    }
+
     /// Reads `page` into `buf` and verifies it. A page that fails is re-read
     /// once (with writers to it excluded) before it is declared corrupt.
     ///
@@ -492,34 +508,117 @@ impl CorruptionDetector {
     /// new contents replace whatever was corrupt, and any repair in flight for
     /// it will not overwrite them.
     ///
+    /// With a durable sidecar table the new checksum is logged and fsynced
+    /// before the page is written (see [`checksum::durable`](crate::checksum::durable));
+    /// concurrent writers share that fsync, and
+    /// [`write_sealed_batch`](Self::write_sealed_batch) shares it across a
+    /// batch.
+    ///
     /// # Errors
-    /// [`Error::BufferSize`], [`Error::PageOutOfRange`], the sealing error, or
-    /// the store's write error.
+    /// [`Error::BufferSize`], [`Error::PageOutOfRange`], the sealing error,
+    /// the table's log error, or the store's write error.
     pub fn write_sealed(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-        check_page_args(
-            page,
-            self.store.page_count(),
-            buf.len(),
-            self.store.page_size(),
-        )?;
-        let _g = self.stripe(page);
-        match &self.placement {
+        self.write_sealed_batch(&mut [(page, buf)])
+    }
+
+    /// Seals and writes a batch of pages: [`write_sealed`](Self::write_sealed)
+    /// for each, in order, but with one fsync of a durable sidecar table's
+    /// log for the whole batch. Every page is checked and sealed before any
+    /// is written; the writes stop at the first that fails, and the pages
+    /// before it stay written (a page may appear twice; its last bytes win).
+    ///
+    /// # Errors
+    /// As [`write_sealed`](Self::write_sealed), for the first page that fails.
+    pub fn write_sealed_batch(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        let (page_count, page_size) = (self.store.page_count(), self.store.page_size());
+        for (page, buf) in pages.iter() {
+            check_page_args(*page, page_count, buf.len(), page_size)?;
+        }
+        let _g = self.stripes_of(pages.iter().map(|(p, _)| *p));
+        let written = match &self.placement {
             ChecksumPlacement::Trailer => {
-                crate::checksum::trailer::seal(page, buf)?;
-                self.store.write_page(page, buf)?;
+                for (page, buf) in pages.iter_mut() {
+                    crate::checksum::trailer::seal(*page, buf)?;
+                }
+                let mut written = 0;
+                let mut result = Ok(());
+                for (page, buf) in pages.iter() {
+                    result = self.store.write_page(*page, buf);
+                    if result.is_err() {
+                        break;
+                    }
+                    written += 1;
+                }
+                (written, result)
             }
-            // The table's entry changes only once the bytes are written: a
-            // failed write (EIO, ENOSPC) leaves the old bytes and their old
-            // checksum, never a checksum for bytes that are not on disk.
-            ChecksumPlacement::Sidecar(table) => {
-                let crc = table.sealable(page, buf)?;
-                self.store.write_page(page, buf)?;
-                table.record(page, crc)?;
+            ChecksumPlacement::Sidecar(table) => self.write_sidecar(table, pages)?,
+        };
+        let (written, result) = written;
+        let mut registry = self.registry.lock();
+        for (page, _) in &pages[..written] {
+            registry.on_host_write(*page);
+        }
+        drop(registry);
+        for (page, buf) in &pages[..written] {
+            if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
+                self.note_written_lsn(*page, lsn);
             }
         }
-        self.registry.lock().on_host_write(page);
-        if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
-            self.note_written_lsn(page, lsn);
+        result
+    }
+
+    /// The sidecar branch of a batch write: the table's entries change only
+    /// around writes that were issued — an in-memory table records a
+    /// checksum once its write succeeded (a failed write leaves the old
+    /// bytes and checksum), a durable one logs the new checksum durably
+    /// before the write and keeps the old one accepted until a sync.
+    /// Returns how many pages were written and the first write error.
+    fn write_sidecar(
+        &self,
+        table: &ChecksumTable,
+        pages: &[(PageId, &mut [u8])],
+    ) -> Result<(usize, Result<()>)> {
+        let changes = pages
+            .iter()
+            .map(|(page, buf)| Ok((*page, table.sealable(*page, buf)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<PageId> = changes.iter().map(|(p, _)| *p).collect();
+        if table.needs_sync(&ids) {
+            // Too many changes since the last sync: settle them first.
+            self.sync()?;
+        }
+        let intents = table.intend(&changes)?;
+        for (i, ((page, buf), intent)) in pages.iter().zip(&intents).enumerate() {
+            let result = self.store.write_page(*page, buf);
+            table.complete(intent, result.is_ok())?;
+            if result.is_err() {
+                return Ok((i, result));
+            }
+        }
+        Ok((pages.len(), Ok(())))
+    }
+
+    /// Makes every completed write durable: syncs the store and then, for a
+    /// durable sidecar table, settles the checksums of the pages the sync
+    /// covered (their old checksums stop being accepted) and compacts the
+    /// table's log when it has grown large. This is the detector's
+    /// [`PageStore::sync`]; a host syncs through it, not through the raw
+    /// store, or its pages keep accepting their older checksums (safe, but
+    /// weaker, and the table keeps growing until the detector syncs on its
+    /// own).
+    ///
+    /// # Errors
+    /// The store's sync error (nothing is settled); the table's log or
+    /// compaction error.
+    pub fn sync(&self) -> Result<()> {
+        let table = match &self.placement {
+            ChecksumPlacement::Sidecar(t) if t.is_durable() => Some(t),
+            _ => None,
+        };
+        let barrier = table.map(|t| t.sync_barrier());
+        self.store.sync()?;
+        if let (Some(t), Some(b)) = (table, barrier) {
+            t.settle(b)?;
         }
         Ok(())
     }
@@ -527,14 +626,20 @@ impl CorruptionDetector {
     /// Resizes the store to `page_count` pages (see [`PageStore::resize`]).
     /// The checksums, fences and last-written LSNs of pages past the new end
     /// are dropped with them, so a page that comes back later is a new page.
+    /// With a durable sidecar table a shrink syncs the store before the
+    /// table forgets anything, so that no crash can leave pages whose
+    /// checksums are gone.
     ///
     /// # Errors
     /// The store's error ([`Error::Unsupported`] when it cannot change size);
-    /// nothing is forgotten then.
+    /// nothing is forgotten then. The sync's or the table's error.
     pub fn resize(&self, page_count: u64) -> Result<()> {
         self.store.resize(page_count)?;
         if let ChecksumPlacement::Sidecar(table) = &self.placement {
-            table.truncate(page_count);
+            if table.is_durable() && table.has_pages_from(page_count) {
+                self.sync()?;
+            }
+            table.truncate(page_count)?;
         }
         self.registry.lock().forget_from(page_count);
         let mut lsns = self.written_lsn.write();
@@ -773,7 +878,7 @@ impl PageStore for CorruptionDetector {
     }
 
     fn sync(&self) -> Result<()> {
-        self.store.sync()
+        CorruptionDetector::sync(self)
     }
 
     fn resize(&self, page_count: u64) -> Result<()> {

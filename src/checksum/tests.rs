@@ -1,0 +1,498 @@
+//! Unit tests of the durable table: the protocol step by step on a
+//! crash-simulating directory (`CrashFiles`), damage, poisoning, limits and
+//! group commit. The crash-at-every-step test through the detector is in
+//! `tests/checksum_table_crash.rs`.
+
+use std::sync::Arc;
+
+use super::durable::log_name;
+use super::log::{LOG_HEADER_LEN, RECORD_LEN};
+use super::*;
+use crate::error::Error;
+use crate::testing::{CrashFiles, CrashSwitch};
+use crate::types::PageId;
+
+const PS: usize = 128;
+
+fn config() -> TableConfig {
+    TableConfig::new(PS)
+}
+
+fn open(files: &Arc<CrashFiles>) -> ChecksumTable {
+    config().open_on(files.clone(), "t").unwrap()
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    vec![fill; PS]
+}
+
+/// The detector's write path, without a store: announce, then "write".
+fn write(t: &ChecksumTable, p: u64, fill: u8, ok: bool) {
+    let crc = t.sealable(PageId(p), &page(fill)).unwrap();
+    let intents = t.intend(&[(PageId(p), crc)]).unwrap();
+    t.complete(&intents[0], ok).unwrap();
+}
+
+/// The detector's sync, without a store.
+fn sync(t: &ChecksumTable) {
+    let b = t.sync_barrier();
+    t.settle(b).unwrap();
+}
+
+fn accepts(t: &ChecksumTable, p: u64, fill: u8) -> bool {
+    t.verify(PageId(p), &page(fill)).is_ok()
+}
+
+#[test]
+fn a_write_accepts_old_and_new_until_a_sync_then_only_new() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    assert!(t.is_durable());
+    write(&t, 3, 1, true);
+    sync(&t);
+    write(&t, 3, 2, true);
+    assert!(accepts(&t, 3, 1) && accepts(&t, 3, 2));
+    assert_eq!(t.get(PageId(3)), t.sealable(PageId(3), &page(2)).ok());
+    sync(&t);
+    assert!(!accepts(&t, 3, 1), "settled: the old bytes no longer verify");
+    assert!(accepts(&t, 3, 2));
+    assert!(matches!(
+        t.verify(PageId(3), &page(9)),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert!(matches!(
+        t.verify(PageId(4), &page(2)),
+        Err(Error::MissingChecksum { .. })
+    ));
+}
+
+#[test]
+fn intents_are_durable_before_the_write_and_settles_with_the_next_fsync() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.flush().unwrap();
+    write(&t, 0, 2, true);
+    // Crash now: the page may hold either bytes; both verify.
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    sync(&t);
+    // The settle is only buffered: a crash forgets it, both still verify.
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(!accepts(&after, 0, 1) && accepts(&after, 0, 2));
+}
+
+#[test]
+fn a_write_in_flight_during_a_sync_stays_unsettled() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    // Announced before the barrier, written after it.
+    let crc = t.sealable(PageId(0), &page(2)).unwrap();
+    let intent = t.intend(&[(PageId(0), crc)]).unwrap();
+    let b = t.sync_barrier();
+    t.complete(&intent[0], true).unwrap();
+    t.settle(b).unwrap();
+    assert!(accepts(&t, 0, 1) && accepts(&t, 0, 2), "the sync may not cover it");
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    sync(&t);
+    assert!(!accepts(&t, 0, 1));
+}
+
+#[test]
+fn a_failed_write_is_accepted_until_a_later_write_settles() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 0, 2, false);
+    sync(&t);
+    assert!(accepts(&t, 0, 1) && accepts(&t, 0, 2), "its bytes are unknown");
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    write(&t, 0, 3, true);
+    sync(&t);
+    assert!(!accepts(&t, 0, 1) && !accepts(&t, 0, 2) && accepts(&t, 0, 3));
+}
+
+#[test]
+fn resolving_after_a_crash_settles_whichever_bytes_the_page_holds() {
+    use crate::host::PageStore;
+    for holds_new in [false, true] {
+        let files = Arc::new(CrashFiles::new());
+        let t = open(&files);
+        write(&t, 0, 1, true);
+        write(&t, 1, 1, true);
+        sync(&t);
+        write(&t, 0, 2, true);
+        let t = open(&Arc::new(files.crash(None)));
+        let store = crate::store::MemStore::new(PS, 2).unwrap();
+        store
+            .write_page(PageId(0), &page(if holds_new { 2 } else { 1 }))
+            .unwrap();
+        store.write_page(PageId(1), &page(9)).unwrap();
+        t.resolve(&store).unwrap();
+        assert!(accepts(&t, 0, 1) && accepts(&t, 0, 2), "not before a sync");
+        sync(&t);
+        assert_eq!(accepts(&t, 0, 2), holds_new, "holds new: {holds_new}");
+        assert_eq!(accepts(&t, 0, 1), !holds_new, "holds new: {holds_new}");
+        assert!(!accepts(&t, 1, 9), "damage is never resolved into a checksum");
+        assert_eq!(t.stats().unsettled_versions, 0);
+    }
+}
+
+#[test]
+fn rewriting_the_newest_bytes_logs_nothing() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.flush().unwrap();
+    let before = t.stats();
+    write(&t, 0, 1, true);
+    let after = t.stats();
+    assert_eq!(after.log_bytes, before.log_bytes);
+    assert_eq!(after.log_syncs, before.log_syncs);
+    assert_eq!(after.unsettled_versions, 0);
+}
+
+#[test]
+fn too_many_failed_writes_retract_the_oldest() {
+    let files = Arc::new(CrashFiles::new());
+    let t = config()
+        .page_versions_max(2)
+        .open_on(files.clone(), "t")
+        .unwrap();
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 0, 2, false);
+    write(&t, 0, 3, false);
+    assert!(!t.needs_sync(&[PageId(0)]), "a sync cannot settle failed writes");
+    write(&t, 0, 4, false);
+    assert!(!accepts(&t, 0, 2), "the oldest failed write was retracted");
+    assert!(accepts(&t, 0, 1) && accepts(&t, 0, 3) && accepts(&t, 0, 4));
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(!accepts(&after, 0, 2));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 3) && accepts(&after, 0, 4));
+    // Written versions are what a sync settles: past the limit, ask for one.
+    write(&t, 1, 1, true);
+    write(&t, 1, 2, true);
+    assert!(t.needs_sync(&[PageId(1)]));
+    sync(&t);
+    assert!(!t.needs_sync(&[PageId(1)]));
+}
+
+#[test]
+fn compaction_folds_the_log_and_keeps_unsettled_versions() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    for p in 0..20 {
+        write(&t, p, p as u8 + 1, true);
+    }
+    sync(&t);
+    write(&t, 5, 99, true);
+    let g = t.stats().generation;
+    t.compact().unwrap();
+    let s = t.stats();
+    assert_eq!(s.generation, g + 1);
+    assert_eq!(s.log_bytes, (LOG_HEADER_LEN + 2 * RECORD_LEN) as u64, "header, batch, one re-logged intent");
+    assert_eq!(
+        files.names(),
+        vec!["t".to_string(), log_name("t", g + 1)],
+        "the old log is gone"
+    );
+    let after = open(&Arc::new(files.crash(None)));
+    for p in 0..20 {
+        assert!(accepts(&after, p, p as u8 + 1), "page {p}");
+    }
+    assert!(accepts(&after, 5, 99));
+    // Appends after the compaction go to the new log.
+    write(&t, 6, 77, true);
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 6, 77) && accepts(&after, 6, 7));
+}
+
+#[test]
+fn the_sync_compacts_when_the_log_passes_its_share_of_the_base() {
+    let files = Arc::new(CrashFiles::new());
+    let t = config()
+        .compact_log_bytes_min(0)
+        .compact_ratio_pct(100)
+        .open_on(files.clone(), "t")
+        .unwrap();
+    for p in 0..64 {
+        write(&t, p, 1, true);
+    }
+    sync(&t);
+    let first = t.stats();
+    assert!(first.compactions >= 2, "open and this sync: {first:?}");
+    // The base is now 64 pages (~540 bytes): 40 changes (640 log bytes) pass it.
+    for round in 0..40u8 {
+        write(&t, u64::from(round), round.wrapping_add(2), true);
+        sync(&t);
+    }
+    let s = t.stats();
+    assert!(s.compactions > first.compactions, "{s:?}");
+    assert!(s.log_bytes <= s.base_bytes + 4 * RECORD_LEN as u64, "{s:?}");
+}
+
+#[test]
+fn truncate_is_logged_durably() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    for p in 0..8 {
+        write(&t, p, 1, true);
+    }
+    sync(&t);
+    write(&t, 7, 2, true);
+    t.truncate(4).unwrap();
+    assert!(!t.has_pages_from(4));
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 3, 1));
+    for p in 4..8 {
+        assert!(matches!(
+            after.verify(PageId(p), &page(1)),
+            Err(Error::MissingChecksum { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_table() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    files.fail_syncs(1);
+    let crc = t.sealable(PageId(1), &page(1)).unwrap();
+    assert!(matches!(
+        t.intend(&[(PageId(1), crc)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        t.intend(&[(PageId(2), crc)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(t.flush(), Err(Error::Poisoned { .. })));
+    assert!(accepts(&t, 0, 1), "verification goes on");
+    // Reopening recovers.
+    let t = open(&files);
+    write(&t, 1, 1, true);
+    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 1));
+}
+
+#[test]
+fn damage_before_the_durable_end_is_a_typed_error_after_it_a_torn_tail() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    write(&t, 1, 1, true);
+    write(&t, 2, 1, true);
+    let name = log_name("t", t.stats().generation);
+    drop(t);
+    let good = files.file(&name).unwrap();
+    // Slots: batch (the log's creation) | batch, intent 0 | batch, intent 1
+    // | batch, intent 2.
+    let slot = |i: usize| LOG_HEADER_LEN + i * RECORD_LEN;
+    assert_eq!(good.len(), slot(7));
+    let mut bad = good.clone();
+    bad[slot(2) + 4] ^= 0x10;
+    files.set_file(&name, bad);
+    match config().open_on(files.clone(), "t") {
+        Err(Error::CorruptFile { offset, .. }) => assert_eq!(offset, slot(2) as u64),
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+    // The same damage in the last batch reads as a torn tail.
+    let mut torn = good.clone();
+    torn[slot(6) + 4] ^= 0x10;
+    files.set_file(&name, torn);
+    let t = open(&files);
+    assert_eq!(t.stats().torn_bytes_at_open, RECORD_LEN as u64);
+    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 1));
+    assert!(!accepts(&t, 2, 1), "its intent was lost: the page fails, never passes");
+}
+
+#[test]
+fn a_missing_base_with_logs_is_damage_and_leftovers_are_removed() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    let g = t.stats().generation;
+    drop(t);
+    files.set_file("t.tmp", vec![1, 2, 3]);
+    files.set_file(&format!("{}.tmp", log_name("t", g + 7)), vec![4]);
+    files.set_file(&log_name("t", 0), vec![5]);
+    files.set_file("other", vec![6]);
+    let t = open(&files);
+    assert!(accepts(&t, 0, 1));
+    assert_eq!(
+        files.names(),
+        vec!["other".to_string(), "t".to_string(), log_name("t", g)]
+    );
+    drop(t);
+    files.delete_file("t");
+    assert!(matches!(
+        config().open_on(files.clone(), "t"),
+        Err(Error::CorruptFile { .. })
+    ));
+}
+
+#[test]
+fn configuration_is_checked() {
+    let files: Arc<dyn TableStorage> = Arc::new(CrashFiles::new());
+    for bad in [
+        TableConfig::new(10),
+        config().pages_max(0),
+        config().compact_ratio_pct(0),
+        config().unsettled_versions_max(0),
+        config().page_versions_max(1),
+    ] {
+        assert!(matches!(
+            bad.open_on(files.clone(), "t"),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+    assert!(config().open_on(files.clone(), "a/b").is_err());
+    let t = config().pages_max(10).open_on(files.clone(), "t").unwrap();
+    let crc = t.sealable(PageId(10), &page(1)).unwrap();
+    assert!(matches!(
+        t.intend(&[(PageId(10), crc)]),
+        Err(Error::PageOutOfRange { .. })
+    ));
+    assert!(matches!(
+        t.seal(PageId(1), &page(1)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        config().open_on(files.clone(), "t").map(|_| ()),
+        Ok(())
+    ));
+    assert!(matches!(
+        TableConfig::new(256).open_on(files, "t"),
+        Err(Error::PageSizeMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_batch_costs_one_fsync() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    let changes: Vec<(PageId, u32)> = (0..50)
+        .map(|p| (PageId(p), t.sealable(PageId(p), &page(7)).unwrap()))
+        .collect();
+    let before = files.syncs();
+    let intents = t.intend(&changes).unwrap();
+    assert_eq!(files.syncs() - before, 1);
+    for i in &intents {
+        t.complete(i, true).unwrap();
+    }
+    let after = open(&Arc::new(files.crash(None)));
+    assert!((0..50).all(|p| accepts(&after, p, 7)));
+}
+
+#[test]
+fn concurrent_writers_share_fsyncs() {
+    let files = Arc::new(CrashFiles::new());
+    let t = Arc::new(open(&files));
+    let before = files.syncs();
+    std::thread::scope(|s| {
+        for w in 0..8u64 {
+            let t = t.clone();
+            s.spawn(move || {
+                for i in 0..50u64 {
+                    write(&t, w * 100 + i, (i % 250) as u8 + 1, true);
+                }
+            });
+        }
+    });
+    let fsyncs = files.syncs() - before;
+    assert!(fsyncs <= 400, "{fsyncs} fsyncs for 400 writes");
+    for w in 0..8u64 {
+        for i in 0..50u64 {
+            assert!(accepts(&t, w * 100 + i, (i % 250) as u8 + 1));
+        }
+    }
+    let after = open(&Arc::new(files.crash(None)));
+    for w in 0..8u64 {
+        for i in 0..50u64 {
+            assert!(accepts(&after, w * 100 + i, (i % 250) as u8 + 1));
+        }
+    }
+}
+
+#[test]
+fn a_real_directory_round_trips() {
+    use crate::host::PageStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sums");
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    write(&t, 2, 1, true);
+    sync(&t);
+    write(&t, 2, 2, true);
+    t.flush().unwrap();
+    drop(t);
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    assert!(accepts(&t, 2, 1) && accepts(&t, 2, 2), "unsettled");
+    sync(&t);
+    assert!(accepts(&t, 2, 1), "a sync alone cannot tell which bytes the page holds");
+    // The store holds the new bytes: reading it resolves the version.
+    let store = crate::store::MemStore::new(PS, 4).unwrap();
+    store.write_page(PageId(2), &page(2)).unwrap();
+    t.resolve(&store).unwrap();
+    sync(&t);
+    t.flush().unwrap();
+    drop(t);
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    assert!(!accepts(&t, 2, 1) && accepts(&t, 2, 2));
+    // A version-1 file saved by an in-memory table opens as a base.
+    let mem = ChecksumTable::new(PS).unwrap();
+    mem.seal(PageId(1), &page(5)).unwrap();
+    let other = dir.path().join("old");
+    mem.save(&other).unwrap();
+    let t = ChecksumTable::open(&other, PS).unwrap();
+    assert!(accepts(&t, 1, 5));
+}
+
+#[test]
+fn crash_during_compaction_at_every_step() {
+    // Crash at every storage step of a compaction (and of the open after
+    // it): every checksum accepted before must be accepted after.
+    let mut step = 0;
+    loop {
+        let switch = CrashSwitch::new();
+        let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+        let t = open(&files);
+        for p in 0..10 {
+            write(&t, p, 1, true);
+        }
+        sync(&t);
+        for p in 0..5 {
+            write(&t, p, 2, true);
+        }
+        t.flush().unwrap();
+        switch.arm_at(switch.ops() + step);
+        let done = t.compact().is_ok();
+        for seed in [None, Some(step), Some(step + 1000)] {
+            let after = open(&Arc::new(files.crash(seed)));
+            for p in 0..10 {
+                assert!(accepts(&after, p, 1), "step {step} seed {seed:?}: page {p}");
+            }
+            for p in 0..5 {
+                assert!(accepts(&after, p, 2), "step {step} seed {seed:?}: page {p}");
+            }
+        }
+        if done {
+            break;
+        }
+        step += 1;
+    }
+    assert!(step >= 8, "a compaction has at least 8 steps, saw {step}");
+}
