@@ -1105,6 +1105,125 @@ mod tests {
         }
     }
 
+    /// A durable sidecar table on a crash-simulating directory.
+    fn durable(files: &Arc<crate::testing::CrashFiles>) -> Arc<ChecksumTable> {
+        Arc::new(
+            crate::checksum::TableConfig::new(256)
+                .open_on(files.clone(), "sums")
+                .unwrap(),
+        )
+    }
+
+    fn placements() -> Vec<ChecksumPlacement> {
+        vec![
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+            ChecksumPlacement::Sidecar(durable(&Arc::new(crate::testing::CrashFiles::new()))),
+        ]
+    }
+
+    #[test]
+    fn a_batch_is_sealed_whole_and_written_up_to_the_first_failure() {
+        for placement in placements() {
+            let (raw, det) = setup(placement.clone());
+            let (mut a, mut b, mut c) = (vec![11u8; 256], vec![12u8; 256], vec![13u8; 256]);
+            raw.fail_next_write(Some(PageId(5)), crate::testing::WriteFault::Eio);
+            let err = det
+                .write_sealed_batch(&mut [
+                    (PageId(1), &mut a[..]),
+                    (PageId(5), &mut b[..]),
+                    (PageId(6), &mut c[..]),
+                ])
+                .unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{placement:?}: {err}");
+            let mut buf = vec![0u8; 256];
+            det.read_verified(PageId(1), &mut buf).unwrap();
+            assert_eq!(buf[0], 11, "{placement:?}: written before the failure");
+            det.read_verified(PageId(5), &mut buf).unwrap();
+            assert_eq!(buf[0], 6, "{placement:?}: the failed write left the old page");
+            det.read_verified(PageId(6), &mut buf).unwrap();
+            assert_eq!(buf[0], 7, "{placement:?}: not written after the failure");
+            // A page that cannot be sealed stops the batch before any write.
+            let mut zero = vec![0u8; 256];
+            let mut d = vec![14u8; 256];
+            let r = det.write_sealed_batch(&mut [(PageId(2), &mut d[..]), (PageId(3), &mut zero[..])]);
+            if let ChecksumPlacement::Sidecar(_) = placement {
+                assert!(matches!(r, Err(Error::InvalidArgument { .. })));
+                det.read_verified(PageId(2), &mut buf).unwrap();
+                assert_eq!(buf[0], 3, "nothing of the batch was written");
+            }
+            let mut e = vec![15u8; 256];
+            assert!(matches!(
+                det.write_sealed_batch(&mut [(PageId(2), &mut e[..]), (PageId(9), &mut d[..])]),
+                Err(Error::PageOutOfRange { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_durable_table_accepts_old_bytes_until_the_detector_syncs() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = durable(&files);
+        let (raw, det) = setup(ChecksumPlacement::Sidecar(table.clone()));
+        det.sync().unwrap();
+        let mut old = vec![0u8; 256];
+        raw.read_page(PageId(2), &mut old).unwrap();
+        det.write_sealed(PageId(2), &mut vec![40u8; 256]).unwrap();
+        assert!(det.verify(PageId(2), &old).is_ok(), "the write may not be durable yet");
+        PageStore::sync(&det).unwrap();
+        assert!(det.verify(PageId(2), &old).is_err(), "settled by the sync");
+        assert!(det.verify(PageId(2), &[40u8; 256]).is_ok());
+        assert_eq!(table.stats().unsettled_versions, 0);
+        // A failed write may or may not have landed: both bytes verify.
+        raw.fail_next_write(Some(PageId(3)), crate::testing::WriteFault::Eio);
+        assert!(det.write_sealed(PageId(3), &mut vec![41u8; 256]).is_err());
+        assert!(det.verify(PageId(3), &[4u8; 256]).is_ok());
+        assert!(det.verify(PageId(3), &[41u8; 256]).is_ok());
+    }
+
+    #[test]
+    fn too_many_unsettled_writes_make_the_detector_sync() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = Arc::new(
+            crate::checksum::TableConfig::new(256)
+                .unsettled_versions_max(4)
+                .page_versions_max(2)
+                .open_on(files.clone(), "sums")
+                .unwrap(),
+        );
+        let raw = Arc::new(crate::testing::CrashStore::new(256, 8).unwrap());
+        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(raw.clone())
+            .unwrap();
+        for round in 0..6u8 {
+            det.write_sealed(PageId(0), &mut vec![50 + round; 256]).unwrap();
+            assert!(table.stats().unsettled_versions <= 2, "round {round}");
+        }
+        assert_ne!(raw.durable_bytes()[0], 0, "the detector synced the store on its own");
+        for p in 1..8u8 {
+            det.write_sealed(PageId(u64::from(p)), &mut vec![p; 256]).unwrap();
+            assert!(table.stats().unsettled_versions <= 4, "page {p}");
+        }
+    }
+
+    #[test]
+    fn a_durable_table_forgets_dropped_pages_durably() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = durable(&files);
+        let raw = Arc::new(MemStore::new(256, 8).unwrap());
+        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(raw.clone())
+            .unwrap();
+        for p in 0..8 {
+            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256]).unwrap();
+        }
+        det.resize(4).unwrap();
+        assert_eq!(table.get(PageId(5)), None);
+        let reopened = durable(&Arc::new(files.crash(None)));
+        assert_eq!(reopened.get(PageId(5)), None, "the drop is durable");
+        assert!(reopened.verify(PageId(3), &[4u8; 256]).is_ok());
+    }
+
     #[test]
     fn bad_config_and_input() {
         let raw = Arc::new(MemStore::new(256, 2).unwrap());
