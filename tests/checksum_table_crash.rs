@@ -139,7 +139,11 @@ fn run(p: &Process, ops: &[Op], stamp: &mut u64) -> selfheal::Result<()> {
 
 /// Copies of what survives a crash of `p` (with `seed` choosing what of the
 /// unsynced state is kept), with a fresh switch.
-fn crash(p: &Process, seed: u64, switch: &Arc<CrashSwitch>) -> (Arc<CrashStore>, Option<Arc<CrashFiles>>) {
+fn crash(
+    p: &Process,
+    seed: u64,
+    switch: &Arc<CrashSwitch>,
+) -> (Arc<CrashStore>, Option<Arc<CrashFiles>>) {
     (
         Arc::new(p.store.crash(Some(seed)).with_switch(switch.clone())),
         p.files
@@ -187,8 +191,12 @@ fn settles(
     let Some(table) = &p.table else {
         return Ok(());
     };
-    p.det.sync().map_err(|e| format!("sync after the crash: {e}"))?;
-    table.flush().map_err(|e| format!("flush after the crash: {e}"))?;
+    p.det
+        .sync()
+        .map_err(|e| format!("sync after the crash: {e}"))?;
+    table
+        .flush()
+        .map_err(|e| format!("flush after the crash: {e}"))?;
     let (old, new) = (before.durable_bytes(), before.live_bytes());
     let mut b = vec![0u8; PS];
     for page in 0..PAGES {
@@ -197,7 +205,11 @@ fn settles(
             continue;
         }
         let r = page as usize * PS..(page as usize + 1) * PS;
-        let other = if b[..] == old[r.clone()] { &new[r] } else { &old[r] };
+        let other = if b[..] == old[r.clone()] {
+            &new[r]
+        } else {
+            &old[r]
+        };
         if other != &b[..] && p.det.verify(PageId(page), other).is_ok() {
             return Err(format!(
                 "after a sync, page {page} still accepts bytes it does not hold"
@@ -320,7 +332,8 @@ fn a_page_written_and_synced_after_the_last_checkpoint_verifies_after_a_crash() 
         .build(store.clone())
         .unwrap();
     for p in 0..4 {
-        det.write_sealed(PageId(p), &mut contents(p, p + 1)).unwrap();
+        det.write_sealed(PageId(p), &mut contents(p, p + 1))
+            .unwrap();
     }
     det.sync().unwrap();
     det.write_sealed(PageId(2), &mut contents(2, 99)).unwrap();
@@ -362,15 +375,20 @@ fn crash_at_every_step_of_a_fixed_workload() {
         for at in 0.. {
             let mut fired = false;
             for seed in 0..4 {
-                fired |= scenario(placement, &ops, at, seed, None)
-                    .unwrap_or_else(|e| panic!("{placement:?}, crash at step {at}, seed {seed}: {e}"));
+                fired |= scenario(placement, &ops, at, seed, None).unwrap_or_else(|e| {
+                    panic!("{placement:?}, crash at step {at}, seed {seed}: {e}")
+                });
             }
             if !fired {
                 break;
             }
             steps = at + 1;
         }
-        let least = if placement == Placement::Sidecar { 70 } else { 27 };
+        let least = if placement == Placement::Sidecar {
+            70
+        } else {
+            27
+        };
         assert!(steps >= least, "{placement:?}: only {steps} steps");
     }
 }
@@ -390,4 +408,41 @@ proptest! {
                 placement, ops, at, seed, ops2, at2, seed2, r.unwrap_err());
         }
     }
+}
+
+/// Found by `crash_anywhere_twice`: after two crashes a page held its
+/// settled bytes while a write lost in the second crash was still announced
+/// after them; resolving must re-announce the bytes the page holds so that
+/// the next sync drops the lost write.
+#[test]
+fn regression_a_lost_write_after_the_bytes_a_page_holds_is_dropped() {
+    let ops = vec![
+        Op::Write(1),
+        Op::Sync,
+        Op::Write(8),
+        Op::Write(1),
+        Op::Compact,
+        Op::Compact,
+        Op::Batch(vec![3, 8, 10, 10, 10]),
+        Op::Compact,
+        Op::Write(5),
+        Op::Sync,
+        Op::Write(3),
+    ];
+    let ops2 = vec![
+        Op::Write(9),
+        Op::Write(3),
+        Op::Compact,
+        Op::Sync,
+        Op::Write(0),
+        Op::Batch(vec![9, 0, 4, 2]),
+    ];
+    let r = scenario(
+        Placement::Sidecar,
+        &ops,
+        53,
+        0,
+        Some((17, 8_299_953_187_542_008_772, &ops2)),
+    );
+    assert!(r.is_ok(), "{}", r.unwrap_err());
 }

@@ -140,7 +140,10 @@ impl Appender {
     /// One write of the whole buffer and one fsync, with the lock released
     /// meanwhile. Called with `io_busy` clear and a nonempty buffer.
     fn write_buffer(&self, st: &mut MutexGuard<'_, LogState>, storage: &dyn TableStorage) {
-        debug_assert!(!st.buf.is_empty(), "slots below next_seq are buffered, in flight or durable");
+        debug_assert!(
+            !st.buf.is_empty(),
+            "slots below next_seq are buffered, in flight or durable"
+        );
         let buf = std::mem::take(&mut st.buf);
         let target = st.next_seq;
         let name = st.name.clone();

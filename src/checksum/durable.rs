@@ -56,13 +56,16 @@
 //! version's. A sync settles only written versions; an unknown one is
 //! resolved when the page is read holding it (the detector reads every such
 //! page when it is built, after an open): it then counts as written, and if
-//! the page holds its settled bytes instead, the settled checksum is
-//! announced again as the newest version, so that the next sync drops the
-//! rest. The list
-//! holds each checksum at most once (rewriting a checksum already in the
-//! list moves it to the end) and at most
-//! [`page_versions_max`](TableConfig::page_versions_max) versions (the
-//! detector syncs the store first when a page would exceed it).
+//! the page holds its settled bytes or an older version instead, that
+//! checksum is announced again as the newest version, so that the next sync
+//! drops the rest. (A read shows the newest bytes a page can ever hold: a
+//! crash may take it back to older ones, never forward, so versions newer
+//! than the bytes read were lost.) The list holds each checksum at most once (rewriting a checksum
+//! already in the list moves it to the end) and at most
+//! [`page_versions_max`](TableConfig::page_versions_max) versions: the
+//! detector syncs the store first when a page would exceed it, and when
+//! that cannot help (its versions are all of unknown fate) the oldest of
+//! unknown fate is retracted (a `retract` record).
 //!
 //! # The protocol
 //!
@@ -70,10 +73,11 @@
 //! the table's lock, append an intent record per page whose CRC is not
 //! already its newest version and add the version; (3) make the intents
 //! durable: one fsync for the whole batch, shared with every thread whose
-//! intents were buffered meanwhile (group commit); (4) write the pages;
-//! (5) mark each version *written in sync generation `s`*, `s` read after
-//! the write returned. A write that fails leaves its version unwritten: the
-//! page may hold either bytes.
+//! intents were buffered meanwhile (group commit); (4) write the pages, in
+//! order, stopping at the first failure; (5) record the batch's outcome
+//! once: its first `k` writes returned in sync generation `s`, read after
+//! they returned (their versions are *written*), the rest failed or were
+//! never issued (their fate is *unknown*: the page may hold either bytes).
 //!
 //! **Sync**: (1) take a barrier, `g` = the current sync generation, and
 //! advance it; (2) sync the store; (3) settle: for each page, the newest
@@ -87,7 +91,11 @@
 //!
 //! **Replay** of a log applies the same rules to the records, so the state
 //! after reopening equals the state in memory when the last durable record
-//! was written, with every version unwritten (nothing in memory survives).
+//! was written, with every version of unknown fate (nothing in memory
+//! survives). The detector resolves them when it is built: it reads each
+//! such page, and the version the page holds counts as written (announced
+//! again as the newest when it is not, or when it is the settled checksum);
+//! the next sync settles it.
 //!
 //! **Compaction** to generation `h` (greater than every generation on disk):
 //! (1) with the table's lock held, fsync everything buffered; (2) renumber
@@ -126,6 +134,12 @@
 //! | truncate: `drop` record being fsynced | the store's shrink durable; the record maybe not | stale checksums for pages the store no longer has: harmless, a page that comes back is zeros and fails |
 //! | open: fresh table, base being created | nothing or a `…tmp` | a fresh table again |
 //! | open: compaction | as for compaction | as for compaction |
+//! | detector build: resolving, re-announced checksums buffered | the records lost or torn | the versions are of unknown fate again; the next build resolves them |
+//!
+//! A failed write or fsync of the log is not a crash but is treated like
+//! one: the table is poisoned ([`crate::Error::Poisoned`]) and refuses
+//! further changes, so the detector writes no page whose intent may not be
+//! durable; verification goes on, and reopening recovers.
 //!
 //! Every sequence number is used once: a new log starts after every slot,
 //! torn or not, of the logs before it, so a record left over from a torn
@@ -134,7 +148,7 @@
 //! # Damage and what it costs
 //!
 //! The base is framed and checked whole: any damage is
-//! [`Error::CorruptFile`](crate::Error::CorruptFile) at open. In a log, a
+//! [`crate::Error::CorruptFile`] at open. In a log, a
 //! record that does not verify before the last batch record is damage (the
 //! batch proves it was durable): `CorruptFile`, naming the offset. A damaged
 //! record in the newest fsynced batch cannot be told from a torn tail; it and
@@ -157,11 +171,12 @@
 //! - Log bytes per changed page: 16 (one intent), plus per sync 32 and 16
 //!   per write left unsettled. A compaction writes 8 bytes per page of the
 //!   table when the log reaches [`compact_ratio_pct`](TableConfig::compact_ratio_pct)
-//!   (default 50) % of the base, i.e. after base/32 changes: amortised,
-//!   16 + 16 × 100 / ratio bytes per change (48 by default), independent of
-//!   the table's size. The `checksum_table` bench measures it.
-//! - Memory: 8 bytes per page as before, plus about 32 bytes per unsettled
-//!   version, at most [`unsettled_versions_max`](TableConfig::unsettled_versions_max)
+//!   (default 100) % of the base, i.e. after base/16 changes: amortised,
+//!   16 + 16 × 100 / ratio bytes per change (32 by default), independent of
+//!   the table's size; a log at most as large as the base is replayed at
+//!   open. The `checksum_table` bench measures it.
+//! - Memory: 8 bytes per page as before, plus about 48 bytes per page with
+//!   unsettled versions, at most [`unsettled_versions_max`](TableConfig::unsettled_versions_max)
 //!   before the detector syncs the store on its own.
 //!
 //! [`CorruptionDetector::write_sealed`]: crate::CorruptionDetector::write_sealed
@@ -180,14 +195,11 @@ use parking_lot::Mutex;
 use super::appender::Appender;
 use super::log::{encode_record, LogHeader, LogRecord, LOG_HEADER_LEN, RECORD_LEN};
 use super::storage::{replace, DirTableStorage, TableStorage};
-use super::table::{check_page_size, encode_base, ChecksumTable, PRESENT, UNSETTLED};
-use super::{page_crc, MAX_TABLE_PAGES};
+use super::table::{check_page_size, encode_base, ChecksumTable, PRESENT};
+use super::unsettled::{Unsettled, SETTLED_BITS, SLOTS_MAX};
+use super::MAX_TABLE_PAGES;
 use crate::error::{Error, Result};
-use crate::host::PageStore;
 use crate::types::PageId;
-
-/// Buffered settle records are fsynced on their own past this many bytes.
-const LAZY_BYTES_MAX: usize = 64 << 10;
 
 /// Configuration of a durable [`ChecksumTable`].
 #[must_use]
@@ -203,14 +215,14 @@ pub struct TableConfig {
 
 impl TableConfig {
     /// Defaults for pages of `page_size` bytes: at most
-    /// [`MAX_TABLE_PAGES`] pages, compaction when the log reaches 50 % of
+    /// [`MAX_TABLE_PAGES`] pages, compaction when the log reaches 100 % of
     /// the base and at least 1 MiB, at most 1 Mi unsettled versions and 8
     /// per page.
     pub fn new(page_size: usize) -> Self {
         TableConfig {
             page_size,
             pages_max: MAX_TABLE_PAGES,
-            compact_ratio_pct: 50,
+            compact_ratio_pct: 100,
             compact_log_bytes_min: 1 << 20,
             unsettled_versions_max: 1 << 20,
             page_versions_max: 8,
@@ -227,8 +239,9 @@ impl TableConfig {
     }
 
     /// Compact when the log reaches this percentage of the base file's size
-    /// (default 50; at least 1). Lower means less log to replay at open and
-    /// more base rewrites.
+    /// (default 100; at least 1). Lower means less log to replay at open and
+    /// more base rewrites: each change costs 16 + 1600 / pct bytes written,
+    /// amortised.
     pub fn compact_ratio_pct(mut self, pct: u64) -> Self {
         self.compact_ratio_pct = pct;
         self
@@ -269,12 +282,19 @@ impl TableConfig {
             ));
         }
         if self.compact_ratio_pct == 0 {
-            return Err(Error::config("compact_ratio_pct", "is 0; it must be at least 1"));
+            return Err(Error::config(
+                "compact_ratio_pct",
+                "is 0; it must be at least 1",
+            ));
         }
-        if self.unsettled_versions_max == 0 {
+        if self.unsettled_versions_max == 0 || self.unsettled_versions_max > SLOTS_MAX / 2 {
             return Err(Error::config(
                 "unsettled_versions_max",
-                "is 0; it must be at least 1",
+                format!(
+                    "is {}; it must be between 1 and {}",
+                    self.unsettled_versions_max,
+                    SLOTS_MAX / 2
+                ),
             ));
         }
         if self.page_versions_max < 2 {
@@ -353,42 +373,6 @@ pub struct TableStats {
     pub torn_bytes_at_open: u64,
 }
 
-/// One unsettled version of a page.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Version {
-    pub(super) crc: u32,
-    pub(super) seq: u64,
-    pub(super) state: State,
-}
-
-/// Where the write of a version stands (in memory only: every version read
-/// back at open is `Unknown`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum State {
-    /// Announced; its write has not returned.
-    InFlight,
-    /// Its write failed, or it was read back at open: the page may or may
-    /// not hold it. A sync never settles it; a read of the page that finds
-    /// it does ([`ChecksumTable::resolve`]).
-    Unknown,
-    /// Its write returned (or the page was read holding it) in this sync
-    /// generation: the store's sync after the next barrier makes it durable.
-    Written(u64),
-}
-
-impl Version {
-    fn written_by(&self, barrier: u64) -> bool {
-        matches!(self.state, State::Written(w) if w <= barrier)
-    }
-}
-
-/// The unsettled versions of every page that has some.
-#[derive(Debug, Default)]
-pub(super) struct Unsettled {
-    pub(super) pages: HashMap<u64, Vec<Version>>,
-    pub(super) versions: usize,
-}
-
 /// What is on disk, as far as this process knows; its lock serialises
 /// settles, truncations and compactions.
 #[derive(Debug)]
@@ -402,6 +386,10 @@ pub(super) struct Files {
 }
 
 /// The durable part of a table.
+///
+/// Locks, always taken in this order: `files` (settles, truncations,
+/// compactions), `unsettled` (every change of an entry or a version, and
+/// every append to the log), the log's state, the table's entries.
 pub(crate) struct Durable {
     pub(super) storage: Arc<dyn TableStorage>,
     pub(super) stem: String,
@@ -440,17 +428,18 @@ pub(super) fn parse_log_name(stem: &str, name: &str) -> Option<u64> {
 
 impl Durable {
     /// The checksum of the newest unsettled version of `page`.
-    pub(super) fn newest(&self, page: PageId) -> Option<u32> {
+    pub(super) fn newest(&self, table: &ChecksumTable, page: PageId) -> Option<u32> {
         let un = self.unsettled.lock();
-        un.pages.get(&page.0)?.last().map(|v| v.crc)
+        let e = table.entry(page);
+        un.get(e, page.0)?.last().map(|v| v.crc)
     }
 
     /// The newest unsettled checksum of every page that has one.
     pub(super) fn newest_of_all(&self) -> HashMap<u64, u32> {
         let un = self.unsettled.lock();
-        un.pages
+        un.slots()
             .iter()
-            .filter_map(|(&p, vs)| Some((p, vs.last()?.crc)))
+            .filter_map(|s| Some((s.page, s.versions.last()?.crc)))
             .collect()
     }
 
@@ -461,8 +450,7 @@ impl Durable {
         let e = table.entry(page);
         (e & PRESENT != 0 && e as u32 == crc)
             || un
-                .pages
-                .get(&page.0)
+                .get(e, page.0)
                 .is_some_and(|vs| vs.iter().any(|v| v.crc == crc))
     }
 
@@ -470,7 +458,7 @@ impl Durable {
         let _files = self.files.lock();
         let seq = {
             let mut un = self.unsettled.lock();
-            let pending_past = un.pages.keys().any(|&p| p >= page_count);
+            let pending_past = un.slots().iter().any(|s| s.page >= page_count);
             if table.len() as u64 <= page_count && !pending_past {
                 return Ok(());
             }
@@ -483,14 +471,11 @@ impl Durable {
                     last: u32::MAX,
                 })
             };
-            let dropped: usize = un
-                .pages
-                .iter()
-                .filter(|(p, _)| **p >= page_count)
-                .map(|(_, vs)| vs.len())
-                .sum();
-            un.pages.retain(|p, _| *p < page_count);
-            un.versions -= dropped;
+            {
+                let entries = table.entries.read();
+                let keep = entries.len().min(page_count as usize);
+                un.retain(&entries[..keep], |_| None);
+            }
             table.truncate_entries(page_count);
             seq
         };
@@ -498,284 +483,9 @@ impl Durable {
     }
 }
 
-/// A page change announced to the table before its write.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Intent {
-    page: PageId,
-    crc: u32,
-}
-
-/// A sync barrier: versions written in a generation up to this one are
-/// covered by the store sync that follows it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SyncBarrier(u64);
-
-/// The write path of the detector, and the durable table's own operations.
+/// The durable table's own operations.
 impl ChecksumTable {
-    /// Whether the detector should sync the store (settling what it can)
-    /// before writing `pages`: some page has its limit of unsettled
-    /// versions, or the whole table would pass its limit.
-    pub(crate) fn needs_sync(&self, pages: &[PageId]) -> bool {
-        let Some(d) = &self.durable else {
-            return false;
-        };
-        let un = d.unsettled.lock();
-        un.versions + pages.len() > d.config.unsettled_versions_max
-            || pages.iter().any(|p| {
-                un.pages.get(&p.0).is_some_and(|vs| {
-                    vs.len() >= d.config.page_versions_max
-                        && vs.iter().any(|v| matches!(v.state, State::Written(_)))
-                })
-            })
-    }
-
-    /// Announces page changes: for a durable table, logs an intent per
-    /// change and returns once they are all durable (one fsync). Call
-    /// [`complete`](Self::complete) for each after its write.
-    ///
-    /// # Errors
-    /// [`Error::PageOutOfRange`] past the configured limit; the log's error
-    /// (the table is then poisoned); [`Error::Poisoned`].
-    pub(crate) fn intend(&self, changes: &[(PageId, u32)]) -> Result<Vec<Intent>> {
-        let intents = changes
-            .iter()
-            .map(|&(page, crc)| Intent { page, crc })
-            .collect();
-        let Some(d) = &self.durable else {
-            return Ok(intents);
-        };
-        if let Some(&(page, _)) = changes.iter().find(|(p, _)| p.0 >= d.config.pages_max) {
-            return Err(Error::PageOutOfRange {
-                page,
-                page_count: d.config.pages_max,
-            });
-        }
-        let mut wait_for: Option<u64> = None;
-        {
-            let mut un = d.unsettled.lock();
-            let mut log = d.log.state.lock();
-            log.check()?;
-            for &(page, crc) in changes {
-                let e = self.entry(page);
-                let versions = un.pages.get(&page.0);
-                let newest = match versions.and_then(|vs| vs.last()) {
-                    Some(v) => Some((v.crc, Some(v.seq))),
-                    None => (e & PRESENT != 0).then_some((e as u32, None)),
-                };
-                if let Some((newest_crc, seq)) = newest {
-                    if newest_crc == crc {
-                        // Already the newest: nothing to log, but wait for
-                        // its intent if it is not durable yet.
-                        wait_for = wait_for.max(seq);
-                        continue;
-                    }
-                }
-                self.update_entry(page, |e| e | UNSETTLED)?;
-                let Unsettled { pages, versions } = &mut *un;
-                let vs = pages.entry(page.0).or_default();
-                if let Some(i) = vs.iter().position(|v| v.crc == crc) {
-                    vs.remove(i);
-                    *versions -= 1;
-                }
-                if vs.len() >= d.config.page_versions_max {
-                    // Only a version nobody can settle goes; versions written
-                    // since the last sync stay (the detector syncs first when
-                    // there are too many of them, so they are few).
-                    if let Some(i) = vs.iter().position(|v| v.state == State::Unknown) {
-                        let old = vs.remove(i);
-                        *versions -= 1;
-                        log.append(LogRecord::Retract { seq: old.seq });
-                        tracing::warn!(%page, "page has too many unsettled versions; the oldest failed write is no longer accepted");
-                    }
-                }
-                let seq = log.append(LogRecord::Intent {
-                    page: u32::try_from(page.0).expect("below pages_max"),
-                    crc,
-                });
-                vs.push(Version {
-                    crc,
-                    seq,
-                    state: State::InFlight,
-                });
-                *versions += 1;
-                wait_for = Some(seq);
-            }
-        }
-        if let Some(seq) = wait_for {
-            d.log.make_durable(&*d.storage, seq)?;
-        }
-        Ok(intents)
-    }
-
-    /// Records that an announced change's write returned (`written`) or
-    /// failed. An in-memory table records the checksum only when the write
-    /// succeeded (a failed write leaves the old bytes and their checksum); a
-    /// durable one marks the version written in the current sync
-    /// generation, or leaves it unwritten (accepted, never settled).
-    ///
-    /// # Errors
-    /// An in-memory table that cannot grow to the page.
-    pub(crate) fn complete(&self, intent: &Intent, written: bool) -> Result<()> {
-        let Some(d) = &self.durable else {
-            return if written {
-                self.record(intent.page, intent.crc)
-            } else {
-                Ok(())
-            };
-        };
-        // Read after the write returned: a barrier taken before this load
-        // was taken after the write completed.
-        let generation = d.sync_generation.load(Ordering::SeqCst);
-        let mut un = d.unsettled.lock();
-        let version = un
-            .pages
-            .get_mut(&intent.page.0)
-            .and_then(|vs| vs.iter_mut().find(|v| v.crc == intent.crc));
-        if let Some(v) = version {
-            v.state = match (v.state, written) {
-                (State::Written(w), _) => State::Written(w),
-                (_, true) => State::Written(generation),
-                (_, false) => State::Unknown,
-            };
-        }
-        Ok(())
-    }
-
-    /// Resolves versions whose fate is unknown (read back at open, or whose
-    /// write failed) by reading the page from `store`: the version the page
-    /// holds — or its settled checksum, re-announced as the newest version —
-    /// counts as written now, and the next sync settles it. Pages with a
-    /// write in flight, pages that cannot be read and pages that hold none
-    /// of their accepted versions (damage, which verification reports) are
-    /// left as they are. The detector calls it when it is built.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] when the table's log is poisoned.
-    pub(crate) fn resolve(&self, store: &dyn PageStore) -> Result<()> {
-        let Some(d) = &self.durable else {
-            return Ok(());
-        };
-        let pages: Vec<u64> = {
-            let un = d.unsettled.lock();
-            un.pages
-                .iter()
-                .filter(|(_, vs)| vs.iter().any(|v| v.state == State::Unknown))
-                .map(|(p, _)| *p)
-                .collect()
-        };
-        let mut buf = vec![0u8; self.page_size];
-        let mut resolved = 0usize;
-        for page in pages.into_iter().map(PageId) {
-            if page.0 >= store.page_count() || store.read_page(page, &mut buf).is_err() {
-                continue;
-            }
-            let crc = page_crc(page, &buf);
-            let generation = d.sync_generation.load(Ordering::SeqCst);
-            let mut un = d.unsettled.lock();
-            let Unsettled { pages, versions } = &mut *un;
-            let Some(vs) = pages.get_mut(&page.0) else {
-                continue;
-            };
-            if vs.iter().any(|v| v.state == State::InFlight) {
-                continue;
-            }
-            if let Some(v) = vs.iter_mut().find(|v| v.crc == crc) {
-                if v.state == State::Unknown {
-                    v.state = State::Written(generation);
-                    resolved += 1;
-                }
-                continue;
-            }
-            let e = self.entry(page);
-            if e & PRESENT != 0 && e as u32 == crc {
-                let mut log = d.log.state.lock();
-                log.check()?;
-                let seq = log.append(LogRecord::Intent {
-                    page: u32::try_from(page.0).expect("below pages_max"),
-                    crc,
-                });
-                vs.push(Version {
-                    crc,
-                    seq,
-                    state: State::Written(generation),
-                });
-                *versions += 1;
-                resolved += 1;
-            }
-        }
-        if resolved > 0 {
-            tracing::debug!(resolved, "unsettled checksum versions resolved from the store");
-        }
-        Ok(())
-    }
-
-    /// Takes a sync barrier (before the store's sync).
-    pub(crate) fn sync_barrier(&self) -> SyncBarrier {
-        SyncBarrier(
-            self.durable
-                .as_ref()
-                .map_or(0, |d| d.sync_generation.fetch_add(1, Ordering::SeqCst)),
-        )
-    }
-
-    /// Settles what the store's sync after `barrier` made durable, and
-    /// compacts when the log has grown large.
-    ///
-    /// # Errors
-    /// The log's or the compaction's error.
-    pub(crate) fn settle(&self, barrier: SyncBarrier) -> Result<()> {
-        let Some(d) = &self.durable else {
-            return Ok(());
-        };
-        let mut files = d.files.lock();
-        let flush = {
-            let mut un = d.unsettled.lock();
-            let Unsettled { pages, versions } = &mut *un;
-            let mut newest_settled: Option<u64> = None;
-            pages.retain(|&page, vs| {
-                let Some(k) = vs.iter().rposition(|v| v.written_by(barrier.0)) else {
-                    return true;
-                };
-                let v = vs[k];
-                vs.drain(..=k);
-                *versions -= k + 1;
-                newest_settled = newest_settled.max(Some(v.seq));
-                let flag = if vs.is_empty() { 0 } else { UNSETTLED };
-                self.set_entry(PageId(page), PRESENT | u64::from(v.crc) | flag);
-                !vs.is_empty()
-            });
-            let mut log = d.log.state.lock();
-            match newest_settled {
-                Some(newest) if log.check().is_ok() => {
-                    let below = newest + 1;
-                    for v in pages.values().flatten().filter(|v| v.seq < below) {
-                        log.append(LogRecord::Except { seq: v.seq });
-                    }
-                    log.append(LogRecord::Settle { below });
-                    log.buffered() >= LAZY_BYTES_MAX
-                }
-                _ => false,
-            }
-        };
-        if flush {
-            d.log.flush(&*d.storage)?;
-        }
-        if self.should_compact(d, &files) {
-            self.compact_locked(d, &mut files)?;
-        }
-        Ok(())
-    }
-
-    fn set_entry(&self, page: PageId, value: u64) {
-        let entries = self.entries.read();
-        let e = entries.get(page.0 as usize);
-        debug_assert!(e.is_some(), "a page with unsettled versions has an entry");
-        if let Some(e) = e {
-            e.store(value, Ordering::Release);
-        }
-    }
-
-    fn should_compact(&self, d: &Durable, files: &Files) -> bool {
+    pub(super) fn should_compact(&self, d: &Durable, files: &Files) -> bool {
         let log_bytes = d.log.state.lock().file_bytes;
         let threshold = files.base_bytes.saturating_mul(d.config.compact_ratio_pct) / 100;
         log_bytes >= threshold.max(d.config.compact_log_bytes_min)
@@ -831,25 +541,39 @@ impl ChecksumTable {
             }
             .encode()
             .to_vec();
-            let mut order: Vec<(u64, u64, usize)> = un
-                .pages
+            // Re-announce every unsettled version, oldest first.
+            let mut order: Vec<(u64, usize, usize)> = un
+                .slots()
                 .iter()
-                .flat_map(|(&page, vs)| vs.iter().enumerate().map(move |(i, v)| (v.seq, page, i)))
+                .enumerate()
+                .flat_map(|(s, slot)| {
+                    slot.versions
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, v)| (v.seq, s, i))
+                })
                 .collect();
             order.sort_unstable();
             let mut seq = first_seq;
             encode_record(&mut bytes, seq, LogRecord::Batch);
             seq += 1;
-            for (_, page, i) in order {
-                let v = &mut un.pages.get_mut(&page).expect("collected above")[i];
-                let page32 = u32::try_from(page).expect("below pages_max");
-                encode_record(&mut bytes, seq, LogRecord::Intent { page: page32, crc: v.crc });
+            let slots = un.slots_mut();
+            for (_, s, i) in order {
+                let page = u32::try_from(slots[s].page).expect("below pages_max");
+                let v = &mut slots[s].versions[i];
+                encode_record(&mut bytes, seq, LogRecord::Intent { page, crc: v.crc });
                 v.seq = seq;
                 seq += 1;
             }
-            let slots = seq - first_seq;
-            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + slots as usize * RECORD_LEN);
-            Appender::begin_switch(&mut log, name.clone(), generation, slots, bytes.len() as u64);
+            let count = seq - first_seq;
+            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + count as usize * RECORD_LEN);
+            Appender::begin_switch(
+                &mut log,
+                name.clone(),
+                generation,
+                count,
+                bytes.len() as u64,
+            );
             (bytes, first_seq, seq)
         };
         let created = replace(&*d.storage, &name, &bytes);
@@ -870,7 +594,11 @@ impl ChecksumTable {
             d.storage.sync_dir()?;
         }
         d.compactions.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(generation, base_bytes = base.len(), "checksum table compacted");
+        tracing::debug!(
+            generation,
+            base_bytes = base.len(),
+            "checksum table compacted"
+        );
         Ok(())
     }
 
@@ -879,17 +607,20 @@ impl ChecksumTable {
         let entries = self.entries.read();
         let settled = entries
             .iter()
-            .map(|e| e.load(Ordering::Acquire) & (PRESENT | u64::from(u32::MAX)));
+            .map(|e| e.load(Ordering::Acquire) & SETTLED_BITS);
         encode_base(self.page_size, generation, next_seq, entries.len(), settled)
     }
 
     /// Whether the table holds anything for pages at or past `page_count`.
     pub(crate) fn has_pages_from(&self, page_count: u64) -> bool {
         self.len() as u64 > page_count
-            || self
-                .durable
-                .as_ref()
-                .is_some_and(|d| d.unsettled.lock().pages.keys().any(|&p| p >= page_count))
+            || self.durable.as_ref().is_some_and(|d| {
+                d.unsettled
+                    .lock()
+                    .slots()
+                    .iter()
+                    .any(|s| s.page >= page_count)
+            })
     }
 
     /// Sizes and counters.
@@ -904,7 +635,7 @@ impl ChecksumTable {
         };
         let (unsettled_pages, unsettled_versions) = {
             let un = d.unsettled.lock();
-            (un.pages.len() as u64, un.versions as u64)
+            (un.pages() as u64, un.versions as u64)
         };
         let (log_bytes, log_syncs) = {
             let l = d.log.state.lock();

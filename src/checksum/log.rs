@@ -151,10 +151,11 @@ impl LogRecord {
 }
 
 fn record_crc(seq: u64, head: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&seq.to_le_bytes());
-    h.update(head);
-    h.finalize()
+    // One call over a stack copy: for 20 bytes, much cheaper than a Hasher.
+    let mut covered = [0u8; 8 + 12];
+    covered[..8].copy_from_slice(&seq.to_le_bytes());
+    covered[8..].copy_from_slice(&head[..12]);
+    crc32fast::hash(&covered)
 }
 
 /// Appends the 16-byte encoding of `record` in slot `seq` to `out`.
@@ -268,7 +269,11 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
     }
     let stored = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"));
     if crc32fast::hash(&bytes[..32]) != stored {
-        return Err(Error::corrupt_file(path, 32, "log header checksum mismatch"));
+        return Err(Error::corrupt_file(
+            path,
+            32,
+            "log header checksum mismatch",
+        ));
     }
     if bytes[..4] != LOG_MAGIC {
         return Err(Error::corrupt_file(
@@ -294,7 +299,11 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
         });
     }
     if bytes[12..16] != [0; 4] {
-        return Err(Error::corrupt_file(path, 12, "reserved header bytes are not zero"));
+        return Err(Error::corrupt_file(
+            path,
+            12,
+            "reserved header bytes are not zero",
+        ));
     }
     let header = LogHeader {
         page_size: ps,
@@ -457,7 +466,11 @@ mod tests {
         let mut torn = good.clone();
         torn[slot(3)..slot(4)].fill(0);
         let d = decode_log(Path::new("l"), &torn, 4096).unwrap();
-        assert_eq!(d.records.len(), 3, "the valid record after the hole is not used");
+        assert_eq!(
+            d.records.len(),
+            3,
+            "the valid record after the hole is not used"
+        );
         assert_eq!(
             d.end,
             LogEnd::Torn {

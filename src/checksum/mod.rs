@@ -56,6 +56,8 @@ mod recovery;
 pub mod storage;
 mod table;
 pub mod trailer;
+mod unsettled;
+mod writes;
 
 #[cfg(test)]
 mod tests;

@@ -16,12 +16,11 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::appender::{Appender, LogState};
-use super::durable::{
-    log_name, parse_log_name, Durable, Files, State, TableConfig, Unsettled, Version,
-};
+use super::durable::{log_name, parse_log_name, Durable, Files, TableConfig};
 use super::log::{decode_log, LogEnd, LogRecord, LOG_HEADER_LEN, RECORD_LEN};
 use super::storage::{replace, tmp_name, TableStorage};
-use super::table::{decode_base, encode_base, grow, ChecksumTable, PRESENT, UNSETTLED};
+use super::table::{decode_base, encode_base, grow, ChecksumTable, PRESENT};
+use super::unsettled::{State, Unsettled, Version, Versions};
 use crate::error::{Error, Result};
 
 /// The state rebuilt from a base and its logs.
@@ -66,7 +65,13 @@ impl Replay {
     /// # Errors
     /// [`Error::CorruptFile`] for an intent naming a page at or past the
     /// configured limit.
-    pub(super) fn apply(&mut self, path: &Path, offset: u64, seq: u64, record: LogRecord) -> Result<()> {
+    pub(super) fn apply(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        seq: u64,
+        record: LogRecord,
+    ) -> Result<()> {
         match record {
             LogRecord::Batch => {}
             LogRecord::Intent { page, crc } => {
@@ -185,18 +190,22 @@ impl Replay {
         }
         let mut unsettled = Unsettled::default();
         for (p, vs) in self.pending {
-            *entries[p as usize].get_mut() |= UNSETTLED;
-            unsettled.versions += vs.len();
-            unsettled.pages.insert(
-                p,
-                vs.into_iter()
-                    .map(|(crc, seq)| Version {
-                        crc,
-                        seq,
-                        state: State::Unknown,
-                    })
-                    .collect(),
-            );
+            let versions: Versions = vs
+                .into_iter()
+                .map(|(crc, seq)| Version {
+                    crc,
+                    seq,
+                    state: State::Unknown,
+                })
+                .collect();
+            let n = versions.len();
+            unsettled
+                .insert(&entries[p as usize], p, versions)
+                .map_err(|_| Error::InvalidArgument {
+                    what: "table",
+                    reason: "the logs leave more pages unsettled than a table holds".into(),
+                })?;
+            unsettled.versions += n;
         }
         Ok((entries, unsettled))
     }
@@ -308,7 +317,9 @@ pub(super) fn open(
         last = Some((generation, name.clone(), bytes.len() as u64));
     }
     let appending = match last {
-        Some((generation, name, len)) if clean && replayed == 1 && generation == base.generation => {
+        Some((generation, name, len))
+            if clean && replayed == 1 && generation == base.generation =>
+        {
             Some((generation, name, len))
         }
         _ => None,
@@ -333,7 +344,12 @@ pub(super) fn open(
             stem: stem.to_string(),
             config,
             unsettled: Mutex::new(unsettled),
-            log: Appender::new(LogState::new(name.clone(), generation, next_seq, file_bytes)),
+            log: Appender::new(LogState::new(
+                name.clone(),
+                generation,
+                next_seq,
+                file_bytes,
+            )),
             files: Mutex::new(Files {
                 base_generation: base.generation,
                 base_bytes: base_bytes.len() as u64,
@@ -387,7 +403,11 @@ mod tests {
             LogRecord::Except { seq: 3 },
             LogRecord::Settle { below: 4 },
         ]);
-        assert_eq!(r.accepted(0), vec![1, 2], "1 settled, 2 (excepted) still unsettled");
+        assert_eq!(
+            r.accepted(0),
+            vec![1, 2],
+            "1 settled, 2 (excepted) still unsettled"
+        );
         assert_eq!(r.accepted(1), vec![3], "above the bound: untouched");
         assert_eq!(r.accepted(2), vec![300]);
     }
@@ -409,7 +429,11 @@ mod tests {
             intent(0, 1),
             LogRecord::Settle { below: 3 },
         ]);
-        assert_eq!(r.accepted(0), vec![100, 2, 1], "seq 2 was superseded by seq 4");
+        assert_eq!(
+            r.accepted(0),
+            vec![100, 2, 1],
+            "seq 2 was superseded by seq 4"
+        );
     }
 
     #[test]
@@ -419,7 +443,10 @@ mod tests {
             intent(0, 1),
             intent(5, 2),
             LogRecord::Retract { seq: 2 },
-            LogRecord::Drop { first: 2, last: u32::MAX },
+            LogRecord::Drop {
+                first: 2,
+                last: u32::MAX,
+            },
         ]);
         assert_eq!(r.accepted(0), vec![100]);
         assert!(r.accepted(2).is_empty());

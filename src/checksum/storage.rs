@@ -3,7 +3,7 @@
 //!
 //! The table does all its file I/O through this trait, one primitive step at
 //! a time (write, append, fsync, rename, remove, fsync of the directory), so
-//! that a crash simulator ([`CrashFiles`](crate::testing::CrashFiles),
+//! that a crash simulator (`selfheal::testing::CrashFiles`, with the
 //! `testing` feature) can keep a live and a durable image of every file and
 //! of the directory, stop the process between any two steps, and tear what
 //! was not synced.

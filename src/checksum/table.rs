@@ -59,7 +59,10 @@ const BASE_VERSION: u32 = 2;
 /// holding its old or its new bytes verifies. Making changes durable costs
 /// O(changed pages); see [`durable`](super::durable) for the protocol, its
 /// costs and the crash analysis. A durable table is changed only through the
-/// detector ([`seal`](Self::seal) refuses it).
+/// detector ([`seal`](Self::seal) refuses it). Dropping it writes nothing:
+/// the records of the last settles become durable with the next change,
+/// or with [`flush`](Self::flush) (which only narrows what a page accepts
+/// after a crash; safety never needs it).
 ///
 /// A table from [`new`](Self::new) lives in memory only; [`save`](Self::save)
 /// writes a whole copy (O(table)), and after a crash a page written since the
@@ -132,7 +135,7 @@ impl ChecksumTable {
     pub fn get(&self, page: PageId) -> Option<u32> {
         let e = self.entry(page);
         if e & UNSETTLED != 0 {
-            if let Some(crc) = self.durable.as_ref().and_then(|d| d.newest(page)) {
+            if let Some(crc) = self.durable.as_ref().and_then(|d| d.newest(self, page)) {
                 return Some(crc);
             }
         }
@@ -365,9 +368,7 @@ pub(super) fn check_page_size(page_size: usize) -> Result<()> {
     if page_size < MIN_PAGE_SIZE || u32::try_from(page_size).is_err() {
         return Err(Error::config(
             "page_size",
-            format!(
-                "is {page_size}; it must be at least {MIN_PAGE_SIZE} bytes and fit in 32 bits"
-            ),
+            format!("is {page_size}; it must be at least {MIN_PAGE_SIZE} bytes and fit in 32 bits"),
         ));
     }
     Ok(())

@@ -143,7 +143,7 @@ impl DetectorConfig {
         }
         if let ChecksumPlacement::Sidecar(t) = &self.placement {
             // Writes a crash left unsettled: find which bytes each page holds.
-            t.resolve(&*store)?;
+            t.resolve(store.page_count(), &mut |p, buf| store.read_page(p, buf))?;
         }
         let (sink, reports) = FailureSink::bounded(self.report_capacity);
         Ok(CorruptionDetector {
@@ -345,12 +345,14 @@ impl CorruptionDetector {
     /// The write locks of every page of a batch, taken in stripe order so
     /// that two batches never wait on each other in a cycle.
     fn stripes_of(&self, pages: impl Iterator<Item = PageId>) -> Vec<MutexGuard<'_, ()>> {
-        let mut idx: Vec<usize> = pages
-            .map(|p| (p.0 % LOCK_STRIPES as u64) as usize)
-            .collect();
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+        let mut wanted = [false; LOCK_STRIPES];
+        for p in pages {
+            wanted[(p.0 % LOCK_STRIPES as u64) as usize] = true;
+        }
+        (0..LOCK_STRIPES)
+            .filter(|&i| wanted[i])
+            .map(|i| self.stripes[i].lock())
+            .collect()
     }
 
     /// Reads `page` into `buf` and verifies it. A page that fails is re-read
@@ -588,14 +590,17 @@ impl CorruptionDetector {
             self.sync()?;
         }
         let intents = table.intend(&changes)?;
-        for (i, ((page, buf), intent)) in pages.iter().zip(&intents).enumerate() {
-            let result = self.store.write_page(*page, buf);
-            table.complete(intent, result.is_ok())?;
+        let mut written = 0;
+        let mut result = Ok(());
+        for (page, buf) in pages {
+            result = self.store.write_page(*page, buf);
             if result.is_err() {
-                return Ok((i, result));
+                break;
             }
+            written += 1;
         }
-        Ok((pages.len(), Ok(())))
+        table.complete(&intents, written)?;
+        Ok((written, result))
     }
 
     /// Makes every completed write durable: syncs the store and then, for a
@@ -1140,13 +1145,17 @@ mod tests {
             det.read_verified(PageId(1), &mut buf).unwrap();
             assert_eq!(buf[0], 11, "{placement:?}: written before the failure");
             det.read_verified(PageId(5), &mut buf).unwrap();
-            assert_eq!(buf[0], 6, "{placement:?}: the failed write left the old page");
+            assert_eq!(
+                buf[0], 6,
+                "{placement:?}: the failed write left the old page"
+            );
             det.read_verified(PageId(6), &mut buf).unwrap();
             assert_eq!(buf[0], 7, "{placement:?}: not written after the failure");
             // A page that cannot be sealed stops the batch before any write.
             let mut zero = vec![0u8; 256];
             let mut d = vec![14u8; 256];
-            let r = det.write_sealed_batch(&mut [(PageId(2), &mut d[..]), (PageId(3), &mut zero[..])]);
+            let r =
+                det.write_sealed_batch(&mut [(PageId(2), &mut d[..]), (PageId(3), &mut zero[..])]);
             if let ChecksumPlacement::Sidecar(_) = placement {
                 assert!(matches!(r, Err(Error::InvalidArgument { .. })));
                 det.read_verified(PageId(2), &mut buf).unwrap();
@@ -1169,7 +1178,10 @@ mod tests {
         let mut old = vec![0u8; 256];
         raw.read_page(PageId(2), &mut old).unwrap();
         det.write_sealed(PageId(2), &mut vec![40u8; 256]).unwrap();
-        assert!(det.verify(PageId(2), &old).is_ok(), "the write may not be durable yet");
+        assert!(
+            det.verify(PageId(2), &old).is_ok(),
+            "the write may not be durable yet"
+        );
         PageStore::sync(&det).unwrap();
         assert!(det.verify(PageId(2), &old).is_err(), "settled by the sync");
         assert!(det.verify(PageId(2), &[40u8; 256]).is_ok());
@@ -1196,12 +1208,18 @@ mod tests {
             .build(raw.clone())
             .unwrap();
         for round in 0..6u8 {
-            det.write_sealed(PageId(0), &mut vec![50 + round; 256]).unwrap();
+            det.write_sealed(PageId(0), &mut vec![50 + round; 256])
+                .unwrap();
             assert!(table.stats().unsettled_versions <= 2, "round {round}");
         }
-        assert_ne!(raw.durable_bytes()[0], 0, "the detector synced the store on its own");
+        assert_ne!(
+            raw.durable_bytes()[0],
+            0,
+            "the detector synced the store on its own"
+        );
         for p in 1..8u8 {
-            det.write_sealed(PageId(u64::from(p)), &mut vec![p; 256]).unwrap();
+            det.write_sealed(PageId(u64::from(p)), &mut vec![p; 256])
+                .unwrap();
             assert!(table.stats().unsettled_versions <= 4, "page {p}");
         }
     }
@@ -1215,7 +1233,8 @@ mod tests {
             .build(raw.clone())
             .unwrap();
         for p in 0..8 {
-            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256]).unwrap();
+            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+                .unwrap();
         }
         det.resize(4).unwrap();
         assert_eq!(table.get(PageId(5)), None);

@@ -300,7 +300,10 @@ mod tests {
         let f = CrashFiles::new();
         f.write("a", b"one").unwrap();
         f.sync("a").unwrap();
-        assert!(f.crash(None).names().is_empty(), "the name was never synced");
+        assert!(
+            f.crash(None).names().is_empty(),
+            "the name was never synced"
+        );
         f.sync_dir().unwrap();
         f.append("a", b"two").unwrap();
         let c = f.crash(None);

@@ -14,8 +14,8 @@ pub use crash::{
     check_stamp_workload, run_stamp_workload, stamp_pages, CrashDir, CrashStore, CrashSwitch,
     StampCheck, STAMP_PAGES, STAMP_PAGE_SIZE,
 };
-pub use files::CrashFiles;
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+pub use files::CrashFiles;
 mod snapshot;
 
 pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
