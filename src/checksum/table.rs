@@ -1,24 +1,7 @@
 //! [`ChecksumTable`]: the per-page checksums of the sidecar placement, in
 //! memory, and the codec of its base file.
 //!
-//! # Base file layout
-//!
-//! The base file is written whole ([`fsutil`](crate::fsutil)'s frame: magic
-//! `SHCT`, format version, payload length, payload CRC, header CRC; 24
-//! bytes). Integers are little-endian. Version 2 payload:
-//!
-//! | offset | size | field                                                     |
-//! |-------:|-----:|-----------------------------------------------------------|
-//! | 0      | 4    | page size                                                 |
-//! | 4      | 8    | generation (which log files continue it, see [`durable`]) |
-//! | 12     | 8    | sequence number the log of this generation starts at      |
-//! | 20     | 8    | entry count `n`                                           |
-//! | 28     | 8·n  | entries: bit 32 set = present, bits 0..32 = CRC32         |
-//!
-//! Version 1 (still read) has no generation and sequence fields: page size,
-//! entry count, entries; it reads as generation 0 starting at sequence 1.
-//!
-//! [`durable`]: super::durable
+//! The byte layout of the base file is in the type's docs.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +51,25 @@ const BASE_VERSION: u32 = 2;
 /// writes a whole copy (O(table)), and after a crash a page written since the
 /// last save fails verification against its older checksum. Use it for tests
 /// and for hosts whose pages do not outlive the process.
+///
+/// # Base file layout
+///
+/// The base file is written whole, crash-safely (temporary file, fsync,
+/// rename, fsync of the directory), in the 24-byte frame every such file of
+/// the library has: magic `SHCT` (4 bytes), format version (u32), payload
+/// length (u64), CRC32 of the payload (u32), CRC32 of the 20 header bytes
+/// before it (u32). Integers are little-endian. Version 2 payload:
+///
+/// | offset | size | field                                                     |
+/// |-------:|-----:|-----------------------------------------------------------|
+/// | 0      | 4    | page size                                                 |
+/// | 4      | 8    | generation (which log files continue it, see [`durable`](super::durable)) |
+/// | 12     | 8    | sequence number the log of this generation starts at      |
+/// | 20     | 8    | entry count `n`                                           |
+/// | 28     | 8·n  | entries: bit 32 set = present, bits 0..32 = CRC32         |
+///
+/// Version 1 (still read) has no generation and sequence fields: page size,
+/// entry count, entries; it reads as generation 0 starting at sequence 1.
 #[derive(Debug)]
 pub struct ChecksumTable {
     pub(super) page_size: usize,
