@@ -68,9 +68,11 @@
 //! # Running alongside the host, and again
 //!
 //! Adoption may run while the host reads and writes through the detector: a
-//! checksum is recorded only for a page that still has none (a host write
-//! meanwhile recorded its own, which stands), and a trailer is written only
-//! after the page is re-read under its lock. Resizes wait for the batch in
+//! checksum is recorded only for a page that still has nothing (a host write
+//! meanwhile recorded its own — in a durable table, its intent — which
+//! stands), checked and recorded under the lock every change of the table
+//! takes, and a trailer is written only after the page is re-read under its
+//! lock. Resizes wait for the batch in
 //! progress. A page written behind the detector's back during adoption is
 //! not protected against: that is the host's contract everywhere.
 //!
@@ -80,9 +82,30 @@
 //!
 //! # Crash analysis
 //!
-//! Sidecar: adoption changes only the in-memory table; nothing is durable
-//! until the host saves the table, after `adopt` returns. A crash before the
-//! save loses the adoption, which is simply run again. Trailer: each page is
+//! Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
+//! adoption changes only the table in memory; nothing is durable until the
+//! host saves the table, after `adopt` returns. A crash before the save
+//! loses the adoption, which is simply run again.
+//!
+//! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
+//! the store is synced first, so the bytes adoption reads are durable. A
+//! page's bytes are then already on disk, so its checksum needs no window in
+//! which old and new are accepted: it is recorded as settled at once, with
+//! one `claim` record (an all-zero page taken for unallocated: one `free`
+//! record), appended for a whole batch under one lock of the table. The
+//! records are made durable with one fsync per 64 Ki pages and before
+//! `adopt` returns (also when it stops with an error); the log is compacted
+//! when it has grown past its threshold. A crash at any step leaves each
+//! page either claimed (or marked unallocated) or as it was before adoption
+//! (nothing recorded): adopting again finishes the work. A host write
+//! during adoption logs its intent before the page is written; a claim
+//! never replaces it, in memory or at replay (a `claim` record applies only
+//! to a page that has nothing). After a crash such a page verifies if it
+//! holds the host's new bytes; if it holds the bytes from before the write
+//! (lost in the crash), the detector finds that when it is built and the
+//! page is as it was before adoption, which adopting again claims.
+//!
+//! Trailer: each page is
 //! written whole with only its last 16 bytes changed; the store is synced at
 //! the end. A crash part-way leaves each page either as it was (no trailer:
 //! adopted again by the next run) or sealed. A torn write of one page leaves
@@ -249,10 +272,21 @@ impl AdoptReport {
 /// What one scanned page needs.
 enum Plan {
     Done,
+    /// Sidecar placement: record its checksum if it still has none.
+    Claim(u32),
     /// Trailer placement: write a trailer into the page's zero tail.
     SealInPlace,
     /// An all-zero page that has no checksum: unallocated, or damage.
     Zero,
+}
+
+/// Counts a scrub-like verdict on a page adoption did not seal.
+fn count(verdict: Verdict, report: &mut AdoptReport) {
+    match verdict {
+        Verdict::Clean | Verdict::Transient => report.already_sealed += 1,
+        Verdict::Unallocated => report.unallocated += 1,
+        Verdict::Corrupt { .. } => report.corrupt += 1,
+    }
 }
 
 impl CorruptionDetector {
@@ -261,8 +295,9 @@ impl CorruptionDetector {
     /// the host's own integrity check first, since adoption vouches for
     /// whatever is on disk.
     ///
-    /// In the sidecar placement, save the table afterwards (adoption changes
-    /// only its in-memory copy).
+    /// In the sidecar placement with an in-memory table, save the table
+    /// afterwards (adoption changes only its in-memory copy); a durable
+    /// table has made what adoption recorded durable when this returns.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -312,6 +347,12 @@ impl CorruptionDetector {
         if let ChecksumPlacement::Sidecar(table) = &self.placement {
             let _gate = self.resize_gate.read();
             table.reserve_pages(end.min(self.store.page_count()))?;
+            if table.is_durable() {
+                // A durable table records the checksums as settled: the
+                // bytes they vouch for must be durable first (a host that
+                // wrote them without a sync could lose them in a crash).
+                self.store.sync()?;
+            }
         }
         let mut report = AdoptReport::default();
         let mut wrote = false;
@@ -333,6 +374,11 @@ impl CorruptionDetector {
                 if wrote {
                     self.store.sync()?;
                 }
+                if let ChecksumPlacement::Sidecar(table) = &self.placement {
+                    if let Err(f) = table.flush_claims() {
+                        tracing::error!(error = %f, "the checksums adoption recorded before it stopped are not durable");
+                    }
+                }
                 return Err(e);
             }
             next += examined;
@@ -350,6 +396,9 @@ impl CorruptionDetector {
         }
         if wrote {
             self.store.sync()?;
+        }
+        if let ChecksumPlacement::Sidecar(table) = &self.placement {
+            table.flush_claims()?;
         }
         // Pages fenced before they were adopted (a scrub found no checksum)
         // verify now: lift their fences.
@@ -388,6 +437,7 @@ impl CorruptionDetector {
     ) -> (u64, bool, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
+        let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
         let mut examined = 0u64;
         let scanned = self.store.scan_pages(first, count, &mut |page, bytes| {
             let plan = self.plan(page, bytes, report)?;
@@ -395,6 +445,7 @@ impl CorruptionDetector {
             report.pages += 1;
             match plan {
                 Plan::Done => {}
+                Plan::Claim(crc) => claims.push((page, Some(crc))),
                 Plan::SealInPlace => in_place.push(page),
                 Plan::Zero => zero.push(page),
             }
@@ -407,6 +458,9 @@ impl CorruptionDetector {
             Err(Error::PageOutOfRange { .. }) => None,
             Err(e) => Some(e),
         };
+        if let Err(e) = self.claim_scanned(&claims, report) {
+            stopped.get_or_insert(e);
+        }
         for page in zero {
             self.adopt_zero(page, opts, report);
         }
@@ -430,16 +484,8 @@ impl CorruptionDetector {
         match &self.placement {
             ChecksumPlacement::Sidecar(table) => match table.entry(page) {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
-                Entry::Absent => {
-                    if table.claim_absent(page, Some(checksum::page_crc(page, bytes))) {
-                        report.sealed += 1;
-                    } else {
-                        // Written through the detector since it was read.
-                        self.count_verdict(page, bytes, report)?;
-                    }
-                    Ok(Plan::Done)
-                }
-                Entry::Sealed(_) | Entry::Free => {
+                Entry::Absent => Ok(Plan::Claim(checksum::page_crc(page, bytes))),
+                Entry::Sealed | Entry::Free => {
                     self.count_verdict(page, bytes, report)?;
                     Ok(Plan::Done)
                 }
@@ -472,10 +518,37 @@ impl CorruptionDetector {
     /// Verifies a page that has a checksum (or a mark) like a scrub, and
     /// counts the verdict.
     fn count_verdict(&self, page: PageId, bytes: &[u8], report: &mut AdoptReport) -> Result<()> {
-        match self.check_scanned(page, bytes, Observer::Scrub)? {
-            Verdict::Clean | Verdict::Transient => report.already_sealed += 1,
-            Verdict::Unallocated => report.unallocated += 1,
-            Verdict::Corrupt { .. } => report.corrupt += 1,
+        count(self.check_scanned(page, bytes, Observer::Scrub)?, report);
+        Ok(())
+    }
+
+    /// Sidecar placement: records the checksums of a batch's scanned pages
+    /// that still have nothing, all at once (one lock of the table, and in a
+    /// durable table one `claim` record each, see
+    /// [`checksum::durable`](crate::checksum::durable)). A page that was
+    /// given a checksum since it was scanned (a host write through the
+    /// detector) keeps it, and is read again and verified like a scrub.
+    fn claim_scanned(
+        &self,
+        claims: &[(PageId, Option<u32>)],
+        report: &mut AdoptReport,
+    ) -> Result<()> {
+        let ChecksumPlacement::Sidecar(table) = &self.placement else {
+            return Ok(());
+        };
+        let mut claimed = Vec::with_capacity(claims.len());
+        table.claim_absent(claims, &mut claimed)?;
+        for (&(page, _), &won) in claims.iter().zip(&claimed) {
+            if won {
+                report.sealed += 1;
+            } else {
+                match self.check_page(page, Observer::Scrub) {
+                    Ok(v) => count(v, report),
+                    // Dropped by a resize behind the detector's back.
+                    Err(Error::PageOutOfRange { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(())
     }
@@ -508,7 +581,10 @@ impl CorruptionDetector {
                 None
             } else if free {
                 let marked = match &self.placement {
-                    ChecksumPlacement::Sidecar(t) => t.claim_absent(page, None),
+                    ChecksumPlacement::Sidecar(t) => {
+                        let mut claimed = Vec::with_capacity(1);
+                        t.claim_absent(&[(page, None)], &mut claimed).is_ok() && claimed[0]
+                    }
                     ChecksumPlacement::Trailer => self.freed.set(page).is_ok(),
                 };
                 if marked {
