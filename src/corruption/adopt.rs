@@ -82,34 +82,38 @@
 //!
 //! # Crash analysis
 //!
+//! Every adoption ends (also when it stops with an error) with a sync
+//! through the detector ([`CorruptionDetector::sync`]), so that when `adopt`
+//! returns, what it sealed is durable, and so are the host's writes that
+//! raced it (a host write of a page makes it the host's, not adoption's).
+//!
 //! Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
 //! adoption changes only the table in memory; nothing is durable until the
 //! host saves the table, after `adopt` returns. A crash before the save
 //! loses the adoption, which is simply run again.
 //!
 //! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
-//! the store is synced first, so the bytes adoption reads are durable. A
+//! the detector syncs first, so the bytes adoption reads are durable. A
 //! page's bytes are then already on disk, so its checksum needs no window in
 //! which old and new are accepted: it is recorded as settled at once, with
 //! one `claim` record (an all-zero page taken for unallocated: one `free`
 //! record), appended for a whole batch under one lock of the table. The
-//! records are made durable with one fsync per 64 Ki pages and before
-//! `adopt` returns (also when it stops with an error); the log is compacted
-//! when it has grown past its threshold. A crash at any step leaves each
-//! page either claimed (or marked unallocated) or as it was before adoption
-//! (nothing recorded): adopting again finishes the work. A host write
-//! during adoption logs its intent before the page is written; a claim
-//! never replaces it, in memory or at replay (a `claim` record applies only
-//! to a page that has nothing). After a crash such a page verifies if it
+//! records are made durable with one fsync per 64 Ki pages and at the end;
+//! the log is compacted when it has grown past its threshold. A crash at
+//! any step leaves each page either claimed (or marked unallocated) or as
+//! it was before adoption (nothing recorded): adopting again finishes the
+//! work. A host write during adoption logs its intent before the page is
+//! written; a claim never replaces it, in memory or at replay (a `claim`
+//! record applies only to a page that has nothing), and the closing sync
+//! settles it. After a crash before that sync, such a page verifies if it
 //! holds the host's new bytes; if it holds the bytes from before the write
 //! (lost in the crash), the detector finds that when it is built and the
 //! page is as it was before adoption, which adopting again claims.
 //!
-//! Trailer: each page is
-//! written whole with only its last 16 bytes changed; the store is synced at
-//! the end. A crash part-way leaves each page either as it was (no trailer:
-//! adopted again by the next run) or sealed. A torn write of one page leaves
-//! at most a garbled trailer in bytes the host does not use: that page fails
+//! Trailer: each page is written whole with only its last 16 bytes changed.
+//! A crash part-way leaves each page either as it was (no trailer: adopted
+//! again by the next run) or sealed. A torn write of one page leaves at most
+//! a garbled trailer in bytes the host does not use: that page fails
 //! verification, and the next adoption stops on it with
 //! [`Error::TrailerInUse`] unless its trailer bytes read all zero or whole.
 
@@ -298,6 +302,8 @@ impl CorruptionDetector {
     /// In the sidecar placement with an in-memory table, save the table
     /// afterwards (adoption changes only its in-memory copy); a durable
     /// table has made what adoption recorded durable when this returns.
+    /// Adoption syncs the store through the detector at its end (and, with
+    /// a durable table, at its start).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -323,7 +329,7 @@ impl CorruptionDetector {
     /// [`Error::PageOutOfRange`] for a range past the end of the store;
     /// [`Error::TrailerInUse`] in the trailer placement for a page whose last
     /// 16 bytes hold data (pages before it are adopted; see the module
-    /// docs); the store's read, write or sync error. A range that the store
+    /// docs); the store's read, write or sync error; a durable table's log error. A range that the store
     /// shrinks below during adoption ends where the store ends.
     pub fn adopt(&self, mut opts: AdoptOptions) -> Result<AdoptReport> {
         let started = self.clock.now_ns();
@@ -347,18 +353,17 @@ impl CorruptionDetector {
         if let ChecksumPlacement::Sidecar(table) = &self.placement {
             let _gate = self.resize_gate.read();
             table.reserve_pages(end.min(self.store.page_count()))?;
-            if table.is_durable() {
-                // A durable table records the checksums as settled: the
-                // bytes they vouch for must be durable first (a host that
-                // wrote them without a sync could lose them in a crash).
-                self.store.sync()?;
-            }
+        }
+        if matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable()) {
+            // A durable table records the checksums as settled: the bytes
+            // they vouch for must be durable first (a host that wrote them
+            // without a sync could lose them in a crash).
+            self.sync()?;
         }
         let mut report = AdoptReport::default();
-        let mut wrote = false;
         let mut next = opts.first;
         while next < end {
-            let (examined, sealed_in_place, stopped) = {
+            let (examined, stopped) = {
                 // No resize while a batch is scanned and recorded.
                 let _gate = self.resize_gate.read();
                 let now_count = self.store.page_count();
@@ -368,16 +373,10 @@ impl CorruptionDetector {
                 let n = batch.min(end - next).min(now_count - next);
                 self.adopt_batch(PageId(next), n, &opts, &mut report)
             };
-            wrote |= sealed_in_place;
             if let Some(e) = stopped {
                 // What was adopted before the error stands: make it durable.
-                if wrote {
-                    self.store.sync()?;
-                }
-                if let ChecksumPlacement::Sidecar(table) = &self.placement {
-                    if let Err(f) = table.flush_claims() {
-                        tracing::error!(error = %f, "the checksums adoption recorded before it stopped are not durable");
-                    }
+                if let Err(f) = self.make_adoption_durable() {
+                    tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
                 }
                 return Err(e);
             }
@@ -394,12 +393,7 @@ impl CorruptionDetector {
                 break;
             }
         }
-        if wrote {
-            self.store.sync()?;
-        }
-        if let ChecksumPlacement::Sidecar(table) = &self.placement {
-            table.flush_claims()?;
-        }
+        self.make_adoption_durable()?;
         // Pages fenced before they were adopted (a scrub found no checksum)
         // verify now: lift their fences.
         let mut fenced = self.pages_in(super::PageState::Suspect);
@@ -425,16 +419,16 @@ impl CorruptionDetector {
         Ok(report)
     }
 
-    /// Adopts `count` pages from `first`; returns how many were examined,
-    /// whether a trailer was written, and the error that stopped the batch
-    /// (the pages before the one it is about are adopted all the same).
+    /// Adopts `count` pages from `first`; returns how many were examined and
+    /// the error that stopped the batch (the pages before the one it is
+    /// about are adopted all the same).
     fn adopt_batch(
         &self,
         first: PageId,
         count: u64,
         opts: &AdoptOptions,
         report: &mut AdoptReport,
-    ) -> (u64, bool, Option<Error>) {
+    ) -> (u64, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
         let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
@@ -464,17 +458,13 @@ impl CorruptionDetector {
         for page in zero {
             self.adopt_zero(page, opts, report);
         }
-        let mut wrote = false;
         for page in in_place {
-            match self.seal_in_place(page, report) {
-                Ok(w) => wrote |= w,
-                Err(e) => {
-                    stopped.get_or_insert(e);
-                    break;
-                }
+            if let Err(e) = self.seal_in_place(page, report) {
+                stopped.get_or_insert(e);
+                break;
             }
         }
-        (examined, wrote, stopped)
+        (examined, stopped)
     }
 
     /// Decides what a scanned page needs, doing it now when that needs no
@@ -603,30 +593,44 @@ impl CorruptionDetector {
     }
 
     /// Trailer placement: re-reads `page` under its lock and, if its last 16
-    /// bytes are still all zero, writes the trailer into them. Returns
-    /// whether it wrote.
-    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<bool> {
+    /// bytes are still all zero, writes the trailer into them (not synced:
+    /// adoption syncs at the end).
+    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<()> {
         let mut buf = vec![0u8; self.store.page_size()];
-        let (recheck, wrote) = {
+        let recheck = {
             let _g = self.stripe(page);
             self.store.read_page(page, &mut buf)?;
             let tail_zero = buf[buf.len() - TRAILER_LEN..].iter().all(|&b| b == 0);
             if self.verify_bytes(page, &buf).is_ok() {
                 report.already_sealed += 1;
-                (false, false)
+                false
             } else if tail_zero && !is_all_zero(&buf) {
                 checksum::trailer::seal(page, &mut buf)?;
                 self.store.write_page(page, &buf)?;
                 report.sealed += 1;
-                (false, true)
+                false
             } else {
-                (true, false)
+                true
             }
         };
         if recheck {
             // Changed since it was scanned: judge it as it is now.
             self.count_verdict(page, &buf, report)?;
         }
-        Ok(wrote)
+        Ok(())
+    }
+
+    /// Ends an adoption (also one stopped by an error): a sync through the
+    /// detector makes the trailers written in place durable, and the host
+    /// writes that raced the adoption durable and, in a durable table,
+    /// settled; then the claims are made durable. When it returns, every
+    /// page adoption examined is sealed durably (or marked unallocated),
+    /// unless a host write of it failed or is still in flight.
+    fn make_adoption_durable(&self) -> Result<()> {
+        self.sync()?;
+        if let ChecksumPlacement::Sidecar(table) = &self.placement {
+            table.flush_claims()?;
+        }
+        Ok(())
     }
 }
