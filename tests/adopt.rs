@@ -370,9 +370,115 @@ fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
     }
 }
 
+/// A store that runs a hook once, right after a scan: the host's write
+/// landing between adoption's scan of a batch and what adoption records
+/// for it.
+struct RacingStore {
+    inner: MemStore,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for RacingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RacingStore").finish_non_exhaustive()
+    }
+}
+
+impl PageStore for RacingStore {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.inner.read_page(page, buf)
+    }
+
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> selfheal::Result<()>,
+    ) -> selfheal::Result<()> {
+        self.inner.scan_pages(first, count, visit)?;
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(h) = hook {
+            h();
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_page(page, data)
+    }
+
+    fn sync(&self) -> selfheal::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// The host writes a page after adoption scanned it and before adoption
+/// recorded anything for it: the host's bytes win (adoption records
+/// nothing over its write, in memory or, for a durable table, in the log),
+/// and its old bytes no longer verify once adoption returned.
+#[test]
+fn a_host_write_between_the_scan_and_the_record_wins() {
+    for (name, placement) in placements() {
+        let files = Arc::new(CrashFiles::new());
+        let placement = match &placement {
+            ChecksumPlacement::Sidecar(t) if t.is_durable() => durable_on(&files),
+            p => placement_like(p),
+        };
+        let store = Arc::new(RacingStore {
+            inner: MemStore::new(PS, 8).unwrap(),
+            hook: Mutex::new(None),
+        });
+        for p in 0..8 {
+            store.write_page(PageId(p), &host_page(p)).unwrap();
+        }
+        let det = Arc::new(DetectorConfig::new(placement).build(store.clone()).unwrap());
+        let host = Arc::downgrade(&det);
+        *store.hook.lock().unwrap() = Some(Box::new(move || {
+            let det = host.upgrade().unwrap();
+            det.write_sealed(PageId(2), &mut host_page(102)).unwrap();
+        }));
+        let report = det.adopt(AdoptOptions::new().batch_pages(4)).unwrap();
+        assert_eq!(report.corrupt, 0, "{name}: {report:?}");
+        assert_eq!(
+            (report.sealed, report.already_sealed),
+            (7, 1),
+            "{name}: {report:?}"
+        );
+        let mut buf = vec![0u8; PS];
+        det.read_verified(PageId(2), &mut buf).unwrap();
+        let n = payload_len(PS);
+        assert_eq!(buf[..n], host_page(102)[..n], "{name}");
+        // (A trailer page carries its own checksum: nothing to record.)
+        if let ChecksumPlacement::Sidecar(t) = det.placement() {
+            assert!(
+                det.verify(PageId(2), &host_page(2)).is_err(),
+                "{name}: the old bytes"
+            );
+            if t.is_durable() {
+                // After a crash: the host's write was made durable by the
+                // sync that ends adoption; the log never let a claim over it.
+                let back = TableConfig::new(PS)
+                    .open_on(Arc::new(files.crash(Some(1))), "sums")
+                    .unwrap();
+                assert!(back.verify(PageId(2), &host_page(102)).is_ok(), "{name}");
+                assert!(back.verify(PageId(2), &host_page(2)).is_err(), "{name}");
+            }
+        }
+    }
+}
+
 /// Adoption into a durable table, and in place under trailers, with the
-/// process dying at every step, and the host writing pages through the
-/// detector while it runs (the next page to adopt, and one adopted before):
+/// process dying at every step, some of the host's last writes before it
+/// not yet synced, and the host writing pages through the detector while it
+/// runs (the next page to adopt, and one adopted before):
 /// each page that holds its old or new bytes verifies, or is unallocated
 /// (all zeros, durable table), or — only while `adopt` had not returned —
 /// has no checksum yet, as before adoption; never a false alarm. Adopting
@@ -391,6 +497,10 @@ fn adoption_into_a_durable_table_then_a_crash() {
                 store.write_page(PageId(p), &host_page(p)).unwrap();
             }
             store.sync().unwrap();
+            // The host's last writes before adoption, not synced yet.
+            for p in [1u64, 9, 17] {
+                store.write_page(PageId(p), &host_page(p + 500)).unwrap();
+            }
             let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
             let build = |store: Arc<CrashStore>, files: &Arc<CrashFiles>| {
                 let placement = if durable {
@@ -406,9 +516,15 @@ fn adoption_into_a_durable_table_then_a_crash() {
             switch.arm_at(switch.ops() + at);
             let host = det.clone();
             let adopted = det.adopt(AdoptOptions::new().batch_pages(4).on_progress(move |p| {
-                // Errors here are the crash, which adoption then meets too.
-                let page = p.pages_done % N;
-                let _ = host.write_sealed(PageId(page), &mut host_page(page + 1000));
+                // The next page to adopt, and (half-way) one adopted before;
+                // none after the last batch, whose records only adoption's
+                // own flush makes durable. Errors here are the crash, which
+                // adoption then meets too.
+                for page in [p.pages_done, p.pages_done / 2] {
+                    if p.pages_done < N && page % 8 != 7 {
+                        let _ = host.write_sealed(PageId(page), &mut host_page(page + 1000));
+                    }
+                }
             }));
             let fired = switch.fired();
             assert!(adopted.is_ok() || fired, "{what} step {at}: {adopted:?}");
