@@ -82,10 +82,11 @@
 //!
 //! # Crash analysis
 //!
-//! Every adoption ends (also when it stops with an error) with a sync
-//! through the detector ([`CorruptionDetector::sync`]), so that when `adopt`
-//! returns, what it sealed is durable, and so are the host's writes that
-//! raced it (a host write of a page makes it the host's, not adoption's).
+//! Every adoption ends (also when it stops with an error) by making what it
+//! did durable, in the trailer placement and with a durable table: when
+//! `adopt` returns, what it sealed is durable, and so are the host's writes
+//! that raced it (a host write of a page makes it the host's, not
+//! adoption's), synced through the detector ([`CorruptionDetector::sync`]).
 //!
 //! Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
 //! adoption changes only the table in memory; nothing is durable until the
@@ -104,8 +105,8 @@
 //! it was before adoption (nothing recorded): adopting again finishes the
 //! work. A host write during adoption logs its intent before the page is
 //! written; a claim never replaces it, in memory or at replay (a `claim`
-//! record applies only to a page that has nothing), and the closing sync
-//! settles it. After a crash before that sync, such a page verifies if it
+//! record applies only to a page that has nothing), and a sync at the end (made only
+//! when such a write happened) settles it. After a crash before that sync, such a page verifies if it
 //! holds the host's new bytes; if it holds the bytes from before the write
 //! (lost in the crash), the detector finds that when it is built and the
 //! page is as it was before adoption, which adopting again claims.
@@ -302,8 +303,9 @@ impl CorruptionDetector {
     /// In the sidecar placement with an in-memory table, save the table
     /// afterwards (adoption changes only its in-memory copy); a durable
     /// table has made what adoption recorded durable when this returns.
-    /// Adoption syncs the store through the detector at its end (and, with
-    /// a durable table, at its start).
+    /// In the trailer placement adoption ends with a sync through the
+    /// detector; with a durable table it begins with one, and ends with one
+    /// if a host write raced it.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -620,17 +622,25 @@ impl CorruptionDetector {
         Ok(())
     }
 
-    /// Ends an adoption (also one stopped by an error): a sync through the
-    /// detector makes the trailers written in place durable, and the host
-    /// writes that raced the adoption durable and, in a durable table,
-    /// settled; then the claims are made durable. When it returns, every
-    /// page adoption examined is sealed durably (or marked unallocated),
-    /// unless a host write of it failed or is still in flight.
+    /// Ends an adoption (also one stopped by an error). Trailer: a sync
+    /// makes the trailers written in place durable, and the host writes
+    /// that raced the adoption. Durable table: if a write went through the
+    /// detector since the sync that began the adoption (a host write that
+    /// raced it), a sync makes it durable and settles it; then the claims
+    /// are made durable (one log fsync). When it returns, every page
+    /// adoption examined is sealed durably (or marked unallocated; trailer
+    /// marks live in memory), unless a host write of it failed or is still
+    /// in flight. An in-memory table has nothing durable to make.
     fn make_adoption_durable(&self) -> Result<()> {
-        self.sync()?;
-        if let ChecksumPlacement::Sidecar(table) = &self.placement {
-            table.flush_claims()?;
+        match &self.placement {
+            ChecksumPlacement::Trailer => self.sync(),
+            ChecksumPlacement::Sidecar(table) if table.is_durable() => {
+                if table.stats().unsettled_versions > 0 {
+                    self.sync()?;
+                }
+                table.flush_claims()
+            }
+            ChecksumPlacement::Sidecar(_) => Ok(()),
         }
-        Ok(())
     }
 }
