@@ -357,8 +357,9 @@ impl ChecksumTable {
         Ok(())
     }
 
-    /// Encodes the table as a base file (layout in the module docs) holding
-    /// each page's newest checksum, generation 0: a standalone copy that
+    /// Encodes the table as a base file (layout in the type docs) holding
+    /// each page's newest checksum or its unallocated mark, generation 0: a
+    /// standalone copy that
     /// [`decode`](Self::decode) reads back and [`open`](Self::open) accepts
     /// as a base.
     #[must_use]

@@ -328,7 +328,9 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a batch of 0 pages;
-    /// [`Error::PageOutOfRange`] for a range past the end of the store;
+    /// [`Error::PageOutOfRange`] for a range past the end of the store (or,
+    /// with a durable table, past its
+    /// [`pages_max`](crate::checksum::TableConfig::pages_max));
     /// [`Error::TrailerInUse`] in the trailer placement for a page whose last
     /// 16 bytes hold data (pages before it are adopted; see the module
     /// docs); the store's read, write or sync error; a durable table's log error. A range that the store

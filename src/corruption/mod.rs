@@ -722,7 +722,8 @@ impl CorruptionDetector {
     /// An all-zero page is accepted in both placements: the trailer makes it
     /// nonzero, and the sidecar table records the checksum of the zeros the
     /// host wrote (SQLite with `secure_delete` zeroes the pages it frees, and
-    /// may read them back). Such a page verifies only as long as it holds
+    /// may read them back), through the same path as any other write (a
+    /// durable table logs its intent first). Such a page verifies only as long as it holds
     /// those zeros; a page sealed with other contents that comes back zeroed
     /// is still [`Error::ZeroedPage`].
     ///
