@@ -3,7 +3,10 @@
 //! already has every checksum) in the same run. Adoption reads each page
 //! once, computes its CRC and records it; a scrub reads each page once and
 //! compares its CRC. Target: adoption at 0.8× the scrub's throughput or
-//! better. Both run over the memory-map scan path and the `pread` path.
+//! better. Both run over the memory-map scan path and the `pread` path, and
+//! adoption into an in-memory table and into a durable one (files in a
+//! temporary directory next to the store: a `claim` record per page, the
+//! syncs that begin and end an adoption, one log fsync per 64 Ki claims).
 //!
 //! Run: `cargo bench --bench adopt -- --warm-up-time 1 --measurement-time 3`
 
@@ -89,6 +92,33 @@ fn adopt(c: &mut Criterion) {
                 criterion::BatchSize::PerIteration,
             );
         });
+
+        // The same into a fresh durable table each iteration (opened, and
+        // dropped with its directory, outside the measurement).
+        g.bench_with_input(
+            BenchmarkId::new("adopt_durable_sidecar", name),
+            &PAGES,
+            |b, &n| {
+                b.iter_batched(
+                    || {
+                        let tables = tempfile::tempdir_in(dir.path()).expect("tempdir");
+                        let table = Arc::new(
+                            ChecksumTable::open(&tables.path().join("sums"), PAGE).expect("table"),
+                        );
+                        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                            .build(open())
+                            .expect("detector");
+                        (det, tables)
+                    },
+                    |(det, tables)| {
+                        let r = det.adopt(AdoptOptions::new()).expect("adopt");
+                        assert_eq!(r.sealed, n);
+                        (black_box(r.sealed), det, tables)
+                    },
+                    criterion::BatchSize::PerIteration,
+                );
+            },
+        );
     }
     g.finish();
 }

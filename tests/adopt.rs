@@ -1,18 +1,21 @@
 //! Goal: a store that existed before the library is taken under protection
-//! by `CorruptionDetector::adopt` in both placements — every page it vouches
-//! for verifies afterwards, damage found later is caught, zero pages follow
-//! the host's free-page answer, existing checksums are never overwritten,
-//! a host writing meanwhile always wins, and adoption can be run again.
-//! Method: pages written raw (as a host would before adopting), adopted,
-//! then read, scrubbed and damaged behind the detector; a thread writes
-//! through the detector during adoption.
+//! by `CorruptionDetector::adopt` in both placements (the sidecar with an
+//! in-memory and with a durable table) — every page it vouches for verifies
+//! afterwards, damage found later is caught, zero pages follow the host's
+//! free-page answer, existing checksums are never overwritten, a host
+//! writing meanwhile always wins, adoption can be run again, and a crash at
+//! any step of it leaves each page adopted or as it was. Method: pages
+//! written raw (as a host would before adopting), adopted, then read,
+//! scrubbed and damaged behind the detector; a thread writes through the
+//! detector during adoption; a `CrashSwitch` kills the process at every
+//! step of an adoption into a `CrashStore` and `CrashFiles`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use selfheal::checksum::{payload_len, trailer, TRAILER_LEN};
+use selfheal::checksum::{payload_len, trailer, TableConfig, TRAILER_LEN};
 use selfheal::corruption::{FreePageFn, PageState};
-use selfheal::testing::{Damage, FaultyStore};
+use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore};
 use selfheal::{
     AdoptOptions, AdoptProgress, ChecksumPlacement, ChecksumTable, CorruptionDetector,
     DetectorConfig, Error, FileStore, MemStore, PageId, PageStore, ScrubConfig,
@@ -57,7 +60,15 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
             "sidecar",
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
         ),
+        ("durable", durable_on(&Arc::new(CrashFiles::new()))),
     ]
+}
+
+/// A durable sidecar table on a crash-simulating directory.
+fn durable_on(files: &Arc<CrashFiles>) -> ChecksumPlacement {
+    ChecksumPlacement::Sidecar(Arc::new(
+        TableConfig::new(PS).open_on(files.clone(), "sums").unwrap(),
+    ))
 }
 
 fn zero_count() -> u64 {
@@ -352,8 +363,232 @@ fn bad_options_and_ranges() {
 fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
     match p {
         ChecksumPlacement::Trailer => ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(t) if t.is_durable() => durable_on(&Arc::new(CrashFiles::new())),
         ChecksumPlacement::Sidecar(_) => {
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
         }
+    }
+}
+
+/// A store that runs a hook once, right after a scan: the host's write
+/// landing between adoption's scan of a batch and what adoption records
+/// for it.
+struct RacingStore {
+    inner: MemStore,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for RacingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RacingStore").finish_non_exhaustive()
+    }
+}
+
+impl PageStore for RacingStore {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.inner.read_page(page, buf)
+    }
+
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> selfheal::Result<()>,
+    ) -> selfheal::Result<()> {
+        self.inner.scan_pages(first, count, visit)?;
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(h) = hook {
+            h();
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_page(page, data)
+    }
+
+    fn sync(&self) -> selfheal::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// The host writes a page after adoption scanned it and before adoption
+/// recorded anything for it: the host's bytes win (adoption records
+/// nothing over its write, in memory or, for a durable table, in the log),
+/// and its old bytes no longer verify once adoption returned.
+#[test]
+fn a_host_write_between_the_scan_and_the_record_wins() {
+    for (name, placement) in placements() {
+        let files = Arc::new(CrashFiles::new());
+        let placement = match &placement {
+            ChecksumPlacement::Sidecar(t) if t.is_durable() => durable_on(&files),
+            p => placement_like(p),
+        };
+        let store = Arc::new(RacingStore {
+            inner: MemStore::new(PS, 8).unwrap(),
+            hook: Mutex::new(None),
+        });
+        for p in 0..8 {
+            store.write_page(PageId(p), &host_page(p)).unwrap();
+        }
+        let det = Arc::new(DetectorConfig::new(placement).build(store.clone()).unwrap());
+        let host = Arc::downgrade(&det);
+        *store.hook.lock().unwrap() = Some(Box::new(move || {
+            let det = host.upgrade().unwrap();
+            det.write_sealed(PageId(2), &mut host_page(102)).unwrap();
+        }));
+        let report = det.adopt(AdoptOptions::new().batch_pages(4)).unwrap();
+        assert_eq!(report.corrupt, 0, "{name}: {report:?}");
+        assert_eq!(
+            (report.sealed, report.already_sealed),
+            (7, 1),
+            "{name}: {report:?}"
+        );
+        let mut buf = vec![0u8; PS];
+        det.read_verified(PageId(2), &mut buf).unwrap();
+        let n = payload_len(PS);
+        assert_eq!(buf[..n], host_page(102)[..n], "{name}");
+        // (A trailer page carries its own checksum: nothing to record.)
+        if let ChecksumPlacement::Sidecar(t) = det.placement() {
+            assert!(
+                det.verify(PageId(2), &host_page(2)).is_err(),
+                "{name}: the old bytes"
+            );
+            if t.is_durable() {
+                // After a crash: the host's write was made durable by the
+                // sync that ends adoption; the log never let a claim over it.
+                let back = TableConfig::new(PS)
+                    .open_on(Arc::new(files.crash(Some(1))), "sums")
+                    .unwrap();
+                assert!(back.verify(PageId(2), &host_page(102)).is_ok(), "{name}");
+                assert!(back.verify(PageId(2), &host_page(2)).is_err(), "{name}");
+            }
+        }
+    }
+}
+
+/// Adoption into a durable table, and in place under trailers, with the
+/// process dying at every step, some of the host's last writes before it
+/// not yet synced, and the host writing pages through the detector while it
+/// runs (the next page to adopt, and one adopted before):
+/// each page that holds its old or new bytes verifies, or is unallocated
+/// (all zeros, durable table), or — only while `adopt` had not returned —
+/// has no checksum yet, as before adoption; never a false alarm. Adopting
+/// again after the crash reports nothing but torn pages.
+#[test]
+fn adoption_into_a_durable_table_then_a_crash() {
+    const N: u64 = 24;
+    let zero = |p: u64| p % 8 == 7;
+    for durable in [false, true] {
+        let what = if durable { "durable" } else { "trailer" };
+        let mut at = 0;
+        loop {
+            let switch = CrashSwitch::new();
+            let store = Arc::new(CrashStore::new(PS, N).unwrap().with_switch(switch.clone()));
+            for p in (0..N).filter(|&p| !zero(p)) {
+                store.write_page(PageId(p), &host_page(p)).unwrap();
+            }
+            store.sync().unwrap();
+            // The host's last writes before adoption, not synced yet.
+            for p in [1u64, 9, 17] {
+                store.write_page(PageId(p), &host_page(p + 500)).unwrap();
+            }
+            let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+            let build = |store: Arc<CrashStore>, files: &Arc<CrashFiles>| {
+                let placement = if durable {
+                    ChecksumPlacement::Sidecar(Arc::new(
+                        TableConfig::new(PS).open_on(files.clone(), "sums")?,
+                    ))
+                } else {
+                    ChecksumPlacement::Trailer
+                };
+                DetectorConfig::new(placement).build(store)
+            };
+            let det = Arc::new(build(store.clone(), &files).unwrap());
+            switch.arm_at(switch.ops() + at);
+            let host = det.clone();
+            let adopted = det.adopt(AdoptOptions::new().batch_pages(4).on_progress(move |p| {
+                // The next page to adopt, and (half-way) one adopted before;
+                // none after the last batch, whose records only adoption's
+                // own flush makes durable. Errors here are the crash, which
+                // adoption then meets too.
+                for page in [p.pages_done, p.pages_done / 2] {
+                    if p.pages_done < N && page % 8 != 7 {
+                        let _ = host.write_sealed(PageId(page), &mut host_page(page + 1000));
+                    }
+                }
+            }));
+            let fired = switch.fired();
+            assert!(adopted.is_ok() || fired, "{what} step {at}: {adopted:?}");
+            for seed in 0..4 {
+                let w = format!("{what} step {at} seed {seed}");
+                let after = Arc::new(store.crash(Some(seed)));
+                let files2 = Arc::new(files.crash(Some(seed)));
+                let det2 = Arc::new(build(after.clone(), &files2).unwrap());
+                let (old, new) = (store.durable_bytes(), store.live_bytes());
+                let mut b = vec![0u8; PS];
+                let mut torn = Vec::new();
+                for p in 0..N {
+                    after.read_page(PageId(p), &mut b).unwrap();
+                    let r = p as usize * PS..(p as usize + 1) * PS;
+                    let whole = b[..] == old[r.clone()] || b[..] == new[r];
+                    let v = det2.verify(PageId(p), &b);
+                    let unsealed = match &v {
+                        Err(Error::MissingChecksum { .. }) => true,
+                        Err(_) => !durable && !trailer::has_magic(&b),
+                        Ok(()) => false,
+                    };
+                    match v {
+                        _ if !whole => {
+                            assert!(v.is_err(), "{w}: page {p} is torn but verifies");
+                            torn.push(p);
+                        }
+                        Ok(()) => {}
+                        Err(Error::PageUnallocated { .. }) if zero(p) => {}
+                        // A trailer store keeps unallocated marks in memory.
+                        Err(_) if unsealed && (adopted.is_err() || (!durable && zero(p))) => {}
+                        Err(e) => panic!("{w}: page {p} holds whole bytes but fails: {e}"),
+                    }
+                }
+                let _ = det2.failures().try_iter().count();
+                match det2.adopt(AdoptOptions::new()) {
+                    Ok(_) => {}
+                    // A trailer torn half-written: the page is damage.
+                    Err(Error::TrailerInUse { page, .. }) if torn.contains(&page.0) => continue,
+                    Err(e) => panic!("{w}: adopting again: {e}"),
+                }
+                let reported: Vec<u64> = det2
+                    .failures()
+                    .try_iter()
+                    .map(|f| f.target_page().unwrap().0)
+                    .collect();
+                assert!(
+                    reported.iter().all(|p| torn.contains(p)),
+                    "{w}: reported {reported:?}, torn {torn:?}"
+                );
+                for p in (0..N).filter(|p| !torn.contains(p)) {
+                    after.read_page(PageId(p), &mut b).unwrap();
+                    match det2.verify(PageId(p), &b) {
+                        Ok(()) => {}
+                        // (A trailer store's mark is the detector's, not the page's.)
+                        Err(_) if zero(p) && det2.is_unallocated(PageId(p)) => {}
+                        Err(e) => panic!("{w}: page {p} after adopting again: {e}"),
+                    }
+                }
+            }
+            if !fired {
+                break;
+            }
+            at += 1;
+        }
+        assert!(at >= 8, "{what}: only {at} steps");
     }
 }

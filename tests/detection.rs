@@ -1,13 +1,14 @@
 //! Goal: every page fault the detector exists for is caught on a verified read,
-//! in both checksum placements. Method: pages are sealed through the detector
+//! in both checksum placements (the sidecar with an in-memory and with a
+//! durable table). Method: pages are sealed through the detector
 //! over a `FaultyStore`, one fault is injected, and the verified read must give
 //! the typed error, fence the page and report it exactly once.
 
 use std::sync::Arc;
 
-use selfheal::checksum::ChecksumTable;
+use selfheal::checksum::{ChecksumTable, TableConfig};
 use selfheal::corruption::{PageLsnFn, PageState};
-use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
+use selfheal::testing::{CrashFiles, Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
     ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, FileStore, Lsn, MemStore, PageId,
     PageStore,
@@ -38,6 +39,14 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
         (
             "sidecar",
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+        ),
+        (
+            "durable sidecar",
+            ChecksumPlacement::Sidecar(Arc::new(
+                TableConfig::new(PS)
+                    .open_on(Arc::new(CrashFiles::new()), "sums")
+                    .unwrap(),
+            )),
         ),
     ]
 }

@@ -2,21 +2,25 @@
 //! skip them, verified reads refuse them with a typed error, repair finds
 //! nothing to do — while a zeroed page the host says is in use is still
 //! damage, a later write seals a free page, and the state survives a
-//! restart (sidecar marks in the saved table; a host callback from its own
-//! metadata). Method: sealed pages in both placements over a `FaultyStore`;
-//! pages zeroed or garbled behind the detector, declared free with
-//! `forget` or a callback, then scrubbed, read and repaired from a replica.
+//! restart (sidecar marks in the saved table, or logged by a durable one
+//! through crashes and compactions; a host callback from its own metadata).
+//! Method: sealed pages in both placements (the sidecar with an in-memory
+//! and with a durable table) over a `FaultyStore`; pages zeroed or garbled
+//! behind the detector, declared free with `forget` or a callback, then
+//! scrubbed, read and repaired from a replica; a `CrashStore` and
+//! `CrashFiles` crashed with seeds for the durable marks.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use selfheal::checksum::{payload_len, TableConfig};
 use selfheal::corruption::{FreePageFn, PageState, Verdict};
 use selfheal::repair::RepairOutcome;
-use selfheal::testing::{Damage, FaultyStore};
+use selfheal::testing::{CrashFiles, CrashStore, Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, FailureKind,
-    MemStore, PageId, RepairConfig, ScrubConfig, StoreReplica,
+    MemStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica,
 };
 
 const PS: usize = 1024;
@@ -29,7 +33,15 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
             "sidecar",
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
         ),
+        ("durable", durable_on(&Arc::new(CrashFiles::new()))),
     ]
+}
+
+/// A durable sidecar table on a crash-simulating directory.
+fn durable_on(files: &Arc<CrashFiles>) -> ChecksumPlacement {
+    ChecksumPlacement::Sidecar(Arc::new(
+        TableConfig::new(PS).open_on(files.clone(), "sums").unwrap(),
+    ))
 }
 
 fn page_bytes(page: u64) -> Vec<u8> {
@@ -243,6 +255,92 @@ fn sidecar_marks_survive_a_restart() {
     );
 }
 
+/// Free marks made through a durable table survive a crash at any moment
+/// after `forget` returned, compactions before and after the crash, and a
+/// second crash: with no callback, a freed page stays unallocated (not
+/// reported by a scrub, refused by reads) and a page written again after
+/// it was freed stays in use. The trailer placement runs the same steps:
+/// its marks live in memory, so after the crash a zeroed page it freed is
+/// reported and the others verify with the bytes they were sealed with.
+#[test]
+fn free_marks_survive_a_crash_and_compaction() {
+    for durable in [false, true] {
+        for seed in 0..4 {
+            let what = format!("durable {durable} seed {seed}");
+            let store = Arc::new(CrashStore::new(PS, PAGES).unwrap());
+            let files = Arc::new(CrashFiles::new());
+            let build = |store: Arc<CrashStore>, files: &Arc<CrashFiles>| {
+                let placement = if durable {
+                    durable_on(files)
+                } else {
+                    ChecksumPlacement::Trailer
+                };
+                Arc::new(DetectorConfig::new(placement).build(store).unwrap())
+            };
+            let compact = |det: &CorruptionDetector| {
+                if let ChecksumPlacement::Sidecar(t) = det.placement() {
+                    t.compact().unwrap();
+                }
+            };
+            let det = build(store.clone(), &files);
+            for p in 0..PAGES {
+                det.write_sealed(PageId(p), &mut page_bytes(p)).unwrap();
+            }
+            det.sync().unwrap();
+            // The host frees 2 and 3 and zeroes them (secure delete, behind
+            // the detector), frees 5 and leaves it, and uses 3 again.
+            for p in [2u64, 3] {
+                store.write_page(PageId(p), &vec![0u8; PS]).unwrap();
+                det.forget(PageId(p)).unwrap();
+            }
+            store.sync().unwrap();
+            compact(&det);
+            det.forget(PageId(5)).unwrap();
+            det.write_sealed(PageId(3), &mut page_bytes(33)).unwrap();
+            det.sync().unwrap();
+            // Crash: unsynced table bytes torn by the seed; the page store
+            // had everything synced.
+            let after = Arc::new(store.crash(Some(seed)));
+            let files2 = Arc::new(files.crash(Some(seed)));
+            let det2 = build(after.clone(), &files2);
+            let check = |det: &Arc<CorruptionDetector>, when: &str| {
+                let (sum, reported) = scrub_reports(det);
+                let mut buf = vec![0u8; PS];
+                det.read_verified(PageId(3), &mut buf)
+                    .unwrap_or_else(|e| panic!("{what} {when}: page 3: {e}"));
+                let n = payload_len(PS);
+                assert!(
+                    buf[..n] == page_bytes(33)[..n],
+                    "{what} {when}: page 3's bytes"
+                );
+                if durable {
+                    assert!(reported.is_empty(), "{what} {when}: {reported:?}");
+                    assert_eq!(sum.unallocated, 2, "{what} {when}");
+                    for p in [2u64, 5] {
+                        assert!(
+                            matches!(
+                                det.read_verified(PageId(p), &mut buf),
+                                Err(Error::PageUnallocated { .. })
+                            ),
+                            "{what} {when}: page {p}"
+                        );
+                    }
+                } else {
+                    assert_eq!(reported, vec![2], "{what} {when}: marks are in memory");
+                    det.read_verified(PageId(5), &mut buf).unwrap();
+                }
+            };
+            check(&det2, "after the crash");
+            compact(&det2);
+            let det3 = build(
+                Arc::new(after.crash(Some(seed))),
+                &Arc::new(files2.crash(Some(seed))),
+            );
+            check(&det3, "after a compaction and a second crash");
+        }
+    }
+}
+
 #[test]
 fn forget_and_bad_input() {
     for (name, placement) in placements() {
@@ -284,6 +382,7 @@ fn placement_clone(p: &ChecksumPlacement) -> ChecksumPlacement {
 fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
     match p {
         ChecksumPlacement::Trailer => ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(t) if t.is_durable() => durable_on(&Arc::new(CrashFiles::new())),
         ChecksumPlacement::Sidecar(_) => {
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
         }

@@ -68,9 +68,11 @@
 //! # Running alongside the host, and again
 //!
 //! Adoption may run while the host reads and writes through the detector: a
-//! checksum is recorded only for a page that still has none (a host write
-//! meanwhile recorded its own, which stands), and a trailer is written only
-//! after the page is re-read under its lock. Resizes wait for the batch in
+//! checksum is recorded only for a page that still has nothing (a host write
+//! meanwhile recorded its own — in a durable table, its intent — which
+//! stands), checked and recorded under the lock every change of the table
+//! takes, and a trailer is written only after the page is re-read under its
+//! lock. Resizes wait for the batch in
 //! progress. A page written behind the detector's back during adoption is
 //! not protected against: that is the host's contract everywhere.
 //!
@@ -80,13 +82,39 @@
 //!
 //! # Crash analysis
 //!
-//! Sidecar: adoption changes only the in-memory table; nothing is durable
-//! until the host saves the table, after `adopt` returns. A crash before the
-//! save loses the adoption, which is simply run again. Trailer: each page is
-//! written whole with only its last 16 bytes changed; the store is synced at
-//! the end. A crash part-way leaves each page either as it was (no trailer:
-//! adopted again by the next run) or sealed. A torn write of one page leaves
-//! at most a garbled trailer in bytes the host does not use: that page fails
+//! Every adoption ends (also when it stops with an error) by making what it
+//! did durable, in the trailer placement and with a durable table: when
+//! `adopt` returns, what it sealed is durable, and so are the host's writes
+//! that raced it (a host write of a page makes it the host's, not
+//! adoption's), synced through the detector ([`CorruptionDetector::sync`]).
+//!
+//! Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
+//! adoption changes only the table in memory; nothing is durable until the
+//! host saves the table, after `adopt` returns. A crash before the save
+//! loses the adoption, which is simply run again.
+//!
+//! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
+//! the detector syncs first, so the bytes adoption reads are durable. A
+//! page's bytes are then already on disk, so its checksum needs no window in
+//! which old and new are accepted: it is recorded as settled at once, with
+//! one `claim` record (an all-zero page taken for unallocated: one `free`
+//! record), appended for a whole batch under one lock of the table. The
+//! records are made durable with one fsync per 64 Ki pages and at the end;
+//! the log is compacted when it has grown past its threshold. A crash at
+//! any step leaves each page either claimed (or marked unallocated) or as
+//! it was before adoption (nothing recorded): adopting again finishes the
+//! work. A host write during adoption logs its intent before the page is
+//! written; a claim never replaces it, in memory or at replay (a `claim`
+//! record applies only to a page that has nothing), and a sync at the end (made only
+//! when such a write happened) settles it. After a crash before that sync, such a page verifies if it
+//! holds the host's new bytes; if it holds the bytes from before the write
+//! (lost in the crash), the detector finds that when it is built and the
+//! page is as it was before adoption, which adopting again claims.
+//!
+//! Trailer: each page is written whole with only its last 16 bytes changed.
+//! A crash part-way leaves each page either as it was (no trailer: adopted
+//! again by the next run) or sealed. A torn write of one page leaves at most
+//! a garbled trailer in bytes the host does not use: that page fails
 //! verification, and the next adoption stops on it with
 //! [`Error::TrailerInUse`] unless its trailer bytes read all zero or whole.
 
@@ -249,10 +277,21 @@ impl AdoptReport {
 /// What one scanned page needs.
 enum Plan {
     Done,
+    /// Sidecar placement: record its checksum if it still has none.
+    Claim(u32),
     /// Trailer placement: write a trailer into the page's zero tail.
     SealInPlace,
     /// An all-zero page that has no checksum: unallocated, or damage.
     Zero,
+}
+
+/// Counts a scrub-like verdict on a page adoption did not seal.
+fn count(verdict: Verdict, report: &mut AdoptReport) {
+    match verdict {
+        Verdict::Clean | Verdict::Transient => report.already_sealed += 1,
+        Verdict::Unallocated => report.unallocated += 1,
+        Verdict::Corrupt { .. } => report.corrupt += 1,
+    }
 }
 
 impl CorruptionDetector {
@@ -261,8 +300,12 @@ impl CorruptionDetector {
     /// the host's own integrity check first, since adoption vouches for
     /// whatever is on disk.
     ///
-    /// In the sidecar placement, save the table afterwards (adoption changes
-    /// only its in-memory copy).
+    /// In the sidecar placement with an in-memory table, save the table
+    /// afterwards (adoption changes only its in-memory copy); a durable
+    /// table has made what adoption recorded durable when this returns.
+    /// In the trailer placement adoption ends with a sync through the
+    /// detector; with a durable table it begins with one, and ends with one
+    /// if a host write raced it.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -285,10 +328,12 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a batch of 0 pages;
-    /// [`Error::PageOutOfRange`] for a range past the end of the store;
+    /// [`Error::PageOutOfRange`] for a range past the end of the store (or,
+    /// with a durable table, past its
+    /// [`pages_max`](crate::checksum::TableConfig::pages_max));
     /// [`Error::TrailerInUse`] in the trailer placement for a page whose last
     /// 16 bytes hold data (pages before it are adopted; see the module
-    /// docs); the store's read, write or sync error. A range that the store
+    /// docs); the store's read, write or sync error; a durable table's log error. A range that the store
     /// shrinks below during adoption ends where the store ends.
     pub fn adopt(&self, mut opts: AdoptOptions) -> Result<AdoptReport> {
         let started = self.clock.now_ns();
@@ -313,11 +358,16 @@ impl CorruptionDetector {
             let _gate = self.resize_gate.read();
             table.reserve_pages(end.min(self.store.page_count()))?;
         }
+        if matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable()) {
+            // A durable table records the checksums as settled: the bytes
+            // they vouch for must be durable first (a host that wrote them
+            // without a sync could lose them in a crash).
+            self.sync()?;
+        }
         let mut report = AdoptReport::default();
-        let mut wrote = false;
         let mut next = opts.first;
         while next < end {
-            let (examined, sealed_in_place, stopped) = {
+            let (examined, stopped) = {
                 // No resize while a batch is scanned and recorded.
                 let _gate = self.resize_gate.read();
                 let now_count = self.store.page_count();
@@ -327,11 +377,10 @@ impl CorruptionDetector {
                 let n = batch.min(end - next).min(now_count - next);
                 self.adopt_batch(PageId(next), n, &opts, &mut report)
             };
-            wrote |= sealed_in_place;
             if let Some(e) = stopped {
                 // What was adopted before the error stands: make it durable.
-                if wrote {
-                    self.store.sync()?;
+                if let Err(f) = self.make_adoption_durable() {
+                    tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
                 }
                 return Err(e);
             }
@@ -348,9 +397,7 @@ impl CorruptionDetector {
                 break;
             }
         }
-        if wrote {
-            self.store.sync()?;
-        }
+        self.make_adoption_durable()?;
         // Pages fenced before they were adopted (a scrub found no checksum)
         // verify now: lift their fences.
         let mut fenced = self.pages_in(super::PageState::Suspect);
@@ -376,18 +423,19 @@ impl CorruptionDetector {
         Ok(report)
     }
 
-    /// Adopts `count` pages from `first`; returns how many were examined,
-    /// whether a trailer was written, and the error that stopped the batch
-    /// (the pages before the one it is about are adopted all the same).
+    /// Adopts `count` pages from `first`; returns how many were examined and
+    /// the error that stopped the batch (the pages before the one it is
+    /// about are adopted all the same).
     fn adopt_batch(
         &self,
         first: PageId,
         count: u64,
         opts: &AdoptOptions,
         report: &mut AdoptReport,
-    ) -> (u64, bool, Option<Error>) {
+    ) -> (u64, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
+        let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
         let mut examined = 0u64;
         let scanned = self.store.scan_pages(first, count, &mut |page, bytes| {
             let plan = self.plan(page, bytes, report)?;
@@ -395,6 +443,7 @@ impl CorruptionDetector {
             report.pages += 1;
             match plan {
                 Plan::Done => {}
+                Plan::Claim(crc) => claims.push((page, Some(crc))),
                 Plan::SealInPlace => in_place.push(page),
                 Plan::Zero => zero.push(page),
             }
@@ -407,20 +456,19 @@ impl CorruptionDetector {
             Err(Error::PageOutOfRange { .. }) => None,
             Err(e) => Some(e),
         };
+        if let Err(e) = self.claim_scanned(&claims, report) {
+            stopped.get_or_insert(e);
+        }
         for page in zero {
             self.adopt_zero(page, opts, report);
         }
-        let mut wrote = false;
         for page in in_place {
-            match self.seal_in_place(page, report) {
-                Ok(w) => wrote |= w,
-                Err(e) => {
-                    stopped.get_or_insert(e);
-                    break;
-                }
+            if let Err(e) = self.seal_in_place(page, report) {
+                stopped.get_or_insert(e);
+                break;
             }
         }
-        (examined, wrote, stopped)
+        (examined, stopped)
     }
 
     /// Decides what a scanned page needs, doing it now when that needs no
@@ -430,16 +478,8 @@ impl CorruptionDetector {
         match &self.placement {
             ChecksumPlacement::Sidecar(table) => match table.entry(page) {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
-                Entry::Absent => {
-                    if table.claim_absent(page, Some(checksum::page_crc(page, bytes))) {
-                        report.sealed += 1;
-                    } else {
-                        // Written through the detector since it was read.
-                        self.count_verdict(page, bytes, report)?;
-                    }
-                    Ok(Plan::Done)
-                }
-                Entry::Sealed(_) | Entry::Free => {
+                Entry::Absent => Ok(Plan::Claim(checksum::page_crc(page, bytes))),
+                Entry::Sealed | Entry::Free => {
                     self.count_verdict(page, bytes, report)?;
                     Ok(Plan::Done)
                 }
@@ -472,10 +512,37 @@ impl CorruptionDetector {
     /// Verifies a page that has a checksum (or a mark) like a scrub, and
     /// counts the verdict.
     fn count_verdict(&self, page: PageId, bytes: &[u8], report: &mut AdoptReport) -> Result<()> {
-        match self.check_scanned(page, bytes, Observer::Scrub)? {
-            Verdict::Clean | Verdict::Transient => report.already_sealed += 1,
-            Verdict::Unallocated => report.unallocated += 1,
-            Verdict::Corrupt { .. } => report.corrupt += 1,
+        count(self.check_scanned(page, bytes, Observer::Scrub)?, report);
+        Ok(())
+    }
+
+    /// Sidecar placement: records the checksums of a batch's scanned pages
+    /// that still have nothing, all at once (one lock of the table, and in a
+    /// durable table one `claim` record each, see
+    /// [`checksum::durable`](crate::checksum::durable)). A page that was
+    /// given a checksum since it was scanned (a host write through the
+    /// detector) keeps it, and is read again and verified like a scrub.
+    fn claim_scanned(
+        &self,
+        claims: &[(PageId, Option<u32>)],
+        report: &mut AdoptReport,
+    ) -> Result<()> {
+        let ChecksumPlacement::Sidecar(table) = &self.placement else {
+            return Ok(());
+        };
+        let mut claimed = Vec::with_capacity(claims.len());
+        table.claim_absent(claims, &mut claimed)?;
+        for (&(page, _), &won) in claims.iter().zip(&claimed) {
+            if won {
+                report.sealed += 1;
+            } else {
+                match self.check_page(page, Observer::Scrub) {
+                    Ok(v) => count(v, report),
+                    // Dropped by a resize behind the detector's back.
+                    Err(Error::PageOutOfRange { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(())
     }
@@ -508,7 +575,10 @@ impl CorruptionDetector {
                 None
             } else if free {
                 let marked = match &self.placement {
-                    ChecksumPlacement::Sidecar(t) => t.claim_absent(page, None),
+                    ChecksumPlacement::Sidecar(t) => {
+                        let mut claimed = Vec::with_capacity(1);
+                        t.claim_absent(&[(page, None)], &mut claimed).is_ok() && claimed[0]
+                    }
                     ChecksumPlacement::Trailer => self.freed.set(page).is_ok(),
                 };
                 if marked {
@@ -527,30 +597,52 @@ impl CorruptionDetector {
     }
 
     /// Trailer placement: re-reads `page` under its lock and, if its last 16
-    /// bytes are still all zero, writes the trailer into them. Returns
-    /// whether it wrote.
-    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<bool> {
+    /// bytes are still all zero, writes the trailer into them (not synced:
+    /// adoption syncs at the end).
+    fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<()> {
         let mut buf = vec![0u8; self.store.page_size()];
-        let (recheck, wrote) = {
+        let recheck = {
             let _g = self.stripe(page);
             self.store.read_page(page, &mut buf)?;
             let tail_zero = buf[buf.len() - TRAILER_LEN..].iter().all(|&b| b == 0);
             if self.verify_bytes(page, &buf).is_ok() {
                 report.already_sealed += 1;
-                (false, false)
+                false
             } else if tail_zero && !is_all_zero(&buf) {
                 checksum::trailer::seal(page, &mut buf)?;
                 self.store.write_page(page, &buf)?;
                 report.sealed += 1;
-                (false, true)
+                false
             } else {
-                (true, false)
+                true
             }
         };
         if recheck {
             // Changed since it was scanned: judge it as it is now.
             self.count_verdict(page, &buf, report)?;
         }
-        Ok(wrote)
+        Ok(())
+    }
+
+    /// Ends an adoption (also one stopped by an error). Trailer: a sync
+    /// makes the trailers written in place durable, and the host writes
+    /// that raced the adoption. Durable table: if a write went through the
+    /// detector since the sync that began the adoption (a host write that
+    /// raced it), a sync makes it durable and settles it; then the claims
+    /// are made durable (one log fsync). When it returns, every page
+    /// adoption examined is sealed durably (or marked unallocated; trailer
+    /// marks live in memory), unless a host write of it failed or is still
+    /// in flight. An in-memory table has nothing durable to make.
+    fn make_adoption_durable(&self) -> Result<()> {
+        match &self.placement {
+            ChecksumPlacement::Trailer => self.sync(),
+            ChecksumPlacement::Sidecar(table) if table.is_durable() => {
+                if table.stats().unsettled_versions > 0 {
+                    self.sync()?;
+                }
+                table.flush_claims()
+            }
+            ChecksumPlacement::Sidecar(_) => Ok(()),
+        }
     }
 }

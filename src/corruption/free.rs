@@ -17,10 +17,14 @@
 //!   store. It should be cheap: a scrub asks it once per failing page.
 //! * An explicit mark, [`CorruptionDetector::forget`]: in the sidecar
 //!   placement the mark is kept in the [`ChecksumTable`](crate::ChecksumTable)
-//!   (and saved with it, so it survives a restart); in the trailer placement
-//!   it is kept in memory and a host marks its free pages again after a
-//!   restart (or gives the callback). A write through the detector clears
-//!   the mark: the page is in use again and sealed.
+//!   like a checksum — saved with an in-memory table; in a durable table
+//!   logged, and durable before `forget` returns, so it survives a restart
+//!   and a crash at any step (the page is then either free or as it was) —
+//!   in the trailer placement it is kept in memory and a host marks its free
+//!   pages again after a restart (or gives the callback). A write through
+//!   the detector puts the page back in use and seals it; a durable table
+//!   keeps the mark until a sync settles the write (a crash before that may
+//!   leave the page free again, never damaged).
 //!
 //! # What an unallocated page means
 //!
@@ -140,15 +144,19 @@ impl CorruptionDetector {
 
     /// Marks `page` unallocated: the host freed it. Its checksum is
     /// forgotten (sidecar) and a later failure to verify is
-    /// [`Verdict::Unallocated`](super::Verdict::Unallocated)(super::Verdict::Unallocated), not damage; a
+    /// [`Verdict::Unallocated`](super::Verdict::Unallocated), not damage; a
     /// fence on it and any repair in flight are dropped. A later write
     /// through the detector seals the page and puts it back in use. See the
     /// [module docs](self) for where the mark is kept and how it survives a
-    /// restart.
+    /// restart; with a durable sidecar table the mark is durable when this
+    /// returns (one log fsync, made with the page's lock held, so no write
+    /// of the page through the detector overtakes it).
     ///
     /// # Errors
     /// [`Error::PageOutOfRange`] for a page past the end of the store;
-    /// [`Error::InvalidArgument`] when the mark cannot be stored.
+    /// [`Error::InvalidArgument`] when the mark cannot be stored; a durable
+    /// table's log error (the table is then poisoned: nothing is forgotten
+    /// beyond its in-memory mark) or [`Error::Poisoned`].
     pub fn forget(&self, page: PageId) -> Result<()> {
         let _g = self.stripe(page);
         let page_count = self.store.page_count();

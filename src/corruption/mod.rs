@@ -29,7 +29,14 @@
 //! it; a shrink first shrinks the store and then forgets with every page lock
 //! held, so an operation on a dropped page either finished before (and its
 //! traces are forgotten) or sees [`Error::PageOutOfRange`] and records
-//! nothing. Adoption batches and resizes exclude each other.
+//! nothing. With a durable sidecar table the store is synced (no page lock
+//! held) before the table forgets, durably, so that no crash leaves pages
+//! whose checksums are gone. Adoption batches and resizes exclude each other.
+//!
+//! Locks, in the order they are taken: the resize gate (adoption batches
+//! shared, a resize exclusive); the store's own locks; page stripes (one,
+//! or several in ascending stripe order); a sidecar table's locks (see
+//! [`checksum::durable`](crate::checksum::durable)); the registry.
 
 pub mod adopt;
 pub mod free;
@@ -43,7 +50,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
+use crate::checksum::{ChecksumPlacement, ChecksumTable, MIN_PAGE_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
@@ -190,7 +197,8 @@ impl DetectorConfig {
     /// [`Error::InvalidConfig`] for a zero capacity, a page size below 64, or
     /// an [expected-LSN hook](Self::expected_page_lsn) without a page-LSN
     /// reader; [`Error::PageSizeMismatch`] when a sidecar table was made for
-    /// another page size.
+    /// another page size; [`Error::Poisoned`] for a durable sidecar table
+    /// whose log failed.
     pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
         if self.expected_lsn.is_some() && self.page_lsn.is_none() {
             return Err(Error::config(
@@ -226,6 +234,10 @@ impl DetectorConfig {
                     actual: t.page_size(),
                 });
             }
+        }
+        if let ChecksumPlacement::Sidecar(t) = &self.placement {
+            // Writes a crash left unsettled: find which bytes each page holds.
+            t.resolve(store.page_count(), &mut |p, buf| store.read_page(p, buf))?;
         }
         let (sink, reports) = FailureSink::bounded(self.report_capacity);
         Ok(CorruptionDetector {
@@ -490,6 +502,19 @@ impl CorruptionDetector {
         self.stripes[(page.0 % LOCK_STRIPES as u64) as usize].lock()
     }
 
+    /// The write locks of every page of a batch, taken in stripe order so
+    /// that two batches never wait on each other in a cycle.
+    fn stripes_of(&self, pages: impl Iterator<Item = PageId>) -> Vec<MutexGuard<'_, ()>> {
+        let mut wanted = [false; LOCK_STRIPES];
+        for p in pages {
+            wanted[(p.0 % LOCK_STRIPES as u64) as usize] = true;
+        }
+        (0..LOCK_STRIPES)
+            .filter(|&i| wanted[i])
+            .map(|i| self.stripes[i].lock())
+            .collect()
+    }
+
     /// Reads `page` into `buf` and verifies it. A page that fails is re-read
     /// once (with writers to it excluded) before it is declared corrupt.
     ///
@@ -697,44 +722,136 @@ impl CorruptionDetector {
     /// An all-zero page is accepted in both placements: the trailer makes it
     /// nonzero, and the sidecar table records the checksum of the zeros the
     /// host wrote (SQLite with `secure_delete` zeroes the pages it frees, and
-    /// may read them back). Such a page verifies only as long as it holds
+    /// may read them back), through the same path as any other write (a
+    /// durable table logs its intent first). Such a page verifies only as long as it holds
     /// those zeros; a page sealed with other contents that comes back zeroed
     /// is still [`Error::ZeroedPage`].
+    ///
+    /// With a durable sidecar table the new checksum is logged and fsynced
+    /// before the page is written (see [`checksum::durable`](crate::checksum::durable));
+    /// concurrent writers share that fsync, and
+    /// [`write_sealed_batch`](Self::write_sealed_batch) shares it across a
+    /// batch.
     ///
     /// # Errors
     /// [`Error::BufferSize`], [`Error::PageOutOfRange`] (also when a resize
     /// dropped the page while the write waited for its lock), the sealing
-    /// error, or the store's write error.
+    /// error, the table's log error, or the store's write error.
     pub fn write_sealed(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-        check_page_args(
-            page,
-            self.store.page_count(),
-            buf.len(),
-            self.store.page_size(),
-        )?;
-        let _g = self.stripe(page);
+        self.write_sealed_batch(&mut [(page, buf)])
+    }
+
+    /// Seals and writes a batch of pages: [`write_sealed`](Self::write_sealed)
+    /// for each, in order, but with one fsync of a durable sidecar table's
+    /// log for the whole batch. Every page is checked and sealed before any
+    /// is written; the writes stop at the first that fails, and the pages
+    /// before it stay written (a page may appear twice; its last bytes win).
+    ///
+    /// # Errors
+    /// As [`write_sealed`](Self::write_sealed), for the first page that fails.
+    pub fn write_sealed_batch(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        let (page_count, page_size) = (self.store.page_count(), self.store.page_size());
+        for (page, buf) in pages.iter() {
+            check_page_args(*page, page_count, buf.len(), page_size)?;
+        }
+        let _g = self.stripes_of(pages.iter().map(|(p, _)| *p));
+        // A resize may have dropped a page while the batch waited for its
+        // locks: nothing may be written or recorded for it.
         let page_count = self.store.page_count();
-        if page.0 >= page_count {
-            return Err(Error::PageOutOfRange { page, page_count });
+        if let Some((page, _)) = pages.iter().find(|(p, _)| p.0 >= page_count) {
+            return Err(Error::PageOutOfRange {
+                page: *page,
+                page_count,
+            });
         }
-        match &self.placement {
+        let written = match &self.placement {
             ChecksumPlacement::Trailer => {
-                crate::checksum::trailer::seal(page, buf)?;
-                self.store.write_page(page, buf)?;
-                self.freed.clear(page);
+                for (page, buf) in pages.iter_mut() {
+                    crate::checksum::trailer::seal(*page, buf)?;
+                }
+                let mut written = 0;
+                let mut result = Ok(());
+                for (page, buf) in pages.iter() {
+                    result = self.store.write_page(*page, buf);
+                    if result.is_err() {
+                        break;
+                    }
+                    self.freed.clear(*page);
+                    written += 1;
+                }
+                (written, result)
             }
-            // The table's entry changes only once the bytes are written: a
-            // failed write (EIO, ENOSPC) leaves the old bytes and their old
-            // checksum, never a checksum for bytes that are not on disk.
-            ChecksumPlacement::Sidecar(table) => {
-                let crc = table.sealable(page, buf, true)?;
-                self.store.write_page(page, buf)?;
-                table.record(page, crc)?;
+            ChecksumPlacement::Sidecar(table) => self.write_sidecar(table, pages)?,
+        };
+        let (written, result) = written;
+        let mut registry = self.registry.lock();
+        for (page, _) in &pages[..written] {
+            registry.on_host_write(*page);
+        }
+        drop(registry);
+        for (page, buf) in &pages[..written] {
+            if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
+                self.note_written_lsn(*page, lsn);
             }
         }
-        self.registry.lock().on_host_write(page);
-        if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
-            self.note_written_lsn(page, lsn);
+        result
+    }
+
+    /// The sidecar branch of a batch write: the table's entries change only
+    /// around writes that were issued — an in-memory table records a
+    /// checksum once its write succeeded (a failed write leaves the old
+    /// bytes and checksum), a durable one logs the new checksum durably
+    /// before the write and keeps the old one accepted until a sync.
+    /// Returns how many pages were written and the first write error.
+    fn write_sidecar(
+        &self,
+        table: &ChecksumTable,
+        pages: &[(PageId, &mut [u8])],
+    ) -> Result<(usize, Result<()>)> {
+        let changes = pages
+            .iter()
+            .map(|(page, buf)| Ok((*page, table.sealable(*page, buf, true)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<PageId> = changes.iter().map(|(p, _)| *p).collect();
+        if table.needs_sync(&ids) {
+            // Too many changes since the last sync: settle them first.
+            self.sync()?;
+        }
+        let intents = table.intend(&changes)?;
+        let mut written = 0;
+        let mut result = Ok(());
+        for (page, buf) in pages {
+            result = self.store.write_page(*page, buf);
+            if result.is_err() {
+                break;
+            }
+            written += 1;
+        }
+        table.complete(&intents, written)?;
+        Ok((written, result))
+    }
+
+    /// Makes every completed write durable: syncs the store and then, for a
+    /// durable sidecar table, settles the checksums of the pages the sync
+    /// covered (their old checksums stop being accepted) and compacts the
+    /// table's log when it has grown large. This is the detector's
+    /// [`PageStore::sync`]; a host syncs through it, not through the raw
+    /// store, or its pages keep accepting their older checksums (safe, but
+    /// weaker, and the table keeps growing until the detector syncs on its
+    /// own).
+    ///
+    /// # Errors
+    /// The store's sync error (nothing is settled); the table's log or
+    /// compaction error.
+    pub fn sync(&self) -> Result<()> {
+        let table = match &self.placement {
+            ChecksumPlacement::Sidecar(t) if t.is_durable() => Some(t),
+            _ => None,
+        };
+        let barrier = table.map(|t| t.sync_barrier());
+        self.store.sync()?;
+        if let (Some(t), Some(b)) = (table, barrier) {
+            t.settle(b)?;
         }
         Ok(())
     }
@@ -742,7 +859,9 @@ impl CorruptionDetector {
     /// Resizes the store to `page_count` pages (see [`PageStore::resize`]).
     /// The checksums, fences, unallocated marks and last-written LSNs of
     /// pages past the new end are dropped with them, so a page that comes
-    /// back later is a new page.
+    /// back later is a new page. With a durable sidecar table the store is
+    /// synced before the table forgets anything (durably, with a `drop`
+    /// record), so that no crash can leave pages whose checksums are gone.
     ///
     /// Safe to call while reads, writes, scrubs and repairs run: see the
     /// [module docs](self#resizing). One resize runs at a time, and none
@@ -752,14 +871,17 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// The store's error ([`Error::Unsupported`] when it cannot change size);
-    /// nothing is forgotten then.
+    /// nothing is forgotten then. The sync's error (the store has its new
+    /// size, nothing is forgotten: a later resize forgets it), or the
+    /// table's log error (the table is then poisoned; everything else about
+    /// the dropped pages is forgotten).
     pub fn resize(&self, page_count: u64) -> Result<()> {
         let _gate = self.resize_gate.write();
         let old = self.store.page_count();
         if page_count > old {
             // Pages `old..` do not exist yet, so nothing is in flight on them:
             // forget anything left about them before they appear.
-            self.forget_past(old);
+            self.forget_past(old)?;
             self.store.resize(page_count)
         } else {
             // Shrink the store first (it may wait for a scan whose visits
@@ -767,18 +889,25 @@ impl CorruptionDetector {
             // with every page lock held: an operation on a dropped page has
             // either finished (its traces go now) or will find the page gone.
             self.store.resize(page_count)?;
-            self.forget_past(page_count);
-            Ok(())
+            self.forget_past(page_count)
         }
     }
 
     /// Forgets everything about pages at and past `page_count`, with every
     /// page lock held.
-    fn forget_past(&self, page_count: u64) {
-        let _all: Vec<MutexGuard<'_, ()>> = self.stripes.iter().map(|m| m.lock()).collect();
+    fn forget_past(&self, page_count: u64) -> Result<()> {
         if let ChecksumPlacement::Sidecar(table) = &self.placement {
-            table.truncate(page_count);
+            if table.is_durable() && table.has_pages_from(page_count) {
+                // The store's new size is made durable before the table's
+                // drop record is (with no page lock held, as for the resize).
+                self.sync()?;
+            }
         }
+        let _all: Vec<MutexGuard<'_, ()>> = self.stripes.iter().map(|m| m.lock()).collect();
+        let truncated = match &self.placement {
+            ChecksumPlacement::Sidecar(table) => table.truncate(page_count),
+            ChecksumPlacement::Trailer => Ok(()),
+        };
         self.freed.truncate(page_count);
         self.registry.lock().forget_from(page_count);
         let mut lsns = self.written_lsn.write();
@@ -786,6 +915,7 @@ impl CorruptionDetector {
         if keep < lsns.len() {
             lsns.truncate(keep);
         }
+        truncated
     }
 
     fn note_written_lsn(&self, page: PageId, lsn: Lsn) {
@@ -983,8 +1113,9 @@ impl CorruptionDetector {
     }
 
     /// Step 3 of a batch commit for a run of consecutive written pages: with
-    /// the stripe locks of all of them held (taken in ascending order; every
-    /// other path holds at most one, so this cannot deadlock), re-reads the
+    /// the stripe locks of all of them held (taken in ascending stripe order,
+    /// as every path that holds more than one takes them — a batch write,
+    /// a resize — so this cannot deadlock), re-reads the
     /// run with one read and, per page whose epoch is still current, checks
     /// the bytes and marks it repaired. Falls back to a read per page when
     /// the run's read fails.
@@ -1261,7 +1392,7 @@ impl PageStore for CorruptionDetector {
     }
 
     fn sync(&self) -> Result<()> {
-        self.store.sync()
+        CorruptionDetector::sync(self)
     }
 
     fn resize(&self, page_count: u64) -> Result<()> {
@@ -1445,16 +1576,9 @@ mod tests {
         assert_eq!(det.failures().try_iter().count(), 0);
     }
 
-    fn both_placements() -> [ChecksumPlacement; 2] {
-        [
-            ChecksumPlacement::Trailer,
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
-        ]
-    }
-
     #[test]
     fn a_dropped_ticket_gives_the_page_back_to_suspect() {
-        for placement in both_placements() {
+        for placement in placements() {
             let (raw, det) = setup(placement);
             raw.damage(PageId(2), Damage::Zero).unwrap();
             let mut b = vec![0u8; 256];
@@ -1499,7 +1623,7 @@ mod tests {
 
     #[test]
     fn batch_commit_syncs_once_and_a_failed_sync_repairs_nothing() {
-        for placement in both_placements() {
+        for placement in placements() {
             let (raw, det) = setup(placement);
             let mut good = Vec::new();
             for p in [1u64, 3, 5] {
@@ -1558,7 +1682,7 @@ mod tests {
 
     #[test]
     fn batch_commit_rereads_runs_across_stripes_and_falls_back_per_page() {
-        for placement in both_placements() {
+        for placement in placements() {
             let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 300).unwrap())));
             let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
             // 240..290 wraps around the stripes (page 256 shares page 0's)
@@ -1596,7 +1720,7 @@ mod tests {
 
     #[test]
     fn expected_lsn_hook_finds_a_lost_write_after_a_restart() {
-        for placement in both_placements() {
+        for placement in placements() {
             let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 4).unwrap())));
             let lsn: PageLsnFn =
                 Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
@@ -1710,6 +1834,147 @@ mod tests {
             det.read_verified(PageId(6), &mut b).unwrap();
             assert_eq!(b[0], 5);
         }
+    }
+
+    /// A durable sidecar table on a crash-simulating directory.
+    fn durable(files: &Arc<crate::testing::CrashFiles>) -> Arc<ChecksumTable> {
+        Arc::new(
+            crate::checksum::TableConfig::new(256)
+                .open_on(files.clone(), "sums")
+                .unwrap(),
+        )
+    }
+
+    /// Every placement that seals pages: the trailer, an in-memory sidecar
+    /// table and a durable one.
+    fn placements() -> Vec<ChecksumPlacement> {
+        vec![
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+            ChecksumPlacement::Sidecar(durable(&Arc::new(crate::testing::CrashFiles::new()))),
+        ]
+    }
+
+    #[test]
+    fn a_batch_is_sealed_whole_and_written_up_to_the_first_failure() {
+        for placement in placements() {
+            let (raw, det) = setup(placement.clone());
+            let (mut a, mut b, mut c) = (vec![11u8; 256], vec![12u8; 256], vec![13u8; 256]);
+            raw.fail_next_write(Some(PageId(5)), crate::testing::WriteFault::Eio);
+            let err = det
+                .write_sealed_batch(&mut [
+                    (PageId(1), &mut a[..]),
+                    (PageId(5), &mut b[..]),
+                    (PageId(6), &mut c[..]),
+                ])
+                .unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{placement:?}: {err}");
+            let mut buf = vec![0u8; 256];
+            det.read_verified(PageId(1), &mut buf).unwrap();
+            assert_eq!(buf[0], 11, "{placement:?}: written before the failure");
+            det.read_verified(PageId(5), &mut buf).unwrap();
+            assert_eq!(
+                buf[0], 6,
+                "{placement:?}: the failed write left the old page"
+            );
+            det.read_verified(PageId(6), &mut buf).unwrap();
+            assert_eq!(buf[0], 7, "{placement:?}: not written after the failure");
+            // An all-zero page is a write like any other, in every placement
+            // (a durable table logs its intent first).
+            let mut zero = vec![0u8; 256];
+            let mut d = vec![14u8; 256];
+            det.write_sealed_batch(&mut [(PageId(2), &mut d[..]), (PageId(3), &mut zero[..])])
+                .unwrap();
+            det.read_verified(PageId(3), &mut buf).unwrap();
+            if let ChecksumPlacement::Sidecar(_) = placement {
+                assert!(buf.iter().all(|&b| b == 0), "{placement:?}");
+            }
+            // A page that cannot be written stops the batch before any write.
+            let mut e = vec![15u8; 256];
+            assert!(matches!(
+                det.write_sealed_batch(&mut [(PageId(2), &mut e[..]), (PageId(9), &mut d[..])]),
+                Err(Error::PageOutOfRange { .. })
+            ));
+            det.read_verified(PageId(2), &mut buf).unwrap();
+            assert_eq!(
+                buf[0], 14,
+                "{placement:?}: nothing of the batch was written"
+            );
+        }
+    }
+
+    #[test]
+    fn a_durable_table_accepts_old_bytes_until_the_detector_syncs() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = durable(&files);
+        let (raw, det) = setup(ChecksumPlacement::Sidecar(table.clone()));
+        det.sync().unwrap();
+        let mut old = vec![0u8; 256];
+        raw.read_page(PageId(2), &mut old).unwrap();
+        det.write_sealed(PageId(2), &mut vec![40u8; 256]).unwrap();
+        assert!(
+            det.verify(PageId(2), &old).is_ok(),
+            "the write may not be durable yet"
+        );
+        PageStore::sync(&det).unwrap();
+        assert!(det.verify(PageId(2), &old).is_err(), "settled by the sync");
+        assert!(det.verify(PageId(2), &[40u8; 256]).is_ok());
+        assert_eq!(table.stats().unsettled_versions, 0);
+        // A failed write may or may not have landed: both bytes verify.
+        raw.fail_next_write(Some(PageId(3)), crate::testing::WriteFault::Eio);
+        assert!(det.write_sealed(PageId(3), &mut vec![41u8; 256]).is_err());
+        assert!(det.verify(PageId(3), &[4u8; 256]).is_ok());
+        assert!(det.verify(PageId(3), &[41u8; 256]).is_ok());
+    }
+
+    #[test]
+    fn too_many_unsettled_writes_make_the_detector_sync() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = Arc::new(
+            crate::checksum::TableConfig::new(256)
+                .unsettled_versions_max(4)
+                .page_versions_max(2)
+                .open_on(files.clone(), "sums")
+                .unwrap(),
+        );
+        let raw = Arc::new(crate::testing::CrashStore::new(256, 8).unwrap());
+        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(raw.clone())
+            .unwrap();
+        for round in 0..6u8 {
+            det.write_sealed(PageId(0), &mut vec![50 + round; 256])
+                .unwrap();
+            assert!(table.stats().unsettled_versions <= 2, "round {round}");
+        }
+        assert_ne!(
+            raw.durable_bytes()[0],
+            0,
+            "the detector synced the store on its own"
+        );
+        for p in 1..8u8 {
+            det.write_sealed(PageId(u64::from(p)), &mut vec![p; 256])
+                .unwrap();
+            assert!(table.stats().unsettled_versions <= 4, "page {p}");
+        }
+    }
+
+    #[test]
+    fn a_durable_table_forgets_dropped_pages_durably() {
+        let files = Arc::new(crate::testing::CrashFiles::new());
+        let table = durable(&files);
+        let raw = Arc::new(MemStore::new(256, 8).unwrap());
+        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(raw.clone())
+            .unwrap();
+        for p in 0..8 {
+            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+                .unwrap();
+        }
+        det.resize(4).unwrap();
+        assert_eq!(table.get(PageId(5)), None);
+        let reopened = durable(&Arc::new(files.crash(None)));
+        assert_eq!(reopened.get(PageId(5)), None, "the drop is durable");
+        assert!(reopened.verify(PageId(3), &[4u8; 256]).is_ok());
     }
 
     #[test]

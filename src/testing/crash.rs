@@ -88,7 +88,7 @@ impl CrashSwitch {
         self.state.lock().fired
     }
 
-    fn tick(&self, what: &str) -> Result<()> {
+    pub(super) fn tick(&self, what: &str) -> Result<()> {
         let mut s = self.state.lock();
         let n = s.ops;
         s.ops += 1;
