@@ -235,6 +235,27 @@ fn scrub_cursor_and_checksum_table() {
             ChecksumTable::load_or_new(&t, PS).map(|_| ())
         });
         assert_refused("checksum table", got, &table, who);
+
+        // A durable table: each of its files in turn.
+        let tdir = dir.path().join("durable");
+        std::fs::create_dir(&tdir).unwrap();
+        let path = tdir.join("sums");
+        drop(ChecksumTable::open(&path, PS).unwrap());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&tdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for file in files {
+            let saved = std::fs::read(&file).unwrap();
+            who.replace(&file);
+            let p = path.clone();
+            let what = file.display().to_string();
+            let got = within_deadline(&what, move || ChecksumTable::open(&p, PS).map(|_| ()));
+            assert_refused(&what, got, &file, who);
+            Intruder::replace_back(&file, &saved);
+        }
     });
 }
 

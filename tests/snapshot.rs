@@ -1112,7 +1112,13 @@ fn a_rebuild_never_deletes_a_file_it_could_not_read() {
     std::fs::write(odd.join("keep"), b"x").unwrap();
     let err = SnapshotConfig::new(dir.path(), PS).build().unwrap_err();
     assert!(
-        matches!(err, Error::NotRegularFile { kind: "directory", .. }),
+        matches!(
+            err,
+            Error::NotRegularFile {
+                kind: "directory",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(odd.join("keep").exists());

@@ -159,10 +159,11 @@ impl DirTableStorage {
     ) -> Result<()> {
         let mut open = self.appending.lock();
         if !open.contains_key(name) {
-            let file = fs::OpenOptions::new()
-                .append(true)
-                .open(self.path(name))
-                .map_err(|e| self.io("opening", name, e))?;
+            let file = fsutil::open_regular(
+                fsutil::private_create_options().append(true),
+                &self.path(name),
+                "opening",
+            )?;
             open.insert(name.to_string(), file);
         }
         let file = open.get_mut(name).expect("inserted above");
@@ -195,12 +196,14 @@ impl TableStorage for DirTableStorage {
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.forget_handle(name);
-        let mut f = fsutil::private_create_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.path(name))
-            .map_err(|e| self.io("creating", name, e))?;
+        let mut f = fsutil::open_regular(
+            fsutil::private_create_options()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &self.path(name),
+            "creating",
+        )?;
         f.write_all(bytes).map_err(|e| self.io("writing", name, e))
     }
 
