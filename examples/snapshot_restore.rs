@@ -1,12 +1,33 @@
-//! Snapshot a store, damage both the store and the newest snapshot, restore,
-//! and check the result byte for byte.
+//! Snapshot a store, damage both the store and the newest snapshot, then
+//! restore: exactly the damaged snapshot is refused with an error that names
+//! it, and only an explicit fallback restores the older one, reporting the
+//! pages that the fallback lost.
 //!
-//! Run with `cargo run --example snapshot_restore`. Exits non-zero if the
-//! restored store is not byte-identical to the state that was snapshotted.
+//! Run with `cargo run --example snapshot_restore`. Every claim it prints is
+//! checked; it exits non-zero if any of them is false (a restore that falls
+//! back silently, a store that is not byte-identical to the state restored,
+//! lost pages that are not the ones changed in between).
 
-use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
+use selfheal::snapshot::{
+    Consistency, Fallback, LostPages, RestoreOptions, SnapshotConfig, SnapshotKind,
+    SnapshotRequest, WriteGate,
+};
 use selfheal::testing::{fill_store, Damage};
-use selfheal::{Lsn, MemStore, PageId, PageSource, PageStore};
+use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore};
+
+/// Prints a claim and whether it held; remembers a false one.
+struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    fn claim(&mut self, ok: bool, what: &str) {
+        println!("[{}] {what}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            self.failed += 1;
+        }
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -15,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fill_store(&store, 42)?;
     let gate = WriteGate::new();
     let snaps = SnapshotConfig::new(dir.path(), page_size).build()?;
+    let mut checks = Checks { failed: 0 };
 
     // 1. A full snapshot, then some writes and an incremental one.
     let take = |lsn: u64, kind: SnapshotKind| {
@@ -37,32 +59,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         full.info.file_bytes,
         100.0 * full.info.file_bytes as f64 / state_full.len() as f64
     );
-    for p in (0..2048).step_by(97) {
+    let changed: Vec<u64> = (0..2048).step_by(97).collect();
+    for &p in &changed {
         let _w = gate.write();
         store.write_page(PageId(p), &vec![(p % 251) as u8 + 1; page_size])?;
         snaps.note_dirty(PageId(p));
     }
     let inc = take(200, SnapshotKind::Incremental)?;
-    let state_inc = store.to_bytes();
     println!(
         "incremental snapshot {} on {}: {} changed pages, {} bytes ({:?})",
         inc.info.id, full.info.id, inc.info.stored_pages, inc.info.file_bytes, inc.detection
     );
+    checks.claim(
+        inc.info.stored_pages == changed.len() as u64,
+        &format!("the incremental holds the {} changed pages", changed.len()),
+    );
     println!("verified: {:?}", snaps.verify(inc.info.id)?);
 
-    // 2. A single bad page served from the snapshot (it has not changed since).
+    // 2. A single page served from the snapshot (it has not changed since).
     let mut page = vec![0u8; page_size];
     let served = snaps
         .page_source()
         .read_page(PageId(5), Some(Lsn(150)), &mut page)?;
     let mut want = vec![0u8; page_size];
     store.read_page(PageId(5), &mut want)?;
-    println!(
-        "page 5 from the snapshot: served={served}, identical={}",
-        page == want
+    checks.claim(
+        served && page == want,
+        "page 5 is served from the snapshot, byte-identical",
     );
 
-    // 3. Damage: scribble over the store and flip a bit in the incremental snapshot.
+    // 3. Damage: scribble over the store and flip a bit in the incremental
+    //    snapshot's first chunk.
     for p in 0..64 {
         let mut b = vec![0u8; page_size];
         store.read_page(PageId(p), &mut b)?;
@@ -78,23 +105,75 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         inc.info.id
     );
 
-    // 4. Restore the newest: the damaged incremental is refused, the full one is used.
-    let report = snaps.restore(inc.info.id, &store)?;
-    for (id, why) in &report.skipped {
-        println!("skipped snapshot {id}: {why}");
+    // 4. Restoring the damaged snapshot is refused: no other one is used
+    //    unless the caller says so, and the store is not touched.
+    let before = store.to_bytes();
+    match snaps.restore(inc.info.id, &store) {
+        Err(e @ Error::SnapshotDamaged { .. }) => {
+            println!("restore({}) refused: {e}", inc.info.id);
+            checks.claim(true, "restoring the damaged snapshot is an error");
+        }
+        Ok(r) => checks.claim(
+            false,
+            &format!("restoring the damaged snapshot is an error (it returned {r:?})"),
+        ),
+        Err(e) => checks.claim(false, &format!("restore failed with the damage error: {e}")),
     }
+    checks.claim(
+        store.to_bytes() == before,
+        "the refused restore did not write the store",
+    );
+
+    // 5. With an explicit fallback, the full snapshot is restored and the
+    //    report says so, with the pages that were lost.
+    let report = snaps.restore_with(
+        inc.info.id,
+        &store,
+        RestoreOptions::new().fallback(Fallback::NewestOlderGood),
+    )?;
     println!(
         "restored snapshot {} (asked for {}), LSN {}, {} page writes",
         report.restored, report.requested, report.lsn, report.pages_written
     );
-    let expected = if report.restored == inc.info.id {
-        &state_inc
-    } else {
-        &state_full
-    };
-    let ok = store.to_bytes() == *expected;
-    println!("byte-identical to snapshot {}: {ok}", report.restored);
-    if !ok {
+    checks.claim(
+        report.restored == full.info.id,
+        &format!("the fallback restored snapshot {}", full.info.id),
+    );
+    match &report.fallback {
+        Some(fb) => {
+            for (id, why) in &fb.skipped {
+                println!("skipped snapshot {id}: {why}");
+            }
+            checks.claim(
+                fb.skipped.first().map(|s| s.0) == Some(inc.info.id),
+                "the report names the refused snapshot",
+            );
+            match &fb.lost {
+                LostPages::Known(lost) => {
+                    println!("pages lost by the fallback: {}", lost.len());
+                    checks.claim(
+                        *lost == changed,
+                        "the lost pages are exactly the ones changed between the two snapshots",
+                    );
+                }
+                LostPages::Unknown { reason } => checks.claim(
+                    false,
+                    &format!("the lost pages are known (the index is intact): {reason}"),
+                ),
+            }
+        }
+        None => checks.claim(false, "the fallback is reported"),
+    }
+    checks.claim(
+        store.to_bytes() == state_full,
+        &format!(
+            "the store is byte-identical to snapshot {}",
+            report.restored
+        ),
+    );
+
+    if checks.failed > 0 {
+        eprintln!("{} claim(s) failed", checks.failed);
         std::process::exit(1);
     }
     Ok(())

@@ -118,10 +118,28 @@ pub enum Error {
     },
 
     /// The sidecar checksum table has no checksum for the page.
-    #[error("page {page} has no checksum in the sidecar table: it was written without going through the library; seal it by writing it through the detector")]
+    #[error("page {page} has no checksum in the sidecar table: it was written without going through the library (a file that existed before it, or a page written behind its back); adopt existing pages with `CorruptionDetector::adopt` after the host's own integrity check, or write the page through the detector")]
     MissingChecksum {
         /// The page.
         page: PageId,
+    },
+
+    /// The host says the page is unallocated (free), so it holds no sealed
+    /// bytes to serve. Not corruption: nothing needs repair.
+    #[error("page {page} is unallocated: the host marked it free, so its bytes are not protected and are not served as verified; write the page through the detector to use it again")]
+    PageUnallocated {
+        /// The page.
+        page: PageId,
+    },
+
+    /// Adoption in the trailer placement found a page whose last 16 bytes
+    /// hold data, so a trailer cannot be added without destroying it.
+    #[error("page {page} cannot take a checksum trailer in place: its last {trailer_len} bytes are in use; reserve {trailer_len} bytes at the end of every page (SQLite: reserved bytes, header byte 20) or adopt with the sidecar placement")]
+    TrailerInUse {
+        /// The page.
+        page: PageId,
+        /// The bytes a trailer needs.
+        trailer_len: usize,
     },
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
@@ -151,6 +169,18 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+
+    /// A path where the library expects one of its regular files holds
+    /// something else (a directory, a named pipe, a socket, a device). It is
+    /// refused before it is opened for reading or writing, so that a named
+    /// pipe never makes an open block.
+    #[error("{path} is a {kind}, not a regular file; the library keeps only regular files there: move it away and retry")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
     },
 
     /// A host trait method failed with a host-defined error.
@@ -277,6 +307,32 @@ pub enum Error {
         page: PageId,
     },
 
+    /// A rollback cannot restore a page because the page fails verification
+    /// (it was not repaired). The transaction stays pending, with its undo:
+    /// nothing was written to that page, no abort record was written.
+    #[error("the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); the transaction stays pending with its undo: repair the page from a replica or snapshot, then roll the transaction back again")]
+    RollbackBlocked {
+        /// The transaction.
+        txn: u64,
+        /// The (first) page that failed.
+        page: PageId,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// A call that needs no transaction in flight found some.
+    #[error("{action} needs no transaction in flight, but {} are: {}; commit or roll them back (and repair the pages of blocked rollbacks) first", txns.len(), list_ids(txns))]
+    TransactionsInFlight {
+        /// What was refused.
+        action: &'static str,
+        /// The transactions in flight, sorted.
+        txns: Vec<u64>,
+    },
+
+    /// A restore of the store is being prepared or is in progress.
+    #[error("a restore of the store is in progress (a RestoreGuard of the rollback manager lives): begin transactions after the restore, once the guard is dropped")]
+    RestoreInProgress,
+
     /// A counter of the undo journal (transaction ids, LSNs or segment
     /// numbers) has no room left to grow.
     #[error("the undo journal's {what} are exhausted (the next one would not fit in 64 bits): the journal holds values no real history reaches; move the journal directory aside and open a new one")]
@@ -335,6 +391,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// The requested snapshot cannot be restored because a file of its
+    /// chain is damaged or unreadable; no other snapshot was restored instead.
+    #[error("snapshot {requested} cannot be restored: snapshot {damaged} of its chain ({}) is damaged or unreadable: {reason}; {}; to restore the newest older snapshot that verifies instead, call `restore_with` with `RestoreOptions::new().fallback(Fallback::NewestOlderGood)`", path.display(), if *target_written { "pages of the target were already overwritten (with verified pages of it), so restore a snapshot before trusting the target" } else { "the target was not written" })]
+    SnapshotDamaged {
+        /// The snapshot asked for.
+        requested: u64,
+        /// The member of its chain that is damaged (`requested` or an ancestor).
+        damaged: u64,
+        /// That member's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// Whether pages of the target were written before the damage was
+        /// found (only without the restore pre-check).
+        target_written: bool,
+    },
+
+    /// A restore needs the target to have the snapshot's page count, and the
+    /// target cannot be resized to it; nothing was written.
+    #[error("restoring snapshot {snapshot} needs a store of {needed} pages, but the target has {actual} and cannot be resized ({reason}); nothing was written: resize the target first, or, for a larger target, keep its extra pages with `RestoreOptions::keep_extra_pages(true)`")]
+    RestoreTargetSize {
+        /// The snapshot being restored.
+        snapshot: u64,
+        /// Its page count.
+        needed: u64,
+        /// The target's page count.
+        actual: u64,
+        /// Why the target could not be resized.
+        reason: String,
+    },
+
     // ---- health ----
     /// A health probe could not produce a value (the resource is not there,
     /// the OS does not expose it, or the value is not a finite number).
@@ -365,6 +452,21 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+}
+
+/// A list of transaction ids for a message: the first few, then a count.
+fn list_ids(ids: &[u64]) -> String {
+    const SHOWN: usize = 16;
+    let mut s = ids
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        s.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    s
 }
 
 impl Error {

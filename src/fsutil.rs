@@ -106,15 +106,94 @@ pub(crate) fn decode_framed<'a>(
     Ok((version, payload))
 }
 
-/// Opens options that create files owner-only on Unix.
+/// Options for every file the library opens: owner-only when created, and
+/// non-blocking on Unix, so that a named pipe put where one of its files
+/// belongs fails the open (or is refused by [`check_regular`]) instead of
+/// blocking it forever. On a regular file `O_NONBLOCK` changes nothing.
 pub(crate) fn private_create_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(libc::O_NONBLOCK);
     }
     o
+}
+
+/// What kind of file system object `meta` describes, for messages.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "named pipe";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "device";
+        }
+    }
+    if t.is_symlink() {
+        return "symbolic link";
+    }
+    "special file"
+}
+
+/// Refuses a path that exists and is not a regular file (symbolic links are
+/// followed). A path that does not exist passes: the open that follows says so.
+///
+/// # Errors
+/// [`Error::NotRegularFile`].
+pub(crate) fn check_regular(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: kind_of(&meta),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Opens `path` with `options` (which should come from
+/// [`private_create_options`]), refusing anything but a regular file both
+/// before the open and, for the race in between, after it on the handle.
+///
+/// # Errors
+/// [`Error::NotRegularFile`]; [`Error::Io`] naming `what` and the path.
+pub(crate) fn open_regular(options: &OpenOptions, path: &Path, what: &str) -> Result<File> {
+    check_regular(path)?;
+    let f = options
+        .open(path)
+        .map_err(|e| Error::io(format!("{what} {}", path.display()), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io(format!("{what} {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: kind_of(&meta),
+        });
+    }
+    Ok(f)
+}
+
+/// Reads a whole regular file.
+///
+/// # Errors
+/// [`Error::NotRegularFile`]; [`Error::Io`] (with kind `NotFound` when the
+/// file does not exist).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let mut f = open_regular(private_create_options().read(true), path, "opening")?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(bytes)
 }
 
 /// Fsyncs a directory so that a rename or create inside it is durable.
@@ -124,7 +203,11 @@ pub(crate) fn private_create_options() -> OpenOptions {
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
-        let d = File::open(dir)
+        use std::os::unix::fs::OpenOptionsExt;
+        let d = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir)
             .map_err(|e| Error::io(format!("opening directory {}", dir.display()), e))?;
         d.sync_all()
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
@@ -147,12 +230,17 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// [`Error::Io`] naming the step that failed; the old file is then untouched.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut f = private_create_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    // The file being replaced must be a regular file too: renaming over a
+    // directory or a pipe would fail late or replace something not ours.
+    check_regular(path)?;
+    let mut f = open_regular(
+        private_create_options()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        &tmp,
+        "creating",
+    )?;
     f.write_all(bytes)
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     f.sync_all()
@@ -173,10 +261,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] for any other failure.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+    match read_file(path) {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -201,6 +289,46 @@ mod tests {
             let mode = fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "file must be owner-only");
         }
+    }
+
+    /// A named pipe or a directory where a library file belongs is refused
+    /// with a typed error, and never makes a read or a replace block.
+    #[cfg(unix)]
+    #[test]
+    fn non_regular_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo (coreutils) is needed");
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        for (path, kind) in [(&fifo, "named pipe"), (&sub, "directory")] {
+            for r in [
+                read_optional(path).map(|_| ()),
+                read_file(path).map(|_| ()),
+                atomic_write(path, b"x"),
+            ] {
+                match r {
+                    Err(Error::NotRegularFile { kind: k, .. }) => assert_eq!(k, kind),
+                    other => panic!("{kind}: {other:?}"),
+                }
+            }
+        }
+        // A pipe where the temporary file goes fails the replace, without blocking.
+        let target = dir.path().join("target");
+        let status = std::process::Command::new("mkfifo")
+            .arg(tmp_path(&target))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(
+            atomic_write(&target, b"x"),
+            Err(Error::NotRegularFile {
+                kind: "named pipe",
+                ..
+            })
+        ));
+        assert_eq!(read_optional(&dir.path().join("missing")).unwrap(), None);
     }
 
     #[test]

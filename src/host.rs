@@ -72,8 +72,14 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     ///
     /// `visit` may call back into the store (the scrubber re-reads a page
     /// that fails verification), and host writers may be waiting meanwhile,
-    /// so an implementation must not hold a lock of the store across a call
-    /// of `visit`.
+    /// so an implementation must not hold across a call of `visit` a lock
+    /// that a read or a write of the store waits for. (The reference
+    /// [`FileStore`](crate::FileStore) holds a lock that only its `resize`
+    /// waits for, shared, across each batch of its memory-map scan, so that a
+    /// shrink never cuts a mapping in use.)
+    ///
+    /// When the store shrinks during a scan, the scan ends with
+    /// [`Error::PageOutOfRange`] at the first page that is gone.
     ///
     /// # Errors
     /// The first error of a read or of `visit`; pages after it are not visited.
@@ -96,7 +102,9 @@ pub trait PageStore: Send + Sync + fmt::Debug {
 
     /// Changes the number of pages to `page_count`: pages at and past the new
     /// end are dropped, and pages added at the end read as zeros until they
-    /// are written. A store whose medium can shrink (SQLite truncates its file
+    /// are written. A read, write or scan that races a shrink either
+    /// completes before it or fails with [`Error::PageOutOfRange`]; a write
+    /// never brings a dropped page back. A store whose medium can shrink (SQLite truncates its file
     /// on `VACUUM` and at checkpoints) implements it; the library calls it
     /// when a restore needs a store of another size, and a host calls the
     /// detector's [`resize`](crate::CorruptionDetector::resize) so that

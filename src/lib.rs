@@ -8,7 +8,8 @@
 //!   on every write, corrupt pages fenced and reported once;
 //! - [`Scrubber`]: a paced, resumable background scrub of the whole store;
 //! - [`DataRepairer`]: repair of corrupt pages from replica copies it verifies
-//!   itself, with majority choice, fallback sources and Merkle anti-entropy;
+//!   itself (the newest page LSN wins; votes break ties, a plurality or
+//!   optionally a majority), fallback sources and Merkle anti-entropy;
 //! - [`TransactionRollbackManager`]: before-images in a durable undo journal,
 //!   group commit, rollback of transactions left in flight by a crash, and
 //!   deadlock detection;
@@ -71,7 +72,9 @@ pub use corruption::scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
     ScrubState, ScrubStep, Scrubber,
 };
-pub use corruption::{CorruptionDetector, DetectorConfig};
+pub use corruption::{
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
+};
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
     RunVerdict,

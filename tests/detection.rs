@@ -1,13 +1,14 @@
 //! Goal: every page fault the detector exists for is caught on a verified read,
-//! in both checksum placements. Method: pages are sealed through the detector
+//! in both checksum placements (the sidecar with an in-memory and with a
+//! durable table). Method: pages are sealed through the detector
 //! over a `FaultyStore`, one fault is injected, and the verified read must give
 //! the typed error, fence the page and report it exactly once.
 
 use std::sync::Arc;
 
-use selfheal::checksum::ChecksumTable;
+use selfheal::checksum::{ChecksumTable, TableConfig};
 use selfheal::corruption::{PageLsnFn, PageState};
-use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
+use selfheal::testing::{CrashFiles, Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
     ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, FileStore, Lsn, MemStore, PageId,
     PageStore,
@@ -38,6 +39,14 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
         (
             "sidecar",
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+        ),
+        (
+            "durable sidecar",
+            ChecksumPlacement::Sidecar(Arc::new(
+                TableConfig::new(PS)
+                    .open_on(Arc::new(CrashFiles::new()), "sums")
+                    .unwrap(),
+            )),
         ),
     ]
 }
@@ -277,4 +286,59 @@ fn bad_input_is_typed() {
         det.read_verified(PageId(0), &mut buf),
         Err(Error::PageOutOfRange { page_count: 0, .. })
     ));
+}
+
+/// A host that zeroes the pages it frees (SQLite with `secure_delete`)
+/// writes all-zero pages through the detector: the write succeeds in both
+/// placements and the zeros read back verified; damage to such a page, and
+/// a page with other contents that comes back zeroed, are still caught.
+#[test]
+fn host_write_of_an_all_zero_page_is_sealed() {
+    for (name, placement) in placements() {
+        // No page-LSN reader: an all-zero page carries no LSN.
+        let raw = Arc::new(FaultyStore::new(mem()));
+        let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        for p in 0..PAGES {
+            det.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
+        }
+        let r = Rig { raw, det };
+        r.det
+            .write_sealed(PageId(4), &mut vec![0u8; PS])
+            .unwrap_or_else(|e| panic!("{name}: a zero page write must succeed: {e}"));
+        let mut buf = vec![1u8; PS];
+        r.det.read_verified(PageId(4), &mut buf).unwrap();
+        assert!(
+            buf[..selfheal::checksum::payload_len(PS)]
+                .iter()
+                .all(|&b| b == 0),
+            "{name}: the zeros come back"
+        );
+        r.raw
+            .damage(PageId(4), Damage::BitFlip { byte: 9, bit: 3 })
+            .unwrap();
+        assert!(expect_caught(&r, 4, name).is_corruption());
+        r.raw.damage(PageId(6), Damage::Zero).unwrap();
+        assert!(matches!(
+            expect_caught(&r, 6, name),
+            Error::ZeroedPage { .. }
+        ));
+    }
+}
+
+/// A page with no checksum names the way to adopt a file that existed
+/// before the library.
+#[test]
+fn missing_checksum_message_points_at_adoption() {
+    let table = Arc::new(ChecksumTable::new(PS).unwrap());
+    let raw = Arc::new(MemStore::new(PS, 2).unwrap());
+    raw.write_page(PageId(1), &page_bytes(1, 1)).unwrap();
+    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+        .build(raw)
+        .unwrap();
+    let mut buf = vec![0u8; PS];
+    let err = det.read_verified(PageId(1), &mut buf).unwrap_err();
+    assert!(matches!(err, Error::MissingChecksum { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("CorruptionDetector::adopt"), "{msg}");
+    assert!(msg.contains("integrity check"), "{msg}");
 }

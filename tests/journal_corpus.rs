@@ -1,17 +1,19 @@
 //! Goal: the journal reader survives every kind of damage with the documented
 //! outcome and never panics — the stable-CI corpus run of the
-//! `journal_reader` fuzz target.
-//! Method: a real segment written by the manager is damaged in every way
-//! (every truncation, a flip of every bit position class at every byte,
-//! zeroed and junk ranges at every record) and decoded with
-//! `decode_segment`, whose result is compared with what the module docs
-//! promise; the same images are then opened in each recovery mode.
+//! `journal_reader` and `journal_state` fuzz targets.
+//! Method: a real segment written by the manager (and closed, so that a
+//! synced-through mark covers every record) is damaged in every way (every
+//! truncation, a flip of every bit position class at every byte, zeroed and
+//! junk ranges at every record) and decoded with `decode_segment`, whose
+//! result is compared with what the module docs promise; the same images are
+//! then opened in each recovery mode next to the journal's state file; the
+//! state file itself is truncated and flipped at every byte.
 
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use selfheal::rollback::journal::{
-    decode_segment, HeaderDamage, SegmentEnd, SegmentScan, SEGMENT_HEADER_LEN,
+    decode_segment, HeaderDamage, JournalState, SegmentEnd, SegmentScan, SEGMENT_HEADER_LEN,
 };
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::CrashDir;
@@ -19,8 +21,9 @@ use selfheal::{Error, MemStore, PageId, RawPages, RollbackConfig};
 
 const PS: usize = 256;
 
-/// One segment with begin, undo, commit and abort records of several sizes.
-fn sample_segment() -> Vec<u8> {
+/// One segment with begin, undo, commit, abort and mark records of several
+/// sizes, and the journal's state file.
+fn sample() -> (Vec<u8>, Vec<u8>) {
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
         .open(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
@@ -44,7 +47,11 @@ fn sample_segment() -> Vec<u8> {
     mgr.write(t, PageId(3), 100, &[7u8; 64]).unwrap();
     mgr.close().unwrap();
     assert_eq!(dir.segment_ids(), vec![1]);
-    dir.segment(1).unwrap()
+    (dir.segment(1).unwrap(), dir.state_file().unwrap())
+}
+
+fn sample_segment() -> Vec<u8> {
+    sample().0
 }
 
 /// Record start offsets, and the end of the last record.
@@ -88,12 +95,18 @@ fn open(dir: CrashDir, mode: RecoveryMode) -> selfheal::Result<Option<JournalDam
     RollbackConfig::with_storage(Arc::new(dir))
         .recovery_mode(mode)
         .open(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
-        .map(|m| m.recovery_report().damage.clone())
+        .map(|m| {
+            let d = &m.recovery_report().damage;
+            assert!(d.len() <= 1, "{d:?}");
+            d.first().cloned()
+        })
 }
 
+/// The segment `bytes`, with the state file of the sample journal.
 fn dir_with(bytes: &[u8]) -> CrashDir {
     let d = CrashDir::new();
     d.set_segment(1, bytes.to_vec());
+    d.set_state_file(Some(sample().1));
     d
 }
 
@@ -110,11 +123,14 @@ fn every_truncation() {
                 Err(HeaderDamage::Short { len }),
                 "{ctx}"
             );
-            // A last segment whose header is incomplete is a torn tail.
-            let d = open(dir_with(cut), RecoveryMode::TolerateTornTail).unwrap();
+            // The state file lists the segment, so its creation had
+            // finished (durably): a short header is damage.
             assert!(
-                matches!(d, Some(JournalDamage::TornTail { offset: 0, .. })),
-                "{ctx}: {d:?}"
+                matches!(
+                    open(dir_with(cut), RecoveryMode::TolerateTornTail),
+                    Err(Error::CorruptFile { offset: 0, .. })
+                ),
+                "{ctx}"
             );
             continue;
         }
@@ -174,18 +190,19 @@ fn bit_flips_everywhere() {
                 assert_torn_at(&s, at, &ctx);
             } else {
                 assert_corrupt_at(&s, at, &ctx);
-                assert!(
-                    matches!(
-                        open(dir_with(&b), RecoveryMode::TolerateTornTail),
-                        Err(Error::CorruptFile { offset, .. }) if offset == at
-                    ),
-                    "{ctx}"
-                );
-                let d = open(dir_with(&b), RecoveryMode::StopAtFirstBadRecord).unwrap();
-                assert!(
-                    matches!(d, Some(JournalDamage::Corrupt { offset, .. }) if offset == at),
-                    "{ctx}"
-                );
+                // The closing mark after it covers it: every mode refuses.
+                for mode in [
+                    RecoveryMode::TolerateTornTail,
+                    RecoveryMode::StopAtFirstBadRecord,
+                ] {
+                    assert!(
+                        matches!(
+                            open(dir_with(&b), mode),
+                            Err(Error::CorruptFile { offset, .. }) if offset == at
+                        ),
+                        "{ctx} {mode:?}"
+                    );
+                }
             }
         }
     }
@@ -248,6 +265,51 @@ fn random_garbage_never_panics() {
         }
         if let Ok(s) = decode_segment(&b) {
             assert!(s.valid_len as usize <= b.len());
+        }
+    }
+}
+
+#[test]
+fn every_truncation_and_flip_of_the_state_file() {
+    let (seg, state) = sample();
+    let good = JournalState::decode(std::path::Path::new("s"), &state).unwrap();
+    assert_eq!((good.oldest, good.newest), (1, 1));
+    let with_state = |b: Vec<u8>| {
+        let d = CrashDir::new();
+        d.set_segment(1, seg.clone());
+        d.set_state_file(Some(b));
+        d
+    };
+    let mut images: Vec<(String, Vec<u8>)> = (0..state.len())
+        .map(|n| (format!("truncated to {n}"), state[..n].to_vec()))
+        .collect();
+    for i in 0..state.len() {
+        for bit in [0u8, 5] {
+            let mut b = state.clone();
+            b[i] ^= 1 << bit;
+            images.push((format!("bit {bit} of byte {i} flipped"), b));
+        }
+    }
+    for (ctx, b) in images {
+        assert!(
+            JournalState::decode(std::path::Path::new("s"), &b).is_err(),
+            "{ctx}"
+        );
+        // A damaged state file is refused, except by StopAtFirstBadRecord,
+        // which rebuilds it from the segments present.
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            match open(with_state(b.clone()), mode) {
+                Err(Error::CorruptFile { .. } | Error::UnsupportedVersion { .. }) => {}
+                other => panic!("{ctx} {mode:?}: {other:?}"),
+            }
+        }
+        match open(with_state(b.clone()), RecoveryMode::StopAtFirstBadRecord) {
+            Ok(Some(JournalDamage::StateRebuilt { .. }))
+            | Err(Error::UnsupportedVersion { .. }) => {}
+            other => panic!("{ctx}: {other:?}"),
         }
     }
 }

@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use selfheal::rollback::journal::{JournalStorage, SEGMENT_HEADER_LEN};
+use selfheal::rollback::journal::{
+    JournalState, JournalStorage, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
+};
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
 use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, Error, FailureKind, FailureSink, Lsn, MemStore, PageId,
-    PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
+    ChecksumPlacement, ChecksumTable, DetectorConfig, Error, FailureKind, FailureSink, Lsn,
+    MemStore, PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
 const PS: usize = 128;
@@ -45,21 +47,25 @@ fn bad_input_gives_typed_errors() {
         Err(Error::UnknownTransaction { txn: 99 })
     ));
     assert!(matches!(
-        mgr.record_undo(TxnId(0), PageId(0), 0, b"x"),
+        mgr.record_undo(TxnId(0), PageId(0), 0, b"x", b"y"),
         Err(Error::UnknownTransaction { .. })
     ));
     let t = mgr.begin().unwrap();
     assert!(matches!(
-        mgr.record_undo(t, PageId(0), PS - 4, &[1u8; 8]),
+        mgr.record_undo(t, PageId(0), PS - 4, &[1u8; 8], &[2u8; 8]),
         Err(Error::UndoOutOfPage { offset, end, page_size: PS, .. }) if offset == (PS - 4) as u64 && end == (PS + 4) as u64
     ));
     assert!(matches!(
-        mgr.record_undo(t, PageId(PAGES), 0, b"x"),
+        mgr.record_undo(t, PageId(PAGES), 0, b"x", b"y"),
         Err(Error::PageOutOfRange { .. })
     ));
     assert!(matches!(
-        mgr.record_undo(t, PageId(0), 0, b""),
+        mgr.record_undo(t, PageId(0), 0, b"", b""),
         Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        mgr.record_undo(t, PageId(0), 0, b"ab", b"c"),
+        Err(Error::InvalidArgument { what: "after", .. })
     ));
     assert!(matches!(
         mgr.add_wait(t, t),
@@ -108,6 +114,11 @@ fn zero_sizes_and_timeouts_are_rejected() {
         (cfg().max_active_transactions(0), "max_active_transactions"),
         (cfg().max_undo_bytes_per_txn(0), "max_undo_bytes_per_txn"),
         (cfg().sync_wait_timeout(Duration::ZERO), "sync_wait_timeout"),
+        (cfg().idle_mark_delay(Duration::ZERO), "idle_mark_delay"),
+        (
+            cfg().idle_mark_delay(Duration::from_secs(61)),
+            "idle_mark_delay",
+        ),
     ];
     for (c, field) in cases {
         match c.open(pages.clone()) {
@@ -128,9 +139,10 @@ fn limits_are_enforced() {
     let a = mgr.begin().unwrap();
     let _b = mgr.begin().unwrap();
     assert!(matches!(mgr.begin(), Err(Error::RollbackLimit { .. })));
-    mgr.record_undo(a, PageId(0), 0, &[0u8; 8]).unwrap();
+    mgr.record_undo(a, PageId(0), 0, &[0u8; 8], &[1u8; 8])
+        .unwrap();
     assert!(matches!(
-        mgr.record_undo(a, PageId(0), 8, &[0u8; 8]),
+        mgr.record_undo(a, PageId(0), 8, &[0u8; 8], &[1u8; 8]),
         Err(Error::RollbackLimit {
             field: "max_undo_bytes_per_txn",
             ..
@@ -225,8 +237,15 @@ impl JournalStorage for GatedDir {
     fn append(&self, s: u64, b: &[u8]) -> selfheal::Result<()> {
         self.inner.append(s, b)
     }
+    /// Waits at the gate; once the test has dropped it, fails (like a
+    /// disk that went away) instead of waiting for ever.
     fn sync(&self, s: u64) -> selfheal::Result<()> {
-        self.gate.recv().expect("gate open");
+        if self.gate.recv().is_err() {
+            return Err(selfheal::Error::Io {
+                context: "syncing behind a closed gate".into(),
+                source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            });
+        }
         self.inner.sync(s)
     }
     fn truncate(&self, s: u64, l: u64) -> selfheal::Result<()> {
@@ -234,6 +253,12 @@ impl JournalStorage for GatedDir {
     }
     fn remove(&self, s: u64) -> selfheal::Result<()> {
         self.inner.remove(s)
+    }
+    fn read_state(&self) -> selfheal::Result<Option<Vec<u8>>> {
+        self.inner.read_state()
+    }
+    fn write_state(&self, b: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_state(b)
     }
 }
 
@@ -282,31 +307,38 @@ fn concurrent_commits_share_one_fsync() {
 
 #[test]
 fn rollback_through_the_detector_keeps_checksums_current() {
-    let raw = Arc::new(MemStore::new(256, 4).unwrap());
-    let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
-            .build(raw.clone())
-            .unwrap(),
-    );
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+    for placement in [
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+    ] {
+        let raw = Arc::new(MemStore::new(256, 4).unwrap());
+        let det = Arc::new(
+            DetectorConfig::new(placement.clone())
+                .build(raw.clone())
+                .unwrap(),
+        );
+        for p in 0..4 {
+            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
+                .unwrap();
+        }
+        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+            .open(det.clone())
             .unwrap();
+        let t = mgr.begin().unwrap();
+        mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
+        mgr.write(t, PageId(1), 40, &[8u8; 32]).unwrap();
+        let mut buf = vec![0u8; 256];
+        det.read_verified(PageId(1), &mut buf).unwrap();
+        assert_eq!(buf[0], 9);
+        let out = mgr.rollback(t).unwrap();
+        assert_eq!(
+            (out.undo_entries, out.pages_written),
+            (2, 1),
+            "{placement:?}"
+        );
+        det.read_verified(PageId(1), &mut buf).unwrap();
+        assert_eq!(&buf[..72], &[2u8; 72], "{placement:?}");
     }
-    let mgr = mem_manager(Arc::new(CrashDir::new()), raw.clone());
-    drop(mgr);
-    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-        .open(det.clone())
-        .unwrap();
-    let t = mgr.begin().unwrap();
-    mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
-    mgr.write(t, PageId(1), 40, &[8u8; 32]).unwrap();
-    let mut buf = vec![0u8; 256];
-    det.read_verified(PageId(1), &mut buf).unwrap();
-    assert_eq!(buf[0], 9);
-    let out = mgr.rollback(t).unwrap();
-    assert_eq!((out.undo_entries, out.pages_written), (2, 1));
-    det.read_verified(PageId(1), &mut buf).unwrap();
-    assert_eq!(&buf[..72], &[2u8; 72]);
 }
 
 #[test]
@@ -358,7 +390,7 @@ fn deadlocks_are_found_reported_and_resolved() {
             // The youngest does the most work, so the policies disagree.
             for (i, &t) in txns.iter().enumerate() {
                 for k in 0..=i {
-                    mgr.record_undo(t, PageId(0), k, &[0]).unwrap();
+                    mgr.record_undo(t, PageId(0), k, &[0], &[1]).unwrap();
                 }
             }
             for i in 0..n - 1 {
@@ -570,9 +602,13 @@ fn recover_and_check(run: &Run, store: CrashStore, dir: CrashDir, ctx: &str) {
 }
 
 /// Crash at every mutating operation (page write, page sync, segment
-/// create/append/sync/truncate/remove) of a fixed history, with unsynced
-/// page writes dropped, applied or torn, and with every byte prefix of the
-/// unsynced journal tail surviving; and crash again during the recovery.
+/// create/append/sync/truncate/remove, state-file replace) of a fixed
+/// history, with unsynced page writes dropped, applied or torn; with every
+/// byte prefix of the unsynced journal tail surviving, and with holes in it
+/// (a power loss writes dirty blocks back in any order): a 17-byte hole at
+/// every position with the bytes after it kept, and every unsynced prefix
+/// lost with the rest kept. Every image opens in the default mode and
+/// matches the model. And crash again during the recovery.
 #[test]
 fn crash_at_every_step_and_every_journal_byte() {
     let seed = 0x5EED_0001;
@@ -603,6 +639,27 @@ fn crash_at_every_step_and_every_journal_byte() {
                 &ctx,
             );
             checked += 1;
+        }
+        // Holes: the unsynced bytes in `lo..hi` are lost, the others kept.
+        let positions: Vec<usize> = if unsynced <= 300 {
+            (0..unsynced).collect()
+        } else {
+            (0..unsynced).step_by(7).collect()
+        };
+        for &o in &positions {
+            for (lo, hi) in [(o, o + 17), (0, o + 1)] {
+                let mut i = 0;
+                let image = dir.crash_keeping(|_, _| {
+                    let keep = !(lo..hi).contains(&i);
+                    i += 1;
+                    keep
+                });
+                let ctx = format!(
+                    "seed {seed:#x} crash at op {n}, unsynced journal bytes {lo}..{hi} of {unsynced} lost"
+                );
+                recover_and_check(&run, store.crash(Some(seed_n ^ o as u64)), image, &ctx);
+                checked += 1;
+            }
         }
         // A crash during recovery, then recovery again.
         if n % 5 == 0 {
@@ -696,18 +753,19 @@ fn torn_tail_outcome_per_mode() {
             (RecoveryMode::AbsoluteConsistency, other) => panic!("{other:?}"),
             (_, Ok(m)) => {
                 assert!(matches!(
-                    m.recovery_report().damage,
-                    Some(JournalDamage::TornTail {
+                    m.recovery_report().damage.as_slice(),
+                    [JournalDamage::TornTail {
                         bytes_dropped: 11,
                         ..
-                    })
+                    }]
                 ));
                 drop(m);
                 // The tail was cut: the next open finds no damage.
-                assert_eq!(
-                    open_mode(d.path(), mode).unwrap().recovery_report().damage,
-                    None
-                );
+                assert!(open_mode(d.path(), mode)
+                    .unwrap()
+                    .recovery_report()
+                    .damage
+                    .is_empty());
             }
             (_, Err(e)) => panic!("{mode:?}: {e}"),
         }
@@ -728,25 +786,19 @@ fn damage_in_the_middle_outcome_per_mode() {
         let mut bytes = std::fs::read(&first).unwrap();
         bytes[SEGMENT_HEADER_LEN + 30] ^= 0x10;
         std::fs::write(&first, &bytes).unwrap();
-        match (mode, open_mode(d.path(), mode)) {
-            (RecoveryMode::StopAtFirstBadRecord, Ok(m)) => match &m.recovery_report().damage {
-                Some(JournalDamage::Corrupt {
-                    segment,
-                    segments_dropped,
-                    ..
-                }) => {
-                    assert_eq!(*segment, ids[0]);
-                    assert_eq!(segments_dropped, &ids[1..].to_vec());
-                }
-                other => panic!("{other:?}"),
-            },
-            (RecoveryMode::StopAtFirstBadRecord, Err(e)) => panic!("{e}"),
-            (_, Err(Error::CorruptFile { offset, .. })) => {
+        // Every mode refuses: the damaged records were synced (a later
+        // segment and the synced-through marks say so), and may hold
+        // acknowledged commits, which even StopAtFirstBadRecord never drops.
+        match open_mode(d.path(), mode) {
+            Err(Error::CorruptFile { offset, reason, .. }) => {
                 // The flipped byte lies in the second record (after a
                 // 25-byte begin record); the error names that record.
                 assert_eq!(offset, SEGMENT_HEADER_LEN as u64 + 25);
+                if mode == RecoveryMode::StopAtFirstBadRecord {
+                    assert!(reason.contains("synced-through mark"), "{reason}");
+                }
             }
-            (_, other) => panic!("{mode:?}: {other:?}"),
+            other => panic!("{mode:?}: {other:?}"),
         }
     }
 }
@@ -770,82 +822,169 @@ fn missing_segment_and_bad_header_are_damage_not_tails() {
         open_mode(d.path(), RecoveryMode::TolerateTornTail),
         Err(Error::CorruptFile { offset: 0, .. })
     ));
-    let m = open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord).unwrap();
     assert!(matches!(
-        m.recovery_report().damage,
-        Some(JournalDamage::Corrupt { offset: 0, .. })
+        open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord),
+        Err(Error::CorruptFile { offset: 0, .. })
     ));
     // A newer format version is refused in every mode.
     let d = tempfile::tempdir().unwrap();
     let ids = journal_on_disk(d.path());
     let p = seg_path(d.path(), ids[0]);
     let mut b = std::fs::read(&p).unwrap();
-    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    b[4..8].copy_from_slice(&3u32.to_le_bytes());
     let crc = selfheal::testing::reference_crc32(&b[..36]);
     b[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&p, b).unwrap();
     assert!(matches!(
         open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord),
-        Err(Error::UnsupportedVersion { found: 2, .. })
+        Err(Error::UnsupportedVersion { found: 3, .. })
     ));
 }
 
-/// Through a `CorruptionDetector`: pages torn by a crash in the middle of an
-/// uncommitted transaction are restored and resealed by recovery, so every
-/// page verifies afterwards and holds exactly the committed bytes.
+/// Through a `CorruptionDetector`, under both checksum placements: a page
+/// torn by a crash in the middle of an uncommitted transaction fails
+/// verification, so recovery never reseals it: the transaction stays
+/// pending (listed in the report with its pages) while every other page is
+/// restored. Once the page is repaired (here from the copy a replica would
+/// hold: the transaction's write), the retried rollback completes, and
+/// every page verifies and holds exactly the committed bytes. With a repair
+/// hook, recovery repairs the page itself and finishes at open.
 #[test]
-fn recovery_through_the_detector_reseals_torn_pages() {
+fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() {
     const DPS: usize = 256;
-    for seed in 0..40u64 {
-        let store = Arc::new(CrashStore::new(DPS, 4).unwrap());
-        let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
-                .build(store.clone())
-                .unwrap(),
-        );
-        for p in 0..4 {
-            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
-                .unwrap();
-        }
-        store.sync().unwrap();
-        let dir = Arc::new(CrashDir::new());
-        let mgr = RollbackConfig::with_storage(dir.clone())
-            .open(det.clone())
-            .unwrap();
-        let t1 = mgr.begin().unwrap();
-        mgr.write(t1, PageId(0), 10, &[0xC0; 40]).unwrap();
-        store.sync().unwrap();
-        mgr.commit(t1).unwrap();
-        let t2 = mgr.begin().unwrap();
-        mgr.write(t2, PageId(1), 0, &[0xEE; 200]).unwrap();
-        mgr.write(t2, PageId(2), 50, &[0xDD; 100]).unwrap();
-        mgr.write(t2, PageId(1), 100, &[0xAA; 100]).unwrap();
-        let crashed = Arc::new(store.crash(Some(seed)));
-        let det2 = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
-                .build(crashed.clone())
-                .unwrap(),
-        );
-        let mgr2 = RollbackConfig::with_storage(Arc::new(dir.crash(0)))
-            .open(det2.clone())
-            .unwrap();
-        assert_eq!(mgr2.recovery_report().rolled_back[0].txn, t2, "seed {seed}");
-        let mut buf = vec![0u8; DPS];
-        for p in 0..4u64 {
-            det2.read_verified(PageId(p), &mut buf)
-                .unwrap_or_else(|e| panic!("seed {seed} page {p}: {e}"));
-            let data = &buf[..DPS - 16];
-            if p == 0 {
-                assert_eq!(&data[10..50], &[0xC0; 40], "seed {seed}");
-                assert!(data[..10].iter().chain(&data[50..]).all(|b| *b == 1));
-            } else {
+    let (mut blocked_seen, mut clean_seen) = (0, 0);
+    for with_hook in [false, true] {
+        for sidecar in [false, true] {
+            for seed in 0..40u64 {
+                let ctx = format!("seed {seed} sidecar {sidecar} hook {with_hook}");
+                let placement = if sidecar {
+                    ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(DPS).unwrap()))
+                } else {
+                    ChecksumPlacement::Trailer
+                };
+                let store = Arc::new(CrashStore::new(DPS, 4).unwrap());
+                let det = Arc::new(
+                    DetectorConfig::new(placement.clone())
+                        .build(store.clone())
+                        .unwrap(),
+                );
+                for p in 0..4 {
+                    det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
+                        .unwrap();
+                }
+                store.sync().unwrap();
+                let dir = Arc::new(CrashDir::new());
+                let mgr = RollbackConfig::with_storage(dir.clone())
+                    .open(det.clone())
+                    .unwrap();
+                let t1 = mgr.begin().unwrap();
+                mgr.write(t1, PageId(0), 10, &[0xC0; 40]).unwrap();
+                store.sync().unwrap();
+                mgr.commit(t1).unwrap();
+                let t2 = mgr.begin().unwrap();
+                mgr.write(t2, PageId(1), 0, &[0xEE; 200]).unwrap();
+                mgr.write(t2, PageId(2), 50, &[0xDD; 100]).unwrap();
+                mgr.write(t2, PageId(1), 100, &[0xAA; 100]).unwrap();
+                // What a replica that received the transaction's writes holds.
+                let replica = Arc::new(store.live_bytes());
+                let crashed = Arc::new(store.crash(Some(seed)));
+                // The sidecar table is the detector's, shared across the crash.
+                let det2 = Arc::new(
+                    DetectorConfig::new(placement.clone())
+                        .build(crashed.clone())
+                        .unwrap(),
+                );
+                let repair = {
+                    let (det2, replica) = (det2.clone(), replica.clone());
+                    move |page: PageId| -> selfheal::Result<bool> {
+                        let Some(ticket) = det2.begin_repair(page) else {
+                            return Ok(false);
+                        };
+                        let at = page.0 as usize * DPS;
+                        Ok(det2.commit_repair(ticket, &replica[at..at + DPS]).is_ok())
+                    }
+                };
+                let mut failing = Vec::new();
+                let mut buf = vec![0u8; DPS];
+                for p in [1u64, 2] {
+                    if det2
+                        .verify(
+                            PageId(p),
+                            &crashed.live_bytes()[p as usize * DPS..(p as usize + 1) * DPS],
+                        )
+                        .is_err()
+                    {
+                        failing.push(PageId(p));
+                    }
+                }
+                let dir2 = Arc::new(dir.crash(0));
+                let mut cfg = RollbackConfig::with_storage(dir2.clone());
+                if with_hook {
+                    cfg = cfg.repair_hook(Arc::new(repair.clone()));
+                }
+                let mgr2 = cfg.open(det2.clone()).unwrap();
+                let report = mgr2.recovery_report().clone();
+                if failing.is_empty() || with_hook {
+                    clean_seen += 1;
+                    assert!(report.blocked.is_empty(), "{ctx}: {report:?}");
+                    assert_eq!(report.rolled_back[0].txn, t2, "{ctx}");
+                } else {
+                    blocked_seen += 1;
+                    assert!(report.rolled_back.is_empty(), "{ctx}: {report:?}");
+                    assert_eq!(report.blocked.len(), 1, "{ctx}");
+                    assert_eq!(report.blocked[0].txn, t2, "{ctx}");
+                    assert_eq!(report.blocked[0].pages, failing, "{ctx}");
+                    assert_eq!(mgr2.active_transactions(), vec![t2], "{ctx}");
+                    assert_eq!(mgr2.blocked_rollbacks(), report.blocked, "{ctx}");
+                    // Never resealed: still fenced, and a retry without a
+                    // repair is blocked again and names the page.
+                    for p in &failing {
+                        assert!(det2.read_verified(*p, &mut buf).is_err(), "{ctx}");
+                    }
+                    match mgr2.rollback(t2) {
+                        Err(Error::RollbackBlocked { txn, page, .. }) => {
+                            assert_eq!((TxnId(txn), page), (t2, failing[0]), "{ctx}");
+                        }
+                        other => panic!("{ctx}: {other:?}"),
+                    }
+                    // The checkpoint keeps the pending transaction's records.
+                    let lsn = mgr2.durable_lsn();
+                    mgr2.checkpoint(lsn).unwrap();
+                    for p in &failing {
+                        assert!(repair(*p).unwrap(), "{ctx}");
+                    }
+                    let out = mgr2.rollback(t2).unwrap();
+                    assert_eq!(out.txns, vec![t2], "{ctx}");
+                    assert!(mgr2.blocked_rollbacks().is_empty());
+                }
+                for p in 0..4u64 {
+                    det2.read_verified(PageId(p), &mut buf)
+                        .unwrap_or_else(|e| panic!("{ctx} page {p}: {e}"));
+                    let data = if sidecar { &buf[..] } else { &buf[..DPS - 16] };
+                    if p == 0 {
+                        assert_eq!(&data[10..50], &[0xC0; 40], "{ctx}");
+                        assert!(data[..10].iter().chain(&data[50..]).all(|b| *b == 1));
+                    } else {
+                        assert!(data.iter().all(|b| *b == p as u8 + 1), "{ctx} page {p}");
+                    }
+                }
+                // Nothing is left to do at the next open.
+                mgr2.close().unwrap();
+                let again = RollbackConfig::with_storage(dir2)
+                    .open(det2.clone())
+                    .unwrap();
+                let r = again.recovery_report();
                 assert!(
-                    data.iter().all(|b| *b == p as u8 + 1),
-                    "seed {seed} page {p}"
+                    r.rolled_back.is_empty() && r.blocked.is_empty(),
+                    "{ctx}: {r:?}"
                 );
             }
         }
     }
+    assert!(
+        blocked_seen > 10 && clean_seen > 10,
+        "{blocked_seen} {clean_seen}"
+    );
 }
 
 // ---- concurrent writers on one page -------------------------------------------
@@ -941,10 +1080,11 @@ fn a_write_racing_rollback_all_never_survives_it() {
 // ---- untrusted header values ----------------------------------------------------
 
 /// A journal holding one segment with a valid-checksum header of the given
-/// values, followed by `records`.
+/// values, followed by `records`, and a state file that lists it.
 fn crafted_journal(segment: u64, first_lsn: u64, next_txn: u64, records: &[u8]) -> Arc<CrashDir> {
     let dir = Arc::new(CrashDir::new());
     let header = selfheal::rollback::journal::SegmentHeader {
+        version: SEGMENT_VERSION,
         segment,
         first_lsn: Lsn(first_lsn),
         next_txn,
@@ -954,6 +1094,14 @@ fn crafted_journal(segment: u64, first_lsn: u64, next_txn: u64, records: &[u8]) 
         dir.append(segment, records).unwrap();
     }
     dir.sync(segment).unwrap();
+    if segment < u64::MAX {
+        let state = JournalState {
+            oldest: segment,
+            newest: segment,
+            txn_reserved_end: 0,
+        };
+        dir.write_state(&state.encode()).unwrap();
+    }
     dir
 }
 
@@ -1067,10 +1215,14 @@ fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
 // ---- power loss: a hole in the unsynced tail -------------------------------------
 
 #[test]
-fn a_hole_in_the_unsynced_tail_is_refused_by_default_and_cut_by_stop_at_first_bad_record() {
+fn a_hole_in_the_unsynced_tail_is_a_torn_tail_in_every_mode_but_absolute() {
     let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let dir = Arc::new(CrashDir::new());
-    let mgr = mem_manager(dir.clone(), store.clone());
+    // A tiny buffer: records reach the file at once, without an fsync.
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .buffer_bytes(1)
+        .open(RawPages::shared(store.clone()))
+        .unwrap();
     let a = mgr.begin().unwrap();
     mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
     mgr.commit(a).unwrap();
@@ -1078,43 +1230,50 @@ fn a_hole_in_the_unsynced_tail_is_refused_by_default_and_cut_by_stop_at_first_ba
     mgr.write(b, PageId(1), 0, b"BBBB").unwrap();
     // Two more undo records reach the file; power is lost before an fsync
     // covers them, and writeback kept the later one but not the earlier.
-    mgr.record_undo(b, PageId(1), 8, &[0; 4]).unwrap();
-    let last = mgr.record_undo(b, PageId(1), 16, &[0; 4]).unwrap();
-    mgr.ensure_durable(last).unwrap();
+    let synced = dir.segment(1).unwrap().len() - dir.unsynced_len();
+    mgr.record_undo(b, PageId(1), 8, &[0; 4], b"CCCC").unwrap();
+    let second = dir.segment(1).unwrap().len();
+    mgr.record_undo(b, PageId(1), 16, &[0; 4], b"DDDD").unwrap();
+    assert!(dir.unsynced_len() > 0);
     drop(mgr);
-    let mut seg = dir.segment(1).unwrap();
-    let scan = selfheal::rollback::journal::decode_segment(&seg).unwrap();
-    assert_eq!(scan.records.len(), 7);
-    let (hole, next) = (
-        scan.records[5].offset as usize,
-        scan.records[6].offset as usize,
-    );
-    seg[hole..next].fill(0);
     let image = |mode| {
-        let d = CrashDir::new();
-        d.set_segment(1, seg.clone());
+        let d = dir.crash_keeping(|_, at| at >= second);
         RollbackConfig::with_storage(Arc::new(d))
             .recovery_mode(mode)
             .open(RawPages::shared(store.clone()))
     };
     assert!(matches!(
-        image(RecoveryMode::TolerateTornTail),
-        Err(Error::CorruptFile { offset, .. }) if offset == hole as u64
+        image(RecoveryMode::AbsoluteConsistency),
+        Err(Error::CorruptFile { offset, .. }) if offset == synced as u64
     ));
-    let m = image(RecoveryMode::StopAtFirstBadRecord).unwrap();
-    let r = m.recovery_report();
-    assert!(
-        matches!(&r.damage, Some(JournalDamage::Corrupt { offset, .. }) if *offset == hole as u64),
-        "{:?}",
-        r.damage
-    );
-    assert_eq!(r.rolled_back.len(), 1);
-    assert_eq!(r.rolled_back[0].txn, b);
-    let mut page = vec![0u8; PS];
-    store.read_page(PageId(0), &mut page).unwrap();
-    assert_eq!(&page[..4], b"AAAA", "the acknowledged commit is kept");
-    store.read_page(PageId(1), &mut page).unwrap();
-    assert_eq!(&page[..4], &[0; 4], "the in-flight change is undone");
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::StopAtFirstBadRecord,
+    ] {
+        let m = image(mode).unwrap();
+        let r = m.recovery_report();
+        match r.damage.as_slice() {
+            [JournalDamage::TornTail { offset, reason, .. }] => {
+                assert_eq!(*offset, synced as u64, "{mode:?}");
+                assert!(reason.contains("1 valid records after it"), "{reason}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        assert_eq!(r.rolled_back.len(), 1);
+        assert_eq!(r.rolled_back[0].txn, b);
+        let mut page = vec![0u8; PS];
+        store.read_page(PageId(0), &mut page).unwrap();
+        assert_eq!(&page[..4], b"AAAA", "the acknowledged commit is kept");
+        store.read_page(PageId(1), &mut page).unwrap();
+        assert_eq!(&page[..4], &[0; 4], "the in-flight change is undone");
+        store
+            .write_page(PageId(1), &{
+                let mut p = page.clone();
+                p[..4].copy_from_slice(b"BBBB");
+                p
+            })
+            .unwrap();
+    }
 }
 
 // ---- undo of finished transactions is not checked against the store ------------
@@ -1150,21 +1309,107 @@ fn only_in_flight_undo_must_fit_the_store_at_open() {
     ));
 }
 
+// ---- journals of format version 1 -------------------------------------------------
+
+/// A journal as format version 1 wrote it (no state file, no marks, undo
+/// without after-images) in three segments: transactions 1, 2 and 4
+/// committed, 3 in flight with a change to page 2.
+fn v1_journal() -> Arc<CrashDir> {
+    use selfheal::rollback::journal::{Record, SegmentHeader};
+    let dir = Arc::new(CrashDir::new());
+    let undo = |txn: u64, page: u64| Record::UndoV1 {
+        txn: TxnId(txn),
+        page: PageId(page),
+        offset: 4,
+        before: vec![txn as u8; 4],
+    };
+    let segments: [&[Record]; 3] = [
+        &[
+            Record::Begin { txn: TxnId(1) },
+            undo(1, 0),
+            Record::Commit { txn: TxnId(1) },
+            Record::Begin { txn: TxnId(2) },
+            undo(2, 1),
+        ],
+        &[
+            Record::Commit { txn: TxnId(2) },
+            Record::Begin { txn: TxnId(3) },
+            undo(3, 2),
+        ],
+        &[
+            Record::Begin { txn: TxnId(4) },
+            undo(4, 3),
+            Record::Commit { txn: TxnId(4) },
+        ],
+    ];
+    let mut lsn = 1;
+    for (i, recs) in segments.iter().enumerate() {
+        let mut b = SegmentHeader {
+            version: 1,
+            segment: i as u64 + 1,
+            first_lsn: Lsn(lsn),
+            next_txn: 1,
+        }
+        .encode()
+        .to_vec();
+        for r in recs.iter() {
+            r.encode_into(Lsn(lsn), &mut b);
+            lsn += 1;
+        }
+        dir.set_segment(i as u64 + 1, b);
+    }
+    dir
+}
+
 #[test]
-fn transaction_ids_stay_monotonic_when_every_segment_is_dropped() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = journal_on_disk(d.path());
-    assert!(ids.len() >= 3, "{ids:?}");
-    let first = seg_path(d.path(), ids[0]);
-    let mut bytes = std::fs::read(&first).unwrap();
-    bytes[0] ^= 0xFF;
-    std::fs::write(&first, &bytes).unwrap();
-    let m = open_mode(d.path(), RecoveryMode::StopAtFirstBadRecord).unwrap();
-    assert!(matches!(
-        &m.recovery_report().damage,
-        Some(JournalDamage::Corrupt { offset: 0, .. })
-    ));
-    // The journal handed out ids 1..=12 before; none is handed out again.
+fn a_version_1_journal_is_recovered_and_continued_in_version_2() {
+    let dir = v1_journal();
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    store.write_page(PageId(2), &[0xEE; PS]).unwrap();
+    let m = mem_manager(dir.clone(), store.clone());
+    let r = m.recovery_report();
+    assert!(r.damage.is_empty(), "{:?}", r.damage);
+    assert_eq!(r.rolled_back.len(), 1);
+    assert_eq!(r.rolled_back[0].txn, TxnId(3));
+    // A version-1 record has no after-image: it is applied unconditionally.
+    let mut page = vec![0u8; PS];
+    store.read_page(PageId(2), &mut page).unwrap();
+    assert_eq!(&page[4..8], &[3; 4]);
+    assert_eq!(&page[..4], &[0xEE; 4]);
     let t = m.begin().unwrap();
-    assert!(t.0 > 12, "id {t} was reused");
+    assert!(t.0 > 4, "id {t} was reused");
+    m.write(t, PageId(0), 0, b"new").unwrap();
+    m.commit(t).unwrap();
+    m.close().unwrap();
+    // New records went to a new segment of the current version, and the
+    // journal now has a state file.
+    let ids = dir.segment_ids();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    let newest = selfheal::rollback::journal::decode_segment(&dir.segment(4).unwrap()).unwrap();
+    assert_eq!(newest.header.version, SEGMENT_VERSION);
+    assert!(dir.state_file().is_some());
+    let m = mem_manager(dir, store);
+    assert!(m.recovery_report().damage.is_empty());
+    assert!(m.recovery_report().rolled_back.is_empty());
+}
+
+#[test]
+fn transaction_ids_stay_monotonic_when_every_segment_of_a_version_1_journal_is_dropped() {
+    let dir = v1_journal();
+    let mut first = dir.segment(1).unwrap();
+    first[0] ^= 0xFF;
+    dir.set_segment(1, first);
+    assert!(matches!(
+        open_crafted(dir.clone(), RecoveryMode::TolerateTornTail),
+        Err(Error::CorruptFile { offset: 0, .. })
+    ));
+    // Version 1 has no synced-through marks: StopAtFirstBadRecord cuts.
+    let m = open_crafted(dir, RecoveryMode::StopAtFirstBadRecord).unwrap();
+    assert!(matches!(
+        m.recovery_report().damage.as_slice(),
+        [JournalDamage::Corrupt { offset: 0, segments_dropped, .. }] if segments_dropped == &vec![2, 3]
+    ));
+    // The journal handed out ids 1..=4 before; none is handed out again.
+    let t = m.begin().unwrap();
+    assert!(t.0 > 4, "id {t} was reused");
 }

@@ -1,9 +1,11 @@
 //! Goal: a process killed with SIGKILL at a random moment loses no committed
-//! transaction and leaves no half-done one after recovery.
+//! transaction, leaves no half-done one after recovery, and never gets a
+//! transaction id that an earlier run already handed out.
 //! Method: the test binary re-executes itself (`child_worker`, selected by an
 //! environment variable) to run the stamp workload on real files, kills it
 //! after a random delay, reopens the journal (which recovers) and checks the
-//! pages against the acknowledged outcomes; several rounds on one directory.
+//! pages against the acknowledged outcomes and the logged ids against each
+//! other; several rounds on one directory.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

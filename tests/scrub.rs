@@ -521,3 +521,154 @@ fn damaged_cursor_falls_back_to_page_zero() {
     s.persist_cursor().unwrap();
     assert_eq!(reopen(), 0);
 }
+
+/// A store wrapper whose scans read their pages, then (once, when armed)
+/// shrink the store through the detector, then visit the bytes they read:
+/// the worst moment for a shrink, since the scrubber holds bytes of pages
+/// that no longer exist.
+struct ShrinkInScan {
+    inner: Arc<dyn PageStore>,
+    shrink_to: std::sync::Mutex<Option<(u64, std::sync::Weak<CorruptionDetector>)>>,
+}
+
+impl std::fmt::Debug for ShrinkInScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShrinkInScan").finish_non_exhaustive()
+    }
+}
+
+impl PageStore for ShrinkInScan {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.inner.read_page(page, buf)
+    }
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> selfheal::Result<()>,
+    ) -> selfheal::Result<()> {
+        let mut buf = vec![0u8; count as usize * PS];
+        self.inner.read_pages(first, &mut buf)?;
+        let armed = self.shrink_to.lock().unwrap().take();
+        if let Some((to, det)) = armed {
+            det.upgrade().unwrap().resize(to)?;
+        }
+        for (i, page) in buf.chunks_exact(PS).enumerate() {
+            visit(PageId(first.0 + i as u64), page)?;
+        }
+        Ok(())
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_page(page, data)
+    }
+    fn resize(&self, page_count: u64) -> selfheal::Result<()> {
+        self.inner.resize(page_count)
+    }
+    fn sync(&self) -> selfheal::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// A pass over a store that shrinks in the middle of a batch ends at the
+/// new end, with no error, no report and no fence of a dropped page, in
+/// both placements, over memory and over a memory-mapped file.
+#[test]
+fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
+    for backend in BACKENDS {
+        for sidecar in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let inner: Arc<dyn PageStore> = match backend {
+                Backend::Mem => Arc::new(MemStore::new(PS, PAGES).unwrap()),
+                Backend::File => Arc::new(
+                    FileStore::create(dir.path().join("data"), PS, PAGES)
+                        .unwrap()
+                        .with_mmap_scan(true),
+                ),
+            };
+            let store = Arc::new(ShrinkInScan {
+                inner,
+                shrink_to: std::sync::Mutex::new(None),
+            });
+            let placement = if sidecar {
+                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+            } else {
+                ChecksumPlacement::Trailer
+            };
+            let clock = ManualClock::new();
+            let det = Arc::new(
+                DetectorConfig::new(placement)
+                    .clock(Arc::new(clock.clone()))
+                    .build(store.clone())
+                    .unwrap(),
+            );
+            for p in 0..PAGES {
+                det.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
+            }
+            let what = format!("{backend:?} sidecar {sidecar}");
+            let mut s = ScrubConfig::new()
+                .unlimited()
+                .batch_pages(16)
+                .single_pass()
+                .build(det.clone())
+                .unwrap();
+            // First batch: pages 0..16, intact.
+            assert!(matches!(
+                s.step(clock.now_ns()).unwrap(),
+                selfheal::ScrubStep::Scanned(_)
+            ));
+            // The second batch reads 16..32, then the store shrinks to 20.
+            *store.shrink_to.lock().unwrap() = Some((20, Arc::downgrade(&det)));
+            step_passes(&mut s, &clock, 1);
+            let p = s.progress(clock.now_ns());
+            assert_eq!(p.passes_completed, 1, "{what}");
+            assert_eq!(reports(&det), once(&[]), "{what}: nothing reported");
+            assert!(det.suspects().is_empty(), "{what}: nothing fenced");
+            assert_eq!(det.stats().corrupt_reported, 0, "{what}");
+        }
+    }
+}
+
+/// A cursor written before the store shrank points past its end: the
+/// restarted scrubber clamps it (the interrupted pass is over) instead of
+/// distrusting it, and the next pass covers the store as it is.
+#[test]
+fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cursor = dir.path().join("scrub.cursor");
+    let r = rig(Backend::File, Checks::Sidecar);
+    let mut first = ScrubConfig::new()
+        .unlimited()
+        .batch_pages(8)
+        .cursor_path(&cursor)
+        .build(r.det.clone())
+        .unwrap();
+    for _ in 0..5 {
+        first.step(r.clock.now_ns()).unwrap();
+    }
+    first.persist_cursor().unwrap();
+    assert_eq!(first.progress(r.clock.now_ns()).position, 40);
+    drop(first);
+    r.det.resize(24).unwrap();
+    let mut second = ScrubConfig::new()
+        .unlimited()
+        .batch_pages(8)
+        .cursor_path(&cursor)
+        .build(r.det.clone())
+        .unwrap();
+    assert_eq!(second.progress(r.clock.now_ns()).position, 24);
+    assert_eq!(
+        second.step(r.clock.now_ns()).unwrap(),
+        selfheal::ScrubStep::PassComplete {
+            passes_completed: 1
+        }
+    );
+    step_passes(&mut second, &r.clock, 1);
+    assert_eq!(second.progress(r.clock.now_ns()).passes_completed, 2);
+    assert_eq!(reports(&r.det), once(&[]));
+}

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use selfheal::snapshot::{
-    decode_snapshot, ChangeDetection, Consistency, CrashStep, Operation, PeriodicConfig,
-    PeriodicSnapshots, Progress, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest,
-    StateSnapshotManager, WriteGate,
+    decode_snapshot, ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation,
+    PeriodicConfig, PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig,
+    SnapshotKind, SnapshotRequest, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{damaged_copies, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore, Result};
@@ -78,7 +78,7 @@ proptest! {
             let kind = match mode { 0 | 1 => SnapshotKind::Incremental, 2 => SnapshotKind::Auto, _ => SnapshotKind::Full };
             let id = if *mode == 1 {
                 let r = m.take_snapshot(Consistency::View { view: &store, lsn: Lsn(i as u64 + 1) }, SnapshotRequest::new(kind)).unwrap();
-                prop_assert_eq!(r.detection, ChangeDetection::Checksums);
+                prop_assert_eq!(r.detection, ChangeDetection::Fingerprints);
                 r.info.id
             } else {
                 snap(&m, &store, i as u64 + 1, kind).unwrap()
@@ -192,7 +192,7 @@ fn damage_file(path: &Path, damage: impl FnOnce(&mut Vec<u8>)) {
 }
 
 #[test]
-fn damaged_newest_falls_back_to_older_chain() {
+fn a_damaged_newest_is_refused_and_falls_back_only_when_asked() {
     let dir0 = tempfile::tempdir().unwrap();
     let (_, _) = two_snapshots(dir0.path());
     let len = std::fs::metadata(dir0.path().join("snap-0000000000000002.shs"))
@@ -216,10 +216,43 @@ fn damaged_newest_falls_back_to_older_chain() {
             );
             assert!(m.verify(2).is_err(), "damage {kind} at {at}");
             m.verify(1).unwrap();
-            let r = m.restore(2, &store).unwrap();
+            // Exactly the snapshot asked for, or an error naming it.
+            let now = store.to_bytes();
+            match m.restore(2, &store) {
+                Err(Error::SnapshotDamaged {
+                    requested: 2,
+                    damaged: 2,
+                    path,
+                    target_written: false,
+                    ..
+                }) => assert!(path.ends_with("snap-0000000000000002.shs")),
+                other => panic!("damage {kind} at {at}: {other:?}"),
+            }
+            assert!(store.to_bytes() == now, "damage {kind} at {at}");
+            // The older chain, because the caller allows it.
+            let r = m
+                .restore_with(
+                    2,
+                    &store,
+                    RestoreOptions::new().fallback(Fallback::NewestOlderGood),
+                )
+                .unwrap();
             assert_eq!(r.restored, 1, "damage {kind} at {at}");
-            assert_eq!(r.skipped.len(), 1);
-            assert_eq!(r.skipped[0].0, 2);
+            let fb = r.fallback.expect("a fallback is reported");
+            assert_eq!(fb.skipped.len(), 1);
+            assert_eq!(fb.skipped[0].0, 2);
+            // Damage in a chunk leaves the index readable: the pages changed
+            // in snapshot 2 are known to be lost.
+            // Damage in the chunk (at 64; the index starts a few bytes
+            // later) leaves the index readable: the pages changed in
+            // snapshot 2 are known to be lost. Otherwise they may be unknown.
+            match &fb.lost {
+                LostPages::Known(v) => assert_eq!(v, &vec![2, 9], "damage {kind} at {at}"),
+                LostPages::Unknown { reason } => {
+                    assert!(at != 64 || kind == 3, "damage {kind} at {at}: {reason}");
+                    assert!(reason.contains("cannot be read"), "{reason}");
+                }
+            }
             assert!(store.to_bytes() == before[0].1, "damage {kind} at {at}");
         }
     }
@@ -235,6 +268,16 @@ fn damaged_base_leaves_no_usable_snapshot_and_store_untouched() {
     });
     let now = store.to_bytes();
     match m.restore(2, &store) {
+        Err(Error::SnapshotDamaged {
+            requested: 2,
+            damaged: 1,
+            target_written: false,
+            ..
+        }) => {}
+        other => panic!("expected SnapshotDamaged, got {other:?}"),
+    }
+    let fallback = RestoreOptions::new().fallback(Fallback::NewestOlderGood);
+    match m.restore_with(2, &store, fallback) {
         Err(Error::NoUsableSnapshot { reason }) => {
             assert!(reason.contains("snapshot 1"), "{reason}")
         }
@@ -638,11 +681,18 @@ fn bad_input_gives_typed_errors() {
         SnapshotConfig::new(dir.path(), PS * 2).build(),
         Err(Error::PageSizeMismatch { .. })
     ));
-    let small = MemStore::new(PS, 2).unwrap();
+    // A smaller target that cannot grow: a typed error, nothing written.
+    let small = FixedSize(MemStore::new(PS, 2).unwrap());
+    let before = small.0.to_bytes();
     assert!(matches!(
         m.restore(id, &small),
-        Err(Error::InvalidArgument { .. })
+        Err(Error::RestoreTargetSize {
+            needed: 4,
+            actual: 2,
+            ..
+        })
     ));
+    assert_eq!(small.0.to_bytes(), before);
     let gate = WriteGate::new();
     let pause = gate.pause();
     let bad_meta = m.take_snapshot(
@@ -714,7 +764,7 @@ fn one_pass_manager(dir: &Path) -> StateSnapshotManager {
 }
 
 #[test]
-fn one_pass_restore_falls_back_after_damage_found_mid_way() {
+fn one_pass_restore_finding_damage_mid_way_fails_or_falls_back_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemStore::new(PS, 64).unwrap();
     fill_store(&store, 21).unwrap();
@@ -728,10 +778,28 @@ fn one_pass_restore_falls_back_after_damage_found_mid_way() {
     // A chunk three quarters into the file: earlier chunks restore first.
     damage_file(&path, |b| b[len * 3 / 4] ^= 0x80);
     let target = MemStore::new(PS, 64).unwrap();
-    let r = m.restore(2, &target).unwrap();
+    match m.restore(2, &target) {
+        Err(Error::SnapshotDamaged {
+            requested: 2,
+            damaged: 2,
+            target_written: true,
+            ..
+        }) => {}
+        other => panic!("expected SnapshotDamaged after writing, got {other:?}"),
+    }
+    let r = m
+        .restore_with(
+            2,
+            &target,
+            RestoreOptions::new().fallback(Fallback::NewestOlderGood),
+        )
+        .unwrap();
     assert_eq!(r.restored, 1);
-    assert_eq!(r.skipped.len(), 1);
-    assert!(r.skipped[0].1.contains("chunk"), "{:?}", r.skipped);
+    let fb = r.fallback.unwrap();
+    assert_eq!(fb.skipped.len(), 1);
+    assert!(fb.skipped[0].1.contains("chunk"), "{:?}", fb.skipped);
+    // Every page was rewritten by the second full snapshot.
+    assert_eq!(fb.lost, LostPages::Known((0..64).collect()));
     assert!(
         target.to_bytes() == first,
         "the fallback must overwrite every page"
@@ -799,6 +867,28 @@ fn auto_takes_a_full_snapshot_when_the_head_is_unreadable() {
     let info = m.snapshots().into_iter().find(|s| s.id == id).unwrap();
     assert_eq!(info.parent, None);
     assert!(restored(&m, id, 12) == store.to_bytes());
+}
+
+/// A store that cannot change size (`resize` keeps the default answer).
+#[derive(Debug)]
+struct FixedSize(MemStore);
+
+impl PageStore for FixedSize {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    fn page_count(&self) -> u64 {
+        self.0.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.0.read_page(page, buf)
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        self.0.write_page(page, data)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
 }
 
 /// A store whose writes fail once `left` of them have been made.
@@ -886,7 +976,7 @@ fn a_restore_failing_mid_way_distrusts_notices_and_the_head() {
             .unwrap();
         drop(pause);
         assert_eq!(r.info.parent, Some(head), "{kind:?}");
-        assert_eq!(r.detection, ChangeDetection::Checksums);
+        assert_eq!(r.detection, ChangeDetection::Fingerprints);
         assert_eq!(r.info.stored_pages, 4, "pages 0, 1, 2 and 7 changed");
         assert_eq!(restored(&m, r.info.id, 8), store.to_bytes());
         // A successful restore makes the head known again.
@@ -914,10 +1004,17 @@ fn restore_of_a_snapshot_taken_after_the_store_shrank() {
     let r = m.restore(id, &target).unwrap();
     assert_eq!(r.restored, id);
     assert_eq!(target.to_bytes(), small.to_bytes());
-    // Pages past the snapshot's page count are left as they are.
+    // By default a larger target is shrunk to the snapshot's page count.
+    let larger = MemStore::new(PS, 7).unwrap();
+    m.restore(id, &larger).unwrap();
+    assert_eq!(larger.to_bytes(), small.to_bytes());
+    // Asked to, it keeps the pages past it as they are.
     let larger = MemStore::new(PS, 7).unwrap();
     larger.write_page(PageId(6), &[0x66; PS]).unwrap();
-    m.restore(id, &larger).unwrap();
+    let r = m
+        .restore_with(id, &larger, RestoreOptions::new().keep_extra_pages(true))
+        .unwrap();
+    assert_eq!(r.extra_pages_kept, 2);
     let bytes = larger.to_bytes();
     assert_eq!(&bytes[..5 * PS], &small.to_bytes()[..]);
     assert_eq!(&bytes[5 * PS..6 * PS], &[0u8; PS][..]);
@@ -1008,13 +1105,22 @@ fn a_rebuild_never_deletes_a_file_it_could_not_read() {
     let (_, before) = two_snapshots(dir.path());
     let mpath = dir.path().join("MANIFEST");
     std::fs::remove_file(&mpath).unwrap();
-    // A snapshot name that cannot be read as a file: an I/O error, not
-    // damage. The open fails and changes nothing.
+    // A snapshot name that cannot be read as a file (here a directory): an
+    // open error, not damage. The open fails and changes nothing.
     let odd = dir.path().join("snap-0000000000000009.shs");
     std::fs::create_dir(&odd).unwrap();
     std::fs::write(odd.join("keep"), b"x").unwrap();
     let err = SnapshotConfig::new(dir.path(), PS).build().unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotRegularFile {
+                kind: "directory",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(odd.join("keep").exists());
     assert!(!mpath.exists(), "no manifest is written by a failed open");
     assert_eq!(listed_files(dir.path()).len(), 3);
@@ -1168,7 +1274,16 @@ fn a_one_pass_restore_finding_damage_with_no_fallback_distrusts_notices() {
     // snapshot writes its first chunks before the damage is found.
     write(&store, &m, 63, 0x63, true);
     let err = m.restore(id, &store).unwrap_err();
-    assert!(matches!(err, Error::NoUsableSnapshot { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::SnapshotDamaged {
+                target_written: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(!m.dirty_notices_trusted());
     let mut buf = vec![0u8; PS];
     assert!(!m

@@ -1,4 +1,4 @@
-//! Corpus run of the snapshot and manifest decoders on stable Rust: real files written by the manager, and hundreds of damaged copies of them (bit flips, zeroed and junk windows, truncations), must decode or fail with a typed error — never panic, never accept damage.
+//! Corpus run of the snapshot and manifest decoders on stable Rust: real files written by the manager (format 2) and kept from the previous format (format 1, `tests/data/snapshot-v1`), and hundreds of damaged copies of each (bit flips, zeroed and junk windows, truncations), must decode or fail with a typed error — never panic, never accept damage.
 
 use selfheal::snapshot::{
     decode_manifest, decode_snapshot, Consistency, Retention, SnapshotConfig, SnapshotKind,
@@ -50,11 +50,41 @@ fn is_typed(e: &Error) -> bool {
     )
 }
 
+/// Snapshot files of format 1 (4-byte page CRCs), written by the previous
+/// release: a full snapshot and an incremental one of 16 trailer-sealed pages.
+fn format_1_files() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snapshot-v1");
+    ["snap-0000000000000001.shs", "snap-0000000000000002.shs"]
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect()
+}
+
+#[test]
+fn snapshot_reader_corpus_of_format_1() {
+    let mut n = 0;
+    for (i, good) in format_1_files().iter().enumerate() {
+        assert_eq!(u32::from_le_bytes(good[4..8].try_into().unwrap()), 1);
+        let s = decode_snapshot(good).unwrap();
+        assert_eq!(s.metadata, vec!["origin".to_string()]);
+        assert_eq!(s.page_count, 16);
+        for (label, bad) in damaged_copies(good, 200, 40 + i as u64) {
+            match decode_snapshot(&bad) {
+                Err(e) => assert!(is_typed(&e), "file {i}, {label}: untyped error {e:?}"),
+                Ok(s) => panic!("file {i}, {label}: damage accepted as {s:?}"),
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 1000, "only {n} damaged inputs");
+}
+
 #[test]
 fn snapshot_reader_corpus() {
     let (files, _) = corpus();
     let mut n = 0;
     for (i, good) in files.iter().enumerate() {
+        assert_eq!(u32::from_le_bytes(good[4..8].try_into().unwrap()), 2);
         let s = decode_snapshot(good).unwrap();
         assert_eq!(s.metadata, vec!["config".to_string()]);
         assert_eq!(s.page_count, 24);
@@ -89,6 +119,7 @@ fn arbitrary_bytes_never_panic() {
     let seed = 0x5EED_u64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (files, manifest) = corpus();
+    let old = format_1_files();
     for i in 0..2000 {
         let len = rng.random_range(0..600);
         let mut b = vec![0u8; len];
@@ -96,7 +127,11 @@ fn arbitrary_bytes_never_panic() {
         // Splice a real header or frame in front half of the time, so the
         // decoders get past their first check.
         if i % 2 == 0 {
-            let src = if i % 4 == 0 { &files[0] } else { &manifest };
+            let src = match i % 6 {
+                0 => &files[0],
+                2 => &old[0],
+                _ => &manifest,
+            };
             let k = len.min(src.len()).min(64);
             b[..k].copy_from_slice(&src[..k]);
         }

@@ -3,10 +3,16 @@
 //! ```text
 //!            corrupt seen                begin_repair           finish(ok)
 //!  (absent) ─────────────► Suspect ───────────────► Repairing ─────────► Repaired
-//!      ▲                      ▲                         │ finish(failed)
-//!      │ host rewrites        │ host read fails again   ▼
-//!      └──── any state ◄──────┴──────────────────── Irreparable
+//!      ▲                    ▲  ▲  released (ticket      │ finish(failed)
+//!      │                    │  └─ dropped, unwinding) ──┤
+//!      │ host rewrites      │ host read fails again     ▼
+//!      └──── any state ◄────┴────────────────────── Irreparable
 //! ```
+//!
+//! A repair that ends without a verdict (its ticket is dropped, also while
+//! unwinding from a panic) releases the page back to `Suspect`: it was never
+//! shown to be irreparable, and it is already reported, so it simply waits
+//! for the next repair.
 //!
 //! A page is reported when it enters `Suspect` from absent or `Repaired`, and
 //! again when a host read fails on an `Irreparable` page (so repair is tried
@@ -216,9 +222,27 @@ impl SuspectRegistry {
         true
     }
 
+    /// Ends a repair that began at `epoch` without a verdict: the page goes
+    /// back to `Suspect` (same epoch, not reported again) so that the next
+    /// repair tries it. Returns `false` (and changes nothing) when the page
+    /// was rewritten meanwhile.
+    pub fn release_repair(&mut self, page: PageId, epoch: u64) -> bool {
+        if !self.repair_current(page, epoch) {
+            return false;
+        }
+        self.entries.get_mut(&page).expect("checked").state = PageState::Suspect;
+        true
+    }
+
     /// The host wrote new contents: the old corruption no longer matters.
     /// The entry is dropped, which also invalidates any repair in flight.
     pub fn on_host_write(&mut self, page: PageId) {
+        self.entries.remove(&page);
+    }
+
+    /// The host said the page is unallocated: like a rewrite, its old
+    /// corruption no longer matters and a repair in flight must not write.
+    pub fn on_freed(&mut self, page: PageId) {
         self.entries.remove(&page);
     }
 
@@ -339,6 +363,20 @@ mod tests {
     }
 
     #[test]
+    fn released_repair_waits_again_unless_rewritten() {
+        let mut r = SuspectRegistry::new(8);
+        r.on_corrupt(PageId(1), "x", 0, Observer::Scrub);
+        let epoch = r.begin_repair(PageId(1)).unwrap();
+        assert!(r.release_repair(PageId(1), epoch));
+        assert_eq!(r.state(PageId(1)), Some(PageState::Suspect));
+        assert_eq!(r.pages_in(PageState::Suspect), [PageId(1)]);
+        let epoch = r.begin_repair(PageId(1)).unwrap();
+        r.on_host_write(PageId(1));
+        assert!(!r.release_repair(PageId(1), epoch));
+        assert_eq!(r.state(PageId(1)), None);
+    }
+
+    #[test]
     fn bounded_and_evicts_only_resolved() {
         let mut r = SuspectRegistry::new(2);
         r.on_corrupt(PageId(1), "x", 0, Observer::Scrub);
@@ -362,6 +400,7 @@ mod tests {
         Corrupt(u8, bool),
         Begin(u8),
         Finish(u8, bool),
+        Release(u8),
         Write(u8),
     }
 
@@ -370,6 +409,7 @@ mod tests {
             (0u8..6, any::<bool>()).prop_map(|(p, h)| Op::Corrupt(p, h)),
             (0u8..6).prop_map(Op::Begin),
             (0u8..6, any::<bool>()).prop_map(|(p, ok)| Op::Finish(p, ok)),
+            (0u8..6).prop_map(Op::Release),
             (0u8..6).prop_map(Op::Write),
         ]
     }
@@ -377,7 +417,8 @@ mod tests {
     proptest! {
         /// Invariants: never more entries than capacity; a page is never
         /// reported twice without a repair, rewrite or host retry between;
-        /// a stale repair never finishes.
+        /// a stale repair never finishes or releases; a page is `Repairing`
+        /// only while the ticket of its current epoch is held.
         #[test]
         fn registry_invariants(ops in proptest::collection::vec(op(), 0..200), cap in 1usize..5) {
             let mut r = SuspectRegistry::new(cap);
@@ -404,7 +445,24 @@ mod tests {
                             prop_assert_eq!(r.finish_repair(PageId(p.into()), e, ok), current);
                         }
                     }
+                    Op::Release(p) => {
+                        if let Some(e) = epochs.remove(&p) {
+                            let current = r.repair_current(PageId(p.into()), e);
+                            prop_assert_eq!(r.release_repair(PageId(p.into()), e), current);
+                            if current {
+                                // Back to waiting, and a repair may start again.
+                                prop_assert_eq!(r.state(PageId(p.into())), Some(PageState::Suspect));
+                            }
+                        }
+                    }
                     Op::Write(p) => { r.on_host_write(PageId(p.into())); }
+                }
+                // No page is left `Repairing` without a ticket that can end it.
+                for (page, e) in r.entries() {
+                    if e.state == PageState::Repairing {
+                        let held = u8::try_from(page.0).ok().and_then(|p| epochs.get(&p));
+                        prop_assert_eq!(held, Some(&e.epoch), "page {} repairing without its ticket", page);
+                    }
                 }
                 prop_assert!(r.len() <= cap);
             }

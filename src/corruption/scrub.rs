@@ -29,6 +29,15 @@
 //! reported once however many passes see it.
 //!
 //! The store may grow: the page count is read at the start of each pass.
+//! It may shrink ([`CorruptionDetector::resize`]), also in the middle of a
+//! pass: the pass then ends where the store now ends, the position is
+//! clamped to it, no error is returned and nothing is reported about the
+//! pages that were dropped (the detector records nothing about a page past
+//! the end, even one whose bytes were read before it was dropped).
+//!
+//! Pages that fail verification but that the host says are unallocated (see
+//! [`free`](super::free)) are skipped: counted in
+//! [`ScanSummary::unallocated`], never reported.
 //!
 //! # Throughput
 //!
@@ -73,8 +82,10 @@
 //! is not reported again within the same process, and a restarted process
 //! starts with an empty registry, so reporting it once more is correct). A
 //! cursor file that is missing starts at page 0; one that is truncated,
-//! garbled, zeroed, of a newer version, or that points past the end of the
-//! store is ignored with a `tracing` warning and the scrub starts at page 0.
+//! garbled, zeroed or of a newer version is ignored with a `tracing` warning
+//! and the scrub starts at page 0. A cursor past the end of the store (the
+//! store shrank since it was written) is clamped to the end: the interrupted
+//! pass is over, and the next one starts at page 0.
 //! A cursor only ever decides where a pass starts: a wrong one can make one
 //! pass skip or repeat pages, never make a bad page verify.
 //!
@@ -521,6 +532,9 @@ pub struct ScanSummary {
     pub known_corrupt: u64,
     /// Fenced pages that verified on a recheck and were unfenced.
     pub fences_lifted: u64,
+    /// Pages that did not verify but that the host says are unallocated:
+    /// skipped, not reported (see [`Verdict::Unallocated`]).
+    pub unallocated: u64,
 }
 
 impl ScanSummary {
@@ -531,6 +545,7 @@ impl ScanSummary {
         self.newly_corrupt += o.newly_corrupt;
         self.known_corrupt += o.known_corrupt;
         self.fences_lifted += o.fences_lifted;
+        self.unallocated += o.unallocated;
     }
 
     fn count(&mut self, v: &Verdict) {
@@ -545,6 +560,7 @@ impl ScanSummary {
             Verdict::Corrupt {
                 reported: false, ..
             } => self.known_corrupt += 1,
+            Verdict::Unallocated => self.unallocated += 1,
         }
     }
 }
@@ -754,7 +770,10 @@ impl Scrubber {
         };
         let page_count = self.detector.store().page_count();
         match loaded {
-            Ok((next, _, passes)) if next <= page_count => {
+            Ok((next, _, passes)) => {
+                // The store may have shrunk since the cursor was written: the
+                // interrupted pass then ends where the store ends now.
+                let next = next.min(page_count);
                 self.passes = passes;
                 self.persisted = Some((next, page_count, passes));
                 if next > 0 {
@@ -766,12 +785,6 @@ impl Scrubber {
                     tracing::info!(next, page_count, "scrub resumes from its cursor");
                 }
             }
-            Ok((next, ..)) => tracing::warn!(
-                path = %path.display(),
-                next,
-                page_count,
-                "scrub cursor points past the end of the store; starting at page 0"
-            ),
             Err(error) => tracing::warn!(
                 path = %path.display(),
                 %error,
@@ -1018,6 +1031,7 @@ impl Scrubber {
                         s.fences_lifted += 1;
                     }
                 }
+                Ok(Verdict::Unallocated) => s.unallocated += 1,
                 Ok(_) => s.known_corrupt += 1,
                 Err(error) => {
                     tracing::debug!(%error, page = %p, "recheck read failed; page stays fenced");

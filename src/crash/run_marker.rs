@@ -249,13 +249,15 @@ impl RunMarker {
         // Read before the lock file is created: whether anything was here.
         let earlier_state = earlier_state(dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = fsutil::private_create_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+        let lock = fsutil::open_regular(
+            fsutil::private_create_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &lock_path,
+            "opening",
+        )?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

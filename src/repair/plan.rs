@@ -66,6 +66,25 @@ pub(crate) fn order_replicas(
         .collect()
 }
 
+/// Whether a group of copies may be written, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// It may be written (in rank order).
+    Eligible,
+    /// Another group carries a newer page LSN: an older copy is never
+    /// written, however many copies agree with it.
+    Older {
+        /// The newest page LSN among the copies.
+        newest: Lsn,
+    },
+    /// A majority was required and the group does not hold more than half
+    /// of the copies at the newest LSN.
+    NoMajority {
+        /// Copies at the newest LSN.
+        of: usize,
+    },
+}
+
 /// Byte-identical copies that verified, counted as one vote each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Group {
@@ -73,9 +92,8 @@ pub(crate) struct Group {
     pub members: Vec<usize>,
     /// The page LSN of the copy, when known.
     pub lsn: Option<Lsn>,
-    /// Whether the group may be written (always, unless a majority is
-    /// required and the group does not have one).
-    pub eligible: bool,
+    /// Whether it may be written.
+    pub standing: Standing,
 }
 
 impl Group {
@@ -83,15 +101,24 @@ impl Group {
     pub fn votes(&self) -> usize {
         self.members.len()
     }
+
+    /// Whether the group may be written.
+    pub fn eligible(&self) -> bool {
+        self.standing == Standing::Eligible
+    }
 }
 
 /// Groups verified copies (given as `(bytes, page LSN)` in fetch order) into
-/// byte-identical groups and ranks them: most votes first, then the newer
-/// page LSN (unknown counts as oldest), then the group whose first copy was
-/// fetched first (the better replica by [`order_replicas`]).
+/// byte-identical groups and ranks them: the newest page LSN first (an
+/// unknown LSN ranks below any known one), then most votes, then the group
+/// whose first copy was fetched first (the better replica by
+/// [`order_replicas`]).
 ///
-/// With `require_majority`, only a group holding more than half of the
-/// copies is eligible.
+/// Only groups at the newest LSN are eligible: a newer verified copy beats
+/// any number of older ones, and votes only break ties among copies at one
+/// LSN. With `require_majority`, a group must also hold more than half of
+/// the copies at the newest LSN. When no copy has a known LSN, every copy is
+/// "at the newest LSN" and this is the plain vote (plurality, or majority).
 pub(crate) fn rank_copies(copies: &[(&[u8], Option<Lsn>)], require_majority: bool) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, (bytes, lsn)) in copies.iter().enumerate() {
@@ -100,21 +127,28 @@ pub(crate) fn rank_copies(copies: &[(&[u8], Option<Lsn>)], require_majority: boo
             None => groups.push(Group {
                 members: vec![i],
                 lsn: *lsn,
-                eligible: true,
+                standing: Standing::Eligible,
             }),
         }
     }
-    let total = copies.len();
+    groups.sort_by_key(|g| (Reverse(g.lsn), Reverse(g.votes()), g.members[0]));
+    let Some(newest) = groups.first().map(|g| g.lsn) else {
+        return groups;
+    };
+    let at_newest: usize = groups
+        .iter()
+        .filter(|g| g.lsn == newest)
+        .map(Group::votes)
+        .sum();
     for g in &mut groups {
-        g.eligible = !require_majority || g.votes() * 2 > total;
+        g.standing = match newest {
+            Some(n) if g.lsn != newest => Standing::Older { newest: n },
+            _ if require_majority && g.votes() * 2 <= at_newest => {
+                Standing::NoMajority { of: at_newest }
+            }
+            _ => Standing::Eligible,
+        };
     }
-    groups.sort_by_key(|g| {
-        (
-            Reverse(g.votes()),
-            Reverse(g.lsn.map_or(0, |l| l.0.saturating_add(1))),
-            g.members[0],
-        )
-    });
     groups
 }
 
@@ -171,31 +205,90 @@ mod tests {
     }
 
     #[test]
-    fn majority_beats_first_fetched_and_ties_go_to_newer() {
+    fn votes_break_ties_among_equal_lsns_and_majority_counts_the_newest_only() {
         let a = [1u8; 8];
         let b = [2u8; 8];
-        let copies: Vec<(&[u8], Option<Lsn>)> = vec![(&b, Some(Lsn(9))), (&a, None), (&a, None)];
+        let c = [3u8; 8];
+        // Without LSNs: the largest group wins, a plurality.
+        let copies: Vec<(&[u8], Option<Lsn>)> =
+            vec![(&b, None), (&a, None), (&a, None), (&c, None)];
         let g = rank_copies(&copies, false);
         assert_eq!(g[0].members, [1, 2]);
-        assert_eq!(g[1].members, [0]);
-        let tie: Vec<(&[u8], Option<Lsn>)> = vec![(&a, Some(Lsn(3))), (&b, Some(Lsn(7)))];
+        assert!(
+            g.iter().all(Group::eligible),
+            "all at the same (unknown) LSN"
+        );
+        let g = rank_copies(&copies, true);
+        assert_eq!(
+            g[0].standing,
+            Standing::NoMajority { of: 4 },
+            "2 of 4 is no majority"
+        );
+        // At one LSN, more votes win; a tie goes to the copy fetched first.
+        let tie: Vec<(&[u8], Option<Lsn>)> = vec![
+            (&a, Some(Lsn(7))),
+            (&b, Some(Lsn(7))),
+            (&b, Some(Lsn(7))),
+            (&c, Some(Lsn(3))),
+        ];
         let g = rank_copies(&tie, true);
-        assert_eq!(g[0].members, [1], "newer copy wins a tie");
-        assert!(g.iter().all(|g| !g.eligible), "no majority in a 1–1 tie");
+        assert_eq!(g[0].members, [1, 2]);
+        assert!(g[0].eligible(), "2 of the 3 copies at LSN 7 is a majority");
+        assert_eq!(g[1].standing, Standing::NoMajority { of: 3 });
+        assert_eq!(g[2].standing, Standing::Older { newest: Lsn(7) });
+        let even: Vec<(&[u8], Option<Lsn>)> = vec![(&a, Some(Lsn(3))), (&b, Some(Lsn(3)))];
+        let g = rank_copies(&even, false);
+        assert_eq!(g[0].members, [0], "equal votes: the better replica");
+        assert!(g[1].eligible(), "a later eligible group at the same LSN");
+    }
+
+    #[test]
+    fn newest_lsn_wins_over_any_number_of_older_copies() {
+        let old = [1u8; 8];
+        let new = [2u8; 8];
+        let unknown = [3u8; 8];
+        let copies: Vec<(&[u8], Option<Lsn>)> = vec![
+            (&old, Some(Lsn(3))),
+            (&unknown, None),
+            (&old, Some(Lsn(3))),
+            (&unknown, None),
+            (&old, Some(Lsn(3))),
+            (&new, Some(Lsn(4))),
+        ];
+        for require_majority in [false, true] {
+            let g = rank_copies(&copies, require_majority);
+            assert_eq!(g[0].members, [5], "the one newest copy leads");
+            assert!(g[0].eligible(), "and may be written");
+            assert_eq!(g[1].members, [0, 2, 4]);
+            assert_eq!(
+                g[2].members,
+                [1, 3],
+                "unknown LSN ranks below any known one"
+            );
+            assert!(
+                !g[1].eligible() && !g[2].eligible(),
+                "older copies are never written"
+            );
+            assert_eq!(g[1].standing, Standing::Older { newest: Lsn(4) });
+        }
     }
 
     proptest! {
+        /// The winner (the first group) carries the newest LSN of all copies;
+        /// no eligible group has an older LSN than the winner; among groups at
+        /// one LSN votes never increase down the ranking; eligibility is
+        /// exactly "at the newest LSN, and a majority of those if required".
         #[test]
-        fn ranking_is_a_partition_led_by_the_largest_group(
-            vals in proptest::collection::vec((0u8..4, proptest::option::of(0u64..5)), 0..12),
+        fn ranking_puts_the_newest_lsn_first_and_never_makes_an_older_copy_eligible(
+            vals in proptest::collection::vec(0u8..8, 0..12),
             require_majority in any::<bool>(),
         ) {
-            // The LSN is derived from the bytes so identical copies agree on it.
-            let bytes: Vec<[u8; 4]> = vals.iter().map(|(v, _)| [*v; 4]).collect();
-            let copies: Vec<(&[u8], Option<Lsn>)> = bytes
-                .iter()
-                .map(|b| (&b[..], (b[0] % 2 == 0).then_some(Lsn(u64::from(b[0])))))
-                .collect();
+            // The LSN is derived from the bytes so identical copies agree on
+            // it; several byte values share an LSN (ties), some have none.
+            let bytes: Vec<[u8; 4]> = vals.iter().map(|v| [*v; 4]).collect();
+            let lsn_of = |v: u8| (!v.is_multiple_of(3)).then_some(Lsn(u64::from(v / 3)));
+            let copies: Vec<(&[u8], Option<Lsn>)> =
+                bytes.iter().map(|b| (&b[..], lsn_of(b[0]))).collect();
             let groups = rank_copies(&copies, require_majority);
             let mut seen: Vec<usize> = groups.iter().flat_map(|g| g.members.clone()).collect();
             seen.sort_unstable();
@@ -203,13 +296,30 @@ mod tests {
             for g in &groups {
                 for &m in &g.members {
                     prop_assert_eq!(copies[m].0, copies[g.members[0]].0);
+                    prop_assert_eq!(copies[m].1, g.lsn);
                 }
-                prop_assert_eq!(g.eligible, !require_majority || g.votes() * 2 > copies.len());
+            }
+            let Some(winner) = groups.first() else { return Ok(()) };
+            let newest = copies.iter().map(|c| c.1).max().flatten();
+            prop_assert_eq!(winner.lsn, newest, "the winner carries the newest LSN");
+            let at_newest = copies.iter().filter(|c| c.1 == winner.lsn).count();
+            for g in &groups {
+                if g.eligible() {
+                    prop_assert!(g.lsn >= winner.lsn, "an eligible group is older than the winner");
+                }
+                let want = g.lsn == winner.lsn && (!require_majority || g.votes() * 2 > at_newest);
+                prop_assert_eq!(g.eligible(), want);
+            }
+            if !require_majority {
+                prop_assert!(winner.eligible(), "without a majority rule the winner is written");
             }
             for (i, g) in groups.iter().enumerate() {
                 for h in &groups[i + 1..] {
                     prop_assert!(copies[g.members[0]].0 != copies[h.members[0]].0);
-                    prop_assert!(g.votes() >= h.votes());
+                    prop_assert!(g.lsn >= h.lsn);
+                    if g.lsn == h.lsn {
+                        prop_assert!(g.votes() >= h.votes());
+                    }
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! | offset | size | field                                                         |
 //! |-------:|-----:|---------------------------------------------------------------|
 //! | 0      | 4    | magic `SHSN`                                                  |
-//! | 4      | 4    | format version (1)                                            |
+//! | 4      | 4    | format version (2 is written; 1 is still read, see below)     |
 //! | 8      | 8    | snapshot id (≥ 1, < 2⁶⁴ − 1)                                   |
 //! | 16     | 8    | parent id; 0 = full snapshot, else incremental on that parent |
 //! | 24     | 8    | LSN the snapshot's state corresponds to                       |
@@ -34,17 +34,38 @@
 //! |--------------:|------:|----------------------------------------------------------------------|
 //! | 0             | 4     | chunk count `C` (= ⌈M / k⌉)                                           |
 //! | 4             | 8     | stored page count `M` (= `P` for a full snapshot)                     |
-//! | 12            | 8     | page-CRC count, = `P`                                                 |
+//! | 12            | 8     | page-sum count, = `P`                                                 |
 //! | 20            | 4     | metadata blob count `B` (≤ 64)                                        |
 //! | 24            | 20·C  | per chunk: file offset u64, compressed length u32, raw length u32, CRC32 of the compressed bytes u32 |
 //! | …             | 8·M   | stored page ids, strictly ascending (incremental snapshots only)      |
-//! | …             | 4·P   | [`page_crc`] of every page `0..P` of the full state at the snapshot   |
+//! | …             | 8·P   | the fingerprint (format 2) of every page `0..P` of the full state at the snapshot |
 //! | …             | …     | `B` blobs: name length u16, UTF-8 name (1..=255 bytes), data length u32 (≤ 1 MiB), data |
 //!
-//! The per-page CRCs describe the *whole* state, not only the stored pages,
-//! so an incremental snapshot can find changed pages by comparing checksums
-//! with its parent without decompressing anything, and every restored page is
-//! checked against them.
+//! The page fingerprint is XXH3-64 of the page's bytes seeded with its page
+//! number (see the `fingerprint` module of `snapshot` for why it is not a
+//! CRC). The fingerprints describe the *whole* state, not only the stored
+//! pages, so an incremental snapshot finds changed pages by comparing them
+//! with its parent's without decompressing anything, and every page read
+//! back is checked against its fingerprint.
+//!
+//! Every page at or past the parent's page count is stored in an
+//! incremental snapshot (it is new, or came back after the store shrank),
+//! so a page is always found in the newest member of a chain that has it
+//! and no older copy from before a shrink can be read as part of the state.
+//! Readers check this for every chain they use.
+//!
+//! ## Format 1
+//!
+//! Format 1 differs only in the page sums: 4 bytes per page, [`page_crc`]
+//! (CRC32 of the page number ‖ the page). It is still read, and its CRCs
+//! still check every page read back (for a trailer-sealed page, checking the
+//! whole-page CRC against the residue is the same as checking the trailer).
+//! They cannot tell changed pages apart, though — for a page that carries its
+//! own CRC, the whole-page CRC is one constant — so a format-1 snapshot is
+//! never used for comparison: when the head is of format 1, its
+//! fingerprints are computed once by decoding its chain (every page checked
+//! against its CRC) before an incremental snapshot compares with them.
+//! Chains may mix formats; new snapshots are always written in format 2.
 //!
 //! # Footer (32 bytes, at the end of the file)
 //!
@@ -61,9 +82,16 @@
 //! contiguous from offset 64 to the index and the index runs up to the footer,
 //! the index CRC, and every count against the bytes that hold it before it
 //! allocates; then, per chunk it reads, the chunk CRC, the decompressed length
-//! and the CRC of every page in it. So a truncated, zeroed or garbled file is
+//! and the sum of every page in it. So a truncated, zeroed or garbled file is
 //! a typed error ([`Error::CorruptFile`], [`Error::UnsupportedVersion`]),
 //! never a panic and never wrong pages.
+//!
+//! Every allocation is bounded by the input: the index is at most the file;
+//! every count is checked against the bytes that hold it; a chunk's raw
+//! length must be exactly its pages times the page size *and* at most
+//! [`LZ4_MAX_RATIO`] (255) times its compressed length — lz4 cannot expand
+//! more than that — so decoding a file of `n` bytes never holds more than
+//! about 256·`n` bytes, whatever the header declares.
 //!
 //! # Manifest (`MANIFEST`)
 //!
@@ -91,9 +119,10 @@
 //! library read or delete a file outside its snapshot directory.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::fingerprint::page_fingerprint;
 use crate::checksum::{page_crc, MIN_PAGE_SIZE};
 use crate::error::{Error, Result};
 use crate::types::Lsn;
@@ -104,8 +133,14 @@ pub(crate) const HEADER_LEN: usize = 64;
 pub(crate) const FOOTER_LEN: usize = 32;
 const MAGIC: [u8; 4] = *b"SHSN";
 const FOOTER_MAGIC: [u8; 4] = *b"SHSE";
-/// The snapshot file version this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The snapshot file version this build writes (and the newest it reads).
+pub(crate) const VERSION: u32 = 2;
+/// The oldest snapshot file version this build reads (4-byte page CRCs).
+pub(crate) const VERSION_CRC32: u32 = 1;
+/// The most an lz4 block can expand: each compressed byte yields at most 255
+/// raw bytes (a match-length byte of 255), and every other part of a
+/// sequence yields fewer per byte.
+pub const LZ4_MAX_RATIO: u64 = 255;
 /// Largest page size a snapshot holds.
 pub(crate) const MAX_PAGE_SIZE: usize = 1 << 20;
 /// Largest raw chunk.
@@ -122,6 +157,8 @@ pub(crate) const MAX_BLOB_LEN: usize = 1 << 20;
 /// The fixed facts of one snapshot file, from its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// The file's format version ([`VERSION`] for every file this build writes).
+    pub version: u32,
     pub id: u64,
     pub parent: Option<u64>,
     pub lsn: Lsn,
@@ -132,9 +169,10 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    fn encode(&self) -> [u8; HEADER_LEN] {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
+        debug_assert_eq!(self.version, VERSION, "only the current format is written");
         b[4..8].copy_from_slice(&VERSION.to_le_bytes());
         b[8..16].copy_from_slice(&self.id.to_le_bytes());
         b[16..24].copy_from_slice(&self.parent.unwrap_or(0).to_le_bytes());
@@ -170,7 +208,7 @@ impl Header {
             ));
         }
         let version = le32(&b[4..8]);
-        if version == 0 || version > VERSION {
+        if !(VERSION_CRC32..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: version,
@@ -201,6 +239,7 @@ impl Header {
             return bad(56, "reserved header bytes are not zero".into());
         }
         Ok(Header {
+            version,
             id,
             parent: (parent != 0).then_some(parent),
             lsn: Lsn(le64(&b[24..32])),
@@ -221,14 +260,50 @@ pub(crate) struct ChunkEntry {
     pub crc: u32,
 }
 
+/// The per-page sums of a snapshot's index, one per page of the full state.
+#[derive(Clone, Debug)]
+pub(crate) enum PageSums {
+    /// Format 1: [`page_crc`] of every page. Checks a page read back, but
+    /// cannot tell changed pages apart (see the module docs).
+    Crc32(Vec<u32>),
+    /// Format 2: the fingerprint of every page.
+    Fingerprints(Arc<Vec<u64>>),
+}
+
+impl PageSums {
+    /// Whether `bytes` are the contents of `page` that the sums describe.
+    /// `false` for a page past them.
+    pub fn matches(&self, page: u64, bytes: &[u8]) -> bool {
+        let Ok(i) = usize::try_from(page) else {
+            return false;
+        };
+        match self {
+            PageSums::Crc32(v) => v
+                .get(i)
+                .is_some_and(|&c| page_crc(crate::types::PageId(page), bytes) == c),
+            PageSums::Fingerprints(v) => v
+                .get(i)
+                .is_some_and(|&f| page_fingerprint(page, bytes) == f),
+        }
+    }
+
+    /// The fingerprints, when the file has them (format 2).
+    pub fn fingerprints(&self) -> Option<&Arc<Vec<u64>>> {
+        match self {
+            PageSums::Crc32(_) => None,
+            PageSums::Fingerprints(f) => Some(f),
+        }
+    }
+}
+
 /// The decoded index of a snapshot file.
 #[derive(Clone, Debug)]
 pub(crate) struct Index {
     pub chunks: Vec<ChunkEntry>,
     /// Stored page ids; `None` for a full snapshot (every page `0..P`).
     pub pages: Option<Vec<u64>>,
-    /// CRC of every page of the full state.
-    pub crcs: Vec<u32>,
+    /// A sum of every page of the full state.
+    pub sums: PageSums,
     pub metadata: Vec<(String, Vec<u8>)>,
 }
 
@@ -237,24 +312,32 @@ impl Index {
     pub fn stored_pages(&self, page_count: u64) -> u64 {
         self.pages.as_ref().map_or(page_count, |p| p.len() as u64)
     }
+
+    /// How many of the stored pages are at or past `from`.
+    pub fn stored_from(&self, page_count: u64, from: u64) -> u64 {
+        match &self.pages {
+            None => page_count.saturating_sub(from),
+            Some(p) => (p.len() - p.partition_point(|&x| x < from)) as u64,
+        }
+    }
 }
 
-fn encode_index(
+pub(crate) fn encode_index(
     chunks: &[ChunkEntry],
     pages: Option<&[u64]>,
     stored: u64,
-    crcs: &[u32],
+    fingerprints: &[u64],
     metadata: &[(String, Vec<u8>)],
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(
         INDEX_FIXED_LEN
             + chunks.len() * CHUNK_ENTRY_LEN
             + pages.map_or(0, |p| p.len() * 8)
-            + crcs.len() * 4,
+            + fingerprints.len() * 8,
     );
     b.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
     b.extend_from_slice(&stored.to_le_bytes());
-    b.extend_from_slice(&(crcs.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(fingerprints.len() as u64).to_le_bytes());
     b.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
     for c in chunks {
         b.extend_from_slice(&c.offset.to_le_bytes());
@@ -267,8 +350,8 @@ fn encode_index(
             b.extend_from_slice(&p.to_le_bytes());
         }
     }
-    for c in crcs {
-        b.extend_from_slice(&c.to_le_bytes());
+    for f in fingerprints {
+        b.extend_from_slice(&f.to_le_bytes());
     }
     for (name, data) in metadata {
         b.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -361,11 +444,11 @@ fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Inde
     let mut c = Cursor::new(path, bytes, base);
     let n_chunks = u64::from(c.u32("chunk count")?);
     let stored = c.u64("stored page count")?;
-    let n_crcs = c.u64("page CRC count")?;
+    let n_sums = c.u64("page sum count")?;
     let n_blobs = c.u32("metadata count")? as usize;
-    if n_crcs != h.page_count {
+    if n_sums != h.page_count {
         return Err(c.err(format!(
-            "index has {n_crcs} page CRCs for a store of {} pages",
+            "index has {n_sums} page sums for a store of {} pages",
             h.page_count
         )));
     }
@@ -424,6 +507,13 @@ fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Inde
                 e.compressed_len
             )));
         }
+        // Bounds the buffer a chunk decodes into by the bytes that hold it.
+        if u64::from(e.raw_len) > u64::from(e.compressed_len) * LZ4_MAX_RATIO {
+            return Err(c.err(format!(
+                "chunk {i} says {} raw bytes from {} compressed bytes; lz4 expands at most {LZ4_MAX_RATIO} : 1",
+                e.raw_len, e.compressed_len
+            )));
+        }
         expect_off += u64::from(e.compressed_len);
         chunks.push(e);
     }
@@ -449,9 +539,15 @@ fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Inde
     } else {
         None
     };
-    let n = c.check_fits(n_crcs, 4, "page CRCs")?;
-    let raw = c.take(n * 4, "page CRCs")?;
-    let crcs = raw.chunks_exact(4).map(le32).collect();
+    let sums = if h.version == VERSION_CRC32 {
+        let n = c.check_fits(n_sums, 4, "page CRCs")?;
+        let raw = c.take(n * 4, "page CRCs")?;
+        PageSums::Crc32(raw.chunks_exact(4).map(le32).collect())
+    } else {
+        let n = c.check_fits(n_sums, 8, "page fingerprints")?;
+        let raw = c.take(n * 8, "page fingerprints")?;
+        PageSums::Fingerprints(Arc::new(raw.chunks_exact(8).map(le64).collect()))
+    };
     let mut metadata = Vec::with_capacity(n_blobs);
     for _ in 0..n_blobs {
         let len = c.u16("blob name length")? as usize;
@@ -476,12 +572,12 @@ fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Inde
     Ok(Index {
         chunks,
         pages,
-        crcs,
+        sums,
         metadata,
     })
 }
 
-fn encode_footer(index_offset: u64, index: &[u8]) -> [u8; FOOTER_LEN] {
+pub(crate) fn encode_footer(index_offset: u64, index: &[u8]) -> [u8; FOOTER_LEN] {
     let mut b = [0u8; FOOTER_LEN];
     b[0..8].copy_from_slice(&index_offset.to_le_bytes());
     b[8..16].copy_from_slice(&(index.len() as u64).to_le_bytes());
@@ -545,21 +641,17 @@ impl SnapshotReader {
     /// Opens the snapshot file at `path`.
     ///
     /// # Errors
-    /// [`Error::Io`] when it cannot be opened or is not a regular file;
+    /// [`Error::NotRegularFile`] for anything but a regular file (checked
+    /// before it is opened, so a named pipe never blocks); [`Error::Io`]
+    /// when it cannot be opened;
     /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] when its
     /// header, footer or index does not check.
     pub fn open_file(path: &Path) -> Result<Self> {
-        let f =
-            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::io(format!("reading the metadata of {}", path.display()), e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                format!("opening {}", path.display()),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            ));
-        }
+        let f = crate::fsutil::open_regular(
+            crate::fsutil::private_create_options().read(true),
+            path,
+            "opening",
+        )?;
         Self::new(Box::new(f), path)
     }
 
@@ -699,7 +791,7 @@ impl SnapshotReader {
         let first = c * self.header.chunk_pages;
         for (slot, bytes) in raw.chunks_exact(self.header.page_size).enumerate() {
             let page = self.stored_page(first + slot);
-            if page_crc(crate::types::PageId(page), bytes) != self.index.crcs[page as usize] {
+            if !self.index.sums.matches(page, bytes) {
                 return Err(bad(format!(
                     "page {page} in chunk {c} does not match its checksum"
                 )));
@@ -852,340 +944,18 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<super::SnapshotInfo>> {
     super::manifest::Manifest::decode(Path::new("<manifest bytes>"), bytes).map(|m| m.entries)
 }
 
-/// One compression job: a chunk's output buffer and results.
-#[derive(Default)]
-struct Job {
-    out: Vec<u8>,
-    used: usize,
-    raw_len: usize,
-    pages: Vec<u64>,
-    crc: u32,
-    page_crcs: Vec<u32>,
-    err: Option<String>,
-}
-
-/// Streams a snapshot file: pages in ascending order, compressed in batches
-/// of one chunk per thread.
-pub(crate) struct SnapshotWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
-    header: Header,
-    threads: usize,
-    pending_pages: Vec<u64>,
-    pending_raw: Vec<u8>,
-    jobs: Vec<Job>,
-    done: Vec<Job>,
-    chunks: Vec<ChunkEntry>,
-    offset: u64,
-    crcs: Vec<u32>,
-    stored: Vec<u64>,
-    full: bool,
-    early: EarlySync,
-}
-
 /// The name of the threads that compress and decompress chunks.
 pub(crate) const WORKER_NAME: &str = "selfheal-snapshot-lz4";
 
-/// Bytes written between two early writeback requests.
-const EARLY_SYNC_BYTES: u64 = 32 << 20;
-
-/// Starts writeback of what has been written so far on a helper thread
-/// (`selfheal-snapshot-sync`), so that disk writes overlap compression and
-/// the final fsync has little left to do. Durability still rests on that
-/// final fsync; an error of an early one is reported by it too.
-struct EarlySync {
-    tx: Option<crossbeam_channel::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    unsynced: u64,
-}
-
-impl EarlySync {
-    fn start(file: &File) -> Self {
-        let none = EarlySync {
-            tx: None,
-            handle: None,
-            unsynced: 0,
-        };
-        let Ok(f) = file.try_clone() else { return none };
-        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-        let spawned = std::thread::Builder::new()
-            .name("selfheal-snapshot-sync".into())
-            .spawn(move || {
-                for () in rx {
-                    f.sync_data()?;
-                }
-                Ok(())
-            });
-        match spawned {
-            Ok(h) => EarlySync {
-                tx: Some(tx),
-                handle: Some(h),
-                unsynced: 0,
-            },
-            Err(_) => none,
-        }
-    }
-
-    fn wrote(&mut self, n: u64) {
-        self.unsynced += n;
-        if self.unsynced >= EARLY_SYNC_BYTES {
-            if let Some(tx) = &self.tx {
-                if tx.try_send(()).is_ok() {
-                    self.unsynced = 0;
-                }
-            }
-        }
-    }
-
-    /// Stops the helper and returns its first error.
-    fn stop(&mut self) -> std::io::Result<()> {
-        self.tx = None;
-        match self.handle.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(std::io::Error::other("the early-sync thread panicked")),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for EarlySync {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-impl SnapshotWriter {
-    /// Starts writing `header` to the already created file `out` (named
-    /// `path` in errors). `crcs` is the parent's page-CRC table for an
-    /// incremental snapshot (resized to the page count), ignored for a full one.
-    pub fn new(
-        out: File,
-        path: PathBuf,
-        header: Header,
-        threads: usize,
-        mut crcs: Vec<u32>,
-    ) -> Result<Self> {
-        let full = header.parent.is_none();
-        let pc = usize::try_from(header.page_count).map_err(|_| Error::InvalidArgument {
-            what: "store",
-            reason: "page count does not fit in memory".into(),
-        })?;
-        if full {
-            crcs.clear();
-        }
-        crcs.resize(pc, 0);
-        let early = EarlySync::start(&out);
-        let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(1 << 20, out),
-            path,
-            threads: threads.max(1),
-            pending_pages: Vec::new(),
-            pending_raw: Vec::new(),
-            jobs: Vec::new(),
-            done: Vec::new(),
-            chunks: Vec::new(),
-            offset: HEADER_LEN as u64,
-            crcs,
-            stored: Vec::new(),
-            full,
-            header,
-            early,
-        };
-        let hb = w.header.encode();
-        w.write(&hb)?;
-        Ok(w)
-    }
-
-    fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.out
-            .write_all(b)
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
-    }
-
-    /// Chunks written so far.
-    pub fn chunks_written(&self) -> usize {
-        self.chunks.len()
-    }
-
-    /// Adds `page` (pages must come in strictly ascending order; a full
-    /// snapshot must get every page `0..P`).
-    pub fn push(&mut self, page: u64, bytes: &[u8]) -> Result<()> {
-        let expected_next = self.stored.last().map_or(0, |p| p + 1);
-        let ok = if self.full {
-            page == expected_next
-        } else {
-            page < self.header.page_count && (self.stored.is_empty() || page >= expected_next)
-        };
-        if !ok || bytes.len() != self.header.page_size {
-            return Err(Error::InvalidArgument {
-                what: "page",
-                reason: format!(
-                    "page {page} ({} bytes) pushed out of order or with the wrong size",
-                    bytes.len()
-                ),
-            });
-        }
-        self.stored.push(page);
-        self.pending_pages.push(page);
-        self.pending_raw.extend_from_slice(bytes);
-        if self.pending_pages.len() >= self.threads * self.header.chunk_pages {
-            self.step()?;
-        }
-        Ok(())
-    }
-
-    /// Compresses and writes every page pushed so far.
-    pub fn flush_batch(&mut self) -> Result<()> {
-        self.step()?;
-        self.step()
-    }
-
-    /// One pipeline step: compresses the pending pages (one chunk per
-    /// thread) while this thread writes the chunks compressed by the
-    /// previous step, so that compression and I/O overlap.
-    fn step(&mut self) -> Result<()> {
-        let ps = self.header.page_size;
-        let cp = self.header.chunk_pages;
-        let chunk_bytes = cp * ps;
-        let n = self.pending_raw.len().div_ceil(chunk_bytes);
-        while self.jobs.len() < n {
-            self.jobs.push(Job::default());
-        }
-        let to_write = std::mem::take(&mut self.done);
-        let emitted: u64 = to_write.iter().map(|j| j.used as u64).sum();
-        let SnapshotWriter {
-            out,
-            path,
-            jobs,
-            pending_raw,
-            pending_pages,
-            chunks,
-            offset,
-            crcs,
-            ..
-        } = self;
-        let (raw, pages) = (&*pending_raw, &*pending_pages);
-        let compress = |i: usize, job: &mut Job| {
-            let input = &raw[i * chunk_bytes..((i + 1) * chunk_bytes).min(raw.len())];
-            let max = lz4_flex::block::get_maximum_output_size(input.len());
-            if job.out.len() < max {
-                job.out.resize(max, 0);
-            }
-            job.raw_len = input.len();
-            job.pages.clear();
-            job.pages
-                .extend_from_slice(&pages[i * cp..i * cp + input.len() / ps]);
-            job.page_crcs.clear();
-            for (slot, p) in input.chunks_exact(ps).enumerate() {
-                job.page_crcs
-                    .push(page_crc(crate::types::PageId(job.pages[slot]), p));
-            }
-            match lz4_flex::block::compress_into(input, &mut job.out[..max]) {
-                Ok(used) => {
-                    job.used = used;
-                    job.crc = crc32fast::hash(&job.out[..used]);
-                    job.err = None;
-                }
-                Err(e) => job.err = Some(e.to_string()),
-            }
-        };
-        let mut emit = || -> Result<()> {
-            for job in &to_write {
-                if let Some(e) = &job.err {
-                    return Err(Error::io(
-                        format!("compressing a chunk of {}", path.display()),
-                        std::io::Error::other(e.clone()),
-                    ));
-                }
-                for (p, crc) in job.pages.iter().zip(&job.page_crcs) {
-                    crcs[*p as usize] = *crc;
-                }
-                chunks.push(ChunkEntry {
-                    offset: *offset,
-                    compressed_len: job.used as u32,
-                    raw_len: job.raw_len as u32,
-                    crc: job.crc,
-                });
-                *offset += job.used as u64;
-                out.write_all(&job.out[..job.used])
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-            }
-            Ok(())
-        };
-        let written = if n == 0 {
-            emit()
-        } else {
-            std::thread::scope(|s| {
-                let (first, rest) = jobs[..n].split_at_mut(1);
-                let compress = &compress;
-                for (i, job) in rest.iter_mut().enumerate() {
-                    // Stays set (and fails the write) unless the job runs.
-                    job.err = Some("the compression thread could not be started".into());
-                    let _ = std::thread::Builder::new()
-                        .name(WORKER_NAME.into())
-                        .spawn_scoped(s, move || compress(i + 1, job));
-                }
-                let r = emit();
-                compress(0, &mut first[0]);
-                r
-            })
-        };
-        written?;
-        self.early.wrote(emitted);
-        let compressed: Vec<Job> = self.jobs.drain(..n).collect();
-        self.jobs.extend(to_write);
-        self.done = compressed;
-        self.pending_pages.clear();
-        self.pending_raw.clear();
-        Ok(())
-    }
-
-    /// Writes the rest, the index and the footer, and flushes to the OS
-    /// (not yet synced). Returns the file, its length and the page-CRC table.
-    pub fn finish(mut self, metadata: &[(String, Vec<u8>)]) -> Result<(File, u64, Vec<u32>, u64)> {
-        self.flush_batch()?;
-        if self.full && self.stored.len() as u64 != self.header.page_count {
-            return Err(Error::InvalidArgument {
-                what: "store",
-                reason: format!(
-                    "the store yielded {} of its {} pages during the snapshot",
-                    self.stored.len(),
-                    self.header.page_count
-                ),
-            });
-        }
-        let pages = (!self.full).then_some(&self.stored[..]);
-        let index = encode_index(
-            &self.chunks,
-            pages,
-            self.stored.len() as u64,
-            &self.crcs,
-            metadata,
-        );
-        let footer = encode_footer(self.offset, &index);
-        self.write(&index)?;
-        self.write(&footer)?;
-        let len = self.offset + index.len() as u64 + FOOTER_LEN as u64;
-        let stored = self.stored.len() as u64;
-        let path = self.path.clone();
-        self.early
-            .stop()
-            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
-        Ok((file, len, self.crcs, stored))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::writer::SnapshotWriter;
     use super::*;
     use proptest::prelude::*;
 
     fn header(parent: Option<u64>, page_count: u64) -> Header {
         Header {
+            version: VERSION,
             id: 5,
             parent,
             lsn: Lsn(77),
@@ -1196,21 +966,144 @@ mod tests {
         }
     }
 
-    fn write(
-        h: Header,
-        pages: &[(u64, Vec<u8>)],
-        parent_crcs: Vec<u32>,
-        threads: usize,
-    ) -> Vec<u8> {
+    fn write(h: Header, pages: &[(u64, Vec<u8>)], parent_fps: Vec<u64>, threads: usize) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         let f = File::create(&p).unwrap();
-        let mut w = SnapshotWriter::new(f, p.clone(), h, threads, parent_crcs).unwrap();
+        let mut w = SnapshotWriter::new(f, p.clone(), h, threads, parent_fps).unwrap();
         for (id, b) in pages {
             w.push(*id, b).unwrap();
         }
         w.finish(&[("cfg".into(), b"x=1".to_vec())]).unwrap();
         std::fs::read(&p).unwrap()
+    }
+
+    /// The same snapshot in format 1: header version 1 and a 4-byte
+    /// [`page_crc`] per page instead of the fingerprints (`pages` are the
+    /// full state's bytes), every checksum recomputed.
+    fn to_format_1(v2: &[u8], state: &[Vec<u8>]) -> Vec<u8> {
+        let r = SnapshotReader::new(Box::new(v2.to_vec()), Path::new("v2")).unwrap();
+        let mut out = v2[..HEADER_LEN].to_vec();
+        out[4..8].copy_from_slice(&VERSION_CRC32.to_le_bytes());
+        let crc = crc32fast::hash(&out[..60]);
+        out[60..64].copy_from_slice(&crc.to_le_bytes());
+        let index_off = r.index.chunks.last().map_or(HEADER_LEN as u64, |c| {
+            c.offset + u64::from(c.compressed_len)
+        });
+        out.extend_from_slice(&v2[HEADER_LEN..index_off as usize]);
+        let fps_len = state.len() * 8;
+        let v2_index = &v2[index_off as usize..v2.len() - FOOTER_LEN];
+        let stored_ids = r.index.pages.as_ref().map_or(0, |p| p.len() * 8);
+        let before = INDEX_FIXED_LEN + r.index.chunks.len() * CHUNK_ENTRY_LEN + stored_ids;
+        let mut ix = v2_index[..before].to_vec();
+        for (p, b) in state.iter().enumerate() {
+            ix.extend_from_slice(&page_crc(crate::types::PageId(p as u64), b).to_le_bytes());
+        }
+        ix.extend_from_slice(&v2_index[before + fps_len..]);
+        out.extend_from_slice(&ix);
+        out.extend_from_slice(&encode_footer(index_off, &ix));
+        out
+    }
+
+    #[test]
+    fn format_1_files_are_read_and_checked_with_their_crcs() {
+        let state: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i + 1; 64]).collect();
+        let pages: Vec<_> = state
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, b)| (i as u64, b))
+            .collect();
+        let v2 = write(header(None, 7), &pages, Vec::new(), 1);
+        let v1 = to_format_1(&v2, &state);
+        let s = decode_snapshot(&v1).unwrap();
+        assert_eq!(s.stored_pages, 7);
+        let r = SnapshotReader::new(Box::new(v1.clone()), Path::new("v1")).unwrap();
+        assert_eq!(r.header.version, VERSION_CRC32);
+        assert!(r.index.sums.fingerprints().is_none());
+        let (mut comp, mut raw) = (Vec::new(), Vec::new());
+        r.read_chunk(1, &mut comp, &mut raw).unwrap();
+        assert_eq!(&raw[..64], &state[3][..]);
+        // A wrong CRC for one page is found when its chunk is read.
+        let mut bad_state = state.clone();
+        bad_state[4][0] ^= 1;
+        let bad = to_format_1(&v2, &bad_state);
+        assert!(matches!(
+            decode_snapshot(&bad),
+            Err(Error::CorruptFile { .. })
+        ));
+        // Damage anywhere is still found.
+        for i in 0..v1.len() {
+            let mut d = v1.clone();
+            d[i] ^= 0x08;
+            assert!(decode_snapshot(&d).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_claiming_more_than_lz4_can_expand_is_refused_before_it_is_read() {
+        // Zeros compress at close to lz4's largest ratio, and decode.
+        let pages: Vec<_> = (0..64u64).map(|i| (i, vec![0u8; 64])).collect();
+        let mut h = header(None, 64);
+        h.chunk_pages = 64;
+        let bytes = write(h, &pages, Vec::new(), 1);
+        decode_snapshot(&bytes).unwrap();
+        let r = SnapshotReader::new(Box::new(bytes.clone()), Path::new("z")).unwrap();
+        let e = r.index.chunks[0];
+        assert!(u64::from(e.raw_len) <= u64::from(e.compressed_len) * LZ4_MAX_RATIO);
+        assert!(
+            u64::from(e.raw_len) > u64::from(e.compressed_len) * 50,
+            "{e:?}"
+        );
+        // The same chunk entry with one compressed byte: refused at open.
+        let h = Header::decode(Path::new("z"), &bytes).unwrap();
+        let mut c = Vec::new();
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(&64u64.to_le_bytes());
+        c.extend_from_slice(&64u64.to_le_bytes());
+        c.extend_from_slice(&0u32.to_le_bytes());
+        c.extend_from_slice(&(HEADER_LEN as u64).to_le_bytes());
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(&(64u32 * 64).to_le_bytes());
+        c.extend_from_slice(&0u32.to_le_bytes());
+        c.resize(c.len() + 64 * 8, 0);
+        let err = decode_index(Path::new("z"), &c, HEADER_LEN as u64 + 1, &h).unwrap_err();
+        assert!(err.to_string().contains("lz4 expands at most"), "{err}");
+    }
+
+    #[test]
+    fn an_incremental_must_hold_every_page_past_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        // The parent had 4 pages, the store now 6: pages 4 and 5 are new.
+        let mut w = SnapshotWriter::new(
+            File::create(&p).unwrap(),
+            p.clone(),
+            header(Some(1), 6),
+            1,
+            vec![9; 4],
+        )
+        .unwrap();
+        w.push(1, &[1; 64]).unwrap();
+        w.push(5, &[5; 64]).unwrap();
+        assert!(matches!(w.finish(&[]), Err(Error::InvalidArgument { .. })));
+        let mut w = SnapshotWriter::new(
+            File::create(&p).unwrap(),
+            p.clone(),
+            header(Some(1), 6),
+            1,
+            vec![9; 4],
+        )
+        .unwrap();
+        for page in [1, 4, 5] {
+            w.push(page, &[page as u8; 64]).unwrap();
+        }
+        w.finish(&[]).unwrap();
+        let r = SnapshotReader::open_file(&p).unwrap();
+        assert_eq!(r.index.stored_from(6, 4), 2);
+        let fps = r.index.sums.fingerprints().unwrap();
+        assert_eq!(fps[0], 9);
+        assert_eq!(fps[4], page_fingerprint(4, &[4; 64]));
     }
 
     #[test]
@@ -1250,7 +1143,7 @@ mod tests {
             for p in 0..30u64 {
                 prop_assert_eq!(r.locate(p).is_some(), ids.contains(&p));
                 if !ids.contains(&p) {
-                    prop_assert_eq!(r.index.crcs[p as usize], 7);
+                    prop_assert_eq!(r.index.sums.fingerprints().unwrap()[p as usize], 7);
                 }
             }
         }
@@ -1267,6 +1160,25 @@ mod tests {
             short.truncate(cut % bytes.len());
             prop_assert!(decode_snapshot(&short).is_err());
             prop_assert!(decode_snapshot(&vec![0u8; bytes.len()]).is_err());
+        }
+
+        #[test]
+        fn format_1_round_trips_and_damage_is_detected(n in 1u64..16, seed in any::<u8>(), at in any::<usize>(), bit in 0u8..8) {
+            let state: Vec<Vec<u8>> = (0..n).map(|i| vec![seed.wrapping_add(i as u8) | 1; 64]).collect();
+            let pages: Vec<_> = state.iter().cloned().enumerate().map(|(i, b)| (i as u64, b)).collect();
+            let v1 = to_format_1(&write(header(None, n), &pages, Vec::new(), 2), &state);
+            let r = SnapshotReader::new(Box::new(v1.clone()), Path::new("v1")).unwrap();
+            r.verify_all().unwrap();
+            let (mut comp, mut raw) = (Vec::new(), Vec::new());
+            for (id, b) in &pages {
+                let (c, slot) = r.locate(*id).unwrap();
+                r.read_chunk(c, &mut comp, &mut raw).unwrap();
+                prop_assert_eq!(&raw[slot * 64..(slot + 1) * 64], &b[..]);
+            }
+            let mut flipped = v1.clone();
+            let i = at % flipped.len();
+            flipped[i] ^= 1 << bit;
+            prop_assert!(decode_snapshot(&flipped).is_err());
         }
 
         #[test]

@@ -6,10 +6,10 @@
 //! (layout in [`format`](mod@format)); the `MANIFEST` lists them and their chains. A full
 //! snapshot stores every page; an incremental one stores only the pages that
 //! changed since its parent, found either from the host's dirty-page notices
-//! ([`StateSnapshotManager::note_dirty`]) or by comparing per-page CRCs with
-//! the parent's (kept in every snapshot's index, so no decompression is
-//! needed). Its cost grows with the changed pages, plus one CRC pass over the
-//! store when there are no notices.
+//! ([`StateSnapshotManager::note_dirty`]) or by comparing 64-bit page
+//! fingerprints with the parent's (kept in every snapshot's index, so no
+//! decompression is needed). Its cost grows with the changed pages, plus
+//! one fingerprint pass over the store when there are no notices.
 //!
 //! # Consistency
 //!
@@ -33,21 +33,37 @@
 //!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
-//! when such a snapshot commits. A `View` snapshot compares checksums and does
-//! not clear the set (writes after the view are in it), which keeps the set a
-//! superset of the changes — never a subset. After the manager is opened or
-//! a restore, and until the next `Paused` snapshot, notices are not trusted
-//! (the host may have written while no manager listened; a restore's target
-//! need not be the store snapshotted next).
+//! when such a snapshot commits. A `View` snapshot compares fingerprints and
+//! does not clear the set (writes after the view are in it), which keeps the
+//! set a superset of the changes — never a subset. After the manager is
+//! opened or a restore, and until the next `Paused` snapshot, notices are not
+//! trusted (the host may have written while no manager listened; a
+//! restore's target need not be the store snapshotted next). A resize is a
+//! change too: a host that relies on notices calls
+//! [`StateSnapshotManager::note_resized`] whenever the store's page count
+//! changes, and every page from the smallest count since the head on is then
+//! stored again.
 //!
-//! # Change detection by checksum
+//! # Change detection by fingerprint
 //!
 //! Without trusted notices an incremental snapshot stores the pages whose
-//! CRC32 differs from the parent's. A changed page whose new contents have
-//! the same CRC32 as the old ones is missed, and the snapshot then holds the
-//! parent's copy of it: for changes unrelated to the CRC the chance is about
-//! 2⁻³² per changed page. Hosts that cannot accept that risk take
-//! `Paused` snapshots with dirty-page notices, or full snapshots.
+//! fingerprint ([`page_fingerprint`]: XXH3-64 of the page, seeded with its
+//! page number) differs from the parent's, and every page past the parent's
+//! page count. A changed page whose new contents have the same fingerprint
+//! as the old ones is missed, and the snapshot then holds the parent's copy
+//! of it: the chance is about 2⁻⁶⁴ per changed page. Hosts that cannot
+//! accept that risk take `Paused` snapshots with dirty-page notices, or full
+//! snapshots.
+//!
+//! The fingerprint is not a CRC on purpose: a page sealed with the checksum
+//! trailer ends with the CRC32 of its other bytes, so the CRC32 of such a
+//! whole page is the same constant (the CRC residue) whatever it holds.
+//! Comparing CRCs would find no change at all on a trailer-sealed store, and
+//! CRC32 under another initial value is no way out: CRC is affine, so it
+//! differs from the first only by a term fixed by the page size. Snapshot files of format 1
+//! hold such CRCs: they are still read and restored, and a format-1 head's
+//! fingerprints are computed from its chain (decoding it once) before an
+//! incremental snapshot compares with them (see [`format`](mod@format)).
 //!
 //! # The restore point and single-page reads
 //!
@@ -59,7 +75,9 @@
 //! (a) it was not noted dirty since the head, when notices are trusted; and
 //! (b) when the caller passes `not_older_than`, the head's LSN is at least
 //! that LSN; and (c) at least one of (a)/(b) actually vouches for it — with
-//! neither notices nor an LSN the answer is `Ok(false)`.
+//! neither notices nor an LSN the answer is `Ok(false)`. A page at or past
+//! the head's page count has no copy (`Ok(false)`), and with trusted notices
+//! neither has a page at or past a size the store was resized to since.
 //!
 //! A restore that fails after it began writing its target (a store write
 //! error, or damage found mid-way with no usable fallback) leaves the
@@ -67,21 +85,39 @@
 //! longer trusted, and the page source answers `Ok(false)` for every page
 //! until the next successful snapshot or restore. The head stays the one
 //! before the restore, so the next incremental snapshot builds on it by
-//! comparing checksums.
+//! comparing fingerprints.
 //!
 //! # Restore and corruption
 //!
-//! [`StateSnapshotManager::restore`] first checks every chunk CRC of the
-//! requested snapshot's chain (unless [`SnapshotConfig::precheck_restore`]
-//! is off), then decodes chunk by chunk (on
-//! [`SnapshotConfig::threads`] threads), checking every page's CRC against
-//! the index before writing it, base first, incrementals after. If the chain
-//! is damaged, restore falls back to the newest older snapshot whose chain
-//! verifies and says so in [`RestoreReport::skipped`]. Every page written has
-//! verified, so wrong data is never restored; if damage is found only
-//! mid-way, the pages already written are correct pages of the damaged
-//! snapshot and are overwritten by the fallback (pages past the fallback's
-//! page count keep them).
+//! [`StateSnapshotManager::restore`] restores exactly the snapshot asked
+//! for, or fails. It first checks every chunk CRC of the requested
+//! snapshot's chain (unless [`SnapshotConfig::precheck_restore`] is off),
+//! then decodes chunk by chunk (on [`SnapshotConfig::threads`] threads),
+//! checking every page against its fingerprint (its CRC in format 1) in the
+//! index before writing it, base first, incrementals after. If the chain is
+//! damaged, the restore fails with [`Error::SnapshotDamaged`], which names
+//! the damaged file and what is wrong with it. Restoring an older snapshot
+//! instead happens only when the caller asks for it
+//! ([`StateSnapshotManager::restore_with`] and [`Fallback::NewestOlderGood`]):
+//! then the newest older snapshot whose chain verifies is restored, and
+//! [`RestoreReport::fallback`] says which snapshots were refused, why, and
+//! which pages of the requested state the restored one lacks
+//! ([`LostPages`]). Every page written has verified, so wrong data is never
+//! restored; if damage is found only mid-way (one-pass restores), the pages
+//! already written are correct pages of the damaged snapshot, and the error
+//! says the target was written (a fallback, when allowed, overwrites them).
+//!
+//! # Store size
+//!
+//! A snapshot records the store's page count and restores a store of that
+//! count: the target is resized with [`PageStore::resize`] before the first
+//! page is written. A target that cannot resize is refused with
+//! [`Error::RestoreTargetSize`] before anything is written, unless it is
+//! larger and the caller keeps its extra pages
+//! ([`RestoreOptions::keep_extra_pages`]). An incremental snapshot taken
+//! after the store shrank holds no page past its end; one taken after it
+//! grew holds every page past its parent's count; so every chain can be
+//! restored at every size it went through.
 //!
 //! # Crash safety
 //!
@@ -139,22 +175,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::checksum::{page_crc, MIN_PAGE_SIZE};
+use crate::checksum::MIN_PAGE_SIZE;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::{PageSource, PageStore};
 use crate::types::{Lsn, PageId};
 
+mod chain;
+mod dirty;
+mod fingerprint;
+pub use fingerprint::page_fingerprint;
 pub mod format;
 pub use format::{decode_manifest, decode_snapshot, SnapshotSummary};
 mod manifest;
 mod periodic;
+mod restore;
+mod take;
+mod writer;
 
-use format::{Header, SnapshotReader, SnapshotWriter, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
-use manifest::{plan_retention, Manifest, MANIFEST_NAME};
+use dirty::DirtyPages;
+use format::{SnapshotReader, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
 pub use manifest::{snapshot_file_name, Retention};
+use manifest::{Manifest, MANIFEST_NAME};
 pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
+pub use restore::{Fallback, FallbackReport, LostPages, RestoreOptions, RestoreReport};
 
 /// One snapshot as the manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,8 +318,9 @@ pub enum ChangeDetection {
     Full,
     /// From the host's dirty-page notices.
     DirtyNotices,
-    /// By comparing each page's CRC with the parent's.
-    Checksums,
+    /// By comparing each page's fingerprint (64 bits, see the module docs)
+    /// with the parent's.
+    Fingerprints,
 }
 
 /// What to snapshot and which host metadata to save with it.
@@ -350,25 +396,6 @@ pub struct SnapshotReport {
     pub retention_error: Option<String>,
 }
 
-/// What a restore did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestoreReport {
-    /// The snapshot that was asked for.
-    pub requested: u64,
-    /// The snapshot whose state the store now holds.
-    pub restored: u64,
-    /// Its LSN.
-    pub lsn: Lsn,
-    /// Newer snapshots that were tried first and did not verify, with why.
-    pub skipped: Vec<(u64, String)>,
-    /// Page writes made (pages changed in incrementals are written once per
-    /// snapshot of the chain that holds them; pages past the restored
-    /// snapshot's page count are not written).
-    pub pages_written: u64,
-    /// The metadata blobs saved with the restored snapshot.
-    pub metadata: Vec<(String, Vec<u8>)>,
-}
-
 /// What a verification checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -376,7 +403,7 @@ pub struct VerifyReport {
     pub chain: Vec<u64>,
     /// Chunks decompressed and checked.
     pub chunks: u64,
-    /// Pages whose CRC was checked.
+    /// Pages checked against their fingerprint (their CRC in format 1).
     pub pages: u64,
 }
 
@@ -416,7 +443,7 @@ pub struct ProgressReport {
     /// Raw page bytes processed so far.
     pub bytes_done: u64,
     /// Raw page bytes the operation will process (an upper bound for an
-    /// incremental snapshot found by checksums: the pages compared).
+    /// incremental snapshot found by fingerprints: the pages compared).
     pub bytes_total: u64,
     /// Bytes per second since the operation started.
     pub rate_bytes_per_s: f64,
@@ -651,78 +678,6 @@ impl SnapshotConfig {
     }
 }
 
-/// Pages noted dirty since the head, as a bitmap.
-#[derive(Default)]
-struct DirtyPages {
-    bits: RwLock<Vec<AtomicU64>>,
-    /// Whether the set is known to hold every page changed since the head.
-    valid: AtomicBool,
-}
-
-/// Pages past this are not tracked; noting one makes the set untrusted.
-const MAX_TRACKED_PAGES: u64 = 1 << 32;
-
-impl DirtyPages {
-    fn note(&self, page: u64) {
-        if page >= MAX_TRACKED_PAGES {
-            self.valid.store(false, Ordering::Release);
-            return;
-        }
-        let (w, b) = ((page / 64) as usize, page % 64);
-        {
-            let bits = self.bits.read();
-            if let Some(word) = bits.get(w) {
-                word.fetch_or(1 << b, Ordering::AcqRel);
-                return;
-            }
-        }
-        let mut bits = self.bits.write();
-        if bits.len() <= w {
-            bits.resize_with(w + 1, AtomicU64::default);
-        }
-        bits[w].fetch_or(1 << b, Ordering::AcqRel);
-    }
-
-    fn contains(&self, page: u64) -> bool {
-        let bits = self.bits.read();
-        bits.get((page / 64) as usize)
-            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (page % 64)) != 0)
-    }
-
-    fn trusted(&self) -> bool {
-        self.valid.load(Ordering::Acquire)
-    }
-
-    /// The noted pages, ascending, when the set is trusted.
-    fn list(&self) -> Option<Vec<u64>> {
-        if !self.trusted() {
-            return None;
-        }
-        let bits = self.bits.read();
-        let mut out = Vec::new();
-        for (w, word) in bits.iter().enumerate() {
-            let mut v = word.load(Ordering::Acquire);
-            while v != 0 {
-                let b = v.trailing_zeros();
-                out.push(w as u64 * 64 + u64::from(b));
-                v &= v - 1;
-            }
-        }
-        Some(out)
-    }
-
-    fn invalidate(&self) {
-        self.bits.write().clear();
-        self.valid.store(false, Ordering::Release);
-    }
-
-    fn reset_clean(&self) {
-        let mut bits = self.bits.write();
-        bits.clear();
-        self.valid.store(true, Ordering::Release);
-    }
-}
-
 #[derive(Clone, Debug)]
 struct Head {
     id: u64,
@@ -733,7 +688,8 @@ struct Head {
 
 struct State {
     manifest: Manifest,
-    head_crcs: Option<(u64, Arc<Vec<u32>>)>,
+    /// The head's page fingerprints, once read or computed.
+    head_fps: Option<(u64, Arc<Vec<u64>>)>,
 }
 
 struct Inner {
@@ -924,12 +880,15 @@ impl StateSnapshotManager {
                 .map_err(|e| dir_unusable(&dir, format!("cannot create it: {e}")))?;
         }
         let probe = dir.join(".selfheal-probe.tmp");
-        fsutil::private_create_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&probe)
-            .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
+        fsutil::open_regular(
+            fsutil::private_create_options()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &probe,
+            "creating",
+        )
+        .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
         let _ = fs::remove_file(&probe);
         let mpath = dir.join(MANIFEST_NAME);
         let mut rebuilt = None;
@@ -1000,7 +959,7 @@ impl StateSnapshotManager {
             precheck_restore: cfg.precheck_restore,
             state: Mutex::new(State {
                 manifest,
-                head_crcs: None,
+                head_fps: None,
             }),
             head: RwLock::new(head),
             dirty: DirtyPages::default(),
@@ -1051,6 +1010,17 @@ impl StateSnapshotManager {
     /// [`WriteTicket`] of that write). Lock-free on the common path.
     pub fn note_dirty(&self, page: PageId) {
         self.inner.dirty.note(page.0);
+    }
+
+    /// Notes that the host resized the store to `page_count` pages (call it
+    /// while holding the [`WriteTicket`] of that resize, as for a write).
+    /// Every page at or past the smaller of the old and new counts then
+    /// counts as changed since the head: pages dropped by a shrink that come
+    /// back later are new pages, whatever they hold. A host that resizes
+    /// without calling this while relying on `Paused` snapshots with notices
+    /// gets incrementals that miss those pages, as with an unnoted write.
+    pub fn note_resized(&self, page_count: u64) {
+        self.inner.dirty.resized(page_count);
     }
 
     /// Whether dirty-page notices are currently trusted (see the module docs).
@@ -1115,30 +1085,52 @@ impl StateSnapshotManager {
         self.inner.take_snapshot(source, request)
     }
 
-    /// Restores `target` to snapshot `id`, falling back to the newest older
-    /// snapshot whose chain verifies (reported in
-    /// [`RestoreReport::skipped`]). The host must not write to `target`
-    /// meanwhile. Pages of `target` past the snapshot's page count are left
-    /// as they are, even when an older snapshot of its chain was taken of a
-    /// larger store. Afterwards the restored snapshot is the head; dirty-page
-    /// notices are trusted again only after the next
-    /// [`Consistency::Paused`] snapshot (the manager cannot know that
-    /// `target` is the store the host snapshots next, so the next
-    /// incremental snapshot compares checksums).
+    /// Restores `target` to exactly snapshot `id`: the same as
+    /// [`restore_with`](Self::restore_with) with [`RestoreOptions::new`]
+    /// (no fallback; `target` resized to the snapshot's page count).
+    ///
+    /// # Errors
+    /// As `restore_with`; in particular [`Error::SnapshotDamaged`] when the
+    /// chain of `id` does not verify — no other snapshot is restored instead.
+    pub fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
+        self.restore_with(id, target, RestoreOptions::new())
+    }
+
+    /// Restores `target` to snapshot `id` — or, only when `options` allow a
+    /// [`Fallback`], to the newest older snapshot whose chain verifies,
+    /// reported in [`RestoreReport::fallback`] with the pages it lost. The
+    /// host must not write to `target` meanwhile.
+    ///
+    /// `target` is first resized to the snapshot's page count with
+    /// [`PageStore::resize`] (see [`RestoreOptions::keep_extra_pages`] for
+    /// a larger target that should keep its extra pages). Afterwards the
+    /// restored snapshot is the head; dirty-page notices are trusted again
+    /// only after the next [`Consistency::Paused`] snapshot (the manager
+    /// cannot know that `target` is the store the host snapshots next, so
+    /// the next incremental snapshot compares fingerprints).
     ///
     /// # Errors
     /// [`Error::SnapshotNotFound`] for an unknown id;
-    /// [`Error::PageSizeMismatch`]; [`Error::InvalidArgument`] when `target`
-    /// has fewer pages than the snapshot; [`Error::NoUsableSnapshot`] when no
-    /// candidate verifies; a store error from writing `target` (no fallback
-    /// is tried then). After an error that came once pages of `target` were
-    /// written, dirty-page notices are not trusted and the page source
-    /// serves no page until the next successful snapshot or restore.
-    pub fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
-        self.inner.restore(id, target)
+    /// [`Error::PageSizeMismatch`]; [`Error::SnapshotDamaged`] when `id`'s
+    /// chain does not verify and no fallback is allowed (it names the
+    /// damaged file and says whether `target` was written);
+    /// [`Error::NoUsableSnapshot`] when a fallback is allowed and no
+    /// candidate verifies; [`Error::RestoreTargetSize`] when `target` must
+    /// change size and cannot (nothing is written then); a store error from
+    /// resizing or writing `target` (no fallback is tried then). After an
+    /// error that came once `target` was resized or written, dirty-page
+    /// notices are not trusted and the page source serves no page until
+    /// the next successful snapshot or restore.
+    pub fn restore_with(
+        &self,
+        id: u64,
+        target: &dyn PageStore,
+        options: RestoreOptions,
+    ) -> Result<RestoreReport> {
+        self.inner.restore(id, target, options)
     }
 
-    /// Restores the newest snapshot (with the same fallback as [`restore`](Self::restore)).
+    /// Restores exactly the newest snapshot (as [`restore`](Self::restore)).
     ///
     /// # Errors
     /// As `restore`; [`Error::NoUsableSnapshot`] when there is no snapshot.
@@ -1160,7 +1152,8 @@ impl StateSnapshotManager {
     }
 
     /// Verifies snapshot `id` and every ancestor: every chunk CRC, every
-    /// decompressed length and every page CRC, without restoring anything.
+    /// decompressed length and every page's fingerprint (its CRC in format
+    /// 1), and that the chain fits together, without restoring anything.
     ///
     /// # Errors
     /// [`Error::SnapshotNotFound`]; [`Error::CorruptFile`] naming the first
@@ -1211,9 +1204,6 @@ impl StateSnapshotManager {
         self.inner.retain(&mut st, now_unix_ms)
     }
 }
-
-/// A store write failure during restore, kept apart from snapshot damage.
-type StoreErr = Mutex<Option<Error>>;
 
 impl Inner {
     fn check_alive(&self) -> Result<()> {
@@ -1292,696 +1282,7 @@ impl Inner {
         let info = st.manifest.get(id).ok_or(Error::SnapshotNotFound { id })?;
         self.reader(info)
     }
-
-    fn crcs_of(&self, st: &State, id: u64) -> Result<Arc<Vec<u32>>> {
-        if let Some((h, c)) = &st.head_crcs {
-            if *h == id {
-                return Ok(c.clone());
-            }
-        }
-        Ok(Arc::new(self.reader_by_id(st, id)?.index.crcs.clone()))
-    }
-
-    fn take_snapshot(
-        &self,
-        source: Consistency<'_>,
-        request: SnapshotRequest,
-    ) -> Result<SnapshotReport> {
-        self.check_alive()?;
-        request.validate()?;
-        let (store, lsn, paused) = match source {
-            Consistency::Paused { store, lsn, .. } => (store, lsn, true),
-            Consistency::View { view, lsn } => (view, lsn, false),
-        };
-        self.check_page_size("store being snapshotted", store.page_size())?;
-        let mut st = self.state.lock();
-        let head = self.head.read().clone();
-        let parent = match request.kind {
-            SnapshotKind::Full => None,
-            SnapshotKind::Incremental => Some(head.ok_or_else(|| Error::InvalidArgument {
-                what: "kind",
-                reason: "an incremental snapshot needs an earlier one to build on; take a full snapshot first".into(),
-            })?),
-            SnapshotKind::Auto => head.filter(|h| h.chain.len() < self.max_chain_len),
-        };
-        let page_count = store.page_count();
-        let ps = self.page_size;
-        let mut parent = parent;
-        let mut parent_table = None;
-        if let Some(h) = &parent {
-            match self.crcs_of(&st, h.id) {
-                Ok(c) => parent_table = Some(c),
-                // `Auto` does not build on a head it cannot read.
-                Err(e) if request.kind == SnapshotKind::Auto => {
-                    tracing::warn!(head = h.id, error = %e, "cannot read the head snapshot; taking a full one");
-                    parent = None;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (detection, parent_crcs) = match (&parent, parent_table) {
-            (Some(_), Some(crcs)) => {
-                if paused && self.dirty.trusted() {
-                    (ChangeDetection::DirtyNotices, crcs)
-                } else {
-                    (ChangeDetection::Checksums, crcs)
-                }
-            }
-            _ => (ChangeDetection::Full, Arc::new(Vec::new())),
-        };
-        let dirty = if detection == ChangeDetection::DirtyNotices {
-            self.dirty.list()
-        } else {
-            None
-        };
-        let threads = self.threads;
-        let progress = &self.progress;
-        let total = match (&detection, &dirty, &parent) {
-            (ChangeDetection::DirtyNotices, Some(d), Some(h)) => {
-                (d.len() as u64 + page_count.saturating_sub(h.page_count)) * ps as u64
-            }
-            _ => page_count * ps as u64,
-        };
-        let _g = progress.start(Operation::Snapshot, total);
-        let mut feed = |w: &mut SnapshotWriter,
-                        crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
-         -> Result<()> {
-            match (detection, &dirty, &parent) {
-                (ChangeDetection::Full, _, _) => {
-                    store.scan_pages(PageId(0), page_count, &mut |p, b| {
-                        w.push(p.0, b)?;
-                        progress.add(b.len() as u64);
-                        crash_mid(w)
-                    })
-                }
-                (ChangeDetection::DirtyNotices, Some(d), Some(h)) => {
-                    let mut pages: Vec<u64> = d
-                        .iter()
-                        .copied()
-                        .filter(|&p| p < h.page_count.min(page_count))
-                        .collect();
-                    pages.extend(h.page_count..page_count);
-                    let mut buf = vec![0u8; ps];
-                    for p in pages {
-                        store.read_page(PageId(p), &mut buf)?;
-                        w.push(p, &buf)?;
-                        progress.add(ps as u64);
-                        crash_mid(w)?;
-                    }
-                    Ok(())
-                }
-                _ => {
-                    let batch = ((4 << 20) / ps).max(1) as u64;
-                    let mut buf = vec![0u8; batch as usize * ps];
-                    let mut crcs = vec![0u32; batch as usize];
-                    let mut start = 0u64;
-                    while start < page_count {
-                        let n = batch.min(page_count - start) as usize;
-                        let bytes = &mut buf[..n * ps];
-                        store.read_pages(PageId(start), bytes)?;
-                        parallel_crcs(start, bytes, ps, &mut crcs[..n], threads);
-                        for (i, b) in bytes.chunks_exact(ps).enumerate() {
-                            let p = start + i as u64;
-                            if parent_crcs.get(p as usize) != Some(&crcs[i]) {
-                                w.push(p, b)?;
-                                crash_mid(w)?;
-                            }
-                        }
-                        progress.add(bytes.len() as u64);
-                        start += n as u64;
-                    }
-                    Ok(())
-                }
-            }
-        };
-        let header = Header {
-            id: st.manifest.next_id,
-            parent: parent.as_ref().map(|h| h.id),
-            lsn,
-            created_unix_ms: now_unix_ms(),
-            page_size: ps,
-            chunk_pages: self.chunk_pages,
-            page_count,
-        };
-        let (info, crcs) = self.commit_new(
-            &mut st,
-            header,
-            (*parent_crcs).clone(),
-            &mut feed,
-            &request.metadata,
-        )?;
-        drop(parent_crcs);
-        let mut chain = parent.map(|h| h.chain).unwrap_or_default();
-        chain.push(info.id);
-        *self.head.write() = Some(Head {
-            id: info.id,
-            lsn,
-            page_count,
-            chain,
-        });
-        st.head_crcs = Some((info.id, Arc::new(crcs)));
-        self.head_unknown.store(false, Ordering::Release);
-        if paused {
-            self.dirty.reset_clean();
-        }
-        let (deleted, retention_error) = match self.retain(&mut st, now_unix_ms()) {
-            Ok(deleted) => (deleted, None),
-            Err(e) => {
-                tracing::warn!(snapshot = info.id, error = %e, "snapshot taken, but retention failed; older snapshots are kept until it next runs");
-                (Vec::new(), Some(e.to_string()))
-            }
-        };
-        Ok(SnapshotReport {
-            info,
-            detection,
-            deleted,
-            retention_error,
-        })
-    }
-
-    /// Writes a new snapshot file and lists it in the manifest, crash-safely.
-    #[allow(clippy::type_complexity)]
-    fn commit_new(
-        &self,
-        st: &mut State,
-        header: Header,
-        parent_crcs: Vec<u32>,
-        feed: &mut dyn FnMut(
-            &mut SnapshotWriter,
-            &mut dyn FnMut(&SnapshotWriter) -> Result<()>,
-        ) -> Result<()>,
-        metadata: &[(String, Vec<u8>)],
-    ) -> Result<(SnapshotInfo, Vec<u32>)> {
-        let id = header.id;
-        let next_id = id
-            .checked_add(1)
-            .filter(|&n| n < u64::MAX)
-            .ok_or_else(|| {
-                Error::corrupt_file(
-                    self.dir.join(MANIFEST_NAME),
-                    0,
-                    format!("snapshot ids are exhausted (the next would be {id}); start a new snapshot directory"),
-                )
-            })?;
-        let name = snapshot_file_name(id);
-        let path = self.dir.join(&name);
-        let tmp = fsutil::tmp_path(&path);
-        let (parent, lsn, created, page_count) = (
-            header.parent,
-            header.lsn,
-            header.created_unix_ms,
-            header.page_count,
-        );
-        let written = (|| -> Result<(u64, Vec<u32>, u64)> {
-            let file = fsutil::private_create_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-            let mut w = SnapshotWriter::new(file, tmp.clone(), header, self.threads, parent_crcs)?;
-            self.crash(CrashStep::TmpCreated)?;
-            let mut mid_done = false;
-            feed(&mut w, &mut |w: &SnapshotWriter| {
-                if !mid_done && w.chunks_written() > 0 {
-                    mid_done = true;
-                    self.crash(CrashStep::ChunksPartlyWritten)?;
-                }
-                Ok(())
-            })?;
-            w.flush_batch()?;
-            if !mid_done {
-                self.crash(CrashStep::ChunksPartlyWritten)?;
-            }
-            let (file, len, crcs, stored) = w.finish(metadata)?;
-            self.crash(CrashStep::BeforeFsync)?;
-            file.sync_all()
-                .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-            drop(file);
-            self.crash(CrashStep::BeforeRename)?;
-            fs::rename(&tmp, &path).map_err(|e| {
-                Error::io(
-                    format!("renaming {} to {}", tmp.display(), path.display()),
-                    e,
-                )
-            })?;
-            self.crash(CrashStep::BeforeDirSync)?;
-            fsutil::sync_dir(&self.dir)?;
-            self.crash(CrashStep::BeforeManifest)?;
-            Ok((len, crcs, stored))
-        })();
-        let (len, crcs, stored) = match written {
-            Ok(v) => v,
-            Err(e) => {
-                if !self.crashed() {
-                    let _ = fs::remove_file(&tmp);
-                    let _ = fs::remove_file(&path);
-                }
-                return Err(e);
-            }
-        };
-        let info = SnapshotInfo {
-            id,
-            parent,
-            lsn,
-            created_unix_ms: created,
-            page_count,
-            stored_pages: stored,
-            file_bytes: len,
-            file_name: name,
-        };
-        let mut m = st.manifest.clone();
-        m.entries.push(info.clone());
-        m.next_id = next_id;
-        if let Err(e) = self.write_manifest(&m) {
-            if !self.crashed() {
-                let _ = fs::remove_file(&path);
-            }
-            return Err(e);
-        }
-        st.manifest = m;
-        Ok((info, crcs))
-    }
-
-    /// Replaces the manifest crash-safely. A failure after the rename
-    /// poisons the manager.
-    fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        use std::io::Write;
-        let path = self.dir.join(MANIFEST_NAME);
-        let tmp = fsutil::tmp_path(&path);
-        let bytes = m.encode();
-        let mut f = fsutil::private_create_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        drop(f);
-        self.crash(CrashStep::ManifestTmpWritten)?;
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(
-                format!("renaming {} over {}", tmp.display(), path.display()),
-                e,
-            ));
-        }
-        self.crash(CrashStep::ManifestRenamed)?;
-        if let Err(e) = fsutil::sync_dir(&self.dir) {
-            self.poison(format!(
-                "the manifest was replaced but the directory fsync failed: {e}"
-            ));
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    fn retain(&self, st: &mut State, now_ms: u64) -> Result<Vec<u64>> {
-        let head = self.head.read().as_ref().map(|h| h.id);
-        let del = plan_retention(&st.manifest.entries, self.retention, now_ms, head);
-        if del.is_empty() {
-            return Ok(del);
-        }
-        let mut m = st.manifest.clone();
-        m.entries.retain(|e| !del.contains(&e.id));
-        #[cfg(any(test, feature = "testing"))]
-        if self.fail_retention.swap(false, Ordering::SeqCst) {
-            return Err(Error::io(
-                format!("writing {}", self.dir.join(MANIFEST_NAME).display()),
-                std::io::Error::other("simulated write failure during retention"),
-            ));
-        }
-        self.write_manifest(&m)?;
-        let old = std::mem::replace(&mut st.manifest, m);
-        let mut readers = self.readers.lock();
-        for e in old.entries.iter().filter(|e| del.contains(&e.id)) {
-            readers.remove(&e.id);
-            if let Err(err) = fs::remove_file(self.dir.join(&e.file_name)) {
-                tracing::warn!(file = %e.file_name, %err, "could not delete a retired snapshot; it is removed at the next open");
-            }
-        }
-        Ok(del)
-    }
-
-    fn verify(&self, id: u64) -> Result<VerifyReport> {
-        self.check_alive()?;
-        let st = self.state.lock();
-        let chain = st.manifest.chain(id)?;
-        let readers = chain
-            .iter()
-            .map(|&c| self.reader_by_id(&st, c))
-            .collect::<Result<Vec<_>>>()?;
-        drop(st);
-        let total: u64 = readers
-            .iter()
-            .map(|r| r.index.stored_pages(r.header.page_count) * self.page_size as u64)
-            .sum();
-        let _g = self.progress.start(Operation::Verify, total);
-        let (mut chunks, mut pages) = (0, 0);
-        for r in &readers {
-            r.for_each_chunk(self.threads, true, &|_, raw| {
-                self.progress.add(raw.len() as u64);
-                Ok(())
-            })?;
-            chunks += r.index.chunks.len() as u64;
-            pages += r.index.stored_pages(r.header.page_count);
-        }
-        Ok(VerifyReport {
-            chain,
-            chunks,
-            pages,
-        })
-    }
-
-    fn read_from_chain(&self, chain: &[u64], page: PageId, buf: &mut [u8]) -> Result<bool> {
-        if buf.len() != self.page_size {
-            return Err(Error::BufferSize {
-                expected: self.page_size,
-                actual: buf.len(),
-            });
-        }
-        let infos: Vec<SnapshotInfo> = {
-            let st = self.state.lock();
-            chain
-                .iter()
-                .rev()
-                .filter_map(|&c| st.manifest.get(c).cloned())
-                .collect()
-        };
-        if infos.len() != chain.len() {
-            return Ok(false);
-        }
-        if infos.first().is_none_or(|h| page.0 >= h.page_count) {
-            return Ok(false);
-        }
-        for info in &infos {
-            let r = self.reader(info)?;
-            if let Some((c, slot)) = r.locate(page.0) {
-                let (mut comp, mut raw) = (Vec::new(), Vec::new());
-                r.read_chunk(c, &mut comp, &mut raw)?;
-                buf.copy_from_slice(&raw[slot * self.page_size..(slot + 1) * self.page_size]);
-                return Ok(true);
-            }
-        }
-        Err(Error::corrupt_file(
-            self.dir.join(&infos[infos.len() - 1].file_name),
-            0,
-            format!(
-                "page {page} is in no snapshot of the chain, though the full snapshot must hold it"
-            ),
-        ))
-    }
-
-    fn restore(&self, id: u64, target: &dyn PageStore) -> Result<RestoreReport> {
-        self.check_alive()?;
-        self.check_page_size("restore target", target.page_size())?;
-        let mut st = self.state.lock();
-        let wrote = AtomicBool::new(false);
-        let res = self.restore_locked(&mut st, id, target, &wrote);
-        if res.is_err() && wrote.load(Ordering::Acquire) {
-            // Some pages of `target` may have been overwritten: the dirty
-            // notices no longer describe what changed since the head, and
-            // the head's copies of those pages may no longer match.
-            self.dirty.invalidate();
-            self.head_unknown.store(true, Ordering::Release);
-        }
-        res
-    }
-
-    fn restore_locked(
-        &self,
-        st: &mut State,
-        id: u64,
-        target: &dyn PageStore,
-        wrote: &AtomicBool,
-    ) -> Result<RestoreReport> {
-        if st.manifest.get(id).is_none() {
-            return Err(Error::SnapshotNotFound { id });
-        }
-        let candidates: Vec<u64> = std::iter::once(id)
-            .chain(
-                st.manifest
-                    .entries
-                    .iter()
-                    .rev()
-                    .map(|e| e.id)
-                    .filter(|&c| c < id),
-            )
-            .collect();
-        let mut checked: HashMap<u64, std::result::Result<(), String>> = HashMap::new();
-        let mut skipped = Vec::new();
-        for c in candidates {
-            let prepared = (|| -> std::result::Result<Vec<Arc<SnapshotReader>>, String> {
-                let chain = st.manifest.chain(c).map_err(|e| e.to_string())?;
-                let mut readers = Vec::new();
-                for m in chain {
-                    let r = self.reader_by_id(st, m);
-                    let ok = checked
-                        .entry(m)
-                        .or_insert_with(|| match &r {
-                            Ok(r) if self.precheck_restore => {
-                                r.check_chunk_crcs(self.threads).map_err(|e| e.to_string())
-                            }
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(e.to_string()),
-                        })
-                        .clone();
-                    ok.map_err(|e| format!("snapshot {m}: {e}"))?;
-                    readers.push(r.map_err(|e| e.to_string())?);
-                }
-                Ok(readers)
-            })();
-            let readers = match prepared {
-                Ok(r) => r,
-                Err(why) => {
-                    tracing::warn!(snapshot = c, %why, "snapshot does not verify; trying an older one");
-                    skipped.push((c, why));
-                    continue;
-                }
-            };
-            let top = readers.last().expect("a chain has a member");
-            let need = top.header.page_count;
-            if target.page_count() < need {
-                return Err(Error::InvalidArgument {
-                    what: "target",
-                    reason: format!(
-                        "the store has {} pages but snapshot {c} has {need}; grow it first",
-                        target.page_count()
-                    ),
-                });
-            }
-            match self.apply_chain(&readers, target, wrote) {
-                Ok(pages_written) => {
-                    target.sync()?;
-                    let info = st.manifest.get(c).cloned().expect("listed");
-                    *self.head.write() = Some(Head {
-                        id: c,
-                        lsn: info.lsn,
-                        page_count: info.page_count,
-                        chain: readers.iter().map(|r| r.header.id).collect(),
-                    });
-                    st.head_crcs = Some((c, Arc::new(top.index.crcs.clone())));
-                    // `target` need not be the store the host snapshots next,
-                    // so notices are trusted again only after a paused snapshot.
-                    self.dirty.invalidate();
-                    self.head_unknown.store(false, Ordering::Release);
-                    if !skipped.is_empty() {
-                        tracing::warn!(
-                            requested = id,
-                            restored = c,
-                            "restored an older snapshot than asked for"
-                        );
-                    }
-                    return Ok(RestoreReport {
-                        requested: id,
-                        restored: c,
-                        lsn: info.lsn,
-                        skipped,
-                        pages_written,
-                        metadata: top.index.metadata.clone(),
-                    });
-                }
-                Err(ApplyError::Store(e)) => return Err(e),
-                Err(ApplyError::Snapshot(e)) => {
-                    checked.insert(c, Err(e.to_string()));
-                    skipped.push((c, e.to_string()));
-                }
-            }
-        }
-        Err(Error::NoUsableSnapshot {
-            reason: skipped
-                .iter()
-                .map(|(id, why)| format!("snapshot {id}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
-    }
-
-    fn apply_chain(
-        &self,
-        readers: &[Arc<SnapshotReader>],
-        target: &dyn PageStore,
-        wrote: &AtomicBool,
-    ) -> std::result::Result<u64, ApplyError> {
-        let ps = self.page_size;
-        // Older members of the chain may hold pages of a larger store; the
-        // pages at or past the restored snapshot's page count are not part
-        // of it and are not written.
-        let limit = readers.last().map_or(0, |r| r.header.page_count);
-        let total: u64 = readers
-            .iter()
-            .map(|r| r.index.stored_pages(r.header.page_count) * ps as u64)
-            .sum();
-        let _g = self.progress.start(Operation::Restore, total);
-        let written = AtomicU64::new(0);
-        for r in readers {
-            let store_err: StoreErr = Mutex::new(None);
-            let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
-                let first = c * r.header.chunk_pages;
-                for (slot, b) in raw.chunks_exact(ps).enumerate() {
-                    let page = r.stored_page(first + slot);
-                    if page >= limit {
-                        continue;
-                    }
-                    wrote.store(true, Ordering::Release);
-                    if let Err(e) = target.write_page(PageId(page), b) {
-                        *store_err.lock() = Some(e);
-                        return Err(Error::Stopped {
-                            component: "restore",
-                            reason: "the target store failed".into(),
-                        });
-                    }
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
-                self.progress.add(raw.len() as u64);
-                Ok(())
-            });
-            if let Some(e) = store_err.into_inner() {
-                return Err(ApplyError::Store(e));
-            }
-            res.map_err(ApplyError::Snapshot)?;
-        }
-        Ok(written.into_inner())
-    }
-
-    fn merge(&self, id: u64) -> Result<SnapshotInfo> {
-        self.check_alive()?;
-        let mut st = self.state.lock();
-        let info = st
-            .manifest
-            .get(id)
-            .cloned()
-            .ok_or(Error::SnapshotNotFound { id })?;
-        if info.parent.is_none() {
-            return Ok(info);
-        }
-        let chain = st.manifest.chain(id)?;
-        let readers = chain
-            .iter()
-            .map(|&c| self.reader_by_id(&st, c))
-            .collect::<Result<Vec<_>>>()?;
-        let top = readers.last().expect("chain").clone();
-        let ps = self.page_size;
-        let page_count = info.page_count;
-        let _g = self
-            .progress
-            .start(Operation::Merge, page_count * ps as u64);
-        let progress = &self.progress;
-        let mut feed = |w: &mut SnapshotWriter,
-                        crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
-         -> Result<()> {
-            // One decoded chunk cached per chain member; pages are visited in
-            // order, so each chunk is decoded once.
-            let mut cache: Vec<(Option<usize>, Vec<u8>)> = vec![(None, Vec::new()); readers.len()];
-            let mut comp = Vec::new();
-            for p in 0..page_count {
-                let (m, c, slot) = readers
-                    .iter()
-                    .enumerate()
-                    .rev()
-                    .find_map(|(m, r)| r.locate(p).map(|(c, s)| (m, c, s)))
-                    .ok_or_else(|| {
-                        Error::corrupt_file(
-                            top.path(),
-                            0,
-                            format!("page {p} is in no snapshot of the chain"),
-                        )
-                    })?;
-                if cache[m].0 != Some(c) {
-                    readers[m].read_chunk(c, &mut comp, &mut cache[m].1)?;
-                    cache[m].0 = Some(c);
-                }
-                w.push(p, &cache[m].1[slot * ps..(slot + 1) * ps])?;
-                progress.add(ps as u64);
-                crash_mid(w)?;
-            }
-            Ok(())
-        };
-        let header = Header {
-            id: st.manifest.next_id,
-            parent: None,
-            lsn: info.lsn,
-            created_unix_ms: now_unix_ms(),
-            page_size: ps,
-            chunk_pages: self.chunk_pages,
-            page_count,
-        };
-        let metadata = top.index.metadata.clone();
-        let (new, crcs) = self.commit_new(&mut st, header, Vec::new(), &mut feed, &metadata)?;
-        let mut head = self.head.write();
-        if head.as_ref().is_some_and(|h| h.id == id) {
-            *head = Some(Head {
-                id: new.id,
-                lsn: new.lsn,
-                page_count,
-                chain: vec![new.id],
-            });
-            st.head_crcs = Some((new.id, Arc::new(crcs)));
-        }
-        Ok(new)
-    }
 }
-
-enum ApplyError {
-    Store(Error),
-    Snapshot(Error),
-}
-
-/// CRCs of the pages in `bytes` (page ids from `first`) on up to `threads` threads.
-fn parallel_crcs(first: u64, bytes: &[u8], ps: usize, out: &mut [u32], threads: usize) {
-    let n = out.len();
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let work = |start: usize, out: &mut [u32]| {
-        for (i, o) in out.iter_mut().enumerate() {
-            let p = start + i;
-            *o = page_crc(PageId(first + p as u64), &bytes[p * ps..(p + 1) * ps]);
-        }
-    };
-    if threads <= 1 || n < 64 {
-        work(0, out);
-        return;
-    }
-    let all_spawned = std::thread::scope(|s| {
-        let mut parts = out.chunks_mut(per).enumerate();
-        let (_, first_part) = parts.next().expect("n > 0");
-        let mut ok = true;
-        for (k, part) in parts {
-            let work = &work;
-            ok &= std::thread::Builder::new()
-                .name(format::WORKER_NAME.into())
-                .spawn_scoped(s, move || work(k * per, part))
-                .is_ok();
-        }
-        work(0, first_part);
-        ok
-    });
-    if !all_spawned {
-        work(0, out);
-    }
-}
-
 impl PageSource for SnapshotPageSource {
     fn name(&self) -> String {
         match &*self.inner.head.read() {
@@ -2021,22 +1322,13 @@ impl PageSource for SnapshotPageSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::{ChecksumPlacement, ChecksumTable};
+    use crate::corruption::DetectorConfig;
     use crate::store::MemStore;
-
-    fn fill(store: &MemStore, seed: u8) {
-        for p in 0..store.page_count() {
-            store
-                .write_page(
-                    PageId(p),
-                    &vec![seed.wrapping_add(p as u8) | 1; store.page_size()],
-                )
-                .unwrap();
-        }
-    }
 
     fn snap(
         m: &StateSnapshotManager,
-        store: &MemStore,
+        store: &dyn PageStore,
         gate: &WriteGate,
         lsn: u64,
         kind: SnapshotKind,
@@ -2054,52 +1346,49 @@ mod tests {
     }
 
     #[test]
-    fn incremental_uses_notices_then_checksums() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = MemStore::new(128, 40).unwrap();
-        fill(&store, 1);
-        let gate = WriteGate::new();
-        let m = SnapshotConfig::new(dir.path(), 128)
-            .chunk_bytes(512)
-            .build()
-            .unwrap();
-        assert!(!m.dirty_notices_trusted());
-        let full = snap(&m, &store, &gate, 1, SnapshotKind::Auto);
-        assert_eq!(full.detection, ChangeDetection::Full);
-        store.write_page(PageId(5), &[9; 128]).unwrap();
-        m.note_dirty(PageId(5));
-        let inc = snap(&m, &store, &gate, 2, SnapshotKind::Auto);
-        assert_eq!(inc.detection, ChangeDetection::DirtyNotices);
-        assert_eq!(inc.info.stored_pages, 1);
-        // Un-noted change under a view: found by checksums.
-        store.write_page(PageId(7), &[8; 128]).unwrap();
-        let r = m
-            .take_snapshot(
-                Consistency::View {
-                    view: &store,
-                    lsn: Lsn(3),
-                },
-                SnapshotRequest::default(),
-            )
-            .unwrap();
-        assert_eq!(r.detection, ChangeDetection::Checksums);
-        assert_eq!(r.info.stored_pages, 1);
-        let other = MemStore::new(128, 40).unwrap();
-        m.restore(r.info.id, &other).unwrap();
-        assert_eq!(other.to_bytes(), store.to_bytes());
-    }
-
-    #[test]
-    fn dirty_bitmap_lists_in_order() {
-        let d = DirtyPages::default();
-        d.reset_clean();
-        for p in [700, 3, 64, 3] {
-            d.note(p);
+    fn incremental_uses_notices_then_fingerprints() {
+        for placement in [
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(128).unwrap())),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let raw = Arc::new(MemStore::new(128, 40).unwrap());
+            let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+            let write = |p: u64, fill: u8| det.write_sealed(PageId(p), &mut [fill; 128]).unwrap();
+            for p in 0..40 {
+                write(p, p as u8 + 1);
+            }
+            let gate = WriteGate::new();
+            let m = SnapshotConfig::new(dir.path(), 128)
+                .chunk_bytes(512)
+                .build()
+                .unwrap();
+            assert!(!m.dirty_notices_trusted());
+            let full = snap(&m, raw.as_ref(), &gate, 1, SnapshotKind::Auto);
+            assert_eq!(full.detection, ChangeDetection::Full);
+            write(5, 0x99);
+            m.note_dirty(PageId(5));
+            let inc = snap(&m, raw.as_ref(), &gate, 2, SnapshotKind::Auto);
+            assert_eq!(inc.detection, ChangeDetection::DirtyNotices);
+            assert_eq!(inc.info.stored_pages, 1);
+            // Un-noted changes under a view: found by fingerprints.
+            write(7, 0x88);
+            write(39, 0x77);
+            let r = m
+                .take_snapshot(
+                    Consistency::View {
+                        view: raw.as_ref(),
+                        lsn: Lsn(3),
+                    },
+                    SnapshotRequest::default(),
+                )
+                .unwrap();
+            assert_eq!(r.detection, ChangeDetection::Fingerprints);
+            assert_eq!(r.info.stored_pages, 2);
+            let other = MemStore::new(128, 40).unwrap();
+            m.restore(r.info.id, &other).unwrap();
+            assert_eq!(other.to_bytes(), raw.to_bytes());
         }
-        assert_eq!(d.list().unwrap(), vec![3, 64, 700]);
-        assert!(d.contains(64) && !d.contains(65));
-        d.note(MAX_TRACKED_PAGES);
-        assert!(d.list().is_none());
     }
 
     #[test]

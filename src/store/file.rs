@@ -6,9 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-
-use super::mmap::MappedFile;
+use super::mmap::ScanMap;
 use crate::checksum::MIN_PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -22,7 +20,12 @@ use crate::types::PageId;
 /// [`with_mmap_scan`](Self::with_mmap_scan), [`PageStore::scan_pages`] reads
 /// through a read-only memory map instead of copying into a buffer.
 ///
-/// The file must not be truncated by anyone else while the store is open.
+/// The store can shrink and grow ([`PageStore::resize`], [`grow`](Self::grow))
+/// while it is read, written and scanned: a resize waits until no read,
+/// write or scan batch of the store is in flight, so a write never extends a
+/// file that was just shortened and a scan never touches a mapped page past
+/// the end (see `store/mmap.rs` for the argument). The file must not be
+/// truncated by anyone else while the store is open.
 ///
 /// ```
 /// use selfheal::{FileStore, PageStore, PageId};
@@ -39,9 +42,10 @@ pub struct FileStore {
     path: PathBuf,
     file: File,
     page_size: usize,
+    /// Changes only while `scan_map`'s gate is held exclusively.
     page_count: AtomicU64,
     mmap_scan: bool,
-    map: Mutex<Option<std::sync::Arc<MappedFile>>>,
+    scan_map: ScanMap,
 }
 
 impl FileStore {
@@ -52,13 +56,15 @@ impl FileStore {
     pub fn create(path: impl AsRef<Path>, page_size: usize, page_count: u64) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         check_page_size(page_size)?;
-        let file = fsutil::private_create_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let file = fsutil::open_regular(
+            fsutil::private_create_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &path,
+            "creating",
+        )?;
         let len = page_count
             .checked_mul(page_size as u64)
             .ok_or_else(|| Error::config("page_count", "page_count * page_size overflows u64"))?;
@@ -76,11 +82,11 @@ impl FileStore {
     pub fn open(path: impl AsRef<Path>, page_size: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         check_page_size(page_size)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = fsutil::open_regular(
+            fsutil::private_create_options().read(true).write(true),
+            &path,
+            "opening",
+        )?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?
@@ -110,7 +116,7 @@ impl FileStore {
             page_size,
             page_count: AtomicU64::new(page_count),
             mmap_scan: false,
-            map: Mutex::new(None),
+            scan_map: ScanMap::default(),
         }
     }
 
@@ -134,13 +140,12 @@ impl FileStore {
     /// [`Error::InvalidArgument`] when the new size overflows; [`Error::Io`]
     /// when the file cannot be extended.
     pub fn grow(&self, n: u64) -> Result<()> {
-        // One grower at a time, so two concurrent grows add both their pages.
-        let _g = self.map.lock();
+        // One resizer at a time, so two concurrent grows add both their pages.
+        let _g = self.scan_map.resizing();
         let new = self
             .page_count
             .load(Ordering::Acquire)
             .checked_add(n)
-            .filter(|new| new.checked_mul(self.page_size as u64).is_some())
             .ok_or_else(|| Error::InvalidArgument {
                 what: "n",
                 reason: format!(
@@ -148,26 +153,29 @@ impl FileStore {
                     self.page_size
                 ),
             })?;
-        self.file
-            .set_len(new * self.page_size as u64)
-            .map_err(|e| Error::io(format!("extending {}", self.path.display()), e))?;
-        self.page_count.store(new, Ordering::Release);
-        Ok(())
+        self.set_pages(new, "n")
     }
 
-    fn current_map(&self) -> Result<std::sync::Arc<MappedFile>> {
-        let want = self.page_count.load(Ordering::Acquire) as usize * self.page_size;
-        let mut slot = self.map.lock();
-        if let Some(m) = slot.as_ref().filter(|m| m.len() == want) {
-            return Ok(m.clone());
-        }
-        let m = std::sync::Arc::new(MappedFile::map(
-            &self.file,
-            want,
-            &self.path.display().to_string(),
-        )?);
-        *slot = Some(m.clone());
-        Ok(m)
+    /// Sets the file to `pages` pages; the caller holds the gate exclusively.
+    fn set_pages(&self, pages: u64, what: &'static str) -> Result<()> {
+        let len = pages
+            .checked_mul(self.page_size as u64)
+            .filter(|len| *len <= i64::MAX as u64)
+            .ok_or_else(|| Error::InvalidArgument {
+                what,
+                reason: format!(
+                    "{pages} pages of {} bytes overflow the file size",
+                    self.page_size
+                ),
+            })?;
+        self.file.set_len(len).map_err(|e| {
+            Error::io(
+                format!("resizing {} to {pages} pages", self.path.display()),
+                e,
+            )
+        })?;
+        self.page_count.store(pages, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -191,6 +199,7 @@ impl PageStore for FileStore {
     }
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        let _io = self.scan_map.io();
         check_page_args(page, self.page_count(), buf.len(), self.page_size)?;
         self.file
             .read_exact_at(buf, page.0 * self.page_size as u64)
@@ -198,6 +207,7 @@ impl PageStore for FileStore {
     }
 
     fn read_pages(&self, first: PageId, buf: &mut [u8]) -> Result<()> {
+        let _io = self.scan_map.io();
         let n = whole_pages(buf.len(), self.page_size)?;
         check_page_span(first, n, self.page_count())?;
         self.file
@@ -210,31 +220,61 @@ impl PageStore for FileStore {
             })
     }
 
+    /// With the mmap scan on, visits pages straight from the map, in
+    /// batches of up to 1 MiB; each batch holds the store's resize gate
+    /// shared (a resize waits for the batch, never for the whole scan), and
+    /// a store that shrank between batches ends the scan with
+    /// [`Error::PageOutOfRange`] at the first page that is gone.
     fn scan_pages(
         &self,
         first: PageId,
         count: u64,
         visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let total = self.page_count();
-        check_page_span(first, count, total)?;
+        check_page_span(first, count, self.page_count())?;
         if !self.mmap_scan || count == 0 {
             return crate::host::scan_in_batches(self, first, count, visit);
         }
-        let map = self.current_map()?;
         let ps = self.page_size;
-        for p in first.0..first.0 + count {
-            let off = p as usize * ps;
-            map.visit(off..off + ps, |bytes| visit(PageId(p), bytes))?;
+        let batch = ((1usize << 20) / ps).max(1) as u64;
+        let end = first.0 + count;
+        let mut next = first.0;
+        while next < end {
+            let n = batch.min(end - next);
+            self.scan_map.with_map(
+                &self.file,
+                &self.path.display().to_string(),
+                || usize::try_from(self.page_count()).map_or(0, |p| p.saturating_mul(ps)),
+                |map| -> Result<()> {
+                    // The map is exactly the pages the store has now.
+                    check_page_span(PageId(next), n, (map.len() / ps) as u64)?;
+                    for p in next..next + n {
+                        let off = p as usize * ps;
+                        visit(PageId(p), &map[off..off + ps])?;
+                    }
+                    Ok(())
+                },
+            )??;
+            next += n;
         }
         Ok(())
     }
 
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        // Under the gate: a write racing a shrink must not extend the file.
+        let _io = self.scan_map.io();
         check_page_args(page, self.page_count(), data.len(), self.page_size)?;
         self.file
             .write_all_at(data, page.0 * self.page_size as u64)
             .map_err(|e| Error::io(format!("writing page {page} of {}", self.path.display()), e))
+    }
+
+    /// Truncates or extends the file (`set_len`); added pages read as zeros.
+    /// Waits until no read, write or scan batch of the store is in flight.
+    /// The new length is durable after [`sync`](PageStore::sync).
+    fn resize(&self, page_count: u64) -> Result<()> {
+        let _g = self.scan_map.resizing();
+        self.set_pages(page_count, "page_count")
     }
 
     fn sync(&self) -> Result<()> {

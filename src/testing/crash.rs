@@ -10,7 +10,10 @@
 //! [`CrashDir`] does the same for journal segments: appended bytes are
 //! durable once the segment is synced, and [`CrashDir::crash`] keeps the
 //! durable bytes plus any chosen prefix of the unsynced ones, so that a test
-//! can cut the journal at every byte.
+//! can cut the journal at every byte; [`CrashDir::crash_keeping`] keeps any
+//! chosen subset of the unsynced bytes (a power loss writes dirty blocks
+//! back in any order, leaving holes before bytes that survived). The state
+//! file is replaced atomically and is durable when `write_state` returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
@@ -23,7 +26,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
-use crate::rollback::journal::{segment_file_name, JournalStorage};
+use crate::rollback::journal::{segment_file_name, JournalStorage, STATE_FILE_NAME};
 use crate::rollback::{RawPages, RollbackConfig, TransactionRollbackManager, TxnId};
 use crate::store::FileStore;
 use crate::types::PageId;
@@ -85,7 +88,7 @@ impl CrashSwitch {
         self.state.lock().fired
     }
 
-    fn tick(&self, what: &str) -> Result<()> {
+    pub(super) fn tick(&self, what: &str) -> Result<()> {
         let mut s = self.state.lock();
         let n = s.ops;
         s.ops += 1;
@@ -285,6 +288,7 @@ struct FileImage {
 #[derive(Debug, Default)]
 struct DirState {
     files: BTreeMap<u64, FileImage>,
+    state_file: Option<Vec<u8>>,
     failing_syncs: u32,
     syncs: u64,
 }
@@ -358,23 +362,67 @@ impl CrashDir {
         );
     }
 
+    /// The state file's current contents.
+    #[must_use]
+    pub fn state_file(&self) -> Option<Vec<u8>> {
+        self.state.lock().state_file.clone()
+    }
+
+    /// Replaces (or, with `None`, deletes) the state file, durably.
+    pub fn set_state_file(&self, bytes: Option<Vec<u8>>) {
+        self.state.lock().state_file = bytes;
+    }
+
+    /// Deletes a segment, durably, without going through the crash switch
+    /// (an operator's mistake, or a lost file).
+    pub fn delete_segment(&self, id: u64) {
+        self.state.lock().files.remove(&id);
+    }
+
     /// The directory a restarted process sees: every durable byte, plus the
     /// first `keep_unsynced` unsynced bytes (segments in order).
     #[must_use]
     pub fn crash(&self, keep_unsynced: usize) -> CrashDir {
-        let st = self.state.lock();
         let mut budget = keep_unsynced;
+        // Called once per unsynced byte, segments and offsets in order: the
+        // first `keep_unsynced` are kept, so no hole arises.
+        self.crash_keeping(|_, _| {
+            let keep = budget > 0;
+            budget = budget.saturating_sub(1);
+            keep
+        })
+    }
+
+    /// The directory a restarted process sees after a power loss: every
+    /// durable byte, and of the unsynced bytes those for which
+    /// `keep(segment, offset)` is true (it is called once per unsynced byte,
+    /// segments and offsets in order). A lost byte before a kept one reads
+    /// as zero (a hole); the file ends after its last durable or kept byte.
+    #[must_use]
+    pub fn crash_keeping(&self, mut keep: impl FnMut(u64, usize) -> bool) -> CrashDir {
+        let st = self.state.lock();
         let files = st
             .files
             .iter()
             .map(|(id, f)| {
-                let extra = (f.data.len() - f.durable_len).min(budget);
-                budget -= extra;
-                let len = f.durable_len + extra;
+                let mut data = f.data[..f.durable_len].to_vec();
+                let mut end = f.durable_len;
+                let mut tail = Vec::with_capacity(f.data.len() - f.durable_len);
+                for (i, b) in f.data[f.durable_len..].iter().enumerate() {
+                    let at = f.durable_len + i;
+                    if keep(*id, at) {
+                        tail.push(*b);
+                        end = at + 1;
+                    } else {
+                        tail.push(0);
+                    }
+                }
+                data.extend_from_slice(&tail[..end - f.durable_len]);
+                let len = data.len();
                 (
                     *id,
                     FileImage {
-                        data: f.data[..len].to_vec(),
+                        data,
                         durable_len: len,
                     },
                 )
@@ -383,6 +431,7 @@ impl CrashDir {
         CrashDir {
             state: Mutex::new(DirState {
                 files,
+                state_file: st.state_file.clone(),
                 failing_syncs: 0,
                 syncs: 0,
             }),
@@ -390,17 +439,22 @@ impl CrashDir {
         }
     }
 
-    /// Writes every segment into `dir` as real files (to test the file
-    /// storage on a crafted image).
+    /// Writes every segment, and the state file, into `dir` as real files
+    /// (to test the file storage on a crafted image).
     ///
     /// # Errors
     /// [`Error::Io`].
     pub fn export(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the export dir", e))?;
-        for (id, f) in &self.state.lock().files {
+        let st = self.state.lock();
+        for (id, f) in &st.files {
             let p = dir.join(segment_file_name(*id));
             std::fs::write(&p, &f.data)
                 .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        }
+        if let Some(b) = &st.state_file {
+            let p = dir.join(STATE_FILE_NAME);
+            std::fs::write(&p, b).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
         }
         Ok(())
     }
@@ -416,6 +470,18 @@ fn missing(segment: u64) -> Error {
 impl JournalStorage for CrashDir {
     fn list(&self) -> Result<Vec<u64>> {
         Ok(self.segment_ids())
+    }
+
+    fn read_state(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.state_file())
+    }
+
+    /// Atomic and durable at once: a crash (the switch firing) before it
+    /// leaves the old contents.
+    fn write_state(&self, bytes: &[u8]) -> Result<()> {
+        tick(self.switch.as_ref(), "replacing the state file")?;
+        self.state.lock().state_file = Some(bytes.to_vec());
+        Ok(())
     }
 
     fn read(&self, segment: u64) -> Result<Vec<u8>> {
@@ -526,11 +592,15 @@ fn acked_path(dir: &Path) -> PathBuf {
     dir.join("acked")
 }
 
+/// Outcome byte of an `acked` record: the transaction began.
+const BEGAN: u8 = 2;
+
 /// Runs the stamp workload in `dir` for at most `max_txns` transactions (a
 /// crash test kills the process long before). Each transaction writes its id
 /// at two offsets of two pages ([`stamp_pages`]), syncs the store, and then
-/// commits — or, for every fifth, rolls back. After `commit` or `rollback`
-/// returns, it appends `(id, outcome)` to the file `acked`.
+/// commits — or, for every fifth, rolls back. When `begin` returns it
+/// appends `(id, began)` to the file `acked`, and after `commit` or
+/// `rollback` returns, `(id, outcome)`.
 ///
 /// # Errors
 /// Any error of the store, the manager or the `acked` file.
@@ -541,8 +611,17 @@ pub fn run_stamp_workload(dir: &Path, max_txns: u64) -> Result<()> {
         .append(true)
         .open(acked_path(dir))
         .map_err(|e| Error::io("opening the acked log", e))?;
+    let mut log = |id: TxnId, outcome: u8| {
+        let mut rec = [0u8; 9];
+        rec[..8].copy_from_slice(&id.0.to_le_bytes());
+        rec[8] = outcome;
+        acked
+            .write_all(&rec)
+            .map_err(|e| Error::io("appending to the acked log", e))
+    };
     for _ in 0..max_txns {
         let txn = mgr.begin()?;
+        log(txn, BEGAN)?;
         let stamp = txn.0.to_le_bytes();
         for p in stamp_pages(txn) {
             mgr.write(txn, p, 0, &stamp)?;
@@ -556,12 +635,7 @@ pub fn run_stamp_workload(dir: &Path, max_txns: u64) -> Result<()> {
             mgr.commit(txn)?;
             1u8
         };
-        let mut rec = [0u8; 9];
-        rec[..8].copy_from_slice(&stamp);
-        rec[8] = outcome;
-        acked
-            .write_all(&rec)
-            .map_err(|e| Error::io("appending to the acked log", e))?;
+        log(txn, outcome)?;
     }
     mgr.close()
 }
@@ -582,7 +656,8 @@ pub struct StampCheck {
 }
 
 /// Reopens the stamp workload's directory — which runs recovery — and checks
-/// the property: every acknowledged commit's stamps are present, no
+/// the properties: no transaction id was handed out twice (across every
+/// run in the directory), every acknowledged commit's stamps are present, no
 /// acknowledged rollback's are, and the transaction in doubt is all there or
 /// all gone. Returns what it found, or a description of the violation.
 ///
@@ -592,14 +667,26 @@ pub fn check_stamp_workload(dir: &Path) -> std::result::Result<StampCheck, Strin
     let acked = std::fs::read(acked_path(dir)).unwrap_or_default();
     let mut committed: BTreeSet<u64> = BTreeSet::new();
     let mut finished: BTreeSet<u64> = BTreeSet::new();
+    let mut began: BTreeSet<u64> = BTreeSet::new();
+    let mut last_began = None;
     let mut rollbacks = 0;
     for rec in acked.chunks_exact(9) {
         let id = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-        finished.insert(id);
-        if rec[8] == 1 {
-            committed.insert(id);
-        } else {
-            rollbacks += 1;
+        match rec[8] {
+            BEGAN => {
+                if !began.insert(id) {
+                    return Err(format!("transaction id {id} was handed out twice"));
+                }
+                last_began = Some(id);
+            }
+            1 => {
+                finished.insert(id);
+                committed.insert(id);
+            }
+            _ => {
+                finished.insert(id);
+                rollbacks += 1;
+            }
         }
     }
     let (store, mgr) = open_stamp(dir).map_err(|e| format!("reopening: {e}"))?;
@@ -610,12 +697,14 @@ pub fn check_stamp_workload(dir: &Path) -> std::result::Result<StampCheck, Strin
             return Err(format!("acknowledged commit {t} was rolled back"));
         }
     }
-    // Transactions run one at a time, so at most the one after the last
-    // acknowledged one is in doubt.
-    let in_doubt = TxnId(finished.iter().next_back().map_or(1, |l| l + 1));
+    // Transactions run one at a time, so at most the last one that began is
+    // in doubt (an id that began but was never logged had no effect: its
+    // first write comes after the log record).
+    let in_doubt = last_began.filter(|l| !finished.contains(l)).map(TxnId);
     let expected = |with_doubt: bool| -> Vec<u64> {
         let mut pages = vec![0u64; STAMP_PAGES as usize];
-        for &t in committed.iter().chain(with_doubt.then_some(&in_doubt.0)) {
+        let doubt = in_doubt.filter(|_| with_doubt).map(|t| t.0);
+        for t in committed.iter().copied().chain(doubt) {
             for p in stamp_pages(TxnId(t)) {
                 pages[p.0 as usize] = pages[p.0 as usize].max(t);
             }
@@ -637,11 +726,11 @@ pub fn check_stamp_workload(dir: &Path) -> std::result::Result<StampCheck, Strin
     }
     let survived = if actual == expected(false) {
         false
-    } else if actual == expected(true) && !rolled_back.contains(&in_doubt) {
+    } else if in_doubt.is_some_and(|d| actual == expected(true) && !rolled_back.contains(&d)) {
         true
     } else {
         return Err(format!(
-            "pages {actual:?} match neither the acknowledged commits {:?} nor them plus transaction {in_doubt} {:?}",
+            "pages {actual:?} match neither the acknowledged commits {:?} nor them plus the transaction in doubt {in_doubt:?} {:?}",
             expected(false),
             expected(true)
         ));
@@ -651,6 +740,6 @@ pub fn check_stamp_workload(dir: &Path) -> std::result::Result<StampCheck, Strin
         acked_commits: committed.len() as u64,
         acked_rollbacks: rollbacks,
         rolled_back,
-        in_doubt: (!finished.contains(&in_doubt.0)).then_some((in_doubt, survived)),
+        in_doubt: in_doubt.map(|d| (d, survived)),
     })
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
@@ -98,6 +98,8 @@ pub struct FaultCounts {
     pub reads: u64,
     /// Writes attempted.
     pub writes: u64,
+    /// Syncs attempted (including failed ones).
+    pub syncs: u64,
     /// Faults that fired.
     pub injected: u64,
 }
@@ -128,6 +130,7 @@ pub struct FaultyStore {
     state: Mutex<FaultState>,
     reads: AtomicU64,
     writes: AtomicU64,
+    syncs: AtomicU64,
     injected: AtomicU64,
 }
 
@@ -156,6 +159,7 @@ impl FaultyStore {
             state: Mutex::new(FaultState::default()),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             injected: AtomicU64::new(0),
         }
     }
@@ -216,6 +220,7 @@ impl FaultyStore {
         FaultCounts {
             reads: self.reads.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
             injected: self.injected.load(Ordering::Relaxed),
         }
     }
@@ -306,6 +311,7 @@ impl PageStore for FaultyStore {
     }
 
     fn sync(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.state.lock();
             if st.failing_syncs > 0 {
@@ -322,14 +328,22 @@ impl PageStore for FaultyStore {
     }
 }
 
-/// A [`Replica`] wrapper that can be taken down, made to lag, or made to serve
-/// damaged copies of chosen pages.
+/// A [`Replica`] wrapper that can be taken down, made to lag, made to serve
+/// damaged copies of chosen pages, made to hang in reads, or made to panic.
+///
+/// A hung read blocks the calling thread until [`set_hang(false)`](Self::set_hang)
+/// releases it (then it proceeds as a normal read), like a replica behind a
+/// network partition whose socket never times out.
 pub struct FaultyReplica {
     inner: Arc<dyn Replica>,
     down: AtomicBool,
     lag: Mutex<Option<ReplicaLag>>,
     damaged: Mutex<HashMap<PageId, Damage>>,
     reads: AtomicU64,
+    hang: Mutex<bool>,
+    released: Condvar,
+    hung: AtomicU64,
+    panics: AtomicBool,
 }
 
 impl fmt::Debug for FaultyReplica {
@@ -350,7 +364,31 @@ impl FaultyReplica {
             lag: Mutex::new(None),
             damaged: Mutex::new(HashMap::new()),
             reads: AtomicU64::new(0),
+            hang: Mutex::new(false),
+            released: Condvar::new(),
+            hung: AtomicU64::new(0),
+            panics: AtomicBool::new(false),
         }
+    }
+
+    /// Makes every read block until `set_hang(false)` (which also releases
+    /// the reads blocked now), or stops doing so.
+    pub fn set_hang(&self, hang: bool) {
+        *self.hang.lock() = hang;
+        if !hang {
+            self.released.notify_all();
+        }
+    }
+
+    /// How many reads are blocked by [`set_hang`](Self::set_hang) right now.
+    #[must_use]
+    pub fn hung_reads(&self) -> u64 {
+        self.hung.load(Ordering::SeqCst)
+    }
+
+    /// Makes every read panic (a bug in the replica's code), or stops doing so.
+    pub fn set_panic(&self, panic: bool) {
+        self.panics.store(panic, Ordering::SeqCst);
     }
 
     /// Takes the replica down (unavailable, reads fail) or brings it back.
@@ -397,6 +435,21 @@ impl Replica for FaultyReplica {
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         self.reads.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            !self.panics.load(Ordering::SeqCst),
+            "replica {} panicked reading page {page} (injected)",
+            self.inner.id()
+        );
+        {
+            let mut hang = self.hang.lock();
+            if *hang {
+                self.hung.fetch_add(1, Ordering::SeqCst);
+                while *hang {
+                    self.released.wait(&mut hang);
+                }
+                self.hung.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::ReplicaUnavailable {
                 replica: self.inner.id(),
@@ -453,6 +506,7 @@ mod tests {
         assert!(s.sync().is_err());
         assert!(s.sync().is_ok());
         assert_eq!(s.counts().injected, 5);
+        assert_eq!(s.counts().syncs, 2);
     }
 
     #[test]
@@ -467,5 +521,33 @@ mod tests {
         r.set_down(true);
         assert!(!r.status().available);
         assert!(r.read_page(PageId(1), &mut b).unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn replica_hangs_until_released_and_panics_when_told() {
+        let inner = Arc::new(MemStore::new(64, 2).unwrap());
+        inner.write_page(PageId(1), &[3u8; 64]).unwrap();
+        let r = Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new("r", inner))));
+        r.set_hang(true);
+        let reader = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut b = vec![0u8; 64];
+                r.read_page(PageId(1), &mut b).map(|()| b[0])
+            })
+        };
+        while r.hung_reads() == 0 {
+            std::thread::yield_now();
+        }
+        assert!(!reader.is_finished());
+        r.set_hang(false);
+        assert_eq!(reader.join().unwrap().unwrap(), 3);
+        assert_eq!(r.hung_reads(), 0);
+        r.set_panic(true);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut b = vec![0u8; 64];
+            let _ = r.read_page(PageId(1), &mut b);
+        }));
+        assert!(panicked.is_err());
     }
 }

@@ -1,24 +1,30 @@
 //! Test machinery shared by the crate's tests, examples and benches, and
 //! available to hosts with the `testing` feature: fault-injecting stores and
-//! replicas, and crash simulation for pages and journals.
+//! replicas, and crash simulation for pages, journals and the checksum
+//! table's files.
 //!
 //! Faults are deterministic: what fires is what was armed, so a failing test
 //! reproduces exactly.
 
 mod crash;
 mod faults;
+mod files;
 
 pub use crash::{
     check_stamp_workload, run_stamp_workload, stamp_pages, CrashDir, CrashStore, CrashSwitch,
     StampCheck, STAMP_PAGES, STAMP_PAGE_SIZE,
 };
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+pub use files::CrashFiles;
 mod snapshot;
 
-pub use snapshot::{damaged_copies, fill_store, semi_compressible_page};
+pub use snapshot::{
+    both_placements, damaged_copies, fill_store, semi_compressible_page, SealedStore,
+};
 mod health;
 
 pub use health::{GaussianNoise, ScriptedProbe};
+pub mod sqlite;
 
 /// CRC-32 (IEEE), computed bit by bit: an oracle for tests that must not
 /// trust the crate's own CRC code (crc32fast) to check the files it writes.

@@ -1,9 +1,15 @@
-//! Page contents and file damage for snapshot tests, examples and benches.
+//! Page contents, sealed stores and file damage for snapshot tests,
+//! examples and benches.
+
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 
+use crate::checksum::{ChecksumPlacement, ChecksumTable};
+use crate::corruption::{CorruptionDetector, DetectorConfig};
 use crate::error::Result;
 use crate::host::PageStore;
+use crate::store::MemStore;
 use crate::types::PageId;
 
 const WORDS: [&[u8]; 12] = [
@@ -80,4 +86,106 @@ pub fn damaged_copies(bytes: &[u8], per_kind: usize, seed: u64) -> Vec<(String, 
     }
     out.push(("appended byte".into(), [bytes, &[0x55]].concat()));
     out
+}
+
+/// Both checksum placements, named, with a fresh sidecar table of
+/// `page_size`: every snapshot test of sealed pages runs under each.
+///
+/// # Panics
+/// When `page_size` is not a valid page size for a checksum table.
+#[must_use]
+pub fn both_placements(page_size: usize) -> Vec<(&'static str, ChecksumPlacement)> {
+    vec![
+        ("trailer", ChecksumPlacement::Trailer),
+        (
+            "sidecar",
+            ChecksumPlacement::Sidecar(Arc::new(
+                ChecksumTable::new(page_size).expect("a valid page size"),
+            )),
+        ),
+    ]
+}
+
+/// An in-memory store whose every page is written through a
+/// [`CorruptionDetector`], so that it is really sealed (trailer or sidecar):
+/// the store snapshot tests take, change and restore. Page contents are
+/// [`semi_compressible_page`] of a `version` seed.
+#[derive(Debug)]
+pub struct SealedStore {
+    raw: Arc<MemStore>,
+    det: CorruptionDetector,
+}
+
+impl SealedStore {
+    /// `pages` pages of `page_size` bytes, each written (sealed) at `version`.
+    ///
+    /// # Errors
+    /// A bad page size or count; the detector's configuration error.
+    pub fn new(
+        placement: ChecksumPlacement,
+        page_size: usize,
+        pages: u64,
+        version: u64,
+    ) -> Result<Self> {
+        let raw = Arc::new(MemStore::new(page_size, pages)?);
+        let det = DetectorConfig::new(placement).build(raw.clone())?;
+        let s = SealedStore { raw, det };
+        for p in 0..pages {
+            s.write(p, version)?;
+        }
+        Ok(s)
+    }
+
+    /// Rewrites `page` (sealed) with the contents of `version`.
+    ///
+    /// # Errors
+    /// The detector's error (a page past the end, for example).
+    pub fn write(&self, page: u64, version: u64) -> Result<()> {
+        let mut buf = vec![0u8; self.raw.page_size()];
+        semi_compressible_page(version, PageId(page), &mut buf);
+        self.det.write_sealed(PageId(page), &mut buf)
+    }
+
+    /// Resizes the store through the detector to `pages`, and writes every
+    /// page it gains (sealed) with the contents of `version`, as a host that
+    /// grows its file writes the new pages.
+    ///
+    /// # Errors
+    /// The resize's or a write's error.
+    pub fn resize(&self, pages: u64, version: u64) -> Result<()> {
+        let before = self.raw.page_count();
+        self.det.resize(pages)?;
+        for p in before..pages {
+            self.write(p, version)?;
+        }
+        Ok(())
+    }
+
+    /// The raw store (what the detector wraps).
+    #[must_use]
+    pub fn raw(&self) -> &Arc<MemStore> {
+        &self.raw
+    }
+
+    /// The detector every write goes through.
+    #[must_use]
+    pub fn detector(&self) -> &CorruptionDetector {
+        &self.det
+    }
+
+    /// Every page's raw bytes, in order.
+    #[must_use]
+    pub fn bytes(&self) -> Vec<u8> {
+        self.raw.to_bytes()
+    }
+
+    /// The raw bytes of `page`.
+    ///
+    /// # Errors
+    /// The store's read error.
+    pub fn page(&self, page: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.raw.page_size()];
+        self.raw.read_page(PageId(page), &mut buf)?;
+        Ok(buf)
+    }
 }

@@ -1,5 +1,5 @@
-//! Where segment files live: the [`JournalStorage`] seam, and [`DirStorage`],
-//! the real directory implementation.
+//! Where segment files and the state file live: the [`JournalStorage`]
+//! seam, and [`DirStorage`], the real directory implementation.
 //!
 //! The journal does all its I/O through this trait so that tests can put it
 //! on a crash-simulating in-memory directory
@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
+use super::state::STATE_FILE_NAME;
+
 /// Storage for the journal's segment files, addressed by segment number.
 ///
 /// Contracts the journal relies on (and that [`DirStorage`] keeps):
@@ -25,7 +27,10 @@ use crate::fsutil;
 /// - `append` adds bytes at the end; they may be lost at a crash until
 ///   `sync` of that segment returns;
 /// - `truncate` and `remove` are durable when they return;
-/// - an error from any method means the state of that segment is unknown.
+/// - `write_state` replaces the state file atomically (a crash leaves the
+///   old or the new contents, never a mix) and durably before it returns;
+/// - an error from any method means the state of that segment (or of the
+///   state file) is unknown.
 pub trait JournalStorage: Send + Sync + fmt::Debug {
     /// The segments present, in any order.
     ///
@@ -70,6 +75,24 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     /// [`Error::Io`].
     fn remove(&self, segment: u64) -> Result<()>;
 
+    /// The contents of the journal's state file (see
+    /// [`JournalState`](super::JournalState)), or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it exists but cannot be read.
+    fn read_state(&self) -> Result<Option<Vec<u8>>>;
+
+    /// Replaces the state file with `bytes`, atomically and durably.
+    ///
+    /// # Errors
+    /// [`Error::Io`]: the file then holds the old or the new contents.
+    fn write_state(&self, bytes: &[u8]) -> Result<()>;
+
+    /// Where the state file is, for messages.
+    fn state_path(&self) -> PathBuf {
+        PathBuf::from(STATE_FILE_NAME)
+    }
+
     /// Where a segment is, for messages (a file path, or a name).
     fn segment_path(&self, segment: u64) -> PathBuf {
         PathBuf::from(segment_file_name(segment))
@@ -84,8 +107,10 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     }
 }
 
-/// Segment files in one directory, named `undo-<16 hex digits>.log`.
-/// Files with other names are ignored.
+/// Segment files in one directory, named `undo-<16 hex digits>.log`, and
+/// the state file [`STATE_FILE_NAME`], replaced with the crate's atomic write
+/// (temporary file, fsync, rename, directory fsync). Files with other names
+/// are ignored.
 pub struct DirStorage {
     dir: PathBuf,
     open: Mutex<HashMap<u64, File>>,
@@ -148,12 +173,11 @@ impl DirStorage {
         let path = self.segment_path(segment);
         let file = match open.entry(segment) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-            ),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(fsutil::open_regular(
+                fsutil::private_create_options().append(true),
+                &path,
+                "opening",
+            )?),
         };
         f(file).map_err(|e| Error::io(format!("{what} {}", path.display()), e))
     }
@@ -162,6 +186,18 @@ impl DirStorage {
 impl JournalStorage for DirStorage {
     fn segment_path(&self, segment: u64) -> PathBuf {
         self.dir.join(segment_file_name(segment))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE_NAME)
+    }
+
+    fn read_state(&self) -> Result<Option<Vec<u8>>> {
+        fsutil::read_optional(&self.state_path())
+    }
+
+    fn write_state(&self, bytes: &[u8]) -> Result<()> {
+        fsutil::atomic_write(&self.state_path(), bytes)
     }
 
     fn list(&self) -> Result<Vec<u64>> {
@@ -179,17 +215,18 @@ impl JournalStorage for DirStorage {
     }
 
     fn read(&self, segment: u64) -> Result<Vec<u8>> {
-        let path = self.segment_path(segment);
-        fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        fsutil::read_file(&self.segment_path(segment))
     }
 
     fn create(&self, segment: u64, header: &[u8]) -> Result<()> {
         let path = self.segment_path(segment);
-        let mut file = fsutil::private_create_options()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let mut file = fsutil::open_regular(
+            fsutil::private_create_options()
+                .append(true)
+                .create_new(true),
+            &path,
+            "creating",
+        )?;
         file.write_all(header)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(format!("writing the header of {}", path.display()), e))?;
@@ -264,5 +301,13 @@ mod tests {
         assert!(s.create(3, b"again").is_err());
         s.remove(3).unwrap();
         assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.read_state().unwrap(), None);
+        s.write_state(b"one").unwrap();
+        s.write_state(b"two").unwrap();
+        assert_eq!(s.read_state().unwrap().as_deref(), Some(&b"two"[..]));
+        assert!(
+            s.list().unwrap().is_empty(),
+            "the state file is not a segment"
+        );
     }
 }

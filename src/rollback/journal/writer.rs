@@ -1,5 +1,6 @@
-//! The append side: buffered encoding, segment rotation, group commit and the
-//! sticky poisoned state.
+//! The append side: buffered encoding, segment rotation, group commit,
+//! synced-through marks, transaction-id reservations, the state file, and
+//! the sticky poisoned state.
 //!
 //! Appends encode into an in-memory buffer under one short lock. Bytes reach
 //! the storage only in the hands of the one thread that holds the I/O token:
@@ -8,24 +9,46 @@
 //! thread), writes it, fsyncs once, and wakes everyone whose LSN is now
 //! durable. Threads that arrive while a leader is syncing wait and are served
 //! by the next one: concurrent commits share fsyncs.
+//!
+//! Every batch a leader writes carries a mark record naming the LSN the
+//! previous completed fsync made durable, if that is newer than the last
+//! mark. When no batch follows an fsync within the idle delay, the
+//! `selfheal-undo-mark` thread (see `marker.rs`) writes and fsyncs a mark of
+//! its own, and [`Journal::close`] does the same, so that every acknowledged
+//! record is covered by a durable mark shortly after it was acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
 
-use super::record::{encode_undo, Record, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::marker::Marker;
+use super::record::{
+    encode_undo, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    SEGMENT_VERSION,
+};
 use super::recovery::{JournalScan, SegMeta};
+use super::state::JournalState;
 use super::storage::JournalStorage;
 use super::UNDO_FIXED_LEN;
 use crate::rollback::TxnId;
 
 const COMPONENT: &str = "undo journal";
+
+/// How many transaction ids one durable reservation covers. A restart skips
+/// what is left of the current block, so ids are never handed out twice;
+/// a reservation costs one state-file write per this many `begin`s.
+pub const TXN_ID_RESERVATION: u64 = 1 << 16;
+
+/// Most marks appended and not yet durable (one per batch; a batch adds one
+/// only when an fsync completed since the last, so this is never reached).
+const MARKS_IN_FLIGHT_MAX: usize = 64;
 
 /// Sizes and limits of the writer.
 #[derive(Clone, Copy, Debug)]
@@ -33,21 +56,31 @@ pub(crate) struct JournalConfig {
     pub segment_size: u64,
     pub buffer_bytes: usize,
     pub sync_wait_timeout: Duration,
+    pub idle_mark_delay: Duration,
 }
 
 /// Counters of the journal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Records appended since open.
+    /// Records appended since open (marks included).
     pub records: u64,
     /// Record bytes appended since open.
     pub bytes: u64,
     /// Commit records appended since open.
     pub commits: u64,
-    /// Group syncs (each one fsync of the tail segment) since open.
+    /// Syncs of the tail segment since open: group syncs, and the syncs of
+    /// idle marks.
     pub fsyncs: u64,
+    /// Synced-through mark records appended since open.
+    pub marks: u64,
+    /// Of those, marks the idle thread or `close` wrote and fsynced on their
+    /// own (every other mark rode along in a batch).
+    pub idle_marks: u64,
     /// Every record up to this LSN is durable.
     pub durable_lsn: Lsn,
+    /// Every record up to this LSN is covered by a durable synced-through
+    /// mark: damage to it can never be mistaken for a torn tail.
+    pub marked_lsn: Lsn,
     /// The LSN the next record gets.
     pub next_lsn: Lsn,
     /// Segments present.
@@ -77,7 +110,6 @@ struct Chunk {
 
 struct Inner {
     next_lsn: u64,
-    next_txn: u64,
     pending: Vec<Chunk>,
     pending_bytes: usize,
     tail_segment: u64,
@@ -89,6 +121,19 @@ struct Inner {
     poison: Option<String>,
     segments: VecDeque<SegMeta>,
     spare: Vec<Vec<u8>>,
+    /// The highest LSN a mark appended so far claims.
+    mark_claimed: u64,
+    /// Marks appended whose own LSN is not durable yet: (LSN, claim).
+    marks_in_flight: VecDeque<(u64, u64)>,
+    /// The highest claim of a mark that is durable.
+    marked: u64,
+    /// The LSN of the newest record that is not a mark.
+    last_data_lsn: u64,
+}
+
+struct Ids {
+    next: u64,
+    reserved_end: u64,
 }
 
 #[derive(Default)]
@@ -97,11 +142,13 @@ struct Counters {
     bytes: AtomicU64,
     commits: AtomicU64,
     fsyncs: AtomicU64,
+    marks: AtomicU64,
+    idle_marks: AtomicU64,
     removed: AtomicU64,
 }
 
-/// The append side of the undo journal.
-pub(crate) struct Journal {
+/// Everything the journal and its mark thread share.
+pub(super) struct Core {
     storage: Arc<dyn JournalStorage>,
     cfg: JournalConfig,
     inner: Mutex<Inner>,
@@ -109,74 +156,314 @@ pub(crate) struct Journal {
     durable: AtomicU64,
     poisoned: AtomicBool,
     counters: Counters,
+    /// Lock order: `ids`, then `state`; `inner`, then `state`. Nothing takes
+    /// `ids` or `inner` while holding `state`.
+    ids: Mutex<Ids>,
+    /// The state file's contents as last written; held while it is written.
+    state: Mutex<JournalState>,
+    /// The reservation end, for segment headers (read without `ids`).
+    reserved_end: AtomicU64,
+    /// Wakes the mark thread after an fsync.
+    notice: Sender<()>,
+}
+
+/// The append side of the undo journal.
+pub(crate) struct Journal {
+    core: Arc<Core>,
+    marker: Mutex<Marker>,
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
-            .field("storage", &self.storage)
+            .field("storage", &self.core.storage)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
 
+fn poisoned_error(reason: &str) -> Error {
+    Error::Poisoned {
+        component: COMPONENT,
+        reason: reason.to_string(),
+    }
+}
+
 impl Journal {
-    /// Opens for appending after `scan` (which already repaired the files).
+    /// Opens for appending after `scan` (which already repaired the files):
+    /// reserves transaction ids and writes the state file, syncs the tail
+    /// segment (what the scan read may have been only in the page cache),
+    /// starts a segment of the current format when there is none (or the
+    /// tail is of an older format), and starts the mark thread.
     pub(crate) fn open(
         storage: Arc<dyn JournalStorage>,
         cfg: JournalConfig,
         scan: &JournalScan,
     ) -> Result<Journal> {
-        let mut segments: VecDeque<SegMeta> = scan.segments.iter().copied().collect();
-        let (tail_segment, tail_len, next_segment) = match segments.back() {
-            Some(last) => (last.id, scan.tail_len, scan.next_segment),
-            None => {
-                let id = scan.next_segment;
-                let header = SegmentHeader {
-                    segment: id,
-                    first_lsn: Lsn(scan.next_lsn),
-                    next_txn: scan.next_txn,
-                };
-                storage.create(id, &header.encode())?;
-                segments.push_back(SegMeta {
-                    id,
-                    first_lsn: scan.next_lsn,
-                });
-                let next = id.checked_add(1).ok_or(Error::IdSpaceExhausted {
-                    what: "segment numbers",
-                })?;
-                (id, SEGMENT_HEADER_LEN as u64, next)
-            }
+        let mut state = scan.state;
+        let next_txn = scan.next_txn;
+        let reserved_end = if next_txn >= MAX_HEADER_COUNTER {
+            next_txn.min(MAX_HEADER_COUNTER)
+        } else {
+            next_txn
+                .saturating_add(TXN_ID_RESERVATION)
+                .min(MAX_HEADER_COUNTER)
         };
-        Ok(Journal {
+        state.txn_reserved_end = state.txn_reserved_end.max(reserved_end);
+        storage.write_state(&state.encode())?;
+        let segments: VecDeque<SegMeta> = scan.segments.iter().copied().collect();
+        if let Some(last) = segments.back() {
+            storage.sync(last.id)?;
+        }
+        let (notice, notices) = crossbeam_channel::bounded(1);
+        let durable = scan.next_lsn - 1;
+        let core = Arc::new(Core {
             storage,
             cfg,
             inner: Mutex::new(Inner {
                 next_lsn: scan.next_lsn,
-                next_txn: scan.next_txn,
                 pending: Vec::new(),
                 pending_bytes: 0,
-                tail_segment,
-                tail_len,
-                next_segment,
-                io_segment: tail_segment,
+                tail_segment: segments.back().map_or(0, |s| s.id),
+                tail_len: scan.tail_len,
+                next_segment: scan.next_segment,
+                io_segment: segments.back().map_or(0, |s| s.id),
                 io_busy: false,
                 poison: None,
                 segments,
                 spare: Vec::new(),
+                mark_claimed: scan.synced_through,
+                marks_in_flight: VecDeque::new(),
+                marked: scan.synced_through,
+                last_data_lsn: durable,
             }),
             cv: Condvar::new(),
-            durable: AtomicU64::new(scan.next_lsn - 1),
+            durable: AtomicU64::new(durable),
             poisoned: AtomicBool::new(false),
             counters: Counters::default(),
+            ids: Mutex::new(Ids {
+                next: next_txn,
+                reserved_end,
+            }),
+            state: Mutex::new(state),
+            reserved_end: AtomicU64::new(state.txn_reserved_end),
+            notice,
+        });
+        {
+            let mut g = core.inner.lock();
+            let needs_segment = g
+                .segments
+                .back()
+                .is_none_or(|s| s.version < SEGMENT_VERSION);
+            if needs_segment {
+                // Written right away, before anything is appended to it.
+                core.start_segment(&mut g)?;
+                let chunks = std::mem::take(&mut g.pending);
+                let from = g.io_segment;
+                core.write_chunks(&chunks, from, false)?;
+                g.io_segment = g.tail_segment;
+            }
+            if durable > g.mark_claimed {
+                core.push_mark(&mut g)?;
+            }
+        }
+        let marker = Marker::start(core.clone(), notices, cfg.idle_mark_delay)?;
+        Ok(Journal {
+            core,
+            marker: Mutex::new(marker),
         })
     }
 
-    fn poisoned_error(reason: &str) -> Error {
-        Error::Poisoned {
-            component: COMPONENT,
-            reason: reason.to_string(),
+    /// Appends an undo record (the hot path: no intermediate allocation).
+    pub(crate) fn append_undo(
+        &self,
+        txn: TxnId,
+        page: PageId,
+        offset: u32,
+        before: &[u8],
+        after: &[u8],
+    ) -> Result<Lsn> {
+        debug_assert_eq!(before.len(), after.len());
+        let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len() + after.len();
+        self.core.append_with(len, false, |buf, lsn| {
+            encode_undo(buf, lsn, txn, page, offset, before, after);
+        })
+    }
+
+    /// Appends a begin, commit or abort record.
+    pub(crate) fn append(&self, record: &Record) -> Result<Lsn> {
+        debug_assert!(!matches!(
+            record,
+            Record::Mark { .. } | Record::UndoV1 { .. }
+        ));
+        let is_commit = matches!(record, Record::Commit { .. });
+        self.core
+            .append_with(record.encoded_len(), is_commit, |buf, lsn| {
+                record.encode_into(lsn, buf);
+            })
+    }
+
+    /// The next transaction id to hand out, and reserves it. Ids are handed
+    /// out only below a reservation end that is durable in the state file.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; [`Error::IdSpaceExhausted`]; [`Error::Io`] when a
+    /// new reservation cannot be written (no id is handed out then).
+    pub(crate) fn next_txn(&self) -> Result<u64> {
+        let core = &self.core;
+        if core.poisoned.load(Ordering::Acquire) {
+            return Err(core.poison_error());
         }
+        let mut ids = core.ids.lock();
+        if ids.next >= MAX_HEADER_COUNTER - 1 {
+            return Err(Error::IdSpaceExhausted {
+                what: "transaction ids",
+            });
+        }
+        if ids.next >= ids.reserved_end {
+            let end = ids
+                .next
+                .saturating_add(TXN_ID_RESERVATION)
+                .min(MAX_HEADER_COUNTER);
+            core.persist(|s| s.txn_reserved_end = s.txn_reserved_end.max(end))?;
+            ids.reserved_end = end;
+            core.reserved_end.fetch_max(end, Ordering::AcqRel);
+        }
+        let t = ids.next;
+        ids.next += 1;
+        Ok(t)
+    }
+
+    /// Every record up to this LSN is durable.
+    pub(crate) fn durable_lsn(&self) -> Lsn {
+        Lsn(self.core.durable.load(Ordering::Acquire))
+    }
+
+    /// Waits until every record up to `lsn` is durable, syncing (as the
+    /// leader of a group) if no one else is.
+    pub(crate) fn ensure_durable(&self, lsn: Lsn) -> Result<()> {
+        self.core.ensure_durable(lsn)
+    }
+
+    /// Makes everything appended so far durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.core.flush()
+    }
+
+    /// Makes everything durable and covered by a durable mark, and stops the
+    /// mark thread.
+    pub(crate) fn close(&self) -> Result<()> {
+        let result = self.core.flush().and_then(|()| self.core.cover_with_mark());
+        self.marker.lock().stop();
+        result
+    }
+
+    /// Removes segments all of whose records are below `keep_from` and
+    /// durable. The newest segment is always kept. The state file names the
+    /// new oldest segment before any is removed.
+    pub(crate) fn truncate_before(&self, keep_from: Lsn) -> Result<Vec<u64>> {
+        let core = &self.core;
+        let mut g = core.inner.lock();
+        if let Some(p) = &g.poison {
+            return Err(poisoned_error(p));
+        }
+        let durable_next = core.durable.load(Ordering::Acquire) + 1;
+        let mut n = 0;
+        while n + 1 < g.segments.len() {
+            let next_first = g.segments[n + 1].first_lsn;
+            if next_first > keep_from.0
+                || next_first > durable_next
+                || g.segments[n].id >= g.io_segment
+            {
+                break;
+            }
+            n += 1;
+        }
+        core.retire(&mut g, n)
+    }
+
+    /// Retires every segment: starts a new one holding a mark, makes it
+    /// durable, names it the oldest in the state file, and removes the
+    /// others. Returns the removed segments. Used before a restore of the
+    /// store, when no transaction is in flight.
+    pub(crate) fn retire_all(&self) -> Result<Vec<u64>> {
+        let core = &self.core;
+        core.flush()?;
+        let mark = {
+            let mut g = core.inner.lock();
+            if let Some(p) = &g.poison {
+                return Err(poisoned_error(p));
+            }
+            core.start_segment(&mut g)?;
+            core.push_mark_forced(&mut g)?
+        };
+        core.ensure_durable(Lsn(mark))?;
+        let mut g = core.inner.lock();
+        let keep = g
+            .segments
+            .iter()
+            .position(|s| s.first_lsn > mark)
+            .unwrap_or(g.segments.len())
+            .saturating_sub(1);
+        core.retire(&mut g, keep)
+    }
+
+    /// Current counters.
+    pub(crate) fn stats(&self) -> JournalStats {
+        let core = &self.core;
+        let g = core.inner.lock();
+        let c = &core.counters;
+        JournalStats {
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            marks: c.marks.load(Ordering::Relaxed),
+            idle_marks: c.idle_marks.load(Ordering::Relaxed),
+            durable_lsn: self.durable_lsn(),
+            marked_lsn: Lsn(g.marked),
+            next_lsn: Lsn(g.next_lsn),
+            segments: g.segments.len() as u64,
+            segments_removed: c.removed.load(Ordering::Relaxed),
+            poisoned: g.poison.is_some(),
+        }
+    }
+}
+
+impl Drop for Journal {
+    /// Stops the mark thread (waiting for an fsync it is in). Nothing is
+    /// flushed: [`close`](Journal::close) does that.
+    fn drop(&mut self) {
+        self.marker.lock().stop();
+    }
+}
+
+impl Core {
+    /// Poisons the journal (the mark thread died).
+    pub(super) fn poison(&self, reason: String) {
+        self.inner.lock().poison.get_or_insert(reason);
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn poison_error(&self) -> Error {
+        let g = self.inner.lock();
+        poisoned_error(
+            g.poison
+                .as_deref()
+                .unwrap_or("an earlier write or fsync failed"),
+        )
+    }
+
+    /// Writes the state file with `change` applied, holding the state lock.
+    fn persist(&self, change: impl FnOnce(&mut JournalState)) -> Result<()> {
+        let mut st = self.state.lock();
+        let mut new = *st;
+        change(&mut new);
+        if new != *st {
+            self.storage.write_state(&new.encode())?;
+            *st = new;
+        }
+        Ok(())
     }
 
     /// Appends a record; `encode` writes exactly `len` bytes for the given LSN.
@@ -184,53 +471,72 @@ impl Journal {
         &self,
         len: usize,
         is_commit: bool,
-        next_txn: Option<u64>,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
     ) -> Result<Lsn> {
         let mut g = self.inner.lock();
         if let Some(p) = &g.poison {
-            return Err(Self::poisoned_error(p));
+            return Err(poisoned_error(p));
         }
-        let next_lsn = g
+        let lsn = self.push(&mut g, len, encode)?;
+        g.last_data_lsn = lsn.0;
+        if is_commit {
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        if g.pending_bytes >= self.cfg.buffer_bytes {
+            self.drive(&mut g, None)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Puts a chunk that creates the next segment into the buffer and makes
+    /// it the tail.
+    fn start_segment(&self, inner: &mut Inner) -> Result<()> {
+        let id = inner.next_segment;
+        let next = id.checked_add(1).ok_or(Error::IdSpaceExhausted {
+            what: "segment numbers",
+        })?;
+        inner.next_segment = next;
+        let header = SegmentHeader {
+            version: SEGMENT_VERSION,
+            segment: id,
+            first_lsn: Lsn(inner.next_lsn),
+            next_txn: self
+                .reserved_end
+                .load(Ordering::Acquire)
+                .min(MAX_HEADER_COUNTER - 1),
+        };
+        let bytes = inner.spare.pop().unwrap_or_default();
+        inner.pending.push(Chunk {
+            segment: id,
+            create: Some(header.encode()),
+            bytes,
+        });
+        inner.tail_segment = id;
+        inner.tail_len = SEGMENT_HEADER_LEN as u64;
+        inner.segments.push_back(SegMeta {
+            id,
+            first_lsn: inner.next_lsn,
+            version: SEGMENT_VERSION,
+        });
+        Ok(())
+    }
+
+    /// Encodes a record into the buffer, starting a new segment when it
+    /// would not fit.
+    fn push(
+        &self,
+        inner: &mut Inner,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>, Lsn),
+    ) -> Result<Lsn> {
+        let next_lsn = inner
             .next_lsn
             .checked_add(1)
             .ok_or(Error::IdSpaceExhausted { what: "LSNs" })?;
-        let inner = &mut *g;
         let new_segment = inner.tail_len + len as u64 > self.cfg.segment_size
             && inner.tail_len > SEGMENT_HEADER_LEN as u64;
-        let next_segment = if new_segment {
-            inner
-                .next_segment
-                .checked_add(1)
-                .ok_or(Error::IdSpaceExhausted {
-                    what: "segment numbers",
-                })?
-        } else {
-            inner.next_segment
-        };
-        if let Some(t) = next_txn {
-            inner.next_txn = inner.next_txn.max(t);
-        }
         if new_segment {
-            let id = inner.next_segment;
-            inner.next_segment = next_segment;
-            let header = SegmentHeader {
-                segment: id,
-                first_lsn: Lsn(inner.next_lsn),
-                next_txn: inner.next_txn,
-            };
-            let bytes = inner.spare.pop().unwrap_or_default();
-            inner.pending.push(Chunk {
-                segment: id,
-                create: Some(header.encode()),
-                bytes,
-            });
-            inner.tail_segment = id;
-            inner.tail_len = SEGMENT_HEADER_LEN as u64;
-            inner.segments.push_back(SegMeta {
-                id,
-                first_lsn: inner.next_lsn,
-            });
+            self.start_segment(inner)?;
         }
         if inner.pending.last().map(|c| c.segment) != Some(inner.tail_segment) {
             let bytes = inner.spare.pop().unwrap_or_default();
@@ -250,65 +556,40 @@ impl Journal {
         inner.pending_bytes += len;
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if is_commit {
-            self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        if g.pending_bytes >= self.cfg.buffer_bytes {
-            self.drive(&mut g, None)?;
-        }
         Ok(lsn)
     }
 
-    /// Appends an undo record (the hot path: no intermediate allocation).
-    pub(crate) fn append_undo(
-        &self,
-        txn: TxnId,
-        page: PageId,
-        offset: u32,
-        before: &[u8],
-    ) -> Result<Lsn> {
-        let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len();
-        self.append_with(len, false, None, |buf, lsn| {
-            encode_undo(buf, lsn, txn, page, offset, before);
-        })
-    }
-
-    /// Appends a begin, commit or abort record.
-    pub(crate) fn append(&self, record: &Record) -> Result<Lsn> {
-        let next_txn = match record {
-            Record::Begin { txn } => Some(txn.0.saturating_add(1)),
-            _ => None,
-        };
-        let is_commit = matches!(record, Record::Commit { .. });
-        self.append_with(record.encoded_len(), is_commit, next_txn, |buf, lsn| {
-            record.encode_into(lsn, buf);
-        })
-    }
-
-    /// The next transaction id to hand out, and reserves it.
-    pub(crate) fn next_txn(&self) -> Result<u64> {
-        let mut g = self.inner.lock();
-        if let Some(p) = &g.poison {
-            return Err(Self::poisoned_error(p));
+    /// Appends a mark claiming the durable LSN, if that is newer than the
+    /// last claim. Returns its LSN.
+    fn push_mark(&self, inner: &mut Inner) -> Result<Option<u64>> {
+        if self.durable.load(Ordering::Acquire) <= inner.mark_claimed {
+            return Ok(None);
         }
-        let t = g.next_txn;
-        g.next_txn = t.checked_add(1).ok_or(Error::IdSpaceExhausted {
-            what: "transaction ids",
+        self.push_mark_forced(inner).map(Some)
+    }
+
+    /// Appends a mark claiming the durable LSN. Returns its LSN.
+    fn push_mark_forced(&self, inner: &mut Inner) -> Result<u64> {
+        let claim = self.durable.load(Ordering::Acquire);
+        let record = Record::Mark {
+            synced_through: Lsn(claim),
+        };
+        let lsn = self.push(inner, record.encoded_len(), |buf, lsn| {
+            record.encode_into(lsn, buf);
         })?;
-        Ok(t)
+        debug_assert!(claim < lsn.0);
+        inner.mark_claimed = inner.mark_claimed.max(claim);
+        if inner.marks_in_flight.len() == MARKS_IN_FLIGHT_MAX {
+            inner.marks_in_flight.pop_front();
+        }
+        inner.marks_in_flight.push_back((lsn.0, claim));
+        self.counters.marks.fetch_add(1, Ordering::Relaxed);
+        Ok(lsn.0)
     }
 
-    /// Every record up to this LSN is durable.
-    pub(crate) fn durable_lsn(&self) -> Lsn {
-        Lsn(self.durable.load(Ordering::Acquire))
-    }
-
-    /// Waits until every record up to `lsn` is durable, syncing (as the
-    /// leader of a group) if no one else is.
-    pub(crate) fn ensure_durable(&self, lsn: Lsn) -> Result<()> {
+    fn ensure_durable(&self, lsn: Lsn) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            let g = self.inner.lock();
-            return Err(Self::poisoned_error(g.poison.as_deref().unwrap_or("")));
+            return Err(self.poison_error());
         }
         if self.durable.load(Ordering::Acquire) >= lsn.0 {
             return Ok(());
@@ -326,10 +607,34 @@ impl Journal {
         self.drive(&mut g, Some(lsn.0))
     }
 
-    /// Makes everything appended so far durable.
-    pub(crate) fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         let last = self.inner.lock().next_lsn - 1;
         self.ensure_durable(Lsn(last))
+    }
+
+    /// After a flush: makes sure every record that is not a mark is covered
+    /// by a durable mark, writing and syncing one if needed.
+    fn cover_with_mark(&self) -> Result<()> {
+        let lsn = {
+            let mut g = self.inner.lock();
+            if let Some(p) = &g.poison {
+                return Err(poisoned_error(p));
+            }
+            if g.marked >= g.last_data_lsn || self.durable.load(Ordering::Acquire) < g.last_data_lsn
+            {
+                return Ok(());
+            }
+            match self.push_mark(&mut g)? {
+                Some(l) => l,
+                None => match g.marks_in_flight.back() {
+                    Some(&(l, _)) => l,
+                    None => return Ok(()),
+                },
+            }
+        };
+        self.ensure_durable(Lsn(lsn))?;
+        self.counters.idle_marks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Takes the I/O token (waiting for the current holder), writes what is
@@ -338,7 +643,7 @@ impl Journal {
         let deadline = Instant::now() + self.cfg.sync_wait_timeout;
         loop {
             if let Some(p) = &g.poison {
-                return Err(Self::poisoned_error(p));
+                return Err(poisoned_error(p));
             }
             match sync_to {
                 Some(lsn) if self.durable.load(Ordering::Acquire) >= lsn => return Ok(()),
@@ -357,6 +662,8 @@ impl Journal {
                 }
                 continue;
             }
+            // The batch names the last completed fsync, for free.
+            self.push_mark(g)?;
             let chunks = std::mem::take(&mut g.pending);
             g.pending_bytes = 0;
             let target = g.next_lsn - 1;
@@ -373,6 +680,14 @@ impl Journal {
                     if sync {
                         self.durable.fetch_max(target, Ordering::AcqRel);
                         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                        while let Some(&(lsn, claim)) = g.marks_in_flight.front() {
+                            if lsn > target {
+                                break;
+                            }
+                            g.marked = g.marked.max(claim);
+                            g.marks_in_flight.pop_front();
+                        }
+                        let _ = self.notice.try_send(());
                     }
                     for mut c in chunks {
                         if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
@@ -391,19 +706,23 @@ impl Journal {
                     g.poison = Some(reason.clone());
                     self.poisoned.store(true, Ordering::Release);
                     self.cv.notify_all();
-                    return Err(Self::poisoned_error(&reason));
+                    return Err(poisoned_error(&reason));
                 }
             }
         }
     }
 
     /// Writes chunks in order; syncs the previous segment before creating a
-    /// new one, and the last one at the end when `sync`.
+    /// new one, and names a new one in the state file before anything is
+    /// appended to it; syncs the last one at the end when `sync`.
     fn write_chunks(&self, chunks: &[Chunk], mut current: u64, sync: bool) -> Result<u64> {
         for c in chunks {
             if let Some(header) = &c.create {
-                self.storage.sync(current)?;
+                if current != 0 {
+                    self.storage.sync(current)?;
+                }
                 self.storage.create(c.segment, header)?;
+                self.persist(|s| s.newest = s.newest.max(c.segment))?;
             }
             current = c.segment;
             if !c.bytes.is_empty() {
@@ -416,23 +735,16 @@ impl Journal {
         Ok(current)
     }
 
-    /// Removes segments all of whose records are below `keep_from` and
-    /// durable. The newest segment is always kept.
-    pub(crate) fn truncate_before(&self, keep_from: Lsn) -> Result<Vec<u64>> {
-        let mut g = self.inner.lock();
-        if let Some(p) = &g.poison {
-            return Err(Self::poisoned_error(p));
+    /// Removes the `n` oldest segments, after naming the new oldest in the
+    /// state file.
+    fn retire(&self, g: &mut MutexGuard<'_, Inner>, n: usize) -> Result<Vec<u64>> {
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        let durable_next = self.durable.load(Ordering::Acquire) + 1;
-        let mut removed = Vec::new();
-        while g.segments.len() > 1 {
-            let next_first = g.segments[1].first_lsn;
-            if next_first > keep_from.0
-                || next_first > durable_next
-                || g.segments[0].id >= g.io_segment
-            {
-                break;
-            }
+        let oldest = g.segments[n].id;
+        self.persist(|s| s.oldest = s.oldest.max(oldest))?;
+        let mut removed = Vec::with_capacity(n);
+        for _ in 0..n {
             let id = g.segments[0].id;
             self.storage.remove(id)?;
             g.segments.pop_front();
@@ -442,19 +754,15 @@ impl Journal {
         Ok(removed)
     }
 
-    /// Current counters.
-    pub(crate) fn stats(&self) -> JournalStats {
-        let g = self.inner.lock();
-        JournalStats {
-            records: self.counters.records.load(Ordering::Relaxed),
-            bytes: self.counters.bytes.load(Ordering::Relaxed),
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
-            durable_lsn: self.durable_lsn(),
-            next_lsn: Lsn(g.next_lsn),
-            segments: g.segments.len() as u64,
-            segments_removed: self.counters.removed.load(Ordering::Relaxed),
-            poisoned: g.poison.is_some(),
+    /// The idle mark: when every record that is not a mark is durable but not
+    /// yet covered by a durable mark, writes and syncs one.
+    pub(super) fn idle_mark(&self) -> Result<()> {
+        {
+            let g = self.inner.lock();
+            if g.poison.is_some() || g.io_busy {
+                return Ok(());
+            }
         }
+        self.cover_with_mark()
     }
 }

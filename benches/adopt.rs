@@ -1,0 +1,127 @@
+//! Adoption throughput over a `FileStore` whose file is in the page cache,
+//! against the baseline of scrubbing the same file (a sidecar detector that
+//! already has every checksum) in the same run. Adoption reads each page
+//! once, computes its CRC and records it; a scrub reads each page once and
+//! compares its CRC. Target: adoption at 0.8× the scrub's throughput or
+//! better. Both run over the memory-map scan path and the `pread` path, and
+//! adoption into an in-memory table and into a durable one (files in a
+//! temporary directory next to the store: a `claim` record per page, the
+//! syncs that begin and end an adoption, one log fsync per 64 Ki claims).
+//!
+//! Run: `cargo bench --bench adopt -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use selfheal::{
+    AdoptOptions, ChecksumPlacement, ChecksumTable, DetectorConfig, FileStore, PageId, PageStore,
+    ScrubConfig,
+};
+
+const PAGE: usize = 4096;
+const FILE_BYTES: u64 = 64 << 20;
+const PAGES: u64 = FILE_BYTES / PAGE as u64;
+
+/// A host's file written before it had the library (no zero pages), read
+/// once so that it is in the page cache.
+fn prepare(path: &Path) {
+    let store = FileStore::create(path, PAGE, PAGES).expect("create store");
+    let mut page = vec![0u8; PAGE];
+    for p in 0..PAGES {
+        page.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (p as usize ^ i) as u8 | 1);
+        store.write_page(PageId(p), &page).expect("write");
+    }
+    store.sync().expect("sync");
+    let _ = std::fs::read(path).expect("read");
+}
+
+fn adopt(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    prepare(&path);
+
+    let mut g = c.benchmark_group("adopt_64MiB_page_cache");
+    g.throughput(Throughput::Bytes(FILE_BYTES));
+    g.sample_size(10);
+    for mmap in [true, false] {
+        let name = if mmap { "mmap" } else { "pread_1MiB_batches" };
+        // One store for both, so that both read through the same (warm) map.
+        let store = Arc::new(
+            FileStore::open(&path, PAGE)
+                .expect("open store")
+                .with_mmap_scan(mmap),
+        );
+        let open = || store.clone();
+
+        // Baseline: a scrub of the adopted file, every checksum known.
+        let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
+        let det = Arc::new(
+            DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                .build(open())
+                .expect("detector"),
+        );
+        let report = det.adopt(AdoptOptions::new()).expect("adopt");
+        assert_eq!(report.sealed, PAGES);
+        let mut scrubber = ScrubConfig::new().unlimited().build(det).expect("scrubber");
+        g.bench_with_input(BenchmarkId::new("scrub_sidecar", name), &PAGES, |b, &n| {
+            b.iter(|| {
+                let s = scrubber.scan_range(PageId(0), n).expect("scan");
+                assert_eq!(s.clean, n);
+                black_box(s.clean)
+            });
+        });
+
+        // Adoption of the same file into an empty table, each iteration.
+        g.bench_with_input(BenchmarkId::new("adopt_sidecar", name), &PAGES, |b, &n| {
+            b.iter_batched(
+                || {
+                    let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
+                    DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                        .build(open())
+                        .expect("detector")
+                },
+                |det| {
+                    let r = det.adopt(AdoptOptions::new()).expect("adopt");
+                    assert_eq!(r.sealed, n);
+                    black_box(r.sealed)
+                },
+                criterion::BatchSize::PerIteration,
+            );
+        });
+
+        // The same into a fresh durable table each iteration (opened, and
+        // dropped with its directory, outside the measurement).
+        g.bench_with_input(
+            BenchmarkId::new("adopt_durable_sidecar", name),
+            &PAGES,
+            |b, &n| {
+                b.iter_batched(
+                    || {
+                        let tables = tempfile::tempdir_in(dir.path()).expect("tempdir");
+                        let table = Arc::new(
+                            ChecksumTable::open(&tables.path().join("sums"), PAGE).expect("table"),
+                        );
+                        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                            .build(open())
+                            .expect("detector");
+                        (det, tables)
+                    },
+                    |(det, tables)| {
+                        let r = det.adopt(AdoptOptions::new()).expect("adopt");
+                        assert_eq!(r.sealed, n);
+                        (black_box(r.sealed), det, tables)
+                    },
+                    criterion::BatchSize::PerIteration,
+                );
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, adopt);
+criterion_main!(benches);

@@ -1,0 +1,702 @@
+//! The durable sidecar table: a base file plus an append-only log of
+//! changes, kept so that after a crash at any step a page holding either its
+//! old or its new bytes verifies, and so that making a change durable costs
+//! O(changed pages), not O(table).
+//!
+//! # Contract
+//!
+//! For pages written through [`CorruptionDetector::write_sealed`] /
+//! [`write_sealed_batch`] and made durable through
+//! [`CorruptionDetector::sync`] (`PageStore::sync` of the detector):
+//!
+//! 1. A page write is issued only after the log record naming its new
+//!    checksum (an *intent*) is durable. A page write may reach the disk at
+//!    any moment after it is issued, so no byte of a page is ever durable
+//!    before the checksum that accepts it.
+//! 2. Until a sync that began after the write returned has completed, the
+//!    page verifies with its old checksum or its new one (the write is
+//!    *unsettled*); after that sync only the newest written one (it is
+//!    *settled*). Settling writes a log record but no fsync of its own: it
+//!    becomes durable with the next intent, flush or compaction.
+//! 3. After a crash at any point and [`ChecksumTable::open`], a page that
+//!    holds its settled bytes or the bytes of any unsettled write verifies;
+//!    any other bytes — a torn write, a zeroed or garbled page — fail, as
+//!    damage (up to the 2⁻³² chance per accepted checksum that a CRC32
+//!    matches by accident). A settle whose record had not yet reached the
+//!    disk is undone by the crash: the page accepts its older bytes again,
+//!    which is weaker than before the crash but never a false alarm.
+//! 4. A page marked unallocated ([`ChecksumTable::mark_free`], which
+//!    [`CorruptionDetector::forget`] calls) is durably so when the call
+//!    returns; after a crash at any step before that it is either free or
+//!    as it was. A free page accepts no bytes (verification answers
+//!    [`crate::Error::PageUnallocated`], not a corruption) until it is
+//!    written again; a write of it is a write like any other (the mark
+//!    stays, beside the new version, until the write settles).
+//! 5. A checksum recorded by adoption ([`CorruptionDetector::adopt`]) is
+//!    settled at once, and only for a page that has nothing (no checksum,
+//!    no unsettled write, no mark): a host write racing the adoption always
+//!    wins. After a crash each adopted page has its checksum or nothing.
+//! 6. Every change costs one 16-byte log record; a sync adds one record plus
+//!    one per write still unsettled; the log is folded into a new base file
+//!    (*compaction*, O(table)) only when it has grown past a fraction of the
+//!    base, so the amortised cost per change is constant (numbers below).
+//!
+//! # Files
+//!
+//! For a table whose base is `<stem>` (e.g. `sums`), in one directory:
+//!
+//! - `<stem>`: the base file, written whole (layout in the
+//!   [table docs](super::ChecksumTable); version 2 records its
+//!   *generation* `g` and the sequence number its log starts at);
+//! - `<stem>.log-<g as 16 hex digits>`: the log continuing base generation
+//!   `g` (layout in [`log`](super::log)); during a compaction the logs of
+//!   `g` and `g + 1` (and after crashes, more) exist side by side;
+//! - `*.tmp`: files being written by a crash-safe replace; ignored and
+//!   removed by the next open.
+//!
+//! What is assumed of the media is in [`storage`](super::storage).
+//!
+//! # The state of a page
+//!
+//! Each page has at most one *settled* checksum or an unallocated mark
+//! (in the entry array, as in the in-memory table) and a short list of
+//! *unsettled versions*, oldest first: (checksum, sequence number of its intent, and — in memory only —
+//! the state of its write: in flight; written, in sync generation `s`; or
+//! unknown, for a write that failed and for every version read back at
+//! open). A page verifies with its settled checksum or any unsettled
+//! version's. A sync settles only written versions; an unknown one is
+//! resolved when the page is read holding it (the detector reads every such
+//! page when it is built, after an open): it then counts as written, and if
+//! the page holds its settled bytes or an older version instead, that
+//! checksum is announced again as the newest version, so that the next sync
+//! drops the rest. (A read shows the newest bytes a page can ever hold: a
+//! crash may take it back to older ones, never forward, so versions newer
+//! than the bytes read were lost.) The list holds each checksum at most once (rewriting a checksum
+//! already in the list moves it to the end) and at most
+//! [`page_versions_max`](TableConfig::page_versions_max) versions: the
+//! detector syncs the store first when a page would exceed it, and when
+//! that cannot help (its versions are all of unknown fate) the oldest of
+//! unknown fate is retracted (a `retract` record).
+//!
+//! # The protocol
+//!
+//! **Write** (one page, or a batch): (1) compute each page's CRC; (2) under
+//! the table's lock, append an intent record per page whose CRC is not
+//! already its newest version and add the version; (3) make the intents
+//! durable: one fsync for the whole batch, shared with every thread whose
+//! intents were buffered meanwhile (group commit); (4) write the pages, in
+//! order, stopping at the first failure; (5) record the batch's outcome
+//! once: its first `k` writes returned in sync generation `s`, read after
+//! they returned (their versions are *written*), the rest failed or were
+//! never issued (their fate is *unknown*: the page may hold either bytes).
+//!
+//! **Sync**: (1) take a barrier, `g` = the current sync generation, and
+//! advance it; (2) sync the store; (3) settle: for each page, the newest
+//! version written in a generation ≤ `g` becomes the settled checksum and
+//! it and the older versions leave the list; (4) append `except` records for
+//! the versions left whose sequence numbers are below the newest settled
+//! one's (writes in flight or failed), then a `settle` record, without an
+//! fsync; (5) compact if the log is large. Step (1) before (2) is what makes
+//! (3) safe: a write that returned before the barrier was read completed
+//! before the store's sync began, so the sync made it durable.
+//!
+//! **Replay** of a log applies the same rules to the records, so the state
+//! after reopening equals the state in memory when the last durable record
+//! was written, with every version of unknown fate (nothing in memory
+//! survives). The detector resolves them when it is built: it reads each
+//! such page, and the version the page holds counts as written (announced
+//! again as the newest when it is not, or when it is the settled checksum);
+//! the next sync settles it.
+//!
+//! **Compaction** to generation `h` (greater than every generation on disk):
+//! (1) with the table's lock held, fsync everything buffered; (2) renumber
+//! the unsettled versions and encode a new log: header (generation `h`),
+//! a batch record and one intent per unsettled version; (3) create it
+//! crash-safely (write `…tmp`, fsync, rename, fsync the directory) — appends
+//! meanwhile go to the buffer for the new log; (4) write the base of
+//! generation `h` (settled checksums and unallocated marks only) crash-safely; (5) remove the logs
+//! older than `h` and fsync the directory.
+//!
+//! **Truncate** (the store shrank): the detector syncs the store first, then
+//! a `drop` record is appended and fsynced before the entries go.
+//!
+//! **Free mark**: under the table's lock, append a `free` record, drop the
+//! page's unsettled versions and set its entry to the mark; then make the
+//! record durable (one fsync, shared as for intents) before returning. The
+//! detector holds the page's write lock throughout, so no write of the page
+//! is in flight. A later write of the page logs its intent after the mark;
+//! the settle that covers the write replaces the mark with its checksum.
+//! The `drop` record would not do: a page without a checksum is
+//! [`crate::Error::MissingChecksum`] (reported as damage), a free one is not.
+//!
+//! **Claim** (adoption): the store is synced first, so the bytes read are
+//! durable. Then, per batch and under the table's lock: for each page whose
+//! entry is still empty (no checksum, no slot, no mark), append a `claim`
+//! record (for an all-zero page taken as unallocated, a `free` record) and
+//! set the settled checksum (or the mark). Replay applies a `claim` only to
+//! a page that has nothing at that point of the log, which is what the
+//! writer checked under the same lock, so replay and memory agree. Claims
+//! are fsynced once per 1 MiB of buffered log (64 Ki claims) and when
+//! adoption ends; a later intent's fsync covers them too, since the log is
+//! written in order.
+//!
+//! **Resolve** also treats pages without a settled checksum: one that holds
+//! none of its versions (all of unknown fate after a crash) lost those
+//! writes, or holds a torn one that nobody vouched for either; it goes back
+//! to nothing (a `drop` record for the page) or to its mark (a `free`
+//! record), so that the next adoption can claim it, or it stays free.
+//!
+//! **Open**: remove nothing yet; read the base (generation `b`); replay every
+//! log of generation ≥ `b` in order, each starting at or after the sequence
+//! number where the previous one ended; if exactly the log of `b` was
+//! replayed and it ended cleanly, fsync it (a process that died left its
+//! bytes in the page cache; from now on they count as durable) and append to
+//! it; otherwise compact (a torn tail cannot be appended to). Then remove
+//! temporary files and logs older than the base.
+//!
+//! # Crash analysis
+//!
+//! A crash at each step, and what the next open sees:
+//!
+//! | step | crash leaves | open |
+//! |------|--------------|------|
+//! | write (2)–(3): intents buffered or being fsynced | intents partly on disk, pages untouched | a torn tail is cut; a surviving intent only adds an accepted checksum for bytes that were never written |
+//! | write (4): pages being written | intents durable; each page old, new or torn | old and new verify; torn bytes fail (damage) |
+//! | write (5), sync (1)–(2) | as above; the store's sync partly done | same: every unsettled version is still accepted |
+//! | sync (3)–(4): settle in memory, records buffered | the settle record lost or torn | the versions stay unsettled: old and new bytes verify |
+//! | after the settle record's fsync | settled | only the settled bytes verify (the page is durable) |
+//! | compaction (2)–(3): new log being created | a `…tmp` file, or the new log (name maybe not durable) | base `b` and log `b`, plus maybe the new log whose intents repeat ones of log `b` (replay keeps one of each) |
+//! | compaction (4): base being replaced | old base (+ `…tmp`) or new base; both logs | either base with the logs at or after its generation gives the same state |
+//! | compaction (5): old logs being removed | new base; stale logs | stale logs are older than the base: ignored, removed |
+//! | truncate: `drop` record being fsynced | the store's shrink durable; the record maybe not | stale checksums for pages the store no longer has: harmless, a page that comes back is zeros and fails |
+//! | free mark: record buffered or being fsynced | the record lost or torn, or durable | the page as it was (its checksums accepted as before), or free; never half: one record does it |
+//! | free mark, then a write of the page: its intent buffered, fsynced, page being written | mark durable; the intent maybe | the page free, with the new version accepted if the intent survived: old bytes are free (unallocated), new bytes verify; the resolve at build returns a page holding neither version to its mark |
+//! | adoption: claims buffered or being fsynced | a prefix of the claim records | each page claimed (verifies) or with nothing, as before adoption; adopting again claims the rest |
+//! | adoption, racing a host write of the same page | the host's intent before or after the claim, in log order | intent first: the claim was refused and replay refuses it too; claim first: an ordinary write after a settled checksum |
+//! | detector build: resolving a page without a settled checksum, its `drop`/`free` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them |
+//! | open: fresh table, base being created | nothing or a `…tmp` | a fresh table again |
+//! | open: compaction | as for compaction | as for compaction |
+//! | detector build: resolving, re-announced checksums buffered | the records lost or torn | the versions are of unknown fate again; the next build resolves them |
+//!
+//! A failed write or fsync of the log is not a crash but is treated like
+//! one: the table is poisoned ([`crate::Error::Poisoned`]) and refuses
+//! further changes, so the detector writes no page whose intent may not be
+//! durable; verification goes on, and reopening recovers.
+//!
+//! Every sequence number is used once: a new log starts after every slot,
+//! torn or not, of the logs before it, so a record left over from a torn
+//! tail can never be mistaken for a newer one.
+//!
+//! # Damage and what it costs
+//!
+//! The base is framed and checked whole: any damage is
+//! [`crate::Error::CorruptFile`] at open. In a log, a
+//! record that does not verify before the last batch record is damage (the
+//! batch proves it was durable): `CorruptFile`, naming the offset. A damaged
+//! record in the newest fsynced batch cannot be told from a torn tail; it and
+//! the records after it are dropped, and a page whose only accepting intent
+//! was among them fails verification and is reported and repaired like any
+//! corrupt page: the table never accepts bytes it should not. After
+//! `CorruptFile` the host decides: restore the files from a backup, or build
+//! a new table from pages it trusts (for example by re-sealing them from a
+//! verified replica). A base file missing while logs exist is damage too.
+//!
+//! # Costs
+//!
+//! - A page write through the detector now waits for an fsync of the log
+//!   before the page is written. Concurrent writers share fsyncs, and
+//!   [`write_sealed_batch`] makes a whole batch's intents durable with one;
+//!   a host that writes pages one at a time from one thread pays one log
+//!   fsync per page, and should batch (a checkpoint's dirty pages are a
+//!   batch). This is the price of not holding page writes back: everything
+//!   that reads the raw store keeps seeing the host's writes at once.
+//! - Log bytes per changed page: 16 (one intent), plus per sync 32 and 16
+//!   per write left unsettled; 16 per free mark (and one fsync); 16 per
+//!   adopted page (one fsync per 64 Ki pages). A compaction writes 8 bytes per page of the
+//!   table when the log reaches [`compact_ratio_pct`](TableConfig::compact_ratio_pct)
+//!   (default 100) % of the base, i.e. after base/16 changes: amortised,
+//!   16 + 16 × 100 / ratio bytes per change (32 by default), independent of
+//!   the table's size; a log at most as large as the base is replayed at
+//!   open. The `checksum_table` bench measures it.
+//! - Memory: 8 bytes per page as before, plus about 48 bytes per page with
+//!   unsettled versions, at most [`unsettled_versions_max`](TableConfig::unsettled_versions_max)
+//!   before the detector syncs the store on its own.
+//!
+//! [`CorruptionDetector::write_sealed`]: crate::CorruptionDetector::write_sealed
+//! [`write_sealed_batch`]: crate::CorruptionDetector::write_sealed_batch
+//! [`CorruptionDetector::sync`]: crate::CorruptionDetector::sync
+//! [`CorruptionDetector::forget`]: crate::CorruptionDetector::forget
+//! [`CorruptionDetector::adopt`]: crate::CorruptionDetector::adopt
+//! [`ChecksumTable::mark_free`]: super::ChecksumTable::mark_free
+//! [`ChecksumTable::open`]: super::ChecksumTable::open
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::appender::Appender;
+use super::log::{encode_record, LogHeader, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::storage::{replace, DirTableStorage, TableStorage};
+use super::table::{check_page_size, encode_base, ChecksumTable, PRESENT, SETTLED_BITS};
+use super::unsettled::{Unsettled, SLOTS_MAX};
+use super::MAX_TABLE_PAGES;
+use crate::error::{Error, Result};
+use crate::types::PageId;
+
+/// Configuration of a durable [`ChecksumTable`].
+#[must_use]
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    pub(super) page_size: usize,
+    pub(super) pages_max: u64,
+    pub(super) compact_ratio_pct: u64,
+    pub(super) compact_log_bytes_min: u64,
+    pub(super) unsettled_versions_max: usize,
+    pub(super) page_versions_max: usize,
+}
+
+impl TableConfig {
+    /// Defaults for pages of `page_size` bytes: at most
+    /// [`MAX_TABLE_PAGES`] pages, compaction when the log reaches 100 % of
+    /// the base and at least 1 MiB, at most 1 Mi unsettled versions and 8
+    /// per page.
+    pub fn new(page_size: usize) -> Self {
+        TableConfig {
+            page_size,
+            pages_max: MAX_TABLE_PAGES,
+            compact_ratio_pct: 100,
+            compact_log_bytes_min: 1 << 20,
+            unsettled_versions_max: 1 << 20,
+            page_versions_max: 8,
+        }
+    }
+
+    /// The most pages the table may describe (default [`MAX_TABLE_PAGES`]):
+    /// intents for pages at or past it are refused, and a file naming one is
+    /// [`Error::CorruptFile`]. Set it to the store's size limit to bound the
+    /// memory a damaged file can make the table allocate.
+    pub fn pages_max(mut self, pages: u64) -> Self {
+        self.pages_max = pages;
+        self
+    }
+
+    /// Compact when the log reaches this percentage of the base file's size
+    /// (default 100; at least 1). Lower means less log to replay at open and
+    /// more base rewrites: each change costs 16 + 1600 / pct bytes written,
+    /// amortised.
+    pub fn compact_ratio_pct(mut self, pct: u64) -> Self {
+        self.compact_ratio_pct = pct;
+        self
+    }
+
+    /// Never compact a log smaller than this (default 1 MiB).
+    pub fn compact_log_bytes_min(mut self, bytes: u64) -> Self {
+        self.compact_log_bytes_min = bytes;
+        self
+    }
+
+    /// Unsettled versions (pages written since the last sync, roughly) past
+    /// which the detector syncs the store before the next write (default
+    /// 1 Mi, about 32 MiB of memory; at least 1).
+    pub fn unsettled_versions_max(mut self, versions: usize) -> Self {
+        self.unsettled_versions_max = versions;
+        self
+    }
+
+    /// Unsettled versions one page may have (default 8; at least 2). A page
+    /// rewritten more often between syncs makes the detector sync the store
+    /// first; past it, the oldest version whose write failed stops being
+    /// accepted.
+    pub fn page_versions_max(mut self, versions: usize) -> Self {
+        self.page_versions_max = versions;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_page_size(self.page_size)?;
+        if self.pages_max == 0 || self.pages_max > MAX_TABLE_PAGES {
+            return Err(Error::config(
+                "pages_max",
+                format!(
+                    "is {}; it must be between 1 and {MAX_TABLE_PAGES}",
+                    self.pages_max
+                ),
+            ));
+        }
+        if self.compact_ratio_pct == 0 {
+            return Err(Error::config(
+                "compact_ratio_pct",
+                "is 0; it must be at least 1",
+            ));
+        }
+        if self.unsettled_versions_max == 0 || self.unsettled_versions_max > SLOTS_MAX / 2 {
+            return Err(Error::config(
+                "unsettled_versions_max",
+                format!(
+                    "is {}; it must be between 1 and {}",
+                    self.unsettled_versions_max,
+                    SLOTS_MAX / 2
+                ),
+            ));
+        }
+        if self.page_versions_max < 2 {
+            return Err(Error::config(
+                "page_versions_max",
+                format!(
+                    "is {}; it must be at least 2 (the written version and one in flight)",
+                    self.page_versions_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens (creating it if needed) the table whose base file is `path`;
+    /// the logs live next to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad setting or a path without a file
+    /// name; [`Error::CorruptFile`], [`Error::UnsupportedVersion`] or
+    /// [`Error::PageSizeMismatch`] for files that cannot be read as this
+    /// table (see the module docs); [`Error::Io`].
+    pub fn open(self, path: &Path) -> Result<ChecksumTable> {
+        let stem = path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::config(
+                    "path",
+                    format!("{} has no UTF-8 file name for the table", path.display()),
+                )
+            })?
+            .to_string();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.open_on(Arc::new(DirTableStorage::new(dir)), &stem)
+    }
+
+    /// Opens (creating it if needed) the table whose base file is named
+    /// `stem` in `storage`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_on(self, storage: Arc<dyn TableStorage>, stem: &str) -> Result<ChecksumTable> {
+        self.validate()?;
+        if stem.is_empty() || stem.contains(['/', '\\']) || stem.ends_with(".tmp") {
+            return Err(Error::config(
+                "stem",
+                format!("{stem:?} is not a plain file name"),
+            ));
+        }
+        super::recovery::open(self, storage, stem)
+    }
+}
+
+/// Counters and sizes of a [`ChecksumTable`] (zeros for an in-memory one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Generation of the base file.
+    pub generation: u64,
+    /// Size of the base file in bytes.
+    pub base_bytes: u64,
+    /// Size of the current log in bytes (counting what is buffered).
+    pub log_bytes: u64,
+    /// Pages with unsettled versions.
+    pub unsettled_pages: u64,
+    /// Unsettled versions over all pages.
+    pub unsettled_versions: u64,
+    /// Fsyncs of the log (each covers every record buffered before it).
+    pub log_syncs: u64,
+    /// Compactions since open (counting one made by the open itself).
+    pub compactions: u64,
+    /// Bytes of torn log tails found at open.
+    pub torn_bytes_at_open: u64,
+}
+
+/// What is on disk, as far as this process knows; its lock serialises
+/// settles, truncations and compactions.
+#[derive(Debug)]
+pub(super) struct Files {
+    pub(super) base_generation: u64,
+    pub(super) base_bytes: u64,
+    /// Generations of the log files present.
+    pub(super) logs: BTreeSet<u64>,
+    /// The highest generation ever seen on disk.
+    pub(super) max_generation: u64,
+}
+
+/// The durable part of a table.
+///
+/// Locks, always taken in this order: `files` (settles, truncations,
+/// compactions), `unsettled` (every change of an entry or a version, and
+/// every append to the log), the log's state, the table's entries.
+pub(crate) struct Durable {
+    pub(super) storage: Arc<dyn TableStorage>,
+    pub(super) stem: String,
+    pub(super) config: TableConfig,
+    pub(super) unsettled: Mutex<Unsettled>,
+    pub(super) log: Appender,
+    pub(super) files: Mutex<Files>,
+    pub(super) sync_generation: AtomicU64,
+    pub(super) compactions: AtomicU64,
+    pub(super) torn_bytes_at_open: u64,
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable")
+            .field("storage", &self.storage)
+            .field("stem", &self.stem)
+            .field("files", &*self.files.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name of the log of generation `generation`.
+pub(super) fn log_name(stem: &str, generation: u64) -> String {
+    format!("{stem}.log-{generation:016x}")
+}
+
+/// The generation of a log file name of this table.
+pub(super) fn parse_log_name(stem: &str, name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(stem)?.strip_prefix(".log-")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+impl Durable {
+    /// The checksum of the newest unsettled version of `page`.
+    pub(super) fn newest(&self, table: &ChecksumTable, page: PageId) -> Option<u32> {
+        let un = self.unsettled.lock();
+        let e = table.raw_entry(page);
+        un.get(e, page.0)?.last().map(|v| v.crc)
+    }
+
+    /// The newest unsettled checksum of every page that has one.
+    pub(super) fn newest_of_all(&self) -> HashMap<u64, u32> {
+        let un = self.unsettled.lock();
+        un.slots()
+            .iter()
+            .filter_map(|s| Some((s.page, s.versions.last()?.crc)))
+            .collect()
+    }
+
+    /// Whether `crc` is the settled checksum of `page` or one of its
+    /// unsettled versions' (looked at under the lock every change takes).
+    pub(super) fn accepts(&self, table: &ChecksumTable, page: PageId, crc: u32) -> bool {
+        let un = self.unsettled.lock();
+        let e = table.raw_entry(page);
+        (e & PRESENT != 0 && e as u32 == crc)
+            || un
+                .get(e, page.0)
+                .is_some_and(|vs| vs.iter().any(|v| v.crc == crc))
+    }
+
+    pub(super) fn truncate(&self, table: &ChecksumTable, page_count: u64) -> Result<()> {
+        let _files = self.files.lock();
+        let seq = {
+            let mut un = self.unsettled.lock();
+            let pending_past = un.slots().iter().any(|s| s.page >= page_count);
+            if table.len() as u64 <= page_count && !pending_past {
+                return Ok(());
+            }
+            let first = u32::try_from(page_count).expect("below the table's length, so below 2^32");
+            let seq = {
+                let mut log = self.log.state.lock();
+                log.check()?;
+                log.append(LogRecord::Drop {
+                    first,
+                    last: u32::MAX,
+                })
+            };
+            {
+                let entries = table.entries.read();
+                let keep = entries.len().min(page_count as usize);
+                un.retain(&entries[..keep], |_| None);
+            }
+            table.truncate_entries(page_count);
+            seq
+        };
+        self.log.make_durable(&*self.storage, seq)
+    }
+}
+
+/// The durable table's own operations.
+impl ChecksumTable {
+    pub(super) fn should_compact(&self, d: &Durable, files: &Files) -> bool {
+        let log_bytes = d.log.state.lock().file_bytes;
+        let threshold = files.base_bytes.saturating_mul(d.config.compact_ratio_pct) / 100;
+        log_bytes >= threshold.max(d.config.compact_log_bytes_min)
+    }
+
+    /// Makes every log record written so far durable (settle records are
+    /// otherwise fsynced with the next intent). O(records buffered). A no-op
+    /// for an in-memory table.
+    ///
+    /// # Errors
+    /// The log's I/O error (the table is then poisoned), or
+    /// [`Error::Poisoned`].
+    pub fn flush(&self) -> Result<()> {
+        match &self.durable {
+            Some(d) => d.log.flush(&*d.storage),
+            None => Ok(()),
+        }
+    }
+
+    /// Folds the log into a new base file now (see the module docs; the
+    /// detector's sync does it when the log has grown past its threshold).
+    /// O(table). A no-op for an in-memory table.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; a failure to create the new log poisons the table, a
+    /// failure later leaves it working on the new log (a later compaction
+    /// tries again).
+    pub fn compact(&self) -> Result<()> {
+        match &self.durable {
+            Some(d) => {
+                let mut files = d.files.lock();
+                self.compact_locked(d, &mut files)
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn compact_locked(&self, d: &Durable, files: &mut Files) -> Result<()> {
+        let generation = files.max_generation + 1;
+        let name = log_name(&d.stem, generation);
+        let (bytes, first_seq, created_to) = {
+            let mut un = d.unsettled.lock();
+            // Every append happens under `unsettled`, which is held, so
+            // after this flush nothing is buffered for the old log.
+            d.log.flush(&*d.storage)?;
+            let mut log = d.log.state.lock();
+            log.check()?;
+            let first_seq = log.next_seq;
+            let mut bytes = LogHeader {
+                version: LOG_VERSION,
+                page_size: self.page_size as u32,
+                generation,
+                first_seq,
+            }
+            .encode()
+            .to_vec();
+            // Re-announce every unsettled version, oldest first.
+            let mut order: Vec<(u64, usize, usize)> = un
+                .slots()
+                .iter()
+                .enumerate()
+                .flat_map(|(s, slot)| {
+                    slot.versions
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, v)| (v.seq, s, i))
+                })
+                .collect();
+            order.sort_unstable();
+            let mut seq = first_seq;
+            encode_record(&mut bytes, seq, LogRecord::Batch);
+            seq += 1;
+            let slots = un.slots_mut();
+            for (_, s, i) in order {
+                let page = u32::try_from(slots[s].page).expect("below pages_max");
+                let v = &mut slots[s].versions[i];
+                encode_record(&mut bytes, seq, LogRecord::Intent { page, crc: v.crc });
+                v.seq = seq;
+                seq += 1;
+            }
+            let count = seq - first_seq;
+            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + count as usize * RECORD_LEN);
+            Appender::begin_switch(
+                &mut log,
+                name.clone(),
+                generation,
+                count,
+                bytes.len() as u64,
+            );
+            (bytes, first_seq, seq)
+        };
+        let created = replace(&*d.storage, &name, &bytes);
+        d.log.end_switch(created_to, &created);
+        created?;
+        files.logs.insert(generation);
+        files.max_generation = generation;
+        let base = self.encode_settled(generation, first_seq);
+        replace(&*d.storage, &d.stem, &base)?;
+        files.base_generation = generation;
+        files.base_bytes = base.len() as u64;
+        let old: Vec<u64> = files.logs.range(..generation).copied().collect();
+        for g in &old {
+            d.storage.remove(&log_name(&d.stem, *g))?;
+            files.logs.remove(g);
+        }
+        if !old.is_empty() {
+            d.storage.sync_dir()?;
+        }
+        d.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            generation,
+            base_bytes = base.len(),
+            "checksum table compacted"
+        );
+        Ok(())
+    }
+
+    /// The base file of `generation`: the settled checksums and unallocated marks only.
+    fn encode_settled(&self, generation: u64, next_seq: u64) -> Vec<u8> {
+        let entries = self.entries.read();
+        let settled = entries
+            .iter()
+            .map(|e| e.load(Ordering::Acquire) & SETTLED_BITS);
+        encode_base(self.page_size, generation, next_seq, entries.len(), settled)
+    }
+
+    /// Whether the table holds anything for pages at or past `page_count`.
+    pub(crate) fn has_pages_from(&self, page_count: u64) -> bool {
+        self.len() as u64 > page_count
+            || self.durable.as_ref().is_some_and(|d| {
+                d.unsettled
+                    .lock()
+                    .slots()
+                    .iter()
+                    .any(|s| s.page >= page_count)
+            })
+    }
+
+    /// Sizes and counters.
+    #[must_use]
+    pub fn stats(&self) -> TableStats {
+        let Some(d) = &self.durable else {
+            return TableStats::default();
+        };
+        let (generation, base_bytes) = {
+            let f = d.files.lock();
+            (f.base_generation, f.base_bytes)
+        };
+        let (unsettled_pages, unsettled_versions) = {
+            let un = d.unsettled.lock();
+            (un.pages() as u64, un.versions as u64)
+        };
+        let (log_bytes, log_syncs) = {
+            let l = d.log.state.lock();
+            (l.file_bytes, l.syncs)
+        };
+        TableStats {
+            generation,
+            base_bytes,
+            log_bytes,
+            unsettled_pages,
+            unsettled_versions,
+            log_syncs,
+            compactions: d.compactions.load(Ordering::Relaxed),
+            torn_bytes_at_open: d.torn_bytes_at_open,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Page checksums: CRC32 over the page number and the page bytes, kept either
+//! in a trailer inside the page or in a sidecar table owned by the library.
+//!
+//! The checksum covers the page number, so a page that is byte-perfect but was
+//! written to the wrong place fails; and an all-zero page verifies only where
+//! the host wrote zeros through the detector (sidecar placement, below).
+//!
+//! # Trailer layout
+//!
+//! The last [`TRAILER_LEN`] (16) bytes of every page belong to the library; a
+//! host keeps its data in the first [`payload_len`]`(page_size)` bytes.
+//! Integers are little-endian.
+//!
+//! | offset from page end | size | field                                                     |
+//! |---------------------:|-----:|-----------------------------------------------------------|
+//! | -16                  | 8    | page number the page was sealed for                       |
+//! | -8                   | 2    | magic `0x4853` (`"SH"`)                                   |
+//! | -6                   | 1    | trailer version (1)                                       |
+//! | -5                   | 1    | reserved, 0                                               |
+//! | -4                   | 4    | CRC32 of (location page number as u64 LE ‖ page[..len-4]) |
+//!
+//! The CRC is computed with the page number of the *location* being verified,
+//! so a misdirected write fails it; the stored page number then lets the
+//! verifier say where the bytes belonged ([`Error::MisplacedPage`](crate::Error::MisplacedPage)).
+//! An all-zero page has magic 0 and fails before any CRC is computed.
+//!
+//! # Sidecar table
+//!
+//! For hosts that cannot give up bytes in a page, [`ChecksumTable`] keeps one
+//! CRC32 of (page number as u64 LE ‖ whole page) per page. It comes in two
+//! kinds:
+//!
+//! - **durable** ([`ChecksumTable::open`], [`TableConfig`]): the default for
+//!   hosts whose pages outlive the process. A base file plus an append-only
+//!   log; each change costs one 16-byte log record, made durable (one fsync,
+//!   shared by concurrent writers and by a batch) before the page write is
+//!   issued, and after a crash at any point a page that holds its old or its
+//!   new bytes verifies. The layouts are in [`log`] and [`ChecksumTable`]
+//!   (base file); the protocol and the crash analysis in [`durable`]; its
+//!   file I/O goes through the [`storage`] seam.
+//! - **in memory** ([`ChecksumTable::new`]): nothing on disk; for tests and
+//!   for hosts whose pages do not outlive the process (or that rebuild the
+//!   table themselves). [`ChecksumTable::save`] writes a whole copy.
+//!
+//! A table entry may also record that the host said the page is
+//! unallocated ([`ChecksumTable::mark_free`]): verifying it answers
+//! [`Error::PageUnallocated`](crate::Error::PageUnallocated), not a
+//! corruption, until the page is written again. The mark is kept like a
+//! checksum: saved with an in-memory table, logged durably (and carried
+//! through compactions) by a durable one (see [`durable`] for the mark and
+//! for the claims adoption makes).
+//!
+//! [`ChecksumTable::seal`] refuses an all-zero page, so adopting bytes that
+//! nobody vouched for never turns a lost (zeroed) page into a valid one. The
+//! detector does record the checksum of an all-zero page that the *host
+//! writes* through it (SQLite with `secure_delete` zeroes the pages it
+//! frees), through the same path as any other write (in a durable table, an
+//! intent logged before the page is written): those zeros are what the host
+//! asked for, the checksum covers the page number like any other, and a page
+//! whose entry describes other contents still fails as
+//! [`Error::ZeroedPage`](crate::Error::ZeroedPage) when it comes back zeroed.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::types::PageId;
+
+mod appender;
+pub mod durable;
+pub mod log;
+mod marks;
+mod recovery;
+pub mod storage;
+mod table;
+pub mod trailer;
+mod unsettled;
+mod writes;
+
+#[cfg(test)]
+mod tests;
+
+pub use durable::{TableConfig, TableStats};
+pub use storage::{DirTableStorage, TableStorage};
+pub(crate) use table::Entry;
+pub use table::{ChecksumTable, MAX_TABLE_PAGES};
+
+/// Bytes at the end of each page that the trailer placement reserves.
+pub const TRAILER_LEN: usize = 16;
+
+/// Smallest page size the library accepts (room for a trailer and some data).
+pub const MIN_PAGE_SIZE: usize = 64;
+
+/// The bytes of a page available to the host under the trailer placement.
+#[must_use]
+pub const fn payload_len(page_size: usize) -> usize {
+    page_size.saturating_sub(TRAILER_LEN)
+}
+
+/// CRC32 of (page number as u64 LE ‖ `bytes`).
+#[must_use]
+pub fn page_crc(page: PageId, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&page.0.to_le_bytes());
+    h.update(bytes);
+    h.finalize()
+}
+
+pub(crate) fn is_all_zero(bytes: &[u8]) -> bool {
+    // Word-at-a-time; only reached on the failure path or when sealing.
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        .all(|w| w == 0)
+        && tail.iter().all(|&b| b == 0)
+}
+
+/// Where a store's page checksums live.
+#[derive(Clone, Debug)]
+pub enum ChecksumPlacement {
+    /// In the last [`TRAILER_LEN`] bytes of every page.
+    Trailer,
+    /// In a sidecar table kept by the library.
+    Sidecar(Arc<ChecksumTable>),
+}
+
+impl ChecksumPlacement {
+    /// Prepares `buf` to be written as `page`: writes the trailer, or records
+    /// the checksum in an in-memory table.
+    ///
+    /// # Errors
+    /// As [`trailer::seal`] or [`ChecksumTable::seal`] (which refuses a
+    /// durable table: its changes go through the detector).
+    pub fn seal(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        match self {
+            ChecksumPlacement::Trailer => trailer::seal(page, buf),
+            ChecksumPlacement::Sidecar(t) => t.seal(page, buf),
+        }
+    }
+
+    /// Verifies `buf` as the contents of `page`.
+    ///
+    /// # Errors
+    /// A corruption error ([`Error::is_corruption`](crate::Error::is_corruption)) when it does not verify.
+    pub fn verify(&self, page: PageId, buf: &[u8]) -> Result<()> {
+        match self {
+            ChecksumPlacement::Trailer => trailer::verify(page, buf),
+            ChecksumPlacement::Sidecar(t) => t.verify(page, buf),
+        }
+    }
+}

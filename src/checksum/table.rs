@@ -1,0 +1,712 @@
+//! [`ChecksumTable`]: the per-page checksums of the sidecar placement, in
+//! memory, and the codec of its base file.
+//!
+//! The byte layout of the base file is in the type's docs.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use super::durable::Durable;
+use super::{is_all_zero, page_crc, MIN_PAGE_SIZE};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::types::PageId;
+
+/// Entry bit: a settled checksum is present in bits 0..32.
+pub(super) const PRESENT: u64 = 1 << 32;
+/// Entry value (alone; on disk too): the host said the page is unallocated
+/// ([`ChecksumTable::mark_free`]). Carries no CRC.
+pub(super) const FREE: u64 = 1 << 33;
+/// Entry bit (memory only): the page has unsettled versions in the durable
+/// state, which verification also accepts.
+pub(super) const UNSETTLED: u64 = 1 << 34;
+/// The part of an entry a base file holds: present bit and CRC, or the
+/// unallocated mark.
+pub(super) const SETTLED_BITS: u64 = PRESENT | FREE | u32::MAX as u64;
+
+/// The most pages a sidecar table describes (2³², 32 GiB of entries): a
+/// bound on the memory a page id can make the table allocate.
+pub const MAX_TABLE_PAGES: u64 = 1 << 32;
+const BASE_MAGIC: [u8; 4] = *b"SHCT";
+const BASE_VERSION: u32 = 2;
+
+/// What a sidecar table holds for one page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Nothing: never sealed (or forgotten by a shrink).
+    Absent,
+    /// A checksum: settled, or of a write not yet settled.
+    Sealed,
+    /// Marked unallocated by the host, with no write since.
+    Free,
+}
+
+/// A sidecar checksum table: one CRC per page, kept outside the pages.
+///
+/// Lookups are lock-free reads of an atomic per page (plus a lock on the
+/// rare path of a page with a change not yet known durable); the table grows
+/// (under a write lock) when a page past its end is sealed.
+///
+/// # Durability
+///
+/// A table from [`open`](Self::open) (or [`TableConfig`](super::TableConfig))
+/// is durable at every moment: the [`CorruptionDetector`](crate::CorruptionDetector)
+/// logs each new checksum durably before it writes the page, accepts the old
+/// or the new checksum until the host's [`sync`](crate::CorruptionDetector::sync)
+/// through the detector has made the page durable, and after a crash a page
+/// holding its old or its new bytes verifies. Making changes durable costs
+/// O(changed pages); see [`durable`](super::durable) for the protocol, its
+/// costs and the crash analysis. A durable table is changed only through the
+/// detector ([`seal`](Self::seal) refuses it). Dropping it writes nothing:
+/// the records of the last settles become durable with the next change,
+/// or with [`flush`](Self::flush) (which only narrows what a page accepts
+/// after a crash; safety never needs it).
+///
+/// A table from [`new`](Self::new) lives in memory only; [`save`](Self::save)
+/// writes a whole copy (O(table)), and after a crash a page written since the
+/// last save fails verification against its older checksum. Use it for tests
+/// and for hosts whose pages do not outlive the process.
+///
+/// # Base file layout
+///
+/// The base file is written whole, crash-safely (temporary file, fsync,
+/// rename, fsync of the directory), in the 24-byte frame every such file of
+/// the library has: magic `SHCT` (4 bytes), format version (u32), payload
+/// length (u64), CRC32 of the payload (u32), CRC32 of the 20 header bytes
+/// before it (u32). Integers are little-endian. Version 2 payload:
+///
+/// | offset | size | field                                                     |
+/// |-------:|-----:|-----------------------------------------------------------|
+/// | 0      | 4    | page size                                                 |
+/// | 4      | 8    | generation (which log files continue it, see [`durable`](super::durable)) |
+/// | 12     | 8    | sequence number the log of this generation starts at      |
+/// | 20     | 8    | entry count `n`                                           |
+/// | 28     | 8·n  | entries (below)                                           |
+///
+/// An entry (u64) is one of: 0, no checksum; bit 32 set and bits 0..32 the
+/// CRC32, a checksum; exactly bit 33, the host said the page is unallocated
+/// ([`mark_free`](Self::mark_free)): verifying it answers
+/// [`Error::PageUnallocated`], not a corruption, until the page is written
+/// again. Any other value is refused when the file is decoded.
+///
+/// Version 1 (still read) has no generation and sequence fields: page size,
+/// entry count, entries (of the same kinds); it reads as generation 0
+/// starting at sequence 1.
+#[derive(Debug)]
+pub struct ChecksumTable {
+    pub(super) page_size: usize,
+    pub(super) entries: RwLock<Vec<AtomicU64>>,
+    pub(super) durable: Option<Durable>,
+}
+
+/// A decoded base file.
+#[derive(Debug)]
+pub(super) struct Base {
+    pub(super) generation: u64,
+    pub(super) next_seq: u64,
+    pub(super) entries: Vec<u64>,
+}
+
+impl ChecksumTable {
+    /// An empty table for pages of `page_size` bytes, in memory only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a page size below [`MIN_PAGE_SIZE`].
+    pub fn new(page_size: usize) -> Result<Self> {
+        check_page_size(page_size)?;
+        Ok(ChecksumTable {
+            page_size,
+            entries: RwLock::new(Vec::new()),
+            durable: None,
+        })
+    }
+
+    /// Opens (creating it if needed) the durable table whose base file is
+    /// `path`, with the default [`TableConfig`](super::TableConfig). Its log
+    /// files live next to it (`<path>.log-<generation>`).
+    ///
+    /// # Errors
+    /// As [`TableConfig::open`](super::TableConfig::open).
+    pub fn open(path: &Path, page_size: usize) -> Result<Self> {
+        super::TableConfig::new(page_size).open(path)
+    }
+
+    /// Whether the table is durable (from [`open`](Self::open)) rather than
+    /// in memory only.
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// The page size the table was made for.
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The raw entry of `page` (0 when past the end).
+    pub(super) fn raw_entry(&self, page: PageId) -> u64 {
+        let entries = self.entries.read();
+        usize::try_from(page.0)
+            .ok()
+            .and_then(|i| entries.get(i))
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// What the table holds for `page`, in one look.
+    pub(crate) fn entry(&self, page: PageId) -> Entry {
+        let e = self.raw_entry(page);
+        if e & (PRESENT | UNSETTLED) != 0 {
+            Entry::Sealed
+        } else if e & FREE != 0 {
+            Entry::Free
+        } else {
+            Entry::Absent
+        }
+    }
+
+    /// The newest CRC recorded for `page`, if any: for a durable table with
+    /// an unsettled change, the checksum of the bytes written last.
+    #[must_use]
+    pub fn get(&self, page: PageId) -> Option<u32> {
+        let e = self.raw_entry(page);
+        if e & UNSETTLED != 0 {
+            if let Some(crc) = self.durable.as_ref().and_then(|d| d.newest(self, page)) {
+                return Some(crc);
+            }
+        }
+        (e & PRESENT != 0).then_some(e as u32)
+    }
+
+    /// Records the checksum of `buf` as the contents of `page` in an
+    /// in-memory table.
+    ///
+    /// # Errors
+    /// [`Error::BufferSize`] for a buffer that is not one page;
+    /// [`Error::PageOutOfRange`] for a page id at or past
+    /// [`MAX_TABLE_PAGES`]; [`Error::InvalidArgument`] for an all-zero page,
+    /// which could not be told apart from a lost one (see the
+    /// [module docs](super#sidecar-table)), when the table cannot grow to
+    /// the page, or when the table is durable (its changes must be ordered
+    /// with the page writes, which
+    /// [`CorruptionDetector::write_sealed`](crate::CorruptionDetector::write_sealed)
+    /// does).
+    pub fn seal(&self, page: PageId, buf: &[u8]) -> Result<()> {
+        let crc = self.sealable(page, buf, false)?;
+        if self.is_durable() {
+            return Err(Error::InvalidArgument {
+                what: "table",
+                reason: format!(
+                    "page {page}: a durable checksum table is changed only through CorruptionDetector::write_sealed, which logs the checksum before the page is written"
+                ),
+            });
+        }
+        self.record(page, crc)
+    }
+
+    /// Checks that `buf` may be sealed as `page` and returns its checksum,
+    /// without recording it. An all-zero page is refused unless `zero_ok` (a
+    /// host write of zeros through the detector, see the module docs).
+    pub(crate) fn sealable(&self, page: PageId, buf: &[u8], zero_ok: bool) -> Result<u32> {
+        self.check_len(buf)?;
+        if page.0 >= MAX_TABLE_PAGES {
+            return Err(Error::PageOutOfRange {
+                page,
+                page_count: MAX_TABLE_PAGES,
+            });
+        }
+        if !zero_ok && is_all_zero(buf) {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "page {page} is all zeros; a zeroed page cannot be told from a lost one, so give every page a nonzero header"
+                ),
+            });
+        }
+        Ok(page_crc(page, buf))
+    }
+
+    /// Records `crc` as the settled checksum of `page`, growing the table as
+    /// needed and clearing an unallocated mark (in-memory tables; the
+    /// durable state changes through intents).
+    pub(crate) fn record(&self, page: PageId, crc: u32) -> Result<()> {
+        self.update_entry(page, |_| PRESENT | u64::from(crc))
+    }
+
+    /// Replaces the entry of `page` with `f(entry)`, growing the table to
+    /// the page first when it is past the end.
+    pub(super) fn update_entry(&self, page: PageId, f: impl FnOnce(u64) -> u64) -> Result<()> {
+        let idx = usize::try_from(page.0)
+            .ok()
+            .filter(|_| page.0 < MAX_TABLE_PAGES)
+            .ok_or(Error::PageOutOfRange {
+                page,
+                page_count: MAX_TABLE_PAGES,
+            })?;
+        {
+            let entries = self.entries.read();
+            if let Some(e) = entries.get(idx) {
+                e.store(f(e.load(Ordering::Acquire)), Ordering::Release);
+                return Ok(());
+            }
+        }
+        let mut entries = self.entries.write();
+        grow(&mut entries, idx + 1).map_err(|reason| Error::InvalidArgument {
+            what: "page",
+            reason: format!("cannot grow the checksum table to page {page}: {reason}"),
+        })?;
+        let e = &entries[idx];
+        e.store(f(e.load(Ordering::Acquire)), Ordering::Release);
+        Ok(())
+    }
+
+    /// Forgets the checksums of pages at and past `page_count` (the store
+    /// shrank); a page written there later is sealed afresh.
+    ///
+    /// A durable table logs the change and makes it durable before it
+    /// returns, so call it only once the store's shrink is durable (a crash
+    /// in between would leave pages without checksums);
+    /// [`CorruptionDetector::resize`](crate::CorruptionDetector::resize)
+    /// syncs the store first.
+    ///
+    /// # Errors
+    /// For a durable table, the log's I/O error (the table is then
+    /// poisoned); an in-memory table never fails.
+    pub fn truncate(&self, page_count: u64) -> Result<()> {
+        if let Some(d) = &self.durable {
+            return d.truncate(self, page_count);
+        }
+        self.truncate_entries(page_count);
+        Ok(())
+    }
+
+    pub(super) fn truncate_entries(&self, page_count: u64) {
+        let mut entries = self.entries.write();
+        let keep = usize::try_from(page_count).unwrap_or(usize::MAX);
+        if keep < entries.len() {
+            entries.truncate(keep);
+            entries.shrink_to_fit();
+        }
+    }
+
+    /// Number of entry slots (pages up to the highest one ever sealed).
+    pub(super) fn len(&self) -> usize {
+        self.entries.read().len()
+    }
+
+    /// Verifies `buf` as the contents of `page`. A page of a durable table
+    /// with a change not yet known durable verifies with the checksum of any
+    /// of its unsettled versions as well as its settled one.
+    ///
+    /// # Errors
+    /// [`Error::MissingChecksum`] when no checksum was recorded;
+    /// [`Error::PageUnallocated`] for a page marked free whose bytes match
+    /// no checksum (a durable table keeps the mark, and accepts the bytes of
+    /// a write since, until a sync settles that write);
+    /// [`Error::ZeroedPage`] or [`Error::ChecksumMismatch`] when the bytes do
+    /// not match; [`Error::BufferSize`] for a buffer that is not one page.
+    pub fn verify(&self, page: PageId, buf: &[u8]) -> Result<()> {
+        self.check_len(buf)?;
+        let e = self.raw_entry(page);
+        if e & (PRESENT | UNSETTLED) == 0 {
+            if e & FREE != 0 {
+                return Err(Error::PageUnallocated { page });
+            }
+            return Err(Error::MissingChecksum { page });
+        }
+        let actual = page_crc(page, buf);
+        if e & PRESENT != 0 && e as u32 == actual {
+            return Ok(());
+        }
+        // A durable table looks again under the lock that every change
+        // takes, so a settle racing with this read is no false alarm.
+        if self
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.accepts(self, page, actual))
+        {
+            return Ok(());
+        }
+        // Looked at again: the page may have been freed meanwhile.
+        if self.is_free(page) {
+            return Err(Error::PageUnallocated { page });
+        }
+        if is_all_zero(buf) {
+            return Err(Error::ZeroedPage { page });
+        }
+        match self.get(page) {
+            Some(expected) => Err(Error::ChecksumMismatch {
+                page,
+                expected,
+                actual,
+            }),
+            // Forgotten between the two looks (a concurrent truncate).
+            None => Err(Error::MissingChecksum { page }),
+        }
+    }
+
+    fn check_len(&self, buf: &[u8]) -> Result<()> {
+        if buf.len() != self.page_size {
+            return Err(Error::BufferSize {
+                expected: self.page_size,
+                actual: buf.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes the table as a base file (layout in the type docs) holding
+    /// each page's newest checksum or its unallocated mark, generation 0: a
+    /// standalone copy that
+    /// [`decode`](Self::decode) reads back and [`open`](Self::open) accepts
+    /// as a base.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        // The unsettled versions first: taking their lock while holding the
+        // entries would invert the lock order of the write path.
+        let newest = self
+            .durable
+            .as_ref()
+            .map(|d| d.newest_of_all())
+            .unwrap_or_default();
+        let entries = self.entries.read();
+        let n = entries.len();
+        let value = (0..n).map(|i| match newest.get(&(i as u64)) {
+            Some(&crc) => PRESENT | u64::from(crc),
+            None => entries[i].load(Ordering::Acquire) & SETTLED_BITS,
+        });
+        encode_base(self.page_size, 0, 1, n, value)
+    }
+
+    /// Decodes a base file read from `path` (used in messages) into an
+    /// in-memory table.
+    ///
+    /// # Errors
+    /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for a damaged or
+    /// foreign file; [`Error::PageSizeMismatch`] when it was made for another
+    /// page size.
+    pub fn decode(path: &Path, bytes: &[u8], page_size: usize) -> Result<Self> {
+        let base = decode_base(path, bytes, page_size)?;
+        let t = ChecksumTable::new(page_size)?;
+        *t.entries.write() = base.entries.into_iter().map(AtomicU64::new).collect();
+        Ok(t)
+    }
+
+    /// Writes a whole copy of the table to `path` crash-safely (O(table);
+    /// a durable table needs no save, see the type docs).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the step that failed.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        fsutil::atomic_write(path, &self.encode())
+    }
+
+    /// Loads the table at `path` into memory, or an empty one when the file
+    /// does not exist.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode), and [`Error::Io`].
+    pub fn load_or_new(path: &Path, page_size: usize) -> Result<Self> {
+        match fsutil::read_optional(path)? {
+            Some(bytes) => Self::decode(path, &bytes, page_size),
+            None => Self::new(page_size),
+        }
+    }
+}
+
+pub(super) fn check_page_size(page_size: usize) -> Result<()> {
+    if page_size < MIN_PAGE_SIZE || u32::try_from(page_size).is_err() {
+        return Err(Error::config(
+            "page_size",
+            format!("is {page_size}; it must be at least {MIN_PAGE_SIZE} bytes and fit in 32 bits"),
+        ));
+    }
+    Ok(())
+}
+
+/// Grows `entries` to `len` slots (zeroed), reporting an allocation failure
+/// instead of aborting.
+pub(super) fn grow(entries: &mut Vec<AtomicU64>, len: usize) -> std::result::Result<(), String> {
+    if entries.len() < len {
+        entries
+            .try_reserve_exact(len - entries.len())
+            .map_err(|e| e.to_string())?;
+        entries.resize_with(len, || AtomicU64::new(0));
+    }
+    Ok(())
+}
+
+/// Encodes a version-2 base file of `n` entries.
+pub(super) fn encode_base(
+    page_size: usize,
+    generation: u64,
+    next_seq: u64,
+    n: usize,
+    entries: impl Iterator<Item = u64>,
+) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(28 + n * 8);
+    payload.extend_from_slice(&(page_size as u32).to_le_bytes());
+    payload.extend_from_slice(&generation.to_le_bytes());
+    payload.extend_from_slice(&next_seq.to_le_bytes());
+    payload.extend_from_slice(&(n as u64).to_le_bytes());
+    for e in entries {
+        payload.extend_from_slice(&e.to_le_bytes());
+    }
+    debug_assert_eq!(payload.len(), 28 + n * 8);
+    fsutil::encode_framed(BASE_MAGIC, BASE_VERSION, &payload)
+}
+
+/// Decodes a base file of version 1 or 2 (allocating at most one entry per
+/// 8 input bytes).
+pub(super) fn decode_base(path: &Path, bytes: &[u8], page_size: usize) -> Result<Base> {
+    let (version, payload) = fsutil::decode_framed(path, bytes, BASE_MAGIC, BASE_VERSION)?;
+    let off = fsutil::FRAME_HEADER_LEN as u64;
+    let fixed = if version == 1 { 12 } else { 28 };
+    if payload.len() < fixed {
+        return Err(Error::corrupt_file(
+            path,
+            off,
+            format!("table payload shorter than {fixed} bytes"),
+        ));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
+    let ps = u32::from_le_bytes(payload[0..4].try_into().expect("4 bytes")) as usize;
+    if ps != page_size {
+        return Err(Error::PageSizeMismatch {
+            what: format!("checksum table {}", path.display()),
+            expected: page_size,
+            actual: ps,
+        });
+    }
+    let (generation, next_seq, count_at) = if version == 1 {
+        (0, 1, 4)
+    } else {
+        (u64_at(4), u64_at(12), 20)
+    };
+    let n = u64_at(count_at);
+    if n > MAX_TABLE_PAGES {
+        return Err(Error::corrupt_file(
+            path,
+            off + count_at as u64,
+            format!("table says {n} entries, more than the {MAX_TABLE_PAGES} a table holds"),
+        ));
+    }
+    let body = &payload[fixed..];
+    if Some(body.len() as u64) != n.checked_mul(8) {
+        return Err(Error::corrupt_file(
+            path,
+            off + count_at as u64,
+            format!("table says {n} entries, payload holds {} bytes", body.len()),
+        ));
+    }
+    let entries: Vec<u64> = body
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if let Some(bad) = entries
+        .iter()
+        .position(|&e| e != FREE && e & !(PRESENT | u64::from(u32::MAX)) != 0)
+    {
+        return Err(Error::corrupt_file(
+            path,
+            off + fixed as u64 + bad as u64 * 8,
+            "entry has unknown flag bits",
+        ));
+    }
+    if let Some(bad) = entries
+        .iter()
+        .position(|&e| e & PRESENT == 0 && e != 0 && e != FREE)
+    {
+        return Err(Error::corrupt_file(
+            path,
+            off + fixed as u64 + bad as u64 * 8,
+            "absent entry with a nonzero checksum",
+        ));
+    }
+    Ok(Base {
+        generation,
+        next_seq,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn zero_page_is_refused() {
+        for size in [64, 4096, 8192] {
+            let t = ChecksumTable::new(size).unwrap();
+            assert!(t.seal(PageId(0), &vec![0u8; size]).is_err());
+        }
+    }
+
+    #[test]
+    fn sidecar_catches_misdirected_and_missing() {
+        let t = ChecksumTable::new(128).unwrap();
+        let b = vec![5u8; 128];
+        t.seal(PageId(1), &b).unwrap();
+        assert!(t.verify(PageId(1), &b).is_ok());
+        assert!(matches!(
+            t.verify(PageId(2), &b),
+            Err(Error::MissingChecksum { .. })
+        ));
+        t.seal(PageId(2), &[6u8; 128]).unwrap();
+        assert!(matches!(
+            t.verify(PageId(2), &b),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn huge_page_ids_are_refused_not_allocated() {
+        let t = ChecksumTable::new(64).unwrap();
+        let b = [1u8; 64];
+        assert!(matches!(
+            t.seal(PageId(u64::MAX), &b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        assert!(matches!(
+            t.seal(PageId(MAX_TABLE_PAGES), &b),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        t.seal(PageId(10), &b).unwrap();
+        assert!(t.verify(PageId(10), &b).is_ok());
+    }
+
+    #[test]
+    fn table_file_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sums");
+        let t = ChecksumTable::new(256).unwrap();
+        t.seal(PageId(3), &[9u8; 256]).unwrap();
+        t.save(&p).unwrap();
+        let back = ChecksumTable::load_or_new(&p, 256).unwrap();
+        assert_eq!(back.get(PageId(3)), t.get(PageId(3)));
+        assert_eq!(back.get(PageId(0)), None);
+        assert!(matches!(
+            ChecksumTable::load_or_new(&p, 512),
+            Err(Error::PageSizeMismatch { .. })
+        ));
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        assert!(ChecksumTable::decode(&p, &bytes, 256).is_err());
+    }
+
+    #[test]
+    fn free_marks_verify_as_unallocated_and_other_flags_are_refused() {
+        let t = ChecksumTable::new(64).unwrap();
+        t.seal(PageId(1), &[3u8; 64]).unwrap();
+        t.mark_free(PageId(1)).unwrap();
+        t.mark_free(PageId(4)).unwrap();
+        for p in [1, 4] {
+            assert!(t.is_free(PageId(p)) && t.get(PageId(p)).is_none());
+            assert!(matches!(
+                t.verify(PageId(p), &[3u8; 64]),
+                Err(Error::PageUnallocated { .. })
+            ));
+        }
+        assert_eq!(t.entry(PageId(4)), Entry::Free);
+        assert_eq!(t.entry(PageId(2)), Entry::Absent);
+        t.seal(PageId(1), &[5u8; 64]).unwrap();
+        assert!(!t.is_free(PageId(1)) && t.verify(PageId(1), &[5u8; 64]).is_ok());
+        assert_eq!(t.entry(PageId(1)), Entry::Sealed);
+        // On disk: exactly bit 33; with any other bit it is damage.
+        for (value, ok) in [
+            (FREE, true),
+            (FREE | 1, false),
+            (FREE | PRESENT, false),
+            (1 << 34, false),
+        ] {
+            let bytes = encode_base(64, 0, 1, 1, std::iter::once(value));
+            let d = decode_base(Path::new("b"), &bytes, 64);
+            assert_eq!(d.is_ok(), ok, "{value:#x}");
+        }
+        // Version 1 files carry the mark too.
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&64u32.to_le_bytes());
+        payload.extend_from_slice(&1u64.to_le_bytes());
+        payload.extend_from_slice(&FREE.to_le_bytes());
+        let v1 = fsutil::encode_framed(BASE_MAGIC, 1, &payload);
+        assert!(ChecksumTable::decode(Path::new("v1"), &v1, 64)
+            .unwrap()
+            .is_free(PageId(0)));
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&256u32.to_le_bytes());
+        payload.extend_from_slice(&2u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&(PRESENT | 0xDEAD_BEEF).to_le_bytes());
+        let bytes = fsutil::encode_framed(BASE_MAGIC, 1, &payload);
+        let base = decode_base(Path::new("v1"), &bytes, 256).unwrap();
+        assert_eq!((base.generation, base.next_seq), (0, 1));
+        let t = ChecksumTable::decode(Path::new("v1"), &bytes, 256).unwrap();
+        assert_eq!(t.get(PageId(0)), None);
+        assert_eq!(t.get(PageId(1)), Some(0xDEAD_BEEF));
+    }
+
+    proptest! {
+        #[test]
+        fn sidecar_bit_flip_is_caught(page in 0u64..100, data in proptest::collection::vec(1u8..255, MIN_PAGE_SIZE..300), bit in any::<usize>()) {
+            let t = ChecksumTable::new(data.len()).unwrap();
+            t.seal(PageId(page), &data).unwrap();
+            prop_assert!(t.verify(PageId(page), &data).is_ok());
+            let mut b = data;
+            let i = (bit / 8) % b.len();
+            b[i] ^= 1 << (bit % 8);
+            prop_assert!(t.verify(PageId(page), &b).is_err());
+        }
+
+        #[test]
+        fn table_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ChecksumTable::decode(Path::new("t"), &bytes, 128);
+        }
+
+        #[test]
+        fn table_encode_decode_round_trip(pages in proptest::collection::btree_map(0u64..64, 0u8..255, 0..20)) {
+            let t = ChecksumTable::new(64).unwrap();
+            for (p, fill) in &pages {
+                // Fill 0 stands for a page the host freed.
+                if *fill == 0 {
+                    t.mark_free(PageId(*p)).unwrap();
+                } else {
+                    t.seal(PageId(*p), &[*fill; 64]).unwrap();
+                }
+            }
+            let back = ChecksumTable::decode(Path::new("t"), &t.encode(), 64).unwrap();
+            for p in 0..64 {
+                prop_assert_eq!(back.get(PageId(p)), t.get(PageId(p)));
+                prop_assert_eq!(back.is_free(PageId(p)), pages.get(&p) == Some(&0));
+            }
+            prop_assert_eq!(back.encode(), t.encode());
+        }
+
+        #[test]
+        fn base_damage_is_a_typed_error(gen in any::<u64>(), seq in any::<u64>(), crcs in proptest::collection::vec(proptest::option::of(proptest::option::of(any::<u32>())), 0..16), flip in any::<usize>()) {
+            // None: no checksum; Some(None): unallocated; Some(Some(crc)).
+            let entries: Vec<u64> = crcs.iter().map(|c| match c {
+                None => 0,
+                Some(None) => FREE,
+                Some(Some(c)) => PRESENT | u64::from(*c),
+            }).collect();
+            let good = encode_base(128, gen, seq, entries.len(), entries.iter().copied());
+            let back = decode_base(Path::new("b"), &good, 128).unwrap();
+            prop_assert_eq!((back.generation, back.next_seq), (gen, seq));
+            prop_assert_eq!(&back.entries, &entries);
+            let mut bad = good.clone();
+            bad[flip % good.len()] ^= 1 << (flip % 8);
+            let e = decode_base(Path::new("b"), &bad, 128);
+            prop_assert!(matches!(e, Err(Error::CorruptFile { .. } | Error::UnsupportedVersion { .. } | Error::PageSizeMismatch { .. })), "{:?}", e);
+            let cut = flip % good.len();
+            let short = decode_base(Path::new("b"), &good[..cut], 128);
+            prop_assert!(matches!(short, Err(Error::CorruptFile { .. })), "cut {}", cut);
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! Unit tests of the durable table: the protocol step by step on a
+//! crash-simulating directory (`CrashFiles`), damage, poisoning, limits and
+//! group commit. The crash-at-every-step test through the detector is in
+//! `tests/checksum_table_crash.rs`.
+
+use std::sync::Arc;
+
+use super::durable::log_name;
+use super::log::{LOG_HEADER_LEN, RECORD_LEN};
+use super::*;
+use crate::error::Error;
+use crate::testing::{CrashFiles, CrashSwitch};
+use crate::types::PageId;
+
+const PS: usize = 128;
+
+fn config() -> TableConfig {
+    TableConfig::new(PS)
+}
+
+fn open(files: &Arc<CrashFiles>) -> ChecksumTable {
+    config().open_on(files.clone(), "t").unwrap()
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    vec![fill; PS]
+}
+
+/// The detector's write path, without a store: announce, then "write".
+fn write(t: &ChecksumTable, p: u64, fill: u8, ok: bool) {
+    let crc = t.sealable(PageId(p), &page(fill), true).unwrap();
+    let intents = t.intend(&[(PageId(p), crc)]).unwrap();
+    t.complete(&intents, usize::from(ok)).unwrap();
+}
+
+/// The detector's sync, without a store.
+fn sync(t: &ChecksumTable) {
+    let b = t.sync_barrier();
+    t.settle(b).unwrap();
+}
+
+fn accepts(t: &ChecksumTable, p: u64, fill: u8) -> bool {
+    t.verify(PageId(p), &page(fill)).is_ok()
+}
+
+#[test]
+fn a_write_accepts_old_and_new_until_a_sync_then_only_new() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    assert!(t.is_durable());
+    write(&t, 3, 1, true);
+    sync(&t);
+    write(&t, 3, 2, true);
+    assert!(accepts(&t, 3, 1) && accepts(&t, 3, 2));
+    assert_eq!(t.get(PageId(3)), t.sealable(PageId(3), &page(2), true).ok());
+    sync(&t);
+    assert!(
+        !accepts(&t, 3, 1),
+        "settled: the old bytes no longer verify"
+    );
+    assert!(accepts(&t, 3, 2));
+    assert!(matches!(
+        t.verify(PageId(3), &page(9)),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert!(matches!(
+        t.verify(PageId(4), &page(2)),
+        Err(Error::MissingChecksum { .. })
+    ));
+}
+
+#[test]
+fn intents_are_durable_before_the_write_and_settles_with_the_next_fsync() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.flush().unwrap();
+    write(&t, 0, 2, true);
+    // Crash now: the page may hold either bytes; both verify.
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    sync(&t);
+    // The settle is only buffered: a crash forgets it, both still verify.
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(!accepts(&after, 0, 1) && accepts(&after, 0, 2));
+}
+
+#[test]
+fn a_write_in_flight_during_a_sync_stays_unsettled() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    // Announced before the barrier, written after it.
+    let crc = t.sealable(PageId(0), &page(2), true).unwrap();
+    let intent = t.intend(&[(PageId(0), crc)]).unwrap();
+    let b = t.sync_barrier();
+    t.complete(&intent, 1).unwrap();
+    t.settle(b).unwrap();
+    assert!(
+        accepts(&t, 0, 1) && accepts(&t, 0, 2),
+        "the sync may not cover it"
+    );
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    sync(&t);
+    assert!(!accepts(&t, 0, 1));
+}
+
+#[test]
+fn a_failed_write_is_accepted_until_a_later_write_settles() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 0, 2, false);
+    sync(&t);
+    assert!(
+        accepts(&t, 0, 1) && accepts(&t, 0, 2),
+        "its bytes are unknown"
+    );
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 2));
+    write(&t, 0, 3, true);
+    sync(&t);
+    assert!(!accepts(&t, 0, 1) && !accepts(&t, 0, 2) && accepts(&t, 0, 3));
+}
+
+#[test]
+fn resolving_after_a_crash_settles_whichever_bytes_the_page_holds() {
+    use crate::host::PageStore;
+    for holds_new in [false, true] {
+        let files = Arc::new(CrashFiles::new());
+        let t = open(&files);
+        write(&t, 0, 1, true);
+        write(&t, 1, 1, true);
+        sync(&t);
+        write(&t, 0, 2, true);
+        let t = open(&Arc::new(files.crash(None)));
+        let store = crate::store::MemStore::new(PS, 2).unwrap();
+        store
+            .write_page(PageId(0), &page(if holds_new { 2 } else { 1 }))
+            .unwrap();
+        store.write_page(PageId(1), &page(9)).unwrap();
+        t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
+            .unwrap();
+        assert!(accepts(&t, 0, 1) && accepts(&t, 0, 2), "not before a sync");
+        sync(&t);
+        assert_eq!(accepts(&t, 0, 2), holds_new, "holds new: {holds_new}");
+        assert_eq!(accepts(&t, 0, 1), !holds_new, "holds new: {holds_new}");
+        assert!(
+            !accepts(&t, 1, 9),
+            "damage is never resolved into a checksum"
+        );
+        assert_eq!(t.stats().unsettled_versions, 0);
+    }
+}
+
+#[test]
+fn resolving_drops_versions_newer_than_the_bytes_a_page_holds() {
+    use crate::host::PageStore;
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 0, 2, true);
+    write(&t, 0, 3, true);
+    // After a crash the page holds the middle version: the last write was lost.
+    let t = open(&Arc::new(files.crash(None)));
+    let store = crate::store::MemStore::new(PS, 1).unwrap();
+    store.write_page(PageId(0), &page(2)).unwrap();
+    t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
+        .unwrap();
+    sync(&t);
+    assert!(accepts(&t, 0, 2));
+    assert!(
+        !accepts(&t, 0, 1) && !accepts(&t, 0, 3),
+        "only the bytes it holds"
+    );
+    assert_eq!(t.stats().unsettled_versions, 0);
+}
+
+#[test]
+fn rewriting_the_newest_bytes_logs_nothing() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.flush().unwrap();
+    let before = t.stats();
+    write(&t, 0, 1, true);
+    let after = t.stats();
+    assert_eq!(after.log_bytes, before.log_bytes);
+    assert_eq!(after.log_syncs, before.log_syncs);
+    assert_eq!(after.unsettled_versions, 0);
+}
+
+#[test]
+fn too_many_failed_writes_retract_the_oldest() {
+    let files = Arc::new(CrashFiles::new());
+    let t = config()
+        .page_versions_max(2)
+        .open_on(files.clone(), "t")
+        .unwrap();
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 0, 2, false);
+    write(&t, 0, 3, false);
+    assert!(
+        !t.needs_sync(&[PageId(0)]),
+        "a sync cannot settle failed writes"
+    );
+    write(&t, 0, 4, false);
+    assert!(!accepts(&t, 0, 2), "the oldest failed write was retracted");
+    assert!(accepts(&t, 0, 1) && accepts(&t, 0, 3) && accepts(&t, 0, 4));
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(!accepts(&after, 0, 2));
+    assert!(accepts(&after, 0, 1) && accepts(&after, 0, 3) && accepts(&after, 0, 4));
+    // Written versions are what a sync settles: past the limit, ask for one.
+    write(&t, 1, 1, true);
+    write(&t, 1, 2, true);
+    assert!(t.needs_sync(&[PageId(1)]));
+    sync(&t);
+    assert!(!t.needs_sync(&[PageId(1)]));
+}
+
+#[test]
+fn compaction_folds_the_log_and_keeps_unsettled_versions() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    for p in 0..20 {
+        write(&t, p, p as u8 + 1, true);
+    }
+    sync(&t);
+    write(&t, 5, 99, true);
+    let g = t.stats().generation;
+    t.compact().unwrap();
+    let s = t.stats();
+    assert_eq!(s.generation, g + 1);
+    assert_eq!(
+        s.log_bytes,
+        (LOG_HEADER_LEN + 2 * RECORD_LEN) as u64,
+        "header, batch, one re-logged intent"
+    );
+    assert_eq!(
+        files.names(),
+        vec!["t".to_string(), log_name("t", g + 1)],
+        "the old log is gone"
+    );
+    let after = open(&Arc::new(files.crash(None)));
+    for p in 0..20 {
+        assert!(accepts(&after, p, p as u8 + 1), "page {p}");
+    }
+    assert!(accepts(&after, 5, 99));
+    // Appends after the compaction go to the new log.
+    write(&t, 6, 77, true);
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 6, 77) && accepts(&after, 6, 7));
+}
+
+#[test]
+fn the_sync_compacts_when_the_log_passes_its_share_of_the_base() {
+    let files = Arc::new(CrashFiles::new());
+    let t = config()
+        .compact_log_bytes_min(0)
+        .compact_ratio_pct(100)
+        .open_on(files.clone(), "t")
+        .unwrap();
+    for p in 0..64 {
+        write(&t, p, 1, true);
+    }
+    sync(&t);
+    let first = t.stats();
+    assert!(first.compactions >= 2, "open and this sync: {first:?}");
+    // The base is now 64 pages (~564 bytes): 40 rounds (~1280 log bytes) pass it.
+    for round in 0..40u8 {
+        write(&t, u64::from(round), round.wrapping_add(2), true);
+        sync(&t);
+    }
+    let s = t.stats();
+    assert!(s.compactions > first.compactions, "{s:?}");
+    assert!(s.log_bytes <= s.base_bytes + 4 * RECORD_LEN as u64, "{s:?}");
+}
+
+#[test]
+fn truncate_is_logged_durably() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    for p in 0..8 {
+        write(&t, p, 1, true);
+    }
+    sync(&t);
+    write(&t, 7, 2, true);
+    t.truncate(4).unwrap();
+    assert!(!t.has_pages_from(4));
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(accepts(&after, 3, 1));
+    for p in 4..8 {
+        assert!(matches!(
+            after.verify(PageId(p), &page(1)),
+            Err(Error::MissingChecksum { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_table() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    files.fail_syncs(1);
+    let crc = t.sealable(PageId(1), &page(1), true).unwrap();
+    assert!(matches!(
+        t.intend(&[(PageId(1), crc)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        t.intend(&[(PageId(2), crc)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(t.flush(), Err(Error::Poisoned { .. })));
+    assert!(accepts(&t, 0, 1), "verification goes on");
+    // Reopening recovers.
+    let t = open(&files);
+    write(&t, 1, 1, true);
+    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 1));
+}
+
+#[test]
+fn damage_before_the_durable_end_is_a_typed_error_after_it_a_torn_tail() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    write(&t, 1, 1, true);
+    write(&t, 2, 1, true);
+    let name = log_name("t", t.stats().generation);
+    drop(t);
+    let good = files.file(&name).unwrap();
+    // Slots: batch (the log's creation) | batch, intent 0 | batch, intent 1
+    // | batch, intent 2.
+    let slot = |i: usize| LOG_HEADER_LEN + i * RECORD_LEN;
+    assert_eq!(good.len(), slot(7));
+    let mut bad = good.clone();
+    bad[slot(2) + 4] ^= 0x10;
+    files.set_file(&name, bad);
+    match config().open_on(files.clone(), "t") {
+        Err(Error::CorruptFile { offset, .. }) => assert_eq!(offset, slot(2) as u64),
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+    // The same damage in the last batch reads as a torn tail.
+    let mut torn = good.clone();
+    torn[slot(6) + 4] ^= 0x10;
+    files.set_file(&name, torn);
+    let t = open(&files);
+    assert_eq!(t.stats().torn_bytes_at_open, RECORD_LEN as u64);
+    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 1));
+    assert!(
+        !accepts(&t, 2, 1),
+        "its intent was lost: the page fails, never passes"
+    );
+}
+
+#[test]
+fn a_missing_base_with_logs_is_damage_and_leftovers_are_removed() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    let g = t.stats().generation;
+    drop(t);
+    files.set_file("t.tmp", vec![1, 2, 3]);
+    files.set_file(&format!("{}.tmp", log_name("t", g + 7)), vec![4]);
+    files.set_file(&log_name("t", 0), vec![5]);
+    files.set_file("other", vec![6]);
+    let t = open(&files);
+    assert!(accepts(&t, 0, 1));
+    assert_eq!(
+        files.names(),
+        vec!["other".to_string(), "t".to_string(), log_name("t", g)]
+    );
+    drop(t);
+    files.delete_file("t");
+    assert!(matches!(
+        config().open_on(files.clone(), "t"),
+        Err(Error::CorruptFile { .. })
+    ));
+}
+
+#[test]
+fn configuration_is_checked() {
+    let files: Arc<dyn TableStorage> = Arc::new(CrashFiles::new());
+    for bad in [
+        TableConfig::new(10),
+        config().pages_max(0),
+        config().compact_ratio_pct(0),
+        config().unsettled_versions_max(0),
+        config().page_versions_max(1),
+    ] {
+        assert!(matches!(
+            bad.open_on(files.clone(), "t"),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+    assert!(config().open_on(files.clone(), "a/b").is_err());
+    let t = config().pages_max(10).open_on(files.clone(), "t").unwrap();
+    let crc = t.sealable(PageId(10), &page(1), true).unwrap();
+    assert!(matches!(
+        t.intend(&[(PageId(10), crc)]),
+        Err(Error::PageOutOfRange { .. })
+    ));
+    assert!(matches!(
+        t.seal(PageId(1), &page(1)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        config().open_on(files.clone(), "t").map(|_| ()),
+        Ok(())
+    ));
+    assert!(matches!(
+        TableConfig::new(256).open_on(files, "t"),
+        Err(Error::PageSizeMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_batch_costs_one_fsync() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    let changes: Vec<(PageId, u32)> = (0..50)
+        .map(|p| (PageId(p), t.sealable(PageId(p), &page(7), true).unwrap()))
+        .collect();
+    let before = files.syncs();
+    let intents = t.intend(&changes).unwrap();
+    assert_eq!(files.syncs() - before, 1);
+    t.complete(&intents, intents.len()).unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!((0..50).all(|p| accepts(&after, p, 7)));
+}
+
+#[test]
+fn concurrent_writers_share_fsyncs() {
+    let files = Arc::new(CrashFiles::new());
+    let t = Arc::new(open(&files));
+    let before = files.syncs();
+    std::thread::scope(|s| {
+        for w in 0..8u64 {
+            let t = t.clone();
+            s.spawn(move || {
+                for i in 0..50u64 {
+                    write(&t, w * 100 + i, (i % 250) as u8 + 1, true);
+                }
+            });
+        }
+    });
+    let fsyncs = files.syncs() - before;
+    assert!(fsyncs <= 400, "{fsyncs} fsyncs for 400 writes");
+    for w in 0..8u64 {
+        for i in 0..50u64 {
+            assert!(accepts(&t, w * 100 + i, (i % 250) as u8 + 1));
+        }
+    }
+    let after = open(&Arc::new(files.crash(None)));
+    for w in 0..8u64 {
+        for i in 0..50u64 {
+            assert!(accepts(&after, w * 100 + i, (i % 250) as u8 + 1));
+        }
+    }
+}
+
+#[test]
+fn a_real_directory_round_trips() {
+    use crate::host::PageStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sums");
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    write(&t, 2, 1, true);
+    sync(&t);
+    write(&t, 2, 2, true);
+    t.flush().unwrap();
+    drop(t);
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    assert!(accepts(&t, 2, 1) && accepts(&t, 2, 2), "unsettled");
+    sync(&t);
+    assert!(
+        accepts(&t, 2, 1),
+        "a sync alone cannot tell which bytes the page holds"
+    );
+    // The store holds the new bytes: reading it resolves the version.
+    let store = crate::store::MemStore::new(PS, 4).unwrap();
+    store.write_page(PageId(2), &page(2)).unwrap();
+    t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
+        .unwrap();
+    sync(&t);
+    t.flush().unwrap();
+    drop(t);
+    let t = ChecksumTable::open(&path, PS).unwrap();
+    assert!(!accepts(&t, 2, 1) && accepts(&t, 2, 2));
+    // A version-1 file saved by an in-memory table opens as a base.
+    let mem = ChecksumTable::new(PS).unwrap();
+    mem.seal(PageId(1), &page(5)).unwrap();
+    let other = dir.path().join("old");
+    mem.save(&other).unwrap();
+    let t = ChecksumTable::open(&other, PS).unwrap();
+    assert!(accepts(&t, 1, 5));
+}
+
+#[test]
+fn crash_during_compaction_at_every_step() {
+    // Crash at every storage step of a compaction (and of the open after
+    // it): every checksum accepted before must be accepted after, and every
+    // page marked unallocated stays so.
+    let mut step = 0;
+    loop {
+        let switch = CrashSwitch::new();
+        let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+        let t = open(&files);
+        for p in 0..10 {
+            write(&t, p, 1, true);
+        }
+        sync(&t);
+        for p in 0..5 {
+            write(&t, p, 2, true);
+        }
+        t.mark_free(PageId(8)).unwrap();
+        t.mark_free(PageId(12)).unwrap();
+        t.flush().unwrap();
+        switch.arm_at(switch.ops() + step);
+        let done = t.compact().is_ok();
+        for seed in [None, Some(step), Some(step + 1000)] {
+            let after = open(&Arc::new(files.crash(seed)));
+            for p in 0..10 {
+                let free = [8, 12].contains(&p);
+                assert_eq!(
+                    after.is_free(PageId(p)),
+                    free,
+                    "step {step} seed {seed:?}: page {p}"
+                );
+                assert!(
+                    if free {
+                        unallocated(&after, p, 1)
+                    } else {
+                        accepts(&after, p, 1)
+                    },
+                    "step {step} seed {seed:?}: page {p}"
+                );
+            }
+            assert!(after.is_free(PageId(12)), "step {step} seed {seed:?}");
+            for p in 0..5 {
+                assert!(accepts(&after, p, 2), "step {step} seed {seed:?}: page {p}");
+            }
+        }
+        if done {
+            break;
+        }
+        step += 1;
+    }
+    assert!(step >= 8, "a compaction has at least 8 steps, saw {step}");
+}
+
+fn unallocated(t: &ChecksumTable, p: u64, fill: u8) -> bool {
+    matches!(
+        t.verify(PageId(p), &page(fill)),
+        Err(Error::PageUnallocated { .. })
+    )
+}
+
+#[test]
+fn free_marks_survive_reopen_and_compaction() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    for p in 0..6 {
+        write(&t, p, 1, true);
+    }
+    sync(&t);
+    write(&t, 2, 2, true);
+    t.mark_free(PageId(1)).unwrap(); // settled
+    t.mark_free(PageId(2)).unwrap(); // with an unsettled version
+    t.mark_free(PageId(9)).unwrap(); // past the end
+    let check = |t: &ChecksumTable, what: &str| {
+        for p in [1, 2, 9] {
+            assert!(t.is_free(PageId(p)), "{what}: page {p}");
+            for fill in [1, 2] {
+                assert!(unallocated(t, p, fill), "{what}: page {p}, bytes {fill}");
+            }
+        }
+        for p in [0, 3, 4, 5] {
+            assert!(
+                accepts(t, p, 1) && !t.is_free(PageId(p)),
+                "{what}: page {p}"
+            );
+        }
+    };
+    check(&t, "live");
+    assert_eq!(t.stats().unsettled_versions, 0, "page 2's version went");
+    for seed in [None, Some(1), Some(2)] {
+        check(&open(&Arc::new(files.crash(seed))), "reopened");
+    }
+    t.compact().unwrap();
+    check(&open(&Arc::new(files.crash(Some(3)))), "after a compaction");
+    // A free page written again is in use once the write returned; a
+    // failed write leaves it free (its bytes may be the new ones: accepted).
+    write(&t, 2, 8, false);
+    assert!(t.is_free(PageId(2)) && accepts(&t, 2, 8) && unallocated(&t, 2, 1));
+    write(&t, 1, 7, true);
+    assert!(accepts(&t, 1, 7) && !t.is_free(PageId(1)));
+    assert!(matches!(
+        t.verify(PageId(1), &page(1)),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    // After a crash before the write settles, the page may hold its old
+    // bytes: it is free again unless it holds the new ones.
+    let after = open(&Arc::new(files.crash(Some(4))));
+    assert!(accepts(&after, 1, 7) && after.is_free(PageId(1)) && unallocated(&after, 1, 1));
+    t.compact().unwrap();
+    let after = open(&Arc::new(files.crash(Some(5))));
+    assert!(accepts(&after, 1, 7) && unallocated(&after, 1, 1));
+    sync(&t);
+    assert!(!t.is_free(PageId(1)) && accepts(&t, 1, 7));
+    assert!(matches!(
+        t.verify(PageId(1), &page(1)),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    t.flush().unwrap();
+    let after = open(&Arc::new(files.crash(Some(6))));
+    assert!(!after.is_free(PageId(1)) && accepts(&after, 1, 7));
+    assert!(after.is_free(PageId(2)) && after.is_free(PageId(9)));
+    t.compact().unwrap();
+    let after = open(&Arc::new(files.crash(Some(7))));
+    assert!(!after.is_free(PageId(1)) && after.is_free(PageId(2)));
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_free_mark_leaves_the_page_free_or_as_it_was() {
+    let mut step = 0;
+    loop {
+        let switch = CrashSwitch::new();
+        let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+        let t = open(&files);
+        write(&t, 0, 1, true);
+        write(&t, 1, 1, true);
+        sync(&t);
+        write(&t, 1, 2, true);
+        switch.arm_at(switch.ops() + step);
+        let done = t.mark_free(PageId(1)).is_ok() && t.mark_free(PageId(0)).is_ok();
+        for seed in [None, Some(step), Some(step + 1000)] {
+            let after = open(&Arc::new(files.crash(seed)));
+            for (p, fills) in [(0u64, &[1u8][..]), (1, &[1, 2])] {
+                let free = after.is_free(PageId(p));
+                for &fill in fills {
+                    let ok = if free {
+                        unallocated(&after, p, fill)
+                    } else {
+                        accepts(&after, p, fill)
+                    };
+                    assert!(
+                        ok,
+                        "step {step} seed {seed:?}: page {p} (free: {free}), bytes {fill}"
+                    );
+                }
+                assert!(
+                    free || !done,
+                    "step {step}: returned, but page {p} is not free"
+                );
+            }
+        }
+        if done {
+            break;
+        }
+        step += 1;
+    }
+    assert!(step >= 2, "two marks, each with an fsync: saw {step} steps");
+}
+
+#[test]
+fn resolving_a_lost_write_of_a_page_without_a_checksum_restores_what_it_had() {
+    use crate::host::PageStore;
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    t.mark_free(PageId(1)).unwrap();
+    write(&t, 1, 5, true);
+    write(&t, 2, 6, true);
+    let crashed = Arc::new(files.crash(None));
+    let t = open(&crashed);
+    // The writes were lost: the pages hold their bytes from before.
+    let store = crate::store::MemStore::new(PS, 3).unwrap();
+    store.write_page(PageId(0), &page(1)).unwrap();
+    store.write_page(PageId(1), &page(3)).unwrap();
+    store.write_page(PageId(2), &page(4)).unwrap();
+    t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
+        .unwrap();
+    assert!(t.is_free(PageId(1)) && t.get(PageId(1)).is_none());
+    assert!(unallocated(&t, 1, 3) && unallocated(&t, 1, 5));
+    assert!(!t.is_free(PageId(2)) && t.get(PageId(2)).is_none());
+    assert!(matches!(
+        t.verify(PageId(2), &page(4)),
+        Err(Error::MissingChecksum { .. })
+    ));
+    assert!(
+        accepts(&t, 0, 1),
+        "a page holding its version is marked as usual"
+    );
+    assert_eq!(t.stats().unsettled_versions, 1);
+    t.flush().unwrap();
+    let again = open(&Arc::new(crashed.crash(None)));
+    assert!(again.is_free(PageId(1)) && again.get(PageId(1)).is_none());
+    assert_eq!(again.get(PageId(2)), None);
+}
+
+#[test]
+fn a_version_1_log_is_replayed_and_compacted_away() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    write(&t, 1, 2, true);
+    t.flush().unwrap();
+    let g = t.stats().generation;
+    drop(t);
+    // Rewrite the header as a version-1 log (its records are all version-1
+    // kinds).
+    let name = log_name("t", g);
+    let mut bytes = files.file(&name).unwrap();
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+    files.set_file(&name, bytes);
+    let t = open(&files);
+    assert_eq!(t.stats().generation, g + 1, "not appended to: compacted");
+    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 2));
+    t.mark_free(PageId(0)).unwrap();
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(after.is_free(PageId(0)) && accepts(&after, 1, 2));
+}

@@ -1,0 +1,203 @@
+//! Unallocated pages: pages the host's own metadata calls free, which hold
+//! nothing to protect and are never reported as damage.
+//!
+//! An engine with a free list leaves free pages as they are, or zeroes them
+//! (SQLite with `secure_delete`, on by default in some distributions' builds,
+//! writes zeros over every page it frees). Such a page was never sealed, or
+//! was sealed with contents that no longer matter; reporting it would raise a
+//! false alarm at every scrub and send a repair that has nothing to do.
+//!
+//! # How a host says which pages are free
+//!
+//! * A callback, [`DetectorConfig::free_pages`](super::DetectorConfig::free_pages):
+//!   the host answers from its own metadata, so the answer survives a
+//!   restart with no state in the library. It is asked only when a page
+//!   fails verification (never on the path of a page that verifies), with no
+//!   lock of the detector held, so it may read pages; it must not resize the
+//!   store. It should be cheap: a scrub asks it once per failing page.
+//! * An explicit mark, [`CorruptionDetector::forget`]: in the sidecar
+//!   placement the mark is kept in the [`ChecksumTable`](crate::ChecksumTable)
+//!   like a checksum — saved with an in-memory table; in a durable table
+//!   logged, and durable before `forget` returns, so it survives a restart
+//!   and a crash at any step (the page is then either free or as it was) —
+//!   in the trailer placement it is kept in memory and a host marks its free
+//!   pages again after a restart (or gives the callback). A write through
+//!   the detector puts the page back in use and seals it; a durable table
+//!   keeps the mark until a sync settles the write (a crash before that may
+//!   leave the page free again, never damaged).
+//!
+//! # What an unallocated page means
+//!
+//! | operation                      | a page that fails verification and is unallocated      |
+//! |--------------------------------|--------------------------------------------------------|
+//! | verified read                  | [`Error::PageUnallocated`]: bytes nobody vouches for are never served as verified |
+//! | scrub                          | skipped: [`Verdict::Unallocated`](super::Verdict::Unallocated), counted, not reported, not fenced |
+//! | repair                         | nothing to repair ([`RepairOutcome::NotNeeded`](crate::repair::RepairOutcome::NotNeeded)), never irreparable: a fence left from before the page was freed is dropped |
+//! | host write through the detector | seals the page as usual; the page is in use again     |
+//!
+//! A page whose bytes *verify* is served whatever the host says about it: its
+//! bytes were sealed for it. A page the host says is in use is checked like
+//! any other, so a zeroed page in use is still [`Error::ZeroedPage`].
+//!
+//! A wrong answer from the host costs what it says: a page called free that
+//! is in use loses its protection (its damage is not reported), and a free
+//! page called in use raises the alarm it always did.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::CorruptionDetector;
+use crate::checksum::ChecksumPlacement;
+use crate::error::{Error, Result};
+use crate::types::PageId;
+
+/// The host's answer to "is `page` unallocated now?" (see the
+/// [module docs](self)).
+pub type FreePageFn = Arc<dyn Fn(PageId) -> bool + Send + Sync>;
+
+/// One bit per page, growing on demand and bounded by the store's page count.
+#[derive(Debug, Default)]
+pub(crate) struct PageBits {
+    words: RwLock<Vec<u64>>,
+}
+
+impl PageBits {
+    pub(crate) fn get(&self, page: PageId) -> bool {
+        let words = self.words.read();
+        usize::try_from(page.0 / 64)
+            .ok()
+            .and_then(|i| words.get(i))
+            .is_some_and(|w| w & (1 << (page.0 % 64)) != 0)
+    }
+
+    /// Sets the bit of `page`; the caller has checked that the page exists.
+    pub(crate) fn set(&self, page: PageId) -> Result<()> {
+        let idx = usize::try_from(page.0 / 64).map_err(|_| Error::InvalidArgument {
+            what: "page",
+            reason: format!("page {page} does not fit in memory"),
+        })?;
+        let mut words = self.words.write();
+        if words.len() <= idx {
+            let more = idx + 1 - words.len();
+            words
+                .try_reserve(more)
+                .map_err(|e| Error::InvalidArgument {
+                    what: "page",
+                    reason: format!("cannot grow the unallocated-page set to page {page}: {e}"),
+                })?;
+            words.resize(idx + 1, 0);
+        }
+        words[idx] |= 1 << (page.0 % 64);
+        Ok(())
+    }
+
+    pub(crate) fn clear(&self, page: PageId) {
+        // Most writes are to pages that were never forgotten: look first.
+        if !self.get(page) {
+            return;
+        }
+        let mut words = self.words.write();
+        if let Some(w) = usize::try_from(page.0 / 64)
+            .ok()
+            .and_then(|i| words.get_mut(i))
+        {
+            *w &= !(1 << (page.0 % 64));
+        }
+    }
+
+    /// Clears every bit at and past `page_count`.
+    pub(crate) fn truncate(&self, page_count: u64) {
+        let mut words = self.words.write();
+        let keep = usize::try_from(page_count.div_ceil(64)).unwrap_or(usize::MAX);
+        if keep < words.len() {
+            words.truncate(keep);
+            words.shrink_to_fit();
+        }
+        if !page_count.is_multiple_of(64) {
+            if let Some(last) = words.get_mut(keep.saturating_sub(1)) {
+                *last &= (1u64 << (page_count % 64)) - 1;
+            }
+        }
+    }
+}
+
+impl CorruptionDetector {
+    /// Whether `page` is marked unallocated with [`forget`](Self::forget)
+    /// (in the sidecar table, or in memory in the trailer placement).
+    pub(crate) fn marked_free(&self, page: PageId) -> bool {
+        match &self.placement {
+            ChecksumPlacement::Sidecar(t) => t.is_free(page),
+            ChecksumPlacement::Trailer => self.freed.get(page),
+        }
+    }
+
+    /// Whether the host says `page` is unallocated: marked with
+    /// [`forget`](Self::forget), or so answered by the
+    /// [free-page callback](super::DetectorConfig::free_pages). Asks the
+    /// callback, so it is called with no page lock held.
+    #[must_use]
+    pub fn is_unallocated(&self, page: PageId) -> bool {
+        self.marked_free(page) || self.free_pages.as_ref().is_some_and(|f| f(page))
+    }
+
+    /// Marks `page` unallocated: the host freed it. Its checksum is
+    /// forgotten (sidecar) and a later failure to verify is
+    /// [`Verdict::Unallocated`](super::Verdict::Unallocated), not damage; a
+    /// fence on it and any repair in flight are dropped. A later write
+    /// through the detector seals the page and puts it back in use. See the
+    /// [module docs](self) for where the mark is kept and how it survives a
+    /// restart; with a durable sidecar table the mark is durable when this
+    /// returns (one log fsync, made with the page's lock held, so no write
+    /// of the page through the detector overtakes it).
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page past the end of the store;
+    /// [`Error::InvalidArgument`] when the mark cannot be stored; a durable
+    /// table's log error (the table is then poisoned: nothing is forgotten
+    /// beyond its in-memory mark) or [`Error::Poisoned`].
+    pub fn forget(&self, page: PageId) -> Result<()> {
+        let _g = self.stripe(page);
+        let page_count = self.store.page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
+        match &self.placement {
+            ChecksumPlacement::Sidecar(t) => t.mark_free(page)?,
+            ChecksumPlacement::Trailer => self.freed.set(page)?,
+        }
+        self.registry.lock().on_freed(page);
+        // A freed page has no last write: its next contents start afresh.
+        let lsns = self.written_lsn.read();
+        if let Some(slot) = usize::try_from(page.0).ok().and_then(|i| lsns.get(i)) {
+            slot.store(0, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `PageBits` agrees with a set: set, clear and truncate.
+        #[test]
+        fn page_bits_match_a_set(ops in proptest::collection::vec((0u8..3, 0u64..300), 0..200)) {
+            let bits = PageBits::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (op, page) in ops {
+                match op {
+                    0 => { bits.set(PageId(page)).unwrap(); model.insert(page); }
+                    1 => { bits.clear(PageId(page)); model.remove(&page); }
+                    _ => { bits.truncate(page); model.retain(|p| *p < page); }
+                }
+                for p in 0..300 {
+                    prop_assert_eq!(bits.get(PageId(p)), model.contains(&p), "page {}", p);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The repair procedure of [`DataRepairer`] (see the [module docs](super)):
+//! take the ticket, gather and rank copies, commit the best one (alone or in
+//! a batch with one sync), fall back, or declare the page irreparable.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::plan::{order_replicas, rank_copies, Group, Skip, Standing};
+use super::replica_read::Stream;
+use super::{
+    Attempt, AttemptResult, CopySource, DataRepairer, RepairOutcome, RepairReport, ReplicaEntry,
+};
+use crate::corruption::{Commit, CommitResult, PageState, RepairTicket, Verdict};
+use crate::error::{Error, Result};
+use crate::host::{PageSource, ReplicaStatus};
+use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId};
+
+/// A verified copy waiting for the ranking.
+struct Candidate {
+    attempt: usize,
+    replica: usize,
+    bytes: Vec<u8>,
+    lsn: Option<Lsn>,
+}
+
+/// How the first step of a repair ended.
+enum Start<'d> {
+    /// Nothing to fetch: the report is final.
+    Done(RepairReport),
+    /// The page is ours to repair.
+    Ticket(RepairTicket<'d>),
+}
+
+/// Reads of a batch's pages queued ahead on the replica that comes first.
+struct Prefetch {
+    replica: ReplicaId,
+    stream: Stream,
+}
+
+/// The replicas as a repair sees them now: each with why it must not be
+/// asked (hung or cooling off), and its status (not asked of a blocked one).
+struct Survey {
+    replicas: Vec<ReplicaEntry>,
+    blocked: Vec<Option<String>>,
+    statuses: Vec<ReplicaStatus>,
+}
+
+/// A repair between fetching and committing.
+struct Pending<'d> {
+    /// `None` while a batch commit holds it.
+    ticket: Option<RepairTicket<'d>>,
+    report: RepairReport,
+    needed: Option<Lsn>,
+    replicas: Vec<ReplicaEntry>,
+    candidates: Vec<Candidate>,
+    /// Eligible groups in rank order (all at the newest LSN).
+    eligible: Vec<Group>,
+    /// The newest page LSN among the verified copies.
+    newest: Option<Lsn>,
+}
+
+impl Pending<'_> {
+    /// The copy a commit writes first, if any copy may be written.
+    fn lead(&self) -> Option<&[u8]> {
+        let g = self.eligible.first()?;
+        Some(&self.candidates[g.members[0]].bytes)
+    }
+}
+
+impl DataRepairer {
+    /// Repairs one fenced page (see the module docs for the procedure), with
+    /// a sync of its own.
+    ///
+    /// Every way a repair can end — including no source having a good copy —
+    /// is an `Ok` report; see [`RepairReport::outcome`]. A panic of a host
+    /// fallback source unwinds to the caller, and the page goes back to
+    /// `Suspect` on the way; a replica's panic is caught on its read helper.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page past the end of the store.
+    pub fn repair_page(&self, page: PageId) -> Result<RepairReport> {
+        let started = self.clock.now_ns();
+        let page_count = self.detector.store().page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
+        let report = match self.start(page) {
+            Start::Done(report) => report,
+            Start::Ticket(ticket) => {
+                let pending = self.gather(ticket, None);
+                self.settle(pending, None)
+            }
+        };
+        Ok(self.finish(report, started))
+    }
+
+    /// Repairs every `Suspect` page, in page order, in batches with one sync
+    /// each (see the module docs).
+    pub fn repair_pending(&self) -> Vec<RepairReport> {
+        self.repair_states(&[PageState::Suspect])
+    }
+
+    /// Repairs every `Suspect` page and tries every `Irreparable` page again
+    /// (a replica may have come back), in page order, in batches with one
+    /// sync each (see the module docs).
+    pub fn repair_all(&self) -> Vec<RepairReport> {
+        self.repair_states(&[PageState::Suspect, PageState::Irreparable])
+    }
+
+    fn repair_states(&self, states: &[PageState]) -> Vec<RepairReport> {
+        let mut pages: Vec<PageId> = states
+            .iter()
+            .flat_map(|s| self.detector.pages_in(*s))
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let mut reports = Vec::with_capacity(pages.len());
+        for batch in pages.chunks(self.batch_pages) {
+            reports.extend(self.repair_batch(batch));
+        }
+        reports
+    }
+
+    /// Repairs `pages` with one batch commit of their winning replica copies.
+    fn repair_batch(&self, pages: &[PageId]) -> Vec<RepairReport> {
+        let started = self.clock.now_ns();
+        let page_count = self.detector.store().page_count();
+        let mut done: Vec<(usize, RepairReport)> = Vec::new();
+        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::new();
+        // A page past the end (the store shrank) cannot be repaired; skip it.
+        for (i, &page) in pages.iter().enumerate() {
+            if page.0 >= page_count {
+                continue;
+            }
+            match self.start(page) {
+                Start::Done(report) => done.push((i, report)),
+                Start::Ticket(ticket) => tickets.push((i, ticket)),
+            }
+        }
+        let mut prefetch = self.prefetch(tickets.iter().map(|(_, t)| t.page()).collect());
+        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
+        let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
+        for (i, ticket) in tickets {
+            let pending = self.gather(ticket, prefetch.as_mut());
+            if pending.lead().is_some() {
+                to_commit.push((i, pending));
+            } else {
+                without_copy.push((i, pending));
+            }
+        }
+        drop(prefetch);
+        let batch: Vec<(RepairTicket<'_>, &[u8])> = to_commit
+            .iter_mut()
+            .map(|(_, p)| {
+                let ticket = p.ticket.take().expect("a gathered repair holds its ticket");
+                (ticket, p.lead().expect("only pages with a copy"))
+            })
+            .collect();
+        let results = if batch.is_empty() {
+            Vec::new()
+        } else {
+            self.detector.commit_repairs(batch)
+        };
+        for ((i, pending), result) in to_commit.into_iter().zip(results) {
+            done.push((i, self.settle(pending, Some(result))));
+        }
+        for (i, pending) in without_copy {
+            done.push((i, self.settle(pending, None)));
+        }
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter()
+            .map(|(_, report)| self.finish(report, started))
+            .collect()
+    }
+
+    /// Queues the reads of a batch's pages on the replica every page would
+    /// ask first, so that the helper reads ahead while pages are verified.
+    /// `None` when no replica can be asked (each page then finds out why).
+    fn prefetch(&self, pages: Vec<PageId>) -> Option<Prefetch> {
+        if pages.is_empty() {
+            return None;
+        }
+        let survey = self.survey();
+        let (first, _) = order_replicas(&survey.statuses, None)
+            .into_iter()
+            .find(|(_, skip)| skip.is_none())?;
+        let entry = &survey.replicas[first];
+        let ps = self.detector.store().page_size();
+        let stream = entry.reader.stream(pages, ps, self.clock.as_ref()).ok()?;
+        Some(Prefetch {
+            replica: entry.id.clone(),
+            stream,
+        })
+    }
+
+    fn survey(&self) -> Survey {
+        let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
+        // A replica that is hung or cooling off is not even asked for its status.
+        let now = self.clock.now_ns();
+        let blocked: Vec<Option<String>> = replicas
+            .iter()
+            .map(|e| e.reader.unavailable_reason(now))
+            .collect();
+        let statuses = replicas
+            .iter()
+            .zip(&blocked)
+            .map(|(e, b)| match b {
+                Some(_) => ReplicaStatus {
+                    available: false,
+                    lag: crate::host::ReplicaLag::default(),
+                },
+                None => e.reader.replica().status(),
+            })
+            .collect();
+        Survey {
+            replicas,
+            blocked,
+            statuses,
+        }
+    }
+
+    /// Step 1: unfences a page whose fault went away, or takes its ticket.
+    fn start(&self, page: PageId) -> Start<'_> {
+        match self.detector.page_state(page) {
+            Some(PageState::Suspect | PageState::Irreparable) => {
+                // A fault that has gone away needs no copy; recheck lifts the fence.
+                match self.detector.recheck(page) {
+                    Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {
+                        Start::Done(RepairReport::new(page, RepairOutcome::NotNeeded))
+                    }
+                    Ok(Verdict::Corrupt { .. }) | Err(_) => {
+                        match self.detector.begin_repair(page) {
+                            Some(ticket) => {
+                                self.stats.attempted.fetch_add(1, Ordering::Relaxed);
+                                Start::Ticket(ticket)
+                            }
+                            None => Start::Done(RepairReport::new(page, self.idle_outcome(page))),
+                        }
+                    }
+                }
+            }
+            _ => Start::Done(RepairReport::new(page, self.idle_outcome(page))),
+        }
+    }
+
+    fn idle_outcome(&self, page: PageId) -> RepairOutcome {
+        if self.detector.page_state(page) == Some(PageState::Repairing) {
+            RepairOutcome::InProgress
+        } else {
+            RepairOutcome::NotNeeded
+        }
+    }
+
+    /// Counts a finished repair and stamps its duration.
+    fn finish(&self, mut report: RepairReport, started_ns: u64) -> RepairReport {
+        match &report.outcome {
+            RepairOutcome::Repaired { source } => {
+                self.stats.repaired.fetch_add(1, Ordering::Relaxed);
+                if matches!(source, CopySource::Fallback(_)) {
+                    self.stats.from_fallback.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            RepairOutcome::Superseded => {
+                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            RepairOutcome::Irreparable { .. } => {
+                self.stats.irreparable.fetch_add(1, Ordering::Relaxed);
+            }
+            RepairOutcome::NotNeeded | RepairOutcome::InProgress => {
+                self.stats.not_needed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats
+            .bytes_fetched
+            .fetch_add(report.bytes_fetched, Ordering::Relaxed);
+        report.duration = self.elapsed(started_ns);
+        tracing::debug!(page = %report.page, outcome = ?report.outcome, "repair finished");
+        report
+    }
+
+    /// Steps 3 and 4: fetches and verifies replica copies (taking them from
+    /// `prefetch` where it holds them), and ranks them.
+    fn gather<'d>(
+        &'d self,
+        ticket: RepairTicket<'d>,
+        mut prefetch: Option<&mut Prefetch>,
+    ) -> Pending<'d> {
+        let page = ticket.page();
+        let ps = self.detector.store().page_size();
+        let needed = self.detector.last_written_lsn(page);
+        let Survey {
+            replicas,
+            mut blocked,
+            statuses,
+        } = self.survey();
+        let mut report = RepairReport::new(page, RepairOutcome::NotNeeded);
+        let mut candidates: Vec<Candidate> = Vec::new();
+
+        for (idx, skip) in order_replicas(&statuses, needed) {
+            let entry = &replicas[idx];
+            let source = CopySource::Replica(entry.id.clone());
+            match skip {
+                Some(Skip::Unavailable) => {
+                    entry.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                    let reason = blocked[idx]
+                        .take()
+                        .unwrap_or_else(|| "its status says it cannot serve reads".into());
+                    report.attempts.push(Attempt {
+                        source,
+                        result: AttemptResult::Unavailable(Error::ReplicaUnavailable {
+                            replica: entry.id.clone(),
+                            reason,
+                        }),
+                    });
+                    continue;
+                }
+                Some(Skip::Behind { applied, needed }) => {
+                    entry.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    report.attempts.push(Attempt {
+                        source,
+                        result: AttemptResult::Stale { applied, needed },
+                    });
+                    continue;
+                }
+                None => {}
+            }
+            // Only verified copies count toward the limit.
+            if candidates.len() == self.max_copies {
+                break;
+            }
+            let clock = self.clock.as_ref();
+            let ahead = match prefetch.as_deref_mut() {
+                Some(pf) if pf.replica == entry.id => {
+                    entry
+                        .reader
+                        .take(&mut pf.stream, page, self.read_timeout, self.cooloff, clock)
+                }
+                _ => None,
+            };
+            let read = ahead.unwrap_or_else(|| {
+                entry
+                    .reader
+                    .read(page, ps, self.read_timeout, self.cooloff, clock)
+            });
+            let result = match read {
+                Err(f) => {
+                    entry.count_failure(&f);
+                    AttemptResult::Unavailable(f.error)
+                }
+                Ok(buf) => {
+                    entry.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    report.bytes_fetched += ps as u64;
+                    match self.detector.verify(page, &buf) {
+                        Err(e) => {
+                            entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            AttemptResult::FailedVerification(e)
+                        }
+                        Ok(()) => {
+                            entry.stats.verified.fetch_add(1, Ordering::Relaxed);
+                            candidates.push(Candidate {
+                                attempt: report.attempts.len(),
+                                replica: idx,
+                                lsn: self.detector.page_lsn_of(&buf),
+                                bytes: buf,
+                            });
+                            AttemptResult::Verified
+                        }
+                    }
+                }
+            };
+            report.attempts.push(Attempt { source, result });
+        }
+
+        let groups = {
+            let views: Vec<(&[u8], Option<Lsn>)> = candidates
+                .iter()
+                .map(|c| (c.bytes.as_slice(), c.lsn))
+                .collect();
+            rank_copies(&views, self.require_majority)
+        };
+        let newest = groups.first().and_then(|g| g.lsn);
+        for g in &groups {
+            for &m in &g.members {
+                report.attempts[candidates[m].attempt].result = match g.standing {
+                    Standing::Eligible => continue,
+                    Standing::NoMajority { of } => AttemptResult::NoMajority {
+                        votes: g.votes(),
+                        of,
+                    },
+                    Standing::Older { newest } => AttemptResult::OlderCopy { lsn: g.lsn, newest },
+                };
+            }
+        }
+        Pending {
+            ticket: Some(ticket),
+            report,
+            needed,
+            replicas,
+            candidates,
+            eligible: groups.into_iter().filter(Group::eligible).collect(),
+            newest,
+        }
+    }
+
+    /// Steps 5 to 7: commits the best copy (or takes the result of its batch
+    /// commit as `first`), then the next copies, then the fallbacks, and
+    /// abandons the ticket when nothing could be written.
+    fn settle<'d>(&'d self, mut p: Pending<'d>, first: Option<CommitResult<'d>>) -> RepairReport {
+        let page = p.report.page;
+        debug_assert_eq!(first.is_some(), p.ticket.is_none());
+        let mut first = first;
+        for gi in 0..p.eligible.len() {
+            let g = &p.eligible[gi];
+            let lead = &p.candidates[g.members[0]];
+            let result = match first.take() {
+                Some(r) => r,
+                None => self
+                    .detector
+                    .commit_repair(p.ticket.take().expect("held between commits"), &lead.bytes),
+            };
+            match result {
+                Ok(commit) => {
+                    // Copies of other groups lost the vote only if a copy was
+                    // written; a superseded repair decided nothing.
+                    if commit == Commit::Written {
+                        for later in &p.eligible[gi + 1..] {
+                            for &m in &later.members {
+                                p.report.attempts[p.candidates[m].attempt].result =
+                                    AttemptResult::LostVote {
+                                        votes: later.votes(),
+                                        winner_votes: g.votes(),
+                                    };
+                            }
+                        }
+                    }
+                    p.report.outcome = match commit {
+                        Commit::Written => {
+                            let entry = &p.replicas[lead.replica];
+                            entry.stats.used.fetch_add(1, Ordering::Relaxed);
+                            RepairOutcome::Repaired {
+                                source: CopySource::Replica(entry.id.clone()),
+                            }
+                        }
+                        Commit::Superseded => RepairOutcome::Superseded,
+                    };
+                    return p.report;
+                }
+                Err((back, e)) => {
+                    tracing::warn!(%page, error = %e, "writing a verified replica copy failed");
+                    let reason = e.to_string();
+                    p.report.attempts[lead.attempt].result = AttemptResult::CommitFailed(e);
+                    for &m in &g.members[1..] {
+                        p.report.attempts[p.candidates[m].attempt].result =
+                            AttemptResult::CommitFailed(Error::Irreparable {
+                                page,
+                                reason: format!("an identical copy failed to commit: {reason}"),
+                            });
+                    }
+                    p.ticket = Some(back);
+                }
+            }
+        }
+        let mut ticket = p.ticket.take().expect("held after the replica copies");
+
+        // A fallback copy must not be older than the page must be, nor older
+        // than a verified replica copy that could not be written.
+        let floor = p.needed.max(p.newest);
+        let ps = self.detector.store().page_size();
+        let fallbacks: Vec<Arc<dyn PageSource>> = self.fallbacks.read().clone();
+        for fb in fallbacks {
+            let source = CopySource::Fallback(fb.name());
+            let mut buf = vec![0u8; ps];
+            let result = match fb.read_page(page, floor, &mut buf) {
+                Ok(false) => AttemptResult::NoCopy,
+                Err(e) => AttemptResult::Unavailable(e),
+                Ok(true) => {
+                    p.report.bytes_fetched += ps as u64;
+                    let lsn = self.detector.page_lsn_of(&buf);
+                    match self.detector.verify(page, &buf) {
+                        Err(e) => AttemptResult::FailedVerification(e),
+                        Ok(()) if p.newest.is_some_and(|n| lsn < Some(n)) => {
+                            AttemptResult::OlderCopy {
+                                lsn,
+                                newest: p.newest.expect("checked"),
+                            }
+                        }
+                        Ok(()) => match self.detector.commit_repair(ticket, &buf) {
+                            Ok(commit) => {
+                                p.report.attempts.push(Attempt {
+                                    source: source.clone(),
+                                    result: AttemptResult::Verified,
+                                });
+                                p.report.outcome = match commit {
+                                    Commit::Written => RepairOutcome::Repaired { source },
+                                    Commit::Superseded => RepairOutcome::Superseded,
+                                };
+                                return p.report;
+                            }
+                            Err((back, e)) => {
+                                ticket = back;
+                                AttemptResult::CommitFailed(e)
+                            }
+                        },
+                    }
+                }
+            };
+            p.report.attempts.push(Attempt { source, result });
+        }
+
+        let reason = irreparable_reason(&p.report.attempts);
+        if self.detector.abandon_repair(ticket) {
+            tracing::error!(%page, %reason, "page is irreparable");
+            self.detector.report(Failure::new(
+                FailureKind::IrreparablePage { page },
+                format!("page {page} is irreparable: {reason}"),
+                self.clock.now_ns(),
+            ));
+            p.report.outcome = RepairOutcome::Irreparable { reason };
+        } else {
+            // The host rewrote the page while every source was failing.
+            p.report.outcome = RepairOutcome::Superseded;
+        }
+        p.report
+    }
+}
+
+fn irreparable_reason(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        return "no replica or fallback source is registered".into();
+    }
+    let parts: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            let what = match &a.result {
+                AttemptResult::Verified => "verified".to_owned(),
+                AttemptResult::LostVote {
+                    votes,
+                    winner_votes,
+                } => format!("lost the vote {votes} to {winner_votes}"),
+                AttemptResult::NoMajority { votes, of } => {
+                    format!("no majority ({votes} of {of} copies at the newest LSN agree)")
+                }
+                AttemptResult::OlderCopy { lsn, newest } => match lsn {
+                    Some(l) => format!("copy has LSN {l}, older than the newest copy's {newest}"),
+                    None => format!("copy has no readable LSN; the newest copy has {newest}"),
+                },
+                AttemptResult::FailedVerification(e) => format!("copy failed verification: {e}"),
+                AttemptResult::Unavailable(e) => format!("unavailable: {e}"),
+                AttemptResult::Stale { applied, needed } => {
+                    format!("behind (applied LSN {applied}, needed {needed})")
+                }
+                AttemptResult::NoCopy => "has no copy new enough".to_owned(),
+                AttemptResult::CommitFailed(e) => format!("writing its copy failed: {e}"),
+            };
+            format!("{}: {what}", a.source)
+        })
+        .collect();
+    parts.join("; ")
+}

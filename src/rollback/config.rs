@@ -1,0 +1,248 @@
+//! [`RollbackConfig`]: where the journal lives and the manager's limits.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::types::FailureSink;
+
+use super::deadlock::VictimPolicy;
+use super::journal::{self, JournalStorage, RecoveryMode};
+use super::writer::{PageWriter, RepairHook};
+use super::TransactionRollbackManager;
+
+pub(super) enum JournalLocation {
+    Dir(PathBuf),
+    Storage(Arc<dyn JournalStorage>),
+}
+
+/// Configuration of a [`TransactionRollbackManager`].
+#[must_use]
+pub struct RollbackConfig {
+    pub(super) location: JournalLocation,
+    pub(super) segment_size_bytes: u64,
+    pub(super) buffer_bytes: usize,
+    pub(super) recovery_mode: RecoveryMode,
+    pub(super) victim_policy: VictimPolicy,
+    pub(super) max_active_transactions: usize,
+    pub(super) max_undo_bytes_per_txn: u64,
+    pub(super) sync_wait_timeout: Duration,
+    pub(super) idle_mark_delay: Duration,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) failure_sink: Option<FailureSink>,
+    pub(super) repair_hook: Option<RepairHook>,
+}
+
+impl fmt::Debug for RollbackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RollbackConfig")
+            .field("segment_size_bytes", &self.segment_size_bytes)
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("recovery_mode", &self.recovery_mode)
+            .field("victim_policy", &self.victim_policy)
+            .field("max_active_transactions", &self.max_active_transactions)
+            .field("max_undo_bytes_per_txn", &self.max_undo_bytes_per_txn)
+            .field("sync_wait_timeout", &self.sync_wait_timeout)
+            .field("idle_mark_delay", &self.idle_mark_delay)
+            .field("repair_hook", &self.repair_hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RollbackConfig {
+    /// A journal in the directory `dir` (created if missing). Defaults:
+    /// 64 MiB segments, a 1 MiB append buffer, [`RecoveryMode::TolerateTornTail`],
+    /// [`VictimPolicy::Youngest`], 65 536 active transactions, 256 MiB of
+    /// undo per transaction, a 30 s wait for another thread's fsync, a 10 ms
+    /// idle-mark delay, the system clock, no failure sink, no repair hook.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_location(JournalLocation::Dir(dir.into()))
+    }
+
+    /// A journal on any [`JournalStorage`] (for example the crash-simulating
+    /// in-memory directory of the `testing` feature).
+    pub fn with_storage(storage: Arc<dyn JournalStorage>) -> Self {
+        Self::with_location(JournalLocation::Storage(storage))
+    }
+
+    fn with_location(location: JournalLocation) -> Self {
+        RollbackConfig {
+            location,
+            segment_size_bytes: 64 << 20,
+            buffer_bytes: 1 << 20,
+            recovery_mode: RecoveryMode::default(),
+            victim_policy: VictimPolicy::default(),
+            max_active_transactions: 65_536,
+            max_undo_bytes_per_txn: 256 << 20,
+            sync_wait_timeout: Duration::from_secs(30),
+            idle_mark_delay: Duration::from_millis(10),
+            clock: SystemClock::shared(),
+            failure_sink: None,
+            repair_hook: None,
+        }
+    }
+
+    /// Size in bytes at which a new segment is started (default 64 MiB). It
+    /// must hold the 40-byte header plus one undo record of a whole page
+    /// (2 × page size + 37 bytes: the before- and the after-image).
+    pub fn segment_size_bytes(mut self, bytes: u64) -> Self {
+        self.segment_size_bytes = bytes;
+        self
+    }
+
+    /// Bytes of encoded records held in memory before they are written to the
+    /// segment without an fsync (default 1 MiB, at least 1).
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// What to do with damage found at open (default
+    /// [`RecoveryMode::TolerateTornTail`]).
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// How a deadlock victim is chosen (default [`VictimPolicy::Youngest`]).
+    pub fn victim_policy(mut self, policy: VictimPolicy) -> Self {
+        self.victim_policy = policy;
+        self
+    }
+
+    /// Most transactions active at once (default 65 536, at least 1).
+    pub fn max_active_transactions(mut self, n: usize) -> Self {
+        self.max_active_transactions = n;
+        self
+    }
+
+    /// Most before-image bytes one transaction may hold (default 256 MiB, at
+    /// least 1). The manager keeps them, and the after-images (as many bytes
+    /// again), in memory until commit or rollback.
+    pub fn max_undo_bytes_per_txn(mut self, bytes: u64) -> Self {
+        self.max_undo_bytes_per_txn = bytes;
+        self
+    }
+
+    /// How long a thread waits for another thread's journal fsync before it
+    /// gives up with a retryable timed-out I/O error (default 30 s, nonzero).
+    pub fn sync_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_wait_timeout = timeout;
+        self
+    }
+
+    /// How long the journal waits, after an fsync that no further batch
+    /// follows, before the `selfheal-undo-mark` thread writes and fsyncs a
+    /// synced-through mark covering it (default 10 ms, nonzero, at most
+    /// 60 s; measured in real time, like `sync_wait_timeout`). It bounds the
+    /// window in which media damage to an acknowledged commit could be taken
+    /// for a torn tail (see the [journal docs](super::journal#power-loss-and-the-synced-through-mark)).
+    pub fn idle_mark_delay(mut self, delay: Duration) -> Self {
+        self.idle_mark_delay = delay;
+        self
+    }
+
+    /// The clock rollback durations are measured with (default: system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where deadlocks and crash recoveries are reported (default: nowhere).
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.failure_sink = Some(sink);
+        self
+    }
+
+    /// A repair to try on a page that fails verification on the rollback
+    /// path, before the write or rollback gives up on it (default: none).
+    /// See [`RepairHook`].
+    pub fn repair_hook(mut self, hook: RepairHook) -> Self {
+        self.repair_hook = Some(hook);
+        self
+    }
+
+    fn validate(&self, page_size: usize) -> Result<()> {
+        let max_image = (journal::MAX_PAYLOAD_LEN - journal::UNDO_FIXED_LEN) / 2;
+        if page_size == 0 || page_size > max_image {
+            return Err(Error::config(
+                "page_size",
+                format!(
+                    "the store's page size is {page_size}; it must be between 1 and {max_image} bytes"
+                ),
+            ));
+        }
+        let min_segment = (journal::SEGMENT_HEADER_LEN
+            + journal::RECORD_HEADER_LEN
+            + journal::UNDO_FIXED_LEN
+            + 2 * page_size) as u64;
+        if self.segment_size_bytes < min_segment {
+            return Err(Error::config(
+                "segment_size_bytes",
+                format!(
+                    "is {}; it must hold a header and one whole-page undo record: at least {min_segment} bytes for {page_size}-byte pages",
+                    self.segment_size_bytes
+                ),
+            ));
+        }
+        if self.buffer_bytes == 0 {
+            return Err(Error::config("buffer_bytes", "is 0; it must be at least 1"));
+        }
+        if self.max_active_transactions == 0 {
+            return Err(Error::config(
+                "max_active_transactions",
+                "is 0; it must be at least 1",
+            ));
+        }
+        if self.max_undo_bytes_per_txn == 0 {
+            return Err(Error::config(
+                "max_undo_bytes_per_txn",
+                "is 0; it must be at least 1",
+            ));
+        }
+        if self.sync_wait_timeout.is_zero() {
+            return Err(Error::config(
+                "sync_wait_timeout",
+                "is zero; give the time a journal fsync may take, e.g. 30 s",
+            ));
+        }
+        if self.idle_mark_delay.is_zero() || self.idle_mark_delay > Duration::from_secs(60) {
+            return Err(Error::config(
+                "idle_mark_delay",
+                format!(
+                    "is {:?}; it must be above zero and at most 60 s (a few milliseconds is right: it is how long an acknowledged commit may go without a durable mark)",
+                    self.idle_mark_delay
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens (or creates) the journal, recovers — rolls back every
+    /// transaction that was in flight at the last crash, through `pages` —
+    /// and returns the manager. What recovery did is in
+    /// [`TransactionRollbackManager::recovery_report`]: transactions whose
+    /// rollback is blocked by a page that fails verification are listed
+    /// there and stay pending (see the
+    /// [module docs](super#pages-that-fail-verification)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for zero sizes or timeouts; [`Error::Io`] when
+    /// the journal directory cannot be created or written;
+    /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
+    /// damage the [recovery mode](RecoveryMode) refuses, a missing segment,
+    /// or undo of an unfinished transaction whose begin record is missing;
+    /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
+    /// holds undo of an in-flight transaction that does not fit `pages` (a
+    /// journal of another store; undo of finished transactions is not
+    /// checked); the page store's errors during rollback other than a page
+    /// that fails verification.
+    pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
+        let page_size = pages.page_size();
+        self.validate(page_size)?;
+        super::recovery::open(self, pages)
+    }
+}

@@ -1,0 +1,339 @@
+//! Opening the manager: scanning the journal, rolling back what was in
+//! flight at the last crash, and the [`RecoveryReport`].
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::types::{Failure, FailureKind, Lsn, PageId};
+
+use super::apply::{apply_undo, PageLocks, UndoRef};
+use super::config::{JournalLocation, RollbackConfig};
+use super::journal::{
+    self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, Record,
+};
+use super::txns::{BlockedTxn, Counters, State, Status, Txn};
+use super::writer::PageWriter;
+use super::{check_range, TransactionRollbackManager, TxnId};
+
+/// A transaction rolled back at open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredTxn {
+    /// The transaction.
+    pub txn: TxnId,
+    /// How many undo entries it had.
+    pub undo_entries: u64,
+    /// How many before-image bytes.
+    pub undo_bytes: u64,
+}
+
+/// What the manager did at open.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments_read: u64,
+    /// Valid records read.
+    pub records_read: u64,
+    /// Commit records seen.
+    pub committed_seen: u64,
+    /// Abort records seen.
+    pub aborted_seen: u64,
+    /// Transactions that were in flight at the crash and were rolled back,
+    /// in order of their first record. Each got an abort record.
+    pub rolled_back: Vec<RecoveredTxn>,
+    /// Transactions that were in flight at the crash whose rollback is
+    /// blocked by pages that fail verification (for example a page torn by
+    /// the crash under a checksum). They got no abort record and stay
+    /// pending, with their undo, as active transactions of the manager:
+    /// repair the pages, then call
+    /// [`rollback`](TransactionRollbackManager::rollback) (or reopen). Their
+    /// other pages were restored.
+    pub blocked: Vec<BlockedTxn>,
+    /// Undo entries applied.
+    pub undo_entries_applied: u64,
+    /// Undo entries not applied because their page no longer held what the
+    /// transaction wrote: it was replaced since (for example restored from a
+    /// snapshot while the manager was closed).
+    pub undo_entries_replaced: u64,
+    /// The pages those entries belong to, sorted.
+    pub pages_replaced: Vec<PageId>,
+    /// Pages written (each once).
+    pub pages_written: u64,
+    /// Damage found in the journal and what was done (see [`RecoveryMode`](super::RecoveryMode)),
+    /// in the order found.
+    pub damage: Vec<JournalDamage>,
+    /// How long recovery took, on the configured clock.
+    pub duration: Duration,
+}
+
+/// A transaction without a commit or abort record in the journal.
+struct InFlight {
+    begin_lsn: Option<Lsn>,
+    first_lsn: Lsn,
+    first_index: usize,
+    undo: Vec<usize>,
+}
+
+pub(super) fn open(
+    cfg: RollbackConfig,
+    pages: Arc<dyn PageWriter>,
+) -> Result<TransactionRollbackManager> {
+    let page_size = pages.page_size();
+    let storage: Arc<dyn JournalStorage> = match &cfg.location {
+        JournalLocation::Dir(d) => Arc::new(DirStorage::open(d)?),
+        JournalLocation::Storage(s) => s.clone(),
+    };
+    storage.check_writable()?;
+    let start = cfg.clock.now_ns();
+    let scan = journal::recovery::scan(storage.as_ref(), cfg.recovery_mode)?;
+
+    // Which transactions have no commit or abort record?
+    let mut in_flight: HashMap<TxnId, InFlight> = HashMap::new();
+    let mut order: Vec<TxnId> = Vec::new();
+    let (mut committed_seen, mut aborted_seen) = (0u64, 0u64);
+    for (i, r) in scan.records.iter().enumerate() {
+        let Some(txn) = r.record.txn() else { continue };
+        match &r.record {
+            Record::Commit { .. } => {
+                committed_seen += 1;
+                in_flight.remove(&txn);
+            }
+            Record::Abort { .. } => {
+                aborted_seen += 1;
+                in_flight.remove(&txn);
+            }
+            _ => {
+                let t = in_flight.entry(txn).or_insert_with(|| {
+                    order.push(txn);
+                    InFlight {
+                        begin_lsn: None,
+                        first_lsn: r.lsn,
+                        first_index: i,
+                        undo: Vec::new(),
+                    }
+                });
+                match &r.record {
+                    Record::Begin { .. } => {
+                        t.begin_lsn.get_or_insert(r.lsn);
+                    }
+                    _ => t.undo.push(i),
+                }
+            }
+        }
+    }
+    order.retain(|t| in_flight.contains_key(t));
+    for txn in &order {
+        let t = &in_flight[txn];
+        // Checkpoints never retire the segment of an unfinished
+        // transaction's begin record: without it, earlier undo of the
+        // transaction went with a lost segment.
+        if t.begin_lsn.is_none() && !t.undo.is_empty() {
+            let r = &scan.records[t.first_index];
+            return Err(Error::corrupt_file(
+                storage.segment_path(scan.segment_of(t.first_index)),
+                r.offset,
+                format!(
+                    "transaction {txn} has undo records from LSN {} on but no begin record, and neither commit nor abort: its begin (and maybe more of its undo) went with a segment that is missing, so it cannot be rolled back whole; restore the missing segment from a backup",
+                    t.first_lsn
+                ),
+            ));
+        }
+    }
+    let mut refs = Vec::new();
+    let mut undo_bytes: HashMap<TxnId, u64> = HashMap::new();
+    for txn in &order {
+        for &i in &in_flight[txn].undo {
+            let r = &scan.records[i];
+            let (page, offset, before, after) = match &r.record {
+                Record::Undo {
+                    page,
+                    offset,
+                    before,
+                    after,
+                    ..
+                } => (*page, *offset, before, Some(after.as_slice())),
+                Record::UndoV1 {
+                    page,
+                    offset,
+                    before,
+                    ..
+                } => (*page, *offset, before, None),
+                _ => continue,
+            };
+            // Only undo that will be applied must fit the store: finished
+            // transactions' undo may predate a resize.
+            check_range(
+                page,
+                offset as usize,
+                before.len(),
+                page_size,
+                pages.page_count(),
+            )?;
+            *undo_bytes.entry(*txn).or_default() += before.len() as u64;
+            refs.push(UndoRef {
+                txn: *txn,
+                lsn: r.lsn.0,
+                page,
+                offset: offset as usize,
+                before,
+                after,
+            });
+        }
+    }
+    let page_locks = PageLocks::new();
+    let any_undo = !refs.is_empty();
+    let applied = apply_undo(pages.as_ref(), &page_locks, cfg.repair_hook.as_ref(), refs)?;
+    if any_undo {
+        // Also when no page changed: a page may hold its before-image only
+        // in a cache, and the abort record must not outlive it.
+        pages.sync()?;
+    }
+    let journal = Journal::open(
+        storage,
+        JournalConfig {
+            segment_size: cfg.segment_size_bytes,
+            buffer_bytes: cfg.buffer_bytes,
+            sync_wait_timeout: cfg.sync_wait_timeout,
+            idle_mark_delay: cfg.idle_mark_delay,
+        },
+        &scan,
+    )?;
+    let mut rolled_back = Vec::new();
+    let mut blocked = Vec::new();
+    let mut state = State::default();
+    for txn in &order {
+        let t = &in_flight[txn];
+        if let Some(failed) = applied.blocked.get(txn) {
+            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
+            for &i in &t.undo {
+                let r = &scan.records[i];
+                match &r.record {
+                    Record::Undo {
+                        page,
+                        offset,
+                        before,
+                        after,
+                        ..
+                    } => pending.push(r.lsn, *page, *offset, before, Some(after)),
+                    Record::UndoV1 {
+                        page,
+                        offset,
+                        before,
+                        ..
+                    } => pending.push(r.lsn, *page, *offset, before, None),
+                    _ => {}
+                }
+            }
+            let b = BlockedTxn {
+                txn: *txn,
+                pages: failed.iter().map(|f| f.0).collect(),
+                reason: failed[0].1.clone(),
+            };
+            pending.status = Status::RollbackFailed;
+            pending.blocked = Some(b.clone());
+            state.undo_bytes_held += pending.arena.len() as u64;
+            state.active.insert(*txn, pending);
+            blocked.push(b);
+        } else {
+            journal.append(&Record::Abort { txn: *txn })?;
+            rolled_back.push(RecoveredTxn {
+                txn: *txn,
+                undo_entries: t.undo.len() as u64,
+                undo_bytes: undo_bytes.get(txn).copied().unwrap_or(0),
+            });
+        }
+    }
+    journal.flush()?;
+    let mut pages_replaced: Vec<PageId> = applied.replaced.iter().map(|r| r.1).collect();
+    pages_replaced.sort_unstable();
+    pages_replaced.dedup();
+    let report = RecoveryReport {
+        segments_read: scan.segments_read,
+        records_read: scan.records.len() as u64,
+        committed_seen,
+        aborted_seen,
+        rolled_back,
+        blocked,
+        undo_entries_applied: applied.entries,
+        undo_entries_replaced: applied.replaced.iter().map(|r| r.2).sum(),
+        pages_replaced,
+        pages_written: applied.pages,
+        damage: scan.damage.clone(),
+        duration: Duration::from_nanos(cfg.clock.now_ns().saturating_sub(start)),
+    };
+    drop(scan);
+    report_recovery(&cfg, &report);
+    Ok(TransactionRollbackManager {
+        pages,
+        journal,
+        state: Mutex::new(state),
+        page_locks,
+        victim_policy: cfg.victim_policy,
+        max_active: cfg.max_active_transactions,
+        max_undo: cfg.max_undo_bytes_per_txn,
+        clock: cfg.clock,
+        sink: cfg.failure_sink,
+        repair_hook: cfg.repair_hook,
+        counters: Counters {
+            recovered: AtomicU64::new(report.rolled_back.len() as u64),
+            replaced: AtomicU64::new(report.undo_entries_replaced),
+            ..Counters::default()
+        },
+        report,
+    })
+}
+
+fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
+    if !report.pages_replaced.is_empty() {
+        tracing::warn!(
+            entries = report.undo_entries_replaced,
+            pages = ?report.pages_replaced,
+            "undo of transactions in flight at the last crash was not applied to pages replaced since"
+        );
+    }
+    for b in &report.blocked {
+        tracing::error!(txn = %b.txn, pages = ?b.pages, reason = %b.reason, "rollback of a transaction in flight at the last crash is blocked; repair the pages, then roll it back");
+    }
+    let n = report.rolled_back.len() + report.blocked.len();
+    if n == 0 {
+        return;
+    }
+    tracing::warn!(
+        rolled_back = report.rolled_back.len(),
+        blocked = report.blocked.len(),
+        "transactions were in flight at the last crash"
+    );
+    if let Some(sink) = &cfg.failure_sink {
+        let mut evidence = format!(
+            "{n} transactions were in flight at the last crash; {} were rolled back ({} undo entries, {} pages)",
+            report.rolled_back.len(),
+            report.undo_entries_applied,
+            report.pages_written
+        );
+        if report.undo_entries_replaced > 0 {
+            evidence.push_str(&format!(
+                "; {} undo entries were not applied to pages replaced since ({:?})",
+                report.undo_entries_replaced, report.pages_replaced
+            ));
+        }
+        for b in &report.blocked {
+            evidence.push_str(&format!(
+                "; the rollback of transaction {} is blocked by pages {:?} that fail verification ({})",
+                b.txn, b.pages, b.reason
+            ));
+        }
+        // `count` is how many were rolled back; the evidence names the
+        // blocked ones (their pages are reported by the detector too).
+        sink.send(Failure::new(
+            FailureKind::InFlightAtCrash {
+                count: report.rolled_back.len() as u64,
+            },
+            evidence,
+            cfg.clock.now_ns(),
+        ));
+    }
+}

@@ -1,0 +1,169 @@
+//! The [`PageWriter`] seam rollback reads and writes pages through, its two
+//! implementations, and the optional repair hook.
+//!
+//! Every read on the rollback path is a verified read where the writer can
+//! verify: the [`CorruptionDetector`] refuses fenced pages and fences (and
+//! reports) a page that fails, so rollback never patches and reseals bytes
+//! it has not verified. A page that fails is handed to the
+//! [repair hook](RepairHook), if one is configured, and read again; if it
+//! still fails, the write or rollback that needed it gives up on it with a
+//! typed error naming the page.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::checksum::{ChecksumPlacement, TRAILER_LEN};
+use crate::corruption::CorruptionDetector;
+use crate::error::{Error, Result};
+use crate::host::PageStore;
+use crate::types::PageId;
+
+/// Where rollback reads and writes pages.
+pub trait PageWriter: Send + Sync + fmt::Debug {
+    /// The page size in bytes.
+    fn page_size(&self) -> usize;
+
+    /// How many pages there are.
+    fn page_count(&self) -> u64;
+
+    /// How many bytes at the start of each page a transaction may change
+    /// (default: the whole page). A writer that keeps bytes of its own in
+    /// the page (the detector's checksum trailer) returns fewer: a change
+    /// there would be overwritten by the seal, so it is refused.
+    fn usable_len(&self) -> usize {
+        self.page_size()
+    }
+
+    /// Reads `page`. A writer that can verify pages returns only bytes that
+    /// verify: a page that fails is an error for which
+    /// [`is_page_failure`] holds (it is fenced and reported), never its
+    /// bytes.
+    ///
+    /// # Errors
+    /// The verification error, [`Error::PageFenced`], or the store's error.
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
+
+    /// Writes `buf` as `page`. May change `buf` first (a checksum trailer);
+    /// the bytes in `buf` when it returns are what a re-read must give.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn write_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
+
+    /// Makes every write durable.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn sync(&self) -> Result<()>;
+}
+
+/// Whether `e` says that a page's bytes cannot be trusted (a verification
+/// failure, or a page fenced for one) rather than that the call failed.
+#[must_use]
+pub fn is_page_failure(e: &Error) -> bool {
+    e.is_corruption() || matches!(e, Error::PageFenced { .. })
+}
+
+/// Called for a page that failed verification on the rollback path, before
+/// the write or rollback that needed it gives up: `Ok(true)` means the page
+/// was repaired (from a replica or a snapshot) and is read again; `Ok(false)`
+/// or an error means it stays failed. The manager holds its latch of that
+/// page during the call, so the hook must not call back into the manager
+/// for that page. Keeps the rollback module independent of the repairer,
+/// which a host (or an orchestrator) wires in here.
+pub type RepairHook = Arc<dyn Fn(PageId) -> Result<bool> + Send + Sync>;
+
+/// A [`PageWriter`] over a bare [`PageStore`]: bytes go in and come out as
+/// they are (there is nothing to verify them against).
+#[derive(Debug, Clone)]
+pub struct RawPages(pub Arc<dyn PageStore>);
+
+impl RawPages {
+    /// Wraps `store` for the manager.
+    #[must_use]
+    pub fn shared(store: Arc<dyn PageStore>) -> Arc<dyn PageWriter> {
+        Arc::new(RawPages(store))
+    }
+}
+
+impl PageWriter for RawPages {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.0.page_count()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.0.read_page(page, buf)
+    }
+
+    fn write_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.0.write_page(page, buf)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+}
+
+/// A protected store: reads are verified
+/// ([`read_verified`](CorruptionDetector::read_verified): a fenced page is
+/// refused, a page that fails is fenced and reported), writes are sealed so
+/// that checksums stay current. A page torn by a crash fails verification
+/// like any other damage: recovery leaves it fenced and the transaction
+/// pending until the page is repaired from a replica or a snapshot (see the
+/// [rollback module docs](crate::rollback#pages-that-fail-verification)).
+impl PageWriter for CorruptionDetector {
+    fn page_size(&self) -> usize {
+        self.store().page_size()
+    }
+
+    fn page_count(&self) -> u64 {
+        self.store().page_count()
+    }
+
+    fn usable_len(&self) -> usize {
+        match self.placement() {
+            ChecksumPlacement::Trailer => self.store().page_size().saturating_sub(TRAILER_LEN),
+            ChecksumPlacement::Sidecar(_) => self.store().page_size(),
+        }
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.read_verified(page, buf)
+    }
+
+    fn write_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.write_sealed(page, buf)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.store().sync()
+    }
+}
+
+/// Reads `page` through `pages`; on a page failure calls `hook` (if any) and,
+/// when it reports a repair, reads once more.
+pub(super) fn read_checked(
+    pages: &dyn PageWriter,
+    hook: Option<&RepairHook>,
+    page: PageId,
+    buf: &mut [u8],
+) -> Result<()> {
+    match pages.read_page(page, buf) {
+        Err(e) if is_page_failure(&e) => {
+            let Some(hook) = hook else { return Err(e) };
+            match hook(page) {
+                Ok(true) => pages.read_page(page, buf),
+                Ok(false) => Err(e),
+                Err(h) => {
+                    tracing::warn!(%page, error = %h, "repair hook failed");
+                    Err(e)
+                }
+            }
+        }
+        other => other,
+    }
+}
