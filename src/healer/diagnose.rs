@@ -25,7 +25,9 @@ use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::health::Band;
-use crate::types::{Failure, FailureKind, Target};
+#[cfg(test)]
+use crate::types::FailureKind;
+use crate::types::{Failure, Target};
 
 /// What is wrong, as a name remedies are registered for. The built-in
 /// problems are the associated constants; a host names its own.

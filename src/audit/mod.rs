@@ -1,0 +1,691 @@
+//! The audit log: every decision and action of the healer, durable,
+//! CRC-framed and hash-chained, bounded in size with rotation, queryable by
+//! the last N, by target and by incident.
+//!
+//! Records go into segment files (layouts in [`record`]); an
+//! [`append`](AuditLog::append) writes a batch of frames and fsyncs before it
+//! returns, so a record is durable once its append returned. A new segment is
+//! started when the current one reaches `segment_bytes`, and the oldest
+//! segments are removed while the log holds more than `max_bytes`.
+//!
+//! # Contract
+//! - **Tampering and rot are detected.** Every frame has a CRC, and every
+//!   record carries the SHA-256 of the record before: a record changed after
+//!   it was written fails its CRC or breaks the chain at the next record.
+//!   [`AuditLog::damage`] lists what the open found and
+//!   [`AuditLog::verify`] checks the whole log again; each is a typed
+//!   [`Error::CorruptFile`] naming the file and the offset.
+//! - **Damage never stops the log.** Records before damage stay readable
+//!   (and valid frames after it are read too); the log appends to a fresh
+//!   segment after a damaged one, and an audit log that cannot be written
+//!   never stops recovery (the healer logs the error and goes on).
+//! - **A crash at any step loses only what was not yet appended.** Each
+//!   record says which sequence number was known durable when it was written
+//!   (`synced_through`). At open, a frame that does not decode in the newest
+//!   segment is a torn tail — cut off — when no later valid frame says it
+//!   was durable (a power loss can leave holes in an unsynced batch); if a
+//!   later frame says it was, it is damage and is reported.
+//!
+//! # A crash at each step
+//!
+//! | step                                   | what the next open sees                              |
+//! |----------------------------------------|------------------------------------------------------|
+//! | creating a segment, before its sync     | no segment, or one with a torn header (removed)      |
+//! | appending a batch, before its fsync     | some of the batch, torn or with holes: cut at the first gap |
+//! | after the fsync                          | the whole batch                                      |
+//! | removing an old segment                  | the segment, or not (both consistent)               |
+//!
+//! Residual window: media damage to the last synced batch, before any later
+//! batch is written, is taken for a torn tail (those records are dropped).
+
+pub mod record;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::checksum::storage::{replace, DirTableStorage, TableStorage};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+use record::{
+    decode_frame, encode_body, frame, hash, parse_segment_header, parse_segment_name,
+    segment_header, segment_name, FrameError, SEGMENT_HEADER_LEN, SEQ_OFFSET,
+};
+pub use record::{AuditEntry, AuditRecord, EntryKind};
+
+const COMPONENT: &str = "audit log";
+
+/// Configuration of an [`AuditLog`].
+#[must_use]
+pub struct AuditConfig {
+    segment_bytes: u64,
+    max_bytes: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AuditConfig {
+    /// Defaults: 4 MiB segments, 64 MiB in all, the system clock.
+    pub fn new() -> Self {
+        AuditConfig {
+            segment_bytes: 4 << 20,
+            max_bytes: 64 << 20,
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// Size at which a new segment is started (default 4 MiB; at least 4 KiB).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Most bytes kept: older segments are removed beyond it (default 64
+    /// MiB; at least twice `segment_bytes`).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The clock that stamps records (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.segment_bytes < 4_096 {
+            return Err(Error::config(
+                "segment_bytes",
+                format!("is {}; it must be at least 4096", self.segment_bytes),
+            ));
+        }
+        if self.max_bytes < self.segment_bytes.saturating_mul(2) {
+            return Err(Error::config(
+                "max_bytes",
+                format!(
+                    "is {}; it must be at least twice segment_bytes ({})",
+                    self.max_bytes, self.segment_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens (creating it if needed) the log in directory `dir`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`]; [`Error::Io`] when the directory cannot be
+    /// created or listed. Damage in the log is not an error: see
+    /// [`AuditLog::damage`].
+    pub fn open(self, dir: &Path) -> Result<AuditLog> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+        self.open_on(Arc::new(DirTableStorage::new(dir)))
+    }
+
+    /// Opens the log on `storage` (a crash simulator in tests).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_on(self, storage: Arc<dyn TableStorage>) -> Result<AuditLog> {
+        self.validate()?;
+        let inner = load(&*storage)?;
+        for e in &inner.damage {
+            tracing::error!(error = %e, "the audit log is damaged");
+        }
+        Ok(AuditLog {
+            storage,
+            clock: self.clock,
+            segment_bytes: self.segment_bytes,
+            max_bytes: self.max_bytes,
+            inner: Mutex::new(inner),
+        })
+    }
+}
+
+/// One segment file as the log knows it.
+#[derive(Clone, Debug)]
+struct Segment {
+    name: String,
+    first_seq: u64,
+    len: u64,
+    /// Whether appends may go here (the newest segment, undamaged).
+    appendable: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    segments: Vec<Segment>,
+    next_seq: u64,
+    synced_through: u64,
+    last_hash: [u8; 32],
+    damage: Vec<Error>,
+    poisoned: Option<String>,
+}
+
+/// What reading one segment found.
+struct SegmentRead {
+    records: Vec<AuditRecord>,
+    /// Where the first frame that does not decode starts, and why.
+    failure: Option<(u64, String)>,
+    /// Whether that failure is a torn tail (nothing after it says it was durable).
+    torn: bool,
+    /// Bytes up to the end of the last record before the failure.
+    good_len: u64,
+}
+
+/// Reads a segment whose records should start at `first_seq`. `newest`
+/// says whether an unsynced batch may end it.
+fn read_segment(bytes: &[u8], first_seq: u64) -> SegmentRead {
+    let mut records = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut expected = first_seq;
+    loop {
+        if off == bytes.len() {
+            return SegmentRead {
+                records,
+                failure: None,
+                torn: false,
+                good_len: off as u64,
+            };
+        }
+        match decode_frame(&bytes[off..]) {
+            Ok((r, n)) if r.seq == expected => {
+                expected += 1;
+                records.push(r);
+                off += n;
+            }
+            Ok((r, _)) => {
+                let reason = format!("record {} where record {expected} belongs", r.seq);
+                return after_failure(bytes, off, expected, reason, records);
+            }
+            Err(FrameError::Short) => {
+                return after_failure(
+                    bytes,
+                    off,
+                    expected,
+                    "the frame ends past the end of the file".into(),
+                    records,
+                )
+            }
+            Err(FrameError::Bad(reason)) => {
+                return after_failure(bytes, off, expected, reason, records)
+            }
+        }
+    }
+}
+
+/// The frames that still decode after a failure at `off`: candidates are
+/// found by their sequence number (one linear pass), then checked whole.
+fn after_failure(
+    bytes: &[u8],
+    off: usize,
+    expected: u64,
+    reason: String,
+    mut records: Vec<AuditRecord>,
+) -> SegmentRead {
+    let good_len = off as u64;
+    let mut later: Vec<AuditRecord> = Vec::new();
+    let mut at = off + 1;
+    while at + SEQ_OFFSET + 8 <= bytes.len() {
+        let seq = u64::from_le_bytes(
+            bytes[at + SEQ_OFFSET..at + SEQ_OFFSET + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let plausible = seq >= expected && seq - expected < 1 << 20;
+        if plausible {
+            if let Ok((r, n)) = decode_frame(&bytes[at..]) {
+                if later.last().is_none_or(|l: &AuditRecord| r.seq > l.seq) {
+                    later.push(r);
+                    at += n;
+                    continue;
+                }
+            }
+        }
+        at += 1;
+    }
+    // A later frame written after the failing one was synced says so.
+    let torn = later.iter().all(|r| r.synced_through < expected);
+    if !torn {
+        records.extend(later);
+    }
+    SegmentRead {
+        records,
+        failure: Some((off as u64, reason)),
+        torn,
+        good_len,
+    }
+}
+
+/// Keeps a segment whose header is damaged in the list (never appended to,
+/// never overwritten by a new segment of the same name, removed by rotation
+/// in its turn).
+fn keep_damaged(
+    inner: &mut Inner,
+    damaged: &mut Vec<String>,
+    name: String,
+    first_seq: u64,
+    len: usize,
+) {
+    damaged.push(name.clone());
+    inner.segments.push(Segment {
+        name,
+        first_seq,
+        len: len as u64,
+        appendable: false,
+    });
+}
+
+/// Opens the log's state: reads every segment, cuts a torn tail, records damage.
+fn load(storage: &dyn TableStorage) -> Result<Inner> {
+    let listed = storage.list()?;
+    // A crash while a torn tail was being cut leaves its temporary file.
+    for n in &listed {
+        if n.starts_with("audit-") && n.ends_with(".tmp") {
+            storage.remove(n)?;
+        }
+    }
+    let mut names: Vec<(u64, String)> = listed
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    names.sort();
+    let mut inner = Inner {
+        segments: Vec::new(),
+        next_seq: 1,
+        synced_through: 0,
+        last_hash: [0; 32],
+        damage: Vec::new(),
+        poisoned: None,
+    };
+    let count = names.len();
+    let mut prev: Option<AuditRecord> = None;
+    let mut damaged: Vec<String> = Vec::new();
+    for (i, (first_seq, name)) in names.into_iter().enumerate() {
+        let newest = i + 1 == count;
+        let path = storage.path(&name);
+        let bytes = storage.read(&name)?.unwrap_or_default();
+        match parse_segment_header(&bytes) {
+            Ok(seq) if seq == first_seq => {}
+            Ok(seq) => {
+                inner.damage.push(Error::corrupt_file(
+                    &path,
+                    8,
+                    format!("the header names record {seq}, the file name record {first_seq}"),
+                ));
+                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
+                continue;
+            }
+            Err(reason) => {
+                if newest && bytes.len() <= SEGMENT_HEADER_LEN {
+                    // Created but holding no record: a crash before its
+                    // header was synced (or rot of a segment with nothing
+                    // in it). Nothing is lost by removing it.
+                    storage.remove(&name)?;
+                    storage.sync_dir()?;
+                    continue;
+                }
+                inner.damage.push(Error::corrupt_file(&path, 0, reason));
+                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
+                continue;
+            }
+        }
+        if let Some(p) = &prev {
+            if first_seq != p.seq + 1 {
+                inner.damage.push(Error::corrupt_file(
+                    &path,
+                    0,
+                    format!(
+                        "records {}..{first_seq} are missing (a segment was lost)",
+                        p.seq + 1
+                    ),
+                ));
+                prev = None;
+            }
+        }
+        let read = read_segment(&bytes, first_seq);
+        let mut appendable = newest;
+        if let Some((offset, reason)) = &read.failure {
+            if newest && read.torn {
+                tracing::warn!(file = %path.display(), offset, %reason, "audit log: torn tail cut");
+                replace(storage, &name, &bytes[..read.good_len as usize])?;
+            } else {
+                inner
+                    .damage
+                    .push(Error::corrupt_file(&path, *offset, reason.clone()));
+                damaged.push(name.clone());
+                appendable = false;
+            }
+        }
+        for r in &read.records {
+            if let Some(p) = &prev {
+                if r.seq == p.seq + 1 && r.prev_hash != p.hash {
+                    inner.damage.push(Error::corrupt_file(
+                        &path,
+                        0,
+                        format!(
+                            "the hash chain breaks at record {}: record {} was changed after it was written",
+                            r.seq, p.seq
+                        ),
+                    ));
+                }
+            }
+            prev = Some(r.clone());
+        }
+        let len = if newest && read.torn {
+            read.good_len
+        } else {
+            bytes.len() as u64
+        };
+        inner.segments.push(Segment {
+            name,
+            first_seq,
+            len,
+            appendable,
+        });
+    }
+    if let Some(p) = prev {
+        inner.next_seq = p.seq + 1;
+        inner.synced_through = p.seq;
+        inner.last_hash = p.hash;
+    }
+    // Never reuse a sequence number a segment may hold: an empty one starts
+    // where its name says; a damaged one may hold at most one record per
+    // smallest frame.
+    for s in &inner.segments {
+        let bound = if damaged.contains(&s.name) {
+            s.first_seq + s.len / record::MIN_FRAME_LEN + 1
+        } else {
+            s.first_seq
+        };
+        inner.next_seq = inner.next_seq.max(bound);
+    }
+    Ok(inner)
+}
+
+/// Which records a [`AuditLog::query`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct AuditQuery {
+    target: Option<String>,
+    incident: Option<u64>,
+    last: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Every record.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only records about `target` (its text, as recorded).
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Only records of incident `id`.
+    pub fn incident(mut self, id: u64) -> Self {
+        self.incident = Some(id);
+        self
+    }
+
+    /// Only the newest `n` matching records.
+    pub fn last(mut self, n: usize) -> Self {
+        self.last = Some(n);
+        self
+    }
+
+    fn matches(&self, r: &AuditRecord) -> bool {
+        self.target.as_deref().is_none_or(|t| t == r.entry.target)
+            && self.incident.is_none_or(|i| r.entry.incident == Some(i))
+    }
+}
+
+/// The audit log. See the module docs.
+///
+/// ```
+/// use selfheal::audit::{AuditConfig, AuditEntry, AuditQuery, EntryKind};
+/// let dir = tempfile::tempdir()?;
+/// let log = AuditConfig::new().open(dir.path())?;
+/// log.append(&[AuditEntry {
+///     incident: Some(1),
+///     target: "page 7".into(),
+///     kind: EntryKind::Acted,
+///     text: "repaired from replica m1".into(),
+/// }])?;
+/// let found = log.query(&AuditQuery::all().target("page 7"))?;
+/// assert_eq!(found[0].entry.text, "repaired from replica m1");
+/// log.verify()?;
+/// # Ok::<(), selfheal::Error>(())
+/// ```
+pub struct AuditLog {
+    storage: Arc<dyn TableStorage>,
+    clock: Arc<dyn Clock>,
+    segment_bytes: u64,
+    max_bytes: u64,
+    inner: Mutex<Inner>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("AuditLog")
+            .field("storage", &self.storage)
+            .field("segments", &inner.segments.len())
+            .field("next_seq", &inner.next_seq)
+            .field("damage", &inner.damage.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl AuditLog {
+    /// Appends `entries` as one batch and makes them durable (one fsync).
+    /// Returns the sequence number of the first.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the storage, after which the log is poisoned
+    /// ([`Error::Poisoned`] on every later append: reopen it); nothing that
+    /// this call appended can then be counted on.
+    pub fn append(&self, entries: &[AuditEntry]) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        if let Some(reason) = &inner.poisoned {
+            return Err(Error::Poisoned {
+                component: COMPONENT,
+                reason: reason.clone(),
+            });
+        }
+        let first = inner.next_seq;
+        if entries.is_empty() {
+            return Ok(first);
+        }
+        let r = self.append_locked(&mut inner, entries);
+        if let Err(e) = &r {
+            inner.poisoned = Some(format!("an append failed: {e}; reopen the log"));
+        }
+        r.map(|()| first)
+    }
+
+    fn append_locked(&self, inner: &mut Inner, entries: &[AuditEntry]) -> Result<()> {
+        let at_ns = self.clock.now_ns();
+        let wall = unix_ms();
+        let mut bytes = Vec::new();
+        let mut seq = inner.next_seq;
+        let mut prev = inner.last_hash;
+        for e in entries {
+            let body = encode_body(seq, inner.synced_through, at_ns, wall, &prev, e);
+            prev = hash(&body);
+            bytes.extend_from_slice(&frame(&body));
+            seq += 1;
+        }
+        let need_new = inner
+            .segments
+            .last()
+            .is_none_or(|s| !s.appendable || s.len >= self.segment_bytes);
+        if need_new {
+            let name = segment_name(inner.next_seq);
+            self.storage.write(&name, &segment_header(inner.next_seq))?;
+            self.storage.sync(&name)?;
+            self.storage.sync_dir()?;
+            if let Some(s) = inner.segments.last_mut() {
+                s.appendable = false;
+            }
+            inner.segments.push(Segment {
+                name,
+                first_seq: inner.next_seq,
+                len: SEGMENT_HEADER_LEN as u64,
+                appendable: true,
+            });
+        }
+        let seg = inner.segments.last_mut().expect("a segment to append to");
+        self.storage.append(&seg.name, &bytes)?;
+        self.storage.sync(&seg.name)?;
+        seg.len += bytes.len() as u64;
+        inner.next_seq = seq;
+        inner.synced_through = seq - 1;
+        inner.last_hash = prev;
+        self.trim(inner)
+    }
+
+    /// Removes the oldest segments while the log holds more than `max_bytes`.
+    fn trim(&self, inner: &mut Inner) -> Result<()> {
+        let mut total: u64 = inner.segments.iter().map(|s| s.len).sum();
+        let mut removed = false;
+        while total > self.max_bytes && inner.segments.len() > 1 {
+            let oldest = inner.segments.remove(0);
+            self.storage.remove(&oldest.name)?;
+            total -= oldest.len;
+            removed = true;
+        }
+        if removed {
+            self.storage.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// What the open found wrong (damage, broken chains, lost segments),
+    /// each a [`Error::CorruptFile`] naming the file and offset.
+    #[must_use]
+    pub fn damage(&self) -> Vec<Error> {
+        self.inner
+            .lock()
+            .damage
+            .iter()
+            .map(|e| match e {
+                Error::CorruptFile {
+                    path,
+                    offset,
+                    reason,
+                } => Error::corrupt_file(path, *offset, reason.clone()),
+                other => Error::corrupt_file("audit log", 0, other.to_string()),
+            })
+            .collect()
+    }
+
+    /// The hash of the newest record (zeros for an empty log): a host that
+    /// keeps it elsewhere can tell whether the log was rewritten.
+    #[must_use]
+    pub fn head_hash(&self) -> [u8; 32] {
+        self.inner.lock().last_hash
+    }
+
+    /// The sequence number the next record will get.
+    #[must_use]
+    pub fn next_seq(&self) -> u64 {
+        self.inner.lock().next_seq
+    }
+
+    /// Reads every segment again and checks every frame, the sequence and
+    /// the hash chain.
+    ///
+    /// # Errors
+    /// The first damage found, as [`Error::CorruptFile`]; [`Error::Io`].
+    pub fn verify(&self) -> Result<()> {
+        let segments = self.inner.lock().segments.clone();
+        let mut prev: Option<AuditRecord> = None;
+        for s in &segments {
+            let path = self.storage.path(&s.name);
+            let bytes = self.storage.read(&s.name)?.unwrap_or_default();
+            let bytes = &bytes[..bytes.len().min(s.len as usize)];
+            if let Err(reason) = parse_segment_header(bytes) {
+                return Err(Error::corrupt_file(&path, 0, reason));
+            }
+            let read = read_segment(bytes, s.first_seq);
+            if let Some((offset, reason)) = read.failure {
+                return Err(Error::corrupt_file(&path, offset, reason));
+            }
+            for r in read.records {
+                if let Some(p) = &prev {
+                    if r.seq == p.seq + 1 && r.prev_hash != p.hash {
+                        return Err(Error::corrupt_file(
+                            &path,
+                            0,
+                            format!("the hash chain breaks at record {}", r.seq),
+                        ));
+                    }
+                }
+                prev = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records `q` selects, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a segment cannot be read. Damaged parts are
+    /// skipped (see [`damage`](Self::damage)).
+    pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let segments = self.inner.lock().segments.clone();
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for s in segments.iter().rev() {
+            let bytes = self.storage.read(&s.name)?.unwrap_or_default();
+            let bytes = &bytes[..bytes.len().min(s.len as usize)];
+            if parse_segment_header(bytes).is_err() {
+                continue;
+            }
+            let read = read_segment(bytes, s.first_seq);
+            for r in read.records.into_iter().rev() {
+                if q.matches(&r) {
+                    out.push(r);
+                    if q.last.is_some_and(|n| out.len() >= n) {
+                        out.reverse();
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
