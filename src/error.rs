@@ -80,7 +80,9 @@ pub enum Error {
         actual: u32,
     },
 
-    /// The page is all zeros: a lost or never-written page, never a valid one.
+    /// The page is all zeros where its checksum describes other contents: a
+    /// lost or never-written page. (An all-zero page verifies only where the
+    /// host itself wrote zeros through the detector, sidecar placement.)
     #[error("page {page} is all zeros: it was lost, trimmed or never written; repair it from a replica or snapshot")]
     ZeroedPage {
         /// The zeroed page.

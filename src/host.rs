@@ -29,8 +29,9 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// The size of every page in bytes. Constant for the life of the store.
     fn page_size(&self) -> usize;
 
-    /// How many pages the store has now. May grow while the library runs; the
-    /// scrubber reads it at the start of each pass.
+    /// How many pages the store has now. May change while the library runs
+    /// (see [`resize`](Self::resize)); the scrubber reads it at the start of
+    /// each pass and ends a pass early at a new, smaller end.
     fn page_count(&self) -> u64;
 
     /// Reads page `page` into `buf`, which has exactly `page_size()` bytes.

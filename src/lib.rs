@@ -10,9 +10,9 @@
 //! - [`DataRepairer`]: repair of corrupt pages from replica copies it verifies
 //!   itself (the newest page LSN wins; votes break ties, a plurality or
 //!   optionally a majority), fallback sources and Merkle anti-entropy;
-//! - [`TransactionRollbackManager`]: before-images in a durable undo journal,
-//!   group commit, rollback of transactions left in flight by a crash, and
-//!   deadlock detection;
+//! - [`TransactionRollbackManager`]: before- and after-images in a durable
+//!   undo journal, group commit, rollback of transactions left in flight by a
+//!   crash (never over bytes they did not write), and deadlock detection;
 //! - [`CrashDetector`]: lock-free heartbeats judged by timeout and phi
 //!   accrual, process liveness by pid, and a run marker that tells a clean
 //!   shutdown from a crash;
@@ -21,9 +21,11 @@
 //! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
 //!   that reports a failure before it happens.
 //!
-//! Every detector reports [`Failure`]s through a bounded channel
-//! ([`FailureSink`]) and an optional callback. Background work runs on named
-//! threads; nothing needs an async runtime.
+//! The detectors report [`Failure`]s through bounded channels
+//! ([`FailureSink`]); the rollback manager reports through a sink the host
+//! gives it. Nothing heals on its own yet: the host drains the failures and
+//! calls the components. Background work runs on named threads; nothing
+//! needs an async runtime.
 //!
 //! ```
 //! use std::sync::Arc;

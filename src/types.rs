@@ -240,8 +240,9 @@ impl FailureKind {
 
 /// A failure report: what failed, where, how bad, and why the detector thinks so.
 ///
-/// Detectors send these over a channel (see [`FailureSink`]); the orchestrator
-/// merges them by [`Failure::target`] and orders them by [`Failure::priority`].
+/// Detectors send these over a channel (see [`FailureSink`]); a consumer
+/// merges duplicate reports by [`Failure::target`] and serves them in order
+/// of [`Failure::priority`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What was found wrong.

@@ -324,6 +324,13 @@ fn panicking_callback_marks_monitor_failed() {
     );
     assert!(matches!(monitor.sample_now(), Err(Error::Stopped { .. })));
     assert!(monitor.start().is_err());
+    // The death itself is reported, even though the callback is what died.
+    let died = monitor
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+        .count();
+    assert_eq!(died, 1);
 }
 
 /// Probe failures (scripted) leave the value missing and the band as it was;

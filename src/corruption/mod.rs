@@ -35,8 +35,9 @@
 //!
 //! Locks, in the order they are taken: the resize gate (adoption batches
 //! shared, a resize exclusive); the store's own locks; page stripes (one,
-//! or several in ascending stripe order); a sidecar table's locks (see
-//! [`checksum::durable`](crate::checksum::durable)); the registry.
+//! or several in ascending stripe order); a durable sidecar table's locks
+//! (its files, then its unsettled versions, then its log state, then its
+//! entries); the registry.
 
 pub mod adopt;
 pub mod free;

@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureSink};
+use crate::types::{Failure, FailureKind, FailureSink};
 use crate::worker::{Flow, Job, Stop, Worker};
 
 pub use heartbeat::{
@@ -308,6 +308,17 @@ impl Job for Watchdog {
     /// A clean shutdown: the marker records it.
     fn finish(&mut self) -> Result<()> {
         self.marker.take().map_or(Ok(()), RunMarker::close)
+    }
+
+    /// Straight to the channel: the host's event callback may be what panicked.
+    fn died(&mut self, reason: &str) {
+        self.sink.send(Failure::new(
+            FailureKind::WorkerDied {
+                component: Arc::from(COMPONENT),
+            },
+            reason.to_owned(),
+            self.clock.now_ns(),
+        ));
     }
 }
 
@@ -595,6 +606,13 @@ mod tests {
             Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
             other => panic!("expected Stopped, got {other:?}"),
         }
+        let died: Vec<Failure> = d
+            .failures()
+            .try_iter()
+            .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+            .collect();
+        assert_eq!(died.len(), 1, "the watchdog's death is reported once");
+        assert!(died[0].evidence.contains("host callback bug"));
         assert!(matches!(d.shutdown(), Err(Error::Stopped { .. })));
     }
 

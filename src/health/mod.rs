@@ -594,8 +594,9 @@ impl Job for Sampler {
         match command {}
     }
 
+    /// Straight to the channel: the host's callback may be what panicked.
     fn died(&mut self, reason: &str) {
-        self.shared.report(&Failure::new(
+        self.shared.sink.send(Failure::new(
             FailureKind::WorkerDied {
                 component: Arc::from(COMPONENT),
             },
@@ -687,7 +688,8 @@ impl HealthMonitor {
         self.worker.lock().as_ref().is_some_and(Worker::is_running)
     }
 
-    /// Samples every probe now (on the calling thread), feeds the model at
+    /// Samples every probe now (each on its helper thread, the caller waiting
+    /// at most the probe deadline), feeds the model at
     /// the clock's time, and reports what began. The sampling thread does
     /// exactly this on each tick.
     ///

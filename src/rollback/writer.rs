@@ -139,8 +139,10 @@ impl PageWriter for CorruptionDetector {
         self.write_sealed(page, buf)
     }
 
+    /// Syncs through the detector, so that a durable sidecar table settles
+    /// the checksums of the pages rollback wrote.
     fn sync(&self) -> Result<()> {
-        self.store().sync()
+        CorruptionDetector::sync(self)
     }
 }
 
