@@ -88,13 +88,13 @@ pub use health::{
 pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
-    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
-    TransactionRollbackManager, TxnId,
+    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
 };
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};
 pub use types::{
-    Failure, FailureCallback, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target,
+    Failure, FailureCallback, FailureId, FailureKind, FailureSink, Lsn, PageId, Priority,
+    ReplicaId, Source, Target, TxnId,
 };
 
 /// The README's code blocks, compiled and run as doctests.

@@ -378,7 +378,8 @@ fn rollback_all_and_stats() {
 fn deadlocks_are_found_reported_and_resolved() {
     for policy in [VictimPolicy::Youngest, VictimPolicy::LeastUndoWork] {
         for n in 2..=6usize {
-            let (sink, reports) = FailureSink::bounded(16);
+            let sink = FailureSink::new(16);
+            let reports = sink.failures();
             let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
                 .victim_policy(policy)
                 .failure_sink(sink)
@@ -404,7 +405,7 @@ fn deadlocks_are_found_reported_and_resolved() {
             };
             assert_eq!(d.victim, want, "{policy:?} n={n}");
             let f = reports.try_recv().unwrap();
-            assert_eq!(f.kind, FailureKind::Deadlock { victim: want.0 });
+            assert_eq!(f.kind, FailureKind::Deadlock { victim: want });
             mgr.rollback(d.victim).unwrap();
             // The victim's waits are gone: waiting again on the survivors
             // forms no cycle.

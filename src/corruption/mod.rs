@@ -55,7 +55,9 @@ use crate::checksum::{ChecksumPlacement, ChecksumTable, MIN_PAGE_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
-use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+use crate::types::{
+    Failure, FailureKind, FailureSink, Lsn, PageId, Source, DEFAULT_FAILURE_CAPACITY,
+};
 use free::PageBits;
 
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
@@ -74,8 +76,6 @@ pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 /// (its WAL, its page map): see [`DetectorConfig::expected_page_lsn`].
 pub type ExpectedLsnFn = Arc<dyn Fn(PageId) -> Option<Lsn> + Send + Sync>;
 
-pub use crate::types::FailureCallback;
-
 const LOCK_STRIPES: usize = 256;
 
 /// Most consecutive pages a batch commit re-reads with one read: their
@@ -88,11 +88,10 @@ const REREAD_RUN_PAGES: usize = 32;
 pub struct DetectorConfig {
     placement: ChecksumPlacement,
     suspect_capacity: usize,
-    report_capacity: usize,
+    failures: Option<FailureSink>,
     clock: Arc<dyn Clock>,
     page_lsn: Option<PageLsnFn>,
     expected_lsn: Option<ExpectedLsnFn>,
-    on_failure: Option<FailureCallback>,
     free_pages: Option<FreePageFn>,
 }
 
@@ -101,7 +100,6 @@ impl fmt::Debug for DetectorConfig {
         f.debug_struct("DetectorConfig")
             .field("placement", &self.placement)
             .field("suspect_capacity", &self.suspect_capacity)
-            .field("report_capacity", &self.report_capacity)
             .field("page_lsn", &self.page_lsn.is_some())
             .field("expected_page_lsn", &self.expected_lsn.is_some())
             .finish_non_exhaustive()
@@ -109,19 +107,18 @@ impl fmt::Debug for DetectorConfig {
 }
 
 impl DetectorConfig {
-    /// Defaults: checksums in a trailer, 65 536 suspect pages, 4 096 unread
-    /// reports, the system clock, no page-LSN reader, no callback, no
+    /// Defaults: checksums in a trailer, 65 536 suspect pages, a failure bus
+    /// of its own, the system clock, no page-LSN reader, no
     /// free-page answer (every page is in use unless
     /// [`forget`](CorruptionDetector::forget) says otherwise).
     pub fn new(placement: ChecksumPlacement) -> Self {
         DetectorConfig {
             placement,
             suspect_capacity: 65_536,
-            report_capacity: 4_096,
+            failures: None,
             clock: SystemClock::shared(),
             page_lsn: None,
             expected_lsn: None,
-            on_failure: None,
             free_pages: None,
         }
     }
@@ -132,10 +129,11 @@ impl DetectorConfig {
         self
     }
 
-    /// How many unread failure reports the channel holds (default 4 096);
-    /// beyond that reports are counted as dropped, never blocking detection.
-    pub fn report_capacity(mut self, reports: usize) -> Self {
-        self.report_capacity = reports;
+    /// The failure bus it reports on (default: a bus of its own holding
+    /// 4 096 unread reports). Give every component the same sink to see one
+    /// ordered stream; its callback, if any, sees every report.
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.failures = Some(sink);
         self
     }
 
@@ -176,12 +174,6 @@ impl DetectorConfig {
         self
     }
 
-    /// A callback run with every failure reported (default: none).
-    pub fn on_failure(mut self, f: FailureCallback) -> Self {
-        self.on_failure = Some(f);
-        self
-    }
-
     /// The host's answer to "is this page unallocated now?", from its own
     /// metadata (a free list), so that free pages are not reported as damage
     /// (default: none). Asked only when a page fails verification, never on
@@ -214,12 +206,6 @@ impl DetectorConfig {
                 "is 0; it must be at least 1",
             ));
         }
-        if self.report_capacity == 0 {
-            return Err(Error::config(
-                "report_capacity",
-                "is 0; it must be at least 1",
-            ));
-        }
         let ps = store.page_size();
         if ps < MIN_PAGE_SIZE {
             return Err(Error::config(
@@ -240,7 +226,9 @@ impl DetectorConfig {
             // Writes a crash left unsettled: find which bytes each page holds.
             t.resolve(store.page_count(), &mut |p, buf| store.read_page(p, buf))?;
         }
-        let (sink, reports) = FailureSink::bounded(self.report_capacity);
+        let sink = self
+            .failures
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
         Ok(CorruptionDetector {
             store,
             placement: self.placement,
@@ -252,9 +240,7 @@ impl DetectorConfig {
             resize_gate: RwLock::new(()),
             page_lsn: self.page_lsn,
             expected_lsn: self.expected_lsn,
-            on_failure: self.on_failure,
             sink,
-            reports,
             clock: self.clock,
             stats: Counters::default(),
         })
@@ -416,9 +402,7 @@ pub struct CorruptionDetector {
     resize_gate: RwLock<()>,
     page_lsn: Option<PageLsnFn>,
     expected_lsn: Option<ExpectedLsnFn>,
-    on_failure: Option<FailureCallback>,
     sink: FailureSink,
-    reports: Receiver<Failure>,
     clock: Arc<dyn Clock>,
     stats: Counters,
 }
@@ -452,16 +436,16 @@ impl CorruptionDetector {
         &self.clock
     }
 
-    /// The receiving end of the failure reports (cloning shares the queue).
+    /// The receiving end of its failure bus (cloning shares the queue).
     #[must_use]
     pub fn failures(&self) -> Receiver<Failure> {
-        self.reports.clone()
+        self.sink.failures()
     }
 
-    /// The sink reports go to; other components that report page failures
-    /// (the repairer) send through the same one.
+    /// The failure bus it reports on; the repairer, built over it, reports
+    /// on the same one unless given its own.
     #[must_use]
-    pub fn sink(&self) -> &FailureSink {
+    pub fn failure_sink(&self) -> &FailureSink {
         &self.sink
     }
 
@@ -671,7 +655,12 @@ impl CorruptionDetector {
             Observation::Report { .. } => {
                 self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%page, %evidence, "corrupt page");
-                let f = Failure::new(FailureKind::CorruptPage { page }, evidence, now);
+                let f = Failure::new(
+                    Source::CorruptionDetector,
+                    FailureKind::CorruptPage { page },
+                    evidence,
+                    now,
+                );
                 (true, Some(f))
             }
             Observation::Known => (false, None),
@@ -679,6 +668,7 @@ impl CorruptionDetector {
                 self.stats.unrecorded.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%page, "suspect registry full; corruption not recorded");
                 let f = Failure::new(
+                    Source::CorruptionDetector,
                     FailureKind::CorruptPage { page },
                     format!(
                         "{evidence} (not fenced: {})",
@@ -707,11 +697,8 @@ impl CorruptionDetector {
         reported
     }
 
-    /// Sends a report to the channel and the callback.
+    /// Sends a report on the bus.
     pub(crate) fn report(&self, failure: Failure) {
-        if let Some(cb) = &self.on_failure {
-            cb(&failure);
-        }
         self.sink.send(failure);
     }
 

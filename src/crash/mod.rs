@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind, FailureSink};
+use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, Worker};
 
 pub use heartbeat::{
@@ -97,7 +97,8 @@ pub struct CrashDetectorConfig {
     process_interval: Duration,
     max_processes: usize,
     marker_refresh_interval: Duration,
-    report_capacity: usize,
+    event_capacity: usize,
+    failures: Option<FailureSink>,
     clock: Arc<dyn Clock>,
     on_event: Option<CrashCallback>,
     run_marker: Option<RunMarker>,
@@ -110,7 +111,7 @@ impl fmt::Debug for CrashDetectorConfig {
             .field("process_interval", &self.process_interval)
             .field("max_processes", &self.max_processes)
             .field("marker_refresh_interval", &self.marker_refresh_interval)
-            .field("report_capacity", &self.report_capacity)
+            .field("event_capacity", &self.event_capacity)
             .field("run_marker", &self.run_marker)
             .finish_non_exhaustive()
     }
@@ -124,15 +125,16 @@ impl Default for CrashDetectorConfig {
 
 impl CrashDetectorConfig {
     /// Defaults: [`HeartbeatConfig::default`], processes sampled every 1 s (at
-    /// most 256), marker refreshed every 1 s, 1 024 unread reports per
-    /// channel, the system clock, no callback, no run marker.
+    /// most 256), marker refreshed every 1 s, 1 024 unread events, a failure
+    /// bus of its own, the system clock, no callback, no run marker.
     pub fn new() -> Self {
         CrashDetectorConfig {
             heartbeat: HeartbeatConfig::default(),
             process_interval: Duration::from_secs(1),
             max_processes: 256,
             marker_refresh_interval: Duration::from_secs(1),
-            report_capacity: 1024,
+            event_capacity: 1024,
+            failures: None,
             clock: SystemClock::shared(),
             on_event: None,
             run_marker: None,
@@ -166,10 +168,18 @@ impl CrashDetectorConfig {
         self
     }
 
-    /// How many unread messages each of the failure and event channels holds
-    /// (default 1 024); beyond that, new ones are counted as dropped.
-    pub fn report_capacity(mut self, n: usize) -> Self {
-        self.report_capacity = n;
+    /// How many unread events the event channel holds (default 1 024);
+    /// beyond that, new ones are counted as dropped.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// The failure bus it reports on (default: a bus of its own holding
+    /// 4 096 unread reports). Give every component the same sink to see one
+    /// ordered stream.
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.failures = Some(sink);
         self
     }
 
@@ -214,9 +224,9 @@ impl CrashDetectorConfig {
                 "is zero; it must be positive",
             ));
         }
-        if self.report_capacity == 0 {
+        if self.event_capacity == 0 {
             return Err(Error::config(
-                "report_capacity",
+                "event_capacity",
                 "is 0; it must be at least 1",
             ));
         }
@@ -227,8 +237,10 @@ impl CrashDetectorConfig {
             events_dropped: AtomicU64::new(0),
             marker_errors: AtomicU64::new(0),
         });
-        let (sink, failures) = FailureSink::bounded(self.report_capacity);
-        let (event_tx, events) = bounded(self.report_capacity);
+        let sink = self
+            .failures
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        let (event_tx, events) = bounded(self.event_capacity);
         let watchdog = Watchdog {
             shared: shared.clone(),
             clock: self.clock.clone(),
@@ -249,7 +261,6 @@ impl CrashDetectorConfig {
             clock: self.clock,
             worker,
             sink,
-            failures,
             events,
         })
     }
@@ -313,6 +324,7 @@ impl Job for Watchdog {
     /// Straight to the channel: the host's event callback may be what panicked.
     fn died(&mut self, reason: &str) {
         self.sink.send(Failure::new(
+            Source::CrashDetector,
             FailureKind::WorkerDied {
                 component: Arc::from(COMPONENT),
             },
@@ -425,7 +437,6 @@ pub struct CrashDetector {
     clock: Arc<dyn Clock>,
     worker: Worker<Command>,
     sink: FailureSink,
-    failures: Receiver<Failure>,
     events: Receiver<CrashEvent>,
 }
 
@@ -497,10 +508,11 @@ impl CrashDetector {
         self.worker.request(Command::CheckNow)
     }
 
-    /// Failure reports (component suspect or dead, process exited).
+    /// The receiving end of its failure bus (component suspect or dead,
+    /// process exited, the watchdog itself died).
     #[must_use]
-    pub fn failures(&self) -> &Receiver<Failure> {
-        &self.failures
+    pub fn failures(&self) -> Receiver<Failure> {
+        self.sink.failures()
     }
 
     /// Every event, recoveries included.
@@ -574,8 +586,8 @@ mod tests {
                 "marker_refresh_interval",
             ),
             (
-                CrashDetectorConfig::new().report_capacity(0),
-                "report_capacity",
+                CrashDetectorConfig::new().event_capacity(0),
+                "event_capacity",
             ),
             (CrashDetectorConfig::new().max_processes(0), "max_processes"),
             (
@@ -650,7 +662,8 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
         let d = cfg
-            .report_capacity(1)
+            .event_capacity(1)
+            .failure_sink(FailureSink::new(1))
             .on_event(Arc::new(move |_| {
                 c.fetch_add(1, Ordering::SeqCst);
             }))

@@ -134,7 +134,8 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+pub(crate) use crate::types::TxnId;
+use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
 
 pub use config::RollbackConfig;
 pub use deadlock::{choose_victim, Deadlock, VictimPolicy, WaitForGraph};
@@ -151,19 +152,6 @@ use apply::{apply_undo, Applied, PageLocks, UndoRef};
 use journal::{Journal, Record};
 use txns::{Counters, Entry, State, Status, Txn};
 use writer::read_checked;
-
-/// A transaction id, handed out by [`TransactionRollbackManager::begin`].
-/// Ids grow with begin order and are never reused, also across crashes and
-/// restarts (they are reserved durably in blocks; a restart skips the rest
-/// of a block).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct TxnId(pub u64);
-
-impl fmt::Display for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// Per-transaction undo with a durable journal, rollback, crash recovery,
 /// group commit and deadlock detection.
@@ -204,7 +192,7 @@ pub struct TransactionRollbackManager {
     max_active: usize,
     max_undo: u64,
     clock: Arc<dyn Clock>,
-    sink: Option<FailureSink>,
+    sink: FailureSink,
     repair_hook: Option<RepairHook>,
     counters: Counters,
     report: RecoveryReport,
@@ -242,6 +230,18 @@ fn check_range(
 }
 
 impl TransactionRollbackManager {
+    /// The receiving end of its failure bus (cloning shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
+        self.sink.failures()
+    }
+
+    /// The failure bus it reports on.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.sink
+    }
+
     /// What recovery did at open.
     #[must_use]
     pub fn recovery_report(&self) -> &RecoveryReport {
@@ -623,6 +623,14 @@ impl TransactionRollbackManager {
             .fetch_add(done.len() as u64, Ordering::Relaxed);
         if let Some((txn, page, reason)) = first_blocked {
             self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+            self.sink.send(Failure::new(
+                Source::TransactionRollbackManager,
+                FailureKind::RollbackBlocked { txn, page },
+                format!(
+                    "the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); repair the page, then roll back again"
+                ),
+                self.clock.now_ns(),
+            ));
             return Err(Error::RollbackBlocked {
                 txn: txn.0,
                 page,
@@ -760,13 +768,12 @@ impl TransactionRollbackManager {
             self.victim_policy
         );
         tracing::warn!(%evidence, "deadlock");
-        if let Some(sink) = &self.sink {
-            sink.send(Failure::new(
-                FailureKind::Deadlock { victim: victim.0 },
-                evidence,
-                self.clock.now_ns(),
-            ));
-        }
+        self.sink.send(Failure::new(
+            Source::TransactionRollbackManager,
+            FailureKind::Deadlock { victim },
+            evidence,
+            self.clock.now_ns(),
+        ));
         Ok(Some(Deadlock { cycle, victim }))
     }
 

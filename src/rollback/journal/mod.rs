@@ -252,4 +252,4 @@ pub use storage::{segment_file_name, DirStorage, JournalStorage};
 pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
-pub(crate) use writer::{Journal, JournalConfig};
+pub(crate) use writer::{Journal, JournalConfig, PoisonHook};
