@@ -43,7 +43,6 @@
 //! is in use loses its protection (its damage is not reported), and a free
 //! page called in use raises the alarm it always did.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -169,10 +168,7 @@ impl CorruptionDetector {
         }
         self.registry.lock().on_freed(page);
         // A freed page has no last write: its next contents start afresh.
-        let lsns = self.written_lsn.read();
-        if let Some(slot) = usize::try_from(page.0).ok().and_then(|i| lsns.get(i)) {
-            slot.store(0, Ordering::Release);
-        }
+        self.written_lsn.clear(page);
         Ok(())
     }
 }
