@@ -29,7 +29,7 @@
 //! [forgets](super::CorruptionDetector::forget) has no last write any more.
 //!
 //! Each page has one 64-bit slot: 0 when nothing is known (the hook is
-//! asked), [`NO_LSN`] when the last write carried no LSN (nothing is
+//! asked), a marker when the last write carried no LSN (nothing is
 //! expected), otherwise the LSN expected.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,15 +129,13 @@ impl CorruptionDetector {
         // page id), and only if no write recorded the truth meanwhile.
         if page.0 < self.store.page_count() {
             let kept = self.written_lsn.with_slot(page, |s| {
-                match s.compare_exchange(
+                s.compare_exchange(
                     UNKNOWN,
                     floor.0.min(NO_LSN - 1),
                     Ordering::AcqRel,
                     Ordering::Acquire,
-                ) {
-                    Ok(_) => None,
-                    Err(now) => Some(now),
-                }
+                )
+                .err()
             });
             match kept.flatten() {
                 Some(NO_LSN) => return None,

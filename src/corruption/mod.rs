@@ -1464,8 +1464,18 @@ fn batch_sync_error(e: &Error, pages: usize) -> Error {
 /// The detector is itself a [`PageStore`]: reads are verified
 /// ([`read_verified`](CorruptionDetector::read_verified)) and writes are sealed
 /// ([`write_sealed`](CorruptionDetector::write_sealed), on a copy of the
-/// caller's bytes). Hand it to any component that writes pages of a protected
-/// store (rollback, restore) so that checksums stay current and fences lift.
+/// caller's bytes; batches with
+/// [`write_sealed_batch`](CorruptionDetector::write_sealed_batch)). Hand it to
+/// any component that writes pages of a protected store (rollback, restore)
+/// so that checksums stay current and fences lift.
+///
+/// It [verifies its reads](PageStore::verifies_reads), so a snapshot taken
+/// through it is marked verified; and it refuses to seal bytes from a copy
+/// nobody verified ([`PageStore::check_unverified`]): in the trailer
+/// placement such bytes must verify against their own trailer (a page
+/// sealed before the copy was taken carries it), in the sidecar placement
+/// they are refused, because the table keeps only the checksums of the
+/// pages as they are now.
 impl PageStore for CorruptionDetector {
     fn page_size(&self) -> usize {
         self.store.page_size()
@@ -1482,6 +1492,37 @@ impl PageStore for CorruptionDetector {
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
         let mut copy = data.to_vec();
         self.write_sealed(page, &mut copy)
+    }
+
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        self.write_sealed_batch(pages)
+    }
+
+    fn verifies_reads(&self) -> bool {
+        true
+    }
+
+    fn check_unverified(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            bytes.len(),
+            self.store.page_size(),
+        )?;
+        match &self.placement {
+            ChecksumPlacement::Trailer => crate::checksum::trailer::verify(page, bytes).map_err(|e| {
+                Error::UnverifiedCopy {
+                    page,
+                    reason: format!(
+                        "its own checksum trailer does not verify ({e}), so it was damaged before the copy was taken or in it; restore a snapshot taken through the detector, or restore into the raw store and repair the page from a replica"
+                    ),
+                }
+            }),
+            ChecksumPlacement::Sidecar(_) => Err(Error::UnverifiedCopy {
+                page,
+                reason: "the sidecar table keeps only the checksums of the pages as they are now, so it cannot check bytes from a copy that was not read through the detector; restore into the raw store and adopt it after the host's own integrity check, or take snapshots through the detector (`Consistency::Paused` with the detector as the store, or a `View` of it)".into(),
+            }),
+        }
     }
 
     fn sync(&self) -> Result<()> {
@@ -2044,6 +2085,71 @@ mod tests {
                 .expect("the report was sent under the page's lock: the callback deadlocked");
             assert!(failed);
             assert_eq!(seen.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn the_write_observer_hears_every_writer() {
+        for placement in placements() {
+            let trailer = matches!(placement, ChecksumPlacement::Trailer);
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
+            let heard: Arc<Mutex<Vec<u64>>> = Arc::default();
+            let observer: WriteObserverFn = {
+                let heard = heard.clone();
+                Arc::new(move |p: PageId| heard.lock().push(p.0))
+            };
+            let det = DetectorConfig::new(placement)
+                .on_write(observer)
+                .build(raw.clone())
+                .unwrap();
+            let take = || std::mem::take(&mut *heard.lock());
+            det.write_sealed(PageId(1), &mut vec![1u8; 256]).unwrap();
+            assert_eq!(take(), [1]);
+            det.write_sealed_batch(&mut [
+                (PageId(2), &mut vec![2u8; 256][..]),
+                (PageId(3), &mut vec![3u8; 256][..]),
+            ])
+            .unwrap();
+            assert_eq!(take(), [2, 3]);
+            // A failed write is told too: the page's bytes are unknown.
+            raw.fail_next_write(Some(PageId(3)), crate::testing::WriteFault::Eio);
+            assert!(det.write_sealed(PageId(3), &mut vec![4u8; 256]).is_err());
+            assert_eq!(take(), [3]);
+            // What a restore and a rollback write through.
+            PageStore::write_pages(&det, &mut [(PageId(4), &mut vec![5u8; 256][..])]).unwrap();
+            crate::rollback::PageWriter::write_page(&det, PageId(5), &mut vec![6u8; 256]).unwrap();
+            assert_eq!(take(), [4, 5]);
+            // A repair commit, single and batched.
+            let mut good = vec![0u8; 256];
+            raw.read_page(PageId(1), &mut good).unwrap();
+            raw.damage(PageId(1), Damage::Junk { seed: 1 }).unwrap();
+            assert!(det.read_verified(PageId(1), &mut vec![0u8; 256]).is_err());
+            let ticket = det.begin_repair(PageId(1)).unwrap();
+            assert!(matches!(
+                det.commit_repair(ticket, &good),
+                Ok(Commit::Written)
+            ));
+            raw.damage(PageId(1), Damage::Junk { seed: 2 }).unwrap();
+            assert!(det.read_verified(PageId(1), &mut vec![0u8; 256]).is_err());
+            let ticket = det.begin_repair(PageId(1)).unwrap();
+            let results = det.commit_repairs(vec![(ticket, &good[..])]);
+            assert!(matches!(results[0], Ok(Commit::Written)));
+            drop(results);
+            assert_eq!(take(), [1, 1]);
+            assert!(det.replace_if_unchanged(PageId(1), &good, &good).unwrap());
+            assert_eq!(take(), [1]);
+            // Adoption: a trailer written in place changes the bytes; a
+            // sidecar claim does not.
+            det.resize(7).unwrap();
+            det.resize(8).unwrap();
+            let mut host = vec![9u8; 256];
+            host[256 - crate::checksum::TRAILER_LEN..].fill(0);
+            raw.write_page(PageId(7), &host).unwrap();
+            det.forget(PageId(6)).unwrap();
+            let report = det.adopt(AdoptOptions::new()).unwrap();
+            assert_eq!(report.sealed, 1);
+            let want: &[u64] = if trailer { &[7] } else { &[] };
+            assert_eq!(take(), want);
         }
     }
 

@@ -31,6 +31,37 @@
 //! [`PeriodicSnapshots::snapshot_now`]: the snapshot waits for the pause,
 //! the pause for the ticket, and neither ever returns.
 //!
+//! # Writes the library makes: notices and tickets
+//!
+//! "All of the host's page writes" includes the ones the library makes on
+//! the host's behalf: a [rollback](crate::TransactionRollbackManager::rollback)
+//! (and the recovery at [open](crate::RollbackConfig::open)), a
+//! [repair](crate::DataRepairer), a [restore](StateSnapshotManager::restore)
+//! into the live store, the trailers [adoption](crate::CorruptionDetector::adopt)
+//! writes. A host that relies on dirty-page notices must see them all:
+//!
+//! - **Notices.** Every one of those writes goes through the
+//!   [`CorruptionDetector`](crate::CorruptionDetector) of a protected store,
+//!   which tells its [write observer](crate::DetectorConfig::on_write) of
+//!   each page it writes, whoever asked. Wire the observer to
+//!   [`note_dirty`](StateSnapshotManager::note_dirty):
+//!   `DetectorConfig::on_write(Arc::new(move |p| snaps.note_dirty(p)))`.
+//!   Without it, an incremental snapshot taken after a rollback misses the
+//!   pages the rollback wrote, and restoring it brings back what the
+//!   rollback undid. A host that rolls back through [`RawPages`](crate::RawPages)
+//!   over an unprotected store wraps the store it hands over in a
+//!   [`PageStore`] whose `write_page` notes the page.
+//! - **Tickets.** With [`Consistency::Paused`], every writer through the
+//!   detector must hold a [`WriteTicket`] of the gate while it writes — the
+//!   library's writers too, since the library cannot take the host's
+//!   tickets itself. The host holds one around each call that writes:
+//!   `let _t = gate.write(); rollback_manager.rollback(txn)?;` (likewise
+//!   around `rollback_all`, `RollbackConfig::open` when recovery may roll
+//!   back, `repair_page`/`repair_all`, `adopt`, and a restore into the live
+//!   store). The writes then wait for a snapshot in progress, and a
+//!   snapshot waits for them; a rollback that ran unpaused under a snapshot
+//!   could leave the snapshot with half of it.
+//!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
 //! when such a snapshot commits. A `View` snapshot compares fingerprints and
@@ -387,6 +418,10 @@ pub struct SnapshotReport {
     pub info: SnapshotInfo,
     /// How its pages were chosen.
     pub detection: ChangeDetection,
+    /// Whether its pages were read through a store that verifies its reads
+    /// ([`PageStore::verifies_reads`]); see the module docs on restoring
+    /// into a store that seals its pages.
+    pub pages_verified: bool,
     /// Snapshots deleted by retention afterwards.
     pub deleted: Vec<u64>,
     /// Why retention failed after the snapshot committed, if it did. The
@@ -1008,6 +1043,11 @@ impl StateSnapshotManager {
 
     /// Notes that the host wrote `page` (call it while holding the
     /// [`WriteTicket`] of that write). Lock-free on the common path.
+    ///
+    /// The library's own writes (rollback, repair, restore, adoption) need
+    /// noting too: wire the detector's
+    /// [write observer](crate::DetectorConfig::on_write) here (see
+    /// [writes the library makes](self#writes-the-library-makes-notices-and-tickets)).
     pub fn note_dirty(&self, page: PageId) {
         self.inner.dirty.note(page.0);
     }
