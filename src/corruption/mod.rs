@@ -7,7 +7,20 @@
 //! lets a repair know that a host write raced with it (see
 //! [`registry`] for the epoch protocol). A host write that
 //! bypasses the detector is invisible to it: its checksum goes stale and the
-//! next verification reports the page.
+//! next verification reports the page. A host that needs to know of every
+//! page write — its own and the library's — gives the detector a
+//! [write observer](DetectorConfig::on_write) (incremental snapshots that
+//! rely on dirty-page notices need one).
+//!
+//! # What a write promises
+//!
+//! With a [page-LSN reader](DetectorConfig::page_lsn), a page must not be
+//! older than the last write through the detector, whatever LSN that write
+//! carried (see the [`lsn`] module). Nothing the library writes is sealed
+//! without having been verified: rollback reads verified, repair writes only
+//! copies it verified, adoption never seals a page the registry knows to be
+//! bad, and a restore checks pages that a snapshot did not read through a
+//! verifying store ([`PageStore::check_unverified`]).
 //!
 //! # Pages the library did not write
 //!
@@ -228,7 +241,9 @@ impl DetectorConfig {
     /// per page, with no lock of the detector held, before the call that
     /// wrote returns; also for a write that failed (the page's bytes are
     /// unknown then). It must be cheap and must not block on the detector's
-    /// writers.
+    /// writers. A [resize](CorruptionDetector::resize) is not a page write:
+    /// a host that relies on notices reports it with
+    /// [`note_resized`](crate::StateSnapshotManager::note_resized).
     ///
     /// A host whose incremental snapshots rely on dirty-page notices wires
     /// it to [`StateSnapshotManager::note_dirty`](crate::StateSnapshotManager::note_dirty):
@@ -1520,7 +1535,7 @@ impl PageStore for CorruptionDetector {
             }),
             ChecksumPlacement::Sidecar(_) => Err(Error::UnverifiedCopy {
                 page,
-                reason: "the sidecar table keeps only the checksums of the pages as they are now, so it cannot check bytes from a copy that was not read through the detector; restore into the raw store and adopt it after the host's own integrity check, or take snapshots through the detector (`Consistency::Paused` with the detector as the store, or a `View` of it)".into(),
+                reason: "the sidecar table keeps only the checksums of the pages as they are now, so it cannot check bytes from a copy that was not read through the detector; restore into the raw store and adopt it into a new sidecar table after the host's own integrity check (the current table describes the pages as they were before the restore), or take snapshots through the detector (`Consistency::Paused` with the detector as the store, or a `View` of it)".into(),
             }),
         }
     }

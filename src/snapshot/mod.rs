@@ -138,6 +138,47 @@
 //! already written are correct pages of the damaged snapshot, and the error
 //! says the target was written (a fallback, when allowed, overwrites them).
 //!
+//! # Restoring into a store that seals its pages
+//!
+//! The library never seals bytes it has not verified. A snapshot records
+//! whether its pages were read through a store that verifies its reads
+//! ([`PageStore::verifies_reads`]; [`SnapshotReport::pages_verified`]).
+//! The pages of a verified snapshot are written to any target as they are,
+//! and so are every snapshot's pages to a target that seals nothing (a raw
+//! store). A member of the chain
+//! whose pages were *not* verified (a snapshot of the host's raw store,
+//! e.g. a [`Consistency::View`] of it, or a file
+//! written before the flag existed) may hold pages that had rotted when it
+//! was taken; before such a page is written to a target that seals what it
+//! writes, the target checks it ([`PageStore::check_unverified`]):
+//!
+//! - the detector in the trailer placement verifies the page's own
+//!   trailer, which a page sealed before the snapshot was taken carries (a
+//!   free page holding junk fails too: snapshots through the detector store
+//!   free pages as zeros instead);
+//! - the detector in the sidecar placement refuses every such page (its
+//!   table keeps only the checksums of the pages as they are now): restore
+//!   into the raw store and adopt it into a new sidecar table after the
+//!   host's integrity check, or take snapshots through the detector.
+//!
+//! A page that fails gives [`Error::UnverifiedSnapshot`], naming the
+//! snapshot and the page. With
+//! [`SnapshotConfig::precheck_restore`] (the default) every such page is checked before anything is written (one
+//! more decoding pass over the unverified members), so a refusal leaves the
+//! target untouched; without it, each page is checked just before its chunk
+//! is written, and a refusal says that pages were written. A refusal is not
+//! damage of the snapshot: no fallback is tried.
+//!
+//! Pages are written a chunk at a time with [`PageStore::write_pages`], so
+//! a detector with a durable sidecar table pays one log fsync per chunk, not
+//! one per page.
+//!
+//! A page that the detector calls unallocated when a snapshot reads it
+//! through the detector has no bytes anybody vouches for: it is stored as
+//! zeros (as good as any contents for a free page), and restored as zeros —
+//! sealed, in a detector, so it verifies and raises no alarm, while the
+//! host's metadata, restored with the rest, still calls it free.
+//!
 //! # Store size
 //!
 //! A snapshot records the store's page count and restores a store of that
@@ -1155,7 +1196,11 @@ impl StateSnapshotManager {
     /// chain does not verify and no fallback is allowed (it names the
     /// damaged file and says whether `target` was written);
     /// [`Error::NoUsableSnapshot`] when a fallback is allowed and no
-    /// candidate verifies; [`Error::RestoreTargetSize`] when `target` must
+    /// candidate verifies; [`Error::UnverifiedSnapshot`] when `target` seals
+    /// what it writes (a detector) and a page of a member whose pages were
+    /// not verified cannot be vouched for (see
+    /// [restoring into a store that seals its pages](self#restoring-into-a-store-that-seals-its-pages);
+    /// no fallback is tried); [`Error::RestoreTargetSize`] when `target` must
     /// change size and cannot (nothing is written then); a store error from
     /// resizing or writing `target` (no fallback is tried then). After an
     /// error that came once `target` was resized or written, dirty-page

@@ -29,33 +29,8 @@
 //!   [`CorruptionDetector`](crate::CorruptionDetector), with a durable
 //!   sidecar table) pays one log fsync per chunk, not one per page.
 //!
-//! # Restoring into a store that seals its pages
-//!
-//! The library never seals bytes it has not verified. A snapshot records
-//! whether its pages were read through a store that verifies its reads
-//! ([`PageStore::verifies_reads`]; [`SnapshotReport::pages_verified`](super::SnapshotReport::pages_verified)).
-//! Its pages are written to any target as they are. A member of the chain
-//! whose pages were *not* verified (a snapshot of the host's raw store,
-//! e.g. a [`Consistency::View`](super::Consistency::View) of it, or a file
-//! written before the flag existed) may hold pages that had rotted when it
-//! was taken; before such a page is written to a target that seals what it
-//! writes, the target checks it ([`PageStore::check_unverified`]):
-//!
-//! - the detector in the trailer placement verifies the page's own
-//!   trailer, which a page sealed before the snapshot was taken carries;
-//! - the detector in the sidecar placement refuses every such page (its
-//!   table keeps only the checksums of the pages as they are now): restore
-//!   into the raw store and adopt it after the host's integrity check, or
-//!   take snapshots through the detector.
-//!
-//! A page that fails gives [`Error::UnverifiedSnapshot`], naming the
-//! snapshot and the page. With
-//! [`SnapshotConfig::precheck_restore`](super::SnapshotConfig::precheck_restore)
-//! (the default) every such page is checked before anything is written (one
-//! more decoding pass over the unverified members), so a refusal leaves the
-//! target untouched; without it, each page is checked just before its chunk
-//! is written, and a refusal says that pages were written. A refusal is not
-//! damage of the snapshot: no fallback is tried.
+//! The rules for a target that seals its pages are in the `snapshot`
+//! module docs ("Restoring into a store that seals its pages").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
