@@ -145,7 +145,8 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// [`CorruptionDetector`](crate::CorruptionDetector)) refuses bytes it
     /// cannot vouch for, because sealing them would make damaged bytes look
     /// valid; the default accepts everything, because a store that seals
-    /// nothing vouches for nothing.
+    /// nothing vouches for nothing. `page` may lie past the store's current
+    /// end: a restore checks its pages before it resizes the target.
     ///
     /// # Errors
     /// [`Error::UnverifiedCopy`] naming the page and what to do instead.

@@ -263,6 +263,16 @@ fn a_restore_never_seals_pages_nobody_verified() {
             }
             Err(e) => panic!("{name}: {e}"),
         }
+        // A target smaller than the snapshot is checked before it grows.
+        if name == "trailer" {
+            let small = Arc::new(MemStore::new(PS, PAGES / 2).unwrap());
+            let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+                .build(small.clone())
+                .unwrap();
+            m.restore(clean.info.id, &det)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(small.page_count(), PAGES);
+        }
         // Verified: restores into the detector, every page verifies.
         m.restore(verified.info.id, r.det.as_ref())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
