@@ -2032,33 +2032,36 @@ mod tests {
 
     #[test]
     fn adoption_leaves_the_expected_lsn_and_a_stale_adopted_page_is_refused() {
-        let raw = Arc::new(MemStore::new(256, 2).unwrap());
-        // Written before the library: payload with LSN 2, the trailer bytes free.
-        let mut old = with_lsn(2, 1);
-        old[256 - crate::checksum::TRAILER_LEN..].fill(0);
-        raw.write_page(PageId(1), &old).unwrap();
-        let hook: ExpectedLsnFn = Arc::new(|p| (p == PageId(1)).then_some(Lsn(4)));
-        let det = DetectorConfig::new(ChecksumPlacement::Trailer)
-            .page_lsn(lsn_in_head())
-            .expected_page_lsn(hook)
-            .build(raw.clone())
-            .unwrap();
-        let report = det.adopt(AdoptOptions::new()).unwrap();
-        assert_eq!(report.sealed, 1);
-        assert_eq!(
-            det.last_written_lsn(PageId(1)),
-            Some(Lsn(4)),
-            "the floor stands"
-        );
-        let mut b = vec![0u8; 256];
-        assert!(matches!(
-            det.read_verified(PageId(1), &mut b),
-            Err(Error::StalePage {
-                found: Lsn(2),
-                expected: Lsn(4),
-                ..
-            })
-        ));
+        for placement in placements() {
+            let raw = Arc::new(MemStore::new(256, 2).unwrap());
+            // Written before the library: payload with LSN 2, the trailer
+            // bytes free.
+            let mut old = with_lsn(2, 1);
+            old[256 - crate::checksum::TRAILER_LEN..].fill(0);
+            raw.write_page(PageId(1), &old).unwrap();
+            let hook: ExpectedLsnFn = Arc::new(|p| (p == PageId(1)).then_some(Lsn(4)));
+            let det = DetectorConfig::new(placement)
+                .page_lsn(lsn_in_head())
+                .expected_page_lsn(hook)
+                .build(raw.clone())
+                .unwrap();
+            let report = det.adopt(AdoptOptions::new()).unwrap();
+            assert_eq!(report.sealed, 1);
+            assert_eq!(
+                det.last_written_lsn(PageId(1)),
+                Some(Lsn(4)),
+                "the floor stands"
+            );
+            let mut b = vec![0u8; 256];
+            assert!(matches!(
+                det.read_verified(PageId(1), &mut b),
+                Err(Error::StalePage {
+                    found: Lsn(2),
+                    expected: Lsn(4),
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
