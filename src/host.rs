@@ -268,18 +268,175 @@ pub trait PageSource: Send + Sync + fmt::Debug {
     fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool>;
 }
 
-/// Actions only the host can take. Every method has a default that answers
-/// [`Error::Unsupported`], so a host implements only what it has.
+/// One action only the host can take: what [`HostActions::supports`] is
+/// asked about, and what reports name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HostAction {
+    /// [`HostActions::restart_component`].
+    RestartComponent,
+    /// [`HostActions::clear_caches`].
+    ClearCaches,
+    /// [`HostActions::resize_pool`].
+    ResizePool,
+    /// [`HostActions::fail_over`].
+    FailOver,
+    /// [`HostActions::shed_load`].
+    ShedLoad,
+    /// [`HostActions::free_disk_space`].
+    FreeDiskSpace,
+    /// [`HostActions::rebuild_index`].
+    RebuildIndex,
+}
+
+impl HostAction {
+    /// Every action, in declaration order.
+    pub const ALL: [HostAction; 7] = [
+        HostAction::RestartComponent,
+        HostAction::ClearCaches,
+        HostAction::ResizePool,
+        HostAction::FailOver,
+        HostAction::ShedLoad,
+        HostAction::FreeDiskSpace,
+        HostAction::RebuildIndex,
+    ];
+
+    /// The method's name (`"restart_component"`), as
+    /// [`Error::Unsupported`] names it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostAction::RestartComponent => "restart_component",
+            HostAction::ClearCaches => "clear_caches",
+            HostAction::ResizePool => "resize_pool",
+            HostAction::FailOver => "fail_over",
+            HostAction::ShedLoad => "shed_load",
+            HostAction::FreeDiskSpace => "free_disk_space",
+            HostAction::RebuildIndex => "rebuild_index",
+        }
+    }
+}
+
+impl fmt::Display for HostAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The [`Error::Unsupported`] every default action answers.
+fn unsupported(action: HostAction) -> Result<()> {
+    Err(Error::Unsupported {
+        action: action.name(),
+    })
+}
+
+/// Actions only the host can take.
+///
+/// Every action has a default that answers [`Error::Unsupported`], and
+/// [`supports`](Self::supports) answers `false` for every action by default:
+/// a host implements what it has and lists it there. The library never plans
+/// an action the host does not list; a call to one anyway gets
+/// `Unsupported`.
+///
+/// Actions are called from the library's threads and may block; each should
+/// return within seconds (a healer bounds the wait and treats a late answer
+/// as a failed action).
+///
+/// ```
+/// use selfheal::{HostAction, HostActions, Result};
+///
+/// #[derive(Debug)]
+/// struct Engine;
+///
+/// impl HostActions for Engine {
+///     fn supports(&self, action: HostAction) -> bool {
+///         matches!(action, HostAction::ClearCaches)
+///     }
+///     fn clear_caches(&self) -> Result<()> {
+///         // Drop the engine's page cache here.
+///         Ok(())
+///     }
+/// }
+///
+/// let engine = Engine;
+/// assert!(engine.supports(HostAction::ClearCaches));
+/// assert!(engine.clear_caches().is_ok());
+/// assert!(!engine.supports(HostAction::ShedLoad));
+/// assert!(engine.shed_load(50).is_err());
+/// ```
 pub trait HostActions: Send + Sync + fmt::Debug {
+    /// Whether the host implements `action`. Default: `false` for every
+    /// action. Answer `true` only for the methods this host overrides.
+    fn supports(&self, action: HostAction) -> bool {
+        let _ = action;
+        false
+    }
+
+    /// Restarts the host component named `component` (a name it sent
+    /// heartbeats under, or one of its own subsystems).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn restart_component(&self, component: &str) -> Result<()> {
+        let _ = component;
+        unsupported(HostAction::RestartComponent)
+    }
+
+    /// Drops the host's caches of pages or derived data, so that the next
+    /// reads go to the store (after a repair changed pages under them).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn clear_caches(&self) -> Result<()> {
+        unsupported(HostAction::ClearCaches)
+    }
+
+    /// Resizes the host's pool named `pool` (connections, buffers, workers)
+    /// to `size` entries.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn resize_pool(&self, pool: &str, size: usize) -> Result<()> {
+        let _ = (pool, size);
+        unsupported(HostAction::ResizePool)
+    }
+
+    /// Makes the replica `to` serve in place of the local store.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn fail_over(&self, to: &ReplicaId) -> Result<()> {
+        let _ = to;
+        unsupported(HostAction::FailOver)
+    }
+
+    /// Refuses or delays `percent` (1..=100) of new work until told
+    /// otherwise (`shed_load(0)` lifts it).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn shed_load(&self, percent: u8) -> Result<()> {
+        let _ = percent;
+        unsupported(HostAction::ShedLoad)
+    }
+
+    /// Frees at least `bytes_wanted` bytes of disk space where the host can
+    /// (old logs, temporary files); returns how many bytes it freed.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn free_disk_space(&self, bytes_wanted: u64) -> Result<u64> {
+        let _ = bytes_wanted;
+        unsupported(HostAction::FreeDiskSpace).map(|()| 0)
+    }
+
     /// Rebuilds the named index (or other derived structure) from base data.
     ///
     /// # Errors
     /// [`Error::Unsupported`] by default; the host's error otherwise.
     fn rebuild_index(&self, index: &str) -> Result<()> {
         let _ = index;
-        Err(Error::Unsupported {
-            action: "rebuild_index",
-        })
+        unsupported(HostAction::RebuildIndex)
     }
 }
 
@@ -352,4 +509,62 @@ pub(crate) fn scan_in_batches<S: PageStore + ?Sized>(
         next += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nothing;
+    impl HostActions for Nothing {}
+
+    /// Calls `action` on `host` the way a healer would.
+    fn call(host: &dyn HostActions, action: HostAction) -> Result<()> {
+        match action {
+            HostAction::RestartComponent => host.restart_component("engine"),
+            HostAction::ClearCaches => host.clear_caches(),
+            HostAction::ResizePool => host.resize_pool("buffers", 8),
+            HostAction::FailOver => host.fail_over(&ReplicaId::new("r1")),
+            HostAction::ShedLoad => host.shed_load(50),
+            HostAction::FreeDiskSpace => host.free_disk_space(1 << 20).map(|_| ()),
+            HostAction::RebuildIndex => host.rebuild_index("idx"),
+        }
+    }
+
+    #[test]
+    fn every_default_action_is_unsupported_and_named() {
+        for action in HostAction::ALL {
+            assert!(!Nothing.supports(action), "{action}");
+            match call(&Nothing, action) {
+                Err(Error::Unsupported { action: name }) => assert_eq!(name, action.name()),
+                other => panic!("{action}: {other:?}"),
+            }
+        }
+        let names: std::collections::HashSet<_> =
+            HostAction::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names.len(), HostAction::ALL.len());
+    }
+
+    #[derive(Debug)]
+    struct Shedder(std::sync::atomic::AtomicU8);
+    impl HostActions for Shedder {
+        fn supports(&self, action: HostAction) -> bool {
+            action == HostAction::ShedLoad
+        }
+        fn shed_load(&self, percent: u8) -> Result<()> {
+            self.0.store(percent, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_overrides_what_it_has() {
+        let host = Shedder(std::sync::atomic::AtomicU8::new(0));
+        for action in HostAction::ALL {
+            let supported = host.supports(action);
+            assert_eq!(call(&host, action).is_ok(), supported, "{action}");
+        }
+        assert_eq!(host.0.load(std::sync::atomic::Ordering::SeqCst), 50);
+    }
 }
