@@ -18,7 +18,7 @@
 //! # Threads and shutdown
 //!
 //! One thread, selecting over a bounded command channel and a ticker.
-//! [`CrashDetector::shutdown`] sends a command with a reply channel, the
+//! [`CrashDetector::stop`] sends a command with a reply channel, the
 //! thread records a clean shutdown in the run marker (if it has one) and
 //! exits, and the caller joins it. Dropping the detector stops and joins the
 //! thread too but does **not** record a clean shutdown, so that a drop while
@@ -198,8 +198,12 @@ impl CrashDetectorConfig {
         self
     }
 
-    /// A run marker for the watchdog to keep fresh and to close cleanly on
-    /// [`CrashDetector::shutdown`] (default none).
+    /// A run marker for the watchdog to keep fresh and to mark a clean stop
+    /// on [`CrashDetector::stop`] (default none). When its
+    /// [verdict](RunMarker::verdict) says the previous run did not stop
+    /// cleanly, [`build`](Self::build) reports
+    /// [`FailureKind::UncleanShutdown`] on the failure sink, with the verdict
+    /// as evidence: startup recovery is due.
     pub fn run_marker(mut self, marker: RunMarker) -> Self {
         self.run_marker = Some(marker);
         self
@@ -240,6 +244,16 @@ impl CrashDetectorConfig {
         let sink = self
             .failures
             .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        if let Some(verdict) = self.run_marker.as_ref().map(RunMarker::verdict) {
+            if verdict.is_crash() {
+                sink.report(
+                    Source::CrashDetector,
+                    FailureKind::UncleanShutdown,
+                    verdict.to_string(),
+                    now,
+                );
+            }
+        }
         let (event_tx, events) = bounded(self.event_capacity);
         let watchdog = Watchdog {
             shared: shared.clone(),
@@ -318,7 +332,7 @@ impl Job for Watchdog {
 
     /// A clean shutdown: the marker records it.
     fn finish(&mut self) -> Result<()> {
-        self.marker.take().map_or(Ok(()), RunMarker::close)
+        self.marker.take().map_or(Ok(()), RunMarker::stop)
     }
 
     /// Straight to the channel: the host's event callback may be what panicked.
@@ -429,7 +443,7 @@ pub struct CrashStats {
 /// assert_eq!(states, [ComponentState::Suspect, ComponentState::Dead]);
 /// let failure = detector.failures().try_iter().last().unwrap();
 /// assert!(matches!(failure.kind, FailureKind::ComponentDead { .. }));
-/// detector.shutdown()?;
+/// detector.stop()?;
 /// # Ok::<(), selfheal::Error>(())
 /// ```
 pub struct CrashDetector {
@@ -540,14 +554,14 @@ impl CrashDetector {
     /// panicked (nothing is recorded: the run did not end cleanly);
     /// [`Error::InvalidArgument`] when called from the event callback (the
     /// watchdog then stops after the callback, without a clean record).
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn stop(mut self) -> Result<()> {
         self.worker.stop(Stop::Finish, STOP_TIMEOUT)
     }
 }
 
 impl Drop for CrashDetector {
     /// Stops and joins the watchdog without recording a clean shutdown; use
-    /// [`CrashDetector::shutdown`] for that.
+    /// [`CrashDetector::stop`] for that.
     fn drop(&mut self) {
         let _ = self.worker.stop(Stop::Abandon, STOP_TIMEOUT);
     }
@@ -625,7 +639,7 @@ mod tests {
             .collect();
         assert_eq!(died.len(), 1, "the watchdog's death is reported once");
         assert!(died[0].evidence.contains("host callback bug"));
-        assert!(matches!(d.shutdown(), Err(Error::Stopped { .. })));
+        assert!(matches!(d.stop(), Err(Error::Stopped { .. })));
     }
 
     #[test]
@@ -653,7 +667,7 @@ mod tests {
         let seen = seen.lock().clone();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
-        Arc::try_unwrap(d).unwrap().shutdown().unwrap();
+        Arc::try_unwrap(d).unwrap().stop().unwrap();
     }
 
     #[test]
@@ -682,7 +696,38 @@ mod tests {
         assert_eq!(d.events().try_iter().count(), 1);
         let s = d.stats();
         assert_eq!((s.failures_dropped, s.events_dropped), (1, 1));
-        d.shutdown().unwrap();
+        d.stop().unwrap();
+    }
+
+    #[test]
+    fn an_unclean_previous_run_is_reported_at_build_and_a_clean_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FailureSink::new(16);
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(3));
+        let open = |sink: &FailureSink| {
+            let (m, _) = RunMarker::open(dir.path()).unwrap();
+            CrashDetectorConfig::new()
+                .clock(Arc::new(clock.clone()))
+                .failure_sink(sink.clone())
+                .run_marker(m)
+                .build()
+                .unwrap()
+        };
+        // First run: nothing to report. Stopped cleanly: nothing either.
+        open(&sink).stop().unwrap();
+        open(&sink).stop().unwrap();
+        assert_eq!(sink.failures().try_iter().count(), 0);
+        // Dropped without a clean stop: the next start reports it.
+        drop(open(&sink));
+        let d = open(&sink);
+        let got: Vec<Failure> = sink.failures().try_iter().collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].kind, FailureKind::UncleanShutdown);
+        assert_eq!(got[0].source, Source::CrashDetector);
+        assert_eq!(got[0].detected_at_ns, 3_000_000_000);
+        assert!(got[0].evidence.contains("did not stop cleanly"), "{}", got[0].evidence);
+        d.stop().unwrap();
     }
 
     #[test]
@@ -691,7 +736,7 @@ mod tests {
         let (m, _) = RunMarker::open(dir.path()).unwrap();
         let (_clock, cfg) = manual();
         let d = cfg.run_marker(m).build().unwrap();
-        d.shutdown().unwrap();
+        d.stop().unwrap();
         let (m, v) = RunMarker::open(dir.path()).unwrap();
         assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
         let (_clock, cfg) = manual();
