@@ -85,7 +85,9 @@ pub use error::{Error, Result};
 pub use health::{
     Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
 };
-pub use host::{HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
+pub use host::{
+    HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,
+};
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
     PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,

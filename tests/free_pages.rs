@@ -365,7 +365,9 @@ fn a_transaction_may_reuse_a_free_page() {
                     r.det.forget(PageId(p)).unwrap();
                 }
             }
-            let m = RollbackConfig::new(dir.path()).open(r.det.clone()).unwrap();
+            let m = RollbackConfig::new(dir.path())
+                .build(r.det.clone())
+                .unwrap();
             let t = m.begin().unwrap();
             m.write(t, PageId(3), 10, b"reused")
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -405,14 +407,16 @@ fn a_transaction_may_reuse_a_free_page() {
                 r.det.forget(PageId(3)).unwrap();
             }
             drop(m);
-            let m = RollbackConfig::new(dir.path()).open(r.det.clone()).unwrap();
+            let m = RollbackConfig::new(dir.path())
+                .build(r.det.clone())
+                .unwrap();
             assert_eq!(m.recovery_report().rolled_back.len(), 1, "{what}");
             assert!(matches!(
                 r.det.read_verified(PageId(3), &mut buf),
                 Err(Error::PageUnallocated { .. })
             ));
             assert!(scrub_reports(&r.det).1.is_empty(), "{what}");
-            m.close().unwrap();
+            m.stop().unwrap();
         }
     }
 }

@@ -78,7 +78,7 @@ fn a_rollback_to_an_older_page_lsn_verifies_and_repair_does_not_bring_the_write_
             det.write_sealed(PageId(p), &mut page(5, p as u8 + 1))
                 .unwrap();
         }
-        let m = RollbackConfig::new(dir.path()).open(det.clone()).unwrap();
+        let m = RollbackConfig::new(dir.path()).build(det.clone()).unwrap();
         let t = m.begin().unwrap();
         m.write(t, PageId(1), 0, &9u64.to_le_bytes()).unwrap();
         m.write(t, PageId(1), 8, &[7u8; 16]).unwrap();
@@ -108,7 +108,7 @@ fn a_rollback_to_an_older_page_lsn_verifies_and_repair_does_not_bring_the_write_
             page(5, 2)[..N],
             "{name}: the aborted write stays undone"
         );
-        m.close().unwrap();
+        m.stop().unwrap();
     }
 }
 

@@ -343,7 +343,7 @@ fn the_write_observer_keeps_dirty_notices_complete() {
         let gate = WriteGate::new();
         paused(&m, &gate, r.det.as_ref(), 1, SnapshotKind::Full).unwrap();
         let rb = RollbackConfig::new(jdir.path())
-            .open(r.det.clone())
+            .build(r.det.clone())
             .unwrap();
         let t = rb.begin().unwrap();
         {
@@ -367,7 +367,7 @@ fn the_write_observer_keeps_dirty_notices_complete() {
             out.to_bytes() == raw_bytes(r.raw.as_ref()),
             "{name}: the restore brought back a rolled-back write"
         );
-        rb.close().unwrap();
+        rb.stop().unwrap();
     }
 }
 

@@ -726,7 +726,11 @@ mod tests {
         assert_eq!(got[0].kind, FailureKind::UncleanShutdown);
         assert_eq!(got[0].source, Source::CrashDetector);
         assert_eq!(got[0].detected_at_ns, 3_000_000_000);
-        assert!(got[0].evidence.contains("did not stop cleanly"), "{}", got[0].evidence);
+        assert!(
+            got[0].evidence.contains("did not stop cleanly"),
+            "{}",
+            got[0].evidence
+        );
         d.stop().unwrap();
     }
 

@@ -8,7 +8,7 @@
 //! [`refresh`](RunMarker::refresh) rewrites the last-seen time (the watchdog
 //! of [`CrashDetector`](super::CrashDetector) does this periodically);
 //! [`stop`](RunMarker::stop) records a clean stop. Dropping a marker
-//! without `close` records nothing, so the next start reports a crash: a
+//! without `stop` records nothing, so the next start reports a crash: a
 //! drop during a panic's unwinding is not a clean shutdown.
 //!
 //! The lock file is never replaced (a lock on a file that gets renamed over

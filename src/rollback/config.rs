@@ -244,7 +244,7 @@ impl RollbackConfig {
     /// journal of another store; undo of finished transactions is not
     /// checked); the page store's errors during rollback other than a page
     /// that fails verification.
-    pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
+    pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
         self.validate(page_size)?;
         super::recovery::open(self, pages)

@@ -179,7 +179,7 @@ use writer::read_for_change;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Arc::new(MemStore::new(4096, 16)?);
-/// let mgr = RollbackConfig::new(dir.path()).open(RawPages::shared(store.clone()))?;
+/// let mgr = RollbackConfig::new(dir.path()).build(RawPages::shared(store.clone()))?;
 ///
 /// // A transaction that commits: its change stays.
 /// let t1 = mgr.begin()?;
@@ -197,7 +197,7 @@ use writer::read_for_change;
 /// assert_eq!(&page[100..109], b"committed");
 /// assert_eq!(mgr.stats().committed, 1);
 /// assert!(matches!(mgr.commit(t2), Err(selfheal::Error::TransactionNotActive { .. })));
-/// mgr.close()?;
+/// mgr.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TransactionRollbackManager {
@@ -846,13 +846,13 @@ impl TransactionRollbackManager {
     /// Makes every journal record durable and covered by a durable
     /// synced-through mark, stops the journal's mark thread, and closes the
     /// manager. Active (and blocked) transactions are left in flight: the
-    /// next open rolls them back. Dropping the manager without `close` only
+    /// next build rolls them back. Dropping the manager without `stop` only
     /// stops the mark thread; what was not yet durable is then treated like
     /// a crash at the next open.
     ///
     /// # Errors
     /// [`Error::Poisoned`] when the journal cannot be made durable.
-    pub fn close(self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
         self.journal.close()
     }
 }
