@@ -134,7 +134,7 @@ impl DetectorConfig {
     /// The host's answer to "is this page unallocated now?", from its own
     /// metadata (a free list), so that free pages are not reported as damage
     /// (default: none). Asked only when a page fails verification, never on
-    /// the path of a page that verifies; see the [`free`] module for what an
+    /// the path of a page that verifies; see the [`free`](super::free) module for what an
     /// unallocated page means to reads, scrubs and repairs.
     ///
     /// **The answer must come from the host's current metadata, every

@@ -179,7 +179,7 @@ impl CorruptionDetector {
     /// record), so that no crash can leave pages whose checksums are gone.
     ///
     /// Safe to call while reads, writes, scrubs and repairs run: see the
-    /// [module docs](self#resizing). One resize runs at a time, and none
+    /// [module docs](super#resizing). One resize runs at a time, and none
     /// runs during an adoption batch. It must not be called from a failure
     /// callback or a free-page answer (they may run under a scan that the
     /// store's resize waits for).

@@ -35,7 +35,7 @@
 //!
 //! "All of the host's page writes" includes the ones the library makes on
 //! the host's behalf: a [rollback](crate::TransactionRollbackManager::rollback)
-//! (and the recovery at [open](crate::RollbackConfig::open)), a
+//! (and the recovery at [build](crate::RollbackConfig::build)), a
 //! [repair](crate::DataRepairer), a [restore](StateSnapshotManager::restore)
 //! into the live store, the trailers [adoption](crate::CorruptionDetector::adopt)
 //! writes. A host that relies on dirty-page notices must see them all:
@@ -56,7 +56,7 @@
 //!   library's writers too, since the library cannot take the host's
 //!   tickets itself. The host holds one around each call that writes:
 //!   `let _t = gate.write(); rollback_manager.rollback(txn)?;` (likewise
-//!   around `rollback_all`, `RollbackConfig::open` when recovery may roll
+//!   around `rollback_all`, `RollbackConfig::build` when recovery may roll
 //!   back, `repair_page`/`repair_all`, `adopt`, and a restore into the live
 //!   store). The writes then wait for a snapshot in progress, and a
 //!   snapshot waits for them; a rollback that ran unpaused under a snapshot
