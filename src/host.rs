@@ -228,7 +228,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
 
     /// The digest of pages `first .. first + count` (see
-    /// [`range_digest`](crate::repair::merkle) for the exact function), used
+    /// [`digest`](crate::digest) for the exact function), used
     /// to find divergent ranges without fetching every page.
     ///
     /// The default reads each page through `read_page`; a remote replica
@@ -238,7 +238,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As `read_page`.
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
         let mut buf = vec![0u8; self.page_size()];
-        let mut digest = crate::repair::RangeDigest::new();
+        let mut digest = crate::digest::RangeDigest::new();
         let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
             what: "count",
             reason: format!("pages {first}..+{count} run past the largest page id"),

@@ -55,6 +55,7 @@ pub mod checksum;
 mod clock;
 pub mod corruption;
 pub mod crash;
+pub mod digest;
 mod error;
 mod fsutil;
 pub mod health;
