@@ -70,7 +70,7 @@ pub enum Error {
 
     // ---- page verification -------------------------------------------------
     /// The page's bytes do not match its checksum.
-    #[error("page {page} is corrupt: checksum {actual:#010x} does not match the recorded {expected:#010x}")]
+    #[error("page {page} is corrupt: checksum {actual:#010x} does not match the recorded {expected:#010x}; repair it from a replica or snapshot (`DataRepairer::repair_page`)")]
     ChecksumMismatch {
         /// The page that failed verification.
         page: PageId,
@@ -99,7 +99,7 @@ pub enum Error {
     },
 
     /// The page trailer is not one this crate writes (bad magic or version).
-    #[error("page {page} has no valid checksum trailer ({reason}); the page is garbled or was never sealed")]
+    #[error("page {page} has no valid checksum trailer ({reason}); the page is garbled or was never sealed: repair it from a replica or snapshot, or, for a page never sealed, adopt it after the host's own integrity check (`CorruptionDetector::adopt`)")]
     InvalidTrailer {
         /// The page.
         page: PageId,
@@ -158,7 +158,7 @@ pub enum Error {
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
     #[error(
-        "page {page} is fenced ({state}): it failed verification and has not been repaired yet"
+        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy (the `AutoRecoveryManager` does so on its own), or a host write of the whole page through the detector replaces it"
     )]
     PageFenced {
         /// The page.
@@ -232,7 +232,7 @@ pub enum Error {
     },
 
     /// No source had a copy of the page that verifies.
-    #[error("page {page} is irreparable: {reason}")]
+    #[error("page {page} is irreparable: {reason}; add a replica or fallback source that holds a good copy and repair again, restore a snapshot, or rewrite the page from the host's own records")]
     Irreparable {
         /// The page.
         page: PageId,
@@ -457,7 +457,7 @@ pub enum Error {
     // ---- health ----
     /// A health probe could not produce a value (the resource is not there,
     /// the OS does not expose it, or the value is not a finite number).
-    #[error("health probe `{probe}` failed: {reason}")]
+    #[error("health probe `{probe}` failed: {reason}; fix the probe or remove it from the health configuration")]
     ProbeFailed {
         /// The probe's name.
         probe: String,
@@ -467,7 +467,7 @@ pub enum Error {
 
     // ---- lifecycle -------------------------------------------------------------
     /// A component was used after it was stopped, or its worker thread died.
-    #[error("{component} is stopped: {reason}")]
+    #[error("{component} is stopped: {reason}; build a new one to continue")]
     Stopped {
         /// The component.
         component: &'static str,
@@ -477,7 +477,7 @@ pub enum Error {
 
     /// A component hit a failure after which it must not continue (for
     /// example a failed fsync); every later call returns this error.
-    #[error("{component} is poisoned and refuses further work: {reason}; reopen it to recover")]
+    #[error("{component} is poisoned and refuses further work: {reason}; build it again (its recovery runs then) to continue")]
     Poisoned {
         /// The component.
         component: &'static str,

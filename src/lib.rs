@@ -49,6 +49,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
 pub mod checksum;
@@ -65,6 +66,7 @@ pub mod rollback;
 pub mod snapshot;
 mod store;
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod types;
 mod worker;
