@@ -61,6 +61,7 @@ pub mod health;
 mod host;
 pub mod repair;
 pub mod rollback;
+pub mod scrub;
 pub mod snapshot;
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -70,7 +71,7 @@ mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::scrub::{
+pub use scrub::{
     Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
     ScrubState, ScrubStep, Scrubber,
 };

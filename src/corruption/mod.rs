@@ -56,7 +56,6 @@ pub mod adopt;
 pub mod free;
 pub mod lsn;
 pub mod registry;
-pub mod scrub;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,10 +76,6 @@ use free::PageBits;
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
 pub use free::FreePageFn;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
-pub use scrub::{
-    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, ScrubStep, Scrubber,
-};
 
 /// Reads a page's LSN from its bytes (most engines keep one in the page
 /// header). Lets repair refuse copies older than what the store last wrote.

@@ -36,7 +36,7 @@
 //! the end, even one whose bytes were read before it was dropped).
 //!
 //! Pages that fail verification but that the host says are unallocated (see
-//! [`free`](super::free)) are skipped: counted in
+//! [`free`](crate::corruption::free)) are skipped: counted in
 //! [`ScanSummary::unallocated`], never reported.
 //!
 //! # Throughput
@@ -100,7 +100,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 
-use super::{CorruptionDetector, Observer, PageState, Verdict};
+use crate::corruption::{CorruptionDetector, Observer, PageState, Verdict};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::fsutil;
