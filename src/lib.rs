@@ -71,10 +71,6 @@ mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use scrub::{
-    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, ScrubStep, Scrubber,
-};
 pub use corruption::{
     AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
 };
@@ -90,6 +86,10 @@ pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaS
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
     PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
+};
+pub use scrub::{
+    ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate, ScrubState,
+    ScrubStep, Scrubber,
 };
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};
