@@ -26,12 +26,28 @@ use proptest::prelude::*;
 const PS: usize = 256;
 
 fn setup(pages: u64) -> (Arc<FaultyStore>, Arc<CorruptionDetector>, ManualClock) {
+    setup_in(ChecksumPlacement::Trailer, pages)
+}
+
+/// Both checksum placements, for the tests that seal pages.
+fn placements() -> [ChecksumPlacement; 2] {
+    [
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(crate::checksum::ChecksumTable::new(PS).unwrap())),
+    ]
+}
+
+/// `pages` pages sealed through a detector in `placement`, on a ManualClock.
+fn setup_in(
+    placement: ChecksumPlacement,
+    pages: u64,
+) -> (Arc<FaultyStore>, Arc<CorruptionDetector>, ManualClock) {
     let clock = ManualClock::new();
     let raw = Arc::new(FaultyStore::new(Arc::new(
         MemStore::new(PS, pages).unwrap(),
     )));
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        DetectorConfig::new(placement)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),
@@ -274,6 +290,7 @@ fn bad_config_is_typed() {
         ScrubConfig::new().batch_pages(0),
         ScrubConfig::new().batch_pages(MAX_BATCH_PAGES + 1),
         ScrubConfig::new().persist_every(Duration::ZERO),
+        ScrubConfig::new().stop_timeout(Duration::ZERO),
         ScrubConfig::new().cursor_path("/"),
     ] {
         assert!(matches!(
@@ -459,6 +476,166 @@ fn thread_follows_a_manual_clock() {
         .unwrap();
     assert_eq!(p.state, ScrubState::Finished);
     h.stop().unwrap();
+}
+
+/// The example of the pacer's docs: 100 pages/s, bursts of 10 pages.
+#[test]
+fn pacer_grants_a_full_bucket_then_waits() {
+    let mut p = Pacer::new(ScrubRate::PagesPerSec(100), 4096, 10, 0).unwrap();
+    assert_eq!(p.poll(0, 10), Pace::Go(10), "the bucket starts full");
+    assert_eq!(
+        p.poll(0, 10),
+        Pace::WaitUntil(100_000_000),
+        "10 pages take 100 ms"
+    );
+    assert_eq!(p.poll(100_000_000, 10), Pace::Go(10));
+}
+
+/// The scrubber's own failures (here: cursor failures) in `sink`, checked
+/// to come from the scrubber.
+fn cursor_failures(sink: &FailureSink) -> Vec<Failure> {
+    let got: Vec<Failure> = sink.failures().try_iter().collect();
+    for f in &got {
+        assert_eq!(f.source, crate::types::Source::Scrubber, "{f}");
+        assert_eq!(f.kind, crate::types::FailureKind::ScrubCursorFailed, "{f}");
+    }
+    got
+}
+
+#[test]
+fn a_damaged_cursor_is_reported_once_on_the_scrubbers_bus() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        let (_raw, det, clock) = setup_in(placement, 20);
+        let sink = FailureSink::new(16);
+        let build = || {
+            ScrubConfig::new()
+                .cursor_path(&path)
+                .failure_sink(sink.clone())
+                .build(det.clone())
+                .unwrap()
+        };
+        // No file: page 0, nothing to report.
+        assert_eq!(build().progress(0).position, 0);
+        assert!(cursor_failures(&sink).is_empty());
+        // A damaged file: page 0, reported at the (detector's) clock's time.
+        clock.set_ns(7_000);
+        std::fs::write(&path, b"not a cursor").unwrap();
+        assert_eq!(build().progress(0).position, 0);
+        let got = cursor_failures(&sink);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].detected_at_ns, 7_000);
+        assert!(got[0].evidence.contains("page 0"), "{}", got[0].evidence);
+        assert!(
+            det.failures().try_recv().is_err(),
+            "not on the detector's bus"
+        );
+        // A huge file is refused after reading a cursor's worth of it.
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(1 << 30).unwrap();
+        drop(f);
+        assert!(matches!(
+            cursor::load(&path),
+            Err(Error::CorruptFile { .. })
+        ));
+        assert_eq!(build().progress(0).position, 0);
+        assert_eq!(cursor_failures(&sink).len(), 1);
+    }
+}
+
+#[test]
+fn a_cursor_that_cannot_be_written_is_reported_once_per_episode() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        let path = sub.join("cursor");
+        let (_raw, det, clock) = setup_in(placement, 100);
+        // By default the scrubber reports on the detector's bus.
+        let mut s = ScrubConfig::new()
+            .pages_per_s(100)
+            .persist_every(Duration::from_millis(100))
+            .cursor_path(&path)
+            .build(det.clone())
+            .unwrap();
+        // The directory is missing: every write fails, one report.
+        clock.set_ns(1_000);
+        assert!(s.persist_cursor().is_err());
+        run_until_pass(&mut s, &clock);
+        assert!(s.persist_cursor().is_err());
+        let got = cursor_failures(det.failure_sink());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].detected_at_ns, 1_000);
+        assert!(
+            got[0].evidence.contains("could not be written"),
+            "{}",
+            got[0].evidence
+        );
+        // A write succeeds: the episode ends, and the next failure is new.
+        std::fs::create_dir(&sub).unwrap();
+        s.step(clock.now_ns()).unwrap();
+        s.persist_cursor().unwrap();
+        assert!(cursor_failures(det.failure_sink()).is_empty());
+        std::fs::remove_dir_all(&sub).unwrap();
+        clock.advance(Duration::from_secs(1));
+        s.step(clock.now_ns()).unwrap();
+        assert!(s.persist_cursor().is_err());
+        assert_eq!(cursor_failures(det.failure_sink()).len(), 1);
+    }
+}
+
+/// A store whose reads wait for a gate (held by the test) before reading.
+#[derive(Debug)]
+struct HangingStore {
+    inner: MemStore,
+    gate: Receiver<()>,
+}
+
+impl PageStore for HangingStore {
+    fn page_size(&self) -> usize {
+        PS
+    }
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        let _ = self.gate.recv();
+        self.inner.read_page(page, buf)
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        self.inner.write_page(page, data)
+    }
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn stop_is_bounded_when_a_store_read_hangs() {
+    let (release, gate) = crossbeam_channel::bounded(0);
+    let det = Arc::new(
+        DetectorConfig::new(ChecksumPlacement::Trailer)
+            .build(Arc::new(HangingStore {
+                inner: MemStore::new(PS, 4).unwrap(),
+                gate,
+            }))
+            .unwrap(),
+    );
+    let mut h = ScrubConfig::new()
+        .unlimited()
+        .stop_timeout(Duration::from_millis(100))
+        .start(det)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = h.stop().unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    assert!(err.to_string().contains("did not stop"), "{err}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(matches!(h.pause(), Err(Error::Stopped { .. })));
+    h.stop().unwrap();
+    // Let the detached thread finish its reads and end.
+    drop(release);
 }
 
 fn rate_strategy() -> impl Strategy<Value = ScrubRate> {
