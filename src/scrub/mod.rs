@@ -422,7 +422,7 @@ pub struct ScanSummary {
     /// Fenced pages that verified on a recheck and were unfenced.
     pub fences_lifted: u64,
     /// Pages that did not verify but that the host says are unallocated:
-    /// skipped, not reported (see [`Verdict::Unallocated`]).
+    /// skipped, not reported (see [`Verdict::Unallocated`](crate::corruption::Verdict::Unallocated)).
     pub unallocated: u64,
 }
 
