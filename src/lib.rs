@@ -63,6 +63,7 @@ pub mod health;
 mod host;
 pub mod repair;
 pub mod rollback;
+pub mod scrub;
 pub mod snapshot;
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -73,10 +74,6 @@ mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::scrub::{
-    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, ScrubStep, Scrubber,
-};
 pub use corruption::{
     AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
 };
@@ -94,6 +91,10 @@ pub use host::{
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
     PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
+};
+pub use scrub::{
+    ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate, ScrubState,
+    ScrubStep, Scrubber,
 };
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};

@@ -251,6 +251,12 @@ pub enum FailureKind {
     // ---- snapshots ----
     /// A snapshot (periodic or asked for) failed.
     SnapshotFailed,
+    // ---- scrubbing ----
+    /// The scrub cursor file could not be written (the scrub goes on; a
+    /// restart rescans from the last cursor written), or the one found at
+    /// start could not be read (the scrub started at page 0). A failed write
+    /// is reported once per episode, which ends when a write succeeds.
+    ScrubCursorFailed,
     // ---- health ----
     /// A health metric entered the degraded band (see
     /// [`HealthMonitor`](crate::HealthMonitor)); reported once per episode,
@@ -314,6 +320,7 @@ impl FailureKind {
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
             FailureKind::UncleanShutdown => Target::Component(Arc::from("run marker")),
             FailureKind::SnapshotFailed => Target::Component(Arc::from("snapshots")),
+            FailureKind::ScrubCursorFailed => Target::Component(Arc::from("scrub cursor")),
             FailureKind::HealthDegraded { metric }
             | FailureKind::HealthCritical { metric }
             | FailureKind::PredictedFailure { metric, .. }
@@ -339,6 +346,7 @@ impl FailureKind {
             FailureKind::ProcessGone { .. } => "process_gone",
             FailureKind::UncleanShutdown => "unclean_shutdown",
             FailureKind::SnapshotFailed => "snapshot_failed",
+            FailureKind::ScrubCursorFailed => "scrub_cursor_failed",
             FailureKind::HealthDegraded { .. } => "health_degraded",
             FailureKind::HealthCritical { .. } => "health_critical",
             FailureKind::PredictedFailure { .. } => "predicted_failure",
@@ -366,6 +374,7 @@ impl FailureKind {
             FailureKind::ComponentSuspect { .. }
             | FailureKind::ReplicaFailing { .. }
             | FailureKind::SnapshotFailed
+            | FailureKind::ScrubCursorFailed
             | FailureKind::HealthDegraded { .. }
             | FailureKind::PredictedFailure { .. }
             | FailureKind::ProbeFailed { .. } => Priority::P2,

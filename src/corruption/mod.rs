@@ -56,7 +56,6 @@ pub mod adopt;
 pub mod free;
 pub mod lsn;
 pub mod registry;
-pub mod scrub;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,10 +74,6 @@ use free::PageBits;
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
 pub use free::FreePageFn;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
-pub use scrub::{
-    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, ScrubStep, Scrubber,
-};
 
 mod config;
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub enum ReadFault {
     /// The read returns the page with one bit flipped (a transient fault on
     /// the path: the stored bytes are fine).
     TransientBitFlip,
+    /// The read panics (a bug in the host's store code): what a background
+    /// reader (the scrub thread) must survive and report.
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +283,7 @@ impl PageStore for FaultyStore {
                 .apply(buf);
                 Ok(())
             }
+            Some(ReadFault::Panic) => panic!("reading page {page} panicked (injected)"),
             None => self.inner.read_page(page, buf),
         }
     }
