@@ -15,6 +15,7 @@ use crate::types::{PageId, ReplicaId};
 
 /// Damage done to a page's bytes at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Damage {
     /// Flip one bit: byte `byte % page_size`, bit `bit % 8`.
     BitFlip {
@@ -51,6 +52,7 @@ impl Damage {
 
 /// What goes wrong with a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteFault {
     /// Only the first `new_bytes` bytes of the new page reach the medium; the
     /// rest keeps the old contents. The write reports success.
@@ -73,6 +75,7 @@ pub enum WriteFault {
 
 /// What goes wrong with a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadFault {
     /// The read fails with `EIO`.
     Eio,
