@@ -93,7 +93,7 @@ fn beat(c: &mut Criterion) {
         })
     });
     g.finish();
-    detector.shutdown().expect("shutdown");
+    detector.stop().expect("stop");
 }
 
 criterion_group!(benches, beat);

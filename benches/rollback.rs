@@ -31,7 +31,7 @@ fn undo_append(c: &mut Criterion) {
     let store = Arc::new(MemStore::new(PAGE, 64).unwrap());
     let mgr = RollbackConfig::with_storage(dir)
         .segment_size_bytes(8 << 20)
-        .open(RawPages::shared(store))
+        .build(RawPages::shared(store))
         .unwrap();
     let before = [0xA5u8; IMAGE];
     let after = [0x5Au8; IMAGE];
@@ -88,7 +88,7 @@ fn rollback_apply(c: &mut Criterion) {
     let store = Arc::new(MemStore::new(PAGE, pages).unwrap());
     let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
         .segment_size_bytes(64 << 20)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let before = [0x3Cu8; IMAGE];
     let after = [0xC3u8; IMAGE];
@@ -155,7 +155,7 @@ fn durable_commits(c: &mut Criterion) {
         let store = Arc::new(MemStore::new(PAGE, 64).unwrap());
         let mgr = Arc::new(
             RollbackConfig::new(&jdir)
-                .open(RawPages::shared(store))
+                .build(RawPages::shared(store))
                 .unwrap(),
         );
         let base = mgr.stats().journal;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A monotonic clock measured in nanoseconds from an arbitrary origin.
@@ -26,24 +26,33 @@ pub trait Clock: Send + Sync + fmt::Debug {
 }
 
 /// The real monotonic clock ([`Instant`]).
+///
+/// Every `SystemClock` in a process measures from one origin (the first time
+/// any of them was made), so timestamps taken by different components — each
+/// defaulting to its own `SystemClock` — can be compared and ordered.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     origin: Instant,
 }
 
+/// The one origin of every [`SystemClock`] in the process.
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
 impl SystemClock {
-    /// A clock whose origin is now.
+    /// The system clock, measuring from the process-wide origin.
     #[must_use]
     pub fn new() -> Self {
         SystemClock {
-            origin: Instant::now(),
+            origin: *ORIGIN.get_or_init(Instant::now),
         }
     }
 
-    /// A shared system clock, as components take it.
+    /// The system clock as components take it: every call returns the same
+    /// shared clock.
     #[must_use]
     pub fn shared() -> Arc<dyn Clock> {
-        Arc::new(SystemClock::new())
+        static SHARED: OnceLock<Arc<dyn Clock>> = OnceLock::new();
+        Arc::clone(SHARED.get_or_init(|| Arc::new(SystemClock::new())))
     }
 }
 
@@ -108,6 +117,18 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_clocks_share_one_origin() {
+        let a = SystemClock::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = SystemClock::new();
+        // Made later, `b` reads no less than `a` read before it: one origin.
+        let ta = a.now_ns();
+        let tb = b.now_ns();
+        assert!(tb >= ta && tb - ta < 1_000_000_000, "{ta} vs {tb}");
+        assert!(Arc::ptr_eq(&SystemClock::shared(), &SystemClock::shared()));
+    }
 
     #[test]
     fn manual_clock_is_monotonic_and_shared() {

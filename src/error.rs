@@ -70,7 +70,7 @@ pub enum Error {
 
     // ---- page verification -------------------------------------------------
     /// The page's bytes do not match its checksum.
-    #[error("page {page} is corrupt: checksum {actual:#010x} does not match the recorded {expected:#010x}")]
+    #[error("page {page} is corrupt: checksum {actual:#010x} does not match the recorded {expected:#010x}; repair it from a replica or snapshot (`DataRepairer::repair_page`)")]
     ChecksumMismatch {
         /// The page that failed verification.
         page: PageId,
@@ -80,7 +80,9 @@ pub enum Error {
         actual: u32,
     },
 
-    /// The page is all zeros: a lost or never-written page, never a valid one.
+    /// The page is all zeros where its checksum describes other contents: a
+    /// lost or never-written page. (An all-zero page verifies only where the
+    /// host itself wrote zeros through the detector, sidecar placement.)
     #[error("page {page} is all zeros: it was lost, trimmed or never written; repair it from a replica or snapshot")]
     ZeroedPage {
         /// The zeroed page.
@@ -97,7 +99,7 @@ pub enum Error {
     },
 
     /// The page trailer is not one this crate writes (bad magic or version).
-    #[error("page {page} has no valid checksum trailer ({reason}); the page is garbled or was never sealed")]
+    #[error("page {page} has no valid checksum trailer ({reason}); the page is garbled or was never sealed: repair it from a replica or snapshot, or, for a page never sealed, adopt it after the host's own integrity check (`CorruptionDetector::adopt`)")]
     InvalidTrailer {
         /// The page.
         page: PageId,
@@ -132,6 +134,18 @@ pub enum Error {
         page: PageId,
     },
 
+    /// Bytes from a copy that was not read through a verifying store (a
+    /// snapshot of the raw store) cannot be vouched for, so the store that
+    /// was to write them refuses to seal them. Not corruption of the store:
+    /// nothing was written.
+    #[error("page {page} cannot be vouched for: {reason}")]
+    UnverifiedCopy {
+        /// The page.
+        page: PageId,
+        /// Why it cannot be verified, and what to do instead.
+        reason: String,
+    },
+
     /// Adoption in the trailer placement found a page whose last 16 bytes
     /// hold data, so a trailer cannot be added without destroying it.
     #[error("page {page} cannot take a checksum trailer in place: its last {trailer_len} bytes are in use; reserve {trailer_len} bytes at the end of every page (SQLite: reserved bytes, header byte 20) or adopt with the sidecar placement")]
@@ -144,7 +158,7 @@ pub enum Error {
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
     #[error(
-        "page {page} is fenced ({state}): it failed verification and has not been repaired yet"
+        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy (the `AutoRecoveryManager` does so on its own), or a host write of the whole page through the detector replaces it"
     )]
     PageFenced {
         /// The page.
@@ -218,7 +232,7 @@ pub enum Error {
     },
 
     /// No source had a copy of the page that verifies.
-    #[error("page {page} is irreparable: {reason}")]
+    #[error("page {page} is irreparable: {reason}; add a replica or fallback source that holds a good copy and repair again, restore a snapshot, or rewrite the page from the host's own records")]
     Irreparable {
         /// The page.
         page: PageId,
@@ -408,6 +422,24 @@ pub enum Error {
         target_written: bool,
     },
 
+    /// A restore into a store that seals what it writes (a
+    /// [`CorruptionDetector`](crate::CorruptionDetector)) was refused: the
+    /// snapshot's pages were not read through a verifying store, and one of
+    /// them cannot be vouched for, so writing it would seal bytes nobody
+    /// verified.
+    #[error("snapshot {snapshot} cannot be restored into a store that seals its pages: it was taken from a store that does not verify its reads, and its page {page} cannot be vouched for: {reason}; {}", if *target_written { "pages of the target were already written (with pages of the snapshot that verified), so restore another snapshot before trusting the target" } else { "nothing was written" })]
+    UnverifiedSnapshot {
+        /// The snapshot (the member of the chain) holding the page.
+        snapshot: u64,
+        /// The page.
+        page: PageId,
+        /// Why it cannot be vouched for, and what to do instead.
+        reason: String,
+        /// Whether pages of the target were written before the refusal
+        /// (only without the restore pre-check).
+        target_written: bool,
+    },
+
     /// A restore needs the target to have the snapshot's page count, and the
     /// target cannot be resized to it; nothing was written.
     #[error("restoring snapshot {snapshot} needs a store of {needed} pages, but the target has {actual} and cannot be resized ({reason}); nothing was written: resize the target first, or, for a larger target, keep its extra pages with `RestoreOptions::keep_extra_pages(true)`")]
@@ -425,7 +457,7 @@ pub enum Error {
     // ---- health ----
     /// A health probe could not produce a value (the resource is not there,
     /// the OS does not expose it, or the value is not a finite number).
-    #[error("health probe `{probe}` failed: {reason}")]
+    #[error("health probe `{probe}` failed: {reason}; fix the probe or remove it from the health configuration")]
     ProbeFailed {
         /// The probe's name.
         probe: String,
@@ -435,7 +467,7 @@ pub enum Error {
 
     // ---- lifecycle -------------------------------------------------------------
     /// A component was used after it was stopped, or its worker thread died.
-    #[error("{component} is stopped: {reason}")]
+    #[error("{component} is stopped: {reason}; build a new one to continue")]
     Stopped {
         /// The component.
         component: &'static str,
@@ -445,7 +477,7 @@ pub enum Error {
 
     /// A component hit a failure after which it must not continue (for
     /// example a failed fsync); every later call returns this error.
-    #[error("{component} is poisoned and refuses further work: {reason}; reopen it to recover")]
+    #[error("{component} is poisoned and refuses further work: {reason}; build it again (its recovery runs then) to continue")]
     Poisoned {
         /// The component.
         component: &'static str,

@@ -29,8 +29,9 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// The size of every page in bytes. Constant for the life of the store.
     fn page_size(&self) -> usize;
 
-    /// How many pages the store has now. May grow while the library runs; the
-    /// scrubber reads it at the start of each pass.
+    /// How many pages the store has now. May change while the library runs
+    /// (see [`resize`](Self::resize)); the scrubber reads it at the start of
+    /// each pass and ends a pass early at a new, smaller end.
     fn page_count(&self) -> u64;
 
     /// Reads page `page` into `buf`, which has exactly `page_size()` bytes.
@@ -99,6 +100,60 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// As `read_page`. After an error the page's contents are unknown (the
     /// write may have been partial); the library re-reads before trusting it.
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()>;
+
+    /// Writes a batch of pages: each `(page, bytes)` in order, as
+    /// [`write_page`](Self::write_page) would (a page may appear twice; its
+    /// last bytes win). The buffers may be changed on the way (the
+    /// [`CorruptionDetector`](crate::CorruptionDetector) writes a checksum
+    /// trailer into them). Like a single write, the batch need not be
+    /// durable until [`sync`](Self::sync) returns.
+    ///
+    /// The default calls `write_page` for each page. A store for which a
+    /// batch costs less than its pages one by one overrides it: the
+    /// detector seals and writes a batch with one fsync of a durable
+    /// sidecar table's log, where single writes cost one each. The library
+    /// restores snapshots this way, a chunk at a time.
+    ///
+    /// # Errors
+    /// As `write_page`, for the first page that fails; the pages before it
+    /// may have been written.
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        for (page, buf) in pages.iter() {
+            self.write_page(*page, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this store verifies what it reads: whether a page read from
+    /// it can only be bytes that were sealed for that page. A host's own
+    /// store returns raw bytes and says no (the default); the
+    /// [`CorruptionDetector`](crate::CorruptionDetector) says yes.
+    ///
+    /// A snapshot records the answer of the store it read, so that a later
+    /// restore into a store that seals what it writes knows whether the
+    /// pages it writes were verified (see
+    /// [`check_unverified`](Self::check_unverified)). A wrapper around a
+    /// verifying store forwards the answer; one that may return other bytes
+    /// than the store below it must not.
+    fn verifies_reads(&self) -> bool {
+        false
+    }
+
+    /// Checks `bytes`, which come from a copy nobody verified (a snapshot
+    /// taken of a raw store), before they are written as `page` through
+    /// this store. A store that seals what it writes (the
+    /// [`CorruptionDetector`](crate::CorruptionDetector)) refuses bytes it
+    /// cannot vouch for, because sealing them would make damaged bytes look
+    /// valid; the default accepts everything, because a store that seals
+    /// nothing vouches for nothing. `page` may lie past the store's current
+    /// end: a restore checks its pages before it resizes the target.
+    ///
+    /// # Errors
+    /// [`Error::UnverifiedCopy`] naming the page and what to do instead.
+    fn check_unverified(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        let _ = (page, bytes);
+        Ok(())
+    }
 
     /// Changes the number of pages to `page_count`: pages at and past the new
     /// end are dropped, and pages added at the end read as zeros until they
@@ -173,7 +228,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()>;
 
     /// The digest of pages `first .. first + count` (see
-    /// [`range_digest`](crate::repair::merkle) for the exact function), used
+    /// [`digest`](crate::digest) for the exact function), used
     /// to find divergent ranges without fetching every page.
     ///
     /// The default reads each page through `read_page`; a remote replica
@@ -183,7 +238,7 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// As `read_page`.
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
         let mut buf = vec![0u8; self.page_size()];
-        let mut digest = crate::repair::RangeDigest::new();
+        let mut digest = crate::digest::RangeDigest::new();
         let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
             what: "count",
             reason: format!("pages {first}..+{count} run past the largest page id"),
@@ -213,18 +268,175 @@ pub trait PageSource: Send + Sync + fmt::Debug {
     fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool>;
 }
 
-/// Actions only the host can take. Every method has a default that answers
-/// [`Error::Unsupported`], so a host implements only what it has.
+/// One action only the host can take: what [`HostActions::supports`] is
+/// asked about, and what reports name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HostAction {
+    /// [`HostActions::restart_component`].
+    RestartComponent,
+    /// [`HostActions::clear_caches`].
+    ClearCaches,
+    /// [`HostActions::resize_pool`].
+    ResizePool,
+    /// [`HostActions::fail_over`].
+    FailOver,
+    /// [`HostActions::shed_load`].
+    ShedLoad,
+    /// [`HostActions::free_disk_space`].
+    FreeDiskSpace,
+    /// [`HostActions::rebuild_index`].
+    RebuildIndex,
+}
+
+impl HostAction {
+    /// Every action, in declaration order.
+    pub const ALL: [HostAction; 7] = [
+        HostAction::RestartComponent,
+        HostAction::ClearCaches,
+        HostAction::ResizePool,
+        HostAction::FailOver,
+        HostAction::ShedLoad,
+        HostAction::FreeDiskSpace,
+        HostAction::RebuildIndex,
+    ];
+
+    /// The method's name (`"restart_component"`), as
+    /// [`Error::Unsupported`] names it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostAction::RestartComponent => "restart_component",
+            HostAction::ClearCaches => "clear_caches",
+            HostAction::ResizePool => "resize_pool",
+            HostAction::FailOver => "fail_over",
+            HostAction::ShedLoad => "shed_load",
+            HostAction::FreeDiskSpace => "free_disk_space",
+            HostAction::RebuildIndex => "rebuild_index",
+        }
+    }
+}
+
+impl fmt::Display for HostAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The [`Error::Unsupported`] every default action answers.
+fn unsupported(action: HostAction) -> Result<()> {
+    Err(Error::Unsupported {
+        action: action.name(),
+    })
+}
+
+/// Actions only the host can take.
+///
+/// Every action has a default that answers [`Error::Unsupported`], and
+/// [`supports`](Self::supports) answers `false` for every action by default:
+/// a host implements what it has and lists it there. The library never plans
+/// an action the host does not list; a call to one anyway gets
+/// `Unsupported`.
+///
+/// Actions are called from the library's threads and may block; each should
+/// return within seconds (a healer bounds the wait and treats a late answer
+/// as a failed action).
+///
+/// ```
+/// use selfheal::{HostAction, HostActions, Result};
+///
+/// #[derive(Debug)]
+/// struct Engine;
+///
+/// impl HostActions for Engine {
+///     fn supports(&self, action: HostAction) -> bool {
+///         matches!(action, HostAction::ClearCaches)
+///     }
+///     fn clear_caches(&self) -> Result<()> {
+///         // Drop the engine's page cache here.
+///         Ok(())
+///     }
+/// }
+///
+/// let engine = Engine;
+/// assert!(engine.supports(HostAction::ClearCaches));
+/// assert!(engine.clear_caches().is_ok());
+/// assert!(!engine.supports(HostAction::ShedLoad));
+/// assert!(engine.shed_load(50).is_err());
+/// ```
 pub trait HostActions: Send + Sync + fmt::Debug {
+    /// Whether the host implements `action`. Default: `false` for every
+    /// action. Answer `true` only for the methods this host overrides.
+    fn supports(&self, action: HostAction) -> bool {
+        let _ = action;
+        false
+    }
+
+    /// Restarts the host component named `component` (a name it sent
+    /// heartbeats under, or one of its own subsystems).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn restart_component(&self, component: &str) -> Result<()> {
+        let _ = component;
+        unsupported(HostAction::RestartComponent)
+    }
+
+    /// Drops the host's caches of pages or derived data, so that the next
+    /// reads go to the store (after a repair changed pages under them).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn clear_caches(&self) -> Result<()> {
+        unsupported(HostAction::ClearCaches)
+    }
+
+    /// Resizes the host's pool named `pool` (connections, buffers, workers)
+    /// to `size` entries.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn resize_pool(&self, pool: &str, size: usize) -> Result<()> {
+        let _ = (pool, size);
+        unsupported(HostAction::ResizePool)
+    }
+
+    /// Makes the replica `to` serve in place of the local store.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn fail_over(&self, to: &ReplicaId) -> Result<()> {
+        let _ = to;
+        unsupported(HostAction::FailOver)
+    }
+
+    /// Refuses or delays `percent` (1..=100) of new work until told
+    /// otherwise (`shed_load(0)` lifts it).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn shed_load(&self, percent: u8) -> Result<()> {
+        let _ = percent;
+        unsupported(HostAction::ShedLoad)
+    }
+
+    /// Frees at least `bytes_wanted` bytes of disk space where the host can
+    /// (old logs, temporary files); returns how many bytes it freed.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default; the host's error otherwise.
+    fn free_disk_space(&self, bytes_wanted: u64) -> Result<u64> {
+        let _ = bytes_wanted;
+        unsupported(HostAction::FreeDiskSpace).map(|()| 0)
+    }
+
     /// Rebuilds the named index (or other derived structure) from base data.
     ///
     /// # Errors
     /// [`Error::Unsupported`] by default; the host's error otherwise.
     fn rebuild_index(&self, index: &str) -> Result<()> {
         let _ = index;
-        Err(Error::Unsupported {
-            action: "rebuild_index",
-        })
+        unsupported(HostAction::RebuildIndex)
     }
 }
 
@@ -297,4 +509,62 @@ pub(crate) fn scan_in_batches<S: PageStore + ?Sized>(
         next += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nothing;
+    impl HostActions for Nothing {}
+
+    /// Calls `action` on `host` the way a healer would.
+    fn call(host: &dyn HostActions, action: HostAction) -> Result<()> {
+        match action {
+            HostAction::RestartComponent => host.restart_component("engine"),
+            HostAction::ClearCaches => host.clear_caches(),
+            HostAction::ResizePool => host.resize_pool("buffers", 8),
+            HostAction::FailOver => host.fail_over(&ReplicaId::new("r1")),
+            HostAction::ShedLoad => host.shed_load(50),
+            HostAction::FreeDiskSpace => host.free_disk_space(1 << 20).map(|_| ()),
+            HostAction::RebuildIndex => host.rebuild_index("idx"),
+        }
+    }
+
+    #[test]
+    fn every_default_action_is_unsupported_and_named() {
+        for action in HostAction::ALL {
+            assert!(!Nothing.supports(action), "{action}");
+            match call(&Nothing, action) {
+                Err(Error::Unsupported { action: name }) => assert_eq!(name, action.name()),
+                other => panic!("{action}: {other:?}"),
+            }
+        }
+        let names: std::collections::HashSet<_> =
+            HostAction::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names.len(), HostAction::ALL.len());
+    }
+
+    #[derive(Debug)]
+    struct Shedder(std::sync::atomic::AtomicU8);
+    impl HostActions for Shedder {
+        fn supports(&self, action: HostAction) -> bool {
+            action == HostAction::ShedLoad
+        }
+        fn shed_load(&self, percent: u8) -> Result<()> {
+            self.0.store(percent, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_overrides_what_it_has() {
+        let host = Shedder(std::sync::atomic::AtomicU8::new(0));
+        for action in HostAction::ALL {
+            let supported = host.supports(action);
+            assert_eq!(call(&host, action).is_ok(), supported, "{action}");
+        }
+        assert_eq!(host.0.load(std::sync::atomic::Ordering::SeqCst), 50);
+    }
 }

@@ -6,13 +6,14 @@
 //!
 //! - [`CorruptionDetector`]: page checksums verified on every read and sealed
 //!   on every write, corrupt pages fenced and reported once;
-//! - [`Scrubber`]: a paced, resumable background scrub of the whole store;
+//! - [`Scrubber`]: a paced background scrub of the whole store, resumable
+//!   after a restart when given a cursor file;
 //! - [`DataRepairer`]: repair of corrupt pages from replica copies it verifies
 //!   itself (the newest page LSN wins; votes break ties, a plurality or
 //!   optionally a majority), fallback sources and Merkle anti-entropy;
-//! - [`TransactionRollbackManager`]: before-images in a durable undo journal,
-//!   group commit, rollback of transactions left in flight by a crash, and
-//!   deadlock detection;
+//! - [`TransactionRollbackManager`]: before- and after-images in a durable
+//!   undo journal, group commit, rollback of transactions left in flight by a
+//!   crash (never over bytes they did not write), and deadlock detection;
 //! - [`CrashDetector`]: lock-free heartbeats judged by timeout and phi
 //!   accrual, process liveness by pid, and a run marker that tells a clean
 //!   shutdown from a crash;
@@ -21,9 +22,11 @@
 //! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
 //!   that reports a failure before it happens.
 //!
-//! Every detector reports [`Failure`]s through a bounded channel
-//! ([`FailureSink`]) and an optional callback. Background work runs on named
-//! threads; nothing needs an async runtime.
+//! The detectors report [`Failure`]s through bounded channels
+//! ([`FailureSink`]); the rollback manager reports through a sink the host
+//! gives it. Nothing heals on its own yet: the host drains the failures and
+//! calls the components. Background work runs on named threads; nothing
+//! needs an async runtime.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,6 +49,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
 pub mod audit;
@@ -53,6 +57,7 @@ pub mod checksum;
 mod clock;
 pub mod corruption;
 pub mod crash;
+pub mod digest;
 mod error;
 mod fsutil;
 pub mod healer;
@@ -60,19 +65,17 @@ pub mod health;
 mod host;
 pub mod repair;
 pub mod rollback;
+pub mod scrub;
 pub mod snapshot;
 mod store;
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod types;
 mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::scrub::{
-    Pace, Pacer, ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate,
-    ScrubState, ScrubStep, Scrubber,
-};
 pub use corruption::{
     AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
 };
@@ -84,16 +87,22 @@ pub use error::{Error, Result};
 pub use health::{
     Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
 };
-pub use host::{HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
+pub use host::{
+    HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,
+};
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
-    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats,
-    TransactionRollbackManager, TxnId,
+    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
+};
+pub use scrub::{
+    ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate, ScrubState,
+    ScrubStep, Scrubber,
 };
 pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};
 pub use types::{
-    Failure, FailureCallback, FailureKind, FailureSink, Lsn, PageId, Priority, ReplicaId, Target,
+    Failure, FailureCallback, FailureId, FailureKind, FailureSink, Lsn, PageId, Priority,
+    ReplicaId, Source, Target, TxnId,
 };
 
 /// The README's code blocks, compiled and run as doctests.

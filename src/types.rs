@@ -1,5 +1,15 @@
-//! Small shared vocabulary: identifiers and the failure description that every
-//! detector hands on.
+//! Small shared vocabulary: identifiers, and the failure reports every
+//! component sends on one bus.
+//!
+//! # The failure bus
+//!
+//! Every component takes a [`FailureSink`] from its builder (each makes its
+//! own when none is given). Hand the same sink to all of them and a host —
+//! or the `AutoRecoveryManager` — sees one ordered stream: every [`Failure`]
+//! gets a [`FailureId`] in the order it was sent, names the component that
+//! sent it ([`Source`]) and carries a time from that component's
+//! [`Clock`](crate::Clock); hand one clock to all of them and the times
+//! compare.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +35,20 @@ impl From<u64> for PageId {
 pub struct Lsn(pub u64);
 
 impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A transaction id, handed out by
+/// [`TransactionRollbackManager::begin`](crate::TransactionRollbackManager::begin).
+/// Ids grow with begin order and are never reused, also across crashes and
+/// restarts (they are reserved durably in blocks; a restart skips the rest
+/// of a block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TxnId(pub u64);
+
+impl fmt::Display for TxnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
@@ -79,13 +103,21 @@ impl fmt::Display for Priority {
     }
 }
 
-/// What a failure is about: the key by which duplicate reports are merged.
+/// What a failure is about, and what recovery acts on: the key by which
+/// duplicate reports are merged into one incident.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Target {
     /// One page of the local store.
     Page(PageId),
-    /// A named component of the host (heartbeat source, probe, subsystem).
+    /// One transaction of the rollback manager.
+    Transaction(TxnId),
+    /// A registered replica.
+    Replica(ReplicaId),
+    /// A health metric (a probe's name).
+    Metric(Arc<str>),
+    /// A component: one of the library's own (`"scrubber"`, `"undo
+    /// journal"`), or a host component that sends heartbeats.
     Component(Arc<str>),
     /// An operating-system process, by pid.
     Process(u32),
@@ -95,9 +127,57 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Page(p) => write!(f, "page {p}"),
+            Target::Transaction(t) => write!(f, "transaction {t}"),
+            Target::Replica(r) => write!(f, "replica {r}"),
+            Target::Metric(m) => write!(f, "metric {m}"),
             Target::Component(c) => write!(f, "component {c}"),
             Target::Process(pid) => write!(f, "process {pid}"),
         }
+    }
+}
+
+/// The component that sent a [`Failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// The [`CorruptionDetector`](crate::CorruptionDetector).
+    CorruptionDetector,
+    /// The [`Scrubber`](crate::Scrubber).
+    Scrubber,
+    /// The [`DataRepairer`](crate::DataRepairer).
+    DataRepairer,
+    /// The [`TransactionRollbackManager`](crate::TransactionRollbackManager).
+    TransactionRollbackManager,
+    /// The [`CrashDetector`](crate::CrashDetector).
+    CrashDetector,
+    /// The [`StateSnapshotManager`](crate::StateSnapshotManager).
+    StateSnapshotManager,
+    /// The [`HealthMonitor`](crate::HealthMonitor).
+    HealthMonitor,
+    /// The host itself (a failure it reports on the bus).
+    Host,
+}
+
+impl Source {
+    /// The component's name, as printed.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::CorruptionDetector => "corruption detector",
+            Source::Scrubber => "scrubber",
+            Source::DataRepairer => "data repairer",
+            Source::TransactionRollbackManager => "rollback manager",
+            Source::CrashDetector => "crash detector",
+            Source::StateSnapshotManager => "snapshot manager",
+            Source::HealthMonitor => "health monitor",
+            Source::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -116,12 +196,20 @@ pub enum FailureKind {
         /// The page.
         page: PageId,
     },
+    // ---- repair ----
+    /// A replica keeps failing (down, hung, or serving copies that do not
+    /// verify): reported once per episode, which ends when it serves a good
+    /// copy again.
+    ReplicaFailing {
+        /// The replica.
+        replica: ReplicaId,
+    },
     // ---- rollback ----
     /// Transactions waited for each other in a cycle; `victim` was chosen to
     /// be rolled back.
     Deadlock {
-        /// The transaction id of the victim.
-        victim: u64,
+        /// The victim.
+        victim: TxnId,
     },
     /// Transactions were in flight at a crash and were rolled back when the
     /// undo journal was opened.
@@ -129,6 +217,18 @@ pub enum FailureKind {
         /// How many were rolled back.
         count: u64,
     },
+    /// A rollback could not finish because a page it must restore fails
+    /// verification: the transaction stays pending with its undo until the
+    /// page is repaired.
+    RollbackBlocked {
+        /// The transaction.
+        txn: TxnId,
+        /// The page that fails.
+        page: PageId,
+    },
+    /// The undo journal refused further work after a failed fsync (its state
+    /// on disk is unknown): reopen it.
+    JournalPoisoned,
     // ---- crash detection ----
     /// A component's heartbeats are late enough that phi crossed the threshold.
     ComponentSuspect {
@@ -145,6 +245,18 @@ pub enum FailureKind {
         /// Its pid.
         pid: u32,
     },
+    /// The previous run did not shut down cleanly (the run marker says it
+    /// crashed, or cannot say): startup recovery is due.
+    UncleanShutdown,
+    // ---- snapshots ----
+    /// A snapshot (periodic or asked for) failed.
+    SnapshotFailed,
+    // ---- scrubbing ----
+    /// The scrub cursor file could not be written (the scrub goes on; a
+    /// restart rescans from the last cursor written), or the one found at
+    /// start could not be read (the scrub started at page 0). A failed write
+    /// is reported once per episode, which ends when a write succeeds.
+    ScrubCursorFailed,
     // ---- health ----
     /// A health metric entered the degraded band (see
     /// [`HealthMonitor`](crate::HealthMonitor)); reported once per episode,
@@ -196,22 +308,51 @@ impl FailureKind {
             FailureKind::CorruptPage { page } | FailureKind::IrreparablePage { page } => {
                 Target::Page(*page)
             }
-            // ---- rollback ----
-            FailureKind::Deadlock { victim } => {
-                Target::Component(Arc::from(format!("transaction {victim}")))
+            FailureKind::ReplicaFailing { replica } => Target::Replica(replica.clone()),
+            FailureKind::Deadlock { victim } => Target::Transaction(*victim),
+            FailureKind::RollbackBlocked { txn, .. } => Target::Transaction(*txn),
+            FailureKind::InFlightAtCrash { .. } | FailureKind::JournalPoisoned => {
+                Target::Component(Arc::from("undo journal"))
             }
-            FailureKind::InFlightAtCrash { .. } => Target::Component(Arc::from("undo journal")),
-            // ---- crash detection ----
             FailureKind::ComponentSuspect { component }
-            | FailureKind::ComponentDead { component } => Target::Component(component.clone()),
+            | FailureKind::ComponentDead { component }
+            | FailureKind::WorkerDied { component } => Target::Component(component.clone()),
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
-            // ---- health ----
+            FailureKind::UncleanShutdown => Target::Component(Arc::from("run marker")),
+            FailureKind::SnapshotFailed => Target::Component(Arc::from("snapshots")),
+            FailureKind::ScrubCursorFailed => Target::Component(Arc::from("scrub cursor")),
             FailureKind::HealthDegraded { metric }
             | FailureKind::HealthCritical { metric }
             | FailureKind::PredictedFailure { metric, .. }
             | FailureKind::Anomaly { metric }
-            | FailureKind::ProbeFailed { metric } => Target::Component(metric.clone()),
-            FailureKind::WorkerDied { component } => Target::Component(component.clone()),
+            | FailureKind::ProbeFailed { metric } => Target::Metric(metric.clone()),
+        }
+    }
+
+    /// The kind's stable name (`snake_case`), as diagnosis rules match it
+    /// and reports print it.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailureKind::CorruptPage { .. } => "corrupt_page",
+            FailureKind::IrreparablePage { .. } => "irreparable_page",
+            FailureKind::ReplicaFailing { .. } => "replica_failing",
+            FailureKind::Deadlock { .. } => "deadlock",
+            FailureKind::InFlightAtCrash { .. } => "in_flight_at_crash",
+            FailureKind::RollbackBlocked { .. } => "rollback_blocked",
+            FailureKind::JournalPoisoned => "journal_poisoned",
+            FailureKind::ComponentSuspect { .. } => "component_suspect",
+            FailureKind::ComponentDead { .. } => "component_dead",
+            FailureKind::ProcessGone { .. } => "process_gone",
+            FailureKind::UncleanShutdown => "unclean_shutdown",
+            FailureKind::SnapshotFailed => "snapshot_failed",
+            FailureKind::ScrubCursorFailed => "scrub_cursor_failed",
+            FailureKind::HealthDegraded { .. } => "health_degraded",
+            FailureKind::HealthCritical { .. } => "health_critical",
+            FailureKind::PredictedFailure { .. } => "predicted_failure",
+            FailureKind::Anomaly { .. } => "anomaly",
+            FailureKind::ProbeFailed { .. } => "probe_failed",
+            FailureKind::WorkerDied { .. } => "worker_died",
         }
     }
 
@@ -240,46 +381,76 @@ impl FailureKind {
     #[must_use]
     pub fn default_priority(&self) -> Priority {
         match self {
-            FailureKind::CorruptPage { .. } | FailureKind::IrreparablePage { .. } => Priority::P0,
-            // ---- rollback ----
-            FailureKind::Deadlock { .. } => Priority::P1,
-            FailureKind::InFlightAtCrash { .. } => Priority::P0,
-            // ---- crash detection ----
-            FailureKind::ComponentDead { .. } | FailureKind::ProcessGone { .. } => Priority::P1,
-            FailureKind::ComponentSuspect { .. } => Priority::P2,
-            // ---- health ----
-            FailureKind::HealthCritical { .. } => Priority::P1,
-            FailureKind::HealthDegraded { .. } | FailureKind::PredictedFailure { .. } => {
-                Priority::P2
-            }
+            FailureKind::CorruptPage { .. }
+            | FailureKind::IrreparablePage { .. }
+            | FailureKind::InFlightAtCrash { .. }
+            | FailureKind::RollbackBlocked { .. }
+            | FailureKind::JournalPoisoned => Priority::P0,
+            FailureKind::Deadlock { .. }
+            | FailureKind::ComponentDead { .. }
+            | FailureKind::ProcessGone { .. }
+            | FailureKind::UncleanShutdown
+            | FailureKind::HealthCritical { .. }
+            | FailureKind::WorkerDied { .. } => Priority::P1,
+            FailureKind::ComponentSuspect { .. }
+            | FailureKind::ReplicaFailing { .. }
+            | FailureKind::SnapshotFailed
+            | FailureKind::ScrubCursorFailed
+            | FailureKind::HealthDegraded { .. }
+            | FailureKind::PredictedFailure { .. }
+            | FailureKind::ProbeFailed { .. } => Priority::P2,
             FailureKind::Anomaly { .. } => Priority::P3,
-            FailureKind::ProbeFailed { .. } => Priority::P2,
-            FailureKind::WorkerDied { .. } => Priority::P1,
         }
     }
 }
 
-/// A failure report: what failed, where, how bad, and why the detector thinks so.
+/// A failure's number on the bus: ids grow in the order failures were sent
+/// on one [`FailureSink`] (and its clones), starting at 1. A failure not yet
+/// sent has id 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FailureId(pub u64);
+
+impl fmt::Display for FailureId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A failure report: what failed, where, how bad, who saw it, when, and why
+/// it thinks so.
 ///
-/// Detectors send these over a channel (see [`FailureSink`]); the orchestrator
-/// merges them by [`Failure::target`] and orders them by [`Failure::priority`].
+/// Components send these on a [`FailureSink`]; a consumer merges duplicate
+/// reports by [`Failure::target`] and serves them in order of
+/// [`Failure::priority`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// Its number on the bus (0 until sent).
+    pub id: FailureId,
+    /// The component that reported it.
+    pub source: Source,
     /// What was found wrong.
     pub kind: FailureKind,
     /// How urgent it is.
     pub priority: Priority,
     /// Human-readable evidence (the error seen, the values measured).
     pub evidence: String,
-    /// When it was detected, in nanoseconds of the detector's [`Clock`](crate::Clock).
+    /// When it was detected, in nanoseconds of the reporting component's
+    /// [`Clock`](crate::Clock).
     pub detected_at_ns: u64,
 }
 
 impl Failure {
-    /// A failure with the kind's default priority.
-    pub fn new(kind: FailureKind, evidence: impl Into<String>, detected_at_ns: u64) -> Self {
+    /// A failure with the kind's default priority, not yet sent.
+    pub fn new(
+        source: Source,
+        kind: FailureKind,
+        evidence: impl Into<String>,
+        detected_at_ns: u64,
+    ) -> Self {
         let priority = kind.default_priority();
         Failure {
+            id: FailureId::default(),
+            source,
             kind,
             priority,
             evidence: evidence.into(),
@@ -298,62 +469,162 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "[{}] {}: {}",
+            "{} [{}] {} (from the {}): {}",
+            self.id,
             self.priority,
             self.target(),
+            self.source,
             self.evidence
         )
     }
 }
 
-/// Called with every failure a detector reports, on the detecting thread.
+/// Called with every failure sent on a sink, on the sending thread, after
+/// it is queued — possibly while the reporting component holds its own
+/// locks. It must not block, must not call back into the component that
+/// reported (hand the failure to another thread: the bus's receiver does
+/// that), and must not panic: a callback that panics takes down the
+/// component that reported (a background thread dies, and is reported as
+/// [`FailureKind::WorkerDied`]).
 pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
 
-/// Where a detector sends its [`Failure`] reports.
-///
-/// A bounded crossbeam channel: when the consumer falls behind, new reports are
-/// counted as dropped (see [`FailureSink::dropped`]) rather than blocking the
-/// detector, because a detector that blocks on its own reporting would stop
-/// detecting. A report that is dropped is not lost knowledge: the page stays in
-/// the suspect registry and is still fenced.
-#[derive(Clone, Debug)]
-pub struct FailureSink {
+/// Unread reports a component's own bus holds when it is given none.
+pub(crate) const DEFAULT_FAILURE_CAPACITY: usize = 4_096;
+
+#[derive(Debug)]
+struct Bus {
     tx: crossbeam_channel::Sender<Failure>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
+    rx: crossbeam_channel::Receiver<Failure>,
+    /// The next id; held while a failure is numbered and queued, so ids
+    /// and queue order agree.
+    next: parking_lot::Mutex<u64>,
+    dropped: std::sync::atomic::AtomicU64,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+/// The failure bus: a bounded channel every component sends its
+/// [`Failure`]s on (see the module docs). Cloning shares it.
+///
+/// When the consumer falls behind, new reports are counted as dropped (see
+/// [`FailureSink::dropped`]) rather than blocking the sender, because a
+/// detector that blocks on its own reporting would stop detecting. What a
+/// dropped report loses depends on its kind: a corrupt page stays fenced in
+/// the suspect registry (a host that walks
+/// [`CorruptionDetector::pages_in`](crate::CorruptionDetector::pages_in), or
+/// `repair_pending`, still finds it), but any other report — a dead
+/// component, a predicted failure, transactions in flight at a crash — is
+/// gone, and only the count says it was there. Size the channel, and drain
+/// it.
+///
+/// ```
+/// use selfheal::{Failure, FailureKind, FailureSink, PageId, Source};
+/// let sink = FailureSink::new(16);
+/// let id = sink.send(Failure::new(
+///     Source::Host,
+///     FailureKind::CorruptPage { page: PageId(3) },
+///     "seen by the host",
+///     0,
+/// ));
+/// let got = sink.failures().try_recv().unwrap();
+/// assert_eq!(got.id, id);
+/// assert_eq!(got.source, Source::Host);
+/// ```
+#[derive(Clone)]
+pub struct FailureSink {
+    bus: Arc<Bus>,
+    callback: Option<FailureCallback>,
+}
+
+impl fmt::Debug for FailureSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailureSink")
+            .field("capacity", &self.bus.tx.capacity())
+            .field("queued", &self.bus.rx.len())
+            .field("dropped", &self.dropped())
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
 }
 
 impl FailureSink {
-    /// A sink and its receiving end, holding at most `capacity` unread reports.
+    /// A bus holding at most `capacity` unread reports (at least 1).
     #[must_use]
-    pub fn bounded(capacity: usize) -> (FailureSink, crossbeam_channel::Receiver<Failure>) {
+    pub fn new(capacity: usize) -> FailureSink {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        (
-            FailureSink {
+        FailureSink {
+            bus: Arc::new(Bus {
                 tx,
-                dropped: Arc::default(),
-            },
-            rx,
-        )
-    }
-
-    /// Sends a report without blocking; returns `false` when it was dropped
-    /// (channel full or receiver gone).
-    pub fn send(&self, failure: Failure) -> bool {
-        match self.tx.try_send(failure) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(failure = %e.into_inner(), "failure report dropped");
-                self.dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
-            }
+                rx,
+                next: parking_lot::Mutex::new(1),
+                dropped: std::sync::atomic::AtomicU64::new(0),
+                sent: std::sync::atomic::AtomicU64::new(0),
+            }),
+            callback: None,
         }
     }
 
-    /// How many reports were dropped because the receiver was full or gone.
+    /// The same bus, with `callback` run for every failure sent through this
+    /// handle and its clones made after this call.
+    #[must_use]
+    pub fn with_callback(mut self, callback: FailureCallback) -> FailureSink {
+        self.callback = Some(callback);
+        self
+    }
+
+    /// The receiving end: the one ordered stream of every failure sent on
+    /// this bus (cloning the receiver shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
+        self.bus.rx.clone()
+    }
+
+    /// Numbers `failure`, queues it without blocking, and runs the callback.
+    /// Returns its id (also when it was dropped because the queue was full).
+    pub fn send(&self, mut failure: Failure) -> FailureId {
+        use std::sync::atomic::Ordering;
+        let queued = {
+            let mut next = self.bus.next.lock();
+            failure.id = FailureId(*next);
+            *next += 1;
+            match self.bus.tx.try_send(failure.clone()) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.bus.dropped.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+        };
+        self.bus.sent.fetch_add(1, Ordering::Relaxed);
+        if !queued {
+            tracing::warn!(failure = %failure, "failure report dropped: the bus is full");
+        }
+        if let Some(cb) = &self.callback {
+            cb(&failure);
+        }
+        failure.id
+    }
+
+    /// Makes a failure of `kind` from `source` at `detected_at_ns` and sends it.
+    pub fn report(
+        &self,
+        source: Source,
+        kind: FailureKind,
+        evidence: impl Into<String>,
+        detected_at_ns: u64,
+    ) -> FailureId {
+        self.send(Failure::new(source, kind, evidence, detected_at_ns))
+    }
+
+    /// How many reports were dropped because the queue was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        self.bus.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many reports were sent in all (queued or dropped).
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.bus.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -368,13 +639,88 @@ mod tests {
         assert_eq!(v, [Priority::P0, Priority::P1, Priority::P2, Priority::P3]);
     }
 
+    fn corrupt(page: u64) -> Failure {
+        Failure::new(
+            Source::CorruptionDetector,
+            FailureKind::CorruptPage { page: PageId(page) },
+            "x",
+            0,
+        )
+    }
+
     #[test]
-    fn sink_counts_drops_instead_of_blocking() {
-        let (sink, rx) = FailureSink::bounded(1);
-        let f = Failure::new(FailureKind::CorruptPage { page: PageId(1) }, "x", 0);
-        assert!(sink.send(f.clone()));
-        assert!(!sink.send(f.clone()));
+    fn sink_counts_drops_instead_of_blocking_and_numbers_in_order() {
+        let sink = FailureSink::new(1);
+        assert_eq!(sink.send(corrupt(1)), FailureId(1));
+        assert_eq!(sink.send(corrupt(2)), FailureId(2));
         assert_eq!(sink.dropped(), 1);
-        assert_eq!(rx.try_recv().unwrap().target(), Target::Page(PageId(1)));
+        assert_eq!(sink.sent(), 2);
+        let got = sink.failures().try_recv().unwrap();
+        assert_eq!(
+            (got.id, got.target()),
+            (FailureId(1), Target::Page(PageId(1)))
+        );
+    }
+
+    #[test]
+    fn clones_share_one_ordered_stream_and_callbacks_see_ids() {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sink = FailureSink::new(1_000)
+            .with_callback(Arc::new(move |f: &Failure| s2.lock().push(f.id)));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        sink.send(corrupt(t * 1_000 + i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let ids: Vec<u64> = sink.failures().try_iter().map(|f| f.id.0).collect();
+        assert_eq!(
+            ids,
+            (1..=400).collect::<Vec<_>>(),
+            "queue order is id order"
+        );
+        assert_eq!(seen.lock().len(), 400);
+    }
+
+    #[test]
+    fn every_kind_has_a_target_a_name_and_a_priority() {
+        let m: Arc<str> = Arc::from("m");
+        for k in [
+            FailureKind::ReplicaFailing {
+                replica: ReplicaId::new("r"),
+            },
+            FailureKind::RollbackBlocked {
+                txn: TxnId(4),
+                page: PageId(2),
+            },
+            FailureKind::JournalPoisoned,
+            FailureKind::UncleanShutdown,
+            FailureKind::SnapshotFailed,
+            FailureKind::ProbeFailed { metric: m.clone() },
+            FailureKind::Deadlock { victim: TxnId(9) },
+        ] {
+            assert!(!k.name().is_empty());
+            let _ = (k.target(), k.default_priority());
+        }
+        assert_eq!(
+            FailureKind::RollbackBlocked {
+                txn: TxnId(4),
+                page: PageId(2)
+            }
+            .target(),
+            Target::Transaction(TxnId(4))
+        );
+        assert_eq!(
+            FailureKind::Anomaly { metric: m.clone() }.target(),
+            Target::Metric(m)
+        );
     }
 }

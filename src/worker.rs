@@ -161,6 +161,12 @@ impl<C: Send + 'static> Worker<C> {
         })
     }
 
+    /// Commands waiting in the queue (a test waits for one to be queued).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
+    }
+
     /// Why the thread died, if it did.
     pub(crate) fn failure(&self) -> Option<String> {
         self.state.failed.lock().clone()

@@ -232,7 +232,7 @@ fn watchdog_thread_declares_a_stopped_component_dead_and_calls_back_once() {
         ]
     );
     assert_eq!(detector.components()[0].state, ComponentState::Dead);
-    detector.shutdown().unwrap();
+    detector.stop().unwrap();
 }
 
 #[cfg(unix)]
@@ -324,7 +324,7 @@ fn detector_reports_a_watched_process_that_exits() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     let f = detector.failures().try_recv().unwrap();
     assert_eq!(f.target(), Target::Process(pid));
-    detector.shutdown().unwrap();
+    detector.stop().unwrap();
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn run_marker_tells_first_run_clean_and_crashed() {
     let (m, v) = RunMarker::open(&data).unwrap();
     assert_eq!(v, RunVerdict::FirstRun);
     assert_eq!(m.run(), 1);
-    m.close().unwrap();
+    m.stop().unwrap();
 
     let (mut m, v) = RunMarker::open(&data).unwrap();
     match v {
@@ -370,7 +370,7 @@ fn run_marker_tells_first_run_clean_and_crashed() {
         other => panic!("expected Crashed, got {other:?}"),
     }
     assert_eq!(m.run(), 3);
-    m.close().unwrap();
+    m.stop().unwrap();
 }
 
 #[test]
@@ -381,7 +381,7 @@ fn second_opener_gets_a_typed_error_until_the_first_closes() {
         Err(Error::DirectoryLocked { path }) => assert_eq!(path, dir.path()),
         other => panic!("expected DirectoryLocked, got {other:?}"),
     }
-    m.close().unwrap();
+    m.stop().unwrap();
     let (_m, v) = RunMarker::open(dir.path()).unwrap();
     assert!(matches!(v, RunVerdict::Clean { .. }));
 }
@@ -393,7 +393,7 @@ fn damaged_marker_gives_an_unknown_verdict_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _) = RunMarker::open(dir.path()).unwrap();
     let path = m.path().to_path_buf();
-    m.close().unwrap();
+    m.stop().unwrap();
     let good = std::fs::read(&path).unwrap();
     let mut garbage = vec![0u8; 64];
     rng.fill(&mut garbage[..]);
@@ -416,10 +416,10 @@ fn damaged_marker_gives_an_unknown_verdict_not_a_panic() {
         }
         assert!(v.is_crash());
         // The marker is rewritten: the next clean close is recognised again.
-        m.close().unwrap();
+        m.stop().unwrap();
         let (m, v) = RunMarker::open(dir.path()).unwrap();
         assert!(matches!(v, RunVerdict::Clean { .. }), "{what}: {v:?}");
-        m.close().unwrap();
+        m.stop().unwrap();
     }
 }
 
@@ -446,7 +446,7 @@ fn detector_keeps_the_marker_fresh_and_closes_it_cleanly() {
     let refreshed = std::fs::read(dir.path().join("selfheal.run")).unwrap();
     assert_ne!(written, refreshed, "the last-seen time was rewritten");
     assert_eq!(detector.stats().marker_errors, 0);
-    detector.shutdown().unwrap();
+    detector.stop().unwrap();
     let (_m, v) = RunMarker::open(dir.path()).unwrap();
     assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
 }
@@ -505,5 +505,5 @@ fn a_failing_marker_refresh_is_counted_and_detection_goes_on() {
     assert!(dead, "detection continued");
     assert!(detector.stats().marker_errors >= 1);
     // The clean record cannot be written either: shutdown says so.
-    assert!(matches!(detector.shutdown(), Err(Error::Io { .. })));
+    assert!(matches!(detector.stop(), Err(Error::Io { .. })));
 }

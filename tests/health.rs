@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use selfheal::health::MonitorStats;
 use selfheal::testing::{GaussianNoise, ScriptedProbe};
 use selfheal::{
-    Band, Error, Failure, FailureKind, HealthConfig, HealthModel, HealthMonitor, ManualClock,
-    Target, Thresholds,
+    Band, Error, Failure, FailureKind, FailureSink, HealthConfig, HealthModel, HealthMonitor,
+    ManualClock, Target, Thresholds,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -66,7 +66,7 @@ fn disk_filling_linearly_is_predicted_within_ten_percent() {
         // The report went out once, through the channel.
         let reports: Vec<Failure> = monitor.failures().try_iter().collect();
         assert_eq!(predictions(&reports).count(), 1, "seed {seed}");
-        assert_eq!(reports[0].target(), Target::Component(Arc::from("disk")));
+        assert_eq!(reports[0].target(), Target::Metric(Arc::from("disk")));
         worst_err = worst_err.max(err);
     }
     println!(
@@ -239,7 +239,10 @@ fn host_probe_closure_works() {
             Ok(*p.lock())
         })
         .clock(Arc::new(clock.clone()))
-        .on_failure(Arc::new(move |f: &Failure| s.lock().push(f.clone())))
+        .failure_sink(
+            FailureSink::new(1_024)
+                .with_callback(Arc::new(move |f: &Failure| s.lock().push(f.clone()))),
+        )
         .build()
         .unwrap();
     for v in [20.0, 75.0, 95.0, 96.0, 50.0] {
@@ -308,10 +311,12 @@ fn panicking_callback_marks_monitor_failed() {
     let monitor: HealthMonitor = HealthConfig::new()
         .probe_fn("hot", Thresholds::new(10.0, 20.0), || Ok(50.0))
         .sample_interval(Duration::from_millis(5))
-        .on_failure(Arc::new(move |_f: &Failure| {
-            let _ = tx.try_send(());
-            panic!("callback bug");
-        }))
+        .failure_sink(
+            FailureSink::new(1_024).with_callback(Arc::new(move |_f: &Failure| {
+                let _ = tx.try_send(());
+                panic!("callback bug");
+            })),
+        )
         .build()
         .unwrap();
     monitor.start().unwrap();
@@ -324,6 +329,13 @@ fn panicking_callback_marks_monitor_failed() {
     );
     assert!(matches!(monitor.sample_now(), Err(Error::Stopped { .. })));
     assert!(monitor.start().is_err());
+    // The death itself is reported, even though the callback is what died.
+    let died = monitor
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+        .count();
+    assert_eq!(died, 1);
 }
 
 /// Probe failures (scripted) leave the value missing and the band as it was;

@@ -26,7 +26,7 @@ const PS: usize = 256;
 fn sample() -> (Vec<u8>, Vec<u8>) {
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
-        .open(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
+        .build(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
         .unwrap();
     for i in 0..4u8 {
         let t = mgr.begin().unwrap();
@@ -45,7 +45,7 @@ fn sample() -> (Vec<u8>, Vec<u8>) {
     }
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(3), 100, &[7u8; 64]).unwrap();
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     assert_eq!(dir.segment_ids(), vec![1]);
     (dir.segment(1).unwrap(), dir.state_file().unwrap())
 }
@@ -94,7 +94,7 @@ fn assert_corrupt_at(s: &SegmentScan, at: u64, ctx: &str) {
 fn open(dir: CrashDir, mode: RecoveryMode) -> selfheal::Result<Option<JournalDamage>> {
     RollbackConfig::with_storage(Arc::new(dir))
         .recovery_mode(mode)
-        .open(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
+        .build(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
         .map(|m| {
             let d = &m.recovery_report().damage;
             assert!(d.len() <= 1, "{d:?}");

@@ -108,12 +108,12 @@ fn undo_journal_segment_and_state_file() {
         let jdir = dir.path().join("journal");
         let store: Arc<dyn PageStore> = Arc::new(MemStore::new(PS, 4).unwrap());
         let mgr = RollbackConfig::new(&jdir)
-            .open(RawPages::shared(store.clone()))
+            .build(RawPages::shared(store.clone()))
             .unwrap();
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(1), 0, &[7u8; 16]).unwrap();
         mgr.commit(t).unwrap();
-        mgr.close().unwrap();
+        mgr.stop().unwrap();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&jdir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -127,7 +127,7 @@ fn undo_journal_segment_and_state_file() {
             let what = path.display().to_string();
             let got = within_deadline(&what, move || {
                 RollbackConfig::new(&j)
-                    .open(RawPages::shared(s))
+                    .build(RawPages::shared(s))
                     .map(|_| ())
             });
             assert_refused(&what, got, &path, who);

@@ -32,7 +32,7 @@ const SLOT: usize = PS / SLOTS;
 fn mem_manager(dir: Arc<CrashDir>, store: Arc<dyn PageStore>) -> TransactionRollbackManager {
     RollbackConfig::with_storage(dir)
         .segment_size_bytes(1024)
-        .open(RawPages::shared(store))
+        .build(RawPages::shared(store))
         .unwrap()
 }
 
@@ -121,7 +121,7 @@ fn zero_sizes_and_timeouts_are_rejected() {
         ),
     ];
     for (c, field) in cases {
-        match c.open(pages.clone()) {
+        match c.build(pages.clone()) {
             Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{field}: expected InvalidConfig, got {other:?}"),
         }
@@ -134,7 +134,7 @@ fn limits_are_enforced() {
     let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
         .max_active_transactions(2)
         .max_undo_bytes_per_txn(10)
-        .open(pages)
+        .build(pages)
         .unwrap();
     let a = mgr.begin().unwrap();
     let _b = mgr.begin().unwrap();
@@ -157,7 +157,7 @@ fn unwritable_journal_directory_is_an_io_error() {
     std::fs::write(&file, b"not a directory").unwrap();
     let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
     let e = RollbackConfig::new(file.join("journal"))
-        .open(pages)
+        .build(pages)
         .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert!(e.to_string().contains("journal"), "{e}");
@@ -270,7 +270,7 @@ fn concurrent_commits_share_one_fsync() {
         gate,
     });
     let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
-    let mgr = Arc::new(RollbackConfig::with_storage(dir).open(pages).unwrap());
+    let mgr = Arc::new(RollbackConfig::with_storage(dir).build(pages).unwrap());
     let before = mgr.stats().journal.fsyncs;
     let txns: Vec<TxnId> = (0..9).map(|_| mgr.begin().unwrap()).collect();
     // The first committer becomes the leader and blocks in its fsync.
@@ -322,7 +322,7 @@ fn rollback_through_the_detector_keeps_checksums_current() {
                 .unwrap();
         }
         let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-            .open(det.clone())
+            .build(det.clone())
             .unwrap();
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
@@ -378,11 +378,12 @@ fn rollback_all_and_stats() {
 fn deadlocks_are_found_reported_and_resolved() {
     for policy in [VictimPolicy::Youngest, VictimPolicy::LeastUndoWork] {
         for n in 2..=6usize {
-            let (sink, reports) = FailureSink::bounded(16);
+            let sink = FailureSink::new(16);
+            let reports = sink.failures();
             let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
                 .victim_policy(policy)
                 .failure_sink(sink)
-                .open(RawPages::shared(Arc::new(
+                .build(RawPages::shared(Arc::new(
                     MemStore::new(PS, PAGES).unwrap(),
                 )))
                 .unwrap();
@@ -404,7 +405,7 @@ fn deadlocks_are_found_reported_and_resolved() {
             };
             assert_eq!(d.victim, want, "{policy:?} n={n}");
             let f = reports.try_recv().unwrap();
-            assert_eq!(f.kind, FailureKind::Deadlock { victim: want.0 });
+            assert_eq!(f.kind, FailureKind::Deadlock { victim: want });
             mgr.rollback(d.victim).unwrap();
             // The victim's waits are gone: waiting again on the survivors
             // forms no cycle.
@@ -506,7 +507,7 @@ fn run_history(
     let Ok(mgr) = RollbackConfig::with_storage(dir.clone())
         .segment_size_bytes(400)
         .buffer_bytes(64)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
     else {
         return (run, store, dir);
     };
@@ -572,7 +573,7 @@ fn recover_and_check(run: &Run, store: CrashStore, dir: CrashDir, ctx: &str) {
     let store = Arc::new(store);
     let mgr = RollbackConfig::with_storage(Arc::new(dir))
         .segment_size_bytes(400)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e}"));
     let got = store.live_bytes();
     assert_eq!(
@@ -670,7 +671,7 @@ fn crash_at_every_step_and_every_journal_byte() {
                 let d = Arc::new(dir.crash(unsynced).with_switch(s.clone()));
                 let r = RollbackConfig::with_storage(d.clone())
                     .segment_size_bytes(400)
-                    .open(RawPages::shared(st.clone()));
+                    .build(RawPages::shared(st.clone()));
                 drop(r);
                 let ctx = format!("seed {seed:#x} crash at op {n}, then at op {m} of recovery");
                 recover_and_check(&run, st.crash(Some(m)), d.crash(0), &ctx);
@@ -703,7 +704,7 @@ fn journal_on_disk(dir: &Path) -> Vec<u64> {
     let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let mgr = RollbackConfig::new(dir)
         .segment_size_bytes(600)
-        .open(RawPages::shared(store))
+        .build(RawPages::shared(store))
         .unwrap();
     for i in 0..12u8 {
         let t = mgr.begin().unwrap();
@@ -713,7 +714,7 @@ fn journal_on_disk(dir: &Path) -> Vec<u64> {
             mgr.commit(t).unwrap();
         }
     }
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     let mut ids = selfheal::rollback::journal::DirStorage::open(dir)
         .unwrap()
         .list()
@@ -726,7 +727,7 @@ fn open_mode(dir: &Path, mode: RecoveryMode) -> selfheal::Result<TransactionRoll
     RollbackConfig::new(dir)
         .segment_size_bytes(600)
         .recovery_mode(mode)
-        .open(RawPages::shared(Arc::new(
+        .build(RawPages::shared(Arc::new(
             MemStore::new(PS, PAGES).unwrap(),
         )))
 }
@@ -875,7 +876,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 store.sync().unwrap();
                 let dir = Arc::new(CrashDir::new());
                 let mgr = RollbackConfig::with_storage(dir.clone())
-                    .open(det.clone())
+                    .build(det.clone())
                     .unwrap();
                 let t1 = mgr.begin().unwrap();
                 mgr.write(t1, PageId(0), 10, &[0xC0; 40]).unwrap();
@@ -922,7 +923,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 if with_hook {
                     cfg = cfg.repair_hook(Arc::new(repair.clone()));
                 }
-                let mgr2 = cfg.open(det2.clone()).unwrap();
+                let mgr2 = cfg.build(det2.clone()).unwrap();
                 let report = mgr2.recovery_report().clone();
                 if failing.is_empty() || with_hook {
                     clean_seen += 1;
@@ -969,9 +970,9 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                     }
                 }
                 // Nothing is left to do at the next open.
-                mgr2.close().unwrap();
+                mgr2.stop().unwrap();
                 let again = RollbackConfig::with_storage(dir2)
-                    .open(det2.clone())
+                    .build(det2.clone())
                     .unwrap();
                 let r = again.recovery_report();
                 assert!(
@@ -1111,7 +1112,7 @@ fn open_crafted(
 ) -> selfheal::Result<TransactionRollbackManager> {
     RollbackConfig::with_storage(dir)
         .recovery_mode(mode)
-        .open(RawPages::shared(Arc::new(
+        .build(RawPages::shared(Arc::new(
             MemStore::new(PS, PAGES).unwrap(),
         )))
 }
@@ -1174,7 +1175,7 @@ fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
     let mgr = Arc::new(
         RollbackConfig::with_storage(dir)
             .sync_wait_timeout(Duration::from_millis(50))
-            .open(pages)
+            .build(pages)
             .unwrap(),
     );
     let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
@@ -1221,7 +1222,7 @@ fn a_hole_in_the_unsynced_tail_is_a_torn_tail_in_every_mode_but_absolute() {
     // A tiny buffer: records reach the file at once, without an fsync.
     let mgr = RollbackConfig::with_storage(dir.clone())
         .buffer_bytes(1)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let a = mgr.begin().unwrap();
     mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
@@ -1240,7 +1241,7 @@ fn a_hole_in_the_unsynced_tail_is_a_torn_tail_in_every_mode_but_absolute() {
         let d = dir.crash_keeping(|_, at| at >= second);
         RollbackConfig::with_storage(Arc::new(d))
             .recovery_mode(mode)
-            .open(RawPages::shared(store.clone()))
+            .build(RawPages::shared(store.clone()))
     };
     assert!(matches!(
         image(RecoveryMode::AbsoluteConsistency),
@@ -1288,13 +1289,13 @@ fn only_in_flight_undo_must_fit_the_store_at_open() {
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(2), 0, b"gone").unwrap();
     mgr.rollback(t).unwrap();
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     // The store shrank to two smaller pages: the finished transactions'
     // undo no longer fits, and does not matter.
     let small = Arc::new(MemStore::new(PS / 2, 2).unwrap());
     let reopened = RollbackConfig::with_storage(dir.clone())
         .segment_size_bytes(1024)
-        .open(RawPages::shared(small.clone()))
+        .build(RawPages::shared(small.clone()))
         .unwrap();
     assert!(reopened.recovery_report().rolled_back.is_empty());
     // An in-flight transaction's undo that does not fit is still refused.
@@ -1304,7 +1305,7 @@ fn only_in_flight_undo_must_fit_the_store_at_open() {
     let crashed = Arc::new(dir.crash(usize::MAX));
     let tiny = Arc::new(MemStore::new(PS / 2, 1).unwrap());
     assert!(matches!(
-        RollbackConfig::with_storage(crashed).open(RawPages::shared(tiny)),
+        RollbackConfig::with_storage(crashed).build(RawPages::shared(tiny)),
         Err(Error::PageOutOfRange { .. })
     ));
 }
@@ -1380,7 +1381,7 @@ fn a_version_1_journal_is_recovered_and_continued_in_version_2() {
     assert!(t.0 > 4, "id {t} was reused");
     m.write(t, PageId(0), 0, b"new").unwrap();
     m.commit(t).unwrap();
-    m.close().unwrap();
+    m.stop().unwrap();
     // New records went to a new segment of the current version, and the
     // journal now has a state file.
     let ids = dir.segment_ids();

@@ -64,7 +64,7 @@ fn repair(det: &CorruptionDetector, page: u64, copy: &[u8]) {
 
 fn detector_manager(det: Arc<CorruptionDetector>) -> TransactionRollbackManager {
     RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-        .open(det)
+        .build(det)
         .unwrap()
 }
 
@@ -166,7 +166,7 @@ fn a_repair_hook_is_tried_before_a_rollback_gives_up() {
         };
         let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
             .repair_hook(hook)
-            .open(det.clone())
+            .build(det.clone())
             .unwrap();
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
@@ -229,7 +229,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         let (raw, det) = sealed(placement.clone());
         let dir = Arc::new(CrashDir::new());
         let mgr = RollbackConfig::with_storage(dir.clone())
-            .open(det.clone())
+            .build(det.clone())
             .unwrap();
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(1), 0, &[9u8; 32]).unwrap();
@@ -243,7 +243,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         );
         let journal = Arc::new(dir.crash(0));
         let mgr = RollbackConfig::with_storage(journal.clone())
-            .open(det2.clone())
+            .build(det2.clone())
             .unwrap();
         let r = mgr.recovery_report();
         assert!(r.rolled_back.is_empty(), "{placement:?}: {r:?}");
@@ -262,7 +262,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         // Still pending at the next open, until the page is repaired.
         drop(mgr);
         let mgr = RollbackConfig::with_storage(journal.clone())
-            .open(det2.clone())
+            .build(det2.clone())
             .unwrap();
         assert_eq!(mgr.recovery_report().blocked.len(), 1);
         repair(&det2, 1, &good);
@@ -270,7 +270,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         det2.read_verified(PageId(1), &mut buf).unwrap();
         assert_eq!(&buf[..32], &[2u8; 32]);
         drop(mgr);
-        let mgr = RollbackConfig::with_storage(journal).open(det2).unwrap();
+        let mgr = RollbackConfig::with_storage(journal).build(det2).unwrap();
         let r = mgr.recovery_report();
         assert!(r.blocked.is_empty() && r.rolled_back.is_empty(), "{r:?}");
     }
@@ -294,7 +294,7 @@ fn recovery_after_a_restore_leaves_restored_ranges_alone() {
     let snapshot = store.to_bytes();
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(0), 0, b"0000").unwrap();
@@ -306,7 +306,7 @@ fn recovery_after_a_restore_leaves_restored_ranges_alone() {
     // the manager is closed, and opens it.
     restore(&store, &snapshot);
     let m = RollbackConfig::with_storage(Arc::new(dir.crash(usize::MAX)))
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     assert_eq!(
         &page_of(store.as_ref(), 0)[..4],
@@ -327,7 +327,7 @@ fn a_snapshot_holding_a_partial_change_gets_it_rolled_back() {
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(0), 0, b"AAAA").unwrap();
@@ -337,7 +337,7 @@ fn a_snapshot_holding_a_partial_change_gets_it_rolled_back() {
     drop(mgr);
     restore(&store, &during);
     let m = RollbackConfig::with_storage(Arc::new(dir.crash(usize::MAX)))
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     assert_eq!(store.to_bytes(), vec![0u8; 4 * DPS]);
     let r = m.recovery_report();
@@ -349,7 +349,7 @@ fn a_snapshot_holding_a_partial_change_gets_it_rolled_back() {
 fn a_live_rollback_leaves_a_page_repaired_from_an_older_copy_alone() {
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(0), 0, b"AAAA").unwrap();
@@ -369,7 +369,7 @@ fn prepare_restore_refuses_in_flight_work_blocks_begin_and_retires_the_journal()
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
         .segment_size_bytes(700)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     for i in 0..12u8 {
         let t = mgr.begin().unwrap();
@@ -409,7 +409,7 @@ fn prepare_restore_refuses_in_flight_work_blocks_begin_and_retires_the_journal()
     drop(mgr);
     // A crash after the restore: only the new transaction is undone.
     let m = RollbackConfig::with_storage(Arc::new(dir.crash(0)))
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let r = m.recovery_report();
     assert_eq!(
@@ -429,7 +429,7 @@ fn two_commits() -> (Arc<MemStore>, Arc<CrashDir>, usize) {
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let a = mgr.begin().unwrap();
     mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
@@ -437,7 +437,7 @@ fn two_commits() -> (Arc<MemStore>, Arc<CrashDir>, usize) {
     let b = mgr.begin().unwrap();
     mgr.write(b, PageId(1), 0, b"BBBB").unwrap();
     mgr.commit(b).unwrap();
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     let seg = dir.segment(1).unwrap();
     let scan = decode_segment(&seg).unwrap();
     let undo = scan
@@ -467,7 +467,7 @@ fn stop_at_first_bad_record_never_drops_a_synced_commit() {
     ] {
         let r = RollbackConfig::with_storage(with_segment(&dir, seg.clone()))
             .recovery_mode(mode)
-            .open(RawPages::shared(store.clone()));
+            .build(RawPages::shared(store.clone()));
         match r {
             Err(Error::CorruptFile { offset, reason, .. }) => {
                 assert_eq!(offset, undo as u64, "{mode:?}");
@@ -496,7 +496,7 @@ fn damage_after_the_mark_that_is_no_torn_tail_is_cut_only_by_stop_at_first_bad_r
     let open = |mode| {
         RollbackConfig::with_storage(with_segment(&dir, seg.clone()))
             .recovery_mode(mode)
-            .open(RawPages::shared(store.clone()))
+            .build(RawPages::shared(store.clone()))
     };
     assert!(matches!(
         open(RecoveryMode::TolerateTornTail),
@@ -516,7 +516,7 @@ fn an_idle_journal_covers_its_last_commit_with_a_durable_mark() {
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
         .idle_mark_delay(Duration::from_millis(5))
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let a = mgr.begin().unwrap();
     mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
@@ -542,7 +542,7 @@ fn an_idle_journal_covers_its_last_commit_with_a_durable_mark() {
     seg[c + 10] ^= 0x20;
     durable.set_segment(1, seg);
     assert!(matches!(
-        RollbackConfig::with_storage(Arc::new(durable)).open(RawPages::shared(store)),
+        RollbackConfig::with_storage(Arc::new(durable)).build(RawPages::shared(store)),
         Err(Error::CorruptFile { offset, .. }) if offset == c as u64
     ));
 }
@@ -553,7 +553,7 @@ fn a_power_loss_hole_opens_in_the_default_mode_at_every_position() {
     let dir = Arc::new(CrashDir::new());
     let mgr = RollbackConfig::with_storage(dir.clone())
         .buffer_bytes(1)
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let a = mgr.begin().unwrap();
     mgr.write(a, PageId(0), 0, b"AAAA").unwrap();
@@ -573,7 +573,7 @@ fn a_power_loss_hole_opens_in_the_default_mode_at_every_position() {
             let end = (start + hole).min(len);
             let image = dir.crash_keeping(|_, at| !(start..end).contains(&at));
             let m = RollbackConfig::with_storage(Arc::new(image))
-                .open(RawPages::shared(store.clone()))
+                .build(RawPages::shared(store.clone()))
                 .unwrap_or_else(|e| panic!("hole {start}..{end}: {e}"));
             let r = m.recovery_report();
             assert_eq!(r.rolled_back.len(), 1, "hole {start}..{end}");
@@ -598,7 +598,7 @@ fn four_segments(dir: &Arc<CrashDir>) -> TxnId {
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let mgr = RollbackConfig::with_storage(dir.clone())
         .segment_size_bytes(700)
-        .open(RawPages::shared(store))
+        .build(RawPages::shared(store))
         .unwrap();
     let open = mgr.begin().unwrap();
     mgr.write(open, PageId(3), 0, &[7u8; 16]).unwrap();
@@ -610,7 +610,7 @@ fn four_segments(dir: &Arc<CrashDir>) -> TxnId {
         i += 1;
     }
     mgr.write(open, PageId(3), 32, &[7u8; 16]).unwrap();
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     open
 }
 
@@ -634,7 +634,7 @@ fn a_deleted_segment_is_damage_in_every_mode() {
             let r = RollbackConfig::with_storage(dir.clone())
                 .segment_size_bytes(700)
                 .recovery_mode(mode)
-                .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())));
+                .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())));
             match r {
                 Err(Error::CorruptFile { reason, .. }) => {
                     assert!(reason.contains("missing"), "{which} {mode:?}: {reason}");
@@ -661,7 +661,7 @@ fn a_lost_state_file_is_refused_and_rebuilt_only_on_request() {
         assert!(matches!(
             RollbackConfig::with_storage(dir.clone())
                 .recovery_mode(mode)
-                .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap()))),
+                .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap()))),
             Err(Error::CorruptFile { .. })
         ));
     }
@@ -671,7 +671,7 @@ fn a_lost_state_file_is_refused_and_rebuilt_only_on_request() {
     assert!(matches!(
         RollbackConfig::with_storage(dir.clone())
             .recovery_mode(RecoveryMode::StopAtFirstBadRecord)
-            .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap()))),
+            .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap()))),
         Err(Error::CorruptFile { reason, .. }) if reason.contains("no begin record")
     ));
     let _ = open_txn;
@@ -684,7 +684,7 @@ fn a_rebuilt_state_file_keeps_ids_growing() {
     dir.set_state_file(None);
     let m = RollbackConfig::with_storage(dir.clone())
         .recovery_mode(RecoveryMode::StopAtFirstBadRecord)
-        .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+        .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
         .unwrap();
     assert!(matches!(
         m.recovery_report().damage.as_slice(),
@@ -702,7 +702,7 @@ fn an_unlisted_segment_with_records_is_dropped_only_by_stop_at_first_bad_record(
         RollbackConfig::with_storage(dir.clone())
             .segment_size_bytes(700)
             .recovery_mode(mode)
-            .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+            .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
     };
     // A state file older than the segments: marks cover the unlisted
     // segments' records, so every mode refuses and nothing is removed.
@@ -770,7 +770,7 @@ fn id_workload(dir: &Arc<CrashDir>, ids: &mut Vec<TxnId>) {
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let Ok(mgr) = RollbackConfig::with_storage(dir.clone())
         .segment_size_bytes(700)
-        .open(RawPages::shared(store))
+        .build(RawPages::shared(store))
     else {
         return;
     };
@@ -819,7 +819,7 @@ fn transaction_ids_are_never_reused_after_a_crash_at_any_step() {
             let last = Arc::new(after.crash(0));
             let mgr = RollbackConfig::with_storage(last)
                 .segment_size_bytes(700)
-                .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+                .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
                 .unwrap();
             let t = mgr.begin().unwrap();
             assert!(
@@ -837,24 +837,24 @@ fn a_newest_segment_with_a_zeroed_header_is_a_torn_tail() {
     let dir = Arc::new(CrashDir::new());
     let store = Arc::new(MemStore::new(DPS, 4).unwrap());
     let mgr = RollbackConfig::with_storage(dir.clone())
-        .open(RawPages::shared(store.clone()))
+        .build(RawPages::shared(store.clone()))
         .unwrap();
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(0), 0, b"AAAA").unwrap();
     mgr.commit(t).unwrap();
-    mgr.close().unwrap();
+    mgr.stop().unwrap();
     // The next segment's creation never reached the disk: its file exists,
     // all zeros (the state file does not list it yet).
     for len in [40usize, 300] {
         dir.set_segment(2, vec![0u8; len]);
         let e = RollbackConfig::with_storage(dir.clone())
             .recovery_mode(RecoveryMode::AbsoluteConsistency)
-            .open(RawPages::shared(store.clone()))
+            .build(RawPages::shared(store.clone()))
             .unwrap_err();
         assert!(!e.to_string().contains("valid records follow"), "{e}");
         assert!(e.to_string().contains("torn tail"), "{e}");
         let m = RollbackConfig::with_storage(dir.clone())
-            .open(RawPages::shared(store.clone()))
+            .build(RawPages::shared(store.clone()))
             .unwrap();
         match m.recovery_report().damage.as_slice() {
             [JournalDamage::TornTail {
@@ -888,7 +888,7 @@ fn a_zeroed_header_in_a_version_1_journal_is_a_torn_tail_unless_records_follow()
     };
     let open = |dir: Arc<CrashDir>| {
         RollbackConfig::with_storage(dir)
-            .open(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+            .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
     };
     let dir = legacy();
     dir.set_segment(2, vec![0u8; 40]);
@@ -913,4 +913,43 @@ fn a_zeroed_header_in_a_version_1_journal_is_a_torn_tail_unless_records_follow()
         }
         other => panic!("{:?}", other.map(|m| m.recovery_report().clone())),
     }
+}
+
+/// With a durable sidecar table, the pages a rollback restores are synced
+/// through the detector, so their checksums settle: once `rollback` returns,
+/// only the restored bytes verify, not the rolled-back ones.
+#[test]
+fn a_rollback_settles_a_durable_sidecar_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Arc::new(ChecksumTable::open(&dir.path().join("sums"), DPS).unwrap());
+    let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
+    let det = Arc::new(
+        DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(raw.clone())
+            .unwrap(),
+    );
+    for p in 0..4 {
+        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
+            .unwrap();
+    }
+    det.sync().unwrap();
+    assert_eq!(table.stats().unsettled_pages, 0);
+    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+        .build(det.clone())
+        .unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(2), 0, &[9u8; 16]).unwrap();
+    let mut changed = vec![0u8; DPS];
+    raw.read_page(PageId(2), &mut changed).unwrap();
+    mgr.rollback(t).unwrap();
+    assert_eq!(
+        table.stats().unsettled_pages,
+        0,
+        "the rollback's sync settled the page"
+    );
+    // The rolled-back bytes no longer verify: only the restored ones do.
+    assert!(table.verify(PageId(2), &changed).is_err());
+    let mut b = vec![0u8; DPS];
+    det.read_verified(PageId(2), &mut b).unwrap();
+    assert_eq!(b, vec![3u8; DPS]);
 }

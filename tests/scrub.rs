@@ -1,4 +1,4 @@
-//! Goal: show that the background scrubber finds every kind of page damage it exists for, reports each corrupt page exactly once over several passes, never reports a transient fault, resumes from its persisted cursor, pauses, rechecks known-bad pages, and rejects bad configuration. Method: pages sealed through a `CorruptionDetector` over a `FileStore` or `MemStore` wrapped in `FaultyStore`; each fault is injected (at rest, during a `write_sealed`, or on reads), the scrubber is stepped in simulated time (`ManualClock`) or run on its thread with the system clock, and the detector's failure reports and page states are checked.
+//! Goal: show that the background scrubber finds every kind of page damage it exists for, reports each corrupt page exactly once over several passes, never reports a transient fault, resumes from its persisted cursor, pauses, rechecks known-bad pages, rejects bad configuration, and reports its own thread's death on the failure bus it shares with the detector. Method: pages sealed through a `CorruptionDetector` over a `FileStore` or `MemStore` wrapped in `FaultyStore`; each fault is injected (at rest, during a `write_sealed`, or on reads), the scrubber is stepped in simulated time (`ManualClock`) or run on its thread with the system clock, and the detector's failure reports and page states are checked.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use std::time::Duration;
 use selfheal::corruption::{PageLsnFn, PageState};
 use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error,
-    FailureKind, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore, ScrubConfig, ScrubMode,
-    ScrubState, Scrubber, SystemClock,
+    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error, Failure,
+    FailureKind, FailureSink, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore,
+    ScrubConfig, ScrubMode, ScrubState, Scrubber, Source, SystemClock,
 };
 
 const PS: usize = 512;
@@ -671,4 +671,81 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
     step_passes(&mut second, &r.clock, 1);
     assert_eq!(second.progress(r.clock.now_ns()).passes_completed, 2);
     assert_eq!(reports(&r.det), once(&[]));
+}
+
+/// One bus, one clock: a corrupt page the detector reports and the death of
+/// the scrub thread (a store read that panics) arrive on one shared
+/// `FailureSink`, in the order they happened, each named by its source, with
+/// timestamps from one `ManualClock` that compare. The sink and clock are
+/// given to the scrubber explicitly, or come from the detector by default.
+#[test]
+fn a_dead_scrub_thread_arrives_on_the_shared_bus_with_a_comparable_time() {
+    for sidecar in [false, true] {
+        for explicit in [false, true] {
+            let what = format!("sidecar {sidecar}, explicit {explicit}");
+            let clock = ManualClock::new();
+            let sink = FailureSink::new(64);
+            let raw = Arc::new(FaultyStore::new(Arc::new(
+                MemStore::new(PS, PAGES).unwrap(),
+            )));
+            let placement = if sidecar {
+                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+            } else {
+                ChecksumPlacement::Trailer
+            };
+            let det = Arc::new(
+                DetectorConfig::new(placement)
+                    .clock(Arc::new(clock.clone()))
+                    .failure_sink(sink.clone())
+                    .build(raw.clone())
+                    .unwrap(),
+            );
+            for p in 0..PAGES {
+                det.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
+            }
+            // The detector's failure, at 1 s.
+            raw.damage(PageId(5), Damage::Zero).unwrap();
+            clock.set_ns(1_000_000_000);
+            let mut buf = vec![0u8; PS];
+            assert!(det.read_verified(PageId(5), &mut buf).is_err(), "{what}");
+            // The scrubber's, at 5 s: its first read panics.
+            clock.set_ns(5_000_000_000);
+            raw.fail_reads(None, ReadFault::Panic, u32::MAX);
+            let mut cfg = ScrubConfig::new().unlimited();
+            if explicit {
+                cfg = cfg
+                    .failure_sink(sink.clone())
+                    .clock(Arc::new(clock.clone()));
+            }
+            let mut h = cfg.start(det.clone()).unwrap();
+            let err = h.wait_for_passes(1, Duration::from_secs(20)).unwrap_err();
+            assert!(err.to_string().contains("(injected)"), "{what}: {err}");
+            assert_eq!(h.state(), ScrubState::Failed, "{what}");
+
+            let got: Vec<Failure> = sink.failures().try_iter().collect();
+            assert_eq!(got.len(), 2, "{what}: {got:?}");
+            let (found, died) = (&got[0], &got[1]);
+            assert_eq!(found.source, Source::CorruptionDetector, "{what}");
+            assert_eq!(
+                found.kind,
+                FailureKind::CorruptPage { page: PageId(5) },
+                "{what}"
+            );
+            assert_eq!(found.detected_at_ns, 1_000_000_000, "{what}");
+            assert_eq!(died.source, Source::Scrubber, "{what}");
+            assert_eq!(
+                died.kind,
+                FailureKind::WorkerDied {
+                    component: Arc::from("scrubber")
+                },
+                "{what}"
+            );
+            assert!(died.evidence.contains("(injected)"), "{what}: {died}");
+            assert_eq!(died.detected_at_ns, 5_000_000_000, "{what}");
+            assert!(found.id < died.id, "{what}: bus order");
+            assert!(found.detected_at_ns < died.detected_at_ns, "{what}");
+            assert!(matches!(h.stop(), Err(Error::Stopped { .. })), "{what}");
+            assert!(sink.failures().try_recv().is_err(), "{what}: reported once");
+        }
+    }
 }

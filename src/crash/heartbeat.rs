@@ -52,7 +52,7 @@ use crossbeam_utils::CachePadded;
 
 use super::phi::{self, ArrivalWindow, PhiParams, MAX_WINDOW};
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind};
+use crate::types::{Failure, FailureKind, Source};
 
 /// A component's liveness as judged by the watchdog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,7 +107,12 @@ impl Transition {
                 component: self.component.clone(),
             },
         };
-        Some(Failure::new(kind, self.to_string(), self.at_ns))
+        Some(Failure::new(
+            Source::CrashDetector,
+            kind,
+            self.to_string(),
+            self.at_ns,
+        ))
     }
 }
 

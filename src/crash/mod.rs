@@ -18,7 +18,7 @@
 //! # Threads and shutdown
 //!
 //! One thread, selecting over a bounded command channel and a ticker.
-//! [`CrashDetector::shutdown`] sends a command with a reply channel, the
+//! [`CrashDetector::stop`] sends a command with a reply channel, the
 //! thread records a clean shutdown in the run marker (if it has one) and
 //! exits, and the caller joins it. Dropping the detector stops and joins the
 //! thread too but does **not** record a clean shutdown, so that a drop while
@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureSink};
+use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, Worker};
 
 pub use heartbeat::{
@@ -97,7 +97,8 @@ pub struct CrashDetectorConfig {
     process_interval: Duration,
     max_processes: usize,
     marker_refresh_interval: Duration,
-    report_capacity: usize,
+    event_capacity: usize,
+    failures: Option<FailureSink>,
     clock: Arc<dyn Clock>,
     on_event: Option<CrashCallback>,
     run_marker: Option<RunMarker>,
@@ -110,7 +111,7 @@ impl fmt::Debug for CrashDetectorConfig {
             .field("process_interval", &self.process_interval)
             .field("max_processes", &self.max_processes)
             .field("marker_refresh_interval", &self.marker_refresh_interval)
-            .field("report_capacity", &self.report_capacity)
+            .field("event_capacity", &self.event_capacity)
             .field("run_marker", &self.run_marker)
             .finish_non_exhaustive()
     }
@@ -124,15 +125,16 @@ impl Default for CrashDetectorConfig {
 
 impl CrashDetectorConfig {
     /// Defaults: [`HeartbeatConfig::default`], processes sampled every 1 s (at
-    /// most 256), marker refreshed every 1 s, 1 024 unread reports per
-    /// channel, the system clock, no callback, no run marker.
+    /// most 256), marker refreshed every 1 s, 1 024 unread events, a failure
+    /// bus of its own, the system clock, no callback, no run marker.
     pub fn new() -> Self {
         CrashDetectorConfig {
             heartbeat: HeartbeatConfig::default(),
             process_interval: Duration::from_secs(1),
             max_processes: 256,
             marker_refresh_interval: Duration::from_secs(1),
-            report_capacity: 1024,
+            event_capacity: 1024,
+            failures: None,
             clock: SystemClock::shared(),
             on_event: None,
             run_marker: None,
@@ -166,10 +168,18 @@ impl CrashDetectorConfig {
         self
     }
 
-    /// How many unread messages each of the failure and event channels holds
-    /// (default 1 024); beyond that, new ones are counted as dropped.
-    pub fn report_capacity(mut self, n: usize) -> Self {
-        self.report_capacity = n;
+    /// How many unread events the event channel holds (default 1 024);
+    /// beyond that, new ones are counted as dropped.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// The failure bus it reports on (default: a bus of its own holding
+    /// 4 096 unread reports). Give every component the same sink to see one
+    /// ordered stream.
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.failures = Some(sink);
         self
     }
 
@@ -188,8 +198,12 @@ impl CrashDetectorConfig {
         self
     }
 
-    /// A run marker for the watchdog to keep fresh and to close cleanly on
-    /// [`CrashDetector::shutdown`] (default none).
+    /// A run marker for the watchdog to keep fresh and to mark a clean stop
+    /// on [`CrashDetector::stop`] (default none). When its
+    /// [verdict](RunMarker::verdict) says the previous run did not stop
+    /// cleanly, [`build`](Self::build) reports
+    /// [`FailureKind::UncleanShutdown`] on the failure sink, with the verdict
+    /// as evidence: startup recovery is due.
     pub fn run_marker(mut self, marker: RunMarker) -> Self {
         self.run_marker = Some(marker);
         self
@@ -214,9 +228,9 @@ impl CrashDetectorConfig {
                 "is zero; it must be positive",
             ));
         }
-        if self.report_capacity == 0 {
+        if self.event_capacity == 0 {
             return Err(Error::config(
-                "report_capacity",
+                "event_capacity",
                 "is 0; it must be at least 1",
             ));
         }
@@ -227,8 +241,20 @@ impl CrashDetectorConfig {
             events_dropped: AtomicU64::new(0),
             marker_errors: AtomicU64::new(0),
         });
-        let (sink, failures) = FailureSink::bounded(self.report_capacity);
-        let (event_tx, events) = bounded(self.report_capacity);
+        let sink = self
+            .failures
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        if let Some(verdict) = self.run_marker.as_ref().map(RunMarker::verdict) {
+            if verdict.is_crash() {
+                sink.report(
+                    Source::CrashDetector,
+                    FailureKind::UncleanShutdown,
+                    verdict.to_string(),
+                    now,
+                );
+            }
+        }
+        let (event_tx, events) = bounded(self.event_capacity);
         let watchdog = Watchdog {
             shared: shared.clone(),
             clock: self.clock.clone(),
@@ -249,7 +275,6 @@ impl CrashDetectorConfig {
             clock: self.clock,
             worker,
             sink,
-            failures,
             events,
         })
     }
@@ -307,7 +332,19 @@ impl Job for Watchdog {
 
     /// A clean shutdown: the marker records it.
     fn finish(&mut self) -> Result<()> {
-        self.marker.take().map_or(Ok(()), RunMarker::close)
+        self.marker.take().map_or(Ok(()), RunMarker::stop)
+    }
+
+    /// Straight to the channel: the host's event callback may be what panicked.
+    fn died(&mut self, reason: &str) {
+        self.sink.send(Failure::new(
+            Source::CrashDetector,
+            FailureKind::WorkerDied {
+                component: Arc::from(COMPONENT),
+            },
+            reason.to_owned(),
+            self.clock.now_ns(),
+        ));
     }
 }
 
@@ -406,7 +443,7 @@ pub struct CrashStats {
 /// assert_eq!(states, [ComponentState::Suspect, ComponentState::Dead]);
 /// let failure = detector.failures().try_iter().last().unwrap();
 /// assert!(matches!(failure.kind, FailureKind::ComponentDead { .. }));
-/// detector.shutdown()?;
+/// detector.stop()?;
 /// # Ok::<(), selfheal::Error>(())
 /// ```
 pub struct CrashDetector {
@@ -414,7 +451,6 @@ pub struct CrashDetector {
     clock: Arc<dyn Clock>,
     worker: Worker<Command>,
     sink: FailureSink,
-    failures: Receiver<Failure>,
     events: Receiver<CrashEvent>,
 }
 
@@ -486,10 +522,11 @@ impl CrashDetector {
         self.worker.request(Command::CheckNow)
     }
 
-    /// Failure reports (component suspect or dead, process exited).
+    /// The receiving end of its failure bus (component suspect or dead,
+    /// process exited, the watchdog itself died).
     #[must_use]
-    pub fn failures(&self) -> &Receiver<Failure> {
-        &self.failures
+    pub fn failures(&self) -> Receiver<Failure> {
+        self.sink.failures()
     }
 
     /// Every event, recoveries included.
@@ -517,14 +554,14 @@ impl CrashDetector {
     /// panicked (nothing is recorded: the run did not end cleanly);
     /// [`Error::InvalidArgument`] when called from the event callback (the
     /// watchdog then stops after the callback, without a clean record).
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn stop(mut self) -> Result<()> {
         self.worker.stop(Stop::Finish, STOP_TIMEOUT)
     }
 }
 
 impl Drop for CrashDetector {
     /// Stops and joins the watchdog without recording a clean shutdown; use
-    /// [`CrashDetector::shutdown`] for that.
+    /// [`CrashDetector::stop`] for that.
     fn drop(&mut self) {
         let _ = self.worker.stop(Stop::Abandon, STOP_TIMEOUT);
     }
@@ -563,8 +600,8 @@ mod tests {
                 "marker_refresh_interval",
             ),
             (
-                CrashDetectorConfig::new().report_capacity(0),
-                "report_capacity",
+                CrashDetectorConfig::new().event_capacity(0),
+                "event_capacity",
             ),
             (CrashDetectorConfig::new().max_processes(0), "max_processes"),
             (
@@ -595,7 +632,14 @@ mod tests {
             Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
             other => panic!("expected Stopped, got {other:?}"),
         }
-        assert!(matches!(d.shutdown(), Err(Error::Stopped { .. })));
+        let died: Vec<Failure> = d
+            .failures()
+            .try_iter()
+            .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+            .collect();
+        assert_eq!(died.len(), 1, "the watchdog's death is reported once");
+        assert!(died[0].evidence.contains("host callback bug"));
+        assert!(matches!(d.stop(), Err(Error::Stopped { .. })));
     }
 
     #[test]
@@ -623,7 +667,7 @@ mod tests {
         let seen = seen.lock().clone();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
-        Arc::try_unwrap(d).unwrap().shutdown().unwrap();
+        Arc::try_unwrap(d).unwrap().stop().unwrap();
     }
 
     #[test]
@@ -632,7 +676,8 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
         let d = cfg
-            .report_capacity(1)
+            .event_capacity(1)
+            .failure_sink(FailureSink::new(1))
             .on_event(Arc::new(move |_| {
                 c.fetch_add(1, Ordering::SeqCst);
             }))
@@ -651,7 +696,42 @@ mod tests {
         assert_eq!(d.events().try_iter().count(), 1);
         let s = d.stats();
         assert_eq!((s.failures_dropped, s.events_dropped), (1, 1));
-        d.shutdown().unwrap();
+        d.stop().unwrap();
+    }
+
+    #[test]
+    fn an_unclean_previous_run_is_reported_at_build_and_a_clean_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FailureSink::new(16);
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(3));
+        let open = |sink: &FailureSink| {
+            let (m, _) = RunMarker::open(dir.path()).unwrap();
+            CrashDetectorConfig::new()
+                .clock(Arc::new(clock.clone()))
+                .failure_sink(sink.clone())
+                .run_marker(m)
+                .build()
+                .unwrap()
+        };
+        // First run: nothing to report. Stopped cleanly: nothing either.
+        open(&sink).stop().unwrap();
+        open(&sink).stop().unwrap();
+        assert_eq!(sink.failures().try_iter().count(), 0);
+        // Dropped without a clean stop: the next start reports it.
+        drop(open(&sink));
+        let d = open(&sink);
+        let got: Vec<Failure> = sink.failures().try_iter().collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].kind, FailureKind::UncleanShutdown);
+        assert_eq!(got[0].source, Source::CrashDetector);
+        assert_eq!(got[0].detected_at_ns, 3_000_000_000);
+        assert!(
+            got[0].evidence.contains("did not stop cleanly"),
+            "{}",
+            got[0].evidence
+        );
+        d.stop().unwrap();
     }
 
     #[test]
@@ -660,7 +740,7 @@ mod tests {
         let (m, _) = RunMarker::open(dir.path()).unwrap();
         let (_clock, cfg) = manual();
         let d = cfg.run_marker(m).build().unwrap();
-        d.shutdown().unwrap();
+        d.stop().unwrap();
         let (m, v) = RunMarker::open(dir.path()).unwrap();
         assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
         let (_clock, cfg) = manual();

@@ -28,7 +28,7 @@ use std::fmt;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
 
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind};
+use crate::types::{Failure, FailureKind, Source};
 
 /// A watched process's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +93,7 @@ impl ProcessTransition {
     pub fn failure(&self) -> Option<Failure> {
         (self.from == ProcessState::Alive).then(|| {
             Failure::new(
+                Source::CrashDetector,
                 FailureKind::ProcessGone { pid: self.pid },
                 self.to_string(),
                 self.at_ns,

@@ -7,8 +7,8 @@
 //! previous run, and then records "running" for this one.
 //! [`refresh`](RunMarker::refresh) rewrites the last-seen time (the watchdog
 //! of [`CrashDetector`](super::CrashDetector) does this periodically);
-//! [`close`](RunMarker::close) records a clean shutdown. Dropping a marker
-//! without `close` records nothing, so the next start reports a crash: a
+//! [`stop`](RunMarker::stop) records a clean stop. Dropping a marker
+//! without `stop` records nothing, so the next start reports a crash: a
 //! drop during a panic's unwinding is not a clean shutdown.
 //!
 //! The lock file is never replaced (a lock on a file that gets renamed over
@@ -46,6 +46,7 @@
 //! first open and never removed, so a marker that is missing beside it was
 //! lost, not never written.
 
+use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -97,6 +98,31 @@ pub enum RunVerdict {
         /// Why the marker could not be read.
         reason: String,
     },
+}
+
+impl fmt::Display for RunVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunVerdict::FirstRun => f.write_str("first run in this directory"),
+            RunVerdict::Clean {
+                run,
+                stopped_unix_ms,
+                ..
+            } => write!(f, "run {run} stopped cleanly at {stopped_unix_ms} ms (Unix)"),
+            RunVerdict::Crashed {
+                run,
+                pid,
+                last_seen_unix_ms,
+                ..
+            } => write!(
+                f,
+                "run {run} (pid {pid}) did not stop cleanly; last seen alive at {last_seen_unix_ms} ms (Unix)"
+            ),
+            RunVerdict::Unknown { reason } => {
+                write!(f, "the previous run cannot be told apart from a crash: {reason}")
+            }
+        }
+    }
 }
 
 impl RunVerdict {
@@ -218,7 +244,7 @@ fn unix_ms() -> u64 {
 /// let dir = tempfile::tempdir()?;
 /// let (marker, verdict) = RunMarker::open(dir.path())?;
 /// assert_eq!(verdict, RunVerdict::FirstRun);
-/// marker.close()?;
+/// marker.stop()?;
 /// let (marker, verdict) = RunMarker::open(dir.path())?;
 /// assert!(matches!(verdict, RunVerdict::Clean { run: 1, .. }));
 /// drop(marker); // no close: the next open reports a crash
@@ -232,6 +258,7 @@ pub struct RunMarker {
     lock: File,
     path: PathBuf,
     record: Record,
+    verdict: RunVerdict,
 }
 
 impl RunMarker {
@@ -307,7 +334,13 @@ impl RunMarker {
         if verdict.is_crash() {
             tracing::warn!(dir = %dir.display(), ?verdict, "previous run did not shut down cleanly");
         }
-        Ok((RunMarker { lock, path, record }, verdict))
+        let marker = RunMarker {
+            lock,
+            path,
+            record,
+            verdict: verdict.clone(),
+        };
+        Ok((marker, verdict))
     }
 
     /// This run's number (1 for the first run of the directory).
@@ -334,12 +367,18 @@ impl RunMarker {
         Ok(())
     }
 
-    /// Records a clean shutdown and releases the lock.
+    /// The verdict on the previous run, as [`open`](Self::open) returned it.
+    #[must_use]
+    pub fn verdict(&self) -> &RunVerdict {
+        &self.verdict
+    }
+
+    /// Records a clean stop and releases the lock.
     ///
     /// # Errors
     /// [`Error::Io`]; the marker then still says "running", so the next start
     /// reports a crash (the safe direction).
-    pub fn close(self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
         let mut r = self.record;
         r.state = STATE_CLEAN;
         r.last_seen_unix_ms = unix_ms().max(r.last_seen_unix_ms);
@@ -425,7 +464,7 @@ mod tests {
             "{v:?}"
         );
         assert!(v.is_crash());
-        m.close().unwrap();
+        m.stop().unwrap();
 
         // Other state without a lock file (a journal left by a host that
         // used the directory before) counts too.

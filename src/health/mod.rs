@@ -50,8 +50,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::FailureCallback;
-use crate::types::{Failure, FailureKind, FailureSink};
+use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
 
 pub use model::{BandChange, HealthModel, MetricStatus, Sample, SampleOutcome};
@@ -86,9 +85,8 @@ pub struct HealthConfig {
     pub(crate) anomaly_alpha: f64,
     pub(crate) anomaly_z: f64,
     pub(crate) anomaly_warmup: u64,
-    pub(crate) report_capacity: usize,
+    failures: Option<FailureSink>,
     clock: Arc<dyn Clock>,
-    on_failure: Option<FailureCallback>,
 }
 
 impl fmt::Debug for HealthConfig {
@@ -114,7 +112,7 @@ impl HealthConfig {
     /// No metrics; a 1 s interval, 1 000 rounds of history, prediction over
     /// 60 samples (at least 20, t ≥ 8, R² ≥ 0.5, confirmed over 3 samples,
     /// horizon 1 h), anomalies at |z| ≥ 6 after 30 samples with EWMA weight
-    /// 0.05, 1 024 unread reports, the system clock, no callback, and a 2 s
+    /// 0.05, a failure bus of its own, the system clock, and a 2 s
     /// deadline for each probe.
     pub fn new() -> Self {
         HealthConfig {
@@ -131,9 +129,8 @@ impl HealthConfig {
             anomaly_alpha: 0.05,
             anomaly_z: 6.0,
             anomaly_warmup: 30,
-            report_capacity: 1_024,
+            failures: None,
             clock: SystemClock::shared(),
-            on_failure: None,
         }
     }
 
@@ -250,24 +247,19 @@ impl HealthConfig {
         self
     }
 
-    /// Unread failure reports the channel holds (default 1 024; not zero);
-    /// beyond that reports are counted as dropped.
-    pub fn report_capacity(mut self, reports: usize) -> Self {
-        self.report_capacity = reports;
+    /// The failure bus it reports on (default: a bus of its own holding
+    /// 4 096 unread reports). Give every component the same sink to see one
+    /// ordered stream. The sink's callback, if any, runs on the sampling
+    /// thread: one that panics stops the sampling thread and marks the
+    /// monitor failed (its death is still reported on the bus).
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.failures = Some(sink);
         self
     }
 
     /// The clock (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
-        self
-    }
-
-    /// A callback run with every failure reported, on the sampling thread
-    /// (default: none). A callback that panics stops the sampling thread and
-    /// marks the monitor failed.
-    pub fn on_failure(mut self, f: FailureCallback) -> Self {
-        self.on_failure = Some(f);
         self
     }
 
@@ -382,12 +374,6 @@ impl HealthConfig {
                 format!("is {}; it must be a positive number", self.anomaly_z),
             ));
         }
-        if self.report_capacity == 0 {
-            return Err(Error::config(
-                "report_capacity",
-                "is 0; it must be at least 1",
-            ));
-        }
         Ok(())
     }
 
@@ -423,7 +409,10 @@ impl HealthConfig {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let (sink, reports) = FailureSink::bounded(self.report_capacity);
+        let sink = self
+            .failures
+            .clone()
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
         let probes = probes
             .into_iter()
             .map(|probe| ProbeSlot {
@@ -439,8 +428,6 @@ impl HealthConfig {
                 probe_timeout: self.probe_timeout,
                 clock: self.clock,
                 sink,
-                reports,
-                on_failure: self.on_failure,
                 latest: Mutex::new(None),
                 samples: AtomicU64::new(0),
                 probe_errors: AtomicU64::new(0),
@@ -478,8 +465,6 @@ struct Shared {
     probe_timeout: Duration,
     clock: Arc<dyn Clock>,
     sink: FailureSink,
-    reports: Receiver<Failure>,
-    on_failure: Option<FailureCallback>,
     latest: Mutex<Option<SampleOutcome>>,
     samples: AtomicU64,
     probe_errors: AtomicU64,
@@ -527,6 +512,7 @@ impl Shared {
                 tracing::warn!(probe = name, reason = %why, "health probe gave no value");
                 if !slot.failing.swap(true, Ordering::AcqRel) {
                     self.report(&Failure::new(
+                        Source::HealthMonitor,
                         FailureKind::ProbeFailed {
                             metric: Arc::from(name),
                         },
@@ -541,9 +527,6 @@ impl Shared {
 
     fn report(&self, f: &Failure) {
         tracing::warn!(failure = %f, "health");
-        if let Some(cb) = &self.on_failure {
-            cb(f);
-        }
         self.sink.send(f.clone());
     }
 
@@ -594,8 +577,10 @@ impl Job for Sampler {
         match command {}
     }
 
+    /// Straight to the channel: the host's callback may be what panicked.
     fn died(&mut self, reason: &str) {
-        self.shared.report(&Failure::new(
+        self.shared.sink.send(Failure::new(
+            Source::HealthMonitor,
             FailureKind::WorkerDied {
                 component: Arc::from(COMPONENT),
             },
@@ -687,7 +672,8 @@ impl HealthMonitor {
         self.worker.lock().as_ref().is_some_and(Worker::is_running)
     }
 
-    /// Samples every probe now (on the calling thread), feeds the model at
+    /// Samples every probe now (each on its helper thread, the caller waiting
+    /// at most the probe deadline), feeds the model at
     /// the clock's time, and reports what began. The sampling thread does
     /// exactly this on each tick.
     ///
@@ -725,12 +711,12 @@ impl HealthMonitor {
     /// The receiving end of the failure reports (cloning shares the queue).
     #[must_use]
     pub fn failures(&self) -> Receiver<Failure> {
-        self.shared.reports.clone()
+        self.shared.sink.failures()
     }
 
-    /// The sink reports go to.
+    /// The failure bus it reports on.
     #[must_use]
-    pub fn sink(&self) -> &FailureSink {
+    pub fn failure_sink(&self) -> &FailureSink {
         &self.shared.sink
     }
 
@@ -830,7 +816,6 @@ mod tests {
         assert_eq!(field(one().prediction_confirm(0)), "prediction_confirm");
         assert_eq!(field(one().anomaly_alpha(1.0)), "anomaly_alpha");
         assert_eq!(field(one().anomaly_z(f64::NAN)), "anomaly_z");
-        assert_eq!(field(one().report_capacity(0)), "report_capacity");
         assert!(matches!(
             one().build(),
             Err(Error::InvalidConfig {

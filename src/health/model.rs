@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind};
+use crate::types::{Failure, FailureKind, Source};
 
 use super::history::HistoryRing;
 use super::predict::{least_squares, Ewma, Fit, TrendRule};
@@ -301,6 +301,7 @@ impl HealthModel {
                     m.t.degraded_at()
                 };
                 out.failures.push(Failure::new(
+                    Source::HealthMonitor,
                     kind,
                     format!(
                         "{name} = {v:.2}, at or above the {to} threshold {line} \
@@ -320,6 +321,7 @@ impl HealthModel {
         if seen >= warmup && z.abs() >= zthr && !m.anomalous {
             m.anomalous = true;
             out.failures.push(Failure::new(
+                Source::HealthMonitor,
                 FailureKind::Anomaly {
                     metric: name.clone(),
                 },
@@ -348,6 +350,7 @@ impl HealthModel {
             m.predicting = true;
             if let (Some(eta), Some(f)) = (within, fit) {
                 out.failures.push(Failure::new(
+                    Source::HealthMonitor,
                     FailureKind::PredictedFailure {
                         metric: name.clone(),
                         eta,
@@ -491,7 +494,7 @@ mod tests {
             ],
             "89 stays critical (margin 2), 70 ends the episode, 81 starts a new one"
         );
-        assert_eq!(kinds[0].target(), Target::Component(mem));
+        assert_eq!(kinds[0].target(), Target::Metric(mem));
     }
 
     #[test]

@@ -23,13 +23,17 @@ use crate::error::{Error, Result};
 /// same unit; higher must mean worse.
 ///
 /// # Contract
-/// [`sample`](Self::sample) is called from the sampling thread (and from
-/// [`HealthMonitor::sample_now`](crate::HealthMonitor::sample_now)) once per
-/// interval; it should be cheap and must not block for long, because every
-/// probe of a monitor is sampled in turn. An error, a non-finite value or a
-/// panic means "no value this time": the metric keeps its band, the error is
-/// counted in [`MonitorStats::probe_errors`](crate::health::MonitorStats),
-/// and sampling goes on.
+/// [`sample`](Self::sample) is called once per round (each interval of the
+/// sampling thread, and each
+/// [`HealthMonitor::sample_now`](crate::HealthMonitor::sample_now)), on the
+/// probe's own helper thread `selfheal-probe`, in parallel with the other
+/// probes, under the monitor's
+/// [`probe_timeout`](crate::HealthConfig::probe_timeout). It should be cheap.
+/// An error, a non-finite value, a panic or a missed deadline means "no value
+/// this time": the metric keeps its band, the error is counted in
+/// [`MonitorStats::probe_errors`](crate::health::MonitorStats), the probe is
+/// reported once per failing episode, and sampling goes on; a probe whose
+/// late call has not returned is not asked again until it has.
 pub trait HealthProbe: Send + Sync + fmt::Debug {
     /// The metric's name, unique within one monitor (`"cpu"`, `"repl_lag_s"`).
     fn name(&self) -> &str;

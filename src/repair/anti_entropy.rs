@@ -5,11 +5,9 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{
-    leaf_digest, AntiEntropyReport, DataRepairer, DivergedPage, RangeDigest, ReplicaEntry,
-    ANTI_ENTROPY_TREE_PAGES,
-};
+use super::{AntiEntropyReport, DataRepairer, DivergedPage, ReplicaEntry, ANTI_ENTROPY_TREE_PAGES};
 use crate::corruption::{Observer, PageState, Verdict};
+use crate::digest::{leaf_digest, RangeDigest};
 use crate::error::{Error, Result};
 use crate::types::{PageId, ReplicaId};
 

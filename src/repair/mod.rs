@@ -94,7 +94,7 @@
 //! # Anti-entropy
 //!
 //! [`DataRepairer::anti_entropy`] compares a range of pages with one replica
-//! by Merkle descent over range digests (see [`merkle`]): it fetches pages
+//! by Merkle descent over range digests (see [`digest`](crate::digest)): it fetches pages
 //! only in leaves whose digests differ. A differing page is repaired when
 //! the local copy fails verification. A differing page whose local copy
 //! verifies may be a newer host write the replica has not applied, so by
@@ -107,7 +107,6 @@
 
 mod anti_entropy;
 mod config;
-pub mod merkle;
 mod plan;
 mod procedure;
 mod replica_read;
@@ -129,7 +128,6 @@ use crate::host::{HostActions, PageSource, Replica};
 use crate::types::ReplicaId;
 
 pub use config::{RepairConfig, MAX_BATCH_PAGES, MAX_REPLICA_COOLOFF, MAX_REPLICA_READ_TIMEOUT};
-pub use merkle::{leaf_digest, range_digest, RangeDigest};
 pub use report::{
     AntiEntropyReport, Attempt, AttemptResult, CopySource, DivergedPage, RepairOutcome,
     RepairReport, RepairStats, ReplicaStats,

@@ -13,7 +13,7 @@ use super::{
 use crate::corruption::{Commit, CommitResult, PageState, RepairTicket, Verdict};
 use crate::error::{Error, Result};
 use crate::host::{PageSource, ReplicaStatus};
-use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId};
+use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId, Source};
 
 /// A verified copy waiting for the ranking.
 struct Candidate {
@@ -511,6 +511,7 @@ impl DataRepairer {
         if self.detector.abandon_repair(ticket) {
             tracing::error!(%page, %reason, "page is irreparable");
             self.detector.report(Failure::new(
+                Source::DataRepairer,
                 FailureKind::IrreparablePage { page },
                 format!("page {page} is irreparable: {reason}"),
                 self.clock.now_ns(),

@@ -57,7 +57,8 @@ impl RollbackConfig {
     /// 64 MiB segments, a 1 MiB append buffer, [`RecoveryMode::TolerateTornTail`],
     /// [`VictimPolicy::Youngest`], 65 536 active transactions, 256 MiB of
     /// undo per transaction, a 30 s wait for another thread's fsync, a 10 ms
-    /// idle-mark delay, the system clock, no failure sink, no repair hook.
+    /// idle-mark delay, the system clock, a failure bus of its own, no
+    /// repair hook.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self::with_location(JournalLocation::Dir(dir.into()))
     }
@@ -151,7 +152,10 @@ impl RollbackConfig {
         self
     }
 
-    /// Where deadlocks and crash recoveries are reported (default: nowhere).
+    /// The failure bus it reports on: deadlocks, transactions in flight at
+    /// a crash, blocked rollbacks, a poisoned journal (default: a bus of its
+    /// own holding 4 096 unread reports). Give every component the same sink
+    /// to see one ordered stream.
     pub fn failure_sink(mut self, sink: FailureSink) -> Self {
         self.failure_sink = Some(sink);
         self
@@ -240,7 +244,7 @@ impl RollbackConfig {
     /// journal of another store; undo of finished transactions is not
     /// checked); the page store's errors during rollback other than a page
     /// that fails verification.
-    pub fn open(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
+    pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
         self.validate(page_size)?;
         super::recovery::open(self, pages)

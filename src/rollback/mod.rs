@@ -85,6 +85,23 @@
 //! to verify against and reads raw, so a torn page there is restored as
 //! before.
 //!
+//! # Pages the host freed
+//!
+//! A page the host calls unallocated (the detector's
+//! [`Error::PageUnallocated`]: it fails verification and the host freed it,
+//! with [`forget`](crate::CorruptionDetector::forget) or its
+//! [free-page answer](crate::DetectorConfig::free_pages)) holds nothing:
+//! its bytes mean nothing and nobody vouches for them. A transaction may
+//! reuse it: [`write`](TransactionRollbackManager::write) takes its current
+//! contents to be **zeros** — the before-image is zeros, never the raw bytes
+//! nobody verified — and writes the page, sealed, with the transaction's
+//! bytes and zeros around them (the page is in use again). A rollback puts
+//! the zeros back, sealed: the page verifies, holds nothing, and raises no
+//! alarm; the host's own metadata still calls it free. If the page is
+//! unallocated again when the undo is applied (the host freed it again, or
+//! a crash left its free mark), nothing of the transaction is on it: its
+//! undo entries count as applied and the page is left as it is, free.
+//!
 //! # Restoring the store
 //!
 //! A host that restores its store from a snapshot keeps this contract:
@@ -134,7 +151,8 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId};
+pub(crate) use crate::types::TxnId;
+use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
 
 pub use config::RollbackConfig;
 pub use deadlock::{choose_victim, Deadlock, VictimPolicy, WaitForGraph};
@@ -150,20 +168,7 @@ use crate::corruption::CorruptionDetector;
 use apply::{apply_undo, Applied, PageLocks, UndoRef};
 use journal::{Journal, Record};
 use txns::{Counters, Entry, State, Status, Txn};
-use writer::read_checked;
-
-/// A transaction id, handed out by [`TransactionRollbackManager::begin`].
-/// Ids grow with begin order and are never reused, also across crashes and
-/// restarts (they are reserved durably in blocks; a restart skips the rest
-/// of a block).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct TxnId(pub u64);
-
-impl fmt::Display for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use writer::read_for_change;
 
 /// Per-transaction undo with a durable journal, rollback, crash recovery,
 /// group commit and deadlock detection.
@@ -174,7 +179,7 @@ impl fmt::Display for TxnId {
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Arc::new(MemStore::new(4096, 16)?);
-/// let mgr = RollbackConfig::new(dir.path()).open(RawPages::shared(store.clone()))?;
+/// let mgr = RollbackConfig::new(dir.path()).build(RawPages::shared(store.clone()))?;
 ///
 /// // A transaction that commits: its change stays.
 /// let t1 = mgr.begin()?;
@@ -192,7 +197,7 @@ impl fmt::Display for TxnId {
 /// assert_eq!(&page[100..109], b"committed");
 /// assert_eq!(mgr.stats().committed, 1);
 /// assert!(matches!(mgr.commit(t2), Err(selfheal::Error::TransactionNotActive { .. })));
-/// mgr.close()?;
+/// mgr.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TransactionRollbackManager {
@@ -204,7 +209,7 @@ pub struct TransactionRollbackManager {
     max_active: usize,
     max_undo: u64,
     clock: Arc<dyn Clock>,
-    sink: Option<FailureSink>,
+    sink: FailureSink,
     repair_hook: Option<RepairHook>,
     counters: Counters,
     report: RecoveryReport,
@@ -242,6 +247,18 @@ fn check_range(
 }
 
 impl TransactionRollbackManager {
+    /// The receiving end of its failure bus (cloning shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
+        self.sink.failures()
+    }
+
+    /// The failure bus it reports on.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.sink
+    }
+
     /// What recovery did at open.
     #[must_use]
     pub fn recovery_report(&self) -> &RecoveryReport {
@@ -366,7 +383,9 @@ impl TransactionRollbackManager {
     /// [`ensure_durable`](Self::ensure_durable), and the store's errors; the
     /// verification error (naming the page) or [`Error::PageFenced`] for a
     /// page that fails verification and was not repaired by the
-    /// [`RepairHook`] — nothing is written to it then;
+    /// [`RepairHook`] — nothing is written to it then (a page the host calls
+    /// unallocated is not such a page: see
+    /// [pages the host freed](self#pages-the-host-freed));
     /// [`Error::TransactionNotActive`] also when `txn` was rolled back or
     /// started committing while the undo was being made durable (the page is
     /// then not written).
@@ -390,7 +409,7 @@ impl TransactionRollbackManager {
         // Lock order: page lock, then state lock (never the reverse).
         let _guard = self.page_locks.lock(page);
         self.state.lock().active_mut(txn)?;
-        if let Err(e) = read_checked(
+        if let Err(e) = read_for_change(
             self.pages.as_ref(),
             self.repair_hook.as_ref(),
             page,
@@ -407,10 +426,11 @@ impl TransactionRollbackManager {
         Ok(lsn)
     }
 
-    /// A verified read of `page` (with the repair hook) outside any latch.
+    /// A verified read of `page` (with the repair hook) outside any latch;
+    /// an unallocated page reads as zeros.
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         let _guard = self.page_locks.lock(page);
-        read_checked(self.pages.as_ref(), self.repair_hook.as_ref(), page, buf)
+        read_for_change(self.pages.as_ref(), self.repair_hook.as_ref(), page, buf)
     }
 
     /// Drops the in-memory undo entry of `txn` with `lsn` (its page write did
@@ -623,6 +643,14 @@ impl TransactionRollbackManager {
             .fetch_add(done.len() as u64, Ordering::Relaxed);
         if let Some((txn, page, reason)) = first_blocked {
             self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+            self.sink.send(Failure::new(
+                Source::TransactionRollbackManager,
+                FailureKind::RollbackBlocked { txn, page },
+                format!(
+                    "the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); repair the page, then roll back again"
+                ),
+                self.clock.now_ns(),
+            ));
             return Err(Error::RollbackBlocked {
                 txn: txn.0,
                 page,
@@ -760,13 +788,12 @@ impl TransactionRollbackManager {
             self.victim_policy
         );
         tracing::warn!(%evidence, "deadlock");
-        if let Some(sink) = &self.sink {
-            sink.send(Failure::new(
-                FailureKind::Deadlock { victim: victim.0 },
-                evidence,
-                self.clock.now_ns(),
-            ));
-        }
+        self.sink.send(Failure::new(
+            Source::TransactionRollbackManager,
+            FailureKind::Deadlock { victim },
+            evidence,
+            self.clock.now_ns(),
+        ));
         Ok(Some(Deadlock { cycle, victim }))
     }
 
@@ -819,13 +846,13 @@ impl TransactionRollbackManager {
     /// Makes every journal record durable and covered by a durable
     /// synced-through mark, stops the journal's mark thread, and closes the
     /// manager. Active (and blocked) transactions are left in flight: the
-    /// next open rolls them back. Dropping the manager without `close` only
+    /// next build rolls them back. Dropping the manager without `stop` only
     /// stops the mark thread; what was not yet durable is then treated like
     /// a crash at the next open.
     ///
     /// # Errors
     /// [`Error::Poisoned`] when the journal cannot be made durable.
-    pub fn close(self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
         self.journal.close()
     }
 }

@@ -9,12 +9,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind, Lsn, PageId};
+use crate::types::{
+    Failure, FailureKind, FailureSink, Lsn, PageId, Source, DEFAULT_FAILURE_CAPACITY,
+};
 
 use super::apply::{apply_undo, PageLocks, UndoRef};
 use super::config::{JournalLocation, RollbackConfig};
 use super::journal::{
-    self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, Record,
+    self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, PoisonHook, Record,
 };
 use super::txns::{BlockedTxn, Counters, State, Status, Txn};
 use super::writer::PageWriter;
@@ -192,6 +194,21 @@ pub(super) fn open(
         // in a cache, and the abort record must not outlive it.
         pages.sync()?;
     }
+    let sink = cfg
+        .failure_sink
+        .clone()
+        .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+    let on_poison: PoisonHook = {
+        let (sink, clock) = (sink.clone(), cfg.clock.clone());
+        Arc::new(move |reason: &str| {
+            sink.send(Failure::new(
+                Source::TransactionRollbackManager,
+                FailureKind::JournalPoisoned,
+                format!("the undo journal refuses further work: {reason}; reopen it"),
+                clock.now_ns(),
+            ));
+        })
+    };
     let journal = Journal::open(
         storage,
         JournalConfig {
@@ -199,6 +216,7 @@ pub(super) fn open(
             buffer_bytes: cfg.buffer_bytes,
             sync_wait_timeout: cfg.sync_wait_timeout,
             idle_mark_delay: cfg.idle_mark_delay,
+            on_poison: Some(on_poison),
         },
         &scan,
     )?;
@@ -266,7 +284,7 @@ pub(super) fn open(
         duration: Duration::from_nanos(cfg.clock.now_ns().saturating_sub(start)),
     };
     drop(scan);
-    report_recovery(&cfg, &report);
+    report_recovery(&cfg, &sink, &report);
     Ok(TransactionRollbackManager {
         pages,
         journal,
@@ -276,7 +294,7 @@ pub(super) fn open(
         max_active: cfg.max_active_transactions,
         max_undo: cfg.max_undo_bytes_per_txn,
         clock: cfg.clock,
-        sink: cfg.failure_sink,
+        sink,
         repair_hook: cfg.repair_hook,
         counters: Counters {
             recovered: AtomicU64::new(report.rolled_back.len() as u64),
@@ -287,7 +305,7 @@ pub(super) fn open(
     })
 }
 
-fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
+fn report_recovery(cfg: &RollbackConfig, sink: &FailureSink, report: &RecoveryReport) {
     if !report.pages_replaced.is_empty() {
         tracing::warn!(
             entries = report.undo_entries_replaced,
@@ -307,7 +325,7 @@ fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
         blocked = report.blocked.len(),
         "transactions were in flight at the last crash"
     );
-    if let Some(sink) = &cfg.failure_sink {
+    {
         let mut evidence = format!(
             "{n} transactions were in flight at the last crash; {} were rolled back ({} undo entries, {} pages)",
             report.rolled_back.len(),
@@ -321,6 +339,17 @@ fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
             ));
         }
         for b in &report.blocked {
+            if let Some(&page) = b.pages.first() {
+                sink.send(Failure::new(
+                    Source::TransactionRollbackManager,
+                    FailureKind::RollbackBlocked { txn: b.txn, page },
+                    format!(
+                        "transaction {} was in flight at the last crash; its rollback is blocked by pages {:?} that fail verification ({}); repair them, then roll it back",
+                        b.txn, b.pages, b.reason
+                    ),
+                    cfg.clock.now_ns(),
+                ));
+            }
             evidence.push_str(&format!(
                 "; the rollback of transaction {} is blocked by pages {:?} that fail verification ({})",
                 b.txn, b.pages, b.reason
@@ -329,6 +358,7 @@ fn report_recovery(cfg: &RollbackConfig, report: &RecoveryReport) {
         // `count` is how many were rolled back; the evidence names the
         // blocked ones (their pages are reported by the detector too).
         sink.send(Failure::new(
+            Source::TransactionRollbackManager,
             FailureKind::InFlightAtCrash {
                 count: report.rolled_back.len() as u64,
             },

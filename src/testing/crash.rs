@@ -584,7 +584,7 @@ fn open_stamp(dir: &Path) -> Result<(Arc<FileStore>, TransactionRollbackManager)
     let store = stamp_store(dir)?;
     let mgr = RollbackConfig::new(dir.join("journal"))
         .segment_size_bytes(16 << 10)
-        .open(RawPages::shared(store.clone()))?;
+        .build(RawPages::shared(store.clone()))?;
     Ok((store, mgr))
 }
 
@@ -637,7 +637,7 @@ pub fn run_stamp_workload(dir: &Path, max_txns: u64) -> Result<()> {
         };
         log(txn, outcome)?;
     }
-    mgr.close()
+    mgr.stop()
 }
 
 /// What [`check_stamp_workload`] found.
@@ -735,7 +735,7 @@ pub fn check_stamp_workload(dir: &Path) -> std::result::Result<StampCheck, Strin
             expected(true)
         ));
     };
-    mgr.close().map_err(|e| format!("closing: {e}"))?;
+    mgr.stop().map_err(|e| format!("closing: {e}"))?;
     Ok(StampCheck {
         acked_commits: committed.len() as u64,
         acked_rollbacks: rollbacks,

@@ -15,6 +15,7 @@ use crate::types::{PageId, ReplicaId};
 
 /// Damage done to a page's bytes at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Damage {
     /// Flip one bit: byte `byte % page_size`, bit `bit % 8`.
     BitFlip {
@@ -51,6 +52,7 @@ impl Damage {
 
 /// What goes wrong with a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteFault {
     /// Only the first `new_bytes` bytes of the new page reach the medium; the
     /// rest keeps the old contents. The write reports success.
@@ -73,12 +75,16 @@ pub enum WriteFault {
 
 /// What goes wrong with a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadFault {
     /// The read fails with `EIO`.
     Eio,
     /// The read returns the page with one bit flipped (a transient fault on
     /// the path: the stored bytes are fine).
     TransientBitFlip,
+    /// The read panics (a bug in the host's store code): what a background
+    /// reader (the scrub thread) must survive and report.
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +286,7 @@ impl PageStore for FaultyStore {
                 .apply(buf);
                 Ok(())
             }
+            Some(ReadFault::Panic) => panic!("reading page {page} panicked (injected)"),
             None => self.inner.read_page(page, buf),
         }
     }

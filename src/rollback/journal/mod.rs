@@ -111,7 +111,7 @@
 //! when no batch follows an fsync within the idle delay
 //! ([`RollbackConfig::idle_mark_delay`](crate::RollbackConfig::idle_mark_delay),
 //! default 10 ms), the `selfheal-undo-mark` thread writes a mark and fsyncs
-//! it; [`close`](crate::TransactionRollbackManager::close) does the same, and
+//! it; [`stop`](crate::TransactionRollbackManager::stop) does the same, and
 //! an open covers what it read. Recovery takes `L`, the highest claim of any
 //! valid mark in any segment — also one found after a hole, since a mark is
 //! written only after the fsync it names — and at the first bad record,
@@ -252,4 +252,4 @@ pub use storage::{segment_file_name, DirStorage, JournalStorage};
 pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
-pub(crate) use writer::{Journal, JournalConfig};
+pub(crate) use writer::{Journal, JournalConfig, PoisonHook};

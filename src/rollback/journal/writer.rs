@@ -51,12 +51,28 @@ pub const TXN_ID_RESERVATION: u64 = 1 << 16;
 const MARKS_IN_FLIGHT_MAX: usize = 64;
 
 /// Sizes and limits of the writer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub(crate) struct JournalConfig {
     pub segment_size: u64,
     pub buffer_bytes: usize,
     pub sync_wait_timeout: Duration,
     pub idle_mark_delay: Duration,
+    /// Told once, with the reason, when the journal poisons itself.
+    pub on_poison: Option<PoisonHook>,
+}
+
+/// Called once when the journal poisons itself.
+pub(crate) type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for JournalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalConfig")
+            .field("segment_size", &self.segment_size)
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("sync_wait_timeout", &self.sync_wait_timeout)
+            .field("idle_mark_delay", &self.idle_mark_delay)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of the journal.
@@ -267,7 +283,7 @@ impl Journal {
                 core.push_mark(&mut g)?;
             }
         }
-        let marker = Marker::start(core.clone(), notices, cfg.idle_mark_delay)?;
+        let marker = Marker::start(core.clone(), notices, core.cfg.idle_mark_delay)?;
         Ok(Journal {
             core,
             marker: Mutex::new(marker),
@@ -441,8 +457,17 @@ impl Drop for Journal {
 impl Core {
     /// Poisons the journal (the mark thread died).
     pub(super) fn poison(&self, reason: String) {
-        self.inner.lock().poison.get_or_insert(reason);
-        self.poisoned.store(true, Ordering::Release);
+        self.inner.lock().poison.get_or_insert(reason.clone());
+        self.mark_poisoned(&reason);
+    }
+
+    /// Sets the poisoned flag; the first time, tells the hook.
+    fn mark_poisoned(&self, reason: &str) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            if let Some(hook) = &self.cfg.on_poison {
+                hook(reason);
+            }
+        }
     }
 
     fn poison_error(&self) -> Error {
@@ -704,8 +729,8 @@ impl Core {
                     let reason = e.to_string();
                     tracing::error!(%reason, "undo journal poisoned");
                     g.poison = Some(reason.clone());
-                    self.poisoned.store(true, Ordering::Release);
                     self.cv.notify_all();
+                    self.mark_poisoned(&reason);
                     return Err(poisoned_error(&reason));
                 }
             }

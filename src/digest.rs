@@ -1,4 +1,9 @@
-//! Range digests for anti-entropy.
+//! Range digests: how a replica and the local store compare a range of pages
+//! without shipping them, for anti-entropy.
+//!
+//! This is part of the host seam: a [`Replica`](crate::Replica) that computes
+//! [`range_digest`](crate::Replica::range_digest) where its data lives must
+//! compute exactly this function.
 //!
 //! Each page has a *leaf digest* ([`leaf_digest`]): the 64-bit value whose
 //! high half is [`page_crc`] of the page number and all but the last 4 bytes

@@ -1,0 +1,485 @@
+//! Repair tickets: how a repair takes a page, commits a verified copy, or gives it up.
+
+use super::*;
+
+/// A repair in progress, from [`CorruptionDetector::begin_repair`].
+///
+/// It borrows the detector that issued it, so it cannot outlive it. It ends
+/// in one of three ways: [`commit_repair`](CorruptionDetector::commit_repair)
+/// (or [`commit_repairs`](CorruptionDetector::commit_repairs)) writes a copy,
+/// [`abandon_repair`](CorruptionDetector::abandon_repair) declares the page
+/// irreparable, or the ticket is dropped — also while unwinding from a panic
+/// — which releases the page back to `Suspect` so that the next repair tries
+/// it (it is not reported again: it already was). A page therefore never
+/// stays `Repairing` after its repair is gone.
+#[must_use = "a dropped ticket ends the repair without a verdict: the page goes back to `Suspect`"]
+pub struct RepairTicket<'d> {
+    detector: &'d CorruptionDetector,
+    page: PageId,
+    epoch: u64,
+    open: bool,
+}
+
+impl RepairTicket<'_> {
+    /// The page being repaired.
+    #[must_use]
+    pub fn page(&self) -> PageId {
+        self.page
+    }
+
+    /// Marks the ticket as ended (its verdict was recorded), so that dropping
+    /// it releases nothing.
+    fn close(mut self) {
+        self.open = false;
+    }
+}
+
+impl fmt::Debug for RepairTicket<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepairTicket")
+            .field("page", &self.page)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RepairTicket<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        if self
+            .detector
+            .registry
+            .lock()
+            .release_repair(self.page, self.epoch)
+        {
+            tracing::warn!(page = %self.page, "a repair ended without a verdict; the page waits for repair again");
+        }
+    }
+}
+
+/// What one page of [`CorruptionDetector::commit_repairs`] came to: as for
+/// [`commit_repair`](CorruptionDetector::commit_repair), the ticket comes
+/// back with the error so that the caller can try another copy.
+pub type CommitResult<'d> = std::result::Result<Commit, (RepairTicket<'d>, Error)>;
+
+/// What [`CorruptionDetector::commit_repair`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// The copy was written, synced, re-read and verified.
+    Written,
+    /// The host rewrote the page after the repair began; nothing was written
+    /// (the host's newer page stands).
+    Superseded,
+}
+
+impl CorruptionDetector {
+    /// Starts a repair of a fenced page. `None` when the page is not waiting
+    /// for repair (not known corrupt, already repaired, or being repaired).
+    pub fn begin_repair(&self, page: PageId) -> Option<RepairTicket<'_>> {
+        let epoch = self.registry.lock().begin_repair(page)?;
+        Some(RepairTicket {
+            detector: self,
+            page,
+            epoch,
+            open: true,
+        })
+    }
+
+    /// Writes a repair copy: verifies it, and — unless the host rewrote the
+    /// page since the repair began — writes it, syncs, re-reads and
+    /// re-verifies, all with host writes to the page excluded.
+    ///
+    /// On `Ok` the ticket is finished (the page is `Repaired`, or the host's
+    /// newer page stands). On `Err` the ticket is handed back so that the
+    /// caller can try another copy or [`abandon_repair`](Self::abandon_repair).
+    ///
+    /// # Errors
+    /// The copy's verification error (nothing was written); the store's error;
+    /// a verification error of the re-read page (the write did not stick);
+    /// [`Error::InvalidArgument`] for a ticket of another detector.
+    pub fn commit_repair<'d>(&'d self, ticket: RepairTicket<'d>, copy: &[u8]) -> CommitResult<'d> {
+        if let Err(e) = self.owns(&ticket) {
+            return Err((ticket, e));
+        }
+        let page = ticket.page;
+        let mut issued = false;
+        let result = {
+            let _g = self.stripe(page);
+            if self.ticket_current(&ticket) {
+                let written = self
+                    .write_copy(page, copy, &mut issued)
+                    .and_then(|()| self.store.sync())
+                    .and_then(|()| self.check_written(page, copy));
+                match written {
+                    Ok(()) => Ok(self.finish_written(ticket)),
+                    Err(e) => Err((ticket, e)),
+                }
+            } else {
+                ticket.close();
+                Ok(Commit::Superseded)
+            }
+        };
+        if issued {
+            self.notify_written([page]);
+        }
+        result
+    }
+
+    /// Writes the repair copies of a batch of pages and makes them durable
+    /// with one [`sync`](PageStore::sync) of the store, with the promises of
+    /// [`commit_repair`](Self::commit_repair) for each page:
+    ///
+    /// 1. Per page, with host writes to it excluded and its epoch current:
+    ///    the copy is verified and written (not synced). A page the host
+    ///    rewrote since its repair began is `Superseded` and not written.
+    /// 2. One sync for every page written in step 1.
+    /// 3. Per page, with host writes to it excluded: if its epoch is still
+    ///    current (no host write since step 1), it is re-read and re-verified
+    ///    (it must hold exactly the copy) and only then marked `Repaired`. A
+    ///    host write between its repair write and the sync changed its epoch:
+    ///    the host's bytes stand and the page is `Superseded`. Consecutive
+    ///    pages are re-read together, up to 32 at a time with the write locks
+    ///    of all of them held, with one [`read_pages`](PageStore::read_pages).
+    ///
+    /// No page is marked repaired before the sync that covers it returned.
+    /// When the sync fails, every page written in step 1 fails with it (its
+    /// ticket comes back with the sync error; none is marked repaired).
+    ///
+    /// Returns one result per entry of `batch`, in its order.
+    pub fn commit_repairs<'d>(
+        &'d self,
+        batch: Vec<(RepairTicket<'d>, &[u8])>,
+    ) -> Vec<CommitResult<'d>> {
+        let mut results: Vec<Option<CommitResult<'d>>> = Vec::with_capacity(batch.len());
+        let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
+        let mut issued_pages: Vec<PageId> = Vec::new();
+        for (ticket, copy) in batch {
+            let i = results.len();
+            if let Err(e) = self.owns(&ticket) {
+                results.push(Some(Err((ticket, e))));
+                continue;
+            }
+            let _g = self.stripe(ticket.page);
+            if !self.ticket_current(&ticket) {
+                ticket.close();
+                results.push(Some(Ok(Commit::Superseded)));
+                continue;
+            }
+            let mut issued = false;
+            let r = self.write_copy(ticket.page, copy, &mut issued);
+            if issued {
+                issued_pages.push(ticket.page);
+            }
+            match r {
+                Ok(()) => {
+                    results.push(None);
+                    written.push((i, ticket, copy));
+                }
+                Err(e) => results.push(Some(Err((ticket, e)))),
+            }
+        }
+        // Told before the sync and re-read: the bytes changed already.
+        self.notify_written(issued_pages);
+        if !written.is_empty() {
+            let pages = written.len();
+            match self.store.sync() {
+                Err(e) => {
+                    for (i, ticket, _) in written {
+                        results[i] = Some(Err((ticket, batch_sync_error(&e, pages))));
+                    }
+                }
+                Ok(()) => {
+                    let mut run = Vec::new();
+                    for item in written {
+                        let follows = run.last().is_none_or(
+                            |(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
+                                t.page.0.checked_add(1) == Some(item.1.page.0)
+                            },
+                        );
+                        if !follows || run.len() == REREAD_RUN_PAGES {
+                            self.confirm_run(std::mem::take(&mut run), &mut results);
+                        }
+                        run.push(item);
+                    }
+                    self.confirm_run(run, &mut results);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every entry of the batch has a result"))
+            .collect()
+    }
+
+    /// Step 3 of a batch commit for a run of consecutive written pages: with
+    /// the stripe locks of all of them held (taken in ascending stripe order,
+    /// as every path that holds more than one takes them — a batch write,
+    /// a resize — so this cannot deadlock), re-reads the
+    /// run with one read and, per page whose epoch is still current, checks
+    /// the bytes and marks it repaired. Falls back to a read per page when
+    /// the run's read fails.
+    pub(super) fn confirm_run<'d>(
+        &'d self,
+        run: Vec<(usize, RepairTicket<'d>, &[u8])>,
+        results: &mut [Option<CommitResult<'d>>],
+    ) {
+        let Some(first) = run.first().map(|(_, t, _)| t.page) else {
+            return;
+        };
+        assert!(run.len() <= REREAD_RUN_PAGES);
+        let mut stripes: Vec<usize> = run
+            .iter()
+            .map(|(_, t, _)| (t.page.0 % LOCK_STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        debug_assert!(stripes.windows(2).all(|w| w[0] < w[1]), "distinct stripes");
+        let _guards: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let ps = self.store.page_size();
+        let mut back = vec![0u8; run.len() * ps];
+        let read = self.store.read_pages(first, &mut back);
+        for (k, (i, ticket, copy)) in run.into_iter().enumerate() {
+            let r = if !self.ticket_current(&ticket) {
+                ticket.close();
+                Ok(Commit::Superseded)
+            } else {
+                let checked = match &read {
+                    Ok(()) => self.check_back(ticket.page, copy, &back[k * ps..(k + 1) * ps]),
+                    Err(_) => self.check_written(ticket.page, copy),
+                };
+                match checked {
+                    Ok(()) => Ok(self.finish_written(ticket)),
+                    Err(e) => Err((ticket, e)),
+                }
+            };
+            results[i] = Some(r);
+        }
+    }
+
+    /// Refuses a ticket issued by another detector.
+    pub(super) fn owns(&self, ticket: &RepairTicket<'_>) -> Result<()> {
+        if std::ptr::eq(ticket.detector, self) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument {
+                what: "ticket",
+                reason: format!(
+                    "the repair ticket of page {} was issued by another detector; commit it there",
+                    ticket.page
+                ),
+            })
+        }
+    }
+
+    /// Whether the ticket may still write (no host write since it began).
+    /// Callers hold the page's stripe lock.
+    pub(super) fn ticket_current(&self, ticket: &RepairTicket<'_>) -> bool {
+        self.registry
+            .lock()
+            .repair_current(ticket.page, ticket.epoch)
+    }
+
+    /// Verifies and writes a repair copy (no sync); sets `issued` when the
+    /// write was issued to the store. The caller holds the page's stripe
+    /// lock and has checked the ticket.
+    pub(super) fn write_copy(&self, page: PageId, copy: &[u8], issued: &mut bool) -> Result<()> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            copy.len(),
+            self.store.page_size(),
+        )?;
+        self.verify_bytes(page, copy)?;
+        *issued = true;
+        self.store.write_page(page, copy)?;
+        self.note_sealed_here(page);
+        self.record_write_lsn(page, copy);
+        Ok(())
+    }
+
+    /// Re-reads a page after its repair write was synced and checks that it
+    /// verifies and holds exactly the copy. The caller holds the stripe lock.
+    pub(super) fn check_written(&self, page: PageId, copy: &[u8]) -> Result<()> {
+        let mut back = vec![0u8; copy.len()];
+        self.store.read_page(page, &mut back)?;
+        self.check_back(page, copy, &back)
+    }
+
+    /// Checks bytes re-read after a repair write: they verify and are exactly
+    /// the copy.
+    pub(super) fn check_back(&self, page: PageId, copy: &[u8], back: &[u8]) -> Result<()> {
+        self.verify_bytes(page, back)?;
+        if back != copy {
+            return Err(Error::Irreparable {
+                page,
+                reason: "the page read back differs from the copy written".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks a checked, synced repair as done. The caller holds the stripe
+    /// lock, so the epoch checked before cannot have changed.
+    pub(super) fn finish_written(&self, ticket: RepairTicket<'_>) -> Commit {
+        let done = self
+            .registry
+            .lock()
+            .finish_repair(ticket.page, ticket.epoch, true);
+        debug_assert!(done, "the epoch changed under the stripe lock");
+        ticket.close();
+        Commit::Written
+    }
+
+    /// Replaces a page that verifies with a newer copy, but only if the page
+    /// still holds exactly `expected` (the bytes the caller compared against):
+    /// the compare, write, sync, re-read and re-verify happen with host writes
+    /// to the page excluded, so a host write that landed after `expected` was
+    /// read is never overwritten. Returns `Ok(false)`, writing nothing, when
+    /// the page changed. Used by anti-entropy to adopt a replica's newer copy
+    /// of a page whose local copy is valid but older.
+    ///
+    /// # Errors
+    /// The copy's verification error (nothing was written); the store's
+    /// error; a verification error of the re-read page (the write did not
+    /// stick — the page is then recorded as corrupt and fenced).
+    pub fn replace_if_unchanged(&self, page: PageId, expected: &[u8], copy: &[u8]) -> Result<bool> {
+        check_page_args(
+            page,
+            self.store.page_count(),
+            copy.len(),
+            self.store.page_size(),
+        )?;
+        check_page_args(
+            page,
+            self.store.page_count(),
+            expected.len(),
+            self.store.page_size(),
+        )?;
+        self.verify_bytes(page, copy)?;
+        let (outcome, failure) = {
+            let _g = self.stripe(page);
+            let mut current = vec![0u8; copy.len()];
+            self.store.read_page(page, &mut current)?;
+            if current != expected {
+                return Ok(false);
+            }
+            let write = self.store.write_page(page, copy);
+            if write.is_ok() {
+                self.note_sealed_here(page);
+                self.record_write_lsn(page, copy);
+            }
+            let written = write
+                .and_then(|()| self.store.sync())
+                .and_then(|()| self.store.read_page(page, &mut current))
+                .and_then(|()| self.verify_bytes(page, &current));
+            // The page has new contents now, whatever happened: old fences
+            // and repairs in flight no longer apply.
+            self.registry.lock().on_host_write(page);
+            let verified = written.and_then(|()| {
+                if current == copy {
+                    Ok(())
+                } else {
+                    Err(Error::Irreparable {
+                        page,
+                        reason: "the page read back differs from the copy written".into(),
+                    })
+                }
+            });
+            match verified {
+                Ok(()) => (Ok(true), None),
+                // Recorded under the page's lock; reported after it is
+                // released (a failure callback may read pages of its stripe).
+                Err(e) => {
+                    let failure = self.note_corrupt(page, &e, Observer::Scrub).1;
+                    (Err(e), failure)
+                }
+            }
+        };
+        // Only a call that issued its write gets here.
+        self.notify_written([page]);
+        self.emit(failure);
+        outcome
+    }
+
+    /// Ends a repair without writing: the page becomes `Irreparable` (unless
+    /// the host rewrote it meanwhile) and stays fenced. Returns whether the
+    /// page was marked irreparable (`false` also for a ticket of another
+    /// detector, which is then released where it came from).
+    pub fn abandon_repair(&self, ticket: RepairTicket<'_>) -> bool {
+        if self.owns(&ticket).is_err() {
+            return false;
+        }
+        let marked = self
+            .registry
+            .lock()
+            .finish_repair(ticket.page, ticket.epoch, false);
+        ticket.close();
+        marked
+    }
+
+    /// Re-reads a fenced page and lifts the fence if it now verifies (the
+    /// fault was transient). Returns the verdict. A page that does not
+    /// verify and that the host now says is unallocated has nothing left to
+    /// repair: its entry is dropped and the verdict is
+    /// [`Verdict::Unallocated`].
+    ///
+    /// # Errors
+    /// The store's read error; [`Error::PageOutOfRange`] for a page past the
+    /// end.
+    pub fn recheck(&self, page: PageId) -> Result<Verdict> {
+        let mut buf = vec![0u8; self.store.page_size()];
+        let free = self.is_unallocated(page);
+        let _g = self.stripe(page);
+        let page_count = self.store.page_count();
+        if page.0 >= page_count {
+            return Err(Error::PageOutOfRange { page, page_count });
+        }
+        let read = self.store.read_page(page, &mut buf);
+        if free
+            && read
+                .as_ref()
+                .map_or(true, |()| self.verify_bytes(page, &buf).is_err())
+        {
+            self.registry.lock().on_freed(page);
+            self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
+            return Ok(Verdict::Unallocated);
+        }
+        read?;
+        match self.verify_bytes(page, &buf) {
+            Ok(()) => {
+                self.registry.lock().on_verified(page);
+                Ok(Verdict::Clean)
+            }
+            Err(error) => Ok(Verdict::Corrupt {
+                reported: false,
+                error,
+            }),
+        }
+    }
+}
+
+/// The error each page of a batch gets when the batch's sync failed: the
+/// store's error, kept as retryable or not as it was (an error is not `Clone`).
+fn batch_sync_error(e: &Error, pages: usize) -> Error {
+    match e {
+        Error::Host {
+            op,
+            retryable,
+            message,
+        } => Error::Host {
+            op,
+            retryable: *retryable,
+            message: format!("{message} (syncing a batch of {pages} repaired pages)"),
+        },
+        Error::Io { context, source } => Error::io(
+            format!("{context} (syncing a batch of {pages} repaired pages)"),
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        other => Error::io(
+            format!("syncing a batch of {pages} repaired pages"),
+            std::io::Error::other(other.to_string()),
+        ),
+    }
+}

@@ -1,0 +1,271 @@
+//! The scrub cursor file: where a full-mode scrub is in its pass, persisted
+//! so that a restarted process continues the pass instead of starting over.
+//!
+//! # Contract
+//!
+//! - A cursor only ever decides where a pass starts. A wrong one can make
+//!   one pass skip or repeat pages; it never makes a bad page verify.
+//! - The file is untrusted: it is read with a bound ([`FILE_LEN`] + 1 bytes
+//!   at most, whatever its size), framed and checksummed, and one that is
+//!   truncated, garbled, zeroed, too long or of a newer version is ignored
+//!   (the scrub starts at page 0) and reported once on the scrubber's
+//!   failure bus as [`FailureKind::ScrubCursorFailed`]. A missing file is
+//!   not a failure: it starts at page 0.
+//! - A cursor past the end of the store (the store shrank since it was
+//!   written) is clamped to the end: the interrupted pass is over, and the
+//!   next one starts at page 0.
+//! - A write that fails leaves the previous file intact; it is logged,
+//!   retried at the next persist, and reported once per episode (the
+//!   episode ends when a write succeeds again).
+//! - Error-only mode neither reads nor writes the cursor.
+//!
+//! # Format (all integers little-endian)
+//!
+//! The crate's frame (see `fsutil`) around a 24-byte payload; 48 bytes in
+//! all:
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! | 0      | 4    | magic `SHSC`                                            |
+//! | 4      | 4    | format version, 1                                       |
+//! | 8      | 8    | payload length, 24                                      |
+//! | 16     | 4    | CRC32 of the payload (bytes 24..48)                     |
+//! | 20     | 4    | CRC32 of bytes 0..20                                    |
+//! | 24     | 8    | next page to scan in the current pass                   |
+//! | 32     | 8    | pages in the current pass when the cursor was written   |
+//! | 40     | 8    | passes completed                                        |
+//!
+//! A decoder checks, in order: the header CRC, the magic, the version (a
+//! newer one is refused), the length against the file's size, the payload
+//! CRC, the payload's length (exactly 24), and `next ≤ pages in pass`.
+//!
+//! # When it is written, and what a crash leaves
+//!
+//! Every [`ScrubConfig::persist_every`](super::ScrubConfig::persist_every)
+//! of clock time while scanning, at the end of each pass (next page 0), on
+//! pause and on stop, and only when it changed since the last write. A
+//! write is the crate's crash-safe replace: `name.tmp` is written and
+//! fsynced, renamed over `name`, and the directory fsynced.
+//!
+//! - A crash while `name.tmp` is written or before its fsync: `name` is the
+//!   previous cursor; the stray `name.tmp` is overwritten by the next write.
+//! - A crash after the rename, before the directory fsync: either the old
+//!   or the new cursor, each complete.
+//!
+//! So at worst a restarted scrubber rescans the pages since the last write.
+//! Rescanning is harmless: a known corrupt page is not reported again within
+//! one process, and a restarted process starts with an empty registry, so
+//! reporting it once more is correct.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::{Phase, ScrubMode, Scrubber};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::types::{FailureKind, Source};
+
+const MAGIC: [u8; 4] = *b"SHSC";
+const VERSION: u32 = 1;
+const PAYLOAD_LEN: usize = 24;
+/// The size of a cursor file.
+pub(crate) const FILE_LEN: usize = fsutil::FRAME_HEADER_LEN + PAYLOAD_LEN;
+
+/// What a cursor file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    /// The next page to scan in the current pass.
+    pub(crate) next: u64,
+    /// Pages in the current pass when it was written.
+    pub(crate) total: u64,
+    /// Passes completed.
+    pub(crate) passes: u64,
+}
+
+/// Encodes a cursor file (frame included).
+pub(crate) fn encode(c: Cursor) -> Vec<u8> {
+    debug_assert!(c.next <= c.total, "{c:?}");
+    let mut payload = Vec::with_capacity(PAYLOAD_LEN);
+    payload.extend_from_slice(&c.next.to_le_bytes());
+    payload.extend_from_slice(&c.total.to_le_bytes());
+    payload.extend_from_slice(&c.passes.to_le_bytes());
+    let out = fsutil::encode_framed(MAGIC, VERSION, &payload);
+    debug_assert_eq!(out.len(), FILE_LEN);
+    out
+}
+
+/// Decodes the bytes of a cursor file read from `path` (named in errors).
+///
+/// # Errors
+/// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything but
+/// a well-formed version-1 cursor (see the module docs for the checks).
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Cursor> {
+    let (_, payload) = fsutil::decode_framed(path, bytes, MAGIC, VERSION)?;
+    if payload.len() != PAYLOAD_LEN {
+        return Err(Error::corrupt_file(
+            path,
+            fsutil::FRAME_HEADER_LEN as u64,
+            format!(
+                "cursor payload is {} bytes, expected {PAYLOAD_LEN}",
+                payload.len()
+            ),
+        ));
+    }
+    let word = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
+    let c = Cursor {
+        next: word(0),
+        total: word(8),
+        passes: word(16),
+    };
+    if c.next > c.total {
+        return Err(Error::corrupt_file(
+            path,
+            fsutil::FRAME_HEADER_LEN as u64,
+            format!("next page {} is past the pass's {} pages", c.next, c.total),
+        ));
+    }
+    Ok(c)
+}
+
+/// Reads the cursor at `path`: `None` when there is no file. Reads at most
+/// [`FILE_LEN`] + 1 bytes, so a huge file at the path costs nothing (and is
+/// refused as too long).
+///
+/// # Errors
+/// As [`decode`]; [`Error::NotRegularFile`] or [`Error::Io`] when the path
+/// cannot be read.
+pub(crate) fn load(path: &Path) -> Result<Option<Cursor>> {
+    let options = {
+        let mut o = fsutil::private_create_options();
+        o.read(true);
+        o
+    };
+    let file = match fsutil::open_regular(&options, path, "opening") {
+        Ok(f) => f,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::with_capacity(FILE_LEN + 1);
+    file.take(FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    decode(path, &bytes).map(Some)
+}
+
+impl Scrubber {
+    /// Positions a new full-mode scrubber where its cursor file says; a
+    /// cursor that cannot be read is reported and ignored.
+    pub(super) fn resume_from_cursor(&mut self, now: u64) {
+        debug_assert_eq!(self.mode, ScrubMode::Full);
+        let Some(path) = self.cursor_path.clone() else {
+            return;
+        };
+        let page_count = self.detector.store().page_count();
+        match load(&path) {
+            Ok(None) => {}
+            Ok(Some(c)) => {
+                // The store may have shrunk since the cursor was written: the
+                // interrupted pass then ends where the store ends now.
+                let next = c.next.min(page_count);
+                self.passes = c.passes;
+                self.persisted = Some(Cursor {
+                    next,
+                    total: page_count,
+                    passes: c.passes,
+                });
+                if next > 0 {
+                    // Continue the interrupted pass over the store as it is now.
+                    self.phase = Phase::Scanning;
+                    self.position = next;
+                    self.pass_total = page_count;
+                    self.pass_started_ns = now;
+                    tracing::info!(next, page_count, "scrub resumes from its cursor");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "scrub cursor unreadable; starting at page 0"
+                );
+                self.report_cursor(
+                    format!(
+                        "the scrub cursor {} could not be read ({error}); the scrub starts at page 0",
+                        path.display()
+                    ),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Writes the cursor if it changed (full mode with a cursor path only);
+    /// a failed write is reported once per episode and returned.
+    pub(super) fn persist_cursor_at(&mut self, now: u64) -> Result<()> {
+        self.last_persist_ns = now;
+        if self.mode != ScrubMode::Full {
+            return Ok(());
+        }
+        let Some(path) = &self.cursor_path else {
+            return Ok(());
+        };
+        let c = Cursor {
+            next: self.position,
+            total: self.pass_total,
+            passes: self.passes,
+        };
+        if self.persisted == Some(c) {
+            return Ok(());
+        }
+        match fsutil::atomic_write(path, &encode(c)) {
+            Ok(()) => {
+                self.persisted = Some(c);
+                self.cursor_failing = false;
+                Ok(())
+            }
+            Err(error) => {
+                if !self.cursor_failing {
+                    self.cursor_failing = true;
+                    let evidence = format!(
+                        "the scrub cursor {} could not be written ({error}); the previous one is intact, the scrub goes on and retries, and a restart rescans from the last cursor written",
+                        path.display()
+                    );
+                    self.report_cursor(evidence, now);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// [`persist_cursor_at`](Self::persist_cursor_at), logging a failure
+    /// (it is retried at the next persist).
+    pub(super) fn persist_logged(&mut self, now: u64) {
+        if let Err(error) = self.persist_cursor_at(now) {
+            tracing::warn!(%error, "could not persist the scrub cursor; will retry");
+        }
+    }
+
+    fn report_cursor(&self, evidence: String, now: u64) {
+        self.sink.report(
+            Source::Scrubber,
+            FailureKind::ScrubCursorFailed,
+            evidence,
+            now,
+        );
+    }
+
+    /// Writes the cursor file now (when one is configured, in full mode).
+    /// A failure is also reported on the failure bus, once until a write
+    /// succeeds again.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the step of the crash-safe write that failed (or
+    /// [`Error::NotRegularFile`] when something else is at the path); the
+    /// previous cursor file is then intact.
+    pub fn persist_cursor(&mut self) -> Result<()> {
+        let now = self.clock.now_ns();
+        self.persist_cursor_at(now)
+    }
+}
