@@ -356,27 +356,6 @@ impl FailureKind {
         }
     }
 
-    /// The kind's stable name (`snake_case`), as diagnosis rules match it
-    /// and reports print it.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        match self {
-            FailureKind::CorruptPage { .. } => "corrupt_page",
-            FailureKind::IrreparablePage { .. } => "irreparable_page",
-            FailureKind::Deadlock { .. } => "deadlock",
-            FailureKind::InFlightAtCrash { .. } => "in_flight_at_crash",
-            FailureKind::ComponentSuspect { .. } => "component_suspect",
-            FailureKind::ComponentDead { .. } => "component_dead",
-            FailureKind::ProcessGone { .. } => "process_gone",
-            FailureKind::HealthDegraded { .. } => "health_degraded",
-            FailureKind::HealthCritical { .. } => "health_critical",
-            FailureKind::PredictedFailure { .. } => "predicted_failure",
-            FailureKind::Anomaly { .. } => "anomaly",
-            FailureKind::ProbeFailed { .. } => "probe_failed",
-            FailureKind::WorkerDied { .. } => "worker_died",
-        }
-    }
-
     /// The default priority of this kind of failure.
     #[must_use]
     pub fn default_priority(&self) -> Priority {

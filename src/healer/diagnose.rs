@@ -43,6 +43,18 @@ impl Problem {
     pub const DEADLOCK: Problem = Problem::fixed("deadlock");
     /// Transactions were in flight when the process crashed.
     pub const CRASH_LOSERS: Problem = Problem::fixed("crash-losers");
+    /// A replica keeps failing (down, hung, or serving bad copies).
+    pub const REPLICA_FAILING: Problem = Problem::fixed("replica-failing");
+    /// A rollback waits for a page that fails verification.
+    pub const ROLLBACK_BLOCKED: Problem = Problem::fixed("rollback-blocked");
+    /// The undo journal refused further work after a failed fsync.
+    pub const JOURNAL_POISONED: Problem = Problem::fixed("journal-poisoned");
+    /// The previous run did not shut down cleanly.
+    pub const UNCLEAN_SHUTDOWN: Problem = Problem::fixed("unclean-shutdown");
+    /// A snapshot failed.
+    pub const SNAPSHOT_FAILED: Problem = Problem::fixed("snapshot-failed");
+    /// The scrub cursor could not be read or written.
+    pub const SCRUB_CURSOR_FAILED: Problem = Problem::fixed("scrub-cursor-failed");
     /// A component's heartbeats are late.
     pub const COMPONENT_SLOW: Problem = Problem::fixed("component-slow");
     /// A component stopped beating.
@@ -316,6 +328,42 @@ fn builtin_rules() -> Vec<Rule> {
             0.95,
         ),
         r(
+            "builtin.replica_failing",
+            "replica_failing",
+            Problem::REPLICA_FAILING,
+            0.9,
+        ),
+        r(
+            "builtin.rollback_blocked",
+            "rollback_blocked",
+            Problem::ROLLBACK_BLOCKED,
+            0.95,
+        ),
+        r(
+            "builtin.journal_poisoned",
+            "journal_poisoned",
+            Problem::JOURNAL_POISONED,
+            0.95,
+        ),
+        r(
+            "builtin.unclean_shutdown",
+            "unclean_shutdown",
+            Problem::UNCLEAN_SHUTDOWN,
+            0.9,
+        ),
+        r(
+            "builtin.snapshot_failed",
+            "snapshot_failed",
+            Problem::SNAPSHOT_FAILED,
+            0.8,
+        ),
+        r(
+            "builtin.scrub_cursor_failed",
+            "scrub_cursor_failed",
+            Problem::SCRUB_CURSOR_FAILED,
+            0.8,
+        ),
+        r(
             "builtin.component_suspect",
             "component_suspect",
             Problem::COMPONENT_SLOW,
@@ -428,15 +476,26 @@ fn builtin_rules() -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PageId;
+    use crate::types::{PageId, ReplicaId, Source, TxnId};
 
     fn every_kind() -> Vec<FailureKind> {
         let m: Arc<str> = Arc::from("repl_lag_s");
         vec![
             FailureKind::CorruptPage { page: PageId(1) },
             FailureKind::IrreparablePage { page: PageId(1) },
-            FailureKind::Deadlock { victim: 3 },
+            FailureKind::Deadlock { victim: TxnId(3) },
             FailureKind::InFlightAtCrash { count: 2 },
+            FailureKind::ReplicaFailing {
+                replica: ReplicaId::new("mirror"),
+            },
+            FailureKind::RollbackBlocked {
+                txn: TxnId(4),
+                page: PageId(2),
+            },
+            FailureKind::JournalPoisoned,
+            FailureKind::UncleanShutdown,
+            FailureKind::SnapshotFailed,
+            FailureKind::ScrubCursorFailed,
             FailureKind::ComponentSuspect {
                 component: m.clone(),
             },
@@ -457,7 +516,7 @@ mod tests {
     }
 
     fn diagnose(d: &Diagnoser, kind: FailureKind, evidence: &str) -> Diagnosis {
-        let f = Failure::new(kind, evidence, 0);
+        let f = Failure::new(Source::Host, kind, evidence, 0);
         d.diagnose(&Symptom {
             failure: &f,
             band: None,
@@ -539,6 +598,7 @@ mod tests {
             .band(Band::Critical)])
         .unwrap();
         let f = Failure::new(
+            Source::HealthMonitor,
             FailureKind::Anomaly {
                 metric: Arc::from("m"),
             },
