@@ -219,6 +219,15 @@ impl Breaker {
         }
     }
 
+    /// Gives back an attempt allowed by [`allow`](Self::allow) that was not
+    /// made after all (a half-open trial returns to the pool; a closed or
+    /// open breaker has nothing to give back).
+    pub fn release(&mut self) {
+        if let BreakerState::HalfOpen { permits_left, .. } = &mut self.state {
+            *permits_left = (*permits_left + 1).min(self.config.half_open_calls);
+        }
+    }
+
     /// Records the outcome of an allowed attempt.
     pub fn record(&mut self, succeeded: bool, now_ns: u64) {
         let threshold = self.config.failure_rate_threshold;

@@ -261,11 +261,23 @@ impl Diagnoser {
     /// # Errors
     /// [`Error::InvalidConfig`] for a rule with a bad confidence or no name.
     pub fn new(rules: Vec<Rule>) -> Result<Self> {
+        Self::with_builtins(rules, true)
+    }
+
+    /// The host's `rules`, followed by the built-in ones only when
+    /// `builtins`: a host that leaves them out has every symptom its rules
+    /// do not match diagnosed unknown (and escalated).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_builtins(rules: Vec<Rule>, builtins: bool) -> Result<Self> {
         for r in &rules {
             r.validate()?;
         }
         let mut all = rules;
-        all.extend(builtin_rules());
+        if builtins {
+            all.extend(builtin_rules());
+        }
         Ok(Diagnoser { rules: all })
     }
 

@@ -1,12 +1,40 @@
 //! `SelfHealer`: diagnose what is wrong, choose a remedy by what has worked
 //! before, act, verify, and learn — without ever making things worse.
+//!
+//! A host (or the recovery manager) hands each [`Failure`](crate::Failure)
+//! to [`SelfHealer::heal`], which returns a closed [`Incident`]: healed,
+//! escalated with one report, observed, or deferred by a cooldown. See
+//! [`heal`](mod@heal) for the loop and its safety rules, [`remedy`] for the
+//! contract of a remedy, [`builtin`] for the remedies wired to the
+//! library's components, and [`postmortem`] for the account of an incident.
+//!
+//! # Contract
+//! - An unknown symptom is escalated without acting.
+//! - A host action the host does not support is never planned.
+//! - Every action is verified by re-checking its target; with a health
+//!   monitor, an action that left health worse is undone where possible.
+//! - A remedy's circuit breaker, a target's cooldown and a component's
+//!   restart intensity are respected; beyond them the healer escalates.
 
 pub mod breaker;
+pub mod builtin;
+mod config;
 pub mod diagnose;
+pub mod heal;
+pub mod incident;
 pub mod learn;
 pub mod pacing;
+pub mod postmortem;
+pub mod remedy;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use config::{EscalationCallback, HealerConfig};
 pub use diagnose::{Diagnoser, Diagnosis, Problem, Rule, Symptom};
+pub use heal::SelfHealer;
+pub use incident::{
+    Attempt, AttemptOutcome, EscalationReport, Event, Incident, Outcome, SkipReason, Step,
+};
 pub use learn::{Learner, Tally};
 pub use pacing::{Backoff, Cooldowns, RestartIntensity};
+pub use postmortem::{default_rto, Postmortem, PostmortemAction, PostmortemEvent};
+pub use remedy::{Applied, Case, Remedy, RemedyContext, SnapshotTaker, Verified};

@@ -109,6 +109,11 @@ impl RestartIntensity {
         self.recent.len()
     }
 
+    /// Whether a restart may happen now, without counting one.
+    pub fn would_permit(&mut self, now_ns: u64) -> bool {
+        self.recent(now_ns) < self.max_restarts as usize
+    }
+
     /// Whether a restart may happen now; if so it is counted.
     pub fn permit(&mut self, now_ns: u64) -> bool {
         if self.recent(now_ns) >= self.max_restarts as usize {

@@ -1,0 +1,218 @@
+//! Remedies for pages: repair from replicas, restore one page from the
+//! snapshot head, and an error-only rescan.
+//!
+//! Each writes through the detector's repair path (a ticket, a verified
+//! copy, a re-read), so none can overwrite a page the host rewrote while it
+//! ran, and none writes bytes that do not verify. Each verifies by
+//! re-reading the page through [`CorruptionDetector::recheck`].
+
+use std::sync::Arc;
+
+use crate::corruption::{CorruptionDetector, PageState, Verdict};
+use crate::error::{Error, Result};
+use crate::healer::diagnose::Problem;
+use crate::healer::remedy::{Applied, Case, Remedy, RemedyContext, Verified};
+use crate::host::PageSource;
+use crate::repair::RepairOutcome;
+use crate::types::{PageId, Target};
+
+/// The page a case is about.
+pub(super) fn page_of(case: &Case<'_>) -> Result<PageId> {
+    match case.target() {
+        Target::Page(p) => Ok(*p),
+        other => Err(Error::InvalidArgument {
+            what: "target",
+            reason: format!("{other} is not a page; this remedy treats pages"),
+        }),
+    }
+}
+
+/// Re-reads `page` and says whether it verifies now.
+pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified> {
+    Ok(match det.recheck(page)? {
+        Verdict::Clean | Verdict::Transient => {
+            Verified::healed(format!("page {page} re-read and verified"))
+        }
+        Verdict::Unallocated => Verified::healed(format!(
+            "page {page} is unallocated: nothing left to repair"
+        )),
+        Verdict::Corrupt { error, .. } => {
+            Verified::not_healed(format!("page {page} still fails verification: {error}"))
+        }
+    })
+}
+
+/// Repairs the page from the replicas' verified copies
+/// ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page); its
+/// fallback sources too, if the host registered any).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RepairFromReplicas;
+
+impl Remedy for RepairFromReplicas {
+    fn name(&self) -> &str {
+        "repair-from-replicas"
+    }
+
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == Problem::CORRUPT_PAGE || *problem == Problem::IRREPARABLE_PAGE
+    }
+
+    fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
+        let page = page_of(case)?;
+        let report = ctx.need_repairer()?.repair_page(page)?;
+        let tried = report
+            .attempts
+            .iter()
+            .map(|a| format!("{:?}: {:?}", a.source, a.result))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match report.outcome {
+            RepairOutcome::Repaired { source } => Ok(Applied::new(format!(
+                "page {page} written from {source:?} ({} bytes fetched)",
+                report.bytes_fetched
+            ))),
+            RepairOutcome::Superseded => Ok(Applied::new(format!(
+                "the host rewrote page {page} during the repair; its write stands"
+            ))),
+            RepairOutcome::NotNeeded => Ok(Applied::new(format!(
+                "page {page} was not waiting for repair"
+            ))),
+            RepairOutcome::Irreparable { reason } => Err(Error::Irreparable { page, reason }),
+            RepairOutcome::InProgress => Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!("another repair of page {page} is under way; tried: {tried}"),
+            }),
+        }
+    }
+
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
+        recheck(ctx.need_detector()?, page_of(case)?)
+    }
+}
+
+/// Restores one page from the snapshot head
+/// ([`StateSnapshotManager::page_source`](crate::StateSnapshotManager::page_source)),
+/// only when the head vouches that its copy is not stale (see
+/// [the restore point](crate::snapshot#the-restore-point-and-single-page-reads)),
+/// through the detector's repair path: the copy is verified before it is
+/// written and re-read after.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RestorePageFromSnapshot;
+
+impl Remedy for RestorePageFromSnapshot {
+    fn name(&self) -> &str {
+        "restore-page-from-snapshot"
+    }
+
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == Problem::CORRUPT_PAGE || *problem == Problem::IRREPARABLE_PAGE
+    }
+
+    fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
+        let page = page_of(case)?;
+        let det = ctx.need_detector()?;
+        let source = ctx.need_snapshots()?.page_source();
+        let Some(ticket) = det.begin_repair(page) else {
+            return match det.page_state(page) {
+                Some(PageState::Repairing) => Err(Error::InvalidArgument {
+                    what: "page",
+                    reason: format!("another repair of page {page} is under way"),
+                }),
+                _ => Ok(Applied::new(format!(
+                    "page {page} was not waiting for repair"
+                ))),
+            };
+        };
+        let mut buf = vec![0u8; det.store().page_size()];
+        let floor = det.last_written_lsn(page);
+        // A copy the head cannot vouch for, or one that does not verify, is
+        // never written; the dropped ticket puts the page back to wait.
+        if !source.read_page(page, floor, &mut buf)? {
+            return Err(Error::Irreparable {
+                page,
+                reason: format!(
+                    "{} holds no copy it can vouch for (needed LSN {floor:?})",
+                    source.name()
+                ),
+            });
+        }
+        det.verify(page, &buf)?;
+        match det.commit_repair(ticket, &buf) {
+            Ok(commit) => Ok(Applied::new(format!(
+                "page {page} restored from {} ({commit:?})",
+                source.name()
+            ))),
+            Err((_ticket, e)) => Err(e),
+        }
+    }
+
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
+        recheck(ctx.need_detector()?, page_of(case)?)
+    }
+}
+
+/// An error-only scrub of the target: re-reads the page (or, for any other
+/// target, every page the detector knows to be bad) and lifts the fence of
+/// what now verifies — a transient fault, or a page repaired behind the
+/// detector's back. Writes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rescan;
+
+impl Rescan {
+    fn pages(det: &Arc<CorruptionDetector>, case: &Case<'_>) -> Vec<PageId> {
+        match case.target() {
+            Target::Page(p) => vec![*p],
+            _ => {
+                let mut v = det.pages_in(PageState::Suspect);
+                v.extend(det.pages_in(PageState::Irreparable));
+                v.sort_unstable();
+                v
+            }
+        }
+    }
+}
+
+impl Remedy for Rescan {
+    fn name(&self) -> &str {
+        "rescan"
+    }
+
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == Problem::CORRUPT_PAGE
+            || *problem == Problem::IRREPARABLE_PAGE
+            || *problem == Problem::RISING_ERRORS
+    }
+
+    fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
+        let det = ctx.need_detector()?;
+        let pages = Self::pages(det, case);
+        let mut clean = 0usize;
+        for &p in &pages {
+            if matches!(
+                det.recheck(p)?,
+                Verdict::Clean | Verdict::Transient | Verdict::Unallocated
+            ) {
+                clean += 1;
+            }
+        }
+        Ok(Applied::new(format!(
+            "rescanned {} page(s); {clean} verified",
+            pages.len()
+        )))
+    }
+
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
+        let det = ctx.need_detector()?;
+        match case.target() {
+            Target::Page(p) => recheck(det, *p),
+            _ => {
+                let bad = Self::pages(det, case);
+                Ok(if bad.is_empty() {
+                    Verified::healed("no page is known bad")
+                } else {
+                    Verified::not_healed(format!("{} page(s) still fail verification", bad.len()))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! [`HealerConfig`]: the rules, remedies and safety limits of a
+//! [`SelfHealer`], validated when it is built.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::AuditLog;
+use crate::error::{Error, Result};
+
+use super::breaker::BreakerConfig;
+use super::builtin;
+use super::diagnose::{Problem, Rule};
+use super::heal::SelfHealer;
+use super::incident::EscalationReport;
+use super::learn::MAX_NAME_LEN;
+use super::pacing::{Backoff, RestartIntensity};
+use super::remedy::{Remedy, RemedyContext};
+
+/// Called with the one report of an escalated incident, on the thread that
+/// called [`SelfHealer::heal`]. It should hand the report on (page a
+/// person, open a ticket) and return; it must not call back into the
+/// healer.
+pub type EscalationCallback = Arc<dyn Fn(&EscalationReport) + Send + Sync>;
+
+/// Configuration of a [`SelfHealer`]. Every setter documents its default.
+#[must_use]
+pub struct HealerConfig {
+    pub(super) rules: Vec<Rule>,
+    pub(super) host_remedies: Vec<Arc<dyn Remedy>>,
+    pub(super) builtins: bool,
+    pub(super) builtin_rules: bool,
+    pub(super) cold_start: HashMap<Problem, Vec<String>>,
+    pub(super) seed: u64,
+    pub(super) learned_path: Option<PathBuf>,
+    pub(super) memory: u32,
+    pub(super) breaker: BreakerConfig,
+    pub(super) backoff_base: Duration,
+    pub(super) backoff_cap: Duration,
+    pub(super) cooldown: Duration,
+    pub(super) max_restarts: u32,
+    pub(super) restart_period: Duration,
+    pub(super) max_attempts: usize,
+    pub(super) health_tolerance: f64,
+    pub(super) audit: Option<Arc<AuditLog>>,
+    pub(super) on_escalation: Option<EscalationCallback>,
+    pub(super) observe_only: bool,
+}
+
+impl fmt::Debug for HealerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealerConfig")
+            .field("rules", &self.rules.len())
+            .field("host_remedies", &self.host_remedies)
+            .field("builtins", &self.builtins)
+            .field("seed", &self.seed)
+            .field("learned_path", &self.learned_path)
+            .field("max_attempts", &self.max_attempts)
+            .field("observe_only", &self.observe_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HealerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealerConfig {
+    /// Defaults: the built-in rules and remedies, seed 0, learned records
+    /// kept in memory only (about 100 observations each), resilience4j's
+    /// breaker defaults, backoff from 100 ms to 10 s, a 10 s cooldown per
+    /// target, at most 3 restarts of a component in 5 min, at most 4
+    /// attempts per incident, no health tolerance, no audit log, no
+    /// escalation callback, acting (not observe-only).
+    pub fn new() -> Self {
+        HealerConfig {
+            rules: Vec::new(),
+            host_remedies: Vec::new(),
+            builtins: true,
+            builtin_rules: true,
+            cold_start: HashMap::new(),
+            seed: 0,
+            learned_path: None,
+            memory: 100,
+            breaker: BreakerConfig::new(),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(10),
+            cooldown: Duration::from_secs(10),
+            max_restarts: 3,
+            restart_period: Duration::from_secs(300),
+            max_attempts: 4,
+            health_tolerance: 0.0,
+            audit: None,
+            on_escalation: None,
+            observe_only: false,
+        }
+    }
+
+    /// Adds a diagnosis rule; host rules are tried before the built-ins.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Leaves out the built-in diagnosis rules (default: included): only
+    /// the host's rules diagnose, and a symptom none of them matches is
+    /// escalated without acting.
+    pub fn without_builtin_rules(mut self) -> Self {
+        self.builtin_rules = false;
+        self
+    }
+
+    /// Registers a host remedy; host remedies come before the built-ins in
+    /// the default cold-start order. Names must be unique.
+    pub fn remedy(mut self, remedy: Arc<dyn Remedy>) -> Self {
+        self.host_remedies.push(remedy);
+        self
+    }
+
+    /// Leaves out the built-in remedies (default: included).
+    pub fn without_builtins(mut self) -> Self {
+        self.builtins = false;
+        self
+    }
+
+    /// The cold-start order for `problem`: these remedies first, in this
+    /// order, then the others that apply in registration order (default:
+    /// registration order).
+    pub fn cold_start_order(mut self, problem: Problem, remedies: &[&str]) -> Self {
+        self.cold_start
+            .insert(problem, remedies.iter().map(|s| (*s).to_string()).collect());
+        self
+    }
+
+    /// The seed of the random draws (Thompson sampling, jitter); default 0.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Where the learned records are kept across restarts (default: in
+    /// memory only). A damaged file is a warning and a cold start, never an
+    /// error (see [`SelfHealer::load_warning`]).
+    pub fn learned_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.learned_path = Some(path.into());
+        self
+    }
+
+    /// About how many observations a record keeps before old ones weigh
+    /// half (default 100; at least 2).
+    pub fn learner_memory(mut self, observations: u32) -> Self {
+        self.memory = observations;
+        self
+    }
+
+    /// The circuit breaker of each remedy (default: resilience4j's).
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Exponential backoff with full jitter between attempts: the wait
+    /// before the n-th retry is uniform in `0 ..= min(cap, base·2ⁿ)`
+    /// (default 100 ms to 10 s).
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_cap = cap;
+        self
+    }
+
+    /// Quiet time per target after an action (default 10 s): a failure
+    /// about that target handed in earlier is deferred.
+    pub fn cooldown(mut self, quiet: Duration) -> Self {
+        self.cooldown = quiet;
+        self
+    }
+
+    /// At most `max_restarts` restarts of one component within `period`
+    /// (default 3 in 5 min); beyond it the healer escalates instead.
+    pub fn restart_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.max_restarts = max_restarts;
+        self.restart_period = period;
+        self
+    }
+
+    /// Remedies executed per incident at most (default 4; at least 1).
+    pub fn max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// How many score points (0–100) health may drop after a remedy before
+    /// it counts as worse and is undone (default 0: any drop, or a worse
+    /// band).
+    pub fn health_tolerance(mut self, points: f64) -> Self {
+        self.health_tolerance = points;
+        self
+    }
+
+    /// Appends every decision and action to `log` (default: none). A log
+    /// that cannot be written never stops healing: the error is logged.
+    pub fn audit(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Called with the report of each escalated incident (default: none;
+    /// the report is in the returned [`Incident`](super::Incident) either way).
+    pub fn on_escalation(mut self, callback: EscalationCallback) -> Self {
+        self.on_escalation = Some(callback);
+        self
+    }
+
+    /// Diagnose and plan but change nothing (default: `false`).
+    pub fn observe_only(mut self, yes: bool) -> Self {
+        self.observe_only = yes;
+        self
+    }
+
+    /// Builds the healer over `ctx`, loading the learned records.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad rule, a remedy name that is empty,
+    /// longer than 128 bytes or given twice, a cold-start order naming an
+    /// unknown remedy, a bad breaker, backoff or restart intensity, zero
+    /// attempts, or a negative or non-finite health tolerance.
+    pub fn build(self, ctx: RemedyContext) -> Result<SelfHealer> {
+        let mut remedies = self.host_remedies.clone();
+        if self.builtins {
+            remedies.extend(builtin::defaults());
+        }
+        let mut names = HashSet::new();
+        for r in &remedies {
+            let n = r.name();
+            if n.is_empty() || n.len() > MAX_NAME_LEN {
+                return Err(Error::config(
+                    "remedy",
+                    format!("remedy name {n:?} must have 1 to {MAX_NAME_LEN} bytes"),
+                ));
+            }
+            if !names.insert(n.to_string()) {
+                return Err(Error::config(
+                    "remedy",
+                    format!("two remedies are named {n:?}; names must be unique"),
+                ));
+            }
+        }
+        for (problem, order) in &self.cold_start {
+            if let Some(unknown) = order.iter().find(|n| !names.contains(*n)) {
+                return Err(Error::config(
+                    "cold_start_order",
+                    format!("the order for {problem} names {unknown:?}, which no registered remedy is called"),
+                ));
+            }
+        }
+        self.breaker.validate()?;
+        Backoff::new(self.backoff_base, self.backoff_cap)?;
+        RestartIntensity::new(self.max_restarts, self.restart_period)?;
+        if self.max_attempts == 0 {
+            return Err(Error::config(
+                "max_attempts",
+                "is 0; allow at least one attempt per incident",
+            ));
+        }
+        if !(self.health_tolerance.is_finite() && self.health_tolerance >= 0.0) {
+            return Err(Error::config(
+                "health_tolerance",
+                format!(
+                    "is {}; it must be a finite number of points, 0 or more",
+                    self.health_tolerance
+                ),
+            ));
+        }
+        SelfHealer::new(self, remedies, ctx)
+    }
+}

@@ -1,0 +1,631 @@
+//! [`SelfHealer::heal`]: diagnose → choose → act → verify → learn, one
+//! failure at a time, synchronously, on the caller's thread.
+//!
+//! # The loop
+//! 1. **Diagnose** the failure with the rules. An unknown symptom is
+//!    escalated at once: nothing is guessed, nothing is done.
+//! 2. **Cooldown.** A target acted on within the cooldown is not touched:
+//!    the incident is [`Deferred`](Outcome::Deferred) with the time it may
+//!    be handed in again.
+//! 3. **Choose.** The remedies that apply — never one whose host action the
+//!    host does not support — ranked by Thompson sampling over their learned
+//!    records; with no record, the cold-start order.
+//! 4. **Act** on each in turn, at most `max_attempts`, skipping a remedy
+//!    whose breaker is open, a restart past the component's restart
+//!    intensity, and a risky remedy whose snapshot before it failed. Before
+//!    every attempt after the first, the healer waits a backoff with full
+//!    jitter on its [`Clock`](crate::Clock) (a
+//!    [`ManualClock`](crate::ManualClock) does not sleep).
+//! 5. **Verify**: the remedy re-checks its target, and — with a health
+//!    monitor — health is sampled before and after: a remedy after which
+//!    the score dropped (beyond the tolerance) or the band worsened is
+//!    undone where it can be, and counts as failed.
+//! 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
+//!    its learned record, which is saved (crash-safely) when a path is
+//!    configured.
+//! 7. **Escalate** when nothing healed it: one [`EscalationReport`] with the
+//!    problem, every remedy considered, each outcome and its evidence, to
+//!    the callback and in the incident.
+//!
+//! No lock is held while a remedy runs or while the healer waits, so one
+//! healer may serve several threads; decisions (breakers, cooldowns,
+//! restart counts, the learner) are taken under one short lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::audit::{AuditEntry, AuditLog, EntryKind};
+use crate::error::Result;
+use crate::health::Band;
+use crate::host::HostAction;
+use crate::types::{Failure, Target};
+
+use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::config::{EscalationCallback, HealerConfig};
+use super::diagnose::{Diagnoser, Diagnosis, Problem, Symptom};
+use super::incident::{
+    Attempt, AttemptOutcome, EscalationReport, Incident, Outcome, SkipReason, Step,
+};
+use super::learn::{Learner, Tally};
+use super::pacing::{Backoff, Cooldowns, RestartIntensity};
+use super::remedy::{Case, Remedy, RemedyContext};
+
+/// Most targets whose restarts are counted at once.
+const MAX_RESTART_TARGETS: usize = 4_096;
+/// Most targets whose cooldown is remembered at once.
+const MAX_COOLDOWN_TARGETS: usize = 65_536;
+/// Longest audit text written (the log's own limit is 64 KiB).
+const AUDIT_TEXT_MAX: usize = 16 * 1_024;
+
+struct State {
+    learner: Learner,
+    breakers: HashMap<String, Breaker>,
+    cooldowns: Cooldowns<Target>,
+    restarts: HashMap<Target, RestartIntensity>,
+    rng: StdRng,
+}
+
+/// The self-healing loop (see the module docs). Built with
+/// [`HealerConfig::build`].
+pub struct SelfHealer {
+    ctx: RemedyContext,
+    diagnoser: Diagnoser,
+    remedies: Vec<Arc<dyn Remedy>>,
+    cold_start: HashMap<Problem, Vec<String>>,
+    backoff: Backoff,
+    breaker: BreakerConfig,
+    max_restarts: u32,
+    restart_period: Duration,
+    max_attempts: usize,
+    tolerance: f64,
+    audit: Option<Arc<AuditLog>>,
+    on_escalation: Option<EscalationCallback>,
+    observe_only: bool,
+    learned_path: Option<PathBuf>,
+    load_warning: Option<String>,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for SelfHealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SelfHealer")
+            .field("remedies", &self.remedy_names())
+            .field("ctx", &self.ctx)
+            .field("observe_only", &self.observe_only)
+            .field("learned_path", &self.learned_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Health as sampled around an attempt.
+#[derive(Clone, Copy, Debug)]
+struct Health {
+    score: Option<f64>,
+    band: Band,
+}
+
+impl SelfHealer {
+    pub(super) fn new(
+        cfg: HealerConfig,
+        remedies: Vec<Arc<dyn Remedy>>,
+        ctx: RemedyContext,
+    ) -> Result<SelfHealer> {
+        let diagnoser = Diagnoser::with_builtins(cfg.rules, cfg.builtin_rules)?;
+        let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap)?;
+        let (learner, load_warning) = match &cfg.learned_path {
+            Some(path) => {
+                let (l, warning) = Learner::load(path, cfg.seed, cfg.memory);
+                (l, warning.map(|e| e.to_string()))
+            }
+            None => (Learner::new(cfg.seed, cfg.memory), None),
+        };
+        Ok(SelfHealer {
+            ctx,
+            diagnoser,
+            remedies,
+            cold_start: cfg.cold_start,
+            backoff,
+            breaker: cfg.breaker,
+            max_restarts: cfg.max_restarts,
+            restart_period: cfg.restart_period,
+            max_attempts: cfg.max_attempts,
+            tolerance: cfg.health_tolerance,
+            audit: cfg.audit,
+            on_escalation: cfg.on_escalation,
+            observe_only: cfg.observe_only,
+            learned_path: cfg.learned_path,
+            load_warning,
+            next_id: AtomicU64::new(1),
+            state: Mutex::new(State {
+                learner,
+                breakers: HashMap::new(),
+                cooldowns: Cooldowns::new(cfg.cooldown, MAX_COOLDOWN_TARGETS),
+                restarts: HashMap::new(),
+                rng: StdRng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15),
+            }),
+        })
+    }
+
+    /// The context its remedies act through.
+    #[must_use]
+    pub fn context(&self) -> &RemedyContext {
+        &self.ctx
+    }
+
+    /// The registered remedies' names, in registration order.
+    #[must_use]
+    pub fn remedy_names(&self) -> Vec<String> {
+        self.remedies.iter().map(|r| r.name().to_string()).collect()
+    }
+
+    /// Why the learned records could not be loaded at build (the healer
+    /// then started from the cold-start order), if they could not.
+    #[must_use]
+    pub fn load_warning(&self) -> Option<&str> {
+        self.load_warning.as_deref()
+    }
+
+    /// The learned record of `remedy` on `problem`.
+    #[must_use]
+    pub fn tally(&self, problem: &Problem, remedy: &str) -> Tally {
+        self.state.lock().learner.tally(problem.as_str(), remedy)
+    }
+
+    /// The state of `remedy`'s breaker (`Closed` for one never tried).
+    #[must_use]
+    pub fn breaker_state(&self, remedy: &str) -> BreakerState {
+        self.state
+            .lock()
+            .breakers
+            .get(remedy)
+            .map_or(BreakerState::Closed, Breaker::state)
+    }
+
+    /// Diagnoses `failure` (with the current band of its metric, when a
+    /// health monitor has sampled it).
+    #[must_use]
+    pub fn diagnose(&self, failure: &Failure) -> Diagnosis {
+        let band = match (failure.target(), self.ctx.health_ref()) {
+            (Target::Metric(m), Some(h)) => h
+                .latest()
+                .and_then(|s| s.metric(&m).map(|x| x.band)),
+            _ => None,
+        };
+        self.diagnoser.diagnose(&Symptom { failure, band })
+    }
+
+    /// The remedies that may be planned for `problem`, in cold-start order,
+    /// and those left out because the host does not support their action.
+    fn candidates(&self, problem: &Problem) -> (Vec<Arc<dyn Remedy>>, Vec<(String, HostAction)>) {
+        let mut unsupported = Vec::new();
+        let mut apply: Vec<Arc<dyn Remedy>> = Vec::new();
+        for r in &self.remedies {
+            if !r.applies_to(problem) {
+                continue;
+            }
+            match r.host_action() {
+                Some(a) if !self.ctx.supports(a) => unsupported.push((r.name().to_string(), a)),
+                _ => apply.push(r.clone()),
+            }
+        }
+        if let Some(order) = self.cold_start.get(problem) {
+            let pos = |r: &Arc<dyn Remedy>| {
+                order
+                    .iter()
+                    .position(|n| n == r.name())
+                    .unwrap_or(order.len())
+            };
+            // Stable: remedies not named keep registration order after.
+            apply.sort_by_key(pos);
+        }
+        (apply, unsupported)
+    }
+
+    /// Heals one failure (see the module docs) and returns its incident,
+    /// closed.
+    pub fn heal(&self, failure: Failure) -> Incident {
+        let clock = self.ctx.clock_ref().clone();
+        let now = clock.now_ns();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let diagnosis = self.diagnose(&failure);
+        let mut inc = Incident {
+            id,
+            target: failure.target(),
+            priority: failure.priority,
+            failures: vec![failure.clone()],
+            diagnosis: diagnosis.clone(),
+            timeline: Vec::new(),
+            attempts: Vec::new(),
+            outcome: Outcome::Escalated,
+            escalation: None,
+        };
+        inc.push(failure.detected_at_ns, Step::Detected, failure.to_string());
+        self.audit(&inc, EntryKind::Detected, failure.to_string());
+        inc.push(now, Step::Started, "the healer took the incident");
+        let diag_text = match &diagnosis.rule {
+            Some(rule) => format!(
+                "{} (confidence {:.2}, rule {rule})",
+                diagnosis.problem, diagnosis.confidence
+            ),
+            None => "unknown: no rule matches the symptom".to_string(),
+        };
+        inc.push(now, Step::Diagnosed, diag_text.clone());
+        self.audit(&inc, EntryKind::Diagnosed, diag_text);
+        let case = Case {
+            diagnosis: &diagnosis,
+            failure: &failure,
+        };
+        if diagnosis.is_unknown() {
+            self.escalate(&mut inc, "the symptom matches no diagnosis rule; nothing was done");
+            return inc;
+        }
+        let until = self.state.lock().cooldowns.ready_at(&inc.target, now);
+        if let Some(until_ns) = until {
+            let text = format!(
+                "{} was acted on recently; deferred until its cooldown ends at {until_ns} ns",
+                inc.target
+            );
+            self.audit(&inc, EntryKind::Decided, text.clone());
+            inc.outcome = Outcome::Deferred { until_ns };
+            inc.push(now, Step::Closed, text);
+            return inc;
+        }
+        let (apply, unsupported) = self.candidates(&diagnosis.problem);
+        let names: Vec<&str> = apply.iter().map(|r| r.name()).collect();
+        let order = self
+            .state
+            .lock()
+            .learner
+            .rank(diagnosis.problem.as_str(), &names);
+        let ranked: Vec<Arc<dyn Remedy>> = order.iter().map(|&i| apply[i].clone()).collect();
+        let mut plan = format!(
+            "plan: {}",
+            if ranked.is_empty() {
+                "no remedy applies".to_string()
+            } else {
+                ranked.iter().map(|r| r.name()).collect::<Vec<_>>().join(" → ")
+            }
+        );
+        for (name, action) in &unsupported {
+            plan.push_str(&format!(
+                "; {name} not planned: the host does not support {action}"
+            ));
+        }
+        inc.push(clock.now_ns(), Step::Planned, plan.clone());
+        self.audit(&inc, EntryKind::Decided, plan);
+        if self.observe_only {
+            inc.outcome = Outcome::Observed;
+            inc.push(clock.now_ns(), Step::Closed, "observe only: nothing was changed");
+            self.audit(&inc, EntryKind::Closed, "observed".to_string());
+            return inc;
+        }
+        if ranked.is_empty() {
+            self.escalate(&mut inc, "no remedy applies to the problem");
+            return inc;
+        }
+        let mut executed = 0usize;
+        for remedy in ranked {
+            if executed >= self.max_attempts {
+                break;
+            }
+            if let Some(remedy_name) = self.attempt(&mut inc, &case, &remedy, &mut executed) {
+                inc.outcome = Outcome::Healed {
+                    remedy: remedy_name.clone(),
+                };
+                inc.push(
+                    clock.now_ns(),
+                    Step::Closed,
+                    format!("healed by {remedy_name}"),
+                );
+                self.audit(&inc, EntryKind::Closed, format!("healed by {remedy_name}"));
+                self.save_learned();
+                return inc;
+            }
+        }
+        let reason = if executed >= self.max_attempts {
+            format!("{executed} remedies were tried (the most per incident) and none healed it")
+        } else {
+            "every remedy that applies was tried or skipped, and none healed it".to_string()
+        };
+        self.escalate(&mut inc, &reason);
+        self.save_learned();
+        inc
+    }
+
+    /// One attempt of `remedy`; returns its name when it healed the target.
+    fn attempt(
+        &self,
+        inc: &mut Incident,
+        case: &Case<'_>,
+        remedy: &Arc<dyn Remedy>,
+        executed: &mut usize,
+    ) -> Option<String> {
+        let clock = self.ctx.clock_ref().clone();
+        let name = remedy.name().to_string();
+        let problem = case.problem().as_str().to_string();
+        let restart = remedy.host_action() == Some(HostAction::RestartComponent);
+        let mut now = clock.now_ns();
+        // Decide under the lock: restart intensity, then the breaker.
+        let skip = {
+            let mut st = self.state.lock();
+            let State {
+                breakers, restarts, ..
+            } = &mut *st;
+            if restart && !self.restart_allowed(restarts, &inc.target, now, false) {
+                Some(SkipReason::RestartIntensity)
+            } else if !breakers
+                .entry(name.clone())
+                .or_insert_with(|| Breaker::new(self.breaker).expect("validated at build"))
+                .allow(now)
+            {
+                Some(SkipReason::BreakerOpen)
+            } else {
+                None
+            }
+        };
+        if let Some(why) = skip {
+            self.skipped(inc, &name, now, why);
+            return None;
+        }
+        if *executed > 0 {
+            let delay = {
+                let mut st = self.state.lock();
+                self.backoff
+                    .delay(u32::try_from(*executed - 1).unwrap_or(u32::MAX), &mut st.rng)
+            };
+            let deadline = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+            clock.sleep_until(deadline);
+            now = clock.now_ns();
+            inc.push(
+                now,
+                Step::Waited,
+                format!("backoff {} ms before {name}", delay.as_millis()),
+            );
+        }
+        if remedy.risky() {
+            match self.ctx.take_snapshot() {
+                Some(Ok(report)) => inc.push(
+                    clock.now_ns(),
+                    Step::Snapshot,
+                    format!("snapshot {} taken before {name}", report.info.id),
+                ),
+                Some(Err(e)) => {
+                    self.release_breaker(&name);
+                    self.skipped(inc, &name, now, SkipReason::SnapshotFailed(e.to_string()));
+                    return None;
+                }
+                None => inc.push(
+                    clock.now_ns(),
+                    Step::Snapshot,
+                    format!("no snapshot before {name}: the context cannot take one"),
+                ),
+            }
+        }
+        if restart {
+            let mut st = self.state.lock();
+            if !self.restart_allowed(&mut st.restarts, &inc.target, now, true) {
+                drop(st);
+                self.release_breaker(&name);
+                self.skipped(inc, &name, now, SkipReason::RestartIntensity);
+                return None;
+            }
+        }
+        *executed += 1;
+        let before = self.health(inc);
+        self.state.lock().cooldowns.acted(inc.target.clone(), now);
+        let started = now;
+        let mut evidence = Vec::new();
+        self.audit(inc, EntryKind::Decided, format!("try {name}"));
+        let outcome = match remedy.execute(&self.ctx, case) {
+            Err(e) => {
+                inc.push(clock.now_ns(), Step::Acted, format!("{name} failed: {e}"));
+                self.audit(inc, EntryKind::Acted, format!("{name} failed: {e}"));
+                AttemptOutcome::Failed {
+                    error: e.to_string(),
+                }
+            }
+            Ok(applied) => {
+                evidence.push(applied.evidence.clone());
+                inc.push(clock.now_ns(), Step::Acted, format!("{name}: {}", applied.evidence));
+                self.audit(inc, EntryKind::Acted, format!("{name}: {}", applied.evidence));
+                let verified = remedy.verify(&self.ctx, case, &applied);
+                let (healed, text) = match verified {
+                    Ok(v) => (v.healed, v.evidence),
+                    Err(e) => (false, format!("could not re-check: {e}")),
+                };
+                evidence.push(text.clone());
+                inc.push(clock.now_ns(), Step::Verified, format!("{name}: {text}"));
+                self.audit(inc, EntryKind::Verified, format!("{name}: {text}"));
+                match (healed, self.worse(before, self.health(inc))) {
+                    (false, _) => AttemptOutcome::NotVerified,
+                    (true, None) => AttemptOutcome::Healed,
+                    (true, Some(how)) => {
+                        evidence.push(how.clone());
+                        let undone = match remedy.undo(&self.ctx, case, &applied) {
+                            Ok(()) => {
+                                let text = format!("{name} undone: {how}");
+                                inc.push(clock.now_ns(), Step::Undone, text.clone());
+                                self.audit(inc, EntryKind::Undone, text);
+                                true
+                            }
+                            Err(e) => {
+                                let text = format!("{name} could not be undone ({e}): {how}");
+                                evidence.push(text.clone());
+                                inc.push(clock.now_ns(), Step::Undone, text.clone());
+                                self.audit(inc, EntryKind::Undone, text);
+                                false
+                            }
+                        };
+                        AttemptOutcome::MadeWorse { undone }
+                    }
+                }
+            }
+        };
+        let healed = outcome == AttemptOutcome::Healed;
+        {
+            let mut st = self.state.lock();
+            let t = clock.now_ns();
+            if let Some(b) = st.breakers.get_mut(&name) {
+                b.record(healed, t);
+            }
+            st.learner.record(&problem, &name, healed);
+        }
+        inc.attempts.push(Attempt {
+            remedy: name.clone(),
+            started_ns: started,
+            finished_ns: clock.now_ns(),
+            outcome,
+            evidence,
+        });
+        healed.then_some(name)
+    }
+
+    /// Whether one more restart of `target` is allowed; counts it when
+    /// `count`. With too many targets counted, forgets those with no recent
+    /// restart; still full, refuses (escalation, never a storm).
+    fn restart_allowed(
+        &self,
+        restarts: &mut HashMap<Target, RestartIntensity>,
+        target: &Target,
+        now: u64,
+        count: bool,
+    ) -> bool {
+        if !restarts.contains_key(target) {
+            if restarts.len() >= MAX_RESTART_TARGETS {
+                restarts.retain(|_, r| r.recent(now) > 0);
+            }
+            if restarts.len() >= MAX_RESTART_TARGETS {
+                return false;
+            }
+            restarts.insert(
+                target.clone(),
+                RestartIntensity::new(self.max_restarts, self.restart_period)
+                    .expect("validated at build"),
+            );
+        }
+        let r = restarts.get_mut(target).expect("inserted");
+        if count {
+            r.permit(now)
+        } else {
+            r.would_permit(now)
+        }
+    }
+
+    fn release_breaker(&self, name: &str) {
+        if let Some(b) = self.state.lock().breakers.get_mut(name) {
+            b.release();
+        }
+    }
+
+    fn skipped(&self, inc: &mut Incident, name: &str, now: u64, why: SkipReason) {
+        let text = format!("{name} not tried: {why}");
+        inc.push(now, Step::Skipped, text.clone());
+        self.audit(inc, EntryKind::Decided, text);
+        inc.attempts.push(Attempt {
+            remedy: name.to_string(),
+            started_ns: now,
+            finished_ns: now,
+            outcome: AttemptOutcome::Skipped(why),
+            evidence: Vec::new(),
+        });
+    }
+
+    /// Samples health now, when a monitor is present (a failed sample is
+    /// noted in the timeline and counts as unknown).
+    fn health(&self, inc: &mut Incident) -> Option<Health> {
+        let monitor = self.ctx.health_ref()?;
+        match monitor.sample_now() {
+            Ok(s) => Some(Health {
+                score: s.score,
+                band: s.band,
+            }),
+            Err(e) => {
+                let now = self.ctx.clock_ref().now_ns();
+                inc.push(now, Step::Verified, format!("health could not be sampled: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Why health after is worse than before, if it is.
+    fn worse(&self, before: Option<Health>, after: Option<Health>) -> Option<String> {
+        let (b, a) = (before?, after?);
+        if a.band > b.band {
+            return Some(format!(
+                "health went from {} to {}",
+                b.band.as_str(),
+                a.band.as_str()
+            ));
+        }
+        match (b.score, a.score) {
+            (Some(sb), Some(sa)) if sa < sb - self.tolerance => Some(format!(
+                "the health score fell from {sb:.1} to {sa:.1}"
+            )),
+            _ => None,
+        }
+    }
+
+    fn escalate(&self, inc: &mut Incident, reason: &str) {
+        let now = self.ctx.clock_ref().now_ns();
+        let report = EscalationReport {
+            incident: inc.id,
+            target: inc.target.clone(),
+            priority: inc.priority,
+            diagnosis: inc.diagnosis.clone(),
+            failures: inc.failures.clone(),
+            attempts: inc.attempts.clone(),
+            reason: reason.to_string(),
+        };
+        inc.push(now, Step::Escalated, reason);
+        self.audit(inc, EntryKind::Escalated, report.to_string());
+        tracing::error!(incident = inc.id, target = %inc.target, %reason, "incident escalated");
+        if let Some(cb) = &self.on_escalation {
+            cb(&report);
+        }
+        inc.escalation = Some(report);
+        inc.outcome = Outcome::Escalated;
+        inc.push(now, Step::Closed, "escalated to a person");
+        self.audit(inc, EntryKind::Closed, "escalated".to_string());
+    }
+
+    fn save_learned(&self) {
+        let Some(path) = &self.learned_path else {
+            return;
+        };
+        let bytes = self.state.lock().learner.encode();
+        if let Err(e) = crate::fsutil::atomic_write(path, &bytes) {
+            tracing::warn!(error = %e, "learned remedy records not saved; they are kept in memory");
+        }
+    }
+
+    fn audit(&self, inc: &Incident, kind: EntryKind, mut text: String) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        if text.len() > AUDIT_TEXT_MAX {
+            let mut cut = AUDIT_TEXT_MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let entry = AuditEntry {
+            incident: Some(inc.id),
+            target: inc.target.to_string(),
+            kind,
+            text,
+        };
+        if let Err(e) = log.append(&[entry]) {
+            tracing::warn!(error = %e, "audit record not written; healing goes on");
+        }
+    }
+}

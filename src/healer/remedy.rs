@@ -1,0 +1,376 @@
+//! Remedies: what the healer can do about a [`Problem`], each with a way to
+//! check that it worked and, where possible, a way to take it back.
+//!
+//! A [`Remedy`] says which problems it [applies to](Remedy::applies_to),
+//! [executes](Remedy::execute) one action and returns what it did as
+//! evidence ([`Applied`]), then [verifies](Remedy::verify) by checking the
+//! target again ([`Verified`]). The healer calls `undo` only for a remedy
+//! that verified but left the host's health worse than before. A remedy
+//! reaches the library's components and the host's actions through the
+//! [`RemedyContext`] it is handed; none of them is required, and a remedy
+//! whose component is missing fails with a typed error (it is not planned
+//! at all when it needs a [`HostAction`] the host does not support).
+//!
+//! # Contract
+//! - `execute` acts at most once and returns; it does not retry (the healer
+//!   paces retries with backoff and a breaker).
+//! - `verify` re-reads the target; it does not trust `execute`'s word.
+//! - `undo` is only called after a successful `execute` of the same remedy
+//!   on the same problem, with its [`Applied`].
+//! - A remedy is `Send + Sync`: the healer is shared between threads.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::corruption::CorruptionDetector;
+use crate::crash::CrashDetector;
+use crate::error::{Error, Result};
+use crate::health::HealthMonitor;
+use crate::host::{HostAction, HostActions};
+use crate::repair::DataRepairer;
+use crate::rollback::TransactionRollbackManager;
+use crate::snapshot::{SnapshotReport, StateSnapshotManager};
+use crate::types::{Failure, Target};
+
+use super::diagnose::{Diagnosis, Problem};
+
+/// What a remedy did, as evidence for the incident's timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// What was done, for a person (`"page 7 written from replica mirror"`).
+    pub evidence: String,
+}
+
+impl Applied {
+    /// An action described by `evidence`.
+    pub fn new(evidence: impl Into<String>) -> Applied {
+        Applied {
+            evidence: evidence.into(),
+        }
+    }
+}
+
+/// What checking the target again found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Whether the target is healthy again.
+    pub healed: bool,
+    /// What was checked and what it showed.
+    pub evidence: String,
+}
+
+impl Verified {
+    /// The target checked out.
+    pub fn healed(evidence: impl Into<String>) -> Verified {
+        Verified {
+            healed: true,
+            evidence: evidence.into(),
+        }
+    }
+
+    /// The target is still wrong.
+    pub fn not_healed(evidence: impl Into<String>) -> Verified {
+        Verified {
+            healed: false,
+            evidence: evidence.into(),
+        }
+    }
+}
+
+/// The problem a remedy is asked to treat: the diagnosis and the failure it
+/// came from.
+#[derive(Clone, Debug)]
+pub struct Case<'a> {
+    /// What is wrong, how sure, and about what.
+    pub diagnosis: &'a Diagnosis,
+    /// The failure that opened the incident.
+    pub failure: &'a Failure,
+}
+
+impl Case<'_> {
+    /// The diagnosed problem.
+    #[must_use]
+    pub fn problem(&self) -> &Problem {
+        &self.diagnosis.problem
+    }
+
+    /// What the failure is about.
+    #[must_use]
+    pub fn target(&self) -> &Target {
+        &self.diagnosis.target
+    }
+}
+
+/// One thing the healer can do. See the module docs for the contract.
+pub trait Remedy: Send + Sync + fmt::Debug {
+    /// A stable name (1 to 128 bytes): learned records and reports use it.
+    fn name(&self) -> &str;
+
+    /// Whether it treats `problem`.
+    fn applies_to(&self, problem: &Problem) -> bool;
+
+    /// Acts once.
+    ///
+    /// # Errors
+    /// Whatever stopped the action; the healer records it as a failed
+    /// attempt and goes on to the next remedy.
+    fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied>;
+
+    /// Checks the target again after `execute`.
+    ///
+    /// # Errors
+    /// When the target cannot be checked; the attempt counts as failed.
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<Verified>;
+
+    /// Takes back what `execute` did. Default: [`Error::Unsupported`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when it cannot be undone; the remedy's error.
+    fn undo(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<()> {
+        let _ = (ctx, case, applied);
+        Err(Error::Unsupported { action: "undo" })
+    }
+
+    /// Whether the action is risky enough that a snapshot is taken before
+    /// it (when the context can take one). Default: `false`.
+    fn risky(&self) -> bool {
+        false
+    }
+
+    /// The host action it needs, if any. A remedy whose action the host's
+    /// [`HostActions::supports`] denies is never planned. Default: none.
+    fn host_action(&self) -> Option<HostAction> {
+        None
+    }
+}
+
+/// Takes a consistent snapshot with the host's write gate and LSN (only
+/// the host knows them): see
+/// [snapshot consistency](crate::snapshot#consistency).
+pub type SnapshotTaker =
+    Arc<dyn Fn(&StateSnapshotManager) -> Result<SnapshotReport> + Send + Sync>;
+
+/// What a remedy can reach: the library's components the host built, its
+/// actions, and the clock. Every component is optional.
+#[derive(Clone)]
+#[must_use]
+pub struct RemedyContext {
+    detector: Option<Arc<CorruptionDetector>>,
+    repairer: Option<Arc<DataRepairer>>,
+    rollback: Option<Arc<TransactionRollbackManager>>,
+    snapshots: Option<Arc<StateSnapshotManager>>,
+    snapshot_taker: Option<SnapshotTaker>,
+    health: Option<Arc<HealthMonitor>>,
+    crash: Option<Arc<CrashDetector>>,
+    host: Option<Arc<dyn HostActions>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for RemedyContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemedyContext")
+            .field("detector", &self.detector.is_some())
+            .field("repairer", &self.repairer.is_some())
+            .field("rollback", &self.rollback.is_some())
+            .field("snapshots", &self.snapshots.is_some())
+            .field("snapshot_taker", &self.snapshot_taker.is_some())
+            .field("health", &self.health.is_some())
+            .field("crash", &self.crash.is_some())
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RemedyContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The error a remedy gets when the component it needs is not in the context.
+fn missing(field: &'static str, what: &str) -> Error {
+    Error::config(
+        field,
+        format!("the remedy needs {what}; hand one to RemedyContext::{field}"),
+    )
+}
+
+impl RemedyContext {
+    /// An empty context on the system clock.
+    pub fn new() -> Self {
+        RemedyContext {
+            detector: None,
+            repairer: None,
+            rollback: None,
+            snapshots: None,
+            snapshot_taker: None,
+            health: None,
+            crash: None,
+            host: None,
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// The corruption detector over the host's store. A context built with
+    /// one takes the detector's clock unless [`clock`](Self::clock) comes
+    /// after.
+    pub fn detector(mut self, detector: Arc<CorruptionDetector>) -> Self {
+        self.clock = detector.clock().clone();
+        self.detector = Some(detector);
+        self
+    }
+
+    /// The repairer (replica copies).
+    pub fn repairer(mut self, repairer: Arc<DataRepairer>) -> Self {
+        self.repairer = Some(repairer);
+        self
+    }
+
+    /// The rollback manager.
+    pub fn rollback(mut self, rollback: Arc<TransactionRollbackManager>) -> Self {
+        self.rollback = Some(rollback);
+        self
+    }
+
+    /// The snapshot manager (single pages from its head; a snapshot before
+    /// a risky remedy when a [`snapshot_taker`](Self::snapshot_taker) is
+    /// given too).
+    pub fn snapshots(mut self, snapshots: Arc<StateSnapshotManager>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// How to take a consistent snapshot (the host pauses its gate and
+    /// gives its LSN).
+    pub fn snapshot_taker(mut self, taker: SnapshotTaker) -> Self {
+        self.snapshot_taker = Some(taker);
+        self
+    }
+
+    /// The health monitor: the healer checks that health is no worse after
+    /// each remedy, and undoes one that made it worse.
+    pub fn health(mut self, health: Arc<HealthMonitor>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// The crash detector: a component restart verifies by its heartbeats.
+    pub fn crash(mut self, crash: Arc<CrashDetector>) -> Self {
+        self.crash = Some(crash);
+        self
+    }
+
+    /// The host's actions.
+    pub fn host(mut self, host: Arc<dyn HostActions>) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The clock of every time decision (default: the detector's if given,
+    /// else the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The corruption detector, if given.
+    #[must_use]
+    pub fn detector_ref(&self) -> Option<&Arc<CorruptionDetector>> {
+        self.detector.as_ref()
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock_ref(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The health monitor, if given.
+    #[must_use]
+    pub fn health_ref(&self) -> Option<&Arc<HealthMonitor>> {
+        self.health.as_ref()
+    }
+
+    /// The snapshot manager, if given.
+    #[must_use]
+    pub fn snapshots_ref(&self) -> Option<&Arc<StateSnapshotManager>> {
+        self.snapshots.as_ref()
+    }
+
+    /// The crash detector, if given.
+    #[must_use]
+    pub fn crash_ref(&self) -> Option<&Arc<CrashDetector>> {
+        self.crash.as_ref()
+    }
+
+    /// The host's actions, if given.
+    #[must_use]
+    pub fn host_ref(&self) -> Option<&Arc<dyn HostActions>> {
+        self.host.as_ref()
+    }
+
+    /// The detector, or the error a remedy that needs one returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the missing component.
+    pub fn need_detector(&self) -> Result<&Arc<CorruptionDetector>> {
+        self.detector
+            .as_ref()
+            .ok_or_else(|| missing("detector", "a corruption detector"))
+    }
+
+    /// The repairer, or the error a remedy that needs one returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the missing component.
+    pub fn need_repairer(&self) -> Result<&Arc<DataRepairer>> {
+        self.repairer
+            .as_ref()
+            .ok_or_else(|| missing("repairer", "a data repairer"))
+    }
+
+    /// The rollback manager, or the error a remedy that needs one returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the missing component.
+    pub fn need_rollback(&self) -> Result<&Arc<TransactionRollbackManager>> {
+        self.rollback
+            .as_ref()
+            .ok_or_else(|| missing("rollback", "a transaction rollback manager"))
+    }
+
+    /// The snapshot manager, or the error a remedy that needs one returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the missing component.
+    pub fn need_snapshots(&self) -> Result<&Arc<StateSnapshotManager>> {
+        self.snapshots
+            .as_ref()
+            .ok_or_else(|| missing("snapshots", "a snapshot manager"))
+    }
+
+    /// The host's actions, or the error a remedy that needs them returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the missing component.
+    pub fn need_host(&self) -> Result<&Arc<dyn HostActions>> {
+        self.host
+            .as_ref()
+            .ok_or_else(|| missing("host", "the host's actions"))
+    }
+
+    /// Whether the host supports `action` (`false` without host actions).
+    #[must_use]
+    pub fn supports(&self, action: HostAction) -> bool {
+        self.host.as_ref().is_some_and(|h| h.supports(action))
+    }
+
+    /// Takes a snapshot with the configured taker. `None` when the context
+    /// has no snapshot manager or no taker (nothing to do).
+    #[must_use]
+    pub fn take_snapshot(&self) -> Option<Result<SnapshotReport>> {
+        let (snaps, taker) = (self.snapshots.as_ref()?, self.snapshot_taker.as_ref()?);
+        Some(taker(snaps))
+    }
+}
