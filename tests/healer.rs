@@ -1,0 +1,764 @@
+//! Goal: the self-healing loop heals what it can, verified, never makes
+//! things worse, learns which remedy works, and escalates once with every
+//! attempt when nothing does.
+//! Method: real components (a detector-protected `MemStore` under both
+//! checksum placements, a replica behind `FaultyReplica`, a snapshot
+//! manager, a health monitor with a scripted probe, host actions that
+//! count their calls) on a `ManualClock`; pages are damaged under the
+//! detector, the failure it reports on its bus is handed to the healer,
+//! and the store's bytes are compared with the replica's afterwards.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use selfheal::audit::{AuditConfig, AuditQuery, EntryKind};
+use selfheal::healer::{
+    Applied, AttemptOutcome, BreakerConfig, BreakerState, Case, EscalationReport, HealerConfig,
+    Outcome, Problem, Remedy, RemedyContext, Rule, SelfHealer, SkipReason, Step, Verified,
+};
+use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
+use selfheal::testing::{Damage, FaultyReplica};
+use selfheal::{
+    ChecksumPlacement, ChecksumTable, CorruptionDetector, DataRepairer, DetectorConfig, Failure,
+    FailureKind, HealthConfig, HostAction, HostActions, Lsn, ManualClock, MemStore, PageId,
+    PageStore, RepairConfig, Result, Source, StateSnapshotManager, StoreReplica, Thresholds,
+};
+
+const PS: usize = 4096;
+const PAGES: u64 = 24;
+
+fn placements() -> Vec<ChecksumPlacement> {
+    vec![
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+    ]
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    let mut b = vec![fill; PS];
+    b[0] = 0x5a;
+    b
+}
+
+struct Rig {
+    clock: ManualClock,
+    raw: Arc<MemStore>,
+    det: Arc<CorruptionDetector>,
+    mirror: Arc<MemStore>,
+    replica: Arc<FaultyReplica>,
+    repairer: Arc<DataRepairer>,
+}
+
+fn rig(placement: ChecksumPlacement) -> Rig {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1));
+    let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let det = Arc::new(
+        DetectorConfig::new(placement)
+            .clock(Arc::new(clock.clone()))
+            .build(raw.clone())
+            .unwrap(),
+    );
+    for p in 0..PAGES {
+        det.write_sealed(PageId(p), &mut page(p as u8 + 1)).unwrap();
+    }
+    let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mut b = vec![0u8; PS];
+    for p in 0..PAGES {
+        raw.read_page(PageId(p), &mut b).unwrap();
+        mirror.write_page(PageId(p), &b).unwrap();
+    }
+    let replica = Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new(
+        "mirror",
+        mirror.clone(),
+    ))));
+    let repairer = Arc::new(
+        RepairConfig::new()
+            .clock(Arc::new(clock.clone()))
+            .build(det.clone())
+            .unwrap(),
+    );
+    repairer.add_replica(replica.clone()).unwrap();
+    Rig {
+        clock,
+        raw,
+        det,
+        mirror,
+        replica,
+        repairer,
+    }
+}
+
+impl Rig {
+    fn ctx(&self) -> RemedyContext {
+        RemedyContext::new()
+            .detector(self.det.clone())
+            .repairer(self.repairer.clone())
+    }
+
+    /// Flips a bit of `p` under the detector, lets a verified read find it,
+    /// and returns the failure the detector put on its bus.
+    fn corrupt(&self, p: u64) -> Failure {
+        let mut b = vec![0u8; PS];
+        self.raw.read_page(PageId(p), &mut b).unwrap();
+        Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
+        self.raw.write_page(PageId(p), &b).unwrap();
+        assert!(self
+            .det
+            .read_verified(PageId(p), &mut b)
+            .unwrap_err()
+            .is_corruption());
+        self.det
+            .failures()
+            .try_iter()
+            .find(|f| f.kind == FailureKind::CorruptPage { page: PageId(p) })
+            .expect("the detector reported the page")
+    }
+
+    fn bytes(store: &MemStore, p: u64) -> Vec<u8> {
+        let mut b = vec![0u8; PS];
+        store.read_page(PageId(p), &mut b).unwrap();
+        b
+    }
+}
+
+fn names(inc: &selfheal::healer::Incident) -> Vec<(String, &'static str)> {
+    inc.attempts
+        .iter()
+        .map(|a| (a.remedy.clone(), a.outcome.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_page_is_healed_from_the_replica_byte_for_byte() {
+    for placement in placements() {
+        let r = rig(placement);
+        let failure = r.corrupt(5);
+        let healer = HealerConfig::new().build(r.ctx()).unwrap();
+        let inc = healer.heal(failure);
+        assert_eq!(
+            inc.outcome,
+            Outcome::Healed {
+                remedy: "repair-from-replicas".into()
+            },
+            "{inc:#?}"
+        );
+        assert_eq!(inc.diagnosis.problem, Problem::CORRUPT_PAGE);
+        assert_eq!(Rig::bytes(&r.raw, 5), Rig::bytes(&r.mirror, 5));
+        let mut b = vec![0u8; PS];
+        r.det.read_verified(PageId(5), &mut b).unwrap();
+        let steps: Vec<Step> = inc.timeline.iter().map(|e| e.step).collect();
+        assert_eq!(steps.first(), Some(&Step::Detected));
+        assert_eq!(steps.last(), Some(&Step::Closed));
+        assert!(steps.contains(&Step::Verified));
+        assert!(inc.timeline.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+    }
+}
+
+/// A snapshot of every page, taken through the host's gate.
+fn snapshotted(r: &Rig, dir: &std::path::Path) -> Arc<StateSnapshotManager> {
+    let snaps = Arc::new(SnapshotConfig::new(dir, PS).build().unwrap());
+    let gate = WriteGate::new();
+    for p in 0..PAGES {
+        let _w = gate.write();
+        r.det
+            .write_sealed(PageId(p), &mut page(p as u8 + 1))
+            .unwrap();
+        snaps.note_dirty(PageId(p));
+    }
+    let pause = gate.pause();
+    snaps
+        .take_snapshot(
+            Consistency::Paused {
+                store: r.raw.as_ref(),
+                pause: &pause,
+                lsn: Lsn(1),
+            },
+            SnapshotRequest::new(SnapshotKind::Full),
+        )
+        .unwrap();
+    snaps
+}
+
+#[test]
+fn replica_down_the_snapshot_restore_remedy_heals_the_page() {
+    for placement in placements() {
+        let r = rig(placement);
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = snapshotted(&r, dir.path());
+        let good = Rig::bytes(&r.raw, 7);
+        let failure = r.corrupt(7);
+        r.replica.set_down(true);
+        let healer = HealerConfig::new()
+            .build(r.ctx().snapshots(snaps))
+            .unwrap();
+        let inc = healer.heal(failure);
+        assert_eq!(
+            names(&inc),
+            [
+                ("repair-from-replicas".to_string(), "failed"),
+                ("restore-page-from-snapshot".to_string(), "healed"),
+            ],
+            "{inc:#?}"
+        );
+        assert_eq!(Rig::bytes(&r.raw, 7), good, "restored byte for byte");
+        let mut b = vec![0u8; PS];
+        r.det.read_verified(PageId(7), &mut b).unwrap();
+        assert!(
+            inc.timeline.iter().any(|e| e.step == Step::Waited),
+            "backoff between the attempts"
+        );
+    }
+}
+
+#[test]
+fn the_learner_stops_trying_a_failing_remedy_first_over_seeded_runs() {
+    const SEEDS: u64 = 40;
+    const INCIDENTS: u64 = 8;
+    for placement in placements() {
+        let mut rescan_first = vec![0u64; INCIDENTS as usize];
+        for seed in 0..SEEDS {
+            let r = rig(placement.clone());
+            let healer = HealerConfig::new()
+                .seed(seed)
+                .cold_start_order(Problem::CORRUPT_PAGE, &["rescan", "repair-from-replicas"])
+                .build(r.ctx())
+                .unwrap();
+            for i in 0..INCIDENTS {
+                r.clock.advance(Duration::from_secs(60));
+                let inc = healer.heal(r.corrupt(i));
+                assert!(
+                    matches!(inc.outcome, Outcome::Healed { .. }),
+                    "seed {seed} incident {i}: {inc:#?}"
+                );
+                if i == 0 {
+                    // The cold-start order: the rescan runs and does not
+                    // verify (the page is really corrupt), then repair heals.
+                    assert_eq!(
+                        names(&inc),
+                        [
+                            ("rescan".to_string(), "not verified"),
+                            ("repair-from-replicas".to_string(), "healed"),
+                        ]
+                    );
+                }
+                assert_eq!(Rig::bytes(&r.raw, i), Rig::bytes(&r.mirror, i));
+                if inc.attempts[0].remedy == "rescan" {
+                    rescan_first[i as usize] += 1;
+                }
+            }
+        }
+        println!("rescan tried first, per incident, over {SEEDS} seeds: {rescan_first:?}");
+        assert_eq!(rescan_first[0], SEEDS, "cold start");
+        let last = rescan_first[INCIDENTS as usize - 1];
+        assert!(last * 10 <= SEEDS, "{last} of {SEEDS} still try rescan first");
+    }
+}
+
+/// A host remedy that counts its calls and fails or succeeds as told.
+#[derive(Debug)]
+struct Scripted {
+    name: &'static str,
+    problem: Problem,
+    fail: bool,
+    calls: AtomicUsize,
+}
+
+impl Scripted {
+    fn new(name: &'static str, problem: Problem, fail: bool) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            name,
+            problem,
+            fail,
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Remedy for Scripted {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == self.problem
+    }
+    fn execute(&self, _: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail {
+            Err(selfheal::Error::Unsupported { action: "scripted" })
+        } else {
+            Ok(Applied::new("done"))
+        }
+    }
+    fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
+        Ok(Verified::healed("checked"))
+    }
+}
+
+fn anomaly(clock: &ManualClock) -> Failure {
+    Failure::new(
+        Source::HealthMonitor,
+        FailureKind::Anomaly {
+            metric: Arc::from("queue_depth"),
+        },
+        "z = 9.1",
+        clock.now_ns_value(),
+    )
+}
+
+trait Now {
+    fn now_ns_value(&self) -> u64;
+}
+impl Now for ManualClock {
+    fn now_ns_value(&self) -> u64 {
+        selfheal::Clock::now_ns(self)
+    }
+}
+
+#[test]
+fn the_breaker_opens_after_repeated_failures_and_the_remedy_is_not_called() {
+    let clock = ManualClock::new();
+    let flaky = Scripted::new("flaky", Problem::ANOMALY, true);
+    let healer = HealerConfig::new()
+        .remedy(flaky.clone())
+        .breaker(
+            BreakerConfig::new()
+                .window_size(3)
+                .minimum_calls(3)
+                .open_wait(Duration::from_secs(600)),
+        )
+        .build(RemedyContext::new().clock(Arc::new(clock.clone())))
+        .unwrap();
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(30));
+        let inc = healer.heal(anomaly(&clock));
+        assert_eq!(inc.outcome, Outcome::Escalated);
+    }
+    assert!(matches!(
+        healer.breaker_state("flaky"),
+        BreakerState::Open { .. }
+    ));
+    clock.advance(Duration::from_secs(30));
+    let inc = healer.heal(anomaly(&clock));
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "not called while open");
+    assert_eq!(
+        inc.attempts[0].outcome,
+        AttemptOutcome::Skipped(SkipReason::BreakerOpen)
+    );
+    assert_eq!(inc.outcome, Outcome::Escalated);
+}
+
+/// Host actions that count their calls; supports what it is told.
+#[derive(Debug, Default)]
+struct Host {
+    supported: Vec<HostAction>,
+    restarts: AtomicUsize,
+    freed: AtomicUsize,
+}
+
+impl HostActions for Host {
+    fn supports(&self, action: HostAction) -> bool {
+        self.supported.contains(&action)
+    }
+    fn restart_component(&self, _: &str) -> Result<()> {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn free_disk_space(&self, bytes: u64) -> Result<u64> {
+        self.freed.fetch_add(1, Ordering::SeqCst);
+        Ok(bytes)
+    }
+}
+
+#[test]
+fn restart_intensity_exceeded_escalates_instead_of_storming() {
+    let clock = ManualClock::new();
+    let host = Arc::new(Host {
+        supported: vec![HostAction::RestartComponent],
+        ..Host::default()
+    });
+    let healer = HealerConfig::new()
+        .restart_intensity(2, Duration::from_secs(600))
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .host(host.clone()),
+        )
+        .unwrap();
+    let dead = |clock: &ManualClock| {
+        Failure::new(
+            Source::CrashDetector,
+            FailureKind::ComponentDead {
+                component: Arc::from("wal-writer"),
+            },
+            "no heartbeat for 10 s",
+            clock.now_ns_value(),
+        )
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(20));
+        let inc = healer.heal(dead(&clock));
+        outcomes.push(inc.outcome.as_str());
+        if inc.outcome == Outcome::Escalated {
+            assert_eq!(
+                inc.attempts[0].outcome,
+                AttemptOutcome::Skipped(SkipReason::RestartIntensity)
+            );
+        }
+    }
+    assert_eq!(
+        outcomes,
+        ["healed", "healed", "escalated", "escalated", "escalated"]
+    );
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 2, "no storm");
+}
+
+#[test]
+fn an_unknown_symptom_escalates_without_acting() {
+    for placement in placements() {
+        let r = rig(placement);
+        let failure = r.corrupt(3);
+        let before = Rig::bytes(&r.raw, 3);
+        let reports = Arc::new(Mutex::new(Vec::<EscalationReport>::new()));
+        let sink = reports.clone();
+        let healer = HealerConfig::new()
+            .without_builtin_rules()
+            .rule(Rule::new("host.deadlock", Problem::DEADLOCK).kind("deadlock"))
+            .on_escalation(Arc::new(move |rep: &EscalationReport| {
+                sink.lock().push(rep.clone())
+            }))
+            .build(r.ctx())
+            .unwrap();
+        let inc = healer.heal(failure);
+        assert_eq!(inc.outcome, Outcome::Escalated);
+        assert!(inc.diagnosis.is_unknown());
+        assert!(inc.attempts.is_empty());
+        assert_eq!(Rig::bytes(&r.raw, 3), before, "nothing was written");
+        assert_eq!(r.repairer.stats().repaired, 0);
+        assert_eq!(reports.lock().len(), 1);
+    }
+}
+
+/// A remedy whose own check passes but which drives a metric up.
+#[derive(Debug)]
+struct Harmful {
+    metric: Arc<AtomicU64>,
+    undos: AtomicUsize,
+}
+
+impl Remedy for Harmful {
+    fn name(&self) -> &str {
+        "grow-pool"
+    }
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == Problem::RESOURCE_PRESSURE
+    }
+    fn execute(&self, _: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+        self.metric.store(95, Ordering::SeqCst);
+        Ok(Applied::new("pool grown to 512"))
+    }
+    fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
+        Ok(Verified::healed("the pool has 512 entries"))
+    }
+    fn undo(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<()> {
+        self.undos.fetch_add(1, Ordering::SeqCst);
+        self.metric.store(60, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_remedy_that_makes_health_worse_is_undone() {
+    let clock = ManualClock::new();
+    let value = Arc::new(AtomicU64::new(60));
+    let v = value.clone();
+    let monitor = Arc::new(
+        HealthConfig::new()
+            .probe_fn("pool_wait_ms", Thresholds::new(50.0, 100.0), move || {
+                Ok(v.load(Ordering::SeqCst) as f64)
+            })
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+    );
+    monitor.sample_now().unwrap();
+    let harmful = Arc::new(Harmful {
+        metric: value.clone(),
+        undos: AtomicUsize::new(0),
+    });
+    let healer = HealerConfig::new()
+        .remedy(harmful.clone())
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .health(monitor),
+        )
+        .unwrap();
+    let inc = healer.heal(Failure::new(
+        Source::HealthMonitor,
+        FailureKind::HealthDegraded {
+            metric: Arc::from("pool_wait_ms"),
+        },
+        "60 ms",
+        0,
+    ));
+    assert_eq!(inc.diagnosis.problem, Problem::RESOURCE_PRESSURE);
+    assert_eq!(
+        inc.attempts[0].outcome,
+        AttemptOutcome::MadeWorse { undone: true },
+        "{inc:#?}"
+    );
+    assert_eq!(harmful.undos.load(Ordering::SeqCst), 1);
+    assert_eq!(value.load(Ordering::SeqCst), 60, "taken back");
+    assert!(inc.timeline.iter().any(|e| e.step == Step::Undone));
+    assert_eq!(inc.outcome, Outcome::Escalated);
+    assert_eq!(healer.tally(&Problem::RESOURCE_PRESSURE, "grow-pool").failures, 1.0);
+}
+
+#[test]
+fn a_host_action_the_host_does_not_support_is_never_planned() {
+    let disk_full = || {
+        Failure::new(
+            Source::HealthMonitor,
+            FailureKind::HealthCritical {
+                metric: Arc::from("disk_used_pct"),
+            },
+            "97 %",
+            0,
+        )
+    };
+    let clock = ManualClock::new();
+    let unsupported = Arc::new(Host {
+        supported: vec![HostAction::ClearCaches],
+        ..Host::default()
+    });
+    let healer = HealerConfig::new()
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .host(unsupported.clone()),
+        )
+        .unwrap();
+    let inc = healer.heal(disk_full());
+    assert_eq!(inc.diagnosis.problem, Problem::DISK_FULL);
+    assert_eq!(inc.outcome, Outcome::Escalated);
+    assert!(inc.attempts.is_empty());
+    assert_eq!(unsupported.freed.load(Ordering::SeqCst), 0);
+    let plan = inc.timeline.iter().find(|e| e.step == Step::Planned).unwrap();
+    assert!(
+        plan.text.contains("free-disk-space not planned"),
+        "{}",
+        plan.text
+    );
+
+    let supported = Arc::new(Host {
+        supported: vec![HostAction::FreeDiskSpace],
+        ..Host::default()
+    });
+    let healer = HealerConfig::new()
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .host(supported.clone()),
+        )
+        .unwrap();
+    let inc = healer.heal(disk_full());
+    assert_eq!(
+        inc.outcome,
+        Outcome::Healed {
+            remedy: "free-disk-space".into()
+        }
+    );
+    assert_eq!(supported.freed.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_escalation_report_lists_every_attempt_with_its_evidence() {
+    for placement in placements() {
+        let r = rig(placement);
+        let failure = r.corrupt(9);
+        r.replica.set_down(true);
+        let reports = Arc::new(Mutex::new(Vec::<EscalationReport>::new()));
+        let sink = reports.clone();
+        let healer = HealerConfig::new()
+            .on_escalation(Arc::new(move |rep: &EscalationReport| {
+                sink.lock().push(rep.clone())
+            }))
+            .build(r.ctx())
+            .unwrap();
+        let inc = healer.heal(failure);
+        assert_eq!(inc.outcome, Outcome::Escalated);
+        let reports = reports.lock();
+        assert_eq!(reports.len(), 1, "one page for a person");
+        let rep = &reports[0];
+        assert_eq!(Some(rep), inc.escalation.as_ref());
+        let tried: Vec<(&str, &str)> = rep
+            .attempts
+            .iter()
+            .map(|a| (a.remedy.as_str(), a.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            tried,
+            [
+                ("repair-from-replicas", "failed"),
+                ("restore-page-from-snapshot", "failed"),
+                ("rescan", "not verified"),
+            ]
+        );
+        let text = rep.to_string();
+        for needle in [
+            "corrupt-page",
+            "page 9",
+            "repair-from-replicas",
+            "restore-page-from-snapshot",
+            "rescan",
+            "snapshot manager",
+            "still fails verification",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        let mut b = vec![0u8; PS];
+        assert!(r.det.read_verified(PageId(9), &mut b).is_err(), "still fenced");
+    }
+}
+
+#[test]
+fn the_postmortem_has_the_timeline_and_the_rto_verdict() {
+    for placement in placements() {
+        let r = rig(placement);
+        let failure = r.corrupt(2);
+        r.clock.advance(Duration::from_secs(40));
+        let inc = HealerConfig::new().build(r.ctx()).unwrap().heal(failure);
+        assert_eq!(inc.time_to_heal(), Some(Duration::from_secs(40)));
+        let md = inc.postmortem_markdown(None);
+        for needle in [
+            "## Timeline",
+            "| detected |",
+            "| verified |",
+            "| closed |",
+            "corrupt-page (confidence 0.95",
+            "repair-from-replicas",
+            "40000 ms, over the RTO of 30000 ms: missed",
+        ] {
+            assert!(md.contains(needle), "{needle:?} missing from:\n{md}");
+        }
+        let pm = inc.postmortem(Some(Duration::from_secs(60)));
+        assert!(pm.rto_met);
+        assert!(pm
+            .to_markdown()
+            .contains("40000 ms, within the RTO of 60000 ms: met"));
+    }
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn the_postmortem_serialises_to_json() {
+    let r = rig(ChecksumPlacement::Trailer);
+    let inc = HealerConfig::new()
+        .build(r.ctx())
+        .unwrap()
+        .heal(r.corrupt(4));
+    let json = serde_json::to_value(inc.postmortem(None)).unwrap();
+    assert_eq!(json["problem"], "corrupt-page");
+    assert_eq!(json["rto_ms"], 30_000);
+    assert_eq!(json["rto_met"], true);
+    assert!(json["timeline"].as_array().unwrap().len() >= 5);
+}
+
+fn learned(dir: &std::path::Path, r: &Rig) -> SelfHealer {
+    HealerConfig::new()
+        .learned_path(dir.join("learned"))
+        .cold_start_order(Problem::CORRUPT_PAGE, &["rescan", "repair-from-replicas"])
+        .build(r.ctx())
+        .unwrap()
+}
+
+#[test]
+fn learned_records_survive_a_rebuild_and_a_damaged_file_means_cold_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(ChecksumPlacement::Trailer);
+    let healer = learned(dir.path(), &r);
+    assert!(healer.load_warning().is_none());
+    let inc = healer.heal(r.corrupt(1));
+    assert!(matches!(inc.outcome, Outcome::Healed { .. }));
+    let rescan = healer.tally(&Problem::CORRUPT_PAGE, "rescan");
+    let repair = healer.tally(&Problem::CORRUPT_PAGE, "repair-from-replicas");
+    assert_eq!((rescan.failures, repair.successes), (1.0, 1.0));
+    drop(healer);
+
+    let rebuilt = learned(dir.path(), &r);
+    assert!(rebuilt.load_warning().is_none());
+    assert_eq!(rebuilt.tally(&Problem::CORRUPT_PAGE, "rescan"), rescan);
+    assert_eq!(
+        rebuilt.tally(&Problem::CORRUPT_PAGE, "repair-from-replicas"),
+        repair
+    );
+    drop(rebuilt);
+
+    let path = dir.path().join("learned");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let cold = learned(dir.path(), &r);
+    let warning = cold.load_warning().expect("the damage is reported");
+    assert!(warning.contains("corrupt"), "{warning}");
+    assert_eq!(cold.tally(&Problem::CORRUPT_PAGE, "rescan").total(), 0.0);
+    r.clock.advance(Duration::from_secs(60));
+    let inc = cold.heal(r.corrupt(2));
+    assert_eq!(inc.attempts[0].remedy, "rescan", "cold-start order again");
+}
+
+#[test]
+fn every_decision_and_action_is_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(ChecksumPlacement::Trailer);
+    let log = Arc::new(AuditConfig::new().open(dir.path()).unwrap());
+    let healer = HealerConfig::new()
+        .audit(log.clone())
+        .build(r.ctx())
+        .unwrap();
+    let inc = healer.heal(r.corrupt(6));
+    let kinds: Vec<EntryKind> = log
+        .query(&AuditQuery::all().incident(inc.id))
+        .unwrap()
+        .into_iter()
+        .map(|rec| rec.entry.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EntryKind::Detected,
+            EntryKind::Diagnosed,
+            EntryKind::Decided,
+            EntryKind::Decided,
+            EntryKind::Acted,
+            EntryKind::Verified,
+            EntryKind::Closed,
+        ]
+    );
+    log.verify().unwrap();
+}
+
+#[test]
+fn a_target_in_its_cooldown_is_deferred_untouched() {
+    let r = rig(ChecksumPlacement::Trailer);
+    let healer = HealerConfig::new()
+        .cooldown(Duration::from_secs(30))
+        .build(r.ctx())
+        .unwrap();
+    assert!(matches!(
+        healer.heal(r.corrupt(8)).outcome,
+        Outcome::Healed { .. }
+    ));
+    let again = r.corrupt(8);
+    let before = Rig::bytes(&r.raw, 8);
+    let inc = healer.heal(again.clone());
+    assert!(matches!(inc.outcome, Outcome::Deferred { .. }), "{inc:#?}");
+    assert_eq!(Rig::bytes(&r.raw, 8), before);
+    r.clock.advance(Duration::from_secs(31));
+    assert!(matches!(healer.heal(again).outcome, Outcome::Healed { .. }));
+}
