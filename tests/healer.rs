@@ -191,9 +191,7 @@ fn replica_down_the_snapshot_restore_remedy_heals_the_page() {
         let good = Rig::bytes(&r.raw, 7);
         let failure = r.corrupt(7);
         r.replica.set_down(true);
-        let healer = HealerConfig::new()
-            .build(r.ctx().snapshots(snaps))
-            .unwrap();
+        let healer = HealerConfig::new().build(r.ctx().snapshots(snaps)).unwrap();
         let inc = healer.heal(failure);
         assert_eq!(
             names(&inc),
@@ -253,7 +251,10 @@ fn the_learner_stops_trying_a_failing_remedy_first_over_seeded_runs() {
         println!("rescan tried first, per incident, over {SEEDS} seeds: {rescan_first:?}");
         assert_eq!(rescan_first[0], SEEDS, "cold start");
         let last = rescan_first[INCIDENTS as usize - 1];
-        assert!(last * 10 <= SEEDS, "{last} of {SEEDS} still try rescan first");
+        assert!(
+            last * 10 <= SEEDS,
+            "{last} of {SEEDS} still try rescan first"
+        );
     }
 }
 
@@ -342,7 +343,11 @@ fn the_breaker_opens_after_repeated_failures_and_the_remedy_is_not_called() {
     ));
     clock.advance(Duration::from_secs(30));
     let inc = healer.heal(anomaly(&clock));
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "not called while open");
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        3,
+        "not called while open"
+    );
     assert_eq!(
         inc.attempts[0].outcome,
         AttemptOutcome::Skipped(SkipReason::BreakerOpen)
@@ -515,7 +520,12 @@ fn a_remedy_that_makes_health_worse_is_undone() {
     assert_eq!(value.load(Ordering::SeqCst), 60, "taken back");
     assert!(inc.timeline.iter().any(|e| e.step == Step::Undone));
     assert_eq!(inc.outcome, Outcome::Escalated);
-    assert_eq!(healer.tally(&Problem::RESOURCE_PRESSURE, "grow-pool").failures, 1.0);
+    assert_eq!(
+        healer
+            .tally(&Problem::RESOURCE_PRESSURE, "grow-pool")
+            .failures,
+        1.0
+    );
 }
 
 #[test]
@@ -547,7 +557,11 @@ fn a_host_action_the_host_does_not_support_is_never_planned() {
     assert_eq!(inc.outcome, Outcome::Escalated);
     assert!(inc.attempts.is_empty());
     assert_eq!(unsupported.freed.load(Ordering::SeqCst), 0);
-    let plan = inc.timeline.iter().find(|e| e.step == Step::Planned).unwrap();
+    let plan = inc
+        .timeline
+        .iter()
+        .find(|e| e.step == Step::Planned)
+        .unwrap();
     assert!(
         plan.text.contains("free-disk-space not planned"),
         "{}",
@@ -621,7 +635,10 @@ fn the_escalation_report_lists_every_attempt_with_its_evidence() {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         let mut b = vec![0u8; PS];
-        assert!(r.det.read_verified(PageId(9), &mut b).is_err(), "still fenced");
+        assert!(
+            r.det.read_verified(PageId(9), &mut b).is_err(),
+            "still fenced"
+        );
     }
 }
 

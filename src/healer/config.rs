@@ -278,3 +278,46 @@ impl HealerConfig {
         SelfHealer::new(self, remedies, ctx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::healer::builtin::Rescan;
+
+    fn field(cfg: HealerConfig) -> &'static str {
+        match cfg.build(RemedyContext::new()) {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_a_typed_error() {
+        assert_eq!(
+            field(HealerConfig::new().remedy(Arc::new(Rescan))),
+            "remedy"
+        );
+        assert_eq!(
+            field(HealerConfig::new().cold_start_order(Problem::CORRUPT_PAGE, &["nope"])),
+            "cold_start_order"
+        );
+        assert_eq!(field(HealerConfig::new().max_attempts(0)), "max_attempts");
+        assert_eq!(
+            field(HealerConfig::new().health_tolerance(f64::NAN)),
+            "health_tolerance"
+        );
+        assert_eq!(
+            field(HealerConfig::new().backoff(Duration::ZERO, Duration::from_secs(1))),
+            "backoff_base"
+        );
+        assert_eq!(
+            field(HealerConfig::new().restart_intensity(0, Duration::from_secs(1))),
+            "max_restarts"
+        );
+        assert_eq!(
+            field(HealerConfig::new().breaker(BreakerConfig::new().window_size(0))),
+            "window_size"
+        );
+        assert!(HealerConfig::new().build(RemedyContext::new()).is_ok());
+    }
+}

@@ -25,7 +25,7 @@ use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::health::Band;
-#[cfg(test)]
+#[cfg(any(test, doc))]
 use crate::types::FailureKind;
 use crate::types::{Failure, Target};
 

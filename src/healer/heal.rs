@@ -65,6 +65,9 @@ const MAX_COOLDOWN_TARGETS: usize = 65_536;
 /// Longest audit text written (the log's own limit is 64 KiB).
 const AUDIT_TEXT_MAX: usize = 16 * 1_024;
 
+/// Remedies left out of a plan, with the host action the host lacks.
+type Unsupported = Vec<(String, HostAction)>;
+
 struct State {
     learner: Learner,
     breakers: HashMap<String, Breaker>,
@@ -156,7 +159,6 @@ impl SelfHealer {
     }
 
     /// The context its remedies act through.
-    #[must_use]
     pub fn context(&self) -> &RemedyContext {
         &self.ctx
     }
@@ -195,9 +197,7 @@ impl SelfHealer {
     #[must_use]
     pub fn diagnose(&self, failure: &Failure) -> Diagnosis {
         let band = match (failure.target(), self.ctx.health_ref()) {
-            (Target::Metric(m), Some(h)) => h
-                .latest()
-                .and_then(|s| s.metric(&m).map(|x| x.band)),
+            (Target::Metric(m), Some(h)) => h.latest().and_then(|s| s.metric(&m).map(|x| x.band)),
             _ => None,
         };
         self.diagnoser.diagnose(&Symptom { failure, band })
@@ -205,7 +205,7 @@ impl SelfHealer {
 
     /// The remedies that may be planned for `problem`, in cold-start order,
     /// and those left out because the host does not support their action.
-    fn candidates(&self, problem: &Problem) -> (Vec<Arc<dyn Remedy>>, Vec<(String, HostAction)>) {
+    fn candidates(&self, problem: &Problem) -> (Vec<Arc<dyn Remedy>>, Unsupported) {
         let mut unsupported = Vec::new();
         let mut apply: Vec<Arc<dyn Remedy>> = Vec::new();
         for r in &self.remedies {
@@ -265,7 +265,10 @@ impl SelfHealer {
             failure: &failure,
         };
         if diagnosis.is_unknown() {
-            self.escalate(&mut inc, "the symptom matches no diagnosis rule; nothing was done");
+            self.escalate(
+                &mut inc,
+                "the symptom matches no diagnosis rule; nothing was done",
+            );
             return inc;
         }
         let until = self.state.lock().cooldowns.ready_at(&inc.target, now);
@@ -292,7 +295,11 @@ impl SelfHealer {
             if ranked.is_empty() {
                 "no remedy applies".to_string()
             } else {
-                ranked.iter().map(|r| r.name()).collect::<Vec<_>>().join(" → ")
+                ranked
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(" → ")
             }
         );
         for (name, action) in &unsupported {
@@ -304,7 +311,11 @@ impl SelfHealer {
         self.audit(&inc, EntryKind::Decided, plan);
         if self.observe_only {
             inc.outcome = Outcome::Observed;
-            inc.push(clock.now_ns(), Step::Closed, "observe only: nothing was changed");
+            inc.push(
+                clock.now_ns(),
+                Step::Closed,
+                "observe only: nothing was changed",
+            );
             self.audit(&inc, EntryKind::Closed, "observed".to_string());
             return inc;
         }
@@ -379,8 +390,10 @@ impl SelfHealer {
         if *executed > 0 {
             let delay = {
                 let mut st = self.state.lock();
-                self.backoff
-                    .delay(u32::try_from(*executed - 1).unwrap_or(u32::MAX), &mut st.rng)
+                self.backoff.delay(
+                    u32::try_from(*executed - 1).unwrap_or(u32::MAX),
+                    &mut st.rng,
+                )
             };
             let deadline = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
             clock.sleep_until(deadline);
@@ -435,8 +448,16 @@ impl SelfHealer {
             }
             Ok(applied) => {
                 evidence.push(applied.evidence.clone());
-                inc.push(clock.now_ns(), Step::Acted, format!("{name}: {}", applied.evidence));
-                self.audit(inc, EntryKind::Acted, format!("{name}: {}", applied.evidence));
+                inc.push(
+                    clock.now_ns(),
+                    Step::Acted,
+                    format!("{name}: {}", applied.evidence),
+                );
+                self.audit(
+                    inc,
+                    EntryKind::Acted,
+                    format!("{name}: {}", applied.evidence),
+                );
                 let verified = remedy.verify(&self.ctx, case, &applied);
                 let (healed, text) = match verified {
                     Ok(v) => (v.healed, v.evidence),
@@ -550,7 +571,11 @@ impl SelfHealer {
             }),
             Err(e) => {
                 let now = self.ctx.clock_ref().now_ns();
-                inc.push(now, Step::Verified, format!("health could not be sampled: {e}"));
+                inc.push(
+                    now,
+                    Step::Verified,
+                    format!("health could not be sampled: {e}"),
+                );
                 None
             }
         }
@@ -567,9 +592,9 @@ impl SelfHealer {
             ));
         }
         match (b.score, a.score) {
-            (Some(sb), Some(sa)) if sa < sb - self.tolerance => Some(format!(
-                "the health score fell from {sb:.1} to {sa:.1}"
-            )),
+            (Some(sb), Some(sa)) if sa < sb - self.tolerance => {
+                Some(format!("the health score fell from {sb:.1} to {sa:.1}"))
+            }
             _ => None,
         }
     }

@@ -16,7 +16,7 @@
 //!
 //! # File (`SHLR`, version 1)
 //!
-//! The crate's framed file ([`fsutil`](crate::fsutil): magic, version,
+//! The crate's framed file (`fsutil`: magic, version,
 //! length, payload CRC, header CRC), replaced crash-safely with
 //! `atomic_write`. Payload, little-endian:
 //!

@@ -121,7 +121,9 @@ impl Incident {
                 .map(|a| {
                     let mut evidence = Vec::new();
                     match &a.outcome {
-                        AttemptOutcome::Failed { error } => evidence.push(format!("error: {error}")),
+                        AttemptOutcome::Failed { error } => {
+                            evidence.push(format!("error: {error}"))
+                        }
                         AttemptOutcome::Skipped(why) => evidence.push(format!("skipped: {why}")),
                         _ => {}
                     }
@@ -206,5 +208,77 @@ impl Postmortem {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::healer::diagnose::{Diagnosis, Problem};
+    use crate::healer::incident::Step;
+    use crate::types::{Failure, FailureKind, PageId, Source, Target};
+
+    fn incident() -> Incident {
+        let f = Failure::new(
+            Source::Host,
+            FailureKind::Anomaly { metric: "m".into() },
+            "z | 9",
+            5_000_000,
+        );
+        let mut inc = Incident {
+            id: 1,
+            target: f.target(),
+            priority: f.priority,
+            failures: vec![f],
+            diagnosis: Diagnosis {
+                problem: Problem::ANOMALY,
+                confidence: 0.5,
+                rule: Some("builtin.anomaly".into()),
+                target: Target::Metric("m".into()),
+            },
+            timeline: Vec::new(),
+            attempts: Vec::new(),
+            outcome: Outcome::Escalated,
+            escalation: None,
+        };
+        inc.push(5_000_000, Step::Detected, "a | b");
+        inc
+    }
+
+    #[test]
+    fn default_rtos_follow_priority() {
+        assert_eq!(default_rto(Priority::P0), Duration::from_secs(30));
+        assert_eq!(default_rto(Priority::P1), Duration::from_secs(120));
+        assert_eq!(default_rto(Priority::P2), Duration::from_secs(300));
+        assert_eq!(default_rto(Priority::P3), Duration::from_secs(3_600));
+    }
+
+    #[test]
+    fn a_joined_failure_raises_priority_and_keeps_the_timeline_ordered() {
+        let mut inc = incident();
+        assert_eq!(inc.priority, Priority::P3);
+        let urgent = Failure::new(
+            Source::CorruptionDetector,
+            FailureKind::CorruptPage { page: PageId(1) },
+            "x",
+            1_000,
+        );
+        inc.join(urgent, 1_000);
+        assert_eq!(inc.priority, Priority::P0);
+        assert!(inc.timeline.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+        assert_eq!(inc.failures.len(), 2);
+    }
+
+    #[test]
+    fn an_unhealed_incident_misses_its_rto_and_table_cells_are_escaped() {
+        let inc = incident();
+        let pm = inc.postmortem(None);
+        assert!(!pm.rto_met);
+        assert_eq!(pm.time_to_heal_ms, None);
+        assert_eq!(pm.rto_ms, 3_600_000);
+        let md = pm.to_markdown();
+        assert!(md.contains("not healed; RTO of 3600000 ms: missed"), "{md}");
+        assert!(md.contains("No action was taken."));
+        assert!(md.contains("| a \\| b |"), "{md}");
     }
 }

@@ -148,8 +148,7 @@ pub trait Remedy: Send + Sync + fmt::Debug {
 /// Takes a consistent snapshot with the host's write gate and LSN (only
 /// the host knows them): see
 /// [snapshot consistency](crate::snapshot#consistency).
-pub type SnapshotTaker =
-    Arc<dyn Fn(&StateSnapshotManager) -> Result<SnapshotReport> + Send + Sync>;
+pub type SnapshotTaker = Arc<dyn Fn(&StateSnapshotManager) -> Result<SnapshotReport> + Send + Sync>;
 
 /// What a remedy can reach: the library's components the host built, its
 /// actions, and the clock. Every component is optional.

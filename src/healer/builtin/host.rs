@@ -81,17 +81,15 @@ impl Remedy for RestartComponent {
             )));
         };
         crash.check_now()?;
-        Ok(
-            match crash.components().into_iter().find(|s| s.name == c) {
-                Some(s) if s.state == ComponentState::Alive => {
-                    Verified::healed(format!("component {c} beats again"))
-                }
-                Some(s) => Verified::not_healed(format!("component {c} is {}", s.state)),
-                None => Verified::healed(format!(
-                    "the host acknowledged the restart of {c}; it sends no heartbeats to re-check"
-                )),
-            },
-        )
+        Ok(match crash.components().into_iter().find(|s| s.name == c) {
+            Some(s) if s.state == ComponentState::Alive => {
+                Verified::healed(format!("component {c} beats again"))
+            }
+            Some(s) => Verified::not_healed(format!("component {c} is {}", s.state)),
+            None => Verified::healed(format!(
+                "the host acknowledged the restart of {c}; it sends no heartbeats to re-check"
+            )),
+        })
     }
 
     fn host_action(&self) -> Option<HostAction> {
@@ -363,7 +361,10 @@ impl Remedy for RebuildIndex {
 
     fn execute(&self, ctx: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
         ctx.need_host()?.rebuild_index(&self.index)?;
-        Ok(Applied::new(format!("the host rebuilt index {}", self.index)))
+        Ok(Applied::new(format!(
+            "the host rebuilt index {}",
+            self.index
+        )))
     }
 
     fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
