@@ -466,7 +466,7 @@ impl AuditQuery {
 ///
 /// ```
 /// use selfheal::audit::{AuditConfig, AuditEntry, AuditQuery, EntryKind};
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().expect("a temporary directory");
 /// let log = AuditConfig::new().open(dir.path())?;
 /// log.append(&[AuditEntry {
 ///     incident: Some(1),

@@ -78,6 +78,28 @@ struct State {
 
 /// The self-healing loop (see the module docs). Built with
 /// [`HealerConfig::build`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use selfheal::healer::{HealerConfig, Outcome, Problem, RemedyContext};
+/// use selfheal::{Failure, FailureKind, ManualClock, Source};
+///
+/// // No component and no host action: nothing applies to a dead
+/// // component, so the healer escalates with one report, acting on nothing.
+/// let healer = HealerConfig::new()
+///     .build(RemedyContext::new().clock(Arc::new(ManualClock::new())))?;
+/// let incident = healer.heal(Failure::new(
+///     Source::CrashDetector,
+///     FailureKind::ComponentDead { component: Arc::from("wal") },
+///     "no heartbeat for 10 s",
+///     0,
+/// ));
+/// assert_eq!(incident.diagnosis.problem, Problem::COMPONENT_DEAD);
+/// assert_eq!(incident.outcome, Outcome::Escalated);
+/// assert!(incident.escalation.is_some() && incident.attempts.is_empty());
+/// assert!(incident.postmortem_markdown(None).contains("## Timeline"));
+/// # Ok::<(), selfheal::Error>(())
+/// ```
 pub struct SelfHealer {
     ctx: RemedyContext,
     diagnoser: Diagnoser,
