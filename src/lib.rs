@@ -55,6 +55,7 @@ pub mod checksum;
 mod clock;
 pub mod corruption;
 pub mod crash;
+mod dirlock;
 mod error;
 mod fsutil;
 pub mod health;

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use selfheal::snapshot::{
-    decode_snapshot, ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation,
+    ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation,
     PeriodicConfig, PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig,
     SnapshotKind, SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::{damaged_copies, fill_store};
+use selfheal::testing::{damaged_copies, decode_snapshot, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore, Result};
 
 const PS: usize = 256;
@@ -1058,7 +1058,7 @@ fn the_largest_ids_on_disk_give_typed_errors() {
         p[4..12].copy_from_slice(&u64::MAX.to_le_bytes())
     });
     assert!(matches!(
-        selfheal::snapshot::decode_manifest(&bad),
+        selfheal::testing::decode_manifest(&bad),
         Err(Error::CorruptFile { .. })
     ));
     std::fs::write(&mpath, &bad).unwrap();
@@ -1184,7 +1184,7 @@ fn a_manifest_entry_naming_another_file_is_refused() {
         let bad = framed_like(&good, &payload);
         assert!(
             matches!(
-                selfheal::snapshot::decode_manifest(&bad),
+                selfheal::testing::decode_manifest(&bad),
                 Err(Error::CorruptFile { .. })
             ),
             "{victim}"
