@@ -18,10 +18,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use selfheal::checksum::{payload_len, TableConfig};
 use selfheal::snapshot::{
-    decode_snapshot, ChangeDetection, Consistency, Retention, SnapshotConfig, SnapshotKind,
+    ChangeDetection, Consistency, Retention, SnapshotConfig, SnapshotKind,
     SnapshotReport, SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::{CrashFiles, Damage, FaultyStore};
+use selfheal::testing::{decode_snapshot, CrashFiles, Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore,
     PageId, PageStore, Result, RollbackConfig, ScrubConfig,

@@ -113,8 +113,9 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
     Ok(m)
 }
 
-/// The lock file of a snapshot directory, held by its one manager.
-pub(super) const LOCK_FILE: &str = "snapshots.lock";
+/// The lock file of a snapshot directory, held by its one manager (see the
+/// [`snapshot`](super) module docs). It stays when the manager is dropped.
+pub const LOCK_FILE: &str = "snapshots.lock";
 
 impl StateSnapshotManager {
     /// Opens the directory of a validated configuration (see the module docs).
@@ -248,5 +249,18 @@ impl StateSnapshotManager {
         Ok(StateSnapshotManager {
             inner: Arc::new(inner),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_recognised() {
+        assert!(is_snapshot_name(&snapshot_file_name(42)));
+        assert!(!is_snapshot_name("MANIFEST"));
+        assert!(!is_snapshot_name("snap-zz.shs"));
+        assert!(!is_snapshot_name(LOCK_FILE));
     }
 }

@@ -114,7 +114,7 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
 /// are ignored.
 ///
 /// A `DirStorage` owns its directory for as long as it lives: it holds the
-/// directory's exclusive lock ([`JOURNAL_LOCK_FILE`]), so a second one — a
+/// directory's exclusive lock ([`LOCK_FILE`]), so a second one — a
 /// second [`TransactionRollbackManager`](crate::TransactionRollbackManager)
 /// on the same directory, in this process or another — is refused with
 /// [`Error::DirectoryLocked`] until the first is dropped.
@@ -125,7 +125,7 @@ pub struct DirStorage {
 }
 
 /// The lock file of an undo journal directory (see [`DirStorage`]).
-pub const JOURNAL_LOCK_FILE: &str = "journal.lock";
+pub const LOCK_FILE: &str = "journal.lock";
 
 impl fmt::Debug for DirStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,7 +166,7 @@ impl DirStorage {
         })?;
         let lock = DirLock::acquire(
             &dir,
-            JOURNAL_LOCK_FILE,
+            LOCK_FILE,
             "undo journal",
             "stop or drop the other TransactionRollbackManager (or DirStorage) on this directory first, or use another directory",
         )?;

@@ -14,8 +14,8 @@ use crate::checksum::page_crc;
 use crate::error::Result;
 use crate::snapshot::fingerprint::page_fingerprint;
 
-const CHUNK_ENTRY_LEN: usize = 20;
-const INDEX_FIXED_LEN: usize = 24;
+pub(super) const CHUNK_ENTRY_LEN: usize = 20;
+pub(super) const INDEX_FIXED_LEN: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkEntry {

@@ -1,9 +1,20 @@
 //! Round trips and refusals of the snapshot file format: encoder against
 //! decoder, format 1 still read, and damage refused before it is trusted.
 
-use crate::snapshot::writer::SnapshotWriter;
-use super::*;
+use std::fs::File;
+use std::path::Path;
+
 use proptest::prelude::*;
+
+use super::header::Header;
+use super::index::{decode_index, CHUNK_ENTRY_LEN, INDEX_FIXED_LEN};
+use super::*;
+use crate::checksum::page_crc;
+use crate::error::Error;
+use crate::snapshot::writer::SnapshotWriter;
+use crate::snapshot::fingerprint::page_fingerprint;
+use crate::testing::{decode_manifest, decode_snapshot};
+use crate::types::Lsn;
 
 fn header(parent: Option<u64>, page_count: u64) -> Header {
     Header {
