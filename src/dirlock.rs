@@ -150,7 +150,16 @@ mod tests {
         let held = File::create(&path).unwrap();
         held.lock().unwrap();
         let e = lock(dir.path()).unwrap_err();
-        assert!(matches!(e, Error::DirectoryLocked { holder_pid: None, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DirectoryLocked {
+                    holder_pid: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("drop the other one"), "{e}");
         held.unlock().unwrap();
         lock(dir.path()).unwrap();

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use selfheal::snapshot::{
-    ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation,
-    PeriodicConfig, PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig,
-    SnapshotKind, SnapshotRequest, StateSnapshotManager, WriteGate,
+    ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation, PeriodicConfig,
+    PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
+    SnapshotRequest, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{damaged_copies, decode_snapshot, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore, Result};

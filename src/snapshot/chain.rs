@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use super::fingerprint::page_fingerprint;
 use super::format::{self, Header, SnapshotReader};
-use super::writer::SnapshotWriter;
 use super::inner::{Head, Inner, State};
+use super::writer::SnapshotWriter;
 use super::{Operation, SnapshotInfo, VerifyReport};
 use crate::error::{Error, Result};
 use crate::types::PageId;

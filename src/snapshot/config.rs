@@ -10,9 +10,9 @@ use super::StateSnapshotManager;
 use crate::checksum::MIN_PAGE_SIZE;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::FailureSink;
 #[cfg(doc)]
 use crate::types::FailureKind;
+use crate::types::FailureSink;
 
 /// Configuration of a [`StateSnapshotManager`].
 #[derive(Clone, Debug)]

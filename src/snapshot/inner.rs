@@ -19,8 +19,8 @@ use super::SnapshotInfo;
 use crate::clock::Clock;
 use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
-use crate::types::{FailureKind, FailureSink, Source};
 use crate::types::Lsn;
+use crate::types::{FailureKind, FailureSink, Source};
 
 /// The snapshot the store's state descends from (see the module docs).
 #[derive(Clone, Debug)]

@@ -334,7 +334,6 @@ pub struct StateSnapshotManager {
 }
 
 impl StateSnapshotManager {
-
     /// Why the manifest was rebuilt from the snapshot files when the
     /// manager was opened (it was damaged or missing), if it was.
     #[must_use]
@@ -427,14 +426,18 @@ impl StateSnapshotManager {
     /// what a restart sees.
     #[cfg(any(test, feature = "testing"))]
     pub fn crash_at(&self, step: CrashStep) {
-        self.inner.crash_at.store(step as u32, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .crash_at
+            .store(step as u32, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Makes the next retention that has snapshots to delete fail before it
     /// rewrites the manifest, with an I/O error, as a full disk would.
     #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_retention(&self) {
-        self.inner.fail_retention.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .fail_retention
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes a snapshot made consistent by `source` (see the module docs).
@@ -612,9 +615,9 @@ impl StateSnapshotManager {
 mod tests {
     use super::*;
     use crate::checksum::{ChecksumPlacement, ChecksumTable};
-    use crate::types::Lsn;
     use crate::corruption::DetectorConfig;
     use crate::store::MemStore;
+    use crate::types::Lsn;
 
     fn snap(
         m: &StateSnapshotManager,

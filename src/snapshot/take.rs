@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use super::fingerprint::parallel_fingerprints;
 use super::format::{self, Header};
+use super::inner::{Head, Inner, State};
 use super::manifest::{plan_retention, Manifest, MANIFEST_NAME};
 use super::writer::SnapshotWriter;
-use super::inner::{Head, Inner, State};
 use super::{
     snapshot_file_name, ChangeDetection, Consistency, CrashStep, Operation, SnapshotInfo,
     SnapshotKind, SnapshotReport, SnapshotRequest,

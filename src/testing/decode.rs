@@ -12,9 +12,9 @@
 
 use std::path::Path;
 
-use crate::error::Result;
 #[cfg(doc)]
 use crate::error::Error;
+use crate::error::Result;
 use crate::snapshot::format::SnapshotReader;
 use crate::snapshot::SnapshotInfo;
 use crate::types::Lsn;

@@ -80,4 +80,3 @@ pub(super) fn le32(b: &[u8]) -> u32 {
 pub(super) fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
-

@@ -138,7 +138,6 @@ pub(crate) fn encode_footer(index_offset: u64, index: &[u8]) -> [u8; FOOTER_LEN]
     b
 }
 
-
 /// Where the index is and how to check it, from a footer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Footer {

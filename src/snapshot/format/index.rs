@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use super::cursor::{le32, le64, Cursor};
 use super::header::Header;
-use super::{
-    HEADER_LEN, LZ4_MAX_RATIO, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME, VERSION_CRC32,
-};
+use super::{HEADER_LEN, LZ4_MAX_RATIO, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME, VERSION_CRC32};
 use crate::checksum::page_crc;
 use crate::error::Result;
 use crate::snapshot::fingerprint::page_fingerprint;
@@ -266,4 +264,3 @@ pub(super) fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> 
         metadata,
     })
 }
-

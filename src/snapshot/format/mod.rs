@@ -164,6 +164,5 @@ pub(crate) const MAX_BLOB_NAME: usize = 255;
 /// Largest metadata blob in bytes.
 pub(crate) const MAX_BLOB_LEN: usize = 1 << 20;
 
-
 /// The name of the threads that compress and decompress chunks.
 pub(crate) const WORKER_NAME: &str = "selfheal-snapshot-lz4";

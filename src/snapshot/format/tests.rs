@@ -11,8 +11,8 @@ use super::index::{decode_index, CHUNK_ENTRY_LEN, INDEX_FIXED_LEN};
 use super::*;
 use crate::checksum::page_crc;
 use crate::error::Error;
-use crate::snapshot::writer::SnapshotWriter;
 use crate::snapshot::fingerprint::page_fingerprint;
+use crate::snapshot::writer::SnapshotWriter;
 use crate::testing::{decode_manifest, decode_snapshot};
 use crate::types::Lsn;
 
