@@ -147,7 +147,11 @@ fn child_holding(
             return (child, out);
         }
     }
-    panic!("the child process ended before it held {}", dir.display());
+    let status = child.wait();
+    panic!(
+        "the child process ended ({status:?}) before it held {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -259,6 +259,8 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::host::PageSource;
 use crate::host::PageStore;
 use crate::types::{Failure, FailureSink, PageId};
 use crossbeam_channel::Receiver;

@@ -205,8 +205,14 @@ impl Job for Ticker {
 
 /// A thread that takes a snapshot at every interval of the manager's clock,
 /// pausing the host's writes through its [`WriteGate`] for the duration.
-/// Retention is applied after each snapshot (by the manager). See the
-/// [module docs](self) for failures and stopping.
+/// Retention is applied after each snapshot (by the manager). A failed
+/// snapshot is counted and reported as
+/// [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); a
+/// panic on the thread (in the host's store or LSN function) ends it,
+/// reported as [`FailureKind::WorkerDied`], and later calls return
+/// [`Error::Stopped`]; the manager stays usable. Intervals are measured on
+/// the manager's [clock](super::SnapshotConfig::clock), read at least every
+/// 100 ms of real time.
 ///
 /// Dropping it stops the thread (bounded as [`stop`](Self::stop) is); `stop`
 /// also reports a thread that died.
@@ -285,7 +291,7 @@ impl PeriodicSnapshots {
     pub fn is_running(&self) -> bool {
         self.worker
             .try_lock()
-            .map_or(true, |w| w.as_ref().is_some_and(Worker::is_running))
+            .is_none_or(|w| w.as_ref().is_some_and(Worker::is_running))
     }
 
     /// Takes a snapshot now, on the thread, and returns its result.

@@ -5,6 +5,11 @@
 use super::format::{MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
 use crate::error::{Error, Result};
 use crate::types::Lsn;
+#[cfg(doc)]
+use crate::{
+    host::PageStore,
+    snapshot::{RestoreReport, SnapshotConfig, StateSnapshotManager},
+};
 
 /// One snapshot as the manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]

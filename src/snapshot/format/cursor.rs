@@ -5,6 +5,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// A bounds-checked reader over untrusted bytes that names the file offset
+/// of whatever it finds wrong.
 pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,

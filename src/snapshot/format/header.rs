@@ -125,8 +125,7 @@ impl Header {
     }
 }
 
-/// Where one chunk lives and how to check it.
-
+/// The footer of a file whose index starts at `index_offset`.
 pub(crate) fn encode_footer(index_offset: u64, index: &[u8]) -> [u8; FOOTER_LEN] {
     let mut b = [0u8; FOOTER_LEN];
     b[0..8].copy_from_slice(&index_offset.to_le_bytes());

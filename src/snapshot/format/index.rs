@@ -15,6 +15,7 @@ use crate::snapshot::fingerprint::page_fingerprint;
 pub(super) const CHUNK_ENTRY_LEN: usize = 20;
 pub(super) const INDEX_FIXED_LEN: usize = 24;
 
+/// Where one chunk lives and how to check it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkEntry {
     pub offset: u64,
@@ -85,6 +86,7 @@ impl Index {
     }
 }
 
+/// The index of a file (layout in the [`format`](super) module docs).
 pub(crate) fn encode_index(
     chunks: &[ChunkEntry],
     pages: Option<&[u64]>,
@@ -125,9 +127,9 @@ pub(crate) fn encode_index(
     b
 }
 
-/// A bounds-checked reader over untrusted bytes that names the file offset
-/// of whatever it finds wrong.
-
+/// Decodes the index `bytes` found at file offset `base`, checking every
+/// count against the bytes that hold it before allocating, and every chunk
+/// against the header (see the [`format`](super) module docs).
 pub(super) fn decode_index(path: &Path, bytes: &[u8], base: u64, h: &Header) -> Result<Index> {
     let mut c = Cursor::new(path, bytes, base);
     let n_chunks = u64::from(c.u32("chunk count")?);
