@@ -57,6 +57,7 @@ mod clock;
 pub mod corruption;
 pub mod crash;
 pub mod digest;
+mod dirlock;
 mod error;
 mod fsutil;
 pub mod health;

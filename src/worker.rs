@@ -574,7 +574,10 @@ mod tests {
 
     /// A job that holds a notifier of its own worker (as the undo journal's
     /// mark job does, through the journal): the channel never disconnects.
-    struct SelfNotified(Arc<parking_lot::Mutex<Option<Notifier<()>>>>);
+    struct SelfNotified {
+        /// Held, never read: it keeps the worker's channel open.
+        _notifier: Arc<parking_lot::Mutex<Option<Notifier<()>>>>,
+    }
 
     impl Job for SelfNotified {
         type Command = ();
@@ -593,8 +596,14 @@ mod tests {
     fn a_stop_without_finish_ends_a_job_that_holds_its_own_notifier() {
         for how in [Stop::Abandon, Stop::Finish] {
             let slot = Arc::new(parking_lot::Mutex::new(None));
-            let mut w =
-                Worker::spawn("test", "selfheal-test", SelfNotified(Arc::clone(&slot))).unwrap();
+            let mut w = Worker::spawn(
+                "test",
+                "selfheal-test",
+                SelfNotified {
+                    _notifier: Arc::clone(&slot),
+                },
+            )
+            .unwrap();
             *slot.lock() = w.notifier();
             assert!(slot.lock().as_ref().unwrap().notify(()));
             let started = Instant::now();

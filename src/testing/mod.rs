@@ -16,7 +16,10 @@ pub use crash::{
 };
 pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
 pub use files::CrashFiles;
+mod decode;
 mod snapshot;
+
+pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};
 
 pub use snapshot::{
     both_placements, damaged_copies, fill_store, semi_compressible_page, SealedStore,
