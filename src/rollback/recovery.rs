@@ -92,7 +92,7 @@ impl RollbackConfig {
     /// [`Error::InvalidConfig`] for zero sizes or timeouts; [`Error::Io`] when
     /// the journal directory cannot be created or written;
     /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
-    /// damage the [recovery mode](RecoveryMode) refuses, a missing segment,
+    /// damage the [recovery mode](super::journal::RecoveryMode) refuses, a missing segment,
     /// or undo of an unfinished transaction whose begin record is missing;
     /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
     /// holds undo of an in-flight transaction that does not fit `pages` (a
