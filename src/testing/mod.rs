@@ -19,7 +19,8 @@ pub use files::CrashFiles;
 mod snapshot;
 
 pub use snapshot::{
-    both_placements, damaged_copies, fill_store, semi_compressible_page, SealedStore,
+    both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
+    SealedStore,
 };
 mod health;
 
