@@ -183,18 +183,29 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// # Errors
     /// As `read_page`.
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
-        let mut buf = vec![0u8; self.page_size()];
-        let mut digest = crate::repair::RangeDigest::new();
-        let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
-            what: "count",
-            reason: format!("pages {first}..+{count} run past the largest page id"),
-        })?;
-        for p in first.0..end {
-            self.read_page(PageId(p), &mut buf)?;
-            digest.push(PageId(p), &buf);
-        }
-        Ok(digest.finish())
+        digest_by_reads(self, first, count)
     }
+}
+
+/// The default [`Replica::range_digest`]: reads each page with `read_page`;
+/// shared with the fault-injecting replica, which overrides the method only
+/// to inject faults.
+pub(crate) fn digest_by_reads<R: Replica + ?Sized>(
+    replica: &R,
+    first: PageId,
+    count: u64,
+) -> Result<u64> {
+    let mut buf = vec![0u8; replica.page_size()];
+    let mut digest = crate::repair::RangeDigest::new();
+    let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
+        what: "count",
+        reason: format!("pages {first}..+{count} run past the largest page id"),
+    })?;
+    for p in first.0..end {
+        replica.read_page(PageId(p), &mut buf)?;
+        digest.push(PageId(p), &buf);
+    }
+    Ok(digest.finish())
 }
 
 /// A last-resort source of page copies, tried when no replica has a good one
