@@ -163,7 +163,15 @@ pub trait Replica: Send + Sync + fmt::Debug {
 
     /// Whether it is available and how far behind it is. Called before each
     /// repair to order replicas (available first, then least lag); it should
-    /// be cheap.
+    /// be cheap. The repairer calls it on the replica's helper thread and
+    /// waits for it only until its deadline
+    /// ([`RepairConfig::replica_read_timeout`](crate::repair::RepairConfig::replica_read_timeout)).
+    ///
+    /// `lag.applied_lsn`, when reported, must not be below the page LSN of
+    /// any page the replica serves: with a page-LSN reader the repairer does
+    /// not ask a replica that reports an applied LSN below the newest copy it
+    /// already holds, so a replica that under-reports could hold back the
+    /// current copy.
     fn status(&self) -> ReplicaStatus;
 
     /// Reads the replica's copy of `page` into `buf` (exactly `page_size()` bytes).
@@ -178,7 +186,8 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// to find divergent ranges without fetching every page.
     ///
     /// The default reads each page through `read_page`; a remote replica
-    /// should compute it where the data is.
+    /// should compute it where the data is. The repairer calls it on the
+    /// replica's helper thread and waits for it only until its deadline.
     ///
     /// # Errors
     /// As `read_page`.
@@ -217,7 +226,9 @@ pub trait PageSource: Send + Sync + fmt::Debug {
     /// Reads a copy of `page` into `buf`. Returns `Ok(false)` when the source
     /// has no copy of it, or has one that is older than `not_older_than` (the
     /// local store's LSN for the page, when the host knows it): a stale page is
-    /// never served as a repair.
+    /// never served as a repair. The repairer calls it on the source's helper
+    /// thread and waits for it only until its deadline; a panic is caught
+    /// there and skips the source.
     ///
     /// # Errors
     /// An I/O or decoding error of the source; the page is then treated as not

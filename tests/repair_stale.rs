@@ -1,19 +1,22 @@
 //! Goal: a repair never reverts a page to an older version: a verified copy
 //! with a newer page LSN beats any number of older ones, also after a restart
-//! empties the detector's memory, and a rejected copy does not use up the
-//! copies a repair may fetch. Method: mirrors made to lag by leaving host
-//! writes out of them, a "restart" as a new detector and repairer over the
-//! same store, under both checksum placements.
+//! empties the detector's memory and however many stale replicas are asked
+//! before the current one; fetching stops only when no replica left can hold
+//! a newer copy; and a rejected copy does not use up the copies a repair may
+//! fetch. Method: mirrors made to lag by leaving host writes out of them,
+//! replicas whose statuses report their applied LSN or not, a "restart" as a
+//! new detector and repairer over the same store, under both checksum
+//! placements.
 
 mod repair_common;
 
 use std::sync::Arc;
 
-use repair_common::{fence, placements, Cluster, PS};
+use repair_common::{fence, placements, Cluster, StoreSource, PS};
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
 use selfheal::testing::{Damage, FaultyReplica};
-use selfheal::{ChecksumPlacement, Error, Lsn, PageId, ReplicaId};
+use selfheal::{ChecksumPlacement, DetectorConfig, Error, Lsn, PageId, ReplicaId, ReplicaLag};
 
 /// Page 2 is written at LSN 1 everywhere, then at LSN 7 only locally and on
 /// mirror 2: mirrors 0 and 1 lag with the LSN-1 copy.
@@ -196,6 +199,261 @@ fn a_rejected_copy_does_not_use_up_the_copy_limit() {
             AttemptResult::FailedVerification(_)
         ));
         assert!(matches!(report.attempts[1].result, AttemptResult::Verified));
+        assert_eq!(c.local(1), c.current(1));
+    }
+}
+
+/// What the replicas' statuses say about their applied LSN.
+#[derive(Clone, Copy, Debug)]
+enum Reports {
+    /// Nothing (a replica that does not track LSNs).
+    Nothing,
+    /// The truth: the stale ones LSN 1, the current one LSN 7.
+    Everyone,
+    /// Only the stale ones report (LSN 1); the current one reports nothing.
+    OnlyTheStale,
+}
+
+/// `stale + 1` mirrors: page 2 at LSN 1 on mirrors `0..stale`, at LSN 7 on
+/// mirror `stale` (and locally). Replicas are registered stale ones first,
+/// each a `FaultyReplica` reporting its applied LSN as `reports` says.
+fn stale_first(
+    placement: ChecksumPlacement,
+    stale: usize,
+    reports: Reports,
+) -> (Arc<Cluster>, Vec<Arc<FaultyReplica>>) {
+    let c = Arc::new(Cluster::new(placement, 4, stale + 1));
+    let det = c.detector(None);
+    let all: Vec<usize> = (0..=stale).collect();
+    for p in 0..4 {
+        c.write(&det, p, 1, 0x10 + p as u8, &all);
+    }
+    c.write(&det, 2, 7, 0x77, &[stale]);
+    let replicas = (0..=stale)
+        .map(|i| {
+            let r = FaultyReplica::new(Arc::new(c.replica(i)));
+            let applied = match (reports, i == stale) {
+                (Reports::Nothing, _) | (Reports::OnlyTheStale, true) => None,
+                (Reports::Everyone, true) => Some(Lsn(7)),
+                (Reports::Everyone | Reports::OnlyTheStale, false) => Some(Lsn(1)),
+            };
+            r.set_lag(ReplicaLag {
+                applied_lsn: applied,
+                behind: None,
+            });
+            Arc::new(r)
+        })
+        .collect();
+    (c, replicas)
+}
+
+#[test]
+fn after_a_restart_any_number_of_stale_replicas_asked_first_never_hide_the_current_copy() {
+    for placement in placements() {
+        let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
+        for stale in [3, 5] {
+            for reports in [Reports::Nothing, Reports::Everyone, Reports::OnlyTheStale] {
+                for batch in [false, true] {
+                    let case = format!(
+                        "{placement:?}, {stale} stale, {reports:?} reported, batch {batch}"
+                    );
+                    let (c, replicas) = stale_first(placement.clone(), stale, reports);
+                    // Restart, default config, no expected-LSN hook.
+                    let det = c.detector(None);
+                    let rep = RepairConfig::new().build(det.clone()).unwrap();
+                    for r in &replicas {
+                        rep.add_replica(r.clone()).unwrap();
+                    }
+                    c.raw.damage(PageId(2), Damage::Junk { seed: 2 }).unwrap();
+                    fence(&det, 2);
+                    let report = if batch {
+                        let mut all = rep.repair_all();
+                        assert_eq!(all.len(), 1, "{case}");
+                        all.remove(0)
+                    } else {
+                        rep.repair_page(PageId(2)).unwrap()
+                    };
+                    assert_eq!(
+                        report.outcome,
+                        RepairOutcome::Repaired {
+                            source: CopySource::Replica(ReplicaId::new(format!("m{stale}")))
+                        },
+                        "{case}: {:?}",
+                        report.attempts
+                    );
+                    assert_eq!(c.local(2), c.current(2), "{case}: the LSN-7 page stands");
+                    let reads: Vec<u64> = replicas.iter().map(|r| r.reads()).collect();
+                    match reports {
+                        // Any of them could hold a newer copy: all are asked.
+                        Reports::Nothing => {
+                            assert!(reads.iter().all(|&n| n == 1), "{case}: {reads:?}")
+                        }
+                        // The current one is asked first (highest applied
+                        // LSN); the others cannot hold anything as new.
+                        Reports::Everyone => {
+                            assert_eq!(reads[stale], 1, "{case}");
+                            assert!(reads[..stale].iter().all(|&n| n == 0), "{case}: {reads:?}");
+                            for a in &report.attempts[1..] {
+                                assert!(
+                                    matches!(
+                                        a.result,
+                                        AttemptResult::Stale {
+                                            applied: Lsn(1),
+                                            needed: Lsn(7)
+                                        }
+                                    ),
+                                    "{case}: {:?}",
+                                    a.result
+                                );
+                            }
+                        }
+                        // The stale ones come first; once three copies agree
+                        // at LSN 1 the others reporting LSN 1 add nothing, but
+                        // the silent one may be newer and is asked. (With the
+                        // sidecar table, stale copies fail verification and
+                        // never count, so every stale one is asked.)
+                        Reports::OnlyTheStale => {
+                            let asked = if sidecar { stale as u64 } else { 3 };
+                            assert_eq!(reads[stale], 1, "{case}");
+                            assert_eq!(
+                                reads[..stale].iter().sum::<u64>(),
+                                asked,
+                                "{case}: {reads:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn after_a_restart_when_every_replica_is_stale_the_stale_copy_is_never_written() {
+    for placement in placements() {
+        let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
+        for reports in [Reports::Nothing, Reports::Everyone] {
+            for with_fallback in [false, true] {
+                // Hook: the host's WAL says which LSN the page must have.
+                // Without it only the sidecar table knows the page changed.
+                for hook in [true, false] {
+                    if !hook && !sidecar {
+                        continue;
+                    }
+                    let case = format!(
+                        "{placement:?}, {reports:?}, fallback {with_fallback}, hook {hook}"
+                    );
+                    let (c, replicas) = stale_first(placement.clone(), 5, reports);
+                    let last = replicas.len() - 1;
+                    // The one current replica is unavailable: all that answer are stale.
+                    replicas[last].set_down(true);
+                    let det = c.detector(hook.then(|| c.expected_lsn()));
+                    let rep = RepairConfig::new().build(det.clone()).unwrap();
+                    for r in &replicas {
+                        rep.add_replica(r.clone()).unwrap();
+                    }
+                    if with_fallback {
+                        rep.add_fallback(Arc::new(StoreSource::current("backup", &c)))
+                            .unwrap();
+                    }
+                    c.raw.damage(PageId(2), Damage::Zero).unwrap();
+                    fence(&det, 2);
+                    let report = rep.repair_page(PageId(2)).unwrap();
+                    if with_fallback {
+                        assert_eq!(
+                            report.outcome,
+                            RepairOutcome::Repaired {
+                                source: CopySource::Fallback("backup".into())
+                            },
+                            "{case}: {:?}",
+                            report.attempts
+                        );
+                        assert_eq!(c.local(2), c.current(2), "{case}");
+                    } else {
+                        assert!(
+                            matches!(report.outcome, RepairOutcome::Irreparable { .. }),
+                            "{case}: {:?}",
+                            report.outcome
+                        );
+                        assert_eq!(c.local(2), vec![0u8; PS], "{case}: nothing was written");
+                        assert_eq!(det.page_state(PageId(2)), Some(PageState::Irreparable));
+                    }
+                    assert!(
+                        report.attempts.iter().all(|a| !matches!(
+                            a.result,
+                            AttemptResult::Verified
+                        ) || a.source
+                            == CopySource::Fallback("backup".into())),
+                        "{case}: no stale copy verified: {:?}",
+                        report.attempts
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn with_a_page_lsn_reader_the_copy_limit_counts_votes_at_the_newest_lsn() {
+    for placement in placements() {
+        for reported in [true, false] {
+            let c = Arc::new(Cluster::new(placement.clone(), 4, 5));
+            let det = c.detector(None);
+            for p in 0..4 {
+                c.write(&det, p, 7, 0x20 + p as u8, &[0, 1, 2, 3, 4]);
+            }
+            let rep = RepairConfig::new().build(det.clone()).unwrap();
+            let replicas: Vec<Arc<FaultyReplica>> = (0..5)
+                .map(|i| {
+                    let r = Arc::new(FaultyReplica::new(Arc::new(c.replica(i))));
+                    r.set_lag(ReplicaLag {
+                        applied_lsn: reported.then_some(Lsn(7)),
+                        behind: None,
+                    });
+                    rep.add_replica(r.clone()).unwrap();
+                    r
+                })
+                .collect();
+            c.raw.damage(PageId(1), Damage::Zero).unwrap();
+            fence(&det, 1);
+            let report = rep.repair_page(PageId(1)).unwrap();
+            assert!(report.is_repaired(), "{:?}", report.attempts);
+            let reads: Vec<u64> = replicas.iter().map(|r| r.reads()).collect();
+            if reported {
+                // Three votes at LSN 7, and nobody can hold anything newer.
+                assert_eq!(reads, [1, 1, 1, 0, 0]);
+                assert_eq!(report.attempts.len(), 3);
+            } else {
+                // Any replica that says nothing may hold a newer copy.
+                assert_eq!(reads, [1, 1, 1, 1, 1]);
+            }
+            assert_eq!(c.local(1), c.current(1));
+        }
+    }
+}
+
+#[test]
+fn without_a_page_lsn_reader_copies_vote_and_fetching_stops_at_the_limit() {
+    for placement in placements() {
+        let c = Arc::new(Cluster::new(placement.clone(), 4, 5));
+        let det = Arc::new(DetectorConfig::new(placement).build(c.raw.clone()).unwrap());
+        for p in 0..4 {
+            c.write(&det, p, 3, 0x20 + p as u8, &[0, 1, 2, 3, 4]);
+        }
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        let replicas: Vec<Arc<FaultyReplica>> = (0..5)
+            .map(|i| {
+                let r = Arc::new(FaultyReplica::new(Arc::new(c.replica(i))));
+                rep.add_replica(r.clone()).unwrap();
+                r
+            })
+            .collect();
+        c.raw.damage(PageId(1), Damage::Zero).unwrap();
+        fence(&det, 1);
+        let report = rep.repair_page(PageId(1)).unwrap();
+        assert!(report.is_repaired(), "{:?}", report.attempts);
+        let reads: Vec<u64> = replicas.iter().map(|r| r.reads()).collect();
+        assert_eq!(reads, [1, 1, 1, 0, 0], "three votes, then it stops");
         assert_eq!(c.local(1), c.current(1));
     }
 }

@@ -965,6 +965,14 @@ impl CorruptionDetector {
         self.page_lsn.as_ref().and_then(|f| f(bytes))
     }
 
+    /// Whether a [page-LSN reader](DetectorConfig::page_lsn) is configured,
+    /// so that [`page_lsn_of`](Self::page_lsn_of) can tell which of two
+    /// copies of a page is newer.
+    #[must_use]
+    pub fn reads_page_lsns(&self) -> bool {
+        self.page_lsn.is_some()
+    }
+
     /// Verifies `bytes` as `page` (checksum, and staleness when a page-LSN
     /// reader is configured) without reading or recording anything.
     ///

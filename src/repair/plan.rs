@@ -1,5 +1,6 @@
 //! The repairer's decisions as pure functions: in which order to ask the
-//! replicas, and which of the copies they gave wins.
+//! replicas, whether to ask the next one, and which of the copies they gave
+//! wins.
 //!
 //! Nothing here does I/O, so every rule is tested on its own (including by
 //! property tests) and the repairer itself only fetches, verifies and commits.
@@ -49,21 +50,105 @@ pub(crate) fn order_replicas(
         )
     });
     idx.into_iter()
-        .map(|i| {
-            let s = &statuses[i];
-            let skip = if !s.available {
-                Some(Skip::Unavailable)
-            } else {
-                match (s.lag.applied_lsn, needed) {
-                    (Some(applied), Some(needed)) if applied < needed => {
-                        Some(Skip::Behind { applied, needed })
-                    }
-                    _ => None,
-                }
-            };
-            (i, skip)
-        })
+        .map(|i| (i, skip(&statuses[i], needed)))
         .collect()
+}
+
+/// Why a replica with `status` is not asked for a copy of a page that must
+/// reach `needed`, if it is not: it cannot serve reads, or its applied LSN
+/// is known to be below `needed`.
+pub(crate) fn skip(status: &ReplicaStatus, needed: Option<Lsn>) -> Option<Skip> {
+    if !status.available {
+        return Some(Skip::Unavailable);
+    }
+    match (status.lag.applied_lsn, needed) {
+        (Some(applied), Some(needed)) if applied < needed => Some(Skip::Behind { applied, needed }),
+        _ => None,
+    }
+}
+
+/// What a repair holds so far: the verified copies, the newest page LSN among
+/// them, and how many copies carry it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Gathered {
+    /// Verified copies.
+    pub copies: usize,
+    /// The newest known page LSN among them.
+    pub newest: Option<Lsn>,
+    /// Copies at `newest` (0 while it is unknown).
+    pub at_newest: usize,
+}
+
+impl Gathered {
+    /// Counts one more verified copy, with its page LSN if known.
+    pub fn add(&mut self, lsn: Option<Lsn>) {
+        self.copies += 1;
+        match (lsn, self.newest) {
+            (None, _) => {}
+            (Some(l), Some(n)) if l < n => {}
+            (Some(l), Some(n)) if l == n => self.at_newest += 1,
+            (Some(l), _) => {
+                self.newest = Some(l);
+                self.at_newest = 1;
+            }
+        }
+    }
+}
+
+/// Whether to ask the next replica for its copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fetch {
+    /// Ask it.
+    Ask,
+    /// Its applied LSN is below the page LSN of a verified copy in hand: it
+    /// cannot hold a copy that would be written.
+    Behind {
+        /// The replica's applied LSN.
+        applied: Lsn,
+        /// The newest page LSN among the verified copies.
+        newest: Lsn,
+    },
+    /// Enough copies are in hand and it cannot hold a newer one.
+    Enough,
+}
+
+/// Whether to ask a replica (available, not known behind the page's expected
+/// LSN) whose status reports `applied`, given the copies in hand and the
+/// copies `wanted` (`max_replicas_per_repair`).
+///
+/// With page LSNs (`by_lsn`: the detector has a page-LSN reader), a repair
+/// must not stop while a replica left could hold a newer copy than the
+/// newest in hand: one that reports no applied LSN, or one above that copy's
+/// LSN, is always asked. One that reports exactly that LSN can only add a
+/// vote among the copies at it, and is asked until `wanted` copies carry it.
+/// One that reports less cannot hold a copy that would be written. Before
+/// any copy with a known LSN is in hand, every replica is asked.
+///
+/// Without page LSNs the newest copy cannot be told, and copies vote: the
+/// repair asks replicas until `wanted` copies verified.
+pub(crate) fn next_fetch(
+    applied: Option<Lsn>,
+    got: &Gathered,
+    wanted: usize,
+    by_lsn: bool,
+) -> Fetch {
+    if !by_lsn {
+        return if got.copies >= wanted {
+            Fetch::Enough
+        } else {
+            Fetch::Ask
+        };
+    }
+    let (Some(newest), Some(applied)) = (got.newest, applied) else {
+        return Fetch::Ask;
+    };
+    if applied > newest || (applied == newest && got.at_newest < wanted) {
+        Fetch::Ask
+    } else if applied == newest {
+        Fetch::Enough
+    } else {
+        Fetch::Behind { applied, newest }
+    }
 }
 
 /// Whether a group of copies may be written, and if not, why.
@@ -273,6 +358,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn with_page_lsns_only_replicas_that_cannot_hold_a_newer_copy_are_passed_over() {
+        let mut got = Gathered::default();
+        // Nothing with a known LSN in hand: everyone is asked.
+        assert_eq!(next_fetch(Some(Lsn(1)), &got, 1, true), Fetch::Ask);
+        got.add(None);
+        got.add(None);
+        assert_eq!(next_fetch(Some(Lsn(1)), &got, 1, true), Fetch::Ask);
+        got.add(Some(Lsn(5)));
+        assert_eq!(
+            (got.newest, got.at_newest, got.copies),
+            (Some(Lsn(5)), 1, 3)
+        );
+        assert_eq!(next_fetch(None, &got, 1, true), Fetch::Ask, "may be newer");
+        assert_eq!(next_fetch(Some(Lsn(6)), &got, 1, true), Fetch::Ask);
+        assert_eq!(next_fetch(Some(Lsn(5)), &got, 1, true), Fetch::Enough);
+        assert_eq!(
+            next_fetch(Some(Lsn(5)), &got, 2, true),
+            Fetch::Ask,
+            "a vote more"
+        );
+        assert_eq!(
+            next_fetch(Some(Lsn(4)), &got, 2, true),
+            Fetch::Behind {
+                applied: Lsn(4),
+                newest: Lsn(5)
+            }
+        );
+        got.add(Some(Lsn(3)));
+        got.add(Some(Lsn(5)));
+        assert_eq!(
+            (got.newest, got.at_newest, got.copies),
+            (Some(Lsn(5)), 2, 5)
+        );
+        got.add(Some(Lsn(9)));
+        assert_eq!((got.newest, got.at_newest), (Some(Lsn(9)), 1));
+    }
+
+    #[test]
+    fn without_page_lsns_copies_are_counted_up_to_the_limit() {
+        let mut got = Gathered::default();
+        for _ in 0..3 {
+            assert_eq!(next_fetch(None, &got, 3, false), Fetch::Ask);
+            got.add(None);
+        }
+        assert_eq!(next_fetch(None, &got, 3, false), Fetch::Enough);
+        assert_eq!(next_fetch(Some(Lsn(99)), &got, 3, false), Fetch::Enough);
+    }
+
     proptest! {
         /// The winner (the first group) carries the newest LSN of all copies;
         /// no eligible group has an older LSN than the winner; among groups at
@@ -321,6 +455,65 @@ mod tests {
                         prop_assert!(g.votes() >= h.votes());
                     }
                 }
+            }
+        }
+
+        /// A model of a repair's fetch loop over replicas in the order
+        /// `order_replicas` gives, asking each as `next_fetch` says: the
+        /// winner always carries the newest page LSN any available replica
+        /// holds (whatever the statuses say, as long as a replica that
+        /// reports an applied LSN holds no page newer than it), no replica
+        /// is asked twice, and without page LSNs at most `wanted` copies are
+        /// fetched.
+        #[test]
+        fn the_fetch_loop_never_passes_over_the_newest_copy(
+            replicas in proptest::collection::vec(
+                (any::<bool>(), 1u64..20, 0u64..20, any::<bool>(), 0u64..3),
+                0..12,
+            ),
+            wanted in 1usize..5,
+            by_lsn in any::<bool>(),
+        ) {
+            // (available, page LSN, lead of the applied LSN, reports it, lag ms)
+            let statuses: Vec<ReplicaStatus> = replicas
+                .iter()
+                .map(|&(available, lsn, lead, reports, behind)| {
+                    st(available, Some(behind), reports.then_some(lsn + lead))
+                })
+                .collect();
+            let copy_lsn = |i: usize| by_lsn.then_some(Lsn(replicas[i].1));
+            let mut got = Gathered::default();
+            let mut fetched = Vec::new();
+            for (i, skip) in order_replicas(&statuses, None) {
+                if skip.is_some() {
+                    continue;
+                }
+                match next_fetch(statuses[i].lag.applied_lsn, &got, wanted, by_lsn) {
+                    Fetch::Ask => {
+                        prop_assert!(!fetched.contains(&i));
+                        fetched.push(i);
+                        got.add(copy_lsn(i));
+                    }
+                    Fetch::Behind { applied, newest } => {
+                        prop_assert!(applied < newest);
+                        prop_assert!(replicas[i].1 < newest.0, "it held nothing as new");
+                    }
+                    Fetch::Enough => {}
+                }
+            }
+            let available: Vec<usize> =
+                (0..replicas.len()).filter(|&i| replicas[i].0).collect();
+            if by_lsn {
+                let newest = available.iter().map(|&i| replicas[i].1).max();
+                prop_assert_eq!(got.newest.map(|l| l.0), newest);
+                let at_newest = available
+                    .iter()
+                    .filter(|&&i| Some(replicas[i].1) == newest)
+                    .count();
+                prop_assert!(got.at_newest <= at_newest);
+                prop_assert!(got.at_newest >= at_newest.min(wanted), "the votes wanted, or all there are");
+            } else {
+                prop_assert_eq!(fetched.len(), available.len().min(wanted));
             }
         }
 
