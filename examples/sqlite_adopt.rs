@@ -1,6 +1,8 @@
 //! Adopting a real SQLite database: build one (tables, indexes,
 //! `secure_delete` and a large delete, so its freelist holds zeroed pages),
-//! run SQLite's `quick_check`, adopt the file with sidecar checksums, damage
+//! run SQLite's `quick_check`, adopt the file — once with a durable sidecar
+//! checksum table, once with trailers in 16 bytes SQLite reserves at the end
+//! of each page — damage
 //! pages behind the library's back (page 1, interior index pages, a torn
 //! page, a misdirected write, an older version of a page), scrub, repair from
 //! a replica copy, and let SQLite's `integrity_check` judge the result.
@@ -18,13 +20,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match sqlite_common::run(dir.path(), &mut |line| println!("{line}")) {
-        Ok(outcome) => {
-            println!("ok: {}", sqlite_common::describe(&outcome));
+    for placement in [
+        sqlite_common::Placement::DurableSidecar,
+        sqlite_common::Placement::ReservedTrailer,
+    ] {
+        let sub = dir.path().join(format!("{placement:?}"));
+        if let Err(e) = std::fs::create_dir(&sub) {
+            eprintln!("cannot make {}: {e}", sub.display());
+            std::process::exit(2);
         }
-        Err(e) => {
-            eprintln!("FAILED: {e}");
-            std::process::exit(1);
+        match sqlite_common::run(&sub, placement, &mut |line| println!("{line}")) {
+            Ok(outcome) => {
+                println!("ok [{placement:?}]: {}", sqlite_common::describe(&outcome));
+            }
+            Err(e) => {
+                eprintln!("FAILED [{placement:?}]: {e}");
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -134,6 +134,18 @@ pub enum Error {
         page: PageId,
     },
 
+    /// Bytes from a copy that was not read through a verifying store (a
+    /// snapshot of the raw store) cannot be vouched for, so the store that
+    /// was to write them refuses to seal them. Not corruption of the store:
+    /// nothing was written.
+    #[error("page {page} cannot be vouched for: {reason}")]
+    UnverifiedCopy {
+        /// The page.
+        page: PageId,
+        /// Why it cannot be verified, and what to do instead.
+        reason: String,
+    },
+
     /// Adoption in the trailer placement found a page whose last 16 bytes
     /// hold data, so a trailer cannot be added without destroying it.
     #[error("page {page} cannot take a checksum trailer in place: its last {trailer_len} bytes are in use; reserve {trailer_len} bytes at the end of every page (SQLite: reserved bytes, header byte 20) or adopt with the sidecar placement")]
@@ -407,6 +419,24 @@ pub enum Error {
         reason: String,
         /// Whether pages of the target were written before the damage was
         /// found (only without the restore pre-check).
+        target_written: bool,
+    },
+
+    /// A restore into a store that seals what it writes (a
+    /// [`CorruptionDetector`](crate::CorruptionDetector)) was refused: the
+    /// snapshot's pages were not read through a verifying store, and one of
+    /// them cannot be vouched for, so writing it would seal bytes nobody
+    /// verified.
+    #[error("snapshot {snapshot} cannot be restored into a store that seals its pages: it was taken from a store that does not verify its reads, and its page {page} cannot be vouched for: {reason}; {}", if *target_written { "pages of the target were already written (with pages of the snapshot that verified), so restore another snapshot before trusting the target" } else { "nothing was written" })]
+    UnverifiedSnapshot {
+        /// The snapshot (the member of the chain) holding the page.
+        snapshot: u64,
+        /// The page.
+        page: PageId,
+        /// Why it cannot be vouched for, and what to do instead.
+        reason: String,
+        /// Whether pages of the target were written before the refusal
+        /// (only without the restore pre-check).
         target_written: bool,
     },
 

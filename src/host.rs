@@ -101,6 +101,60 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// write may have been partial); the library re-reads before trusting it.
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()>;
 
+    /// Writes a batch of pages: each `(page, bytes)` in order, as
+    /// [`write_page`](Self::write_page) would (a page may appear twice; its
+    /// last bytes win). The buffers may be changed on the way (the
+    /// [`CorruptionDetector`](crate::CorruptionDetector) writes a checksum
+    /// trailer into them). Like a single write, the batch need not be
+    /// durable until [`sync`](Self::sync) returns.
+    ///
+    /// The default calls `write_page` for each page. A store for which a
+    /// batch costs less than its pages one by one overrides it: the
+    /// detector seals and writes a batch with one fsync of a durable
+    /// sidecar table's log, where single writes cost one each. The library
+    /// restores snapshots this way, a chunk at a time.
+    ///
+    /// # Errors
+    /// As `write_page`, for the first page that fails; the pages before it
+    /// may have been written.
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        for (page, buf) in pages.iter() {
+            self.write_page(*page, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this store verifies what it reads: whether a page read from
+    /// it can only be bytes that were sealed for that page. A host's own
+    /// store returns raw bytes and says no (the default); the
+    /// [`CorruptionDetector`](crate::CorruptionDetector) says yes.
+    ///
+    /// A snapshot records the answer of the store it read, so that a later
+    /// restore into a store that seals what it writes knows whether the
+    /// pages it writes were verified (see
+    /// [`check_unverified`](Self::check_unverified)). A wrapper around a
+    /// verifying store forwards the answer; one that may return other bytes
+    /// than the store below it must not.
+    fn verifies_reads(&self) -> bool {
+        false
+    }
+
+    /// Checks `bytes`, which come from a copy nobody verified (a snapshot
+    /// taken of a raw store), before they are written as `page` through
+    /// this store. A store that seals what it writes (the
+    /// [`CorruptionDetector`](crate::CorruptionDetector)) refuses bytes it
+    /// cannot vouch for, because sealing them would make damaged bytes look
+    /// valid; the default accepts everything, because a store that seals
+    /// nothing vouches for nothing. `page` may lie past the store's current
+    /// end: a restore checks its pages before it resizes the target.
+    ///
+    /// # Errors
+    /// [`Error::UnverifiedCopy`] naming the page and what to do instead.
+    fn check_unverified(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        let _ = (page, bytes);
+        Ok(())
+    }
+
     /// Changes the number of pages to `page_count`: pages at and past the new
     /// end are dropped, and pages added at the end read as zeros until they
     /// are written. A read, write or scan that races a shrink either

@@ -6,7 +6,8 @@
 //!
 //! - [`CorruptionDetector`]: page checksums verified on every read and sealed
 //!   on every write, corrupt pages fenced and reported once;
-//! - [`Scrubber`]: a paced, resumable background scrub of the whole store;
+//! - [`Scrubber`]: a paced background scrub of the whole store, resumable
+//!   after a restart when given a cursor file;
 //! - [`DataRepairer`]: repair of corrupt pages from replica copies it verifies
 //!   itself (the newest page LSN wins; votes break ties, a plurality or
 //!   optionally a majority), fallback sources and Merkle anti-entropy;

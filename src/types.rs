@@ -294,8 +294,13 @@ pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
 /// A bounded crossbeam channel: when the consumer falls behind, new reports are
 /// counted as dropped (see [`FailureSink::dropped`]) rather than blocking the
 /// detector, because a detector that blocks on its own reporting would stop
-/// detecting. A report that is dropped is not lost knowledge: the page stays in
-/// the suspect registry and is still fenced.
+/// detecting. What a dropped report loses depends on its kind: a corrupt
+/// page stays fenced in the suspect registry (a host that walks
+/// [`CorruptionDetector::pages_in`](crate::CorruptionDetector::pages_in), or
+/// `repair_pending`, still finds it), but any other report — a dead
+/// component, a predicted failure, transactions in flight at a crash — is
+/// gone, and only the count says it was there. Size the channel, and drain
+/// it.
 #[derive(Clone, Debug)]
 pub struct FailureSink {
     tx: crossbeam_channel::Sender<Failure>,

@@ -4,7 +4,8 @@
 //! afterwards, damage found later is caught, zero pages follow the host's
 //! free-page answer, existing checksums are never overwritten, a host
 //! writing meanwhile always wins, adoption can be run again, and a crash at
-//! any step of it leaves each page adopted or as it was. Method: pages
+//! any step of it leaves each page adopted or as it was, and a page the
+//! registry knows to be bad is never sealed. Method: pages
 //! written raw (as a host would before adopting), adopted, then read,
 //! scrubbed and damaged behind the detector; a thread writes through the
 //! detector during adoption; a `CrashSwitch` kills the process at every
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use selfheal::checksum::{payload_len, trailer, TableConfig, TRAILER_LEN};
 use selfheal::corruption::{FreePageFn, PageState};
-use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore};
+use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore, ReadFault};
 use selfheal::{
     AdoptOptions, AdoptProgress, ChecksumPlacement, ChecksumTable, CorruptionDetector,
     DetectorConfig, Error, FileStore, MemStore, PageId, PageStore, ScrubConfig,
@@ -172,6 +173,60 @@ fn adopts_an_existing_file_in_both_placements() {
             assert_eq!(again.unallocated, zero_count(), "{what}");
             assert_eq!(det.page_state(PageId(10)), Some(PageState::Suspect));
         }
+    }
+}
+
+/// Adoption never seals a page the registry knows to be bad: a sealed page
+/// whose trailer was zeroed by damage looks never sealed, and a page that
+/// could not be read looks fine once reads work again; both stay fenced.
+/// A page fenced only for carrying no seal yet is still adopted.
+#[test]
+fn adoption_never_seals_a_page_known_to_be_bad() {
+    for (name, placement) in placements() {
+        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, 8).unwrap())));
+        for p in 0..8 {
+            raw.write_page(PageId(p), &host_page(p)).unwrap();
+        }
+        let det = Arc::new(
+            DetectorConfig::new(placement_like(&placement))
+                .build(raw.clone())
+                .unwrap(),
+        );
+        let mut buf = vec![0u8; PS];
+        // Page 1: sealed through the detector, then its last 64 bytes zeroed.
+        det.write_sealed(PageId(1), &mut host_page(101)).unwrap();
+        raw.read_page(PageId(1), &mut buf).unwrap();
+        buf[PS - 64..].fill(0);
+        raw.write_page(PageId(1), &buf).unwrap();
+        assert!(det.read_verified(PageId(1), &mut buf).is_err(), "{name}");
+        // Page 2: never sealed, unreadable twice (fenced), readable again.
+        raw.fail_reads(Some(PageId(2)), ReadFault::Eio, 2);
+        assert!(det.read_verified(PageId(2), &mut buf).is_err(), "{name}");
+        // Page 3: never sealed, read before adoption (fenced: no seal yet).
+        assert!(det.read_verified(PageId(3), &mut buf).is_err(), "{name}");
+        let report = det.adopt(AdoptOptions::new()).unwrap();
+        assert_eq!(report.corrupt, 2, "{name}: {report:?}");
+        assert_eq!(report.fences_lifted, 1, "{name}: {report:?}");
+        assert_eq!(report.sealed, 6, "{name}: {report:?}");
+        for p in [1, 2] {
+            assert_eq!(
+                det.page_state(PageId(p)),
+                Some(PageState::Suspect),
+                "{name} page {p}"
+            );
+            assert!(
+                matches!(
+                    det.read_verified(PageId(p), &mut buf),
+                    Err(Error::PageFenced { .. })
+                ),
+                "{name} page {p}"
+            );
+        }
+        det.read_verified(PageId(3), &mut buf).unwrap();
+        // Adopting again changes nothing about them.
+        let again = det.adopt(AdoptOptions::new()).unwrap();
+        assert_eq!((again.sealed, again.corrupt), (0, 2), "{name}: {again:?}");
+        assert!(det.read_verified(PageId(1), &mut buf).is_err(), "{name}");
     }
 }
 

@@ -3,7 +3,9 @@
 //! nothing to do — while a zeroed page the host says is in use is still
 //! damage, a later write seals a free page, and the state survives a
 //! restart (sidecar marks in the saved table, or logged by a durable one
-//! through crashes and compactions; a host callback from its own metadata).
+//! through crashes and compactions; a host callback from its own metadata);
+//! a transaction may reuse a free page, and its rollback (also by recovery
+//! after a crash) leaves the page free or holding zeros, never an alarm.
 //! Method: sealed pages in both placements (the sidecar with an in-memory
 //! and with a durable table) over a `FaultyStore`; pages zeroed or garbled
 //! behind the detector, declared free with `forget` or a callback, then
@@ -20,7 +22,7 @@ use selfheal::repair::RepairOutcome;
 use selfheal::testing::{CrashFiles, CrashStore, Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, FailureKind,
-    MemStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica,
+    MemStore, PageId, PageStore, RepairConfig, RollbackConfig, ScrubConfig, StoreReplica,
 };
 
 const PS: usize = 1024;
@@ -337,6 +339,80 @@ fn free_marks_survive_a_crash_and_compaction() {
                 &Arc::new(files2.crash(Some(seed))),
             );
             check(&det3, "after a compaction and a second crash");
+        }
+    }
+}
+
+/// A host reuses a free page inside a transaction: the page's bytes mean
+/// nothing, so its before-image is zeros and the write goes ahead. A
+/// rollback leaves the page harmless (zeros, sealed) or free, and neither a
+/// read nor a scrub raises an alarm; a commit keeps the new contents. A
+/// transaction in flight at a crash on a page freed again meanwhile is
+/// rolled back at the next open without touching it.
+#[test]
+fn a_transaction_may_reuse_a_free_page() {
+    for (name, placement) in placements() {
+        for callback in [false, true] {
+            let what = format!("{name} callback {callback}");
+            let dir = tempfile::tempdir().unwrap();
+            let r = rig(placement_clone(&placement), callback);
+            r.raw.damage(PageId(3), Damage::Zero).unwrap();
+            r.raw.damage(PageId(4), Damage::Junk { seed: 4 }).unwrap();
+            for p in [3u64, 4] {
+                if callback {
+                    r.free.write().insert(p);
+                } else {
+                    r.det.forget(PageId(p)).unwrap();
+                }
+            }
+            let m = RollbackConfig::new(dir.path()).open(r.det.clone()).unwrap();
+            let t = m.begin().unwrap();
+            m.write(t, PageId(3), 10, b"reused")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            m.write(t, PageId(4), 0, b"also").unwrap();
+            let mut buf = vec![0u8; PS];
+            r.det.read_verified(PageId(3), &mut buf).unwrap();
+            assert_eq!(&buf[10..16], b"reused", "{what}");
+            assert!(buf[..10].iter().all(|&b| b == 0), "{what}: zeros around");
+            m.rollback(t).unwrap_or_else(|e| panic!("{what}: {e}"));
+            for p in [3u64, 4] {
+                match r.det.read_verified(PageId(p), &mut buf) {
+                    Ok(()) => assert!(
+                        buf[..payload_len(PS)].iter().all(|&b| b == 0),
+                        "{what}: page {p} holds zeros"
+                    ),
+                    Err(Error::PageUnallocated { .. }) => {}
+                    Err(e) => panic!("{what}: page {p}: {e}"),
+                }
+            }
+            let (sum, reported) = scrub_reports(&r.det);
+            assert!(reported.is_empty(), "{what}: {reported:?}");
+            assert_eq!(sum.newly_corrupt, 0, "{what}");
+            // Reused for good: a committed write stays.
+            let t = m.begin().unwrap();
+            m.write(t, PageId(4), 0, b"kept").unwrap();
+            m.commit(t).unwrap();
+            r.free.write().remove(&4);
+            r.det.read_verified(PageId(4), &mut buf).unwrap();
+            assert_eq!(&buf[..4], b"kept", "{what}");
+            // In flight at a crash, the page freed again meanwhile.
+            let t = m.begin().unwrap();
+            m.write(t, PageId(3), 0, b"lost").unwrap();
+            r.raw.damage(PageId(3), Damage::Zero).unwrap();
+            if callback {
+                r.free.write().insert(3);
+            } else {
+                r.det.forget(PageId(3)).unwrap();
+            }
+            drop(m);
+            let m = RollbackConfig::new(dir.path()).open(r.det.clone()).unwrap();
+            assert_eq!(m.recovery_report().rolled_back.len(), 1, "{what}");
+            assert!(matches!(
+                r.det.read_verified(PageId(3), &mut buf),
+                Err(Error::PageUnallocated { .. })
+            ));
+            assert!(scrub_reports(&r.det).1.is_empty(), "{what}");
+            m.close().unwrap();
         }
     }
 }

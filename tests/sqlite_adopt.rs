@@ -1,5 +1,6 @@
 //! Goal: the library protects a real SQLite database that existed before it:
-//! adoption with sidecar checksums raises no false alarm (not even for the
+//! adoption — with a durable sidecar table, or with trailers in the bytes
+//! SQLite reserves at the end of each page — raises no false alarm (not even for the
 //! zeroed freelist pages `secure_delete` leaves), every kind of damage done
 //! behind its back is found and repaired from a replica copy, and SQLite's
 //! own `integrity_check` then says `ok` with the file byte-identical to the
@@ -10,11 +11,10 @@
 #[path = "sqlite_common/mod.rs"]
 mod sqlite_common;
 
-#[test]
-fn adopt_scrub_and_repair_a_sqlite_database() {
+fn adopt_scrub_and_repair(placement: sqlite_common::Placement) {
     let dir = tempfile::tempdir().unwrap();
     let mut lines = Vec::new();
-    let outcome = sqlite_common::run(dir.path(), &mut |l| lines.push(l))
+    let outcome = sqlite_common::run(dir.path(), placement, &mut |l| lines.push(l))
         .unwrap_or_else(|e| panic!("{e}\n{}", lines.join("\n")));
     assert_eq!(outcome.false_alarms, 0);
     assert!(outcome.free_leaves > 10, "{outcome:?}");
@@ -29,4 +29,14 @@ fn adopt_scrub_and_repair_a_sqlite_database() {
     assert_eq!(outcome.repaired, damaged);
     assert_eq!(outcome.integrity, "ok");
     assert!(sqlite_common::describe(&outcome).contains("integrity_check ok"));
+}
+
+#[test]
+fn a_sqlite_database_with_a_durable_sidecar_table() {
+    adopt_scrub_and_repair(sqlite_common::Placement::DurableSidecar);
+}
+
+#[test]
+fn a_sqlite_database_with_trailers_in_its_reserved_bytes() {
+    adopt_scrub_and_repair(sqlite_common::Placement::ReservedTrailer);
 }

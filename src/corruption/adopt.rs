@@ -27,6 +27,7 @@
 //! | all zeros, and unallocated (see below)             | marked unallocated (saved with the table): `unallocated` | marked unallocated (in memory): `unallocated` |
 //! | all zeros, and in use                              | fenced and reported as [`Error::ZeroedPage`]: `corrupt` | same |
 //! | marked unallocated already, or fails and the host calls it free | `unallocated`                       | same |
+//! | fenced, and known to be bad (see below)            | never sealed: judged like a scrub, `corrupt`   | same |
 //!
 //! An all-zero page is never sealed: a page that was lost (trimmed,
 //! zeroed) cannot be told from one the host zeroed on purpose, so adoption
@@ -38,13 +39,32 @@
 //! them through the detector, which seals them (see
 //! [`write_sealed`](CorruptionDetector::write_sealed)).
 //!
-//! A fence on a page that verifies after adoption (a page a scrub reported
-//! as missing its checksum before it was adopted) is lifted. A fenced page
-//! that is all zeros stays damage.
+//! # Pages the registry knows to be bad
+//!
+//! Adoption never seals a page that is fenced for anything but carrying no
+//! seal at all ([`SuspectRegistry::known_bad`](super::SuspectRegistry::known_bad)):
+//! a page that failed its checksum, could not be read, was stale, or was
+//! all zeros stays fenced and is counted `corrupt`, and only a repair or a
+//! host write through the detector lifts its fence. In the trailer
+//! placement a sealed page whose trailer was zeroed by damage looks exactly
+//! like a page never sealed; the detector tells them apart by remembering
+//! which pages it wrote a trailer into in this process (host writes,
+//! repairs, adoption), so such a page, once fenced, is never resealed.
+//! A page fenced only for carrying no seal — a host read or a scrub that
+//! reached it before adoption did (no checksum in the sidecar table, which
+//! remembers every page it sealed; no trailer on a page the detector has not
+//! sealed) — is adopted like any other, and its fence is lifted.
+//!
+//! One case stays out of reach: in the trailer placement, a page sealed in
+//! an *earlier* process whose trailer is zeroed afterwards carries no sign
+//! of ever having been sealed, and an adoption run again in the new process
+//! vouches for it like for any unsealed page. That is why adoption must
+//! follow the host's own integrity check, every time it is run.
 //!
 //! In the trailer placement a sealed page that was zeroed carries no sign
 //! that it was ever sealed, so adopting again without a free-page answer
-//! takes an all-zero page that no scrub has reported yet for unallocated.
+//! takes an all-zero page that no scrub has reported yet for unallocated
+//! (a fenced all-zero page stays damage).
 //! Give the answer (or [`AdoptOptions::zero_pages_are_damage`]) when
 //! adopting a trailer store again; the sidecar table remembers which pages
 //! it sealed.
@@ -478,6 +498,12 @@ impl CorruptionDetector {
         match &self.placement {
             ChecksumPlacement::Sidecar(table) => match table.entry(page) {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
+                Entry::Absent if self.registry.lock().known_bad(page) => {
+                    // Fenced for more than a missing checksum (unreadable):
+                    // adoption does not vouch for it.
+                    self.count_verdict(page, bytes, report)?;
+                    Ok(Plan::Done)
+                }
                 Entry::Absent => Ok(Plan::Claim(checksum::page_crc(page, bytes))),
                 Entry::Sealed | Entry::Free => {
                     self.count_verdict(page, bytes, report)?;
@@ -597,31 +623,43 @@ impl CorruptionDetector {
     }
 
     /// Trailer placement: re-reads `page` under its lock and, if its last 16
-    /// bytes are still all zero, writes the trailer into them (not synced:
-    /// adoption syncs at the end).
+    /// bytes are still all zero and the registry does not know it to be bad
+    /// (a sealed page whose trailer was zeroed by damage looks never
+    /// sealed), writes the trailer into them (not synced: adoption syncs at
+    /// the end).
     fn seal_in_place(&self, page: PageId, report: &mut AdoptReport) -> Result<()> {
         let mut buf = vec![0u8; self.store.page_size()];
-        let recheck = {
+        let sealed = {
             let _g = self.stripe(page);
             self.store.read_page(page, &mut buf)?;
             let tail_zero = buf[buf.len() - TRAILER_LEN..].iter().all(|&b| b == 0);
             if self.verify_bytes(page, &buf).is_ok() {
                 report.already_sealed += 1;
-                false
-            } else if tail_zero && !is_all_zero(&buf) {
+                return Ok(());
+            }
+            if tail_zero && !is_all_zero(&buf) && !self.registry.lock().known_bad(page) {
                 checksum::trailer::seal(page, &mut buf)?;
-                self.store.write_page(page, &buf)?;
-                report.sealed += 1;
-                false
+                let written = self.store.write_page(page, &buf);
+                if written.is_ok() {
+                    // Adoption writes back the bytes the page holds, not a
+                    // new version: the expected LSN stays as it is.
+                    self.note_sealed_here(page);
+                    report.sealed += 1;
+                }
+                Some(written)
             } else {
-                true
+                None
             }
         };
-        if recheck {
-            // Changed since it was scanned: judge it as it is now.
-            self.count_verdict(page, &buf, report)?;
+        match sealed {
+            Some(written) => {
+                self.notify_written([page]);
+                written
+            }
+            // Changed since it was scanned, or known to be bad: judge it as
+            // it is now, like a scrub.
+            None => self.count_verdict(page, &buf, report),
         }
-        Ok(())
     }
 
     /// Ends an adoption (also one stopped by an error). Trailer: a sync

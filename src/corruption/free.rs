@@ -15,6 +15,17 @@
 //!   fails verification (never on the path of a page that verifies), with no
 //!   lock of the detector held, so it may read pages; it must not resize the
 //!   store. It should be cheap: a scrub asks it once per failing page.
+//!
+//!   **It must answer from the host's current metadata, every time it is
+//!   asked.** Because it is asked only once a page has failed, a wrong
+//!   "free" is never contradicted: an answer from a copy of the free list
+//!   taken once (at startup, at adoption) calls a page that the host has
+//!   reused since "free", and damage to that page — a page in use, holding
+//!   live data — is then never reported, never fenced and never repaired,
+//!   and its reads fail with [`Error::PageUnallocated`] instead of a
+//!   corruption error. A host that knows its free pages only at one moment
+//!   uses `forget` instead (below): a write through the detector clears the
+//!   mark by itself.
 //! * An explicit mark, [`CorruptionDetector::forget`]: in the sidecar
 //!   placement the mark is kept in the [`ChecksumTable`](crate::ChecksumTable)
 //!   like a checksum — saved with an in-memory table; in a durable table
@@ -24,7 +35,10 @@
 //!   pages again after a restart (or gives the callback). A write through
 //!   the detector puts the page back in use and seals it; a durable table
 //!   keeps the mark until a sync settles the write (a crash before that may
-//!   leave the page free again, never damaged).
+//!   leave the page free again, never damaged). This is the safe way to
+//!   declare the free pages at adoption: `forget` each page of the free
+//!   list right after adopting (or before), and the marks follow the
+//!   host's reuse of the pages with nothing else to keep in step.
 //!
 //! # What an unallocated page means
 //!
@@ -34,16 +48,18 @@
 //! | scrub                          | skipped: [`Verdict::Unallocated`](super::Verdict::Unallocated), counted, not reported, not fenced |
 //! | repair                         | nothing to repair ([`RepairOutcome::NotNeeded`](crate::repair::RepairOutcome::NotNeeded)), never irreparable: a fence left from before the page was freed is dropped |
 //! | host write through the detector | seals the page as usual; the page is in use again     |
+//! | a transaction's write ([`TransactionRollbackManager::write`](crate::TransactionRollbackManager::write)) | its contents are taken to be zeros (the before-image); the write seals the page and it is in use again; a rollback puts the zeros back, sealed, or leaves the page alone if it is free again by then |
+//! | snapshot through the detector  | stored as zeros; a restore writes zeros (sealed, in a detector): no alarm |
 //!
 //! A page whose bytes *verify* is served whatever the host says about it: its
 //! bytes were sealed for it. A page the host says is in use is checked like
 //! any other, so a zeroed page in use is still [`Error::ZeroedPage`].
 //!
 //! A wrong answer from the host costs what it says: a page called free that
-//! is in use loses its protection (its damage is not reported), and a free
-//! page called in use raises the alarm it always did.
+//! is in use loses its protection (its damage is not reported: see the
+//! callback's rule above), and a free page called in use raises the alarm
+//! it always did.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -169,10 +185,7 @@ impl CorruptionDetector {
         }
         self.registry.lock().on_freed(page);
         // A freed page has no last write: its next contents start afresh.
-        let lsns = self.written_lsn.read();
-        if let Some(slot) = usize::try_from(page.0).ok().and_then(|i| lsns.get(i)) {
-            slot.store(0, Ordering::Release);
-        }
+        self.written_lsn.clear(page);
         Ok(())
     }
 }

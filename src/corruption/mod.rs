@@ -7,7 +7,20 @@
 //! lets a repair know that a host write raced with it (see
 //! [`registry`] for the epoch protocol). A host write that
 //! bypasses the detector is invisible to it: its checksum goes stale and the
-//! next verification reports the page.
+//! next verification reports the page. A host that needs to know of every
+//! page write — its own and the library's — gives the detector a
+//! [write observer](DetectorConfig::on_write) (incremental snapshots that
+//! rely on dirty-page notices need one).
+//!
+//! # What a write promises
+//!
+//! With a [page-LSN reader](DetectorConfig::page_lsn), a page must not be
+//! older than the last write through the detector, whatever LSN that write
+//! carried (see the [`lsn`] module). Nothing the library writes is sealed
+//! without having been verified: rollback reads verified, repair writes only
+//! copies it verified, adoption never seals a page the registry knows to be
+//! bad, and a restore checks pages that a snapshot did not read through a
+//! verifying store ([`PageStore::check_unverified`]).
 //!
 //! # Pages the library did not write
 //!
@@ -41,6 +54,7 @@
 
 pub mod adopt;
 pub mod free;
+pub mod lsn;
 pub mod registry;
 pub mod scrub;
 
@@ -74,6 +88,10 @@ pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 /// (its WAL, its page map): see [`DetectorConfig::expected_page_lsn`].
 pub type ExpectedLsnFn = Arc<dyn Fn(PageId) -> Option<Lsn> + Send + Sync>;
 
+/// Told of every page write the detector issues to its store, whoever asked
+/// for it: see [`DetectorConfig::on_write`].
+pub type WriteObserverFn = Arc<dyn Fn(PageId) + Send + Sync>;
+
 pub use crate::types::FailureCallback;
 
 const LOCK_STRIPES: usize = 256;
@@ -94,6 +112,7 @@ pub struct DetectorConfig {
     expected_lsn: Option<ExpectedLsnFn>,
     on_failure: Option<FailureCallback>,
     free_pages: Option<FreePageFn>,
+    on_write: Option<WriteObserverFn>,
 }
 
 impl fmt::Debug for DetectorConfig {
@@ -104,6 +123,7 @@ impl fmt::Debug for DetectorConfig {
             .field("report_capacity", &self.report_capacity)
             .field("page_lsn", &self.page_lsn.is_some())
             .field("expected_page_lsn", &self.expected_lsn.is_some())
+            .field("on_write", &self.on_write.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -112,7 +132,8 @@ impl DetectorConfig {
     /// Defaults: checksums in a trailer, 65 536 suspect pages, 4 096 unread
     /// reports, the system clock, no page-LSN reader, no callback, no
     /// free-page answer (every page is in use unless
-    /// [`forget`](CorruptionDetector::forget) says otherwise).
+    /// [`forget`](CorruptionDetector::forget) says otherwise), no write
+    /// observer.
     pub fn new(placement: ChecksumPlacement) -> Self {
         DetectorConfig {
             placement,
@@ -123,6 +144,7 @@ impl DetectorConfig {
             expected_lsn: None,
             on_failure: None,
             free_pages: None,
+            on_write: None,
         }
     }
 
@@ -154,23 +176,32 @@ impl DetectorConfig {
     /// The host's answer to "which LSN must this page carry at least?"
     /// (default: none). Needs a [page-LSN reader](Self::page_lsn).
     ///
-    /// The detector remembers the LSN of every page written through it, and
-    /// refuses bytes older than that (a lost write, a stale repair copy). That
-    /// memory is empty after a restart; this hook refills it from the host's
-    /// own durable records, so that after a restart a stale replica copy still
+    /// The detector remembers the LSN of the last write of every page
+    /// through it, and refuses bytes older than that (a lost write, a stale
+    /// repair copy); see the [`lsn`] module for the rule. That memory is
+    /// empty after a restart; this hook refills it from the host's own
+    /// durable records, so that after a restart a stale replica copy still
     /// fails verification as [`Error::StalePage`] and a repair still refuses
     /// it, even when every replica holds the same stale version. The library
     /// keeps no file of its own for this: the host's WAL or page map already
     /// knows each page's LSN durably, and a second record would cost a write
     /// (and an fsync) per page write to be as trustworthy.
     ///
+    /// The answer is a *floor*, used only for a page not written through the
+    /// detector in this process: once a write (the host's, a rollback's, a
+    /// restore's, a repair's) went through the detector, the LSN it carried
+    /// is the truth, even when it is older than what the hook would say (a
+    /// rollback puts a before-image back). So the hook must answer from
+    /// durable state that a rollback or restore also updates, or answer no
+    /// more than the page's LSN after them.
+    ///
     /// It is called only for a page whose LSN the detector does not know yet
     /// (once per page and run when it answers `Some`; its answer is then
-    /// remembered), during verification — from host reads, scrubs and
-    /// repairs, possibly with a page lock held. It must be cheap, must not
-    /// call back into the detector, and must not answer an LSN the page has
-    /// not durably reached (that would fence a good page as stale). `None` or
-    /// `Lsn(0)` means "not known".
+    /// remembered until the next write), during verification — from host
+    /// reads, scrubs and repairs, possibly with a page lock held. It must be
+    /// cheap, must not call back into the detector, and must not answer an
+    /// LSN the page has not durably reached (that would fence a good page as
+    /// stale). `None` or `Lsn(0)` means "not known".
     pub fn expected_page_lsn(mut self, f: ExpectedLsnFn) -> Self {
         self.expected_lsn = Some(f);
         self
@@ -187,8 +218,41 @@ impl DetectorConfig {
     /// (default: none). Asked only when a page fails verification, never on
     /// the path of a page that verifies; see the [`free`] module for what an
     /// unallocated page means to reads, scrubs and repairs.
+    ///
+    /// **The answer must come from the host's current metadata, every
+    /// time.** It is asked only after a page failed verification, so an
+    /// answer from a stale copy of the free list (one read once at startup
+    /// or at adoption) calls a page that was reused since "free", and the
+    /// damage of a page in use is then never reported. A host that knows its
+    /// free pages only at one moment (adoption) calls
+    /// [`forget`](CorruptionDetector::forget) for each instead: a later
+    /// write through the detector puts the page back in use by itself.
     pub fn free_pages(mut self, f: FreePageFn) -> Self {
         self.free_pages = Some(f);
+        self
+    }
+
+    /// A function told of every page write the detector issues to its store,
+    /// whoever asked for it (default: none): host writes and batches, and
+    /// the writes the library makes itself — a rollback or recovery through
+    /// the detector, a restore into it, a repair commit,
+    /// [`replace_if_unchanged`](CorruptionDetector::replace_if_unchanged),
+    /// a trailer written by adoption. It is called after the write, once
+    /// per page, with no lock of the detector held, before the call that
+    /// wrote returns; also for a write that failed (the page's bytes are
+    /// unknown then). It must be cheap and must not block on the detector's
+    /// writers. A [resize](CorruptionDetector::resize) is not a page write:
+    /// a host that relies on notices reports it with
+    /// [`note_resized`](crate::StateSnapshotManager::note_resized).
+    ///
+    /// A host whose incremental snapshots rely on dirty-page notices wires
+    /// it to [`StateSnapshotManager::note_dirty`](crate::StateSnapshotManager::note_dirty):
+    /// otherwise the writes the library makes are missing from the notices,
+    /// and a restore of the next incremental snapshot brings back what a
+    /// rollback undid (see the [`snapshot`](crate::snapshot#consistency)
+    /// module docs).
+    pub fn on_write(mut self, f: WriteObserverFn) -> Self {
+        self.on_write = Some(f);
         self
     }
 
@@ -246,13 +310,15 @@ impl DetectorConfig {
             placement: self.placement,
             registry: Mutex::new(SuspectRegistry::new(self.suspect_capacity)),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            written_lsn: RwLock::new(Vec::new()),
+            written_lsn: lsn::LsnSlots::default(),
             freed: PageBits::default(),
+            sealed_here: PageBits::default(),
             free_pages: self.free_pages,
             resize_gate: RwLock::new(()),
             page_lsn: self.page_lsn,
             expected_lsn: self.expected_lsn,
             on_failure: self.on_failure,
+            on_write: self.on_write,
             sink,
             reports,
             clock: self.clock,
@@ -407,16 +473,21 @@ pub struct CorruptionDetector {
     placement: ChecksumPlacement,
     registry: Mutex<SuspectRegistry>,
     stripes: Box<[Mutex<()>]>,
-    written_lsn: RwLock<Vec<AtomicU64>>,
+    written_lsn: lsn::LsnSlots,
     /// Pages the host forgot, in the trailer placement (the sidecar table
     /// keeps its own marks).
     freed: PageBits,
+    /// Pages this detector wrote a trailer into in this process (trailer
+    /// placement): a failure of such a page is damage, never a page that is
+    /// merely not adopted yet.
+    sealed_here: PageBits,
     free_pages: Option<FreePageFn>,
     /// Held shared by an adoption batch, exclusively by a resize.
     resize_gate: RwLock<()>,
     page_lsn: Option<PageLsnFn>,
     expected_lsn: Option<ExpectedLsnFn>,
     on_failure: Option<FailureCallback>,
+    on_write: Option<WriteObserverFn>,
     sink: FailureSink,
     reports: Receiver<Failure>,
     clock: Arc<dyn Clock>,
@@ -666,7 +737,11 @@ impl CorruptionDetector {
     fn note_corrupt(&self, page: PageId, error: &Error, by: Observer) -> (bool, Option<Failure>) {
         let now = self.clock.now_ns();
         let evidence = error.to_string();
-        let obs = self.registry.lock().on_corrupt(page, &evidence, now, by);
+        let obs = if self.looks_unsealed(page, error) {
+            self.registry.lock().on_unsealed(page, &evidence, now, by)
+        } else {
+            self.registry.lock().on_corrupt(page, &evidence, now, by)
+        };
         match obs {
             Observation::Report { .. } => {
                 self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -693,18 +768,35 @@ impl CorruptionDetector {
         }
     }
 
+    /// Whether `error` says only that `page` carries no seal at all, as a
+    /// page that is not adopted yet does: no checksum in the sidecar table
+    /// (which remembers every page it sealed), or no trailer on a page this
+    /// detector has not sealed in this process. Adoption may seal a page
+    /// fenced only for that, and never one fenced for anything else.
+    fn looks_unsealed(&self, page: PageId, error: &Error) -> bool {
+        match (&self.placement, error) {
+            (ChecksumPlacement::Sidecar(_), Error::MissingChecksum { .. }) => true,
+            (ChecksumPlacement::Trailer, Error::InvalidTrailer { .. }) => {
+                !self.sealed_here.get(page)
+            }
+            _ => false,
+        }
+    }
+
     fn emit(&self, failure: Option<Failure>) {
         if let Some(f) = failure {
             self.report(f);
         }
     }
 
-    /// Records and reports a corruption in one go (for callers that hold no
-    /// page lock, or that accept the report being sent under it).
-    fn record_corrupt(&self, page: PageId, error: &Error, by: Observer) -> bool {
-        let (reported, failure) = self.note_corrupt(page, error, by);
-        self.emit(failure);
-        reported
+    /// Tells the [write observer](DetectorConfig::on_write) of page writes
+    /// that were issued. Called with no lock of the detector held.
+    fn notify_written(&self, pages: impl IntoIterator<Item = PageId>) {
+        if let Some(f) = &self.on_write {
+            for page in pages {
+                f(page);
+            }
+        }
     }
 
     /// Sends a report to the channel and the callback.
@@ -755,6 +847,20 @@ impl CorruptionDetector {
         for (page, buf) in pages.iter() {
             check_page_args(*page, page_count, buf.len(), page_size)?;
         }
+        let mut issued = 0;
+        let result = self.write_batch_locked(pages, &mut issued);
+        self.notify_written(pages[..issued].iter().map(|(p, _)| *p));
+        result
+    }
+
+    /// The body of [`write_sealed_batch`](Self::write_sealed_batch), with
+    /// the pages' locks held; counts in `issued` the page writes issued to
+    /// the store (the last may have failed).
+    fn write_batch_locked(
+        &self,
+        pages: &mut [(PageId, &mut [u8])],
+        issued: &mut usize,
+    ) -> Result<()> {
         let _g = self.stripes_of(pages.iter().map(|(p, _)| *p));
         // A resize may have dropped a page while the batch waited for its
         // locks: nothing may be written or recorded for it.
@@ -765,7 +871,7 @@ impl CorruptionDetector {
                 page_count,
             });
         }
-        let written = match &self.placement {
+        let (written, result) = match &self.placement {
             ChecksumPlacement::Trailer => {
                 for (page, buf) in pages.iter_mut() {
                     crate::checksum::trailer::seal(*page, buf)?;
@@ -773,29 +879,38 @@ impl CorruptionDetector {
                 let mut written = 0;
                 let mut result = Ok(());
                 for (page, buf) in pages.iter() {
+                    *issued += 1;
                     result = self.store.write_page(*page, buf);
                     if result.is_err() {
                         break;
                     }
                     self.freed.clear(*page);
+                    self.note_sealed_here(*page);
                     written += 1;
                 }
                 (written, result)
             }
-            ChecksumPlacement::Sidecar(table) => self.write_sidecar(table, pages)?,
+            ChecksumPlacement::Sidecar(table) => self.write_sidecar(table, pages, issued)?,
         };
-        let (written, result) = written;
         let mut registry = self.registry.lock();
         for (page, _) in &pages[..written] {
             registry.on_host_write(*page);
         }
         drop(registry);
+        // In order: the last write of a page that appears twice defines it.
         for (page, buf) in &pages[..written] {
-            if let Some(lsn) = self.page_lsn.as_ref().and_then(|f| f(buf)) {
-                self.note_written_lsn(*page, lsn);
-            }
+            self.record_write_lsn(*page, buf);
         }
         result
+    }
+
+    /// Trailer placement: remembers that the detector wrote a trailer into
+    /// `page` (see [`looks_unsealed`](Self::looks_unsealed)).
+    fn note_sealed_here(&self, page: PageId) {
+        if matches!(self.placement, ChecksumPlacement::Trailer) && !self.sealed_here.get(page) {
+            // Only pages below the page count get here: the set stays bounded.
+            let _ = self.sealed_here.set(page);
+        }
     }
 
     /// The sidecar branch of a batch write: the table's entries change only
@@ -803,11 +918,13 @@ impl CorruptionDetector {
     /// checksum once its write succeeded (a failed write leaves the old
     /// bytes and checksum), a durable one logs the new checksum durably
     /// before the write and keeps the old one accepted until a sync.
-    /// Returns how many pages were written and the first write error.
+    /// Returns how many pages were written and the first write error, and
+    /// counts in `issued` the page writes issued.
     fn write_sidecar(
         &self,
         table: &ChecksumTable,
         pages: &[(PageId, &mut [u8])],
+        issued: &mut usize,
     ) -> Result<(usize, Result<()>)> {
         let changes = pages
             .iter()
@@ -822,6 +939,7 @@ impl CorruptionDetector {
         let mut written = 0;
         let mut result = Ok(());
         for (page, buf) in pages {
+            *issued += 1;
             result = self.store.write_page(*page, buf);
             if result.is_err() {
                 break;
@@ -910,53 +1028,10 @@ impl CorruptionDetector {
             ChecksumPlacement::Trailer => Ok(()),
         };
         self.freed.truncate(page_count);
+        self.sealed_here.truncate(page_count);
         self.registry.lock().forget_from(page_count);
-        let mut lsns = self.written_lsn.write();
-        let keep = usize::try_from(page_count).unwrap_or(usize::MAX);
-        if keep < lsns.len() {
-            lsns.truncate(keep);
-        }
+        self.written_lsn.truncate(page_count);
         truncated
-    }
-
-    fn note_written_lsn(&self, page: PageId, lsn: Lsn) {
-        let idx = page.0 as usize;
-        {
-            let v = self.written_lsn.read();
-            if let Some(slot) = v.get(idx) {
-                slot.fetch_max(lsn.0, Ordering::AcqRel);
-                return;
-            }
-        }
-        let mut v = self.written_lsn.write();
-        if v.len() <= idx {
-            v.resize_with(idx + 1, || AtomicU64::new(0));
-        }
-        v[idx].fetch_max(lsn.0, Ordering::AcqRel);
-    }
-
-    /// The LSN `page` must carry at least, when a
-    /// [page-LSN reader](DetectorConfig::page_lsn) is configured: the LSN of
-    /// the newest contents written to it through the detector in this run,
-    /// or, when there are none (after a restart), the host's answer from the
-    /// [expected-LSN hook](DetectorConfig::expected_page_lsn), which is then
-    /// remembered.
-    #[must_use]
-    pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
-        let known = {
-            let v = self.written_lsn.read();
-            v.get(usize::try_from(page.0).ok()?)
-                .map_or(0, |slot| slot.load(Ordering::Acquire))
-        };
-        if known != 0 {
-            return Some(Lsn(known));
-        }
-        let lsn = self.expected_lsn.as_ref()?(page).filter(|l| l.0 != 0)?;
-        // Remember it only for pages that exist: the map grows with the page id.
-        if page.0 < self.store.page_count() {
-            self.note_written_lsn(page, lsn);
-        }
-        Some(lsn)
     }
 
     /// The LSN recorded in `bytes`, when a page-LSN reader is configured.
@@ -1028,19 +1103,28 @@ impl CorruptionDetector {
         if let Err(e) = self.owns(&ticket) {
             return Err((ticket, e));
         }
-        let _g = self.stripe(ticket.page);
-        if !self.ticket_current(&ticket) {
-            ticket.close();
-            return Ok(Commit::Superseded);
+        let page = ticket.page;
+        let mut issued = false;
+        let result = {
+            let _g = self.stripe(page);
+            if self.ticket_current(&ticket) {
+                let written = self
+                    .write_copy(page, copy, &mut issued)
+                    .and_then(|()| self.store.sync())
+                    .and_then(|()| self.check_written(page, copy));
+                match written {
+                    Ok(()) => Ok(self.finish_written(ticket)),
+                    Err(e) => Err((ticket, e)),
+                }
+            } else {
+                ticket.close();
+                Ok(Commit::Superseded)
+            }
+        };
+        if issued {
+            self.notify_written([page]);
         }
-        let written = self
-            .write_copy(ticket.page, copy)
-            .and_then(|()| self.store.sync())
-            .and_then(|()| self.check_written(ticket.page, copy));
-        match written {
-            Ok(()) => Ok(self.finish_written(ticket)),
-            Err(e) => Err((ticket, e)),
-        }
+        result
     }
 
     /// Writes the repair copies of a batch of pages and makes them durable
@@ -1070,6 +1154,7 @@ impl CorruptionDetector {
     ) -> Vec<CommitResult<'d>> {
         let mut results: Vec<Option<CommitResult<'d>>> = Vec::with_capacity(batch.len());
         let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
+        let mut issued_pages: Vec<PageId> = Vec::new();
         for (ticket, copy) in batch {
             let i = results.len();
             if let Err(e) = self.owns(&ticket) {
@@ -1082,7 +1167,12 @@ impl CorruptionDetector {
                 results.push(Some(Ok(Commit::Superseded)));
                 continue;
             }
-            match self.write_copy(ticket.page, copy) {
+            let mut issued = false;
+            let r = self.write_copy(ticket.page, copy, &mut issued);
+            if issued {
+                issued_pages.push(ticket.page);
+            }
+            match r {
                 Ok(()) => {
                     results.push(None);
                     written.push((i, ticket, copy));
@@ -1090,6 +1180,8 @@ impl CorruptionDetector {
                 Err(e) => results.push(Some(Err((ticket, e)))),
             }
         }
+        // Told before the sync and re-read: the bytes changed already.
+        self.notify_written(issued_pages);
         if !written.is_empty() {
             let pages = written.len();
             match self.store.sync() {
@@ -1189,9 +1281,10 @@ impl CorruptionDetector {
             .repair_current(ticket.page, ticket.epoch)
     }
 
-    /// Verifies and writes a repair copy (no sync). The caller holds the
-    /// page's stripe lock and has checked the ticket.
-    fn write_copy(&self, page: PageId, copy: &[u8]) -> Result<()> {
+    /// Verifies and writes a repair copy (no sync); sets `issued` when the
+    /// write was issued to the store. The caller holds the page's stripe
+    /// lock and has checked the ticket.
+    fn write_copy(&self, page: PageId, copy: &[u8], issued: &mut bool) -> Result<()> {
         check_page_args(
             page,
             self.store.page_count(),
@@ -1199,7 +1292,11 @@ impl CorruptionDetector {
             self.store.page_size(),
         )?;
         self.verify_bytes(page, copy)?;
-        self.store.write_page(page, copy)
+        *issued = true;
+        self.store.write_page(page, copy)?;
+        self.note_sealed_here(page);
+        self.record_write_lsn(page, copy);
+        Ok(())
     }
 
     /// Re-reads a page after its repair write was synced and checks that it
@@ -1261,39 +1358,49 @@ impl CorruptionDetector {
             self.store.page_size(),
         )?;
         self.verify_bytes(page, copy)?;
-        let _g = self.stripe(page);
-        let mut current = vec![0u8; copy.len()];
-        self.store.read_page(page, &mut current)?;
-        if current != expected {
-            return Ok(false);
-        }
-        let written = self
-            .store
-            .write_page(page, copy)
-            .and_then(|()| self.store.sync())
-            .and_then(|()| self.store.read_page(page, &mut current))
-            .and_then(|()| self.verify_bytes(page, &current));
-        // The page has new contents now, whatever happened: old fences and
-        // repairs in flight no longer apply.
-        self.registry.lock().on_host_write(page);
-        if let Some(lsn) = self.page_lsn_of(copy) {
-            self.note_written_lsn(page, lsn);
-        }
-        let verified = written.and_then(|()| {
-            if current == copy {
-                Ok(())
-            } else {
-                Err(Error::Irreparable {
-                    page,
-                    reason: "the page read back differs from the copy written".into(),
-                })
+        let (outcome, failure) = {
+            let _g = self.stripe(page);
+            let mut current = vec![0u8; copy.len()];
+            self.store.read_page(page, &mut current)?;
+            if current != expected {
+                return Ok(false);
             }
-        });
-        if let Err(e) = verified {
-            self.record_corrupt(page, &e, Observer::Scrub);
-            return Err(e);
-        }
-        Ok(true)
+            let write = self.store.write_page(page, copy);
+            if write.is_ok() {
+                self.note_sealed_here(page);
+                self.record_write_lsn(page, copy);
+            }
+            let written = write
+                .and_then(|()| self.store.sync())
+                .and_then(|()| self.store.read_page(page, &mut current))
+                .and_then(|()| self.verify_bytes(page, &current));
+            // The page has new contents now, whatever happened: old fences
+            // and repairs in flight no longer apply.
+            self.registry.lock().on_host_write(page);
+            let verified = written.and_then(|()| {
+                if current == copy {
+                    Ok(())
+                } else {
+                    Err(Error::Irreparable {
+                        page,
+                        reason: "the page read back differs from the copy written".into(),
+                    })
+                }
+            });
+            match verified {
+                Ok(()) => (Ok(true), None),
+                // Recorded under the page's lock; reported after it is
+                // released (a failure callback may read pages of its stripe).
+                Err(e) => {
+                    let failure = self.note_corrupt(page, &e, Observer::Scrub).1;
+                    (Err(e), failure)
+                }
+            }
+        };
+        // Only a call that issued its write gets here.
+        self.notify_written([page]);
+        self.emit(failure);
+        outcome
     }
 
     /// Ends a repair without writing: the page becomes `Irreparable` (unless
@@ -1380,8 +1487,18 @@ fn batch_sync_error(e: &Error, pages: usize) -> Error {
 /// The detector is itself a [`PageStore`]: reads are verified
 /// ([`read_verified`](CorruptionDetector::read_verified)) and writes are sealed
 /// ([`write_sealed`](CorruptionDetector::write_sealed), on a copy of the
-/// caller's bytes). Hand it to any component that writes pages of a protected
-/// store (rollback, restore) so that checksums stay current and fences lift.
+/// caller's bytes; batches with
+/// [`write_sealed_batch`](CorruptionDetector::write_sealed_batch)). Hand it to
+/// any component that writes pages of a protected store (rollback, restore)
+/// so that checksums stay current and fences lift.
+///
+/// It [verifies its reads](PageStore::verifies_reads), so a snapshot taken
+/// through it is marked verified; and it refuses to seal bytes from a copy
+/// nobody verified ([`PageStore::check_unverified`]): in the trailer
+/// placement such bytes must verify against their own trailer (a page
+/// sealed before the copy was taken carries it), in the sidecar placement
+/// they are refused, because the table keeps only the checksums of the
+/// pages as they are now.
 impl PageStore for CorruptionDetector {
     fn page_size(&self) -> usize {
         self.store.page_size()
@@ -1398,6 +1515,40 @@ impl PageStore for CorruptionDetector {
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
         let mut copy = data.to_vec();
         self.write_sealed(page, &mut copy)
+    }
+
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        self.write_sealed_batch(pages)
+    }
+
+    fn verifies_reads(&self) -> bool {
+        true
+    }
+
+    fn check_unverified(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        // Only the bytes: the page may lie past the end of a store that a
+        // restore has not grown yet.
+        let page_size = self.store.page_size();
+        if bytes.len() != page_size {
+            return Err(Error::BufferSize {
+                expected: page_size,
+                actual: bytes.len(),
+            });
+        }
+        match &self.placement {
+            ChecksumPlacement::Trailer => crate::checksum::trailer::verify(page, bytes).map_err(|e| {
+                Error::UnverifiedCopy {
+                    page,
+                    reason: format!(
+                        "its own checksum trailer does not verify ({e}), so it was damaged before the copy was taken or in it; restore a snapshot taken through the detector, or restore into the raw store and repair the page from a replica"
+                    ),
+                }
+            }),
+            ChecksumPlacement::Sidecar(_) => Err(Error::UnverifiedCopy {
+                page,
+                reason: "the sidecar table keeps only the checksums of the pages as they are now, so it cannot check bytes from a copy that was not read through the detector; restore into the raw store and adopt it into a new sidecar table after the host's own integrity check (the current table describes the pages as they were before the restore), or take snapshots through the detector (`Consistency::Paused` with the detector as the store, or a `View` of it)".into(),
+            }),
+        }
     }
 
     fn sync(&self) -> Result<()> {
@@ -1800,6 +1951,235 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A page-LSN reader over the first 8 bytes (0: none).
+    fn lsn_in_head() -> PageLsnFn {
+        Arc::new(|b: &[u8]| {
+            let l = u64::from_le_bytes(b[..8].try_into().unwrap());
+            (l != 0).then_some(Lsn(l))
+        })
+    }
+
+    fn with_lsn(lsn: u64, fill: u8) -> Vec<u8> {
+        let mut b = vec![fill; 256];
+        b[..8].copy_from_slice(&lsn.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn the_last_write_defines_the_expected_lsn_whatever_its_lsn() {
+        for placement in placements() {
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
+            let det = DetectorConfig::new(placement.clone())
+                .page_lsn(lsn_in_head())
+                .build(raw.clone())
+                .unwrap();
+            let mut b = vec![0u8; 256];
+            // A write, then one with an older LSN (a before-image put back).
+            det.write_sealed(PageId(1), &mut with_lsn(9, 1)).unwrap();
+            det.write_sealed(PageId(1), &mut with_lsn(5, 2)).unwrap();
+            assert_eq!(det.last_written_lsn(PageId(1)), Some(Lsn(5)));
+            det.read_verified(PageId(1), &mut b).unwrap();
+            // In a batch, the last bytes of a page define it.
+            det.write_sealed_batch(&mut [
+                (PageId(2), &mut with_lsn(7, 3)[..]),
+                (PageId(2), &mut with_lsn(3, 4)[..]),
+            ])
+            .unwrap();
+            assert_eq!(det.last_written_lsn(PageId(2)), Some(Lsn(3)));
+            det.read_verified(PageId(2), &mut b).unwrap();
+            // A failed write defines nothing: the page keeps its bytes.
+            raw.fail_next_write(Some(PageId(2)), crate::testing::WriteFault::Eio);
+            assert!(det.write_sealed(PageId(2), &mut with_lsn(8, 5)).is_err());
+            assert_eq!(det.last_written_lsn(PageId(2)), Some(Lsn(3)));
+            // A repair commit writes a verified copy: its LSN.
+            let mut good = with_lsn(6, 6);
+            det.write_sealed(PageId(3), &mut good).unwrap();
+            raw.damage(PageId(3), Damage::Junk { seed: 3 }).unwrap();
+            assert!(det.read_verified(PageId(3), &mut b).is_err());
+            let ticket = det.begin_repair(PageId(3)).unwrap();
+            assert!(matches!(
+                det.commit_repair(ticket, &good),
+                Ok(Commit::Written)
+            ));
+            assert_eq!(det.last_written_lsn(PageId(3)), Some(Lsn(6)));
+            // A replacement by a newer copy: its LSN.
+            if let ChecksumPlacement::Trailer = placement {
+                let mut newer = with_lsn(11, 7);
+                crate::checksum::trailer::seal(PageId(3), &mut newer).unwrap();
+                assert!(det.replace_if_unchanged(PageId(3), &good, &newer).unwrap());
+                assert_eq!(det.last_written_lsn(PageId(3)), Some(Lsn(11)));
+            }
+            // Bytes without an LSN expect nothing.
+            det.write_sealed(PageId(4), &mut with_lsn(0, 8)).unwrap();
+            assert_eq!(det.last_written_lsn(PageId(4)), None);
+            // Lost writes are still caught (trailer: the old page verifies
+            // by checksum, only its LSN tells).
+            if let ChecksumPlacement::Trailer = placement {
+                raw.fail_next_write(Some(PageId(1)), crate::testing::WriteFault::Lost);
+                det.write_sealed(PageId(1), &mut with_lsn(12, 9)).unwrap();
+                assert!(matches!(
+                    det.read_verified(PageId(1), &mut b),
+                    Err(Error::StalePage {
+                        found: Lsn(5),
+                        expected: Lsn(12),
+                        ..
+                    })
+                ));
+            }
+            // Page 3's damage, and in the trailer placement the lost write.
+            let reports = if let ChecksumPlacement::Trailer = placement {
+                2
+            } else {
+                1
+            };
+            assert_eq!(det.stats().corrupt_reported, reports);
+        }
+    }
+
+    #[test]
+    fn adoption_leaves_the_expected_lsn_and_a_stale_adopted_page_is_refused() {
+        for placement in placements() {
+            let raw = Arc::new(MemStore::new(256, 2).unwrap());
+            // Written before the library: payload with LSN 2, the trailer
+            // bytes free.
+            let mut old = with_lsn(2, 1);
+            old[256 - crate::checksum::TRAILER_LEN..].fill(0);
+            raw.write_page(PageId(1), &old).unwrap();
+            let hook: ExpectedLsnFn = Arc::new(|p| (p == PageId(1)).then_some(Lsn(4)));
+            let det = DetectorConfig::new(placement)
+                .page_lsn(lsn_in_head())
+                .expected_page_lsn(hook)
+                .build(raw.clone())
+                .unwrap();
+            let report = det.adopt(AdoptOptions::new()).unwrap();
+            assert_eq!(report.sealed, 1);
+            assert_eq!(
+                det.last_written_lsn(PageId(1)),
+                Some(Lsn(4)),
+                "the floor stands"
+            );
+            let mut b = vec![0u8; 256];
+            assert!(matches!(
+                det.read_verified(PageId(1), &mut b),
+                Err(Error::StalePage {
+                    found: Lsn(2),
+                    expected: Lsn(4),
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_failure_callback_may_use_the_stripe_of_the_page_it_reports() {
+        for placement in placements() {
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
+            let cell: Arc<std::sync::OnceLock<std::sync::Weak<CorruptionDetector>>> =
+                Arc::default();
+            let seen = Arc::new(AtomicU64::new(0));
+            let callback: FailureCallback = {
+                let (cell, seen) = (cell.clone(), seen.clone());
+                Arc::new(move |f: &Failure| {
+                    let FailureKind::CorruptPage { page } = f.kind else {
+                        return;
+                    };
+                    if let Some(det) = cell.get().and_then(std::sync::Weak::upgrade) {
+                        // Takes the stripe lock of the page reported.
+                        let _ = det.recheck(page);
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            let det = Arc::new(
+                DetectorConfig::new(placement)
+                    .on_failure(callback)
+                    .build(raw.clone())
+                    .unwrap(),
+            );
+            cell.set(Arc::downgrade(&det)).unwrap();
+            let mut current = vec![3u8; 256];
+            det.write_sealed(PageId(2), &mut current).unwrap();
+            // The replacement's sync fails: recorded as a corruption.
+            raw.fail_syncs(1);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let d = det.clone();
+            std::thread::spawn(move || {
+                let copy = current.clone();
+                let _ = tx.send(d.replace_if_unchanged(PageId(2), &current, &copy).is_err());
+            });
+            let failed = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the report was sent under the page's lock: the callback deadlocked");
+            assert!(failed);
+            assert_eq!(seen.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn the_write_observer_hears_every_writer() {
+        for placement in placements() {
+            let trailer = matches!(placement, ChecksumPlacement::Trailer);
+            let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
+            let heard: Arc<Mutex<Vec<u64>>> = Arc::default();
+            let observer: WriteObserverFn = {
+                let heard = heard.clone();
+                Arc::new(move |p: PageId| heard.lock().push(p.0))
+            };
+            let det = DetectorConfig::new(placement)
+                .on_write(observer)
+                .build(raw.clone())
+                .unwrap();
+            let take = || std::mem::take(&mut *heard.lock());
+            det.write_sealed(PageId(1), &mut vec![1u8; 256]).unwrap();
+            assert_eq!(take(), [1]);
+            det.write_sealed_batch(&mut [
+                (PageId(2), &mut vec![2u8; 256][..]),
+                (PageId(3), &mut vec![3u8; 256][..]),
+            ])
+            .unwrap();
+            assert_eq!(take(), [2, 3]);
+            // A failed write is told too: the page's bytes are unknown.
+            raw.fail_next_write(Some(PageId(3)), crate::testing::WriteFault::Eio);
+            assert!(det.write_sealed(PageId(3), &mut vec![4u8; 256]).is_err());
+            assert_eq!(take(), [3]);
+            // What a restore and a rollback write through.
+            PageStore::write_pages(&det, &mut [(PageId(4), &mut vec![5u8; 256][..])]).unwrap();
+            crate::rollback::PageWriter::write_page(&det, PageId(5), &mut vec![6u8; 256]).unwrap();
+            assert_eq!(take(), [4, 5]);
+            // A repair commit, single and batched.
+            let mut good = vec![0u8; 256];
+            raw.read_page(PageId(1), &mut good).unwrap();
+            raw.damage(PageId(1), Damage::Junk { seed: 1 }).unwrap();
+            assert!(det.read_verified(PageId(1), &mut vec![0u8; 256]).is_err());
+            let ticket = det.begin_repair(PageId(1)).unwrap();
+            assert!(matches!(
+                det.commit_repair(ticket, &good),
+                Ok(Commit::Written)
+            ));
+            raw.damage(PageId(1), Damage::Junk { seed: 2 }).unwrap();
+            assert!(det.read_verified(PageId(1), &mut vec![0u8; 256]).is_err());
+            let ticket = det.begin_repair(PageId(1)).unwrap();
+            let results = det.commit_repairs(vec![(ticket, &good[..])]);
+            assert!(matches!(results[0], Ok(Commit::Written)));
+            drop(results);
+            assert_eq!(take(), [1, 1]);
+            assert!(det.replace_if_unchanged(PageId(1), &good, &good).unwrap());
+            assert_eq!(take(), [1]);
+            // Adoption: a trailer written in place changes the bytes; a
+            // sidecar claim does not.
+            det.resize(7).unwrap();
+            det.resize(8).unwrap();
+            let mut host = vec![9u8; 256];
+            host[256 - crate::checksum::TRAILER_LEN..].fill(0);
+            raw.write_page(PageId(7), &host).unwrap();
+            det.forget(PageId(6)).unwrap();
+            let report = det.adopt(AdoptOptions::new()).unwrap();
+            assert_eq!(report.sealed, 1);
+            let want: &[u64] = if trailer { &[7] } else { &[] };
+            assert_eq!(take(), want);
+        }
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub struct SuspectEntry {
     pub errors: u32,
     /// The entry's epoch (see the module docs).
     pub epoch: u64,
+    /// Whether every failure seen in this episode said only that the page
+    /// carries no seal at all, as a page not adopted yet does
+    /// ([`on_unsealed`](SuspectRegistry::on_unsealed)). Adoption may seal
+    /// such a page; a page fenced for anything else is known to be bad and
+    /// is never sealed by adoption.
+    pub unsealed: bool,
 }
 
 /// Where a corruption observation came from.
@@ -139,6 +145,31 @@ impl SuspectRegistry {
         now_ns: u64,
         by: Observer,
     ) -> Observation {
+        self.observe(page, error, now_ns, by, false)
+    }
+
+    /// Records that `page` failed verification only because it carries no
+    /// seal at all (no checksum recorded for it, no trailer written into it
+    /// as far as the detector knows): it may be damage, or a page that is
+    /// simply not adopted yet. Otherwise as [`on_corrupt`](Self::on_corrupt).
+    pub fn on_unsealed(
+        &mut self,
+        page: PageId,
+        error: &str,
+        now_ns: u64,
+        by: Observer,
+    ) -> Observation {
+        self.observe(page, error, now_ns, by, true)
+    }
+
+    fn observe(
+        &mut self,
+        page: PageId,
+        error: &str,
+        now_ns: u64,
+        by: Observer,
+        unsealed: bool,
+    ) -> Observation {
         if let Some(e) = self.entries.get_mut(&page) {
             e.errors = e.errors.saturating_add(1);
             e.last_error = error.to_owned();
@@ -146,6 +177,12 @@ impl SuspectRegistry {
                 PageState::Repaired => true,
                 PageState::Irreparable => by == Observer::HostRead,
                 PageState::Suspect | PageState::Repairing => false,
+            };
+            // Any other failure in an episode makes the page known bad.
+            e.unsealed = if e.state == PageState::Repaired {
+                unsealed
+            } else {
+                e.unsealed && unsealed
             };
             if !renew {
                 return Observation::Known;
@@ -170,6 +207,7 @@ impl SuspectRegistry {
                 last_error: error.to_owned(),
                 errors: 1,
                 epoch,
+                unsealed,
             },
         );
         Observation::Report { epoch }
@@ -263,6 +301,16 @@ impl SuspectRegistry {
             }
             _ => false,
         }
+    }
+
+    /// Whether `page` is fenced for a failure other than carrying no seal
+    /// (see [`SuspectEntry::unsealed`]): its bytes are known to be bad, and
+    /// nothing may seal them.
+    #[must_use]
+    pub fn known_bad(&self, page: PageId) -> bool {
+        self.entries
+            .get(&page)
+            .is_some_and(|e| e.state.is_fenced() && !e.unsealed)
     }
 
     /// The state of `page`, if known.

@@ -1,6 +1,6 @@
 //! Applying before-images: per page, newest first, under the page's latch,
-//! only where the page still holds what the transaction wrote, and never to
-//! a page that fails verification.
+//! only where the page still holds what the transaction wrote, never to a
+//! page that fails verification, and not to a page the host freed.
 
 use std::collections::BTreeMap;
 
@@ -142,6 +142,13 @@ pub(super) fn apply_undo(
         let _guard = locks.lock(page);
         match read_checked(pages, hook, page, &mut buf) {
             Ok(()) => {}
+            // Freed (again): nothing a transaction wrote is on a free page,
+            // and its bytes mean nothing. Left as it is.
+            Err(Error::PageUnallocated { .. }) => {
+                tracing::debug!(%page, entries = group.len(), "undo not applied: the page is unallocated");
+                out.entries += group.len() as u64;
+                continue;
+            }
             Err(e) if is_page_failure(&e) => {
                 tracing::warn!(%page, error = %e, "rollback blocked: the page fails verification");
                 let reason = e.to_string();

@@ -85,6 +85,23 @@
 //! to verify against and reads raw, so a torn page there is restored as
 //! before.
 //!
+//! # Pages the host freed
+//!
+//! A page the host calls unallocated (the detector's
+//! [`Error::PageUnallocated`]: it fails verification and the host freed it,
+//! with [`forget`](crate::CorruptionDetector::forget) or its
+//! [free-page answer](crate::DetectorConfig::free_pages)) holds nothing:
+//! its bytes mean nothing and nobody vouches for them. A transaction may
+//! reuse it: [`write`](TransactionRollbackManager::write) takes its current
+//! contents to be **zeros** — the before-image is zeros, never the raw bytes
+//! nobody verified — and writes the page, sealed, with the transaction's
+//! bytes and zeros around them (the page is in use again). A rollback puts
+//! the zeros back, sealed: the page verifies, holds nothing, and raises no
+//! alarm; the host's own metadata still calls it free. If the page is
+//! unallocated again when the undo is applied (the host freed it again, or
+//! a crash left its free mark), nothing of the transaction is on it: its
+//! undo entries count as applied and the page is left as it is, free.
+//!
 //! # Restoring the store
 //!
 //! A host that restores its store from a snapshot keeps this contract:
@@ -150,7 +167,7 @@ use crate::corruption::CorruptionDetector;
 use apply::{apply_undo, Applied, PageLocks, UndoRef};
 use journal::{Journal, Record};
 use txns::{Counters, Entry, State, Status, Txn};
-use writer::read_checked;
+use writer::read_for_change;
 
 /// A transaction id, handed out by [`TransactionRollbackManager::begin`].
 /// Ids grow with begin order and are never reused, also across crashes and
@@ -366,7 +383,9 @@ impl TransactionRollbackManager {
     /// [`ensure_durable`](Self::ensure_durable), and the store's errors; the
     /// verification error (naming the page) or [`Error::PageFenced`] for a
     /// page that fails verification and was not repaired by the
-    /// [`RepairHook`] — nothing is written to it then;
+    /// [`RepairHook`] — nothing is written to it then (a page the host calls
+    /// unallocated is not such a page: see
+    /// [pages the host freed](self#pages-the-host-freed));
     /// [`Error::TransactionNotActive`] also when `txn` was rolled back or
     /// started committing while the undo was being made durable (the page is
     /// then not written).
@@ -390,7 +409,7 @@ impl TransactionRollbackManager {
         // Lock order: page lock, then state lock (never the reverse).
         let _guard = self.page_locks.lock(page);
         self.state.lock().active_mut(txn)?;
-        if let Err(e) = read_checked(
+        if let Err(e) = read_for_change(
             self.pages.as_ref(),
             self.repair_hook.as_ref(),
             page,
@@ -407,10 +426,11 @@ impl TransactionRollbackManager {
         Ok(lsn)
     }
 
-    /// A verified read of `page` (with the repair hook) outside any latch.
+    /// A verified read of `page` (with the repair hook) outside any latch;
+    /// an unallocated page reads as zeros.
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         let _guard = self.page_locks.lock(page);
-        read_checked(self.pages.as_ref(), self.repair_hook.as_ref(), page, buf)
+        read_for_change(self.pages.as_ref(), self.repair_hook.as_ref(), page, buf)
     }
 
     /// Drops the in-memory undo entry of `txn` with `lsn` (its page write did

@@ -8,6 +8,16 @@
 //! [repair hook](RepairHook), if one is configured, and read again; if it
 //! still fails, the write or rollback that needed it gives up on it with a
 //! typed error naming the page.
+//!
+//! A page the host calls unallocated ([`Error::PageUnallocated`]: it fails
+//! verification and the host freed it) is not damage: its bytes mean
+//! nothing. A transaction may reuse it: its current contents are taken to
+//! be zeros (the before-image is zeros, never the unverified raw bytes), and
+//! the write seals the page with the transaction's bytes and zeros around
+//! them. A rollback puts the zeros back (sealed: the page verifies and holds
+//! nothing), or, when the page is unallocated again by then (freed again, or
+//! a crash left its free mark), leaves it as it is: there is nothing of the
+//! transaction on a free page to undo.
 
 use std::fmt;
 use std::sync::Arc;
@@ -143,6 +153,24 @@ impl PageWriter for CorruptionDetector {
     /// the checksums of the pages rollback wrote.
     fn sync(&self) -> Result<()> {
         CorruptionDetector::sync(self)
+    }
+}
+
+/// Reads `page` for a change by a transaction: as [`read_checked`], but the
+/// contents of a page the writer calls unallocated are zeros (see the
+/// module docs).
+pub(super) fn read_for_change(
+    pages: &dyn PageWriter,
+    hook: Option<&RepairHook>,
+    page: PageId,
+    buf: &mut [u8],
+) -> Result<()> {
+    match read_checked(pages, hook, page, buf) {
+        Err(Error::PageUnallocated { .. }) => {
+            buf.fill(0);
+            Ok(())
+        }
+        other => other,
     }
 }
 

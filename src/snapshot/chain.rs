@@ -284,6 +284,9 @@ impl Inner {
             page_size: ps,
             chunk_pages: self.chunk_pages,
             page_count,
+            // Every page of the merged file comes from a member: verified
+            // only if every member's pages were.
+            pages_verified: readers.iter().all(|r| r.header.pages_verified),
         };
         let metadata = top.index.metadata.clone();
         let (new, fps) = self.commit_new(&mut st, header, Vec::new(), &mut feed, &metadata)?;
@@ -327,6 +330,7 @@ mod tests {
             page_size: 64,
             chunk_pages: 2,
             page_count,
+            pages_verified: false,
         };
         let mut w =
             SnapshotWriter::new(File::create(&path).unwrap(), path.clone(), h, 1, parent_fps)

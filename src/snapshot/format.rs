@@ -17,8 +17,19 @@
 //! | 40     | 4    | page size in bytes (64 ..= 1 MiB)                             |
 //! | 44     | 4    | pages per chunk `k` (`k · page size` ≤ 64 MiB)                |
 //! | 48     | 8    | page count `P` of the store at the snapshot                   |
-//! | 56     | 4    | reserved, 0                                                   |
+//! | 56     | 4    | flags (below)                                                 |
 //! | 60     | 4    | CRC32 of bytes 0..60                                          |
+//!
+//! Flags: bit 0 (`pages verified`) is set when the pages were read through
+//! a store that verifies its reads
+//! ([`PageStore::verifies_reads`](crate::PageStore::verifies_reads): the
+//! [`CorruptionDetector`](crate::CorruptionDetector)), so every page in the
+//! file verified when it was read. Every other bit is 0, and a reader
+//! refuses a file with another bit set. The field was reserved and 0 in
+//! files written before the flag existed (format 1 and early format 2),
+//! which therefore read as not verified: a restore into a store that seals
+//! its pages checks their pages first (see the `restore` module of
+//! `snapshot`).
 //!
 //! # Chunks (from offset 64, back to back)
 //!
@@ -132,6 +143,8 @@ pub(crate) const HEADER_LEN: usize = 64;
 /// Length of the snapshot file footer.
 pub(crate) const FOOTER_LEN: usize = 32;
 const MAGIC: [u8; 4] = *b"SHSN";
+/// Header flag: the pages were read through a store that verifies its reads.
+const FLAG_PAGES_VERIFIED: u32 = 1;
 const FOOTER_MAGIC: [u8; 4] = *b"SHSE";
 /// The snapshot file version this build writes (and the newest it reads).
 pub(crate) const VERSION: u32 = 2;
@@ -166,6 +179,9 @@ pub(crate) struct Header {
     pub page_size: usize,
     pub chunk_pages: usize,
     pub page_count: u64,
+    /// Whether the pages were read through a store that verifies its reads
+    /// (header flag bit 0).
+    pub pages_verified: bool,
 }
 
 impl Header {
@@ -181,6 +197,12 @@ impl Header {
         b[40..44].copy_from_slice(&(self.page_size as u32).to_le_bytes());
         b[44..48].copy_from_slice(&(self.chunk_pages as u32).to_le_bytes());
         b[48..56].copy_from_slice(&self.page_count.to_le_bytes());
+        let flags = if self.pages_verified {
+            FLAG_PAGES_VERIFIED
+        } else {
+            0
+        };
+        b[56..60].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -235,8 +257,12 @@ impl Header {
         if chunk_pages == 0 || chunk_pages.saturating_mul(page_size) > MAX_CHUNK_BYTES {
             return bad(44, format!("{chunk_pages} pages per chunk is out of range"));
         }
-        if le32(&b[56..60]) != 0 {
-            return bad(56, "reserved header bytes are not zero".into());
+        let flags = le32(&b[56..60]);
+        if flags & !FLAG_PAGES_VERIFIED != 0 {
+            return bad(
+                56,
+                format!("header flags {flags:#x} hold bits this version does not know"),
+            );
         }
         Ok(Header {
             version,
@@ -247,6 +273,7 @@ impl Header {
             page_size,
             chunk_pages,
             page_count: le64(&b[48..56]),
+            pages_verified: flags & FLAG_PAGES_VERIFIED != 0,
         })
     }
 }
@@ -906,6 +933,9 @@ pub struct SnapshotSummary {
     pub page_count: u64,
     /// Pages stored in the file.
     pub stored_pages: u64,
+    /// Whether its pages were read through a store that verifies its reads
+    /// (header flag; `false` for files written before the flag existed).
+    pub pages_verified: bool,
     /// Names of the metadata blobs.
     pub metadata: Vec<String>,
 }
@@ -929,6 +959,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotSummary> {
         page_size: r.header.page_size,
         page_count: r.header.page_count,
         stored_pages: r.index.stored_pages(r.header.page_count),
+        pages_verified: r.header.pages_verified,
         metadata: r.index.metadata.iter().map(|(n, _)| n.clone()).collect(),
     })
 }
@@ -963,6 +994,7 @@ mod tests {
             page_size: 64,
             chunk_pages: 3,
             page_count,
+            pages_verified: false,
         }
     }
 
@@ -1114,6 +1146,37 @@ mod tests {
         let mut v = b;
         v[4] = 9;
         assert!(Header::decode(Path::new("h"), &v).is_err());
+        // The flag round-trips; an unknown flag is refused.
+        let verified = Header {
+            pages_verified: true,
+            ..header(None, 3)
+        };
+        let b = verified.encode();
+        assert_eq!(Header::decode(Path::new("h"), &b).unwrap(), verified);
+        assert_eq!(b[56..60], 1u32.to_le_bytes());
+        let mut v = b;
+        v[56] = 3;
+        let crc = crc32fast::hash(&v[..60]);
+        v[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            Header::decode(Path::new("h"), &v),
+            Err(Error::CorruptFile { offset: 56, .. })
+        ));
+    }
+
+    /// A header written before the flag existed (the field reserved and 0)
+    /// reads as not verified.
+    #[test]
+    fn a_header_without_flags_reads_as_not_verified() {
+        let b = header(None, 3).encode();
+        assert_eq!(b[56..60], [0; 4]);
+        assert!(!Header::decode(Path::new("h"), &b).unwrap().pages_verified);
+        let v1 = to_format_1(
+            &write(header(None, 1), &[(0, vec![1u8; 64])], Vec::new(), 1),
+            &[vec![1u8; 64]],
+        );
+        let r = SnapshotReader::new(Box::new(v1), Path::new("v1")).unwrap();
+        assert!(!r.header.pages_verified);
     }
 
     proptest! {

@@ -31,6 +31,37 @@
 //! [`PeriodicSnapshots::snapshot_now`]: the snapshot waits for the pause,
 //! the pause for the ticket, and neither ever returns.
 //!
+//! # Writes the library makes: notices and tickets
+//!
+//! "All of the host's page writes" includes the ones the library makes on
+//! the host's behalf: a [rollback](crate::TransactionRollbackManager::rollback)
+//! (and the recovery at [open](crate::RollbackConfig::open)), a
+//! [repair](crate::DataRepairer), a [restore](StateSnapshotManager::restore)
+//! into the live store, the trailers [adoption](crate::CorruptionDetector::adopt)
+//! writes. A host that relies on dirty-page notices must see them all:
+//!
+//! - **Notices.** Every one of those writes goes through the
+//!   [`CorruptionDetector`](crate::CorruptionDetector) of a protected store,
+//!   which tells its [write observer](crate::DetectorConfig::on_write) of
+//!   each page it writes, whoever asked. Wire the observer to
+//!   [`note_dirty`](StateSnapshotManager::note_dirty):
+//!   `DetectorConfig::on_write(Arc::new(move |p| snaps.note_dirty(p)))`.
+//!   Without it, an incremental snapshot taken after a rollback misses the
+//!   pages the rollback wrote, and restoring it brings back what the
+//!   rollback undid. A host that rolls back through [`RawPages`](crate::RawPages)
+//!   over an unprotected store wraps the store it hands over in a
+//!   [`PageStore`] whose `write_page` notes the page.
+//! - **Tickets.** With [`Consistency::Paused`], every writer through the
+//!   detector must hold a [`WriteTicket`] of the gate while it writes — the
+//!   library's writers too, since the library cannot take the host's
+//!   tickets itself. The host holds one around each call that writes:
+//!   `let _t = gate.write(); rollback_manager.rollback(txn)?;` (likewise
+//!   around `rollback_all`, `RollbackConfig::open` when recovery may roll
+//!   back, `repair_page`/`repair_all`, `adopt`, and a restore into the live
+//!   store). The writes then wait for a snapshot in progress, and a
+//!   snapshot waits for them; a rollback that ran unpaused under a snapshot
+//!   could leave the snapshot with half of it.
+//!
 //! Dirty-page notices are used only under `Paused`, where the set of noted
 //! pages is exactly what changed since the restore point; the set is cleared
 //! when such a snapshot commits. A `View` snapshot compares fingerprints and
@@ -106,6 +137,47 @@
 //! restored; if damage is found only mid-way (one-pass restores), the pages
 //! already written are correct pages of the damaged snapshot, and the error
 //! says the target was written (a fallback, when allowed, overwrites them).
+//!
+//! # Restoring into a store that seals its pages
+//!
+//! The library never seals bytes it has not verified. A snapshot records
+//! whether its pages were read through a store that verifies its reads
+//! ([`PageStore::verifies_reads`]; [`SnapshotReport::pages_verified`]).
+//! The pages of a verified snapshot are written to any target as they are,
+//! and so are every snapshot's pages to a target that seals nothing (a raw
+//! store). A member of the chain
+//! whose pages were *not* verified (a snapshot of the host's raw store,
+//! e.g. a [`Consistency::View`] of it, or a file
+//! written before the flag existed) may hold pages that had rotted when it
+//! was taken; before such a page is written to a target that seals what it
+//! writes, the target checks it ([`PageStore::check_unverified`]):
+//!
+//! - the detector in the trailer placement verifies the page's own
+//!   trailer, which a page sealed before the snapshot was taken carries (a
+//!   free page holding junk fails too: snapshots through the detector store
+//!   free pages as zeros instead);
+//! - the detector in the sidecar placement refuses every such page (its
+//!   table keeps only the checksums of the pages as they are now): restore
+//!   into the raw store and adopt it into a new sidecar table after the
+//!   host's integrity check, or take snapshots through the detector.
+//!
+//! A page that fails gives [`Error::UnverifiedSnapshot`], naming the
+//! snapshot and the page. With
+//! [`SnapshotConfig::precheck_restore`] (the default) every such page is checked before anything is written (one
+//! more decoding pass over the unverified members), so a refusal leaves the
+//! target untouched; without it, each page is checked just before its chunk
+//! is written, and a refusal says that pages were written. A refusal is not
+//! damage of the snapshot: no fallback is tried.
+//!
+//! Pages are written a chunk at a time with [`PageStore::write_pages`], so
+//! a detector with a durable sidecar table pays one log fsync per chunk, not
+//! one per page.
+//!
+//! A page that the detector calls unallocated when a snapshot reads it
+//! through the detector has no bytes anybody vouches for: it is stored as
+//! zeros (as good as any contents for a free page), and restored as zeros —
+//! sealed, in a detector, so it verifies and raises no alarm, while the
+//! host's metadata, restored with the rest, still calls it free.
 //!
 //! # Store size
 //!
@@ -387,6 +459,10 @@ pub struct SnapshotReport {
     pub info: SnapshotInfo,
     /// How its pages were chosen.
     pub detection: ChangeDetection,
+    /// Whether its pages were read through a store that verifies its reads
+    /// ([`PageStore::verifies_reads`]); see the module docs on restoring
+    /// into a store that seals its pages.
+    pub pages_verified: bool,
     /// Snapshots deleted by retention afterwards.
     pub deleted: Vec<u64>,
     /// Why retention failed after the snapshot committed, if it did. The
@@ -1008,6 +1084,11 @@ impl StateSnapshotManager {
 
     /// Notes that the host wrote `page` (call it while holding the
     /// [`WriteTicket`] of that write). Lock-free on the common path.
+    ///
+    /// The library's own writes (rollback, repair, restore, adoption) need
+    /// noting too: wire the detector's
+    /// [write observer](crate::DetectorConfig::on_write) here (see
+    /// [writes the library makes](self#writes-the-library-makes-notices-and-tickets)).
     pub fn note_dirty(&self, page: PageId) {
         self.inner.dirty.note(page.0);
     }
@@ -1115,7 +1196,11 @@ impl StateSnapshotManager {
     /// chain does not verify and no fallback is allowed (it names the
     /// damaged file and says whether `target` was written);
     /// [`Error::NoUsableSnapshot`] when a fallback is allowed and no
-    /// candidate verifies; [`Error::RestoreTargetSize`] when `target` must
+    /// candidate verifies; [`Error::UnverifiedSnapshot`] when `target` seals
+    /// what it writes (a detector) and a page of a member whose pages were
+    /// not verified cannot be vouched for (see
+    /// [restoring into a store that seals its pages](self#restoring-into-a-store-that-seals-its-pages);
+    /// no fallback is tried); [`Error::RestoreTargetSize`] when `target` must
     /// change size and cannot (nothing is written then); a store error from
     /// resizing or writing `target` (no fallback is tried then). After an
     /// error that came once `target` was resized or written, dirty-page

@@ -24,6 +24,13 @@
 //!   resize gives [`Error::RestoreTargetSize`] before anything is written —
 //!   unless it is larger and the caller asked to keep the extra pages
 //!   ([`RestoreOptions::keep_extra_pages`]), which are then left as they are.
+//! - Pages are written a chunk at a time with [`PageStore::write_pages`],
+//!   so a target that seals what it writes (a
+//!   [`CorruptionDetector`](crate::CorruptionDetector), with a durable
+//!   sidecar table) pays one log fsync per chunk, not one per page.
+//!
+//! The rules for a target that seals its pages are in the `snapshot`
+//! module docs ("Restoring into a store that seals its pages").
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -202,10 +209,26 @@ impl Damage {
 }
 
 enum ApplyError {
-    /// The target failed: no fallback is tried.
+    /// The target failed, or refused a page nobody verified: no fallback is
+    /// tried.
     Store(Error),
     /// The snapshot did: a fallback may be tried.
     Snapshot(Damage),
+}
+
+/// The refusal of a page of member `snapshot` that the target would not
+/// vouch for.
+fn unverified(snapshot: u64, page: u64, e: Error, target_written: bool) -> Error {
+    let reason = match e {
+        Error::UnverifiedCopy { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    Error::UnverifiedSnapshot {
+        snapshot,
+        page: PageId(page),
+        reason,
+        target_written,
+    }
 }
 
 impl Inner {
@@ -268,6 +291,21 @@ impl Inner {
             };
             let top = readers.last().expect("a chain has a member").clone();
             let page_count = top.header.page_count;
+            if self.precheck_restore {
+                match self.check_unverified_pages(&readers, target) {
+                    Ok(()) => {}
+                    Err(ApplyError::Store(e)) => return Err(e),
+                    Err(ApplyError::Snapshot(d)) => {
+                        if options.fallback == Fallback::Never {
+                            return Err(d.into_error(id, false));
+                        }
+                        tracing::warn!(snapshot = c, why = %d.describe(), "snapshot damage found while checking its pages; trying an older one");
+                        skipped.push((c, d.describe()));
+                        checked.insert(d.member, Err(d));
+                        continue;
+                    }
+                }
+            }
             let extra_pages_kept = self.fit_target(c, page_count, target, options, wrote)?;
             match self.apply_chain(&readers, target, wrote) {
                 Ok(pages_written) => {
@@ -465,6 +503,51 @@ impl Inner {
         LostPages::Known(lost)
     }
 
+    /// Before anything is written: when `target` seals what it writes,
+    /// checks every page that the chain's unverified members would write
+    /// with [`PageStore::check_unverified`].
+    fn check_unverified_pages(
+        &self,
+        readers: &[Arc<SnapshotReader>],
+        target: &dyn PageStore,
+    ) -> std::result::Result<(), ApplyError> {
+        if !target.verifies_reads() {
+            return Ok(());
+        }
+        let limit = readers.last().map_or(0, |r| r.header.page_count);
+        let ps = self.page_size;
+        for r in readers.iter().filter(|r| !r.header.pages_verified) {
+            let refused: Mutex<Option<Error>> = Mutex::new(None);
+            let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
+                let first = c * r.header.chunk_pages;
+                for (slot, b) in raw.chunks_exact(ps).enumerate() {
+                    let page = r.stored_page(first + slot);
+                    if page >= limit {
+                        continue;
+                    }
+                    if let Err(e) = target.check_unverified(PageId(page), b) {
+                        *refused.lock() = Some(unverified(r.header.id, page, e, false));
+                        return Err(Error::Stopped {
+                            component: "restore",
+                            reason: "the target refused a page".into(),
+                        });
+                    }
+                }
+                Ok(())
+            });
+            if let Some(e) = refused.into_inner() {
+                return Err(ApplyError::Store(e));
+            }
+            res.map_err(|e| {
+                ApplyError::Snapshot(Damage::new(r.header.id, r.path().to_path_buf(), &e))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the chain's pages into `target`, base first, a chunk at a
+    /// time with [`PageStore::write_pages`]; pages of members that were not
+    /// verified are checked by the target first.
     fn apply_chain(
         &self,
         readers: &[Arc<SnapshotReader>],
@@ -482,30 +565,52 @@ impl Inner {
             .sum();
         let _g = self.progress.start(Operation::Restore, total);
         let written = AtomicU64::new(0);
+        let seals = target.verifies_reads();
         for r in readers {
+            let check = seals && !r.header.pages_verified;
             let store_err: Mutex<Option<Error>> = Mutex::new(None);
+            let refused: Mutex<Option<(u64, Error)>> = Mutex::new(None);
             let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
                 let first = c * r.header.chunk_pages;
-                for (slot, b) in raw.chunks_exact(ps).enumerate() {
+                let mut owned = raw.to_vec();
+                let mut batch: Vec<(PageId, &mut [u8])> = Vec::with_capacity(raw.len() / ps);
+                for (slot, b) in owned.chunks_exact_mut(ps).enumerate() {
                     let page = r.stored_page(first + slot);
                     if page >= limit {
                         continue;
                     }
+                    if check {
+                        if let Err(e) = target.check_unverified(PageId(page), b) {
+                            *refused.lock() = Some((page, e));
+                            return Err(Error::Stopped {
+                                component: "restore",
+                                reason: "the target refused a page".into(),
+                            });
+                        }
+                    }
+                    batch.push((PageId(page), b));
+                }
+                if !batch.is_empty() {
                     wrote.store(true, Ordering::Release);
-                    if let Err(e) = target.write_page(PageId(page), b) {
+                    if let Err(e) = target.write_pages(&mut batch) {
                         *store_err.lock() = Some(e);
                         return Err(Error::Stopped {
                             component: "restore",
                             reason: "the target store failed".into(),
                         });
                     }
-                    written.fetch_add(1, Ordering::Relaxed);
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 self.progress.add(raw.len() as u64);
                 Ok(())
             });
             if let Some(e) = store_err.into_inner() {
                 return Err(ApplyError::Store(e));
+            }
+            if let Some((page, e)) = refused.into_inner() {
+                // Every lane has stopped: whether anything was written is known.
+                let written = wrote.load(Ordering::Acquire);
+                return Err(ApplyError::Store(unverified(r.header.id, page, e, written)));
             }
             res.map_err(|e| {
                 ApplyError::Snapshot(Damage::new(r.header.id, r.path().to_path_buf(), &e))

@@ -2,6 +2,15 @@
 //! the ones whose fingerprint differs from the parent's), writing its file
 //! and committing it to the manifest crash-safely, then retention.
 //!
+//! A snapshot records whether the store it read verifies its reads
+//! ([`PageStore::verifies_reads`]). Through a verifying store (the
+//! [`CorruptionDetector`](crate::CorruptionDetector)) a page the host calls
+//! unallocated has no bytes anybody vouches for
+//! ([`Error::PageUnallocated`]): the snapshot stores it as zeros, which is
+//! as good as any contents for a free page. Restored, such a page holds
+//! zeros (sealed, in a detector: it verifies, and raises no alarm); the
+//! host's own metadata, restored with the rest, still calls it free.
+//!
 //! The crash analysis of this path is the table in the `snapshot` module
 //! docs; each row is a [`CrashStep`] checked here.
 
@@ -19,7 +28,35 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::host::PageStore;
 use crate::types::PageId;
+
+/// Reads `buf.len() / ps` pages from `first` into `buf` for a snapshot: a
+/// page the store calls unallocated (a verifying store's
+/// [`Error::PageUnallocated`]) is stored as zeros. One batch read; pages one
+/// by one only for a batch that holds such a page.
+fn read_for_snapshot(store: &dyn PageStore, first: u64, buf: &mut [u8], ps: usize) -> Result<()> {
+    match store.read_pages(PageId(first), buf) {
+        Err(Error::PageUnallocated { .. }) => {
+            for (i, page) in buf.chunks_exact_mut(ps).enumerate() {
+                read_one_for_snapshot(store, first + i as u64, page)?;
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// One page of [`read_for_snapshot`].
+fn read_one_for_snapshot(store: &dyn PageStore, page: u64, buf: &mut [u8]) -> Result<()> {
+    match store.read_page(PageId(page), buf) {
+        Err(Error::PageUnallocated { .. }) => {
+            buf.fill(0);
+            Ok(())
+        }
+        other => other,
+    }
+}
 
 impl Inner {
     pub(super) fn take_snapshot(
@@ -33,6 +70,7 @@ impl Inner {
             Consistency::Paused { store, lsn, .. } => (store, lsn, true),
             Consistency::View { view, lsn } => (view, lsn, false),
         };
+        let verified = store.verifies_reads();
         self.check_page_size("store being snapshotted", store.page_size())?;
         let mut st = self.state.lock();
         let head = self.head.read().clone();
@@ -92,17 +130,36 @@ impl Inner {
                         crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
          -> Result<()> {
             match (detection, &dirty, &parent) {
-                (ChangeDetection::Full, _, _) => {
+                // A raw store: its fastest scan (a memory map, say).
+                (ChangeDetection::Full, _, _) if !verified => {
                     store.scan_pages(PageId(0), page_count, &mut |p, b| {
                         w.push(p.0, b)?;
                         progress.add(b.len() as u64);
                         crash_mid(w)
                     })
                 }
+                // A verifying store: batches that tolerate free pages.
+                (ChangeDetection::Full, _, _) => {
+                    let batch = ((1 << 20) / ps).max(1) as u64;
+                    let mut buf = vec![0u8; batch.min(page_count.max(1)) as usize * ps];
+                    let mut start = 0u64;
+                    while start < page_count {
+                        let n = batch.min(page_count - start) as usize;
+                        let bytes = &mut buf[..n * ps];
+                        read_for_snapshot(store, start, bytes, ps)?;
+                        for (i, b) in bytes.chunks_exact(ps).enumerate() {
+                            w.push(start + i as u64, b)?;
+                            crash_mid(w)?;
+                        }
+                        progress.add(bytes.len() as u64);
+                        start += n as u64;
+                    }
+                    Ok(())
+                }
                 (ChangeDetection::DirtyNotices, Some(pages), Some(_)) => {
                     let mut buf = vec![0u8; ps];
                     for &p in pages {
-                        store.read_page(PageId(p), &mut buf)?;
+                        read_one_for_snapshot(store, p, &mut buf)?;
                         w.push(p, &buf)?;
                         progress.add(ps as u64);
                         crash_mid(w)?;
@@ -119,7 +176,7 @@ impl Inner {
                     while start < page_count {
                         let n = batch.min(page_count - start) as usize;
                         let bytes = &mut buf[..n * ps];
-                        store.read_pages(PageId(start), bytes)?;
+                        read_for_snapshot(store, start, bytes, ps)?;
                         parallel_fingerprints(start, bytes, ps, &mut fps[..n], threads);
                         for (i, b) in bytes.chunks_exact(ps).enumerate() {
                             let p = start + i as u64;
@@ -144,6 +201,7 @@ impl Inner {
             page_size: ps,
             chunk_pages: self.chunk_pages,
             page_count,
+            pages_verified: verified,
         };
         let (info, fps) = self.commit_new(
             &mut st,
@@ -176,6 +234,7 @@ impl Inner {
         Ok(SnapshotReport {
             info,
             detection,
+            pages_verified: verified,
             deleted,
             retention_error,
         })

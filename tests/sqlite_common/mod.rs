@@ -1,8 +1,10 @@
 //! The SQLite adoption scenario shared by `tests/sqlite_adopt.rs` and
 //! `examples/sqlite_adopt.rs`: a real database file (SQLite compiled from
-//! rusqlite's bundled sources) adopted with sidecar checksums, damaged behind
-//! the library's back, scrubbed, repaired from a replica copy, and checked
-//! by SQLite itself. Every check returns an error that says what failed.
+//! rusqlite's bundled sources) adopted — with a durable sidecar checksum
+//! table, or with trailers written into 16 bytes SQLite reserves at the end
+//! of every page — damaged behind the library's back, scrubbed, repaired from
+//! a replica copy, and checked by SQLite itself. Every check returns an error
+//! that says what failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::Connection;
-use selfheal::corruption::FreePageFn;
 use selfheal::testing::sqlite::{self, BtreeKind};
 use selfheal::testing::Damage;
 use selfheal::{
@@ -20,6 +21,19 @@ use selfheal::{
 
 /// SQLite's page size in the scenario.
 pub const PAGE: usize = 4096;
+
+/// Where the adopted file's checksums go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// A durable sidecar table next to the file; SQLite's format unchanged.
+    DurableSidecar,
+    /// A trailer in the 16 bytes SQLite reserves at the end of each page
+    /// (header byte 20), set when the database is created.
+    ReservedTrailer,
+}
+
+/// Bytes SQLite reserves at the end of each page for the trailer.
+const RESERVED: u8 = 16;
 
 /// What the scenario did and found.
 #[derive(Debug)]
@@ -59,7 +73,10 @@ fn lib(e: selfheal::Error) -> String {
 /// a large delete so that the freelist holds zeroed pages. Returns the
 /// root pages of the indexes. `old` receives a copy of the file from before
 /// the updates (older versions of pages).
-fn build_database(db: &Path, old: &Path) -> Check<Vec<(String, u32)>> {
+fn build_database(db: &Path, old: &Path, reserve: bool) -> Check<Vec<(String, u32)>> {
+    if reserve {
+        reserve_trailer_bytes(db)?;
+    }
     let c = Connection::open(db).map_err(sql)?;
     c.execute_batch(&format!(
         "PRAGMA page_size = {PAGE};
@@ -130,6 +147,31 @@ fn build_database(db: &Path, old: &Path) -> Check<Vec<(String, u32)>> {
     Ok(roots)
 }
 
+/// Creates an empty database whose pages reserve their last 16 bytes: the
+/// header's reserved-bytes field (byte 20) set, and page 1's cell content
+/// area moved to the new end of the usable space. SQLite then never writes
+/// those bytes, and trailer adoption can seal every page in place.
+fn reserve_trailer_bytes(db: &Path) -> Check<()> {
+    let c = Connection::open(db).map_err(sql)?;
+    c.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE}; PRAGMA user_version = 1;"
+    ))
+    .map_err(sql)?;
+    drop(c);
+    let mut b = std::fs::read(db).map_err(|e| e.to_string())?;
+    if b.len() != PAGE || b[20] != 0 {
+        return Err(format!(
+            "unexpected empty database: {} bytes, reserve {}",
+            b.len(),
+            b[20]
+        ));
+    }
+    b[20] = RESERVED;
+    let usable = (PAGE - usize::from(RESERVED)) as u16;
+    b[105..107].copy_from_slice(&usable.to_be_bytes());
+    std::fs::write(db, &b).map_err(|e| e.to_string())
+}
+
 fn read(store: &dyn PageStore, page: PageId) -> Check<Vec<u8>> {
     let mut b = vec![0u8; PAGE];
     store.read_page(page, &mut b).map_err(lib)?;
@@ -137,17 +179,16 @@ fn read(store: &dyn PageStore, page: PageId) -> Check<Vec<u8>> {
 }
 
 /// Runs the whole scenario in `dir`, telling `log` what it does.
-pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
+pub fn run(dir: &Path, placement: Placement, log: &mut dyn FnMut(String)) -> Check<Outcome> {
     let db = dir.join("main.db");
     let old = dir.join("old.db");
     let replica_path = dir.join("replica.db");
-    let roots = build_database(&db, &old)?;
+    let roots = build_database(&db, &old, placement == Placement::ReservedTrailer)?;
     log(format!(
-        "built {} ({} bytes); quick_check ok; index roots {roots:?}",
+        "[{placement:?}] built {} ({} bytes); quick_check ok; index roots {roots:?}",
         db.display(),
         std::fs::metadata(&db).map_err(|e| e.to_string())?.len()
     ));
-    std::fs::copy(&db, &replica_path).map_err(|e| format!("copying the replica: {e}"))?;
 
     let store = Arc::new(
         FileStore::open(&db, PAGE)
@@ -170,19 +211,28 @@ pub fn run(dir: &Path, log: &mut dyn FnMut(String)) -> Check<Outcome> {
         freelist.leaves.len()
     ));
 
-    let table = Arc::new(ChecksumTable::new(PAGE).map_err(lib)?);
-    let fl = freelist.clone();
-    let free: FreePageFn = Arc::new(move |p: PageId| fl.is_free(p));
+    let checksums = match placement {
+        Placement::DurableSidecar => ChecksumPlacement::Sidecar(Arc::new(
+            ChecksumTable::open(&dir.join("main.db.sums"), PAGE).map_err(lib)?,
+        )),
+        Placement::ReservedTrailer => ChecksumPlacement::Trailer,
+    };
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
-            .free_pages(free)
+        DetectorConfig::new(checksums)
             .build(store.clone())
             .map_err(lib)?,
     );
+    // The freelist as SQLite has it now: each free page is forgotten, and a
+    // later write through the detector (SQLite reusing it) puts it back in use.
+    for leaf in &freelist.leaves {
+        det.forget(*leaf).map_err(lib)?;
+    }
     let started = Instant::now();
     let adopt = det.adopt(AdoptOptions::new()).map_err(lib)?;
     let took = started.elapsed();
-    table.save(&dir.join("main.db.sums")).map_err(lib)?;
+    det.sync().map_err(lib)?;
+    // The replica: another copy of the adopted file, kept in step by the host.
+    std::fs::copy(&db, &replica_path).map_err(|e| format!("copying the replica: {e}"))?;
     log(format!(
         "adopted in {took:?} ({:.0} MiB/s): {} sealed, {} unallocated, {} corrupt",
         adopt.bytes_per_s() / f64::from(1 << 20),
