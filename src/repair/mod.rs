@@ -47,6 +47,20 @@
 //!    - **Without one**, copies are fetched until `max_replicas_per_repair`
 //!      of them verified or every replica was asked, and they vote.
 //!
+//!    - **When the detector knows the page's last write exactly** (it was
+//!      written through the detector in this process:
+//!      [`LsnExpectation::Exact`](crate::corruption::LsnExpectation::Exact)),
+//!      only a copy carrying exactly that LSN is the page. A copy with a
+//!      newer LSN is a write that was rolled back or replaced since (a
+//!      before-image put back, a restore of an older page) and is refused
+//!      ([`AttemptResult::NotLastWrite`]), as is a copy without a readable
+//!      LSN; an older one fails verification as stale. No replica can then
+//!      hold anything better than the copies at that LSN, and fetching
+//!      stops once `max_replicas_per_repair` of them verified. With only a
+//!      floor (after a restart, from the host's hook:
+//!      [`LsnExpectation::AtLeast`](crate::corruption::LsnExpectation::AtLeast))
+//!      a newer copy may be the truth, and the first rule holds.
+//!
 //!    Either way a repair asks each replica at most once, so it fetches at
 //!    most [`MAX_REPLICAS`] copies.
 //! 4. The verified copies are ranked: **the newest page LSN first** (an
@@ -64,7 +78,8 @@
 //!    If that fails, the next distinct verified copy at the newest LSN is
 //!    tried, then each fallback [`PageSource`] (asked for a copy not older
 //!    than both the page's expected LSN and the newest verified replica copy,
-//!    and verified all the same).
+//!    verified all the same, and refused like a replica copy when it is not
+//!    the page's last write).
 //! 6. If the host rewrote the page at any point after step 2, nothing is
 //!    written: the host's newer page stands ([`RepairOutcome::Superseded`]).
 //! 7. When nothing works, the ticket is abandoned: the page becomes
@@ -75,8 +90,13 @@
 //!
 //! The detector's memory of each page's LSN is empty after a restart, so
 //! only steps 3 and 4 stand between a stale majority and the current page
-//! then: with a page-LSN reader, the replica holding the current page is
-//! asked however many stale ones come first, and its copy wins. Without a
+//! then, and what the host's hook answers is a floor, not the exact last
+//! write: a copy newer than the floor wins, so a replica that still holds a
+//! write rolled back before the restart can win over the page (only the
+//! sidecar placement's table, which holds the checksum of the last sealed
+//! page, refuses it then). Against a stale majority: with a page-LSN
+//! reader, the replica holding the current page is asked however many
+//! stale ones come first, and its copy wins. Without a
 //! page-LSN reader nothing tells the copies apart (under the sidecar
 //! placement the table's checksum still rejects a copy that differs from
 //! the last sealed page; under the trailer placement an older sealed copy

@@ -6,14 +6,14 @@ use std::sync::atomic::Ordering;
 
 use super::courier::Deadline;
 use super::plan::{
-    next_fetch, order_replicas, rank_copies, Fetch, Gathered, Group, Skip, Standing,
+    admit, next_fetch, order_replicas, rank_copies, Fetch, Gathered, Group, Skip, Standing,
 };
 use super::replica_read::{StatusCall, Stream};
 use super::{
     Attempt, AttemptResult, CopySource, DataRepairer, FallbackEntry, RepairOutcome, RepairReport,
     ReplicaEntry,
 };
-use crate::corruption::{Commit, CommitResult, PageState, RepairTicket, Verdict};
+use crate::corruption::{Commit, CommitResult, LsnExpectation, PageState, RepairTicket, Verdict};
 use crate::error::{Error, Result};
 use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId};
@@ -56,7 +56,8 @@ struct Pending<'d> {
     /// `None` while a batch commit holds it.
     ticket: Option<RepairTicket<'d>>,
     report: RepairReport,
-    needed: Option<Lsn>,
+    /// What the page must carry, as the detector knew when fetching began.
+    expect: LsnExpectation,
     replicas: Vec<ReplicaEntry>,
     candidates: Vec<Candidate>,
     /// Eligible groups in rank order (all at the newest LSN).
@@ -335,7 +336,8 @@ impl DataRepairer {
     ) -> Pending<'d> {
         let page = ticket.page();
         let ps = self.detector.store().page_size();
-        let needed = self.detector.last_written_lsn(page);
+        let expect = self.detector.lsn_expectation(page);
+        let needed = expect.floor();
         let by_lsn = self.detector.reads_page_lsns();
         let Survey {
             replicas,
@@ -377,7 +379,13 @@ impl DataRepairer {
             }
             // Only verified copies count; with page LSNs, only those at the
             // newest LSN, and never while a replica left may hold a newer one.
-            match next_fetch(statuses[idx].lag.applied_lsn, &got, self.max_copies, by_lsn) {
+            match next_fetch(
+                statuses[idx].lag.applied_lsn,
+                &got,
+                self.max_copies,
+                by_lsn,
+                expect.exact(),
+            ) {
                 Fetch::Ask => {}
                 Fetch::Enough => continue,
                 Fetch::Behind { applied, newest } => {
@@ -414,6 +422,13 @@ impl DataRepairer {
                         Ok(()) => {
                             entry.stats.verified.fetch_add(1, Ordering::Relaxed);
                             let lsn = self.detector.page_lsn_of(&buf);
+                            if let Err(written) = admit(lsn, expect) {
+                                report.attempts.push(Attempt {
+                                    source,
+                                    result: AttemptResult::NotLastWrite { lsn, written },
+                                });
+                                continue;
+                            }
                             got.add(lsn);
                             candidates.push(Candidate {
                                 attempt: report.attempts.len(),
@@ -463,7 +478,7 @@ impl DataRepairer {
         Pending {
             ticket: Some(ticket),
             report,
-            needed,
+            expect,
             replicas: replicas.clone(),
             candidates,
             eligible: groups.into_iter().filter(Group::eligible).collect(),
@@ -532,8 +547,9 @@ impl DataRepairer {
         let mut ticket = p.ticket.take().expect("held after the replica copies");
 
         // A fallback copy must not be older than the page must be, nor older
-        // than a verified replica copy that could not be written.
-        let floor = p.needed.max(p.newest);
+        // than a verified replica copy that could not be written; with the
+        // last write known exactly, it must carry that write's LSN.
+        let floor = p.expect.floor().max(p.newest);
         let ps = self.detector.store().page_size();
         let fallbacks: Vec<FallbackEntry> = self.fallbacks.read().clone();
         for fb in fallbacks {
@@ -554,15 +570,16 @@ impl DataRepairer {
                         Err(_) => &fb.stats.rejected,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    match verified {
+                    match verified.map(|()| admit(lsn, p.expect)) {
                         Err(e) => AttemptResult::FailedVerification(e),
-                        Ok(()) if p.newest.is_some_and(|n| lsn < Some(n)) => {
+                        Ok(Err(written)) => AttemptResult::NotLastWrite { lsn, written },
+                        Ok(Ok(())) if p.newest.is_some_and(|n| lsn < Some(n)) => {
                             AttemptResult::OlderCopy {
                                 lsn,
                                 newest: p.newest.expect("checked"),
                             }
                         }
-                        Ok(()) => match self.detector.commit_repair(ticket, &buf) {
+                        Ok(Ok(())) => match self.detector.commit_repair(ticket, &buf) {
                             Ok(commit) => {
                                 p.report.attempts.push(Attempt {
                                     source: source.clone(),
@@ -624,6 +641,15 @@ fn irreparable_reason(attempts: &[Attempt]) -> String {
                 AttemptResult::OlderCopy { lsn, newest } => match lsn {
                     Some(l) => format!("copy has LSN {l}, older than the newest copy's {newest}"),
                     None => format!("copy has no readable LSN; the newest copy has {newest}"),
+                },
+                AttemptResult::NotLastWrite { lsn, written } => match lsn {
+                    Some(l) => format!(
+                        "copy has LSN {l}, but the page's last write has {written} \
+                         (a newer copy is a write rolled back or replaced since)"
+                    ),
+                    None => {
+                        format!("copy has no readable LSN; the page's last write has {written}")
+                    }
                 },
                 AttemptResult::FailedVerification(e) => format!("copy failed verification: {e}"),
                 AttemptResult::Unavailable(e) => format!("unavailable: {e}"),

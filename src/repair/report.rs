@@ -61,6 +61,20 @@ pub enum AttemptResult {
         /// The newest page LSN among the verified copies.
         newest: Lsn,
     },
+    /// The copy verified, but the detector knows the exact LSN of the
+    /// page's last write in this process
+    /// ([`LsnExpectation::Exact`](crate::corruption::LsnExpectation::Exact))
+    /// and the copy carries another: a newer LSN is a write that was rolled
+    /// back or replaced since (by a before-image put back, or a restore of
+    /// an older page), and a copy without a readable LSN is not that write
+    /// either. It is never written. (A copy older than the last write fails
+    /// verification as [`Error::StalePage`] instead.)
+    NotLastWrite {
+        /// The copy's page LSN (`None`: it could not be read).
+        lsn: Option<Lsn>,
+        /// The LSN of the page's last write through the detector.
+        written: Lsn,
+    },
     /// The copy failed verification (checksum, page number, zeroed, stale).
     FailedVerification(Error),
     /// The source could not serve the page: its status says it is down, its
