@@ -248,6 +248,24 @@ pub trait Replica: Send + Sync + fmt::Debug {
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
         digest_by_reads(self, first, count)
     }
+
+    /// Whether the repairer may call this replica on its own thread —
+    /// without a helper thread and **without a deadline** — because no call
+    /// into it can hang: an in-memory copy in this process, say. Default
+    /// `false`: every call runs on the replica's helper thread and is waited
+    /// for only until its deadline.
+    ///
+    /// Calling inline saves the hand-over between threads, several
+    /// microseconds per call (more on a busy machine), which is most of the
+    /// cost of repairing a page from memory. Answer `true` only for a
+    /// replica no call of which can block for long: a call that hangs then
+    /// hangs the repair and its caller with it (a network replica, or a file
+    /// on a disk that may stall, must answer `false`). A panic is still
+    /// caught and makes the replica unavailable for its cool-off. Asked
+    /// once, at registration.
+    fn may_call_inline(&self) -> bool {
+        false
+    }
 }
 
 /// The default [`Replica::range_digest`]: reads each page with `read_page`;

@@ -472,3 +472,162 @@ fn a_repair_that_unwinds_gives_the_page_back_for_the_next_repair() {
         assert_eq!(b, c.current(0));
     }
 }
+
+// ---- replicas that may be called inline ---------------------------------------
+
+#[test]
+fn a_replica_that_may_hang_keeps_its_deadline_even_over_one_that_may_be_called_inline() {
+    for placement in placements() {
+        let c = Cluster::new(placement, 4, 2);
+        let det = c.detector(None);
+        for p in 0..4 {
+            c.write(&det, p, p + 1, 0x60 + p as u8, &[0, 1]);
+        }
+        // The fault injector can hang whatever it wraps: never inline.
+        let hung = Arc::new(FaultyReplica::new(Arc::new(c.replica(0).call_inline(true))));
+        assert!(!selfheal::Replica::may_call_inline(hung.as_ref()));
+        hung.set_hang(true);
+        let rep = Arc::new(
+            RepairConfig::new()
+                .replica_read_timeout(TIMEOUT)
+                .build(det.clone())
+                .unwrap(),
+        );
+        rep.add_replica(hung.clone()).unwrap();
+        rep.add_replica(Arc::new(c.replica(1).call_inline(true)))
+            .unwrap();
+        c.raw.damage(PageId(1), Damage::Zero).unwrap();
+        fence(&det, 1);
+        let report = {
+            let rep = rep.clone();
+            within(WATCHDOG, move || rep.repair_page(PageId(1)).unwrap())
+        };
+        assert_eq!(
+            report.outcome,
+            RepairOutcome::Repaired {
+                source: CopySource::Replica(ReplicaId::new("m1"))
+            },
+            "{:?}",
+            report.attempts
+        );
+        assert!(unavailable_because(&report.attempts[0].result, "deadline"));
+        assert_eq!(c.local(1), c.current(1));
+        hung.set_hang(false);
+    }
+}
+
+/// A replica over a mirror that may be called inline, noting the thread of
+/// each read, and panicking while told to.
+#[derive(Debug)]
+struct InlineProbe {
+    inner: selfheal::StoreReplica,
+    panics: AtomicBool,
+    threads: parking_lot::Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl selfheal::Replica for InlineProbe {
+    fn id(&self) -> ReplicaId {
+        self.inner.id()
+    }
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn status(&self) -> selfheal::ReplicaStatus {
+        self.inner.status()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.threads.lock().push(std::thread::current().id());
+        assert!(
+            !self.panics.load(Ordering::SeqCst),
+            "inline read panicked (injected)"
+        );
+        self.inner.read_page(page, buf)
+    }
+    fn may_call_inline(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_replica_called_inline_is_read_on_the_repairing_thread_and_its_panic_is_caught() {
+    for placement in placements() {
+        for batch in [false, true] {
+            let case = format!("{placement:?}, batch {batch}");
+            let c = Cluster::new(placement.clone(), 4, 2);
+            let det = c.detector(None);
+            for p in 0..4 {
+                c.write(&det, p, p + 1, 0x70 + p as u8, &[0, 1]);
+            }
+            let probe = Arc::new(InlineProbe {
+                inner: c.replica(0),
+                panics: AtomicBool::new(false),
+                threads: parking_lot::Mutex::new(Vec::new()),
+            });
+            let rep = RepairConfig::new()
+                .replica_read_timeout(Duration::from_secs(60))
+                .build(det.clone())
+                .unwrap();
+            rep.add_replica(probe.clone()).unwrap();
+            rep.add_replica(Arc::new(c.replica(1))).unwrap();
+            let repair = |p: u64| {
+                c.raw.damage(PageId(p), Damage::Junk { seed: p }).unwrap();
+                fence(&det, p);
+                if batch {
+                    let mut all = rep.repair_all();
+                    assert_eq!(all.len(), 1, "{case}");
+                    all.remove(0)
+                } else {
+                    rep.repair_page(PageId(p)).unwrap()
+                }
+            };
+            let report = repair(1);
+            assert_eq!(
+                report.outcome,
+                RepairOutcome::Repaired {
+                    source: CopySource::Replica(ReplicaId::new("m0"))
+                },
+                "{case}: {:?}",
+                report.attempts
+            );
+            assert_eq!(c.local(1), c.current(1), "{case}");
+            assert_eq!(
+                *probe.threads.lock(),
+                [std::thread::current().id()],
+                "{case}: read once, on the repairing thread"
+            );
+            // A panic of an inline call: caught, the next replica repairs.
+            probe.panics.store(true, Ordering::SeqCst);
+            let report = catch_unwind(AssertUnwindSafe(|| repair(2)))
+                .expect("an inline replica's panic must not unwind through the repair");
+            assert_eq!(
+                report.outcome,
+                RepairOutcome::Repaired {
+                    source: CopySource::Replica(ReplicaId::new("m1"))
+                },
+                "{case}: {:?}",
+                report.attempts
+            );
+            assert!(
+                unavailable_because(&report.attempts[0].result, "panicked"),
+                "{case}: {:?}",
+                report.attempts[0].result
+            );
+            assert_ne!(det.page_state(PageId(2)), Some(PageState::Repairing));
+            assert_eq!(c.local(2), c.current(2), "{case}");
+            // It cools off: the next repair does not call it.
+            probe.panics.store(false, Ordering::SeqCst);
+            let reads = probe.threads.lock().len();
+            let report = repair(3);
+            assert!(report.is_repaired(), "{case}: {:?}", report.attempts);
+            // Its status was not asked: it is ordered last, as unavailable.
+            let m0 = report.attempts.last().unwrap();
+            assert_eq!(m0.source, CopySource::Replica(ReplicaId::new("m0")));
+            assert!(
+                unavailable_because(&m0.result, "cools off"),
+                "{case}: {:?}",
+                m0.result
+            );
+            assert_eq!(probe.threads.lock().len(), reads, "{case}: not called");
+        }
+    }
+}

@@ -141,7 +141,9 @@ impl RepairConfig {
     /// `selfheal-fallback-read`); one that misses the deadline is abandoned
     /// (its answer discarded), the replica or source counts as unavailable
     /// and timed out, and the repair goes on to the next one. Measured in
-    /// real time: it bounds how long a thread waits.
+    /// real time: it bounds how long a thread waits. A replica that
+    /// [may be called inline](crate::Replica::may_call_inline) is called on
+    /// the repairing thread and has no deadline.
     pub fn replica_read_timeout(mut self, timeout: Duration) -> Self {
         self.replica_read_timeout = timeout;
         self

@@ -34,6 +34,19 @@
 //! - Dropping the courier never waits for a hung call: the helper ends when
 //!   its current call returns and it finds the queue closed.
 //!
+//! # Inline calls
+//!
+//! A host object that promises its calls never hang (a
+//! [replica that may be called inline](crate::Replica::may_call_inline))
+//! gets a courier without a helper thread: each job runs on the caller's
+//! thread when it is queued, its answers wait in the call's channel, and
+//! [`Courier::wait`] takes them at once. Everything else holds as above — a
+//! panic is caught and answers as the object being unavailable, the object
+//! cools off after it, a call refused while it cools off is not made — except
+//! the deadline, which an inline call cannot miss because it has returned
+//! before anyone waits: a call that hangs hangs its caller. That is the
+//! price of the promise, and why it is the host's to make.
+//!
 //! # The hand-over
 //!
 //! A call costs two hand-overs between threads (the job to the helper, the
@@ -268,6 +281,8 @@ pub(crate) struct Courier<T: ?Sized + Send + Sync + 'static> {
     jobs: Mutex<Option<Sender<Job<T>>>>,
     /// Clock time before which the object is not called (0: none).
     cool_until_ns: AtomicU64,
+    /// Jobs run on the caller's thread (see [Inline calls](self#inline-calls)).
+    inline: bool,
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
@@ -289,7 +304,16 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
             }),
             jobs: Mutex::new(None),
             cool_until_ns: AtomicU64::new(0),
+            inline: false,
         }
+    }
+
+    /// Whether jobs run on the caller's thread instead of the helper's, with
+    /// no deadline (see [Inline calls](self#inline-calls)); default `false`.
+    #[must_use]
+    pub(crate) fn run_inline(mut self, yes: bool) -> Self {
+        self.inline = yes;
+        self
     }
 
     /// Its limits.
@@ -333,6 +357,13 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         }
         // One slot more than the answers, for a panic's message.
         let (tx, answers) = bounded(answers_max.saturating_add(1));
+        if self.inline {
+            // Every answer fits in the channel: the job never waits on it.
+            let phase = Arc::new(AtomicU8::new(RUNNING));
+            Box::new(Work { tx, f: work }).run(&self.shared.target, &phase);
+            phase.store(DONE, Ordering::Release);
+            return Ok(Call { phase, answers });
+        }
         let phase = Arc::new(AtomicU8::new(QUEUED));
         self.submit(Job {
             phase: phase.clone(),
@@ -813,5 +844,48 @@ mod tests {
         assert!(refused.error.to_string().contains("already waiting"));
         drop(calls);
         g.set_closed(false);
+    }
+
+    #[test]
+    fn an_inline_courier_runs_jobs_on_the_callers_thread_and_still_catches_panics() {
+        let (g, c, clock) = courier(DEADLINE);
+        let c = c.run_inline(true);
+        let caller = std::thread::current().id();
+        let mut call = c
+            .call(3, move |g: &Gated, r| {
+                assert_eq!(std::thread::current().id(), caller);
+                for x in 1..=3 {
+                    if !r.send(g.call(x)) {
+                        return;
+                    }
+                }
+            })
+            .unwrap();
+        // The job has run before anyone waits: every answer is there.
+        assert_eq!(g.calls(), 3);
+        let got: Vec<u32> = (0..3)
+            .map(|_| {
+                c.wait(&mut call, c.limits().deadline(), &|| "run".into())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(got, [2, 4, 6]);
+        assert_eq!(
+            c.wait(&mut call, c.limits().deadline(), &|| "end".into())
+                .unwrap_err()
+                .miss,
+            Miss::Refused
+        );
+        // No helper thread was started.
+        assert!(c.jobs.lock().is_none());
+        // A panic answers as one and the object cools off.
+        let f = ask(&c, 13).unwrap_err();
+        assert_eq!(f.miss, Miss::Panicked, "{}", f.error);
+        let refused = ask(&c, 1).unwrap_err();
+        assert_eq!(refused.miss, Miss::Refused);
+        assert!(refused.error.to_string().contains("cools off"));
+        assert_eq!(g.calls(), 4, "not called while cooling off");
+        clock.advance(COOLOFF);
+        assert_eq!(ask(&c, 5).unwrap(), 10);
     }
 }

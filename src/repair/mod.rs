@@ -122,9 +122,16 @@
 //! abandoned call has not returned, so at most one abandoned call per replica
 //! or source is ever running and a hung one costs one deadline, not one per
 //! page (see `courier.rs`). The statuses of a repair are asked of all
-//! replicas at once and awaited with one deadline. Only `id`, `page_size`
-//! and a fallback's `name` are called on the caller's thread, once, at
-//! registration.
+//! replicas at once and awaited with one deadline. Only `id`, `page_size`,
+//! [`may_call_inline`](Replica::may_call_inline) and a fallback's `name`
+//! are called on the caller's thread, once, at registration.
+//!
+//! A replica whose [`may_call_inline`](Replica::may_call_inline) says its
+//! calls never hang (an in-memory copy in this process) is the exception:
+//! its calls run on the repairing thread, with no hand-over between threads
+//! (several microseconds per call, more on a busy machine) and **no
+//! deadline** — a call that hangs then hangs the repair. A panic of such a
+//! call is still caught and makes it unavailable for its cool-off.
 //!
 //! When no more replicas are registered than
 //! [`max_replicas_per_repair`](RepairConfig::max_replicas_per_repair) (so a
@@ -358,8 +365,10 @@ impl DataRepairer {
     }
 
     /// Registers a replica. Replicas may be added while repairs run. Its
-    /// `id` and `page_size` are asked here, on the caller's thread, once;
-    /// every later call into it runs on its helper thread with a deadline.
+    /// `id`, `page_size` and [`may_call_inline`](Replica::may_call_inline)
+    /// are asked here, on the caller's thread, once; every later call into
+    /// it runs on its helper thread with a deadline — or, for a replica that
+    /// may be called inline, on the repairing thread without one.
     ///
     /// # Errors
     /// [`Error::PageSizeMismatch`] when its page size differs from the local
@@ -367,6 +376,7 @@ impl DataRepairer {
     /// registered; [`Error::InvalidArgument`] beyond [`MAX_REPLICAS`].
     pub fn add_replica(&self, replica: Arc<dyn Replica>) -> Result<()> {
         let id = replica.id();
+        let inline = replica.may_call_inline();
         let expected = self.detector.store().page_size();
         let actual = replica.page_size();
         if actual != expected {
@@ -389,7 +399,12 @@ impl DataRepairer {
             });
         }
         v.push(ReplicaEntry {
-            reader: Arc::new(ReplicaReader::new(id.clone(), replica, self.limits())),
+            reader: Arc::new(ReplicaReader::new(
+                id.clone(),
+                replica,
+                self.limits(),
+                inline,
+            )),
             id,
             stats: Arc::default(),
         });

@@ -58,14 +58,23 @@ pub(crate) struct ReplicaReader {
 }
 
 impl ReplicaReader {
-    pub(crate) fn new(id: ReplicaId, replica: Arc<dyn Replica>, limits: Limits) -> Self {
+    /// The calls into `replica`; with `inline` (the replica
+    /// [may be called inline](Replica::may_call_inline)) on the caller's
+    /// thread, without a helper and without a deadline.
+    pub(crate) fn new(
+        id: ReplicaId,
+        replica: Arc<dyn Replica>,
+        limits: Limits,
+        inline: bool,
+    ) -> Self {
         ReplicaReader {
             courier: Courier::new(
                 Target::Replica(id),
                 "selfheal-replica-read",
                 limits,
                 replica,
-            ),
+            )
+            .run_inline(inline),
         }
     }
 
@@ -330,7 +339,7 @@ mod tests {
             clock: Arc::new(clock.clone()),
         };
         (
-            ReplicaReader::new(ReplicaId::new("r"), r.clone(), limits),
+            ReplicaReader::new(ReplicaId::new("r"), r.clone(), limits, false),
             clock,
         )
     }
