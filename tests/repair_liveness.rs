@@ -2,7 +2,9 @@
 //! into a replica (status, page read, range digest) or a fallback source has
 //! a deadline, and one that hangs or panics is skipped, costs one deadline,
 //! and is not called again while the abandoned call hangs; a repair that
-//! unwinds gives its page back for the next repair. Method: `FaultyReplica`
+//! unwinds gives its page back for the next repair; only a replica that
+//! declares its calls inline goes without a deadline (its panics are still
+//! caught), and a wrapper that may hang never does. Method: `FaultyReplica`
 //! and `FaultySource` hang and panic faults, a panicking page-LSN reader,
 //! real detectors under both checksum placements, each call bounded by a
 //! watchdog so that a hang fails the test instead of stalling it.

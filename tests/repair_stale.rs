@@ -2,11 +2,13 @@
 //! with a newer page LSN beats any number of older ones, also after a restart
 //! empties the detector's memory and however many stale replicas are asked
 //! before the current one; fetching stops only when no replica left can hold
-//! a newer copy; and a rejected copy does not use up the copies a repair may
-//! fetch. Method: mirrors made to lag by leaving host writes out of them,
+//! a newer copy; a rejected copy does not use up the copies a repair may
+//! fetch; and while the detector knows a page's last write exactly, a copy
+//! newer than it (a write rolled back or replaced since) never wins. Method: mirrors made to lag by leaving host writes out of them,
 //! replicas whose statuses report their applied LSN or not, a "restart" as a
-//! new detector and repairer over the same store, under both checksum
-//! placements.
+//! new detector and repairer over the same store, a rollback through
+//! `TransactionRollbackManager` or an older write that a mirror misses,
+//! under both checksum placements.
 
 mod repair_common;
 
