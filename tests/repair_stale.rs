@@ -4,8 +4,9 @@
 //! before the current one; fetching stops only when no replica left can hold
 //! a newer copy; a rejected copy does not use up the copies a repair may
 //! fetch; and while the detector knows a page's last write exactly, a copy
-//! newer than it (a write rolled back or replaced since) never wins. Method: mirrors made to lag by leaving host writes out of them,
-//! replicas whose statuses report their applied LSN or not, a "restart" as a
+//! newer than it (a write rolled back or replaced since) never wins.
+//! Method: mirrors made to lag by leaving host writes out of them, replicas
+//! whose statuses report their applied LSN or not, a "restart" as a
 //! new detector and repairer over the same store, a rollback through
 //! `TransactionRollbackManager` or an older write that a mirror misses,
 //! under both checksum placements.
