@@ -75,7 +75,7 @@ pub use corruption::scrub::{
     ScrubState, ScrubStep, Scrubber,
 };
 pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig, LsnExpectation,
 };
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,

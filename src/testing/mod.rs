@@ -14,7 +14,10 @@ pub use crash::{
     check_stamp_workload, run_stamp_workload, stamp_pages, CrashDir, CrashStore, CrashSwitch,
     StampCheck, STAMP_PAGES, STAMP_PAGE_SIZE,
 };
-pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+pub use faults::{
+    Damage, FaultCounts, FaultyReplica, FaultySource, FaultyStore, ReadFault, ReplicaCall,
+    WriteFault,
+};
 pub use files::CrashFiles;
 mod snapshot;
 
