@@ -76,7 +76,7 @@ mod worker;
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig, LsnExpectation,
 };
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,

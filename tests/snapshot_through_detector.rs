@@ -16,37 +16,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use selfheal::checksum::{payload_len, TableConfig};
+use selfheal::checksum::payload_len;
 use selfheal::snapshot::{
     ChangeDetection, Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotReport,
     SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::{decode_snapshot, CrashFiles, Damage, FaultyStore};
+use selfheal::testing::{decode_snapshot, every_placement, Damage, FaultyStore};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore,
-    PageId, PageStore, Result, RollbackConfig, ScrubConfig,
+    ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore, PageId, PageStore,
+    Result, RollbackConfig, ScrubConfig,
 };
 
 const PS: usize = 512;
 const PAGES: u64 = 16;
 
 fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-        ("durable", durable()),
-    ]
-}
-
-fn durable() -> ChecksumPlacement {
-    ChecksumPlacement::Sidecar(Arc::new(
-        TableConfig::new(PS)
-            .open_on(Arc::new(CrashFiles::new()), "sums")
-            .unwrap(),
-    ))
+    every_placement(PS)
 }
 
 /// A fresh placement of the kind named.
