@@ -3,7 +3,14 @@
 //! - `repair/repair_page_4k_one_replica`: repairing one 4 KiB page from an
 //!   in-memory replica (fetch on the replica's read helper, verify, write,
 //!   sync, re-read, re-verify), against the baseline `baseline_read_write_4k`,
-//!   a plain read and write of the same page.
+//!   a plain read and write of the same page, and against
+//!   `baseline_repair_steps_inline_4k`, the same steps on the caller's
+//!   thread with the mirror read inline (no call into a replica): the
+//!   difference is the hand-over to the replica's helper and back.
+//! - `repair/repair_page_4k_one_inline_replica`: the same repair from a
+//!   replica that [may be called inline](selfheal::Replica::may_call_inline)
+//!   (its reads run on the repairing thread, without a deadline), against
+//!   the same baselines.
 //! - `repair_batch/repair_all_1000_pages`: `repair_all` of 1 000 damaged
 //!   pages of a `FileStore` (a real file; `sync` is `fdatasync`), against the
 //!   baseline `write_1000_pages_one_fsync`: writing the same 1 000 pages and
@@ -44,7 +51,13 @@ fn repair(c: &mut Criterion) {
     }
     let repairer = RepairConfig::new().build(detector.clone()).unwrap();
     repairer
-        .add_replica(Arc::new(StoreReplica::new("mirror", mirror)))
+        .add_replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .unwrap();
+    let inline_repairer = RepairConfig::new().build(detector.clone()).unwrap();
+    inline_repairer
+        .add_replica(Arc::new(
+            StoreReplica::new("mirror", mirror.clone()).call_inline(true),
+        ))
         .unwrap();
 
     let mut g = c.benchmark_group("repair");
@@ -61,17 +74,53 @@ fn repair(c: &mut Criterion) {
 
     // Setup (not timed): damage the page and fence it with a verified read.
     let mut scratch = vec![0u8; PS];
+    let damage = |scratch: &mut [u8]| {
+        let mut bytes = vec![0u8; PS];
+        local.read_page(PAGE, &mut bytes).unwrap();
+        Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut bytes);
+        local.write_page(PAGE, &bytes).unwrap();
+        assert!(detector.read_verified(PAGE, scratch).is_err());
+    };
+
+    // Baseline: the steps of a repair on the caller's thread, with no call
+    // into a replica — recheck, ticket, read of the mirror, verification,
+    // commit (write, sync, re-read, re-verify). What `repair_page` adds to
+    // it is the hand-over to the replica's helper thread and back, and the
+    // bookkeeping of the report.
+    g.bench_function("baseline_repair_steps_inline_4k", |b| {
+        b.iter_batched(
+            || damage(&mut scratch),
+            |()| {
+                assert!(detector.recheck(black_box(PAGE)).is_ok());
+                let ticket = detector.begin_repair(PAGE).unwrap();
+                let mut copy = vec![0u8; PS];
+                mirror.read_page(PAGE, &mut copy).unwrap();
+                detector.verify(PAGE, &copy).unwrap();
+                detector.commit_repair(ticket, &copy).unwrap()
+            },
+            BatchSize::PerIteration,
+        );
+    });
+
     g.bench_function("repair_page_4k_one_replica", |b| {
         b.iter_batched(
-            || {
-                let mut bytes = vec![0u8; PS];
-                local.read_page(PAGE, &mut bytes).unwrap();
-                Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut bytes);
-                local.write_page(PAGE, &bytes).unwrap();
-                assert!(detector.read_verified(PAGE, &mut scratch).is_err());
-            },
+            || damage(&mut scratch),
             |()| {
                 let report = repairer.repair_page(black_box(PAGE)).unwrap();
+                assert!(report.is_repaired());
+                report
+            },
+            BatchSize::PerIteration,
+        );
+    });
+
+    // The same repair from a replica that may be called inline: no helper
+    // thread, no hand-over, no deadline.
+    g.bench_function("repair_page_4k_one_inline_replica", |b| {
+        b.iter_batched(
+            || damage(&mut scratch),
+            |()| {
+                let report = inline_repairer.repair_page(black_box(PAGE)).unwrap();
                 assert!(report.is_repaired());
                 report
             },

@@ -355,12 +355,23 @@ pub enum Error {
         what: &'static str,
     },
 
-    // ---- crash detection ----
-    /// Another opener holds the data directory's run-marker lock.
-    #[error("data directory {} is locked by another running instance (or another opener in this process): stop it or use another directory", path.display())]
+    // ---- directories ----
+    /// Another owner — in this process or another — holds the directory:
+    /// every directory the library keeps files in (a run marker's data
+    /// directory, a snapshot directory, an undo journal directory) has one
+    /// owner at a time.
+    #[error("{} is already owned by a {owner} ({}): {remedy}", path.display(), holder_text(*holder_pid))]
     DirectoryLocked {
-        /// The data directory.
+        /// The directory.
         path: PathBuf,
+        /// What kind of owner holds it: `"run marker"`, `"snapshot
+        /// manager"` or `"undo journal"`.
+        owner: &'static str,
+        /// The pid of the process holding it, when its lock file says
+        /// (this process's own pid when the owner is in this process).
+        holder_pid: Option<u32>,
+        /// What to do: stop or drop the other owner, or use another directory.
+        remedy: String,
     },
 
     /// A component name or pid is already being watched.
@@ -484,6 +495,15 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+}
+
+/// Who holds a locked directory, for a message.
+fn holder_text(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) if p == std::process::id() => format!("in this process, pid {p}"),
+        Some(p) => format!("process {p}"),
+        None => "holder unknown".to_owned(),
+    }
 }
 
 /// A list of transaction ids for a message: the first few, then a count.

@@ -217,7 +217,15 @@ pub trait Replica: Send + Sync + fmt::Debug {
 
     /// Whether it is available and how far behind it is. Called before each
     /// repair to order replicas (available first, then least lag); it should
-    /// be cheap.
+    /// be cheap. The repairer calls it on the replica's helper thread and
+    /// waits for it only until its deadline
+    /// ([`RepairConfig::replica_read_timeout`](crate::repair::RepairConfig::replica_read_timeout)).
+    ///
+    /// `lag.applied_lsn`, when reported, must not be below the page LSN of
+    /// any page the replica serves: with a page-LSN reader the repairer does
+    /// not ask a replica that reports an applied LSN below the newest copy it
+    /// already holds, so a replica that under-reports could hold back the
+    /// current copy.
     fn status(&self) -> ReplicaStatus;
 
     /// Reads the replica's copy of `page` into `buf` (exactly `page_size()` bytes).
@@ -232,23 +240,53 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// to find divergent ranges without fetching every page.
     ///
     /// The default reads each page through `read_page`; a remote replica
-    /// should compute it where the data is.
+    /// should compute it where the data is. The repairer calls it on the
+    /// replica's helper thread and waits for it only until its deadline.
     ///
     /// # Errors
     /// As `read_page`.
     fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
-        let mut buf = vec![0u8; self.page_size()];
-        let mut digest = crate::digest::RangeDigest::new();
-        let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
-            what: "count",
-            reason: format!("pages {first}..+{count} run past the largest page id"),
-        })?;
-        for p in first.0..end {
-            self.read_page(PageId(p), &mut buf)?;
-            digest.push(PageId(p), &buf);
-        }
-        Ok(digest.finish())
+        digest_by_reads(self, first, count)
     }
+
+    /// Whether the repairer may call this replica on its own thread —
+    /// without a helper thread and **without a deadline** — because no call
+    /// into it can hang: an in-memory copy in this process, say. Default
+    /// `false`: every call runs on the replica's helper thread and is waited
+    /// for only until its deadline.
+    ///
+    /// Calling inline saves the hand-over between threads, several
+    /// microseconds per call (more on a busy machine), which is most of the
+    /// cost of repairing a page from memory. Answer `true` only for a
+    /// replica no call of which can block for long: a call that hangs then
+    /// hangs the repair and its caller with it (a network replica, or a file
+    /// on a disk that may stall, must answer `false`). A panic is still
+    /// caught and makes the replica unavailable for its cool-off. Asked
+    /// once, at registration.
+    fn may_call_inline(&self) -> bool {
+        false
+    }
+}
+
+/// The default [`Replica::range_digest`]: reads each page with `read_page`;
+/// shared with the fault-injecting replica, which overrides the method only
+/// to inject faults.
+pub(crate) fn digest_by_reads<R: Replica + ?Sized>(
+    replica: &R,
+    first: PageId,
+    count: u64,
+) -> Result<u64> {
+    let mut buf = vec![0u8; replica.page_size()];
+    let mut digest = crate::digest::RangeDigest::new();
+    let end = first.0.checked_add(count).ok_or(Error::InvalidArgument {
+        what: "count",
+        reason: format!("pages {first}..+{count} run past the largest page id"),
+    })?;
+    for p in first.0..end {
+        replica.read_page(PageId(p), &mut buf)?;
+        digest.push(PageId(p), &buf);
+    }
+    Ok(digest.finish())
 }
 
 /// A last-resort source of page copies, tried when no replica has a good one
@@ -260,7 +298,9 @@ pub trait PageSource: Send + Sync + fmt::Debug {
     /// Reads a copy of `page` into `buf`. Returns `Ok(false)` when the source
     /// has no copy of it, or has one that is older than `not_older_than` (the
     /// local store's LSN for the page, when the host knows it): a stale page is
-    /// never served as a repair.
+    /// never served as a repair. The repairer calls it on the source's helper
+    /// thread and waits for it only until its deadline; a panic is caught
+    /// there and skips the source.
     ///
     /// # Errors
     /// An I/O or decoding error of the source; the page is then treated as not

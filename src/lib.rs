@@ -58,6 +58,7 @@ mod clock;
 pub mod corruption;
 pub mod crash;
 pub mod digest;
+mod dirlock;
 mod error;
 mod fsutil;
 pub mod healer;
@@ -77,7 +78,7 @@ mod worker;
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig,
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig, LsnExpectation,
 };
 pub use crash::{
     CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,

@@ -89,7 +89,23 @@ pub(crate) enum Stop {
 
 enum Envelope<C> {
     Job(C),
+    /// Finish, reply, and end.
     Stop(Sender<Result<()>>),
+    /// End without finishing.
+    Exit,
+}
+
+/// Queues commands for a [`Worker`] without waiting; see
+/// [`Worker::notifier`].
+pub(crate) struct Notifier<C: Send + 'static>(Sender<Envelope<C>>);
+
+impl<C: Send + 'static> Notifier<C> {
+    /// Queues `command` unless the queue is full or the thread has ended;
+    /// returns whether it was queued. A job whose commands are wake-ups
+    /// loses nothing when one is dropped: a queued one wakes it anyway.
+    pub(crate) fn notify(&self, command: C) -> bool {
+        self.0.try_send(Envelope::Job(command)).is_ok()
+    }
 }
 
 /// The failed state shared between the handle and its thread.
@@ -159,6 +175,13 @@ impl<C: Send + 'static> Worker<C> {
             thread: Some(thread),
             state,
         })
+    }
+
+    /// A handle that queues commands without waiting for a reply: for
+    /// wake-ups from code that must never block (a notice after an fsync).
+    /// `None` once the worker was stopped.
+    pub(crate) fn notifier(&self) -> Option<Notifier<C>> {
+        self.tx.as_ref().map(|tx| Notifier(tx.clone()))
     }
 
     /// Commands waiting in the queue (a test waits for one to be queued).
@@ -260,7 +283,9 @@ impl<C: Send + 'static> Worker<C> {
             return Ok(());
         };
         if self.on_worker_thread() {
-            // Dropping the only sender ends the loop once the callback returns.
+            // Ends the loop once the callback returns (a notifier may keep
+            // the channel open, so it is said, not left to disconnection).
+            let _ = tx.try_send(Envelope::Exit);
             drop(tx);
             self.thread = None;
             return Err(Error::InvalidArgument {
@@ -282,6 +307,10 @@ impl<C: Send + 'static> Worker<C> {
                     recv(crossbeam_channel::at(deadline)) -> _ => {}
                 }
             }
+        } else {
+            // Said, not left to the channel's disconnection: a notifier
+            // (which the job itself may hold) keeps the channel open.
+            let _ = tx.send_deadline(Envelope::Exit, deadline);
         }
         // Without a sender the loop ends at its next wait.
         drop(tx);
@@ -332,6 +361,7 @@ fn run<J: Job>(mut job: J, rx: &Receiver<Envelope<J::Command>>, state: &State, n
                     let _ = reply.send(job.finish());
                     Flow::Exit
                 }
+                Ok(Envelope::Exit) => Flow::Exit,
                 Err(_) => Flow::Exit,
             },
             recv(wake) -> _ => job.tick(),
@@ -539,6 +569,47 @@ mod tests {
         fn died(&mut self, reason: &str) {
             assert!(reason.contains("job bug"));
             self.deaths.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A job that holds a notifier of its own worker (as the undo journal's
+    /// mark job does, through the journal): the channel never disconnects.
+    struct SelfNotified {
+        /// Held, never read: it keeps the worker's channel open.
+        _notifier: Arc<parking_lot::Mutex<Option<Notifier<()>>>>,
+    }
+
+    impl Job for SelfNotified {
+        type Command = ();
+        fn next_tick(&mut self) -> Option<Instant> {
+            None
+        }
+        fn tick(&mut self) -> Flow {
+            Flow::Continue
+        }
+        fn command(&mut self, (): ()) -> Flow {
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_stop_without_finish_ends_a_job_that_holds_its_own_notifier() {
+        for how in [Stop::Abandon, Stop::Finish] {
+            let slot = Arc::new(parking_lot::Mutex::new(None));
+            let mut w = Worker::spawn(
+                "test",
+                "selfheal-test",
+                SelfNotified {
+                    _notifier: Arc::clone(&slot),
+                },
+            )
+            .unwrap();
+            *slot.lock() = w.notifier();
+            assert!(slot.lock().as_ref().unwrap().notify(()));
+            let started = Instant::now();
+            w.stop(how, Duration::from_secs(5)).unwrap();
+            assert!(started.elapsed() < Duration::from_secs(4), "{how:?}");
+            assert!(!w.is_running());
         }
     }
 

@@ -378,7 +378,7 @@ fn second_opener_gets_a_typed_error_until_the_first_closes() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _) = RunMarker::open(dir.path()).unwrap();
     match RunMarker::open(dir.path()) {
-        Err(Error::DirectoryLocked { path }) => assert_eq!(path, dir.path()),
+        Err(Error::DirectoryLocked { path, .. }) => assert_eq!(path, dir.path()),
         other => panic!("expected DirectoryLocked, got {other:?}"),
     }
     m.stop().unwrap();

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use selfheal::snapshot::{
-    decode_snapshot, ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation,
-    PeriodicConfig, PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig,
-    SnapshotKind, SnapshotRequest, StateSnapshotManager, WriteGate,
+    ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation, PeriodicConfig,
+    PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
+    SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::{damaged_copies, fill_store};
+use selfheal::testing::{damaged_copies, decode_snapshot, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore, Result};
 
 const PS: usize = 256;
@@ -131,10 +131,13 @@ fn two_snapshots(dir: &Path) -> (MemStore, Vec<(u64, Vec<u8>)>) {
     (store, vec![(a, sa), (b, sb)])
 }
 
+/// The files of a snapshot directory, but for the lock file its manager
+/// holds (and leaves) there.
 fn listed_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != selfheal::snapshot::LOCK_FILE)
         .collect();
     v.sort();
     v
@@ -457,6 +460,7 @@ fn retention_merge_and_metadata() {
     // with 4's ancestors.
     let deleted = m.apply_retention().unwrap();
     assert!(deleted.is_empty());
+    drop(m);
     let m2 = SnapshotConfig::new(dir.path(), PS)
         .retention(Retention::KeepLast(1))
         .build()
@@ -470,6 +474,7 @@ fn retention_merge_and_metadata() {
         ]
     );
     // By age: everything older than an hour, except the newest.
+    drop(m2);
     let m3 = SnapshotConfig::new(dir.path(), PS)
         .retention(Retention::MaxAge(Duration::from_secs(3600)))
         .build()
@@ -677,10 +682,13 @@ fn bad_input_gives_typed_errors() {
         m.restore(id, &other),
         Err(Error::PageSizeMismatch { .. })
     ));
+    // Another page size (once the owner of the directory let go of it).
+    drop(m);
     assert!(matches!(
         SnapshotConfig::new(dir.path(), PS * 2).build(),
         Err(Error::PageSizeMismatch { .. })
     ));
+    let m = manager(dir.path());
     // A smaller target that cannot grow: a typed error, nothing written.
     let small = FixedSize(MemStore::new(PS, 2).unwrap());
     let before = small.0.to_bytes();
@@ -1058,7 +1066,7 @@ fn the_largest_ids_on_disk_give_typed_errors() {
         p[4..12].copy_from_slice(&u64::MAX.to_le_bytes())
     });
     assert!(matches!(
-        selfheal::snapshot::decode_manifest(&bad),
+        selfheal::testing::decode_manifest(&bad),
         Err(Error::CorruptFile { .. })
     ));
     std::fs::write(&mpath, &bad).unwrap();
@@ -1184,7 +1192,7 @@ fn a_manifest_entry_naming_another_file_is_refused() {
         let bad = framed_like(&good, &payload);
         assert!(
             matches!(
-                selfheal::snapshot::decode_manifest(&bad),
+                selfheal::testing::decode_manifest(&bad),
                 Err(Error::CorruptFile { .. })
             ),
             "{victim}"

@@ -1,10 +1,9 @@
 //! Corpus run of the snapshot and manifest decoders on stable Rust: real files written by the manager (format 2) and kept from the previous format (format 1, `tests/data/snapshot-v1`), and hundreds of damaged copies of each (bit flips, zeroed and junk windows, truncations), must decode or fail with a typed error — never panic, never accept damage.
 
 use selfheal::snapshot::{
-    decode_manifest, decode_snapshot, Consistency, Retention, SnapshotConfig, SnapshotKind,
-    SnapshotRequest, WriteGate,
+    Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate,
 };
-use selfheal::testing::{damaged_copies, fill_store};
+use selfheal::testing::{damaged_copies, decode_manifest, decode_snapshot, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageStore};
 
 /// A directory with a full snapshot, an incremental one with metadata, and

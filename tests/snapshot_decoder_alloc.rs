@@ -4,10 +4,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use selfheal::snapshot::{
-    decode_snapshot, Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest,
-    WriteGate,
+    Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate,
 };
-use selfheal::testing::{damaged_copies, fill_store, reference_crc32};
+use selfheal::testing::{damaged_copies, decode_snapshot, fill_store, reference_crc32};
 use selfheal::{Error, Lsn, MemStore, PageId, PageStore};
 
 /// Counts the bytes held by the thread that turned tracking on.

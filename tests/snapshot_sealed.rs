@@ -9,7 +9,7 @@ use selfheal::snapshot::{
     ChangeDetection, Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotReport,
     SnapshotRequest, StateSnapshotManager, WriteGate,
 };
-use selfheal::testing::{both_placements, SealedStore};
+use selfheal::testing::{both_placements, every_placement, SealedStore};
 use selfheal::{ChecksumPlacement, DetectorConfig, Lsn, MemStore, PageId, PageSource, PageStore};
 
 const PS: usize = 512;
@@ -421,7 +421,8 @@ fn run_model(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20, ..ProptestConfig::default() })]
 
-    /// Random writes and resizes through the detector (each placement),
+    /// Random writes and resizes through the detector (each placement: trailer,
+    /// in-memory and durable sidecar),
     /// snapshots of every kind, reopens and restores to earlier snapshots:
     /// every incremental stores at least (by notices) or exactly (by
     /// fingerprints) the pages that changed since the head, every restore
@@ -432,7 +433,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..40),
         sizes in proptest::collection::vec(1u64..50, 1..4),
     ) {
-        for (_, placement) in both_placements(MODEL_PS) {
+        for (_, placement) in every_placement(MODEL_PS) {
             run_model(placement, &ops, &sizes)?;
         }
     }

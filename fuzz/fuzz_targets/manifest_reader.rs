@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(list) = selfheal::snapshot::decode_manifest(data) {
+    if let Ok(list) = selfheal::testing::decode_manifest(data) {
         let mut last = 0;
         for s in list {
             assert_eq!(s.file_name, selfheal::snapshot::snapshot_file_name(s.id));

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    match selfheal::snapshot::decode_snapshot(data) {
+    match selfheal::testing::decode_snapshot(data) {
         Ok(s) => assert!(s.stored_pages <= s.page_count),
         Err(e) => assert!(
             matches!(

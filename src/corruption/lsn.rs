@@ -1,4 +1,4 @@
-//! The lost-write check: which LSN a page must carry at least.
+//! The lost-write check: which LSN a page must carry, exactly or at least.
 //!
 //! With a [page-LSN reader](super::DetectorConfig::page_lsn) the detector
 //! refuses bytes older than what the page should hold
@@ -28,9 +28,24 @@
 //! memory has the truth and the hook is not asked. A page the host
 //! [forgets](super::CorruptionDetector::forget) has no last write any more.
 //!
-//! Each page has one 64-bit slot: 0 when nothing is known (the hook is
-//! asked), a marker when the last write carried no LSN (nothing is
-//! expected), otherwise the LSN expected.
+//! The two are different promises, and
+//! [`lsn_expectation`](super::CorruptionDetector::lsn_expectation) keeps
+//! them apart ([`LsnExpectation`]): after a write in this process the page
+//! must hold **exactly** that write's LSN — a copy with a newer LSN is a
+//! write that was rolled back or replaced (by a restore, or by putting a
+//! before-image back) and is as wrong as an older one; after the hook
+//! answered, the page must hold **at least** the floor, and a newer copy
+//! may be the truth. Verification of a page only checks the floor in both
+//! cases ([`last_written_lsn`](super::CorruptionDetector::last_written_lsn)):
+//! a newer local page is not refused. A repair, which chooses between
+//! copies, accepts only the exact LSN when it is known.
+//!
+//! Each page has two 64-bit slots. The first holds the last write: 0 when
+//! nothing was written in this process, a marker when the last write
+//! carried no LSN (nothing is expected), otherwise that write's LSN. The
+//! second holds the hook's remembered floor (0: not asked, or no answer);
+//! it is read only while the first says nothing was written, so a write
+//! racing a hook answer always wins.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,45 +54,103 @@ use parking_lot::RwLock;
 use super::CorruptionDetector;
 use crate::types::{Lsn, PageId};
 
+/// What the detector knows about the page LSN a page must carry (see the
+/// [module docs](self)). Without a
+/// [page-LSN reader](super::DetectorConfig::page_lsn) it is always
+/// [`Nothing`](Self::Nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LsnExpectation {
+    /// The last write through the detector in this process carried this
+    /// LSN: the page holds exactly that version. Bytes with an older LSN
+    /// are a lost write; bytes with a newer one are a write that was rolled
+    /// back or replaced (neither is the page).
+    Exact(Lsn),
+    /// Nothing was written to the page through the detector in this process
+    /// (a restart, or the page was [forgotten](super::CorruptionDetector::forget));
+    /// the host's [expected-LSN hook](super::DetectorConfig::expected_page_lsn)
+    /// answered this floor. Bytes with an older LSN are stale; a newer LSN
+    /// may be the truth.
+    AtLeast(Lsn),
+    /// Nothing is expected: no page-LSN reader, the last write carried no
+    /// LSN, or nothing was written in this process and the hook (if any)
+    /// had no answer.
+    Nothing,
+}
+
+impl LsnExpectation {
+    /// The LSN the page must carry at least (the exact LSN, or the floor).
+    #[must_use]
+    pub fn floor(self) -> Option<Lsn> {
+        match self {
+            LsnExpectation::Exact(l) | LsnExpectation::AtLeast(l) => Some(l),
+            LsnExpectation::Nothing => None,
+        }
+    }
+
+    /// The LSN the page must carry exactly, when the last write is known.
+    #[must_use]
+    pub fn exact(self) -> Option<Lsn> {
+        match self {
+            LsnExpectation::Exact(l) => Some(l),
+            LsnExpectation::AtLeast(_) | LsnExpectation::Nothing => None,
+        }
+    }
+}
+
 /// Nothing is known about the page: ask the hook.
 const UNKNOWN: u64 = 0;
+
 /// The last write through the detector carried no LSN: nothing is expected.
 /// (`Lsn(u64::MAX)` itself is therefore never expected.)
 const NO_LSN: u64 = u64::MAX;
 
-/// One slot per page, growing with the page id (bounded by the store's page
-/// count: only pages that exist are recorded).
+/// The slots of one page: the last write, and the hook's remembered floor.
+type Slots = [AtomicU64; 2];
+const WRITTEN: usize = 0;
+const FLOOR: usize = 1;
+
+/// Two slots per page, growing with the page id (bounded by the store's
+/// page count: only pages that exist are recorded).
 #[derive(Debug, Default)]
-pub(crate) struct LsnSlots(RwLock<Vec<AtomicU64>>);
+pub(crate) struct LsnSlots(RwLock<Vec<Slots>>);
 
 impl LsnSlots {
-    /// Runs `f` on the slot of `page`, growing the map when needed; `None`
+    /// Runs `f` on the slots of `page`, growing the map when needed; `None`
     /// for a page id that does not fit in memory (nothing is recorded).
-    fn with_slot<R>(&self, page: PageId, f: impl Fn(&AtomicU64) -> R) -> Option<R> {
+    fn with_slots<R>(&self, page: PageId, f: impl Fn(&Slots) -> R) -> Option<R> {
         let idx = usize::try_from(page.0).ok()?;
-        if let Some(slot) = self.0.read().get(idx) {
-            return Some(f(slot));
+        if let Some(slots) = self.0.read().get(idx) {
+            return Some(f(slots));
         }
         let mut v = self.0.write();
         if v.len() <= idx {
-            v.resize_with(idx + 1, || AtomicU64::new(UNKNOWN));
+            v.resize_with(idx + 1, || {
+                [AtomicU64::new(UNKNOWN), AtomicU64::new(UNKNOWN)]
+            });
         }
         Some(f(&v[idx]))
     }
 
-    fn load(&self, page: PageId) -> u64 {
+    /// The page's `[last write, floor]` slot values.
+    fn load(&self, page: PageId) -> [u64; 2] {
         let v = self.0.read();
         usize::try_from(page.0)
             .ok()
             .and_then(|i| v.get(i))
-            .map_or(UNKNOWN, |s| s.load(Ordering::Acquire))
+            .map_or([UNKNOWN; 2], |s| {
+                [
+                    s[WRITTEN].load(Ordering::Acquire),
+                    s[FLOOR].load(Ordering::Acquire),
+                ]
+            })
     }
 
     /// Forgets what is known about `page` (it was freed).
     pub(crate) fn clear(&self, page: PageId) {
         let v = self.0.read();
         if let Some(s) = usize::try_from(page.0).ok().and_then(|i| v.get(i)) {
-            s.store(UNKNOWN, Ordering::Release);
+            s[WRITTEN].store(UNKNOWN, Ordering::Release);
+            s[FLOOR].store(UNKNOWN, Ordering::Release);
         }
     }
 
@@ -93,7 +166,7 @@ impl LsnSlots {
 
 impl CorruptionDetector {
     /// Records that `bytes` were just written to `page` through the
-    /// detector: from now on the page must carry at least their LSN
+    /// detector: from now on the page must carry exactly their LSN
     /// (nothing, when they carry none). The caller holds the page's lock,
     /// issued the write, and has checked the page exists.
     pub(crate) fn record_write_lsn(&self, page: PageId, bytes: &[u8]) {
@@ -105,7 +178,7 @@ impl CorruptionDetector {
             _ => NO_LSN,
         };
         self.written_lsn
-            .with_slot(page, |s| s.store(value, Ordering::Release));
+            .with_slots(page, |s| s[WRITTEN].store(value, Ordering::Release));
     }
 
     /// The LSN `page` must carry at least, when a
@@ -115,34 +188,47 @@ impl CorruptionDetector {
     /// to it in this process (after a restart, or after
     /// [`forget`](Self::forget)), the host's floor from the
     /// [expected-LSN hook](super::DetectorConfig::expected_page_lsn), which
-    /// is then remembered until the next write. See the
-    /// [`lsn`](self) module for the rule.
+    /// is then remembered until the next write. This is what verification
+    /// checks; [`lsn_expectation`](Self::lsn_expectation) tells which of the
+    /// two it is. See the [`lsn`](self) module for the rule.
     #[must_use]
     pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
+        self.lsn_expectation(page).floor()
+    }
+
+    /// What `page` must carry: exactly the LSN of the last write through
+    /// the detector in this process, at least the host's floor when nothing
+    /// was written in this process, or nothing (see [`LsnExpectation`]). A
+    /// repair accepts only copies at an [`Exact`](LsnExpectation::Exact) LSN.
+    #[must_use]
+    pub fn lsn_expectation(&self, page: PageId) -> LsnExpectation {
         match self.written_lsn.load(page) {
-            NO_LSN => return None,
-            UNKNOWN => {}
-            known => return Some(Lsn(known)),
+            [NO_LSN, _] => return LsnExpectation::Nothing,
+            [UNKNOWN, UNKNOWN] => {}
+            [UNKNOWN, floor] => return LsnExpectation::AtLeast(Lsn(floor)),
+            [known, _] => return LsnExpectation::Exact(Lsn(known)),
         }
-        let floor = self.expected_lsn.as_ref()?(page).filter(|l| l.0 != UNKNOWN)?;
+        let Some(floor) = self
+            .expected_lsn
+            .as_ref()
+            .and_then(|f| f(page))
+            .filter(|l| l.0 != UNKNOWN)
+        else {
+            return LsnExpectation::Nothing;
+        };
         // Remember it only for pages that exist (the map grows with the
-        // page id), and only if no write recorded the truth meanwhile.
+        // page id). A write recorded meanwhile takes precedence.
         if page.0 < self.store.page_count() {
-            let kept = self.written_lsn.with_slot(page, |s| {
-                s.compare_exchange(
-                    UNKNOWN,
-                    floor.0.min(NO_LSN - 1),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .err()
+            let written = self.written_lsn.with_slots(page, |s| {
+                s[FLOOR].store(floor.0, Ordering::Release);
+                s[WRITTEN].load(Ordering::Acquire)
             });
-            match kept.flatten() {
-                Some(NO_LSN) => return None,
-                Some(now) => return Some(Lsn(now)),
-                None => {}
+            match written {
+                Some(NO_LSN) => return LsnExpectation::Nothing,
+                Some(UNKNOWN) | None => {}
+                Some(known) => return LsnExpectation::Exact(Lsn(known)),
             }
         }
-        Some(floor)
+        LsnExpectation::AtLeast(floor)
     }
 }

@@ -73,6 +73,7 @@ use free::PageBits;
 
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
 pub use free::FreePageFn;
+pub use lsn::LsnExpectation;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
 
 mod config;
@@ -282,6 +283,14 @@ impl CorruptionDetector {
     #[must_use]
     pub fn page_lsn_of(&self, bytes: &[u8]) -> Option<Lsn> {
         self.page_lsn.as_ref().and_then(|f| f(bytes))
+    }
+
+    /// Whether a [page-LSN reader](DetectorConfig::page_lsn) is configured,
+    /// so that [`page_lsn_of`](Self::page_lsn_of) can tell which of two
+    /// copies of a page is newer.
+    #[must_use]
+    pub fn reads_page_lsns(&self) -> bool {
+        self.page_lsn.is_some()
     }
 
     /// Verifies `bytes` as `page` (checksum, and staleness when a page-LSN

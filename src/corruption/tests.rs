@@ -834,3 +834,76 @@ fn bad_config_and_input() {
         Err(Error::PageOutOfRange { .. })
     ));
 }
+
+#[test]
+fn the_expectation_tells_the_last_write_from_the_hosts_floor() {
+    for placement in placements() {
+        let raw = Arc::new(MemStore::new(256, 4).unwrap());
+        let calls = Arc::new(AtomicU64::new(0));
+        let hook: ExpectedLsnFn = {
+            let calls = calls.clone();
+            Arc::new(move |p: PageId| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                (p != PageId(3)).then_some(Lsn(4))
+            })
+        };
+        let det = DetectorConfig::new(placement.clone())
+            .page_lsn(lsn_in_head())
+            .expected_page_lsn(hook)
+            .build(raw.clone())
+            .unwrap();
+        // Nothing written in this process: the host's floor, asked once.
+        assert_eq!(
+            det.lsn_expectation(PageId(1)),
+            LsnExpectation::AtLeast(Lsn(4))
+        );
+        assert_eq!(
+            det.lsn_expectation(PageId(1)),
+            LsnExpectation::AtLeast(Lsn(4))
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(det.lsn_expectation(PageId(3)), LsnExpectation::Nothing);
+        // A write, newer or older than the floor, is the exact truth.
+        det.write_sealed(PageId(1), &mut with_lsn(9, 1)).unwrap();
+        assert_eq!(
+            det.lsn_expectation(PageId(1)),
+            LsnExpectation::Exact(Lsn(9))
+        );
+        det.write_sealed(PageId(1), &mut with_lsn(2, 2)).unwrap();
+        assert_eq!(
+            det.lsn_expectation(PageId(1)),
+            LsnExpectation::Exact(Lsn(2))
+        );
+        assert_eq!(det.last_written_lsn(PageId(1)), Some(Lsn(2)));
+        // A write before the hook was ever asked: the hook is not asked.
+        det.write_sealed(PageId(2), &mut with_lsn(6, 3)).unwrap();
+        assert_eq!(
+            det.lsn_expectation(PageId(2)),
+            LsnExpectation::Exact(Lsn(6))
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "page 3 only");
+        // A write without an LSN expects nothing, floor or not.
+        det.write_sealed(PageId(1), &mut with_lsn(0, 4)).unwrap();
+        assert_eq!(det.lsn_expectation(PageId(1)), LsnExpectation::Nothing);
+        assert_eq!(det.last_written_lsn(PageId(1)), None);
+        // Verification checks the floor either way: a newer local page
+        // is not refused by a read (only a repair chooses).
+        let mut b = vec![0u8; 256];
+        det.write_sealed(PageId(2), &mut with_lsn(6, 3)).unwrap();
+        det.read_verified(PageId(2), &mut b).unwrap();
+        // A forgotten page has no last write: the floor again.
+        det.forget(PageId(2)).unwrap();
+        assert_eq!(
+            det.lsn_expectation(PageId(2)),
+            LsnExpectation::AtLeast(Lsn(4))
+        );
+        assert_eq!(
+            det.lsn_expectation(PageId(u64::MAX)),
+            LsnExpectation::AtLeast(Lsn(4))
+        );
+        // Without a page-LSN reader nothing is ever expected.
+        let plain = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        plain.write_sealed(PageId(1), &mut with_lsn(9, 5)).unwrap();
+        assert_eq!(plain.lsn_expectation(PageId(1)), LsnExpectation::Nothing);
+    }
+}

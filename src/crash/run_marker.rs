@@ -1,9 +1,9 @@
 //! The run marker: an exclusive lock on a data directory, and a small file
 //! that tells the next start whether this run ended cleanly.
 //!
-//! [`RunMarker::open`] takes an exclusive lock on `<dir>/selfheal.lock`
-//! (`File::try_lock`; the OS releases it when the process dies, however it
-//! dies), reads `<dir>/selfheal.run` to produce a [`RunVerdict`] about the
+//! [`RunMarker::open`] takes the directory's exclusive lock through
+//! `<dir>/selfheal.lock` (the crate's one directory lock: `flock`, released
+//! on drop and by the OS when the process dies, however it dies), reads `<dir>/selfheal.run` to produce a [`RunVerdict`] about the
 //! previous run, and then records "running" for this one.
 //! [`refresh`](RunMarker::refresh) rewrites the last-seen time (the watchdog
 //! of [`CrashDetector`](super::CrashDetector) does this periodically);
@@ -47,10 +47,10 @@
 //! lost, not never written.
 
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, atomic_write, decode_framed, encode_framed};
 
@@ -255,7 +255,7 @@ fn unix_ms() -> u64 {
 #[derive(Debug)]
 pub struct RunMarker {
     // Held for its lock; released on drop (and by the OS if the process dies).
-    lock: File,
+    _lock: DirLock,
     path: PathBuf,
     record: Record,
     verdict: RunVerdict,
@@ -275,27 +275,12 @@ impl RunMarker {
             .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
         // Read before the lock file is created: whether anything was here.
         let earlier_state = earlier_state(dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = fsutil::open_regular(
-            fsutil::private_create_options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false),
-            &lock_path,
-            "opening",
+        let lock = DirLock::acquire(
+            dir,
+            LOCK_FILE,
+            "run marker",
+            "stop the other instance (or drop the other crash detector of this process) first, or use another data directory",
         )?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::DirectoryLocked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", lock_path.display()), e))
-            }
-        }
         let path = dir.join(MARKER_FILE);
         // A crash during a previous write may have left its temporary file.
         let _ = std::fs::remove_file(fsutil::tmp_path(&path));
@@ -335,7 +320,7 @@ impl RunMarker {
             tracing::warn!(dir = %dir.display(), ?verdict, "previous run did not shut down cleanly");
         }
         let marker = RunMarker {
-            lock,
+            _lock: lock,
             path,
             record,
             verdict: verdict.clone(),
@@ -383,15 +368,6 @@ impl RunMarker {
         r.state = STATE_CLEAN;
         r.last_seen_unix_ms = unix_ms().max(r.last_seen_unix_ms);
         atomic_write(&self.path, &r.encode())
-    }
-}
-
-impl Drop for RunMarker {
-    /// Releases the lock explicitly rather than by closing the descriptor: a
-    /// child process forked by the host at this moment (before its `exec`)
-    /// shares the descriptor and would otherwise keep the lock alive.
-    fn drop(&mut self) {
-        let _ = self.lock.unlock();
     }
 }
 

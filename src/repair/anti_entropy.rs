@@ -23,17 +23,22 @@ impl DataRepairer {
     /// The local side's digests come from the store's raw bytes; the
     /// replica's from [`Replica::range_digest`](crate::Replica::range_digest).
     /// Each top-level tree covers at most [`ANTI_ENTROPY_TREE_PAGES`] pages.
-    /// Page reads from the replica have the deadline of a repair's
-    /// ([`RepairConfig::replica_read_timeout`](super::RepairConfig::replica_read_timeout));
-    /// digest requests are the replica's own business (a range may take long).
+    /// Every call into the replica — its status, each range digest, each
+    /// page read — runs on its helper thread with the deadline of a repair's
+    /// calls
+    /// ([`RepairConfig::replica_read_timeout`](super::RepairConfig::replica_read_timeout)),
+    /// so a digest of a whole tree (up to [`ANTI_ENTROPY_TREE_PAGES`] pages)
+    /// must be answered within it too; a call that misses it ends the run
+    /// and leaves the replica unavailable for its cool-off (and for as long
+    /// as that call hangs).
     ///
     /// # Errors
     /// [`Error::UnknownReplica`]; [`Error::InvalidArgument`] for
     /// `leaf_pages == 0`; [`Error::PageOutOfRange`] for a range past the end;
     /// [`Error::ReplicaUnavailable`] when the replica is down, hung or cooling
-    /// off, or a page read misses its deadline; the replica's or the store's
-    /// error when a digest or read fails (pages repaired before that stay
-    /// repaired).
+    /// off, or a call into it misses its deadline or panics; the replica's or
+    /// the store's error when a digest or read fails (pages repaired before
+    /// that stay repaired).
     pub fn anti_entropy(
         &self,
         replica: &ReplicaId,
@@ -63,13 +68,16 @@ impl DataRepairer {
                 page_count,
             });
         }
-        let blocked = entry.reader.unavailable_reason(self.clock.now_ns());
-        if blocked.is_some() || !entry.reader.replica().status().available {
-            entry.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::ReplicaUnavailable {
-                replica: entry.id.clone(),
-                reason: blocked.unwrap_or_else(|| "its status says it cannot serve reads".into()),
-            });
+        let status = entry.reader.status_now().map_err(|f| {
+            entry.count_failure(&f);
+            f.error
+        })?;
+        if !status.available {
+            let f = entry
+                .reader
+                .refused("its status says it cannot serve reads".into());
+            entry.count_failure(&f);
+            return Err(f.error);
         }
         let mut ae = AntiEntropy {
             repairer: self,
@@ -148,8 +156,11 @@ impl AntiEntropy<'_> {
         let remote = self
             .entry
             .reader
-            .replica()
-            .range_digest(PageId(first), count)?;
+            .range_digest(PageId(first), count)
+            .map_err(|f| {
+                self.entry.count_failure(&f);
+                f.error
+            })?;
         if remote == self.local_digest(first, count) {
             return Ok(());
         }
@@ -166,15 +177,10 @@ impl AntiEntropy<'_> {
 
     fn compare_page(&mut self, page: PageId) -> Result<()> {
         let det = &self.repairer.detector;
-        let r = self.repairer;
-        let remote = self
-            .entry
-            .reader
-            .read(page, self.ps, r.read_timeout, r.cooloff, r.clock.as_ref())
-            .map_err(|f| {
-                self.entry.count_failure(&f);
-                f.error
-            })?;
+        let remote = self.entry.reader.read(page, self.ps).map_err(|f| {
+            self.entry.count_failure(&f);
+            f.error
+        })?;
         self.entry.stats.fetched.fetch_add(1, Ordering::Relaxed);
         self.report.pages_fetched += 1;
         self.report.bytes_fetched += self.ps as u64;

@@ -24,6 +24,13 @@ pub const MAX_REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_REPLICA_COOLOFF: Duration = Duration::from_secs(86_400);
 
 /// Configuration of a [`DataRepairer`].
+///
+/// The repairer's promise that a verified copy with a newer page LSN wins
+/// over any number of older ones needs a
+/// [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+/// detector: only then can copies be told apart by age, and fetching goes on
+/// while a replica not yet asked could hold a newer copy. Without one,
+/// verified copies vote (see [`max_replicas_per_repair`](Self::max_replicas_per_repair)).
 #[must_use]
 pub struct RepairConfig {
     max_replicas_per_repair: usize,
@@ -57,10 +64,10 @@ impl Default for RepairConfig {
 }
 
 impl RepairConfig {
-    /// Defaults: up to 3 verified copies per repair, the newest copy wins by
-    /// plurality (no majority required), replica reads time out after 5 s
-    /// and a replica that timed out or panicked cools off for 30 s, batches
-    /// of 256 pages, the detector's clock, no host actions.
+    /// Defaults: 3 votes wanted per repair, the newest copy wins by plurality
+    /// (no majority required), calls into replicas and fallbacks time out
+    /// after 5 s and one that timed out or panicked cools off for 30 s,
+    /// batches of 256 pages, the detector's clock, no host actions.
     pub fn new() -> Self {
         RepairConfig {
             max_replicas_per_repair: 3,
@@ -74,14 +81,26 @@ impl RepairConfig {
         }
     }
 
-    /// How many verified replica copies one repair collects at most
-    /// (default 3; 1 ..= [`MAX_REPLICAS`]). Only copies that verify count:
-    /// a replica that is skipped (down, behind, cooling off), whose read
-    /// fails or times out, or whose copy fails verification does not use up
-    /// the limit, and the repair goes on to the next replica. Collecting more
-    /// than one lets copies at the same page LSN vote, so a replica serving a
-    /// valid-looking but wrong page is outvoted; with 1, the first copy that
-    /// verifies is written.
+    /// How many verified copies a repair wants to vote on (default 3;
+    /// 1 ..= [`MAX_REPLICAS`]). Only copies that verify count: a replica
+    /// that is skipped (down, behind, cooling off), whose read fails or times
+    /// out, or whose copy fails verification does not use up the limit, and
+    /// the repair goes on to the next replica. Collecting more than one lets
+    /// copies at the same page LSN vote, so a replica serving a
+    /// valid-looking but wrong page is outvoted.
+    ///
+    /// - **With a page-LSN reader** it is the number of verified copies *at
+    ///   the newest page LSN* after which the repair stops asking replicas
+    ///   that can only add a vote (their status reports exactly that applied
+    ///   LSN). It never stops the repair from asking a replica that could
+    ///   hold a newer copy (its status reports no applied LSN, or a higher
+    ///   one), so a repair may fetch more copies than this, up to one per
+    ///   replica ([`MAX_REPLICAS`]); replicas reporting a lower applied LSN
+    ///   are not asked.
+    /// - **Without a page-LSN reader** it is the number of verified copies
+    ///   after which the repair stops fetching; with 1, the first copy that
+    ///   verifies is written. Which copy is newest cannot be told then: a
+    ///   lagging majority among those copies wins the vote.
     pub fn max_replicas_per_repair(mut self, copies: usize) -> Self {
         self.max_replicas_per_repair = copies;
         self
@@ -112,22 +131,30 @@ impl RepairConfig {
         self
     }
 
-    /// How long the repairer waits for one replica read (default 5 s; more
-    /// than zero, at most [`MAX_REPLICA_READ_TIMEOUT`]). Reads run on the
-    /// replica's helper thread (`selfheal-replica-read`); a read that misses
-    /// the deadline is abandoned (its answer discarded), the replica counts
-    /// as unavailable and timed out, and the repair goes on to the next one.
-    /// Measured in real time: it bounds how long a thread waits.
+    /// How long the repairer waits for the answer of one call into a replica
+    /// or a fallback source (default 5 s; more than zero, at most
+    /// [`MAX_REPLICA_READ_TIMEOUT`]): a replica's status (the statuses of one
+    /// repair share one deadline), a page read, a range digest (anti-entropy:
+    /// a digest of up to [`ANTI_ENTROPY_TREE_PAGES`](super::ANTI_ENTROPY_TREE_PAGES)
+    /// pages must be answered within it too), a fallback's read. Calls run on
+    /// the replica's or source's helper thread (`selfheal-replica-read`,
+    /// `selfheal-fallback-read`); one that misses the deadline is abandoned
+    /// (its answer discarded), the replica or source counts as unavailable
+    /// and timed out, and the repair goes on to the next one. Measured in
+    /// real time: it bounds how long a thread waits. A replica that
+    /// [may be called inline](crate::Replica::may_call_inline) is called on
+    /// the repairing thread and has no deadline.
     pub fn replica_read_timeout(mut self, timeout: Duration) -> Self {
         self.replica_read_timeout = timeout;
         self
     }
 
-    /// How long a replica whose read missed the deadline or panicked is left
-    /// alone (default 30 s; at most [`MAX_REPLICA_COOLOFF`]), measured on the
-    /// repairer's clock from the moment it failed. A replica whose abandoned
-    /// read has not returned yet stays unavailable beyond that, so at most one
-    /// abandoned read per replica is ever running.
+    /// How long a replica or fallback source a call into which missed the
+    /// deadline or panicked is left alone (default 30 s; at most
+    /// [`MAX_REPLICA_COOLOFF`]), measured on the repairer's clock from the
+    /// moment it failed. One whose abandoned call has not returned yet stays
+    /// unavailable beyond that, so at most one abandoned call per replica or
+    /// source is ever running.
     pub fn replica_cooloff(mut self, cooloff: Duration) -> Self {
         self.replica_cooloff = cooloff;
         self
@@ -136,10 +163,13 @@ impl RepairConfig {
     /// How many pages [`DataRepairer::repair_all`] and
     /// [`DataRepairer::repair_pending`] commit per batch, with one sync of the
     /// store for the whole batch (default 256; 1 ..= [`MAX_BATCH_PAGES`]).
-    /// A batch holds up to this many pages `Repairing` and keeps their
-    /// verified copies in memory, with the copies its first replica's helper
-    /// read ahead (at most pages × (`max_replicas_per_repair` + 1) × page
-    /// size bytes).
+    /// A batch holds up to this many pages `Repairing` and keeps in memory,
+    /// per page, the distinct verified copies that may be written, with the
+    /// copies its first replica's helper read ahead: without a page-LSN
+    /// reader at most pages × (`max_replicas_per_repair` + 1) × page size
+    /// bytes; with one, a page keeps one copy per byte-distinct copy at its
+    /// newest LSN (in the worst case, replicas that all disagree, one per
+    /// replica).
     pub fn repair_batch_pages(mut self, pages: usize) -> Self {
         self.batch_pages = pages;
         self

@@ -1,5 +1,15 @@
 //! `DataRepairer`: repair corrupt pages from verified replica copies.
 //!
+//! A repair fetches copies of a fenced page from the registered replicas,
+//! verifies each like a local read, writes the newest verified copy (copies
+//! at one page LSN vote), and falls back to other page sources when no
+//! replica copy can be written. Every call into a replica or a fallback runs
+//! on a helper thread with a deadline. The newest-copy guarantee — a verified
+//! copy with a newer page LSN wins over any number of older ones — needs a
+//! [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+//! detector: without one, which copy is newest cannot be told, and copies
+//! only vote.
+//!
 //! # How a page is repaired
 //!
 //! [`DataRepairer::repair_page`] drives the repair protocol of the
@@ -12,16 +22,47 @@
 //!    remembers the page's epoch. Should the repair end without a verdict —
 //!    the ticket dropped, also by a panic unwinding through the repair — the
 //!    page goes back to `Suspect` and the next repair tries it.
-//! 3. Replicas are ordered by availability, then least lag. A replica that is
-//!    down, cooling off (see below), or whose applied LSN is known to be
-//!    below the LSN the page must have
-//!    ([`last_written_lsn`](CorruptionDetector::last_written_lsn)) is
-//!    skipped. Copies are fetched until
-//!    [`max_replicas_per_repair`](RepairConfig::max_replicas_per_repair) of
-//!    them verified or every replica was asked; each is verified like a local
-//!    read (checksum, page number, and staleness when the detector has a
-//!    page-LSN reader). A copy that fails verification never counts, never
-//!    votes and is never written: a corrupt replica cannot overwrite anything.
+//! 3. Every replica is asked for its status (at once, on the replicas'
+//!    helper threads, with one deadline; see below), and replicas are ordered
+//!    by availability, then least lag. A replica that is down, hung, cooling
+//!    off, or whose applied LSN is known to be below the LSN the page must
+//!    have ([`last_written_lsn`](CorruptionDetector::last_written_lsn)) is
+//!    skipped. Copies are then fetched in that order, each verified like a
+//!    local read (checksum, page number, and staleness when the detector has
+//!    a page-LSN reader). A copy that fails verification never counts, never
+//!    votes and is never written: a corrupt replica cannot overwrite
+//!    anything. When fetching stops depends on whether copies carry a
+//!    readable page LSN:
+//!    - **With a page-LSN reader**, fetching never stops while a replica not
+//!      yet asked could hold a newer copy than the newest verified one: a
+//!      replica whose status reports no applied LSN, or one above that
+//!      copy's page LSN, is always asked. A replica reporting exactly that
+//!      LSN can only add a vote and is asked until
+//!      [`max_replicas_per_repair`](RepairConfig::max_replicas_per_repair)
+//!      verified copies carry it; one reporting less cannot hold a copy that
+//!      would be written and is skipped
+//!      ([`AttemptResult::Stale`]). So stale replicas asked first, however
+//!      many, never hide the current copy of a replica asked last — unless
+//!      its status claims an applied LSN it has not reached.
+//!    - **Without one**, copies are fetched until `max_replicas_per_repair`
+//!      of them verified or every replica was asked, and they vote.
+//!
+//!    - **When the detector knows the page's last write exactly** (it was
+//!      written through the detector in this process:
+//!      [`LsnExpectation::Exact`](crate::corruption::LsnExpectation::Exact)),
+//!      only a copy carrying exactly that LSN is the page. A copy with a
+//!      newer LSN is a write that was rolled back or replaced since (a
+//!      before-image put back, a restore of an older page) and is refused
+//!      ([`AttemptResult::NotLastWrite`]), as is a copy without a readable
+//!      LSN; an older one fails verification as stale. No replica can then
+//!      hold anything better than the copies at that LSN, and fetching
+//!      stops once `max_replicas_per_repair` of them verified. With only a
+//!      floor (after a restart, from the host's hook:
+//!      [`LsnExpectation::AtLeast`](crate::corruption::LsnExpectation::AtLeast))
+//!      a newer copy may be the truth, and the first rule holds.
+//!
+//!    Either way a repair asks each replica at most once, so it fetches at
+//!    most [`MAX_REPLICAS`] copies.
 //! 4. The verified copies are ranked: **the newest page LSN first** (an
 //!    unknown LSN ranks below any known one), then by votes (byte-identical
 //!    copies form a group, one vote per copy), then by the better replica.
@@ -37,7 +78,8 @@
 //!    If that fails, the next distinct verified copy at the newest LSN is
 //!    tried, then each fallback [`PageSource`] (asked for a copy not older
 //!    than both the page's expected LSN and the newest verified replica copy,
-//!    and verified all the same).
+//!    verified all the same, and refused like a replica copy when it is not
+//!    the page's last write).
 //! 6. If the host rewrote the page at any point after step 2, nothing is
 //!    written: the host's newer page stands ([`RepairOutcome::Superseded`]).
 //! 7. When nothing works, the ticket is abandoned: the page becomes
@@ -47,31 +89,68 @@
 //! # After a restart
 //!
 //! The detector's memory of each page's LSN is empty after a restart, so
-//! only the ranking of step 4 stands between a stale majority and the
-//! current page then, and it needs one replica holding the current page. When
-//! every replica is stale, only the host knows: give the detector an
+//! only steps 3 and 4 stand between a stale majority and the current page
+//! then, and what the host's hook answers is a floor, not the exact last
+//! write: a copy newer than the floor wins, so a replica that still holds a
+//! write rolled back before the restart can win over the page (only the
+//! sidecar placement's table, which holds the checksum of the last sealed
+//! page, refuses it then). Against a stale majority: with a page-LSN
+//! reader, the replica holding the current page is asked however many
+//! stale ones come first, and its copy wins. Without a
+//! page-LSN reader nothing tells the copies apart (under the sidecar
+//! placement the table's checksum still rejects a copy that differs from
+//! the last sealed page; under the trailer placement an older sealed copy
+//! verifies), and a stale majority can win the vote. When every replica is
+//! stale, only the host knows: give the detector an
 //! [expected-LSN hook](crate::corruption::DetectorConfig::expected_page_lsn)
 //! answered from the host's WAL or page map, and stale copies fail
-//! verification as [`Error::StalePage`] (the page is then irreparable from
-//! replicas, never reverted).
+//! verification as [`Error::StalePage`] (the page is then repaired from a
+//! fallback or left irreparable, never reverted).
 //!
-//! # Slow, hung and panicking replicas
+//! # Slow, hung and panicking replicas and fallbacks
 //!
-//! Replica reads run on a helper thread per replica (`selfheal-replica-read`)
-//! and the repairer waits for each at most
-//! [`replica_read_timeout`](RepairConfig::replica_read_timeout). A read that
-//! misses it, or panics, makes the replica unavailable (counted in its
-//! [`ReplicaStats`]) for a [cool-off](RepairConfig::replica_cooloff), and for
-//! as long as an abandoned read of it has not returned, so a hung replica
-//! costs one deadline, not one per page (see `replica_read.rs`).
+//! Every call into a replica — [`status`](Replica::status),
+//! [`read_page`](Replica::read_page),
+//! [`range_digest`](Replica::range_digest) — runs on a helper thread per
+//! replica (`selfheal-replica-read`), and every read of a fallback source on
+//! a helper thread per source (`selfheal-fallback-read`); the repairer waits
+//! for each answer at most
+//! [`replica_read_timeout`](RepairConfig::replica_read_timeout). A call that
+//! misses it, or panics, makes the replica or source unavailable (counted in
+//! its [`ReplicaStats`] or [`FallbackStats`]) for a
+//! [cool-off](RepairConfig::replica_cooloff), and for as long as the
+//! abandoned call has not returned, so at most one abandoned call per replica
+//! or source is ever running and a hung one costs one deadline, not one per
+//! page (see `courier.rs`). The statuses of a repair are asked of all
+//! replicas at once and awaited with one deadline. Only `id`, `page_size`,
+//! [`may_call_inline`](Replica::may_call_inline) and a fallback's `name`
+//! are called on the caller's thread, once, at registration.
+//!
+//! A replica whose [`may_call_inline`](Replica::may_call_inline) says its
+//! calls never hang (an in-memory copy in this process) is the exception:
+//! its calls run on the repairing thread, with no hand-over between threads
+//! (several microseconds per call, more on a busy machine) and **no
+//! deadline** — a call that hangs then hangs the repair. A panic of such a
+//! call is still caught and makes it unavailable for its cool-off.
+//!
+//! When no more replicas are registered than
+//! [`max_replicas_per_repair`](RepairConfig::max_replicas_per_repair) (so a
+//! repair asks each of them anyway), `repair_page` asks each replica for its
+//! status and, in the same call, for its copy of the page, unless the status
+//! says it cannot serve reads or is behind the page's expected LSN: one
+//! hand-over between threads per replica instead of two, and the copies are
+//! read concurrently. A copy read that way that the repair turns out not to
+//! need (page LSNs show the replica cannot hold a copy that would be
+//! written) is discarded.
 //!
 //! # Batches
 //!
 //! [`DataRepairer::repair_all`] and [`DataRepairer::repair_pending`] repair
 //! pages in batches of [`repair_batch_pages`](RepairConfig::repair_batch_pages):
-//! each page of a batch is fetched, verified and ranked exactly as above (the
-//! replica every page asks first reads the batch's pages ahead, as one job on
-//! its helper), and the winning copies are committed together through
+//! the replicas' statuses are asked once per batch, each page of a batch is
+//! fetched, verified and ranked exactly as above (the replica every page
+//! asks first reads the batch's pages ahead, as one job on its helper), and
+//! the winning copies are committed together through
 //! [`commit_repairs`](CorruptionDetector::commit_repairs) with **one sync of
 //! the store per batch**. The promise is the same as for a single page: no
 //! page is marked or reported repaired before the sync that covers its write
@@ -107,6 +186,8 @@
 
 mod anti_entropy;
 mod config;
+mod courier;
+mod fallback_read;
 mod plan;
 mod procedure;
 mod replica_read;
@@ -129,11 +210,13 @@ use crate::types::ReplicaId;
 
 pub use config::{RepairConfig, MAX_BATCH_PAGES, MAX_REPLICA_COOLOFF, MAX_REPLICA_READ_TIMEOUT};
 pub use report::{
-    AntiEntropyReport, Attempt, AttemptResult, CopySource, DivergedPage, RepairOutcome,
-    RepairReport, RepairStats, ReplicaStats,
+    AntiEntropyReport, Attempt, AttemptResult, CopySource, DivergedPage, FallbackStats,
+    RepairOutcome, RepairReport, RepairStats, ReplicaStats,
 };
 
-use replica_read::{ReadFailure, ReplicaReader};
+use courier::{CallFailure, Limits};
+use fallback_read::FallbackReader;
+use replica_read::ReplicaReader;
 
 /// Most replicas one repairer accepts.
 pub const MAX_REPLICAS: usize = 64;
@@ -157,8 +240,9 @@ struct Counters {
     anti_entropy_runs: AtomicU64,
 }
 
+/// The counters of one replica or fallback source.
 #[derive(Debug, Default)]
-struct ReplicaCounters {
+struct SourceCounters {
     fetched: AtomicU64,
     verified: AtomicU64,
     rejected: AtomicU64,
@@ -168,28 +252,44 @@ struct ReplicaCounters {
     used: AtomicU64,
 }
 
+impl SourceCounters {
+    /// Counts a call that gave no answer.
+    fn count_failure(&self, f: &CallFailure) {
+        self.unavailable.fetch_add(1, Ordering::Relaxed);
+        if f.timed_out() {
+            self.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Clone)]
 struct ReplicaEntry {
     id: ReplicaId,
     reader: Arc<ReplicaReader>,
-    stats: Arc<ReplicaCounters>,
+    stats: Arc<SourceCounters>,
 }
 
 impl ReplicaEntry {
-    /// Counts a read that gave no copy.
-    fn count_failure(&self, f: &ReadFailure) {
-        self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-        if f.timed_out() {
-            self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts a call that gave no answer.
+    fn count_failure(&self, f: &CallFailure) {
+        self.stats.count_failure(f);
     }
+}
+
+#[derive(Clone)]
+struct FallbackEntry {
+    /// Its name, asked once at registration.
+    name: String,
+    reader: Arc<FallbackReader>,
+    stats: Arc<SourceCounters>,
 }
 
 /// Repairs fenced pages from verified replica copies, falls back to other
 /// page sources, quarantines what cannot be repaired, and finds divergence
 /// with a replica by Merkle anti-entropy.
 ///
-/// Dropping it never waits for a hung replica read (see the module docs).
+/// Dropping it never waits for a hung call into a replica or fallback (see
+/// the module docs): their helper threads end when the call returns.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -229,7 +329,7 @@ pub struct DataRepairer {
     clock: Arc<dyn Clock>,
     host: Option<Arc<dyn HostActions>>,
     replicas: RwLock<Vec<ReplicaEntry>>,
-    fallbacks: RwLock<Vec<Arc<dyn PageSource>>>,
+    fallbacks: RwLock<Vec<FallbackEntry>>,
     stats: Counters,
 }
 
@@ -238,7 +338,15 @@ impl fmt::Debug for DataRepairer {
         let ids: Vec<ReplicaId> = self.replicas.read().iter().map(|e| e.id.clone()).collect();
         f.debug_struct("DataRepairer")
             .field("replicas", &ids)
-            .field("fallbacks", &self.fallbacks.read().len())
+            .field(
+                "fallbacks",
+                &self
+                    .fallbacks
+                    .read()
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>(),
+            )
             .field("max_copies", &self.max_copies)
             .field("require_majority", &self.require_majority)
             .field("read_timeout", &self.read_timeout)
@@ -254,7 +362,11 @@ impl DataRepairer {
         &self.detector
     }
 
-    /// Registers a replica. Replicas may be added while repairs run.
+    /// Registers a replica. Replicas may be added while repairs run. Its
+    /// `id`, `page_size` and [`may_call_inline`](Replica::may_call_inline)
+    /// are asked here, on the caller's thread, once; every later call into
+    /// it runs on its helper thread with a deadline — or, for a replica that
+    /// may be called inline, on the repairing thread without one.
     ///
     /// # Errors
     /// [`Error::PageSizeMismatch`] when its page size differs from the local
@@ -262,6 +374,7 @@ impl DataRepairer {
     /// registered; [`Error::InvalidArgument`] beyond [`MAX_REPLICAS`].
     pub fn add_replica(&self, replica: Arc<dyn Replica>) -> Result<()> {
         let id = replica.id();
+        let inline = replica.may_call_inline();
         let expected = self.detector.store().page_size();
         let actual = replica.page_size();
         if actual != expected {
@@ -284,15 +397,21 @@ impl DataRepairer {
             });
         }
         v.push(ReplicaEntry {
-            reader: Arc::new(ReplicaReader::new(id.clone(), replica)),
+            reader: Arc::new(ReplicaReader::new(
+                id.clone(),
+                replica,
+                self.limits(),
+                inline,
+            )),
             id,
             stats: Arc::default(),
         });
         Ok(())
     }
 
-    /// Unregisters a replica; returns whether it was registered. A read of it
-    /// in flight finishes (or is abandoned at its deadline) first.
+    /// Unregisters a replica; returns whether it was registered. It does not
+    /// wait: a call into the replica in flight for a repair under way goes on
+    /// until it answers or misses its deadline.
     pub fn remove_replica(&self, id: &ReplicaId) -> bool {
         let mut v = self.replicas.write();
         let before = v.len();
@@ -307,11 +426,15 @@ impl DataRepairer {
     }
 
     /// Adds a last-resort source, tried in the order added when no replica
-    /// copy could be written.
+    /// copy could be written. Its `name` is asked here, on the caller's
+    /// thread, once; its reads run on its own helper thread
+    /// (`selfheal-fallback-read`) with the deadline and cool-off of replica
+    /// calls (see the module docs).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] beyond [`MAX_FALLBACKS`].
     pub fn add_fallback(&self, source: Arc<dyn PageSource>) -> Result<()> {
+        let name = source.name();
         let mut v = self.fallbacks.write();
         if v.len() >= MAX_FALLBACKS {
             return Err(Error::InvalidArgument {
@@ -321,7 +444,11 @@ impl DataRepairer {
                 ),
             });
         }
-        v.push(source);
+        v.push(FallbackEntry {
+            reader: Arc::new(FallbackReader::new(name.clone(), source, self.limits())),
+            name,
+            stats: Arc::default(),
+        });
         Ok(())
     }
 
@@ -351,6 +478,20 @@ impl DataRepairer {
     pub fn stats(&self) -> RepairStats {
         let s = &self.stats;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let fallbacks = self
+            .fallbacks
+            .read()
+            .iter()
+            .map(|f| FallbackStats {
+                source: f.name.clone(),
+                copies_fetched: l(&f.stats.fetched),
+                verified: l(&f.stats.verified),
+                rejected: l(&f.stats.rejected),
+                unavailable: l(&f.stats.unavailable),
+                timed_out: l(&f.stats.timed_out),
+                used: l(&f.stats.used),
+            })
+            .collect();
         RepairStats {
             attempted: l(&s.attempted),
             repaired: l(&s.repaired),
@@ -375,6 +516,17 @@ impl DataRepairer {
                     used: l(&e.stats.used),
                 })
                 .collect(),
+            fallbacks,
+        }
+    }
+
+    /// The deadline, cool-off and clock of every call into a replica or a
+    /// fallback source.
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.read_timeout,
+            cooloff: self.cooloff,
+            clock: self.clock.clone(),
         }
     }
 

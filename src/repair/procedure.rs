@@ -3,16 +3,19 @@
 //! a batch with one sync), fall back, or declare the page irreparable.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use super::plan::{order_replicas, rank_copies, Group, Skip, Standing};
-use super::replica_read::Stream;
-use super::{
-    Attempt, AttemptResult, CopySource, DataRepairer, RepairOutcome, RepairReport, ReplicaEntry,
+use super::courier::Deadline;
+use super::plan::{
+    admit, next_fetch, order_replicas, rank_copies, Fetch, Gathered, Group, Skip, Standing,
 };
-use crate::corruption::{Commit, CommitResult, PageState, RepairTicket, Verdict};
+use super::replica_read::{StatusCall, Stream};
+use super::{
+    Attempt, AttemptResult, CopySource, DataRepairer, FallbackEntry, RepairOutcome, RepairReport,
+    ReplicaEntry,
+};
+use crate::corruption::{Commit, CommitResult, LsnExpectation, PageState, RepairTicket, Verdict};
 use crate::error::{Error, Result};
-use crate::host::{PageSource, ReplicaStatus};
+use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId, Source};
 
 /// A verified copy waiting for the ranking.
@@ -37,12 +40,15 @@ struct Prefetch {
     stream: Stream,
 }
 
-/// The replicas as a repair sees them now: each with why it must not be
-/// asked (hung or cooling off), and its status (not asked of a blocked one).
+/// The replicas as a repair (or a batch) sees them: each with why it must
+/// not be asked (hung, cooling off, or its status call failed), and its
+/// status (unavailable for a blocked one).
 struct Survey {
     replicas: Vec<ReplicaEntry>,
     blocked: Vec<Option<String>>,
     statuses: Vec<ReplicaStatus>,
+    /// Per replica, the probe that may have read the page after the status.
+    probes: Vec<Option<StatusCall>>,
 }
 
 /// A repair between fetching and committing.
@@ -50,7 +56,8 @@ struct Pending<'d> {
     /// `None` while a batch commit holds it.
     ticket: Option<RepairTicket<'d>>,
     report: RepairReport,
-    needed: Option<Lsn>,
+    /// What the page must carry, as the detector knew when fetching began.
+    expect: LsnExpectation,
     replicas: Vec<ReplicaEntry>,
     candidates: Vec<Candidate>,
     /// Eligible groups in rank order (all at the newest LSN).
@@ -72,9 +79,11 @@ impl DataRepairer {
     /// a sync of its own.
     ///
     /// Every way a repair can end — including no source having a good copy —
-    /// is an `Ok` report; see [`RepairReport::outcome`]. A panic of a host
-    /// fallback source unwinds to the caller, and the page goes back to
-    /// `Suspect` on the way; a replica's panic is caught on its read helper.
+    /// is an `Ok` report; see [`RepairReport::outcome`]. A panic of a replica
+    /// or a fallback source is caught on its helper thread and skips it. A
+    /// panic of host code called on the caller's thread (the detector's
+    /// page-LSN reader, its store) unwinds to the caller, and the page goes
+    /// back to `Suspect` on the way.
     ///
     /// # Errors
     /// [`Error::PageOutOfRange`] for a page past the end of the store.
@@ -87,7 +96,9 @@ impl DataRepairer {
         let report = match self.start(page) {
             Start::Done(report) => report,
             Start::Ticket(ticket) => {
-                let pending = self.gather(ticket, None);
+                let needed = self.detector.last_written_lsn(page);
+                let mut survey = self.survey(Some((page, needed)));
+                let pending = self.gather(ticket, &mut survey, None);
                 self.settle(pending, None)
             }
         };
@@ -137,11 +148,13 @@ impl DataRepairer {
                 Start::Ticket(ticket) => tickets.push((i, ticket)),
             }
         }
-        let mut prefetch = self.prefetch(tickets.iter().map(|(_, t)| t.page()).collect());
+        // One survey serves the whole batch: statuses are asked once.
+        let mut survey = self.survey(None);
+        let mut prefetch = self.prefetch(&survey, tickets.iter().map(|(_, t)| t.page()).collect());
         let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
         let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
         for (i, ticket) in tickets {
-            let pending = self.gather(ticket, prefetch.as_mut());
+            let pending = self.gather(ticket, &mut survey, prefetch.as_mut());
             if pending.lead().is_some() {
                 to_commit.push((i, pending));
             } else {
@@ -176,46 +189,81 @@ impl DataRepairer {
     /// Queues the reads of a batch's pages on the replica every page would
     /// ask first, so that the helper reads ahead while pages are verified.
     /// `None` when no replica can be asked (each page then finds out why).
-    fn prefetch(&self, pages: Vec<PageId>) -> Option<Prefetch> {
+    fn prefetch(&self, survey: &Survey, pages: Vec<PageId>) -> Option<Prefetch> {
         if pages.is_empty() {
             return None;
         }
-        let survey = self.survey();
         let (first, _) = order_replicas(&survey.statuses, None)
             .into_iter()
             .find(|(_, skip)| skip.is_none())?;
         let entry = &survey.replicas[first];
         let ps = self.detector.store().page_size();
-        let stream = entry.reader.stream(pages, ps, self.clock.as_ref()).ok()?;
+        let stream = entry.reader.stream(pages, ps).ok()?;
         Some(Prefetch {
             replica: entry.id.clone(),
             stream,
         })
     }
 
-    fn survey(&self) -> Survey {
+    /// Asks every replica for its status at once, on their helper threads,
+    /// and waits for the answers with one deadline: hung replicas cost one
+    /// deadline together. A replica that is hung or cooling off is not asked;
+    /// one whose status misses the deadline or panics is blocked (and cools
+    /// off, counted as timed out when it missed the deadline).
+    ///
+    /// With `probe` (a page and the LSN it must reach), when no more replicas
+    /// are registered than copies a repair wants, each replica whose status
+    /// allows it reads the page in the same call: a repair then asks every
+    /// such replica anyway (unless page LSNs show some cannot hold a copy that
+    /// would be written; their copies are discarded unread by the repair).
+    fn survey(&self, probe: Option<(PageId, Option<Lsn>)>) -> Survey {
         let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
-        // A replica that is hung or cooling off is not even asked for its status.
-        let now = self.clock.now_ns();
-        let blocked: Vec<Option<String>> = replicas
+        let ps = self.detector.store().page_size();
+        let probe = probe.filter(|_| replicas.len() <= self.max_copies);
+        let asked: Vec<_> = replicas
             .iter()
-            .map(|e| e.reader.unavailable_reason(now))
-            .collect();
-        let statuses = replicas
-            .iter()
-            .zip(&blocked)
-            .map(|(e, b)| match b {
-                Some(_) => ReplicaStatus {
-                    available: false,
-                    lag: crate::host::ReplicaLag::default(),
-                },
-                None => e.reader.replica().status(),
+            .map(|e| match probe {
+                Some((page, needed)) => e.reader.probe(page, ps, needed),
+                None => e.reader.ask_status(),
             })
             .collect();
+        let deadline = Deadline::after(self.read_timeout);
+        let mut blocked = Vec::with_capacity(replicas.len());
+        let mut statuses = Vec::with_capacity(replicas.len());
+        let mut probes = Vec::with_capacity(replicas.len());
+        for (e, asked) in replicas.iter().zip(asked) {
+            let answer = asked.and_then(|mut call| {
+                let status = e.reader.status(&mut call, deadline)?;
+                Ok((status, call))
+            });
+            match answer {
+                Ok((status, call)) => {
+                    blocked.push(None);
+                    statuses.push(status);
+                    probes.push(Some(call));
+                }
+                Err(f) => {
+                    // Counted as unavailable where the repair skips it.
+                    if f.timed_out() {
+                        e.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    blocked.push(Some(match f.error {
+                        Error::ReplicaUnavailable { reason, .. } => reason,
+                        other => other.to_string(),
+                    }));
+                    statuses.push(ReplicaStatus {
+                        available: false,
+                        lag: ReplicaLag::default(),
+                    });
+                    probes.push(None);
+                }
+            }
+        }
         Survey {
             replicas,
             blocked,
             statuses,
+            probes,
         }
     }
 
@@ -283,27 +331,32 @@ impl DataRepairer {
     fn gather<'d>(
         &'d self,
         ticket: RepairTicket<'d>,
+        survey: &mut Survey,
         mut prefetch: Option<&mut Prefetch>,
     ) -> Pending<'d> {
         let page = ticket.page();
         let ps = self.detector.store().page_size();
-        let needed = self.detector.last_written_lsn(page);
+        let expect = self.detector.lsn_expectation(page);
+        let needed = expect.floor();
+        let by_lsn = self.detector.reads_page_lsns();
         let Survey {
             replicas,
-            mut blocked,
+            blocked,
             statuses,
-        } = self.survey();
+            probes,
+        } = survey;
         let mut report = RepairReport::new(page, RepairOutcome::NotNeeded);
         let mut candidates: Vec<Candidate> = Vec::new();
+        let mut got = Gathered::default();
 
-        for (idx, skip) in order_replicas(&statuses, needed) {
+        for (idx, skip) in order_replicas(statuses, needed) {
             let entry = &replicas[idx];
             let source = CopySource::Replica(entry.id.clone());
             match skip {
                 Some(Skip::Unavailable) => {
                     entry.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     let reason = blocked[idx]
-                        .take()
+                        .clone()
                         .unwrap_or_else(|| "its status says it cannot serve reads".into());
                     report.attempts.push(Attempt {
                         source,
@@ -324,24 +377,35 @@ impl DataRepairer {
                 }
                 None => {}
             }
-            // Only verified copies count toward the limit.
-            if candidates.len() == self.max_copies {
-                break;
-            }
-            let clock = self.clock.as_ref();
-            let ahead = match prefetch.as_deref_mut() {
-                Some(pf) if pf.replica == entry.id => {
-                    entry
-                        .reader
-                        .take(&mut pf.stream, page, self.read_timeout, self.cooloff, clock)
+            // Only verified copies count; with page LSNs, only those at the
+            // newest LSN, and never while a replica left may hold a newer one.
+            match next_fetch(
+                statuses[idx].lag.applied_lsn,
+                &got,
+                self.max_copies,
+                by_lsn,
+                expect.exact(),
+            ) {
+                Fetch::Ask => {}
+                Fetch::Enough => continue,
+                Fetch::Behind { applied, newest } => {
+                    entry.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    report.attempts.push(Attempt {
+                        source,
+                        result: AttemptResult::Stale {
+                            applied,
+                            needed: newest,
+                        },
+                    });
+                    continue;
                 }
+            }
+            let ahead = match (prefetch.as_deref_mut(), probes[idx].as_mut()) {
+                (Some(pf), _) if pf.replica == entry.id => entry.reader.take(&mut pf.stream, page),
+                (_, Some(probe)) => entry.reader.take_copy(probe, page),
                 _ => None,
             };
-            let read = ahead.unwrap_or_else(|| {
-                entry
-                    .reader
-                    .read(page, ps, self.read_timeout, self.cooloff, clock)
-            });
+            let read = ahead.unwrap_or_else(|| entry.reader.read(page, ps));
             let result = match read {
                 Err(f) => {
                     entry.count_failure(&f);
@@ -357,10 +421,19 @@ impl DataRepairer {
                         }
                         Ok(()) => {
                             entry.stats.verified.fetch_add(1, Ordering::Relaxed);
+                            let lsn = self.detector.page_lsn_of(&buf);
+                            if let Err(written) = admit(lsn, expect) {
+                                report.attempts.push(Attempt {
+                                    source,
+                                    result: AttemptResult::NotLastWrite { lsn, written },
+                                });
+                                continue;
+                            }
+                            got.add(lsn);
                             candidates.push(Candidate {
                                 attempt: report.attempts.len(),
                                 replica: idx,
-                                lsn: self.detector.page_lsn_of(&buf),
+                                lsn,
                                 bytes: buf,
                             });
                             AttemptResult::Verified
@@ -379,6 +452,17 @@ impl DataRepairer {
             rank_copies(&views, self.require_majority)
         };
         let newest = groups.first().and_then(|g| g.lsn);
+        debug_assert_eq!(newest, got.newest, "the ranking and the fetch agree");
+        // Only the lead copy of a group that may be written is kept: the
+        // others are byte-identical to it or are never written, and a batch
+        // holds its pages' copies until its commit.
+        for g in &groups {
+            for (k, &m) in g.members.iter().enumerate() {
+                if !(g.eligible() && k == 0) {
+                    candidates[m].bytes = Vec::new();
+                }
+            }
+        }
         for g in &groups {
             for &m in &g.members {
                 report.attempts[candidates[m].attempt].result = match g.standing {
@@ -394,8 +478,8 @@ impl DataRepairer {
         Pending {
             ticket: Some(ticket),
             report,
-            needed,
-            replicas,
+            expect,
+            replicas: replicas.clone(),
             candidates,
             eligible: groups.into_iter().filter(Group::eligible).collect(),
             newest,
@@ -463,35 +547,49 @@ impl DataRepairer {
         let mut ticket = p.ticket.take().expect("held after the replica copies");
 
         // A fallback copy must not be older than the page must be, nor older
-        // than a verified replica copy that could not be written.
-        let floor = p.needed.max(p.newest);
+        // than a verified replica copy that could not be written; with the
+        // last write known exactly, it must carry that write's LSN.
+        let floor = p.expect.floor().max(p.newest);
         let ps = self.detector.store().page_size();
-        let fallbacks: Vec<Arc<dyn PageSource>> = self.fallbacks.read().clone();
+        let fallbacks: Vec<FallbackEntry> = self.fallbacks.read().clone();
         for fb in fallbacks {
-            let source = CopySource::Fallback(fb.name());
-            let mut buf = vec![0u8; ps];
-            let result = match fb.read_page(page, floor, &mut buf) {
-                Ok(false) => AttemptResult::NoCopy,
-                Err(e) => AttemptResult::Unavailable(e),
-                Ok(true) => {
+            let source = CopySource::Fallback(fb.name.clone());
+            let result = match fb.reader.read(page, floor, ps) {
+                Ok(None) => AttemptResult::NoCopy,
+                Err(f) => {
+                    fb.stats.count_failure(&f);
+                    AttemptResult::Unavailable(f.error)
+                }
+                Ok(Some(buf)) => {
+                    fb.stats.fetched.fetch_add(1, Ordering::Relaxed);
                     p.report.bytes_fetched += ps as u64;
                     let lsn = self.detector.page_lsn_of(&buf);
-                    match self.detector.verify(page, &buf) {
+                    let verified = self.detector.verify(page, &buf);
+                    let counter = match verified {
+                        Ok(()) => &fb.stats.verified,
+                        Err(_) => &fb.stats.rejected,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    match verified.map(|()| admit(lsn, p.expect)) {
                         Err(e) => AttemptResult::FailedVerification(e),
-                        Ok(()) if p.newest.is_some_and(|n| lsn < Some(n)) => {
+                        Ok(Err(written)) => AttemptResult::NotLastWrite { lsn, written },
+                        Ok(Ok(())) if p.newest.is_some_and(|n| lsn < Some(n)) => {
                             AttemptResult::OlderCopy {
                                 lsn,
                                 newest: p.newest.expect("checked"),
                             }
                         }
-                        Ok(()) => match self.detector.commit_repair(ticket, &buf) {
+                        Ok(Ok(())) => match self.detector.commit_repair(ticket, &buf) {
                             Ok(commit) => {
                                 p.report.attempts.push(Attempt {
                                     source: source.clone(),
                                     result: AttemptResult::Verified,
                                 });
                                 p.report.outcome = match commit {
-                                    Commit::Written => RepairOutcome::Repaired { source },
+                                    Commit::Written => {
+                                        fb.stats.used.fetch_add(1, Ordering::Relaxed);
+                                        RepairOutcome::Repaired { source }
+                                    }
                                     Commit::Superseded => RepairOutcome::Superseded,
                                 };
                                 return p.report;
@@ -544,6 +642,15 @@ fn irreparable_reason(attempts: &[Attempt]) -> String {
                 AttemptResult::OlderCopy { lsn, newest } => match lsn {
                     Some(l) => format!("copy has LSN {l}, older than the newest copy's {newest}"),
                     None => format!("copy has no readable LSN; the newest copy has {newest}"),
+                },
+                AttemptResult::NotLastWrite { lsn, written } => match lsn {
+                    Some(l) => format!(
+                        "copy has LSN {l}, but the page's last write has {written} \
+                         (a newer copy is a write rolled back or replaced since)"
+                    ),
+                    None => {
+                        format!("copy has no readable LSN; the page's last write has {written}")
+                    }
                 },
                 AttemptResult::FailedVerification(e) => format!("copy failed verification: {e}"),
                 AttemptResult::Unavailable(e) => format!("unavailable: {e}"),

@@ -1,234 +1,236 @@
-//! Replica reads with a deadline, so that a hung or panicking replica never
-//! holds up a repair.
+//! Calls into a replica — its status, page reads, range digests — each with
+//! a deadline, on the replica's helper thread (`selfheal-replica-read`; see
+//! the [courier](super::courier) for the contract: a call that misses the
+//! deadline or panics makes the replica unavailable for its cool-off and for
+//! as long as the abandoned call has not returned, so at most one abandoned
+//! call per replica is ever running).
 //!
-//! A replica is a host object, often across a network, and its `read_page`
-//! may hang (a partition behind a socket without a timeout) or panic (a bug).
-//! The repairer therefore never calls it on its own thread: each replica gets
-//! one helper thread, `selfheal-replica-read`, started on its first read, that
-//! runs that replica's jobs one at a time from a bounded queue (at most
-//! [`READS_QUEUED_MAX`] jobs), and the repairer waits for each answer only
-//! until the deadline
-//! ([`RepairConfig::replica_read_timeout`](super::RepairConfig::replica_read_timeout)).
-//! A job is the read of one page, or, for a batch repair, the reads of the
-//! batch's pages in order (a *stream*): the helper reads ahead and sends each
-//! answer as it comes, so a batch costs one hand-over between threads instead
-//! of one per page, and the deadline applies to each answer the repairer
-//! waits for.
-//!
-//! # Contract
-//!
-//! - A read that misses the deadline is *abandoned*: its answer is discarded
-//!   when it comes, the replica is counted as timed out and unavailable, and
-//!   it is not asked again until that read has returned **and** the cool-off
-//!   ([`RepairConfig::replica_cooloff`](super::RepairConfig::replica_cooloff))
-//!   since the deadline has passed. So at most one abandoned read per replica
-//!   is ever running: while it hangs, no other read of that replica starts.
-//! - A read queued behind a hung one that misses its own deadline is
-//!   withdrawn before it starts (the helper skips it).
-//! - A read that panics is caught on the helper thread (which lives on) and
-//!   answers as the replica being unavailable; the replica cools off too, and
-//!   the rest of its job is not read.
-//! - Dropping a stream cancels its reads not yet started.
-//! - A read that returns an error answers with that error at once.
-//! - The deadline is real time (it bounds how long a thread waits); the
-//!   cool-off is measured on the repairer's [`Clock`], so tests step over it.
-//! - Dropping the repairer never waits for a hung read: the helper thread
-//!   ends when its current read returns and it finds the queue closed.
+//! A batch repair reads its pages as one job, a *stream*: the helper reads
+//! ahead and sends each answer as it comes, so a batch costs one hand-over
+//! between threads instead of one per page, and the deadline applies to each
+//! answer the repairer waits for. A status is asked of every replica at once
+//! ([`ReplicaReader::ask_status`]) and the answers are awaited with one shared
+//! deadline, so a survey of hung replicas costs one deadline, not one each.
+//! A *probe* ([`ReplicaReader::probe`]) asks for the status and, when the
+//! status allows it, reads a page right after in the same job: one hand-over
+//! instead of two, and the copies of several replicas are read concurrently.
 
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::Mutex;
+use super::courier::{Call, CallFailure, Courier, Deadline, Limits, Miss, Target};
+use super::plan::skip;
+use crate::error::Result;
+use crate::host::{Replica, ReplicaStatus};
+use crate::types::{Lsn, PageId, ReplicaId};
 
-use crate::clock::Clock;
-use crate::error::{Error, Result};
-use crate::host::Replica;
-use crate::types::{PageId, ReplicaId};
+/// The answer of one page read: the page, the replica's result, the bytes.
+type PageAnswer = (PageId, Result<()>, Vec<u8>);
 
-/// Jobs of one replica that may wait in its helper's queue at once (reads
-/// beyond that answer at once that the replica is busy).
-pub(crate) const READS_QUEUED_MAX: usize = 16;
-
-/// Where a job is in its life; moves only forward.
-const QUEUED: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
-/// Its waiter gave up before the helper started it: it never runs.
-const WITHDRAWN: u8 = 3;
-/// Its waiter gave up while a read of it ran: the replica is hung until that
-/// read returns.
-const ABANDONED: u8 = 4;
-/// Its waiter no longer wants the rest: the helper stops after the read it
-/// is in (not a hang).
-const CANCELLED: u8 = 5;
-
-/// Reads of one or more pages, run in order; each answer is sent as it comes.
-struct Job {
-    pages: Vec<PageId>,
-    page_size: usize,
-    phase: Arc<AtomicU8>,
-    reply: Sender<(PageId, Reply)>,
+/// What a status call answers: the status first, then, for a probe whose
+/// status allowed the read, the copy.
+enum Probe {
+    Status(ReplicaStatus),
+    Copy(PageAnswer),
 }
 
-enum Reply {
-    Done(Result<()>, Vec<u8>),
-    Panicked(String),
-}
-
-/// What the helper thread shares with the reader.
-struct Shared {
-    replica: Arc<dyn Replica>,
-    /// The phase of the job the helper runs now. The replica is hung while
-    /// it is `ABANDONED`: only the waiter moves a phase there, and only the
-    /// helper clears this when the job's last read returned, so no flag can
-    /// be left set by a race between the two.
-    current: Mutex<Option<Arc<AtomicU8>>>,
-}
-
-impl Shared {
-    fn hung(&self) -> bool {
-        self.current
-            .lock()
-            .as_ref()
-            .is_some_and(|p| p.load(Ordering::Acquire) == ABANDONED)
-    }
-}
-
-/// How a read failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Miss {
-    /// Not asked: hung, cooling off, busy, or no helper.
-    Refused,
-    /// The replica answered with an error.
-    Failed,
-    /// It missed the deadline (abandoned or withdrawn).
-    TimedOut,
-    /// It panicked.
-    Panicked,
-}
-
-/// Why a read gave no copy.
-#[derive(Debug)]
-pub(crate) struct ReadFailure {
-    /// The error to report (the replica's own, or `ReplicaUnavailable`).
-    pub error: Error,
-    /// How it failed.
-    pub miss: Miss,
-}
-
-impl ReadFailure {
-    /// Whether the read missed its deadline.
-    pub(crate) fn timed_out(&self) -> bool {
-        self.miss == Miss::TimedOut
-    }
-}
-
-/// The answers of one job, taken page by page in the job's order. Dropping
-/// it cancels the reads not yet started.
+/// The answers of one stream of page reads, taken page by page in the
+/// stream's order. Dropping it cancels the reads not yet started.
 pub(crate) struct Stream {
-    phase: Arc<AtomicU8>,
-    answers: Receiver<(PageId, Reply)>,
+    call: Call<PageAnswer>,
     /// Pages whose answers have not been taken yet, in order.
     expected: VecDeque<PageId>,
     /// The job ended early (a read missed its deadline or panicked).
     broken: bool,
 }
 
-impl Drop for Stream {
-    fn drop(&mut self) {
-        if self
-            .phase
-            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            let _ = self.phase.compare_exchange(
-                RUNNING,
-                CANCELLED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    }
+/// A status asked for, and maybe a copy read right after it. Dropping it
+/// cancels the read if it has not started.
+pub(crate) struct StatusCall {
+    call: Call<Probe>,
+    /// The page read after the status, until its copy is taken.
+    page: Option<PageId>,
 }
 
-/// The reads of one replica: its helper thread, the hung flag and the cool-off.
+/// The calls into one replica.
 pub(crate) struct ReplicaReader {
-    id: ReplicaId,
-    shared: Arc<Shared>,
-    jobs: Mutex<Option<Sender<Job>>>,
-    /// Clock time before which the replica is not asked (0: none).
-    cool_until_ns: AtomicU64,
+    courier: Courier<dyn Replica>,
 }
 
 impl ReplicaReader {
-    pub(crate) fn new(id: ReplicaId, replica: Arc<dyn Replica>) -> Self {
+    /// The calls into `replica`; with `inline` (the replica
+    /// [may be called inline](Replica::may_call_inline)) on the caller's
+    /// thread, without a helper and without a deadline.
+    pub(crate) fn new(
+        id: ReplicaId,
+        replica: Arc<dyn Replica>,
+        limits: Limits,
+        inline: bool,
+    ) -> Self {
         ReplicaReader {
-            id,
-            shared: Arc::new(Shared {
+            courier: Courier::new(
+                Target::Replica(id),
+                "selfheal-replica-read",
+                limits,
                 replica,
-                current: Mutex::new(None),
-            }),
-            jobs: Mutex::new(None),
-            cool_until_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// The replica.
-    pub(crate) fn replica(&self) -> &Arc<dyn Replica> {
-        &self.shared.replica
-    }
-
-    /// Why the replica must not be asked now, if it must not: a read of it
-    /// is hung, or it cools off after a read that timed out or panicked.
-    pub(crate) fn unavailable_reason(&self, now_ns: u64) -> Option<String> {
-        if self.shared.hung() {
-            return Some(
-                "a read of it missed its deadline and has not returned yet; it is not asked \
-                 again until that read returns"
-                    .into(),
-            );
-        }
-        let until = self.cool_until_ns.load(Ordering::Acquire);
-        (now_ns < until).then(|| {
-            format!(
-                "it cools off for another {:?} after a read that missed its deadline or panicked",
-                Duration::from_nanos(until - now_ns)
             )
+            .run_inline(inline),
+        }
+    }
+
+    /// The failure reported for a replica that is not called because of `reason`.
+    pub(crate) fn refused(&self, reason: String) -> CallFailure {
+        self.courier.failure(reason, Miss::Refused)
+    }
+
+    /// Asks for the replica's status and returns at once; the answer is
+    /// taken with [`status`](Self::status).
+    ///
+    /// # Errors
+    /// A `Refused` failure when the replica is hung, cooling off or busy.
+    pub(crate) fn ask_status(&self) -> std::result::Result<StatusCall, CallFailure> {
+        let call = self.courier.call(1, |replica, reply| {
+            reply.send(Probe::Status(replica.status()));
+        })?;
+        Ok(StatusCall { call, page: None })
+    }
+
+    /// Asks for the replica's status and, in the same job, reads `page`
+    /// (`page_size` bytes) unless the status says it cannot serve reads or
+    /// is behind `needed`; returns at once. The status is taken with
+    /// [`status`](Self::status), the copy with [`take_copy`](Self::take_copy).
+    ///
+    /// # Errors
+    /// As [`ask_status`](Self::ask_status).
+    pub(crate) fn probe(
+        &self,
+        page: PageId,
+        page_size: usize,
+        needed: Option<Lsn>,
+    ) -> std::result::Result<StatusCall, CallFailure> {
+        let call = self.courier.call(2, move |replica, reply| {
+            let status = replica.status();
+            if !reply.send(Probe::Status(status)) || skip(&status, needed).is_some() {
+                return;
+            }
+            if reply.wanted() {
+                let mut buf = vec![0u8; page_size];
+                let result = replica.read_page(page, &mut buf);
+                reply.send(Probe::Copy((page, result, buf)));
+            }
+        })?;
+        Ok(StatusCall {
+            call,
+            page: Some(page),
         })
     }
 
-    /// Reads `page` (`page_size` bytes) on the helper thread, waiting at
-    /// most `timeout`.
+    /// The status asked for with `call`, waiting until `deadline` at most.
     ///
     /// # Errors
-    /// A [`ReadFailure`]: the replica's error, or `ReplicaUnavailable` when
-    /// it is hung, cooling off, busy, missed the deadline or panicked.
+    /// As [`Courier::wait`].
+    pub(crate) fn status(
+        &self,
+        call: &mut StatusCall,
+        deadline: Deadline,
+    ) -> std::result::Result<ReplicaStatus, CallFailure> {
+        match self
+            .courier
+            .wait(&mut call.call, deadline, &|| "status".into())?
+        {
+            Probe::Status(status) => Ok(status),
+            Probe::Copy(_) => {
+                debug_assert!(false, "a status call answers its status first");
+                Err(self.refused("its helper answered out of order".into()))
+            }
+        }
+    }
+
+    /// The copy of `page` that `call` read after the status, waiting for the
+    /// deadline at most. `None` when `call` did not read `page` (not a probe
+    /// of it, its copy already taken, or the status said not to read): the
+    /// caller reads it on its own then.
+    pub(crate) fn take_copy(
+        &self,
+        call: &mut StatusCall,
+        page: PageId,
+    ) -> Option<std::result::Result<Vec<u8>, CallFailure>> {
+        if call.page != Some(page) {
+            return None;
+        }
+        call.page = None;
+        let deadline = self.courier.limits().deadline();
+        let what = || format!("read of page {page}");
+        match self.courier.wait(&mut call.call, deadline, &what) {
+            Ok(Probe::Copy((p, result, buf))) => {
+                debug_assert_eq!(p, page);
+                Some(result.map(|()| buf).map_err(|error| CallFailure {
+                    error,
+                    miss: Miss::Failed,
+                }))
+            }
+            Ok(Probe::Status(_)) => None,
+            // The job ended without reading: the status said not to.
+            Err(f) if f.miss == Miss::Refused => None,
+            Err(f) => Some(Err(f)),
+        }
+    }
+
+    /// The replica's status, waiting for the deadline at most.
+    ///
+    /// # Errors
+    /// As [`ask_status`](Self::ask_status) and [`status`](Self::status).
+    pub(crate) fn status_now(&self) -> std::result::Result<ReplicaStatus, CallFailure> {
+        let mut call = self.ask_status()?;
+        self.status(&mut call, self.courier.limits().deadline())
+    }
+
+    /// The replica's digest of pages `first .. first + count`, waiting for
+    /// the deadline at most.
+    ///
+    /// # Errors
+    /// The replica's error (`Failed`), or as [`Courier::wait`].
+    pub(crate) fn range_digest(
+        &self,
+        first: PageId,
+        count: u64,
+    ) -> std::result::Result<u64, CallFailure> {
+        let mut call = self.courier.call(1, move |replica, reply| {
+            if reply.wanted() {
+                reply.send(replica.range_digest(first, count));
+            }
+        })?;
+        let deadline = self.courier.limits().deadline();
+        let what = || format!("range digest of pages {first}..+{count}");
+        match self.courier.wait(&mut call, deadline, &what)? {
+            Ok(digest) => Ok(digest),
+            Err(error) => Err(CallFailure {
+                error,
+                miss: Miss::Failed,
+            }),
+        }
+    }
+
+    /// Reads `page` (`page_size` bytes), waiting for the deadline at most.
+    ///
+    /// # Errors
+    /// The replica's error (`Failed`), or `ReplicaUnavailable` when it is
+    /// hung, cooling off, busy, missed the deadline or panicked.
     pub(crate) fn read(
         &self,
         page: PageId,
         page_size: usize,
-        timeout: Duration,
-        cooloff: Duration,
-        clock: &dyn Clock,
-    ) -> std::result::Result<Vec<u8>, ReadFailure> {
-        let mut stream = self.stream(vec![page], page_size, clock)?;
-        self.take(&mut stream, page, timeout, cooloff, clock)
-            .unwrap_or_else(|| {
-                Err(self.unavailable(
-                    format!("its read helper ended without answering the read of page {page}"),
-                    Miss::Refused,
-                ))
-            })
+    ) -> std::result::Result<Vec<u8>, CallFailure> {
+        let mut stream = self.stream(vec![page], page_size)?;
+        self.take(&mut stream, page).unwrap_or_else(|| {
+            Err(self.refused(format!(
+                "its read helper ended without answering the read of page {page}"
+            )))
+        })
     }
 
     /// Queues reads of `pages` (in this order) as one job and returns at
-    /// once; the answers are taken with [`take`](Self::take). The helper
-    /// reads ahead while the caller works on earlier answers, so a batch of
-    /// reads costs one hand-over between threads, not one per page.
+    /// once; the answers are taken with [`take`](Self::take).
     ///
     /// # Errors
     /// `ReplicaUnavailable` when the replica is hung, cooling off or busy, or
@@ -237,32 +239,30 @@ impl ReplicaReader {
         &self,
         pages: Vec<PageId>,
         page_size: usize,
-        clock: &dyn Clock,
-    ) -> std::result::Result<Stream, ReadFailure> {
-        if let Some(reason) = self.unavailable_reason(clock.now_ns()) {
-            return Err(self.unavailable(reason, Miss::Refused));
-        }
-        let (reply, answers) = bounded(pages.len().max(1));
-        let phase = Arc::new(AtomicU8::new(QUEUED));
+    ) -> std::result::Result<Stream, CallFailure> {
         let expected = pages.iter().copied().collect();
-        self.submit(Job {
-            pages,
-            page_size,
-            phase: phase.clone(),
-            reply,
-        })
-        .map_err(|reason| self.unavailable(reason, Miss::Refused))?;
+        let call = self.courier.call(pages.len(), move |replica, reply| {
+            for page in pages {
+                if !reply.wanted() {
+                    return;
+                }
+                let mut buf = vec![0u8; page_size];
+                let result = replica.read_page(page, &mut buf);
+                if !reply.send((page, result, buf)) {
+                    return;
+                }
+            }
+        })?;
         Ok(Stream {
-            phase,
-            answers,
+            call,
             expected,
             broken: false,
         })
     }
 
     /// Takes the answer for `page` from `stream`, discarding answers for
-    /// pages before it, waiting at most `timeout` for each. A wait for an
-    /// earlier page that misses the deadline, or an earlier read that
+    /// pages before it, waiting for the deadline at most for each. A wait for
+    /// an earlier page that misses the deadline, or an earlier read that
     /// panicked, is this page's answer too (the replica failed it). `None`
     /// when the stream holds no answer for `page` (not asked, or the job
     /// ended early): the caller reads it on its own then.
@@ -270,28 +270,28 @@ impl ReplicaReader {
         &self,
         stream: &mut Stream,
         page: PageId,
-        timeout: Duration,
-        cooloff: Duration,
-        clock: &dyn Clock,
-    ) -> Option<std::result::Result<Vec<u8>, ReadFailure>> {
+    ) -> Option<std::result::Result<Vec<u8>, CallFailure>> {
         if stream.broken || !stream.expected.contains(&page) {
             return None;
         }
         loop {
             let next = stream.expected.pop_front()?;
-            let answer = match stream.answers.recv_timeout(timeout) {
-                Ok((p, reply)) => {
+            let deadline = self.courier.limits().deadline();
+            let what = || format!("read of page {next}");
+            let answer = match self.courier.wait(&mut stream.call, deadline, &what) {
+                Ok((p, result, buf)) => {
                     debug_assert_eq!(p, next, "answers come in the job's order");
-                    self.answer(p, reply, cooloff, clock)
+                    result.map(|()| buf).map_err(|error| CallFailure {
+                        error,
+                        miss: Miss::Failed,
+                    })
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.give_up(stream, next, timeout, cooloff, clock)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(f) if f.miss == Miss::Refused => {
                     // The job ended early; its last answer said why.
                     stream.broken = true;
                     return None;
                 }
+                Err(f) => Err(f),
             };
             let ends = answer
                 .as_ref()
@@ -305,168 +305,11 @@ impl ReplicaReader {
         }
     }
 
-    /// The deadline passed while waiting for `page`'s answer.
-    fn give_up(
-        &self,
-        stream: &mut Stream,
-        page: PageId,
-        timeout: Duration,
-        cooloff: Duration,
-        clock: &dyn Clock,
-    ) -> std::result::Result<Vec<u8>, ReadFailure> {
-        let phase = &stream.phase;
-        let gave_up = phase
-            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-            .or_else(|_| {
-                phase.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-            });
-        match gave_up {
-            // Withdrawn or abandoned; an abandoned read keeps the replica
-            // hung (see `Shared::current`) until it returns.
-            Ok(_) => {
-                self.cool_off(cooloff, clock);
-                Err(self.unavailable(
-                    format!(
-                        "it did not answer the read of page {page} within the deadline of \
-                         {timeout:?}"
-                    ),
-                    Miss::TimedOut,
-                ))
-            }
-            // The job finished just as the deadline passed: the answer is there.
-            Err(_) => match stream.answers.try_recv() {
-                Ok((p, reply)) => self.answer(p, reply, cooloff, clock),
-                Err(_) => Err(self.unavailable(
-                    format!("its read helper ended without answering the read of page {page}"),
-                    Miss::Refused,
-                )),
-            },
-        }
+    /// Whether a call into the replica is hung (tests wait for it to return).
+    #[cfg(test)]
+    pub(crate) fn hung(&self) -> bool {
+        self.courier.hung()
     }
-
-    fn answer(
-        &self,
-        page: PageId,
-        reply: Reply,
-        cooloff: Duration,
-        clock: &dyn Clock,
-    ) -> std::result::Result<Vec<u8>, ReadFailure> {
-        match reply {
-            Reply::Done(Ok(()), buf) => Ok(buf),
-            Reply::Done(Err(error), _) => Err(ReadFailure {
-                error,
-                miss: Miss::Failed,
-            }),
-            Reply::Panicked(message) => {
-                self.cool_off(cooloff, clock);
-                Err(self.unavailable(
-                    format!("its read of page {page} panicked: {message}"),
-                    Miss::Panicked,
-                ))
-            }
-        }
-    }
-
-    fn cool_off(&self, cooloff: Duration, clock: &dyn Clock) {
-        let cooloff_ns = u64::try_from(cooloff.as_nanos()).unwrap_or(u64::MAX);
-        self.cool_until_ns
-            .fetch_max(clock.now_ns().saturating_add(cooloff_ns), Ordering::AcqRel);
-    }
-
-    fn unavailable(&self, reason: String, miss: Miss) -> ReadFailure {
-        ReadFailure {
-            error: Error::ReplicaUnavailable {
-                replica: self.id.clone(),
-                reason,
-            },
-            miss,
-        }
-    }
-
-    /// Queues a job for the helper thread, starting the thread first if it
-    /// is not running.
-    fn submit(&self, job: Job) -> std::result::Result<(), String> {
-        let mut jobs = self.jobs.lock();
-        // The helper never ends while the queue is open, so a closed queue
-        // only means it was never started.
-        let job = match jobs.as_ref() {
-            Some(tx) => match tx.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(_)) => {
-                    return Err(format!(
-                        "{READS_QUEUED_MAX} reads of it are already waiting; try again later"
-                    ))
-                }
-                Err(TrySendError::Disconnected(job)) => job,
-            },
-            None => job,
-        };
-        let (tx, rx) = bounded(READS_QUEUED_MAX);
-        let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name("selfheal-replica-read".into())
-            .spawn(move || serve(&shared, &rx))
-            .map_err(|e| format!("its read helper thread could not be started: {e}"))?;
-        tx.try_send(job)
-            .map_err(|_| "its new read helper refused the read".to_owned())?;
-        *jobs = Some(tx);
-        Ok(())
-    }
-}
-
-/// The helper thread: runs queued jobs one at a time until the queue closes.
-fn serve(shared: &Shared, jobs: &Receiver<Job>) {
-    for job in jobs {
-        if job
-            .phase
-            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            continue; // withdrawn by its waiter
-        }
-        *shared.current.lock() = Some(job.phase.clone());
-        run(shared, &job);
-        // Abandoned at a deadline or not, the read has returned: the replica
-        // may be asked again (once its cool-off ends).
-        let _ = job
-            .phase
-            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
-        *shared.current.lock() = None;
-    }
-}
-
-/// Runs the reads of one job in order until one panics or its waiter stops
-/// waiting.
-fn run(shared: &Shared, job: &Job) {
-    for &page in &job.pages {
-        if job.phase.load(Ordering::Acquire) != RUNNING {
-            return;
-        }
-        let mut buf = vec![0u8; job.page_size];
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            shared.replica.read_page(page, &mut buf)
-        }));
-        let (reply, stop) = match outcome {
-            Ok(result) => (Reply::Done(result, buf), false),
-            Err(payload) => (Reply::Panicked(panic_message(payload.as_ref())), true),
-        };
-        if job.phase.load(Ordering::Acquire) != RUNNING {
-            return;
-        }
-        // The channel holds one answer per page: this never blocks.
-        let _ = job.reply.try_send((page, reply));
-        if stop {
-            return;
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]
@@ -474,8 +317,9 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::{MemStore, StoreReplica};
-    use crate::testing::FaultyReplica;
+    use crate::testing::{FaultyReplica, ReplicaCall};
     use crate::PageStore;
+    use std::time::{Duration, Instant};
 
     const PS: usize = 64;
     const DEADLINE: Duration = Duration::from_millis(100);
@@ -487,153 +331,214 @@ mod tests {
         Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new("r", store))))
     }
 
-    #[test]
-    fn hung_read_is_abandoned_and_blocks_the_replica_until_it_returns_and_cools_off() {
-        let r = replica();
-        let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
+    fn reader(r: &Arc<FaultyReplica>, timeout: Duration) -> (ReplicaReader, ManualClock) {
         let clock = ManualClock::new();
-        r.set_hang(true);
-        let miss = reader
-            .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
-            .unwrap_err();
-        assert!(miss.timed_out());
-        assert!(miss.error.is_retryable());
-        assert_eq!(r.hung_reads(), 1);
-        // Past the cool-off, but the read still hangs: still not asked.
-        clock.advance(COOLOFF * 2);
-        let refused = reader
-            .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
-            .unwrap_err();
-        assert!(!refused.timed_out());
-        assert!(
-            refused.error.to_string().contains("has not returned"),
-            "{}",
-            refused.error
-        );
-        assert_eq!(r.reads(), 1, "no second read while one hangs");
-        // The read returns: its answer is discarded and the replica is asked again.
-        r.set_hang(false);
-        while reader.unavailable_reason(clock.now_ns()).is_some() {
-            std::thread::yield_now();
-        }
-        assert_eq!(
-            reader
-                .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
-                .unwrap(),
-            vec![2u8; PS]
-        );
+        let limits = Limits {
+            timeout,
+            cooloff: COOLOFF,
+            clock: Arc::new(clock.clone()),
+        };
+        (
+            ReplicaReader::new(ReplicaId::new("r"), r.clone(), limits, false),
+            clock,
+        )
     }
 
     #[test]
-    fn cool_off_follows_the_clock() {
+    fn a_hung_read_is_abandoned_and_blocks_every_call_until_it_returns() {
         let r = replica();
-        let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
-        let clock = ManualClock::new();
-        r.set_panic(true);
-        // Generous: printing the panic's backtrace may take a while.
-        let miss = reader
-            .read(PageId(1), PS, Duration::from_secs(60), COOLOFF, &clock)
-            .unwrap_err();
+        let (reader, clock) = reader(&r, DEADLINE);
+        r.set_hang(true);
+        let miss = reader.read(PageId(2), PS).unwrap_err();
+        assert!(miss.timed_out());
         assert!(
-            miss.error.to_string().contains("panicked"),
+            miss.error.to_string().contains("read of page 2 within"),
             "{}",
             miss.error
         );
-        r.set_panic(false);
-        assert!(reader.unavailable_reason(clock.now_ns()).is_some());
-        clock.advance(COOLOFF - Duration::from_nanos(1));
-        assert!(reader
-            .read(PageId(1), PS, DEADLINE, COOLOFF, &clock)
-            .is_err());
-        clock.advance(Duration::from_nanos(1));
-        assert_eq!(
-            reader
-                .read(PageId(1), PS, DEADLINE, COOLOFF, &clock)
-                .unwrap(),
-            vec![0u8; PS]
-        );
-        assert_eq!(r.reads(), 2, "the helper survived the panic");
+        clock.advance(COOLOFF * 2);
+        // Neither a status nor a digest is asked of a replica with a hung read.
+        assert!(reader.status_now().is_err());
+        assert!(reader.range_digest(PageId(0), 4).is_err());
+        assert_eq!(r.calls(ReplicaCall::Status), 0);
+        assert_eq!(r.calls(ReplicaCall::Digest), 0);
+        r.set_hang(false);
+        while reader.hung() {
+            std::thread::yield_now();
+        }
+        assert_eq!(reader.read(PageId(2), PS).unwrap(), vec![2u8; PS]);
+        assert!(reader.status_now().unwrap().available);
     }
 
     #[test]
-    fn errors_answer_at_once_and_do_not_cool_off() {
+    fn a_hung_status_or_digest_misses_its_deadline_and_cools_off() {
+        for call in [ReplicaCall::Status, ReplicaCall::Digest] {
+            let r = replica();
+            let (reader, clock) = reader(&r, DEADLINE);
+            r.set_hang_on(call, true);
+            let started = Instant::now();
+            let miss = match call {
+                ReplicaCall::Status => reader.status_now().unwrap_err(),
+                _ => reader.range_digest(PageId(0), 4).unwrap_err(),
+            };
+            assert!(started.elapsed() >= DEADLINE);
+            assert!(miss.timed_out(), "{call:?}: {}", miss.error);
+            assert!(miss.error.is_retryable());
+            // Reads are refused while it hangs, and during the cool-off.
+            assert_eq!(reader.read(PageId(2), PS).unwrap_err().miss, Miss::Refused);
+            r.set_hang_on(call, false);
+            while reader.hung() {
+                std::thread::yield_now();
+            }
+            assert!(reader.read(PageId(2), PS).is_err(), "cooling off");
+            clock.advance(COOLOFF);
+            assert_eq!(reader.read(PageId(2), PS).unwrap(), vec![2u8; PS]);
+            assert_eq!(r.calls(call), 1);
+        }
+    }
+
+    #[test]
+    fn statuses_asked_at_once_share_one_deadline() {
+        let replicas: Vec<Arc<FaultyReplica>> = (0..3).map(|_| replica()).collect();
+        let readers: Vec<ReplicaReader> = replicas.iter().map(|r| reader(r, DEADLINE).0).collect();
+        for r in &replicas {
+            r.set_hang_on(ReplicaCall::Status, true);
+        }
+        let started = Instant::now();
+        let calls: Vec<StatusCall> = readers.iter().map(|r| r.ask_status().unwrap()).collect();
+        let deadline = Deadline::after(DEADLINE);
+        for (reader, mut call) in readers.iter().zip(calls) {
+            assert!(reader.status(&mut call, deadline).unwrap_err().timed_out());
+        }
+        let took = started.elapsed();
+        assert!(took >= DEADLINE && took < DEADLINE * 3, "{took:?}");
+        for r in &replicas {
+            r.set_hang_on(ReplicaCall::Status, false);
+        }
+    }
+
+    #[test]
+    fn a_read_error_answers_at_once_and_does_not_cool_off() {
         let r = replica();
-        let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
-        let clock = ManualClock::new();
+        let (reader, _) = reader(&r, DEADLINE);
         r.set_down(true);
-        let miss = reader
-            .read(PageId(1), PS, DEADLINE, COOLOFF, &clock)
-            .unwrap_err();
-        assert!(!miss.timed_out());
+        let miss = reader.read(PageId(1), PS).unwrap_err();
+        assert_eq!(miss.miss, Miss::Failed);
         assert!(
             miss.error.to_string().contains("injected"),
             "{}",
             miss.error
         );
-        assert!(reader.unavailable_reason(clock.now_ns()).is_none());
+        assert!(reader.courier.unavailable_reason().is_none());
     }
 
     #[test]
-    fn the_helper_ends_when_the_reader_is_dropped() {
+    fn a_stream_skips_earlier_answers_and_a_panic_ends_it() {
         let r = replica();
-        let reader = ReplicaReader::new(ReplicaId::new("r"), r.clone());
-        let clock = ManualClock::new();
+        let (reader, _) = reader(&r, Duration::from_secs(60));
         let mut stream = reader
-            .stream(vec![PageId(0), PageId(1), PageId(2)], PS, &clock)
+            .stream(vec![PageId(0), PageId(1), PageId(2)], PS)
             .unwrap();
         assert_eq!(
-            reader
-                .take(&mut stream, PageId(2), DEADLINE, COOLOFF, &clock)
-                .unwrap()
-                .unwrap(),
+            reader.take(&mut stream, PageId(2)).unwrap().unwrap(),
             vec![2u8; PS],
             "earlier answers are skipped"
         );
-        assert!(reader
-            .take(&mut stream, PageId(1), DEADLINE, COOLOFF, &clock)
-            .is_none());
+        assert!(reader.take(&mut stream, PageId(1)).is_none());
         drop(stream);
-        assert!(Arc::strong_count(&r) > 1, "the helper holds the replica");
-        drop(reader);
-        let waited = std::time::Instant::now();
-        while Arc::strong_count(&r) > 1 {
-            assert!(
-                waited.elapsed() < Duration::from_secs(30),
-                "the helper did not end"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        r.set_panic(true);
+        let mut stream = reader.stream(vec![PageId(0), PageId(1)], PS).unwrap();
+        let miss = reader.take(&mut stream, PageId(1)).unwrap().unwrap_err();
+        assert_eq!(miss.miss, Miss::Panicked);
+        assert!(
+            miss.error.to_string().contains("read of page 0 panicked"),
+            "{}",
+            miss.error
+        );
+        assert_eq!(r.reads(), 4, "the rest of the job was not read");
     }
 
     #[test]
-    fn concurrent_reads_behind_a_hung_one_are_withdrawn_not_run() {
+    fn a_probe_reads_after_the_status_only_when_the_status_allows_it() {
         let r = replica();
-        let reader = Arc::new(ReplicaReader::new(ReplicaId::new("r"), r.clone()));
-        let clock = ManualClock::new();
+        let (reader, _) = reader(&r, DEADLINE);
+        let mut call = reader.probe(PageId(2), PS, None).unwrap();
+        assert!(
+            reader
+                .status(&mut call, Deadline::after(DEADLINE))
+                .unwrap()
+                .available
+        );
+        assert!(
+            reader.take_copy(&mut call, PageId(1)).is_none(),
+            "not this page"
+        );
+        assert_eq!(
+            reader.take_copy(&mut call, PageId(2)).unwrap().unwrap(),
+            vec![2u8; PS]
+        );
+        assert!(
+            reader.take_copy(&mut call, PageId(2)).is_none(),
+            "taken once"
+        );
+        assert_eq!(r.reads(), 1);
+        // Behind the LSN the page needs: the status answers, nothing is read.
+        r.set_lag(crate::host::ReplicaLag {
+            applied_lsn: Some(Lsn(4)),
+            behind: None,
+        });
+        let mut call = reader.probe(PageId(2), PS, Some(Lsn(5))).unwrap();
+        reader.status(&mut call, Deadline::after(DEADLINE)).unwrap();
+        assert!(reader.take_copy(&mut call, PageId(2)).is_none());
+        r.set_down(true);
+        let mut call = reader.probe(PageId(2), PS, None).unwrap();
+        assert!(
+            !reader
+                .status(&mut call, Deadline::after(DEADLINE))
+                .unwrap()
+                .available
+        );
+        assert!(reader.take_copy(&mut call, PageId(2)).is_none());
+        assert_eq!(r.reads(), 1, "a replica that may not be read is not read");
+    }
+
+    #[test]
+    fn a_probe_whose_read_hangs_after_the_status_costs_one_deadline() {
+        let r = replica();
+        let (reader, _) = reader(&r, DEADLINE);
         r.set_hang(true);
-        let waiters: Vec<_> = (0..4)
-            .map(|_| {
-                let reader = reader.clone();
-                let clock = clock.clone();
-                std::thread::spawn(move || {
-                    reader
-                        .read(PageId(2), PS, DEADLINE, COOLOFF, &clock)
-                        .unwrap_err()
-                })
-            })
-            .collect();
-        for w in waiters {
-            let miss = w.join().unwrap();
-            assert!(miss.error.is_retryable());
-        }
+        let mut call = reader.probe(PageId(2), PS, None).unwrap();
+        assert!(reader.status(&mut call, Deadline::after(DEADLINE)).is_ok());
+        let miss = reader.take_copy(&mut call, PageId(2)).unwrap().unwrap_err();
+        assert!(miss.timed_out(), "{}", miss.error);
+        assert!(reader.hung());
         r.set_hang(false);
-        while reader.shared.hung() {
+    }
+
+    #[test]
+    fn an_unwanted_probe_read_that_hangs_is_taken_over_by_the_next_call() {
+        let r = replica();
+        let (reader, _) = reader(&r, DEADLINE);
+        r.set_hang(true);
+        let mut call = reader.probe(PageId(2), PS, None).unwrap();
+        assert!(reader.status(&mut call, Deadline::after(DEADLINE)).is_ok());
+        while r.hung_reads() == 0 {
             std::thread::yield_now();
         }
-        // Only the first read ever ran: the others were withdrawn or refused
-        // (a withdrawn job is skipped by the helper before the next one).
-        let r2 = reader.read(PageId(2), PS, DEADLINE, COOLOFF, &ManualClock::new());
-        assert!(r2.is_err(), "cooling off on this clock");
+        // Nobody waits for the copy: dropping the call does not mark a hang.
+        drop(call);
+        assert!(!reader.hung());
+        // The next call misses its deadline behind it and marks the replica
+        // hung: later calls are refused at once until the read returns.
+        assert!(reader.status_now().unwrap_err().timed_out());
+        assert!(reader.hung());
+        let started = Instant::now();
+        assert_eq!(reader.status_now().unwrap_err().miss, Miss::Refused);
+        assert!(started.elapsed() < DEADLINE);
+        r.set_hang(false);
+        while reader.hung() {
+            std::thread::yield_now();
+        }
         assert_eq!(r.reads(), 1);
     }
 }

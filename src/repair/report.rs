@@ -61,19 +61,37 @@ pub enum AttemptResult {
         /// The newest page LSN among the verified copies.
         newest: Lsn,
     },
+    /// The copy verified, but the detector knows the exact LSN of the
+    /// page's last write in this process
+    /// ([`LsnExpectation::Exact`](crate::corruption::LsnExpectation::Exact))
+    /// and the copy carries another: a newer LSN is a write that was rolled
+    /// back or replaced since (by a before-image put back, or a restore of
+    /// an older page), and a copy without a readable LSN is not that write
+    /// either. It is never written. (A copy older than the last write fails
+    /// verification as [`Error::StalePage`] instead.)
+    NotLastWrite {
+        /// The copy's page LSN (`None`: it could not be read).
+        lsn: Option<Lsn>,
+        /// The LSN of the page's last write through the detector.
+        written: Lsn,
+    },
     /// The copy failed verification (checksum, page number, zeroed, stale).
     FailedVerification(Error),
     /// The source could not serve the page: its status says it is down, its
-    /// read failed, panicked or missed the deadline
+    /// read failed, a call into it (status or read) panicked or missed the
+    /// deadline
     /// ([`RepairConfig::replica_read_timeout`](super::RepairConfig::replica_read_timeout)),
-    /// or it is cooling off after such a read.
+    /// or it is cooling off after such a call or such a call still hangs.
     Unavailable(Error),
-    /// The replica's applied LSN is below the LSN the local store last wrote
-    /// to the page, so it was not asked.
+    /// The replica's status reports an applied LSN below the LSN the local
+    /// store last wrote to the page, or below the page LSN of a verified
+    /// copy already in hand: it cannot hold a copy that would be written, so
+    /// it was not asked.
     Stale {
         /// The replica's applied LSN.
         applied: Lsn,
-        /// The LSN a copy had to reach.
+        /// The LSN a copy had to reach: the page's expected LSN, or the
+        /// newest page LSN among the copies in hand.
         needed: Lsn,
     },
     /// A fallback source had no copy (or none new enough).
@@ -206,14 +224,39 @@ pub struct ReplicaStats {
     pub verified: u64,
     /// Copies that failed verification.
     pub rejected: u64,
-    /// Times it was down, its read failed, panicked or missed the deadline,
-    /// or it was skipped while cooling off after such a read.
+    /// Times it was down, its read failed, a call into it (status, read,
+    /// range digest) panicked or missed the deadline, or it was skipped
+    /// while cooling off after such a call or while such a call hung.
+    pub unavailable: u64,
+    /// Calls into it (status, read, range digest) that missed the deadline
+    /// and were abandoned (counted in `unavailable` as well; in a batch
+    /// repair a status that missed it counts once, and `unavailable` once
+    /// per page).
+    pub timed_out: u64,
+    /// Times it was skipped as known to be behind (see
+    /// [`AttemptResult::Stale`]).
+    pub stale: u64,
+    /// Repairs written with its copy.
+    pub used: u64,
+}
+
+/// Counters of one fallback [`PageSource`](crate::PageSource).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackStats {
+    /// The source's name.
+    pub source: String,
+    /// Copies it served.
+    pub copies_fetched: u64,
+    /// Copies that verified.
+    pub verified: u64,
+    /// Copies that failed verification.
+    pub rejected: u64,
+    /// Times its read failed, panicked or missed the deadline, or it was
+    /// skipped while cooling off after such a read or while such a read hung.
     pub unavailable: u64,
     /// Reads that missed the deadline and were abandoned (counted in
     /// `unavailable` as well).
     pub timed_out: u64,
-    /// Times it was skipped as known to be behind.
-    pub stale: u64,
     /// Repairs written with its copy.
     pub used: u64,
 }
@@ -240,4 +283,6 @@ pub struct RepairStats {
     pub anti_entropy_runs: u64,
     /// Per replica, in registration order.
     pub replicas: Vec<ReplicaStats>,
+    /// Per fallback source, in registration order.
+    pub fallbacks: Vec<FallbackStats>,
 }

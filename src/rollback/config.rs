@@ -11,15 +11,14 @@ use crate::types::FailureSink;
 
 use super::deadlock::VictimPolicy;
 use super::journal::{self, JournalStorage, RecoveryMode};
-use super::writer::{PageWriter, RepairHook};
-use super::TransactionRollbackManager;
+use super::writer::RepairHook;
 
 pub(super) enum JournalLocation {
     Dir(PathBuf),
     Storage(Arc<dyn JournalStorage>),
 }
 
-/// Configuration of a [`TransactionRollbackManager`].
+/// Configuration of a [`TransactionRollbackManager`](super::TransactionRollbackManager).
 #[must_use]
 pub struct RollbackConfig {
     pub(super) location: JournalLocation,
@@ -169,7 +168,7 @@ impl RollbackConfig {
         self
     }
 
-    fn validate(&self, page_size: usize) -> Result<()> {
+    pub(super) fn validate(&self, page_size: usize) -> Result<()> {
         let max_image = (journal::MAX_PAYLOAD_LEN - journal::UNDO_FIXED_LEN) / 2;
         if page_size == 0 || page_size > max_image {
             return Err(Error::config(
@@ -223,30 +222,5 @@ impl RollbackConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Opens (or creates) the journal, recovers — rolls back every
-    /// transaction that was in flight at the last crash, through `pages` —
-    /// and returns the manager. What recovery did is in
-    /// [`TransactionRollbackManager::recovery_report`]: transactions whose
-    /// rollback is blocked by a page that fails verification are listed
-    /// there and stay pending (see the
-    /// [module docs](super#pages-that-fail-verification)).
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for zero sizes or timeouts; [`Error::Io`] when
-    /// the journal directory cannot be created or written;
-    /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
-    /// damage the [recovery mode](RecoveryMode) refuses, a missing segment,
-    /// or undo of an unfinished transaction whose begin record is missing;
-    /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
-    /// holds undo of an in-flight transaction that does not fit `pages` (a
-    /// journal of another store; undo of finished transactions is not
-    /// checked); the page store's errors during rollback other than a page
-    /// that fails verification.
-    pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
-        let page_size = pages.page_size();
-        self.validate(page_size)?;
-        super::recovery::open(self, pages)
     }
 }

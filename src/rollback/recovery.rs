@@ -79,6 +79,32 @@ struct InFlight {
     first_index: usize,
     undo: Vec<usize>,
 }
+impl RollbackConfig {
+    /// Opens (or creates) the journal, recovers — rolls back every
+    /// transaction that was in flight at the last crash, through `pages` —
+    /// and returns the manager. What recovery did is in
+    /// [`TransactionRollbackManager::recovery_report`]: transactions whose
+    /// rollback is blocked by a page that fails verification are listed
+    /// there and stay pending (see the
+    /// [module docs](super#pages-that-fail-verification)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for zero sizes or timeouts; [`Error::Io`] when
+    /// the journal directory cannot be created or written;
+    /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
+    /// damage the [recovery mode](super::journal::RecoveryMode) refuses, a missing segment,
+    /// or undo of an unfinished transaction whose begin record is missing;
+    /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
+    /// holds undo of an in-flight transaction that does not fit `pages` (a
+    /// journal of another store; undo of finished transactions is not
+    /// checked); the page store's errors during rollback other than a page
+    /// that fails verification.
+    pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
+        let page_size = pages.page_size();
+        self.validate(page_size)?;
+        open(self, pages)
+    }
+}
 
 pub(super) fn open(
     cfg: RollbackConfig,

@@ -32,10 +32,10 @@ use parking_lot::{Condvar, Mutex};
 use super::{ScanSummary, ScrubHandle, ScrubProgress, ScrubState, ScrubStep, Scrubber, COMPONENT};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::types::Failure;
 use crate::types::{FailureKind, FailureSink, Source};
 use crate::worker::{Flow, Job, Stop, Worker};
-#[cfg(doc)]
-use crate::Failure;
 
 /// The longest the scrub thread waits before re-reading its clock while it
 /// waits for a pacing deadline. A replaced clock (simulated time) is noticed

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use super::fingerprint::page_fingerprint;
 use super::format::{self, Header, SnapshotReader};
+use super::inner::{Head, Inner, State};
 use super::writer::SnapshotWriter;
-use super::{now_unix_ms, Head, Inner, Operation, SnapshotInfo, State, VerifyReport};
+use super::{Operation, SnapshotInfo, VerifyReport};
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
@@ -280,7 +281,7 @@ impl Inner {
             id: st.manifest.next_id,
             parent: None,
             lsn: info.lsn,
-            created_unix_ms: now_unix_ms(),
+            created_unix_ms: self.now_unix_ms(),
             page_size: ps,
             chunk_pages: self.chunk_pages,
             page_count,

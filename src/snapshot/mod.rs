@@ -2,8 +2,17 @@
 //! compressed, checksummed per chunk and per page, restorable as a whole or
 //! page by page.
 //!
-//! [`StateSnapshotManager`] owns one directory. Each snapshot is one file
-//! (layout in [`format`](mod@format)); the `MANIFEST` lists them and their chains. A full
+//! # Contract
+//!
+//! [`StateSnapshotManager`] owns one directory, alone: it holds the
+//! directory's lock (`snapshots.lock`) from [`SnapshotConfig::build`] until
+//! it, its [page sources](SnapshotPageSource) and its
+//! [periodic thread](PeriodicSnapshots) are all dropped, and a second
+//! manager on the directory — in this process or another — is refused with
+//! [`Error::DirectoryLocked`]. Each snapshot is one file (its byte layout,
+//! with the manifest's, is documented in the source of the private `format`
+//! module; `selfheal::testing::decode_snapshot`, feature `testing`, runs
+//! its decoder on bytes in memory); the `MANIFEST` lists them and their chains. A full
 //! snapshot stores every page; an incremental one stores only the pages that
 //! changed since its parent, found either from the host's dirty-page notices
 //! ([`StateSnapshotManager::note_dirty`]) or by comparing 64-bit page
@@ -11,7 +20,17 @@
 //! decompression is needed). Its cost grows with the changed pages, plus
 //! one fingerprint pass over the store when there are no notices.
 //!
-//! # Consistency
+//! The manager reports its own failures on its
+//! [failure bus](SnapshotConfig::failure_sink): a snapshot that failed
+//! ([`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed)) and
+//! a periodic thread that died
+//! ([`FailureKind::WorkerDied`](crate::FailureKind::WorkerDied)), from
+//! [`Source::StateSnapshotManager`](crate::Source::StateSnapshotManager).
+//! Every time decision — progress rates, the periodic interval, creation
+//! times and so retention by age, failure timestamps — is read from the
+//! clock of [`SnapshotConfig::clock`].
+//!
+//! ## Consistency
 //!
 //! A snapshot of a store that the host keeps writing is only meaningful if
 //! no write lands while it is read. [`StateSnapshotManager::take_snapshot`]
@@ -31,7 +50,7 @@
 //! [`PeriodicSnapshots::snapshot_now`]: the snapshot waits for the pause,
 //! the pause for the ticket, and neither ever returns.
 //!
-//! # Writes the library makes: notices and tickets
+//! ## Writes the library makes: notices and tickets
 //!
 //! "All of the host's page writes" includes the ones the library makes on
 //! the host's behalf: a [rollback](crate::TransactionRollbackManager::rollback)
@@ -75,7 +94,7 @@
 //! changes, and every page from the smallest count since the head on is then
 //! stored again.
 //!
-//! # Change detection by fingerprint
+//! ## Change detection by fingerprint
 //!
 //! Without trusted notices an incremental snapshot stores the pages whose
 //! fingerprint ([`page_fingerprint`]: XXH3-64 of the page, seeded with its
@@ -94,9 +113,9 @@
 //! differs from the first only by a term fixed by the page size. Snapshot files of format 1
 //! hold such CRCs: they are still read and restored, and a format-1 head's
 //! fingerprints are computed from its chain (decoding it once) before an
-//! incremental snapshot compares with them (see [`format`](mod@format)).
+//! incremental snapshot compares with them.
 //!
-//! # The restore point and single-page reads
+//! ## The restore point and single-page reads
 //!
 //! The *head* is the snapshot the store's state descends from: the newest
 //! one taken, or the one last restored. Incremental snapshots build on it.
@@ -118,7 +137,7 @@
 //! before the restore, so the next incremental snapshot builds on it by
 //! comparing fingerprints.
 //!
-//! # Restore and corruption
+//! ## Restore and corruption
 //!
 //! [`StateSnapshotManager::restore`] restores exactly the snapshot asked
 //! for, or fails. It first checks every chunk CRC of the requested
@@ -138,7 +157,7 @@
 //! already written are correct pages of the damaged snapshot, and the error
 //! says the target was written (a fallback, when allowed, overwrites them).
 //!
-//! # Restoring into a store that seals its pages
+//! ## Restoring into a store that seals its pages
 //!
 //! The library never seals bytes it has not verified. A snapshot records
 //! whether its pages were read through a store that verifies its reads
@@ -179,7 +198,7 @@
 //! sealed, in a detector, so it verifies and raises no alarm, while the
 //! host's metadata, restored with the rest, still calls it free.
 //!
-//! # Store size
+//! ## Store size
 //!
 //! A snapshot records the store's page count and restores a store of that
 //! count: the target is resized with [`PageStore::resize`] before the first
@@ -191,7 +210,7 @@
 //! grew holds every page past its parent's count; so every chain can be
 //! restored at every size it went through.
 //!
-//! # Crash safety
+//! ## Crash safety
 //!
 //! A snapshot is written to `snap-….shs.tmp`, flushed, fsynced, renamed to
 //! its final name, and the directory fsynced; only then is the manifest
@@ -237,573 +256,47 @@
 //! checked on load, so the manifest can never name a file outside the
 //! directory, the manifest itself, or another snapshot's file.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-use crate::checksum::MIN_PAGE_SIZE;
-use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::host::{PageSource, PageStore};
-use crate::types::{Lsn, PageId};
+#[cfg(doc)]
+use crate::host::PageSource;
+use crate::host::PageStore;
+use crate::types::{Failure, FailureSink, PageId};
+use crossbeam_channel::Receiver;
 
 mod chain;
+mod config;
+mod crash;
 mod dirty;
 mod fingerprint;
-pub use fingerprint::page_fingerprint;
-pub mod format;
-pub use format::{decode_manifest, decode_snapshot, SnapshotSummary};
-mod manifest;
+pub(crate) mod format;
+mod gate;
+mod inner;
+pub(crate) mod manifest;
+mod open;
+mod page_source;
 mod periodic;
+mod progress;
+mod request;
 mod restore;
 mod take;
 mod writer;
 
-use dirty::DirtyPages;
-use format::{SnapshotReader, MAX_BLOBS, MAX_BLOB_LEN, MAX_BLOB_NAME};
+pub use config::SnapshotConfig;
+pub use crash::CrashStep;
+pub use fingerprint::page_fingerprint;
+pub use gate::{Consistency, WriteGate, WritePause, WriteTicket};
+use inner::Inner;
 pub use manifest::{snapshot_file_name, Retention};
-use manifest::{Manifest, MANIFEST_NAME};
+pub use open::LOCK_FILE;
+pub use page_source::SnapshotPageSource;
 pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
+pub use progress::{Operation, Progress, ProgressReport};
+pub use request::{
+    ChangeDetection, SnapshotInfo, SnapshotKind, SnapshotReport, SnapshotRequest, VerifyReport,
+};
 pub use restore::{Fallback, FallbackReport, LostPages, RestoreOptions, RestoreReport};
-
-/// One snapshot as the manifest lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    /// Its id; ids grow with time.
-    pub id: u64,
-    /// The snapshot it is incremental on; `None` for a full snapshot.
-    pub parent: Option<u64>,
-    /// The LSN of the state it holds, as the host gave it.
-    pub lsn: Lsn,
-    /// When it was taken, in Unix milliseconds.
-    pub created_unix_ms: u64,
-    /// Pages of the store at the snapshot.
-    pub page_count: u64,
-    /// Pages stored in its file (all of them for a full snapshot).
-    pub stored_pages: u64,
-    /// Length of its file in bytes.
-    pub file_bytes: u64,
-    /// Its file name inside the snapshot directory.
-    pub file_name: String,
-}
-
-/// The gate through which a host's page writes pass, so that a snapshot can
-/// prove that none is in flight.
-///
-/// ```
-/// use selfheal::snapshot::WriteGate;
-/// let gate = WriteGate::new();
-/// {
-///     let _ticket = gate.write(); // held while the host writes a page
-/// }
-/// let _pause = gate.pause(); // no ticket exists while this lives
-/// ```
-#[derive(Debug, Default)]
-pub struct WriteGate {
-    lock: RwLock<()>,
-}
-
-/// Held by the host while it writes (many may exist at once).
-#[derive(Debug)]
-pub struct WriteTicket<'a>(#[allow(dead_code)] RwLockReadGuard<'a, ()>);
-
-/// Proof that no write is in flight and none can start while it lives.
-#[derive(Debug)]
-pub struct WritePause<'a>(#[allow(dead_code)] RwLockWriteGuard<'a, ()>);
-
-impl WriteGate {
-    /// A gate with no writes in flight.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Enters the gate for a write; blocks while a pause is held.
-    pub fn write(&self) -> WriteTicket<'_> {
-        WriteTicket(self.lock.read())
-    }
-
-    /// Waits for in-flight writes to finish and holds off new ones until the
-    /// returned guard is dropped.
-    pub fn pause(&self) -> WritePause<'_> {
-        WritePause(self.lock.write())
-    }
-}
-
-/// How a snapshot is made consistent (see the module docs). The pause must
-/// be one of the gate that all of the host's page writes pass through; the
-/// view must not change while the snapshot runs.
-#[derive(Clone, Copy)]
-pub enum Consistency<'a> {
-    /// Read `store` while the host's writes are paused by `pause`; the state
-    /// is the one at `lsn`.
-    Paused {
-        /// The live store.
-        store: &'a dyn PageStore,
-        /// Proof that no write is in flight.
-        pause: &'a WritePause<'a>,
-        /// The LSN of the paused state.
-        lsn: Lsn,
-    },
-    /// Read a point-in-time `view` of the store, whose state is the one at `lsn`.
-    View {
-        /// A read-only view that does not change while the snapshot runs.
-        view: &'a dyn PageStore,
-        /// The LSN of the view.
-        lsn: Lsn,
-    },
-}
-
-impl fmt::Debug for Consistency<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Consistency::Paused { lsn, .. } => write!(f, "Paused {{ lsn: {lsn} }}"),
-            Consistency::View { lsn, .. } => write!(f, "View {{ lsn: {lsn} }}"),
-        }
-    }
-}
-
-/// Which kind of snapshot to take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SnapshotKind {
-    /// Every page.
-    Full,
-    /// Only the pages changed since the head; an error when there is no head.
-    Incremental,
-    /// Incremental on the head, unless there is none or its chain has reached
-    /// [`SnapshotConfig::max_chain_len`]; then full.
-    #[default]
-    Auto,
-}
-
-/// How the pages of a snapshot were chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeDetection {
-    /// A full snapshot: every page.
-    Full,
-    /// From the host's dirty-page notices.
-    DirtyNotices,
-    /// By comparing each page's fingerprint (64 bits, see the module docs)
-    /// with the parent's.
-    Fingerprints,
-}
-
-/// What to snapshot and which host metadata to save with it.
-#[derive(Clone, Debug, Default)]
-pub struct SnapshotRequest {
-    kind: SnapshotKind,
-    metadata: Vec<(String, Vec<u8>)>,
-}
-
-impl SnapshotRequest {
-    /// A request of `kind` with no metadata.
-    #[must_use]
-    pub fn new(kind: SnapshotKind) -> Self {
-        SnapshotRequest {
-            kind,
-            metadata: Vec::new(),
-        }
-    }
-
-    /// Saves a small named blob (statistics, configuration) with the
-    /// snapshot; it comes back with [`RestoreReport::metadata`]. At most 64
-    /// blobs, names of 1..=255 bytes, blobs of at most 1 MiB.
-    #[must_use]
-    pub fn metadata(mut self, name: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        self.metadata.push((name.into(), data.into()));
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |reason: String| {
-            Err(Error::InvalidArgument {
-                what: "metadata",
-                reason,
-            })
-        };
-        if self.metadata.len() > MAX_BLOBS {
-            return bad(format!(
-                "{} blobs; at most {MAX_BLOBS}",
-                self.metadata.len()
-            ));
-        }
-        for (i, (name, data)) in self.metadata.iter().enumerate() {
-            if name.is_empty() || name.len() > MAX_BLOB_NAME {
-                return bad(format!("name {name:?} must have 1..={MAX_BLOB_NAME} bytes"));
-            }
-            if data.len() > MAX_BLOB_LEN {
-                return bad(format!(
-                    "blob {name:?} has {} bytes; at most {MAX_BLOB_LEN}",
-                    data.len()
-                ));
-            }
-            if self.metadata[..i].iter().any(|(n, _)| n == name) {
-                return bad(format!("name {name:?} is given twice"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What a snapshot call did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotReport {
-    /// The new snapshot.
-    pub info: SnapshotInfo,
-    /// How its pages were chosen.
-    pub detection: ChangeDetection,
-    /// Whether its pages were read through a store that verifies its reads
-    /// ([`PageStore::verifies_reads`]); see the module docs on restoring
-    /// into a store that seals its pages.
-    pub pages_verified: bool,
-    /// Snapshots deleted by retention afterwards.
-    pub deleted: Vec<u64>,
-    /// Why retention failed after the snapshot committed, if it did. The
-    /// snapshot is listed and is the head either way; the snapshots retention
-    /// would have deleted are kept until it next runs (the next snapshot or
-    /// [`StateSnapshotManager::apply_retention`]).
-    pub retention_error: Option<String>,
-}
-
-/// What a verification checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// The chain verified, base first.
-    pub chain: Vec<u64>,
-    /// Chunks decompressed and checked.
-    pub chunks: u64,
-    /// Pages checked against their fingerprint (their CRC in format 1).
-    pub pages: u64,
-}
-
-/// A long-running operation of the manager.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// Taking a snapshot.
-    Snapshot,
-    /// Restoring the store.
-    Restore,
-    /// Verifying a chain.
-    Verify,
-    /// Merging a chain into a full snapshot.
-    Merge,
-}
-
-/// Progress of the running operation, readable from any thread.
-#[derive(Clone)]
-pub struct Progress {
-    inner: Arc<ProgressInner>,
-    clock: Arc<dyn Clock>,
-}
-
-#[derive(Default)]
-struct ProgressInner {
-    op: AtomicU8,
-    done: AtomicU64,
-    total: AtomicU64,
-    started_ns: AtomicU64,
-}
-
-/// A reading of [`Progress`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ProgressReport {
-    /// The running operation, `None` when idle.
-    pub operation: Option<Operation>,
-    /// Raw page bytes processed so far.
-    pub bytes_done: u64,
-    /// Raw page bytes the operation will process (an upper bound for an
-    /// incremental snapshot found by fingerprints: the pages compared).
-    pub bytes_total: u64,
-    /// Bytes per second since the operation started.
-    pub rate_bytes_per_s: f64,
-}
-
-impl fmt::Debug for Progress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-impl Progress {
-    /// The current reading.
-    #[must_use]
-    pub fn get(&self) -> ProgressReport {
-        let op = match self.inner.op.load(Ordering::Acquire) {
-            1 => Some(Operation::Snapshot),
-            2 => Some(Operation::Restore),
-            3 => Some(Operation::Verify),
-            4 => Some(Operation::Merge),
-            _ => None,
-        };
-        let done = self.inner.done.load(Ordering::Relaxed);
-        let elapsed = self
-            .clock
-            .now_ns()
-            .saturating_sub(self.inner.started_ns.load(Ordering::Relaxed));
-        ProgressReport {
-            operation: op,
-            bytes_done: done,
-            bytes_total: self.inner.total.load(Ordering::Relaxed),
-            rate_bytes_per_s: if elapsed == 0 {
-                0.0
-            } else {
-                done as f64 * 1e9 / elapsed as f64
-            },
-        }
-    }
-
-    fn start(&self, op: Operation, total: u64) -> ProgressGuard<'_> {
-        self.inner.done.store(0, Ordering::Relaxed);
-        self.inner.total.store(total, Ordering::Relaxed);
-        self.inner
-            .started_ns
-            .store(self.clock.now_ns(), Ordering::Relaxed);
-        let code = match op {
-            Operation::Snapshot => 1,
-            Operation::Restore => 2,
-            Operation::Verify => 3,
-            Operation::Merge => 4,
-        };
-        self.inner.op.store(code, Ordering::Release);
-        ProgressGuard(self)
-    }
-
-    fn add(&self, n: u64) {
-        self.inner.done.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-struct ProgressGuard<'a>(&'a Progress);
-
-impl Drop for ProgressGuard<'_> {
-    fn drop(&mut self) {
-        self.0.inner.op.store(0, Ordering::Release);
-    }
-}
-
-/// The points of the snapshot write path at which the `testing` feature can
-/// simulate a crash (`StateSnapshotManager::crash_at`). They are the rows
-/// of the crash table in the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashStep {
-    /// The temporary file exists (header buffered, nothing flushed).
-    TmpCreated = 1,
-    /// At least one chunk has been written to the temporary file.
-    ChunksPartlyWritten = 2,
-    /// Everything is written and flushed but not fsynced.
-    BeforeFsync = 3,
-    /// Fsynced, not renamed.
-    BeforeRename = 4,
-    /// Renamed, directory not fsynced.
-    BeforeDirSync = 5,
-    /// Snapshot file durable, manifest not yet written.
-    BeforeManifest = 6,
-    /// New manifest written and fsynced as a temporary file, not renamed.
-    ManifestTmpWritten = 7,
-    /// New manifest renamed into place, directory not fsynced.
-    ManifestRenamed = 8,
-}
-
-impl CrashStep {
-    /// Every step, in order.
-    pub const ALL: [CrashStep; 8] = [
-        CrashStep::TmpCreated,
-        CrashStep::ChunksPartlyWritten,
-        CrashStep::BeforeFsync,
-        CrashStep::BeforeRename,
-        CrashStep::BeforeDirSync,
-        CrashStep::BeforeManifest,
-        CrashStep::ManifestTmpWritten,
-        CrashStep::ManifestRenamed,
-    ];
-}
-
-/// Configuration of a [`StateSnapshotManager`].
-#[derive(Clone, Debug)]
-pub struct SnapshotConfig {
-    dir: PathBuf,
-    page_size: usize,
-    chunk_bytes: usize,
-    threads: usize,
-    max_chain_len: usize,
-    retention: Retention,
-    precheck_restore: bool,
-    clock: Option<Arc<dyn Clock>>,
-}
-
-impl SnapshotConfig {
-    /// Snapshots of pages of `page_size` bytes, kept in `dir` (created
-    /// owner-only if missing).
-    #[must_use]
-    pub fn new(dir: impl Into<PathBuf>, page_size: usize) -> Self {
-        SnapshotConfig {
-            dir: dir.into(),
-            page_size,
-            chunk_bytes: 1 << 20,
-            threads: 2,
-            max_chain_len: 8,
-            retention: Retention::KeepLast(8),
-            precheck_restore: true,
-            clock: None,
-        }
-    }
-
-    /// Raw bytes per compressed chunk, rounded down to whole pages.
-    /// Default 1 MiB; at least one page, at most 64 MiB. Larger chunks
-    /// compress slightly better; a single-page read decodes one chunk.
-    #[must_use]
-    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
-        self.chunk_bytes = bytes;
-        self
-    }
-
-    /// Threads used to compress and decompress chunks. Default 2; 1..=64.
-    #[must_use]
-    pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n;
-        self
-    }
-
-    /// Longest chain [`SnapshotKind::Auto`] builds before taking a full
-    /// snapshot again (a full snapshot counts as 1). Default 8; at least 1.
-    #[must_use]
-    pub fn max_chain_len(mut self, n: usize) -> Self {
-        self.max_chain_len = n;
-        self
-    }
-
-    /// Which snapshots to keep; applied after every snapshot. Default
-    /// [`Retention::KeepLast`]`(8)`.
-    #[must_use]
-    pub fn retention(mut self, r: Retention) -> Self {
-        self.retention = r;
-        self
-    }
-
-    /// Whether a restore checks every chunk CRC of the chain before it writes
-    /// the first page. Default `true`: a damaged chain then leaves the store
-    /// untouched. With `false` restore is one pass (faster); every page is
-    /// still verified before it is written, but damage found mid-way leaves
-    /// the pages restored so far (correct pages of that snapshot) until the
-    /// fallback overwrites them, or in place if no older snapshot verifies.
-    #[must_use]
-    pub fn precheck_restore(mut self, on: bool) -> Self {
-        self.precheck_restore = on;
-        self
-    }
-
-    /// The clock for progress rates. Default [`SystemClock`].
-    #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Validates, opens (or creates) the directory and loads the manifest.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a value out of range;
-    /// [`Error::SnapshotDirUnusable`] when the directory cannot be created or
-    /// written; [`Error::UnsupportedVersion`] for a manifest of a newer
-    /// format (a damaged one is rebuilt from the snapshot files, see the
-    /// module docs); [`Error::PageSizeMismatch`] when the directory holds
-    /// snapshots of another page size.
-    pub fn build(self) -> Result<StateSnapshotManager> {
-        if !(MIN_PAGE_SIZE..=format::MAX_PAGE_SIZE).contains(&self.page_size) {
-            return Err(Error::config(
-                "page_size",
-                format!(
-                    "is {}; it must be {MIN_PAGE_SIZE}..={} bytes",
-                    self.page_size,
-                    format::MAX_PAGE_SIZE
-                ),
-            ));
-        }
-        if self.chunk_bytes < self.page_size || self.chunk_bytes > format::MAX_CHUNK_BYTES {
-            return Err(Error::config(
-                "chunk_bytes",
-                format!(
-                    "is {}; it must be between the page size ({}) and {} bytes",
-                    self.chunk_bytes,
-                    self.page_size,
-                    format::MAX_CHUNK_BYTES
-                ),
-            ));
-        }
-        if !(1..=64).contains(&self.threads) {
-            return Err(Error::config(
-                "threads",
-                format!("is {}; it must be 1..=64", self.threads),
-            ));
-        }
-        if self.max_chain_len == 0 {
-            return Err(Error::config(
-                "max_chain_len",
-                "is 0; it must be at least 1",
-            ));
-        }
-        self.retention.validate()?;
-        StateSnapshotManager::open(self)
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Head {
-    id: u64,
-    lsn: Lsn,
-    page_count: u64,
-    chain: Vec<u64>,
-}
-
-struct State {
-    manifest: Manifest,
-    /// The head's page fingerprints, once read or computed.
-    head_fps: Option<(u64, Arc<Vec<u64>>)>,
-}
-
-struct Inner {
-    dir: PathBuf,
-    page_size: usize,
-    chunk_pages: usize,
-    threads: usize,
-    max_chain_len: usize,
-    retention: Retention,
-    precheck_restore: bool,
-    state: Mutex<State>,
-    head: RwLock<Option<Head>>,
-    dirty: DirtyPages,
-    /// Set when a restore failed after it began writing its target: the
-    /// store's state then descends from no snapshot, so the page source
-    /// serves nothing until the next successful snapshot or restore.
-    head_unknown: AtomicBool,
-    readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
-    progress: Progress,
-    poisoned: Mutex<Option<String>>,
-    crash_at: std::sync::atomic::AtomicU32,
-    #[cfg(any(test, feature = "testing"))]
-    fail_retention: AtomicBool,
-    rebuilt: Option<String>,
-}
-
-impl fmt::Debug for Inner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateSnapshotManager")
-            .field("dir", &self.dir)
-            .field("page_size", &self.page_size)
-            .field("head", &self.head.read().as_ref().map(|h| h.id))
-            .finish_non_exhaustive()
-    }
-}
-
-/// Readers kept open at most; older ones are dropped and reopened on demand.
-const MAX_OPEN_READERS: usize = 64;
 
 /// Full and incremental snapshots of a [`PageStore`], restore of the whole
 /// store or of single pages, verification, retention and merging.
@@ -842,226 +335,25 @@ pub struct StateSnapshotManager {
     inner: Arc<Inner>,
 }
 
-/// The [`PageSource`] of a manager: single pages from the head's chain,
-/// never stale ones (see the module docs for the rule).
-#[derive(Debug, Clone)]
-pub struct SnapshotPageSource {
-    inner: Arc<Inner>,
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn dir_unusable(dir: &Path, reason: impl fmt::Display) -> Error {
-    Error::SnapshotDirUnusable {
-        path: dir.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Appended to the name of a snapshot file that a manifest rebuild left out.
-const ORPHAN_SUFFIX: &str = ".orphan";
-
-/// Whether `name` is one of the library's snapshot file names.
-fn is_snapshot_name(name: &str) -> bool {
-    name.len() == 25
-        && name.starts_with("snap-")
-        && name.ends_with(".shs")
-        && name[5..21].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn has_snapshot_files(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|rd| {
-        rd.flatten()
-            .any(|e| is_snapshot_name(&e.file_name().to_string_lossy()))
-    })
-}
-
-/// A manifest listing every snapshot file in `dir` whose header, footer and
-/// index check and whose chain is complete. Files that do not check
-/// ([`Error::CorruptFile`], [`Error::UnsupportedVersion`], or a name that
-/// does not match the id inside) are left out (and renamed `….orphan` by
-/// the caller).
-///
-/// # Errors
-/// [`Error::PageSizeMismatch`] when a valid file has another page size
-/// (the directory belongs to another store: nothing is deleted);
-/// [`Error::SnapshotDirUnusable`] when the directory cannot be listed; any
-/// other error opening a snapshot file (for example [`Error::Io`]), since a
-/// file that cannot be read now may be intact.
-fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
-    let rd = fs::read_dir(dir).map_err(|e| dir_unusable(dir, format!("cannot list it: {e}")))?;
-    let mut found: Vec<SnapshotInfo> = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !is_snapshot_name(&name) {
-            continue;
-        }
-        let r = match SnapshotReader::open_file(&e.path()) {
-            Ok(r) if snapshot_file_name(r.header.id) == name => r,
-            Ok(_) => {
-                tracing::warn!(file = %name, "snapshot file's name does not match its id; left out");
-                continue;
-            }
-            Err(err @ (Error::CorruptFile { .. } | Error::UnsupportedVersion { .. })) => {
-                tracing::warn!(file = %name, %err, "snapshot file does not check; left out");
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        if r.header.page_size != page_size {
-            return Err(Error::PageSizeMismatch {
-                what: format!("snapshot file {}", e.path().display()),
-                expected: page_size,
-                actual: r.header.page_size,
-            });
-        }
-        let file_bytes = e.metadata().map_or(0, |m| m.len());
-        found.push(SnapshotInfo {
-            id: r.header.id,
-            parent: r.header.parent,
-            lsn: r.header.lsn,
-            created_unix_ms: r.header.created_unix_ms,
-            page_count: r.header.page_count,
-            stored_pages: r.index.stored_pages(r.header.page_count),
-            file_bytes,
-            file_name: name,
-        });
-    }
-    found.sort_by_key(|e| e.id);
-    let mut m = Manifest::new(page_size);
-    for e in found {
-        if e.parent.is_none_or(|p| m.get(p).is_some()) {
-            m.next_id = e.id.checked_add(1).ok_or_else(|| {
-                Error::corrupt_file(dir.join(&e.file_name), 8, "snapshot id is u64::MAX")
-            })?;
-            m.entries.push(e);
-        }
-    }
-    Ok(m)
-}
-
 impl StateSnapshotManager {
-    fn open(cfg: SnapshotConfig) -> Result<Self> {
-        let dir = cfg.dir;
-        {
-            let mut b = fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.create(&dir)
-                .map_err(|e| dir_unusable(&dir, format!("cannot create it: {e}")))?;
-        }
-        let probe = dir.join(".selfheal-probe.tmp");
-        fsutil::open_regular(
-            fsutil::private_create_options()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &probe,
-            "creating",
-        )
-        .map_err(|e| dir_unusable(&dir, format!("cannot create files in it: {e}")))?;
-        let _ = fs::remove_file(&probe);
-        let mpath = dir.join(MANIFEST_NAME);
-        let mut rebuilt = None;
-        let manifest = match fsutil::read_optional(&mpath)? {
-            Some(bytes) => match Manifest::decode(&mpath, &bytes) {
-                Ok(m) => m,
-                Err(e @ Error::CorruptFile { .. }) => {
-                    rebuilt = Some(e.to_string());
-                    rebuild_manifest(&dir, cfg.page_size)?
-                }
-                Err(e) => return Err(e),
-            },
-            None if has_snapshot_files(&dir) => {
-                rebuilt = Some("the manifest is missing".to_owned());
-                rebuild_manifest(&dir, cfg.page_size)?
-            }
-            None => Manifest::new(cfg.page_size),
-        };
-        if let Some(why) = &rebuilt {
-            tracing::warn!(reason = %why, snapshots = manifest.entries.len(), "rebuilt the snapshot manifest from the snapshot files");
-            fsutil::atomic_write(&mpath, &manifest.encode())?;
-        }
-        if manifest.page_size != cfg.page_size {
-            return Err(Error::PageSizeMismatch {
-                what: format!("snapshot directory {}", dir.display()),
-                expected: cfg.page_size,
-                actual: manifest.page_size,
-            });
-        }
-        // Leftovers of a crash: temporary files and unlisted snapshot files.
-        // A manifest rebuilt in this open may have left out a file by
-        // mistake, so unlisted snapshot files are then kept, renamed.
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stray_tmp = name == format!("{MANIFEST_NAME}.tmp")
-                    || name.strip_suffix(".tmp").is_some_and(is_snapshot_name);
-                let unlisted = is_snapshot_name(&name)
-                    && !manifest.entries.iter().any(|m| m.file_name == name);
-                if unlisted && rebuilt.is_some() {
-                    let to = dir.join(format!("{name}{ORPHAN_SUFFIX}"));
-                    tracing::warn!(file = %name, "snapshot file left out of the rebuilt manifest; renamed to {name}{ORPHAN_SUFFIX}");
-                    if let Err(err) = fs::rename(e.path(), &to) {
-                        tracing::warn!(file = %name, %err, "cannot rename an unlisted snapshot file; left as it is");
-                    }
-                } else if stray_tmp || unlisted {
-                    tracing::info!(file = %name, "removing leftover of an interrupted snapshot");
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        let head = match manifest.entries.last() {
-            Some(e) => Some(Head {
-                id: e.id,
-                lsn: e.lsn,
-                page_count: e.page_count,
-                chain: manifest.chain(e.id)?,
-            }),
-            None => None,
-        };
-        let clock = cfg.clock.unwrap_or_else(SystemClock::shared);
-        let inner = Inner {
-            chunk_pages: (cfg.chunk_bytes / cfg.page_size).max(1),
-            page_size: cfg.page_size,
-            threads: cfg.threads,
-            max_chain_len: cfg.max_chain_len,
-            retention: cfg.retention,
-            precheck_restore: cfg.precheck_restore,
-            state: Mutex::new(State {
-                manifest,
-                head_fps: None,
-            }),
-            head: RwLock::new(head),
-            dirty: DirtyPages::default(),
-            head_unknown: AtomicBool::new(false),
-            readers: Mutex::new(HashMap::new()),
-            progress: Progress {
-                inner: Arc::default(),
-                clock,
-            },
-            poisoned: Mutex::new(None),
-            rebuilt,
-            crash_at: std::sync::atomic::AtomicU32::new(0),
-            #[cfg(any(test, feature = "testing"))]
-            fail_retention: AtomicBool::new(false),
-            dir,
-        };
-        Ok(StateSnapshotManager {
-            inner: Arc::new(inner),
-        })
-    }
-
     /// Why the manifest was rebuilt from the snapshot files when the
     /// manager was opened (it was damaged or missing), if it was.
     #[must_use]
     pub fn manifest_rebuilt(&self) -> Option<&str> {
         self.inner.rebuilt.as_deref()
+    }
+
+    /// The failure bus the manager reports its own failures on (see
+    /// [`SnapshotConfig::failure_sink`]).
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.inner.sink
+    }
+
+    /// The receiving end of its failure bus (cloning shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> Receiver<Failure> {
+        self.inner.sink.failures()
     }
 
     /// The snapshots, ascending by id.
@@ -1136,20 +428,32 @@ impl StateSnapshotManager {
     /// what a restart sees.
     #[cfg(any(test, feature = "testing"))]
     pub fn crash_at(&self, step: CrashStep) {
-        self.inner.crash_at.store(step as u32, Ordering::SeqCst);
+        self.inner
+            .crash_at
+            .store(step as u32, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Makes the next retention that has snapshots to delete fail before it
     /// rewrites the manifest, with an I/O error, as a full disk would.
     #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_retention(&self) {
-        self.inner.fail_retention.store(true, Ordering::SeqCst);
+        self.inner
+            .fail_retention
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes a snapshot made consistent by `source` (see the module docs).
     /// Retention is applied after it commits; a retention failure does not
     /// fail the call (the snapshot is listed by then): it is logged and
     /// reported in [`SnapshotReport::retention_error`].
+    ///
+    /// A snapshot that fails for any reason but a bad request (an
+    /// [`Error::InvalidArgument`] or an [`Error::PageSizeMismatch`], which
+    /// only the caller can act on) is also reported on the
+    /// [failure bus](Self::failure_sink) as
+    /// [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed)
+    /// from [`Source::StateSnapshotManager`](crate::Source::StateSnapshotManager),
+    /// at the manager's clock time.
     ///
     /// # Errors
     /// [`Error::PageSizeMismatch`] for a store of another page size;
@@ -1163,7 +467,26 @@ impl StateSnapshotManager {
         source: Consistency<'_>,
         request: SnapshotRequest,
     ) -> Result<SnapshotReport> {
-        self.inner.take_snapshot(source, request)
+        self.take_reported(source, request, "a snapshot")
+    }
+
+    /// [`take_snapshot`](Self::take_snapshot), reporting a failure as `what`.
+    fn take_reported(
+        &self,
+        source: Consistency<'_>,
+        request: SnapshotRequest,
+        what: &str,
+    ) -> Result<SnapshotReport> {
+        let taken = self.inner.take_snapshot(source, request);
+        if let Err(e) = &taken {
+            if !matches!(
+                e,
+                Error::InvalidArgument { .. } | Error::PageSizeMismatch { .. }
+            ) {
+                self.inner.report_snapshot_failed(what, e);
+            }
+        }
+        taken
     }
 
     /// Restores `target` to exactly snapshot `id`: the same as
@@ -1276,7 +599,7 @@ impl StateSnapshotManager {
     /// # Errors
     /// I/O errors writing the manifest.
     pub fn apply_retention(&self) -> Result<Vec<u64>> {
-        self.apply_retention_at(now_unix_ms())
+        self.apply_retention_at(self.inner.now_unix_ms())
     }
 
     /// Applies the configured retention as if the time were `now_unix_ms`.
@@ -1290,126 +613,13 @@ impl StateSnapshotManager {
     }
 }
 
-impl Inner {
-    fn check_alive(&self) -> Result<()> {
-        match &*self.poisoned.lock() {
-            Some(reason) => Err(Error::Poisoned {
-                component: "snapshot manager",
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn poison(&self, reason: String) {
-        tracing::error!(%reason, "snapshot manager poisoned");
-        *self.poisoned.lock() = Some(reason);
-    }
-
-    fn crashed(&self) -> bool {
-        self.poisoned.lock().is_some()
-    }
-
-    /// A simulated crash point; a no-op unless armed through `crash_at`.
-    fn crash(&self, step: CrashStep) -> Result<()> {
-        if self.crash_at.load(Ordering::SeqCst) == step as u32 {
-            self.crash_at.store(0, Ordering::SeqCst);
-            let what = format!("simulated crash at {step:?}");
-            self.poison(what.clone());
-            return Err(Error::io(what, std::io::Error::other("simulated crash")));
-        }
-        Ok(())
-    }
-
-    fn check_page_size(&self, what: &str, ps: usize) -> Result<()> {
-        if ps != self.page_size {
-            return Err(Error::PageSizeMismatch {
-                what: what.to_owned(),
-                expected: self.page_size,
-                actual: ps,
-            });
-        }
-        Ok(())
-    }
-
-    fn reader(&self, info: &SnapshotInfo) -> Result<Arc<SnapshotReader>> {
-        if let Some(r) = self.readers.lock().get(&info.id) {
-            return Ok(r.clone());
-        }
-        let path = self.dir.join(&info.file_name);
-        let r = SnapshotReader::open_file(&path)?;
-        let h = &r.header;
-        if h.id != info.id
-            || h.parent != info.parent
-            || h.lsn != info.lsn
-            || h.page_count != info.page_count
-            || h.page_size != self.page_size
-        {
-            return Err(Error::corrupt_file(
-                &path,
-                0,
-                format!(
-                    "header does not match the manifest entry of snapshot {}",
-                    info.id
-                ),
-            ));
-        }
-        let r = Arc::new(r);
-        let mut cache = self.readers.lock();
-        if cache.len() >= MAX_OPEN_READERS {
-            cache.clear();
-        }
-        cache.insert(info.id, r.clone());
-        Ok(r)
-    }
-
-    fn reader_by_id(&self, st: &State, id: u64) -> Result<Arc<SnapshotReader>> {
-        let info = st.manifest.get(id).ok_or(Error::SnapshotNotFound { id })?;
-        self.reader(info)
-    }
-}
-impl PageSource for SnapshotPageSource {
-    fn name(&self) -> String {
-        match &*self.inner.head.read() {
-            Some(h) => format!("snapshot {}", h.id),
-            None => "snapshot (none taken)".into(),
-        }
-    }
-
-    fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool> {
-        let inner = &self.inner;
-        inner.check_alive()?;
-        if buf.len() != inner.page_size {
-            return Err(Error::BufferSize {
-                expected: inner.page_size,
-                actual: buf.len(),
-            });
-        }
-        let Some(head) = inner.head.read().clone() else {
-            return Ok(false);
-        };
-        if inner.head_unknown.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        let trusted = inner.dirty.trusted();
-        if trusted && inner.dirty.contains(page.0) {
-            return Ok(false);
-        }
-        match not_older_than {
-            Some(lsn) if head.lsn < lsn => return Ok(false),
-            None if !trusted => return Ok(false),
-            _ => {}
-        }
-        inner.read_from_chain(&head.chain, page, buf)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checksum::{ChecksumPlacement, ChecksumTable};
     use crate::corruption::DetectorConfig;
     use crate::store::MemStore;
+    use crate::types::Lsn;
 
     fn snap(
         m: &StateSnapshotManager,
@@ -1474,12 +684,5 @@ mod tests {
             m.restore(r.info.id, &other).unwrap();
             assert_eq!(other.to_bytes(), raw.to_bytes());
         }
-    }
-
-    #[test]
-    fn snapshot_names_are_recognised() {
-        assert!(is_snapshot_name(&snapshot_file_name(42)));
-        assert!(!is_snapshot_name("MANIFEST"));
-        assert!(!is_snapshot_name("snap-zz.shs"));
     }
 }

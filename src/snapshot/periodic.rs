@@ -1,38 +1,65 @@
-//! Periodic snapshots on a named thread (`selfheal-snapshot`).
+//! Periodic snapshots: a [`Worker`] thread (`selfheal-snapshot`) that takes
+//! a snapshot every interval of the manager's clock.
+//!
+//! # Contract
+//!
+//! - Each snapshot pauses the host's writes through its [`WriteGate`], reads
+//!   the LSN from the host's function, and snapshots the store; retention
+//!   follows (by the manager). Intervals are measured on the manager's
+//!   [`Clock`]: the thread wakes at most every [`POLL_MAX`] of real time to
+//!   read it, so a simulated clock moved by a test is seen within that.
+//! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
+//!   reported by the manager as
+//!   [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); the
+//!   thread goes on with the next interval.
+//! - A panic on the thread (in the host's store or LSN function) ends it:
+//!   it is counted, reported as [`FailureKind::WorkerDied`] on the manager's
+//!   failure bus, and every later call returns [`Error::Stopped`]. The
+//!   manager itself stays usable.
+//! - [`PeriodicSnapshots::stop`] waits at most
+//!   [`PeriodicConfig::stop_timeout`] for a snapshot in progress; a thread
+//!   that does not end by then is left detached (it ends when its snapshot
+//!   returns) and reported in the error.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use super::inner::Inner;
 use super::{
     Consistency, SnapshotKind, SnapshotReport, SnapshotRequest, StateSnapshotManager, WriteGate,
 };
 use crate::error::{Error, Result};
 use crate::host::PageStore;
-use crate::types::Lsn;
+use crate::types::{FailureKind, Lsn, Source};
+use crate::worker::{Flow, Job, Stop, Worker};
 
 const COMPONENT: &str = "periodic snapshots";
+
+/// The longest the thread sleeps in real time before it reads the clock
+/// again.
+pub(crate) const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// Configuration of [`PeriodicSnapshots`].
 #[derive(Clone, Copy, Debug)]
 pub struct PeriodicConfig {
     interval: Duration,
     kind: SnapshotKind,
+    stop_timeout: Duration,
 }
 
 impl PeriodicConfig {
-    /// A snapshot every `interval` (must be nonzero; checked by
-    /// [`PeriodicSnapshots::start`]).
+    /// A snapshot every `interval` of the manager's clock (must be nonzero;
+    /// checked by [`PeriodicSnapshots::start`]).
     #[must_use]
     pub fn new(interval: Duration) -> Self {
         PeriodicConfig {
             interval,
             kind: SnapshotKind::Auto,
+            stop_timeout: Duration::from_secs(60),
         }
     }
 
@@ -42,6 +69,15 @@ impl PeriodicConfig {
         self.kind = kind;
         self
     }
+
+    /// How long [`PeriodicSnapshots::stop`] waits for a snapshot in
+    /// progress. Default 60 s; must be nonzero. Size it to the longest
+    /// snapshot of the store.
+    #[must_use]
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
 }
 
 /// Counters of the periodic thread.
@@ -49,40 +85,141 @@ impl PeriodicConfig {
 pub struct PeriodicStats {
     /// Snapshots taken.
     pub taken: u64,
-    /// Snapshot attempts that failed.
+    /// Snapshot attempts that failed (a panic included).
     pub failed: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
 }
 
 #[derive(Default)]
-struct Shared {
+struct Counters {
     taken: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
-    dead: AtomicBool,
 }
 
-enum Cmd {
+impl Counters {
+    fn failed(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some(why);
+    }
+}
+
+enum Command {
     Now(Sender<Result<SnapshotReport>>),
-    Stop(Sender<()>),
 }
 
-/// A thread that takes a snapshot at every tick of a configured interval,
+/// The `selfheal-snapshot` job: one snapshot per interval of the clock.
+struct Ticker {
+    manager: StateSnapshotManager,
+    store: Arc<dyn PageStore>,
+    gate: Arc<WriteGate>,
+    lsn: Arc<dyn Fn() -> Lsn + Send + Sync>,
+    kind: SnapshotKind,
+    interval_ns: u64,
+    /// When the next snapshot is due, on the manager's clock.
+    due_ns: u64,
+    counters: Arc<Counters>,
+}
+
+impl Ticker {
+    fn inner(&self) -> &Inner {
+        &self.manager.inner
+    }
+
+    fn once(&mut self) -> Result<SnapshotReport> {
+        let pause = self.gate.pause();
+        let lsn = (self.lsn)();
+        let r = self.manager.take_reported(
+            Consistency::Paused {
+                store: &*self.store,
+                pause: &pause,
+                lsn,
+            },
+            SnapshotRequest::new(self.kind),
+            "a periodic snapshot",
+        );
+        match &r {
+            Ok(_) => {
+                self.counters.taken.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "periodic snapshot failed");
+                self.counters.failed(e.to_string());
+            }
+        }
+        r
+    }
+}
+
+impl Job for Ticker {
+    type Command = Command;
+
+    fn next_tick(&mut self) -> Option<Instant> {
+        let wait_ns = self.due_ns.saturating_sub(self.inner().clock.now_ns());
+        Some(Instant::now() + Duration::from_nanos(wait_ns).min(POLL_MAX))
+    }
+
+    fn tick(&mut self) -> Flow {
+        let started = self.inner().clock.now_ns();
+        if started >= self.due_ns {
+            let _ = self.once();
+            // On the period's grid; after a snapshot that took longer than
+            // the interval (or a clock that jumped), one interval from this
+            // one's start: a missed period is never made up with a burst.
+            let next = self.due_ns.saturating_add(self.interval_ns);
+            self.due_ns = if next <= started {
+                started.saturating_add(self.interval_ns)
+            } else {
+                next
+            };
+        }
+        Flow::Continue
+    }
+
+    fn command(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Now(reply) => {
+                let _ = reply.send(self.once());
+            }
+        }
+        Flow::Continue
+    }
+
+    fn died(&mut self, reason: &str) {
+        self.counters.failed(reason.to_owned());
+        let inner = self.inner();
+        inner.sink.report(
+            Source::StateSnapshotManager,
+            FailureKind::WorkerDied {
+                component: Arc::from(COMPONENT),
+            },
+            format!(
+                "the periodic snapshots of {} stopped: {reason}",
+                inner.dir.display()
+            ),
+            inner.clock.now_ns(),
+        );
+    }
+}
+
+/// A thread that takes a snapshot at every interval of the manager's clock,
 /// pausing the host's writes through its [`WriteGate`] for the duration.
-/// Retention is applied after each snapshot (by the manager).
+/// Retention is applied after each snapshot (by the manager). A failed
+/// snapshot is counted and reported as
+/// [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); a
+/// panic on the thread (in the host's store or LSN function) ends it,
+/// reported as [`FailureKind::WorkerDied`], and later calls return
+/// [`Error::Stopped`]; the manager stays usable. Intervals are measured on
+/// the manager's [clock](super::SnapshotConfig::clock), read at least every
+/// 100 ms of real time.
 ///
-/// Dropping it stops and joins the thread; [`stop`](Self::stop) does the
-/// same and reports a worker that died.
+/// Dropping it stops the thread (bounded as [`stop`](Self::stop) is); `stop`
+/// also reports a thread that died.
 pub struct PeriodicSnapshots {
-    tx: Sender<Cmd>,
-    /// Disconnects when the worker thread ends (its sender is dropped, also
-    /// on unwinding). A reply is awaited together with this, because a
-    /// command queued just as the worker ended is never answered: the queue
-    /// keeps it (and its reply sender) alive while `tx` exists.
-    worker_ended: Receiver<()>,
-    handle: Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<Shared>,
+    worker: Mutex<Option<Worker<Command>>>,
+    counters: Arc<Counters>,
+    stop_timeout: Duration,
 }
 
 impl std::fmt::Debug for PeriodicSnapshots {
@@ -95,11 +232,11 @@ impl std::fmt::Debug for PeriodicSnapshots {
 
 impl PeriodicSnapshots {
     /// Starts the thread. Each snapshot pauses `gate`, reads the LSN from
-    /// `lsn`, and snapshots `store`.
+    /// `lsn`, and snapshots `store`; the first is due one interval from now.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero interval; [`Error::Io`] when the
-    /// thread cannot be spawned.
+    /// [`Error::InvalidConfig`] for a zero interval or stop timeout;
+    /// [`Error::Io`] when the thread cannot be spawned.
     pub fn start(
         manager: &StateSnapshotManager,
         store: Arc<dyn PageStore>,
@@ -113,30 +250,29 @@ impl PeriodicSnapshots {
                 "is 0; give a nonzero snapshot interval",
             ));
         }
-        let (tx, rx) = bounded(4);
-        let shared = Arc::new(Shared::default());
-        let worker = Worker {
+        if config.stop_timeout.is_zero() {
+            return Err(Error::config(
+                "stop_timeout",
+                "is 0; give the time the longest snapshot may take, e.g. 60 s",
+            ));
+        }
+        let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
+        let counters = Arc::new(Counters::default());
+        let job = Ticker {
             manager: manager.shared(),
             store,
             gate,
             lsn,
             kind: config.kind,
-            shared: shared.clone(),
+            interval_ns,
+            due_ns: manager.inner.clock.now_ns().saturating_add(interval_ns),
+            counters: counters.clone(),
         };
-        let interval = config.interval;
-        let (alive, worker_ended) = bounded::<()>(0);
-        let handle = std::thread::Builder::new()
-            .name("selfheal-snapshot".into())
-            .spawn(move || {
-                let _alive = alive;
-                worker.run(&rx, interval);
-            })
-            .map_err(|e| Error::io("spawning the selfheal-snapshot thread", e))?;
+        let worker = Worker::spawn(COMPONENT, "selfheal-snapshot", job)?;
         Ok(PeriodicSnapshots {
-            tx,
-            worker_ended,
-            handle: Mutex::new(Some(handle)),
-            shared,
+            worker: Mutex::new(Some(worker)),
+            counters,
+            stop_timeout: config.stop_timeout,
         })
     }
 
@@ -144,10 +280,18 @@ impl PeriodicSnapshots {
     #[must_use]
     pub fn stats(&self) -> PeriodicStats {
         PeriodicStats {
-            taken: self.shared.taken.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
-            last_error: self.shared.last_error.lock().clone(),
+            taken: self.counters.taken.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            last_error: self.counters.last_error.lock().clone(),
         }
+    }
+
+    /// Whether the thread is running (not stopped, not dead).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.worker
+            .try_lock()
+            .is_none_or(|w| w.as_ref().is_some_and(Worker::is_running))
     }
 
     /// Takes a snapshot now, on the thread, and returns its result.
@@ -157,46 +301,45 @@ impl PeriodicSnapshots {
     /// waits for every ticket to be dropped, so the call would never return.
     ///
     /// # Errors
-    /// The snapshot's error; [`Error::Stopped`] when the thread is stopped or died.
+    /// The snapshot's error; [`Error::Stopped`] when the thread is stopped
+    /// or died.
     pub fn snapshot_now(&self) -> Result<SnapshotReport> {
-        let dead = || Error::Stopped {
-            component: COMPONENT,
-            reason: "the selfheal-snapshot thread is not running".into(),
-        };
-        if self.shared.dead.load(Ordering::Acquire) {
-            return Err(dead());
-        }
-        let (rtx, rrx) = bounded(1);
-        self.tx.send(Cmd::Now(rtx)).map_err(|_| dead())?;
-        select! {
-            recv(rrx) -> r => r.map_err(|_| dead())?,
-            recv(self.worker_ended) -> _ => Err(dead()),
-        }
-    }
-
-    /// Stops the thread and joins it.
-    ///
-    /// # Errors
-    /// [`Error::Stopped`] when the worker had panicked.
-    pub fn stop(&self) -> Result<()> {
-        let Some(handle) = self.handle.lock().take() else {
-            return Ok(());
-        };
-        let (rtx, rrx) = bounded(1);
-        if self.tx.send(Cmd::Stop(rtx)).is_ok() {
-            select! {
-                recv(rrx) -> _ => {}
-                recv(self.worker_ended) -> _ => {}
-            }
-        }
-        let joined = handle.join();
-        if joined.is_err() || self.shared.dead.load(Ordering::Acquire) {
+        let worker = self.worker.lock();
+        let Some(w) = worker.as_ref() else {
             return Err(Error::Stopped {
                 component: COMPONENT,
-                reason: "the selfheal-snapshot thread panicked".into(),
+                reason: "stop() was called".into(),
             });
+        };
+        w.request(Command::Now)?
+    }
+
+    /// Stops the thread and joins it, waiting at most the configured
+    /// [`stop_timeout`](PeriodicConfig::stop_timeout) (for a running
+    /// `snapshot_now` and the snapshot in progress together). Later calls
+    /// do nothing.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the thread had died (the panic's message), or
+    /// did not stop in time (it is then left to end on its own).
+    pub fn stop(&self) -> Result<()> {
+        let deadline = Instant::now() + self.stop_timeout;
+        let Some(mut slot) = self.worker.try_lock_until(deadline) else {
+            return Err(Error::Stopped {
+                component: COMPONENT,
+                reason: format!(
+                    "a snapshot_now call did not return within {:?}; the thread was not stopped",
+                    self.stop_timeout
+                ),
+            });
+        };
+        match slot.take() {
+            Some(mut w) => w.stop(
+                Stop::Finish,
+                deadline.saturating_duration_since(Instant::now()),
+            ),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -204,76 +347,6 @@ impl Drop for PeriodicSnapshots {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
             tracing::warn!(error = %e, "periodic snapshots ended badly");
-        }
-    }
-}
-
-struct Worker {
-    manager: StateSnapshotManager,
-    store: Arc<dyn PageStore>,
-    gate: Arc<WriteGate>,
-    lsn: Arc<dyn Fn() -> Lsn + Send + Sync>,
-    kind: SnapshotKind,
-    shared: Arc<Shared>,
-}
-
-impl Worker {
-    fn run(&self, rx: &Receiver<Cmd>, interval: Duration) {
-        let ticker = crossbeam_channel::tick(interval);
-        loop {
-            select! {
-                recv(rx) -> cmd => match cmd {
-                    Ok(Cmd::Now(reply)) => {
-                        let Some(r) = self.once() else { return };
-                        let _ = reply.send(r);
-                    }
-                    Ok(Cmd::Stop(reply)) => {
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Err(_) => return,
-                },
-                recv(ticker) -> _ => {
-                    if self.once().is_none() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// One snapshot; `None` when it panicked (the thread then ends and the
-    /// component is marked dead).
-    fn once(&self) -> Option<Result<SnapshotReport>> {
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let pause = self.gate.pause();
-            let lsn = (self.lsn)();
-            self.manager.take_snapshot(
-                Consistency::Paused {
-                    store: &*self.store,
-                    pause: &pause,
-                    lsn,
-                },
-                SnapshotRequest::new(self.kind),
-            )
-        }));
-        match r {
-            Ok(Ok(report)) => {
-                self.shared.taken.fetch_add(1, Ordering::Relaxed);
-                Some(Ok(report))
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "periodic snapshot failed");
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                *self.shared.last_error.lock() = Some(e.to_string());
-                Some(Err(e))
-            }
-            Err(_) => {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                *self.shared.last_error.lock() = Some("the snapshot panicked".into());
-                self.shared.dead.store(true, Ordering::Release);
-                None
-            }
         }
     }
 }

@@ -41,7 +41,8 @@ use parking_lot::Mutex;
 
 use super::chain::check_chain;
 use super::format::SnapshotReader;
-use super::{Head, Inner, Operation, State};
+use super::inner::{Head, Inner, State};
+use super::Operation;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::types::{Lsn, PageId};

@@ -20,11 +20,12 @@ use std::sync::Arc;
 
 use super::fingerprint::parallel_fingerprints;
 use super::format::{self, Header};
+use super::inner::{Head, Inner, State};
 use super::manifest::{plan_retention, Manifest, MANIFEST_NAME};
 use super::writer::SnapshotWriter;
 use super::{
-    now_unix_ms, snapshot_file_name, ChangeDetection, Consistency, CrashStep, Head, Inner,
-    Operation, SnapshotInfo, SnapshotKind, SnapshotReport, SnapshotRequest, State,
+    snapshot_file_name, ChangeDetection, Consistency, CrashStep, Operation, SnapshotInfo,
+    SnapshotKind, SnapshotReport, SnapshotRequest,
 };
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -197,7 +198,7 @@ impl Inner {
             id: st.manifest.next_id,
             parent: parent.as_ref().map(|h| h.id),
             lsn,
-            created_unix_ms: now_unix_ms(),
+            created_unix_ms: self.now_unix_ms(),
             page_size: ps,
             chunk_pages: self.chunk_pages,
             page_count,
@@ -224,7 +225,7 @@ impl Inner {
         if paused {
             self.dirty.reset_clean();
         }
-        let (deleted, retention_error) = match self.retain(&mut st, now_unix_ms()) {
+        let (deleted, retention_error) = match self.retain(&mut st, self.now_unix_ms()) {
             Ok(deleted) => (deleted, None),
             Err(e) => {
                 tracing::warn!(snapshot = info.id, error = %e, "snapshot taken, but retention failed; older snapshots are kept until it next runs");

@@ -22,6 +22,7 @@ pub struct StoreReplica {
     id: ReplicaId,
     store: Arc<dyn PageStore>,
     lag: ReplicaLag,
+    inline: bool,
 }
 
 impl StoreReplica {
@@ -31,7 +32,18 @@ impl StoreReplica {
             id: ReplicaId::new(id),
             store,
             lag: ReplicaLag::default(),
+            inline: false,
         }
+    }
+
+    /// Declares that no read of its store can hang (an in-memory store), so
+    /// the repairer may call it on the repairing thread without a deadline
+    /// (see [`Replica::may_call_inline`]); default `false`. Never for a
+    /// store whose reads may stall (a file on a disk, a network mount).
+    #[must_use]
+    pub fn call_inline(mut self, yes: bool) -> Self {
+        self.inline = yes;
+        self
     }
 
     /// Sets the lag it reports.
@@ -53,6 +65,7 @@ impl fmt::Debug for StoreReplica {
         f.debug_struct("StoreReplica")
             .field("id", &self.id)
             .field("lag", &self.lag)
+            .field("call_inline", &self.inline)
             .finish_non_exhaustive()
     }
 }
@@ -75,5 +88,9 @@ impl Replica for StoreReplica {
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         self.store.read_page(page, buf)
+    }
+
+    fn may_call_inline(&self) -> bool {
+        self.inline
     }
 }

@@ -1,4 +1,4 @@
-//! Fault-injecting wrappers around a store and a replica.
+//! Fault-injecting wrappers around a store, a replica and a fallback source.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -10,8 +10,8 @@ use parking_lot::{Condvar, Mutex};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::host::{PageStore, Replica, ReplicaLag, ReplicaStatus};
-use crate::types::{PageId, ReplicaId};
+use crate::host::{digest_by_reads, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus};
+use crate::types::{Lsn, PageId, ReplicaId};
 
 /// Damage done to a page's bytes at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,21 +335,78 @@ impl PageStore for FaultyStore {
     }
 }
 
+/// Which call of a [`FaultyReplica`] a hang applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaCall {
+    /// [`Replica::status`].
+    Status,
+    /// [`Replica::read_page`].
+    Read,
+    /// [`Replica::range_digest`].
+    Digest,
+}
+
+impl ReplicaCall {
+    fn index(self) -> usize {
+        match self {
+            ReplicaCall::Status => 0,
+            ReplicaCall::Read => 1,
+            ReplicaCall::Digest => 2,
+        }
+    }
+}
+
+/// A gate that calls pass while it is open and block at while it is closed,
+/// counting the calls blocked at it.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+    waiting: AtomicU64,
+}
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock() = closed;
+        if !closed {
+            self.opened.notify_all();
+        }
+    }
+
+    /// Blocks the calling thread while the gate is closed.
+    fn pass(&self) {
+        let mut closed = self.closed.lock();
+        if *closed {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *closed {
+                self.opened.wait(&mut closed);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
 /// A [`Replica`] wrapper that can be taken down, made to lag, made to serve
-/// damaged copies of chosen pages, made to hang in reads, or made to panic.
+/// damaged copies of chosen pages, made to hang in any of its calls, or made
+/// to panic in reads.
 ///
-/// A hung read blocks the calling thread until [`set_hang(false)`](Self::set_hang)
-/// releases it (then it proceeds as a normal read), like a replica behind a
-/// network partition whose socket never times out.
+/// A hung call blocks the calling thread until it is released (then it
+/// proceeds as a normal call), like a replica behind a network partition
+/// whose socket never times out. Its range digests are computed from its own
+/// (possibly damaged, hanging or panicking) page reads.
 pub struct FaultyReplica {
     inner: Arc<dyn Replica>,
     down: AtomicBool,
     lag: Mutex<Option<ReplicaLag>>,
     damaged: Mutex<HashMap<PageId, Damage>>,
-    reads: AtomicU64,
-    hang: Mutex<bool>,
-    released: Condvar,
-    hung: AtomicU64,
+    /// Calls made, by [`ReplicaCall::index`].
+    calls: [AtomicU64; 3],
+    /// Where calls hang, by [`ReplicaCall::index`].
+    gates: [Gate; 3],
     panics: AtomicBool,
 }
 
@@ -370,27 +427,41 @@ impl FaultyReplica {
             down: AtomicBool::new(false),
             lag: Mutex::new(None),
             damaged: Mutex::new(HashMap::new()),
-            reads: AtomicU64::new(0),
-            hang: Mutex::new(false),
-            released: Condvar::new(),
-            hung: AtomicU64::new(0),
+            calls: Default::default(),
+            gates: Default::default(),
             panics: AtomicBool::new(false),
         }
     }
 
-    /// Makes every read block until `set_hang(false)` (which also releases
-    /// the reads blocked now), or stops doing so.
-    pub fn set_hang(&self, hang: bool) {
-        *self.hang.lock() = hang;
-        if !hang {
-            self.released.notify_all();
-        }
+    /// Makes every call of kind `call` block until `set_hang_on(call, false)`
+    /// (which also releases the calls blocked now), or stops doing so.
+    pub fn set_hang_on(&self, call: ReplicaCall, hang: bool) {
+        self.gates[call.index()].set_closed(hang);
     }
 
-    /// How many reads are blocked by [`set_hang`](Self::set_hang) right now.
+    /// Makes every page read block until `set_hang(false)` (which also
+    /// releases the reads blocked now), or stops doing so; the same as
+    /// [`set_hang_on(ReplicaCall::Read, hang)`](Self::set_hang_on).
+    pub fn set_hang(&self, hang: bool) {
+        self.set_hang_on(ReplicaCall::Read, hang);
+    }
+
+    /// How many calls of kind `call` are blocked by a hang right now.
+    #[must_use]
+    pub fn hung_calls(&self, call: ReplicaCall) -> u64 {
+        self.gates[call.index()].waiting()
+    }
+
+    /// How many page reads are blocked by [`set_hang`](Self::set_hang) right now.
     #[must_use]
     pub fn hung_reads(&self) -> u64 {
-        self.hung.load(Ordering::SeqCst)
+        self.hung_calls(ReplicaCall::Read)
+    }
+
+    /// How many calls of kind `call` were made (served, refused or hung).
+    #[must_use]
+    pub fn calls(&self, call: ReplicaCall) -> u64 {
+        self.calls[call.index()].load(Ordering::SeqCst)
     }
 
     /// Makes every read panic (a bug in the replica's code), or stops doing so.
@@ -413,10 +484,16 @@ impl FaultyReplica {
         self.damaged.lock().insert(page, damage);
     }
 
-    /// How many page reads it served or refused.
+    /// How many page reads it served or refused (digests read pages too).
     #[must_use]
     pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+        self.calls(ReplicaCall::Read)
+    }
+
+    /// Counts a call of kind `call` and blocks while such calls hang.
+    fn enter(&self, call: ReplicaCall) {
+        self.calls[call.index()].fetch_add(1, Ordering::SeqCst);
+        self.gates[call.index()].pass();
     }
 }
 
@@ -430,6 +507,7 @@ impl Replica for FaultyReplica {
     }
 
     fn status(&self) -> ReplicaStatus {
+        self.enter(ReplicaCall::Status);
         let mut s = self.inner.status();
         if self.down.load(Ordering::SeqCst) {
             s.available = false;
@@ -441,22 +519,13 @@ impl Replica for FaultyReplica {
     }
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.calls[ReplicaCall::Read.index()].fetch_add(1, Ordering::SeqCst);
         assert!(
             !self.panics.load(Ordering::SeqCst),
             "replica {} panicked reading page {page} (injected)",
             self.inner.id()
         );
-        {
-            let mut hang = self.hang.lock();
-            if *hang {
-                self.hung.fetch_add(1, Ordering::SeqCst);
-                while *hang {
-                    self.released.wait(&mut hang);
-                }
-                self.hung.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        self.gates[ReplicaCall::Read.index()].pass();
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::ReplicaUnavailable {
                 replica: self.inner.id(),
@@ -468,6 +537,84 @@ impl Replica for FaultyReplica {
             d.apply(buf);
         }
         Ok(())
+    }
+
+    fn range_digest(&self, first: PageId, count: u64) -> Result<u64> {
+        self.enter(ReplicaCall::Digest);
+        digest_by_reads(self, first, count)
+    }
+}
+
+/// A [`PageSource`] wrapper (a fallback) that can be made to hang or panic
+/// in its reads.
+///
+/// A hung read blocks the calling thread until [`set_hang(false)`](Self::set_hang)
+/// releases it (then it proceeds as a normal read), like a backup store
+/// behind a mount that stopped answering.
+pub struct FaultySource {
+    inner: Arc<dyn PageSource>,
+    reads: AtomicU64,
+    gate: Gate,
+    panics: AtomicBool,
+}
+
+impl fmt::Debug for FaultySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultySource")
+            .field("name", &self.inner.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultySource {
+    /// Wraps `inner`; no fault is armed.
+    pub fn new(inner: Arc<dyn PageSource>) -> Self {
+        FaultySource {
+            inner,
+            reads: AtomicU64::new(0),
+            gate: Gate::default(),
+            panics: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes every read block until `set_hang(false)` (which also releases
+    /// the reads blocked now), or stops doing so.
+    pub fn set_hang(&self, hang: bool) {
+        self.gate.set_closed(hang);
+    }
+
+    /// How many reads are blocked by [`set_hang`](Self::set_hang) right now.
+    #[must_use]
+    pub fn hung_reads(&self) -> u64 {
+        self.gate.waiting()
+    }
+
+    /// Makes every read panic (a bug in the source's code), or stops doing so.
+    pub fn set_panic(&self, panic: bool) {
+        self.panics.store(panic, Ordering::SeqCst);
+    }
+
+    /// How many reads it was asked for (served, refused or hung).
+    #[must_use]
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+impl PageSource for FaultySource {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.panics.load(Ordering::SeqCst),
+            "fallback {} panicked reading page {page} (injected)",
+            self.inner.name()
+        );
+        self.gate.pass();
+        self.inner.read_page(page, not_older_than, buf)
     }
 }
 

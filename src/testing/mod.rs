@@ -14,12 +14,19 @@ pub use crash::{
     check_stamp_workload, run_stamp_workload, stamp_pages, CrashDir, CrashStore, CrashSwitch,
     StampCheck, STAMP_PAGES, STAMP_PAGE_SIZE,
 };
-pub use faults::{Damage, FaultCounts, FaultyReplica, FaultyStore, ReadFault, WriteFault};
+pub use faults::{
+    Damage, FaultCounts, FaultyReplica, FaultySource, FaultyStore, ReadFault, ReplicaCall,
+    WriteFault,
+};
 pub use files::CrashFiles;
+mod decode;
 mod snapshot;
 
+pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};
+
 pub use snapshot::{
-    both_placements, damaged_copies, fill_store, semi_compressible_page, SealedStore,
+    both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
+    SealedStore,
 };
 mod health;
 

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 
-use crate::checksum::{ChecksumPlacement, ChecksumTable};
+use crate::checksum::{ChecksumPlacement, ChecksumTable, TableConfig};
 use crate::corruption::{CorruptionDetector, DetectorConfig};
 use crate::error::Result;
 use crate::host::PageStore;
 use crate::store::MemStore;
 use crate::types::PageId;
+
+use super::CrashFiles;
 
 const WORDS: [&[u8]; 12] = [
     b"page ", b"row=", b"commit ", b"index ", b"value:", b"key ", b"lsn ", b"txn ", b"null ",
@@ -104,6 +106,27 @@ pub fn both_placements(page_size: usize) -> Vec<(&'static str, ChecksumPlacement
             )),
         ),
     ]
+}
+
+/// Every placement a sealed page can have, named: the trailer, an in-memory
+/// sidecar table, and a durable sidecar table (on in-memory [`CrashFiles`],
+/// so its log and compactions really run). A test of a change detector or a
+/// restore over sealed pages runs under each.
+///
+/// # Panics
+/// When `page_size` is not a valid page size for a checksum table.
+#[must_use]
+pub fn every_placement(page_size: usize) -> Vec<(&'static str, ChecksumPlacement)> {
+    let mut out = both_placements(page_size);
+    out.push((
+        "durable",
+        ChecksumPlacement::Sidecar(Arc::new(
+            TableConfig::new(page_size)
+                .open_on(Arc::new(CrashFiles::new()), "sums")
+                .expect("a fresh table on empty in-memory files opens"),
+        )),
+    ));
+    out
 }
 
 /// An in-memory store whose every page is written through a

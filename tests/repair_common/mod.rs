@@ -14,7 +14,7 @@ use selfheal::corruption::{ExpectedLsnFn, PageLsnFn};
 use selfheal::testing::FaultyStore;
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Lsn, MemStore, PageId,
-    PageStore, StoreReplica,
+    PageSource, PageStore, StoreReplica,
 };
 
 pub const PS: usize = 4096;
@@ -109,6 +109,43 @@ impl Cluster {
     /// A replica named `m{i}` over mirror `i`.
     pub fn replica(&self, i: usize) -> StoreReplica {
         StoreReplica::new(format!("m{i}"), self.mirrors[i].clone())
+    }
+}
+
+/// A fallback source (a backup) serving the pages of a store, honouring the
+/// LSN bound it is asked with (by the page LSN in the first 8 bytes).
+#[derive(Debug)]
+pub struct StoreSource {
+    pub name: &'static str,
+    pub store: Arc<MemStore>,
+}
+
+impl StoreSource {
+    /// A source holding the host's current copy of every page of `c`.
+    pub fn current(name: &'static str, c: &Cluster) -> StoreSource {
+        let pages = c.written.lock().len() as u64;
+        let store = Arc::new(MemStore::new(PS, pages).unwrap());
+        for (p, (_, bytes)) in c.written.lock().iter().enumerate() {
+            if !bytes.is_empty() {
+                store.write_page(PageId(p as u64), bytes).unwrap();
+            }
+        }
+        StoreSource { name, store }
+    }
+}
+
+impl PageSource for StoreSource {
+    fn name(&self) -> String {
+        self.name.to_owned()
+    }
+    fn read_page(
+        &self,
+        page: PageId,
+        not_older_than: Option<Lsn>,
+        buf: &mut [u8],
+    ) -> selfheal::Result<bool> {
+        self.store.read_page(page, buf)?;
+        Ok(not_older_than.is_none_or(|n| lsn_reader()(buf).is_some_and(|l| l >= n)))
     }
 }
 

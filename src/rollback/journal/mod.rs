@@ -248,7 +248,7 @@ pub use record::{
 };
 pub use recovery::{JournalDamage, RecoveryMode};
 pub use state::{JournalState, STATE_FILE_NAME, STATE_MAGIC, STATE_VERSION};
-pub use storage::{segment_file_name, DirStorage, JournalStorage};
+pub use storage::{segment_file_name, DirStorage, JournalStorage, LOCK_FILE};
 pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;

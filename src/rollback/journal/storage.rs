@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -111,10 +112,20 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
 /// the state file [`STATE_FILE_NAME`], replaced with the crate's atomic write
 /// (temporary file, fsync, rename, directory fsync). Files with other names
 /// are ignored.
+///
+/// A `DirStorage` owns its directory for as long as it lives: it holds the
+/// directory's exclusive lock ([`LOCK_FILE`]), so a second one — a
+/// second [`TransactionRollbackManager`](crate::TransactionRollbackManager)
+/// on the same directory, in this process or another — is refused with
+/// [`Error::DirectoryLocked`] until the first is dropped.
 pub struct DirStorage {
     dir: PathBuf,
     open: Mutex<HashMap<u64, File>>,
+    _lock: DirLock,
 }
+
+/// The lock file of an undo journal directory (see [`DirStorage`]).
+pub const LOCK_FILE: &str = "journal.lock";
 
 impl fmt::Debug for DirStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,10 +150,12 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 impl DirStorage {
-    /// Uses (creating it if needed) the directory `dir`.
+    /// Uses (creating it if needed) the directory `dir`, and takes its lock.
     ///
     /// # Errors
-    /// [`Error::Io`] when the directory cannot be created.
+    /// [`Error::Io`] when the directory cannot be created or its lock file
+    /// cannot be opened; [`Error::DirectoryLocked`] when another owner (in
+    /// this process or another) holds the directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| {
@@ -151,9 +164,16 @@ impl DirStorage {
                 e,
             )
         })?;
+        let lock = DirLock::acquire(
+            &dir,
+            LOCK_FILE,
+            "undo journal",
+            "stop or drop the other TransactionRollbackManager (or DirStorage) on this directory first, or use another directory",
+        )?;
         Ok(DirStorage {
             dir,
             open: Mutex::new(HashMap::new()),
+            _lock: lock,
         })
     }
 

@@ -19,16 +19,15 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
 
-use super::marker::Marker;
+use super::marker::{Marker, Wakeups};
 use super::record::{
     encode_undo, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
     SEGMENT_VERSION,
@@ -38,6 +37,7 @@ use super::state::JournalState;
 use super::storage::JournalStorage;
 use super::UNDO_FIXED_LEN;
 use crate::rollback::TxnId;
+use crate::worker::Notifier;
 
 const COMPONENT: &str = "undo journal";
 
@@ -179,8 +179,8 @@ pub(super) struct Core {
     state: Mutex<JournalState>,
     /// The reservation end, for segment headers (read without `ids`).
     reserved_end: AtomicU64,
-    /// Wakes the mark thread after an fsync.
-    notice: Sender<()>,
+    /// Wakes the mark thread after an fsync (set once it runs).
+    notice: OnceLock<Notifier<()>>,
 }
 
 /// The append side of the undo journal.
@@ -231,7 +231,6 @@ impl Journal {
         if let Some(last) = segments.back() {
             storage.sync(last.id)?;
         }
-        let (notice, notices) = crossbeam_channel::bounded(1);
         let durable = scan.next_lsn - 1;
         let core = Arc::new(Core {
             storage,
@@ -263,7 +262,7 @@ impl Journal {
             }),
             state: Mutex::new(state),
             reserved_end: AtomicU64::new(state.txn_reserved_end),
-            notice,
+            notice: OnceLock::new(),
         });
         {
             let mut g = core.inner.lock();
@@ -283,7 +282,10 @@ impl Journal {
                 core.push_mark(&mut g)?;
             }
         }
-        let marker = Marker::start(core.clone(), notices, core.cfg.idle_mark_delay)?;
+        let marker = Marker::start(core.clone(), core.cfg.idle_mark_delay)?;
+        if let Some(n) = marker.notifier() {
+            let _ = core.notice.set(n);
+        }
         Ok(Journal {
             core,
             marker: Mutex::new(marker),
@@ -447,7 +449,8 @@ impl Journal {
 }
 
 impl Drop for Journal {
-    /// Stops the mark thread (waiting for an fsync it is in). Nothing is
+    /// Stops the mark thread (waiting, for a bounded time, for an fsync it
+    /// is in). Nothing is
     /// flushed: [`close`](Journal::close) does that.
     fn drop(&mut self) {
         self.marker.lock().stop();
@@ -712,7 +715,9 @@ impl Core {
                             g.marked = g.marked.max(claim);
                             g.marks_in_flight.pop_front();
                         }
-                        let _ = self.notice.try_send(());
+                        if let Some(n) = self.notice.get() {
+                            n.notify(());
+                        }
                     }
                     for mut c in chunks {
                         if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
@@ -789,5 +794,15 @@ impl Core {
             }
         }
         self.cover_with_mark()
+    }
+}
+
+impl Wakeups for Core {
+    fn idle_mark(&self) -> Result<()> {
+        Core::idle_mark(self)
+    }
+
+    fn died(&self, reason: String) {
+        self.poison(reason);
     }
 }

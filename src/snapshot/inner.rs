@@ -1,0 +1,170 @@
+//! The state one manager shares between its handles, its page source and
+//! its periodic thread: the manifest, the head, the dirty-page notices, the
+//! open readers, and the poisoned state after a failure whose effect on disk
+//! is unknown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::dirty::DirtyPages;
+use super::format::SnapshotReader;
+use super::manifest::{Manifest, Retention};
+use super::progress::Progress;
+use super::SnapshotInfo;
+use crate::clock::Clock;
+use crate::dirlock::DirLock;
+use crate::error::{Error, Result};
+use crate::types::Lsn;
+use crate::types::{FailureKind, FailureSink, Source};
+
+/// The snapshot the store's state descends from (see the module docs).
+#[derive(Clone, Debug)]
+pub(super) struct Head {
+    pub(super) id: u64,
+    pub(super) lsn: Lsn,
+    pub(super) page_count: u64,
+    pub(super) chain: Vec<u64>,
+}
+
+/// What the manifest lock guards.
+pub(super) struct State {
+    pub(super) manifest: Manifest,
+    /// The head's page fingerprints, once read or computed.
+    pub(super) head_fps: Option<(u64, Arc<Vec<u64>>)>,
+}
+
+/// The shared state of one manager.
+pub(super) struct Inner {
+    pub(super) dir: PathBuf,
+    pub(super) page_size: usize,
+    pub(super) chunk_pages: usize,
+    pub(super) threads: usize,
+    pub(super) max_chain_len: usize,
+    pub(super) retention: Retention,
+    pub(super) precheck_restore: bool,
+    pub(super) state: Mutex<State>,
+    pub(super) head: RwLock<Option<Head>>,
+    pub(super) dirty: DirtyPages,
+    /// Set when a restore failed after it began writing its target: the
+    /// store's state then descends from no snapshot, so the page source
+    /// serves nothing until the next successful snapshot or restore.
+    pub(super) head_unknown: AtomicBool,
+    pub(super) readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
+    pub(super) progress: Progress,
+    pub(super) poisoned: Mutex<Option<String>>,
+    pub(super) crash_at: AtomicU32,
+    #[cfg(any(test, feature = "testing"))]
+    pub(super) fail_retention: AtomicBool,
+    pub(super) rebuilt: Option<String>,
+    /// Every time decision: progress rates, creation times, retention by age.
+    pub(super) clock: Arc<dyn Clock>,
+    /// Unix milliseconds at the clock's zero: the wall time at open minus
+    /// the clock's reading then, so that `clock` alone moves creation times.
+    pub(super) wall_origin_unix_ms: u64,
+    /// Where the manager reports its own failures.
+    pub(super) sink: FailureSink,
+    /// The directory's lock, held while anything uses the directory.
+    pub(super) _lock: DirLock,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateSnapshotManager")
+            .field("dir", &self.dir)
+            .field("page_size", &self.page_size)
+            .field("head", &self.head.read().as_ref().map(|h| h.id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Readers kept open at most; older ones are dropped and reopened on demand.
+const MAX_OPEN_READERS: usize = 64;
+
+impl Inner {
+    /// The wall time on the manager's clock, in Unix milliseconds.
+    pub(super) fn now_unix_ms(&self) -> u64 {
+        self.wall_origin_unix_ms
+            .saturating_add(self.clock.now_ns() / 1_000_000)
+    }
+
+    /// Reports a snapshot that failed with `error` on the failure bus.
+    pub(super) fn report_snapshot_failed(&self, what: &str, error: &Error) {
+        self.sink.report(
+            Source::StateSnapshotManager,
+            FailureKind::SnapshotFailed,
+            format!("{what} in {} failed: {error}", self.dir.display()),
+            self.clock.now_ns(),
+        );
+    }
+
+    pub(super) fn check_alive(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(reason) => Err(Error::Poisoned {
+                component: "snapshot manager",
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn poison(&self, reason: String) {
+        tracing::error!(%reason, "snapshot manager poisoned");
+        *self.poisoned.lock() = Some(reason);
+    }
+
+    pub(super) fn crashed(&self) -> bool {
+        self.poisoned.lock().is_some()
+    }
+
+    pub(super) fn check_page_size(&self, what: &str, ps: usize) -> Result<()> {
+        if ps != self.page_size {
+            return Err(Error::PageSizeMismatch {
+                what: what.to_owned(),
+                expected: self.page_size,
+                actual: ps,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn reader(&self, info: &SnapshotInfo) -> Result<Arc<SnapshotReader>> {
+        if let Some(r) = self.readers.lock().get(&info.id) {
+            return Ok(r.clone());
+        }
+        let path = self.dir.join(&info.file_name);
+        let r = SnapshotReader::open_file(&path)?;
+        let h = &r.header;
+        if h.id != info.id
+            || h.parent != info.parent
+            || h.lsn != info.lsn
+            || h.page_count != info.page_count
+            || h.page_size != self.page_size
+        {
+            return Err(Error::corrupt_file(
+                &path,
+                0,
+                format!(
+                    "header does not match the manifest entry of snapshot {}",
+                    info.id
+                ),
+            ));
+        }
+        let r = Arc::new(r);
+        let mut cache = self.readers.lock();
+        if cache.len() >= MAX_OPEN_READERS {
+            cache.clear();
+        }
+        cache.insert(info.id, r.clone());
+        Ok(r)
+    }
+
+    pub(super) fn reader_by_id(&self, st: &State, id: u64) -> Result<Arc<SnapshotReader>> {
+        let info = st.manifest.get(id).ok_or(Error::SnapshotNotFound { id })?;
+        self.reader(info)
+    }
+}
