@@ -64,6 +64,7 @@ mod fsutil;
 pub mod healer;
 pub mod health;
 mod host;
+pub mod recovery;
 pub mod repair;
 pub mod rollback;
 pub mod scrub;
@@ -91,6 +92,7 @@ pub use health::{
 pub use host::{
     HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,
 };
+pub use recovery::{AutoRecoveryManager, Mode, RecoveryConfig, RecoveryEvent, RecoveryStats};
 pub use repair::{DataRepairer, RepairConfig};
 pub use rollback::{
     PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,

@@ -17,13 +17,21 @@ use super::heal::SelfHealer;
 use super::incident::EscalationReport;
 use super::learn::MAX_NAME_LEN;
 use super::pacing::{Backoff, RestartIntensity};
-use super::remedy::{Remedy, RemedyContext};
+use super::remedy::{Case, Remedy, RemedyContext};
 
 /// Called with the one report of an escalated incident, on the thread that
 /// called [`SelfHealer::heal`]. It should hand the report on (page a
 /// person, open a ticket) and return; it must not call back into the
 /// healer.
 pub type EscalationCallback = Arc<dyn Fn(&EscalationReport) + Send + Sync>;
+
+/// Asked, on the healing thread, before each remedy would run (after its
+/// breaker and restart intensity allowed it, before any snapshot or wait):
+/// `true` lets it run, `false` skips it as
+/// [`SkipReason::NotApproved`](super::SkipReason::NotApproved). The
+/// recovery manager's Approve mode is such a gate. It must not call back
+/// into the healer.
+pub type ActionGate = Arc<dyn Fn(&Case<'_>, &dyn Remedy) -> bool + Send + Sync>;
 
 /// Configuration of a [`SelfHealer`]. Every setter documents its default.
 #[must_use]
@@ -47,6 +55,7 @@ pub struct HealerConfig {
     pub(super) audit: Option<Arc<AuditLog>>,
     pub(super) on_escalation: Option<EscalationCallback>,
     pub(super) observe_only: bool,
+    pub(super) gate: Option<ActionGate>,
 }
 
 impl fmt::Debug for HealerConfig {
@@ -97,6 +106,7 @@ impl HealerConfig {
             audit: None,
             on_escalation: None,
             observe_only: false,
+            gate: None,
         }
     }
 
@@ -218,6 +228,13 @@ impl HealerConfig {
     /// Diagnose and plan but change nothing (default: `false`).
     pub fn observe_only(mut self, yes: bool) -> Self {
         self.observe_only = yes;
+        self
+    }
+
+    /// Asks `gate` before each remedy runs (default: none, every remedy
+    /// that is planned may run). See [`ActionGate`].
+    pub fn action_gate(mut self, gate: ActionGate) -> Self {
+        self.gate = Some(gate);
         self
     }
 

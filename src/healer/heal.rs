@@ -49,7 +49,7 @@ use crate::host::HostAction;
 use crate::types::{Failure, Target};
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
-use super::config::{EscalationCallback, HealerConfig};
+use super::config::{ActionGate, EscalationCallback, HealerConfig};
 use super::diagnose::{Diagnoser, Diagnosis, Problem, Symptom};
 use super::incident::{
     Attempt, AttemptOutcome, EscalationReport, Incident, Outcome, SkipReason, Step,
@@ -114,6 +114,7 @@ pub struct SelfHealer {
     audit: Option<Arc<AuditLog>>,
     on_escalation: Option<EscalationCallback>,
     observe_only: bool,
+    gate: Option<ActionGate>,
     learned_path: Option<PathBuf>,
     load_warning: Option<String>,
     next_id: AtomicU64,
@@ -167,6 +168,7 @@ impl SelfHealer {
             audit: cfg.audit,
             on_escalation: cfg.on_escalation,
             observe_only: cfg.observe_only,
+            gate: cfg.gate,
             learned_path: cfg.learned_path,
             load_warning,
             next_id: AtomicU64::new(1),
@@ -255,9 +257,18 @@ impl SelfHealer {
     /// Heals one failure (see the module docs) and returns its incident,
     /// closed.
     pub fn heal(&self, failure: Failure) -> Incident {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.heal_as(id, failure, &[])
+    }
+
+    /// [`heal`](Self::heal) under the caller's incident id, with `joined`
+    /// (later reports of the same target, collected while the incident
+    /// waited) joined before the healer takes it. A caller that numbers
+    /// incidents itself (the recovery manager, durably) uses this, so its
+    /// ids and the audit log's agree.
+    pub fn heal_as(&self, id: u64, failure: Failure, joined: &[Failure]) -> Incident {
         let clock = self.ctx.clock_ref().clone();
         let now = clock.now_ns();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let diagnosis = self.diagnose(&failure);
         let mut inc = Incident {
             id,
@@ -272,6 +283,9 @@ impl SelfHealer {
         };
         inc.push(failure.detected_at_ns, Step::Detected, failure.to_string());
         self.audit(&inc, EntryKind::Detected, failure.to_string());
+        for j in joined {
+            inc.join(j.clone(), j.detected_at_ns);
+        }
         inc.push(now, Step::Started, "the healer took the incident");
         let diag_text = match &diagnosis.rule {
             Some(rule) => format!(
@@ -408,6 +422,13 @@ impl SelfHealer {
         if let Some(why) = skip {
             self.skipped(inc, &name, now, why);
             return None;
+        }
+        if let Some(gate) = &self.gate {
+            if !gate(case, remedy.as_ref()) {
+                self.release_breaker(&name);
+                self.skipped(inc, &name, clock.now_ns(), SkipReason::NotApproved);
+                return None;
+            }
         }
         if *executed > 0 {
             let delay = {

@@ -98,6 +98,8 @@ pub enum SkipReason {
     RestartIntensity,
     /// The snapshot before a risky remedy failed.
     SnapshotFailed(String),
+    /// The action gate (the host's approval) did not allow it.
+    NotApproved,
 }
 
 impl fmt::Display for SkipReason {
@@ -110,6 +112,7 @@ impl fmt::Display for SkipReason {
             SkipReason::SnapshotFailed(e) => {
                 write!(f, "the snapshot before it failed: {e}")
             }
+            SkipReason::NotApproved => f.write_str("it was not approved"),
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct RecoveredTxn {
     pub undo_entries: u64,
     /// How many before-image bytes.
     pub undo_bytes: u64,
+    /// The pages its undo covered, sorted: what a caller re-verifies after
+    /// recovery.
+    pub pages: Vec<PageId>,
 }
 
 /// What the manager did at open.
@@ -284,7 +287,18 @@ pub(super) fn open(
             blocked.push(b);
         } else {
             journal.append(&Record::Abort { txn: *txn })?;
+            let mut touched: Vec<PageId> = t
+                .undo
+                .iter()
+                .filter_map(|&i| match &scan.records[i].record {
+                    Record::Undo { page, .. } | Record::UndoV1 { page, .. } => Some(*page),
+                    _ => None,
+                })
+                .collect();
+            touched.sort_unstable();
+            touched.dedup();
             rolled_back.push(RecoveredTxn {
+                pages: touched,
                 txn: *txn,
                 undo_entries: t.undo.len() as u64,
                 undo_bytes: undo_bytes.get(txn).copied().unwrap_or(0),

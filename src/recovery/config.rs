@@ -1,0 +1,475 @@
+//! [`RecoveryConfig`]: everything the [`AutoRecoveryManager`] owns, in one
+//! validated builder.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::checksum::ChecksumPlacement;
+use crate::clock::{Clock, SystemClock};
+use crate::corruption::DetectorConfig;
+use crate::crash::CrashDetectorConfig;
+use crate::error::{Error, Result};
+use crate::healer::{default_rto, HealerConfig, Problem};
+use crate::health::HealthConfig;
+use crate::host::{HostActions, PageSource, PageStore, Replica};
+use crate::repair::RepairConfig;
+use crate::rollback::RollbackConfig;
+use crate::scrub::ScrubConfig;
+use crate::snapshot::{PeriodicConfig, SnapshotConfig, WriteGate};
+use crate::types::{Lsn, Priority, Target};
+
+use super::AutoRecoveryManager;
+
+/// How much the manager may do on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Diagnose, plan and report; change nothing (incidents close
+    /// `Observed`). For trying the manager on production first.
+    Observe,
+    /// Every remedy asks the host's approval callback first (an answer not
+    /// given within the timeout is a no), except those on the allow-list.
+    Approve,
+    /// Act without asking.
+    Automatic,
+}
+
+/// What a remedy is about to do, for the host to approve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalRequest {
+    /// What it acts on.
+    pub target: Target,
+    /// The diagnosed problem.
+    pub problem: Problem,
+    /// The remedy's name.
+    pub remedy: String,
+    /// The failure's priority.
+    pub priority: Priority,
+    /// The failure's evidence.
+    pub evidence: String,
+}
+
+/// The host's approval in [`Mode::Approve`]: `true` lets the remedy run.
+/// Called on a helper thread (`selfheal-approval`) with a deadline; an
+/// answer after it is ignored (it counted as no).
+pub type ApprovalCallback = Arc<dyn Fn(&ApprovalRequest) -> bool + Send + Sync>;
+
+/// The LSN a periodic snapshot records (the host's last durable write).
+pub type LsnFn = Arc<dyn Fn() -> Lsn + Send + Sync>;
+
+pub(super) struct Periodic {
+    pub(super) config: PeriodicConfig,
+    pub(super) gate: Arc<WriteGate>,
+    pub(super) lsn: LsnFn,
+}
+
+/// Configuration of an [`AutoRecoveryManager`]; every setter documents its
+/// default. The manager gives every component it builds the **same**
+/// failure bus and the **same** clock: a bus or clock set on a component's
+/// own config here is replaced.
+#[must_use]
+pub struct RecoveryConfig {
+    pub(super) store: Arc<dyn PageStore>,
+    pub(super) dir: PathBuf,
+    pub(super) detector: DetectorConfig,
+    pub(super) repair: RepairConfig,
+    pub(super) replicas: Vec<Arc<dyn Replica>>,
+    pub(super) fallbacks: Vec<Arc<dyn PageSource>>,
+    pub(super) host: Option<Arc<dyn HostActions>>,
+    pub(super) rollback: Option<RollbackConfig>,
+    pub(super) scrub: Option<ScrubConfig>,
+    pub(super) health: Option<HealthConfig>,
+    pub(super) snapshots: Option<SnapshotConfig>,
+    pub(super) periodic: Option<Periodic>,
+    pub(super) crash: CrashDetectorConfig,
+    pub(super) healer: HealerConfig,
+    pub(super) mode: Mode,
+    pub(super) approval: Option<ApprovalCallback>,
+    pub(super) approval_timeout: Duration,
+    pub(super) allow: HashSet<String>,
+    pub(super) rto: [Duration; 4],
+    pub(super) max_concurrent: usize,
+    pub(super) queue_capacity: usize,
+    pub(super) bus_capacity: usize,
+    pub(super) aging: Duration,
+    pub(super) drain_timeout: Duration,
+    pub(super) stop_timeout: Duration,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) seed: u64,
+    pub(super) audit: bool,
+    pub(super) recent_capacity: usize,
+}
+
+impl fmt::Debug for RecoveryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoveryConfig")
+            .field("dir", &self.dir)
+            .field("replicas", &self.replicas.len())
+            .field("mode", &self.mode)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Recovery threads at most.
+pub const MAX_CONCURRENT_RECOVERIES: usize = 64;
+
+impl RecoveryConfig {
+    /// A manager over `store`, keeping its files in `dir` (the run marker,
+    /// the undo journal in `dir/journal`, the learned records, the open
+    /// incidents, the audit log in `dir/audit`).
+    ///
+    /// Defaults: checksum trailer in each page; no replica, fallback or
+    /// host action; a scrubber with [`ScrubConfig::new`]'s defaults; no
+    /// health monitor, no snapshots; [`Mode::Automatic`]; approval timeout
+    /// 30 s; RTOs P0 30 s, P1 2 min, P2 5 min, P3 1 h; 2 recovery threads;
+    /// 4 096 open incidents; a bus of 16 384 failures; aging 30 s per
+    /// level; drain 10 s and join 5 s at stop; the system clock; seed 0;
+    /// audit log on; the last 1 024 closed incidents kept.
+    pub fn new(store: Arc<dyn PageStore>, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        RecoveryConfig {
+            store,
+            detector: DetectorConfig::new(ChecksumPlacement::Trailer),
+            repair: RepairConfig::new(),
+            replicas: Vec::new(),
+            fallbacks: Vec::new(),
+            host: None,
+            rollback: None,
+            scrub: Some(ScrubConfig::new()),
+            health: None,
+            snapshots: None,
+            periodic: None,
+            crash: CrashDetectorConfig::new(),
+            healer: HealerConfig::new(),
+            mode: Mode::Automatic,
+            approval: None,
+            approval_timeout: Duration::from_secs(30),
+            allow: HashSet::new(),
+            rto: [
+                default_rto(Priority::P0),
+                default_rto(Priority::P1),
+                default_rto(Priority::P2),
+                default_rto(Priority::P3),
+            ],
+            max_concurrent: 2,
+            queue_capacity: 4_096,
+            bus_capacity: 16_384,
+            aging: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(5),
+            clock: SystemClock::shared(),
+            seed: 0,
+            audit: true,
+            recent_capacity: 1_024,
+            dir,
+        }
+    }
+
+    /// Where page checksums live (default: a trailer in each page). Same as
+    /// `detector(DetectorConfig::new(placement))`.
+    pub fn placement(mut self, placement: ChecksumPlacement) -> Self {
+        self.detector = DetectorConfig::new(placement);
+        self
+    }
+
+    /// The corruption detector's configuration (default: trailer
+    /// placement, no LSN or free-page callbacks).
+    pub fn detector(mut self, config: DetectorConfig) -> Self {
+        self.detector = config;
+        self
+    }
+
+    /// The repairer's configuration (default [`RepairConfig::new`]).
+    pub fn repair(mut self, config: RepairConfig) -> Self {
+        self.repair = config;
+        self
+    }
+
+    /// Adds a replica that repairs read from.
+    pub fn replica(mut self, replica: Arc<dyn Replica>) -> Self {
+        self.replicas.push(replica);
+        self
+    }
+
+    /// Adds a fallback page source (tried after the replicas).
+    pub fn fallback(mut self, source: Arc<dyn PageSource>) -> Self {
+        self.fallbacks.push(source);
+        self
+    }
+
+    /// The host's actions (restart a component, clear caches, …) for
+    /// remedies and the repairer (default: none).
+    pub fn host_actions(mut self, host: Arc<dyn HostActions>) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The undo journal's configuration (default
+    /// `RollbackConfig::new(dir/journal)`; give
+    /// [`RollbackConfig::with_storage`] for a journal elsewhere).
+    pub fn rollback(mut self, config: RollbackConfig) -> Self {
+        self.rollback = Some(config);
+        self
+    }
+
+    /// The scrubber's configuration (default [`ScrubConfig::new`]).
+    pub fn scrub(mut self, config: ScrubConfig) -> Self {
+        self.scrub = Some(config);
+        self
+    }
+
+    /// No background scrub (default: one runs).
+    pub fn without_scrub(mut self) -> Self {
+        self.scrub = None;
+        self
+    }
+
+    /// A health monitor with these probes (default: none).
+    pub fn health(mut self, config: HealthConfig) -> Self {
+        self.health = Some(config);
+        self
+    }
+
+    /// Snapshots kept by this configuration (default: none): the
+    /// restore-a-page remedy reads them.
+    pub fn snapshots(mut self, config: SnapshotConfig) -> Self {
+        self.snapshots = Some(config);
+        self
+    }
+
+    /// Periodic snapshots (needs [`snapshots`](Self::snapshots)): each
+    /// pauses `gate` and records `lsn()`.
+    pub fn periodic_snapshots(
+        mut self,
+        config: PeriodicConfig,
+        gate: Arc<WriteGate>,
+        lsn: LsnFn,
+    ) -> Self {
+        self.periodic = Some(Periodic { config, gate, lsn });
+        self
+    }
+
+    /// The crash detector's configuration (heartbeat timeouts, process
+    /// checks; default [`CrashDetectorConfig::new`]).
+    pub fn crash(mut self, config: CrashDetectorConfig) -> Self {
+        self.crash = config;
+        self
+    }
+
+    /// The healer's rules, remedies and safety limits (default
+    /// [`HealerConfig::new`]). Its seed, learned-records path, audit log,
+    /// observe flag and action gate are set by the manager.
+    pub fn healer(mut self, config: HealerConfig) -> Self {
+        self.healer = config;
+        self
+    }
+
+    /// How much the manager may do on its own (default
+    /// [`Mode::Automatic`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The host's approval for [`Mode::Approve`], and how long an answer may
+    /// take (default: none, 30 s).
+    pub fn approval(mut self, callback: ApprovalCallback, timeout: Duration) -> Self {
+        self.approval = Some(callback);
+        self.approval_timeout = timeout;
+        self
+    }
+
+    /// Remedies that run without approval in [`Mode::Approve`] (default:
+    /// none). Checked against the healer's remedies at `start`.
+    pub fn allow_without_approval(mut self, remedies: &[&str]) -> Self {
+        self.allow.extend(remedies.iter().map(|s| (*s).to_string()));
+        self
+    }
+
+    /// The recovery time objective of `priority` (defaults P0 30 s, P1
+    /// 2 min, P2 5 min, P3 1 h).
+    pub fn rto(mut self, priority: Priority, rto: Duration) -> Self {
+        self.rto[priority as usize] = rto;
+        self
+    }
+
+    /// Incidents healed at once, each on its own thread
+    /// (`selfheal-recovery-N`; default 2, at most
+    /// [`MAX_CONCURRENT_RECOVERIES`]).
+    pub fn max_concurrent_recoveries(mut self, n: usize) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+
+    /// Open incidents held at most (default 4 096); beyond it failures are
+    /// counted as overflow and pages are found again by an error-only
+    /// rescan.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Unread failures the shared bus holds (default 16 384); beyond it the
+    /// bus counts drops (see [`FailureSink`](crate::FailureSink)).
+    pub fn bus_capacity(mut self, n: usize) -> Self {
+        self.bus_capacity = n;
+        self
+    }
+
+    /// Waiting this long makes a queued incident compete one priority
+    /// level higher (default 30 s).
+    pub fn aging(mut self, per_level: Duration) -> Self {
+        self.aging = per_level;
+        self
+    }
+
+    /// At `stop`, how long queued incidents may still be worked on (default
+    /// 10 s), and how long each thread is then waited for (default 5 s).
+    pub fn stop_timeouts(mut self, drain: Duration, join: Duration) -> Self {
+        self.drain_timeout = drain;
+        self.stop_timeout = join;
+        self
+    }
+
+    /// The one clock of every component (default the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The seed of the healer's random draws (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Whether decisions and actions go to the audit log in `dir/audit`
+    /// (default on).
+    pub fn audit(mut self, on: bool) -> Self {
+        self.audit = on;
+        self
+    }
+
+    /// Closed incidents kept for [`AutoRecoveryManager::incidents`]
+    /// (default 1 024).
+    pub fn recent_incidents(mut self, n: usize) -> Self {
+        self.recent_capacity = n;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.max_concurrent == 0 || self.max_concurrent > MAX_CONCURRENT_RECOVERIES {
+            return Err(Error::config(
+                "max_concurrent_recoveries",
+                format!(
+                    "is {}; give 1 to {MAX_CONCURRENT_RECOVERIES}",
+                    self.max_concurrent
+                ),
+            ));
+        }
+        for (field, n) in [
+            ("queue_capacity", self.queue_capacity),
+            ("bus_capacity", self.bus_capacity),
+        ] {
+            if n == 0 {
+                return Err(Error::config(field, "is 0; give at least 1"));
+            }
+        }
+        for (field, d) in [
+            ("aging", self.aging),
+            ("approval_timeout", self.approval_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("stop_timeout", self.stop_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(field, "is zero; give a positive duration"));
+            }
+        }
+        if let Some(p) = self.rto.iter().position(Duration::is_zero) {
+            return Err(Error::config(
+                "rto",
+                format!("the RTO of P{p} is zero; give a positive duration"),
+            ));
+        }
+        if self.mode == Mode::Approve && self.approval.is_none() {
+            return Err(Error::config(
+                "approval",
+                "Approve mode needs an approval callback; give one with RecoveryConfig::approval",
+            ));
+        }
+        if self.periodic.is_some() && self.snapshots.is_none() {
+            return Err(Error::config(
+                "periodic_snapshots",
+                "periodic snapshots need a snapshot configuration; give one with RecoveryConfig::snapshots",
+            ));
+        }
+        if self.dir.is_file() {
+            return Err(Error::config(
+                "dir",
+                format!("{} is a file; give a directory", self.dir.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates, opens the run marker in `dir` (reading the previous run's
+    /// verdict), and builds the detector, repairer, snapshot manager and
+    /// health monitor on one failure bus and one clock. Nothing runs and
+    /// nothing is recovered until [`AutoRecoveryManager::start`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad setting (named by `field`); the
+    /// components' own configuration errors; [`Error::Io`] when `dir`
+    /// cannot be created; the run marker's lock error when another manager
+    /// uses `dir`.
+    pub fn build(self) -> Result<AutoRecoveryManager> {
+        self.validate()?;
+        AutoRecoveryManager::build(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn field(cfg: RecoveryConfig) -> &'static str {
+        match cfg.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_a_typed_error() {
+        let store: Arc<dyn PageStore> = Arc::new(MemStore::new(4096, 4).unwrap());
+        let c = || RecoveryConfig::new(store.clone(), "/nonexistent-selfheal-dir");
+        assert_eq!(
+            field(c().max_concurrent_recoveries(0)),
+            "max_concurrent_recoveries"
+        );
+        assert_eq!(
+            field(c().max_concurrent_recoveries(65)),
+            "max_concurrent_recoveries"
+        );
+        assert_eq!(field(c().queue_capacity(0)), "queue_capacity");
+        assert_eq!(field(c().bus_capacity(0)), "bus_capacity");
+        assert_eq!(field(c().aging(Duration::ZERO)), "aging");
+        assert_eq!(field(c().rto(Priority::P2, Duration::ZERO)), "rto");
+        assert_eq!(field(c().mode(Mode::Approve)), "approval");
+        assert_eq!(
+            field(c().stop_timeouts(Duration::ZERO, Duration::from_secs(1))),
+            "drain_timeout"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(
+            field(RecoveryConfig::new(store.clone(), file.path())),
+            "dir"
+        );
+        assert!(c().validate().is_ok());
+    }
+}

@@ -1,0 +1,180 @@
+//! Incident events for subscribers: bounded channels that never block
+//! recovery.
+//!
+//! [`AutoRecoveryManager::subscribe`](super::AutoRecoveryManager::subscribe)
+//! gives a [`Subscription`]: a bounded channel of [`RecoveryEvent`]s. An
+//! event that does not fit (the subscriber is slow) is dropped *for that
+//! subscriber* and counted in [`Subscription::dropped`]; recovery never
+//! waits for a subscriber. A subscription that is dropped is forgotten at
+//! the next event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::types::{Priority, Target};
+
+/// Subscriptions held at once at most.
+pub const MAX_SUBSCRIBERS: usize = 64;
+
+/// What happened to an incident.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RecoveryEvent {
+    /// A failure opened an incident.
+    Opened {
+        /// The incident.
+        id: u64,
+        /// What it is about.
+        target: Target,
+        /// Its priority.
+        priority: Priority,
+    },
+    /// A repeat report of the target joined the open incident.
+    Joined {
+        /// The incident.
+        id: u64,
+        /// What it is about.
+        target: Target,
+    },
+    /// A remedy acted (or, in Observe mode, was planned), as the
+    /// incident's timeline says.
+    Action {
+        /// The incident.
+        id: u64,
+        /// The timeline's text.
+        text: String,
+    },
+    /// The incident was healed and verified.
+    Healed {
+        /// The incident.
+        id: u64,
+        /// The remedy that healed it.
+        remedy: String,
+        /// From detection to the verified heal.
+        time_to_heal: Duration,
+        /// Whether that was within its priority's RTO.
+        within_rto: bool,
+    },
+    /// Nothing healed it: one report went to the host.
+    Escalated {
+        /// The incident.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Observe mode: decided and reported, nothing changed.
+    Observed {
+        /// The incident.
+        id: u64,
+    },
+    /// The queue was full: the failure was counted, not queued (a page is
+    /// found again by the error-only rescan).
+    Overflowed {
+        /// What it was about.
+        target: Target,
+    },
+}
+
+/// A bounded stream of [`RecoveryEvent`]s (see the module docs).
+#[derive(Debug)]
+pub struct Subscription {
+    rx: Receiver<RecoveryEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The receiving end.
+    #[must_use]
+    pub fn events(&self) -> &Receiver<RecoveryEvent> {
+        &self.rx
+    }
+
+    /// Events dropped because this subscriber's channel was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Sub {
+    tx: Sender<RecoveryEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The subscribers of one manager.
+#[derive(Default)]
+pub(crate) struct Events {
+    subs: Mutex<Vec<Sub>>,
+    /// Events dropped for any subscriber, in all.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Events {
+    pub(crate) fn subscribe(&self, capacity: usize) -> Result<Subscription> {
+        if capacity == 0 {
+            return Err(Error::InvalidArgument {
+                what: "capacity",
+                reason: "is 0; a subscription holds at least one event".into(),
+            });
+        }
+        let mut subs = self.subs.lock();
+        if subs.len() >= MAX_SUBSCRIBERS {
+            return Err(Error::InvalidArgument {
+                what: "subscribe",
+                reason: format!("{MAX_SUBSCRIBERS} subscriptions are held already; drop one first"),
+            });
+        }
+        let (tx, rx) = bounded(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        subs.push(Sub {
+            tx,
+            dropped: dropped.clone(),
+        });
+        Ok(Subscription { rx, dropped })
+    }
+
+    /// Hands `event` to every subscriber without waiting.
+    pub(crate) fn emit(&self, event: &RecoveryEvent) {
+        let mut subs = self.subs.lock();
+        subs.retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscriber_loses_events_counted_and_others_get_them() {
+        let ev = Events::default();
+        let slow = ev.subscribe(1).unwrap();
+        let fast = ev.subscribe(8).unwrap();
+        for id in 0..5 {
+            ev.emit(&RecoveryEvent::Observed { id });
+        }
+        assert_eq!(slow.dropped(), 4);
+        assert_eq!(fast.events().try_iter().count(), 5);
+        assert_eq!(fast.dropped(), 0);
+        drop(slow);
+        ev.emit(&RecoveryEvent::Observed { id: 9 });
+        assert_eq!(
+            ev.subs.lock().len(),
+            1,
+            "a dropped subscription is forgotten"
+        );
+        assert!(ev.subscribe(0).is_err());
+    }
+}

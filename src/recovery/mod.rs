@@ -1,0 +1,509 @@
+//! `AutoRecoveryManager`: the crate's front door. It owns every component,
+//! recovers at start, and runs the self-healing loop on a bounded queue of
+//! incidents until it is stopped.
+//!
+//! Built with [`RecoveryConfig::new`]`(store, dir)…`[`build`](RecoveryConfig::build),
+//! the manager gives the corruption detector, scrubber, repairer, rollback
+//! manager, snapshot manager, crash detector and health monitor **one**
+//! [`FailureSink`] and **one** [`Clock`]. A dispatcher thread
+//! (`selfheal-recovery-dispatch`) drains the bus into the incident queue;
+//! `max_concurrent_recoveries` threads (`selfheal-recovery-N`) hand each
+//! incident to the [`SelfHealer`], which diagnoses, acts, verifies and
+//! learns.
+//!
+//! # Contract
+//! - **Startup recovery first.** [`start`](AutoRecoveryManager::start) reads
+//!   the run marker's verdict (a crash is reported as
+//!   [`FailureKind::UncleanShutdown`]), builds the rollback manager — whose
+//!   recovery rolls back the undo journal's losers — and re-verifies every
+//!   page those transactions touched (a page that fails is fenced and
+//!   becomes an incident); only then do the scrubber, crash watchdog,
+//!   health monitor and periodic snapshots start. Startup recovery runs in
+//!   every mode: it is part of opening the journal, and leaving a crashed
+//!   transaction's bytes in place would leave the store inconsistent.
+//! - **One incident per target.** A failure about a target with an open
+//!   incident joins it ([`Incident::join`]); one that arrives while the
+//!   incident is being healed joins it too, and for a page that was healed
+//!   the page is then re-checked — a page bad again opens a new incident.
+//! - **Most urgent first, none starved**: P0 first; a queued incident
+//!   competes one level higher per [`aging`](RecoveryConfig::aging) waited.
+//! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
+//!   incidents are open. A failure beyond it is counted
+//!   ([`RecoveryStats::overflowed`]) and reported as
+//!   [`RecoveryEvent::Overflowed`]; a page is found again by an error-only
+//!   rescan (the detector's suspect pages rechecked) once the queue has
+//!   room. A failure of another target beyond the bound is counted and
+//!   logged, not queued. The bus itself is bounded too
+//!   ([`RecoveryStats::bus_dropped`]).
+//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
+//!   [`Mode::Approve`] asks the host before every remedy not on the
+//!   allow-list, and no answer within the timeout is a no;
+//!   [`Mode::Automatic`] acts.
+//! - **Events never block recovery**: a slow subscriber loses events,
+//!   counted ([`Subscription::dropped`]).
+//! - **Stop is bounded.** [`stop`](AutoRecoveryManager::stop) stops the
+//!   background components, lets queued incidents be worked on for the
+//!   drain timeout, joins each thread for at most the join timeout (one
+//!   that does not end is left detached and reported as an error), saves
+//!   the open incidents, closes the journal and marks a clean stop in the
+//!   run marker — only when every thread ended. Drop does the same without
+//!   marking a clean stop.
+//! - **Incidents survive a restart.** Open incidents are saved in
+//!   `dir/incidents` (crash-safely, see [`persist`](mod@persist)) whenever
+//!   the set changes and at stop, and are resumed under their old ids at the
+//!   next start; the healer's learned records are kept in `dir/learned`.
+//!
+//! # Metrics
+//! Through the [`metrics`](https://docs.rs/metrics) facade: a host installs
+//! any recorder (Prometheus, StatsD, …); without one they cost nothing.
+//!
+//! | name | kind | unit | labels |
+//! |------|------|------|--------|
+//! | `selfheal_incidents_opened_total` | counter | incidents | `priority` |
+//! | `selfheal_incidents_healed_total` | counter | incidents | `priority` |
+//! | `selfheal_incidents_escalated_total` | counter | incidents | `priority` |
+//! | `selfheal_incidents_observed_total` | counter | incidents | `priority` |
+//! | `selfheal_failures_overflowed_total` | counter | failures | — |
+//! | `selfheal_remedy_attempts_total` | counter | attempts | `remedy`, `outcome` (`healed`/`failed`) |
+//! | `selfheal_recovery_duration_seconds` | histogram | seconds, detection to verified heal | `priority` |
+//! | `selfheal_rto_total` | counter | healed incidents | `priority`, `met` (`yes`/`no`) |
+//! | `selfheal_incidents_open` | gauge | incidents | — |
+//! | `selfheal_health_score` | gauge | score 0–100 | — |
+//!
+//! Every incident runs in a `tracing` span `incident` with its `id`,
+//! `target` and `priority`; each remedy's action is logged in it.
+
+mod config;
+mod events;
+pub mod persist;
+mod queue;
+mod run;
+mod stats;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::audit::{AuditConfig, AuditLog};
+use crate::checksum::ChecksumPlacement;
+use crate::clock::Clock;
+use crate::corruption::DetectorConfig;
+use crate::corruption::{CorruptionDetector, Observer, Verdict};
+use crate::crash::{CrashDetector, RunMarker, RunVerdict};
+use crate::error::{Error, Result};
+use crate::healer::{Incident, SelfHealer};
+use crate::health::HealthMonitor;
+use crate::repair::DataRepairer;
+use crate::rollback::TransactionRollbackManager;
+use crate::scrub::ScrubHandle;
+use crate::snapshot::{PeriodicSnapshots, StateSnapshotManager};
+use crate::types::{Failure, FailureKind, FailureSink, PageId, Priority, Source};
+
+pub use config::{
+    ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_CONCURRENT_RECOVERIES,
+};
+pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS};
+pub use stats::{RecoveryStats, RemedyStats};
+
+#[cfg(doc)]
+use crate::types::Target;
+
+use queue::IncidentQueue;
+use stats::Tally;
+
+/// File names inside the manager's directory.
+const LEARNED_FILE: &str = "learned";
+const INCIDENTS_FILE: &str = "incidents";
+const JOURNAL_DIR: &str = "journal";
+const AUDIT_DIR: &str = "audit";
+
+/// What [`AutoRecoveryManager::start`] found and did before background
+/// work began.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartupReport {
+    /// The run marker's verdict on the previous run.
+    pub verdict: RunVerdict,
+    /// What the rollback manager's recovery did.
+    pub rollback: crate::rollback::RecoveryReport,
+    /// Pages re-verified after the rollback (every page a rolled-back,
+    /// blocked or replaced transaction touched).
+    pub pages_verified: u64,
+    /// Of those, pages that failed (fenced; each became an incident).
+    pub pages_failed: Vec<PageId>,
+    /// Open incidents read back from the previous run and queued again.
+    pub incidents_resumed: u64,
+    /// Why the saved incidents could not be read, if they could not (the
+    /// manager then started without them; pages are still found by scrubs).
+    pub incidents_warning: Option<String>,
+}
+
+/// Everything the threads share.
+pub(crate) struct Inner {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sink: FailureSink,
+    pub(crate) detector: Arc<CorruptionDetector>,
+    pub(crate) healer: RwLock<Option<Arc<SelfHealer>>>,
+    pub(crate) health: Option<Arc<HealthMonitor>>,
+    pub(crate) queue: Mutex<IncidentQueue>,
+    pub(crate) work: Condvar,
+    pub(crate) events: events::Events,
+    pub(crate) tally: Mutex<Tally>,
+    pub(crate) recent: Mutex<VecDeque<Incident>>,
+    pub(crate) recent_capacity: usize,
+    pub(crate) rto: [Duration; 4],
+    pub(crate) incidents_path: PathBuf,
+    /// Producers stopped: drain what is left, then end.
+    pub(crate) draining: AtomicBool,
+    /// The dispatcher drained the bus for the last time.
+    pub(crate) bus_closed: AtomicBool,
+    /// End now, after the incident at hand.
+    pub(crate) abort: AtomicBool,
+    pub(crate) marker: Mutex<Option<RunMarker>>,
+    pub(crate) rescans: std::sync::atomic::AtomicU64,
+    /// The open incidents changed since they were last saved.
+    pub(crate) dirty: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn rto_of(&self, p: Priority) -> Duration {
+        self.rto[p as usize]
+    }
+}
+
+/// What `build` made and `start` consumes.
+struct Pending {
+    cfg: RecoveryConfig,
+    repairer: Arc<DataRepairer>,
+    snapshots: Option<Arc<StateSnapshotManager>>,
+    audit: Option<Arc<AuditLog>>,
+    verdict: RunVerdict,
+}
+
+/// The background work `start` began.
+#[derive(Default)]
+struct Running {
+    threads: Vec<(
+        String,
+        std::thread::JoinHandle<()>,
+        crossbeam_channel::Receiver<()>,
+    )>,
+    scrub: Option<ScrubHandle>,
+    periodic: Option<PeriodicSnapshots>,
+    crash: Option<Arc<CrashDetector>>,
+    rollback: Option<Arc<TransactionRollbackManager>>,
+    stopped: bool,
+}
+
+/// The self-healing front door. See the module docs.
+pub struct AutoRecoveryManager {
+    inner: Arc<Inner>,
+    repairer: Arc<DataRepairer>,
+    snapshots: Option<Arc<StateSnapshotManager>>,
+    audit: Option<Arc<AuditLog>>,
+    pending: Mutex<Option<Pending>>,
+    running: Mutex<Running>,
+    startup: Mutex<Option<StartupReport>>,
+    drain_timeout: Duration,
+    stop_timeout: Duration,
+}
+
+impl std::fmt::Debug for AutoRecoveryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoRecoveryManager")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoRecoveryManager {
+    fn build(mut cfg: RecoveryConfig) -> Result<AutoRecoveryManager> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| Error::io(format!("creating directory {}", cfg.dir.display()), e))?;
+        let (marker, verdict) = RunMarker::open(&cfg.dir)?;
+        let clock = cfg.clock.clone();
+        let sink = FailureSink::new(cfg.bus_capacity);
+        let detector = Arc::new(
+            std::mem::replace(
+                &mut cfg.detector,
+                DetectorConfig::new(ChecksumPlacement::Trailer),
+            )
+            .failure_sink(sink.clone())
+            .clock(clock.clone())
+            .build(cfg.store.clone())?,
+        );
+        let mut repair = std::mem::take(&mut cfg.repair).clock(clock.clone());
+        if let Some(h) = &cfg.host {
+            repair = repair.host_actions(h.clone());
+        }
+        let repairer = Arc::new(repair.build(detector.clone())?);
+        for r in &cfg.replicas {
+            repairer.add_replica(r.clone())?;
+        }
+        for s in &cfg.fallbacks {
+            repairer.add_fallback(s.clone())?;
+        }
+        let snapshots = match cfg.snapshots.take() {
+            Some(s) => Some(Arc::new(
+                s.clock(clock.clone()).failure_sink(sink.clone()).build()?,
+            )),
+            None => None,
+        };
+        let health = match cfg.health.take() {
+            Some(h) => Some(Arc::new(
+                h.failure_sink(sink.clone()).clock(clock.clone()).build()?,
+            )),
+            None => None,
+        };
+        let audit = if cfg.audit {
+            Some(Arc::new(
+                AuditConfig::new()
+                    .clock(clock.clone())
+                    .open(&cfg.dir.join(AUDIT_DIR))?,
+            ))
+        } else {
+            None
+        };
+        let inner = Arc::new(Inner {
+            clock,
+            sink,
+            detector,
+            healer: RwLock::new(None),
+            health,
+            queue: Mutex::new(IncidentQueue::new(
+                cfg.queue_capacity,
+                u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
+                1,
+            )),
+            work: Condvar::new(),
+            events: events::Events::default(),
+            tally: Mutex::new(Tally::default()),
+            recent: Mutex::new(VecDeque::new()),
+            recent_capacity: cfg.recent_capacity,
+            rto: cfg.rto,
+            incidents_path: cfg.dir.join(INCIDENTS_FILE),
+            draining: AtomicBool::new(false),
+            bus_closed: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            marker: Mutex::new(Some(marker)),
+            rescans: std::sync::atomic::AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+        });
+        Ok(AutoRecoveryManager {
+            inner,
+            repairer: repairer.clone(),
+            snapshots: snapshots.clone(),
+            audit: audit.clone(),
+            drain_timeout: cfg.drain_timeout,
+            stop_timeout: cfg.stop_timeout,
+            pending: Mutex::new(Some(Pending {
+                cfg,
+                repairer,
+                snapshots,
+                audit,
+                verdict,
+            })),
+            running: Mutex::new(Running::default()),
+            startup: Mutex::new(None),
+        })
+    }
+
+    /// Runs startup recovery, then starts the background work (see the
+    /// module docs) and returns what startup recovery found.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when already started (or stopped);
+    /// [`Error::InvalidConfig`] for an allow-list naming no remedy, or the
+    /// healer's configuration errors; the rollback manager's open errors
+    /// (journal damage its recovery mode refuses, I/O); [`Error::Io`] when
+    /// a thread cannot be spawned. On an error nothing is left running.
+    pub fn start(&self) -> Result<StartupReport> {
+        let Some(p) = self.pending.lock().take() else {
+            return Err(Error::InvalidArgument {
+                what: "start",
+                reason: "the manager was started already; build a new one to start again".into(),
+            });
+        };
+        run::start(self, p)
+    }
+
+    /// What startup recovery found, once [`start`](Self::start) ran.
+    #[must_use]
+    pub fn startup_report(&self) -> Option<StartupReport> {
+        self.startup.lock().clone()
+    }
+
+    /// Stops (see the module docs): the background components, a bounded
+    /// drain of queued incidents, the threads (each joined for at most the
+    /// join timeout), the open incidents saved, the journal closed, and a
+    /// clean stop marked in the run marker. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] naming the threads that did not end in time (the
+    /// run is then **not** marked clean: the next start runs recovery);
+    /// the first error of stopping a component, saving or marking.
+    pub fn stop(&self) -> Result<()> {
+        run::stop(self, true)
+    }
+
+    /// Subscribes to incident events, at most `capacity` unread (see
+    /// [`Subscription`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero capacity or when
+    /// [`MAX_SUBSCRIBERS`] subscriptions are held.
+    pub fn subscribe(&self, capacity: usize) -> Result<Subscription> {
+        self.inner.events.subscribe(capacity)
+    }
+
+    /// The counters, MTTR, RTO compliance and per-remedy success so far.
+    #[must_use]
+    pub fn stats(&self) -> RecoveryStats {
+        let mut s = self.inner.tally.lock().stats.clone();
+        let q = self.inner.queue.lock();
+        s.open = q.len() as u64;
+        s.overflowed = q.overflowed;
+        drop(q);
+        s.bus_dropped = self.inner.sink.dropped();
+        s.events_dropped = self
+            .inner
+            .events
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s.rescans = self
+            .inner
+            .rescans
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
+    /// The last closed incidents (oldest first), each with its timeline.
+    #[must_use]
+    pub fn incidents(&self) -> Vec<Incident> {
+        self.inner.recent.lock().iter().cloned().collect()
+    }
+
+    /// The RTO of `priority`.
+    #[must_use]
+    pub fn rto(&self, priority: Priority) -> Duration {
+        self.inner.rto_of(priority)
+    }
+
+    /// Whether no incident is queued or running and the bus is empty
+    /// (deferred incidents may remain).
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.inner.sink.failures().is_empty() && self.inner.queue.lock().is_idle()
+    }
+
+    /// Waits (in real time) until [`is_idle`](Self::is_idle) or `timeout`;
+    /// returns whether it became idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_idle() {
+                // Once more after the dispatcher's next pass.
+                std::thread::sleep(Duration::from_millis(5));
+                if self.is_idle() {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The shared failure bus: the host reports its own failures here.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.inner.sink
+    }
+
+    /// The corruption detector: the host reads and writes pages through it.
+    #[must_use]
+    pub fn detector(&self) -> &Arc<CorruptionDetector> {
+        &self.inner.detector
+    }
+
+    /// The repairer.
+    #[must_use]
+    pub fn repairer(&self) -> &Arc<DataRepairer> {
+        &self.repairer
+    }
+
+    /// The rollback manager, once started: the host runs its transactions
+    /// through it.
+    #[must_use]
+    pub fn rollback_manager(&self) -> Option<Arc<TransactionRollbackManager>> {
+        self.running.lock().rollback.clone()
+    }
+
+    /// The crash detector, once started: the host registers heartbeats and
+    /// processes with it.
+    #[must_use]
+    pub fn crash_detector(&self) -> Option<Arc<CrashDetector>> {
+        self.running.lock().crash.clone()
+    }
+
+    /// The snapshot manager, when configured.
+    #[must_use]
+    pub fn snapshots(&self) -> Option<&Arc<StateSnapshotManager>> {
+        self.snapshots.as_ref()
+    }
+
+    /// The health monitor, when configured.
+    #[must_use]
+    pub fn health(&self) -> Option<&Arc<HealthMonitor>> {
+        self.inner.health.as_ref()
+    }
+
+    /// The audit log, when on.
+    #[must_use]
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The healer, once started.
+    #[must_use]
+    pub fn healer(&self) -> Option<Arc<SelfHealer>> {
+        self.inner.healer.read().clone()
+    }
+}
+
+impl Drop for AutoRecoveryManager {
+    /// Stops as [`stop`](AutoRecoveryManager::stop) does, but marks no
+    /// clean stop: the next start treats this run as crashed unless `stop`
+    /// was called.
+    fn drop(&mut self) {
+        if let Err(e) = run::stop(self, false) {
+            tracing::warn!(error = %e, "stopping the recovery manager on drop");
+        }
+    }
+}
+
+/// Re-verifies `pages` after startup recovery; returns those that failed
+/// (fenced and reported by the detector).
+fn verify_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<PageId> {
+    let mut failed = Vec::new();
+    for &p in pages {
+        match det.check_page(p, Observer::HostRead) {
+            Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {}
+            Ok(Verdict::Corrupt { .. }) => failed.push(p),
+            Err(e) => {
+                tracing::warn!(page = %p, error = %e, "a page recovery touched could not be re-verified");
+                failed.push(p);
+            }
+        }
+    }
+    failed
+}
+
+/// A failure the manager itself reports.
+fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
+    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
+}

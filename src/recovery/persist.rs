@@ -1,0 +1,391 @@
+//! The open-incidents file (`dir/incidents`): what the manager resumes
+//! after a restart.
+//!
+//! # Format
+//! A framed file (see the crate's framed-file layout: magic `SHRI`,
+//! version 1, payload length, payload CRC32, header CRC32) replaced
+//! atomically (`incidents.tmp`, fsync, rename, fsync of the directory).
+//! The payload, little-endian:
+//!
+//! | size | field |
+//! |-----:|-------|
+//! | 4 | number of incidents `n` (at most 1 048 576) |
+//! | … | `n` incidents |
+//!
+//! Each incident: incident id (8), source (1), priority (1, 0 = P0),
+//! detected-at ns (8), kind tag (1), the kind's fields (page and
+//! transaction ids 8 bytes, a pid 4, a count 8, an ETA in ns 8, a name as a
+//! 2-byte length and that many UTF-8 bytes), evidence (4-byte length, at
+//! most 4 096 bytes of UTF-8). Tags follow [`FailureKind`]'s declaration
+//! order (`corrupt_page` = 0 … `worker_died` = 18).
+//!
+//! # Crash analysis
+//! A crash before the rename leaves the previous file: incidents opened
+//! since are lost from it, but a corrupt page stays fenced and is found
+//! again by a scrub, and startup recovery reports a crash again. After the
+//! rename the new file stands. A damaged file (bad CRC, a length that does
+//! not fit, an unknown tag) is a typed error that the manager turns into a
+//! warning in its [`StartupReport`](super::StartupReport): it starts
+//! without the saved incidents, never refuses to start.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{atomic_write, decode_framed, encode_framed, read_optional};
+use crate::types::{Failure, FailureKind, PageId, Priority, ReplicaId, Source, TxnId};
+
+const MAGIC: [u8; 4] = *b"SHRI";
+const VERSION: u32 = 1;
+const MAX_INCIDENTS: u32 = 1 << 20;
+const EVIDENCE_MAX: usize = 4_096;
+
+/// Writes the open incidents `(id, first failure)` crash-safely.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub(crate) fn save(path: &Path, incidents: &[(u64, Failure)]) -> Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(incidents.len() as u32).to_le_bytes());
+    for (id, f) in incidents {
+        encode(&mut out, *id, f);
+    }
+    atomic_write(path, &encode_framed(MAGIC, VERSION, &out))
+}
+
+/// Reads the open incidents; none when there is no file.
+///
+/// # Errors
+/// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for a damaged
+/// file; [`Error::Io`] when it cannot be read.
+pub(crate) fn load(path: &Path) -> Result<Vec<(u64, Failure)>> {
+    let Some(bytes) = read_optional(path)? else {
+        return Ok(Vec::new());
+    };
+    let (_, payload) = decode_framed(path, &bytes, MAGIC, VERSION)?;
+    let mut r = Reader {
+        path,
+        buf: payload,
+        at: 0,
+    };
+    let n = r.u32()?;
+    if n > MAX_INCIDENTS {
+        return Err(r.bad(format!("{n} incidents is more than {MAX_INCIDENTS}")));
+    }
+    let mut v = Vec::with_capacity(n.min(4_096) as usize);
+    for _ in 0..n {
+        v.push(decode(&mut r)?);
+    }
+    if r.at != payload.len() {
+        return Err(r.bad("bytes after the last incident".into()));
+    }
+    Ok(v)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn source_tag(s: Source) -> u8 {
+    match s {
+        Source::CorruptionDetector => 0,
+        Source::Scrubber => 1,
+        Source::DataRepairer => 2,
+        Source::TransactionRollbackManager => 3,
+        Source::CrashDetector => 4,
+        Source::StateSnapshotManager => 5,
+        Source::HealthMonitor => 6,
+        Source::Host => 7,
+    }
+}
+
+fn encode(out: &mut Vec<u8>, id: u64, f: &Failure) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(source_tag(f.source));
+    out.push(f.priority as u8);
+    out.extend_from_slice(&f.detected_at_ns.to_le_bytes());
+    let u64s = |out: &mut Vec<u8>, xs: &[u64]| {
+        for x in xs {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    };
+    match &f.kind {
+        FailureKind::CorruptPage { page } => {
+            out.push(0);
+            u64s(out, &[page.0]);
+        }
+        FailureKind::IrreparablePage { page } => {
+            out.push(1);
+            u64s(out, &[page.0]);
+        }
+        FailureKind::ReplicaFailing { replica } => {
+            out.push(2);
+            put_str(out, replica.as_str());
+        }
+        FailureKind::Deadlock { victim } => {
+            out.push(3);
+            u64s(out, &[victim.0]);
+        }
+        FailureKind::InFlightAtCrash { count } => {
+            out.push(4);
+            u64s(out, &[*count]);
+        }
+        FailureKind::RollbackBlocked { txn, page } => {
+            out.push(5);
+            u64s(out, &[txn.0, page.0]);
+        }
+        FailureKind::JournalPoisoned => out.push(6),
+        FailureKind::ComponentSuspect { component } => {
+            out.push(7);
+            put_str(out, component);
+        }
+        FailureKind::ComponentDead { component } => {
+            out.push(8);
+            put_str(out, component);
+        }
+        FailureKind::ProcessGone { pid } => {
+            out.push(9);
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        FailureKind::UncleanShutdown => out.push(10),
+        FailureKind::SnapshotFailed => out.push(11),
+        FailureKind::ScrubCursorFailed => out.push(12),
+        FailureKind::HealthDegraded { metric } => {
+            out.push(13);
+            put_str(out, metric);
+        }
+        FailureKind::HealthCritical { metric } => {
+            out.push(14);
+            put_str(out, metric);
+        }
+        FailureKind::PredictedFailure { metric, eta } => {
+            out.push(15);
+            put_str(out, metric);
+            u64s(out, &[u64::try_from(eta.as_nanos()).unwrap_or(u64::MAX)]);
+        }
+        FailureKind::Anomaly { metric } => {
+            out.push(16);
+            put_str(out, metric);
+        }
+        FailureKind::ProbeFailed { metric } => {
+            out.push(17);
+            put_str(out, metric);
+        }
+        FailureKind::WorkerDied { component } => {
+            out.push(18);
+            put_str(out, component);
+        }
+    }
+    let mut end = f.evidence.len().min(EVIDENCE_MAX);
+    while !f.evidence.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u32).to_le_bytes());
+    out.extend_from_slice(&f.evidence.as_bytes()[..end]);
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn bad(&self, why: String) -> Error {
+        // The payload starts after the 24-byte frame header.
+        Error::corrupt_file(self.path, self.at as u64 + 24, why)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        if self.buf.len() - self.at < n {
+            return Err(self.bad(format!("{n} bytes expected, the payload ends")));
+        }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    fn text(&mut self, n: usize) -> Result<String> {
+        let b = self.take(n)?.to_vec();
+        String::from_utf8(b).map_err(|_| self.bad("text is not UTF-8".into()))
+    }
+
+    fn name(&mut self) -> Result<Arc<str>> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as usize;
+        Ok(Arc::from(self.text(n)?))
+    }
+}
+
+fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
+    let id = r.u64()?;
+    let source = match r.u8()? {
+        0 => Source::CorruptionDetector,
+        1 => Source::Scrubber,
+        2 => Source::DataRepairer,
+        3 => Source::TransactionRollbackManager,
+        4 => Source::CrashDetector,
+        5 => Source::StateSnapshotManager,
+        6 => Source::HealthMonitor,
+        7 => Source::Host,
+        t => return Err(r.bad(format!("unknown source tag {t}"))),
+    };
+    let priority = match r.u8()? {
+        0 => Priority::P0,
+        1 => Priority::P1,
+        2 => Priority::P2,
+        3 => Priority::P3,
+        t => return Err(r.bad(format!("unknown priority {t}"))),
+    };
+    let detected_at_ns = r.u64()?;
+    let kind = match r.u8()? {
+        0 => FailureKind::CorruptPage {
+            page: PageId(r.u64()?),
+        },
+        1 => FailureKind::IrreparablePage {
+            page: PageId(r.u64()?),
+        },
+        2 => FailureKind::ReplicaFailing {
+            replica: ReplicaId(r.name()?),
+        },
+        3 => FailureKind::Deadlock {
+            victim: TxnId(r.u64()?),
+        },
+        4 => FailureKind::InFlightAtCrash { count: r.u64()? },
+        5 => FailureKind::RollbackBlocked {
+            txn: TxnId(r.u64()?),
+            page: PageId(r.u64()?),
+        },
+        6 => FailureKind::JournalPoisoned,
+        7 => FailureKind::ComponentSuspect {
+            component: r.name()?,
+        },
+        8 => FailureKind::ComponentDead {
+            component: r.name()?,
+        },
+        9 => FailureKind::ProcessGone { pid: r.u32()? },
+        10 => FailureKind::UncleanShutdown,
+        11 => FailureKind::SnapshotFailed,
+        12 => FailureKind::ScrubCursorFailed,
+        13 => FailureKind::HealthDegraded { metric: r.name()? },
+        14 => FailureKind::HealthCritical { metric: r.name()? },
+        15 => FailureKind::PredictedFailure {
+            metric: r.name()?,
+            eta: Duration::from_nanos(r.u64()?),
+        },
+        16 => FailureKind::Anomaly { metric: r.name()? },
+        17 => FailureKind::ProbeFailed { metric: r.name()? },
+        18 => FailureKind::WorkerDied {
+            component: r.name()?,
+        },
+        t => return Err(r.bad(format!("unknown failure kind tag {t}"))),
+    };
+    let n = r.u32()? as usize;
+    if n > EVIDENCE_MAX {
+        return Err(r.bad(format!("evidence of {n} bytes is more than {EVIDENCE_MAX}")));
+    }
+    let evidence = r.text(n)?;
+    let mut f = Failure::new(source, kind, evidence, detected_at_ns);
+    f.priority = priority;
+    Ok((id, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kinds() -> Vec<FailureKind> {
+        let m: Arc<str> = Arc::from("m");
+        vec![
+            FailureKind::CorruptPage { page: PageId(3) },
+            FailureKind::IrreparablePage { page: PageId(4) },
+            FailureKind::ReplicaFailing {
+                replica: ReplicaId::new("r"),
+            },
+            FailureKind::Deadlock { victim: TxnId(5) },
+            FailureKind::InFlightAtCrash { count: 2 },
+            FailureKind::RollbackBlocked {
+                txn: TxnId(6),
+                page: PageId(7),
+            },
+            FailureKind::JournalPoisoned,
+            FailureKind::ComponentSuspect {
+                component: m.clone(),
+            },
+            FailureKind::ComponentDead {
+                component: m.clone(),
+            },
+            FailureKind::ProcessGone { pid: 42 },
+            FailureKind::UncleanShutdown,
+            FailureKind::SnapshotFailed,
+            FailureKind::ScrubCursorFailed,
+            FailureKind::HealthDegraded { metric: m.clone() },
+            FailureKind::HealthCritical { metric: m.clone() },
+            FailureKind::PredictedFailure {
+                metric: m.clone(),
+                eta: Duration::from_secs(9),
+            },
+            FailureKind::Anomaly { metric: m.clone() },
+            FailureKind::ProbeFailed { metric: m.clone() },
+            FailureKind::WorkerDied { component: m },
+        ]
+    }
+
+    proptest! {
+        /// Every kind round-trips, and any damage to the file is a typed
+        /// error or the same incidents (never a panic).
+        #[test]
+        fn round_trip_and_damage(
+            ids in proptest::collection::vec(1u64..1_000, 0..30),
+            evidence in "\\PC{0,40}",
+            flip in any::<(usize, u8)>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("incidents");
+            let ks = kinds();
+            let v: Vec<(u64, Failure)> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let mut f = Failure::new(Source::Scrubber, ks[i % ks.len()].clone(), evidence.clone(), *id * 7);
+                    f.priority = Priority::P3;
+                    (*id, f)
+                })
+                .collect();
+            save(&path, &v).unwrap();
+            prop_assert_eq!(load(&path).unwrap(), v.clone());
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = flip.0 % bytes.len();
+            bytes[at] ^= flip.1.max(1);
+            std::fs::write(&path, &bytes).unwrap();
+            match load(&path) {
+                Ok(got) => prop_assert_eq!(got, v),
+                Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. }), "{e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_file_is_no_incidents() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(&dir.path().join("incidents")).unwrap().is_empty());
+    }
+}

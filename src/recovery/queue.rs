@@ -1,0 +1,426 @@
+//! The incident queue: one open incident per target, served most urgent
+//! first, with aging, under a bound.
+//!
+//! A failure whose target has an open incident joins it (its priority
+//! raises the incident's when more urgent); otherwise it opens one, unless
+//! the queue already holds `capacity` open incidents: then it is counted as
+//! an overflow and, for a page, an error-only rescan is marked due (the
+//! page stays fenced in the detector's suspect registry, where the rescan
+//! finds it again).
+//!
+//! # Contract
+//! - At most one incident per [`Target`] is open (queued, running or
+//!   deferred) at a time, and at most `capacity` are open in all.
+//! - [`IncidentQueue::pop`] serves the ready incident with the earliest
+//!   *virtual time*: when it was queued plus one `aging` per level below P0
+//!   (P0 = 0 … P3 = 3). So a P3 queued at `t` is served as a P0 queued at
+//!   `t + 3·aging` would be: urgent incidents go first, and none starves
+//!   however many urgent ones keep coming. Ties go to the more urgent.
+//! - Joined failures kept per incident are bounded ([`MAX_JOINED_KEPT`]);
+//!   later ones are counted.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::types::{Failure, Priority, Target};
+
+/// Joined failures an incident keeps; later joins are only counted.
+pub(crate) const MAX_JOINED_KEPT: usize = 16;
+
+fn level(p: Priority) -> usize {
+    match p {
+        Priority::P0 => 0,
+        Priority::P1 => 1,
+        Priority::P2 => 2,
+        Priority::P3 => 3,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Queued,
+    Running,
+    /// Waiting until the given clock time (the healer's cooldown).
+    Deferred(u64),
+}
+
+/// An open incident in the queue.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) priority: Priority,
+    pub(crate) first: Failure,
+    /// Joined before the incident was taken.
+    pub(crate) joined: Vec<Failure>,
+    /// Joined while it ran.
+    pub(crate) late: Vec<Failure>,
+    /// Joins not kept (beyond [`MAX_JOINED_KEPT`]).
+    pub(crate) joins_dropped: u64,
+    pub(crate) queued_ns: u64,
+    /// Whether it was read back from the incidents file at start.
+    pub(crate) resumed: bool,
+    state: State,
+}
+
+/// What [`IncidentQueue::offer`] did with a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// It opened incident `id`.
+    Opened(u64),
+    /// It joined open incident `id`.
+    Joined(u64),
+    /// The queue was full: counted (and a rescan marked due for a page).
+    Overflow,
+}
+
+/// An incident handed to a worker.
+#[derive(Clone, Debug)]
+pub(crate) struct Taken {
+    pub(crate) id: u64,
+    pub(crate) target: Target,
+    pub(crate) first: Failure,
+    pub(crate) joined: Vec<Failure>,
+    pub(crate) resumed: bool,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct IncidentQueue {
+    open: HashMap<Target, Entry>,
+    /// Per level, targets in arrival order (stale items are skipped).
+    ready: [VecDeque<(u64, Target)>; 4],
+    capacity: usize,
+    aging_ns: u64,
+    next_id: u64,
+    pub(crate) overflowed: u64,
+    pub(crate) rescan_due: bool,
+}
+
+impl IncidentQueue {
+    /// A queue of at most `capacity` open incidents, aging one level per
+    /// `aging_ns` waited, numbering incidents from `next_id`.
+    pub(crate) fn new(capacity: usize, aging_ns: u64, next_id: u64) -> Self {
+        assert!(capacity > 0 && aging_ns > 0, "validated by the config");
+        IncidentQueue {
+            open: HashMap::new(),
+            ready: Default::default(),
+            capacity,
+            aging_ns,
+            next_id: next_id.max(1),
+            overflowed: 0,
+            rescan_due: false,
+        }
+    }
+
+    /// Open incidents (queued, running or deferred).
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether a new incident would fit.
+    pub(crate) fn has_room(&self) -> bool {
+        self.open.len() < self.capacity
+    }
+
+    /// Whether `target` has an open incident.
+    pub(crate) fn is_open(&self, target: &Target) -> bool {
+        self.open.contains_key(target)
+    }
+
+    /// Whether nothing is queued or running (deferred incidents may remain).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.open
+            .values()
+            .all(|e| matches!(e.state, State::Deferred(_)))
+    }
+
+    /// Files `failure` (see the module docs).
+    pub(crate) fn offer(&mut self, failure: Failure, now_ns: u64) -> Offer {
+        let target = failure.target();
+        if let Some(e) = self.open.get_mut(&target) {
+            let id = e.id;
+            let raised = failure.priority < e.priority;
+            if raised {
+                e.priority = failure.priority;
+            }
+            let list = if e.state == State::Running {
+                &mut e.late
+            } else {
+                &mut e.joined
+            };
+            if list.len() < MAX_JOINED_KEPT {
+                list.push(failure);
+            } else {
+                e.joins_dropped += 1;
+            }
+            if raised && e.state == State::Queued {
+                let p = e.priority;
+                self.ready[level(p)].push_back((id, target));
+            }
+            return Offer::Joined(id);
+        }
+        if !self.has_room() {
+            self.overflowed += 1;
+            if matches!(target, Target::Page(_)) {
+                self.rescan_due = true;
+            }
+            return Offer::Overflow;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.insert(id, failure, now_ns, false);
+        Offer::Opened(id)
+    }
+
+    /// Re-opens an incident read back at start, under its old id.
+    pub(crate) fn resume(&mut self, id: u64, failure: Failure, now_ns: u64) -> bool {
+        let target = failure.target();
+        if self.open.contains_key(&target) || !self.has_room() {
+            return false;
+        }
+        self.next_id = self.next_id.max(id + 1);
+        self.insert(id, failure, now_ns, true);
+        true
+    }
+
+    fn insert(&mut self, id: u64, failure: Failure, now_ns: u64, resumed: bool) {
+        let target = failure.target();
+        let p = failure.priority;
+        self.ready[level(p)].push_back((id, target.clone()));
+        self.open.insert(
+            target,
+            Entry {
+                id,
+                priority: p,
+                first: failure,
+                joined: Vec::new(),
+                late: Vec::new(),
+                joins_dropped: 0,
+                queued_ns: now_ns,
+                resumed,
+                state: State::Queued,
+            },
+        );
+    }
+
+    /// Whether the ready item `(id, target)` at `lvl` is current.
+    fn current(&self, lvl: usize, id: u64, target: &Target) -> bool {
+        self.open
+            .get(target)
+            .is_some_and(|e| e.id == id && e.state == State::Queued && level(e.priority) == lvl)
+    }
+
+    /// Takes the ready incident to serve next (see the module docs) and
+    /// marks it running.
+    pub(crate) fn pop(&mut self) -> Option<Taken> {
+        let mut best: Option<(u64, usize)> = None; // (virtual time, level)
+        for lvl in 0..4 {
+            while let Some((id, t)) = self.ready[lvl].front() {
+                if self.current(lvl, *id, t) {
+                    break;
+                }
+                self.ready[lvl].pop_front();
+            }
+            if let Some((_, t)) = self.ready[lvl].front() {
+                let e = &self.open[t];
+                let key = (
+                    e.queued_ns
+                        .saturating_add(self.aging_ns.saturating_mul(lvl as u64)),
+                    lvl,
+                );
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+        }
+        let (_, lvl) = best?;
+        let (_, target) = self.ready[lvl].pop_front().expect("front checked");
+        let e = self.open.get_mut(&target).expect("current");
+        e.state = State::Running;
+        Some(Taken {
+            id: e.id,
+            target,
+            first: e.first.clone(),
+            joined: std::mem::take(&mut e.joined),
+            resumed: e.resumed,
+        })
+    }
+
+    /// Closes the running incident of `target`; returns the failures that
+    /// joined while it ran.
+    pub(crate) fn finish(&mut self, target: &Target) -> Vec<Failure> {
+        self.open.remove(target).map(|e| e.late).unwrap_or_default()
+    }
+
+    /// Keeps the running incident of `target` open but idle until
+    /// `until_ns` (then [`promote`](Self::promote) queues it again, with
+    /// the failures that joined meanwhile).
+    pub(crate) fn defer(&mut self, target: &Target, until_ns: u64) {
+        if let Some(e) = self.open.get_mut(target) {
+            e.state = State::Deferred(until_ns);
+            let late = std::mem::take(&mut e.late);
+            e.joined.extend(late);
+            e.joined.truncate(MAX_JOINED_KEPT);
+        }
+    }
+
+    /// Queues every deferred incident whose time has come; returns how many.
+    pub(crate) fn promote(&mut self, now_ns: u64) -> usize {
+        let mut n = 0;
+        for (t, e) in &mut self.open {
+            if let State::Deferred(until) = e.state {
+                if until <= now_ns {
+                    e.state = State::Queued;
+                    self.ready[level(e.priority)].push_back((e.id, t.clone()));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The open incidents not running, for persisting: `(id, first failure)`.
+    pub(crate) fn snapshot(&self) -> Vec<(u64, Failure)> {
+        let mut v: Vec<(u64, Failure)> = self
+            .open
+            .values()
+            .map(|e| {
+                let mut f = e.first.clone();
+                f.priority = e.priority;
+                (e.id, f)
+            })
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FailureKind, PageId, Source};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn page(p: u64) -> Failure {
+        Failure::new(
+            Source::Scrubber,
+            FailureKind::CorruptPage { page: PageId(p) },
+            "x",
+            0,
+        )
+    }
+
+    fn metric(name: &str, kind: u8) -> Failure {
+        let metric: Arc<str> = Arc::from(name);
+        let k = match kind {
+            0 => FailureKind::HealthCritical { metric },
+            1 => FailureKind::HealthDegraded { metric },
+            _ => FailureKind::Anomaly { metric },
+        };
+        Failure::new(Source::HealthMonitor, k, "x", 0)
+    }
+
+    #[test]
+    fn a_repeat_report_joins_and_may_raise_the_priority() {
+        let mut q = IncidentQueue::new(8, 1_000, 1);
+        assert_eq!(q.offer(metric("m", 2), 0), Offer::Opened(1));
+        assert_eq!(q.offer(metric("m", 0), 0), Offer::Joined(1));
+        assert_eq!(q.len(), 1);
+        let t = q.pop().unwrap();
+        assert_eq!((t.id, t.joined.len()), (1, 1));
+        assert_eq!(
+            q.offer(metric("m", 1), 0),
+            Offer::Joined(1),
+            "joins while running"
+        );
+        assert_eq!(q.finish(&t.target).len(), 1);
+        assert!(q.pop().is_none() && q.len() == 0);
+    }
+
+    #[test]
+    fn most_urgent_first_and_aging_prevents_starvation() {
+        let mut q = IncidentQueue::new(8, 1_000, 1);
+        q.offer(metric("low", 2), 0); // P3 at t=0
+        q.offer(page(1), 0); // P0
+        assert_eq!(q.pop().unwrap().target, Target::Page(PageId(1)));
+        // The P3 queued at 0 competes as a P0 queued at 3000: a P0 queued
+        // at 3000 ties and wins (more urgent), one queued later loses.
+        q.offer(page(2), 3_000);
+        let first = q.pop().unwrap();
+        assert_eq!(
+            first.target,
+            Target::Page(PageId(2)),
+            "tie: the more urgent"
+        );
+        q.offer(page(3), 3_001);
+        assert_eq!(
+            q.pop().unwrap().target,
+            Target::Metric(Arc::from("low")),
+            "a P0 queued after the P3's virtual time waits"
+        );
+        assert_eq!(q.pop().unwrap().target, Target::Page(PageId(3)));
+    }
+
+    #[test]
+    fn overflow_is_counted_and_marks_a_rescan_for_pages() {
+        let mut q = IncidentQueue::new(2, 1_000, 1);
+        q.offer(page(1), 0);
+        q.offer(metric("m", 0), 0);
+        assert_eq!(q.offer(metric("n", 0), 0), Offer::Overflow);
+        assert!(!q.rescan_due);
+        assert_eq!(q.offer(page(2), 0), Offer::Overflow);
+        assert!(q.rescan_due);
+        assert_eq!(q.overflowed, 2);
+        assert_eq!(q.offer(page(1), 0), Offer::Joined(1), "joins still fit");
+    }
+
+    #[test]
+    fn deferred_incidents_come_back_when_due() {
+        let mut q = IncidentQueue::new(4, 1_000, 7);
+        q.offer(page(1), 0);
+        let t = q.pop().unwrap();
+        assert_eq!(t.id, 7);
+        q.defer(&t.target, 500);
+        assert!(q.is_idle() && q.pop().is_none());
+        assert_eq!(q.promote(499), 0);
+        assert_eq!(q.promote(500), 1);
+        assert_eq!(q.pop().unwrap().id, 7);
+    }
+
+    proptest! {
+        /// Whatever arrives, each target has at most one open incident,
+        /// the bound holds, and every failure is opened, joined or counted.
+        #[test]
+        fn one_incident_per_target_within_the_bound(
+            ops in proptest::collection::vec((0u64..12, 0u8..3, any::<bool>()), 1..200),
+            cap in 1usize..8,
+        ) {
+            let mut q = IncidentQueue::new(cap, 10, 1);
+            let (mut opened, mut joined, mut over) = (0u64, 0u64, 0u64);
+            let mut now = 0;
+            for (t, kind, take) in ops {
+                now += 3;
+                let f = if kind == 0 { page(t) } else { metric(&t.to_string(), kind) };
+                match q.offer(f, now) {
+                    Offer::Opened(_) => opened += 1,
+                    Offer::Joined(_) => joined += 1,
+                    Offer::Overflow => over += 1,
+                }
+                prop_assert!(q.len() <= cap);
+                if take {
+                    if let Some(x) = q.pop() {
+                        q.finish(&x.target);
+                    }
+                }
+            }
+            prop_assert_eq!(over, q.overflowed);
+            prop_assert!(opened + joined + over > 0);
+            let mut seen = std::collections::HashSet::new();
+            while let Some(x) = q.pop() {
+                prop_assert!(seen.insert(x.target.clone()));
+                q.finish(&x.target);
+            }
+            prop_assert_eq!(q.len(), 0);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The manager's statistics and its metrics (through the `metrics` facade).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::healer::{AttemptOutcome, Incident, Outcome};
+use crate::types::Priority;
+
+/// How one remedy has fared under the manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemedyStats {
+    /// Times it ran (skips not counted).
+    pub tried: u64,
+    /// Times it healed its target, verified.
+    pub healed: u64,
+}
+
+impl RemedyStats {
+    /// `healed / tried`, or `None` before it ran.
+    #[must_use]
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.tried > 0).then(|| self.healed as f64 / self.tried as f64)
+    }
+}
+
+/// What the manager has seen and done since it was built. See
+/// [`AutoRecoveryManager::stats`](super::AutoRecoveryManager::stats).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecoveryStats {
+    /// Failures taken from the bus (and found by rescans).
+    pub failures: u64,
+    /// Incidents opened (a joined failure opens none).
+    pub detected: u64,
+    /// Failures that joined an open incident.
+    pub joined: u64,
+    /// Incidents closed healed.
+    pub recovered: u64,
+    /// Incidents closed escalated.
+    pub escalated: u64,
+    /// Incidents closed observed (Observe mode).
+    pub observed: u64,
+    /// Times an incident was deferred by a target's cooldown.
+    pub deferred: u64,
+    /// Open incidents now (queued, running or deferred).
+    pub open: u64,
+    /// Failures not queued because the queue was full.
+    pub overflowed: u64,
+    /// Error-only rescans run after an overflow.
+    pub rescans: u64,
+    /// Failures the bus dropped because the dispatcher fell behind.
+    pub bus_dropped: u64,
+    /// Events dropped for slow subscribers.
+    pub events_dropped: u64,
+    /// Mean time to heal (detection to verified heal) of healed incidents.
+    pub mttr: Option<Duration>,
+    /// Healed incidents whose time to heal was within their RTO.
+    pub within_rto: u64,
+    /// Per remedy, by name.
+    pub remedies: BTreeMap<String, RemedyStats>,
+}
+
+impl RecoveryStats {
+    /// The share of healed incidents healed within their RTO.
+    #[must_use]
+    pub fn rto_compliance(&self) -> Option<f64> {
+        (self.recovered > 0).then(|| self.within_rto as f64 / self.recovered as f64)
+    }
+}
+
+/// The running totals behind [`RecoveryStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) stats: RecoveryStats,
+    heal_ns_total: u128,
+}
+
+fn prio(p: Priority) -> &'static str {
+    match p {
+        Priority::P0 => "P0",
+        Priority::P1 => "P1",
+        Priority::P2 => "P2",
+        Priority::P3 => "P3",
+    }
+}
+
+impl Tally {
+    pub(crate) fn opened(&mut self, p: Priority) {
+        self.stats.detected += 1;
+        metrics::counter!("selfheal_incidents_opened_total", "priority" => prio(p)).increment(1);
+    }
+
+    /// Counts a closed (or deferred) incident; returns whether it was
+    /// healed within `rto`.
+    pub(crate) fn closed(&mut self, inc: &Incident, rto: Duration) -> bool {
+        for a in &inc.attempts {
+            if matches!(a.outcome, AttemptOutcome::Skipped(_)) {
+                continue;
+            }
+            let r = self.stats.remedies.entry(a.remedy.clone()).or_default();
+            r.tried += 1;
+            let healed = a.outcome == AttemptOutcome::Healed;
+            r.healed += u64::from(healed);
+            metrics::counter!(
+                "selfheal_remedy_attempts_total",
+                "remedy" => a.remedy.clone(),
+                "outcome" => if healed { "healed" } else { "failed" }
+            )
+            .increment(1);
+        }
+        let p = prio(inc.priority);
+        match &inc.outcome {
+            Outcome::Healed { .. } => {
+                self.stats.recovered += 1;
+                let tth = inc.time_to_heal().unwrap_or_default();
+                self.heal_ns_total += tth.as_nanos();
+                let n = u128::from(self.stats.recovered);
+                self.stats.mttr = Some(Duration::from_nanos(
+                    u64::try_from(self.heal_ns_total / n).unwrap_or(u64::MAX),
+                ));
+                let within = tth <= rto;
+                self.stats.within_rto += u64::from(within);
+                metrics::counter!("selfheal_incidents_healed_total", "priority" => p).increment(1);
+                metrics::histogram!("selfheal_recovery_duration_seconds", "priority" => p)
+                    .record(tth.as_secs_f64());
+                metrics::counter!(
+                    "selfheal_rto_total",
+                    "priority" => p,
+                    "met" => if within { "yes" } else { "no" }
+                )
+                .increment(1);
+                within
+            }
+            Outcome::Escalated => {
+                self.stats.escalated += 1;
+                metrics::counter!("selfheal_incidents_escalated_total", "priority" => p)
+                    .increment(1);
+                false
+            }
+            Outcome::Observed => {
+                self.stats.observed += 1;
+                metrics::counter!("selfheal_incidents_observed_total", "priority" => p)
+                    .increment(1);
+                false
+            }
+            _ => {
+                self.stats.deferred += 1;
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Goal: the recovery manager heals what its components find — verified,
+//! within its RTO, one incident per target, bounded under a burst — runs
+//! startup recovery before any background work, changes nothing in Observe
+//! mode or without approval, never blocks on a subscriber, and stops in
+//! bounded time with a clean mark.
+//! Method: real components under the manager (a `MemStore` or a crash
+//! simulating `CrashStore` and `CrashDir`, a replica over a mirror store,
+//! both checksum placements), pages damaged under the detector, the store's
+//! bytes compared with the mirror's afterwards; `ManualClock` where time is
+//! judged (RTO), the system clock where only progress matters.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use selfheal::healer::{Outcome, SkipReason};
+use selfheal::recovery::{ApprovalRequest, StartupReport};
+use selfheal::rollback::RollbackConfig;
+use selfheal::testing::{CrashDir, CrashStore, Damage};
+use selfheal::{
+    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, FailureKind, ManualClock, MemStore,
+    Mode, PageId, PageStore, Priority, RecoveryConfig, RecoveryEvent, RunVerdict, ScrubConfig,
+    Source, StoreReplica,
+};
+
+const PS: usize = 4096;
+
+fn placements() -> Vec<ChecksumPlacement> {
+    vec![
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+    ]
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    let mut b = vec![fill; PS];
+    b[0] = 0x5a;
+    b
+}
+
+fn bytes(store: &dyn PageStore, p: u64) -> Vec<u8> {
+    let mut b = vec![0u8; PS];
+    store.read_page(PageId(p), &mut b).unwrap();
+    b
+}
+
+fn all_bytes(store: &dyn PageStore) -> Vec<Vec<u8>> {
+    (0..store.page_count()).map(|p| bytes(store, p)).collect()
+}
+
+/// A manager over `pages` sealed pages with a mirror replica; returns the
+/// raw store, the mirror and the (not started) manager.
+fn rig(
+    placement: ChecksumPlacement,
+    pages: u64,
+    dir: &std::path::Path,
+    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
+) -> (Arc<MemStore>, Arc<MemStore>, AutoRecoveryManager) {
+    let raw = Arc::new(MemStore::new(PS, pages).unwrap());
+    let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
+    let cfg = RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement)
+        .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .without_scrub();
+    let m = tune(cfg).build().unwrap();
+    for p in 0..pages {
+        m.detector()
+            .write_sealed(PageId(p), &mut page((p % 250) as u8 + 1))
+            .unwrap();
+        mirror
+            .write_page(PageId(p), &bytes(raw.as_ref(), p))
+            .unwrap();
+    }
+    (raw, mirror, m)
+}
+
+fn damage(raw: &MemStore, p: u64) {
+    let mut b = bytes(raw, p);
+    Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
+    raw.write_page(PageId(p), &b).unwrap();
+}
+
+/// A verified read that finds the damage (and reports it on the bus).
+fn read_finds(m: &AutoRecoveryManager, p: u64) {
+    let mut b = vec![0u8; PS];
+    assert!(m
+        .detector()
+        .read_verified(PageId(p), &mut b)
+        .unwrap_err()
+        .is_corruption());
+}
+
+const IDLE: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_corrupt_page_found_on_read_is_healed_from_the_replica_within_its_rto() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(5));
+        let c2 = clock.clone();
+        let (raw, mirror, m) = rig(placement, 16, dir.path(), move |c| c.clock(Arc::new(c2)));
+        m.start().unwrap();
+        damage(&raw, 5);
+        read_finds(&m, 5);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(bytes(raw.as_ref(), 5), bytes(mirror.as_ref(), 5));
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        let inc = &incs[0];
+        assert_eq!(
+            inc.outcome,
+            Outcome::Healed {
+                remedy: "repair-from-replicas".into()
+            }
+        );
+        assert_eq!(inc.priority, Priority::P0);
+        assert!(inc.time_to_heal().unwrap() <= m.rto(Priority::P0));
+        let s = m.stats();
+        assert_eq!((s.detected, s.recovered, s.escalated), (1, 1, 0));
+        assert_eq!(s.rto_compliance(), Some(1.0));
+        assert_eq!(s.remedies["repair-from-replicas"].success_rate(), Some(1.0));
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_corrupt_page_found_by_the_scrubber_is_healed() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 32, dir.path(), |c| {
+            c.scrub(ScrubConfig::new().unlimited().single_pass())
+        });
+        damage(&raw, 9);
+        damage(&raw, 30);
+        m.start().unwrap();
+        let deadline = Instant::now() + IDLE;
+        while m.stats().recovered < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(m.wait_idle(IDLE));
+        for p in [9, 30] {
+            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+        }
+        assert_eq!(m.stats().recovered, 2);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn two_reports_of_one_page_make_one_incident() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
+        damage(&raw, 3);
+        read_finds(&m, 3);
+        // The same page, reported again by the host before the manager ran.
+        m.failure_sink().report(
+            Source::Host,
+            FailureKind::CorruptPage { page: PageId(3) },
+            "the host saw it too",
+            0,
+        );
+        m.start().unwrap();
+        assert!(m.wait_idle(IDLE));
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert_eq!(incs[0].failures.len(), 2);
+        let s = m.stats();
+        assert_eq!((s.detected, s.joined, s.failures), (1, 1, 2));
+        assert_eq!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3));
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn observe_mode_changes_nothing() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| c.mode(Mode::Observe));
+        damage(&raw, 2);
+        let before = all_bytes(raw.as_ref());
+        m.start().unwrap();
+        read_finds(&m, 2);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(all_bytes(raw.as_ref()), before, "the store is unchanged");
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1);
+        assert_eq!(incs[0].outcome, Outcome::Observed);
+        assert_eq!(m.stats().observed, 1);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn approve_mode_acts_only_with_approval() {
+    for placement in placements() {
+        // Refused, and too slow: nothing changes.
+        for slow in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let asked = Arc::new(AtomicUsize::new(0));
+            let a2 = asked.clone();
+            let (raw, _mirror, m) = rig(placement.clone(), 8, dir.path(), move |c| {
+                c.mode(Mode::Approve).approval(
+                    Arc::new(move |_: &ApprovalRequest| {
+                        a2.fetch_add(1, Ordering::SeqCst);
+                        if slow {
+                            std::thread::sleep(Duration::from_millis(300));
+                            return true; // too late: counts as no
+                        }
+                        false
+                    }),
+                    Duration::from_millis(50),
+                )
+            });
+            damage(&raw, 4);
+            let before = all_bytes(raw.as_ref());
+            m.start().unwrap();
+            read_finds(&m, 4);
+            assert!(m.wait_idle(IDLE));
+            assert_eq!(all_bytes(raw.as_ref()), before, "slow={slow}");
+            assert!(asked.load(Ordering::SeqCst) >= 1);
+            let incs = m.incidents();
+            assert_eq!(incs[0].outcome, Outcome::Escalated);
+            assert!(incs[0]
+                .attempts
+                .iter()
+                .all(|a| a.outcome
+                    == selfheal::healer::AttemptOutcome::Skipped(SkipReason::NotApproved)));
+            m.stop().unwrap();
+        }
+        // Approved, or on the allow-list: healed.
+        for allow in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), move |c| {
+                let c = c.mode(Mode::Approve).approval(
+                    Arc::new(move |r: &ApprovalRequest| {
+                        !allow && r.remedy == "repair-from-replicas"
+                    }),
+                    Duration::from_secs(5),
+                );
+                if allow {
+                    c.allow_without_approval(&["repair-from-replicas"])
+                } else {
+                    c
+                }
+            });
+            damage(&raw, 4);
+            m.start().unwrap();
+            read_finds(&m, 4);
+            assert!(m.wait_idle(IDLE));
+            assert_eq!(
+                bytes(raw.as_ref(), 4),
+                bytes(mirror.as_ref(), 4),
+                "allow={allow}"
+            );
+            m.stop().unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_allow_list_naming_no_remedy_is_a_typed_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 4, dir.path(), |c| {
+        c.mode(Mode::Approve)
+            .approval(Arc::new(|_: &ApprovalRequest| true), Duration::from_secs(1))
+            .allow_without_approval(&["no-such-remedy"])
+    });
+    assert!(matches!(
+        m.start(),
+        Err(selfheal::Error::InvalidConfig {
+            field: "allow_without_approval",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let r2 = release.clone();
+        let (raw, mirror, m) = rig(placement, 40, dir.path(), move |c| {
+            c.queue_capacity(4)
+                .max_concurrent_recoveries(1)
+                .mode(Mode::Approve)
+                .approval(
+                    Arc::new(move |_: &ApprovalRequest| {
+                        while !r2.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        true
+                    }),
+                    Duration::from_secs(30),
+                )
+        });
+        for p in 0..20 {
+            damage(&raw, p);
+            read_finds(&m, p);
+        }
+        m.start().unwrap();
+        let deadline = Instant::now() + IDLE;
+        while m.stats().overflowed < 16 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let s = m.stats();
+        assert_eq!(s.overflowed, 16, "{s:?}");
+        assert!(s.open <= 4);
+        release.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + IDLE;
+        while m.stats().recovered < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(m.wait_idle(IDLE));
+        for p in 0..20 {
+            assert_eq!(
+                bytes(raw.as_ref(), p),
+                bytes(mirror.as_ref(), p),
+                "page {p}"
+            );
+        }
+        let s = m.stats();
+        assert_eq!(s.recovered, 20, "{s:?}");
+        assert!(s.rescans >= 1);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_slow_subscriber_does_not_block_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, mirror, m) = rig(ChecksumPlacement::Trailer, 40, dir.path(), |c| c);
+    let slow = m.subscribe(1).unwrap();
+    let fast = m.subscribe(1_000).unwrap();
+    m.start().unwrap();
+    for p in 0..30 {
+        damage(&raw, p);
+        read_finds(&m, p);
+    }
+    let deadline = Instant::now() + IDLE;
+    while m.stats().recovered < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(m.stats().recovered, 30);
+    for p in 0..30 {
+        assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+    }
+    assert!(slow.dropped() > 0);
+    assert_eq!(slow.events().len(), 1);
+    assert!(m.stats().events_dropped >= slow.dropped());
+    let got: Vec<RecoveryEvent> = fast.events().try_iter().collect();
+    let healed = got
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                RecoveryEvent::Healed {
+                    within_rto: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(healed, 30);
+    assert!(got
+        .iter()
+        .any(|e| matches!(e, RecoveryEvent::Opened { .. })));
+    assert!(got
+        .iter()
+        .any(|e| matches!(e, RecoveryEvent::Action { .. })));
+    m.stop().unwrap();
+}
+
+#[test]
+fn stop_is_bounded_and_marks_a_clean_stop_drop_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<MemStore> = Arc::new(MemStore::new(PS, 8).unwrap());
+    let build = || {
+        RecoveryConfig::new(store.clone(), dir.path())
+            .scrub(ScrubConfig::new().pages_per_s(10))
+            .build()
+            .unwrap()
+    };
+    let m = build();
+    assert_eq!(m.start().unwrap().verdict, RunVerdict::FirstRun);
+    let t = Instant::now();
+    m.stop().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    m.stop().unwrap(); // idempotent
+    drop(m);
+    let m = build();
+    let r: StartupReport = m.start().unwrap();
+    assert!(
+        matches!(r.verdict, RunVerdict::Clean { .. }),
+        "{:?}",
+        r.verdict
+    );
+    drop(m); // no stop: not clean
+    let m = build();
+    let r = m.start().unwrap();
+    assert!(r.verdict.is_crash(), "{:?}", r.verdict);
+    assert!(m.wait_idle(IDLE));
+    assert!(m
+        .incidents()
+        .iter()
+        .any(|i| i.failures[0].kind == FailureKind::UncleanShutdown));
+    m.stop().unwrap();
+}
+
+#[test]
+fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(CrashDir::new());
+        let store = Arc::new(CrashStore::new(PS, 8).unwrap());
+        let m = RecoveryConfig::new(store.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal.clone()))
+            .without_scrub()
+            .build()
+            .unwrap();
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        for p in 0..8 {
+            m.detector().write_sealed(PageId(p), &mut page(7)).unwrap();
+        }
+        store.sync().unwrap();
+        let committed = bytes(store.as_ref(), 2);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(2), 200, b"in flight at the crash")
+            .unwrap();
+        store.sync().unwrap();
+        assert_ne!(bytes(store.as_ref(), 2), committed);
+        // The process dies: what is durable survives.
+        let store2 = Arc::new(store.crash(None));
+        let journal2 = Arc::new(journal.crash(0));
+        drop(rb);
+        drop(m);
+        // A probe run by the health monitor records what it sees: it must
+        // never see the loser's bytes.
+        let saw_loser = Arc::new(AtomicBool::new(false));
+        let (s3, seen) = (store2.clone(), saw_loser.clone());
+        let health = selfheal::HealthConfig::new()
+            .sample_interval(Duration::from_millis(5))
+            .probe_fn(
+                "loser-visible",
+                selfheal::Thresholds::new(0.5, 0.9),
+                move || {
+                    let b = bytes(s3.as_ref(), 2);
+                    let bad = &b[200..222] == b"in flight at the crash";
+                    seen.fetch_or(bad, Ordering::SeqCst);
+                    Ok(f64::from(u8::from(bad)))
+                },
+            );
+        let m = RecoveryConfig::new(store2.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal2))
+            .health(health)
+            .scrub(ScrubConfig::new().unlimited())
+            .build()
+            .unwrap();
+        let r = m.start().unwrap();
+        assert!(r.verdict.is_crash());
+        assert_eq!(r.rollback.rolled_back.len(), 1);
+        assert_eq!(r.rollback.rolled_back[0].pages, vec![PageId(2)]);
+        assert_eq!(r.pages_verified, 1);
+        assert!(r.pages_failed.is_empty());
+        assert_eq!(bytes(store2.as_ref(), 2), committed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(m.wait_idle(IDLE));
+        assert!(!saw_loser.load(Ordering::SeqCst));
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn an_open_incident_survives_a_restart_and_is_resumed_under_its_id() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(5));
+        let c2 = clock.clone();
+        let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), move |c| {
+            c.clock(Arc::new(c2))
+        });
+        m.start().unwrap();
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(m.stats().recovered, 1);
+        // Bad again within the healer's cooldown: the incident is deferred
+        // (the manual clock does not move), and stays open at stop.
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        assert!(m.wait_idle(IDLE));
+        let s = m.stats();
+        assert_eq!((s.deferred, s.open), (1, 1), "{s:?}");
+        m.stop().unwrap();
+        drop(m);
+        assert_ne!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        // The next run resumes it (the new detector knows nothing of the
+        // page: the manager re-checks a resumed page first).
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(100));
+        let m = RecoveryConfig::new(raw.clone(), dir.path())
+            .placement(placement)
+            .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+            .without_scrub()
+            .clock(Arc::new(clock))
+            .build()
+            .unwrap();
+        let r = m.start().unwrap();
+        assert_eq!(r.incidents_resumed, 1);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert_eq!(incs[0].id, 2, "the id of the first run");
+        assert!(matches!(incs[0].outcome, Outcome::Healed { .. }));
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_burst_of_a_thousand_corrupt_pages_is_all_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, mirror, m) = rig(ChecksumPlacement::Trailer, 1_000, dir.path(), |c| {
+        c.scrub(ScrubConfig::new().unlimited().single_pass())
+            .max_concurrent_recoveries(2)
+    });
+    for p in 0..1_000 {
+        damage(&raw, p);
+    }
+    let t = Instant::now();
+    m.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.stats().recovered < 1_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed();
+    let s = m.stats();
+    assert_eq!(s.recovered, 1_000, "{s:?}");
+    assert_eq!(s.escalated, 0);
+    for p in 0..1_000 {
+        assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+    }
+    eprintln!("1000 corrupt pages found by scrub and healed in {took:?}");
+    m.stop().unwrap();
+}
