@@ -22,11 +22,12 @@
 //! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
 //!   that reports a failure before it happens.
 //!
-//! The detectors report [`Failure`]s through bounded channels
-//! ([`FailureSink`]); the rollback manager reports through a sink the host
-//! gives it. Nothing heals on its own yet: the host drains the failures and
-//! calls the components. Background work runs on named threads; nothing
-//! needs an async runtime.
+//! The components report [`Failure`]s on a bounded bus ([`FailureSink`]).
+//! The [`AutoRecoveryManager`] ([`recovery`]) owns them all on one bus and
+//! one clock, runs startup recovery, and heals each failure through the
+//! [`SelfHealer`](healer::SelfHealer) on a bounded incident queue; a host
+//! may also drive the components itself. Background work runs on named
+//! threads; nothing needs an async runtime.
 //!
 //! ```
 //! use std::sync::Arc;
