@@ -14,7 +14,7 @@ use selfheal::corruption::PageState;
 use selfheal::repair::RepairOutcome;
 use selfheal::testing::{Damage, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, FileStore, Lsn, PageId, PageStore, RepairConfig,
+    ChecksumPlacement, CorruptionConfig, FileStore, Lsn, PageId, PageStore, RepairConfig,
     ScrubConfig, StoreReplica,
 };
 
@@ -59,7 +59,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let lsn_of: PageLsnFn =
         Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().ok()?))));
     let detector = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .page_lsn(lsn_of)
             .build(primary.clone())?,
     );

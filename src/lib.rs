@@ -30,11 +30,11 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use selfheal::{ChecksumPlacement, DetectorConfig, MemStore, PageId, PageStore};
+//! use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore};
 //!
 //! // The host's pages (here in memory) and a checksum trailer in each page.
 //! let store = Arc::new(MemStore::new(4096, 64)?);
-//! let detector = DetectorConfig::new(ChecksumPlacement::Trailer).build(store.clone())?;
+//! let detector = CorruptionConfig::new(ChecksumPlacement::Trailer).build(store.clone())?;
 //!
 //! let mut page = vec![0xAB; 4096];
 //! detector.write_sealed(PageId(7), &mut page)?;
@@ -76,11 +76,10 @@ mod worker;
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig, LsnExpectation,
+    AdoptOptions, AdoptProgress, AdoptReport, CorruptionConfig, CorruptionDetector, LsnExpectation,
 };
 pub use crash::{
-    CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
-    RunVerdict,
+    CrashConfig, CrashDetector, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker, RunVerdict,
 };
 pub use error::{Error, Result};
 pub use health::{

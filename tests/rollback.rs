@@ -20,7 +20,7 @@ use selfheal::rollback::journal::{
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
 use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, DetectorConfig, Error, FailureKind, FailureSink, Lsn,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FailureKind, FailureSink, Lsn,
     MemStore, PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
@@ -313,7 +313,7 @@ fn rollback_through_the_detector_keeps_checksums_current() {
     ] {
         let raw = Arc::new(MemStore::new(256, 4).unwrap());
         let det = Arc::new(
-            DetectorConfig::new(placement.clone())
+            CorruptionConfig::new(placement.clone())
                 .build(raw.clone())
                 .unwrap(),
         );
@@ -865,7 +865,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 };
                 let store = Arc::new(CrashStore::new(DPS, 4).unwrap());
                 let det = Arc::new(
-                    DetectorConfig::new(placement.clone())
+                    CorruptionConfig::new(placement.clone())
                         .build(store.clone())
                         .unwrap(),
                 );
@@ -891,7 +891,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 let crashed = Arc::new(store.crash(Some(seed)));
                 // The sidecar table is the detector's, shared across the crash.
                 let det2 = Arc::new(
-                    DetectorConfig::new(placement.clone())
+                    CorruptionConfig::new(placement.clone())
                         .build(crashed.clone())
                         .unwrap(),
                 );

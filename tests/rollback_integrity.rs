@@ -17,7 +17,7 @@ use selfheal::rollback::journal::{decode_segment, Record, SegmentHeader};
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::{CrashDir, CrashSwitch};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
     PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
@@ -33,7 +33,7 @@ fn placements() -> Vec<ChecksumPlacement> {
 /// Four sealed pages (page `p` full of `p + 1`) behind a detector.
 fn sealed(placement: ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetector>) {
     let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
-    let det = Arc::new(DetectorConfig::new(placement).build(raw.clone()).unwrap());
+    let det = Arc::new(CorruptionConfig::new(placement).build(raw.clone()).unwrap());
     for p in 0..4 {
         det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
             .unwrap();
@@ -237,7 +237,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         drop(mgr);
         let good = rot(&raw, 1, 100);
         let det2 = Arc::new(
-            DetectorConfig::new(placement.clone())
+            CorruptionConfig::new(placement.clone())
                 .build(raw.clone())
                 .unwrap(),
         );
@@ -924,7 +924,7 @@ fn a_rollback_settles_a_durable_sidecar_table() {
     let table = Arc::new(ChecksumTable::open(&dir.path().join("sums"), DPS).unwrap());
     let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
             .build(raw.clone())
             .unwrap(),
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use selfheal::corruption::{PageLsnFn, PageState};
 use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error, Failure,
+    ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, Error, Failure,
     FailureKind, FailureSink, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore,
     ScrubConfig, ScrubMode, ScrubState, Scrubber, Source, SystemClock,
 };
@@ -59,7 +59,7 @@ fn rig(backend: Backend, checks: Checks) -> Rig {
         Checks::Sidecar => ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
         _ => ChecksumPlacement::Trailer,
     };
-    let mut cfg = DetectorConfig::new(placement).clock(Arc::new(clock.clone()));
+    let mut cfg = CorruptionConfig::new(placement).clock(Arc::new(clock.clone()));
     if checks == Checks::TrailerLsn {
         let lsn: PageLsnFn =
             Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
@@ -238,7 +238,7 @@ fn file_store_scan_paths_find_damage() {
                 .with_mmap_scan(mmap),
         );
         let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
+            CorruptionConfig::new(ChecksumPlacement::Trailer)
                 .build(store.clone())
                 .unwrap(),
         );
@@ -289,7 +289,7 @@ fn resumes_from_persisted_cursor_after_restart() {
 
     // A restarted process: a new detector (empty registry) over the same store.
     let det2 = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .clock(Arc::new(r.clock.clone()))
             .build(r.raw.clone())
             .unwrap(),
@@ -312,7 +312,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     let big = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::new(PS, 5_000).unwrap());
     let det3 = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(store.clone())
             .unwrap(),
     );
@@ -348,7 +348,7 @@ fn resumes_from_persisted_cursor_after_restart() {
 fn pause_and_resume_on_the_thread() {
     let store = Arc::new(MemStore::new(PS, 2_000).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(store.clone())
             .unwrap(),
     );
@@ -507,7 +507,7 @@ fn damaged_cursor_falls_back_to_page_zero() {
     // A cursor from a larger store points past the end: ignored.
     let big = Arc::new(MemStore::new(PS, 1_000).unwrap());
     let det_big = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(big.clone())
             .unwrap(),
     );
@@ -602,7 +602,7 @@ fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
             };
             let clock = ManualClock::new();
             let det = Arc::new(
-                DetectorConfig::new(placement)
+                CorruptionConfig::new(placement)
                     .clock(Arc::new(clock.clone()))
                     .build(store.clone())
                     .unwrap(),
@@ -694,7 +694,7 @@ fn a_dead_scrub_thread_arrives_on_the_shared_bus_with_a_comparable_time() {
                 ChecksumPlacement::Trailer
             };
             let det = Arc::new(
-                DetectorConfig::new(placement)
+                CorruptionConfig::new(placement)
                     .clock(Arc::new(clock.clone()))
                     .failure_sink(sink.clone())
                     .build(raw.clone())

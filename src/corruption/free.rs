@@ -9,7 +9,7 @@
 //!
 //! # How a host says which pages are free
 //!
-//! * A callback, [`DetectorConfig::free_pages`](super::DetectorConfig::free_pages):
+//! * A callback, [`CorruptionConfig::free_pages`](super::CorruptionConfig::free_pages):
 //!   the host answers from its own metadata, so the answer survives a
 //!   restart with no state in the library. It is asked only when a page
 //!   fails verification (never on the path of a page that verifies), with no
@@ -151,7 +151,7 @@ impl CorruptionDetector {
 
     /// Whether the host says `page` is unallocated: marked with
     /// [`forget`](Self::forget), or so answered by the
-    /// [free-page callback](super::DetectorConfig::free_pages). Asks the
+    /// [free-page callback](super::CorruptionConfig::free_pages). Asks the
     /// callback, so it is called with no page lock held.
     #[must_use]
     pub fn is_unallocated(&self, page: PageId) -> bool {

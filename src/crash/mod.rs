@@ -92,7 +92,7 @@ pub type CrashCallback = Arc<dyn Fn(&CrashEvent) + Send + Sync>;
 
 /// Configuration of a [`CrashDetector`].
 #[must_use]
-pub struct CrashDetectorConfig {
+pub struct CrashConfig {
     heartbeat: HeartbeatConfig,
     process_interval: Duration,
     max_processes: usize,
@@ -104,9 +104,9 @@ pub struct CrashDetectorConfig {
     run_marker: Option<RunMarker>,
 }
 
-impl fmt::Debug for CrashDetectorConfig {
+impl fmt::Debug for CrashConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CrashDetectorConfig")
+        f.debug_struct("CrashConfig")
             .field("heartbeat", &self.heartbeat)
             .field("process_interval", &self.process_interval)
             .field("max_processes", &self.max_processes)
@@ -117,18 +117,18 @@ impl fmt::Debug for CrashDetectorConfig {
     }
 }
 
-impl Default for CrashDetectorConfig {
+impl Default for CrashConfig {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl CrashDetectorConfig {
+impl CrashConfig {
     /// Defaults: [`HeartbeatConfig::default`], processes sampled every 1 s (at
     /// most 256), marker refreshed every 1 s, 1 024 unread events, a failure
     /// bus of its own, the system clock, no callback, no run marker.
     pub fn new() -> Self {
-        CrashDetectorConfig {
+        CrashConfig {
             heartbeat: HeartbeatConfig::default(),
             process_interval: Duration::from_secs(1),
             max_processes: 256,
@@ -416,11 +416,11 @@ pub struct CrashStats {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use selfheal::crash::{ComponentState, CrashDetectorConfig, CrashEvent, HeartbeatConfig};
+/// use selfheal::crash::{ComponentState, CrashConfig, CrashEvent, HeartbeatConfig};
 /// use selfheal::{Clock, FailureKind, ManualClock};
 ///
 /// let clock = ManualClock::new();
-/// let detector = CrashDetectorConfig::new()
+/// let detector = CrashConfig::new()
 ///     .clock(Arc::new(clock.clone()))
 ///     .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
 ///     .build()?;
@@ -575,9 +575,9 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn manual() -> (ManualClock, CrashDetectorConfig) {
+    fn manual() -> (ManualClock, CrashConfig) {
         let clock = ManualClock::new();
-        let cfg = CrashDetectorConfig::new()
+        let cfg = CrashConfig::new()
             .clock(Arc::new(clock.clone()))
             // A real-time tick far beyond the test so only check_now ticks.
             .heartbeat(
@@ -592,20 +592,17 @@ mod tests {
     fn bad_config_is_typed() {
         for (cfg, field) in [
             (
-                CrashDetectorConfig::new().process_interval(Duration::ZERO),
+                CrashConfig::new().process_interval(Duration::ZERO),
                 "process_interval",
             ),
             (
-                CrashDetectorConfig::new().marker_refresh_interval(Duration::ZERO),
+                CrashConfig::new().marker_refresh_interval(Duration::ZERO),
                 "marker_refresh_interval",
             ),
+            (CrashConfig::new().event_capacity(0), "event_capacity"),
+            (CrashConfig::new().max_processes(0), "max_processes"),
             (
-                CrashDetectorConfig::new().event_capacity(0),
-                "event_capacity",
-            ),
-            (CrashDetectorConfig::new().max_processes(0), "max_processes"),
-            (
-                CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
+                CrashConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
                 "window",
             ),
         ] {
@@ -707,7 +704,7 @@ mod tests {
         clock.advance(Duration::from_secs(3));
         let open = |sink: &FailureSink| {
             let (m, _) = RunMarker::open(dir.path()).unwrap();
-            CrashDetectorConfig::new()
+            CrashConfig::new()
                 .clock(Arc::new(clock.clone()))
                 .failure_sink(sink.clone())
                 .run_marker(m)

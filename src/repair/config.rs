@@ -27,7 +27,7 @@ pub const MAX_REPLICA_COOLOFF: Duration = Duration::from_secs(86_400);
 ///
 /// The repairer's promise that a verified copy with a newer page LSN wins
 /// over any number of older ones needs a
-/// [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+/// [page-LSN reader](crate::corruption::CorruptionConfig::page_lsn) on the
 /// detector: only then can copies be told apart by age, and fetching goes on
 /// while a replica not yet asked could hold a newer copy. Without one,
 /// verified copies vote (see [`max_replicas_per_repair`](Self::max_replicas_per_repair)).

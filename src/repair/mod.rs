@@ -6,7 +6,7 @@
 //! replica copy can be written. Every call into a replica or a fallback runs
 //! on a helper thread with a deadline. The newest-copy guarantee — a verified
 //! copy with a newer page LSN wins over any number of older ones — needs a
-//! [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+//! [page-LSN reader](crate::corruption::CorruptionConfig::page_lsn) on the
 //! detector: without one, which copy is newest cannot be told, and copies
 //! only vote.
 //!
@@ -102,7 +102,7 @@
 //! the last sealed page; under the trailer placement an older sealed copy
 //! verifies), and a stale majority can win the vote. When every replica is
 //! stale, only the host knows: give the detector an
-//! [expected-LSN hook](crate::corruption::DetectorConfig::expected_page_lsn)
+//! [expected-LSN hook](crate::corruption::CorruptionConfig::expected_page_lsn)
 //! answered from the host's WAL or page map, and stale copies fail
 //! verification as [`Error::StalePage`] (the page is then repaired from a
 //! fallback or left irreparable, never reverted).
@@ -294,12 +294,12 @@ struct FallbackEntry {
 /// ```
 /// use std::sync::Arc;
 /// use selfheal::repair::{RepairConfig, RepairOutcome};
-/// use selfheal::{ChecksumPlacement, DetectorConfig, MemStore, PageId, PageStore, StoreReplica};
+/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, StoreReplica};
 ///
 /// // The local store, and a mirror holding the same sealed pages.
 /// let local = Arc::new(MemStore::new(4096, 16)?);
 /// let mirror = Arc::new(MemStore::new(4096, 16)?);
-/// let detector = Arc::new(DetectorConfig::new(ChecksumPlacement::Trailer).build(local.clone())?);
+/// let detector = Arc::new(CorruptionConfig::new(ChecksumPlacement::Trailer).build(local.clone())?);
 /// let mut page = vec![0x5A; 4096];
 /// detector.write_sealed(PageId(3), &mut page)?;
 /// mirror.write_page(PageId(3), &page)?;

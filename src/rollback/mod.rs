@@ -90,7 +90,7 @@
 //! A page the host calls unallocated (the detector's
 //! [`Error::PageUnallocated`]: it fails verification and the host freed it,
 //! with [`forget`](crate::CorruptionDetector::forget) or its
-//! [free-page answer](crate::DetectorConfig::free_pages)) holds nothing:
+//! [free-page answer](crate::CorruptionConfig::free_pages)) holds nothing:
 //! its bytes mean nothing and nobody vouches for them. A transaction may
 //! reuse it: [`write`](TransactionRollbackManager::write) takes its current
 //! contents to be **zeros** — the before-image is zeros, never the raw bytes

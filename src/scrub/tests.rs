@@ -15,7 +15,7 @@ use super::pacer::{Pace, Pacer, NS_PER_S};
 use super::*;
 use crate::checksum::ChecksumPlacement;
 use crate::clock::ManualClock;
-use crate::corruption::DetectorConfig;
+use crate::corruption::CorruptionConfig;
 use crate::corruption::{CorruptionDetector, PageState};
 use crate::error::Error;
 use crate::host::PageStore;
@@ -47,7 +47,7 @@ fn setup_in(
         MemStore::new(PS, pages).unwrap(),
     )));
     let det = Arc::new(
-        DetectorConfig::new(placement)
+        CorruptionConfig::new(placement)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),
@@ -134,7 +134,7 @@ fn store_growth_is_seen_at_the_next_pass() {
     let clock = ManualClock::new();
     let raw = Arc::new(MemStore::new(PS, 10).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),
@@ -324,7 +324,7 @@ impl PageStore for PanickingStore {
 #[test]
 fn worker_panic_marks_failed() {
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
@@ -366,7 +366,7 @@ impl PageStore for GatedPanicStore {
 fn command_queued_when_the_worker_dies_gets_an_error() {
     let (open, gate) = crossbeam_channel::bounded(1);
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(GatedPanicStore { gate }))
             .unwrap(),
     );
@@ -614,7 +614,7 @@ impl PageStore for HangingStore {
 fn stop_is_bounded_when_a_store_read_hangs() {
     let (release, gate) = crossbeam_channel::bounded(0);
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(HangingStore {
                 inner: MemStore::new(PS, 4).unwrap(),
                 gate,
