@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use selfheal::corruption::AdoptOptions;
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, CorruptionConfig, FileStore, PageId, PageStore,
-    ScrubConfig,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, FileStore, PageId, PageStore, ScrubConfig,
 };
 
 const PAGE: usize = 4096;

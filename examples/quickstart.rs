@@ -9,14 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selfheal::corruption::PageLsnFn;
-use selfheal::corruption::PageState;
-use selfheal::repair::RepairOutcome;
+use selfheal::prelude::*;
 use selfheal::testing::{Damage, FaultyStore, WriteFault};
-use selfheal::{
-    ChecksumPlacement, CorruptionConfig, FileStore, Lsn, PageId, PageStore, RepairConfig,
-    ScrubConfig, StoreReplica,
-};
 
 const PAGE_SIZE: usize = 4096;
 const PAGES: u64 = 8192; // 32 MiB

@@ -75,33 +75,51 @@ mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionConfig, CorruptionDetector, LsnExpectation,
-};
-pub use crash::{
-    CrashConfig, CrashDetector, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker, RunVerdict,
-};
+pub use corruption::{CorruptionConfig, CorruptionDetector};
+pub use crash::{CrashConfig, CrashDetector};
+/// The receiving end of the library's bounded channels (failures, events),
+/// re-exported so that a host names it without depending on the channel
+/// crate itself.
+pub use crossbeam_channel::Receiver;
 pub use error::{Error, Result};
-pub use health::{
-    Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
-};
+pub use health::{HealthConfig, HealthMonitor, HealthProbe};
 pub use host::{
     HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,
 };
 pub use repair::{DataRepairer, RepairConfig};
-pub use rollback::{
-    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
-};
-pub use scrub::{
-    ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate, ScrubState,
-    ScrubStep, Scrubber,
-};
-pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
+pub use rollback::{RollbackConfig, TransactionRollbackManager};
+pub use scrub::{ScrubConfig, Scrubber};
+pub use snapshot::{SnapshotConfig, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};
 pub use types::{
     Failure, FailureCallback, FailureId, FailureKind, FailureSink, Lsn, PageId, Priority,
     ReplicaId, Source, Target, TxnId,
 };
+
+/// What a host program needs: `use selfheal::prelude::*;`.
+///
+/// Everything at the crate root, and the vocabulary a host uses with it most
+/// often: options and requests (adoption, snapshots, restores, scrub rates),
+/// the states and outcomes it inspects, and the hooks it writes. Everything
+/// else is reached through its component's module.
+pub mod prelude {
+    pub use crate::corruption::{AdoptOptions, LsnExpectation, PageLsnFn, PageState};
+    pub use crate::repair::RepairOutcome;
+    pub use crate::rollback::RawPages;
+    pub use crate::scrub::{ScrubMode, ScrubRate};
+    pub use crate::snapshot::{
+        Consistency, Fallback, LostPages, RestoreOptions, SnapshotKind, SnapshotRequest, WriteGate,
+    };
+    pub use crate::{
+        ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, CrashConfig,
+        CrashDetector, DataRepairer, Error, Failure, FailureKind, FailureSink, FileStore,
+        HealthConfig, HealthMonitor, HealthProbe, HostAction, HostActions, Lsn, ManualClock,
+        MemStore, PageId, PageSource, PageStore, Priority, Receiver, RepairConfig, Replica,
+        ReplicaId, ReplicaStatus, Result, RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig,
+        Source, StateSnapshotManager, StoreReplica, SystemClock, Target,
+        TransactionRollbackManager, TxnId,
+    };
+}
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

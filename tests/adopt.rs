@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use selfheal::checksum::{payload_len, trailer, TableConfig, TRAILER_LEN};
+use selfheal::corruption::{AdoptOptions, AdoptProgress};
 use selfheal::corruption::{FreePageFn, PageState};
 use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore, ReadFault};
 use selfheal::{
-    AdoptOptions, AdoptProgress, ChecksumPlacement, ChecksumTable, CorruptionConfig,
-    CorruptionDetector, Error, FileStore, MemStore, PageId, PageStore, ScrubConfig,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FileStore,
+    MemStore, PageId, PageStore, ScrubConfig,
 };
 
 const PS: usize = 4096;

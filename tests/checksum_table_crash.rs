@@ -24,10 +24,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use selfheal::checksum::{trailer, TableConfig, TRAILER_LEN};
+use selfheal::corruption::AdoptOptions;
 use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch};
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error,
-    PageId, PageStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, PageId,
+    PageStore,
 };
 
 const PS: usize = 256;

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
-use selfheal::checksum::log::{decode_log, LogEnd, LOG_HEADER_LEN, RECORD_LEN};
 use selfheal::checksum::{trailer, TableConfig};
+use selfheal::corruption::AdoptOptions;
+use selfheal::testing::checksum_log::{decode_log, LogEnd, LOG_HEADER_LEN, RECORD_LEN};
 use selfheal::testing::CrashFiles;
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, MemStore, PageId,
-    PageStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, MemStore, PageId, PageStore,
 };
 
 fn sample_table() -> Vec<u8> {

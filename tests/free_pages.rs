@@ -78,7 +78,7 @@ fn rig(placement: ChecksumPlacement, callback: bool) -> Rig {
     Rig { raw, det, free }
 }
 
-fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::ScanSummary, Vec<u64>) {
+fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::scrub::ScanSummary, Vec<u64>) {
     let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     let sum = s.scan_range(PageId(0), PAGES).unwrap();
     let pages = det

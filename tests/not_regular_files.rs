@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::crash::RunMarker;
+use selfheal::rollback::RawPages;
 use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FileStore, Lsn, MemStore, PageId,
-    PageStore, RawPages, RollbackConfig, ScrubConfig,
+    PageStore, RollbackConfig, ScrubConfig,
 };
 
 const PS: usize = 256;

@@ -16,12 +16,11 @@ mod repair_common;
 use std::sync::Arc;
 
 use repair_common::{fence, placements, Cluster, StoreSource, PS};
+use selfheal::corruption::LsnExpectation;
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
 use selfheal::testing::{Damage, FaultyReplica};
-use selfheal::{
-    ChecksumPlacement, CorruptionConfig, Error, Lsn, LsnExpectation, PageId, ReplicaId, ReplicaLag,
-};
+use selfheal::{ChecksumPlacement, CorruptionConfig, Error, Lsn, PageId, ReplicaId, ReplicaLag};
 
 /// Page 2 is written at LSN 1 everywhere, then at LSN 7 only locally and on
 /// mirror 2: mirrors 0 and 1 lag with the LSN-1 copy.

@@ -17,11 +17,12 @@ use rand::{Rng, SeedableRng};
 use selfheal::rollback::journal::{
     JournalState, JournalStorage, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
+use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
 use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FailureKind, FailureSink, Lsn,
-    MemStore, PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
+    MemStore, PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
 const PS: usize = 128;

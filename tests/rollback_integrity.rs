@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal::rollback::journal::{decode_segment, Record, SegmentHeader};
+use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::{CrashDir, CrashSwitch};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
-    PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
+    PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
 const DPS: usize = 256;

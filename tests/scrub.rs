@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::corruption::{PageLsnFn, PageState};
+use selfheal::scrub::{ScrubMode, ScrubState};
 use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, Error, Failure,
     FailureKind, FailureSink, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore,
-    ScrubConfig, ScrubMode, ScrubState, Scrubber, Source, SystemClock,
+    ScrubConfig, Scrubber, Source, SystemClock,
 };
 
 const PS: usize = 512;
@@ -97,8 +98,8 @@ fn step_passes(s: &mut Scrubber, clock: &ManualClock, passes: u64) {
             return;
         }
         match s.step(clock.now_ns()).unwrap() {
-            selfheal::ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
-            selfheal::ScrubStep::Done => return,
+            selfheal::scrub::ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
+            selfheal::scrub::ScrubStep::Done => return,
             _ => {}
         }
     }
@@ -279,7 +280,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     for _ in 0..3 {
         assert!(matches!(
             first.step(r.clock.now_ns()).unwrap(),
-            selfheal::ScrubStep::Scanned(_)
+            selfheal::scrub::ScrubStep::Scanned(_)
         ));
         r.clock.advance(Duration::from_millis(100));
     }
@@ -620,7 +621,7 @@ fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
             // First batch: pages 0..16, intact.
             assert!(matches!(
                 s.step(clock.now_ns()).unwrap(),
-                selfheal::ScrubStep::Scanned(_)
+                selfheal::scrub::ScrubStep::Scanned(_)
             ));
             // The second batch reads 16..32, then the store shrinks to 20.
             *store.shrink_to.lock().unwrap() = Some((20, Arc::downgrade(&det)));
@@ -664,7 +665,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
     assert_eq!(second.progress(r.clock.now_ns()).position, 24);
     assert_eq!(
         second.step(r.clock.now_ns()).unwrap(),
-        selfheal::ScrubStep::PassComplete {
+        selfheal::scrub::ScrubStep::PassComplete {
             passes_completed: 1
         }
     );

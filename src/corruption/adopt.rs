@@ -169,7 +169,7 @@ pub type AdoptProgressFn = Box<dyn FnMut(&AdoptProgress) + Send>;
 /// Options of [`CorruptionDetector::adopt`].
 ///
 /// ```
-/// use selfheal::AdoptOptions;
+/// use selfheal::corruption::AdoptOptions;
 ///
 /// let opts = AdoptOptions::new()
 ///     .batch_pages(512)
@@ -329,7 +329,8 @@ impl CorruptionDetector {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use selfheal::{AdoptOptions, ChecksumPlacement, ChecksumTable, CorruptionConfig, MemStore, PageId, PageStore};
+    /// use selfheal::{ChecksumPlacement, ChecksumTable, CorruptionConfig, MemStore, PageId, PageStore};
+    /// use selfheal::corruption::AdoptOptions;
     ///
     /// // A store the host wrote before it had the library.
     /// let raw = Arc::new(MemStore::new(4096, 8)?);

@@ -7,7 +7,7 @@
 //!   once per tick) and reads no clock.
 //! - The watchdog thread `selfheal-watchdog` ticks the pure
 //!   [`HeartbeatMonitor`] state machine (phi accrual next to a plain timeout;
-//!   see [`heartbeat`] and [`phi`]), samples watched processes
+//!   see [`heartbeat`]), samples watched processes
 //!   ([`process`]) and refreshes the [`RunMarker`]'s last-seen time.
 //! - Every state change is delivered once: to the callback, on the event
 //!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
@@ -27,7 +27,7 @@
 //! the detector: later calls return [`Error::Stopped`] with the panic message.
 
 pub mod heartbeat;
-pub mod phi;
+mod phi;
 pub mod process;
 pub mod run_marker;
 

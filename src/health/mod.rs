@@ -9,7 +9,7 @@
 //!   ([`score`]);
 //! - keeps each metric in a band (healthy / degraded / critical) with
 //!   hysteresis, so that a value hovering at a threshold does not flap;
-//! - keeps a bounded [history](history::HistoryRing) of rounds;
+//! - keeps a bounded history of rounds;
 //! - fits a least-squares line to each metric over a window and predicts when
 //!   it will cross its critical threshold, reporting a
 //!   [`PredictedFailure`](crate::FailureKind::PredictedFailure) only for a
@@ -34,7 +34,7 @@
 //!   band and episodes; nothing is inferred from a missing value.
 //! - Nothing is written to disk.
 
-pub mod history;
+mod history;
 mod model;
 pub mod predict;
 pub mod probe;
@@ -597,7 +597,8 @@ impl Job for Sampler {
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::time::Duration;
-/// use selfheal::{Band, FailureKind, HealthConfig, ManualClock, Thresholds};
+/// use selfheal::{FailureKind, HealthConfig, ManualClock};
+/// use selfheal::health::{Band, Thresholds};
 ///
 /// // A host metric: replication lag in seconds, scripted here.
 /// let lag = Arc::new(AtomicU64::new(1));

@@ -135,7 +135,7 @@
 
 mod apply;
 mod config;
-pub mod deadlock;
+mod deadlock;
 pub mod journal;
 mod recovery;
 mod restore;
@@ -175,7 +175,8 @@ use writer::read_for_change;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use selfheal::{MemStore, PageId, PageStore, RawPages, RollbackConfig};
+/// use selfheal::{MemStore, PageId, PageStore, RollbackConfig};
+/// use selfheal::rollback::RawPages;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Arc::new(MemStore::new(4096, 16)?);

@@ -508,7 +508,8 @@ enum Phase {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, ScrubConfig, ScrubState};
+/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, ScrubConfig};
+/// use selfheal::scrub::ScrubState;
 ///
 /// let raw = Arc::new(MemStore::new(4096, 64)?);
 /// let detector = Arc::new(CorruptionConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?);

@@ -67,7 +67,7 @@
 //!   `CorruptionConfig::on_write(Arc::new(move |p| snaps.note_dirty(p)))`.
 //!   Without it, an incremental snapshot taken after a rollback misses the
 //!   pages the rollback wrote, and restoring it brings back what the
-//!   rollback undid. A host that rolls back through [`RawPages`](crate::RawPages)
+//!   rollback undid. A host that rolls back through [`RawPages`](crate::rollback::RawPages)
 //!   over an unprotected store wraps the store it hands over in a
 //!   [`PageStore`] whose `write_page` notes the page.
 //! - **Tickets.** With [`Consistency::Paused`], every writer through the

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::Connection;
+use selfheal::corruption::{AdoptOptions, AdoptReport};
 use selfheal::testing::sqlite::{self, BtreeKind};
 use selfheal::testing::Damage;
 use selfheal::{
-    AdoptOptions, AdoptReport, ChecksumPlacement, ChecksumTable, CorruptionConfig,
-    CorruptionDetector, DataRepairer, FileStore, PageId, PageStore, RepairConfig, ScrubConfig,
-    StoreReplica, Target,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer,
+    FileStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica, Target,
 };
 
 /// SQLite's page size in the scenario.
