@@ -22,15 +22,18 @@
 //! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
 //!   that reports a failure before it happens.
 //!
-//! The detectors report [`Failure`]s through bounded channels
-//! ([`FailureSink`]); the rollback manager reports through a sink the host
-//! gives it. Nothing heals on its own yet: the host drains the failures and
-//! calls the components. Background work runs on named threads; nothing
-//! needs an async runtime.
+//! Every component reports [`Failure`]s — including its own troubles: a
+//! worker thread that died, a poisoned journal, a failed snapshot — on one
+//! bounded [`FailureSink`] the host hands to all of them, with timestamps from
+//! one [`Clock`]. Nothing heals on its own yet: the host drains the failures
+//! and calls the components. Each component is made by its configuration's
+//! `build`, begins background work with `start` and ends it with a bounded
+//! `stop`; background work runs on named threads, and nothing needs an async
+//! runtime. `use selfheal::prelude::*;` brings in what a host program needs.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore};
+//! use selfheal::prelude::*;
 //!
 //! // The host's pages (here in memory) and a checksum trailer in each page.
 //! let store = Arc::new(MemStore::new(4096, 64)?);

@@ -96,14 +96,7 @@ pub const fn payload_len(page_size: usize) -> usize {
     page_size.saturating_sub(TRAILER_LEN)
 }
 
-/// CRC32 of (page number as u64 LE ‖ `bytes`).
-#[must_use]
-pub fn page_crc(page: PageId, bytes: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&page.0.to_le_bytes());
-    h.update(bytes);
-    h.finalize()
-}
+pub use crate::digest::page_crc;
 
 pub(crate) fn is_all_zero(bytes: &[u8]) -> bool {
     // Word-at-a-time; only reached on the failure path or when sealing.

@@ -17,14 +17,18 @@
 //!
 //! # Threads and shutdown
 //!
-//! One thread, selecting over a bounded command channel and a ticker.
-//! [`CrashDetector::stop`] sends a command with a reply channel, the
-//! thread records a clean shutdown in the run marker (if it has one) and
-//! exits, and the caller joins it. Dropping the detector stops and joins the
-//! thread too but does **not** record a clean shutdown, so that a drop while
-//! the host unwinds from a panic is reported as a crash at the next start.
-//! A panic on the watchdog thread (for example in the host's callback) stops
-//! the detector: later calls return [`Error::Stopped`] with the panic message.
+//! One thread on the crate's worker lifecycle, started by
+//! [`CrashConfig::build`] (a crash detector exists to watch, so it is
+//! running once built). [`CrashDetector::stop`] asks the thread to record a
+//! clean stop in the run marker (if it has one) and waits for it at most a
+//! fixed bound (10 s); a thread that does not end in time is left detached
+//! and the error says so. Dropping the detector stops the thread too but does
+//! **not** record a clean stop, so that a drop while the host unwinds from a
+//! panic is reported as a crash at the next start. A panic on the watchdog
+//! thread (for example in the host's callback) stops the detector: it is
+//! reported as [`FailureKind::WorkerDied`] on
+//! the failure sink, and later calls return [`Error::Stopped`] with the panic
+//! message.
 
 pub mod heartbeat;
 mod phi;
