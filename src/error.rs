@@ -158,7 +158,7 @@ pub enum Error {
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
     #[error(
-        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy (the `AutoRecoveryManager` does so on its own), or a host write of the whole page through the detector replaces it"
+        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy, or a host write of the whole page through the detector replaces it"
     )]
     PageFenced {
         /// The page.

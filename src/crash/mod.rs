@@ -339,7 +339,9 @@ impl Job for Watchdog {
         self.marker.take().map_or(Ok(()), RunMarker::stop)
     }
 
-    /// Straight to the channel: the host's event callback may be what panicked.
+    /// Queued on the bus before the sink's callback runs: if that callback (or
+    /// the host's event callback) is what panicked and panics again, the
+    /// worker catches it and the report stays queued.
     fn died(&mut self, reason: &str) {
         self.sink.send(Failure::new(
             Source::CrashDetector,

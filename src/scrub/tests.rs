@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::host::PageStore;
 use crate::store::MemStore;
 use crate::testing::{Damage, FaultyStore, ReadFault};
+use crate::types::{Failure, FailureKind, FailureSink};
 use proptest::prelude::*;
 
 const PS: usize = 256;
@@ -334,6 +335,35 @@ fn worker_panic_marks_failed() {
     assert_eq!(h.state(), ScrubState::Failed);
     assert!(matches!(h.progress(), Err(Error::Stopped { .. })));
     assert!(matches!(h.pause(), Err(Error::Stopped { .. })));
+    assert!(matches!(h.stop(), Err(Error::Stopped { .. })));
+}
+
+#[test]
+fn a_death_is_marked_failed_and_reported_once_even_when_the_sinks_callback_panics() {
+    let sink = FailureSink::new(64).with_callback(Arc::new(|f: &Failure| {
+        if matches!(f.kind, FailureKind::WorkerDied { .. }) {
+            panic!("the host's callback fails too");
+        }
+    }));
+    let det = Arc::new(
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
+            .build(Arc::new(PanickingStore))
+            .unwrap(),
+    );
+    let mut h = ScrubConfig::new()
+        .unlimited()
+        .failure_sink(sink.clone())
+        .start(det)
+        .unwrap();
+    assert!(h.wait_for_passes(1, Duration::from_secs(10)).is_err());
+    assert_eq!(h.state(), ScrubState::Failed);
+    assert!(matches!(h.progress(), Err(Error::Stopped { .. })));
+    let deaths = sink
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+        .count();
+    assert_eq!(deaths, 1);
     assert!(matches!(h.stop(), Err(Error::Stopped { .. })));
 }
 
