@@ -45,7 +45,7 @@ fn bad_input_gives_typed_errors() {
     let mgr = mem_manager(Arc::new(CrashDir::new()), store);
     assert!(matches!(
         mgr.commit(TxnId(99)),
-        Err(Error::UnknownTransaction { txn: 99 })
+        Err(Error::UnknownTransaction { txn: TxnId(99) })
     ));
     assert!(matches!(
         mgr.record_undo(TxnId(0), PageId(0), 0, b"x", b"y"),
@@ -945,7 +945,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                     }
                     match mgr2.rollback(t2) {
                         Err(Error::RollbackBlocked { txn, page, .. }) => {
-                            assert_eq!((TxnId(txn), page), (t2, failing[0]), "{ctx}");
+                            assert_eq!((txn, page), (t2, failing[0]), "{ctx}");
                         }
                         other => panic!("{ctx}: {other:?}"),
                     }

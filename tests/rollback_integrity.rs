@@ -83,7 +83,7 @@ fn rollback_never_reseals_a_rotted_page() {
         let rotted = page_of(raw.as_ref(), 1);
         match mgr.rollback(t) {
             Err(Error::RollbackBlocked { txn, page, reason }) => {
-                assert_eq!((txn, page), (t.0, PageId(1)), "{placement:?}");
+                assert_eq!((txn, page), (t, PageId(1)), "{placement:?}");
                 assert!(!reason.is_empty());
             }
             other => panic!("{placement:?}: {other:?}"),
@@ -129,7 +129,7 @@ fn rollback_all_finishes_what_it_can_and_names_what_is_blocked() {
         rot(&raw, 2, 200);
         match mgr.rollback_all() {
             Err(Error::RollbackBlocked { txn, page, .. }) => {
-                assert_eq!((txn, page), (b.0, PageId(2)), "{placement:?}");
+                assert_eq!((txn, page), (b, PageId(2)), "{placement:?}");
             }
             other => panic!("{placement:?}: {other:?}"),
         }
@@ -379,7 +379,7 @@ fn prepare_restore_refuses_in_flight_work_blocks_begin_and_retires_the_journal()
     }
     let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
     match mgr.prepare_restore() {
-        Err(Error::TransactionsInFlight { txns, .. }) => assert_eq!(txns, vec![a.0, b.0]),
+        Err(Error::TransactionsInFlight { txns, .. }) => assert_eq!(txns, vec![a, b]),
         other => panic!("{other:?}"),
     }
     mgr.commit(a).unwrap();

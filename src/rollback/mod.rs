@@ -565,7 +565,7 @@ impl TransactionRollbackManager {
                     let t = st.get(txn)?;
                     if !matches!(t.status, Status::Active | Status::RollbackFailed) {
                         return Err(Error::TransactionNotActive {
-                            txn: txn.0,
+                            txn,
                             state: t.status.as_str(),
                         });
                     }
@@ -652,11 +652,7 @@ impl TransactionRollbackManager {
                 ),
                 self.clock.now_ns(),
             ));
-            return Err(Error::RollbackBlocked {
-                txn: txn.0,
-                page,
-                reason,
-            });
+            return Err(Error::RollbackBlocked { txn, page, reason });
         }
         let ns = self.clock.now_ns().saturating_sub(start);
         self.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
