@@ -27,7 +27,7 @@ impl ChecksumTable {
     ///
     /// # Errors
     /// The log's I/O error (the table is then poisoned), or
-    /// [`Error::Poisoned`].
+    /// [`Error::Poisoned`](crate::Error::Poisoned).
     pub fn flush(&self) -> Result<()> {
         match &self.durable {
             Some(d) => d.log.flush(&*d.storage),
@@ -40,7 +40,7 @@ impl ChecksumTable {
     /// O(table). A no-op for an in-memory table.
     ///
     /// # Errors
-    /// [`Error::Io`]; a failure to create the new log poisons the table, a
+    /// [`Error::Io`](crate::Error::Io); a failure to create the new log poisons the table, a
     /// failure later leaves it working on the new log (a later compaction
     /// tries again).
     pub fn compact(&self) -> Result<()> {

@@ -243,7 +243,7 @@ use super::storage::TableStorage;
 use super::unsettled::{Unsettled, SLOTS_MAX};
 use crate::error::{Error, Result};
 
-/// Configuration of a durable [`ChecksumTable`].
+/// Configuration of a durable [`ChecksumTable`](super::ChecksumTable).
 #[must_use]
 #[derive(Clone, Debug)]
 pub struct TableConfig {
@@ -352,7 +352,7 @@ impl TableConfig {
     }
 }
 
-/// Counters and sizes of a [`ChecksumTable`] (zeros for an in-memory one).
+/// Counters and sizes of a [`ChecksumTable`](super::ChecksumTable) (zeros for an in-memory one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
     /// Generation of the base file.
