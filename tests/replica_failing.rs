@@ -1,5 +1,5 @@
-//! Goal: the repairer reports a replica that keeps failing — down, hung past
-//! its deadline, panicking, or serving copies that fail verification — as one
+//! Goal: the repairer reports a replica that keeps failing — down, failing
+//! its reads, hung past its deadline, panicking, or serving copies that fail verification — as one
 //! `ReplicaFailing` from `Source::DataRepairer` on its failure bus, once per
 //! episode, stamped with its clock; the episode ends when the replica serves
 //! a verified copy, and a new run of failures is reported again. Method:
@@ -32,6 +32,8 @@ const CLEAN_PAGE: u64 = 7;
 enum Fault {
     /// Its status says it cannot serve reads.
     Down,
+    /// Its reads fail with an error while its status says it serves.
+    ReadError,
     /// Its reads hang past the deadline.
     Hang,
     /// Its reads panic.
@@ -44,6 +46,7 @@ impl Fault {
     fn set(self, r: &FaultyReplica, on: bool) {
         match self {
             Fault::Down => r.set_down(on),
+            Fault::ReadError => r.set_read_error(on),
             Fault::Hang => r.set_hang(on),
             Fault::Panic => r.set_panic(on),
             Fault::Corrupt => {
@@ -195,6 +198,11 @@ fn failing_episodes(fault: Fault) {
 #[test]
 fn a_replica_that_is_down_is_reported_failing_once_per_episode() {
     failing_episodes(Fault::Down);
+}
+
+#[test]
+fn a_replica_whose_reads_fail_is_reported_failing_once_per_episode() {
+    failing_episodes(Fault::ReadError);
 }
 
 #[test]
