@@ -132,7 +132,7 @@ fn check_folder(dir: &Path, path: &str, circles: &mut Vec<String>) {
     // Items mod.rs re-exports, by the child that defines them.
     let mut reexported: BTreeMap<String, String> = BTreeMap::new();
     for vis in ["pub use ", "pub(crate) use ", "pub(super) use "] {
-        for (kid, _) in &kids {
+        for kid in kids.keys() {
             for item in names_after(&mod_code, &format!("{vis}{kid}::")) {
                 reexported.insert(item, kid.clone());
             }
