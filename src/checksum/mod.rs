@@ -66,7 +66,10 @@ use crate::error::Result;
 use crate::types::PageId;
 
 mod appender;
+mod base;
+mod compact;
 pub mod durable;
+mod entries;
 pub mod log;
 mod marks;
 mod recovery;
@@ -80,9 +83,10 @@ mod writes;
 mod tests;
 
 pub use durable::{TableConfig, TableStats};
+pub use entries::MAX_TABLE_PAGES;
 pub use storage::{DirTableStorage, TableStorage};
+pub use table::ChecksumTable;
 pub(crate) use table::Entry;
-pub use table::{ChecksumTable, MAX_TABLE_PAGES};
 
 /// Bytes at the end of each page that the trailer placement reserves.
 pub const TRAILER_LEN: usize = 16;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::free::PageBits;
+use super::free_map::PageBits;
 use super::lsn;
 use super::registry::SuspectRegistry;
 use super::{CorruptionDetector, Counters, FreePageFn, LOCK_STRIPES};

@@ -54,6 +54,7 @@
 
 pub mod adopt;
 pub mod free;
+mod free_map;
 pub mod lsn;
 pub mod registry;
 
@@ -69,10 +70,10 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
-use free::PageBits;
+use free_map::PageBits;
 
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
-pub use free::FreePageFn;
+pub use free_map::FreePageFn;
 pub use lsn::LsnExpectation;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
 

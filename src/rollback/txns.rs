@@ -11,7 +11,7 @@ use crate::types::{Lsn, PageId};
 
 use super::deadlock::WaitForGraph;
 use super::journal::JournalStats;
-use super::TxnId;
+use crate::types::TxnId;
 
 /// What one rollback did.
 #[derive(Clone, Debug, PartialEq, Eq)]
