@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::crash::{CrashConfig, CrashEvent, HeartbeatConfig, RunMarker};
+use selfheal::health::Thresholds;
 use selfheal::repair::{RepairConfig, RepairOutcome};
+use selfheal::scrub::ScrubState;
 use selfheal::snapshot::{
     Consistency, PeriodicConfig, PeriodicSnapshots, SnapshotConfig, SnapshotKind, SnapshotRequest,
     StateSnapshotManager, WriteGate,
@@ -16,8 +18,7 @@ use selfheal::testing::{
 use selfheal::{
     ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, Error, Failure,
     FailureSink, HealthConfig, HealthMonitor, Lsn, ManualClock, MemStore, PageId, PageStore,
-    RollbackConfig, ScrubConfig, ScrubState, Source, StoreReplica, Thresholds,
-    TransactionRollbackManager,
+    RollbackConfig, ScrubConfig, Source, StoreReplica, TransactionRollbackManager,
 };
 
 const PS: usize = 512;
