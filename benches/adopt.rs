@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use selfheal::corruption::AdoptOptions;
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, DetectorConfig, FileStore, PageId, PageStore,
-    ScrubConfig,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, FileStore, PageId, PageStore, ScrubConfig,
 };
 
 const PAGE: usize = 4096;
@@ -60,7 +60,7 @@ fn adopt(c: &mut Criterion) {
         // Baseline: a scrub of the adopted file, every checksum known.
         let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
         let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+            CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
                 .build(open())
                 .expect("detector"),
         );
@@ -80,7 +80,7 @@ fn adopt(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
-                    DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                    CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
                         .build(open())
                         .expect("detector")
                 },
@@ -105,7 +105,7 @@ fn adopt(c: &mut Criterion) {
                         let table = Arc::new(
                             ChecksumTable::open(&tables.path().join("sums"), PAGE).expect("table"),
                         );
-                        let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                        let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
                             .build(open())
                             .expect("detector");
                         (det, tables)

@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, PageId, PageStore, Result,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, PageId, PageStore,
+    Result,
 };
 
 const PAGES: u64 = 8 << 20;
@@ -75,7 +76,7 @@ fn bench(c: &mut Criterion) {
     let durable_path = dir.path().join("durable");
     full.save(&durable_path).expect("save");
     let table = Arc::new(ChecksumTable::open(&durable_path, PS).expect("open"));
-    let det: CorruptionDetector = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+    let det: CorruptionDetector = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
         .build(Arc::new(NullStore))
         .expect("detector");
 
@@ -112,7 +113,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     let in_memory = Arc::new(full);
-    let mem_det = DetectorConfig::new(ChecksumPlacement::Sidecar(in_memory))
+    let mem_det = CorruptionConfig::new(ChecksumPlacement::Sidecar(in_memory))
         .build(Arc::new(NullStore))
         .expect("detector");
     g.bench_function("one_percent_in_memory_reference", |b| {
@@ -134,7 +135,7 @@ fn bench(c: &mut Criterion) {
     }
     small.save(&small_path).expect("save");
     let small = Arc::new(ChecksumTable::open(&small_path, PS).expect("open"));
-    let small_det = DetectorConfig::new(ChecksumPlacement::Sidecar(small))
+    let small_det = CorruptionConfig::new(ChecksumPlacement::Sidecar(small))
         .build(Arc::new(NullStore))
         .expect("detector");
     let mut g = c.benchmark_group("checksum_table_16Ki_changes");

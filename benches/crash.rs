@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use crossbeam_utils::CachePadded;
-use selfheal::crash::{CrashDetectorConfig, HeartbeatConfig};
+use selfheal::crash::{CrashConfig, HeartbeatConfig};
 
 /// Runs `op(thread)` `iters` times on each of two threads started together
 /// and returns the longer of the two elapsed times: the per-operation cost
@@ -42,7 +42,7 @@ fn two_threads(iters: u64, op: &(dyn Fn(usize) + Sync)) -> Duration {
 }
 
 fn beat(c: &mut Criterion) {
-    let detector = CrashDetectorConfig::new()
+    let detector = CrashConfig::new()
         .heartbeat(
             HeartbeatConfig::new()
                 .tick_interval(Duration::from_millis(1))

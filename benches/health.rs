@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use selfheal::health::{CpuProbe, DiskProbe, MemoryProbe, ProcessRssProbe, ProcessThreadsProbe};
+use selfheal::health::{HealthModel, Thresholds};
 use selfheal::testing::GaussianNoise;
-use selfheal::{HealthConfig, HealthModel, HealthProbe, Thresholds};
+use selfheal::{HealthConfig, HealthProbe};
 
 const SEC: u64 = 1_000_000_000;
 

@@ -29,7 +29,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use selfheal::repair::RepairConfig;
 use selfheal::testing::Damage;
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, FileStore, MemStore, PageId, PageStore, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, FileStore, MemStore, PageId, PageStore, StoreReplica,
 };
 
 const PS: usize = 4096;
@@ -40,7 +40,7 @@ fn repair(c: &mut Criterion) {
     let local = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let detector = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(local.clone())
             .unwrap(),
     );
@@ -182,7 +182,7 @@ fn repair_batch(c: &mut Criterion) {
     });
     let mirror = Arc::new(MemStore::new(PS, BATCH_PAGES).unwrap());
     let detector = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(store.clone())
             .unwrap(),
     );

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use selfheal::rollback::journal::Record;
+use selfheal::rollback::RawPages;
 use selfheal::testing::CrashDir;
-use selfheal::{Lsn, MemStore, PageId, PageStore, RawPages, RollbackConfig, TxnId};
+use selfheal::{Lsn, MemStore, PageId, PageStore, RollbackConfig, TxnId};
 
 const IMAGE: usize = 64;
 const PAGE: usize = 4096;

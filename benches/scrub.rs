@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use selfheal::{ChecksumPlacement, DetectorConfig, FileStore, PageId, PageStore, ScrubConfig};
+use selfheal::{ChecksumPlacement, CorruptionConfig, FileStore, PageId, PageStore, ScrubConfig};
 
 const PAGE: usize = 4096;
 const FILE_BYTES: u64 = 64 << 20;
@@ -21,7 +21,7 @@ const PAGES: u64 = FILE_BYTES / PAGE as u64;
 /// Writes a store of sealed pages and reads it once so it is in the page cache.
 fn prepare(path: &Path) {
     let store = Arc::new(FileStore::create(path, PAGE, PAGES).expect("create store"));
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(store.clone())
         .expect("detector");
     let mut page = vec![0u8; PAGE];
@@ -70,7 +70,7 @@ fn scrub(c: &mut Criterion) {
                 .with_mmap_scan(mmap),
         );
         let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
+            CorruptionConfig::new(ChecksumPlacement::Trailer)
                 .build(store)
                 .expect("detector"),
         );

@@ -9,14 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selfheal::corruption::PageLsnFn;
-use selfheal::corruption::PageState;
-use selfheal::repair::RepairOutcome;
+use selfheal::prelude::*;
 use selfheal::testing::{Damage, FaultyStore, WriteFault};
-use selfheal::{
-    ChecksumPlacement, DetectorConfig, FileStore, Lsn, PageId, PageStore, RepairConfig,
-    ScrubConfig, StoreReplica,
-};
 
 const PAGE_SIZE: usize = 4096;
 const PAGES: u64 = 8192; // 32 MiB
@@ -59,7 +53,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let lsn_of: PageLsnFn =
         Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().ok()?))));
     let detector = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .page_lsn(lsn_of)
             .build(primary.clone())?,
     );

@@ -8,12 +8,8 @@
 //! back silently, a store that is not byte-identical to the state restored,
 //! lost pages that are not the ones changed in between).
 
-use selfheal::snapshot::{
-    Consistency, Fallback, LostPages, RestoreOptions, SnapshotConfig, SnapshotKind,
-    SnapshotRequest, WriteGate,
-};
+use selfheal::prelude::*;
 use selfheal::testing::{fill_store, Damage};
-use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore};
 
 /// Prints a claim and whether it held; remembers a false one.
 struct Checks {

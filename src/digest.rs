@@ -22,8 +22,18 @@
 //! prefix (probability about 2⁻³² per differing page); the pages it leads to
 //! are then compared byte for byte.
 
-use crate::checksum::page_crc;
 use crate::types::PageId;
+
+/// CRC32 of (page number as u64 LE ‖ `bytes`): the checksum of a page's
+/// bytes as the page numbered `page` (so that a page written to the wrong
+/// place fails), used by both checksum placements and by the leaf digest.
+#[must_use]
+pub fn page_crc(page: PageId, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&page.0.to_le_bytes());
+    h.update(bytes);
+    h.finalize()
+}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;

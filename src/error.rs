@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::types::{PageId, ReplicaId};
+use crate::types::{PageId, ReplicaId, TxnId};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -158,7 +158,7 @@ pub enum Error {
 
     /// The page is known to be corrupt and is fenced until it is repaired or rewritten.
     #[error(
-        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy (the `AutoRecoveryManager` does so on its own), or a host write of the whole page through the detector replaces it"
+        "page {page} is fenced ({state}): it failed verification and has not been repaired yet; `DataRepairer::repair_page` restores it from a verified replica copy, or a host write of the whole page through the detector replaces it"
     )]
     PageFenced {
         /// The page.
@@ -276,14 +276,14 @@ pub enum Error {
     #[error("transaction {txn} is unknown: it was never begun by this rollback manager; use an id returned by `begin`")]
     UnknownTransaction {
         /// The id that was passed.
-        txn: u64,
+        txn: TxnId,
     },
 
     /// The transaction exists but cannot take this call in its state.
     #[error("transaction {txn} is {state}: it takes no more changes, commits or rollbacks; begin a new transaction")]
     TransactionNotActive {
         /// The transaction.
-        txn: u64,
+        txn: TxnId,
         /// Its state ("committed", "rolled back", "committing", "rolling back", "finished").
         state: &'static str,
     },
@@ -327,7 +327,7 @@ pub enum Error {
     #[error("the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); the transaction stays pending with its undo: repair the page from a replica or snapshot, then roll the transaction back again")]
     RollbackBlocked {
         /// The transaction.
-        txn: u64,
+        txn: TxnId,
         /// The (first) page that failed.
         page: PageId,
         /// Why it failed.
@@ -340,7 +340,7 @@ pub enum Error {
         /// What was refused.
         action: &'static str,
         /// The transactions in flight, sorted.
-        txns: Vec<u64>,
+        txns: Vec<TxnId>,
     },
 
     /// A restore of the store is being prepared or is in progress.
@@ -507,7 +507,7 @@ fn holder_text(pid: Option<u32>) -> String {
 }
 
 /// A list of transaction ids for a message: the first few, then a count.
-fn list_ids(ids: &[u64]) -> String {
+fn list_ids(ids: &[TxnId]) -> String {
     const SHOWN: usize = 16;
     let mut s = ids
         .iter()

@@ -196,6 +196,22 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The names of the entries of `dir` that are valid UTF-8 (others cannot be
+/// the library's and are skipped).
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be listed.
+pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let listing = |e| Error::io(format!("listing {}", dir.display()), e);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(listing)? {
+        if let Some(name) = entry.map_err(listing)?.file_name().to_str() {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// Fsyncs a directory so that a rename or create inside it is durable.
 ///
 /// # Errors

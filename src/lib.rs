@@ -22,20 +22,25 @@
 //! - [`HealthMonitor`]: scores, bands with hysteresis, and trend prediction
 //!   that reports a failure before it happens.
 //!
-//! The components report [`Failure`]s on a bounded bus ([`FailureSink`]).
-//! The [`AutoRecoveryManager`] ([`recovery`]) owns them all on one bus and
-//! one clock, runs startup recovery, and heals each failure through the
-//! [`SelfHealer`](healer::SelfHealer) on a bounded incident queue; a host
-//! may also drive the components itself. Background work runs on named
-//! threads; nothing needs an async runtime.
+//! Every component reports [`Failure`]s — including its own troubles: a
+//! worker thread that died, a poisoned journal, a failed snapshot — on one
+//! bounded [`FailureSink`], with timestamps from one [`Clock`]. The
+//! [`AutoRecoveryManager`] ([`recovery`]) owns them all on one bus and one
+//! clock, runs startup recovery, and heals each failure through the
+//! [`SelfHealer`](healer::SelfHealer) on a bounded incident queue; a host may
+//! also drive the components itself. Each component is made by its
+//! configuration's `build`, begins background work with `start` and ends it
+//! with a bounded `stop`; background work runs on named threads, and nothing
+//! needs an async runtime. `use selfheal::prelude::*;` brings in what a host
+//! program needs.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use selfheal::{ChecksumPlacement, DetectorConfig, MemStore, PageId, PageStore};
+//! use selfheal::prelude::*;
 //!
 //! // The host's pages (here in memory) and a checksum trailer in each page.
 //! let store = Arc::new(MemStore::new(4096, 64)?);
-//! let detector = DetectorConfig::new(ChecksumPlacement::Trailer).build(store.clone())?;
+//! let detector = CorruptionConfig::new(ChecksumPlacement::Trailer).build(store.clone())?;
 //!
 //! let mut page = vec![0xAB; 4096];
 //! detector.write_sealed(PageId(7), &mut page)?;
@@ -79,35 +84,52 @@ mod worker;
 
 pub use checksum::{ChecksumPlacement, ChecksumTable};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use corruption::{
-    AdoptOptions, AdoptProgress, AdoptReport, CorruptionDetector, DetectorConfig, LsnExpectation,
-};
-pub use crash::{
-    CrashDetector, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatHandle, RunMarker,
-    RunVerdict,
-};
+pub use corruption::{CorruptionConfig, CorruptionDetector};
+pub use crash::{CrashConfig, CrashDetector};
+/// The receiving end of the library's bounded channels (failures, events),
+/// re-exported so that a host names it without depending on the channel
+/// crate itself.
+pub use crossbeam_channel::Receiver;
 pub use error::{Error, Result};
-pub use health::{
-    Band, HealthConfig, HealthModel, HealthMonitor, HealthProbe, SampleOutcome, Thresholds,
-};
+pub use health::{HealthConfig, HealthMonitor, HealthProbe};
 pub use host::{
     HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,
 };
 pub use recovery::{AutoRecoveryManager, Mode, RecoveryConfig, RecoveryEvent, RecoveryStats};
 pub use repair::{DataRepairer, RepairConfig};
-pub use rollback::{
-    PageWriter, RawPages, RecoveryReport, RollbackConfig, RollbackStats, TransactionRollbackManager,
-};
-pub use scrub::{
-    ScanSummary, ScrubConfig, ScrubHandle, ScrubMode, ScrubProgress, ScrubRate, ScrubState,
-    ScrubStep, Scrubber,
-};
-pub use snapshot::{SnapshotConfig, SnapshotPageSource, StateSnapshotManager};
+pub use rollback::{RollbackConfig, TransactionRollbackManager};
+pub use scrub::{ScrubConfig, Scrubber};
+pub use snapshot::{SnapshotConfig, StateSnapshotManager};
 pub use store::{FileStore, MemStore, StoreReplica};
 pub use types::{
     Failure, FailureCallback, FailureId, FailureKind, FailureSink, Lsn, PageId, Priority,
     ReplicaId, Source, Target, TxnId,
 };
+
+/// What a host program needs: `use selfheal::prelude::*;`.
+///
+/// Everything at the crate root, and the vocabulary a host uses with it most
+/// often: options and requests (adoption, snapshots, restores, scrub rates),
+/// the states and outcomes it inspects, and the hooks it writes. Everything
+/// else is reached through its component's module.
+pub mod prelude {
+    pub use crate::corruption::{AdoptOptions, LsnExpectation, PageLsnFn, PageState};
+    pub use crate::repair::RepairOutcome;
+    pub use crate::rollback::RawPages;
+    pub use crate::scrub::{ScrubMode, ScrubRate};
+    pub use crate::snapshot::{
+        Consistency, Fallback, LostPages, RestoreOptions, SnapshotKind, SnapshotRequest, WriteGate,
+    };
+    pub use crate::{
+        ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, CrashConfig,
+        CrashDetector, DataRepairer, Error, Failure, FailureKind, FailureSink, FileStore,
+        HealthConfig, HealthMonitor, HealthProbe, HostAction, HostActions, Lsn, ManualClock,
+        MemStore, PageId, PageSource, PageStore, Priority, Receiver, RepairConfig, Replica,
+        ReplicaId, ReplicaStatus, Result, RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig,
+        Source, StateSnapshotManager, StoreReplica, SystemClock, Target,
+        TransactionRollbackManager, TxnId,
+    };
+}
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -4,8 +4,8 @@
 //! # The failure bus
 //!
 //! Every component takes a [`FailureSink`] from its builder (each makes its
-//! own when none is given). Hand the same sink to all of them and a host —
-//! or the `AutoRecoveryManager` — sees one ordered stream: every [`Failure`]
+//! own when none is given). Hand the same sink to all of them and a host
+//! sees one ordered stream: every [`Failure`]
 //! gets a [`FailureId`] in the order it was sent, names the component that
 //! sent it ([`Source`]) and carries a time from that component's
 //! [`Clock`](crate::Clock); hand one clock to all of them and the times

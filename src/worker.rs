@@ -487,8 +487,10 @@ impl TimedCaller {
         let busy = self.busy.clone();
         let call: Call = Box::new(move || {
             let out = catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()));
-            let _ = reply.send(out);
+            // Not busy before the answer goes out: a caller that got its
+            // answer may start the next call at once.
             busy.store(false, Ordering::Release);
+            let _ = reply.send(out);
         });
         let sent = self.sender().and_then(|tx| {
             tx.send(call)

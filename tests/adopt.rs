@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use selfheal::checksum::{payload_len, trailer, TableConfig, TRAILER_LEN};
+use selfheal::corruption::{AdoptOptions, AdoptProgress};
 use selfheal::corruption::{FreePageFn, PageState};
 use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore, ReadFault};
 use selfheal::{
-    AdoptOptions, AdoptProgress, ChecksumPlacement, ChecksumTable, CorruptionDetector,
-    DetectorConfig, Error, FileStore, MemStore, PageId, PageStore, ScrubConfig,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FileStore,
+    MemStore, PageId, PageStore, ScrubConfig,
 };
 
 const PS: usize = 4096;
@@ -106,7 +107,7 @@ fn adopts_an_existing_file_in_both_placements() {
             let dir = tempfile::tempdir().unwrap();
             let store = host_file(dir.path(), mmap);
             let det = Arc::new(
-                DetectorConfig::new(placement_like(&placement))
+                CorruptionConfig::new(placement_like(&placement))
                     .build(store.clone())
                     .unwrap(),
             );
@@ -188,7 +189,7 @@ fn adoption_never_seals_a_page_known_to_be_bad() {
             raw.write_page(PageId(p), &host_page(p)).unwrap();
         }
         let det = Arc::new(
-            DetectorConfig::new(placement_like(&placement))
+            CorruptionConfig::new(placement_like(&placement))
                 .build(raw.clone())
                 .unwrap(),
         );
@@ -236,7 +237,7 @@ fn trailer_adoption_writes_only_the_reserved_tail() {
     let dir = tempfile::tempdir().unwrap();
     let store = host_file(dir.path(), false);
     let before = std::fs::read(dir.path().join("db")).unwrap();
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(store.clone())
         .unwrap();
     let report = det.adopt(AdoptOptions::new()).unwrap();
@@ -263,7 +264,7 @@ fn trailer_adoption_stops_at_a_page_whose_tail_is_in_use() {
     let mut full = host_page(120);
     full[PS - 3] = 9;
     store.write_page(PageId(120), &full).unwrap();
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(store.clone())
         .unwrap();
     let err = det.adopt(AdoptOptions::new().batch_pages(16)).unwrap_err();
@@ -282,7 +283,7 @@ fn trailer_adoption_stops_at_a_page_whose_tail_is_in_use() {
     det.read_verified(PageId(119), &mut buf).unwrap();
     assert!(det.read_verified(PageId(121), &mut buf).is_err());
 
-    let side = DetectorConfig::new(ChecksumPlacement::Sidecar(Arc::new(
+    let side = CorruptionConfig::new(ChecksumPlacement::Sidecar(Arc::new(
         ChecksumTable::new(PS).unwrap(),
     )))
     .build(store)
@@ -302,7 +303,7 @@ fn zero_pages_follow_the_hosts_answer() {
         let store = host_file(dir.path(), false);
         let answer: FreePageFn = Arc::new(|p: PageId| p.0 != 57 && is_zero_page(p.0));
         let det = Arc::new(
-            DetectorConfig::new(placement_like(&placement))
+            CorruptionConfig::new(placement_like(&placement))
                 .free_pages(answer)
                 .build(store.clone())
                 .unwrap(),
@@ -324,7 +325,7 @@ fn zero_pages_follow_the_hosts_answer() {
 
         let dir = tempfile::tempdir().unwrap();
         let store = host_file(dir.path(), false);
-        let det = DetectorConfig::new(placement_like(&placement))
+        let det = CorruptionConfig::new(placement_like(&placement))
             .build(store)
             .unwrap();
         let report = det
@@ -352,7 +353,7 @@ fn host_writes_during_adoption_win() {
                 raw.write_page(PageId(p), &host_page(p)).unwrap();
             }
             let det = Arc::new(
-                DetectorConfig::new(placement_like(&placement))
+                CorruptionConfig::new(placement_like(&placement))
                     .build(raw.clone())
                     .unwrap(),
             );
@@ -391,7 +392,7 @@ fn bad_options_and_ranges() {
     for p in 0..8 {
         raw.write_page(PageId(p), &host_page(p)).unwrap();
     }
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(Arc::new(
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(Arc::new(
         ChecksumTable::new(PS).unwrap(),
     )))
     .build(raw)
@@ -494,7 +495,11 @@ fn a_host_write_between_the_scan_and_the_record_wins() {
         for p in 0..8 {
             store.write_page(PageId(p), &host_page(p)).unwrap();
         }
-        let det = Arc::new(DetectorConfig::new(placement).build(store.clone()).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement)
+                .build(store.clone())
+                .unwrap(),
+        );
         let host = Arc::downgrade(&det);
         *store.hook.lock().unwrap() = Some(Box::new(move || {
             let det = host.upgrade().unwrap();
@@ -565,7 +570,7 @@ fn adoption_into_a_durable_table_then_a_crash() {
                 } else {
                     ChecksumPlacement::Trailer
                 };
-                DetectorConfig::new(placement).build(store)
+                CorruptionConfig::new(placement).build(store)
             };
             let det = Arc::new(build(store.clone(), &files).unwrap());
             switch.arm_at(switch.ops() + at);

@@ -24,10 +24,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use selfheal::checksum::{trailer, TableConfig, TRAILER_LEN};
+use selfheal::corruption::AdoptOptions;
 use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch};
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error,
-    PageId, PageStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, PageId,
+    PageStore,
 };
 
 const PS: usize = 256;
@@ -146,7 +147,7 @@ fn start(
         }
         _ => (ChecksumPlacement::Trailer, None),
     };
-    let det = DetectorConfig::new(placement_v).build(store.clone())?;
+    let det = CorruptionConfig::new(placement_v).build(store.clone())?;
     Ok(Process {
         placement,
         store,
@@ -489,7 +490,7 @@ fn a_page_written_and_synced_after_the_last_checkpoint_verifies_after_a_crash() 
     let path = dir.path().join("sums");
     let store = Arc::new(CrashStore::new(PS, 4).unwrap());
     let table = Arc::new(ChecksumTable::open(&path, PS).unwrap());
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
         .build(store.clone())
         .unwrap();
     for p in 0..4 {
@@ -503,7 +504,7 @@ fn a_page_written_and_synced_after_the_last_checkpoint_verifies_after_a_crash() 
     drop(table);
     let after = Arc::new(store.crash(None));
     let table = Arc::new(ChecksumTable::open(&path, PS).unwrap());
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
         .build(after)
         .unwrap();
     let mut b = vec![0u8; PS];

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use selfheal::crash::{
-    ComponentState, CrashDetectorConfig, CrashEvent, HeartbeatConfig, HeartbeatMonitor,
-    ProcessMonitor, ProcessState, RunMarker, RunVerdict, Transition,
+    ComponentState, CrashConfig, CrashEvent, HeartbeatConfig, HeartbeatMonitor, ProcessMonitor,
+    ProcessState, RunMarker, RunVerdict, Transition,
 };
 use selfheal::{Clock, Error, FailureKind, ManualClock, Target};
 
@@ -182,7 +182,7 @@ fn watchdog_thread_declares_a_stopped_component_dead_and_calls_back_once() {
     let dead_calls = Arc::new(AtomicUsize::new(0));
     let (dead_tx, dead_rx) = crossbeam_channel::bounded(8);
     let calls = dead_calls.clone();
-    let detector = CrashDetectorConfig::new()
+    let detector = CrashConfig::new()
         .heartbeat(
             HeartbeatConfig::new()
                 .tick_interval(Duration::from_millis(10))
@@ -294,7 +294,7 @@ fn killed_child_process_goes_zombie_then_gone() {
 #[test]
 fn detector_reports_a_watched_process_that_exits() {
     let clock = ManualClock::new();
-    let detector = CrashDetectorConfig::new()
+    let detector = CrashConfig::new()
         .clock(Arc::new(clock.clone()))
         .heartbeat(
             HeartbeatConfig::new()
@@ -428,7 +428,7 @@ fn detector_keeps_the_marker_fresh_and_closes_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (m, _) = RunMarker::open(dir.path()).unwrap();
     let clock = ManualClock::new();
-    let detector = CrashDetectorConfig::new()
+    let detector = CrashConfig::new()
         .clock(Arc::new(clock.clone()))
         .heartbeat(
             HeartbeatConfig::new()
@@ -455,11 +455,11 @@ fn detector_keeps_the_marker_fresh_and_closes_it_cleanly() {
 fn zero_settings_are_invalid_config() {
     let zero = Duration::ZERO;
     let cases = [
-        CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().timeout(zero)),
-        CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().tick_interval(zero)),
-        CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
-        CrashDetectorConfig::new().process_interval(zero),
-        CrashDetectorConfig::new().marker_refresh_interval(zero),
+        CrashConfig::new().heartbeat(HeartbeatConfig::new().timeout(zero)),
+        CrashConfig::new().heartbeat(HeartbeatConfig::new().tick_interval(zero)),
+        CrashConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
+        CrashConfig::new().process_interval(zero),
+        CrashConfig::new().marker_refresh_interval(zero),
     ];
     for c in cases {
         assert!(matches!(c.build(), Err(Error::InvalidConfig { .. })));
@@ -479,7 +479,7 @@ fn a_failing_marker_refresh_is_counted_and_detection_goes_on() {
     let data = dir.path().join("db");
     let (m, _) = RunMarker::open(&data).unwrap();
     let clock = ManualClock::new();
-    let detector = CrashDetectorConfig::new()
+    let detector = CrashConfig::new()
         .clock(Arc::new(clock.clone()))
         .heartbeat(
             HeartbeatConfig::new()

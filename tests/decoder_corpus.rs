@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
-use selfheal::checksum::log::{decode_log, LogEnd, LOG_HEADER_LEN, RECORD_LEN};
 use selfheal::checksum::{trailer, TableConfig};
+use selfheal::corruption::AdoptOptions;
+use selfheal::testing::checksum_log::{decode_log, LogEnd, LOG_HEADER_LEN, RECORD_LEN};
 use selfheal::testing::CrashFiles;
 use selfheal::{
-    AdoptOptions, ChecksumPlacement, ChecksumTable, DetectorConfig, Error, MemStore, PageId,
-    PageStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, MemStore, PageId, PageStore,
 };
 
 fn sample_table() -> Vec<u8> {
@@ -82,7 +82,7 @@ fn sample_durable_table() -> (Vec<u8>, String, Vec<u8>) {
     for p in [9u64, 11] {
         store.write_page(PageId(p), &vec![p as u8; 4096]).unwrap();
     }
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
         .build(store)
         .unwrap();
     for p in 0..8u8 {

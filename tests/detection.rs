@@ -10,8 +10,8 @@ use selfheal::checksum::{ChecksumTable, TableConfig};
 use selfheal::corruption::{PageLsnFn, PageState};
 use selfheal::testing::{CrashFiles, Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
-    ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, FileStore, Lsn, MemStore, PageId,
-    PageStore,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, FileStore, Lsn, MemStore,
+    PageId, PageStore,
 };
 
 const PS: usize = 4096;
@@ -53,7 +53,7 @@ fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
 
 fn rig(placement: ChecksumPlacement, inner: Arc<dyn PageStore>) -> Rig {
     let raw = Arc::new(FaultyStore::new(inner));
-    let det = DetectorConfig::new(placement)
+    let det = CorruptionConfig::new(placement)
         .page_lsn(lsn_reader())
         .build(raw.clone())
         .unwrap();
@@ -190,7 +190,7 @@ fn lost_write_in_trailer_mode_needs_a_page_lsn_reader() {
     // Without a page-LSN reader the old page is internally consistent: this is
     // the documented limit of a checksum trailer.
     let raw = Arc::new(FaultyStore::new(mem()));
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(raw.clone())
         .unwrap();
     det.write_sealed(PageId(1), &mut page_bytes(1, 1)).unwrap();
@@ -279,7 +279,7 @@ fn bad_input_is_typed() {
         Ok(0)
     ));
     let empty = Arc::new(MemStore::new(PS, 0).unwrap());
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(empty)
         .unwrap();
     assert!(matches!(
@@ -297,7 +297,7 @@ fn host_write_of_an_all_zero_page_is_sealed() {
     for (name, placement) in placements() {
         // No page-LSN reader: an all-zero page carries no LSN.
         let raw = Arc::new(FaultyStore::new(mem()));
-        let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
         for p in 0..PAGES {
             det.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
         }
@@ -332,7 +332,7 @@ fn missing_checksum_message_points_at_adoption() {
     let table = Arc::new(ChecksumTable::new(PS).unwrap());
     let raw = Arc::new(MemStore::new(PS, 2).unwrap());
     raw.write_page(PageId(1), &page_bytes(1, 1)).unwrap();
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
         .build(raw)
         .unwrap();
     let mut buf = vec![0u8; PS];

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::crash::RunMarker;
+use selfheal::rollback::RawPages;
 use selfheal::snapshot::{PeriodicConfig, PeriodicSnapshots, SnapshotConfig, WriteGate};
 use selfheal::{
-    Error, Lsn, MemStore, PageSource, RawPages, RollbackConfig, StateSnapshotManager,
+    Error, Lsn, MemStore, PageSource, RollbackConfig, StateSnapshotManager,
     TransactionRollbackManager,
 };
 

@@ -21,7 +21,7 @@ use selfheal::corruption::{FreePageFn, PageState, Verdict};
 use selfheal::repair::RepairOutcome;
 use selfheal::testing::{CrashFiles, CrashStore, Damage, FaultyStore};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, FailureKind,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FailureKind,
     MemStore, PageId, PageStore, RepairConfig, RollbackConfig, ScrubConfig, StoreReplica,
 };
 
@@ -65,7 +65,7 @@ fn rig(placement: ChecksumPlacement, callback: bool) -> Rig {
         MemStore::new(PS, PAGES).unwrap(),
     )));
     let free: Arc<RwLock<BTreeSet<u64>>> = Arc::default();
-    let mut cfg = DetectorConfig::new(placement);
+    let mut cfg = CorruptionConfig::new(placement);
     if callback {
         let f = free.clone();
         let answer: FreePageFn = Arc::new(move |p: PageId| f.read().contains(&p.0));
@@ -78,7 +78,7 @@ fn rig(placement: ChecksumPlacement, callback: bool) -> Rig {
     Rig { raw, det, free }
 }
 
-fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::ScanSummary, Vec<u64>) {
+fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::scrub::ScanSummary, Vec<u64>) {
     let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     let sum = s.scan_range(PageId(0), PAGES).unwrap();
     let pages = det
@@ -141,7 +141,7 @@ fn free_pages_are_skipped_by_scrubs_and_refused_by_reads() {
 
             // Repair: nothing to do for a free page, page 9 from the replica.
             let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
-            let mdet = DetectorConfig::new(placement_like(&placement))
+            let mdet = CorruptionConfig::new(placement_like(&placement))
                 .build(mirror.clone())
                 .unwrap();
             for p in 0..PAGES {
@@ -229,7 +229,7 @@ fn sidecar_marks_survive_a_restart() {
     assert!(back.is_free(PageId(2)));
     assert!(!back.is_free(PageId(3)));
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(back))
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(back))
             .build(r.raw.clone())
             .unwrap(),
     );
@@ -245,7 +245,7 @@ fn sidecar_marks_survive_a_restart() {
     t.raw.damage(PageId(2), Damage::Zero).unwrap();
     t.det.forget(PageId(2)).unwrap();
     let det2 = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(t.raw.clone())
             .unwrap(),
     );
@@ -277,7 +277,7 @@ fn free_marks_survive_a_crash_and_compaction() {
                 } else {
                     ChecksumPlacement::Trailer
                 };
-                Arc::new(DetectorConfig::new(placement).build(store).unwrap())
+                Arc::new(CorruptionConfig::new(placement).build(store).unwrap())
             };
             let compact = |det: &CorruptionDetector| {
                 if let ChecksumPlacement::Sidecar(t) = det.placement() {

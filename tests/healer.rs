@@ -18,12 +18,13 @@ use selfheal::healer::{
     Applied, AttemptOutcome, BreakerConfig, BreakerState, Case, EscalationReport, HealerConfig,
     Outcome, Problem, Remedy, RemedyContext, Rule, SelfHealer, SkipReason, Step, Verified,
 };
+use selfheal::health::Thresholds;
 use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
 use selfheal::testing::{Damage, FaultyReplica};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DataRepairer, DetectorConfig, Failure,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
     FailureKind, HealthConfig, HostAction, HostActions, Lsn, ManualClock, MemStore, PageId,
-    PageStore, RepairConfig, Result, Source, StateSnapshotManager, StoreReplica, Thresholds,
+    PageStore, RepairConfig, Result, Source, StateSnapshotManager, StoreReplica,
 };
 
 const PS: usize = 4096;
@@ -56,7 +57,7 @@ fn rig(placement: ChecksumPlacement) -> Rig {
     clock.advance(Duration::from_secs(1));
     let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(placement)
+        CorruptionConfig::new(placement)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),

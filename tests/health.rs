@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use selfheal::health::MonitorStats;
+use selfheal::health::{Band, HealthModel, Thresholds};
 use selfheal::testing::{GaussianNoise, ScriptedProbe};
 use selfheal::{
-    Band, Error, Failure, FailureKind, FailureSink, HealthConfig, HealthModel, HealthMonitor,
-    ManualClock, Target, Thresholds,
+    Error, Failure, FailureKind, FailureSink, HealthConfig, HealthMonitor, ManualClock, Target,
 };
 
 const SEC: u64 = 1_000_000_000;

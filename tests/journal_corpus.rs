@@ -15,9 +15,10 @@ use rand::{Rng, SeedableRng};
 use selfheal::rollback::journal::{
     decode_segment, HeaderDamage, JournalState, SegmentEnd, SegmentScan, SEGMENT_HEADER_LEN,
 };
+use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::CrashDir;
-use selfheal::{Error, MemStore, PageId, RawPages, RollbackConfig};
+use selfheal::{Error, MemStore, PageId, RollbackConfig};
 
 const PS: usize = 256;
 

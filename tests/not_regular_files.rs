@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::crash::RunMarker;
+use selfheal::rollback::RawPages;
 use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, DetectorConfig, Error, FileStore, Lsn, MemStore, PageId,
-    PageStore, RawPages, RollbackConfig, ScrubConfig,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FileStore, Lsn, MemStore, PageId,
+    PageStore, RollbackConfig, ScrubConfig,
 };
 
 const PS: usize = 256;
@@ -214,7 +215,7 @@ fn scrub_cursor_and_checksum_table() {
         who.replace(&cursor);
         let store: Arc<dyn PageStore> = Arc::new(MemStore::new(PS, 4).unwrap());
         let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
+            CorruptionConfig::new(ChecksumPlacement::Trailer)
                 .build(store)
                 .unwrap(),
         );

@@ -19,7 +19,7 @@ use selfheal::snapshot::{
 };
 use selfheal::testing::CrashFiles;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Lsn, MemStore, PageId,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId,
     PageStore, RepairConfig, RollbackConfig, StoreReplica,
 };
 
@@ -61,7 +61,7 @@ fn page(lsn: u64, fill: u8) -> Vec<u8> {
 
 fn detector(placement: ChecksumPlacement, raw: Arc<MemStore>) -> Arc<CorruptionDetector> {
     Arc::new(
-        DetectorConfig::new(placement)
+        CorruptionConfig::new(placement)
             .page_lsn(lsn_reader())
             .build(raw)
             .unwrap(),
@@ -167,7 +167,7 @@ fn the_hook_is_a_floor_only_for_pages_not_written_in_this_process() {
                 Some(Lsn(9))
             })
         };
-        let det = DetectorConfig::new(placement)
+        let det = CorruptionConfig::new(placement)
             .page_lsn(lsn_reader())
             .expected_page_lsn(hook)
             .build(raw.clone())

@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use selfheal::crash::RunVerdict;
 use selfheal::healer::{Outcome, SkipReason};
 use selfheal::recovery::{ApprovalRequest, StartupReport};
 use selfheal::rollback::RollbackConfig;
 use selfheal::testing::{CrashDir, CrashStore, Damage};
 use selfheal::{
     AutoRecoveryManager, ChecksumPlacement, ChecksumTable, FailureKind, ManualClock, MemStore,
-    Mode, PageId, PageStore, Priority, RecoveryConfig, RecoveryEvent, RunVerdict, ScrubConfig,
-    Source, StoreReplica,
+    Mode, PageId, PageStore, Priority, RecoveryConfig, RecoveryEvent, ScrubConfig, Source,
+    StoreReplica,
 };
 
 const PS: usize = 4096;
@@ -450,7 +451,7 @@ fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
             .sample_interval(Duration::from_millis(5))
             .probe_fn(
                 "loser-visible",
-                selfheal::Thresholds::new(0.5, 0.9),
+                selfheal::health::Thresholds::new(0.5, 0.9),
                 move || {
                     let b = bytes(s3.as_ref(), 2);
                     let bad = &b[200..222] == b"in flight at the crash";

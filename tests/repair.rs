@@ -11,7 +11,7 @@ use selfheal::corruption::{Observer, PageLsnFn, PageState, Verdict};
 use selfheal::repair::{AttemptResult, CopySource, DataRepairer, RepairConfig, RepairOutcome};
 use selfheal::testing::{Damage, FaultyReplica, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, FailureKind, Lsn, MemStore,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, FailureKind, Lsn, MemStore,
     PageId, PageSource, PageStore, Replica, ReplicaId, ReplicaLag, ReplicaStatus, StoreReplica,
 };
 
@@ -50,7 +50,7 @@ impl Host {
         let raw = Arc::new(FaultyStore::new(Arc::new(
             MemStore::new(PS, pages).unwrap(),
         )));
-        let mut cfg = DetectorConfig::new(ChecksumPlacement::Trailer);
+        let mut cfg = CorruptionConfig::new(ChecksumPlacement::Trailer);
         if with_lsn {
             cfg = cfg.page_lsn(lsn_reader());
         }

@@ -15,7 +15,7 @@ use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, RepairConfig, RepairOutcome};
 use selfheal::testing::Damage;
 use selfheal::{
-    CorruptionDetector, DetectorConfig, Error, MemStore, PageId, PageStore, StoreReplica,
+    CorruptionConfig, CorruptionDetector, Error, MemStore, PageId, PageStore, StoreReplica,
 };
 
 const PAGES: u64 = 48;
@@ -150,7 +150,7 @@ fn a_host_write_between_the_batch_write_and_its_sync_stands() {
             hook: Mutex::new(None),
         });
         let det = Arc::new(
-            DetectorConfig::new(placement.clone())
+            CorruptionConfig::new(placement.clone())
                 .build(store.clone())
                 .unwrap(),
         );

@@ -13,7 +13,8 @@ use selfheal::repair::{CopySource, RepairOutcome};
 use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
 use selfheal::testing::{Damage, FaultyReplica};
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, Lsn, MemStore, PageId, PageStore, RepairConfig, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, Lsn, MemStore, PageId, PageStore, RepairConfig,
+    StoreReplica,
 };
 
 const PS: usize = 4096;
@@ -30,7 +31,7 @@ fn repair_falls_back_to_snapshot_and_never_serves_a_stale_page() {
     let dir = tempfile::tempdir().unwrap();
     let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(raw.clone())
             .unwrap(),
     );

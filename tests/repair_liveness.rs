@@ -21,7 +21,7 @@ use repair_common::{fence, lsn_reader, placements, within, Cluster, StoreSource,
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
 use selfheal::testing::{Damage, FaultyReplica, FaultySource, ReplicaCall};
-use selfheal::{DetectorConfig, Error, Lsn, PageId, ReplicaId};
+use selfheal::{CorruptionConfig, Error, Lsn, PageId, ReplicaId};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// Generous: the machine may be loaded; the point is "not forever".
@@ -440,7 +440,7 @@ fn a_repair_that_unwinds_gives_the_page_back_for_the_next_repair() {
             })
         };
         let det = Arc::new(
-            DetectorConfig::new(placement)
+            CorruptionConfig::new(placement)
                 .page_lsn(reader)
                 .build(c.raw.clone())
                 .unwrap(),

@@ -16,12 +16,11 @@ mod repair_common;
 use std::sync::Arc;
 
 use repair_common::{fence, placements, Cluster, StoreSource, PS};
+use selfheal::corruption::LsnExpectation;
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
 use selfheal::testing::{Damage, FaultyReplica};
-use selfheal::{
-    ChecksumPlacement, DetectorConfig, Error, Lsn, LsnExpectation, PageId, ReplicaId, ReplicaLag,
-};
+use selfheal::{ChecksumPlacement, CorruptionConfig, Error, Lsn, PageId, ReplicaId, ReplicaLag};
 
 /// Page 2 is written at LSN 1 everywhere, then at LSN 7 only locally and on
 /// mirror 2: mirrors 0 and 1 lag with the LSN-1 copy.
@@ -461,7 +460,11 @@ fn with_a_page_lsn_reader_the_copy_limit_counts_votes_at_the_newest_lsn() {
 fn without_a_page_lsn_reader_copies_vote_and_fetching_stops_at_the_limit() {
     for placement in placements() {
         let c = Arc::new(Cluster::new(placement.clone(), 4, 5));
-        let det = Arc::new(DetectorConfig::new(placement).build(c.raw.clone()).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement)
+                .build(c.raw.clone())
+                .unwrap(),
+        );
         for p in 0..4 {
             c.write(&det, p, 3, 0x20 + p as u8, &[0, 1, 2, 3, 4]);
         }

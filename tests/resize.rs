@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use selfheal::corruption::PageLsnFn;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, FileStore, Lsn,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FileStore, Lsn,
     MemStore, PageId, PageStore,
 };
 
@@ -75,7 +75,7 @@ fn file_store_shrinks_and_grows_through_the_detector() {
                     .unwrap()
                     .with_mmap_scan(mmap),
             );
-            let det = DetectorConfig::new(placement.clone())
+            let det = CorruptionConfig::new(placement.clone())
                 .page_lsn(lsn_reader())
                 .build(store.clone())
                 .unwrap();
@@ -253,7 +253,7 @@ fn shrink_racing_a_write_leaves_no_trace_of_the_dropped_page() {
             hook: Mutex::new(None),
         });
         let det = Arc::new(
-            DetectorConfig::new(placement)
+            CorruptionConfig::new(placement)
                 .page_lsn(lsn_reader())
                 .build(store.clone())
                 .unwrap(),
@@ -299,7 +299,7 @@ fn resize_racing_reads_writes_and_checks() {
     for (what, placement) in placements() {
         let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
         let det = Arc::new(
-            DetectorConfig::new(placement)
+            CorruptionConfig::new(placement)
                 .page_lsn(lsn_reader())
                 .build(store.clone())
                 .unwrap(),

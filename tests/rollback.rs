@@ -17,11 +17,12 @@ use rand::{Rng, SeedableRng};
 use selfheal::rollback::journal::{
     JournalState, JournalStorage, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
+use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
 use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, DetectorConfig, Error, FailureKind, FailureSink, Lsn,
-    MemStore, PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FailureKind, FailureSink, Lsn,
+    MemStore, PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
 const PS: usize = 128;
@@ -44,7 +45,7 @@ fn bad_input_gives_typed_errors() {
     let mgr = mem_manager(Arc::new(CrashDir::new()), store);
     assert!(matches!(
         mgr.commit(TxnId(99)),
-        Err(Error::UnknownTransaction { txn: 99 })
+        Err(Error::UnknownTransaction { txn: TxnId(99) })
     ));
     assert!(matches!(
         mgr.record_undo(TxnId(0), PageId(0), 0, b"x", b"y"),
@@ -313,7 +314,7 @@ fn rollback_through_the_detector_keeps_checksums_current() {
     ] {
         let raw = Arc::new(MemStore::new(256, 4).unwrap());
         let det = Arc::new(
-            DetectorConfig::new(placement.clone())
+            CorruptionConfig::new(placement.clone())
                 .build(raw.clone())
                 .unwrap(),
         );
@@ -865,7 +866,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 };
                 let store = Arc::new(CrashStore::new(DPS, 4).unwrap());
                 let det = Arc::new(
-                    DetectorConfig::new(placement.clone())
+                    CorruptionConfig::new(placement.clone())
                         .build(store.clone())
                         .unwrap(),
                 );
@@ -891,7 +892,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                 let crashed = Arc::new(store.crash(Some(seed)));
                 // The sidecar table is the detector's, shared across the crash.
                 let det2 = Arc::new(
-                    DetectorConfig::new(placement.clone())
+                    CorruptionConfig::new(placement.clone())
                         .build(crashed.clone())
                         .unwrap(),
                 );
@@ -944,7 +945,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                     }
                     match mgr2.rollback(t2) {
                         Err(Error::RollbackBlocked { txn, page, .. }) => {
-                            assert_eq!((TxnId(txn), page), (t2, failing[0]), "{ctx}");
+                            assert_eq!((txn, page), (t2, failing[0]), "{ctx}");
                         }
                         other => panic!("{ctx}: {other:?}"),
                     }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal::rollback::journal::{decode_segment, Record, SegmentHeader};
+use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::{CrashDir, CrashSwitch};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore,
-    PageId, PageStore, RawPages, RollbackConfig, TransactionRollbackManager, TxnId,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
+    PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
 };
 
 const DPS: usize = 256;
@@ -33,7 +34,7 @@ fn placements() -> Vec<ChecksumPlacement> {
 /// Four sealed pages (page `p` full of `p + 1`) behind a detector.
 fn sealed(placement: ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetector>) {
     let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
-    let det = Arc::new(DetectorConfig::new(placement).build(raw.clone()).unwrap());
+    let det = Arc::new(CorruptionConfig::new(placement).build(raw.clone()).unwrap());
     for p in 0..4 {
         det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
             .unwrap();
@@ -82,7 +83,7 @@ fn rollback_never_reseals_a_rotted_page() {
         let rotted = page_of(raw.as_ref(), 1);
         match mgr.rollback(t) {
             Err(Error::RollbackBlocked { txn, page, reason }) => {
-                assert_eq!((txn, page), (t.0, PageId(1)), "{placement:?}");
+                assert_eq!((txn, page), (t, PageId(1)), "{placement:?}");
                 assert!(!reason.is_empty());
             }
             other => panic!("{placement:?}: {other:?}"),
@@ -128,7 +129,7 @@ fn rollback_all_finishes_what_it_can_and_names_what_is_blocked() {
         rot(&raw, 2, 200);
         match mgr.rollback_all() {
             Err(Error::RollbackBlocked { txn, page, .. }) => {
-                assert_eq!((txn, page), (b.0, PageId(2)), "{placement:?}");
+                assert_eq!((txn, page), (b, PageId(2)), "{placement:?}");
             }
             other => panic!("{placement:?}: {other:?}"),
         }
@@ -237,7 +238,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         drop(mgr);
         let good = rot(&raw, 1, 100);
         let det2 = Arc::new(
-            DetectorConfig::new(placement.clone())
+            CorruptionConfig::new(placement.clone())
                 .build(raw.clone())
                 .unwrap(),
         );
@@ -378,7 +379,7 @@ fn prepare_restore_refuses_in_flight_work_blocks_begin_and_retires_the_journal()
     }
     let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
     match mgr.prepare_restore() {
-        Err(Error::TransactionsInFlight { txns, .. }) => assert_eq!(txns, vec![a.0, b.0]),
+        Err(Error::TransactionsInFlight { txns, .. }) => assert_eq!(txns, vec![a, b]),
         other => panic!("{other:?}"),
     }
     mgr.commit(a).unwrap();
@@ -924,7 +925,7 @@ fn a_rollback_settles_a_durable_sidecar_table() {
     let table = Arc::new(ChecksumTable::open(&dir.path().join("sums"), DPS).unwrap());
     let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
             .build(raw.clone())
             .unwrap(),
     );

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::corruption::{PageLsnFn, PageState};
+use selfheal::scrub::{ScrubMode, ScrubState};
 use selfheal::testing::{Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, Clock, CorruptionDetector, DetectorConfig, Error, Failure,
+    ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, Error, Failure,
     FailureKind, FailureSink, FileStore, Lsn, ManualClock, MemStore, PageId, PageStore,
-    ScrubConfig, ScrubMode, ScrubState, Scrubber, Source, SystemClock,
+    ScrubConfig, Scrubber, Source, SystemClock,
 };
 
 const PS: usize = 512;
@@ -59,7 +60,7 @@ fn rig(backend: Backend, checks: Checks) -> Rig {
         Checks::Sidecar => ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
         _ => ChecksumPlacement::Trailer,
     };
-    let mut cfg = DetectorConfig::new(placement).clock(Arc::new(clock.clone()));
+    let mut cfg = CorruptionConfig::new(placement).clock(Arc::new(clock.clone()));
     if checks == Checks::TrailerLsn {
         let lsn: PageLsnFn =
             Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
@@ -97,8 +98,8 @@ fn step_passes(s: &mut Scrubber, clock: &ManualClock, passes: u64) {
             return;
         }
         match s.step(clock.now_ns()).unwrap() {
-            selfheal::ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
-            selfheal::ScrubStep::Done => return,
+            selfheal::scrub::ScrubStep::Wait { until_ns } => clock.set_ns(until_ns),
+            selfheal::scrub::ScrubStep::Done => return,
             _ => {}
         }
     }
@@ -238,7 +239,7 @@ fn file_store_scan_paths_find_damage() {
                 .with_mmap_scan(mmap),
         );
         let det = Arc::new(
-            DetectorConfig::new(ChecksumPlacement::Trailer)
+            CorruptionConfig::new(ChecksumPlacement::Trailer)
                 .build(store.clone())
                 .unwrap(),
         );
@@ -279,7 +280,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     for _ in 0..3 {
         assert!(matches!(
             first.step(r.clock.now_ns()).unwrap(),
-            selfheal::ScrubStep::Scanned(_)
+            selfheal::scrub::ScrubStep::Scanned(_)
         ));
         r.clock.advance(Duration::from_millis(100));
     }
@@ -289,7 +290,7 @@ fn resumes_from_persisted_cursor_after_restart() {
 
     // A restarted process: a new detector (empty registry) over the same store.
     let det2 = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .clock(Arc::new(r.clock.clone()))
             .build(r.raw.clone())
             .unwrap(),
@@ -312,7 +313,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     let big = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::new(PS, 5_000).unwrap());
     let det3 = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(store.clone())
             .unwrap(),
     );
@@ -348,7 +349,7 @@ fn resumes_from_persisted_cursor_after_restart() {
 fn pause_and_resume_on_the_thread() {
     let store = Arc::new(MemStore::new(PS, 2_000).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(store.clone())
             .unwrap(),
     );
@@ -507,7 +508,7 @@ fn damaged_cursor_falls_back_to_page_zero() {
     // A cursor from a larger store points past the end: ignored.
     let big = Arc::new(MemStore::new(PS, 1_000).unwrap());
     let det_big = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(big.clone())
             .unwrap(),
     );
@@ -602,7 +603,7 @@ fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
             };
             let clock = ManualClock::new();
             let det = Arc::new(
-                DetectorConfig::new(placement)
+                CorruptionConfig::new(placement)
                     .clock(Arc::new(clock.clone()))
                     .build(store.clone())
                     .unwrap(),
@@ -620,7 +621,7 @@ fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
             // First batch: pages 0..16, intact.
             assert!(matches!(
                 s.step(clock.now_ns()).unwrap(),
-                selfheal::ScrubStep::Scanned(_)
+                selfheal::scrub::ScrubStep::Scanned(_)
             ));
             // The second batch reads 16..32, then the store shrinks to 20.
             *store.shrink_to.lock().unwrap() = Some((20, Arc::downgrade(&det)));
@@ -664,7 +665,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
     assert_eq!(second.progress(r.clock.now_ns()).position, 24);
     assert_eq!(
         second.step(r.clock.now_ns()).unwrap(),
-        selfheal::ScrubStep::PassComplete {
+        selfheal::scrub::ScrubStep::PassComplete {
             passes_completed: 1
         }
     );
@@ -694,7 +695,7 @@ fn a_dead_scrub_thread_arrives_on_the_shared_bus_with_a_comparable_time() {
                 ChecksumPlacement::Trailer
             };
             let det = Arc::new(
-                DetectorConfig::new(placement)
+                CorruptionConfig::new(placement)
                     .clock(Arc::new(clock.clone()))
                     .failure_sink(sink.clone())
                     .build(raw.clone())

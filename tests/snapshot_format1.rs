@@ -9,7 +9,7 @@ use selfheal::snapshot::{
 };
 use selfheal::testing::semi_compressible_page;
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, Error, Lsn, MemStore, PageId, PageSource, PageStore,
+    ChecksumPlacement, CorruptionConfig, Error, Lsn, MemStore, PageId, PageSource, PageStore,
 };
 
 const PS: usize = 256;
@@ -88,7 +88,7 @@ fn the_first_incremental_on_a_format_1_head_compares_fingerprints() {
             let at = p as usize * PS;
             raw.write_page(PageId(p), &s2[at..at + PS]).unwrap();
         }
-        let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+        let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(raw.clone())
             .unwrap();
         let mut buf = vec![0u8; PS];

@@ -9,7 +9,8 @@ use selfheal::snapshot::{
 };
 use selfheal::testing::{both_placements, SealedStore};
 use selfheal::{
-    ChecksumPlacement, DetectorConfig, Error, Lsn, MemStore, PageId, PageSource, PageStore, Result,
+    ChecksumPlacement, CorruptionConfig, Error, Lsn, MemStore, PageId, PageSource, PageStore,
+    Result,
 };
 
 const PS: usize = 256;
@@ -110,7 +111,7 @@ fn check_restore_through_detector(
         .unwrap()
         .1;
     let raw = std::sync::Arc::new(MemStore::new(PS, start).unwrap());
-    let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+    let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
     m.restore(id, &det).unwrap();
     assert!(
         raw.to_bytes() == bytes,

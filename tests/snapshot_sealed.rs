@@ -10,7 +10,7 @@ use selfheal::snapshot::{
     SnapshotRequest, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{both_placements, every_placement, SealedStore};
-use selfheal::{ChecksumPlacement, DetectorConfig, Lsn, MemStore, PageId, PageSource, PageStore};
+use selfheal::{ChecksumPlacement, CorruptionConfig, Lsn, MemStore, PageId, PageSource, PageStore};
 
 const PS: usize = 512;
 const PAGES: u64 = 64;
@@ -179,7 +179,7 @@ fn incrementals_by_fingerprint_store_every_rewritten_sealed_page() {
         }
         // And through a detector of the same placement, every page verifies.
         let out = Arc::new(MemStore::new(PS, PAGES).unwrap());
-        let det = DetectorConfig::new(placement_like(name))
+        let det = CorruptionConfig::new(placement_like(name))
             .build(out.clone())
             .unwrap();
         let last = states.last().unwrap();

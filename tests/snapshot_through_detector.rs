@@ -23,8 +23,8 @@ use selfheal::snapshot::{
 };
 use selfheal::testing::{decode_snapshot, every_placement, Damage, FaultyStore};
 use selfheal::{
-    ChecksumPlacement, CorruptionDetector, DetectorConfig, Error, Lsn, MemStore, PageId, PageStore,
-    Result, RollbackConfig, ScrubConfig,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore, PageId,
+    PageStore, Result, RollbackConfig, ScrubConfig,
 };
 
 const PS: usize = 512;
@@ -54,12 +54,15 @@ struct Rig {
     det: Arc<CorruptionDetector>,
 }
 
-fn rig(placement: ChecksumPlacement, cfg: impl FnOnce(DetectorConfig) -> DetectorConfig) -> Rig {
+fn rig(
+    placement: ChecksumPlacement,
+    cfg: impl FnOnce(CorruptionConfig) -> CorruptionConfig,
+) -> Rig {
     let raw = Arc::new(FaultyStore::new(Arc::new(
         MemStore::new(PS, PAGES).unwrap(),
     )));
     let det = Arc::new(
-        cfg(DetectorConfig::new(placement))
+        cfg(CorruptionConfig::new(placement))
             .build(raw.clone())
             .unwrap(),
     );
@@ -251,7 +254,7 @@ fn a_restore_never_seals_pages_nobody_verified() {
         // A target smaller than the snapshot is checked before it grows.
         if name == "trailer" {
             let small = Arc::new(MemStore::new(PS, PAGES / 2).unwrap());
-            let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+            let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
                 .build(small.clone())
                 .unwrap();
             m.restore(clean.info.id, &det)

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use selfheal::checksum::log::{decode_log, encode_record};
+use selfheal::testing::checksum_log::{decode_log, encode_record};
 use selfheal::checksum::TableConfig;
 use selfheal::testing::CrashFiles;
 use selfheal::{ChecksumTable, PageId};

@@ -232,22 +232,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::appender::Appender;
-use super::log::{encode_record, LogHeader, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
-use super::storage::{replace, DirTableStorage, TableStorage};
-use super::table::{check_page_size, encode_base, ChecksumTable, PRESENT, SETTLED_BITS};
+use super::entries::{check_page_size, MAX_TABLE_PAGES};
+use super::storage::TableStorage;
 use super::unsettled::{Unsettled, SLOTS_MAX};
-use super::MAX_TABLE_PAGES;
 use crate::error::{Error, Result};
-use crate::types::PageId;
 
-/// Configuration of a durable [`ChecksumTable`].
+/// Configuration of a durable [`ChecksumTable`](super::ChecksumTable).
 #[must_use]
 #[derive(Clone, Debug)]
 pub struct TableConfig {
@@ -316,7 +312,7 @@ impl TableConfig {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(super) fn validate(&self) -> Result<()> {
         check_page_size(self.page_size)?;
         if self.pages_max == 0 || self.pages_max > MAX_TABLE_PAGES {
             return Err(Error::config(
@@ -354,51 +350,9 @@ impl TableConfig {
         }
         Ok(())
     }
-
-    /// Opens (creating it if needed) the table whose base file is `path`;
-    /// the logs live next to it.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a bad setting or a path without a file
-    /// name; [`Error::CorruptFile`], [`Error::UnsupportedVersion`] or
-    /// [`Error::PageSizeMismatch`] for files that cannot be read as this
-    /// table (see the module docs); [`Error::Io`].
-    pub fn open(self, path: &Path) -> Result<ChecksumTable> {
-        let stem = path
-            .file_name()
-            .and_then(|s| s.to_str())
-            .ok_or_else(|| {
-                Error::config(
-                    "path",
-                    format!("{} has no UTF-8 file name for the table", path.display()),
-                )
-            })?
-            .to_string();
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        self.open_on(Arc::new(DirTableStorage::new(dir)), &stem)
-    }
-
-    /// Opens (creating it if needed) the table whose base file is named
-    /// `stem` in `storage`.
-    ///
-    /// # Errors
-    /// As [`open`](Self::open).
-    pub fn open_on(self, storage: Arc<dyn TableStorage>, stem: &str) -> Result<ChecksumTable> {
-        self.validate()?;
-        if stem.is_empty() || stem.contains(['/', '\\']) || stem.ends_with(".tmp") {
-            return Err(Error::config(
-                "stem",
-                format!("{stem:?} is not a plain file name"),
-            ));
-        }
-        super::recovery::open(self, storage, stem)
-    }
 }
 
-/// Counters and sizes of a [`ChecksumTable`] (zeros for an in-memory one).
+/// Counters and sizes of a [`ChecksumTable`](super::ChecksumTable) (zeros for an in-memory one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
     /// Generation of the base file.
@@ -473,13 +427,6 @@ pub(super) fn parse_log_name(stem: &str, name: &str) -> Option<u64> {
 }
 
 impl Durable {
-    /// The checksum of the newest unsettled version of `page`.
-    pub(super) fn newest(&self, table: &ChecksumTable, page: PageId) -> Option<u32> {
-        let un = self.unsettled.lock();
-        let e = table.raw_entry(page);
-        un.get(e, page.0)?.last().map(|v| v.crc)
-    }
-
     /// The newest unsettled checksum of every page that has one.
     pub(super) fn newest_of_all(&self) -> HashMap<u64, u32> {
         let un = self.unsettled.lock();
@@ -487,216 +434,5 @@ impl Durable {
             .iter()
             .filter_map(|s| Some((s.page, s.versions.last()?.crc)))
             .collect()
-    }
-
-    /// Whether `crc` is the settled checksum of `page` or one of its
-    /// unsettled versions' (looked at under the lock every change takes).
-    pub(super) fn accepts(&self, table: &ChecksumTable, page: PageId, crc: u32) -> bool {
-        let un = self.unsettled.lock();
-        let e = table.raw_entry(page);
-        (e & PRESENT != 0 && e as u32 == crc)
-            || un
-                .get(e, page.0)
-                .is_some_and(|vs| vs.iter().any(|v| v.crc == crc))
-    }
-
-    pub(super) fn truncate(&self, table: &ChecksumTable, page_count: u64) -> Result<()> {
-        let _files = self.files.lock();
-        let seq = {
-            let mut un = self.unsettled.lock();
-            let pending_past = un.slots().iter().any(|s| s.page >= page_count);
-            if table.len() as u64 <= page_count && !pending_past {
-                return Ok(());
-            }
-            let first = u32::try_from(page_count).expect("below the table's length, so below 2^32");
-            let seq = {
-                let mut log = self.log.state.lock();
-                log.check()?;
-                log.append(LogRecord::Drop {
-                    first,
-                    last: u32::MAX,
-                })
-            };
-            {
-                let entries = table.entries.read();
-                let keep = entries.len().min(page_count as usize);
-                un.retain(&entries[..keep], |_| None);
-            }
-            table.truncate_entries(page_count);
-            seq
-        };
-        self.log.make_durable(&*self.storage, seq)
-    }
-}
-
-/// The durable table's own operations.
-impl ChecksumTable {
-    pub(super) fn should_compact(&self, d: &Durable, files: &Files) -> bool {
-        let log_bytes = d.log.state.lock().file_bytes;
-        let threshold = files.base_bytes.saturating_mul(d.config.compact_ratio_pct) / 100;
-        log_bytes >= threshold.max(d.config.compact_log_bytes_min)
-    }
-
-    /// Makes every log record written so far durable (settle records are
-    /// otherwise fsynced with the next intent). O(records buffered). A no-op
-    /// for an in-memory table.
-    ///
-    /// # Errors
-    /// The log's I/O error (the table is then poisoned), or
-    /// [`Error::Poisoned`].
-    pub fn flush(&self) -> Result<()> {
-        match &self.durable {
-            Some(d) => d.log.flush(&*d.storage),
-            None => Ok(()),
-        }
-    }
-
-    /// Folds the log into a new base file now (see the module docs; the
-    /// detector's sync does it when the log has grown past its threshold).
-    /// O(table). A no-op for an in-memory table.
-    ///
-    /// # Errors
-    /// [`Error::Io`]; a failure to create the new log poisons the table, a
-    /// failure later leaves it working on the new log (a later compaction
-    /// tries again).
-    pub fn compact(&self) -> Result<()> {
-        match &self.durable {
-            Some(d) => {
-                let mut files = d.files.lock();
-                self.compact_locked(d, &mut files)
-            }
-            None => Ok(()),
-        }
-    }
-
-    pub(super) fn compact_locked(&self, d: &Durable, files: &mut Files) -> Result<()> {
-        let generation = files.max_generation + 1;
-        let name = log_name(&d.stem, generation);
-        let (bytes, first_seq, created_to) = {
-            let mut un = d.unsettled.lock();
-            // Every append happens under `unsettled`, which is held, so
-            // after this flush nothing is buffered for the old log.
-            d.log.flush(&*d.storage)?;
-            let mut log = d.log.state.lock();
-            log.check()?;
-            let first_seq = log.next_seq;
-            let mut bytes = LogHeader {
-                version: LOG_VERSION,
-                page_size: self.page_size as u32,
-                generation,
-                first_seq,
-            }
-            .encode()
-            .to_vec();
-            // Re-announce every unsettled version, oldest first.
-            let mut order: Vec<(u64, usize, usize)> = un
-                .slots()
-                .iter()
-                .enumerate()
-                .flat_map(|(s, slot)| {
-                    slot.versions
-                        .iter()
-                        .enumerate()
-                        .map(move |(i, v)| (v.seq, s, i))
-                })
-                .collect();
-            order.sort_unstable();
-            let mut seq = first_seq;
-            encode_record(&mut bytes, seq, LogRecord::Batch);
-            seq += 1;
-            let slots = un.slots_mut();
-            for (_, s, i) in order {
-                let page = u32::try_from(slots[s].page).expect("below pages_max");
-                let v = &mut slots[s].versions[i];
-                encode_record(&mut bytes, seq, LogRecord::Intent { page, crc: v.crc });
-                v.seq = seq;
-                seq += 1;
-            }
-            let count = seq - first_seq;
-            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + count as usize * RECORD_LEN);
-            Appender::begin_switch(
-                &mut log,
-                name.clone(),
-                generation,
-                count,
-                bytes.len() as u64,
-            );
-            (bytes, first_seq, seq)
-        };
-        let created = replace(&*d.storage, &name, &bytes);
-        d.log.end_switch(created_to, &created);
-        created?;
-        files.logs.insert(generation);
-        files.max_generation = generation;
-        let base = self.encode_settled(generation, first_seq);
-        replace(&*d.storage, &d.stem, &base)?;
-        files.base_generation = generation;
-        files.base_bytes = base.len() as u64;
-        let old: Vec<u64> = files.logs.range(..generation).copied().collect();
-        for g in &old {
-            d.storage.remove(&log_name(&d.stem, *g))?;
-            files.logs.remove(g);
-        }
-        if !old.is_empty() {
-            d.storage.sync_dir()?;
-        }
-        d.compactions.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            generation,
-            base_bytes = base.len(),
-            "checksum table compacted"
-        );
-        Ok(())
-    }
-
-    /// The base file of `generation`: the settled checksums and unallocated marks only.
-    fn encode_settled(&self, generation: u64, next_seq: u64) -> Vec<u8> {
-        let entries = self.entries.read();
-        let settled = entries
-            .iter()
-            .map(|e| e.load(Ordering::Acquire) & SETTLED_BITS);
-        encode_base(self.page_size, generation, next_seq, entries.len(), settled)
-    }
-
-    /// Whether the table holds anything for pages at or past `page_count`.
-    pub(crate) fn has_pages_from(&self, page_count: u64) -> bool {
-        self.len() as u64 > page_count
-            || self.durable.as_ref().is_some_and(|d| {
-                d.unsettled
-                    .lock()
-                    .slots()
-                    .iter()
-                    .any(|s| s.page >= page_count)
-            })
-    }
-
-    /// Sizes and counters.
-    #[must_use]
-    pub fn stats(&self) -> TableStats {
-        let Some(d) = &self.durable else {
-            return TableStats::default();
-        };
-        let (generation, base_bytes) = {
-            let f = d.files.lock();
-            (f.base_generation, f.base_bytes)
-        };
-        let (unsettled_pages, unsettled_versions) = {
-            let un = d.unsettled.lock();
-            (un.pages() as u64, un.versions as u64)
-        };
-        let (log_bytes, log_syncs) = {
-            let l = d.log.state.lock();
-            (l.file_bytes, l.syncs)
-        };
-        TableStats {
-            generation,
-            base_bytes,
-            log_bytes,
-            unsettled_pages,
-            unsettled_versions,
-            log_syncs,
-            compactions: d.compactions.load(Ordering::Relaxed),
-            torn_bytes_at_open: d.torn_bytes_at_open,
-        }
     }
 }

@@ -24,9 +24,9 @@
 use std::sync::atomic::Ordering;
 
 use super::durable::Durable;
+use super::entries::{grow, FREE, PRESENT};
 use super::log::LogRecord;
-use super::table::{grow, ChecksumTable, FREE, PRESENT, UNSETTLED};
-use super::unsettled::State;
+use super::table::ChecksumTable;
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
@@ -34,22 +34,6 @@ use crate::types::PageId;
 /// durable at once (one fsync per 64 Ki claims), and the bound on the
 /// memory claims buffer.
 pub(super) const CLAIMS_BUFFERED_MAX: usize = 1 << 20;
-
-impl Durable {
-    /// Whether `page`, marked unallocated, has a write since whose fate is
-    /// known to be written (or is being written): it is in use again.
-    fn written_since_mark(&self, table: &ChecksumTable, page: PageId) -> bool {
-        let un = self.unsettled.lock();
-        let e = table.raw_entry(page);
-        if e & FREE == 0 {
-            return true;
-        }
-        un.get(e, page.0).is_some_and(|vs| {
-            vs.iter()
-                .any(|v| v.effective(&un.outcomes) != State::Unknown)
-        })
-    }
-}
 
 impl ChecksumTable {
     /// Records that the host said `page` is unallocated: its checksums are
@@ -99,23 +83,6 @@ impl ChecksumTable {
             seq
         };
         d.log.make_durable(&*d.storage, seq)
-    }
-
-    /// Whether `page` is marked unallocated ([`mark_free`](Self::mark_free))
-    /// and not written since. A durable table keeps the mark of a page
-    /// written since until a sync settles the write, so that a crash before
-    /// leaves the page free if it does not hold the new bytes; meanwhile the
-    /// page counts as in use once a write of it is in flight or has
-    /// returned (a write that failed leaves it free).
-    #[must_use]
-    pub fn is_free(&self, page: PageId) -> bool {
-        let e = self.raw_entry(page);
-        e & FREE != 0
-            && (e & UNSETTLED == 0
-                || self
-                    .durable
-                    .as_ref()
-                    .is_none_or(|d| !d.written_since_mark(self, page)))
     }
 
     /// For each `(page, crc)` of `claims`, in order: records `crc` as the

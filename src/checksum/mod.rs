@@ -66,7 +66,10 @@ use crate::error::Result;
 use crate::types::PageId;
 
 mod appender;
+mod base;
+mod compact;
 pub mod durable;
+mod entries;
 pub mod log;
 mod marks;
 mod recovery;
@@ -80,9 +83,10 @@ mod writes;
 mod tests;
 
 pub use durable::{TableConfig, TableStats};
+pub use entries::MAX_TABLE_PAGES;
 pub use storage::{DirTableStorage, TableStorage};
+pub use table::ChecksumTable;
 pub(crate) use table::Entry;
-pub use table::{ChecksumTable, MAX_TABLE_PAGES};
 
 /// Bytes at the end of each page that the trailer placement reserves.
 pub const TRAILER_LEN: usize = 16;
@@ -96,14 +100,7 @@ pub const fn payload_len(page_size: usize) -> usize {
     page_size.saturating_sub(TRAILER_LEN)
 }
 
-/// CRC32 of (page number as u64 LE ‖ `bytes`).
-#[must_use]
-pub fn page_crc(page: PageId, bytes: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&page.0.to_le_bytes());
-    h.update(bytes);
-    h.finalize()
-}
+pub use crate::digest::page_crc;
 
 pub(crate) fn is_all_zero(bytes: &[u8]) -> bool {
     // Word-at-a-time; only reached on the failure path or when sealing.

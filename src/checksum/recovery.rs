@@ -17,10 +17,13 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::appender::{Appender, LogState};
+use super::base::{decode_base, encode_base};
 use super::durable::{log_name, parse_log_name, Durable, Files, TableConfig};
+use super::entries::{grow, FREE, PRESENT};
 use super::log::{decode_log, LogEnd, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::storage::DirTableStorage;
 use super::storage::{replace, tmp_name, TableStorage};
-use super::table::{decode_base, encode_base, grow, ChecksumTable, FREE, PRESENT};
+use super::table::ChecksumTable;
 use super::unsettled::{State, Unsettled, Version, Versions};
 use crate::error::{Error, Result};
 
@@ -421,6 +424,62 @@ pub(super) fn open(
     }
     storage.sync_dir()?;
     Ok(table)
+}
+
+impl TableConfig {
+    /// Opens (creating it if needed) the table whose base file is `path`;
+    /// the logs live next to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad setting or a path without a file
+    /// name; [`Error::CorruptFile`], [`Error::UnsupportedVersion`] or
+    /// [`Error::PageSizeMismatch`] for files that cannot be read as this
+    /// table (see the module docs); [`Error::Io`].
+    pub fn open(self, path: &Path) -> Result<ChecksumTable> {
+        let stem = path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::config(
+                    "path",
+                    format!("{} has no UTF-8 file name for the table", path.display()),
+                )
+            })?
+            .to_string();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.open_on(Arc::new(DirTableStorage::new(dir)), &stem)
+    }
+
+    /// Opens (creating it if needed) the table whose base file is named
+    /// `stem` in `storage`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_on(self, storage: Arc<dyn TableStorage>, stem: &str) -> Result<ChecksumTable> {
+        self.validate()?;
+        if stem.is_empty() || stem.contains(['/', '\\']) || stem.ends_with(".tmp") {
+            return Err(Error::config(
+                "stem",
+                format!("{stem:?} is not a plain file name"),
+            ));
+        }
+        super::recovery::open(self, storage, stem)
+    }
+}
+
+impl ChecksumTable {
+    /// Opens (creating it if needed) the durable table whose base file is
+    /// `path`, with the default [`TableConfig`](super::TableConfig). Its log
+    /// files live next to it (`<path>.log-<generation>`).
+    ///
+    /// # Errors
+    /// As [`TableConfig::open`](super::TableConfig::open).
+    pub fn open(path: &Path, page_size: usize) -> Result<Self> {
+        super::TableConfig::new(page_size).open(path)
+    }
 }
 
 #[cfg(test)]

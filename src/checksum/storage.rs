@@ -177,17 +177,7 @@ impl DirTableStorage {
 
 impl TableStorage for DirTableStorage {
     fn list(&self) -> Result<Vec<String>> {
-        let rd = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
-        let mut out = Vec::new();
-        for entry in rd {
-            let entry =
-                entry.map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
-            if let Some(name) = entry.file_name().to_str() {
-                out.push(name.to_string());
-            }
-        }
-        Ok(out)
+        fsutil::list_names(&self.dir)
     }
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {

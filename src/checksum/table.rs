@@ -1,36 +1,25 @@
 //! [`ChecksumTable`]: the per-page checksums of the sidecar placement, in
-//! memory, and the codec of its base file.
+//! memory, and the lookups that verify a page against them.
 //!
-//! The byte layout of the base file is in the type's docs.
+//! The byte layout of the base file is in the type's docs (its codec is
+//! `base.rs`); the entry bits are in `entries.rs`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use super::base::{decode_base, encode_base};
 use super::durable::Durable;
-use super::{is_all_zero, page_crc, MIN_PAGE_SIZE};
+use super::entries::{
+    check_page_size, grow, FREE, MAX_TABLE_PAGES, PRESENT, SETTLED_BITS, UNSETTLED,
+};
+use super::log::LogRecord;
+use super::unsettled::State;
+use super::{is_all_zero, page_crc};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::types::PageId;
-
-/// Entry bit: a settled checksum is present in bits 0..32.
-pub(super) const PRESENT: u64 = 1 << 32;
-/// Entry value (alone; on disk too): the host said the page is unallocated
-/// ([`ChecksumTable::mark_free`]). Carries no CRC.
-pub(super) const FREE: u64 = 1 << 33;
-/// Entry bit (memory only): the page has unsettled versions in the durable
-/// state, which verification also accepts.
-pub(super) const UNSETTLED: u64 = 1 << 34;
-/// The part of an entry a base file holds: present bit and CRC, or the
-/// unallocated mark.
-pub(super) const SETTLED_BITS: u64 = PRESENT | FREE | u32::MAX as u64;
-
-/// The most pages a sidecar table describes (2³², 32 GiB of entries): a
-/// bound on the memory a page id can make the table allocate.
-pub const MAX_TABLE_PAGES: u64 = 1 << 32;
-const BASE_MAGIC: [u8; 4] = *b"SHCT";
-const BASE_VERSION: u32 = 2;
 
 /// What a sidecar table holds for one page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,19 +90,11 @@ pub struct ChecksumTable {
     pub(super) durable: Option<Durable>,
 }
 
-/// A decoded base file.
-#[derive(Debug)]
-pub(super) struct Base {
-    pub(super) generation: u64,
-    pub(super) next_seq: u64,
-    pub(super) entries: Vec<u64>,
-}
-
 impl ChecksumTable {
     /// An empty table for pages of `page_size` bytes, in memory only.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a page size below [`MIN_PAGE_SIZE`].
+    /// [`Error::InvalidConfig`] for a page size below [`MIN_PAGE_SIZE`](super::MIN_PAGE_SIZE).
     pub fn new(page_size: usize) -> Result<Self> {
         check_page_size(page_size)?;
         Ok(ChecksumTable {
@@ -121,16 +102,6 @@ impl ChecksumTable {
             entries: RwLock::new(Vec::new()),
             durable: None,
         })
-    }
-
-    /// Opens (creating it if needed) the durable table whose base file is
-    /// `path`, with the default [`TableConfig`](super::TableConfig). Its log
-    /// files live next to it (`<path>.log-<generation>`).
-    ///
-    /// # Errors
-    /// As [`TableConfig::open`](super::TableConfig::open).
-    pub fn open(path: &Path, page_size: usize) -> Result<Self> {
-        super::TableConfig::new(page_size).open(path)
     }
 
     /// Whether the table is durable (from [`open`](Self::open)) rather than
@@ -296,6 +267,23 @@ impl ChecksumTable {
         self.entries.read().len()
     }
 
+    /// Whether `page` is marked unallocated ([`mark_free`](Self::mark_free))
+    /// and not written since. A durable table keeps the mark of a page
+    /// written since until a sync settles the write, so that a crash before
+    /// leaves the page free if it does not hold the new bytes; meanwhile the
+    /// page counts as in use once a write of it is in flight or has
+    /// returned (a write that failed leaves it free).
+    #[must_use]
+    pub fn is_free(&self, page: PageId) -> bool {
+        let e = self.raw_entry(page);
+        e & FREE != 0
+            && (e & UNSETTLED == 0
+                || self
+                    .durable
+                    .as_ref()
+                    .is_none_or(|d| !d.written_since_mark(self, page)))
+    }
+
     /// Verifies `buf` as the contents of `page`. A page of a durable table
     /// with a change not yet known durable verifies with the checksum of any
     /// of its unsettled versions as well as its settled one.
@@ -416,124 +404,74 @@ impl ChecksumTable {
     }
 }
 
-pub(super) fn check_page_size(page_size: usize) -> Result<()> {
-    if page_size < MIN_PAGE_SIZE || u32::try_from(page_size).is_err() {
-        return Err(Error::config(
-            "page_size",
-            format!("is {page_size}; it must be at least {MIN_PAGE_SIZE} bytes and fit in 32 bits"),
-        ));
+/// The lookups and the truncation of a durable table's state, which read
+/// and change the table's entries.
+impl Durable {
+    /// Whether `page`, marked unallocated, has a write since whose fate is
+    /// known to be written (or is being written): it is in use again.
+    pub(super) fn written_since_mark(&self, table: &ChecksumTable, page: PageId) -> bool {
+        let un = self.unsettled.lock();
+        let e = table.raw_entry(page);
+        if e & FREE == 0 {
+            return true;
+        }
+        un.get(e, page.0).is_some_and(|vs| {
+            vs.iter()
+                .any(|v| v.effective(&un.outcomes) != State::Unknown)
+        })
     }
-    Ok(())
-}
 
-/// Grows `entries` to `len` slots (zeroed), reporting an allocation failure
-/// instead of aborting.
-pub(super) fn grow(entries: &mut Vec<AtomicU64>, len: usize) -> std::result::Result<(), String> {
-    if entries.len() < len {
-        entries
-            .try_reserve_exact(len - entries.len())
-            .map_err(|e| e.to_string())?;
-        entries.resize_with(len, || AtomicU64::new(0));
+    /// The checksum of the newest unsettled version of `page`.
+    pub(super) fn newest(&self, table: &ChecksumTable, page: PageId) -> Option<u32> {
+        let un = self.unsettled.lock();
+        let e = table.raw_entry(page);
+        un.get(e, page.0)?.last().map(|v| v.crc)
     }
-    Ok(())
-}
 
-/// Encodes a version-2 base file of `n` entries.
-pub(super) fn encode_base(
-    page_size: usize,
-    generation: u64,
-    next_seq: u64,
-    n: usize,
-    entries: impl Iterator<Item = u64>,
-) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(28 + n * 8);
-    payload.extend_from_slice(&(page_size as u32).to_le_bytes());
-    payload.extend_from_slice(&generation.to_le_bytes());
-    payload.extend_from_slice(&next_seq.to_le_bytes());
-    payload.extend_from_slice(&(n as u64).to_le_bytes());
-    for e in entries {
-        payload.extend_from_slice(&e.to_le_bytes());
+    /// Whether `crc` is the settled checksum of `page` or one of its
+    /// unsettled versions' (looked at under the lock every change takes).
+    pub(super) fn accepts(&self, table: &ChecksumTable, page: PageId, crc: u32) -> bool {
+        let un = self.unsettled.lock();
+        let e = table.raw_entry(page);
+        (e & PRESENT != 0 && e as u32 == crc)
+            || un
+                .get(e, page.0)
+                .is_some_and(|vs| vs.iter().any(|v| v.crc == crc))
     }
-    debug_assert_eq!(payload.len(), 28 + n * 8);
-    fsutil::encode_framed(BASE_MAGIC, BASE_VERSION, &payload)
-}
 
-/// Decodes a base file of version 1 or 2 (allocating at most one entry per
-/// 8 input bytes).
-pub(super) fn decode_base(path: &Path, bytes: &[u8], page_size: usize) -> Result<Base> {
-    let (version, payload) = fsutil::decode_framed(path, bytes, BASE_MAGIC, BASE_VERSION)?;
-    let off = fsutil::FRAME_HEADER_LEN as u64;
-    let fixed = if version == 1 { 12 } else { 28 };
-    if payload.len() < fixed {
-        return Err(Error::corrupt_file(
-            path,
-            off,
-            format!("table payload shorter than {fixed} bytes"),
-        ));
+    pub(super) fn truncate(&self, table: &ChecksumTable, page_count: u64) -> Result<()> {
+        let _files = self.files.lock();
+        let seq = {
+            let mut un = self.unsettled.lock();
+            let pending_past = un.slots().iter().any(|s| s.page >= page_count);
+            if table.len() as u64 <= page_count && !pending_past {
+                return Ok(());
+            }
+            let first = u32::try_from(page_count).expect("below the table's length, so below 2^32");
+            let seq = {
+                let mut log = self.log.state.lock();
+                log.check()?;
+                log.append(LogRecord::Drop {
+                    first,
+                    last: u32::MAX,
+                })
+            };
+            {
+                let entries = table.entries.read();
+                let keep = entries.len().min(page_count as usize);
+                un.retain(&entries[..keep], |_| None);
+            }
+            table.truncate_entries(page_count);
+            seq
+        };
+        self.log.make_durable(&*self.storage, seq)
     }
-    let u64_at = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
-    let ps = u32::from_le_bytes(payload[0..4].try_into().expect("4 bytes")) as usize;
-    if ps != page_size {
-        return Err(Error::PageSizeMismatch {
-            what: format!("checksum table {}", path.display()),
-            expected: page_size,
-            actual: ps,
-        });
-    }
-    let (generation, next_seq, count_at) = if version == 1 {
-        (0, 1, 4)
-    } else {
-        (u64_at(4), u64_at(12), 20)
-    };
-    let n = u64_at(count_at);
-    if n > MAX_TABLE_PAGES {
-        return Err(Error::corrupt_file(
-            path,
-            off + count_at as u64,
-            format!("table says {n} entries, more than the {MAX_TABLE_PAGES} a table holds"),
-        ));
-    }
-    let body = &payload[fixed..];
-    if Some(body.len() as u64) != n.checked_mul(8) {
-        return Err(Error::corrupt_file(
-            path,
-            off + count_at as u64,
-            format!("table says {n} entries, payload holds {} bytes", body.len()),
-        ));
-    }
-    let entries: Vec<u64> = body
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    if let Some(bad) = entries
-        .iter()
-        .position(|&e| e != FREE && e & !(PRESENT | u64::from(u32::MAX)) != 0)
-    {
-        return Err(Error::corrupt_file(
-            path,
-            off + fixed as u64 + bad as u64 * 8,
-            "entry has unknown flag bits",
-        ));
-    }
-    if let Some(bad) = entries
-        .iter()
-        .position(|&e| e & PRESENT == 0 && e != 0 && e != FREE)
-    {
-        return Err(Error::corrupt_file(
-            path,
-            off + fixed as u64 + bad as u64 * 8,
-            "absent entry with a nonzero checksum",
-        ));
-    }
-    Ok(Base {
-        generation,
-        next_seq,
-        entries,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::base::BASE_MAGIC;
+    use super::super::MIN_PAGE_SIZE;
     use super::*;
     use proptest::prelude::*;
 

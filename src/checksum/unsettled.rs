@@ -22,7 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::table::{PRESENT, SETTLED_BITS, UNSETTLED};
+use super::entries::{PRESENT, SETTLED_BITS, UNSETTLED};
 
 const SLOT_SHIFT: u32 = 35;
 /// The most pages that can have unsettled versions at once (2²⁹).
@@ -337,7 +337,7 @@ impl Unsettled {
 
 #[cfg(test)]
 mod tests {
-    use super::super::table::FREE;
+    use super::super::entries::FREE;
     use super::*;
 
     fn version(crc: u32) -> Version {

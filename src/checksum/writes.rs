@@ -7,9 +7,10 @@
 use std::sync::atomic::Ordering;
 
 use super::durable::Durable;
+use super::entries::{FREE, PRESENT};
 use super::log::LogRecord;
 use super::page_crc;
-use super::table::{ChecksumTable, FREE, PRESENT};
+use super::table::ChecksumTable;
 use super::unsettled::{Outcome, Outcomes, State, Unsettled, Version, Versions, SLOTS_MAX};
 use crate::error::{Error, Result};
 use crate::types::PageId;

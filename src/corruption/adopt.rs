@@ -32,7 +32,7 @@
 //! An all-zero page is never sealed: a page that was lost (trimmed,
 //! zeroed) cannot be told from one the host zeroed on purpose, so adoption
 //! does not vouch for it. Whether it is unallocated is the host's
-//! [free-page answer](super::DetectorConfig::free_pages) when one is
+//! [free-page answer](super::CorruptionConfig::free_pages) when one is
 //! configured; without one, an all-zero page is unallocated unless
 //! [`AdoptOptions::zero_pages_are_damage`] says that the host has no
 //! all-zero pages in use. A host that keeps all-zero pages in use writes
@@ -169,7 +169,7 @@ pub type AdoptProgressFn = Box<dyn FnMut(&AdoptProgress) + Send>;
 /// Options of [`CorruptionDetector::adopt`].
 ///
 /// ```
-/// use selfheal::AdoptOptions;
+/// use selfheal::corruption::AdoptOptions;
 ///
 /// let opts = AdoptOptions::new()
 ///     .batch_pages(512)
@@ -329,7 +329,8 @@ impl CorruptionDetector {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use selfheal::{AdoptOptions, ChecksumPlacement, ChecksumTable, DetectorConfig, MemStore, PageId, PageStore};
+    /// use selfheal::{ChecksumPlacement, ChecksumTable, CorruptionConfig, MemStore, PageId, PageStore};
+    /// use selfheal::corruption::AdoptOptions;
     ///
     /// // A store the host wrote before it had the library.
     /// let raw = Arc::new(MemStore::new(4096, 8)?);
@@ -337,7 +338,7 @@ impl CorruptionDetector {
     ///     raw.write_page(PageId(p), &[p as u8 + 1; 4096])?;
     /// }                                                      // pages 6 and 7 stay zero (free)
     /// let table = Arc::new(ChecksumTable::new(4096)?);
-    /// let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table)).build(raw)?;
+    /// let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table)).build(raw)?;
     ///
     /// let report = det.adopt(AdoptOptions::new())?;
     /// assert_eq!((report.sealed, report.unallocated), (6, 2));

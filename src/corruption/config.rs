@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::free::PageBits;
+use super::free_map::PageBits;
 use super::lsn;
 use super::registry::SuspectRegistry;
 use super::{CorruptionDetector, Counters, FreePageFn, LOCK_STRIPES};
@@ -20,16 +20,16 @@ use crate::types::{FailureSink, Lsn, PageId, DEFAULT_FAILURE_CAPACITY};
 pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 
 /// Answers the LSN a page must carry at least, from the host's own records
-/// (its WAL, its page map): see [`DetectorConfig::expected_page_lsn`].
+/// (its WAL, its page map): see [`CorruptionConfig::expected_page_lsn`].
 pub type ExpectedLsnFn = Arc<dyn Fn(PageId) -> Option<Lsn> + Send + Sync>;
 
 /// Told of every page write the detector issues to its store, whoever asked
-/// for it: see [`DetectorConfig::on_write`].
+/// for it: see [`CorruptionConfig::on_write`].
 pub type WriteObserverFn = Arc<dyn Fn(PageId) + Send + Sync>;
 
 /// Configuration of a [`CorruptionDetector`].
 #[must_use]
-pub struct DetectorConfig {
+pub struct CorruptionConfig {
     placement: ChecksumPlacement,
     suspect_capacity: usize,
     failures: Option<FailureSink>,
@@ -40,9 +40,9 @@ pub struct DetectorConfig {
     on_write: Option<WriteObserverFn>,
 }
 
-impl fmt::Debug for DetectorConfig {
+impl fmt::Debug for CorruptionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DetectorConfig")
+        f.debug_struct("CorruptionConfig")
             .field("placement", &self.placement)
             .field("suspect_capacity", &self.suspect_capacity)
             .field("page_lsn", &self.page_lsn.is_some())
@@ -52,14 +52,14 @@ impl fmt::Debug for DetectorConfig {
     }
 }
 
-impl DetectorConfig {
+impl CorruptionConfig {
     /// Defaults: checksums in a trailer, 65 536 suspect pages, a failure bus
     /// of its own, the system clock, no page-LSN reader, no
     /// free-page answer (every page is in use unless
     /// [`forget`](CorruptionDetector::forget) says otherwise), no write
     /// observer.
     pub fn new(placement: ChecksumPlacement) -> Self {
-        DetectorConfig {
+        CorruptionConfig {
             placement,
             suspect_capacity: 65_536,
             failures: None,

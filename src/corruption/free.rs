@@ -9,7 +9,7 @@
 //!
 //! # How a host says which pages are free
 //!
-//! * A callback, [`DetectorConfig::free_pages`](super::DetectorConfig::free_pages):
+//! * A callback, [`CorruptionConfig::free_pages`](super::CorruptionConfig::free_pages):
 //!   the host answers from its own metadata, so the answer survives a
 //!   restart with no state in the library. It is asked only when a page
 //!   fails verification (never on the path of a page that verifies), with no
@@ -60,84 +60,12 @@
 //! callback's rule above), and a free page called in use raises the alarm
 //! it always did.
 
-use std::sync::Arc;
-
-use parking_lot::RwLock;
-
 use super::CorruptionDetector;
 use crate::checksum::ChecksumPlacement;
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
-/// The host's answer to "is `page` unallocated now?" (see the
-/// [module docs](self)).
-pub type FreePageFn = Arc<dyn Fn(PageId) -> bool + Send + Sync>;
-
-/// One bit per page, growing on demand and bounded by the store's page count.
-#[derive(Debug, Default)]
-pub(crate) struct PageBits {
-    words: RwLock<Vec<u64>>,
-}
-
-impl PageBits {
-    pub(crate) fn get(&self, page: PageId) -> bool {
-        let words = self.words.read();
-        usize::try_from(page.0 / 64)
-            .ok()
-            .and_then(|i| words.get(i))
-            .is_some_and(|w| w & (1 << (page.0 % 64)) != 0)
-    }
-
-    /// Sets the bit of `page`; the caller has checked that the page exists.
-    pub(crate) fn set(&self, page: PageId) -> Result<()> {
-        let idx = usize::try_from(page.0 / 64).map_err(|_| Error::InvalidArgument {
-            what: "page",
-            reason: format!("page {page} does not fit in memory"),
-        })?;
-        let mut words = self.words.write();
-        if words.len() <= idx {
-            let more = idx + 1 - words.len();
-            words
-                .try_reserve(more)
-                .map_err(|e| Error::InvalidArgument {
-                    what: "page",
-                    reason: format!("cannot grow the unallocated-page set to page {page}: {e}"),
-                })?;
-            words.resize(idx + 1, 0);
-        }
-        words[idx] |= 1 << (page.0 % 64);
-        Ok(())
-    }
-
-    pub(crate) fn clear(&self, page: PageId) {
-        // Most writes are to pages that were never forgotten: look first.
-        if !self.get(page) {
-            return;
-        }
-        let mut words = self.words.write();
-        if let Some(w) = usize::try_from(page.0 / 64)
-            .ok()
-            .and_then(|i| words.get_mut(i))
-        {
-            *w &= !(1 << (page.0 % 64));
-        }
-    }
-
-    /// Clears every bit at and past `page_count`.
-    pub(crate) fn truncate(&self, page_count: u64) {
-        let mut words = self.words.write();
-        let keep = usize::try_from(page_count.div_ceil(64)).unwrap_or(usize::MAX);
-        if keep < words.len() {
-            words.truncate(keep);
-            words.shrink_to_fit();
-        }
-        if !page_count.is_multiple_of(64) {
-            if let Some(last) = words.get_mut(keep.saturating_sub(1)) {
-                *last &= (1u64 << (page_count % 64)) - 1;
-            }
-        }
-    }
-}
+pub use super::free_map::FreePageFn;
 
 impl CorruptionDetector {
     /// Whether `page` is marked unallocated with [`forget`](Self::forget)
@@ -151,7 +79,7 @@ impl CorruptionDetector {
 
     /// Whether the host says `page` is unallocated: marked with
     /// [`forget`](Self::forget), or so answered by the
-    /// [free-page callback](super::DetectorConfig::free_pages). Asks the
+    /// [free-page callback](super::CorruptionConfig::free_pages). Asks the
     /// callback, so it is called with no page lock held.
     #[must_use]
     pub fn is_unallocated(&self, page: PageId) -> bool {
@@ -187,30 +115,5 @@ impl CorruptionDetector {
         // A freed page has no last write: its next contents start afresh.
         self.written_lsn.clear(page);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// `PageBits` agrees with a set: set, clear and truncate.
-        #[test]
-        fn page_bits_match_a_set(ops in proptest::collection::vec((0u8..3, 0u64..300), 0..200)) {
-            let bits = PageBits::default();
-            let mut model = std::collections::BTreeSet::new();
-            for (op, page) in ops {
-                match op {
-                    0 => { bits.set(PageId(page)).unwrap(); model.insert(page); }
-                    1 => { bits.clear(PageId(page)); model.remove(&page); }
-                    _ => { bits.truncate(page); model.retain(|p| *p < page); }
-                }
-                for p in 0..300 {
-                    prop_assert_eq!(bits.get(PageId(p)), model.contains(&p), "page {}", p);
-                }
-            }
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! The lost-write check: which LSN a page must carry, exactly or at least.
 //!
-//! With a [page-LSN reader](super::DetectorConfig::page_lsn) the detector
+//! With a [page-LSN reader](super::CorruptionConfig::page_lsn) the detector
 //! refuses bytes older than what the page should hold
 //! ([`Error::StalePage`](crate::Error::StalePage)). The rule is: **a page is
 //! not older than the last write through the detector**. That write defines
@@ -22,7 +22,7 @@
 //!
 //! Memory is empty after a restart. For a page not written in this process
 //! the detector asks the host's
-//! [expected-LSN hook](super::DetectorConfig::expected_page_lsn), which
+//! [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
 //! answers a *floor* from the host's durable records, and remembers the
 //! answer — unless a write got there first: after a write in this process,
 //! memory has the truth and the hook is not asked. A page the host
@@ -56,7 +56,7 @@ use crate::types::{Lsn, PageId};
 
 /// What the detector knows about the page LSN a page must carry (see the
 /// [module docs](self)). Without a
-/// [page-LSN reader](super::DetectorConfig::page_lsn) it is always
+/// [page-LSN reader](super::CorruptionConfig::page_lsn) it is always
 /// [`Nothing`](Self::Nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LsnExpectation {
@@ -67,7 +67,7 @@ pub enum LsnExpectation {
     Exact(Lsn),
     /// Nothing was written to the page through the detector in this process
     /// (a restart, or the page was [forgotten](super::CorruptionDetector::forget));
-    /// the host's [expected-LSN hook](super::DetectorConfig::expected_page_lsn)
+    /// the host's [expected-LSN hook](super::CorruptionConfig::expected_page_lsn)
     /// answered this floor. Bytes with an older LSN are stale; a newer LSN
     /// may be the truth.
     AtLeast(Lsn),
@@ -182,12 +182,12 @@ impl CorruptionDetector {
     }
 
     /// The LSN `page` must carry at least, when a
-    /// [page-LSN reader](super::DetectorConfig::page_lsn) is configured: the
+    /// [page-LSN reader](super::CorruptionConfig::page_lsn) is configured: the
     /// LSN of the last contents written to it through the detector in this
     /// process (`None` when they carried none), or, when nothing was written
     /// to it in this process (after a restart, or after
     /// [`forget`](Self::forget)), the host's floor from the
-    /// [expected-LSN hook](super::DetectorConfig::expected_page_lsn), which
+    /// [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
     /// is then remembered until the next write. This is what verification
     /// checks; [`lsn_expectation`](Self::lsn_expectation) tells which of the
     /// two it is. See the [`lsn`](self) module for the rule.

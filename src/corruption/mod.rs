@@ -9,12 +9,12 @@
 //! bypasses the detector is invisible to it: its checksum goes stale and the
 //! next verification reports the page. A host that needs to know of every
 //! page write — its own and the library's — gives the detector a
-//! [write observer](DetectorConfig::on_write) (incremental snapshots that
+//! [write observer](CorruptionConfig::on_write) (incremental snapshots that
 //! rely on dirty-page notices need one).
 //!
 //! # What a write promises
 //!
-//! With a [page-LSN reader](DetectorConfig::page_lsn), a page must not be
+//! With a [page-LSN reader](CorruptionConfig::page_lsn), a page must not be
 //! older than the last write through the detector, whatever LSN that write
 //! carried (see the [`lsn`] module). Nothing the library writes is sealed
 //! without having been verified: rollback reads verified, repair writes only
@@ -29,7 +29,7 @@
 //! [`adopt`] module): it seals what is on disk, after the host's own
 //! integrity check. Pages the host's metadata calls unallocated (a free
 //! list) are not damage: a host names them with
-//! [`DetectorConfig::free_pages`] or [`CorruptionDetector::forget`], and
+//! [`CorruptionConfig::free_pages`] or [`CorruptionDetector::forget`], and
 //! scrubs skip them (see the [`free`] module for the whole contract).
 //!
 //! # Resizing
@@ -54,6 +54,7 @@
 
 pub mod adopt;
 pub mod free;
+mod free_map;
 pub mod lsn;
 pub mod registry;
 
@@ -69,10 +70,10 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
-use free::PageBits;
+use free_map::PageBits;
 
 pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
-pub use free::FreePageFn;
+pub use free_map::FreePageFn;
 pub use lsn::LsnExpectation;
 pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
 
@@ -83,7 +84,7 @@ mod ticket;
 mod verify;
 mod write;
 
-pub use config::{DetectorConfig, ExpectedLsnFn, PageLsnFn, WriteObserverFn};
+pub use config::{CorruptionConfig, ExpectedLsnFn, PageLsnFn, WriteObserverFn};
 pub use ticket::{Commit, CommitResult, RepairTicket};
 
 const LOCK_STRIPES: usize = 256;
@@ -148,10 +149,10 @@ pub enum Verdict {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use selfheal::{ChecksumPlacement, CorruptionDetector, DetectorConfig, MemStore, PageId, PageStore};
+/// use selfheal::{ChecksumPlacement, CorruptionDetector, CorruptionConfig, MemStore, PageId, PageStore};
 ///
 /// let raw = Arc::new(MemStore::new(4096, 8)?);
-/// let det = DetectorConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?;
+/// let det = CorruptionConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?;
 /// let mut page = vec![7u8; 4096];
 /// det.write_sealed(PageId(2), &mut page)?;       // trailer written into the last 16 bytes
 ///
@@ -285,7 +286,7 @@ impl CorruptionDetector {
         self.page_lsn.as_ref().and_then(|f| f(bytes))
     }
 
-    /// Whether a [page-LSN reader](DetectorConfig::page_lsn) is configured,
+    /// Whether a [page-LSN reader](CorruptionConfig::page_lsn) is configured,
     /// so that [`page_lsn_of`](Self::page_lsn_of) can tell which of two
     /// copies of a page is newer.
     #[must_use]

@@ -7,7 +7,7 @@ use crate::testing::{Damage, FaultyStore, ReadFault};
 
 fn setup(placement: ChecksumPlacement) -> (Arc<FaultyStore>, CorruptionDetector) {
     let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
-    let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+    let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
     for p in 0..8 {
         let mut b = vec![p as u8 + 1; 256];
         det.write_sealed(PageId(p), &mut b).unwrap();
@@ -77,7 +77,7 @@ fn lost_write_found_with_page_lsn() {
     let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 4).unwrap())));
     let lsn: PageLsnFn =
         Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .page_lsn(lsn)
         .build(raw.clone())
         .unwrap();
@@ -204,7 +204,7 @@ fn a_dropped_ticket_gives_the_page_back_to_suspect() {
 #[test]
 fn a_ticket_of_another_detector_is_refused() {
     let (raw, det) = setup(ChecksumPlacement::Trailer);
-    let other = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let other = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(raw.clone())
         .unwrap();
     raw.damage(PageId(1), Damage::Zero).unwrap();
@@ -282,7 +282,7 @@ fn batch_commit_syncs_once_and_a_failed_sync_repairs_nothing() {
 fn batch_commit_rereads_runs_across_stripes_and_falls_back_per_page() {
     for placement in placements() {
         let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 300).unwrap())));
-        let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
         // 240..290 wraps around the stripes (page 256 shares page 0's)
         // and is longer than one re-read run; 295 stands alone.
         let pages: Vec<u64> = (240..290).chain([295]).collect();
@@ -323,7 +323,7 @@ fn expected_lsn_hook_finds_a_lost_write_after_a_restart() {
         let lsn: PageLsnFn =
             Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))));
         let build = |hook: Option<ExpectedLsnFn>| {
-            let mut cfg = DetectorConfig::new(placement.clone()).page_lsn(lsn.clone());
+            let mut cfg = CorruptionConfig::new(placement.clone()).page_lsn(lsn.clone());
             if let Some(h) = hook {
                 cfg = cfg.expected_page_lsn(h);
             }
@@ -381,7 +381,7 @@ fn expected_lsn_hook_needs_a_page_lsn_reader() {
     let raw = Arc::new(MemStore::new(256, 2).unwrap());
     let hook: ExpectedLsnFn = Arc::new(|_| Some(Lsn(1)));
     assert!(matches!(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .expected_page_lsn(hook)
             .build(raw),
         Err(Error::InvalidConfig {
@@ -409,7 +409,7 @@ fn with_lsn(lsn: u64, fill: u8) -> Vec<u8> {
 fn the_last_write_defines_the_expected_lsn_whatever_its_lsn() {
     for placement in placements() {
         let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 8).unwrap())));
-        let det = DetectorConfig::new(placement.clone())
+        let det = CorruptionConfig::new(placement.clone())
             .page_lsn(lsn_in_head())
             .build(raw.clone())
             .unwrap();
@@ -486,7 +486,7 @@ fn adoption_leaves_the_expected_lsn_and_a_stale_adopted_page_is_refused() {
         old[256 - crate::checksum::TRAILER_LEN..].fill(0);
         raw.write_page(PageId(1), &old).unwrap();
         let hook: ExpectedLsnFn = Arc::new(|p| (p == PageId(1)).then_some(Lsn(4)));
-        let det = DetectorConfig::new(placement)
+        let det = CorruptionConfig::new(placement)
             .page_lsn(lsn_in_head())
             .expected_page_lsn(hook)
             .build(raw.clone())
@@ -530,7 +530,7 @@ fn a_failure_callback_may_use_the_stripe_of_the_page_it_reports() {
             })
         };
         let det = Arc::new(
-            DetectorConfig::new(placement)
+            CorruptionConfig::new(placement)
                 .failure_sink(FailureSink::new(64).with_callback(callback))
                 .build(raw.clone())
                 .unwrap(),
@@ -564,7 +564,7 @@ fn the_write_observer_hears_every_writer() {
             let heard = heard.clone();
             Arc::new(move |p: PageId| heard.lock().push(p.0))
         };
-        let det = DetectorConfig::new(placement)
+        let det = CorruptionConfig::new(placement)
             .on_write(observer)
             .build(raw.clone())
             .unwrap();
@@ -764,7 +764,7 @@ fn too_many_unsettled_writes_make_the_detector_sync() {
             .unwrap(),
     );
     let raw = Arc::new(crate::testing::CrashStore::new(256, 8).unwrap());
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
         .build(raw.clone())
         .unwrap();
     for round in 0..6u8 {
@@ -789,7 +789,7 @@ fn a_durable_table_forgets_dropped_pages_durably() {
     let files = Arc::new(crate::testing::CrashFiles::new());
     let table = durable(&files);
     let raw = Arc::new(MemStore::new(256, 8).unwrap());
-    let det = DetectorConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
         .build(raw.clone())
         .unwrap();
     for p in 0..8 {
@@ -807,7 +807,7 @@ fn a_durable_table_forgets_dropped_pages_durably() {
 fn bad_config_and_input() {
     let raw = Arc::new(MemStore::new(256, 2).unwrap());
     assert!(matches!(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .suspect_capacity(0)
             .build(raw.clone()),
         Err(Error::InvalidConfig {
@@ -817,10 +817,10 @@ fn bad_config_and_input() {
     ));
     let t = Arc::new(ChecksumTable::new(512).unwrap());
     assert!(matches!(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(t)).build(raw.clone()),
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(t)).build(raw.clone()),
         Err(Error::PageSizeMismatch { .. })
     ));
-    let det = DetectorConfig::new(ChecksumPlacement::Trailer)
+    let det = CorruptionConfig::new(ChecksumPlacement::Trailer)
         .build(raw)
         .unwrap();
     let mut short = vec![0u8; 100];
@@ -847,7 +847,7 @@ fn the_expectation_tells_the_last_write_from_the_hosts_floor() {
                 (p != PageId(3)).then_some(Lsn(4))
             })
         };
-        let det = DetectorConfig::new(placement.clone())
+        let det = CorruptionConfig::new(placement.clone())
             .page_lsn(lsn_in_head())
             .expected_page_lsn(hook)
             .build(raw.clone())
@@ -902,7 +902,7 @@ fn the_expectation_tells_the_last_write_from_the_hosts_floor() {
             LsnExpectation::AtLeast(Lsn(4))
         );
         // Without a page-LSN reader nothing is ever expected.
-        let plain = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+        let plain = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
         plain.write_sealed(PageId(1), &mut with_lsn(9, 5)).unwrap();
         assert_eq!(plain.lsn_expectation(PageId(1)), LsnExpectation::Nothing);
     }

@@ -221,7 +221,7 @@ impl CorruptionDetector {
         }
     }
 
-    /// Tells the [write observer](DetectorConfig::on_write) of page writes
+    /// Tells the [write observer](CorruptionConfig::on_write) of page writes
     /// that were issued. Called with no lock of the detector held.
     pub(super) fn notify_written(&self, pages: impl IntoIterator<Item = PageId>) {
         if let Some(f) = &self.on_write {

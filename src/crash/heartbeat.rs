@@ -174,7 +174,7 @@ impl HeartbeatHandle {
 }
 
 /// Configuration of component liveness (used by [`HeartbeatMonitor`] and
-/// [`CrashDetectorConfig`](super::CrashDetectorConfig)).
+/// [`CrashConfig`](super::CrashConfig)).
 ///
 /// The defaults suit components that beat at least every few hundred
 /// milliseconds: a 100 ms tick, phi threshold 8 (Akka's and Cassandra's), a

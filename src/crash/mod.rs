@@ -7,7 +7,7 @@
 //!   once per tick) and reads no clock.
 //! - The watchdog thread `selfheal-watchdog` ticks the pure
 //!   [`HeartbeatMonitor`] state machine (phi accrual next to a plain timeout;
-//!   see [`heartbeat`] and [`phi`]), samples watched processes
+//!   see [`heartbeat`]), samples watched processes
 //!   ([`process`]) and refreshes the [`RunMarker`]'s last-seen time.
 //! - Every state change is delivered once: to the callback, on the event
 //!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
@@ -17,17 +17,21 @@
 //!
 //! # Threads and shutdown
 //!
-//! One thread, selecting over a bounded command channel and a ticker.
-//! [`CrashDetector::stop`] sends a command with a reply channel, the
-//! thread records a clean shutdown in the run marker (if it has one) and
-//! exits, and the caller joins it. Dropping the detector stops and joins the
-//! thread too but does **not** record a clean shutdown, so that a drop while
-//! the host unwinds from a panic is reported as a crash at the next start.
-//! A panic on the watchdog thread (for example in the host's callback) stops
-//! the detector: later calls return [`Error::Stopped`] with the panic message.
+//! One thread on the crate's worker lifecycle, started by
+//! [`CrashConfig::build`] (a crash detector exists to watch, so it is
+//! running once built). [`CrashDetector::stop`] asks the thread to record a
+//! clean stop in the run marker (if it has one) and waits for it at most a
+//! fixed bound (10 s); a thread that does not end in time is left detached
+//! and the error says so. Dropping the detector stops the thread too but does
+//! **not** record a clean stop, so that a drop while the host unwinds from a
+//! panic is reported as a crash at the next start. A panic on the watchdog
+//! thread (for example in the host's callback) stops the detector: it is
+//! reported as [`FailureKind::WorkerDied`] on
+//! the failure sink, and later calls return [`Error::Stopped`] with the panic
+//! message.
 
 pub mod heartbeat;
-pub mod phi;
+mod phi;
 pub mod process;
 pub mod run_marker;
 
@@ -92,7 +96,7 @@ pub type CrashCallback = Arc<dyn Fn(&CrashEvent) + Send + Sync>;
 
 /// Configuration of a [`CrashDetector`].
 #[must_use]
-pub struct CrashDetectorConfig {
+pub struct CrashConfig {
     heartbeat: HeartbeatConfig,
     process_interval: Duration,
     max_processes: usize,
@@ -104,9 +108,9 @@ pub struct CrashDetectorConfig {
     run_marker: Option<RunMarker>,
 }
 
-impl fmt::Debug for CrashDetectorConfig {
+impl fmt::Debug for CrashConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CrashDetectorConfig")
+        f.debug_struct("CrashConfig")
             .field("heartbeat", &self.heartbeat)
             .field("process_interval", &self.process_interval)
             .field("max_processes", &self.max_processes)
@@ -117,18 +121,18 @@ impl fmt::Debug for CrashDetectorConfig {
     }
 }
 
-impl Default for CrashDetectorConfig {
+impl Default for CrashConfig {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl CrashDetectorConfig {
+impl CrashConfig {
     /// Defaults: [`HeartbeatConfig::default`], processes sampled every 1 s (at
     /// most 256), marker refreshed every 1 s, 1 024 unread events, a failure
     /// bus of its own, the system clock, no callback, no run marker.
     pub fn new() -> Self {
-        CrashDetectorConfig {
+        CrashConfig {
             heartbeat: HeartbeatConfig::default(),
             process_interval: Duration::from_secs(1),
             max_processes: 256,
@@ -335,7 +339,9 @@ impl Job for Watchdog {
         self.marker.take().map_or(Ok(()), RunMarker::stop)
     }
 
-    /// Straight to the channel: the host's event callback may be what panicked.
+    /// Queued on the bus before the sink's callback runs: if that callback (or
+    /// the host's event callback) is what panicked and panics again, the
+    /// worker catches it and the report stays queued.
     fn died(&mut self, reason: &str) {
         self.sink.send(Failure::new(
             Source::CrashDetector,
@@ -416,11 +422,11 @@ pub struct CrashStats {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use selfheal::crash::{ComponentState, CrashDetectorConfig, CrashEvent, HeartbeatConfig};
+/// use selfheal::crash::{ComponentState, CrashConfig, CrashEvent, HeartbeatConfig};
 /// use selfheal::{Clock, FailureKind, ManualClock};
 ///
 /// let clock = ManualClock::new();
-/// let detector = CrashDetectorConfig::new()
+/// let detector = CrashConfig::new()
 ///     .clock(Arc::new(clock.clone()))
 ///     .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
 ///     .build()?;
@@ -575,9 +581,9 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn manual() -> (ManualClock, CrashDetectorConfig) {
+    fn manual() -> (ManualClock, CrashConfig) {
         let clock = ManualClock::new();
-        let cfg = CrashDetectorConfig::new()
+        let cfg = CrashConfig::new()
             .clock(Arc::new(clock.clone()))
             // A real-time tick far beyond the test so only check_now ticks.
             .heartbeat(
@@ -592,20 +598,17 @@ mod tests {
     fn bad_config_is_typed() {
         for (cfg, field) in [
             (
-                CrashDetectorConfig::new().process_interval(Duration::ZERO),
+                CrashConfig::new().process_interval(Duration::ZERO),
                 "process_interval",
             ),
             (
-                CrashDetectorConfig::new().marker_refresh_interval(Duration::ZERO),
+                CrashConfig::new().marker_refresh_interval(Duration::ZERO),
                 "marker_refresh_interval",
             ),
+            (CrashConfig::new().event_capacity(0), "event_capacity"),
+            (CrashConfig::new().max_processes(0), "max_processes"),
             (
-                CrashDetectorConfig::new().event_capacity(0),
-                "event_capacity",
-            ),
-            (CrashDetectorConfig::new().max_processes(0), "max_processes"),
-            (
-                CrashDetectorConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
+                CrashConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
                 "window",
             ),
         ] {
@@ -707,7 +710,7 @@ mod tests {
         clock.advance(Duration::from_secs(3));
         let open = |sink: &FailureSink| {
             let (m, _) = RunMarker::open(dir.path()).unwrap();
-            CrashDetectorConfig::new()
+            CrashConfig::new()
                 .clock(Arc::new(clock.clone()))
                 .failure_sink(sink.clone())
                 .run_marker(m)

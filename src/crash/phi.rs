@@ -85,6 +85,7 @@ impl ArrivalWindow {
     }
 
     /// Whether the window holds no interval yet.
+    #[cfg(test)]
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.intervals_ns.is_empty()

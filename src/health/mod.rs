@@ -9,7 +9,7 @@
 //!   ([`score`]);
 //! - keeps each metric in a band (healthy / degraded / critical) with
 //!   hysteresis, so that a value hovering at a threshold does not flap;
-//! - keeps a bounded [history](history::HistoryRing) of rounds;
+//! - keeps a bounded history of rounds;
 //! - fits a least-squares line to each metric over a window and predicts when
 //!   it will cross its critical threshold, reporting a
 //!   [`PredictedFailure`](crate::FailureKind::PredictedFailure) only for a
@@ -34,7 +34,7 @@
 //!   band and episodes; nothing is inferred from a missing value.
 //! - Nothing is written to disk.
 
-pub mod history;
+mod history;
 mod model;
 pub mod predict;
 pub mod probe;
@@ -432,6 +432,7 @@ impl HealthConfig {
                 samples: AtomicU64::new(0),
                 probe_errors: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
+                round: Mutex::new(()),
             }),
             interval: self.sample_interval,
             worker: Mutex::new(None),
@@ -469,6 +470,11 @@ struct Shared {
     samples: AtomicU64,
     probe_errors: AtomicU64,
     stopped: AtomicBool,
+    /// Held while a round asks its probes, so that a round asked for by
+    /// [`HealthMonitor::sample_now`] never finds a probe busy with the
+    /// sampler's round (and calls a healthy probe failing). Not held while
+    /// reports go out: a failure callback may sample.
+    round: Mutex<()>,
 }
 
 impl Shared {
@@ -532,7 +538,10 @@ impl Shared {
 
     /// Reads every probe, feeds the model at the clock's time, reports.
     fn sample_once(&self) -> Result<SampleOutcome> {
-        let values = self.read_probes();
+        let values = {
+            let _round = self.round.lock();
+            self.read_probes()
+        };
         let outcome = {
             let mut model = self.model.lock();
             // Read under the lock so that concurrent samplers stay in order.
@@ -577,7 +586,9 @@ impl Job for Sampler {
         match command {}
     }
 
-    /// Straight to the channel: the host's callback may be what panicked.
+    /// Queued on the bus before the sink's callback runs: if that callback is
+    /// what panicked and panics again, the worker catches it and the report
+    /// stays queued.
     fn died(&mut self, reason: &str) {
         self.shared.sink.send(Failure::new(
             Source::HealthMonitor,
@@ -597,7 +608,8 @@ impl Job for Sampler {
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::time::Duration;
-/// use selfheal::{Band, FailureKind, HealthConfig, ManualClock, Thresholds};
+/// use selfheal::{FailureKind, HealthConfig, ManualClock};
+/// use selfheal::health::{Band, Thresholds};
 ///
 /// // A host metric: replication lag in seconds, scripted here.
 /// let lag = Arc::new(AtomicU64::new(1));
@@ -857,6 +869,27 @@ mod tests {
         monitor.stop().unwrap();
         assert!(matches!(monitor.sample_now(), Err(Error::Stopped { .. })));
         assert!(matches!(monitor.start(), Err(Error::Stopped { .. })));
+    }
+
+    #[test]
+    fn a_round_asked_for_while_the_sampler_runs_never_finds_a_healthy_probe_busy() {
+        let monitor = HealthConfig::new()
+            .probe_fn("slow", Thresholds::percent(80.0, 90.0), || {
+                std::thread::sleep(Duration::from_millis(3));
+                Ok(1.0)
+            })
+            .sample_interval(Duration::from_millis(1))
+            .probe_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        monitor.start().unwrap();
+        for _ in 0..40 {
+            let out = monitor.sample_now().unwrap();
+            assert_eq!(out.metrics[0].value, Some(1.0));
+        }
+        monitor.stop().unwrap();
+        assert_eq!(monitor.stats().probe_errors, 0);
+        assert_eq!(monitor.failures().try_iter().count(), 0);
     }
 
     fn one_probe_monitor() -> HealthMonitor {

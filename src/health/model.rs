@@ -109,7 +109,8 @@ struct MetricState {
 /// prediction and anomaly flags, driven by [`sample`](Self::sample).
 ///
 /// ```
-/// use selfheal::{Band, HealthConfig, Thresholds};
+/// use selfheal::HealthConfig;
+/// use selfheal::health::{Band, Thresholds};
 ///
 /// let mut model = HealthConfig::new()
 ///     .metric("disk", Thresholds::percent(80.0, 90.0))

@@ -137,6 +137,7 @@ impl TrendRule {
     }
 
     /// [`eta`](Self::eta) limited to the horizon.
+    #[cfg(test)]
     #[must_use]
     pub fn predicts(&self, fit: &Fit, critical: f64) -> Option<Duration> {
         self.eta(fit, critical).filter(|eta| *eta <= self.horizon)

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// A named metric the library can sample.
 ///
 /// The value's unit is the probe's own (percent, seconds, connections) and
-/// the [`Thresholds`](crate::Thresholds) it is registered with are in the
+/// the [`Thresholds`](crate::health::Thresholds) it is registered with are in the
 /// same unit; higher must mean worse.
 ///
 /// # Contract

@@ -63,7 +63,7 @@ impl fmt::Display for Band {
 /// metric's own unit (percent, seconds, connections, ...).
 ///
 /// ```
-/// use selfheal::Thresholds;
+/// use selfheal::health::Thresholds;
 /// // Memory use in percent: degraded at 85 %, critical at 95 %, 2-point margin.
 /// let t = Thresholds::percent(85.0, 95.0).margin(2.0).weight(2.0);
 /// assert_eq!(t.score(0.0), 100.0);

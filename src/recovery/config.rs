@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::checksum::ChecksumPlacement;
 use crate::clock::{Clock, SystemClock};
-use crate::corruption::DetectorConfig;
-use crate::crash::CrashDetectorConfig;
+use crate::corruption::CorruptionConfig;
+use crate::crash::CrashConfig;
 use crate::error::{Error, Result};
 use crate::healer::{default_rto, HealerConfig, Problem};
 use crate::health::HealthConfig;
@@ -73,7 +73,7 @@ pub(super) struct Periodic {
 pub struct RecoveryConfig {
     pub(super) store: Arc<dyn PageStore>,
     pub(super) dir: PathBuf,
-    pub(super) detector: DetectorConfig,
+    pub(super) detector: CorruptionConfig,
     pub(super) repair: RepairConfig,
     pub(super) replicas: Vec<Arc<dyn Replica>>,
     pub(super) fallbacks: Vec<Arc<dyn PageSource>>,
@@ -83,7 +83,7 @@ pub struct RecoveryConfig {
     pub(super) health: Option<HealthConfig>,
     pub(super) snapshots: Option<SnapshotConfig>,
     pub(super) periodic: Option<Periodic>,
-    pub(super) crash: CrashDetectorConfig,
+    pub(super) crash: CrashConfig,
     pub(super) healer: HealerConfig,
     pub(super) mode: Mode,
     pub(super) approval: Option<ApprovalCallback>,
@@ -133,7 +133,7 @@ impl RecoveryConfig {
         let dir = dir.into();
         RecoveryConfig {
             store,
-            detector: DetectorConfig::new(ChecksumPlacement::Trailer),
+            detector: CorruptionConfig::new(ChecksumPlacement::Trailer),
             repair: RepairConfig::new(),
             replicas: Vec::new(),
             fallbacks: Vec::new(),
@@ -143,7 +143,7 @@ impl RecoveryConfig {
             health: None,
             snapshots: None,
             periodic: None,
-            crash: CrashDetectorConfig::new(),
+            crash: CrashConfig::new(),
             healer: HealerConfig::new(),
             mode: Mode::Automatic,
             approval: None,
@@ -170,15 +170,15 @@ impl RecoveryConfig {
     }
 
     /// Where page checksums live (default: a trailer in each page). Same as
-    /// `detector(DetectorConfig::new(placement))`.
+    /// `detector(CorruptionConfig::new(placement))`.
     pub fn placement(mut self, placement: ChecksumPlacement) -> Self {
-        self.detector = DetectorConfig::new(placement);
+        self.detector = CorruptionConfig::new(placement);
         self
     }
 
     /// The corruption detector's configuration (default: trailer
     /// placement, no LSN or free-page callbacks).
-    pub fn detector(mut self, config: DetectorConfig) -> Self {
+    pub fn detector(mut self, config: CorruptionConfig) -> Self {
         self.detector = config;
         self
     }
@@ -254,8 +254,8 @@ impl RecoveryConfig {
     }
 
     /// The crash detector's configuration (heartbeat timeouts, process
-    /// checks; default [`CrashDetectorConfig::new`]).
-    pub fn crash(mut self, config: CrashDetectorConfig) -> Self {
+    /// checks; default [`CrashConfig::new`]).
+    pub fn crash(mut self, config: CrashConfig) -> Self {
         self.crash = config;
         self
     }

@@ -91,7 +91,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::audit::{AuditConfig, AuditLog};
 use crate::checksum::ChecksumPlacement;
 use crate::clock::Clock;
-use crate::corruption::DetectorConfig;
+use crate::corruption::CorruptionConfig;
 use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::crash::{CrashDetector, RunMarker, RunVerdict};
 use crate::error::{Error, Result};
@@ -229,7 +229,7 @@ impl AutoRecoveryManager {
         let detector = Arc::new(
             std::mem::replace(
                 &mut cfg.detector,
-                DetectorConfig::new(ChecksumPlacement::Trailer),
+                CorruptionConfig::new(ChecksumPlacement::Trailer),
             )
             .failure_sink(sink.clone())
             .clock(clock.clone())

@@ -189,11 +189,19 @@ impl AntiEntropy<'_> {
         if local == remote {
             return Ok(());
         }
-        let remote_ok = det.verify(page, &remote).is_ok();
-        if remote_ok {
-            self.entry.stats.verified.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        let verified = det.verify(page, &remote);
+        let remote_ok = verified.is_ok();
+        match verified {
+            Ok(()) => {
+                self.entry.stats.verified.fetch_add(1, Ordering::Relaxed);
+                self.entry.failing.served();
+            }
+            Err(e) => {
+                self.entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let needed = det.lsn_expectation(page).floor();
+                self.repairer
+                    .copy_rejected(self.entry, page, &remote, &e, needed);
+            }
         }
         if det.verify(page, &local).is_ok() {
             let local_lsn = det.page_lsn_of(&local);

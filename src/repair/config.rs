@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
 use crate::error::{Error, Result};
 use crate::host::HostActions;
+use crate::types::FailureSink;
 
 /// Most pages one batch of [`DataRepairer::repair_all`] holds.
 pub const MAX_BATCH_PAGES: usize = 4096;
@@ -27,7 +28,7 @@ pub const MAX_REPLICA_COOLOFF: Duration = Duration::from_secs(86_400);
 ///
 /// The repairer's promise that a verified copy with a newer page LSN wins
 /// over any number of older ones needs a
-/// [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+/// [page-LSN reader](crate::corruption::CorruptionConfig::page_lsn) on the
 /// detector: only then can copies be told apart by age, and fetching goes on
 /// while a replica not yet asked could hold a newer copy. Without one,
 /// verified copies vote (see [`max_replicas_per_repair`](Self::max_replicas_per_repair)).
@@ -41,6 +42,8 @@ pub struct RepairConfig {
     replica_read_timeout: Duration,
     replica_cooloff: Duration,
     batch_pages: usize,
+    failing_after: u32,
+    sink: Option<FailureSink>,
 }
 
 impl fmt::Debug for RepairConfig {
@@ -53,6 +56,7 @@ impl fmt::Debug for RepairConfig {
             .field("replica_cooloff", &self.replica_cooloff)
             .field("repair_batch_pages", &self.batch_pages)
             .field("host_actions", &self.host.is_some())
+            .field("replica_failing_after", &self.failing_after)
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +71,8 @@ impl RepairConfig {
     /// Defaults: 3 votes wanted per repair, the newest copy wins by plurality
     /// (no majority required), calls into replicas and fallbacks time out
     /// after 5 s and one that timed out or panicked cools off for 30 s,
-    /// batches of 256 pages, the detector's clock, no host actions.
+    /// batches of 256 pages, a replica reported failing after 3 failed calls
+    /// in a row, the detector's clock and failure bus, no host actions.
     pub fn new() -> Self {
         RepairConfig {
             max_replicas_per_repair: 3,
@@ -78,6 +83,8 @@ impl RepairConfig {
             replica_read_timeout: Duration::from_secs(5),
             replica_cooloff: Duration::from_secs(30),
             batch_pages: 256,
+            failing_after: 3,
+            sink: None,
         }
     }
 
@@ -181,6 +188,33 @@ impl RepairConfig {
         self
     }
 
+    /// After how many failed calls in a row a replica is reported failing
+    /// (default 3; at least 1): one
+    /// [`FailureKind::ReplicaFailing`](crate::FailureKind::ReplicaFailing)
+    /// from [`Source::DataRepairer`](crate::Source::DataRepairer) on the
+    /// [failure bus](Self::failure_sink), once per episode, which ends when
+    /// the replica serves a copy that verifies.
+    ///
+    /// A failed call is one that gave the repairer nothing it could use: a
+    /// status that says the replica cannot serve reads, a call that
+    /// returned an error, missed its deadline or panicked, a call not made
+    /// because the replica is hung or cools off after such a call, and a
+    /// copy that fails verification. A replica that lags (its status or its
+    /// copy is older than the page must be) is not failing: lag counts
+    /// neither way.
+    pub fn replica_failing_after(mut self, failures: u32) -> Self {
+        self.failing_after = failures;
+        self
+    }
+
+    /// The failure bus the repairer reports on — a replica that keeps
+    /// failing, a page left irreparable (default: the detector's,
+    /// [`CorruptionDetector::failure_sink`]).
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
     /// The host's actions, used by [`DataRepairer::rebuild_index`] (default:
     /// none, and rebuilding answers [`Error::Unsupported`]).
     pub fn host_actions(mut self, host: Arc<dyn HostActions>) -> Self {
@@ -195,7 +229,7 @@ impl RepairConfig {
     /// [`MAX_REPLICAS`], `replica_read_timeout` is zero or above
     /// [`MAX_REPLICA_READ_TIMEOUT`], `replica_cooloff` is above
     /// [`MAX_REPLICA_COOLOFF`], or `repair_batch_pages` is 0 or above
-    /// [`MAX_BATCH_PAGES`].
+    /// [`MAX_BATCH_PAGES`], or `replica_failing_after` is 0.
     pub fn build(self, detector: Arc<CorruptionDetector>) -> Result<DataRepairer> {
         if self.max_replicas_per_repair == 0 || self.max_replicas_per_repair > MAX_REPLICAS {
             return Err(Error::config(
@@ -235,7 +269,14 @@ impl RepairConfig {
                 ),
             ));
         }
+        if self.failing_after == 0 {
+            return Err(Error::config(
+                "replica_failing_after",
+                "is 0; a replica is reported failing after at least one failed call",
+            ));
+        }
         let clock = self.clock.unwrap_or_else(|| detector.clock().clone());
+        let sink = self.sink.unwrap_or_else(|| detector.failure_sink().clone());
         Ok(DataRepairer {
             detector,
             max_copies: self.max_replicas_per_repair,
@@ -245,6 +286,8 @@ impl RepairConfig {
             cooloff: self.replica_cooloff,
             batch_pages: self.batch_pages,
             clock,
+            failing_after: self.failing_after,
+            sink,
             host: self.host,
             replicas: RwLock::new(Vec::new()),
             fallbacks: RwLock::new(Vec::new()),

@@ -70,6 +70,7 @@ use parking_lot::Mutex;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::types::ReplicaId;
+use crate::worker::panic_message;
 
 /// Jobs of one host object that may wait in its helper's queue at once
 /// (calls beyond that answer at once that the object is busy).
@@ -594,14 +595,6 @@ fn poll_briefly<R>(
         }
         std::thread::yield_now();
     }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! replica copy can be written. Every call into a replica or a fallback runs
 //! on a helper thread with a deadline. The newest-copy guarantee — a verified
 //! copy with a newer page LSN wins over any number of older ones — needs a
-//! [page-LSN reader](crate::corruption::DetectorConfig::page_lsn) on the
+//! [page-LSN reader](crate::corruption::CorruptionConfig::page_lsn) on the
 //! detector: without one, which copy is newest cannot be told, and copies
 //! only vote.
 //!
@@ -84,7 +84,9 @@
 //!    written: the host's newer page stands ([`RepairOutcome::Superseded`]).
 //! 7. When nothing works, the ticket is abandoned: the page becomes
 //!    `Irreparable`, stays fenced, and a
-//!    [`FailureKind::IrreparablePage`](crate::FailureKind::IrreparablePage) report goes through the detector's sink.
+//!    [`FailureKind::IrreparablePage`](crate::FailureKind::IrreparablePage)
+//!    report goes on the repairer's failure bus
+//!    ([`RepairConfig::failure_sink`], by default the detector's).
 //!
 //! # After a restart
 //!
@@ -102,7 +104,7 @@
 //! the last sealed page; under the trailer placement an older sealed copy
 //! verifies), and a stale majority can win the vote. When every replica is
 //! stale, only the host knows: give the detector an
-//! [expected-LSN hook](crate::corruption::DetectorConfig::expected_page_lsn)
+//! [expected-LSN hook](crate::corruption::CorruptionConfig::expected_page_lsn)
 //! answered from the host's WAL or page map, and stale copies fail
 //! verification as [`Error::StalePage`] (the page is then repaired from a
 //! fallback or left irreparable, never reverted).
@@ -142,6 +144,24 @@
 //! read concurrently. A copy read that way that the repair turns out not to
 //! need (page LSNs show the replica cannot hold a copy that would be
 //! written) is discarded.
+//!
+//! # A replica that keeps failing
+//!
+//! The repairer watches each replica: a call that gives it nothing usable —
+//! a status saying the replica cannot serve reads, a call that failed,
+//! missed its deadline or panicked, a call not made because the replica is
+//! hung or cools off, a copy that fails verification — counts as a failure;
+//! a copy that verifies starts the count again. After
+//! [`replica_failing_after`](RepairConfig::replica_failing_after) failures
+//! in a row (default 3), one
+//! [`FailureKind::ReplicaFailing`](crate::FailureKind::ReplicaFailing) from
+//! [`Source::DataRepairer`](crate::Source::DataRepairer), addressed to
+//! [`Target::Replica`](crate::Target::Replica), goes on the repairer's
+//! failure bus, stamped with its clock. It is sent once per episode; the
+//! episode ends when the replica serves a verified copy again. Lag is not a
+//! failure: a replica skipped as behind, or whose copy is only older than
+//! the page must be (its page LSN is below the page's expected LSN), counts
+//! neither way.
 //!
 //! # Batches
 //!
@@ -187,6 +207,7 @@
 mod anti_entropy;
 mod config;
 mod courier;
+mod failing;
 mod fallback_read;
 mod plan;
 mod procedure;
@@ -206,7 +227,7 @@ use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
 use crate::error::{Error, Result};
 use crate::host::{HostActions, PageSource, Replica};
-use crate::types::ReplicaId;
+use crate::types::{Failure, FailureSink, Lsn, PageId, ReplicaId};
 
 pub use config::{RepairConfig, MAX_BATCH_PAGES, MAX_REPLICA_COOLOFF, MAX_REPLICA_READ_TIMEOUT};
 pub use report::{
@@ -215,6 +236,7 @@ pub use report::{
 };
 
 use courier::{CallFailure, Limits};
+use failing::FailingWatch;
 use fallback_read::FallbackReader;
 use replica_read::ReplicaReader;
 
@@ -267,12 +289,14 @@ struct ReplicaEntry {
     id: ReplicaId,
     reader: Arc<ReplicaReader>,
     stats: Arc<SourceCounters>,
+    failing: Arc<FailingWatch>,
 }
 
 impl ReplicaEntry {
-    /// Counts a call that gave no answer.
+    /// Counts a call that gave no answer, towards the replica failing too.
     fn count_failure(&self, f: &CallFailure) {
         self.stats.count_failure(f);
+        self.failing.failed(&f.error);
     }
 }
 
@@ -294,12 +318,12 @@ struct FallbackEntry {
 /// ```
 /// use std::sync::Arc;
 /// use selfheal::repair::{RepairConfig, RepairOutcome};
-/// use selfheal::{ChecksumPlacement, DetectorConfig, MemStore, PageId, PageStore, StoreReplica};
+/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, StoreReplica};
 ///
 /// // The local store, and a mirror holding the same sealed pages.
 /// let local = Arc::new(MemStore::new(4096, 16)?);
 /// let mirror = Arc::new(MemStore::new(4096, 16)?);
-/// let detector = Arc::new(DetectorConfig::new(ChecksumPlacement::Trailer).build(local.clone())?);
+/// let detector = Arc::new(CorruptionConfig::new(ChecksumPlacement::Trailer).build(local.clone())?);
 /// let mut page = vec![0x5A; 4096];
 /// detector.write_sealed(PageId(3), &mut page)?;
 /// mirror.write_page(PageId(3), &page)?;
@@ -327,6 +351,9 @@ pub struct DataRepairer {
     cooloff: Duration,
     batch_pages: usize,
     clock: Arc<dyn Clock>,
+    /// Failed calls in a row after which a replica is reported failing.
+    failing_after: u32,
+    sink: FailureSink,
     host: Option<Arc<dyn HostActions>>,
     replicas: RwLock<Vec<ReplicaEntry>>,
     fallbacks: RwLock<Vec<FallbackEntry>>,
@@ -351,6 +378,7 @@ impl fmt::Debug for DataRepairer {
             .field("require_majority", &self.require_majority)
             .field("read_timeout", &self.read_timeout)
             .field("batch_pages", &self.batch_pages)
+            .field("failing_after", &self.failing_after)
             .finish_non_exhaustive()
     }
 }
@@ -360,6 +388,19 @@ impl DataRepairer {
     #[must_use]
     pub fn detector(&self) -> &Arc<CorruptionDetector> {
         &self.detector
+    }
+
+    /// The failure bus it reports its own failures on (see
+    /// [`RepairConfig::failure_sink`]; by default the detector's).
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.sink
+    }
+
+    /// The receiving end of its failure bus (cloning shares the queue).
+    #[must_use]
+    pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
+        self.sink.failures()
     }
 
     /// Registers a replica. Replicas may be added while repairs run. Its
@@ -402,6 +443,12 @@ impl DataRepairer {
                 replica,
                 self.limits(),
                 inline,
+            )),
+            failing: Arc::new(FailingWatch::new(
+                id.clone(),
+                self.failing_after,
+                self.sink.clone(),
+                self.clock.clone(),
             )),
             id,
             stats: Arc::default(),
@@ -527,6 +574,32 @@ impl DataRepairer {
             timeout: self.read_timeout,
             cooloff: self.cooloff,
             clock: self.clock.clone(),
+        }
+    }
+
+    /// A copy of `page` from `entry` failed verification with `e`: it counts
+    /// towards the replica failing, unless it is only older than `needed`
+    /// (the LSN the page must carry), which is lag, not a failure. An older
+    /// copy fails as stale under the trailer placement, and as a checksum
+    /// mismatch under the sidecar one (the table holds the newest page's
+    /// checksum): its page LSN tells.
+    fn copy_rejected(
+        &self,
+        entry: &ReplicaEntry,
+        page: PageId,
+        copy: &[u8],
+        e: &Error,
+        needed: Option<Lsn>,
+    ) {
+        let older = matches!(e, Error::StalePage { .. })
+            || matches!(
+                (self.detector.page_lsn_of(copy), needed),
+                (Some(lsn), Some(needed)) if lsn < needed
+            );
+        if !older {
+            entry
+                .failing
+                .failed(&format_args!("its copy of page {page}: {e}"));
         }
     }
 

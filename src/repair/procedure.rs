@@ -238,11 +238,15 @@ impl DataRepairer {
             });
             match answer {
                 Ok((status, call)) => {
+                    if !status.available {
+                        e.failing.failed(&"its status says it cannot serve reads");
+                    }
                     blocked.push(None);
                     statuses.push(status);
                     probes.push(Some(call));
                 }
                 Err(f) => {
+                    e.failing.failed(&f.error);
                     // Counted as unavailable where the repair skips it.
                     if f.timed_out() {
                         e.stats.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -417,10 +421,12 @@ impl DataRepairer {
                     match self.detector.verify(page, &buf) {
                         Err(e) => {
                             entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            self.copy_rejected(entry, page, &buf, &e, needed);
                             AttemptResult::FailedVerification(e)
                         }
                         Ok(()) => {
                             entry.stats.verified.fetch_add(1, Ordering::Relaxed);
+                            entry.failing.served();
                             let lsn = self.detector.page_lsn_of(&buf);
                             if let Err(written) = admit(lsn, expect) {
                                 report.attempts.push(Attempt {
@@ -608,7 +614,7 @@ impl DataRepairer {
         let reason = irreparable_reason(&p.report.attempts);
         if self.detector.abandon_repair(ticket) {
             tracing::error!(%page, %reason, "page is irreparable");
-            self.detector.report(Failure::new(
+            self.sink.send(Failure::new(
                 Source::DataRepairer,
                 FailureKind::IrreparablePage { page },
                 format!("page {page} is irreparable: {reason}"),

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::checksum::ChecksumPlacement;
-use crate::corruption::{DetectorConfig, PageState};
+use crate::corruption::{CorruptionConfig, PageState};
 use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::store::{MemStore, StoreReplica};
 use crate::testing::{Damage, FaultyReplica, FaultyStore, WriteFault};
@@ -25,7 +25,7 @@ fn rig(pages: u64, replicas: usize) -> Rig {
         MemStore::new(PS, pages).unwrap(),
     )));
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(raw.clone())
             .unwrap(),
     );
@@ -143,7 +143,7 @@ fn repairs_under_sidecar_checksums() {
     let table = Arc::new(crate::ChecksumTable::new(PS).unwrap());
     let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, 4).unwrap())));
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(table))
             .build(raw.clone())
             .unwrap(),
     );

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::types::PageId;
 
 use super::writer::{is_page_failure, read_checked, PageWriter, RepairHook};
-use super::TxnId;
+use crate::types::TxnId;
 
 /// How many locks the pages are striped over.
 const PAGE_LOCK_STRIPES: usize = 256;

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::TxnId;
+use crate::types::TxnId;
 
 /// How the victim of a deadlock is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -90,7 +90,7 @@
 //! A page the host calls unallocated (the detector's
 //! [`Error::PageUnallocated`]: it fails verification and the host freed it,
 //! with [`forget`](crate::CorruptionDetector::forget) or its
-//! [free-page answer](crate::DetectorConfig::free_pages)) holds nothing:
+//! [free-page answer](crate::CorruptionConfig::free_pages)) holds nothing:
 //! its bytes mean nothing and nobody vouches for them. A transaction may
 //! reuse it: [`write`](TransactionRollbackManager::write) takes its current
 //! contents to be **zeros** — the before-image is zeros, never the raw bytes
@@ -135,7 +135,7 @@
 
 mod apply;
 mod config;
-pub mod deadlock;
+mod deadlock;
 pub mod journal;
 mod recovery;
 mod restore;
@@ -175,7 +175,8 @@ use writer::read_for_change;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use selfheal::{MemStore, PageId, PageStore, RawPages, RollbackConfig};
+/// use selfheal::{MemStore, PageId, PageStore, RollbackConfig};
+/// use selfheal::rollback::RawPages;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Arc::new(MemStore::new(4096, 16)?);
@@ -564,7 +565,7 @@ impl TransactionRollbackManager {
                     let t = st.get(txn)?;
                     if !matches!(t.status, Status::Active | Status::RollbackFailed) {
                         return Err(Error::TransactionNotActive {
-                            txn: txn.0,
+                            txn,
                             state: t.status.as_str(),
                         });
                     }
@@ -651,11 +652,7 @@ impl TransactionRollbackManager {
                 ),
                 self.clock.now_ns(),
             ));
-            return Err(Error::RollbackBlocked {
-                txn: txn.0,
-                page,
-                reason,
-            });
+            return Err(Error::RollbackBlocked { txn, page, reason });
         }
         let ns = self.clock.now_ns().saturating_sub(start);
         self.counters.rollbacks.fetch_add(1, Ordering::Relaxed);

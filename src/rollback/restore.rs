@@ -63,7 +63,7 @@ impl TransactionRollbackManager {
                 return Err(Error::RestoreInProgress);
             }
             if !st.active.is_empty() {
-                let mut txns: Vec<u64> = st.active.keys().map(|t| t.0).collect();
+                let mut txns: Vec<crate::types::TxnId> = st.active.keys().copied().collect();
                 txns.sort_unstable();
                 return Err(Error::TransactionsInFlight {
                     action: "preparing a restore",

@@ -11,7 +11,7 @@ use crate::types::{Lsn, PageId};
 
 use super::deadlock::WaitForGraph;
 use super::journal::JournalStats;
-use super::TxnId;
+use crate::types::TxnId;
 
 /// What one rollback did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,30 +264,30 @@ impl State {
     pub(super) fn not_active(&self, txn: TxnId) -> Error {
         if let Some(t) = self.active.get(&txn) {
             return Error::TransactionNotActive {
-                txn: txn.0,
+                txn,
                 state: t.status.as_str(),
             };
         }
         if let Some(outcome) = self.finished.get(&txn) {
             return Error::TransactionNotActive {
-                txn: txn.0,
+                txn,
                 state: outcome,
             };
         }
         if txn.0 != 0 && txn.0 < self.end_id {
             return Error::TransactionNotActive {
-                txn: txn.0,
+                txn,
                 state: "finished",
             };
         }
-        Error::UnknownTransaction { txn: txn.0 }
+        Error::UnknownTransaction { txn }
     }
 
     pub(super) fn active_mut(&mut self, txn: TxnId) -> Result<&mut Txn> {
         let t = self.get(txn)?;
         if t.status != Status::Active {
             return Err(Error::TransactionNotActive {
-                txn: txn.0,
+                txn,
                 state: t.status.as_str(),
             });
         }

@@ -508,10 +508,11 @@ enum Phase {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use selfheal::{ChecksumPlacement, DetectorConfig, MemStore, PageId, PageStore, ScrubConfig, ScrubState};
+/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, ScrubConfig};
+/// use selfheal::scrub::ScrubState;
 ///
 /// let raw = Arc::new(MemStore::new(4096, 64)?);
-/// let detector = Arc::new(DetectorConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?);
+/// let detector = Arc::new(CorruptionConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?);
 /// for p in 0..64 {
 ///     detector.write_sealed(PageId(p), &mut vec![p as u8; 4096])?;
 /// }

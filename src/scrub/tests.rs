@@ -15,12 +15,13 @@ use super::pacer::{Pace, Pacer, NS_PER_S};
 use super::*;
 use crate::checksum::ChecksumPlacement;
 use crate::clock::ManualClock;
-use crate::corruption::DetectorConfig;
+use crate::corruption::CorruptionConfig;
 use crate::corruption::{CorruptionDetector, PageState};
 use crate::error::Error;
 use crate::host::PageStore;
 use crate::store::MemStore;
 use crate::testing::{Damage, FaultyStore, ReadFault};
+use crate::types::{Failure, FailureKind, FailureSink};
 use proptest::prelude::*;
 
 const PS: usize = 256;
@@ -47,7 +48,7 @@ fn setup_in(
         MemStore::new(PS, pages).unwrap(),
     )));
     let det = Arc::new(
-        DetectorConfig::new(placement)
+        CorruptionConfig::new(placement)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),
@@ -134,7 +135,7 @@ fn store_growth_is_seen_at_the_next_pass() {
     let clock = ManualClock::new();
     let raw = Arc::new(MemStore::new(PS, 10).unwrap());
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .clock(Arc::new(clock.clone()))
             .build(raw.clone())
             .unwrap(),
@@ -324,7 +325,7 @@ impl PageStore for PanickingStore {
 #[test]
 fn worker_panic_marks_failed() {
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
@@ -334,6 +335,35 @@ fn worker_panic_marks_failed() {
     assert_eq!(h.state(), ScrubState::Failed);
     assert!(matches!(h.progress(), Err(Error::Stopped { .. })));
     assert!(matches!(h.pause(), Err(Error::Stopped { .. })));
+    assert!(matches!(h.stop(), Err(Error::Stopped { .. })));
+}
+
+#[test]
+fn a_death_is_marked_failed_and_reported_once_even_when_the_sinks_callback_panics() {
+    let sink = FailureSink::new(64).with_callback(Arc::new(|f: &Failure| {
+        if matches!(f.kind, FailureKind::WorkerDied { .. }) {
+            panic!("the host's callback fails too");
+        }
+    }));
+    let det = Arc::new(
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
+            .build(Arc::new(PanickingStore))
+            .unwrap(),
+    );
+    let mut h = ScrubConfig::new()
+        .unlimited()
+        .failure_sink(sink.clone())
+        .start(det)
+        .unwrap();
+    assert!(h.wait_for_passes(1, Duration::from_secs(10)).is_err());
+    assert_eq!(h.state(), ScrubState::Failed);
+    assert!(matches!(h.progress(), Err(Error::Stopped { .. })));
+    let deaths = sink
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+        .count();
+    assert_eq!(deaths, 1);
     assert!(matches!(h.stop(), Err(Error::Stopped { .. })));
 }
 
@@ -366,7 +396,7 @@ impl PageStore for GatedPanicStore {
 fn command_queued_when_the_worker_dies_gets_an_error() {
     let (open, gate) = crossbeam_channel::bounded(1);
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(GatedPanicStore { gate }))
             .unwrap(),
     );
@@ -614,7 +644,7 @@ impl PageStore for HangingStore {
 fn stop_is_bounded_when_a_store_read_hangs() {
     let (release, gate) = crossbeam_channel::bounded(0);
     let det = Arc::new(
-        DetectorConfig::new(ChecksumPlacement::Trailer)
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
             .build(Arc::new(HangingStore {
                 inner: MemStore::new(PS, 4).unwrap(),
                 gate,

@@ -63,6 +63,8 @@ pub(super) struct Shared {
     changed: Condvar,
     sink: FailureSink,
     clock: Arc<dyn Clock>,
+    /// Set by the first report of the thread's death.
+    dying: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -71,17 +73,30 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Reports the thread's death as a [`Failure`], then marks it failed.
+    /// Reports the thread's death as a [`Failure`] and marks it failed —
+    /// once, however many paths get here (an error on the thread, then the
+    /// worker's panic hook), and even when the failure sink's callback
+    /// panics (the state is set whatever the report does).
     fn died(&self, reason: &str) {
+        if self.dying.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         tracing::error!(%reason, "the scrub thread failed");
-        self.sink.report(
-            Source::Scrubber,
-            FailureKind::WorkerDied {
-                component: Arc::from(COMPONENT),
-            },
-            reason.to_owned(),
-            self.clock.now_ns(),
-        );
+        let reported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sink.report(
+                Source::Scrubber,
+                FailureKind::WorkerDied {
+                    component: Arc::from(COMPONENT),
+                },
+                reason.to_owned(),
+                self.clock.now_ns(),
+            );
+        }));
+        if reported.is_err() {
+            tracing::error!(
+                "the failure sink's callback panicked while the scrub thread's death was reported"
+            );
+        }
         let mut st = self.status.lock();
         st.progress.state = ScrubState::Failed;
         st.failure = Some(reason.to_owned());
@@ -199,6 +214,7 @@ impl Scrubber {
             changed: Condvar::new(),
             sink: self.sink.clone(),
             clock: self.clock.clone(),
+            dying: std::sync::atomic::AtomicBool::new(false),
         });
         let stop_timeout = self.stop_timeout;
         let job = ScrubJob {

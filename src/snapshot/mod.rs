@@ -61,13 +61,13 @@
 //!
 //! - **Notices.** Every one of those writes goes through the
 //!   [`CorruptionDetector`](crate::CorruptionDetector) of a protected store,
-//!   which tells its [write observer](crate::DetectorConfig::on_write) of
+//!   which tells its [write observer](crate::CorruptionConfig::on_write) of
 //!   each page it writes, whoever asked. Wire the observer to
 //!   [`note_dirty`](StateSnapshotManager::note_dirty):
-//!   `DetectorConfig::on_write(Arc::new(move |p| snaps.note_dirty(p)))`.
+//!   `CorruptionConfig::on_write(Arc::new(move |p| snaps.note_dirty(p)))`.
 //!   Without it, an incremental snapshot taken after a rollback misses the
 //!   pages the rollback wrote, and restoring it brings back what the
-//!   rollback undid. A host that rolls back through [`RawPages`](crate::RawPages)
+//!   rollback undid. A host that rolls back through [`RawPages`](crate::rollback::RawPages)
 //!   over an unprotected store wraps the store it hands over in a
 //!   [`PageStore`] whose `write_page` notes the page.
 //! - **Tickets.** With [`Consistency::Paused`], every writer through the
@@ -379,7 +379,7 @@ impl StateSnapshotManager {
     ///
     /// The library's own writes (rollback, repair, restore, adoption) need
     /// noting too: wire the detector's
-    /// [write observer](crate::DetectorConfig::on_write) here (see
+    /// [write observer](crate::CorruptionConfig::on_write) here (see
     /// [writes the library makes](self#writes-the-library-makes-notices-and-tickets)).
     pub fn note_dirty(&self, page: PageId) {
         self.inner.dirty.note(page.0);
@@ -617,7 +617,7 @@ impl StateSnapshotManager {
 mod tests {
     use super::*;
     use crate::checksum::{ChecksumPlacement, ChecksumTable};
-    use crate::corruption::DetectorConfig;
+    use crate::corruption::CorruptionConfig;
     use crate::store::MemStore;
     use crate::types::Lsn;
 
@@ -648,7 +648,7 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let raw = Arc::new(MemStore::new(128, 40).unwrap());
-            let det = DetectorConfig::new(placement).build(raw.clone()).unwrap();
+            let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
             let write = |p: u64, fill: u8| det.write_sealed(PageId(p), &mut [fill; 128]).unwrap();
             for p in 0..40 {
                 write(p, p as u8 + 1);

@@ -392,7 +392,7 @@ impl Gate {
 
 /// A [`Replica`] wrapper that can be taken down, made to lag, made to serve
 /// damaged copies of chosen pages, made to hang in any of its calls, or made
-/// to panic in reads.
+/// to fail or panic in reads.
 ///
 /// A hung call blocks the calling thread until it is released (then it
 /// proceeds as a normal call), like a replica behind a network partition
@@ -408,6 +408,7 @@ pub struct FaultyReplica {
     /// Where calls hang, by [`ReplicaCall::index`].
     gates: [Gate; 3],
     panics: AtomicBool,
+    read_errors: AtomicBool,
 }
 
 impl fmt::Debug for FaultyReplica {
@@ -430,6 +431,7 @@ impl FaultyReplica {
             calls: Default::default(),
             gates: Default::default(),
             panics: AtomicBool::new(false),
+            read_errors: AtomicBool::new(false),
         }
     }
 
@@ -467,6 +469,13 @@ impl FaultyReplica {
     /// Makes every read panic (a bug in the replica's code), or stops doing so.
     pub fn set_panic(&self, panic: bool) {
         self.panics.store(panic, Ordering::SeqCst);
+    }
+
+    /// Makes every page read fail with a retryable [`Error::Host`] while its
+    /// status still says it serves reads (a replica whose disk or link
+    /// fails under it), or stops doing so.
+    pub fn set_read_error(&self, fail: bool) {
+        self.read_errors.store(fail, Ordering::SeqCst);
     }
 
     /// Takes the replica down (unavailable, reads fail) or brings it back.
@@ -526,6 +535,16 @@ impl Replica for FaultyReplica {
             self.inner.id()
         );
         self.gates[ReplicaCall::Read.index()].pass();
+        if self.read_errors.load(Ordering::SeqCst) {
+            return Err(Error::Host {
+                op: "a replica read",
+                retryable: true,
+                message: format!(
+                    "replica {} failed to read page {page} (injected)",
+                    self.inner.id()
+                ),
+            });
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::ReplicaUnavailable {
                 replica: self.inner.id(),
@@ -672,6 +691,18 @@ mod tests {
         let mut b = vec![1u8; 64];
         r.read_page(PageId(0), &mut b).unwrap();
         assert_eq!(b, vec![0u8; 64]);
+        r.set_read_error(true);
+        assert!(
+            r.status().available,
+            "a read error leaves the status as it was"
+        );
+        let e = r.read_page(PageId(0), &mut b).unwrap_err();
+        assert!(
+            e.is_retryable() && e.to_string().contains("(injected)"),
+            "{e}"
+        );
+        r.set_read_error(false);
+        r.read_page(PageId(0), &mut b).unwrap();
         r.set_down(true);
         assert!(!r.status().available);
         assert!(r.read_page(PageId(1), &mut b).unwrap_err().is_retryable());

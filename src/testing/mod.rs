@@ -24,6 +24,15 @@ mod snapshot;
 
 pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};
 
+/// The durable checksum table's log format (documented in the `checksum`
+/// module's docs), for fuzz targets and corpus tests: its decoder is the
+/// one the table recovers with.
+pub mod checksum_log {
+    pub use crate::checksum::log::{
+        decode_log, encode_record, LogEnd, LogRecord, LOG_HEADER_LEN, RECORD_LEN,
+    };
+}
+
 pub use snapshot::{
     both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
     SealedStore,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
 use crate::checksum::{ChecksumPlacement, ChecksumTable, TableConfig};
-use crate::corruption::{CorruptionDetector, DetectorConfig};
+use crate::corruption::{CorruptionConfig, CorruptionDetector};
 use crate::error::Result;
 use crate::host::PageStore;
 use crate::store::MemStore;
@@ -151,7 +151,7 @@ impl SealedStore {
         version: u64,
     ) -> Result<Self> {
         let raw = Arc::new(MemStore::new(page_size, pages)?);
-        let det = DetectorConfig::new(placement).build(raw.clone())?;
+        let det = CorruptionConfig::new(placement).build(raw.clone())?;
         let s = SealedStore { raw, det };
         for p in 0..pages {
             s.write(p, version)?;

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use selfheal::corruption::{ExpectedLsnFn, PageLsnFn};
 use selfheal::testing::FaultyStore;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionDetector, DetectorConfig, Lsn, MemStore, PageId,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId,
     PageSource, PageStore, StoreReplica,
 };
 
@@ -62,7 +62,7 @@ impl Cluster {
     /// it: page LSNs readable, nothing remembered about earlier writes, and
     /// optionally the host's answer for the LSN each page must have.
     pub fn detector(&self, expected: Option<ExpectedLsnFn>) -> Arc<CorruptionDetector> {
-        let mut cfg = DetectorConfig::new(self.placement.clone()).page_lsn(lsn_reader());
+        let mut cfg = CorruptionConfig::new(self.placement.clone()).page_lsn(lsn_reader());
         if let Some(f) = expected {
             cfg = cfg.expected_page_lsn(f);
         }

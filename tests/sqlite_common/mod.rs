@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::Connection;
+use selfheal::corruption::{AdoptOptions, AdoptReport};
 use selfheal::testing::sqlite::{self, BtreeKind};
 use selfheal::testing::Damage;
 use selfheal::{
-    AdoptOptions, AdoptReport, ChecksumPlacement, ChecksumTable, CorruptionDetector, DataRepairer,
-    DetectorConfig, FileStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica, Target,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer,
+    FileStore, PageId, PageStore, RepairConfig, ScrubConfig, StoreReplica, Target,
 };
 
 /// SQLite's page size in the scenario.
@@ -218,7 +219,7 @@ pub fn run(dir: &Path, placement: Placement, log: &mut dyn FnMut(String)) -> Che
         Placement::ReservedTrailer => ChecksumPlacement::Trailer,
     };
     let det = Arc::new(
-        DetectorConfig::new(checksums)
+        CorruptionConfig::new(checksums)
             .build(store.clone())
             .map_err(lib)?,
     );

@@ -221,17 +221,10 @@ impl JournalStorage for DirStorage {
     }
 
     fn list(&self) -> Result<Vec<u64>> {
-        let rd = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
-        let mut out = Vec::new();
-        for entry in rd {
-            let entry =
-                entry.map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(parse_segment_name) {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        Ok(fsutil::list_names(&self.dir)?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .collect())
     }
 
     fn read(&self, segment: u64) -> Result<Vec<u8>> {
