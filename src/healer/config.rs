@@ -1,26 +1,21 @@
 //! [`HealerConfig`]: the rules, remedies and safety limits of a
-//! [`SelfHealer`], validated when it is built.
+//! [`SelfHealer`](super::SelfHealer), validated when it is built.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
-use crate::error::{Error, Result};
 
 use super::breaker::BreakerConfig;
-use super::builtin;
 use super::diagnose::{Problem, Rule};
-use super::heal::SelfHealer;
 use super::incident::EscalationReport;
-use super::learn::MAX_NAME_LEN;
-use super::pacing::{Backoff, RestartIntensity};
-use super::remedy::{Case, Remedy, RemedyContext};
+use super::remedy::{Case, Remedy};
 
 /// Called with the one report of an escalated incident, on the thread that
-/// called [`SelfHealer::heal`]. It should hand the report on (page a
+/// called [`SelfHealer::heal`](super::SelfHealer::heal). It should hand the report on (page a
 /// person, open a ticket) and return; it must not call back into the
 /// healer.
 pub type EscalationCallback = Arc<dyn Fn(&EscalationReport) + Send + Sync>;
@@ -33,7 +28,7 @@ pub type EscalationCallback = Arc<dyn Fn(&EscalationReport) + Send + Sync>;
 /// into the healer.
 pub type ActionGate = Arc<dyn Fn(&Case<'_>, &dyn Remedy) -> bool + Send + Sync>;
 
-/// Configuration of a [`SelfHealer`]. Every setter documents its default.
+/// Configuration of a [`SelfHealer`](super::SelfHealer). Every setter documents its default.
 #[must_use]
 pub struct HealerConfig {
     pub(super) rules: Vec<Rule>,
@@ -154,7 +149,7 @@ impl HealerConfig {
 
     /// Where the learned records are kept across restarts (default: in
     /// memory only). A damaged file is a warning and a cold start, never an
-    /// error (see [`SelfHealer::load_warning`]).
+    /// error (see [`SelfHealer::load_warning`](super::SelfHealer::load_warning)).
     pub fn learned_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.learned_path = Some(path.into());
         self
@@ -237,69 +232,14 @@ impl HealerConfig {
         self.gate = Some(gate);
         self
     }
-
-    /// Builds the healer over `ctx`, loading the learned records.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a bad rule, a remedy name that is empty,
-    /// longer than 128 bytes or given twice, a cold-start order naming an
-    /// unknown remedy, a bad breaker, backoff or restart intensity, zero
-    /// attempts, or a negative or non-finite health tolerance.
-    pub fn build(self, ctx: RemedyContext) -> Result<SelfHealer> {
-        let mut remedies = self.host_remedies.clone();
-        if self.builtins {
-            remedies.extend(builtin::defaults());
-        }
-        let mut names = HashSet::new();
-        for r in &remedies {
-            let n = r.name();
-            if n.is_empty() || n.len() > MAX_NAME_LEN {
-                return Err(Error::config(
-                    "remedy",
-                    format!("remedy name {n:?} must have 1 to {MAX_NAME_LEN} bytes"),
-                ));
-            }
-            if !names.insert(n.to_string()) {
-                return Err(Error::config(
-                    "remedy",
-                    format!("two remedies are named {n:?}; names must be unique"),
-                ));
-            }
-        }
-        for (problem, order) in &self.cold_start {
-            if let Some(unknown) = order.iter().find(|n| !names.contains(*n)) {
-                return Err(Error::config(
-                    "cold_start_order",
-                    format!("the order for {problem} names {unknown:?}, which no registered remedy is called"),
-                ));
-            }
-        }
-        self.breaker.validate()?;
-        Backoff::new(self.backoff_base, self.backoff_cap)?;
-        RestartIntensity::new(self.max_restarts, self.restart_period)?;
-        if self.max_attempts == 0 {
-            return Err(Error::config(
-                "max_attempts",
-                "is 0; allow at least one attempt per incident",
-            ));
-        }
-        if !(self.health_tolerance.is_finite() && self.health_tolerance >= 0.0) {
-            return Err(Error::config(
-                "health_tolerance",
-                format!(
-                    "is {}; it must be a finite number of points, 0 or more",
-                    self.health_tolerance
-                ),
-            ));
-        }
-        SelfHealer::new(self, remedies, ctx)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::healer::builtin::Rescan;
+    use crate::healer::remedy::RemedyContext;
 
     fn field(cfg: HealerConfig) -> &'static str {
         match cfg.build(RemedyContext::new()) {

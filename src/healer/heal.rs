@@ -31,7 +31,7 @@
 //! healer may serve several threads; decisions (breakers, cooldowns,
 //! restart counts, the learner) are taken under one short lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,18 +43,19 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::audit::{AuditEntry, AuditLog, EntryKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health::Band;
 use crate::host::HostAction;
 use crate::types::{Failure, Target};
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::builtin;
 use super::config::{ActionGate, EscalationCallback, HealerConfig};
 use super::diagnose::{Diagnoser, Diagnosis, Problem, Symptom};
 use super::incident::{
     Attempt, AttemptOutcome, EscalationReport, Incident, Outcome, SkipReason, Step,
 };
-use super::learn::{Learner, Tally};
+use super::learn::{Learner, Tally, MAX_NAME_LEN};
 use super::pacing::{Backoff, Cooldowns, RestartIntensity};
 use super::remedy::{Case, Remedy, RemedyContext};
 
@@ -137,6 +138,65 @@ impl fmt::Debug for SelfHealer {
 struct Health {
     score: Option<f64>,
     band: Band,
+}
+
+impl HealerConfig {
+    /// Builds the healer over `ctx`, loading the learned records.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad rule, a remedy name that is empty,
+    /// longer than 128 bytes or given twice, a cold-start order naming an
+    /// unknown remedy, a bad breaker, backoff or restart intensity, zero
+    /// attempts, or a negative or non-finite health tolerance.
+    pub fn build(self, ctx: RemedyContext) -> Result<SelfHealer> {
+        let mut remedies = self.host_remedies.clone();
+        if self.builtins {
+            remedies.extend(builtin::defaults());
+        }
+        let mut names = HashSet::new();
+        for r in &remedies {
+            let n = r.name();
+            if n.is_empty() || n.len() > MAX_NAME_LEN {
+                return Err(Error::config(
+                    "remedy",
+                    format!("remedy name {n:?} must have 1 to {MAX_NAME_LEN} bytes"),
+                ));
+            }
+            if !names.insert(n.to_string()) {
+                return Err(Error::config(
+                    "remedy",
+                    format!("two remedies are named {n:?}; names must be unique"),
+                ));
+            }
+        }
+        for (problem, order) in &self.cold_start {
+            if let Some(unknown) = order.iter().find(|n| !names.contains(*n)) {
+                return Err(Error::config(
+                    "cold_start_order",
+                    format!("the order for {problem} names {unknown:?}, which no registered remedy is called"),
+                ));
+            }
+        }
+        self.breaker.validate()?;
+        Backoff::new(self.backoff_base, self.backoff_cap)?;
+        RestartIntensity::new(self.max_restarts, self.restart_period)?;
+        if self.max_attempts == 0 {
+            return Err(Error::config(
+                "max_attempts",
+                "is 0; allow at least one attempt per incident",
+            ));
+        }
+        if !(self.health_tolerance.is_finite() && self.health_tolerance >= 0.0) {
+            return Err(Error::config(
+                "health_tolerance",
+                format!(
+                    "is {}; it must be a finite number of points, 0 or more",
+                    self.health_tolerance
+                ),
+            ));
+        }
+        SelfHealer::new(self, remedies, ctx)
+    }
 }
 
 impl SelfHealer {

@@ -1,4 +1,4 @@
-//! [`RecoveryConfig`]: everything the [`AutoRecoveryManager`] owns, in one
+//! [`RecoveryConfig`]: everything the [`AutoRecoveryManager`](super::AutoRecoveryManager) owns, in one
 //! validated builder.
 
 use std::collections::HashSet;
@@ -20,8 +20,6 @@ use crate::rollback::RollbackConfig;
 use crate::scrub::ScrubConfig;
 use crate::snapshot::{PeriodicConfig, SnapshotConfig, WriteGate};
 use crate::types::{Lsn, Priority, Target};
-
-use super::AutoRecoveryManager;
 
 /// How much the manager may do on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +63,7 @@ pub(super) struct Periodic {
     pub(super) lsn: LsnFn,
 }
 
-/// Configuration of an [`AutoRecoveryManager`]; every setter documents its
+/// Configuration of an [`AutoRecoveryManager`](super::AutoRecoveryManager); every setter documents its
 /// default. The manager gives every component it builds the **same**
 /// failure bus and the **same** clock: a bus or clock set on a component's
 /// own config here is replaced.
@@ -354,7 +352,7 @@ impl RecoveryConfig {
         self
     }
 
-    /// Closed incidents kept for [`AutoRecoveryManager::incidents`]
+    /// Closed incidents kept for [`AutoRecoveryManager::incidents`](super::AutoRecoveryManager::incidents)
     /// (default 1 024).
     pub fn recent_incidents(mut self, n: usize) -> Self {
         self.recent_capacity = n;
@@ -414,21 +412,6 @@ impl RecoveryConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Validates, opens the run marker in `dir` (reading the previous run's
-    /// verdict), and builds the detector, repairer, snapshot manager and
-    /// health monitor on one failure bus and one clock. Nothing runs and
-    /// nothing is recovered until [`AutoRecoveryManager::start`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a bad setting (named by `field`); the
-    /// components' own configuration errors; [`Error::Io`] when `dir`
-    /// cannot be created; the run marker's lock error when another manager
-    /// uses `dir`.
-    pub fn build(self) -> Result<AutoRecoveryManager> {
-        self.validate()?;
-        AutoRecoveryManager::build(self)
     }
 }
 

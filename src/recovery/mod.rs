@@ -219,6 +219,23 @@ impl std::fmt::Debug for AutoRecoveryManager {
     }
 }
 
+impl RecoveryConfig {
+    /// Validates, opens the run marker in `dir` (reading the previous run's
+    /// verdict), and builds the detector, repairer, snapshot manager and
+    /// health monitor on one failure bus and one clock. Nothing runs and
+    /// nothing is recovered until [`AutoRecoveryManager::start`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad setting (named by `field`); the
+    /// components' own configuration errors; [`Error::Io`] when `dir`
+    /// cannot be created; the run marker's lock error when another manager
+    /// uses `dir`.
+    pub fn build(self) -> Result<AutoRecoveryManager> {
+        self.validate()?;
+        AutoRecoveryManager::build(self)
+    }
+}
+
 impl AutoRecoveryManager {
     fn build(mut cfg: RecoveryConfig) -> Result<AutoRecoveryManager> {
         std::fs::create_dir_all(&cfg.dir)
