@@ -78,10 +78,10 @@ mod events;
 pub mod persist;
 mod queue;
 mod run;
+mod state;
 mod stats;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,126 +90,31 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::audit::{AuditConfig, AuditLog};
 use crate::checksum::ChecksumPlacement;
-use crate::clock::Clock;
-use crate::corruption::CorruptionConfig;
-use crate::corruption::{CorruptionDetector, Observer, Verdict};
-use crate::crash::{CrashDetector, RunMarker, RunVerdict};
+use crate::corruption::{CorruptionConfig, CorruptionDetector};
+use crate::crash::{CrashDetector, RunMarker};
 use crate::error::{Error, Result};
 use crate::healer::{Incident, SelfHealer};
 use crate::health::HealthMonitor;
 use crate::repair::DataRepairer;
 use crate::rollback::TransactionRollbackManager;
-use crate::scrub::ScrubHandle;
-use crate::snapshot::{PeriodicSnapshots, StateSnapshotManager};
-use crate::types::{Failure, FailureKind, FailureSink, PageId, Priority, Source};
+use crate::snapshot::StateSnapshotManager;
+use crate::types::{FailureSink, Priority};
 
 pub use config::{
     ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_CONCURRENT_RECOVERIES,
 };
 pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS};
+pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
 
 #[cfg(doc)]
-use crate::types::Target;
+use crate::clock::Clock;
+#[cfg(doc)]
+use crate::types::{FailureKind, Target};
 
 use queue::IncidentQueue;
+use state::{Inner, Pending, Running, AUDIT_DIR, INCIDENTS_FILE};
 use stats::Tally;
-
-/// File names inside the manager's directory.
-const LEARNED_FILE: &str = "learned";
-const INCIDENTS_FILE: &str = "incidents";
-const JOURNAL_DIR: &str = "journal";
-const AUDIT_DIR: &str = "audit";
-
-/// What [`AutoRecoveryManager::start`] found and did before background
-/// work began.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StartupReport {
-    /// The run marker's verdict on the previous run.
-    pub verdict: RunVerdict,
-    /// What the rollback manager's recovery did.
-    pub rollback: crate::rollback::RecoveryReport,
-    /// Pages re-verified after the rollback (every page a rolled-back,
-    /// blocked or replaced transaction touched).
-    pub pages_verified: u64,
-    /// Of those, pages that failed (fenced; each became an incident).
-    pub pages_failed: Vec<PageId>,
-    /// Open incidents read back from the previous run and queued again.
-    pub incidents_resumed: u64,
-    /// Why the saved incidents could not be read, if they could not (the
-    /// manager then started without them; pages are still found by scrubs).
-    pub incidents_warning: Option<String>,
-}
-
-/// Everything the threads share.
-pub(crate) struct Inner {
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) sink: FailureSink,
-    pub(crate) detector: Arc<CorruptionDetector>,
-    pub(crate) healer: RwLock<Option<Arc<SelfHealer>>>,
-    pub(crate) health: Option<Arc<HealthMonitor>>,
-    pub(crate) queue: Mutex<IncidentQueue>,
-    pub(crate) work: Condvar,
-    pub(crate) events: events::Events,
-    pub(crate) tally: Mutex<Tally>,
-    pub(crate) recent: Mutex<VecDeque<Incident>>,
-    pub(crate) recent_capacity: usize,
-    pub(crate) rto: [Duration; 4],
-    pub(crate) incidents_path: PathBuf,
-    /// Producers stopped: drain what is left, then end.
-    pub(crate) draining: AtomicBool,
-    /// The dispatcher drained the bus for the last time.
-    pub(crate) bus_closed: AtomicBool,
-    /// End now, after the incident at hand.
-    pub(crate) abort: AtomicBool,
-    pub(crate) marker: Mutex<Option<RunMarker>>,
-    pub(crate) rescans: std::sync::atomic::AtomicU64,
-    /// The open incidents changed since they were last saved.
-    pub(crate) dirty: AtomicBool,
-}
-
-impl Inner {
-    pub(crate) fn rto_of(&self, p: Priority) -> Duration {
-        self.rto[p as usize]
-    }
-}
-
-/// What `build` made and `start` consumes.
-struct Pending {
-    cfg: RecoveryConfig,
-    repairer: Arc<DataRepairer>,
-    snapshots: Option<Arc<StateSnapshotManager>>,
-    audit: Option<Arc<AuditLog>>,
-    verdict: RunVerdict,
-}
-
-/// The background work `start` began.
-#[derive(Default)]
-struct Running {
-    threads: Vec<(
-        String,
-        std::thread::JoinHandle<()>,
-        crossbeam_channel::Receiver<()>,
-    )>,
-    scrub: Option<ScrubHandle>,
-    periodic: Option<PeriodicSnapshots>,
-    crash: Option<Arc<CrashDetector>>,
-    rollback: Option<Arc<TransactionRollbackManager>>,
-    stopped: bool,
-}
-
-/// The self-healing front door. See the module docs.
-pub struct AutoRecoveryManager {
-    inner: Arc<Inner>,
-    repairer: Arc<DataRepairer>,
-    snapshots: Option<Arc<StateSnapshotManager>>,
-    audit: Option<Arc<AuditLog>>,
-    pending: Mutex<Option<Pending>>,
-    running: Mutex<Running>,
-    startup: Mutex<Option<StartupReport>>,
-    drain_timeout: Duration,
-    stop_timeout: Duration,
-}
 
 impl std::fmt::Debug for AutoRecoveryManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -501,26 +406,4 @@ impl Drop for AutoRecoveryManager {
             tracing::warn!(error = %e, "stopping the recovery manager on drop");
         }
     }
-}
-
-/// Re-verifies `pages` after startup recovery; returns those that failed
-/// (fenced and reported by the detector).
-fn verify_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<PageId> {
-    let mut failed = Vec::new();
-    for &p in pages {
-        match det.check_page(p, Observer::HostRead) {
-            Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {}
-            Ok(Verdict::Corrupt { .. }) => failed.push(p),
-            Err(e) => {
-                tracing::warn!(page = %p, error = %e, "a page recovery touched could not be re-verified");
-                failed.push(p);
-            }
-        }
-    }
-    failed
-}
-
-/// A failure the manager itself reports.
-fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
-    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
-use crate::corruption::{Observer, PageState, Verdict};
+use crate::corruption::{CorruptionDetector, Observer, PageState, Verdict};
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Incident, Outcome, Remedy, RemedyContext, Step};
 use crate::rollback::RollbackConfig;
@@ -18,11 +18,9 @@ use crate::worker::TimedCaller;
 
 use super::config::{ApprovalCallback, ApprovalRequest, Mode};
 use super::events::RecoveryEvent;
+use super::persist;
 use super::queue::{Offer, Taken};
-use super::{
-    own_failure, persist, verify_pages, AutoRecoveryManager, Inner, Pending, StartupReport,
-    JOURNAL_DIR, LEARNED_FILE,
-};
+use super::state::{AutoRecoveryManager, Inner, Pending, StartupReport, JOURNAL_DIR, LEARNED_FILE};
 
 /// How often the dispatcher looks at the clock when the bus is quiet.
 const TICK: Duration = Duration::from_millis(20);
@@ -205,6 +203,28 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     };
     *m.startup.lock() = Some(report.clone());
     Ok(report)
+}
+
+/// Re-verifies `pages` after startup recovery; returns those that failed
+/// (fenced and reported by the detector).
+fn verify_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<PageId> {
+    let mut failed = Vec::new();
+    for &p in pages {
+        match det.check_page(p, Observer::HostRead) {
+            Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {}
+            Ok(Verdict::Corrupt { .. }) => failed.push(p),
+            Err(e) => {
+                tracing::warn!(page = %p, error = %e, "a page recovery touched could not be re-verified");
+                failed.push(p);
+            }
+        }
+    }
+    failed
+}
+
+/// A failure the manager itself reports.
+fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
+    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
 }
 
 /// Approve mode: the allow-list, else the host's answer within `timeout`

@@ -1,0 +1,129 @@
+//! What the manager is made of: the [`AutoRecoveryManager`]'s fields, the
+//! state its threads share ([`Inner`]), what `build` hands to `start`
+//! ([`Pending`]), the background work `start` began ([`Running`]), the
+//! [`StartupReport`], and the file names inside the manager's directory.
+//!
+//! Only data lives here: the manager's methods are in the folder's
+//! `mod.rs`, its threads in `run`. Both depend on this file, and it on
+//! neither, so the folder's imports point one way.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::corruption::CorruptionDetector;
+use crate::crash::{CrashDetector, RunMarker, RunVerdict};
+use crate::healer::{Incident, SelfHealer};
+use crate::health::HealthMonitor;
+use crate::repair::DataRepairer;
+use crate::rollback::TransactionRollbackManager;
+use crate::scrub::ScrubHandle;
+use crate::snapshot::{PeriodicSnapshots, StateSnapshotManager};
+use crate::types::{FailureSink, PageId, Priority};
+
+use super::config::RecoveryConfig;
+use super::events::Events;
+use super::queue::IncidentQueue;
+use super::stats::Tally;
+
+/// File names inside the manager's directory.
+pub(super) const LEARNED_FILE: &str = "learned";
+pub(super) const INCIDENTS_FILE: &str = "incidents";
+pub(super) const JOURNAL_DIR: &str = "journal";
+pub(super) const AUDIT_DIR: &str = "audit";
+
+/// What [`AutoRecoveryManager::start`] found and did before background
+/// work began.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartupReport {
+    /// The run marker's verdict on the previous run.
+    pub verdict: RunVerdict,
+    /// What the rollback manager's recovery did.
+    pub rollback: crate::rollback::RecoveryReport,
+    /// Pages re-verified after the rollback (every page a rolled-back,
+    /// blocked or replaced transaction touched).
+    pub pages_verified: u64,
+    /// Of those, pages that failed (fenced; each became an incident).
+    pub pages_failed: Vec<PageId>,
+    /// Open incidents read back from the previous run and queued again.
+    pub incidents_resumed: u64,
+    /// Why the saved incidents could not be read, if they could not (the
+    /// manager then started without them; pages are still found by scrubs).
+    pub incidents_warning: Option<String>,
+}
+
+/// Everything the threads share.
+pub(crate) struct Inner {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sink: FailureSink,
+    pub(crate) detector: Arc<CorruptionDetector>,
+    pub(crate) healer: RwLock<Option<Arc<SelfHealer>>>,
+    pub(crate) health: Option<Arc<HealthMonitor>>,
+    pub(crate) queue: Mutex<IncidentQueue>,
+    pub(crate) work: Condvar,
+    pub(crate) events: Events,
+    pub(crate) tally: Mutex<Tally>,
+    pub(crate) recent: Mutex<VecDeque<Incident>>,
+    pub(crate) recent_capacity: usize,
+    pub(crate) rto: [Duration; 4],
+    pub(crate) incidents_path: PathBuf,
+    /// Producers stopped: drain what is left, then end.
+    pub(crate) draining: AtomicBool,
+    /// The dispatcher drained the bus for the last time.
+    pub(crate) bus_closed: AtomicBool,
+    /// End now, after the incident at hand.
+    pub(crate) abort: AtomicBool,
+    pub(crate) marker: Mutex<Option<RunMarker>>,
+    pub(crate) rescans: std::sync::atomic::AtomicU64,
+    /// The open incidents changed since they were last saved.
+    pub(crate) dirty: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn rto_of(&self, p: Priority) -> Duration {
+        self.rto[p as usize]
+    }
+}
+
+/// What `build` made and `start` consumes.
+pub(super) struct Pending {
+    pub(super) cfg: RecoveryConfig,
+    pub(super) repairer: Arc<DataRepairer>,
+    pub(super) snapshots: Option<Arc<StateSnapshotManager>>,
+    pub(super) audit: Option<Arc<AuditLog>>,
+    pub(super) verdict: RunVerdict,
+}
+
+/// The background work `start` began.
+#[derive(Default)]
+pub(super) struct Running {
+    pub(super) threads: Vec<(
+        String,
+        std::thread::JoinHandle<()>,
+        crossbeam_channel::Receiver<()>,
+    )>,
+    pub(super) scrub: Option<ScrubHandle>,
+    pub(super) periodic: Option<PeriodicSnapshots>,
+    pub(super) crash: Option<Arc<CrashDetector>>,
+    pub(super) rollback: Option<Arc<TransactionRollbackManager>>,
+    pub(super) stopped: bool,
+}
+
+/// The self-healing front door. See the [module docs](super).
+pub struct AutoRecoveryManager {
+    pub(super) inner: Arc<Inner>,
+    pub(super) repairer: Arc<DataRepairer>,
+    pub(super) snapshots: Option<Arc<StateSnapshotManager>>,
+    pub(super) audit: Option<Arc<AuditLog>>,
+    pub(super) pending: Mutex<Option<Pending>>,
+    pub(super) running: Mutex<Running>,
+    pub(super) startup: Mutex<Option<StartupReport>>,
+    pub(super) drain_timeout: Duration,
+    pub(super) stop_timeout: Duration,
+}
