@@ -239,7 +239,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::appender::Appender;
-use super::log::{encode_record, LogHeader, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::log::{Frame, LogHeader, LogRecord, LOG_VERSION};
 use super::storage::{replace, DirTableStorage, TableStorage};
 use super::table::{check_page_size, encode_base, ChecksumTable, PRESENT, SETTLED_BITS};
 use super::unsettled::{Unsettled, SLOTS_MAX};
@@ -588,7 +588,7 @@ impl ChecksumTable {
             }
             .encode()
             .to_vec();
-            // Re-announce every unsettled version, oldest first.
+            // Re-announce every unsettled version, oldest first, in one frame.
             let mut order: Vec<(u64, usize, usize)> = un
                 .slots()
                 .iter()
@@ -601,19 +601,17 @@ impl ChecksumTable {
                 })
                 .collect();
             order.sort_unstable();
-            let mut seq = first_seq;
-            encode_record(&mut bytes, seq, LogRecord::Batch);
-            seq += 1;
+            let mut frame = Frame::new(first_seq);
             let slots = un.slots_mut();
             for (_, s, i) in order {
                 let page = u32::try_from(slots[s].page).expect("below pages_max");
                 let v = &mut slots[s].versions[i];
-                encode_record(&mut bytes, seq, LogRecord::Intent { page, crc: v.crc });
-                v.seq = seq;
-                seq += 1;
+                v.seq = frame.first_seq() + frame.count();
+                frame.push(LogRecord::Intent { page, crc: v.crc });
             }
-            let count = seq - first_seq;
-            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + count as usize * RECORD_LEN);
+            let count = frame.count();
+            let seq = first_seq + count;
+            bytes.extend_from_slice(&frame.finish());
             Appender::begin_switch(
                 &mut log,
                 name.clone(),

@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::appender::{Appender, LogState};
 use super::durable::{log_name, parse_log_name, Durable, Files, TableConfig};
-use super::log::{decode_log, LogEnd, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::log::{decode_log, LogEnd, LogRecord, LOG_VERSION};
 use super::storage::{replace, tmp_name, TableStorage};
 use super::table::{decode_base, encode_base, grow, ChecksumTable, FREE, PRESENT};
 use super::unsettled::{State, Unsettled, Version, Versions};
@@ -346,9 +346,8 @@ pub(super) fn open(
                 ),
             ));
         }
-        for (seq, record) in &log.records {
-            let offset = LOG_HEADER_LEN as u64 + (seq - log.header.first_seq) * RECORD_LEN as u64;
-            replay.apply(&path, offset, *seq, *record)?;
+        for ((seq, record), offset) in log.records.iter().zip(&log.offsets) {
+            replay.apply(&path, *offset, *seq, *record)?;
         }
         replay.end_file();
         if let LogEnd::Torn { offset, bytes } = log.end {
