@@ -498,12 +498,9 @@ impl CorruptionDetector {
         match &self.placement {
             ChecksumPlacement::Sidecar(table) => match table.entry(page) {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
-                Entry::Absent if self.registry.lock().known_bad(page) => {
-                    // Fenced for more than a missing checksum (unreadable):
-                    // adoption does not vouch for it.
-                    self.count_verdict(page, bytes, report)?;
-                    Ok(Plan::Done)
-                }
+                // Pages fenced for more than a missing checksum are sorted
+                // out just before the claim, with one look at the registry
+                // per batch (`claim_scanned`).
                 Entry::Absent => Ok(Plan::Claim(checksum::page_crc(page, bytes))),
                 Entry::Sealed | Entry::Free => {
                     self.count_verdict(page, bytes, report)?;
@@ -556,6 +553,38 @@ impl CorruptionDetector {
         let ChecksumPlacement::Sidecar(table) = &self.placement else {
             return Ok(());
         };
+        // Fenced for more than a missing checksum (unreadable, say):
+        // adoption does not vouch for it, and judges it like a scrub. One
+        // lock of the registry for the batch, and no lookup at all while it
+        // is empty (the usual case).
+        let mut known_bad = Vec::new();
+        let vetted;
+        let claims = {
+            let registry = self.registry.lock();
+            if registry.is_empty() {
+                claims
+            } else {
+                vetted = claims
+                    .iter()
+                    .copied()
+                    .filter(|&(page, _)| {
+                        let bad = registry.known_bad(page);
+                        if bad {
+                            known_bad.push(page);
+                        }
+                        !bad
+                    })
+                    .collect::<Vec<_>>();
+                &vetted[..]
+            }
+        };
+        for page in known_bad {
+            match self.check_page(page, Observer::Scrub) {
+                Ok(v) => count(v, report),
+                Err(Error::PageOutOfRange { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut claimed = Vec::with_capacity(claims.len());
         table.claim_absent(claims, &mut claimed)?;
         for (&(page, _), &won) in claims.iter().zip(&claimed) {
