@@ -305,6 +305,29 @@ enum Plan {
     Zero,
 }
 
+/// The sync that begins an adoption into a durable table, running on a
+/// helper thread while the first batch is read.
+enum PendingSync<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, Result<()>>),
+    Done,
+}
+
+impl PendingSync<'_> {
+    /// Waits for the sync (once); its error, or a panic of its thread as
+    /// [`Error::Stopped`].
+    fn wait(&mut self) -> Result<()> {
+        match std::mem::replace(self, PendingSync::Done) {
+            PendingSync::Running(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Stopped {
+                    component: "adoption",
+                    reason: "the thread syncing the store before adoption panicked".into(),
+                })
+            }),
+            PendingSync::Done => Ok(()),
+        }
+    }
+}
+
 /// Counts a scrub-like verdict on a page adoption did not seal.
 fn count(verdict: Verdict, report: &mut AdoptReport) {
     match verdict {
@@ -378,45 +401,65 @@ impl CorruptionDetector {
             let _gate = self.resize_gate.read();
             table.reserve_pages(end.min(self.store.page_count()))?;
         }
-        if matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable()) {
+        let durable = matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable());
+        let mut report = AdoptReport::default();
+        std::thread::scope(|scope| -> Result<()> {
             // A durable table records the checksums as settled: the bytes
             // they vouch for must be durable first (a host that wrote them
-            // without a sync could lose them in a crash).
-            self.sync()?;
-        }
-        let mut report = AdoptReport::default();
-        let mut next = opts.first;
-        while next < end {
-            let (examined, stopped) = {
-                // No resize while a batch is scanned and recorded.
-                let _gate = self.resize_gate.read();
-                let now_count = self.store.page_count();
-                if next >= now_count {
+            // without a sync could lose them in a crash). The sync runs on a
+            // helper thread while the first batch is read, and every batch
+            // waits for it before it records anything.
+            let mut first_sync = if durable {
+                let spawned = std::thread::Builder::new()
+                    .name("selfheal-adopt-sync".into())
+                    .spawn_scoped(scope, || self.sync());
+                match spawned {
+                    Ok(h) => PendingSync::Running(h),
+                    Err(error) => {
+                        tracing::debug!(%error, "no helper thread for adoption's first sync; syncing here");
+                        self.sync()?;
+                        PendingSync::Done
+                    }
+                }
+            } else {
+                PendingSync::Done
+            };
+            let mut next = opts.first;
+            while next < end {
+                let (examined, stopped) = {
+                    // No resize while a batch is scanned and recorded.
+                    let _gate = self.resize_gate.read();
+                    let now_count = self.store.page_count();
+                    if next >= now_count {
+                        break;
+                    }
+                    let n = batch.min(end - next).min(now_count - next);
+                    self.adopt_batch(PageId(next), n, &opts, &mut report, &mut first_sync)
+                };
+                if let Some(e) = stopped {
+                    // What was adopted before the error stands: make it durable.
+                    if let Err(f) = self.make_adoption_durable() {
+                        tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
+                    }
+                    return Err(e);
+                }
+                next += examined;
+                if let Some(f) = opts.progress.as_mut() {
+                    f(&AdoptProgress {
+                        pages_done: next - opts.first,
+                        pages_total: count,
+                        sealed: report.sealed,
+                        elapsed: Duration::from_nanos(self.clock.now_ns().saturating_sub(started)),
+                    });
+                }
+                if examined == 0 {
                     break;
                 }
-                let n = batch.min(end - next).min(now_count - next);
-                self.adopt_batch(PageId(next), n, &opts, &mut report)
-            };
-            if let Some(e) = stopped {
-                // What was adopted before the error stands: make it durable.
-                if let Err(f) = self.make_adoption_durable() {
-                    tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
-                }
-                return Err(e);
             }
-            next += examined;
-            if let Some(f) = opts.progress.as_mut() {
-                f(&AdoptProgress {
-                    pages_done: next - opts.first,
-                    pages_total: count,
-                    sealed: report.sealed,
-                    elapsed: Duration::from_nanos(self.clock.now_ns().saturating_sub(started)),
-                });
-            }
-            if examined == 0 {
-                break;
-            }
-        }
+            // Nothing was recorded if no batch ran: the sync must still end
+            // (and succeed) before adoption does.
+            first_sync.wait()
+        })?;
         self.make_adoption_durable()?;
         // Pages fenced before they were adopted (a scrub found no checksum)
         // verify now: lift their fences.
@@ -452,6 +495,7 @@ impl CorruptionDetector {
         count: u64,
         opts: &AdoptOptions,
         report: &mut AdoptReport,
+        first_sync: &mut PendingSync<'_>,
     ) -> (u64, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
@@ -476,6 +520,10 @@ impl CorruptionDetector {
             Err(Error::PageOutOfRange { .. }) => None,
             Err(e) => Some(e),
         };
+        // Nothing is recorded before the bytes read are durable.
+        if let Err(e) = first_sync.wait() {
+            return (examined, Some(e));
+        }
         if let Err(e) = self.claim_scanned(&claims, report) {
             stopped.get_or_insert(e);
         }
