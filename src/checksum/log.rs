@@ -1,42 +1,39 @@
 //! The sidecar table's change log: its byte layout and its codec.
 //!
 //! A durable [`ChecksumTable`](super::ChecksumTable) is a base file plus an
-//! append-only log of fixed-size, CRC-framed records; this module encodes
-//! and decodes the log and nothing else (what the records mean, and why the
-//! table survives a crash at any step, is in [`durable`](super::durable)).
-//! The decoder treats every byte as untrusted: it allocates at most one
-//! record per 16 input bytes, and answers a typed error or a torn-tail
-//! verdict, never a panic.
+//! append-only log of changes; this module encodes and decodes the log and
+//! nothing else (what the records mean, and why the table survives a crash
+//! at any step, is in [`durable`](super::durable)). The decoder treats every
+//! byte as untrusted: it allocates at most one record per 2 input bytes, and
+//! answers a typed error or a torn-tail verdict, never a panic.
 //!
 //! # Log file layout (all integers little-endian)
 //!
-//! A log file is a 36-byte header followed by 16-byte record slots.
+//! A log file is a 36-byte header followed by the records: in version 3
+//! (written by this build) a sequence of *frames*, one per append; in
+//! versions 1 and 2 (still read) 16-byte slots.
 //!
 //! | offset | size | field                                              |
 //! |-------:|-----:|----------------------------------------------------|
 //! | 0      | 4    | magic `SHCL`                                       |
-//! | 4      | 4    | format version (2; 1 is still read)                |
+//! | 4      | 4    | format version (3; 1 and 2 are still read)         |
 //! | 8      | 4    | page size of the table                             |
 //! | 12     | 4    | reserved, 0                                        |
 //! | 16     | 8    | generation (the base file this log continues)      |
-//! | 24     | 8    | sequence number of the first record slot           |
+//! | 24     | 8    | sequence number of the first record                |
 //! | 32     | 4    | CRC32 of bytes 0..32                               |
 //!
-//! Record slot `i` starts at byte `36 + 16·i` and has the sequence number
-//! `first_seq + i`; the sequence number is not stored but is part of the
-//! record's CRC, so a record copied to another slot, or left over from an
-//! older log at the same offset, does not verify.
+//! Every record has a sequence number, consecutive through the file from
+//! the header's; the numbers are never stored per record, and are never
+//! reused (a new log starts after every number the logs before it may have
+//! used, torn tails included).
 //!
-//! | offset | size | field                                                   |
-//! |-------:|-----:|---------------------------------------------------------|
-//! | 0      | 1    | kind (below)                                            |
-//! | 1      | 3    | reserved, 0                                             |
-//! | 4      | 8    | payload: two u32 (`a` at 4, `b` at 8) or one u64        |
-//! | 12     | 4    | CRC32 of (sequence number as u64 LE ‖ bytes 0..12)      |
+//! The kinds of record and what they mean (`a`, `b` in the version-2 slot;
+//! their version-3 encoding is below):
 //!
 //! | kind | name    | payload                  | meaning                                                        |
 //! |-----:|---------|--------------------------|----------------------------------------------------------------|
-//! | 1    | batch   | 0                        | first record of every append: all slots before it were fsynced  |
+//! | 1    | batch   | 0                        | versions 1 and 2: first record of every append: all slots before it were fsynced (version 3: the frame says it) |
 //! | 2    | intent  | `a` page, `b` CRC        | the page may now hold bytes with this CRC                       |
 //! | 3    | except  | u64 sequence number      | the next settle leaves this intent unsettled                    |
 //! | 4    | settle  | u64 bound `s`            | intents below `s` (except those named) are settled              |
@@ -45,24 +42,95 @@
 //! | 7    | free    | `a` page, `b` 0          | forget every checksum of the page and mark it unallocated       |
 //! | 8    | claim   | `a` page, `b` CRC        | if the page has no checksum, no unsettled intent and no mark, this is its settled checksum |
 //!
+//! ## Version 3: frames
+//!
+//! Each append (one write and one fsync of every record buffered since the
+//! last, shared by the threads that wait for it) is one frame; a frame is
+//! written only after the fsync of the frame before it returned.
+//!
+//! | offset  | size    | field                                                  |
+//! |--------:|--------:|--------------------------------------------------------|
+//! | 0       | 8       | frame length `L` in bytes, header and trailer included (≥ 32) |
+//! | 8       | 8       | record count `n`                                       |
+//! | 16      | 8       | sequence number of the frame's first record (the one after the previous frame's last) |
+//! | 24      | 4       | CRC32 of bytes 0..24                                   |
+//! | 28      | `L`−32  | the `n` records, back to back                          |
+//! | `L`−4   | 4       | CRC32 of bytes 0..`L`−4                                |
+//!
+//! A record is its kind (1 byte) and then, by kind (*varint*: LEB128, at
+//! most 10 bytes; *page delta*: the page minus the page of the frame's
+//! previous intent, claim or free record — 0 for the first — as a zigzag
+//! varint; the record's own sequence number is `s`):
+//!
+//! | kind            | after the kind byte                          |
+//! |-----------------|----------------------------------------------|
+//! | intent, claim   | page delta, CRC (4 bytes)                    |
+//! | free            | page delta                                   |
+//! | except, retract | varint `s` − the sequence number named (≥ 1) |
+//! | settle          | varint `s` − bound                           |
+//! | drop            | varint first page, varint last page          |
+//!
+//! So an intent or a claim takes 6 bytes when it follows a page less than
+//! 64 pages before it (an adoption's claims, and most checkpoints), 7 up
+//! to 8 Ki pages away; a settle 2; a frame adds 32. Version 3 has no batch
+//! record. A frame that verifies but whose records cannot be right (a count
+//! its bytes cannot hold, an unknown kind, bytes after the last record, a
+//! page past 2³², a reference to itself or to a later record, an empty drop
+//! range) is damage.
+//!
+//! ## Versions 1 and 2: slots
+//!
+//! Record slot `i` starts at byte `36 + 16·i` and has the sequence number
+//! `first_seq + i`; the sequence number is not stored but is part of the
+//! record's CRC, so a record copied to another slot, or left over from an
+//! older log at the same offset, does not verify.
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! | 0      | 1    | kind (above)                                            |
+//! | 1      | 3    | reserved, 0                                             |
+//! | 4      | 8    | payload: two u32 (`a` at 4, `b` at 8) or one u64        |
+//! | 12     | 4    | CRC32 of (sequence number as u64 LE ‖ bytes 0..12)      |
+//!
 //! Kinds 7 and 8 exist from version 2 on: in a version-1 log a slot of
 //! those kinds does not verify (it is read as damage or a torn tail, as any
-//! slot that does not verify). A build that knows only version 1 refuses a
-//! version-2 log ([`Error::UnsupportedVersion`]) rather than dropping the
-//! records it does not know. The table appends only to a log of the
-//! current version: it compacts a version-1 log away when it opens one.
+//! slot that does not verify). A build that knows only version 1 or 2
+//! refuses a newer log ([`Error::UnsupportedVersion`]) rather than dropping
+//! the records it does not know. The table appends only to a log of the
+//! current version: it compacts an older log away when it opens one.
 //!
 //! # Reading a log that a crash cut short
 //!
 //! A crash may leave any prefix of the bytes appended since the last fsync,
-//! with unwritten sectors as zeros or stale bytes, in any order. The reader
-//! finds `D`, the last slot holding a valid *batch* record: a batch record is
-//! written only after every earlier slot was fsynced, so every slot before
-//! `D` is durable and must verify; one that does not is damage
-//! ([`Error::CorruptFile`]). From `D` on, the reader keeps records up to the
-//! first slot that does not verify and reports the rest as a torn tail
-//! ([`LogEnd::Torn`]), which is normal after a crash. What this costs when
-//! the newest fsynced batch itself is damaged is in
+//! with unwritten sectors as zeros or stale bytes, in any order.
+//!
+//! Version 3: the reader takes frames in order while each verifies (both
+//! CRCs, a length within the file) and continues the sequence numbers. At
+//! the first that does not, it looks at every later offset for a whole
+//! frame that verifies with a sequence number at or after the expected one:
+//! a frame is written only after every byte before it was fsynced, so if
+//! there is one, the bytes that do not verify were durable, and that is
+//! damage ([`Error::CorruptFile`], naming the offset). Otherwise they are
+//! the frame of the append a crash cut short ([`LogEnd::Torn`]), normal
+//! after a crash; its records are not used, and the sequence numbers it may
+//! hold (at most one per byte) are never used again. A frame left from an
+//! older log (stale sectors) carries older sequence numbers and never
+//! counts.
+//!
+//! | a crash while a frame is appended leaves | read as |
+//! |------------------------------------------|---------|
+//! | none of its bytes                        | a clean end |
+//! | some of its sectors, old or zero bytes in the others | a torn tail: the frame's records are dropped, as if the append had not begun |
+//! | all of it, but not its fsync             | a whole frame: its records are used (they only add to what the fsynced ones say, see [`durable`](super::durable)) |
+//!
+//! Versions 1 and 2: the reader finds `D`, the last slot holding a valid
+//! *batch* record: a batch record is written only after every earlier slot
+//! was fsynced, so every slot before `D` is durable and must verify; one
+//! that does not is damage ([`Error::CorruptFile`]). From `D` on, the reader
+//! keeps records up to the first slot that does not verify and reports the
+//! rest as a torn tail ([`LogEnd::Torn`]).
+//!
+//! What this costs when the newest fsynced append itself is damaged is in
 //! [`durable`](super::durable).
 
 use std::path::Path;

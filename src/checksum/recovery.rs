@@ -4,7 +4,7 @@
 //! compact.
 //!
 //! Replay allocates in proportion to its input (one entry per 8 base bytes,
-//! one version per 16 log bytes); only building the table's entry array
+//! one version per 2 log bytes); only building the table's entry array
 //! grows to the highest page named, which
 //! [`pages_max`](super::TableConfig::pages_max) bounds.
 
@@ -409,7 +409,7 @@ pub(super) fn open(
     };
     if appending.is_some() {
         // Bytes a dead process left in the page cache count as durable from
-        // here on, since batch records will say so.
+        // here on, since the next frame will say so.
         storage.sync(&name)?;
     } else {
         table.compact()?;

@@ -114,12 +114,16 @@
 //! loses the adoption, which is simply run again.
 //!
 //! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
-//! the detector syncs first, so the bytes adoption reads are durable. A
+//! the detector syncs first, so the bytes adoption reads are durable (the
+//! sync runs on a helper thread while the first batch is read, and no batch
+//! records anything before it has succeeded; if it fails, adoption fails
+//! having recorded nothing). A
 //! page's bytes are then already on disk, so its checksum needs no window in
 //! which old and new are accepted: it is recorded as settled at once, with
 //! one `claim` record (an all-zero page taken for unallocated: one `free`
 //! record), appended for a whole batch under one lock of the table. The
-//! records are made durable with one fsync per 64 Ki pages and at the end;
+//! records (6 bytes each) are made durable with one fsync per 1 MiB of them
+//! (about 170 Ki pages) and at the end;
 //! the log is compacted when it has grown past its threshold. A crash at
 //! any step leaves each page either claimed (or marked unallocated) or as
 //! it was before adoption (nothing recorded): adopting again finishes the
