@@ -85,22 +85,26 @@ fn adopt(c: &mut Criterion) {
         });
 
         // Adoption of the same file into an empty table, each iteration.
-        g.bench_with_input(BenchmarkId::new("adopt_in_memory_table", name), &PAGES, |b, &n| {
-            b.iter_batched(
-                || {
-                    let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
-                    DetectorConfig::new(ChecksumPlacement::Sidecar(table))
-                        .build(open())
-                        .expect("detector")
-                },
-                |det| {
-                    let r = det.adopt(AdoptOptions::new()).expect("adopt");
-                    assert_eq!(r.sealed, n);
-                    black_box(r.sealed)
-                },
-                criterion::BatchSize::PerIteration,
-            );
-        });
+        g.bench_with_input(
+            BenchmarkId::new("adopt_in_memory_table", name),
+            &PAGES,
+            |b, &n| {
+                b.iter_batched(
+                    || {
+                        let table = Arc::new(ChecksumTable::new(PAGE).expect("table"));
+                        DetectorConfig::new(ChecksumPlacement::Sidecar(table))
+                            .build(open())
+                            .expect("detector")
+                    },
+                    |det| {
+                        let r = det.adopt(AdoptOptions::new()).expect("adopt");
+                        assert_eq!(r.sealed, n);
+                        black_box(r.sealed)
+                    },
+                    criterion::BatchSize::PerIteration,
+                );
+            },
+        );
 
         // The same into a fresh durable table each iteration (opened, and
         // dropped with its directory, outside the measurement).

@@ -10,7 +10,9 @@ use std::time::SystemTime;
 fn mean_ns(id: &str, since: SystemTime) -> Option<f64> {
     let root = std::env::var_os("CRITERION_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("criterion")))
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("criterion"))
+        })
         .unwrap_or_else(|| PathBuf::from("target/criterion"));
     let file = root.join(id).join("new/estimates.json");
     if std::fs::metadata(&file).ok()?.modified().ok()? < since {

@@ -477,7 +477,11 @@ impl Frame {
 enum FrameCheck {
     /// A whole frame that verifies: its length, record count and first
     /// sequence number.
-    Whole { len: usize, count: u64, first_seq: u64 },
+    Whole {
+        len: usize,
+        count: u64,
+        first_seq: u64,
+    },
     /// Not a frame (a torn or damaged one, or none).
     NotAFrame,
 }
@@ -520,10 +524,7 @@ fn decode_frame_body(
     out: &mut Vec<(u64, LogRecord)>,
 ) -> std::result::Result<(), String> {
     if count > (body.len() / FRAME_RECORD_LEN_MIN) as u64 {
-        return Err(format!(
-            "claims {count} records in {} bytes",
-            body.len()
-        ));
+        return Err(format!("claims {count} records in {} bytes", body.len()));
     }
     let mut pos = 0usize;
     let mut prev_page = 0u32;
@@ -926,8 +927,12 @@ mod tests {
                 f.into_iter()
                     .map(|r| {
                         let r = match r {
-                            LogRecord::Except { seq: s } => LogRecord::Except { seq: s % seq.max(1) },
-                            LogRecord::Retract { seq: s } => LogRecord::Retract { seq: s % seq.max(1) },
+                            LogRecord::Except { seq: s } => LogRecord::Except {
+                                seq: s % seq.max(1),
+                            },
+                            LogRecord::Retract { seq: s } => LogRecord::Retract {
+                                seq: s % seq.max(1),
+                            },
                             LogRecord::Settle { below } => LogRecord::Settle {
                                 below: below % (seq + 1),
                             },
@@ -962,7 +967,10 @@ mod tests {
     fn a_bad_frame_before_a_whole_one_is_damage_after_it_a_torn_tail() {
         let frames = vec![
             vec![LogRecord::Intent { page: 1, crc: 7 }],
-            vec![LogRecord::Intent { page: 2, crc: 8 }, LogRecord::Settle { below: 11 }],
+            vec![
+                LogRecord::Intent { page: 2, crc: 8 },
+                LogRecord::Settle { below: 11 },
+            ],
             vec![LogRecord::Intent { page: 3, crc: 9 }],
         ];
         let good = encode_frames(10, &frames);
@@ -970,7 +978,15 @@ mod tests {
         let third = second + FRAME_OVERHEAD + 8;
         assert_eq!(good.len(), third + FRAME_OVERHEAD + 6);
         let d = decode_log(Path::new("l"), &good, 4096).unwrap();
-        assert_eq!(d.offsets, [LOG_HEADER_LEN as u64, second as u64, second as u64, third as u64]);
+        assert_eq!(
+            d.offsets,
+            [
+                LOG_HEADER_LEN as u64,
+                second as u64,
+                second as u64,
+                third as u64
+            ]
+        );
         for at in [second + 3, second + FRAME_HEADER_LEN + 1, third - 1] {
             let mut damaged = good.clone();
             damaged[at] ^= 1;
@@ -982,7 +998,12 @@ mod tests {
                 "byte {at}"
             );
         }
-        for at in [third, third + 20, third + FRAME_HEADER_LEN + 2, good.len() - 1] {
+        for at in [
+            third,
+            third + 20,
+            third + FRAME_HEADER_LEN + 2,
+            good.len() - 1,
+        ] {
             let mut torn = good.clone();
             torn[at] ^= 1;
             let d = decode_log(Path::new("l"), &torn, 4096).unwrap();
@@ -1008,15 +1029,11 @@ mod tests {
 
     #[test]
     fn implausible_version_3_frames_are_damage() {
-        for bad in [
-            LogRecord::Drop { first: 4, last: 3 },
-        ] {
-            let b = encode_frames(5, &[vec![bad]]);
-            assert!(matches!(
-                decode_log(Path::new("l"), &b, 4096),
-                Err(Error::CorruptFile { .. })
-            ));
-        }
+        let b = encode_frames(5, &[vec![LogRecord::Drop { first: 4, last: 3 }]]);
+        assert!(matches!(
+            decode_log(Path::new("l"), &b, 4096),
+            Err(Error::CorruptFile { .. })
+        ));
         // A frame that verifies but whose contents cannot be right: a count
         // larger than its bytes hold, an unknown kind, a record naming
         // itself, bytes after the last record.
@@ -1048,7 +1065,12 @@ mod tests {
             (1, &[KIND_SETTLE, 6][..]),
             (1, &[KIND_SETTLE, 0, 0][..]),
             (1, &[KIND_INTENT, 0, 1, 2][..]),
-            (1, &[KIND_FREE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F][..]),
+            (
+                1,
+                &[
+                    KIND_FREE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+                ][..],
+            ),
         ] {
             assert!(
                 matches!(

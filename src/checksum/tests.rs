@@ -286,7 +286,10 @@ fn the_sync_compacts_when_the_log_passes_its_share_of_the_base() {
     }
     let s = t.stats();
     assert!(s.compactions > first.compactions, "{s:?}");
-    assert!(s.log_bytes <= s.base_bytes + 2 * FRAME_OVERHEAD as u64, "{s:?}");
+    assert!(
+        s.log_bytes <= s.base_bytes + 2 * FRAME_OVERHEAD as u64,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -742,15 +745,27 @@ fn version_1_and_2_logs_are_replayed_and_compacted_away() {
         let s = first_seq;
         let mut records = vec![
             LogRecord::Batch,
-            LogRecord::Intent { page: 0, crc: crc(0, 1) },
+            LogRecord::Intent {
+                page: 0,
+                crc: crc(0, 1),
+            },
             LogRecord::Settle { below: s + 2 },
             LogRecord::Batch,
-            LogRecord::Intent { page: 1, crc: crc(1, 2) },
-            LogRecord::Intent { page: 4, crc: crc(4, 5) },
+            LogRecord::Intent {
+                page: 1,
+                crc: crc(1, 2),
+            },
+            LogRecord::Intent {
+                page: 4,
+                crc: crc(4, 5),
+            },
             LogRecord::Drop { first: 4, last: 4 },
         ];
         if version == 2 {
-            records.push(LogRecord::Claim { page: 2, crc: crc(2, 3) });
+            records.push(LogRecord::Claim {
+                page: 2,
+                crc: crc(2, 3),
+            });
             records.push(LogRecord::Free { page: 3 });
         }
         files.set_file(&name, slot_log(version, g, first_seq, &records));
