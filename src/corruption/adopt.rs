@@ -505,8 +505,19 @@ impl CorruptionDetector {
         let mut zero: Vec<PageId> = Vec::new();
         let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
         let mut examined = 0u64;
+        // The table's entries for the batch, in one look (the resize gate is
+        // held, so they only change by host writes, which the claim checks
+        // for again under the table's lock).
+        let mut entries = Vec::new();
+        if let ChecksumPlacement::Sidecar(table) = &self.placement {
+            table.entries_of(first, count, &mut entries);
+        }
         let scanned = self.store.scan_pages(first, count, &mut |page, bytes| {
-            let plan = self.plan(page, bytes, report)?;
+            let entry = entries
+                .get((page.0 - first.0) as usize)
+                .copied()
+                .unwrap_or(Entry::Absent);
+            let plan = self.plan(page, entry, bytes, report)?;
             examined += 1;
             report.pages += 1;
             match plan {
@@ -545,10 +556,17 @@ impl CorruptionDetector {
 
     /// Decides what a scanned page needs, doing it now when that needs no
     /// write and no page lock (the visit of a scan must not wait for them
-    /// while the store may hold a scan open).
-    fn plan(&self, page: PageId, bytes: &[u8], report: &mut AdoptReport) -> Result<Plan> {
+    /// while the store may hold a scan open). `entry` is what a sidecar
+    /// table held for the page when the batch began.
+    fn plan(
+        &self,
+        page: PageId,
+        entry: Entry,
+        bytes: &[u8],
+        report: &mut AdoptReport,
+    ) -> Result<Plan> {
         match &self.placement {
-            ChecksumPlacement::Sidecar(table) => match table.entry(page) {
+            ChecksumPlacement::Sidecar(_) => match entry {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
                 // Pages fenced for more than a missing checksum are sorted
                 // out just before the claim, with one look at the registry
