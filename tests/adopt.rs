@@ -652,3 +652,34 @@ fn adoption_into_a_durable_table_then_a_crash() {
         assert!(at >= 8, "{what}: only {at} steps");
     }
 }
+
+/// Adoption into a durable table records nothing before the sync that makes
+/// the bytes it read durable has succeeded (that sync runs on a helper
+/// thread beside the first batch's read): when it fails, adoption fails and
+/// the table holds no checksum; adopting again seals every page. Only the
+/// durable table has this sync (the trailer placement writes the pages
+/// themselves and syncs after; an in-memory table is saved by the host).
+#[test]
+fn a_failed_first_sync_records_nothing() {
+    const N: u64 = 16;
+    let store = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, N).unwrap())));
+    for p in 0..N {
+        store.write_page(PageId(p), &host_page(p)).unwrap();
+    }
+    let files = Arc::new(CrashFiles::new());
+    let table = Arc::new(TableConfig::new(PS).open_on(files.clone(), "sums").unwrap());
+    let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+        .build(store.clone())
+        .unwrap();
+    store.fail_syncs(1);
+    let failed = det.adopt(AdoptOptions::new().batch_pages(4));
+    assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+    for p in 0..N {
+        assert_eq!(table.get(PageId(p)), None, "page {p} was claimed");
+    }
+    let after = TableConfig::new(PS)
+        .open_on(Arc::new(files.crash(None)), "sums")
+        .unwrap();
+    assert!((0..N).all(|p| after.get(PageId(p)).is_none()));
+    assert_eq!(det.adopt(AdoptOptions::new()).unwrap().sealed, N);
+}

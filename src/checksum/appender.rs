@@ -3,15 +3,17 @@
 //! no write in flight writes the whole buffer and fsyncs it once for every
 //! record in it; the others wait for that fsync.
 //!
-//! Every write starts with a batch record (see [`log`](super::log)): a write
-//! begins only after the previous one's fsync returned, so the batch record
-//! truthfully says that every earlier slot is durable. A failed write or
+//! Every write is one frame (see [`log`](super::log)), begun only after the
+//! previous one's fsync returned, so a whole frame truthfully says that
+//! every byte before it is durable. The records are encoded into the frame
+//! under the lock; the frame's one CRC is computed by the writer, with the
+//! lock released. A failed write or
 //! fsync poisons the appender: the file's tail is then unknown, and nothing
 //! more is written to it.
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::log::{encode_record, LogRecord, RECORD_LEN};
+use super::log::{Frame, LogRecord, FRAME_OVERHEAD};
 use super::storage::TableStorage;
 use crate::error::{Error, Result};
 
@@ -28,8 +30,9 @@ pub(super) struct LogState {
     pub(super) next_seq: u64,
     /// Every slot below this is durable.
     pub(super) durable_seq: u64,
-    /// Encoded slots not yet written (the newest ones, up to `next_seq`).
-    pub(super) buf: Vec<u8>,
+    /// Records not yet written (the newest ones, up to `next_seq`), as the
+    /// frame that will write them.
+    pub(super) frame: Frame,
     /// A write (or the creation of a new file) is in flight.
     pub(super) io_busy: bool,
     /// Why the appender refuses further work.
@@ -47,7 +50,7 @@ impl LogState {
             generation,
             next_seq,
             durable_seq: next_seq,
-            buf: Vec::new(),
+            frame: Frame::new(next_seq),
             io_busy: false,
             poison: None,
             file_bytes,
@@ -64,23 +67,23 @@ impl LogState {
 
     /// Buffers `record` and returns its sequence number.
     pub(super) fn append(&mut self, record: LogRecord) -> u64 {
-        if self.buf.is_empty() {
-            self.push(LogRecord::Batch);
-        }
-        self.push(record)
-    }
-
-    fn push(&mut self, record: LogRecord) -> u64 {
         let seq = self.next_seq;
-        encode_record(&mut self.buf, seq, record);
+        debug_assert_eq!(seq, self.frame.first_seq() + self.frame.count());
+        if self.frame.count() == 0 {
+            self.file_bytes += FRAME_OVERHEAD as u64;
+        }
+        self.file_bytes += self.frame.push(record) as u64;
         self.next_seq += 1;
-        self.file_bytes += RECORD_LEN as u64;
         seq
     }
 
     /// Bytes buffered and not yet written.
     pub(super) fn buffered(&self) -> usize {
-        self.buf.len()
+        if self.frame.count() == 0 {
+            0
+        } else {
+            self.frame.encoded_len()
+        }
     }
 }
 
@@ -141,14 +144,16 @@ impl Appender {
     /// meanwhile. Called with `io_busy` clear and a nonempty buffer.
     fn write_buffer(&self, st: &mut MutexGuard<'_, LogState>, storage: &dyn TableStorage) {
         debug_assert!(
-            !st.buf.is_empty(),
-            "slots below next_seq are buffered, in flight or durable"
+            st.frame.count() > 0,
+            "records below next_seq are buffered, in flight or durable"
         );
-        let buf = std::mem::take(&mut st.buf);
         let target = st.next_seq;
+        let frame = std::mem::replace(&mut st.frame, Frame::new(target));
         let name = st.name.clone();
         st.io_busy = true;
+        let mut buf = Vec::new();
         let written = MutexGuard::unlocked(st, || {
+            buf = frame.finish();
             storage
                 .append(&name, &buf)
                 .and_then(|()| storage.sync(&name))
@@ -158,10 +163,8 @@ impl Appender {
             Ok(()) => {
                 st.durable_seq = target;
                 st.syncs += 1;
-                if st.buf.is_empty() {
-                    let mut buf = buf;
-                    buf.clear();
-                    st.buf = buf;
+                if st.frame.count() == 0 {
+                    st.frame = Frame::recycle(buf, st.next_seq);
                 }
             }
             Err(e) => {
@@ -183,10 +186,11 @@ impl Appender {
         created_slots: u64,
         file_bytes: u64,
     ) {
-        debug_assert!(st.buf.is_empty() && !st.io_busy);
+        debug_assert!(st.frame.count() == 0 && !st.io_busy);
         st.name = name;
         st.generation = generation;
         st.next_seq += created_slots;
+        st.frame.reset(st.next_seq);
         st.file_bytes = file_bytes;
         st.io_busy = true;
     }

@@ -8,7 +8,7 @@ use super::appender::Appender;
 use super::base::encode_base;
 use super::durable::{log_name, Durable, Files, TableStats};
 use super::entries::SETTLED_BITS;
-use super::log::{encode_record, LogHeader, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::log::{Frame, LogHeader, LogRecord, LOG_VERSION};
 use super::storage::replace;
 use super::table::ChecksumTable;
 use crate::error::Result;
@@ -72,7 +72,7 @@ impl ChecksumTable {
             }
             .encode()
             .to_vec();
-            // Re-announce every unsettled version, oldest first.
+            // Re-announce every unsettled version, oldest first, in one frame.
             let mut order: Vec<(u64, usize, usize)> = un
                 .slots()
                 .iter()
@@ -85,19 +85,17 @@ impl ChecksumTable {
                 })
                 .collect();
             order.sort_unstable();
-            let mut seq = first_seq;
-            encode_record(&mut bytes, seq, LogRecord::Batch);
-            seq += 1;
+            let mut frame = Frame::new(first_seq);
             let slots = un.slots_mut();
             for (_, s, i) in order {
                 let page = u32::try_from(slots[s].page).expect("below pages_max");
                 let v = &mut slots[s].versions[i];
-                encode_record(&mut bytes, seq, LogRecord::Intent { page, crc: v.crc });
-                v.seq = seq;
-                seq += 1;
+                v.seq = frame.first_seq() + frame.count();
+                frame.push(LogRecord::Intent { page, crc: v.crc });
             }
-            let count = seq - first_seq;
-            debug_assert_eq!(bytes.len(), LOG_HEADER_LEN + count as usize * RECORD_LEN);
+            let count = frame.count();
+            let seq = first_seq + count;
+            bytes.extend_from_slice(&frame.finish());
             Appender::begin_switch(
                 &mut log,
                 name.clone(),

@@ -36,7 +36,8 @@
 //!    settled at once, and only for a page that has nothing (no checksum,
 //!    no unsettled write, no mark): a host write racing the adoption always
 //!    wins. After a crash each adopted page has its checksum or nothing.
-//! 6. Every change costs one 16-byte log record; a sync adds one record plus
+//! 6. Every change costs one log record of 6 or 7 bytes (one frame of 32
+//!    bytes more per append); a sync adds one record plus
 //!    one per write still unsettled; the log is folded into a new base file
 //!    (*compaction*, O(table)) only when it has grown past a fraction of the
 //!    base, so the amortised cost per change is constant (numbers below).
@@ -111,7 +112,7 @@
 //! **Compaction** to generation `h` (greater than every generation on disk):
 //! (1) with the table's lock held, fsync everything buffered; (2) renumber
 //! the unsettled versions and encode a new log: header (generation `h`),
-//! a batch record and one intent per unsettled version; (3) create it
+//! one frame holding an intent per unsettled version; (3) create it
 //! crash-safely (write `…tmp`, fsync, rename, fsync the directory) — appends
 //! meanwhile go to the buffer for the new log; (4) write the base of
 //! generation `h` (settled checksums and unallocated marks only) crash-safely; (5) remove the logs
@@ -129,14 +130,14 @@
 //! The `drop` record would not do: a page without a checksum is
 //! [`crate::Error::MissingChecksum`] (reported as damage), a free one is not.
 //!
-//! **Claim** (adoption): the store is synced first, so the bytes read are
+//! **Claim** (adoption): the store is synced before the first claim, so the bytes read are
 //! durable. Then, per batch and under the table's lock: for each page whose
 //! entry is still empty (no checksum, no slot, no mark), append a `claim`
 //! record (for an all-zero page taken as unallocated, a `free` record) and
 //! set the settled checksum (or the mark). Replay applies a `claim` only to
 //! a page that has nothing at that point of the log, which is what the
 //! writer checked under the same lock, so replay and memory agree. Claims
-//! are fsynced once per 1 MiB of buffered log (64 Ki claims) and when
+//! are fsynced once per 1 MiB of buffered log (about 170 Ki claims) and when
 //! adoption ends; a later intent's fsync covers them too, since the log is
 //! written in order.
 //!
@@ -183,17 +184,19 @@
 //! further changes, so the detector writes no page whose intent may not be
 //! durable; verification goes on, and reopening recovers.
 //!
-//! Every sequence number is used once: a new log starts after every slot,
-//! torn or not, of the logs before it, so a record left over from a torn
-//! tail can never be mistaken for a newer one.
+//! Every sequence number is used once: a new log starts after every number
+//! the logs before it used or may have used (a torn frame counts one per
+//! byte), so a record left over from a torn tail can never be mistaken for
+//! a newer one.
 //!
 //! # Damage and what it costs
 //!
 //! The base is framed and checked whole: any damage is
 //! [`crate::Error::CorruptFile`] at open. In a log, a
-//! record that does not verify before the last batch record is damage (the
-//! batch proves it was durable): `CorruptFile`, naming the offset. A damaged
-//! record in the newest fsynced batch cannot be told from a torn tail; it and
+//! frame that does not verify before a later whole frame is damage (the
+//! later frame proves it was durable; in versions 1 and 2, a record before
+//! the last batch record): `CorruptFile`, naming the offset. A damaged
+//! newest fsynced frame cannot be told from a torn tail; it and
 //! the records after it are dropped, and a page whose only accepting intent
 //! was among them fails verification and is reported and repaired like any
 //! corrupt page: the table never accepts bytes it should not. After
@@ -210,13 +213,18 @@
 //!   fsync per page, and should batch (a checkpoint's dirty pages are a
 //!   batch). This is the price of not holding page writes back: everything
 //!   that reads the raw store keeps seeing the host's writes at once.
-//! - Log bytes per changed page: 16 (one intent), plus per sync 32 and 16
-//!   per write left unsettled; 16 per free mark (and one fsync); 16 per
-//!   adopted page (one fsync per 64 Ki pages). A compaction writes 8 bytes per page of the
-//!   table when the log reaches [`compact_ratio_pct`](TableConfig::compact_ratio_pct)
-//!   (default 100) % of the base, i.e. after base/16 changes: amortised,
-//!   16 + 16 × 100 / ratio bytes per change (32 by default), independent of
-//!   the table's size; a log at most as large as the base is replayed at
+//! - Log bytes per changed page: 6 or 7 (one intent: 6 when the page is
+//!   less than 64 pages after the one logged before it, 7 up to 8 Ki
+//!   pages), plus per append a 32-byte frame, per sync a settle of 2 bytes
+//!   and 2 or 3 per write left unsettled; a free mark 3 or more (and one
+//!   fsync); 6 per adopted page (one fsync per 1 MiB of claims, about
+//!   170 Ki pages, and one at the end). No CRC is computed per record: one
+//!   per frame, outside the log's lock. A compaction writes 8 bytes per
+//!   page of the table when the log reaches
+//!   [`compact_ratio_pct`](TableConfig::compact_ratio_pct) (default 100) %
+//!   of the base, i.e. after about base/7 changes: amortised, about
+//!   7 + 7 × 100 / ratio bytes per change (14 by default; versions 1 and 2
+//!   took 32), independent of the table's size; a log at most as large as the base is replayed at
 //!   open. The `checksum_table` bench measures it.
 //! - Memory: 8 bytes per page as before, plus about 48 bytes per page with
 //!   unsettled versions, at most [`unsettled_versions_max`](TableConfig::unsettled_versions_max)

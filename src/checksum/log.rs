@@ -1,42 +1,39 @@
 //! The sidecar table's change log: its byte layout and its codec.
 //!
 //! A durable [`ChecksumTable`](super::ChecksumTable) is a base file plus an
-//! append-only log of fixed-size, CRC-framed records; this module encodes
-//! and decodes the log and nothing else (what the records mean, and why the
-//! table survives a crash at any step, is in [`durable`](super::durable)).
-//! The decoder treats every byte as untrusted: it allocates at most one
-//! record per 16 input bytes, and answers a typed error or a torn-tail
-//! verdict, never a panic.
+//! append-only log of changes; this module encodes and decodes the log and
+//! nothing else (what the records mean, and why the table survives a crash
+//! at any step, is in [`durable`](super::durable)). The decoder treats every
+//! byte as untrusted: it allocates at most one record per 2 input bytes, and
+//! answers a typed error or a torn-tail verdict, never a panic.
 //!
 //! # Log file layout (all integers little-endian)
 //!
-//! A log file is a 36-byte header followed by 16-byte record slots.
+//! A log file is a 36-byte header followed by the records: in version 3
+//! (written by this build) a sequence of *frames*, one per append; in
+//! versions 1 and 2 (still read) 16-byte slots.
 //!
 //! | offset | size | field                                              |
 //! |-------:|-----:|----------------------------------------------------|
 //! | 0      | 4    | magic `SHCL`                                       |
-//! | 4      | 4    | format version (2; 1 is still read)                |
+//! | 4      | 4    | format version (3; 1 and 2 are still read)         |
 //! | 8      | 4    | page size of the table                             |
 //! | 12     | 4    | reserved, 0                                        |
 //! | 16     | 8    | generation (the base file this log continues)      |
-//! | 24     | 8    | sequence number of the first record slot           |
+//! | 24     | 8    | sequence number of the first record                |
 //! | 32     | 4    | CRC32 of bytes 0..32                               |
 //!
-//! Record slot `i` starts at byte `36 + 16·i` and has the sequence number
-//! `first_seq + i`; the sequence number is not stored but is part of the
-//! record's CRC, so a record copied to another slot, or left over from an
-//! older log at the same offset, does not verify.
+//! Every record has a sequence number, consecutive through the file from
+//! the header's; the numbers are never stored per record, and are never
+//! reused (a new log starts after every number the logs before it may have
+//! used, torn tails included).
 //!
-//! | offset | size | field                                                   |
-//! |-------:|-----:|---------------------------------------------------------|
-//! | 0      | 1    | kind (below)                                            |
-//! | 1      | 3    | reserved, 0                                             |
-//! | 4      | 8    | payload: two u32 (`a` at 4, `b` at 8) or one u64        |
-//! | 12     | 4    | CRC32 of (sequence number as u64 LE ‖ bytes 0..12)      |
+//! The kinds of record and what they mean (`a`, `b` in the version-2 slot;
+//! their version-3 encoding is below):
 //!
 //! | kind | name    | payload                  | meaning                                                        |
 //! |-----:|---------|--------------------------|----------------------------------------------------------------|
-//! | 1    | batch   | 0                        | first record of every append: all slots before it were fsynced  |
+//! | 1    | batch   | 0                        | versions 1 and 2: first record of every append: all slots before it were fsynced (version 3: the frame says it) |
 //! | 2    | intent  | `a` page, `b` CRC        | the page may now hold bytes with this CRC                       |
 //! | 3    | except  | u64 sequence number      | the next settle leaves this intent unsettled                    |
 //! | 4    | settle  | u64 bound `s`            | intents below `s` (except those named) are settled              |
@@ -45,24 +42,95 @@
 //! | 7    | free    | `a` page, `b` 0          | forget every checksum of the page and mark it unallocated       |
 //! | 8    | claim   | `a` page, `b` CRC        | if the page has no checksum, no unsettled intent and no mark, this is its settled checksum |
 //!
+//! ## Version 3: frames
+//!
+//! Each append (one write and one fsync of every record buffered since the
+//! last, shared by the threads that wait for it) is one frame; a frame is
+//! written only after the fsync of the frame before it returned.
+//!
+//! | offset  | size    | field                                                  |
+//! |--------:|--------:|--------------------------------------------------------|
+//! | 0       | 8       | frame length `L` in bytes, header and trailer included (≥ 32) |
+//! | 8       | 8       | record count `n`                                       |
+//! | 16      | 8       | sequence number of the frame's first record (the one after the previous frame's last) |
+//! | 24      | 4       | CRC32 of bytes 0..24                                   |
+//! | 28      | `L`−32  | the `n` records, back to back                          |
+//! | `L`−4   | 4       | CRC32 of bytes 0..`L`−4                                |
+//!
+//! A record is its kind (1 byte) and then, by kind (*varint*: LEB128, at
+//! most 10 bytes; *page delta*: the page minus the page of the frame's
+//! previous intent, claim or free record — 0 for the first — as a zigzag
+//! varint; the record's own sequence number is `s`):
+//!
+//! | kind            | after the kind byte                          |
+//! |-----------------|----------------------------------------------|
+//! | intent, claim   | page delta, CRC (4 bytes)                    |
+//! | free            | page delta                                   |
+//! | except, retract | varint `s` − the sequence number named (≥ 1) |
+//! | settle          | varint `s` − bound                           |
+//! | drop            | varint first page, varint last page          |
+//!
+//! So an intent or a claim takes 6 bytes when it follows a page less than
+//! 64 pages before it (an adoption's claims, and most checkpoints), 7 up
+//! to 8 Ki pages away; a settle 2; a frame adds 32. Version 3 has no batch
+//! record. A frame that verifies but whose records cannot be right (a count
+//! its bytes cannot hold, an unknown kind, bytes after the last record, a
+//! page past 2³², a reference to itself or to a later record, an empty drop
+//! range) is damage.
+//!
+//! ## Versions 1 and 2: slots
+//!
+//! Record slot `i` starts at byte `36 + 16·i` and has the sequence number
+//! `first_seq + i`; the sequence number is not stored but is part of the
+//! record's CRC, so a record copied to another slot, or left over from an
+//! older log at the same offset, does not verify.
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! | 0      | 1    | kind (above)                                            |
+//! | 1      | 3    | reserved, 0                                             |
+//! | 4      | 8    | payload: two u32 (`a` at 4, `b` at 8) or one u64        |
+//! | 12     | 4    | CRC32 of (sequence number as u64 LE ‖ bytes 0..12)      |
+//!
 //! Kinds 7 and 8 exist from version 2 on: in a version-1 log a slot of
 //! those kinds does not verify (it is read as damage or a torn tail, as any
-//! slot that does not verify). A build that knows only version 1 refuses a
-//! version-2 log ([`Error::UnsupportedVersion`]) rather than dropping the
-//! records it does not know. The table appends only to a log of the
-//! current version: it compacts a version-1 log away when it opens one.
+//! slot that does not verify). A build that knows only version 1 or 2
+//! refuses a newer log ([`Error::UnsupportedVersion`]) rather than dropping
+//! the records it does not know. The table appends only to a log of the
+//! current version: it compacts an older log away when it opens one.
 //!
 //! # Reading a log that a crash cut short
 //!
 //! A crash may leave any prefix of the bytes appended since the last fsync,
-//! with unwritten sectors as zeros or stale bytes, in any order. The reader
-//! finds `D`, the last slot holding a valid *batch* record: a batch record is
-//! written only after every earlier slot was fsynced, so every slot before
-//! `D` is durable and must verify; one that does not is damage
-//! ([`Error::CorruptFile`]). From `D` on, the reader keeps records up to the
-//! first slot that does not verify and reports the rest as a torn tail
-//! ([`LogEnd::Torn`]), which is normal after a crash. What this costs when
-//! the newest fsynced batch itself is damaged is in
+//! with unwritten sectors as zeros or stale bytes, in any order.
+//!
+//! Version 3: the reader takes frames in order while each verifies (both
+//! CRCs, a length within the file) and continues the sequence numbers. At
+//! the first that does not, it looks at every later offset for a whole
+//! frame that verifies with a sequence number at or after the expected one:
+//! a frame is written only after every byte before it was fsynced, so if
+//! there is one, the bytes that do not verify were durable, and that is
+//! damage ([`Error::CorruptFile`], naming the offset). Otherwise they are
+//! the frame of the append a crash cut short ([`LogEnd::Torn`]), normal
+//! after a crash; its records are not used, and the sequence numbers it may
+//! hold (at most one per byte) are never used again. A frame left from an
+//! older log (stale sectors) carries older sequence numbers and never
+//! counts.
+//!
+//! | a crash while a frame is appended leaves | read as |
+//! |------------------------------------------|---------|
+//! | none of its bytes                        | a clean end |
+//! | some of its sectors, old or zero bytes in the others | a torn tail: the frame's records are dropped, as if the append had not begun |
+//! | all of it, but not its fsync             | a whole frame: its records are used (they only add to what the fsynced ones say, see [`durable`](super::durable)) |
+//!
+//! Versions 1 and 2: the reader finds `D`, the last slot holding a valid
+//! *batch* record: a batch record is written only after every earlier slot
+//! was fsynced, so every slot before `D` is durable and must verify; one
+//! that does not is damage ([`Error::CorruptFile`]). From `D` on, the reader
+//! keeps records up to the first slot that does not verify and reports the
+//! rest as a torn tail ([`LogEnd::Torn`]).
+//!
+//! What this costs when the newest fsynced append itself is damaged is in
 //! [`durable`](super::durable).
 
 use std::path::Path;
@@ -71,13 +139,20 @@ use crate::error::{Error, Result};
 
 /// Magic of a log file.
 pub const LOG_MAGIC: [u8; 4] = *b"SHCL";
-/// Newest log format version this build writes and reads (version 1, which
-/// lacks the `free` and `claim` kinds, is still read).
-pub const LOG_VERSION: u32 = 2;
+/// Newest log format version this build writes and reads (versions 1 and 2,
+/// of 16-byte slots, are still read; version 1 lacks the `free` and `claim`
+/// kinds).
+pub const LOG_VERSION: u32 = 3;
 /// Length of the log file header.
 pub const LOG_HEADER_LEN: usize = 36;
-/// Length of one record slot.
+/// Length of one record slot (versions 1 and 2).
 pub const RECORD_LEN: usize = 16;
+/// Length of a frame's header (version 3 on).
+pub const FRAME_HEADER_LEN: usize = 28;
+/// Bytes a frame adds to its records: the header and the trailing CRC.
+pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 4;
+/// The shortest encoded record of a frame (a kind byte and a 1-byte varint).
+const FRAME_RECORD_LEN_MIN: usize = 2;
 
 const KIND_BATCH: u8 = 1;
 const KIND_INTENT: u8 = 2;
@@ -224,6 +299,302 @@ fn decode_record(version: u32, seq: u64, slot: &[u8]) -> Option<LogRecord> {
     })
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*pos` (at most 10 bytes, no bits past 64).
+fn get_varint(body: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *body.get(*pos)?;
+        *pos += 1;
+        let bits = u64::from(b & 0x7F);
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        v |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+/// A version-3 frame being built: the records of one append, encoded back
+/// to back after room for the header (layout in the module docs), sealed by
+/// [`finish`](Self::finish) with one CRC for the whole frame.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Header room, then the encoded records.
+    bytes: Vec<u8>,
+    first_seq: u64,
+    count: u64,
+    /// The page of the last record that named one (0 at the start).
+    prev_page: u32,
+}
+
+impl Frame {
+    /// An empty frame whose first record will have sequence number
+    /// `first_seq`.
+    #[must_use]
+    pub fn new(first_seq: u64) -> Self {
+        Frame {
+            bytes: vec![0; FRAME_HEADER_LEN],
+            first_seq,
+            count: 0,
+            prev_page: 0,
+        }
+    }
+
+    /// An empty frame that reuses the memory of `bytes` (a finished frame's).
+    #[must_use]
+    pub fn recycle(mut bytes: Vec<u8>, first_seq: u64) -> Self {
+        bytes.clear();
+        bytes.resize(FRAME_HEADER_LEN, 0);
+        Frame {
+            bytes,
+            first_seq,
+            count: 0,
+            prev_page: 0,
+        }
+    }
+
+    /// Empties the frame (keeping its memory) for records from `first_seq` on.
+    pub fn reset(&mut self, first_seq: u64) {
+        self.bytes.clear();
+        self.bytes.resize(FRAME_HEADER_LEN, 0);
+        self.first_seq = first_seq;
+        self.count = 0;
+        self.prev_page = 0;
+    }
+
+    /// Records in the frame.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sequence number of the frame's first record.
+    #[must_use]
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Bytes the frame will have in the file.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len() + 4
+    }
+
+    /// Appends `record`, which gets the next sequence number; returns the
+    /// bytes it took.
+    ///
+    /// # Panics
+    /// For a [`LogRecord::Batch`], which version 3 does not have (the frame
+    /// does its work).
+    pub fn push(&mut self, record: LogRecord) -> usize {
+        let seq = self.first_seq + self.count;
+        let before = self.bytes.len();
+        let page_delta = |prev: &mut u32, page: u32| {
+            let d = zigzag(i64::from(page) - i64::from(*prev));
+            *prev = page;
+            d
+        };
+        match record {
+            LogRecord::Batch => panic!("a version-3 frame has no batch record"),
+            LogRecord::Intent { page, crc } | LogRecord::Claim { page, crc } => {
+                let kind = if matches!(record, LogRecord::Intent { .. }) {
+                    KIND_INTENT
+                } else {
+                    KIND_CLAIM
+                };
+                self.bytes.push(kind);
+                let d = page_delta(&mut self.prev_page, page);
+                put_varint(&mut self.bytes, d);
+                self.bytes.extend_from_slice(&crc.to_le_bytes());
+            }
+            LogRecord::Free { page } => {
+                self.bytes.push(KIND_FREE);
+                let d = page_delta(&mut self.prev_page, page);
+                put_varint(&mut self.bytes, d);
+            }
+            LogRecord::Except { seq: s } | LogRecord::Retract { seq: s } => {
+                debug_assert!(s < seq, "names an older intent");
+                let kind = if matches!(record, LogRecord::Except { .. }) {
+                    KIND_EXCEPT
+                } else {
+                    KIND_RETRACT
+                };
+                self.bytes.push(kind);
+                put_varint(&mut self.bytes, seq.wrapping_sub(s));
+            }
+            LogRecord::Settle { below } => {
+                debug_assert!(below <= seq, "settles only older intents");
+                self.bytes.push(KIND_SETTLE);
+                put_varint(&mut self.bytes, seq.wrapping_sub(below));
+            }
+            LogRecord::Drop { first, last } => {
+                self.bytes.push(KIND_DROP);
+                put_varint(&mut self.bytes, u64::from(first));
+                put_varint(&mut self.bytes, u64::from(last));
+            }
+        }
+        self.count += 1;
+        self.bytes.len() - before
+    }
+
+    /// Writes the header and the trailing CRC and returns the frame's bytes
+    /// (the CRCs are computed here, once per frame, not per record).
+    #[must_use]
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = self.encoded_len() as u64;
+        self.bytes[..8].copy_from_slice(&len.to_le_bytes());
+        self.bytes[8..16].copy_from_slice(&self.count.to_le_bytes());
+        self.bytes[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
+        let head = crc32fast::hash(&self.bytes[..24]);
+        self.bytes[24..28].copy_from_slice(&head.to_le_bytes());
+        let all = crc32fast::hash(&self.bytes);
+        self.bytes.extend_from_slice(&all.to_le_bytes());
+        self.bytes
+    }
+}
+
+/// Why the bytes at a frame's position are not a frame that continues the
+/// log.
+enum FrameCheck {
+    /// A whole frame that verifies: its length, record count and first
+    /// sequence number.
+    Whole {
+        len: usize,
+        count: u64,
+        first_seq: u64,
+    },
+    /// Not a frame (a torn or damaged one, or none).
+    NotAFrame,
+}
+
+/// Checks the frame at the start of `at` (header CRC, length, frame CRC).
+fn check_frame(at: &[u8]) -> FrameCheck {
+    if at.len() < FRAME_OVERHEAD {
+        return FrameCheck::NotAFrame;
+    }
+    let head = u32::from_le_bytes(at[24..28].try_into().expect("4 bytes"));
+    if crc32fast::hash(&at[..24]) != head {
+        return FrameCheck::NotAFrame;
+    }
+    let len = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
+    let count = u64::from_le_bytes(at[8..16].try_into().expect("8 bytes"));
+    let first_seq = u64::from_le_bytes(at[16..24].try_into().expect("8 bytes"));
+    let Some(len) = usize::try_from(len)
+        .ok()
+        .filter(|&l| l >= FRAME_OVERHEAD && l <= at.len())
+    else {
+        return FrameCheck::NotAFrame;
+    };
+    let stored = u32::from_le_bytes(at[len - 4..len].try_into().expect("4 bytes"));
+    if crc32fast::hash(&at[..len - 4]) != stored {
+        return FrameCheck::NotAFrame;
+    }
+    FrameCheck::Whole {
+        len,
+        count,
+        first_seq,
+    }
+}
+
+/// Decodes the records of a frame that verified; `Err` says why they cannot
+/// be right.
+fn decode_frame_body(
+    body: &[u8],
+    first_seq: u64,
+    count: u64,
+    out: &mut Vec<(u64, LogRecord)>,
+) -> std::result::Result<(), String> {
+    if count > (body.len() / FRAME_RECORD_LEN_MIN) as u64 {
+        return Err(format!("claims {count} records in {} bytes", body.len()));
+    }
+    let mut pos = 0usize;
+    let mut prev_page = 0u32;
+    for i in 0..count {
+        let seq = first_seq + i;
+        let kind = *body.get(pos).ok_or("ends inside a record")?;
+        pos += 1;
+        let mut varint = |what: &str| {
+            get_varint(body, &mut pos).ok_or_else(|| format!("record {seq}: malformed {what}"))
+        };
+        let page = |d: u64, prev: &mut u32| -> std::result::Result<u32, String> {
+            let p = i64::from(*prev) + unzigzag(d);
+            let p = u32::try_from(p).map_err(|_| format!("record {seq} names page {p}"))?;
+            *prev = p;
+            Ok(p)
+        };
+        let record = match kind {
+            KIND_INTENT | KIND_CLAIM | KIND_FREE => {
+                let d = varint("page")?;
+                let p = page(d, &mut prev_page)?;
+                if kind == KIND_FREE {
+                    LogRecord::Free { page: p }
+                } else {
+                    let crc = body
+                        .get(pos..pos + 4)
+                        .ok_or_else(|| format!("record {seq} ends inside its CRC"))?;
+                    pos += 4;
+                    let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+                    if kind == KIND_INTENT {
+                        LogRecord::Intent { page: p, crc }
+                    } else {
+                        LogRecord::Claim { page: p, crc }
+                    }
+                }
+            }
+            KIND_EXCEPT | KIND_RETRACT | KIND_SETTLE => {
+                let back = varint("distance")?;
+                let named = seq
+                    .checked_sub(back)
+                    .ok_or_else(|| format!("record {seq} names a record before sequence 0"))?;
+                match kind {
+                    KIND_EXCEPT => LogRecord::Except { seq: named },
+                    KIND_RETRACT => LogRecord::Retract { seq: named },
+                    _ => LogRecord::Settle { below: named },
+                }
+            }
+            KIND_DROP => {
+                let first = varint("first page")?;
+                let last = varint("last page")?;
+                match (u32::try_from(first), u32::try_from(last)) {
+                    (Ok(first), Ok(last)) => LogRecord::Drop { first, last },
+                    _ => return Err(format!("record {seq} drops pages past 2^32")),
+                }
+            }
+            other => return Err(format!("record {seq} has unknown kind {other}")),
+        };
+        if let Some(why) = record.implausible(seq) {
+            return Err(format!("record {seq} {why}"));
+        }
+        out.push((seq, record));
+    }
+    if pos != body.len() {
+        return Err(format!(
+            "{} bytes follow its {count} records",
+            body.len() - pos
+        ));
+    }
+    Ok(())
+}
+
 /// The header of a log file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogHeader {
@@ -277,9 +648,13 @@ pub struct DecodedLog {
     /// The records kept, with their sequence numbers (consecutive from
     /// `header.first_seq`).
     pub records: Vec<(u64, LogRecord)>,
+    /// File offset of each record of `records`: its slot (versions 1 and
+    /// 2), or its frame (version 3).
+    pub offsets: Vec<u64>,
     /// How the file ends.
     pub end: LogEnd,
-    /// Record slots the file spans, counting a partial last one: the next
+    /// Sequence numbers the file may have used, counting a torn tail
+    /// generously (a partial slot; one per byte of a torn frame): the next
     /// log's first sequence number must be at least `first_seq + slots`.
     pub slots: u64,
 }
@@ -347,6 +722,16 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
         generation: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
         first_seq: u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
     };
+    if version >= 3 {
+        decode_frames(path, bytes, header)
+    } else {
+        decode_slots(path, bytes, header)
+    }
+}
+
+/// The body of a version-1 or -2 log: 16-byte slots.
+fn decode_slots(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedLog> {
+    let version = header.version;
     let body = &bytes[LOG_HEADER_LEN..];
     let slots = body.len().div_ceil(RECORD_LEN) as u64;
     if header.first_seq.checked_add(slots).is_none() {
@@ -393,6 +778,7 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
             None => break,
         }
     }
+    let offsets = (0..records.len()).map(offset_of).collect();
     let used = LOG_HEADER_LEN + records.len() * RECORD_LEN;
     let end = if used == bytes.len() {
         LogEnd::Clean
@@ -405,6 +791,76 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
     Ok(DecodedLog {
         header,
         records,
+        offsets,
+        end,
+        slots,
+    })
+}
+
+/// The body of a version-3 log: frames, each one append.
+fn decode_frames(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedLog> {
+    let mut records = Vec::new();
+    let mut offsets = Vec::new();
+    let mut pos = LOG_HEADER_LEN;
+    let mut seq = header.first_seq;
+    while pos < bytes.len() {
+        let FrameCheck::Whole {
+            len,
+            count,
+            first_seq,
+        } = check_frame(&bytes[pos..])
+        else {
+            break;
+        };
+        if first_seq != seq {
+            // A frame left over from an older log, or misplaced: it does
+            // not continue this one.
+            break;
+        }
+        if seq.checked_add(count).is_none() {
+            return Err(Error::corrupt_file(
+                path,
+                pos as u64,
+                "frame's sequence numbers pass 2^64",
+            ));
+        }
+        let body = &bytes[pos + FRAME_HEADER_LEN..pos + len - 4];
+        let before = records.len();
+        decode_frame_body(body, first_seq, count, &mut records)
+            .map_err(|why| Error::corrupt_file(path, pos as u64, format!("frame {why}")))?;
+        offsets.extend(std::iter::repeat_n(pos as u64, records.len() - before));
+        seq += count;
+        pos += len;
+    }
+    let end = if pos == bytes.len() {
+        LogEnd::Clean
+    } else {
+        // Every frame was written after the one before it was fsynced: a
+        // whole frame further on means that the bytes here were durable.
+        let later = (pos + 1..bytes.len().saturating_sub(FRAME_OVERHEAD - 1)).find(|&p| {
+            matches!(check_frame(&bytes[p..]), FrameCheck::Whole { first_seq, .. } if first_seq >= seq)
+        });
+        if let Some(later) = later {
+            return Err(Error::corrupt_file(
+                path,
+                pos as u64,
+                format!(
+                    "the frame at this offset does not verify, but the frame at offset {later} was written after it was durable"
+                ),
+            ));
+        }
+        LogEnd::Torn {
+            offset: pos as u64,
+            bytes: (bytes.len() - pos) as u64,
+        }
+    };
+    // A torn frame may have used a sequence number per byte at most.
+    let torn = (bytes.len() - pos) as u64;
+    let slots = (seq - header.first_seq).saturating_add(torn);
+    Ok(DecodedLog {
+        header,
+        records,
+        offsets,
         end,
         slots,
     })
@@ -431,8 +887,201 @@ mod tests {
         ]
     }
 
+    /// A version-2 log (16-byte slots).
     fn encode_log(first_seq: u64, records: &[LogRecord]) -> Vec<u8> {
-        encode_log_version(LOG_VERSION, first_seq, records)
+        encode_log_version(2, first_seq, records)
+    }
+
+    /// A version-3 log: one frame per group of records.
+    fn encode_frames(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
+        let mut out = LogHeader {
+            version: LOG_VERSION,
+            page_size: 4096,
+            generation: 3,
+            first_seq,
+        }
+        .encode()
+        .to_vec();
+        let mut seq = first_seq;
+        for records in frames {
+            let mut f = Frame::new(seq);
+            for r in records {
+                f.push(*r);
+            }
+            seq += f.count();
+            out.extend_from_slice(&f.finish());
+        }
+        out
+    }
+
+    fn any_frame_record() -> impl Strategy<Value = LogRecord> {
+        any_record().prop_filter("no batch in version 3", |r| *r != LogRecord::Batch)
+    }
+
+    /// Plausible version-3 frames: references only backwards.
+    fn plausible_frames(frames: Vec<Vec<LogRecord>>, first_seq: u64) -> Vec<Vec<LogRecord>> {
+        let mut seq = first_seq;
+        frames
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .map(|r| {
+                        let r = match r {
+                            LogRecord::Except { seq: s } => LogRecord::Except {
+                                seq: s % seq.max(1),
+                            },
+                            LogRecord::Retract { seq: s } => LogRecord::Retract {
+                                seq: s % seq.max(1),
+                            },
+                            LogRecord::Settle { below } => LogRecord::Settle {
+                                below: below % (seq + 1),
+                            },
+                            other => other,
+                        };
+                        seq += 1;
+                        r
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn flat(frames: &[Vec<LogRecord>]) -> Vec<LogRecord> {
+        frames.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn version_3_records_are_small() {
+        // An intent 100 pages after the one before: kind, 2-byte delta, CRC.
+        let mut f = Frame::new(1);
+        assert_eq!(f.push(LogRecord::Intent { page: 0, crc: 1 }), 6);
+        assert_eq!(f.push(LogRecord::Intent { page: 100, crc: 1 }), 7);
+        // An adoption's claims of consecutive pages: 6 bytes each.
+        assert_eq!(f.push(LogRecord::Claim { page: 101, crc: 1 }), 6);
+        assert_eq!(f.push(LogRecord::Settle { below: 3 }), 2);
+        assert_eq!(f.encoded_len(), FRAME_OVERHEAD + 21);
+        assert_eq!(f.finish().len(), FRAME_OVERHEAD + 21);
+    }
+
+    #[test]
+    fn a_bad_frame_before_a_whole_one_is_damage_after_it_a_torn_tail() {
+        let frames = vec![
+            vec![LogRecord::Intent { page: 1, crc: 7 }],
+            vec![
+                LogRecord::Intent { page: 2, crc: 8 },
+                LogRecord::Settle { below: 11 },
+            ],
+            vec![LogRecord::Intent { page: 3, crc: 9 }],
+        ];
+        let good = encode_frames(10, &frames);
+        let second = LOG_HEADER_LEN + FRAME_OVERHEAD + 6;
+        let third = second + FRAME_OVERHEAD + 8;
+        assert_eq!(good.len(), third + FRAME_OVERHEAD + 6);
+        let d = decode_log(Path::new("l"), &good, 4096).unwrap();
+        assert_eq!(
+            d.offsets,
+            [
+                LOG_HEADER_LEN as u64,
+                second as u64,
+                second as u64,
+                third as u64
+            ]
+        );
+        for at in [second + 3, second + FRAME_HEADER_LEN + 1, third - 1] {
+            let mut damaged = good.clone();
+            damaged[at] ^= 1;
+            assert!(
+                matches!(
+                    decode_log(Path::new("l"), &damaged, 4096),
+                    Err(Error::CorruptFile { offset, .. }) if offset == second as u64
+                ),
+                "byte {at}"
+            );
+        }
+        for at in [
+            third,
+            third + 20,
+            third + FRAME_HEADER_LEN + 2,
+            good.len() - 1,
+        ] {
+            let mut torn = good.clone();
+            torn[at] ^= 1;
+            let d = decode_log(Path::new("l"), &torn, 4096).unwrap();
+            assert_eq!(d.records.len(), 3, "byte {at}");
+            assert_eq!(
+                d.end,
+                LogEnd::Torn {
+                    offset: third as u64,
+                    bytes: (good.len() - third) as u64
+                }
+            );
+            assert!(d.slots >= 4, "the torn frame's sequence numbers stay used");
+        }
+        // A frame whose sequence numbers do not continue the log (left over
+        // from an older one) does not belong to it.
+        let other = encode_frames(20, &frames[2..]);
+        let mut moved = good[..third].to_vec();
+        moved.extend_from_slice(&other[LOG_HEADER_LEN..]);
+        let d = decode_log(Path::new("l"), &moved, 4096).unwrap();
+        assert_eq!(d.records.len(), 3);
+        assert!(matches!(d.end, LogEnd::Torn { .. }));
+    }
+
+    #[test]
+    fn implausible_version_3_frames_are_damage() {
+        let b = encode_frames(5, &[vec![LogRecord::Drop { first: 4, last: 3 }]]);
+        assert!(matches!(
+            decode_log(Path::new("l"), &b, 4096),
+            Err(Error::CorruptFile { .. })
+        ));
+        // A frame that verifies but whose contents cannot be right: a count
+        // larger than its bytes hold, an unknown kind, a record naming
+        // itself, bytes after the last record.
+        let frame = |count: u64, body: &[u8]| {
+            let mut f = LogHeader {
+                version: LOG_VERSION,
+                page_size: 4096,
+                generation: 3,
+                first_seq: 5,
+            }
+            .encode()
+            .to_vec();
+            let len = (FRAME_OVERHEAD + body.len()) as u64;
+            let start = f.len();
+            f.extend_from_slice(&len.to_le_bytes());
+            f.extend_from_slice(&count.to_le_bytes());
+            f.extend_from_slice(&5u64.to_le_bytes());
+            let h = crc32fast::hash(&f[start..]);
+            f.extend_from_slice(&h.to_le_bytes());
+            f.extend_from_slice(body);
+            let c = crc32fast::hash(&f[start..]);
+            f.extend_from_slice(&c.to_le_bytes());
+            f
+        };
+        for (count, body) in [
+            (9u64, &[KIND_SETTLE, 0][..]),
+            (1, &[99, 0][..]),
+            (1, &[KIND_EXCEPT, 0][..]),
+            (1, &[KIND_SETTLE, 6][..]),
+            (1, &[KIND_SETTLE, 0, 0][..]),
+            (1, &[KIND_INTENT, 0, 1, 2][..]),
+            (
+                1,
+                &[
+                    KIND_FREE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+                ][..],
+            ),
+        ] {
+            assert!(
+                matches!(
+                    decode_log(Path::new("l"), &frame(count, body), 4096),
+                    Err(Error::CorruptFile { .. })
+                ),
+                "{count} {body:?}"
+            );
+        }
+        let ok = decode_log(Path::new("l"), &frame(1, &[KIND_SETTLE, 0]), 4096).unwrap();
+        assert_eq!(ok.records, [(5, LogRecord::Settle { below: 5 })]);
     }
 
     fn encode_log_version(version: u32, first_seq: u64, records: &[LogRecord]) -> Vec<u8> {
@@ -634,6 +1283,69 @@ mod tests {
                     let n = back.len().min(records.len());
                     prop_assert_eq!(&back[..n], &records[..n]);
                     prop_assert!(n <= (i - LOG_HEADER_LEN) / RECORD_LEN);
+                }
+                Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. } | Error::PageSizeMismatch { .. }), "{e}"),
+            }
+        }
+
+        #[test]
+        fn version_3_round_trip(first_seq in 1u64..1 << 40,
+                                frames in proptest::collection::vec(proptest::collection::vec(any_frame_record(), 0..12), 0..6)) {
+            let frames = plausible_frames(frames, first_seq);
+            let bytes = encode_frames(first_seq, &frames);
+            let d = decode_log(Path::new("l"), &bytes, 4096).unwrap();
+            prop_assert_eq!(d.end, LogEnd::Clean);
+            let back: Vec<LogRecord> = d.records.iter().map(|(_, r)| *r).collect();
+            prop_assert_eq!(&back, &flat(&frames));
+            prop_assert_eq!(d.slots, back.len() as u64);
+            for (i, (seq, _)) in d.records.iter().enumerate() {
+                prop_assert_eq!(*seq, first_seq + i as u64);
+            }
+        }
+
+        #[test]
+        fn a_cut_version_3_log_keeps_whole_frames(frames in proptest::collection::vec(proptest::collection::vec(any_frame_record(), 0..8), 1..6),
+                                                  cut in any::<usize>()) {
+            let frames = plausible_frames(frames, 1);
+            let bytes = encode_frames(1, &frames);
+            let cut = LOG_HEADER_LEN + cut % (bytes.len() - LOG_HEADER_LEN + 1);
+            let d = decode_log(Path::new("l"), &bytes[..cut], 4096).unwrap();
+            // The frames wholly before the cut, and nothing else.
+            let mut end = LOG_HEADER_LEN;
+            let mut kept = Vec::new();
+            let mut seq = 1;
+            for f in &frames {
+                let mut fr = Frame::new(seq);
+                for r in f {
+                    fr.push(*r);
+                }
+                seq += fr.count();
+                if end + fr.encoded_len() > cut {
+                    break;
+                }
+                end += fr.encoded_len();
+                kept.extend_from_slice(f);
+            }
+            let back: Vec<LogRecord> = d.records.iter().map(|(_, r)| *r).collect();
+            prop_assert_eq!(back, kept);
+        }
+
+        #[test]
+        fn any_damage_to_a_version_3_log_is_typed_or_a_shorter_prefix(
+            frames in proptest::collection::vec(proptest::collection::vec(any_frame_record(), 0..8), 1..6),
+            flip in any::<usize>(), junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let frames = plausible_frames(frames, 1);
+            let records = flat(&frames);
+            let mut bytes = encode_frames(1, &frames);
+            let i = flip % bytes.len();
+            bytes[i] ^= 1 << (flip % 8);
+            bytes.extend_from_slice(&junk);
+            match decode_log(Path::new("l"), &bytes, 4096) {
+                Ok(d) => {
+                    prop_assert!(i >= LOG_HEADER_LEN);
+                    let back: Vec<LogRecord> = d.records.iter().map(|(_, r)| *r).collect();
+                    prop_assert!(back.len() <= records.len());
+                    prop_assert_eq!(&back[..], &records[..back.len()]);
                 }
                 Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. } | Error::PageSizeMismatch { .. }), "{e}"),
             }

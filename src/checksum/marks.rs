@@ -16,7 +16,8 @@
 //! made in memory; [`durable`](super::durable) has the crash analysis. A
 //! free mark is durable before [`mark_free`](ChecksumTable::mark_free)
 //! returns. Claims are not waited for one by one: they become durable with
-//! one fsync per [`CLAIMS_BUFFERED_MAX`] bytes of log (64 Ki claims), or
+//! one fsync per [`CLAIMS_BUFFERED_MAX`] bytes of log (about 170 Ki
+//! claims of 6 bytes), or
 //! with the next intent, flush or compaction; adoption flushes before it
 //! returns. A claim lost in a crash leaves its page as it was (without a
 //! checksum), and adopting again claims it again.
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::types::PageId;
 
 /// Log bytes of buffered records past which a batch of claims is made
-/// durable at once (one fsync per 64 Ki claims), and the bound on the
+/// durable at once (one fsync per about 170 Ki claims), and the bound on the
 /// memory claims buffer.
 pub(super) const CLAIMS_BUFFERED_MAX: usize = 1 << 20;
 

@@ -32,7 +32,8 @@
 //!
 //! - **durable** ([`ChecksumTable::open`], [`TableConfig`]): the default for
 //!   hosts whose pages outlive the process. A base file plus an append-only
-//!   log; each change costs one 16-byte log record, made durable (one fsync,
+//!   log; each change costs one log record of 6 or 7 bytes (in a frame of 32
+//!   more per append), made durable (one fsync,
 //!   shared by concurrent writers and by a batch) before the page write is
 //!   issued, and after a crash at any point a page that holds its old or its
 //!   new bytes verifies. The layouts are in [`log`] and [`ChecksumTable`]

@@ -4,7 +4,7 @@
 //! compact.
 //!
 //! Replay allocates in proportion to its input (one entry per 8 base bytes,
-//! one version per 16 log bytes); only building the table's entry array
+//! one version per 2 log bytes); only building the table's entry array
 //! grows to the highest page named, which
 //! [`pages_max`](super::TableConfig::pages_max) bounds.
 
@@ -20,7 +20,7 @@ use super::appender::{Appender, LogState};
 use super::base::{decode_base, encode_base};
 use super::durable::{log_name, parse_log_name, Durable, Files, TableConfig};
 use super::entries::{grow, FREE, PRESENT};
-use super::log::{decode_log, LogEnd, LogRecord, LOG_HEADER_LEN, LOG_VERSION, RECORD_LEN};
+use super::log::{decode_log, LogEnd, LogRecord, LOG_VERSION};
 use super::storage::DirTableStorage;
 use super::storage::{replace, tmp_name, TableStorage};
 use super::table::ChecksumTable;
@@ -349,9 +349,8 @@ pub(super) fn open(
                 ),
             ));
         }
-        for (seq, record) in &log.records {
-            let offset = LOG_HEADER_LEN as u64 + (seq - log.header.first_seq) * RECORD_LEN as u64;
-            replay.apply(&path, offset, *seq, *record)?;
+        for ((seq, record), offset) in log.records.iter().zip(&log.offsets) {
+            replay.apply(&path, *offset, *seq, *record)?;
         }
         replay.end_file();
         if let LogEnd::Torn { offset, bytes } = log.end {
@@ -413,7 +412,7 @@ pub(super) fn open(
     };
     if appending.is_some() {
         // Bytes a dead process left in the page cache count as durable from
-        // here on, since batch records will say so.
+        // here on, since the next frame will say so.
         storage.sync(&name)?;
     } else {
         table.compact()?;

@@ -32,6 +32,19 @@ pub(crate) enum Entry {
     Free,
 }
 
+impl Entry {
+    /// What a raw entry holds.
+    fn of(e: u64) -> Self {
+        if e & (PRESENT | UNSETTLED) != 0 {
+            Entry::Sealed
+        } else if e & FREE != 0 {
+            Entry::Free
+        } else {
+            Entry::Absent
+        }
+    }
+}
+
 /// A sidecar checksum table: one CRC per page, kept outside the pages.
 ///
 /// Lookups are lock-free reads of an atomic per page (plus a lock on the
@@ -128,14 +141,24 @@ impl ChecksumTable {
 
     /// What the table holds for `page`, in one look.
     pub(crate) fn entry(&self, page: PageId) -> Entry {
-        let e = self.raw_entry(page);
-        if e & (PRESENT | UNSETTLED) != 0 {
-            Entry::Sealed
-        } else if e & FREE != 0 {
-            Entry::Free
-        } else {
-            Entry::Absent
-        }
+        Entry::of(self.raw_entry(page))
+    }
+
+    /// What the table holds for each of the pages `first .. first + count`,
+    /// into `out` (cleared first), in one look at the entries: a batch's
+    /// worth of [`entry`](Self::entry) without a lock per page. Pages past
+    /// the table's end are left out (they hold nothing).
+    pub(crate) fn entries_of(&self, first: PageId, count: u64, out: &mut Vec<Entry>) {
+        out.clear();
+        let entries = self.entries.read();
+        let start = usize::try_from(first.0).unwrap_or(usize::MAX);
+        let n = usize::try_from(count).unwrap_or(usize::MAX);
+        let have = entries.get(start..).unwrap_or(&[]);
+        out.extend(
+            have.iter()
+                .take(n)
+                .map(|e| Entry::of(e.load(Ordering::Acquire))),
+        );
     }
 
     /// The newest CRC recorded for `page`, if any: for a durable table with
@@ -474,6 +497,25 @@ mod tests {
     use super::super::MIN_PAGE_SIZE;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn entries_of_a_range_match_one_look_each() {
+        let t = ChecksumTable::new(64).unwrap();
+        t.seal(PageId(1), &[1u8; 64]).unwrap();
+        t.mark_free(PageId(2)).unwrap();
+        t.seal(PageId(4), &[4u8; 64]).unwrap();
+        let mut out = vec![Entry::Sealed; 9];
+        t.entries_of(PageId(0), 8, &mut out);
+        // Pages past the end (5 on) are left out.
+        assert_eq!(out.len(), 5);
+        for (p, e) in out.iter().enumerate() {
+            assert_eq!(*e, t.entry(PageId(p as u64)), "page {p}");
+        }
+        t.entries_of(PageId(2), 2, &mut out);
+        assert_eq!(out, [Entry::Free, Entry::Absent]);
+        t.entries_of(PageId(1 << 40), 3, &mut out);
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn zero_page_is_refused() {

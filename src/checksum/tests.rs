@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::durable::log_name;
-use super::log::{LOG_HEADER_LEN, RECORD_LEN};
+use super::log::{encode_record, LogHeader, LogRecord, FRAME_OVERHEAD, LOG_HEADER_LEN};
 use super::*;
 use crate::error::Error;
 use crate::testing::{CrashFiles, CrashSwitch};
@@ -246,8 +246,8 @@ fn compaction_folds_the_log_and_keeps_unsettled_versions() {
     assert_eq!(s.generation, g + 1);
     assert_eq!(
         s.log_bytes,
-        (LOG_HEADER_LEN + 2 * RECORD_LEN) as u64,
-        "header, batch, one re-logged intent"
+        (LOG_HEADER_LEN + FRAME_OVERHEAD + 6) as u64,
+        "header, one frame holding the one re-logged intent (kind, page delta, CRC)"
     );
     assert_eq!(
         files.names(),
@@ -286,7 +286,10 @@ fn the_sync_compacts_when_the_log_passes_its_share_of_the_base() {
     }
     let s = t.stats();
     assert!(s.compactions > first.compactions, "{s:?}");
-    assert!(s.log_bytes <= s.base_bytes + 4 * RECORD_LEN as u64, "{s:?}");
+    assert!(
+        s.log_bytes <= s.base_bytes + 2 * FRAME_OVERHEAD as u64,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -343,23 +346,23 @@ fn damage_before_the_durable_end_is_a_typed_error_after_it_a_torn_tail() {
     let name = log_name("t", t.stats().generation);
     drop(t);
     let good = files.file(&name).unwrap();
-    // Slots: batch (the log's creation) | batch, intent 0 | batch, intent 1
-    // | batch, intent 2.
-    let slot = |i: usize| LOG_HEADER_LEN + i * RECORD_LEN;
-    assert_eq!(good.len(), slot(7));
+    // Frames: the log's creation (no record) | intent 0 | intent 1 |
+    // intent 2 (each intent: kind, page delta, CRC).
+    let frame = |i: usize| LOG_HEADER_LEN + FRAME_OVERHEAD + (i - 1) * (FRAME_OVERHEAD + 6);
+    assert_eq!(good.len(), frame(4));
     let mut bad = good.clone();
-    bad[slot(2) + 4] ^= 0x10;
+    bad[frame(1) + 30] ^= 0x10;
     files.set_file(&name, bad);
     match config().open_on(files.clone(), "t") {
-        Err(Error::CorruptFile { offset, .. }) => assert_eq!(offset, slot(2) as u64),
+        Err(Error::CorruptFile { offset, .. }) => assert_eq!(offset, frame(1) as u64),
         other => panic!("expected CorruptFile, got {other:?}"),
     }
-    // The same damage in the last batch reads as a torn tail.
+    // The same damage in the last frame reads as a torn tail.
     let mut torn = good.clone();
-    torn[slot(6) + 4] ^= 0x10;
+    torn[frame(3) + 30] ^= 0x10;
     files.set_file(&name, torn);
     let t = open(&files);
-    assert_eq!(t.stats().torn_bytes_at_open, RECORD_LEN as u64);
+    assert_eq!(t.stats().torn_bytes_at_open, (FRAME_OVERHEAD + 6) as u64);
     assert!(accepts(&t, 0, 1) && accepts(&t, 1, 1));
     assert!(
         !accepts(&t, 2, 1),
@@ -713,28 +716,68 @@ fn resolving_a_lost_write_of_a_page_without_a_checksum_restores_what_it_had() {
     assert_eq!(again.get(PageId(2)), None);
 }
 
+/// A log of 16-byte slots (versions 1 and 2), as older builds wrote it.
+fn slot_log(version: u32, generation: u64, first_seq: u64, records: &[LogRecord]) -> Vec<u8> {
+    let mut out = LogHeader {
+        version,
+        page_size: PS as u32,
+        generation,
+        first_seq,
+    }
+    .encode()
+    .to_vec();
+    for (i, r) in records.iter().enumerate() {
+        encode_record(&mut out, first_seq + i as u64, *r);
+    }
+    out
+}
+
 #[test]
-fn a_version_1_log_is_replayed_and_compacted_away() {
-    let files = Arc::new(CrashFiles::new());
-    let t = open(&files);
-    write(&t, 0, 1, true);
-    sync(&t);
-    write(&t, 1, 2, true);
-    t.flush().unwrap();
-    let g = t.stats().generation;
-    drop(t);
-    // Rewrite the header as a version-1 log (its records are all version-1
-    // kinds).
-    let name = log_name("t", g);
-    let mut bytes = files.file(&name).unwrap();
-    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-    let crc = crc32fast::hash(&bytes[..32]);
-    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
-    files.set_file(&name, bytes);
-    let t = open(&files);
-    assert_eq!(t.stats().generation, g + 1, "not appended to: compacted");
-    assert!(accepts(&t, 0, 1) && accepts(&t, 1, 2));
-    t.mark_free(PageId(0)).unwrap();
-    let after = open(&Arc::new(files.crash(None)));
-    assert!(after.is_free(PageId(0)) && accepts(&after, 1, 2));
+fn version_1_and_2_logs_are_replayed_and_compacted_away() {
+    for version in [1u32, 2] {
+        let files = Arc::new(CrashFiles::new());
+        let t = open(&files);
+        let g = t.stats().generation;
+        drop(t);
+        let name = log_name("t", g);
+        let first_seq = u64::from_le_bytes(files.file(&name).unwrap()[24..32].try_into().unwrap());
+        let crc = |p: u64, fill: u8| crate::checksum::page_crc(PageId(p), &page(fill));
+        let s = first_seq;
+        let mut records = vec![
+            LogRecord::Batch,
+            LogRecord::Intent {
+                page: 0,
+                crc: crc(0, 1),
+            },
+            LogRecord::Settle { below: s + 2 },
+            LogRecord::Batch,
+            LogRecord::Intent {
+                page: 1,
+                crc: crc(1, 2),
+            },
+            LogRecord::Intent {
+                page: 4,
+                crc: crc(4, 5),
+            },
+            LogRecord::Drop { first: 4, last: 4 },
+        ];
+        if version == 2 {
+            records.push(LogRecord::Claim {
+                page: 2,
+                crc: crc(2, 3),
+            });
+            records.push(LogRecord::Free { page: 3 });
+        }
+        files.set_file(&name, slot_log(version, g, first_seq, &records));
+        let t = open(&files);
+        assert_eq!(t.stats().generation, g + 1, "not appended to: compacted");
+        assert!(accepts(&t, 0, 1) && accepts(&t, 1, 2), "version {version}");
+        assert_eq!(t.get(PageId(4)), None, "version {version}");
+        assert_eq!(accepts(&t, 2, 3), version == 2);
+        assert_eq!(t.is_free(PageId(3)), version == 2);
+        t.mark_free(PageId(0)).unwrap();
+        let after = open(&Arc::new(files.crash(None)));
+        assert!(after.is_free(PageId(0)) && accepts(&after, 1, 2));
+        assert_eq!(accepts(&after, 2, 3), version == 2);
+    }
 }

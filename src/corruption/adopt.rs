@@ -114,12 +114,16 @@
 //! loses the adoption, which is simply run again.
 //!
 //! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
-//! the detector syncs first, so the bytes adoption reads are durable. A
+//! the detector syncs first, so the bytes adoption reads are durable (the
+//! sync runs on a helper thread while the first batch is read, and no batch
+//! records anything before it has succeeded; if it fails, adoption fails
+//! having recorded nothing). A
 //! page's bytes are then already on disk, so its checksum needs no window in
 //! which old and new are accepted: it is recorded as settled at once, with
 //! one `claim` record (an all-zero page taken for unallocated: one `free`
 //! record), appended for a whole batch under one lock of the table. The
-//! records are made durable with one fsync per 64 Ki pages and at the end;
+//! records (6 bytes each) are made durable with one fsync per 1 MiB of them
+//! (about 170 Ki pages) and at the end;
 //! the log is compacted when it has grown past its threshold. A crash at
 //! any step leaves each page either claimed (or marked unallocated) or as
 //! it was before adoption (nothing recorded): adopting again finishes the
@@ -305,6 +309,29 @@ enum Plan {
     Zero,
 }
 
+/// The sync that begins an adoption into a durable table, running on a
+/// helper thread while the first batch is read.
+enum PendingSync<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, Result<()>>),
+    Done,
+}
+
+impl PendingSync<'_> {
+    /// Waits for the sync (once); its error, or a panic of its thread as
+    /// [`Error::Stopped`].
+    fn wait(&mut self) -> Result<()> {
+        match std::mem::replace(self, PendingSync::Done) {
+            PendingSync::Running(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Stopped {
+                    component: "adoption",
+                    reason: "the thread syncing the store before adoption panicked".into(),
+                })
+            }),
+            PendingSync::Done => Ok(()),
+        }
+    }
+}
+
 /// Counts a scrub-like verdict on a page adoption did not seal.
 fn count(verdict: Verdict, report: &mut AdoptReport) {
     match verdict {
@@ -379,45 +406,65 @@ impl CorruptionDetector {
             let _gate = self.resize_gate.read();
             table.reserve_pages(end.min(self.store.page_count()))?;
         }
-        if matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable()) {
+        let durable = matches!(&self.placement, ChecksumPlacement::Sidecar(t) if t.is_durable());
+        let mut report = AdoptReport::default();
+        std::thread::scope(|scope| -> Result<()> {
             // A durable table records the checksums as settled: the bytes
             // they vouch for must be durable first (a host that wrote them
-            // without a sync could lose them in a crash).
-            self.sync()?;
-        }
-        let mut report = AdoptReport::default();
-        let mut next = opts.first;
-        while next < end {
-            let (examined, stopped) = {
-                // No resize while a batch is scanned and recorded.
-                let _gate = self.resize_gate.read();
-                let now_count = self.store.page_count();
-                if next >= now_count {
+            // without a sync could lose them in a crash). The sync runs on a
+            // helper thread while the first batch is read, and every batch
+            // waits for it before it records anything.
+            let mut first_sync = if durable {
+                let spawned = std::thread::Builder::new()
+                    .name("selfheal-adopt-sync".into())
+                    .spawn_scoped(scope, || self.sync());
+                match spawned {
+                    Ok(h) => PendingSync::Running(h),
+                    Err(error) => {
+                        tracing::debug!(%error, "no helper thread for adoption's first sync; syncing here");
+                        self.sync()?;
+                        PendingSync::Done
+                    }
+                }
+            } else {
+                PendingSync::Done
+            };
+            let mut next = opts.first;
+            while next < end {
+                let (examined, stopped) = {
+                    // No resize while a batch is scanned and recorded.
+                    let _gate = self.resize_gate.read();
+                    let now_count = self.store.page_count();
+                    if next >= now_count {
+                        break;
+                    }
+                    let n = batch.min(end - next).min(now_count - next);
+                    self.adopt_batch(PageId(next), n, &opts, &mut report, &mut first_sync)
+                };
+                if let Some(e) = stopped {
+                    // What was adopted before the error stands: make it durable.
+                    if let Err(f) = self.make_adoption_durable() {
+                        tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
+                    }
+                    return Err(e);
+                }
+                next += examined;
+                if let Some(f) = opts.progress.as_mut() {
+                    f(&AdoptProgress {
+                        pages_done: next - opts.first,
+                        pages_total: count,
+                        sealed: report.sealed,
+                        elapsed: Duration::from_nanos(self.clock.now_ns().saturating_sub(started)),
+                    });
+                }
+                if examined == 0 {
                     break;
                 }
-                let n = batch.min(end - next).min(now_count - next);
-                self.adopt_batch(PageId(next), n, &opts, &mut report)
-            };
-            if let Some(e) = stopped {
-                // What was adopted before the error stands: make it durable.
-                if let Err(f) = self.make_adoption_durable() {
-                    tracing::error!(error = %f, "what adoption recorded before it stopped is not durable");
-                }
-                return Err(e);
             }
-            next += examined;
-            if let Some(f) = opts.progress.as_mut() {
-                f(&AdoptProgress {
-                    pages_done: next - opts.first,
-                    pages_total: count,
-                    sealed: report.sealed,
-                    elapsed: Duration::from_nanos(self.clock.now_ns().saturating_sub(started)),
-                });
-            }
-            if examined == 0 {
-                break;
-            }
-        }
+            // Nothing was recorded if no batch ran: the sync must still end
+            // (and succeed) before adoption does.
+            first_sync.wait()
+        })?;
         self.make_adoption_durable()?;
         // Pages fenced before they were adopted (a scrub found no checksum)
         // verify now: lift their fences.
@@ -453,13 +500,25 @@ impl CorruptionDetector {
         count: u64,
         opts: &AdoptOptions,
         report: &mut AdoptReport,
+        first_sync: &mut PendingSync<'_>,
     ) -> (u64, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
         let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
         let mut examined = 0u64;
+        // The table's entries for the batch, in one look (the resize gate is
+        // held, so they only change by host writes, which the claim checks
+        // for again under the table's lock).
+        let mut entries = Vec::new();
+        if let ChecksumPlacement::Sidecar(table) = &self.placement {
+            table.entries_of(first, count, &mut entries);
+        }
         let scanned = self.store.scan_pages(first, count, &mut |page, bytes| {
-            let plan = self.plan(page, bytes, report)?;
+            let entry = entries
+                .get((page.0 - first.0) as usize)
+                .copied()
+                .unwrap_or(Entry::Absent);
+            let plan = self.plan(page, entry, bytes, report)?;
             examined += 1;
             report.pages += 1;
             match plan {
@@ -477,6 +536,10 @@ impl CorruptionDetector {
             Err(Error::PageOutOfRange { .. }) => None,
             Err(e) => Some(e),
         };
+        // Nothing is recorded before the bytes read are durable.
+        if let Err(e) = first_sync.wait() {
+            return (examined, Some(e));
+        }
         if let Err(e) = self.claim_scanned(&claims, report) {
             stopped.get_or_insert(e);
         }
@@ -494,17 +557,21 @@ impl CorruptionDetector {
 
     /// Decides what a scanned page needs, doing it now when that needs no
     /// write and no page lock (the visit of a scan must not wait for them
-    /// while the store may hold a scan open).
-    fn plan(&self, page: PageId, bytes: &[u8], report: &mut AdoptReport) -> Result<Plan> {
+    /// while the store may hold a scan open). `entry` is what a sidecar
+    /// table held for the page when the batch began.
+    fn plan(
+        &self,
+        page: PageId,
+        entry: Entry,
+        bytes: &[u8],
+        report: &mut AdoptReport,
+    ) -> Result<Plan> {
         match &self.placement {
-            ChecksumPlacement::Sidecar(table) => match table.entry(page) {
+            ChecksumPlacement::Sidecar(_) => match entry {
                 Entry::Absent if is_all_zero(bytes) => Ok(Plan::Zero),
-                Entry::Absent if self.registry.lock().known_bad(page) => {
-                    // Fenced for more than a missing checksum (unreadable):
-                    // adoption does not vouch for it.
-                    self.count_verdict(page, bytes, report)?;
-                    Ok(Plan::Done)
-                }
+                // Pages fenced for more than a missing checksum are sorted
+                // out just before the claim, with one look at the registry
+                // per batch (`claim_scanned`).
                 Entry::Absent => Ok(Plan::Claim(checksum::page_crc(page, bytes))),
                 Entry::Sealed | Entry::Free => {
                     self.count_verdict(page, bytes, report)?;
@@ -557,6 +624,38 @@ impl CorruptionDetector {
         let ChecksumPlacement::Sidecar(table) = &self.placement else {
             return Ok(());
         };
+        // Fenced for more than a missing checksum (unreadable, say):
+        // adoption does not vouch for it, and judges it like a scrub. One
+        // lock of the registry for the batch, and no lookup at all while it
+        // is empty (the usual case).
+        let mut known_bad = Vec::new();
+        let vetted;
+        let claims = {
+            let registry = self.registry.lock();
+            if registry.is_empty() {
+                claims
+            } else {
+                vetted = claims
+                    .iter()
+                    .copied()
+                    .filter(|&(page, _)| {
+                        let bad = registry.known_bad(page);
+                        if bad {
+                            known_bad.push(page);
+                        }
+                        !bad
+                    })
+                    .collect::<Vec<_>>();
+                &vetted[..]
+            }
+        };
+        for page in known_bad {
+            match self.check_page(page, Observer::Scrub) {
+                Ok(v) => count(v, report),
+                Err(Error::PageOutOfRange { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut claimed = Vec::with_capacity(claims.len());
         table.claim_absent(claims, &mut claimed)?;
         for (&(page, _), &won) in claims.iter().zip(&claimed) {

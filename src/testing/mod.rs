@@ -29,7 +29,7 @@ pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};
 /// one the table recovers with.
 pub mod checksum_log {
     pub use crate::checksum::log::{
-        decode_log, encode_record, LogEnd, LogRecord, LOG_HEADER_LEN, RECORD_LEN,
+        decode_log, encode_record, Frame, LogEnd, LogRecord, LOG_HEADER_LEN,
     };
 }
 
