@@ -356,6 +356,52 @@ fn the_breaker_opens_after_repeated_failures_and_the_remedy_is_not_called() {
     assert_eq!(inc.outcome, Outcome::Escalated);
 }
 
+/// A host remedy whose execution panics (a bug in the host's code).
+#[derive(Debug)]
+struct Panicking;
+
+impl Remedy for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    fn applies_to(&self, problem: &Problem) -> bool {
+        *problem == Problem::ANOMALY
+    }
+    fn execute(&self, _: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+        panic!("host remedy bug");
+    }
+    fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
+        Ok(Verified::healed("checked"))
+    }
+}
+
+#[test]
+fn a_remedy_that_panics_is_a_failed_attempt_and_the_next_remedy_heals() {
+    let clock = ManualClock::new();
+    let works = Scripted::new("works", Problem::ANOMALY, false);
+    let healer = HealerConfig::new()
+        .remedy(Arc::new(Panicking))
+        .remedy(works.clone())
+        .cold_start_order(Problem::ANOMALY, &["panicking", "works"])
+        .build(RemedyContext::new().clock(Arc::new(clock.clone())))
+        .unwrap();
+    clock.advance(Duration::from_secs(30));
+    let inc = healer.heal(anomaly(&clock));
+    assert_eq!(
+        inc.outcome,
+        Outcome::Healed {
+            remedy: "works".into()
+        },
+        "{inc:?}"
+    );
+    assert!(
+        matches!(inc.attempts[0].outcome, AttemptOutcome::Failed { ref error } if error.contains("host remedy bug")),
+        "{:?}",
+        inc.attempts
+    );
+    assert_eq!(works.calls.load(Ordering::SeqCst), 1);
+}
+
 /// Host actions that count their calls; supports what it is told.
 #[derive(Debug, Default)]
 struct Host {

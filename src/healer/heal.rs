@@ -541,7 +541,7 @@ impl SelfHealer {
         let started = now;
         let mut evidence = Vec::new();
         self.audit(inc, EntryKind::Decided, format!("try {name}"));
-        let outcome = match remedy.execute(&self.ctx, case) {
+        let outcome = match guarded(|| remedy.execute(&self.ctx, case)) {
             Err(e) => {
                 inc.push(clock.now_ns(), Step::Acted, format!("{name} failed: {e}"));
                 self.audit(inc, EntryKind::Acted, format!("{name} failed: {e}"));
@@ -561,7 +561,7 @@ impl SelfHealer {
                     EntryKind::Acted,
                     format!("{name}: {}", applied.evidence),
                 );
-                let verified = remedy.verify(&self.ctx, case, &applied);
+                let verified = guarded(|| remedy.verify(&self.ctx, case, &applied));
                 let (healed, text) = match verified {
                     Ok(v) => (v.healed, v.evidence),
                     Err(e) => (false, format!("could not re-check: {e}")),
@@ -574,7 +574,7 @@ impl SelfHealer {
                     (true, None) => AttemptOutcome::Healed,
                     (true, Some(how)) => {
                         evidence.push(how.clone());
-                        let undone = match remedy.undo(&self.ctx, case, &applied) {
+                        let undone = match guarded(|| remedy.undo(&self.ctx, case, &applied)) {
                             Ok(()) => {
                                 let text = format!("{name} undone: {how}");
                                 inc.push(clock.now_ns(), Step::Undone, text.clone());
@@ -756,4 +756,21 @@ impl SelfHealer {
             tracing::warn!(error = %e, "audit record not written; healing goes on");
         }
     }
+}
+
+/// Runs a remedy's step (host code, for a host's remedy or action), turning a
+/// panic into a failed step: a remedy that panics is an attempt that failed
+/// (counted by its breaker, reported in the incident), never a dead thread
+/// that stops healing.
+fn guarded<T>(step: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|payload| {
+        Err(Error::Host {
+            op: "remedy",
+            retryable: false,
+            message: format!(
+                "the remedy panicked: {}",
+                crate::worker::panic_message(payload.as_ref())
+            ),
+        })
+    })
 }
