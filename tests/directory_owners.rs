@@ -1,4 +1,4 @@
-//! Every directory the library keeps files in has one owner: a second snapshot manager or rollback manager on a directory already owned — in this process, through a second open file description, or by a child process — is refused with `Error::DirectoryLocked` (naming the directory, the owner, its pid and what to do), and accepted once the first owner is gone. The child process is this test binary, run again on one helper test that holds a directory until its stdin closes.
+//! Every directory the library keeps files in has one owner: a second snapshot manager, rollback manager or durable checksum table on a directory (or table path) already owned — in this process, through a second open file description, or by a child process — is refused with `Error::DirectoryLocked` (naming the directory, the owner, its pid and what to do), and accepted once the first owner is gone. The child process is this test binary, run again on one helper test that holds a directory until its stdin closes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -191,4 +191,22 @@ fn child_process_helper_holds_a_directory() {
     println!("holding");
     let mut line = String::new();
     while std::io::stdin().lock().read_line(&mut line).unwrap() > 0 {}
+}
+
+#[test]
+fn two_durable_checksum_tables_on_one_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sums");
+    let first = selfheal::ChecksumTable::open(&path, PS).unwrap();
+    refused(
+        selfheal::ChecksumTable::open(&path, PS),
+        dir.path(),
+        "checksum table",
+        Some(std::process::id()),
+    );
+    // Another table in the same directory is another owner.
+    let other = selfheal::ChecksumTable::open(&dir.path().join("other"), PS).unwrap();
+    drop(first);
+    let again = selfheal::ChecksumTable::open(&path, PS).unwrap();
+    drop((again, other));
 }

@@ -427,11 +427,14 @@ pub(super) fn open(
 
 impl TableConfig {
     /// Opens (creating it if needed) the table whose base file is `path`;
-    /// the logs live next to it.
+    /// the logs live next to it. The table has one owner: it holds the lock
+    /// file `<path>.lock` until it is dropped, and a second opener of the
+    /// same path, in this process or another, is refused.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad setting or a path without a file
-    /// name; [`Error::CorruptFile`], [`Error::UnsupportedVersion`] or
+    /// name; [`Error::DirectoryLocked`] when the table is already open;
+    /// [`Error::CorruptFile`], [`Error::UnsupportedVersion`] or
     /// [`Error::PageSizeMismatch`] for files that cannot be read as this
     /// table (see the module docs); [`Error::Io`].
     pub fn open(self, path: &Path) -> Result<ChecksumTable> {
@@ -449,7 +452,7 @@ impl TableConfig {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        self.open_on(Arc::new(DirTableStorage::new(dir)), &stem)
+        self.open_on(Arc::new(DirTableStorage::new(dir).owning(&stem)?), &stem)
     }
 
     /// Opens (creating it if needed) the table whose base file is named

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -120,6 +121,9 @@ pub(crate) fn replace(storage: &dyn TableStorage, name: &str, bytes: &[u8]) -> R
 pub struct DirTableStorage {
     dir: PathBuf,
     appending: Mutex<HashMap<String, File>>,
+    /// The one-owner lock of the table opened through it, held as long as
+    /// the table (see [`ChecksumTable::open`](super::ChecksumTable::open)).
+    _owner: Option<DirLock>,
 }
 
 impl fmt::Debug for DirTableStorage {
@@ -137,7 +141,25 @@ impl DirTableStorage {
         DirTableStorage {
             dir: dir.as_ref().to_path_buf(),
             appending: Mutex::new(HashMap::new()),
+            _owner: None,
         }
+    }
+
+    /// This storage, owning the table named `stem` in its directory: a second
+    /// opener of the same table, in this process or another, is refused
+    /// until this storage (and the table holding it) is dropped.
+    ///
+    /// # Errors
+    /// [`Error::DirectoryLocked`] when the table is already open;
+    /// [`Error::Io`] when its lock file (`<stem>.lock`) cannot be made.
+    pub(crate) fn owning(mut self, stem: &str) -> Result<Self> {
+        self._owner = Some(DirLock::acquire(
+            &self.dir,
+            &format!("{stem}.lock"),
+            "checksum table",
+            "drop the other ChecksumTable opened on this path (and the detector holding it), or stop its process first, or use another path",
+        )?);
+        Ok(self)
     }
 
     /// The directory.
