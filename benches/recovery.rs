@@ -8,12 +8,16 @@
 //!   diagnosis, `repair-from-replicas`, its verification (a re-read), the
 //!   learned record and the audit log, to the `Healed` event. `manager_tmpfs`
 //!   is the same with the directory on `/dev/shm` (skipped where there is
-//!   none): the loop without the disk's fsyncs. The baseline `direct` is
+//!   none): the loop without the disk's fsyncs, and `manager_tmpfs_audit_off`
+//!   the same without the audit log. The bench also prints, from the
+//!   incidents' own timelines, the median time from detection until a
+//!   recovery thread took the incident and from then until it closed. The
+//!   baseline `direct` is
 //!   the failing read, `DataRepairer::repair_page` and a re-check of the
 //!   page, on the caller's thread. All three repair the same pages of a
 //!   `MemStore` from a `MemStore` replica. Criterion reports means; the
 //!   bench keeps every sample itself (`iter_custom`, one incident per
-//!   sample, the first 50 dropped as warm-up) and prints the median and the
+//!   sample, the first 20 dropped as warm-up) and prints the median and the
 //!   99th percentile of each and their ratios to the baseline's. Targets:
 //!   median ≤ 1.5×, p99 ≤ 3×.
 //! - `recovery_burst_10000`: 10 000 pages made corrupt at once, each found
@@ -40,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use selfheal::healer::HealerConfig;
+use selfheal::healer::{HealerConfig, Incident, Step};
 use selfheal::recovery::Subscription;
 use selfheal::repair::RepairConfig;
 use selfheal::testing::Damage;
@@ -53,9 +57,9 @@ const PS: usize = 4096;
 const PAGES: u64 = 1_024;
 const BURST: u64 = 10_000;
 /// Samples dropped from the front of each series (warm-up).
-const WARM_UP_SAMPLES: usize = 50;
+const WARM_UP_SAMPLES: usize = 20;
 /// Fewer samples than this give no percentiles (test mode).
-const MIN_SAMPLES: usize = 100;
+const MIN_SAMPLES: usize = 50;
 
 fn page(p: u64) -> Vec<u8> {
     let mut b = vec![(p % 251) as u8 | 1; PS];
@@ -97,12 +101,13 @@ fn seal(det: &CorruptionDetector, local: &MemStore, mirror: &MemStore, pages: u6
 /// A started manager over `pages` sealed pages with a mirror replica, its
 /// files in `dir`. The per-target cooldown is 1 ms (default 10 s) so that
 /// a page may be healed again in the next round of the bench.
-fn manager(pages: u64, dir: &Path) -> (Arc<MemStore>, AutoRecoveryManager) {
+fn manager(pages: u64, dir: &Path, audit: bool) -> (Arc<MemStore>, AutoRecoveryManager) {
     let (local, mirror) = stores(pages);
     let m = RecoveryConfig::new(local.clone(), dir)
         .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
         .without_scrub()
         .healer(HealerConfig::new().cooldown(Duration::from_millis(1)))
+        .audit(audit)
         .build()
         .unwrap();
     seal(m.detector(), &local, &mirror, pages);
@@ -194,15 +199,18 @@ fn one_page(c: &mut Criterion) {
 
     let disk = tempfile::tempdir().unwrap();
     let shm = shm_dir();
-    let dirs: Vec<(&str, &Path)> = [
-        ("manager_disk", Some(disk.path())),
-        ("manager_tmpfs", shm.as_ref().map(|d| d.path())),
+    let shm_path = shm.as_ref().map(|d| d.path());
+    let variants: Vec<(&str, &Path, bool)> = [
+        ("manager_disk", Some(disk.path()), true),
+        ("manager_tmpfs", shm_path, true),
+        ("manager_tmpfs_audit_off", shm_path, false),
     ]
     .into_iter()
-    .filter_map(|(n, d)| d.map(|d| (n, d)))
+    .filter_map(|(n, d, audit)| d.map(|d| (n, d, audit)))
     .collect();
-    for (name, dir) in dirs {
-        let (local, m) = manager(PAGES, dir);
+    for (name, dir, audit) in variants {
+        let dir = tempfile::tempdir_in(dir).unwrap();
+        let (local, m) = manager(PAGES, dir.path(), audit);
         let events = m.subscribe(1_024).unwrap();
         let mut next = 0u64;
         let s = Samples::default();
@@ -224,6 +232,7 @@ fn one_page(c: &mut Criterion) {
                 total
             });
         });
+        breakdown(name, &m.incidents());
         m.stop().unwrap();
         series.push((name, s));
     }
@@ -231,17 +240,52 @@ fn one_page(c: &mut Criterion) {
 
     let base = percentiles(&direct_samples.borrow());
     for (name, s) in &series {
-        match (percentiles(&s.borrow()), base) {
-            (Some((med, p99, n)), Some((bmed, bp99, _))) => eprintln!(
-                "recovery_one_page/{name}: median {med:.1?}, p99 {p99:.1?} ({n} samples); vs direct: median {:.2}× (target ≤ 1.5), p99 {:.2}× (target ≤ 3)",
+        let Some((med, p99, n)) = percentiles(&s.borrow()) else {
+            eprintln!(
+                "recovery_one_page/{name}: {} samples, too few for percentiles (test mode?)",
+                s.borrow().len()
+            );
+            continue;
+        };
+        eprint!("recovery_one_page/{name}: median {med:.1?}, p99 {p99:.1?} ({n} samples)");
+        match base {
+            Some((bmed, bp99, _)) => eprintln!(
+                "; vs direct: median {:.2}× (target ≤ 1.5), p99 {:.2}× (target ≤ 3)",
                 med.as_secs_f64() / bmed.as_secs_f64(),
                 p99.as_secs_f64() / bp99.as_secs_f64()
             ),
-            _ => eprintln!(
-                "recovery_one_page/{name}: {} samples, too few for percentiles (test mode?)",
-                s.borrow().len()
-            ),
+            None => eprintln!(),
         }
+    }
+}
+
+/// Where a manager's incidents spent their time, by their own timelines
+/// (the manager's clock): from detection until a recovery thread took the
+/// incident (the bus, the dispatcher, the queue), and from then until it
+/// was closed (the healer: diagnosis, the remedy, its verification, the
+/// learned record and the audit log).
+fn breakdown(name: &str, incidents: &[Incident]) {
+    let mut queued = Vec::new();
+    let mut healing = Vec::new();
+    for inc in incidents {
+        let started = inc.timeline.iter().find(|e| e.step == Step::Started);
+        if let (Some(s), Some(c)) = (started, inc.closed_ns()) {
+            queued.push(s.at_ns.saturating_sub(inc.detected_ns()));
+            healing.push(c.saturating_sub(s.at_ns));
+        }
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2)
+            .map_or(Duration::ZERO, |&ns| Duration::from_nanos(ns))
+    };
+    if !queued.is_empty() {
+        eprintln!(
+            "recovery_one_page/{name}: of the last {} incidents, median detected → started {:.1?}, started → closed {:.1?}",
+            queued.len(),
+            median(&mut queued),
+            median(&mut healing)
+        );
     }
 }
 
@@ -279,7 +323,7 @@ fn burst(c: &mut Criterion) {
         });
     }
     {
-        let (local, m) = manager(BURST, shm.path());
+        let (local, m) = manager(BURST, shm.path(), true);
         g.bench_function("manager_tmpfs", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

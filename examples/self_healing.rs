@@ -189,7 +189,10 @@ fn crash_child(dir: &Path, model: &Model, log: &Log) -> Result<(), String> {
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
             ["ack", k, v] => {
-                model.lock().insert(k.parse().unwrap(), v.parse().unwrap());
+                let (Ok(k), Ok(v)) = (k.parse(), v.parse()) else {
+                    return Err(format!("unreadable line from the child: {line}"));
+                };
+                model.lock().insert(k, v);
                 acked += 1;
             }
             ["in-flight", t, a, b] => {

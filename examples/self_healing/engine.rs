@@ -159,8 +159,9 @@ struct Checkpointer {
 impl Checkpointer {
     fn spawn(self: &Arc<Self>) -> Result<()> {
         let Some((beat, rb, store)) = self.parts.lock().clone() else {
-            return Err(Error::Unsupported {
-                action: "restart_component before the engine started",
+            return Err(Error::InvalidArgument {
+                what: "component",
+                reason: "the checkpointer cannot be restarted before the engine started".into(),
             });
         };
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -218,8 +219,9 @@ impl HostActions for Host {
 
     fn restart_component(&self, component: &str) -> Result<()> {
         if component != CHECKPOINTER {
-            return Err(Error::Unsupported {
-                action: "restart_component of an unknown component",
+            return Err(Error::InvalidArgument {
+                what: "component",
+                reason: format!("the engine has no component {component:?}"),
             });
         }
         self.checkpointer.spawn()
