@@ -24,7 +24,7 @@
 //!   by a verified read; `manager_tmpfs` heals them all (default queue of
 //!   4 096 open incidents: the rest overflow and are found again by the
 //!   error-only rescan) against the baseline `repair_all` of the same pages
-//!   after the same reads. Throughput in pages/s; target ≥ 0.8× the
+//!   after the same reads; `manager_tmpfs_audit_off` without the audit log. Throughput in pages/s; target ≥ 0.8× the
 //!   baseline's. The manager's directory is on `/dev/shm` (the bench is
 //!   skipped where there is none): on a disk, the fsyncs of each incident's
 //!   learned record and audit batch (measured above) make a burst take
@@ -249,12 +249,12 @@ fn one_page(c: &mut Criterion) {
         };
         eprint!("recovery_one_page/{name}: median {med:.1?}, p99 {p99:.1?} ({n} samples)");
         match base {
-            Some((bmed, bp99, _)) => eprintln!(
+            Some((bmed, bp99, _)) if *name != "direct" => eprintln!(
                 "; vs direct: median {:.2}× (target ≤ 1.5), p99 {:.2}× (target ≤ 3)",
                 med.as_secs_f64() / bmed.as_secs_f64(),
                 p99.as_secs_f64() / bp99.as_secs_f64()
             ),
-            None => eprintln!(),
+            _ => eprintln!(),
         }
     }
 }
@@ -322,9 +322,10 @@ fn burst(c: &mut Criterion) {
             });
         });
     }
-    {
-        let (local, m) = manager(BURST, shm.path(), true);
-        g.bench_function("manager_tmpfs", |b| {
+    for (name, audit) in [("manager_tmpfs", true), ("manager_tmpfs_audit_off", false)] {
+        let dir = tempfile::tempdir_in(shm.path()).unwrap();
+        let (local, m) = manager(BURST, dir.path(), audit);
+        g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -352,12 +353,20 @@ fn burst(c: &mut Criterion) {
     g.finish();
     ratio::report(
         since,
-        &[(
-            "burst pages/s, manager vs repair_all",
-            "recovery_burst_10000/repair_all",
-            "recovery_burst_10000/manager_tmpfs",
-            "target ≥ 0.8",
-        )],
+        &[
+            (
+                "burst pages/s, manager vs repair_all",
+                "recovery_burst_10000/repair_all",
+                "recovery_burst_10000/manager_tmpfs",
+                "target ≥ 0.8",
+            ),
+            (
+                "burst pages/s, manager without audit log vs repair_all",
+                "recovery_burst_10000/repair_all",
+                "recovery_burst_10000/manager_tmpfs_audit_off",
+                "for the audit log's share",
+            ),
+        ],
     );
 }
 

@@ -139,6 +139,14 @@ impl From<Error> for TxnError {
     }
 }
 
+/// What a checkpointer thread needs: its heartbeat, the journal to trim,
+/// the store to sync.
+type CheckpointerParts = (
+    HeartbeatHandle,
+    Arc<TransactionRollbackManager>,
+    Arc<Mirror>,
+);
+
 /// The checkpointer: a worker that beats every 20 ms and trims the undo
 /// journal every half second. `hang` makes it stop beating (stuck); a
 /// restart abandons the stuck thread and starts a fresh one.
@@ -147,13 +155,7 @@ struct Checkpointer {
     generation: AtomicU64,
     hang: AtomicBool,
     stop: AtomicBool,
-    parts: Mutex<
-        Option<(
-            HeartbeatHandle,
-            Arc<TransactionRollbackManager>,
-            Arc<Mirror>,
-        )>,
-    >,
+    parts: Mutex<Option<CheckpointerParts>>,
 }
 
 impl Checkpointer {
