@@ -38,50 +38,27 @@
 
 #[path = "self_healing/engine.rs"]
 mod engine;
+#[path = "self_healing/faults.rs"]
+mod faults;
+#[path = "self_healing/report.rs"]
+mod report;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use selfheal::healer::{Incident, Outcome, Step};
+use selfheal::healer::Outcome;
 use selfheal::prelude::*;
-use selfheal::testing::{Damage, WriteFault};
-use selfheal::{Mode, RecoveryEvent};
+use selfheal::Mode;
 
-use engine::{Engine, TxnError, COLD_PAGES, HOT_PAGES, KEYS, LOCK_PAGES, SLOTS};
-
-type Model = Arc<Mutex<HashMap<u64, u64>>>;
-
-/// Prints timeline lines with the time since the run began.
-#[derive(Clone)]
-struct Log(Instant);
-
-impl Log {
-    fn line(&self, text: impl AsRef<str>) {
-        let t = self.0.elapsed().as_secs_f64();
-        println!("[{t:7.3}s] {}", text.as_ref());
-    }
-}
-
-/// One fault the injector caused.
-struct Fault {
-    name: &'static str,
-    /// When, on the manager's clock (the process-wide system clock).
-    at_ns: u64,
-    /// Pages it damaged, with their bytes right after (Observe's check).
-    pages: Vec<(PageId, Vec<u8>)>,
-}
-
-fn now_ns() -> u64 {
-    SystemClock::shared().now_ns()
-}
+use engine::{Engine, COLD_PAGES, HOT_PAGES, KEYS, SLOTS};
+use faults::{commit, now_ns, Fault, FaultFn, Model};
+use report::{describe, fault_of, print_table, Log};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -305,13 +282,13 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
 
     // The faults, spread over the run.
     let steps: [(&'static str, FaultFn); 7] = [
-        ("bit rot", bit_rot),
-        ("torn write", torn_write),
-        ("lost write", lost_write),
-        ("worker stops beating", hung_worker),
-        ("deadlock", deadlock),
-        ("replica down during a repair", replica_down),
-        ("disk fills", disk_fills),
+        ("bit rot", faults::bit_rot),
+        ("torn write", faults::torn_write),
+        ("lost write", faults::lost_write),
+        ("worker stops beating", faults::hung_worker),
+        ("deadlock", faults::deadlock),
+        ("replica down during a repair", faults::replica_down),
+        ("disk fills", faults::disk_fills),
     ];
     let begin = Instant::now();
     let gap = Duration::from_secs(seconds.saturating_sub(4)) / steps.len() as u32;
@@ -472,286 +449,4 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
     let engine = Arc::into_inner(engine).ok_or("the engine is still shared")?;
     engine.close().map_err(|e| e.to_string())?;
     Ok(problems)
-}
-
-/// Commits `writes` and records them in the model.
-fn commit(engine: &Engine, model: &Model, writes: &[(u64, u64)]) -> Result<TxnId, String> {
-    let mut m = model.lock();
-    let txn = engine.update(writes).map_err(|e| e.to_string())?;
-    m.extend(writes.iter().copied());
-    Ok(txn)
-}
-
-/// The bytes of `page` in the primary file, as a fault left them.
-fn raw(engine: &Engine, page: PageId) -> Result<(PageId, Vec<u8>), String> {
-    let mut b = vec![0u8; engine::PAGE_SIZE];
-    engine
-        .primary
-        .inner()
-        .read_page(page, &mut b)
-        .map_err(|e| e.to_string())?;
-    Ok((page, b))
-}
-
-type FaultFn = fn(&Arc<Engine>, &Model, &Log, bool) -> Result<Vec<(PageId, Vec<u8>)>, String>;
-
-fn bit_rot(
-    e: &Arc<Engine>,
-    _: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let page = PageId(COLD_PAGES.start + 1);
-    e.primary
-        .damage(page, Damage::BitFlip { byte: 40, bit: 5 })
-        .map_err(|e| e.to_string())?;
-    log.line(format!(
-        "FAULT  bit rot: one bit flipped in page {page} on disk (a page no one reads)"
-    ));
-    Ok(vec![raw(e, page)?])
-}
-
-fn torn_write(
-    e: &Arc<Engine>,
-    model: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let key = 5 * SLOTS + 3;
-    let (page, _) = engine::place(key);
-    e.primary
-        .fail_next_write(Some(page), WriteFault::Torn { new_bytes: 1_024 });
-    log.line(format!(
-        "FAULT  torn write armed on page {page}: only its first 1 KiB will reach the disk"
-    ));
-    match commit(e, model, &[(key, 424_242)]) {
-        Ok(t) => log.line(format!(
-            "       transaction {t} committed key {key} = 424242 over the torn write"
-        )),
-        Err(err) => log.line(format!("       the write of key {key} failed: {err}")),
-    }
-    Ok(vec![raw(e, page)?])
-}
-
-fn lost_write(
-    e: &Arc<Engine>,
-    model: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let key = 9 * SLOTS + 7;
-    let (page, _) = engine::place(key);
-    e.primary.fail_next_write(Some(page), WriteFault::Lost);
-    log.line(format!("FAULT  lost write armed on page {page}: the disk will acknowledge it and keep the old bytes"));
-    match commit(e, model, &[(key, 777_777)]) {
-        Ok(t) => log.line(format!(
-            "       transaction {t} committed key {key} = 777777 into the lost write"
-        )),
-        Err(err) => log.line(format!("       the write of key {key} failed: {err}")),
-    }
-    Ok(vec![raw(e, page)?])
-}
-
-fn hung_worker(
-    e: &Arc<Engine>,
-    _: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    e.hang_checkpointer();
-    log.line("FAULT  the checkpointer hangs: its heartbeats stop");
-    Ok(Vec::new())
-}
-
-fn deadlock(
-    e: &Arc<Engine>,
-    model: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let (a, b) = (
-        LOCK_PAGES.start * SLOTS + 1,
-        (LOCK_PAGES.start + 1) * SLOTS + 1,
-    );
-    let barrier = Arc::new(Barrier::new(2));
-    log.line(format!(
-        "FAULT  deadlock: T1 locks key {a} then wants {b}; T2 locks {b} then wants {a}"
-    ));
-    let side = |first: u64, second: u64, value: u64| {
-        let (e, model, barrier) = (e.clone(), model.clone(), barrier.clone());
-        std::thread::spawn(move || -> Result<TxnId, (TxnId, TxnError)> {
-            let txn = e.begin().map_err(|err| (TxnId(0), err.into()))?;
-            let first_put = e.put(txn, first, value, Duration::from_secs(3));
-            barrier.wait();
-            let r = first_put.and_then(|()| e.put(txn, second, value, Duration::from_secs(3)));
-            let mut m = model.lock();
-            match r.and_then(|()| e.commit(txn)) {
-                Ok(()) => {
-                    m.extend([(first, value), (second, value)]);
-                    Ok(txn)
-                }
-                Err(err) => {
-                    drop(m);
-                    e.abort(txn);
-                    Err((txn, err))
-                }
-            }
-        })
-    };
-    let t1 = side(a, b, 1);
-    let t2 = side(b, a, 2);
-    for t in [t1, t2] {
-        match t.join().map_err(|_| "a deadlock thread panicked")? {
-            Ok(txn) => log.line(format!(
-                "       transaction {txn} got both locks and committed"
-            )),
-            Err((txn, err)) => log.line(format!("       transaction {txn} did not commit: {err}")),
-        }
-    }
-    Ok(Vec::new())
-}
-
-fn replica_down(
-    e: &Arc<Engine>,
-    model: &Model,
-    log: &Log,
-    observe: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let key = (COLD_PAGES.start + 4) * SLOTS + 2;
-    let (page, _) = engine::place(key);
-    commit(e, model, &[(key, 31_337)])?;
-    let lsn = e.lsn();
-    // The restore remedy serves a page from the newest snapshot only when
-    // that snapshot is not older than the page's last write.
-    let snaps = e.manager.snapshots().ok_or("no snapshot manager")?.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while snaps.snapshots().last().is_none_or(|s| s.lsn.0 < lsn) {
-        if Instant::now() > deadline {
-            return Err("no periodic snapshot was taken within 5 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    e.replica.set_down(true);
-    e.primary
-        .damage(page, Damage::Junk { seed: 5 })
-        .map_err(|e| e.to_string())?;
-    log.line(format!(
-        "FAULT  replica down, and page {page} garbled on disk (snapshot {} holds it)",
-        snaps.head().unwrap_or(0)
-    ));
-    let damaged = raw(e, page)?;
-    match e.get(key) {
-        Err(err) => log.line(format!("       a read of key {key} fails: {err}")),
-        Ok(v) => log.line(format!("       a read of key {key} gave {v:?}")),
-    }
-    let deadline = Instant::now() + Duration::from_secs(if observe { 2 } else { 5 });
-    while e.get(key).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    e.replica.set_down(false);
-    log.line("       replica back up");
-    Ok(vec![damaged])
-}
-
-fn disk_fills(
-    e: &Arc<Engine>,
-    _: &Model,
-    log: &Log,
-    _: bool,
-) -> Result<Vec<(PageId, Vec<u8>)>, String> {
-    let path = e.dir.join("sort-run-0001.spill");
-    let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    log.line(format!(
-        "FAULT  disk fills: a spill file grows to 95 % of the {} MiB volume",
-        e.volume_bytes >> 20
-    ));
-    let target = e.volume_bytes * 95 / 100;
-    for step in 1..=5u64 {
-        // Sparse: the volume is simulated, its use is the files' lengths.
-        file.set_len(target * step / 5).map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    Ok(Vec::new())
-}
-
-/// Which fault an incident belongs to: the last one before it was detected.
-fn fault_of(inc: &Incident, faults: &[Fault]) -> usize {
-    faults
-        .iter()
-        .rposition(|f| f.at_ns <= inc.detected_ns())
-        .unwrap_or(0)
-}
-
-fn describe(e: &RecoveryEvent) -> String {
-    match e {
-        RecoveryEvent::Opened {
-            id,
-            target,
-            priority,
-        } => {
-            format!("  #{id:<3} opened   {target} ({priority})")
-        }
-        RecoveryEvent::Joined { id, target } => {
-            format!("  #{id:<3} joined   another report of {target}")
-        }
-        RecoveryEvent::Action { id, text } => format!("  #{id:<3} action   {text}"),
-        RecoveryEvent::Healed {
-            id,
-            remedy,
-            time_to_heal,
-            within_rto,
-        } => format!(
-            "  #{id:<3} healed   by {remedy} in {time_to_heal:.1?}{}",
-            if *within_rto { "" } else { " (RTO missed)" }
-        ),
-        RecoveryEvent::Escalated { id, reason } => format!("  #{id:<3} ESCALATED {reason}"),
-        RecoveryEvent::Observed { id } => {
-            format!("  #{id:<3} observed (Observe mode: nothing done)")
-        }
-        RecoveryEvent::Overflowed { target } => {
-            format!("       queue full: {target} left to the rescan")
-        }
-        other => format!("       {other:?}"),
-    }
-}
-
-fn print_table(engine: &Engine, incidents: &[Incident], faults: &[Fault]) {
-    println!(
-        "{:<4} {:<31} {:<22} {:<19} {:<26} {:<27} {:>3} {:>10} {:>4}",
-        "#", "fault", "target", "detected by", "diagnosis", "remedy", "try", "heal time", "RTO"
-    );
-    for inc in incidents {
-        let remedy = match &inc.outcome {
-            Outcome::Healed { remedy } => remedy.clone(),
-            Outcome::Observed => inc
-                .timeline
-                .iter()
-                .find(|e| e.step == Step::Planned)
-                .and_then(|e| e.text.strip_prefix("plan: "))
-                .and_then(|plan| plan.split(" → ").next())
-                .map_or("nothing planned".into(), |first| format!("would: {first}")),
-            other => other.as_str().to_string(),
-        };
-        let first = &inc.failures[0];
-        let heal = inc.time_to_heal();
-        println!(
-            "{:<4} {:<31} {:<22} {:<19} {:<26} {:<27} {:>3} {:>10} {:>4}",
-            inc.id,
-            faults[fault_of(inc, faults)].name,
-            inc.target.to_string(),
-            format!("{}", first.source),
-            format!(
-                "{} ({:.2})",
-                inc.diagnosis.problem, inc.diagnosis.confidence
-            ),
-            remedy,
-            inc.attempts.len(),
-            heal.map_or("-".into(), |d| format!("{d:.1?}")),
-            match heal {
-                Some(d) if d <= engine.manager.rto(inc.priority) => "yes",
-                Some(_) => "NO",
-                None => "-",
-            }
-        );
-    }
 }
