@@ -33,8 +33,10 @@
 //! exits non-zero when a check fails.
 //!
 //! The fault injector uses `selfheal::testing` (`FaultyStore`,
-//! `FaultyReplica`, `Damage`), as a host's own demo or test would; the
-//! engine itself uses only the public API a host has.
+//! `FaultyReplica`, `Damage`, `WriteFault`), as a host's own demo or test
+//! would, and the engine wraps its primary file and its replica in those
+//! wrappers so that faults can be injected; everything else the engine does
+//! goes through the public API a host has.
 
 #[path = "self_healing/engine.rs"]
 mod engine;
