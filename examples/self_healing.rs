@@ -222,6 +222,16 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
         report.pages_verified
     ));
     let writes_at_start = engine.mirror.manager_writes();
+    let mut problems = Vec::new();
+    // The child's last transaction was in flight at the kill: startup
+    // recovery (which runs in every mode) must roll back exactly that one.
+    if report.rollback.rolled_back.len() != 1 || !report.verdict.is_crash() {
+        problems.push(format!(
+            "startup recovery after the kill: verdict {}, {} transaction(s) rolled back (expected a crash and 1)",
+            report.verdict,
+            report.rollback.rolled_back.len()
+        ));
+    }
 
     // The timeline: every incident event, as it comes.
     let printing = Arc::new(AtomicBool::new(true));
@@ -339,7 +349,6 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
         aborts.load(Ordering::Relaxed),
     );
 
-    let mut problems = Vec::new();
     for (i, f) in faults.iter().enumerate() {
         if !incidents.iter().any(|inc| fault_of(inc, &faults) == i) {
             problems.push(format!("the fault `{}` opened no incident", f.name));
