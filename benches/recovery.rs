@@ -6,29 +6,32 @@
 //!   directory's disk: from the failing read, through the bus, the
 //!   dispatcher, the incident queue and a recovery thread, the healer's
 //!   diagnosis, `repair-from-replicas`, its verification (a re-read), the
-//!   learned record and the audit log, to the `Healed` event. `manager_tmpfs`
-//!   is the same with the directory on `/dev/shm` (skipped where there is
-//!   none): the loop without the disk's fsyncs, and `manager_tmpfs_audit_off`
-//!   the same without the audit log. The bench also prints, from the
-//!   incidents' own timelines, the median time from detection until a
-//!   recovery thread took the incident and from then until it closed. The
-//!   baseline `direct` is
-//!   the failing read, `DataRepairer::repair_page` and a re-check of the
-//!   page, on the caller's thread. All three repair the same pages of a
-//!   `MemStore` from a `MemStore` replica. Criterion reports means; the
-//!   bench keeps every sample itself (`iter_custom`, one incident per
-//!   sample, the first 20 dropped as warm-up) and prints the median and the
-//!   99th percentile of each and their ratios to the baseline's. Targets:
-//!   median ≤ 1.5×, p99 ≤ 3×.
+//!   learned record and the audit log, to the `Healed` event.
+//!   `manager_tmpfs` is the same with the directory on `/dev/shm` (skipped
+//!   where there is none): the loop without the disk's fsyncs;
+//!   `manager_tmpfs_audit_off` the same without the audit log. The baseline
+//!   `direct` is the failing read, `DataRepairer::repair_page` and a
+//!   re-check of the page, on the caller's thread. All of them repair the
+//!   same pages of a `MemStore` from a `MemStore` replica. Criterion reports
+//!   means; the bench keeps every sample itself (`iter_custom`, one incident
+//!   per sample, the first 20 dropped as warm-up) and prints the median and
+//!   the 99th percentile of each and their ratios to the baseline's.
+//!   Targets: median ≤ 1.5×, p99 ≤ 3×. It also prints, from the incidents'
+//!   own timelines, the median time from detection until a recovery thread
+//!   took the incident, and from then until it closed.
 //! - `recovery_burst_10000`: 10 000 pages made corrupt at once, each found
 //!   by a verified read; `manager_tmpfs` heals them all (default queue of
 //!   4 096 open incidents: the rest overflow and are found again by the
-//!   error-only rescan) against the baseline `repair_all` of the same pages
-//!   after the same reads; `manager_tmpfs_audit_off` without the audit log. Throughput in pages/s; target ≥ 0.8× the
-//!   baseline's. The manager's directory is on `/dev/shm` (the bench is
-//!   skipped where there is none): on a disk, the fsyncs of each incident's
-//!   learned record and audit batch (measured above) make a burst take
-//!   minutes, which is too long for CI's test-mode run of every bench.
+//!   error-only rescan), `manager_tmpfs_audit_off` without the audit log,
+//!   against the baseline `repair_all` of the same pages after the same
+//!   reads. Throughput in pages/s; target ≥ 0.8× the baseline's. The
+//!   manager's directory is on `/dev/shm` (the bench is skipped where there
+//!   is none): on a disk, the fsyncs of each incident's learned record and
+//!   audit entries (measured above) make a burst take minutes, too long for
+//!   CI's test-mode run of every bench.
+//!
+//! Every manager runs with a per-target cooldown of 1 ms (default 10 s), so
+//! that the bench may damage a page again in its next round.
 //!
 //! Run: `cargo bench --bench recovery -- --warm-up-time 1 --measurement-time 3`
 
