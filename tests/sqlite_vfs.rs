@@ -406,6 +406,61 @@ fn replica_damaged_too_wal() {
     replica_damaged_too_is_an_error_never_wrong_rows("WAL");
 }
 
+/// A page written twice and synced, then put back to its first version on
+/// disk (a lost write), is damage after the database is closed and opened
+/// again: the sidecar table's settle of the second write is durable with
+/// SQLite's sync, so the older version's checksum is no longer accepted.
+fn older_version_after_reopen_is_damage(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let replica = dir.path().join("v-replica.db");
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        "versions",
+        SqliteConfig::new()
+            .replica_file(&replica)
+            .on_heal(move |e: &HealEvent| h.lock().unwrap().push(e.page)),
+    );
+    let c = open(&db, &vfs);
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+    ))
+    .unwrap();
+    c.execute("INSERT INTO t(id, v) VALUES (1, 'first')", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let first = page_bytes(&std::fs::read(&db).unwrap(), PageId(1));
+    c.execute("UPDATE t SET v = 'again' WHERE id = 1", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    drop(c);
+    std::fs::copy(&db, &replica).unwrap();
+    write_page(&db, PageId(1), &first);
+    let c = open(&db, &vfs);
+    let v: String = c
+        .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "again", "never the older version");
+    drop(c);
+    assert_eq!(*heals.lock().unwrap(), vec![2], "page 2 was healed");
+    assert!(std::fs::read(&db).unwrap() == std::fs::read(&replica).unwrap());
+}
+
+#[test]
+fn older_version_after_reopen_rollback_journal() {
+    older_version_after_reopen_is_damage("DELETE");
+}
+
+#[test]
+fn older_version_after_reopen_wal() {
+    older_version_after_reopen_is_damage("WAL");
+}
+
 const CHILD_DB: &str = "SELFHEAL_SQLITE_CRASH_DB";
 const CHILD_MODE: &str = "SELFHEAL_SQLITE_CRASH_MODE";
 /// Row ids of the child's transaction `t`: `CHILD_BASE + t * 1000 + 0..500`.

@@ -143,6 +143,7 @@ impl PageStore for SqlitePageStore {
 /// The components over one file, built once its page size is known.
 struct Protected {
     page_size: usize,
+    table: Arc<ChecksumTable>,
     store: Arc<SqlitePageStore>,
     det: Arc<CorruptionDetector>,
     repairer: DataRepairer,
@@ -267,6 +268,7 @@ impl Database {
         }
         let _ = self.protected.set(Protected {
             page_size,
+            table,
             store,
             det,
             repairer,
@@ -426,7 +428,7 @@ impl Database {
         let healed = again.is_ok();
         let detail = match &outcome {
             Ok(r) => match &r.outcome {
-                RepairOutcome::Repaired { source } => format!("repaired from {source:?}"),
+                RepairOutcome::Repaired { source } => format!("repaired from {source}"),
                 RepairOutcome::Irreparable { reason } => format!("no good copy: {reason}"),
                 other => format!("{other:?}"),
             },
@@ -524,7 +526,10 @@ impl Database {
         match self.protected.get() {
             Some(p) => {
                 p.store.sync_flags.store(flags, Ordering::Relaxed);
-                p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))
+                p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))?;
+                // The settle records too: after a crash a page then accepts
+                // only the bytes of its last synced write, not older ones.
+                p.table.flush().map_err(io(ffi::SQLITE_IOERR_FSYNC))
             }
             None => self.raw.sync(flags).map_err(raw_fault),
         }

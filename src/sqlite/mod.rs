@@ -204,7 +204,8 @@ pub struct HealEvent {
     pub page: u64,
     /// Whether the read was then served verified bytes.
     pub healed: bool,
-    /// Why the page failed verification.
+    /// Why the page failed verification: the detector's error, which
+    /// numbers pages from 0 (SQLite's page `n` is its page `n - 1`).
     pub damage: String,
     /// What the repair did (the replica that served it, or why none could).
     pub detail: String,

@@ -38,6 +38,8 @@ struct MainFile {
     base: ffi::sqlite3_file,
     /// `Arc::into_raw` of the shared database; released by `xClose`.
     db: *const Database,
+    /// The VFS's state (leaked at registration: lives for the process).
+    state: *const VfsState,
     /// The default VFS's file, in the same allocation after this header.
     inner: *mut ffi::sqlite3_file,
 }
@@ -189,6 +191,7 @@ unsafe extern "C" fn x_open(
                 // SAFETY: our header; the methods table is static.
                 unsafe {
                     (*main).db = Arc::into_raw(db);
+                    (*main).state = st;
                     (*main).inner = inner;
                     (*main).base.pMethods = &MAIN_METHODS;
                 }
@@ -236,6 +239,17 @@ impl VfsState {
         dbs.insert(path.to_path_buf(), Arc::downgrade(&db));
         self.shared.note_open();
         Ok(db)
+    }
+}
+
+impl VfsState {
+    /// Drops a connection's hold on its database under the map's lock, so
+    /// that the last one closes the database (and releases its sidecar
+    /// table) before another connection can look the path up.
+    fn release(&self, db: Arc<Database>) {
+        let mut dbs = self.dbs.lock();
+        drop(db);
+        dbs.retain(|_, w| w.strong_count() > 0);
     }
 }
 
@@ -341,7 +355,7 @@ unsafe extern "C" fn m_close(file: *mut ffi::sqlite3_file) -> c_int {
         unsafe {
             let m = file.cast::<MainFile>();
             let rc = close_inner((*m).inner);
-            drop(Arc::from_raw((*m).db));
+            (*(*m).state).release(Arc::from_raw((*m).db));
             (*m).db = std::ptr::null();
             (*m).base.pMethods = std::ptr::null();
             rc
