@@ -461,6 +461,39 @@ fn older_version_after_reopen_wal() {
     older_version_after_reopen_is_damage("WAL");
 }
 
+/// With a scrub rate, damage that no query reads is found in the
+/// background (reported on the failure bus, fenced), and the next read of
+/// the page heals it.
+#[test]
+fn the_background_scrub_finds_damage_no_query_reads() {
+    let s = setup("DELETE");
+    assert!(matches!(
+        sqlite::register("scrub-zero", SqliteConfig::new().scrub_pages_per_s(0)),
+        Err(selfheal::Error::InvalidConfig { .. })
+    ));
+    let vfs = register(
+        "scrub",
+        SqliteConfig::new()
+            .replica_file(&s.replica)
+            .scrub_pages_per_s(100_000),
+    );
+    let leaf = PageId(std::fs::metadata(&s.db).unwrap().len() / PAGE as u64 - 1);
+    let mut junk = vec![0u8; PAGE];
+    Damage::Junk { seed: 3 }.apply(&mut junk);
+    write_page(&s.db, leaf, &junk);
+    let c = open(&s.db, &vfs);
+    let failures = vfs.failures();
+    let found = failures
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the scrub reports the damaged page");
+    assert_eq!(found.kind, FailureKind::CorruptPage { page: leaf });
+    assert_eq!(vfs.stats().healed, 0, "found by the scrub, not by a read");
+    check(&c, &s.model).unwrap();
+    assert_eq!(vfs.stats().healed, 1);
+    drop(c);
+    assert!(std::fs::read(&s.db).unwrap() == std::fs::read(&s.replica).unwrap());
+}
+
 const CHILD_DB: &str = "SELFHEAL_SQLITE_CRASH_DB";
 const CHILD_MODE: &str = "SELFHEAL_SQLITE_CRASH_MODE";
 /// Row ids of the child's transaction `t`: `CHILD_BASE + t * 1000 + 0..500`.

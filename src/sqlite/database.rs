@@ -26,9 +26,10 @@ use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::repair::RepairOutcome;
+use crate::scrub::ScrubHandle;
 use crate::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
-    RepairConfig,
+    RepairConfig, ScrubConfig,
 };
 
 /// Why a VFS call of the main database file failed, as SQLite is told.
@@ -147,6 +148,8 @@ struct Protected {
     store: Arc<SqlitePageStore>,
     det: Arc<CorruptionDetector>,
     repairer: DataRepairer,
+    /// The background scrub, when configured; stopped (bounded) on drop.
+    _scrub: Option<ScrubHandle>,
 }
 
 /// One database file opened through the VFS (shared by its connections).
@@ -266,12 +269,17 @@ impl Database {
         for replica in &self.shared.config.replicas {
             repairer.add_replica(replica.clone())?;
         }
+        let scrub = match self.shared.config.scrub_pages_per_s {
+            Some(rate) => Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?),
+            None => None,
+        };
         let _ = self.protected.set(Protected {
             page_size,
             table,
             store,
             det,
             repairer,
+            _scrub: scrub,
         });
         Ok(self.protected.get().expect("set just above"))
     }

@@ -133,6 +133,7 @@ pub struct SqliteConfig {
     sink: Option<FailureSink>,
     clock: Option<Arc<dyn Clock>>,
     on_heal: Option<HealFn>,
+    scrub_pages_per_s: Option<u64>,
 }
 
 impl fmt::Debug for SqliteConfig {
@@ -141,6 +142,7 @@ impl fmt::Debug for SqliteConfig {
             .field("replica_files", &self.replica_files)
             .field("replicas", &self.replicas)
             .field("on_heal", &self.on_heal.is_some())
+            .field("scrub_pages_per_s", &self.scrub_pages_per_s)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +184,18 @@ impl SqliteConfig {
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Scrubs each open database file in the background at `pages` pages
+    /// per second (a [`Scrubber`](crate::Scrubber) on its own thread,
+    /// `selfheal-scrub`, for as long as a connection has the file open):
+    /// damage no query reads is found, reported on the failure bus and
+    /// fenced, and the next read of a fenced page heals it. Default: no
+    /// scrub. Zero is refused by [`register`].
+    #[must_use]
+    pub fn scrub_pages_per_s(mut self, pages: u64) -> Self {
+        self.scrub_pages_per_s = Some(pages);
         self
     }
 
@@ -296,9 +310,15 @@ impl fmt::Debug for SqliteVfs {
 ///
 /// # Errors
 /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an empty name,
-/// a name with a NUL byte, a name some VFS is registered under already, or a
+/// a name with a NUL byte, a scrub rate of zero, a name some VFS is registered under already, or a
 /// refusal by SQLite.
 pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
+    if config.scrub_pages_per_s == Some(0) {
+        return Err(crate::Error::config(
+            "scrub_pages_per_s",
+            "is 0; give a positive rate, or leave it unset for no scrub",
+        ));
+    }
     let sink = config
         .sink
         .clone()
