@@ -11,7 +11,7 @@
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -71,6 +71,10 @@ pub(super) struct SqlitePageStore {
     page_size: usize,
     /// The `SQLITE_SYNC_*` flags of SQLite's last `xSync`, used by `sync`.
     sync_flags: AtomicI32,
+    /// Pages in the file: read once at open, then changed only by `resize`
+    /// (every write of the file goes through this store, and a write past
+    /// the end is refused), so a read costs no `fstat`.
+    pages: AtomicU64,
 }
 
 fn host_error(op: &'static str, rc: Rc) -> Error {
@@ -98,12 +102,7 @@ impl PageStore for SqlitePageStore {
     }
 
     fn page_count(&self) -> u64 {
-        // An unreadable size reads as an empty file: every page access then
-        // fails with `PageOutOfRange` rather than touching bytes.
-        self.raw
-            .size()
-            .map(|b| b.div_ceil(self.page_size as u64))
-            .unwrap_or(0)
+        self.pages.load(Ordering::Acquire)
     }
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
@@ -131,7 +130,9 @@ impl PageStore for SqlitePageStore {
             })?;
         self.raw
             .truncate(bytes)
-            .map_err(|rc| host_error("truncate", rc))
+            .map_err(|rc| host_error("truncate", rc))?;
+        self.pages.store(page_count, Ordering::Release);
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
@@ -240,10 +241,12 @@ impl Database {
             return Ok(p);
         }
         let table = Arc::new(ChecksumTable::open(&table_path(&self.path), page_size)?);
+        let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
         let store = Arc::new(SqlitePageStore {
             raw: self.raw.clone(),
             page_size,
             sync_flags: AtomicI32::new(ffi::SQLITE_SYNC_NORMAL),
+            pages: AtomicU64::new(size.div_ceil(page_size as u64)),
         });
         let mut config = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
             .failure_sink(self.shared.sink.clone());
