@@ -496,6 +496,7 @@ fn the_background_scrub_finds_damage_no_query_reads() {
 
 const CHILD_DB: &str = "SELFHEAL_SQLITE_CRASH_DB";
 const CHILD_MODE: &str = "SELFHEAL_SQLITE_CRASH_MODE";
+const CHILD_SYNC: &str = "SELFHEAL_SQLITE_CRASH_SYNC";
 /// Row ids of the child's transaction `t`: `CHILD_BASE + t * 1000 + 0..500`.
 const CHILD_BASE: i64 = 100_000;
 
@@ -546,7 +547,10 @@ fn crash_child() {
     }
 }
 
-fn crash_mid_transaction(mode: &str) {
+/// `sync` is SQLite's `synchronous` setting in the child: with `OFF`
+/// SQLite never syncs, and a killed process (not a lost machine) must still
+/// leave every committed transaction, since its writes were in the file.
+fn crash_mid_transaction(mode: &str, sync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     let mut model = Model::new();
@@ -563,6 +567,7 @@ fn crash_mid_transaction(mode: &str) {
             ])
             .env(CHILD_DB, &db)
             .env(CHILD_MODE, mode)
+            .env(CHILD_SYNC, sync)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -649,10 +654,67 @@ fn crash_mid_transaction(mode: &str) {
 
 #[test]
 fn crash_mid_transaction_rollback_journal() {
-    crash_mid_transaction("DELETE");
+    crash_mid_transaction("DELETE", "FULL");
 }
 
 #[test]
 fn crash_mid_transaction_wal() {
-    crash_mid_transaction("WAL");
+    crash_mid_transaction("WAL", "FULL");
+}
+
+#[test]
+fn crash_mid_transaction_rollback_journal_synchronous_off() {
+    crash_mid_transaction("DELETE", "OFF");
+}
+
+#[test]
+fn crash_mid_transaction_wal_synchronous_off() {
+    crash_mid_transaction("WAL", "OFF");
+}
+
+/// A transaction of more pages than the VFS holds before writing them
+/// (`PENDING_PAGES_MAX`, 1024) is written in batches and reads back whole.
+#[test]
+fn a_transaction_larger_than_the_write_batch() {
+    for mode in ["DELETE", "WAL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("big.db");
+        let vfs = register("big", SqliteConfig::new());
+        let c = open(&db, &vfs);
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode = {mode}; CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB NOT NULL);"
+        ))
+        .unwrap();
+        let tx = c.unchecked_transaction().unwrap();
+        for id in 0..3_000i64 {
+            let v: Vec<u8> = (0..3_000).map(|i| (i as i64 * 31 + id) as u8).collect();
+            tx.execute("INSERT INTO b(id, v) VALUES (?1, ?2)", params![id, v])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        drop(c);
+        assert!(std::fs::metadata(&db).unwrap().len() > 2_500 * PAGE as u64);
+        let c = open(&db, &vfs);
+        let integrity: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "{mode}");
+        let mut st = c.prepare("SELECT id, v FROM b ORDER BY id").unwrap();
+        let mut n = 0i64;
+        for row in st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap()
+        {
+            let (id, v) = row.unwrap();
+            assert_eq!(id, n);
+            assert!(v
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i as i64 * 31 + id) as u8));
+            n += 1;
+        }
+        assert_eq!(n, 3_000, "{mode}");
+        assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0, "{mode}");
+    }
 }

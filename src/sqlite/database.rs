@@ -9,6 +9,7 @@
 //! 100-byte header read; a call that covers part of a page is served by
 //! verifying (or, for a write, reading, patching and sealing) the whole page.
 
+use std::collections::BTreeMap;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -165,7 +166,14 @@ pub(super) struct Database {
     /// Held while a page is healed: one repair at a time, and a reader that
     /// waited finds the page healed.
     heal: Mutex<()>,
+    /// Pages SQLite wrote that are not yet sealed and written to the file,
+    /// by page number (whole pages; see [`Database::flush`]).
+    pending: Mutex<BTreeMap<u64, Vec<u8>>>,
 }
+
+/// Most pages written by SQLite and held before they are sealed and
+/// written as one batch (4 MiB of 4 KiB pages).
+pub(super) const PENDING_PAGES_MAX: usize = 1024;
 
 /// The sidecar table's base file for database `path`: `<path>-selfheal`
 /// (logs `<path>-selfheal.log-*`, lock `<path>-selfheal.lock`), beside
@@ -199,6 +207,7 @@ impl Database {
             protected: OnceLock::new(),
             init: Mutex::new(()),
             heal: Mutex::new(()),
+            pending: Mutex::new(BTreeMap::new()),
         };
         let size = db.raw.size().map_err(|rc| host_error("size", rc))?;
         if size > 0 {
@@ -356,7 +365,7 @@ impl Database {
             return self.raw.read_at(buf, offset).map_err(raw_fault);
         };
         let ps = p.page_size as u64;
-        let pages = p.store.page_count();
+        let pages = self.pages_with_pending(p);
         let mut short = false;
         let mut done = 0usize;
         while done < buf.len() {
@@ -366,9 +375,16 @@ impl Database {
             let n = (p.page_size - within).min(buf.len() - done);
             let out = &mut buf[done..done + n];
             done += n;
-            if page.0 >= pages {
+            if let Some(bytes) = self.pending.lock().get(&page.0) {
+                out.copy_from_slice(&bytes[within..within + n]);
+                continue;
+            }
+            if page.0 >= p.store.page_count() {
+                // A page past the file's end that SQLite has not written
+                // (below a pending page past the end): zeros, as the file
+                // would read once extended.
                 out.fill(0);
-                short = true;
+                short |= page.0 >= pages;
                 continue;
             }
             if n == p.page_size {
@@ -484,15 +500,7 @@ impl Database {
             }
         };
         let ps = p.page_size as u64;
-        let end = offset + buf.len() as u64;
-        let last = PageId(end.div_ceil(ps).saturating_sub(1));
-        let pages_before = p.store.page_count();
-        if last.0 >= pages_before {
-            p.det
-                .resize(last.0 + 1)
-                .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
-        }
-        let mut batch: Vec<(PageId, Vec<u8>)> = Vec::new();
+        let mut pending = self.pending.lock();
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
@@ -502,32 +510,87 @@ impl Database {
             let bytes = if n == p.page_size {
                 buf[done..done + n].to_vec()
             } else {
-                let mut whole = vec![0u8; p.page_size];
-                if page.0 < pages_before {
-                    self.read_page(p, page, &mut whole)?;
-                }
+                let mut whole = match pending.get(&page.0) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let mut w = vec![0u8; p.page_size];
+                        if page.0 < p.store.page_count() {
+                            self.read_page(p, page, &mut w)?;
+                        }
+                        w
+                    }
+                };
                 whole[within..within + n].copy_from_slice(&buf[done..done + n]);
                 whole
             };
-            batch.push((page, bytes));
+            pending.insert(page.0, bytes);
             done += n;
         }
-        let mut refs: Vec<(PageId, &mut [u8])> = batch
+        if pending.len() >= PENDING_PAGES_MAX {
+            Self::flush_locked(p, &mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Pages of the file as SQLite sees it: the file's, and pending pages
+    /// past its end.
+    fn pages_with_pending(&self, p: &Protected) -> u64 {
+        let last = self.pending.lock().keys().next_back().map(|k| k + 1);
+        p.store.page_count().max(last.unwrap_or(0))
+    }
+
+    /// Seals and writes the pending pages as one batch (one fsync of the
+    /// sidecar table's log for all of them), growing the file first when
+    /// they reach past its end. On error the pages stay pending (some may
+    /// have been written), so the next flush — at the latest SQLite's next
+    /// `xSync` or `xTruncate` — tries again and fails the call.
+    fn flush_locked(
+        p: &Protected,
+        pending: &mut BTreeMap<u64, Vec<u8>>,
+    ) -> std::result::Result<(), Fault> {
+        let Some(&last) = pending.keys().next_back() else {
+            return Ok(());
+        };
+        if last >= p.store.page_count() {
+            p.det
+                .resize(last + 1)
+                .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        }
+        let mut refs: Vec<(PageId, &mut [u8])> = pending
             .iter_mut()
-            .map(|(page, b)| (*page, b.as_mut_slice()))
+            .map(|(page, b)| (PageId(*page), b.as_mut_slice()))
             .collect();
         p.det
             .write_sealed_batch(&mut refs)
-            .map_err(io(ffi::SQLITE_IOERR_WRITE))
+            .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        pending.clear();
+        Ok(())
+    }
+
+    /// Seals and writes the pages SQLite wrote since the last flush. Called
+    /// before every point at which SQLite relies on its writes having
+    /// reached the file: `xSync` and `xTruncate` (here), and from the VFS
+    /// at `SQLITE_FCNTL_SYNC` (sent before each sync of the database file,
+    /// also when `synchronous = OFF` omits the sync), at the end of a
+    /// checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), at `xUnlock` and at
+    /// `xClose`.
+    pub(super) fn flush(&self) -> std::result::Result<(), Fault> {
+        match self.protected.get() {
+            Some(p) => Self::flush_locked(p, &mut self.pending.lock()),
+            None => Ok(()),
+        }
     }
 
     /// `xTruncate`: the file and its checksums shrink together.
     pub(super) fn truncate(&self, size: u64) -> std::result::Result<(), Fault> {
         match self.protected.get() {
-            Some(p) => p
-                .det
-                .resize(size.div_ceil(p.page_size as u64))
-                .map_err(io(ffi::SQLITE_IOERR_TRUNCATE)),
+            Some(p) => {
+                let pages = size.div_ceil(p.page_size as u64);
+                let mut pending = self.pending.lock();
+                pending.retain(|page, _| *page < pages);
+                Self::flush_locked(p, &mut pending)?;
+                p.det.resize(pages).map_err(io(ffi::SQLITE_IOERR_TRUNCATE))
+            }
             None => self.raw.truncate(size).map_err(raw_fault),
         }
     }
@@ -536,6 +599,7 @@ impl Database {
     pub(super) fn sync(&self, flags: c_int) -> std::result::Result<(), Fault> {
         match self.protected.get() {
             Some(p) => {
+                Self::flush_locked(p, &mut self.pending.lock())?;
                 p.store.sync_flags.store(flags, Ordering::Relaxed);
                 p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))?;
                 // The settle records too: after a crash a page then accepts
@@ -548,7 +612,21 @@ impl Database {
 
     /// `xFileSize`.
     pub(super) fn file_size(&self) -> std::result::Result<u64, Fault> {
-        self.raw.size().map_err(raw_fault)
+        let size = self.raw.size().map_err(raw_fault)?;
+        Ok(match self.protected.get() {
+            Some(p) => size.max(self.pages_with_pending(p) * p.page_size as u64),
+            None => size,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Every connection flushed at its close; this is the last resort.
+        if let Err(f) = self.flush() {
+            tracing::error!(db = %self.path.display(), rc = f.rc(),
+                "pages SQLite wrote could not be written at close");
+        }
     }
 }
 

@@ -354,11 +354,15 @@ unsafe extern "C" fn m_close(file: *mut ffi::sqlite3_file) -> c_int {
         // SAFETY: SQLite closes each opened main file once.
         unsafe {
             let m = file.cast::<MainFile>();
+            let flushed = (*(*m).db).flush();
             let rc = close_inner((*m).inner);
             (*(*m).state).release(Arc::from_raw((*m).db));
             (*m).db = std::ptr::null();
             (*m).base.pMethods = std::ptr::null();
-            rc
+            match flushed {
+                Ok(()) => rc,
+                Err(f) => f.rc(),
+            }
         }
     })
 }
@@ -503,6 +507,16 @@ unsafe extern "C" fn m_file_control(
         ffi::SQLITE_FCNTL_MMAP_SIZE
         | ffi::SQLITE_FCNTL_SIZE_HINT
         | ffi::SQLITE_FCNTL_CHUNK_SIZE => ffi::SQLITE_NOTFOUND,
+        // Before every sync of the database file (sent also when
+        // `synchronous = OFF` omits the sync), and when a checkpoint has
+        // copied its pages: the pages SQLite wrote must be in the file.
+        ffi::SQLITE_FCNTL_SYNC | ffi::SQLITE_FCNTL_CKPT_DONE => {
+            // SAFETY: an open main file.
+            if let Err(f) = unsafe { parts(file).0 }.flush() {
+                return f.rc();
+            }
+            forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+        }
         _ => forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg),
     })
 }
