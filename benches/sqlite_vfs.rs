@@ -122,14 +122,14 @@ fn bench(c: &mut Criterion) {
         &[
             (
                 "read overhead",
-                "sqlite_vfs/read/selfheal_vfs",
-                "sqlite_vfs/read/default_vfs",
+                "sqlite_vfs/read_selfheal_vfs",
+                "sqlite_vfs/read_default_vfs",
                 "target ≤ 1.15",
             ),
             (
                 "write overhead",
-                "sqlite_vfs/write/selfheal_vfs",
-                "sqlite_vfs/write/default_vfs",
+                "sqlite_vfs/write_selfheal_vfs",
+                "sqlite_vfs/write_default_vfs",
                 "target ≤ 1.25",
             ),
         ],

@@ -19,10 +19,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use rusqlite::ffi;
 
-use super::format;
+use super::config::{AdoptionReport, HealEvent, Shared};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
-use super::{AdoptionReport, HealEvent, Shared};
 use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
@@ -32,6 +31,13 @@ use crate::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
     RepairConfig, ScrubConfig,
 };
+
+// The reader of SQLite's header and freelist that `testing::sqlite` exposes
+// to tests, compiled here too so that the VFS needs no `testing` feature
+// (the VFS uses the header and freelist parts only).
+#[path = "../testing/sqlite.rs"]
+#[allow(dead_code, clippy::duplicate_mod)]
+mod format;
 
 /// Why a VFS call of the main database file failed, as SQLite is told.
 #[derive(Debug)]
@@ -175,10 +181,12 @@ pub(super) struct Database {
 /// written as one batch (4 MiB of 4 KiB pages).
 pub(super) const PENDING_PAGES_MAX: usize = 1024;
 
-/// The sidecar table's base file for database `path`: `<path>-selfheal`
-/// (logs `<path>-selfheal.log-*`, lock `<path>-selfheal.lock`), beside
-/// SQLite's own `-journal`, `-wal` and `-shm` files.
-pub(super) fn table_path(path: &Path) -> PathBuf {
+/// The sidecar checksum table's base file for the database at `path`:
+/// `<path>-selfheal` (its logs `<path>-selfheal.log-*`, its lock
+/// `<path>-selfheal.lock`), beside SQLite's own `-journal`, `-wal` and
+/// `-shm` files.
+#[must_use]
+pub fn sidecar_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push("-selfheal");
     PathBuf::from(s)
@@ -230,7 +238,8 @@ impl Database {
             Err(e) => e,
         };
         for path in &self.shared.config.replica_files {
-            if let Ok(ps) = FileReplica::header_page_size(path) {
+            let header = FileReplica::header(path);
+            if let Ok(ps) = header.and_then(|h| format::parse_header(&h).map(|h| h.page_size)) {
                 tracing::warn!(
                     db = %self.path.display(), error = %own_err,
                     "page 1's header is unreadable; page size taken from replica {}",
@@ -249,7 +258,7 @@ impl Database {
         if let Some(p) = self.protected.get() {
             return Ok(p);
         }
-        let table = Arc::new(ChecksumTable::open(&table_path(&self.path), page_size)?);
+        let table = Arc::new(ChecksumTable::open(&sidecar_path(&self.path), page_size)?);
         let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
         let store = Arc::new(SqlitePageStore {
             raw: self.raw.clone(),

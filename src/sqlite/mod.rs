@@ -59,8 +59,18 @@
 //!   file and forgets the checksums of the pages past the end together
 //!   ([`CorruptionDetector::resize`]); `xSync` syncs the file and then
 //!   settles the checksums of the pages it covered
-//!   ([`CorruptionDetector::sync`]). Rollback-journal and WAL modes both
-//!   work (in WAL mode the main file is written at checkpoints).
+//!   ([`CorruptionDetector::sync`]) and makes the table's log durable, so
+//!   that after a crash or a reopen a page accepts only its last synced
+//!   version. Rollback-journal and WAL modes both work (in WAL mode the main
+//!   file is written at checkpoints).
+//! - **Writes in batches.** The pages SQLite writes are held (and served to
+//!   reads from memory) until SQLite relies on them being in the file, then
+//!   sealed and written as one batch with one fsync of the table's log:
+//!   at `SQLITE_FCNTL_SYNC` (sent before every sync of the database file,
+//!   also when `synchronous = OFF` omits it), `xSync`, `xTruncate`, the end
+//!   of a checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), `xUnlock`, `xClose`,
+//!   or when 1024 pages are held. A killed process therefore loses only
+//!   writes SQLite has not yet relied on, which its journal or WAL covers.
 //! - **Refused file controls.** Memory-mapped I/O (`PRAGMA mmap_size`) is
 //!   refused, as are size hints and chunked growth: a mapped page would
 //!   bypass verification, and pre-grown pages were written by nobody.
@@ -85,166 +95,24 @@
 //! No panic crosses into SQLite: each callback catches one and answers an
 //! I/O error. The FFI is confined to `vfs.rs` and `raw.rs` of this module.
 
+mod config;
 mod database;
-// The reader of SQLite's header and freelist that `testing::sqlite` exposes
-// to tests, compiled here too so that the VFS needs no `testing` feature
-// (the VFS uses the header and freelist parts only).
-#[path = "../testing/sqlite.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod format;
 mod raw;
 mod replica;
 mod vfs;
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use crate::clock::Clock;
-use crate::corruption::AdoptReport;
 use crate::error::Result;
-use crate::host::Replica;
 use crate::types::{Failure, FailureSink};
 #[cfg(doc)]
-use crate::CorruptionDetector;
+use crate::{host::Replica, CorruptionDetector};
+use config::Shared;
 
-/// The sidecar checksum table's base file for the database at `db`:
-/// `<db>-selfheal` (its logs and lock file are `<db>-selfheal.*`).
-#[must_use]
-pub fn sidecar_path(db: &std::path::Path) -> PathBuf {
-    database::table_path(db)
-}
-
-/// Failures a VFS without its own sink keeps before dropping the oldest.
-const DEFAULT_FAILURE_CAPACITY: usize = 1024;
-
-/// A callback told of every heal attempt as it happens.
-pub type HealFn = Arc<dyn Fn(&HealEvent) + Send + Sync>;
-
-/// How a selfheal VFS protects the databases opened through it.
-#[derive(Clone, Default)]
-pub struct SqliteConfig {
-    replica_files: Vec<PathBuf>,
-    replicas: Vec<Arc<dyn Replica>>,
-    sink: Option<FailureSink>,
-    clock: Option<Arc<dyn Clock>>,
-    on_heal: Option<HealFn>,
-    scrub_pages_per_s: Option<u64>,
-}
-
-impl fmt::Debug for SqliteConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteConfig")
-            .field("replica_files", &self.replica_files)
-            .field("replicas", &self.replicas)
-            .field("on_heal", &self.on_heal.is_some())
-            .field("scrub_pages_per_s", &self.scrub_pages_per_s)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteConfig {
-    /// No replicas (damage is then detected and refused, never healed), a
-    /// failure bus of its own, the system clock.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a replica: a byte copy of the database file at `path`, read by
-    /// path at each repair (it may be missing or refreshed meanwhile). Every
-    /// database opened through the VFS uses it, so give one VFS per
-    /// database when replicas differ.
-    #[must_use]
-    pub fn replica_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.replica_files.push(path.into());
-        self
-    }
-
-    /// Adds any [`Replica`] (its page size must be the database's).
-    #[must_use]
-    pub fn replica(mut self, replica: Arc<dyn Replica>) -> Self {
-        self.replicas.push(replica);
-        self
-    }
-
-    /// The failure bus for corruption and repair reports (default: one of
-    /// the VFS's own, [`SqliteVfs::failures`]).
-    #[must_use]
-    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
-        self.sink = Some(sink);
-        self
-    }
-
-    /// The clock for reports (default: [`SystemClock::shared`](crate::SystemClock::shared)).
-    #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Scrubs each open database file in the background at `pages` pages
-    /// per second (a [`Scrubber`](crate::Scrubber) on its own thread,
-    /// `selfheal-scrub`, for as long as a connection has the file open):
-    /// damage no query reads is found, reported on the failure bus and
-    /// fenced, and the next read of a fenced page heals it. Default: no
-    /// scrub. Zero is refused by [`register`].
-    #[must_use]
-    pub fn scrub_pages_per_s(mut self, pages: u64) -> Self {
-        self.scrub_pages_per_s = Some(pages);
-        self
-    }
-
-    /// Calls `f` after every heal attempt (healed or not), on the thread
-    /// that read the page, before the read returns. It must not use a
-    /// connection of the database being read.
-    #[must_use]
-    pub fn on_heal(mut self, f: impl Fn(&HealEvent) + Send + Sync + 'static) -> Self {
-        self.on_heal = Some(Arc::new(f));
-        self
-    }
-}
-
-/// One page that failed verification on read, and what healing it did.
-#[derive(Clone, Debug)]
-pub struct HealEvent {
-    /// The database file.
-    pub path: PathBuf,
-    /// The SQLite page number (1-based).
-    pub page: u64,
-    /// Whether the read was then served verified bytes.
-    pub healed: bool,
-    /// Why the page failed verification: the detector's error, which
-    /// numbers pages from 0 (SQLite's page `n` is its page `n - 1`).
-    pub damage: String,
-    /// What the repair did (the replica that served it, or why none could).
-    pub detail: String,
-    /// How long the repair took.
-    pub duration: Duration,
-}
-
-/// The adoption of one database file.
-#[derive(Clone, Debug)]
-pub struct AdoptionReport {
-    /// The database file.
-    pub path: PathBuf,
-    /// Its page size.
-    pub page_size: usize,
-    /// Its pages.
-    pub pages: u64,
-    /// Freelist leaf pages, marked unallocated.
-    pub freelist_leaves: u64,
-    /// How long `PRAGMA quick_check` took.
-    pub quick_check: Duration,
-    /// How long sealing the pages took (after the check).
-    pub adopt: Duration,
-    /// The detector's report of the adoption.
-    pub report: AdoptReport,
-}
+pub use config::{AdoptionReport, HealEvent, HealFn, SqliteConfig};
+pub use database::sidecar_path;
 
 /// Counters of a selfheal VFS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -256,35 +124,6 @@ pub struct SqliteStats {
     /// Pages that failed verification on read and could not be healed (the
     /// read answered `SQLITE_CORRUPT`).
     pub unhealed: u64,
-}
-
-/// What every database of one VFS shares.
-struct Shared {
-    config: SqliteConfig,
-    sink: FailureSink,
-    adoptions: Mutex<Vec<AdoptionReport>>,
-    files_opened: AtomicU64,
-    healed: AtomicU64,
-    unhealed: AtomicU64,
-}
-
-impl Shared {
-    fn note_heal(&self, event: &HealEvent) {
-        if event.healed {
-            self.healed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(db = %event.path.display(), page = event.page, damage = %event.damage,
-                detail = %event.detail, "healed a damaged page on read");
-        } else {
-            self.unhealed.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(f) = &self.config.on_heal {
-            f(event);
-        }
-    }
-
-    fn note_open(&self) {
-        self.files_opened.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// A registered selfheal VFS. The registration lasts until the process
@@ -319,18 +158,7 @@ pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
             "is 0; give a positive rate, or leave it unset for no scrub",
         ));
     }
-    let sink = config
-        .sink
-        .clone()
-        .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
-    let shared = Arc::new(Shared {
-        config,
-        sink,
-        adoptions: Mutex::new(Vec::new()),
-        files_opened: AtomicU64::new(0),
-        healed: AtomicU64::new(0),
-        unhealed: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(config));
     vfs::register(name, shared.clone())?;
     Ok(SqliteVfs {
         name: name.to_string(),

@@ -16,7 +16,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format;
 use crate::error::{Error, Result};
 use crate::host::{Replica, ReplicaStatus};
 use crate::types::{PageId, ReplicaId};
@@ -40,13 +39,13 @@ impl FileReplica {
         }
     }
 
-    /// The page size in the header of the copy at `path`.
-    pub(super) fn header_page_size(path: &Path) -> Result<usize> {
+    /// The first 100 bytes (SQLite's database header) of the copy at `path`.
+    pub(super) fn header(path: &Path) -> Result<[u8; 100]> {
         let f = File::open(path).map_err(|e| io(path, "opening", e))?;
-        let mut header = [0u8; format::HEADER_LEN];
+        let mut header = [0u8; 100];
         f.read_exact_at(&mut header, 0)
             .map_err(|e| io(path, "reading the header of", e))?;
-        Ok(format::parse_header(&header)?.page_size)
+        Ok(header)
     }
 }
 
@@ -115,6 +114,6 @@ mod tests {
         assert!(r.read_page(PageId(0), &mut [0u8; 10]).is_err());
         std::fs::remove_file(&path).unwrap();
         assert!(!r.status().available);
-        assert!(FileReplica::header_page_size(&path).is_err());
+        assert!(FileReplica::header(&path).is_err());
     }
 }

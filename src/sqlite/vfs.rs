@@ -18,9 +18,9 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use rusqlite::ffi;
 
+use super::config::Shared;
 use super::database::Database;
 use super::raw::RootVfs;
-use super::Shared;
 use crate::error::{Error, Result};
 
 /// What `pAppData` of the registered VFS points at.
