@@ -556,7 +556,7 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
     let mut model = Model::new();
     build_plain(&db, mode, &mut model);
     let committed = db.with_extension("committed");
-    for round in 0..3u64 {
+    for round in 0..8u64 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

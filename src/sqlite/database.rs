@@ -175,6 +175,8 @@ pub(super) struct Database {
     /// Pages SQLite wrote that are not yet sealed and written to the file,
     /// by page number (whole pages; see [`Database::flush`]).
     pending: Mutex<BTreeMap<u64, Vec<u8>>>,
+    /// How long the last `PRAGMA quick_check` before an adoption took.
+    quick_check_took: Mutex<Option<std::time::Duration>>,
 }
 
 /// Most pages written by SQLite and held before they are sealed and
@@ -216,6 +218,7 @@ impl Database {
             init: Mutex::new(()),
             heal: Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
+            quick_check_took: Mutex::new(None),
         };
         let size = db.raw.size().map_err(|rc| host_error("size", rc))?;
         if size > 0 {
@@ -259,6 +262,36 @@ impl Database {
             return Ok(p);
         }
         let table = Arc::new(ChecksumTable::open(&sidecar_path(&self.path), page_size)?);
+        // Pages with neither a checksum nor a free mark: all of them on a
+        // first open, the rest of an adoption a crash cut short — or only
+        // all-zero pages at the end, which a crash between growing the file
+        // and writing the new pages leaves (nothing to check or seal: they
+        // are marked free, and SQLite's recovery truncates them or writes
+        // them through the VFS).
+        let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
+        let unsealed: Vec<PageId> = (0..size.div_ceil(page_size as u64))
+            .map(PageId)
+            .filter(|p| table.get(*p).is_none() && !table.is_free(*p))
+            .collect();
+        let mut page = vec![0u8; page_size];
+        let mut adopt = false;
+        for p in &unsealed {
+            self.raw
+                .read_at(&mut page, p.0 * page_size as u64)
+                .or_else(|rc| match rc {
+                    ffi::SQLITE_IOERR_SHORT_READ => Ok(()),
+                    rc => Err(host_error("read", rc)),
+                })?;
+            if page.iter().any(|&b| b != 0) {
+                adopt = true;
+                break;
+            }
+        }
+        if adopt {
+            // Before the store is sized: the check may roll back a hot
+            // journal (through the default VFS), which can shrink the file.
+            self.quick_check()?;
+        }
         let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
         let store = Arc::new(SqlitePageStore {
             raw: self.raw.clone(),
@@ -272,12 +305,12 @@ impl Database {
             config = config.clock(clock.clone());
         }
         let det = Arc::new(config.build(store.clone())?);
-        let pages = store.page_count();
-        let unsealed = (0..pages)
-            .map(PageId)
-            .any(|p| table.get(p).is_none() && !table.is_free(p));
-        if unsealed {
+        if adopt {
             self.adopt(&det, &store)?;
+        } else {
+            for p in unsealed.iter().filter(|p| p.0 < store.page_count()) {
+                det.forget(*p)?;
+            }
         }
         let mut repair = RepairConfig::new().failure_sink(self.shared.sink.clone());
         if let Some(clock) = &self.shared.config.clock {
@@ -305,13 +338,10 @@ impl Database {
         Ok(self.protected.get().expect("set just above"))
     }
 
-    /// Adopts the file: SQLite's `PRAGMA quick_check` through the default
-    /// VFS must say `ok`; the freelist's leaves are marked unallocated; every
-    /// other page is sealed as it is.
+    /// Adopts the file after SQLite's `PRAGMA quick_check` (run by the
+    /// caller, through the default VFS) said `ok`: the freelist's leaves
+    /// are marked unallocated; every other page is sealed as it is.
     fn adopt(&self, det: &Arc<CorruptionDetector>, store: &Arc<SqlitePageStore>) -> Result<()> {
-        let started = Instant::now();
-        self.quick_check()?;
-        let quick_check = started.elapsed();
         let freelist = format::read_freelist(store.as_ref())?;
         for leaf in &freelist.leaves {
             det.forget(*leaf)?;
@@ -322,14 +352,14 @@ impl Database {
         let adopt = adopting.elapsed();
         tracing::info!(
             db = %self.path.display(), sealed = report.sealed, unallocated = report.unallocated,
-            corrupt = report.corrupt, ?quick_check, ?adopt, "adopted a SQLite database"
+            corrupt = report.corrupt, ?adopt, "adopted a SQLite database"
         );
         self.shared.adoptions.lock().push(AdoptionReport {
             path: self.path.clone(),
             page_size: store.page_size,
             pages: store.page_count(),
             freelist_leaves: freelist.leaves.len() as u64,
-            quick_check,
+            quick_check: self.quick_check_took.lock().unwrap_or_default(),
             adopt,
             report,
         });
@@ -340,6 +370,7 @@ impl Database {
     /// VFS; anything but a single `ok` refuses adoption.
     fn quick_check(&self) -> Result<()> {
         use rusqlite::OpenFlags;
+        let started = Instant::now();
         let refuse = |reason: String| {
             Error::InvalidArgument {
             what: "SQLite database file",
@@ -365,6 +396,7 @@ impl Database {
         if rows != ["ok"] {
             return Err(refuse(format!("PRAGMA quick_check says {rows:?}")));
         }
+        *self.quick_check_took.lock() = Some(started.elapsed());
         Ok(())
     }
 
