@@ -672,6 +672,34 @@ fn crash_mid_transaction_wal_synchronous_off() {
     crash_mid_transaction("WAL", "OFF");
 }
 
+/// Connections of one file share one protected database whatever order
+/// they open in: a read-only connection first, then one that writes.
+#[test]
+fn a_read_only_connection_first_does_not_make_the_file_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ro.db");
+    let vfs = register("ro", SqliteConfig::new());
+    let c = open(&db, &vfs);
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    )
+    .unwrap();
+    drop(c);
+    let ro = Connection::open_with_flags_and_vfs(&db, OpenFlags::SQLITE_OPEN_READ_ONLY, vfs.name())
+        .unwrap();
+    let n: i64 = ro
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let rw = open(&db, &vfs);
+    rw.execute("INSERT INTO t VALUES (2, 'b')", []).unwrap();
+    let n: i64 = ro
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(vfs.stats().files_opened, 2, "one database per open period");
+}
+
 /// A transaction of more pages than the VFS holds before writing them
 /// (`PENDING_PAGES_MAX`, 1024) is written in batches and reads back whole.
 #[test]

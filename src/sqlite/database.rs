@@ -208,7 +208,13 @@ impl Database {
         let text = path
             .to_str()
             .ok_or_else(|| Error::config("path", format!("{} is not UTF-8", path.display())))?;
-        let raw = RawFile::open(root, text, flags).map_err(|rc| host_error("open", rc))?;
+        // Read-write when the file allows it, whatever this connection asked
+        // for: the handle is shared with the process's later connections,
+        // which may write (and heals write).
+        let rw = (flags & !ffi::SQLITE_OPEN_READONLY) | ffi::SQLITE_OPEN_READWRITE;
+        let raw = RawFile::open(root, text, rw)
+            .or_else(|_| RawFile::open(root, text, flags))
+            .map_err(|rc| host_error("open", rc))?;
         let db = Database {
             path: path.to_path_buf(),
             root,

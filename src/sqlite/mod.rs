@@ -38,7 +38,9 @@
 //!   the open (`SQLITE_CANTOPEN`, the reason in the log). Then the
 //!   freelist's leaf pages are marked unallocated and every other page is
 //!   sealed as it is ([`CorruptionDetector::adopt`]). Each adoption is
-//!   reported with its duration ([`SqliteVfs::adoptions`]).
+//!   reported with its duration ([`SqliteVfs::adoptions`]). Unsealed pages
+//!   that are all zeros (what a crash between growing the file and writing
+//!   the new pages leaves at its end) need no check: they are marked free.
 //! - **Heal on read.** `xRead` reads whole pages through
 //!   [`CorruptionDetector::read_verified`] (a read of part of a page — the
 //!   first 100-byte header read — verifies the whole page). A page that
