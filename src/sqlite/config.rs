@@ -68,7 +68,7 @@ impl SqliteConfig {
     }
 
     /// The failure bus for corruption and repair reports (default: one of
-    /// the VFS's own, [`SqliteVfs::failures`]).
+    /// the VFS's own, [`SqliteVfs::failures`](super::SqliteVfs::failures)).
     #[must_use]
     pub fn failure_sink(mut self, sink: FailureSink) -> Self {
         self.sink = Some(sink);
@@ -87,7 +87,7 @@ impl SqliteConfig {
     /// `selfheal-scrub`, for as long as a connection has the file open):
     /// damage no query reads is found, reported on the failure bus and
     /// fenced, and the next read of a fenced page heals it. Default: no
-    /// scrub. Zero is refused by [`register`].
+    /// scrub. Zero is refused by [`register`](super::register).
     #[must_use]
     pub fn scrub_pages_per_s(mut self, pages: u64) -> Self {
         self.scrub_pages_per_s = Some(pages);
