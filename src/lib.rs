@@ -75,6 +75,9 @@ pub mod repair;
 pub mod rollback;
 pub mod scrub;
 pub mod snapshot;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

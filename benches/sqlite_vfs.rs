@@ -1,0 +1,140 @@
+//! The cost of the selfheal SQLite VFS, against SQLite's default VFS in the
+//! same run, over the same database (20 000 rows, two indexes, 4 KiB pages,
+//! rollback journal, `synchronous = FULL`, files in the OS page cache):
+//!
+//! - `read`: a new connection (a cold SQLite page cache) answering 200
+//!   point lookups by primary key and 200 through an index. Target: the
+//!   selfheal VFS takes at most 1.15× the default VFS's time.
+//! - `write`: one transaction updating 20 rows at random, committed.
+//!   Target: at most 1.25×.
+//!
+//! The bench prints the ratios (`ratio …` lines) after a measured run.
+//!
+//! Run: `cargo bench --features sqlite --bench sqlite_vfs -- --warm-up-time 1 --measurement-time 3`
+
+#[allow(dead_code)]
+#[path = "common/ratio.rs"]
+mod ratio;
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rusqlite::{params, Connection, OpenFlags};
+use selfheal::sqlite::{self, SqliteConfig};
+
+const ROWS: i64 = 20_000;
+
+fn build(path: &Path) {
+    let c = Connection::open(path).expect("open");
+    c.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = DELETE;
+         CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
+         CREATE INDEX items_name ON items(name);",
+    )
+    .expect("schema");
+    let tx = c.unchecked_transaction().expect("begin");
+    for id in 0..ROWS {
+        tx.execute(
+            "INSERT INTO items(id, name, qty) VALUES (?1, ?2, ?3)",
+            params![id, format!("name-{:08}", id * 7_919 % 1_000_003), id % 100],
+        )
+        .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+fn open(path: &Path, vfs: &str) -> Connection {
+    let c = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs).expect("open");
+    c.execute_batch("PRAGMA synchronous = FULL")
+        .expect("pragma");
+    c
+}
+
+/// 200 lookups by id and 200 by name on a new connection.
+fn reads(path: &Path, vfs: &str, seed: &mut u64) -> i64 {
+    let c = open(path, vfs);
+    let mut sum = 0;
+    let mut by_id = c
+        .prepare("SELECT qty FROM items WHERE id = ?1")
+        .expect("prepare");
+    let mut by_name = c
+        .prepare("SELECT qty FROM items WHERE name = ?1")
+        .expect("prepare");
+    for _ in 0..200 {
+        *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let id = (*seed >> 33) as i64 % ROWS;
+        sum += by_id
+            .query_row([id], |r| r.get::<_, i64>(0))
+            .expect("by id");
+        let name = format!("name-{:08}", id * 7_919 % 1_000_003);
+        sum += by_name
+            .query_row([name], |r| r.get::<_, i64>(0))
+            .expect("by name");
+    }
+    sum
+}
+
+/// One transaction updating 20 random rows.
+fn writes(c: &Connection, seed: &mut u64) {
+    let tx = c.unchecked_transaction().expect("begin");
+    for _ in 0..20 {
+        *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let id = (*seed >> 33) as i64 % ROWS;
+        tx.execute("UPDATE items SET qty = qty + 1 WHERE id = ?1", [id])
+            .expect("update");
+    }
+    tx.commit().expect("commit");
+}
+
+fn bench(c: &mut Criterion) {
+    let since = std::time::SystemTime::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.db");
+    let healed = dir.path().join("healed.db");
+    build(&plain);
+    std::fs::copy(&plain, &healed).expect("copy");
+    let vfs = sqlite::register("selfheal-bench", SqliteConfig::new()).expect("register");
+    // Keeps the selfheal database open (adopted once, here) between iterations.
+    let _holder = open(&healed, vfs.name());
+    let default_vfs = "unix";
+
+    let mut g = c.benchmark_group("sqlite_vfs");
+    let mut seed = 1u64;
+    g.bench_function("read/default_vfs", |b| {
+        b.iter(|| black_box(reads(&plain, default_vfs, &mut seed)))
+    });
+    g.bench_function("read/selfheal_vfs", |b| {
+        b.iter(|| black_box(reads(&healed, vfs.name(), &mut seed)))
+    });
+    let plain_conn = open(&plain, default_vfs);
+    g.bench_function("write/default_vfs", |b| {
+        b.iter(|| writes(&plain_conn, &mut seed))
+    });
+    let healed_conn = open(&healed, vfs.name());
+    g.bench_function("write/selfheal_vfs", |b| {
+        b.iter(|| writes(&healed_conn, &mut seed))
+    });
+    g.finish();
+    assert_eq!(vfs.stats().unhealed, 0);
+    ratio::report(
+        since,
+        &[
+            (
+                "read overhead",
+                "sqlite_vfs/read_selfheal_vfs",
+                "sqlite_vfs/read_default_vfs",
+                "target ≤ 1.15",
+            ),
+            (
+                "write overhead",
+                "sqlite_vfs/write_selfheal_vfs",
+                "sqlite_vfs/write_default_vfs",
+                "target ≤ 1.25",
+            ),
+        ],
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,189 @@
+//! What a selfheal VFS is configured with, what it reports (heals,
+//! adoptions), and the state every database of one VFS shares.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::clock::Clock;
+use crate::corruption::AdoptReport;
+use crate::host::Replica;
+use crate::types::FailureSink;
+
+/// Failures a VFS without its own sink keeps before dropping the oldest.
+const DEFAULT_FAILURE_CAPACITY: usize = 1024;
+
+/// A callback told of every heal attempt as it happens.
+pub type HealFn = Arc<dyn Fn(&HealEvent) + Send + Sync>;
+
+/// How a selfheal VFS protects the databases opened through it.
+#[derive(Clone, Default)]
+pub struct SqliteConfig {
+    pub(super) replica_files: Vec<PathBuf>,
+    pub(super) replicas: Vec<Arc<dyn Replica>>,
+    pub(super) sink: Option<FailureSink>,
+    pub(super) clock: Option<Arc<dyn Clock>>,
+    pub(super) on_heal: Option<HealFn>,
+    pub(super) scrub_pages_per_s: Option<u64>,
+}
+
+impl fmt::Debug for SqliteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteConfig")
+            .field("replica_files", &self.replica_files)
+            .field("replicas", &self.replicas)
+            .field("on_heal", &self.on_heal.is_some())
+            .field("scrub_pages_per_s", &self.scrub_pages_per_s)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteConfig {
+    /// No replicas (damage is then detected and refused, never healed), a
+    /// failure bus of its own, the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a replica: a byte copy of the database file at `path`, read by
+    /// path at each repair (it may be missing or refreshed meanwhile). Every
+    /// database opened through the VFS uses it, so give one VFS per
+    /// database when replicas differ.
+    #[must_use]
+    pub fn replica_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.replica_files.push(path.into());
+        self
+    }
+
+    /// Adds any [`Replica`] (its page size must be the database's).
+    #[must_use]
+    pub fn replica(mut self, replica: Arc<dyn Replica>) -> Self {
+        self.replicas.push(replica);
+        self
+    }
+
+    /// The failure bus for corruption and repair reports (default: one of
+    /// the VFS's own, [`SqliteVfs::failures`](super::SqliteVfs::failures)).
+    #[must_use]
+    pub fn failure_sink(mut self, sink: FailureSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The clock for reports (default: [`SystemClock::shared`](crate::SystemClock::shared)).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Scrubs each open database file in the background at `pages` pages
+    /// per second (a [`Scrubber`](crate::Scrubber) on its own thread,
+    /// `selfheal-scrub`, for as long as a connection has the file open):
+    /// damage no query reads is found, reported on the failure bus and
+    /// fenced, and the next read of a fenced page heals it. Default: no
+    /// scrub. Zero is refused by [`register`](super::register).
+    #[must_use]
+    pub fn scrub_pages_per_s(mut self, pages: u64) -> Self {
+        self.scrub_pages_per_s = Some(pages);
+        self
+    }
+
+    /// Calls `f` after every heal attempt (healed or not), on the thread
+    /// that read the page, before the read returns. It must not use a
+    /// connection of the database being read.
+    #[must_use]
+    pub fn on_heal(mut self, f: impl Fn(&HealEvent) + Send + Sync + 'static) -> Self {
+        self.on_heal = Some(Arc::new(f));
+        self
+    }
+}
+
+/// One page that failed verification on read, and what healing it did.
+#[derive(Clone, Debug)]
+pub struct HealEvent {
+    /// The database file.
+    pub path: PathBuf,
+    /// The SQLite page number (1-based).
+    pub page: u64,
+    /// Whether the read was then served verified bytes.
+    pub healed: bool,
+    /// Why the page failed verification: the detector's error, which
+    /// numbers pages from 0 (SQLite's page `n` is its page `n - 1`).
+    pub damage: String,
+    /// What the repair did (the replica that served it, or why none could).
+    pub detail: String,
+    /// How long the repair took.
+    pub duration: Duration,
+}
+
+/// The adoption of one database file.
+#[derive(Clone, Debug)]
+pub struct AdoptionReport {
+    /// The database file.
+    pub path: PathBuf,
+    /// Its page size.
+    pub page_size: usize,
+    /// Its pages.
+    pub pages: u64,
+    /// Freelist leaf pages, marked unallocated.
+    pub freelist_leaves: u64,
+    /// How long `PRAGMA quick_check` took.
+    pub quick_check: Duration,
+    /// How long sealing the pages took (after the check).
+    pub adopt: Duration,
+    /// The detector's report of the adoption.
+    pub report: AdoptReport,
+}
+
+/// What every database of one VFS shares.
+pub(super) struct Shared {
+    pub(super) config: SqliteConfig,
+    pub(super) sink: FailureSink,
+    pub(super) adoptions: Mutex<Vec<AdoptionReport>>,
+    pub(super) files_opened: AtomicU64,
+    pub(super) healed: AtomicU64,
+    pub(super) unhealed: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state of a VFS configured with `config`.
+    pub(super) fn new(config: SqliteConfig) -> Shared {
+        let sink = config
+            .sink
+            .clone()
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        Shared {
+            config,
+            sink,
+            adoptions: Mutex::new(Vec::new()),
+            files_opened: AtomicU64::new(0),
+            healed: AtomicU64::new(0),
+            unhealed: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts and logs a heal attempt and tells the host's callback.
+    pub(super) fn note_heal(&self, event: &HealEvent) {
+        if event.healed {
+            self.healed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(db = %event.path.display(), page = event.page, damage = %event.damage,
+                detail = %event.detail, "healed a damaged page on read");
+        } else {
+            self.unhealed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(f) = &self.config.on_heal {
+            f(event);
+        }
+    }
+
+    /// Counts a database file opened.
+    pub(super) fn note_open(&self) {
+        self.files_opened.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,686 @@
+//! One protected database file: the detector, the sidecar table and the
+//! repairer over it, shared by every connection of the process that opens
+//! the file through the VFS, and what each VFS call of the main database
+//! file does with them (verify and heal on read, seal on write, shrink the
+//! table on truncate, make pages and checksums durable together on sync).
+//!
+//! SQLite calls the main database file at page granularity (one page per
+//! `xRead` / `xWrite`, at a multiple of the page size), except for the first
+//! 100-byte header read; a call that covers part of a page is served by
+//! verifying (or, for a write, reading, patching and sealing) the whole page.
+
+use std::collections::BTreeMap;
+use std::ffi::c_int;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use rusqlite::ffi;
+
+use super::config::{AdoptionReport, HealEvent, Shared};
+use super::raw::{RawFile, Rc, RootVfs};
+use super::replica::FileReplica;
+use crate::corruption::AdoptOptions;
+use crate::error::{Error, Result};
+use crate::host::PageStore;
+use crate::repair::RepairOutcome;
+use crate::scrub::ScrubHandle;
+use crate::{
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
+    RepairConfig, ScrubConfig,
+};
+
+// The reader of SQLite's header and freelist that `testing::sqlite` exposes
+// to tests, compiled here too so that the VFS needs no `testing` feature
+// (the VFS uses the header and freelist parts only).
+#[path = "../testing/sqlite.rs"]
+#[allow(dead_code, clippy::duplicate_mod)]
+mod format;
+
+/// Why a VFS call of the main database file failed, as SQLite is told.
+#[derive(Debug)]
+pub(super) enum Fault {
+    /// Part of the read lay past the end of the file (zeros were returned):
+    /// `SQLITE_IOERR_SHORT_READ`, which SQLite expects.
+    ShortRead,
+    /// A page failed verification and no good copy could be had:
+    /// `SQLITE_CORRUPT`. The bytes are never returned.
+    Corrupt,
+    /// Another SQLite result code.
+    Code(Rc),
+}
+
+impl Fault {
+    /// The SQLite result code.
+    pub(super) fn rc(&self) -> c_int {
+        match self {
+            Fault::ShortRead => ffi::SQLITE_IOERR_SHORT_READ,
+            Fault::Corrupt => ffi::SQLITE_CORRUPT,
+            Fault::Code(rc) => *rc,
+        }
+    }
+}
+
+fn io(code: Rc) -> impl FnOnce(Error) -> Fault {
+    move |e| {
+        tracing::error!(error = %e, "selfheal VFS call failed");
+        Fault::Code(code)
+    }
+}
+
+/// The library's view of the database file: fixed-size pages over the
+/// [`RawFile`].
+#[derive(Debug)]
+pub(super) struct SqlitePageStore {
+    raw: Arc<RawFile>,
+    page_size: usize,
+    /// The `SQLITE_SYNC_*` flags of SQLite's last `xSync`, used by `sync`.
+    sync_flags: AtomicI32,
+    /// Pages in the file: read once at open, then changed only by `resize`
+    /// (every write of the file goes through this store, and a write past
+    /// the end is refused), so a read costs no `fstat`.
+    pages: AtomicU64,
+}
+
+fn host_error(op: &'static str, rc: Rc) -> Error {
+    Error::Host {
+        op,
+        retryable: false,
+        message: format!("the default SQLite VFS answered result code {rc}"),
+    }
+}
+
+impl SqlitePageStore {
+    fn offset(&self, page: PageId) -> Result<u64> {
+        page.0
+            .checked_mul(self.page_size as u64)
+            .ok_or(Error::PageOutOfRange {
+                page,
+                page_count: self.page_count(),
+            })
+    }
+}
+
+impl PageStore for SqlitePageStore {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn page_count(&self) -> u64 {
+        self.pages.load(Ordering::Acquire)
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        crate::host::check_page_args(page, self.page_count(), buf.len(), self.page_size)?;
+        let off = self.offset(page)?;
+        self.raw
+            .read_at(buf, off)
+            .map_err(|rc| host_error("read", rc))
+    }
+
+    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+        crate::host::check_page_args(page, self.page_count(), data.len(), self.page_size)?;
+        let off = self.offset(page)?;
+        self.raw
+            .write_at(data, off)
+            .map_err(|rc| host_error("write", rc))
+    }
+
+    fn resize(&self, page_count: u64) -> Result<()> {
+        let bytes = page_count
+            .checked_mul(self.page_size as u64)
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "page_count",
+                reason: format!("{page_count} pages do not fit a file"),
+            })?;
+        self.raw
+            .truncate(bytes)
+            .map_err(|rc| host_error("truncate", rc))?;
+        self.pages.store(page_count, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.raw
+            .sync(self.sync_flags.load(Ordering::Relaxed))
+            .map_err(|rc| host_error("sync", rc))
+    }
+}
+
+/// The components over one file, built once its page size is known.
+struct Protected {
+    page_size: usize,
+    table: Arc<ChecksumTable>,
+    store: Arc<SqlitePageStore>,
+    det: Arc<CorruptionDetector>,
+    repairer: DataRepairer,
+    /// The background scrub, when configured; stopped (bounded) on drop.
+    _scrub: Option<ScrubHandle>,
+}
+
+/// One database file opened through the VFS (shared by its connections).
+pub(super) struct Database {
+    path: PathBuf,
+    root: RootVfs,
+    raw: Arc<RawFile>,
+    shared: Arc<Shared>,
+    protected: OnceLock<Protected>,
+    /// Held while the components are built (first write of a new file).
+    init: Mutex<()>,
+    /// Held while a page is healed: one repair at a time, and a reader that
+    /// waited finds the page healed.
+    heal: Mutex<()>,
+    /// Pages SQLite wrote that are not yet sealed and written to the file,
+    /// by page number (whole pages; see [`Database::flush`]).
+    pending: Mutex<BTreeMap<u64, Vec<u8>>>,
+    /// How long the last `PRAGMA quick_check` before an adoption took.
+    quick_check_took: Mutex<Option<std::time::Duration>>,
+}
+
+/// Most pages written by SQLite and held before they are sealed and
+/// written as one batch (4 MiB of 4 KiB pages).
+pub(super) const PENDING_PAGES_MAX: usize = 1024;
+
+/// The sidecar checksum table's base file for the database at `path`:
+/// `<path>-selfheal` (its logs `<path>-selfheal.log-*`, its lock
+/// `<path>-selfheal.lock`), beside SQLite's own `-journal`, `-wal` and
+/// `-shm` files.
+#[must_use]
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-selfheal");
+    PathBuf::from(s)
+}
+
+impl Database {
+    /// Opens the file `path` (already opened by SQLite through `root` with
+    /// `flags`): a second handle for the library, and, for a file that has
+    /// pages, the components (adopting the file if its pages are not all
+    /// sealed yet).
+    pub(super) fn open(
+        root: RootVfs,
+        path: &Path,
+        flags: c_int,
+        shared: Arc<Shared>,
+    ) -> Result<Database> {
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::config("path", format!("{} is not UTF-8", path.display())))?;
+        // Read-write when the file allows it, whatever this connection asked
+        // for: the handle is shared with the process's later connections,
+        // which may write (and heals write).
+        let rw = (flags & !ffi::SQLITE_OPEN_READONLY) | ffi::SQLITE_OPEN_READWRITE;
+        let raw = RawFile::open(root, text, rw)
+            .or_else(|_| RawFile::open(root, text, flags))
+            .map_err(|rc| host_error("open", rc))?;
+        let db = Database {
+            path: path.to_path_buf(),
+            root,
+            raw: Arc::new(raw),
+            shared,
+            protected: OnceLock::new(),
+            init: Mutex::new(()),
+            heal: Mutex::new(()),
+            pending: Mutex::new(BTreeMap::new()),
+            quick_check_took: Mutex::new(None),
+        };
+        let size = db.raw.size().map_err(|rc| host_error("size", rc))?;
+        if size > 0 {
+            let page_size = db.page_size_of_file()?;
+            db.protect(page_size)?;
+        }
+        Ok(db)
+    }
+
+    /// The page size from the header (offset 16), or, when page 1 is
+    /// damaged, from a replica's header.
+    fn page_size_of_file(&self) -> Result<usize> {
+        let mut header = [0u8; format::HEADER_LEN];
+        let own = match self.raw.read_at(&mut header, 0) {
+            Ok(()) => format::parse_header(&header).map(|h| h.page_size),
+            Err(rc) => Err(host_error("read", rc)),
+        };
+        let own_err = match own {
+            Ok(ps) => return Ok(ps),
+            Err(e) => e,
+        };
+        for path in &self.shared.config.replica_files {
+            let header = FileReplica::header(path);
+            if let Ok(ps) = header.and_then(|h| format::parse_header(&h).map(|h| h.page_size)) {
+                tracing::warn!(
+                    db = %self.path.display(), error = %own_err,
+                    "page 1's header is unreadable; page size taken from replica {}",
+                    path.display()
+                );
+                return Ok(ps);
+            }
+        }
+        Err(own_err)
+    }
+
+    /// Builds the components for pages of `page_size` bytes, adopting the
+    /// file first if some page has neither a checksum nor a free mark.
+    fn protect(&self, page_size: usize) -> Result<&Protected> {
+        let _g = self.init.lock();
+        if let Some(p) = self.protected.get() {
+            return Ok(p);
+        }
+        let table = Arc::new(ChecksumTable::open(&sidecar_path(&self.path), page_size)?);
+        // Pages with neither a checksum nor a free mark: all of them on a
+        // first open, the rest of an adoption a crash cut short — or only
+        // all-zero pages at the end, which a crash between growing the file
+        // and writing the new pages leaves (nothing to check or seal: they
+        // are marked free, and SQLite's recovery truncates them or writes
+        // them through the VFS).
+        let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
+        let unsealed: Vec<PageId> = (0..size.div_ceil(page_size as u64))
+            .map(PageId)
+            .filter(|p| table.get(*p).is_none() && !table.is_free(*p))
+            .collect();
+        let mut page = vec![0u8; page_size];
+        let mut adopt = false;
+        for p in &unsealed {
+            self.raw
+                .read_at(&mut page, p.0 * page_size as u64)
+                .or_else(|rc| match rc {
+                    ffi::SQLITE_IOERR_SHORT_READ => Ok(()),
+                    rc => Err(host_error("read", rc)),
+                })?;
+            if page.iter().any(|&b| b != 0) {
+                adopt = true;
+                break;
+            }
+        }
+        if adopt {
+            // Before the store is sized: the check may roll back a hot
+            // journal (through the default VFS), which can shrink the file.
+            self.quick_check()?;
+        }
+        let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
+        let store = Arc::new(SqlitePageStore {
+            raw: self.raw.clone(),
+            page_size,
+            sync_flags: AtomicI32::new(ffi::SQLITE_SYNC_NORMAL),
+            pages: AtomicU64::new(size.div_ceil(page_size as u64)),
+        });
+        let mut config = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .failure_sink(self.shared.sink.clone());
+        if let Some(clock) = &self.shared.config.clock {
+            config = config.clock(clock.clone());
+        }
+        let det = Arc::new(config.build(store.clone())?);
+        if adopt {
+            self.adopt(&det, &store)?;
+        } else {
+            for p in unsealed.iter().filter(|p| p.0 < store.page_count()) {
+                det.forget(*p)?;
+            }
+        }
+        let mut repair = RepairConfig::new().failure_sink(self.shared.sink.clone());
+        if let Some(clock) = &self.shared.config.clock {
+            repair = repair.clock(clock.clone());
+        }
+        let repairer = repair.build(det.clone())?;
+        for path in &self.shared.config.replica_files {
+            repairer.add_replica(Arc::new(FileReplica::new(path.clone(), page_size)))?;
+        }
+        for replica in &self.shared.config.replicas {
+            repairer.add_replica(replica.clone())?;
+        }
+        let scrub = match self.shared.config.scrub_pages_per_s {
+            Some(rate) => Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?),
+            None => None,
+        };
+        let _ = self.protected.set(Protected {
+            page_size,
+            table,
+            store,
+            det,
+            repairer,
+            _scrub: scrub,
+        });
+        Ok(self.protected.get().expect("set just above"))
+    }
+
+    /// Adopts the file after SQLite's `PRAGMA quick_check` (run by the
+    /// caller, through the default VFS) said `ok`: the freelist's leaves
+    /// are marked unallocated; every other page is sealed as it is.
+    fn adopt(&self, det: &Arc<CorruptionDetector>, store: &Arc<SqlitePageStore>) -> Result<()> {
+        let freelist = format::read_freelist(store.as_ref())?;
+        for leaf in &freelist.leaves {
+            det.forget(*leaf)?;
+        }
+        let adopting = Instant::now();
+        let report = det.adopt(AdoptOptions::new())?;
+        det.sync()?;
+        let adopt = adopting.elapsed();
+        tracing::info!(
+            db = %self.path.display(), sealed = report.sealed, unallocated = report.unallocated,
+            corrupt = report.corrupt, ?adopt, "adopted a SQLite database"
+        );
+        self.shared.adoptions.lock().push(AdoptionReport {
+            path: self.path.clone(),
+            page_size: store.page_size,
+            pages: store.page_count(),
+            freelist_leaves: freelist.leaves.len() as u64,
+            quick_check: self.quick_check_took.lock().unwrap_or_default(),
+            adopt,
+            report,
+        });
+        Ok(())
+    }
+
+    /// `PRAGMA quick_check` on a separate connection through the default
+    /// VFS; anything but a single `ok` refuses adoption.
+    fn quick_check(&self) -> Result<()> {
+        use rusqlite::OpenFlags;
+        let started = Instant::now();
+        let refuse = |reason: String| {
+            Error::InvalidArgument {
+            what: "SQLite database file",
+            reason: format!(
+                "{} cannot be adopted: {reason}; repair it (or restore it) with SQLite's own tools first",
+                self.path.display()
+            ),
+        }
+        };
+        let conn = rusqlite::Connection::open_with_flags_and_vfs(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            self.root.name().as_str(),
+        )
+        .map_err(|e| refuse(format!("opening it for PRAGMA quick_check failed: {e}")))?;
+        let mut stmt = conn
+            .prepare("PRAGMA quick_check")
+            .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+        if rows != ["ok"] {
+            return Err(refuse(format!("PRAGMA quick_check says {rows:?}")));
+        }
+        *self.quick_check_took.lock() = Some(started.elapsed());
+        Ok(())
+    }
+
+    /// `xRead`: verified pages only; a page that fails is healed first.
+    pub(super) fn read(&self, buf: &mut [u8], offset: u64) -> std::result::Result<(), Fault> {
+        let Some(p) = self.protected.get() else {
+            return self.raw.read_at(buf, offset).map_err(raw_fault);
+        };
+        let ps = p.page_size as u64;
+        let pages = self.pages_with_pending(p);
+        let mut short = false;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let page = PageId(at / ps);
+            let within = (at % ps) as usize;
+            let n = (p.page_size - within).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            done += n;
+            if let Some(bytes) = self.pending.lock().get(&page.0) {
+                out.copy_from_slice(&bytes[within..within + n]);
+                continue;
+            }
+            if page.0 >= p.store.page_count() {
+                // A page past the file's end that SQLite has not written
+                // (below a pending page past the end): zeros, as the file
+                // would read once extended.
+                out.fill(0);
+                short |= page.0 >= pages;
+                continue;
+            }
+            if n == p.page_size {
+                self.read_page(p, page, out)?;
+            } else {
+                let mut whole = vec![0u8; p.page_size];
+                self.read_page(p, page, &mut whole)?;
+                out.copy_from_slice(&whole[within..within + n]);
+            }
+        }
+        if short {
+            Err(Fault::ShortRead)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads one whole page verified, healing it from a replica when it
+    /// fails. A free page that fails (nothing sealed it) is served raw.
+    fn read_page(
+        &self,
+        p: &Protected,
+        page: PageId,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), Fault> {
+        let first = match p.det.read_verified(page, buf) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match first {
+            Error::PageUnallocated { .. } => {
+                return p
+                    .store
+                    .read_page(page, buf)
+                    .map_err(io(ffi::SQLITE_IOERR_READ));
+            }
+            Error::PageOutOfRange { .. } => {
+                buf.fill(0);
+                return Err(Fault::ShortRead);
+            }
+            _ => {}
+        }
+        let result = self.heal(p, page, buf, &first);
+        if result.is_err() {
+            // Never the damaged bytes, even though SQLite ignores them.
+            buf.fill(0);
+        }
+        result
+    }
+
+    /// Repairs `page` (which failed with `first`) from the replicas and
+    /// reads it again verified.
+    fn heal(
+        &self,
+        p: &Protected,
+        page: PageId,
+        buf: &mut [u8],
+        first: &Error,
+    ) -> std::result::Result<(), Fault> {
+        let _g = self.heal.lock();
+        // Another reader may have healed it while this one waited.
+        if p.det.read_verified(page, buf).is_ok() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let outcome = p.repairer.repair_page(page);
+        let again = p.det.read_verified(page, buf);
+        let healed = again.is_ok();
+        let detail = match &outcome {
+            Ok(r) => match &r.outcome {
+                RepairOutcome::Repaired { source } => format!("repaired from {source}"),
+                RepairOutcome::Irreparable { reason } => format!("no good copy: {reason}"),
+                other => format!("{other:?}"),
+            },
+            Err(e) => format!("repair failed: {e}"),
+        };
+        let event = HealEvent {
+            path: self.path.clone(),
+            page: format::sqlite_page(page),
+            healed,
+            damage: first.to_string(),
+            detail,
+            duration: started.elapsed(),
+        };
+        self.shared.note_heal(&event);
+        match again {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(
+                    db = %self.path.display(), page = event.page, error = %e,
+                    "page failed verification and could not be healed"
+                );
+                Err(Fault::Corrupt)
+            }
+        }
+    }
+
+    /// `xWrite`: seals every page written (reading, patching and sealing a
+    /// page written in part). The first write to an empty file fixes the
+    /// page size.
+    pub(super) fn write(&self, buf: &[u8], offset: u64) -> std::result::Result<(), Fault> {
+        let p = match self.protected.get() {
+            Some(p) => p,
+            None => {
+                let len = buf.len();
+                let page_sized = (512..=65_536).contains(&len)
+                    && len.is_power_of_two()
+                    && offset.is_multiple_of(len as u64);
+                if !page_sized {
+                    return self.raw.write_at(buf, offset).map_err(raw_fault);
+                }
+                self.protect(len).map_err(io(ffi::SQLITE_IOERR_WRITE))?
+            }
+        };
+        let ps = p.page_size as u64;
+        let mut pending = self.pending.lock();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let page = PageId(at / ps);
+            let within = (at % ps) as usize;
+            let n = (p.page_size - within).min(buf.len() - done);
+            let bytes = if n == p.page_size {
+                buf[done..done + n].to_vec()
+            } else {
+                let mut whole = match pending.get(&page.0) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let mut w = vec![0u8; p.page_size];
+                        if page.0 < p.store.page_count() {
+                            self.read_page(p, page, &mut w)?;
+                        }
+                        w
+                    }
+                };
+                whole[within..within + n].copy_from_slice(&buf[done..done + n]);
+                whole
+            };
+            pending.insert(page.0, bytes);
+            done += n;
+        }
+        if pending.len() >= PENDING_PAGES_MAX {
+            Self::flush_locked(p, &mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Pages of the file as SQLite sees it: the file's, and pending pages
+    /// past its end.
+    fn pages_with_pending(&self, p: &Protected) -> u64 {
+        let last = self.pending.lock().keys().next_back().map(|k| k + 1);
+        p.store.page_count().max(last.unwrap_or(0))
+    }
+
+    /// Seals and writes the pending pages as one batch (one fsync of the
+    /// sidecar table's log for all of them), growing the file first when
+    /// they reach past its end. On error the pages stay pending (some may
+    /// have been written), so the next flush — at the latest SQLite's next
+    /// `xSync` or `xTruncate` — tries again and fails the call.
+    fn flush_locked(
+        p: &Protected,
+        pending: &mut BTreeMap<u64, Vec<u8>>,
+    ) -> std::result::Result<(), Fault> {
+        let Some(&last) = pending.keys().next_back() else {
+            return Ok(());
+        };
+        if last >= p.store.page_count() {
+            p.det
+                .resize(last + 1)
+                .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        }
+        let mut refs: Vec<(PageId, &mut [u8])> = pending
+            .iter_mut()
+            .map(|(page, b)| (PageId(*page), b.as_mut_slice()))
+            .collect();
+        p.det
+            .write_sealed_batch(&mut refs)
+            .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        pending.clear();
+        Ok(())
+    }
+
+    /// Seals and writes the pages SQLite wrote since the last flush. Called
+    /// before every point at which SQLite relies on its writes having
+    /// reached the file: `xSync` and `xTruncate` (here), and from the VFS
+    /// at `SQLITE_FCNTL_SYNC` (sent before each sync of the database file,
+    /// also when `synchronous = OFF` omits the sync), at the end of a
+    /// checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), at `xUnlock` and at
+    /// `xClose`.
+    pub(super) fn flush(&self) -> std::result::Result<(), Fault> {
+        match self.protected.get() {
+            Some(p) => Self::flush_locked(p, &mut self.pending.lock()),
+            None => Ok(()),
+        }
+    }
+
+    /// `xTruncate`: the file and its checksums shrink together.
+    pub(super) fn truncate(&self, size: u64) -> std::result::Result<(), Fault> {
+        match self.protected.get() {
+            Some(p) => {
+                let pages = size.div_ceil(p.page_size as u64);
+                let mut pending = self.pending.lock();
+                pending.retain(|page, _| *page < pages);
+                Self::flush_locked(p, &mut pending)?;
+                p.det.resize(pages).map_err(io(ffi::SQLITE_IOERR_TRUNCATE))
+            }
+            None => self.raw.truncate(size).map_err(raw_fault),
+        }
+    }
+
+    /// `xSync`: the pages, then the checksums that accept them.
+    pub(super) fn sync(&self, flags: c_int) -> std::result::Result<(), Fault> {
+        match self.protected.get() {
+            Some(p) => {
+                Self::flush_locked(p, &mut self.pending.lock())?;
+                p.store.sync_flags.store(flags, Ordering::Relaxed);
+                p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))?;
+                // The settle records too: after a crash a page then accepts
+                // only the bytes of its last synced write, not older ones.
+                p.table.flush().map_err(io(ffi::SQLITE_IOERR_FSYNC))
+            }
+            None => self.raw.sync(flags).map_err(raw_fault),
+        }
+    }
+
+    /// `xFileSize`.
+    pub(super) fn file_size(&self) -> std::result::Result<u64, Fault> {
+        let size = self.raw.size().map_err(raw_fault)?;
+        Ok(match self.protected.get() {
+            Some(p) => size.max(self.pages_with_pending(p) * p.page_size as u64),
+            None => size,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Every connection flushed at its close; this is the last resort.
+        if let Err(f) = self.flush() {
+            tracing::error!(db = %self.path.display(), rc = f.rc(),
+                "pages SQLite wrote could not be written at close");
+        }
+    }
+}
+
+fn raw_fault(rc: Rc) -> Fault {
+    if rc == ffi::SQLITE_IOERR_SHORT_READ {
+        Fault::ShortRead
+    } else {
+        Fault::Code(rc)
+    }
+}

@@ -1,0 +1,206 @@
+//! A SQLite VFS that heals the database file: every page SQLite reads from
+//! the main database file is verified against a sidecar checksum table, and
+//! a page that fails is repaired from a replica copy before the read
+//! returns, so SQLite never sees damaged bytes (feature `sqlite`).
+//!
+//! [`register`] installs a VFS that wraps SQLite's default VFS (the bundled
+//! SQLite of `rusqlite`, whose C API the VFS is written against); a program
+//! opens its database through it by name:
+//!
+//! ```no_run
+//! use selfheal::sqlite::{self, SqliteConfig};
+//! use rusqlite::{Connection, OpenFlags};
+//!
+//! let vfs = sqlite::register("selfheal", SqliteConfig::new().replica_file("/backup/app.db"))?;
+//! let conn = Connection::open_with_flags_and_vfs(
+//!     "/data/app.db",
+//!     OpenFlags::default(),
+//!     vfs.name(),
+//! ).expect("open");
+//! // or: Connection::open("file:/data/app.db?vfs=selfheal")
+//! # Ok::<(), selfheal::Error>(())
+//! ```
+//!
+//! # Contract
+//!
+//! - **The main database file only.** Rollback journals, the WAL, its
+//!   shared-memory index and temporary files pass through to the default VFS
+//!   unchanged (SQLite checksums its WAL frames itself); SQLite's open flags
+//!   tell the main database file from the others. SQLite's file format is
+//!   unchanged: the checksums live in a durable sidecar table,
+//!   `<db>-selfheal` (plus its `.log-*` and `.lock` files, see
+//!   [`checksum::durable`](crate::checksum::durable)), and any other SQLite
+//!   tool still opens the file.
+//! - **Adoption.** When a file with pages is opened and some page has
+//!   neither a checksum nor a free mark (the first open, or an adoption a
+//!   crash cut short), SQLite's `PRAGMA quick_check` runs first on a
+//!   separate connection through the default VFS; anything but `ok` refuses
+//!   the open (`SQLITE_CANTOPEN`, the reason in the log). Then the
+//!   freelist's leaf pages are marked unallocated and every other page is
+//!   sealed as it is ([`CorruptionDetector::adopt`]). Each adoption is
+//!   reported with its duration ([`SqliteVfs::adoptions`]). Unsealed pages
+//!   that are all zeros (what a crash between growing the file and writing
+//!   the new pages leaves at its end) need no check: they are marked free.
+//! - **Heal on read.** `xRead` reads whole pages through
+//!   [`CorruptionDetector::read_verified`] (a read of part of a page — the
+//!   first 100-byte header read — verifies the whole page). A page that
+//!   fails is repaired from the configured replicas
+//!   ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page): a
+//!   replica's copy is written only if it matches the page's checksum) and
+//!   read again; each heal is counted, logged and passed to
+//!   [`SqliteConfig::on_heal`]. With no good copy the read answers
+//!   `SQLITE_CORRUPT` (SQLite: "database disk image is malformed") and
+//!   never the damaged bytes; the page stays fenced and the incident is on
+//!   the failure bus ([`FailureKind::CorruptPage`](crate::FailureKind::CorruptPage),
+//!   then [`FailureKind::IrreparablePage`](crate::FailureKind::IrreparablePage)).
+//!   The next read of the page tries the replicas again.
+//! - **Writes** are sealed ([`CorruptionDetector::write_sealed_batch`]):
+//!   the new checksum is logged durably before the page is written, and the
+//!   old one stays accepted until a sync, so a crash at any point leaves
+//!   each page holding bytes its checksum accepts. `xTruncate` shrinks the
+//!   file and forgets the checksums of the pages past the end together
+//!   ([`CorruptionDetector::resize`]); `xSync` syncs the file and then
+//!   settles the checksums of the pages it covered
+//!   ([`CorruptionDetector::sync`]) and makes the table's log durable, so
+//!   that after a crash or a reopen a page accepts only its last synced
+//!   version. Rollback-journal and WAL modes both work (in WAL mode the main
+//!   file is written at checkpoints).
+//! - **Writes in batches.** The pages SQLite writes are held (and served to
+//!   reads from memory) until SQLite relies on them being in the file, then
+//!   sealed and written as one batch with one fsync of the table's log:
+//!   at `SQLITE_FCNTL_SYNC` (sent before every sync of the database file,
+//!   also when `synchronous = OFF` omits it), `xSync`, `xTruncate`, the end
+//!   of a checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), `xUnlock`, `xClose`,
+//!   or when 1024 pages are held. A killed process therefore loses only
+//!   writes SQLite has not yet relied on, which its journal or WAL covers.
+//! - **Refused file controls.** Memory-mapped I/O (`PRAGMA mmap_size`) is
+//!   refused, as are size hints and chunked growth: a mapped page would
+//!   bypass verification, and pre-grown pages were written by nobody.
+//! - **One process.** The sidecar table has one owner: connections of one
+//!   process share it (one detector per file and VFS), and a second process
+//!   opening the same file through a selfheal VFS is refused
+//!   (`SQLITE_CANTOPEN`). Every write of the file must go through the VFS
+//!   once it is adopted: a write by another program leaves pages whose
+//!   checksums no longer match, which the VFS treats as damage (and heals
+//!   from a replica, undoing the outside write, if the replica has the
+//!   older page). To hand the file back to plain SQLite for writing, delete
+//!   the `<db>-selfheal*` files afterwards, and the next open adopts again.
+//! - **Page size** is read from the header (offset 16; from a replica's
+//!   header when page 1 itself is damaged) or, for a new file, from SQLite's
+//!   first write. Changing it later (`PRAGMA page_size` then `VACUUM`) is not
+//!   supported.
+//! - **Replicas** ([`SqliteConfig::replica_file`]) are byte copies of the
+//!   database file, read by path at each repair, so a copy the host
+//!   refreshes serves its newest pages; see the `replica` notes on when a
+//!   copy is byte-identical. Any [`Replica`] can be added as well.
+//!
+//! No panic crosses into SQLite: each callback catches one and answers an
+//! I/O error. The FFI is confined to `vfs.rs` and `raw.rs` of this module.
+
+mod config;
+mod database;
+mod raw;
+mod replica;
+mod vfs;
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::types::{Failure, FailureSink};
+#[cfg(doc)]
+use crate::{host::Replica, CorruptionDetector};
+use config::Shared;
+
+pub use config::{AdoptionReport, HealEvent, HealFn, SqliteConfig};
+pub use database::sidecar_path;
+
+/// Counters of a selfheal VFS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Database files opened (each file once while any connection has it).
+    pub files_opened: u64,
+    /// Pages that failed verification on read and were healed.
+    pub healed: u64,
+    /// Pages that failed verification on read and could not be healed (the
+    /// read answered `SQLITE_CORRUPT`).
+    pub unhealed: u64,
+}
+
+/// A registered selfheal VFS. The registration lasts until the process
+/// ends (SQLite may hold the VFS in any connection); dropping the handle
+/// only drops the caller's view of its reports.
+#[derive(Clone)]
+pub struct SqliteVfs {
+    name: String,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SqliteVfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteVfs")
+            .field("name", &self.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Registers a selfheal VFS named `name` that wraps SQLite's default VFS
+/// (not made the default: open databases with it by name).
+///
+/// # Errors
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an empty name,
+/// a name with a NUL byte, a scrub rate of zero, a name some VFS is registered under already, or a
+/// refusal by SQLite.
+pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
+    if config.scrub_pages_per_s == Some(0) {
+        return Err(crate::Error::config(
+            "scrub_pages_per_s",
+            "is 0; give a positive rate, or leave it unset for no scrub",
+        ));
+    }
+    let shared = Arc::new(Shared::new(config));
+    vfs::register(name, shared.clone())?;
+    Ok(SqliteVfs {
+        name: name.to_string(),
+        shared,
+    })
+}
+
+impl SqliteVfs {
+    /// The name to open databases with (`?vfs=<name>`).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The failure bus: corrupt pages found on read, pages no replica could
+    /// repair.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.shared.sink
+    }
+
+    /// The receiving end of the failure bus.
+    #[must_use]
+    pub fn failures(&self) -> crate::Receiver<Failure> {
+        self.shared.sink.failures()
+    }
+
+    /// Every adoption so far, oldest first.
+    #[must_use]
+    pub fn adoptions(&self) -> Vec<AdoptionReport> {
+        self.shared.adoptions.lock().clone()
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> SqliteStats {
+        SqliteStats {
+            files_opened: self.shared.files_opened.load(Ordering::Relaxed),
+            healed: self.shared.healed.load(Ordering::Relaxed),
+            unhealed: self.shared.unhealed.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! The `sqlite3_vfs` and the main database file's `sqlite3_io_methods`:
+//! C callbacks that hand each call to [`Database`] (safe code) and every
+//! other file (journals, WAL, shared memory, temporary files) to the
+//! default VFS untouched.
+//!
+//! No panic crosses into SQLite: every callback runs its body under
+//! `catch_unwind` and answers `SQLITE_IOERR` (or the call's own I/O error
+//! code) when it panics.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use rusqlite::ffi;
+
+use super::config::Shared;
+use super::database::Database;
+use super::raw::RootVfs;
+use crate::error::{Error, Result};
+
+/// What `pAppData` of the registered VFS points at.
+pub(super) struct VfsState {
+    root: RootVfs,
+    shared: Arc<Shared>,
+    /// Open databases by full path: connections of one file share one.
+    dbs: Mutex<HashMap<PathBuf, Weak<Database>>>,
+}
+
+/// The main database file: SQLite's `sqlite3_file` header, then the
+/// default VFS's own file for locking, shared memory and file controls.
+#[repr(C)]
+struct MainFile {
+    base: ffi::sqlite3_file,
+    /// `Arc::into_raw` of the shared database; released by `xClose`.
+    db: *const Database,
+    /// The VFS's state (leaked at registration: lives for the process).
+    state: *const VfsState,
+    /// The default VFS's file, in the same allocation after this header.
+    inner: *mut ffi::sqlite3_file,
+}
+
+/// Bytes before the inner file in a [`MainFile`] allocation (8-aligned).
+const HEADER_BYTES: usize = std::mem::size_of::<MainFile>().div_ceil(8) * 8;
+
+/// Runs `f`, answering `on_panic` if it panics.
+fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        tracing::error!(
+            panic = %crate::worker::panic_message(payload.as_ref()),
+            "a selfheal VFS callback panicked; SQLite is told of an I/O error"
+        );
+        on_panic
+    })
+}
+
+/// Registers a VFS named `name` wrapping the default VFS; returns its state.
+pub(super) fn register(name: &str, shared: Arc<Shared>) -> Result<()> {
+    let c_name = CString::new(name)
+        .map_err(|_| Error::config("name", format!("{name:?} contains a NUL byte")))?;
+    if name.is_empty() {
+        return Err(Error::config(
+            "name",
+            "is empty; name the VFS, e.g. \"selfheal\"",
+        ));
+    }
+    // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and returns a
+    // registered VFS or NULL; the name is NUL-terminated.
+    let (existing, root) = unsafe {
+        (
+            ffi::sqlite3_vfs_find(c_name.as_ptr()),
+            ffi::sqlite3_vfs_find(std::ptr::null()),
+        )
+    };
+    if !existing.is_null() {
+        return Err(Error::config(
+            "name",
+            format!("a SQLite VFS named {name:?} is registered already; choose another name"),
+        ));
+    }
+    if root.is_null() {
+        return Err(Error::config("name", "SQLite has no default VFS to wrap"));
+    }
+    let root = RootVfs(root);
+    let state = Box::new(VfsState {
+        root,
+        shared,
+        dbs: Mutex::new(HashMap::new()),
+    });
+    // SAFETY: reading the registered default VFS's immutable fields.
+    let base = unsafe { &*root.0 };
+    let vfs = Box::new(ffi::sqlite3_vfs {
+        iVersion: base.iVersion.min(3),
+        szOsFile: c_int::try_from(HEADER_BYTES + root.file_size())
+            .map_err(|_| Error::config("name", "the default VFS's file is too large"))?,
+        mxPathname: base.mxPathname,
+        pNext: std::ptr::null_mut(),
+        // Both leaked below: a registered VFS lives until the process ends.
+        zName: c_name.into_raw(),
+        pAppData: Box::into_raw(state).cast::<c_void>(),
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: base.xDlOpen,
+        xDlError: base.xDlError,
+        xDlSym: base.xDlSym,
+        xDlClose: base.xDlClose,
+        xRandomness: base.xRandomness,
+        xSleep: base.xSleep,
+        xCurrentTime: base.xCurrentTime,
+        xGetLastError: base.xGetLastError,
+        xCurrentTimeInt64: base.xCurrentTimeInt64,
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    });
+    let vfs = Box::into_raw(vfs);
+    // SAFETY: `vfs` is a fully initialised struct that is never freed (SQLite
+    // keeps the pointer for the life of the registration, which is the
+    // process's); the copied default-VFS methods ignore their VFS argument
+    // except through fields copied here.
+    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::config(
+            "name",
+            format!("sqlite3_vfs_register answered result code {rc}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The state behind `vfs`.
+///
+/// # Safety
+/// `vfs` must be a VFS registered by [`register`].
+unsafe fn state<'a>(vfs: *mut ffi::sqlite3_vfs) -> &'a VfsState {
+    // SAFETY: per the contract, `pAppData` is a leaked `Box<VfsState>`.
+    unsafe { &*(*vfs).pAppData.cast::<VfsState>() }
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: SQLite calls this with our registered VFS.
+        let st = unsafe { state(vfs) };
+        let root = st.root.0;
+        // SAFETY: the root VFS's xOpen is always set.
+        let Some(open) = (unsafe { (*root).xOpen }) else {
+            return ffi::SQLITE_CANTOPEN;
+        };
+        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+            // SAFETY: `file` has `szOsFile` bytes, more than the root needs;
+            // the root's own methods are installed and it owns the file.
+            return unsafe { open(root, name, file, flags, out_flags) };
+        }
+        let main = file.cast::<MainFile>();
+        // SAFETY: `file` has room for the header and the inner file.
+        let inner = unsafe { file.cast::<u8>().add(HEADER_BYTES) }.cast::<ffi::sqlite3_file>();
+        // SAFETY: writing our own header; SQLite calls xClose only if
+        // `pMethods` is set, which happens below only on success.
+        unsafe {
+            (*main).base.pMethods = std::ptr::null();
+            (*inner).pMethods = std::ptr::null();
+        }
+        // SAFETY: `inner` has `szOsFile` bytes of the root; `name` is valid
+        // until the file is closed.
+        let rc = unsafe { open(root, name, inner, flags, out_flags) };
+        if rc != ffi::SQLITE_OK {
+            // SAFETY: the root may have set `pMethods` although it failed.
+            unsafe { close_inner(inner) };
+            return rc;
+        }
+        // SAFETY: `name` is a NUL-terminated path.
+        let path = PathBuf::from(
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned(),
+        );
+        match st.database(&path, flags) {
+            Ok(db) => {
+                // SAFETY: our header; the methods table is static.
+                unsafe {
+                    (*main).db = Arc::into_raw(db);
+                    (*main).state = st;
+                    (*main).inner = inner;
+                    (*main).base.pMethods = &MAIN_METHODS;
+                }
+                ffi::SQLITE_OK
+            }
+            Err(e) => {
+                tracing::error!(db = %path.display(), error = %e, "selfheal VFS cannot open the database");
+                // SAFETY: opened above, closed once.
+                unsafe { close_inner(inner) };
+                ffi::SQLITE_CANTOPEN
+            }
+        }
+    })
+}
+
+/// Closes the root's file `inner` if it is open.
+///
+/// # Safety
+/// `inner` points at a root `sqlite3_file` that is closed at most once.
+unsafe fn close_inner(inner: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per the contract.
+    unsafe {
+        let m = (*inner).pMethods;
+        if m.is_null() {
+            return ffi::SQLITE_OK;
+        }
+        let rc = match (*m).xClose {
+            Some(close) => close(inner),
+            None => ffi::SQLITE_OK,
+        };
+        (*inner).pMethods = std::ptr::null();
+        rc
+    }
+}
+
+impl VfsState {
+    /// The shared database for `path`, opened if no connection has it.
+    fn database(&self, path: &std::path::Path, flags: c_int) -> Result<Arc<Database>> {
+        let mut dbs = self.dbs.lock();
+        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
+            return Ok(db);
+        }
+        dbs.retain(|_, w| w.strong_count() > 0);
+        let db = Arc::new(Database::open(self.root, path, flags, self.shared.clone())?);
+        dbs.insert(path.to_path_buf(), Arc::downgrade(&db));
+        self.shared.note_open();
+        Ok(db)
+    }
+}
+
+impl VfsState {
+    /// Drops a connection's hold on its database under the map's lock, so
+    /// that the last one closes the database (and releases its sidecar
+    /// table) before another connection can look the path up.
+    fn release(&self, db: Arc<Database>) {
+        let mut dbs = self.dbs.lock();
+        drop(db);
+        dbs.retain(|_, w| w.strong_count() > 0);
+    }
+}
+
+unsafe extern "C" fn x_delete(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    sync_dir: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_DELETE, || {
+        // SAFETY: our registered VFS; the root's method with its own VFS.
+        unsafe {
+            let root = state(vfs).root.0;
+            match (*root).xDelete {
+                Some(f) => f(root, name, sync_dir),
+                None => ffi::SQLITE_IOERR_DELETE,
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_ACCESS, || {
+        // SAFETY: our registered VFS; the root's method with its own VFS.
+        unsafe {
+            let root = state(vfs).root.0;
+            match (*root).xAccess {
+                Some(f) => f(root, name, flags, out),
+                None => ffi::SQLITE_IOERR_ACCESS,
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n_out: c_int,
+    out: *mut c_char,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: our registered VFS; the root's method with its own VFS.
+        unsafe {
+            let root = state(vfs).root.0;
+            match (*root).xFullPathname {
+                Some(f) => f(root, name, n_out, out),
+                None => ffi::SQLITE_CANTOPEN,
+            }
+        }
+    })
+}
+
+static MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(m_close),
+    xRead: Some(m_read),
+    xWrite: Some(m_write),
+    xTruncate: Some(m_truncate),
+    xSync: Some(m_sync),
+    xFileSize: Some(m_file_size),
+    xLock: Some(m_lock),
+    xUnlock: Some(m_unlock),
+    xCheckReservedLock: Some(m_check_reserved_lock),
+    xFileControl: Some(m_file_control),
+    xSectorSize: Some(m_sector_size),
+    xDeviceCharacteristics: Some(m_device_characteristics),
+    xShmMap: Some(m_shm_map),
+    xShmLock: Some(m_shm_lock),
+    xShmBarrier: Some(m_shm_barrier),
+    xShmUnmap: Some(m_shm_unmap),
+    xFetch: Some(m_fetch),
+    xUnfetch: Some(m_unfetch),
+};
+
+/// The database and the inner file of an open main file.
+///
+/// # Safety
+/// `file` must be a [`MainFile`] opened by `x_open` and not yet closed.
+unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (&'a Database, *mut ffi::sqlite3_file) {
+    // SAFETY: per the contract, `db` holds a live `Arc` and `inner` is open.
+    unsafe {
+        let m = file.cast::<MainFile>();
+        (&*(*m).db, (*m).inner)
+    }
+}
+
+/// The root's method table of an open inner file.
+///
+/// # Safety
+/// `inner` must be open.
+unsafe fn inner_methods<'a>(inner: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_methods {
+    // SAFETY: an open file's `pMethods` points at a static table.
+    unsafe { &*(*inner).pMethods }
+}
+
+unsafe extern "C" fn m_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guard(ffi::SQLITE_IOERR_CLOSE, || {
+        // SAFETY: SQLite closes each opened main file once.
+        unsafe {
+            let m = file.cast::<MainFile>();
+            let flushed = (*(*m).db).flush();
+            let rc = close_inner((*m).inner);
+            (*(*m).state).release(Arc::from_raw((*m).db));
+            (*m).db = std::ptr::null();
+            (*m).base.pMethods = std::ptr::null();
+            match flushed {
+                Ok(()) => rc,
+                Err(f) => f.rc(),
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn m_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: i64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_READ, || {
+        let (Ok(len), Ok(off)) = (usize::try_from(amt), u64::try_from(off)) else {
+            return ffi::SQLITE_IOERR_READ;
+        };
+        // SAFETY: an open main file; SQLite's buffer is valid for `amt` bytes
+        // of writes and not used elsewhere during the call.
+        let (db, buf) = unsafe {
+            (
+                parts(file).0,
+                std::slice::from_raw_parts_mut(buf.cast::<u8>(), len),
+            )
+        };
+        match db.read(buf, off) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(f) => f.rc(),
+        }
+    })
+}
+
+unsafe extern "C" fn m_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: i64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_WRITE, || {
+        let (Ok(len), Ok(off)) = (usize::try_from(amt), u64::try_from(off)) else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        // SAFETY: an open main file; SQLite's buffer is valid for `amt` bytes.
+        let (db, buf) = unsafe {
+            (
+                parts(file).0,
+                std::slice::from_raw_parts(buf.cast::<u8>(), len),
+            )
+        };
+        match db.write(buf, off) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(f) => f.rc(),
+        }
+    })
+}
+
+unsafe extern "C" fn m_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guard(ffi::SQLITE_IOERR_TRUNCATE, || {
+        let Ok(size) = u64::try_from(size) else {
+            return ffi::SQLITE_IOERR_TRUNCATE;
+        };
+        // SAFETY: an open main file.
+        let db = unsafe { parts(file).0 };
+        match db.truncate(size) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(f) => f.rc(),
+        }
+    })
+}
+
+unsafe extern "C" fn m_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_FSYNC, || {
+        // SAFETY: an open main file.
+        let db = unsafe { parts(file).0 };
+        match db.sync(flags) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(f) => f.rc(),
+        }
+    })
+}
+
+unsafe extern "C" fn m_file_size(file: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
+    guard(ffi::SQLITE_IOERR_FSTAT, || {
+        // SAFETY: an open main file.
+        let db = unsafe { parts(file).0 };
+        match db.file_size().map(i64::try_from) {
+            Ok(Ok(size)) => {
+                // SAFETY: SQLite passes a valid out-pointer.
+                unsafe { *out = size };
+                ffi::SQLITE_OK
+            }
+            Ok(Err(_)) => ffi::SQLITE_IOERR_FSTAT,
+            Err(f) => f.rc(),
+        }
+    })
+}
+
+/// Forwards a call to the inner file's method `$m`, or answers `$none`.
+macro_rules! forward {
+    ($file:expr, $m:ident, $none:expr $(, $arg:expr)*) => {{
+        // SAFETY: an open main file; the inner file is open and its method
+        // takes the same arguments SQLite gave us.
+        unsafe {
+            let inner = parts($file).1;
+            match inner_methods(inner).$m {
+                Some(f) => f(inner $(, $arg)*),
+                None => $none,
+            }
+        }
+    }};
+}
+
+unsafe extern "C" fn m_lock(file: *mut ffi::sqlite3_file, lock: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_LOCK, || {
+        forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, lock)
+    })
+}
+
+unsafe extern "C" fn m_unlock(file: *mut ffi::sqlite3_file, lock: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_UNLOCK, || {
+        forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, lock)
+    })
+}
+
+unsafe extern "C" fn m_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, || {
+        forward!(
+            file,
+            xCheckReservedLock,
+            ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
+            out
+        )
+    })
+}
+
+unsafe extern "C" fn m_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR, || match op {
+        // Memory-mapped reads would bypass verification, and size hints or
+        // chunked growth would add pages nobody wrote: refused (SQLite then
+        // reads with xRead and grows the file page by page).
+        ffi::SQLITE_FCNTL_MMAP_SIZE
+        | ffi::SQLITE_FCNTL_SIZE_HINT
+        | ffi::SQLITE_FCNTL_CHUNK_SIZE => ffi::SQLITE_NOTFOUND,
+        // Before every sync of the database file (sent also when
+        // `synchronous = OFF` omits the sync), and when a checkpoint has
+        // copied its pages: the pages SQLite wrote must be in the file.
+        ffi::SQLITE_FCNTL_SYNC | ffi::SQLITE_FCNTL_CKPT_DONE => {
+            // SAFETY: an open main file.
+            if let Err(f) = unsafe { parts(file).0 }.flush() {
+                return f.rc();
+            }
+            forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+        }
+        _ => forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg),
+    })
+}
+
+unsafe extern "C" fn m_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
+    guard(4096, || forward!(file, xSectorSize, 4096))
+}
+
+unsafe extern "C" fn m_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    // Batch-atomic writes would go to the inner file's descriptor, not
+    // through the detector: not offered.
+    guard(0, || {
+        forward!(file, xDeviceCharacteristics, 0) & !ffi::SQLITE_IOCAP_BATCH_ATOMIC
+    })
+}
+
+unsafe extern "C" fn m_shm_map(
+    file: *mut ffi::sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_SHMMAP, || {
+        forward!(
+            file,
+            xShmMap,
+            ffi::SQLITE_IOERR_SHMMAP,
+            region,
+            size,
+            extend,
+            out
+        )
+    })
+}
+
+unsafe extern "C" fn m_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_SHMLOCK, || {
+        forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+    })
+}
+
+unsafe extern "C" fn m_shm_barrier(file: *mut ffi::sqlite3_file) {
+    guard(ffi::SQLITE_OK, || {
+        forward!(file, xShmBarrier, ());
+        ffi::SQLITE_OK
+    });
+}
+
+unsafe extern "C" fn m_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_SHMMAP, || {
+        forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
+    })
+}
+
+unsafe extern "C" fn m_fetch(
+    _file: *mut ffi::sqlite3_file,
+    _off: i64,
+    _amt: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // No page is ever handed out unverified: SQLite falls back to xRead.
+    // SAFETY: SQLite passes a valid out-pointer.
+    unsafe { *out = std::ptr::null_mut() };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn m_unfetch(
+    _file: *mut ffi::sqlite3_file,
+    _off: i64,
+    _page: *mut c_void,
+) -> c_int {
+    // Nothing was fetched, so nothing is mapped.
+    ffi::SQLITE_OK
+}

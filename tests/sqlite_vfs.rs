@@ -1,0 +1,748 @@
+//! Goal: SQLite opened through the selfheal VFS (`selfheal::sqlite`) never
+//! sees a damaged page of its database file: a page damaged on disk behind
+//! its back is healed from a replica before the read returns, so every
+//! query answers what a model of the data says, `integrity_check` is `ok`
+//! and the file ends byte-identical to the replica; with the replica damaged
+//! too, the read fails (never wrong rows); and a process killed mid-
+//! transaction leaves a database that SQLite's recovery plus the sidecar
+//! table bring back whole. Method: real SQLite (rusqlite, bundled) under
+//! both journal modes (rollback `DELETE` and `WAL`); the database is built
+//! by plain SQLite, adopted at the first open through the VFS, then worked
+//! (inserts, updates, deletes, `VACUUM`, checkpoints) through it; damage is
+//! written with `std::fs` while no connection is open; the crash is a child
+//! process (this test binary re-executed) killed with SIGKILL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags};
+use selfheal::sqlite::{self, HealEvent, SqliteConfig, SqliteVfs};
+use selfheal::testing::sqlite as fmt;
+use selfheal::testing::sqlite::BtreeKind;
+use selfheal::testing::Damage;
+use selfheal::{FailureKind, PageId};
+
+const PAGE: usize = 4096;
+
+/// A VFS with a name of its own (registrations last for the process).
+fn register(tag: &str, config: SqliteConfig) -> SqliteVfs {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!("selfheal-{tag}-{}", N.fetch_add(1, Ordering::Relaxed));
+    sqlite::register(&name, config).unwrap()
+}
+
+fn open(path: &Path, vfs: &SqliteVfs) -> Connection {
+    Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs.name()).unwrap()
+}
+
+/// The rows of `items`: id → (name, category).
+type Model = BTreeMap<i64, (String, i64)>;
+
+fn name_of(id: i64, round: i64) -> String {
+    format!("item-{:07}-{round}", (id * 7_919) % 1_000_003)
+}
+
+/// Inserts `ids` into `items` (and the model), in one transaction.
+fn insert(c: &Connection, model: &mut Model, ids: std::ops::RangeInclusive<i64>) {
+    let tx = c.unchecked_transaction().unwrap();
+    {
+        let mut st = tx
+            .prepare("INSERT INTO items(id, name, category, note) VALUES (?1, ?2, ?3, ?4)")
+            .unwrap();
+        for id in ids {
+            let name = name_of(id, 0);
+            st.execute(params![id, name, id % 37, format!("note {id} ").repeat(4)])
+                .unwrap();
+            model.insert(id, (name, id % 37));
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn build_plain(db: &Path, mode: &str, model: &mut Model) {
+    let c = Connection::open(db).unwrap();
+    c.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = {mode};
+         CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                            category INTEGER NOT NULL, note TEXT);
+         CREATE INDEX items_name ON items(name);
+         CREATE INDEX items_category ON items(category, name);"
+    ))
+    .unwrap();
+    insert(&c, model, 1..=6_000);
+    c.execute_batch("DELETE FROM items WHERE id BETWEEN 2000 AND 3000")
+        .unwrap();
+    model.retain(|id, _| !(2000..=3000).contains(id));
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+}
+
+/// Updates, deletes, inserts, VACUUM and a checkpoint, through `c`.
+fn work(c: &Connection, mode: &str, model: &mut Model, round: i64) {
+    c.execute(
+        "UPDATE items SET name = 'u' || ?1 || '-' || id, note = 'updated' WHERE id % 7 = ?1 % 7",
+        params![round],
+    )
+    .unwrap();
+    for (id, row) in model.iter_mut() {
+        if id % 7 == round % 7 {
+            row.0 = format!("u{round}-{id}");
+        }
+    }
+    c.execute("DELETE FROM items WHERE id % 11 = ?1", params![round % 11])
+        .unwrap();
+    model.retain(|id, _| id % 11 != round % 11);
+    let base = 10_000 + round * 1_000;
+    insert(c, model, base..=base + 700);
+    c.execute_batch("VACUUM").unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+}
+
+/// Every query answers what the model says: a full scan in id order,
+/// lookups through each index, a count per category, integrity_check ok.
+/// Returns the rows checked.
+fn check(c: &Connection, model: &Model) -> rusqlite::Result<usize> {
+    let mut st = c.prepare("SELECT id, name, category FROM items ORDER BY id")?;
+    let rows: Vec<(i64, String, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let want: Vec<(i64, String, i64)> = model
+        .iter()
+        .map(|(id, (n, cat))| (*id, n.clone(), *cat))
+        .collect();
+    assert_eq!(rows.len(), want.len(), "row count");
+    assert!(rows == want, "rows differ from the model");
+    let mut by_name = c.prepare("SELECT id FROM items INDEXED BY items_name WHERE name = ?1")?;
+    for (id, (name, _)) in model.iter().step_by(97) {
+        let got: i64 = by_name.query_row([name], |r| r.get(0))?;
+        assert_eq!(got, *id);
+    }
+    let mut by_cat =
+        c.prepare("SELECT count(*) FROM items INDEXED BY items_category WHERE category = ?1")?;
+    for cat in 0..37 {
+        let got: i64 = by_cat.query_row([cat], |r| r.get(0))?;
+        let want = model.values().filter(|(_, c)| *c == cat).count() as i64;
+        assert_eq!(got, want, "category {cat}");
+    }
+    let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(integrity, "ok");
+    Ok(rows.len())
+}
+
+fn page_bytes(file: &[u8], page: PageId) -> Vec<u8> {
+    file[page.0 as usize * PAGE..(page.0 as usize + 1) * PAGE].to_vec()
+}
+
+fn write_page(path: &Path, page: PageId, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, page.0 * PAGE as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// The damage plan: page 1 (bit flip), the index roots (interior pages:
+/// zeroed, junk), a table leaf (misdirected: another page's bytes), and two
+/// pages that changed since `old` (torn: new first half, old second half;
+/// lost write: the old page).
+fn plan(db: &Path, old: &[u8], roots: &[u32]) -> Vec<(PageId, &'static str, Vec<u8>)> {
+    let now = std::fs::read(db).unwrap();
+    let pages = (now.len() / PAGE) as u64;
+    let mut plan = Vec::new();
+    let mut p1 = page_bytes(&now, PageId(0));
+    Damage::BitFlip {
+        byte: 3_000,
+        bit: 5,
+    }
+    .apply(&mut p1);
+    plan.push((PageId(0), "bit flip", p1));
+    let interior: Vec<PageId> = roots
+        .iter()
+        .map(|r| fmt::page_id(*r).unwrap())
+        .filter(|p| fmt::btree_kind(*p, &page_bytes(&now, *p)) == Some(BtreeKind::InteriorIndex))
+        .collect();
+    assert!(
+        interior.len() >= 2,
+        "index roots {roots:?} are not interior"
+    );
+    plan.push((interior[0], "zeroed", vec![0u8; PAGE]));
+    let mut junk = vec![0u8; PAGE];
+    Damage::Junk { seed: 7 }.apply(&mut junk);
+    plan.push((interior[1], "junk", junk));
+    let used: BTreeSet<PageId> = plan.iter().map(|(p, _, _)| *p).collect();
+    let leaves: Vec<PageId> = (1..pages)
+        .map(PageId)
+        .filter(|p| !used.contains(p))
+        .filter(|p| fmt::btree_kind(*p, &page_bytes(&now, *p)) == Some(BtreeKind::LeafTable))
+        .collect();
+    plan.push((leaves[0], "misdirected", page_bytes(&now, leaves[1])));
+    let changed: Vec<PageId> = (1..pages)
+        .map(PageId)
+        .filter(|p| !used.contains(p) && *p != leaves[0])
+        .filter(|p| (p.0 as usize + 1) * PAGE <= old.len())
+        .filter(|p| {
+            let (a, b) = (page_bytes(&now, *p), page_bytes(old, *p));
+            fmt::btree_kind(*p, &a).is_some()
+                && a[..PAGE / 2] != b[..PAGE / 2]
+                && a[PAGE / 2..] != b[PAGE / 2..]
+        })
+        .collect();
+    assert!(
+        changed.len() >= 2,
+        "too few pages changed since the old copy"
+    );
+    let mut torn = page_bytes(&now, changed[0])[..PAGE / 2].to_vec();
+    torn.extend_from_slice(&page_bytes(old, changed[0])[PAGE / 2..]);
+    plan.push((changed[0], "torn", torn));
+    plan.push((changed[1], "lost write", page_bytes(old, changed[1])));
+    plan
+}
+
+fn index_roots(c: &Connection) -> Vec<u32> {
+    let mut st = c
+        .prepare("SELECT rootpage FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    replica: PathBuf,
+    /// The file before the last round of work (older page versions).
+    old: Vec<u8>,
+    model: Model,
+    roots: Vec<u32>,
+    vfs: SqliteVfs,
+    heals: Arc<Mutex<Vec<HealEvent>>>,
+}
+
+/// A database built by plain SQLite, adopted at its first open through the
+/// VFS, worked through it, and copied to the replica.
+fn setup(mode: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica.db");
+    let mut model = Model::new();
+    build_plain(&db, mode, &mut model);
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        mode,
+        SqliteConfig::new()
+            .replica_file(&replica)
+            .on_heal(move |e| h.lock().unwrap().push(e.clone())),
+    );
+    let c = open(&db, &vfs);
+    let adoptions = vfs.adoptions();
+    assert_eq!(adoptions.len(), 1, "the first open adopts the file");
+    let a = &adoptions[0];
+    assert_eq!(a.report.corrupt, 0);
+    assert_eq!(a.report.sealed + a.report.unallocated, a.pages);
+    assert_eq!(a.report.unallocated, a.freelist_leaves);
+    assert!(a.freelist_leaves > 0, "the delete left free pages: {a:?}");
+    eprintln!(
+        "[{mode}] adopted {} pages ({} free) in {:?} + quick_check {:?}",
+        a.pages, a.freelist_leaves, a.adopt, a.quick_check
+    );
+    work(&c, mode, &mut model, 1);
+    check(&c, &model).unwrap();
+    drop(c);
+    let old = std::fs::read(&db).unwrap();
+    let c = open(&db, &vfs);
+    work(&c, mode, &mut model, 2);
+    check(&c, &model).unwrap();
+    let roots = index_roots(&c);
+    drop(c);
+    std::fs::copy(&db, &replica).unwrap();
+    assert_eq!(
+        vfs.adoptions().len(),
+        1,
+        "a sealed file is not adopted again"
+    );
+    assert_eq!(
+        vfs.stats().healed + vfs.stats().unhealed,
+        0,
+        "no false alarm"
+    );
+    Setup {
+        _dir: dir,
+        db,
+        replica,
+        old,
+        model,
+        roots,
+        vfs,
+        heals,
+    }
+}
+
+fn damage_is_healed_on_read(mode: &str) {
+    let s = setup(mode);
+    let plan = plan(&s.db, &s.old, &s.roots);
+    for (page, _, bytes) in &plan {
+        write_page(&s.db, *page, bytes);
+    }
+    let damaged: BTreeSet<u64> = plan.iter().map(|(p, _, _)| fmt::sqlite_page(*p)).collect();
+    let c = open(&s.db, &s.vfs);
+    let rows = check(&c, &s.model).unwrap();
+    drop(c);
+    let healed: BTreeSet<u64> = s
+        .heals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.healed)
+        .map(|e| e.page)
+        .collect();
+    assert_eq!(
+        healed,
+        damaged,
+        "plan {:?}",
+        plan.iter()
+            .map(|(p, w, _)| (p.0 + 1, *w))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(s.vfs.stats().unhealed, 0);
+    assert!(
+        std::fs::read(&s.db).unwrap() == std::fs::read(&s.replica).unwrap(),
+        "the healed file is byte-identical to the replica"
+    );
+    let reported: BTreeSet<u64> = s
+        .vfs
+        .failures()
+        .try_iter()
+        .filter_map(|f| match f.kind {
+            FailureKind::CorruptPage { page } => Some(fmt::sqlite_page(page)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, damaged, "each damaged page is reported");
+    // Work goes on through the healed file.
+    let mut model = s.model.clone();
+    let c = open(&s.db, &s.vfs);
+    work(&c, mode, &mut model, 3);
+    check(&c, &model).unwrap();
+    eprintln!(
+        "[{mode}] damaged {:?}; healed {healed:?}; {rows} rows checked",
+        plan.iter()
+            .map(|(p, w, _)| (fmt::sqlite_page(*p), *w))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn damage_is_healed_on_read_rollback_journal() {
+    damage_is_healed_on_read("DELETE");
+}
+
+#[test]
+fn damage_is_healed_on_read_wal() {
+    damage_is_healed_on_read("WAL");
+}
+
+fn replica_damaged_too_is_an_error_never_wrong_rows(mode: &str) {
+    let s = setup(mode);
+    let now = std::fs::read(&s.db).unwrap();
+    let root = fmt::page_id(s.roots[0]).unwrap();
+    let mut junk = vec![0u8; PAGE];
+    Damage::Junk { seed: 9 }.apply(&mut junk);
+    write_page(&s.db, root, &junk);
+    // The replica holds an older version of the page: it verifies nowhere.
+    write_page(&s.replica, root, &page_bytes(&s.old, root));
+    let c = open(&s.db, &s.vfs);
+    let by_index = c
+        .prepare("SELECT id FROM items INDEXED BY items_category WHERE category = 3")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+    let err = by_index.expect_err("a damaged index with no good copy must not answer");
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt),
+        "{err}"
+    );
+    // Queries that do not need the page still answer right.
+    let count: i64 = c
+        .query_row("SELECT count(*) FROM items NOT INDEXED", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count as usize, s.model.len());
+    assert!(s.vfs.stats().unhealed >= 1);
+    let kinds: Vec<FailureKind> = s.vfs.failures().try_iter().map(|f| f.kind).collect();
+    assert!(
+        kinds.contains(&FailureKind::CorruptPage { page: root }),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, FailureKind::IrreparablePage { page } if *page == root)),
+        "{kinds:?}"
+    );
+    // Once the replica has the page again, the next read heals it.
+    write_page(&s.replica, root, &page_bytes(&now, root));
+    drop(c);
+    let c = open(&s.db, &s.vfs);
+    check(&c, &s.model).unwrap();
+    drop(c);
+    assert!(std::fs::read(&s.db).unwrap() == now);
+}
+
+#[test]
+fn replica_damaged_too_rollback_journal() {
+    replica_damaged_too_is_an_error_never_wrong_rows("DELETE");
+}
+
+#[test]
+fn replica_damaged_too_wal() {
+    replica_damaged_too_is_an_error_never_wrong_rows("WAL");
+}
+
+/// A page written twice and synced, then put back to its first version on
+/// disk (a lost write), is damage after the database is closed and opened
+/// again: the sidecar table's settle of the second write is durable with
+/// SQLite's sync, so the older version's checksum is no longer accepted.
+fn older_version_after_reopen_is_damage(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let replica = dir.path().join("v-replica.db");
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        "versions",
+        SqliteConfig::new()
+            .replica_file(&replica)
+            .on_heal(move |e: &HealEvent| h.lock().unwrap().push(e.page)),
+    );
+    let c = open(&db, &vfs);
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+    ))
+    .unwrap();
+    c.execute("INSERT INTO t(id, v) VALUES (1, 'first')", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let first = page_bytes(&std::fs::read(&db).unwrap(), PageId(1));
+    c.execute("UPDATE t SET v = 'again' WHERE id = 1", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    drop(c);
+    std::fs::copy(&db, &replica).unwrap();
+    write_page(&db, PageId(1), &first);
+    let c = open(&db, &vfs);
+    let v: String = c
+        .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "again", "never the older version");
+    drop(c);
+    assert_eq!(*heals.lock().unwrap(), vec![2], "page 2 was healed");
+    assert!(std::fs::read(&db).unwrap() == std::fs::read(&replica).unwrap());
+}
+
+#[test]
+fn older_version_after_reopen_rollback_journal() {
+    older_version_after_reopen_is_damage("DELETE");
+}
+
+#[test]
+fn older_version_after_reopen_wal() {
+    older_version_after_reopen_is_damage("WAL");
+}
+
+/// With a scrub rate, damage that no query reads is found in the
+/// background (reported on the failure bus, fenced), and the next read of
+/// the page heals it.
+#[test]
+fn the_background_scrub_finds_damage_no_query_reads() {
+    let s = setup("DELETE");
+    assert!(matches!(
+        sqlite::register("scrub-zero", SqliteConfig::new().scrub_pages_per_s(0)),
+        Err(selfheal::Error::InvalidConfig { .. })
+    ));
+    let vfs = register(
+        "scrub",
+        SqliteConfig::new()
+            .replica_file(&s.replica)
+            .scrub_pages_per_s(100_000),
+    );
+    let leaf = PageId(std::fs::metadata(&s.db).unwrap().len() / PAGE as u64 - 1);
+    let mut junk = vec![0u8; PAGE];
+    Damage::Junk { seed: 3 }.apply(&mut junk);
+    write_page(&s.db, leaf, &junk);
+    let c = open(&s.db, &vfs);
+    let failures = vfs.failures();
+    let found = failures
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the scrub reports the damaged page");
+    assert_eq!(found.kind, FailureKind::CorruptPage { page: leaf });
+    assert_eq!(vfs.stats().healed, 0, "found by the scrub, not by a read");
+    check(&c, &s.model).unwrap();
+    assert_eq!(vfs.stats().healed, 1);
+    drop(c);
+    assert!(std::fs::read(&s.db).unwrap() == std::fs::read(&s.replica).unwrap());
+}
+
+const CHILD_DB: &str = "SELFHEAL_SQLITE_CRASH_DB";
+const CHILD_MODE: &str = "SELFHEAL_SQLITE_CRASH_MODE";
+const CHILD_SYNC: &str = "SELFHEAL_SQLITE_CRASH_SYNC";
+/// Row ids of the child's transaction `t`: `CHILD_BASE + t * 1000 + 0..500`.
+const CHILD_BASE: i64 = 100_000;
+
+/// The child of the crash test: commits transactions of 500 rows through
+/// the VFS forever, appending each committed transaction's number to
+/// `<db>.committed` (synced) after its commit. Runs only when the crash
+/// test starts it (the environment names the database).
+#[test]
+#[ignore = "run by the crash test in a child process"]
+fn crash_child() {
+    let db = PathBuf::from(std::env::var(CHILD_DB).expect("started by the crash test"));
+    let mode = std::env::var(CHILD_MODE).unwrap();
+    let vfs = register("child", SqliteConfig::new());
+    let c = open(&db, &vfs);
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; PRAGMA synchronous = FULL"
+    ))
+    .unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(db.with_extension("committed"))
+        .unwrap();
+    let first: i64 = std::fs::read_to_string(db.with_extension("committed"))
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .map_or(1, |l| l.parse::<i64>().unwrap() + 1);
+    for txn in first.. {
+        let tx = c.unchecked_transaction().unwrap();
+        for i in 0..500 {
+            let id = CHILD_BASE + txn * 1_000 + i;
+            tx.execute(
+                "INSERT INTO items(id, name, category, note) VALUES (?1, ?2, ?3, ?4)",
+                params![id, name_of(id, 0), id % 37, "x".repeat(200)],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "DELETE FROM items WHERE id < ?1 AND id % 5 = 0",
+            params![CHILD_BASE + txn * 1_000 - 3_000],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        use std::io::Write;
+        writeln!(log, "{txn}").unwrap();
+        log.sync_data().unwrap();
+    }
+}
+
+/// `sync` is SQLite's `synchronous` setting in the child: with `OFF`
+/// SQLite never syncs, and a killed process (not a lost machine) must still
+/// leave every committed transaction, since its writes were in the file.
+fn crash_mid_transaction(mode: &str, sync: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let mut model = Model::new();
+    build_plain(&db, mode, &mut model);
+    let committed = db.with_extension("committed");
+    for round in 0..8u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DB, &db)
+            .env(CHILD_MODE, mode)
+            .env(CHILD_SYNC, sync)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let goal = 3 + round * 4;
+        let started = std::time::Instant::now();
+        loop {
+            let done = std::fs::read_to_string(&committed)
+                .unwrap_or_default()
+                .lines()
+                .count() as u64;
+            if done >= goal {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "the child made no progress"
+            );
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the child exited: {status}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Let it get into the next transaction, then SIGKILL.
+        std::thread::sleep(std::time::Duration::from_millis(3 + round * 7));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // No replica: any page the crash left unverifiable would fail the
+        // reads below with SQLITE_CORRUPT.
+        let vfs = register("after-crash", SqliteConfig::new());
+        let c = open(&db, &vfs);
+        let integrity: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "round {round}");
+        let last: i64 = std::fs::read_to_string(&committed)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Every committed transaction is there: its last row survives (rows
+        // of transaction t are deleted only by t + 3 or later).
+        let max: i64 = c
+            .query_row("SELECT max(id) FROM items", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            max >= CHILD_BASE + last * 1_000 + 499,
+            "round {round}: committed {last}, max id {max}"
+        );
+        assert!(
+            max <= CHILD_BASE + (last + 1) * 1_000 + 499,
+            "round {round}: max id {max}"
+        );
+        let newest = (max - CHILD_BASE) / 1_000;
+        let rows: i64 = c
+            .query_row(
+                "SELECT count(*) FROM items WHERE id >= ?1",
+                [CHILD_BASE + newest * 1_000],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 500, "round {round}: the newest transaction is whole");
+        for (id, _) in model.iter().filter(|(id, _)| *id % 5 != 0).step_by(50) {
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM items WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(n, 1, "round {round}: row {id} of the plain build");
+        }
+        assert_eq!(vfs.stats().unhealed, 0);
+        eprintln!("[{mode}] round {round}: killed after {last} logged commits; newest whole transaction {newest}; integrity_check ok");
+        // The next round's child continues from this transaction number.
+        drop(c);
+        let mut log = std::fs::read_to_string(&committed).unwrap();
+        if newest > last {
+            log.push_str(&format!("{newest}\n"));
+        }
+        std::fs::write(&committed, log).unwrap();
+    }
+}
+
+#[test]
+fn crash_mid_transaction_rollback_journal() {
+    crash_mid_transaction("DELETE", "FULL");
+}
+
+#[test]
+fn crash_mid_transaction_wal() {
+    crash_mid_transaction("WAL", "FULL");
+}
+
+#[test]
+fn crash_mid_transaction_rollback_journal_synchronous_off() {
+    crash_mid_transaction("DELETE", "OFF");
+}
+
+#[test]
+fn crash_mid_transaction_wal_synchronous_off() {
+    crash_mid_transaction("WAL", "OFF");
+}
+
+/// Connections of one file share one protected database whatever order
+/// they open in: a read-only connection first, then one that writes.
+#[test]
+fn a_read_only_connection_first_does_not_make_the_file_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ro.db");
+    let vfs = register("ro", SqliteConfig::new());
+    let c = open(&db, &vfs);
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    )
+    .unwrap();
+    drop(c);
+    let ro = Connection::open_with_flags_and_vfs(&db, OpenFlags::SQLITE_OPEN_READ_ONLY, vfs.name())
+        .unwrap();
+    let n: i64 = ro
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let rw = open(&db, &vfs);
+    rw.execute("INSERT INTO t VALUES (2, 'b')", []).unwrap();
+    let n: i64 = ro
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(vfs.stats().files_opened, 2, "one database per open period");
+}
+
+/// A transaction of more pages than the VFS holds before writing them
+/// (`PENDING_PAGES_MAX`, 1024) is written in batches and reads back whole.
+#[test]
+fn a_transaction_larger_than_the_write_batch() {
+    for mode in ["DELETE", "WAL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("big.db");
+        let vfs = register("big", SqliteConfig::new());
+        let c = open(&db, &vfs);
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode = {mode}; CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB NOT NULL);"
+        ))
+        .unwrap();
+        let tx = c.unchecked_transaction().unwrap();
+        for id in 0..3_000i64 {
+            let v: Vec<u8> = (0..3_000).map(|i| (i as i64 * 31 + id) as u8).collect();
+            tx.execute("INSERT INTO b(id, v) VALUES (?1, ?2)", params![id, v])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        drop(c);
+        assert!(std::fs::metadata(&db).unwrap().len() > 2_500 * PAGE as u64);
+        let c = open(&db, &vfs);
+        let integrity: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "{mode}");
+        let mut st = c.prepare("SELECT id, v FROM b ORDER BY id").unwrap();
+        let mut n = 0i64;
+        for row in st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap()
+        {
+            let (id, v) = row.unwrap();
+            assert_eq!(id, n);
+            assert!(v
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i as i64 * 31 + id) as u8));
+            n += 1;
+        }
+        assert_eq!(n, 3_000, "{mode}");
+        assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0, "{mode}");
+    }
+}
