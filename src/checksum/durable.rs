@@ -17,7 +17,9 @@
 //!    page verifies with its old checksum or its new one (the write is
 //!    *unsettled*); after that sync only the newest written one (it is
 //!    *settled*). Settling writes a log record but no fsync of its own: it
-//!    becomes durable with the next intent, flush or compaction.
+//!    becomes durable with the next intent, flush or compaction, and at
+//!    the latest when the table is closed (dropped), so a clean close never
+//!    leaves older versions accepted at the next open.
 //! 3. After a crash at any point and [`ChecksumTable::open`], a page that
 //!    holds its settled bytes or the bytes of any unsettled write verifies;
 //!    any other bytes — a torn write, a zeroed or garbled page — fail, as
@@ -417,6 +419,19 @@ impl fmt::Debug for Durable {
             .field("stem", &self.stem)
             .field("files", &*self.files.lock())
             .finish_non_exhaustive()
+    }
+}
+
+/// A clean close makes the settle records still buffered durable, so that
+/// after a reopen a page's older bytes are damage, not a version of it (they
+/// are otherwise fsynced with the next intent, which a closed table never
+/// writes). Best effort: a failure is logged; the records it could not make
+/// durable only leave older versions accepted, as after a crash.
+impl Drop for Durable {
+    fn drop(&mut self) {
+        if let Err(e) = self.log.flush(&*self.storage) {
+            tracing::warn!(table = %self.stem, error = %e, "closing a durable checksum table: its last settle records may not be durable");
+        }
     }
 }
 

@@ -90,6 +90,25 @@ fn intents_are_durable_before_the_write_and_settles_with_the_next_fsync() {
 }
 
 #[test]
+fn a_clean_close_makes_the_last_settle_durable() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.flush().unwrap();
+    write(&t, 0, 2, true);
+    sync(&t);
+    drop(t);
+    // Power goes after the close: what the close wrote must have been synced.
+    let after = open(&Arc::new(files.crash(None)));
+    assert!(
+        !accepts(&after, 0, 1),
+        "after a clean close the page's older bytes are damage, not a version"
+    );
+    assert!(accepts(&after, 0, 2));
+}
+
+#[test]
 fn a_write_in_flight_during_a_sync_stays_unsettled() {
     let files = Arc::new(CrashFiles::new());
     let t = open(&files);
