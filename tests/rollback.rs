@@ -403,6 +403,7 @@ fn deadlocks_are_found_reported_and_resolved() {
             let want = match policy {
                 VictimPolicy::Youngest => txns[n - 1],
                 VictimPolicy::LeastUndoWork => txns[0],
+                other => panic!("no expectation for {other:?}"),
             };
             assert_eq!(d.victim, want, "{policy:?} n={n}");
             let f = reports.try_recv().unwrap();

@@ -126,6 +126,7 @@ pub struct DetectorStats {
 
 /// The outcome of verifying one page.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The page verified.
     Clean,

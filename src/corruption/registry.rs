@@ -31,6 +31,7 @@ use crate::types::PageId;
 
 /// The state of a page in the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PageState {
     /// Failed verification; waiting for repair.
     Suspect,
@@ -84,6 +85,7 @@ pub struct SuspectEntry {
 
 /// Where a corruption observation came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Observer {
     /// A host read through the detector.
     HostRead,
@@ -93,6 +95,7 @@ pub enum Observer {
 
 /// What [`SuspectRegistry::on_corrupt`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Observation {
     /// New (or renewed) suspicion: report it.
     Report {

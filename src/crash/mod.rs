@@ -63,6 +63,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One state change seen by the watchdog.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum CrashEvent {
     /// A component changed state.
     Component(Transition),

@@ -11,6 +11,7 @@ use crate::types::TxnId;
 
 /// How the victim of a deadlock is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum VictimPolicy {
     /// The transaction that began last (the highest id). The default: it has
     /// usually done the least work, and older transactions are never starved.

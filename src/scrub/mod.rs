@@ -116,6 +116,7 @@ const COMPONENT: &str = "scrubber";
 
 /// How fast a scrub may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubRate {
     /// At most this many pages per second.
     PagesPerSec(u64),
@@ -141,6 +142,7 @@ impl ScrubRate {
 
 /// Which pages a pass visits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubMode {
     /// Every page of the store, from page 0 to the page count read at the
     /// start of the pass.
@@ -428,6 +430,7 @@ pub struct ScanSummary {
 
 /// What one [`Scrubber::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubStep {
     /// A batch was scanned.
     Scanned(ScanSummary),
@@ -450,6 +453,7 @@ pub enum ScrubStep {
 
 /// What the scrubber is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubState {
     /// Scanning, or waiting for pacing or for the next pass.
     Running,
