@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use selfheal::crash::{
-    ComponentState, CrashConfig, CrashEvent, HeartbeatConfig, HeartbeatMonitor, ProcessMonitor,
-    ProcessState, RunMarker, RunVerdict, Transition,
+    ComponentState, CrashConfig, CrashEvent, HeartbeatConfig, ProcessState, RunMarker, RunVerdict,
+    Transition,
 };
+use selfheal::testing::{HeartbeatMonitor, ProcessMonitor};
 use selfheal::{Clock, Error, FailureKind, ManualClock, Target};
 
 const MS: u64 = 1_000_000;

@@ -173,7 +173,7 @@ impl HeartbeatHandle {
     }
 }
 
-/// Configuration of component liveness (used by [`HeartbeatMonitor`] and
+/// Configuration of component liveness (used by `HeartbeatMonitor` and
 /// [`CrashConfig`](super::CrashConfig)).
 ///
 /// The defaults suit components that beat at least every few hundred

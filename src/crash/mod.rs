@@ -6,9 +6,9 @@
 //!   [`beat`](HeartbeatHandle::beat) is a relaxed atomic load (plus a store
 //!   once per tick) and reads no clock.
 //! - The watchdog thread `selfheal-watchdog` ticks the pure
-//!   [`HeartbeatMonitor`] state machine (phi accrual next to a plain timeout;
-//!   see [`heartbeat`]), samples watched processes
-//!   ([`process`]) and refreshes the [`RunMarker`]'s last-seen time.
+//!   heartbeat state machine (phi accrual next to a plain timeout;
+//!   `crash/heartbeat.rs`), samples watched processes
+//!   (`crash/process.rs`) and refreshes the [`RunMarker`]'s last-seen time.
 //! - Every state change is delivered once: to the callback, on the event
 //!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
 //!   [`Failure`] on the failure channel. Both channels are bounded; when a
@@ -30,10 +30,12 @@
 //! the failure sink, and later calls return [`Error::Stopped`] with the panic
 //! message.
 
-pub mod heartbeat;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod heartbeat;
 mod phi;
-pub mod process;
-pub mod run_marker;
+pub(crate) mod process;
+mod run_marker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,10 +50,12 @@ use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, Worker};
 
+use heartbeat::HeartbeatMonitor;
 pub use heartbeat::{
-    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor, Transition,
+    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, Transition,
 };
-pub use process::{ProcessMonitor, ProcessSample, ProcessState, ProcessTransition};
+use process::ProcessMonitor;
+pub use process::{ProcessSample, ProcessState, ProcessTransition};
 pub use run_marker::{RunMarker, RunVerdict};
 
 use heartbeat::ns;
@@ -477,7 +481,10 @@ impl CrashDetector {
     /// Registers a component, alive as of now; beat through the handle.
     ///
     /// # Errors
-    /// As [`HeartbeatMonitor::register`]; [`Error::Stopped`] after shutdown
+    /// [`Error::InvalidArgument`] for an empty name;
+    /// [`Error::AlreadyWatched`] for a name already registered;
+    /// [`Error::WatchLimit`] when `max_components` are registered;
+    /// [`Error::Stopped`] after shutdown
     /// or a watchdog panic.
     pub fn register(&self, name: &str) -> Result<HeartbeatHandle> {
         self.check_running()?;
@@ -494,7 +501,9 @@ impl CrashDetector {
     /// process interval.
     ///
     /// # Errors
-    /// As [`ProcessMonitor::watch`]; [`Error::Stopped`] after shutdown or a
+    /// [`Error::InvalidArgument`] for pid 0; [`Error::AlreadyWatched`] for a
+    /// pid already watched; [`Error::WatchLimit`] when `max_processes` are
+    /// watched; [`Error::Stopped`] after shutdown or a
     /// watchdog panic.
     pub fn watch_process(&self, pid: u32, name: &str) -> Result<()> {
         self.check_running()?;

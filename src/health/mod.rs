@@ -2,7 +2,7 @@
 //!
 //! Probes ([`HealthProbe`]: built-in CPU, memory, disk space and process
 //! probes, plus host probes) are sampled at a fixed interval on a thread named
-//! `selfheal-health`. Each round goes through the [`HealthModel`], a pure
+//! `selfheal-health`. Each round goes through the health model, a pure
 //! state machine fed with the time and the values, which
 //!
 //! - scores each metric 0–100 and the host as a weighted mean
@@ -34,8 +34,12 @@
 //!   band and episodes; nothing is inferred from a missing value.
 //! - Nothing is written to disk.
 
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 mod history;
-mod model;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod model;
 pub mod predict;
 pub mod probe;
 pub mod score;
@@ -53,7 +57,8 @@ use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
 
-pub use model::{BandChange, HealthModel, MetricStatus, Sample, SampleOutcome};
+use model::HealthModel;
+pub use model::{BandChange, MetricStatus, Sample, SampleOutcome};
 pub use predict::Fit;
 pub use probe::{
     CpuProbe, DiskProbe, FnProbe, HealthProbe, MemoryProbe, ProcessRssProbe, ProcessThreadsProbe,
@@ -69,7 +74,8 @@ pub(crate) struct MetricEntry {
     pub(crate) probe: Option<Arc<dyn HealthProbe>>,
 }
 
-/// Configuration of a [`HealthMonitor`] or a bare [`HealthModel`].
+/// Configuration of a [`HealthMonitor`] (or of the bare model that the
+/// `testing` feature's `health_model` builds).
 #[must_use]
 pub struct HealthConfig {
     pub(crate) metrics: Vec<MetricEntry>,
@@ -155,8 +161,9 @@ impl HealthConfig {
         self.probe(Arc::new(FnProbe::new(name, f)), thresholds)
     }
 
-    /// Adds a metric without a probe, for a [`HealthModel`] whose values the
-    /// caller supplies ([`build`](Self::build) refuses it).
+    /// Adds a metric without a probe, for the bare model whose values the
+    /// caller supplies (`testing::health_model`; [`build`](Self::build)
+    /// refuses it).
     pub fn metric(mut self, name: impl AsRef<str>, thresholds: Thresholds) -> Self {
         self.metrics.push(MetricEntry {
             name: Arc::from(name.as_ref()),
@@ -377,11 +384,12 @@ impl HealthConfig {
         Ok(())
     }
 
-    /// Builds the pure model (no probes, no thread, no clock).
+    /// Builds the pure model (no probes, no thread, no clock); tests reach
+    /// it through `testing::health_model`.
     ///
     /// # Errors
     /// As [`validate`](Self::validate).
-    pub fn build_model(&self) -> Result<HealthModel> {
+    pub(crate) fn build_model(&self) -> Result<HealthModel> {
         HealthModel::from_config(self)
     }
 

@@ -42,12 +42,14 @@ pub struct WaitForGraph {
 
 impl WaitForGraph {
     /// An empty graph.
+    #[cfg(test)]
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How many wait edges there are.
+    #[cfg(test)]
     #[must_use]
     pub fn edges(&self) -> usize {
         self.edges
@@ -142,18 +144,6 @@ impl WaitForGraph {
         for w in emptied {
             self.waits.remove(&w);
         }
-    }
-
-    /// The transactions `txn` waits for, sorted.
-    #[must_use]
-    pub fn waits_of(&self, txn: TxnId) -> Vec<TxnId> {
-        let mut v: Vec<TxnId> = self
-            .waits
-            .get(&txn)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        v.sort_unstable();
-        v
     }
 }
 

@@ -24,7 +24,7 @@
 //! the last reservation.
 //!
 //! The on-disk format, the crash analysis and the recovery modes are in
-//! [`journal`].
+//! the journal's module docs (`rollback/journal/mod.rs`).
 //!
 //! # Rollback
 //!
@@ -136,7 +136,9 @@
 mod apply;
 mod config;
 mod deadlock;
-pub mod journal;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod journal;
 mod recovery;
 mod restore;
 mod txns;
@@ -155,7 +157,8 @@ pub(crate) use crate::types::TxnId;
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
 
 pub use config::RollbackConfig;
-pub use deadlock::{choose_victim, Deadlock, VictimPolicy, WaitForGraph};
+use deadlock::choose_victim;
+pub use deadlock::{Deadlock, VictimPolicy};
 pub use journal::{JournalDamage, JournalStats, JournalStorage, RecoveryMode};
 pub use recovery::{RecoveredTxn, RecoveryReport};
 pub use restore::RestoreGuard;
@@ -299,7 +302,7 @@ impl TransactionRollbackManager {
     /// the page will hold there when it is written). Returns the LSN of the
     /// undo record: pass it to [`ensure_durable`](Self::ensure_durable)
     /// before the changed page is written to the store (see the
-    /// [journal docs](journal#the-write-ahead-rule)).
+    /// write-ahead rule in `rollback/journal/mod.rs`).
     ///
     /// Rollback applies `before` only while the page holds what the
     /// transaction's recorded changes explain (see the

@@ -22,7 +22,7 @@ use super::state::STATE_FILE_NAME;
 
 /// Storage for the journal's segment files, addressed by segment number.
 ///
-/// Contracts the journal relies on (and that [`DirStorage`] keeps):
+/// Contracts the journal relies on (and that `DirStorage` keeps):
 /// - `create` makes the segment exist durably with exactly `header` as its
 ///   contents before it returns (file written, fsynced, directory fsynced);
 /// - `append` adds bytes at the end; they may be lost at a crash until
@@ -77,7 +77,7 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     fn remove(&self, segment: u64) -> Result<()>;
 
     /// The contents of the journal's state file (see
-    /// [`JournalState`](super::JournalState)), or `None` when there is none.
+    /// `JournalState`), or `None` when there is none.
     ///
     /// # Errors
     /// [`Error::Io`] when it exists but cannot be read.
