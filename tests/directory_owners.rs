@@ -92,6 +92,27 @@ fn two_rollback_managers_on_one_directory() {
 }
 
 #[test]
+fn a_rollback_manager_shared_behind_an_arc_stops_and_frees_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Arc::new(rollback(dir.path()).unwrap());
+    let lingering = first.clone();
+    let t = first.begin().unwrap();
+    first.stop().unwrap();
+    first.stop().unwrap();
+    // Every handle sees the manager closed...
+    assert!(matches!(lingering.begin(), Err(Error::Stopped { .. })));
+    assert!(matches!(lingering.commit(t), Err(Error::Stopped { .. })));
+    // ...and the directory is free while the handles live.
+    let second = rollback(dir.path()).unwrap();
+    assert_eq!(
+        second.recovery_report().rolled_back.len(),
+        1,
+        "the transaction left in flight is rolled back by the next manager"
+    );
+    drop(lingering);
+}
+
+#[test]
 fn owners_of_different_kinds_may_share_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_marker, _) = RunMarker::open(dir.path()).unwrap();

@@ -17,9 +17,11 @@
 //!
 //! # Threads and shutdown
 //!
-//! One thread on the crate's worker lifecycle, started by
-//! [`CrashConfig::build`] (a crash detector exists to watch, so it is
-//! running once built). [`CrashDetector::stop`] asks the thread to record a
+//! One thread on the crate's worker lifecycle: [`CrashConfig::build`]
+//! constructs the detector (and reports an unclean previous run), and
+//! [`CrashDetector::start`] starts the watchdog; until then components may
+//! register but nothing is judged. [`CrashDetector::stop`] (through `&self`,
+//! so a detector shared behind an `Arc` stops too) asks the thread to record a
 //! clean stop in the run marker (if it has one) and waits for it at most a
 //! fixed bound (10 s); a thread that does not end in time is left detached
 //! and the error says so. Dropping the detector stops the thread too but does
@@ -39,7 +41,7 @@ mod run_marker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -218,12 +220,13 @@ impl CrashConfig {
         self
     }
 
-    /// Validates the configuration and starts the watchdog thread.
+    /// Validates the configuration and builds the detector; the watchdog
+    /// thread runs from [`CrashDetector::start`]. Components may register
+    /// before it starts (they are judged from the first tick).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for any zero interval, timeout, window or
-    /// capacity (see [`HeartbeatConfig::validate`]); [`Error::Io`] when the
-    /// thread cannot be spawned.
+    /// capacity (see [`HeartbeatConfig::validate`]).
     pub fn build(self) -> Result<CrashDetector> {
         if self.process_interval.is_zero() {
             return Err(Error::config(
@@ -278,11 +281,11 @@ impl CrashConfig {
             tick_every: self.heartbeat.tick(),
             next_tick: Instant::now(),
         };
-        let worker = Worker::spawn(COMPONENT, "selfheal-watchdog", watchdog)?;
         Ok(CrashDetector {
             shared,
             clock: self.clock,
-            worker,
+            pending: Mutex::new(Some(watchdog)),
+            worker: OnceLock::new(),
             sink,
             events,
         })
@@ -435,6 +438,7 @@ pub struct CrashStats {
 ///     .clock(Arc::new(clock.clone()))
 ///     .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
 ///     .build()?;
+/// detector.start()?;
 /// let wal = detector.register("wal-writer")?;
 ///
 /// // The component beats; the watchdog sees it alive.
@@ -460,7 +464,11 @@ pub struct CrashStats {
 pub struct CrashDetector {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
-    worker: Worker<Command>,
+    /// The watchdog's job until [`start`](CrashDetector::start) (or a stop
+    /// before it) takes it.
+    pending: Mutex<Option<Watchdog>>,
+    /// Set once by `start`.
+    worker: OnceLock<Worker<Command>>,
     sink: FailureSink,
     events: Receiver<CrashEvent>,
 }
@@ -468,14 +476,61 @@ pub struct CrashDetector {
 impl fmt::Debug for CrashDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CrashDetector")
-            .field("watchdog", &self.worker)
+            .field("watchdog", &self.worker.get())
             .finish_non_exhaustive()
     }
 }
 
 impl CrashDetector {
+    /// Starts the watchdog thread, `selfheal-watchdog`: from now on it ticks
+    /// the heartbeats, samples processes and refreshes the run marker.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it is already running;
+    /// [`Error::Stopped`] after [`stop`](Self::stop); [`Error::Io`] when the
+    /// thread cannot be spawned.
+    pub fn start(&self) -> Result<()> {
+        let mut pending = self.pending.lock();
+        let Some(job) = pending.take() else {
+            return Err(match self.worker.get() {
+                Some(w) if w.is_running() => Error::InvalidArgument {
+                    what: "start",
+                    reason: "the watchdog is already running".into(),
+                },
+                Some(w) => w.stopped_error(),
+                None => Error::Stopped {
+                    component: COMPONENT,
+                    reason: "stop() was called before start()".into(),
+                },
+            });
+        };
+        let worker = Worker::spawn(COMPONENT, "selfheal-watchdog", job)?;
+        let _ = self.worker.set(worker);
+        Ok(())
+    }
+
+    /// Whether the watchdog thread is running (started, not stopped, not
+    /// dead).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.worker.get().is_some_and(Worker::is_running)
+    }
+
+    /// Calls are refused only after a stop or a watchdog panic; before
+    /// `start` they are accepted.
     fn check_running(&self) -> Result<()> {
-        self.worker.check_running()
+        // Locked first: `start` sets the worker while it holds the lock.
+        let pending = self.pending.lock();
+        if let Some(w) = self.worker.get() {
+            return w.check_running();
+        }
+        if pending.is_some() {
+            return Ok(());
+        }
+        Err(Error::Stopped {
+            component: COMPONENT,
+            reason: "stop() was called".into(),
+        })
     }
 
     /// Registers a component, alive as of now; beat through the handle.
@@ -532,10 +587,17 @@ impl CrashDetector {
     /// their interval has passed. Useful with a manual clock.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after shutdown or a watchdog panic;
-    /// [`Error::InvalidArgument`] when called from the event callback.
+    /// [`Error::Stopped`] before [`start`](Self::start), after shutdown or
+    /// a watchdog panic; [`Error::InvalidArgument`] when called from the
+    /// event callback.
     pub fn check_now(&self) -> Result<Vec<CrashEvent>> {
-        self.worker.request(Command::CheckNow)
+        match self.worker.get() {
+            Some(w) => w.request(Command::CheckNow),
+            None => Err(Error::Stopped {
+                component: COMPONENT,
+                reason: "the watchdog is not running: call start() first".into(),
+            }),
+        }
     }
 
     /// The receiving end of its failure bus (component suspect or dead,
@@ -545,10 +607,17 @@ impl CrashDetector {
         self.sink.failures()
     }
 
-    /// Every event, recoveries included.
+    /// The receiving end of every event, recoveries included (cloning
+    /// shares the queue).
     #[must_use]
-    pub fn events(&self) -> &Receiver<CrashEvent> {
-        &self.events
+    pub fn events(&self) -> Receiver<CrashEvent> {
+        self.events.clone()
+    }
+
+    /// The failure bus it reports on.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.sink
     }
 
     /// Counters.
@@ -562,7 +631,9 @@ impl CrashDetector {
     }
 
     /// Stops the watchdog, records a clean shutdown in the run marker (if
-    /// any) and joins the thread.
+    /// any) and joins the thread, waiting at most 10 s. A detector that was
+    /// never started records the clean shutdown itself. Later calls do
+    /// nothing and return `Ok`.
     ///
     /// # Errors
     /// [`Error::Io`] when the marker could not be written (the next start
@@ -570,8 +641,14 @@ impl CrashDetector {
     /// panicked (nothing is recorded: the run did not end cleanly);
     /// [`Error::InvalidArgument`] when called from the event callback (the
     /// watchdog then stops after the callback, without a clean record).
-    pub fn stop(mut self) -> Result<()> {
-        self.worker.stop(Stop::Finish, STOP_TIMEOUT)
+    pub fn stop(&self) -> Result<()> {
+        if let Some(mut job) = self.pending.lock().take() {
+            return job.finish();
+        }
+        match self.worker.get() {
+            Some(w) => w.stop(Stop::Finish, STOP_TIMEOUT),
+            None => Ok(()),
+        }
     }
 }
 
@@ -579,7 +656,9 @@ impl Drop for CrashDetector {
     /// Stops and joins the watchdog without recording a clean shutdown; use
     /// [`CrashDetector::stop`] for that.
     fn drop(&mut self) {
-        let _ = self.worker.stop(Stop::Abandon, STOP_TIMEOUT);
+        if let Some(w) = self.worker.get() {
+            let _ = w.stop(Stop::Abandon, STOP_TIMEOUT);
+        }
     }
 }
 
@@ -630,12 +709,68 @@ mod tests {
     }
 
     #[test]
+    fn build_starts_nothing_start_starts_the_watchdog_and_stop_ends_it() {
+        let (clock, cfg) = manual();
+        let d = cfg.build().unwrap();
+        assert!(!d.is_running());
+        assert!(matches!(d.check_now(), Err(Error::Stopped { .. })));
+        // Registration is accepted before start; nothing is judged yet.
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600 * 3));
+        assert_eq!(d.failures().try_iter().count(), 0);
+        d.start().unwrap();
+        assert!(d.is_running());
+        assert!(matches!(
+            d.start(),
+            Err(Error::InvalidArgument { what: "start", .. })
+        ));
+        // The first tick after a long gap blames the gap, not the component.
+        assert!(d.check_now().unwrap().is_empty());
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(d.check_now().unwrap().len(), 2, "suspect, then dead");
+        d.stop().unwrap();
+        d.stop().unwrap();
+        assert!(!d.is_running());
+        assert!(matches!(d.start(), Err(Error::Stopped { .. })));
+        assert!(matches!(d.register("e"), Err(Error::Stopped { .. })));
+        // Stopped before it was ever started: start is refused too.
+        let (_clock, cfg) = manual();
+        let never = cfg.build().unwrap();
+        never.stop().unwrap();
+        assert!(matches!(never.start(), Err(Error::Stopped { .. })));
+    }
+
+    #[test]
+    fn events_is_an_owned_receiver_and_failure_sink_is_the_bus() {
+        let (clock, cfg) = manual();
+        let sink = FailureSink::new(16);
+        let d = cfg.failure_sink(sink.clone()).build().unwrap();
+        d.start().unwrap();
+        let events: Receiver<CrashEvent> = d.events();
+        let _h = d.register("c").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert!(d.check_now().unwrap().is_empty());
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        assert_eq!(events.try_iter().count(), 2);
+        d.failure_sink()
+            .report(Source::Host, FailureKind::UncleanShutdown, "x", 0);
+        assert_eq!(
+            sink.sent(),
+            3,
+            "two from the watchdog, one through failure_sink()"
+        );
+        d.stop().unwrap();
+    }
+
+    #[test]
     fn panicking_callback_stops_the_detector_with_a_typed_error() {
         let (clock, cfg) = manual();
         let d = cfg
             .on_event(Arc::new(|_| panic!("host callback bug")))
             .build()
             .unwrap();
+        d.start().unwrap();
         let _h = d.register("c").unwrap();
         clock.advance(Duration::from_secs(3600));
         d.check_now().unwrap();
@@ -672,6 +807,7 @@ mod tests {
             .unwrap(),
         );
         slot.set(Arc::downgrade(&d)).unwrap();
+        d.start().unwrap();
         let _h = d.register("c").unwrap();
         clock.advance(Duration::from_secs(3600));
         d.check_now().unwrap();
@@ -680,7 +816,7 @@ mod tests {
         let seen = seen.lock().clone();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
-        Arc::try_unwrap(d).unwrap().stop().unwrap();
+        d.stop().unwrap();
     }
 
     #[test]
@@ -696,6 +832,7 @@ mod tests {
             }))
             .build()
             .unwrap();
+        d.start().unwrap();
         let _h = d.register("c").unwrap();
         clock.advance(Duration::from_secs(3600));
         assert!(d.check_now().unwrap().is_empty());
@@ -753,11 +890,13 @@ mod tests {
         let (m, _) = RunMarker::open(dir.path()).unwrap();
         let (_clock, cfg) = manual();
         let d = cfg.run_marker(m).build().unwrap();
+        d.start().unwrap();
         d.stop().unwrap();
         let (m, v) = RunMarker::open(dir.path()).unwrap();
         assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
         let (_clock, cfg) = manual();
         let d = cfg.run_marker(m).build().unwrap();
+        d.start().unwrap();
         drop(d);
         let (_m, v) = RunMarker::open(dir.path()).unwrap();
         assert!(v.is_crash(), "{v:?}");

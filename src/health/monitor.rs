@@ -337,7 +337,7 @@ impl HealthMonitor {
         match worker {
             // A round waits at most one probe deadline; the stop waits for
             // that round, and a little more for the host's callback.
-            Some(mut w) => w.stop(
+            Some(w) => w.stop(
                 Stop::Finish,
                 self.shared.probe_timeout + Duration::from_secs(5),
             ),

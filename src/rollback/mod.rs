@@ -132,6 +132,24 @@
 //! [`PageStore`](crate::PageStore), or a [`CorruptionDetector`] for a
 //! protected store, so that restored pages are resealed and their checksums
 //! stay current.
+//!
+//! # Threads: why `build` starts the mark thread
+//!
+//! Every other component is constructed by its configuration's `build` and
+//! begins background work with `start`. The rollback manager has no
+//! `start`: its one thread, `selfheal-undo-mark`, is started by
+//! [`RollbackConfig::build`] because it is part of durability, not a
+//! service. After an fsync that no later batch follows, it writes and syncs
+//! a synced-through mark within [`RollbackConfig::idle_mark_delay`]; the
+//! mark is what lets recovery tell a torn tail (an append a crash cut short,
+//! dropped) from damage to records that were acknowledged durable (refused,
+//! or rolled back only as far as the mode allows). A manager whose mark
+//! thread had not been started would acknowledge commits that no mark ever
+//! covers, and media damage to their commit records would then be taken for
+//! a torn tail at the next open: the transaction's committed work would be
+//! undone. So the thread runs for as long as the manager accepts work;
+//! [`TransactionRollbackManager::stop`] writes a last mark, stops it
+//! (waiting at most a fixed bound) and closes the manager.
 
 mod apply;
 mod config;
@@ -146,7 +164,7 @@ mod undo;
 mod writer;
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,6 +234,8 @@ pub struct TransactionRollbackManager {
     clock: Arc<dyn Clock>,
     sink: FailureSink,
     repair_hook: Option<RepairHook>,
+    /// Set by the first [`stop`](TransactionRollbackManager::stop).
+    stopped: AtomicBool,
     counters: Counters,
     report: RecoveryReport,
 }
@@ -279,6 +299,7 @@ impl TransactionRollbackManager {
     /// [`Error::Io`] when a new block of ids cannot be reserved;
     /// [`Error::IdSpaceExhausted`].
     pub fn begin(&self) -> Result<TxnId> {
+        self.check_open()?;
         let mut st = self.state.lock();
         if st.restoring {
             return Err(Error::RestoreInProgress);
@@ -326,6 +347,7 @@ impl TransactionRollbackManager {
         before: &[u8],
         after: &[u8],
     ) -> Result<Lsn> {
+        self.check_open()?;
         if before.is_empty() {
             return Err(Error::InvalidArgument {
                 what: "before",
@@ -395,6 +417,7 @@ impl TransactionRollbackManager {
     /// started committing while the undo was being made durable (the page is
     /// then not written).
     pub fn write(&self, txn: TxnId, page: PageId, offset: usize, data: &[u8]) -> Result<Lsn> {
+        self.check_open()?;
         let ps = self.pages.page_size();
         check_range(
             page,
@@ -478,6 +501,7 @@ impl TransactionRollbackManager {
     /// [`ensure_durable`](Self::ensure_durable); [`Error::Poisoned`] — then
     /// whether the commit survives a crash is unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
+        self.check_open()?;
         let lsn = {
             let mut st = self.state.lock();
             let (status, pending) = {
@@ -521,6 +545,7 @@ impl TransactionRollbackManager {
     /// [`Error::Poisoned`]; [`Error::Io`] when the state file or a removal
     /// fails.
     pub fn checkpoint(&self, lsn: Lsn) -> Result<Vec<u64>> {
+        self.check_open()?;
         let next = self.journal.stats().next_lsn;
         if lsn >= next {
             return Err(Error::InvalidArgument {
@@ -636,15 +661,37 @@ impl TransactionRollbackManager {
     }
 
     /// Makes every journal record durable and covered by a durable
-    /// synced-through mark, stops the journal's mark thread, and closes the
-    /// manager. Active (and blocked) transactions are left in flight: the
-    /// next build rolls them back. Dropping the manager without `stop` only
-    /// stops the mark thread; what was not yet durable is then treated like
-    /// a crash at the next open.
+    /// synced-through mark, stops the journal's mark thread (waiting at
+    /// most a fixed bound for a mark being written), and closes the
+    /// manager: later calls that change or end transactions return
+    /// [`Error::Stopped`], and a second `stop` does nothing. Active (and
+    /// blocked) transactions are left in flight: the next build rolls them
+    /// back. It takes `&self`, like every component's `stop`, so a manager
+    /// shared behind an `Arc` (with a healer, say) stops too; the journal's
+    /// storage is released ([`JournalStorage::release`]: a directory's lock),
+    /// so a new manager may open it while old handles linger. Dropping the
+    /// manager without `stop` only stops the mark thread; what was not yet
+    /// durable is then treated like a crash at the next open.
     ///
     /// # Errors
     /// [`Error::Poisoned`] when the journal cannot be made durable.
-    pub fn stop(self) -> Result<()> {
-        self.journal.close()
+    pub fn stop(&self) -> Result<()> {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let closed = self.journal.close();
+        self.journal.release();
+        closed
+    }
+
+    /// Refuses a call after [`stop`](Self::stop).
+    fn check_open(&self) -> Result<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped {
+                component: "rollback manager",
+                reason: "stop() was called; build a new manager over the journal".into(),
+            });
+        }
+        Ok(())
     }
 }

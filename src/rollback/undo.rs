@@ -70,6 +70,7 @@ impl TransactionRollbackManager {
     }
 
     fn rollback_many(&self, only: Option<TxnId>) -> Result<RollbackOutcome> {
+        self.check_open()?;
         let start = self.clock.now_ns();
         let mut taken: Vec<(TxnId, Vec<Entry>, Vec<u8>)> = Vec::new();
         {

@@ -605,8 +605,9 @@ impl Scrubber {
 /// most [`ScrubConfig::stop_timeout`], logging errors); call
 /// [`stop`](Self::stop) to see them. See [`Scrubber`] for an example.
 pub struct ScrubHandle {
-    /// `None` once stopped.
-    worker: Option<crate::worker::Worker<thread::Command>>,
+    worker: crate::worker::Worker<thread::Command>,
+    /// Set by the first [`stop`](Self::stop).
+    stopped: std::sync::atomic::AtomicBool,
     shared: Arc<thread::Shared>,
     stop_timeout: Duration,
 }

@@ -329,7 +329,7 @@ fn worker_panic_marks_failed() {
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new().unlimited().start(det).unwrap();
+    let h = ScrubConfig::new().unlimited().start(det).unwrap();
     let err = h.wait_for_passes(1, Duration::from_secs(10)).unwrap_err();
     assert!(err.to_string().contains("disk controller on fire"), "{err}");
     assert_eq!(h.state(), ScrubState::Failed);
@@ -350,7 +350,7 @@ fn a_death_is_marked_failed_and_reported_once_even_when_the_sinks_callback_panic
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .unlimited()
         .failure_sink(sink.clone())
         .start(det)
@@ -407,7 +407,7 @@ fn command_queued_when_the_worker_dies_gets_an_error() {
         std::thread::spawn(move || result_tx.send(h.pause()).unwrap())
     };
     // The worker is stuck in its read; wait for the command to be queued.
-    while h.worker.as_ref().unwrap().queued() == 0 {
+    while h.worker.queued() == 0 {
         std::thread::yield_now();
     }
     open.send(()).unwrap();
@@ -417,7 +417,7 @@ fn command_queued_when_the_worker_dies_gets_an_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Stopped { .. }), "{err}");
     caller.join().unwrap();
-    let mut h = Arc::try_unwrap(h).expect("sole owner");
+    let h = Arc::try_unwrap(h).expect("sole owner");
     assert!(h
         .stop()
         .unwrap_err()
@@ -430,7 +430,7 @@ fn thread_scrubs_pauses_and_stops() {
     let (raw, det, _clock) = setup(200);
     raw.damage(PageId(123), Damage::Junk { seed: 9 }).unwrap();
     // The system clock: a real thread at a high rate.
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(1_000_000)
         .clock(crate::clock::SystemClock::shared())
         .start(det.clone())
@@ -488,7 +488,7 @@ fn cursor_persisted_periodically() {
 #[test]
 fn thread_follows_a_manual_clock() {
     let (_raw, det, clock) = setup(2);
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(1)
         .single_pass()
         .start(det)
@@ -651,7 +651,7 @@ fn stop_is_bounded_when_a_store_read_hangs() {
             }))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .unlimited()
         .stop_timeout(Duration::from_millis(100))
         .start(det)

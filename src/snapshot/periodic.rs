@@ -334,7 +334,7 @@ impl PeriodicSnapshots {
             });
         };
         match slot.take() {
-            Some(mut w) => w.stop(
+            Some(w) => w.stop(
                 Stop::Finish,
                 deadline.saturating_duration_since(Instant::now()),
             ),

@@ -106,6 +106,13 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     fn check_writable(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Gives up ownership of the storage (a directory's lock), so that
+    /// another manager may open it. Called once by
+    /// [`TransactionRollbackManager::stop`](crate::TransactionRollbackManager::stop)
+    /// after its last write; nothing is written after it. The default does
+    /// nothing (a storage without an owner).
+    fn release(&self) {}
 }
 
 /// Segment files in one directory, named `undo-<16 hex digits>.log`, and
@@ -117,11 +124,12 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
 /// directory's exclusive lock ([`LOCK_FILE`]), so a second one — a
 /// second [`TransactionRollbackManager`](crate::TransactionRollbackManager)
 /// on the same directory, in this process or another — is refused with
-/// [`Error::DirectoryLocked`] until the first is dropped.
+/// [`Error::DirectoryLocked`] until the first is stopped or dropped.
 pub struct DirStorage {
     dir: PathBuf,
     open: Mutex<HashMap<u64, File>>,
-    _lock: DirLock,
+    /// Taken by [`JournalStorage::release`].
+    lock: Mutex<Option<DirLock>>,
 }
 
 /// The lock file of an undo journal directory (see [`DirStorage`]).
@@ -173,7 +181,7 @@ impl DirStorage {
         Ok(DirStorage {
             dir,
             open: Mutex::new(HashMap::new()),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -204,6 +212,11 @@ impl DirStorage {
 }
 
 impl JournalStorage for DirStorage {
+    fn release(&self) {
+        self.open.lock().clear();
+        self.lock.lock().take();
+    }
+
     fn segment_path(&self, segment: u64) -> PathBuf {
         self.dir.join(segment_file_name(segment))
     }

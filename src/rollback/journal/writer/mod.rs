@@ -380,6 +380,11 @@ impl Journal {
         result
     }
 
+    /// Gives up the storage's ownership, after [`close`](Self::close).
+    pub(crate) fn release(&self) {
+        self.core.storage.release();
+    }
+
     /// Removes segments all of whose records are below `keep_from` and
     /// durable. The newest segment is always kept. The state file names the
     /// new oldest segment before any is removed.
