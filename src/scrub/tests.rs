@@ -217,11 +217,14 @@ fn cursor_round_trip_and_damage_falls_back() {
             passes: 0
         }
     );
+    // The cursor file has one owner: a restart comes after the first is gone.
+    drop(s);
     let s2 = ScrubConfig::new()
         .cursor_path(&path)
         .build(det.clone())
         .unwrap();
     assert_eq!(s2.progress(0).position, 40);
+    drop(s2);
     std::fs::write(&path, b"garbage").unwrap();
     let s3 = ScrubConfig::new().cursor_path(&path).build(det).unwrap();
     assert_eq!(s3.progress(0).position, 0);
@@ -581,13 +584,16 @@ fn a_cursor_that_cannot_be_written_is_reported_once_per_episode() {
         let sub = dir.path().join("sub");
         let path = sub.join("cursor");
         let (_raw, det, clock) = setup_in(placement, 100);
-        // By default the scrubber reports on the detector's bus.
+        // By default the scrubber reports on the detector's bus. Its owner
+        // lock is taken in the cursor's directory at build.
+        std::fs::create_dir(&sub).unwrap();
         let mut s = ScrubConfig::new()
             .pages_per_s(100)
             .persist_every(Duration::from_millis(100))
             .cursor_path(&path)
             .build(det.clone())
             .unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
         // The directory is missing: every write fails, one report.
         clock.set_ns(1_000);
         assert!(s.persist_cursor().is_err());
