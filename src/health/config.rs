@@ -133,7 +133,7 @@ impl HealthConfig {
     /// How long a probe may take to answer (default 2 s; not zero). Probes
     /// run in parallel, each on its own helper thread (`selfheal-probe`);
     /// one that misses the deadline gives no value for the round, is
-    /// reported once as [`FailureKind::ProbeFailed`], and is not asked again
+    /// reported once as [`FailureKind::ProbeFailed`](crate::FailureKind::ProbeFailed), and is not asked again
     /// until its late call has returned — a probe that hangs never holds up
     /// sampling or [`HealthMonitor::stop`].
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {

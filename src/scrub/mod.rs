@@ -40,8 +40,7 @@
 //! - **One owner per cursor file.** A scrubber holds `<cursor>.lock` beside
 //!   its cursor file (the crate's directory-owner lock) from `build` until
 //!   it, or its thread, is gone; a second scrubber on the same file, in this
-//!   process or another, is refused with
-//!   [`Error::DirectoryLocked`](crate::Error::DirectoryLocked), so two
+//!   process or another, is refused with [`Error::DirectoryLocked`], so two
 //!   scrubbers never overwrite each other's position.
 //! - **Its own failures on the bus.** A scrub thread that dies (a panic in
 //!   the host's store, say) is reported as [`FailureKind::WorkerDied`] from

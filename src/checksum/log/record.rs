@@ -43,7 +43,7 @@ pub enum LogRecord {
     Batch,
     /// `page` may now hold bytes whose checksum is `crc`.
     Intent {
-        /// The page (below [`MAX_TABLE_PAGES`](super::MAX_TABLE_PAGES), so it fits 32 bits).
+        /// The page (below [`MAX_TABLE_PAGES`](crate::checksum::MAX_TABLE_PAGES), so it fits 32 bits).
         page: u32,
         /// CRC32 of (page number ‖ page bytes).
         crc: u32,
