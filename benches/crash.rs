@@ -50,6 +50,7 @@ fn beat(c: &mut Criterion) {
         )
         .build()
         .expect("detector");
+    detector.start().expect("start");
     let a = detector.register("a").expect("register");
     let b = detector.register("b").expect("register");
     let handles = [a.clone(), b.clone()];

@@ -7,9 +7,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use selfheal::health::Thresholds;
 use selfheal::health::{CpuProbe, DiskProbe, MemoryProbe, ProcessRssProbe, ProcessThreadsProbe};
-use selfheal::health::{HealthModel, Thresholds};
 use selfheal::testing::GaussianNoise;
+use selfheal::testing::{health_model, HealthModel};
 use selfheal::{HealthConfig, HealthProbe};
 
 const SEC: u64 = 1_000_000_000;
@@ -22,7 +23,7 @@ fn model(metrics: usize, window: usize) -> HealthModel {
     for i in 0..metrics {
         cfg = cfg.metric(format!("m{i}"), Thresholds::percent(80.0, 90.0));
     }
-    cfg.build_model().unwrap()
+    health_model(&cfg).unwrap()
 }
 
 fn bench_model(c: &mut Criterion) {

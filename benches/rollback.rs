@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use selfheal::rollback::journal::Record;
 use selfheal::rollback::RawPages;
+use selfheal::testing::journal::Record;
 use selfheal::testing::CrashDir;
 use selfheal::{Lsn, MemStore, PageId, PageStore, RollbackConfig, TxnId};
 

@@ -93,7 +93,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 
     // Scrub the whole store on the background thread.
     let t = Instant::now();
-    let mut scrub = ScrubConfig::new()
+    let scrub = ScrubConfig::new()
         .unlimited()
         .single_pass()
         .start(detector.clone())?;
@@ -130,7 +130,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
 
     // Prove it: a second full scrub finds nothing, and every page matches the replica.
-    let mut check = ScrubConfig::new()
+    let check = ScrubConfig::new()
         .unlimited()
         .single_pass()
         .start(detector.clone())?;

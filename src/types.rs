@@ -470,7 +470,6 @@ pub type FailureCallback = Arc<dyn Fn(&Failure) + Send + Sync>;
 /// Unread reports a component's own bus holds when it is given none.
 pub(crate) const DEFAULT_FAILURE_CAPACITY: usize = 4_096;
 
-#[derive(Debug)]
 struct Bus {
     tx: crossbeam_channel::Sender<Failure>,
     rx: crossbeam_channel::Receiver<Failure>,
@@ -479,6 +478,8 @@ struct Bus {
     next: parking_lot::Mutex<u64>,
     dropped: std::sync::atomic::AtomicU64,
     sent: std::sync::atomic::AtomicU64,
+    /// Run for every failure sent on the bus, through any handle.
+    callback: parking_lot::RwLock<Option<FailureCallback>>,
 }
 
 /// The failure bus: a bounded channel every component sends its
@@ -511,7 +512,6 @@ struct Bus {
 #[derive(Clone)]
 pub struct FailureSink {
     bus: Arc<Bus>,
-    callback: Option<FailureCallback>,
 }
 
 impl fmt::Debug for FailureSink {
@@ -520,7 +520,7 @@ impl fmt::Debug for FailureSink {
             .field("capacity", &self.bus.tx.capacity())
             .field("queued", &self.bus.rx.len())
             .field("dropped", &self.dropped())
-            .field("callback", &self.callback.is_some())
+            .field("callback", &self.bus.callback.read().is_some())
             .finish()
     }
 }
@@ -537,16 +537,18 @@ impl FailureSink {
                 next: parking_lot::Mutex::new(1),
                 dropped: std::sync::atomic::AtomicU64::new(0),
                 sent: std::sync::atomic::AtomicU64::new(0),
+                callback: parking_lot::RwLock::new(None),
             }),
-            callback: None,
         }
     }
 
-    /// The same bus, with `callback` run for every failure sent through this
-    /// handle and its clones made after this call.
+    /// Sets the bus's callback: `callback` runs for every failure sent on
+    /// this bus from now on, through any handle — this one, its clones, and
+    /// the clones made before (every component given this bus). Setting it
+    /// again replaces it for all of them. Returns the same bus.
     #[must_use]
-    pub fn with_callback(mut self, callback: FailureCallback) -> FailureSink {
-        self.callback = Some(callback);
+    pub fn with_callback(self, callback: FailureCallback) -> FailureSink {
+        *self.bus.callback.write() = Some(callback);
         self
     }
 
@@ -577,7 +579,10 @@ impl FailureSink {
         if !queued {
             tracing::warn!(failure = %failure, "failure report dropped: the bus is full");
         }
-        if let Some(cb) = &self.callback {
+        // Cloned out so that the callback runs without the lock held (it may
+        // set another callback, or send).
+        let callback = self.bus.callback.read().clone();
+        if let Some(cb) = callback {
             cb(&failure);
         }
         failure.id
@@ -667,6 +672,27 @@ mod tests {
             "queue order is id order"
         );
         assert_eq!(seen.lock().len(), 400);
+    }
+
+    #[test]
+    fn the_callback_belongs_to_the_bus_so_every_clone_runs_it() {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sink = FailureSink::new(16);
+        // Handles made before the callback is set, and the one it is set on.
+        let early = sink.clone();
+        let component = sink.clone();
+        let _ = sink.with_callback(Arc::new(move |f: &Failure| s2.lock().push(f.id.0)));
+        early.send(corrupt(1));
+        component.send(corrupt(2));
+        component.clone().send(corrupt(3));
+        assert_eq!(*seen.lock(), [1, 2, 3]);
+        // Setting it again replaces it for everyone.
+        let later = Arc::new(parking_lot::Mutex::new(0u32));
+        let l2 = later.clone();
+        let _ = early.with_callback(Arc::new(move |_f: &Failure| *l2.lock() += 1));
+        component.send(corrupt(4));
+        assert_eq!((seen.lock().len(), *later.lock()), (3, 1));
     }
 
     #[test]

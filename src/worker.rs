@@ -118,10 +118,13 @@ struct State {
 pub(crate) struct Worker<C: Send + 'static> {
     component: &'static str,
     name: &'static str,
-    tx: Option<Sender<Envelope<C>>>,
+    /// Taken by [`Worker::stop`]; behind a lock so that a component shared
+    /// behind an `Arc` stops through `&self`.
+    tx: Mutex<Option<Sender<Envelope<C>>>>,
     /// Disconnects when the thread ends, however it ends.
     ended: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: std::thread::ThreadId,
     state: Arc<State>,
 }
 
@@ -170,9 +173,10 @@ impl<C: Send + 'static> Worker<C> {
         Ok(Worker {
             component,
             name,
-            tx: Some(tx),
+            tx: Mutex::new(Some(tx)),
             ended,
-            thread: Some(thread),
+            thread_id: thread.thread().id(),
+            thread: Mutex::new(Some(thread)),
             state,
         })
     }
@@ -181,13 +185,13 @@ impl<C: Send + 'static> Worker<C> {
     /// wake-ups from code that must never block (a notice after an fsync).
     /// `None` once the worker was stopped.
     pub(crate) fn notifier(&self) -> Option<Notifier<C>> {
-        self.tx.as_ref().map(|tx| Notifier(tx.clone()))
+        self.tx.lock().as_ref().map(|tx| Notifier(tx.clone()))
     }
 
     /// Commands waiting in the queue (a test waits for one to be queued).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
-        self.tx.as_ref().map_or(0, Sender::len)
+        self.tx.lock().as_ref().map_or(0, Sender::len)
     }
 
     /// Why the thread died, if it did.
@@ -197,7 +201,7 @@ impl<C: Send + 'static> Worker<C> {
 
     /// Whether the thread is running (not stopped, not dead).
     pub(crate) fn is_running(&self) -> bool {
-        self.tx.is_some() && self.failure().is_none() && !self.has_ended()
+        self.tx.lock().is_some() && self.failure().is_none() && !self.has_ended()
     }
 
     fn has_ended(&self) -> bool {
@@ -209,9 +213,7 @@ impl<C: Send + 'static> Worker<C> {
 
     /// Whether the caller is the worker's own thread.
     pub(crate) fn on_worker_thread(&self) -> bool {
-        self.thread
-            .as_ref()
-            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+        self.thread_id == std::thread::current().id()
     }
 
     /// The error for a worker that cannot take calls: its failure, or that
@@ -230,7 +232,7 @@ impl<C: Send + 'static> Worker<C> {
     /// # Errors
     /// [`Error::Stopped`].
     pub(crate) fn check_running(&self) -> Result<()> {
-        if self.tx.is_none() || self.failure().is_some() {
+        if self.tx.lock().is_none() || self.failure().is_some() {
             return Err(self.stopped_error());
         }
         Ok(())
@@ -254,7 +256,7 @@ impl<C: Send + 'static> Worker<C> {
             });
         }
         let (reply, answer) = bounded(1);
-        let tx = self.tx.as_ref().ok_or_else(|| self.stopped_error())?;
+        let tx = self.tx.lock().clone().ok_or_else(|| self.stopped_error())?;
         tx.send(Envelope::Job(make(reply)))
             .map_err(|_| self.stopped_error())?;
         select! {
@@ -278,8 +280,8 @@ impl<C: Send + 'static> Worker<C> {
     /// when whatever it waits for returns). From the worker's own thread,
     /// [`Error::InvalidArgument`]: the thread ends after the current
     /// callback returns, without [`Job::finish`].
-    pub(crate) fn stop(&mut self, how: Stop, timeout: Duration) -> Result<()> {
-        let Some(tx) = self.tx.take() else {
+    pub(crate) fn stop(&self, how: Stop, timeout: Duration) -> Result<()> {
+        let Some(tx) = self.tx.lock().take() else {
             return Ok(());
         };
         if self.on_worker_thread() {
@@ -287,7 +289,7 @@ impl<C: Send + 'static> Worker<C> {
             // the channel open, so it is said, not left to disconnection).
             let _ = tx.try_send(Envelope::Exit);
             drop(tx);
-            self.thread = None;
+            *self.thread.lock() = None;
             return Err(Error::InvalidArgument {
                 what: "stop",
                 reason: format!(
@@ -318,7 +320,7 @@ impl<C: Send + 'static> Worker<C> {
             recv(self.ended) -> _ => true,
             recv(crossbeam_channel::at(deadline)) -> _ => false,
         };
-        let thread = self.thread.take();
+        let thread = self.thread.lock().take();
         if !ended {
             let reason = format!(
                 "the {} thread did not stop within {timeout:?}; it was left running detached",
@@ -598,7 +600,7 @@ mod tests {
     fn a_stop_without_finish_ends_a_job_that_holds_its_own_notifier() {
         for how in [Stop::Abandon, Stop::Finish] {
             let slot = Arc::new(parking_lot::Mutex::new(None));
-            let mut w = Worker::spawn(
+            let w = Worker::spawn(
                 "test",
                 "selfheal-test",
                 SelfNotified {
@@ -630,7 +632,7 @@ mod tests {
 
     #[test]
     fn ticks_answers_and_finishes_on_stop() {
-        let (mut w, ticks, _, finished) = counter(Duration::from_millis(1));
+        let (w, ticks, _, finished) = counter(Duration::from_millis(1));
         assert_eq!(w.request(|r| Cmd::Echo(41, r)).unwrap(), 42);
         while ticks.load(Ordering::SeqCst) < 3 {
             std::thread::sleep(Duration::from_millis(1));
@@ -647,17 +649,18 @@ mod tests {
 
     #[test]
     fn abandon_skips_finish() {
-        let (mut w, _, _, finished) = counter(Duration::from_secs(3600));
+        let (w, _, _, finished) = counter(Duration::from_secs(3600));
         w.stop(Stop::Abandon, Duration::from_secs(5)).unwrap();
         assert_eq!(finished.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn a_panic_marks_the_worker_failed_and_is_reported_once() {
-        let (mut w, _, deaths, _) = counter(Duration::from_secs(3600));
+        let (w, _, deaths, _) = counter(Duration::from_secs(3600));
         // The panic is caught on the thread; a request queued behind it is
         // answered with Stopped, never left waiting.
-        w.tx.as_ref()
+        w.tx.lock()
+            .as_ref()
             .unwrap()
             .send(Envelope::Job(Cmd::Panic))
             .unwrap();
@@ -671,8 +674,9 @@ mod tests {
 
     #[test]
     fn stop_is_bounded_when_the_job_hangs() {
-        let (mut w, _, _, _) = counter(Duration::from_secs(3600));
-        w.tx.as_ref()
+        let (w, _, _, _) = counter(Duration::from_secs(3600));
+        w.tx.lock()
+            .as_ref()
             .unwrap()
             .send(Envelope::Job(Cmd::Hang(Duration::from_millis(500))))
             .unwrap();

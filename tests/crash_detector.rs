@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use selfheal::crash::{
-    ComponentState, CrashConfig, CrashEvent, HeartbeatConfig, HeartbeatMonitor, ProcessMonitor,
-    ProcessState, RunMarker, RunVerdict, Transition,
+    ComponentState, CrashConfig, CrashEvent, HeartbeatConfig, ProcessState, RunMarker, RunVerdict,
+    Transition,
 };
+use selfheal::testing::{HeartbeatMonitor, ProcessMonitor};
 use selfheal::{Clock, Error, FailureKind, ManualClock, Target};
 
 const MS: u64 = 1_000_000;
@@ -201,6 +202,7 @@ fn watchdog_thread_declares_a_stopped_component_dead_and_calls_back_once() {
         }))
         .build()
         .unwrap();
+    detector.start().unwrap();
     let handle = detector.register("worker").unwrap();
     let worker = std::thread::spawn(move || {
         let end = std::time::Instant::now() + Duration::from_millis(300);
@@ -304,6 +306,7 @@ fn detector_reports_a_watched_process_that_exits() {
         .process_interval(Duration::from_secs(1))
         .build()
         .unwrap();
+    detector.start().unwrap();
     let mut child = std::process::Command::new("sleep")
         .arg("5")
         .spawn()
@@ -439,6 +442,7 @@ fn detector_keeps_the_marker_fresh_and_closes_it_cleanly() {
         .run_marker(m)
         .build()
         .unwrap();
+    detector.start().unwrap();
     let written = std::fs::read(dir.path().join("selfheal.run")).unwrap();
     std::thread::sleep(Duration::from_millis(5));
     clock.advance(Duration::from_secs(1));
@@ -490,6 +494,7 @@ fn a_failing_marker_refresh_is_counted_and_detection_goes_on() {
         .run_marker(m)
         .build()
         .unwrap();
+    detector.start().unwrap();
     let _h = detector.register("c").unwrap();
     // The data directory disappears under the running detector.
     std::fs::remove_dir_all(&data).unwrap();

@@ -92,6 +92,61 @@ fn two_rollback_managers_on_one_directory() {
 }
 
 #[test]
+fn a_rollback_manager_shared_behind_an_arc_stops_and_frees_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Arc::new(rollback(dir.path()).unwrap());
+    let lingering = first.clone();
+    let t = first.begin().unwrap();
+    first.stop().unwrap();
+    first.stop().unwrap();
+    // Every handle sees the manager closed...
+    assert!(matches!(lingering.begin(), Err(Error::Stopped { .. })));
+    assert!(matches!(lingering.commit(t), Err(Error::Stopped { .. })));
+    // ...and the directory is free while the handles live.
+    let second = rollback(dir.path()).unwrap();
+    assert_eq!(
+        second.recovery_report().rolled_back.len(),
+        1,
+        "the transaction left in flight is rolled back by the next manager"
+    );
+    drop(lingering);
+}
+
+#[test]
+fn two_scrubbers_on_one_cursor_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cursor = dir.path().join("scrub.cursor");
+    let me = Some(std::process::id());
+    let scrubber = |det: Arc<selfheal::CorruptionDetector>| {
+        selfheal::ScrubConfig::new().cursor_path(&cursor).build(det)
+    };
+    for (_, placement) in selfheal::testing::every_placement(PS) {
+        let store = Arc::new(MemStore::new(PS, 8).unwrap());
+        let det = Arc::new(
+            selfheal::CorruptionConfig::new(placement)
+                .build(store)
+                .unwrap(),
+        );
+        let first = scrubber(det.clone()).unwrap();
+        refused(scrubber(det.clone()), dir.path(), "scrubber", me);
+        // Started, it still owns the file; stopped, it gives it up.
+        let running = first.start().unwrap();
+        refused(scrubber(det.clone()), dir.path(), "scrubber", me);
+        running.stop().unwrap();
+        drop(running);
+        let second = scrubber(det.clone()).unwrap();
+        drop(second); // dropped unstarted: released too
+                      // Another cursor file in the same directory has its own owner.
+        let other = selfheal::ScrubConfig::new()
+            .cursor_path(dir.path().join("other.cursor"))
+            .build(det.clone())
+            .unwrap();
+        let again = scrubber(det).unwrap();
+        drop((other, again));
+    }
+}
+
+#[test]
 fn owners_of_different_kinds_may_share_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_marker, _) = RunMarker::open(dir.path()).unwrap();

@@ -199,7 +199,7 @@ fn the_scrubber_reports_its_finds_and_its_own_death_on_the_shared_bus() {
         let (raw, det) = detector(&bus, placement);
         raw.damage(PageId(9), Damage::Zero).unwrap();
         bus.at(2);
-        let mut h = ScrubConfig::new()
+        let h = ScrubConfig::new()
             .unlimited()
             .clock(bus.clock())
             .failure_sink(bus.sink.clone())
@@ -319,6 +319,7 @@ fn the_crash_detector_reports_an_unclean_previous_run_and_a_dead_heartbeat_on_th
     bus.quiet("crash: a first run is no crash");
     bus.at(5);
     let d = build();
+    d.start().unwrap();
     bus.expect("crash", &[(Source::CrashDetector, "unclean_shutdown", 5)]);
     // A component stops beating: suspect, then dead, each at its check.
     let wal = d.register("wal-writer").unwrap();
@@ -463,6 +464,7 @@ fn all_components_on_one_bus_interleave_in_the_order_and_at_the_times_they_faile
         corrupt(&raw, &det, 1);
         bus.at(2);
         let crashed = crash();
+        crashed.start().unwrap();
         bus.at(3);
         monitor.sample_now().unwrap();
         probe.set(15.0);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use selfheal::health::MonitorStats;
-use selfheal::health::{Band, HealthModel, Thresholds};
+use selfheal::health::{Band, Thresholds};
+use selfheal::testing::{health_model, HealthModel};
 use selfheal::testing::{GaussianNoise, ScriptedProbe};
 use selfheal::{
     Error, Failure, FailureKind, FailureSink, HealthConfig, HealthMonitor, ManualClock, Target,
@@ -80,9 +81,7 @@ fn disk_filling_linearly_is_predicted_within_ten_percent() {
 /// well within the default 1 h horizon, so only the trend's significance can
 /// hold a prediction back.
 fn noisy_model(mean: f64) -> HealthModel {
-    HealthConfig::new()
-        .metric("m", Thresholds::new(mean + 5.0, mean + 10.0))
-        .build_model()
+    health_model(&HealthConfig::new().metric("m", Thresholds::new(mean + 5.0, mean + 10.0)))
         .unwrap()
 }
 
@@ -139,10 +138,10 @@ fn flat_noisy_series_raise_no_prediction() {
 #[test]
 fn hysteresis_prevents_flapping() {
     let run = |margin: f64| {
-        let mut model = HealthConfig::new()
-            .metric("mem", Thresholds::percent(80.0, 90.0).margin(margin))
-            .build_model()
-            .unwrap();
+        let mut model = health_model(
+            &HealthConfig::new().metric("mem", Thresholds::percent(80.0, 90.0).margin(margin)),
+        )
+        .unwrap();
         let mut noise = GaussianNoise::new(3);
         let (mut transitions, mut reports) = (0, Vec::new());
         for i in 0..1_000u64 {
@@ -177,12 +176,8 @@ fn hysteresis_prevents_flapping() {
 #[test]
 fn anomaly_on_sudden_jump_not_on_steady_noise() {
     // Percent metric: the z-score's standard deviation floor is 1 % of 0..90.
-    let percent_model = || {
-        HealthConfig::new()
-            .metric("m", Thresholds::percent(80.0, 90.0))
-            .build_model()
-            .unwrap()
-    };
+    let percent_model =
+        || health_model(&HealthConfig::new().metric("m", Thresholds::percent(80.0, 90.0))).unwrap();
     let mut model = percent_model();
     let mut noise = GaussianNoise::new(11);
     let mut flagged = Vec::new();

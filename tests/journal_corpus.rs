@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
-use selfheal::rollback::journal::{
-    decode_segment, HeaderDamage, JournalState, SegmentEnd, SegmentScan, SEGMENT_HEADER_LEN,
-};
 use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
+use selfheal::testing::journal::{
+    decode_segment, HeaderDamage, JournalState, SegmentEnd, SegmentScan, SEGMENT_HEADER_LEN,
+};
 use selfheal::testing::CrashDir;
 use selfheal::{Error, MemStore, PageId, RollbackConfig};
 

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use selfheal::rollback::journal::{
-    JournalState, JournalStorage, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
-};
+use selfheal::rollback::JournalStorage;
 use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
+use selfheal::testing::journal::{JournalState, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
 use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FailureKind, FailureSink, Lsn,
@@ -403,6 +402,7 @@ fn deadlocks_are_found_reported_and_resolved() {
             let want = match policy {
                 VictimPolicy::Youngest => txns[n - 1],
                 VictimPolicy::LeastUndoWork => txns[0],
+                other => panic!("no expectation for {other:?}"),
             };
             assert_eq!(d.victim, want, "{policy:?} n={n}");
             let f = reports.try_recv().unwrap();
@@ -716,7 +716,7 @@ fn journal_on_disk(dir: &Path) -> Vec<u64> {
         }
     }
     mgr.stop().unwrap();
-    let mut ids = selfheal::rollback::journal::DirStorage::open(dir)
+    let mut ids = selfheal::testing::journal::DirStorage::open(dir)
         .unwrap()
         .list()
         .unwrap();
@@ -734,7 +734,7 @@ fn open_mode(dir: &Path, mode: RecoveryMode) -> selfheal::Result<TransactionRoll
 }
 
 fn seg_path(dir: &Path, id: u64) -> std::path::PathBuf {
-    dir.join(selfheal::rollback::journal::segment_file_name(id))
+    dir.join(selfheal::testing::journal::segment_file_name(id))
 }
 
 #[test]
@@ -1085,7 +1085,7 @@ fn a_write_racing_rollback_all_never_survives_it() {
 /// values, followed by `records`, and a state file that lists it.
 fn crafted_journal(segment: u64, first_lsn: u64, next_txn: u64, records: &[u8]) -> Arc<CrashDir> {
     let dir = Arc::new(CrashDir::new());
-    let header = selfheal::rollback::journal::SegmentHeader {
+    let header = selfheal::testing::journal::SegmentHeader {
         version: SEGMENT_VERSION,
         segment,
         first_lsn: Lsn(first_lsn),
@@ -1149,11 +1149,11 @@ fn out_of_range_header_values_are_corrupt_files_not_panics() {
 #[test]
 fn a_record_with_the_largest_txn_id_gives_typed_errors_not_overflow() {
     let mut records = Vec::new();
-    selfheal::rollback::journal::Record::Begin {
+    selfheal::testing::journal::Record::Begin {
         txn: TxnId(u64::MAX),
     }
     .encode_into(Lsn(1), &mut records);
-    selfheal::rollback::journal::Record::Abort {
+    selfheal::testing::journal::Record::Abort {
         txn: TxnId(u64::MAX),
     }
     .encode_into(Lsn(2), &mut records);
@@ -1317,7 +1317,7 @@ fn only_in_flight_undo_must_fit_the_store_at_open() {
 /// without after-images) in three segments: transactions 1, 2 and 4
 /// committed, 3 in flight with a change to page 2.
 fn v1_journal() -> Arc<CrashDir> {
-    use selfheal::rollback::journal::{Record, SegmentHeader};
+    use selfheal::testing::journal::{Record, SegmentHeader};
     let dir = Arc::new(CrashDir::new());
     let undo = |txn: u64, page: u64| Record::UndoV1 {
         txn: TxnId(txn),
@@ -1387,7 +1387,7 @@ fn a_version_1_journal_is_recovered_and_continued_in_version_2() {
     // journal now has a state file.
     let ids = dir.segment_ids();
     assert_eq!(ids, vec![1, 2, 3, 4]);
-    let newest = selfheal::rollback::journal::decode_segment(&dir.segment(4).unwrap()).unwrap();
+    let newest = selfheal::testing::journal::decode_segment(&dir.segment(4).unwrap()).unwrap();
     assert_eq!(newest.header.version, SEGMENT_VERSION);
     assert!(dir.state_file().is_some());
     let m = mem_manager(dir, store);

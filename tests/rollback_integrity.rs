@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selfheal::rollback::journal::{decode_segment, Record, SegmentHeader};
 use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
+use selfheal::testing::journal::{decode_segment, Record, SegmentHeader};
 use selfheal::testing::{CrashDir, CrashSwitch};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
@@ -710,7 +710,7 @@ fn an_unlisted_segment_with_records_is_dropped_only_by_stop_at_first_bad_record(
     let dir = Arc::new(CrashDir::new());
     four_segments(&dir);
     let ids = dir.segment_ids();
-    let mut state = selfheal::rollback::journal::JournalState::decode(
+    let mut state = selfheal::testing::journal::JournalState::decode(
         std::path::Path::new("s"),
         &dir.state_file().unwrap(),
     )
@@ -734,7 +734,7 @@ fn an_unlisted_segment_with_records_is_dropped_only_by_stop_at_first_bad_record(
     dir.set_state_file(Some(state.encode()));
     let tail = decode_segment(&dir.segment(newest).unwrap()).unwrap();
     let mut b = SegmentHeader {
-        version: selfheal::rollback::journal::SEGMENT_VERSION,
+        version: selfheal::testing::journal::SEGMENT_VERSION,
         segment: newest + 1,
         first_lsn: tail.next_lsn(),
         next_txn: 1,

@@ -321,7 +321,7 @@ fn resumes_from_persisted_cursor_after_restart() {
         det3.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
     }
     let cursor = big.path().join("c");
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(5_000)
         .cursor_path(&cursor)
         .clock(SystemClock::shared())
@@ -357,7 +357,7 @@ fn pause_and_resume_on_the_thread() {
         det.write_sealed(PageId(p), &mut page_bytes(p, 1)).unwrap();
     }
     store.write_page(PageId(1_999), &[1u8; PS]).unwrap();
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(10_000)
         .single_pass()
         .start(det.clone())
@@ -431,7 +431,7 @@ fn error_only_on_the_thread() {
     let mut good = vec![0u8; PS];
     r.raw.read_page(PageId(4), &mut good).unwrap();
     r.raw.damage(PageId(4), Damage::Zero).unwrap();
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .unlimited()
         .single_pass()
         .clock(SystemClock::shared())
@@ -478,6 +478,8 @@ fn damaged_cursor_falls_back_to_page_zero() {
         .unwrap();
     s.step(0).unwrap();
     s.persist_cursor().unwrap();
+    // The cursor file has one owner: a restart comes after the first is gone.
+    drop(s);
     let valid = std::fs::read(&path).unwrap();
     let reopen = || {
         ScrubConfig::new()
@@ -520,6 +522,7 @@ fn damaged_cursor_falls_back_to_page_zero() {
         .unwrap();
     s.step(0).unwrap();
     s.persist_cursor().unwrap();
+    drop(s);
     assert_eq!(reopen(), 0);
 }
 
@@ -718,7 +721,7 @@ fn a_dead_scrub_thread_arrives_on_the_shared_bus_with_a_comparable_time() {
                     .failure_sink(sink.clone())
                     .clock(Arc::new(clock.clone()));
             }
-            let mut h = cfg.start(det.clone()).unwrap();
+            let h = cfg.start(det.clone()).unwrap();
             let err = h.wait_for_passes(1, Duration::from_secs(20)).unwrap_err();
             assert!(err.to_string().contains("(injected)"), "{what}: {err}");
             assert_eq!(h.state(), ScrubState::Failed, "{what}");

@@ -1,4 +1,4 @@
-//! The snapshot manager reports its own failures on one shared failure bus, on one clock: a snapshot that fails (a store that fails its reads, asked for or periodic) and a periodic thread that dies (a host LSN function that panics) arrive on a `FailureSink` shared with another component, stamped from one `ManualClock` — which also alone decides when periodic snapshots are due and how old a snapshot is for retention.
+//! The snapshot manager reports its own failures on one shared failure bus, on one clock: a snapshot that fails (a store that fails its reads, asked for or periodic), a retention that fails after a periodic snapshot, a poisoned manager (reported once, not at every tick) and a periodic thread that dies (a host LSN function that panics) arrive on a `FailureSink` shared with another component, stamped from one `ManualClock` — which also alone decides when periodic snapshots are due and how old a snapshot is for retention.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -229,4 +229,100 @@ fn retention_by_age_reads_the_managers_clock() {
         m.snapshots().iter().map(|s| s.id).collect::<Vec<_>>(),
         vec![second]
     );
+}
+
+/// Waits until the periodic thread has counted `n` snapshots taken or
+/// failed in all.
+fn wait_rounds(p: &PeriodicSnapshots, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.stats().taken + p.stats().failed < n {
+        assert!(Instant::now() < deadline, "{:?}", p.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_periodic_snapshots_retention_failure_arrives_on_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let sink = FailureSink::new(64);
+    let m = SnapshotConfig::new(dir.path(), PS)
+        .clock(Arc::new(clock.clone()))
+        .failure_sink(sink.clone())
+        .retention(Retention::KeepLast(1))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    fill_store(&*store, 1).unwrap();
+    let first = full(&m, &*store, 1).unwrap();
+    let p = PeriodicSnapshots::start(
+        &m,
+        store,
+        Arc::new(WriteGate::new()),
+        Arc::new(|| Lsn(2)),
+        PeriodicConfig::new(Duration::from_secs(3600)).kind(SnapshotKind::Full),
+    )
+    .unwrap();
+    m.fail_next_retention();
+    clock.advance(Duration::from_secs(3600));
+    wait_rounds(&p, 1);
+    assert_eq!(p.stats().taken, 1, "the snapshot itself was taken");
+    let f = sink
+        .failures()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the retention failure is reported on the bus");
+    assert_eq!(
+        (f.source, &f.kind, f.detected_at_ns),
+        (
+            Source::StateSnapshotManager,
+            &FailureKind::SnapshotFailed,
+            3_600_000_000_000
+        )
+    );
+    assert!(f.evidence.contains("retention"), "{}", f.evidence);
+    // The snapshot retention could not delete is still listed.
+    assert!(m.snapshots().iter().any(|s| s.id == first));
+    p.stop().unwrap();
+}
+
+#[test]
+fn a_poisoned_manager_is_reported_once_not_at_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let sink = FailureSink::new(64);
+    let m = manager(dir.path(), &clock, &sink);
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    fill_store(&*store, 1).unwrap();
+    let p = PeriodicSnapshots::start(
+        &m,
+        store,
+        Arc::new(WriteGate::new()),
+        Arc::new(|| Lsn(1)),
+        PeriodicConfig::new(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    // The first snapshot stops at a simulated crash, which poisons the
+    // manager; every later tick finds it poisoned.
+    m.crash_at(selfheal::snapshot::CrashStep::BeforeManifest);
+    for round in 1..=5 {
+        clock.advance(Duration::from_secs(3600));
+        wait_rounds(&p, round);
+    }
+    assert_eq!(p.stats().failed, 5);
+    let got: Vec<Failure> = sink.failures().try_iter().collect();
+    assert!(
+        got.iter().all(|f| f.kind == FailureKind::SnapshotFailed),
+        "{got:?}"
+    );
+    let poisoned = got
+        .iter()
+        .filter(|f| f.evidence.contains("poisoned"))
+        .count();
+    assert_eq!(
+        got.len(),
+        2,
+        "the crash, then the poisoned state once: {got:?}"
+    );
+    assert_eq!(poisoned, 1, "{got:?}");
+    p.stop().unwrap();
 }

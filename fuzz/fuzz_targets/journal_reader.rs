@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use selfheal::rollback::journal::{decode_segment, Record, SegmentEnd};
+use selfheal::testing::journal::{decode_segment, Record, SegmentEnd};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(scan) = decode_segment(data) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use selfheal::rollback::journal::{JournalState, MAX_HEADER_COUNTER};
+use selfheal::testing::journal::{JournalState, MAX_HEADER_COUNTER};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = JournalState::decode(std::path::Path::new("state"), data) {

@@ -36,9 +36,10 @@
 //!   more per append), made durable (one fsync,
 //!   shared by concurrent writers and by a batch) before the page write is
 //!   issued, and after a crash at any point a page that holds its old or its
-//!   new bytes verifies. The layouts are in [`log`] and [`ChecksumTable`]
-//!   (base file); the protocol and the crash analysis in [`durable`]; its
-//!   file I/O goes through the [`storage`] seam.
+//!   new bytes verifies. The layouts are in `checksum/log.rs` and [`ChecksumTable`]
+//!   (base file); the protocol and the crash analysis in
+//!   `checksum/durable.rs`; its file I/O goes through the [`TableStorage`]
+//!   seam.
 //! - **in memory** ([`ChecksumTable::new`]): nothing on disk; for tests and
 //!   for hosts whose pages do not outlive the process (or that rebuild the
 //!   table themselves). [`ChecksumTable::save`] writes a whole copy.
@@ -48,7 +49,7 @@
 //! [`Error::PageUnallocated`](crate::Error::PageUnallocated), not a
 //! corruption, until the page is written again. The mark is kept like a
 //! checksum: saved with an in-memory table, logged durably (and carried
-//! through compactions) by a durable one (see [`durable`] for the mark and
+//! through compactions) by a durable one (see `checksum/durable.rs` for the mark and
 //! for the claims adoption makes).
 //!
 //! [`ChecksumTable::seal`] refuses an all-zero page, so adopting bytes that
@@ -69,12 +70,14 @@ use crate::types::PageId;
 mod appender;
 mod base;
 mod compact;
-pub mod durable;
+mod durable;
 mod entries;
-pub mod log;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod log;
 mod marks;
 mod recovery;
-pub mod storage;
+pub(crate) mod storage;
 mod table;
 pub mod trailer;
 mod unsettled;

@@ -59,7 +59,7 @@ impl Entry {
 /// or the new checksum until the host's [`sync`](crate::CorruptionDetector::sync)
 /// through the detector has made the page durable, and after a crash a page
 /// holding its old or its new bytes verifies. Making changes durable costs
-/// O(changed pages); see [`durable`](super::durable) for the protocol, its
+/// O(changed pages); see `checksum/durable.rs` for the protocol, its
 /// costs and the crash analysis. A durable table is changed only through the
 /// detector ([`seal`](Self::seal) refuses it). Dropping it writes nothing:
 /// the records of the last settles become durable with the next change,
@@ -82,7 +82,7 @@ impl Entry {
 /// | offset | size | field                                                     |
 /// |-------:|-----:|-----------------------------------------------------------|
 /// | 0      | 4    | page size                                                 |
-/// | 4      | 8    | generation (which log files continue it, see [`durable`](super::durable)) |
+/// | 4      | 8    | generation (which log files continue it, see `checksum/durable.rs`) |
 /// | 12     | 8    | sequence number the log of this generation starts at      |
 /// | 20     | 8    | entry count `n`                                           |
 /// | 28     | 8·n  | entries (below)                                           |

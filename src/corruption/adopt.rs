@@ -42,7 +42,7 @@
 //! # Pages the registry knows to be bad
 //!
 //! Adoption never seals a page that is fenced for anything but carrying no
-//! seal at all ([`SuspectRegistry::known_bad`](super::SuspectRegistry::known_bad)):
+//! seal at all (the suspect registry's `known_bad`):
 //! a page that failed its checksum, could not be read, was stale, or was
 //! all zeros stays fenced and is counted `corrupt`, and only a repair or a
 //! host write through the detector lifts its fence. In the trailer

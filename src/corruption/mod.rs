@@ -72,10 +72,11 @@ use crate::host::{check_page_args, PageStore};
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
 use free_map::PageBits;
 
-pub use adopt::{AdoptOptions, AdoptProgress, AdoptReport};
+pub use adopt::{AdoptOptions, AdoptProgress, AdoptProgressFn, AdoptReport};
 pub use free_map::FreePageFn;
 pub use lsn::LsnExpectation;
-pub use registry::{Observation, Observer, PageState, SuspectEntry, SuspectRegistry};
+use registry::{Observation, SuspectRegistry};
+pub use registry::{Observer, PageState, SuspectEntry};
 
 mod config;
 #[cfg(test)]
@@ -126,6 +127,7 @@ pub struct DetectorStats {
 
 /// The outcome of verifying one page.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The page verified.
     Clean,

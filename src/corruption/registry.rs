@@ -31,6 +31,7 @@ use crate::types::PageId;
 
 /// The state of a page in the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PageState {
     /// Failed verification; waiting for repair.
     Suspect,
@@ -76,7 +77,7 @@ pub struct SuspectEntry {
     pub epoch: u64,
     /// Whether every failure seen in this episode said only that the page
     /// carries no seal at all, as a page not adopted yet does
-    /// ([`on_unsealed`](SuspectRegistry::on_unsealed)). Adoption may seal
+    /// (`SuspectRegistry::on_unsealed`). Adoption may seal
     /// such a page; a page fenced for anything else is known to be bad and
     /// is never sealed by adoption.
     pub unsealed: bool,
@@ -84,6 +85,7 @@ pub struct SuspectEntry {
 
 /// Where a corruption observation came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Observer {
     /// A host read through the detector.
     HostRead,
@@ -93,7 +95,7 @@ pub enum Observer {
 
 /// What [`SuspectRegistry::on_corrupt`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Observation {
+pub(crate) enum Observation {
     /// New (or renewed) suspicion: report it.
     Report {
         /// The entry's epoch.
@@ -108,7 +110,7 @@ pub enum Observation {
 /// The registry. Bounded: when full, `Repaired` entries are evicted oldest
 /// first; unresolved entries are never evicted.
 #[derive(Debug)]
-pub struct SuspectRegistry {
+pub(crate) struct SuspectRegistry {
     capacity: usize,
     entries: HashMap<PageId, SuspectEntry>,
     next_epoch: u64,
@@ -319,12 +321,6 @@ impl SuspectRegistry {
         self.entries.get(&page).map(|e| e.state)
     }
 
-    /// The entry of `page`, if known.
-    #[must_use]
-    pub fn entry(&self, page: PageId) -> Option<&SuspectEntry> {
-        self.entries.get(&page)
-    }
-
     /// Every entry, sorted by page.
     #[must_use]
     pub fn entries(&self) -> Vec<(PageId, SuspectEntry)> {
@@ -347,6 +343,7 @@ impl SuspectRegistry {
     }
 
     /// How many entries there are.
+    #[cfg(test)]
     #[must_use]
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -17,7 +17,7 @@ impl CorruptionDetector {
     /// is still [`Error::ZeroedPage`].
     ///
     /// With a durable sidecar table the new checksum is logged and fsynced
-    /// before the page is written (see [`checksum::durable`](crate::checksum::durable));
+    /// before the page is written (see `checksum/durable.rs`);
     /// concurrent writers share that fsync, and
     /// [`write_sealed_batch`](Self::write_sealed_batch) shares it across a
     /// batch.

@@ -133,10 +133,12 @@ impl fmt::Display for Transition {
 /// The cheap handle a component beats through. Clones share one heartbeat.
 ///
 /// ```
-/// # use selfheal::crash::{HeartbeatConfig, HeartbeatMonitor};
-/// let mut monitor = HeartbeatMonitor::new(HeartbeatConfig::default(), 0)?;
-/// let handle = monitor.register("wal-writer", 0)?;
+/// # use selfheal::CrashConfig;
+/// let detector = CrashConfig::new().build()?;
+/// let handle = detector.register("wal-writer")?;
+/// detector.start()?;
 /// handle.beat(); // on every loop iteration
+/// # detector.stop()?;
 /// # Ok::<(), selfheal::Error>(())
 /// ```
 #[derive(Clone)]
@@ -173,7 +175,7 @@ impl HeartbeatHandle {
     }
 }
 
-/// Configuration of component liveness (used by [`HeartbeatMonitor`] and
+/// Configuration of component liveness (used by `HeartbeatMonitor` and
 /// [`CrashConfig`](super::CrashConfig)).
 ///
 /// The defaults suit components that beat at least every few hundred

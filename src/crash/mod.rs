@@ -6,9 +6,9 @@
 //!   [`beat`](HeartbeatHandle::beat) is a relaxed atomic load (plus a store
 //!   once per tick) and reads no clock.
 //! - The watchdog thread `selfheal-watchdog` ticks the pure
-//!   [`HeartbeatMonitor`] state machine (phi accrual next to a plain timeout;
-//!   see [`heartbeat`]), samples watched processes
-//!   ([`process`]) and refreshes the [`RunMarker`]'s last-seen time.
+//!   heartbeat state machine (phi accrual next to a plain timeout;
+//!   `crash/heartbeat.rs`), samples watched processes
+//!   (`crash/process.rs`) and refreshes the [`RunMarker`]'s last-seen time.
 //! - Every state change is delivered once: to the callback, on the event
 //!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
 //!   [`Failure`] on the failure channel. Both channels are bounded; when a
@@ -17,9 +17,11 @@
 //!
 //! # Threads and shutdown
 //!
-//! One thread on the crate's worker lifecycle, started by
-//! [`CrashConfig::build`] (a crash detector exists to watch, so it is
-//! running once built). [`CrashDetector::stop`] asks the thread to record a
+//! One thread on the crate's worker lifecycle: [`CrashConfig::build`]
+//! constructs the detector (and reports an unclean previous run), and
+//! [`CrashDetector::start`] starts the watchdog; until then components may
+//! register but nothing is judged. [`CrashDetector::stop`] (through `&self`,
+//! so a detector shared behind an `Arc` stops too) asks the thread to record a
 //! clean stop in the run marker (if it has one) and waits for it at most a
 //! fixed bound (10 s); a thread that does not end in time is left detached
 //! and the error says so. Dropping the detector stops the thread too but does
@@ -30,14 +32,16 @@
 //! the failure sink, and later calls return [`Error::Stopped`] with the panic
 //! message.
 
-pub mod heartbeat;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod heartbeat;
 mod phi;
-pub mod process;
-pub mod run_marker;
+pub(crate) mod process;
+mod run_marker;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -48,10 +52,12 @@ use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, Worker};
 
+use heartbeat::HeartbeatMonitor;
 pub use heartbeat::{
-    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, HeartbeatMonitor, Transition,
+    ComponentState, ComponentStatus, HeartbeatConfig, HeartbeatHandle, Transition,
 };
-pub use process::{ProcessMonitor, ProcessSample, ProcessState, ProcessTransition};
+use process::ProcessMonitor;
+pub use process::{ProcessSample, ProcessState, ProcessTransition};
 pub use run_marker::{RunMarker, RunVerdict};
 
 use heartbeat::ns;
@@ -63,6 +69,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One state change seen by the watchdog.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum CrashEvent {
     /// A component changed state.
     Component(Transition),
@@ -213,12 +220,13 @@ impl CrashConfig {
         self
     }
 
-    /// Validates the configuration and starts the watchdog thread.
+    /// Validates the configuration and builds the detector; the watchdog
+    /// thread runs from [`CrashDetector::start`]. Components may register
+    /// before it starts (they are judged from the first tick).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for any zero interval, timeout, window or
-    /// capacity (see [`HeartbeatConfig::validate`]); [`Error::Io`] when the
-    /// thread cannot be spawned.
+    /// capacity (see [`HeartbeatConfig::validate`]).
     pub fn build(self) -> Result<CrashDetector> {
         if self.process_interval.is_zero() {
             return Err(Error::config(
@@ -273,11 +281,11 @@ impl CrashConfig {
             tick_every: self.heartbeat.tick(),
             next_tick: Instant::now(),
         };
-        let worker = Worker::spawn(COMPONENT, "selfheal-watchdog", watchdog)?;
         Ok(CrashDetector {
             shared,
             clock: self.clock,
-            worker,
+            pending: Mutex::new(Some(watchdog)),
+            worker: OnceLock::new(),
             sink,
             events,
         })
@@ -430,6 +438,7 @@ pub struct CrashStats {
 ///     .clock(Arc::new(clock.clone()))
 ///     .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
 ///     .build()?;
+/// detector.start()?;
 /// let wal = detector.register("wal-writer")?;
 ///
 /// // The component beats; the watchdog sees it alive.
@@ -455,7 +464,11 @@ pub struct CrashStats {
 pub struct CrashDetector {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
-    worker: Worker<Command>,
+    /// The watchdog's job until [`start`](CrashDetector::start) (or a stop
+    /// before it) takes it.
+    pending: Mutex<Option<Watchdog>>,
+    /// Set once by `start`.
+    worker: OnceLock<Worker<Command>>,
     sink: FailureSink,
     events: Receiver<CrashEvent>,
 }
@@ -463,20 +476,70 @@ pub struct CrashDetector {
 impl fmt::Debug for CrashDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CrashDetector")
-            .field("watchdog", &self.worker)
+            .field("watchdog", &self.worker.get())
             .finish_non_exhaustive()
     }
 }
 
 impl CrashDetector {
+    /// Starts the watchdog thread, `selfheal-watchdog`: from now on it ticks
+    /// the heartbeats, samples processes and refreshes the run marker.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it is already running;
+    /// [`Error::Stopped`] after [`stop`](Self::stop); [`Error::Io`] when the
+    /// thread cannot be spawned.
+    pub fn start(&self) -> Result<()> {
+        let mut pending = self.pending.lock();
+        let Some(job) = pending.take() else {
+            return Err(match self.worker.get() {
+                Some(w) if w.is_running() => Error::InvalidArgument {
+                    what: "start",
+                    reason: "the watchdog is already running".into(),
+                },
+                Some(w) => w.stopped_error(),
+                None => Error::Stopped {
+                    component: COMPONENT,
+                    reason: "stop() was called before start()".into(),
+                },
+            });
+        };
+        let worker = Worker::spawn(COMPONENT, "selfheal-watchdog", job)?;
+        let _ = self.worker.set(worker);
+        Ok(())
+    }
+
+    /// Whether the watchdog thread is running (started, not stopped, not
+    /// dead).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.worker.get().is_some_and(Worker::is_running)
+    }
+
+    /// Calls are refused only after a stop or a watchdog panic; before
+    /// `start` they are accepted.
     fn check_running(&self) -> Result<()> {
-        self.worker.check_running()
+        // Locked first: `start` sets the worker while it holds the lock.
+        let pending = self.pending.lock();
+        if let Some(w) = self.worker.get() {
+            return w.check_running();
+        }
+        if pending.is_some() {
+            return Ok(());
+        }
+        Err(Error::Stopped {
+            component: COMPONENT,
+            reason: "stop() was called".into(),
+        })
     }
 
     /// Registers a component, alive as of now; beat through the handle.
     ///
     /// # Errors
-    /// As [`HeartbeatMonitor::register`]; [`Error::Stopped`] after shutdown
+    /// [`Error::InvalidArgument`] for an empty name;
+    /// [`Error::AlreadyWatched`] for a name already registered;
+    /// [`Error::WatchLimit`] when `max_components` are registered;
+    /// [`Error::Stopped`] after shutdown
     /// or a watchdog panic.
     pub fn register(&self, name: &str) -> Result<HeartbeatHandle> {
         self.check_running()?;
@@ -493,7 +556,9 @@ impl CrashDetector {
     /// process interval.
     ///
     /// # Errors
-    /// As [`ProcessMonitor::watch`]; [`Error::Stopped`] after shutdown or a
+    /// [`Error::InvalidArgument`] for pid 0; [`Error::AlreadyWatched`] for a
+    /// pid already watched; [`Error::WatchLimit`] when `max_processes` are
+    /// watched; [`Error::Stopped`] after shutdown or a
     /// watchdog panic.
     pub fn watch_process(&self, pid: u32, name: &str) -> Result<()> {
         self.check_running()?;
@@ -522,10 +587,17 @@ impl CrashDetector {
     /// their interval has passed. Useful with a manual clock.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after shutdown or a watchdog panic;
-    /// [`Error::InvalidArgument`] when called from the event callback.
+    /// [`Error::Stopped`] before [`start`](Self::start), after shutdown or
+    /// a watchdog panic; [`Error::InvalidArgument`] when called from the
+    /// event callback.
     pub fn check_now(&self) -> Result<Vec<CrashEvent>> {
-        self.worker.request(Command::CheckNow)
+        match self.worker.get() {
+            Some(w) => w.request(Command::CheckNow),
+            None => Err(Error::Stopped {
+                component: COMPONENT,
+                reason: "the watchdog is not running: call start() first".into(),
+            }),
+        }
     }
 
     /// The receiving end of its failure bus (component suspect or dead,
@@ -535,10 +607,17 @@ impl CrashDetector {
         self.sink.failures()
     }
 
-    /// Every event, recoveries included.
+    /// The receiving end of every event, recoveries included (cloning
+    /// shares the queue).
     #[must_use]
-    pub fn events(&self) -> &Receiver<CrashEvent> {
-        &self.events
+    pub fn events(&self) -> Receiver<CrashEvent> {
+        self.events.clone()
+    }
+
+    /// The failure bus it reports on.
+    #[must_use]
+    pub fn failure_sink(&self) -> &FailureSink {
+        &self.sink
     }
 
     /// Counters.
@@ -552,7 +631,9 @@ impl CrashDetector {
     }
 
     /// Stops the watchdog, records a clean shutdown in the run marker (if
-    /// any) and joins the thread.
+    /// any) and joins the thread, waiting at most 10 s. A detector that was
+    /// never started records the clean shutdown itself. Later calls do
+    /// nothing and return `Ok`.
     ///
     /// # Errors
     /// [`Error::Io`] when the marker could not be written (the next start
@@ -560,8 +641,14 @@ impl CrashDetector {
     /// panicked (nothing is recorded: the run did not end cleanly);
     /// [`Error::InvalidArgument`] when called from the event callback (the
     /// watchdog then stops after the callback, without a clean record).
-    pub fn stop(mut self) -> Result<()> {
-        self.worker.stop(Stop::Finish, STOP_TIMEOUT)
+    pub fn stop(&self) -> Result<()> {
+        if let Some(mut job) = self.pending.lock().take() {
+            return job.finish();
+        }
+        match self.worker.get() {
+            Some(w) => w.stop(Stop::Finish, STOP_TIMEOUT),
+            None => Ok(()),
+        }
     }
 }
 
@@ -569,188 +656,11 @@ impl Drop for CrashDetector {
     /// Stops and joins the watchdog without recording a clean shutdown; use
     /// [`CrashDetector::stop`] for that.
     fn drop(&mut self) {
-        let _ = self.worker.stop(Stop::Abandon, STOP_TIMEOUT);
+        if let Some(w) = self.worker.get() {
+            let _ = w.stop(Stop::Abandon, STOP_TIMEOUT);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use std::sync::atomic::AtomicUsize;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    fn manual() -> (ManualClock, CrashConfig) {
-        let clock = ManualClock::new();
-        let cfg = CrashConfig::new()
-            .clock(Arc::new(clock.clone()))
-            // A real-time tick far beyond the test so only check_now ticks.
-            .heartbeat(
-                HeartbeatConfig::new()
-                    .tick_interval(Duration::from_secs(3600))
-                    .timeout(Duration::from_secs(7200)),
-            );
-        (clock, cfg)
-    }
-
-    #[test]
-    fn bad_config_is_typed() {
-        for (cfg, field) in [
-            (
-                CrashConfig::new().process_interval(Duration::ZERO),
-                "process_interval",
-            ),
-            (
-                CrashConfig::new().marker_refresh_interval(Duration::ZERO),
-                "marker_refresh_interval",
-            ),
-            (CrashConfig::new().event_capacity(0), "event_capacity"),
-            (CrashConfig::new().max_processes(0), "max_processes"),
-            (
-                CrashConfig::new().heartbeat(HeartbeatConfig::new().window(0)),
-                "window",
-            ),
-        ] {
-            match cfg.build() {
-                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
-                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn panicking_callback_stops_the_detector_with_a_typed_error() {
-        let (clock, cfg) = manual();
-        let d = cfg
-            .on_event(Arc::new(|_| panic!("host callback bug")))
-            .build()
-            .unwrap();
-        let _h = d.register("c").unwrap();
-        clock.advance(Duration::from_secs(3600));
-        d.check_now().unwrap();
-        clock.advance(Duration::from_secs(3600));
-        assert!(d.check_now().is_err());
-        match d.register("d") {
-            Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
-            other => panic!("expected Stopped, got {other:?}"),
-        }
-        let died: Vec<Failure> = d
-            .failures()
-            .try_iter()
-            .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
-            .collect();
-        assert_eq!(died.len(), 1, "the watchdog's death is reported once");
-        assert!(died[0].evidence.contains("host callback bug"));
-        assert!(matches!(d.stop(), Err(Error::Stopped { .. })));
-    }
-
-    #[test]
-    fn calls_from_inside_the_callback_are_refused_not_deadlocked() {
-        let (clock, cfg) = manual();
-        let slot: Arc<std::sync::OnceLock<std::sync::Weak<CrashDetector>>> = Arc::default();
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (slot2, seen2) = (slot.clone(), seen.clone());
-        let d = Arc::new(
-            cfg.on_event(Arc::new(move |_| {
-                if let Some(d) = slot2.get().and_then(std::sync::Weak::upgrade) {
-                    let e = d.check_now().unwrap_err();
-                    seen2.lock().push(e.to_string());
-                }
-            }))
-            .build()
-            .unwrap(),
-        );
-        slot.set(Arc::downgrade(&d)).unwrap();
-        let _h = d.register("c").unwrap();
-        clock.advance(Duration::from_secs(3600));
-        d.check_now().unwrap();
-        clock.advance(Duration::from_secs(3600));
-        assert_eq!(d.check_now().unwrap().len(), 2);
-        let seen = seen.lock().clone();
-        assert_eq!(seen.len(), 2);
-        assert!(seen[0].contains("watchdog thread"), "{}", seen[0]);
-        Arc::try_unwrap(d).unwrap().stop().unwrap();
-    }
-
-    #[test]
-    fn events_reach_callback_and_both_channels_once() {
-        let (clock, cfg) = manual();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = calls.clone();
-        let d = cfg
-            .event_capacity(1)
-            .failure_sink(FailureSink::new(1))
-            .on_event(Arc::new(move |_| {
-                c.fetch_add(1, Ordering::SeqCst);
-            }))
-            .build()
-            .unwrap();
-        let _h = d.register("c").unwrap();
-        clock.advance(Duration::from_secs(3600));
-        assert!(d.check_now().unwrap().is_empty());
-        clock.advance(Duration::from_secs(3600));
-        let evs = d.check_now().unwrap();
-        assert_eq!(evs.len(), 2, "suspect then dead in one tick: {evs:?}");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        assert!(d.check_now().unwrap().is_empty());
-        // Capacity 1: the second of each kind was counted as dropped.
-        assert_eq!(d.failures().try_iter().count(), 1);
-        assert_eq!(d.events().try_iter().count(), 1);
-        let s = d.stats();
-        assert_eq!((s.failures_dropped, s.events_dropped), (1, 1));
-        d.stop().unwrap();
-    }
-
-    #[test]
-    fn an_unclean_previous_run_is_reported_at_build_and_a_clean_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = FailureSink::new(16);
-        let clock = ManualClock::new();
-        clock.advance(Duration::from_secs(3));
-        let open = |sink: &FailureSink| {
-            let (m, _) = RunMarker::open(dir.path()).unwrap();
-            CrashConfig::new()
-                .clock(Arc::new(clock.clone()))
-                .failure_sink(sink.clone())
-                .run_marker(m)
-                .build()
-                .unwrap()
-        };
-        // First run: nothing to report. Stopped cleanly: nothing either.
-        open(&sink).stop().unwrap();
-        open(&sink).stop().unwrap();
-        assert_eq!(sink.failures().try_iter().count(), 0);
-        // Dropped without a clean stop: the next start reports it.
-        drop(open(&sink));
-        let d = open(&sink);
-        let got: Vec<Failure> = sink.failures().try_iter().collect();
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].kind, FailureKind::UncleanShutdown);
-        assert_eq!(got[0].source, Source::CrashDetector);
-        assert_eq!(got[0].detected_at_ns, 3_000_000_000);
-        assert!(
-            got[0].evidence.contains("did not stop cleanly"),
-            "{}",
-            got[0].evidence
-        );
-        d.stop().unwrap();
-    }
-
-    #[test]
-    fn shutdown_closes_the_marker_cleanly_and_drop_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let (m, _) = RunMarker::open(dir.path()).unwrap();
-        let (_clock, cfg) = manual();
-        let d = cfg.run_marker(m).build().unwrap();
-        d.stop().unwrap();
-        let (m, v) = RunMarker::open(dir.path()).unwrap();
-        assert!(matches!(v, RunVerdict::Clean { .. }), "{v:?}");
-        let (_clock, cfg) = manual();
-        let d = cfg.run_marker(m).build().unwrap();
-        drop(d);
-        let (_m, v) = RunMarker::open(dir.path()).unwrap();
-        assert!(v.is_crash(), "{v:?}");
-        let _ = MS;
-    }
-}
+mod tests;

@@ -32,6 +32,7 @@ use crate::types::{Failure, FailureKind, Source};
 
 /// A watched process's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProcessState {
     /// In the process table and not a zombie.
     Alive,

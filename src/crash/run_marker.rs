@@ -67,6 +67,7 @@ pub const MARKER_FILE: &str = "selfheal.run";
 
 /// What the marker says about the previous run.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunVerdict {
     /// No marker and no other state: this directory was never opened
     /// before. A missing marker in a directory that holds anything else

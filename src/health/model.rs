@@ -112,9 +112,9 @@ struct MetricState {
 /// use selfheal::HealthConfig;
 /// use selfheal::health::{Band, Thresholds};
 ///
-/// let mut model = HealthConfig::new()
-///     .metric("disk", Thresholds::percent(80.0, 90.0))
-///     .build_model()?;
+/// let mut model = selfheal::testing::health_model(
+///     &HealthConfig::new().metric("disk", Thresholds::percent(80.0, 90.0)),
+/// )?;
 /// let out = model.sample(0, &[Some(85.0)])?;
 /// assert_eq!(out.band, Band::Degraded);
 /// assert_eq!(out.failures.len(), 1); // HealthDegraded, once

@@ -99,6 +99,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             .failure_sink(inner.sink.clone())
             .build()?,
     );
+    crash.start()?;
     m.running.lock().crash = Some(crash.clone());
     let mut ctx = RemedyContext::new()
         .detector(inner.detector.clone())
@@ -549,7 +550,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
         }
     };
     // 1. No new failures from the background components.
-    if let Some(mut s) = run.scrub.take() {
+    if let Some(s) = run.scrub.take() {
         note(s.stop());
     }
     if let Some(p) = run.periodic.take() {
@@ -597,17 +598,10 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     // 5. The components the healer used, closed.
     *inner.healer.write() = None;
     if let Some(c) = run.crash.take() {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            note(c.stop());
-        }
+        note(c.stop());
     }
     if let Some(r) = run.rollback.take() {
-        match Arc::try_unwrap(r) {
-            Ok(r) => note(r.stop()),
-            Err(_) => tracing::warn!(
-                "the host still holds the rollback manager; its journal is closed when the last handle is dropped"
-            ),
-        }
+        note(r.stop());
     }
     // 6. A clean stop, only when every thread ended.
     let marker = inner.marker.lock().take();

@@ -10,6 +10,7 @@ use crate::types::{Lsn, PageId, ReplicaId};
 
 /// Where a copy came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CopySource {
     /// A registered replica.
     Replica(ReplicaId),

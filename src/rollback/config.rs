@@ -139,7 +139,8 @@ impl RollbackConfig {
     /// synced-through mark covering it (default 10 ms, nonzero, at most
     /// 60 s; measured in real time, like `sync_wait_timeout`). It bounds the
     /// window in which media damage to an acknowledged commit could be taken
-    /// for a torn tail (see the [journal docs](super::journal#power-loss-and-the-synced-through-mark)).
+    /// for a torn tail (see "Power loss and the synced-through
+    /// mark" in `rollback/journal/mod.rs`).
     pub fn idle_mark_delay(mut self, delay: Duration) -> Self {
         self.idle_mark_delay = delay;
         self

@@ -11,6 +11,7 @@ use crate::types::TxnId;
 
 /// How the victim of a deadlock is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum VictimPolicy {
     /// The transaction that began last (the highest id). The default: it has
     /// usually done the least work, and older transactions are never starved.
@@ -41,12 +42,14 @@ pub struct WaitForGraph {
 
 impl WaitForGraph {
     /// An empty graph.
+    #[cfg(test)]
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How many wait edges there are.
+    #[cfg(test)]
     #[must_use]
     pub fn edges(&self) -> usize {
         self.edges
@@ -141,18 +144,6 @@ impl WaitForGraph {
         for w in emptied {
             self.waits.remove(&w);
         }
-    }
-
-    /// The transactions `txn` waits for, sorted.
-    #[must_use]
-    pub fn waits_of(&self, txn: TxnId) -> Vec<TxnId> {
-        let mut v: Vec<TxnId> = self
-            .waits
-            .get(&txn)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        v.sort_unstable();
-        v
     }
 }
 

@@ -24,7 +24,7 @@
 //! the last reservation.
 //!
 //! The on-disk format, the crash analysis and the recovery modes are in
-//! [`journal`].
+//! the journal's module docs (`rollback/journal/mod.rs`).
 //!
 //! # Rollback
 //!
@@ -132,18 +132,39 @@
 //! [`PageStore`](crate::PageStore), or a [`CorruptionDetector`] for a
 //! protected store, so that restored pages are resealed and their checksums
 //! stay current.
+//!
+//! # Threads: why `build` starts the mark thread
+//!
+//! Every other component is constructed by its configuration's `build` and
+//! begins background work with `start`. The rollback manager has no
+//! `start`: its one thread, `selfheal-undo-mark`, is started by
+//! [`RollbackConfig::build`] because it is part of durability, not a
+//! service. After an fsync that no later batch follows, it writes and syncs
+//! a synced-through mark within [`RollbackConfig::idle_mark_delay`]; the
+//! mark is what lets recovery tell a torn tail (an append a crash cut short,
+//! dropped) from damage to records that were acknowledged durable (refused,
+//! or rolled back only as far as the mode allows). A manager whose mark
+//! thread had not been started would acknowledge commits that no mark ever
+//! covers, and media damage to their commit records would then be taken for
+//! a torn tail at the next open: the transaction's committed work would be
+//! undone. So the thread runs for as long as the manager accepts work;
+//! [`TransactionRollbackManager::stop`] writes a last mark, stops it
+//! (waiting at most a fixed bound) and closes the manager.
 
 mod apply;
 mod config;
 mod deadlock;
-pub mod journal;
+// What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
+pub(crate) mod journal;
 mod recovery;
 mod restore;
 mod txns;
+mod undo;
 mod writer;
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,7 +176,8 @@ pub(crate) use crate::types::TxnId;
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
 
 pub use config::RollbackConfig;
-pub use deadlock::{choose_victim, Deadlock, VictimPolicy, WaitForGraph};
+use deadlock::choose_victim;
+pub use deadlock::{Deadlock, VictimPolicy};
 pub use journal::{JournalDamage, JournalStats, JournalStorage, RecoveryMode};
 pub use recovery::{RecoveredTxn, RecoveryReport};
 pub use restore::RestoreGuard;
@@ -165,9 +187,9 @@ pub use writer::{is_page_failure, PageWriter, RawPages, RepairHook};
 #[cfg(doc)]
 use crate::corruption::CorruptionDetector;
 
-use apply::{apply_undo, Applied, PageLocks, UndoRef};
+use apply::PageLocks;
 use journal::{Journal, Record};
-use txns::{Counters, Entry, State, Status, Txn};
+use txns::{Counters, State, Status, Txn};
 use writer::read_for_change;
 
 /// Per-transaction undo with a durable journal, rollback, crash recovery,
@@ -212,6 +234,8 @@ pub struct TransactionRollbackManager {
     clock: Arc<dyn Clock>,
     sink: FailureSink,
     repair_hook: Option<RepairHook>,
+    /// Set by the first [`stop`](TransactionRollbackManager::stop).
+    stopped: AtomicBool,
     counters: Counters,
     report: RecoveryReport,
 }
@@ -275,6 +299,7 @@ impl TransactionRollbackManager {
     /// [`Error::Io`] when a new block of ids cannot be reserved;
     /// [`Error::IdSpaceExhausted`].
     pub fn begin(&self) -> Result<TxnId> {
+        self.check_open()?;
         let mut st = self.state.lock();
         if st.restoring {
             return Err(Error::RestoreInProgress);
@@ -299,7 +324,7 @@ impl TransactionRollbackManager {
     /// the page will hold there when it is written). Returns the LSN of the
     /// undo record: pass it to [`ensure_durable`](Self::ensure_durable)
     /// before the changed page is written to the store (see the
-    /// [journal docs](journal#the-write-ahead-rule)).
+    /// write-ahead rule in `rollback/journal/mod.rs`).
     ///
     /// Rollback applies `before` only while the page holds what the
     /// transaction's recorded changes explain (see the
@@ -322,6 +347,7 @@ impl TransactionRollbackManager {
         before: &[u8],
         after: &[u8],
     ) -> Result<Lsn> {
+        self.check_open()?;
         if before.is_empty() {
             return Err(Error::InvalidArgument {
                 what: "before",
@@ -391,6 +417,7 @@ impl TransactionRollbackManager {
     /// started committing while the undo was being made durable (the page is
     /// then not written).
     pub fn write(&self, txn: TxnId, page: PageId, offset: usize, data: &[u8]) -> Result<Lsn> {
+        self.check_open()?;
         let ps = self.pages.page_size();
         check_range(
             page,
@@ -474,6 +501,7 @@ impl TransactionRollbackManager {
     /// [`ensure_durable`](Self::ensure_durable); [`Error::Poisoned`] — then
     /// whether the commit survives a crash is unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
+        self.check_open()?;
         let lsn = {
             let mut st = self.state.lock();
             let (status, pending) = {
@@ -506,215 +534,6 @@ impl TransactionRollbackManager {
         Ok(lsn)
     }
 
-    /// Rolls `txn` back: applies its before-images newest first (one read
-    /// and write per page, each verified by a re-read, only to pages that
-    /// hold what it wrote), syncs the pages, and makes an abort record
-    /// durable. Also retries a rollback that failed or was blocked before.
-    ///
-    /// # Errors
-    /// [`Error::UnknownTransaction`] / [`Error::TransactionNotActive`];
-    /// [`Error::RollbackBlocked`] naming a page that fails verification and
-    /// was not repaired — the transaction stays pending with its undo (its
-    /// other pages were restored), see
-    /// [pages that fail verification](self#pages-that-fail-verification);
-    /// the store's errors or [`Error::RollbackVerifyFailed`] — the
-    /// transaction then stays in flight and `rollback` may be called again
-    /// (applying the images again is harmless), or recovery finishes it at
-    /// the next open; [`Error::Poisoned`].
-    pub fn rollback(&self, txn: TxnId) -> Result<RollbackOutcome> {
-        self.rollback_many(Some(txn))
-    }
-
-    /// Rolls back every active transaction (and every one whose rollback
-    /// failed or was blocked before) in one pass: before-images of all of
-    /// them in reverse LSN order, one write per page. Transactions in the
-    /// middle of a commit are left alone.
-    ///
-    /// # Errors
-    /// As [`rollback`](Self::rollback). On [`Error::RollbackBlocked`] (which
-    /// names the lowest blocked transaction) every transaction of the batch
-    /// that is not blocked was rolled back, and
-    /// [`blocked_rollbacks`](Self::blocked_rollbacks) lists the blocked ones;
-    /// on any other error every transaction of the batch stays in flight.
-    pub fn rollback_all(&self) -> Result<RollbackOutcome> {
-        self.rollback_many(None)
-    }
-
-    /// The transactions whose last rollback attempt was blocked by pages that
-    /// fail verification (including those recovery found so at open),
-    /// sorted by id.
-    #[must_use]
-    pub fn blocked_rollbacks(&self) -> Vec<BlockedTxn> {
-        let st = self.state.lock();
-        let mut v: Vec<BlockedTxn> = st
-            .active
-            .values()
-            .filter_map(|t| t.blocked.clone())
-            .collect();
-        v.sort_unstable_by_key(|b| b.txn);
-        v
-    }
-
-    fn rollback_many(&self, only: Option<TxnId>) -> Result<RollbackOutcome> {
-        let start = self.clock.now_ns();
-        let mut taken: Vec<(TxnId, Vec<Entry>, Vec<u8>)> = Vec::new();
-        {
-            let mut st = self.state.lock();
-            let ids: Vec<TxnId> = match only {
-                Some(txn) => {
-                    let t = st.get(txn)?;
-                    if !matches!(t.status, Status::Active | Status::RollbackFailed) {
-                        return Err(Error::TransactionNotActive {
-                            txn,
-                            state: t.status.as_str(),
-                        });
-                    }
-                    vec![txn]
-                }
-                None => {
-                    let mut v: Vec<TxnId> = st
-                        .active
-                        .iter()
-                        .filter(|(_, t)| {
-                            matches!(t.status, Status::Active | Status::RollbackFailed)
-                        })
-                        .map(|(id, _)| *id)
-                        .collect();
-                    v.sort_unstable();
-                    v
-                }
-            };
-            for id in ids {
-                let t = st.active.get_mut(&id).expect("listed above");
-                t.status = Status::RollingBack;
-                taken.push((
-                    id,
-                    std::mem::take(&mut t.entries),
-                    std::mem::take(&mut t.arena),
-                ));
-            }
-        }
-        let result = self.undo_and_abort(&taken);
-        let mut st = self.state.lock();
-        let applied = match result {
-            Ok(applied) => applied,
-            Err(e) => {
-                tracing::error!(error = %e, "rollback failed; the transactions stay in flight");
-                for (id, entries, arena) in taken {
-                    if let Some(t) = st.active.get_mut(&id) {
-                        t.entries = entries;
-                        t.arena = arena;
-                        t.status = Status::RollbackFailed;
-                    }
-                }
-                return Err(e);
-            }
-        };
-        let mut done = Vec::new();
-        let mut first_blocked: Option<(TxnId, PageId, String)> = None;
-        for (id, entries, arena) in taken {
-            if let Some(failed) = applied.blocked.get(&id) {
-                if let Some(t) = st.active.get_mut(&id) {
-                    t.entries = entries;
-                    t.arena = arena;
-                    t.status = Status::RollbackFailed;
-                    t.blocked = Some(BlockedTxn {
-                        txn: id,
-                        pages: failed.iter().map(|f| f.0).collect(),
-                        reason: failed[0].1.clone(),
-                    });
-                }
-                if first_blocked.is_none() {
-                    first_blocked = Some((id, failed[0].0, failed[0].1.clone()));
-                }
-            } else {
-                st.undo_bytes_held -= arena.len() as u64;
-                st.active.remove(&id);
-                st.finish(id, "rolled back");
-                done.push(id);
-            }
-        }
-        drop(st);
-        let replaced: u64 = applied.replaced.iter().map(|r| r.2).sum();
-        self.counters
-            .replaced
-            .fetch_add(replaced, Ordering::Relaxed);
-        self.counters
-            .rolled_back
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
-        if let Some((txn, page, reason)) = first_blocked {
-            self.counters.blocked.fetch_add(1, Ordering::Relaxed);
-            self.sink.send(Failure::new(
-                Source::TransactionRollbackManager,
-                FailureKind::RollbackBlocked { txn, page },
-                format!(
-                    "the rollback of transaction {txn} is blocked: page {page} fails verification ({reason}); repair the page, then roll back again"
-                ),
-                self.clock.now_ns(),
-            ));
-            return Err(Error::RollbackBlocked { txn, page, reason });
-        }
-        let ns = self.clock.now_ns().saturating_sub(start);
-        self.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .rollback_ns_total
-            .fetch_add(ns, Ordering::Relaxed);
-        self.counters
-            .rollback_ns_max
-            .fetch_max(ns, Ordering::Relaxed);
-        let mut pages_replaced: Vec<PageId> = applied.replaced.iter().map(|r| r.1).collect();
-        pages_replaced.sort_unstable();
-        pages_replaced.dedup();
-        Ok(RollbackOutcome {
-            txns: done,
-            undo_entries: applied.entries,
-            pages_written: applied.pages,
-            undo_entries_replaced: replaced,
-            pages_replaced,
-            duration: Duration::from_nanos(ns),
-        })
-    }
-
-    /// Applies the undo of `taken`, syncs the pages, and makes abort records
-    /// of the transactions that are not blocked durable.
-    fn undo_and_abort(&self, taken: &[(TxnId, Vec<Entry>, Vec<u8>)]) -> Result<Applied> {
-        let refs: Vec<UndoRef<'_>> = taken
-            .iter()
-            .flat_map(|(txn, entries, arena)| {
-                entries.iter().map(move |e| UndoRef {
-                    txn: *txn,
-                    lsn: e.lsn,
-                    page: e.page,
-                    offset: e.offset as usize,
-                    before: e.before(arena),
-                    after: e.after(arena),
-                })
-            })
-            .collect();
-        let any_undo = !refs.is_empty();
-        let applied = apply_undo(
-            self.pages.as_ref(),
-            &self.page_locks,
-            self.repair_hook.as_ref(),
-            refs,
-        )?;
-        if any_undo {
-            // Also when no page changed: a page may hold its before-image
-            // only in a cache, and the abort record must not outlive it.
-            self.pages.sync()?;
-        }
-        let mut last = None;
-        for (id, _, _) in taken {
-            if !applied.blocked.contains_key(id) {
-                last = Some(self.journal.append(&Record::Abort { txn: *id })?);
-            }
-        }
-        if let Some(lsn) = last {
-            self.journal.ensure_durable(lsn)?;
-        }
-        Ok(applied)
-    }
-
     /// The host reports that every page change whose undo LSN is at most
     /// `lsn` is durable in its store. Segments holding only records older
     /// than that, and older than the begin record of every active (or
@@ -726,6 +545,7 @@ impl TransactionRollbackManager {
     /// [`Error::Poisoned`]; [`Error::Io`] when the state file or a removal
     /// fails.
     pub fn checkpoint(&self, lsn: Lsn) -> Result<Vec<u64>> {
+        self.check_open()?;
         let next = self.journal.stats().next_lsn;
         if lsn >= next {
             return Err(Error::InvalidArgument {
@@ -841,15 +661,37 @@ impl TransactionRollbackManager {
     }
 
     /// Makes every journal record durable and covered by a durable
-    /// synced-through mark, stops the journal's mark thread, and closes the
-    /// manager. Active (and blocked) transactions are left in flight: the
-    /// next build rolls them back. Dropping the manager without `stop` only
-    /// stops the mark thread; what was not yet durable is then treated like
-    /// a crash at the next open.
+    /// synced-through mark, stops the journal's mark thread (waiting at
+    /// most a fixed bound for a mark being written), and closes the
+    /// manager: later calls that change or end transactions return
+    /// [`Error::Stopped`], and a second `stop` does nothing. Active (and
+    /// blocked) transactions are left in flight: the next build rolls them
+    /// back. It takes `&self`, like every component's `stop`, so a manager
+    /// shared behind an `Arc` (with a healer, say) stops too; the journal's
+    /// storage is released ([`JournalStorage::release`]: a directory's lock),
+    /// so a new manager may open it while old handles linger. Dropping the
+    /// manager without `stop` only stops the mark thread; what was not yet
+    /// durable is then treated like a crash at the next open.
     ///
     /// # Errors
     /// [`Error::Poisoned`] when the journal cannot be made durable.
-    pub fn stop(self) -> Result<()> {
-        self.journal.close()
+    pub fn stop(&self) -> Result<()> {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let closed = self.journal.close();
+        self.journal.release();
+        closed
+    }
+
+    /// Refuses a call after [`stop`](Self::stop).
+    fn check_open(&self) -> Result<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped {
+                component: "rollback manager",
+                reason: "stop() was called; build a new manager over the journal".into(),
+            });
+        }
+        Ok(())
     }
 }

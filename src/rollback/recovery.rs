@@ -2,7 +2,7 @@
 //! flight at the last crash, and the [`RecoveryReport`].
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +85,9 @@ struct InFlight {
 impl RollbackConfig {
     /// Opens (or creates) the journal, recovers — rolls back every
     /// transaction that was in flight at the last crash, through `pages` —
-    /// and returns the manager. What recovery did is in
+    /// and returns the manager, with the journal's mark thread running (it
+    /// is part of durability; see
+    /// [why `build` starts it](super#threads-why-build-starts-the-mark-thread)). What recovery did is in
     /// [`TransactionRollbackManager::recovery_report`]: transactions whose
     /// rollback is blocked by a page that fails verification are listed
     /// there and stay pending (see the
@@ -336,6 +338,7 @@ pub(super) fn open(
         clock: cfg.clock,
         sink,
         repair_hook: cfg.repair_hook,
+        stopped: AtomicBool::new(false),
         counters: Counters {
             recovered: AtomicU64::new(report.rolled_back.len() as u64),
             replaced: AtomicU64::new(report.undo_entries_replaced),

@@ -57,6 +57,7 @@ impl TransactionRollbackManager {
     /// [`Error::Poisoned`] or [`Error::Io`] when the journal cannot be
     /// retired (then nothing was promised: do not restore).
     pub fn prepare_restore(&self) -> Result<RestoreGuard<'_>> {
+        self.check_open()?;
         {
             let mut st = self.state.lock();
             if st.restoring {

@@ -37,6 +37,11 @@
 //!   with its crash analysis). A cursor only ever decides where a pass
 //!   starts: a wrong one can make one pass skip or repeat pages, never make
 //!   a bad page verify. A damaged cursor means page 0.
+//! - **One owner per cursor file.** A scrubber holds `<cursor>.lock` beside
+//!   its cursor file (the crate's directory-owner lock) from `build` until
+//!   it, or its thread, is gone; a second scrubber on the same file, in this
+//!   process or another, is refused with [`Error::DirectoryLocked`], so two
+//!   scrubbers never overwrite each other's position.
 //! - **Its own failures on the bus.** A scrub thread that dies (a panic in
 //!   the host's store, say) is reported as [`FailureKind::WorkerDied`] from
 //!   [`Source::Scrubber`]; a cursor that could not be read at start, or
@@ -96,6 +101,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureSink, PageId};
 #[cfg(doc)]
@@ -116,6 +122,7 @@ const COMPONENT: &str = "scrubber";
 
 /// How fast a scrub may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubRate {
     /// At most this many pages per second.
     PagesPerSec(u64),
@@ -141,6 +148,7 @@ impl ScrubRate {
 
 /// Which pages a pass visits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubMode {
     /// Every page of the store, from page 0 to the page count read at the
     /// start of the pass.
@@ -247,7 +255,11 @@ impl ScrubConfig {
 
     /// Where to persist the scrub position (default: nowhere; a restart
     /// begins at page 0). The file is written crash-safely; `cursor.rs`
-    /// documents its format byte by byte.
+    /// documents its format byte by byte. The file has one owner: the
+    /// scrubber holds `<file name>.lock` in the same directory (which must
+    /// exist) from [`build`](Self::build) until it, or its thread, is gone,
+    /// and a second scrubber on the same file is refused with
+    /// [`Error::DirectoryLocked`].
     pub fn cursor_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.cursor_path = Some(path.into());
         self
@@ -316,9 +328,11 @@ impl ScrubConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero rate, a batch of 0 or more than
     /// [`MAX_BATCH_PAGES`] pages, a zero `persist_every` or `stop_timeout`,
-    /// or a cursor path without a file name. A damaged cursor file is not
-    /// an error: it is reported on the failure bus and the scrub starts at
-    /// page 0 (see the module docs).
+    /// or a cursor path without a file name; [`Error::DirectoryLocked`]
+    /// when another scrubber owns the cursor file; [`Error::Io`] when its
+    /// lock file cannot be opened (a missing directory). A damaged cursor
+    /// file is not an error: it is reported on the failure bus and the scrub
+    /// starts at page 0 (see the module docs).
     pub fn build(self, detector: Arc<CorruptionDetector>) -> Result<Scrubber> {
         let page_size = detector.store().page_size();
         if let Some(b) = self.batch_pages {
@@ -341,14 +355,30 @@ impl ScrubConfig {
                 "is zero; give a positive time to wait for the thread",
             ));
         }
-        if let Some(p) = &self.cursor_path {
-            if p.file_name().is_none() {
-                return Err(Error::config(
-                    "cursor_path",
-                    format!("{} does not name a file", p.display()),
-                ));
+        let cursor_owner = match &self.cursor_path {
+            Some(p) => {
+                let Some(name) = p.file_name() else {
+                    return Err(Error::config(
+                        "cursor_path",
+                        format!("{} does not name a file", p.display()),
+                    ));
+                };
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => std::path::Path::new("."),
+                };
+                Some(DirLock::acquire(
+                    dir,
+                    &format!("{}.lock", name.to_string_lossy()),
+                    "scrubber",
+                    &format!(
+                        "stop or drop the other scrubber on the cursor file {} first, or give this one another cursor_path",
+                        p.display()
+                    ),
+                )?)
             }
-        }
+            None => None,
+        };
         let mut batch = self
             .batch_pages
             .unwrap_or_else(|| 256.min(((1usize << 20) / page_size.max(1)).max(1) as u64));
@@ -372,6 +402,7 @@ impl ScrubConfig {
             rate: self.rate,
             batch_pages: batch,
             cursor_path: self.cursor_path,
+            _cursor_owner: cursor_owner,
             persist_every_ns: u64::try_from(self.persist_every.as_nanos()).unwrap_or(u64::MAX),
             pass_interval_ns: self
                 .pass_interval
@@ -428,6 +459,7 @@ pub struct ScanSummary {
 
 /// What one [`Scrubber::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubStep {
     /// A batch was scanned.
     Scanned(ScanSummary),
@@ -450,6 +482,7 @@ pub enum ScrubStep {
 
 /// What the scrubber is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScrubState {
     /// Scanning, or waiting for pacing or for the next pass.
     Running,
@@ -542,6 +575,9 @@ pub struct Scrubber {
     rate: ScrubRate,
     batch_pages: u64,
     cursor_path: Option<PathBuf>,
+    /// The cursor file's one owner: `<cursor file name>.lock` beside it,
+    /// held for as long as the scrubber (or its thread) lives.
+    _cursor_owner: Option<DirLock>,
     persist_every_ns: u64,
     /// `None` = single pass.
     pass_interval_ns: Option<u64>,
@@ -601,8 +637,9 @@ impl Scrubber {
 /// most [`ScrubConfig::stop_timeout`], logging errors); call
 /// [`stop`](Self::stop) to see them. See [`Scrubber`] for an example.
 pub struct ScrubHandle {
-    /// `None` once stopped.
-    worker: Option<crate::worker::Worker<thread::Command>>,
+    worker: crate::worker::Worker<thread::Command>,
+    /// Set by the first [`stop`](Self::stop).
+    stopped: std::sync::atomic::AtomicBool,
     shared: Arc<thread::Shared>,
     stop_timeout: Duration,
 }

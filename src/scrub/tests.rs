@@ -217,11 +217,14 @@ fn cursor_round_trip_and_damage_falls_back() {
             passes: 0
         }
     );
+    // The cursor file has one owner: a restart comes after the first is gone.
+    drop(s);
     let s2 = ScrubConfig::new()
         .cursor_path(&path)
         .build(det.clone())
         .unwrap();
     assert_eq!(s2.progress(0).position, 40);
+    drop(s2);
     std::fs::write(&path, b"garbage").unwrap();
     let s3 = ScrubConfig::new().cursor_path(&path).build(det).unwrap();
     assert_eq!(s3.progress(0).position, 0);
@@ -329,7 +332,7 @@ fn worker_panic_marks_failed() {
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new().unlimited().start(det).unwrap();
+    let h = ScrubConfig::new().unlimited().start(det).unwrap();
     let err = h.wait_for_passes(1, Duration::from_secs(10)).unwrap_err();
     assert!(err.to_string().contains("disk controller on fire"), "{err}");
     assert_eq!(h.state(), ScrubState::Failed);
@@ -350,7 +353,7 @@ fn a_death_is_marked_failed_and_reported_once_even_when_the_sinks_callback_panic
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .unlimited()
         .failure_sink(sink.clone())
         .start(det)
@@ -407,7 +410,7 @@ fn command_queued_when_the_worker_dies_gets_an_error() {
         std::thread::spawn(move || result_tx.send(h.pause()).unwrap())
     };
     // The worker is stuck in its read; wait for the command to be queued.
-    while h.worker.as_ref().unwrap().queued() == 0 {
+    while h.worker.queued() == 0 {
         std::thread::yield_now();
     }
     open.send(()).unwrap();
@@ -417,7 +420,7 @@ fn command_queued_when_the_worker_dies_gets_an_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Stopped { .. }), "{err}");
     caller.join().unwrap();
-    let mut h = Arc::try_unwrap(h).expect("sole owner");
+    let h = Arc::try_unwrap(h).expect("sole owner");
     assert!(h
         .stop()
         .unwrap_err()
@@ -430,7 +433,7 @@ fn thread_scrubs_pauses_and_stops() {
     let (raw, det, _clock) = setup(200);
     raw.damage(PageId(123), Damage::Junk { seed: 9 }).unwrap();
     // The system clock: a real thread at a high rate.
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(1_000_000)
         .clock(crate::clock::SystemClock::shared())
         .start(det.clone())
@@ -488,7 +491,7 @@ fn cursor_persisted_periodically() {
 #[test]
 fn thread_follows_a_manual_clock() {
     let (_raw, det, clock) = setup(2);
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .pages_per_s(1)
         .single_pass()
         .start(det)
@@ -581,13 +584,16 @@ fn a_cursor_that_cannot_be_written_is_reported_once_per_episode() {
         let sub = dir.path().join("sub");
         let path = sub.join("cursor");
         let (_raw, det, clock) = setup_in(placement, 100);
-        // By default the scrubber reports on the detector's bus.
+        // By default the scrubber reports on the detector's bus. Its owner
+        // lock is taken in the cursor's directory at build.
+        std::fs::create_dir(&sub).unwrap();
         let mut s = ScrubConfig::new()
             .pages_per_s(100)
             .persist_every(Duration::from_millis(100))
             .cursor_path(&path)
             .build(det.clone())
             .unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
         // The directory is missing: every write fails, one report.
         clock.set_ns(1_000);
         assert!(s.persist_cursor().is_err());
@@ -651,7 +657,7 @@ fn stop_is_bounded_when_a_store_read_hangs() {
             }))
             .unwrap(),
     );
-    let mut h = ScrubConfig::new()
+    let h = ScrubConfig::new()
         .unlimited()
         .stop_timeout(Duration::from_millis(100))
         .start(det)

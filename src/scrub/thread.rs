@@ -224,7 +224,8 @@ impl Scrubber {
         };
         let worker = Worker::spawn(COMPONENT, THREAD_NAME, job)?;
         Ok(ScrubHandle {
-            worker: Some(worker),
+            worker,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             shared,
             stop_timeout,
         })
@@ -242,10 +243,10 @@ impl ScrubHandle {
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }
-        let Some(worker) = &self.worker else {
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
             return Err(self.gone());
-        };
-        worker.request(make).map_err(|e| match e {
+        }
+        self.worker.request(make).map_err(|e| match e {
             Error::Stopped { .. } => self.shared.failure().unwrap_or(e),
             other => other,
         })
@@ -345,11 +346,11 @@ impl ScrubHandle {
     /// the thread had died, or when it did not stop in time (it is then
     /// left running detached, and ends when the store call it is in
     /// returns).
-    pub fn stop(&mut self) -> Result<()> {
-        let Some(mut worker) = self.worker.take() else {
+    pub fn stop(&self) -> Result<()> {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return Ok(());
-        };
-        let stopped = worker.stop(Stop::Finish, self.stop_timeout);
+        }
+        let stopped = self.worker.stop(Stop::Finish, self.stop_timeout);
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }

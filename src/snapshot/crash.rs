@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 /// simulate a crash (`StateSnapshotManager::crash_at`). They are the rows
 /// of the crash table in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CrashStep {
     /// The temporary file exists (header buffered, nothing flushed).
     TmpCreated = 1,

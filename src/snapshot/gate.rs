@@ -56,6 +56,7 @@ impl WriteGate {
 /// be one of the gate that all of the host's page writes pass through; the
 /// view must not change while the snapshot runs.
 #[derive(Clone, Copy)]
+#[non_exhaustive]
 pub enum Consistency<'a> {
     /// Read `store` while the host's writes are paused by `pause`; the state
     /// is the one at `lsn`.

@@ -175,6 +175,7 @@ impl Manifest {
 /// [`merge`](super::StateSnapshotManager::merge) collapses a chain so that
 /// its ancestors can go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Retention {
     /// Keep every snapshot.
     KeepAll,

@@ -479,10 +479,7 @@ impl StateSnapshotManager {
     ) -> Result<SnapshotReport> {
         let taken = self.inner.take_snapshot(source, request);
         if let Err(e) = &taken {
-            if !matches!(
-                e,
-                Error::InvalidArgument { .. } | Error::PageSizeMismatch { .. }
-            ) {
+            if is_reported(e) {
                 self.inner.report_snapshot_failed(what, e);
             }
         }
@@ -611,6 +608,16 @@ impl StateSnapshotManager {
         let mut st = self.inner.state.lock();
         self.inner.retain(&mut st, now_unix_ms)
     }
+}
+
+/// Whether a failed snapshot is reported on the failure bus: every failure
+/// but a bad request (an [`Error::InvalidArgument`] or an
+/// [`Error::PageSizeMismatch`]), which only the caller can act on.
+pub(super) fn is_reported(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::InvalidArgument { .. } | Error::PageSizeMismatch { .. }
+    )
 }
 
 #[cfg(test)]

@@ -9,9 +9,13 @@
 //!   [`Clock`]: the thread wakes at most every [`POLL_MAX`] of real time to
 //!   read it, so a simulated clock moved by a test is seen within that.
 //! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
-//!   reported by the manager as
+//!   reported as
 //!   [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); the
-//!   thread goes on with the next interval.
+//!   thread goes on with the next interval. A manager found poisoned is
+//!   reported once, not at every tick, until a snapshot succeeds again. A
+//!   retention that fails after a snapshot committed (the snapshot is
+//!   listed; older ones are kept) is reported as a failed snapshot too, its
+//!   evidence naming the retention.
 //! - A panic on the thread (in the host's store or LSN function) ends it:
 //!   it is counted, reported as [`FailureKind::WorkerDied`] on the manager's
 //!   failure bus, and every later call returns [`Error::Stopped`]. The
@@ -30,7 +34,8 @@ use parking_lot::Mutex;
 
 use super::inner::Inner;
 use super::{
-    Consistency, SnapshotKind, SnapshotReport, SnapshotRequest, StateSnapshotManager, WriteGate,
+    is_reported, Consistency, SnapshotKind, SnapshotReport, SnapshotRequest, StateSnapshotManager,
+    WriteGate,
 };
 use crate::error::{Error, Result};
 use crate::host::PageStore;
@@ -120,6 +125,9 @@ struct Ticker {
     /// When the next snapshot is due, on the manager's clock.
     due_ns: u64,
     counters: Arc<Counters>,
+    /// The manager was found poisoned and that was reported; cleared by a
+    /// snapshot that succeeds.
+    poison_reported: bool,
 }
 
 impl Ticker {
@@ -127,25 +135,49 @@ impl Ticker {
         &self.manager.inner
     }
 
+    /// One snapshot, and its report on the bus: a failed snapshot is
+    /// reported (a bad request aside); a poisoned manager only once until a
+    /// snapshot succeeds again, not at every tick; a retention that failed
+    /// after the snapshot committed, as a failed snapshot too.
     fn once(&mut self) -> Result<SnapshotReport> {
         let pause = self.gate.pause();
         let lsn = (self.lsn)();
-        let r = self.manager.take_reported(
+        let r = self.inner().take_snapshot(
             Consistency::Paused {
                 store: &*self.store,
                 pause: &pause,
                 lsn,
             },
             SnapshotRequest::new(self.kind),
-            "a periodic snapshot",
         );
+        drop(pause);
         match &r {
-            Ok(_) => {
+            Ok(report) => {
                 self.counters.taken.fetch_add(1, Ordering::Relaxed);
+                self.poison_reported = false;
+                if let Some(why) = &report.retention_error {
+                    let inner = self.inner();
+                    inner.sink.report(
+                        Source::StateSnapshotManager,
+                        FailureKind::SnapshotFailed,
+                        format!(
+                            "retention after the periodic snapshot {} in {} failed: {why}; older snapshots are kept until it next runs",
+                            report.info.id,
+                            inner.dir.display()
+                        ),
+                        inner.clock.now_ns(),
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "periodic snapshot failed");
                 self.counters.failed(e.to_string());
+                let poisoned = matches!(e, Error::Poisoned { .. });
+                if is_reported(e) && !(poisoned && self.poison_reported) {
+                    self.inner()
+                        .report_snapshot_failed("a periodic snapshot", e);
+                }
+                self.poison_reported |= poisoned;
             }
         }
         r
@@ -267,6 +299,7 @@ impl PeriodicSnapshots {
             interval_ns,
             due_ns: manager.inner.clock.now_ns().saturating_add(interval_ns),
             counters: counters.clone(),
+            poison_reported: false,
         };
         let worker = Worker::spawn(COMPONENT, "selfheal-snapshot", job)?;
         Ok(PeriodicSnapshots {
@@ -334,7 +367,7 @@ impl PeriodicSnapshots {
             });
         };
         match slot.take() {
-            Some(mut w) => w.stop(
+            Some(w) => w.stop(
                 Stop::Finish,
                 deadline.saturating_duration_since(Instant::now()),
             ),

@@ -10,6 +10,7 @@ use crate::clock::Clock;
 
 /// A long-running operation of the manager.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     /// Taking a snapshot.
     Snapshot,

@@ -34,6 +34,7 @@ pub struct SnapshotInfo {
 
 /// Which kind of snapshot to take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SnapshotKind {
     /// Every page.
     Full,
@@ -47,6 +48,7 @@ pub enum SnapshotKind {
 
 /// How the pages of a snapshot were chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChangeDetection {
     /// A full snapshot: every page.
     Full,

@@ -49,6 +49,7 @@ use crate::types::{Lsn, PageId};
 
 /// What a restore may do when the requested snapshot's chain does not verify.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fallback {
     /// Restore exactly the requested snapshot, or fail with
     /// [`Error::SnapshotDamaged`]. The default.

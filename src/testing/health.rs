@@ -8,7 +8,19 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::health::HealthProbe;
+use crate::health::{HealthConfig, HealthProbe};
+
+pub use crate::health::model::HealthModel;
+
+/// The pure model a [`HealthMonitor`](crate::HealthMonitor) feeds, built
+/// from `config` without probes, thread or clock: a test or a bench feeds it
+/// values at times of its choosing.
+///
+/// # Errors
+/// As [`HealthConfig::validate`].
+pub fn health_model(config: &HealthConfig) -> Result<HealthModel> {
+    config.build_model()
+}
 
 /// A probe that returns the values it is given: queued values first (one per
 /// sample), then the last value set; failures can be armed.

@@ -39,7 +39,25 @@ pub use snapshot::{
 };
 mod health;
 
-pub use health::{GaussianNoise, ScriptedProbe};
+pub use health::{health_model, GaussianNoise, HealthModel, ScriptedProbe};
+
+/// The crash detector's state machines, driven without the watchdog thread:
+/// heartbeats judged by timeout and phi accrual, and process liveness.
+pub use crate::crash::{heartbeat::HeartbeatMonitor, process::ProcessMonitor};
+
+/// The rollback journal's file formats (documented in the `rollback`
+/// module's journal docs), for fuzz targets and corpus tests: the decoders
+/// are the ones recovery reads with, and the encoders the ones the manager
+/// writes with.
+pub mod journal {
+    pub use crate::rollback::journal::{
+        decode_segment, segment_file_name, DirStorage, HeaderDamage, JournalState, Record,
+        ScannedRecord, SegmentEnd, SegmentHeader, SegmentScan, LOCK_FILE, LSN_SEARCH_WINDOW,
+        MAX_HEADER_COUNTER, MAX_PAYLOAD_LEN, MAX_SEARCH_HASH_BYTES, RECORD_HEADER_LEN,
+        SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, STATE_FILE_NAME, STATE_MAGIC,
+        STATE_VERSION, TXN_ID_RESERVATION,
+    };
+}
 pub mod sqlite;
 
 /// CRC-32 (IEEE), computed bit by bit: an oracle for tests that must not

@@ -12,6 +12,7 @@ use super::storage::JournalStorage;
 
 /// What the journal does at open when it finds damage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RecoveryMode {
     /// Cut off a torn tail — what a crash or a power loss leaves in the
     /// newest segment after its last completed fsync, holes included — and
@@ -37,6 +38,7 @@ pub enum RecoveryMode {
 
 /// Damage found in the journal at open, and what was done about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JournalDamage {
     /// The newest segment ends in bytes that were never synced and are not a
     /// valid record (possibly with valid records after a hole, all of them

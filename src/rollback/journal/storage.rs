@@ -22,7 +22,7 @@ use super::state::STATE_FILE_NAME;
 
 /// Storage for the journal's segment files, addressed by segment number.
 ///
-/// Contracts the journal relies on (and that [`DirStorage`] keeps):
+/// Contracts the journal relies on (and that `DirStorage` keeps):
 /// - `create` makes the segment exist durably with exactly `header` as its
 ///   contents before it returns (file written, fsynced, directory fsynced);
 /// - `append` adds bytes at the end; they may be lost at a crash until
@@ -77,7 +77,7 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     fn remove(&self, segment: u64) -> Result<()>;
 
     /// The contents of the journal's state file (see
-    /// [`JournalState`](super::JournalState)), or `None` when there is none.
+    /// `JournalState`), or `None` when there is none.
     ///
     /// # Errors
     /// [`Error::Io`] when it exists but cannot be read.
@@ -106,6 +106,13 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     fn check_writable(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Gives up ownership of the storage (a directory's lock), so that
+    /// another manager may open it. Called once by
+    /// [`TransactionRollbackManager::stop`](crate::TransactionRollbackManager::stop)
+    /// after its last write; nothing is written after it. The default does
+    /// nothing (a storage without an owner).
+    fn release(&self) {}
 }
 
 /// Segment files in one directory, named `undo-<16 hex digits>.log`, and
@@ -117,11 +124,12 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
 /// directory's exclusive lock ([`LOCK_FILE`]), so a second one — a
 /// second [`TransactionRollbackManager`](crate::TransactionRollbackManager)
 /// on the same directory, in this process or another — is refused with
-/// [`Error::DirectoryLocked`] until the first is dropped.
+/// [`Error::DirectoryLocked`] until the first is stopped or dropped.
 pub struct DirStorage {
     dir: PathBuf,
     open: Mutex<HashMap<u64, File>>,
-    _lock: DirLock,
+    /// Taken by [`JournalStorage::release`].
+    lock: Mutex<Option<DirLock>>,
 }
 
 /// The lock file of an undo journal directory (see [`DirStorage`]).
@@ -173,7 +181,7 @@ impl DirStorage {
         Ok(DirStorage {
             dir,
             open: Mutex::new(HashMap::new()),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -204,6 +212,11 @@ impl DirStorage {
 }
 
 impl JournalStorage for DirStorage {
+    fn release(&self) {
+        self.open.lock().clear();
+        self.lock.lock().take();
+    }
+
     fn segment_path(&self, segment: u64) -> PathBuf {
         self.dir.join(segment_file_name(segment))
     }

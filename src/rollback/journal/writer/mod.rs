@@ -1,6 +1,8 @@
 //! The append side: buffered encoding, segment rotation, group commit,
 //! synced-through marks, transaction-id reservations, the state file, and
-//! the sticky poisoned state.
+//! the sticky poisoned state (the group commit itself is in `commit.rs`).
+//!
+//! # Contract
 //!
 //! Appends encode into an in-memory buffer under one short lock. Bytes reach
 //! the storage only in the hands of the one thread that holds the I/O token:
@@ -20,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
@@ -38,6 +40,8 @@ use super::storage::JournalStorage;
 use super::UNDO_FIXED_LEN;
 use crate::rollback::TxnId;
 use crate::worker::Notifier;
+
+mod commit;
 
 const COMPONENT: &str = "undo journal";
 
@@ -376,6 +380,11 @@ impl Journal {
         result
     }
 
+    /// Gives up the storage's ownership, after [`close`](Self::close).
+    pub(crate) fn release(&self) {
+        self.core.storage.release();
+    }
+
     /// Removes segments all of whose records are below `keep_from` and
     /// durable. The newest segment is always kept. The state file names the
     /// new oldest segment before any is removed.
@@ -613,156 +622,6 @@ impl Core {
         inner.marks_in_flight.push_back((lsn.0, claim));
         self.counters.marks.fetch_add(1, Ordering::Relaxed);
         Ok(lsn.0)
-    }
-
-    fn ensure_durable(&self, lsn: Lsn) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.poison_error());
-        }
-        if self.durable.load(Ordering::Acquire) >= lsn.0 {
-            return Ok(());
-        }
-        let mut g = self.inner.lock();
-        if lsn.0 >= g.next_lsn {
-            return Err(Error::InvalidArgument {
-                what: "lsn",
-                reason: format!(
-                    "LSN {lsn} has not been handed out yet (the newest is {})",
-                    g.next_lsn - 1
-                ),
-            });
-        }
-        self.drive(&mut g, Some(lsn.0))
-    }
-
-    fn flush(&self) -> Result<()> {
-        let last = self.inner.lock().next_lsn - 1;
-        self.ensure_durable(Lsn(last))
-    }
-
-    /// After a flush: makes sure every record that is not a mark is covered
-    /// by a durable mark, writing and syncing one if needed.
-    fn cover_with_mark(&self) -> Result<()> {
-        let lsn = {
-            let mut g = self.inner.lock();
-            if let Some(p) = &g.poison {
-                return Err(poisoned_error(p));
-            }
-            if g.marked >= g.last_data_lsn || self.durable.load(Ordering::Acquire) < g.last_data_lsn
-            {
-                return Ok(());
-            }
-            match self.push_mark(&mut g)? {
-                Some(l) => l,
-                None => match g.marks_in_flight.back() {
-                    Some(&(l, _)) => l,
-                    None => return Ok(()),
-                },
-            }
-        };
-        self.ensure_durable(Lsn(lsn))?;
-        self.counters.idle_marks.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Takes the I/O token (waiting for the current holder), writes what is
-    /// buffered and, with `sync_to`, fsyncs until that LSN is durable.
-    fn drive(&self, g: &mut MutexGuard<'_, Inner>, sync_to: Option<u64>) -> Result<()> {
-        let deadline = Instant::now() + self.cfg.sync_wait_timeout;
-        loop {
-            if let Some(p) = &g.poison {
-                return Err(poisoned_error(p));
-            }
-            match sync_to {
-                Some(lsn) if self.durable.load(Ordering::Acquire) >= lsn => return Ok(()),
-                None if g.pending_bytes < self.cfg.buffer_bytes => return Ok(()),
-                _ => {}
-            }
-            if g.io_busy {
-                if self.cv.wait_until(g, deadline).timed_out() && g.io_busy {
-                    return Err(Error::io(
-                        format!(
-                            "waiting {:?} for the undo journal's fsync (the disk may be hung)",
-                            self.cfg.sync_wait_timeout
-                        ),
-                        std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    ));
-                }
-                continue;
-            }
-            // The batch names the last completed fsync, for free.
-            self.push_mark(g)?;
-            let chunks = std::mem::take(&mut g.pending);
-            g.pending_bytes = 0;
-            let target = g.next_lsn - 1;
-            let from = g.io_segment;
-            g.io_busy = true;
-            let sync = sync_to.is_some();
-            let result = MutexGuard::unlocked(g, || {
-                self.write_chunks(&chunks, from, sync).map(|s| (s, chunks))
-            });
-            g.io_busy = false;
-            match result {
-                Ok((seg, chunks)) => {
-                    g.io_segment = seg;
-                    if sync {
-                        self.durable.fetch_max(target, Ordering::AcqRel);
-                        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                        while let Some(&(lsn, claim)) = g.marks_in_flight.front() {
-                            if lsn > target {
-                                break;
-                            }
-                            g.marked = g.marked.max(claim);
-                            g.marks_in_flight.pop_front();
-                        }
-                        if let Some(n) = self.notice.get() {
-                            n.notify(());
-                        }
-                    }
-                    for mut c in chunks {
-                        if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
-                            c.bytes.clear();
-                            g.spare.push(c.bytes);
-                        }
-                    }
-                    self.cv.notify_all();
-                    if !sync {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    tracing::error!(%reason, "undo journal poisoned");
-                    g.poison = Some(reason.clone());
-                    self.cv.notify_all();
-                    self.mark_poisoned(&reason);
-                    return Err(poisoned_error(&reason));
-                }
-            }
-        }
-    }
-
-    /// Writes chunks in order; syncs the previous segment before creating a
-    /// new one, and names a new one in the state file before anything is
-    /// appended to it; syncs the last one at the end when `sync`.
-    fn write_chunks(&self, chunks: &[Chunk], mut current: u64, sync: bool) -> Result<u64> {
-        for c in chunks {
-            if let Some(header) = &c.create {
-                if current != 0 {
-                    self.storage.sync(current)?;
-                }
-                self.storage.create(c.segment, header)?;
-                self.persist(|s| s.newest = s.newest.max(c.segment))?;
-            }
-            current = c.segment;
-            if !c.bytes.is_empty() {
-                self.storage.append(c.segment, &c.bytes)?;
-            }
-        }
-        if sync {
-            self.storage.sync(current)?;
-        }
-        Ok(current)
     }
 
     /// Removes the `n` oldest segments, after naming the new oldest in the

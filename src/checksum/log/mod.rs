@@ -1,0 +1,420 @@
+//! The sidecar table's change log: its byte layout and its codec.
+//!
+//! A durable [`ChecksumTable`](super::ChecksumTable) is a base file plus an
+//! append-only log of changes; this module encodes and decodes the log and
+//! nothing else (what the records mean, and why the table survives a crash
+//! at any step, is in [`durable`](super::durable)). The decoder treats every
+//! byte as untrusted: it allocates at most one record per 2 input bytes, and
+//! answers a typed error or a torn-tail verdict, never a panic.
+//!
+//! # Log file layout (all integers little-endian)
+//!
+//! A log file is a 36-byte header followed by the records: in version 3
+//! (written by this build) a sequence of *frames*, one per append; in
+//! versions 1 and 2 (still read) 16-byte slots.
+//!
+//! | offset | size | field                                              |
+//! |-------:|-----:|----------------------------------------------------|
+//! | 0      | 4    | magic `SHCL`                                       |
+//! | 4      | 4    | format version (3; 1 and 2 are still read)         |
+//! | 8      | 4    | page size of the table                             |
+//! | 12     | 4    | reserved, 0                                        |
+//! | 16     | 8    | generation (the base file this log continues)      |
+//! | 24     | 8    | sequence number of the first record                |
+//! | 32     | 4    | CRC32 of bytes 0..32                               |
+//!
+//! Every record has a sequence number, consecutive through the file from
+//! the header's; the numbers are never stored per record, and are never
+//! reused (a new log starts after every number the logs before it may have
+//! used, torn tails included).
+//!
+//! The kinds of record and what they mean (`a`, `b` in the version-2 slot;
+//! their version-3 encoding is below):
+//!
+//! | kind | name    | payload                  | meaning                                                        |
+//! |-----:|---------|--------------------------|----------------------------------------------------------------|
+//! | 1    | batch   | 0                        | versions 1 and 2: first record of every append: all slots before it were fsynced (version 3: the frame says it) |
+//! | 2    | intent  | `a` page, `b` CRC        | the page may now hold bytes with this CRC                       |
+//! | 3    | except  | u64 sequence number      | the next settle leaves this intent unsettled                    |
+//! | 4    | settle  | u64 bound `s`            | intents below `s` (except those named) are settled              |
+//! | 5    | retract | u64 sequence number      | this intent is no longer accepted                               |
+//! | 6    | drop    | `a` first, `b` last page | forget every checksum of pages `a..=b`                          |
+//! | 7    | free    | `a` page, `b` 0          | forget every checksum of the page and mark it unallocated       |
+//! | 8    | claim   | `a` page, `b` CRC        | if the page has no checksum, no unsettled intent and no mark, this is its settled checksum |
+//!
+//! ## Version 3: frames
+//!
+//! Each append (one write and one fsync of every record buffered since the
+//! last, shared by the threads that wait for it) is one frame; a frame is
+//! written only after the fsync of the frame before it returned.
+//!
+//! | offset  | size    | field                                                  |
+//! |--------:|--------:|--------------------------------------------------------|
+//! | 0       | 8       | frame length `L` in bytes, header and trailer included (≥ 32) |
+//! | 8       | 8       | record count `n`                                       |
+//! | 16      | 8       | sequence number of the frame's first record (the one after the previous frame's last) |
+//! | 24      | 4       | CRC32 of bytes 0..24                                   |
+//! | 28      | `L`−32  | the `n` records, back to back                          |
+//! | `L`−4   | 4       | CRC32 of bytes 0..`L`−4                                |
+//!
+//! A record is its kind (1 byte) and then, by kind (*varint*: LEB128, at
+//! most 10 bytes; *page delta*: the page minus the page of the frame's
+//! previous intent, claim or free record — 0 for the first — as a zigzag
+//! varint; the record's own sequence number is `s`):
+//!
+//! | kind            | after the kind byte                          |
+//! |-----------------|----------------------------------------------|
+//! | intent, claim   | page delta, CRC (4 bytes)                    |
+//! | free            | page delta                                   |
+//! | except, retract | varint `s` − the sequence number named (≥ 1) |
+//! | settle          | varint `s` − bound                           |
+//! | drop            | varint first page, varint last page          |
+//!
+//! So an intent or a claim takes 6 bytes when it follows a page less than
+//! 64 pages before it (an adoption's claims, and most checkpoints), 7 up
+//! to 8 Ki pages away; a settle 2; a frame adds 32. Version 3 has no batch
+//! record. A frame that verifies but whose records cannot be right (a count
+//! its bytes cannot hold, an unknown kind, bytes after the last record, a
+//! page past 2³², a reference to itself or to a later record, an empty drop
+//! range) is damage.
+//!
+//! ## Versions 1 and 2: slots
+//!
+//! Record slot `i` starts at byte `36 + 16·i` and has the sequence number
+//! `first_seq + i`; the sequence number is not stored but is part of the
+//! record's CRC, so a record copied to another slot, or left over from an
+//! older log at the same offset, does not verify.
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! | 0      | 1    | kind (above)                                            |
+//! | 1      | 3    | reserved, 0                                             |
+//! | 4      | 8    | payload: two u32 (`a` at 4, `b` at 8) or one u64        |
+//! | 12     | 4    | CRC32 of (sequence number as u64 LE ‖ bytes 0..12)      |
+//!
+//! Kinds 7 and 8 exist from version 2 on: in a version-1 log a slot of
+//! those kinds does not verify (it is read as damage or a torn tail, as any
+//! slot that does not verify). A build that knows only version 1 or 2
+//! refuses a newer log ([`Error::UnsupportedVersion`]) rather than dropping
+//! the records it does not know. The table appends only to a log of the
+//! current version: it compacts an older log away when it opens one.
+//!
+//! # Reading a log that a crash cut short
+//!
+//! A crash may leave any prefix of the bytes appended since the last fsync,
+//! with unwritten sectors as zeros or stale bytes, in any order.
+//!
+//! Version 3: the reader takes frames in order while each verifies (both
+//! CRCs, a length within the file) and continues the sequence numbers. At
+//! the first that does not, it looks at every later offset for a whole
+//! frame that verifies with a sequence number at or after the expected one:
+//! a frame is written only after every byte before it was fsynced, so if
+//! there is one, the bytes that do not verify were durable, and that is
+//! damage ([`Error::CorruptFile`], naming the offset). Otherwise they are
+//! the frame of the append a crash cut short ([`LogEnd::Torn`]), normal
+//! after a crash; its records are not used, and the sequence numbers it may
+//! hold (at most one per byte) are never used again. A frame left from an
+//! older log (stale sectors) carries older sequence numbers and never
+//! counts.
+//!
+//! | a crash while a frame is appended leaves | read as |
+//! |------------------------------------------|---------|
+//! | none of its bytes                        | a clean end |
+//! | some of its sectors, old or zero bytes in the others | a torn tail: the frame's records are dropped, as if the append had not begun |
+//! | all of it, but not its fsync             | a whole frame: its records are used (they only add to what the fsynced ones say, see [`durable`](super::durable)) |
+//!
+//! Versions 1 and 2: the reader finds `D`, the last slot holding a valid
+//! *batch* record: a batch record is written only after every earlier slot
+//! was fsynced, so every slot before `D` is durable and must verify; one
+//! that does not is damage ([`Error::CorruptFile`]). From `D` on, the reader
+//! keeps records up to the first slot that does not verify and reports the
+//! rest as a torn tail ([`LogEnd::Torn`]).
+//!
+//! What this costs when the newest fsynced append itself is damaged is in
+//! [`durable`](super::durable).
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+mod record;
+
+use record::{check_frame, decode_frame_body, decode_record, FrameCheck};
+pub use record::{
+    encode_record, Frame, LogRecord, FRAME_HEADER_LEN, FRAME_OVERHEAD, LOG_HEADER_LEN, LOG_MAGIC,
+    LOG_VERSION, RECORD_LEN,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// The header of a log file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogHeader {
+    /// Format version ([`LOG_VERSION`] for a log this build creates).
+    pub version: u32,
+    /// Page size of the table.
+    pub page_size: u32,
+    /// Generation of the base file this log continues.
+    pub generation: u64,
+    /// Sequence number of slot 0.
+    pub first_seq: u64,
+}
+
+impl LogHeader {
+    /// The 36-byte encoding.
+    #[must_use]
+    pub fn encode(&self) -> [u8; LOG_HEADER_LEN] {
+        let mut h = [0u8; LOG_HEADER_LEN];
+        h[..4].copy_from_slice(&LOG_MAGIC);
+        h[4..8].copy_from_slice(&self.version.to_le_bytes());
+        h[8..12].copy_from_slice(&self.page_size.to_le_bytes());
+        h[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        h[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
+        let crc = crc32fast::hash(&h[..32]);
+        h[32..].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+}
+
+/// How a decoded log ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// Every byte after the header is a valid record.
+    Clean,
+    /// The records stop at `offset`; the `bytes` after it (a partial slot,
+    /// or slots that do not verify after the last batch record) are the tail
+    /// of an append that a crash cut short.
+    Torn {
+        /// File offset of the first byte not used.
+        offset: u64,
+        /// Bytes from there to the end of the file.
+        bytes: u64,
+    },
+}
+
+/// A decoded log file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedLog {
+    /// The header.
+    pub header: LogHeader,
+    /// The records kept, with their sequence numbers (consecutive from
+    /// `header.first_seq`).
+    pub records: Vec<(u64, LogRecord)>,
+    /// File offset of each record of `records`: its slot (versions 1 and
+    /// 2), or its frame (version 3).
+    pub offsets: Vec<u64>,
+    /// How the file ends.
+    pub end: LogEnd,
+    /// Sequence numbers the file may have used, counting a torn tail
+    /// generously (a partial slot; one per byte of a torn frame): the next
+    /// log's first sequence number must be at least `first_seq + slots`.
+    pub slots: u64,
+}
+
+/// Decodes a log file read from `path` (used in messages) for a table of
+/// `page_size` bytes per page.
+///
+/// # Errors
+/// [`Error::CorruptFile`] for a damaged header, or a record that does not
+/// verify although a later batch record shows it was durable, or a record
+/// that verifies but cannot be right; [`Error::UnsupportedVersion`] for a
+/// newer format; [`Error::PageSizeMismatch`] for a log of another page size.
+pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<DecodedLog> {
+    if bytes.len() < LOG_HEADER_LEN {
+        return Err(Error::corrupt_file(
+            path,
+            0,
+            format!(
+                "log is {} bytes, shorter than its {LOG_HEADER_LEN}-byte header (logs are created whole, so this is damage)",
+                bytes.len()
+            ),
+        ));
+    }
+    let stored = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..32]) != stored {
+        return Err(Error::corrupt_file(
+            path,
+            32,
+            "log header checksum mismatch",
+        ));
+    }
+    if bytes[..4] != LOG_MAGIC {
+        return Err(Error::corrupt_file(
+            path,
+            0,
+            format!("magic {:?} is not {LOG_MAGIC:?}", &bytes[..4]),
+        ));
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version == 0 || version > LOG_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LOG_VERSION,
+        });
+    }
+    let ps = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if ps as usize != page_size {
+        return Err(Error::PageSizeMismatch {
+            what: format!("checksum log {}", path.display()),
+            expected: page_size,
+            actual: ps as usize,
+        });
+    }
+    if bytes[12..16] != [0; 4] {
+        return Err(Error::corrupt_file(
+            path,
+            12,
+            "reserved header bytes are not zero",
+        ));
+    }
+    let header = LogHeader {
+        version,
+        page_size: ps,
+        generation: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+        first_seq: u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
+    };
+    if version >= 3 {
+        decode_frames(path, bytes, header)
+    } else {
+        decode_slots(path, bytes, header)
+    }
+}
+
+/// The body of a version-1 or -2 log: 16-byte slots.
+fn decode_slots(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedLog> {
+    let version = header.version;
+    let body = &bytes[LOG_HEADER_LEN..];
+    let slots = body.len().div_ceil(RECORD_LEN) as u64;
+    if header.first_seq.checked_add(slots).is_none() {
+        return Err(Error::corrupt_file(
+            path,
+            24,
+            "first sequence number leaves no room for the records",
+        ));
+    }
+    let offset_of = |i: usize| (LOG_HEADER_LEN + i * RECORD_LEN) as u64;
+    let decoded: Vec<Option<LogRecord>> = body
+        .chunks_exact(RECORD_LEN)
+        .enumerate()
+        .map(|(i, slot)| decode_record(version, header.first_seq + i as u64, slot))
+        .collect();
+    let last_batch = decoded
+        .iter()
+        .rposition(|r| *r == Some(LogRecord::Batch))
+        .unwrap_or(0);
+    let mut records = Vec::with_capacity(decoded.len());
+    for (i, r) in decoded.iter().enumerate() {
+        let seq = header.first_seq + i as u64;
+        match r {
+            Some(r) => {
+                if let Some(why) = r.implausible(seq) {
+                    return Err(Error::corrupt_file(
+                        path,
+                        offset_of(i),
+                        format!("record {seq} {why}"),
+                    ));
+                }
+                records.push((seq, *r));
+            }
+            None if i < last_batch => {
+                return Err(Error::corrupt_file(
+                    path,
+                    offset_of(i),
+                    format!(
+                        "record {seq} does not verify, but the batch record at offset {} shows it was durable",
+                        offset_of(last_batch)
+                    ),
+                ));
+            }
+            None => break,
+        }
+    }
+    let offsets = (0..records.len()).map(offset_of).collect();
+    let used = LOG_HEADER_LEN + records.len() * RECORD_LEN;
+    let end = if used == bytes.len() {
+        LogEnd::Clean
+    } else {
+        LogEnd::Torn {
+            offset: used as u64,
+            bytes: (bytes.len() - used) as u64,
+        }
+    };
+    Ok(DecodedLog {
+        header,
+        records,
+        offsets,
+        end,
+        slots,
+    })
+}
+
+/// The body of a version-3 log: frames, each one append.
+fn decode_frames(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedLog> {
+    let mut records = Vec::new();
+    let mut offsets = Vec::new();
+    let mut pos = LOG_HEADER_LEN;
+    let mut seq = header.first_seq;
+    while pos < bytes.len() {
+        let FrameCheck::Whole {
+            len,
+            count,
+            first_seq,
+        } = check_frame(&bytes[pos..])
+        else {
+            break;
+        };
+        if first_seq != seq {
+            // A frame left over from an older log, or misplaced: it does
+            // not continue this one.
+            break;
+        }
+        if seq.checked_add(count).is_none() {
+            return Err(Error::corrupt_file(
+                path,
+                pos as u64,
+                "frame's sequence numbers pass 2^64",
+            ));
+        }
+        let body = &bytes[pos + FRAME_HEADER_LEN..pos + len - 4];
+        let before = records.len();
+        decode_frame_body(body, first_seq, count, &mut records)
+            .map_err(|why| Error::corrupt_file(path, pos as u64, format!("frame {why}")))?;
+        offsets.extend(std::iter::repeat_n(pos as u64, records.len() - before));
+        seq += count;
+        pos += len;
+    }
+    let end = if pos == bytes.len() {
+        LogEnd::Clean
+    } else {
+        // Every frame was written after the one before it was fsynced: a
+        // whole frame further on means that the bytes here were durable.
+        let later = (pos + 1..bytes.len().saturating_sub(FRAME_OVERHEAD - 1)).find(|&p| {
+            matches!(check_frame(&bytes[p..]), FrameCheck::Whole { first_seq, .. } if first_seq >= seq)
+        });
+        if let Some(later) = later {
+            return Err(Error::corrupt_file(
+                path,
+                pos as u64,
+                format!(
+                    "the frame at this offset does not verify, but the frame at offset {later} was written after it was durable"
+                ),
+            ));
+        }
+        LogEnd::Torn {
+            offset: pos as u64,
+            bytes: (bytes.len() - pos) as u64,
+        }
+    };
+    // A torn frame may have used a sequence number per byte at most.
+    let torn = (bytes.len() - pos) as u64;
+    let slots = (seq - header.first_seq).saturating_add(torn);
+    Ok(DecodedLog {
+        header,
+        records,
+        offsets,
+        end,
+        slots,
+    })
+}
