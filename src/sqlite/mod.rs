@@ -28,8 +28,8 @@
 //!   unchanged (SQLite checksums its WAL frames itself); SQLite's open flags
 //!   tell the main database file from the others. SQLite's file format is
 //!   unchanged: the checksums live in a durable sidecar table,
-//!   `<db>-selfheal` (plus its `.log-*` and `.lock` files, see
-//!   [`checksum::durable`](crate::checksum::durable)), and any other SQLite
+//!   `<db>-selfheal` (plus its `.log-*` and `.lock` files: a
+//!   [`ChecksumTable`](crate::checksum::ChecksumTable) opened by path), and any other SQLite
 //!   tool still opens the file.
 //! - **Adoption.** When a file with pages is opened and some page has
 //!   neither a checksum nor a free mark (the first open, or an adoption a
