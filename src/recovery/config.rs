@@ -98,6 +98,7 @@ pub struct RecoveryConfig {
     pub(super) seed: u64,
     pub(super) audit: bool,
     pub(super) recent_capacity: usize,
+    pub(super) thread_restarts: (u32, Duration),
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -163,6 +164,7 @@ impl RecoveryConfig {
             seed: 0,
             audit: true,
             recent_capacity: 1_024,
+            thread_restarts: (3, Duration::from_secs(60)),
             dir,
         }
     }
@@ -359,7 +361,25 @@ impl RecoveryConfig {
         self
     }
 
+    /// How often the manager's own threads (the dispatcher, the recovery
+    /// threads) may be restarted after a panic: at most `max_restarts`
+    /// within `period`, all of them together (default 3 in 60 s). Beyond
+    /// it a thread that dies is not restarted and its death is escalated.
+    pub fn thread_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.thread_restarts = (max_restarts, period);
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
+        if self.thread_restarts.0 == 0 || self.thread_restarts.1.is_zero() {
+            return Err(Error::config(
+                "thread_restarts",
+                format!(
+                    "is {} in {:?}; allow at least one restart in a positive period",
+                    self.thread_restarts.0, self.thread_restarts.1
+                ),
+            ));
+        }
         if self.max_concurrent == 0 || self.max_concurrent > MAX_CONCURRENT_RECOVERIES {
             return Err(Error::config(
                 "max_concurrent_recoveries",

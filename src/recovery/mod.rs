@@ -80,6 +80,7 @@ mod queue;
 mod run;
 mod state;
 mod stats;
+mod threads;
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -213,6 +214,14 @@ impl AutoRecoveryManager {
             marker: Mutex::new(Some(marker)),
             rescans: std::sync::atomic::AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            threads: Mutex::new(state::Supervision {
+                slots: Vec::new(),
+                intensity: crate::healer::RestartIntensity::new(
+                    cfg.thread_restarts.0,
+                    cfg.thread_restarts.1,
+                )?,
+            }),
+            deaths: Mutex::new(Vec::new()),
         });
         Ok(AutoRecoveryManager {
             inner,

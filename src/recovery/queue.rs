@@ -58,6 +58,8 @@ pub(crate) struct Entry {
     pub(crate) queued_ns: u64,
     /// Whether it was read back from the incidents file at start.
     pub(crate) resumed: bool,
+    /// Recovery threads that died while handling it.
+    pub(crate) deaths: u32,
     state: State,
 }
 
@@ -197,6 +199,7 @@ impl IncidentQueue {
                 joins_dropped: 0,
                 queued_ns: now_ns,
                 resumed,
+                deaths: 0,
                 state: State::Queued,
             },
         );
@@ -249,6 +252,43 @@ impl IncidentQueue {
     /// joined while it ran.
     pub(crate) fn finish(&mut self, target: &Target) -> Vec<Failure> {
         self.open.remove(target).map(|e| e.late).unwrap_or_default()
+    }
+
+    /// The running incident of `target` lost its thread: the death is
+    /// counted, and when the incident has cost fewer than `requeue_below`
+    /// threads it is queued again with `joined` (what the thread had taken)
+    /// and the failures that joined meanwhile, keeping its place by its
+    /// queued time; otherwise it stays running for the caller to close.
+    /// Returns the deaths it has cost; `None` when it is not running.
+    pub(crate) fn requeue(
+        &mut self,
+        target: &Target,
+        joined: Vec<Failure>,
+        requeue_below: u32,
+    ) -> Option<u32> {
+        let e = self.open.get_mut(target)?;
+        if e.state != State::Running {
+            return None;
+        }
+        e.deaths = e.deaths.saturating_add(1);
+        let late = std::mem::take(&mut e.late);
+        e.joined = joined;
+        e.joined.extend(late);
+        e.joined.truncate(MAX_JOINED_KEPT);
+        if e.deaths < requeue_below {
+            e.state = State::Queued;
+            let (id, p) = (e.id, e.priority);
+            self.ready[level(p)].push_back((id, target.clone()));
+        }
+        Some(self.open[target].deaths)
+    }
+
+    /// A fresh incident id, for an incident the manager opens and closes
+    /// itself (one of its own threads restarted).
+    pub(crate) fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Keeps the running incident of `target` open but idle until
@@ -372,6 +412,30 @@ mod tests {
         assert!(q.rescan_due);
         assert_eq!(q.overflowed, 2);
         assert_eq!(q.offer(page(1), 0), Offer::Joined(1), "joins still fit");
+    }
+
+    #[test]
+    fn an_incident_whose_thread_died_is_queued_again_until_the_bound() {
+        let mut q = IncidentQueue::new(4, 1_000, 1);
+        q.offer(page(1), 0);
+        q.offer(page(1), 0);
+        let t = q.pop().unwrap();
+        assert_eq!(t.joined.len(), 1);
+        q.offer(page(1), 5);
+        assert_eq!(q.requeue(&t.target, t.joined.clone(), 2), Some(1));
+        let again = q.pop().unwrap();
+        assert_eq!(again.id, t.id);
+        assert_eq!(
+            again.joined.len(),
+            2,
+            "what it had and what joined meanwhile"
+        );
+        // The second death: kept running for the caller to close.
+        assert_eq!(q.requeue(&t.target, again.joined, 2), Some(2));
+        assert!(q.pop().is_none());
+        assert!(!q.is_idle());
+        assert!(q.finish(&t.target).is_empty());
+        assert_eq!(q.requeue(&t.target, Vec::new(), 2), None);
     }
 
     #[test]
