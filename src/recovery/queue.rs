@@ -212,9 +212,9 @@ impl IncidentQueue {
             .is_some_and(|e| e.id == id && e.state == State::Queued && level(e.priority) == lvl)
     }
 
-    /// Takes the ready incident to serve next (see the module docs) and
-    /// marks it running.
-    pub(crate) fn pop(&mut self) -> Option<Taken> {
+    /// The level whose front is the ready incident to serve next (see the
+    /// module docs), stale items dropped on the way.
+    fn best(&mut self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None; // (virtual time, level)
         for lvl in 0..4 {
             while let Some((id, t)) = self.ready[lvl].front() {
@@ -235,17 +235,61 @@ impl IncidentQueue {
                 }
             }
         }
-        let (_, lvl) = best?;
+        best.map(|(_, lvl)| lvl)
+    }
+
+    /// Takes the front of `lvl` and marks it running.
+    fn take(&mut self, lvl: usize) -> Taken {
         let (_, target) = self.ready[lvl].pop_front().expect("front checked");
         let e = self.open.get_mut(&target).expect("current");
         e.state = State::Running;
-        Some(Taken {
+        Taken {
             id: e.id,
             target,
             first: e.first.clone(),
             joined: std::mem::take(&mut e.joined),
             resumed: e.resumed,
+        }
+    }
+
+    /// Takes the ready incident to serve next (see the module docs) and
+    /// marks it running.
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self) -> Option<Taken> {
+        let lvl = self.best()?;
+        Some(self.take(lvl))
+    }
+
+    /// Whether the front of `lvl` may be healed in a batch of pages: a
+    /// page, not resumed (a resumed page is re-checked first), that has
+    /// killed no recovery thread (it is then served alone).
+    fn batchable(&self, lvl: usize) -> bool {
+        self.ready[lvl].front().is_some_and(|(_, t)| {
+            matches!(t, Target::Page(_)) && {
+                let e = &self.open[t];
+                !e.resumed && e.deaths == 0
+            }
         })
+    }
+
+    /// Takes up to `max` incidents to serve next, in the order [`pop`]
+    /// would: the first alone unless it is a page that may be healed in a
+    /// batch, then the following ones while they are too.
+    ///
+    /// [`pop`]: Self::pop
+    pub(crate) fn pop_batch(&mut self, max: usize) -> Vec<Taken> {
+        let Some(lvl) = self.best() else {
+            return Vec::new();
+        };
+        let batch = self.batchable(lvl);
+        let mut out = vec![self.take(lvl)];
+        while batch && out.len() < max {
+            match self.best() {
+                Some(lvl) if self.batchable(lvl) => out.push(self.take(lvl)),
+                _ => break,
+            }
+        }
+        out
     }
 
     /// Closes the running incident of `target`; returns the failures that
@@ -436,6 +480,40 @@ mod tests {
         assert!(!q.is_idle());
         assert!(q.finish(&t.target).is_empty());
         assert_eq!(q.requeue(&t.target, Vec::new(), 2), None);
+    }
+
+    #[test]
+    fn a_batch_takes_pages_in_serving_order_and_stops_at_anything_else() {
+        let mut q = IncidentQueue::new(16, 1_000, 1);
+        for p in 0..4 {
+            q.offer(page(p), 0);
+        }
+        q.offer(metric("disk", 0), 1);
+        q.offer(page(9), 2);
+        let b = q.pop_batch(3);
+        assert_eq!(b.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let b = q.pop_batch(8);
+        assert_eq!(b.iter().map(|t| t.id).collect::<Vec<_>>(), vec![4, 6]);
+        let b = q.pop_batch(8);
+        assert_eq!(
+            b.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![5],
+            "a metric alone"
+        );
+        // A page that killed a thread is served alone.
+        q.offer(page(10), 3);
+        let t = q.pop_batch(8).remove(0);
+        q.requeue(&t.target, Vec::new(), 2);
+        q.offer(page(11), 4);
+        assert_eq!(
+            q.pop_batch(8).iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert_eq!(
+            q.pop_batch(8).iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![8]
+        );
+        assert!(q.pop_batch(8).is_empty());
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(super) const RESTART_REMEDY: &str = "restart-recovery-thread";
 const DEATHS_PER_INCIDENT_MAX: u32 = 2;
 /// How often the dispatcher looks at the clock when the bus is quiet.
 const TICK: Duration = Duration::from_millis(20);
+/// Page incidents a recovery thread takes at once, to heal in one repair
+/// batch.
+const BATCH_MAX: usize = 256;
 /// How long a recovery thread waits for work before it supervises again.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// How often open incidents are saved when they changed, at most.
@@ -78,7 +81,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
             RecoverJob {
                 inner: inner.clone(),
                 slot,
-                current: None,
+                current: Vec::new(),
             },
         ),
     }
@@ -171,7 +174,7 @@ impl Job for DispatchJob {
     }
 
     fn died(&mut self, reason: &str) {
-        died(&self.inner, self.slot, reason, None);
+        died(&self.inner, self.slot, reason, Vec::new());
     }
 }
 
@@ -180,8 +183,8 @@ impl Job for DispatchJob {
 struct RecoverJob {
     inner: Arc<Inner>,
     slot: usize,
-    /// The incident in hand, for [`Job::died`].
-    current: Option<Taken>,
+    /// The incidents in hand, for [`Job::died`].
+    current: Vec<Taken>,
 }
 
 impl Job for RecoverJob {
@@ -199,21 +202,23 @@ impl Job for RecoverJob {
             if inner.abort.load(Ordering::Acquire) {
                 return Flow::Exit;
             }
-            match q.pop() {
-                Some(t) => t,
-                None => {
-                    if inner.bus_closed.load(Ordering::Acquire) {
-                        return Flow::Exit;
-                    }
-                    inner.work.wait_for(&mut q, IDLE_WAIT);
-                    return Flow::Continue;
+            let batch = q.pop_batch(BATCH_MAX);
+            if batch.is_empty() {
+                if inner.bus_closed.load(Ordering::Acquire) {
+                    return Flow::Exit;
                 }
+                inner.work.wait_for(&mut q, IDLE_WAIT);
+                return Flow::Continue;
             }
+            batch
         };
-        self.current = Some(taken);
-        let t = self.current.as_ref().expect("just set");
-        handle(inner, t);
-        self.current = None;
+        self.current = taken;
+        if let [t] = self.current.as_slice() {
+            handle(inner, t);
+        } else {
+            handle_batch(inner, &self.current);
+        }
+        self.current.clear();
         Flow::Continue
     }
 
@@ -222,17 +227,28 @@ impl Job for RecoverJob {
     }
 
     fn died(&mut self, reason: &str) {
-        died(&self.inner, self.slot, reason, self.current.take());
+        died(
+            &self.inner,
+            self.slot,
+            reason,
+            std::mem::take(&mut self.current),
+        );
     }
 }
 
-/// On the dying thread: reports the death, puts the incident in hand back
-/// (or escalates it once it has cost [`DEATHS_PER_INCIDENT_MAX`] threads),
+/// On the dying thread: reports the death, puts the incidents in hand back
+/// (or escalates one once it has cost [`DEATHS_PER_INCIDENT_MAX`] threads),
 /// and leaves the death for the supervisor.
-fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Option<Taken>) {
-    let evidence = match &taken {
-        Some(t) => format!("{reason}; it was handling incident {} ({})", t.id, t.target),
-        None => reason.to_string(),
+fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
+    let evidence = match taken.as_slice() {
+        [] => reason.to_string(),
+        [t] => format!("{reason}; it was handling incident {} ({})", t.id, t.target),
+        [t, ..] => format!(
+            "{reason}; it was handling {} incidents, from incident {} ({})",
+            taken.len(),
+            t.id,
+            t.target
+        ),
     };
     let failure = own_failure(
         inner,
@@ -242,7 +258,7 @@ fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Option<Taken>) {
         evidence,
     );
     inner.sink.send(failure.clone());
-    if let Some(t) = taken {
+    for t in taken {
         let deaths =
             inner
                 .queue
@@ -472,6 +488,35 @@ fn handle(inner: &Inner, t: &Taken) {
     }
     let inc = healer.heal_as(t.id, t.first.clone(), &t.joined);
     drop(healer);
+    settle(inner, t, inc);
+}
+
+/// Page incidents taken together, healed in one repair batch (see
+/// [`SelfHealer::heal_batch`](crate::healer::SelfHealer::heal_batch)).
+fn handle_batch(inner: &Inner, batch: &[Taken]) {
+    let span = tracing::info_span!(
+        "incidents",
+        first = batch[0].id,
+        count = batch.len(),
+        priority = %batch[0].first.priority
+    );
+    let _enter = span.enter();
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
+    let items = batch
+        .iter()
+        .map(|t| (t.id, t.first.clone(), t.joined.clone()))
+        .collect();
+    let incs = healer.heal_batch(items);
+    drop(healer);
+    for (t, inc) in batch.iter().zip(incs) {
+        settle(inner, t, inc);
+    }
+}
+
+/// Files a healer's answer about a taken incident: deferred, or closed.
+fn settle(inner: &Inner, t: &Taken, inc: Incident) {
     if let Outcome::Deferred { until_ns } = inc.outcome {
         inner.queue.lock().defer(&t.target, until_ns);
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));

@@ -7,7 +7,7 @@
 //! [`RebuildIndex`]) are registered by the host.
 
 mod host;
-mod page;
+pub(crate) mod page;
 mod txn;
 
 use std::sync::Arc;
