@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checksum::ChecksumPlacement;
+use crate::checksum::{ChecksumPlacement, TableStorage};
 use crate::clock::{Clock, SystemClock};
 use crate::corruption::CorruptionConfig;
 use crate::crash::CrashConfig;
@@ -99,6 +99,7 @@ pub struct RecoveryConfig {
     pub(super) audit: bool,
     pub(super) recent_capacity: usize,
     pub(super) thread_restarts: (u32, Duration),
+    pub(super) suspect_storage: Option<Arc<dyn TableStorage>>,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -165,6 +166,7 @@ impl RecoveryConfig {
             audit: true,
             recent_capacity: 1_024,
             thread_restarts: (3, Duration::from_secs(60)),
+            suspect_storage: None,
             dir,
         }
     }
@@ -358,6 +360,14 @@ impl RecoveryConfig {
     /// (default 1 024).
     pub fn recent_incidents(mut self, n: usize) -> Self {
         self.recent_capacity = n;
+        self
+    }
+
+    /// Where the durable suspect registry (the file `suspects`, see
+    /// [`suspects`](super::suspects)) is kept (default: `dir` itself). A
+    /// test hands a crash-simulating storage here.
+    pub fn suspect_storage(mut self, storage: Arc<dyn TableStorage>) -> Self {
+        self.suspect_storage = Some(storage);
         self
     }
 

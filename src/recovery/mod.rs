@@ -80,6 +80,7 @@ mod queue;
 mod run;
 mod state;
 mod stats;
+pub mod suspects;
 mod threads;
 
 use std::collections::VecDeque;
@@ -90,7 +91,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::audit::{AuditConfig, AuditLog};
-use crate::checksum::ChecksumPlacement;
+use crate::checksum::{ChecksumPlacement, DirTableStorage, TableStorage};
 use crate::corruption::{CorruptionConfig, CorruptionDetector};
 use crate::crash::{CrashDetector, RunMarker};
 use crate::error::{Error, Result};
@@ -158,6 +159,15 @@ impl AutoRecoveryManager {
             .clock(clock.clone())
             .build(cfg.store.clone())?,
         );
+        let suspect_storage: Arc<dyn TableStorage> = match cfg.suspect_storage.take() {
+            Some(s) => s,
+            None => Arc::new(DirTableStorage::new(&cfg.dir)),
+        };
+        let restored = suspects::restore(suspect_storage.as_ref(), &detector);
+        let suspects = suspects::SuspectFile {
+            last: Mutex::new(suspects::fenced(&detector)),
+            storage: suspect_storage,
+        };
         let mut repair = std::mem::take(&mut cfg.repair).clock(clock.clone());
         if let Some(h) = &cfg.host {
             repair = repair.host_actions(h.clone());
@@ -222,6 +232,7 @@ impl AutoRecoveryManager {
                 )?,
             }),
             deaths: Mutex::new(Vec::new()),
+            suspects,
         });
         Ok(AutoRecoveryManager {
             inner,
@@ -236,6 +247,7 @@ impl AutoRecoveryManager {
                 snapshots,
                 audit,
                 verdict,
+                restored,
             })),
             running: Mutex::new(Running::default()),
             startup: Mutex::new(None),

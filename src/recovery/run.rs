@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
 use crate::rollback::RollbackConfig;
 use crate::snapshot::PeriodicSnapshots;
-use crate::types::{FailureKind, PageId};
+use crate::types::{Failure, FailureKind, PageId, Source, Target};
 use crate::worker::{Stop, TimedCaller};
 
 use super::config::{ApprovalCallback, ApprovalRequest, Mode};
@@ -35,6 +35,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         snapshots,
         audit,
         verdict,
+        restored,
     } = p;
     let clock = inner.clock.clone();
     // 1. The previous run's verdict.
@@ -141,6 +142,21 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             }
         }
     }
+    // Pages the previous run knew bad: fenced at build, each an incident
+    // unless a resumed one covers it.
+    for &page in &restored.fenced {
+        if !inner.queue.lock().is_open(&Target::Page(page)) {
+            offer(
+                inner,
+                Failure::new(
+                    Source::CorruptionDetector,
+                    FailureKind::CorruptPage { page },
+                    format!("page {page} is fenced: the previous run's suspect registry recorded it bad"),
+                    clock.now_ns(),
+                ),
+            );
+        }
+    }
     // The dispatcher and the recovery threads.
     threads::start_all(inner, cfg.max_concurrent)?;
     // 4. Background work.
@@ -165,6 +181,8 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         pages_failed: failed,
         incidents_resumed: resumed,
         incidents_warning,
+        suspects_restored: restored.fenced,
+        suspects_warning: restored.warning,
     };
     *m.startup.lock() = Some(report.clone());
     Ok(report)
@@ -288,8 +306,11 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             stuck.push(slot.name);
         }
     }
-    // 4. What is still open is saved.
+    // 4. What is still open is saved, and the pages known bad.
     if started && !never_started {
+        if let Err(e) = inner.suspects.sync_with(&inner.detector) {
+            tracing::warn!(error = %e, "saving the suspect registry at stop");
+        }
         for f in inner.sink.failures().try_iter() {
             offer(inner, f);
         }

@@ -32,6 +32,7 @@ use super::config::RecoveryConfig;
 use super::events::Events;
 use super::queue::IncidentQueue;
 use super::stats::Tally;
+use super::suspects::{Restored, SuspectFile};
 
 /// File names inside the manager's directory.
 pub(super) const LEARNED_FILE: &str = "learned";
@@ -57,6 +58,12 @@ pub struct StartupReport {
     /// Why the saved incidents could not be read, if they could not (the
     /// manager then started without them; pages are still found by scrubs).
     pub incidents_warning: Option<String>,
+    /// Pages the previous run's suspect registry recorded as bad, fenced
+    /// again when the manager was built (each has an incident).
+    pub suspects_restored: Vec<PageId>,
+    /// Why the suspect registry could not be read as written, if it could
+    /// not (its pages were re-checked instead; never a refusal to start).
+    pub suspects_warning: Option<String>,
 }
 
 /// Everything the threads share.
@@ -89,6 +96,8 @@ pub(crate) struct Inner {
     /// Threads that died, reported by their dying thread, waiting for the
     /// supervisor.
     pub(crate) deaths: Mutex<Vec<Death>>,
+    /// The durable suspect registry.
+    pub(crate) suspects: SuspectFile,
 }
 
 /// What a manager's thread does.
@@ -133,6 +142,7 @@ pub(super) struct Pending {
     pub(super) snapshots: Option<Arc<StateSnapshotManager>>,
     pub(super) audit: Option<Arc<AuditLog>>,
     pub(super) verdict: RunVerdict,
+    pub(super) restored: Restored,
 }
 
 /// The background work `start` began.

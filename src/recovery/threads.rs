@@ -35,6 +35,7 @@ use super::events::RecoveryEvent;
 use super::persist;
 use super::queue::{Offer, Taken};
 use super::state::{Death, Inner, Role, Slot};
+use super::suspects;
 
 /// The component named in the failures of the manager's own threads.
 pub(super) const COMPONENT: &str = "recovery manager";
@@ -73,6 +74,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
                 rx: inner.sink.failures(),
                 saved_at: Instant::now(),
                 marker_at: Instant::now(),
+                suspects_at: Instant::now(),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -110,6 +112,7 @@ struct DispatchJob {
     rx: Receiver<Failure>,
     saved_at: Instant,
     marker_at: Instant,
+    suspects_at: Instant,
 }
 
 impl Job for DispatchJob {
@@ -149,6 +152,12 @@ impl Job for DispatchJob {
         if inner.dirty.load(Ordering::Relaxed) && self.saved_at.elapsed() >= SAVE_EVERY {
             save(inner);
             self.saved_at = Instant::now();
+        }
+        if self.suspects_at.elapsed() >= suspects::SAVE_EVERY {
+            if let Err(e) = inner.suspects.sync_with(&inner.detector) {
+                tracing::warn!(error = %e, "saving the suspect registry");
+            }
+            self.suspects_at = Instant::now();
         }
         if self.marker_at.elapsed() >= MARKER_EVERY {
             if let Some(mk) = inner.marker.lock().as_mut() {
