@@ -295,7 +295,7 @@ impl SelfHealer {
         let mut unsupported = Vec::new();
         let mut apply: Vec<Arc<dyn Remedy>> = Vec::new();
         for r in &self.remedies {
-            if !r.applies_to(problem) {
+            if !r.applies_to(problem) || !r.available(&self.ctx) {
                 continue;
             }
             match r.host_action() {

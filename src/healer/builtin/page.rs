@@ -191,9 +191,7 @@ impl Remedy for Rescan {
     }
 
     fn applies_to(&self, problem: &Problem) -> bool {
-        *problem == Problem::CORRUPT_PAGE
-            || *problem == Problem::IRREPARABLE_PAGE
-            || *problem == Problem::RISING_ERRORS
+        *problem == Problem::CORRUPT_PAGE || *problem == Problem::IRREPARABLE_PAGE
     }
 
     fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
