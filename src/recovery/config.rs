@@ -100,6 +100,7 @@ pub struct RecoveryConfig {
     pub(super) recent_capacity: usize,
     pub(super) thread_restarts: (u32, Duration),
     pub(super) suspect_storage: Option<Arc<dyn TableStorage>>,
+    pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -167,6 +168,7 @@ impl RecoveryConfig {
             recent_capacity: 1_024,
             thread_restarts: (3, Duration::from_secs(60)),
             suspect_storage: None,
+            snapshot_gate: None,
             dir,
         }
     }
@@ -252,6 +254,17 @@ impl RecoveryConfig {
         lsn: LsnFn,
     ) -> Self {
         self.periodic = Some(Periodic { config, gate, lsn });
+        self
+    }
+
+    /// How the manager takes a consistent snapshot on its own — before a
+    /// risky remedy, and for the take-snapshot remedy: it pauses `gate` and
+    /// records `lsn()` (needs [`snapshots`](Self::snapshots)). Without it,
+    /// the gate and LSN of [`periodic_snapshots`](Self::periodic_snapshots)
+    /// are used; with neither, a risky remedy notes that no snapshot could
+    /// be taken before it.
+    pub fn snapshot_gate(mut self, gate: Arc<WriteGate>, lsn: LsnFn) -> Self {
+        self.snapshot_gate = Some((gate, lsn));
         self
     }
 

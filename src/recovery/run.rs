@@ -10,7 +10,9 @@ use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
 use crate::rollback::RollbackConfig;
-use crate::snapshot::PeriodicSnapshots;
+use crate::snapshot::{
+    Consistency, PeriodicSnapshots, SnapshotKind, SnapshotRequest, StateSnapshotManager,
+};
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 use crate::worker::{Stop, TimedCaller};
 
@@ -85,6 +87,26 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         .clock(clock.clone());
     if let Some(s) = &snapshots {
         ctx = ctx.snapshots(s.clone());
+        let gate = cfg.snapshot_gate.clone().or_else(|| {
+            cfg.periodic
+                .as_ref()
+                .map(|p| (p.gate.clone(), p.lsn.clone()))
+        });
+        if let Some((gate, lsn)) = gate {
+            let store = cfg.store.clone();
+            ctx = ctx.snapshot_taker(Arc::new(move |s: &StateSnapshotManager| {
+                let pause = gate.pause();
+                let at = lsn();
+                s.take_snapshot(
+                    Consistency::Paused {
+                        store: &*store,
+                        pause: &pause,
+                        lsn: at,
+                    },
+                    SnapshotRequest::new(SnapshotKind::Auto),
+                )
+            }));
+        }
     }
     if let Some(h) = &inner.health {
         ctx = ctx.health(h.clone());
