@@ -306,3 +306,163 @@ fn resource_pressure_sheds_load_or_resizes_the_pool_the_host_registered() {
         m.stop().unwrap();
     }
 }
+
+#[test]
+fn a_failed_snapshot_is_taken_again_and_the_new_head_verifies() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(WriteGate::new());
+        let (g2, sdir) = (gate.clone(), dir.path().join("snapshots"));
+        let (raw, _mirror, m) = rig(placement, 8, dir.path(), move |c| {
+            c.snapshots(SnapshotConfig::new(sdir, PS))
+                .snapshot_gate(g2, Arc::new(|| Lsn(11)))
+        });
+        m.start().unwrap();
+        m.failure_sink().send(Failure::new(
+            Source::StateSnapshotManager,
+            FailureKind::SnapshotFailed,
+            "a periodic snapshot failed: a read of the store timed out",
+            0,
+        ));
+        assert!(m.wait_idle(IDLE));
+        let incs = m.incidents();
+        assert!(
+            incs.iter().any(|i| healed_by(i) == Some("take-snapshot")),
+            "{incs:#?}"
+        );
+        let snaps = m.snapshots().unwrap();
+        let list = snaps.snapshots();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].lsn, Lsn(11));
+        // The snapshot holds the store's pages.
+        let mut b = vec![0u8; PS];
+        assert!(snaps.read_page_at(list[0].id, PageId(3), &mut b).unwrap());
+        assert_eq!(b, bytes(raw.as_ref(), 3));
+        m.stop().unwrap();
+    }
+}
+
+/// A host with an index it can rebuild.
+#[derive(Debug, Default)]
+struct Indexer {
+    rebuilt: Mutex<Vec<String>>,
+}
+
+impl HostActions for Indexer {
+    fn supports(&self, action: HostAction) -> bool {
+        action == HostAction::RebuildIndex
+    }
+    fn rebuild_index(&self, index: &str) -> Result<()> {
+        self.rebuilt.lock().push(index.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn an_index_the_host_reports_damaged_is_rebuilt_by_the_host() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(Indexer::default());
+        let h2 = host.clone();
+        let damaged = Problem::new("index-damaged");
+        let d2 = damaged.clone();
+        let (_raw, _mirror, m) = rig(placement, 8, dir.path(), move |c| {
+            c.host_actions(h2).healer(
+                HealerConfig::new()
+                    .rule(
+                        selfheal::healer::Rule::new("host.index", d2.clone())
+                            .evidence(r"index \w+ failed its check")
+                            .unwrap()
+                            .confidence(0.99),
+                    )
+                    .remedy(Arc::new(selfheal::healer::builtin::RebuildIndex::new(
+                        "by_name", d2,
+                    ))),
+            )
+        });
+        m.start().unwrap();
+        m.failure_sink().send(Failure::new(
+            Source::Host,
+            FailureKind::ComponentSuspect {
+                component: Arc::from("by_name"),
+            },
+            "index by_name failed its check",
+            0,
+        ));
+        assert!(m.wait_idle(IDLE));
+        let inc = only(&m, &Target::Component(Arc::from("by_name")));
+        assert_eq!(inc.diagnosis.problem, damaged);
+        assert_eq!(healed_by(&inc), Some("rebuild-index"), "{inc:#?}");
+        assert_eq!(*host.rebuilt.lock(), vec!["by_name".to_string()]);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_crash_loser_whose_page_rotted_is_rolled_back_once_the_page_is_repaired() {
+    use selfheal::rollback::RollbackConfig;
+    use selfheal::testing::{CrashDir, CrashStore};
+    use selfheal::{MemStore, RecoveryConfig, StoreReplica};
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(CrashDir::new());
+        let store = Arc::new(CrashStore::new(PS, 8).unwrap());
+        let mirror = Arc::new(MemStore::new(PS, 8).unwrap());
+        let m = RecoveryConfig::new(store.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal.clone()))
+            .without_scrub()
+            .build()
+            .unwrap();
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        for p in 0..8 {
+            m.detector().write_sealed(PageId(p), &mut page(7)).unwrap();
+        }
+        store.sync().unwrap();
+        let committed = bytes(store.as_ref(), 2);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(2), 200, b"in flight at the crash")
+            .unwrap();
+        store.sync().unwrap();
+        // The replica follows every write, in flight or not.
+        for p in 0..8 {
+            mirror
+                .write_page(PageId(p), &bytes(store.as_ref(), p))
+                .unwrap();
+        }
+        let store2 = Arc::new(store.crash(None));
+        let journal2 = Arc::new(journal.crash(0));
+        drop(rb);
+        drop(m);
+        // The loser's page rots while the process is down.
+        let mut b = bytes(store2.as_ref(), 2);
+        b[1_000] ^= 0x10;
+        store2.write_page(PageId(2), &b).unwrap();
+        let m = RecoveryConfig::new(store2.clone(), dir.path())
+            .placement(placement)
+            .rollback(RollbackConfig::with_storage(journal2))
+            .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+            .without_scrub()
+            .build()
+            .unwrap();
+        let r = m.start().unwrap();
+        assert!(r.verdict.is_crash());
+        assert_eq!(r.rollback.blocked.len(), 1, "{r:#?}");
+        assert!(m.wait_idle(IDLE));
+        let rb = m.rollback_manager().unwrap();
+        assert!(rb.blocked_rollbacks().is_empty(), "{:#?}", m.incidents());
+        assert!(rb.active_transactions().is_empty());
+        assert_eq!(bytes(store2.as_ref(), 2), committed);
+        let incs = m.incidents();
+        assert!(
+            incs.iter().any(|i| matches!(
+                healed_by(i),
+                Some("rollback-crash-losers" | "rollback-transaction")
+            )),
+            "{incs:#?}"
+        );
+        drop(rb);
+        m.stop().unwrap();
+    }
+}
