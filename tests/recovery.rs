@@ -17,11 +17,10 @@ use selfheal::crash::RunVerdict;
 use selfheal::healer::{Outcome, SkipReason};
 use selfheal::recovery::{ApprovalRequest, StartupReport};
 use selfheal::rollback::RollbackConfig;
-use selfheal::testing::{CrashDir, CrashStore, Damage};
+use selfheal::testing::{CrashDir, CrashStore};
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, FailureKind, ManualClock, MemStore,
-    Mode, PageId, PageStore, Priority, RecoveryConfig, RecoveryEvent, ScrubConfig, Source,
-    StoreReplica,
+    ChecksumPlacement, FailureKind, ManualClock, MemStore, Mode, PageId, PageStore, Priority,
+    RecoveryConfig, RecoveryEvent, ScrubConfig, Source, StoreReplica,
 };
 
 mod recovery_common;

@@ -143,6 +143,7 @@ fn page_incidents_queued_together_are_repaired_in_one_batch_with_one_sync() {
             assert_eq!(bytes(store.as_ref(), p), bytes(mirror.as_ref(), p));
         }
         let syncs = store.syncs.load(Ordering::SeqCst) - before;
+        eprintln!("{N} page incidents queued together: {syncs} store syncs");
         assert!(
             syncs <= N / 4,
             "{syncs} syncs for {N} pages: they were not repaired in batches"

@@ -9,7 +9,8 @@
 //! (`selfheal-recovery-dispatch`) drains the bus into the incident queue;
 //! `max_concurrent_recoveries` threads (`selfheal-recovery-N`) hand each
 //! incident to the [`SelfHealer`], which diagnoses, acts, verifies and
-//! learns.
+//! learns. Both kinds run on the crate's one worker lifecycle, restarted by the
+//! manager when they die.
 //!
 //! # Contract
 //! - **Startup recovery first.** [`start`](AutoRecoveryManager::start) reads
@@ -52,6 +53,29 @@
 //!   `dir/incidents` (crash-safely, see [`persist`](mod@persist)) whenever
 //!   the set changes and at stop, and are resumed under their old ids at the
 //!   next start; the healer's learned records are kept in `dir/learned`.
+//! - **Pages known bad stay fenced across a restart.** The detector's
+//!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
+//!   fenced again when the next manager is built — before the host can read
+//!   them — and each given an incident at start. A damaged file is a
+//!   warning ([`StartupReport::suspects_warning`]) and an error-only
+//!   re-check of the pages it still names.
+//! - **A panic loses nothing and stops nothing.** The dispatcher and the
+//!   recovery threads are supervised workers: a panic anywhere on one (a
+//!   host callback, a store read, not only a remedy) is reported as a
+//!   [`FailureKind::WorkerDied`] of the `"recovery manager"`, the incidents
+//!   it held are queued again (one that has cost two threads is escalated
+//!   with a report), and the thread is restarted — at most
+//!   [`thread_restarts`](RecoveryConfig::thread_restarts) times in their
+//!   period; beyond that its death is escalated. Each restart is an
+//!   incident healed by `restart-recovery-thread`.
+//! - **A burst costs one sync per batch.** Page incidents ready together
+//!   (up to 256, none resumed or retried after a thread died) are healed
+//!   in one [`SelfHealer::heal_batch`]: one repair batch, one sync, two
+//!   audit appends, each incident keeping its own timeline, verification
+//!   and record.
+//! - **A risky remedy is preceded by a snapshot** when the manager can take
+//!   one consistently ([`snapshot_gate`](RecoveryConfig::snapshot_gate), or
+//!   the gate of [`periodic_snapshots`](RecoveryConfig::periodic_snapshots)).
 //!
 //! # Metrics
 //! Through the [`metrics`](https://docs.rs/metrics) facade: a host installs

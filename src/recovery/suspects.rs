@@ -13,7 +13,7 @@
 //! # Format
 //! A framed file (magic `SHRS`, version 1, payload length, payload CRC32,
 //! header CRC32; see `fsutil`) replaced crash-safely through a
-//! [`TableStorage`](crate::checksum::TableStorage) (`suspects.tmp`, fsync, rename, fsync of the
+//! [`TableStorage`] (`suspects.tmp`, fsync, rename, fsync of the
 //! directory). The payload, little-endian:
 //!
 //! | size | field |

@@ -97,9 +97,20 @@ struct Planned {
 
 impl SelfHealer {
     /// Heals `incidents` — `(id, first failure, joined failures)` each, as
-    /// [`heal_as`](Self::heal_as) takes them — together: the page repairs
-    /// among them in one repair batch (see [the module docs](self)).
-    /// Returns the incidents closed (or deferred), in the order given.
+    /// [`heal_as`](Self::heal_as) takes them — together, and returns them
+    /// closed (or deferred) in the order given.
+    ///
+    /// Each is opened, diagnosed and planned alone. The pages whose plan
+    /// starts with `repair-from-replicas` (and which its breaker lets it
+    /// try) are repaired in one
+    /// [`DataRepairer::repair_pages`](crate::DataRepairer::repair_pages)
+    /// call — one sync per batch — then each is verified and recorded on
+    /// its own (timeline, attempt, breaker, learned record), and one the
+    /// batch did not heal goes on down its own plan. Everything else is
+    /// healed as `heal_as` would. The audit records are appended in two
+    /// appends: every decision before the batch acts, the rest after; the
+    /// learned records are saved once. With an action gate nothing is
+    /// batched.
     pub fn heal_batch(&self, incidents: Vec<(u64, Failure, Vec<Failure>)>) -> Vec<Incident> {
         let holding = Holding::start(self);
         let mut out: Vec<Option<Incident>> = Vec::with_capacity(incidents.len());
