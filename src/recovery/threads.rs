@@ -321,13 +321,14 @@ pub(super) fn supervise(inner: &Arc<Inner>) {
     if inner.abort.load(Ordering::Acquire) || inner.draining.load(Ordering::Acquire) {
         return;
     }
+    // Deaths stay recorded until a healer can close their incidents.
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
     let deaths = std::mem::take(&mut *inner.deaths.lock());
     if deaths.is_empty() {
         return;
     }
-    let Some(healer) = inner.healer.read().clone() else {
-        return;
-    };
     for d in deaths {
         let mut sup = inner.threads.lock();
         let now = inner.clock.now_ns();
