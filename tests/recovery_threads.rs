@@ -205,3 +205,28 @@ fn beyond_the_restart_intensity_a_dead_thread_is_escalated_not_restarted() {
         m.stop().unwrap();
     }
 }
+
+#[test]
+fn wait_idle_returns_only_once_every_sent_failure_is_recorded() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_raw, _mirror, m) = rig(placement, 4, dir.path(), |c| c.recent_incidents(4_096));
+        m.start().unwrap();
+        for i in 0..100u64 {
+            m.failure_sink().send(Failure::new(
+                Source::Host,
+                FailureKind::ComponentDead {
+                    component: Arc::from(format!("c{i}")),
+                },
+                "no heartbeat",
+                0,
+            ));
+            assert!(m.wait_idle(IDLE));
+            // Nothing applies without host actions: escalated, and recorded
+            // by the time the manager says it is idle.
+            assert_eq!(m.incidents().len() as u64, i + 1, "after failure {i}");
+            assert_eq!(m.stats().escalated, i + 1);
+        }
+        m.stop().unwrap();
+    }
+}

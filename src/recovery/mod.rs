@@ -257,6 +257,8 @@ impl AutoRecoveryManager {
             }),
             deaths: Mutex::new(Vec::new()),
             suspects,
+            filed: std::sync::atomic::AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(AutoRecoveryManager {
             inner,
@@ -359,11 +361,22 @@ impl AutoRecoveryManager {
         self.inner.rto_of(priority)
     }
 
-    /// Whether no incident is queued or running and the bus is empty
-    /// (deferred incidents may remain).
+    /// Whether no incident is queued or running and every failure sent on
+    /// the bus has been filed (deferred incidents may remain).
     #[must_use]
     pub fn is_idle(&self) -> bool {
-        self.inner.sink.failures().is_empty() && self.inner.queue.lock().is_idle()
+        let sink = &self.inner.sink;
+        // Read before the queue: a failure taken off the bus is counted only
+        // once it is in the queue, so none is between the two unseen.
+        let filed = self.inner.filed.load(std::sync::atomic::Ordering::Acquire);
+        filed + sink.dropped() >= sink.sent()
+            && sink.failures().is_empty()
+            && self.inner.queue.lock().is_idle()
+            && self
+                .inner
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
     }
 
     /// Waits (in real time) until [`is_idle`](Self::is_idle) or `timeout`;

@@ -334,7 +334,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             tracing::warn!(error = %e, "saving the suspect registry at stop");
         }
         for f in inner.sink.failures().try_iter() {
-            offer(inner, f);
+            threads::file(inner, f);
         }
         inner.dirty.store(false, Ordering::Relaxed);
         note(persist::save(

@@ -98,6 +98,12 @@ pub(crate) struct Inner {
     pub(crate) deaths: Mutex<Vec<Death>>,
     /// The durable suspect registry.
     pub(crate) suspects: SuspectFile,
+    /// Failures taken off the bus and filed (for `is_idle`: every failure
+    /// sent is filed, dropped, or still on the bus).
+    pub(crate) filed: std::sync::atomic::AtomicU64,
+    /// Incidents between leaving the queue and being recorded as closed
+    /// (for `is_idle`).
+    pub(crate) closing: std::sync::atomic::AtomicU64,
 }
 
 /// What a manager's thread does.

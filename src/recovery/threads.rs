@@ -127,9 +127,9 @@ impl Job for DispatchJob {
         let draining = inner.draining.load(Ordering::Acquire);
         match self.rx.recv_timeout(TICK) {
             Ok(f) => {
-                offer(inner, f);
+                file(inner, f);
                 for f in self.rx.try_iter().take(4_096) {
-                    offer(inner, f);
+                    file(inner, f);
                 }
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
@@ -169,7 +169,7 @@ impl Job for DispatchJob {
         }
         if draining {
             for f in self.rx.try_iter() {
-                offer(inner, f);
+                file(inner, f);
             }
             inner.bus_closed.store(true, Ordering::Release);
             inner.work.notify_all();
@@ -302,6 +302,7 @@ fn escalate_poisoned(inner: &Inner, t: Taken, deaths: u32, reason: &str) {
     }));
     match inc {
         Ok(inc) => {
+            let _closing = Closing::new(inner);
             let late = inner.queue.lock().finish(&t.target);
             close(inner, inc, &late);
         }
@@ -388,6 +389,12 @@ pub(super) fn supervise(inner: &Arc<Inner>) {
 fn own_death(f: &Failure) -> bool {
     f.source == Source::CrashDetector
         && matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)
+}
+
+/// Files a failure taken off the bus, and counts it as filed.
+pub(super) fn file(inner: &Inner, f: Failure) {
+    offer(inner, f);
+    inner.filed.fetch_add(1, Ordering::Release);
 }
 
 /// Files one failure in the queue, counting and announcing it.
@@ -527,14 +534,33 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
 
 /// Files a healer's answer about a taken incident: deferred, or closed.
 fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+    let _closing = Closing::new(inner);
     if let Outcome::Deferred { until_ns } = inc.outcome {
-        inner.queue.lock().defer(&t.target, until_ns);
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
-        return;
+        inner.queue.lock().defer(&t.target, until_ns);
+    } else {
+        let late = inner.queue.lock().finish(&t.target);
+        inner.dirty.store(true, Ordering::Relaxed);
+        close(inner, inc, &late);
     }
-    let late = inner.queue.lock().finish(&t.target);
-    inner.dirty.store(true, Ordering::Relaxed);
-    close(inner, inc, &late);
+}
+
+/// Counts an incident as closing from while it still runs in the queue
+/// until it is recorded, so that `is_idle` never sees it neither queued
+/// nor recorded; uncounted on drop, also while unwinding.
+struct Closing<'a>(&'a Inner);
+
+impl<'a> Closing<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.closing.fetch_add(1, Ordering::AcqRel);
+        Closing(inner)
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.closing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Closes an incident the queue no longer holds: late joins added, its
