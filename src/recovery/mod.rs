@@ -188,10 +188,7 @@ impl AutoRecoveryManager {
             None => Arc::new(DirTableStorage::new(&cfg.dir)),
         };
         let restored = suspects::restore(suspect_storage.as_ref(), &detector);
-        let suspects = suspects::SuspectFile {
-            last: Mutex::new(suspects::fenced(&detector)),
-            storage: suspect_storage,
-        };
+        let suspects = suspects::SuspectFile::new(suspect_storage, &detector);
         let mut repair = std::mem::take(&mut cfg.repair).clock(clock.clone());
         if let Some(h) = &cfg.host {
             repair = repair.host_actions(h.clone());

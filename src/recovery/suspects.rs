@@ -4,8 +4,10 @@
 //! and is not re-discovered from scratch.
 //!
 //! The dispatcher saves the detector's fenced pages (`Suspect`,
-//! `Repairing`, `Irreparable`) when the set changed, at most every
-//! 100 ms, and at stop. [`RecoveryConfig::build`](super::RecoveryConfig::build)
+//! `Repairing`, `Irreparable`) when the set changed — at most every
+//! 100 ms, and, under a burst, waiting ten times as long as the last save
+//! took, so saving takes at most a tenth of its time — and at stop.
+//! [`RecoveryConfig::build`](super::RecoveryConfig::build)
 //! reads it back and fences each page again (as `Suspect`: an irreparable
 //! page is tried once more, a replica may have come back); `start` opens an
 //! incident for each that no resumed incident covers.
@@ -78,6 +80,25 @@ fn state_tag(s: PageState) -> u8 {
         // Repaired pages are not saved; the tag is never written for them.
         PageState::Irreparable | PageState::Repaired => 2,
     }
+}
+
+/// The detector's fenced pages and their states, by page: cheap to take
+/// and compare (no entry is cloned).
+pub(crate) fn fenced_keys(det: &CorruptionDetector) -> Vec<(PageId, u8)> {
+    let mut v: Vec<(PageId, u8)> = [
+        PageState::Suspect,
+        PageState::Repairing,
+        PageState::Irreparable,
+    ]
+    .into_iter()
+    .flat_map(|s| det.pages_in(s).into_iter().map(move |p| (p, state_tag(s))))
+    .collect();
+    v.sort_unstable();
+    v
+}
+
+fn keys_of(saved: &[Saved]) -> Vec<(PageId, u8)> {
+    saved.iter().map(|s| (s.page, state_tag(s.state))).collect()
 }
 
 /// The detector's fenced pages, by page.
@@ -240,23 +261,31 @@ pub(crate) fn restore(storage: &dyn TableStorage, det: &CorruptionDetector) -> R
 /// Keeps the file in step with the detector's fenced pages.
 pub(crate) struct SuspectFile {
     pub(crate) storage: Arc<dyn TableStorage>,
-    /// What the file holds (as last written).
-    pub(crate) last: parking_lot::Mutex<Vec<Saved>>,
+    /// The pages and states the file holds (as last written).
+    pub(crate) last: parking_lot::Mutex<Vec<(PageId, u8)>>,
 }
 
 impl SuspectFile {
+    /// Over `storage`, which holds `det`'s fenced pages now.
+    pub(crate) fn new(storage: Arc<dyn TableStorage>, det: &CorruptionDetector) -> Self {
+        SuspectFile {
+            storage,
+            last: parking_lot::Mutex::new(fenced_keys(det)),
+        }
+    }
+
     /// Writes the fenced pages when they differ from the file.
     ///
     /// # Errors
     /// The write's [`Error::Io`](crate::Error::Io) (the next call tries again).
     pub(crate) fn sync_with(&self, det: &CorruptionDetector) -> Result<()> {
-        let now = fenced(det);
         let mut last = self.last.lock();
-        if *last == now {
+        if *last == fenced_keys(det) {
             return Ok(());
         }
+        let now = fenced(det);
         save(self.storage.as_ref(), &now)?;
-        *last = now;
+        *last = keys_of(&now);
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
                 rx: inner.sink.failures(),
                 saved_at: Instant::now(),
                 marker_at: Instant::now(),
-                suspects_at: Instant::now(),
+                suspects_next: Instant::now(),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -112,7 +112,8 @@ struct DispatchJob {
     rx: Receiver<Failure>,
     saved_at: Instant,
     marker_at: Instant,
-    suspects_at: Instant,
+    /// When the suspect registry may be compared and saved next.
+    suspects_next: Instant,
 }
 
 impl Job for DispatchJob {
@@ -153,11 +154,13 @@ impl Job for DispatchJob {
             save(inner);
             self.saved_at = Instant::now();
         }
-        if self.suspects_at.elapsed() >= suspects::SAVE_EVERY {
+        if Instant::now() >= self.suspects_next {
+            let started = Instant::now();
             if let Err(e) = inner.suspects.sync_with(&inner.detector) {
                 tracing::warn!(error = %e, "saving the suspect registry");
             }
-            self.suspects_at = Instant::now();
+            // A tenth of the dispatcher's time at most, under a burst.
+            self.suspects_next = Instant::now() + suspects::SAVE_EVERY.max(started.elapsed() * 10);
         }
         if self.marker_at.elapsed() >= MARKER_EVERY {
             if let Some(mk) = inner.marker.lock().as_mut() {
