@@ -320,7 +320,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     let mut stuck = Vec::new();
     let slots = std::mem::take(&mut inner.threads.lock().slots);
     for slot in slots {
-        let Some(mut w) = slot.worker else {
+        let Some(w) = slot.worker else {
             continue;
         };
         // A thread that died was reported (and escalated) when it died.

@@ -339,7 +339,7 @@ pub(super) fn supervise(inner: &Arc<Inner>) {
         let Some(slot) = sup.slots.get_mut(d.slot) else {
             continue;
         };
-        if let Some(mut old) = slot.worker.take() {
+        if let Some(old) = slot.worker.take() {
             // Dead already: this joins it (its error is the death, reported).
             let _ = old.stop(Stop::Abandon, REAP_TIMEOUT);
         }
