@@ -1,0 +1,1316 @@
+//! The simulated world of one seed: a store on a crash-simulating disk under
+//! a fault injector, two replicas, a durable sidecar table and an undo
+//! journal on simulated directories, snapshots and a scrub cursor in a
+//! temporary directory, a manual clock; and the components over them, built
+//! and rebuilt at every simulated crash, driven one call at a time from the
+//! simulator's thread (no background work is started).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use selfheal::checksum::{ChecksumTable, TableConfig};
+use selfheal::rollback::{PageWriter, RecoveryMode};
+use selfheal::scrub::ScrubStep;
+use selfheal::snapshot::{Consistency, SnapshotKind, SnapshotRequest, WriteGate};
+use selfheal::testing::{
+    CrashDir, CrashFiles, CrashStore, CrashSwitch, FaultyReplica, FaultyStore,
+};
+use selfheal::{
+    ChecksumPlacement, Clock, CorruptionConfig, CorruptionDetector, DataRepairer, FailureSink, Lsn,
+    ManualClock, MemStore, PageId, PageStore, RepairConfig, Replica, ReplicaId, ReplicaLag,
+    ReplicaStatus, RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig, Source,
+    StateSnapshotManager, StoreReplica, TransactionRollbackManager,
+};
+
+use super::model::{page_lsn, version, Model, Version};
+use super::plan::{Fault, Op, Placement, Plan, Structure, TxnEnd, PAGES, PAGE_SIZE, REPLICAS};
+
+/// A component, as named in the coverage table.
+pub type Component = &'static str;
+
+/// Every component, in table order.
+pub const COMPONENTS: [Component; 6] = [
+    "detector",
+    "scrubber",
+    "repairer",
+    "rollback",
+    "snapshots",
+    "table",
+];
+
+/// Something a component noticed: a failure it reported, or an error it
+/// returned to the simulator.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// Who.
+    pub component: Component,
+    /// About which page, if one.
+    pub page: Option<u64>,
+    /// About which structure.
+    pub structure: Structure,
+}
+
+/// A replica the repairer may call on its own thread: the fault injector
+/// over an in-memory store, which never blocks unless told to hang (the
+/// simulator never does), so repairs run on the simulator's thread.
+#[derive(Debug)]
+struct InlineReplica(Arc<FaultyReplica>);
+
+impl Replica for InlineReplica {
+    fn id(&self) -> ReplicaId {
+        self.0.id()
+    }
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    fn status(&self) -> ReplicaStatus {
+        self.0.status()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.0.read_page(page, buf)
+    }
+    fn range_digest(&self, first: PageId, count: u64) -> selfheal::Result<u64> {
+        self.0.range_digest(first, count)
+    }
+    fn may_call_inline(&self) -> bool {
+        true
+    }
+}
+
+/// One simulated replica: its pages, the fault injector over them, and
+/// what the simulator knows of it.
+struct SimReplica {
+    pages: Arc<MemStore>,
+    faulty: Arc<FaultyReplica>,
+    /// Steps left down (0: up).
+    down_for: u32,
+    /// Steps left lagging (0: current).
+    lag_for: u32,
+    /// Registered with the repairer.
+    registered: bool,
+}
+
+/// What survives a crash: the disks.
+struct Disks {
+    store: Arc<CrashStore>,
+    files: Option<Arc<CrashFiles>>,
+    journal: Arc<CrashDir>,
+    switch: Arc<CrashSwitch>,
+}
+
+/// One process: the components over the disks.
+struct Process {
+    faulty: Arc<FaultyStore>,
+    det: Arc<CorruptionDetector>,
+    repairer: Arc<DataRepairer>,
+    scrub: Scrubber,
+    mgr: Option<TransactionRollbackManager>,
+    snap: Option<Arc<StateSnapshotManager>>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Every step ran.
+    Completed,
+    /// A component refused to open after damage to its files, with a typed
+    /// error (the expected reaction; the run cannot go on without it).
+    Refused(String),
+    /// The host had to die (a failed commit or rollback) while its
+    /// checksums lived in an in-memory table, which no restart recovers
+    /// without adopting the store again.
+    HostDied,
+}
+
+/// The world of one seed.
+pub struct World {
+    plan: Plan,
+    clock: Arc<ManualClock>,
+    sink: FailureSink,
+    disks: Disks,
+    replicas: Vec<SimReplica>,
+    proc: Option<Process>,
+    /// Directory of the snapshots and the scrub cursor.
+    dir: tempfile::TempDir,
+    /// The model, shared with the expected-LSN hook.
+    pub model: Arc<Mutex<Model>>,
+    /// Snapshot manager slot the detector's write observer notes into.
+    snap_slot: Arc<Mutex<Option<Arc<StateSnapshotManager>>>>,
+    next_lsn: u64,
+    /// One line per step and event: the run's trace.
+    pub trace: Vec<String>,
+    /// Invariants that failed.
+    pub violations: Vec<String>,
+    /// What components noticed in the current step.
+    pub observed: Vec<Observation>,
+    /// Set when the current step must end with a crash.
+    crash_due: Option<u64>,
+    /// File damage to do while the process is down.
+    file_rot: Vec<(Structure, u64)>,
+    /// Structures whose files were damaged so far.
+    rotted: BTreeSet<Structure>,
+    /// Crashes so far.
+    pub restarts: u64,
+}
+
+fn err_name(e: &selfheal::Error) -> String {
+    let s = format!("{e:?}");
+    s.split([' ', '{', '(']).next().unwrap_or("").to_string()
+}
+
+/// The page an error names, from its `page: PageId(n)` field.
+fn page_of(debug: &str) -> Option<u64> {
+    let i = debug.find("page: PageId(")? + "page: PageId(".len();
+    debug[i..].split(')').next()?.parse().ok()
+}
+
+fn outcome_name(o: &selfheal::repair::RepairOutcome) -> &'static str {
+    use selfheal::repair::RepairOutcome as R;
+    match o {
+        R::Repaired { .. } => "repaired",
+        R::Superseded => "superseded",
+        R::Irreparable { .. } => "irreparable",
+        R::NotNeeded => "not needed",
+        R::InProgress => "in progress",
+        _ => "other",
+    }
+}
+
+fn structure_of_message(msg: &str) -> Option<Structure> {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("cursor") {
+        Some(Structure::ScrubCursor)
+    } else if m.contains("manifest") {
+        Some(Structure::Manifest)
+    } else if m.contains("snapshot") || m.contains(".snap") {
+        Some(Structure::SnapshotFile)
+    } else if m.contains("journal") || m.contains("segment") || m.contains("undo") {
+        Some(Structure::Journal)
+    } else if m.contains("sums") || m.contains("checksum table") || m.contains("table") {
+        Some(Structure::ChecksumTable)
+    } else {
+        None
+    }
+}
+
+fn component_of(source: Source) -> Component {
+    match source {
+        Source::CorruptionDetector => "detector",
+        Source::Scrubber => "scrubber",
+        Source::DataRepairer => "repairer",
+        Source::TransactionRollbackManager => "rollback",
+        Source::StateSnapshotManager => "snapshots",
+        _ => "detector",
+    }
+}
+
+impl World {
+    /// The world of `plan`, with every page written, synced and replicated.
+    ///
+    /// # Panics
+    /// When the initial world cannot be built (a bug of the simulator).
+    pub fn new(plan: Plan) -> World {
+        let placement = plan.placement;
+        let clock = Arc::new(ManualClock::new());
+        clock.set_ns(1_000_000_000);
+        let switch = CrashSwitch::new();
+        let model = Model::new(placement);
+        let store = CrashStore::new(PAGE_SIZE, PAGES).expect("store");
+        let replicas = (0..REPLICAS)
+            .map(|r| {
+                let pages = Arc::new(MemStore::new(PAGE_SIZE, PAGES).expect("replica"));
+                let faulty = Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new(
+                    format!("replica-{r}"),
+                    pages.clone(),
+                ))));
+                SimReplica {
+                    pages,
+                    faulty,
+                    down_for: 0,
+                    lag_for: 0,
+                    registered: true,
+                }
+            })
+            .collect();
+        let mut w = World {
+            clock,
+            sink: FailureSink::new(1 << 16),
+            disks: Disks {
+                store: Arc::new(store.with_switch(switch.clone())),
+                files: (placement == Placement::SidecarDurable)
+                    .then(|| Arc::new(CrashFiles::new().with_switch(switch.clone()))),
+                journal: Arc::new(CrashDir::new().with_switch(switch.clone())),
+                switch,
+            },
+            replicas,
+            proc: None,
+            // Snapshots and the cursor are real files; on a memory file
+            // system where there is one, so that their fsyncs cost nothing.
+            dir: match std::path::Path::new("/dev/shm") {
+                shm if shm.is_dir() => tempfile::tempdir_in(shm),
+                _ => tempfile::tempdir(),
+            }
+            .expect("tempdir"),
+            model: Arc::new(Mutex::new(model)),
+            snap_slot: Arc::new(Mutex::new(None)),
+            next_lsn: PAGES + 1,
+            trace: Vec::new(),
+            violations: Vec::new(),
+            observed: Vec::new(),
+            crash_due: None,
+            file_rot: Vec::new(),
+            restarts: 0,
+            rotted: BTreeSet::new(),
+            plan,
+        };
+        w.boot().expect("the first boot");
+        let versions: Vec<Version> = w.model.lock().acked.clone();
+        {
+            let det = w.det().clone();
+            for (p, v) in versions.iter().enumerate() {
+                let mut buf = v.page.clone();
+                det.write_sealed(PageId(p as u64), &mut buf)
+                    .expect("initial write");
+            }
+            det.sync().expect("initial sync");
+        }
+        for r in 0..REPLICAS {
+            w.catch_up(r);
+        }
+        w
+    }
+
+    fn det(&self) -> &Arc<CorruptionDetector> {
+        &self.proc.as_ref().expect("a live process").det
+    }
+
+    fn lsn(&mut self) -> u64 {
+        let l = self.next_lsn;
+        self.next_lsn += 1;
+        l
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.push(line);
+    }
+
+    fn violation(&mut self, what: String) {
+        self.trace.push(format!("VIOLATION {what}"));
+        self.violations.push(what);
+    }
+
+    fn observe(&mut self, component: Component, page: Option<u64>, structure: Structure) {
+        self.observed.push(Observation {
+            component,
+            page,
+            structure,
+        });
+    }
+
+    fn observe_err(&mut self, component: Component, page: Option<u64>, e: &selfheal::Error) {
+        let msg = e.to_string();
+        let page = page.or_else(|| page_of(&format!("{e:?}")));
+        let structure = if page.is_some() {
+            Structure::Page
+        } else {
+            structure_of_message(&msg).unwrap_or(Structure::Page)
+        };
+        self.observe(component, page, structure);
+    }
+
+    /// Builds the components over the disks: the table, the detector, the
+    /// repairer with its replicas and fallback, the snapshot manager, the
+    /// undo journal (whose recovery runs now), the scrubber.
+    fn boot(&mut self) -> Result<(), End> {
+        let placement = self.plan.placement;
+        let faulty = Arc::new(FaultyStore::new(self.disks.store.clone()));
+        let checksums = match placement {
+            Placement::Trailer => ChecksumPlacement::Trailer,
+            Placement::SidecarMem => {
+                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PAGE_SIZE).expect("table")))
+            }
+            Placement::SidecarDurable => {
+                let files = self.disks.files.clone().expect("files");
+                match TableConfig::new(PAGE_SIZE)
+                    .pages_max(PAGES)
+                    .compact_log_bytes_min(4 << 10)
+                    .open_on(files, "sums")
+                {
+                    Ok(t) => ChecksumPlacement::Sidecar(Arc::new(t)),
+                    Err(e) => {
+                        self.note(format!("table open: {}", err_name(&e)));
+                        self.observe("table", None, Structure::ChecksumTable);
+                        return Err(self.refused(
+                            "the checksum table",
+                            Structure::ChecksumTable,
+                            &e,
+                        ));
+                    }
+                }
+            }
+        };
+        let model = self.model.clone();
+        let slot = self.snap_slot.clone();
+        let det = CorruptionConfig::new(checksums)
+            .clock(self.clock.clone())
+            .failure_sink(self.sink.clone())
+            .page_lsn(Arc::new(page_lsn))
+            // The host's durable records: the oldest version the page may
+            // durably hold (a restore that failed part way may have put an
+            // older one back).
+            .expected_page_lsn(Arc::new(move |p: PageId| {
+                let m = model.lock();
+                let acked = m.acked.get(p.0 as usize)?.lsn;
+                let oldest = m.maybe[p.0 as usize]
+                    .iter()
+                    .map(|v| v.lsn)
+                    .fold(acked, u64::min);
+                Some(Lsn(oldest))
+            }))
+            .on_write(Arc::new(move |p: PageId| {
+                if let Some(s) = &*slot.lock() {
+                    s.note_dirty(p);
+                }
+            }))
+            .build(faulty.clone());
+        let det = match det {
+            Ok(d) => Arc::new(d),
+            Err(e) => return Err(self.refused("the detector", Structure::Page, &e)),
+        };
+        let repairer = Arc::new(
+            RepairConfig::new()
+                .clock(self.clock.clone())
+                .failure_sink(self.sink.clone())
+                .replica_read_timeout(Duration::from_secs(60))
+                .build(det.clone())
+                .expect("repairer"),
+        );
+        for r in &mut self.replicas {
+            if r.registered {
+                repairer
+                    .add_replica(Arc::new(InlineReplica(r.faulty.clone())))
+                    .expect("add replica");
+            }
+        }
+        let snap = match SnapshotConfig::new(self.dir.path().join("snapshots"), PAGE_SIZE)
+            .threads(1)
+            .max_chain_len(4)
+            .clock(self.clock.clone())
+            .failure_sink(self.sink.clone())
+            .build()
+        {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                self.note(format!("snapshot manager open: {}", err_name(&e)));
+                self.observe_err("snapshots", None, &e);
+                None
+            }
+        };
+        if let Some(s) = &snap {
+            if let Some(m) = s.manifest_rebuilt() {
+                let m = m.to_string();
+                self.note("snapshot manifest rebuilt".into());
+                self.observe("snapshots", None, Structure::Manifest);
+                let _ = m;
+            }
+            repairer
+                .add_fallback(Arc::new(s.page_source()))
+                .expect("fallback");
+        }
+        *self.snap_slot.lock() = snap.clone();
+        let hook_repairer = repairer.clone();
+        let mgr = RollbackConfig::with_storage(self.disks.journal.clone())
+            .segment_size_bytes(8 << 10)
+            .buffer_bytes(4 << 10)
+            .recovery_mode(RecoveryMode::TolerateTornTail)
+            .idle_mark_delay(Duration::from_secs(60))
+            .clock(self.clock.clone())
+            .failure_sink(self.sink.clone())
+            .repair_hook(Arc::new(move |p: PageId| {
+                Ok(hook_repairer.repair_page(p)?.is_repaired())
+            }))
+            .build(det.clone() as Arc<dyn PageWriter>);
+        let mgr = match mgr {
+            Ok(m) => {
+                let r = m.recovery_report();
+                self.note(format!(
+                    "journal recovered: {} rolled back, {} blocked, {} replaced",
+                    r.rolled_back.len(),
+                    r.blocked.len(),
+                    r.undo_entries_replaced
+                ));
+                Some(m)
+            }
+            Err(e) => {
+                self.note(format!("journal open: {}", err_name(&e)));
+                self.observe("rollback", None, Structure::Journal);
+                return Err(self.refused("the undo journal", Structure::Journal, &e));
+            }
+        };
+        let scrub = ScrubConfig::new()
+            .unlimited()
+            .batch_pages(4)
+            .cursor_path(self.dir.path().join("scrub.cursor"))
+            .persist_every(Duration::from_secs(1))
+            .pass_interval(Duration::from_millis(0))
+            .clock(self.clock.clone())
+            .failure_sink(self.sink.clone())
+            .build(det.clone())
+            .expect("scrubber");
+        self.proc = Some(Process {
+            faulty,
+            det,
+            repairer,
+            scrub,
+            mgr,
+            snap,
+        });
+        Ok(())
+    }
+
+    /// An open refused with `e`: the expected reaction to damage done to
+    /// the component's files, and a violation otherwise (a crash alone must
+    /// never leave files a component cannot open).
+    fn refused(&mut self, what: &str, structure: Structure, e: &selfheal::Error) -> End {
+        if !self.rotted.contains(&structure) {
+            self.violation(format!(
+                "{what} refused to open after a crash that damaged none of its files: {e}"
+            ));
+        }
+        End::Refused(format!("{what}: {e}"))
+    }
+
+    /// Kills the process: every later write of the dead process fails, what
+    /// was not synced is lost, kept, reordered or torn as `seed` says, the
+    /// file damage queued is done, and a new process boots.
+    fn crash(&mut self, seed: u64) -> Result<(), End> {
+        self.disks.switch.arm_at(0);
+        if let Some(p) = self.proc.take() {
+            *self.snap_slot.lock() = None;
+            drop(p);
+        }
+        let switch = CrashSwitch::new();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let store = self.disks.store.crash(Some(rng.random()));
+        let keep_pct = rng.random_range(0..=100u32);
+        let mut krng = StdRng::seed_from_u64(rng.random());
+        let journal = self
+            .disks
+            .journal
+            .crash_keeping(|_, _| krng.random_range(0..100) < keep_pct);
+        let files = self.disks.files.as_ref().map(|f| f.crash(Some(seed)));
+        for (structure, s) in std::mem::take(&mut self.file_rot) {
+            self.rotted.insert(structure);
+            self.rot_file(structure, s, &journal, files.as_ref());
+        }
+        self.disks = Disks {
+            store: Arc::new(store.with_switch(switch.clone())),
+            files: files.map(|f| Arc::new(f.with_switch(switch.clone()))),
+            journal: Arc::new(journal.with_switch(switch.clone())),
+            switch,
+        };
+        // What was written and not acknowledged may be there or not; an
+        // in-flight transaction's writes must not be.
+        self.restarts += 1;
+        self.note(format!("crash (seed {seed:#x}); restart {}", self.restarts));
+        self.boot()?;
+        self.check_all_pages("after recovery");
+        Ok(())
+    }
+
+    fn rot_file(
+        &mut self,
+        s: Structure,
+        seed: u64,
+        journal: &CrashDir,
+        files: Option<&CrashFiles>,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut flip = |mut b: Vec<u8>| {
+            if !b.is_empty() {
+                let i = rng.random_range(0..b.len());
+                b[i] ^= 1 << rng.random_range(0..8);
+            }
+            b
+        };
+        match s {
+            Structure::Journal => {
+                let ids = journal.segment_ids();
+                if let Some(&id) = ids.last() {
+                    let b = journal.segment(id).unwrap_or_default();
+                    journal.set_segment(id, flip(b));
+                    self.note(format!("rot journal segment {id}"));
+                }
+            }
+            Structure::ChecksumTable => {
+                if let Some(f) = files {
+                    let names = f.names();
+                    if !names.is_empty() {
+                        let name = names[(seed as usize) % names.len()].clone();
+                        let b = f.file(&name).unwrap_or_default();
+                        f.set_file(&name, flip(b));
+                        self.note(format!("rot table file {name}"));
+                    }
+                }
+            }
+            Structure::SnapshotFile | Structure::Manifest | Structure::ScrubCursor => {
+                let dir = self.dir.path().join("snapshots");
+                let path: Option<PathBuf> = match s {
+                    Structure::ScrubCursor => Some(self.dir.path().join("scrub.cursor")),
+                    Structure::Manifest => std::fs::read_dir(&dir).ok().and_then(|d| {
+                        let mut v: Vec<PathBuf> = d
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.file_name().is_some_and(|n| n == "MANIFEST"))
+                            .collect();
+                        v.sort();
+                        v.pop()
+                    }),
+                    _ => std::fs::read_dir(&dir).ok().and_then(|d| {
+                        let mut v: Vec<PathBuf> = d
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|x| x == "shs"))
+                            .collect();
+                        v.sort();
+                        (!v.is_empty()).then(|| v[(seed as usize) % v.len()].clone())
+                    }),
+                };
+                if let Some(p) = path {
+                    if let Ok(b) = std::fs::read(&p) {
+                        std::fs::write(&p, flip(b)).expect("rewrite");
+                        self.note(format!(
+                            "rot {:?} {}",
+                            s,
+                            p.file_name().unwrap_or_default().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every page's bytes, read verified, are what the model allows; a page
+    /// that fails verification is fine here (it is fenced and reported).
+    fn check_all_pages(&mut self, when: &str) {
+        for p in 0..PAGES {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            let r = self.det().read_verified(PageId(p), &mut buf);
+            match r {
+                Ok(()) => {
+                    let m = self.model.lock();
+                    if !m.allows(p, &buf) {
+                        let d = m.describe(p, &buf);
+                        drop(m);
+                        self.violation(format!("{when}: a verified read returned bytes never acknowledged nor written: {d}"));
+                    }
+                }
+                Err(e) => {
+                    self.note(format!("{when}: page {p}: {}", err_name(&e)));
+                    self.observe_err("detector", Some(p), &e);
+                }
+            }
+        }
+    }
+
+    /// Applies the replica state the plan and the step count say.
+    fn tick_replicas(&mut self) {
+        for r in 0..REPLICAS {
+            let rep = &mut self.replicas[r];
+            let mut caught = false;
+            if rep.down_for > 0 {
+                rep.down_for -= 1;
+                if rep.down_for == 0 {
+                    rep.faulty.set_down(false);
+                    caught = true;
+                }
+            }
+            if rep.lag_for > 0 {
+                rep.lag_for -= 1;
+                if rep.lag_for == 0 {
+                    caught = true;
+                }
+            }
+            if caught && rep.down_for == 0 && rep.lag_for == 0 {
+                self.catch_up(r);
+            }
+        }
+    }
+
+    /// Replica `r` copies every acknowledged page (replication catching up).
+    fn catch_up(&mut self, r: usize) {
+        let m = self.model.lock();
+        let rep = &self.replicas[r];
+        for (p, v) in m.acked.iter().enumerate() {
+            rep.pages
+                .write_page(PageId(p as u64), &v.page)
+                .expect("replica write");
+        }
+        rep.faulty.set_lag(ReplicaLag::default());
+    }
+
+    /// Ships an acknowledged version to every replica that is up and current.
+    fn replicate(&mut self, page: u64, v: &Version) {
+        for rep in &self.replicas {
+            if rep.down_for == 0 && rep.lag_for == 0 {
+                rep.pages
+                    .write_page(PageId(page), &v.page)
+                    .expect("replica write");
+            }
+        }
+    }
+
+    fn arm(&mut self, f: &Fault) {
+        let p = self.proc.as_ref().expect("process");
+        match f {
+            Fault::Rot(page, d) => {
+                let _ = p.faulty.damage(PageId(*page), *d);
+            }
+            Fault::Write(page, w) => p.faulty.fail_next_write(Some(PageId(*page)), *w),
+            Fault::Read(page, r, n) => p.faulty.fail_reads(Some(PageId(*page)), *r, *n),
+            Fault::StoreSync => p.faulty.fail_syncs(1),
+            Fault::JournalSync => self.disks.journal.fail_syncs(1),
+            Fault::TableSync => {
+                if let Some(f) = &self.disks.files {
+                    f.fail_syncs(1);
+                }
+            }
+            Fault::ReplicaDown(r, n) => {
+                let rep = &mut self.replicas[*r];
+                rep.down_for = rep.down_for.max(*n);
+                rep.faulty.set_down(true);
+            }
+            Fault::ReplicaLag(r, n) => {
+                let applied = self.next_lsn - 1;
+                let rep = &mut self.replicas[*r];
+                rep.lag_for = rep.lag_for.max(*n);
+                rep.faulty.set_lag(ReplicaLag {
+                    applied_lsn: Some(Lsn(applied)),
+                    behind: Some(Duration::from_secs(5)),
+                });
+            }
+            Fault::ReplicaCorrupt(r, page, d) => {
+                self.replicas[*r].faulty.corrupt(PageId(*page), *d)
+            }
+            Fault::Crash { ops, seed } => {
+                let at = self.disks.switch.ops() + ops;
+                self.disks.switch.arm_at(at);
+                self.crash_due = Some(*seed);
+            }
+            Fault::FileRot(s, seed) => {
+                self.file_rot.push((*s, *seed));
+                self.crash_due = Some(*seed);
+            }
+        }
+    }
+
+    /// Runs step `i`: arms its faults, does its op, checks the invariants,
+    /// and crashes if the step asked for it.
+    ///
+    /// # Errors
+    /// How the run ended early.
+    pub fn step(&mut self, i: usize, faults: &[Fault]) -> Result<(), End> {
+        self.observed.clear();
+        self.tick_replicas();
+        for f in faults {
+            self.note(format!("step {i}: fault {f}"));
+            self.arm(f);
+        }
+        let op = self.plan.ops[i].clone();
+        self.note(format!("step {i}: {op:?}"));
+        self.run_op(&op);
+        if let Some(seed) = self.crash_due.take() {
+            if self.plan.placement == Placement::SidecarMem {
+                self.note("the host dies with an in-memory table".into());
+                return Err(End::HostDied);
+            }
+            self.crash(seed)?;
+        }
+        self.drain_failures();
+        Ok(())
+    }
+
+    fn drain_failures(&mut self) {
+        let failures: Vec<_> = self.sink.failures().try_iter().collect();
+        for f in failures {
+            let component = component_of(f.source);
+            let (page, structure) = match f.target() {
+                selfheal::Target::Page(p) => (Some(p.0), Structure::Page),
+                selfheal::Target::Replica(_) => (None, Structure::ReplicaCopy),
+                selfheal::Target::Transaction(_) => (None, Structure::Journal),
+                t => (
+                    None,
+                    structure_of_message(&format!("{t} {}", f.evidence)).unwrap_or(
+                        if f.source == Source::StateSnapshotManager {
+                            Structure::SnapshotFile
+                        } else {
+                            Structure::Page
+                        },
+                    ),
+                ),
+            };
+            self.trace
+                .push(format!("failure from {component}: {:?}", f.kind));
+            self.observe(component, page, structure);
+        }
+    }
+
+    fn run_op(&mut self, op: &Op) {
+        match op {
+            Op::Write(p) => self.host_write(*p),
+            Op::Read(p) => self.host_read(*p),
+            Op::Txn(pages, end) => self.txn(pages, *end),
+            Op::Scrub(n) => self.scrub(*n),
+            Op::Repair(p) => {
+                let r = self
+                    .proc
+                    .as_ref()
+                    .expect("process")
+                    .repairer
+                    .repair_page(PageId(*p));
+                self.after_repair(vec![r.map(|r| (r.page, r))]);
+            }
+            Op::RepairPending => {
+                let v = self
+                    .proc
+                    .as_ref()
+                    .expect("process")
+                    .repairer
+                    .repair_pending();
+                self.after_repair(v.into_iter().map(|r| Ok((r.page, r))).collect());
+            }
+            Op::Snapshot {
+                incremental,
+                paused,
+            } => self.snapshot(*incremental, *paused),
+            Op::Restore(back) => self.restore(*back),
+            Op::Tick(ms) => self.clock.advance(Duration::from_millis(*ms)),
+            Op::Churn => {
+                let id = self.replicas[0].faulty.id();
+                let repairer = self.proc.as_ref().expect("process").repairer.clone();
+                repairer.remove_replica(&id);
+                self.catch_up(0);
+                let rep = InlineReplica(self.replicas[0].faulty.clone());
+                repairer.add_replica(Arc::new(rep)).expect("re-add replica");
+                self.note("replica 0 left and came back".into());
+            }
+        }
+    }
+
+    fn host_write(&mut self, p: u64) {
+        let lsn = self.lsn();
+        let v = version(self.plan.placement, p, lsn);
+        self.model.lock().maybe[p as usize].push(v.clone());
+        let det = self.det().clone();
+        let mut buf = v.page.clone();
+        if let Err(e) = det.write_sealed(PageId(p), &mut buf) {
+            self.note(format!("write {p}@{lsn}: {}", err_name(&e)));
+            self.observe_err("detector", Some(p), &e);
+            return;
+        }
+        match det.sync() {
+            Ok(()) => {
+                self.model.lock().ack(p, v.clone());
+                self.replicate(p, &v);
+                self.note(format!("write {p}@{lsn} acknowledged"));
+            }
+            Err(e) => {
+                // The host cannot tell what reached the disk: it dies.
+                self.note(format!("sync: {}; the host dies", err_name(&e)));
+                self.observe_err("detector", None, &e);
+                self.crash_due.get_or_insert(lsn);
+            }
+        }
+    }
+
+    fn host_read(&mut self, p: u64) {
+        let mut buf = vec![0u8; PAGE_SIZE];
+        match self.det().read_verified(PageId(p), &mut buf) {
+            Ok(()) => {
+                let m = self.model.lock();
+                if !m.allows(p, &buf) {
+                    let d = m.describe(p, &buf);
+                    drop(m);
+                    self.violation(format!(
+                        "a verified read returned bytes never acknowledged nor written: {d}"
+                    ));
+                } else {
+                    drop(m);
+                    self.note(format!("read {p}: LSN {:?}", page_lsn(&buf).map(|l| l.0)));
+                }
+            }
+            Err(e) => {
+                self.note(format!("read {p}: {}", err_name(&e)));
+                self.observe_err("detector", Some(p), &e);
+            }
+        }
+    }
+
+    fn txn(&mut self, pages: &[u64], end: TxnEnd) {
+        let placement = self.plan.placement;
+        let usable = super::model::usable_len(placement);
+        let versions: Vec<(u64, Version)> = pages
+            .iter()
+            .map(|&p| {
+                let l = self.lsn();
+                (p, version(placement, p, l))
+            })
+            .collect();
+        let proc = self.proc.as_ref().expect("process");
+        let Some(mgr) = proc.mgr.as_ref() else { return };
+        let det = proc.det.clone();
+        let txn = match mgr.begin() {
+            Ok(t) => t,
+            Err(e) => {
+                self.note(format!("begin: {}", err_name(&e)));
+                self.observe_err("rollback", None, &e);
+                return;
+            }
+        };
+        let mut failed = None;
+        for (p, v) in &versions {
+            if let Err(e) = mgr.write(txn, PageId(*p), 0, &v.page[..usable]) {
+                failed = Some((*p, e));
+                break;
+            }
+        }
+        let end = if let Some((p, e)) = failed {
+            self.note(format!("txn {} write {p}: {}", txn.0, err_name(&e)));
+            self.observe_err("rollback", Some(p), &e);
+            TxnEnd::Abort
+        } else {
+            end
+        };
+        let mgr = self
+            .proc
+            .as_ref()
+            .expect("process")
+            .mgr
+            .as_ref()
+            .expect("mgr");
+        match end {
+            TxnEnd::Commit => {
+                if let Err(e) = det.sync() {
+                    self.note(format!(
+                        "txn {} sync: {}; the host dies",
+                        txn.0,
+                        err_name(&e)
+                    ));
+                    self.observe_err("detector", None, &e);
+                    self.crash_due.get_or_insert(txn.0);
+                    return;
+                }
+                match mgr.commit(txn) {
+                    Ok(_) => {
+                        for (p, v) in &versions {
+                            self.model.lock().ack(*p, v.clone());
+                            self.replicate(*p, v);
+                        }
+                        self.note(format!("txn {} committed {pages:?}", txn.0));
+                    }
+                    Err(e) => {
+                        self.note(format!(
+                            "txn {} commit: {}; the host dies",
+                            txn.0,
+                            err_name(&e)
+                        ));
+                        self.observe_err("rollback", None, &e);
+                        // Whether it committed is unknown until recovery.
+                        for (p, v) in &versions {
+                            self.model.lock().maybe[*p as usize].push(v.clone());
+                        }
+                        self.crash_due.get_or_insert(txn.0);
+                    }
+                }
+            }
+            TxnEnd::Abort => match mgr.rollback(txn) {
+                Ok(_) => self.note(format!("txn {} rolled back", txn.0)),
+                Err(e) => {
+                    self.note(format!(
+                        "txn {} rollback: {}; the host dies",
+                        txn.0,
+                        err_name(&e)
+                    ));
+                    self.observe_err("rollback", None, &e);
+                    self.crash_due.get_or_insert(txn.0);
+                }
+            },
+            TxnEnd::InFlight => {
+                self.note(format!("txn {} in flight at a crash", txn.0));
+                self.crash_due.get_or_insert(txn.0 ^ 0xC0FFEE);
+            }
+        }
+    }
+
+    fn scrub(&mut self, n: u32) {
+        for _ in 0..n {
+            let now = self.clock.now_ns();
+            let r = self.proc.as_mut().expect("process").scrub.step(now);
+            match r {
+                Ok(ScrubStep::Wait { until_ns }) => self.clock.set_ns(until_ns.max(now)),
+                Ok(ScrubStep::Scanned(s)) => {
+                    if s.newly_corrupt > 0 || s.known_corrupt > 0 {
+                        self.note(format!(
+                            "scrub: {} newly corrupt, {} known",
+                            s.newly_corrupt, s.known_corrupt
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.note(format!("scrub: {}", err_name(&e)));
+                    self.observe_err("scrubber", None, &e);
+                }
+            }
+        }
+        let bad = self
+            .det()
+            .pages_in(selfheal::corruption::PageState::Suspect);
+        for p in bad {
+            self.observe("scrubber", Some(p.0), Structure::Page);
+        }
+    }
+
+    fn after_repair(
+        &mut self,
+        reports: Vec<selfheal::Result<(PageId, selfheal::repair::RepairReport)>>,
+    ) {
+        for r in reports {
+            match r {
+                Ok((page, rep)) => {
+                    let failed_replica = rep
+                        .attempts
+                        .iter()
+                        .any(|a| !matches!(a.result, selfheal::repair::AttemptResult::Verified));
+                    if failed_replica {
+                        self.observe("repairer", Some(page.0), Structure::ReplicaCopy);
+                    }
+                    self.note(format!("repair {page}: {}", outcome_name(&rep.outcome)));
+                    if rep.is_repaired() {
+                        self.observe("repairer", Some(page.0), Structure::Page);
+                        let mut buf = vec![0u8; PAGE_SIZE];
+                        match self.det().read_verified(page, &mut buf) {
+                            Ok(()) => {
+                                let m = self.model.lock();
+                                if !m.allows(page.0, &buf) {
+                                    let d = m.describe(page.0, &buf);
+                                    drop(m);
+                                    self.violation(format!(
+                                        "a repaired page is not the model's: {d}"
+                                    ));
+                                }
+                            }
+                            Err(e) => {
+                                // A read fault armed for the page may fail the re-read.
+                                self.note(format!("re-read of repaired {page}: {}", err_name(&e)));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.note(format!("repair: {}", err_name(&e)));
+                    self.observe_err("repairer", None, &e);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&mut self, incremental: bool, paused: bool) {
+        let proc = self.proc.as_ref().expect("process");
+        let Some(snap) = proc.snap.clone() else {
+            return;
+        };
+        let det = proc.det.clone();
+        let kind = if incremental {
+            SnapshotKind::Auto
+        } else {
+            SnapshotKind::Full
+        };
+        let lsn = Lsn(self.next_lsn - 1);
+        let versions: Vec<Version> = self.model.lock().acked.clone();
+        let r = if paused {
+            let gate = WriteGate::new();
+            let pause = gate.pause();
+            snap.take_snapshot(
+                Consistency::Paused {
+                    store: &*det,
+                    pause: &pause,
+                    lsn,
+                },
+                SnapshotRequest::new(kind),
+            )
+        } else {
+            // A point-in-time view the host copied through verified reads.
+            let view = MemStore::new(PAGE_SIZE, PAGES).expect("view");
+            for p in 0..PAGES {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                if let Err(e) = det.read_verified(PageId(p), &mut buf) {
+                    self.note(format!("view of {p}: {}; no snapshot", err_name(&e)));
+                    self.observe_err("detector", Some(p), &e);
+                    return;
+                }
+                view.write_page(PageId(p), &buf).expect("view write");
+            }
+            snap.take_snapshot(
+                Consistency::View { view: &view, lsn },
+                SnapshotRequest::new(kind),
+            )
+        };
+        match r {
+            Ok(rep) => {
+                let id = rep.info.id;
+                // The snapshot holds what the store held: the model's pages,
+                // or for a page read since a write that was not acknowledged,
+                // that write (the model then allows both).
+                let mut held = versions;
+                {
+                    let m = self.model.lock();
+                    for (p, v) in held.iter_mut().enumerate() {
+                        if !m.maybe[p].is_empty() {
+                            let mut buf = vec![0u8; PAGE_SIZE];
+                            if snap
+                                .read_page_at(id, PageId(p as u64), &mut buf)
+                                .unwrap_or(false)
+                            {
+                                if let Some(w) =
+                                    m.maybe[p].iter().find(|w| buf[..16] == w.page[..16])
+                                {
+                                    *v = w.clone();
+                                }
+                            }
+                        }
+                    }
+                }
+                self.model.lock().snapshots.insert(id, held);
+                self.note(format!(
+                    "snapshot {id} ({:?}, {} pages stored)",
+                    rep.detection, rep.info.stored_pages
+                ));
+            }
+            Err(e) => {
+                self.note(format!("snapshot: {}", err_name(&e)));
+                self.observe_err("snapshots", None, &e);
+            }
+        }
+    }
+
+    fn restore(&mut self, back: usize) {
+        let proc = self.proc.as_ref().expect("process");
+        let Some(snap) = proc.snap.clone() else {
+            return;
+        };
+        let det = proc.det.clone();
+        let listed: Vec<u64> = snap.snapshots().iter().map(|s| s.id).collect();
+        let known: Vec<u64> = {
+            let m = self.model.lock();
+            listed
+                .into_iter()
+                .filter(|id| m.snapshots.contains_key(id))
+                .collect()
+        };
+        if known.is_empty() {
+            return;
+        }
+        let id = known[known.len().saturating_sub(1 + back).min(known.len() - 1)];
+        let Some(mgr) = proc.mgr.as_ref() else { return };
+        let prepared = mgr.prepare_restore().map(|guard| {
+            // A restore that fails part way is done again at once: the
+            // store holds a mix of versions until one succeeds.
+            let r = snap.restore(id, &*det).or_else(|_| snap.restore(id, &*det));
+            drop(guard);
+            r
+        });
+        let r = match prepared {
+            Ok(r) => r,
+            Err(e) => {
+                self.note(format!("prepare restore: {}", err_name(&e)));
+                self.observe_err("rollback", None, &e);
+                return;
+            }
+        };
+        let held = self.model.lock().snapshots[&id].clone();
+        match r {
+            Ok(_) => {
+                for (p, v) in held.iter().enumerate() {
+                    self.model.lock().ack(p as u64, v.clone());
+                }
+                for r in 0..REPLICAS {
+                    if self.replicas[r].down_for == 0 {
+                        self.catch_up(r);
+                    } else {
+                        // Re-seeded when it comes back.
+                        self.replicas[r].lag_for = self.replicas[r].lag_for.max(1);
+                    }
+                }
+                self.note(format!("restored snapshot {id}"));
+                self.check_all_pages("after a restore");
+            }
+            Err(e) => {
+                self.note(format!("restore {id}: {}", err_name(&e)));
+                self.observe_err("snapshots", None, &e);
+                let written = match &e {
+                    selfheal::Error::SnapshotDamaged { target_written, .. } => *target_written,
+                    selfheal::Error::UnverifiedSnapshot { .. }
+                    | selfheal::Error::SnapshotNotFound { .. }
+                    | selfheal::Error::NoUsableSnapshot { .. }
+                    | selfheal::Error::RestoreTargetSize { .. } => false,
+                    _ => true,
+                };
+                if !written {
+                    return;
+                }
+                self.model.lock().half_restored.extend(0..PAGES);
+                {
+                    // A restore that failed part way may have left any page
+                    // at the version of any member of the snapshot's chain
+                    // (the model does not keep chains: every older one).
+                    let mut m = self.model.lock();
+                    let members: Vec<Vec<Version>> =
+                        m.snapshots.range(..=id).map(|(_, v)| v.clone()).collect();
+                    for vs in members {
+                        for (p, v) in vs.into_iter().enumerate() {
+                            if !m.maybe[p].contains(&v) {
+                                m.maybe[p].push(v);
+                            }
+                        }
+                    }
+                }
+                if self.plan.placement != Placement::SidecarMem {
+                    // The store is part restored: the host starts over.
+                    self.crash_due.get_or_insert(id);
+                }
+            }
+        }
+    }
+
+    /// The end of the run: repair what is fenced, finish blocked rollbacks,
+    /// and check every page (and, with redundancy, that every page is
+    /// readable: a good copy was always on replica 1).
+    pub fn finish(&mut self) {
+        self.observed.clear();
+        let proc = self.proc.as_ref().expect("process");
+        proc.faulty.clear();
+        let repairer = proc.repairer.clone();
+        let _ = repairer.repair_pending();
+        if let Some(mgr) = self.proc.as_ref().expect("process").mgr.as_ref() {
+            if !mgr.blocked_rollbacks().is_empty() {
+                let r = mgr.rollback_all();
+                self.trace.push(format!(
+                    "final rollback_all: {:?}",
+                    r.as_ref().map(|_| ()).map_err(err_name)
+                ));
+            }
+        }
+        for p in 0..PAGES {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            let mut r = self.det().read_verified(PageId(p), &mut buf);
+            if r.is_err() {
+                let rep = repairer.repair_page(PageId(p));
+                self.trace.push(format!(
+                    "final repair {p}: {:?}",
+                    rep.as_ref()
+                        .map(|r| outcome_name(&r.outcome))
+                        .map_err(err_name)
+                ));
+                r = self.det().read_verified(PageId(p), &mut buf);
+            }
+            match r {
+                Ok(()) => {
+                    let m = self.model.lock();
+                    if !m.allows(p, &buf) {
+                        let d = m.describe(p, &buf);
+                        drop(m);
+                        self.violation(format!("at the end: {d}"));
+                    }
+                }
+                Err(e) => {
+                    if self.model.lock().half_restored.contains(&p) {
+                        // The sidecar table vouches for whatever version the
+                        // failed restores left, which may be on no replica.
+                        self.trace.push(format!(
+                            "at the end page {p} left by a failed restore: {}",
+                            err_name(&e)
+                        ));
+                    } else if !self.plan.no_redundancy {
+                        self.violation(format!(
+                            "at the end page {p} is unreadable ({e}) although replica 1 holds its acknowledged version"
+                        ));
+                    }
+                }
+            }
+        }
+        // Every snapshot the model knows reads back as it was taken, or
+        // fails with a typed error.
+        if let Some(snap) = self.proc.as_ref().expect("process").snap.clone() {
+            let snaps = self.model.lock().snapshots.clone();
+            let listed: BTreeSet<u64> = snap.snapshots().iter().map(|s| s.id).collect();
+            let n = super::model::usable_len(self.plan.placement);
+            for (id, held) in snaps.iter().filter(|(id, _)| listed.contains(id)) {
+                for (p, v) in held.iter().enumerate() {
+                    let mut buf = vec![0u8; PAGE_SIZE];
+                    if let Ok(true) = snap.read_page_at(*id, PageId(p as u64), &mut buf) {
+                        if buf[..n] != v.page[..n] {
+                            self.violation(format!(
+                                "snapshot {id} page {p} reads LSN {:?}, taken at LSN {}",
+                                page_lsn(&buf).map(|l| l.0),
+                                v.lsn
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        self.drain_failures();
+    }
+
+    /// A digest of the final state: the store's live and durable images, the
+    /// journal, the table's files, the replicas, the model, and what each
+    /// snapshot holds (not the snapshot files' bytes: they carry the wall
+    /// time the manager was opened at).
+    pub fn state_digest(&self) -> Vec<u8> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.disks.store.live_bytes());
+        h.update(self.disks.store.durable_bytes());
+        for id in self.disks.journal.segment_ids() {
+            h.update(id.to_le_bytes());
+            h.update(self.disks.journal.segment(id).unwrap_or_default());
+        }
+        h.update(self.disks.journal.state_file().unwrap_or_default());
+        if let Some(f) = &self.disks.files {
+            for n in f.names() {
+                h.update(n.as_bytes());
+                h.update(f.file(&n).unwrap_or_default());
+            }
+        }
+        for r in &self.replicas {
+            for p in 0..PAGES {
+                let mut b = vec![0u8; PAGE_SIZE];
+                r.pages.read_page(PageId(p), &mut b).expect("replica read");
+                h.update(&b);
+            }
+        }
+        let m = self.model.lock();
+        for v in &m.acked {
+            h.update(v.lsn.to_le_bytes());
+        }
+        for (id, vs) in &m.snapshots {
+            h.update(id.to_le_bytes());
+            for v in vs {
+                h.update(v.lsn.to_le_bytes());
+            }
+        }
+        if let Some(s) = self.proc.as_ref().and_then(|p| p.snap.as_ref()) {
+            for i in s.snapshots() {
+                h.update(i.id.to_le_bytes());
+                h.update(i.stored_pages.to_le_bytes());
+                h.update(i.page_count.to_le_bytes());
+            }
+        }
+        h.finalize().to_vec()
+    }
+}
