@@ -629,6 +629,14 @@ impl World {
                 .expect("replica write");
         }
         rep.faulty.set_lag(ReplicaLag::default());
+        if !rep.registered {
+            if let Some(p) = &self.proc {
+                p.repairer
+                    .add_replica(Arc::new(InlineReplica(rep.faulty.clone())))
+                    .expect("re-add replica");
+            }
+            self.replicas[r].registered = true;
+        }
     }
 
     /// Ships an acknowledged version to every replica that is up and current.

@@ -2,7 +2,6 @@
 //! scrubs, repairs, snapshots, restores and replica churn, each checked
 //! against the model as it returns.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::scrub::ScrubStep;
@@ -11,7 +10,7 @@ use selfheal::{Clock, Lsn, MemStore, PageId, PageStore, Replica};
 
 use super::super::model::{page_lsn, usable_len, version, Version};
 use super::super::plan::{Op, Placement, Structure, TxnEnd, PAGES, PAGE_SIZE, REPLICAS};
-use super::{err_name, outcome_name, InlineReplica, World};
+use super::{err_name, outcome_name, World};
 
 impl World {
     pub(super) fn run_op(&mut self, op: &Op) {
@@ -48,9 +47,9 @@ impl World {
                 let id = self.replicas[0].faulty.id();
                 let repairer = self.proc.as_ref().expect("process").repairer.clone();
                 repairer.remove_replica(&id);
+                self.replicas[0].registered = false;
+                // Caught up, and registered again.
                 self.catch_up(0);
-                let rep = InlineReplica(self.replicas[0].faulty.clone());
-                repairer.add_replica(Arc::new(rep)).expect("re-add replica");
                 self.note("replica 0 left and came back".into());
             }
         }
@@ -397,7 +396,17 @@ impl World {
                     if self.replicas[r].down_for == 0 {
                         self.catch_up(r);
                     } else {
-                        // Re-seeded when it comes back.
+                        // It still holds the versions the restore replaced:
+                        // no repair source until it is re-seeded when it
+                        // comes back (the README's rule for replicas that
+                        // may hold replaced writes under the trailer).
+                        let id = self.replicas[r].faulty.id();
+                        self.proc
+                            .as_ref()
+                            .expect("process")
+                            .repairer
+                            .remove_replica(&id);
+                        self.replicas[r].registered = false;
                         self.replicas[r].lag_for = self.replicas[r].lag_for.max(1);
                     }
                 }
