@@ -87,6 +87,27 @@ fn restore_over_a_lost_write(placement: ChecksumPlacement) {
             "{e}"
         ),
     }
+
+    // A replica holding the restored version repairs the page: the repair
+    // does not take the replaced version for a fault that went away.
+    let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mut sealed = page_at(10, usable);
+    if matches!(det.placement(), ChecksumPlacement::Trailer) {
+        ChecksumPlacement::Trailer
+            .seal(PageId(3), &mut sealed)
+            .unwrap();
+    }
+    mirror.write_page(PageId(3), &sealed).unwrap();
+    let repairer = RepairConfig::new().build(det.clone()).unwrap();
+    repairer
+        .add_replica(Arc::new(
+            StoreReplica::new("mirror", mirror).call_inline(true),
+        ))
+        .unwrap();
+    let report = repairer.repair_page(PageId(3)).unwrap();
+    assert!(report.is_repaired(), "{:?}", report.outcome);
+    det.read_verified(PageId(3), &mut buf).unwrap();
+    assert_eq!(lsn_of(&buf), Some(Lsn(10)));
 }
 
 #[test]

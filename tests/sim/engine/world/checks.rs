@@ -63,6 +63,11 @@ impl World {
                         .map(|r| outcome_name(&r.outcome))
                         .map_err(err_name)
                 ));
+                if let Ok(selfheal::repair::RepairOutcome::Irreparable { reason }) =
+                    rep.as_ref().map(|r| &r.outcome)
+                {
+                    self.trace.push(format!("  why: {reason}"));
+                }
                 r = self.det().read_verified(PageId(p), &mut buf);
             }
             match r {
