@@ -16,7 +16,7 @@ fn seeds() -> u64 {
     std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(50)
+        .unwrap_or(100)
 }
 
 #[test]
@@ -78,6 +78,16 @@ fn fixed_seeds_keep_every_invariant() {
         cov.table()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Seeds that found a bug that is now fixed: a restore's lost write served
+/// as verified (51), and then called healthy by the repair's recheck (1402).
+#[test]
+fn seeds_that_found_fixed_bugs_pass() {
+    for seed in [51u64, 1402] {
+        let o = run_seed(seed);
+        assert!(!o.failed(), "{}", failure_report(&o));
+    }
 }
 
 #[test]
