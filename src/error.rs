@@ -107,8 +107,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// The page verifies but is older than what was last written to it: a
-    /// lost write. Found only when the host gives a page-LSN reader.
+    /// The page verifies but does not carry the LSN last written to it (or
+    /// is older than the host's floor): a lost write. An older LSN is a host
+    /// write that never landed; a newer one is the version that a lost write
+    /// of a rollback or a restore was to replace. Found only when the host
+    /// gives a page-LSN reader.
     #[error("page {page} is stale: it holds LSN {found} but LSN {expected} was written to it (a lost write); repair it from a replica")]
     StalePage {
         /// The page.

@@ -35,10 +35,15 @@
 //! write that was rolled back or replaced (by a restore, or by putting a
 //! before-image back) and is as wrong as an older one; after the hook
 //! answered, the page must hold **at least** the floor, and a newer copy
-//! may be the truth. Verification of a page only checks the floor in both
-//! cases ([`last_written_lsn`](super::CorruptionDetector::last_written_lsn)):
-//! a newer local page is not refused. A repair, which chooses between
-//! copies, accepts only the exact LSN when it is known.
+//! may be the truth. Verification of the page as read from the store checks
+//! both: after a write in this process a page with a newer LSN fails as
+//! stale too — it is the version that the write (a rollback's or a
+//! restore's, which put an older LSN back) was to replace, and the disk
+//! lost that write; after the hook answered, only the floor
+//! ([`last_written_lsn`](super::CorruptionDetector::last_written_lsn)).
+//! A copy offered to a repair is checked against the floor when verified,
+//! and the repair, which chooses between copies, accepts only the exact
+//! LSN when it is known.
 //!
 //! Each page has two 64-bit slots. The first holds the last write: 0 when
 //! nothing was written in this process, a marker when the last write
@@ -188,9 +193,10 @@ impl CorruptionDetector {
     /// to it in this process (after a restart, or after
     /// [`forget`](Self::forget)), the host's floor from the
     /// [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
-    /// is then remembered until the next write. This is what verification
-    /// checks; [`lsn_expectation`](Self::lsn_expectation) tells which of the
-    /// two it is. See the [`lsn`](self) module for the rule.
+    /// is then remembered until the next write. Verification checks it as a
+    /// floor, and a page read from the store also against the exact LSN
+    /// when [`lsn_expectation`](Self::lsn_expectation) says it is exact. See
+    /// the [`lsn`](self) module for the rule.
     #[must_use]
     pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
         self.lsn_expectation(page).floor()

@@ -265,6 +265,29 @@ impl CorruptionDetector {
         Ok(())
     }
 
+    /// [`verify_bytes`](Self::verify_bytes) for bytes read from the store
+    /// itself, where the last write through the detector in this process is
+    /// exact: a page carrying a newer LSN than that write is the version a
+    /// lost write of a rollback or a restore (which put an older LSN back)
+    /// was to replace, and fails as stale too. Copies offered to a repair
+    /// keep the floor check here; the repair plan refuses a copy newer than
+    /// the last write itself, and says so.
+    fn verify_stored(&self, page: PageId, bytes: &[u8]) -> Result<()> {
+        self.verify_bytes(page, bytes)?;
+        if let (Some(found), LsnExpectation::Exact(expected)) =
+            (self.page_lsn_of(bytes), self.lsn_expectation(page))
+        {
+            if found > expected {
+                return Err(Error::StalePage {
+                    page,
+                    found,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn stripe(&self, page: PageId) -> MutexGuard<'_, ()> {
         self.stripes[(page.0 % LOCK_STRIPES as u64) as usize].lock()
     }

@@ -310,7 +310,7 @@ impl CorruptionDetector {
     /// Checks bytes re-read after a repair write: they verify and are exactly
     /// the copy.
     pub(super) fn check_back(&self, page: PageId, copy: &[u8], back: &[u8]) -> Result<()> {
-        self.verify_bytes(page, back)?;
+        self.verify_stored(page, back)?;
         if back != copy {
             return Err(Error::Irreparable {
                 page,
@@ -373,7 +373,7 @@ impl CorruptionDetector {
             let written = write
                 .and_then(|()| self.store.sync())
                 .and_then(|()| self.store.read_page(page, &mut current))
-                .and_then(|()| self.verify_bytes(page, &current));
+                .and_then(|()| self.verify_stored(page, &current));
             // The page has new contents now, whatever happened: old fences
             // and repairs in flight no longer apply.
             self.registry.lock().on_host_write(page);
@@ -440,14 +440,14 @@ impl CorruptionDetector {
         if free
             && read
                 .as_ref()
-                .map_or(true, |()| self.verify_bytes(page, &buf).is_err())
+                .map_or(true, |()| self.verify_stored(page, &buf).is_err())
         {
             self.registry.lock().on_freed(page);
             self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
             return Ok(Verdict::Unallocated);
         }
         read?;
-        match self.verify_bytes(page, &buf) {
+        match self.verify_stored(page, &buf) {
             Ok(()) => {
                 self.registry.lock().on_verified(page);
                 Ok(Verdict::Clean)

@@ -44,7 +44,7 @@ impl CorruptionDetector {
             }
             return Err(err);
         }
-        if self.store.read_page(page, buf).is_ok() && self.verify_bytes(page, buf).is_ok() {
+        if self.store.read_page(page, buf).is_ok() && self.verify_stored(page, buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -64,7 +64,7 @@ impl CorruptionDetector {
     /// [`Error::PageOutOfRange`] when the store shrank below the page since
     /// it was read (nothing is recorded about it).
     pub fn check_scanned(&self, page: PageId, bytes: &[u8], by: Observer) -> Result<Verdict> {
-        if self.verify_bytes(page, bytes).is_ok() {
+        if self.verify_stored(page, bytes).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
             return Ok(Verdict::Clean);
         }
@@ -85,7 +85,7 @@ impl CorruptionDetector {
             return Err(Error::PageOutOfRange { page, page_count });
         }
         let mut buf = vec![0u8; self.store.page_size()];
-        if self.store.read_page(page, &mut buf).is_ok() && self.verify_bytes(page, &buf).is_ok() {
+        if self.store.read_page(page, &mut buf).is_ok() && self.verify_stored(page, &buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
             return Ok(Verdict::Clean);
         }
@@ -123,7 +123,7 @@ impl CorruptionDetector {
             let retry = self
                 .store
                 .read_page(page, &mut again)
-                .and_then(|()| self.verify_bytes(page, &again));
+                .and_then(|()| self.verify_stored(page, &again));
             match retry {
                 Ok(()) => {
                     self.stats.transient.fetch_add(1, Ordering::Relaxed);
