@@ -25,6 +25,7 @@
 //!   returns [`Error::Stopped`] with the reason. The library never aborts its
 //!   host.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -117,7 +118,7 @@ struct State {
 /// The handle of a running [`Job`]. See the module docs.
 pub(crate) struct Worker<C: Send + 'static> {
     component: &'static str,
-    name: &'static str,
+    name: Cow<'static, str>,
     /// Taken by [`Worker::stop`]; behind a lock so that a component shared
     /// behind an `Arc` stops through `&self`.
     tx: Mutex<Option<Sender<Envelope<C>>>>,
@@ -155,19 +156,21 @@ impl<C: Send + 'static> Worker<C> {
     /// [`Error::Io`] when the thread cannot be spawned.
     pub(crate) fn spawn<J: Job<Command = C>>(
         component: &'static str,
-        name: &'static str,
+        name: impl Into<Cow<'static, str>>,
         job: J,
     ) -> Result<Self> {
+        let name: Cow<'static, str> = name.into();
+        let thread_name = name.clone();
         let (tx, rx) = bounded(COMMAND_CAPACITY);
         // Never sent on: the thread drops its end when it exits.
         let (alive, ended) = bounded::<()>(0);
         let state = Arc::new(State::default());
         let thread_state = state.clone();
         let thread = std::thread::Builder::new()
-            .name(name.into())
+            .name(name.clone().into_owned())
             .spawn(move || {
                 let _alive = alive;
-                run(job, &rx, &thread_state, name);
+                run(job, &rx, &thread_state, &thread_name);
             })
             .map_err(|e| Error::io(format!("spawning the {name} thread"), e))?;
         Ok(Worker {

@@ -17,79 +17,14 @@ use selfheal::crash::RunVerdict;
 use selfheal::healer::{Outcome, SkipReason};
 use selfheal::recovery::{ApprovalRequest, StartupReport};
 use selfheal::rollback::RollbackConfig;
-use selfheal::testing::{CrashDir, CrashStore, Damage};
+use selfheal::testing::{CrashDir, CrashStore};
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, FailureKind, ManualClock, MemStore,
-    Mode, PageId, PageStore, Priority, RecoveryConfig, RecoveryEvent, ScrubConfig, Source,
-    StoreReplica,
+    ChecksumPlacement, FailureKind, ManualClock, MemStore, Mode, PageId, PageStore, Priority,
+    RecoveryConfig, RecoveryEvent, ScrubConfig, Source, StoreReplica,
 };
 
-const PS: usize = 4096;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
-
-fn page(fill: u8) -> Vec<u8> {
-    let mut b = vec![fill; PS];
-    b[0] = 0x5a;
-    b
-}
-
-fn bytes(store: &dyn PageStore, p: u64) -> Vec<u8> {
-    let mut b = vec![0u8; PS];
-    store.read_page(PageId(p), &mut b).unwrap();
-    b
-}
-
-fn all_bytes(store: &dyn PageStore) -> Vec<Vec<u8>> {
-    (0..store.page_count()).map(|p| bytes(store, p)).collect()
-}
-
-/// A manager over `pages` sealed pages with a mirror replica; returns the
-/// raw store, the mirror and the (not started) manager.
-fn rig(
-    placement: ChecksumPlacement,
-    pages: u64,
-    dir: &std::path::Path,
-    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
-) -> (Arc<MemStore>, Arc<MemStore>, AutoRecoveryManager) {
-    let raw = Arc::new(MemStore::new(PS, pages).unwrap());
-    let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
-    let cfg = RecoveryConfig::new(raw.clone(), dir)
-        .placement(placement)
-        .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
-        .without_scrub();
-    let m = tune(cfg).build().unwrap();
-    for p in 0..pages {
-        m.detector()
-            .write_sealed(PageId(p), &mut page((p % 250) as u8 + 1))
-            .unwrap();
-        mirror
-            .write_page(PageId(p), &bytes(raw.as_ref(), p))
-            .unwrap();
-    }
-    (raw, mirror, m)
-}
-
-fn damage(raw: &MemStore, p: u64) {
-    let mut b = bytes(raw, p);
-    Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
-    raw.write_page(PageId(p), &b).unwrap();
-}
-
-/// A verified read that finds the damage (and reports it on the bus).
-fn read_finds(m: &AutoRecoveryManager, p: u64) {
-    let mut b = vec![0u8; PS];
-    assert!(m
-        .detector()
-        .read_verified(PageId(p), &mut b)
-        .unwrap_err()
-        .is_corruption());
-}
+mod recovery_common;
+use recovery_common::*;
 
 const IDLE: Duration = Duration::from_secs(20);
 

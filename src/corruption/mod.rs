@@ -322,6 +322,23 @@ impl CorruptionDetector {
     pub fn pages_in(&self, state: PageState) -> Vec<PageId> {
         self.registry.lock().pages_in(state)
     }
+
+    /// Fences `page` as known bad without reading it — a page an earlier
+    /// run recorded as bad and that no one has repaired or rewritten since
+    /// (the recovery manager's durable suspect registry). It enters
+    /// `Suspect` as if a scrub had seen it fail with `reason`, so verified
+    /// reads refuse it until it is repaired or rewritten; nothing is
+    /// reported (the caller opens the incident). Returns whether it is
+    /// fenced: `false` for a page past the end or a full registry.
+    pub fn fence(&self, page: PageId, reason: &str) -> bool {
+        if page.0 >= self.store.page_count() {
+            return false;
+        }
+        let now = self.clock.now_ns();
+        let mut reg = self.registry.lock();
+        let _ = reg.on_corrupt(page, reason, now, Observer::Scrub);
+        reg.state(page).is_some_and(PageState::is_fenced)
+    }
 }
 
 /// The detector is itself a [`PageStore`]: reads are verified

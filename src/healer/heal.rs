@@ -57,7 +57,10 @@ use super::incident::{
 };
 use super::learn::{Learner, Tally, MAX_NAME_LEN};
 use super::pacing::{Backoff, Cooldowns, RestartIntensity};
-use super::remedy::{Case, Remedy, RemedyContext};
+use super::remedy::{Applied, Case, Remedy, RemedyContext};
+
+mod batch;
+mod closed;
 
 /// Most targets whose restarts are counted at once.
 const MAX_RESTART_TARGETS: usize = 4_096;
@@ -293,7 +296,7 @@ impl SelfHealer {
         let mut unsupported = Vec::new();
         let mut apply: Vec<Arc<dyn Remedy>> = Vec::new();
         for r in &self.remedies {
-            if !r.applies_to(problem) {
+            if !r.applies_to(problem) || !r.available(&self.ctx) {
                 continue;
             }
             match r.host_action() {
@@ -327,9 +330,22 @@ impl SelfHealer {
     /// incidents itself (the recovery manager, durably) uses this, so its
     /// ids and the audit log's agree.
     pub fn heal_as(&self, id: u64, failure: Failure, joined: &[Failure]) -> Incident {
-        let clock = self.ctx.clock_ref().clone();
-        let now = clock.now_ns();
-        let diagnosis = self.diagnose(&failure);
+        let (mut inc, diagnosis) = self.open(id, &failure, joined);
+        let case = Case {
+            diagnosis: &diagnosis,
+            failure: &failure,
+        };
+        if let Some(ranked) = self.plan(&mut inc, &case) {
+            self.run_plan(&mut inc, &case, ranked, 0);
+            self.save_learned();
+        }
+        inc
+    }
+
+    /// Opens incident `id`: detected, joined, started, diagnosed.
+    fn open(&self, id: u64, failure: &Failure, joined: &[Failure]) -> (Incident, Diagnosis) {
+        let now = self.ctx.clock_ref().now_ns();
+        let diagnosis = self.diagnose(failure);
         let mut inc = Incident {
             id,
             target: failure.target(),
@@ -356,16 +372,22 @@ impl SelfHealer {
         };
         inc.push(now, Step::Diagnosed, diag_text.clone());
         self.audit(&inc, EntryKind::Diagnosed, diag_text);
-        let case = Case {
-            diagnosis: &diagnosis,
-            failure: &failure,
-        };
+        (inc, diagnosis)
+    }
+
+    /// Plans the remedies of an open incident, in the order they are to be
+    /// tried; `None` when the incident was closed instead (unknown,
+    /// deferred by its cooldown, observed, nothing applies).
+    fn plan(&self, inc: &mut Incident, case: &Case<'_>) -> Option<Vec<Arc<dyn Remedy>>> {
+        let clock = self.ctx.clock_ref().clone();
+        let now = clock.now_ns();
+        let diagnosis = case.diagnosis;
         if diagnosis.is_unknown() {
             self.escalate(
-                &mut inc,
+                inc,
                 "the symptom matches no diagnosis rule; nothing was done",
             );
-            return inc;
+            return None;
         }
         let until = self.state.lock().cooldowns.ready_at(&inc.target, now);
         if let Some(until_ns) = until {
@@ -373,10 +395,10 @@ impl SelfHealer {
                 "{} was acted on recently; deferred until its cooldown ends at {until_ns} ns",
                 inc.target
             );
-            self.audit(&inc, EntryKind::Decided, text.clone());
+            self.audit(inc, EntryKind::Decided, text.clone());
             inc.outcome = Outcome::Deferred { until_ns };
             inc.push(now, Step::Closed, text);
-            return inc;
+            return None;
         }
         let (apply, unsupported) = self.candidates(&diagnosis.problem);
         let names: Vec<&str> = apply.iter().map(|r| r.name()).collect();
@@ -404,7 +426,7 @@ impl SelfHealer {
             ));
         }
         inc.push(clock.now_ns(), Step::Planned, plan.clone());
-        self.audit(&inc, EntryKind::Decided, plan);
+        self.audit(inc, EntryKind::Decided, plan);
         if self.observe_only {
             inc.outcome = Outcome::Observed;
             inc.push(
@@ -412,30 +434,33 @@ impl SelfHealer {
                 Step::Closed,
                 "observe only: nothing was changed",
             );
-            self.audit(&inc, EntryKind::Closed, "observed".to_string());
-            return inc;
+            self.audit(inc, EntryKind::Closed, "observed".to_string());
+            return None;
         }
         if ranked.is_empty() {
-            self.escalate(&mut inc, "no remedy applies to the problem");
-            return inc;
+            self.escalate(inc, "no remedy applies to the problem");
+            return None;
         }
-        let mut executed = 0usize;
+        Some(ranked)
+    }
+
+    /// Tries `ranked` in turn (`executed` attempts made already) until one
+    /// heals, then closes the incident: healed, or escalated. The caller
+    /// saves the learned records.
+    fn run_plan(
+        &self,
+        inc: &mut Incident,
+        case: &Case<'_>,
+        ranked: Vec<Arc<dyn Remedy>>,
+        mut executed: usize,
+    ) {
         for remedy in ranked {
             if executed >= self.max_attempts {
                 break;
             }
-            if let Some(remedy_name) = self.attempt(&mut inc, &case, &remedy, &mut executed) {
-                inc.outcome = Outcome::Healed {
-                    remedy: remedy_name.clone(),
-                };
-                inc.push(
-                    clock.now_ns(),
-                    Step::Closed,
-                    format!("healed by {remedy_name}"),
-                );
-                self.audit(&inc, EntryKind::Closed, format!("healed by {remedy_name}"));
-                self.save_learned();
-                return inc;
+            if let Some(remedy_name) = self.attempt(inc, case, &remedy, &mut executed) {
+                self.healed_by(inc, &remedy_name);
+                return;
             }
         }
         let reason = if executed >= self.max_attempts {
@@ -443,9 +468,20 @@ impl SelfHealer {
         } else {
             "every remedy that applies was tried or skipped, and none healed it".to_string()
         };
-        self.escalate(&mut inc, &reason);
-        self.save_learned();
-        inc
+        self.escalate(inc, &reason);
+    }
+
+    /// Closes `inc` as healed by `remedy_name`.
+    fn healed_by(&self, inc: &mut Incident, remedy_name: &str) {
+        inc.outcome = Outcome::Healed {
+            remedy: remedy_name.to_string(),
+        };
+        inc.push(
+            self.ctx.clock_ref().now_ns(),
+            Step::Closed,
+            format!("healed by {remedy_name}"),
+        );
+        self.audit(inc, EntryKind::Closed, format!("healed by {remedy_name}"));
     }
 
     /// One attempt of `remedy`; returns its name when it healed the target.
@@ -456,9 +492,26 @@ impl SelfHealer {
         remedy: &Arc<dyn Remedy>,
         executed: &mut usize,
     ) -> Option<String> {
+        let now = self.prepare(inc, case, remedy, *executed)?;
+        *executed += 1;
+        let (before, started) = self.begin(inc, remedy.name(), now);
+        let result = guarded(|| remedy.execute(&self.ctx, case));
+        self.conclude(inc, case, remedy, result, before, started)
+    }
+
+    /// Whether `remedy` may be tried now, as attempt number `executed + 1`:
+    /// restart intensity, breaker, the action gate, the backoff before it,
+    /// the snapshot before a risky one. Returns the time it may start, or
+    /// `None` (the skip recorded in the incident).
+    fn prepare(
+        &self,
+        inc: &mut Incident,
+        case: &Case<'_>,
+        remedy: &Arc<dyn Remedy>,
+        executed: usize,
+    ) -> Option<u64> {
         let clock = self.ctx.clock_ref().clone();
         let name = remedy.name().to_string();
-        let problem = case.problem().as_str().to_string();
         let restart = remedy.host_action() == Some(HostAction::RestartComponent);
         let mut now = clock.now_ns();
         // Decide under the lock: restart intensity, then the breaker.
@@ -490,13 +543,11 @@ impl SelfHealer {
                 return None;
             }
         }
-        if *executed > 0 {
+        if executed > 0 {
             let delay = {
                 let mut st = self.state.lock();
-                self.backoff.delay(
-                    u32::try_from(*executed - 1).unwrap_or(u32::MAX),
-                    &mut st.rng,
-                )
+                self.backoff
+                    .delay(u32::try_from(executed - 1).unwrap_or(u32::MAX), &mut st.rng)
             };
             let deadline = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
             clock.sleep_until(deadline);
@@ -535,13 +586,36 @@ impl SelfHealer {
                 return None;
             }
         }
-        *executed += 1;
+        Some(now)
+    }
+
+    /// Starts an attempt of `name` at `now`: health sampled, the target's
+    /// cooldown started, the decision audited. Returns the health before
+    /// and the start time.
+    fn begin(&self, inc: &mut Incident, name: &str, now: u64) -> (Option<Health>, u64) {
         let before = self.health(inc);
         self.state.lock().cooldowns.acted(inc.target.clone(), now);
-        let started = now;
-        let mut evidence = Vec::new();
         self.audit(inc, EntryKind::Decided, format!("try {name}"));
-        let outcome = match guarded(|| remedy.execute(&self.ctx, case)) {
+        (before, now)
+    }
+
+    /// Ends an attempt of `remedy` that ran with `result`: verified, undone
+    /// when it made health worse, recorded in its breaker, its learned
+    /// record and the incident. Returns its name when it healed the target.
+    fn conclude(
+        &self,
+        inc: &mut Incident,
+        case: &Case<'_>,
+        remedy: &Arc<dyn Remedy>,
+        result: Result<Applied>,
+        before: Option<Health>,
+        started: u64,
+    ) -> Option<String> {
+        let clock = self.ctx.clock_ref().clone();
+        let name = remedy.name().to_string();
+        let problem = case.problem().as_str().to_string();
+        let mut evidence = Vec::new();
+        let outcome = match result {
             Err(e) => {
                 inc.push(clock.now_ns(), Step::Acted, format!("{name} failed: {e}"));
                 self.audit(inc, EntryKind::Acted, format!("{name} failed: {e}"));
@@ -751,6 +825,9 @@ impl SelfHealer {
             target: inc.target.to_string(),
             kind,
             text,
+        };
+        let Some(entry) = batch::hold(entry) else {
+            return;
         };
         if let Err(e) = log.append(&[entry]) {
             tracing::warn!(error = %e, "audit record not written; healing goes on");

@@ -36,10 +36,14 @@ use crate::types::{Failure, Target};
 use super::diagnose::{Diagnosis, Problem};
 
 /// What a remedy did, as evidence for the incident's timeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Applied {
     /// What was done, for a person (`"page 7 written from replica mirror"`).
     pub evidence: String,
+    /// The value of the case's metric just before the action, when the
+    /// remedy sampled it: its verification then asks for a lower value, not
+    /// only a healthy band (a prediction is made in the healthy band).
+    pub metric_before: Option<f64>,
 }
 
 impl Applied {
@@ -47,7 +51,15 @@ impl Applied {
     pub fn new(evidence: impl Into<String>) -> Applied {
         Applied {
             evidence: evidence.into(),
+            metric_before: None,
         }
+    }
+
+    /// With the case's metric as it was before the action.
+    #[must_use]
+    pub fn metric_before(mut self, value: Option<f64>) -> Applied {
+        self.metric_before = value;
+        self
     }
 }
 
@@ -142,6 +154,13 @@ pub trait Remedy: Send + Sync + fmt::Debug {
     /// [`HostActions::supports`] denies is never planned. Default: none.
     fn host_action(&self) -> Option<HostAction> {
         None
+    }
+
+    /// Whether the context has what it acts on (a remedy over the snapshot
+    /// manager, when there is none, is not planned). Default: `true`.
+    fn available(&self, ctx: &RemedyContext) -> bool {
+        let _ = ctx;
+        true
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checksum::ChecksumPlacement;
+use crate::checksum::{ChecksumPlacement, TableStorage};
 use crate::clock::{Clock, SystemClock};
 use crate::corruption::CorruptionConfig;
 use crate::crash::CrashConfig;
@@ -98,6 +98,9 @@ pub struct RecoveryConfig {
     pub(super) seed: u64,
     pub(super) audit: bool,
     pub(super) recent_capacity: usize,
+    pub(super) thread_restarts: (u32, Duration),
+    pub(super) suspect_storage: Option<Arc<dyn TableStorage>>,
+    pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -163,6 +166,9 @@ impl RecoveryConfig {
             seed: 0,
             audit: true,
             recent_capacity: 1_024,
+            thread_restarts: (3, Duration::from_secs(60)),
+            suspect_storage: None,
+            snapshot_gate: None,
             dir,
         }
     }
@@ -248,6 +254,17 @@ impl RecoveryConfig {
         lsn: LsnFn,
     ) -> Self {
         self.periodic = Some(Periodic { config, gate, lsn });
+        self
+    }
+
+    /// How the manager takes a consistent snapshot on its own — before a
+    /// risky remedy, and for the take-snapshot remedy: it pauses `gate` and
+    /// records `lsn()` (needs [`snapshots`](Self::snapshots)). Without it,
+    /// the gate and LSN of [`periodic_snapshots`](Self::periodic_snapshots)
+    /// are used; with neither, a risky remedy notes that no snapshot could
+    /// be taken before it.
+    pub fn snapshot_gate(mut self, gate: Arc<WriteGate>, lsn: LsnFn) -> Self {
+        self.snapshot_gate = Some((gate, lsn));
         self
     }
 
@@ -359,7 +376,33 @@ impl RecoveryConfig {
         self
     }
 
+    /// Where the durable suspect registry (the file `suspects`, see
+    /// [`suspects`](super::suspects)) is kept (default: `dir` itself). A
+    /// test hands a crash-simulating storage here.
+    pub fn suspect_storage(mut self, storage: Arc<dyn TableStorage>) -> Self {
+        self.suspect_storage = Some(storage);
+        self
+    }
+
+    /// How often the manager's own threads (the dispatcher, the recovery
+    /// threads) may be restarted after a panic: at most `max_restarts`
+    /// within `period`, all of them together (default 3 in 60 s). Beyond
+    /// it a thread that dies is not restarted and its death is escalated.
+    pub fn thread_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.thread_restarts = (max_restarts, period);
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
+        if self.thread_restarts.0 == 0 || self.thread_restarts.1.is_zero() {
+            return Err(Error::config(
+                "thread_restarts",
+                format!(
+                    "is {} in {:?}; allow at least one restart in a positive period",
+                    self.thread_restarts.0, self.thread_restarts.1
+                ),
+            ));
+        }
         if self.max_concurrent == 0 || self.max_concurrent > MAX_CONCURRENT_RECOVERIES {
             return Err(Error::config(
                 "max_concurrent_recoveries",

@@ -9,7 +9,8 @@
 //! (`selfheal-recovery-dispatch`) drains the bus into the incident queue;
 //! `max_concurrent_recoveries` threads (`selfheal-recovery-N`) hand each
 //! incident to the [`SelfHealer`], which diagnoses, acts, verifies and
-//! learns.
+//! learns. Both kinds run on the crate's one worker lifecycle, restarted by the
+//! manager when they die.
 //!
 //! # Contract
 //! - **Startup recovery first.** [`start`](AutoRecoveryManager::start) reads
@@ -52,6 +53,29 @@
 //!   `dir/incidents` (crash-safely, see [`persist`](mod@persist)) whenever
 //!   the set changes and at stop, and are resumed under their old ids at the
 //!   next start; the healer's learned records are kept in `dir/learned`.
+//! - **Pages known bad stay fenced across a restart.** The detector's
+//!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
+//!   fenced again when the next manager is built — before the host can read
+//!   them — and each given an incident at start. A damaged file is a
+//!   warning ([`StartupReport::suspects_warning`]) and an error-only
+//!   re-check of the pages it still names.
+//! - **A panic loses nothing and stops nothing.** The dispatcher and the
+//!   recovery threads are supervised workers: a panic anywhere on one (a
+//!   host callback, a store read, not only a remedy) is reported as a
+//!   [`FailureKind::WorkerDied`] of the `"recovery manager"`, the incidents
+//!   it held are queued again (one that has cost two threads is escalated
+//!   with a report), and the thread is restarted — at most
+//!   [`thread_restarts`](RecoveryConfig::thread_restarts) times in their
+//!   period; beyond that its death is escalated. Each restart is an
+//!   incident healed by `restart-recovery-thread`.
+//! - **A burst costs one sync per batch.** Page incidents ready together
+//!   (up to 256, none resumed or retried after a thread died) are healed
+//!   in one [`SelfHealer::heal_batch`]: one repair batch, one sync, two
+//!   audit appends, each incident keeping its own timeline, verification
+//!   and record.
+//! - **A risky remedy is preceded by a snapshot** when the manager can take
+//!   one consistently ([`snapshot_gate`](RecoveryConfig::snapshot_gate), or
+//!   the gate of [`periodic_snapshots`](RecoveryConfig::periodic_snapshots)).
 //!
 //! # Metrics
 //! Through the [`metrics`](https://docs.rs/metrics) facade: a host installs
@@ -80,6 +104,8 @@ mod queue;
 mod run;
 mod state;
 mod stats;
+pub mod suspects;
+mod threads;
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -89,7 +115,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::audit::{AuditConfig, AuditLog};
-use crate::checksum::ChecksumPlacement;
+use crate::checksum::{ChecksumPlacement, DirTableStorage, TableStorage};
 use crate::corruption::{CorruptionConfig, CorruptionDetector};
 use crate::crash::{CrashDetector, RunMarker};
 use crate::error::{Error, Result};
@@ -157,6 +183,12 @@ impl AutoRecoveryManager {
             .clock(clock.clone())
             .build(cfg.store.clone())?,
         );
+        let suspect_storage: Arc<dyn TableStorage> = match cfg.suspect_storage.take() {
+            Some(s) => s,
+            None => Arc::new(DirTableStorage::new(&cfg.dir)),
+        };
+        let restored = suspects::restore(suspect_storage.as_ref(), &detector);
+        let suspects = suspects::SuspectFile::new(suspect_storage, &detector);
         let mut repair = std::mem::take(&mut cfg.repair).clock(clock.clone());
         if let Some(h) = &cfg.host {
             repair = repair.host_actions(h.clone());
@@ -213,6 +245,17 @@ impl AutoRecoveryManager {
             marker: Mutex::new(Some(marker)),
             rescans: std::sync::atomic::AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            threads: Mutex::new(state::Supervision {
+                slots: Vec::new(),
+                intensity: crate::healer::RestartIntensity::new(
+                    cfg.thread_restarts.0,
+                    cfg.thread_restarts.1,
+                )?,
+            }),
+            deaths: Mutex::new(Vec::new()),
+            suspects,
+            filed: std::sync::atomic::AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(AutoRecoveryManager {
             inner,
@@ -227,6 +270,7 @@ impl AutoRecoveryManager {
                 snapshots,
                 audit,
                 verdict,
+                restored,
             })),
             running: Mutex::new(Running::default()),
             startup: Mutex::new(None),
@@ -314,11 +358,22 @@ impl AutoRecoveryManager {
         self.inner.rto_of(priority)
     }
 
-    /// Whether no incident is queued or running and the bus is empty
-    /// (deferred incidents may remain).
+    /// Whether no incident is queued or running and every failure sent on
+    /// the bus has been filed (deferred incidents may remain).
     #[must_use]
     pub fn is_idle(&self) -> bool {
-        self.inner.sink.failures().is_empty() && self.inner.queue.lock().is_idle()
+        let sink = &self.inner.sink;
+        // Read before the queue: a failure taken off the bus is counted only
+        // once it is in the queue, so none is between the two unseen.
+        let filed = self.inner.filed.load(std::sync::atomic::Ordering::Acquire);
+        filed + sink.dropped() >= sink.sent()
+            && sink.failures().is_empty()
+            && self.inner.queue.lock().is_idle()
+            && self
+                .inner
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
     }
 
     /// Waits (in real time) until [`is_idle`](Self::is_idle) or `timeout`;

@@ -190,19 +190,22 @@ fn encode(out: &mut Vec<u8>, id: u64, f: &Failure) {
     out.extend_from_slice(&f.evidence.as_bytes()[..end]);
 }
 
-struct Reader<'a> {
-    path: &'a Path,
-    buf: &'a [u8],
-    at: usize,
+/// Reads a framed file's payload field by field; every shortfall is a
+/// typed [`Error::CorruptFile`] naming the offset (shared by the manager's
+/// files).
+pub(super) struct Reader<'a> {
+    pub(super) path: &'a Path,
+    pub(super) buf: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl Reader<'_> {
-    fn bad(&self, why: String) -> Error {
+    pub(super) fn bad(&self, why: String) -> Error {
         // The payload starts after the 24-byte frame header.
         Error::corrupt_file(self.path, self.at as u64 + 24, why)
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&[u8]> {
         if self.buf.len() - self.at < n {
             return Err(self.bad(format!("{n} bytes expected, the payload ends")));
         }
@@ -211,15 +214,15 @@ impl Reader<'_> {
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(super) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32> {
+    pub(super) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    pub(super) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
 

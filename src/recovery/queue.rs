@@ -58,6 +58,8 @@ pub(crate) struct Entry {
     pub(crate) queued_ns: u64,
     /// Whether it was read back from the incidents file at start.
     pub(crate) resumed: bool,
+    /// Recovery threads that died while handling it.
+    pub(crate) deaths: u32,
     state: State,
 }
 
@@ -197,6 +199,7 @@ impl IncidentQueue {
                 joins_dropped: 0,
                 queued_ns: now_ns,
                 resumed,
+                deaths: 0,
                 state: State::Queued,
             },
         );
@@ -209,9 +212,9 @@ impl IncidentQueue {
             .is_some_and(|e| e.id == id && e.state == State::Queued && level(e.priority) == lvl)
     }
 
-    /// Takes the ready incident to serve next (see the module docs) and
-    /// marks it running.
-    pub(crate) fn pop(&mut self) -> Option<Taken> {
+    /// The level whose front is the ready incident to serve next (see the
+    /// module docs), stale items dropped on the way.
+    fn best(&mut self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None; // (virtual time, level)
         for lvl in 0..4 {
             while let Some((id, t)) = self.ready[lvl].front() {
@@ -232,23 +235,104 @@ impl IncidentQueue {
                 }
             }
         }
-        let (_, lvl) = best?;
+        best.map(|(_, lvl)| lvl)
+    }
+
+    /// Takes the front of `lvl` and marks it running.
+    fn take(&mut self, lvl: usize) -> Taken {
         let (_, target) = self.ready[lvl].pop_front().expect("front checked");
         let e = self.open.get_mut(&target).expect("current");
         e.state = State::Running;
-        Some(Taken {
+        Taken {
             id: e.id,
             target,
             first: e.first.clone(),
             joined: std::mem::take(&mut e.joined),
             resumed: e.resumed,
+        }
+    }
+
+    /// Takes the ready incident to serve next (see the module docs) and
+    /// marks it running.
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self) -> Option<Taken> {
+        let lvl = self.best()?;
+        Some(self.take(lvl))
+    }
+
+    /// Whether the front of `lvl` may be healed in a batch of pages: a
+    /// page, not resumed (a resumed page is re-checked first), that has
+    /// killed no recovery thread (it is then served alone).
+    fn batchable(&self, lvl: usize) -> bool {
+        self.ready[lvl].front().is_some_and(|(_, t)| {
+            matches!(t, Target::Page(_)) && {
+                let e = &self.open[t];
+                !e.resumed && e.deaths == 0
+            }
         })
+    }
+
+    /// Takes up to `max` incidents to serve next, in the order [`pop`]
+    /// would: the first alone unless it is a page that may be healed in a
+    /// batch, then the following ones while they are too.
+    ///
+    /// [`pop`]: Self::pop
+    pub(crate) fn pop_batch(&mut self, max: usize) -> Vec<Taken> {
+        let Some(lvl) = self.best() else {
+            return Vec::new();
+        };
+        let batch = self.batchable(lvl);
+        let mut out = vec![self.take(lvl)];
+        while batch && out.len() < max {
+            match self.best() {
+                Some(lvl) if self.batchable(lvl) => out.push(self.take(lvl)),
+                _ => break,
+            }
+        }
+        out
     }
 
     /// Closes the running incident of `target`; returns the failures that
     /// joined while it ran.
     pub(crate) fn finish(&mut self, target: &Target) -> Vec<Failure> {
         self.open.remove(target).map(|e| e.late).unwrap_or_default()
+    }
+
+    /// The running incident of `target` lost its thread: the death is
+    /// counted, and when the incident has cost fewer than `requeue_below`
+    /// threads it is queued again with `joined` (what the thread had taken)
+    /// and the failures that joined meanwhile, keeping its place by its
+    /// queued time; otherwise it stays running for the caller to close.
+    /// Returns the deaths it has cost; `None` when it is not running.
+    pub(crate) fn requeue(
+        &mut self,
+        target: &Target,
+        joined: Vec<Failure>,
+        requeue_below: u32,
+    ) -> Option<u32> {
+        let e = self.open.get_mut(target)?;
+        if e.state != State::Running {
+            return None;
+        }
+        e.deaths = e.deaths.saturating_add(1);
+        let late = std::mem::take(&mut e.late);
+        e.joined = joined;
+        e.joined.extend(late);
+        e.joined.truncate(MAX_JOINED_KEPT);
+        if e.deaths < requeue_below {
+            e.state = State::Queued;
+            let (id, p) = (e.id, e.priority);
+            self.ready[level(p)].push_back((id, target.clone()));
+        }
+        Some(self.open[target].deaths)
+    }
+
+    /// A fresh incident id, for an incident the manager opens and closes
+    /// itself (one of its own threads restarted).
+    pub(crate) fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Keeps the running incident of `target` open but idle until
@@ -372,6 +456,64 @@ mod tests {
         assert!(q.rescan_due);
         assert_eq!(q.overflowed, 2);
         assert_eq!(q.offer(page(1), 0), Offer::Joined(1), "joins still fit");
+    }
+
+    #[test]
+    fn an_incident_whose_thread_died_is_queued_again_until_the_bound() {
+        let mut q = IncidentQueue::new(4, 1_000, 1);
+        q.offer(page(1), 0);
+        q.offer(page(1), 0);
+        let t = q.pop().unwrap();
+        assert_eq!(t.joined.len(), 1);
+        q.offer(page(1), 5);
+        assert_eq!(q.requeue(&t.target, t.joined.clone(), 2), Some(1));
+        let again = q.pop().unwrap();
+        assert_eq!(again.id, t.id);
+        assert_eq!(
+            again.joined.len(),
+            2,
+            "what it had and what joined meanwhile"
+        );
+        // The second death: kept running for the caller to close.
+        assert_eq!(q.requeue(&t.target, again.joined, 2), Some(2));
+        assert!(q.pop().is_none());
+        assert!(!q.is_idle());
+        assert!(q.finish(&t.target).is_empty());
+        assert_eq!(q.requeue(&t.target, Vec::new(), 2), None);
+    }
+
+    #[test]
+    fn a_batch_takes_pages_in_serving_order_and_stops_at_anything_else() {
+        let mut q = IncidentQueue::new(16, 1_000, 1);
+        for p in 0..4 {
+            q.offer(page(p), 0);
+        }
+        q.offer(metric("disk", 0), 1);
+        q.offer(page(9), 2);
+        let b = q.pop_batch(3);
+        assert_eq!(b.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let b = q.pop_batch(8);
+        assert_eq!(b.iter().map(|t| t.id).collect::<Vec<_>>(), vec![4, 6]);
+        let b = q.pop_batch(8);
+        assert_eq!(
+            b.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![5],
+            "a metric alone"
+        );
+        // A page that killed a thread is served alone.
+        q.offer(page(10), 3);
+        let t = q.pop_batch(8).remove(0);
+        q.requeue(&t.target, Vec::new(), 2);
+        q.offer(page(11), 4);
+        assert_eq!(
+            q.pop_batch(8).iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert_eq!(
+            q.pop_batch(8).iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![8]
+        );
+        assert!(q.pop_batch(8).is_empty());
     }
 
     #[test]

@@ -1,47 +1,25 @@
-//! The manager's threads: startup recovery, the dispatcher that drains the
-//! bus into the queue, the recovery workers, and the bounded stop.
+//! Startup recovery, the start of the manager's threads and components,
+//! and the bounded stop.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
-
-use crate::corruption::{CorruptionDetector, Observer, PageState, Verdict};
+use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::error::{Error, Result};
-use crate::healer::{ActionGate, Case, Incident, Outcome, Remedy, RemedyContext, Step};
+use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
 use crate::rollback::RollbackConfig;
-use crate::snapshot::PeriodicSnapshots;
+use crate::snapshot::{
+    Consistency, PeriodicSnapshots, SnapshotKind, SnapshotRequest, StateSnapshotManager,
+};
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
-use crate::worker::TimedCaller;
+use crate::worker::{Stop, TimedCaller};
 
 use super::config::{ApprovalCallback, ApprovalRequest, Mode};
-use super::events::RecoveryEvent;
 use super::persist;
-use super::queue::{Offer, Taken};
-use super::state::{AutoRecoveryManager, Inner, Pending, StartupReport, JOURNAL_DIR, LEARNED_FILE};
-
-/// How often the dispatcher looks at the clock when the bus is quiet.
-const TICK: Duration = Duration::from_millis(20);
-/// How often open incidents are saved when they changed, at most.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// How often the run marker's last-seen time is refreshed.
-const MARKER_EVERY: Duration = Duration::from_secs(10);
-
-type Thread = (String, std::thread::JoinHandle<()>, Receiver<()>);
-
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<Thread> {
-    let (alive, ended) = bounded::<()>(0);
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let _alive = alive;
-            f();
-        })
-        .map_err(|e| Error::io(format!("spawning the {name} thread"), e))?;
-    Ok((name, handle, ended))
-}
+use super::state::{AutoRecoveryManager, Pending, StartupReport, JOURNAL_DIR, LEARNED_FILE};
+use super::threads::{self, offer, own_failure};
 
 pub(super) fn start(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     let r = start_inner(m, p);
@@ -59,6 +37,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         snapshots,
         audit,
         verdict,
+        restored,
     } = p;
     let clock = inner.clock.clone();
     // 1. The previous run's verdict.
@@ -109,6 +88,26 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         .clock(clock.clone());
     if let Some(s) = &snapshots {
         ctx = ctx.snapshots(s.clone());
+        let gate = cfg.snapshot_gate.clone().or_else(|| {
+            cfg.periodic
+                .as_ref()
+                .map(|p| (p.gate.clone(), p.lsn.clone()))
+        });
+        if let Some((gate, lsn)) = gate {
+            let store = cfg.store.clone();
+            ctx = ctx.snapshot_taker(Arc::new(move |s: &StateSnapshotManager| {
+                let pause = gate.pause();
+                let at = lsn();
+                s.take_snapshot(
+                    Consistency::Paused {
+                        store: &*store,
+                        pause: &pause,
+                        lsn: at,
+                    },
+                    SnapshotRequest::new(SnapshotKind::Auto),
+                )
+            }));
+        }
     }
     if let Some(h) = &inner.health {
         ctx = ctx.health(h.clone());
@@ -166,19 +165,23 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             }
         }
     }
-    // The recovery threads.
-    let mut threads = Vec::new();
-    {
-        let i = inner.clone();
-        threads.push(spawn("selfheal-recovery-dispatch".into(), move || {
-            dispatch(&i);
-        })?);
+    // Pages the previous run knew bad: fenced at build, each an incident
+    // unless a resumed one covers it.
+    for &page in &restored.fenced {
+        if !inner.queue.lock().is_open(&Target::Page(page)) {
+            offer(
+                inner,
+                Failure::new(
+                    Source::CorruptionDetector,
+                    FailureKind::CorruptPage { page },
+                    format!("page {page} is fenced: the previous run's suspect registry recorded it bad"),
+                    clock.now_ns(),
+                ),
+            );
+        }
     }
-    for n in 0..cfg.max_concurrent {
-        let i = inner.clone();
-        threads.push(spawn(format!("selfheal-recovery-{n}"), move || work(&i))?);
-    }
-    m.running.lock().threads = threads;
+    // The dispatcher and the recovery threads.
+    threads::start_all(inner, cfg.max_concurrent)?;
     // 4. Background work.
     if let Some(sc) = cfg.scrub.take() {
         let h = sc
@@ -201,6 +204,8 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         pages_failed: failed,
         incidents_resumed: resumed,
         incidents_warning,
+        suspects_restored: restored.fenced,
+        suspects_warning: restored.warning,
     };
     *m.startup.lock() = Some(report.clone());
     Ok(report)
@@ -221,11 +226,6 @@ fn verify_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<PageId> {
         }
     }
     failed
-}
-
-/// A failure the manager itself reports.
-fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
-    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
 }
 
 /// Approve mode: the allow-list, else the host's answer within `timeout`
@@ -271,263 +271,6 @@ fn approval_gate(
     })
 }
 
-/// Files one failure in the queue, counting and announcing it.
-fn offer(inner: &Inner, f: Failure) {
-    let now = inner.clock.now_ns();
-    let (target, prio) = (f.target(), f.priority);
-    let r = inner.queue.lock().offer(f, now);
-    let mut t = inner.tally.lock();
-    t.stats.failures += 1;
-    match r {
-        Offer::Opened(id) => {
-            t.opened(prio);
-            drop(t);
-            inner.dirty.store(true, Ordering::Relaxed);
-            inner.work.notify_one();
-            inner.events.emit(&RecoveryEvent::Opened {
-                id,
-                target,
-                priority: prio,
-            });
-        }
-        Offer::Joined(id) => {
-            t.stats.joined += 1;
-            drop(t);
-            inner.events.emit(&RecoveryEvent::Joined { id, target });
-        }
-        Offer::Overflow => {
-            drop(t);
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::warn!(%target, "incident queue full: failure counted, not queued");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-    }
-}
-
-/// The dispatcher: drains the bus, promotes deferred incidents, runs
-/// error-only rescans, saves open incidents, refreshes the run marker.
-fn dispatch(inner: &Inner) {
-    let rx = inner.sink.failures();
-    let mut saved_at = Instant::now();
-    let mut marker_at = Instant::now();
-    loop {
-        let draining = inner.draining.load(Ordering::Acquire);
-        match rx.recv_timeout(TICK) {
-            Ok(f) => {
-                offer(inner, f);
-                for f in rx.try_iter().take(4_096) {
-                    offer(inner, f);
-                }
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
-        }
-        if inner.abort.load(Ordering::Acquire) {
-            return;
-        }
-        let now = inner.clock.now_ns();
-        if inner.queue.lock().promote(now) > 0 {
-            inner.work.notify_all();
-        }
-        rescan(inner);
-        if let Some(h) = &inner.health {
-            if let Some(score) = h.latest().and_then(|s| s.score) {
-                metrics::gauge!("selfheal_health_score").set(score);
-            }
-        }
-        metrics::gauge!("selfheal_incidents_open").set(inner.queue.lock().len() as f64);
-        if inner.dirty.load(Ordering::Relaxed) && saved_at.elapsed() >= SAVE_EVERY {
-            save(inner);
-            saved_at = Instant::now();
-        }
-        if marker_at.elapsed() >= MARKER_EVERY {
-            if let Some(mk) = inner.marker.lock().as_mut() {
-                if let Err(e) = mk.refresh() {
-                    tracing::warn!(error = %e, "refreshing the run marker");
-                }
-            }
-            marker_at = Instant::now();
-        }
-        if draining {
-            for f in rx.try_iter() {
-                offer(inner, f);
-            }
-            inner.bus_closed.store(true, Ordering::Release);
-            inner.work.notify_all();
-            return;
-        }
-    }
-}
-
-/// Saves the open incidents (an error is logged: the next save retries).
-pub(super) fn save(inner: &Inner) {
-    inner.dirty.store(false, Ordering::Relaxed);
-    let open = inner.queue.lock().snapshot();
-    if let Err(e) = persist::save(&inner.incidents_path, &open) {
-        inner.dirty.store(true, Ordering::Relaxed);
-        tracing::warn!(error = %e, "saving the open incidents");
-    }
-}
-
-/// After an overflow, once the queue has room: the detector's bad pages
-/// rechecked, and those still bad queued.
-fn rescan(inner: &Inner) {
-    {
-        let q = inner.queue.lock();
-        if !(q.rescan_due && q.has_room()) {
-            return;
-        }
-    }
-    inner.queue.lock().rescan_due = false;
-    inner.rescans.fetch_add(1, Ordering::Relaxed);
-    let det = &inner.detector;
-    let mut pages = det.pages_in(PageState::Suspect);
-    pages.extend(det.pages_in(PageState::Irreparable));
-    for p in pages {
-        {
-            let q = inner.queue.lock();
-            if q.is_open(&Target::Page(p)) {
-                continue;
-            }
-            if !q.has_room() {
-                drop(q);
-                inner.queue.lock().rescan_due = true;
-                return;
-            }
-        }
-        if let Ok(Verdict::Corrupt { error, .. }) = det.recheck(p) {
-            offer(
-                inner,
-                Failure::new(
-                    Source::Scrubber,
-                    FailureKind::CorruptPage { page: p },
-                    format!("found again by the error-only rescan after the incident queue overflowed: {error}"),
-                    inner.clock.now_ns(),
-                ),
-            );
-        }
-    }
-}
-
-/// A recovery thread: takes the next incident and heals it, until the
-/// bus is closed and nothing is ready, or abort.
-fn work(inner: &Inner) {
-    loop {
-        let taken = {
-            let mut q = inner.queue.lock();
-            loop {
-                if inner.abort.load(Ordering::Acquire) {
-                    return;
-                }
-                if let Some(t) = q.pop() {
-                    break t;
-                }
-                if inner.bus_closed.load(Ordering::Acquire) {
-                    return;
-                }
-                inner.work.wait_for(&mut q, Duration::from_millis(50));
-            }
-        };
-        handle(inner, taken);
-    }
-}
-
-fn handle(inner: &Inner, t: Taken) {
-    let span = tracing::info_span!(
-        "incident",
-        id = t.id,
-        target = %t.target,
-        priority = %t.first.priority
-    );
-    let _enter = span.enter();
-    let Some(healer) = inner.healer.read().clone() else {
-        return;
-    };
-    if t.resumed {
-        tracing::info!("resuming an incident left open by the previous run");
-        // This run's detector knows nothing of the page yet: fence it
-        // first if it is still bad, so the repair path takes it.
-        if let Target::Page(p) = &t.target {
-            let _ = inner.detector.check_page(*p, Observer::HostRead);
-        }
-    }
-    let mut inc = healer.heal_as(t.id, t.first, &t.joined);
-    drop(healer);
-    if let Outcome::Deferred { until_ns } = inc.outcome {
-        inner.queue.lock().defer(&t.target, until_ns);
-        inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
-        return;
-    }
-    let late = inner.queue.lock().finish(&t.target);
-    inner.dirty.store(true, Ordering::Relaxed);
-    let now = inner.clock.now_ns();
-    for f in &late {
-        inc.join(f.clone(), now);
-    }
-    for e in &inc.timeline {
-        if matches!(e.step, Step::Acted | Step::Undone)
-            || (e.step == Step::Planned && inc.outcome == Outcome::Observed)
-        {
-            tracing::info!(step = e.step.as_str(), "{}", e.text);
-            inner.events.emit(&RecoveryEvent::Action {
-                id: inc.id,
-                text: e.text.clone(),
-            });
-        }
-    }
-    let within = inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
-    let event = match &inc.outcome {
-        Outcome::Healed { remedy } => RecoveryEvent::Healed {
-            id: inc.id,
-            remedy: remedy.clone(),
-            time_to_heal: inc.time_to_heal().unwrap_or_default(),
-            within_rto: within,
-        },
-        Outcome::Observed => RecoveryEvent::Observed { id: inc.id },
-        _ => RecoveryEvent::Escalated {
-            id: inc.id,
-            reason: inc
-                .escalation
-                .as_ref()
-                .map_or_else(String::new, |r| r.reason.clone()),
-        },
-    };
-    tracing::info!(outcome = inc.outcome.as_str(), "incident closed");
-    inner.events.emit(&event);
-    recheck_after_late_joins(inner, &inc, &late);
-    let mut recent = inner.recent.lock();
-    if inner.recent_capacity > 0 {
-        if recent.len() >= inner.recent_capacity {
-            recent.pop_front();
-        }
-        recent.push_back(inc);
-    }
-}
-
-/// A page healed while later reports of it arrived: re-checked, and a new
-/// incident opened if it is bad again (a report is never lost in a join).
-fn recheck_after_late_joins(inner: &Inner, inc: &Incident, late: &[Failure]) {
-    let (Outcome::Healed { .. }, Target::Page(p)) = (&inc.outcome, &inc.target) else {
-        return;
-    };
-    if late.is_empty() {
-        return;
-    }
-    if let Ok(Verdict::Corrupt { error, .. }) = inner.detector.recheck(*p) {
-        offer(
-            inner,
-            Failure::new(
-                Source::CorruptionDetector,
-                FailureKind::CorruptPage { page: *p },
-                format!(
-                    "reported again while incident {} healed it, and bad on re-check: {error}",
-                    inc.id
-                ),
-                inner.clock.now_ns(),
-            ),
-        );
-    }
-}
-
 /// See [`AutoRecoveryManager::stop`]; `clean` marks a clean stop.
 pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     let inner = &m.inner;
@@ -562,7 +305,8 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     // 2. Drain: queued incidents are worked on until the drain timeout.
     inner.draining.store(true, Ordering::Release);
     inner.work.notify_all();
-    if !run.threads.is_empty() {
+    let threads = inner.threads.lock().slots.len();
+    if threads > 0 {
         let deadline = Instant::now() + m.drain_timeout;
         while Instant::now() < deadline
             && !(inner.bus_closed.load(Ordering::Acquire) && inner.queue.lock().is_idle())
@@ -574,20 +318,24 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     inner.work.notify_all();
     // 3. Join, each thread bounded.
     let mut stuck = Vec::new();
-    for (name, handle, ended) in run.threads.drain(..) {
-        match ended.recv_timeout(m.stop_timeout) {
-            Err(RecvTimeoutError::Disconnected) => {
-                if handle.join().is_err() {
-                    stuck.push(format!("{name} (panicked)"));
-                }
-            }
-            _ => stuck.push(name),
+    let slots = std::mem::take(&mut inner.threads.lock().slots);
+    for slot in slots {
+        let Some(w) = slot.worker else {
+            continue;
+        };
+        // A thread that died was reported (and escalated) when it died.
+        let died = w.failure().is_some();
+        if w.stop(Stop::Abandon, m.stop_timeout).is_err() && !died {
+            stuck.push(slot.name);
         }
     }
-    // 4. What is still open is saved.
+    // 4. What is still open is saved, and the pages known bad.
     if started && !never_started {
+        if let Err(e) = inner.suspects.sync_with(&inner.detector) {
+            tracing::warn!(error = %e, "saving the suspect registry at stop");
+        }
         for f in inner.sink.failures().try_iter() {
-            offer(inner, f);
+            threads::file(inner, f);
         }
         inner.dirty.store(false, Ordering::Relaxed);
         note(persist::save(

@@ -1,10 +1,10 @@
 //! What the manager is made of: the [`AutoRecoveryManager`]'s fields, the
-//! state its threads share ([`Inner`]), what `build` hands to `start`
+//! state its threads share ([`Inner`], with the supervised threads), what `build` hands to `start`
 //! ([`Pending`]), the background work `start` began ([`Running`]), the
 //! [`StartupReport`], and the file names inside the manager's directory.
 //!
 //! Only data lives here: the manager's methods are in the folder's
-//! `mod.rs`, its threads in `run`. Both depend on this file, and it on
+//! `mod.rs`, startup and stop in `run`, its threads in `threads`. Both depend on this file, and it on
 //! neither, so the folder's imports point one way.
 
 use std::collections::VecDeque;
@@ -19,18 +19,20 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
 use crate::crash::{CrashDetector, RunMarker, RunVerdict};
-use crate::healer::{Incident, SelfHealer};
+use crate::healer::{Incident, RestartIntensity, SelfHealer};
 use crate::health::HealthMonitor;
 use crate::repair::DataRepairer;
 use crate::rollback::TransactionRollbackManager;
 use crate::scrub::ScrubHandle;
 use crate::snapshot::{PeriodicSnapshots, StateSnapshotManager};
-use crate::types::{FailureSink, PageId, Priority};
+use crate::types::{Failure, FailureSink, PageId, Priority};
+use crate::worker::Worker;
 
 use super::config::RecoveryConfig;
 use super::events::Events;
 use super::queue::IncidentQueue;
 use super::stats::Tally;
+use super::suspects::{Restored, SuspectFile};
 
 /// File names inside the manager's directory.
 pub(super) const LEARNED_FILE: &str = "learned";
@@ -56,6 +58,12 @@ pub struct StartupReport {
     /// Why the saved incidents could not be read, if they could not (the
     /// manager then started without them; pages are still found by scrubs).
     pub incidents_warning: Option<String>,
+    /// Pages the previous run's suspect registry recorded as bad, fenced
+    /// again when the manager was built (each has an incident).
+    pub suspects_restored: Vec<PageId>,
+    /// Why the suspect registry could not be read as written, if it could
+    /// not (its pages were re-checked instead; never a refusal to start).
+    pub suspects_warning: Option<String>,
 }
 
 /// Everything the threads share.
@@ -83,6 +91,48 @@ pub(crate) struct Inner {
     pub(crate) rescans: std::sync::atomic::AtomicU64,
     /// The open incidents changed since they were last saved.
     pub(crate) dirty: AtomicBool,
+    /// The dispatcher and the recovery threads, supervised.
+    pub(crate) threads: Mutex<Supervision>,
+    /// Threads that died, reported by their dying thread, waiting for the
+    /// supervisor.
+    pub(crate) deaths: Mutex<Vec<Death>>,
+    /// The durable suspect registry.
+    pub(crate) suspects: SuspectFile,
+    /// Failures taken off the bus and filed (for `is_idle`: every failure
+    /// sent is filed, dropped, or still on the bus).
+    pub(crate) filed: std::sync::atomic::AtomicU64,
+    /// Incidents between leaving the queue and being recorded as closed
+    /// (for `is_idle`).
+    pub(crate) closing: std::sync::atomic::AtomicU64,
+}
+
+/// What a manager's thread does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Drains the bus into the queue.
+    Dispatch,
+    /// Heals incidents from the queue.
+    Recover,
+}
+
+/// One of the manager's threads.
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) worker: Option<Worker<()>>,
+}
+
+/// The manager's threads and how often they may be restarted (at most
+/// N restarts in T, for all of them together, as an OTP supervisor).
+pub(crate) struct Supervision {
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) intensity: RestartIntensity,
+}
+
+/// A thread that died: its slot and the failure reported for it.
+pub(crate) struct Death {
+    pub(crate) slot: usize,
+    pub(crate) failure: Failure,
 }
 
 impl Inner {
@@ -98,16 +148,12 @@ pub(super) struct Pending {
     pub(super) snapshots: Option<Arc<StateSnapshotManager>>,
     pub(super) audit: Option<Arc<AuditLog>>,
     pub(super) verdict: RunVerdict,
+    pub(super) restored: Restored,
 }
 
 /// The background work `start` began.
 #[derive(Default)]
 pub(super) struct Running {
-    pub(super) threads: Vec<(
-        String,
-        std::thread::JoinHandle<()>,
-        crossbeam_channel::Receiver<()>,
-    )>,
     pub(super) scrub: Option<ScrubHandle>,
     pub(super) periodic: Option<PeriodicSnapshots>,
     pub(super) crash: Option<Arc<CrashDetector>>,

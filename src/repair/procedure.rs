@@ -118,6 +118,57 @@ impl DataRepairer {
         self.repair_states(&[PageState::Suspect, PageState::Irreparable])
     }
 
+    /// Repairs the given fenced pages as [`repair_all`](Self::repair_all)
+    /// does — in batches of `repair_batch_pages` with one sync each — and
+    /// answers for each page, in the order given. A caller that collects
+    /// pages from several reports (the recovery manager healing a burst)
+    /// gets one sync per batch instead of one per page.
+    ///
+    /// # Errors
+    /// Per page: [`Error::PageOutOfRange`] for a page past the end of the
+    /// store; [`Error::InvalidArgument`] for a page given twice (its first
+    /// place is repaired).
+    pub fn repair_pages(&self, pages: &[PageId]) -> Vec<Result<RepairReport>> {
+        let page_count = self.detector.store().page_count();
+        let mut seen = std::collections::HashSet::with_capacity(pages.len());
+        let mut out: Vec<Option<Result<RepairReport>>> = Vec::with_capacity(pages.len());
+        let mut todo: Vec<(usize, PageId)> = Vec::new();
+        for (i, &page) in pages.iter().enumerate() {
+            if page.0 >= page_count {
+                out.push(Some(Err(Error::PageOutOfRange { page, page_count })));
+            } else if !seen.insert(page) {
+                out.push(Some(Err(Error::InvalidArgument {
+                    what: "pages",
+                    reason: format!("page {page} is given twice; give each page once"),
+                })));
+            } else {
+                out.push(None);
+                todo.push((i, page));
+            }
+        }
+        for chunk in todo.chunks(self.batch_pages) {
+            let batch: Vec<PageId> = chunk.iter().map(|(_, p)| *p).collect();
+            // Matched by page: a page the store no longer holds (it shrank
+            // meanwhile) has no report and stays out of range.
+            for report in self.repair_batch(&batch) {
+                if let Some((i, _)) = chunk.iter().find(|(_, p)| *p == report.page) {
+                    out[*i] = Some(Ok(report));
+                }
+            }
+        }
+        out.into_iter()
+            .zip(pages)
+            .map(|(r, &page)| {
+                r.unwrap_or_else(|| {
+                    Err(Error::PageOutOfRange {
+                        page,
+                        page_count: self.detector.store().page_count(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     fn repair_states(&self, states: &[PageState]) -> Vec<RepairReport> {
         let mut pages: Vec<PageId> = states
             .iter()

@@ -435,3 +435,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn repair_pages_answers_for_each_page_in_the_order_given() {
+    let r = rig(8, 1);
+    let repairer = r.repairer(RepairConfig::new().repair_batch_pages(2));
+    for p in [5, 1, 3] {
+        r.fence(p, Damage::BitFlip { byte: 10, bit: 1 });
+    }
+    let answers = repairer.repair_pages(&[
+        PageId(5),
+        PageId(9),
+        PageId(1),
+        PageId(5),
+        PageId(3),
+        PageId(0),
+    ]);
+    assert_eq!(answers.len(), 6);
+    for (i, p) in [(0, 5u64), (2, 1), (4, 3)] {
+        let rep = answers[i].as_ref().unwrap();
+        assert_eq!(rep.page, PageId(p));
+        assert!(rep.is_repaired(), "{rep:?}");
+        assert_eq!(r.local(p), r.good[p as usize]);
+    }
+    assert!(matches!(answers[1], Err(Error::PageOutOfRange { .. })));
+    assert!(matches!(answers[3], Err(Error::InvalidArgument { .. })));
+    let clean = answers[5].as_ref().unwrap();
+    assert_eq!(clean.outcome, RepairOutcome::NotNeeded);
+}

@@ -608,6 +608,24 @@ impl StateSnapshotManager {
         let mut st = self.inner.state.lock();
         self.inner.retain(&mut st, now_unix_ms)
     }
+
+    /// Applies `policy` once, in place of the configured retention, to free
+    /// space now (a disk filling up): the snapshots it does not keep are
+    /// deleted, as retention deletes them — never the newest, the head, or
+    /// an ancestor of a kept snapshot. The configured retention is
+    /// unchanged. Returns the deleted ids.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a policy that keeps nothing
+    /// (`KeepLast(0)`, a zero age); I/O errors writing the manifest;
+    /// [`Error::Poisoned`] after an earlier failure.
+    pub fn apply_retention_with(&self, policy: Retention) -> Result<Vec<u64>> {
+        policy.validate()?;
+        self.inner.check_alive()?;
+        let now = self.inner.now_unix_ms();
+        let mut st = self.inner.state.lock();
+        self.inner.retain_with(&mut st, policy, now)
+    }
 }
 
 /// Whether a failed snapshot is reported on the failure bus: every failure

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::fingerprint::parallel_fingerprints;
 use super::format::{self, Header};
 use super::inner::{Head, Inner, State};
-use super::manifest::{plan_retention, Manifest, MANIFEST_NAME};
+use super::manifest::{plan_retention, Manifest, Retention, MANIFEST_NAME};
 use super::writer::SnapshotWriter;
 use super::{
     snapshot_file_name, ChangeDetection, Consistency, CrashStep, Operation, SnapshotInfo,
@@ -386,8 +386,19 @@ impl Inner {
     }
 
     pub(super) fn retain(&self, st: &mut State, now_ms: u64) -> Result<Vec<u64>> {
+        self.retain_with(st, self.retention, now_ms)
+    }
+
+    /// Applies `policy` (the configured retention, or a stricter one asked
+    /// for once): deletes what it does not keep; returns the deleted ids.
+    pub(super) fn retain_with(
+        &self,
+        st: &mut State,
+        policy: Retention,
+        now_ms: u64,
+    ) -> Result<Vec<u64>> {
         let head = self.head.read().as_ref().map(|h| h.id);
-        let del = plan_retention(&st.manifest.entries, self.retention, now_ms, head);
+        let del = plan_retention(&st.manifest.entries, policy, now_ms, head);
         if del.is_empty() {
             return Ok(del);
         }

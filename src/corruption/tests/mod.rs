@@ -643,3 +643,25 @@ fn bad_config_and_input() {
         Err(Error::PageOutOfRange { .. })
     ));
 }
+
+#[test]
+fn a_page_fenced_without_a_read_is_refused_until_rewritten_and_not_reported() {
+    for placement in [
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
+    ] {
+        let (_raw, det) = setup(placement);
+        assert!(det.fence(PageId(2), "recorded bad by an earlier run"));
+        assert_eq!(det.page_state(PageId(2)), Some(PageState::Suspect));
+        let mut b = vec![0u8; 256];
+        assert!(matches!(
+            det.read_verified(PageId(2), &mut b),
+            Err(Error::PageFenced { .. })
+        ));
+        assert!(det.failures().try_recv().is_err(), "the caller reports it");
+        assert!(!det.fence(PageId(8), "past the end"));
+        let mut fresh = vec![9u8; 256];
+        det.write_sealed(PageId(2), &mut fresh).unwrap();
+        det.read_verified(PageId(2), &mut b).unwrap();
+    }
+}

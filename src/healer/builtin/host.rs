@@ -211,16 +211,19 @@ impl Remedy for FreeDiskSpace {
         *problem == Problem::DISK_FULL || *problem == Problem::DISK_FILLING
     }
 
-    fn execute(&self, ctx: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+    fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
+        let before = super::space::metric_now(ctx, case);
         let freed = ctx.need_host()?.free_disk_space(self.bytes_wanted)?;
         Ok(Applied::new(format!(
             "the host freed {freed} bytes (asked for {})",
             self.bytes_wanted
-        )))
+        ))
+        .metric_before(before))
     }
 
-    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
-        metric_recovered(ctx, case)
+    /// Healthy, and — when the disk was sampled before — fuller no more.
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<Verified> {
+        super::space::relieved(ctx, case, applied)
     }
 
     fn host_action(&self) -> Option<HostAction> {

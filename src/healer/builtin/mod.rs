@@ -7,7 +7,8 @@
 //! [`RebuildIndex`]) are registered by the host.
 
 mod host;
-mod page;
+pub(crate) mod page;
+mod space;
 mod txn;
 
 use std::sync::Arc;
@@ -17,13 +18,16 @@ pub use host::{
     TakeSnapshot,
 };
 pub use page::{RepairFromReplicas, Rescan, RestorePageFromSnapshot};
+pub use space::{TargetedScrub, TrimSnapshots};
 pub use txn::{BreakDeadlock, RollbackCrashLosers, RollbackTransaction};
 
 use super::remedy::Remedy;
 
 /// The default remedies, in cold-start order: for a page, repair from
 /// replicas, then restore from the snapshot head, then an error-only
-/// rescan; then the transaction, snapshot and host-action remedies.
+/// rescan; then the transaction, snapshot and host-action remedies; for a
+/// disk filling up, trimming snapshots before asking the host for space;
+/// for rising read errors, a targeted scrub.
 #[must_use]
 pub fn defaults() -> Vec<Arc<dyn Remedy>> {
     vec![
@@ -37,6 +41,8 @@ pub fn defaults() -> Vec<Arc<dyn Remedy>> {
         Arc::new(RestartComponent),
         Arc::new(ClearCaches),
         Arc::new(ShedLoad::default()),
+        Arc::new(TrimSnapshots::default()),
         Arc::new(FreeDiskSpace::default()),
+        Arc::new(TargetedScrub),
     ]
 }

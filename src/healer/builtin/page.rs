@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::healer::diagnose::Problem;
 use crate::healer::remedy::{Applied, Case, Remedy, RemedyContext, Verified};
 use crate::host::PageSource;
-use crate::repair::RepairOutcome;
+use crate::repair::{RepairOutcome, RepairReport};
 use crate::types::{PageId, Target};
 
 /// The page a case is about.
@@ -42,6 +42,41 @@ pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified
     })
 }
 
+/// The name of [`RepairFromReplicas`], by which a healer recognizes the
+/// remedy it may run for many pages in one batch.
+pub(crate) const REPAIR_FROM_REPLICAS: &str = "repair-from-replicas";
+
+/// What a repair of `page` did, as [`RepairFromReplicas`] reports it: the
+/// page written (or left to the host's newer write), or why not.
+pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
+    let tried = report
+        .attempts
+        .iter()
+        .map(|a| format!("{:?}: {:?}", a.source, a.result))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match &report.outcome {
+        RepairOutcome::Repaired { source } => Ok(Applied::new(format!(
+            "page {page} written from {source:?} ({} bytes fetched)",
+            report.bytes_fetched
+        ))),
+        RepairOutcome::Superseded => Ok(Applied::new(format!(
+            "the host rewrote page {page} during the repair; its write stands"
+        ))),
+        RepairOutcome::NotNeeded => Ok(Applied::new(format!(
+            "page {page} was not waiting for repair"
+        ))),
+        RepairOutcome::Irreparable { reason } => Err(Error::Irreparable {
+            page,
+            reason: reason.clone(),
+        }),
+        RepairOutcome::InProgress => Err(Error::InvalidArgument {
+            what: "page",
+            reason: format!("another repair of page {page} is under way; tried: {tried}"),
+        }),
+    }
+}
+
 /// Repairs the page from the replicas' verified copies
 /// ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page); its
 /// fallback sources too, if the host registered any).
@@ -50,7 +85,7 @@ pub struct RepairFromReplicas;
 
 impl Remedy for RepairFromReplicas {
     fn name(&self) -> &str {
-        "repair-from-replicas"
+        REPAIR_FROM_REPLICAS
     }
 
     fn applies_to(&self, problem: &Problem) -> bool {
@@ -60,29 +95,7 @@ impl Remedy for RepairFromReplicas {
     fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
         let page = page_of(case)?;
         let report = ctx.need_repairer()?.repair_page(page)?;
-        let tried = report
-            .attempts
-            .iter()
-            .map(|a| format!("{:?}: {:?}", a.source, a.result))
-            .collect::<Vec<_>>()
-            .join("; ");
-        match report.outcome {
-            RepairOutcome::Repaired { source } => Ok(Applied::new(format!(
-                "page {page} written from {source:?} ({} bytes fetched)",
-                report.bytes_fetched
-            ))),
-            RepairOutcome::Superseded => Ok(Applied::new(format!(
-                "the host rewrote page {page} during the repair; its write stands"
-            ))),
-            RepairOutcome::NotNeeded => Ok(Applied::new(format!(
-                "page {page} was not waiting for repair"
-            ))),
-            RepairOutcome::Irreparable { reason } => Err(Error::Irreparable { page, reason }),
-            RepairOutcome::InProgress => Err(Error::InvalidArgument {
-                what: "page",
-                reason: format!("another repair of page {page} is under way; tried: {tried}"),
-            }),
-        }
+        repaired(page, &report)
     }
 
     fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
@@ -178,9 +191,7 @@ impl Remedy for Rescan {
     }
 
     fn applies_to(&self, problem: &Problem) -> bool {
-        *problem == Problem::CORRUPT_PAGE
-            || *problem == Problem::IRREPARABLE_PAGE
-            || *problem == Problem::RISING_ERRORS
+        *problem == Problem::CORRUPT_PAGE || *problem == Problem::IRREPARABLE_PAGE
     }
 
     fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {

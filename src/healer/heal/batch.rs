@@ -1,0 +1,200 @@
+//! [`SelfHealer::heal_batch`]: many page incidents healed together, with
+//! one repair batch and one sync where one per page would be paid.
+//!
+//! Each incident is still its own: opened, diagnosed and planned alone; the
+//! pages whose plan starts with [`repair-from-replicas`](crate::healer::builtin::RepairFromReplicas)
+//! (and which that remedy's breaker, the action gate and the rest of
+//! [`SelfHealer::heal`]'s rules let it try) are repaired in one
+//! [`DataRepairer::repair_pages`](crate::DataRepairer::repair_pages) call;
+//! each page is then verified on its own, recorded in its own breaker and
+//! learned record and timeline, and an incident the batch did not heal goes
+//! on down its own plan. Everything else is healed as
+//! [`heal_as`](SelfHealer::heal_as) would.
+//!
+//! # Contract
+//! - The incidents come back in the order given, closed (or deferred),
+//!   each with the timeline, attempts and audit records it would have had
+//!   alone.
+//! - The audit records of a batch are appended in two appends (one fsync
+//!   each): every decision before the batch acts, the rest when it is done.
+//!   A crash mid-batch loses the second part, never a repair (each page is
+//!   written verified through the detector's repair path) and never a
+//!   decision taken before acting.
+//! - The learned records are saved once per batch.
+//! - With an action gate (approval), nothing is batched: each repair is
+//!   asked for on its own.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::audit::AuditEntry;
+use crate::healer::builtin::page::{repaired, REPAIR_FROM_REPLICAS};
+use crate::healer::diagnose::Diagnosis;
+use crate::healer::incident::Incident;
+use crate::healer::remedy::{Case, Remedy};
+use crate::types::{Failure, PageId, Target};
+
+use super::{guarded, Health, SelfHealer};
+
+thread_local! {
+    /// Audit records held back while this thread heals a batch.
+    static HELD: RefCell<Option<Vec<AuditEntry>>> = const { RefCell::new(None) };
+}
+
+/// Holds `entry` back when this thread is healing a batch (`None`); else
+/// gives it back to be appended now.
+pub(super) fn hold(entry: AuditEntry) -> Option<AuditEntry> {
+    HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(held) => {
+            held.push(entry);
+            None
+        }
+        None => Some(entry),
+    })
+}
+
+/// Holds this thread's audit records while alive; writes what is held when
+/// flushed and when dropped (also on a panic's unwinding).
+struct Holding<'a> {
+    healer: &'a SelfHealer,
+}
+
+impl<'a> Holding<'a> {
+    fn start(healer: &'a SelfHealer) -> Self {
+        HELD.with(|h| *h.borrow_mut() = Some(Vec::new()));
+        Holding { healer }
+    }
+
+    /// Appends what is held, as one batch.
+    fn flush(&self) {
+        let held = HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take));
+        if let (Some(log), Some(held)) = (&self.healer.audit, held) {
+            if let Err(e) = log.append(&held) {
+                tracing::warn!(error = %e, "audit records not written; healing goes on");
+            }
+        }
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.flush();
+        HELD.with(|h| *h.borrow_mut() = None);
+    }
+}
+
+/// An incident planned, waiting for the batch.
+struct Planned {
+    slot: usize,
+    inc: Incident,
+    diagnosis: Diagnosis,
+    failure: Failure,
+    ranked: Vec<Arc<dyn Remedy>>,
+    page: PageId,
+    before: Option<Health>,
+    started: u64,
+}
+
+impl SelfHealer {
+    /// Heals `incidents` — `(id, first failure, joined failures)` each, as
+    /// [`heal_as`](Self::heal_as) takes them — together, and returns them
+    /// closed (or deferred) in the order given.
+    ///
+    /// Each is opened, diagnosed and planned alone. The pages whose plan
+    /// starts with `repair-from-replicas` (and which its breaker lets it
+    /// try) are repaired in one
+    /// [`DataRepairer::repair_pages`](crate::DataRepairer::repair_pages)
+    /// call — one sync per batch — then each is verified and recorded on
+    /// its own (timeline, attempt, breaker, learned record), and one the
+    /// batch did not heal goes on down its own plan. Everything else is
+    /// healed as `heal_as` would. The audit records are appended in two
+    /// appends: every decision before the batch acts, the rest after; the
+    /// learned records are saved once. With an action gate nothing is
+    /// batched.
+    pub fn heal_batch(&self, incidents: Vec<(u64, Failure, Vec<Failure>)>) -> Vec<Incident> {
+        let holding = Holding::start(self);
+        let mut out: Vec<Option<Incident>> = Vec::with_capacity(incidents.len());
+        let mut batch: Vec<Planned> = Vec::new();
+        let batchable = self.gate.is_none() && self.ctx.need_repairer().is_ok();
+        for (slot, (id, failure, joined)) in incidents.into_iter().enumerate() {
+            out.push(None);
+            let (mut inc, diagnosis) = self.open(id, &failure, &joined);
+            let case = Case {
+                diagnosis: &diagnosis,
+                failure: &failure,
+            };
+            let Some(ranked) = self.plan(&mut inc, &case) else {
+                out[slot] = Some(inc);
+                continue;
+            };
+            let first = &ranked[0];
+            let page = match &inc.target {
+                Target::Page(p) if batchable && first.name() == REPAIR_FROM_REPLICAS => *p,
+                _ => {
+                    self.run_plan(&mut inc, &case, ranked, 0);
+                    out[slot] = Some(inc);
+                    continue;
+                }
+            };
+            let Some(now) = self.prepare(&mut inc, &case, first, 0) else {
+                // Skipped (its breaker is open): the rest of the plan.
+                let rest = ranked[1..].to_vec();
+                self.run_plan(&mut inc, &case, rest, 0);
+                out[slot] = Some(inc);
+                continue;
+            };
+            let (before, started) = self.begin(&mut inc, first.name(), now);
+            batch.push(Planned {
+                slot,
+                inc,
+                diagnosis,
+                failure,
+                ranked,
+                page,
+                before,
+                started,
+            });
+        }
+        // Every decision is durable before the batch acts.
+        holding.flush();
+        let pages: Vec<PageId> = batch.iter().map(|p| p.page).collect();
+        let reports = if pages.is_empty() {
+            Vec::new()
+        } else {
+            let repairer = self.ctx.need_repairer().expect("checked: batchable");
+            guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
+                pages
+                    .iter()
+                    .map(|_| {
+                        Err(crate::error::Error::Host {
+                            op: "remedy",
+                            retryable: false,
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for (mut p, report) in batch.into_iter().zip(reports) {
+            let case = Case {
+                diagnosis: &p.diagnosis,
+                failure: &p.failure,
+            };
+            let result = report.and_then(|r| repaired(p.page, &r));
+            let first = p.ranked[0].clone();
+            match self.conclude(&mut p.inc, &case, &first, result, p.before, p.started) {
+                Some(name) => self.healed_by(&mut p.inc, &name),
+                None => {
+                    let rest = p.ranked[1..].to_vec();
+                    self.run_plan(&mut p.inc, &case, rest, 1);
+                }
+            }
+            out[p.slot] = Some(p.inc);
+        }
+        self.save_learned();
+        drop(holding);
+        out.into_iter()
+            .map(|i| i.expect("every incident is closed or deferred"))
+            .collect()
+    }
+}

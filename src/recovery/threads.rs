@@ -1,0 +1,639 @@
+//! The manager's threads: the dispatcher that drains the bus into the
+//! queue, the recovery threads that heal what it holds, and their
+//! supervision. Each is a [`Worker`] running a [`Job`], so a panic anywhere
+//! on it — a host callback, a store read, the healer's own steps — is caught
+//! on the thread, not only inside a remedy.
+//!
+//! # Contract
+//! - A thread that panics reports a [`FailureKind::WorkerDied`] of the
+//!   component `"recovery manager"` on the bus and records its death for
+//!   the supervisor.
+//! - The incident it was handling is never lost: it is queued again, in its
+//!   old place, with what had joined it; an incident that has now cost two
+//!   threads is closed as escalated instead, with the healer's one report
+//!   to the host (so a poisoned incident cannot kill every thread in turn).
+//! - The supervisor (run by every live thread between incidents) restarts a
+//!   dead thread within the restart intensity
+//!   ([`RecoveryConfig::thread_restarts`](super::RecoveryConfig::thread_restarts));
+//!   each restart is an incident healed by `restart-recovery-thread`.
+//!   Beyond the intensity the thread stays down and its death is an
+//!   escalated incident: a person is paged once, not a restart storm.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::corruption::{Observer, PageState, Verdict};
+use crate::error::Result;
+use crate::healer::{Incident, Outcome, Step};
+use crate::types::{Failure, FailureKind, Source, Target};
+use crate::worker::{Flow, Job, Stop, Worker};
+
+use super::events::RecoveryEvent;
+use super::persist;
+use super::queue::{Offer, Taken};
+use super::state::{Death, Inner, Role, Slot};
+use super::suspects;
+
+/// The component named in the failures of the manager's own threads.
+pub(super) const COMPONENT: &str = "recovery manager";
+/// The remedy an own-thread restart is recorded under.
+pub(super) const RESTART_REMEDY: &str = "restart-recovery-thread";
+/// Threads an incident may cost before it is escalated instead of retried.
+const DEATHS_PER_INCIDENT_MAX: u32 = 2;
+/// How often the dispatcher looks at the clock when the bus is quiet.
+const TICK: Duration = Duration::from_millis(20);
+/// Page incidents a recovery thread takes at once, to heal in one repair
+/// batch.
+const BATCH_MAX: usize = 256;
+/// How long a recovery thread waits for work before it supervises again.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// How often open incidents are saved when they changed, at most.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often the run marker's last-seen time is refreshed.
+const MARKER_EVERY: Duration = Duration::from_secs(10);
+/// How long the supervisor waits for a dead thread to end before replacing it.
+const REAP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A failure the manager itself reports.
+pub(super) fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
+    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
+}
+
+/// Starts the thread of `slot` (its role's job).
+pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> Result<Worker<()>> {
+    match role {
+        Role::Dispatch => Worker::spawn(
+            COMPONENT,
+            name.to_string(),
+            DispatchJob {
+                inner: inner.clone(),
+                slot,
+                rx: inner.sink.failures(),
+                saved_at: Instant::now(),
+                marker_at: Instant::now(),
+                suspects_next: Instant::now(),
+            },
+        ),
+        Role::Recover => Worker::spawn(
+            COMPONENT,
+            name.to_string(),
+            RecoverJob {
+                inner: inner.clone(),
+                slot,
+                current: Vec::new(),
+            },
+        ),
+    }
+}
+
+/// Starts the dispatcher and `recovery_threads` recovery threads.
+pub(super) fn start_all(inner: &Arc<Inner>, recovery_threads: usize) -> Result<()> {
+    let mut roles = vec![(Role::Dispatch, "selfheal-recovery-dispatch".to_string())];
+    roles.extend((0..recovery_threads).map(|n| (Role::Recover, format!("selfheal-recovery-{n}"))));
+    for (i, (role, name)) in roles.into_iter().enumerate() {
+        let w = spawn(inner, i, role, &name)?;
+        inner.threads.lock().slots.push(Slot {
+            name,
+            role,
+            worker: Some(w),
+        });
+    }
+    Ok(())
+}
+
+/// The dispatcher: drains the bus, promotes deferred incidents, runs
+/// error-only rescans, saves open incidents, refreshes the run marker.
+struct DispatchJob {
+    inner: Arc<Inner>,
+    slot: usize,
+    rx: Receiver<Failure>,
+    saved_at: Instant,
+    marker_at: Instant,
+    /// When the suspect registry may be compared and saved next.
+    suspects_next: Instant,
+}
+
+impl Job for DispatchJob {
+    type Command = ();
+
+    fn next_tick(&mut self) -> Option<Instant> {
+        Some(Instant::now())
+    }
+
+    fn tick(&mut self) -> Flow {
+        let inner = &*self.inner;
+        let draining = inner.draining.load(Ordering::Acquire);
+        match self.rx.recv_timeout(TICK) {
+            Ok(f) => {
+                file(inner, f);
+                for f in self.rx.try_iter().take(4_096) {
+                    file(inner, f);
+                }
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+        if inner.abort.load(Ordering::Acquire) {
+            return Flow::Exit;
+        }
+        supervise(&self.inner);
+        let now = inner.clock.now_ns();
+        if inner.queue.lock().promote(now) > 0 {
+            inner.work.notify_all();
+        }
+        rescan(inner);
+        if let Some(h) = &inner.health {
+            if let Some(score) = h.latest().and_then(|s| s.score) {
+                metrics::gauge!("selfheal_health_score").set(score);
+            }
+        }
+        metrics::gauge!("selfheal_incidents_open").set(inner.queue.lock().len() as f64);
+        if inner.dirty.load(Ordering::Relaxed) && self.saved_at.elapsed() >= SAVE_EVERY {
+            save(inner);
+            self.saved_at = Instant::now();
+        }
+        if Instant::now() >= self.suspects_next {
+            let started = Instant::now();
+            if let Err(e) = inner.suspects.sync_with(&inner.detector) {
+                tracing::warn!(error = %e, "saving the suspect registry");
+            }
+            // A tenth of the dispatcher's time at most, under a burst.
+            self.suspects_next = Instant::now() + suspects::SAVE_EVERY.max(started.elapsed() * 10);
+        }
+        if self.marker_at.elapsed() >= MARKER_EVERY {
+            if let Some(mk) = inner.marker.lock().as_mut() {
+                if let Err(e) = mk.refresh() {
+                    tracing::warn!(error = %e, "refreshing the run marker");
+                }
+            }
+            self.marker_at = Instant::now();
+        }
+        if draining {
+            for f in self.rx.try_iter() {
+                file(inner, f);
+            }
+            inner.bus_closed.store(true, Ordering::Release);
+            inner.work.notify_all();
+            return Flow::Exit;
+        }
+        Flow::Continue
+    }
+
+    fn command(&mut self, (): ()) -> Flow {
+        Flow::Continue
+    }
+
+    fn died(&mut self, reason: &str) {
+        died(&self.inner, self.slot, reason, Vec::new());
+    }
+}
+
+/// A recovery thread: takes the next incident and heals it, until the bus
+/// is closed and nothing is ready, or abort.
+struct RecoverJob {
+    inner: Arc<Inner>,
+    slot: usize,
+    /// The incidents in hand, for [`Job::died`].
+    current: Vec<Taken>,
+}
+
+impl Job for RecoverJob {
+    type Command = ();
+
+    fn next_tick(&mut self) -> Option<Instant> {
+        Some(Instant::now())
+    }
+
+    fn tick(&mut self) -> Flow {
+        supervise(&self.inner);
+        let inner = &*self.inner;
+        let taken = {
+            let mut q = inner.queue.lock();
+            if inner.abort.load(Ordering::Acquire) {
+                return Flow::Exit;
+            }
+            let batch = q.pop_batch(BATCH_MAX);
+            if batch.is_empty() {
+                if inner.bus_closed.load(Ordering::Acquire) {
+                    return Flow::Exit;
+                }
+                inner.work.wait_for(&mut q, IDLE_WAIT);
+                return Flow::Continue;
+            }
+            batch
+        };
+        self.current = taken;
+        if let [t] = self.current.as_slice() {
+            handle(inner, t);
+        } else {
+            handle_batch(inner, &self.current);
+        }
+        self.current.clear();
+        Flow::Continue
+    }
+
+    fn command(&mut self, (): ()) -> Flow {
+        Flow::Continue
+    }
+
+    fn died(&mut self, reason: &str) {
+        died(
+            &self.inner,
+            self.slot,
+            reason,
+            std::mem::take(&mut self.current),
+        );
+    }
+}
+
+/// On the dying thread: reports the death, puts the incidents in hand back
+/// (or escalates one once it has cost [`DEATHS_PER_INCIDENT_MAX`] threads),
+/// and leaves the death for the supervisor.
+fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
+    let evidence = match taken.as_slice() {
+        [] => reason.to_string(),
+        [t] => format!("{reason}; it was handling incident {} ({})", t.id, t.target),
+        [t, ..] => format!(
+            "{reason}; it was handling {} incidents, from incident {} ({})",
+            taken.len(),
+            t.id,
+            t.target
+        ),
+    };
+    let failure = own_failure(
+        inner,
+        FailureKind::WorkerDied {
+            component: Arc::from(COMPONENT),
+        },
+        evidence,
+    );
+    inner.sink.send(failure.clone());
+    for t in taken {
+        let deaths =
+            inner
+                .queue
+                .lock()
+                .requeue(&t.target, t.joined.clone(), DEATHS_PER_INCIDENT_MAX);
+        match deaths {
+            Some(n) if n >= DEATHS_PER_INCIDENT_MAX => escalate_poisoned(inner, t, n, reason),
+            Some(_) => {
+                tracing::warn!(
+                    incident = t.id,
+                    "a recovery thread died on the incident: queued again"
+                );
+                inner.work.notify_one();
+            }
+            None => {}
+        }
+        inner.dirty.store(true, Ordering::Relaxed);
+    }
+    inner.deaths.lock().push(Death { slot, failure });
+}
+
+/// Closes an incident that killed `deaths` threads as escalated.
+fn escalate_poisoned(inner: &Inner, t: Taken, deaths: u32, reason: &str) {
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
+    let why = format!(
+        "{deaths} recovery threads died while handling it (the last: {reason}); it is not retried"
+    );
+    let inc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        healer.escalate_as(t.id, t.first.clone(), &t.joined, &why)
+    }));
+    match inc {
+        Ok(inc) => {
+            let _closing = Closing::new(inner);
+            let late = inner.queue.lock().finish(&t.target);
+            close(inner, inc, &late);
+        }
+        Err(_) => {
+            tracing::error!(
+                incident = t.id,
+                "escalating an incident that killed its threads panicked too; it is queued again"
+            );
+            inner.queue.lock().requeue(&t.target, t.joined, u32::MAX);
+        }
+    }
+}
+
+/// Restarts the threads that died, within the restart intensity; beyond
+/// it, escalates. Does nothing once the manager is stopping.
+pub(super) fn supervise(inner: &Arc<Inner>) {
+    if inner.abort.load(Ordering::Acquire) || inner.draining.load(Ordering::Acquire) {
+        return;
+    }
+    // Deaths stay recorded until a healer can close their incidents.
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
+    let deaths = std::mem::take(&mut *inner.deaths.lock());
+    if deaths.is_empty() {
+        return;
+    }
+    for d in deaths {
+        let mut sup = inner.threads.lock();
+        let now = inner.clock.now_ns();
+        let Some(slot) = sup.slots.get_mut(d.slot) else {
+            continue;
+        };
+        if let Some(old) = slot.worker.take() {
+            // Dead already: this joins it (its error is the death, reported).
+            let _ = old.stop(Stop::Abandon, REAP_TIMEOUT);
+        }
+        let (name, role) = (slot.name.clone(), slot.role);
+        let permitted = sup.intensity.permit(now);
+        let restarted = if permitted {
+            spawn(inner, d.slot, role, &name)
+        } else {
+            Err(crate::error::Error::Stopped {
+                component: COMPONENT,
+                reason: "the restart intensity of the manager's threads is reached".into(),
+            })
+        };
+        let id = inner.queue.lock().allocate_id();
+        let inc = match restarted {
+            Ok(w) => {
+                sup.slots[d.slot].worker = Some(w);
+                drop(sup);
+                tracing::warn!(thread = %name, "a recovery thread died and was restarted");
+                healer.healed_as(
+                    id,
+                    d.failure,
+                    RESTART_REMEDY,
+                    &format!("{name} restarted"),
+                    &format!("{name} is running"),
+                )
+            }
+            Err(e) => {
+                drop(sup);
+                healer.escalate_as(
+                    id,
+                    d.failure,
+                    &[],
+                    &format!("{name} died and is not restarted: {e}"),
+                )
+            }
+        };
+        inner.tally.lock().opened(inc.priority);
+        inner.events.emit(&RecoveryEvent::Opened {
+            id,
+            target: inc.target.clone(),
+            priority: inc.priority,
+        });
+        close(inner, inc, &[]);
+    }
+}
+
+/// Whether `f` is the death of one of the manager's own threads (recorded
+/// by the supervisor, not queued for the healer).
+fn own_death(f: &Failure) -> bool {
+    f.source == Source::CrashDetector
+        && matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)
+}
+
+/// Files a failure taken off the bus, and counts it as filed.
+pub(super) fn file(inner: &Inner, f: Failure) {
+    offer(inner, f);
+    inner.filed.fetch_add(1, Ordering::Release);
+}
+
+/// Files one failure in the queue, counting and announcing it.
+pub(super) fn offer(inner: &Inner, f: Failure) {
+    if own_death(&f) {
+        inner.tally.lock().stats.failures += 1;
+        return;
+    }
+    let now = inner.clock.now_ns();
+    let (target, prio) = (f.target(), f.priority);
+    let r = inner.queue.lock().offer(f, now);
+    let mut t = inner.tally.lock();
+    t.stats.failures += 1;
+    match r {
+        Offer::Opened(id) => {
+            t.opened(prio);
+            drop(t);
+            inner.dirty.store(true, Ordering::Relaxed);
+            inner.work.notify_one();
+            inner.events.emit(&RecoveryEvent::Opened {
+                id,
+                target,
+                priority: prio,
+            });
+        }
+        Offer::Joined(id) => {
+            t.stats.joined += 1;
+            drop(t);
+            inner.events.emit(&RecoveryEvent::Joined { id, target });
+        }
+        Offer::Overflow => {
+            drop(t);
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::warn!(%target, "incident queue full: failure counted, not queued");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+    }
+}
+
+/// Saves the open incidents (an error is logged: the next save retries).
+pub(super) fn save(inner: &Inner) {
+    inner.dirty.store(false, Ordering::Relaxed);
+    let open = inner.queue.lock().snapshot();
+    if let Err(e) = persist::save(&inner.incidents_path, &open) {
+        inner.dirty.store(true, Ordering::Relaxed);
+        tracing::warn!(error = %e, "saving the open incidents");
+    }
+}
+
+/// After an overflow, once the queue has room: the detector's bad pages
+/// rechecked, and those still bad queued.
+fn rescan(inner: &Inner) {
+    {
+        let q = inner.queue.lock();
+        if !(q.rescan_due && q.has_room()) {
+            return;
+        }
+    }
+    inner.queue.lock().rescan_due = false;
+    inner.rescans.fetch_add(1, Ordering::Relaxed);
+    let det = &inner.detector;
+    let mut pages = det.pages_in(PageState::Suspect);
+    pages.extend(det.pages_in(PageState::Irreparable));
+    for p in pages {
+        {
+            let q = inner.queue.lock();
+            if q.is_open(&Target::Page(p)) {
+                continue;
+            }
+            if !q.has_room() {
+                drop(q);
+                inner.queue.lock().rescan_due = true;
+                return;
+            }
+        }
+        if let Ok(Verdict::Corrupt { error, .. }) = det.recheck(p) {
+            offer(
+                inner,
+                Failure::new(
+                    Source::Scrubber,
+                    FailureKind::CorruptPage { page: p },
+                    format!("found again by the error-only rescan after the incident queue overflowed: {error}"),
+                    inner.clock.now_ns(),
+                ),
+            );
+        }
+    }
+}
+
+fn handle(inner: &Inner, t: &Taken) {
+    let span = tracing::info_span!(
+        "incident",
+        id = t.id,
+        target = %t.target,
+        priority = %t.first.priority
+    );
+    let _enter = span.enter();
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
+    if t.resumed {
+        tracing::info!("resuming an incident left open by the previous run");
+        // This run's detector knows nothing of the page yet: fence it
+        // first if it is still bad, so the repair path takes it.
+        if let Target::Page(p) = &t.target {
+            let _ = inner.detector.check_page(*p, Observer::HostRead);
+        }
+    }
+    let inc = healer.heal_as(t.id, t.first.clone(), &t.joined);
+    drop(healer);
+    settle(inner, t, inc);
+}
+
+/// Page incidents taken together, healed in one repair batch (see
+/// [`SelfHealer::heal_batch`](crate::healer::SelfHealer::heal_batch)).
+fn handle_batch(inner: &Inner, batch: &[Taken]) {
+    let span = tracing::info_span!(
+        "incidents",
+        first = batch[0].id,
+        count = batch.len(),
+        priority = %batch[0].first.priority
+    );
+    let _enter = span.enter();
+    let Some(healer) = inner.healer.read().clone() else {
+        return;
+    };
+    let items = batch
+        .iter()
+        .map(|t| (t.id, t.first.clone(), t.joined.clone()))
+        .collect();
+    let incs = healer.heal_batch(items);
+    drop(healer);
+    for (t, inc) in batch.iter().zip(incs) {
+        settle(inner, t, inc);
+    }
+}
+
+/// Files a healer's answer about a taken incident: deferred, or closed.
+fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+    let _closing = Closing::new(inner);
+    if let Outcome::Deferred { until_ns } = inc.outcome {
+        inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
+        inner.queue.lock().defer(&t.target, until_ns);
+    } else {
+        let late = inner.queue.lock().finish(&t.target);
+        inner.dirty.store(true, Ordering::Relaxed);
+        close(inner, inc, &late);
+    }
+}
+
+/// Counts an incident as closing from while it still runs in the queue
+/// until it is recorded, so that `is_idle` never sees it neither queued
+/// nor recorded; uncounted on drop, also while unwinding.
+struct Closing<'a>(&'a Inner);
+
+impl<'a> Closing<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.closing.fetch_add(1, Ordering::AcqRel);
+        Closing(inner)
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.closing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Closes an incident the queue no longer holds: late joins added, its
+/// actions and outcome announced, counted, kept among the recent ones.
+fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
+    let now = inner.clock.now_ns();
+    for f in late {
+        inc.join(f.clone(), now);
+    }
+    for e in &inc.timeline {
+        if matches!(e.step, Step::Acted | Step::Undone)
+            || (e.step == Step::Planned && inc.outcome == Outcome::Observed)
+        {
+            tracing::info!(step = e.step.as_str(), "{}", e.text);
+            inner.events.emit(&RecoveryEvent::Action {
+                id: inc.id,
+                text: e.text.clone(),
+            });
+        }
+    }
+    let within = inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
+    let event = match &inc.outcome {
+        Outcome::Healed { remedy } => RecoveryEvent::Healed {
+            id: inc.id,
+            remedy: remedy.clone(),
+            time_to_heal: inc.time_to_heal().unwrap_or_default(),
+            within_rto: within,
+        },
+        Outcome::Observed => RecoveryEvent::Observed { id: inc.id },
+        _ => RecoveryEvent::Escalated {
+            id: inc.id,
+            reason: inc
+                .escalation
+                .as_ref()
+                .map_or_else(String::new, |r| r.reason.clone()),
+        },
+    };
+    tracing::info!(outcome = inc.outcome.as_str(), "incident closed");
+    inner.events.emit(&event);
+    recheck_after_late_joins(inner, &inc, late);
+    let mut recent = inner.recent.lock();
+    if inner.recent_capacity > 0 {
+        if recent.len() >= inner.recent_capacity {
+            recent.pop_front();
+        }
+        recent.push_back(inc);
+    }
+}
+
+/// A page healed while later reports of it arrived: re-checked, and a new
+/// incident opened if it is bad again (a report is never lost in a join).
+fn recheck_after_late_joins(inner: &Inner, inc: &Incident, late: &[Failure]) {
+    let (Outcome::Healed { .. }, Target::Page(p)) = (&inc.outcome, &inc.target) else {
+        return;
+    };
+    if late.is_empty() {
+        return;
+    }
+    if let Ok(Verdict::Corrupt { error, .. }) = inner.detector.recheck(*p) {
+        offer(
+            inner,
+            Failure::new(
+                Source::CorruptionDetector,
+                FailureKind::CorruptPage { page: *p },
+                format!(
+                    "reported again while incident {} healed it, and bad on re-check: {error}",
+                    inc.id
+                ),
+                inner.clock.now_ns(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The rig shared by the recovery manager's test files: sealed pages over a
+//! `MemStore`, a mirror replica kept byte-equal, damage behind the
+//! detector's back, and reads that find it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use selfheal::testing::Damage;
+use selfheal::{
+    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, MemStore, PageId, PageStore,
+    RecoveryConfig, StoreReplica,
+};
+
+pub const PS: usize = 4096;
+
+pub fn placements() -> Vec<ChecksumPlacement> {
+    vec![
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+    ]
+}
+
+pub fn page(fill: u8) -> Vec<u8> {
+    let mut b = vec![fill; PS];
+    b[0] = 0x5a;
+    b
+}
+
+pub fn bytes(store: &dyn PageStore, p: u64) -> Vec<u8> {
+    let mut b = vec![0u8; PS];
+    store.read_page(PageId(p), &mut b).unwrap();
+    b
+}
+
+pub fn all_bytes(store: &dyn PageStore) -> Vec<Vec<u8>> {
+    (0..store.page_count()).map(|p| bytes(store, p)).collect()
+}
+
+/// A manager over `pages` sealed pages with a mirror replica; returns the
+/// raw store, the mirror and the (not started) manager.
+pub fn rig(
+    placement: ChecksumPlacement,
+    pages: u64,
+    dir: &std::path::Path,
+    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
+) -> (Arc<MemStore>, Arc<MemStore>, AutoRecoveryManager) {
+    let raw = Arc::new(MemStore::new(PS, pages).unwrap());
+    let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
+    let cfg = RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement)
+        .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .without_scrub();
+    let m = tune(cfg).build().unwrap();
+    for p in 0..pages {
+        m.detector()
+            .write_sealed(PageId(p), &mut page((p % 250) as u8 + 1))
+            .unwrap();
+        mirror
+            .write_page(PageId(p), &bytes(raw.as_ref(), p))
+            .unwrap();
+    }
+    (raw, mirror, m)
+}
+
+pub fn damage(raw: &MemStore, p: u64) {
+    let mut b = bytes(raw, p);
+    Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
+    raw.write_page(PageId(p), &b).unwrap();
+}
+
+/// A verified read that finds the damage (and reports it on the bus).
+pub fn read_finds(m: &AutoRecoveryManager, p: u64) {
+    let mut b = vec![0u8; PS];
+    assert!(m
+        .detector()
+        .read_verified(PageId(p), &mut b)
+        .unwrap_err()
+        .is_corruption());
+}

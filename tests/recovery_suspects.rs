@@ -1,0 +1,181 @@
+//! Goal: a page known bad stays fenced across a restart — from the moment
+//! the next manager is built, without a scrub re-discovering it — and gets
+//! its incident healed; a damaged suspect registry is a warning and a
+//! re-check of the pages it still names, never a refusal to start; a crash
+//! at any step of saving it leaves the old registry or the new one.
+//! Method: a first manager in Observe mode (which changes nothing) finds
+//! damaged pages and stops, the second (Automatic, no scrubber) is built
+//! over the same store and directory; the registry file is damaged on disk
+//! between the two; `CrashFiles` with a `CrashSwitch` cuts a save at every
+//! step and gives the image a restarted process sees. Both checksum
+//! placements (the sidecar table is carried from one manager to the next).
+
+mod recovery_common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use recovery_common::*;
+use selfheal::testing::{CrashFiles, CrashSwitch};
+use selfheal::{
+    AutoRecoveryManager, ChecksumPlacement, Error, MemStore, Mode, PageId, RecoveryConfig,
+    StoreReplica,
+};
+
+const IDLE: Duration = Duration::from_secs(20);
+
+fn second(
+    placement: ChecksumPlacement,
+    raw: &Arc<MemStore>,
+    mirror: &Arc<MemStore>,
+    dir: &std::path::Path,
+    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
+) -> AutoRecoveryManager {
+    tune(
+        RecoveryConfig::new(raw.clone(), dir)
+            .placement(placement)
+            .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+            .without_scrub(),
+    )
+    .build()
+    .unwrap()
+}
+
+fn fenced_read(m: &AutoRecoveryManager, p: u64) -> bool {
+    let mut b = vec![0u8; PS];
+    matches!(
+        m.detector().read_verified(PageId(p), &mut b),
+        Err(Error::PageFenced { .. })
+    )
+}
+
+/// A first run that finds `bad` damaged and changes nothing.
+fn observed_run(
+    placement: ChecksumPlacement,
+    dir: &std::path::Path,
+    bad: &[u64],
+    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
+) -> (Arc<MemStore>, Arc<MemStore>) {
+    let (raw, mirror, m) = rig(placement, 8, dir, |c| tune(c.mode(Mode::Observe)));
+    m.start().unwrap();
+    for &p in bad {
+        damage(&raw, p);
+        read_finds(&m, p);
+    }
+    assert!(m.wait_idle(IDLE));
+    assert_eq!(m.stats().observed, bad.len() as u64);
+    m.stop().unwrap();
+    (raw, mirror)
+}
+
+#[test]
+fn a_page_known_bad_stays_fenced_across_a_restart_and_is_healed() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[4], |c| c);
+        assert_ne!(bytes(raw.as_ref(), 4), bytes(mirror.as_ref(), 4));
+        let m = second(placement.clone(), &raw, &mirror, dir.path(), |c| c);
+        // Fenced before start, before anything read the page.
+        assert!(fenced_read(&m, 4));
+        assert!(!fenced_read(&m, 3));
+        let r = m.start().unwrap();
+        assert_eq!(r.suspects_restored, vec![PageId(4)]);
+        assert_eq!(r.suspects_warning, None);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(bytes(raw.as_ref(), 4), bytes(mirror.as_ref(), 4));
+        assert_eq!(m.stats().recovered, 1, "{:?}", m.stats());
+        assert!(!fenced_read(&m, 4));
+        m.stop().unwrap();
+        drop(m);
+        // Healed: the third run fences nothing.
+        let m = second(placement, &raw, &mirror, dir.path(), |c| c);
+        assert!(m.start().unwrap().suspects_restored.is_empty());
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_damaged_suspect_registry_is_a_warning_and_its_pages_are_rechecked() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[2, 5], |c| c);
+        let path = dir.path().join("suspects");
+        let mut file = std::fs::read(&path).unwrap();
+        file[16] ^= 0x40; // the payload CRC: the records themselves are intact
+        std::fs::write(&path, &file).unwrap();
+        let m = second(placement.clone(), &raw, &mirror, dir.path(), |c| c);
+        let r = m.start().unwrap();
+        let warning = r.suspects_warning.expect("a damaged file is a warning");
+        assert!(warning.contains("re-checked"), "{warning}");
+        assert!(r.suspects_restored.is_empty());
+        assert!(m.wait_idle(IDLE));
+        for p in [2, 5] {
+            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+        }
+        assert_eq!(m.stats().recovered, 2);
+        m.stop().unwrap();
+        drop(m);
+        // Garbage shorter than a header: a warning, and a start.
+        std::fs::write(&path, b"garbage").unwrap();
+        let m = second(placement, &raw, &mirror, dir.path(), |c| c);
+        let r = m.start().unwrap();
+        assert!(r.suspects_warning.is_some());
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
+    for placement in placements() {
+        // Steps of one save: write the temporary file, sync it, rename, sync
+        // the directory; step 4 is past the save.
+        for step in 0..=4u64 {
+            for seed in [None, Some(1), Some(7)] {
+                let dir = tempfile::tempdir().unwrap();
+                let switch = CrashSwitch::new();
+                let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+                let f2 = files.clone();
+                let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), move |c| {
+                    c.mode(Mode::Observe).suspect_storage(f2)
+                });
+                m.start().unwrap();
+                damage(&raw, 3);
+                read_finds(&m, 3);
+                let deadline = Instant::now() + IDLE;
+                while files.file("suspects").is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let v1 = files.file("suspects").expect("the first save");
+                switch.arm_at(switch.ops() + step);
+                damage(&raw, 6);
+                read_finds(&m, 6);
+                let deadline = Instant::now() + IDLE;
+                while !switch.fired()
+                    && files.file("suspects").as_ref() == Some(&v1)
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let image = Arc::new(files.crash(seed));
+                drop(m);
+                switch.disarm();
+                let m = second(placement.clone(), &raw, &mirror, dir.path(), |c| {
+                    c.suspect_storage(image)
+                });
+                let r = m.start().unwrap();
+                assert_eq!(r.suspects_warning, None, "step {step} seed {seed:?}");
+                let restored = r.suspects_restored.clone();
+                assert!(
+                    restored == vec![PageId(3)] || restored == vec![PageId(3), PageId(6)],
+                    "step {step} seed {seed:?}: {restored:?}"
+                );
+                if step == 4 && seed.is_none() {
+                    assert_eq!(restored, vec![PageId(3), PageId(6)]);
+                }
+                assert!(m.wait_idle(IDLE));
+                assert_eq!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3));
+                m.stop().unwrap();
+            }
+        }
+    }
+}
