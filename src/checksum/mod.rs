@@ -36,7 +36,7 @@
 //!   more per append), made durable (one fsync,
 //!   shared by concurrent writers and by a batch) before the page write is
 //!   issued, and after a crash at any point a page that holds its old or its
-//!   new bytes verifies. The layouts are in `checksum/log.rs` and [`ChecksumTable`]
+//!   new bytes verifies. The layouts are in `checksum/log/mod.rs` and [`ChecksumTable`]
 //!   (base file); the protocol and the crash analysis in
 //!   `checksum/durable.rs`; its file I/O goes through the [`TableStorage`]
 //!   seam.

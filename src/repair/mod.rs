@@ -123,7 +123,7 @@
 //! [cool-off](RepairConfig::replica_cooloff), and for as long as the
 //! abandoned call has not returned, so at most one abandoned call per replica
 //! or source is ever running and a hung one costs one deadline, not one per
-//! page (see `courier.rs`). The statuses of a repair are asked of all
+//! page (see `courier/mod.rs`). The statuses of a repair are asked of all
 //! replicas at once and awaited with one deadline. Only `id`, `page_size`,
 //! [`may_call_inline`](Replica::may_call_inline) and a fallback's `name`
 //! are called on the caller's thread, once, at registration.
