@@ -70,7 +70,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     primary.sync()?;
     println!(
-        "wrote {PAGES} pages of {PAGE_SIZE} bytes ({} MiB) in {:?}",
+        "wrote {PAGES} pages of {PAGE_SIZE} bytes ({} MiB) to the primary, sealed, and the same to the replica, in {:?}",
         (PAGES * PAGE_SIZE as u64) >> 20,
         t.elapsed()
     );

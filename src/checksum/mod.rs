@@ -16,7 +16,7 @@
 //! | -16                  | 8    | page number the page was sealed for                       |
 //! | -8                   | 2    | magic `0x4853` (`"SH"`)                                   |
 //! | -6                   | 1    | trailer version (1)                                       |
-//! | -5                   | 1    | reserved, 0                                               |
+//! | -5                   | 1    | reserved, 0 (verify refuses any other value)              |
 //! | -4                   | 4    | CRC32 of (location page number as u64 LE ‖ page[..len-4]) |
 //!
 //! The CRC is computed with the page number of the *location* being verified,

@@ -61,7 +61,8 @@ pub fn verify(page: PageId, buf: &[u8]) -> Result<()> {
     let stored_page = u64::from_le_bytes(buf[t..t + 8].try_into().expect("8 bytes"));
     let magic = u16::from_le_bytes(buf[t + 8..t + 10].try_into().expect("2 bytes"));
     let stored_crc = u32::from_le_bytes(buf[n - 4..].try_into().expect("4 bytes"));
-    if magic == TRAILER_MAGIC && buf[t + 10] == TRAILER_VERSION {
+    let reserved = buf[t + 11];
+    if magic == TRAILER_MAGIC && buf[t + 10] == TRAILER_VERSION && reserved == 0 {
         let actual = page_crc(page, &buf[..n - 4]);
         if actual == stored_crc && stored_page == page.0 {
             return Ok(());
@@ -83,8 +84,12 @@ pub fn verify(page: PageId, buf: &[u8]) -> Result<()> {
     }
     let reason = if magic != TRAILER_MAGIC {
         format!("magic {magic:#06x}, expected {TRAILER_MAGIC:#06x}")
-    } else {
+    } else if buf[t + 10] != TRAILER_VERSION {
         format!("version {}, expected {TRAILER_VERSION}", buf[t + 10])
+    } else {
+        // Seal writes 0; a page that carries anything else was not sealed
+        // by this version, whatever its CRC says.
+        format!("reserved byte {reserved:#04x}, expected 0")
     };
     Err(Error::InvalidTrailer { page, reason })
 }
@@ -107,6 +112,24 @@ mod tests {
                 verify(PageId(0), &vec![0u8; size]),
                 Err(Error::ZeroedPage { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn a_non_zero_reserved_byte_fails_even_under_a_matching_crc() {
+        for size in [MIN_PAGE_SIZE, 4096] {
+            let mut b = sealed(3, size, 0x5A);
+            let t = size - TRAILER_LEN;
+            b[t + 11] = 0x80;
+            let crc = page_crc(PageId(3), &b[..size - 4]);
+            b[size - 4..].copy_from_slice(&crc.to_le_bytes());
+            match verify(PageId(3), &b) {
+                Err(Error::InvalidTrailer { page, reason }) => {
+                    assert_eq!(page, PageId(3));
+                    assert!(reason.contains("reserved byte 0x80"), "{reason}");
+                }
+                other => panic!("expected InvalidTrailer, got {other:?}"),
+            }
         }
     }
 

@@ -291,6 +291,26 @@ impl PageStore for FaultyStore {
         }
     }
 
+    /// With no read fault armed when the scan starts, the inner store's own
+    /// scan runs (a `FileStore`'s mmap path, say), so a scan through the
+    /// injector costs what it costs without it; every page it visits counts
+    /// as a read. With a read fault armed, pages are read one call at a time
+    /// so that the fault hits.
+    fn scan_pages(
+        &self,
+        first: PageId,
+        count: u64,
+        visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if !self.state.lock().reads.is_empty() {
+            return crate::host::scan_in_batches(self, first, count, visit);
+        }
+        self.inner.scan_pages(first, count, &mut |page, bytes| {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            visit(page, bytes)
+        })
+    }
+
     fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         match self.take_write_fault(page) {
@@ -680,6 +700,70 @@ mod tests {
         assert!(s.sync().is_ok());
         assert_eq!(s.counts().injected, 5);
         assert_eq!(s.counts().syncs, 2);
+    }
+
+    /// A store that counts the scans it runs itself.
+    #[derive(Debug)]
+    struct ScanCounting {
+        inner: MemStore,
+        scans: AtomicU64,
+    }
+
+    impl PageStore for ScanCounting {
+        fn page_size(&self) -> usize {
+            self.inner.page_size()
+        }
+        fn page_count(&self) -> u64 {
+            self.inner.page_count()
+        }
+        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            self.inner.read_page(page, buf)
+        }
+        fn scan_pages(
+            &self,
+            first: PageId,
+            count: u64,
+            visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
+        ) -> Result<()> {
+            self.scans.fetch_add(1, Ordering::Relaxed);
+            self.inner.scan_pages(first, count, visit)
+        }
+        fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+            self.inner.write_page(page, data)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn a_scan_runs_the_inner_scan_unless_a_read_fault_is_armed() {
+        let inner = Arc::new(ScanCounting {
+            inner: MemStore::new(64, 8).unwrap(),
+            scans: AtomicU64::new(0),
+        });
+        let s = FaultyStore::new(inner.clone());
+        for p in 0..8 {
+            s.write_page(PageId(p), &[p as u8 + 1; 64]).unwrap();
+        }
+        let mut seen = Vec::new();
+        s.scan_pages(PageId(0), 8, &mut |p, b| {
+            seen.push((p.0, b[0]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(inner.scans.load(Ordering::Relaxed), 1);
+        assert_eq!(seen, (0..8).map(|p| (p, p as u8 + 1)).collect::<Vec<_>>());
+        assert_eq!(s.counts().reads, 8, "every visited page counts as a read");
+
+        s.fail_reads(Some(PageId(5)), ReadFault::Eio, 1);
+        let e = s.scan_pages(PageId(0), 8, &mut |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("page 5"), "{e}");
+        assert_eq!(
+            inner.scans.load(Ordering::Relaxed),
+            1,
+            "an armed fault is applied page by page, not by the inner scan"
+        );
     }
 
     #[test]

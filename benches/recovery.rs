@@ -1,0 +1,377 @@
+//! The recovery manager's loop against calling the repairer directly.
+//!
+//! - `recovery_one_page`: a corrupt 4 KiB page found by a verified read,
+//!   healed and verified. `manager_disk` is the [`AutoRecoveryManager`]
+//!   with its defaults (audit log on) and its directory on the temporary
+//!   directory's disk: from the failing read, through the bus, the
+//!   dispatcher, the incident queue and a recovery thread, the healer's
+//!   diagnosis, `repair-from-replicas`, its verification (a re-read), the
+//!   learned record and the audit log, to the `Healed` event.
+//!   `manager_tmpfs` is the same with the directory on `/dev/shm` (skipped
+//!   where there is none): the loop without the disk's fsyncs;
+//!   `manager_tmpfs_audit_off` the same without the audit log. The baseline
+//!   `direct` is the failing read, `DataRepairer::repair_page` and a
+//!   re-check of the page, on the caller's thread. All of them repair the
+//!   same pages of a `MemStore` from a `MemStore` replica. Criterion reports
+//!   means; the bench keeps every sample itself (`iter_custom`, one incident
+//!   per sample, the first 20 dropped as warm-up) and prints the median and
+//!   the 99th percentile of each and their ratios to the baseline's.
+//!   Targets: median ≤ 1.5×, p99 ≤ 3×. It also prints, from the incidents'
+//!   own timelines, the median time from detection until a recovery thread
+//!   took the incident, and from then until it closed.
+//! - `recovery_burst_10000`: 10 000 pages made corrupt at once, each found
+//!   by a verified read; `manager_tmpfs` heals them all (default queue of
+//!   4 096 open incidents: the rest overflow and are found again by the
+//!   error-only rescan), `manager_tmpfs_audit_off` without the audit log,
+//!   against the baseline `repair_all` of the same pages after the same
+//!   reads. Throughput in pages/s; target ≥ 0.8× the baseline's. The
+//!   manager's directory is on `/dev/shm` (the bench is skipped where there
+//!   is none): on a disk, the fsyncs of each incident's learned record and
+//!   audit entries (measured above) make a burst take minutes, too long for
+//!   CI's test-mode run of every bench.
+//!
+//! Every manager runs with a per-target cooldown of 1 ms (default 10 s), so
+//! that the bench may damage a page again in its next round.
+//!
+//! Run: `cargo bench --bench recovery -- --warm-up-time 1 --measurement-time 3`
+
+// Shared with the other benches; this one prints plain ratios only.
+#[allow(dead_code)]
+#[path = "common/ratio.rs"]
+mod ratio;
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use selfheal::healer::{HealerConfig, Incident, Step};
+use selfheal::recovery::Subscription;
+use selfheal::repair::RepairConfig;
+use selfheal::testing::Damage;
+use selfheal::{
+    AutoRecoveryManager, ChecksumPlacement, CorruptionConfig, CorruptionDetector, DataRepairer,
+    MemStore, PageId, PageStore, RecoveryConfig, RecoveryEvent, StoreReplica,
+};
+
+const PS: usize = 4096;
+const PAGES: u64 = 1_024;
+const BURST: u64 = 10_000;
+/// Samples dropped from the front of each series (warm-up).
+const WARM_UP_SAMPLES: usize = 20;
+/// Fewer samples than this give no percentiles (test mode).
+const MIN_SAMPLES: usize = 50;
+
+fn page(p: u64) -> Vec<u8> {
+    let mut b = vec![(p % 251) as u8 | 1; PS];
+    b[..8].copy_from_slice(&p.to_le_bytes());
+    b
+}
+
+/// Flips a bit of `p` in `store` (below any detector).
+fn damage(store: &MemStore, p: u64) {
+    let mut b = vec![0u8; PS];
+    store.read_page(PageId(p), &mut b).unwrap();
+    Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
+    store.write_page(PageId(p), &b).unwrap();
+}
+
+/// A verified read that finds the damage (and reports it).
+fn read_fails(det: &CorruptionDetector, p: u64) {
+    let mut b = vec![0u8; PS];
+    assert!(det.read_verified(PageId(p), &mut b).is_err(), "page {p}");
+}
+
+/// `pages` sealed pages in a store, and a mirror of them.
+fn stores(pages: u64) -> (Arc<MemStore>, Arc<MemStore>) {
+    (
+        Arc::new(MemStore::new(PS, pages).unwrap()),
+        Arc::new(MemStore::new(PS, pages).unwrap()),
+    )
+}
+
+fn seal(det: &CorruptionDetector, local: &MemStore, mirror: &MemStore, pages: u64) {
+    let mut b = vec![0u8; PS];
+    for p in 0..pages {
+        det.write_sealed(PageId(p), &mut page(p)).unwrap();
+        local.read_page(PageId(p), &mut b).unwrap();
+        mirror.write_page(PageId(p), &b).unwrap();
+    }
+}
+
+/// A started manager over `pages` sealed pages with a mirror replica, its
+/// files in `dir`. The per-target cooldown is 1 ms (default 10 s) so that
+/// a page may be healed again in the next round of the bench.
+fn manager(pages: u64, dir: &Path, audit: bool) -> (Arc<MemStore>, AutoRecoveryManager) {
+    let (local, mirror) = stores(pages);
+    let m = RecoveryConfig::new(local.clone(), dir)
+        .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .without_scrub()
+        .healer(HealerConfig::new().cooldown(Duration::from_millis(1)))
+        .audit(audit)
+        .build()
+        .unwrap();
+    seal(m.detector(), &local, &mirror, pages);
+    m.start().unwrap();
+    (local, m)
+}
+
+/// The baseline: a detector and a repairer over the same kind of stores.
+fn direct(pages: u64) -> (Arc<MemStore>, Arc<CorruptionDetector>, DataRepairer) {
+    let (local, mirror) = stores(pages);
+    let det = Arc::new(
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
+            .build(local.clone())
+            .unwrap(),
+    );
+    seal(&det, &local, &mirror, pages);
+    let repairer = RepairConfig::new().build(det.clone()).unwrap();
+    repairer
+        .add_replica(Arc::new(StoreReplica::new("mirror", mirror)))
+        .unwrap();
+    (local, det, repairer)
+}
+
+/// Waits for the next incident to close healed.
+fn healed(events: &Subscription) {
+    loop {
+        match events.events().recv_timeout(Duration::from_secs(30)) {
+            Ok(RecoveryEvent::Healed { .. }) => return,
+            Ok(RecoveryEvent::Escalated { reason, .. }) => panic!("escalated: {reason}"),
+            Ok(_) => {}
+            Err(e) => panic!("no Healed event within 30 s: {e}"),
+        }
+    }
+}
+
+fn shm_dir() -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    shm.is_dir()
+        .then(|| tempfile::tempdir_in(shm).ok())
+        .flatten()
+}
+
+type Samples = Rc<RefCell<Vec<Duration>>>;
+
+/// Median and 99th percentile of `samples` after the warm-up ones.
+fn percentiles(samples: &[Duration]) -> Option<(Duration, Duration, usize)> {
+    let mut s: Vec<Duration> = samples.iter().skip(WARM_UP_SAMPLES).copied().collect();
+    if s.len() < MIN_SAMPLES {
+        return None;
+    }
+    s.sort_unstable();
+    let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.5), at(0.99), s.len()))
+}
+
+fn one_page(c: &mut Criterion) {
+    let mut g = c.benchmark_group("recovery_one_page");
+    g.throughput(Throughput::Elements(1));
+    let mut series: Vec<(&str, Samples)> = Vec::new();
+
+    let direct_samples = Samples::default();
+    {
+        let (local, det, repairer) = direct(PAGES);
+        let mut next = 0u64;
+        let s = direct_samples.clone();
+        g.bench_function("direct", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let p = next % PAGES;
+                    next += 1;
+                    damage(&local, p);
+                    let t = Instant::now();
+                    read_fails(&det, p);
+                    assert!(repairer.repair_page(PageId(p)).unwrap().is_repaired());
+                    assert!(matches!(
+                        det.recheck(PageId(p)).unwrap(),
+                        selfheal::corruption::Verdict::Clean
+                    ));
+                    let d = t.elapsed();
+                    s.borrow_mut().push(d);
+                    total += d;
+                }
+                total
+            });
+        });
+    }
+    series.push(("direct", direct_samples.clone()));
+
+    let disk = tempfile::tempdir().unwrap();
+    let shm = shm_dir();
+    let shm_path = shm.as_ref().map(|d| d.path());
+    let variants: Vec<(&str, &Path, bool)> = [
+        ("manager_disk", Some(disk.path()), true),
+        ("manager_tmpfs", shm_path, true),
+        ("manager_tmpfs_audit_off", shm_path, false),
+    ]
+    .into_iter()
+    .filter_map(|(n, d, audit)| d.map(|d| (n, d, audit)))
+    .collect();
+    for (name, dir, audit) in variants {
+        let dir = tempfile::tempdir_in(dir).unwrap();
+        let (local, m) = manager(PAGES, dir.path(), audit);
+        let events = m.subscribe(1_024).unwrap();
+        let mut next = 0u64;
+        let s = Samples::default();
+        let s2 = s.clone();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let p = next % PAGES;
+                    next += 1;
+                    damage(&local, p);
+                    let t = Instant::now();
+                    read_fails(m.detector(), p);
+                    healed(&events);
+                    let d = t.elapsed();
+                    s2.borrow_mut().push(d);
+                    total += d;
+                }
+                total
+            });
+        });
+        breakdown(name, &m.incidents());
+        m.stop().unwrap();
+        series.push((name, s));
+    }
+    g.finish();
+
+    let base = percentiles(&direct_samples.borrow());
+    for (name, s) in &series {
+        let Some((med, p99, n)) = percentiles(&s.borrow()) else {
+            eprintln!(
+                "recovery_one_page/{name}: {} samples, too few for percentiles (test mode?)",
+                s.borrow().len()
+            );
+            continue;
+        };
+        eprint!("recovery_one_page/{name}: median {med:.1?}, p99 {p99:.1?} ({n} samples)");
+        match base {
+            Some((bmed, bp99, _)) if *name != "direct" => eprintln!(
+                "; vs direct: median {:.2}× (target ≤ 1.5), p99 {:.2}× (target ≤ 3)",
+                med.as_secs_f64() / bmed.as_secs_f64(),
+                p99.as_secs_f64() / bp99.as_secs_f64()
+            ),
+            _ => eprintln!(),
+        }
+    }
+}
+
+/// Where a manager's incidents spent their time, by their own timelines
+/// (the manager's clock): from detection until a recovery thread took the
+/// incident (the bus, the dispatcher, the queue), and from then until it
+/// was closed (the healer: diagnosis, the remedy, its verification, the
+/// learned record and the audit log).
+fn breakdown(name: &str, incidents: &[Incident]) {
+    let mut queued = Vec::new();
+    let mut healing = Vec::new();
+    for inc in incidents {
+        let started = inc.timeline.iter().find(|e| e.step == Step::Started);
+        if let (Some(s), Some(c)) = (started, inc.closed_ns()) {
+            queued.push(s.at_ns.saturating_sub(inc.detected_ns()));
+            healing.push(c.saturating_sub(s.at_ns));
+        }
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2)
+            .map_or(Duration::ZERO, |&ns| Duration::from_nanos(ns))
+    };
+    if !queued.is_empty() {
+        eprintln!(
+            "recovery_one_page/{name}: of the last {} incidents, median detected → started {:.1?}, started → closed {:.1?}",
+            queued.len(),
+            median(&mut queued),
+            median(&mut healing)
+        );
+    }
+}
+
+fn burst(c: &mut Criterion) {
+    let Some(shm) = shm_dir() else {
+        eprintln!("recovery_burst_10000: skipped, no /dev/shm for the manager's files");
+        return;
+    };
+    let since = SystemTime::now();
+    let mut g = c.benchmark_group("recovery_burst_10000");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(BURST));
+    {
+        let (local, det, repairer) = direct(BURST);
+        g.bench_function("repair_all", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for p in 0..BURST {
+                        damage(&local, p);
+                    }
+                    let t = Instant::now();
+                    for p in 0..BURST {
+                        read_fails(&det, p);
+                    }
+                    let reports = repairer.repair_all();
+                    total += t.elapsed();
+                    assert_eq!(
+                        reports.iter().filter(|r| r.is_repaired()).count() as u64,
+                        BURST
+                    );
+                }
+                total
+            });
+        });
+    }
+    for (name, audit) in [("manager_tmpfs", true), ("manager_tmpfs_audit_off", false)] {
+        let dir = tempfile::tempdir_in(shm.path()).unwrap();
+        let (local, m) = manager(BURST, dir.path(), audit);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for p in 0..BURST {
+                        damage(&local, p);
+                    }
+                    let before = m.stats().recovered;
+                    let t = Instant::now();
+                    for p in 0..BURST {
+                        read_fails(m.detector(), p);
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(600);
+                    while m.stats().recovered - before < BURST {
+                        assert!(Instant::now() < deadline, "{:?}", m.stats());
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    total += t.elapsed();
+                    assert!(m.wait_idle(Duration::from_secs(30)));
+                }
+                total
+            });
+        });
+        m.stop().unwrap();
+    }
+    g.finish();
+    ratio::report(
+        since,
+        &[
+            (
+                "burst pages/s, manager vs repair_all",
+                "recovery_burst_10000/repair_all",
+                "recovery_burst_10000/manager_tmpfs",
+                "target ≥ 0.8",
+            ),
+            (
+                "burst pages/s, manager without audit log vs repair_all",
+                "recovery_burst_10000/repair_all",
+                "recovery_burst_10000/manager_tmpfs_audit_off",
+                "for the audit log's share",
+            ),
+        ],
+    );
+}
+
+criterion_group!(benches, one_page, burst);
+criterion_main!(benches);
