@@ -38,6 +38,7 @@ pub struct HealerConfig {
     pub(super) cold_start: HashMap<Problem, Vec<String>>,
     pub(super) seed: u64,
     pub(super) learned_path: Option<PathBuf>,
+    pub(super) learned_save: Duration,
     pub(super) memory: u32,
     pub(super) breaker: BreakerConfig,
     pub(super) backoff_base: Duration,
@@ -89,6 +90,7 @@ impl HealerConfig {
             cold_start: HashMap::new(),
             seed: 0,
             learned_path: None,
+            learned_save: Duration::from_secs(1),
             memory: 100,
             breaker: BreakerConfig::new(),
             backoff_base: Duration::from_millis(100),
@@ -152,6 +154,22 @@ impl HealerConfig {
     /// error (see [`SelfHealer::load_warning`](super::SelfHealer::load_warning)).
     pub fn learned_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.learned_path = Some(path.into());
+        self
+    }
+
+    /// How often, at most, the learned records are written to the
+    /// [learned path](Self::learned_path) (default 1 s; zero: after every
+    /// incident). Each write is a crash-safe replace (two fsyncs and a
+    /// rename), so writing after every incident would cost a burst more
+    /// than its repairs. Records learned since the last write are written
+    /// by the first incident after the interval,
+    /// [`SelfHealer::save_learned_if_due`](super::SelfHealer::save_learned_if_due)
+    /// (the recovery manager calls it on a timer),
+    /// [`SelfHealer::flush_learned`](super::SelfHealer::flush_learned) and
+    /// when the healer is dropped: a crash loses at most the last
+    /// interval's learning, never a remedy's effect.
+    pub fn learned_save_interval(mut self, interval: Duration) -> Self {
+        self.learned_save = interval;
         self
     }
 

@@ -52,7 +52,18 @@
 //! - **Incidents survive a restart.** Open incidents are saved in
 //!   `dir/incidents` (crash-safely, see [`persist`](mod@persist)) whenever
 //!   the set changes and at stop, and are resumed under their old ids at the
-//!   next start; the healer's learned records are kept in `dir/learned`.
+//!   next start; the healer's learned records are kept in `dir/learned`,
+//!   written at most every
+//!   [`learned_save_interval`](crate::healer::HealerConfig::learned_save_interval)
+//!   (default 1 s) and at stop: a crash loses at most that interval's
+//!   learning.
+//! - **The audit log commits in groups.** Its appends are not synced one
+//!   by one; the dispatcher syncs what was appended at most every
+//!   [`audit_sync_interval`](RecoveryConfig::audit_sync_interval) (default
+//!   20 ms), and `stop` syncs the rest. A crash loses at most the records of
+//!   the last interval — a prefix of the log survives, chained, with no
+//!   hole — and never a remedy's effect, which the remedy's own path made
+//!   durable.
 //! - **Pages known bad stay fenced across a restart.** The detector's
 //!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
 //!   fenced again when the next manager is built — before the host can read
@@ -216,11 +227,13 @@ impl AutoRecoveryManager {
             None => None,
         };
         let audit = if cfg.audit {
-            Some(Arc::new(
-                AuditConfig::new()
-                    .clock(clock.clone())
-                    .open(&cfg.dir.join(AUDIT_DIR))?,
-            ))
+            let ac = AuditConfig::new()
+                .clock(clock.clone())
+                .sync_every_append(cfg.audit_sync.is_zero());
+            Some(Arc::new(match cfg.audit_storage.take() {
+                Some(s) => ac.open_on(s)?,
+                None => ac.open(&cfg.dir.join(AUDIT_DIR))?,
+            }))
         } else {
             None
         };
@@ -259,6 +272,8 @@ impl AutoRecoveryManager {
             suspects,
             filed: std::sync::atomic::AtomicU64::new(0),
             closing: std::sync::atomic::AtomicU64::new(0),
+            audit: audit.clone(),
+            audit_sync: cfg.audit_sync,
         });
         Ok(AutoRecoveryManager {
             inner,

@@ -342,6 +342,13 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             &inner.queue.lock().snapshot(),
         ));
     }
+    // The audit log's last records and the learned records, made durable.
+    threads::sync_audit(inner);
+    if let Some(h) = inner.healer.read().clone() {
+        if let Err(e) = h.flush_learned() {
+            tracing::warn!(error = %e, "saving the learned records at stop");
+        }
+    }
     // 5. The components the healer used, closed.
     *inner.healer.write() = None;
     if let Some(c) = run.crash.take() {

@@ -104,6 +104,10 @@ pub(crate) struct Inner {
     /// Incidents between leaving the queue and being recorded as closed
     /// (for `is_idle`).
     pub(crate) closing: std::sync::atomic::AtomicU64,
+    /// The audit log (synced by the dispatcher and at stop).
+    pub(crate) audit: Option<Arc<AuditLog>>,
+    /// How often, at most, the dispatcher syncs the audit log.
+    pub(crate) audit_sync: Duration,
 }
 
 /// What a manager's thread does.

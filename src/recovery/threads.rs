@@ -75,6 +75,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
                 saved_at: Instant::now(),
                 marker_at: Instant::now(),
                 suspects_at: Instant::now(),
+                audit_synced_at: Instant::now(),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -113,6 +114,7 @@ struct DispatchJob {
     saved_at: Instant,
     marker_at: Instant,
     suspects_at: Instant,
+    audit_synced_at: Instant,
 }
 
 impl Job for DispatchJob {
@@ -125,7 +127,8 @@ impl Job for DispatchJob {
     fn tick(&mut self) -> Flow {
         let inner = &*self.inner;
         let draining = inner.draining.load(Ordering::Acquire);
-        match self.rx.recv_timeout(TICK) {
+        let wait = TICK.min(inner.audit_sync.max(Duration::from_millis(1)));
+        match self.rx.recv_timeout(wait) {
             Ok(f) => {
                 file(inner, f);
                 for f in self.rx.try_iter().take(4_096) {
@@ -152,6 +155,13 @@ impl Job for DispatchJob {
         if inner.dirty.load(Ordering::Relaxed) && self.saved_at.elapsed() >= SAVE_EVERY {
             save(inner);
             self.saved_at = Instant::now();
+        }
+        if self.audit_synced_at.elapsed() >= inner.audit_sync {
+            sync_audit(inner);
+            self.audit_synced_at = Instant::now();
+        }
+        if let Some(h) = inner.healer.read().clone() {
+            h.save_learned_if_due();
         }
         if self.suspects_at.elapsed() >= suspects::SAVE_EVERY {
             if let Err(e) = inner.suspects.sync_with(&inner.detector) {
@@ -430,6 +440,18 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
             metrics::counter!("selfheal_failures_overflowed_total").increment(1);
             tracing::warn!(%target, "incident queue full: failure counted, not queued");
             inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+    }
+}
+
+/// Syncs the audit log's unsynced records (an error is logged: the log is
+/// then poisoned, and healing goes on without it).
+pub(super) fn sync_audit(inner: &Inner) {
+    if let Some(a) = &inner.audit {
+        if a.has_unsynced() {
+            if let Err(e) = a.sync() {
+                tracing::warn!(error = %e, "syncing the audit log; healing goes on");
+            }
         }
     }
 }
