@@ -823,6 +823,67 @@ fn learned_records_are_saved_at_most_once_per_interval() {
     }
 }
 
+/// A remedy that changes nothing, while the health probe drifts by a point
+/// of score between samples (disk use growing under a workload): with the
+/// default tolerance the remedy is not taken for one that made health
+/// worse.
+#[test]
+fn a_probe_that_drifts_does_not_make_a_working_remedy_worse() {
+    #[derive(Debug)]
+    struct Noop;
+    impl Remedy for Noop {
+        fn name(&self) -> &str {
+            "clear-pool"
+        }
+        fn applies_to(&self, problem: &Problem) -> bool {
+            *problem == Problem::RESOURCE_PRESSURE
+        }
+        fn execute(&self, _: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+            Ok(Applied::new("pool cleared"))
+        }
+        fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
+            Ok(Verified::healed("the pool is empty"))
+        }
+    }
+    let clock = ManualClock::new();
+    let value = Arc::new(AtomicU64::new(60));
+    let v = value.clone();
+    let monitor = Arc::new(
+        HealthConfig::new()
+            .probe_fn("pool_wait_ms", Thresholds::new(50.0, 100.0), move || {
+                // 1 ms more at every sample: 1 point of score.
+                Ok(v.fetch_add(1, Ordering::SeqCst) as f64)
+            })
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+    );
+    monitor.sample_now().unwrap();
+    let healer = HealerConfig::new()
+        .remedy(Arc::new(Noop))
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .health(monitor),
+        )
+        .unwrap();
+    let inc = healer.heal(Failure::new(
+        Source::HealthMonitor,
+        FailureKind::HealthDegraded {
+            metric: Arc::from("pool_wait_ms"),
+        },
+        "60 ms",
+        0,
+    ));
+    assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Healed, "{inc:#?}");
+    assert_eq!(
+        inc.outcome,
+        Outcome::Healed {
+            remedy: "clear-pool".into()
+        }
+    );
+}
+
 #[test]
 fn every_decision_and_action_is_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();

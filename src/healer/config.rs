@@ -74,12 +74,19 @@ impl Default for HealerConfig {
     }
 }
 
+/// The default [`HealerConfig::health_tolerance`], in score points: well
+/// above a probe's drift between the two samples around one remedy (a score
+/// moves half a point per 1 % of the distance between a metric's best and
+/// degraded values), well below a harmful remedy's effect, which moves a
+/// score by tens of points or its band.
+pub const DEFAULT_HEALTH_TOLERANCE: f64 = 5.0;
+
 impl HealerConfig {
     /// Defaults: the built-in rules and remedies, seed 0, learned records
     /// kept in memory only (about 100 observations each), resilience4j's
     /// breaker defaults, backoff from 100 ms to 10 s, a 10 s cooldown per
     /// target, at most 3 restarts of a component in 5 min, at most 4
-    /// attempts per incident, no health tolerance, no audit log, no
+    /// attempts per incident, a health tolerance of 5 points, no audit log, no
     /// escalation callback, acting (not observe-only).
     pub fn new() -> Self {
         HealerConfig {
@@ -99,7 +106,7 @@ impl HealerConfig {
             max_restarts: 3,
             restart_period: Duration::from_secs(300),
             max_attempts: 4,
-            health_tolerance: 0.0,
+            health_tolerance: DEFAULT_HEALTH_TOLERANCE,
             audit: None,
             on_escalation: None,
             observe_only: false,
@@ -217,8 +224,11 @@ impl HealerConfig {
     }
 
     /// How many score points (0–100) health may drop after a remedy before
-    /// it counts as worse and is undone (default 0: any drop, or a worse
-    /// band).
+    /// it counts as worse and is undone (default
+    /// [`DEFAULT_HEALTH_TOLERANCE`], 5 points). A worse band always counts
+    /// as worse, whatever the tolerance. 0 makes any drop count: with a
+    /// probe that drifts between samples (disk use growing under a
+    /// workload, a latency's noise) that undoes remedies that worked.
     pub fn health_tolerance(mut self, points: f64) -> Self {
         self.health_tolerance = points;
         self
