@@ -14,13 +14,51 @@ impl CorruptionDetector {
     /// for a page that failed both reads (it is then fenced and reported).
     /// The corrupt bytes are never returned as valid: on error `buf` holds
     /// whatever was read and must not be used.
+    ///
+    /// Under the recovery manager with
+    /// [`heal_on_read`](crate::RecoveryConfig::heal_on_read), a page that
+    /// fails (or is fenced) is first healed on this thread, and the read
+    /// returns the healed page's verified bytes (see [`read_hook`]).
     pub fn read_verified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        let hook = self
+            .read_hook
+            .get()
+            .filter(|_| read_hook::hook_allowed())
+            .cloned();
+        let (err, failure, healable) = match self.read_once(page, buf) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(hook) = hook.filter(|_| healable) else {
+            self.emit(failure);
+            return Err(err);
+        };
+        read_hook::without_read_hook(|| match hook(page, failure) {
+            read_hook::ReadHeal::Declined(failure) => {
+                self.emit(failure);
+                Err(err)
+            }
+            read_hook::ReadHeal::ReadAgain => self.read_verified(page, buf),
+            read_hook::ReadHeal::Unhealed => Err(err),
+        })
+    }
+
+    /// One verified read; on an error, the failure to report (not sent
+    /// yet) and whether the page is known bad (corrupt or fenced), so that
+    /// the read hook may heal it.
+    #[allow(clippy::type_complexity)]
+    fn read_once(
+        &self,
+        page: PageId,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), (Error, Option<Failure>, bool)> {
         check_page_args(
             page,
             self.store.page_count(),
             buf.len(),
             self.store.page_size(),
-        )?;
+        )
+        .map_err(|e| (e, None, false))?;
         let fenced = self.registry.lock().state(page).filter(|s| s.is_fenced());
         if let Some(state) = fenced {
             self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
@@ -32,26 +70,25 @@ impl CorruptionDetector {
             // page goes back to suspect and is reported, so repair is tried
             // again (a replica may have come back). Suspect and repairing
             // pages are already waiting for repair and are not re-reported.
+            let mut failure = None;
             if state == PageState::Irreparable {
-                let failure = {
-                    let _g = self.stripe(page);
-                    // Dropped by a resize meanwhile: nothing to renew.
-                    (page.0 < self.store.page_count())
-                        .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
-                        .flatten()
-                };
-                self.emit(failure);
+                let _g = self.stripe(page);
+                // Dropped by a resize meanwhile: nothing to renew.
+                failure = (page.0 < self.store.page_count())
+                    .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
+                    .flatten();
             }
-            return Err(err);
+            return Err((err, failure, true));
         }
         if self.store.read_page(page, buf).is_ok() && self.verify_bytes(page, buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        match self.confirm(page, Observer::HostRead, Some(buf))? {
-            Verdict::Clean | Verdict::Transient => Ok(()),
-            Verdict::Corrupt { error, .. } => Err(error),
-            Verdict::Unallocated => Err(Error::PageUnallocated { page }),
+        match self.confirm_held(page, Observer::HostRead, Some(buf)) {
+            Err(e) => Err((e, None, false)),
+            Ok((Verdict::Clean | Verdict::Transient, _)) => Ok(()),
+            Ok((Verdict::Corrupt { error, .. }, failure)) => Err((error, failure, true)),
+            Ok((Verdict::Unallocated, _)) => Err((Error::PageUnallocated { page }, None, false)),
         }
     }
 
@@ -103,10 +140,23 @@ impl CorruptionDetector {
         by: Observer,
         out: Option<&mut [u8]>,
     ) -> Result<Verdict> {
+        let (verdict, failure) = self.confirm_held(page, by, out)?;
+        self.emit(failure);
+        Ok(verdict)
+    }
+
+    /// [`confirm`](Self::confirm), handing back the report instead of
+    /// sending it (the caller sends it, or gives it to the read hook).
+    fn confirm_held(
+        &self,
+        page: PageId,
+        by: Observer,
+        out: Option<&mut [u8]>,
+    ) -> Result<(Verdict, Option<Failure>)> {
         // The host's answer is asked with no lock held: it may read pages.
         if self.is_unallocated(page) {
             self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
-            return Ok(Verdict::Unallocated);
+            return Ok((Verdict::Unallocated, None));
         }
         let mut again = vec![0u8; self.store.page_size()];
         let (verdict, failure) = {
@@ -146,8 +196,7 @@ impl CorruptionDetector {
                 }
             }
         };
-        self.emit(failure);
-        Ok(verdict)
+        Ok((verdict, failure))
     }
 
     /// Records a corruption of `page` in the registry and counts it; returns

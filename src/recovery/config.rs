@@ -103,6 +103,7 @@ pub struct RecoveryConfig {
     pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
     pub(super) audit_sync: Duration,
     pub(super) audit_storage: Option<Arc<dyn TableStorage>>,
+    pub(super) heal_on_read: bool,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -132,7 +133,7 @@ impl RecoveryConfig {
     /// 4 096 open incidents; a bus of 16 384 failures; aging 30 s per
     /// level; drain 10 s and join 5 s at stop; the system clock; seed 0;
     /// audit log on, synced at most every 20 ms; the last 1 024 closed
-    /// incidents kept.
+    /// incidents kept; heal on read on.
     pub fn new(store: Arc<dyn PageStore>, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         RecoveryConfig {
@@ -174,6 +175,7 @@ impl RecoveryConfig {
             snapshot_gate: None,
             audit_sync: Duration::from_millis(20),
             audit_storage: None,
+            heal_on_read: true,
             dir,
         }
     }
@@ -414,6 +416,21 @@ impl RecoveryConfig {
     /// test hands a crash-simulating storage here.
     pub fn audit_storage(mut self, storage: Arc<dyn TableStorage>) -> Self {
         self.audit_storage = Some(storage);
+        self
+    }
+
+    /// Whether a verified read through the manager's detector that finds
+    /// its page failing verification heals the page on the reader's thread
+    /// before it returns (default `true`; see the manager's "heal on read"
+    /// and [`read_verified`](crate::CorruptionDetector::read_verified)).
+    /// The reader then gets the page's good bytes instead of an error, and
+    /// the heal costs no hand-off to a recovery thread; it is the same
+    /// incident — diagnosed, verified, audited, counted — as one healed in
+    /// the background. Off, the read returns its error and the page is
+    /// healed in the background, as a scrub's finding is. Never in
+    /// [`Mode::Observe`].
+    pub fn heal_on_read(mut self, on: bool) -> Self {
+        self.heal_on_read = on;
         self
     }
 

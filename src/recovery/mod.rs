@@ -36,6 +36,14 @@
 //!   room. A failure of another target beyond the bound is counted and
 //!   logged, not queued. The bus itself is bounded too
 //!   ([`RecoveryStats::bus_dropped`]).
+//! - **Heal on read** ([`heal_on_read`](RecoveryConfig::heal_on_read),
+//!   default on, never in Observe mode): a verified read through the
+//!   manager's detector that finds its page bad (or fenced) heals it on the
+//!   reader's thread — the page's one incident, opened or taken from the
+//!   queue, diagnosed, repaired, verified, audited and announced as on a
+//!   recovery thread — and returns the good bytes; a reader whose page
+//!   another thread is healing waits for that incident (at most 5 s) and
+//!   reads again. Reads inside a remedy never heal on read.
 //! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
 //!   allow-list, and no answer within the timeout is a no;
@@ -110,6 +118,7 @@
 
 mod config;
 mod events;
+mod inline;
 pub mod persist;
 mod queue;
 mod run;
@@ -274,6 +283,9 @@ impl AutoRecoveryManager {
             closing: std::sync::atomic::AtomicU64::new(0),
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
+            heal_on_read: cfg.heal_on_read,
+            acting: cfg.mode != Mode::Observe,
+            finished: Condvar::new(),
         });
         Ok(AutoRecoveryManager {
             inner,

@@ -74,6 +74,21 @@ pub(crate) enum Offer {
     Overflow,
 }
 
+/// What [`IncidentQueue::claim`] found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// No incident was open: one is opened, running, for the caller.
+    Opened(Taken),
+    /// A queued incident, now running for the caller (the failure joined).
+    Taken(Taken),
+    /// Another thread heals incident `id` (the failure joined it).
+    Busy(u64),
+    /// Incident `id` waits out its cooldown (the failure joined it).
+    Deferred(u64),
+    /// The queue is full: nothing was filed; the failure is given back.
+    Full(Option<Failure>),
+}
+
 /// An incident handed to a worker.
 #[derive(Clone, Debug)]
 pub(crate) struct Taken {
@@ -171,6 +186,73 @@ impl IncidentQueue {
         self.next_id += 1;
         self.insert(id, failure, now_ns, false);
         Offer::Opened(id)
+    }
+
+    /// Claims the incident of `target` for the caller's thread (heal on
+    /// read), with `failure` — the report of the read, when it made one —
+    /// joined or opening it (see [`Claim`]).
+    pub(crate) fn claim(
+        &mut self,
+        target: &Target,
+        failure: Option<Failure>,
+        opening: impl FnOnce() -> Failure,
+        now_ns: u64,
+    ) -> Claim {
+        if let Some(e) = self.open.get_mut(target) {
+            let id = e.id;
+            let state = e.state;
+            if let Some(f) = failure {
+                if f.priority < e.priority {
+                    e.priority = f.priority;
+                }
+                let list = if state == State::Running {
+                    &mut e.late
+                } else {
+                    &mut e.joined
+                };
+                if list.len() < MAX_JOINED_KEPT {
+                    list.push(f);
+                } else {
+                    e.joins_dropped += 1;
+                }
+            }
+            return match state {
+                State::Running => Claim::Busy(id),
+                State::Deferred(_) => Claim::Deferred(id),
+                State::Queued => {
+                    e.state = State::Running;
+                    Claim::Taken(Taken {
+                        id,
+                        target: target.clone(),
+                        first: e.first.clone(),
+                        joined: std::mem::take(&mut e.joined),
+                        resumed: e.resumed,
+                    })
+                }
+            };
+        }
+        if !self.has_room() {
+            return Claim::Full(failure);
+        }
+        let first = failure.unwrap_or_else(opening);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.insert(id, first.clone(), now_ns, false);
+        self.open.get_mut(target).expect("inserted").state = State::Running;
+        Claim::Opened(Taken {
+            id,
+            target: target.clone(),
+            first,
+            joined: Vec::new(),
+            resumed: false,
+        })
+    }
+
+    /// Whether incident `id` is open and running.
+    pub(crate) fn is_running(&self, target: &Target, id: u64) -> bool {
+        self.open
+            .get(target)
+            .is_some_and(|e| e.id == id && e.state == State::Running)
     }
 
     /// Re-opens an incident read back at start, under its old id.

@@ -179,8 +179,9 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             );
         }
     }
-    // The dispatcher and the recovery threads.
+    // The dispatcher and the recovery threads, and heal on read.
     threads::start_all(inner, cfg.max_concurrent)?;
+    super::inline::install(inner);
     // 4. Background work.
     if let Some(sc) = cfg.scrub.take() {
         let h = sc

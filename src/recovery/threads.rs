@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::corruption::read_hook::without_read_hook;
 use crate::corruption::{Observer, PageState, Verdict};
 use crate::error::Result;
 use crate::healer::{Incident, Outcome, Step};
@@ -125,6 +126,21 @@ impl Job for DispatchJob {
     }
 
     fn tick(&mut self) -> Flow {
+        // Reads on the manager's threads never heal on read.
+        without_read_hook(|| self.dispatch())
+    }
+
+    fn command(&mut self, (): ()) -> Flow {
+        Flow::Continue
+    }
+
+    fn died(&mut self, reason: &str) {
+        died(&self.inner, self.slot, reason, Vec::new());
+    }
+}
+
+impl DispatchJob {
+    fn dispatch(&mut self) -> Flow {
         let inner = &*self.inner;
         let draining = inner.draining.load(Ordering::Acquire);
         let wait = TICK.min(inner.audit_sync.max(Duration::from_millis(1)));
@@ -187,14 +203,6 @@ impl Job for DispatchJob {
         }
         Flow::Continue
     }
-
-    fn command(&mut self, (): ()) -> Flow {
-        Flow::Continue
-    }
-
-    fn died(&mut self, reason: &str) {
-        died(&self.inner, self.slot, reason, Vec::new());
-    }
 }
 
 /// A recovery thread: takes the next incident and heals it, until the bus
@@ -232,11 +240,15 @@ impl Job for RecoverJob {
             batch
         };
         self.current = taken;
-        if let [t] = self.current.as_slice() {
-            handle(inner, t);
-        } else {
-            handle_batch(inner, &self.current);
-        }
+        // Reads inside a remedy never heal on read (the incident is this
+        // thread's already).
+        without_read_hook(|| {
+            if let [t] = self.current.as_slice() {
+                handle(inner, t);
+            } else {
+                handle_batch(inner, &self.current);
+            }
+        });
         self.current.clear();
         Flow::Continue
     }
@@ -296,6 +308,7 @@ fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
         }
         inner.dirty.store(true, Ordering::Relaxed);
     }
+    inner.finished.notify_all();
     inner.deaths.lock().push(Death { slot, failure });
 }
 
@@ -314,6 +327,7 @@ fn escalate_poisoned(inner: &Inner, t: Taken, deaths: u32, reason: &str) {
         Ok(inc) => {
             let _closing = Closing::new(inner);
             let late = inner.queue.lock().finish(&t.target);
+            inner.finished.notify_all();
             close(inner, inc, &late);
         }
         Err(_) => {
@@ -555,13 +569,15 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
 }
 
 /// Files a healer's answer about a taken incident: deferred, or closed.
-fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+pub(super) fn settle(inner: &Inner, t: &Taken, inc: Incident) {
     let _closing = Closing::new(inner);
     if let Outcome::Deferred { until_ns } = inc.outcome {
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
         inner.queue.lock().defer(&t.target, until_ns);
+        inner.finished.notify_all();
     } else {
         let late = inner.queue.lock().finish(&t.target);
+        inner.finished.notify_all();
         inner.dirty.store(true, Ordering::Relaxed);
         close(inner, inc, &late);
     }
