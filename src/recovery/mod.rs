@@ -31,10 +31,13 @@
 //! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
 //!   incidents are open. A failure beyond it is counted
 //!   ([`RecoveryStats::overflowed`]) and reported as
-//!   [`RecoveryEvent::Overflowed`]; a page is found again by an error-only
-//!   rescan (the detector's suspect pages rechecked) once the queue has
-//!   room. A failure of another target beyond the bound is counted and
-//!   logged, not queued. The bus itself is bounded too
+//!   [`RecoveryEvent::Overflowed`]; a page's failure waits in a page
+//!   backlog of at most 4 × `queue_capacity` failures and opens its
+//!   incident as soon as one closes (no second read of the page); a page
+//!   beyond the backlog is found again by an error-only rescan (the
+//!   detector's suspect pages rechecked) once the queue has room. A
+//!   failure of another target beyond the bound is counted and logged, not
+//!   queued. The bus itself is bounded too
 //!   ([`RecoveryStats::bus_dropped`]).
 //! - **Heal on read** ([`heal_on_read`](RecoveryConfig::heal_on_read),
 //!   default on, never in Observe mode): a verified read through the
@@ -159,6 +162,10 @@ use crate::clock::Clock;
 use crate::types::{FailureKind, Target};
 
 use queue::IncidentQueue;
+
+/// Page failures the backlog holds beyond the queue's bound, per open
+/// incident the queue may hold.
+const BACKLOG_PER_SLOT: usize = 4;
 use state::{Inner, Pending, Running, AUDIT_DIR, INCIDENTS_FILE};
 use stats::Tally;
 
@@ -252,11 +259,14 @@ impl AutoRecoveryManager {
             detector,
             healer: RwLock::new(None),
             health,
-            queue: Mutex::new(IncidentQueue::new(
-                cfg.queue_capacity,
-                u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
-                1,
-            )),
+            queue: Mutex::new(
+                IncidentQueue::new(
+                    cfg.queue_capacity,
+                    u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
+                    1,
+                )
+                .with_backlog(cfg.queue_capacity.saturating_mul(BACKLOG_PER_SLOT)),
+            ),
             work: Condvar::new(),
             events: events::Events::default(),
             tally: Mutex::new(Tally::default()),

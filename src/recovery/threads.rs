@@ -161,6 +161,7 @@ impl DispatchJob {
         if inner.queue.lock().promote(now) > 0 {
             inner.work.notify_all();
         }
+        refill(inner);
         rescan(inner);
         if let Some(h) = &inner.health {
             if let Some(score) = h.latest().and_then(|s| s.score) {
@@ -455,7 +456,44 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
             tracing::warn!(%target, "incident queue full: failure counted, not queued");
             inner.events.emit(&RecoveryEvent::Overflowed { target });
         }
+        Offer::Backlogged => {
+            drop(t);
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::debug!(%target, "incident queue full: the page waits in the backlog");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
     }
+}
+
+/// Opens the incidents of the page backlog while the queue has room,
+/// counting and announcing each.
+pub(super) fn refill(inner: &Inner) {
+    let filed = {
+        let mut q = inner.queue.lock();
+        if !q.has_backlog() || !q.has_room() {
+            return;
+        }
+        q.refill(inner.clock.now_ns())
+    };
+    for (r, target, prio) in filed {
+        match r {
+            Offer::Opened(id) => {
+                inner.tally.lock().opened(prio);
+                inner.work.notify_one();
+                inner.events.emit(&RecoveryEvent::Opened {
+                    id,
+                    target,
+                    priority: prio,
+                });
+            }
+            Offer::Joined(id) => {
+                inner.tally.lock().stats.joined += 1;
+                inner.events.emit(&RecoveryEvent::Joined { id, target });
+            }
+            Offer::Overflow | Offer::Backlogged => {}
+        }
+    }
+    inner.dirty.store(true, Ordering::Relaxed);
 }
 
 /// Syncs the audit log's unsynced records (an error is logged: the log is
@@ -579,6 +617,7 @@ pub(super) fn settle(inner: &Inner, t: &Taken, inc: Incident) {
         let late = inner.queue.lock().finish(&t.target);
         inner.finished.notify_all();
         inner.dirty.store(true, Ordering::Relaxed);
+        refill(inner);
         close(inner, inc, &late);
     }
 }
