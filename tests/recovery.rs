@@ -232,25 +232,26 @@ fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
                     Duration::from_secs(30),
                 )
         });
-        for p in 0..20 {
+        // 4 queued, 16 in the page backlog (4 × the queue), 20 beyond it.
+        for p in 0..40 {
             damage(&raw, p);
             read_finds(&m, p);
         }
         m.start().unwrap();
         let deadline = Instant::now() + IDLE;
-        while m.stats().overflowed < 16 && Instant::now() < deadline {
+        while m.stats().overflowed < 36 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         let s = m.stats();
-        assert_eq!(s.overflowed, 16, "{s:?}");
+        assert_eq!(s.overflowed, 36, "{s:?}");
         assert!(s.open <= 4);
         release.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + IDLE;
-        while m.stats().recovered < 20 && Instant::now() < deadline {
+        while m.stats().recovered < 40 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(m.wait_idle(IDLE));
-        for p in 0..20 {
+        for p in 0..40 {
             assert_eq!(
                 bytes(raw.as_ref(), p),
                 bytes(mirror.as_ref(), p),
@@ -258,7 +259,7 @@ fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
             );
         }
         let s = m.stats();
-        assert_eq!(s.recovered, 20, "{s:?}");
+        assert_eq!(s.recovered, 40, "{s:?}");
         assert!(s.rescans >= 1);
         m.stop().unwrap();
     }
