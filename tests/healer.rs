@@ -798,9 +798,15 @@ fn learned_records_are_saved_at_most_once_per_interval() {
                 .successes
         };
         let healer = build();
-        assert!(matches!(healer.heal(r.corrupt(1)).outcome, Outcome::Healed { .. }));
+        assert!(matches!(
+            healer.heal(r.corrupt(1)).outcome,
+            Outcome::Healed { .. }
+        ));
         let first = std::fs::read(&path).expect("the first incident's records are written");
-        assert!(matches!(healer.heal(r.corrupt(2)).outcome, Outcome::Healed { .. }));
+        assert!(matches!(
+            healer.heal(r.corrupt(2)).outcome,
+            Outcome::Healed { .. }
+        ));
         assert_eq!(repairs(&healer), 2.0);
         assert_eq!(
             std::fs::read(&path).unwrap(),
@@ -817,7 +823,10 @@ fn learned_records_are_saved_at_most_once_per_interval() {
             assert_eq!(repairs(&reread), 2.0);
             // Dropped with nothing new: it writes nothing.
         }
-        assert!(matches!(healer.heal(r.corrupt(3)).outcome, Outcome::Healed { .. }));
+        assert!(matches!(
+            healer.heal(r.corrupt(3)).outcome,
+            Outcome::Healed { .. }
+        ));
         drop(healer);
         assert_eq!(repairs(&build()), 3.0, "written when dropped");
     }

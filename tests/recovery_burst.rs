@@ -102,7 +102,11 @@ fn pages_beyond_the_backlog_are_found_again_by_the_rescan() {
         assert!(open_max <= SMALL as u64, "{open_max} open");
         assert!(s.overflowed > 0 && s.rescans > 0, "{s:?}");
         for p in 0..N {
-            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p), "page {p}");
+            assert_eq!(
+                bytes(raw.as_ref(), p),
+                bytes(mirror.as_ref(), p),
+                "page {p}"
+            );
         }
         m.stop().unwrap();
     }

@@ -89,7 +89,10 @@ fn readers_of_one_damaged_page_share_its_incident() {
             })
             .collect();
         for r in readers {
-            assert_eq!(r.join().unwrap().expect("every reader gets the page"), model);
+            assert_eq!(
+                r.join().unwrap().expect("every reader gets the page"),
+                model
+            );
         }
         assert!(m.wait_idle(IDLE));
         let incs = m.incidents();

@@ -187,6 +187,7 @@ impl AuditConfig {
             max_bytes: self.max_bytes,
             sync_every_append: self.sync_every_append,
             inner: Mutex::new(inner),
+            sync_gate: Mutex::new(()),
         })
     }
 }
@@ -209,6 +210,8 @@ struct Inner {
     last_hash: [u8; 32],
     damage: Vec<Error>,
     poisoned: Option<String>,
+    /// The segment a [`AuditLog::sync`] is syncing without the lock.
+    syncing: Option<String>,
 }
 
 /// What reading one segment found.
@@ -346,6 +349,7 @@ fn load(storage: &dyn TableStorage) -> Result<Inner> {
         last_hash: [0; 32],
         damage: Vec::new(),
         poisoned: None,
+        syncing: None,
     };
     let count = names.len();
     let mut prev: Option<AuditRecord> = None;
@@ -515,6 +519,8 @@ pub struct AuditLog {
     max_bytes: u64,
     sync_every_append: bool,
     inner: Mutex<Inner>,
+    /// One [`sync`](AuditLog::sync) at a time.
+    sync_gate: Mutex<()>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -626,19 +632,45 @@ impl AuditLog {
     /// # Errors
     /// [`Error::Io`] from the storage, after which the log is poisoned as
     /// after a failed append; [`Error::Poisoned`] when it already is.
+    ///
+    /// The fsync runs without the log's lock: appends go on meanwhile (and
+    /// are covered by the next sync).
     pub fn sync(&self) -> Result<()> {
+        let _one = self.sync_gate.lock();
+        let (through, name) = {
+            let mut inner = self.inner.lock();
+            if let Some(reason) = &inner.poisoned {
+                return Err(Error::Poisoned {
+                    component: COMPONENT,
+                    reason: reason.clone(),
+                });
+            }
+            if inner.synced_through + 1 >= inner.next_seq {
+                return Ok(());
+            }
+            let name = inner
+                .segments
+                .iter()
+                .rev()
+                .find(|s| s.appendable)
+                .map(|s| s.name.clone());
+            // Not removed by a rotation's trim while it is synced.
+            inner.syncing.clone_from(&name);
+            (inner.next_seq - 1, name)
+        };
+        let r = name.as_ref().map_or(Ok(()), |n| self.storage.sync(n));
         let mut inner = self.inner.lock();
-        if let Some(reason) = &inner.poisoned {
-            return Err(Error::Poisoned {
-                component: COMPONENT,
-                reason: reason.clone(),
-            });
+        inner.syncing = None;
+        match r {
+            Ok(()) => {
+                inner.synced_through = inner.synced_through.max(through);
+                Ok(())
+            }
+            Err(e) => {
+                inner.poisoned = Some(format!("a sync failed: {e}; reopen the log"));
+                Err(e)
+            }
         }
-        let r = self.sync_locked(&mut inner);
-        if let Err(e) = &r {
-            inner.poisoned = Some(format!("a sync failed: {e}; reopen the log"));
-        }
-        r
     }
 
     /// Whether records were appended since the last sync.
@@ -670,6 +702,10 @@ impl AuditLog {
         let mut total: u64 = inner.segments.iter().map(|s| s.len).sum();
         let mut removed = false;
         while total > self.max_bytes && inner.segments.len() > 1 {
+            if inner.syncing.as_deref() == Some(inner.segments[0].name.as_str()) {
+                // Being synced: removed by a later trim.
+                break;
+            }
             let oldest = inner.segments.remove(0);
             self.storage.remove(&oldest.name)?;
             total -= oldest.len;

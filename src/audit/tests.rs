@@ -177,14 +177,21 @@ fn group_commit_a_crash_loses_only_what_was_not_synced() {
     let after = small().open_on(Arc::new(files.crash(None))).unwrap();
     assert!(after.damage().is_empty(), "{:?}", after.damage());
     let seen = after.query(&AuditQuery::all()).unwrap();
-    assert_eq!(seen.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        seen.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
     after.verify().unwrap();
     assert_eq!(after.append(&[entry(99)]).unwrap(), 6);
     after.verify().unwrap();
     // Some of the unsynced records too, torn or with holes: a prefix is kept.
     for seed in 0..20 {
         let after = small().open_on(Arc::new(files.crash(Some(seed)))).unwrap();
-        assert!(after.damage().is_empty(), "seed {seed}: {:?}", after.damage());
+        assert!(
+            after.damage().is_empty(),
+            "seed {seed}: {:?}",
+            after.damage()
+        );
         after.verify().unwrap();
         let seen = after.query(&AuditQuery::all()).unwrap();
         assert!(seen.len() >= 5, "seed {seed}: synced records lost");

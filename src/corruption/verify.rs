@@ -18,7 +18,7 @@ impl CorruptionDetector {
     /// Under the recovery manager with
     /// [`heal_on_read`](crate::RecoveryConfig::heal_on_read), a page that
     /// fails (or is fenced) is first healed on this thread, and the read
-    /// returns the healed page's verified bytes (see [`read_hook`]).
+    /// returns the healed page's verified bytes.
     pub fn read_verified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
         let hook = self
             .read_hook

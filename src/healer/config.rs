@@ -39,6 +39,7 @@ pub struct HealerConfig {
     pub(super) seed: u64,
     pub(super) learned_path: Option<PathBuf>,
     pub(super) learned_save: Duration,
+    pub(super) learned_on_timer: bool,
     pub(super) memory: u32,
     pub(super) breaker: BreakerConfig,
     pub(super) backoff_base: Duration,
@@ -98,6 +99,7 @@ impl HealerConfig {
             seed: 0,
             learned_path: None,
             learned_save: Duration::from_secs(1),
+            learned_on_timer: false,
             memory: 100,
             breaker: BreakerConfig::new(),
             backoff_base: Duration::from_millis(100),
@@ -177,6 +179,14 @@ impl HealerConfig {
     /// interval's learning, never a remedy's effect.
     pub fn learned_save_interval(mut self, interval: Duration) -> Self {
         self.learned_save = interval;
+        self
+    }
+
+    /// The owner calls [`SelfHealer::save_learned_if_due`](super::SelfHealer::save_learned_if_due)
+    /// on a timer (the recovery manager's dispatcher): an incident then
+    /// never writes the learned records on its own thread.
+    pub(crate) fn learned_saved_on_timer(mut self) -> Self {
+        self.learned_on_timer = true;
         self
     }
 

@@ -123,6 +123,7 @@ pub struct SelfHealer {
     gate: Option<ActionGate>,
     learned_path: Option<PathBuf>,
     learned_save_ns: u64,
+    learned_on_timer: bool,
     /// The learned records' saving: whether they changed since the last
     /// write, and when that was (held while writing, so writes never
     /// overtake each other).
@@ -248,6 +249,7 @@ impl SelfHealer {
             gate: cfg.gate,
             learned_path: cfg.learned_path,
             learned_save_ns: u64::try_from(cfg.learned_save.as_nanos()).unwrap_or(u64::MAX),
+            learned_on_timer: cfg.learned_on_timer,
             learned_saved: Mutex::new(Saved::default()),
             load_warning,
             next_id: AtomicU64::new(1),
@@ -824,7 +826,9 @@ impl SelfHealer {
             return;
         }
         self.learned_saved.lock().dirty = true;
-        self.save_learned_if_due();
+        if !self.learned_on_timer {
+            self.save_learned_if_due();
+        }
     }
 
     /// Writes the learned records when they changed since the last write

@@ -117,6 +117,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     let mut hc = std::mem::take(&mut cfg.healer)
         .seed(cfg.seed)
         .learned_path(cfg.dir.join(LEARNED_FILE))
+        .learned_saved_on_timer()
         .observe_only(cfg.mode == Mode::Observe);
     if let Some(a) = audit {
         hc = hc.audit(a);
