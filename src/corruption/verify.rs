@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// A verified read that failed: the error it returns, the report it made
+/// (not sent yet), and whether the page is known bad (corrupt or fenced),
+/// so that the read hook may heal it.
+struct ReadFailed {
+    error: Error,
+    failure: Option<Failure>,
+    healable: bool,
+}
+
 impl CorruptionDetector {
     /// Reads `page` into `buf` and verifies it. A page that fails is re-read
     /// once (with writers to it excluded) before it is declared corrupt.
@@ -25,9 +34,13 @@ impl CorruptionDetector {
             .get()
             .filter(|_| read_hook::hook_allowed())
             .cloned();
-        let (err, failure, healable) = match self.read_once(page, buf) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        let Some(ReadFailed {
+            error: err,
+            failure,
+            healable,
+        }) = self.read_once(page, buf)
+        else {
+            return Ok(());
         };
         let Some(hook) = hook.filter(|_| healable) else {
             self.emit(failure);
@@ -43,22 +56,23 @@ impl CorruptionDetector {
         })
     }
 
-    /// One verified read; on an error, the failure to report (not sent
-    /// yet) and whether the page is known bad (corrupt or fenced), so that
-    /// the read hook may heal it.
-    #[allow(clippy::type_complexity)]
-    fn read_once(
-        &self,
-        page: PageId,
-        buf: &mut [u8],
-    ) -> std::result::Result<(), (Error, Option<Failure>, bool)> {
-        check_page_args(
+    /// One verified read: `None` when it verified, else why it failed.
+    fn read_once(&self, page: PageId, buf: &mut [u8]) -> Option<ReadFailed> {
+        let failed = |error, failure, healable| {
+            Some(ReadFailed {
+                error,
+                failure,
+                healable,
+            })
+        };
+        if let Err(e) = check_page_args(
             page,
             self.store.page_count(),
             buf.len(),
             self.store.page_size(),
-        )
-        .map_err(|e| (e, None, false))?;
+        ) {
+            return failed(e, None, false);
+        }
         let fenced = self.registry.lock().state(page).filter(|s| s.is_fenced());
         if let Some(state) = fenced {
             self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
@@ -78,17 +92,17 @@ impl CorruptionDetector {
                     .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
                     .flatten();
             }
-            return Err((err, failure, true));
+            return failed(err, failure, true);
         }
         if self.store.read_page(page, buf).is_ok() && self.verify_bytes(page, buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return None;
         }
         match self.confirm_held(page, Observer::HostRead, Some(buf)) {
-            Err(e) => Err((e, None, false)),
-            Ok((Verdict::Clean | Verdict::Transient, _)) => Ok(()),
-            Ok((Verdict::Corrupt { error, .. }, failure)) => Err((error, failure, true)),
-            Ok((Verdict::Unallocated, _)) => Err((Error::PageUnallocated { page }, None, false)),
+            Err(e) => failed(e, None, false),
+            Ok((Verdict::Clean | Verdict::Transient, _)) => None,
+            Ok((Verdict::Corrupt { error, .. }, failure)) => failed(error, failure, true),
+            Ok((Verdict::Unallocated, _)) => failed(Error::PageUnallocated { page }, None, false),
         }
     }
 
