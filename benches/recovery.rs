@@ -1,34 +1,38 @@
 //! The recovery manager's loop against calling the repairer directly.
 //!
 //! - `recovery_one_page`: a corrupt 4 KiB page found by a verified read,
-//!   healed and verified. `manager_disk` is the [`AutoRecoveryManager`]
-//!   with its defaults (audit log on) and its directory on the temporary
-//!   directory's disk: from the failing read, through the bus, the
-//!   dispatcher, the incident queue and a recovery thread, the healer's
-//!   diagnosis, `repair-from-replicas`, its verification (a re-read), the
-//!   learned record and the audit log, to the `Healed` event.
-//!   `manager_tmpfs` is the same with the directory on `/dev/shm` (skipped
-//!   where there is none): the loop without the disk's fsyncs;
-//!   `manager_tmpfs_audit_off` the same without the audit log. The baseline
-//!   `direct` is the failing read, `DataRepairer::repair_page` and a
-//!   re-check of the page, on the caller's thread. All of them repair the
-//!   same pages of a `MemStore` from a `MemStore` replica. Criterion reports
-//!   means; the bench keeps every sample itself (`iter_custom`, one incident
-//!   per sample, the first 20 dropped as warm-up) and prints the median and
-//!   the 99th percentile of each and their ratios to the baseline's.
-//!   Targets: median ≤ 1.5×, p99 ≤ 3×. It also prints, from the incidents'
-//!   own timelines, the median time from detection until a recovery thread
-//!   took the incident, and from then until it closed.
+//!   healed and verified. The baseline `direct` is the failing read,
+//!   `DataRepairer::repair_page` and a verified re-read of the page, on the
+//!   caller's thread. `manager_on_read_disk` is the [`AutoRecoveryManager`]
+//!   with its defaults (audit log on, heal on read on) and its directory on
+//!   the temporary directory's disk: the failing read heals the page on the
+//!   caller's thread — the incident opened, diagnosed,
+//!   `repair-from-replicas`, its verification, the audit records and the
+//!   `Healed` event — and returns the good bytes. `manager_on_read_tmpfs`
+//!   is the same with the directory on `/dev/shm` (skipped where there is
+//!   none), `manager_on_read_tmpfs_audit_off` without the audit log.
+//!   `manager_bus_disk` and `manager_bus_tmpfs` are the background path
+//!   (heal on read off): the read fails and reports on the bus, the
+//!   dispatcher queues the incident, a recovery thread heals it, and the
+//!   sample ends at its `Healed` event. All of them repair the same pages of
+//!   a `MemStore` from a `MemStore` replica. Criterion reports means; the
+//!   bench keeps every sample itself (`iter_custom`, one incident per
+//!   sample, the first 20 dropped as warm-up) and prints the median and the
+//!   99th percentile of each and their ratios to the baseline's. Targets
+//!   (for the path a read takes, `manager_on_read_*`): median ≤ 1.5×,
+//!   p99 ≤ 3×. It also prints, from the incidents' own timelines, the
+//!   median time from detection until the healer took the incident, and
+//!   from then until it closed.
 //! - `recovery_burst_10000`: 10 000 pages made corrupt at once, each found
-//!   by a verified read; `manager_tmpfs` heals them all (default queue of
-//!   4 096 open incidents: the rest overflow and are found again by the
-//!   error-only rescan), `manager_tmpfs_audit_off` without the audit log,
+//!   by a verified read; `manager_tmpfs` (heal on read off, so the reads
+//!   fail and report on the bus, as a scrub's findings are) heals them all
+//!   in the background (default queue of 4 096 open incidents),
+//!   `manager_tmpfs_audit_off` without the audit log, `manager_tmpfs_on_read`
+//!   with heal on read (each read heals its page before it returns),
 //!   against the baseline `repair_all` of the same pages after the same
 //!   reads. Throughput in pages/s; target ≥ 0.8× the baseline's. The
 //!   manager's directory is on `/dev/shm` (the bench is skipped where there
-//!   is none): on a disk, the fsyncs of each incident's learned record and
-//!   audit entries (measured above) make a burst take minutes, too long for
-//!   CI's test-mode run of every bench.
+//!   is none), so that CI's test-mode run of every bench stays short.
 //!
 //! Every manager runs with a per-target cooldown of 1 ms (default 10 s), so
 //! that the bench may damage a page again in its next round.
@@ -84,6 +88,14 @@ fn read_fails(det: &CorruptionDetector, p: u64) {
     assert!(det.read_verified(PageId(p), &mut b).is_err(), "page {p}");
 }
 
+/// A verified read that returns the page's good bytes.
+fn read_good(det: &CorruptionDetector, p: u64) {
+    let mut b = vec![0u8; PS];
+    det.read_verified(PageId(p), &mut b)
+        .unwrap_or_else(|e| panic!("page {p}: {e}"));
+    assert_eq!(b[..8], p.to_le_bytes(), "page {p}");
+}
+
 /// `pages` sealed pages in a store, and a mirror of them.
 fn stores(pages: u64) -> (Arc<MemStore>, Arc<MemStore>) {
     (
@@ -104,13 +116,19 @@ fn seal(det: &CorruptionDetector, local: &MemStore, mirror: &MemStore, pages: u6
 /// A started manager over `pages` sealed pages with a mirror replica, its
 /// files in `dir`. The per-target cooldown is 1 ms (default 10 s) so that
 /// a page may be healed again in the next round of the bench.
-fn manager(pages: u64, dir: &Path, audit: bool) -> (Arc<MemStore>, AutoRecoveryManager) {
+fn manager(
+    pages: u64,
+    dir: &Path,
+    audit: bool,
+    on_read: bool,
+) -> (Arc<MemStore>, AutoRecoveryManager) {
     let (local, mirror) = stores(pages);
     let m = RecoveryConfig::new(local.clone(), dir)
         .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
         .without_scrub()
         .healer(HealerConfig::new().cooldown(Duration::from_millis(1)))
         .audit(audit)
+        .heal_on_read(on_read)
         .build()
         .unwrap();
     seal(m.detector(), &local, &mirror, pages);
@@ -186,10 +204,7 @@ fn one_page(c: &mut Criterion) {
                     let t = Instant::now();
                     read_fails(&det, p);
                     assert!(repairer.repair_page(PageId(p)).unwrap().is_repaired());
-                    assert!(matches!(
-                        det.recheck(PageId(p)).unwrap(),
-                        selfheal::corruption::Verdict::Clean
-                    ));
+                    read_good(&det, p);
                     let d = t.elapsed();
                     s.borrow_mut().push(d);
                     total += d;
@@ -203,17 +218,19 @@ fn one_page(c: &mut Criterion) {
     let disk = tempfile::tempdir().unwrap();
     let shm = shm_dir();
     let shm_path = shm.as_ref().map(|d| d.path());
-    let variants: Vec<(&str, &Path, bool)> = [
-        ("manager_disk", Some(disk.path()), true),
-        ("manager_tmpfs", shm_path, true),
-        ("manager_tmpfs_audit_off", shm_path, false),
+    let variants: Vec<(&str, &Path, bool, bool)> = [
+        ("manager_on_read_disk", Some(disk.path()), true, true),
+        ("manager_on_read_tmpfs", shm_path, true, true),
+        ("manager_on_read_tmpfs_audit_off", shm_path, false, true),
+        ("manager_bus_disk", Some(disk.path()), true, false),
+        ("manager_bus_tmpfs", shm_path, true, false),
     ]
     .into_iter()
-    .filter_map(|(n, d, audit)| d.map(|d| (n, d, audit)))
+    .filter_map(|(n, d, audit, on_read)| d.map(|d| (n, d, audit, on_read)))
     .collect();
-    for (name, dir, audit) in variants {
+    for (name, dir, audit, on_read) in variants {
         let dir = tempfile::tempdir_in(dir).unwrap();
-        let (local, m) = manager(PAGES, dir.path(), audit);
+        let (local, m) = manager(PAGES, dir.path(), audit, on_read);
         let events = m.subscribe(1_024).unwrap();
         let mut next = 0u64;
         let s = Samples::default();
@@ -226,7 +243,11 @@ fn one_page(c: &mut Criterion) {
                     next += 1;
                     damage(&local, p);
                     let t = Instant::now();
-                    read_fails(m.detector(), p);
+                    if on_read {
+                        read_good(m.detector(), p);
+                    } else {
+                        read_fails(m.detector(), p);
+                    }
                     healed(&events);
                     let d = t.elapsed();
                     s2.borrow_mut().push(d);
@@ -325,9 +346,13 @@ fn burst(c: &mut Criterion) {
             });
         });
     }
-    for (name, audit) in [("manager_tmpfs", true), ("manager_tmpfs_audit_off", false)] {
+    for (name, audit, on_read) in [
+        ("manager_tmpfs", true, false),
+        ("manager_tmpfs_audit_off", false, false),
+        ("manager_tmpfs_on_read", true, true),
+    ] {
         let dir = tempfile::tempdir_in(shm.path()).unwrap();
-        let (local, m) = manager(BURST, dir.path(), audit);
+        let (local, m) = manager(BURST, dir.path(), audit, on_read);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -338,7 +363,11 @@ fn burst(c: &mut Criterion) {
                     let before = m.stats().recovered;
                     let t = Instant::now();
                     for p in 0..BURST {
-                        read_fails(m.detector(), p);
+                        if on_read {
+                            read_good(m.detector(), p);
+                        } else {
+                            read_fails(m.detector(), p);
+                        }
                     }
                     let deadline = Instant::now() + Duration::from_secs(600);
                     while m.stats().recovered - before < BURST {
@@ -351,6 +380,11 @@ fn burst(c: &mut Criterion) {
                 total
             });
         });
+        let s = m.stats();
+        eprintln!(
+            "recovery_burst_10000/{name}: {} overflowed, {} rescans so far",
+            s.overflowed, s.rescans
+        );
         m.stop().unwrap();
     }
     g.finish();
@@ -368,6 +402,12 @@ fn burst(c: &mut Criterion) {
                 "recovery_burst_10000/repair_all",
                 "recovery_burst_10000/manager_tmpfs_audit_off",
                 "for the audit log's share",
+            ),
+            (
+                "burst pages/s, manager healing on read vs repair_all",
+                "recovery_burst_10000/repair_all",
+                "recovery_burst_10000/manager_tmpfs_on_read",
+                "each read heals its page",
             ),
         ],
     );

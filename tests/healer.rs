@@ -776,6 +776,123 @@ fn learned_records_survive_a_rebuild_and_a_damaged_file_means_cold_start() {
     assert_eq!(inc.attempts[0].remedy, "rescan", "cold-start order again");
 }
 
+/// The learned records are written at most once per save interval (the
+/// first incident's at once, the next ones' when the interval has passed,
+/// on `save_learned_if_due`), and what is left unwritten is written when
+/// the healer is dropped.
+#[test]
+fn learned_records_are_saved_at_most_once_per_interval() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("learned");
+        let r = rig(placement);
+        let build = || {
+            HealerConfig::new()
+                .learned_path(&path)
+                .learned_save_interval(Duration::from_secs(1))
+                .build(r.ctx())
+                .unwrap()
+        };
+        let repairs = |h: &SelfHealer| {
+            h.tally(&Problem::CORRUPT_PAGE, "repair-from-replicas")
+                .successes
+        };
+        let healer = build();
+        assert!(matches!(
+            healer.heal(r.corrupt(1)).outcome,
+            Outcome::Healed { .. }
+        ));
+        let first = std::fs::read(&path).expect("the first incident's records are written");
+        assert!(matches!(
+            healer.heal(r.corrupt(2)).outcome,
+            Outcome::Healed { .. }
+        ));
+        assert_eq!(repairs(&healer), 2.0);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            first,
+            "not written again within the interval"
+        );
+        healer.save_learned_if_due();
+        assert_eq!(std::fs::read(&path).unwrap(), first, "not due yet");
+        r.clock.advance(Duration::from_secs(1));
+        healer.save_learned_if_due();
+        assert_ne!(std::fs::read(&path).unwrap(), first, "due: written");
+        {
+            let reread = build();
+            assert_eq!(repairs(&reread), 2.0);
+            // Dropped with nothing new: it writes nothing.
+        }
+        assert!(matches!(
+            healer.heal(r.corrupt(3)).outcome,
+            Outcome::Healed { .. }
+        ));
+        drop(healer);
+        assert_eq!(repairs(&build()), 3.0, "written when dropped");
+    }
+}
+
+/// A remedy that changes nothing, while the health probe drifts by a point
+/// of score between samples (disk use growing under a workload): with the
+/// default tolerance the remedy is not taken for one that made health
+/// worse.
+#[test]
+fn a_probe_that_drifts_does_not_make_a_working_remedy_worse() {
+    #[derive(Debug)]
+    struct Noop;
+    impl Remedy for Noop {
+        fn name(&self) -> &str {
+            "clear-pool"
+        }
+        fn applies_to(&self, problem: &Problem) -> bool {
+            *problem == Problem::RESOURCE_PRESSURE
+        }
+        fn execute(&self, _: &RemedyContext, _: &Case<'_>) -> Result<Applied> {
+            Ok(Applied::new("pool cleared"))
+        }
+        fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
+            Ok(Verified::healed("the pool is empty"))
+        }
+    }
+    let clock = ManualClock::new();
+    let value = Arc::new(AtomicU64::new(60));
+    let v = value.clone();
+    let monitor = Arc::new(
+        HealthConfig::new()
+            .probe_fn("pool_wait_ms", Thresholds::new(50.0, 100.0), move || {
+                // 1 ms more at every sample: 1 point of score.
+                Ok(v.fetch_add(1, Ordering::SeqCst) as f64)
+            })
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+    );
+    monitor.sample_now().unwrap();
+    let healer = HealerConfig::new()
+        .remedy(Arc::new(Noop))
+        .build(
+            RemedyContext::new()
+                .clock(Arc::new(clock.clone()))
+                .health(monitor),
+        )
+        .unwrap();
+    let inc = healer.heal(Failure::new(
+        Source::HealthMonitor,
+        FailureKind::HealthDegraded {
+            metric: Arc::from("pool_wait_ms"),
+        },
+        "60 ms",
+        0,
+    ));
+    assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Healed, "{inc:#?}");
+    assert_eq!(
+        inc.outcome,
+        Outcome::Healed {
+            remedy: "clear-pool".into()
+        }
+    );
+}
+
 #[test]
 fn every_decision_and_action_is_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -232,25 +232,26 @@ fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
                     Duration::from_secs(30),
                 )
         });
-        for p in 0..20 {
+        // 4 queued, 16 in the page backlog (4 × the queue), 20 beyond it.
+        for p in 0..40 {
             damage(&raw, p);
             read_finds(&m, p);
         }
         m.start().unwrap();
         let deadline = Instant::now() + IDLE;
-        while m.stats().overflowed < 16 && Instant::now() < deadline {
+        while m.stats().overflowed < 36 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         let s = m.stats();
-        assert_eq!(s.overflowed, 16, "{s:?}");
+        assert_eq!(s.overflowed, 36, "{s:?}");
         assert!(s.open <= 4);
         release.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + IDLE;
-        while m.stats().recovered < 20 && Instant::now() < deadline {
+        while m.stats().recovered < 40 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(m.wait_idle(IDLE));
-        for p in 0..20 {
+        for p in 0..40 {
             assert_eq!(
                 bytes(raw.as_ref(), p),
                 bytes(mirror.as_ref(), p),
@@ -258,7 +259,7 @@ fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
             );
         }
         let s = m.stats();
-        assert_eq!(s.recovered, 20, "{s:?}");
+        assert_eq!(s.recovered, 40, "{s:?}");
         assert!(s.rescans >= 1);
         m.stop().unwrap();
     }
@@ -488,4 +489,79 @@ fn a_burst_of_a_thousand_corrupt_pages_is_all_healed() {
     }
     eprintln!("1000 corrupt pages found by scrub and healed in {took:?}");
     m.stop().unwrap();
+}
+
+/// The manager's audit log commits in groups: an incident's records are
+/// written but not synced until the sync interval has passed (a crash
+/// before loses them, and only them), and `stop` syncs the rest: every
+/// record is then durable, in order and chained.
+#[test]
+fn the_audit_log_is_synced_by_the_manager_in_groups_and_at_stop() {
+    use selfheal::audit::{AuditConfig, AuditQuery};
+    use selfheal::testing::CrashFiles;
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Arc::new(CrashFiles::new());
+        let f2 = files.clone();
+        let (raw, _mirror, m) = rig(placement, 16, dir.path(), move |c| {
+            c.audit_storage(f2)
+                .audit_sync_interval(Duration::from_secs(3_600))
+        });
+        m.start().unwrap();
+        damage(&raw, 3);
+        read_finds(&m, 3);
+        assert!(m.wait_idle(IDLE));
+        let written = m.audit_log().unwrap().next_seq() - 1;
+        assert!(written >= 5, "{written} records");
+        let crashed = AuditConfig::new()
+            .open_on(Arc::new(files.crash(None)))
+            .unwrap();
+        assert!(
+            crashed.query(&AuditQuery::all()).unwrap().is_empty(),
+            "nothing is synced within the interval"
+        );
+        m.stop().unwrap();
+        let after = AuditConfig::new()
+            .open_on(Arc::new(files.crash(None)))
+            .unwrap();
+        let seen = after.query(&AuditQuery::all()).unwrap();
+        assert_eq!(seen.len() as u64, written, "stop synced every record");
+        after.verify().unwrap();
+        assert!(after.damage().is_empty());
+    }
+}
+
+/// With a short sync interval the records become durable while the manager
+/// runs, without a stop.
+#[test]
+fn the_audit_log_is_synced_within_the_interval() {
+    use selfheal::audit::{AuditConfig, AuditQuery};
+    use selfheal::testing::CrashFiles;
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Arc::new(CrashFiles::new());
+        let f2 = files.clone();
+        let (raw, _mirror, m) = rig(placement, 16, dir.path(), move |c| {
+            c.audit_storage(f2)
+                .audit_sync_interval(Duration::from_millis(10))
+        });
+        m.start().unwrap();
+        damage(&raw, 4);
+        read_finds(&m, 4);
+        assert!(m.wait_idle(IDLE));
+        let written = m.audit_log().unwrap().next_seq() - 1;
+        let deadline = Instant::now() + IDLE;
+        loop {
+            let crashed = AuditConfig::new()
+                .open_on(Arc::new(files.crash(None)))
+                .unwrap();
+            if crashed.query(&AuditQuery::all()).unwrap().len() as u64 == written {
+                crashed.verify().unwrap();
+                break;
+            }
+            assert!(Instant::now() < deadline, "not synced within {IDLE:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m.stop().unwrap();
+    }
 }

@@ -2,11 +2,17 @@
 //! CRC-framed and hash-chained, bounded in size with rotation, queryable by
 //! the last N, by target and by incident.
 //!
-//! Records go into segment files (layouts in [`record`]); an
-//! [`append`](AuditLog::append) writes a batch of frames and fsyncs before it
-//! returns, so a record is durable once its append returned. A new segment is
-//! started when the current one reaches `segment_bytes`, and the oldest
-//! segments are removed while the log holds more than `max_bytes`.
+//! Records go into segment files (layouts in [`record`]). By default the log
+//! commits in groups: an [`append`](AuditLog::append) writes its batch of
+//! frames without an fsync, and [`sync`](AuditLog::sync) makes everything
+//! appended so far durable with one fsync — the recovery manager calls it
+//! when its queue drains, at most every
+//! [`audit_sync_interval`](crate::RecoveryConfig::audit_sync_interval), and
+//! at stop. [`AuditConfig::sync_every_append`] makes each append fsync
+//! before it returns instead. A new segment is started when the current one
+//! reaches `segment_bytes` (the old one is synced first, so only the newest
+//! segment ever holds unsynced records), and the oldest segments are
+//! removed while the log holds more than `max_bytes`.
 //!
 //! # Contract
 //! - **Tampering and rot are detected.** Every frame has a CRC, and every
@@ -19,20 +25,29 @@
 //!   (and valid frames after it are read too); the log appends to a fresh
 //!   segment after a damaged one, and an audit log that cannot be written
 //!   never stops recovery (the healer logs the error and goes on).
-//! - **A crash at any step loses only what was not yet appended.** Each
-//!   record says which sequence number was known durable when it was written
-//!   (`synced_through`). At open, a frame that does not decode in the newest
-//!   segment is a torn tail — cut off — when no later valid frame says it
-//!   was durable (a power loss can leave holes in an unsynced batch); if a
-//!   later frame says it was, it is damage and is reported.
+//! - **A crash loses at most the records appended since the last sync**
+//!   (with [`sync_every_append`](AuditConfig::sync_every_append): only what
+//!   was not yet appended). Under the manager that is at most one
+//!   `audit_sync_interval` of records; it never loses a remedy's effect,
+//!   which is made durable by the remedy's own path (a repaired page is
+//!   written and synced through the detector) whatever happens to its
+//!   record. What survives is a prefix of the log: in order, chained, with
+//!   no hole. Each record says which sequence number was known durable when
+//!   it was written (`synced_through`). At open, a frame that does not
+//!   decode in the newest segment is a torn tail — cut off, with every frame
+//!   after it — when no later valid frame says it was durable (a power loss
+//!   can leave holes anywhere in the unsynced records, which may span many
+//!   appends); if a later frame says it was, it is damage and is reported.
 //!
 //! # A crash at each step
 //!
 //! | step                                   | what the next open sees                              |
 //! |----------------------------------------|------------------------------------------------------|
 //! | creating a segment, before its sync     | no segment, or one with a torn header (removed)      |
-//! | appending a batch, before its fsync     | some of the batch, torn or with holes: cut at the first gap |
-//! | after the fsync                          | the whole batch                                      |
+//! | appending a batch (no fsync by default) | the records synced before, then some of the unsynced ones, torn or with holes: cut at the first gap |
+//! | `sync`, before its fsync returned       | as above                                             |
+//! | after `sync`'s fsync                    | every record appended before it                      |
+//! | starting a segment (the old one synced first) | as the two rows above, for the old segment     |
 //! | removing an old segment                  | the segment, or not (both consistent)               |
 //!
 //! Residual window: media damage to the last synced batch, before any later
@@ -64,6 +79,7 @@ const COMPONENT: &str = "audit log";
 pub struct AuditConfig {
     segment_bytes: u64,
     max_bytes: u64,
+    sync_every_append: bool,
     clock: Arc<dyn Clock>,
 }
 
@@ -72,6 +88,7 @@ impl fmt::Debug for AuditConfig {
         f.debug_struct("AuditConfig")
             .field("segment_bytes", &self.segment_bytes)
             .field("max_bytes", &self.max_bytes)
+            .field("sync_every_append", &self.sync_every_append)
             .finish_non_exhaustive()
     }
 }
@@ -83,11 +100,13 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
-    /// Defaults: 4 MiB segments, 64 MiB in all, the system clock.
+    /// Defaults: 4 MiB segments, 64 MiB in all, group commit (appends are
+    /// made durable by [`AuditLog::sync`]), the system clock.
     pub fn new() -> Self {
         AuditConfig {
             segment_bytes: 4 << 20,
             max_bytes: 64 << 20,
+            sync_every_append: false,
             clock: SystemClock::shared(),
         }
     }
@@ -102,6 +121,15 @@ impl AuditConfig {
     /// MiB; at least twice `segment_bytes`).
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
+        self
+    }
+
+    /// Whether every [`append`](AuditLog::append) fsyncs before it returns
+    /// (default `false`: appends are written and made durable together by
+    /// [`AuditLog::sync`]). For a host that wants each record durable once
+    /// its append returned, at one fsync per append.
+    pub fn sync_every_append(mut self, yes: bool) -> Self {
+        self.sync_every_append = yes;
         self
     }
 
@@ -157,7 +185,9 @@ impl AuditConfig {
             clock: self.clock,
             segment_bytes: self.segment_bytes,
             max_bytes: self.max_bytes,
+            sync_every_append: self.sync_every_append,
             inner: Mutex::new(inner),
+            sync_gate: Mutex::new(()),
         })
     }
 }
@@ -180,6 +210,8 @@ struct Inner {
     last_hash: [u8; 32],
     damage: Vec<Error>,
     poisoned: Option<String>,
+    /// The segment a [`AuditLog::sync`] is syncing without the lock.
+    syncing: Option<String>,
 }
 
 /// What reading one segment found.
@@ -317,6 +349,7 @@ fn load(storage: &dyn TableStorage) -> Result<Inner> {
         last_hash: [0; 32],
         damage: Vec::new(),
         poisoned: None,
+        syncing: None,
     };
     let count = names.len();
     let mut prev: Option<AuditRecord> = None;
@@ -484,7 +517,10 @@ pub struct AuditLog {
     clock: Arc<dyn Clock>,
     segment_bytes: u64,
     max_bytes: u64,
+    sync_every_append: bool,
     inner: Mutex<Inner>,
+    /// One [`sync`](AuditLog::sync) at a time.
+    sync_gate: Mutex<()>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -499,6 +535,17 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+impl Drop for AuditLog {
+    /// Syncs what is unsynced, best effort (an error is logged).
+    fn drop(&mut self) {
+        if self.has_unsynced() {
+            if let Err(e) = self.sync() {
+                tracing::warn!(error = %e, "syncing the audit log as it is dropped");
+            }
+        }
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -507,8 +554,9 @@ fn unix_ms() -> u64 {
 }
 
 impl AuditLog {
-    /// Appends `entries` as one batch and makes them durable (one fsync).
-    /// Returns the sequence number of the first.
+    /// Appends `entries` as one batch and returns the sequence number of
+    /// the first. They are durable after the next [`sync`](Self::sync)
+    /// (with [`AuditConfig::sync_every_append`], when this returns).
     ///
     /// # Errors
     /// [`Error::Io`] from the storage, after which the log is poisoned
@@ -550,6 +598,9 @@ impl AuditLog {
             .last()
             .is_none_or(|s| !s.appendable || s.len >= self.segment_bytes);
         if need_new {
+            // The old segment's records are made durable first: only the
+            // newest segment may end in unsynced records.
+            self.sync_locked(inner)?;
             let name = segment_name(inner.next_seq);
             self.storage.write(&name, &segment_header(inner.next_seq))?;
             self.storage.sync(&name)?;
@@ -566,12 +617,84 @@ impl AuditLog {
         }
         let seg = inner.segments.last_mut().expect("a segment to append to");
         self.storage.append(&seg.name, &bytes)?;
-        self.storage.sync(&seg.name)?;
         seg.len += bytes.len() as u64;
         inner.next_seq = seq;
-        inner.synced_through = seq - 1;
         inner.last_hash = prev;
+        if self.sync_every_append {
+            self.sync_locked(inner)?;
+        }
         self.trim(inner)
+    }
+
+    /// Makes every record appended so far durable (one fsync of the newest
+    /// segment; nothing when nothing is unsynced).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the storage, after which the log is poisoned as
+    /// after a failed append; [`Error::Poisoned`] when it already is.
+    ///
+    /// The fsync runs without the log's lock: appends go on meanwhile (and
+    /// are covered by the next sync).
+    pub fn sync(&self) -> Result<()> {
+        let _one = self.sync_gate.lock();
+        let (through, name) = {
+            let mut inner = self.inner.lock();
+            if let Some(reason) = &inner.poisoned {
+                return Err(Error::Poisoned {
+                    component: COMPONENT,
+                    reason: reason.clone(),
+                });
+            }
+            if inner.synced_through + 1 >= inner.next_seq {
+                return Ok(());
+            }
+            let name = inner
+                .segments
+                .iter()
+                .rev()
+                .find(|s| s.appendable)
+                .map(|s| s.name.clone());
+            // Not removed by a rotation's trim while it is synced.
+            inner.syncing.clone_from(&name);
+            (inner.next_seq - 1, name)
+        };
+        let r = name.as_ref().map_or(Ok(()), |n| self.storage.sync(n));
+        let mut inner = self.inner.lock();
+        inner.syncing = None;
+        match r {
+            Ok(()) => {
+                inner.synced_through = inner.synced_through.max(through);
+                Ok(())
+            }
+            Err(e) => {
+                inner.poisoned = Some(format!("a sync failed: {e}; reopen the log"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether records were appended since the last sync.
+    #[must_use]
+    pub fn has_unsynced(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.synced_through + 1 < inner.next_seq && inner.poisoned.is_none()
+    }
+
+    /// The sequence number of the newest record known durable (0: none).
+    #[must_use]
+    pub fn synced_through(&self) -> u64 {
+        self.inner.lock().synced_through
+    }
+
+    fn sync_locked(&self, inner: &mut Inner) -> Result<()> {
+        if inner.synced_through + 1 >= inner.next_seq {
+            return Ok(());
+        }
+        if let Some(seg) = inner.segments.iter().rev().find(|s| s.appendable) {
+            self.storage.sync(&seg.name)?;
+        }
+        inner.synced_through = inner.next_seq - 1;
+        Ok(())
     }
 
     /// Removes the oldest segments while the log holds more than `max_bytes`.
@@ -579,6 +702,10 @@ impl AuditLog {
         let mut total: u64 = inner.segments.iter().map(|s| s.len).sum();
         let mut removed = false;
         while total > self.max_bytes && inner.segments.len() > 1 {
+            if inner.syncing.as_deref() == Some(inner.segments[0].name.as_str()) {
+                // Being synced: removed by a later trim.
+                break;
+            }
             let oldest = inner.segments.remove(0);
             self.storage.remove(&oldest.name)?;
             total -= oldest.len;

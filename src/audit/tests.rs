@@ -76,8 +76,8 @@ fn rotation_keeps_the_log_bounded_and_chained() {
     assert_eq!(again.next_seq(), 2_001);
 }
 
-/// A workload of appends (single and batched, across rotations) crashed at
-/// every step: what a returned append wrote is there, in order and
+/// With a sync on every append: a workload of appends (single and batched,
+/// across rotations) crashed at every step: what a returned append wrote is there, in order and
 /// chained, nothing is reported as damage, and the log appends on.
 #[test]
 fn a_crash_at_every_step_loses_only_what_was_not_appended() {
@@ -88,6 +88,7 @@ fn a_crash_at_every_step_loses_only_what_was_not_appended() {
         let log = AuditConfig::new()
             .segment_bytes(4_096)
             .max_bytes(8_192)
+            .sync_every_append(true)
             .open_on(files)
             .unwrap();
         let mut i = 0;
@@ -105,6 +106,7 @@ fn a_crash_at_every_step_loses_only_what_was_not_appended() {
             let log = AuditConfig::new()
                 .segment_bytes(4_096)
                 .max_bytes(8_192)
+                .sync_every_append(true)
                 .open_on(files.clone())
                 .unwrap();
             switch.arm_at(crash_at);
@@ -147,12 +149,135 @@ fn a_crash_at_every_step_loses_only_what_was_not_appended() {
     }
 }
 
+/// Group commit: appends are written without an fsync, so a crash before
+/// the next `sync` loses them — and only them: what `sync` covered is kept,
+/// in order and chained, and the log appends on after the crash.
+#[test]
+fn group_commit_a_crash_loses_only_what_was_not_synced() {
+    let files = Arc::new(CrashFiles::new());
+    let log = small().open_on(files.clone()).unwrap();
+    for i in 0..5 {
+        log.append(&[entry(i)]).unwrap();
+    }
+    let syncs_before = files.syncs();
+    log.sync().unwrap();
+    assert_eq!(files.syncs(), syncs_before + 1, "one fsync for the group");
+    assert_eq!(log.synced_through(), 5);
+    assert!(!log.has_unsynced());
+    for i in 5..12 {
+        log.append(&[entry(i)]).unwrap();
+    }
+    assert!(log.has_unsynced());
+    assert_eq!(
+        files.syncs(),
+        syncs_before + 1,
+        "appends do not fsync by default"
+    );
+    // Only what is durable: records 1..=5.
+    let after = small().open_on(Arc::new(files.crash(None))).unwrap();
+    assert!(after.damage().is_empty(), "{:?}", after.damage());
+    let seen = after.query(&AuditQuery::all()).unwrap();
+    assert_eq!(
+        seen.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    after.verify().unwrap();
+    assert_eq!(after.append(&[entry(99)]).unwrap(), 6);
+    after.verify().unwrap();
+    // Some of the unsynced records too, torn or with holes: a prefix is kept.
+    for seed in 0..20 {
+        let after = small().open_on(Arc::new(files.crash(Some(seed)))).unwrap();
+        assert!(
+            after.damage().is_empty(),
+            "seed {seed}: {:?}",
+            after.damage()
+        );
+        after.verify().unwrap();
+        let seen = after.query(&AuditQuery::all()).unwrap();
+        assert!(seen.len() >= 5, "seed {seed}: synced records lost");
+        for (k, r) in seen.iter().enumerate() {
+            assert_eq!(r.seq, k as u64 + 1, "seed {seed}: a hole");
+            assert_eq!(r.entry, entry(r.seq - 1));
+        }
+    }
+}
+
+/// Group commit crashed at every step of a workload that syncs now and
+/// then, across rotations: every record a returned `sync` covered is there,
+/// nothing is reported as damage, and the log appends on.
+#[test]
+fn group_commit_a_crash_at_every_step_keeps_what_was_synced() {
+    let plan: Vec<usize> = vec![1, 3, 1, 2, 5, 1, 1, 4, 2, 1, 3, 1, 1, 2, 6, 1, 9, 9, 9];
+    let open = |files: Arc<CrashFiles>| {
+        AuditConfig::new()
+            .segment_bytes(4_096)
+            .max_bytes(8_192)
+            .open_on(files)
+            .unwrap()
+    };
+    let run = |log: &AuditLog| -> u64 {
+        let mut synced = 0u64;
+        let mut i = 0u64;
+        for (k, n) in plan.iter().enumerate() {
+            let batch: Vec<_> = (0..*n as u64).map(|j| entry(i + j)).collect();
+            if log.append(&batch).is_err() {
+                break;
+            }
+            i += *n as u64;
+            if k % 3 == 2 {
+                if log.sync().is_err() {
+                    break;
+                }
+                synced = i;
+            }
+        }
+        synced
+    };
+    let steps = {
+        let switch = CrashSwitch::new();
+        let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+        let log = open(files);
+        run(&log);
+        switch.ops()
+    };
+    for crash_at in 0..steps {
+        for seed in 0..3 {
+            let switch = CrashSwitch::new();
+            let files = Arc::new(CrashFiles::new().with_switch(switch.clone()));
+            let log = open(files.clone());
+            switch.arm_at(crash_at);
+            let synced = run(&log);
+            let after = open(Arc::new(files.crash(Some(seed))));
+            drop(log);
+            assert!(
+                after.damage().is_empty(),
+                "crash at {crash_at}, seed {seed}: {:?}",
+                after.damage()
+            );
+            after.verify().unwrap();
+            let seen = after.query(&AuditQuery::all()).unwrap();
+            let newest = seen.last().map_or(0, |r| r.seq);
+            assert!(
+                newest >= synced,
+                "crash at {crash_at}, seed {seed}: record {synced} was synced, newest is {newest}"
+            );
+            for r in &seen {
+                assert_eq!(r.entry, entry(r.seq - 1), "crash at {crash_at}");
+            }
+            assert_eq!(after.append(&[entry(9_999)]).unwrap(), newest + 1);
+            after.verify().unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_flipped_bit_is_damage_and_older_records_stay_readable() {
     let files = Arc::new(CrashFiles::new());
     let log = small().open_on(files.clone()).unwrap();
     for i in 0..30 {
         log.append(&[entry(i)]).unwrap();
+        // Each record synced: the ones after the damage say so.
+        log.sync().unwrap();
     }
     drop(log);
     let name = segment_name(1);

@@ -224,7 +224,16 @@ impl TableStorage for DirTableStorage {
     }
 
     fn sync(&self, name: &str) -> Result<()> {
-        self.with_handle(name, "syncing", |f| f.sync_data())
+        // The fsync runs on a duplicate of the handle, with no lock held:
+        // appends to this or another file go on meanwhile.
+        let mut dup = None;
+        self.with_handle(name, "syncing", |f| {
+            dup = Some(f.try_clone()?);
+            Ok(())
+        })?;
+        dup.expect("set by with_handle")
+            .sync_data()
+            .map_err(|e| self.io("syncing", name, e))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -232,6 +232,7 @@ impl CorruptionConfig {
             page_lsn: self.page_lsn,
             expected_lsn: self.expected_lsn,
             on_write: self.on_write,
+            read_hook: std::sync::OnceLock::new(),
             sink,
             clock: self.clock,
             stats: Counters::default(),

@@ -79,6 +79,7 @@ use registry::{Observation, SuspectRegistry};
 pub use registry::{Observer, PageState, SuspectEntry};
 
 mod config;
+pub(crate) mod read_hook;
 #[cfg(test)]
 mod tests;
 mod ticket;
@@ -184,6 +185,8 @@ pub struct CorruptionDetector {
     page_lsn: Option<PageLsnFn>,
     expected_lsn: Option<ExpectedLsnFn>,
     on_write: Option<WriteObserverFn>,
+    /// Set once by the detector's owner (see [`read_hook`]).
+    read_hook: std::sync::OnceLock<read_hook::ReadFailureFn>,
     sink: FailureSink,
     clock: Arc<dyn Clock>,
     stats: Counters,
@@ -200,6 +203,12 @@ impl fmt::Debug for CorruptionDetector {
 }
 
 impl CorruptionDetector {
+    /// Sets the [read-failure hook](read_hook); returns `false` when one is
+    /// set already (it is set once).
+    pub(crate) fn set_read_hook(&self, hook: read_hook::ReadFailureFn) -> bool {
+        self.read_hook.set(hook).is_ok()
+    }
+
     /// The raw store underneath (reads from it are not verified).
     #[must_use]
     pub fn store(&self) -> &Arc<dyn PageStore> {

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// A verified read that failed: the error it returns, the report it made
+/// (not sent yet), and whether the page is known bad (corrupt or fenced),
+/// so that the read hook may heal it.
+struct ReadFailed {
+    error: Error,
+    failure: Option<Failure>,
+    healable: bool,
+}
+
 impl CorruptionDetector {
     /// Reads `page` into `buf` and verifies it. A page that fails is re-read
     /// once (with writers to it excluded) before it is declared corrupt.
@@ -14,13 +23,56 @@ impl CorruptionDetector {
     /// for a page that failed both reads (it is then fenced and reported).
     /// The corrupt bytes are never returned as valid: on error `buf` holds
     /// whatever was read and must not be used.
+    ///
+    /// Under the recovery manager with
+    /// [`heal_on_read`](crate::RecoveryConfig::heal_on_read), a page that
+    /// fails (or is fenced) is first healed on this thread, and the read
+    /// returns the healed page's verified bytes.
     pub fn read_verified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-        check_page_args(
+        let hook = self
+            .read_hook
+            .get()
+            .filter(|_| read_hook::hook_allowed())
+            .cloned();
+        let Some(ReadFailed {
+            error: err,
+            failure,
+            healable,
+        }) = self.read_once(page, buf)
+        else {
+            return Ok(());
+        };
+        let Some(hook) = hook.filter(|_| healable) else {
+            self.emit(failure);
+            return Err(err);
+        };
+        read_hook::without_read_hook(|| match hook(page, failure) {
+            read_hook::ReadHeal::Declined(failure) => {
+                self.emit(failure);
+                Err(err)
+            }
+            read_hook::ReadHeal::ReadAgain => self.read_verified(page, buf),
+            read_hook::ReadHeal::Unhealed => Err(err),
+        })
+    }
+
+    /// One verified read: `None` when it verified, else why it failed.
+    fn read_once(&self, page: PageId, buf: &mut [u8]) -> Option<ReadFailed> {
+        let failed = |error, failure, healable| {
+            Some(ReadFailed {
+                error,
+                failure,
+                healable,
+            })
+        };
+        if let Err(e) = check_page_args(
             page,
             self.store.page_count(),
             buf.len(),
             self.store.page_size(),
-        )?;
+        ) {
+            return failed(e, None, false);
+        }
         let fenced = self.registry.lock().state(page).filter(|s| s.is_fenced());
         if let Some(state) = fenced {
             self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
@@ -32,26 +84,25 @@ impl CorruptionDetector {
             // page goes back to suspect and is reported, so repair is tried
             // again (a replica may have come back). Suspect and repairing
             // pages are already waiting for repair and are not re-reported.
+            let mut failure = None;
             if state == PageState::Irreparable {
-                let failure = {
-                    let _g = self.stripe(page);
-                    // Dropped by a resize meanwhile: nothing to renew.
-                    (page.0 < self.store.page_count())
-                        .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
-                        .flatten()
-                };
-                self.emit(failure);
+                let _g = self.stripe(page);
+                // Dropped by a resize meanwhile: nothing to renew.
+                failure = (page.0 < self.store.page_count())
+                    .then(|| self.note_corrupt(page, &err, Observer::HostRead).1)
+                    .flatten();
             }
-            return Err(err);
+            return failed(err, failure, true);
         }
         if self.store.read_page(page, buf).is_ok() && self.verify_stored(page, buf).is_ok() {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return None;
         }
-        match self.confirm(page, Observer::HostRead, Some(buf))? {
-            Verdict::Clean | Verdict::Transient => Ok(()),
-            Verdict::Corrupt { error, .. } => Err(error),
-            Verdict::Unallocated => Err(Error::PageUnallocated { page }),
+        match self.confirm_held(page, Observer::HostRead, Some(buf)) {
+            Err(e) => failed(e, None, false),
+            Ok((Verdict::Clean | Verdict::Transient, _)) => None,
+            Ok((Verdict::Corrupt { error, .. }, failure)) => failed(error, failure, true),
+            Ok((Verdict::Unallocated, _)) => failed(Error::PageUnallocated { page }, None, false),
         }
     }
 
@@ -103,10 +154,23 @@ impl CorruptionDetector {
         by: Observer,
         out: Option<&mut [u8]>,
     ) -> Result<Verdict> {
+        let (verdict, failure) = self.confirm_held(page, by, out)?;
+        self.emit(failure);
+        Ok(verdict)
+    }
+
+    /// [`confirm`](Self::confirm), handing back the report instead of
+    /// sending it (the caller sends it, or gives it to the read hook).
+    fn confirm_held(
+        &self,
+        page: PageId,
+        by: Observer,
+        out: Option<&mut [u8]>,
+    ) -> Result<(Verdict, Option<Failure>)> {
         // The host's answer is asked with no lock held: it may read pages.
         if self.is_unallocated(page) {
             self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
-            return Ok(Verdict::Unallocated);
+            return Ok((Verdict::Unallocated, None));
         }
         let mut again = vec![0u8; self.store.page_size()];
         let (verdict, failure) = {
@@ -146,8 +210,7 @@ impl CorruptionDetector {
                 }
             }
         };
-        self.emit(failure);
-        Ok(verdict)
+        Ok((verdict, failure))
     }
 
     /// Records a corruption of `page` in the registry and counts it; returns

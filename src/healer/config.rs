@@ -38,6 +38,8 @@ pub struct HealerConfig {
     pub(super) cold_start: HashMap<Problem, Vec<String>>,
     pub(super) seed: u64,
     pub(super) learned_path: Option<PathBuf>,
+    pub(super) learned_save: Duration,
+    pub(super) learned_on_timer: bool,
     pub(super) memory: u32,
     pub(super) breaker: BreakerConfig,
     pub(super) backoff_base: Duration,
@@ -73,12 +75,19 @@ impl Default for HealerConfig {
     }
 }
 
+/// The default [`HealerConfig::health_tolerance`], in score points: well
+/// above a probe's drift between the two samples around one remedy (a score
+/// moves half a point per 1 % of the distance between a metric's best and
+/// degraded values), well below a harmful remedy's effect, which moves a
+/// score by tens of points or its band.
+pub const DEFAULT_HEALTH_TOLERANCE: f64 = 5.0;
+
 impl HealerConfig {
     /// Defaults: the built-in rules and remedies, seed 0, learned records
     /// kept in memory only (about 100 observations each), resilience4j's
     /// breaker defaults, backoff from 100 ms to 10 s, a 10 s cooldown per
     /// target, at most 3 restarts of a component in 5 min, at most 4
-    /// attempts per incident, no health tolerance, no audit log, no
+    /// attempts per incident, a health tolerance of 5 points, no audit log, no
     /// escalation callback, acting (not observe-only).
     pub fn new() -> Self {
         HealerConfig {
@@ -89,6 +98,8 @@ impl HealerConfig {
             cold_start: HashMap::new(),
             seed: 0,
             learned_path: None,
+            learned_save: Duration::from_secs(1),
+            learned_on_timer: false,
             memory: 100,
             breaker: BreakerConfig::new(),
             backoff_base: Duration::from_millis(100),
@@ -97,7 +108,7 @@ impl HealerConfig {
             max_restarts: 3,
             restart_period: Duration::from_secs(300),
             max_attempts: 4,
-            health_tolerance: 0.0,
+            health_tolerance: DEFAULT_HEALTH_TOLERANCE,
             audit: None,
             on_escalation: None,
             observe_only: false,
@@ -155,6 +166,30 @@ impl HealerConfig {
         self
     }
 
+    /// How often, at most, the learned records are written to the
+    /// [learned path](Self::learned_path) (default 1 s; zero: after every
+    /// incident). Each write is a crash-safe replace (two fsyncs and a
+    /// rename), so writing after every incident would cost a burst more
+    /// than its repairs. Records learned since the last write are written
+    /// by the first incident after the interval,
+    /// [`SelfHealer::save_learned_if_due`](super::SelfHealer::save_learned_if_due)
+    /// (the recovery manager calls it on a timer),
+    /// [`SelfHealer::flush_learned`](super::SelfHealer::flush_learned) and
+    /// when the healer is dropped: a crash loses at most the last
+    /// interval's learning, never a remedy's effect.
+    pub fn learned_save_interval(mut self, interval: Duration) -> Self {
+        self.learned_save = interval;
+        self
+    }
+
+    /// The owner calls [`SelfHealer::save_learned_if_due`](super::SelfHealer::save_learned_if_due)
+    /// on a timer (the recovery manager's dispatcher): an incident then
+    /// never writes the learned records on its own thread.
+    pub(crate) fn learned_saved_on_timer(mut self) -> Self {
+        self.learned_on_timer = true;
+        self
+    }
+
     /// About how many observations a record keeps before old ones weigh
     /// half (default 100; at least 2).
     pub fn learner_memory(mut self, observations: u32) -> Self {
@@ -199,8 +234,11 @@ impl HealerConfig {
     }
 
     /// How many score points (0–100) health may drop after a remedy before
-    /// it counts as worse and is undone (default 0: any drop, or a worse
-    /// band).
+    /// it counts as worse and is undone (default
+    /// [`DEFAULT_HEALTH_TOLERANCE`], 5 points). A worse band always counts
+    /// as worse, whatever the tolerance. 0 makes any drop count: with a
+    /// probe that drifts between samples (disk use growing under a
+    /// workload, a latency's noise) that undoes remedies that worked.
     pub fn health_tolerance(mut self, points: f64) -> Self {
         self.health_tolerance = points;
         self

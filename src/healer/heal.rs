@@ -22,7 +22,9 @@
 //!    undone where it can be, and counts as failed.
 //! 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
 //!    its learned record, which is saved (crash-safely) when a path is
-//!    configured.
+//!    configured — at most every
+//!    [`learned_save_interval`](HealerConfig::learned_save_interval), and
+//!    by [`flush_learned`](SelfHealer::flush_learned) or on drop.
 //! 7. **Escalate** when nothing healed it: one [`EscalationReport`] with the
 //!    problem, every remedy considered, each outcome and its evidence, to
 //!    the callback and in the incident.
@@ -120,9 +122,22 @@ pub struct SelfHealer {
     observe_only: bool,
     gate: Option<ActionGate>,
     learned_path: Option<PathBuf>,
+    learned_save_ns: u64,
+    learned_on_timer: bool,
+    /// The learned records' saving: whether they changed since the last
+    /// write, and when that was (held while writing, so writes never
+    /// overtake each other).
+    learned_saved: Mutex<Saved>,
     load_warning: Option<String>,
     next_id: AtomicU64,
     state: Mutex<State>,
+}
+
+/// See [`SelfHealer::learned_saved`].
+#[derive(Debug, Default)]
+struct Saved {
+    dirty: bool,
+    at_ns: Option<u64>,
 }
 
 impl fmt::Debug for SelfHealer {
@@ -233,6 +248,9 @@ impl SelfHealer {
             observe_only: cfg.observe_only,
             gate: cfg.gate,
             learned_path: cfg.learned_path,
+            learned_save_ns: u64::try_from(cfg.learned_save.as_nanos()).unwrap_or(u64::MAX),
+            learned_on_timer: cfg.learned_on_timer,
+            learned_saved: Mutex::new(Saved::default()),
             load_warning,
             next_id: AtomicU64::new(1),
             state: Mutex::new(State {
@@ -330,6 +348,8 @@ impl SelfHealer {
     /// incidents itself (the recovery manager, durably) uses this, so its
     /// ids and the audit log's agree.
     pub fn heal_as(&self, id: u64, failure: Failure, joined: &[Failure]) -> Incident {
+        // The incident's audit records go in one append, when it is closed.
+        let _holding = batch::Holding::start(self);
         let (mut inc, diagnosis) = self.open(id, &failure, joined);
         let case = Case {
             diagnosis: &diagnosis,
@@ -799,14 +819,59 @@ impl SelfHealer {
         self.audit(inc, EntryKind::Closed, "escalated".to_string());
     }
 
+    /// After an incident: the learned records changed; written now when
+    /// the last write is older than the save interval.
     fn save_learned(&self) {
-        let Some(path) = &self.learned_path else {
+        if self.learned_path.is_none() {
             return;
+        }
+        self.learned_saved.lock().dirty = true;
+        if !self.learned_on_timer {
+            self.save_learned_if_due();
+        }
+    }
+
+    /// Writes the learned records when they changed since the last write
+    /// and that write is at least the
+    /// [save interval](HealerConfig::learned_save_interval) old (on the
+    /// healer's clock). An error is logged; the next call retries.
+    pub fn save_learned_if_due(&self) {
+        let mut saved = self.learned_saved.lock();
+        let now = self.ctx.clock_ref().now_ns();
+        let due = saved
+            .at_ns
+            .is_none_or(|t| now.saturating_sub(t) >= self.learned_save_ns);
+        if saved.dirty && due {
+            if let Err(e) = self.write_learned(&mut saved, now) {
+                tracing::warn!(error = %e, "learned remedy records not saved; they are kept in memory");
+            }
+        }
+    }
+
+    /// Writes the learned records now if they changed since the last write
+    /// (crash-safely, at the [learned path](HealerConfig::learned_path)).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written (the records stay in
+    /// memory and are written by the next save).
+    pub fn flush_learned(&self) -> Result<()> {
+        let mut saved = self.learned_saved.lock();
+        if !saved.dirty {
+            return Ok(());
+        }
+        let now = self.ctx.clock_ref().now_ns();
+        self.write_learned(&mut saved, now)
+    }
+
+    fn write_learned(&self, saved: &mut Saved, now: u64) -> Result<()> {
+        let Some(path) = &self.learned_path else {
+            return Ok(());
         };
         let bytes = self.state.lock().learner.encode();
-        if let Err(e) = crate::fsutil::atomic_write(path, &bytes) {
-            tracing::warn!(error = %e, "learned remedy records not saved; they are kept in memory");
-        }
+        saved.at_ns = Some(now);
+        crate::fsutil::atomic_write(path, &bytes)?;
+        saved.dirty = false;
+        Ok(())
     }
 
     fn audit(&self, inc: &Incident, kind: EntryKind, mut text: String) {
@@ -831,6 +896,16 @@ impl SelfHealer {
         };
         if let Err(e) = log.append(&[entry]) {
             tracing::warn!(error = %e, "audit record not written; healing goes on");
+        }
+    }
+}
+
+impl Drop for SelfHealer {
+    /// Writes the learned records that changed since the last write (an
+    /// error is logged).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_learned() {
+            tracing::warn!(error = %e, "learned remedy records not saved as the healer is dropped");
         }
     }
 }

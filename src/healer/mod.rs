@@ -28,7 +28,7 @@ pub mod postmortem;
 pub mod remedy;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
-pub use config::{ActionGate, EscalationCallback, HealerConfig};
+pub use config::{ActionGate, EscalationCallback, HealerConfig, DEFAULT_HEALTH_TOLERANCE};
 pub use diagnose::{Diagnoser, Diagnosis, Problem, Rule, Symptom};
 pub use heal::SelfHealer;
 pub use incident::{

@@ -101,6 +101,9 @@ pub struct RecoveryConfig {
     pub(super) thread_restarts: (u32, Duration),
     pub(super) suspect_storage: Option<Arc<dyn TableStorage>>,
     pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
+    pub(super) audit_sync: Duration,
+    pub(super) audit_storage: Option<Arc<dyn TableStorage>>,
+    pub(super) heal_on_read: bool,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -129,7 +132,8 @@ impl RecoveryConfig {
     /// 30 s; RTOs P0 30 s, P1 2 min, P2 5 min, P3 1 h; 2 recovery threads;
     /// 4 096 open incidents; a bus of 16 384 failures; aging 30 s per
     /// level; drain 10 s and join 5 s at stop; the system clock; seed 0;
-    /// audit log on; the last 1 024 closed incidents kept.
+    /// audit log on, synced at most every 20 ms; the last 1 024 closed
+    /// incidents kept; heal on read on.
     pub fn new(store: Arc<dyn PageStore>, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         RecoveryConfig {
@@ -169,6 +173,9 @@ impl RecoveryConfig {
             thread_restarts: (3, Duration::from_secs(60)),
             suspect_storage: None,
             snapshot_gate: None,
+            audit_sync: Duration::from_millis(20),
+            audit_storage: None,
+            heal_on_read: true,
             dir,
         }
     }
@@ -390,6 +397,40 @@ impl RecoveryConfig {
     /// it a thread that dies is not restarted and its death is escalated.
     pub fn thread_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
         self.thread_restarts = (max_restarts, period);
+        self
+    }
+
+    /// How often, at most, the audit log is synced while records are
+    /// written (default 20 ms): its appends are not synced one by one (see
+    /// [`audit`](crate::audit)); the dispatcher syncs what was appended
+    /// once this much time has passed since the last sync, and `stop` syncs
+    /// the rest. A crash loses at most the records of the last interval
+    /// (never a remedy's effect, which its own path made durable). Zero
+    /// syncs every append before it returns (one fsync per record).
+    pub fn audit_sync_interval(mut self, interval: Duration) -> Self {
+        self.audit_sync = interval;
+        self
+    }
+
+    /// Where the audit log's segments are kept (default: `dir/audit`). A
+    /// test hands a crash-simulating storage here.
+    pub fn audit_storage(mut self, storage: Arc<dyn TableStorage>) -> Self {
+        self.audit_storage = Some(storage);
+        self
+    }
+
+    /// Whether a verified read through the manager's detector that finds
+    /// its page failing verification heals the page on the reader's thread
+    /// before it returns (default `true`; see the manager's "heal on read"
+    /// and [`read_verified`](crate::CorruptionDetector::read_verified)).
+    /// The reader then gets the page's good bytes instead of an error, and
+    /// the heal costs no hand-off to a recovery thread; it is the same
+    /// incident — diagnosed, verified, audited, counted — as one healed in
+    /// the background. Off, the read returns its error and the page is
+    /// healed in the background, as a scrub's finding is. Never in
+    /// [`Mode::Observe`].
+    pub fn heal_on_read(mut self, on: bool) -> Self {
+        self.heal_on_read = on;
         self
     }
 

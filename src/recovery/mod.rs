@@ -31,11 +31,22 @@
 //! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
 //!   incidents are open. A failure beyond it is counted
 //!   ([`RecoveryStats::overflowed`]) and reported as
-//!   [`RecoveryEvent::Overflowed`]; a page is found again by an error-only
-//!   rescan (the detector's suspect pages rechecked) once the queue has
-//!   room. A failure of another target beyond the bound is counted and
-//!   logged, not queued. The bus itself is bounded too
+//!   [`RecoveryEvent::Overflowed`]; a page's failure waits in a page
+//!   backlog of at most 4 × `queue_capacity` failures and opens its
+//!   incident as soon as one closes (no second read of the page); a page
+//!   beyond the backlog is found again by an error-only rescan (the
+//!   detector's suspect pages rechecked) once the queue has room. A
+//!   failure of another target beyond the bound is counted and logged, not
+//!   queued. The bus itself is bounded too
 //!   ([`RecoveryStats::bus_dropped`]).
+//! - **Heal on read** ([`heal_on_read`](RecoveryConfig::heal_on_read),
+//!   default on, never in Observe mode): a verified read through the
+//!   manager's detector that finds its page bad (or fenced) heals it on the
+//!   reader's thread — the page's one incident, opened or taken from the
+//!   queue, diagnosed, repaired, verified, audited and announced as on a
+//!   recovery thread — and returns the good bytes; a reader whose page
+//!   another thread is healing waits for that incident (at most 5 s) and
+//!   reads again. Reads inside a remedy never heal on read.
 //! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
 //!   allow-list, and no answer within the timeout is a no;
@@ -52,7 +63,18 @@
 //! - **Incidents survive a restart.** Open incidents are saved in
 //!   `dir/incidents` (crash-safely, see [`persist`](mod@persist)) whenever
 //!   the set changes and at stop, and are resumed under their old ids at the
-//!   next start; the healer's learned records are kept in `dir/learned`.
+//!   next start; the healer's learned records are kept in `dir/learned`,
+//!   written at most every
+//!   [`learned_save_interval`](crate::healer::HealerConfig::learned_save_interval)
+//!   (default 1 s) and at stop: a crash loses at most that interval's
+//!   learning.
+//! - **The audit log commits in groups.** Its appends are not synced one
+//!   by one; the dispatcher syncs what was appended at most every
+//!   [`audit_sync_interval`](RecoveryConfig::audit_sync_interval) (default
+//!   20 ms), and `stop` syncs the rest. A crash loses at most the records of
+//!   the last interval — a prefix of the log survives, chained, with no
+//!   hole — and never a remedy's effect, which the remedy's own path made
+//!   durable.
 //! - **Pages known bad stay fenced across a restart.** The detector's
 //!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
 //!   fenced again when the next manager is built — before the host can read
@@ -99,6 +121,7 @@
 
 mod config;
 mod events;
+mod inline;
 pub mod persist;
 mod queue;
 mod run;
@@ -139,6 +162,10 @@ use crate::clock::Clock;
 use crate::types::{FailureKind, Target};
 
 use queue::IncidentQueue;
+
+/// Page failures the backlog holds beyond the queue's bound, per open
+/// incident the queue may hold.
+const BACKLOG_PER_SLOT: usize = 4;
 use state::{Inner, Pending, Running, AUDIT_DIR, INCIDENTS_FILE};
 use stats::Tally;
 
@@ -213,11 +240,13 @@ impl AutoRecoveryManager {
             None => None,
         };
         let audit = if cfg.audit {
-            Some(Arc::new(
-                AuditConfig::new()
-                    .clock(clock.clone())
-                    .open(&cfg.dir.join(AUDIT_DIR))?,
-            ))
+            let ac = AuditConfig::new()
+                .clock(clock.clone())
+                .sync_every_append(cfg.audit_sync.is_zero());
+            Some(Arc::new(match cfg.audit_storage.take() {
+                Some(s) => ac.open_on(s)?,
+                None => ac.open(&cfg.dir.join(AUDIT_DIR))?,
+            }))
         } else {
             None
         };
@@ -227,11 +256,14 @@ impl AutoRecoveryManager {
             detector,
             healer: RwLock::new(None),
             health,
-            queue: Mutex::new(IncidentQueue::new(
-                cfg.queue_capacity,
-                u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
-                1,
-            )),
+            queue: Mutex::new(
+                IncidentQueue::new(
+                    cfg.queue_capacity,
+                    u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
+                    1,
+                )
+                .with_backlog(cfg.queue_capacity.saturating_mul(BACKLOG_PER_SLOT)),
+            ),
             work: Condvar::new(),
             events: events::Events::default(),
             tally: Mutex::new(Tally::default()),
@@ -256,6 +288,11 @@ impl AutoRecoveryManager {
             suspects,
             filed: std::sync::atomic::AtomicU64::new(0),
             closing: std::sync::atomic::AtomicU64::new(0),
+            audit: audit.clone(),
+            audit_sync: cfg.audit_sync,
+            heal_on_read: cfg.heal_on_read,
+            acting: cfg.mode != Mode::Observe,
+            finished: Condvar::new(),
         });
         Ok(AutoRecoveryManager {
             inner,

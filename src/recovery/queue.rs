@@ -4,9 +4,12 @@
 //! A failure whose target has an open incident joins it (its priority
 //! raises the incident's when more urgent); otherwise it opens one, unless
 //! the queue already holds `capacity` open incidents: then it is counted as
-//! an overflow and, for a page, an error-only rescan is marked due (the
-//! page stays fenced in the detector's suspect registry, where the rescan
-//! finds it again).
+//! an overflow. A page's failure then waits in the page backlog (at most
+//! `backlog_capacity` failures, given by [`IncidentQueue::with_backlog`])
+//! and opens its incident as soon as there is room
+//! ([`IncidentQueue::refill`]), with no second read of the page; beyond the
+//! backlog an error-only rescan is marked due (the page stays fenced in the
+//! detector's suspect registry, where the rescan finds it again).
 //!
 //! # Contract
 //! - At most one incident per [`Target`] is open (queued, running or
@@ -18,6 +21,8 @@
 //!   however many urgent ones keep coming. Ties go to the more urgent.
 //! - Joined failures kept per incident are bounded ([`MAX_JOINED_KEPT`]);
 //!   later ones are counted.
+//! - The page backlog is bounded and first in, first out; a failure leaves
+//!   it only to be offered to the queue again.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -72,6 +77,24 @@ pub(crate) enum Offer {
     Joined(u64),
     /// The queue was full: counted (and a rescan marked due for a page).
     Overflow,
+    /// The queue was full: counted, and the page's failure kept in the
+    /// backlog until there is room.
+    Backlogged,
+}
+
+/// What [`IncidentQueue::claim`] found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// No incident was open: one is opened, running, for the caller.
+    Opened(Taken),
+    /// A queued incident, now running for the caller (the failure joined).
+    Taken(Taken),
+    /// Another thread heals incident `id` (the failure joined it).
+    Busy(u64),
+    /// Incident `id` waits out its cooldown (the failure joined it).
+    Deferred(u64),
+    /// The queue is full: nothing was filed; the failure is given back.
+    Full(Option<Failure>),
 }
 
 /// An incident handed to a worker.
@@ -95,6 +118,9 @@ pub(crate) struct IncidentQueue {
     next_id: u64,
     pub(crate) overflowed: u64,
     pub(crate) rescan_due: bool,
+    /// Page failures beyond the bound, waiting for room (oldest first).
+    backlog: VecDeque<Failure>,
+    backlog_capacity: usize,
 }
 
 impl IncidentQueue {
@@ -110,7 +136,35 @@ impl IncidentQueue {
             next_id: next_id.max(1),
             overflowed: 0,
             rescan_due: false,
+            backlog: VecDeque::new(),
+            backlog_capacity: 0,
         }
+    }
+
+    /// Keeps up to `pages` page failures beyond the bound in a backlog
+    /// (default 0: none, each is left to the rescan).
+    pub(crate) fn with_backlog(mut self, pages: usize) -> Self {
+        self.backlog_capacity = pages;
+        self
+    }
+
+    /// Offers the backlog's failures, oldest first, while there is room;
+    /// returns what each did, with its target and priority.
+    pub(crate) fn refill(&mut self, now_ns: u64) -> Vec<(Offer, Target, Priority)> {
+        let mut out = Vec::new();
+        while self.has_room() {
+            let Some(f) = self.backlog.pop_front() else {
+                break;
+            };
+            let (target, prio) = (f.target(), f.priority);
+            out.push((self.offer(f, now_ns), target, prio));
+        }
+        out
+    }
+
+    /// Whether page failures wait in the backlog.
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     /// Open incidents (queued, running or deferred).
@@ -130,9 +184,11 @@ impl IncidentQueue {
 
     /// Whether nothing is queued or running (deferred incidents may remain).
     pub(crate) fn is_idle(&self) -> bool {
-        self.open
-            .values()
-            .all(|e| matches!(e.state, State::Deferred(_)))
+        self.backlog.is_empty()
+            && self
+                .open
+                .values()
+                .all(|e| matches!(e.state, State::Deferred(_)))
     }
 
     /// Files `failure` (see the module docs).
@@ -163,6 +219,10 @@ impl IncidentQueue {
         if !self.has_room() {
             self.overflowed += 1;
             if matches!(target, Target::Page(_)) {
+                if self.backlog.len() < self.backlog_capacity {
+                    self.backlog.push_back(failure);
+                    return Offer::Backlogged;
+                }
                 self.rescan_due = true;
             }
             return Offer::Overflow;
@@ -171,6 +231,73 @@ impl IncidentQueue {
         self.next_id += 1;
         self.insert(id, failure, now_ns, false);
         Offer::Opened(id)
+    }
+
+    /// Claims the incident of `target` for the caller's thread (heal on
+    /// read), with `failure` — the report of the read, when it made one —
+    /// joined or opening it (see [`Claim`]).
+    pub(crate) fn claim(
+        &mut self,
+        target: &Target,
+        failure: Option<Failure>,
+        opening: impl FnOnce() -> Failure,
+        now_ns: u64,
+    ) -> Claim {
+        if let Some(e) = self.open.get_mut(target) {
+            let id = e.id;
+            let state = e.state;
+            if let Some(f) = failure {
+                if f.priority < e.priority {
+                    e.priority = f.priority;
+                }
+                let list = if state == State::Running {
+                    &mut e.late
+                } else {
+                    &mut e.joined
+                };
+                if list.len() < MAX_JOINED_KEPT {
+                    list.push(f);
+                } else {
+                    e.joins_dropped += 1;
+                }
+            }
+            return match state {
+                State::Running => Claim::Busy(id),
+                State::Deferred(_) => Claim::Deferred(id),
+                State::Queued => {
+                    e.state = State::Running;
+                    Claim::Taken(Taken {
+                        id,
+                        target: target.clone(),
+                        first: e.first.clone(),
+                        joined: std::mem::take(&mut e.joined),
+                        resumed: e.resumed,
+                    })
+                }
+            };
+        }
+        if !self.has_room() {
+            return Claim::Full(failure);
+        }
+        let first = failure.unwrap_or_else(opening);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.insert(id, first.clone(), now_ns, false);
+        self.open.get_mut(target).expect("inserted").state = State::Running;
+        Claim::Opened(Taken {
+            id,
+            target: target.clone(),
+            first,
+            joined: Vec::new(),
+            resumed: false,
+        })
+    }
+
+    /// Whether incident `id` is open and running.
+    pub(crate) fn is_running(&self, target: &Target, id: u64) -> bool {
+        self.open
+            .get(target)
+            .is_some_and(|e| e.id == id && e.state == State::Running)
     }
 
     /// Re-opens an incident read back at start, under its old id.
@@ -459,6 +586,34 @@ mod tests {
     }
 
     #[test]
+    fn pages_beyond_the_bound_wait_in_the_backlog_then_beyond_it_for_a_rescan() {
+        let mut q = IncidentQueue::new(2, 1_000, 1).with_backlog(2);
+        q.offer(page(1), 0);
+        q.offer(page(2), 0);
+        assert_eq!(q.offer(page(3), 0), Offer::Backlogged);
+        assert_eq!(q.offer(metric("m", 0), 0), Offer::Overflow, "pages only");
+        assert_eq!(q.offer(page(4), 0), Offer::Backlogged);
+        assert!(!q.rescan_due, "every page is held");
+        assert_eq!(q.offer(page(5), 0), Offer::Overflow);
+        assert!(q.rescan_due, "beyond the backlog: a rescan");
+        assert_eq!(q.overflowed, 4);
+        assert!(q.refill(1).is_empty(), "no room yet");
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        assert!(!q.is_idle());
+        let r = q.refill(2);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, Offer::Opened(3));
+        assert_eq!(r[0].1, Target::Page(PageId(3)), "oldest first");
+        assert!(q.has_backlog() && q.len() == 2);
+        while let Some(t) = q.pop() {
+            q.finish(&t.target);
+            q.refill(3);
+        }
+        assert!(!q.has_backlog() && q.is_idle());
+    }
+
+    #[test]
     fn an_incident_whose_thread_died_is_queued_again_until_the_bound() {
         let mut q = IncidentQueue::new(4, 1_000, 1);
         q.offer(page(1), 0);
@@ -546,7 +701,7 @@ mod tests {
                 match q.offer(f, now) {
                     Offer::Opened(_) => opened += 1,
                     Offer::Joined(_) => joined += 1,
-                    Offer::Overflow => over += 1,
+                    Offer::Overflow | Offer::Backlogged => over += 1,
                 }
                 prop_assert!(q.len() <= cap);
                 if take {

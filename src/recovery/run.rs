@@ -118,6 +118,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     let mut hc = std::mem::take(&mut cfg.healer)
         .seed(cfg.seed)
         .learned_path(cfg.dir.join(LEARNED_FILE))
+        .learned_saved_on_timer()
         .observe_only(cfg.mode == Mode::Observe);
     if let Some(a) = audit {
         hc = hc.audit(a);
@@ -180,8 +181,9 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             );
         }
     }
-    // The dispatcher and the recovery threads.
+    // The dispatcher and the recovery threads, and heal on read.
     threads::start_all(inner, cfg.max_concurrent)?;
+    super::inline::install(inner);
     // 4. Background work.
     if let Some(sc) = cfg.scrub.take() {
         let h = sc
@@ -342,6 +344,13 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             &inner.incidents_path,
             &inner.queue.lock().snapshot(),
         ));
+    }
+    // The audit log's last records and the learned records, made durable.
+    threads::sync_audit(inner);
+    if let Some(h) = inner.healer.read().clone() {
+        if let Err(e) = h.flush_learned() {
+            tracing::warn!(error = %e, "saving the learned records at stop");
+        }
     }
     // 5. The components the healer used, closed.
     *inner.healer.write() = None;

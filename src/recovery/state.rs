@@ -104,6 +104,19 @@ pub(crate) struct Inner {
     /// Incidents between leaving the queue and being recorded as closed
     /// (for `is_idle`).
     pub(crate) closing: std::sync::atomic::AtomicU64,
+    /// The audit log (synced by the dispatcher and at stop).
+    pub(crate) audit: Option<Arc<AuditLog>>,
+    /// How often, at most, the dispatcher syncs the audit log.
+    pub(crate) audit_sync: Duration,
+    /// Whether failed verified reads are healed on the reader's thread.
+    pub(crate) heal_on_read: bool,
+    /// Whether the manager may act (not Observe): heal on read is off in
+    /// Observe mode.
+    pub(crate) acting: bool,
+    /// Signalled (under the queue's lock) whenever a running incident
+    /// leaves the running state, for readers waiting on a page another
+    /// thread heals.
+    pub(crate) finished: Condvar,
 }
 
 /// What a manager's thread does.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::corruption::read_hook::without_read_hook;
 use crate::corruption::{Observer, PageState, Verdict};
 use crate::error::Result;
 use crate::healer::{Incident, Outcome, Step};
@@ -75,6 +76,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
                 saved_at: Instant::now(),
                 marker_at: Instant::now(),
                 suspects_next: Instant::now(),
+                audit_synced_at: Instant::now(),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -114,6 +116,7 @@ struct DispatchJob {
     marker_at: Instant,
     /// When the suspect registry may be compared and saved next.
     suspects_next: Instant,
+    audit_synced_at: Instant,
 }
 
 impl Job for DispatchJob {
@@ -124,9 +127,25 @@ impl Job for DispatchJob {
     }
 
     fn tick(&mut self) -> Flow {
+        // Reads on the manager's threads never heal on read.
+        without_read_hook(|| self.dispatch())
+    }
+
+    fn command(&mut self, (): ()) -> Flow {
+        Flow::Continue
+    }
+
+    fn died(&mut self, reason: &str) {
+        died(&self.inner, self.slot, reason, Vec::new());
+    }
+}
+
+impl DispatchJob {
+    fn dispatch(&mut self) -> Flow {
         let inner = &*self.inner;
         let draining = inner.draining.load(Ordering::Acquire);
-        match self.rx.recv_timeout(TICK) {
+        let wait = TICK.min(inner.audit_sync.max(Duration::from_millis(1)));
+        match self.rx.recv_timeout(wait) {
             Ok(f) => {
                 file(inner, f);
                 for f in self.rx.try_iter().take(4_096) {
@@ -143,6 +162,7 @@ impl Job for DispatchJob {
         if inner.queue.lock().promote(now) > 0 {
             inner.work.notify_all();
         }
+        refill(inner);
         rescan(inner);
         if let Some(h) = &inner.health {
             if let Some(score) = h.latest().and_then(|s| s.score) {
@@ -153,6 +173,13 @@ impl Job for DispatchJob {
         if inner.dirty.load(Ordering::Relaxed) && self.saved_at.elapsed() >= SAVE_EVERY {
             save(inner);
             self.saved_at = Instant::now();
+        }
+        if self.audit_synced_at.elapsed() >= inner.audit_sync {
+            sync_audit(inner);
+            self.audit_synced_at = Instant::now();
+        }
+        if let Some(h) = inner.healer.read().clone() {
+            h.save_learned_if_due();
         }
         if Instant::now() >= self.suspects_next {
             let started = Instant::now();
@@ -179,14 +206,6 @@ impl Job for DispatchJob {
             return Flow::Exit;
         }
         Flow::Continue
-    }
-
-    fn command(&mut self, (): ()) -> Flow {
-        Flow::Continue
-    }
-
-    fn died(&mut self, reason: &str) {
-        died(&self.inner, self.slot, reason, Vec::new());
     }
 }
 
@@ -225,11 +244,15 @@ impl Job for RecoverJob {
             batch
         };
         self.current = taken;
-        if let [t] = self.current.as_slice() {
-            handle(inner, t);
-        } else {
-            handle_batch(inner, &self.current);
-        }
+        // Reads inside a remedy never heal on read (the incident is this
+        // thread's already).
+        without_read_hook(|| {
+            if let [t] = self.current.as_slice() {
+                handle(inner, t);
+            } else {
+                handle_batch(inner, &self.current);
+            }
+        });
         self.current.clear();
         Flow::Continue
     }
@@ -289,6 +312,7 @@ fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
         }
         inner.dirty.store(true, Ordering::Relaxed);
     }
+    inner.finished.notify_all();
     inner.deaths.lock().push(Death { slot, failure });
 }
 
@@ -307,6 +331,7 @@ fn escalate_poisoned(inner: &Inner, t: Taken, deaths: u32, reason: &str) {
         Ok(inc) => {
             let _closing = Closing::new(inner);
             let late = inner.queue.lock().finish(&t.target);
+            inner.finished.notify_all();
             close(inner, inc, &late);
         }
         Err(_) => {
@@ -434,6 +459,55 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
             tracing::warn!(%target, "incident queue full: failure counted, not queued");
             inner.events.emit(&RecoveryEvent::Overflowed { target });
         }
+        Offer::Backlogged => {
+            drop(t);
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::debug!(%target, "incident queue full: the page waits in the backlog");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+    }
+}
+
+/// Opens the incidents of the page backlog while the queue has room,
+/// counting and announcing each.
+pub(super) fn refill(inner: &Inner) {
+    let filed = {
+        let mut q = inner.queue.lock();
+        if !q.has_backlog() || !q.has_room() {
+            return;
+        }
+        q.refill(inner.clock.now_ns())
+    };
+    for (r, target, prio) in filed {
+        match r {
+            Offer::Opened(id) => {
+                inner.tally.lock().opened(prio);
+                inner.work.notify_one();
+                inner.events.emit(&RecoveryEvent::Opened {
+                    id,
+                    target,
+                    priority: prio,
+                });
+            }
+            Offer::Joined(id) => {
+                inner.tally.lock().stats.joined += 1;
+                inner.events.emit(&RecoveryEvent::Joined { id, target });
+            }
+            Offer::Overflow | Offer::Backlogged => {}
+        }
+    }
+    inner.dirty.store(true, Ordering::Relaxed);
+}
+
+/// Syncs the audit log's unsynced records (an error is logged: the log is
+/// then poisoned, and healing goes on without it).
+pub(super) fn sync_audit(inner: &Inner) {
+    if let Some(a) = &inner.audit {
+        if a.has_unsynced() {
+            if let Err(e) = a.sync() {
+                tracing::warn!(error = %e, "syncing the audit log; healing goes on");
+            }
+        }
     }
 }
 
@@ -536,14 +610,17 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
 }
 
 /// Files a healer's answer about a taken incident: deferred, or closed.
-fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+pub(super) fn settle(inner: &Inner, t: &Taken, inc: Incident) {
     let _closing = Closing::new(inner);
     if let Outcome::Deferred { until_ns } = inc.outcome {
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
         inner.queue.lock().defer(&t.target, until_ns);
+        inner.finished.notify_all();
     } else {
         let late = inner.queue.lock().finish(&t.target);
+        inner.finished.notify_all();
         inner.dirty.store(true, Ordering::Relaxed);
+        refill(inner);
         close(inner, inc, &late);
     }
 }

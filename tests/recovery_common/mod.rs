@@ -49,7 +49,10 @@ pub fn rig(
     let cfg = RecoveryConfig::new(raw.clone(), dir)
         .placement(placement)
         .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
-        .without_scrub();
+        .without_scrub()
+        // The failing read reports on the bus and a recovery thread heals
+        // (`tune` may turn heal on read back on).
+        .heal_on_read(false);
     let m = tune(cfg).build().unwrap();
     for p in 0..pages {
         m.detector()

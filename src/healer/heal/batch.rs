@@ -15,11 +15,12 @@
 //! - The incidents come back in the order given, closed (or deferred),
 //!   each with the timeline, attempts and audit records it would have had
 //!   alone.
-//! - The audit records of a batch are appended in two appends (one fsync
-//!   each): every decision before the batch acts, the rest when it is done.
-//!   A crash mid-batch loses the second part, never a repair (each page is
-//!   written verified through the detector's repair path) and never a
-//!   decision taken before acting.
+//! - The audit records of a batch are appended in two appends: every
+//!   decision before the batch acts, the rest when it is done (a lone
+//!   incident's records in one append, when it is closed). They are durable
+//!   at the log's next sync (see [`audit`](crate::audit)): a crash loses at
+//!   most the records since the last sync, never a repair (each page is
+//!   written verified through the detector's repair path).
 //! - The learned records are saved once per batch.
 //! - With an action gate (approval), nothing is batched: each repair is
 //!   asked for on its own.
@@ -54,19 +55,31 @@ pub(super) fn hold(entry: AuditEntry) -> Option<AuditEntry> {
 }
 
 /// Holds this thread's audit records while alive; writes what is held when
-/// flushed and when dropped (also on a panic's unwinding).
-struct Holding<'a> {
+/// flushed and when dropped (also on a panic's unwinding). One started
+/// while another holds on the same thread leaves the records to it.
+pub(super) struct Holding<'a> {
     healer: &'a SelfHealer,
+    nested: bool,
 }
 
 impl<'a> Holding<'a> {
-    fn start(healer: &'a SelfHealer) -> Self {
-        HELD.with(|h| *h.borrow_mut() = Some(Vec::new()));
-        Holding { healer }
+    pub(super) fn start(healer: &'a SelfHealer) -> Self {
+        let nested = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let nested = h.is_some();
+            if !nested {
+                *h = Some(Vec::new());
+            }
+            nested
+        });
+        Holding { healer, nested }
     }
 
     /// Appends what is held, as one batch.
     fn flush(&self) {
+        if self.nested {
+            return;
+        }
         let held = HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take));
         if let (Some(log), Some(held)) = (&self.healer.audit, held) {
             if let Err(e) = log.append(&held) {
@@ -78,6 +91,9 @@ impl<'a> Holding<'a> {
 
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
+        if self.nested {
+            return;
+        }
         self.flush();
         HELD.with(|h| *h.borrow_mut() = None);
     }
@@ -109,7 +125,7 @@ impl SelfHealer {
     /// batch did not heal goes on down its own plan. Everything else is
     /// healed as `heal_as` would. The audit records are appended in two
     /// appends: every decision before the batch acts, the rest after; the
-    /// learned records are saved once. With an action gate nothing is
+    /// learned records are saved once (when their save interval has passed). With an action gate nothing is
     /// batched.
     pub fn heal_batch(&self, incidents: Vec<(u64, Failure, Vec<Failure>)>) -> Vec<Incident> {
         let holding = Holding::start(self);
@@ -155,7 +171,7 @@ impl SelfHealer {
                 started,
             });
         }
-        // Every decision is durable before the batch acts.
+        // Every decision is written before the batch acts.
         holding.flush();
         let pages: Vec<PageId> = batch.iter().map(|p| p.page).collect();
         let reports = if pages.is_empty() {

@@ -1,0 +1,183 @@
+//! Goal: heal on read — a verified read through the manager's detector that
+//! finds its page bad returns the page's good bytes, healed on the reader's
+//! thread as one incident (diagnosed, verified, counted, announced), with
+//! readers of the same page sharing that incident; Observe mode returns the
+//! error and changes nothing; Approve mode asks first; the recovery threads
+//! never heal on read.
+//! Method: the manager over a `MemStore` with a mirror replica (both
+//! checksum placements), pages damaged under the detector, read through it;
+//! the bytes returned and the store's bytes compared with the model's (the
+//! mirror's); incidents, stats and events checked.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use selfheal::healer::{AttemptOutcome, Outcome, SkipReason};
+use selfheal::recovery::ApprovalRequest;
+use selfheal::{Mode, PageId, RecoveryEvent};
+
+mod recovery_common;
+use recovery_common::*;
+
+const IDLE: Duration = Duration::from_secs(20);
+
+fn read(m: &selfheal::AutoRecoveryManager, p: u64) -> selfheal::Result<Vec<u8>> {
+    let mut b = vec![0u8; PS];
+    m.detector().read_verified(PageId(p), &mut b).map(|()| b)
+}
+
+#[test]
+fn a_damaged_page_read_through_the_detector_comes_back_healed() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 16, dir.path(), |c| c.heal_on_read(true));
+        m.start().unwrap();
+        let events = m.subscribe(64).unwrap();
+        let model = bytes(mirror.as_ref(), 5);
+        damage(&raw, 5);
+        assert_ne!(bytes(raw.as_ref(), 5), model);
+        let got = read(&m, 5).expect("the read heals the page and returns it");
+        assert_eq!(got, model, "the model's bytes");
+        assert_eq!(bytes(raw.as_ref(), 5), model, "healed in the store");
+        // Nothing more to do in the background.
+        assert!(m.wait_idle(IDLE));
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert_eq!(
+            incs[0].outcome,
+            Outcome::Healed {
+                remedy: "repair-from-replicas".into()
+            }
+        );
+        let s = m.stats();
+        assert_eq!((s.detected, s.recovered, s.escalated), (1, 1, 0), "{s:?}");
+        let seen: Vec<RecoveryEvent> = events.events().try_iter().collect();
+        assert!(
+            matches!(seen.first(), Some(RecoveryEvent::Opened { .. })),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, RecoveryEvent::Healed { id, .. } if *id == incs[0].id)),
+            "{seen:?}"
+        );
+        // Read again: clean, no new incident.
+        assert_eq!(read(&m, 5).unwrap(), model);
+        m.stop().unwrap();
+        assert_eq!(m.stats().detected, 1);
+    }
+}
+
+#[test]
+fn readers_of_one_damaged_page_share_its_incident() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 16, dir.path(), |c| c.heal_on_read(true));
+        m.start().unwrap();
+        let model = bytes(mirror.as_ref(), 7);
+        damage(&raw, 7);
+        let m = Arc::new(m);
+        let start = Arc::new(Barrier::new(4));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (m, start) = (m.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    read(&m, 7)
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(
+                r.join().unwrap().expect("every reader gets the page"),
+                model
+            );
+        }
+        assert!(m.wait_idle(IDLE));
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "one incident for the page: {incs:#?}");
+        assert!(matches!(incs[0].outcome, Outcome::Healed { .. }));
+        assert_eq!(m.stats().recovered, 1);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn observe_mode_returns_the_error_and_changes_nothing() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| {
+            c.heal_on_read(true).mode(Mode::Observe)
+        });
+        damage(&raw, 2);
+        let before = all_bytes(raw.as_ref());
+        m.start().unwrap();
+        let err = read(&m, 2).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(all_bytes(raw.as_ref()), before, "the store is unchanged");
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1);
+        assert_eq!(incs[0].outcome, Outcome::Observed);
+        assert!(read(&m, 2).is_err(), "still refused");
+        assert_eq!(all_bytes(raw.as_ref()), before);
+        m.stop().unwrap();
+    }
+}
+
+#[test]
+fn approve_mode_asks_before_healing_on_read() {
+    for placement in placements() {
+        for approve in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let asked = Arc::new(AtomicUsize::new(0));
+            let a2 = asked.clone();
+            let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), move |c| {
+                c.heal_on_read(true).mode(Mode::Approve).approval(
+                    Arc::new(move |r: &ApprovalRequest| {
+                        a2.fetch_add(1, Ordering::SeqCst);
+                        approve && r.remedy == "repair-from-replicas"
+                    }),
+                    Duration::from_secs(5),
+                )
+            });
+            damage(&raw, 4);
+            let before = all_bytes(raw.as_ref());
+            m.start().unwrap();
+            let got = read(&m, 4);
+            assert!(asked.load(Ordering::SeqCst) >= 1, "the host was asked");
+            if approve {
+                assert_eq!(got.unwrap(), bytes(mirror.as_ref(), 4));
+            } else {
+                assert!(got.unwrap_err().is_corruption());
+                assert_eq!(all_bytes(raw.as_ref()), before, "nothing changed");
+                let incs = m.incidents();
+                assert_eq!(incs[0].outcome, Outcome::Escalated);
+                assert!(incs[0]
+                    .attempts
+                    .iter()
+                    .all(|a| a.outcome == AttemptOutcome::Skipped(SkipReason::NotApproved)));
+            }
+            assert!(m.wait_idle(IDLE));
+            m.stop().unwrap();
+        }
+    }
+}
+
+/// With heal on read off, the read returns its error and the page is healed
+/// in the background.
+#[test]
+fn heal_on_read_off_leaves_it_to_the_recovery_threads() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(false));
+        m.start().unwrap();
+        damage(&raw, 3);
+        read_finds(&m, 3);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3));
+        assert_eq!(m.stats().recovered, 1);
+        m.stop().unwrap();
+    }
+}
