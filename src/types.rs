@@ -156,6 +156,9 @@ pub enum Source {
     HealthMonitor,
     /// The host itself (a failure it reports on the bus).
     Host,
+    /// The [`AutoRecoveryManager`](crate::AutoRecoveryManager) (its own
+    /// threads, the previous run's verdict at its start).
+    RecoveryManager,
 }
 
 impl Source {
@@ -171,6 +174,7 @@ impl Source {
             Source::StateSnapshotManager => "snapshot manager",
             Source::HealthMonitor => "health monitor",
             Source::Host => "host",
+            Source::RecoveryManager => "recovery manager",
         }
     }
 }

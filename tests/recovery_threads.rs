@@ -97,6 +97,11 @@ fn a_panic_outside_a_remedy_is_survived_and_the_incident_healed() {
             .find(|i| i.target == Target::Component(Arc::from("recovery manager")))
             .expect("the thread's death is an incident");
         assert_eq!(remedy_of(&own.outcome), Some("restart-recovery-thread"));
+        assert_eq!(
+            own.failures[0].source,
+            Source::RecoveryManager,
+            "the manager's own failures name it as their source"
+        );
         assert!(
             own.failures[0].evidence.contains("supports() panicked"),
             "{:?}",

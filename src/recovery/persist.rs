@@ -102,6 +102,7 @@ fn source_tag(s: Source) -> u8 {
         Source::StateSnapshotManager => 5,
         Source::HealthMonitor => 6,
         Source::Host => 7,
+        Source::RecoveryManager => 8,
     }
 }
 
@@ -248,6 +249,7 @@ fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
         5 => Source::StateSnapshotManager,
         6 => Source::HealthMonitor,
         7 => Source::Host,
+        8 => Source::RecoveryManager,
         t => return Err(r.bad(format!("unknown source tag {t}"))),
     };
     let priority = match r.u8()? {

@@ -60,7 +60,12 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A failure the manager itself reports.
 pub(super) fn own_failure(inner: &Inner, kind: FailureKind, evidence: String) -> Failure {
-    Failure::new(Source::CrashDetector, kind, evidence, inner.clock.now_ns())
+    Failure::new(
+        Source::RecoveryManager,
+        kind,
+        evidence,
+        inner.clock.now_ns(),
+    )
 }
 
 /// Starts the thread of `slot` (its role's job).
@@ -415,7 +420,7 @@ pub(super) fn supervise(inner: &Arc<Inner>) {
 /// Whether `f` is the death of one of the manager's own threads (recorded
 /// by the supervisor, not queued for the healer).
 fn own_death(f: &Failure) -> bool {
-    f.source == Source::CrashDetector
+    f.source == Source::RecoveryManager
         && matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)
 }
 
