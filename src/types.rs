@@ -294,6 +294,9 @@ pub enum FailureKind {
     // ---- the library's own components ----
     /// A component's background thread died (a panic in a host callback,
     /// say): the component does no more work until it is started again.
+    /// One exception keeps its thread: component `"crash detector callback"`
+    /// says the crash detector's event callback panicked (caught; the
+    /// watchdog goes on watching).
     WorkerDied {
         /// The component.
         component: Arc<str>,
