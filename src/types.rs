@@ -227,7 +227,8 @@ pub enum FailureKind {
         page: PageId,
     },
     /// The undo journal refused further work after a failed fsync (its state
-    /// on disk is unknown): reopen it.
+    /// on disk is unknown): drop the rollback manager and build it again
+    /// (its recovery runs then) to continue.
     JournalPoisoned,
     // ---- crash detection ----
     /// A component's heartbeats are late enough that phi crossed the threshold.

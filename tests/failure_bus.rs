@@ -297,11 +297,16 @@ fn the_rollback_manager_reports_a_blocked_rollback_and_a_poisoned_journal_on_the
         let u = mgr.begin().unwrap();
         mgr.write(u, PageId(3), 0, &[0xCD; 32]).unwrap();
         dir.fail_syncs(1);
-        assert!(matches!(mgr.commit(u), Err(Error::Poisoned { .. })));
-        bus.expect(
+        let err = mgr.commit(u).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        let got = bus.expect(
             "rollback",
             &[(Source::TransactionRollbackManager, "journal_poisoned", 8)],
         );
+        // The report and the error tell the same next step.
+        let next = "build it again (its recovery runs then)";
+        assert!(err.to_string().contains(next), "{err}");
+        assert!(got[0].evidence.contains(next), "{}", got[0].evidence);
         bus.quiet("rollback");
     }
 }
@@ -515,14 +520,26 @@ fn the_health_monitor_reports_a_degraded_metric_a_failed_probe_and_its_dead_samp
     bus.at(4);
     bus.kill_sampler.store(true, Ordering::SeqCst);
     monitor.start().unwrap();
-    bus.expect(
+    let got = bus.expect(
         "health",
         &[
             (Source::HealthMonitor, "health_critical", 4),
             (Source::HealthMonitor, "worker_died", 4),
         ],
     );
-    assert!(matches!(monitor.stop(), Err(Error::Stopped { .. })));
+    // The dead component is named as its source is, in the lowercase
+    // style every component's name has.
+    assert_eq!(
+        got[1].target(),
+        selfheal::Target::Component(Arc::from(Source::HealthMonitor.as_str()))
+    );
+    assert!(matches!(
+        monitor.stop(),
+        Err(Error::Stopped {
+            component: "health monitor",
+            ..
+        })
+    ));
     bus.quiet("health");
 }
 
