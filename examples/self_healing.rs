@@ -56,7 +56,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use selfheal::healer::Outcome;
 use selfheal::prelude::*;
-use selfheal::Mode;
 
 use engine::{Engine, COLD_PAGES, HOT_PAGES, KEYS, SLOTS};
 use faults::{commit, now_ns, Fault, FaultFn, Model};

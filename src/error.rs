@@ -491,7 +491,7 @@ pub enum Error {
 
     /// A component hit a failure after which it must not continue (for
     /// example a failed fsync); every later call returns this error.
-    #[error("{component} is poisoned and refuses further work: {reason}; build it again (its recovery runs then) to continue")]
+    #[error("{component} is poisoned and refuses further work: {reason}; drop it and build it again (its recovery runs then) to continue")]
     Poisoned {
         /// The component.
         component: &'static str,

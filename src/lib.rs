@@ -124,13 +124,14 @@ pub mod prelude {
         Consistency, Fallback, LostPages, RestoreOptions, SnapshotKind, SnapshotRequest, WriteGate,
     };
     pub use crate::{
-        ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, CrashConfig,
-        CrashDetector, DataRepairer, Error, Failure, FailureKind, FailureSink, FileStore,
-        HealthConfig, HealthMonitor, HealthProbe, HostAction, HostActions, Lsn, ManualClock,
-        MemStore, PageId, PageSource, PageStore, Priority, Receiver, RepairConfig, Replica,
-        ReplicaId, ReplicaStatus, Result, RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig,
-        Source, StateSnapshotManager, StoreReplica, SystemClock, Target,
-        TransactionRollbackManager, TxnId,
+        AutoRecoveryManager, ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig,
+        CorruptionDetector, CrashConfig, CrashDetector, DataRepairer, Error, Failure,
+        FailureCallback, FailureId, FailureKind, FailureSink, FileStore, HealthConfig,
+        HealthMonitor, HealthProbe, HostAction, HostActions, Lsn, ManualClock, MemStore, Mode,
+        PageId, PageSource, PageStore, Priority, Receiver, RecoveryConfig, RecoveryEvent,
+        RecoveryStats, RepairConfig, Replica, ReplicaId, ReplicaLag, ReplicaStatus, Result,
+        RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig, Source, StateSnapshotManager,
+        StoreReplica, SystemClock, Target, TransactionRollbackManager, TxnId,
     };
 }
 

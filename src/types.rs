@@ -231,7 +231,8 @@ pub enum FailureKind {
         page: PageId,
     },
     /// The undo journal refused further work after a failed fsync (its state
-    /// on disk is unknown): reopen it.
+    /// on disk is unknown): drop the rollback manager and build it again
+    /// (its recovery runs then) to continue.
     JournalPoisoned,
     // ---- crash detection ----
     /// A component's heartbeats are late enough that phi crossed the threshold.
@@ -298,6 +299,9 @@ pub enum FailureKind {
     // ---- the library's own components ----
     /// A component's background thread died (a panic in a host callback,
     /// say): the component does no more work until it is started again.
+    /// One exception keeps its thread: component `"crash detector callback"`
+    /// says the crash detector's event callback panicked (caught; the
+    /// watchdog goes on watching).
     WorkerDied {
         /// The component.
         component: Arc<str>,

@@ -1,4 +1,4 @@
-//! Goal: every component's failures — what it watches and its own (a corrupt page, a scrub thread that died, a replica that keeps failing, a page left irreparable, a blocked rollback, a poisoned journal, an unclean previous run, a dead heartbeat, a failed snapshot, a dead periodic thread, a degraded metric, a failed probe, a dead sampler) — arrive on ONE shared `FailureSink`, numbered in the order sent, each naming its component and stamped from ONE `ManualClock` at the moment it was caused, so one stream orders and times them all. Method: one bus and one clock handed to every component's config; the `testing` faults (FaultyStore, FaultyReplica, CrashDir, ScriptedProbe) cause each failure at a known clock time, under both checksum placements where pages are sealed; the stream is read back and compared entry by entry, per component and with all components at once.
+//! Goal: every component's failures — what it watches and its own (a corrupt page, a scrub thread that died, a replica that keeps failing, a page left irreparable, a blocked rollback, a poisoned journal, transactions in flight at a crash, an unclean previous run, a dead heartbeat, a dead crash watchdog, a failed snapshot, a dead periodic thread, a degraded metric, a failed probe, a dead sampler) — arrive on ONE shared `FailureSink`, numbered in the order sent, each naming its component and stamped from ONE `ManualClock` at the moment it was caused, so one stream orders and times them all. Method: one bus and one clock handed to every component's config; the `testing` faults (FaultyStore, FaultyReplica, CrashDir, ScriptedProbe) cause each failure at a known clock time, under both checksum placements where pages are sealed; the stream is read back and compared entry by entry, per component and with all components at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,22 +28,27 @@ const SEC: u64 = 1_000_000_000;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One bus and one clock for every component. The bus's callback kills the
-/// health sampler once, when armed: a callback runs on the sending thread,
-/// and one that panics takes that thread down.
+/// health sampler, or the crash watchdog, once, when armed: a callback runs
+/// on the sending thread, and one that panics takes that thread down.
 struct Bus {
     sink: FailureSink,
     clock: ManualClock,
     kill_sampler: Arc<AtomicBool>,
+    kill_watchdog: Arc<AtomicBool>,
 }
 
 impl Bus {
     fn new() -> Bus {
         let kill_sampler = Arc::new(AtomicBool::new(false));
-        let k = kill_sampler.clone();
+        let kill_watchdog = Arc::new(AtomicBool::new(false));
+        let (k, w) = (kill_sampler.clone(), kill_watchdog.clone());
         let sink = FailureSink::new(1_024).with_callback(Arc::new(move |_f: &Failure| {
-            if std::thread::current().name() == Some("selfheal-health")
-                && k.swap(false, Ordering::SeqCst)
-            {
+            let armed = match std::thread::current().name() {
+                Some("selfheal-health") => k.swap(false, Ordering::SeqCst),
+                Some("selfheal-watchdog") => w.swap(false, Ordering::SeqCst),
+                _ => false,
+            };
+            if armed {
                 panic!("failure callback bug (injected)");
             }
         }));
@@ -51,6 +56,7 @@ impl Bus {
             sink,
             clock: ManualClock::new(),
             kill_sampler,
+            kill_watchdog,
         }
     }
 
@@ -291,11 +297,16 @@ fn the_rollback_manager_reports_a_blocked_rollback_and_a_poisoned_journal_on_the
         let u = mgr.begin().unwrap();
         mgr.write(u, PageId(3), 0, &[0xCD; 32]).unwrap();
         dir.fail_syncs(1);
-        assert!(matches!(mgr.commit(u), Err(Error::Poisoned { .. })));
-        bus.expect(
+        let err = mgr.commit(u).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        let got = bus.expect(
             "rollback",
             &[(Source::TransactionRollbackManager, "journal_poisoned", 8)],
         );
+        // The report and the error tell the same next step.
+        let next = "build it again (its recovery runs then)";
+        assert!(err.to_string().contains(next), "{err}");
+        assert!(got[0].evidence.contains(next), "{}", got[0].evidence);
         bus.quiet("rollback");
     }
 }
@@ -356,6 +367,104 @@ fn the_crash_detector_reports_an_unclean_previous_run_and_a_dead_heartbeat_on_th
 }
 
 #[test]
+fn the_rollback_manager_reports_transactions_in_flight_at_a_crash_on_the_shared_bus() {
+    for placement in placements() {
+        let bus = Bus::new();
+        let (_raw, det) = detector(&bus, placement);
+        let dir = Arc::new(CrashDir::new());
+        let mgr = rollback(&bus, dir.clone(), det.clone());
+        // Two transactions in flight; a third commits, which makes the
+        // journal (their undo included) durable.
+        let (t, u) = (mgr.begin().unwrap(), mgr.begin().unwrap());
+        mgr.write(t, PageId(2), 0, &[0xAB; 32]).unwrap();
+        mgr.write(u, PageId(6), 8, &[0xCD; 16]).unwrap();
+        let c = mgr.begin().unwrap();
+        mgr.write(c, PageId(9), 0, &[0xEF; 8]).unwrap();
+        mgr.commit(c).unwrap();
+        drop(mgr);
+        bus.quiet("rollback: nothing before the restart");
+        // The process restarts at 9 s over what reached the disk.
+        bus.at(9);
+        let mgr = rollback(&bus, Arc::new(dir.crash(0)), det.clone());
+        assert_eq!(mgr.recovery_report().rolled_back.len(), 2);
+        let got = bus.expect(
+            "rollback",
+            &[(Source::TransactionRollbackManager, "in_flight_at_crash", 9)],
+        );
+        assert_eq!(
+            got[0].kind,
+            selfheal::FailureKind::InFlightAtCrash { count: 2 }
+        );
+        assert!(
+            got[0].evidence.contains("2 transactions were in flight"),
+            "{}",
+            got[0].evidence
+        );
+        // The pages read back as before the transactions, and verify.
+        let mut buf = vec![0u8; PS];
+        det.read_verified(PageId(2), &mut buf).unwrap();
+        assert_eq!(buf[0], 3);
+        bus.quiet("rollback");
+    }
+}
+
+#[test]
+fn the_crash_watchdogs_own_death_arrives_on_the_shared_bus() {
+    let bus = Bus::new();
+    let d = CrashConfig::new()
+        .clock(bus.clock())
+        .failure_sink(bus.sink.clone())
+        .heartbeat(HeartbeatConfig::new().timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let wal = d.register("wal-writer").unwrap();
+    for _ in 0..20 {
+        wal.beat();
+        bus.clock.advance(Duration::from_millis(100));
+        assert!(d.check_now().unwrap().is_empty());
+    }
+    // The bus's callback panics on the watchdog thread when the next
+    // failure is sent: the watchdog dies at that moment.
+    bus.kill_watchdog.store(true, Ordering::SeqCst);
+    let mut died_at = None;
+    for _ in 0..30 {
+        bus.clock.advance(Duration::from_millis(100));
+        if d.check_now().is_err() {
+            died_at = Some(bus.clock.now_ns());
+            break;
+        }
+    }
+    let at = died_at.expect("the watchdog died when it reported");
+    let got = bus.sink.failures().try_iter().collect::<Vec<_>>();
+    let view: Vec<(Source, &str, u64)> = got
+        .iter()
+        .map(|f| (f.source, f.kind.name(), f.detected_at_ns))
+        .collect();
+    assert_eq!(
+        view,
+        [
+            (Source::CrashDetector, "component_suspect", at),
+            (Source::CrashDetector, "worker_died", at),
+        ]
+    );
+    assert!(got[0].id < got[1].id);
+    assert_eq!(
+        got[1].target(),
+        selfheal::Target::Component(Arc::from("crash detector"))
+    );
+    assert!(
+        got[1].evidence.contains("failure callback bug (injected)"),
+        "{}",
+        got[1].evidence
+    );
+    assert!(!d.is_running());
+    assert!(matches!(d.register("x"), Err(Error::Stopped { .. })));
+    assert!(matches!(d.stop(), Err(Error::Stopped { .. })));
+    bus.quiet("crash");
+}
+
+#[test]
 fn the_snapshot_manager_reports_a_failed_snapshot_and_a_dead_periodic_thread_on_the_shared_bus() {
     let bus = Bus::new();
     let dir = tempfile::tempdir().unwrap();
@@ -411,14 +520,26 @@ fn the_health_monitor_reports_a_degraded_metric_a_failed_probe_and_its_dead_samp
     bus.at(4);
     bus.kill_sampler.store(true, Ordering::SeqCst);
     monitor.start().unwrap();
-    bus.expect(
+    let got = bus.expect(
         "health",
         &[
             (Source::HealthMonitor, "health_critical", 4),
             (Source::HealthMonitor, "worker_died", 4),
         ],
     );
-    assert!(matches!(monitor.stop(), Err(Error::Stopped { .. })));
+    // The dead component is named as its source is, in the lowercase
+    // style every component's name has.
+    assert_eq!(
+        got[1].target(),
+        selfheal::Target::Component(Arc::from(Source::HealthMonitor.as_str()))
+    );
+    assert!(matches!(
+        monitor.stop(),
+        Err(Error::Stopped {
+            component: "health monitor",
+            ..
+        })
+    ));
     bus.quiet("health");
 }
 

@@ -1,13 +1,15 @@
 //! Goal: the crate's import graph has no circle — between components, and
 //! between the files of one component — so each file can be read with only
-//! what is below it. Method: read every source file, draw an arrow from a
+//! what is below it; and no arrow goes from a seam (`host`, `types`,
+//! `clock`, `error`, `digest`) to an implementation module. Method: read every source file, draw an arrow from a
 //! file to each sibling module it names (`super::x`, `crate::component::x`,
 //! an item its folder's `mod.rs` re-exports from `x`, or an item `mod.rs`
 //! defines itself: an arrow to `mod.rs`), from `mod.rs` to each child its
 //! own code uses (not its `mod` declarations and `pub use` re-exports), and
 //! from each top-level module to each other it names (`crate::x`); comments
 //! and unit tests left out. Then look for a circle by depth-first search
-//! and print it.
+//! and print it. For the seams: every `crate::x` and `super::x` in their
+//! code (comments and unit tests left out) must name another seam.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -265,6 +267,53 @@ fn the_import_graph_has_no_circle() {
         circles.is_empty(),
         "import circles:\n{}",
         circles.join("\n")
+    );
+}
+
+/// The seams: the host traits and the vocabulary every component shares.
+const SEAMS: [&str; 5] = ["host", "types", "clock", "error", "digest"];
+
+/// What the seam in `text` (its code) names from the crate that is not a
+/// seam: `crate::x` or `super::x` (a top-level file's `super` is the crate
+/// root) for any `x` but a seam.
+fn non_seam_imports(text: &str) -> Vec<String> {
+    let mut named = names_after(text, "crate::");
+    named.extend(names_after(text, "super::"));
+    named.retain(|n| !SEAMS.contains(&n.as_str()));
+    named
+}
+
+#[test]
+fn the_seams_import_no_implementation_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut arrows = Vec::new();
+    for seam in SEAMS {
+        let file = src.join(format!("{seam}.rs"));
+        assert!(file.exists(), "{} is a seam", file.display());
+        for n in non_seam_imports(&code(&file)) {
+            arrows.push(format!("src/{seam}.rs -> crate::{n}"));
+        }
+    }
+    assert!(
+        arrows.is_empty(),
+        "a seam imports an implementation module (seams may use only each other, std and dependencies):\n{}",
+        arrows.join("\n")
+    );
+}
+
+#[test]
+fn the_seam_check_finds_an_implementation_import() {
+    let seam_only = "use crate::error::{Error, Result};\nuse crate::types::{Lsn, PageId};\nlet d = crate::digest::RangeDigest::new();\nuse std::sync::Arc;";
+    assert!(non_seam_imports(seam_only).is_empty());
+    assert_eq!(
+        non_seam_imports(
+            "use crate::repair::RangeDigest;\nuse super::{types::PageId, worker::Job};"
+        ),
+        ["repair", "worker"]
+    );
+    assert_eq!(
+        non_seam_imports("use crate::{Error, DataRepairer};"),
+        ["Error", "DataRepairer"]
     );
 }
 

@@ -24,7 +24,6 @@ use selfheal::prelude::*;
 use selfheal::recovery::StartupReport;
 use selfheal::snapshot::PeriodicConfig;
 use selfheal::testing::{FaultyReplica, FaultyStore};
-use selfheal::{AutoRecoveryManager, Mode, RecoveryConfig};
 
 /// Page size of the table file.
 pub const PAGE_SIZE: usize = 4096;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use selfheal::healer::{Incident, Outcome, Step};
-use selfheal::RecoveryEvent;
+use selfheal::prelude::*;
 
 use crate::engine::Engine;
 use crate::faults::Fault;

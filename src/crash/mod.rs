@@ -9,11 +9,21 @@
 //!   heartbeat state machine (phi accrual next to a plain timeout;
 //!   `crash/heartbeat.rs`), samples watched processes
 //!   (`crash/process.rs`) and refreshes the [`RunMarker`]'s last-seen time.
-//! - Every state change is delivered once: to the callback, on the event
-//!   channel ([`CrashEvent`]), and — for suspect, dead and exited — as a
-//!   [`Failure`] on the failure channel. Both channels are bounded; when a
-//!   consumer falls behind, new messages are counted as dropped rather than
-//!   stalling the watchdog.
+//! - Every state change is delivered once: to the callback
+//!   ([`CrashConfig::on_event`]), on the event channel
+//!   ([`CrashDetector::events`]), and — for suspect, dead and exited — as a
+//!   [`Failure`] on the failure bus. A [`CrashEvent`] is a state change of
+//!   a watched component or process (recoveries included), not a failure:
+//!   every failure the detector sees, its own included, goes on the one bus
+//!   ([`CrashDetector::failures`]), so a consumer of failures needs only
+//!   the bus. Both channels are bounded; when a consumer falls behind, new
+//!   messages are counted as dropped rather than stalling the watchdog.
+//! - A panic in the callback does not stop the watchdog: it is caught,
+//!   counted ([`CrashStats::callback_panics`]) and reported on the bus as
+//!   [`FailureKind::WorkerDied`] of the `"crash detector callback"` from
+//!   [`Source::CrashDetector`], once per episode (the episode ends when the
+//!   callback returns normally again); the event is still sent on the
+//!   channel and the bus, and the watchdog goes on watching.
 //!
 //! # Threads and shutdown
 //!
@@ -27,9 +37,10 @@
 //! and the error says so. Dropping the detector stops the thread too but does
 //! **not** record a clean stop, so that a drop while the host unwinds from a
 //! panic is reported as a crash at the next start. A panic on the watchdog
-//! thread (for example in the host's callback) stops the detector: it is
-//! reported as [`FailureKind::WorkerDied`] on
-//! the failure sink, and later calls return [`Error::Stopped`] with the panic
+//! thread outside the event callback (for example in the bus's own
+//! [`FailureCallback`](crate::FailureCallback)) stops the detector: it is
+//! reported as [`FailureKind::WorkerDied`] of the `"crash detector"` on the
+//! failure bus, and later calls return [`Error::Stopped`] with the panic
 //! message.
 
 // What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
@@ -40,6 +51,7 @@ pub(crate) mod process;
 mod run_marker;
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -50,7 +62,7 @@ use parking_lot::Mutex;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
-use crate::worker::{Flow, Job, Stop, Worker};
+use crate::worker::{panic_message, Flow, Job, Stop, Worker};
 
 use heartbeat::HeartbeatMonitor;
 pub use heartbeat::{
@@ -64,10 +76,17 @@ use heartbeat::ns;
 
 const COMPONENT: &str = "crash detector";
 
+/// The component a panic in the host's event callback is reported as.
+const CALLBACK: &str = "crash detector callback";
+
 /// How long a stop waits for the watchdog (a host callback that hangs).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One state change seen by the watchdog.
+/// One state change seen by the watchdog: a watched component or process
+/// changed state (recoveries included). An event is not a failure: the
+/// failures among them (suspect, dead, exited — see
+/// [`failure`](Self::failure)) also go on the failure bus, with every other
+/// failure the detector reports.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum CrashEvent {
@@ -98,7 +117,8 @@ impl fmt::Display for CrashEvent {
     }
 }
 
-/// Called on the watchdog thread with every event, once each.
+/// Called on the watchdog thread with every event, once each. A panic in it
+/// is caught and reported (see [`CrashConfig::on_event`]).
 pub type CrashCallback = Arc<dyn Fn(&CrashEvent) + Send + Sync>;
 
 /// Configuration of a [`CrashDetector`].
@@ -202,8 +222,14 @@ impl CrashConfig {
         self
     }
 
-    /// A callback run on the watchdog thread with every event (default none).
-    /// It must not block for long: it delays the next tick.
+    /// A callback run on the watchdog thread with every [`CrashEvent`] — each
+    /// state change of a watched component or process, not only failures
+    /// (default none). It must not block for long: it delays the next tick.
+    /// A panic in it is caught: it is counted
+    /// ([`CrashStats::callback_panics`]) and reported on the failure bus
+    /// once per episode as [`FailureKind::WorkerDied`] of the
+    /// `"crash detector callback"` from [`Source::CrashDetector`], with the
+    /// panic message as evidence; the watchdog goes on watching.
     pub fn on_event(mut self, f: CrashCallback) -> Self {
         self.on_event = Some(f);
         self
@@ -252,6 +278,7 @@ impl CrashConfig {
             processes: Mutex::new(ProcessMonitor::new(self.max_processes)?),
             events_dropped: AtomicU64::new(0),
             marker_errors: AtomicU64::new(0),
+            callback_panics: AtomicU64::new(0),
         });
         let sink = self
             .failures
@@ -273,6 +300,7 @@ impl CrashConfig {
             sink: sink.clone(),
             event_tx,
             on_event: self.on_event,
+            callback_failing: false,
             marker: self.run_marker,
             process_interval_ns: ns(self.process_interval),
             marker_interval_ns: ns(self.marker_refresh_interval),
@@ -297,6 +325,7 @@ struct Shared {
     processes: Mutex<ProcessMonitor>,
     events_dropped: AtomicU64,
     marker_errors: AtomicU64,
+    callback_panics: AtomicU64,
 }
 
 enum Command {
@@ -311,6 +340,9 @@ struct Watchdog {
     sink: FailureSink,
     event_tx: Sender<CrashEvent>,
     on_event: Option<CrashCallback>,
+    /// The callback panicked and has not returned normally since: its
+    /// panic was reported once for this episode.
+    callback_failing: bool,
     marker: Option<RunMarker>,
     process_interval_ns: u64,
     marker_interval_ns: u64,
@@ -347,9 +379,10 @@ impl Job for Watchdog {
         self.marker.take().map_or(Ok(()), RunMarker::stop)
     }
 
-    /// Queued on the bus before the sink's callback runs: if that callback (or
-    /// the host's event callback) is what panicked and panics again, the
-    /// worker catches it and the report stays queued.
+    /// Queued on the bus before the sink's callback runs: if that callback is
+    /// what panicked and panics again, the worker catches it and the report
+    /// stays queued. (A panic in the host's event callback is caught in
+    /// [`Watchdog::step`] and does not end the thread.)
     fn died(&mut self, reason: &str) {
         self.sink.send(Failure::new(
             Source::CrashDetector,
@@ -400,7 +433,29 @@ impl Watchdog {
         for ev in &events {
             tracing::info!(event = %ev, "crash detector");
             if let Some(cb) = &self.on_event {
-                cb(ev);
+                match catch_unwind(AssertUnwindSafe(|| cb(ev))) {
+                    Ok(()) => self.callback_failing = false,
+                    Err(payload) => {
+                        self.shared.callback_panics.fetch_add(1, Ordering::Relaxed);
+                        let reason = panic_message(payload.as_ref());
+                        tracing::warn!(event = %ev, panic = %reason, "the crash detector's on_event callback panicked");
+                        if !self.callback_failing {
+                            self.callback_failing = true;
+                            self.sink.send(Failure::new(
+                                Source::CrashDetector,
+                                FailureKind::WorkerDied {
+                                    component: Arc::from(CALLBACK),
+                                },
+                                format!(
+                                    "the crash detector's on_event callback panicked on `{ev}`: \
+                                     {reason}; the watchdog goes on watching and calls it \
+                                     again with the next event"
+                                ),
+                                now,
+                            ));
+                        }
+                    }
+                }
             }
             if let Some(f) = ev.failure() {
                 self.sink.send(f);
@@ -422,6 +477,9 @@ pub struct CrashStats {
     pub events_dropped: u64,
     /// Run-marker refreshes that failed.
     pub marker_errors: u64,
+    /// Calls of the event callback that panicked (each was caught; the
+    /// first of an episode was reported on the failure bus).
+    pub callback_panics: u64,
 }
 
 /// Heartbeats, process liveness and the run marker, watched by one thread.
@@ -601,14 +659,17 @@ impl CrashDetector {
     }
 
     /// The receiving end of its failure bus (component suspect or dead,
-    /// process exited, the watchdog itself died).
+    /// process exited, an unclean previous run, the event callback panicked,
+    /// the watchdog itself died): every failure it reports.
     #[must_use]
     pub fn failures(&self) -> Receiver<Failure> {
         self.sink.failures()
     }
 
-    /// The receiving end of every event, recoveries included (cloning
-    /// shares the queue).
+    /// The receiving end of every [`CrashEvent`]: each state change of a
+    /// watched component or process, recoveries included (cloning shares the
+    /// queue). Events are not failures; the failures among them also go on
+    /// the bus ([`failures`](Self::failures)).
     #[must_use]
     pub fn events(&self) -> Receiver<CrashEvent> {
         self.events.clone()
@@ -627,6 +688,7 @@ impl CrashDetector {
             failures_dropped: self.sink.dropped(),
             events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
             marker_errors: self.shared.marker_errors.load(Ordering::Relaxed),
+            callback_panics: self.shared.callback_panics.load(Ordering::Relaxed),
         }
     }
 

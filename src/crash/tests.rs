@@ -101,30 +101,98 @@ fn events_is_an_owned_receiver_and_failure_sink_is_the_bus() {
 }
 
 #[test]
-fn panicking_callback_stops_the_detector_with_a_typed_error() {
+fn a_panicking_callback_is_reported_once_and_the_watchdog_keeps_watching() {
     let (clock, cfg) = manual();
+    let sink = FailureSink::new(64);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
     let d = cfg
-        .on_event(Arc::new(|_| panic!("host callback bug")))
+        .failure_sink(sink.clone())
+        .on_event(Arc::new(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            panic!("host callback bug")
+        }))
         .build()
         .unwrap();
     d.start().unwrap();
-    let _h = d.register("c").unwrap();
+    let _a = d.register("a").unwrap();
     clock.advance(Duration::from_secs(3600));
     d.check_now().unwrap();
     clock.advance(Duration::from_secs(3600));
-    assert!(d.check_now().is_err());
-    match d.register("d") {
-        Err(Error::Stopped { reason, .. }) => assert!(reason.contains("host callback bug")),
-        other => panic!("expected Stopped, got {other:?}"),
-    }
-    let died: Vec<Failure> = d
-        .failures()
-        .try_iter()
-        .filter(|f| matches!(f.kind, FailureKind::WorkerDied { .. }))
+    // Suspect and dead: the callback panics on both; the watchdog goes on.
+    assert_eq!(d.check_now().unwrap().len(), 2);
+    assert!(d.is_running());
+    // Still watching: a second component is registered and judged.
+    let _b = d.register("b").unwrap();
+    clock.advance(Duration::from_secs(3600));
+    d.check_now().unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(d.check_now().unwrap().len(), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(d.stats().callback_panics, 4);
+    let got: Vec<Failure> = sink.failures().try_iter().collect();
+    let panics: Vec<&Failure> = got
+        .iter()
+        .filter(|f| matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == CALLBACK))
         .collect();
-    assert_eq!(died.len(), 1, "the watchdog's death is reported once");
-    assert!(died[0].evidence.contains("host callback bug"));
-    assert!(matches!(d.stop(), Err(Error::Stopped { .. })));
+    assert_eq!(panics.len(), 1, "reported once: {got:?}");
+    assert_eq!(panics[0].source, Source::CrashDetector);
+    assert!(
+        panics[0].evidence.contains("on_event"),
+        "{}",
+        panics[0].evidence
+    );
+    assert!(
+        panics[0].evidence.contains("host callback bug"),
+        "{}",
+        panics[0].evidence
+    );
+    // The events' own failures still went out: a suspect and a dead each.
+    let dead = got
+        .iter()
+        .filter(|f| matches!(f.kind, FailureKind::ComponentDead { .. }))
+        .count();
+    assert_eq!(dead, 2);
+    assert!(
+        !got.iter().any(|f| matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)),
+        "the watchdog did not die: {got:?}"
+    );
+    d.stop().unwrap();
+}
+
+#[test]
+fn a_callback_that_answers_again_ends_the_episode() {
+    let (clock, cfg) = manual();
+    let sink = FailureSink::new(64);
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f2 = fail.clone();
+    let d = cfg
+        .failure_sink(sink.clone())
+        .on_event(Arc::new(move |_| {
+            assert!(!f2.load(Ordering::SeqCst), "host callback bug");
+        }))
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let mut reported = 0;
+    for (round, failing) in [true, false, true].into_iter().enumerate() {
+        fail.store(failing, Ordering::SeqCst);
+        let _h = d.register(&format!("c{round}")).unwrap();
+        clock.advance(Duration::from_secs(3600));
+        d.check_now().unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(d.check_now().unwrap().len(), 2);
+        reported += usize::from(failing);
+        let seen = sink
+            .failures()
+            .try_iter()
+            .filter(|f| matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == CALLBACK))
+            .count();
+        assert_eq!(seen, usize::from(failing), "round {round}");
+        assert!(d.is_running());
+    }
+    assert_eq!(reported, 2);
+    d.stop().unwrap();
 }
 
 #[test]

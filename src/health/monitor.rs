@@ -27,7 +27,7 @@ use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
 use super::model::HealthModel;
 use super::{HealthProbe, Sample, SampleOutcome};
 
-const COMPONENT: &str = "HealthMonitor";
+const COMPONENT: &str = "health monitor";
 
 /// Counters of a [`HealthMonitor`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -235,7 +235,7 @@ pub(super) fn open(
             sink.send(Failure::new(
                 Source::TransactionRollbackManager,
                 FailureKind::JournalPoisoned,
-                format!("the undo journal refuses further work: {reason}; reopen it"),
+                format!("the undo journal refuses further work: {reason}; drop the rollback manager and build it again (its recovery runs then) to continue"),
                 clock.now_ns(),
             ));
         })

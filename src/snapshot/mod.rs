@@ -247,7 +247,8 @@
 //! manifest (an open that rebuilds it renames them instead, as above). A
 //! failure after the
 //! manifest rename (a failed directory fsync) poisons the manager
-//! ([`Error::Poisoned`]): reopen it.
+//! ([`Error::Poisoned`]): drop it and build it again (its recovery runs
+//! then) to continue.
 //!
 //! Files are created owner-only (`0o600`), and a directory the manager
 //! creates is `0o700`; the permissions of a directory that already exists
