@@ -388,7 +388,8 @@ fn run_model(
             Op::Reopen => {
                 drop(m);
                 m = model_manager(dir.path());
-                head = snaps.last().map(|(_, b)| b.clone());
+                // The restore point is durable: the head is still the
+                // snapshot taken or restored last.
             }
             Op::Restore { pick } => {
                 if snaps.is_empty() {

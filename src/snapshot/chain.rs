@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::fingerprint::page_fingerprint;
 use super::format::{self, Header, SnapshotReader};
 use super::inner::{Head, Inner, State};
+use super::take::NewHead;
 use super::writer::SnapshotWriter;
 use super::{Operation, SnapshotInfo, VerifyReport};
 use crate::error::{Error, Result};
@@ -290,9 +291,16 @@ impl Inner {
             pages_verified: readers.iter().all(|r| r.header.pages_verified),
         };
         let metadata = top.index.metadata.clone();
-        let (new, fps) = self.commit_new(&mut st, header, Vec::new(), &mut feed, &metadata)?;
+        let is_head = self.head.read().as_ref().is_some_and(|h| h.id == id);
+        let new_head = if is_head {
+            NewHead::Merged
+        } else {
+            NewHead::No
+        };
+        let (new, fps) =
+            self.commit_new(&mut st, header, Vec::new(), &mut feed, &metadata, new_head)?;
         let mut head = self.head.write();
-        if head.as_ref().is_some_and(|h| h.id == id) {
+        if is_head {
             *head = Some(Head {
                 id: new.id,
                 lsn: new.lsn,

@@ -12,7 +12,13 @@ use crate::fsutil;
 use crate::types::Lsn;
 
 const MAGIC: [u8; 4] = *b"SHSM";
-const VERSION: u32 = 1;
+/// The manifest version this build writes (and the newest it reads).
+const VERSION: u32 = 2;
+/// The manifest version without the restore point (still read).
+const VERSION_NO_HEAD: u32 = 1;
+/// Bit 0 of the restore point's flags: the store's state descends from no
+/// listed snapshot.
+const HEAD_UNKNOWN: u8 = 1;
 const MAX_ENTRIES: u64 = 1_000_000;
 const ENTRY_FIXED_LEN: usize = 58;
 
@@ -35,12 +41,19 @@ pub(crate) fn is_plain_file_name(name: &str) -> bool {
         && !Path::new(name).is_absolute()
 }
 
-/// The list of snapshots, ascending by id.
+/// The list of snapshots, ascending by id, and the restore point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Manifest {
     pub page_size: usize,
     pub next_id: u64,
     pub entries: Vec<SnapshotInfo>,
+    /// The snapshot the store's state descends from (the head): the newest
+    /// one taken or the one last restored; `None` only with no entries.
+    pub head: Option<u64>,
+    /// Set from just before a restore first writes its target until it
+    /// succeeds (and kept if it fails): the store's state then descends
+    /// from no listed snapshot, and no snapshot serves a page.
+    pub head_unknown: bool,
 }
 
 impl Manifest {
@@ -49,6 +62,8 @@ impl Manifest {
             page_size,
             next_id: 1,
             entries: Vec::new(),
+            head: None,
+            head_unknown: false,
         }
     }
 
@@ -88,11 +103,14 @@ impl Manifest {
             p.extend_from_slice(&(e.file_name.len() as u16).to_le_bytes());
             p.extend_from_slice(e.file_name.as_bytes());
         }
+        debug_assert!(self.head.is_none_or(|h| self.get(h).is_some()));
+        p.push(if self.head_unknown { HEAD_UNKNOWN } else { 0 });
+        p.extend_from_slice(&self.head.unwrap_or(0).to_le_bytes());
         fsutil::encode_framed(MAGIC, VERSION, &p)
     }
 
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest> {
-        let (_, payload) = fsutil::decode_framed(path, bytes, MAGIC, VERSION)?;
+        let (version, payload) = fsutil::decode_framed(path, bytes, MAGIC, VERSION)?;
         let mut c = Cursor::new(path, payload, fsutil::FRAME_HEADER_LEN as u64);
         let page_size = c.u32("page size")? as usize;
         let next_id = c.u64("next id")?;
@@ -156,13 +174,31 @@ impl Manifest {
                 file_name: name.to_owned(),
             });
         }
+        let (head, head_unknown) = if version == VERSION_NO_HEAD {
+            // Written before the restore point was recorded: the head was
+            // the newest snapshot after every open.
+            (entries.last().map(|e| e.id), false)
+        } else {
+            let flags = c.u8("restore point flags")?;
+            if flags & !HEAD_UNKNOWN != 0 {
+                return Err(c.err(format!("restore point flags {flags:#04x} has unknown bits")));
+            }
+            let head = c.u64("restore point")?;
+            let listed = entries.binary_search_by_key(&head, |e| e.id).is_ok();
+            if (head == 0) != entries.is_empty() || (head != 0 && !listed) {
+                return Err(c.err(format!("restore point {head} is not a listed snapshot")));
+            }
+            ((head != 0).then_some(head), flags & HEAD_UNKNOWN != 0)
+        };
         if c.remaining() != 0 {
-            return Err(c.err("unexpected bytes after the last entry"));
+            return Err(c.err("unexpected bytes after the restore point"));
         }
         Ok(Manifest {
             page_size,
             next_id,
             entries,
+            head,
+            head_unknown,
         })
     }
 }
@@ -299,15 +335,71 @@ mod tests {
         assert!(Retention::MaxAge(Duration::ZERO).validate().is_err());
     }
 
+    /// `m` in version 1 (no restore point).
+    fn encode_v1(m: &Manifest) -> Vec<u8> {
+        let v2 = m.encode();
+        let (_, payload) = fsutil::decode_framed(Path::new("m"), &v2, MAGIC, VERSION).unwrap();
+        fsutil::encode_framed(MAGIC, VERSION_NO_HEAD, &payload[..payload.len() - 9])
+    }
+
+    #[test]
+    fn the_restore_point_is_checked_and_version_1_reads_as_the_newest() {
+        let mut m = Manifest::new(64);
+        m.entries = vec![info(1, None, 0), info(2, Some(1), 1), info(3, None, 2)];
+        m.next_id = 4;
+        m.head = Some(1);
+        let back = Manifest::decode(Path::new("m"), &m.encode()).unwrap();
+        assert_eq!(back.head, Some(1));
+        assert!(!back.head_unknown);
+        let v1 = Manifest::decode(Path::new("m"), &encode_v1(&m)).unwrap();
+        assert_eq!((v1.head, v1.head_unknown), (Some(3), false));
+        assert_eq!(v1.entries, m.entries);
+        let empty = Manifest::new(64);
+        let back = Manifest::decode(Path::new("m"), &encode_v1(&empty)).unwrap();
+        assert_eq!(back, empty);
+
+        // A restore point that is no listed snapshot, or unknown flag bits.
+        let payload = |m: &Manifest| {
+            let b = m.encode();
+            fsutil::decode_framed(Path::new("m"), &b, MAGIC, VERSION)
+                .unwrap()
+                .1
+                .to_vec()
+        };
+        let reframe = |p: &[u8]| fsutil::encode_framed(MAGIC, VERSION, p);
+        let good = payload(&m);
+        let n = good.len();
+        for (flags, head) in [(0u8, 4u64), (0, 0), (2, 1), (0x81, 1)] {
+            let mut p = good.clone();
+            p[n - 9] = flags;
+            p[n - 8..].copy_from_slice(&head.to_le_bytes());
+            let e = Manifest::decode(Path::new("m"), &reframe(&p)).unwrap_err();
+            assert!(
+                matches!(e, Error::CorruptFile { .. }),
+                "{flags} {head}: {e}"
+            );
+        }
+        let mut p = good.clone();
+        p.push(0);
+        assert!(Manifest::decode(Path::new("m"), &reframe(&p)).is_err());
+        assert!(Manifest::decode(Path::new("m"), &reframe(&p[..n - 1])).is_err());
+        let mut empty_with_head = payload(&Manifest::new(64));
+        let k = empty_with_head.len();
+        empty_with_head[k - 8..].copy_from_slice(&1u64.to_le_bytes());
+        assert!(Manifest::decode(Path::new("m"), &reframe(&empty_with_head)).is_err());
+    }
+
     proptest! {
         #[test]
-        fn manifest_round_trips(parents in proptest::collection::vec(any::<bool>(), 0..30)) {
+        fn manifest_round_trips(parents in proptest::collection::vec(any::<bool>(), 0..30), head_unknown in any::<bool>()) {
             let mut m = Manifest::new(4096);
             for (i, inc) in parents.iter().enumerate() {
                 let id = i as u64 + 1;
                 m.entries.push(info(id, (*inc && id > 1).then_some(id - 1), id));
             }
             m.next_id = parents.len() as u64 + 1;
+            m.head = m.entries.last().map(|e| e.id);
+            m.head_unknown = head_unknown;
             let back = Manifest::decode(Path::new("m"), &m.encode()).unwrap();
             prop_assert_eq!(back, m);
         }

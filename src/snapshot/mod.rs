@@ -118,7 +118,10 @@
 //! ## The restore point and single-page reads
 //!
 //! The *head* is the snapshot the store's state descends from: the newest
-//! one taken, or the one last restored. Incremental snapshots build on it.
+//! one taken, or the one last restored — recorded in the manifest, so it
+//! survives a restart: after a restore of snapshot k, the snapshots newer
+//! than k serve no page, in this process or after a reopen. Incremental
+//! snapshots build on it.
 //! [`StateSnapshotManager::page_source`] gives a [`PageSource`] that serves a
 //! single page from the head's chain, for repair when no replica has a good
 //! copy. **A stale page is never served**: the page is served only if
@@ -133,7 +136,8 @@
 //! error, or damage found mid-way with no usable fallback) leaves the
 //! target's state descending from no snapshot: the dirty notices are no
 //! longer trusted, and the page source answers `Ok(false)` for every page
-//! until the next successful snapshot or restore. The head stays the one
+//! until the next successful snapshot or restore, across a reopen too
+//! (the manifest records it before the first write). The head stays the one
 //! before the restore, so the next incremental snapshot builds on it by
 //! comparing fingerprints.
 //!
@@ -227,13 +231,29 @@
 //!
 //! (When no manifest exists yet — a crash during the very first snapshot —
 //! the open rebuilds one as below, so a complete renamed file is listed.)
+//!
+//! A restore replaces the manifest (same steps, same rows) twice, so that
+//! the restore point survives a crash: once before its first write to the
+//! target, recording "head unknown", and once after the target's sync,
+//! recording the restored snapshot as the head. A crash leaves:
+//!
+//! | crash during the restore                                | state at next open                                                        |
+//! |---------------------------------------------------------|---------------------------------------------------------------------------|
+//! | before the first manifest is renamed (nothing written)  | the head as before                                                        |
+//! | after it: target being written, or written and synced   | head unknown: the page source serves nothing until the next snapshot or restore |
+//! | after the second manifest is renamed                    | the restored snapshot is the head; newer snapshots serve no page          |
+//!
+//! A restore that fails before it writes its target takes the first
+//! manifest back (if that fails too, the head stays unknown, which is safe).
 //! While a snapshot file is written, a helper thread (`selfheal-snapshot-sync`)
 //! starts writeback early with `fdatasync`, so that disk writes overlap
 //! compression; durability still rests on the final fsync.
 //!
 //! A damaged (or missing) manifest is rebuilt at open from the snapshot
 //! files whose header, footer and index check and whose chain is complete
-//! ([`StateSnapshotManager::manifest_rebuilt`] says so); a manifest of a
+//! ([`StateSnapshotManager::manifest_rebuilt`] says so); the restore point
+//! is lost with it, so the rebuilt manifest records the head as unknown (the
+//! page source serves nothing until the next snapshot or restore); a manifest of a
 //! newer format version is an error, never rebuilt over. A snapshot file
 //! that cannot be read during the rebuild (an I/O error, as opposed to
 //! content that does not check) fails the open with that error, and nothing

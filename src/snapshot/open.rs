@@ -110,6 +110,11 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
             m.entries.push(e);
         }
     }
+    // The restore point was in the damaged manifest: the store may have
+    // been restored to any of these snapshots, or be mid-restore, so none
+    // serves a page until the next snapshot or restore.
+    m.head = m.entries.last().map(|e| e.id);
+    m.head_unknown = true;
     Ok(m)
 }
 
@@ -204,7 +209,8 @@ impl StateSnapshotManager {
                 }
             }
         }
-        let head = match manifest.entries.last() {
+        let head_unknown = manifest.head_unknown;
+        let head = match manifest.head.and_then(|h| manifest.get(h)) {
             Some(e) => Some(Head {
                 id: e.id,
                 lsn: e.lsn,
@@ -230,7 +236,7 @@ impl StateSnapshotManager {
             }),
             head: RwLock::new(head),
             dirty: DirtyPages::default(),
-            head_unknown: AtomicBool::new(false),
+            head_unknown: AtomicBool::new(head_unknown),
             readers: Mutex::new(HashMap::new()),
             progress: Progress::new(clock.clone()),
             poisoned: Mutex::new(None),

@@ -243,16 +243,45 @@ impl Inner {
         self.check_alive()?;
         self.check_page_size("restore target", target.page_size())?;
         let mut st = self.state.lock();
+        let before = (st.manifest.head, st.manifest.head_unknown);
         let wrote = AtomicBool::new(false);
         let res = self.restore_locked(&mut st, id, target, options, &wrote);
-        if res.is_err() && wrote.load(Ordering::Acquire) {
-            // Some pages of `target` may have been overwritten (or its size
-            // changed): the dirty notices no longer describe what changed
-            // since the head, and the head's copies may no longer match.
-            self.dirty.invalidate();
-            self.head_unknown.store(true, Ordering::Release);
+        if res.is_err() {
+            let mut unknown = wrote.load(Ordering::Acquire);
+            if !unknown && (st.manifest.head, st.manifest.head_unknown) != before {
+                // Nothing was written: the restore point recorded before the
+                // first write is taken back.
+                if let Err(e) = self.record_restore_point(&mut st, before.0, before.1) {
+                    tracing::warn!(error = %e, "a restore that wrote nothing could not take back the restore point it recorded; no snapshot serves a page until the next snapshot or restore");
+                    unknown = true;
+                }
+            }
+            if unknown {
+                // Some pages of `target` may have been overwritten (or its size
+                // changed): the dirty notices no longer describe what changed
+                // since the head, and the head's copies may no longer match.
+                self.dirty.invalidate();
+                self.head_unknown.store(true, Ordering::Release);
+            }
         }
         res
+    }
+
+    /// Replaces the manifest with one that records `head` (and
+    /// `head_unknown`) as the restore point, crash-safely; `st.manifest`
+    /// follows only once the new manifest is in place.
+    fn record_restore_point(
+        &self,
+        st: &mut State,
+        head: Option<u64>,
+        head_unknown: bool,
+    ) -> Result<()> {
+        let mut m = st.manifest.clone();
+        m.head = head;
+        m.head_unknown = head_unknown;
+        self.write_manifest(&m)?;
+        st.manifest = m;
+        Ok(())
     }
 
     fn restore_locked(
@@ -308,10 +337,22 @@ impl Inner {
                     }
                 }
             }
+            if !st.manifest.head_unknown {
+                // Durably before the first write: a crash from here on must
+                // not leave the head's chain (or any snapshot newer than
+                // the target) serving pages of a history the store is
+                // leaving.
+                let head = st.manifest.head;
+                self.record_restore_point(st, head, true)?;
+            }
             let extra_pages_kept = self.fit_target(c, page_count, target, options, wrote)?;
             match self.apply_chain(&readers, target, wrote) {
                 Ok(pages_written) => {
                     target.sync()?;
+                    // Snapshots newer than `c` describe a history the store
+                    // left: recorded before the head moves, so that no open
+                    // after this makes them the head again.
+                    self.record_restore_point(st, Some(c), false)?;
                     let info = st.manifest.get(c).cloned().expect("listed");
                     *self.head.write() = Some(Head {
                         id: c,

@@ -59,6 +59,19 @@ fn read_one_for_snapshot(store: &dyn PageStore, page: u64, buf: &mut [u8]) -> Re
     }
 }
 
+/// What a new snapshot file makes of the restore point the manifest
+/// records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NewHead {
+    /// Nothing: the head stays.
+    No,
+    /// It replaces the head (a merge of the head's chain): the store's
+    /// state descends from it exactly as much as from the head before.
+    Merged,
+    /// It is the store's state now (a snapshot taken).
+    Taken,
+}
+
 impl Inner {
     pub(super) fn take_snapshot(
         &self,
@@ -210,6 +223,7 @@ impl Inner {
             (*parent_fps).clone(),
             &mut feed,
             &request.metadata,
+            NewHead::Taken,
         )?;
         drop(parent_fps);
         let mut chain = parent.map(|h| h.chain).unwrap_or_default();
@@ -253,6 +267,7 @@ impl Inner {
             &mut dyn FnMut(&SnapshotWriter) -> Result<()>,
         ) -> Result<()>,
         metadata: &[(String, Vec<u8>)],
+        head: NewHead,
     ) -> Result<(SnapshotInfo, Vec<u64>)> {
         let id = header.id;
         let next_id = id
@@ -337,6 +352,14 @@ impl Inner {
         let mut m = st.manifest.clone();
         m.entries.push(info.clone());
         m.next_id = next_id;
+        match head {
+            NewHead::No => {}
+            NewHead::Merged => m.head = Some(id),
+            NewHead::Taken => {
+                m.head = Some(id);
+                m.head_unknown = false;
+            }
+        }
         if let Err(e) = self.write_manifest(&m) {
             if !self.crashed() {
                 let _ = fs::remove_file(&path);
@@ -349,7 +372,7 @@ impl Inner {
 
     /// Replaces the manifest crash-safely. A failure after the rename
     /// poisons the manager.
-    fn write_manifest(&self, m: &Manifest) -> Result<()> {
+    pub(super) fn write_manifest(&self, m: &Manifest) -> Result<()> {
         use std::io::Write;
         let path = self.dir.join(MANIFEST_NAME);
         let tmp = fsutil::tmp_path(&path);

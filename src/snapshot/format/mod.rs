@@ -106,9 +106,10 @@
 //!
 //! # Manifest (`MANIFEST`)
 //!
-//! The manifest lists the snapshots; it is a framed file (magic `SHSM`,
-//! version 1; frame described in the crate's `fsutil` module: magic, version,
-//! payload length u64, payload CRC32, header CRC32, payload). Its payload:
+//! The manifest lists the snapshots and records the restore point; it is a
+//! framed file (magic `SHSM`, version 2 written, 1 still read; frame
+//! described in the crate's `fsutil` module: magic, version, payload length
+//! u64, payload CRC32, header CRC32, payload). Its payload:
 //!
 //! | offset | size | field                                                    |
 //! |-------:|-----:|----------------------------------------------------------|
@@ -125,6 +126,24 @@
 //! |        | 8    | · file length in bytes                                   |
 //! |        | 2    | · file name length                                       |
 //! |        | …    | · file name: `snap-<id, 16 lowercase hex digits>.shs`    |
+//! | …      | 1    | restore point flags: bit 0 = head unknown; others 0      |
+//! | …      | 8    | restore point: the head's id (listed), 0 iff `n` = 0     |
+//!
+//! The restore point (version 2) is the snapshot the store's state descends
+//! from: the newest one taken, or the one last restored — after a restore
+//! of snapshot k, the snapshots newer than k describe a history the store
+//! left, and the page source must not serve them after a restart either.
+//! "Head unknown" is set, durably, just before a restore first writes its
+//! target, and cleared by the manifest that records the restored snapshot
+//! (or the next snapshot taken): a crash or a failure in between leaves a
+//! store that descends from no snapshot, and no snapshot serves a page
+//! until the next snapshot or restore. A manifest rebuilt from the snapshot
+//! files (the old one damaged) has lost its restore point: it records the
+//! newest snapshot, with "head unknown" set. A version-1 manifest has
+//! neither field: its head is the newest snapshot, as every open took it
+//! before. A build that only reads version 1 refuses version 2 with
+//! [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion) (never a
+//! rebuild over it).
 //!
 //! File names are validated on decode so that a manifest can never make the
 //! library read or delete a file outside its snapshot directory.
