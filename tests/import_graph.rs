@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// comments) and without its unit-test module.
 fn code(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap();
-    let text = match text.find("#[cfg(test)]\nmod tests") {
+    let text = match unit_test_module(&text) {
         Some(i) => &text[..i],
         None => &text[..],
     };
@@ -27,6 +27,24 @@ fn code(path: &Path) -> String {
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Where the inline unit-test module (`#[cfg(test)]` then `mod tests {`)
+/// starts in `text`, if the file has one. A `mod tests;` declaration (the
+/// tests live in their own file) is not one: the code after it is checked.
+fn unit_test_module(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("#[cfg(test)]") {
+        let at = from + i;
+        let rest = text[at + "#[cfg(test)]".len()..].trim_start();
+        if let Some(decl) = rest.strip_prefix("mod tests") {
+            if decl.trim_start().starts_with('{') {
+                return Some(at);
+            }
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The identifiers after each occurrence of `prefix` (`prefix::a`, or
@@ -336,4 +354,20 @@ fn the_checker_finds_a_circle() {
         ["x", "y", "w", "v"]
     );
     assert!(names_after("a_super::x", "super::").is_empty());
+}
+
+#[test]
+fn only_an_inline_test_module_ends_the_code() {
+    // A `mod tests;` declaration near the top: the code after it is read.
+    let declared = "mod a;\n#[cfg(test)]\nmod tests;\n\nuse super::b::X;\nfn f() {}\n";
+    assert_eq!(unit_test_module(declared), None);
+    // An inline test module: the code stops where it starts.
+    let inline = "use super::b::X;\n\n#[cfg(test)]\nmod tests {\n    use super::c::Y;\n}\n";
+    let at = unit_test_module(inline).unwrap();
+    assert_eq!(names_after(&inline[..at], "super::"), ["b"]);
+    // Both: the declaration is passed over, the inline module ends the code.
+    let both = format!("{declared}{inline}");
+    let at = unit_test_module(&both).unwrap();
+    assert_eq!(names_after(&both[..at], "super::"), ["b", "b"]);
+    assert!(unit_test_module("#[cfg(test)]\nmod testsuite {}\n").is_none());
 }

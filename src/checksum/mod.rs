@@ -72,6 +72,7 @@ mod base;
 mod compact;
 mod durable;
 mod entries;
+mod layout;
 // What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
 #[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub(crate) mod log;
@@ -92,29 +93,10 @@ pub use storage::{DirTableStorage, TableStorage};
 pub use table::ChecksumTable;
 pub(crate) use table::Entry;
 
-/// Bytes at the end of each page that the trailer placement reserves.
-pub const TRAILER_LEN: usize = 16;
-
-/// Smallest page size the library accepts (room for a trailer and some data).
-pub const MIN_PAGE_SIZE: usize = 64;
-
-/// The bytes of a page available to the host under the trailer placement.
-#[must_use]
-pub const fn payload_len(page_size: usize) -> usize {
-    page_size.saturating_sub(TRAILER_LEN)
-}
+pub(crate) use layout::is_all_zero;
+pub use layout::{payload_len, MIN_PAGE_SIZE, TRAILER_LEN};
 
 pub use crate::digest::page_crc;
-
-pub(crate) fn is_all_zero(bytes: &[u8]) -> bool {
-    // Word-at-a-time; only reached on the failure path or when sealing.
-    let words = bytes.chunks_exact(8);
-    let tail = words.remainder();
-    words
-        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
-        .all(|w| w == 0)
-        && tail.iter().all(|&b| b == 0)
-}
 
 /// Where a store's page checksums live.
 #[derive(Clone, Debug)]

@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
-use super::{is_all_zero, page_crc, MIN_PAGE_SIZE, TRAILER_LEN};
+use super::layout::{is_all_zero, MIN_PAGE_SIZE, TRAILER_LEN};
+use crate::digest::page_crc;
 
 const TRAILER_MAGIC: u16 = 0x4853;
 const TRAILER_VERSION: u8 = 1;

@@ -56,7 +56,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use super::CorruptionDetector;
 use crate::types::{Lsn, PageId};
 
 /// What the detector knows about the page LSN a page must carry (see the
@@ -103,16 +102,16 @@ impl LsnExpectation {
 }
 
 /// Nothing is known about the page: ask the hook.
-const UNKNOWN: u64 = 0;
+pub(super) const UNKNOWN: u64 = 0;
 
 /// The last write through the detector carried no LSN: nothing is expected.
 /// (`Lsn(u64::MAX)` itself is therefore never expected.)
-const NO_LSN: u64 = u64::MAX;
+pub(super) const NO_LSN: u64 = u64::MAX;
 
 /// The slots of one page: the last write, and the hook's remembered floor.
-type Slots = [AtomicU64; 2];
-const WRITTEN: usize = 0;
-const FLOOR: usize = 1;
+pub(super) type Slots = [AtomicU64; 2];
+pub(super) const WRITTEN: usize = 0;
+pub(super) const FLOOR: usize = 1;
 
 /// Two slots per page, growing with the page id (bounded by the store's
 /// page count: only pages that exist are recorded).
@@ -122,7 +121,7 @@ pub(crate) struct LsnSlots(RwLock<Vec<Slots>>);
 impl LsnSlots {
     /// Runs `f` on the slots of `page`, growing the map when needed; `None`
     /// for a page id that does not fit in memory (nothing is recorded).
-    fn with_slots<R>(&self, page: PageId, f: impl Fn(&Slots) -> R) -> Option<R> {
+    pub(super) fn with_slots<R>(&self, page: PageId, f: impl Fn(&Slots) -> R) -> Option<R> {
         let idx = usize::try_from(page.0).ok()?;
         if let Some(slots) = self.0.read().get(idx) {
             return Some(f(slots));
@@ -137,7 +136,7 @@ impl LsnSlots {
     }
 
     /// The page's `[last write, floor]` slot values.
-    fn load(&self, page: PageId) -> [u64; 2] {
+    pub(super) fn load(&self, page: PageId) -> [u64; 2] {
         let v = self.0.read();
         usize::try_from(page.0)
             .ok()
@@ -166,75 +165,5 @@ impl LsnSlots {
         if keep < v.len() {
             v.truncate(keep);
         }
-    }
-}
-
-impl CorruptionDetector {
-    /// Records that `bytes` were just written to `page` through the
-    /// detector: from now on the page must carry exactly their LSN
-    /// (nothing, when they carry none). The caller holds the page's lock,
-    /// issued the write, and has checked the page exists.
-    pub(crate) fn record_write_lsn(&self, page: PageId, bytes: &[u8]) {
-        if self.page_lsn.is_none() {
-            return;
-        }
-        let value = match self.page_lsn_of(bytes) {
-            Some(l) if l.0 != UNKNOWN => l.0,
-            _ => NO_LSN,
-        };
-        self.written_lsn
-            .with_slots(page, |s| s[WRITTEN].store(value, Ordering::Release));
-    }
-
-    /// The LSN `page` must carry at least, when a
-    /// [page-LSN reader](super::CorruptionConfig::page_lsn) is configured: the
-    /// LSN of the last contents written to it through the detector in this
-    /// process (`None` when they carried none), or, when nothing was written
-    /// to it in this process (after a restart, or after
-    /// [`forget`](Self::forget)), the host's floor from the
-    /// [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
-    /// is then remembered until the next write. Verification checks it as a
-    /// floor, and a page read from the store also against the exact LSN
-    /// when [`lsn_expectation`](Self::lsn_expectation) says it is exact. See
-    /// the [`lsn`](self) module for the rule.
-    #[must_use]
-    pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
-        self.lsn_expectation(page).floor()
-    }
-
-    /// What `page` must carry: exactly the LSN of the last write through
-    /// the detector in this process, at least the host's floor when nothing
-    /// was written in this process, or nothing (see [`LsnExpectation`]). A
-    /// repair accepts only copies at an [`Exact`](LsnExpectation::Exact) LSN.
-    #[must_use]
-    pub fn lsn_expectation(&self, page: PageId) -> LsnExpectation {
-        match self.written_lsn.load(page) {
-            [NO_LSN, _] => return LsnExpectation::Nothing,
-            [UNKNOWN, UNKNOWN] => {}
-            [UNKNOWN, floor] => return LsnExpectation::AtLeast(Lsn(floor)),
-            [known, _] => return LsnExpectation::Exact(Lsn(known)),
-        }
-        let Some(floor) = self
-            .expected_lsn
-            .as_ref()
-            .and_then(|f| f(page))
-            .filter(|l| l.0 != UNKNOWN)
-        else {
-            return LsnExpectation::Nothing;
-        };
-        // Remember it only for pages that exist (the map grows with the
-        // page id). A write recorded meanwhile takes precedence.
-        if page.0 < self.store.page_count() {
-            let written = self.written_lsn.with_slots(page, |s| {
-                s[FLOOR].store(floor.0, Ordering::Release);
-                s[WRITTEN].load(Ordering::Acquire)
-            });
-            match written {
-                Some(NO_LSN) => return LsnExpectation::Nothing,
-                Some(UNKNOWN) | None => {}
-                Some(known) => return LsnExpectation::Exact(Lsn(known)),
-            }
-        }
-        LsnExpectation::AtLeast(floor)
     }
 }

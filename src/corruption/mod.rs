@@ -79,6 +79,7 @@ use registry::{Observation, SuspectRegistry};
 pub use registry::{Observer, PageState, SuspectEntry};
 
 mod config;
+mod expectation;
 pub(crate) mod read_hook;
 #[cfg(test)]
 mod tests;

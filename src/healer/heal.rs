@@ -44,9 +44,8 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::audit::{AuditEntry, AuditLog, EntryKind};
+use crate::audit::{AuditLog, EntryKind};
 use crate::error::{Error, Result};
-use crate::health::Band;
 use crate::host::HostAction;
 use crate::types::{Failure, Target};
 
@@ -61,15 +60,16 @@ use super::learn::{Learner, Tally, MAX_NAME_LEN};
 use super::pacing::{Backoff, Cooldowns, RestartIntensity};
 use super::remedy::{Applied, Case, Remedy, RemedyContext};
 
+mod audit;
 mod batch;
 mod closed;
+mod learned;
+mod verify;
 
 /// Most targets whose restarts are counted at once.
 const MAX_RESTART_TARGETS: usize = 4_096;
 /// Most targets whose cooldown is remembered at once.
 const MAX_COOLDOWN_TARGETS: usize = 65_536;
-/// Longest audit text written (the log's own limit is 64 KiB).
-const AUDIT_TEXT_MAX: usize = 16 * 1_024;
 
 /// Remedies left out of a plan, with the host action the host lacks.
 type Unsupported = Vec<(String, HostAction)>;
@@ -127,17 +127,10 @@ pub struct SelfHealer {
     /// The learned records' saving: whether they changed since the last
     /// write, and when that was (held while writing, so writes never
     /// overtake each other).
-    learned_saved: Mutex<Saved>,
+    learned_saved: Mutex<learned::Saved>,
     load_warning: Option<String>,
     next_id: AtomicU64,
     state: Mutex<State>,
-}
-
-/// See [`SelfHealer::learned_saved`].
-#[derive(Debug, Default)]
-struct Saved {
-    dirty: bool,
-    at_ns: Option<u64>,
 }
 
 impl fmt::Debug for SelfHealer {
@@ -149,13 +142,6 @@ impl fmt::Debug for SelfHealer {
             .field("learned_path", &self.learned_path)
             .finish_non_exhaustive()
     }
-}
-
-/// Health as sampled around an attempt.
-#[derive(Clone, Copy, Debug)]
-struct Health {
-    score: Option<f64>,
-    band: Band,
 }
 
 impl HealerConfig {
@@ -250,7 +236,7 @@ impl SelfHealer {
             learned_path: cfg.learned_path,
             learned_save_ns: u64::try_from(cfg.learned_save.as_nanos()).unwrap_or(u64::MAX),
             learned_on_timer: cfg.learned_on_timer,
-            learned_saved: Mutex::new(Saved::default()),
+            learned_saved: Mutex::new(learned::Saved::default()),
             load_warning,
             next_id: AtomicU64::new(1),
             state: Mutex::new(State {
@@ -612,7 +598,7 @@ impl SelfHealer {
     /// Starts an attempt of `name` at `now`: health sampled, the target's
     /// cooldown started, the decision audited. Returns the health before
     /// and the start time.
-    fn begin(&self, inc: &mut Incident, name: &str, now: u64) -> (Option<Health>, u64) {
+    fn begin(&self, inc: &mut Incident, name: &str, now: u64) -> (Option<verify::Health>, u64) {
         let before = self.health(inc);
         self.state.lock().cooldowns.acted(inc.target.clone(), now);
         self.audit(inc, EntryKind::Decided, format!("try {name}"));
@@ -628,7 +614,7 @@ impl SelfHealer {
         case: &Case<'_>,
         remedy: &Arc<dyn Remedy>,
         result: Result<Applied>,
-        before: Option<Health>,
+        before: Option<verify::Health>,
         started: u64,
     ) -> Option<String> {
         let clock = self.ctx.clock_ref().clone();
@@ -757,45 +743,6 @@ impl SelfHealer {
         });
     }
 
-    /// Samples health now, when a monitor is present (a failed sample is
-    /// noted in the timeline and counts as unknown).
-    fn health(&self, inc: &mut Incident) -> Option<Health> {
-        let monitor = self.ctx.health_ref()?;
-        match monitor.sample_now() {
-            Ok(s) => Some(Health {
-                score: s.score,
-                band: s.band,
-            }),
-            Err(e) => {
-                let now = self.ctx.clock_ref().now_ns();
-                inc.push(
-                    now,
-                    Step::Verified,
-                    format!("health could not be sampled: {e}"),
-                );
-                None
-            }
-        }
-    }
-
-    /// Why health after is worse than before, if it is.
-    fn worse(&self, before: Option<Health>, after: Option<Health>) -> Option<String> {
-        let (b, a) = (before?, after?);
-        if a.band > b.band {
-            return Some(format!(
-                "health went from {} to {}",
-                b.band.as_str(),
-                a.band.as_str()
-            ));
-        }
-        match (b.score, a.score) {
-            (Some(sb), Some(sa)) if sa < sb - self.tolerance => {
-                Some(format!("the health score fell from {sb:.1} to {sa:.1}"))
-            }
-            _ => None,
-        }
-    }
-
     fn escalate(&self, inc: &mut Incident, reason: &str) {
         let now = self.ctx.clock_ref().now_ns();
         let report = EscalationReport {
@@ -817,96 +764,6 @@ impl SelfHealer {
         inc.outcome = Outcome::Escalated;
         inc.push(now, Step::Closed, "escalated to a person");
         self.audit(inc, EntryKind::Closed, "escalated".to_string());
-    }
-
-    /// After an incident: the learned records changed; written now when
-    /// the last write is older than the save interval.
-    fn save_learned(&self) {
-        if self.learned_path.is_none() {
-            return;
-        }
-        self.learned_saved.lock().dirty = true;
-        if !self.learned_on_timer {
-            self.save_learned_if_due();
-        }
-    }
-
-    /// Writes the learned records when they changed since the last write
-    /// and that write is at least the
-    /// [save interval](HealerConfig::learned_save_interval) old (on the
-    /// healer's clock). An error is logged; the next call retries.
-    pub fn save_learned_if_due(&self) {
-        let mut saved = self.learned_saved.lock();
-        let now = self.ctx.clock_ref().now_ns();
-        let due = saved
-            .at_ns
-            .is_none_or(|t| now.saturating_sub(t) >= self.learned_save_ns);
-        if saved.dirty && due {
-            if let Err(e) = self.write_learned(&mut saved, now) {
-                tracing::warn!(error = %e, "learned remedy records not saved; they are kept in memory");
-            }
-        }
-    }
-
-    /// Writes the learned records now if they changed since the last write
-    /// (crash-safely, at the [learned path](HealerConfig::learned_path)).
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the file cannot be written (the records stay in
-    /// memory and are written by the next save).
-    pub fn flush_learned(&self) -> Result<()> {
-        let mut saved = self.learned_saved.lock();
-        if !saved.dirty {
-            return Ok(());
-        }
-        let now = self.ctx.clock_ref().now_ns();
-        self.write_learned(&mut saved, now)
-    }
-
-    fn write_learned(&self, saved: &mut Saved, now: u64) -> Result<()> {
-        let Some(path) = &self.learned_path else {
-            return Ok(());
-        };
-        let bytes = self.state.lock().learner.encode();
-        saved.at_ns = Some(now);
-        crate::fsutil::atomic_write(path, &bytes)?;
-        saved.dirty = false;
-        Ok(())
-    }
-
-    fn audit(&self, inc: &Incident, kind: EntryKind, mut text: String) {
-        let Some(log) = &self.audit else {
-            return;
-        };
-        if text.len() > AUDIT_TEXT_MAX {
-            let mut cut = AUDIT_TEXT_MAX;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        let entry = AuditEntry {
-            incident: Some(inc.id),
-            target: inc.target.to_string(),
-            kind,
-            text,
-        };
-        let Some(entry) = batch::hold(entry) else {
-            return;
-        };
-        if let Err(e) = log.append(&[entry]) {
-            tracing::warn!(error = %e, "audit record not written; healing goes on");
-        }
-    }
-}
-
-impl Drop for SelfHealer {
-    /// Writes the learned records that changed since the last write (an
-    /// error is logged).
-    fn drop(&mut self) {
-        if let Err(e) = self.flush_learned() {
-            tracing::warn!(error = %e, "learned remedy records not saved as the healer is dropped");
-        }
     }
 }
 

@@ -6,17 +6,16 @@
 //!   model meaningless (no metric, a zero interval or capacity, thresholds
 //!   out of order) with [`Error::InvalidConfig`] naming the field.
 //! - [`HealthConfig::build`] only constructs: no thread runs until
-//!   [`HealthMonitor::start`].
+//!   [`HealthMonitor::start`](super::HealthMonitor::start).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::HealthModel;
-use super::{FnProbe, HealthMonitor, HealthProbe, Thresholds};
+use super::{FnProbe, HealthProbe, Thresholds};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::types::{FailureSink, DEFAULT_FAILURE_CAPACITY};
+use crate::types::FailureSink;
 
 #[derive(Clone)]
 pub(crate) struct MetricEntry {
@@ -25,7 +24,7 @@ pub(crate) struct MetricEntry {
     pub(crate) probe: Option<Arc<dyn HealthProbe>>,
 }
 
-/// Configuration of a [`HealthMonitor`] (or of the bare model that the
+/// Configuration of a [`HealthMonitor`](super::HealthMonitor) (or of the bare model that the
 /// `testing` feature's `health_model` builds).
 #[must_use]
 pub struct HealthConfig {
@@ -42,8 +41,8 @@ pub struct HealthConfig {
     pub(crate) anomaly_alpha: f64,
     pub(crate) anomaly_z: f64,
     pub(crate) anomaly_warmup: u64,
-    failures: Option<FailureSink>,
-    clock: Arc<dyn Clock>,
+    pub(crate) failures: Option<FailureSink>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for HealthConfig {
@@ -135,7 +134,7 @@ impl HealthConfig {
     /// one that misses the deadline gives no value for the round, is
     /// reported once as [`FailureKind::ProbeFailed`](crate::FailureKind::ProbeFailed), and is not asked again
     /// until its late call has returned — a probe that hangs never holds up
-    /// sampling or [`HealthMonitor::stop`].
+    /// sampling or [`HealthMonitor::stop`](super::HealthMonitor::stop).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
@@ -333,52 +332,5 @@ impl HealthConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Builds the pure model (no probes, no thread, no clock); tests reach
-    /// it through `testing::health_model`.
-    ///
-    /// # Errors
-    /// As [`validate`](Self::validate).
-    pub(crate) fn build_model(&self) -> Result<HealthModel> {
-        HealthModel::from_config(self)
-    }
-
-    /// Builds the monitor. It samples only when asked
-    /// ([`HealthMonitor::sample_now`]) until [`HealthMonitor::start`].
-    ///
-    /// # Errors
-    /// As [`validate`](Self::validate), and [`Error::InvalidConfig`]
-    /// (`metrics`) for a metric added without a probe.
-    pub fn build(self) -> Result<HealthMonitor> {
-        let model = self.build_model()?;
-        let probes = self
-            .metrics
-            .iter()
-            .map(|m| {
-                m.probe.clone().ok_or_else(|| {
-                    Error::config(
-                        "metrics",
-                        format!(
-                            "metric `{}` has no probe: add it with `probe()` (a metric \
-                             without one only feeds the bare model of `testing::health_model`)",
-                            m.name
-                        ),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sink = self
-            .failures
-            .clone()
-            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
-        Ok(HealthMonitor::new(
-            model,
-            probes,
-            sink,
-            self.probe_timeout,
-            self.clock,
-            self.sample_interval,
-        ))
     }
 }

@@ -135,6 +135,17 @@ pub struct HealthModel {
     scratch: Vec<(f64, f64)>,
 }
 
+impl HealthConfig {
+    /// Builds the pure model (no probes, no thread, no clock); tests reach
+    /// it through `testing::health_model`.
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
+    pub(crate) fn build_model(&self) -> Result<HealthModel> {
+        HealthModel::from_config(self)
+    }
+}
+
 impl HealthModel {
     /// Builds the model of a validated configuration.
     pub(crate) fn from_config(cfg: &HealthConfig) -> Result<Self> {

@@ -21,11 +21,11 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureKind, FailureSink, Source};
+use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
 
 use super::model::HealthModel;
-use super::{HealthProbe, Sample, SampleOutcome};
+use super::{HealthConfig, HealthProbe, Sample, SampleOutcome};
 
 const COMPONENT: &str = "health monitor";
 
@@ -237,6 +237,46 @@ impl fmt::Debug for HealthMonitor {
             .field("running", &self.is_running())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+impl HealthConfig {
+    /// Builds the monitor. It samples only when asked
+    /// ([`HealthMonitor::sample_now`]) until [`HealthMonitor::start`].
+    ///
+    /// # Errors
+    /// As [`validate`](HealthConfig::validate), and [`Error::InvalidConfig`]
+    /// (`metrics`) for a metric added without a probe.
+    pub fn build(self) -> Result<HealthMonitor> {
+        let model = self.build_model()?;
+        let probes = self
+            .metrics
+            .iter()
+            .map(|m| {
+                m.probe.clone().ok_or_else(|| {
+                    Error::config(
+                        "metrics",
+                        format!(
+                            "metric `{}` has no probe: add it with `probe()` (a metric \
+                             without one only feeds the bare model of `testing::health_model`)",
+                            m.name
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sink = self
+            .failures
+            .clone()
+            .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        Ok(HealthMonitor::new(
+            model,
+            probes,
+            sink,
+            self.probe_timeout,
+            self.clock,
+            self.sample_interval,
+        ))
     }
 }
 

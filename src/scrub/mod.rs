@@ -90,6 +90,7 @@
 mod core;
 mod cursor;
 mod pacer;
+mod resume;
 #[cfg(test)]
 mod tests;
 mod thread;
@@ -107,6 +108,8 @@ use crate::types::{Failure, FailureSink, PageId};
 #[cfg(doc)]
 use crate::types::{FailureKind, Source};
 use pacer::Pacer;
+pub use pacer::ScrubRate;
+pub use thread::ScrubHandle;
 
 /// Largest batch accepted; bounds the scan buffer and the burst.
 pub const MAX_BATCH_PAGES: u64 = 65_536;
@@ -119,32 +122,6 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The component's name in errors and failures.
 const COMPONENT: &str = "scrubber";
-
-/// How fast a scrub may read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ScrubRate {
-    /// At most this many pages per second.
-    PagesPerSec(u64),
-    /// At most this many bytes per second (pages count `page_size` bytes each).
-    BytesPerSec(u64),
-    /// As fast as the store delivers.
-    Unlimited,
-}
-
-impl ScrubRate {
-    /// The rate in pages per second for a store of `page_size`-byte pages
-    /// (`None` when unlimited). May be fractional for a byte rate below one
-    /// page per second.
-    #[must_use]
-    pub fn pages_per_s(self, page_size: usize) -> Option<f64> {
-        match self {
-            ScrubRate::PagesPerSec(r) => Some(r as f64),
-            ScrubRate::BytesPerSec(r) => Some(r as f64 / page_size.max(1) as f64),
-            ScrubRate::Unlimited => None,
-        }
-    }
-}
 
 /// Which pages a pass visits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -627,28 +604,5 @@ impl Scrubber {
     #[must_use]
     pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
         self.sink.failures()
-    }
-}
-
-/// Controls a scrubber running on its thread (`selfheal-scrub`), started
-/// with [`Scrubber::start`] or [`ScrubConfig::start`].
-///
-/// Dropping the handle stops the thread (persisting the cursor, waiting at
-/// most [`ScrubConfig::stop_timeout`], logging errors); call
-/// [`stop`](Self::stop) to see them. See [`Scrubber`] for an example.
-pub struct ScrubHandle {
-    worker: crate::worker::Worker<thread::Command>,
-    /// Set by the first [`stop`](Self::stop).
-    stopped: std::sync::atomic::AtomicBool,
-    shared: Arc<thread::Shared>,
-    stop_timeout: Duration,
-}
-
-impl fmt::Debug for ScrubHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScrubHandle")
-            .field("state", &self.state())
-            .field("worker", &self.worker)
-            .finish_non_exhaustive()
     }
 }

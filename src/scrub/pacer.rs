@@ -14,8 +14,33 @@
 //! - It reads no clock itself: the scrubber passes its clock's `now_ns`,
 //!   so simulated time drives it exactly.
 
-use super::ScrubRate;
 use crate::error::{Error, Result};
+
+/// How fast a scrub may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScrubRate {
+    /// At most this many pages per second.
+    PagesPerSec(u64),
+    /// At most this many bytes per second (pages count `page_size` bytes each).
+    BytesPerSec(u64),
+    /// As fast as the store delivers.
+    Unlimited,
+}
+
+impl ScrubRate {
+    /// The rate in pages per second for a store of `page_size`-byte pages
+    /// (`None` when unlimited). May be fractional for a byte rate below one
+    /// page per second.
+    #[must_use]
+    pub fn pages_per_s(self, page_size: usize) -> Option<f64> {
+        match self {
+            ScrubRate::PagesPerSec(r) => Some(r as f64),
+            ScrubRate::BytesPerSec(r) => Some(r as f64 / page_size.max(1) as f64),
+            ScrubRate::Unlimited => None,
+        }
+    }
+}
 
 /// Nanoseconds per second.
 pub(super) const NS_PER_S: u128 = 1_000_000_000;

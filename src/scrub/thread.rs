@@ -23,13 +23,14 @@
 //!   most the configured stop timeout; a thread that does not stop in time
 //!   is left detached and the stop returns [`Error::Stopped`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
-use super::{ScanSummary, ScrubHandle, ScrubProgress, ScrubState, ScrubStep, Scrubber, COMPONENT};
+use super::{ScanSummary, ScrubProgress, ScrubState, ScrubStep, Scrubber, COMPONENT};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 #[cfg(doc)]
@@ -229,6 +230,29 @@ impl Scrubber {
             shared,
             stop_timeout,
         })
+    }
+}
+
+/// Controls a scrubber running on its thread (`selfheal-scrub`), started
+/// with [`Scrubber::start`] or [`ScrubConfig::start`](super::ScrubConfig::start).
+///
+/// Dropping the handle stops the thread (persisting the cursor, waiting at
+/// most [`ScrubConfig::stop_timeout`](super::ScrubConfig::stop_timeout), logging errors); call
+/// [`stop`](Self::stop) to see them. See [`Scrubber`] for an example.
+pub struct ScrubHandle {
+    pub(super) worker: Worker<Command>,
+    /// Set by the first [`stop`](Self::stop).
+    stopped: std::sync::atomic::AtomicBool,
+    shared: Arc<Shared>,
+    stop_timeout: Duration,
+}
+
+impl fmt::Debug for ScrubHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScrubHandle")
+            .field("state", &self.state())
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
     }
 }
 

@@ -35,7 +35,8 @@ use crate::healer::incident::Incident;
 use crate::healer::remedy::{Case, Remedy};
 use crate::types::{Failure, PageId, Target};
 
-use super::{guarded, Health, SelfHealer};
+use super::verify::Health;
+use super::{guarded, SelfHealer};
 
 thread_local! {
     /// Audit records held back while this thread heals a batch.
