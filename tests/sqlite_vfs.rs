@@ -12,9 +12,8 @@
 //! written with `std::fs` while no connection is open; the crash is a child
 //! process (this test binary re-executed) killed with SIGKILL.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags};
@@ -24,126 +23,9 @@ use selfheal::testing::sqlite::BtreeKind;
 use selfheal::testing::Damage;
 use selfheal::{FailureKind, PageId};
 
-const PAGE: usize = 4096;
-
-/// A VFS with a name of its own (registrations last for the process).
-fn register(tag: &str, config: SqliteConfig) -> SqliteVfs {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let name = format!("selfheal-{tag}-{}", N.fetch_add(1, Ordering::Relaxed));
-    sqlite::register(&name, config).unwrap()
-}
-
-fn open(path: &Path, vfs: &SqliteVfs) -> Connection {
-    Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs.name()).unwrap()
-}
-
-/// The rows of `items`: id → (name, category).
-type Model = BTreeMap<i64, (String, i64)>;
-
-fn name_of(id: i64, round: i64) -> String {
-    format!("item-{:07}-{round}", (id * 7_919) % 1_000_003)
-}
-
-/// Inserts `ids` into `items` (and the model), in one transaction.
-fn insert(c: &Connection, model: &mut Model, ids: std::ops::RangeInclusive<i64>) {
-    let tx = c.unchecked_transaction().unwrap();
-    {
-        let mut st = tx
-            .prepare("INSERT INTO items(id, name, category, note) VALUES (?1, ?2, ?3, ?4)")
-            .unwrap();
-        for id in ids {
-            let name = name_of(id, 0);
-            st.execute(params![id, name, id % 37, format!("note {id} ").repeat(4)])
-                .unwrap();
-            model.insert(id, (name, id % 37));
-        }
-    }
-    tx.commit().unwrap();
-}
-
-fn build_plain(db: &Path, mode: &str, model: &mut Model) {
-    let c = Connection::open(db).unwrap();
-    c.execute_batch(&format!(
-        "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = {mode};
-         CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                            category INTEGER NOT NULL, note TEXT);
-         CREATE INDEX items_name ON items(name);
-         CREATE INDEX items_category ON items(category, name);"
-    ))
-    .unwrap();
-    insert(&c, model, 1..=6_000);
-    c.execute_batch("DELETE FROM items WHERE id BETWEEN 2000 AND 3000")
-        .unwrap();
-    model.retain(|id, _| !(2000..=3000).contains(id));
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
-}
-
-/// Updates, deletes, inserts, VACUUM and a checkpoint, through `c`.
-fn work(c: &Connection, mode: &str, model: &mut Model, round: i64) {
-    c.execute(
-        "UPDATE items SET name = 'u' || ?1 || '-' || id, note = 'updated' WHERE id % 7 = ?1 % 7",
-        params![round],
-    )
-    .unwrap();
-    for (id, row) in model.iter_mut() {
-        if id % 7 == round % 7 {
-            row.0 = format!("u{round}-{id}");
-        }
-    }
-    c.execute("DELETE FROM items WHERE id % 11 = ?1", params![round % 11])
-        .unwrap();
-    model.retain(|id, _| id % 11 != round % 11);
-    let base = 10_000 + round * 1_000;
-    insert(c, model, base..=base + 700);
-    c.execute_batch("VACUUM").unwrap();
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
-}
-
-/// Every query answers what the model says: a full scan in id order,
-/// lookups through each index, a count per category, integrity_check ok.
-/// Returns the rows checked.
-fn check(c: &Connection, model: &Model) -> rusqlite::Result<usize> {
-    let mut st = c.prepare("SELECT id, name, category FROM items ORDER BY id")?;
-    let rows: Vec<(i64, String, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let want: Vec<(i64, String, i64)> = model
-        .iter()
-        .map(|(id, (n, cat))| (*id, n.clone(), *cat))
-        .collect();
-    assert_eq!(rows.len(), want.len(), "row count");
-    assert!(rows == want, "rows differ from the model");
-    let mut by_name = c.prepare("SELECT id FROM items INDEXED BY items_name WHERE name = ?1")?;
-    for (id, (name, _)) in model.iter().step_by(97) {
-        let got: i64 = by_name.query_row([name], |r| r.get(0))?;
-        assert_eq!(got, *id);
-    }
-    let mut by_cat =
-        c.prepare("SELECT count(*) FROM items INDEXED BY items_category WHERE category = ?1")?;
-    for cat in 0..37 {
-        let got: i64 = by_cat.query_row([cat], |r| r.get(0))?;
-        let want = model.values().filter(|(_, c)| *c == cat).count() as i64;
-        assert_eq!(got, want, "category {cat}");
-    }
-    let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(integrity, "ok");
-    Ok(rows.len())
-}
-
-fn page_bytes(file: &[u8], page: PageId) -> Vec<u8> {
-    file[page.0 as usize * PAGE..(page.0 as usize + 1) * PAGE].to_vec()
-}
-
-fn write_page(path: &Path, page: PageId, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, page.0 * PAGE as u64).unwrap();
-    f.sync_all().unwrap();
-}
+#[path = "sqlite_vfs_common/mod.rs"]
+mod sqlite_vfs_common;
+use sqlite_vfs_common::*;
 
 /// The damage plan: page 1 (bit flip), the index roots (interior pages:
 /// zeroed, junk), a table leaf (misdirected: another page's bytes), and two

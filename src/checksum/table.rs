@@ -139,6 +139,14 @@ impl ChecksumTable {
             .map_or(0, |e| e.load(Ordering::Acquire))
     }
 
+    /// Whether `page` has exactly one accepted checksum: a settled one and
+    /// no write of unknown fate since. Bytes that verify against such a page
+    /// are its current contents, wherever they were read from.
+    pub(crate) fn is_settled(&self, page: PageId) -> bool {
+        let e = self.raw_entry(page);
+        e & PRESENT != 0 && e & UNSETTLED == 0
+    }
+
     /// What the table holds for `page`, in one look.
     pub(crate) fn entry(&self, page: PageId) -> Entry {
         Entry::of(self.raw_entry(page))

@@ -1,14 +1,17 @@
 //! What a selfheal VFS is configured with, what it reports (heals,
 //! adoptions), and the state every database of one VFS shares.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::database::Database;
 use crate::clock::Clock;
 use crate::corruption::AdoptReport;
 use crate::host::Replica;
@@ -24,6 +27,8 @@ pub type HealFn = Arc<dyn Fn(&HealEvent) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct SqliteConfig {
     pub(super) replica_files: Vec<PathBuf>,
+    pub(super) replica_dirs: Vec<PathBuf>,
+    pub(super) snapshots: Option<(PathBuf, Duration)>,
     pub(super) replicas: Vec<Arc<dyn Replica>>,
     pub(super) sink: Option<FailureSink>,
     pub(super) clock: Option<Arc<dyn Clock>>,
@@ -35,6 +40,8 @@ impl fmt::Debug for SqliteConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteConfig")
             .field("replica_files", &self.replica_files)
+            .field("replica_dirs", &self.replica_dirs)
+            .field("snapshots", &self.snapshots)
             .field("replicas", &self.replicas)
             .field("on_heal", &self.on_heal.is_some())
             .field("scrub_pages_per_s", &self.scrub_pages_per_s)
@@ -57,6 +64,42 @@ impl SqliteConfig {
     #[must_use]
     pub fn replica_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.replica_files.push(path.into());
+        self
+    }
+
+    /// Adds a replica directory: the replica of a database file `<name>`
+    /// is the byte copy `dir/<name>` (its file name, whatever directory the
+    /// database is in), read by path at each repair like a
+    /// [`replica_file`](Self::replica_file). One VFS can so serve several
+    /// databases, each with its own copy; a database with no copy in `dir`
+    /// just has no replica there.
+    #[must_use]
+    pub fn replica_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.replica_dirs.push(dir.into());
+        self
+    }
+
+    /// Keeps incremental snapshots of each open database file in
+    /// `dir/<file name>/` (a [`StateSnapshotManager`](crate::StateSnapshotManager)
+    /// per file), one taken every `every` on a thread of its own
+    /// (`selfheal-snapshot`), and uses the newest as a repair source after
+    /// the replicas. The first snapshot of a file is full; later ones hold
+    /// only the pages written since the one before, found from the writes
+    /// the VFS makes (dirty notices; after a reopen, by comparing page
+    /// fingerprints once). Each is taken between two batches of writes,
+    /// with writes held back while it runs.
+    ///
+    /// A snapshot serves a page only if nothing was written to it since
+    /// (and only bytes the page's checksum accepts are ever written back),
+    /// so it never brings back an older version of a page; it heals pages
+    /// that have not changed since the newest snapshot. It is a repair
+    /// source, not a backup of the database: it is taken between SQLite's
+    /// writes, not at a transaction's end. Default: no snapshots. A zero
+    /// interval is refused by [`register`](super::register); a directory
+    /// another manager holds refuses the open (`SQLITE_CANTOPEN`).
+    #[must_use]
+    pub fn snapshots(mut self, dir: impl Into<PathBuf>, every: Duration) -> Self {
+        self.snapshots = Some((dir.into(), every));
         self
     }
 
@@ -144,6 +187,8 @@ pub struct AdoptionReport {
 /// What every database of one VFS shares.
 pub(super) struct Shared {
     pub(super) config: SqliteConfig,
+    /// Open databases by full path: connections of one file share one.
+    pub(super) dbs: Mutex<HashMap<PathBuf, Weak<Database>>>,
     pub(super) sink: FailureSink,
     pub(super) adoptions: Mutex<Vec<AdoptionReport>>,
     pub(super) files_opened: AtomicU64,
@@ -160,6 +205,7 @@ impl Shared {
             .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
         Shared {
             config,
+            dbs: Mutex::new(HashMap::new()),
             sink,
             adoptions: Mutex::new(Vec::new()),
             files_opened: AtomicU64::new(0),
@@ -180,6 +226,19 @@ impl Shared {
         if let Some(f) = &self.config.on_heal {
             f(event);
         }
+    }
+
+    /// The open database at `path` (as SQLite named it, or any path to the
+    /// same file).
+    pub(super) fn database(&self, path: &Path) -> Option<Arc<Database>> {
+        let dbs = self.dbs.lock();
+        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
+            return Some(db);
+        }
+        let canonical = std::fs::canonicalize(path).ok()?;
+        dbs.values()
+            .filter_map(Weak::upgrade)
+            .find(|db| std::fs::canonicalize(db.path()).ok().as_deref() == Some(&canonical))
     }
 
     /// Counts a database file opened.

@@ -22,14 +22,17 @@ use rusqlite::ffi;
 use super::config::{AdoptionReport, HealEvent, Shared};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
+use super::snapshots::SnapshotSource;
 use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::repair::RepairOutcome;
 use crate::scrub::ScrubHandle;
+use crate::snapshot::{PeriodicConfig, PeriodicSnapshots, SnapshotReport, WriteGate};
+use crate::types::Lsn;
 use crate::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
-    RepairConfig, ScrubConfig,
+    RepairConfig, ScrubConfig, SnapshotConfig, StateSnapshotManager,
 };
 
 // The reader of SQLite's header and freelist that `testing::sqlite` exposes
@@ -156,8 +159,55 @@ struct Protected {
     store: Arc<SqlitePageStore>,
     det: Arc<CorruptionDetector>,
     repairer: DataRepairer,
+    /// The snapshots, when configured.
+    snapshots: Option<Snapshots>,
     /// The background scrub, when configured; stopped (bounded) on drop.
     _scrub: Option<ScrubHandle>,
+}
+
+/// The snapshots of one file: the manager (told of every page the detector
+/// writes), the gate every write of the file holds a ticket of while the
+/// periodic thread may pause it, and the count of write batches, which
+/// stands for the LSN of the state a snapshot holds.
+struct Snapshots {
+    manager: Arc<StateSnapshotManager>,
+    gate: Arc<WriteGate>,
+    batches: Arc<AtomicU64>,
+    periodic: PeriodicSnapshots,
+}
+
+impl Snapshots {
+    /// Opens the manager of the file `db` in `dir/<file name>/`.
+    fn open(
+        dir: &Path,
+        db: &Path,
+        page_size: usize,
+        shared: &Shared,
+    ) -> Result<Arc<StateSnapshotManager>> {
+        let name = db
+            .file_name()
+            .ok_or_else(|| Error::config("path", format!("{} names no file", db.display())))?;
+        let mut config =
+            SnapshotConfig::new(dir.join(name), page_size).failure_sink(shared.sink.clone());
+        if let Some(clock) = &shared.config.clock {
+            config = config.clock(clock.clone());
+        }
+        Ok(Arc::new(config.build()?))
+    }
+}
+
+impl Protected {
+    /// Holds back the periodic snapshot while the caller writes the file.
+    fn ticket(&self) -> Option<crate::snapshot::WriteTicket<'_>> {
+        self.snapshots.as_ref().map(|s| s.gate.write())
+    }
+
+    /// Tells the snapshots the file now has `pages` pages.
+    fn note_resized(&self, pages: u64) {
+        if let Some(s) = &self.snapshots {
+            s.manager.note_resized(pages);
+        }
+    }
 }
 
 /// One database file opened through the VFS (shared by its connections).
@@ -246,7 +296,7 @@ impl Database {
             Ok(ps) => return Ok(ps),
             Err(e) => e,
         };
-        for path in &self.shared.config.replica_files {
+        for path in &self.replica_paths() {
             let header = FileReplica::header(path);
             if let Ok(ps) = header.and_then(|h| format::parse_header(&h).map(|h| h.page_size)) {
                 tracing::warn!(
@@ -258,6 +308,17 @@ impl Database {
             }
         }
         Err(own_err)
+    }
+
+    /// The byte copies of the file: each replica file, and the file of the
+    /// same name in each replica directory.
+    fn replica_paths(&self) -> Vec<PathBuf> {
+        let config = &self.shared.config;
+        let mut paths = config.replica_files.clone();
+        if let Some(name) = self.path.file_name() {
+            paths.extend(config.replica_dirs.iter().map(|d| d.join(name)));
+        }
+        paths
     }
 
     /// Builds the components for pages of `page_size` bytes, adopting the
@@ -305,10 +366,20 @@ impl Database {
             sync_flags: AtomicI32::new(ffi::SQLITE_SYNC_NORMAL),
             pages: AtomicU64::new(size.div_ceil(page_size as u64)),
         });
+        let snapshots = match &self.shared.config.snapshots {
+            Some((dir, _)) => Some(Snapshots::open(dir, &self.path, page_size, &self.shared)?),
+            None => None,
+        };
         let mut config = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
             .failure_sink(self.shared.sink.clone());
         if let Some(clock) = &self.shared.config.clock {
             config = config.clock(clock.clone());
+        }
+        if let Some(snaps) = &snapshots {
+            // Every page the detector writes — SQLite's, a repair's — is
+            // changed since the newest snapshot.
+            let snaps = snaps.clone();
+            config = config.on_write(Arc::new(move |page| snaps.note_dirty(page)));
         }
         let det = Arc::new(config.build(store.clone())?);
         if adopt {
@@ -323,12 +394,37 @@ impl Database {
             repair = repair.clock(clock.clone());
         }
         let repairer = repair.build(det.clone())?;
-        for path in &self.shared.config.replica_files {
-            repairer.add_replica(Arc::new(FileReplica::new(path.clone(), page_size)))?;
+        for path in self.replica_paths() {
+            repairer.add_replica(Arc::new(FileReplica::new(path, page_size)))?;
         }
         for replica in &self.shared.config.replicas {
             repairer.add_replica(replica.clone())?;
         }
+        let snapshots = match (snapshots, &self.shared.config.snapshots) {
+            (Some(manager), Some((_, every))) => {
+                repairer.add_fallback(Arc::new(SnapshotSource::new(
+                    manager.clone(),
+                    table.clone(),
+                )))?;
+                let gate = Arc::new(WriteGate::new());
+                let batches = Arc::new(AtomicU64::new(0));
+                let counted = batches.clone();
+                let periodic = PeriodicSnapshots::start(
+                    &manager,
+                    store.clone(),
+                    gate.clone(),
+                    Arc::new(move || Lsn(counted.load(Ordering::Acquire))),
+                    PeriodicConfig::new(*every),
+                )?;
+                Some(Snapshots {
+                    manager,
+                    gate,
+                    batches,
+                    periodic,
+                })
+            }
+            _ => None,
+        };
         let scrub = match self.shared.config.scrub_pages_per_s {
             Some(rate) => Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?),
             None => None,
@@ -339,6 +435,7 @@ impl Database {
             store,
             det,
             repairer,
+            snapshots,
             _scrub: scrub,
         });
         Ok(self.protected.get().expect("set just above"))
@@ -497,7 +594,10 @@ impl Database {
             return Ok(());
         }
         let started = Instant::now();
-        let outcome = p.repairer.repair_page(page);
+        let outcome = {
+            let _t = p.ticket();
+            p.repairer.repair_page(page)
+        };
         let again = p.det.read_verified(page, buf);
         let healed = again.is_ok();
         let detail = match &outcome {
@@ -598,10 +698,12 @@ impl Database {
         let Some(&last) = pending.keys().next_back() else {
             return Ok(());
         };
+        let _t = p.ticket();
         if last >= p.store.page_count() {
             p.det
                 .resize(last + 1)
                 .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+            p.note_resized(last + 1);
         }
         let mut refs: Vec<(PageId, &mut [u8])> = pending
             .iter_mut()
@@ -611,6 +713,9 @@ impl Database {
             .write_sealed_batch(&mut refs)
             .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
         pending.clear();
+        if let Some(s) = &p.snapshots {
+            s.batches.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -636,7 +741,12 @@ impl Database {
                 let mut pending = self.pending.lock();
                 pending.retain(|page, _| *page < pages);
                 Self::flush_locked(p, &mut pending)?;
-                p.det.resize(pages).map_err(io(ffi::SQLITE_IOERR_TRUNCATE))
+                let _t = p.ticket();
+                p.det
+                    .resize(pages)
+                    .map_err(io(ffi::SQLITE_IOERR_TRUNCATE))?;
+                p.note_resized(pages);
+                Ok(())
             }
             None => self.raw.truncate(size).map_err(raw_fault),
         }
@@ -655,6 +765,44 @@ impl Database {
             }
             None => self.raw.sync(flags).map_err(raw_fault),
         }
+    }
+
+    /// Takes a snapshot of the file now (on its snapshot thread), after
+    /// writing the pages SQLite wrote so far.
+    pub(super) fn snapshot_now(&self) -> Result<SnapshotReport> {
+        let snaps = self.protected.get().and_then(|p| p.snapshots.as_ref());
+        let Some(s) = snaps else {
+            return Err(Error::InvalidArgument {
+                what: "snapshot_now",
+                reason: format!(
+                    "{} keeps no snapshots; configure SqliteConfig::snapshots (a file with no pages yet has none either)",
+                    self.path.display()
+                ),
+            });
+        };
+        self.flush().map_err(|f| Error::Host {
+            op: "write",
+            retryable: true,
+            message: format!(
+                "writing the pages SQLite wrote failed (result code {})",
+                f.rc()
+            ),
+        })?;
+        s.periodic.snapshot_now()
+    }
+
+    /// The snapshots of the file, oldest first (none when not configured).
+    pub(super) fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
+        self.protected
+            .get()
+            .and_then(|p| p.snapshots.as_ref())
+            .map(|s| s.manager.snapshots())
+            .unwrap_or_default()
+    }
+
+    /// The file's path.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// `xFileSize`.

@@ -89,10 +89,21 @@
 //!   header when page 1 itself is damaged) or, for a new file, from SQLite's
 //!   first write. Changing it later (`PRAGMA page_size` then `VACUUM`) is not
 //!   supported.
-//! - **Replicas** ([`SqliteConfig::replica_file`]) are byte copies of the
-//!   database file, read by path at each repair, so a copy the host
-//!   refreshes serves its newest pages; see the `replica` notes on when a
-//!   copy is byte-identical. Any [`Replica`] can be added as well.
+//! - **Replicas** ([`SqliteConfig::replica_file`], or one copy per
+//!   database in a [replica directory](SqliteConfig::replica_dir)) are
+//!   byte copies of the database file, read by path at each repair, so a
+//!   copy the host refreshes serves its newest pages; see the `replica`
+//!   notes on when a copy is byte-identical. Any [`Replica`] can be added
+//!   as well.
+//! - **Snapshots** ([`SqliteConfig::snapshots`]): each file's incremental
+//!   snapshots, taken periodically between batches of writes (writes wait
+//!   meanwhile) from the pages the VFS noted written, are the repair source
+//!   after the replicas. A snapshot's copy of a page is written back only
+//!   if the sidecar table accepts exactly one version of the page (its
+//!   write synced, none since) and the copy is that version — or, within
+//!   one open, if nothing wrote the page since the snapshot — so a snapshot
+//!   heals damage found after a reopen, and never brings back an older
+//!   version. [`SqliteVfs::snapshot_now`] takes one at once.
 //!
 //! No panic crosses into SQLite: each callback catches one and answers an
 //! I/O error. The FFI is confined to `vfs.rs` and `raw.rs` of this module.
@@ -101,13 +112,16 @@ mod config;
 mod database;
 mod raw;
 mod replica;
+mod snapshots;
 mod vfs;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::snapshot::{SnapshotInfo, SnapshotReport};
 use crate::types::{Failure, FailureSink};
 #[cfg(doc)]
 use crate::{host::Replica, CorruptionDetector};
@@ -160,6 +174,12 @@ pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
             "is 0; give a positive rate, or leave it unset for no scrub",
         ));
     }
+    if matches!(config.snapshots, Some((_, every)) if every.is_zero()) {
+        return Err(crate::Error::config(
+            "snapshots",
+            "interval is 0; give how often to snapshot, e.g. 60 s",
+        ));
+    }
     let shared = Arc::new(Shared::new(config));
     vfs::register(name, shared.clone())?;
     Ok(SqliteVfs {
@@ -192,6 +212,44 @@ impl SqliteVfs {
     #[must_use]
     pub fn adoptions(&self) -> Vec<AdoptionReport> {
         self.shared.adoptions.lock().clone()
+    }
+
+    /// Takes a snapshot of the open database file at `path` now (see
+    /// [`SqliteConfig::snapshots`]), after writing the pages SQLite wrote so
+    /// far, and returns what it did. The periodic snapshots go on as
+    /// before. Do not call it from a callback the VFS runs
+    /// ([`SqliteConfig::on_heal`]): the snapshot waits for the write in
+    /// progress.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when no
+    /// connection has the file open through this VFS, or the VFS keeps no
+    /// snapshots; the snapshot's own error.
+    pub fn snapshot_now(&self, path: impl AsRef<Path>) -> Result<SnapshotReport> {
+        self.open_database(path.as_ref())?.snapshot_now()
+    }
+
+    /// The snapshots of the open database file at `path`, oldest first
+    /// (none when the VFS keeps no snapshots).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when no
+    /// connection has the file open through this VFS.
+    pub fn snapshots(&self, path: impl AsRef<Path>) -> Result<Vec<SnapshotInfo>> {
+        Ok(self.open_database(path.as_ref())?.snapshots())
+    }
+
+    fn open_database(&self, path: &Path) -> Result<Arc<database::Database>> {
+        self.shared
+            .database(path)
+            .ok_or_else(|| crate::Error::InvalidArgument {
+                what: "path",
+                reason: format!(
+                    "no connection has {} open through the VFS {:?}; open it first",
+                    path.display(),
+                    self.name
+                ),
+            })
     }
 
     /// The counters.

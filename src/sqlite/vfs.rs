@@ -9,13 +9,12 @@
 
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use rusqlite::ffi;
 
 use super::config::Shared;
@@ -27,8 +26,6 @@ use crate::error::{Error, Result};
 pub(super) struct VfsState {
     root: RootVfs,
     shared: Arc<Shared>,
-    /// Open databases by full path: connections of one file share one.
-    dbs: Mutex<HashMap<PathBuf, Weak<Database>>>,
 }
 
 /// The main database file: SQLite's `sqlite3_file` header, then the
@@ -86,11 +83,7 @@ pub(super) fn register(name: &str, shared: Arc<Shared>) -> Result<()> {
         return Err(Error::config("name", "SQLite has no default VFS to wrap"));
     }
     let root = RootVfs(root);
-    let state = Box::new(VfsState {
-        root,
-        shared,
-        dbs: Mutex::new(HashMap::new()),
-    });
+    let state = Box::new(VfsState { root, shared });
     // SAFETY: reading the registered default VFS's immutable fields.
     let base = unsafe { &*root.0 };
     let vfs = Box::new(ffi::sqlite3_vfs {
@@ -230,7 +223,7 @@ unsafe fn close_inner(inner: *mut ffi::sqlite3_file) -> c_int {
 impl VfsState {
     /// The shared database for `path`, opened if no connection has it.
     fn database(&self, path: &std::path::Path, flags: c_int) -> Result<Arc<Database>> {
-        let mut dbs = self.dbs.lock();
+        let mut dbs = self.shared.dbs.lock();
         if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
             return Ok(db);
         }
@@ -247,7 +240,7 @@ impl VfsState {
     /// that the last one closes the database (and releases its sidecar
     /// table) before another connection can look the path up.
     fn release(&self, db: Arc<Database>) {
-        let mut dbs = self.dbs.lock();
+        let mut dbs = self.shared.dbs.lock();
         drop(db);
         dbs.retain(|_, w| w.strong_count() > 0);
     }
