@@ -29,6 +29,7 @@ pub struct SqliteConfig {
     pub(super) replica_files: Vec<PathBuf>,
     pub(super) replica_dirs: Vec<PathBuf>,
     pub(super) snapshots: Option<(PathBuf, Duration)>,
+    pub(super) recovery: Option<PathBuf>,
     pub(super) replicas: Vec<Arc<dyn Replica>>,
     pub(super) sink: Option<FailureSink>,
     pub(super) clock: Option<Arc<dyn Clock>>,
@@ -42,6 +43,7 @@ impl fmt::Debug for SqliteConfig {
             .field("replica_files", &self.replica_files)
             .field("replica_dirs", &self.replica_dirs)
             .field("snapshots", &self.snapshots)
+            .field("recovery", &self.recovery)
             .field("replicas", &self.replicas)
             .field("on_heal", &self.on_heal.is_some())
             .field("scrub_pages_per_s", &self.scrub_pages_per_s)
@@ -100,6 +102,33 @@ impl SqliteConfig {
     #[must_use]
     pub fn snapshots(mut self, dir: impl Into<PathBuf>, every: Duration) -> Self {
         self.snapshots = Some((dir.into(), every));
+        self
+    }
+
+    /// Runs each open database file under an
+    /// [`AutoRecoveryManager`](crate::AutoRecoveryManager) (in
+    /// [`Mode::Automatic`](crate::Mode::Automatic)) keeping its files in
+    /// `dir/<file name>/`: the run marker, the open incidents, the audit
+    /// log, the learned records. The manager owns the file's detector, its
+    /// repairer (the replicas, then the snapshots), the scrub and the
+    /// periodic snapshots when configured; a page that fails verification
+    /// on read is its incident, healed on the reader's thread through the
+    /// whole loop (diagnosis, the remedy it has learned works, verification,
+    /// the audit record) before the read returns, and damage a scrub finds
+    /// is healed in the background with no read at all.
+    ///
+    /// Under a manager, heals are reported by the manager — its events,
+    /// incidents, postmortems and audit log
+    /// ([`SqliteVfs::manager`](super::SqliteVfs::manager)) — and its own
+    /// failure bus: [`on_heal`](Self::on_heal) and
+    /// [`SqliteStats::healed`](super::SqliteStats::healed) are told only of
+    /// reads it could not heal (answered `SQLITE_CORRUPT`). The manager
+    /// stops cleanly when the last connection closes the file. A directory
+    /// another manager holds refuses the open (`SQLITE_CANTOPEN`).
+    /// Default: no manager.
+    #[must_use]
+    pub fn recovery(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.recovery = Some(dir.into());
         self
     }
 

@@ -20,20 +20,15 @@ use parking_lot::Mutex;
 use rusqlite::ffi;
 
 use super::config::{AdoptionReport, HealEvent, Shared};
+use super::protected::{Parts, Protected};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
-use super::snapshots::SnapshotSource;
 use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::repair::RepairOutcome;
-use crate::scrub::ScrubHandle;
-use crate::snapshot::{PeriodicConfig, PeriodicSnapshots, SnapshotReport, WriteGate};
-use crate::types::Lsn;
-use crate::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
-    RepairConfig, ScrubConfig, SnapshotConfig, StateSnapshotManager,
-};
+use crate::snapshot::SnapshotReport;
+use crate::{ChecksumTable, CorruptionDetector, PageId};
 
 // The reader of SQLite's header and freelist that `testing::sqlite` exposes
 // to tests, compiled here too so that the VFS needs no `testing` feature
@@ -149,64 +144,6 @@ impl PageStore for SqlitePageStore {
         self.raw
             .sync(self.sync_flags.load(Ordering::Relaxed))
             .map_err(|rc| host_error("sync", rc))
-    }
-}
-
-/// The components over one file, built once its page size is known.
-struct Protected {
-    page_size: usize,
-    table: Arc<ChecksumTable>,
-    store: Arc<SqlitePageStore>,
-    det: Arc<CorruptionDetector>,
-    repairer: DataRepairer,
-    /// The snapshots, when configured.
-    snapshots: Option<Snapshots>,
-    /// The background scrub, when configured; stopped (bounded) on drop.
-    _scrub: Option<ScrubHandle>,
-}
-
-/// The snapshots of one file: the manager (told of every page the detector
-/// writes), the gate every write of the file holds a ticket of while the
-/// periodic thread may pause it, and the count of write batches, which
-/// stands for the LSN of the state a snapshot holds.
-struct Snapshots {
-    manager: Arc<StateSnapshotManager>,
-    gate: Arc<WriteGate>,
-    batches: Arc<AtomicU64>,
-    periodic: PeriodicSnapshots,
-}
-
-impl Snapshots {
-    /// Opens the manager of the file `db` in `dir/<file name>/`.
-    fn open(
-        dir: &Path,
-        db: &Path,
-        page_size: usize,
-        shared: &Shared,
-    ) -> Result<Arc<StateSnapshotManager>> {
-        let name = db
-            .file_name()
-            .ok_or_else(|| Error::config("path", format!("{} names no file", db.display())))?;
-        let mut config =
-            SnapshotConfig::new(dir.join(name), page_size).failure_sink(shared.sink.clone());
-        if let Some(clock) = &shared.config.clock {
-            config = config.clock(clock.clone());
-        }
-        Ok(Arc::new(config.build()?))
-    }
-}
-
-impl Protected {
-    /// Holds back the periodic snapshot while the caller writes the file.
-    fn ticket(&self) -> Option<crate::snapshot::WriteTicket<'_>> {
-        self.snapshots.as_ref().map(|s| s.gate.write())
-    }
-
-    /// Tells the snapshots the file now has `pages` pages.
-    fn note_resized(&self, pages: u64) {
-        if let Some(s) = &self.snapshots {
-            s.manager.note_resized(pages);
-        }
     }
 }
 
@@ -366,78 +303,24 @@ impl Database {
             sync_flags: AtomicI32::new(ffi::SQLITE_SYNC_NORMAL),
             pages: AtomicU64::new(size.div_ceil(page_size as u64)),
         });
-        let snapshots = match &self.shared.config.snapshots {
-            Some((dir, _)) => Some(Snapshots::open(dir, &self.path, page_size, &self.shared)?),
-            None => None,
-        };
-        let mut config = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
-            .failure_sink(self.shared.sink.clone());
-        if let Some(clock) = &self.shared.config.clock {
-            config = config.clock(clock.clone());
-        }
-        if let Some(snaps) = &snapshots {
-            // Every page the detector writes — SQLite's, a repair's — is
-            // changed since the newest snapshot.
-            let snaps = snaps.clone();
-            config = config.on_write(Arc::new(move |page| snaps.note_dirty(page)));
-        }
-        let det = Arc::new(config.build(store.clone())?);
-        if adopt {
-            self.adopt(&det, &store)?;
-        } else {
-            for p in unsealed.iter().filter(|p| p.0 < store.page_count()) {
-                det.forget(*p)?;
-            }
-        }
-        let mut repair = RepairConfig::new().failure_sink(self.shared.sink.clone());
-        if let Some(clock) = &self.shared.config.clock {
-            repair = repair.clock(clock.clone());
-        }
-        let repairer = repair.build(det.clone())?;
-        for path in self.replica_paths() {
-            repairer.add_replica(Arc::new(FileReplica::new(path, page_size)))?;
-        }
-        for replica in &self.shared.config.replicas {
-            repairer.add_replica(replica.clone())?;
-        }
-        let snapshots = match (snapshots, &self.shared.config.snapshots) {
-            (Some(manager), Some((_, every))) => {
-                repairer.add_fallback(Arc::new(SnapshotSource::new(
-                    manager.clone(),
-                    table.clone(),
-                )))?;
-                let gate = Arc::new(WriteGate::new());
-                let batches = Arc::new(AtomicU64::new(0));
-                let counted = batches.clone();
-                let periodic = PeriodicSnapshots::start(
-                    &manager,
-                    store.clone(),
-                    gate.clone(),
-                    Arc::new(move || Lsn(counted.load(Ordering::Acquire))),
-                    PeriodicConfig::new(*every),
-                )?;
-                Some(Snapshots {
-                    manager,
-                    gate,
-                    batches,
-                    periodic,
-                })
-            }
-            _ => None,
-        };
-        let scrub = match self.shared.config.scrub_pages_per_s {
-            Some(rate) => Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?),
-            None => None,
-        };
-        let _ = self.protected.set(Protected {
-            page_size,
+        let protected = Protected::build(Parts {
+            path: &self.path,
+            shared: &self.shared,
             table,
             store,
-            det,
-            repairer,
-            snapshots,
-            _scrub: scrub,
-        });
+            replica_paths: self.replica_paths(),
+            prepare: &|det, store| {
+                if adopt {
+                    self.adopt(det, store)
+                } else {
+                    for p in unsealed.iter().filter(|p| p.0 < store.page_count()) {
+                        det.forget(*p)?;
+                    }
+                    Ok(())
+                }
+            },
+        })?;
+        let _ = self.protected.set(protected);
         Ok(self.protected.get().expect("set just above"))
     }
 
@@ -570,6 +453,20 @@ impl Database {
                 return Err(Fault::ShortRead);
             }
             _ => {}
+        }
+        if p.manager.is_some() {
+            // The manager healed on read, or could not: its incident says
+            // what it tried. A second repair here would bypass the loop.
+            buf.fill(0);
+            self.shared.note_heal(&HealEvent {
+                path: self.path.clone(),
+                page: format::sqlite_page(page),
+                healed: false,
+                damage: first.to_string(),
+                detail: "the recovery manager could not heal it (see its incidents)".into(),
+                duration: std::time::Duration::ZERO,
+            });
+            return Err(Fault::Corrupt);
         }
         let result = self.heal(p, page, buf, &first);
         if result.is_err() {
@@ -713,9 +610,7 @@ impl Database {
             .write_sealed_batch(&mut refs)
             .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
         pending.clear();
-        if let Some(s) = &p.snapshots {
-            s.batches.fetch_add(1, Ordering::AcqRel);
-        }
+        p.note_batch();
         Ok(())
     }
 
@@ -767,11 +662,10 @@ impl Database {
         }
     }
 
-    /// Takes a snapshot of the file now (on its snapshot thread), after
-    /// writing the pages SQLite wrote so far.
+    /// Takes a snapshot of the file now, on the calling thread (writes wait
+    /// meanwhile), after writing the pages SQLite wrote so far.
     pub(super) fn snapshot_now(&self) -> Result<SnapshotReport> {
-        let snaps = self.protected.get().and_then(|p| p.snapshots.as_ref());
-        let Some(s) = snaps else {
+        let Some(p) = self.protected.get().filter(|p| p.snapshots.is_some()) else {
             return Err(Error::InvalidArgument {
                 what: "snapshot_now",
                 reason: format!(
@@ -788,16 +682,20 @@ impl Database {
                 f.rc()
             ),
         })?;
-        s.periodic.snapshot_now()
+        p.snapshot_now()
     }
 
     /// The snapshots of the file, oldest first (none when not configured).
     pub(super) fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
         self.protected
             .get()
-            .and_then(|p| p.snapshots.as_ref())
-            .map(|s| s.manager.snapshots())
+            .map(Protected::snapshot_list)
             .unwrap_or_default()
+    }
+
+    /// The recovery manager that owns the file's components, if any.
+    pub(super) fn manager(&self) -> Option<Arc<crate::AutoRecoveryManager>> {
+        self.protected.get().and_then(|p| p.manager.clone())
     }
 
     /// The file's path.
@@ -821,6 +719,9 @@ impl Drop for Database {
         if let Err(f) = self.flush() {
             tracing::error!(db = %self.path.display(), rc = f.rc(),
                 "pages SQLite wrote could not be written at close");
+        }
+        if let Some(p) = self.protected.get() {
+            p.stop(&self.path);
         }
     }
 }

@@ -104,12 +104,21 @@
 //!   one open, if nothing wrote the page since the snapshot — so a snapshot
 //!   heals damage found after a reopen, and never brings back an older
 //!   version. [`SqliteVfs::snapshot_now`] takes one at once.
+//! - **Under a recovery manager** ([`SqliteConfig::recovery`]): each open
+//!   file's detector, repairer, scrub and snapshots belong to an
+//!   [`AutoRecoveryManager`](crate::AutoRecoveryManager); a page that fails
+//!   on read is the manager's incident, healed through the whole loop
+//!   before the read returns, and damage its scrub finds is healed with no
+//!   read at all ([`SqliteVfs::manager`] gives its incidents, events and
+//!   audit log). Without it the VFS repairs on read itself, and runs the
+//!   scrub and the snapshots on threads of its own.
 //!
 //! No panic crosses into SQLite: each callback catches one and answers an
 //! I/O error. The FFI is confined to `vfs.rs` and `raw.rs` of this module.
 
 mod config;
 mod database;
+mod protected;
 mod raw;
 mod replica;
 mod snapshots;
@@ -237,6 +246,29 @@ impl SqliteVfs {
     /// connection has the file open through this VFS.
     pub fn snapshots(&self, path: impl AsRef<Path>) -> Result<Vec<SnapshotInfo>> {
         Ok(self.open_database(path.as_ref())?.snapshots())
+    }
+
+    /// The recovery manager of the open database file at `path` (see
+    /// [`SqliteConfig::recovery`]): its events, incidents, postmortems,
+    /// statistics and audit log. It is stopped when the last connection
+    /// closes the file; drop the handle before the file is opened again,
+    /// or the new manager finds its directory held.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when no
+    /// connection has the file open through this VFS, or the VFS runs no
+    /// manager.
+    pub fn manager(&self, path: impl AsRef<Path>) -> Result<Arc<crate::AutoRecoveryManager>> {
+        let path = path.as_ref();
+        self.open_database(path)?
+            .manager()
+            .ok_or_else(|| crate::Error::InvalidArgument {
+                what: "path",
+                reason: format!(
+                    "{} runs under no recovery manager; configure SqliteConfig::recovery",
+                    path.display()
+                ),
+            })
     }
 
     fn open_database(&self, path: &Path) -> Result<Arc<database::Database>> {

@@ -14,58 +14,67 @@
 //!
 //! Snapshots are tried newest first; a copy that does not verify (the page
 //! changed since, or the snapshot holds it damaged) moves on to the next.
+//!
+//! The source holds the manager and the table weakly: the repairer calls it
+//! on a helper thread that may outlive the file's close by a moment, and a
+//! strong hold would keep the snapshot directory and the sidecar table
+//! owned, refusing an immediate reopen. Once the file is closed the source
+//! has no copy of anything.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::error::Result;
 use crate::host::PageSource;
-use crate::snapshot::SnapshotPageSource;
 use crate::types::{Lsn, PageId};
 use crate::{ChecksumTable, StateSnapshotManager};
 
 /// The snapshots of one file, served by the rules above.
 pub(super) struct SnapshotSource {
-    manager: Arc<StateSnapshotManager>,
-    own: SnapshotPageSource,
-    table: Arc<ChecksumTable>,
+    manager: Weak<StateSnapshotManager>,
+    table: Weak<ChecksumTable>,
 }
 
 impl fmt::Debug for SnapshotSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SnapshotSource")
-            .field("head", &self.manager.head())
+            .field("head", &self.manager.upgrade().and_then(|m| m.head()))
             .finish_non_exhaustive()
     }
 }
 
 impl SnapshotSource {
     /// The snapshots of `manager`, checked against `table`.
-    pub(super) fn new(manager: Arc<StateSnapshotManager>, table: Arc<ChecksumTable>) -> Self {
+    pub(super) fn new(manager: &Arc<StateSnapshotManager>, table: &Arc<ChecksumTable>) -> Self {
         SnapshotSource {
-            own: manager.page_source(),
-            manager,
-            table,
+            manager: Arc::downgrade(manager),
+            table: Arc::downgrade(table),
         }
     }
 }
 
 impl PageSource for SnapshotSource {
     fn name(&self) -> String {
-        self.own.name()
+        match self.manager.upgrade() {
+            Some(m) => m.page_source().name(),
+            None => "snapshots (file closed)".into(),
+        }
     }
 
     fn read_page(&self, page: PageId, not_older_than: Option<Lsn>, buf: &mut [u8]) -> Result<bool> {
-        if self.own.read_page(page, not_older_than, buf)? {
+        let (Some(manager), Some(table)) = (self.manager.upgrade(), self.table.upgrade()) else {
+            return Ok(false);
+        };
+        if manager.page_source().read_page(page, not_older_than, buf)? {
             return Ok(true);
         }
-        if !self.table.is_settled(page) {
+        if !table.is_settled(page) {
             return Ok(false);
         }
-        for info in self.manager.snapshots().iter().rev() {
+        for info in manager.snapshots().iter().rev() {
             // A damaged snapshot file only skips that snapshot.
-            if matches!(self.manager.read_page_at(info.id, page, buf), Ok(true))
-                && self.table.verify(page, buf).is_ok()
+            if matches!(manager.read_page_at(info.id, page, buf), Ok(true))
+                && table.verify(page, buf).is_ok()
             {
                 return Ok(true);
             }
@@ -123,7 +132,7 @@ mod tests {
             .unwrap();
         };
         snapshot(&manager);
-        let source = SnapshotSource::new(manager.clone(), table.clone());
+        let source = SnapshotSource::new(&manager, &table);
         let mut buf = vec![0u8; PAGE];
         assert!(source.read_page(PageId(1), None, &mut buf).unwrap());
         assert_eq!(buf, page(1));
@@ -149,7 +158,7 @@ mod tests {
         drop(manager);
         let manager = Arc::new(SnapshotConfig::new(&snap_dir, PAGE).build().unwrap());
         assert!(!manager.dirty_notices_trusted());
-        let source = SnapshotSource::new(manager, table.clone());
+        let source = SnapshotSource::new(&manager, &table);
         assert!(source.read_page(PageId(2), None, &mut buf).unwrap());
         assert_eq!(buf, page(2));
         assert!(!source.read_page(PageId(1), None, &mut buf).unwrap());
