@@ -414,7 +414,15 @@ impl Database {
                 short |= page.0 >= pages;
                 continue;
             }
-            if n == p.page_size {
+            if page.0 == 0 {
+                if !p.first.read(within, out) {
+                    let generation = p.first.generation();
+                    let mut whole = vec![0u8; p.page_size];
+                    self.read_page(p, page, &mut whole)?;
+                    p.first.offer(generation, &whole);
+                    out.copy_from_slice(&whole[within..within + n]);
+                }
+            } else if n == p.page_size {
                 self.read_page(p, page, out)?;
             } else {
                 let mut whole = vec![0u8; p.page_size];

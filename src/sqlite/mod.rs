@@ -118,6 +118,7 @@
 
 mod config;
 mod database;
+mod first_page;
 mod protected;
 mod raw;
 mod replica;

@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use super::config::Shared;
 use super::database::SqlitePageStore;
+use super::first_page::FirstPage;
 use super::replica::FileReplica;
 use super::snapshots::SnapshotSource;
 use crate::error::{Error, Result};
@@ -66,6 +67,8 @@ pub(super) struct Protected {
     pub(super) repairer: Arc<DataRepairer>,
     /// The snapshots, when configured.
     pub(super) snapshots: Option<Snapshots>,
+    /// The verified bytes of the first page, while no write was issued.
+    pub(super) first: Arc<FirstPage>,
     /// The manager that owns the components, when configured.
     pub(super) manager: Option<Arc<AutoRecoveryManager>>,
     /// The VFS's own background scrub, when configured without a manager;
@@ -110,15 +113,19 @@ impl Protected {
         // or the detector and the snapshot manager would keep each other
         // (and the file's sidecar table) alive once the file is closed.
         let noted: Arc<OnceLock<Weak<StateSnapshotManager>>> = Arc::default();
-        let mut detector = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()));
-        if config.snapshots.is_some() {
-            let noted = noted.clone();
-            detector = detector.on_write(Arc::new(move |page| {
-                if let Some(s) = noted.get().and_then(Weak::upgrade) {
+        let first = Arc::new(FirstPage::default());
+        let dropped = first.clone();
+        let noted_by = noted.clone();
+        let detector = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone())).on_write(
+            Arc::new(move |page| {
+                if page.0 == 0 {
+                    dropped.invalidate();
+                }
+                if let Some(s) = noted_by.get().and_then(Weak::upgrade) {
                     s.note_dirty(page);
                 }
-            }));
-        }
+            }),
+        );
         let gate = Arc::new(WriteGate::new());
         let batches = Arc::new(AtomicU64::new(0));
         let counted = batches.clone();
@@ -214,6 +221,7 @@ impl Protected {
                 batches,
                 _periodic: periodic,
             }),
+            first,
             manager,
             _scrub: scrub,
         })
@@ -226,6 +234,7 @@ impl Protected {
 
     /// Tells the snapshots the file now has `pages` pages.
     pub(super) fn note_resized(&self, pages: u64) {
+        self.first.invalidate();
         if let Some(s) = &self.snapshots {
             s.manager.note_resized(pages);
         }
