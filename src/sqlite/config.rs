@@ -1,17 +1,14 @@
 //! What a selfheal VFS is configured with, what it reports (heals,
 //! adoptions), and the state every database of one VFS shares.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::database::Database;
 use crate::clock::Clock;
 use crate::corruption::AdoptReport;
 use crate::host::Replica;
@@ -216,8 +213,6 @@ pub struct AdoptionReport {
 /// What every database of one VFS shares.
 pub(super) struct Shared {
     pub(super) config: SqliteConfig,
-    /// Open databases by full path: connections of one file share one.
-    pub(super) dbs: Mutex<HashMap<PathBuf, Weak<Database>>>,
     pub(super) sink: FailureSink,
     pub(super) adoptions: Mutex<Vec<AdoptionReport>>,
     pub(super) files_opened: AtomicU64,
@@ -234,7 +229,6 @@ impl Shared {
             .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
         Shared {
             config,
-            dbs: Mutex::new(HashMap::new()),
             sink,
             adoptions: Mutex::new(Vec::new()),
             files_opened: AtomicU64::new(0),
@@ -255,19 +249,6 @@ impl Shared {
         if let Some(f) = &self.config.on_heal {
             f(event);
         }
-    }
-
-    /// The open database at `path` (as SQLite named it, or any path to the
-    /// same file).
-    pub(super) fn database(&self, path: &Path) -> Option<Arc<Database>> {
-        let dbs = self.dbs.lock();
-        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
-            return Some(db);
-        }
-        let canonical = std::fs::canonicalize(path).ok()?;
-        dbs.values()
-            .filter_map(Weak::upgrade)
-            .find(|db| std::fs::canonicalize(db.path()).ok().as_deref() == Some(&canonical))
     }
 
     /// Counts a database file opened.

@@ -9,11 +9,11 @@
 //! 100-byte header read; a call that covers part of a page is served by
 //! verifying (or, for a write, reading, patching and sealing) the whole page.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -23,6 +23,7 @@ use super::config::{AdoptionReport, HealEvent, Shared};
 use super::protected::{Parts, Protected};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
+use super::store::{host_error, SqlitePageStore};
 use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
@@ -68,85 +69,6 @@ fn io(code: Rc) -> impl FnOnce(Error) -> Fault {
     }
 }
 
-/// The library's view of the database file: fixed-size pages over the
-/// [`RawFile`].
-#[derive(Debug)]
-pub(super) struct SqlitePageStore {
-    raw: Arc<RawFile>,
-    page_size: usize,
-    /// The `SQLITE_SYNC_*` flags of SQLite's last `xSync`, used by `sync`.
-    sync_flags: AtomicI32,
-    /// Pages in the file: read once at open, then changed only by `resize`
-    /// (every write of the file goes through this store, and a write past
-    /// the end is refused), so a read costs no `fstat`.
-    pages: AtomicU64,
-}
-
-fn host_error(op: &'static str, rc: Rc) -> Error {
-    Error::Host {
-        op,
-        retryable: false,
-        message: format!("the default SQLite VFS answered result code {rc}"),
-    }
-}
-
-impl SqlitePageStore {
-    fn offset(&self, page: PageId) -> Result<u64> {
-        page.0
-            .checked_mul(self.page_size as u64)
-            .ok_or(Error::PageOutOfRange {
-                page,
-                page_count: self.page_count(),
-            })
-    }
-}
-
-impl PageStore for SqlitePageStore {
-    fn page_size(&self) -> usize {
-        self.page_size
-    }
-
-    fn page_count(&self) -> u64 {
-        self.pages.load(Ordering::Acquire)
-    }
-
-    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-        crate::host::check_page_args(page, self.page_count(), buf.len(), self.page_size)?;
-        let off = self.offset(page)?;
-        self.raw
-            .read_at(buf, off)
-            .map_err(|rc| host_error("read", rc))
-    }
-
-    fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
-        crate::host::check_page_args(page, self.page_count(), data.len(), self.page_size)?;
-        let off = self.offset(page)?;
-        self.raw
-            .write_at(data, off)
-            .map_err(|rc| host_error("write", rc))
-    }
-
-    fn resize(&self, page_count: u64) -> Result<()> {
-        let bytes = page_count
-            .checked_mul(self.page_size as u64)
-            .ok_or_else(|| Error::InvalidArgument {
-                what: "page_count",
-                reason: format!("{page_count} pages do not fit a file"),
-            })?;
-        self.raw
-            .truncate(bytes)
-            .map_err(|rc| host_error("truncate", rc))?;
-        self.pages.store(page_count, Ordering::Release);
-        Ok(())
-    }
-
-    fn sync(&self) -> Result<()> {
-        self.raw
-            .sync(self.sync_flags.load(Ordering::Relaxed))
-            .map_err(|rc| host_error("sync", rc))
-    }
-}
-
 /// One database file opened through the VFS (shared by its connections).
 pub(super) struct Database {
     path: PathBuf,
@@ -164,6 +86,31 @@ pub(super) struct Database {
     pending: Mutex<BTreeMap<u64, Vec<u8>>>,
     /// How long the last `PRAGMA quick_check` before an adoption took.
     quick_check_took: Mutex<Option<std::time::Duration>>,
+}
+
+/// The open databases of one VFS by full path: the connections of one file
+/// share one.
+#[derive(Default)]
+pub(super) struct Databases(Mutex<HashMap<PathBuf, Weak<Database>>>);
+
+impl Databases {
+    /// The map, locked.
+    pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<PathBuf, Weak<Database>>> {
+        self.0.lock()
+    }
+
+    /// The open database at `path` (as SQLite named it, or any path to the
+    /// same file).
+    pub(super) fn find(&self, path: &Path) -> Option<Arc<Database>> {
+        let dbs = self.0.lock();
+        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
+            return Some(db);
+        }
+        let canonical = std::fs::canonicalize(path).ok()?;
+        dbs.values()
+            .filter_map(Weak::upgrade)
+            .find(|db| std::fs::canonicalize(db.path()).ok().as_deref() == Some(&canonical))
+    }
 }
 
 /// Most pages written by SQLite and held before they are sealed and

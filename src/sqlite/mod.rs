@@ -123,6 +123,7 @@ mod protected;
 mod raw;
 mod replica;
 mod snapshots;
+mod store;
 mod vfs;
 
 use std::fmt;
@@ -136,6 +137,7 @@ use crate::types::{Failure, FailureSink};
 #[cfg(doc)]
 use crate::{host::Replica, CorruptionDetector};
 use config::Shared;
+use database::Databases;
 
 pub use config::{AdoptionReport, HealEvent, HealFn, SqliteConfig};
 pub use database::sidecar_path;
@@ -159,6 +161,7 @@ pub struct SqliteStats {
 pub struct SqliteVfs {
     name: String,
     shared: Arc<Shared>,
+    dbs: Arc<Databases>,
 }
 
 impl fmt::Debug for SqliteVfs {
@@ -191,10 +194,12 @@ pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
         ));
     }
     let shared = Arc::new(Shared::new(config));
-    vfs::register(name, shared.clone())?;
+    let dbs = Arc::new(Databases::default());
+    vfs::register(name, shared.clone(), dbs.clone())?;
     Ok(SqliteVfs {
         name: name.to_string(),
         shared,
+        dbs,
     })
 }
 
@@ -273,8 +278,8 @@ impl SqliteVfs {
     }
 
     fn open_database(&self, path: &Path) -> Result<Arc<database::Database>> {
-        self.shared
-            .database(path)
+        self.dbs
+            .find(path)
             .ok_or_else(|| crate::Error::InvalidArgument {
                 what: "path",
                 reason: format!(

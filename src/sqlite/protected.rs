@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use super::config::Shared;
-use super::database::SqlitePageStore;
 use super::first_page::FirstPage;
 use super::replica::FileReplica;
 use super::snapshots::SnapshotSource;
+use super::store::SqlitePageStore;
 use crate::error::{Error, Result};
 use crate::host::{PageStore, Replica};
 use crate::scrub::ScrubHandle;

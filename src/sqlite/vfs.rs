@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use rusqlite::ffi;
 
 use super::config::Shared;
-use super::database::Database;
+use super::database::{Database, Databases};
 use super::raw::RootVfs;
 use crate::error::{Error, Result};
 
@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 pub(super) struct VfsState {
     root: RootVfs,
     shared: Arc<Shared>,
+    dbs: Arc<Databases>,
 }
 
 /// The main database file: SQLite's `sqlite3_file` header, then the
@@ -56,7 +57,7 @@ fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
 }
 
 /// Registers a VFS named `name` wrapping the default VFS; returns its state.
-pub(super) fn register(name: &str, shared: Arc<Shared>) -> Result<()> {
+pub(super) fn register(name: &str, shared: Arc<Shared>, dbs: Arc<Databases>) -> Result<()> {
     let c_name = CString::new(name)
         .map_err(|_| Error::config("name", format!("{name:?} contains a NUL byte")))?;
     if name.is_empty() {
@@ -83,7 +84,7 @@ pub(super) fn register(name: &str, shared: Arc<Shared>) -> Result<()> {
         return Err(Error::config("name", "SQLite has no default VFS to wrap"));
     }
     let root = RootVfs(root);
-    let state = Box::new(VfsState { root, shared });
+    let state = Box::new(VfsState { root, shared, dbs });
     // SAFETY: reading the registered default VFS's immutable fields.
     let base = unsafe { &*root.0 };
     let vfs = Box::new(ffi::sqlite3_vfs {
@@ -223,7 +224,7 @@ unsafe fn close_inner(inner: *mut ffi::sqlite3_file) -> c_int {
 impl VfsState {
     /// The shared database for `path`, opened if no connection has it.
     fn database(&self, path: &std::path::Path, flags: c_int) -> Result<Arc<Database>> {
-        let mut dbs = self.shared.dbs.lock();
+        let mut dbs = self.dbs.lock();
         if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
             return Ok(db);
         }
@@ -240,7 +241,7 @@ impl VfsState {
     /// that the last one closes the database (and releases its sidecar
     /// table) before another connection can look the path up.
     fn release(&self, db: Arc<Database>) {
-        let mut dbs = self.shared.dbs.lock();
+        let mut dbs = self.dbs.lock();
         drop(db);
         dbs.retain(|_, w| w.strong_count() > 0);
     }
