@@ -54,7 +54,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use selfheal::healer::Outcome;
 use selfheal::prelude::*;
 
 use engine::{Engine, COLD_PAGES, HOT_PAGES, KEYS, SLOTS};
@@ -389,7 +388,7 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
                     .manager
                     .detector()
                     .recheck(*page)
-                    .is_ok_and(|v| matches!(v, selfheal::corruption::Verdict::Clean))
+                    .is_ok_and(|v| matches!(v, Verdict::Clean))
                 {
                     problems.push(format!(
                         "Observe mode: page {page} ({}) verifies again",

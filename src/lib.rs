@@ -112,16 +112,22 @@ pub use types::{
 /// What a host program needs: `use selfheal::prelude::*;`.
 ///
 /// Everything at the crate root, and the vocabulary a host uses with it most
-/// often: options and requests (adoption, snapshots, restores, scrub rates),
-/// the states and outcomes it inspects, and the hooks it writes. Everything
-/// else is reached through its component's module.
+/// often: options and requests (adoption, snapshots, restores, scrub rates,
+/// heartbeats, healer rules, health thresholds), the states and outcomes it
+/// inspects (incidents and their steps, the startup report), and the hooks
+/// it writes. Everything else is reached through its component's module.
 pub mod prelude {
-    pub use crate::corruption::{AdoptOptions, LsnExpectation, PageLsnFn, PageState};
+    pub use crate::corruption::{AdoptOptions, LsnExpectation, PageLsnFn, PageState, Verdict};
+    pub use crate::crash::{HeartbeatConfig, HeartbeatHandle};
+    pub use crate::healer::{HealerConfig, Incident, Outcome, Problem, Rule, Step};
+    pub use crate::health::Thresholds;
+    pub use crate::recovery::StartupReport;
     pub use crate::repair::RepairOutcome;
     pub use crate::rollback::RawPages;
     pub use crate::scrub::{ScrubMode, ScrubRate};
     pub use crate::snapshot::{
-        Consistency, Fallback, LostPages, RestoreOptions, SnapshotKind, SnapshotRequest, WriteGate,
+        Consistency, Fallback, LostPages, PeriodicConfig, RestoreOptions, SnapshotKind,
+        SnapshotRequest, WriteGate,
     };
     pub use crate::{
         AutoRecoveryManager, ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig,

@@ -1,5 +1,7 @@
 //! Goal: `selfheal::prelude` holds every item exported at the crate root, as
-//! its doc says, so a host program needs only `use selfheal::prelude::*;`.
+//! its doc says, so a host program needs only `use selfheal::prelude::*;` —
+//! and the README and every example need nothing else (beyond the feature
+//! modules `testing` and `sqlite`).
 //! Method: read `src/lib.rs`, collect the names of the root `pub use`
 //! statements and of the prelude's `pub use crate::{..}`, and compare; then
 //! name the items through the prelude alone, so the list is also checked by
@@ -67,6 +69,60 @@ fn the_prelude_holds_every_root_item() {
     assert!(
         missing.is_empty(),
         "root items missing from the prelude: {missing:?}"
+    );
+}
+
+/// The `selfheal::<module>::` paths of `text` whose module is not the
+/// prelude or a feature module (`testing`, `sqlite`).
+fn module_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("selfheal::") {
+        rest = &rest[i + "selfheal::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let is_module = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && rest[name.len()..].starts_with("::");
+        if is_module && !["prelude", "testing", "sqlite"].contains(&name.as_str()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_and_every_example_use_only_the_prelude_and_the_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("examples")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 5, "{files:?}");
+    let mut found = Vec::new();
+    for f in &files {
+        for m in module_paths(&fs::read_to_string(f).unwrap()) {
+            found.push(format!("{}: selfheal::{m}::", f.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "paths past the prelude and the root: {found:#?}"
+    );
+    assert_eq!(
+        module_paths(
+            "selfheal::healer::Rule, selfheal::prelude::*, selfheal::Error, selfheal::testing::X"
+        ),
+        ["healer"]
     );
 }
 

@@ -17,12 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use selfheal::crash::{HeartbeatConfig, HeartbeatHandle};
-use selfheal::healer::{HealerConfig, Problem, Rule};
-use selfheal::health::Thresholds;
 use selfheal::prelude::*;
-use selfheal::recovery::StartupReport;
-use selfheal::snapshot::PeriodicConfig;
 use selfheal::testing::{FaultyReplica, FaultyStore};
 
 /// Page size of the table file.

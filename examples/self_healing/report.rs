@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use selfheal::healer::{Incident, Outcome, Step};
 use selfheal::prelude::*;
 
 use crate::engine::Engine;

@@ -142,6 +142,7 @@ impl ChecksumTable {
     /// Whether `page` has exactly one accepted checksum: a settled one and
     /// no write of unknown fate since. Bytes that verify against such a page
     /// are its current contents, wherever they were read from.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn is_settled(&self, page: PageId) -> bool {
         let e = self.raw_entry(page);
         e & PRESENT != 0 && e & UNSETTLED == 0
