@@ -93,7 +93,7 @@ impl Shared {
             .iter()
             .zip(pending)
             .map(|(slot, started)| {
-                let why = match started.and_then(|p| p.wait_until(deadline)) {
+                let why = match started.and_then(|mut p| p.wait_until(deadline)) {
                     Ok(Ok(v)) if v.is_finite() => {
                         slot.failing.store(false, Ordering::Release);
                         return Some(v);

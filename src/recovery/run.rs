@@ -241,7 +241,7 @@ fn approval_gate(
 ) -> ActionGate {
     let callers: Arc<Vec<TimedCaller>> = Arc::new(
         (0..callers)
-            .map(|_| TimedCaller::new("selfheal-approval"))
+            .map(|_| TimedCaller::new("selfheal-approval").exclusive())
             .collect(),
     );
     Arc::new(move |case: &Case<'_>, remedy: &dyn Remedy| {
@@ -258,7 +258,7 @@ fn approval_gate(
         let deadline = Instant::now() + timeout;
         for c in callers.iter() {
             let (cb, req) = (cb.clone(), req.clone());
-            if let Ok(pending) = c.start(move || cb(&req)) {
+            if let Ok(mut pending) = c.start(move || cb(&req)) {
                 let answer = pending.wait_until(deadline);
                 if answer.is_err() {
                     tracing::warn!(
