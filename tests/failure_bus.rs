@@ -9,7 +9,7 @@ use selfheal::health::Thresholds;
 use selfheal::repair::{RepairConfig, RepairOutcome};
 use selfheal::scrub::ScrubState;
 use selfheal::snapshot::{
-    Consistency, PeriodicConfig, PeriodicSnapshots, SnapshotConfig, SnapshotKind, SnapshotRequest,
+    Consistency, PeriodicConfig, SnapshotConfig, SnapshotKind, SnapshotRequest,
     StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{
@@ -209,8 +209,9 @@ fn the_scrubber_reports_its_finds_and_its_own_death_on_the_shared_bus() {
             .unlimited()
             .clock(bus.clock())
             .failure_sink(bus.sink.clone())
-            .start(det.clone())
+            .build(det.clone())
             .unwrap();
+        h.start().unwrap();
         h.wait_for_passes(1, WAIT).unwrap();
         bus.expect("scrub", &[(Source::CorruptionDetector, "corrupt_page", 2)]);
         // Its thread dies: a read panics in host code.
@@ -481,14 +482,15 @@ fn the_snapshot_manager_reports_a_failed_snapshot_and_a_dead_periodic_thread_on_
     );
     // The periodic thread dies: the host's LSN function panics when due.
     store.clear();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store.clone(),
-        Arc::new(WriteGate::new()),
-        Arc::new(|| panic!("host LSN function bug (injected)")),
-        PeriodicConfig::new(Duration::from_secs(60)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(60))
+        .build(
+            &m,
+            store.clone(),
+            Arc::new(WriteGate::new()),
+            Arc::new(|| panic!("host LSN function bug (injected)")),
+        )
+        .unwrap();
+    p.start().unwrap();
     bus.at(62);
     bus.expect(
         "snapshot",
@@ -609,8 +611,9 @@ fn all_components_on_one_bus_interleave_in_the_order_and_at_the_times_they_faile
             .unlimited()
             .clock(bus.clock())
             .failure_sink(bus.sink.clone())
-            .start(det.clone())
+            .build(det.clone())
             .unwrap();
+        scrub.start().unwrap();
         scrub.wait_for_passes(1, WAIT).unwrap();
         bus.at(8);
         raw.fail_reads(None, ReadFault::Panic, u32::MAX);

@@ -26,7 +26,7 @@ use crate::corruption::AdoptOptions;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::repair::RepairOutcome;
-use crate::scrub::ScrubHandle;
+use crate::scrub::Scrubber;
 use crate::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, PageId,
     RepairConfig, ScrubConfig,
@@ -157,7 +157,7 @@ struct Protected {
     det: Arc<CorruptionDetector>,
     repairer: DataRepairer,
     /// The background scrub, when configured; stopped (bounded) on drop.
-    _scrub: Option<ScrubHandle>,
+    _scrub: Option<Scrubber>,
 }
 
 /// One database file opened through the VFS (shared by its connections).
@@ -330,7 +330,11 @@ impl Database {
             repairer.add_replica(replica.clone())?;
         }
         let scrub = match self.shared.config.scrub_pages_per_s {
-            Some(rate) => Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?),
+            Some(rate) => {
+                let scrubber = ScrubConfig::new().pages_per_s(rate).build(det.clone())?;
+                scrubber.start()?;
+                Some(scrubber)
+            }
             None => None,
         };
         let _ = self.protected.set(Protected {

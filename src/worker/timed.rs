@@ -598,7 +598,6 @@ mod tests {
         assert_eq!(call(c, Duration::from_secs(5), || 4), Ok(4));
     }
 
-
     #[test]
     fn an_exclusive_caller_refuses_while_a_call_runs_and_takes_the_next_at_once() {
         let c = &TimedCaller::new("selfheal-test-call").exclusive();
@@ -613,7 +612,10 @@ mod tests {
         assert!(!c.is_busy());
         assert_eq!(call(c, Duration::from_secs(5), || 2), Err(CallError::Busy));
         release.send(()).unwrap();
-        assert_eq!(running.wait_until(Instant::now() + Duration::from_secs(5)), Ok(1));
+        assert_eq!(
+            running.wait_until(Instant::now() + Duration::from_secs(5)),
+            Ok(1)
+        );
         // The answer was its last: the next call is taken at once, every time.
         for i in 0..100 {
             assert_eq!(call(c, Duration::from_secs(5), move || i), Ok(i));

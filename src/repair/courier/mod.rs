@@ -228,9 +228,9 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         self.caller.call(answers_max, work).map_err(|e| {
             let reason = match e {
                 CallError::Busy => HUNG.to_owned(),
-                CallError::Full => format!(
-                    "{JOBS_QUEUED_MAX} calls into it are already waiting; try again later"
-                ),
+                CallError::Full => {
+                    format!("{JOBS_QUEUED_MAX} calls into it are already waiting; try again later")
+                }
                 other => format!("its helper {other}"),
             };
             self.failure(reason, Miss::Refused)
