@@ -132,3 +132,32 @@ fn one_probe_monitor() -> HealthMonitor {
         .build()
         .unwrap()
 }
+
+#[test]
+fn the_sampler_is_due_by_the_monitors_clock_not_by_real_time() {
+    let clock = crate::clock::ManualClock::new();
+    let monitor = HealthConfig::new()
+        .probe_fn("m", Thresholds::percent(80.0, 90.0), || Ok(1.0))
+        .sample_interval(Duration::from_millis(100))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    monitor.start().unwrap();
+    // Real time passes, the clock does not: no round is due.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(monitor.stats().samples, 0);
+    // The clock passes the interval: a round is taken, promptly.
+    clock.advance(Duration::from_millis(100));
+    let waited = std::time::Instant::now();
+    while monitor.stats().samples == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "no round after the clock passed the interval"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // And only one: the next is due another interval of the clock later.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(monitor.stats().samples, 1);
+    monitor.stop().unwrap();
+}

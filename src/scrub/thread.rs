@@ -6,7 +6,7 @@
 //! # Contract
 //!
 //! - The thread only steps the scrubber and waits (for the pacing deadline,
-//!   at most [`MAX_WAIT`] of real time so that a simulated clock moved by a
+//!   at most `worker::CLOCK_POLL_MAX` (100 ms) of real time so that a simulated clock moved by a
 //!   test is noticed, or for a command). A batch just scanned is followed
 //!   at once by the next, commands taking turns with it.
 //! - Progress is published after every step and command; readers
@@ -37,12 +37,7 @@ use crate::error::{Error, Result};
 #[cfg(doc)]
 use crate::types::Failure;
 use crate::types::{FailureKind, FailureSink, Source};
-use crate::worker::{Flow, Job, Stop, Worker};
-
-/// The longest the scrub thread waits before re-reading its clock while it
-/// waits for a pacing deadline. A replaced clock (simulated time) is noticed
-/// within this long; with the system clock the deadline itself is the wait.
-const MAX_WAIT: Duration = Duration::from_millis(100);
+use crate::worker::{wake_for, Flow, Job, Stop, Worker};
 
 /// The thread's name.
 const THREAD_NAME: &str = "selfheal-scrub";
@@ -156,9 +151,7 @@ impl Job for ScrubJob {
         self.shared.publish(self.scrubber.progress(now));
         self.next = match step {
             ScrubStep::Scanned(_) | ScrubStep::PassComplete { .. } => Some(Instant::now()),
-            ScrubStep::Wait { until_ns } => Some(
-                Instant::now() + Duration::from_nanos(until_ns.saturating_sub(now)).min(MAX_WAIT),
-            ),
+            ScrubStep::Wait { until_ns } => Some(wake_for(&*self.scrubber.clock, until_ns)),
             ScrubStep::Paused | ScrubStep::Done => None,
         };
         Flow::Continue

@@ -6,7 +6,7 @@
 //! - Each snapshot pauses the host's writes through its [`WriteGate`], reads
 //!   the LSN from the host's function, and snapshots the store; retention
 //!   follows (by the manager). Intervals are measured on the manager's
-//!   [`Clock`]: the thread wakes at most every [`POLL_MAX`] of real time to
+//!   [`Clock`]: the thread wakes at most every 100 ms of real time to
 //!   read it, so a simulated clock moved by a test is seen within that.
 //! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
 //!   reported as
@@ -43,13 +43,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::types::{FailureKind, Lsn, Source};
-use crate::worker::{Flow, Job, Stop, Worker};
+use crate::worker::{wake_for, Flow, Job, Stop, Worker};
 
 const COMPONENT: &str = "periodic snapshots";
-
-/// The longest the thread sleeps in real time before it reads the clock
-/// again.
-pub(crate) const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// Configuration of [`PeriodicSnapshots`].
 #[derive(Clone, Copy, Debug)]
@@ -191,8 +187,7 @@ impl Job for Ticker {
     type Command = Command;
 
     fn next_tick(&mut self) -> Option<Instant> {
-        let wait_ns = self.due_ns.saturating_sub(self.inner().clock.now_ns());
-        Some(Instant::now() + Duration::from_nanos(wait_ns).min(POLL_MAX))
+        Some(wake_for(&*self.inner().clock, self.due_ns))
     }
 
     fn tick(&mut self) -> Flow {

@@ -7,7 +7,8 @@
 //! - The thread (`selfheal-…`) selects over a bounded command channel and
 //!   the job's next deadline ([`Job::next_tick`]); it does nothing else.
 //!   Deciding is the job's business, on the clock it was given; the worker
-//!   only waits in real time.
+//!   only waits in real time ([`wake_for`] turns a due time on the clock
+//!   into a bounded real wait).
 //! - [`Worker::request`] sends a command carrying a reply channel and waits
 //!   for the reply **or** for the thread to end: a command queued just as
 //!   the thread ended is never answered (a bounded crossbeam queue keeps it,
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 mod timed;
@@ -42,6 +44,19 @@ pub(crate) use timed::{Call, CallError, Reply, TimedCaller};
 
 /// Commands a worker's queue holds at most; a sender waits beyond that.
 const COMMAND_CAPACITY: usize = 16;
+
+/// The longest a job waits in real time before it reads its clock again,
+/// so that a simulated clock moved by a test is seen within this long.
+pub(crate) const CLOCK_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// When a job whose next work is due at `due_ns` on `clock` should wake:
+/// when the clock says it is due, read again at most every
+/// [`CLOCK_POLL_MAX`] of real time. The clock decides what is due; this
+/// only bounds the real wait ([`Job::next_tick`]).
+pub(crate) fn wake_for(clock: &dyn Clock, due_ns: u64) -> Instant {
+    let wait_ns = due_ns.saturating_sub(clock.now_ns());
+    Instant::now() + Duration::from_nanos(wait_ns).min(CLOCK_POLL_MAX)
+}
 
 /// What the thread does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
