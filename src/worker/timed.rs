@@ -406,6 +406,12 @@ impl TimedCaller {
         self.shared.hung()
     }
 
+    /// Whether no job is queued or running (every one gave its last answer
+    /// or ended).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// Whether the helper thread was ever started.
     #[cfg(test)]
     pub(crate) fn is_started(&self) -> bool {
