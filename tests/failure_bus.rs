@@ -519,9 +519,12 @@ fn the_health_monitor_reports_a_degraded_metric_a_failed_probe_and_its_dead_samp
     bus.expect("health", &[(Source::HealthMonitor, "probe_failed", 3)]);
     // The sampler's thread dies: the bus's callback panics on it.
     probe.set(25.0);
-    bus.at(4);
     bus.kill_sampler.store(true, Ordering::SeqCst);
+    // Rounds are due by the clock: started one interval (5 ms) before 4 s,
+    // the first round is due when the clock reaches 4 s.
+    bus.clock.set_ns(4 * SEC - 5_000_000);
     monitor.start().unwrap();
+    bus.at(4);
     let got = bus.expect(
         "health",
         &[
