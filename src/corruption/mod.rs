@@ -120,7 +120,9 @@ pub struct DetectorStats {
     pub fenced_reads: u64,
     /// Corruptions that could not be recorded because the registry was full.
     pub unrecorded: u64,
-    /// Reports dropped because the channel was full.
+    /// Its own reports dropped because the failure bus was full (on a
+    /// shared bus, other components' drops are not counted here; the whole
+    /// bus's are [`FailureSink::dropped`]).
     pub reports_dropped: u64,
     /// Pages that failed verification but that the host says are
     /// unallocated: not reported, not fenced (reads, scans and rechecks).
@@ -251,7 +253,7 @@ impl CorruptionDetector {
             corrupt_reported: s.corrupt.load(Ordering::Relaxed),
             fenced_reads: s.fenced_reads.load(Ordering::Relaxed),
             unrecorded: s.unrecorded.load(Ordering::Relaxed),
-            reports_dropped: self.sink.dropped(),
+            reports_dropped: self.sink.dropped_from(Source::CorruptionDetector),
             unallocated: s.unallocated.load(Ordering::Relaxed),
         }
     }

@@ -471,7 +471,9 @@ impl Watchdog {
 /// Counters of a [`CrashDetector`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CrashStats {
-    /// Failure reports dropped because the failure channel was full.
+    /// Its own failure reports dropped because the failure bus was full (on
+    /// a shared bus, other components' drops are not counted here; the
+    /// whole bus's are [`FailureSink::dropped`]).
     pub failures_dropped: u64,
     /// Events dropped because the event channel was full.
     pub events_dropped: u64,
@@ -685,7 +687,7 @@ impl CrashDetector {
     #[must_use]
     pub fn stats(&self) -> CrashStats {
         CrashStats {
-            failures_dropped: self.sink.dropped(),
+            failures_dropped: self.sink.dropped_from(Source::CrashDetector),
             events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
             marker_errors: self.shared.marker_errors.load(Ordering::Relaxed),
             callback_panics: self.shared.callback_panics.load(Ordering::Relaxed),

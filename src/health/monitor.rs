@@ -39,7 +39,9 @@ pub struct MonitorStats {
     pub samples: u64,
     /// Probe samples that gave no value (error, panic, non-finite value).
     pub probe_errors: u64,
-    /// Reports dropped because the channel was full.
+    /// Its own reports dropped because the failure bus was full (on a
+    /// shared bus, other components' drops are not counted here; the whole
+    /// bus's are [`FailureSink::dropped`]).
     pub reports_dropped: u64,
 }
 
@@ -437,7 +439,7 @@ impl HealthMonitor {
         MonitorStats {
             samples: self.shared.samples.load(Ordering::Relaxed),
             probe_errors: self.shared.probe_errors.load(Ordering::Relaxed),
-            reports_dropped: self.shared.sink.dropped(),
+            reports_dropped: self.shared.sink.dropped_from(Source::HealthMonitor),
         }
     }
 }

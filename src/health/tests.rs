@@ -161,3 +161,35 @@ fn the_sampler_is_due_by_the_monitors_clock_not_by_real_time() {
     assert_eq!(monitor.stats().samples, 1);
     monitor.stop().unwrap();
 }
+
+#[test]
+fn reports_dropped_counts_the_monitors_own_reports_not_the_whole_bus() {
+    use crate::types::{FailureKind, FailureSink, Source};
+    // A bus with room for one report, filled by another component.
+    let sink = FailureSink::new(1);
+    sink.report(
+        Source::Host,
+        FailureKind::UncleanShutdown,
+        "fills the bus",
+        0,
+    );
+    sink.report(Source::Host, FailureKind::UncleanShutdown, "dropped", 0);
+    assert_eq!(sink.dropped(), 1);
+    let monitor = HealthConfig::new()
+        .probe_fn("m", Thresholds::percent(80.0, 90.0), || {
+            Err(Error::InvalidArgument {
+                what: "probe",
+                reason: "injected".into(),
+            })
+        })
+        .failure_sink(sink.clone())
+        .build()
+        .unwrap();
+    assert_eq!(monitor.stats().reports_dropped, 0, "another's drop");
+    // Its own report (the probe failing) finds the bus full.
+    monitor.sample_now().unwrap();
+    assert_eq!(monitor.stats().reports_dropped, 1);
+    assert_eq!(sink.dropped(), 2);
+    assert_eq!(sink.dropped_from(Source::HealthMonitor), 1);
+    assert_eq!(sink.dropped_from(Source::Host), 1);
+}
