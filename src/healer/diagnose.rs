@@ -1,21 +1,5 @@
-//! Diagnosis: rules that turn a symptom (a [`Failure`], and the band of the
-//! metric it is about) into a [`Problem`] with a confidence.
-//!
-//! A [`Rule`] matches on any of: the failure's kind (by
-//! [`FailureKind::name`]), its target (a regular expression over the
-//! target's text, e.g. `page 7` or `component disk_used_pct`), its evidence
-//! (a regular expression), and the current band of the metric. Every rule
-//! that matches proposes its problem with its confidence; the highest
-//! confidence wins, and on a tie the rule added first (host rules come
-//! before the built-ins) wins.
-//!
-//! # Contract
-//! - Every [`FailureKind`] has a built-in rule, so a failure the library
-//!   itself reports is always diagnosed.
-//! - A symptom no rule matches is diagnosed [`Problem::UNKNOWN`] with
-//!   confidence 0, and the healer escalates it: it never guesses.
-//! - Confidences are in `0 < c ≤ 1`; a rule with another value is refused
-//!   when it is built.
+//! Its contract is documented on [`Diagnoser`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -115,7 +99,7 @@ pub struct Symptom<'a> {
     pub band: Option<Band>,
 }
 
-/// One diagnosis rule. See the module docs.
+/// One diagnosis rule. See [`Diagnoser`].
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Rule {
@@ -250,6 +234,25 @@ impl Diagnosis {
 }
 
 /// The rule set: host rules first, then the built-ins.
+///
+/// Diagnosis: rules that turn a symptom (a [`Failure`], and the band of the
+/// metric it is about) into a [`Problem`] with a confidence.
+///
+/// A [`Rule`] matches on any of: the failure's kind (by
+/// [`FailureKind::name`]), its target (a regular expression over the
+/// target's text, e.g. `page 7` or `component disk_used_pct`), its evidence
+/// (a regular expression), and the current band of the metric. Every rule
+/// that matches proposes its problem with its confidence; the highest
+/// confidence wins, and on a tie the rule added first (host rules come
+/// before the built-ins) wins.
+///
+/// # Contract
+/// - Every [`FailureKind`] has a built-in rule, so a failure the library
+///   itself reports is always diagnosed.
+/// - A symptom no rule matches is diagnosed [`Problem::UNKNOWN`] with
+///   confidence 0, and the healer escalates it: it never guesses.
+/// - Confidences are in `0 < c ≤ 1`; a rule with another value is refused
+///   when it is built.
 #[derive(Clone, Debug)]
 pub struct Diagnoser {
     rules: Vec<Rule>,
