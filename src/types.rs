@@ -312,6 +312,11 @@ pub enum FailureKind {
         /// The component.
         component: Arc<str>,
     },
+    /// The crash detector could not refresh its run marker's last-seen time
+    /// (detection goes on; a crash in this run is then dated from the last
+    /// refresh that succeeded). Reported once per episode, which ends when a
+    /// refresh succeeds again.
+    RunMarkerFailed,
 }
 
 impl FailureKind {
@@ -332,7 +337,9 @@ impl FailureKind {
             | FailureKind::ComponentDead { component }
             | FailureKind::WorkerDied { component } => Target::Component(component.clone()),
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
-            FailureKind::UncleanShutdown => Target::Component(Arc::from("run marker")),
+            FailureKind::UncleanShutdown | FailureKind::RunMarkerFailed => {
+                Target::Component(Arc::from("run marker"))
+            }
             FailureKind::SnapshotFailed => Target::Component(Arc::from("snapshots")),
             FailureKind::ScrubCursorFailed => Target::Component(Arc::from("scrub cursor")),
             FailureKind::HealthDegraded { metric }
@@ -367,6 +374,7 @@ impl FailureKind {
             FailureKind::Anomaly { .. } => "anomaly",
             FailureKind::ProbeFailed { .. } => "probe_failed",
             FailureKind::WorkerDied { .. } => "worker_died",
+            FailureKind::RunMarkerFailed => "run_marker_failed",
         }
     }
 
@@ -389,6 +397,7 @@ impl FailureKind {
             | FailureKind::ReplicaFailing { .. }
             | FailureKind::SnapshotFailed
             | FailureKind::ScrubCursorFailed
+            | FailureKind::RunMarkerFailed
             | FailureKind::HealthDegraded { .. }
             | FailureKind::PredictedFailure { .. }
             | FailureKind::ProbeFailed { .. } => Priority::P2,
@@ -738,6 +747,7 @@ mod tests {
             FailureKind::JournalPoisoned,
             FailureKind::UncleanShutdown,
             FailureKind::SnapshotFailed,
+            FailureKind::RunMarkerFailed,
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::Deadlock { victim: TxnId(9) },
         ] {

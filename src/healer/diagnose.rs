@@ -39,6 +39,8 @@ impl Problem {
     pub const SNAPSHOT_FAILED: Problem = Problem::fixed("snapshot-failed");
     /// The scrub cursor could not be read or written.
     pub const SCRUB_CURSOR_FAILED: Problem = Problem::fixed("scrub-cursor-failed");
+    /// The crash detector's run marker could not be refreshed.
+    pub const RUN_MARKER_FAILED: Problem = Problem::fixed("run-marker-failed");
     /// A component's heartbeats are late.
     pub const COMPONENT_SLOW: Problem = Problem::fixed("component-slow");
     /// A component stopped beating.
@@ -379,6 +381,12 @@ fn builtin_rules() -> Vec<Rule> {
             0.8,
         ),
         r(
+            "builtin.run_marker_failed",
+            "run_marker_failed",
+            Problem::RUN_MARKER_FAILED,
+            0.8,
+        ),
+        r(
             "builtin.component_suspect",
             "component_suspect",
             Problem::COMPONENT_SLOW,
@@ -527,6 +535,7 @@ mod tests {
             FailureKind::Anomaly { metric: m.clone() },
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::WorkerDied { component: m },
+            FailureKind::RunMarkerFailed,
         ]
     }
 
