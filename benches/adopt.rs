@@ -75,7 +75,7 @@ fn adopt(c: &mut Criterion) {
         );
         let report = det.adopt(AdoptOptions::new()).expect("adopt");
         assert_eq!(report.sealed, PAGES);
-        let mut scrubber = ScrubConfig::new().unlimited().build(det).expect("scrubber");
+        let scrubber = ScrubConfig::new().unlimited().build(det).expect("scrubber");
         g.bench_with_input(BenchmarkId::new("scrub_baseline", name), &PAGES, |b, &n| {
             b.iter(|| {
                 let s = scrubber.scan_range(PageId(0), n).expect("scan");

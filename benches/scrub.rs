@@ -74,7 +74,7 @@ fn scrub(c: &mut Criterion) {
                 .build(store)
                 .expect("detector"),
         );
-        let mut scrubber = ScrubConfig::new().unlimited().build(det).expect("scrubber");
+        let scrubber = ScrubConfig::new().unlimited().build(det).expect("scrubber");
         let found = scrubber.scan_range(PageId(0), PAGES).expect("scan");
         assert_eq!(found.clean, PAGES, "every page verifies");
         let name = if mmap { "mmap" } else { "pread_1MiB_batches" };

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use selfheal::checksum::page_crc;
+use selfheal::digest::page_crc;
 use selfheal::snapshot::{
     page_fingerprint, Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest,
     StateSnapshotManager, WriteGate,

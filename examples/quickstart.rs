@@ -96,7 +96,8 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let scrub = ScrubConfig::new()
         .unlimited()
         .single_pass()
-        .start(detector.clone())?;
+        .build(detector.clone())?;
+    scrub.start()?;
     scrub.wait_for_passes(1, Duration::from_secs(60))?;
     scrub.stop()?;
     let scrub_time = t.elapsed();
@@ -133,7 +134,8 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let check = ScrubConfig::new()
         .unlimited()
         .single_pass()
-        .start(detector.clone())?;
+        .build(detector.clone())?;
+    check.start()?;
     check.wait_for_passes(1, Duration::from_secs(60))?;
     check.stop()?;
     let still_bad: Vec<_> = detector.failures().try_iter().collect();

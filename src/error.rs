@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// A page id is at or past the end of the store.
-    #[error("page {page} is out of range: the store has {page_count} pages (ids 0..{page_count})")]
+    #[error("page {page} is out of range: the store has {page_count} pages (ids 0..{page_count}); use a page id below {page_count}, or grow the store (and tell the detector: `CorruptionDetector::resize`) first")]
     PageOutOfRange {
         /// The page that was asked for.
         page: PageId,
@@ -141,7 +141,7 @@ pub enum Error {
     /// snapshot of the raw store) cannot be vouched for, so the store that
     /// was to write them refuses to seal them. Not corruption of the store:
     /// nothing was written.
-    #[error("page {page} cannot be vouched for: {reason}")]
+    #[error("page {page} cannot be vouched for: {reason}; repair the page from a copy that verifies, or write it through the detector")]
     UnverifiedCopy {
         /// The page.
         page: PageId,
@@ -179,7 +179,7 @@ pub enum Error {
 
     // ---- host and replicas ---------------------------------------------------
     /// An I/O operation of the library or of a reference store failed.
-    #[error("I/O error while {context}: {source}")]
+    #[error("I/O error while {context}: {source}; check the device, its free space and the permissions, then retry (a transient kind may be retried as is)")]
     Io {
         /// What the library was doing, including the path where there is one.
         context: String,
@@ -201,7 +201,7 @@ pub enum Error {
     },
 
     /// A host trait method failed with a host-defined error.
-    #[error("host error during {op}: {message}{}", if *retryable { " (transient: may be retried)" } else { "" })]
+    #[error("host error during {op}: {message}{}", if *retryable { " (transient: may be retried)" } else { " (permanent: fix the cause in the host before retrying)" })]
     Host {
         /// The operation that failed.
         op: &'static str,
@@ -219,7 +219,7 @@ pub enum Error {
     },
 
     /// A replica cannot serve the request now.
-    #[error("replica {replica} is unavailable: {reason}")]
+    #[error("replica {replica} is unavailable: {reason}; other replicas and fallbacks are tried, and it may be used again: retry later")]
     ReplicaUnavailable {
         /// The replica.
         replica: ReplicaId,
@@ -228,7 +228,7 @@ pub enum Error {
     },
 
     /// A replica with this id is already registered.
-    #[error("replica {replica} is already registered: replica ids must be unique")]
+    #[error("replica {replica} is already registered: replica ids must be unique; register it under another id, or remove the old one first")]
     DuplicateReplica {
         /// The replica.
         replica: ReplicaId,
@@ -245,7 +245,7 @@ pub enum Error {
 
     // ---- files owned by the library ------------------------------------------
     /// A file written by the library is damaged or is not what it claims to be.
-    #[error("{} is corrupt at byte {offset}: {reason}", path.display())]
+    #[error("{} is corrupt at byte {offset}: {reason}; move the file aside (or restore it from a backup) and open again: the component that owns it rebuilds it or starts without it where it can, as its docs say", path.display())]
     CorruptFile {
         /// The file.
         path: PathBuf,
@@ -292,7 +292,7 @@ pub enum Error {
     },
 
     /// An undo entry (before-image) does not lie inside one page.
-    #[error("undo entry for page {page} covers bytes {offset}..{end}, but pages have {page_size} bytes: a before-image must lie inside one page")]
+    #[error("undo entry for page {page} covers bytes {offset}..{end}, but pages have {page_size} bytes: a before-image must lie inside one page; split the change at the page boundary")]
     UndoOutOfPage {
         /// The page.
         page: PageId,
@@ -413,7 +413,7 @@ pub enum Error {
     },
 
     /// No snapshot could be restored: each candidate failed verification.
-    #[error("no snapshot can be restored: {reason}")]
+    #[error("no snapshot can be restored: {reason}; take a snapshot of a good store first, or restore the data from another copy (a replica)")]
     NoUsableSnapshot {
         /// Each candidate tried and why it was refused.
         reason: String,
@@ -612,15 +612,84 @@ mod tests {
             page: PageId(10),
             page_count: 4,
         };
-        assert_eq!(
-            e.to_string(),
-            "page 10 is out of range: the store has 4 pages (ids 0..4)"
-        );
+        assert!(e
+            .to_string()
+            .starts_with("page 10 is out of range: the store has 4 pages (ids 0..4); "));
         let e = Error::Host {
             op: "read_page",
             retryable: true,
             message: "socket reset".into(),
         };
         assert!(e.to_string().ends_with("(transient: may be retried)"));
+    }
+
+    /// Every message says what to do next, not only what went wrong.
+    #[test]
+    fn every_message_names_a_next_step() {
+        let io = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let cases = [
+            (
+                Error::PageOutOfRange {
+                    page: PageId(10),
+                    page_count: 4,
+                },
+                "use a page id below 4",
+            ),
+            (
+                Error::io("writing /x", io()),
+                "check the device, its free space and the permissions",
+            ),
+            (
+                Error::Host {
+                    op: "read_page",
+                    retryable: false,
+                    message: "bad".into(),
+                },
+                "fix the cause in the host",
+            ),
+            (
+                Error::ReplicaUnavailable {
+                    replica: ReplicaId::new("r"),
+                    reason: "down".into(),
+                },
+                "retry later",
+            ),
+            (
+                Error::DuplicateReplica {
+                    replica: ReplicaId::new("r"),
+                },
+                "register it under another id",
+            ),
+            (
+                Error::corrupt_file("/f", 3, "bad magic"),
+                "move the file aside",
+            ),
+            (
+                Error::UndoOutOfPage {
+                    page: PageId(1),
+                    offset: 10,
+                    end: 200,
+                    page_size: 128,
+                },
+                "split the change at the page boundary",
+            ),
+            (
+                Error::NoUsableSnapshot {
+                    reason: "none".into(),
+                },
+                "take a snapshot",
+            ),
+            (
+                Error::UnverifiedCopy {
+                    page: PageId(2),
+                    reason: "raw copy".into(),
+                },
+                "repair the page from a copy that verifies",
+            ),
+        ];
+        for (e, next) in cases {
+            let m = e.to_string();
+            assert!(m.contains(next), "{m:?} should say {next:?}");
+        }
     }
 }

@@ -136,6 +136,9 @@ impl fmt::Display for Target {
     }
 }
 
+/// How many [`Source`]s there are (the bus counts drops per source).
+const SOURCES: usize = 9;
+
 /// The component that sent a [`Failure`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -160,6 +163,9 @@ pub enum Source {
     /// threads, the previous run's verdict at its start).
     RecoveryManager,
 }
+
+// Every source has a drop counter on the bus.
+const _: () = assert!(Source::RecoveryManager as usize + 1 == SOURCES);
 
 impl Source {
     /// The component's name, as printed.
@@ -306,6 +312,11 @@ pub enum FailureKind {
         /// The component.
         component: Arc<str>,
     },
+    /// The crash detector could not refresh its run marker's last-seen time
+    /// (detection goes on; a crash in this run is then dated from the last
+    /// refresh that succeeded). Reported once per episode, which ends when a
+    /// refresh succeeds again.
+    RunMarkerFailed,
 }
 
 impl FailureKind {
@@ -326,7 +337,9 @@ impl FailureKind {
             | FailureKind::ComponentDead { component }
             | FailureKind::WorkerDied { component } => Target::Component(component.clone()),
             FailureKind::ProcessGone { pid } => Target::Process(*pid),
-            FailureKind::UncleanShutdown => Target::Component(Arc::from("run marker")),
+            FailureKind::UncleanShutdown | FailureKind::RunMarkerFailed => {
+                Target::Component(Arc::from("run marker"))
+            }
             FailureKind::SnapshotFailed => Target::Component(Arc::from("snapshots")),
             FailureKind::ScrubCursorFailed => Target::Component(Arc::from("scrub cursor")),
             FailureKind::HealthDegraded { metric }
@@ -361,6 +374,7 @@ impl FailureKind {
             FailureKind::Anomaly { .. } => "anomaly",
             FailureKind::ProbeFailed { .. } => "probe_failed",
             FailureKind::WorkerDied { .. } => "worker_died",
+            FailureKind::RunMarkerFailed => "run_marker_failed",
         }
     }
 
@@ -383,6 +397,7 @@ impl FailureKind {
             | FailureKind::ReplicaFailing { .. }
             | FailureKind::SnapshotFailed
             | FailureKind::ScrubCursorFailed
+            | FailureKind::RunMarkerFailed
             | FailureKind::HealthDegraded { .. }
             | FailureKind::PredictedFailure { .. }
             | FailureKind::ProbeFailed { .. } => Priority::P2,
@@ -485,6 +500,8 @@ struct Bus {
     /// and queue order agree.
     next: parking_lot::Mutex<u64>,
     dropped: std::sync::atomic::AtomicU64,
+    /// Drops by the sender's [`Source`] (its declaration order).
+    dropped_by_source: [std::sync::atomic::AtomicU64; SOURCES],
     sent: std::sync::atomic::AtomicU64,
     /// Run for every failure sent on the bus, through any handle.
     callback: parking_lot::RwLock<Option<FailureCallback>>,
@@ -544,6 +561,7 @@ impl FailureSink {
                 rx,
                 next: parking_lot::Mutex::new(1),
                 dropped: std::sync::atomic::AtomicU64::new(0),
+                dropped_by_source: Default::default(),
                 sent: std::sync::atomic::AtomicU64::new(0),
                 callback: parking_lot::RwLock::new(None),
             }),
@@ -579,6 +597,8 @@ impl FailureSink {
                 Ok(()) => true,
                 Err(_) => {
                     self.bus.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.bus.dropped_by_source[failure.source as usize]
+                        .fetch_add(1, Ordering::Relaxed);
                     false
                 }
             }
@@ -607,10 +627,20 @@ impl FailureSink {
         self.send(Failure::new(source, kind, evidence, detected_at_ns))
     }
 
-    /// How many reports were dropped because the queue was full.
+    /// How many reports were dropped because the queue was full, whoever
+    /// sent them: the whole bus.
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.bus.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many reports from `source` were dropped because the queue was
+    /// full. Each component's own drop counter (`reports_dropped`,
+    /// `failures_dropped`) is this for its source, so that on a bus shared
+    /// by several components it counts only the component's own reports.
+    #[must_use]
+    pub fn dropped_from(&self, source: Source) -> u64 {
+        self.bus.dropped_by_source[source as usize].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many reports were sent in all (queued or dropped).
@@ -717,6 +747,7 @@ mod tests {
             FailureKind::JournalPoisoned,
             FailureKind::UncleanShutdown,
             FailureKind::SnapshotFailed,
+            FailureKind::RunMarkerFailed,
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::Deadlock { victim: TxnId(9) },
         ] {

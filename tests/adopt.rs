@@ -78,7 +78,7 @@ fn zero_count() -> u64 {
 }
 
 fn scrub_reports(det: &Arc<CorruptionDetector>) -> Vec<u64> {
-    let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    let s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     s.scan_range(PageId(0), det.store().page_count()).unwrap();
     det.failures()
         .try_iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use selfheal::crash::RunMarker;
 use selfheal::rollback::RawPages;
-use selfheal::snapshot::{PeriodicConfig, PeriodicSnapshots, SnapshotConfig, WriteGate};
+use selfheal::snapshot::{PeriodicConfig, SnapshotConfig, WriteGate};
 use selfheal::{
     Error, Lsn, MemStore, PageSource, RollbackConfig, StateSnapshotManager,
     TransactionRollbackManager,
@@ -64,14 +64,15 @@ fn two_snapshot_managers_on_one_directory() {
     drop(source);
     let second = snapshots(dir.path()).unwrap();
     // So does its periodic thread, until it is stopped.
-    let periodic = PeriodicSnapshots::start(
-        &second,
-        Arc::new(MemStore::new(PS, 4).unwrap()),
-        Arc::new(WriteGate::new()),
-        Arc::new(|| Lsn(0)),
-        PeriodicConfig::new(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let periodic = PeriodicConfig::new(Duration::from_secs(3600))
+        .build(
+            &second,
+            Arc::new(MemStore::new(PS, 4).unwrap()),
+            Arc::new(WriteGate::new()),
+            Arc::new(|| Lsn(0)),
+        )
+        .unwrap();
+    periodic.start().unwrap();
     drop(second);
     refused(snapshots(dir.path()), dir.path(), "snapshot manager", me);
     periodic.stop().unwrap();
@@ -130,10 +131,10 @@ fn two_scrubbers_on_one_cursor_file() {
         let first = scrubber(det.clone()).unwrap();
         refused(scrubber(det.clone()), dir.path(), "scrubber", me);
         // Started, it still owns the file; stopped, it gives it up.
-        let running = first.start().unwrap();
+        first.start().unwrap();
         refused(scrubber(det.clone()), dir.path(), "scrubber", me);
-        running.stop().unwrap();
-        drop(running);
+        first.stop().unwrap();
+        drop(first);
         let second = scrubber(det.clone()).unwrap();
         drop(second); // dropped unstarted: released too
                       // Another cursor file in the same directory has its own owner.

@@ -9,7 +9,7 @@ use selfheal::health::Thresholds;
 use selfheal::repair::{RepairConfig, RepairOutcome};
 use selfheal::scrub::ScrubState;
 use selfheal::snapshot::{
-    Consistency, PeriodicConfig, PeriodicSnapshots, SnapshotConfig, SnapshotKind, SnapshotRequest,
+    Consistency, PeriodicConfig, SnapshotConfig, SnapshotKind, SnapshotRequest,
     StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{
@@ -209,8 +209,9 @@ fn the_scrubber_reports_its_finds_and_its_own_death_on_the_shared_bus() {
             .unlimited()
             .clock(bus.clock())
             .failure_sink(bus.sink.clone())
-            .start(det.clone())
+            .build(det.clone())
             .unwrap();
+        h.start().unwrap();
         h.wait_for_passes(1, WAIT).unwrap();
         bus.expect("scrub", &[(Source::CorruptionDetector, "corrupt_page", 2)]);
         // Its thread dies: a read panics in host code.
@@ -481,14 +482,15 @@ fn the_snapshot_manager_reports_a_failed_snapshot_and_a_dead_periodic_thread_on_
     );
     // The periodic thread dies: the host's LSN function panics when due.
     store.clear();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store.clone(),
-        Arc::new(WriteGate::new()),
-        Arc::new(|| panic!("host LSN function bug (injected)")),
-        PeriodicConfig::new(Duration::from_secs(60)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(60))
+        .build(
+            &m,
+            store.clone(),
+            Arc::new(WriteGate::new()),
+            Arc::new(|| panic!("host LSN function bug (injected)")),
+        )
+        .unwrap();
+    p.start().unwrap();
     bus.at(62);
     bus.expect(
         "snapshot",
@@ -517,9 +519,12 @@ fn the_health_monitor_reports_a_degraded_metric_a_failed_probe_and_its_dead_samp
     bus.expect("health", &[(Source::HealthMonitor, "probe_failed", 3)]);
     // The sampler's thread dies: the bus's callback panics on it.
     probe.set(25.0);
-    bus.at(4);
     bus.kill_sampler.store(true, Ordering::SeqCst);
+    // Rounds are due by the clock: started one interval (5 ms) before 4 s,
+    // the first round is due when the clock reaches 4 s.
+    bus.clock.set_ns(4 * SEC - 5_000_000);
     monitor.start().unwrap();
+    bus.at(4);
     let got = bus.expect(
         "health",
         &[
@@ -609,8 +614,9 @@ fn all_components_on_one_bus_interleave_in_the_order_and_at_the_times_they_faile
             .unlimited()
             .clock(bus.clock())
             .failure_sink(bus.sink.clone())
-            .start(det.clone())
+            .build(det.clone())
             .unwrap();
+        scrub.start().unwrap();
         scrub.wait_for_passes(1, WAIT).unwrap();
         bus.at(8);
         raw.fail_reads(None, ReadFault::Panic, u32::MAX);

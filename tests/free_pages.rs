@@ -79,7 +79,7 @@ fn rig(placement: ChecksumPlacement, callback: bool) -> Rig {
 }
 
 fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::scrub::ScanSummary, Vec<u64>) {
-    let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    let s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     let sum = s.scan_range(PageId(0), PAGES).unwrap();
     let pages = det
         .failures()

@@ -223,7 +223,7 @@ fn scrub_cursor_and_checksum_table() {
         // (without blocking), and writing it refuses to replace the intruder.
         let c = cursor.clone();
         let got = within_deadline("scrub cursor", move || {
-            let mut s = ScrubConfig::new().cursor_path(&c).build(det)?;
+            let s = ScrubConfig::new().cursor_path(&c).build(det)?;
             s.step(0)?;
             s.persist_cursor()
         });

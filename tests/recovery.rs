@@ -565,3 +565,40 @@ fn the_audit_log_is_synced_within_the_interval() {
         m.stop().unwrap();
     }
 }
+
+#[test]
+fn the_dispatcher_saves_open_incidents_when_the_managers_clock_says_so() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(5));
+        let c2 = clock.clone();
+        let (raw, _mirror, m) = rig(placement, 8, dir.path(), move |c| c.clock(Arc::new(c2)));
+        m.start().unwrap();
+        let path = dir.path().join("incidents");
+        let saved = || std::fs::read(&path).ok();
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        assert!(m.wait_idle(IDLE));
+        // Bad again within the healer's cooldown: deferred, and open.
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(m.stats().open, 1);
+        let before = saved();
+        // Real time passes, the clock does not: no save is due.
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert_eq!(saved(), before, "saved on real time, not on the clock");
+        // A second of the clock: the open incident is saved, promptly.
+        clock.advance(Duration::from_secs(1));
+        let waited = std::time::Instant::now();
+        while saved() == before {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "not saved after the clock passed the save interval"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m.stop().unwrap();
+    }
+}

@@ -1415,3 +1415,90 @@ fn transaction_ids_stay_monotonic_when_every_segment_of_a_version_1_journal_is_d
     let t = m.begin().unwrap();
     assert!(t.0 > 4, "id {t} was reused");
 }
+
+/// A journal storage whose fsyncs hang, once armed, until the test drops
+/// the gate (then they fail, like a disk that went away).
+#[derive(Debug)]
+struct HangingDir {
+    inner: CrashDir,
+    hang: std::sync::atomic::AtomicBool,
+    gate: crossbeam_channel::Receiver<()>,
+}
+
+impl JournalStorage for HangingDir {
+    fn list(&self) -> selfheal::Result<Vec<u64>> {
+        self.inner.list()
+    }
+    fn read(&self, s: u64) -> selfheal::Result<Vec<u8>> {
+        self.inner.read(s)
+    }
+    fn create(&self, s: u64, h: &[u8]) -> selfheal::Result<()> {
+        self.inner.create(s, h)
+    }
+    fn append(&self, s: u64, b: &[u8]) -> selfheal::Result<()> {
+        self.inner.append(s, b)
+    }
+    fn sync(&self, s: u64) -> selfheal::Result<()> {
+        if self.hang.load(std::sync::atomic::Ordering::SeqCst) && self.gate.recv().is_err() {
+            return Err(selfheal::Error::Io {
+                context: "syncing on a disk that went away".into(),
+                source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            });
+        }
+        self.inner.sync(s)
+    }
+    fn truncate(&self, s: u64, l: u64) -> selfheal::Result<()> {
+        self.inner.truncate(s, l)
+    }
+    fn remove(&self, s: u64) -> selfheal::Result<()> {
+        self.inner.remove(s)
+    }
+    fn read_state(&self) -> selfheal::Result<Option<Vec<u8>>> {
+        self.inner.read_state()
+    }
+    fn write_state(&self, b: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_state(b)
+    }
+}
+
+#[test]
+fn stop_is_bounded_when_the_journal_fsync_hangs_and_reports_it_on_the_bus() {
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    let dir = Arc::new(HangingDir {
+        inner: CrashDir::new(),
+        hang: std::sync::atomic::AtomicBool::new(false),
+        gate,
+    });
+    let sink = FailureSink::new(64);
+    let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .failure_sink(sink.clone())
+        .stop_timeout(Duration::from_millis(300))
+        .build(pages)
+        .unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(1), 0, b"abc").unwrap();
+    dir.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = mgr.stop().unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop waited {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("did not finish within"), "{err}");
+    let reported = sink
+        .failures()
+        .try_iter()
+        .find(|f| matches!(f.kind, FailureKind::JournalPoisoned))
+        .expect("the hung flush is reported on the bus");
+    assert!(
+        reported.evidence.contains("did not finish within"),
+        "{reported}"
+    );
+    // Stopped for good: a second stop does nothing, calls are refused.
+    mgr.stop().unwrap();
+    assert!(matches!(mgr.begin(), Err(Error::Stopped { .. })));
+    drop(release);
+}

@@ -92,9 +92,9 @@ fn scrub(r: &Rig, passes: u64) -> BTreeMap<u64, usize> {
 }
 
 fn step_passes(s: &mut Scrubber, clock: &ManualClock, passes: u64) {
-    let target = s.progress(clock.now_ns()).passes_completed + passes;
+    let target = s.progress().unwrap().passes_completed + passes;
     for _ in 0..1_000_000 {
-        if s.progress(clock.now_ns()).passes_completed >= target {
+        if s.progress().unwrap().passes_completed >= target {
             return;
         }
         match s.step(clock.now_ns()).unwrap() {
@@ -253,7 +253,7 @@ fn file_store_scan_paths_find_damage() {
         store.read_page(PageId(400), &mut good).unwrap();
         good[7] ^= 0x40;
         store.write_page(PageId(599), &good).unwrap();
-        let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+        let s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
         for _ in 0..3 {
             let sum = s.scan_range(PageId(0), 600).unwrap();
             assert_eq!(sum.pages, 600);
@@ -270,7 +270,7 @@ fn resumes_from_persisted_cursor_after_restart() {
     let r = rig(Backend::File, Checks::Trailer);
     r.raw.damage(PageId(5), Damage::Zero).unwrap();
     r.raw.damage(PageId(50), Damage::Zero).unwrap();
-    let mut first = ScrubConfig::new()
+    let first = ScrubConfig::new()
         .pages_per_s(100)
         .batch_pages(10)
         .cursor_path(&cursor)
@@ -301,7 +301,7 @@ fn resumes_from_persisted_cursor_after_restart() {
         .cursor_path(&cursor)
         .build(det2.clone())
         .unwrap();
-    assert_eq!(second.progress(r.clock.now_ns()).position, 30);
+    assert_eq!(second.progress().unwrap().position, 30);
     step_passes(&mut second, &r.clock, 1);
     // The resumed pass covered pages 30.. only: page 5 was not rescanned.
     assert_eq!(reports(&det2), once(&[50]));
@@ -325,8 +325,9 @@ fn resumes_from_persisted_cursor_after_restart() {
         .pages_per_s(5_000)
         .cursor_path(&cursor)
         .clock(SystemClock::shared())
-        .start(det3.clone())
+        .build(det3.clone())
         .unwrap();
+    h.start().unwrap();
     // Let it scan part of the pass (the first batch is immediate).
     for _ in 0..1_000 {
         if h.progress().unwrap().position > 0 {
@@ -342,7 +343,7 @@ fn resumes_from_persisted_cursor_after_restart() {
         "{stopped:?}"
     );
     let again = ScrubConfig::new().cursor_path(&cursor).build(det3).unwrap();
-    assert_eq!(again.progress(0).position, stopped.position);
+    assert_eq!(again.progress().unwrap().position, stopped.position);
 }
 
 #[test]
@@ -360,8 +361,9 @@ fn pause_and_resume_on_the_thread() {
     let h = ScrubConfig::new()
         .pages_per_s(10_000)
         .single_pass()
-        .start(det.clone())
+        .build(det.clone())
         .unwrap();
+    h.start().unwrap();
     h.pause().unwrap();
     let p = h.progress().unwrap();
     assert_eq!(p.state, ScrubState::Paused);
@@ -415,8 +417,8 @@ fn error_only_pass_lifts_only_what_verifies() {
         // A repair behind the detector's back (good bytes written raw):
         // the recheck lifts the fence.
         r.raw.inner().write_page(PageId(9), &good).unwrap();
-        let mut s = ScrubConfig::new().unlimited().build(r.det.clone()).unwrap();
-        let sum = s.rescan_bad();
+        let s = ScrubConfig::new().unlimited().build(r.det.clone()).unwrap();
+        let sum = s.rescan_bad().unwrap();
         assert_eq!((sum.pages, sum.fences_lifted), (1, 1));
         assert_eq!(r.det.page_state(PageId(9)), Some(PageState::Repaired));
         r.det.read_verified(PageId(9), &mut buf).unwrap();
@@ -435,8 +437,9 @@ fn error_only_on_the_thread() {
         .unlimited()
         .single_pass()
         .clock(SystemClock::shared())
-        .start(r.det.clone())
+        .build(r.det.clone())
         .unwrap();
+    h.start().unwrap();
     h.wait_for_passes(1, Duration::from_secs(20))
         .unwrap()
         .unwrap();
@@ -459,7 +462,7 @@ fn zero_rate_is_invalid_config() {
         }
     }
     assert!(matches!(
-        ScrubConfig::new().pages_per_s(0).start(r.det.clone()),
+        ScrubConfig::new().pages_per_s(0).build(r.det.clone()),
         Err(Error::InvalidConfig { .. })
     ));
 }
@@ -470,7 +473,7 @@ fn damaged_cursor_falls_back_to_page_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cursor");
     // A valid cursor at page 40.
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .unlimited()
         .batch_pages(40)
         .cursor_path(&path)
@@ -486,7 +489,8 @@ fn damaged_cursor_falls_back_to_page_zero() {
             .cursor_path(&path)
             .build(r.det.clone())
             .unwrap()
-            .progress(0)
+            .progress()
+            .unwrap()
             .position
     };
     assert_eq!(reopen(), 40);
@@ -514,7 +518,7 @@ fn damaged_cursor_falls_back_to_page_zero() {
             .build(big.clone())
             .unwrap(),
     );
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .unlimited()
         .batch_pages(500)
         .cursor_path(&path)
@@ -629,7 +633,7 @@ fn a_pass_over_a_store_that_shrinks_mid_batch_ends_at_the_new_end() {
             // The second batch reads 16..32, then the store shrinks to 20.
             *store.shrink_to.lock().unwrap() = Some((20, Arc::downgrade(&det)));
             step_passes(&mut s, &clock, 1);
-            let p = s.progress(clock.now_ns());
+            let p = s.progress().unwrap();
             assert_eq!(p.passes_completed, 1, "{what}");
             assert_eq!(reports(&det), once(&[]), "{what}: nothing reported");
             assert!(det.suspects().is_empty(), "{what}: nothing fenced");
@@ -646,7 +650,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
     let dir = tempfile::tempdir().unwrap();
     let cursor = dir.path().join("scrub.cursor");
     let r = rig(Backend::File, Checks::Sidecar);
-    let mut first = ScrubConfig::new()
+    let first = ScrubConfig::new()
         .unlimited()
         .batch_pages(8)
         .cursor_path(&cursor)
@@ -656,7 +660,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
         first.step(r.clock.now_ns()).unwrap();
     }
     first.persist_cursor().unwrap();
-    assert_eq!(first.progress(r.clock.now_ns()).position, 40);
+    assert_eq!(first.progress().unwrap().position, 40);
     drop(first);
     r.det.resize(24).unwrap();
     let mut second = ScrubConfig::new()
@@ -665,7 +669,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
         .cursor_path(&cursor)
         .build(r.det.clone())
         .unwrap();
-    assert_eq!(second.progress(r.clock.now_ns()).position, 24);
+    assert_eq!(second.progress().unwrap().position, 24);
     assert_eq!(
         second.step(r.clock.now_ns()).unwrap(),
         selfheal::scrub::ScrubStep::PassComplete {
@@ -673,7 +677,7 @@ fn a_cursor_past_the_end_of_a_shrunk_store_is_clamped() {
         }
     );
     step_passes(&mut second, &r.clock, 1);
-    assert_eq!(second.progress(r.clock.now_ns()).passes_completed, 2);
+    assert_eq!(second.progress().unwrap().passes_completed, 2);
     assert_eq!(reports(&r.det), once(&[]));
 }
 
@@ -721,7 +725,8 @@ fn a_dead_scrub_thread_arrives_on_the_shared_bus_with_a_comparable_time() {
                     .failure_sink(sink.clone())
                     .clock(Arc::new(clock.clone()));
             }
-            let h = cfg.start(det.clone()).unwrap();
+            let h = cfg.build(det.clone()).unwrap();
+            h.start().unwrap();
             let err = h.wait_for_passes(1, Duration::from_secs(20)).unwrap_err();
             assert!(err.to_string().contains("(injected)"), "{what}: {err}");
             assert_eq!(h.state(), ScrubState::Failed, "{what}");

@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use selfheal::snapshot::{
     ChangeDetection, Consistency, CrashStep, Fallback, LostPages, Operation, PeriodicConfig,
-    PeriodicSnapshots, Progress, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
-    SnapshotRequest, StateSnapshotManager, WriteGate,
+    Progress, RestoreOptions, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest,
+    StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{damaged_copies, decode_snapshot, fill_store};
 use selfheal::{Error, Lsn, MemStore, PageId, PageSource, PageStore, Result};
@@ -580,14 +580,15 @@ fn periodic_thread_snapshots_and_stops() {
     let gate = Arc::new(WriteGate::new());
     let lsn = Arc::new(AtomicU64::new(5));
     let l2 = lsn.clone();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store.clone(),
-        gate.clone(),
-        Arc::new(move || Lsn(l2.load(Ordering::Relaxed))),
-        PeriodicConfig::new(Duration::from_millis(20)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_millis(20))
+        .build(
+            &m,
+            store.clone(),
+            gate.clone(),
+            Arc::new(move || Lsn(l2.load(Ordering::Relaxed))),
+        )
+        .unwrap();
+    p.start().unwrap();
     let r = p.snapshot_now().unwrap();
     assert_eq!(r.info.lsn, Lsn(5));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -638,12 +639,11 @@ fn bad_input_gives_typed_errors() {
     let store = MemStore::new(PS, 4).unwrap();
     fill_store(&store, 1).unwrap();
     let z = Arc::new(MemStore::new(PS, 4).unwrap());
-    match PeriodicSnapshots::start(
+    match PeriodicConfig::new(Duration::ZERO).build(
         &m,
         z,
         Arc::new(WriteGate::new()),
         Arc::new(|| Lsn(0)),
-        PeriodicConfig::new(Duration::ZERO),
     ) {
         Err(Error::InvalidConfig {
             field: "interval", ..
@@ -840,14 +840,15 @@ impl PageStore for Panicking {
 fn a_panicking_worker_marks_the_periodic_component_failed() {
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path());
-    let p = PeriodicSnapshots::start(
-        &m,
-        Arc::new(Panicking),
-        Arc::new(WriteGate::new()),
-        Arc::new(|| Lsn(1)),
-        PeriodicConfig::new(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(3600))
+        .build(
+            &m,
+            Arc::new(Panicking),
+            Arc::new(WriteGate::new()),
+            Arc::new(|| Lsn(1)),
+        )
+        .unwrap();
+    p.start().unwrap();
     assert!(matches!(p.snapshot_now(), Err(Error::Stopped { .. })));
     assert!(matches!(p.snapshot_now(), Err(Error::Stopped { .. })));
     assert_eq!(p.stats().failed, 1);
@@ -1298,4 +1299,28 @@ fn a_one_pass_restore_finding_damage_with_no_fallback_distrusts_notices() {
         .page_source()
         .read_page(PageId(0), Some(Lsn(1)), &mut buf)
         .unwrap());
+}
+
+#[test]
+fn periodic_snapshots_are_built_then_started_and_stop_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let store = Arc::new(MemStore::new(PS, 4).unwrap());
+    fill_store(&*store, 1).unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(3600))
+        .build(&m, store, Arc::new(WriteGate::new()), Arc::new(|| Lsn(1)))
+        .unwrap();
+    assert!(!p.is_running());
+    assert!(matches!(
+        p.snapshot_now(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    p.start().unwrap();
+    assert!(p.is_running());
+    assert!(matches!(p.start(), Err(Error::InvalidArgument { .. })));
+    assert_eq!(p.snapshot_now().unwrap().info.lsn, Lsn(1));
+    p.stop().unwrap();
+    assert!(matches!(p.start(), Err(Error::Stopped { .. })));
+    assert!(matches!(p.snapshot_now(), Err(Error::Stopped { .. })));
+    p.stop().unwrap();
 }

@@ -89,17 +89,18 @@ fn a_failed_snapshot_and_a_dead_periodic_thread_arrive_on_one_sink_on_one_clock(
     let gate = Arc::new(WriteGate::new());
     let panic_now = Arc::new(AtomicBool::new(false));
     let p2 = panic_now.clone();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store.clone(),
-        gate,
-        Arc::new(move || {
-            assert!(!p2.load(Ordering::SeqCst), "host bug in the LSN function");
-            Lsn(2)
-        }),
-        PeriodicConfig::new(Duration::from_secs(60)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(60))
+        .build(
+            &m,
+            store.clone(),
+            gate,
+            Arc::new(move || {
+                assert!(!p2.load(Ordering::SeqCst), "host bug in the LSN function");
+                Lsn(2)
+            }),
+        )
+        .unwrap();
+    p.start().unwrap();
     // Real time passes, the clock does not: nothing is due.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(p.stats().failed + p.stats().taken, 0, "{:?}", p.stats());
@@ -170,14 +171,10 @@ fn periodic_snapshots_are_due_on_the_managers_clock() {
     let sink = FailureSink::new(8);
     let m = manager(dir.path(), &clock, &sink);
     let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
-    let p = PeriodicSnapshots::start(
-        &m,
-        store,
-        Arc::new(WriteGate::new()),
-        Arc::new(|| Lsn(1)),
-        PeriodicConfig::new(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(3600))
+        .build(&m, store, Arc::new(WriteGate::new()), Arc::new(|| Lsn(1)))
+        .unwrap();
+    p.start().unwrap();
     std::thread::sleep(Duration::from_millis(250));
     assert_eq!(p.stats().taken, 0, "an hour has not passed on the clock");
     for round in 1..=3 {
@@ -255,14 +252,11 @@ fn a_periodic_snapshots_retention_failure_arrives_on_the_bus() {
     let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
     fill_store(&*store, 1).unwrap();
     let first = full(&m, &*store, 1).unwrap();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store,
-        Arc::new(WriteGate::new()),
-        Arc::new(|| Lsn(2)),
-        PeriodicConfig::new(Duration::from_secs(3600)).kind(SnapshotKind::Full),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(3600))
+        .kind(SnapshotKind::Full)
+        .build(&m, store, Arc::new(WriteGate::new()), Arc::new(|| Lsn(2)))
+        .unwrap();
+    p.start().unwrap();
     m.fail_next_retention();
     clock.advance(Duration::from_secs(3600));
     wait_rounds(&p, 1);
@@ -293,14 +287,10 @@ fn a_poisoned_manager_is_reported_once_not_at_every_tick() {
     let m = manager(dir.path(), &clock, &sink);
     let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
     fill_store(&*store, 1).unwrap();
-    let p = PeriodicSnapshots::start(
-        &m,
-        store,
-        Arc::new(WriteGate::new()),
-        Arc::new(|| Lsn(1)),
-        PeriodicConfig::new(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let p = PeriodicConfig::new(Duration::from_secs(3600))
+        .build(&m, store, Arc::new(WriteGate::new()), Arc::new(|| Lsn(1)))
+        .unwrap();
+    p.start().unwrap();
     // The first snapshot stops at a simulated crash, which poisons the
     // manager; every later tick finds it poisoned.
     m.crash_at(selfheal::snapshot::CrashStep::BeforeManifest);

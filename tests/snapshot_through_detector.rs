@@ -121,7 +121,7 @@ fn raw_bytes(store: &dyn PageStore) -> Vec<u8> {
 }
 
 fn scrub_reports(det: &Arc<CorruptionDetector>) -> u64 {
-    let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    let s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     s.scan_range(PageId(0), det.page_count())
         .unwrap()
         .newly_corrupt

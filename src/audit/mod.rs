@@ -2,7 +2,7 @@
 //! CRC-framed and hash-chained, bounded in size with rotation, queryable by
 //! the last N, by target and by incident.
 //!
-//! Records go into segment files (layouts in [`record`]). By default the log
+//! Records go into segment files (layouts in `audit/record.rs`). By default the log
 //! commits in groups: an [`append`](AuditLog::append) writes its batch of
 //! frames without an fsync, and [`sync`](AuditLog::sync) makes everything
 //! appended so far durable with one fsync — the recovery manager calls it
@@ -53,7 +53,7 @@
 //! Residual window: media damage to the last synced batch, before any later
 //! batch is written, is taken for a torn tail (those records are dropped).
 
-pub mod record;
+mod record;
 
 use std::fmt;
 use std::path::Path;
@@ -70,7 +70,7 @@ use record::{
     decode_frame, encode_body, frame, hash, parse_segment_header, parse_segment_name,
     segment_header, segment_name, FrameError, SEGMENT_HEADER_LEN, SEQ_OFFSET,
 };
-pub use record::{AuditEntry, AuditRecord, EntryKind};
+pub use record::{AuditEntry, AuditRecord, EntryKind, MAX_BODY_LEN, MAX_TARGET_LEN, MAX_TEXT_LEN};
 
 const COMPONENT: &str = "audit log";
 

@@ -1,48 +1,5 @@
-//! The audit log's record: its byte layout, its frame and its hash.
-//!
-//! # Segment file
-//!
-//! A segment is named `audit-<first sequence number, 16 hex digits>.log` and
-//! starts with a 16-byte header, then frames back to back. Integers are
-//! little-endian.
-//!
-//! | offset | size | field                                   |
-//! |-------:|-----:|-----------------------------------------|
-//! | 0      | 4    | magic `SHAL`                            |
-//! | 4      | 4    | format version (1)                      |
-//! | 8      | 8    | sequence number of its first record     |
-//!
-//! # Frame
-//!
-//! | size | field                                              |
-//! |-----:|----------------------------------------------------|
-//! | 4    | body length `n` (at most [`MAX_BODY_LEN`])         |
-//! | 4    | CRC32 of (the 4 length bytes ‖ body)               |
-//! | n    | body                                               |
-//!
-//! # Body (version 1)
-//!
-//! | size | field                                                  |
-//! |-----:|--------------------------------------------------------|
-//! | 1    | body version (1)                                       |
-//! | 8    | sequence number (one more than the record before)      |
-//! | 8    | synced through: the highest sequence number known durable when this record was written (0: none) |
-//! | 8    | clock time, ns (the healer's [`Clock`](crate::Clock))  |
-//! | 8    | wall time, ms since the Unix epoch                     |
-//! | 8    | incident id (0: none)                                  |
-//! | 1    | entry kind ([`EntryKind`])                             |
-//! | 32   | SHA-256 of the body of the record before (zeros for the first record ever) |
-//! | 2    | target length `t` (at most [`MAX_TARGET_LEN`])         |
-//! | t    | target, UTF-8                                          |
-//! | 4    | text length `x` (at most [`MAX_TEXT_LEN`])             |
-//! | x    | text, UTF-8                                            |
-//!
-//! A record's hash is the SHA-256 of its body. Each record carries the hash of
-//! the one before, so a record changed after it was written — by rot the CRC
-//! happened to miss, or on purpose with a recomputed CRC — breaks the chain
-//! at the next record; rewriting the chain to hide an edit changes the head
-//! hash ([`AuditLog::head_hash`](super::AuditLog::head_hash)), which a host
-//! that exports it elsewhere can compare.
+//! Its contract is documented on [`AuditRecord`] (this module is private; its
+//! items are re-exported by its parent).
 
 use sha2::{Digest, Sha256};
 
@@ -147,6 +104,52 @@ pub struct AuditEntry {
 }
 
 /// A record as stored and read back.
+///
+/// The audit log's record: its byte layout, its frame and its hash.
+///
+/// # Segment file
+///
+/// A segment is named `audit-<first sequence number, 16 hex digits>.log` and
+/// starts with a 16-byte header, then frames back to back. Integers are
+/// little-endian.
+///
+/// | offset | size | field                                   |
+/// |-------:|-----:|-----------------------------------------|
+/// | 0      | 4    | magic `SHAL`                            |
+/// | 4      | 4    | format version (1)                      |
+/// | 8      | 8    | sequence number of its first record     |
+///
+/// # Frame
+///
+/// | size | field                                              |
+/// |-----:|----------------------------------------------------|
+/// | 4    | body length `n` (at most [`MAX_BODY_LEN`])         |
+/// | 4    | CRC32 of (the 4 length bytes ‖ body)               |
+/// | n    | body                                               |
+///
+/// # Body (version 1)
+///
+/// | size | field                                                  |
+/// |-----:|--------------------------------------------------------|
+/// | 1    | body version (1)                                       |
+/// | 8    | sequence number (one more than the record before)      |
+/// | 8    | synced through: the highest sequence number known durable when this record was written (0: none) |
+/// | 8    | clock time, ns (the healer's [`Clock`](crate::Clock))  |
+/// | 8    | wall time, ms since the Unix epoch                     |
+/// | 8    | incident id (0: none)                                  |
+/// | 1    | entry kind ([`EntryKind`])                             |
+/// | 32   | SHA-256 of the body of the record before (zeros for the first record ever) |
+/// | 2    | target length `t` (at most [`MAX_TARGET_LEN`])         |
+/// | t    | target, UTF-8                                          |
+/// | 4    | text length `x` (at most [`MAX_TEXT_LEN`])             |
+/// | x    | text, UTF-8                                            |
+///
+/// A record's hash is the SHA-256 of its body. Each record carries the hash of
+/// the one before, so a record changed after it was written — by rot the CRC
+/// happened to miss, or on purpose with a recomputed CRC — breaks the chain
+/// at the next record; rewriting the chain to hide an edit changes the head
+/// hash ([`AuditLog::head_hash`](super::AuditLog::head_hash)), which a host
+/// that exports it elsewhere can compare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
     /// Its sequence number (consecutive over the log's life).

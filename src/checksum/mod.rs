@@ -96,7 +96,8 @@ pub(crate) use table::Entry;
 pub(crate) use layout::is_all_zero;
 pub use layout::{payload_len, MIN_PAGE_SIZE, TRAILER_LEN};
 
-pub use crate::digest::page_crc;
+// The page CRC lives in `digest` (its one public path); used here too.
+pub(crate) use crate::digest::page_crc;
 
 /// Where a store's page checksums live.
 #[derive(Clone, Debug)]

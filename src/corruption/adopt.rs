@@ -1,146 +1,5 @@
-//! Adoption: taking a store that already exists under protection.
-//!
-//! A host has its database file before it has this library. Its pages carry
-//! no checksum the library knows, so every verification would fail
-//! ([`Error::MissingChecksum`] in the sidecar placement, a missing trailer in
-//! the trailer placement). [`CorruptionDetector::adopt`] seals what is on
-//! disk, in one batched scan through
-//! [`PageStore::scan_pages`](crate::PageStore::scan_pages) (the scrubber's
-//! fast path: a memory-mapped [`FileStore`](crate::FileStore) is checksummed
-//! without copying).
-//!
-//! # The host checks first
-//!
-//! Adoption vouches for whatever is on disk: a page that is already damaged
-//! when it is adopted is sealed as it is, and is from then on "intact". Run
-//! the host's own integrity check first, with the store quiescent or under
-//! the host's lock (for SQLite: `PRAGMA quick_check` or `integrity_check`,
-//! which must answer `ok`), and adopt right after it.
-//!
-//! # What adoption does with each page
-//!
-//! | the page                                           | sidecar placement                              | trailer placement |
-//! |----------------------------------------------------|------------------------------------------------|-------------------|
-//! | verifies against the checksum it already has       | counted `already_sealed`                        | same |
-//! | fails against the checksum it already has          | fenced and reported like a scrub would: `corrupt` (adoption never overwrites a checksum) | same, for a page whose trailer carries the library's magic |
-//! | has no checksum, not all zeros                     | its CRC is recorded: `sealed`                  | last 16 bytes all zero: the trailer is written into them in place, `sealed`; otherwise [`Error::TrailerInUse`] and adoption stops |
-//! | all zeros, and unallocated (see below)             | marked unallocated (saved with the table): `unallocated` | marked unallocated (in memory): `unallocated` |
-//! | all zeros, and in use                              | fenced and reported as [`Error::ZeroedPage`]: `corrupt` | same |
-//! | marked unallocated already, or fails and the host calls it free | `unallocated`                       | same |
-//! | fenced, and known to be bad (see below)            | never sealed: judged like a scrub, `corrupt`   | same |
-//!
-//! An all-zero page is never sealed: a page that was lost (trimmed,
-//! zeroed) cannot be told from one the host zeroed on purpose, so adoption
-//! does not vouch for it. Whether it is unallocated is the host's
-//! [free-page answer](super::CorruptionConfig::free_pages) when one is
-//! configured; without one, an all-zero page is unallocated unless
-//! [`AdoptOptions::zero_pages_are_damage`] says that the host has no
-//! all-zero pages in use. A host that keeps all-zero pages in use writes
-//! them through the detector, which seals them (see
-//! [`write_sealed`](CorruptionDetector::write_sealed)).
-//!
-//! # Pages the registry knows to be bad
-//!
-//! Adoption never seals a page that is fenced for anything but carrying no
-//! seal at all (the suspect registry's `known_bad`):
-//! a page that failed its checksum, could not be read, was stale, or was
-//! all zeros stays fenced and is counted `corrupt`, and only a repair or a
-//! host write through the detector lifts its fence. In the trailer
-//! placement a sealed page whose trailer was zeroed by damage looks exactly
-//! like a page never sealed; the detector tells them apart by remembering
-//! which pages it wrote a trailer into in this process (host writes,
-//! repairs, adoption), so such a page, once fenced, is never resealed.
-//! A page fenced only for carrying no seal — a host read or a scrub that
-//! reached it before adoption did (no checksum in the sidecar table, which
-//! remembers every page it sealed; no trailer on a page the detector has not
-//! sealed) — is adopted like any other, and its fence is lifted.
-//!
-//! One case stays out of reach: in the trailer placement, a page sealed in
-//! an *earlier* process whose trailer is zeroed afterwards carries no sign
-//! of ever having been sealed, and an adoption run again in the new process
-//! vouches for it like for any unsealed page. That is why adoption must
-//! follow the host's own integrity check, every time it is run.
-//!
-//! In the trailer placement a sealed page that was zeroed carries no sign
-//! that it was ever sealed, so adopting again without a free-page answer
-//! takes an all-zero page that no scrub has reported yet for unallocated
-//! (a fenced all-zero page stays damage).
-//! Give the answer (or [`AdoptOptions::zero_pages_are_damage`]) when
-//! adopting a trailer store again; the sidecar table remembers which pages
-//! it sealed.
-//!
-//! # The trailer placement
-//!
-//! A page carries no trailer until it is written through the detector, and
-//! the last 16 bytes of every page belong to the trailer. Adoption writes the
-//! trailer in place into pages whose last 16 bytes are all zero, which is how
-//! a host that reserves bytes at the end of each page leaves them (SQLite:
-//! the reserved-bytes count, header byte 20, set to 16 or more when the
-//! database is created; its `cksumvfs` extension works the same way). A page
-//! whose last 16 bytes hold data cannot take a trailer without losing them:
-//! adoption stops with [`Error::TrailerInUse`] and the host must either
-//! migrate to a layout with reserved bytes (SQLite: `VACUUM` after setting
-//! the reserved-bytes count) or use the sidecar placement, which needs no
-//! byte of the page. Only the trailer bytes change: the rest of each page is
-//! rewritten with the bytes it already held, under the page's lock, and the
-//! store is synced before `adopt` returns.
-//!
-//! # Running alongside the host, and again
-//!
-//! Adoption may run while the host reads and writes through the detector: a
-//! checksum is recorded only for a page that still has nothing (a host write
-//! meanwhile recorded its own — in a durable table, its intent — which
-//! stands), checked and recorded under the lock every change of the table
-//! takes, and a trailer is written only after the page is re-read under its
-//! lock. Resizes wait for the batch in
-//! progress. A page written behind the detector's back during adoption is
-//! not protected against: that is the host's contract everywhere.
-//!
-//! Adoption is idempotent: run again (after a crash part-way, or over a
-//! range that grew), pages sealed before are counted `already_sealed` and
-//! the rest are adopted.
-//!
-//! # Crash analysis
-//!
-//! Every adoption ends (also when it stops with an error) by making what it
-//! did durable, in the trailer placement and with a durable table: when
-//! `adopt` returns, what it sealed is durable, and so are the host's writes
-//! that raced it (a host write of a page makes it the host's, not
-//! adoption's), synced through the detector ([`CorruptionDetector::sync`]).
-//!
-//! Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
-//! adoption changes only the table in memory; nothing is durable until the
-//! host saves the table, after `adopt` returns. A crash before the save
-//! loses the adoption, which is simply run again.
-//!
-//! Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
-//! the detector syncs first, so the bytes adoption reads are durable (the
-//! sync runs on a helper thread while the first batch is read, and no batch
-//! records anything before it has succeeded; if it fails, adoption fails
-//! having recorded nothing). A
-//! page's bytes are then already on disk, so its checksum needs no window in
-//! which old and new are accepted: it is recorded as settled at once, with
-//! one `claim` record (an all-zero page taken for unallocated: one `free`
-//! record), appended for a whole batch under one lock of the table. The
-//! records (6 bytes each) are made durable with one fsync per 1 MiB of them
-//! (about 170 Ki pages) and at the end;
-//! the log is compacted when it has grown past its threshold. A crash at
-//! any step leaves each page either claimed (or marked unallocated) or as
-//! it was before adoption (nothing recorded): adopting again finishes the
-//! work. A host write during adoption logs its intent before the page is
-//! written; a claim never replaces it, in memory or at replay (a `claim`
-//! record applies only to a page that has nothing), and a sync at the end (made only
-//! when such a write happened) settles it. After a crash before that sync, such a page verifies if it
-//! holds the host's new bytes; if it holds the bytes from before the write
-//! (lost in the crash), the detector finds that when it is built and the
-//! page is as it was before adoption, which adopting again claims.
-//!
-//! Trailer: each page is written whole with only its last 16 bytes changed.
-//! A crash part-way leaves each page either as it was (no trailer: adopted
-//! again by the next run) or sealed. A torn write of one page leaves at most
-//! a garbled trailer in bytes the host does not use: that page fails
-//! verification, and the next adoption stops on it with
-//! [`Error::TrailerInUse`] unless its trailer bytes read all zero or whole.
+//! Its contract is documented on [`AdoptReport`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt;
 use std::time::Duration;
@@ -251,6 +110,150 @@ impl AdoptOptions {
 }
 
 /// What [`CorruptionDetector::adopt`] did.
+///
+/// Adoption: taking a store that already exists under protection.
+///
+/// A host has its database file before it has this library. Its pages carry
+/// no checksum the library knows, so every verification would fail
+/// ([`Error::MissingChecksum`] in the sidecar placement, a missing trailer in
+/// the trailer placement). [`CorruptionDetector::adopt`] seals what is on
+/// disk, in one batched scan through
+/// [`PageStore::scan_pages`](crate::PageStore::scan_pages) (the scrubber's
+/// fast path: a memory-mapped [`FileStore`](crate::FileStore) is checksummed
+/// without copying).
+///
+/// # The host checks first
+///
+/// Adoption vouches for whatever is on disk: a page that is already damaged
+/// when it is adopted is sealed as it is, and is from then on "intact". Run
+/// the host's own integrity check first, with the store quiescent or under
+/// the host's lock (for SQLite: `PRAGMA quick_check` or `integrity_check`,
+/// which must answer `ok`), and adopt right after it.
+///
+/// # What adoption does with each page
+///
+/// | the page                                           | sidecar placement                              | trailer placement |
+/// |----------------------------------------------------|------------------------------------------------|-------------------|
+/// | verifies against the checksum it already has       | counted `already_sealed`                        | same |
+/// | fails against the checksum it already has          | fenced and reported like a scrub would: `corrupt` (adoption never overwrites a checksum) | same, for a page whose trailer carries the library's magic |
+/// | has no checksum, not all zeros                     | its CRC is recorded: `sealed`                  | last 16 bytes all zero: the trailer is written into them in place, `sealed`; otherwise [`Error::TrailerInUse`] and adoption stops |
+/// | all zeros, and unallocated (see below)             | marked unallocated (saved with the table): `unallocated` | marked unallocated (in memory): `unallocated` |
+/// | all zeros, and in use                              | fenced and reported as [`Error::ZeroedPage`]: `corrupt` | same |
+/// | marked unallocated already, or fails and the host calls it free | `unallocated`                       | same |
+/// | fenced, and known to be bad (see below)            | never sealed: judged like a scrub, `corrupt`   | same |
+///
+/// An all-zero page is never sealed: a page that was lost (trimmed,
+/// zeroed) cannot be told from one the host zeroed on purpose, so adoption
+/// does not vouch for it. Whether it is unallocated is the host's
+/// [free-page answer](super::CorruptionConfig::free_pages) when one is
+/// configured; without one, an all-zero page is unallocated unless
+/// [`AdoptOptions::zero_pages_are_damage`] says that the host has no
+/// all-zero pages in use. A host that keeps all-zero pages in use writes
+/// them through the detector, which seals them (see
+/// [`write_sealed`](CorruptionDetector::write_sealed)).
+///
+/// # Pages the registry knows to be bad
+///
+/// Adoption never seals a page that is fenced for anything but carrying no
+/// seal at all (the suspect registry's `known_bad`):
+/// a page that failed its checksum, could not be read, was stale, or was
+/// all zeros stays fenced and is counted `corrupt`, and only a repair or a
+/// host write through the detector lifts its fence. In the trailer
+/// placement a sealed page whose trailer was zeroed by damage looks exactly
+/// like a page never sealed; the detector tells them apart by remembering
+/// which pages it wrote a trailer into in this process (host writes,
+/// repairs, adoption), so such a page, once fenced, is never resealed.
+/// A page fenced only for carrying no seal — a host read or a scrub that
+/// reached it before adoption did (no checksum in the sidecar table, which
+/// remembers every page it sealed; no trailer on a page the detector has not
+/// sealed) — is adopted like any other, and its fence is lifted.
+///
+/// One case stays out of reach: in the trailer placement, a page sealed in
+/// an *earlier* process whose trailer is zeroed afterwards carries no sign
+/// of ever having been sealed, and an adoption run again in the new process
+/// vouches for it like for any unsealed page. That is why adoption must
+/// follow the host's own integrity check, every time it is run.
+///
+/// In the trailer placement a sealed page that was zeroed carries no sign
+/// that it was ever sealed, so adopting again without a free-page answer
+/// takes an all-zero page that no scrub has reported yet for unallocated
+/// (a fenced all-zero page stays damage).
+/// Give the answer (or [`AdoptOptions::zero_pages_are_damage`]) when
+/// adopting a trailer store again; the sidecar table remembers which pages
+/// it sealed.
+///
+/// # The trailer placement
+///
+/// A page carries no trailer until it is written through the detector, and
+/// the last 16 bytes of every page belong to the trailer. Adoption writes the
+/// trailer in place into pages whose last 16 bytes are all zero, which is how
+/// a host that reserves bytes at the end of each page leaves them (SQLite:
+/// the reserved-bytes count, header byte 20, set to 16 or more when the
+/// database is created; its `cksumvfs` extension works the same way). A page
+/// whose last 16 bytes hold data cannot take a trailer without losing them:
+/// adoption stops with [`Error::TrailerInUse`] and the host must either
+/// migrate to a layout with reserved bytes (SQLite: `VACUUM` after setting
+/// the reserved-bytes count) or use the sidecar placement, which needs no
+/// byte of the page. Only the trailer bytes change: the rest of each page is
+/// rewritten with the bytes it already held, under the page's lock, and the
+/// store is synced before `adopt` returns.
+///
+/// # Running alongside the host, and again
+///
+/// Adoption may run while the host reads and writes through the detector: a
+/// checksum is recorded only for a page that still has nothing (a host write
+/// meanwhile recorded its own — in a durable table, its intent — which
+/// stands), checked and recorded under the lock every change of the table
+/// takes, and a trailer is written only after the page is re-read under its
+/// lock. Resizes wait for the batch in
+/// progress. A page written behind the detector's back during adoption is
+/// not protected against: that is the host's contract everywhere.
+///
+/// Adoption is idempotent: run again (after a crash part-way, or over a
+/// range that grew), pages sealed before are counted `already_sealed` and
+/// the rest are adopted.
+///
+/// # Crash analysis
+///
+/// Every adoption ends (also when it stops with an error) by making what it
+/// did durable, in the trailer placement and with a durable table: when
+/// `adopt` returns, what it sealed is durable, and so are the host's writes
+/// that raced it (a host write of a page makes it the host's, not
+/// adoption's), synced through the detector ([`CorruptionDetector::sync`]).
+///
+/// Sidecar, in-memory table ([`ChecksumTable::new`](crate::ChecksumTable::new)):
+/// adoption changes only the table in memory; nothing is durable until the
+/// host saves the table, after `adopt` returns. A crash before the save
+/// loses the adoption, which is simply run again.
+///
+/// Sidecar, durable table ([`ChecksumTable::open`](crate::ChecksumTable::open)):
+/// the detector syncs first, so the bytes adoption reads are durable (the
+/// sync runs on a helper thread while the first batch is read, and no batch
+/// records anything before it has succeeded; if it fails, adoption fails
+/// having recorded nothing). A
+/// page's bytes are then already on disk, so its checksum needs no window in
+/// which old and new are accepted: it is recorded as settled at once, with
+/// one `claim` record (an all-zero page taken for unallocated: one `free`
+/// record), appended for a whole batch under one lock of the table. The
+/// records (6 bytes each) are made durable with one fsync per 1 MiB of them
+/// (about 170 Ki pages) and at the end;
+/// the log is compacted when it has grown past its threshold. A crash at
+/// any step leaves each page either claimed (or marked unallocated) or as
+/// it was before adoption (nothing recorded): adopting again finishes the
+/// work. A host write during adoption logs its intent before the page is
+/// written; a claim never replaces it, in memory or at replay (a `claim`
+/// record applies only to a page that has nothing), and a sync at the end (made only
+/// when such a write happened) settles it. After a crash before that sync, such a page verifies if it
+/// holds the host's new bytes; if it holds the bytes from before the write
+/// (lost in the crash), the detector finds that when it is built and the
+/// page is as it was before adoption, which adopting again claims.
+///
+/// Trailer: each page is written whole with only its last 16 bytes changed.
+/// A crash part-way leaves each page either as it was (no trailer: adopted
+/// again by the next run) or sealed. A torn write of one page leaves at most
+/// a garbled trailer in bytes the host does not use: that page fails
+/// verification, and the next adoption stops on it with
+/// [`Error::TrailerInUse`] unless its trailer bytes read all zero or whole.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AdoptReport {
     /// Pages examined.
@@ -343,7 +346,7 @@ fn count(verdict: Verdict, report: &mut AdoptReport) {
 
 impl CorruptionDetector {
     /// Seals the pages of a store that existed before the library: see the
-    /// [module docs](super::adopt) for what happens to each page, and run
+    /// docs of `corruption/adopt.rs` for what happens to each page, and run
     /// the host's own integrity check first, since adoption vouches for
     /// whatever is on disk.
     ///

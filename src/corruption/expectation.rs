@@ -38,7 +38,7 @@ impl CorruptionDetector {
     /// is then remembered until the next write. Verification checks it as a
     /// floor, and a page read from the store also against the exact LSN
     /// when [`lsn_expectation`](Self::lsn_expectation) says it is exact. See
-    /// the [`lsn`](super::lsn) module for the rule.
+    /// `corruption/lsn.rs` for the rule.
     #[must_use]
     pub fn last_written_lsn(&self, page: PageId) -> Option<Lsn> {
         self.lsn_expectation(page).floor()

@@ -65,7 +65,8 @@ use crate::checksum::ChecksumPlacement;
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
-pub use super::free_map::FreePageFn;
+#[cfg(doc)]
+use super::free_map::FreePageFn;
 
 impl CorruptionDetector {
     /// Whether `page` is marked unallocated with [`forget`](Self::forget)

@@ -1,56 +1,5 @@
-//! The lost-write check: which LSN a page must carry, exactly or at least.
-//!
-//! With a [page-LSN reader](super::CorruptionConfig::page_lsn) the detector
-//! refuses bytes older than what the page should hold
-//! ([`Error::StalePage`](crate::Error::StalePage)). The rule is: **a page is
-//! not older than the last write through the detector**. That write defines
-//! the expectation, whatever LSN it carries — a rollback that puts a
-//! before-image back, or a restore of an older snapshot, writes an older
-//! page LSN on purpose, and from then on the older LSN is the truth. So
-//! every write through the detector (host writes and batches, rollback and
-//! restore through them, repair commits,
-//! [`replace_if_unchanged`](super::CorruptionDetector::replace_if_unchanged))
-//! *stores* the LSN its bytes carry, under the page's lock, with the write.
-//! Bytes that carry no LSN (the reader answers `None` or `Lsn(0)`) expect
-//! nothing.
-//!
-//! Adoption is not a write of a new version: it writes back (trailer) or
-//! records (sidecar) the bytes the page already holds, so it leaves the
-//! expectation as it is, and a page that adoption sealed but that is older
-//! than the expectation (or the host's floor) is refused as stale at its
-//! next verification.
-//!
-//! Memory is empty after a restart. For a page not written in this process
-//! the detector asks the host's
-//! [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
-//! answers a *floor* from the host's durable records, and remembers the
-//! answer — unless a write got there first: after a write in this process,
-//! memory has the truth and the hook is not asked. A page the host
-//! [forgets](super::CorruptionDetector::forget) has no last write any more.
-//!
-//! The two are different promises, and
-//! [`lsn_expectation`](super::CorruptionDetector::lsn_expectation) keeps
-//! them apart ([`LsnExpectation`]): after a write in this process the page
-//! must hold **exactly** that write's LSN — a copy with a newer LSN is a
-//! write that was rolled back or replaced (by a restore, or by putting a
-//! before-image back) and is as wrong as an older one; after the hook
-//! answered, the page must hold **at least** the floor, and a newer copy
-//! may be the truth. Verification of the page as read from the store checks
-//! both: after a write in this process a page with a newer LSN fails as
-//! stale too — it is the version that the write (a rollback's or a
-//! restore's, which put an older LSN back) was to replace, and the disk
-//! lost that write; after the hook answered, only the floor
-//! ([`last_written_lsn`](super::CorruptionDetector::last_written_lsn)).
-//! A copy offered to a repair is checked against the floor when verified,
-//! and the repair, which chooses between copies, accepts only the exact
-//! LSN when it is known.
-//!
-//! Each page has two 64-bit slots. The first holds the last write: 0 when
-//! nothing was written in this process, a marker when the last write
-//! carried no LSN (nothing is expected), otherwise that write's LSN. The
-//! second holds the hook's remembered floor (0: not asked, or no answer);
-//! it is read only while the first says nothing was written, so a write
-//! racing a hook answer always wins.
+//! Its contract is documented on [`LsnExpectation`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,9 +8,63 @@ use parking_lot::RwLock;
 use crate::types::{Lsn, PageId};
 
 /// What the detector knows about the page LSN a page must carry (see the
-/// [module docs](self)). Without a
+/// docs of `corruption/lsn.rs`). Without a
 /// [page-LSN reader](super::CorruptionConfig::page_lsn) it is always
 /// [`Nothing`](Self::Nothing).
+///
+/// The lost-write check: which LSN a page must carry, exactly or at least.
+///
+/// With a [page-LSN reader](super::CorruptionConfig::page_lsn) the detector
+/// refuses bytes older than what the page should hold
+/// ([`Error::StalePage`](crate::Error::StalePage)). The rule is: **a page is
+/// not older than the last write through the detector**. That write defines
+/// the expectation, whatever LSN it carries — a rollback that puts a
+/// before-image back, or a restore of an older snapshot, writes an older
+/// page LSN on purpose, and from then on the older LSN is the truth. So
+/// every write through the detector (host writes and batches, rollback and
+/// restore through them, repair commits,
+/// [`replace_if_unchanged`](super::CorruptionDetector::replace_if_unchanged))
+/// *stores* the LSN its bytes carry, under the page's lock, with the write.
+/// Bytes that carry no LSN (the reader answers `None` or `Lsn(0)`) expect
+/// nothing.
+///
+/// Adoption is not a write of a new version: it writes back (trailer) or
+/// records (sidecar) the bytes the page already holds, so it leaves the
+/// expectation as it is, and a page that adoption sealed but that is older
+/// than the expectation (or the host's floor) is refused as stale at its
+/// next verification.
+///
+/// Memory is empty after a restart. For a page not written in this process
+/// the detector asks the host's
+/// [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
+/// answers a *floor* from the host's durable records, and remembers the
+/// answer — unless a write got there first: after a write in this process,
+/// memory has the truth and the hook is not asked. A page the host
+/// [forgets](super::CorruptionDetector::forget) has no last write any more.
+///
+/// The two are different promises, and
+/// [`lsn_expectation`](super::CorruptionDetector::lsn_expectation) keeps
+/// them apart ([`LsnExpectation`]): after a write in this process the page
+/// must hold **exactly** that write's LSN — a copy with a newer LSN is a
+/// write that was rolled back or replaced (by a restore, or by putting a
+/// before-image back) and is as wrong as an older one; after the hook
+/// answered, the page must hold **at least** the floor, and a newer copy
+/// may be the truth. Verification of the page as read from the store checks
+/// both: after a write in this process a page with a newer LSN fails as
+/// stale too — it is the version that the write (a rollback's or a
+/// restore's, which put an older LSN back) was to replace, and the disk
+/// lost that write; after the hook answered, only the floor
+/// ([`last_written_lsn`](super::CorruptionDetector::last_written_lsn)).
+/// A copy offered to a repair is checked against the floor when verified,
+/// and the repair, which chooses between copies, accepts only the exact
+/// LSN when it is known.
+///
+/// Each page has two 64-bit slots. The first holds the last write: 0 when
+/// nothing was written in this process, a marker when the last write
+/// carried no LSN (nothing is expected), otherwise that write's LSN. The
+/// second holds the hook's remembered floor (0: not asked, or no answer);
+/// it is read only while the first says nothing was written, so a write
+/// racing a hook answer always wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LsnExpectation {
     /// The last write through the detector in this process carried this

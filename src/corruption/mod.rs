@@ -5,7 +5,7 @@
 //! pages of a protected store (the host, rollback, repair, restore) goes
 //! through it, because it keeps the checksums current and because it is what
 //! lets a repair know that a host write raced with it (see
-//! [`registry`] for the epoch protocol). A host write that
+//! `registry.rs` for the epoch protocol). A host write that
 //! bypasses the detector is invisible to it: its checksum goes stale and the
 //! next verification reports the page. A host that needs to know of every
 //! page write — its own and the library's — gives the detector a
@@ -16,7 +16,7 @@
 //!
 //! With a [page-LSN reader](CorruptionConfig::page_lsn), a page must not be
 //! older than the last write through the detector, whatever LSN that write
-//! carried (see the [`lsn`] module). Nothing the library writes is sealed
+//! carried (see [`LsnExpectation`] and `lsn.rs`). Nothing the library writes is sealed
 //! without having been verified: rollback reads verified, repair writes only
 //! copies it verified, adoption never seals a page the registry knows to be
 //! bad, and a restore checks pages that a snapshot did not read through a
@@ -26,7 +26,7 @@
 //!
 //! A store that existed before the library (a host's database file) is
 //! taken under protection with [`CorruptionDetector::adopt`] (see the
-//! [`adopt`] module): it seals what is on disk, after the host's own
+//! docs of `adopt.rs`): it seals what is on disk, after the host's own
 //! integrity check. Pages the host's metadata calls unallocated (a free
 //! list) are not damage: a host names them with
 //! [`CorruptionConfig::free_pages`] or [`CorruptionDetector::forget`], and
@@ -52,11 +52,11 @@
 //! (its files, then its unsettled versions, then its log state, then its
 //! entries); the registry.
 
-pub mod adopt;
+mod adopt;
 pub mod free;
 mod free_map;
-pub mod lsn;
-pub mod registry;
+mod lsn;
+mod registry;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +120,9 @@ pub struct DetectorStats {
     pub fenced_reads: u64,
     /// Corruptions that could not be recorded because the registry was full.
     pub unrecorded: u64,
-    /// Reports dropped because the channel was full.
+    /// Its own reports dropped because the failure bus was full (on a
+    /// shared bus, other components' drops are not counted here; the whole
+    /// bus's are [`FailureSink::dropped`]).
     pub reports_dropped: u64,
     /// Pages that failed verification but that the host says are
     /// unallocated: not reported, not fenced (reads, scans and rechecks).
@@ -251,7 +253,7 @@ impl CorruptionDetector {
             corrupt_reported: s.corrupt.load(Ordering::Relaxed),
             fenced_reads: s.fenced_reads.load(Ordering::Relaxed),
             unrecorded: s.unrecorded.load(Ordering::Relaxed),
-            reports_dropped: self.sink.dropped(),
+            reports_dropped: self.sink.dropped_from(Source::CorruptionDetector),
             unallocated: s.unallocated.load(Ordering::Relaxed),
         }
     }

@@ -1,29 +1,5 @@
-//! The suspect-page registry: a pure state machine over page states.
-//!
-//! ```text
-//!            corrupt seen                begin_repair           finish(ok)
-//!  (absent) ─────────────► Suspect ───────────────► Repairing ─────────► Repaired
-//!      ▲                    ▲  ▲  released (ticket      │ finish(failed)
-//!      │                    │  └─ dropped, unwinding) ──┤
-//!      │ host rewrites      │ host read fails again     ▼
-//!      └──── any state ◄────┴────────────────────── Irreparable
-//! ```
-//!
-//! A repair that ends without a verdict (its ticket is dropped, also while
-//! unwinding from a panic) releases the page back to `Suspect`: it was never
-//! shown to be irreparable, and it is already reported, so it simply waits
-//! for the next repair.
-//!
-//! A page is reported when it enters `Suspect` from absent or `Repaired`, and
-//! again when a host read fails on an `Irreparable` page (so repair is tried
-//! once more); a scrub pass that meets a page already known never reports it
-//! again. `Suspect`, `Repairing` and `Irreparable` pages are fenced: verified
-//! reads return [`Error::PageFenced`](crate::Error::PageFenced).
-//!
-//! Every entry carries an *epoch*, a number that changes whenever the page's
-//! entry is created or the host rewrites the page. A repair holds the epoch it
-//! started with and may write only if the epoch is unchanged, so a repair
-//! never overwrites a host write that raced with it.
+//! Its contract is documented on [`SuspectEntry`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::collections::HashMap;
 
@@ -63,6 +39,33 @@ impl PageState {
 }
 
 /// One page's entry.
+///
+/// The suspect-page registry: a pure state machine over page states.
+///
+/// ```text
+///            corrupt seen                begin_repair           finish(ok)
+///  (absent) ─────────────► Suspect ───────────────► Repairing ─────────► Repaired
+///      ▲                    ▲  ▲  released (ticket      │ finish(failed)
+///      │                    │  └─ dropped, unwinding) ──┤
+///      │ host rewrites      │ host read fails again     ▼
+///      └──── any state ◄────┴────────────────────── Irreparable
+/// ```
+///
+/// A repair that ends without a verdict (its ticket is dropped, also while
+/// unwinding from a panic) releases the page back to `Suspect`: it was never
+/// shown to be irreparable, and it is already reported, so it simply waits
+/// for the next repair.
+///
+/// A page is reported when it enters `Suspect` from absent or `Repaired`, and
+/// again when a host read fails on an `Irreparable` page (so repair is tried
+/// once more); a scrub pass that meets a page already known never reports it
+/// again. `Suspect`, `Repairing` and `Irreparable` pages are fenced: verified
+/// reads return [`Error::PageFenced`](crate::Error::PageFenced).
+///
+/// Every entry carries an *epoch*, a number that changes whenever the page's
+/// entry is created or the host rewrites the page. A repair holds the epoch it
+/// started with and may write only if the epoch is unchanged, so a repair
+/// never overwrites a host write that raced with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuspectEntry {
     /// Its state.
@@ -73,7 +76,7 @@ pub struct SuspectEntry {
     pub last_error: String,
     /// How many times verification failed while it was known.
     pub errors: u32,
-    /// The entry's epoch (see the module docs).
+    /// The entry's epoch (see [`SuspectEntry`]).
     pub epoch: u64,
     /// Whether every failure seen in this episode said only that the page
     /// carries no seal at all, as a page not adopted yet does

@@ -12,12 +12,14 @@
 //! - Every state change is delivered once: to the callback
 //!   ([`CrashConfig::on_event`]), on the event channel
 //!   ([`CrashDetector::events`]), and — for suspect, dead and exited — as a
-//!   [`Failure`] on the failure bus. A [`CrashEvent`] is a state change of
-//!   a watched component or process (recoveries included), not a failure:
-//!   every failure the detector sees, its own included, goes on the one bus
-//!   ([`CrashDetector::failures`]), so a consumer of failures needs only
-//!   the bus. Both channels are bounded; when a consumer falls behind, new
-//!   messages are counted as dropped rather than stalling the watchdog.
+//!   [`Failure`] on the failure bus. The event channel and callback carry
+//!   state changes only (recoveries included), while every failure the
+//!   detector sees — a suspect, dead or exited watchee, an unclean previous
+//!   run, a run marker it cannot refresh, a panicking callback, its own
+//!   thread's death — goes on the one bus ([`CrashDetector::failures`]), so
+//!   a consumer of failures needs only the bus. Both channels are bounded;
+//!   when a consumer falls behind, new messages are counted as dropped
+//!   rather than stalling the watchdog.
 //! - A panic in the callback does not stop the watchdog: it is caught,
 //!   counted ([`CrashStats::callback_panics`]) and reported on the bus as
 //!   [`FailureKind::WorkerDied`] of the `"crash detector callback"` from
@@ -301,6 +303,7 @@ impl CrashConfig {
             event_tx,
             on_event: self.on_event,
             callback_failing: false,
+            marker_failing: false,
             marker: self.run_marker,
             process_interval_ns: ns(self.process_interval),
             marker_interval_ns: ns(self.marker_refresh_interval),
@@ -343,6 +346,9 @@ struct Watchdog {
     /// The callback panicked and has not returned normally since: its
     /// panic was reported once for this episode.
     callback_failing: bool,
+    /// A refresh of the run marker failed and was reported; cleared by one
+    /// that succeeds.
+    marker_failing: bool,
     marker: Option<RunMarker>,
     process_interval_ns: u64,
     marker_interval_ns: u64,
@@ -422,11 +428,27 @@ impl Watchdog {
         if now >= self.next_marker_ns {
             self.next_marker_ns = now.saturating_add(self.marker_interval_ns);
             if let Some(m) = &mut self.marker {
-                if let Err(e) = m.refresh() {
-                    // Detection goes on; the next start will see an older
-                    // last-seen time, which errs on the safe side.
-                    self.shared.marker_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "could not refresh the run marker");
+                match m.refresh() {
+                    Ok(()) => self.marker_failing = false,
+                    Err(e) => {
+                        // Detection goes on; the next start will see an older
+                        // last-seen time, which errs on the safe side.
+                        self.shared.marker_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "could not refresh the run marker");
+                        if !self.marker_failing {
+                            self.marker_failing = true;
+                            self.sink.send(Failure::new(
+                                Source::CrashDetector,
+                                FailureKind::RunMarkerFailed,
+                                format!(
+                                    "the run marker could not be refreshed ({e}); detection goes \
+                                     on, and a crash of this run is dated from the last refresh \
+                                     that succeeded: make its directory writable again"
+                                ),
+                                now,
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -471,7 +493,9 @@ impl Watchdog {
 /// Counters of a [`CrashDetector`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CrashStats {
-    /// Failure reports dropped because the failure channel was full.
+    /// Its own failure reports dropped because the failure bus was full (on
+    /// a shared bus, other components' drops are not counted here; the
+    /// whole bus's are [`FailureSink::dropped`]).
     pub failures_dropped: u64,
     /// Events dropped because the event channel was full.
     pub events_dropped: u64,
@@ -685,7 +709,7 @@ impl CrashDetector {
     #[must_use]
     pub fn stats(&self) -> CrashStats {
         CrashStats {
-            failures_dropped: self.sink.dropped(),
+            failures_dropped: self.sink.dropped_from(Source::CrashDetector),
             events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
             marker_errors: self.shared.marker_errors.load(Ordering::Relaxed),
             callback_panics: self.shared.callback_panics.load(Ordering::Relaxed),

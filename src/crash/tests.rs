@@ -307,3 +307,32 @@ fn shutdown_closes_the_marker_cleanly_and_drop_does_not() {
     assert!(v.is_crash(), "{v:?}");
     let _ = MS;
 }
+
+#[test]
+fn a_run_marker_that_cannot_be_refreshed_is_reported_on_the_bus_once_per_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker_dir = dir.path().join("marker");
+    let (m, _) = RunMarker::open(&marker_dir).unwrap();
+    let sink = FailureSink::new(16);
+    let (clock, cfg) = manual();
+    let d = cfg
+        .failure_sink(sink.clone())
+        .marker_refresh_interval(Duration::from_secs(1))
+        .run_marker(m)
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    // The directory goes away: every refresh fails from now on.
+    std::fs::remove_dir_all(&marker_dir).unwrap();
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(1));
+        d.check_now().unwrap();
+    }
+    assert_eq!(d.stats().marker_errors, 3);
+    let got: Vec<Failure> = sink.failures().try_iter().collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind, FailureKind::RunMarkerFailed);
+    assert_eq!(got[0].source, Source::CrashDetector);
+    assert_eq!(got[0].detected_at_ns, 1_000_000_000);
+    let _ = d.stop();
+}

@@ -1,21 +1,5 @@
-//! A circuit breaker per remedy: closed → open → half-open, by failure rate
-//! over a sliding window of recent attempts (the state machine of
-//! resilience4j's `CircuitBreaker`, with its defaults).
-//!
-//! A remedy whose breaker is open is not tried; the healer goes on to the
-//! next remedy or escalates. The breaker is a pure state machine fed with the
-//! clock's `now_ns`: it does no I/O and keeps no thread.
-//!
-//! # Contract
-//! - **Closed**: every attempt is allowed; outcomes go into a window of the
-//!   last `window_size` attempts. Once the window holds at least
-//!   `minimum_calls` outcomes and the failure rate is at or above
-//!   `failure_rate_threshold`, the breaker opens.
-//! - **Open**: nothing is allowed until `open_wait` has passed; the first
-//!   request after that moves it to half-open.
-//! - **Half-open**: `half_open_calls` trial attempts are allowed; when all
-//!   have reported, a failure rate at or above the threshold opens it again,
-//!   anything below closes it with an empty window.
+//! Its contract is documented on [`Breaker`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -155,7 +139,26 @@ impl BreakerState {
     }
 }
 
-/// One remedy's breaker. See the module docs.
+/// One remedy's breaker.
+///
+/// A circuit breaker per remedy: closed → open → half-open, by failure rate
+/// over a sliding window of recent attempts (the state machine of
+/// resilience4j's `CircuitBreaker`, with its defaults).
+///
+/// A remedy whose breaker is open is not tried; the healer goes on to the
+/// next remedy or escalates. The breaker is a pure state machine fed with the
+/// clock's `now_ns`: it does no I/O and keeps no thread.
+///
+/// # Contract
+/// - **Closed**: every attempt is allowed; outcomes go into a window of the
+///   last `window_size` attempts. Once the window holds at least
+///   `minimum_calls` outcomes and the failure rate is at or above
+///   `failure_rate_threshold`, the breaker opens.
+/// - **Open**: nothing is allowed until `open_wait` has passed; the first
+///   request after that moves it to half-open.
+/// - **Half-open**: `half_open_calls` trial attempts are allowed; when all
+///   have reported, a failure rate at or above the threshold opens it again,
+///   anything below closes it with an empty window.
 #[derive(Clone, Debug)]
 pub struct Breaker {
     config: BreakerConfig,

@@ -1,21 +1,5 @@
-//! Diagnosis: rules that turn a symptom (a [`Failure`], and the band of the
-//! metric it is about) into a [`Problem`] with a confidence.
-//!
-//! A [`Rule`] matches on any of: the failure's kind (by
-//! [`FailureKind::name`]), its target (a regular expression over the
-//! target's text, e.g. `page 7` or `component disk_used_pct`), its evidence
-//! (a regular expression), and the current band of the metric. Every rule
-//! that matches proposes its problem with its confidence; the highest
-//! confidence wins, and on a tie the rule added first (host rules come
-//! before the built-ins) wins.
-//!
-//! # Contract
-//! - Every [`FailureKind`] has a built-in rule, so a failure the library
-//!   itself reports is always diagnosed.
-//! - A symptom no rule matches is diagnosed [`Problem::UNKNOWN`] with
-//!   confidence 0, and the healer escalates it: it never guesses.
-//! - Confidences are in `0 < c ≤ 1`; a rule with another value is refused
-//!   when it is built.
+//! Its contract is documented on [`Diagnoser`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -55,6 +39,8 @@ impl Problem {
     pub const SNAPSHOT_FAILED: Problem = Problem::fixed("snapshot-failed");
     /// The scrub cursor could not be read or written.
     pub const SCRUB_CURSOR_FAILED: Problem = Problem::fixed("scrub-cursor-failed");
+    /// The crash detector's run marker could not be refreshed.
+    pub const RUN_MARKER_FAILED: Problem = Problem::fixed("run-marker-failed");
     /// A component's heartbeats are late.
     pub const COMPONENT_SLOW: Problem = Problem::fixed("component-slow");
     /// A component stopped beating.
@@ -115,7 +101,7 @@ pub struct Symptom<'a> {
     pub band: Option<Band>,
 }
 
-/// One diagnosis rule. See the module docs.
+/// One diagnosis rule. See [`Diagnoser`].
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Rule {
@@ -250,6 +236,25 @@ impl Diagnosis {
 }
 
 /// The rule set: host rules first, then the built-ins.
+///
+/// Diagnosis: rules that turn a symptom (a [`Failure`], and the band of the
+/// metric it is about) into a [`Problem`] with a confidence.
+///
+/// A [`Rule`] matches on any of: the failure's kind (by
+/// [`FailureKind::name`]), its target (a regular expression over the
+/// target's text, e.g. `page 7` or `component disk_used_pct`), its evidence
+/// (a regular expression), and the current band of the metric. Every rule
+/// that matches proposes its problem with its confidence; the highest
+/// confidence wins, and on a tie the rule added first (host rules come
+/// before the built-ins) wins.
+///
+/// # Contract
+/// - Every [`FailureKind`] has a built-in rule, so a failure the library
+///   itself reports is always diagnosed.
+/// - A symptom no rule matches is diagnosed [`Problem::UNKNOWN`] with
+///   confidence 0, and the healer escalates it: it never guesses.
+/// - Confidences are in `0 < c ≤ 1`; a rule with another value is refused
+///   when it is built.
 #[derive(Clone, Debug)]
 pub struct Diagnoser {
     rules: Vec<Rule>,
@@ -373,6 +378,12 @@ fn builtin_rules() -> Vec<Rule> {
             "builtin.scrub_cursor_failed",
             "scrub_cursor_failed",
             Problem::SCRUB_CURSOR_FAILED,
+            0.8,
+        ),
+        r(
+            "builtin.run_marker_failed",
+            "run_marker_failed",
+            Problem::RUN_MARKER_FAILED,
             0.8,
         ),
         r(
@@ -524,6 +535,7 @@ mod tests {
             FailureKind::Anomaly { metric: m.clone() },
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::WorkerDied { component: m },
+            FailureKind::RunMarkerFailed,
         ]
     }
 

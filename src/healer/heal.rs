@@ -1,37 +1,5 @@
-//! [`SelfHealer::heal`]: diagnose → choose → act → verify → learn, one
-//! failure at a time, synchronously, on the caller's thread.
-//!
-//! # The loop
-//! 1. **Diagnose** the failure with the rules. An unknown symptom is
-//!    escalated at once: nothing is guessed, nothing is done.
-//! 2. **Cooldown.** A target acted on within the cooldown is not touched:
-//!    the incident is [`Deferred`](Outcome::Deferred) with the time it may
-//!    be handed in again.
-//! 3. **Choose.** The remedies that apply — never one whose host action the
-//!    host does not support — ranked by Thompson sampling over their learned
-//!    records; with no record, the cold-start order.
-//! 4. **Act** on each in turn, at most `max_attempts`, skipping a remedy
-//!    whose breaker is open, a restart past the component's restart
-//!    intensity, and a risky remedy whose snapshot before it failed. Before
-//!    every attempt after the first, the healer waits a backoff with full
-//!    jitter on its [`Clock`](crate::Clock) (a
-//!    [`ManualClock`](crate::ManualClock) does not sleep).
-//! 5. **Verify**: the remedy re-checks its target, and — with a health
-//!    monitor — health is sampled before and after: a remedy after which
-//!    the score dropped (beyond the tolerance) or the band worsened is
-//!    undone where it can be, and counts as failed.
-//! 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
-//!    its learned record, which is saved (crash-safely) when a path is
-//!    configured — at most every
-//!    [`learned_save_interval`](HealerConfig::learned_save_interval), and
-//!    by [`flush_learned`](SelfHealer::flush_learned) or on drop.
-//! 7. **Escalate** when nothing healed it: one [`EscalationReport`] with the
-//!    problem, every remedy considered, each outcome and its evidence, to
-//!    the callback and in the incident.
-//!
-//! No lock is held while a remedy runs or while the healer waits, so one
-//! healer may serve several threads; decisions (breakers, cooldowns,
-//! restart counts, the learner) are taken under one short lock.
+//! Its contract is documented on [`SelfHealer`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -82,7 +50,7 @@ struct State {
     rng: StdRng,
 }
 
-/// The self-healing loop (see the module docs). Built with
+/// The self-healing loop. Built with
 /// [`HealerConfig::build`].
 ///
 /// ```
@@ -106,6 +74,41 @@ struct State {
 /// assert!(incident.postmortem_markdown(None).contains("## Timeline"));
 /// # Ok::<(), selfheal::Error>(())
 /// ```
+///
+/// [`SelfHealer::heal`]: diagnose → choose → act → verify → learn, one
+/// failure at a time, synchronously, on the caller's thread.
+///
+/// # The loop
+/// 1. **Diagnose** the failure with the rules. An unknown symptom is
+///    escalated at once: nothing is guessed, nothing is done.
+/// 2. **Cooldown.** A target acted on within the cooldown is not touched:
+///    the incident is [`Deferred`](Outcome::Deferred) with the time it may
+///    be handed in again.
+/// 3. **Choose.** The remedies that apply — never one whose host action the
+///    host does not support — ranked by Thompson sampling over their learned
+///    records; with no record, the cold-start order.
+/// 4. **Act** on each in turn, at most `max_attempts`, skipping a remedy
+///    whose breaker is open, a restart past the component's restart
+///    intensity, and a risky remedy whose snapshot before it failed. Before
+///    every attempt after the first, the healer waits a backoff with full
+///    jitter on its [`Clock`](crate::Clock) (a
+///    [`ManualClock`](crate::ManualClock) does not sleep).
+/// 5. **Verify**: the remedy re-checks its target, and — with a health
+///    monitor — health is sampled before and after: a remedy after which
+///    the score dropped (beyond the tolerance) or the band worsened is
+///    undone where it can be, and counts as failed.
+/// 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
+///    its learned record, which is saved (crash-safely) when a path is
+///    configured — at most every
+///    [`learned_save_interval`](HealerConfig::learned_save_interval), and
+///    by [`flush_learned`](SelfHealer::flush_learned) or on drop.
+/// 7. **Escalate** when nothing healed it: one [`EscalationReport`] with the
+///    problem, every remedy considered, each outcome and its evidence, to
+///    the callback and in the incident.
+///
+/// No lock is held while a remedy runs or while the healer waits, so one
+/// healer may serve several threads; decisions (breakers, cooldowns,
+/// restart counts, the learner) are taken under one short lock.
 pub struct SelfHealer {
     ctx: RemedyContext,
     diagnoser: Diagnoser,
@@ -321,7 +324,7 @@ impl SelfHealer {
         (apply, unsupported)
     }
 
-    /// Heals one failure (see the module docs) and returns its incident,
+    /// Heals one failure (see [`SelfHealer`]) and returns its incident,
     /// closed.
     pub fn heal(&self, failure: Failure) -> Incident {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

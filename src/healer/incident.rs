@@ -1,20 +1,5 @@
-//! An incident: the failures that joined it, what was decided and done, on
-//! the clock, and how it ended.
-//!
-//! [`SelfHealer::heal`](super::SelfHealer::heal) returns one per failure it
-//! is handed; a caller that de-duplicates by target
-//! ([`Incident::join`]) adds later reports of the same target to it. Its
-//! timeline lists every step with the clock's time, its attempts every
-//! remedy considered with its outcome and evidence, and an escalated
-//! incident carries the one report sent to the host.
-//!
-//! # Contract
-//! - The timeline is in time order, starts with `Detected` (the first
-//!   failure's detection time) and, once the incident is closed, ends with
-//!   `Closed`.
-//! - Every remedy that was considered appears once per try in
-//!   [`Incident::attempts`], also when it was skipped (breaker open,
-//!   restart intensity reached, the snapshot before it failed).
+//! Its contract is documented on [`Incident`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt;
 use std::time::Duration;
@@ -261,7 +246,25 @@ impl fmt::Display for EscalationReport {
     }
 }
 
-/// One incident. See the module docs.
+/// One incident.
+///
+/// An incident: the failures that joined it, what was decided and done, on
+/// the clock, and how it ended.
+///
+/// [`SelfHealer::heal`](super::SelfHealer::heal) returns one per failure it
+/// is handed; a caller that de-duplicates by target
+/// ([`Incident::join`]) adds later reports of the same target to it. Its
+/// timeline lists every step with the clock's time, its attempts every
+/// remedy considered with its outcome and evidence, and an escalated
+/// incident carries the one report sent to the host.
+///
+/// # Contract
+/// - The timeline is in time order, starts with `Detected` (the first
+///   failure's detection time) and, once the incident is closed, ends with
+///   `Closed`.
+/// - Every remedy that was considered appears once per try in
+///   [`Incident::attempts`], also when it was skipped (breaker open,
+///   restart intensity reached, the snapshot before it failed).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Incident {
     /// Its id (from 1, in the order the healer opened incidents).

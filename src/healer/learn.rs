@@ -1,40 +1,5 @@
-//! Which remedy works: a success record per (problem, remedy), and a choice
-//! of the order in which to try remedies by Thompson sampling over the Beta
-//! posterior of each record's success rate.
-//!
-//! With no record for any candidate of a problem, the configured (cold-start)
-//! order is used as it is, so a fresh healer is predictable. Once anything is
-//! known, each candidate's success rate is drawn from `Beta(1 + successes,
-//! 1 + failures)` and the candidates are tried in decreasing order of their
-//! draws: a remedy that keeps failing sinks, one that works rises, and an
-//! untried one still gets its chance in proportion to the uncertainty about
-//! it. The random source is seeded, so a run replays exactly.
-//!
-//! Records forget slowly: when a record holds more than `memory`
-//! observations, both counts are halved, so a remedy that used to work and
-//! stopped working is not trusted on old merit for long.
-//!
-//! # File (`SHLR`, version 1)
-//!
-//! The crate's framed file (`fsutil`: magic, version,
-//! length, payload CRC, header CRC), replaced crash-safely with
-//! `atomic_write`. Payload, little-endian:
-//!
-//! | offset | size | field                                          |
-//! |-------:|-----:|------------------------------------------------|
-//! | 0      | 4    | record count `n` (at most [`MAX_RECORDS`])     |
-//! | 4      | …    | `n` records:                                   |
-//! |        | 2    | problem name length `p` (1 ..= [`MAX_NAME_LEN`]) |
-//! |        | p    | problem name, UTF-8                            |
-//! |        | 2    | remedy name length `r` (1 ..= [`MAX_NAME_LEN`]) |
-//! |        | r    | remedy name, UTF-8                             |
-//! |        | 8    | successes, f64 bits (finite, ≥ 0)              |
-//! |        | 8    | failures, f64 bits (finite, ≥ 0)               |
-//!
-//! A file that does not decode is never an error that stops recovery:
-//! [`Learner::load`] falls back to an empty record (the cold-start order)
-//! and hands back the reason, which the healer logs as a warning. A crash
-//! while saving leaves the previous file (or none).
+//! Its contract is documented on [`Learner`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -78,7 +43,45 @@ impl Tally {
     }
 }
 
-/// The learned records and the seeded sampler. See the module docs.
+/// The learned records and the seeded sampler.
+///
+/// Which remedy works: a success record per (problem, remedy), and a choice
+/// of the order in which to try remedies by Thompson sampling over the Beta
+/// posterior of each record's success rate.
+///
+/// With no record for any candidate of a problem, the configured (cold-start)
+/// order is used as it is, so a fresh healer is predictable. Once anything is
+/// known, each candidate's success rate is drawn from `Beta(1 + successes,
+/// 1 + failures)` and the candidates are tried in decreasing order of their
+/// draws: a remedy that keeps failing sinks, one that works rises, and an
+/// untried one still gets its chance in proportion to the uncertainty about
+/// it. The random source is seeded, so a run replays exactly.
+///
+/// Records forget slowly: when a record holds more than `memory`
+/// observations, both counts are halved, so a remedy that used to work and
+/// stopped working is not trusted on old merit for long.
+///
+/// # File (`SHLR`, version 1)
+///
+/// The crate's framed file (`fsutil`: magic, version,
+/// length, payload CRC, header CRC), replaced crash-safely with
+/// `atomic_write`. Payload, little-endian:
+///
+/// | offset | size | field                                          |
+/// |-------:|-----:|------------------------------------------------|
+/// | 0      | 4    | record count `n` (at most [`MAX_RECORDS`])     |
+/// | 4      | …    | `n` records:                                   |
+/// |        | 2    | problem name length `p` (1 ..= [`MAX_NAME_LEN`]) |
+/// |        | p    | problem name, UTF-8                            |
+/// |        | 2    | remedy name length `r` (1 ..= [`MAX_NAME_LEN`]) |
+/// |        | r    | remedy name, UTF-8                             |
+/// |        | 8    | successes, f64 bits (finite, ≥ 0)              |
+/// |        | 8    | failures, f64 bits (finite, ≥ 0)               |
+///
+/// A file that does not decode is never an error that stops recovery:
+/// [`Learner::load`] falls back to an empty record (the cold-start order)
+/// and hands back the reason, which the healer logs as a warning. A crash
+/// while saving leaves the previous file (or none).
 #[derive(Debug)]
 pub struct Learner {
     records: BTreeMap<(Arc<str>, Arc<str>), Tally>,
@@ -166,7 +169,7 @@ impl Learner {
         draws.into_iter().map(|(_, i)| i).collect()
     }
 
-    /// Encodes the records as the file in the module docs.
+    /// Encodes the records as the file described at [`Learner`].
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(4 + self.records.len() * 48);

@@ -4,9 +4,9 @@
 //! A host (or the recovery manager) hands each [`Failure`](crate::Failure)
 //! to [`SelfHealer::heal`], which returns a closed [`Incident`]: healed,
 //! escalated with one report, observed, or deferred by a cooldown. See
-//! [`heal`](mod@heal) for the loop and its safety rules, [`remedy`] for the
+//! [`SelfHealer`] for the loop and its safety rules, [`Remedy`] for the
 //! contract of a remedy, [`builtin`] for the remedies wired to the
-//! library's components, and [`postmortem`] for the account of an incident.
+//! library's components, and [`Postmortem`] for the account of an incident.
 //!
 //! # Contract
 //! - An unknown symptom is escalated without acting.
@@ -16,16 +16,16 @@
 //! - A remedy's circuit breaker, a target's cooldown and a component's
 //!   restart intensity are respected; beyond them the healer escalates.
 
-pub mod breaker;
+mod breaker;
 pub mod builtin;
 mod config;
-pub mod diagnose;
-pub mod heal;
-pub mod incident;
-pub mod learn;
-pub mod pacing;
-pub mod postmortem;
-pub mod remedy;
+mod diagnose;
+mod heal;
+mod incident;
+mod learn;
+mod pacing;
+mod postmortem;
+mod remedy;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use config::{ActionGate, EscalationCallback, HealerConfig, DEFAULT_HEALTH_TOLERANCE};
@@ -34,7 +34,7 @@ pub use heal::SelfHealer;
 pub use incident::{
     Attempt, AttemptOutcome, EscalationReport, Event, Incident, Outcome, SkipReason, Step,
 };
-pub use learn::{Learner, Tally};
+pub use learn::{Learner, Tally, MAX_NAME_LEN, MAX_RECORDS};
 pub use pacing::{Backoff, Cooldowns, RestartIntensity};
 pub use postmortem::{default_rto, Postmortem, PostmortemAction, PostmortemEvent};
 pub use remedy::{Applied, Case, Remedy, RemedyContext, SnapshotTaker, Verified};

@@ -1,10 +1,5 @@
-//! How often the healer may act: exponential backoff with full jitter
-//! between attempts on one target, a cooldown per target after an action,
-//! and a restart intensity per component (at most N restarts in a period,
-//! as OTP supervisors allow), beyond which it escalates instead of storming.
-//!
-//! All three are pure: they take the clock's `now_ns` (and, for jitter, a
-//! seeded random source), so tests run in simulated time and replay exactly.
+//! Its contract is documented on [`Backoff`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -22,6 +17,14 @@ fn nanos(d: Duration) -> u64 {
 /// 0), wait a uniformly random time in `0 ..= min(cap, base · 2ⁿ)`. Full
 /// jitter spreads retries of many targets that failed together instead of
 /// waking them in lockstep.
+///
+/// How often the healer may act: exponential backoff with full jitter
+/// between attempts on one target, a cooldown per target after an action,
+/// and a restart intensity per component (at most N restarts in a period,
+/// as OTP supervisors allow), beyond which it escalates instead of storming.
+///
+/// All three are pure: they take the clock's `now_ns` (and, for jitter, a
+/// seeded random source), so tests run in simulated time and replay exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     base: Duration,

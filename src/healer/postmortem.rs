@@ -1,11 +1,5 @@
-//! The postmortem of an incident: a short account for a person (Markdown)
-//! and for a pager or ticket system (a plain data struct, serialisable with
-//! the `serde` feature).
-//!
-//! It holds the timeline, the evidence, the diagnosis and its confidence,
-//! each action with its verification, and the time to heal against the
-//! recovery time objective (RTO): the one the caller passes, or the default
-//! of the incident's priority ([`default_rto`]).
+//! Its contract is documented on [`Postmortem`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -51,7 +45,16 @@ pub struct PostmortemAction {
     pub duration_ms: u64,
 }
 
-/// An incident's postmortem as plain data (see the module docs).
+/// An incident's postmortem as plain data.
+///
+/// The postmortem of an incident: a short account for a person (Markdown)
+/// and for a pager or ticket system (a plain data struct, serialisable with
+/// the `serde` feature).
+///
+/// It holds the timeline, the evidence, the diagnosis and its confidence,
+/// each action with its verification, and the time to heal against the
+/// recovery time objective (RTO): the one the caller passes, or the default
+/// of the incident's priority ([`default_rto`]).
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Postmortem {

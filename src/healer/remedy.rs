@@ -1,23 +1,5 @@
-//! Remedies: what the healer can do about a [`Problem`], each with a way to
-//! check that it worked and, where possible, a way to take it back.
-//!
-//! A [`Remedy`] says which problems it [applies to](Remedy::applies_to),
-//! [executes](Remedy::execute) one action and returns what it did as
-//! evidence ([`Applied`]), then [verifies](Remedy::verify) by checking the
-//! target again ([`Verified`]). The healer calls `undo` only for a remedy
-//! that verified but left the host's health worse than before. A remedy
-//! reaches the library's components and the host's actions through the
-//! [`RemedyContext`] it is handed; none of them is required, and a remedy
-//! whose component is missing fails with a typed error (it is not planned
-//! at all when it needs a [`HostAction`] the host does not support).
-//!
-//! # Contract
-//! - `execute` acts at most once and returns; it does not retry (the healer
-//!   paces retries with backoff and a breaker).
-//! - `verify` re-reads the target; it does not trust `execute`'s word.
-//! - `undo` is only called after a successful `execute` of the same remedy
-//!   on the same problem, with its [`Applied`].
-//! - A remedy is `Send + Sync`: the healer is shared between threads.
+//! Its contract is documented on [`Remedy`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt;
 use std::sync::Arc;
@@ -114,7 +96,28 @@ impl Case<'_> {
     }
 }
 
-/// One thing the healer can do. See the module docs for the contract.
+/// One thing the healer can do.
+///
+/// Remedies: what the healer can do about a [`Problem`], each with a way to
+/// check that it worked and, where possible, a way to take it back.
+///
+/// A [`Remedy`] says which problems it [applies to](Remedy::applies_to),
+/// [executes](Remedy::execute) one action and returns what it did as
+/// evidence ([`Applied`]), then [verifies](Remedy::verify) by checking the
+/// target again ([`Verified`]). The healer calls `undo` only for a remedy
+/// that verified but left the host's health worse than before. A remedy
+/// reaches the library's components and the host's actions through the
+/// [`RemedyContext`] it is handed; none of them is required, and a remedy
+/// whose component is missing fails with a typed error (it is not planned
+/// at all when it needs a [`HostAction`] the host does not support).
+///
+/// # Contract
+/// - `execute` acts at most once and returns; it does not retry (the healer
+///   paces retries with backoff and a breaker).
+/// - `verify` re-reads the target; it does not trust `execute`'s word.
+/// - `undo` is only called after a successful `execute` of the same remedy
+///   on the same problem, with its [`Applied`].
+/// - A remedy is `Send + Sync`: the healer is shared between threads.
 pub trait Remedy: Send + Sync + fmt::Debug {
     /// A stable name (1 to 128 bytes): learned records and reports use it.
     fn name(&self) -> &str;

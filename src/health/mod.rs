@@ -10,14 +10,14 @@
 //! The model
 //!
 //! - scores each metric 0–100 and the host as a weighted mean
-//!   ([`score`]);
+//!   ([`Thresholds`], [`weighted_score`]);
 //! - keeps each metric in a band (healthy / degraded / critical) with
 //!   hysteresis, so that a value hovering at a threshold does not flap;
 //! - keeps a bounded history of rounds;
 //! - fits a least-squares line to each metric over a window and predicts when
 //!   it will cross its critical threshold, reporting a
 //!   [`PredictedFailure`](crate::FailureKind::PredictedFailure) only for a
-//!   trend that passes a significance test ([`predict`] documents the rule);
+//!   trend that passes a significance test ([`TrendRule`] documents the rule);
 //! - flags sudden jumps with an EWMA z-score: a value is anomalous when
 //!   `|value - mean| / max(std dev, floor) >= anomaly_z` against the
 //!   exponentially weighted mean and variance of the values before it, after
@@ -43,9 +43,9 @@ mod history;
 // What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
 #[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub(crate) mod model;
-pub mod predict;
-pub mod probe;
-pub mod score;
+mod predict;
+mod probe;
+mod score;
 
 mod config;
 mod monitor;
@@ -53,11 +53,11 @@ mod monitor;
 mod tests;
 
 pub use model::{BandChange, MetricStatus, Sample, SampleOutcome};
-pub use predict::Fit;
+pub use predict::{least_squares, Ewma, Fit, TrendRule};
 pub use probe::{
     CpuProbe, DiskProbe, FnProbe, HealthProbe, MemoryProbe, ProcessRssProbe, ProcessThreadsProbe,
 };
-pub use score::{Band, Thresholds};
+pub use score::{weighted_score, Band, Thresholds};
 
 pub use config::HealthConfig;
 pub use monitor::{HealthMonitor, MonitorStats};

@@ -3,6 +3,9 @@
 //! reported on the failure bus.
 //!
 //! # Contract
+//! - Rounds are due by the monitor's [`Clock`]: one every `sample_interval`
+//!   of it, the first one interval after [`HealthMonitor::start`]; real time
+//!   only bounds how long the thread waits before it reads the clock again.
 //! - A round asks every probe at once, each on its own helper thread, and
 //!   waits at most the probe deadline: a probe that misses it gives no value
 //!   and is reported once per failing episode, never waited on.
@@ -22,7 +25,7 @@ use parking_lot::Mutex;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source, DEFAULT_FAILURE_CAPACITY};
-use crate::worker::{Flow, Job, Stop, TimedCaller, Worker};
+use crate::worker::{wake_for, Flow, Job, Stop, TimedCaller, Worker};
 
 use super::model::HealthModel;
 use super::{HealthConfig, HealthProbe, Sample, SampleOutcome};
@@ -36,7 +39,9 @@ pub struct MonitorStats {
     pub samples: u64,
     /// Probe samples that gave no value (error, panic, non-finite value).
     pub probe_errors: u64,
-    /// Reports dropped because the channel was full.
+    /// Its own reports dropped because the failure bus was full (on a
+    /// shared bus, other components' drops are not counted here; the whole
+    /// bus's are [`FailureSink::dropped`]).
     pub reports_dropped: u64,
 }
 
@@ -93,7 +98,7 @@ impl Shared {
             .iter()
             .zip(pending)
             .map(|(slot, started)| {
-                let why = match started.and_then(|p| p.wait_until(deadline)) {
+                let why = match started.and_then(|mut p| p.wait_until(deadline)) {
                     Ok(Ok(v)) if v.is_finite() => {
                         slot.failing.store(false, Ordering::Release);
                         return Some(v);
@@ -149,22 +154,34 @@ impl Shared {
 /// The sampling thread has no commands: it is only ticked and stopped.
 enum Command {}
 
-/// The `selfheal-health` job: one round per interval.
+/// The `selfheal-health` job: one round per interval of the monitor's clock.
 struct Sampler {
     shared: Arc<Shared>,
-    interval: Duration,
-    next: Instant,
+    interval_ns: u64,
+    /// When the next round is due, on the monitor's clock.
+    due_ns: u64,
 }
 
 impl Job for Sampler {
     type Command = Command;
 
     fn next_tick(&mut self) -> Option<Instant> {
-        Some(self.next)
+        Some(wake_for(&*self.shared.clock, self.due_ns))
     }
 
     fn tick(&mut self) -> Flow {
-        self.next = Instant::now() + self.interval;
+        let now = self.shared.clock.now_ns();
+        if now < self.due_ns {
+            return Flow::Continue;
+        }
+        // On the interval's grid; a round that overran (or a clock that
+        // jumped) is not made up with a burst.
+        let next = self.due_ns.saturating_add(self.interval_ns);
+        self.due_ns = if next <= now {
+            now.saturating_add(self.interval_ns)
+        } else {
+            next
+        };
         if let Err(e) = self.shared.sample_once() {
             tracing::warn!(error = %e, "health sample refused");
         }
@@ -334,10 +351,11 @@ impl HealthMonitor {
                 reason: "the sampling thread is already running".into(),
             });
         }
+        let interval_ns = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
         let job = Sampler {
             shared: self.shared.clone(),
-            interval: self.interval,
-            next: Instant::now() + self.interval,
+            interval_ns,
+            due_ns: self.shared.clock.now_ns().saturating_add(interval_ns),
         };
         *worker = Some(Worker::spawn(COMPONENT, "selfheal-health", job)?);
         Ok(())
@@ -421,7 +439,7 @@ impl HealthMonitor {
         MonitorStats {
             samples: self.shared.samples.load(Ordering::Relaxed),
             probe_errors: self.shared.probe_errors.load(Ordering::Relaxed),
-            reports_dropped: self.shared.sink.dropped(),
+            reports_dropped: self.shared.sink.dropped_from(Source::HealthMonitor),
         }
     }
 }

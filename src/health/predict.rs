@@ -1,32 +1,5 @@
-//! Trend prediction (least squares) and anomaly scoring (EWMA z-score).
-//!
-//! # When a trend becomes a prediction
-//! A line fitted to a flat noisy series always has some slope, so a slope
-//! alone never raises an alarm. A metric's trend is *significant* when, over
-//! the last `prediction_window` samples:
-//!
-//! 1. at least `prediction_min_samples` values are present;
-//! 2. the slope is positive (heading for the critical threshold);
-//! 3. the slope's t-statistic `slope / stderr(slope)` is at least
-//!    `prediction_min_t` — for independent Gaussian noise over the default
-//!    60 samples, a t of 8 or more has a probability of about `1e-10`
-//!    (Student's t with 58 degrees of freedom);
-//! 4. the fit explains at least `prediction_min_r2` of the variance (R²),
-//!    so a tiny but real drift buried in noise is not extrapolated far;
-//! 5. the fitted current value is still below the critical threshold (a
-//!    metric already critical is reported by its band instead).
-//!
-//! The estimated time to failure is `(critical - fitted_now) / slope`. A
-//! prediction is reported when a significant trend with an estimated time
-//! within `prediction_horizon` has held for `prediction_confirm` consecutive
-//! samples; the episode ends after the same number of consecutive samples
-//! without one, and only then can it be reported again.
-//!
-//! Measured (`tests/health.rs`): 500 flat Gaussian series of 1 000 samples
-//! each (means 10–90, standard deviations 0.5–20) raise no prediction; the
-//! largest slope t-statistic seen over 20 or more samples was about 5. A
-//! disk filling linearly under noise is predicted with the estimated time
-//! within 4 % of the truth.
+//! Its contract is documented on [`TrendRule`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::time::Duration;
 
@@ -104,7 +77,37 @@ pub fn least_squares(points: &[(f64, f64)]) -> Option<Fit> {
     })
 }
 
-/// What a trend rule needs to decide (see the module docs).
+/// What a trend rule needs to decide.
+///
+/// Trend prediction (least squares) and anomaly scoring (EWMA z-score).
+///
+/// # When a trend becomes a prediction
+/// A line fitted to a flat noisy series always has some slope, so a slope
+/// alone never raises an alarm. A metric's trend is *significant* when, over
+/// the last `prediction_window` samples:
+///
+/// 1. at least `prediction_min_samples` values are present;
+/// 2. the slope is positive (heading for the critical threshold);
+/// 3. the slope's t-statistic `slope / stderr(slope)` is at least
+///    `prediction_min_t` — for independent Gaussian noise over the default
+///    60 samples, a t of 8 or more has a probability of about `1e-10`
+///    (Student's t with 58 degrees of freedom);
+/// 4. the fit explains at least `prediction_min_r2` of the variance (R²),
+///    so a tiny but real drift buried in noise is not extrapolated far;
+/// 5. the fitted current value is still below the critical threshold (a
+///    metric already critical is reported by its band instead).
+///
+/// The estimated time to failure is `(critical - fitted_now) / slope`. A
+/// prediction is reported when a significant trend with an estimated time
+/// within `prediction_horizon` has held for `prediction_confirm` consecutive
+/// samples; the episode ends after the same number of consecutive samples
+/// without one, and only then can it be reported again.
+///
+/// Measured (`tests/health.rs`): 500 flat Gaussian series of 1 000 samples
+/// each (means 10–90, standard deviations 0.5–20) raise no prediction; the
+/// largest slope t-statistic seen over 20 or more samples was about 5. A
+/// disk filling linearly under noise is predicted with the estimated time
+/// within 4 % of the truth.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrendRule {
     /// Least number of points.

@@ -1,9 +1,5 @@
-//! Probes: where metric values come from.
-//!
-//! [`HealthProbe`] is the seam: the built-in probes read the OS through
-//! `sysinfo` (CPU, memory, disk space of a path, this process), and a host
-//! adds what only it knows (replication lag, pool use, error rate) with its
-//! own implementation or a named closure ([`FnProbe`]).
+//! Its contract is documented on [`HealthProbe`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +30,13 @@ use crate::error::{Error, Result};
 /// [`MonitorStats::probe_errors`](crate::health::MonitorStats), the probe is
 /// reported once per failing episode, and sampling goes on; a probe whose
 /// late call has not returned is not asked again until it has.
+///
+/// Probes: where metric values come from.
+///
+/// [`HealthProbe`] is the seam: the built-in probes read the OS through
+/// `sysinfo` (CPU, memory, disk space of a path, this process), and a host
+/// adds what only it knows (replication lag, pool use, error rate) with its
+/// own implementation or a named closure ([`FnProbe`]).
 pub trait HealthProbe: Send + Sync + fmt::Debug {
     /// The metric's name, unique within one monitor (`"cpu"`, `"repl_lag_s"`).
     fn name(&self) -> &str;

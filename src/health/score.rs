@@ -1,29 +1,5 @@
-//! Scores, bands and hysteresis.
-//!
-//! Every metric is oriented so that **higher is worse** (CPU use, memory use,
-//! replication lag, error rate). A host whose metric is better when higher
-//! (free connections) reports its complement (pool use).
-//!
-//! # Score
-//! Piecewise linear in the value: 100 at or below `best`, 50 at the
-//! `degraded` threshold, 0 at or above the `critical` threshold. The overall
-//! score is the weighted mean of the scores of the metrics sampled.
-//!
-//! # Bands and hysteresis
-//! A metric enters a worse band as soon as its value reaches that band's
-//! threshold, and leaves it only when the value falls below the threshold
-//! minus the margin:
-//!
-//! | from       | to         | when                           |
-//! |------------|------------|--------------------------------|
-//! | healthy    | degraded   | `value >= degraded`            |
-//! | any        | critical   | `value >= critical`            |
-//! | critical   | degraded   | `value < critical - margin`    |
-//! | degraded or critical | healthy | `value < degraded - margin` |
-//!
-//! So a value hovering within the margin below a threshold does not flap.
-//! The overall band is the worst band of any metric: a weighted mean would
-//! let one full disk hide behind nine idle metrics.
+//! Its contract is documented on [`Thresholds`] (this module is private; its
+//! items are re-exported by its parent).
 
 use std::fmt;
 
@@ -70,6 +46,33 @@ impl fmt::Display for Band {
 /// assert_eq!(t.score(85.0), 50.0);
 /// assert_eq!(t.score(99.0), 0.0);
 /// ```
+///
+/// Scores, bands and hysteresis.
+///
+/// Every metric is oriented so that **higher is worse** (CPU use, memory use,
+/// replication lag, error rate). A host whose metric is better when higher
+/// (free connections) reports its complement (pool use).
+///
+/// # Score
+/// Piecewise linear in the value: 100 at or below `best`, 50 at the
+/// `degraded` threshold, 0 at or above the `critical` threshold. The overall
+/// score is the weighted mean of the scores of the metrics sampled.
+///
+/// # Bands and hysteresis
+/// A metric enters a worse band as soon as its value reaches that band's
+/// threshold, and leaves it only when the value falls below the threshold
+/// minus the margin:
+///
+/// | from       | to         | when                           |
+/// |------------|------------|--------------------------------|
+/// | healthy    | degraded   | `value >= degraded`            |
+/// | any        | critical   | `value >= critical`            |
+/// | critical   | degraded   | `value < critical - margin`    |
+/// | degraded or critical | healthy | `value < degraded - margin` |
+///
+/// So a value hovering within the margin below a threshold does not flap.
+/// The overall band is the worst band of any metric: a weighted mean would
+/// let one full disk hide behind nine idle metrics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[must_use]
 pub struct Thresholds {

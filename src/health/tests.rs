@@ -132,3 +132,64 @@ fn one_probe_monitor() -> HealthMonitor {
         .build()
         .unwrap()
 }
+
+#[test]
+fn the_sampler_is_due_by_the_monitors_clock_not_by_real_time() {
+    let clock = crate::clock::ManualClock::new();
+    let monitor = HealthConfig::new()
+        .probe_fn("m", Thresholds::percent(80.0, 90.0), || Ok(1.0))
+        .sample_interval(Duration::from_millis(100))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    monitor.start().unwrap();
+    // Real time passes, the clock does not: no round is due.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(monitor.stats().samples, 0);
+    // The clock passes the interval: a round is taken, promptly.
+    clock.advance(Duration::from_millis(100));
+    let waited = std::time::Instant::now();
+    while monitor.stats().samples == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "no round after the clock passed the interval"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // And only one: the next is due another interval of the clock later.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(monitor.stats().samples, 1);
+    monitor.stop().unwrap();
+}
+
+#[test]
+fn reports_dropped_counts_the_monitors_own_reports_not_the_whole_bus() {
+    use crate::types::{FailureKind, FailureSink, Source};
+    // A bus with room for one report, filled by another component.
+    let sink = FailureSink::new(1);
+    sink.report(
+        Source::Host,
+        FailureKind::UncleanShutdown,
+        "fills the bus",
+        0,
+    );
+    sink.report(Source::Host, FailureKind::UncleanShutdown, "dropped", 0);
+    assert_eq!(sink.dropped(), 1);
+    let monitor = HealthConfig::new()
+        .probe_fn("m", Thresholds::percent(80.0, 90.0), || {
+            Err(Error::InvalidArgument {
+                what: "probe",
+                reason: "injected".into(),
+            })
+        })
+        .failure_sink(sink.clone())
+        .build()
+        .unwrap();
+    assert_eq!(monitor.stats().reports_dropped, 0, "another's drop");
+    // Its own report (the probe failing) finds the bus full.
+    monitor.sample_now().unwrap();
+    assert_eq!(monitor.stats().reports_dropped, 1);
+    assert_eq!(sink.dropped(), 2);
+    assert_eq!(sink.dropped_from(Source::HealthMonitor), 1);
+    assert_eq!(sink.dropped_from(Source::Host), 1);
+}

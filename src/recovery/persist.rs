@@ -17,7 +17,8 @@
 //! transaction ids 8 bytes, a pid 4, a count 8, an ETA in ns 8, a name as a
 //! 2-byte length and that many UTF-8 bytes), evidence (4-byte length, at
 //! most 4 096 bytes of UTF-8). Tags follow [`FailureKind`]'s declaration
-//! order (`corrupt_page` = 0 … `worker_died` = 18).
+//! order (`corrupt_page` = 0 … `worker_died` = 18, `run_marker_failed` =
+//! 19).
 //!
 //! # Crash analysis
 //! A crash before the rename leaves the previous file: incidents opened
@@ -182,6 +183,7 @@ fn encode(out: &mut Vec<u8>, id: u64, f: &Failure) {
             out.push(18);
             put_str(out, component);
         }
+        FailureKind::RunMarkerFailed => out.push(19),
     }
     let mut end = f.evidence.len().min(EVIDENCE_MAX);
     while !f.evidence.is_char_boundary(end) {
@@ -300,6 +302,7 @@ fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
         18 => FailureKind::WorkerDied {
             component: r.name()?,
         },
+        19 => FailureKind::RunMarkerFailed,
         t => return Err(r.bad(format!("unknown failure kind tag {t}"))),
     };
     let n = r.u32()? as usize;
@@ -351,6 +354,7 @@ mod tests {
             FailureKind::Anomaly { metric: m.clone() },
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::WorkerDied { component: m },
+            FailureKind::RunMarkerFailed,
         ]
     }
 

@@ -10,9 +10,7 @@ use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
 use crate::rollback::RollbackConfig;
-use crate::snapshot::{
-    Consistency, PeriodicSnapshots, SnapshotKind, SnapshotRequest, StateSnapshotManager,
-};
+use crate::snapshot::{Consistency, SnapshotKind, SnapshotRequest, StateSnapshotManager};
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 use crate::worker::{Stop, TimedCaller};
 
@@ -186,17 +184,19 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     super::inline::install(inner);
     // 4. Background work.
     if let Some(sc) = cfg.scrub.take() {
-        let h = sc
+        let scrubber = sc
             .clock(clock.clone())
             .failure_sink(inner.sink.clone())
-            .start(inner.detector.clone())?;
-        m.running.lock().scrub = Some(h);
+            .build(inner.detector.clone())?;
+        scrubber.start()?;
+        m.running.lock().scrub = Some(scrubber);
     }
     if let Some(h) = &inner.health {
         h.start()?;
     }
     if let (Some(per), Some(s)) = (cfg.periodic.take(), &snapshots) {
-        let ps = PeriodicSnapshots::start(s, cfg.store.clone(), per.gate, per.lsn, per.config)?;
+        let ps = per.config.build(s, cfg.store.clone(), per.gate, per.lsn)?;
+        ps.start()?;
         m.running.lock().periodic = Some(ps);
     }
     let report = StartupReport {
@@ -241,7 +241,7 @@ fn approval_gate(
 ) -> ActionGate {
     let callers: Arc<Vec<TimedCaller>> = Arc::new(
         (0..callers)
-            .map(|_| TimedCaller::new("selfheal-approval"))
+            .map(|_| TimedCaller::new("selfheal-approval").exclusive())
             .collect(),
     );
     Arc::new(move |case: &Case<'_>, remedy: &dyn Remedy| {
@@ -258,7 +258,7 @@ fn approval_gate(
         let deadline = Instant::now() + timeout;
         for c in callers.iter() {
             let (cb, req) = (cb.clone(), req.clone());
-            if let Ok(pending) = c.start(move || cb(&req)) {
+            if let Ok(mut pending) = c.start(move || cb(&req)) {
                 let answer = pending.wait_until(deadline);
                 if answer.is_err() {
                     tracing::warn!(

@@ -23,7 +23,7 @@ use crate::healer::{Incident, RestartIntensity, SelfHealer};
 use crate::health::HealthMonitor;
 use crate::repair::DataRepairer;
 use crate::rollback::TransactionRollbackManager;
-use crate::scrub::ScrubHandle;
+use crate::scrub::Scrubber;
 use crate::snapshot::{PeriodicSnapshots, StateSnapshotManager};
 use crate::types::{Failure, FailureSink, PageId, Priority};
 use crate::worker::Worker;
@@ -167,7 +167,7 @@ pub(super) struct Pending {
 /// The background work `start` began.
 #[derive(Default)]
 pub(super) struct Running {
-    pub(super) scrub: Option<ScrubHandle>,
+    pub(super) scrub: Option<Scrubber>,
     pub(super) periodic: Option<PeriodicSnapshots>,
     pub(super) crash: Option<Arc<CrashDetector>>,
     pub(super) rollback: Option<Arc<TransactionRollbackManager>>,

@@ -78,10 +78,10 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
                 inner: inner.clone(),
                 slot,
                 rx: inner.sink.failures(),
-                saved_at: Instant::now(),
-                marker_at: Instant::now(),
-                suspects_next: Instant::now(),
-                audit_synced_at: Instant::now(),
+                saved_at_ns: inner.clock.now_ns(),
+                marker_at_ns: inner.clock.now_ns(),
+                suspects_next_ns: inner.clock.now_ns(),
+                audit_synced_at_ns: inner.clock.now_ns(),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -117,11 +117,22 @@ struct DispatchJob {
     inner: Arc<Inner>,
     slot: usize,
     rx: Receiver<Failure>,
-    saved_at: Instant,
-    marker_at: Instant,
+    /// The cadences, on the manager's clock (what is due is the clock's
+    /// decision; real time only bounds how long the thread waits for the bus).
+    saved_at_ns: u64,
+    marker_at_ns: u64,
     /// When the suspect registry may be compared and saved next.
-    suspects_next: Instant,
-    audit_synced_at: Instant,
+    suspects_next_ns: u64,
+    audit_synced_at_ns: u64,
+}
+
+/// Whether `every` has passed on the clock since `since_ns`.
+fn due(now_ns: u64, since_ns: u64, every: Duration) -> bool {
+    u128::from(now_ns.saturating_sub(since_ns)) >= every.as_nanos()
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Job for DispatchJob {
@@ -175,32 +186,33 @@ impl DispatchJob {
             }
         }
         metrics::gauge!("selfheal_incidents_open").set(inner.queue.lock().len() as f64);
-        if inner.dirty.load(Ordering::Relaxed) && self.saved_at.elapsed() >= SAVE_EVERY {
+        if inner.dirty.load(Ordering::Relaxed) && due(now, self.saved_at_ns, SAVE_EVERY) {
             save(inner);
-            self.saved_at = Instant::now();
+            self.saved_at_ns = inner.clock.now_ns();
         }
-        if self.audit_synced_at.elapsed() >= inner.audit_sync {
+        if due(now, self.audit_synced_at_ns, inner.audit_sync) {
             sync_audit(inner);
-            self.audit_synced_at = Instant::now();
+            self.audit_synced_at_ns = inner.clock.now_ns();
         }
         if let Some(h) = inner.healer.read().clone() {
             h.save_learned_if_due();
         }
-        if Instant::now() >= self.suspects_next {
-            let started = Instant::now();
+        if now >= self.suspects_next_ns {
             if let Err(e) = inner.suspects.sync_with(&inner.detector) {
                 tracing::warn!(error = %e, "saving the suspect registry");
             }
             // A tenth of the dispatcher's time at most, under a burst.
-            self.suspects_next = Instant::now() + suspects::SAVE_EVERY.max(started.elapsed() * 10);
+            let done = inner.clock.now_ns();
+            let cost = done.saturating_sub(now).saturating_mul(10);
+            self.suspects_next_ns = done.saturating_add(nanos(suspects::SAVE_EVERY).max(cost));
         }
-        if self.marker_at.elapsed() >= MARKER_EVERY {
+        if due(now, self.marker_at_ns, MARKER_EVERY) {
             if let Some(mk) = inner.marker.lock().as_mut() {
                 if let Err(e) = mk.refresh() {
                     tracing::warn!(error = %e, "refreshing the run marker");
                 }
             }
-            self.marker_at = Instant::now();
+            self.marker_at_ns = inner.clock.now_ns();
         }
         if draining {
             for f in self.rx.try_iter() {

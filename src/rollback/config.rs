@@ -30,6 +30,7 @@ pub struct RollbackConfig {
     pub(super) max_undo_bytes_per_txn: u64,
     pub(super) sync_wait_timeout: Duration,
     pub(super) idle_mark_delay: Duration,
+    pub(super) stop_timeout: Duration,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) failure_sink: Option<FailureSink>,
     pub(super) repair_hook: Option<RepairHook>,
@@ -46,6 +47,7 @@ impl fmt::Debug for RollbackConfig {
             .field("max_undo_bytes_per_txn", &self.max_undo_bytes_per_txn)
             .field("sync_wait_timeout", &self.sync_wait_timeout)
             .field("idle_mark_delay", &self.idle_mark_delay)
+            .field("stop_timeout", &self.stop_timeout)
             .field("repair_hook", &self.repair_hook.is_some())
             .finish_non_exhaustive()
     }
@@ -79,6 +81,7 @@ impl RollbackConfig {
             max_undo_bytes_per_txn: 256 << 20,
             sync_wait_timeout: Duration::from_secs(30),
             idle_mark_delay: Duration::from_millis(10),
+            stop_timeout: Duration::from_secs(30),
             clock: SystemClock::shared(),
             failure_sink: None,
             repair_hook: None,
@@ -131,6 +134,18 @@ impl RollbackConfig {
     /// gives up with a retryable timed-out I/O error (default 30 s, nonzero).
     pub fn sync_wait_timeout(mut self, timeout: Duration) -> Self {
         self.sync_wait_timeout = timeout;
+        self
+    }
+
+    /// How long [`stop`](super::TransactionRollbackManager::stop) waits for
+    /// the journal's last flush (its writes, fsyncs and covering mark) on
+    /// its `selfheal-undo-close` thread (default 30 s, nonzero; real time).
+    /// A flush that does not finish by then (an fsync that hangs) is left
+    /// running, reported as
+    /// [`FailureKind::JournalPoisoned`](crate::FailureKind::JournalPoisoned),
+    /// and the stop returns [`Error::Poisoned`].
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
         self
     }
 
@@ -211,6 +226,12 @@ impl RollbackConfig {
             return Err(Error::config(
                 "sync_wait_timeout",
                 "is zero; give the time a journal fsync may take, e.g. 30 s",
+            ));
+        }
+        if self.stop_timeout.is_zero() {
+            return Err(Error::config(
+                "stop_timeout",
+                "is zero; give the time the journal's last flush may take at stop, e.g. 30 s",
             ));
         }
         if self.idle_mark_delay.is_zero() || self.idle_mark_delay > Duration::from_secs(60) {

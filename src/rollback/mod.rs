@@ -166,7 +166,7 @@ mod writer;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -174,6 +174,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 pub(crate) use crate::types::TxnId;
 use crate::types::{Failure, FailureKind, FailureSink, Lsn, PageId, Source};
+use crate::worker::{CallError, TimedCaller};
 
 pub use config::RollbackConfig;
 use deadlock::choose_victim;
@@ -225,7 +226,11 @@ use writer::read_for_change;
 /// ```
 pub struct TransactionRollbackManager {
     pages: Arc<dyn PageWriter>,
-    journal: Journal,
+    /// Shared with the `selfheal-undo-close` thread that runs the last flush.
+    journal: Arc<Journal>,
+    /// Runs the journal's last flush at [`stop`](Self::stop), bounded.
+    closer: TimedCaller,
+    stop_timeout: Duration,
     state: Mutex<State>,
     page_locks: PageLocks,
     victim_policy: VictimPolicy,
@@ -673,15 +678,56 @@ impl TransactionRollbackManager {
     /// manager without `stop` only stops the mark thread; what was not yet
     /// durable is then treated like a crash at the next open.
     ///
+    /// The flush runs on the `selfheal-undo-close` thread and is waited for
+    /// at most [`RollbackConfig::stop_timeout`]. A flush that does not
+    /// finish by then (an fsync that hangs) is left running, with the
+    /// storage still owned until it returns (so no second manager writes the
+    /// journal beside it), and is reported on the failure bus as
+    /// [`FailureKind::JournalPoisoned`].
+    ///
     /// # Errors
-    /// [`Error::Poisoned`] when the journal cannot be made durable.
+    /// [`Error::Poisoned`] when the journal cannot be made durable: its
+    /// flush failed, panicked, or did not finish within the stop timeout.
     pub fn stop(&self) -> Result<()> {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let closed = self.journal.close();
-        self.journal.release();
-        closed
+        let journal = self.journal.clone();
+        let started = self.closer.start(move || {
+            let closed = journal.close();
+            journal.release();
+            closed
+        });
+        let deadline = Instant::now() + self.stop_timeout;
+        let why = match started.and_then(|mut call| call.wait_until(deadline)) {
+            Ok(closed) => return closed,
+            Err(CallError::TimedOut) => format!(
+                "its last flush at stop did not finish within {:?} (a journal fsync that \
+                 hangs); it was left running and the journal stays owned until it returns. \
+                 What it had not made durable is treated like a crash at the next open: \
+                 build a new manager over the journal once the storage answers again",
+                self.stop_timeout
+            ),
+            Err(e) => {
+                // Nothing runs any more: give the storage up.
+                self.journal.release();
+                format!(
+                    "its last flush at stop {e}; what it had not made durable is treated \
+                     like a crash at the next open: build a new manager over the journal"
+                )
+            }
+        };
+        tracing::error!(reason = %why, "the undo journal's stop flush failed");
+        self.sink.send(Failure::new(
+            Source::TransactionRollbackManager,
+            FailureKind::JournalPoisoned,
+            format!("the undo journal: {why}"),
+            self.clock.now_ns(),
+        ));
+        Err(Error::Poisoned {
+            component: "undo journal",
+            reason: why,
+        })
     }
 
     /// Refuses a call after [`stop`](Self::stop).

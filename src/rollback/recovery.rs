@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::types::{
     Failure, FailureKind, FailureSink, Lsn, PageId, Source, DEFAULT_FAILURE_CAPACITY,
 };
+use crate::worker::TimedCaller;
 
 use super::apply::{apply_undo, PageLocks, UndoRef};
 use super::config::{JournalLocation, RollbackConfig};
@@ -329,7 +330,9 @@ pub(super) fn open(
     report_recovery(&cfg, &sink, &report);
     Ok(TransactionRollbackManager {
         pages,
-        journal,
+        journal: Arc::new(journal),
+        closer: TimedCaller::new("selfheal-undo-close"),
+        stop_timeout: cfg.stop_timeout,
         state: Mutex::new(state),
         page_locks,
         victim_policy: cfg.victim_policy,

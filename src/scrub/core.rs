@@ -19,15 +19,16 @@
 //!   pass with [`CorruptionDetector::recheck`], which lifts the fence of a
 //!   page that now verifies.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::pacer::Pace;
 use super::{
-    Phase, ScanSummary, ScrubMode, ScrubProgress, ScrubState, ScrubStep, Scrubber,
+    Phase, ScanSummary, ScrubCore, ScrubMode, ScrubProgress, ScrubState, ScrubStep,
     EMPTY_PASS_WAIT_NS,
 };
-use crate::corruption::{CorruptionDetector, Observer, PageState, Verdict};
+#[cfg(doc)]
+use crate::corruption::CorruptionDetector;
+use crate::corruption::{Observer, PageState, Verdict};
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
@@ -59,20 +60,7 @@ impl ScanSummary {
     }
 }
 
-impl Scrubber {
-    /// The detector it verifies through.
-    #[must_use]
-    pub fn detector(&self) -> &Arc<CorruptionDetector> {
-        &self.detector
-    }
-
-    /// Pages per batch (after the limits described at
-    /// [`ScrubConfig::batch_pages`](super::ScrubConfig::batch_pages)).
-    #[must_use]
-    pub fn batch_pages(&self) -> u64 {
-        self.batch_pages
-    }
-
+impl ScrubCore {
     fn begin_pass(&mut self, now: u64) {
         self.position = 0;
         match self.mode {
@@ -105,7 +93,7 @@ impl Scrubber {
     /// Only a store error that is not about a page (a page that cannot be
     /// read is recorded, not returned). Failing to persist the cursor is
     /// logged, not returned.
-    pub fn step(&mut self, now_ns: u64) -> Result<ScrubStep> {
+    pub(super) fn step(&mut self, now_ns: u64) -> Result<ScrubStep> {
         if self.paused_since.is_some() {
             return Ok(ScrubStep::Paused);
         }
@@ -191,7 +179,7 @@ impl Scrubber {
     ///
     /// # Errors
     /// [`Error::PageOutOfRange`] when `first` is past the end of the store.
-    pub fn scan_range(&mut self, first: PageId, count: u64) -> Result<ScanSummary> {
+    pub(super) fn scan_range(&mut self, first: PageId, count: u64) -> Result<ScanSummary> {
         let page_count = self.detector.store().page_count();
         if count > 0 && first.0 >= page_count {
             return Err(Error::PageOutOfRange {
@@ -292,7 +280,7 @@ impl Scrubber {
     /// Rechecks every page the detector knows to be bad (`Suspect` or
     /// `Irreparable`) now, without pacing, and lifts the fence of those that
     /// verify. Does not move the full-scan position.
-    pub fn rescan_bad(&mut self) -> ScanSummary {
+    pub(super) fn rescan_bad(&mut self) -> ScanSummary {
         let pages = self.known_bad();
         self.recheck_pages(&pages)
     }
@@ -300,7 +288,7 @@ impl Scrubber {
     /// Pauses at `now_ns`: `step` does nothing until [`resume`](Self::resume),
     /// and paused time does not count in the measured rate. The cursor is
     /// persisted (failures are logged).
-    pub fn pause(&mut self, now_ns: u64) {
+    pub(super) fn pause(&mut self, now_ns: u64) {
         if self.paused_since.is_none() {
             self.paused_since = Some(now_ns);
             self.persist_logged(now_ns);
@@ -308,21 +296,15 @@ impl Scrubber {
     }
 
     /// Resumes after [`pause`](Self::pause).
-    pub fn resume(&mut self, now_ns: u64) {
+    pub(super) fn resume(&mut self, now_ns: u64) {
         if let Some(since) = self.paused_since.take() {
             self.paused_ns += now_ns.saturating_sub(since);
         }
     }
 
-    /// Whether it is paused.
-    #[must_use]
-    pub fn is_paused(&self) -> bool {
-        self.paused_since.is_some()
-    }
-
     /// Where the scrub is at `now_ns`.
     #[must_use]
-    pub fn progress(&self, now_ns: u64) -> ScrubProgress {
+    pub(super) fn progress(&self, now_ns: u64) -> ScrubProgress {
         let state = if self.paused_since.is_some() {
             ScrubState::Paused
         } else if self.phase == Phase::Finished {

@@ -49,10 +49,10 @@
 //!   [`FailureKind::ScrubCursorFailed`]. Timestamps come from the
 //!   scrubber's clock (by default the detector's), so they compare with the
 //!   detector's own reports.
-//! - **A bounded thread.** [`ScrubHandle`] runs the scrubber on the thread
-//!   `selfheal-scrub` (the crate's one worker lifecycle: `thread.rs`). Its
-//!   commands are answered or refused with [`Error::Stopped`], never left
-//!   waiting, and [`ScrubHandle::stop`] waits at most
+//! - **A bounded thread.** [`Scrubber::start`] runs the scrubber on the
+//!   thread `selfheal-scrub` (the crate's one worker lifecycle: `thread.rs`).
+//!   Its commands are answered or refused with [`Error::Stopped`], never left
+//!   waiting, and [`Scrubber::stop`] waits at most
 //!   [`ScrubConfig::stop_timeout`].
 //!
 //! # Driving it
@@ -60,8 +60,8 @@
 //! Tests and hosts that schedule scans themselves drive a [`Scrubber`]
 //! directly: [`Scrubber::step`] with the current time (a
 //! [`ManualClock`](crate::ManualClock) makes pacing exact), or
-//! [`Scrubber::scan_range`] without pacing. [`Scrubber::start`] (or
-//! [`ScrubConfig::start`]) hands it to its thread, which only steps it and
+//! [`Scrubber::scan_range`] without pacing. [`Scrubber::start`] hands it to
+//! its thread, which only steps it and
 //! waits for the pacing deadline or a command (pause, resume, error-only
 //! rescan, stop).
 //!
@@ -83,7 +83,7 @@
 //! knows to be bad (`Suspect` and `Irreparable`) with
 //! [`CorruptionDetector::recheck`], which lifts the fence of a page that now
 //! verifies (it was repaired behind the detector's back, or the fault was
-//! transient). [`Scrubber::rescan_bad`] and [`ScrubHandle::rescan_bad`] run one
+//! transient). [`Scrubber::rescan_bad`] runs one
 //! such pass on demand in either mode. Error-only mode neither reads nor
 //! writes the cursor.
 
@@ -91,6 +91,7 @@ mod core;
 mod cursor;
 mod pacer;
 mod resume;
+mod scrubber;
 #[cfg(test)]
 mod tests;
 mod thread;
@@ -104,12 +105,12 @@ use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
 use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
-use crate::types::{Failure, FailureSink, PageId};
 #[cfg(doc)]
 use crate::types::{FailureKind, Source};
+use crate::types::{FailureSink, PageId};
 use pacer::Pacer;
 pub use pacer::ScrubRate;
-pub use thread::ScrubHandle;
+pub use scrubber::Scrubber;
 
 /// Largest batch accepted; bounds the scan buffer and the burst.
 pub const MAX_BATCH_PAGES: u64 = 65_536;
@@ -117,7 +118,7 @@ pub const MAX_BATCH_PAGES: u64 = 65_536;
 /// The least time between two passes that had nothing to scan (1 s).
 pub const EMPTY_PASS_WAIT_NS: u64 = 1_000_000_000;
 
-/// How long [`ScrubHandle::stop`] waits for the thread by default (10 s).
+/// How long [`Scrubber::stop`] waits for the thread by default (10 s).
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The component's name in errors and failures.
@@ -289,7 +290,7 @@ impl ScrubConfig {
         self
     }
 
-    /// How long [`ScrubHandle::stop`] (and dropping the handle) waits for
+    /// How long [`Scrubber::stop`] (and dropping the scrubber) waits for
     /// the thread to finish its batch and persist its cursor (default
     /// [`DEFAULT_STOP_TIMEOUT`]; must be positive). A thread that does not
     /// stop in time (a store read that hangs) is left running detached and
@@ -370,7 +371,7 @@ impl ScrubConfig {
             .unwrap_or_else(|| detector.failure_sink().clone());
         let now = clock.now_ns();
         let pacer = Pacer::new(self.rate, page_size, batch, now)?;
-        let mut s = Scrubber {
+        let mut s = ScrubCore {
             detector,
             clock,
             sink,
@@ -402,15 +403,7 @@ impl ScrubConfig {
         if s.mode == ScrubMode::Full {
             s.resume_from_cursor(now);
         }
-        Ok(s)
-    }
-
-    /// [`build`](Self::build) and [`Scrubber::start`] in one call.
-    ///
-    /// # Errors
-    /// As `build`; [`Error::Io`] when the thread cannot be spawned.
-    pub fn start(self, detector: Arc<CorruptionDetector>) -> Result<ScrubHandle> {
-        self.build(detector)?.start()
+        Ok(Scrubber::new(s))
     }
 }
 
@@ -470,7 +463,7 @@ pub enum ScrubState {
     /// Stopped by the caller.
     Stopped,
     /// The worker thread failed (it was reported on the failure bus); see
-    /// [`ScrubHandle::progress`] for why.
+    /// [`Scrubber::progress`] for why.
     Failed,
 }
 
@@ -508,41 +501,9 @@ enum Phase {
     Finished,
 }
 
-/// The scrub state machine. See the [module docs](self) for the design.
-///
-/// Drive it yourself with [`step`](Self::step) (tests do, with a
-/// [`ManualClock`](crate::ManualClock)), scan without pacing with
-/// [`scan_range`](Self::scan_range), or hand it to its own thread with
-/// [`start`](Self::start).
-///
-/// ```
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// use selfheal::{ChecksumPlacement, CorruptionConfig, MemStore, PageId, PageStore, ScrubConfig};
-/// use selfheal::scrub::ScrubState;
-///
-/// let raw = Arc::new(MemStore::new(4096, 64)?);
-/// let detector = Arc::new(CorruptionConfig::new(ChecksumPlacement::Trailer).build(raw.clone())?);
-/// for p in 0..64 {
-///     detector.write_sealed(PageId(p), &mut vec![p as u8; 4096])?;
-/// }
-/// raw.write_page(PageId(9), &[0xFF; 4096])?;      // damage behind the detector's back
-///
-/// // Synchronously, without pacing:
-/// let mut scrubber = ScrubConfig::new().unlimited().build(detector.clone())?;
-/// let found = scrubber.scan_range(PageId(0), 64)?;
-/// assert_eq!(found.newly_corrupt, 1);
-/// assert!(detector.failures().try_recv().unwrap().evidence.contains("page 9"));
-///
-/// // In the background, 10 000 pages/s, one pass:
-/// let mut handle = ScrubConfig::new().pages_per_s(10_000).single_pass().start(detector.clone())?;
-/// let done = handle.wait_for_passes(1, Duration::from_secs(10))?.expect("a pass in 10 s");
-/// assert_eq!(done.state, ScrubState::Finished);
-/// assert_eq!(done.corrupt_found, 0);                 // page 9 was already reported
-/// handle.stop()?;
-/// # Ok::<(), selfheal::Error>(())
-/// ```
-pub struct Scrubber {
+/// The scrub state machine, driven by hand or by its thread (the public
+/// [`Scrubber`] holds it). See the [module docs](self) for the design.
+pub(super) struct ScrubCore {
     detector: Arc<CorruptionDetector>,
     clock: Arc<dyn Clock>,
     /// Where the scrubber's own failures go.
@@ -578,9 +539,9 @@ pub struct Scrubber {
     cursor_failing: bool,
 }
 
-impl fmt::Debug for Scrubber {
+impl fmt::Debug for ScrubCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scrubber")
+        f.debug_struct("ScrubCore")
             .field("mode", &self.mode)
             .field("rate", &self.rate)
             .field("batch_pages", &self.batch_pages)
@@ -589,20 +550,5 @@ impl fmt::Debug for Scrubber {
             .field("pass_total", &self.pass_total)
             .field("passes", &self.passes)
             .finish_non_exhaustive()
-    }
-}
-
-impl Scrubber {
-    /// The failure bus it reports its own failures on (see
-    /// [`ScrubConfig::failure_sink`]).
-    #[must_use]
-    pub fn failure_sink(&self) -> &FailureSink {
-        &self.sink
-    }
-
-    /// The receiving end of its failure bus (cloning shares the queue).
-    #[must_use]
-    pub fn failures(&self) -> crossbeam_channel::Receiver<Failure> {
-        self.sink.failures()
     }
 }

@@ -8,14 +8,14 @@
 //! failure bus.
 
 use super::cursor::{encode, load, Cursor};
-use super::{Phase, ScrubMode, Scrubber};
+use super::{Phase, ScrubCore, ScrubMode};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::fsutil;
 use crate::types::{FailureKind, Source};
 
-impl Scrubber {
+impl ScrubCore {
     /// Positions a new full-mode scrubber where its cursor file says; a
     /// cursor that cannot be read is reported and ignored.
     pub(super) fn resume_from_cursor(&mut self, now: u64) {
@@ -125,7 +125,7 @@ impl Scrubber {
     /// [`Error::Io`] naming the step of the crash-safe write that failed (or
     /// [`Error::NotRegularFile`] when something else is at the path); the
     /// previous cursor file is then intact.
-    pub fn persist_cursor(&mut self) -> Result<()> {
+    pub(super) fn persist_cursor(&mut self) -> Result<()> {
         let now = self.clock.now_ns();
         self.persist_cursor_at(now)
     }

@@ -24,6 +24,18 @@ use crate::testing::{Damage, FaultyStore, ReadFault};
 use crate::types::{Failure, FailureKind, FailureSink};
 use proptest::prelude::*;
 
+/// Starts a scrubber built by a test and hands it back.
+trait Started {
+    fn started(self) -> Self;
+}
+
+impl Started for Scrubber {
+    fn started(self) -> Self {
+        self.start().unwrap();
+        self
+    }
+}
+
 const PS: usize = 256;
 
 fn setup(pages: u64) -> (Arc<FaultyStore>, Arc<CorruptionDetector>, ManualClock) {
@@ -88,7 +100,7 @@ fn pacing_limits_pages_in_simulated_time() {
     let elapsed = clock.now_ns() - start;
     // 1000 pages at 100/s with a 10-page burst: 9.9 s of simulated time.
     assert_eq!(elapsed, 9_900_000_000);
-    assert_eq!(s.progress(clock.now_ns()).passes_completed, 1);
+    assert_eq!(s.progress().unwrap().passes_completed, 1);
     assert_eq!(s.step(clock.now_ns()).unwrap(), ScrubStep::Done);
 }
 
@@ -106,7 +118,7 @@ fn finds_damage_and_reports_once_over_passes() {
     for _ in 0..3 {
         run_until_pass(&mut s, &clock);
     }
-    let p = s.progress(clock.now_ns());
+    let p = s.progress().unwrap();
     assert_eq!(p.passes_completed, 3);
     assert_eq!(p.corrupt_found, 2);
     let reports: Vec<_> = det.failures().try_iter().collect();
@@ -119,7 +131,7 @@ fn finds_damage_and_reports_once_over_passes() {
 fn eio_in_a_batch_is_checked_page_by_page() {
     let (raw, det, _clock) = setup(64);
     raw.fail_reads(Some(PageId(40)), ReadFault::Eio, u32::MAX);
-    let mut s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    let s = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     let sum = s.scan_range(PageId(0), 64).unwrap();
     assert_eq!(sum.pages, 64);
     assert_eq!(sum.newly_corrupt, 1);
@@ -154,19 +166,19 @@ fn store_growth_is_seen_at_the_next_pass() {
         s.step(clock.now_ns()).unwrap(),
         ScrubStep::Scanned(_)
     ));
-    assert_eq!(s.progress(clock.now_ns()).total, 15);
+    assert_eq!(s.progress().unwrap().total, 15);
 }
 
 #[test]
 fn pause_excludes_time_and_stops_steps() {
     let (_raw, det, clock) = setup(100);
-    let mut s = ScrubConfig::new().pages_per_s(100).build(det).unwrap();
+    let s = ScrubConfig::new().pages_per_s(100).build(det).unwrap();
     assert!(matches!(s.step(0).unwrap(), ScrubStep::Scanned(_)));
-    s.pause(0);
+    s.pause().unwrap();
     clock.advance(Duration::from_secs(100));
     assert_eq!(s.step(clock.now_ns()).unwrap(), ScrubStep::Paused);
-    assert_eq!(s.progress(clock.now_ns()).state, ScrubState::Paused);
-    s.resume(clock.now_ns());
+    assert_eq!(s.progress().unwrap().state, ScrubState::Paused);
+    s.resume().unwrap();
     // The bucket is bounded: resuming after a long pause grants one burst.
     assert_eq!(
         s.step(clock.now_ns()).unwrap(),
@@ -182,7 +194,7 @@ fn pause_excludes_time_and_stops_steps() {
     ));
     clock.advance(Duration::from_millis(100));
     s.step(clock.now_ns()).unwrap();
-    let p = s.progress(clock.now_ns());
+    let p = s.progress().unwrap();
     assert_eq!(p.pages_done, 30);
     // 30 pages over 100 ms of unpaused time.
     assert!((p.rate_pages_per_s - 300.0).abs() < 1e-6, "{p:?}");
@@ -194,7 +206,7 @@ fn cursor_round_trip_and_damage_falls_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cursor");
     let (_raw, det, clock) = setup(100);
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .pages_per_s(100)
         .cursor_path(&path)
         .build(det.clone())
@@ -223,17 +235,17 @@ fn cursor_round_trip_and_damage_falls_back() {
         .cursor_path(&path)
         .build(det.clone())
         .unwrap();
-    assert_eq!(s2.progress(0).position, 40);
+    assert_eq!(s2.progress().unwrap().position, 40);
     drop(s2);
     std::fs::write(&path, b"garbage").unwrap();
     let s3 = ScrubConfig::new().cursor_path(&path).build(det).unwrap();
-    assert_eq!(s3.progress(0).position, 0);
+    assert_eq!(s3.progress().unwrap().position, 0);
 }
 
 #[test]
 fn an_empty_pass_waits_before_the_next() {
     let (_raw, det, clock) = setup(8);
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .unlimited()
         .mode(ScrubMode::ErrorOnly)
         .build(det)
@@ -260,10 +272,10 @@ fn error_only_mode_rechecks_known_bad() {
     raw.read_page(PageId(7), &mut good).unwrap();
     raw.damage(PageId(7), Damage::Junk { seed: 1 }).unwrap();
     raw.damage(PageId(8), Damage::Zero).unwrap();
-    let mut full = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
+    let full = ScrubConfig::new().unlimited().build(det.clone()).unwrap();
     assert_eq!(full.scan_range(PageId(0), 50).unwrap().newly_corrupt, 2);
     raw.inner().write_page(PageId(7), &good).unwrap();
-    let mut eo = ScrubConfig::new()
+    let eo = ScrubConfig::new()
         .unlimited()
         .mode(ScrubMode::ErrorOnly)
         .single_pass()
@@ -332,7 +344,7 @@ fn worker_panic_marks_failed() {
             .build(Arc::new(PanickingStore))
             .unwrap(),
     );
-    let h = ScrubConfig::new().unlimited().start(det).unwrap();
+    let h = ScrubConfig::new().unlimited().build(det).unwrap().started();
     let err = h.wait_for_passes(1, Duration::from_secs(10)).unwrap_err();
     assert!(err.to_string().contains("disk controller on fire"), "{err}");
     assert_eq!(h.state(), ScrubState::Failed);
@@ -356,8 +368,9 @@ fn a_death_is_marked_failed_and_reported_once_even_when_the_sinks_callback_panic
     let h = ScrubConfig::new()
         .unlimited()
         .failure_sink(sink.clone())
-        .start(det)
-        .unwrap();
+        .build(det)
+        .unwrap()
+        .started();
     assert!(h.wait_for_passes(1, Duration::from_secs(10)).is_err());
     assert_eq!(h.state(), ScrubState::Failed);
     assert!(matches!(h.progress(), Err(Error::Stopped { .. })));
@@ -403,14 +416,14 @@ fn command_queued_when_the_worker_dies_gets_an_error() {
             .build(Arc::new(GatedPanicStore { gate }))
             .unwrap(),
     );
-    let h = Arc::new(ScrubConfig::new().unlimited().start(det).unwrap());
+    let h = Arc::new(ScrubConfig::new().unlimited().build(det).unwrap().started());
     let (result_tx, result) = crossbeam_channel::bounded(1);
     let caller = {
         let h = h.clone();
         std::thread::spawn(move || result_tx.send(h.pause()).unwrap())
     };
     // The worker is stuck in its read; wait for the command to be queued.
-    while h.worker.queued() == 0 {
+    while h.running().unwrap().worker.queued() == 0 {
         std::thread::yield_now();
     }
     open.send(()).unwrap();
@@ -436,8 +449,9 @@ fn thread_scrubs_pauses_and_stops() {
     let h = ScrubConfig::new()
         .pages_per_s(1_000_000)
         .clock(crate::clock::SystemClock::shared())
-        .start(det.clone())
-        .unwrap();
+        .build(det.clone())
+        .unwrap()
+        .started();
     let p = h
         .wait_for_passes(3, Duration::from_secs(20))
         .unwrap()
@@ -463,7 +477,7 @@ fn cursor_persisted_periodically() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cursor");
     let (_raw, det, clock) = setup(1000);
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .pages_per_s(100)
         .persist_every(Duration::from_secs(1))
         .cursor_path(&path)
@@ -483,7 +497,7 @@ fn cursor_persisted_periodically() {
     } = cursor::decode(&path, &std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(
         (next, total, passes),
-        (s.progress(clock.now_ns()).position, 1000, 0)
+        (s.progress().unwrap().position, 1000, 0)
     );
     assert!(next >= 100);
 }
@@ -494,8 +508,9 @@ fn thread_follows_a_manual_clock() {
     let h = ScrubConfig::new()
         .pages_per_s(1)
         .single_pass()
-        .start(det)
-        .unwrap();
+        .build(det)
+        .unwrap()
+        .started();
     // Page 0 is scanned at once; page 1 only when a simulated second has passed.
     assert_eq!(
         h.wait_for_passes(1, Duration::from_millis(300)).unwrap(),
@@ -550,12 +565,12 @@ fn a_damaged_cursor_is_reported_once_on_the_scrubbers_bus() {
                 .unwrap()
         };
         // No file: page 0, nothing to report.
-        assert_eq!(build().progress(0).position, 0);
+        assert_eq!(build().progress().unwrap().position, 0);
         assert!(cursor_failures(&sink).is_empty());
         // A damaged file: page 0, reported at the (detector's) clock's time.
         clock.set_ns(7_000);
         std::fs::write(&path, b"not a cursor").unwrap();
-        assert_eq!(build().progress(0).position, 0);
+        assert_eq!(build().progress().unwrap().position, 0);
         let got = cursor_failures(&sink);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].detected_at_ns, 7_000);
@@ -572,7 +587,7 @@ fn a_damaged_cursor_is_reported_once_on_the_scrubbers_bus() {
             cursor::load(&path),
             Err(Error::CorruptFile { .. })
         ));
-        assert_eq!(build().progress(0).position, 0);
+        assert_eq!(build().progress().unwrap().position, 0);
         assert_eq!(cursor_failures(&sink).len(), 1);
     }
 }
@@ -660,8 +675,9 @@ fn stop_is_bounded_when_a_store_read_hangs() {
     let h = ScrubConfig::new()
         .unlimited()
         .stop_timeout(Duration::from_millis(100))
-        .start(det)
-        .unwrap();
+        .build(det)
+        .unwrap()
+        .started();
     let started = std::time::Instant::now();
     let err = h.stop().unwrap_err();
     let waited = started.elapsed();
@@ -762,4 +778,38 @@ proptest! {
         prop_assert!(cursor::decode(Path::new("c"), &b[..cut % b.len()]).is_err());
         prop_assert!(cursor::decode(Path::new("c"), &vec![0u8; b.len()]).is_err());
     }
+}
+
+#[test]
+fn one_start_shape_build_then_start_then_a_bounded_final_stop() {
+    let (_raw, det, clock) = setup(4);
+    let s = ScrubConfig::new()
+        .unlimited()
+        .single_pass()
+        .build(det)
+        .unwrap();
+    // Built, it is driven by hand; waiting for passes needs the thread.
+    assert!(!s.is_running());
+    assert!(matches!(
+        s.wait_for_passes(1, Duration::from_millis(1)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    s.step(clock.now_ns()).unwrap();
+    s.start().unwrap();
+    assert!(matches!(s.start(), Err(Error::InvalidArgument { .. })));
+    // The thread alone advances it now.
+    assert!(matches!(
+        s.step(clock.now_ns()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let done = s
+        .wait_for_passes(1, Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, ScrubState::Finished);
+    s.stop().unwrap();
+    assert_eq!(s.state(), ScrubState::Stopped);
+    assert!(matches!(s.start(), Err(Error::Stopped { .. })));
+    assert!(matches!(s.pause(), Err(Error::Stopped { .. })));
+    s.stop().unwrap();
 }

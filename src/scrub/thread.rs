@@ -1,15 +1,16 @@
-//! The scrubber's background job: [`Scrubber::step`] on the thread
-//! `selfheal-scrub`, run by the crate's one worker lifecycle
-//! ([`crate::worker`]), and the [`ScrubHandle`] that commands it.
+//! The scrubber's background job: [`Scrubber::step`](super::Scrubber::step)
+//! on the thread `selfheal-scrub`, run by the crate's one worker lifecycle
+//! ([`crate::worker`]), and the handle that commands it, held by a started
+//! [`Scrubber`](super::Scrubber).
 //!
 //! # Contract
 //!
 //! - The thread only steps the scrubber and waits (for the pacing deadline,
-//!   at most [`MAX_WAIT`] of real time so that a simulated clock moved by a
+//!   at most `worker::CLOCK_POLL_MAX` (100 ms) of real time so that a simulated clock moved by a
 //!   test is noticed, or for a command). A batch just scanned is followed
 //!   at once by the next, commands taking turns with it.
 //! - Progress is published after every step and command; readers
-//!   ([`ScrubHandle::progress`], [`ScrubHandle::wait_for_passes`]) never
+//!   (`progress`, `wait_for_passes`) never
 //!   wait for the thread.
 //! - A command (pause, resume, rescan) is answered, or refused with
 //!   [`Error::Stopped`] when the thread has stopped or died, never left
@@ -19,7 +20,7 @@
 //!   [`Source::Scrubber`] on the scrubber's failure bus, at its clock's
 //!   time, *then* marks the handle `Failed`: whoever sees `Failed` finds the
 //!   report already sent.
-//! - [`ScrubHandle::stop`] persists the cursor on the thread and waits at
+//! - `stop` persists the cursor on the thread and waits at
 //!   most the configured stop timeout; a thread that does not stop in time
 //!   is left detached and the stop returns [`Error::Stopped`].
 
@@ -30,18 +31,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
-use super::{ScanSummary, ScrubProgress, ScrubState, ScrubStep, Scrubber, COMPONENT};
+use super::{ScanSummary, ScrubCore, ScrubProgress, ScrubState, ScrubStep, COMPONENT};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 #[cfg(doc)]
 use crate::types::Failure;
 use crate::types::{FailureKind, FailureSink, Source};
-use crate::worker::{Flow, Job, Stop, Worker};
-
-/// The longest the scrub thread waits before re-reading its clock while it
-/// waits for a pacing deadline. A replaced clock (simulated time) is noticed
-/// within this long; with the system clock the deadline itself is the wait.
-const MAX_WAIT: Duration = Duration::from_millis(100);
+use crate::worker::{wake_for, Flow, Job, Stop, Worker};
 
 /// The thread's name.
 const THREAD_NAME: &str = "selfheal-scrub";
@@ -123,7 +119,7 @@ fn stopped(reason: String) -> Error {
 
 /// The scrubber as a worker [`Job`].
 struct ScrubJob {
-    scrubber: Scrubber,
+    scrubber: ScrubCore,
     shared: Arc<Shared>,
     /// When to step next; `None` while paused or done.
     next: Option<Instant>,
@@ -155,9 +151,7 @@ impl Job for ScrubJob {
         self.shared.publish(self.scrubber.progress(now));
         self.next = match step {
             ScrubStep::Scanned(_) | ScrubStep::PassComplete { .. } => Some(Instant::now()),
-            ScrubStep::Wait { until_ns } => Some(
-                Instant::now() + Duration::from_nanos(until_ns.saturating_sub(now)).min(MAX_WAIT),
-            ),
+            ScrubStep::Wait { until_ns } => Some(wake_for(&*self.scrubber.clock, until_ns)),
             ScrubStep::Paused | ScrubStep::Done => None,
         };
         Flow::Continue
@@ -199,47 +193,9 @@ impl Job for ScrubJob {
     }
 }
 
-impl Scrubber {
-    /// Moves the scrubber to its own thread, `selfheal-scrub`, and returns
-    /// the handle that controls it.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the thread cannot be spawned.
-    pub fn start(self) -> Result<ScrubHandle> {
-        let now = self.clock.now_ns();
-        let shared = Arc::new(Shared {
-            status: Mutex::new(Status {
-                progress: self.progress(now),
-                failure: None,
-            }),
-            changed: Condvar::new(),
-            sink: self.sink.clone(),
-            clock: self.clock.clone(),
-            dying: std::sync::atomic::AtomicBool::new(false),
-        });
-        let stop_timeout = self.stop_timeout;
-        let job = ScrubJob {
-            scrubber: self,
-            shared: shared.clone(),
-            next: Some(Instant::now()),
-        };
-        let worker = Worker::spawn(COMPONENT, THREAD_NAME, job)?;
-        Ok(ScrubHandle {
-            worker,
-            stopped: std::sync::atomic::AtomicBool::new(false),
-            shared,
-            stop_timeout,
-        })
-    }
-}
-
-/// Controls a scrubber running on its thread (`selfheal-scrub`), started
-/// with [`Scrubber::start`] or [`ScrubConfig::start`](super::ScrubConfig::start).
-///
-/// Dropping the handle stops the thread (persisting the cursor, waiting at
-/// most [`ScrubConfig::stop_timeout`](super::ScrubConfig::stop_timeout), logging errors); call
-/// [`stop`](Self::stop) to see them. See [`Scrubber`] for an example.
-pub struct ScrubHandle {
+/// Commands a scrubber running on its thread (`selfheal-scrub`); held by
+/// a started [`Scrubber`](super::Scrubber), which forwards to it.
+pub(super) struct ScrubHandle {
     pub(super) worker: Worker<Command>,
     /// Set by the first [`stop`](Self::stop).
     stopped: std::sync::atomic::AtomicBool,
@@ -257,6 +213,37 @@ impl fmt::Debug for ScrubHandle {
 }
 
 impl ScrubHandle {
+    /// Moves `core` to its own thread, `selfheal-scrub`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the thread cannot be spawned.
+    pub(super) fn spawn(core: ScrubCore) -> Result<ScrubHandle> {
+        let now = core.clock.now_ns();
+        let shared = Arc::new(Shared {
+            status: Mutex::new(Status {
+                progress: core.progress(now),
+                failure: None,
+            }),
+            changed: Condvar::new(),
+            sink: core.sink.clone(),
+            clock: core.clock.clone(),
+            dying: std::sync::atomic::AtomicBool::new(false),
+        });
+        let stop_timeout = core.stop_timeout;
+        let job = ScrubJob {
+            scrubber: core,
+            shared: shared.clone(),
+            next: Some(Instant::now()),
+        };
+        let worker = Worker::spawn(COMPONENT, THREAD_NAME, job)?;
+        Ok(ScrubHandle {
+            worker,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            shared,
+            stop_timeout,
+        })
+    }
+
     fn gone(&self) -> Error {
         self.shared
             .failure()
@@ -278,7 +265,7 @@ impl ScrubHandle {
 
     /// What the scrubber is doing (never fails; `Failed` after the thread died).
     #[must_use]
-    pub fn state(&self) -> ScrubState {
+    pub(super) fn state(&self) -> ScrubState {
         self.shared.status.lock().progress.state
     }
 
@@ -286,7 +273,7 @@ impl ScrubHandle {
     ///
     /// # Errors
     /// [`Error::Stopped`] with the reason when the thread died.
-    pub fn progress(&self) -> Result<ScrubProgress> {
+    pub(super) fn progress(&self) -> Result<ScrubProgress> {
         let st = self.shared.status.lock();
         match &st.failure {
             Some(reason) => Err(stopped(reason.clone())),
@@ -294,18 +281,12 @@ impl ScrubHandle {
         }
     }
 
-    /// The failure bus the scrubber reports its own failures on.
-    #[must_use]
-    pub fn failure_sink(&self) -> &FailureSink {
-        &self.shared.sink
-    }
-
     /// Pauses scanning; returns once the thread has paused (and persisted
     /// its cursor).
     ///
     /// # Errors
     /// [`Error::Stopped`] when the scrubber was stopped or its thread died.
-    pub fn pause(&self) -> Result<()> {
+    pub(super) fn pause(&self) -> Result<()> {
         self.request(Command::Pause)
     }
 
@@ -313,16 +294,16 @@ impl ScrubHandle {
     ///
     /// # Errors
     /// [`Error::Stopped`] when the scrubber was stopped or its thread died.
-    pub fn resume(&self) -> Result<()> {
+    pub(super) fn resume(&self) -> Result<()> {
         self.request(Command::Resume)
     }
 
     /// Runs an error-only pass on the scrub thread now (see
-    /// [`Scrubber::rescan_bad`]) and returns what it found.
+    /// `Scrubber::rescan_bad`) and returns what it found.
     ///
     /// # Errors
     /// [`Error::Stopped`] when the scrubber was stopped or its thread died.
-    pub fn rescan_bad(&self) -> Result<ScanSummary> {
+    pub(super) fn rescan_bad(&self) -> Result<ScanSummary> {
         self.request(Command::RescanBad)
     }
 
@@ -333,7 +314,11 @@ impl ScrubHandle {
     /// # Errors
     /// [`Error::Stopped`] when the thread died or was stopped before the
     /// passes were complete.
-    pub fn wait_for_passes(&self, passes: u64, timeout: Duration) -> Result<Option<ScrubProgress>> {
+    pub(super) fn wait_for_passes(
+        &self,
+        passes: u64,
+        timeout: Duration,
+    ) -> Result<Option<ScrubProgress>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.status.lock();
         loop {
@@ -362,7 +347,7 @@ impl ScrubHandle {
     }
 
     /// Stops the thread: it persists the cursor and ends; waits at most
-    /// [`ScrubConfig::stop_timeout`](super::ScrubConfig::stop_timeout).
+    /// `ScrubConfig::stop_timeout`.
     /// Calling it again does nothing.
     ///
     /// # Errors
@@ -370,7 +355,7 @@ impl ScrubHandle {
     /// the thread had died, or when it did not stop in time (it is then
     /// left running detached, and ends when the store call it is in
     /// returns).
-    pub fn stop(&self) -> Result<()> {
+    pub(super) fn stop(&self) -> Result<()> {
         if self.stopped.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::format;
 use super::manifest::Retention;
@@ -24,6 +25,7 @@ pub struct SnapshotConfig {
     pub(super) max_chain_len: usize,
     pub(super) retention: Retention,
     pub(super) precheck_restore: bool,
+    pub(super) sync_timeout: Duration,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) failure_sink: Option<FailureSink>,
 }
@@ -41,6 +43,7 @@ impl SnapshotConfig {
             max_chain_len: 8,
             retention: Retention::KeepLast(8),
             precheck_restore: true,
+            sync_timeout: super::writer::DEFAULT_SYNC_TIMEOUT,
             clock: SystemClock::shared(),
             failure_sink: None,
         }
@@ -100,6 +103,18 @@ impl SnapshotConfig {
         self
     }
 
+    /// How long a snapshot waits, before its final fsync, for the early sync
+    /// (`selfheal-snapshot-sync`, which writes back the file while it is
+    /// written) still running. Default 60 s; nonzero; real time. A sync that
+    /// does not finish by then (a disk that hangs) is left running, and the
+    /// snapshot fails with a timed-out [`Error::Io`], reported as
+    /// [`FailureKind::SnapshotFailed`].
+    #[must_use]
+    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
     /// The failure bus the manager reports its own failures on: a snapshot
     /// that failed ([`FailureKind::SnapshotFailed`]), a periodic-snapshot
     /// thread that died ([`FailureKind::WorkerDied`]). Default: a bus of its
@@ -150,6 +165,12 @@ impl SnapshotConfig {
             return Err(Error::config(
                 "threads",
                 format!("is {}; it must be 1..=64", self.threads),
+            ));
+        }
+        if self.sync_timeout.is_zero() {
+            return Err(Error::config(
+                "sync_timeout",
+                "is zero; give the time an early sync of a snapshot file may take, e.g. 60 s",
             ));
         }
         if self.max_chain_len == 0 {

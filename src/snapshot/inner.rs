@@ -44,6 +44,11 @@ pub(super) struct Inner {
     pub(super) page_size: usize,
     pub(super) chunk_pages: usize,
     pub(super) threads: usize,
+    /// How long a snapshot waits for its early sync before the final fsync.
+    pub(super) sync_timeout: std::time::Duration,
+    /// Replaces the early sync and its byte interval (tests: one that hangs).
+    #[cfg(test)]
+    pub(super) early_sync: Mutex<Option<(super::writer::SyncFn, u64)>>,
     pub(super) max_chain_len: usize,
     pub(super) retention: Retention,
     pub(super) precheck_restore: bool,

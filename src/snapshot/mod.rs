@@ -665,7 +665,8 @@ mod tests {
     use crate::checksum::{ChecksumPlacement, ChecksumTable};
     use crate::corruption::CorruptionConfig;
     use crate::store::MemStore;
-    use crate::types::Lsn;
+    use crate::types::{FailureKind, FailureSink, Lsn};
+    use std::time::Duration;
 
     fn snap(
         m: &StateSnapshotManager,
@@ -684,6 +685,61 @@ mod tests {
             SnapshotRequest::new(kind),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_early_sync_that_hangs_fails_the_snapshot_within_the_sync_timeout_and_is_reported() {
+        for placement in [
+            ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(128).unwrap())),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let raw = Arc::new(MemStore::new(128, 64).unwrap());
+            let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
+            for p in 0..64 {
+                det.write_sealed(PageId(p), &mut [p as u8 + 1; 128])
+                    .unwrap();
+            }
+            let sink = FailureSink::new(64);
+            let m = SnapshotConfig::new(dir.path(), 128)
+                .chunk_bytes(512)
+                .sync_timeout(Duration::from_millis(300))
+                .failure_sink(sink.clone())
+                .build()
+                .unwrap();
+            // Every early sync hangs until the test drops the gate.
+            let (release, gate) = crossbeam_channel::bounded::<()>(0);
+            let hang: writer::SyncFn = Arc::new(move |_: &std::fs::File| {
+                let _ = gate.recv();
+                Ok(())
+            });
+            *m.inner.early_sync.lock() = Some((hang, 1));
+            let pause = WriteGate::new();
+            let pause = pause.pause();
+            let started = std::time::Instant::now();
+            let err = m
+                .take_snapshot(
+                    Consistency::Paused {
+                        store: raw.as_ref(),
+                        pause: &pause,
+                        lsn: Lsn(1),
+                    },
+                    SnapshotRequest::new(SnapshotKind::Full),
+                )
+                .unwrap_err();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "waited {:?}",
+                started.elapsed()
+            );
+            assert!(err.to_string().contains("did not finish within"), "{err}");
+            assert!(err.is_retryable(), "{err}");
+            let f = sink.failures().try_recv().expect("reported on the bus");
+            assert_eq!(f.kind, FailureKind::SnapshotFailed);
+            assert!(f.evidence.contains("did not finish within"), "{f}");
+            assert!(m.snapshots().is_empty());
+            drop(release);
+        }
     }
 
     #[test]

@@ -227,6 +227,9 @@ impl StateSnapshotManager {
             chunk_pages: (cfg.chunk_bytes / cfg.page_size).max(1),
             page_size: cfg.page_size,
             threads: cfg.threads,
+            sync_timeout: cfg.sync_timeout,
+            #[cfg(test)]
+            early_sync: Mutex::new(None),
             max_chain_len: cfg.max_chain_len,
             retention: cfg.retention,
             precheck_restore: cfg.precheck_restore,

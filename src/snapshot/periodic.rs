@@ -6,7 +6,7 @@
 //! - Each snapshot pauses the host's writes through its [`WriteGate`], reads
 //!   the LSN from the host's function, and snapshots the store; retention
 //!   follows (by the manager). Intervals are measured on the manager's
-//!   [`Clock`]: the thread wakes at most every [`POLL_MAX`] of real time to
+//!   [`Clock`]: the thread wakes at most every 100 ms of real time to
 //!   read it, so a simulated clock moved by a test is seen within that.
 //! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
 //!   reported as
@@ -20,12 +20,15 @@
 //!   it is counted, reported as [`FailureKind::WorkerDied`] on the manager's
 //!   failure bus, and every later call returns [`Error::Stopped`]. The
 //!   manager itself stays usable.
+//! - Built by [`PeriodicConfig::build`], it takes nothing until
+//!   [`PeriodicSnapshots::start`]; the first snapshot is due one interval
+//!   after the start.
 //! - [`PeriodicSnapshots::stop`] waits at most
 //!   [`PeriodicConfig::stop_timeout`] for a snapshot in progress; a thread
 //!   that does not end by then is left detached (it ends when its snapshot
 //!   returns) and reported in the error.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,13 +43,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::types::{FailureKind, Lsn, Source};
-use crate::worker::{Flow, Job, Stop, Worker};
+use crate::worker::{wake_for, Flow, Job, Stop, Worker};
 
 const COMPONENT: &str = "periodic snapshots";
-
-/// The longest the thread sleeps in real time before it reads the clock
-/// again.
-pub(crate) const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// Configuration of [`PeriodicSnapshots`].
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +57,7 @@ pub struct PeriodicConfig {
 
 impl PeriodicConfig {
     /// A snapshot every `interval` of the manager's clock (must be nonzero;
-    /// checked by [`PeriodicSnapshots::start`]).
+    /// checked by [`build`](Self::build)).
     #[must_use]
     pub fn new(interval: Duration) -> Self {
         PeriodicConfig {
@@ -188,8 +187,7 @@ impl Job for Ticker {
     type Command = Command;
 
     fn next_tick(&mut self) -> Option<Instant> {
-        let wait_ns = self.due_ns.saturating_sub(self.inner().clock.now_ns());
-        Some(Instant::now() + Duration::from_nanos(wait_ns).min(POLL_MAX))
+        Some(wake_for(&*self.inner().clock, self.due_ns))
     }
 
     fn tick(&mut self) -> Flow {
@@ -249,9 +247,13 @@ impl Job for Ticker {
 /// Dropping it stops the thread (bounded as [`stop`](Self::stop) is); `stop`
 /// also reports a thread that died.
 pub struct PeriodicSnapshots {
+    /// The job until [`start`](Self::start) hands it to the thread.
+    job: Mutex<Option<Ticker>>,
     worker: Mutex<Option<Worker<Command>>>,
     counters: Arc<Counters>,
     stop_timeout: Duration,
+    /// Set by the first [`stop`](Self::stop).
+    stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for PeriodicSnapshots {
@@ -262,51 +264,96 @@ impl std::fmt::Debug for PeriodicSnapshots {
     }
 }
 
-impl PeriodicSnapshots {
-    /// Starts the thread. Each snapshot pauses `gate`, reads the LSN from
-    /// `lsn`, and snapshots `store`; the first is due one interval from now.
+impl PeriodicConfig {
+    /// Builds the periodic snapshots of `manager`: each snapshot pauses
+    /// `gate`, reads the LSN from `lsn`, and snapshots `store`. Nothing runs
+    /// until [`PeriodicSnapshots::start`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero interval or stop timeout;
-    /// [`Error::Io`] when the thread cannot be spawned.
-    pub fn start(
+    /// [`Error::InvalidConfig`] for a zero interval or stop timeout.
+    pub fn build(
+        self,
         manager: &StateSnapshotManager,
         store: Arc<dyn PageStore>,
         gate: Arc<WriteGate>,
         lsn: Arc<dyn Fn() -> Lsn + Send + Sync>,
-        config: PeriodicConfig,
-    ) -> Result<Self> {
-        if config.interval.is_zero() {
+    ) -> Result<PeriodicSnapshots> {
+        if self.interval.is_zero() {
             return Err(Error::config(
                 "interval",
                 "is 0; give a nonzero snapshot interval",
             ));
         }
-        if config.stop_timeout.is_zero() {
+        if self.stop_timeout.is_zero() {
             return Err(Error::config(
                 "stop_timeout",
                 "is 0; give the time the longest snapshot may take, e.g. 60 s",
             ));
         }
-        let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
+        let interval_ns = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
         let counters = Arc::new(Counters::default());
         let job = Ticker {
             manager: manager.shared(),
             store,
             gate,
             lsn,
-            kind: config.kind,
+            kind: self.kind,
             interval_ns,
-            due_ns: manager.inner.clock.now_ns().saturating_add(interval_ns),
+            // Set by `start`.
+            due_ns: u64::MAX,
             counters: counters.clone(),
             poison_reported: false,
         };
-        let worker = Worker::spawn(COMPONENT, "selfheal-snapshot", job)?;
         Ok(PeriodicSnapshots {
-            worker: Mutex::new(Some(worker)),
+            job: Mutex::new(Some(job)),
+            worker: Mutex::new(None),
             counters,
-            stop_timeout: config.stop_timeout,
+            stop_timeout: self.stop_timeout,
+            stopped: AtomicBool::new(false),
         })
+    }
+}
+
+impl PeriodicSnapshots {
+    fn stopped_error() -> Error {
+        Error::Stopped {
+            component: COMPONENT,
+            reason: "stop() was called".into(),
+        }
+    }
+
+    /// Starts the thread, `selfheal-snapshot`; the first snapshot is due one
+    /// interval of the manager's clock from now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it is already started;
+    /// [`Error::Stopped`] after [`stop`](Self::stop); [`Error::Io`] when the
+    /// thread cannot be spawned (it is then stopped: build another).
+    pub fn start(&self) -> Result<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Self::stopped_error());
+        }
+        let mut worker = self.worker.lock();
+        if worker.is_some() {
+            return Err(Error::InvalidArgument {
+                what: "start",
+                reason: "the periodic snapshot thread is already running".into(),
+            });
+        }
+        let Some(mut job) = self.job.lock().take() else {
+            return Err(Self::stopped_error());
+        };
+        job.due_ns = job.inner().clock.now_ns().saturating_add(job.interval_ns);
+        match Worker::spawn(COMPONENT, "selfheal-snapshot", job) {
+            Ok(w) => {
+                *worker = Some(w);
+                Ok(())
+            }
+            Err(e) => {
+                self.stopped.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     /// The thread's counters.
@@ -335,13 +382,18 @@ impl PeriodicSnapshots {
     ///
     /// # Errors
     /// The snapshot's error; [`Error::Stopped`] when the thread is stopped
-    /// or died.
+    /// or died; [`Error::InvalidArgument`] when it was never started.
     pub fn snapshot_now(&self) -> Result<SnapshotReport> {
         let worker = self.worker.lock();
         let Some(w) = worker.as_ref() else {
-            return Err(Error::Stopped {
-                component: COMPONENT,
-                reason: "stop() was called".into(),
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Self::stopped_error());
+            }
+            return Err(Error::InvalidArgument {
+                what: "snapshot_now",
+                reason: "the periodic snapshots were not started; call start() first, or take \
+                         a snapshot through the manager"
+                    .into(),
             });
         };
         w.request(Command::Now)?
@@ -356,6 +408,8 @@ impl PeriodicSnapshots {
     /// [`Error::Stopped`] when the thread had died (the panic's message), or
     /// did not stop in time (it is then left to end on its own).
     pub fn stop(&self) -> Result<()> {
+        self.stopped.store(true, Ordering::Release);
+        drop(self.job.lock().take());
         let deadline = Instant::now() + self.stop_timeout;
         let Some(mut slot) = self.worker.try_lock_until(deadline) else {
             return Err(Error::Stopped {

@@ -298,7 +298,14 @@ impl Inner {
                 &tmp,
                 "creating",
             )?;
-            let mut w = SnapshotWriter::new(file, tmp.clone(), header, self.threads, parent_fps)?;
+            let w = SnapshotWriter::new(file, tmp.clone(), header, self.threads, parent_fps)?
+                .sync_timeout(self.sync_timeout);
+            #[cfg(test)]
+            let w = match self.early_sync.lock().clone() {
+                Some((sync, every_bytes)) => w.with_early_sync(sync, every_bytes),
+                None => w,
+            };
+            let mut w = w;
             self.crash(CrashStep::TmpCreated)?;
             let mut mid_done = false;
             feed(&mut w, &mut |w: &SnapshotWriter| {

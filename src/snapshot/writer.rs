@@ -8,12 +8,20 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::fingerprint::page_fingerprint;
 use super::format::{
     encode_footer, encode_index, ChunkEntry, Header, FOOTER_LEN, HEADER_LEN, WORKER_NAME,
 };
 use crate::error::{Error, Result};
+use crate::worker::{Call, CallError, TimedCaller};
+
+/// How long [`SnapshotWriter::finish`] waits for an early sync by default.
+pub(crate) const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One compression job: a chunk's output buffer and results.
 #[derive(Default)]
@@ -52,68 +60,92 @@ pub(crate) struct SnapshotWriter {
 /// Bytes written between two early writeback requests.
 const EARLY_SYNC_BYTES: u64 = 32 << 20;
 
+/// How an early sync syncs the file (replaced by tests with one that hangs).
+pub(crate) type SyncFn = Arc<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
+
 /// Starts writeback of what has been written so far on a helper thread
-/// (`selfheal-snapshot-sync`), so that disk writes overlap compression and
-/// the final fsync has little left to do. Durability still rests on that
-/// final fsync; an error of an early one is reported by it too.
+/// (`selfheal-snapshot-sync`, a [`TimedCaller`]), so that disk writes
+/// overlap compression and the final fsync has little left to do.
+/// Durability still rests on that final fsync; an error of an early one is
+/// reported by [`stop`](Self::stop) too. At most one early sync runs at a
+/// time (a request while one runs is skipped), and `stop` waits for the one
+/// running at most the configured time: a sync that hangs is left running,
+/// never joined.
 struct EarlySync {
-    tx: Option<crossbeam_channel::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    caller: TimedCaller,
+    /// The early sync started last (kept: dropping it would withdraw it).
+    pending: Option<Call<()>>,
+    file: Option<Arc<File>>,
+    sync: SyncFn,
+    /// The first error of an early sync.
+    failed: Arc<Mutex<Option<std::io::Error>>>,
     unsynced: u64,
+    every_bytes: u64,
+    timeout: Duration,
 }
 
 impl EarlySync {
-    fn start(file: &File) -> Self {
-        let none = EarlySync {
-            tx: None,
-            handle: None,
+    fn start(file: &File, timeout: Duration) -> Self {
+        EarlySync {
+            caller: TimedCaller::new("selfheal-snapshot-sync"),
+            pending: None,
+            file: file.try_clone().ok().map(Arc::new),
+            sync: Arc::new(File::sync_data),
+            failed: Arc::default(),
             unsynced: 0,
-        };
-        let Ok(f) = file.try_clone() else { return none };
-        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-        let spawned = std::thread::Builder::new()
-            .name("selfheal-snapshot-sync".into())
-            .spawn(move || {
-                for () in rx {
-                    f.sync_data()?;
-                }
-                Ok(())
-            });
-        match spawned {
-            Ok(h) => EarlySync {
-                tx: Some(tx),
-                handle: Some(h),
-                unsynced: 0,
-            },
-            Err(_) => none,
+            every_bytes: EARLY_SYNC_BYTES,
+            timeout,
         }
     }
 
     fn wrote(&mut self, n: u64) {
         self.unsynced += n;
-        if self.unsynced >= EARLY_SYNC_BYTES {
-            if let Some(tx) = &self.tx {
-                if tx.try_send(()).is_ok() {
-                    self.unsynced = 0;
-                }
+        if self.unsynced < self.every_bytes || !self.caller.is_idle() {
+            return;
+        }
+        let Some(f) = self.file.clone() else { return };
+        let (sync, failed) = (self.sync.clone(), self.failed.clone());
+        // Not waited for here: `stop` waits for whatever is running then.
+        let started = self.caller.start(move || {
+            if let Err(e) = sync(&f) {
+                failed.lock().get_or_insert(e);
+            }
+        });
+        if let Ok(call) = started {
+            self.pending = Some(call);
+            self.unsynced = 0;
+        }
+    }
+
+    /// Waits, at most the timeout, for the early sync running now, and
+    /// returns the first error of any.
+    fn stop(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let deadline = Instant::now() + self.timeout;
+        let waited = self
+            .pending
+            .take()
+            .map(|mut call| call.wait_until(deadline));
+        match waited {
+            None | Some(Ok(())) => {}
+            Some(Err(CallError::TimedOut)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "an early sync did not finish within {:?} (a disk that hangs); it was \
+                         left running. Check the disk, then take the snapshot again",
+                        self.timeout
+                    ),
+                ))
+            }
+            Some(Err(e)) => {
+                return Err(std::io::Error::other(format!("the early sync {e}")));
             }
         }
-    }
-
-    /// Stops the helper and returns its first error.
-    fn stop(&mut self) -> std::io::Result<()> {
-        self.tx = None;
-        match self.handle.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(std::io::Error::other("the early-sync thread panicked")),
+        match self.failed.lock().take() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-}
-
-impl Drop for EarlySync {
-    fn drop(&mut self) {
-        let _ = self.stop();
     }
 }
 
@@ -122,6 +154,9 @@ impl SnapshotWriter {
     /// `path` in errors). `fps` is the parent's fingerprint table for an
     /// incremental snapshot (resized to the page count; every page at or past
     /// the parent's count must then be pushed), ignored for a full one.
+    /// [`finish`](Self::finish) waits for an early sync at most
+    /// [`DEFAULT_SYNC_TIMEOUT`] unless [`sync_timeout`](Self::sync_timeout)
+    /// says otherwise.
     pub fn new(
         out: File,
         path: PathBuf,
@@ -139,7 +174,7 @@ impl SnapshotWriter {
             fps.clear();
         }
         fps.resize(pc, 0);
-        let early = EarlySync::start(&out);
+        let early = EarlySync::start(&out, DEFAULT_SYNC_TIMEOUT);
         let mut w = SnapshotWriter {
             out: BufWriter::with_capacity(1 << 20, out),
             path,
@@ -160,6 +195,23 @@ impl SnapshotWriter {
         let hb = w.header.encode();
         w.write(&hb)?;
         Ok(w)
+    }
+
+    /// How long [`finish`](Self::finish) waits for an early sync still
+    /// running.
+    #[must_use]
+    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
+        self.early.timeout = timeout;
+        self
+    }
+
+    /// Replaces how early syncs sync the file, and how many bytes are written
+    /// between two (tests: a sync that hangs).
+    #[cfg(test)]
+    pub(crate) fn with_early_sync(mut self, sync: SyncFn, every_bytes: u64) -> Self {
+        self.early.sync = sync;
+        self.early.every_bytes = every_bytes;
+        self
     }
 
     fn write(&mut self, b: &[u8]) -> Result<()> {

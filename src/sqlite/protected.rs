@@ -26,7 +26,7 @@ use super::snapshots::SnapshotSource;
 use super::store::SqlitePageStore;
 use crate::error::{Error, Result};
 use crate::host::{PageStore, Replica};
-use crate::scrub::ScrubHandle;
+use crate::scrub::Scrubber;
 use crate::snapshot::{
     Consistency, PeriodicConfig, PeriodicSnapshots, SnapshotKind, SnapshotReport, SnapshotRequest,
     WriteGate, WriteTicket,
@@ -73,7 +73,7 @@ pub(super) struct Protected {
     pub(super) manager: Option<Arc<AutoRecoveryManager>>,
     /// The VFS's own background scrub, when configured without a manager;
     /// stopped (bounded) on drop.
-    _scrub: Option<ScrubHandle>,
+    _scrub: Option<Scrubber>,
 }
 
 /// The snapshots of one file: the manager, the gate every write of the
@@ -196,16 +196,15 @@ impl Protected {
             }
             None => {
                 if let (Some(s), Some((_, every))) = (&snaps, &config.snapshots) {
-                    periodic = Some(PeriodicSnapshots::start(
-                        s,
-                        store.clone(),
-                        gate.clone(),
-                        lsn,
-                        PeriodicConfig::new(*every),
-                    )?);
+                    let p =
+                        PeriodicConfig::new(*every).build(s, store.clone(), gate.clone(), lsn)?;
+                    p.start()?;
+                    periodic = Some(p);
                 }
                 if let Some(rate) = config.scrub_pages_per_s {
-                    scrub = Some(ScrubConfig::new().pages_per_s(rate).start(det.clone())?);
+                    let scrubber = ScrubConfig::new().pages_per_s(rate).build(det.clone())?;
+                    scrubber.start()?;
+                    scrub = Some(scrubber);
                 }
             }
         }

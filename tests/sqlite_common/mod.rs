@@ -253,7 +253,7 @@ pub fn run(dir: &Path, placement: Placement, log: &mut dyn FnMut(String)) -> Che
     }
 
     let scrub = |det: &Arc<CorruptionDetector>| -> Check<BTreeSet<u64>> {
-        let mut s = ScrubConfig::new()
+        let s = ScrubConfig::new()
             .unlimited()
             .build(det.clone())
             .map_err(lib)?;

@@ -47,53 +47,27 @@
 //! before anyone waits: a call that hangs hangs its caller. That is the
 //! price of the promise, and why it is the host's to make.
 //!
-//! # The hand-over
+//! # Machinery
 //!
-//! A call costs two hand-overs between threads (the job to the helper, the
-//! answer back). Parking a thread and waking it costs several microseconds
-//! each, more than reading a page from memory, so both sides poll briefly
-//! before they park: the caller for up to [`CALLER_SPIN`] after it queued a
-//! job, the helper for up to [`HELPER_SPIN`] after it finished one (the next
-//! call of a repair follows within microseconds). Polling spins a little and
-//! then yields the core between polls, so on a busy machine it gives way to
-//! threads with work. Neither bound changes what is answered or when a
-//! deadline passes; they trade a little CPU for latency.
+//! The helper thread, its bounded queue, abandonment and the hand-over are
+//! [`TimedCaller`]'s (shared with the health monitor's probes); the courier
+//! adds what a host object needs on top: the cool-off on the clock, calls
+//! refused while it lasts, inline calls, and errors that name the object.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use parking_lot::Mutex;
 
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::types::ReplicaId;
-use crate::worker::panic_message;
+use crate::worker::{CallError, TimedCaller};
+
+pub(crate) use crate::worker::{Call, Reply};
 
 /// Jobs of one host object that may wait in its helper's queue at once
 /// (calls beyond that answer at once that the object is busy).
 pub(crate) const JOBS_QUEUED_MAX: usize = 16;
-
-/// How long a caller polls for an answer before it parks.
-pub(crate) const CALLER_SPIN: Duration = Duration::from_micros(50);
-
-/// How long a helper polls its queue after a job before it parks.
-pub(crate) const HELPER_SPIN: Duration = Duration::from_micros(100);
-
-/// Where a job is in its life; moves only forward.
-const QUEUED: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
-/// Its caller gave up before the helper started it: it never runs.
-const WITHDRAWN: u8 = 3;
-/// Its caller gave up while a call of it ran: the object is hung until that
-/// call returns.
-const ABANDONED: u8 = 4;
-/// Its caller no longer wants the rest: the helper stops after the call it
-/// is in (not a hang).
-const CANCELLED: u8 = 5;
 
 /// How long a courier's caller waits, how long a host object that missed a
 /// deadline or panicked is left alone, and the clock of that cool-off.
@@ -172,114 +146,12 @@ impl CallFailure {
     }
 }
 
-/// What the helper sends back for one job.
-enum Answer<A> {
-    Value(A),
-    Panicked(String),
-}
-
-/// What a job's work uses to answer.
-pub(crate) struct Reply<'a, A> {
-    phase: &'a AtomicU8,
-    tx: &'a Sender<Answer<A>>,
-}
-
-impl<A> Reply<'_, A> {
-    /// Whether the caller still wants answers: check before each call into
-    /// the host object.
-    pub(crate) fn wanted(&self) -> bool {
-        self.phase.load(Ordering::Acquire) == RUNNING
-    }
-
-    /// Sends one answer; `false` when the caller no longer wants answers.
-    pub(crate) fn send(&self, answer: A) -> bool {
-        // The channel holds every answer a job may send: this never blocks.
-        self.wanted() && self.tx.try_send(Answer::Value(answer)).is_ok()
-    }
-}
-
-/// A job's work, with the channel it answers on.
-trait Run<T: ?Sized>: Send {
-    fn run(self: Box<Self>, target: &T, phase: &AtomicU8);
-}
-
-struct Work<A, F> {
-    tx: Sender<Answer<A>>,
-    f: F,
-}
-
-impl<T, A, F> Run<T> for Work<A, F>
-where
-    T: ?Sized,
-    A: Send,
-    F: FnOnce(&T, &Reply<'_, A>) + Send,
-{
-    fn run(self: Box<Self>, target: &T, phase: &AtomicU8) {
-        let Work { tx, f } = *self;
-        let reply = Reply { phase, tx: &tx };
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(target, &reply))) {
-            // The channel keeps a slot for this beyond the job's answers.
-            let _ = tx.try_send(Answer::Panicked(panic_message(payload.as_ref())));
-        }
-    }
-}
-
-struct Job<T: ?Sized> {
-    phase: Arc<AtomicU8>,
-    work: Box<dyn Run<T>>,
-}
-
-/// What the helper thread shares with the courier.
-struct Shared<T: ?Sized> {
-    target: Arc<T>,
-    /// The phase of the job the helper runs now. The object is hung while it
-    /// is `ABANDONED`: only the caller moves a phase there, and only the
-    /// helper clears this when the job's last call returned, so no flag can
-    /// be left set by a race between the two.
-    current: Mutex<Option<Arc<AtomicU8>>>,
-}
-
-impl<T: ?Sized> Shared<T> {
-    fn hung(&self) -> bool {
-        self.current
-            .lock()
-            .as_ref()
-            .is_some_and(|p| p.load(Ordering::Acquire) == ABANDONED)
-    }
-}
-
-/// The answers of one job, taken one by one. Dropping it cancels the parts
-/// of the job not yet started.
-pub(crate) struct Call<A> {
-    phase: Arc<AtomicU8>,
-    answers: Receiver<Answer<A>>,
-}
-
-impl<A> Drop for Call<A> {
-    fn drop(&mut self) {
-        if self
-            .phase
-            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            let _ = self.phase.compare_exchange(
-                RUNNING,
-                CANCELLED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    }
-}
-
-/// Calls into one host object: its helper thread, the hung flag and the
-/// cool-off.
+/// Calls into one host object: its timed caller and the cool-off.
 pub(crate) struct Courier<T: ?Sized + Send + Sync + 'static> {
     who: Target,
-    thread_name: &'static str,
     limits: Limits,
-    shared: Arc<Shared<T>>,
-    jobs: Mutex<Option<Sender<Job<T>>>>,
+    target: Arc<T>,
+    caller: TimedCaller,
     /// Clock time before which the object is not called (0: none).
     cool_until_ns: AtomicU64,
     /// Jobs run on the caller's thread (see [Inline calls](self#inline-calls)).
@@ -297,13 +169,9 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
     ) -> Self {
         Courier {
             who,
-            thread_name,
             limits,
-            shared: Arc::new(Shared {
-                target,
-                current: Mutex::new(None),
-            }),
-            jobs: Mutex::new(None),
+            target,
+            caller: TimedCaller::new(thread_name).queue_max(JOBS_QUEUED_MAX),
             cool_until_ns: AtomicU64::new(0),
             inline: false,
         }
@@ -326,12 +194,8 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
     /// is hung, or it cools off after a call that timed out or panicked.
     pub(crate) fn unavailable_reason(&self) -> Option<String> {
         let now_ns = self.limits.clock.now_ns();
-        if self.shared.hung() {
-            return Some(
-                "a call into it missed its deadline and has not returned yet; it is not called \
-                 again until that call returns"
-                    .into(),
-            );
+        if self.caller.is_busy() {
+            return Some(HUNG.into());
         }
         let until = self.cool_until_ns.load(Ordering::Acquire);
         (now_ns < until).then(|| {
@@ -356,22 +220,21 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         if let Some(reason) = self.unavailable_reason() {
             return Err(self.failure(reason, Miss::Refused));
         }
-        // One slot more than the answers, for a panic's message.
-        let (tx, answers) = bounded(answers_max.saturating_add(1));
+        let target = self.target.clone();
+        let work = move |reply: &Reply<'_, A>| work(&target, reply);
         if self.inline {
-            // Every answer fits in the channel: the job never waits on it.
-            let phase = Arc::new(AtomicU8::new(RUNNING));
-            Box::new(Work { tx, f: work }).run(&self.shared.target, &phase);
-            phase.store(DONE, Ordering::Release);
-            return Ok(Call { phase, answers });
+            return Ok(Call::run_here(answers_max, work));
         }
-        let phase = Arc::new(AtomicU8::new(QUEUED));
-        self.submit(Job {
-            phase: phase.clone(),
-            work: Box::new(Work { tx, f: work }),
+        self.caller.call(answers_max, work).map_err(|e| {
+            let reason = match e {
+                CallError::Busy => HUNG.to_owned(),
+                CallError::Full => {
+                    format!("{JOBS_QUEUED_MAX} calls into it are already waiting; try again later")
+                }
+                other => format!("its helper {other}"),
+            };
+            self.failure(reason, Miss::Refused)
         })
-        .map_err(|reason| self.failure(reason, Miss::Refused))?;
-        Ok(Call { phase, answers })
     }
 
     /// Takes the next answer of `call`, waiting until `deadline` at most.
@@ -389,41 +252,9 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         deadline: Deadline,
         what: &dyn Fn() -> String,
     ) -> Result<A, CallFailure> {
-        let got = poll_briefly(CALLER_SPIN, Some(deadline.at), || {
-            match call.answers.try_recv() {
-                Ok(a) => Some(Ok(a)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-            }
-        })
-        .unwrap_or_else(|| call.answers.recv_deadline(deadline.at));
-        match got {
-            Ok(answer) => self.answer(answer, what),
-            Err(RecvTimeoutError::Timeout) => self.give_up(call, deadline, what),
-            Err(RecvTimeoutError::Disconnected) => Err(self.ended(what)),
-        }
-    }
-
-    /// The deadline passed while waiting for an answer of `call`.
-    fn give_up<A>(
-        &self,
-        call: &mut Call<A>,
-        deadline: Deadline,
-        what: &dyn Fn() -> String,
-    ) -> Result<A, CallFailure> {
-        let phase = &call.phase;
-        let gave_up = phase
-            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-            .or_else(|_| {
-                phase.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-            });
-        match gave_up {
-            // Withdrawn or abandoned; an abandoned call keeps the object
-            // hung (see `Shared::current`) until it returns.
-            Ok(was) => {
-                if was == QUEUED {
-                    self.take_over_orphan();
-                }
+        match call.wait_until(deadline.at) {
+            Ok(a) => Ok(a),
+            Err(CallError::TimedOut) => {
                 self.cool_off();
                 Err(self.failure(
                     format!(
@@ -434,43 +265,18 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
                     Miss::TimedOut,
                 ))
             }
-            // The job finished just as the deadline passed: the answer is there.
-            Err(_) => match call.answers.try_recv() {
-                Ok(answer) => self.answer(answer, what),
-                Err(_) => Err(self.ended(what)),
-            },
-        }
-    }
-
-    /// A job withdrawn at its deadline waited behind the job the helper
-    /// runs. If nobody waits for that one (its caller dropped its call while
-    /// a call of it ran), it is the call that hangs: it is marked abandoned,
-    /// so the object is not called again until it returns.
-    fn take_over_orphan(&self) {
-        if let Some(phase) = self.shared.current.lock().as_ref() {
-            let _ =
-                phase.compare_exchange(CANCELLED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
-        }
-    }
-
-    fn answer<A>(&self, answer: Answer<A>, what: &dyn Fn() -> String) -> Result<A, CallFailure> {
-        match answer {
-            Answer::Value(a) => Ok(a),
-            Answer::Panicked(message) => {
+            Err(CallError::Panicked(message)) => {
                 self.cool_off();
                 Err(self.failure(
                     format!("its {} panicked: {message}", what()),
                     Miss::Panicked,
                 ))
             }
+            Err(_) => Err(self.failure(
+                format!("its helper ended without answering the {}", what()),
+                Miss::Refused,
+            )),
         }
-    }
-
-    fn ended(&self, what: &dyn Fn() -> String) -> CallFailure {
-        self.failure(
-            format!("its helper ended without answering the {}", what()),
-            Miss::Refused,
-        )
     }
 
     fn cool_off(&self) {
@@ -498,104 +304,22 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         CallFailure { error, miss }
     }
 
-    /// Queues a job for the helper thread, starting the thread first if it
-    /// is not running.
-    fn submit(&self, job: Job<T>) -> std::result::Result<(), String> {
-        let mut jobs = self.jobs.lock();
-        // The helper never ends while the queue is open, so a closed queue
-        // only means it was never started.
-        let job = match jobs.as_ref() {
-            Some(tx) => match tx.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(_)) => {
-                    return Err(format!(
-                        "{JOBS_QUEUED_MAX} calls into it are already waiting; try again later"
-                    ))
-                }
-                Err(TrySendError::Disconnected(job)) => job,
-            },
-            None => job,
-        };
-        let (tx, rx) = bounded(JOBS_QUEUED_MAX);
-        let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name(self.thread_name.into())
-            .spawn(move || serve(&shared, &rx))
-            .map_err(|e| format!("its helper thread could not be started: {e}"))?;
-        tx.try_send(job)
-            .map_err(|_| "its new helper refused the call".to_owned())?;
-        *jobs = Some(tx);
-        Ok(())
-    }
-
     /// Whether a call into the object is hung (tests wait for it to return).
     #[cfg(test)]
     pub(crate) fn hung(&self) -> bool {
-        self.shared.hung()
+        self.caller.is_busy()
     }
 
     /// The helper's shared state, to watch the helper end (tests).
     #[cfg(test)]
-    fn shared_weak(&self) -> std::sync::Weak<Shared<T>> {
-        Arc::downgrade(&self.shared)
+    fn shared_weak(&self) -> std::sync::Weak<impl Sized> {
+        self.caller.helper_weak()
     }
 }
 
-/// The helper thread: runs queued jobs one at a time until the queue closes.
-fn serve<T: ?Sized>(shared: &Shared<T>, jobs: &Receiver<Job<T>>) {
-    loop {
-        let next = poll_briefly(HELPER_SPIN, None, || match jobs.try_recv() {
-            Ok(job) => Some(Some(job)),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(None),
-        })
-        .unwrap_or_else(|| jobs.recv().ok());
-        let Some(job) = next else { return };
-        if job
-            .phase
-            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            continue; // withdrawn by its caller
-        }
-        *shared.current.lock() = Some(job.phase.clone());
-        job.work.run(&shared.target, &job.phase);
-        // Abandoned at a deadline or not, the call has returned: the object
-        // may be called again (once its cool-off ends).
-        let _ = job
-            .phase
-            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
-        *shared.current.lock() = None;
-    }
-}
-
-/// Calls `poll` until it gives something, `budget` has passed, or
-/// `deadline` has come: spins a little first, then yields the core between
-/// polls. `None` when it gave nothing in time (the caller parks then).
-fn poll_briefly<R>(
-    budget: Duration,
-    deadline: Option<Instant>,
-    mut poll: impl FnMut() -> Option<R>,
-) -> Option<R> {
-    const SPINS: u32 = 64;
-    let started = Instant::now();
-    let mut polls = 0u32;
-    loop {
-        if let Some(r) = poll() {
-            return Some(r);
-        }
-        polls = polls.saturating_add(1);
-        if polls <= SPINS {
-            std::hint::spin_loop();
-            continue;
-        }
-        let now = Instant::now();
-        if now.duration_since(started) >= budget || deadline.is_some_and(|d| now >= d) {
-            return None;
-        }
-        std::thread::yield_now();
-    }
-}
+/// Why a hung object is refused.
+const HUNG: &str = "a call into it missed its deadline and has not returned yet; it is not \
+                    called again until that call returns";
 
 #[cfg(test)]
 mod tests;

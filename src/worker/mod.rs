@@ -7,7 +7,8 @@
 //! - The thread (`selfheal-…`) selects over a bounded command channel and
 //!   the job's next deadline ([`Job::next_tick`]); it does nothing else.
 //!   Deciding is the job's business, on the clock it was given; the worker
-//!   only waits in real time.
+//!   only waits in real time ([`wake_for`] turns a due time on the clock
+//!   into a bounded real wait).
 //! - [`Worker::request`] sends a command carrying a reply channel and waits
 //!   for the reply **or** for the thread to end: a command queued just as
 //!   the thread ended is never answered (a bounded crossbeam queue keeps it,
@@ -34,10 +35,28 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
+
+mod timed;
+
+pub(crate) use timed::{Call, CallError, Reply, TimedCaller};
 
 /// Commands a worker's queue holds at most; a sender waits beyond that.
 const COMMAND_CAPACITY: usize = 16;
+
+/// The longest a job waits in real time before it reads its clock again,
+/// so that a simulated clock moved by a test is seen within this long.
+pub(crate) const CLOCK_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// When a job whose next work is due at `due_ns` on `clock` should wake:
+/// when the clock says it is due, read again at most every
+/// [`CLOCK_POLL_MAX`] of real time. The clock decides what is due; this
+/// only bounds the real wait ([`Job::next_tick`]).
+pub(crate) fn wake_for(clock: &dyn Clock, due_ns: u64) -> Instant {
+    let wait_ns = due_ns.saturating_sub(clock.now_ns());
+    Instant::now() + Duration::from_nanos(wait_ns).min(CLOCK_POLL_MAX)
+}
 
 /// What the thread does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,148 +407,6 @@ fn run<J: Job>(mut job: J, rx: &Receiver<Envelope<J::Command>>, state: &State, n
     }
 }
 
-/// Why a [`TimedCaller::call`] gave no answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CallError {
-    /// The call did not return within the deadline; it goes on running on
-    /// the helper thread and its result will be discarded.
-    TimedOut,
-    /// An earlier call is still running past its deadline; nothing was started.
-    Busy,
-    /// The call panicked (the message).
-    Panicked(String),
-    /// The helper thread could not be started.
-    Spawn(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::TimedOut => f.write_str("did not answer within its deadline"),
-            CallError::Busy => f.write_str("an earlier call is still running past its deadline"),
-            CallError::Panicked(m) => write!(f, "panicked: {m}"),
-            CallError::Spawn(m) => write!(f, "its helper thread could not be started: {m}"),
-        }
-    }
-}
-
-type Call = Box<dyn FnOnce() + Send>;
-
-/// Runs calls into host code (a probe, a replica) on a helper thread with a
-/// deadline, so that a host call that hangs is abandoned instead of waited
-/// for. At most one call is in flight: while a call that missed its deadline
-/// is still running, later calls fail at once with [`CallError::Busy`]
-/// (a hung resource never accumulates threads). The helper thread is started
-/// on first use and ends when the caller is dropped and its current call
-/// returns.
-pub(crate) struct TimedCaller {
-    name: String,
-    tx: Mutex<Option<Sender<Call>>>,
-    busy: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl std::fmt::Debug for TimedCaller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimedCaller")
-            .field("thread", &self.name)
-            .field("busy", &self.is_busy())
-            .finish()
-    }
-}
-
-impl TimedCaller {
-    /// A caller whose helper thread is named `name` (`selfheal-…`).
-    pub(crate) fn new(name: impl Into<String>) -> Self {
-        TimedCaller {
-            name: name.into(),
-            tx: Mutex::new(None),
-            busy: Arc::default(),
-        }
-    }
-
-    /// Whether a call is running past its deadline.
-    pub(crate) fn is_busy(&self) -> bool {
-        self.busy.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn sender(&self) -> std::result::Result<Sender<Call>, CallError> {
-        let mut slot = self.tx.lock();
-        if let Some(tx) = slot.as_ref() {
-            return Ok(tx.clone());
-        }
-        let (tx, rx) = bounded::<Call>(1);
-        std::thread::Builder::new()
-            .name(self.name.clone())
-            .spawn(move || {
-                for call in rx {
-                    call();
-                }
-            })
-            .map_err(|e| CallError::Spawn(e.to_string()))?;
-        *slot = Some(tx.clone());
-        Ok(tx)
-    }
-
-    /// Starts `f` on the helper thread; [`Pending::wait_until`] collects it.
-    /// Starting several callers' calls before waiting for any runs them in
-    /// parallel under one deadline.
-    ///
-    /// # Errors
-    /// [`CallError::Busy`] or [`CallError::Spawn`].
-    pub(crate) fn start<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::result::Result<Pending<T>, CallError> {
-        use std::sync::atomic::Ordering;
-        if self
-            .busy
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(CallError::Busy);
-        }
-        let (reply, answer) = bounded(1);
-        let busy = self.busy.clone();
-        let call: Call = Box::new(move || {
-            let out = catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()));
-            // Not busy before the answer goes out: a caller that got its
-            // answer may start the next call at once.
-            busy.store(false, Ordering::Release);
-            let _ = reply.send(out);
-        });
-        let sent = self.sender().and_then(|tx| {
-            tx.send(call)
-                .map_err(|_| CallError::Spawn("the helper thread ended".into()))
-        });
-        if let Err(e) = sent {
-            *self.tx.lock() = None;
-            self.busy.store(false, Ordering::Release);
-            return Err(e);
-        }
-        Ok(Pending { answer })
-    }
-}
-
-/// A call started by [`TimedCaller::start`].
-#[derive(Debug)]
-pub(crate) struct Pending<T> {
-    answer: Receiver<std::result::Result<T, String>>,
-}
-
-impl<T> Pending<T> {
-    /// Waits for the answer until `deadline`.
-    ///
-    /// # Errors
-    /// [`CallError::TimedOut`] or [`CallError::Panicked`].
-    pub(crate) fn wait_until(self, deadline: Instant) -> std::result::Result<T, CallError> {
-        match self.answer.recv_deadline(deadline) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(msg)) => Err(CallError::Panicked(msg)),
-            Err(_) => Err(CallError::TimedOut),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,40 +568,6 @@ mod tests {
             started.elapsed()
         );
         assert!(e.to_string().contains("did not stop"), "{e}");
-    }
-
-    fn call<T: Send + 'static>(
-        c: &TimedCaller,
-        deadline: Duration,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::result::Result<T, CallError> {
-        c.start(f)?.wait_until(Instant::now() + deadline)
-    }
-
-    #[test]
-    fn timed_caller_abandons_a_hung_call_and_refuses_while_it_hangs() {
-        let c = &TimedCaller::new("selfheal-test-call");
-        assert_eq!(call(c, Duration::from_secs(5), || 7), Ok(7));
-        let (release, gate) = bounded::<()>(0);
-        let started = Instant::now();
-        let r = call(c, Duration::from_millis(30), move || {
-            let _ = gate.recv();
-            1
-        });
-        assert_eq!(r, Err(CallError::TimedOut));
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(c.is_busy());
-        assert_eq!(call(c, Duration::from_secs(5), || 2), Err(CallError::Busy));
-        release.send(()).unwrap();
-        while c.is_busy() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(call(c, Duration::from_secs(5), || 3), Ok(3));
-        match call(c, Duration::from_secs(5), || -> u8 { panic!("probe bug") }) {
-            Err(CallError::Panicked(m)) => assert!(m.contains("probe bug")),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(call(c, Duration::from_secs(5), || 4), Ok(4));
     }
 
     #[test]
