@@ -67,7 +67,9 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// call.
     ///
     /// The default reads batches of up to 1 MiB with
-    /// [`read_pages`](Self::read_pages) into one reused buffer; a store that can
+    /// [`read_pages`](Self::read_pages) into a buffer that the calling thread
+    /// keeps for its next scans (at most 1 MiB, or one page when pages are
+    /// larger; a scan started inside `visit` uses a buffer of its own); a store that can
     /// expose its pages without a copy (a memory map) overrides it. This is the
     /// scrubber's hot path.
     ///
