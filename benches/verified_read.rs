@@ -6,7 +6,10 @@
 //! its own interleaved share, in a scattered order). Target: four readers at
 //! 1.8× one reader's throughput or better on two cores, i.e.
 //! `1_reader` time ÷ `4_readers` time ≥ 1.8; the bench prints these ratios
-//! (`ratio …` lines) after a measured run.
+//! (`ratio …` lines) after a measured run. A control row measures what the
+//! machine gives four threads in the same run: CRC32 of the same 64 MiB in
+//! memory on one thread and on four (`crc_only`); on a machine busy with
+//! other work its ratio is the ceiling the readers' ratio can reach.
 //!
 //! Run: `cargo bench --bench verified_read -- --warm-up-time 1 --measurement-time 3`
 
@@ -83,6 +86,21 @@ fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
 
 const _: () = assert!(PAGES.is_power_of_two());
 
+/// The control: CRC32 of `bytes` on `threads` threads, each its share.
+fn crc_all(bytes: &[u8], threads: usize) -> u32 {
+    let share = bytes.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bytes
+            .chunks(share)
+            .map(|part| scope.spawn(move || crc32fast::hash(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("crc"))
+            .fold(0, |a, b| a ^ b)
+    })
+}
+
 fn verified_read(c: &mut Criterion) {
     let since = std::time::SystemTime::now();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -103,6 +121,12 @@ fn verified_read(c: &mut Criterion) {
         }
         assert_eq!(det.stats().corrupt_reported, 0);
     }
+    let bytes: Vec<u8> = (0..FILE_BYTES).map(|i| (i * 7 + (i >> 12)) as u8).collect();
+    for threads in [1usize, 4] {
+        g.bench_with_input(BenchmarkId::new("crc_only", threads), &threads, |b, &n| {
+            b.iter(|| black_box(crc_all(&bytes, n)));
+        });
+    }
     g.finish();
     let rows: Vec<(String, String, String)> = ["trailer", "sidecar"]
         .iter()
@@ -114,10 +138,17 @@ fn verified_read(c: &mut Criterion) {
             )
         })
         .collect();
-    let lines: Vec<(&str, &str, &str, &str)> = rows
+    let mut lines: Vec<(&str, &str, &str, &str)> = rows
         .iter()
         .map(|(n, a, b)| (n.as_str(), a.as_str(), b.as_str(), "target ≥ 1.8"))
         .collect();
+    let control = (format!("{GROUP}/crc_only/1"), format!("{GROUP}/crc_only/4"));
+    lines.push((
+        "4 CRC threads vs 1, no I/O, no lock",
+        &control.0,
+        &control.1,
+        "the machine's ceiling in this run",
+    ));
     ratio::report(since, &lines);
 }
 

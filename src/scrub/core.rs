@@ -3,8 +3,9 @@
 //!
 //! # Contract
 //!
-//! - A step scans at most one batch, through one
-//!   [`PageStore::scan_pages`](crate::PageStore::scan_pages) call and one
+//! - A step scans at most one batch (with several threads, 16 batches per
+//!   thread, each thread a contiguous run of them), through one
+//!   [`PageStore::scan_pages`](crate::PageStore::scan_pages) call per batch and one
 //!   [`CorruptionDetector::check_scanned`] per page, granted by the pacer
 //!   at the time it is given; it never reads a clock itself (except
 //!   [`Scrubber::persist_cursor`]), so simulated time drives it exactly.
