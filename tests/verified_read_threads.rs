@@ -111,7 +111,7 @@ fn concurrent_readers_never_see_bytes_that_fail_verification() {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let page = (n * 13) % PAGES;
-                        let bytes = if n % 2 == 0 {
+                        let bytes = if n.is_multiple_of(2) {
                             vec![(n as u8) | 1; PS]
                         } else {
                             old_copies[page as usize].clone()
