@@ -25,8 +25,8 @@
 //! started with and may write only if the epoch is unchanged, so a repair
 //! never overwrites a host write that raced with it.
 //!
-//! Beside the entries the registry keeps [`FencedStripes`]: how many fenced
-//! pages each of [`FENCE_STRIPES`] stripes of page numbers holds, changed
+//! Beside the entries the registry keeps `FencedStripes`: how many fenced
+//! pages each of 1024 stripes of page numbers (page mod 1024) holds, changed
 //! with every transition under the registry's lock and read without it. A
 //! verified read looks there first and takes the registry's lock only for a
 //! page whose stripe holds a fenced page, so readers of healthy pages share
