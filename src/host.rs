@@ -67,7 +67,9 @@ pub trait PageStore: Send + Sync + fmt::Debug {
     /// call.
     ///
     /// The default reads batches of up to 1 MiB with
-    /// [`read_pages`](Self::read_pages) into one reused buffer; a store that can
+    /// [`read_pages`](Self::read_pages) into a buffer that the calling thread
+    /// keeps for its next scans (at most 1 MiB, or one page when pages are
+    /// larger; a scan started inside `visit` uses a buffer of its own); a store that can
     /// expose its pages without a copy (a memory map) overrides it. This is the
     /// scrubber's hot path.
     ///
@@ -526,8 +528,22 @@ pub(crate) fn check_page_args(
     Ok(())
 }
 
+/// Bytes of one batch of the default [`PageStore::scan_pages`] (at least
+/// one page).
+const SCAN_BATCH_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The batch buffer of the default scan, kept by each thread that scans
+    /// (at most one batch: [`SCAN_BATCH_BYTES`], or one page when pages are
+    /// larger), so that a scrub reads every batch into memory that is
+    /// already mapped and warm instead of allocating (and zeroing) a new
+    /// buffer for each.
+    static SCAN_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The default [`PageStore::scan_pages`]: batched `read_pages` of up to 1 MiB
-/// into one reused buffer.
+/// into the calling thread's reused batch buffer (a fresh one when the
+/// thread's is in use by a scan further up its stack: `visit` may scan).
 pub(crate) fn scan_in_batches<S: PageStore + ?Sized>(
     store: &S,
     first: PageId,
@@ -535,20 +551,31 @@ pub(crate) fn scan_in_batches<S: PageStore + ?Sized>(
     visit: &mut dyn FnMut(PageId, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let ps = store.page_size().max(1);
-    let batch = ((1 << 20) / ps).max(1) as u64;
-    let mut buf = vec![0u8; (batch.min(count.max(1)) as usize) * ps];
-    let mut next = first.0;
-    let end = first.0.saturating_add(count);
-    while next < end {
-        let n = batch.min(end - next);
-        let bytes = &mut buf[..n as usize * ps];
-        store.read_pages(PageId(next), bytes)?;
-        for (i, page) in bytes.chunks_exact(ps).enumerate() {
-            visit(PageId(next + i as u64), page)?;
+    let batch = (SCAN_BATCH_BYTES / ps).max(1) as u64;
+    let want = (batch.min(count.max(1)) as usize) * ps;
+    let mut scan = |buf: &mut Vec<u8>| -> Result<()> {
+        if buf.len() < want {
+            buf.resize(want, 0);
         }
-        next += n;
+        let mut next = first.0;
+        let end = first.0.saturating_add(count);
+        while next < end {
+            let n = batch.min(end - next);
+            let bytes = &mut buf[..n as usize * ps];
+            store.read_pages(PageId(next), bytes)?;
+            for (i, page) in bytes.chunks_exact(ps).enumerate() {
+                visit(PageId(next + i as u64), page)?;
+            }
+            next += n;
+        }
+        Ok(())
+    };
+    let reused = SCAN_BUF.try_with(|cell| cell.try_borrow_mut().ok().map(|mut buf| scan(&mut buf)));
+    match reused {
+        Ok(Some(result)) => result,
+        // In use further up the stack, or the thread is ending.
+        _ => scan(&mut Vec::new()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

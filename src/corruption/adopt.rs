@@ -507,7 +507,9 @@ impl CorruptionDetector {
     ) -> (u64, Option<Error>) {
         let mut in_place: Vec<PageId> = Vec::new();
         let mut zero: Vec<PageId> = Vec::new();
-        let mut claims: Vec<(PageId, Option<u32>)> = Vec::new();
+        // Most pages of a first adoption are claims: one allocation per batch.
+        let mut claims: Vec<(PageId, Option<u32>)> =
+            Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
         let mut examined = 0u64;
         // The table's entries for the batch, in one look (the resize gate is
         // held, so they only change by host writes, which the claim checks

@@ -219,10 +219,12 @@ impl CorruptionConfig {
         let sink = self
             .failures
             .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        let registry = SuspectRegistry::new(self.suspect_capacity);
         Ok(CorruptionDetector {
             store,
             placement: self.placement,
-            registry: Mutex::new(SuspectRegistry::new(self.suspect_capacity)),
+            fenced: registry.fenced_stripes(),
+            registry: Mutex::new(registry),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             written_lsn: lsn::LsnSlots::default(),
             freed: PageBits::default(),

@@ -2,6 +2,8 @@
 //! items are re-exported by its parent).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::types::PageId;
 
@@ -66,6 +68,13 @@ impl PageState {
 /// entry is created or the host rewrites the page. A repair holds the epoch it
 /// started with and may write only if the epoch is unchanged, so a repair
 /// never overwrites a host write that raced with it.
+///
+/// Beside the entries the registry keeps how many fenced pages each of 1024
+/// stripes of page numbers (page mod 1024) holds, changed with every
+/// transition under the registry's lock and read without it. A verified
+/// read looks there first and takes the registry's lock only for a page
+/// whose stripe holds a fenced page, so readers of healthy pages share no
+/// lock (proptest `fenced_stripes_count_the_fenced_entries`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuspectEntry {
     /// Its state.
@@ -110,6 +119,54 @@ pub(crate) enum Observation {
     Full,
 }
 
+/// Stripes of page numbers (`page % FENCE_STRIPES`) counted by [`FencedStripes`].
+pub(crate) const FENCE_STRIPES: usize = 1024;
+
+/// How many fenced pages (`Suspect`, `Repairing`, `Irreparable`) the
+/// registry holds in each stripe of page numbers. Changed only by the
+/// registry, under its lock (each change is a release store that the lock's
+/// release follows); read by anyone without it.
+#[derive(Debug)]
+pub(crate) struct FencedStripes {
+    counts: Box<[AtomicU32]>,
+}
+
+impl FencedStripes {
+    fn new() -> Self {
+        FencedStripes {
+            counts: (0..FENCE_STRIPES).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn slot(&self, page: PageId) -> &AtomicU32 {
+        &self.counts[(page.0 % FENCE_STRIPES as u64) as usize]
+    }
+
+    /// Whether the registry may hold `page` fenced: `false` means that no
+    /// page of its stripe was fenced when this looked, so a read that began
+    /// after the page was fenced cannot be told `false`.
+    pub(crate) fn may_be_fenced(&self, page: PageId) -> bool {
+        self.slot(page).load(Ordering::Acquire) != 0
+    }
+
+    /// A page of `page`'s stripe went from fenced `was` to fenced `now`.
+    fn change(&self, page: PageId, was: bool, now: bool) {
+        match (was, now) {
+            (false, true) => {
+                self.slot(page).fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                let before = self.slot(page).fetch_sub(1, Ordering::AcqRel);
+                debug_assert!(
+                    before > 0,
+                    "fenced count of page {page}'s stripe underflows"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The registry. Bounded: when full, `Repaired` entries are evicted oldest
 /// first; unresolved entries are never evicted.
 #[derive(Debug)]
@@ -117,6 +174,7 @@ pub(crate) struct SuspectRegistry {
     capacity: usize,
     entries: HashMap<PageId, SuspectEntry>,
     next_epoch: u64,
+    fenced: Arc<FencedStripes>,
 }
 
 impl SuspectRegistry {
@@ -127,7 +185,21 @@ impl SuspectRegistry {
             capacity: capacity.max(1),
             entries: HashMap::new(),
             next_epoch: 1,
+            fenced: Arc::new(FencedStripes::new()),
         }
+    }
+
+    /// Its fenced-page counts, for reading without its lock.
+    #[must_use]
+    pub fn fenced_stripes(&self) -> Arc<FencedStripes> {
+        self.fenced.clone()
+    }
+
+    /// Drops `page`'s entry, if any, keeping the fenced counts.
+    fn remove(&mut self, page: PageId) -> Option<SuspectEntry> {
+        let e = self.entries.remove(&page)?;
+        self.fenced.change(page, e.state.is_fenced(), false);
+        Some(e)
     }
 
     /// The capacity.
@@ -195,9 +267,11 @@ impl SuspectRegistry {
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             let e = self.entries.get_mut(&page).expect("present");
+            let was = e.state.is_fenced();
             e.state = PageState::Suspect;
             e.epoch = epoch;
             e.first_seen_ns = now_ns;
+            self.fenced.change(page, was, true);
             return Observation::Report { epoch };
         }
         if self.entries.len() >= self.capacity && !self.evict_one() {
@@ -215,6 +289,7 @@ impl SuspectRegistry {
                 unsealed,
             },
         );
+        self.fenced.change(page, false, true);
         Observation::Report { epoch }
     }
 
@@ -225,7 +300,7 @@ impl SuspectRegistry {
             .filter(|(_, e)| e.state == PageState::Repaired)
             .min_by_key(|(_, e)| e.first_seen_ns)
             .map(|(p, _)| *p);
-        victim.is_some_and(|p| self.entries.remove(&p).is_some())
+        victim.is_some_and(|p| self.remove(p).is_some())
     }
 
     /// Moves a fenced page to `Repairing` and returns the epoch the repair
@@ -262,6 +337,7 @@ impl SuspectRegistry {
         } else {
             PageState::Irreparable
         };
+        self.fenced.change(page, true, !repaired);
         true
     }
 
@@ -280,20 +356,27 @@ impl SuspectRegistry {
     /// The host wrote new contents: the old corruption no longer matters.
     /// The entry is dropped, which also invalidates any repair in flight.
     pub fn on_host_write(&mut self, page: PageId) {
-        self.entries.remove(&page);
+        self.remove(page);
     }
 
     /// The host said the page is unallocated: like a rewrite, its old
     /// corruption no longer matters and a repair in flight must not write.
     pub fn on_freed(&mut self, page: PageId) {
-        self.entries.remove(&page);
+        self.remove(page);
     }
 
     /// The store shrank to `page_count` pages: entries of pages past the end
     /// are dropped (with any repair in flight for them). Returns how many.
     pub fn forget_from(&mut self, page_count: u64) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|p, _| p.0 < page_count);
+        let fenced = &self.fenced;
+        self.entries.retain(|p, e| {
+            let keep = p.0 < page_count;
+            if !keep {
+                fenced.change(*p, e.state.is_fenced(), false);
+            }
+            keep
+        });
         before - self.entries.len()
     }
 
@@ -302,6 +385,7 @@ impl SuspectRegistry {
         match self.entries.get_mut(&page) {
             Some(e) if matches!(e.state, PageState::Suspect | PageState::Irreparable) => {
                 e.state = PageState::Repaired;
+                self.fenced.change(page, true, false);
                 true
             }
             _ => false,
@@ -513,6 +597,45 @@ mod tests {
                     }
                 }
                 prop_assert!(r.len() <= cap);
+            }
+        }
+    }
+
+    proptest! {
+        /// The fenced counts read without the lock always equal the number
+        /// of fenced entries of each stripe, whatever the transitions (also
+        /// shrinks and evictions), and a page with a fenced entry is never
+        /// said to be unfenced.
+        #[test]
+        fn fenced_stripes_count_the_fenced_entries(
+            ops in proptest::collection::vec((0u8..8, 0u64..3000, any::<bool>()), 0..300),
+            cap in 1usize..6,
+        ) {
+            let mut r = SuspectRegistry::new(cap);
+            let stripes = r.fenced_stripes();
+            let mut epochs: HashMap<u64, u64> = HashMap::new();
+            for (op, page, flag) in ops {
+                let p = PageId(page);
+                match op {
+                    0 => { r.on_corrupt(p, "e", page, if flag { Observer::HostRead } else { Observer::Scrub }); }
+                    1 => { r.on_unsealed(p, "e", page, Observer::Scrub); }
+                    2 => { if let Some(e) = r.begin_repair(p) { epochs.insert(page, e); } }
+                    3 => { if let Some(e) = epochs.remove(&page) { r.finish_repair(p, e, flag); } }
+                    4 => { if let Some(e) = epochs.remove(&page) { r.release_repair(p, e); } }
+                    5 => if flag { r.on_host_write(p) } else { r.on_freed(p) },
+                    6 => { r.on_verified(p); }
+                    _ => { r.forget_from(page); }
+                }
+                let mut want = vec![0u32; FENCE_STRIPES];
+                for (q, e) in r.entries() {
+                    if e.state.is_fenced() {
+                        want[(q.0 % FENCE_STRIPES as u64) as usize] += 1;
+                        prop_assert!(stripes.may_be_fenced(q), "fenced page {} not counted", q);
+                    }
+                }
+                for (i, w) in want.iter().enumerate() {
+                    prop_assert_eq!(stripes.counts[i].load(Ordering::Relaxed), *w, "stripe {}", i);
+                }
             }
         }
     }

@@ -73,7 +73,13 @@ impl CorruptionDetector {
         ) {
             return failed(e, None, false);
         }
-        let fenced = self.registry.lock().state(page).filter(|s| s.is_fenced());
+        // The registry's lock only for a page whose stripe holds a fenced
+        // page: reads of healthy pages share no lock.
+        let fenced = if self.fenced.may_be_fenced(page) {
+            self.registry.lock().state(page).filter(|s| s.is_fenced())
+        } else {
+            None
+        };
         if let Some(state) = fenced {
             self.stats.fenced_reads.fetch_add(1, Ordering::Relaxed);
             let err = Error::PageFenced {
@@ -115,11 +121,35 @@ impl CorruptionDetector {
     /// [`Error::PageOutOfRange`] when the store shrank below the page since
     /// it was read (nothing is recorded about it).
     pub fn check_scanned(&self, page: PageId, bytes: &[u8], by: Observer) -> Result<Verdict> {
-        if self.verify_stored(page, bytes).is_ok() {
+        let v = self.check_scanned_uncounted(page, bytes, by)?;
+        if matches!(v, Verdict::Clean) {
             self.stats.verified.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(v)
+    }
+
+    /// [`check_scanned`](Self::check_scanned) without counting a page that
+    /// verifies at once in the stats: a scan counts its clean pages with
+    /// [`count_verified`](Self::count_verified) once per batch, so that
+    /// threads scanning at once do not share a counter per page.
+    pub(crate) fn check_scanned_uncounted(
+        &self,
+        page: PageId,
+        bytes: &[u8],
+        by: Observer,
+    ) -> Result<Verdict> {
+        if self.verify_stored(page, bytes).is_ok() {
             return Ok(Verdict::Clean);
         }
         self.confirm(page, by, None)
+    }
+
+    /// Adds `pages` that verified to the stats (see
+    /// [`check_scanned_uncounted`](Self::check_scanned_uncounted)).
+    pub(crate) fn count_verified(&self, pages: u64) {
+        if pages > 0 {
+            self.stats.verified.fetch_add(pages, Ordering::Relaxed);
+        }
     }
 
     /// Reads `page` and verifies it like a scan would: re-reads once before

@@ -3,8 +3,9 @@
 //!
 //! # Contract
 //!
-//! - A step scans at most one batch, through one
-//!   [`PageStore::scan_pages`](crate::PageStore::scan_pages) call and one
+//! - A step scans at most one batch (with several threads, 16 batches per
+//!   thread, each thread a contiguous run of them), through one
+//!   [`PageStore::scan_pages`](crate::PageStore::scan_pages) call per batch and one
 //!   [`CorruptionDetector::check_scanned`] per page, granted by the pacer
 //!   at the time it is given; it never reads a clock itself (except
 //!   [`Scrubber::persist_cursor`]), so simulated time drives it exactly.
@@ -26,11 +27,12 @@ use super::{
     Phase, ScanSummary, ScrubCore, ScrubMode, ScrubProgress, ScrubState, ScrubStep,
     EMPTY_PASS_WAIT_NS,
 };
-#[cfg(doc)]
-use crate::corruption::CorruptionDetector;
-use crate::corruption::{Observer, PageState, Verdict};
+use crate::corruption::{CorruptionDetector, Observer, PageState, Verdict};
 use crate::error::{Error, Result};
 use crate::types::PageId;
+
+/// Batches per thread in one step of a scrubber with several threads.
+const PARALLEL_STEP_BATCHES: u64 = 16;
 
 impl ScanSummary {
     fn add(&mut self, o: ScanSummary) {
@@ -61,6 +63,19 @@ impl ScanSummary {
 }
 
 impl ScrubCore {
+    /// Pages one step scans at most: one batch, or with several threads
+    /// [`PARALLEL_STEP_BATCHES`] batches per thread, so that starting the
+    /// threads costs little beside the work they share.
+    fn step_pages(&self) -> u64 {
+        if self.threads > 1 {
+            self.batch_pages
+                .saturating_mul(self.threads as u64)
+                .saturating_mul(PARALLEL_STEP_BATCHES)
+        } else {
+            self.batch_pages
+        }
+    }
+
     fn begin_pass(&mut self, now: u64) {
         self.position = 0;
         match self.mode {
@@ -108,7 +123,7 @@ impl ScrubCore {
         if self.position >= self.pass_total {
             return Ok(self.end_pass(now_ns));
         }
-        let want = self.batch_pages.min(self.pass_total - self.position);
+        let want = self.step_pages().min(self.pass_total - self.position);
         let n = match self.pacer.poll(now_ns, want) {
             Pace::WaitUntil(until_ns) => return Ok(ScrubStep::Wait { until_ns }),
             Pace::Go(n) => n,
@@ -174,6 +189,12 @@ impl ScrubCore {
     /// This is what each step does with its batch; it is public for hosts
     /// that schedule scans themselves (and for benchmarks).
     ///
+    /// With [`ScrubConfig::threads`](super::ScrubConfig::threads) above 1 the
+    /// range is cut into that many runs of whole batches, scanned at once on
+    /// scoped threads named `selfheal-scrub-part` (the calling thread scans
+    /// the first); what is found is the same as on one thread, since every
+    /// page is checked by the same detector exactly once.
+    ///
     /// Fewer than `count` pages are examined only when the store ends first
     /// (`pages` in the summary says how many).
     ///
@@ -188,62 +209,13 @@ impl ScrubCore {
             });
         }
         let end = first.0.saturating_add(count).min(page_count);
-        let mut total = ScanSummary::default();
-        let mut next = first.0;
-        while next < end {
-            let chunk = (end - next).min(self.batch_pages);
-            let (s, reached) = self.scan_batch(next, chunk);
-            total.add(s);
-            if reached < next + chunk {
-                // The store ended early (it shrank).
-                break;
-            }
-            next = reached;
-        }
+        let total = if self.threads > 1 && end - first.0 > self.batch_pages {
+            scan_parallel(&self.detector, self.batch_pages, self.threads, first.0, end)
+        } else {
+            scan_run(&self.detector, self.batch_pages, first.0, end)
+        };
         self.corrupt_found += total.newly_corrupt;
         Ok(total)
-    }
-
-    /// Scans `first .. first + count` and returns the summary and the first
-    /// page not examined.
-    fn scan_batch(&self, first: u64, count: u64) -> (ScanSummary, u64) {
-        let det = &self.detector;
-        let mut s = ScanSummary::default();
-        let mut next = first;
-        let end = first + count;
-        while next < end {
-            let res = det
-                .store()
-                .scan_pages(PageId(next), end - next, &mut |page, bytes| {
-                    let v = det.check_scanned(page, bytes, Observer::Scrub)?;
-                    s.count(&v);
-                    next = page.0 + 1;
-                    Ok(())
-                });
-            match res {
-                Ok(()) => break,
-                Err(error) => {
-                    // The batch failed at or after `next` (a read error, or
-                    // the store shrank). Find the page it was about by
-                    // reading page by page; an unreadable page is recorded by
-                    // the detector like a corrupt one.
-                    tracing::debug!(%error, first = next, "scrub batch read failed; checking its pages one by one");
-                    let retry_end = end.min(next.saturating_add(self.batch_pages));
-                    while next < retry_end {
-                        match det.check_page(PageId(next), Observer::Scrub) {
-                            Ok(v) => s.count(&v),
-                            Err(Error::PageOutOfRange { .. }) => return (s, next),
-                            Err(e) => {
-                                tracing::warn!(error = %e, page = next, "scrub could not check a page");
-                                return (s, next);
-                            }
-                        }
-                        next += 1;
-                    }
-                }
-            }
-        }
-        (s, next)
     }
 
     fn recheck_pages(&mut self, pages: &[PageId]) -> ScanSummary {
@@ -339,4 +311,135 @@ impl ScrubCore {
             eta,
         }
     }
+}
+
+/// Scans pages `first .. end` in batches of `batch_pages`, stopping where
+/// the store ends (it may shrink meanwhile).
+fn scan_run(det: &CorruptionDetector, batch_pages: u64, first: u64, end: u64) -> ScanSummary {
+    let mut total = ScanSummary::default();
+    let mut next = first;
+    while next < end {
+        let chunk = (end - next).min(batch_pages);
+        let (s, reached) = scan_batch(det, batch_pages, next, chunk);
+        total.add(s);
+        if reached < next + chunk {
+            // The store ended early (it shrank).
+            break;
+        }
+        next = reached;
+    }
+    total
+}
+
+/// Scans pages `first .. end` on `threads` threads, each a run of whole
+/// batches; the calling thread scans the first run. A part whose thread
+/// cannot be spawned is scanned on the calling thread; a panic in a part
+/// (a host callback's) is resumed on the calling thread once every part
+/// has ended.
+fn scan_parallel(
+    det: &CorruptionDetector,
+    batch_pages: u64,
+    threads: usize,
+    first: u64,
+    end: u64,
+) -> ScanSummary {
+    let pages = end - first;
+    let per_part = pages
+        .div_ceil(threads as u64)
+        .div_ceil(batch_pages)
+        .saturating_mul(batch_pages)
+        .max(batch_pages);
+    let parts: Vec<(u64, u64)> = (0..threads as u64)
+        .map(|i| {
+            let a = first.saturating_add(per_part.saturating_mul(i)).min(end);
+            (a, a.saturating_add(per_part).min(end))
+        })
+        .filter(|(a, b)| a < b)
+        .collect();
+    debug_assert_eq!(parts.iter().map(|(a, b)| b - a).sum::<u64>(), pages);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(parts.len());
+        let mut total = ScanSummary::default();
+        for &(a, b) in &parts[1..] {
+            let spawned = std::thread::Builder::new()
+                .name("selfheal-scrub-part".into())
+                .spawn_scoped(scope, move || scan_run(det, batch_pages, a, b));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(error) => {
+                    tracing::debug!(%error, "no thread for a scrub part; scanning it here");
+                    total.add(scan_run(det, batch_pages, a, b));
+                }
+            }
+        }
+        let (a, b) = parts[0];
+        total.add(scan_run(det, batch_pages, a, b));
+        let mut panicked = None;
+        for h in handles {
+            match h.join() {
+                Ok(s) => total.add(s),
+                Err(payload) => panicked = Some(payload),
+            }
+        }
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+        total
+    })
+}
+
+/// Scans `first .. first + count` and returns the summary and the first
+/// page not examined.
+fn scan_batch(
+    det: &CorruptionDetector,
+    batch_pages: u64,
+    first: u64,
+    count: u64,
+) -> (ScanSummary, u64) {
+    let mut s = ScanSummary::default();
+    let mut next = first;
+    let end = first + count;
+    // Pages that verified at once, added to the detector's stats per batch.
+    let mut clean_at_once = 0u64;
+    while next < end {
+        let res = det
+            .store()
+            .scan_pages(PageId(next), end - next, &mut |page, bytes| {
+                let v = det.check_scanned_uncounted(page, bytes, Observer::Scrub)?;
+                if matches!(v, Verdict::Clean) {
+                    clean_at_once += 1;
+                }
+                s.count(&v);
+                next = page.0 + 1;
+                Ok(())
+            });
+        match res {
+            Ok(()) => break,
+            Err(error) => {
+                // The batch failed at or after `next` (a read error, or
+                // the store shrank). Find the page it was about by
+                // reading page by page; an unreadable page is recorded by
+                // the detector like a corrupt one.
+                tracing::debug!(%error, first = next, "scrub batch read failed; checking its pages one by one");
+                let retry_end = end.min(next.saturating_add(batch_pages));
+                while next < retry_end {
+                    match det.check_page(PageId(next), Observer::Scrub) {
+                        Ok(v) => s.count(&v),
+                        Err(Error::PageOutOfRange { .. }) => {
+                            det.count_verified(clean_at_once);
+                            return (s, next);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, page = next, "scrub could not check a page");
+                            det.count_verified(clean_at_once);
+                            return (s, next);
+                        }
+                    }
+                    next += 1;
+                }
+            }
+        }
+    }
+    det.count_verified(clean_at_once);
+    (s, next)
 }

@@ -79,6 +79,7 @@ pub struct Scrubber {
     clock: Arc<dyn Clock>,
     sink: FailureSink,
     batch_pages: u64,
+    threads: usize,
     /// Set by the first [`stop`](Self::stop).
     stopped: AtomicBool,
 }
@@ -100,6 +101,7 @@ impl Scrubber {
             clock: core.clock.clone(),
             sink: core.sink.clone(),
             batch_pages: core.batch_pages,
+            threads: core.threads,
             core: Mutex::new(Some(core)),
             running: Mutex::new(None),
             stopped: AtomicBool::new(false),
@@ -117,6 +119,12 @@ impl Scrubber {
     #[must_use]
     pub fn batch_pages(&self) -> u64 {
         self.batch_pages
+    }
+
+    /// Threads an unpaced scan uses (see [`ScrubConfig::threads`]).
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The failure bus it reports its own failures on (see
