@@ -37,8 +37,11 @@ use crate::worker::panic_message;
 pub(super) struct Chunk {
     /// Position of the chunk in the file (0, 1, …).
     pub seq: u64,
-    /// The pages' bytes, concatenated.
+    /// The pages' bytes, concatenated, in `raw[..filled]` (the buffer
+    /// keeps its length from chunk to chunk, so it is never cleared).
     pub raw: Vec<u8>,
+    /// Bytes of `raw` that hold pages.
+    pub filled: usize,
     /// The page ids, in order.
     pub pages: Vec<u64>,
     /// The compressed block: `out[..used]` once compressed.
@@ -57,19 +60,20 @@ pub(super) struct Chunk {
 /// fingerprints.
 pub(super) fn compress_chunk(chunk: &mut Chunk, page_size: usize) {
     assert_eq!(
-        chunk.raw.len(),
+        chunk.filled,
         chunk.pages.len() * page_size,
         "a chunk holds whole pages"
     );
+    let raw = &chunk.raw[..chunk.filled];
     chunk.page_fps.clear();
-    for (p, bytes) in chunk.pages.iter().zip(chunk.raw.chunks_exact(page_size)) {
+    for (p, bytes) in chunk.pages.iter().zip(raw.chunks_exact(page_size)) {
         chunk.page_fps.push(page_fingerprint(*p, bytes));
     }
-    let max = lz4_flex::block::get_maximum_output_size(chunk.raw.len());
+    let max = lz4_flex::block::get_maximum_output_size(raw.len());
     if chunk.out.len() < max {
         chunk.out.resize(max, 0);
     }
-    match lz4_flex::block::compress_into(&chunk.raw, &mut chunk.out[..max]) {
+    match lz4_flex::block::compress_into(raw, &mut chunk.out[..max]) {
         Ok(used) => {
             chunk.used = used;
             chunk.crc = crc32fast::hash(&chunk.out[..used]);
@@ -215,6 +219,7 @@ mod tests {
         }
         Chunk {
             seq,
+            filled: raw.len(),
             raw,
             pages: pages.to_vec(),
             ..Chunk::default()
@@ -229,7 +234,7 @@ mod tests {
         for seq in 0..4u64 {
             let pages: Vec<u64> = (seq * 3..seq * 3 + 3).collect();
             let c = chunk(seq, &pages, ps);
-            let block = lz4_flex::block::compress(&c.raw);
+            let block = lz4_flex::block::compress(&c.raw[..c.filled]);
             expected.push((block, pages));
             pool.submit(c).unwrap();
         }
@@ -254,7 +259,7 @@ mod tests {
         // Two pages named but 10 bytes: the length assertion panics.
         let mut bad = chunk(7, &[1], 64);
         bad.pages.push(2);
-        bad.raw.truncate(10);
+        bad.filled = 10;
         pool.submit(bad).unwrap();
         let c = pool.next().unwrap();
         assert_eq!(c.seq, 7);

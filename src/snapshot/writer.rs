@@ -215,12 +215,70 @@ impl SnapshotWriter {
                 ),
             });
         }
-        self.stored.push(page);
-        if self.current.pages.is_empty() {
-            self.current.raw.reserve(self.header.chunk_pages * self.header.page_size);
+        let ps = self.header.page_size;
+        let at = self.room();
+        self.current.raw[at..at + ps].copy_from_slice(bytes);
+        self.took(page, 1)
+    }
+
+    /// Adds pages `first..first + count` of a full snapshot (the next ones
+    /// due), read by `read(first page, buffer)` straight into the chunk
+    /// buffers, a run of at most one chunk per call: one copy of each page
+    /// instead of two.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pages that are not the next ones of a
+    /// full snapshot, or after a short chunk was written; `read`'s error;
+    /// a compression or write error of an earlier chunk.
+    pub fn push_run(
+        &mut self,
+        first: u64,
+        count: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let expected_next = self.stored.last().map_or(0, |p| p + 1);
+        let fits = first
+            .checked_add(count)
+            .is_some_and(|end| end <= self.header.page_count);
+        if !self.full || first != expected_next || !fits || self.ended_short {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "pages {first}..+{count} are not the next pages of a full snapshot"
+                ),
+            });
         }
-        self.current.pages.push(page);
-        self.current.raw.extend_from_slice(bytes);
+        let ps = self.header.page_size;
+        let mut page = first;
+        let end = first + count;
+        while page < end {
+            let at = self.room();
+            let room = (self.header.chunk_pages - self.current.pages.len()) as u64;
+            let n = room.min(end - page);
+            read(page, &mut self.current.raw[at..at + n as usize * ps])?;
+            self.took(page, n)?;
+            page += n;
+        }
+        Ok(())
+    }
+
+    /// Where the next page goes in the chunk being filled (its buffer
+    /// sized to a whole chunk once, then reused).
+    fn room(&mut self) -> usize {
+        let chunk_bytes = self.header.chunk_pages * self.header.page_size;
+        if self.current.raw.len() < chunk_bytes {
+            self.current.raw.resize(chunk_bytes, 0);
+        }
+        self.current.filled
+    }
+
+    /// Records pages `first..first + n`, just placed in the chunk being
+    /// filled, and hands the chunk on once it is full.
+    fn took(&mut self, first: u64, n: u64) -> Result<()> {
+        self.stored.extend(first..first + n);
+        self.current.pages.extend(first..first + n);
+        self.current.filled += n as usize * self.header.page_size;
+        debug_assert!(self.current.pages.len() <= self.header.chunk_pages);
         if self.current.pages.len() == self.header.chunk_pages {
             self.submit_current()?;
         }
@@ -253,7 +311,7 @@ impl SnapshotWriter {
             self.write_next()?;
         }
         let mut next = self.spare.pop().unwrap_or_default();
-        next.raw.clear();
+        next.filled = 0;
         next.pages.clear();
         let mut chunk = std::mem::replace(&mut self.current, next);
         chunk.seq = self.next_seq;
@@ -294,7 +352,7 @@ impl SnapshotWriter {
         self.chunks.push(ChunkEntry {
             offset: self.offset,
             compressed_len: chunk.used as u32,
-            raw_len: chunk.raw.len() as u32,
+            raw_len: chunk.filled as u32,
             crc: chunk.crc,
         });
         self.offset += chunk.used as u64;

@@ -319,6 +319,53 @@ fn reference_file(h: &Header, pages: &[(u64, Vec<u8>)], parent_fps: &[u64]) -> V
     out
 }
 
+/// A full snapshot of `pages` (every page `0..n`, in order) written with
+/// [`SnapshotWriter::push_run`] in runs of `run` pages.
+fn write_runs(h: Header, pages: &[(u64, Vec<u8>)], threads: usize, run: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let f = File::create(&p).unwrap();
+    let mut w = SnapshotWriter::new(f, p.clone(), h, threads, Vec::new()).unwrap();
+    let n = pages.len() as u64;
+    let mut start = 0;
+    while start < n {
+        let k = run.min(n - start);
+        w.push_run(start, k, &mut |first, buf| {
+            for (i, page) in buf.chunks_exact_mut(64).enumerate() {
+                page.copy_from_slice(&pages[first as usize + i].1);
+            }
+            Ok(())
+        })
+        .unwrap();
+        start += k;
+    }
+    w.finish(&[("cfg".into(), b"x=1".to_vec())]).unwrap();
+    std::fs::read(&p).unwrap()
+}
+
+#[test]
+fn runs_must_be_the_next_pages_of_a_full_snapshot_and_read_errors_stop_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let fill = &mut |_: u64, buf: &mut [u8]| {
+        buf.fill(1);
+        Ok(())
+    };
+    let mut w = SnapshotWriter::new(File::create(&p).unwrap(), p.clone(), header(None, 9), 2, Vec::new()).unwrap();
+    w.push_run(0, 2, fill).unwrap();
+    for (first, count) in [(0, 1), (3, 1), (2, 8), (2, u64::MAX)] {
+        let err = w.push_run(first, count, fill).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { what: "page", .. }), "{first}+{count}: {err}");
+    }
+    let err = w
+        .push_run(2, 4, &mut |_, _| Err(Error::io("reading", std::io::Error::other("gone"))))
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    // Not for an incremental snapshot.
+    let mut w = SnapshotWriter::new(File::create(&p).unwrap(), p.clone(), header(Some(1), 9), 2, vec![0; 9]).unwrap();
+    assert!(matches!(w.push_run(0, 1, fill), Err(Error::InvalidArgument { .. })));
+}
+
 /// Pages that compress to different lengths, so that chunk offsets differ
 /// from chunk to chunk.
 fn varied_page(seed: u64, p: u64) -> Vec<u8> {
@@ -345,6 +392,7 @@ proptest! {
     fn the_file_is_the_same_bytes_whatever_the_thread_count(
         n in 0u64..40,
         chunk_pages in 1usize..6,
+        run in 1u64..9,
         seed in any::<u64>(),
         keep in proptest::collection::vec(any::<bool>(), 40),
     ) {
@@ -354,6 +402,7 @@ proptest! {
         let expected = reference_file(&full, &all, &[]);
         for threads in [1, 2, 3, 8] {
             prop_assert_eq!(&write(full.clone(), &all, Vec::new(), threads), &expected, "full, {} threads", threads);
+            prop_assert_eq!(&write_runs(full.clone(), &all, threads, run), &expected, "runs of {}, {} threads", run, threads);
         }
         // An incremental one: a subset below the parent's count, and every
         // page from it on.
