@@ -262,7 +262,9 @@ fn repair_batch(c: &mut Criterion) {
             },
             |syncs_before| {
                 let reports = repairer.repair_pages(black_box(&ids));
-                assert!(reports.iter().all(|r| r.as_ref().is_ok_and(|r| r.is_repaired())));
+                assert!(reports
+                    .iter()
+                    .all(|r| r.as_ref().is_ok_and(|r| r.is_repaired())));
                 pages_fsyncs_per_run.push(store.syncs.load(Ordering::Relaxed) - syncs_before);
             },
             BatchSize::PerIteration,

@@ -351,19 +351,41 @@ fn runs_must_be_the_next_pages_of_a_full_snapshot_and_read_errors_stop_them() {
         buf.fill(1);
         Ok(())
     };
-    let mut w = SnapshotWriter::new(File::create(&p).unwrap(), p.clone(), header(None, 9), 2, Vec::new()).unwrap();
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(None, 9),
+        2,
+        Vec::new(),
+    )
+    .unwrap();
     w.push_run(0, 2, fill).unwrap();
     for (first, count) in [(0, 1), (3, 1), (2, 8), (2, u64::MAX)] {
         let err = w.push_run(first, count, fill).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { what: "page", .. }), "{first}+{count}: {err}");
+        assert!(
+            matches!(err, Error::InvalidArgument { what: "page", .. }),
+            "{first}+{count}: {err}"
+        );
     }
     let err = w
-        .push_run(2, 4, &mut |_, _| Err(Error::io("reading", std::io::Error::other("gone"))))
+        .push_run(2, 4, &mut |_, _| {
+            Err(Error::io("reading", std::io::Error::other("gone")))
+        })
         .unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     // Not for an incremental snapshot.
-    let mut w = SnapshotWriter::new(File::create(&p).unwrap(), p.clone(), header(Some(1), 9), 2, vec![0; 9]).unwrap();
-    assert!(matches!(w.push_run(0, 1, fill), Err(Error::InvalidArgument { .. })));
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(Some(1), 9),
+        2,
+        vec![0; 9],
+    )
+    .unwrap();
+    assert!(matches!(
+        w.push_run(0, 1, fill),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 /// Pages that compress to different lengths, so that chunk offsets differ
@@ -440,9 +462,19 @@ fn no_page_is_pushed_after_a_short_chunk_was_written() {
     w.flush_batch().unwrap();
     assert_eq!(w.chunks_written(), 2);
     let err = w.push(4, &[4; 64]).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { what: "page", .. }), "{err}");
+    assert!(
+        matches!(err, Error::InvalidArgument { what: "page", .. }),
+        "{err}"
+    );
     // After whole chunks only, pushing goes on.
-    let mut w = SnapshotWriter::new(File::create(&p).unwrap(), p.clone(), header(None, 6), 2, Vec::new()).unwrap();
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(None, 6),
+        2,
+        Vec::new(),
+    )
+    .unwrap();
     for page in 0..3 {
         w.push(page, &[page as u8; 64]).unwrap();
     }
