@@ -286,7 +286,7 @@ fn crash_mid_batch(placement: &selfheal::ChecksumPlacement, crash_at: u64, seed:
         good.push(b);
     }
     // Every other page damaged, durably.
-    let damaged: Vec<PageId> = (0..N).filter(|p| p % 2 == 0).map(PageId).collect();
+    let damaged: Vec<PageId> = (0..N).filter(|p| p.is_multiple_of(2)).map(PageId).collect();
     for p in &damaged {
         let mut junk = vec![0u8; PS];
         Damage::Junk { seed: p.0 }.apply(&mut junk);
@@ -331,7 +331,7 @@ fn crash_mid_batch(placement: &selfheal::ChecksumPlacement, crash_at: u64, seed:
             ),
             Err(e) => {
                 assert!(e.is_corruption(), "{e}");
-                assert!(p % 2 == 0, "undamaged page {p} lost");
+                assert!(p.is_multiple_of(2), "undamaged page {p} lost");
                 bad.push(PageId(p));
             }
         }

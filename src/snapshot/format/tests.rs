@@ -394,7 +394,7 @@ fn varied_page(seed: u64, p: u64) -> Vec<u8> {
     let mut x = seed ^ (p.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (0..64)
         .map(|i| {
-            if (p + i) % 3 == 0 {
+            if (p + i).is_multiple_of(3) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
