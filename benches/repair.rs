@@ -161,20 +161,10 @@ impl PageStore for CountingStore {
 
 const BATCH_PAGES: u64 = 1000;
 
-/// CPU time of this process so far (user + system), in milliseconds, when
-/// the OS tells (Linux: `/proc/self/stat`, in clock ticks of 10 ms, so only
-/// a mean over many runs means anything).
-fn process_cpu_ms() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks * 10.0)
-}
-
-/// Mean CPU milliseconds per run, from (sum, runs).
-fn mean(cpu: (f64, u32)) -> f64 {
-    cpu.0 / f64::from(cpu.1.max(1))
-}
+#[path = "common/cpu.rs"]
+#[allow(dead_code)]
+mod cpu;
+use cpu::{mean, process_cpu_ms};
 
 fn repair_batch(c: &mut Criterion) {
     // In the target directory, not /tmp: a tmpfs would make fsync free.
