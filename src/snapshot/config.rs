@@ -15,6 +15,18 @@ use crate::error::{Error, Result};
 use crate::types::FailureKind;
 use crate::types::FailureSink;
 
+/// The most threads [`SnapshotConfig::threads`] defaults to, however many
+/// cores the machine has: each holds two chunks in flight.
+pub const DEFAULT_THREADS_MAX: usize = 8;
+
+/// The cores available to the process, 1 when unknown, at most
+/// [`DEFAULT_THREADS_MAX`].
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, DEFAULT_THREADS_MAX)
+}
+
 /// Configuration of a [`StateSnapshotManager`].
 #[derive(Clone, Debug)]
 pub struct SnapshotConfig {
@@ -39,7 +51,7 @@ impl SnapshotConfig {
             dir: dir.into(),
             page_size,
             chunk_bytes: 1 << 20,
-            threads: 2,
+            threads: default_threads(),
             max_chain_len: 8,
             retention: Retention::KeepLast(8),
             precheck_restore: true,
@@ -58,7 +70,12 @@ impl SnapshotConfig {
         self
     }
 
-    /// Threads used to compress and decompress chunks. Default 2; 1..=64.
+    /// Threads that compress chunks while a snapshot is written (the
+    /// calling thread reads pages and writes the file meanwhile), and that
+    /// decompress chunks during a restore; 1..=64. Default: the cores
+    /// available to the process ([`std::thread::available_parallelism`]),
+    /// at most [`DEFAULT_THREADS_MAX`]. The file written is the same bytes
+    /// whatever the count.
     #[must_use]
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;

@@ -245,9 +245,14 @@
 //!
 //! A restore that fails before it writes its target takes the first
 //! manifest back (if that fails too, the head stays unknown, which is safe).
-//! While a snapshot file is written, a helper thread (`selfheal-snapshot-sync`)
-//! starts writeback early with `fdatasync`, so that disk writes overlap
-//! compression; durability still rests on the final fsync.
+//! While a snapshot file is written, its chunks are compressed on
+//! [`SnapshotConfig::threads`] threads (`selfheal-snapshot-lz4`, fed through
+//! a bounded queue, joined before the call returns) while the calling
+//! thread reads pages and writes the compressed chunks in chunk order; the
+//! file is the same bytes whatever the thread count. A helper thread
+//! (`selfheal-snapshot-sync`) starts writeback early with `fdatasync`, so
+//! that disk writes overlap compression; durability still rests on the
+//! final fsync.
 //!
 //! A damaged (or missing) manifest is rebuilt at open from the snapshot
 //! files whose header, footer and index check and whose chain is complete
@@ -287,6 +292,7 @@ use crate::types::{Failure, FailureSink, PageId};
 use crossbeam_channel::Receiver;
 
 mod chain;
+mod compress;
 mod config;
 mod crash;
 mod dirty;
@@ -304,7 +310,7 @@ mod restore;
 mod take;
 mod writer;
 
-pub use config::SnapshotConfig;
+pub use config::{SnapshotConfig, DEFAULT_THREADS_MAX};
 pub use crash::CrashStep;
 pub use fingerprint::page_fingerprint;
 pub use gate::{Consistency, WriteGate, WritePause, WriteTicket};

@@ -615,9 +615,9 @@ impl Inner {
             let refused: Mutex<Option<(u64, Error)>> = Mutex::new(None);
             let res = r.for_each_chunk(self.threads, !self.precheck_restore, &|c, raw| {
                 let first = c * r.header.chunk_pages;
-                let mut owned = raw.to_vec();
+                let raw_len = raw.len() as u64;
                 let mut batch: Vec<(PageId, &mut [u8])> = Vec::with_capacity(raw.len() / ps);
-                for (slot, b) in owned.chunks_exact_mut(ps).enumerate() {
+                for (slot, b) in raw.chunks_exact_mut(ps).enumerate() {
                     let page = r.stored_page(first + slot);
                     if page >= limit {
                         continue;
@@ -644,7 +644,7 @@ impl Inner {
                     }
                     written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
-                self.progress.add(raw.len() as u64);
+                self.progress.add(raw_len);
                 Ok(())
             });
             if let Some(e) = store_err.into_inner() {

@@ -134,6 +134,7 @@ impl Inner {
             _ => None,
         };
         let threads = self.threads;
+        let chunk_pages = self.chunk_pages;
         let progress = &self.progress;
         let total = match &dirty {
             Some(d) => d.len() as u64 * ps as u64,
@@ -144,13 +145,22 @@ impl Inner {
                         crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
          -> Result<()> {
             match (detection, &dirty, &parent) {
-                // A raw store: its fastest scan (a memory map, say).
+                // A raw store: read straight into the chunk buffers, a
+                // chunk at a time.
                 (ChangeDetection::Full, _, _) if !verified => {
-                    store.scan_pages(PageId(0), page_count, &mut |p, b| {
-                        w.push(p.0, b)?;
-                        progress.add(b.len() as u64);
-                        crash_mid(w)
-                    })
+                    let run = chunk_pages.max(1) as u64;
+                    let mut start = 0u64;
+                    while start < page_count {
+                        let n = run.min(page_count - start);
+                        w.push_run(start, n, &mut |first, buf| {
+                            store.read_pages(PageId(first), buf)?;
+                            progress.add(buf.len() as u64);
+                            Ok(())
+                        })?;
+                        crash_mid(w)?;
+                        start += n;
+                    }
+                    Ok(())
                 }
                 // A verifying store: batches that tolerate free pages.
                 (ChangeDetection::Full, _, _) => {

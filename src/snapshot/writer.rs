@@ -1,10 +1,19 @@
 //! The streaming writer of snapshot files (layout in [`super::format`]):
-//! pages pushed in ascending order are cut into chunks, compressed on scoped
-//! threads while the previous batch is written, and the index (with every
-//! page's fingerprint) and footer are appended by [`SnapshotWriter::finish`].
-//! The file is only flushed here; the caller fsyncs and renames it (the
-//! crash analysis is in the `snapshot` module docs).
+//! pages pushed in ascending order are cut into chunks, which the
+//! compression threads (`super::compress`) compress while this thread
+//! copies the next pages in and writes the compressed chunks out, in chunk
+//! order; the index (with every page's fingerprint) and footer are appended
+//! by [`SnapshotWriter::finish`]. The file is only flushed here; the caller
+//! fsyncs and renames it (the crash analysis is in the `snapshot` module
+//! docs).
+//!
+//! The bytes written do not depend on the thread count or on timing: chunk
+//! boundaries are fixed by the page order and the chunk size, each chunk is
+//! compressed as one thread would, and chunks are written in order.
+//! At most two chunks per thread are in flight (queued, compressing, or
+//! compressed and waiting for an earlier one), plus the one being filled.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -13,39 +22,37 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::fingerprint::page_fingerprint;
-use super::format::{
-    encode_footer, encode_index, ChunkEntry, Header, FOOTER_LEN, HEADER_LEN, WORKER_NAME,
-};
+use super::compress::{Chunk, CompressPool};
+use super::format::{encode_footer, encode_index, ChunkEntry, Header, FOOTER_LEN, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::worker::{Call, CallError, TimedCaller};
 
 /// How long [`SnapshotWriter::finish`] waits for an early sync by default.
 pub(crate) const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One compression job: a chunk's output buffer and results.
-#[derive(Default)]
-struct Job {
-    out: Vec<u8>,
-    used: usize,
-    raw_len: usize,
-    pages: Vec<u64>,
-    crc: u32,
-    page_fps: Vec<u64>,
-    err: Option<String>,
-}
+/// Chunks in flight per compression thread.
+const IN_FLIGHT_PER_THREAD: usize = 2;
 
-/// Streams a snapshot file: pages in ascending order, compressed in batches
-/// of one chunk per thread.
+/// Streams a snapshot file: pages in ascending order, compressed a chunk
+/// per job on a pool of threads.
 pub(crate) struct SnapshotWriter {
     out: BufWriter<File>,
     path: PathBuf,
     header: Header,
-    threads: usize,
-    pending_pages: Vec<u64>,
-    pending_raw: Vec<u8>,
-    jobs: Vec<Job>,
-    done: Vec<Job>,
+    pool: CompressPool,
+    /// The chunk being filled.
+    current: Chunk,
+    /// Buffers of chunks already written, for the next ones.
+    spare: Vec<Chunk>,
+    /// Compressed chunks that wait for an earlier one to be written.
+    waiting: BTreeMap<u64, Chunk>,
+    /// Sequence number of the next chunk submitted.
+    next_seq: u64,
+    /// Sequence number of the next chunk written.
+    next_write: u64,
+    in_flight_max: usize,
+    /// A chunk shorter than `chunk_pages` was submitted: it must be the last.
+    ended_short: bool,
     chunks: Vec<ChunkEntry>,
     offset: u64,
     fps: Vec<u64>,
@@ -151,12 +158,17 @@ impl EarlySync {
 
 impl SnapshotWriter {
     /// Starts writing `header` to the already created file `out` (named
-    /// `path` in errors). `fps` is the parent's fingerprint table for an
-    /// incremental snapshot (resized to the page count; every page at or past
-    /// the parent's count must then be pushed), ignored for a full one.
-    /// [`finish`](Self::finish) waits for an early sync at most
-    /// [`DEFAULT_SYNC_TIMEOUT`] unless [`sync_timeout`](Self::sync_timeout)
-    /// says otherwise.
+    /// `path` in errors), compressing on `threads` threads. `fps` is the
+    /// parent's fingerprint table for an incremental snapshot (resized to
+    /// the page count; every page at or past the parent's count must then be
+    /// pushed), ignored for a full one. [`finish`](Self::finish) waits for an
+    /// early sync at most [`DEFAULT_SYNC_TIMEOUT`] unless
+    /// [`sync_timeout`](Self::sync_timeout) says otherwise.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a page count that does not fit in
+    /// memory; [`Error::Io`] when no compression thread can be started or
+    /// the header cannot be written.
     pub fn new(
         out: File,
         path: PathBuf,
@@ -174,15 +186,21 @@ impl SnapshotWriter {
             fps.clear();
         }
         fps.resize(pc, 0);
+        let threads = threads.max(1);
+        let in_flight_max = threads * IN_FLIGHT_PER_THREAD;
+        let pool = CompressPool::start(threads, in_flight_max, header.page_size)?;
         let early = EarlySync::start(&out, DEFAULT_SYNC_TIMEOUT);
         let mut w = SnapshotWriter {
             out: BufWriter::with_capacity(1 << 20, out),
             path,
-            threads: threads.max(1),
-            pending_pages: Vec::new(),
-            pending_raw: Vec::new(),
-            jobs: Vec::new(),
-            done: Vec::new(),
+            pool,
+            current: Chunk::default(),
+            spare: Vec::new(),
+            waiting: BTreeMap::new(),
+            next_seq: 0,
+            next_write: 0,
+            in_flight_max,
+            ended_short: false,
             chunks: Vec::new(),
             offset: HEADER_LEN as u64,
             fps,
@@ -227,6 +245,11 @@ impl SnapshotWriter {
 
     /// Adds `page` (pages must come in strictly ascending order; a full
     /// snapshot must get every page `0..P`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a page out of order, of the wrong
+    /// size, or pushed after [`flush_batch`](Self::flush_batch) wrote a
+    /// short chunk; a compression or write error of an earlier chunk.
     pub fn push(&mut self, page: u64, bytes: &[u8]) -> Result<()> {
         let expected_next = self.stored.last().map_or(0, |p| p + 1);
         let ok = if self.full {
@@ -234,126 +257,162 @@ impl SnapshotWriter {
         } else {
             page < self.header.page_count && (self.stored.is_empty() || page >= expected_next)
         };
-        if !ok || bytes.len() != self.header.page_size {
+        if !ok || bytes.len() != self.header.page_size || self.ended_short {
             return Err(Error::InvalidArgument {
                 what: "page",
                 reason: format!(
-                    "page {page} ({} bytes) pushed out of order or with the wrong size",
+                    "page {page} ({} bytes) pushed out of order, with the wrong size, or after the last chunk",
                     bytes.len()
                 ),
             });
         }
-        self.stored.push(page);
-        self.pending_pages.push(page);
-        self.pending_raw.extend_from_slice(bytes);
-        if self.pending_pages.len() >= self.threads * self.header.chunk_pages {
-            self.step()?;
+        let ps = self.header.page_size;
+        let at = self.room();
+        self.current.raw[at..at + ps].copy_from_slice(bytes);
+        self.took(page, 1)
+    }
+
+    /// Adds pages `first..first + count` of a full snapshot (the next ones
+    /// due), read by `read(first page, buffer)` straight into the chunk
+    /// buffers, a run of at most one chunk per call: one copy of each page
+    /// instead of two.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pages that are not the next ones of a
+    /// full snapshot, or after a short chunk was written; `read`'s error;
+    /// a compression or write error of an earlier chunk.
+    pub fn push_run(
+        &mut self,
+        first: u64,
+        count: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let expected_next = self.stored.last().map_or(0, |p| p + 1);
+        let fits = first
+            .checked_add(count)
+            .is_some_and(|end| end <= self.header.page_count);
+        if !self.full || first != expected_next || !fits || self.ended_short {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "pages {first}..+{count} are not the next pages of a full snapshot"
+                ),
+            });
+        }
+        let ps = self.header.page_size;
+        let mut page = first;
+        let end = first + count;
+        while page < end {
+            let at = self.room();
+            let room = (self.header.chunk_pages - self.current.pages.len()) as u64;
+            let n = room.min(end - page);
+            read(page, &mut self.current.raw[at..at + n as usize * ps])?;
+            self.took(page, n)?;
+            page += n;
         }
         Ok(())
     }
 
-    /// Compresses and writes every page pushed so far.
-    pub fn flush_batch(&mut self) -> Result<()> {
-        self.step()?;
-        self.step()
+    /// Where the next page goes in the chunk being filled (its buffer
+    /// sized to a whole chunk once, then reused).
+    fn room(&mut self) -> usize {
+        let chunk_bytes = self.header.chunk_pages * self.header.page_size;
+        if self.current.raw.len() < chunk_bytes {
+            self.current.raw.resize(chunk_bytes, 0);
+        }
+        self.current.filled
     }
 
-    /// One pipeline step: compresses the pending pages (one chunk per
-    /// thread) while this thread writes the chunks compressed by the
-    /// previous step, so that compression and I/O overlap.
-    fn step(&mut self) -> Result<()> {
-        let ps = self.header.page_size;
-        let cp = self.header.chunk_pages;
-        let chunk_bytes = cp * ps;
-        let n = self.pending_raw.len().div_ceil(chunk_bytes);
-        while self.jobs.len() < n {
-            self.jobs.push(Job::default());
+    /// Records pages `first..first + n`, just placed in the chunk being
+    /// filled, and hands the chunk on once it is full.
+    fn took(&mut self, first: u64, n: u64) -> Result<()> {
+        self.stored.extend(first..first + n);
+        self.current.pages.extend(first..first + n);
+        self.current.filled += n as usize * self.header.page_size;
+        debug_assert!(self.current.pages.len() <= self.header.chunk_pages);
+        if self.current.pages.len() == self.header.chunk_pages {
+            self.submit_current()?;
         }
-        let to_write = std::mem::take(&mut self.done);
-        let emitted: u64 = to_write.iter().map(|j| j.used as u64).sum();
-        let SnapshotWriter {
-            out,
-            path,
-            jobs,
-            pending_raw,
-            pending_pages,
-            chunks,
-            offset,
-            fps,
-            ..
-        } = self;
-        let (raw, pages) = (&*pending_raw, &*pending_pages);
-        let compress = |i: usize, job: &mut Job| {
-            let input = &raw[i * chunk_bytes..((i + 1) * chunk_bytes).min(raw.len())];
-            let max = lz4_flex::block::get_maximum_output_size(input.len());
-            if job.out.len() < max {
-                job.out.resize(max, 0);
+        Ok(())
+    }
+
+    /// Compresses and writes every page pushed so far. A chunk shorter than
+    /// the chunk size can only be the file's last, so no page may be pushed
+    /// after a call that wrote one.
+    ///
+    /// # Errors
+    /// A compression or write error.
+    pub fn flush_batch(&mut self) -> Result<()> {
+        if !self.current.pages.is_empty() {
+            if self.current.pages.len() < self.header.chunk_pages {
+                self.ended_short = true;
             }
-            job.raw_len = input.len();
-            job.pages.clear();
-            job.pages
-                .extend_from_slice(&pages[i * cp..i * cp + input.len() / ps]);
-            job.page_fps.clear();
-            for (slot, p) in input.chunks_exact(ps).enumerate() {
-                job.page_fps.push(page_fingerprint(job.pages[slot], p));
+            self.submit_current()?;
+        }
+        while self.next_write < self.next_seq {
+            self.write_next()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the chunk being filled to the pool (after writing chunks until
+    /// there is room in flight), then writes whatever is ready in order.
+    fn submit_current(&mut self) -> Result<()> {
+        while self.next_seq - self.next_write >= self.in_flight_max as u64 {
+            self.write_next()?;
+        }
+        let mut next = self.spare.pop().unwrap_or_default();
+        next.filled = 0;
+        next.pages.clear();
+        let mut chunk = std::mem::replace(&mut self.current, next);
+        chunk.seq = self.next_seq;
+        self.pool.submit(chunk)?;
+        self.next_seq += 1;
+        while let Some(c) = self.pool.try_next()? {
+            self.waiting.insert(c.seq, c);
+        }
+        while let Some(c) = self.waiting.remove(&self.next_write) {
+            self.write_chunk(c)?;
+        }
+        Ok(())
+    }
+
+    /// Writes chunk `next_write`, waiting for it to be compressed.
+    fn write_next(&mut self) -> Result<()> {
+        loop {
+            if let Some(c) = self.waiting.remove(&self.next_write) {
+                return self.write_chunk(c);
             }
-            match lz4_flex::block::compress_into(input, &mut job.out[..max]) {
-                Ok(used) => {
-                    job.used = used;
-                    job.crc = crc32fast::hash(&job.out[..used]);
-                    job.err = None;
-                }
-                Err(e) => job.err = Some(e.to_string()),
-            }
-        };
-        let mut emit = || -> Result<()> {
-            for job in &to_write {
-                if let Some(e) = &job.err {
-                    return Err(Error::io(
-                        format!("compressing a chunk of {}", path.display()),
-                        std::io::Error::other(e.clone()),
-                    ));
-                }
-                for (p, fp) in job.pages.iter().zip(&job.page_fps) {
-                    fps[*p as usize] = *fp;
-                }
-                chunks.push(ChunkEntry {
-                    offset: *offset,
-                    compressed_len: job.used as u32,
-                    raw_len: job.raw_len as u32,
-                    crc: job.crc,
-                });
-                *offset += job.used as u64;
-                out.write_all(&job.out[..job.used])
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-            }
-            Ok(())
-        };
-        let written = if n == 0 {
-            emit()
-        } else {
-            std::thread::scope(|s| {
-                let (first, rest) = jobs[..n].split_at_mut(1);
-                let compress = &compress;
-                for (i, job) in rest.iter_mut().enumerate() {
-                    // Stays set (and fails the write) unless the job runs.
-                    job.err = Some("the compression thread could not be started".into());
-                    let _ = std::thread::Builder::new()
-                        .name(WORKER_NAME.into())
-                        .spawn_scoped(s, move || compress(i + 1, job));
-                }
-                let r = emit();
-                compress(0, &mut first[0]);
-                r
-            })
-        };
-        written?;
-        self.early.wrote(emitted);
-        let compressed: Vec<Job> = self.jobs.drain(..n).collect();
-        self.jobs.extend(to_write);
-        self.done = compressed;
-        self.pending_pages.clear();
-        self.pending_raw.clear();
+            let c = self.pool.next()?;
+            self.waiting.insert(c.seq, c);
+        }
+    }
+
+    /// Writes a compressed chunk (the next in order) and records it.
+    fn write_chunk(&mut self, chunk: Chunk) -> Result<()> {
+        debug_assert_eq!(chunk.seq, self.next_write);
+        if let Some(e) = &chunk.err {
+            return Err(Error::io(
+                format!("compressing a chunk of {}", self.path.display()),
+                std::io::Error::other(e.clone()),
+            ));
+        }
+        for (p, fp) in chunk.pages.iter().zip(&chunk.page_fps) {
+            self.fps[*p as usize] = *fp;
+        }
+        self.chunks.push(ChunkEntry {
+            offset: self.offset,
+            compressed_len: chunk.used as u32,
+            raw_len: chunk.filled as u32,
+            crc: chunk.crc,
+        });
+        self.offset += chunk.used as u64;
+        self.out
+            .write_all(&chunk.out[..chunk.used])
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.early.wrote(chunk.used as u64);
+        self.next_write += 1;
+        self.spare.push(chunk);
         Ok(())
     }
 

@@ -222,7 +222,9 @@ impl SnapshotReader {
     }
 
     /// Decodes chunks `0..C` on up to `threads` threads, calling `visit` with
-    /// each chunk's index and its checked raw bytes. Stops at the first
+    /// each chunk's index and its checked raw bytes (the decoding buffer
+    /// itself, which `visit` may change: a store seals pages in place as it
+    /// writes them). Stops at the first
     /// error. With `check_chunk_crc = false` the chunk CRCs are taken as
     /// checked by [`check_chunk_crcs`](Self::check_chunk_crcs) just before;
     /// page CRCs are always checked.
@@ -230,11 +232,11 @@ impl SnapshotReader {
         &self,
         threads: usize,
         check_chunk_crc: bool,
-        visit: &(dyn Fn(usize, &[u8]) -> Result<()> + Sync),
+        visit: &(dyn Fn(usize, &mut [u8]) -> Result<()> + Sync),
     ) -> Result<()> {
         self.run_chunks(threads, &|c, comp, raw| {
             self.read_chunk_opt(c, comp, raw, check_chunk_crc)?;
-            visit(c, raw)
+            visit(c, raw.as_mut_slice())
         })
     }
 

@@ -282,3 +282,208 @@ proptest! {
         let _ = decode_manifest(&bytes);
     }
 }
+
+/// The file the format docs describe for `pages` (stored in ascending
+/// order), built without the writer: header, one lz4 block per run of
+/// `chunk_pages` pages compressed on this thread, index, footer.
+fn reference_file(h: &Header, pages: &[(u64, Vec<u8>)], parent_fps: &[u64]) -> Vec<u8> {
+    let mut out = h.encode().to_vec();
+    let mut chunks = Vec::new();
+    let mut fps = if h.parent.is_some() {
+        parent_fps.to_vec()
+    } else {
+        Vec::new()
+    };
+    fps.resize(h.page_count as usize, 0);
+    for run in pages.chunks(h.chunk_pages) {
+        let raw: Vec<u8> = run.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let block = lz4_flex::block::compress(&raw);
+        chunks.push(ChunkEntry {
+            offset: out.len() as u64,
+            compressed_len: block.len() as u32,
+            raw_len: raw.len() as u32,
+            crc: crc32fast::hash(&block),
+        });
+        out.extend_from_slice(&block);
+        for (p, b) in run {
+            fps[*p as usize] = page_fingerprint(*p, b);
+        }
+    }
+    let ids: Vec<u64> = pages.iter().map(|(p, _)| *p).collect();
+    let stored = h.parent.is_some().then_some(&ids[..]);
+    let meta = [("cfg".to_string(), b"x=1".to_vec())];
+    let index = encode_index(&chunks, stored, ids.len() as u64, &fps, &meta);
+    let footer = encode_footer(out.len() as u64, &index);
+    out.extend_from_slice(&index);
+    out.extend_from_slice(&footer);
+    out
+}
+
+/// A full snapshot of `pages` (every page `0..n`, in order) written with
+/// [`SnapshotWriter::push_run`] in runs of `run` pages.
+fn write_runs(h: Header, pages: &[(u64, Vec<u8>)], threads: usize, run: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let f = File::create(&p).unwrap();
+    let mut w = SnapshotWriter::new(f, p.clone(), h, threads, Vec::new()).unwrap();
+    let n = pages.len() as u64;
+    let mut start = 0;
+    while start < n {
+        let k = run.min(n - start);
+        w.push_run(start, k, &mut |first, buf| {
+            for (i, page) in buf.chunks_exact_mut(64).enumerate() {
+                page.copy_from_slice(&pages[first as usize + i].1);
+            }
+            Ok(())
+        })
+        .unwrap();
+        start += k;
+    }
+    w.finish(&[("cfg".into(), b"x=1".to_vec())]).unwrap();
+    std::fs::read(&p).unwrap()
+}
+
+#[test]
+fn runs_must_be_the_next_pages_of_a_full_snapshot_and_read_errors_stop_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let fill = &mut |_: u64, buf: &mut [u8]| {
+        buf.fill(1);
+        Ok(())
+    };
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(None, 9),
+        2,
+        Vec::new(),
+    )
+    .unwrap();
+    w.push_run(0, 2, fill).unwrap();
+    for (first, count) in [(0, 1), (3, 1), (2, 8), (2, u64::MAX)] {
+        let err = w.push_run(first, count, fill).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { what: "page", .. }),
+            "{first}+{count}: {err}"
+        );
+    }
+    let err = w
+        .push_run(2, 4, &mut |_, _| {
+            Err(Error::io("reading", std::io::Error::other("gone")))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    // Not for an incremental snapshot.
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(Some(1), 9),
+        2,
+        vec![0; 9],
+    )
+    .unwrap();
+    assert!(matches!(
+        w.push_run(0, 1, fill),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// Pages that compress to different lengths, so that chunk offsets differ
+/// from chunk to chunk.
+fn varied_page(seed: u64, p: u64) -> Vec<u8> {
+    let mut x = seed ^ (p.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..64)
+        .map(|i| {
+            if (p + i).is_multiple_of(3) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            } else {
+                (p as u8).wrapping_add(i as u8 / 8)
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    /// Whatever the thread count, the writer writes the same bytes, and
+    /// they are the documented layout built by one thread: the format is
+    /// unchanged by compressing in parallel.
+    #[test]
+    fn the_file_is_the_same_bytes_whatever_the_thread_count(
+        n in 0u64..40,
+        chunk_pages in 1usize..6,
+        run in 1u64..9,
+        seed in any::<u64>(),
+        keep in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let all: Vec<(u64, Vec<u8>)> = (0..n).map(|p| (p, varied_page(seed, p))).collect();
+        let mut full = header(None, n);
+        full.chunk_pages = chunk_pages;
+        let expected = reference_file(&full, &all, &[]);
+        for threads in [1, 2, 3, 8] {
+            prop_assert_eq!(&write(full.clone(), &all, Vec::new(), threads), &expected, "full, {} threads", threads);
+            prop_assert_eq!(&write_runs(full.clone(), &all, threads, run), &expected, "runs of {}, {} threads", run, threads);
+        }
+        // An incremental one: a subset below the parent's count, and every
+        // page from it on.
+        let parent_count = n / 2;
+        let parent_fps: Vec<u64> = (0..parent_count).map(|p| p ^ seed).collect();
+        let some: Vec<(u64, Vec<u8>)> = all
+            .iter()
+            .filter(|(p, _)| *p >= parent_count || keep[*p as usize])
+            .cloned()
+            .collect();
+        let mut inc = header(Some(4), n);
+        inc.chunk_pages = chunk_pages;
+        let expected = reference_file(&inc, &some, &parent_fps);
+        for threads in [1, 2, 3, 8] {
+            prop_assert_eq!(
+                &write(inc.clone(), &some, parent_fps.clone(), threads),
+                &expected,
+                "incremental, {} threads",
+                threads
+            );
+        }
+    }
+}
+
+#[test]
+fn no_page_is_pushed_after_a_short_chunk_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let f = File::create(&p).unwrap();
+    let mut w = SnapshotWriter::new(f, p.clone(), header(None, 9), 2, Vec::new()).unwrap();
+    for page in 0..4 {
+        w.push(page, &[page as u8; 64]).unwrap();
+    }
+    // 3 pages per chunk: page 3 is written in a chunk of its own.
+    w.flush_batch().unwrap();
+    assert_eq!(w.chunks_written(), 2);
+    let err = w.push(4, &[4; 64]).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { what: "page", .. }),
+        "{err}"
+    );
+    // After whole chunks only, pushing goes on.
+    let mut w = SnapshotWriter::new(
+        File::create(&p).unwrap(),
+        p.clone(),
+        header(None, 6),
+        2,
+        Vec::new(),
+    )
+    .unwrap();
+    for page in 0..3 {
+        w.push(page, &[page as u8; 64]).unwrap();
+    }
+    w.flush_batch().unwrap();
+    for page in 3..6 {
+        w.push(page, &[page as u8; 64]).unwrap();
+    }
+    w.finish(&[]).unwrap();
+    let r = SnapshotReader::open_file(&p).unwrap();
+    assert_eq!(r.index.chunks.len(), 2);
+    r.verify_all().unwrap();
+}
