@@ -360,7 +360,7 @@ fn burst(c: &mut Criterion) {
                     for p in 0..BURST {
                         damage(&local, p);
                     }
-                    let before = m.stats().recovered;
+                    let before = m.stats().pages_healed;
                     let t = Instant::now();
                     for p in 0..BURST {
                         if on_read {
@@ -370,7 +370,7 @@ fn burst(c: &mut Criterion) {
                         }
                     }
                     let deadline = Instant::now() + Duration::from_secs(600);
-                    while m.stats().recovered - before < BURST {
+                    while m.stats().pages_healed - before < BURST {
                         assert!(Instant::now() < deadline, "{:?}", m.stats());
                         std::thread::sleep(Duration::from_micros(200));
                     }

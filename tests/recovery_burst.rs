@@ -40,13 +40,13 @@ fn a_burst_of_ten_thousand_corrupt_pages_is_all_healed_within_the_queue_bound() 
         m.start().unwrap();
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut open_max = 0;
-        while m.stats().recovered < PAGES && Instant::now() < deadline {
+        while m.stats().pages_healed < PAGES && Instant::now() < deadline {
             open_max = open_max.max(m.stats().open);
             std::thread::sleep(Duration::from_millis(5));
         }
         let took = t.elapsed();
         let s = m.stats();
-        assert_eq!(s.recovered, PAGES, "{s:?}");
+        assert_eq!(s.pages_healed, PAGES, "{s:?}");
         assert_eq!(s.escalated, 0, "{s:?}");
         assert!(open_max <= QUEUE as u64, "{open_max} open");
         assert!(s.overflowed > 0, "the bound was reached: {s:?}");
@@ -93,12 +93,12 @@ fn pages_beyond_the_backlog_are_found_again_by_the_rescan() {
         m.start().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut open_max = 0;
-        while m.stats().recovered < N && Instant::now() < deadline {
+        while m.stats().pages_healed < N && Instant::now() < deadline {
             open_max = open_max.max(m.stats().open);
             std::thread::sleep(Duration::from_millis(1));
         }
         let s = m.stats();
-        assert_eq!(s.recovered, N, "{s:?}");
+        assert_eq!(s.pages_healed, N, "{s:?}");
         assert!(open_max <= SMALL as u64, "{open_max} open");
         assert!(s.overflowed > 0 && s.rescans > 0, "{s:?}");
         for p in 0..N {
@@ -177,10 +177,10 @@ fn page_incidents_queued_together_are_repaired_in_one_batch_with_one_sync() {
         let before = store.syncs.load(Ordering::SeqCst);
         m.start().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while m.stats().recovered < N && Instant::now() < deadline {
+        while m.stats().pages_healed < N && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(m.stats().recovered, N, "{:?}", m.stats());
+        assert_eq!(m.stats().pages_healed, N, "{:?}", m.stats());
         for p in 0..N {
             assert_eq!(bytes(store.as_ref(), p), bytes(mirror.as_ref(), p));
         }
