@@ -18,7 +18,7 @@ use recovery_common::*;
 use selfheal::audit::{AuditQuery, EntryKind};
 use selfheal::healer::{AttemptOutcome, Outcome};
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ManualClock, MemStore, PageId, PageStore,
+    AutoRecoveryManager, ChecksumPlacement, ManualClock, MemStore, PageId,
     RecoveryConfig, StoreReplica, Target,
 };
 
