@@ -300,7 +300,11 @@ fn a_slow_subscriber_does_not_block_recovery() {
             )
         })
         .count();
-    assert_eq!(healed as u64, m.stats().recovered, "one Healed event per incident");
+    assert_eq!(
+        healed as u64,
+        m.stats().recovered,
+        "one Healed event per incident"
+    );
     assert!(got
         .iter()
         .any(|e| matches!(e, RecoveryEvent::Opened { .. })));

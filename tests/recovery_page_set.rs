@@ -18,8 +18,8 @@ use recovery_common::*;
 use selfheal::audit::{AuditQuery, EntryKind};
 use selfheal::healer::{AttemptOutcome, Outcome};
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ManualClock, MemStore, PageId,
-    RecoveryConfig, StoreReplica, Target,
+    AutoRecoveryManager, ChecksumPlacement, ManualClock, MemStore, PageId, RecoveryConfig,
+    StoreReplica, Target,
 };
 
 const PAGES: u64 = 8;
@@ -79,7 +79,11 @@ fn pages_left_open_at_a_restart_are_resumed_and_healed_as_one_page_set() {
         assert_eq!(r.incidents_resumed, PAGES);
         assert!(m.wait_idle(IDLE));
         for p in 0..PAGES {
-            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p), "page {p}");
+            assert_eq!(
+                bytes(raw.as_ref(), p),
+                bytes(mirror.as_ref(), p),
+                "page {p}"
+            );
         }
         let incs = m.incidents();
         assert_eq!(incs.len(), 1, "one incident for the set: {incs:#?}");
@@ -90,13 +94,19 @@ fn pages_left_open_at_a_restart_are_resumed_and_healed_as_one_page_set() {
         assert_eq!(pages, (0..PAGES).map(PageId).collect::<Vec<_>>());
         assert_eq!(set.attempts.len(), 1, "one repair of every page");
         let s = m.stats();
-        assert_eq!((s.recovered, s.pages_healed, s.merged), (1, PAGES, PAGES), "{s:?}");
+        assert_eq!(
+            (s.recovered, s.pages_healed, s.merged),
+            (1, PAGES, PAGES),
+            "{s:?}"
+        );
         assert_eq!(s.open, 0, "{s:?}");
         // Every resumed incident is announced as merged into the set.
         let merged = events
             .events()
             .try_iter()
-            .filter(|e| matches!(e, selfheal::RecoveryEvent::Merged { into, .. } if *into == set.id))
+            .filter(
+                |e| matches!(e, selfheal::RecoveryEvent::Merged { into, .. } if *into == set.id),
+            )
             .count();
         assert_eq!(merged as u64, PAGES);
         // One audit record of the repair, listing the pages.
@@ -129,7 +139,11 @@ fn a_page_the_set_cannot_heal_is_split_out_and_escalated_with_its_own_report() {
         m.start().unwrap();
         assert!(m.wait_idle(IDLE));
         for p in (0..PAGES).filter(|&p| p != BAD) {
-            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p), "page {p}");
+            assert_eq!(
+                bytes(raw.as_ref(), p),
+                bytes(mirror.as_ref(), p),
+                "page {p}"
+            );
         }
         let incs = m.incidents();
         assert_eq!(incs.len(), 2, "the set and the page split out: {incs:#?}");

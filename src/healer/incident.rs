@@ -2,7 +2,10 @@
 //! the clock, and how it ended.
 //!
 //! [`SelfHealer::heal`](super::SelfHealer::heal) returns one per failure it
-//! is handed; a caller that de-duplicates by target
+//! is handed; [`SelfHealer::heal_batch`](super::SelfHealer::heal_batch)
+//! returns one page-set incident for page failures of one diagnosis handed
+//! in together ([`Incident::pages`] lists the pages it healed); a caller
+//! that de-duplicates by target
 //! ([`Incident::join`]) adds later reports of the same target to it. Its
 //! timeline lists every step with the clock's time, its attempts every
 //! remedy considered with its outcome and evidence, and an escalated

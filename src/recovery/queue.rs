@@ -392,9 +392,9 @@ impl IncidentQueue {
     /// it first) that has killed no recovery thread (it is then served
     /// alone).
     fn batchable(&self, lvl: usize) -> bool {
-        self.ready[lvl].front().is_some_and(|(_, t)| {
-            matches!(t, Target::Page(_)) && self.open[t].deaths == 0
-        })
+        self.ready[lvl]
+            .front()
+            .is_some_and(|(_, t)| matches!(t, Target::Page(_)) && self.open[t].deaths == 0)
     }
 
     /// Takes up to `max` incidents to serve next, in the order [`pop`]

@@ -141,8 +141,7 @@ impl SelfHealer {
         let order = st.learner.rank(problem.as_str(), &names);
         let ranked: Vec<Arc<dyn Remedy>> = order.iter().map(|&i| apply[i].clone()).collect();
         let first = ranked.first()?;
-        if first.name() != REPAIR_FROM_REPLICAS || first.risky() || first.host_action().is_some()
-        {
+        if first.name() != REPAIR_FROM_REPLICAS || first.risky() || first.host_action().is_some() {
             return None;
         }
         let now = self.ctx.clock_ref().now_ns();
@@ -164,7 +163,12 @@ impl SelfHealer {
 
     /// Heals one page set as one incident with id `set_id` (see the module
     /// docs); returns it and the incidents of the pages split out.
-    pub(super) fn heal_set(&self, set: PageSet, set_id: u64, holding: &Holding<'_>) -> Vec<Incident> {
+    pub(super) fn heal_set(
+        &self,
+        set: PageSet,
+        set_id: u64,
+        holding: &Holding<'_>,
+    ) -> Vec<Incident> {
         let clock = self.ctx.clock_ref().clone();
         let PageSet {
             members,
@@ -182,7 +186,11 @@ impl SelfHealer {
             id: set_id,
             target: Target::Page(first.page),
             pages: pages.clone(),
-            priority: members.iter().map(|m| m.failure.priority).min().expect("two or more"),
+            priority: members
+                .iter()
+                .map(|m| m.failure.priority)
+                .min()
+                .expect("two or more"),
             failures: Vec::new(),
             diagnosis: diagnosis.clone(),
             timeline: Vec::new(),
@@ -195,7 +203,11 @@ impl SelfHealer {
             pages.len(),
             first.failure
         );
-        inc.push(first.failure.detected_at_ns, Step::Detected, detected.clone());
+        inc.push(
+            first.failure.detected_at_ns,
+            Step::Detected,
+            detected.clone(),
+        );
         self.audit(&inc, EntryKind::Detected, detected);
         let now = clock.now_ns();
         inc.push(now, Step::Started, "the healer took the incident");
@@ -233,7 +245,10 @@ impl SelfHealer {
             format!("try {name} on {} pages", pages.len()),
         );
         holding.flush();
-        let repairer = self.ctx.need_repairer().expect("checked when the set was formed");
+        let repairer = self
+            .ctx
+            .need_repairer()
+            .expect("checked when the set was formed");
         let reports = guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
             pages
                 .iter()
@@ -285,7 +300,10 @@ impl SelfHealer {
                 evidence,
             });
         }
-        let acted = format!("{name}: {written} of {} pages written (pages {listed})", pages.len());
+        let acted = format!(
+            "{name}: {written} of {} pages written (pages {listed})",
+            pages.len()
+        );
         inc.push(clock.now_ns(), Step::Acted, acted.clone());
         self.audit(&inc, EntryKind::Acted, acted);
         // Health after, once: a set that made it worse is undone where it
@@ -398,7 +416,11 @@ impl SelfHealer {
         let now = self.ctx.clock_ref().now_ns();
         let plan = format!(
             "plan: {} (the plan of page set incident {set_id})",
-            ranked.iter().map(|r| r.name()).collect::<Vec<_>>().join(" → ")
+            ranked
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(" → ")
         );
         inc.push(now, Step::Planned, plan.clone());
         self.audit(&inc, EntryKind::Decided, plan);
