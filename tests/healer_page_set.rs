@@ -196,3 +196,67 @@ fn a_set_after_which_health_is_worse_fails_for_every_page() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever pages fail together and whichever of them the replica
+    /// cannot serve, every page handed in is closed by exactly one
+    /// incident; a page-set incident lists only pages it healed, each
+    /// byte-equal to the replica; a page the replica cannot serve is never
+    /// healed, and its incident escalates.
+    #[test]
+    fn every_page_handed_in_is_closed_by_exactly_one_incident(
+        damaged in proptest::collection::btree_set(0..PAGES, 1..10usize),
+        spoiled in proptest::collection::btree_set(0..PAGES, 0..4usize),
+        sidecar in proptest::bool::ANY,
+    ) {
+        let placement = if sidecar {
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+        } else {
+            ChecksumPlacement::Trailer
+        };
+        let r = rig(placement);
+        let items: Vec<_> = damaged.iter().map(|&p| (p + 1, r.corrupt(p), Vec::new())).collect();
+        for &p in &spoiled {
+            let mut b = vec![0u8; PS];
+            r.mirror.read_page(PageId(p), &mut b).unwrap();
+            Damage::BitFlip { byte: 7, bit: 1 }.apply(&mut b);
+            r.mirror.write_page(PageId(p), &b).unwrap();
+        }
+        let healer = HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(r.clock.clone()))
+                    .detector(r.det.clone())
+                    .repairer(r.repairer.clone()),
+            )
+            .unwrap();
+        let mut next = 1_000;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        let mut covered = Vec::new();
+        for inc in &incs {
+            let healed = matches!(inc.outcome, Outcome::Healed { .. });
+            let pages: Vec<PageId> = match (&inc.target, inc.pages.as_slice()) {
+                (Target::Page(p), []) => vec![*p],
+                (_, set) => set.to_vec(),
+            };
+            for p in &pages {
+                let bad = spoiled.contains(&p.0);
+                proptest::prop_assert!(!(healed && bad), "page {p} healed from a spoiled copy: {inc:#?}");
+                if healed {
+                    proptest::prop_assert!(r.same(p.0), "page {p}");
+                } else {
+                    proptest::prop_assert_eq!(&inc.outcome, &Outcome::Escalated);
+                    proptest::prop_assert!(inc.escalation.is_some());
+                }
+            }
+            covered.extend(pages);
+        }
+        covered.sort_unstable();
+        proptest::prop_assert_eq!(covered, damaged.iter().map(|&p| PageId(p)).collect::<Vec<_>>());
+    }
+}
