@@ -254,6 +254,12 @@ proptest::proptest! {
                     proptest::prop_assert!(inc.escalation.is_some());
                 }
             }
+            if !inc.pages.is_empty() {
+                proptest::prop_assert!(
+                    matches!(inc.target, Target::Page(p) if inc.pages.contains(&p)),
+                    "a set's target is one of its pages: {inc:#?}"
+                );
+            }
             covered.extend(pages);
         }
         covered.sort_unstable();

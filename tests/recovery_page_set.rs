@@ -151,6 +151,7 @@ fn a_page_the_set_cannot_heal_is_split_out_and_escalated_with_its_own_report() {
         assert!(matches!(set.outcome, Outcome::Healed { .. }), "{set:#?}");
         assert_eq!(set.pages.len() as u64, PAGES - 1);
         assert!(!set.pages.contains(&PageId(BAD)));
+        assert_eq!(set.target, Target::Page(set.pages[0]), "a page it healed");
         let own = incs.iter().find(|i| i.pages.is_empty()).unwrap();
         assert_eq!(own.target, Target::Page(PageId(BAD)));
         assert_eq!(own.outcome, Outcome::Escalated, "{own:#?}");

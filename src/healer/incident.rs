@@ -269,7 +269,7 @@ impl fmt::Display for EscalationReport {
 pub struct Incident {
     /// Its id (from 1, in the order the healer opened incidents).
     pub id: u64,
-    /// What it is about (for a page-set incident, its first page).
+    /// What it is about (for a page-set incident, the first of its pages).
     pub target: Target,
     /// A page-set incident's pages (see
     /// [`SelfHealer::heal_batch`](super::SelfHealer::heal_batch)), in

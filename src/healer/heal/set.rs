@@ -358,6 +358,7 @@ impl SelfHealer {
             // The set keeps its first page and carries it down the plan.
             let carried = failed.next().expect("a set has pages");
             inc.target = Target::Page(carried.member.page);
+            inc.diagnosis.target = inc.target.clone();
             inc.pages = vec![carried.member.page];
             inc.failures.push(carried.member.failure.clone());
             for j in &carried.member.joined {
@@ -376,6 +377,9 @@ impl SelfHealer {
             };
             self.run_plan(&mut inc, &case, ranked[1..].to_vec(), 1);
         } else {
+            // The set's target is its first page it healed.
+            inc.target = Target::Page(healed_pages[0]);
+            inc.diagnosis.target = inc.target.clone();
             inc.pages = healed_pages;
             let mut evidence = Vec::with_capacity(2);
             evidence.push(format!("{} pages written from the replicas", healed.len()));
