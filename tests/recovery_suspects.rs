@@ -112,7 +112,7 @@ fn a_damaged_suspect_registry_is_a_warning_and_its_pages_are_rechecked() {
         for p in [2, 5] {
             assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
         }
-        assert_eq!(m.stats().recovered, 2);
+        assert_eq!(m.stats().pages_healed, 2);
         m.stop().unwrap();
         drop(m);
         // Garbage shorter than a header: a warning, and a start.

@@ -52,6 +52,9 @@ pub fn describe(e: &RecoveryEvent) -> String {
             if *within_rto { "" } else { " (RTO missed)" }
         ),
         RecoveryEvent::Escalated { id, reason } => format!("  #{id:<3} ESCALATED {reason}"),
+        RecoveryEvent::Merged { id, into } => {
+            format!("  #{id:<3} merged   into page-set incident #{into}")
+        }
         RecoveryEvent::Observed { id } => {
             format!("  #{id:<3} observed (Observe mode: nothing done)")
         }

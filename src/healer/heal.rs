@@ -32,6 +32,7 @@ mod audit;
 mod batch;
 mod closed;
 mod learned;
+mod set;
 mod verify;
 
 /// Most targets whose restarts are counted at once.
@@ -358,6 +359,7 @@ impl SelfHealer {
         let mut inc = Incident {
             id,
             target: failure.target(),
+            pages: Vec::new(),
             priority: failure.priority,
             failures: vec![failure.clone()],
             diagnosis: diagnosis.clone(),

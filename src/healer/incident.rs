@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::types::{Failure, Priority, Target};
+use crate::types::{Failure, PageId, Priority, Target};
 
 use super::diagnose::Diagnosis;
 
@@ -252,7 +252,10 @@ impl fmt::Display for EscalationReport {
 /// the clock, and how it ended.
 ///
 /// [`SelfHealer::heal`](super::SelfHealer::heal) returns one per failure it
-/// is handed; a caller that de-duplicates by target
+/// is handed; [`SelfHealer::heal_batch`](super::SelfHealer::heal_batch)
+/// returns one page-set incident for page failures of one diagnosis handed
+/// in together ([`Incident::pages`] lists the pages it healed); a caller
+/// that de-duplicates by target
 /// ([`Incident::join`]) adds later reports of the same target to it. Its
 /// timeline lists every step with the clock's time, its attempts every
 /// remedy considered with its outcome and evidence, and an escalated
@@ -269,8 +272,13 @@ impl fmt::Display for EscalationReport {
 pub struct Incident {
     /// Its id (from 1, in the order the healer opened incidents).
     pub id: u64,
-    /// What it is about.
+    /// What it is about (for a page-set incident, the first of its pages).
     pub target: Target,
+    /// A page-set incident's pages (see
+    /// [`SelfHealer::heal_batch`](super::SelfHealer::heal_batch)), in
+    /// the order they were handed in; empty for an incident about one
+    /// target.
+    pub pages: Vec<PageId>,
     /// The most urgent priority of its failures.
     pub priority: Priority,
     /// The failures that joined it, first one first.
@@ -310,6 +318,17 @@ impl Incident {
         });
     }
 
+    /// What it is about, as printed: its target, or for a page-set
+    /// incident its page count and pages.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        if self.pages.is_empty() {
+            self.target.to_string()
+        } else {
+            format!("{} pages ({})", self.pages.len(), page_list(&self.pages))
+        }
+    }
+
     /// When the first failure was detected, on the clock.
     #[must_use]
     pub fn detected_ns(&self) -> u64 {
@@ -336,4 +355,17 @@ impl Incident {
             _ => None,
         }
     }
+}
+
+/// `pages` as printed in a page-set incident's texts: `3, 5, 9`.
+pub(crate) fn page_list(pages: &[PageId]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(pages.len() * 6);
+    for (i, p) in pages.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{p}");
+    }
+    s
 }

@@ -60,7 +60,8 @@ pub struct PostmortemAction {
 pub struct Postmortem {
     /// The incident.
     pub incident: u64,
-    /// What it was about.
+    /// What it was about (for a page-set incident: its page count and
+    /// pages).
     pub target: String,
     /// Its priority (`P0` …).
     pub priority: String,
@@ -99,7 +100,7 @@ impl Incident {
         let heal = self.time_to_heal();
         Postmortem {
             incident: self.id,
-            target: self.target.to_string(),
+            target: self.subject(),
             priority: self.priority.to_string(),
             outcome: match &self.outcome {
                 Outcome::Healed { remedy } => format!("healed by {remedy}"),
@@ -231,6 +232,7 @@ mod tests {
         let mut inc = Incident {
             id: 1,
             target: f.target(),
+            pages: Vec::new(),
             priority: f.priority,
             failures: vec![f],
             diagnosis: Diagnosis {

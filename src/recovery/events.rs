@@ -67,6 +67,15 @@ pub enum RecoveryEvent {
         /// Why.
         reason: String,
     },
+    /// The incident's page was taken into the page-set incident `into`
+    /// (page failures of one diagnosis that arrive together are healed as
+    /// one incident), which closes for it; `into`'s closing event follows.
+    Merged {
+        /// The incident merged.
+        id: u64,
+        /// The page-set incident that healed its page.
+        into: u64,
+    },
     /// Observe mode: decided and reported, nothing changed.
     Observed {
         /// The incident.

@@ -90,11 +90,20 @@
 //!   [`thread_restarts`](RecoveryConfig::thread_restarts) times in their
 //!   period; beyond that its death is escalated. Each restart is an
 //!   incident healed by `restart-recovery-thread`.
-//! - **A burst costs one sync per batch.** Page incidents ready together
-//!   (up to 256, none resumed or retried after a thread died) are healed
-//!   in one [`SelfHealer::heal_batch`]: one repair batch, one sync, two
-//!   audit appends, each incident keeping its own timeline, verification
-//!   and record.
+//! - **A burst is one incident per page set.** Page incidents ready
+//!   together (up to 256, none retried after a thread died; those resumed
+//!   from the previous run too, re-checked first) go to one
+//!   [`SelfHealer::heal_batch`]: those of one diagnosis whose plan starts
+//!   with `repair-from-replicas` become one page-set incident (a new id;
+//!   one diagnosis, one repair batch with one sync, one verification pass,
+//!   one audit record per step listing the pages), into which the pages'
+//!   own incidents are merged ([`RecoveryEvent::Merged`],
+//!   [`RecoveryStats::merged`]); a page the set did not heal goes on in
+//!   its own incident, under its own id, and is escalated with its own
+//!   report when nothing heals it. Open incidents are saved per page, so a
+//!   set cut short by a crash is resumed page by page and healed as a set
+//!   again. [`RecoveryStats::pages_healed`] counts pages,
+//!   [`RecoveryStats::recovered`] incidents.
 //! - **A risky remedy is preceded by a snapshot** when the manager can take
 //!   one consistently ([`snapshot_gate`](RecoveryConfig::snapshot_gate), or
 //!   the gate of [`periodic_snapshots`](RecoveryConfig::periodic_snapshots)).

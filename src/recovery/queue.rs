@@ -388,15 +388,13 @@ impl IncidentQueue {
     }
 
     /// Whether the front of `lvl` may be healed in a batch of pages: a
-    /// page, not resumed (a resumed page is re-checked first), that has
-    /// killed no recovery thread (it is then served alone).
+    /// page (one resumed from the previous run too: the batch re-checks
+    /// it first) that has killed no recovery thread (it is then served
+    /// alone).
     fn batchable(&self, lvl: usize) -> bool {
-        self.ready[lvl].front().is_some_and(|(_, t)| {
-            matches!(t, Target::Page(_)) && {
-                let e = &self.open[t];
-                !e.resumed && e.deaths == 0
-            }
-        })
+        self.ready[lvl]
+            .front()
+            .is_some_and(|(_, t)| matches!(t, Target::Page(_)) && self.open[t].deaths == 0)
     }
 
     /// Takes up to `max` incidents to serve next, in the order [`pop`]

@@ -33,8 +33,14 @@ pub struct RecoveryStats {
     pub detected: u64,
     /// Failures that joined an open incident.
     pub joined: u64,
-    /// Incidents closed healed.
+    /// Incidents closed healed (a page-set incident counts once).
     pub recovered: u64,
+    /// Pages healed: one per healed page incident, and every page of a
+    /// healed page-set incident.
+    pub pages_healed: u64,
+    /// Incidents merged into a page-set incident that healed their page
+    /// (page failures that arrive together are healed as one incident).
+    pub merged: u64,
     /// Incidents closed escalated.
     pub escalated: u64,
     /// Incidents closed observed (Observe mode).
@@ -111,6 +117,10 @@ impl Tally {
         match &inc.outcome {
             Outcome::Healed { .. } => {
                 self.stats.recovered += 1;
+                self.stats.pages_healed += match (&inc.target, inc.pages.len()) {
+                    (crate::types::Target::Page(_), 0) => 1,
+                    (_, n) => n as u64,
+                };
                 let tth = inc.time_to_heal().unwrap_or_default();
                 self.heal_ns_total += tth.as_nanos();
                 let n = u128::from(self.stats.recovered);

@@ -19,6 +19,7 @@
 //!   Beyond the intensity the thread stays down and its death is an
 //!   escalated incident: a person is paged once, not a restart storm.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -602,8 +603,10 @@ fn handle(inner: &Inner, t: &Taken) {
     settle(inner, t, inc);
 }
 
-/// Page incidents taken together, healed in one repair batch (see
-/// [`SelfHealer::heal_batch`](crate::healer::SelfHealer::heal_batch)).
+/// Page incidents taken together, healed in one
+/// [`SelfHealer::heal_batch`](crate::healer::SelfHealer::heal_batch): those
+/// of one diagnosis as one page-set incident, under a new id, into which
+/// the incidents of the pages it healed are merged.
 fn handle_batch(inner: &Inner, batch: &[Taken]) {
     let span = tracing::info_span!(
         "incidents",
@@ -615,14 +618,72 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
     let Some(healer) = inner.healer.read().clone() else {
         return;
     };
+    for t in batch.iter().filter(|t| t.resumed) {
+        // As in `handle`: this run's detector is told of a page the
+        // previous run left open, so that the repair path takes it.
+        if let Target::Page(p) = &t.target {
+            let _ = inner.detector.check_page(*p, Observer::HostRead);
+        }
+    }
     let items = batch
         .iter()
         .map(|t| (t.id, t.first.clone(), t.joined.clone()))
         .collect();
-    let incs = healer.heal_batch(items);
+    let mut new_id = || inner.queue.lock().allocate_id();
+    let incs = healer.heal_batch(items, &mut new_id);
     drop(healer);
-    for (t, inc) in batch.iter().zip(incs) {
-        settle(inner, t, inc);
+    let by_target: HashMap<&Target, &Taken> = batch.iter().map(|t| (&t.target, t)).collect();
+    for inc in incs {
+        if inc.pages.is_empty() {
+            if let Some(t) = by_target.get(&inc.target) {
+                settle(inner, t, inc);
+            }
+        } else {
+            settle_set(inner, &by_target, inc);
+        }
+    }
+}
+
+/// Files a page-set incident: announced, its pages' incidents merged into
+/// it and closed with it.
+fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, inc: Incident) {
+    let _closing = Closing::new(inner);
+    inner.tally.lock().opened(inc.priority);
+    inner.events.emit(&RecoveryEvent::Opened {
+        id: inc.id,
+        target: inc.target.clone(),
+        priority: inc.priority,
+    });
+    let mut late = Vec::new();
+    let mut late_pages = Vec::new();
+    for p in &inc.pages {
+        let target = Target::Page(*p);
+        let Some(t) = by_target.get(&target) else {
+            continue;
+        };
+        let l = inner.queue.lock().finish(&target);
+        if !l.is_empty() {
+            late_pages.push(*p);
+        }
+        late.extend(l);
+        if t.id != inc.id {
+            inner.tally.lock().stats.merged += 1;
+            inner.events.emit(&RecoveryEvent::Merged {
+                id: t.id,
+                into: inc.id,
+            });
+        }
+    }
+    inner.finished.notify_all();
+    inner.dirty.store(true, Ordering::Relaxed);
+    refill(inner);
+    let healed = matches!(inc.outcome, Outcome::Healed { .. });
+    let id = inc.id;
+    close(inner, inc, &late);
+    if healed {
+        for p in late_pages {
+            recheck_page(inner, p, id);
+        }
     }
 }
 
@@ -713,18 +774,23 @@ fn recheck_after_late_joins(inner: &Inner, inc: &Incident, late: &[Failure]) {
     let (Outcome::Healed { .. }, Target::Page(p)) = (&inc.outcome, &inc.target) else {
         return;
     };
-    if late.is_empty() {
+    if late.is_empty() || !inc.pages.is_empty() {
         return;
     }
-    if let Ok(Verdict::Corrupt { error, .. }) = inner.detector.recheck(*p) {
+    recheck_page(inner, *p, inc.id);
+}
+
+/// Re-checks `p`, healed by incident `id` while later reports of it
+/// arrived; opens a new incident when it is bad again.
+fn recheck_page(inner: &Inner, p: crate::types::PageId, id: u64) {
+    if let Ok(Verdict::Corrupt { error, .. }) = inner.detector.recheck(p) {
         offer(
             inner,
             Failure::new(
                 Source::CorruptionDetector,
-                FailureKind::CorruptPage { page: *p },
+                FailureKind::CorruptPage { page: p },
                 format!(
-                    "reported again while incident {} healed it, and bad on re-check: {error}",
-                    inc.id
+                    "reported again while incident {id} healed it, and bad on re-check: {error}"
                 ),
                 inner.clock.now_ns(),
             ),

@@ -1,8 +1,10 @@
 //! [`SelfHealer::heal_batch`]: many page incidents healed together, with
 //! one repair batch and one sync where one per page would be paid.
 //!
-//! Each incident is still its own: opened, diagnosed and planned alone; the
-//! pages whose plan starts with [`repair-from-replicas`](crate::healer::builtin::RepairFromReplicas)
+//! Page failures of one diagnosis become one page-set incident (see
+//! `heal/set.rs`). The others are each still their own: opened, diagnosed
+//! and planned alone; the pages whose plan starts with
+//! [`repair-from-replicas`](crate::healer::builtin::RepairFromReplicas)
 //! (and which that remedy's breaker, the action gate and the rest of
 //! [`SelfHealer::heal`]'s rules let it try) are repaired in one
 //! [`DataRepairer::repair_pages`](crate::DataRepairer::repair_pages) call;
@@ -12,11 +14,11 @@
 //! [`heal_as`](SelfHealer::heal_as) would.
 //!
 //! # Contract
-//! - The incidents come back in the order given, closed (or deferred),
-//!   each with the timeline, attempts and audit records it would have had
-//!   alone.
-//! - The audit records of a batch are appended in two appends: every
-//!   decision before the batch acts, the rest when it is done (a lone
+//! - Every item handed in is closed (or deferred) by exactly one incident
+//!   returned: its own, or the page set whose [`Incident::pages`] lists its
+//!   page.
+//! - The audit records of a batch are appended in few appends: every
+//!   decision before a repair acts, the rest when it is done (a lone
 //!   incident's records in one append, when it is closed). They are durable
 //!   at the log's next sync (see [`audit`](crate::audit)): a crash loses at
 //!   most the records since the last sync, never a repair (each page is
@@ -77,7 +79,7 @@ impl<'a> Holding<'a> {
     }
 
     /// Appends what is held, as one batch.
-    fn flush(&self) {
+    pub(super) fn flush(&self) {
         if self.nested {
             return;
         }
@@ -114,22 +116,56 @@ struct Planned {
 
 impl SelfHealer {
     /// Heals `incidents` — `(id, first failure, joined failures)` each, as
-    /// [`heal_as`](Self::heal_as) takes them — together, and returns them
-    /// closed (or deferred) in the order given.
+    /// [`heal_as`](Self::heal_as) takes them — together, and returns the
+    /// incidents that closed them (or deferred them).
     ///
-    /// Each is opened, diagnosed and planned alone. The pages whose plan
-    /// starts with `repair-from-replicas` (and which its breaker lets it
-    /// try) are repaired in one
+    /// Page failures of one diagnosis whose plan starts with
+    /// `repair-from-replicas` become **one page-set incident** (see
+    /// `heal/set.rs`): one diagnosis, one
     /// [`DataRepairer::repair_pages`](crate::DataRepairer::repair_pages)
-    /// call — one sync per batch — then each is verified and recorded on
-    /// its own (timeline, attempt, breaker, learned record), and one the
-    /// batch did not heal goes on down its own plan. Everything else is
-    /// healed as `heal_as` would. The audit records are appended in two
-    /// appends: every decision before the batch acts, the rest after; the
-    /// learned records are saved once (when their save interval has passed). With an action gate nothing is
-    /// batched.
-    pub fn heal_batch(&self, incidents: Vec<(u64, Failure, Vec<Failure>)>) -> Vec<Incident> {
+    /// call, one verification pass, one audit record per step listing the
+    /// pages. It takes its id from `new_id`, lists the pages it healed in
+    /// [`Incident::pages`], and the ids handed in for those pages are merged
+    /// into it; a page the repair did not heal comes back as its own
+    /// incident under its own id (the rest of the plan tried, escalated
+    /// when nothing heals it).
+    ///
+    /// Every other item is opened, diagnosed and planned alone; those whose
+    /// plan starts with `repair-from-replicas` are still repaired in one
+    /// `repair_pages` call, then verified and recorded each on its own.
+    /// The audit records are appended in few appends (every decision before
+    /// a repair acts, the rest after); the learned records are saved once
+    /// (when their save interval has passed). With an action gate or in
+    /// observe-only mode nothing is batched.
+    ///
+    /// Each page set's incident comes first, followed by the incidents of
+    /// its pages split out; then the other items' incidents in the order
+    /// given.
+    pub fn heal_batch(
+        &self,
+        incidents: Vec<(u64, Failure, Vec<Failure>)>,
+        new_id: &mut dyn FnMut() -> u64,
+    ) -> Vec<Incident> {
         let holding = Holding::start(self);
+        let (sets, rest) = self.form_sets(incidents);
+        let mut done = Vec::new();
+        for set in sets {
+            let id = new_id();
+            done.extend(self.heal_set(set, id, &holding));
+        }
+        done.extend(self.heal_each(rest, &holding));
+        self.save_learned();
+        drop(holding);
+        done
+    }
+
+    /// The items of a batch healed each as its own incident, the repairs
+    /// of those that start with `repair-from-replicas` in one call.
+    fn heal_each(
+        &self,
+        incidents: Vec<(u64, Failure, Vec<Failure>)>,
+        holding: &Holding<'_>,
+    ) -> Vec<Incident> {
         let mut out: Vec<Option<Incident>> = Vec::with_capacity(incidents.len());
         let mut batch: Vec<Planned> = Vec::new();
         let batchable = self.gate.is_none() && self.ctx.need_repairer().is_ok();
@@ -208,8 +244,6 @@ impl SelfHealer {
             }
             out[p.slot] = Some(p.inc);
         }
-        self.save_learned();
-        drop(holding);
         out.into_iter()
             .map(|i| i.expect("every incident is closed or deferred"))
             .collect()

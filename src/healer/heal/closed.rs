@@ -39,6 +39,7 @@ impl SelfHealer {
         let mut inc = Incident {
             id,
             target,
+            pages: Vec::new(),
             priority: failure.priority,
             failures: vec![failure.clone()],
             diagnosis,
@@ -79,6 +80,7 @@ impl SelfHealer {
         let mut inc = Incident {
             id,
             target,
+            pages: Vec::new(),
             priority: failure.priority,
             failures: vec![failure.clone()],
             diagnosis,

@@ -1,0 +1,268 @@
+//! Goal: page failures handed to `SelfHealer::heal_batch` together are one
+//! page-set incident that keeps every safety rule per page: each page
+//! verified, each page's outcome in the breaker and the learned record, and
+//! a set after which health is worse counts as failed for every page, whose
+//! pages then go on down the plan in their own incidents.
+//! Method: a detector-protected `MemStore` (both checksum placements) with
+//! a mirror replica on a `ManualClock`; pages damaged under the detector,
+//! the failures it reports handed to the healer in one batch; for the
+//! health rule, a probe whose value rises at every sample.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use selfheal::healer::{AttemptOutcome, HealerConfig, Outcome, Problem, RemedyContext};
+use selfheal::health::Thresholds;
+use selfheal::testing::Damage;
+use selfheal::{
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
+    FailureKind, HealthConfig, ManualClock, MemStore, PageId, PageStore, RepairConfig,
+    StoreReplica, Target,
+};
+
+const PS: usize = 4096;
+const PAGES: u64 = 16;
+const REPAIR: &str = "repair-from-replicas";
+
+fn placements() -> Vec<ChecksumPlacement> {
+    vec![
+        ChecksumPlacement::Trailer,
+        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+    ]
+}
+
+struct Rig {
+    clock: ManualClock,
+    raw: Arc<MemStore>,
+    mirror: Arc<MemStore>,
+    det: Arc<CorruptionDetector>,
+    repairer: Arc<DataRepairer>,
+}
+
+fn rig(placement: ChecksumPlacement) -> Rig {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1));
+    let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let det = Arc::new(
+        CorruptionConfig::new(placement)
+            .clock(Arc::new(clock.clone()))
+            .build(raw.clone())
+            .unwrap(),
+    );
+    let mut b = vec![0u8; PS];
+    for p in 0..PAGES {
+        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
+            .unwrap();
+        raw.read_page(PageId(p), &mut b).unwrap();
+        mirror.write_page(PageId(p), &b).unwrap();
+    }
+    let repairer = Arc::new(
+        RepairConfig::new()
+            .clock(Arc::new(clock.clone()))
+            .build(det.clone())
+            .unwrap(),
+    );
+    repairer
+        .add_replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .unwrap();
+    Rig {
+        clock,
+        raw,
+        mirror,
+        det,
+        repairer,
+    }
+}
+
+impl Rig {
+    /// Damages `p` under the detector; returns what its verified read
+    /// reported.
+    fn corrupt(&self, p: u64) -> Failure {
+        let mut b = vec![0u8; PS];
+        self.raw.read_page(PageId(p), &mut b).unwrap();
+        Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);
+        self.raw.write_page(PageId(p), &b).unwrap();
+        assert!(self.det.read_verified(PageId(p), &mut b).is_err());
+        self.det
+            .failures()
+            .try_iter()
+            .find(|f| f.kind == FailureKind::CorruptPage { page: PageId(p) })
+            .expect("reported")
+    }
+
+    fn same(&self, p: u64) -> bool {
+        let (mut a, mut b) = (vec![0u8; PS], vec![0u8; PS]);
+        self.raw.read_page(PageId(p), &mut a).unwrap();
+        self.mirror.read_page(PageId(p), &mut b).unwrap();
+        a == b
+    }
+}
+
+#[test]
+fn a_batch_of_corrupt_pages_is_one_incident_and_each_page_counts_in_the_learned_record() {
+    for placement in placements() {
+        let r = rig(placement);
+        let items: Vec<_> = (0..6).map(|p| (p + 1, r.corrupt(p), Vec::new())).collect();
+        let healer = HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(r.clock.clone()))
+                    .detector(r.det.clone())
+                    .repairer(r.repairer.clone()),
+            )
+            .unwrap();
+        let mut next = 100;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        let set = &incs[0];
+        assert_eq!(set.id, 101, "a new id for the set");
+        assert_eq!(set.pages, (0..6).map(PageId).collect::<Vec<_>>());
+        assert_eq!(set.failures.len(), 6);
+        assert!(matches!(&set.outcome, Outcome::Healed { remedy } if remedy == REPAIR));
+        for p in 0..6 {
+            assert!(r.same(p), "page {p}");
+        }
+        let t = healer.tally(&Problem::CORRUPT_PAGE, REPAIR);
+        assert_eq!(
+            (t.successes, t.failures),
+            (6.0, 0.0),
+            "one outcome per page"
+        );
+        assert!(set.postmortem_markdown(None).contains("6 pages"));
+    }
+}
+
+#[test]
+fn a_set_after_which_health_is_worse_fails_for_every_page() {
+    for placement in placements() {
+        let r = rig(placement);
+        // Worse at every sample: whatever runs is taken for making it worse.
+        let value = Arc::new(AtomicU64::new(10));
+        let v = value.clone();
+        let monitor = Arc::new(
+            HealthConfig::new()
+                .probe_fn("queue_ms", Thresholds::new(50.0, 100.0), move || {
+                    Ok(v.fetch_add(30, Ordering::SeqCst) as f64)
+                })
+                .clock(Arc::new(r.clock.clone()))
+                .build()
+                .unwrap(),
+        );
+        let items: Vec<_> = (0..4).map(|p| (p + 1, r.corrupt(p), Vec::new())).collect();
+        let healer = HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(r.clock.clone()))
+                    .detector(r.det.clone())
+                    .repairer(r.repairer.clone())
+                    .health(monitor),
+            )
+            .unwrap();
+        let mut next = 100;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        // Every page is accounted for once, none healed by the set.
+        let mut pages = Vec::new();
+        for inc in &incs {
+            assert!(
+                !matches!(&inc.outcome, Outcome::Healed { remedy } if remedy == REPAIR),
+                "{inc:#?}"
+            );
+            let first = &inc.attempts[0];
+            assert_eq!(first.remedy, REPAIR);
+            assert!(
+                matches!(first.outcome, AttemptOutcome::MadeWorse { .. }),
+                "{inc:#?}"
+            );
+            match (&inc.target, inc.pages.as_slice()) {
+                (Target::Page(p), []) => pages.push(*p),
+                (_, set) => pages.extend(set),
+            }
+        }
+        pages.sort_unstable();
+        assert_eq!(pages, (0..4).map(PageId).collect::<Vec<_>>());
+        let t = healer.tally(&Problem::CORRUPT_PAGE, REPAIR);
+        assert_eq!(
+            (t.successes, t.failures),
+            (0.0, 4.0),
+            "one failure per page"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever pages fail together and whichever of them the replica
+    /// cannot serve, every page handed in is closed by exactly one
+    /// incident; a page-set incident lists only pages it healed, each
+    /// byte-equal to the replica; a page the replica cannot serve is never
+    /// healed, and its incident escalates.
+    #[test]
+    fn every_page_handed_in_is_closed_by_exactly_one_incident(
+        damaged in proptest::collection::btree_set(0..PAGES, 1..10usize),
+        spoiled in proptest::collection::btree_set(0..PAGES, 0..4usize),
+        sidecar in proptest::bool::ANY,
+    ) {
+        let placement = if sidecar {
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+        } else {
+            ChecksumPlacement::Trailer
+        };
+        let r = rig(placement);
+        let items: Vec<_> = damaged.iter().map(|&p| (p + 1, r.corrupt(p), Vec::new())).collect();
+        for &p in &spoiled {
+            let mut b = vec![0u8; PS];
+            r.mirror.read_page(PageId(p), &mut b).unwrap();
+            Damage::BitFlip { byte: 7, bit: 1 }.apply(&mut b);
+            r.mirror.write_page(PageId(p), &b).unwrap();
+        }
+        let healer = HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(r.clock.clone()))
+                    .detector(r.det.clone())
+                    .repairer(r.repairer.clone()),
+            )
+            .unwrap();
+        let mut next = 1_000;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        let mut covered = Vec::new();
+        for inc in &incs {
+            let healed = matches!(inc.outcome, Outcome::Healed { .. });
+            let pages: Vec<PageId> = match (&inc.target, inc.pages.as_slice()) {
+                (Target::Page(p), []) => vec![*p],
+                (_, set) => set.to_vec(),
+            };
+            for p in &pages {
+                let bad = spoiled.contains(&p.0);
+                proptest::prop_assert!(!(healed && bad), "page {p} healed from a spoiled copy: {inc:#?}");
+                if healed {
+                    proptest::prop_assert!(r.same(p.0), "page {p}");
+                } else {
+                    proptest::prop_assert_eq!(&inc.outcome, &Outcome::Escalated);
+                    proptest::prop_assert!(inc.escalation.is_some());
+                }
+            }
+            if !inc.pages.is_empty() {
+                proptest::prop_assert!(
+                    matches!(inc.target, Target::Page(p) if inc.pages.contains(&p)),
+                    "a set's target is one of its pages: {inc:#?}"
+                );
+            }
+            covered.extend(pages);
+        }
+        covered.sort_unstable();
+        proptest::prop_assert_eq!(covered, damaged.iter().map(|&p| PageId(p)).collect::<Vec<_>>());
+    }
+}
