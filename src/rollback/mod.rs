@@ -154,6 +154,7 @@
 mod apply;
 mod config;
 mod deadlock;
+mod losers;
 // What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
 #[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub(crate) mod journal;

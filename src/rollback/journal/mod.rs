@@ -252,4 +252,5 @@ pub use storage::{segment_file_name, DirStorage, JournalStorage, LOCK_FILE};
 pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
+pub(crate) use recovery::SegMeta;
 pub(crate) use writer::{Journal, JournalConfig, PoisonHook};
