@@ -1,8 +1,9 @@
 //! Benchmarks of `TransactionRollbackManager`'s hot paths, each next to the
 //! baseline it is judged against:
 //! - undo append into the in-memory journal (target ≥ 5 M records/s for
-//!   64-byte before-images with their 64-byte after-images), next to
-//!   encoding alone;
+//!   64-byte before-images with their 64-byte after-images) from one
+//!   thread and from two (each its own transaction; the aggregate rate),
+//!   next to encoding alone;
 //! - rollback apply into a `MemStore` (64-byte images, 8 per page, each page
 //!   holding the after-images so that every image is checked and applied;
 //!   target ≥ 2 M undo records/s), next to a plain copy of the same bytes;
@@ -56,6 +57,43 @@ fn undo_append(c: &mut Criterion) {
                 }
                 elapsed += start.elapsed();
                 let lsn = mgr.commit(t).unwrap();
+                mgr.checkpoint(lsn).unwrap();
+            }
+            elapsed
+        });
+    });
+    let mgr = Arc::new(mgr);
+    g.bench_function("in_memory_journal_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(100_000);
+                left -= n;
+                let start = Instant::now();
+                let lsns: Vec<Lsn> = std::thread::scope(|s| {
+                    let workers: Vec<_> = [n / 2, n - n / 2]
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, share)| {
+                            let m = mgr.clone();
+                            s.spawn(move || {
+                                let t = m.begin().unwrap();
+                                for i in 0..share {
+                                    let page = PageId(k as u64 * 32 + i % 32);
+                                    let off = (i as usize * IMAGE) % (PAGE - IMAGE);
+                                    black_box(
+                                        m.record_undo(t, page, off, &before, &after).unwrap(),
+                                    );
+                                }
+                                m.commit(t).unwrap()
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().unwrap()).collect()
+                });
+                elapsed += start.elapsed();
+                let lsn = lsns.into_iter().max().unwrap();
                 mgr.checkpoint(lsn).unwrap();
             }
             elapsed
@@ -236,8 +274,11 @@ fn recovery_by_journal_size(c: &mut Criterion) {
     g.sample_size(10);
     for mib in [16u64, 64, 256] {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let store = history(dir.path(), mib);
+        // Made on first use, so that a filtered run that skips this bench
+        // does not write the journals.
+        let store = std::cell::OnceCell::new();
         let open = || {
+            let store = store.get_or_init(|| history(dir.path(), mib));
             RollbackConfig::new(dir.path().join("journal"))
                 .segment_size_bytes(8 << 20)
                 .build(RawPages::shared(store.clone()))
@@ -266,6 +307,9 @@ fn recovery_by_journal_size(c: &mut Criterion) {
                 elapsed
             });
         });
+        if runs == 0 {
+            continue;
+        }
         println!(
             "rollback_recovery/journal_MiB/{mib}: {:.3} ms per MiB ({} recoveries)",
             total.as_secs_f64() * 1e3 / runs.max(1) as f64 / mib as f64,
