@@ -406,6 +406,9 @@ impl TransactionRollbackManager {
         t.push(lsn, page, offset as u32, before, Some(after));
         st.undo_bytes_held += 2 * before.len() as u64;
         drop(st);
+        // Outside the state lock: other threads append while this one
+        // writes the batch.
+        self.journal.write_if_full()?;
         self.counters.undo_records.fetch_add(1, Ordering::Relaxed);
         self.counters
             .undo_bytes

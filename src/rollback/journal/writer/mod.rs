@@ -4,7 +4,13 @@
 //!
 //! # Contract
 //!
-//! Appends encode into an in-memory buffer under one short lock. Bytes reach
+//! Appends encode into an in-memory buffer under one short lock; an undo
+//! record goes in without its CRC, which the thread that writes the batch
+//! computes for every frame ([`seal_frames`](super::record::seal_frames))
+//! outside that lock, before the bytes leave memory. An undo append does
+//! not write the buffer when it is full: the caller does, with
+//! [`Journal::write_if_full`], once it has released its own locks (so the
+//! buffer may exceed its size by one record per appending thread). Bytes reach
 //! the storage only in the hands of the one thread that holds the I/O token:
 //! a thread that needs durability becomes the leader when no one holds it,
 //! takes everything buffered (its own records and those of every other
@@ -31,8 +37,8 @@ use crate::types::{Lsn, PageId};
 
 use super::marker::{Marker, Wakeups};
 use super::record::{
-    encode_undo, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SEGMENT_VERSION,
+    encode_undo_unsealed, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
 use super::recovery::{JournalScan, SegMeta};
 use super::state::JournalState;
@@ -277,9 +283,9 @@ impl Journal {
             if needs_segment {
                 // Written right away, before anything is appended to it.
                 core.start_segment(&mut g)?;
-                let chunks = std::mem::take(&mut g.pending);
+                let mut chunks = std::mem::take(&mut g.pending);
                 let from = g.io_segment;
-                core.write_chunks(&chunks, from, false)?;
+                core.write_chunks(&mut chunks, from, false)?;
                 g.io_segment = g.tail_segment;
             }
             if durable > g.mark_claimed {
@@ -296,7 +302,9 @@ impl Journal {
         })
     }
 
-    /// Appends an undo record (the hot path: no intermediate allocation).
+    /// Appends an undo record (the hot path: no intermediate allocation, no
+    /// checksum, no I/O). Call [`write_if_full`](Self::write_if_full) after
+    /// it, outside the caller's locks.
     pub(crate) fn append_undo(
         &self,
         txn: TxnId,
@@ -307,9 +315,24 @@ impl Journal {
     ) -> Result<Lsn> {
         debug_assert_eq!(before.len(), after.len());
         let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len() + after.len();
-        self.core.append_with(len, false, |buf, lsn| {
-            encode_undo(buf, lsn, txn, page, offset, before, after);
+        self.core.append_with(len, false, false, |buf, lsn| {
+            encode_undo_unsealed(buf, lsn, txn, page, offset, before, after);
         })
+    }
+
+    /// Writes the buffer (without an fsync) if it holds its configured size
+    /// or more.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] (also when this write fails); a retryable
+    /// timed-out [`Error::Io`] when another thread's I/O does not finish in
+    /// time.
+    pub(crate) fn write_if_full(&self) -> Result<()> {
+        let mut g = self.core.inner.lock();
+        if g.pending_bytes >= self.core.cfg.buffer_bytes {
+            self.core.drive(&mut g, None)?;
+        }
+        Ok(())
     }
 
     /// Appends a begin, commit or abort record.
@@ -320,7 +343,7 @@ impl Journal {
         ));
         let is_commit = matches!(record, Record::Commit { .. });
         self.core
-            .append_with(record.encoded_len(), is_commit, |buf, lsn| {
+            .append_with(record.encoded_len(), is_commit, true, |buf, lsn| {
                 record.encode_into(lsn, buf);
             })
     }
@@ -503,11 +526,13 @@ impl Core {
         Ok(())
     }
 
-    /// Appends a record; `encode` writes exactly `len` bytes for the given LSN.
+    /// Appends a record; `encode` writes exactly `len` bytes for the given
+    /// LSN. With `write_when_full`, writes the buffer when it is full.
     fn append_with(
         &self,
         len: usize,
         is_commit: bool,
+        write_when_full: bool,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
     ) -> Result<Lsn> {
         let mut g = self.inner.lock();
@@ -519,7 +544,7 @@ impl Core {
         if is_commit {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        if g.pending_bytes >= self.cfg.buffer_bytes {
+        if write_when_full && g.pending_bytes >= self.cfg.buffer_bytes {
             self.drive(&mut g, None)?;
         }
         Ok(lsn)
