@@ -400,19 +400,19 @@ impl TransactionRollbackManager {
                 limit: max_undo,
             });
         }
-        let lsn = self
+        let (lsn, full) = self
             .journal
             .append_undo(txn, page, offset as u32, before, after)?;
         t.push(lsn, page, offset as u32, before, Some(after));
         st.undo_bytes_held += 2 * before.len() as u64;
+        st.undo_records += 1;
+        st.undo_bytes += before.len() as u64;
         drop(st);
-        // Outside the state lock: other threads append while this one
-        // writes the batch.
-        self.journal.write_if_full()?;
-        self.counters.undo_records.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .undo_bytes
-            .fetch_add(before.len() as u64, Ordering::Relaxed);
+        if full {
+            // Outside the state lock: other threads append while this one
+            // writes the batch.
+            self.journal.write_if_full()?;
+        }
         Ok(lsn)
     }
 
@@ -660,17 +660,22 @@ impl TransactionRollbackManager {
     #[must_use]
     pub fn stats(&self) -> RollbackStats {
         let c = &self.counters;
-        let (active, held) = {
+        let (active, held, undo_records, undo_bytes) = {
             let st = self.state.lock();
-            (st.active.len() as u64, st.undo_bytes_held)
+            (
+                st.active.len() as u64,
+                st.undo_bytes_held,
+                st.undo_records,
+                st.undo_bytes,
+            )
         };
         RollbackStats {
             active,
             committed: c.committed.load(Ordering::Relaxed),
             rolled_back: c.rolled_back.load(Ordering::Relaxed),
             recovered: c.recovered.load(Ordering::Relaxed),
-            undo_records: c.undo_records.load(Ordering::Relaxed),
-            undo_bytes: c.undo_bytes.load(Ordering::Relaxed),
+            undo_records,
+            undo_bytes,
             undo_bytes_held: held,
             undo_entries_replaced: c.replaced.load(Ordering::Relaxed),
             rollbacks_blocked: c.blocked.load(Ordering::Relaxed),

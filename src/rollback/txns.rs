@@ -87,8 +87,6 @@ pub(super) struct Counters {
     pub committed: AtomicU64,
     pub rolled_back: AtomicU64,
     pub recovered: AtomicU64,
-    pub undo_records: AtomicU64,
-    pub undo_bytes: AtomicU64,
     pub replaced: AtomicU64,
     pub blocked: AtomicU64,
     pub rollbacks: AtomicU64,
@@ -286,6 +284,11 @@ pub(super) struct State {
     pub restoring: bool,
     /// Undo buffers of finished transactions, for reuse.
     pub spare: SpareBuffers,
+    /// Undo entries recorded since open (counted under the lock the record
+    /// holds anyway).
+    pub undo_records: u64,
+    /// Before-image bytes recorded since open.
+    pub undo_bytes: u64,
 }
 
 impl State {

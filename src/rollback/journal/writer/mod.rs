@@ -136,6 +136,11 @@ struct Chunk {
 
 struct Inner {
     next_lsn: u64,
+    /// Records appended since open (marks included); counted under the
+    /// lock the append holds anyway.
+    records: u64,
+    /// Record bytes appended since open.
+    bytes: u64,
     pending: Vec<Chunk>,
     pending_bytes: usize,
     tail_segment: u64,
@@ -164,8 +169,6 @@ struct Ids {
 
 #[derive(Default)]
 struct Counters {
-    records: AtomicU64,
-    bytes: AtomicU64,
     commits: AtomicU64,
     fsyncs: AtomicU64,
     marks: AtomicU64,
@@ -247,6 +250,8 @@ impl Journal {
             cfg,
             inner: Mutex::new(Inner {
                 next_lsn: scan.next_lsn,
+                records: 0,
+                bytes: 0,
                 pending: Vec::new(),
                 pending_bytes: 0,
                 tail_segment: segments.back().map_or(0, |s| s.id),
@@ -303,8 +308,9 @@ impl Journal {
     }
 
     /// Appends an undo record (the hot path: no intermediate allocation, no
-    /// checksum, no I/O). Call [`write_if_full`](Self::write_if_full) after
-    /// it, outside the caller's locks.
+    /// checksum, no I/O). Returns its LSN and whether the buffer is full:
+    /// then call [`write_if_full`](Self::write_if_full), outside the
+    /// caller's locks.
     pub(crate) fn append_undo(
         &self,
         txn: TxnId,
@@ -312,12 +318,19 @@ impl Journal {
         offset: u32,
         before: &[u8],
         after: &[u8],
-    ) -> Result<Lsn> {
+    ) -> Result<(Lsn, bool)> {
         debug_assert_eq!(before.len(), after.len());
         let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len() + after.len();
-        self.core.append_with(len, false, false, |buf, lsn| {
+        let core = &self.core;
+        let mut g = core.inner.lock();
+        if let Some(p) = &g.poison {
+            return Err(poisoned_error(p));
+        }
+        let lsn = core.push(&mut g, len, |buf, lsn| {
             encode_undo_unsealed(buf, lsn, txn, page, offset, before, after);
-        })
+        })?;
+        g.last_data_lsn = lsn.0;
+        Ok((lsn, g.pending_bytes >= core.cfg.buffer_bytes))
     }
 
     /// Writes the buffer (without an fsync) if it holds its configured size
@@ -343,7 +356,7 @@ impl Journal {
         ));
         let is_commit = matches!(record, Record::Commit { .. });
         self.core
-            .append_with(record.encoded_len(), is_commit, true, |buf, lsn| {
+            .append_with(record.encoded_len(), is_commit, |buf, lsn| {
                 record.encode_into(lsn, buf);
             })
     }
@@ -464,8 +477,8 @@ impl Journal {
         let g = core.inner.lock();
         let c = &core.counters;
         JournalStats {
-            records: c.records.load(Ordering::Relaxed),
-            bytes: c.bytes.load(Ordering::Relaxed),
+            records: g.records,
+            bytes: g.bytes,
             commits: c.commits.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             marks: c.marks.load(Ordering::Relaxed),
@@ -527,12 +540,11 @@ impl Core {
     }
 
     /// Appends a record; `encode` writes exactly `len` bytes for the given
-    /// LSN. With `write_when_full`, writes the buffer when it is full.
+    /// LSN. Writes the buffer when it is full.
     fn append_with(
         &self,
         len: usize,
         is_commit: bool,
-        write_when_full: bool,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
     ) -> Result<Lsn> {
         let mut g = self.inner.lock();
@@ -544,7 +556,7 @@ impl Core {
         if is_commit {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        if write_when_full && g.pending_bytes >= self.cfg.buffer_bytes {
+        if g.pending_bytes >= self.cfg.buffer_bytes {
             self.drive(&mut g, None)?;
         }
         Ok(lsn)
@@ -616,8 +628,8 @@ impl Core {
         debug_assert_eq!(chunk.bytes.len() - before, len);
         inner.tail_len += len as u64;
         inner.pending_bytes += len;
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        inner.records += 1;
+        inner.bytes += len as u64;
         Ok(lsn)
     }
 
