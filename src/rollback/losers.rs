@@ -84,8 +84,12 @@ fn read_records(storage: &dyn JournalStorage, id: u64) -> Result<Vec<ScannedReco
     }
 }
 
-/// The undo fields of a record: page, offset, before-image, after-image.
-fn undo_of(record: &Record) -> Option<(PageId, u32, &[u8], Option<&[u8]>)> {
+/// The undo fields of a record: page, offset, before-image, after-image
+/// (none in format version 1).
+type UndoFields<'a> = (PageId, u32, &'a [u8], Option<&'a [u8]>);
+
+/// The undo fields of a record, if it is an undo record.
+fn undo_of(record: &Record) -> Option<UndoFields<'_>> {
     match record {
         Record::Undo {
             page,
