@@ -97,7 +97,9 @@ impl RollbackConfig {
     }
 
     /// Bytes of encoded records held in memory before they are written to the
-    /// segment without an fsync (default 1 MiB, at least 1).
+    /// segment without an fsync (default 1 MiB, at least 1). Threads appending
+    /// undo at the same moment may each add one record past it before the
+    /// buffer is written.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
         self
