@@ -1,14 +1,19 @@
 //! Benchmarks of `TransactionRollbackManager`'s hot paths, each next to the
 //! baseline it is judged against:
 //! - undo append into the in-memory journal (target ≥ 5 M records/s for
-//!   64-byte before-images with their 64-byte after-images), next to
-//!   encoding alone;
+//!   64-byte before-images with their 64-byte after-images) from one
+//!   thread and from two (each its own transaction; the aggregate rate),
+//!   next to encoding alone;
 //! - rollback apply into a `MemStore` (64-byte images, 8 per page, each page
 //!   holding the after-images so that every image is checked and applied;
 //!   target ≥ 2 M undo records/s), next to a plain copy of the same bytes;
 //! - durable commits/s on real files with 1, 4 and 16 committers, next to the
 //!   disk's fsyncs/s measured in the same run; commits per fsync (from the
-//!   journal's own counters) is printed for each.
+//!   journal's own counters) is printed for each;
+//! - recovery (opening the manager over a crashed journal on real files, one
+//!   transaction in flight) of journals of 16, 64 and 256 MiB of committed
+//!   history: the time per MiB is printed for each, and must stay flat
+//!   (recovery time linear in the journal's length).
 
 use std::fs::OpenOptions;
 use std::hint::black_box;
@@ -52,6 +57,43 @@ fn undo_append(c: &mut Criterion) {
                 }
                 elapsed += start.elapsed();
                 let lsn = mgr.commit(t).unwrap();
+                mgr.checkpoint(lsn).unwrap();
+            }
+            elapsed
+        });
+    });
+    let mgr = Arc::new(mgr);
+    g.bench_function("in_memory_journal_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(100_000);
+                left -= n;
+                let start = Instant::now();
+                let lsns: Vec<Lsn> = std::thread::scope(|s| {
+                    let workers: Vec<_> = [n / 2, n - n / 2]
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, share)| {
+                            let m = mgr.clone();
+                            s.spawn(move || {
+                                let t = m.begin().unwrap();
+                                for i in 0..share {
+                                    let page = PageId(k as u64 * 32 + i % 32);
+                                    let off = (i as usize * IMAGE) % (PAGE - IMAGE);
+                                    black_box(
+                                        m.record_undo(t, page, off, &before, &after).unwrap(),
+                                    );
+                                }
+                                m.commit(t).unwrap()
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().unwrap()).collect()
+                });
+                elapsed += start.elapsed();
+                let lsn = lsns.into_iter().max().unwrap();
                 mgr.checkpoint(lsn).unwrap();
             }
             elapsed
@@ -203,5 +245,85 @@ fn durable_commits(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, undo_append, rollback_apply, durable_commits);
+const RECOVERY_PAGE: usize = 4096;
+
+/// A journal of about `mib` MiB of committed history (whole-page images)
+/// in `dir`, over a file store of 64 pages.
+fn history(dir: &std::path::Path, mib: u64) -> Arc<selfheal::FileStore> {
+    let store =
+        Arc::new(selfheal::FileStore::create(dir.join("pages"), RECOVERY_PAGE, 64).unwrap());
+    let mgr = RollbackConfig::new(dir.join("journal"))
+        .segment_size_bytes(8 << 20)
+        .build(RawPages::shared(store.clone()))
+        .unwrap();
+    let (before, after) = (vec![1u8; RECOVERY_PAGE], vec![2u8; RECOVERY_PAGE]);
+    while mgr.stats().journal.bytes < mib << 20 {
+        let t = mgr.begin().unwrap();
+        for k in 0..256u64 {
+            mgr.record_undo(t, PageId(k % 64), 0, &before, &after)
+                .unwrap();
+        }
+        mgr.commit(t).unwrap();
+    }
+    mgr.stop().unwrap();
+    store
+}
+
+fn recovery_by_journal_size(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rollback_recovery");
+    g.sample_size(10);
+    for mib in [16u64, 64, 256] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // Made on first use, so that a filtered run that skips this bench
+        // does not write the journals.
+        let store = std::cell::OnceCell::new();
+        let open = || {
+            let store = store.get_or_init(|| history(dir.path(), mib));
+            RollbackConfig::new(dir.path().join("journal"))
+                .segment_size_bytes(8 << 20)
+                .build(RawPages::shared(store.clone()))
+                .unwrap()
+        };
+        let data = [9u8; 64];
+        let (mut total, mut runs) = (Duration::ZERO, 0u64);
+        g.throughput(Throughput::Bytes(mib << 20));
+        g.bench_with_input(BenchmarkId::new("journal_MiB", mib), &mib, |b, _| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    // A transaction in flight at the crash (not timed).
+                    let m = open();
+                    let t = m.begin().unwrap();
+                    m.write(t, PageId(1), 0, &data).unwrap();
+                    drop(m);
+                    let start = Instant::now();
+                    let m = open();
+                    elapsed += start.elapsed();
+                    assert_eq!(m.recovery_report().rolled_back.len(), 1);
+                    m.stop().unwrap();
+                }
+                total += elapsed;
+                runs += iters;
+                elapsed
+            });
+        });
+        if runs == 0 {
+            continue;
+        }
+        println!(
+            "rollback_recovery/journal_MiB/{mib}: {:.3} ms per MiB ({} recoveries)",
+            total.as_secs_f64() * 1e3 / runs.max(1) as f64 / mib as f64,
+            runs
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    undo_append,
+    rollback_apply,
+    durable_commits,
+    recovery_by_journal_size
+);
 criterion_main!(benches);

@@ -31,6 +31,7 @@ pub struct RollbackConfig {
     pub(super) sync_wait_timeout: Duration,
     pub(super) idle_mark_delay: Duration,
     pub(super) stop_timeout: Duration,
+    pub(super) recovery_batch_bytes: u64,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) failure_sink: Option<FailureSink>,
     pub(super) repair_hook: Option<RepairHook>,
@@ -48,6 +49,7 @@ impl fmt::Debug for RollbackConfig {
             .field("sync_wait_timeout", &self.sync_wait_timeout)
             .field("idle_mark_delay", &self.idle_mark_delay)
             .field("stop_timeout", &self.stop_timeout)
+            .field("recovery_batch_bytes", &self.recovery_batch_bytes)
             .field("repair_hook", &self.repair_hook.is_some())
             .finish_non_exhaustive()
     }
@@ -58,7 +60,7 @@ impl RollbackConfig {
     /// 64 MiB segments, a 1 MiB append buffer, [`RecoveryMode::TolerateTornTail`],
     /// [`VictimPolicy::Youngest`], 65 536 active transactions, 256 MiB of
     /// undo per transaction, a 30 s wait for another thread's fsync, a 10 ms
-    /// idle-mark delay, the system clock, a failure bus of its own, no
+    /// idle-mark delay, 16 MiB of undo per recovery batch, the system clock, a failure bus of its own, no
     /// repair hook.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self::with_location(JournalLocation::Dir(dir.into()))
@@ -82,6 +84,7 @@ impl RollbackConfig {
             sync_wait_timeout: Duration::from_secs(30),
             idle_mark_delay: Duration::from_millis(10),
             stop_timeout: Duration::from_secs(30),
+            recovery_batch_bytes: 16 << 20,
             clock: SystemClock::shared(),
             failure_sink: None,
             repair_hook: None,
@@ -97,7 +100,9 @@ impl RollbackConfig {
     }
 
     /// Bytes of encoded records held in memory before they are written to the
-    /// segment without an fsync (default 1 MiB, at least 1).
+    /// segment without an fsync (default 1 MiB, at least 1). Threads appending
+    /// undo at the same moment may each add one record past it before the
+    /// buffer is written.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
         self
@@ -161,6 +166,18 @@ impl RollbackConfig {
         self
     }
 
+    /// Most image bytes (before- and after-images) of the undo of
+    /// transactions in flight at the last crash that recovery holds in memory
+    /// at once (default 16 MiB, at least 1). Recovery reads the journal one
+    /// segment at a time; when that undo is larger than this, it is applied
+    /// in batches of page ranges, each read from the journal again, so that
+    /// memory stays near this plus two segments whatever the journal's
+    /// length. The undo of one page is never split (it may exceed this).
+    pub fn recovery_batch_bytes(mut self, bytes: u64) -> Self {
+        self.recovery_batch_bytes = bytes;
+        self
+    }
+
     /// The clock rollback durations are measured with (default: system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -220,6 +237,12 @@ impl RollbackConfig {
             return Err(Error::config(
                 "max_undo_bytes_per_txn",
                 "is 0; it must be at least 1",
+            ));
+        }
+        if self.recovery_batch_bytes == 0 {
+            return Err(Error::config(
+                "recovery_batch_bytes",
+                "is 0; it must be at least 1 (16 MiB is the default)",
             ));
         }
         if self.sync_wait_timeout.is_zero() {

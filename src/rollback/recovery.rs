@@ -8,20 +8,18 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
-use crate::types::{
-    Failure, FailureKind, FailureSink, Lsn, PageId, Source, DEFAULT_FAILURE_CAPACITY,
-};
+use crate::error::Result;
+use crate::types::{Failure, FailureKind, FailureSink, PageId, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::TimedCaller;
 
-use super::apply::{apply_undo, PageLocks, UndoRef};
+use super::apply::PageLocks;
 use super::config::{JournalLocation, RollbackConfig};
 use super::journal::{
     self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, PoisonHook, Record,
 };
 use super::txns::{BlockedTxn, Counters, State, Status, Txn};
 use super::writer::PageWriter;
-use super::{check_range, TransactionRollbackManager, TxnId};
+use super::{losers, TransactionRollbackManager, TxnId};
 
 /// A transaction rolled back at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,13 +74,6 @@ pub struct RecoveryReport {
     pub duration: Duration,
 }
 
-/// A transaction without a commit or abort record in the journal.
-struct InFlight {
-    begin_lsn: Option<Lsn>,
-    first_lsn: Lsn,
-    first_index: usize,
-    undo: Vec<usize>,
-}
 impl RollbackConfig {
     /// Opens (or creates) the journal, recovers — rolls back every
     /// transaction that was in flight at the last crash, through `pages` —
@@ -125,106 +116,38 @@ pub(super) fn open(
     let start = cfg.clock.now_ns();
     let scan = journal::recovery::scan(storage.as_ref(), cfg.recovery_mode)?;
 
-    // Which transactions have no commit or abort record?
-    let mut in_flight: HashMap<TxnId, InFlight> = HashMap::new();
-    let mut order: Vec<TxnId> = Vec::new();
-    let (mut committed_seen, mut aborted_seen) = (0u64, 0u64);
-    for (i, r) in scan.records.iter().enumerate() {
-        let Some(txn) = r.record.txn() else { continue };
-        match &r.record {
-            Record::Commit { .. } => {
-                committed_seen += 1;
-                in_flight.remove(&txn);
-            }
-            Record::Abort { .. } => {
-                aborted_seen += 1;
-                in_flight.remove(&txn);
-            }
-            _ => {
-                let t = in_flight.entry(txn).or_insert_with(|| {
-                    order.push(txn);
-                    InFlight {
-                        begin_lsn: None,
-                        first_lsn: r.lsn,
-                        first_index: i,
-                        undo: Vec::new(),
-                    }
-                });
-                match &r.record {
-                    Record::Begin { .. } => {
-                        t.begin_lsn.get_or_insert(r.lsn);
-                    }
-                    _ => t.undo.push(i),
-                }
-            }
-        }
-    }
-    order.retain(|t| in_flight.contains_key(t));
-    for txn in &order {
-        let t = &in_flight[txn];
-        // Checkpoints never retire the segment of an unfinished
-        // transaction's begin record: without it, earlier undo of the
-        // transaction went with a lost segment.
-        if t.begin_lsn.is_none() && !t.undo.is_empty() {
-            let r = &scan.records[t.first_index];
-            return Err(Error::corrupt_file(
-                storage.segment_path(scan.segment_of(t.first_index)),
-                r.offset,
-                format!(
-                    "transaction {txn} has undo records from LSN {} on but no begin record, and neither commit nor abort: its begin (and maybe more of its undo) went with a segment that is missing, so it cannot be rolled back whole; restore the missing segment from a backup",
-                    t.first_lsn
-                ),
-            ));
-        }
-    }
-    let mut refs = Vec::new();
-    let mut undo_bytes: HashMap<TxnId, u64> = HashMap::new();
-    for txn in &order {
-        for &i in &in_flight[txn].undo {
-            let r = &scan.records[i];
-            let (page, offset, before, after) = match &r.record {
-                Record::Undo {
-                    page,
-                    offset,
-                    before,
-                    after,
-                    ..
-                } => (*page, *offset, before, Some(after.as_slice())),
-                Record::UndoV1 {
-                    page,
-                    offset,
-                    before,
-                    ..
-                } => (*page, *offset, before, None),
-                _ => continue,
-            };
-            // Only undo that will be applied must fit the store: finished
-            // transactions' undo may predate a resize.
-            check_range(
-                page,
-                offset as usize,
-                before.len(),
-                page_size,
-                pages.page_count(),
-            )?;
-            *undo_bytes.entry(*txn).or_default() += before.len() as u64;
-            refs.push(UndoRef {
-                txn: *txn,
-                lsn: r.lsn.0,
-                page,
-                offset: offset as usize,
-                before,
-                after,
-            });
-        }
-    }
+    // Which transactions have no commit or abort record? One pass, one
+    // segment at a time; the undo is read again below, by page ranges.
+    let outcomes = losers::find_in_flight(
+        storage.as_ref(),
+        &scan.segments,
+        page_size,
+        pages.page_count(),
+    )?;
     let page_locks = PageLocks::new();
-    let any_undo = !refs.is_empty();
-    let applied = apply_undo(pages.as_ref(), &page_locks, cfg.repair_hook.as_ref(), refs)?;
-    if any_undo {
+    let undone = losers::undo_in_flight(
+        storage.as_ref(),
+        &outcomes,
+        &losers::Target {
+            pages: pages.as_ref(),
+            locks: &page_locks,
+            hook: cfg.repair_hook.as_ref(),
+        },
+        cfg.recovery_batch_bytes,
+    )?;
+    let applied = undone.applied;
+    if outcomes.in_flight.values().any(|t| t.undo_entries > 0) {
         // Also when no page changed: a page may hold its before-image only
         // in a cache, and the abort record must not outlive it.
         pages.sync()?;
+    }
+    // Transactions whose rollback is blocked stay pending with their undo,
+    // read back before the journal is appended to.
+    let mut pending: HashMap<TxnId, Txn> = HashMap::new();
+    for txn in applied.blocked.keys() {
+        if let Some(t) = outcomes.in_flight.get(txn) {
+            pending.insert(*txn, losers::pending_txn(storage.as_ref(), *txn, t)?);
+        }
     }
     let sink = cfg
         .failure_sink
@@ -255,29 +178,12 @@ pub(super) fn open(
     let mut rolled_back = Vec::new();
     let mut blocked = Vec::new();
     let mut state = State::default();
-    for txn in &order {
-        let t = &in_flight[txn];
+    for txn in &outcomes.order {
+        let t = &outcomes.in_flight[txn];
         if let Some(failed) = applied.blocked.get(txn) {
-            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
-            for &i in &t.undo {
-                let r = &scan.records[i];
-                match &r.record {
-                    Record::Undo {
-                        page,
-                        offset,
-                        before,
-                        after,
-                        ..
-                    } => pending.push(r.lsn, *page, *offset, before, Some(after)),
-                    Record::UndoV1 {
-                        page,
-                        offset,
-                        before,
-                        ..
-                    } => pending.push(r.lsn, *page, *offset, before, None),
-                    _ => {}
-                }
-            }
+            let mut pending = pending
+                .remove(txn)
+                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
             let b = BlockedTxn {
                 txn: *txn,
                 pages: failed.iter().map(|f| f.0).collect(),
@@ -290,21 +196,11 @@ pub(super) fn open(
             blocked.push(b);
         } else {
             journal.append(&Record::Abort { txn: *txn })?;
-            let mut touched: Vec<PageId> = t
-                .undo
-                .iter()
-                .filter_map(|&i| match &scan.records[i].record {
-                    Record::Undo { page, .. } | Record::UndoV1 { page, .. } => Some(*page),
-                    _ => None,
-                })
-                .collect();
-            touched.sort_unstable();
-            touched.dedup();
             rolled_back.push(RecoveredTxn {
-                pages: touched,
+                pages: undone.touched.get(txn).cloned().unwrap_or_default(),
                 txn: *txn,
-                undo_entries: t.undo.len() as u64,
-                undo_bytes: undo_bytes.get(txn).copied().unwrap_or(0),
+                undo_entries: t.undo_entries,
+                undo_bytes: t.undo_bytes,
             });
         }
     }
@@ -314,9 +210,9 @@ pub(super) fn open(
     pages_replaced.dedup();
     let report = RecoveryReport {
         segments_read: scan.segments_read,
-        records_read: scan.records.len() as u64,
-        committed_seen,
-        aborted_seen,
+        records_read: scan.records_read,
+        committed_seen: outcomes.committed_seen,
+        aborted_seen: outcomes.aborted_seen,
         rolled_back,
         blocked,
         undo_entries_applied: applied.entries,

@@ -87,8 +87,6 @@ pub(super) struct Counters {
     pub committed: AtomicU64,
     pub rolled_back: AtomicU64,
     pub recovered: AtomicU64,
-    pub undo_records: AtomicU64,
-    pub undo_bytes: AtomicU64,
     pub replaced: AtomicU64,
     pub blocked: AtomicU64,
     pub rollbacks: AtomicU64,
@@ -223,6 +221,54 @@ pub(super) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
 /// How many finished transactions' outcomes are remembered for error messages.
 pub(super) const FINISHED_MEMORY: usize = 65_536;
 
+/// Most undo buffers (entry list and image arena) of finished transactions
+/// kept for the next transactions to reuse.
+pub(super) const SPARE_BUFFERS_MAX: usize = 4;
+
+/// Most bytes of capacity the kept buffers hold together (entries and
+/// arenas); a buffer that would exceed it is freed.
+pub(super) const SPARE_BYTES_MAX: usize = 16 << 20;
+
+/// The undo buffers of a finished transaction, cleared, kept for reuse so
+/// that a busy manager does not grow (and fault in) fresh ones for every
+/// transaction.
+#[derive(Default)]
+pub(super) struct SpareBuffers {
+    kept: Vec<(Vec<Entry>, Vec<u8>)>,
+    /// Capacity of `kept`, in bytes.
+    bytes: usize,
+}
+
+fn capacity_bytes(entries: &Vec<Entry>, arena: &Vec<u8>) -> usize {
+    entries.capacity() * std::mem::size_of::<Entry>() + arena.capacity()
+}
+
+impl SpareBuffers {
+    /// Keeps `entries` and `arena` (cleared) if there is room.
+    pub(super) fn put(&mut self, mut entries: Vec<Entry>, mut arena: Vec<u8>) {
+        let bytes = capacity_bytes(&entries, &arena);
+        if self.kept.len() < SPARE_BUFFERS_MAX && bytes > 0 && self.bytes + bytes <= SPARE_BYTES_MAX
+        {
+            entries.clear();
+            arena.clear();
+            self.kept.push((entries, arena));
+            self.bytes += bytes;
+        }
+        debug_assert!(self.bytes <= SPARE_BYTES_MAX);
+    }
+
+    /// A new transaction, with kept buffers if there are any.
+    pub(super) fn txn(&mut self, begin_lsn: Lsn) -> Txn {
+        let mut t = Txn::new(begin_lsn);
+        if let Some((entries, arena)) = self.kept.pop() {
+            self.bytes -= capacity_bytes(&entries, &arena);
+            t.entries = entries;
+            t.arena = arena;
+        }
+        t
+    }
+}
+
 #[derive(Default)]
 pub(super) struct State {
     pub active: TxnMap<Txn>,
@@ -236,12 +282,20 @@ pub(super) struct State {
     pub end_id: u64,
     /// Whether a restore guard lives (no `begin` until it is dropped).
     pub restoring: bool,
+    /// Undo buffers of finished transactions, for reuse.
+    pub spare: SpareBuffers,
+    /// Undo entries recorded since open (counted under the lock the record
+    /// holds anyway).
+    pub undo_records: u64,
+    /// Before-image bytes recorded since open.
+    pub undo_bytes: u64,
 }
 
 impl State {
     pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
         if let Some(t) = self.active.remove(&txn) {
             self.undo_bytes_held -= t.arena.len() as u64;
+            self.spare.put(t.entries, t.arena);
         }
         self.graph.remove_txn(txn);
         self.finished.insert(txn, outcome);
@@ -284,14 +338,15 @@ impl State {
     }
 
     pub(super) fn active_mut(&mut self, txn: TxnId) -> Result<&mut Txn> {
-        let t = self.get(txn)?;
-        if t.status != Status::Active {
-            return Err(Error::TransactionNotActive {
+        // Two look-ups on the hot path (every undo record), not three.
+        match self.active.get(&txn).map(|t| t.status) {
+            Some(Status::Active) => Ok(self.active.get_mut(&txn).expect("found above")),
+            Some(status) => Err(Error::TransactionNotActive {
                 txn,
-                state: t.status.as_str(),
-            });
+                state: status.as_str(),
+            }),
+            None => Err(self.not_active(txn)),
         }
-        Ok(self.active.get_mut(&txn).expect("checked above"))
     }
 }
 
@@ -306,6 +361,26 @@ mod tests {
         let tops: std::collections::HashSet<u64> =
             (1..=128u64).map(|i| b.hash_one(TxnId(i)) >> 57).collect();
         assert!(tops.len() > 64, "{} distinct top-7-bit values", tops.len());
+    }
+
+    proptest::proptest! {
+        /// The kept buffers stay within their bounds whatever is put, and
+        /// a new transaction gets a cleared one.
+        #[test]
+        fn spare_buffers_stay_bounded(sizes in proptest::collection::vec(0usize..(12 << 20), 0..12)) {
+            let mut spare = SpareBuffers::default();
+            for (i, n) in sizes.iter().enumerate() {
+                spare.put(Vec::with_capacity(i), vec![7u8; *n]);
+                proptest::prop_assert!(spare.kept.len() <= SPARE_BUFFERS_MAX);
+                proptest::prop_assert!(spare.bytes <= SPARE_BYTES_MAX);
+                let held: usize = spare.kept.iter().map(|(e, a)| capacity_bytes(e, a)).sum();
+                proptest::prop_assert_eq!(held, spare.bytes);
+            }
+            let before = spare.kept.len();
+            let t = spare.txn(Lsn(1));
+            proptest::prop_assert!(t.arena.is_empty() && t.entries.is_empty());
+            proptest::prop_assert_eq!(spare.kept.len(), before.saturating_sub(1));
+        }
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl TransactionRollbackManager {
                 st.undo_bytes_held -= arena.len() as u64;
                 st.active.remove(&id);
                 st.finish(id, "rolled back");
+                st.spare.put(entries, arena);
                 done.push(id);
             }
         }

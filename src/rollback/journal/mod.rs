@@ -199,7 +199,10 @@
 //!   (the host holds its write locks until commit or rollback returns), and
 //!   a partly restored page holds only before- and after-image bytes.
 //! - **During recovery itself:** the same argument; the abort records are
-//!   written only after the restored pages are synced. A transaction blocked
+//!   written only after the restored pages are synced (once, after the
+//!   last batch of page ranges: a crash between batches leaves every
+//!   transaction in flight, and the next recovery applies all of its undo
+//!   again). A transaction blocked
 //!   by a page that fails verification gets no abort record and is tried
 //!   again at the next open.
 //! - **During segment creation:** the previous segment was synced first; the
@@ -252,4 +255,5 @@ pub use storage::{segment_file_name, DirStorage, JournalStorage, LOCK_FILE};
 pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
+pub(crate) use recovery::SegMeta;
 pub(crate) use writer::{Journal, JournalConfig, PoisonHook};

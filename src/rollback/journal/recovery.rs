@@ -2,10 +2,19 @@
 //! state file, classifying damage with the synced-through marks, and
 //! applying the configured [`RecoveryMode`]. The outcome of each mode for
 //! each kind of damage is tabled in the [journal module docs](super).
+//!
+//! # Contract
+//!
+//! The scan holds one segment's bytes (and its decoded records) at a time:
+//! what it keeps of each segment is a fixed-size summary (header fields, how
+//! its records end, how many there are, the highest transaction id and mark
+//! claim among them). Memory is bounded by the segment size, not by the
+//! journal's length. The records themselves are read again, one segment at a
+//! time, by the manager's recovery after the repairs the scan made.
 
 use crate::error::{Error, Result};
 
-use super::reader::{decode_segment, salvage, ScannedRecord, SegmentEnd, MAX_SEARCH_HASH_BYTES};
+use super::reader::{decode_segment, salvage, SegmentEnd, SegmentScan, MAX_SEARCH_HASH_BYTES};
 use super::record::{HeaderDamage, MAX_HEADER_COUNTER, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
 use super::state::JournalState;
 use super::storage::JournalStorage;
@@ -89,9 +98,10 @@ pub(crate) struct SegMeta {
 /// Everything the journal learned at open.
 #[derive(Debug)]
 pub(crate) struct JournalScan {
-    pub records: Vec<ScannedRecord>,
-    /// For each kept segment, the index in `records` of its first record.
-    pub segment_starts: Vec<(usize, u64)>,
+    /// Valid records in the kept segments (after the repairs).
+    pub records_read: u64,
+    /// The kept segments, oldest first: after the repairs, each holds only
+    /// valid records, which [`decode_segment`] reads back in full.
     pub segments: Vec<SegMeta>,
     /// Length of the last kept segment, if any.
     pub tail_len: u64,
@@ -106,16 +116,6 @@ pub(crate) struct JournalScan {
     pub state: JournalState,
     /// The highest synced-through claim of a kept mark (0 when none).
     pub synced_through: u64,
-}
-
-impl JournalScan {
-    /// The segment holding record `index`.
-    pub(crate) fn segment_of(&self, index: usize) -> u64 {
-        let i = self
-            .segment_starts
-            .partition_point(|(start, _)| *start <= index);
-        self.segment_starts[i.saturating_sub(1)].1
-    }
 }
 
 /// Added to the highest id a journal shows when its state file had to be
@@ -153,11 +153,54 @@ fn ids_used(bytes: &[u8]) -> u64 {
         .unwrap_or(1)
 }
 
-/// A segment as read in the first pass.
+/// What the scan keeps of a segment's valid records: the records
+/// themselves are dropped once these are taken.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kept {
+    /// How many.
+    count: u64,
+    /// The LSN after the last one (the header's first LSN when none).
+    next_lsn: u64,
+    /// One past the highest transaction id among them (0 when none).
+    ids_end: u64,
+    /// The highest synced-through claim of a mark among them (0 when none).
+    mark_claim: u64,
+}
+
+impl Kept {
+    /// Summarizes `scan`'s records and drops them.
+    fn take(scan: &mut SegmentScan) -> Kept {
+        let kept = Kept {
+            count: scan.records.len() as u64,
+            next_lsn: scan.next_lsn().0,
+            ids_end: scan
+                .records
+                .iter()
+                .filter_map(|r| r.record.txn())
+                .map(|t| t.0.saturating_add(1))
+                .max()
+                .unwrap_or(0),
+            mark_claim: scan
+                .records
+                .iter()
+                .filter_map(|r| match r.record {
+                    super::record::Record::Mark { synced_through } => Some(synced_through.0),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+        };
+        scan.records = Vec::new();
+        kept
+    }
+}
+
+/// A segment as read in the first pass (its records summarized, not kept).
 struct Seen {
     id: u64,
     len: u64,
-    decoded: std::result::Result<super::reader::SegmentScan, HeaderDamage>,
+    decoded: std::result::Result<SegmentScan, HeaderDamage>,
+    kept: Kept,
     /// For a segment whose header is damaged: valid frames found after it
     /// (`u64::MAX` when the search gave up), and the highest mark claim
     /// among them.
@@ -366,7 +409,8 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
     let mut prev_end: Option<u64> = None;
     for &id in &listed {
         let bytes = storage.read(id)?;
-        let decoded = decode_segment(&bytes);
+        let mut decoded = decode_segment(&bytes);
+        let kept = decoded.as_mut().map(Kept::take).unwrap_or_default();
         let mut frames_after_header = 0;
         match &decoded {
             Err(HeaderDamage::Version { found }) => {
@@ -395,17 +439,19 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     id,
                     len: bytes.len() as u64,
                     decoded,
+                    kept,
                     frames_after_header,
                     salvaged_synced: s.synced_through,
                 });
                 continue;
             }
-            Ok(s) => prev_end = Some(s.next_lsn().0),
+            Ok(_) => prev_end = Some(kept.next_lsn),
         }
         seen.push(Seen {
             id,
             len: bytes.len() as u64,
             decoded,
+            kept,
             frames_after_header,
             salvaged_synced: None,
         });
@@ -438,8 +484,7 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
     }
 
     let mut out = JournalScan {
-        records: Vec::new(),
-        segment_starts: Vec::new(),
+        records_read: 0,
         segments: Vec::new(),
         tail_len: 0,
         next_lsn: 1,
@@ -451,6 +496,8 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
         synced_through: 0,
     };
     let mut expected_lsn: Option<u64> = None;
+    // What each kept segment's records add up to, parallel to `out.segments`.
+    let mut kept: Vec<Kept> = Vec::new();
     for (i, s) in seen.iter().enumerate() {
         let id = s.id;
         let last = i + 1 == seen.len();
@@ -505,11 +552,10 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     version: sc.header.version,
                 });
                 out.tail_len = sc.valid_len;
-                let next = sc.next_lsn().0;
+                let next = s.kept.next_lsn;
                 expected_lsn = Some(next);
                 out.next_lsn = next;
-                out.segment_starts.push((out.records.len(), id));
-                out.records.extend(sc.records.iter().cloned());
+                kept.push(s.kept);
                 let (offset, reason) = match &sc.end {
                     SegmentEnd::Clean => (None, String::new()),
                     SegmentEnd::TornTail { offset, reason }
@@ -598,8 +644,8 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                         format!("{reason}; the damage is at LSN {lsn}, at or below the synced-through mark (LSN {lstar}): those records were durable and may hold acknowledged commits, so StopAtFirstBadRecord drops nothing here. Restore the journal from a backup; or, if the host can redo its committed transactions from its own log, move the journal directory aside and open a new one (its pending undo is then lost)"),
                     ));
                 }
-                let kept = out.segments.last().map(|s| s.id) == Some(id);
-                let whole = offset < SEGMENT_HEADER_LEN as u64 || !kept;
+                let kept_here = out.segments.last().map(|s| s.id) == Some(id);
+                let whole = offset < SEGMENT_HEADER_LEN as u64 || !kept_here;
                 let later: Vec<u64> = seen[i + 1..].iter().map(|s| s.id).collect();
                 // Transaction ids handed out in what is dropped are never
                 // handed out again.
@@ -620,11 +666,9 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     .min(MAX_HEADER_COUNTER);
                 storage.write_state(&out.state.encode())?;
                 let bytes_dropped = if whole {
-                    if kept {
+                    if kept_here {
                         out.segments.pop();
-                        if let Some((start, _)) = out.segment_starts.pop() {
-                            out.records.truncate(start);
-                        }
+                        kept.pop();
                     }
                     storage.remove(id)?;
                     out.tail_len = if out.segments.is_empty() {
@@ -654,14 +698,9 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
         }
         break;
     }
-    if let Some(max_txn) = out
-        .records
-        .iter()
-        .filter_map(|r| r.record.txn())
-        .map(|t| t.0)
-        .max()
-    {
-        out.next_txn = out.next_txn.max(max_txn.saturating_add(1));
+    for k in &kept {
+        out.records_read += k.count;
+        out.next_txn = out.next_txn.max(k.ids_end);
     }
     if source == StateSource::Rebuilt {
         out.next_txn = out
@@ -669,15 +708,7 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
             .saturating_add(REBUILD_ID_MARGIN)
             .min(MAX_HEADER_COUNTER);
     }
-    out.synced_through = out
-        .records
-        .iter()
-        .filter_map(|r| match r.record {
-            super::record::Record::Mark { synced_through } => Some(synced_through.0),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
+    out.synced_through = kept.iter().map(|k| k.mark_claim).max().unwrap_or(0);
     if out.segments.is_empty() {
         out.tail_len = 0;
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use parking_lot::MutexGuard;
 
+use super::super::record::seal_frames;
 use super::{poisoned_error, Chunk, Core, Inner};
 use crate::error::{Error, Result};
 use crate::types::Lsn;
@@ -102,7 +103,9 @@ impl Core {
             g.io_busy = true;
             let sync = sync_to.is_some();
             let result = MutexGuard::unlocked(g, || {
-                self.write_chunks(&chunks, from, sync).map(|s| (s, chunks))
+                let mut chunks = chunks;
+                self.write_chunks(&mut chunks, from, sync)
+                    .map(|s| (s, chunks))
             });
             g.io_busy = false;
             match result {
@@ -145,16 +148,18 @@ impl Core {
         }
     }
 
-    /// Writes chunks in order; syncs the previous segment before creating a
-    /// new one, and names a new one in the state file before anything is
-    /// appended to it; syncs the last one at the end when `sync`.
+    /// Writes chunks in order, each frame's CRC computed first; syncs the
+    /// previous segment before creating a new one, and names a new one in
+    /// the state file before anything is appended to it; syncs the last one
+    /// at the end when `sync`.
     pub(super) fn write_chunks(
         &self,
-        chunks: &[Chunk],
+        chunks: &mut [Chunk],
         mut current: u64,
         sync: bool,
     ) -> Result<u64> {
-        for c in chunks {
+        for c in chunks.iter_mut() {
+            seal_frames(&mut c.bytes);
             if let Some(header) = &c.create {
                 if current != 0 {
                     self.storage.sync(current)?;

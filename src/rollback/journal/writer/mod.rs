@@ -4,7 +4,13 @@
 //!
 //! # Contract
 //!
-//! Appends encode into an in-memory buffer under one short lock. Bytes reach
+//! Appends encode into an in-memory buffer under one short lock; an undo
+//! record goes in without its CRC, which the thread that writes the batch
+//! computes for every frame ([`seal_frames`](super::record::seal_frames))
+//! outside that lock, before the bytes leave memory. An undo append does
+//! not write the buffer when it is full: the caller does, with
+//! [`Journal::write_if_full`], once it has released its own locks (so the
+//! buffer may exceed its size by one record per appending thread). Bytes reach
 //! the storage only in the hands of the one thread that holds the I/O token:
 //! a thread that needs durability becomes the leader when no one holds it,
 //! takes everything buffered (its own records and those of every other
@@ -31,8 +37,8 @@ use crate::types::{Lsn, PageId};
 
 use super::marker::{Marker, Wakeups};
 use super::record::{
-    encode_undo, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SEGMENT_VERSION,
+    encode_undo_unsealed, Record, SegmentHeader, MAX_HEADER_COUNTER, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
 use super::recovery::{JournalScan, SegMeta};
 use super::state::JournalState;
@@ -130,6 +136,11 @@ struct Chunk {
 
 struct Inner {
     next_lsn: u64,
+    /// Records appended since open (marks included); counted under the
+    /// lock the append holds anyway.
+    records: u64,
+    /// Record bytes appended since open.
+    bytes: u64,
     pending: Vec<Chunk>,
     pending_bytes: usize,
     tail_segment: u64,
@@ -158,8 +169,6 @@ struct Ids {
 
 #[derive(Default)]
 struct Counters {
-    records: AtomicU64,
-    bytes: AtomicU64,
     commits: AtomicU64,
     fsyncs: AtomicU64,
     marks: AtomicU64,
@@ -241,6 +250,8 @@ impl Journal {
             cfg,
             inner: Mutex::new(Inner {
                 next_lsn: scan.next_lsn,
+                records: 0,
+                bytes: 0,
                 pending: Vec::new(),
                 pending_bytes: 0,
                 tail_segment: segments.back().map_or(0, |s| s.id),
@@ -277,9 +288,9 @@ impl Journal {
             if needs_segment {
                 // Written right away, before anything is appended to it.
                 core.start_segment(&mut g)?;
-                let chunks = std::mem::take(&mut g.pending);
+                let mut chunks = std::mem::take(&mut g.pending);
                 let from = g.io_segment;
-                core.write_chunks(&chunks, from, false)?;
+                core.write_chunks(&mut chunks, from, false)?;
                 g.io_segment = g.tail_segment;
             }
             if durable > g.mark_claimed {
@@ -296,7 +307,10 @@ impl Journal {
         })
     }
 
-    /// Appends an undo record (the hot path: no intermediate allocation).
+    /// Appends an undo record (the hot path: no intermediate allocation, no
+    /// checksum, no I/O). Returns its LSN and whether the buffer is full:
+    /// then call [`write_if_full`](Self::write_if_full), outside the
+    /// caller's locks.
     pub(crate) fn append_undo(
         &self,
         txn: TxnId,
@@ -304,12 +318,34 @@ impl Journal {
         offset: u32,
         before: &[u8],
         after: &[u8],
-    ) -> Result<Lsn> {
+    ) -> Result<(Lsn, bool)> {
         debug_assert_eq!(before.len(), after.len());
         let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len() + after.len();
-        self.core.append_with(len, false, |buf, lsn| {
-            encode_undo(buf, lsn, txn, page, offset, before, after);
-        })
+        let core = &self.core;
+        let mut g = core.inner.lock();
+        if let Some(p) = &g.poison {
+            return Err(poisoned_error(p));
+        }
+        let lsn = core.push(&mut g, len, |buf, lsn| {
+            encode_undo_unsealed(buf, lsn, txn, page, offset, before, after);
+        })?;
+        g.last_data_lsn = lsn.0;
+        Ok((lsn, g.pending_bytes >= core.cfg.buffer_bytes))
+    }
+
+    /// Writes the buffer (without an fsync) if it holds its configured size
+    /// or more.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] (also when this write fails); a retryable
+    /// timed-out [`Error::Io`] when another thread's I/O does not finish in
+    /// time.
+    pub(crate) fn write_if_full(&self) -> Result<()> {
+        let mut g = self.core.inner.lock();
+        if g.pending_bytes >= self.core.cfg.buffer_bytes {
+            self.core.drive(&mut g, None)?;
+        }
+        Ok(())
     }
 
     /// Appends a begin, commit or abort record.
@@ -441,8 +477,8 @@ impl Journal {
         let g = core.inner.lock();
         let c = &core.counters;
         JournalStats {
-            records: c.records.load(Ordering::Relaxed),
-            bytes: c.bytes.load(Ordering::Relaxed),
+            records: g.records,
+            bytes: g.bytes,
             commits: c.commits.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             marks: c.marks.load(Ordering::Relaxed),
@@ -503,7 +539,8 @@ impl Core {
         Ok(())
     }
 
-    /// Appends a record; `encode` writes exactly `len` bytes for the given LSN.
+    /// Appends a record; `encode` writes exactly `len` bytes for the given
+    /// LSN. Writes the buffer when it is full.
     fn append_with(
         &self,
         len: usize,
@@ -591,8 +628,8 @@ impl Core {
         debug_assert_eq!(chunk.bytes.len() - before, len);
         inner.tail_len += len as u64;
         inner.pending_bytes += len;
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        inner.records += 1;
+        inner.bytes += len as u64;
         Ok(lsn)
     }
 
