@@ -21,6 +21,8 @@ mod pages;
 mod small_files;
 #[path = "fault_matrix/snapshot.rs"]
 mod snapshot;
+#[path = "fault_matrix/suspects.rs"]
+mod suspects;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +43,7 @@ struct Row {
     pages: bool,
     /// Whether whole-file faults are run for this row.
     whole_file: bool,
-    expected: [&'static str; 11],
+    expected: [&'static str; 12],
 }
 
 const NA: &str = "—";
@@ -54,6 +56,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "fallback: verdict Unknown (a crash)",
                 "fallback: verdict Unknown (a crash)",
                 "fallback: verdict Unknown (a crash)",
@@ -73,6 +76,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "fallback: scan from page 0, reported",
                 "fallback: scan from page 0, reported",
                 "fallback: scan from page 0, reported",
@@ -92,6 +96,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "fallback: cold-start order, warned",
                 "fallback: cold-start order, warned",
                 "fallback: cold-start order, warned",
@@ -111,6 +116,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: true,
             expected: [
+                "recovered",
                 "refused (CorruptFile)",
                 "fallback: damage cut and reported, the in-flight change stays",
                 "fallback: damage cut and reported, state intact",
@@ -130,6 +136,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: false,
             expected: [
+                "recovered",
                 "fallback: damage cut and reported, the in-flight change stays",
                 "fallback: damage cut and reported, the in-flight change stays",
                 "—",
@@ -149,6 +156,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: true,
             expected: [
+                "recovered",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",
@@ -168,6 +176,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",
@@ -187,6 +196,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "refused (CorruptFile)",
                 "fallback: torn tail cut: intents lost, pages fail verification",
                 "fallback: torn tail cut: settles lost, pages accept older bytes",
@@ -206,6 +216,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: true,
             expected: [
+                "recovered",
                 "refused (SnapshotDamaged)",
                 "refused (SnapshotDamaged)",
                 "refused (SnapshotDamaged)",
@@ -225,6 +236,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: false,
             expected: [
+                "recovered",
                 "refused (SnapshotDamaged)",
                 "refused (SnapshotDamaged)",
                 "—",
@@ -244,6 +256,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: false,
             expected: [
+                "recovered",
                 "refused (SnapshotDamaged)",
                 "refused (SnapshotDamaged)",
                 "—",
@@ -263,6 +276,7 @@ fn rows() -> Vec<Row> {
             pages: true,
             whole_file: true,
             expected: [
+                "recovered",
                 "fallback: manifest rebuilt from the snapshot files",
                 "fallback: manifest rebuilt from the snapshot files",
                 "fallback: manifest rebuilt from the snapshot files",
@@ -282,6 +296,7 @@ fn rows() -> Vec<Row> {
             pages: false,
             whole_file: true,
             expected: [
+                "recovered",
                 "fallback: damage reported, the other records read",
                 "fallback: damage reported, the other records read",
                 "fallback: damage reported, the other records read",
@@ -293,6 +308,26 @@ fn rows() -> Vec<Row> {
                 "fallback: damage reported, the other records read",
                 "refused (NotRegularFile)",
                 "refused (Io)",
+            ],
+        },
+        Row {
+            name: "recovery suspect registry",
+            build: suspects::registry,
+            pages: true,
+            whole_file: true,
+            expected: [
+                "recovered",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
+                "BUG: wrong state (fenced at build [], warning false)",
+                "fallback: warned, the pages it names re-checked",
+                "fallback: warned, the pages it names re-checked",
             ],
         },
     ]

@@ -15,6 +15,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// One fault, applied to one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
+    /// No fault: the control, which checks the row's model.
+    None,
     TruncHeader,
     TruncRecord,
     TruncLastByte,
@@ -30,7 +32,8 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in column order.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
+        Fault::None,
         Fault::TruncHeader,
         Fault::TruncRecord,
         Fault::TruncLastByte,
@@ -47,6 +50,7 @@ impl Fault {
     /// The column heading.
     pub fn heading(self) -> &'static str {
         match self {
+            Fault::None => "no fault (control)",
             Fault::TruncHeader => "truncated in header",
             Fault::TruncRecord => "truncated mid-record",
             Fault::TruncLastByte => "last byte cut",
@@ -181,6 +185,7 @@ pub fn apply(fault: Fault, path: &Path, at: &Spots) {
         assert!(o < len, "{}: spot {o} past the end ({len})", path.display());
     }
     match fault {
+        Fault::None => {}
         Fault::TruncHeader => cut(path, at.header_cut),
         Fault::TruncRecord => cut(path, at.record_cut),
         Fault::TruncLastByte => cut(path, len - 1),
