@@ -402,12 +402,11 @@ fn single_fault_matrix() {
         Mutex::new(vec![vec![String::new(); Fault::ALL.len()]; rows.len()]);
     std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| loop {
-                let Some(&(r, f)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let cell = cell(&rows[r], Fault::ALL[f]);
-                results.lock().unwrap()[r][f] = cell;
+            s.spawn(|| {
+                while let Some(&(r, f)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let cell = cell(&rows[r], Fault::ALL[f]);
+                    results.lock().unwrap()[r][f] = cell;
+                }
             });
         }
     });

@@ -428,7 +428,11 @@ fn a_base_without_the_log_of_its_generation_is_damage() {
     drop(t);
     files.delete_file(&log_name("t", g));
     match config().open_on(files.clone(), "t") {
-        Err(Error::CorruptFile { path, offset, reason }) => {
+        Err(Error::CorruptFile {
+            path,
+            offset,
+            reason,
+        }) => {
             assert_eq!(path, files.path("t"));
             assert_eq!(offset, 28);
             assert!(reason.contains(&log_name("t", g)), "{reason}");

@@ -14,7 +14,7 @@ fn entry(i: u64) -> AuditEntry {
     AuditEntry {
         incident: Some(1 + i / 4),
         target: format!("page {i}"),
-        kind: if i % 2 == 0 {
+        kind: if i.is_multiple_of(2) {
             EntryKind::Detected
         } else {
             EntryKind::Acted

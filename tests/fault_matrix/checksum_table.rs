@@ -96,7 +96,7 @@ pub fn base_file(dir: &Path) -> Built {
 }
 
 pub fn log_file(dir: &Path) -> Built {
-    let (path, reopen) = table(dir);
+    let (_base, reopen) = table(dir);
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

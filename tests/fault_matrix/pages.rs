@@ -20,13 +20,6 @@ pub enum Placement {
 
 impl Placement {
     pub const BOTH: [Placement; 2] = [Placement::Trailer, Placement::Sidecar];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Placement::Trailer => "trailer",
-            Placement::Sidecar => "sidecar",
-        }
-    }
 }
 
 /// A detector over a fresh memory store of [`PAGES`] pages.
