@@ -57,6 +57,12 @@
 //! - `*.tmp`: files being written by a crash-safe replace; ignored and
 //!   removed by the next open.
 //!
+//! A base of generation 1 or more is written only after the log of its
+//! generation, and that log is removed only after a newer base: an open
+//! that finds the base but not its log refuses
+//! ([`Error::CorruptFile`](crate::Error::CorruptFile), naming the missing
+//! log) rather than lose the changes it held without a word.
+//!
 //! What is assumed of the media is in [`storage`](super::storage).
 //!
 //! # The state of a page

@@ -259,6 +259,10 @@ impl Replay {
 
 /// Opens the table named `stem` in `storage` (the open steps of the
 /// [`durable`](super::durable) docs).
+/// Where a version-2 base file records its generation: the 24-byte frame,
+/// then the page size (4 bytes).
+const BASE_GENERATION_OFFSET: u64 = 24 + 4;
+
 pub(super) fn open(
     config: TableConfig,
     storage: Arc<dyn TableStorage>,
@@ -310,6 +314,22 @@ pub(super) fn open(
                 config.pages_max,
                 base_path.display(),
                 base.entries.len()
+            ),
+        ));
+    }
+    // A compaction creates the log of its generation before the base that
+    // names it, and removes only older logs: a base of generation 1 or more
+    // without its log lost the log (and every change in it), which a replay
+    // of nothing would turn into pages failing, or accepting bytes they no
+    // longer hold, with no word of why.
+    if base.generation > 0 && !logs.contains_key(&base.generation) {
+        return Err(Error::corrupt_file(
+            &base_path,
+            BASE_GENERATION_OFFSET,
+            format!(
+                "the base file continues generation {}, but its log {} is missing; restore the log from a backup, or move the table's files away and rebuild the table from pages you trust",
+                base.generation,
+                storage.path(&log_name(stem, base.generation)).display()
             ),
         ));
     }

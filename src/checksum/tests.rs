@@ -415,6 +415,33 @@ fn a_missing_base_with_logs_is_damage_and_leftovers_are_removed() {
 }
 
 #[test]
+fn a_base_without_the_log_of_its_generation_is_damage() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    sync(&t);
+    t.compact().unwrap();
+    write(&t, 0, 2, true);
+    sync(&t);
+    let g = t.stats().generation;
+    assert!(g > 0);
+    drop(t);
+    files.delete_file(&log_name("t", g));
+    match config().open_on(files.clone(), "t") {
+        Err(Error::CorruptFile {
+            path,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(path, files.path("t"));
+            assert_eq!(offset, 28);
+            assert!(reason.contains(&log_name("t", g)), "{reason}");
+        }
+        other => panic!("a lost log must be refused, got {other:?}"),
+    }
+}
+
+#[test]
 fn configuration_is_checked() {
     let files: Arc<dyn TableStorage> = Arc::new(CrashFiles::new());
     for bad in [
