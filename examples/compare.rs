@@ -27,9 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use selfheal::corruption::AdoptOptions;
 use selfheal::prelude::*;
-use selfheal::{ChecksumTable, CorruptionDetector, FailureSink, FileStore, ScrubConfig};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 

@@ -76,7 +76,7 @@ pub fn scrub_cursor(dir: &Path) -> Built {
         let mut page = vec![p as u8 + 1; ps];
         det.write_sealed(PageId(p), &mut page).unwrap();
     }
-    let mut s = ScrubConfig::new()
+    let s = ScrubConfig::new()
         .unlimited()
         .batch_pages(4)
         .pass_interval(std::time::Duration::from_millis(1))
@@ -85,14 +85,14 @@ pub fn scrub_cursor(dir: &Path) -> Built {
         .unwrap();
     let mut now = 0;
     for _ in 0..100 {
-        let p = s.progress(now);
+        let p = s.progress().unwrap();
         if p.passes_completed == 1 && p.position == 8 {
             break;
         }
         s.step(now).unwrap();
         now += 1_000_000_000;
     }
-    let p = s.progress(now);
+    let p = s.progress().unwrap();
     assert_eq!(
         (p.passes_completed, p.position),
         (1, 8),
@@ -109,7 +109,10 @@ pub fn scrub_cursor(dir: &Path) -> Built {
                     Err(e) => return Outcome::Refused(e),
                     Ok(s) => s,
                 };
-                let p = s.progress(0);
+                let p = match s.progress() {
+                    Err(e) => return Outcome::Refused(e),
+                    Ok(p) => p,
+                };
                 let reported = s
                     .failures()
                     .try_iter()
