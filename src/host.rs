@@ -380,9 +380,12 @@ fn unsupported(action: HostAction) -> Result<()> {
 /// an action the host does not list; a call to one anyway gets
 /// `Unsupported`.
 ///
-/// Actions are called from the library's threads and may block; each should
-/// return within seconds (a healer bounds the wait and treats a late answer
-/// as a failed action).
+/// Actions are called from the library's threads (a recovery thread, or a
+/// reader's thread healing on read) and may block. Nothing bounds the wait:
+/// an action that hangs holds that thread until it returns (the manager's
+/// [`stop`](crate::AutoRecoveryManager::stop) stays bounded by its join
+/// timeout and leaves such a thread behind), so each should return within
+/// seconds and fail with a retryable error rather than wait longer.
 ///
 /// ```
 /// use selfheal::{HostAction, HostActions, Result};

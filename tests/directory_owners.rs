@@ -148,6 +148,17 @@ fn two_scrubbers_on_one_cursor_file() {
 }
 
 #[test]
+fn two_audit_logs_on_one_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || selfheal::audit::AuditConfig::new().open(dir.path());
+    let first = open().unwrap();
+    refused(open(), dir.path(), "audit log", Some(std::process::id()));
+    drop(first);
+    let again = open().unwrap();
+    drop(again);
+}
+
+#[test]
 fn owners_of_different_kinds_may_share_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_marker, _) = RunMarker::open(dir.path()).unwrap();

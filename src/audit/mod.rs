@@ -53,6 +53,7 @@
 //! Residual window: media damage to the last synced batch, before any later
 //! batch is written, is taken for a torn tail (those records are dropped).
 
+mod load;
 mod record;
 
 use std::fmt;
@@ -62,17 +63,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::checksum::storage::{replace, DirTableStorage, TableStorage};
+use crate::checksum::storage::{DirTableStorage, TableStorage};
 use crate::clock::{Clock, SystemClock};
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 
+use load::{load, read_segment, Inner, Segment};
 use record::{
-    decode_frame, encode_body, frame, hash, parse_segment_header, parse_segment_name,
-    segment_header, segment_name, FrameError, SEGMENT_HEADER_LEN, SEQ_OFFSET,
+    encode_body, frame, hash, parse_segment_header, segment_header, segment_name,
+    SEGMENT_HEADER_LEN,
 };
 pub use record::{AuditEntry, AuditRecord, EntryKind, MAX_BODY_LEN, MAX_TARGET_LEN, MAX_TEXT_LEN};
 
 const COMPONENT: &str = "audit log";
+
+/// The file in the log's directory that says who owns it.
+const OWNER_LOCK: &str = "audit.lock";
 
 /// Configuration of an [`AuditLog`].
 #[must_use]
@@ -158,16 +164,27 @@ impl AuditConfig {
         Ok(())
     }
 
-    /// Opens (creating it if needed) the log in directory `dir`.
+    /// Opens (creating it if needed) the log in directory `dir`, which it
+    /// owns until dropped (`dir/audit.lock`): a second log on the same
+    /// directory, in this process or another, is refused.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`]; [`Error::Io`] when the directory cannot be
-    /// created or listed. Damage in the log is not an error: see
+    /// created or listed; [`Error::DirectoryLocked`] when another log owns
+    /// the directory. Damage in the log is not an error: see
     /// [`AuditLog::damage`].
     pub fn open(self, dir: &Path) -> Result<AuditLog> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
-        self.open_on(Arc::new(DirTableStorage::new(dir)))
+        let owner = DirLock::acquire(
+            dir,
+            OWNER_LOCK,
+            COMPONENT,
+            "drop the other AuditLog opened on this directory (or the AutoRecoveryManager holding it), or stop its process first, or use another directory",
+        )?;
+        let mut log = self.open_on(Arc::new(DirTableStorage::new(dir)))?;
+        log._owner = Some(owner);
+        Ok(log)
     }
 
     /// Opens the log on `storage` (a crash simulator in tests).
@@ -188,272 +205,9 @@ impl AuditConfig {
             sync_every_append: self.sync_every_append,
             inner: Mutex::new(inner),
             sync_gate: Mutex::new(()),
+            _owner: None,
         })
     }
-}
-
-/// One segment file as the log knows it.
-#[derive(Clone, Debug)]
-struct Segment {
-    name: String,
-    first_seq: u64,
-    len: u64,
-    /// Whether appends may go here (the newest segment, undamaged).
-    appendable: bool,
-}
-
-#[derive(Debug)]
-struct Inner {
-    segments: Vec<Segment>,
-    next_seq: u64,
-    synced_through: u64,
-    last_hash: [u8; 32],
-    damage: Vec<Error>,
-    poisoned: Option<String>,
-    /// The segment a [`AuditLog::sync`] is syncing without the lock.
-    syncing: Option<String>,
-}
-
-/// What reading one segment found.
-struct SegmentRead {
-    records: Vec<AuditRecord>,
-    /// Where the first frame that does not decode starts, and why.
-    failure: Option<(u64, String)>,
-    /// Whether that failure is a torn tail (nothing after it says it was durable).
-    torn: bool,
-    /// Bytes up to the end of the last record before the failure.
-    good_len: u64,
-}
-
-/// Reads a segment whose records should start at `first_seq`. `newest`
-/// says whether an unsynced batch may end it.
-fn read_segment(bytes: &[u8], first_seq: u64) -> SegmentRead {
-    let mut records = Vec::new();
-    let mut off = SEGMENT_HEADER_LEN;
-    let mut expected = first_seq;
-    loop {
-        if off == bytes.len() {
-            return SegmentRead {
-                records,
-                failure: None,
-                torn: false,
-                good_len: off as u64,
-            };
-        }
-        match decode_frame(&bytes[off..]) {
-            Ok((r, n)) if r.seq == expected => {
-                expected += 1;
-                records.push(r);
-                off += n;
-            }
-            Ok((r, _)) => {
-                let reason = format!("record {} where record {expected} belongs", r.seq);
-                return after_failure(bytes, off, expected, reason, records);
-            }
-            Err(FrameError::Short) => {
-                return after_failure(
-                    bytes,
-                    off,
-                    expected,
-                    "the frame ends past the end of the file".into(),
-                    records,
-                )
-            }
-            Err(FrameError::Bad(reason)) => {
-                return after_failure(bytes, off, expected, reason, records)
-            }
-        }
-    }
-}
-
-/// The frames that still decode after a failure at `off`: candidates are
-/// found by their sequence number (one linear pass), then checked whole.
-fn after_failure(
-    bytes: &[u8],
-    off: usize,
-    expected: u64,
-    reason: String,
-    mut records: Vec<AuditRecord>,
-) -> SegmentRead {
-    let good_len = off as u64;
-    let mut later: Vec<AuditRecord> = Vec::new();
-    let mut at = off + 1;
-    while at + SEQ_OFFSET + 8 <= bytes.len() {
-        let seq = u64::from_le_bytes(
-            bytes[at + SEQ_OFFSET..at + SEQ_OFFSET + 8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        let plausible = seq >= expected && seq - expected < 1 << 20;
-        if plausible {
-            if let Ok((r, n)) = decode_frame(&bytes[at..]) {
-                if later.last().is_none_or(|l: &AuditRecord| r.seq > l.seq) {
-                    later.push(r);
-                    at += n;
-                    continue;
-                }
-            }
-        }
-        at += 1;
-    }
-    // A later frame written after the failing one was synced says so.
-    let torn = later.iter().all(|r| r.synced_through < expected);
-    if !torn {
-        records.extend(later);
-    }
-    SegmentRead {
-        records,
-        failure: Some((off as u64, reason)),
-        torn,
-        good_len,
-    }
-}
-
-/// Keeps a segment whose header is damaged in the list (never appended to,
-/// never overwritten by a new segment of the same name, removed by rotation
-/// in its turn).
-fn keep_damaged(
-    inner: &mut Inner,
-    damaged: &mut Vec<String>,
-    name: String,
-    first_seq: u64,
-    len: usize,
-) {
-    damaged.push(name.clone());
-    inner.segments.push(Segment {
-        name,
-        first_seq,
-        len: len as u64,
-        appendable: false,
-    });
-}
-
-/// Opens the log's state: reads every segment, cuts a torn tail, records damage.
-fn load(storage: &dyn TableStorage) -> Result<Inner> {
-    let listed = storage.list()?;
-    // A crash while a torn tail was being cut leaves its temporary file.
-    for n in &listed {
-        if n.starts_with("audit-") && n.ends_with(".tmp") {
-            storage.remove(n)?;
-        }
-    }
-    let mut names: Vec<(u64, String)> = listed
-        .into_iter()
-        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
-        .collect();
-    names.sort();
-    let mut inner = Inner {
-        segments: Vec::new(),
-        next_seq: 1,
-        synced_through: 0,
-        last_hash: [0; 32],
-        damage: Vec::new(),
-        poisoned: None,
-        syncing: None,
-    };
-    let count = names.len();
-    let mut prev: Option<AuditRecord> = None;
-    let mut damaged: Vec<String> = Vec::new();
-    for (i, (first_seq, name)) in names.into_iter().enumerate() {
-        let newest = i + 1 == count;
-        let path = storage.path(&name);
-        let bytes = storage.read(&name)?.unwrap_or_default();
-        match parse_segment_header(&bytes) {
-            Ok(seq) if seq == first_seq => {}
-            Ok(seq) => {
-                inner.damage.push(Error::corrupt_file(
-                    &path,
-                    8,
-                    format!("the header names record {seq}, the file name record {first_seq}"),
-                ));
-                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
-                continue;
-            }
-            Err(reason) => {
-                if newest && bytes.len() <= SEGMENT_HEADER_LEN {
-                    // Created but holding no record: a crash before its
-                    // header was synced (or rot of a segment with nothing
-                    // in it). Nothing is lost by removing it.
-                    storage.remove(&name)?;
-                    storage.sync_dir()?;
-                    continue;
-                }
-                inner.damage.push(Error::corrupt_file(&path, 0, reason));
-                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
-                continue;
-            }
-        }
-        if let Some(p) = &prev {
-            if first_seq != p.seq + 1 {
-                inner.damage.push(Error::corrupt_file(
-                    &path,
-                    0,
-                    format!(
-                        "records {}..{first_seq} are missing (a segment was lost)",
-                        p.seq + 1
-                    ),
-                ));
-                prev = None;
-            }
-        }
-        let read = read_segment(&bytes, first_seq);
-        let mut appendable = newest;
-        if let Some((offset, reason)) = &read.failure {
-            if newest && read.torn {
-                tracing::warn!(file = %path.display(), offset, %reason, "audit log: torn tail cut");
-                replace(storage, &name, &bytes[..read.good_len as usize])?;
-            } else {
-                inner
-                    .damage
-                    .push(Error::corrupt_file(&path, *offset, reason.clone()));
-                damaged.push(name.clone());
-                appendable = false;
-            }
-        }
-        for r in &read.records {
-            if let Some(p) = &prev {
-                if r.seq == p.seq + 1 && r.prev_hash != p.hash {
-                    inner.damage.push(Error::corrupt_file(
-                        &path,
-                        0,
-                        format!(
-                            "the hash chain breaks at record {}: record {} was changed after it was written",
-                            r.seq, p.seq
-                        ),
-                    ));
-                }
-            }
-            prev = Some(r.clone());
-        }
-        let len = if newest && read.torn {
-            read.good_len
-        } else {
-            bytes.len() as u64
-        };
-        inner.segments.push(Segment {
-            name,
-            first_seq,
-            len,
-            appendable,
-        });
-    }
-    if let Some(p) = prev {
-        inner.next_seq = p.seq + 1;
-        inner.synced_through = p.seq;
-        inner.last_hash = p.hash;
-    }
-    // Never reuse a sequence number a segment may hold: an empty one starts
-    // where its name says; a damaged one may hold at most one record per
-    // smallest frame.
-    for s in &inner.segments {
-        let bound = if damaged.contains(&s.name) {
-            s.first_seq + s.len / record::MIN_FRAME_LEN + 1
-        } else {
-            s.first_seq
-        };
-        inner.next_seq = inner.next_seq.max(bound);
-    }
-    Ok(inner)
 }
 
 /// Which records a [`AuditLog::query`] returns.
@@ -521,6 +275,8 @@ pub struct AuditLog {
     inner: Mutex<Inner>,
     /// One [`sync`](AuditLog::sync) at a time.
     sync_gate: Mutex<()>,
+    /// The directory's one owner, for a log opened by path.
+    _owner: Option<DirLock>,
 }
 
 impl fmt::Debug for AuditLog {

@@ -54,7 +54,7 @@
 //!
 //! A verified read of a page takes none of the detector's locks unless
 //! the page's stripe of the registry holds a fenced page (the registry's
-//! fenced counts are read without its lock; see [`registry`]), so readers
+//! fenced counts are read without its lock; see [`SuspectEntry`]), so readers
 //! of healthy pages run in parallel; a fenced page is refused all the same.
 
 mod adopt;

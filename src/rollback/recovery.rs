@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::types::{Failure, FailureKind, FailureSink, PageId, Source, DEFAULT_FAILURE_CAPACITY};
 use crate::worker::TimedCaller;
