@@ -287,3 +287,59 @@ fn bad_snapshot_settings_and_calls_are_refused_with_a_reason() {
     assert!(err.to_string().contains("SqliteConfig::snapshots"), "{err}");
     assert!(vfs.snapshots(&db).unwrap().is_empty());
 }
+
+/// A replica one transaction behind, with `synchronous = OFF` (SQLite never
+/// syncs the database file, so the table still accepts the page's older
+/// version too): the replica's older copy is never written back over the
+/// page SQLite wrote last — the read fails instead of returning the old row.
+fn a_replica_behind_an_unsynced_write_is_never_written_back(mode: &str) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let replica = dir.path().join("r.db");
+    let vfs = register(
+        &format!("behind-{mode}"),
+        SqliteConfig::new().replica_file(&replica),
+    );
+    let keep = open(&db, &vfs);
+    keep.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = {mode};
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'old');
+         PRAGMA synchronous = FULL; INSERT INTO t VALUES (2, 'x');"
+    ))
+    .unwrap();
+    if mode == "WAL" {
+        keep.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    std::fs::copy(&db, &replica).unwrap();
+    keep.execute_batch("PRAGMA synchronous = OFF; UPDATE t SET v = 'new' WHERE id = 1;")
+        .unwrap();
+    if mode == "WAL" {
+        keep.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    // Page 2 (the table's leaf) damaged on disk; `keep` holds the file open.
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.write_all_at(&[0xAB; PAGE], PAGE as u64).unwrap();
+    drop(f);
+    let c = open(&db, &vfs);
+    let read: rusqlite::Result<String> =
+        c.query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0));
+    assert!(
+        !matches!(read.as_deref(), Ok("old")),
+        "[{mode}] the replica's older copy was written back"
+    );
+    assert!(read.is_err(), "[{mode}] {read:?}");
+    assert_eq!(vfs.stats().healed, 0, "{:?}", vfs.stats());
+}
+
+#[test]
+fn a_replica_behind_an_unsynced_write_is_never_written_back_rollback_journal() {
+    a_replica_behind_an_unsynced_write_is_never_written_back("DELETE");
+}
+
+#[test]
+fn a_replica_behind_an_unsynced_write_is_never_written_back_wal() {
+    a_replica_behind_an_unsynced_write_is_never_written_back("WAL");
+}

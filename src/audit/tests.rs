@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::*;
 use super::record::{decode_frame, parse_segment_name};
+use super::*;
 use crate::testing::{CrashFiles, CrashSwitch};
 
 fn entry(i: u64) -> AuditEntry {

@@ -574,8 +574,7 @@ impl Database {
     /// reached the file: `xSync` and `xTruncate` (here), and from the VFS
     /// at `SQLITE_FCNTL_SYNC` (sent before each sync of the database file,
     /// also when `synchronous = OFF` omits the sync), at the end of a
-    /// checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), at `xUnlock` and at
-    /// `xClose`.
+    /// checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`) and at `xClose`.
     pub(super) fn flush(&self) -> std::result::Result<(), Fault> {
         match self.protected.get() {
             Some(p) => Self::flush_locked(p, &mut self.pending.lock()),

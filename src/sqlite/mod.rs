@@ -70,8 +70,8 @@
 //!   sealed and written as one batch with one fsync of the table's log:
 //!   at `SQLITE_FCNTL_SYNC` (sent before every sync of the database file,
 //!   also when `synchronous = OFF` omits it), `xSync`, `xTruncate`, the end
-//!   of a checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), `xUnlock`, `xClose`,
-//!   or when 1024 pages are held. A killed process therefore loses only
+//!   of a checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`), `xClose`, or when
+//!   1024 pages are held. A killed process therefore loses only
 //!   writes SQLite has not yet relied on, which its journal or WAL covers.
 //! - **Refused file controls.** Memory-mapped I/O (`PRAGMA mmap_size`) is
 //!   refused, as are size hints and chunked growth: a mapped page would

@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use super::config::Shared;
 use super::first_page::FirstPage;
-use super::replica::FileReplica;
+use super::replica::{FileReplica, NewestOnly};
 use super::snapshots::SnapshotSource;
 use super::store::SqlitePageStore;
 use crate::error::{Error, Result};
@@ -103,11 +103,14 @@ impl Protected {
         let name = path
             .file_name()
             .ok_or_else(|| Error::config("path", format!("{} names no file", path.display())))?;
-        let mut replicas: Vec<Arc<dyn Replica>> = replica_paths
+        // Every replica serves only a page's newest version (see
+        // `NewestOnly`): the table accepts older ones until a sync.
+        let replicas: Vec<Arc<dyn Replica>> = replica_paths
             .into_iter()
             .map(|p| Arc::new(FileReplica::new(p, page_size)) as Arc<dyn Replica>)
+            .chain(config.replicas.iter().cloned())
+            .map(|r| Arc::new(NewestOnly::new(r, &table)) as Arc<dyn Replica>)
             .collect();
-        replicas.extend(config.replicas.iter().cloned());
         // The detector is built before the snapshot manager under a
         // recovery manager, so the notices go through a cell; a weak one,
         // or the detector and the snapshot manager would keep each other

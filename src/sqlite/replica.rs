@@ -15,11 +15,12 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use crate::error::{Error, Result};
 use crate::host::{Replica, ReplicaStatus};
 use crate::types::{PageId, ReplicaId};
-use crate::ReplicaLag;
+use crate::{ChecksumTable, ReplicaLag};
 
 /// A byte copy of the database file at `path`.
 #[derive(Debug)]
@@ -89,6 +90,69 @@ impl Replica for FileReplica {
             })?;
         f.read_exact_at(buf, off)
             .map_err(|e| io(&self.path, &format!("reading page {page} of"), e))
+    }
+}
+
+/// A replica whose copies are served only when they are the page's newest
+/// version: the one SQLite wrote last.
+///
+/// A page whose write is not yet synced (with `synchronous = OFF` SQLite
+/// never syncs the database file) is accepted by the sidecar table in its
+/// older versions too, so a replica that lags by a transaction holds a copy
+/// the repairer would accept — and SQLite would then read the older row.
+/// This guard refuses such a copy (the replica answers "unavailable" for
+/// that page) unless its checksum is the newest the table holds for the
+/// page. The table is held weakly, like the snapshot source: once the file
+/// is closed the replica serves nothing.
+#[derive(Debug)]
+pub(super) struct NewestOnly {
+    inner: Arc<dyn Replica>,
+    table: Weak<ChecksumTable>,
+}
+
+impl NewestOnly {
+    /// `inner`, checked against `table`.
+    pub(super) fn new(inner: Arc<dyn Replica>, table: &Arc<ChecksumTable>) -> Self {
+        NewestOnly {
+            inner,
+            table: Arc::downgrade(table),
+        }
+    }
+
+    fn refuse(&self, page: PageId, why: &str) -> Error {
+        Error::ReplicaUnavailable {
+            replica: self.inner.id(),
+            reason: format!("its copy of page {page} {why}"),
+        }
+    }
+}
+
+impl Replica for NewestOnly {
+    fn id(&self) -> ReplicaId {
+        self.inner.id()
+    }
+
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        self.inner.status()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_page(page, buf)?;
+        let Some(table) = self.table.upgrade() else {
+            return Err(self.refuse(page, "cannot be checked: the database is closed"));
+        };
+        match table.get(page) {
+            Some(newest) if crate::digest::page_crc(page, buf) == newest => Ok(()),
+            Some(_) => Err(self.refuse(
+                page,
+                "is not the version SQLite wrote last (the replica lags behind a write not yet synced, or is damaged)",
+            )),
+            None => Err(self.refuse(page, "has no checksum to be checked against")),
+        }
     }
 }
 
