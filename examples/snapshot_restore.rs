@@ -168,6 +168,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     false,
                     &format!("the lost pages are known (the index is intact): {reason}"),
                 ),
+                other => checks.claim(false, &format!("the lost pages are known: {other:?}")),
             }
         }
         None => checks.claim(false, "the fallback is reported"),

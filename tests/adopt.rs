@@ -423,6 +423,7 @@ fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
         ChecksumPlacement::Sidecar(_) => {
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
         }
+        other => panic!("a placement this test does not know: {other:?}"),
     }
 }
 

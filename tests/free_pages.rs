@@ -445,6 +445,7 @@ fn forget_and_bad_input() {
                 r.det.read_verified(PageId(1), &mut buf),
                 Err(Error::PageUnallocated { .. })
             )),
+            other => panic!("a placement this test does not know: {other:?}"),
         }
         // A shrink drops the marks of dropped pages.
         r.det.forget(PageId(30)).unwrap();
@@ -466,5 +467,6 @@ fn placement_like(p: &ChecksumPlacement) -> ChecksumPlacement {
         ChecksumPlacement::Sidecar(_) => {
             ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
         }
+        other => panic!("a placement this test does not know: {other:?}"),
     }
 }

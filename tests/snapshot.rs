@@ -255,6 +255,7 @@ fn a_damaged_newest_is_refused_and_falls_back_only_when_asked() {
                     assert!(at != 64 || kind == 3, "damage {kind} at {at}: {reason}");
                     assert!(reason.contains("cannot be read"), "{reason}");
                 }
+                other => panic!("a kind of lost pages this test does not know: {other:?}"),
             }
             assert!(store.to_bytes() == before[0].1, "damage {kind} at {at}");
         }

@@ -405,7 +405,7 @@ fn a_restore_writes_a_chunk_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let table = match &placement {
             ChecksumPlacement::Sidecar(t) => Some(t.clone()),
-            ChecksumPlacement::Trailer => None,
+            _ => None,
         };
         let r = rig(placement, |c| c);
         let m = manager(dir.path());

@@ -101,6 +101,7 @@ pub(crate) use crate::digest::page_crc;
 
 /// Where a store's page checksums live.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum ChecksumPlacement {
     /// In the last [`TRAILER_LEN`] bytes of every page.
     Trailer,

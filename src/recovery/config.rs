@@ -23,6 +23,7 @@ use crate::types::{Lsn, Priority, Target};
 
 /// How much the manager may do on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Diagnose, plan and report; change nothing (incidents close
     /// `Observed`). For trying the manager on production first.

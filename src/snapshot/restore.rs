@@ -152,6 +152,7 @@ pub struct FallbackReport {
 /// The pages whose contents differ between the requested snapshot's state
 /// and the restored one's.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LostPages {
     /// The differing pages, ascending: pages whose fingerprints differ in
     /// the two states' indexes, and pages that exist in only one of them
