@@ -97,10 +97,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The receiving end.
+    /// The receiving end (an owned handle, as every component's
+    /// `failures()` and `events()` is; clones share the one queue).
     #[must_use]
-    pub fn events(&self) -> &Receiver<RecoveryEvent> {
-        &self.rx
+    pub fn events(&self) -> Receiver<RecoveryEvent> {
+        self.rx.clone()
     }
 
     /// Events dropped because this subscriber's channel was full.
