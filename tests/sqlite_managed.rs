@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use selfheal::healer::Outcome;
 use selfheal::sqlite::{SqliteConfig, SqliteVfs};
-use selfheal::testing::sqlite as fmt;
-use selfheal::testing::sqlite::BtreeKind;
-use selfheal::testing::Damage;
 use selfheal::{PageId, Target};
 
 #[path = "sqlite_vfs_common/mod.rs"]
@@ -38,35 +35,6 @@ fn prepare(dir: &Path, mode: &str, vfs: &SqliteVfs, copies: Option<&Path>) -> (P
         std::fs::copy(&db, copies.join("app.db")).unwrap();
     }
     (db, model)
-}
-
-/// Table leaves of the file at `db`, in order.
-fn table_leaves(db: &Path) -> Vec<PageId> {
-    let bytes = std::fs::read(db).unwrap();
-    (1..(bytes.len() / PAGE) as u64)
-        .map(PageId)
-        .filter(|p| fmt::btree_kind(*p, &page_bytes(&bytes, *p)) == Some(BtreeKind::LeafTable))
-        .collect()
-}
-
-/// Damages `pages` of `db` in turn by a bit flip, zeros, junk; returns the
-/// file as it was.
-fn damage(db: &Path, pages: &[PageId]) -> Vec<u8> {
-    let before = std::fs::read(db).unwrap();
-    for (i, p) in pages.iter().enumerate() {
-        let mut bytes = page_bytes(&before, *p);
-        match i % 3 {
-            0 => Damage::BitFlip {
-                byte: 2_000,
-                bit: 1,
-            }
-            .apply(&mut bytes),
-            1 => bytes.fill(0),
-            _ => Damage::Junk { seed: i as u64 }.apply(&mut bytes),
-        }
-        write_page(db, *p, &bytes);
-    }
-    before
 }
 
 /// The healed page incidents of the manager of `db`, by page.

@@ -7,13 +7,10 @@
 //! heal happens after a reopen); the model's rows, `integrity_check` and the
 //! file's bytes (against the copy taken before the damage) are the judges.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use selfheal::sqlite::SqliteConfig;
 use selfheal::testing::sqlite as fmt;
-use selfheal::testing::sqlite::BtreeKind;
-use selfheal::testing::Damage;
 use selfheal::PageId;
 
 #[path = "sqlite_vfs_common/mod.rs"]
@@ -23,36 +20,6 @@ use sqlite_vfs_common::*;
 /// Long enough that no periodic snapshot runs during a test that takes its
 /// snapshots by hand.
 const NEVER: Duration = Duration::from_secs(3_600);
-
-/// Table leaves of the file at `db` (page ids), in order.
-fn table_leaves(db: &Path) -> Vec<PageId> {
-    let bytes = std::fs::read(db).unwrap();
-    (1..(bytes.len() / PAGE) as u64)
-        .map(PageId)
-        .filter(|p| fmt::btree_kind(*p, &page_bytes(&bytes, *p)) == Some(BtreeKind::LeafTable))
-        .collect()
-}
-
-/// Damages `pages` of `db` four ways in turn (bit flip, zeroed, junk,
-/// another page's bytes); returns the file as it was.
-fn damage(db: &Path, pages: &[PageId]) -> Vec<u8> {
-    let before = std::fs::read(db).unwrap();
-    for (i, p) in pages.iter().enumerate() {
-        let mut bytes = page_bytes(&before, *p);
-        match i % 4 {
-            0 => Damage::BitFlip {
-                byte: 1_000,
-                bit: 3,
-            }
-            .apply(&mut bytes),
-            1 => bytes.fill(0),
-            2 => Damage::Junk { seed: i as u64 }.apply(&mut bytes),
-            _ => bytes = page_bytes(&before, PageId(p.0 + 1)),
-        }
-        write_page(db, *p, &bytes);
-    }
-    before
-}
 
 fn a_replica_directory_heals_each_database_from_its_own_copy(mode: &str) {
     let dir = tempfile::tempdir().unwrap();

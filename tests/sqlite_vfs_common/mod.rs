@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{params, Connection, OpenFlags};
 use selfheal::sqlite::{self, SqliteConfig, SqliteVfs};
+use selfheal::testing::sqlite as fmt;
+use selfheal::testing::sqlite::BtreeKind;
+use selfheal::testing::Damage;
 use selfheal::PageId;
 
 pub const PAGE: usize = 4096;
@@ -132,4 +135,34 @@ pub fn write_page(path: &Path, page: PageId, bytes: &[u8]) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, page.0 * PAGE as u64).unwrap();
     f.sync_all().unwrap();
+}
+
+/// Table leaves of the file at `db` (page ids), in order.
+pub fn table_leaves(db: &Path) -> Vec<PageId> {
+    let bytes = std::fs::read(db).unwrap();
+    (1..(bytes.len() / PAGE) as u64)
+        .map(PageId)
+        .filter(|p| fmt::btree_kind(*p, &page_bytes(&bytes, *p)) == Some(BtreeKind::LeafTable))
+        .collect()
+}
+
+/// Damages `pages` of `db` four ways in turn (bit flip, zeroed, junk,
+/// another page's bytes); returns the file as it was.
+pub fn damage(db: &Path, pages: &[PageId]) -> Vec<u8> {
+    let before = std::fs::read(db).unwrap();
+    for (i, p) in pages.iter().enumerate() {
+        let mut bytes = page_bytes(&before, *p);
+        match i % 4 {
+            0 => Damage::BitFlip {
+                byte: 1_000,
+                bit: 3,
+            }
+            .apply(&mut bytes),
+            1 => bytes.fill(0),
+            2 => Damage::Junk { seed: i as u64 }.apply(&mut bytes),
+            _ => bytes = page_bytes(&before, PageId(p.0 + 1)),
+        }
+        write_page(db, *p, &bytes);
+    }
+    before
 }
