@@ -14,6 +14,14 @@
 //! chosen subset of the unsynced bytes (a power loss writes dirty blocks
 //! back in any order, leaving holes before bytes that survived). The state
 //! file is replaced atomically and is durable when `write_state` returns.
+//!
+//! [`CrashDir`] also fails on purpose, as a full or failing disk does:
+//! [`CrashDir::fail_appends`] makes appends fail with an errno after a short
+//! write, [`CrashDir::set_no_space`] fails every append and create with
+//! `ENOSPC` until space returns, and [`CrashDir::fail_syncs_with`] fails
+//! fsyncs — optionally the way Linux can: the unsynced bytes stay readable
+//! but the failed writeback dropped them, and a later fsync that succeeds
+//! does not bring them back (a crash then shows them as zeros).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
@@ -283,6 +291,19 @@ impl PageStore for CrashStore {
 struct FileImage {
     data: Vec<u8>,
     durable_len: usize,
+    /// Byte ranges a failed fsync dropped from the page cache's writeback:
+    /// readable live, never durable (zeros after a crash) until rewritten.
+    holes: Vec<(usize, usize)>,
+}
+
+impl FileImage {
+    /// Forgets the holes at or past `len` (the bytes were cut or rewritten).
+    fn clip_holes(&mut self, len: usize) {
+        self.holes.retain(|&(from, _)| from < len);
+        for h in &mut self.holes {
+            h.1 = h.1.min(len);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -290,8 +311,20 @@ struct DirState {
     files: BTreeMap<u64, FileImage>,
     state_file: Option<Vec<u8>>,
     failing_syncs: u32,
+    /// The errno of an injected sync failure (default `EIO`).
+    sync_errno: Option<i32>,
+    /// Whether an injected sync failure drops the unsynced bytes.
+    sync_drops: bool,
+    failing_appends: u32,
+    append_errno: i32,
+    /// Every append and create fails with `ENOSPC`.
+    no_space: bool,
     syncs: u64,
+    injected: u64,
 }
+
+/// `ENOSPC`.
+const ENOSPC: i32 = 28;
 
 /// An in-memory journal directory with durable and unsynced bytes per
 /// segment (see the module docs). Also the in-memory journal storage of the
@@ -318,7 +351,42 @@ impl CrashDir {
 
     /// Makes the next `times` syncs fail with `EIO` (nothing becomes durable).
     pub fn fail_syncs(&self, times: u32) {
-        self.state.lock().failing_syncs = times;
+        self.fail_syncs_with(times, 5, false);
+    }
+
+    /// Makes the next `times` syncs fail with the OS error `errno`; nothing
+    /// becomes durable. With `drop_unsynced`, each failure also does what
+    /// Linux may do after a failed writeback: the segment's unsynced bytes
+    /// stay readable but are never written back — a later sync that succeeds
+    /// leaves them as zeros on the simulated disk ([`crash`](Self::crash)
+    /// shows that), unless they are truncated away and appended again.
+    pub fn fail_syncs_with(&self, times: u32, errno: i32, drop_unsynced: bool) {
+        let mut st = self.state.lock();
+        st.failing_syncs = times;
+        st.sync_errno = Some(errno);
+        st.sync_drops = drop_unsynced;
+    }
+
+    /// Makes the next `times` appends fail with the OS error `errno` after
+    /// a short write: the first half of the bytes is appended (unsynced),
+    /// as a write that runs out of space part-way leaves them.
+    pub fn fail_appends(&self, times: u32, errno: i32) {
+        let mut st = self.state.lock();
+        st.failing_appends = times;
+        st.append_errno = errno;
+    }
+
+    /// A full disk (`true`) or one with room again (`false`): while full,
+    /// every append and segment creation fails with `ENOSPC` (an append
+    /// after a short write of half its bytes; a create leaves no file).
+    pub fn set_no_space(&self, full: bool) {
+        self.state.lock().no_space = full;
+    }
+
+    /// Appends, creates and syncs failed on purpose so far.
+    #[must_use]
+    pub fn injected_failures(&self) -> u64 {
+        self.state.lock().injected
     }
 
     /// Successful syncs so far.
@@ -358,6 +426,7 @@ impl CrashDir {
             FileImage {
                 data: bytes,
                 durable_len: len,
+                holes: Vec::new(),
             },
         );
     }
@@ -406,11 +475,18 @@ impl CrashDir {
             .iter()
             .map(|(id, f)| {
                 let mut data = f.data[..f.durable_len].to_vec();
+                for &(from, to) in &f.holes {
+                    let to = to.min(data.len());
+                    if from < to {
+                        data[from..to].fill(0);
+                    }
+                }
                 let mut end = f.durable_len;
                 let mut tail = Vec::with_capacity(f.data.len() - f.durable_len);
                 for (i, b) in f.data[f.durable_len..].iter().enumerate() {
                     let at = f.durable_len + i;
-                    if keep(*id, at) {
+                    let dropped = f.holes.iter().any(|&(from, to)| (from..to).contains(&at));
+                    if keep(*id, at) && !dropped {
                         tail.push(*b);
                         end = at + 1;
                     } else {
@@ -424,6 +500,7 @@ impl CrashDir {
                     FileImage {
                         data,
                         durable_len: len,
+                        holes: Vec::new(),
                     },
                 )
             })
@@ -432,8 +509,7 @@ impl CrashDir {
             state: Mutex::new(DirState {
                 files,
                 state_file: st.state_file.clone(),
-                failing_syncs: 0,
-                syncs: 0,
+                ..DirState::default()
             }),
             switch: None,
         }
@@ -497,11 +573,19 @@ impl JournalStorage for CrashDir {
                 io::Error::from(io::ErrorKind::AlreadyExists),
             ));
         }
+        if st.no_space {
+            st.injected += 1;
+            return Err(Error::io(
+                format!("creating segment {segment} (injected)"),
+                io::Error::from_raw_os_error(ENOSPC),
+            ));
+        }
         st.files.insert(
             segment,
             FileImage {
                 data: header.to_vec(),
                 durable_len: header.len(),
+                holes: Vec::new(),
             },
         );
         Ok(())
@@ -510,9 +594,31 @@ impl JournalStorage for CrashDir {
     fn append(&self, segment: u64, bytes: &[u8]) -> Result<()> {
         tick(self.switch.as_ref(), "appending")?;
         let mut st = self.state.lock();
+        let errno = if st.no_space {
+            Some(ENOSPC)
+        } else if st.failing_appends > 0 {
+            st.failing_appends -= 1;
+            Some(st.append_errno)
+        } else {
+            None
+        };
+        if errno.is_some() {
+            st.injected += 1;
+        }
         let f = st.files.get_mut(&segment).ok_or_else(|| missing(segment))?;
-        f.data.extend_from_slice(bytes);
-        Ok(())
+        match errno {
+            Some(errno) => {
+                f.data.extend_from_slice(&bytes[..bytes.len() / 2]);
+                Err(Error::io(
+                    format!("appending to segment {segment} (injected)"),
+                    io::Error::from_raw_os_error(errno),
+                ))
+            }
+            None => {
+                f.data.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 
     fn sync(&self, segment: u64) -> Result<()> {
@@ -520,9 +626,19 @@ impl JournalStorage for CrashDir {
         let mut st = self.state.lock();
         if st.failing_syncs > 0 {
             st.failing_syncs -= 1;
+            st.injected += 1;
+            let errno = st.sync_errno.unwrap_or(5);
+            if st.sync_drops {
+                if let Some(f) = st.files.get_mut(&segment) {
+                    if f.data.len() > f.durable_len {
+                        let hole = (f.durable_len, f.data.len());
+                        f.holes.push(hole);
+                    }
+                }
+            }
             return Err(Error::io(
                 format!("syncing segment {segment} (injected)"),
-                io::Error::from_raw_os_error(5),
+                io::Error::from_raw_os_error(errno),
             ));
         }
         let f = st.files.get_mut(&segment).ok_or_else(|| missing(segment))?;
@@ -538,6 +654,7 @@ impl JournalStorage for CrashDir {
         let len = (len as usize).min(f.data.len());
         f.data.truncate(len);
         f.durable_len = f.durable_len.min(len);
+        f.clip_holes(len);
         Ok(())
     }
 
