@@ -498,6 +498,20 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+    /// The undo journal is stalled after a retryable write or fsync failure
+    /// (a full disk, `EIO`): it refuses new records until a resume
+    /// ([`TransactionRollbackManager::resume`](crate::TransactionRollbackManager::resume),
+    /// which the [`AutoRecoveryManager`](crate::AutoRecoveryManager) runs on
+    /// its own) rewrites what it holds. Nothing it accepted was lost; a
+    /// commit that returned this error is not acknowledged: call `commit`
+    /// again after the resume. Retryable.
+    #[error("undo journal stalled: {reason}; retrying; nothing accepted was lost (retry this call after TransactionRollbackManager::resume succeeds{})", if *no_space { "; free disk space" } else { "" })]
+    JournalStalled {
+        /// The failure that stalled it (the newest, after a failed resume).
+        reason: String,
+        /// Whether it was a lack of space (`ENOSPC`, `EDQUOT`).
+        no_space: bool,
+    },
 }
 
 /// Who holds a locked directory, for a message.
@@ -528,8 +542,8 @@ impl Error {
     /// Whether the same call may succeed if made again unchanged.
     ///
     /// True for transient I/O kinds (interrupted, timed out, would block), for
-    /// host errors the host marked transient, and for unavailable replicas.
-    /// Corruption, configuration and poisoned states are never retryable.
+    /// host errors the host marked transient, for unavailable replicas, and
+    /// for a stalled undo journal (after its resume). Corruption, configuration and poisoned states are never retryable.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -538,7 +552,7 @@ impl Error {
                 io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
             ),
             Error::Host { retryable, .. } => *retryable,
-            Error::ReplicaUnavailable { .. } => true,
+            Error::ReplicaUnavailable { .. } | Error::JournalStalled { .. } => true,
             _ => false,
         }
     }

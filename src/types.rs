@@ -240,6 +240,18 @@ pub enum FailureKind {
     /// on disk is unknown): drop the rollback manager and build it again
     /// (its recovery runs then) to continue.
     JournalPoisoned,
+    /// The undo journal stalled after a retryable write or fsync failure
+    /// (a full disk, `EIO`): it refuses new records and keeps every record
+    /// it accepted until
+    /// [`TransactionRollbackManager::resume`](crate::TransactionRollbackManager::resume)
+    /// rewrites them (the healer's `resume-journal` remedy calls it).
+    /// Reported when it stalls, and again after each failed resume once its
+    /// backoff has passed.
+    JournalStalled {
+        /// Whether the disk is full (`ENOSPC`, `EDQUOT`): space must be
+        /// freed before a resume can succeed.
+        no_space: bool,
+    },
     // ---- crash detection ----
     /// A component's heartbeats are late enough that phi crossed the threshold.
     ComponentSuspect {
@@ -330,9 +342,9 @@ impl FailureKind {
             FailureKind::ReplicaFailing { replica } => Target::Replica(replica.clone()),
             FailureKind::Deadlock { victim } => Target::Transaction(*victim),
             FailureKind::RollbackBlocked { txn, .. } => Target::Transaction(*txn),
-            FailureKind::InFlightAtCrash { .. } | FailureKind::JournalPoisoned => {
-                Target::Component(Arc::from("undo journal"))
-            }
+            FailureKind::InFlightAtCrash { .. }
+            | FailureKind::JournalPoisoned
+            | FailureKind::JournalStalled { .. } => Target::Component(Arc::from("undo journal")),
             FailureKind::ComponentSuspect { component }
             | FailureKind::ComponentDead { component }
             | FailureKind::WorkerDied { component } => Target::Component(component.clone()),
@@ -362,6 +374,7 @@ impl FailureKind {
             FailureKind::InFlightAtCrash { .. } => "in_flight_at_crash",
             FailureKind::RollbackBlocked { .. } => "rollback_blocked",
             FailureKind::JournalPoisoned => "journal_poisoned",
+            FailureKind::JournalStalled { .. } => "journal_stalled",
             FailureKind::ComponentSuspect { .. } => "component_suspect",
             FailureKind::ComponentDead { .. } => "component_dead",
             FailureKind::ProcessGone { .. } => "process_gone",
@@ -386,7 +399,8 @@ impl FailureKind {
             | FailureKind::IrreparablePage { .. }
             | FailureKind::InFlightAtCrash { .. }
             | FailureKind::RollbackBlocked { .. }
-            | FailureKind::JournalPoisoned => Priority::P0,
+            | FailureKind::JournalPoisoned
+            | FailureKind::JournalStalled { .. } => Priority::P0,
             FailureKind::Deadlock { .. }
             | FailureKind::ComponentDead { .. }
             | FailureKind::ProcessGone { .. }

@@ -203,8 +203,9 @@ fn a_non_retryable_failure_stays_poisoned_and_is_escalated() {
     let failures = mgr.failures();
     dir.fail_appends(1, EROFS);
     let t = mgr.begin().unwrap();
-    mgr.write(t, PageId(1), 0, &[2; 4]).unwrap();
-    let e = mgr.commit(t).unwrap_err();
+    // The write's undo record cannot be made durable: the page is not
+    // written, and the journal is poisoned for good.
+    let e = mgr.write(t, PageId(1), 0, &[2; 4]).unwrap_err();
     assert!(matches!(e, Error::Poisoned { .. }), "{e}");
     assert!(mgr.journal_stall().is_none());
     assert!(matches!(mgr.resume(), Err(Error::Poisoned { .. })));
@@ -230,7 +231,7 @@ fn a_resume_that_finds_the_durable_tail_damaged_poisons_the_journal() {
     dir.set_segment(newest, bytes);
     let e = mgr.resume().unwrap_err();
     assert!(matches!(e, Error::Poisoned { .. }), "{e}");
-    assert!(e.to_string().contains("segment"), "{e}");
+    assert!(e.to_string().contains("re-validating"), "{e}");
     assert!(mgr.stats().journal.poisoned);
 }
 
@@ -249,9 +250,28 @@ fn a_deleted_segment_makes_the_resume_fail_for_good() {
     assert!(matches!(mgr.resume(), Err(Error::Poisoned { .. })));
 }
 
+/// Retries `op` across stalls: frees the disk and resumes after each.
+fn through_stalls<T>(
+    mgr: &TransactionRollbackManager,
+    dir: &CrashDir,
+    mut op: impl FnMut() -> selfheal::Result<T>,
+) -> T {
+    loop {
+        match op() {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(is_stalled(&e), "{e}");
+                dir.set_no_space(false);
+                mgr.resume().unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn stalls_across_segment_rotation_resume_in_order() {
-    // Large transactions cross segments while the disk is full.
+    // Transactions cross segments while the disk fills and frees; the host
+    // retries each refused call after the resume.
     let dir = Arc::new(CrashDir::new());
     let store = Arc::new(MemStore::new(RPS, RPAGES).unwrap());
     let mgr = manager(dir.clone(), store.clone());
@@ -259,39 +279,58 @@ fn stalls_across_segment_rotation_resume_in_order() {
     for round in 0..6u8 {
         let page = u64::from(round) % RPAGES;
         let value = 100 + round;
-        let t = mgr.begin().unwrap();
+        let t = through_stalls(&mgr, &dir, || mgr.begin());
+        for off in (0..96).step_by(8) {
+            if round % 2 == 1 && off % 32 == 0 {
+                dir.set_no_space(true);
+            }
+            through_stalls(&mgr, &dir, || mgr.write(t, PageId(page), off, &[value; 8]));
+        }
         if round % 2 == 1 {
             dir.set_no_space(true);
         }
-        let mut wrote = Ok(());
-        for off in (0..96).step_by(8) {
-            wrote = mgr.write(t, PageId(page), off, &[value; 8]);
-            if wrote.is_err() {
-                break;
-            }
-        }
-        let committed = wrote.and_then(|()| mgr.commit(t).map(|_| ()));
-        dir.set_no_space(false);
-        match committed {
-            Ok(()) => {
-                model.committed.insert(page, value);
-            }
-            Err(e) => {
-                assert!(is_stalled(&e), "{e}");
-                mgr.resume().unwrap();
-                // The undo of what was written is durable now: roll back.
-                if mgr.commit(t).is_ok() {
-                    model.committed.insert(page, value);
-                } else {
-                    mgr.rollback(t).unwrap();
-                }
-            }
-        }
+        through_stalls(&mgr, &dir, || mgr.commit(t));
+        model.committed.insert(page, value);
     }
     assert!(mgr.stats().journal.segments > 1);
+    assert!(dir.injected_failures() > 3);
     drop(mgr);
     crash_and_reopen(&dir, &store);
     model.check(&store, None);
+}
+
+#[test]
+fn batches_written_without_an_fsync_across_segments_are_rewritten_after_a_failed_fsync() {
+    let dir = Arc::new(CrashDir::new());
+    let store = Arc::new(MemStore::new(RPS, RPAGES).unwrap());
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .segment_size_bytes(512)
+        .buffer_bytes(128)
+        .build(RawPages::shared(store.clone()))
+        .unwrap();
+    txn(&mgr, 0, 1).unwrap();
+    let segments_before = dir.segment_ids().len();
+    let t = mgr.begin().unwrap();
+    // Undo records only (no page write): the full buffer is written
+    // without an fsync, batch after batch, across segments.
+    for i in 0..40u8 {
+        mgr.record_undo(t, PageId(1), usize::from(i % 8) * 8, &[0; 8], &[i; 8])
+            .unwrap();
+    }
+    assert!(dir.unsynced_len() > 0);
+    dir.fail_syncs_with(1, EIO, true);
+    let e = mgr.commit(t).unwrap_err();
+    assert!(is_stalled(&e), "{e}");
+    let r = mgr.resume().unwrap();
+    // Only the newest segment's records are written again: every older
+    // segment was synced in full before the next one was created.
+    assert!(r.records_rewritten >= 2, "{r:?}");
+    mgr.commit(t).unwrap();
+    assert!(dir.segment_ids().len() > segments_before + 1);
+    drop(mgr);
+    let again = crash_and_reopen(&dir, &store);
+    assert!(again.recovery_report().rolled_back.is_empty());
+    assert!(again.active_transactions().is_empty());
 }
 
 #[test]

@@ -33,6 +33,12 @@ impl Problem {
     pub const ROLLBACK_BLOCKED: Problem = Problem::fixed("rollback-blocked");
     /// The undo journal refused further work after a failed fsync.
     pub const JOURNAL_POISONED: Problem = Problem::fixed("journal-poisoned");
+    /// The undo journal stalled after a retryable I/O error (not a lack of
+    /// space): a resume rewrites what it holds.
+    pub const JOURNAL_STALLED: Problem = Problem::fixed("journal-stalled");
+    /// The undo journal stalled because the disk is full: room must be made
+    /// before a resume.
+    pub const JOURNAL_FULL: Problem = Problem::fixed("journal-full");
     /// The previous run did not shut down cleanly.
     pub const UNCLEAN_SHUTDOWN: Problem = Problem::fixed("unclean-shutdown");
     /// A snapshot failed.
@@ -363,6 +369,19 @@ fn builtin_rules() -> Vec<Rule> {
             0.95,
         ),
         r(
+            "builtin.journal_stalled",
+            "journal_stalled",
+            Problem::JOURNAL_STALLED,
+            0.95,
+        ),
+        // Sharper than both `journal_stalled` and `no_space`: the journal's
+        // own remedy makes room and resumes it.
+        Rule::new("builtin.journal_full", Problem::JOURNAL_FULL)
+            .kind("journal_stalled")
+            .evidence(r"(?i)ENOSPC|no space left|os error 28|os error 122|disk is full")
+            .expect("built-in pattern")
+            .confidence(0.97),
+        r(
             "builtin.unclean_shutdown",
             "unclean_shutdown",
             Problem::UNCLEAN_SHUTDOWN,
@@ -536,6 +555,7 @@ mod tests {
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::WorkerDied { component: m },
             FailureKind::RunMarkerFailed,
+            FailureKind::JournalStalled { no_space: false },
         ]
     }
 
@@ -684,5 +704,35 @@ mod tests {
             "write failed: ENOSPC",
         );
         assert_eq!(got.problem, Problem::DISK_FULL);
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+    use crate::types::Source;
+
+    fn diagnose(kind: FailureKind, evidence: &str) -> Problem {
+        let d = Diagnoser::new(Vec::new()).unwrap();
+        let f = Failure::new(Source::TransactionRollbackManager, kind, evidence, 0);
+        d.diagnose(&Symptom {
+            failure: &f,
+            band: None,
+        })
+        .problem
+    }
+
+    #[test]
+    fn a_stalled_journal_is_full_or_stalled_by_its_evidence() {
+        let full = "the undo journal is stalled by the disk is full (no space left): appending: No space left on device (os error 28)";
+        assert_eq!(
+            diagnose(FailureKind::JournalStalled { no_space: true }, full),
+            Problem::JOURNAL_FULL
+        );
+        let eio = "the undo journal is stalled by a retryable I/O error: syncing: Input/output error (os error 5)";
+        assert_eq!(
+            diagnose(FailureKind::JournalStalled { no_space: false }, eio),
+            Problem::JOURNAL_STALLED
+        );
     }
 }

@@ -301,6 +301,7 @@ impl AutoRecoveryManager {
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
             acting: cfg.mode != Mode::Observe,
+            rollback: Mutex::new(None),
             finished: Condvar::new(),
         });
         Ok(AutoRecoveryManager {

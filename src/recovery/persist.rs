@@ -15,10 +15,12 @@
 //! Each incident: incident id (8), source (1), priority (1, 0 = P0),
 //! detected-at ns (8), kind tag (1), the kind's fields (page and
 //! transaction ids 8 bytes, a pid 4, a count 8, an ETA in ns 8, a name as a
-//! 2-byte length and that many UTF-8 bytes), evidence (4-byte length, at
-//! most 4 096 bytes of UTF-8). Tags follow [`FailureKind`]'s declaration
-//! order (`corrupt_page` = 0 … `worker_died` = 18, `run_marker_failed` =
-//! 19).
+//! 2-byte length and that many UTF-8 bytes, a flag 1 byte that is 0 or 1),
+//! evidence (4-byte length, at most 4 096 bytes of UTF-8). Tags 0 to 19
+//! follow [`FailureKind`]'s declaration order as it was when they were
+//! assigned (`corrupt_page` = 0 … `worker_died` = 18, `run_marker_failed` =
+//! 19); kinds added later take the next tags (`journal_stalled` = 20, its
+//! `no_space` flag as one byte).
 //!
 //! # Crash analysis
 //! A crash before the rename leaves the previous file: incidents opened
@@ -184,6 +186,10 @@ fn encode(out: &mut Vec<u8>, id: u64, f: &Failure) {
             put_str(out, component);
         }
         FailureKind::RunMarkerFailed => out.push(19),
+        FailureKind::JournalStalled { no_space } => {
+            out.push(20);
+            out.push(u8::from(*no_space));
+        }
     }
     let mut end = f.evidence.len().min(EVIDENCE_MAX);
     while !f.evidence.is_char_boundary(end) {
@@ -303,6 +309,13 @@ fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
             component: r.name()?,
         },
         19 => FailureKind::RunMarkerFailed,
+        20 => FailureKind::JournalStalled {
+            no_space: match r.u8()? {
+                0 => false,
+                1 => true,
+                b => return Err(r.bad(format!("journal_stalled flag {b} is not 0 or 1"))),
+            },
+        },
         t => return Err(r.bad(format!("unknown failure kind tag {t}"))),
     };
     let n = r.u32()? as usize;
@@ -355,6 +368,8 @@ mod tests {
             FailureKind::ProbeFailed { metric: m.clone() },
             FailureKind::WorkerDied { component: m },
             FailureKind::RunMarkerFailed,
+            FailureKind::JournalStalled { no_space: true },
+            FailureKind::JournalStalled { no_space: false },
         ]
     }
 

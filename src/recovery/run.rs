@@ -57,6 +57,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             .build(inner.detector.clone())?,
     );
     m.running.lock().rollback = Some(rollback.clone());
+    *inner.rollback.lock() = Some(rollback.clone());
     let report = rollback.recovery_report().clone();
     // 3. The pages they touched re-verified.
     let mut pages: Vec<PageId> = report
@@ -357,6 +358,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     if let Some(c) = run.crash.take() {
         note(c.stop());
     }
+    inner.rollback.lock().take();
     if let Some(r) = run.rollback.take() {
         note(r.stop());
     }

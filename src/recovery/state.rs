@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     /// leaves the running state, for readers waiting on a page another
     /// thread heals.
     pub(crate) finished: Condvar,
+    /// The rollback manager, once started (the dispatcher reports its
+    /// journal again while it stays stalled).
+    pub(crate) rollback: Mutex<Option<Arc<TransactionRollbackManager>>>,
 }
 
 /// What a manager's thread does.

@@ -112,7 +112,8 @@ pub(super) fn start_all(inner: &Arc<Inner>, recovery_threads: usize) -> Result<(
     Ok(())
 }
 
-/// The dispatcher: drains the bus, promotes deferred incidents, runs
+/// The dispatcher: drains the bus, promotes deferred incidents, reports a
+/// stalled undo journal again when its resume backoff has passed, runs
 /// error-only rescans, saves open incidents, refreshes the run marker.
 struct DispatchJob {
     inner: Arc<Inner>,
@@ -176,6 +177,12 @@ impl DispatchJob {
         }
         supervise(&self.inner);
         let now = inner.clock.now_ns();
+        // A journal still stalled after a failed resume, once its backoff
+        // has passed: reported again, so the healer tries again.
+        let stalled = inner.rollback.lock().clone();
+        if let Some(f) = stalled.and_then(|rb| rb.stall_report_due(now)) {
+            file(inner, f);
+        }
         if inner.queue.lock().promote(now) > 0 {
             inner.work.notify_all();
         }

@@ -177,6 +177,7 @@ mod losers;
 pub(crate) mod journal;
 mod recovery;
 mod restore;
+mod stall;
 mod txns;
 mod undo;
 mod writer;
@@ -200,6 +201,7 @@ pub use deadlock::{Deadlock, VictimPolicy};
 pub use journal::{JournalDamage, JournalStats, JournalStorage, RecoveryMode};
 pub use recovery::{RecoveredTxn, RecoveryReport};
 pub use restore::RestoreGuard;
+pub use stall::{JournalStall, ResumeReport, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP};
 pub use txns::{BlockedTxn, RollbackOutcome, RollbackStats};
 pub use writer::{is_page_failure, PageWriter, RawPages, RepairHook};
 
@@ -261,6 +263,8 @@ pub struct TransactionRollbackManager {
     stopped: AtomicBool,
     counters: Counters,
     report: RecoveryReport,
+    /// When the journal stalled and when that is to be reported again.
+    stall_watch: stall::SharedWatch,
 }
 
 impl fmt::Debug for TransactionRollbackManager {

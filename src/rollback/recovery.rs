@@ -21,7 +21,7 @@ use super::journal::{
 };
 use super::txns::{BlockedTxn, Counters, State, Status, Txn};
 use super::writer::PageWriter;
-use super::{losers, TransactionRollbackManager, TxnId};
+use super::{losers, stall, TransactionRollbackManager, TxnId};
 
 /// A transaction rolled back at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +166,8 @@ pub(super) fn open(
             ));
         })
     };
+    let stall_watch: stall::SharedWatch = Arc::default();
+    let on_stall = stall::stall_hook(sink.clone(), cfg.clock.clone(), stall_watch.clone());
     let journal = Journal::open(
         storage,
         JournalConfig {
@@ -174,6 +176,7 @@ pub(super) fn open(
             sync_wait_timeout: cfg.sync_wait_timeout,
             idle_mark_delay: cfg.idle_mark_delay,
             on_poison: Some(on_poison),
+            on_stall: Some(on_stall),
         },
         &scan,
     )?;
@@ -246,6 +249,7 @@ pub(super) fn open(
             ..Counters::default()
         },
         report,
+        stall_watch,
     })
 }
 

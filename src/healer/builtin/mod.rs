@@ -7,6 +7,7 @@
 //! [`RebuildIndex`]) are registered by the host.
 
 mod host;
+mod journal;
 pub(crate) mod page;
 mod space;
 mod txn;
@@ -17,6 +18,7 @@ pub use host::{
     ClearCaches, FailOver, FreeDiskSpace, RebuildIndex, ResizePool, RestartComponent, ShedLoad,
     TakeSnapshot,
 };
+pub use journal::ResumeJournal;
 pub use page::{RepairFromReplicas, Rescan, RestorePageFromSnapshot};
 pub use space::{TargetedScrub, TrimSnapshots};
 pub use txn::{BreakDeadlock, RollbackCrashLosers, RollbackTransaction};
@@ -25,7 +27,8 @@ use super::remedy::Remedy;
 
 /// The default remedies, in cold-start order: for a page, repair from
 /// replicas, then restore from the snapshot head, then an error-only
-/// rescan; then the transaction, snapshot and host-action remedies; for a
+/// rescan; then the transaction remedies and the journal's resume, the
+/// snapshot and host-action remedies; for a
 /// disk filling up, trimming snapshots before asking the host for space;
 /// for rising read errors, a targeted scrub.
 #[must_use]
@@ -37,6 +40,7 @@ pub fn defaults() -> Vec<Arc<dyn Remedy>> {
         Arc::new(BreakDeadlock),
         Arc::new(RollbackTransaction),
         Arc::new(RollbackCrashLosers),
+        Arc::new(ResumeJournal::default()),
         Arc::new(TakeSnapshot),
         Arc::new(RestartComponent),
         Arc::new(ClearCaches),

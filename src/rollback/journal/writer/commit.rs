@@ -6,7 +6,10 @@
 //!   thread that needs durability becomes the leader when no one holds the
 //!   token, and otherwise waits and is served by the next leader, so
 //!   concurrent commits share fsyncs.
-//! - A failed write or fsync poisons the journal: every later call says so.
+//! - A failed write or fsync stalls the journal when it is retryable, and
+//!   poisons it otherwise (`resume.rs`): every later call says so. Batches
+//!   written without an fsync are kept until one completes, so that a
+//!   resume can rewrite them.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -101,49 +104,60 @@ impl Core {
             let target = g.next_lsn - 1;
             let from = g.io_segment;
             g.io_busy = true;
-            let sync = sync_to.is_some();
-            let result = MutexGuard::unlocked(g, || {
+            // Past the bound of what is kept unsynced, the batch is synced.
+            let sync = sync_to.is_some() || Core::must_sync(g);
+            let (result, chunks) = MutexGuard::unlocked(g, || {
                 let mut chunks = chunks;
-                self.write_chunks(&mut chunks, from, sync)
-                    .map(|s| (s, chunks))
+                let r = self.write_chunks(&mut chunks, from, sync);
+                (r, chunks)
             });
             g.io_busy = false;
             match result {
-                Ok((seg, chunks)) => {
+                Ok(seg) => {
                     g.io_segment = seg;
                     if sync {
-                        self.durable.fetch_max(target, Ordering::AcqRel);
-                        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                        while let Some(&(lsn, claim)) = g.marks_in_flight.front() {
-                            if lsn > target {
-                                break;
-                            }
-                            g.marked = g.marked.max(claim);
-                            g.marks_in_flight.pop_front();
-                        }
-                        if let Some(n) = self.notice.get() {
-                            n.notify(());
-                        }
-                    }
-                    for mut c in chunks {
-                        if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
-                            c.bytes.clear();
-                            g.spare.push(c.bytes);
-                        }
+                        self.synced(g, target);
+                        self.recycle(g, chunks);
+                    } else {
+                        self.keep_unsynced(g, chunks);
                     }
                     self.cv.notify_all();
                     if !sync {
                         return Ok(());
                     }
                 }
-                Err(e) => {
-                    let reason = e.to_string();
-                    tracing::error!(%reason, "undo journal poisoned");
-                    g.poison = Some(reason.clone());
-                    self.cv.notify_all();
-                    self.mark_poisoned(&reason);
-                    return Err(poisoned_error(&reason));
-                }
+                Err(e) => return Err(self.halt(g, e, chunks)),
+            }
+        }
+    }
+
+    /// An fsync made every record up to `target` durable: advances the
+    /// durable LSN and the marked LSN, wakes the mark thread, and recycles
+    /// the batches kept unsynced.
+    pub(super) fn synced(&self, g: &mut Inner, target: u64) {
+        self.durable.fetch_max(target, Ordering::AcqRel);
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        while let Some(&(lsn, claim)) = g.marks_in_flight.front() {
+            if lsn > target {
+                break;
+            }
+            g.marked = g.marked.max(claim);
+            g.marks_in_flight.pop_front();
+        }
+        if let Some(n) = self.notice.get() {
+            n.notify(());
+        }
+        let kept = std::mem::take(&mut g.unsynced);
+        g.unsynced_bytes = 0;
+        self.recycle(g, kept);
+    }
+
+    /// Keeps a few written buffers for reuse.
+    pub(super) fn recycle(&self, g: &mut Inner, chunks: Vec<Chunk>) {
+        for mut c in chunks {
+            if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
+                c.bytes.clear();
+                g.spare.push(c.bytes);
             }
         }
     }
@@ -151,7 +165,9 @@ impl Core {
     /// Writes chunks in order, each frame's CRC computed first; syncs the
     /// previous segment before creating a new one, and names a new one in
     /// the state file before anything is appended to it; syncs the last one
-    /// at the end when `sync`.
+    /// at the end when `sync`. A chunk's creation is forgotten once the
+    /// segment exists and the state file names it (a rewrite after a stall
+    /// then appends to it).
     pub(super) fn write_chunks(
         &self,
         chunks: &mut [Chunk],
@@ -166,6 +182,7 @@ impl Core {
                 }
                 self.storage.create(c.segment, header)?;
                 self.persist(|s| s.newest = s.newest.max(c.segment))?;
+                c.create = None;
             }
             current = c.segment;
             if !c.bytes.is_empty() {

@@ -1,6 +1,7 @@
 //! The append side: buffered encoding, segment rotation, group commit,
 //! synced-through marks, transaction-id reservations, the state file, and
-//! the sticky poisoned state (the group commit itself is in `commit.rs`).
+//! the sticky poisoned state (the group commit itself is in `commit.rs`; the
+//! stalled state and the resume after a retryable failure in `resume.rs`).
 //!
 //! # Contract
 //!
@@ -24,6 +25,10 @@
 //! `selfheal-undo-mark` thread (see `marker.rs`) writes and fsyncs a mark of
 //! its own, and [`Journal::close`] does the same, so that every acknowledged
 //! record is covered by a durable mark shortly after it was acknowledged.
+//!
+//! A failed write or fsync stalls the journal when it is retryable (a full
+//! disk, `EIO`) and poisons it otherwise; see `resume.rs` for the stalled
+//! state's contract and the resume.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +53,10 @@ use crate::rollback::TxnId;
 use crate::worker::Notifier;
 
 mod commit;
+mod resume;
+
+use resume::Halt;
+pub(crate) use resume::{StallHook, StallInfo};
 
 const COMPONENT: &str = "undo journal";
 
@@ -69,6 +78,9 @@ pub(crate) struct JournalConfig {
     pub idle_mark_delay: Duration,
     /// Told once, with the reason, when the journal poisons itself.
     pub on_poison: Option<PoisonHook>,
+    /// Told, with the reason and whether the disk is full, when the journal
+    /// stalls after a retryable failure.
+    pub on_stall: Option<StallHook>,
 }
 
 /// Called once when the journal poisons itself.
@@ -115,6 +127,9 @@ pub struct JournalStats {
     pub segments_removed: u64,
     /// Whether a failed write or fsync has poisoned the journal.
     pub poisoned: bool,
+    /// Whether a retryable write or fsync failure has stalled the journal
+    /// (it refuses new records until a resume rewrites what it holds).
+    pub stalled: bool,
 }
 
 impl JournalStats {
@@ -149,7 +164,12 @@ struct Inner {
     /// The segment the I/O token holder last wrote to.
     io_segment: u64,
     io_busy: bool,
-    poison: Option<String>,
+    /// Why the journal refuses work: poisoned for good, or stalled.
+    poison: Option<Halt>,
+    /// Batches written since the last completed fsync, kept for a resume
+    /// (at most `resume::UNSYNCED_KEEP_BYTES_MAX` bytes).
+    unsynced: Vec<Chunk>,
+    unsynced_bytes: usize,
     segments: VecDeque<SegMeta>,
     spare: Vec<Vec<u8>>,
     /// The highest LSN a mark appended so far claims.
@@ -211,11 +231,8 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn poisoned_error(reason: &str) -> Error {
-    Error::Poisoned {
-        component: COMPONENT,
-        reason: reason.to_string(),
-    }
+fn poisoned_error(halt: &Halt) -> Error {
+    halt.error()
 }
 
 impl Journal {
@@ -260,6 +277,8 @@ impl Journal {
                 io_segment: segments.back().map_or(0, |s| s.id),
                 io_busy: false,
                 poison: None,
+                unsynced: Vec::new(),
+                unsynced_bytes: 0,
                 segments,
                 spare: Vec::new(),
                 mark_claimed: scan.synced_through,
@@ -488,7 +507,8 @@ impl Journal {
             next_lsn: Lsn(g.next_lsn),
             segments: g.segments.len() as u64,
             segments_removed: c.removed.load(Ordering::Relaxed),
-            poisoned: g.poison.is_some(),
+            poisoned: g.poison.as_ref().is_some_and(Halt::is_poisoned),
+            stalled: g.poison.as_ref().is_some_and(|h| !h.is_poisoned()),
         }
     }
 }
@@ -505,7 +525,12 @@ impl Drop for Journal {
 impl Core {
     /// Poisons the journal (the mark thread died).
     pub(super) fn poison(&self, reason: String) {
-        self.inner.lock().poison.get_or_insert(reason.clone());
+        {
+            let mut g = self.inner.lock();
+            if !g.poison.as_ref().is_some_and(Halt::is_poisoned) {
+                g.poison = Some(Halt::Poisoned(reason.clone()));
+            }
+        }
         self.mark_poisoned(&reason);
     }
 
@@ -520,11 +545,13 @@ impl Core {
 
     fn poison_error(&self) -> Error {
         let g = self.inner.lock();
-        poisoned_error(
-            g.poison
-                .as_deref()
-                .unwrap_or("an earlier write or fsync failed"),
-        )
+        match &g.poison {
+            Some(h) => h.error(),
+            None => Error::Poisoned {
+                component: COMPONENT,
+                reason: "an earlier write or fsync failed".into(),
+            },
+        }
     }
 
     /// Writes the state file with `change` applied, holding the state lock.
