@@ -236,9 +236,11 @@ pub enum FailureKind {
         /// The page that fails.
         page: PageId,
     },
-    /// The undo journal refused further work after a failed fsync (its state
-    /// on disk is unknown): drop the rollback manager and build it again
-    /// (its recovery runs then) to continue.
+    /// The undo journal refused further work after a write or fsync failure
+    /// it cannot resume from (not retryable, or a resume found its durable
+    /// records damaged): drop the rollback manager and build it again (its
+    /// recovery runs then) to continue. A retryable failure is
+    /// [`JournalStalled`](FailureKind::JournalStalled) instead.
     JournalPoisoned,
     /// The undo journal stalled after a retryable write or fsync failure
     /// (a full disk, `EIO`): it refuses new records and keeps every record

@@ -293,11 +293,12 @@ fn the_rollback_manager_reports_a_blocked_rollback_and_a_poisoned_journal_on_the
                 (Source::TransactionRollbackManager, "rollback_blocked", 3),
             ],
         );
-        // The journal's fsync fails: it is poisoned.
+        // The journal's fsync fails for good (EROFS; a retryable EIO or
+        // ENOSPC would stall it instead): it is poisoned.
         bus.at(8);
         let u = mgr.begin().unwrap();
         mgr.write(u, PageId(3), 0, &[0xCD; 32]).unwrap();
-        dir.fail_syncs(1);
+        dir.fail_syncs_with(1, 30, false);
         let err = mgr.commit(u).unwrap_err();
         assert!(matches!(err, Error::Poisoned { .. }), "{err}");
         let got = bus.expect(
@@ -602,7 +603,8 @@ fn all_components_on_one_bus_interleave_in_the_order_and_at_the_times_they_faile
         bus.at(5);
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(6), 0, &[0xEE; 16]).unwrap();
-        journal.fail_syncs(1);
+        // Not retryable (EROFS): poisoned, not stalled.
+        journal.fail_syncs_with(1, 30, false);
         assert!(mgr.commit(t).is_err());
         bus.at(6);
         assert!(matches!(

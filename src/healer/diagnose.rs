@@ -31,7 +31,8 @@ impl Problem {
     pub const REPLICA_FAILING: Problem = Problem::fixed("replica-failing");
     /// A rollback waits for a page that fails verification.
     pub const ROLLBACK_BLOCKED: Problem = Problem::fixed("rollback-blocked");
-    /// The undo journal refused further work after a failed fsync.
+    /// The undo journal refused further work after a failure it cannot
+    /// resume from.
     pub const JOURNAL_POISONED: Problem = Problem::fixed("journal-poisoned");
     /// The undo journal stalled after a retryable I/O error (not a lack of
     /// space): a resume rewrites what it holds.

@@ -53,6 +53,15 @@
 //!   [`Mode::Automatic`] acts.
 //! - **Events never block recovery**: a slow subscriber loses events,
 //!   counted ([`Subscription::dropped`]).
+//! - **A stalled journal resumes on its own.** A retryable journal failure
+//!   ([`FailureKind::JournalStalled`]) is diagnosed `journal-full` (no
+//!   space) or `journal-stalled` and healed by `resume-journal`: for a full
+//!   disk it trims snapshots to the newest and asks the host to free space
+//!   first, then resumes the journal and verifies by appending and syncing
+//!   a record. While the resume fails (the disk still full), the
+//!   dispatcher reports the stall again after each backoff (see
+//!   [a stalled journal](crate::rollback#a-stalled-journal)) and the next
+//!   incident tries again. In Observe mode nothing is resumed.
 //! - **Stop is bounded.** [`stop`](AutoRecoveryManager::stop) stops the
 //!   background components, lets queued incidents be worked on for the
 //!   drain timeout, joins each thread for at most the join timeout (one

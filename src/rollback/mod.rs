@@ -143,6 +143,27 @@
 //! judgement, open the manager (which recovers against the old store)
 //! before restoring, and follow steps 1 and 2.
 //!
+//! # A stalled journal
+//!
+//! A retryable failure of a journal write or fsync (a full disk, `EIO`)
+//! stalls the journal instead of ending it, as RocksDB's auto-resume does
+//! for retryable background errors: every record it accepted stays in
+//! memory, new ones are refused with the retryable
+//! [`Error::JournalStalled`], and
+//! [`FailureKind::JournalStalled`](crate::FailureKind::JournalStalled) is
+//! reported. [`TransactionRollbackManager::resume`] truncates the newest
+//! segment after its last durable record (a failed fsync may have dropped
+//! the bytes after it, and a second fsync would not say so), writes the
+//! kept records again and fsyncs; the
+//! [`AutoRecoveryManager`](crate::AutoRecoveryManager) runs it on its own
+//! (remedy `resume-journal`, making room first for a full disk) and, while
+//! the disk stays full, again after a backoff doubling from
+//! [`RESUME_BACKOFF_BASE`] to [`RESUME_BACKOFF_CAP`]. A commit acknowledged
+//! is durable; one refused by the stall is retried by the caller after the
+//! resume. A failure that is not retryable (`EROFS`, a deleted segment,
+//! durable records that no longer read back at the resume) poisons the
+//! journal ([`Error::Poisoned`]) as before.
+//!
 //! # Writing pages
 //!
 //! Rollback writes through a [`PageWriter`]: [`RawPages`] over a bare
@@ -213,6 +234,17 @@ use journal::{Journal, Record};
 use txns::{Counters, State, Status};
 use writer::read_for_change;
 
+/// When the stall began and when it is to be reported again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StallWatch {
+    pub(crate) since_ns: u64,
+    /// `u64::MAX`: reported, and no resume has failed since.
+    pub(crate) next_report_ns: u64,
+}
+
+/// Shared between the journal's stall hook and the manager.
+pub(crate) type SharedWatch = Arc<Mutex<Option<StallWatch>>>;
+
 /// Per-transaction undo with a durable journal, rollback, crash recovery,
 /// group commit and deadlock detection.
 ///
@@ -264,7 +296,7 @@ pub struct TransactionRollbackManager {
     counters: Counters,
     report: RecoveryReport,
     /// When the journal stalled and when that is to be reported again.
-    stall_watch: stall::SharedWatch,
+    stall_watch: SharedWatch,
 }
 
 impl fmt::Debug for TransactionRollbackManager {
@@ -322,7 +354,9 @@ impl TransactionRollbackManager {
     /// # Errors
     /// [`Error::RollbackLimit`] when `max_active_transactions` are active;
     /// [`Error::RestoreInProgress`] while a [`RestoreGuard`] lives;
-    /// [`Error::Poisoned`] after a journal write or fsync failed;
+    /// [`Error::JournalStalled`] while the journal is stalled (retry after
+    /// [`resume`](Self::resume)); [`Error::Poisoned`] after a journal write
+    /// or fsync failed for good;
     /// [`Error::Io`] when a new block of ids cannot be reserved;
     /// [`Error::IdSpaceExhausted`].
     pub fn begin(&self) -> Result<TxnId> {
@@ -366,7 +400,8 @@ impl TransactionRollbackManager {
     /// ([`PageWriter::usable_len`]); [`Error::PageOutOfRange`];
     /// [`Error::InvalidArgument`] for an empty before-image or an after-image
     /// of another length; [`Error::RollbackLimit`] past
-    /// `max_undo_bytes_per_txn`; [`Error::Poisoned`].
+    /// `max_undo_bytes_per_txn`; [`Error::JournalStalled`] (nothing was
+    /// recorded; retry after [`resume`](Self::resume)); [`Error::Poisoned`].
     pub fn record_undo(
         &self,
         txn: TxnId,
@@ -507,7 +542,9 @@ impl TransactionRollbackManager {
     /// callers share one fsync (group commit).
     ///
     /// # Errors
-    /// [`Error::Poisoned`] once a journal write or fsync has failed (sticky);
+    /// [`Error::JournalStalled`] while the journal is stalled by a retryable
+    /// write or fsync failure (call again after [`resume`](Self::resume));
+    /// [`Error::Poisoned`] once one has failed for good (sticky);
     /// [`Error::InvalidArgument`] for an LSN not handed out yet; a retryable
     /// timed-out [`Error::Io`] after `sync_wait_timeout` waiting for another
     /// thread's fsync.
@@ -529,7 +566,10 @@ impl TransactionRollbackManager {
     /// [`Error::UnknownTransaction`] / [`Error::TransactionNotActive`] (also
     /// for a commit after a rollback or after a completed commit, and for a
     /// blocked rollback); the timed-out [`Error::Io`] of
-    /// [`ensure_durable`](Self::ensure_durable); [`Error::Poisoned`] — then
+    /// [`ensure_durable`](Self::ensure_durable); [`Error::JournalStalled`] —
+    /// the commit is not acknowledged: call `commit` again after
+    /// [`resume`](Self::resume) (its record, if appended, is kept and made
+    /// durable by the resume); [`Error::Poisoned`] — then
     /// whether the commit survives a crash is unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
         self.check_open()?;

@@ -21,7 +21,7 @@ use super::journal::{
 };
 use super::txns::{BlockedTxn, Counters, State, Status, Txn};
 use super::writer::PageWriter;
-use super::{losers, stall, TransactionRollbackManager, TxnId};
+use super::{losers, stall, SharedWatch, TransactionRollbackManager, TxnId};
 
 /// A transaction rolled back at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub(super) fn open(
             ));
         })
     };
-    let stall_watch: stall::SharedWatch = Arc::default();
+    let stall_watch: SharedWatch = Arc::default();
     let on_stall = stall::stall_hook(sink.clone(), cfg.clock.clone(), stall_watch.clone());
     let journal = Journal::open(
         storage,

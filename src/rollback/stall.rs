@@ -25,15 +25,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, FailureSink, Source};
 
 use super::journal::StallHook;
-use super::TransactionRollbackManager;
-
+use super::{SharedWatch, StallWatch, TransactionRollbackManager};
 
 /// What a resume did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,17 +67,6 @@ pub struct JournalStall {
     pub pending_bytes: u64,
 }
 
-/// When the stall began and when it is to be reported again.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct StallWatch {
-    since_ns: u64,
-    /// `u64::MAX`: reported, and no resume has failed since.
-    next_report_ns: u64,
-}
-
-/// Shared between the journal's stall hook and the manager.
-pub(crate) type SharedWatch = Arc<Mutex<Option<StallWatch>>>;
-
 /// The evidence of a stall report.
 fn evidence(reason: &str, no_space: bool, failed_resumes: u32) -> String {
     let what = if no_space {
@@ -97,7 +83,11 @@ fn evidence(reason: &str, no_space: bool, failed_resumes: u32) -> String {
 
 /// The hook the journal calls when it stalls: reports once and starts the
 /// watch.
-pub(crate) fn stall_hook(sink: FailureSink, clock: Arc<dyn Clock>, watch: SharedWatch) -> StallHook {
+pub(crate) fn stall_hook(
+    sink: FailureSink,
+    clock: Arc<dyn Clock>,
+    watch: SharedWatch,
+) -> StallHook {
     Arc::new(move |reason: &str, no_space: bool| {
         let now = clock.now_ns();
         *watch.lock() = Some(StallWatch {
@@ -126,7 +116,8 @@ fn backoff(n: u32) -> Duration {
 }
 
 impl TransactionRollbackManager {
-    /// Resumes the undo journal after a stall (see [the contract](self)):
+    /// Resumes the undo journal after a stall (see
+    /// [a stalled journal](crate::rollback#a-stalled-journal)):
     /// re-validates the tail of its newest segment (truncating it right
     /// after the last durable record), rewrites from memory every record
     /// not yet durable, fsyncs, and accepts records again. Does nothing

@@ -225,11 +225,16 @@
 //!
 //! # Assumptions about the medium
 //!
-//! fsync means what it says; a failed fsync poisons the journal
-//! ([`Error::Poisoned`](crate::Error::Poisoned)) because the kernel may have
-//! dropped the dirty pages, and retrying would report durability that does
-//! not exist. Reopening re-reads what actually reached the disk (and fsyncs
-//! the newest segment before any mark claims its records). Bytes freed by a
+//! fsync means what it says. A failed fsync is never simply retried: the
+//! kernel may have dropped the dirty pages, and a second fsync would report
+//! durability that does not exist. A retryable failure (`EIO`, a full disk)
+//! stalls the journal ([`Error::JournalStalled`](crate::Error::JournalStalled)):
+//! it keeps every record that is not durable in memory, and a resume
+//! truncates the newest segment after its last durable record and writes
+//! them again before it fsyncs (the contract is in `writer/resume.rs`);
+//! any other failure poisons it ([`Error::Poisoned`](crate::Error::Poisoned)).
+//! Reopening re-reads what actually reached the disk (and fsyncs the newest
+//! segment before any mark claims its records). Bytes freed by a
 //! truncation do not come back after a crash (no stale blocks exposed in a
 //! file, as with ext4's default `data=ordered`).
 

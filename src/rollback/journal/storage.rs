@@ -60,8 +60,10 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     /// Makes every byte appended to the segment durable (fsync).
     ///
     /// # Errors
-    /// [`Error::Io`]: appended bytes may be lost. The journal never retries
-    /// a failed sync; it poisons itself.
+    /// [`Error::Io`]: appended bytes may be lost. The journal never merely
+    /// retries a failed sync: it stalls (or poisons itself), and a resume
+    /// truncates the segment after its last durable record and appends the
+    /// lost records again from memory.
     fn sync(&self, segment: u64) -> Result<()>;
 
     /// Cuts a segment to `len` bytes, durably.

@@ -55,8 +55,7 @@ use crate::worker::Notifier;
 mod commit;
 mod resume;
 
-use resume::Halt;
-pub(crate) use resume::{StallHook, StallInfo};
+pub(crate) use resume::StallInfo;
 
 const COMPONENT: &str = "undo journal";
 
@@ -85,6 +84,28 @@ pub(crate) struct JournalConfig {
 
 /// Called once when the journal poisons itself.
 pub(crate) type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Called with the reason and whether it is a lack of space, when the
+/// journal stalls (not again when a resume fails).
+pub(crate) type StallHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
+/// Why the journal refuses work: for good, or until a resume.
+enum Halt {
+    /// A failure after which the journal must not continue.
+    Poisoned(String),
+    /// A retryable failure: the records not yet durable are kept.
+    Stalled(Stall),
+}
+
+/// The state of a stalled journal.
+struct Stall {
+    reason: String,
+    no_space: bool,
+    /// Every record above the durable LSN that left the buffer, in order
+    /// (the buffer holds the rest).
+    chunks: Vec<Chunk>,
+    failed_resumes: u32,
+}
 
 impl std::fmt::Debug for JournalConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -67,7 +67,7 @@ use parking_lot::MutexGuard;
 use super::super::record::{decode_frame, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::super::recovery::SegMeta;
 use super::super::state::JournalState;
-use super::{poisoned_error, Chunk, Core, Inner, Journal, COMPONENT};
+use super::{poisoned_error, Chunk, Core, Halt, Inner, Journal, Stall, COMPONENT};
 use crate::error::{Error, Result};
 use crate::rollback::ResumeReport;
 use crate::types::Lsn;
@@ -75,24 +75,6 @@ use crate::types::Lsn;
 /// Most bytes the writer keeps of batches written without an fsync, for a
 /// resume to rewrite; a batch beyond it is written with an fsync.
 pub const UNSYNCED_KEEP_BYTES_MAX: usize = 64 << 20;
-
-/// Why the journal refuses work: for good, or until a resume.
-pub(super) enum Halt {
-    /// A failure after which the journal must not continue.
-    Poisoned(String),
-    /// A retryable failure: the records not yet durable are kept.
-    Stalled(Stall),
-}
-
-/// The state of a stalled journal.
-pub(super) struct Stall {
-    reason: String,
-    no_space: bool,
-    /// Every record above the durable LSN that left the buffer, in order
-    /// (the buffer holds the rest).
-    chunks: Vec<Chunk>,
-    failed_resumes: u32,
-}
 
 impl Halt {
     /// The error a refused call returns.
@@ -123,10 +105,6 @@ pub(crate) struct StallInfo {
     pub failed_resumes: u32,
     pub pending_bytes: u64,
 }
-
-/// Called with the reason and whether it is a lack of space, when the
-/// journal stalls (not again when a resume fails).
-pub(crate) type StallHook = std::sync::Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 /// `Some(no_space)` when `e` is a failure the journal can resume from.
 fn retryable(e: &Error) -> Option<bool> {
@@ -371,7 +349,9 @@ impl Journal {
         }
         let mut chunks = match g.poison.as_mut() {
             None => return Ok(ResumeReport::default()),
-            Some(Halt::Poisoned(_)) => return Err(poisoned_error(g.poison.as_ref().expect("some"))),
+            Some(Halt::Poisoned(_)) => {
+                return Err(poisoned_error(g.poison.as_ref().expect("some")))
+            }
             Some(Halt::Stalled(s)) => std::mem::take(&mut s.chunks),
         };
         chunks.append(&mut g.pending);
@@ -441,9 +421,18 @@ mod tests {
         assert_eq!(retryable(&io(30)), None, "EROFS");
         assert_eq!(retryable(&io(2)), None, "ENOENT");
         let kind = |k| Error::io("x", std::io::Error::from(k));
-        assert_eq!(retryable(&kind(std::io::ErrorKind::StorageFull)), Some(true));
+        assert_eq!(
+            retryable(&kind(std::io::ErrorKind::StorageFull)),
+            Some(true)
+        );
         assert_eq!(retryable(&kind(std::io::ErrorKind::TimedOut)), Some(false));
         assert_eq!(retryable(&kind(std::io::ErrorKind::NotFound)), None);
-        assert_eq!(retryable(&Error::Stopped { component: "x", reason: String::new() }), None);
+        assert_eq!(
+            retryable(&Error::Stopped {
+                component: "x",
+                reason: String::new()
+            }),
+            None
+        );
     }
 }
