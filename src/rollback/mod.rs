@@ -150,7 +150,7 @@
 //! for retryable background errors: every record it accepted stays in
 //! memory, new ones are refused with the retryable
 //! [`Error::JournalStalled`], and
-//! [`FailureKind::JournalStalled`](crate::FailureKind::JournalStalled) is
+//! [`FailureKind::JournalStalled`] is
 //! reported. [`TransactionRollbackManager::resume`] truncates the newest
 //! segment after its last durable record (a failed fsync may have dropped
 //! the bytes after it, and a second fsync would not say so), writes the

@@ -261,4 +261,4 @@ pub use writer::{JournalStats, TXN_ID_RESERVATION};
 
 pub(crate) use record::UNDO_FIXED_LEN;
 pub(crate) use recovery::SegMeta;
-pub(crate) use writer::{Journal, JournalConfig, PoisonHook, StallHook, StallInfo};
+pub(crate) use writer::{Journal, JournalConfig, PoisonHook, StallHook};

@@ -55,8 +55,6 @@ use crate::worker::Notifier;
 mod commit;
 mod resume;
 
-pub(crate) use resume::StallInfo;
-
 const COMPONENT: &str = "undo journal";
 
 /// How many transaction ids one durable reservation covers. A restart skips
