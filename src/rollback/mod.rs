@@ -759,6 +759,9 @@ impl TransactionRollbackManager {
     /// # Errors
     /// [`Error::Poisoned`] when the journal cannot be made durable: its
     /// flush failed, panicked, or did not finish within the stop timeout.
+    /// [`Error::JournalStalled`] when the journal is stalled: what it kept
+    /// in memory is then treated like a crash at the next open (call
+    /// [`resume`](Self::resume) before `stop` to keep it).
     pub fn stop(&self) -> Result<()> {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
