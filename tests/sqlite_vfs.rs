@@ -391,12 +391,20 @@ const CHILD_BASE: i64 = 100_000;
 fn crash_child() {
     let db = PathBuf::from(std::env::var(CHILD_DB).expect("started by the crash test"));
     let mode = std::env::var(CHILD_MODE).unwrap();
+    let sync = std::env::var(CHILD_SYNC).unwrap();
+    assert!(sync == "FULL" || sync == "OFF", "synchronous = {sync}");
     let vfs = register("child", SqliteConfig::new());
     let c = open(&db, &vfs);
     c.execute_batch(&format!(
-        "PRAGMA journal_mode = {mode}; PRAGMA synchronous = FULL"
+        "PRAGMA journal_mode = {mode}; PRAGMA synchronous = {sync}"
     ))
     .unwrap();
+    let applied: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        applied,
+        if sync == "OFF" { 0 } else { 2 },
+        "synchronous = {sync}"
+    );
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
