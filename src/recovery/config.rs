@@ -122,6 +122,13 @@ impl fmt::Debug for RecoveryConfig {
 /// Recovery threads at most.
 pub const MAX_CONCURRENT_RECOVERIES: usize = 64;
 
+/// Unread failures the shared bus may be configured to hold at most (its
+/// slots are allocated when the manager is built).
+pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+
+/// Open incidents the queue may be configured to hold at most.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 impl RecoveryConfig {
     /// A manager over `store`, keeping its files in `dir` (the run marker,
     /// the undo journal in `dir/journal`, the learned records, the open
@@ -328,7 +335,8 @@ impl RecoveryConfig {
         self
     }
 
-    /// Open incidents held at most (default 4 096); beyond it failures are
+    /// Open incidents held at most (default 4 096; 1 to
+    /// [`MAX_QUEUE_CAPACITY`]); beyond it failures are
     /// counted as overflow and pages are found again by an error-only
     /// rescan.
     pub fn queue_capacity(mut self, n: usize) -> Self {
@@ -336,7 +344,8 @@ impl RecoveryConfig {
         self
     }
 
-    /// Unread failures the shared bus holds (default 16 384); beyond it the
+    /// Unread failures the shared bus holds (default 16 384; 1 to
+    /// [`MAX_BUS_CAPACITY`], allocated when the manager is built); beyond it the
     /// bus counts drops (see [`FailureSink`](crate::FailureSink)).
     pub fn bus_capacity(mut self, n: usize) -> Self {
         self.bus_capacity = n;
@@ -394,7 +403,8 @@ impl RecoveryConfig {
 
     /// How often the manager's own threads (the dispatcher, the recovery
     /// threads) may be restarted after a panic: at most `max_restarts`
-    /// within `period`, all of them together (default 3 in 60 s). Beyond
+    /// within `period`, all of them together (default 3 in 60 s; 1 to
+    /// [`MAX_RESTARTS`](crate::healer::MAX_RESTARTS)). Beyond
     /// it a thread that dies is not restarted and its death is escalated.
     pub fn thread_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
         self.thread_restarts = (max_restarts, period);
@@ -454,14 +464,18 @@ impl RecoveryConfig {
                 ),
             ));
         }
-        for (field, n) in [
-            ("queue_capacity", self.queue_capacity),
-            ("bus_capacity", self.bus_capacity),
+        for (field, n, max) in [
+            ("queue_capacity", self.queue_capacity, MAX_QUEUE_CAPACITY),
+            ("bus_capacity", self.bus_capacity, MAX_BUS_CAPACITY),
         ] {
-            if n == 0 {
-                return Err(Error::config(field, "is 0; give at least 1"));
+            if n == 0 || n > max {
+                return Err(Error::config(
+                    field,
+                    format!("is {n}; give 1 to {max}"),
+                ));
             }
         }
+        crate::healer::RestartIntensity::new(self.thread_restarts.0, self.thread_restarts.1)?;
         for (field, d) in [
             ("aging", self.aging),
             ("approval_timeout", self.approval_timeout),
@@ -526,6 +540,16 @@ mod tests {
         );
         assert_eq!(field(c().queue_capacity(0)), "queue_capacity");
         assert_eq!(field(c().bus_capacity(0)), "bus_capacity");
+        assert_eq!(field(c().bus_capacity(usize::MAX)), "bus_capacity");
+        assert_eq!(
+            field(c().bus_capacity(MAX_BUS_CAPACITY + 1)),
+            "bus_capacity"
+        );
+        assert_eq!(field(c().queue_capacity(usize::MAX)), "queue_capacity");
+        assert_eq!(
+            field(c().thread_restarts(u32::MAX, Duration::from_secs(1))),
+            "max_restarts"
+        );
         assert_eq!(field(c().aging(Duration::ZERO)), "aging");
         assert_eq!(field(c().rto(Priority::P2, Duration::ZERO)), "rto");
         assert_eq!(field(c().mode(Mode::Approve)), "approval");

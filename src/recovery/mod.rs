@@ -36,8 +36,11 @@
 //!   incident as soon as one closes (no second read of the page); a page
 //!   beyond the backlog is found again by an error-only rescan (the
 //!   detector's suspect pages rechecked) once the queue has room. A
-//!   failure of another target beyond the bound is counted and logged, not
-//!   queued. The bus itself is bounded too
+//!   failure of another target (a component, a metric, a process: reported
+//!   once per episode, found by no rescan) is held, one per target (repeats
+//!   coalesce), for at most 256 targets, and opens its incident before the
+//!   backlog's pages as soon as one closes; only one beyond that bound is
+//!   counted, logged and lost. The bus itself is bounded too
 //!   ([`RecoveryStats::bus_dropped`]).
 //! - **Heal on read** ([`heal_on_read`](RecoveryConfig::heal_on_read),
 //!   default on, never in Observe mode): a verified read through the
@@ -159,9 +162,10 @@ use crate::snapshot::StateSnapshotManager;
 use crate::types::{FailureSink, Priority};
 
 pub use config::{
-    ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_CONCURRENT_RECOVERIES,
+    ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_BUS_CAPACITY,
+    MAX_CONCURRENT_RECOVERIES, MAX_QUEUE_CAPACITY,
 };
-pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS};
+pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS, MAX_SUBSCRIPTION_CAPACITY};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
 
@@ -365,8 +369,9 @@ impl AutoRecoveryManager {
     /// [`Subscription`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero capacity or when
-    /// [`MAX_SUBSCRIBERS`] subscriptions are held.
+    /// [`Error::InvalidArgument`] for a zero capacity, one above
+    /// [`MAX_SUBSCRIPTION_CAPACITY`], or when [`MAX_SUBSCRIBERS`]
+    /// subscriptions are held.
     pub fn subscribe(&self, capacity: usize) -> Result<Subscription> {
         self.inner.events.subscribe(capacity)
     }

@@ -480,7 +480,7 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
         Offer::Backlogged => {
             drop(t);
             metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::debug!(%target, "incident queue full: the page waits in the backlog");
+            tracing::debug!(%target, "incident queue full: the failure waits for room");
             inner.events.emit(&RecoveryEvent::Overflowed { target });
         }
     }
