@@ -306,7 +306,7 @@ impl RecoveryConfig {
     }
 
     /// The host's approval for [`Mode::Approve`], and how long an answer may
-    /// take (default: none, 30 s).
+    /// take on the manager's [`clock`](Self::clock) (default: none, 30 s).
     pub fn approval(mut self, callback: ApprovalCallback, timeout: Duration) -> Self {
         self.approval = Some(callback);
         self.approval_timeout = timeout;
@@ -314,7 +314,7 @@ impl RecoveryConfig {
     }
 
     /// Remedies that run without approval in [`Mode::Approve`] (default:
-    /// none). Checked against the healer's remedies at `start`.
+    /// none). Checked against the healer's remedies at `build`.
     pub fn allow_without_approval(mut self, remedies: &[&str]) -> Self {
         self.allow.extend(remedies.iter().map(|s| (*s).to_string()));
         self
@@ -504,6 +504,20 @@ impl RecoveryConfig {
                 "periodic snapshots need a snapshot configuration; give one with RecoveryConfig::snapshots",
             ));
         }
+        // The healer is built at `start` (it acts through the components
+        // started there), but its configuration and the allow-list are
+        // checked now.
+        let names = self.healer.remedy_names_checked()?;
+        let mut allow: Vec<&String> = self.allow.iter().collect();
+        allow.sort();
+        if let Some(unknown) = allow.into_iter().find(|n| !names.contains(n)) {
+            return Err(Error::config(
+                "allow_without_approval",
+                format!(
+                    "names {unknown:?}, which no remedy is called; name one of the healer's remedies ({names:?})"
+                ),
+            ));
+        }
         if self.dir.is_file() {
             return Err(Error::config(
                 "dir",
@@ -546,6 +560,18 @@ mod tests {
             "bus_capacity"
         );
         assert_eq!(field(c().queue_capacity(usize::MAX)), "queue_capacity");
+        assert_eq!(
+            field(c().allow_without_approval(&["no-such-remedy"])),
+            "allow_without_approval"
+        );
+        assert_eq!(
+            field(c().healer(HealerConfig::new().max_attempts(0))),
+            "max_attempts"
+        );
+        assert!(c()
+            .allow_without_approval(&["repair-from-replicas"])
+            .validate()
+            .is_ok());
         assert_eq!(
             field(c().thread_restarts(u32::MAX, Duration::from_secs(1))),
             "max_restarts"

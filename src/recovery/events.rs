@@ -16,6 +16,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::healer::EscalationReport;
 use crate::types::{Priority, Target};
 
 /// Subscriptions held at once at most.
@@ -64,12 +65,18 @@ pub enum RecoveryEvent {
         /// Whether that was within its priority's RTO.
         within_rto: bool,
     },
-    /// Nothing healed it: one report went to the host.
+    /// Nothing healed it: one report went to the host — the one handed
+    /// to the escalation callback, if the host set one
+    /// ([`HealerConfig::on_escalation`](crate::healer::HealerConfig::on_escalation)).
     Escalated {
         /// The incident.
         id: u64,
-        /// Why.
+        /// Why (the report's `reason`).
         reason: String,
+        /// The report: the diagnosis, every remedy tried with its outcome
+        /// and evidence, the failures. `None` only for an incident closed
+        /// without one.
+        report: Option<Arc<EscalationReport>>,
     },
     /// The incident's page was taken into the page-set incident `into`
     /// (page failures of one diagnosis that arrive together are healed as

@@ -52,7 +52,8 @@
 //!   reads again. Reads inside a remedy never heal on read.
 //! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
-//!   allow-list, and no answer within the timeout is a no;
+//!   allow-list, and no answer within the timeout (on the manager's
+//!   clock) is a no;
 //!   [`Mode::Automatic`] acts.
 //! - **Events never block recovery**: a slow subscriber loses events,
 //!   counted ([`Subscription::dropped`]).
@@ -124,7 +125,7 @@
 //! | `selfheal_failures_overflowed_total` | counter | failures | — |
 //! | `selfheal_remedy_attempts_total` | counter | attempts | `remedy`, `outcome` (`healed`/`failed`) |
 //! | `selfheal_recovery_duration_seconds` | histogram | seconds, detection to verified heal | `priority` |
-//! | `selfheal_rto_total` | counter | healed incidents | `priority`, `met` (`yes`/`no`) |
+//! | `selfheal_rto_total` | counter | healed and escalated incidents (an escalation is a miss) | `priority`, `met` (`yes`/`no`) |
 //! | `selfheal_incidents_open` | gauge | incidents | — |
 //! | `selfheal_health_score` | gauge | score 0–100 | — |
 //!
@@ -197,7 +198,9 @@ impl RecoveryConfig {
     /// nothing is recovered until [`AutoRecoveryManager::start`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad setting (named by `field`); the
+    /// [`Error::InvalidConfig`] for a bad setting (named by `field`), the
+    /// healer's configuration included (checked here, though the healer is
+    /// built at `start`) and an allow-list naming no remedy; the
     /// components' own configuration errors; [`Error::Io`] when `dir`
     /// cannot be created; the run marker's lock error when another manager
     /// uses `dir`.
@@ -331,9 +334,8 @@ impl AutoRecoveryManager {
     /// module docs) and returns what startup recovery found.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when already started (or stopped);
-    /// [`Error::InvalidConfig`] for an allow-list naming no remedy, or the
-    /// healer's configuration errors; the rollback manager's open errors
+    /// [`Error::InvalidArgument`] when already started (or stopped); the
+    /// rollback manager's open errors
     /// (journal damage its recovery mode refuses, I/O); [`Error::Io`] when
     /// a thread cannot be spawned. On an error nothing is left running.
     pub fn start(&self) -> Result<StartupReport> {
@@ -376,12 +378,14 @@ impl AutoRecoveryManager {
         self.inner.events.subscribe(capacity)
     }
 
-    /// The counters, MTTR, RTO compliance and per-remedy success so far.
+    /// The counters, MTTR, RTO compliance and per-remedy success so far
+    /// (walks the open incidents, to count those past their RTO).
     #[must_use]
     pub fn stats(&self) -> RecoveryStats {
         let mut s = self.inner.tally.lock().stats.clone();
         let q = self.inner.queue.lock();
         s.open = q.len() as u64;
+        s.open_past_rto = q.past_rto(self.inner.clock.now_ns(), &self.inner.rto);
         s.overflowed = q.overflowed;
         drop(q);
         s.bus_dropped = self.inner.sink.dropped();

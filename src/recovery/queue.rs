@@ -511,6 +511,18 @@ impl IncidentQueue {
         n
     }
 
+    /// Open incidents whose first failure was detected longer ago than
+    /// their priority's RTO (`rto`, P0 first) at `now_ns`.
+    pub(crate) fn past_rto(&self, now_ns: u64, rto: &[std::time::Duration; 4]) -> u64 {
+        self.open
+            .values()
+            .filter(|e| {
+                let age = now_ns.saturating_sub(e.first.detected_at_ns);
+                u128::from(age) > rto[level(e.priority)].as_nanos()
+            })
+            .count() as u64
+    }
+
     /// The open incidents not running, for persisting: `(id, first failure)`.
     pub(crate) fn snapshot(&self) -> Vec<(u64, Failure)> {
         let mut v: Vec<(u64, Failure)> = self
@@ -695,6 +707,21 @@ mod tests {
         }
         assert_eq!(q.offer(dead("one-too-many"), 0), Offer::Overflow);
         assert_eq!(q.offer(dead("c0"), 0), Offer::Backlogged, "still coalesces");
+    }
+
+    #[test]
+    fn incidents_open_longer_than_their_rto_are_counted() {
+        use std::time::Duration;
+        let rto = [1_000, 2_000, 3_000, 4_000].map(Duration::from_nanos);
+        let mut q = IncidentQueue::new(8, 1_000, 1);
+        q.offer(page(1), 0); // P0, detected at 0
+        q.offer(metric("m", 2), 0); // P3
+        assert_eq!(q.past_rto(1_000, &rto), 0, "at its RTO is not past it");
+        assert_eq!(q.past_rto(1_001, &rto), 1);
+        assert_eq!(q.past_rto(4_001, &rto), 2);
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        assert_eq!(q.past_rto(4_001, &rto), 1, "a closed one is judged by its close");
     }
 
     #[test]

@@ -533,7 +533,7 @@ pub(super) fn sync_audit(inner: &Inner) {
 pub(super) fn save(inner: &Inner) {
     inner.dirty.store(false, Ordering::Relaxed);
     let open = inner.queue.lock().snapshot();
-    if let Err(e) = persist::save(&inner.incidents_path, &open) {
+    if let Err(e) = persist::save(&inner.incidents_path, &open, inner.clock.now_ns()) {
         inner.dirty.store(true, Ordering::Relaxed);
         tracing::warn!(error = %e, "saving the open incidents");
     }
@@ -754,6 +754,7 @@ fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
                 .escalation
                 .as_ref()
                 .map_or_else(String::new, |r| r.reason.clone()),
+            report: inc.escalation.clone().map(Arc::new),
         },
     };
     tracing::info!(outcome = inc.outcome.as_str(), "incident closed");
