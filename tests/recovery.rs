@@ -230,6 +230,49 @@ fn an_allow_list_naming_no_remedy_or_a_bad_healer_is_a_typed_error_at_build() {
 }
 
 #[test]
+fn the_audit_logs_sizes_are_configured_and_checked_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn PageStore> = Arc::new(MemStore::new(PS, 4).unwrap());
+    let cfg = || RecoveryConfig::new(store.clone(), dir.path()).without_scrub();
+    assert!(matches!(
+        cfg().audit_bytes(1_000, 1 << 20).build(),
+        Err(selfheal::Error::InvalidConfig {
+            field: "segment_bytes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        cfg().audit_bytes(64 << 10, 100 << 10).build(),
+        Err(selfheal::Error::InvalidConfig {
+            field: "max_bytes",
+            ..
+        })
+    ));
+    // A small log: many records roll over its 4 KiB segments, and no more
+    // than its 16 KiB are kept.
+    let m = cfg().audit_bytes(4 << 10, 16 << 10).build().unwrap();
+    m.start().unwrap();
+    for i in 0..200 {
+        m.failure_sink().send(selfheal::Failure::new(
+            Source::Host,
+            FailureKind::Anomaly {
+                metric: Arc::from(format!("metric-{i}").as_str()),
+            },
+            "z = 9.1",
+            0,
+        ));
+    }
+    assert!(m.wait_idle(IDLE));
+    m.stop().unwrap();
+    let kept: u64 = std::fs::read_dir(dir.path().join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept > 4 << 10, "segments rolled: {kept} bytes");
+    assert!(kept <= (16 << 10) + (4 << 10), "{kept} bytes kept");
+}
+
+#[test]
 fn the_approval_deadline_is_on_the_managers_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
@@ -265,8 +308,10 @@ fn the_approval_deadline_is_on_the_managers_clock() {
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     assert_eq!(all_bytes(raw.as_ref()), before);
     let incs = m.incidents();
-    assert!(incs[0].attempts.iter().all(|a| a.outcome
-        == selfheal::healer::AttemptOutcome::Skipped(SkipReason::NotApproved)));
+    assert!(incs[0]
+        .attempts
+        .iter()
+        .all(|a| a.outcome == selfheal::healer::AttemptOutcome::Skipped(SkipReason::NotApproved)));
     answer.store(true, Ordering::SeqCst);
     m.stop().unwrap();
 }
@@ -579,6 +624,74 @@ fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
         std::thread::sleep(Duration::from_millis(50));
         assert!(m.wait_idle(IDLE));
         assert!(!saw_loser.load(Ordering::SeqCst));
+        m.stop().unwrap();
+    }
+}
+
+/// Observe mode's one exception, byte for byte: startup recovery rolls back
+/// the crashed transaction's page; nothing else in the store changes, a
+/// corrupt page found by the scrub included.
+#[test]
+fn observe_mode_changes_nothing_but_the_startup_rollback_of_crash_losers() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(CrashDir::new());
+        let store = Arc::new(CrashStore::new(PS, 8).unwrap());
+        let m = RecoveryConfig::new(store.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal.clone()))
+            .without_scrub()
+            .build()
+            .unwrap();
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        for p in 0..8 {
+            m.detector()
+                .write_sealed(PageId(p), &mut page(p as u8 + 1))
+                .unwrap();
+        }
+        store.sync().unwrap();
+        let committed = bytes(store.as_ref(), 2);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(2), 200, b"in flight at the crash")
+            .unwrap();
+        store.sync().unwrap();
+        let store2 = Arc::new(store.crash(None));
+        let journal2 = Arc::new(journal.crash(0));
+        drop(rb);
+        drop(m);
+        // Page 5 rots while the engine is down.
+        let mut rotten = bytes(store2.as_ref(), 5);
+        rotten[300] ^= 0x10;
+        store2.write_page(PageId(5), &rotten).unwrap();
+        let before = all_bytes(store2.as_ref());
+        let m = RecoveryConfig::new(store2.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal2))
+            .scrub(ScrubConfig::new().unlimited().single_pass())
+            .mode(Mode::Observe)
+            .build()
+            .unwrap();
+        let r = m.start().unwrap();
+        assert_eq!(r.rollback.rolled_back.len(), 1);
+        let deadline = Instant::now() + IDLE;
+        while m.stats().observed < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(m.wait_idle(IDLE));
+        let after = all_bytes(store2.as_ref());
+        for p in 0..8 {
+            if p == 2 {
+                assert_eq!(after[p], committed, "the loser is rolled back");
+            } else {
+                assert_eq!(after[p], before[p], "page {p} is untouched");
+            }
+        }
+        let s = m.stats();
+        assert_eq!((s.recovered, s.escalated), (0, 0), "{s:?}");
+        assert!(m.incidents().iter().any(
+            |i| i.target == selfheal::Target::Page(PageId(5)) && i.outcome == Outcome::Observed
+        ));
         m.stop().unwrap();
     }
 }

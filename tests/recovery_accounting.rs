@@ -172,7 +172,11 @@ fn a_resumed_incident_keeps_its_age_on_the_next_runs_clock() {
         // Open past its RTO (P0: 30 s): a miss already.
         clock.advance(Duration::from_secs(10));
         let s = m.stats();
-        assert_eq!((s.open_past_rto, s.rto_compliance()), (1, Some(0.5)), "{s:?}");
+        assert_eq!(
+            (s.open_past_rto, s.rto_compliance()),
+            (1, Some(0.5)),
+            "{s:?}"
+        );
         m.stop().unwrap();
         drop(m);
         // The next process: its clock has another origin, and reads less
@@ -209,7 +213,10 @@ fn a_resumed_incident_keeps_its_age_on_the_next_runs_clock() {
         assert!(!pm.rto_met);
         let last = pm.timeline.last().unwrap();
         assert_eq!(last.offset_ms, 35_000, "{:#?}", pm.timeline);
-        assert!(pm.timeline.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms));
+        assert!(pm
+            .timeline
+            .windows(2)
+            .all(|w| w[0].offset_ms <= w[1].offset_ms));
         m.stop().unwrap();
     }
 }

@@ -376,10 +376,7 @@ mod tests {
                 "failure_rate_threshold",
             ),
             (BreakerConfig::new().window_size(0), "window_size"),
-            (
-                BreakerConfig::new().window_size(usize::MAX),
-                "window_size",
-            ),
+            (BreakerConfig::new().window_size(usize::MAX), "window_size"),
             (
                 BreakerConfig::new().window_size(MAX_WINDOW_SIZE + 1),
                 "window_size",

@@ -26,7 +26,10 @@ use crate::types::{Lsn, Priority, Target};
 #[non_exhaustive]
 pub enum Mode {
     /// Diagnose, plan and report; change nothing (incidents close
-    /// `Observed`). For trying the manager on production first.
+    /// `Observed`). For trying the manager on production first. One
+    /// exception: startup recovery still rolls back the undo journal's
+    /// losers (transactions in flight at a crash), as opening the journal
+    /// does without the manager — see the manager's "Modes".
     Observe,
     /// Every remedy asks the host's approval callback first (an answer not
     /// given within the timeout is a no), except those on the allow-list.
@@ -104,6 +107,8 @@ pub struct RecoveryConfig {
     pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
     pub(super) audit_sync: Duration,
     pub(super) audit_storage: Option<Arc<dyn TableStorage>>,
+    /// The audit log's segment size and total size, in bytes.
+    pub(super) audit_bytes: (u64, u64),
     pub(super) heal_on_read: bool,
 }
 
@@ -140,7 +145,8 @@ impl RecoveryConfig {
     /// 30 s; RTOs P0 30 s, P1 2 min, P2 5 min, P3 1 h; 2 recovery threads;
     /// 4 096 open incidents; a bus of 16 384 failures; aging 30 s per
     /// level; drain 10 s and join 5 s at stop; the system clock; seed 0;
-    /// audit log on, synced at most every 20 ms; the last 1 024 closed
+    /// audit log on, synced at most every 20 ms, in 4 MiB segments and
+    /// 64 MiB in all; the last 1 024 closed
     /// incidents kept; heal on read on.
     pub fn new(store: Arc<dyn PageStore>, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
@@ -183,6 +189,7 @@ impl RecoveryConfig {
             snapshot_gate: None,
             audit_sync: Duration::from_millis(20),
             audit_storage: None,
+            audit_bytes: (4 << 20, 64 << 20),
             heal_on_read: true,
             dir,
         }
@@ -423,6 +430,17 @@ impl RecoveryConfig {
         self
     }
 
+    /// The audit log's segment size and the most bytes it keeps (older
+    /// segments are removed beyond it); default 4 MiB and 64 MiB. As
+    /// [`AuditConfig::segment_bytes`](crate::audit::AuditConfig::segment_bytes)
+    /// and [`max_bytes`](crate::audit::AuditConfig::max_bytes): a segment
+    /// of at least 4 KiB, and at least two segments in all, checked at
+    /// `build`.
+    pub fn audit_bytes(mut self, segment_bytes: u64, max_bytes: u64) -> Self {
+        self.audit_bytes = (segment_bytes, max_bytes);
+        self
+    }
+
     /// Where the audit log's segments are kept (default: `dir/audit`). A
     /// test hands a crash-simulating storage here.
     pub fn audit_storage(mut self, storage: Arc<dyn TableStorage>) -> Self {
@@ -469,10 +487,7 @@ impl RecoveryConfig {
             ("bus_capacity", self.bus_capacity, MAX_BUS_CAPACITY),
         ] {
             if n == 0 || n > max {
-                return Err(Error::config(
-                    field,
-                    format!("is {n}; give 1 to {max}"),
-                ));
+                return Err(Error::config(field, format!("is {n}; give 1 to {max}")));
             }
         }
         crate::healer::RestartIntensity::new(self.thread_restarts.0, self.thread_restarts.1)?;

@@ -218,7 +218,10 @@ mod tests {
                 Err(Error::InvalidArgument { what, reason }) => {
                     assert_eq!(what, "capacity");
                     assert!(reason.contains(&capacity.to_string()), "{reason}");
-                    assert!(reason.contains(&MAX_SUBSCRIPTION_CAPACITY.to_string()), "{reason}");
+                    assert!(
+                        reason.contains(&MAX_SUBSCRIPTION_CAPACITY.to_string()),
+                        "{reason}"
+                    );
                 }
                 other => panic!("capacity {capacity}: {other:?}"),
             }

@@ -20,8 +20,10 @@
 //!   page those transactions touched (a page that fails is fenced and
 //!   becomes an incident); only then do the scrubber, crash watchdog,
 //!   health monitor and periodic snapshots start. Startup recovery runs in
-//!   every mode: it is part of opening the journal, and leaving a crashed
-//!   transaction's bytes in place would leave the store inconsistent.
+//!   every mode, [`Mode::Observe`] included: it is part of opening the
+//!   journal (the rollback manager has no mode that opens it and leaves
+//!   its losers in place), and leaving a crashed transaction's bytes in
+//!   place would leave the store inconsistent.
 //! - **One incident per target.** A failure about a target with an open
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
@@ -50,7 +52,14 @@
 //!   recovery thread — and returns the good bytes; a reader whose page
 //!   another thread is healing waits for that incident (at most 5 s) and
 //!   reads again. Reads inside a remedy never heal on read.
-//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
+//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing
+//!   in the store, with one exception: startup recovery's rollback of the
+//!   journal's losers — the pages of transactions in flight at a crash get
+//!   their before-images back, as they would without the manager (the
+//!   rollback manager does it when it opens its journal). No incident is
+//!   acted on, no page is repaired, no host action is called. The manager
+//!   writes its own files (run marker, journal, incidents, learned
+//!   records, suspects, audit log) in every mode;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
 //!   allow-list, and no answer within the timeout (on the manager's
 //!   clock) is a no;
@@ -257,6 +266,8 @@ impl AutoRecoveryManager {
         };
         let audit = if cfg.audit {
             let ac = AuditConfig::new()
+                .segment_bytes(cfg.audit_bytes.0)
+                .max_bytes(cfg.audit_bytes.1)
                 .clock(clock.clone())
                 .sync_every_append(cfg.audit_sync.is_zero());
             Some(Arc::new(match cfg.audit_storage.take() {

@@ -721,7 +721,11 @@ mod tests {
         assert_eq!(q.past_rto(4_001, &rto), 2);
         let t = q.pop().unwrap();
         q.finish(&t.target);
-        assert_eq!(q.past_rto(4_001, &rto), 1, "a closed one is judged by its close");
+        assert_eq!(
+            q.past_rto(4_001, &rto),
+            1,
+            "a closed one is judged by its close"
+        );
     }
 
     #[test]
