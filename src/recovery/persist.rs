@@ -25,7 +25,7 @@
 //!
 //! **Times across a restart.** A clock's readings mean nothing to the
 //! next process (the system clock counts from its own process's start), so
-//! the file keeps each incident's age, and [`load`] rebases it onto the
+//! the file keeps each incident's age, and loading rebases it onto the
 //! reading clock: detected at `now − age`. Time to heal, MTTR, RTO
 //! compliance and the postmortem's offsets of a resumed incident then
 //! count the time it was open under the previous run, not the downtime
