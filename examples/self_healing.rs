@@ -342,7 +342,7 @@ fn run(seconds: u64, mode: Mode) -> Result<Vec<String>, String> {
         stats.mttr.map_or("-".into(), |d| format!("{d:.1?}")),
         stats
             .rto_compliance()
-            .map_or("-".into(), |r| format!("{:.0} % of healed incidents", 100.0 * r)),
+            .map_or("-".into(), |r| format!("{:.0} % of healed, escalated and overdue incidents", 100.0 * r)),
         commits.load(Ordering::Relaxed),
         aborts.load(Ordering::Relaxed),
     );

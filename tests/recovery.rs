@@ -196,20 +196,124 @@ fn approve_mode_acts_only_with_approval() {
 }
 
 #[test]
-fn an_allow_list_naming_no_remedy_is_a_typed_error_at_start() {
+fn an_allow_list_naming_no_remedy_or_a_bad_healer_is_a_typed_error_at_build() {
     let dir = tempfile::tempdir().unwrap();
-    let (_raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 4, dir.path(), |c| {
-        c.mode(Mode::Approve)
+    let store: Arc<dyn PageStore> = Arc::new(MemStore::new(PS, 4).unwrap());
+    let cfg = || {
+        RecoveryConfig::new(store.clone(), dir.path())
+            .mode(Mode::Approve)
             .approval(Arc::new(|_: &ApprovalRequest| true), Duration::from_secs(1))
-            .allow_without_approval(&["no-such-remedy"])
-    });
+    };
+    match cfg().allow_without_approval(&["no-such-remedy"]).build() {
+        Err(selfheal::Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "allow_without_approval");
+            assert!(reason.contains("no-such-remedy"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
-        m.start(),
+        cfg()
+            .healer(selfheal::healer::HealerConfig::new().max_attempts(0))
+            .build(),
         Err(selfheal::Error::InvalidConfig {
-            field: "allow_without_approval",
+            field: "max_attempts",
             ..
         })
     ));
+    // Nothing was left behind that stops a good configuration.
+    let m = cfg()
+        .allow_without_approval(&["repair-from-replicas"])
+        .build()
+        .unwrap();
+    m.start().unwrap();
+    m.stop().unwrap();
+}
+
+#[test]
+fn the_audit_logs_sizes_are_configured_and_checked_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn PageStore> = Arc::new(MemStore::new(PS, 4).unwrap());
+    let cfg = || RecoveryConfig::new(store.clone(), dir.path()).without_scrub();
+    assert!(matches!(
+        cfg().audit_bytes(1_000, 1 << 20).build(),
+        Err(selfheal::Error::InvalidConfig {
+            field: "segment_bytes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        cfg().audit_bytes(64 << 10, 100 << 10).build(),
+        Err(selfheal::Error::InvalidConfig {
+            field: "max_bytes",
+            ..
+        })
+    ));
+    // A small log: many records roll over its 4 KiB segments, and no more
+    // than its 16 KiB are kept.
+    let m = cfg().audit_bytes(4 << 10, 16 << 10).build().unwrap();
+    m.start().unwrap();
+    for i in 0..200 {
+        m.failure_sink().send(selfheal::Failure::new(
+            Source::Host,
+            FailureKind::Anomaly {
+                metric: Arc::from(format!("metric-{i}").as_str()),
+            },
+            "z = 9.1",
+            0,
+        ));
+    }
+    assert!(m.wait_idle(IDLE));
+    m.stop().unwrap();
+    let kept: u64 = std::fs::read_dir(dir.path().join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept > 4 << 10, "segments rolled: {kept} bytes");
+    assert!(kept <= (16 << 10) + (4 << 10), "{kept} bytes kept");
+}
+
+#[test]
+fn the_approval_deadline_is_on_the_managers_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let c2 = clock.clone();
+    let answer = Arc::new(AtomicBool::new(false));
+    let a2 = answer.clone();
+    let (raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 8, dir.path(), move |c| {
+        c.clock(Arc::new(c2)).mode(Mode::Approve).approval(
+            // A person who never answers (until the test ends).
+            Arc::new(move |_: &ApprovalRequest| {
+                while !a2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                true
+            }),
+            Duration::from_secs(30),
+        )
+    });
+    damage(&raw, 3);
+    let before = all_bytes(raw.as_ref());
+    m.start().unwrap();
+    read_finds(&m, 3);
+    // 30 s of the manager's clock pass in a moment of real time: the
+    // request is a no, and the incident is escalated untouched.
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(20);
+    while m.stats().escalated == 0 && Instant::now() < deadline {
+        clock.advance(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = m.stats();
+    assert_eq!(s.escalated, 1, "{s:?}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert_eq!(all_bytes(raw.as_ref()), before);
+    let incs = m.incidents();
+    assert!(incs[0]
+        .attempts
+        .iter()
+        .all(|a| a.outcome == selfheal::healer::AttemptOutcome::Skipped(SkipReason::NotApproved)));
+    answer.store(true, Ordering::SeqCst);
+    m.stop().unwrap();
 }
 
 #[test]
@@ -261,6 +365,110 @@ fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
         let s = m.stats();
         assert_eq!(s.recovered, 40, "{s:?}");
         assert!(s.rescans >= 1);
+        m.stop().unwrap();
+    }
+}
+
+/// Restarts a dead component (a host's restart that always works).
+#[derive(Debug)]
+struct RestartWorks;
+
+impl selfheal::healer::Remedy for RestartWorks {
+    fn name(&self) -> &str {
+        "restart-works"
+    }
+    fn applies_to(&self, problem: &selfheal::healer::Problem) -> bool {
+        *problem == selfheal::healer::Problem::COMPONENT_DEAD
+    }
+    fn execute(
+        &self,
+        _: &selfheal::healer::RemedyContext,
+        _: &selfheal::healer::Case<'_>,
+    ) -> selfheal::Result<selfheal::healer::Applied> {
+        Ok(selfheal::healer::Applied::new("restarted"))
+    }
+    fn verify(
+        &self,
+        _: &selfheal::healer::RemedyContext,
+        _: &selfheal::healer::Case<'_>,
+        _: &selfheal::healer::Applied,
+    ) -> selfheal::Result<selfheal::healer::Verified> {
+        Ok(selfheal::healer::Verified::healed("beating again"))
+    }
+}
+
+#[test]
+fn a_component_death_beyond_the_bound_is_held_and_healed_once_the_queue_drains() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let r2 = release.clone();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), move |c| {
+            c.queue_capacity(2)
+                .max_concurrent_recoveries(1)
+                .healer(
+                    selfheal::healer::HealerConfig::new()
+                        .remedy(Arc::new(RestartWorks))
+                        .cold_start_order(
+                            selfheal::healer::Problem::COMPONENT_DEAD,
+                            &["restart-works"],
+                        ),
+                )
+                .mode(Mode::Approve)
+                .approval(
+                    Arc::new(move |_: &ApprovalRequest| {
+                        while !r2.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        true
+                    }),
+                    Duration::from_secs(30),
+                )
+        });
+        m.start().unwrap();
+        // Two page incidents fill the queue: one waits for approval, one
+        // is queued.
+        for p in [1, 2] {
+            damage(&raw, p);
+            read_finds(&m, p);
+        }
+        let deadline = Instant::now() + IDLE;
+        while m.stats().open < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The component dies once: one report, beyond the bound.
+        m.failure_sink().send(selfheal::Failure::new(
+            Source::CrashDetector,
+            FailureKind::ComponentDead {
+                component: Arc::from("wal-writer"),
+            },
+            "no heartbeat for 3 s",
+            0,
+        ));
+        let deadline = Instant::now() + IDLE;
+        while m.stats().overflowed < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let s = m.stats();
+        assert_eq!((s.overflowed, s.open), (1, 2), "{s:?}");
+        release.store(true, Ordering::SeqCst);
+        assert!(m.wait_idle(IDLE));
+        for p in [1, 2] {
+            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+        }
+        let incs = m.incidents();
+        let dead: Vec<_> = incs
+            .iter()
+            .filter(|i| i.target.to_string().contains("wal-writer"))
+            .collect();
+        assert_eq!(dead.len(), 1, "{incs:#?}");
+        assert_eq!(
+            dead[0].outcome,
+            Outcome::Healed {
+                remedy: "restart-works".into()
+            }
+        );
+        assert_eq!(m.stats().recovered, 3);
         m.stop().unwrap();
     }
 }
@@ -416,6 +624,74 @@ fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
         std::thread::sleep(Duration::from_millis(50));
         assert!(m.wait_idle(IDLE));
         assert!(!saw_loser.load(Ordering::SeqCst));
+        m.stop().unwrap();
+    }
+}
+
+/// Observe mode's one exception, byte for byte: startup recovery rolls back
+/// the crashed transaction's page; nothing else in the store changes, a
+/// corrupt page found by the scrub included.
+#[test]
+fn observe_mode_changes_nothing_but_the_startup_rollback_of_crash_losers() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(CrashDir::new());
+        let store = Arc::new(CrashStore::new(PS, 8).unwrap());
+        let m = RecoveryConfig::new(store.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal.clone()))
+            .without_scrub()
+            .build()
+            .unwrap();
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        for p in 0..8 {
+            m.detector()
+                .write_sealed(PageId(p), &mut page(p as u8 + 1))
+                .unwrap();
+        }
+        store.sync().unwrap();
+        let committed = bytes(store.as_ref(), 2);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(2), 200, b"in flight at the crash")
+            .unwrap();
+        store.sync().unwrap();
+        let store2 = Arc::new(store.crash(None));
+        let journal2 = Arc::new(journal.crash(0));
+        drop(rb);
+        drop(m);
+        // Page 5 rots while the engine is down.
+        let mut rotten = bytes(store2.as_ref(), 5);
+        rotten[300] ^= 0x10;
+        store2.write_page(PageId(5), &rotten).unwrap();
+        let before = all_bytes(store2.as_ref());
+        let m = RecoveryConfig::new(store2.clone(), dir.path())
+            .placement(placement.clone())
+            .rollback(RollbackConfig::with_storage(journal2))
+            .scrub(ScrubConfig::new().unlimited().single_pass())
+            .mode(Mode::Observe)
+            .build()
+            .unwrap();
+        let r = m.start().unwrap();
+        assert_eq!(r.rollback.rolled_back.len(), 1);
+        let deadline = Instant::now() + IDLE;
+        while m.stats().observed < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(m.wait_idle(IDLE));
+        let after = all_bytes(store2.as_ref());
+        for p in 0..8 {
+            if p == 2 {
+                assert_eq!(after[p], committed, "the loser is rolled back");
+            } else {
+                assert_eq!(after[p], before[p], "page {p} is untouched");
+            }
+        }
+        let s = m.stats();
+        assert_eq!((s.recovered, s.escalated), (0, 0), "{s:?}");
+        assert!(m.incidents().iter().any(
+            |i| i.target == selfheal::Target::Page(PageId(5)) && i.outcome == Outcome::Observed
+        ));
         m.stop().unwrap();
     }
 }

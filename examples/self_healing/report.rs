@@ -51,7 +51,7 @@ pub fn describe(e: &RecoveryEvent) -> String {
             "  #{id:<3} healed   by {remedy} in {time_to_heal:.1?}{}",
             if *within_rto { "" } else { " (RTO missed)" }
         ),
-        RecoveryEvent::Escalated { id, reason } => format!("  #{id:<3} ESCALATED {reason}"),
+        RecoveryEvent::Escalated { id, reason, .. } => format!("  #{id:<3} ESCALATED {reason}"),
         RecoveryEvent::Merged { id, into } => {
             format!("  #{id:<3} merged   into page-set incident #{into}")
         }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// Attempts a breaker's sliding window may be configured to hold at most.
+pub const MAX_WINDOW_SIZE: usize = 10_000;
+
 /// Configuration of a [`Breaker`]. The defaults are resilience4j's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[must_use]
@@ -44,7 +47,8 @@ impl BreakerConfig {
         self
     }
 
-    /// Attempts in the sliding window (default 100; at least 1).
+    /// Attempts in the sliding window (default 100; 1 to
+    /// [`MAX_WINDOW_SIZE`]).
     pub fn window_size(mut self, attempts: usize) -> Self {
         self.window_size = attempts;
         self
@@ -81,8 +85,14 @@ impl BreakerConfig {
                 format!("is {r}; it must be in (0, 1]"),
             ));
         }
-        if self.window_size == 0 {
-            return Err(Error::config("window_size", "is 0; it must be at least 1"));
+        if self.window_size == 0 || self.window_size > MAX_WINDOW_SIZE {
+            return Err(Error::config(
+                "window_size",
+                format!(
+                    "is {}; it must be 1 to {MAX_WINDOW_SIZE} attempts",
+                    self.window_size
+                ),
+            ));
         }
         if self.minimum_calls == 0 || self.minimum_calls > self.window_size {
             return Err(Error::config(
@@ -178,7 +188,9 @@ impl Breaker {
         Ok(Breaker {
             config,
             state: BreakerState::Closed,
-            window: VecDeque::with_capacity(config.window_size),
+            // Grows with the attempts made, never preallocated from the
+            // configuration.
+            window: VecDeque::new(),
             failures: 0,
         })
     }
@@ -364,6 +376,11 @@ mod tests {
                 "failure_rate_threshold",
             ),
             (BreakerConfig::new().window_size(0), "window_size"),
+            (BreakerConfig::new().window_size(usize::MAX), "window_size"),
+            (
+                BreakerConfig::new().window_size(MAX_WINDOW_SIZE + 1),
+                "window_size",
+            ),
             (BreakerConfig::new().minimum_calls(101), "minimum_calls"),
             (BreakerConfig::new().open_wait(Duration::ZERO), "open_wait"),
             (BreakerConfig::new().half_open_calls(0), "half_open_calls"),

@@ -220,7 +220,8 @@ impl HealerConfig {
     }
 
     /// At most `max_restarts` restarts of one component within `period`
-    /// (default 3 in 5 min); beyond it the healer escalates instead.
+    /// (default 3 in 5 min; 1 to [`MAX_RESTARTS`](super::MAX_RESTARTS));
+    /// beyond it the healer escalates instead.
     pub fn restart_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
         self.max_restarts = max_restarts;
         self.restart_period = period;

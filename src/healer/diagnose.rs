@@ -188,7 +188,7 @@ impl Rule {
         &self.name
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(super) fn validate(&self) -> Result<()> {
         let c = self.confidence;
         if !(c > 0.0 && c <= 1.0) {
             return Err(Error::config(
@@ -568,9 +568,50 @@ mod tests {
         })
     }
 
+    /// A number per [`FailureKind`] variant, `0 .. KINDS`. The `match` has
+    /// no wildcard: a new variant does not compile until it is numbered
+    /// here (the next number, with `KINDS` — the count of these arms —
+    /// raised by one), and then the test below fails until it is also
+    /// listed in `every_kind`, and so diagnosed.
+    fn variant_index(kind: &FailureKind) -> usize {
+        match kind {
+            FailureKind::CorruptPage { .. } => 0,
+            FailureKind::IrreparablePage { .. } => 1,
+            FailureKind::Deadlock { .. } => 2,
+            FailureKind::InFlightAtCrash { .. } => 3,
+            FailureKind::ReplicaFailing { .. } => 4,
+            FailureKind::RollbackBlocked { .. } => 5,
+            FailureKind::JournalPoisoned => 6,
+            FailureKind::UncleanShutdown => 7,
+            FailureKind::SnapshotFailed => 8,
+            FailureKind::ScrubCursorFailed => 9,
+            FailureKind::ComponentSuspect { .. } => 10,
+            FailureKind::ComponentDead { .. } => 11,
+            FailureKind::ProcessGone { .. } => 12,
+            FailureKind::HealthDegraded { .. } => 13,
+            FailureKind::HealthCritical { .. } => 14,
+            FailureKind::PredictedFailure { .. } => 15,
+            FailureKind::Anomaly { .. } => 16,
+            FailureKind::ProbeFailed { .. } => 17,
+            FailureKind::WorkerDied { .. } => 18,
+            FailureKind::RunMarkerFailed => 19,
+            FailureKind::JournalStalled { .. } => 20,
+        }
+    }
+
+    /// The arms of [`variant_index`].
+    const KINDS: usize = 21;
+
     #[test]
     fn every_failure_kind_has_a_builtin_diagnosis() {
         let d = Diagnoser::new(Vec::new()).unwrap();
+        let mut listed: Vec<usize> = every_kind().iter().map(variant_index).collect();
+        listed.sort_unstable();
+        assert_eq!(
+            listed,
+            (0..KINDS).collect::<Vec<_>>(),
+            "every_kind lists each FailureKind once"
+        );
         for kind in every_kind() {
             let name = kind.name();
             let got = diagnose(&d, kind, "evidence");

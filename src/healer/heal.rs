@@ -157,6 +157,29 @@ impl HealerConfig {
     /// unknown remedy, a bad breaker, backoff or restart intensity, zero
     /// attempts, or a negative or non-finite health tolerance.
     pub fn build(self, ctx: RemedyContext) -> Result<SelfHealer> {
+        let remedies = self.checked_remedies()?;
+        SelfHealer::new(self, remedies, ctx)
+    }
+
+    /// Checks everything [`build`](Self::build) checks, without building:
+    /// the names of the remedies a healer built from it would have. An
+    /// owner that builds the healer later (the recovery manager, at
+    /// `start`) reports a bad configuration when it is itself built.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub(crate) fn remedy_names_checked(&self) -> Result<Vec<String>> {
+        Ok(self
+            .checked_remedies()?
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect())
+    }
+
+    fn checked_remedies(&self) -> Result<Vec<Arc<dyn Remedy>>> {
+        for r in &self.rules {
+            r.validate()?;
+        }
         let mut remedies = self.host_remedies.clone();
         if self.builtins {
             remedies.extend(builtin::defaults());
@@ -203,7 +226,7 @@ impl HealerConfig {
                 ),
             ));
         }
-        SelfHealer::new(self, remedies, ctx)
+        Ok(remedies)
     }
 }
 

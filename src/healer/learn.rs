@@ -59,7 +59,9 @@ impl Tally {
 ///
 /// Records forget slowly: when a record holds more than `memory`
 /// observations, both counts are halved, so a remedy that used to work and
-/// stopped working is not trusted on old merit for long.
+/// stopped working is not trusted on old merit for long. Every record holds
+/// at most `memory` observations: records loaded from a file saved under a
+/// larger memory are halved (as often as needed) into it.
 ///
 /// # File (`SHLR`, version 1)
 ///
@@ -140,10 +142,7 @@ impl Learner {
         } else {
             t.failures += 1.0;
         }
-        if t.total() > self.memory {
-            t.successes /= 2.0;
-            t.failures /= 2.0;
-        }
+        forget(t, self.memory);
         debug_assert!(t.total() <= self.memory);
         true
     }
@@ -226,6 +225,11 @@ impl Learner {
         if r.at != p.len() {
             return Err(r.bad(format!("{} bytes after the last record", p.len() - r.at)));
         }
+        // A file saved under a larger memory holds more observations than
+        // this learner keeps: halved into it, as they would have been.
+        for t in records.values_mut() {
+            forget(t, self.memory);
+        }
         self.records = records;
         Ok(())
     }
@@ -254,6 +258,16 @@ impl Learner {
     /// [`Error::Io`] naming the step that failed; the previous file is intact.
     pub fn save(&self, path: &Path) -> Result<()> {
         fsutil::atomic_write(path, &self.encode())
+    }
+}
+
+/// Halves both counts of `t` until it holds at most `memory` observations
+/// (its success rate unchanged). Ends for any finite counts: each halving
+/// at least halves the total, and `memory` is at least 2.
+fn forget(t: &mut Tally, memory: f64) {
+    while t.total() > memory {
+        t.successes /= 2.0;
+        t.failures /= 2.0;
     }
 }
 
@@ -434,6 +448,43 @@ mod tests {
             let framed = fsutil::encode_framed(MAGIC, VERSION, &payload);
             let mut back = Learner::new(0, 1000);
             let _ = back.decode_into(Path::new("f"), &framed);
+        }
+
+        /// A file saved with any finite counts — from a run with a larger
+        /// `learner_memory`, say — loads under any memory without a panic,
+        /// keeps every record within the memory (with its success rate),
+        /// and stays within it as outcomes are recorded.
+        #[test]
+        fn loaded_counts_above_the_memory_are_halved_into_it(
+            counts in proptest::collection::vec((0.0f64..=f64::MAX, 0.0f64..=f64::MAX), 1..8),
+            memory in any::<u32>(),
+            outcomes in proptest::collection::vec((0usize..8, any::<bool>()), 0..40),
+        ) {
+            let mut saved = Learner::new(0, u32::MAX);
+            for (i, (s, f)) in counts.iter().enumerate() {
+                saved.records.insert(
+                    (Arc::from("p"), Arc::from(format!("r{i}").as_str())),
+                    Tally { successes: *s, failures: *f },
+                );
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("learned");
+            saved.save(&path).unwrap();
+            let (mut l, problem) = Learner::load(&path, 0, memory);
+            prop_assert!(problem.is_none(), "{:?}", problem);
+            let limit = f64::from(memory.max(2));
+            for (i, (s, f)) in counts.iter().enumerate() {
+                let t = l.tally("p", &format!("r{i}"));
+                prop_assert!(t.total() <= limit, "{:?} over {}", t, limit);
+                if s + f <= limit {
+                    prop_assert_eq!(t, Tally { successes: *s, failures: *f });
+                }
+            }
+            for (i, ok) in outcomes {
+                let r = format!("r{}", i % counts.len());
+                prop_assert!(l.record("p", &r, ok));
+                prop_assert!(l.tally("p", &r).total() <= limit);
+            }
         }
 
         #[test]

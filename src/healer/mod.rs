@@ -27,7 +27,7 @@ mod pacing;
 mod postmortem;
 mod remedy;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use breaker::{Breaker, BreakerConfig, BreakerState, MAX_WINDOW_SIZE};
 pub use config::{ActionGate, EscalationCallback, HealerConfig, DEFAULT_HEALTH_TOLERANCE};
 pub use diagnose::{Diagnoser, Diagnosis, Problem, Rule, Symptom};
 pub use heal::SelfHealer;
@@ -35,6 +35,6 @@ pub use incident::{
     Attempt, AttemptOutcome, EscalationReport, Event, Incident, Outcome, SkipReason, Step,
 };
 pub use learn::{Learner, Tally, MAX_NAME_LEN, MAX_RECORDS};
-pub use pacing::{Backoff, Cooldowns, RestartIntensity};
+pub use pacing::{Backoff, Cooldowns, RestartIntensity, MAX_RESTARTS};
 pub use postmortem::{default_rto, Postmortem, PostmortemAction, PostmortemEvent};
 pub use remedy::{Applied, Case, Remedy, RemedyContext, SnapshotTaker, Verified};

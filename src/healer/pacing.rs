@@ -68,6 +68,10 @@ impl Backoff {
     }
 }
 
+/// Restarts a [`RestartIntensity`] may be configured to allow per period at
+/// most.
+pub const MAX_RESTARTS: u32 = 10_000;
+
 /// At most `max_restarts` restarts of one component within `period`; the
 /// next one is refused, and the healer escalates instead of restarting a
 /// component that keeps dying.
@@ -82,12 +86,19 @@ impl RestartIntensity {
     /// At most `max_restarts` in `period`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for zero restarts or a zero period.
+    /// [`Error::InvalidConfig`] for zero restarts, more than
+    /// [`MAX_RESTARTS`], or a zero period.
     pub fn new(max_restarts: u32, period: Duration) -> Result<Self> {
         if max_restarts == 0 {
             return Err(Error::config(
                 "max_restarts",
                 "is 0; allow at least one restart (or do not configure the restart remedy)",
+            ));
+        }
+        if max_restarts > MAX_RESTARTS {
+            return Err(Error::config(
+                "max_restarts",
+                format!("is {max_restarts}; allow 1 to {MAX_RESTARTS} restarts per period"),
             ));
         }
         if period.is_zero() {
@@ -96,7 +107,9 @@ impl RestartIntensity {
         Ok(RestartIntensity {
             max_restarts,
             period_ns: nanos(period),
-            recent: VecDeque::with_capacity(max_restarts as usize),
+            // Grows with the restarts made, never preallocated from the
+            // configuration.
+            recent: VecDeque::new(),
         })
     }
 
@@ -207,6 +220,23 @@ mod tests {
         assert!(r.permit(61 * S), "the first has aged out");
         assert!(RestartIntensity::new(0, Duration::from_secs(1)).is_err());
         assert!(RestartIntensity::new(1, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn a_restart_bound_past_the_limit_is_a_typed_error_not_an_allocation() {
+        for max in [MAX_RESTARTS + 1, u32::MAX] {
+            match RestartIntensity::new(max, Duration::from_secs(1)) {
+                Err(Error::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "max_restarts");
+                    assert!(reason.contains(&max.to_string()), "{reason}");
+                    assert!(reason.contains(&MAX_RESTARTS.to_string()), "{reason}");
+                }
+                other => panic!("max_restarts {max}: {other:?}"),
+            }
+        }
+        let mut r = RestartIntensity::new(MAX_RESTARTS, Duration::from_secs(1)).unwrap();
+        assert_eq!(r.recent.capacity(), 0, "nothing is allocated up front");
+        assert!(r.permit(0));
     }
 
     #[test]

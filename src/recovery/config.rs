@@ -26,7 +26,10 @@ use crate::types::{Lsn, Priority, Target};
 #[non_exhaustive]
 pub enum Mode {
     /// Diagnose, plan and report; change nothing (incidents close
-    /// `Observed`). For trying the manager on production first.
+    /// `Observed`). For trying the manager on production first. One
+    /// exception: startup recovery still rolls back the undo journal's
+    /// losers (transactions in flight at a crash), as opening the journal
+    /// does without the manager — see the manager's "Modes".
     Observe,
     /// Every remedy asks the host's approval callback first (an answer not
     /// given within the timeout is a no), except those on the allow-list.
@@ -104,6 +107,8 @@ pub struct RecoveryConfig {
     pub(super) snapshot_gate: Option<(Arc<WriteGate>, LsnFn)>,
     pub(super) audit_sync: Duration,
     pub(super) audit_storage: Option<Arc<dyn TableStorage>>,
+    /// The audit log's segment size and total size, in bytes.
+    pub(super) audit_bytes: (u64, u64),
     pub(super) heal_on_read: bool,
 }
 
@@ -122,6 +127,13 @@ impl fmt::Debug for RecoveryConfig {
 /// Recovery threads at most.
 pub const MAX_CONCURRENT_RECOVERIES: usize = 64;
 
+/// Unread failures the shared bus may be configured to hold at most (its
+/// slots are allocated when the manager is built).
+pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+
+/// Open incidents the queue may be configured to hold at most.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 impl RecoveryConfig {
     /// A manager over `store`, keeping its files in `dir` (the run marker,
     /// the undo journal in `dir/journal`, the learned records, the open
@@ -133,7 +145,8 @@ impl RecoveryConfig {
     /// 30 s; RTOs P0 30 s, P1 2 min, P2 5 min, P3 1 h; 2 recovery threads;
     /// 4 096 open incidents; a bus of 16 384 failures; aging 30 s per
     /// level; drain 10 s and join 5 s at stop; the system clock; seed 0;
-    /// audit log on, synced at most every 20 ms; the last 1 024 closed
+    /// audit log on, synced at most every 20 ms, in 4 MiB segments and
+    /// 64 MiB in all; the last 1 024 closed
     /// incidents kept; heal on read on.
     pub fn new(store: Arc<dyn PageStore>, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
@@ -176,6 +189,7 @@ impl RecoveryConfig {
             snapshot_gate: None,
             audit_sync: Duration::from_millis(20),
             audit_storage: None,
+            audit_bytes: (4 << 20, 64 << 20),
             heal_on_read: true,
             dir,
         }
@@ -299,7 +313,7 @@ impl RecoveryConfig {
     }
 
     /// The host's approval for [`Mode::Approve`], and how long an answer may
-    /// take (default: none, 30 s).
+    /// take on the manager's [`clock`](Self::clock) (default: none, 30 s).
     pub fn approval(mut self, callback: ApprovalCallback, timeout: Duration) -> Self {
         self.approval = Some(callback);
         self.approval_timeout = timeout;
@@ -307,7 +321,7 @@ impl RecoveryConfig {
     }
 
     /// Remedies that run without approval in [`Mode::Approve`] (default:
-    /// none). Checked against the healer's remedies at `start`.
+    /// none). Checked against the healer's remedies at `build`.
     pub fn allow_without_approval(mut self, remedies: &[&str]) -> Self {
         self.allow.extend(remedies.iter().map(|s| (*s).to_string()));
         self
@@ -328,7 +342,8 @@ impl RecoveryConfig {
         self
     }
 
-    /// Open incidents held at most (default 4 096); beyond it failures are
+    /// Open incidents held at most (default 4 096; 1 to
+    /// [`MAX_QUEUE_CAPACITY`]); beyond it failures are
     /// counted as overflow and pages are found again by an error-only
     /// rescan.
     pub fn queue_capacity(mut self, n: usize) -> Self {
@@ -336,7 +351,8 @@ impl RecoveryConfig {
         self
     }
 
-    /// Unread failures the shared bus holds (default 16 384); beyond it the
+    /// Unread failures the shared bus holds (default 16 384; 1 to
+    /// [`MAX_BUS_CAPACITY`], allocated when the manager is built); beyond it the
     /// bus counts drops (see [`FailureSink`](crate::FailureSink)).
     pub fn bus_capacity(mut self, n: usize) -> Self {
         self.bus_capacity = n;
@@ -394,7 +410,8 @@ impl RecoveryConfig {
 
     /// How often the manager's own threads (the dispatcher, the recovery
     /// threads) may be restarted after a panic: at most `max_restarts`
-    /// within `period`, all of them together (default 3 in 60 s). Beyond
+    /// within `period`, all of them together (default 3 in 60 s; 1 to
+    /// [`MAX_RESTARTS`](crate::healer::MAX_RESTARTS)). Beyond
     /// it a thread that dies is not restarted and its death is escalated.
     pub fn thread_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
         self.thread_restarts = (max_restarts, period);
@@ -410,6 +427,17 @@ impl RecoveryConfig {
     /// syncs every append before it returns (one fsync per record).
     pub fn audit_sync_interval(mut self, interval: Duration) -> Self {
         self.audit_sync = interval;
+        self
+    }
+
+    /// The audit log's segment size and the most bytes it keeps (older
+    /// segments are removed beyond it); default 4 MiB and 64 MiB. As
+    /// [`AuditConfig::segment_bytes`](crate::audit::AuditConfig::segment_bytes)
+    /// and [`max_bytes`](crate::audit::AuditConfig::max_bytes): a segment
+    /// of at least 4 KiB, and at least two segments in all, checked at
+    /// `build`.
+    pub fn audit_bytes(mut self, segment_bytes: u64, max_bytes: u64) -> Self {
+        self.audit_bytes = (segment_bytes, max_bytes);
         self
     }
 
@@ -454,14 +482,15 @@ impl RecoveryConfig {
                 ),
             ));
         }
-        for (field, n) in [
-            ("queue_capacity", self.queue_capacity),
-            ("bus_capacity", self.bus_capacity),
+        for (field, n, max) in [
+            ("queue_capacity", self.queue_capacity, MAX_QUEUE_CAPACITY),
+            ("bus_capacity", self.bus_capacity, MAX_BUS_CAPACITY),
         ] {
-            if n == 0 {
-                return Err(Error::config(field, "is 0; give at least 1"));
+            if n == 0 || n > max {
+                return Err(Error::config(field, format!("is {n}; give 1 to {max}")));
             }
         }
+        crate::healer::RestartIntensity::new(self.thread_restarts.0, self.thread_restarts.1)?;
         for (field, d) in [
             ("aging", self.aging),
             ("approval_timeout", self.approval_timeout),
@@ -488,6 +517,20 @@ impl RecoveryConfig {
             return Err(Error::config(
                 "periodic_snapshots",
                 "periodic snapshots need a snapshot configuration; give one with RecoveryConfig::snapshots",
+            ));
+        }
+        // The healer is built at `start` (it acts through the components
+        // started there), but its configuration and the allow-list are
+        // checked now.
+        let names = self.healer.remedy_names_checked()?;
+        let mut allow: Vec<&String> = self.allow.iter().collect();
+        allow.sort();
+        if let Some(unknown) = allow.into_iter().find(|n| !names.contains(n)) {
+            return Err(Error::config(
+                "allow_without_approval",
+                format!(
+                    "names {unknown:?}, which no remedy is called; name one of the healer's remedies ({names:?})"
+                ),
             ));
         }
         if self.dir.is_file() {
@@ -526,6 +569,28 @@ mod tests {
         );
         assert_eq!(field(c().queue_capacity(0)), "queue_capacity");
         assert_eq!(field(c().bus_capacity(0)), "bus_capacity");
+        assert_eq!(field(c().bus_capacity(usize::MAX)), "bus_capacity");
+        assert_eq!(
+            field(c().bus_capacity(MAX_BUS_CAPACITY + 1)),
+            "bus_capacity"
+        );
+        assert_eq!(field(c().queue_capacity(usize::MAX)), "queue_capacity");
+        assert_eq!(
+            field(c().allow_without_approval(&["no-such-remedy"])),
+            "allow_without_approval"
+        );
+        assert_eq!(
+            field(c().healer(HealerConfig::new().max_attempts(0))),
+            "max_attempts"
+        );
+        assert!(c()
+            .allow_without_approval(&["repair-from-replicas"])
+            .validate()
+            .is_ok());
+        assert_eq!(
+            field(c().thread_restarts(u32::MAX, Duration::from_secs(1))),
+            "max_restarts"
+        );
         assert_eq!(field(c().aging(Duration::ZERO)), "aging");
         assert_eq!(field(c().rto(Priority::P2, Duration::ZERO)), "rto");
         assert_eq!(field(c().mode(Mode::Approve)), "approval");

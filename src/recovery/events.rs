@@ -16,10 +16,15 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::healer::EscalationReport;
 use crate::types::{Priority, Target};
 
 /// Subscriptions held at once at most.
 pub const MAX_SUBSCRIBERS: usize = 64;
+
+/// Unread events one subscription holds at most (its channel's slots are
+/// allocated when it subscribes).
+pub const MAX_SUBSCRIPTION_CAPACITY: usize = 1 << 16;
 
 /// What happened to an incident.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,12 +65,18 @@ pub enum RecoveryEvent {
         /// Whether that was within its priority's RTO.
         within_rto: bool,
     },
-    /// Nothing healed it: one report went to the host.
+    /// Nothing healed it: one report went to the host — the one handed
+    /// to the escalation callback, if the host set one
+    /// ([`HealerConfig::on_escalation`](crate::healer::HealerConfig::on_escalation)).
     Escalated {
         /// The incident.
         id: u64,
-        /// Why.
+        /// Why (the report's `reason`).
         reason: String,
+        /// The report: the diagnosis, every remedy tried with its outcome
+        /// and evidence, the failures. `None` only for an incident closed
+        /// without one.
+        report: Option<Arc<EscalationReport>>,
     },
     /// The incident's page was taken into the page-set incident `into`
     /// (page failures of one diagnosis that arrive together are healed as
@@ -81,8 +92,11 @@ pub enum RecoveryEvent {
         /// The incident.
         id: u64,
     },
-    /// The queue was full: the failure was counted, not queued (a page is
-    /// found again by the error-only rescan).
+    /// The queue was full: the failure was counted, not queued yet. It
+    /// opens its incident when room opens (a page's from the page backlog,
+    /// another target's from the held failures, one per target); a page
+    /// beyond the backlog is found again by the error-only rescan, and only
+    /// a non-page failure beyond the held bound is lost.
     Overflowed {
         /// What it was about.
         target: Target,
@@ -130,6 +144,14 @@ impl Events {
             return Err(Error::InvalidArgument {
                 what: "capacity",
                 reason: "is 0; a subscription holds at least one event".into(),
+            });
+        }
+        if capacity > MAX_SUBSCRIPTION_CAPACITY {
+            return Err(Error::InvalidArgument {
+                what: "capacity",
+                reason: format!(
+                    "is {capacity}, more than the {MAX_SUBSCRIPTION_CAPACITY} events a subscription may hold (its slots are allocated up front); give at most {MAX_SUBSCRIPTION_CAPACITY} and read the events as they come"
+                ),
             });
         }
         let mut subs = self.subs.lock();
@@ -186,5 +208,24 @@ mod tests {
             "a dropped subscription is forgotten"
         );
         assert!(ev.subscribe(0).is_err());
+    }
+
+    #[test]
+    fn a_capacity_past_the_bound_is_a_typed_error_not_a_panic() {
+        let ev = Events::default();
+        for capacity in [MAX_SUBSCRIPTION_CAPACITY + 1, usize::MAX] {
+            match ev.subscribe(capacity) {
+                Err(Error::InvalidArgument { what, reason }) => {
+                    assert_eq!(what, "capacity");
+                    assert!(reason.contains(&capacity.to_string()), "{reason}");
+                    assert!(
+                        reason.contains(&MAX_SUBSCRIPTION_CAPACITY.to_string()),
+                        "{reason}"
+                    );
+                }
+                other => panic!("capacity {capacity}: {other:?}"),
+            }
+        }
+        assert!(ev.subscribe(MAX_SUBSCRIPTION_CAPACITY).is_ok());
     }
 }

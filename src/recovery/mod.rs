@@ -20,8 +20,10 @@
 //!   page those transactions touched (a page that fails is fenced and
 //!   becomes an incident); only then do the scrubber, crash watchdog,
 //!   health monitor and periodic snapshots start. Startup recovery runs in
-//!   every mode: it is part of opening the journal, and leaving a crashed
-//!   transaction's bytes in place would leave the store inconsistent.
+//!   every mode, [`Mode::Observe`] included: it is part of opening the
+//!   journal (the rollback manager has no mode that opens it and leaves
+//!   its losers in place), and leaving a crashed transaction's bytes in
+//!   place would leave the store inconsistent.
 //! - **One incident per target.** A failure about a target with an open
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
@@ -36,8 +38,11 @@
 //!   incident as soon as one closes (no second read of the page); a page
 //!   beyond the backlog is found again by an error-only rescan (the
 //!   detector's suspect pages rechecked) once the queue has room. A
-//!   failure of another target beyond the bound is counted and logged, not
-//!   queued. The bus itself is bounded too
+//!   failure of another target (a component, a metric, a process: reported
+//!   once per episode, found by no rescan) is held, one per target (repeats
+//!   coalesce), for at most 256 targets, and opens its incident before the
+//!   backlog's pages as soon as one closes; only one beyond that bound is
+//!   counted, logged and lost. The bus itself is bounded too
 //!   ([`RecoveryStats::bus_dropped`]).
 //! - **Heal on read** ([`heal_on_read`](RecoveryConfig::heal_on_read),
 //!   default on, never in Observe mode): a verified read through the
@@ -47,9 +52,17 @@
 //!   recovery thread — and returns the good bytes; a reader whose page
 //!   another thread is healing waits for that incident (at most 5 s) and
 //!   reads again. Reads inside a remedy never heal on read.
-//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing;
+//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing
+//!   in the store, with one exception: startup recovery's rollback of the
+//!   journal's losers — the pages of transactions in flight at a crash get
+//!   their before-images back, as they would without the manager (the
+//!   rollback manager does it when it opens its journal). No incident is
+//!   acted on, no page is repaired, no host action is called. The manager
+//!   writes its own files (run marker, journal, incidents, learned
+//!   records, suspects, audit log) in every mode;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
-//!   allow-list, and no answer within the timeout is a no;
+//!   allow-list, and no answer within the timeout (on the manager's
+//!   clock) is a no;
 //!   [`Mode::Automatic`] acts.
 //! - **Events never block recovery**: a slow subscriber loses events,
 //!   counted ([`Subscription::dropped`]).
@@ -130,7 +143,7 @@
 //! | `selfheal_failures_overflowed_total` | counter | failures | — |
 //! | `selfheal_remedy_attempts_total` | counter | attempts | `remedy`, `outcome` (`healed`/`failed`) |
 //! | `selfheal_recovery_duration_seconds` | histogram | seconds, detection to verified heal | `priority` |
-//! | `selfheal_rto_total` | counter | healed incidents | `priority`, `met` (`yes`/`no`) |
+//! | `selfheal_rto_total` | counter | healed and escalated incidents (an escalation is a miss) | `priority`, `met` (`yes`/`no`) |
 //! | `selfheal_incidents_open` | gauge | incidents | — |
 //! | `selfheal_health_score` | gauge | score 0–100 | — |
 //!
@@ -168,9 +181,10 @@ use crate::snapshot::StateSnapshotManager;
 use crate::types::{FailureSink, Priority};
 
 pub use config::{
-    ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_CONCURRENT_RECOVERIES,
+    ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_BUS_CAPACITY,
+    MAX_CONCURRENT_RECOVERIES, MAX_QUEUE_CAPACITY,
 };
-pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS};
+pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS, MAX_SUBSCRIPTION_CAPACITY};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
 
@@ -202,7 +216,9 @@ impl RecoveryConfig {
     /// nothing is recovered until [`AutoRecoveryManager::start`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad setting (named by `field`); the
+    /// [`Error::InvalidConfig`] for a bad setting (named by `field`), the
+    /// healer's configuration included (checked here, though the healer is
+    /// built at `start`) and an allow-list naming no remedy; the
     /// components' own configuration errors; [`Error::Io`] when `dir`
     /// cannot be created; the run marker's lock error when another manager
     /// uses `dir`.
@@ -259,6 +275,8 @@ impl AutoRecoveryManager {
         };
         let audit = if cfg.audit {
             let ac = AuditConfig::new()
+                .segment_bytes(cfg.audit_bytes.0)
+                .max_bytes(cfg.audit_bytes.1)
                 .clock(clock.clone())
                 .sync_every_append(cfg.audit_sync.is_zero());
             Some(Arc::new(match cfg.audit_storage.take() {
@@ -337,9 +355,8 @@ impl AutoRecoveryManager {
     /// module docs) and returns what startup recovery found.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when already started (or stopped);
-    /// [`Error::InvalidConfig`] for an allow-list naming no remedy, or the
-    /// healer's configuration errors; the rollback manager's open errors
+    /// [`Error::InvalidArgument`] when already started (or stopped); the
+    /// rollback manager's open errors
     /// (journal damage its recovery mode refuses, I/O); [`Error::Io`] when
     /// a thread cannot be spawned. On an error nothing is left running.
     pub fn start(&self) -> Result<StartupReport> {
@@ -375,18 +392,21 @@ impl AutoRecoveryManager {
     /// [`Subscription`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero capacity or when
-    /// [`MAX_SUBSCRIBERS`] subscriptions are held.
+    /// [`Error::InvalidArgument`] for a zero capacity, one above
+    /// [`MAX_SUBSCRIPTION_CAPACITY`], or when [`MAX_SUBSCRIBERS`]
+    /// subscriptions are held.
     pub fn subscribe(&self, capacity: usize) -> Result<Subscription> {
         self.inner.events.subscribe(capacity)
     }
 
-    /// The counters, MTTR, RTO compliance and per-remedy success so far.
+    /// The counters, MTTR, RTO compliance and per-remedy success so far
+    /// (walks the open incidents, to count those past their RTO).
     #[must_use]
     pub fn stats(&self) -> RecoveryStats {
         let mut s = self.inner.tally.lock().stats.clone();
         let q = self.inner.queue.lock();
         s.open = q.len() as u64;
+        s.open_past_rto = q.past_rto(self.inner.clock.now_ns(), &self.inner.rto);
         s.overflowed = q.overflowed;
         drop(q);
         s.bus_dropped = self.inner.sink.dropped();

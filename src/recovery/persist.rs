@@ -3,24 +3,42 @@
 //!
 //! # Format
 //! A framed file (see the crate's framed-file layout: magic `SHRI`,
-//! version 1, payload length, payload CRC32, header CRC32) replaced
+//! version 2, payload length, payload CRC32, header CRC32) replaced
 //! atomically (`incidents.tmp`, fsync, rename, fsync of the directory).
 //! The payload, little-endian:
 //!
-//! | size | field |
-//! |-----:|-------|
-//! | 4 | number of incidents `n` (at most 1 048 576) |
-//! | … | `n` incidents |
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0 | 4 | number of incidents `n` (at most 1 048 576) |
+//! | 4 | … | `n` incidents, each: |
+//! | +0 | 8 | incident id |
+//! | +8 | 1 | source tag ([`Source`]'s declaration order, 0 … 8) |
+//! | +9 | 1 | priority (0 = P0 … 3 = P3) |
+//! | +10 | 8 | **age** in ns: from the first failure's detection to the save, on the saving run's clock |
+//! | +18 | 1 | kind tag |
+//! | +19 | … | the kind's fields: page and transaction ids 8 bytes, a pid 4, a count 8, an ETA in ns 8, a name as a 2-byte length and that many UTF-8 bytes |
+//! | … | 4 | evidence length `e` (at most 4 096) |
+//! | … | `e` | evidence, UTF-8 |
 //!
-//! Each incident: incident id (8), source (1), priority (1, 0 = P0),
-//! detected-at ns (8), kind tag (1), the kind's fields (page and
-//! transaction ids 8 bytes, a pid 4, a count 8, an ETA in ns 8, a name as a
-//! 2-byte length and that many UTF-8 bytes, a flag 1 byte that is 0 or 1),
-//! evidence (4-byte length, at most 4 096 bytes of UTF-8). Tags 0 to 19
-//! follow [`FailureKind`]'s declaration order as it was when they were
-//! assigned (`corrupt_page` = 0 … `worker_died` = 18, `run_marker_failed` =
-//! 19); kinds added later take the next tags (`journal_stalled` = 20, its
-//! `no_space` flag as one byte).
+//! Kind tags 0 to 19 follow [`FailureKind`]'s declaration order as it was
+//! when they were assigned (`corrupt_page` = 0 … `worker_died` = 18,
+//! `run_marker_failed` = 19); kinds added later take the next tags
+//! (`journal_stalled` = 20, its `no_space` flag as one byte that is 0 or 1).
+//!
+//! **Times across a restart.** A clock's readings mean nothing to the
+//! next process (the system clock counts from its own process's start), so
+//! the file keeps each incident's age, and loading rebases it onto the
+//! reading clock: detected at `now − age`. Time to heal, MTTR, RTO
+//! compliance and the postmortem's offsets of a resumed incident then
+//! count the time it was open under the previous run, not the downtime
+//! between the runs (no clock the crate is given spans it). A clock that
+//! reads less than the age (a system clock in a process that started
+//! moments ago) puts the detection at its origin: the carried age is then
+//! cut to the clock's reading.
+//!
+//! **Version 1** (still read) had the same layout with the detection time
+//! itself at `+10`, a reading of the previous run's clock: an incident
+//! read from it is taken as detected when it is resumed (age 0).
 //!
 //! # Crash analysis
 //! A crash before the rename leaves the previous file: incidents opened
@@ -40,33 +58,37 @@ use crate::fsutil::{atomic_write, decode_framed, encode_framed, read_optional};
 use crate::types::{Failure, FailureKind, PageId, Priority, ReplicaId, Source, TxnId};
 
 const MAGIC: [u8; 4] = *b"SHRI";
-const VERSION: u32 = 1;
+/// Written; version 1 is still read (see the module docs).
+const VERSION: u32 = 2;
 const MAX_INCIDENTS: u32 = 1 << 20;
 const EVIDENCE_MAX: usize = 4_096;
 
-/// Writes the open incidents `(id, first failure)` crash-safely.
+/// Writes the open incidents `(id, first failure)` crash-safely, each with
+/// its age at `now_ns` (the saving clock's reading).
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
-pub(crate) fn save(path: &Path, incidents: &[(u64, Failure)]) -> Result<()> {
+pub(crate) fn save(path: &Path, incidents: &[(u64, Failure)], now_ns: u64) -> Result<()> {
     let mut out = Vec::new();
     out.extend_from_slice(&(incidents.len() as u32).to_le_bytes());
     for (id, f) in incidents {
-        encode(&mut out, *id, f);
+        encode(&mut out, *id, f, now_ns.saturating_sub(f.detected_at_ns));
     }
     atomic_write(path, &encode_framed(MAGIC, VERSION, &out))
 }
 
-/// Reads the open incidents; none when there is no file.
+/// Reads the open incidents, each detected its saved age before `now_ns`
+/// (the reading clock's time; see the module docs); none when there is no
+/// file.
 ///
 /// # Errors
 /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for a damaged
 /// file; [`Error::Io`] when it cannot be read.
-pub(crate) fn load(path: &Path) -> Result<Vec<(u64, Failure)>> {
+pub(crate) fn load(path: &Path, now_ns: u64) -> Result<Vec<(u64, Failure)>> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(Vec::new());
     };
-    let (_, payload) = decode_framed(path, &bytes, MAGIC, VERSION)?;
+    let (version, payload) = decode_framed(path, &bytes, MAGIC, VERSION)?;
     let mut r = Reader {
         path,
         buf: payload,
@@ -78,7 +100,11 @@ pub(crate) fn load(path: &Path) -> Result<Vec<(u64, Failure)>> {
     }
     let mut v = Vec::with_capacity(n.min(4_096) as usize);
     for _ in 0..n {
-        v.push(decode(&mut r)?);
+        let (id, mut f) = decode(&mut r)?;
+        // Version 1 held a reading of another run's clock: age unknown.
+        let age = if version == 1 { 0 } else { f.detected_at_ns };
+        f.detected_at_ns = now_ns.saturating_sub(age);
+        v.push((id, f));
     }
     if r.at != payload.len() {
         return Err(r.bad("bytes after the last incident".into()));
@@ -109,11 +135,12 @@ fn source_tag(s: Source) -> u8 {
     }
 }
 
-fn encode(out: &mut Vec<u8>, id: u64, f: &Failure) {
+/// One incident; `time` goes at `+10` (the age in version 2).
+fn encode(out: &mut Vec<u8>, id: u64, f: &Failure, time: u64) {
     out.extend_from_slice(&id.to_le_bytes());
     out.push(source_tag(f.source));
     out.push(f.priority as u8);
-    out.extend_from_slice(&f.detected_at_ns.to_le_bytes());
+    out.extend_from_slice(&time.to_le_bytes());
     let u64s = |out: &mut Vec<u8>, xs: &[u64]| {
         for x in xs {
             out.extend_from_slice(&x.to_le_bytes());
@@ -246,6 +273,8 @@ impl Reader<'_> {
     }
 }
 
+/// One incident, with the field at `+10` (age or, in version 1, detection
+/// time) in `detected_at_ns`, for [`load`] to rebase.
 fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
     let id = r.u64()?;
     let source = match r.u8()? {
@@ -394,13 +423,14 @@ mod tests {
                     (*id, f)
                 })
                 .collect();
-            save(&path, &v).unwrap();
-            prop_assert_eq!(load(&path).unwrap(), v.clone());
+            // Saved and read at one clock time: the same incidents.
+            save(&path, &v, 10_000).unwrap();
+            prop_assert_eq!(load(&path, 10_000).unwrap(), v.clone());
             let mut bytes = std::fs::read(&path).unwrap();
             let at = flip.0 % bytes.len();
             bytes[at] ^= flip.1.max(1);
             std::fs::write(&path, &bytes).unwrap();
-            match load(&path) {
+            match load(&path, 10_000) {
                 Ok(got) => prop_assert_eq!(got, v),
                 Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. }), "{e:?}"),
             }
@@ -410,6 +440,45 @@ mod tests {
     #[test]
     fn no_file_is_no_incidents() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(&dir.path().join("incidents")).unwrap().is_empty());
+        assert!(load(&dir.path().join("incidents"), 0).unwrap().is_empty());
+    }
+
+    fn failure(detected_at_ns: u64) -> Failure {
+        Failure::new(
+            Source::Scrubber,
+            FailureKind::CorruptPage { page: PageId(9) },
+            "bad crc",
+            detected_at_ns,
+        )
+    }
+
+    #[test]
+    fn an_incident_keeps_its_age_on_the_reading_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents");
+        // Detected at 700 s of the first run's clock, saved at 1 000 s.
+        const S: u64 = 1_000_000_000;
+        save(&path, &[(4, failure(700 * S))], 1_000 * S).unwrap();
+        // The next run's clock has another origin.
+        let got = load(&path, 50 * S).unwrap();
+        assert_eq!(got[0].0, 4);
+        assert_eq!(got[0].1.detected_at_ns, 0, "cut to the clock's reading");
+        let got = load(&path, 5_000 * S).unwrap();
+        assert_eq!(got[0].1.detected_at_ns, 4_700 * S, "300 s old");
+        assert_eq!(got[0].1.kind, failure(0).kind);
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_and_its_incidents_are_detected_at_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents");
+        let mut payload = 1u32.to_le_bytes().to_vec();
+        // Version 1: the detection time itself, on another run's clock.
+        encode(&mut payload, 7, &failure(123_456), 123_456);
+        std::fs::write(&path, encode_framed(MAGIC, 1, &payload)).unwrap();
+        let got = load(&path, 42).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1.detected_at_ns), (7, 42));
+        assert_eq!(got[0].1.evidence, "bad crc");
     }
 }

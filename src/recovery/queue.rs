@@ -9,7 +9,12 @@
 //! and opens its incident as soon as there is room
 //! ([`IncidentQueue::refill`]), with no second read of the page; beyond the
 //! backlog an error-only rescan is marked due (the page stays fenced in the
-//! detector's suspect registry, where the rescan finds it again).
+//! detector's suspect registry, where the rescan finds it again). A failure
+//! of any other target (a component, a metric, a process) is reported once
+//! per episode and found by no rescan, so it is held instead: one per
+//! target (a repeat coalesces into it, raising its priority when more
+//! urgent), at most [`MAX_HELD`] targets, offered again before the pages
+//! when room opens.
 //!
 //! # Contract
 //! - At most one incident per [`Target`] is open (queued, running or
@@ -21,8 +26,10 @@
 //!   however many urgent ones keep coming. Ties go to the more urgent.
 //! - Joined failures kept per incident are bounded ([`MAX_JOINED_KEPT`]);
 //!   later ones are counted.
-//! - The page backlog is bounded and first in, first out; a failure leaves
-//!   it only to be offered to the queue again.
+//! - The page backlog and the held non-page failures are bounded and first
+//!   in, first out; a failure leaves them only to be offered to the queue
+//!   again. Only a non-page failure beyond [`MAX_HELD`] targets is lost
+//!   (counted, and announced by the manager).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -30,6 +37,10 @@ use crate::types::{Failure, Priority, Target};
 
 /// Joined failures an incident keeps; later joins are only counted.
 pub(crate) const MAX_JOINED_KEPT: usize = 16;
+
+/// Non-page targets whose failure is held beyond the bound, at most (their
+/// number is bounded by the host's components, metrics and processes).
+pub(crate) const MAX_HELD: usize = 256;
 
 fn level(p: Priority) -> usize {
     match p {
@@ -77,8 +88,8 @@ pub(crate) enum Offer {
     Joined(u64),
     /// The queue was full: counted (and a rescan marked due for a page).
     Overflow,
-    /// The queue was full: counted, and the page's failure kept in the
-    /// backlog until there is room.
+    /// The queue was full: counted, and the failure kept (a page's in the
+    /// backlog, another target's among the held ones) until there is room.
     Backlogged,
 }
 
@@ -121,6 +132,8 @@ pub(crate) struct IncidentQueue {
     /// Page failures beyond the bound, waiting for room (oldest first).
     backlog: VecDeque<Failure>,
     backlog_capacity: usize,
+    /// Non-page failures beyond the bound, one per target (oldest first).
+    held: VecDeque<Failure>,
 }
 
 impl IncidentQueue {
@@ -138,6 +151,7 @@ impl IncidentQueue {
             rescan_due: false,
             backlog: VecDeque::new(),
             backlog_capacity: 0,
+            held: VecDeque::new(),
         }
     }
 
@@ -148,12 +162,13 @@ impl IncidentQueue {
         self
     }
 
-    /// Offers the backlog's failures, oldest first, while there is room;
-    /// returns what each did, with its target and priority.
+    /// Offers the held non-page failures, then the page backlog's, oldest
+    /// first, while there is room; returns what each did, with its target
+    /// and priority.
     pub(crate) fn refill(&mut self, now_ns: u64) -> Vec<(Offer, Target, Priority)> {
         let mut out = Vec::new();
         while self.has_room() {
-            let Some(f) = self.backlog.pop_front() else {
+            let Some(f) = self.held.pop_front().or_else(|| self.backlog.pop_front()) else {
                 break;
             };
             let (target, prio) = (f.target(), f.priority);
@@ -162,9 +177,9 @@ impl IncidentQueue {
         out
     }
 
-    /// Whether page failures wait in the backlog.
+    /// Whether failures wait for room (in the page backlog or held).
     pub(crate) fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
+        !self.backlog.is_empty() || !self.held.is_empty()
     }
 
     /// Open incidents (queued, running or deferred).
@@ -184,7 +199,7 @@ impl IncidentQueue {
 
     /// Whether nothing is queued or running (deferred incidents may remain).
     pub(crate) fn is_idle(&self) -> bool {
-        self.backlog.is_empty()
+        !self.has_backlog()
             && self
                 .open
                 .values()
@@ -224,6 +239,15 @@ impl IncidentQueue {
                     return Offer::Backlogged;
                 }
                 self.rescan_due = true;
+                return Offer::Overflow;
+            }
+            if let Some(held) = self.held.iter_mut().find(|h| h.target() == target) {
+                held.priority = held.priority.min(failure.priority);
+                return Offer::Backlogged;
+            }
+            if self.held.len() < MAX_HELD {
+                self.held.push_back(failure);
+                return Offer::Backlogged;
             }
             return Offer::Overflow;
         }
@@ -487,6 +511,18 @@ impl IncidentQueue {
         n
     }
 
+    /// Open incidents whose first failure was detected longer ago than
+    /// their priority's RTO (`rto`, P0 first) at `now_ns`.
+    pub(crate) fn past_rto(&self, now_ns: u64, rto: &[std::time::Duration; 4]) -> u64 {
+        self.open
+            .values()
+            .filter(|e| {
+                let age = now_ns.saturating_sub(e.first.detected_at_ns);
+                u128::from(age) > rto[level(e.priority)].as_nanos()
+            })
+            .count() as u64
+    }
+
     /// The open incidents not running, for persisting: `(id, first failure)`.
     pub(crate) fn snapshot(&self) -> Vec<(u64, Failure)> {
         let mut v: Vec<(u64, Failure)> = self
@@ -575,7 +611,7 @@ mod tests {
         let mut q = IncidentQueue::new(2, 1_000, 1);
         q.offer(page(1), 0);
         q.offer(metric("m", 0), 0);
-        assert_eq!(q.offer(metric("n", 0), 0), Offer::Overflow);
+        assert_eq!(q.offer(metric("n", 0), 0), Offer::Backlogged);
         assert!(!q.rescan_due);
         assert_eq!(q.offer(page(2), 0), Offer::Overflow);
         assert!(q.rescan_due);
@@ -589,7 +625,11 @@ mod tests {
         q.offer(page(1), 0);
         q.offer(page(2), 0);
         assert_eq!(q.offer(page(3), 0), Offer::Backlogged);
-        assert_eq!(q.offer(metric("m", 0), 0), Offer::Overflow, "pages only");
+        assert_eq!(
+            q.offer(metric("m", 0), 0),
+            Offer::Backlogged,
+            "held apart from the pages"
+        );
         assert_eq!(q.offer(page(4), 0), Offer::Backlogged);
         assert!(!q.rescan_due, "every page is held");
         assert_eq!(q.offer(page(5), 0), Offer::Overflow);
@@ -602,13 +642,90 @@ mod tests {
         let r = q.refill(2);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, Offer::Opened(3));
-        assert_eq!(r[0].1, Target::Page(PageId(3)), "oldest first");
+        assert_eq!(
+            r[0].1,
+            metric("m", 0).target(),
+            "a held non-page failure first"
+        );
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        let r = q.refill(2);
+        assert_eq!(r[0].0, Offer::Opened(4));
+        assert_eq!(r[0].1, Target::Page(PageId(3)), "then pages, oldest first");
         assert!(q.has_backlog() && q.len() == 2);
         while let Some(t) = q.pop() {
             q.finish(&t.target);
             q.refill(3);
         }
         assert!(!q.has_backlog() && q.is_idle());
+    }
+
+    /// A non-page failure is reported once per episode (a component dies
+    /// once): beyond the bound it is held, one per target, and opens its
+    /// incident when room opens, instead of being lost.
+    #[test]
+    fn non_page_overflow_is_held_per_target_and_opened_when_room_opens() {
+        let mut q = IncidentQueue::new(1, 1_000, 1);
+        q.offer(page(1), 0);
+        let dead = |c: &str| {
+            Failure::new(
+                Source::CrashDetector,
+                FailureKind::ComponentDead {
+                    component: Arc::from(c),
+                },
+                "no heartbeat",
+                0,
+            )
+        };
+        assert_eq!(q.offer(dead("wal"), 0), Offer::Backlogged);
+        assert_eq!(q.offer(metric("m", 2), 0), Offer::Backlogged);
+        assert_eq!(
+            q.offer(metric("m", 0), 0),
+            Offer::Backlogged,
+            "a repeat coalesces"
+        );
+        assert_eq!(q.overflowed, 3);
+        assert!(!q.rescan_due && q.has_backlog() && !q.is_idle());
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        let r = q.refill(1);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, dead("wal").target(), "oldest first");
+        assert!(matches!(r[0].0, Offer::Opened(_)));
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        let r = q.refill(2);
+        assert_eq!(r[0].1, metric("m", 0).target());
+        assert_eq!(r[0].2, Priority::P1, "the repeat raised its priority");
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        assert!(q.is_idle() && !q.has_backlog());
+        // Bounded: beyond MAX_HELD targets, a failure is counted and dropped.
+        q.offer(page(1), 0);
+        for i in 0..MAX_HELD {
+            assert_eq!(q.offer(dead(&format!("c{i}")), 0), Offer::Backlogged);
+        }
+        assert_eq!(q.offer(dead("one-too-many"), 0), Offer::Overflow);
+        assert_eq!(q.offer(dead("c0"), 0), Offer::Backlogged, "still coalesces");
+    }
+
+    #[test]
+    fn incidents_open_longer_than_their_rto_are_counted() {
+        use std::time::Duration;
+        let rto = [1_000, 2_000, 3_000, 4_000].map(Duration::from_nanos);
+        let mut q = IncidentQueue::new(8, 1_000, 1);
+        q.offer(page(1), 0); // P0, detected at 0
+        q.offer(metric("m", 2), 0); // P3
+        assert_eq!(q.past_rto(1_000, &rto), 0, "at its RTO is not past it");
+        assert_eq!(q.past_rto(1_001, &rto), 1);
+        assert_eq!(q.past_rto(4_001, &rto), 2);
+        let t = q.pop().unwrap();
+        q.finish(&t.target);
+        assert_eq!(
+            q.past_rto(4_001, &rto),
+            1,
+            "a closed one is judged by its close"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
@@ -129,24 +130,17 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             .expect("validated: Approve has a callback");
         hc = hc.action_gate(approval_gate(
             cb,
+            clock.clone(),
             cfg.approval_timeout,
             cfg.allow.clone(),
             cfg.max_concurrent,
         ));
     }
+    // Checked at build (`RecoveryConfig::validate`), allow-list included.
     let healer = hc.build(ctx)?;
-    let names = healer.remedy_names();
-    let mut allow: Vec<&String> = cfg.allow.iter().collect();
-    allow.sort();
-    if let Some(unknown) = allow.into_iter().find(|n| !names.contains(n)) {
-        return Err(Error::config(
-            "allow_without_approval",
-            format!("names {unknown:?}, which no remedy is called (the remedies: {names:?})"),
-        ));
-    }
     *inner.healer.write() = Some(Arc::new(healer));
     // Open incidents of the previous run.
-    let (saved, incidents_warning) = match persist::load(&inner.incidents_path) {
+    let (saved, incidents_warning) = match persist::load(&inner.incidents_path, clock.now_ns()) {
         Ok(v) => (v, None),
         Err(e) => {
             tracing::warn!(error = %e, "the saved open incidents cannot be read; starting without them");
@@ -231,11 +225,16 @@ fn verify_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<PageId> {
     failed
 }
 
+/// Real time waited at most between two readings of the clock while an
+/// approval is pending: a clock moved by hand is seen this soon.
+const APPROVAL_POLL: Duration = Duration::from_millis(10);
+
 /// Approve mode: the allow-list, else the host's answer within `timeout`
-/// on one of `callers` helper threads (no free helper, no answer, a panic:
-/// no).
+/// of `clock` on one of `callers` helper threads (no free helper, no
+/// answer, a panic: no).
 fn approval_gate(
     cb: ApprovalCallback,
+    clock: Arc<dyn Clock>,
     timeout: Duration,
     allow: HashSet<String>,
     callers: usize,
@@ -256,11 +255,21 @@ fn approval_gate(
             priority: case.failure.priority,
             evidence: case.failure.evidence.clone(),
         };
-        let deadline = Instant::now() + timeout;
+        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let deadline_ns = clock.now_ns().saturating_add(timeout_ns);
         for c in callers.iter() {
             let (cb, req) = (cb.clone(), req.clone());
             if let Ok(mut pending) = c.start(move || cb(&req)) {
-                let answer = pending.wait_until(deadline);
+                let answer = loop {
+                    let now = clock.now_ns();
+                    if now >= deadline_ns {
+                        break pending.give_up();
+                    }
+                    let slice = Duration::from_nanos(deadline_ns - now).min(APPROVAL_POLL);
+                    if let Some(a) = pending.answer_by(Instant::now() + slice) {
+                        break a;
+                    }
+                };
                 if answer.is_err() {
                     tracing::warn!(
                         remedy = remedy.name(),
@@ -344,6 +353,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
         note(persist::save(
             &inner.incidents_path,
             &inner.queue.lock().snapshot(),
+            inner.clock.now_ns(),
         ));
     }
     // The audit log's last records and the learned records, made durable.

@@ -61,15 +61,23 @@ pub struct RecoveryStats {
     pub mttr: Option<Duration>,
     /// Healed incidents whose time to heal was within their RTO.
     pub within_rto: u64,
+    /// Open incidents (queued, running or deferred) detected longer ago
+    /// than their RTO, now: misses already, whatever happens next.
+    pub open_past_rto: u64,
     /// Per remedy, by name.
     pub remedies: BTreeMap<String, RemedyStats>,
 }
 
 impl RecoveryStats {
-    /// The share of healed incidents healed within their RTO.
+    /// The share of incidents that met their RTO: those healed within it,
+    /// over every incident closed healed or escalated plus those open past
+    /// their RTO now. An escalated incident is a miss (nothing healed it),
+    /// and so is one still open past its RTO; observed incidents (Observe
+    /// mode) are not judged. `None` before any incident was judged.
     #[must_use]
     pub fn rto_compliance(&self) -> Option<f64> {
-        (self.recovered > 0).then(|| self.within_rto as f64 / self.recovered as f64)
+        let judged = self.recovered + self.escalated + self.open_past_rto;
+        (judged > 0).then(|| self.within_rto as f64 / judged as f64)
     }
 }
 
@@ -143,6 +151,8 @@ impl Tally {
             Outcome::Escalated => {
                 self.stats.escalated += 1;
                 metrics::counter!("selfheal_incidents_escalated_total", "priority" => p)
+                    .increment(1);
+                metrics::counter!("selfheal_rto_total", "priority" => p, "met" => "no")
                     .increment(1);
                 false
             }

@@ -487,7 +487,7 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
         Offer::Backlogged => {
             drop(t);
             metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::debug!(%target, "incident queue full: the page waits in the backlog");
+            tracing::debug!(%target, "incident queue full: the failure waits for room");
             inner.events.emit(&RecoveryEvent::Overflowed { target });
         }
     }
@@ -540,7 +540,7 @@ pub(super) fn sync_audit(inner: &Inner) {
 pub(super) fn save(inner: &Inner) {
     inner.dirty.store(false, Ordering::Relaxed);
     let open = inner.queue.lock().snapshot();
-    if let Err(e) = persist::save(&inner.incidents_path, &open) {
+    if let Err(e) = persist::save(&inner.incidents_path, &open, inner.clock.now_ns()) {
         inner.dirty.store(true, Ordering::Relaxed);
         tracing::warn!(error = %e, "saving the open incidents");
     }
@@ -761,6 +761,7 @@ fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
                 .escalation
                 .as_ref()
                 .map_or_else(String::new, |r| r.reason.clone()),
+            report: inc.escalation.clone().map(Arc::new),
         },
     };
     tracing::info!(outcome = inc.outcome.as_str(), "incident closed");

@@ -297,8 +297,25 @@ impl<A> Call<A> {
         }
     }
 
-    /// The deadline passed while waiting for an answer.
-    fn give_up(&mut self) -> Result<A, CallError> {
+    /// Takes the next answer if it comes by `at`; `None` when it has not
+    /// (the call goes on: wait again, or [`give_up`](Self::give_up)). For a
+    /// caller whose deadline is on a [`Clock`](crate::Clock) rather than
+    /// in real time, waiting in short slices.
+    ///
+    /// # Errors
+    /// As [`wait_until`](Self::wait_until), except that `at` passing is
+    /// `None`, not a time-out.
+    pub(crate) fn answer_by(&mut self, at: Instant) -> Option<Result<A, CallError>> {
+        match self.answers.recv_deadline(at) {
+            Ok(answer) => Some(answer.into_result()),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Err(CallError::Ended)),
+        }
+    }
+
+    /// The deadline passed while waiting for an answer: the job is
+    /// withdrawn or abandoned (an answer that raced in is still taken).
+    pub(crate) fn give_up(&mut self) -> Result<A, CallError> {
         let phase = &self.phase;
         let gave_up = phase
             .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
