@@ -367,6 +367,7 @@ impl Database {
                     let mut whole = vec![0u8; p.page_size];
                     self.read_page(p, page, &mut whole)?;
                     p.first.offer(generation, &whole);
+                    p.first.note_header(&whole);
                     out.copy_from_slice(&whole[within..within + n]);
                 }
             } else if n == p.page_size {
@@ -564,6 +565,9 @@ impl Database {
         p.det
             .write_sealed_batch(&mut refs)
             .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        if let Some(first) = pending.get(&0) {
+            p.first.note_header(first);
+        }
         pending.clear();
         p.note_batch();
         Ok(())

@@ -91,10 +91,33 @@
 //!   supported.
 //! - **Replicas** ([`SqliteConfig::replica_file`], or one copy per
 //!   database in a [replica directory](SqliteConfig::replica_dir)) are
-//!   byte copies of the database file, read by path at each repair, so a
-//!   copy the host refreshes serves its newest pages; see the `replica`
-//!   notes on when a copy is byte-identical. Any [`Replica`] can be added
-//!   as well.
+//!   copies of the database file, read by path at each repair, so a copy
+//!   the host refreshes serves its newest pages. A copy serves a page only
+//!   when its bytes are the page's newest version (the checksum SQLite's
+//!   last write of the page was sealed with), so a damaged copy, or one
+//!   behind the newest commit, is never written back: the read fails
+//!   instead. Any [`Replica`] can be added as well.
+//! - **Backup-API replicas.** A copy the host keeps in step with SQLite's
+//!   online backup API (`sqlite3_backup_*`, `rusqlite::backup::Backup`)
+//!   after its commits is a supported replica file: every page past page 1
+//!   is the database's byte for byte. Its page 1 is not: the backup writes
+//!   five header fields from the copy's own state — bytes 18..20 (file
+//!   format versions), 24..28 (change counter), 40..44 (schema cookie),
+//!   92..96 (version-valid-for) and 96..100 (SQLite version number). A
+//!   copy's page 1 that does not verify as it is is therefore tried with
+//!   those fields, and no other byte, taken from the database's own
+//!   header: the last one read verified or written through the VFS in this
+//!   open, then the header of the damaged page on disk. The sidecar
+//!   checksum decides: only a page 1 that is then exactly the newest
+//!   version is written back. Caveats: run the backup after the commit
+//!   whose pages it must hold (a page written since is not served: the
+//!   read fails); keep the copy in rollback-journal mode (`PRAGMA
+//!   journal_mode = DELETE` on the copy after each backup — a WAL source's
+//!   backup makes the copy a WAL database whose newest pages sit in its
+//!   `-wal` file, which is not read) or close its connection before a
+//!   repair may read it; and page 1 damaged in those header fields right
+//!   after an open, before any verified read of it, has no good copy (the
+//!   read fails with `SQLITE_CORRUPT`).
 //! - **Snapshots** ([`SqliteConfig::snapshots`]): each file's incremental
 //!   snapshots, taken periodically between batches of writes (writes wait
 //!   meanwhile) from the pages the VFS noted written, are the repair source
