@@ -78,6 +78,24 @@ fn vfs_with(tag: &str, replica: &Path) -> (SqliteVfs, Heals) {
     (vfs, heals)
 }
 
+/// Every page number a heal report names is SQLite's (from 1), the one in
+/// `page`: in `damage` and in `detail`.
+fn assert_numbered_like_sqlite(e: &HealEvent) {
+    let re = regex::Regex::new(r"\bpage (\d+)\b").unwrap();
+    for text in [&e.damage, &e.detail] {
+        let named: Vec<u64> = re
+            .captures_iter(text)
+            .map(|c| c[1].parse().unwrap())
+            .collect();
+        assert!(
+            named.iter().all(|n| *n == e.page),
+            "page {} reported as {named:?}: {text}",
+            e.page
+        );
+    }
+    assert!(e.damage.contains(&format!("page {}", e.page)), "{e:?}");
+}
+
 /// Fresh connection (empty page cache), every query checked.
 fn check_fresh(db: &Path, vfs: &SqliteVfs, model: &Model) {
     let c = open(db, vfs);
@@ -165,6 +183,7 @@ fn a_backup_copy_heals_every_page(mode: &str) {
     drop(keeper);
     let heals = heals.lock().unwrap();
     assert!(heals.iter().all(|e| e.healed), "{heals:?}");
+    heals.iter().for_each(assert_numbered_like_sqlite);
     assert_eq!(vfs.stats().unhealed, 0);
     assert!(heals.len() >= 16, "{heals:?}");
 }
@@ -390,6 +409,7 @@ fn a_copy_behind_the_newest_write_is_never_served(mode: &str) {
         last.detail.contains("not the version SQLite wrote last"),
         "{last:?}"
     );
+    assert_numbered_like_sqlite(last);
 }
 
 #[test]

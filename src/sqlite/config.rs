@@ -198,10 +198,14 @@ pub struct HealEvent {
     pub page: u64,
     /// Whether the read was then served verified bytes.
     pub healed: bool,
-    /// Why the page failed verification: the detector's error, which
-    /// numbers pages from 0 (SQLite's page `n` is its page `n - 1`).
+    /// Why the page failed verification: the detector's error, with the
+    /// page numbered like SQLite and [`page`](Self::page), from 1 (the
+    /// library's own reports — the failure bus, a recovery manager's
+    /// incidents — use [`PageId`](crate::PageId)s, which count from 0:
+    /// SQLite's page `n` is `PageId(n - 1)`).
     pub damage: String,
-    /// What the repair did (the replica that served it, or why none could).
+    /// What the repair did (the replica that served it, or why none could),
+    /// the page numbered from 1 like [`damage`](Self::damage).
     pub detail: String,
     /// How long the repair took.
     pub duration: Duration,
