@@ -9,11 +9,11 @@
 //! 100-byte header read; a call that covers part of a page is served by
 //! verifying (or, for a write, reading, patching and sealing) the whole page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -90,28 +90,7 @@ pub(super) struct Database {
 
 /// The open databases of one VFS by full path: the connections of one file
 /// share one.
-#[derive(Default)]
-pub(super) struct Databases(Mutex<HashMap<PathBuf, Weak<Database>>>);
-
-impl Databases {
-    /// The map, locked.
-    pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<PathBuf, Weak<Database>>> {
-        self.0.lock()
-    }
-
-    /// The open database at `path` (as SQLite named it, or any path to the
-    /// same file).
-    pub(super) fn find(&self, path: &Path) -> Option<Arc<Database>> {
-        let dbs = self.0.lock();
-        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
-            return Some(db);
-        }
-        let canonical = std::fs::canonicalize(path).ok()?;
-        dbs.values()
-            .filter_map(Weak::upgrade)
-            .find(|db| std::fs::canonicalize(db.path()).ok().as_deref() == Some(&canonical))
-    }
-}
+pub(super) type Databases = super::registry::Registry<Database>;
 
 /// Most pages written by SQLite and held before they are sealed and
 /// written as one batch (4 MiB of 4 KiB pages).

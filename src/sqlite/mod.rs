@@ -48,7 +48,9 @@
 //!   ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page): a
 //!   replica's copy is written only if it matches the page's checksum) and
 //!   read again; each heal is counted, logged and passed to
-//!   [`SqliteConfig::on_heal`]. With no good copy the read answers
+//!   [`SqliteConfig::on_heal`] (a [`HealEvent`] numbers the page from 1 in
+//!   every field, like SQLite; the failure bus uses
+//!   [`PageId`](crate::PageId)s, from 0). With no good copy the read answers
 //!   `SQLITE_CORRUPT` (SQLite: "database disk image is malformed") and
 //!   never the damaged bytes; the page stays fenced and the incident is on
 //!   the failure bus ([`FailureKind::CorruptPage`](crate::FailureKind::CorruptPage),
@@ -85,6 +87,9 @@
 //!   from a replica, undoing the outside write, if the replica has the
 //!   older page). To hand the file back to plain SQLite for writing, delete
 //!   the `<db>-selfheal*` files afterwards, and the next open adopts again.
+//!   The last connection's close of a file (its last pages written, its
+//!   recovery manager stopped) holds back no open of another file; an open
+//!   of the same file waits until the close has finished.
 //! - **Page size** is read from the header (offset 16; from a replica's
 //!   header when page 1 itself is damaged) or, for a new file, from SQLite's
 //!   first write. Changing it later (`PRAGMA page_size` then `VACUUM`) is not
@@ -144,6 +149,7 @@ mod database;
 mod first_page;
 mod protected;
 mod raw;
+mod registry;
 mod replica;
 mod snapshots;
 mod store;
