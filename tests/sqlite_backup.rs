@@ -96,6 +96,40 @@ fn assert_numbered_like_sqlite(e: &HealEvent) {
     assert!(e.damage.contains(&format!("page {}", e.page)), "{e:?}");
 }
 
+/// A commit after the backup (one row's note; in rollback mode it bumps
+/// page 1's change counter, so the copy's page 1 then differs from the
+/// newest version in header fields only), then page 1 zeroed on disk, and
+/// a table leaf the commit left alone damaged. Returns the file as it was.
+fn late_commit_then_damage_page_1(
+    keeper: &Connection,
+    db: &Path,
+    mode: &str,
+    model: &Model,
+) -> Vec<u8> {
+    let id = *model.keys().nth(10).unwrap();
+    let pre = std::fs::read(db).unwrap();
+    keeper
+        .execute("UPDATE items SET note = 'late' WHERE id = ?1", [id])
+        .unwrap();
+    if mode == "WAL" {
+        keeper
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    let now = std::fs::read(db).unwrap();
+    let written: Vec<PageId> = (1..(now.len() / PAGE) as u64)
+        .map(PageId)
+        .filter(|p| page_bytes(&pre, *p) != page_bytes(&now, *p))
+        .collect();
+    let leaves: Vec<PageId> = table_leaves(db)
+        .into_iter()
+        .filter(|p| !written.contains(p))
+        .collect();
+    write_page(db, PageId(0), &[0u8; PAGE]);
+    let _ = damage(db, &[leaves[5]]);
+    now
+}
+
 /// Fresh connection (empty page cache), every query checked.
 fn check_fresh(db: &Path, vfs: &SqliteVfs, model: &Model) {
     let c = open(db, vfs);
@@ -138,35 +172,9 @@ fn a_backup_copy_heals_every_page(mode: &str) {
             "round {round}: the file differs from its state before the damage"
         );
     }
-    // Page 1: a commit after the backup (one row's note; in rollback mode
-    // it bumps page 1's change counter, so the copy's page 1 then differs
-    // from the newest version in header fields only), then page 1 zeroed
-    // on disk and read again from the file by a fresh connection.
-    let id = *model.keys().nth(10).unwrap();
-    let leaf_of_row = {
-        let pre = std::fs::read(&db).unwrap();
-        keeper
-            .execute("UPDATE items SET note = 'late' WHERE id = ?1", [id])
-            .unwrap();
-        if mode == "WAL" {
-            keeper
-                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
-        }
-        let post = std::fs::read(&db).unwrap();
-        (1..(post.len() / PAGE) as u64)
-            .map(PageId)
-            .filter(|p| page_bytes(&pre, *p) != page_bytes(&post, *p))
-            .collect::<Vec<_>>()
-    };
-    let leaves: Vec<PageId> = table_leaves(&db)
-        .into_iter()
-        .filter(|p| !leaf_of_row.contains(p))
-        .collect();
-    let zero = vec![0u8; PAGE];
-    let now = std::fs::read(&db).unwrap();
-    write_page(&db, PageId(0), &zero);
-    let _ = damage(&db, &[leaves[5]]);
+    // Page 1, read again from the file by a fresh connection after a
+    // commit.
+    let now = late_commit_then_damage_page_1(&keeper, &db, mode, &model);
     check_fresh(&db, &vfs, &model);
     // The commit's write of page 1 dropped the VFS's copy of it: it was
     // read again from the file, and healed.
@@ -196,6 +204,56 @@ fn a_backup_copy_heals_every_page_rollback_journal() {
 #[test]
 fn a_backup_copy_heals_every_page_wal() {
     a_backup_copy_heals_every_page("WAL");
+}
+
+/// Under a recovery manager the same backup copy heals page 1 (its
+/// rewritten header fields patched) and a leaf, as the manager's incidents.
+fn a_backup_copy_heals_page_1_under_a_recovery_manager(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("copy.db");
+    let mut model = Model::new();
+    build_plain(&db, mode, &mut model);
+    let vfs = register(
+        &format!("bkm-{mode}"),
+        SqliteConfig::new()
+            .replica_file(&replica)
+            .recovery(dir.path().join("recovery")),
+    );
+    let keeper = open(&db, &vfs);
+    work(&keeper, mode, &mut model, 1);
+    backup_to(&keeper, &replica);
+    let now = late_commit_then_damage_page_1(&keeper, &db, mode, &model);
+    check_fresh(&db, &vfs, &model);
+    assert!(std::fs::read(&db).unwrap() == now, "the file is restored");
+    let m = vfs.manager(&db).unwrap();
+    let healed: Vec<PageId> = m
+        .incidents()
+        .iter()
+        .filter(|i| matches!(i.outcome, selfheal::healer::Outcome::Healed { .. }))
+        .flat_map(|i| match (i.pages.is_empty(), &i.target) {
+            // A page-set incident heals every page it lists.
+            (false, _) => i.pages.clone(),
+            (true, selfheal::Target::Page(p)) => vec![*p],
+            (true, _) => Vec::new(),
+        })
+        .collect();
+    assert!(
+        healed.contains(&PageId(0)),
+        "page 1 healed by the manager: {healed:?}"
+    );
+    assert_eq!(vfs.stats().unhealed, 0);
+    drop(m);
+}
+
+#[test]
+fn a_backup_copy_heals_page_1_under_a_recovery_manager_rollback_journal() {
+    a_backup_copy_heals_page_1_under_a_recovery_manager("DELETE");
+}
+
+#[test]
+fn a_backup_copy_heals_page_1_under_a_recovery_manager_wal() {
+    a_backup_copy_heals_page_1_under_a_recovery_manager("WAL");
 }
 
 /// The backup API's copy of page 1 differs from the database's exactly in
