@@ -56,10 +56,25 @@ impl SqliteConfig {
         Self::default()
     }
 
-    /// Adds a replica: a byte copy of the database file at `path`, read by
+    /// Adds a replica: a copy of the database file at `path`, read by
     /// path at each repair (it may be missing or refreshed meanwhile). Every
     /// database opened through the VFS uses it, so give one VFS per
     /// database when replicas differ.
+    ///
+    /// The copy may be a byte copy (taken while no write transaction is
+    /// open, or after a checkpoint in WAL mode) or a copy the host keeps in
+    /// step with SQLite's backup API (`rusqlite::backup::Backup` from a
+    /// connection of the database into `path`, after its commits). A
+    /// backup's page 1 differs in five header fields — bytes 18..20,
+    /// 24..28, 40..44, 92..96 and 96..100 — which the VFS takes from the
+    /// database's own header (the last one read verified or written this
+    /// open, else the damaged page's) before checking the page against its
+    /// checksum; no other byte is taken. A page is served only when it is
+    /// the newest version SQLite wrote, so run the backup after the commits
+    /// it must cover, and keep the copy in rollback-journal mode (`PRAGMA
+    /// journal_mode = DELETE` on it after each backup: a WAL source makes
+    /// its copy a WAL database, whose newest pages are in its `-wal` file).
+    /// See the module docs' *Backup-API replicas*.
     #[must_use]
     pub fn replica_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.replica_files.push(path.into());
@@ -67,7 +82,8 @@ impl SqliteConfig {
     }
 
     /// Adds a replica directory: the replica of a database file `<name>`
-    /// is the byte copy `dir/<name>` (its file name, whatever directory the
+    /// is the copy `dir/<name>` (a byte copy or a backup-API copy, as for
+    /// [`replica_file`](Self::replica_file)) (its file name, whatever directory the
     /// database is in), read by path at each repair like a
     /// [`replica_file`](Self::replica_file). One VFS can so serve several
     /// databases, each with its own copy; a database with no copy in `dir`
@@ -182,10 +198,14 @@ pub struct HealEvent {
     pub page: u64,
     /// Whether the read was then served verified bytes.
     pub healed: bool,
-    /// Why the page failed verification: the detector's error, which
-    /// numbers pages from 0 (SQLite's page `n` is its page `n - 1`).
+    /// Why the page failed verification: the detector's error, with the
+    /// page numbered like SQLite and [`page`](Self::page), from 1 (the
+    /// library's own reports — the failure bus, a recovery manager's
+    /// incidents — use [`PageId`](crate::PageId)s, which count from 0:
+    /// SQLite's page `n` is `PageId(n - 1)`).
     pub damage: String,
-    /// What the repair did (the replica that served it, or why none could).
+    /// What the repair did (the replica that served it, or why none could),
+    /// the page numbered from 1 like [`damage`](Self::damage).
     pub detail: String,
     /// How long the repair took.
     pub duration: Duration,

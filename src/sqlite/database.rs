@@ -9,11 +9,11 @@
 //! 100-byte header read; a call that covers part of a page is served by
 //! verifying (or, for a write, reading, patching and sealing) the whole page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -90,28 +90,7 @@ pub(super) struct Database {
 
 /// The open databases of one VFS by full path: the connections of one file
 /// share one.
-#[derive(Default)]
-pub(super) struct Databases(Mutex<HashMap<PathBuf, Weak<Database>>>);
-
-impl Databases {
-    /// The map, locked.
-    pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<PathBuf, Weak<Database>>> {
-        self.0.lock()
-    }
-
-    /// The open database at `path` (as SQLite named it, or any path to the
-    /// same file).
-    pub(super) fn find(&self, path: &Path) -> Option<Arc<Database>> {
-        let dbs = self.0.lock();
-        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
-            return Some(db);
-        }
-        let canonical = std::fs::canonicalize(path).ok()?;
-        dbs.values()
-            .filter_map(Weak::upgrade)
-            .find(|db| std::fs::canonicalize(db.path()).ok().as_deref() == Some(&canonical))
-    }
-}
+pub(super) type Databases = super::registry::Registry<Database>;
 
 /// Most pages written by SQLite and held before they are sealed and
 /// written as one batch (4 MiB of 4 KiB pages).
@@ -367,6 +346,7 @@ impl Database {
                     let mut whole = vec![0u8; p.page_size];
                     self.read_page(p, page, &mut whole)?;
                     p.first.offer(generation, &whole);
+                    p.first.note_header(&whole);
                     out.copy_from_slice(&whole[within..within + n]);
                 }
             } else if n == p.page_size {
@@ -417,7 +397,7 @@ impl Database {
                 path: self.path.clone(),
                 page: format::sqlite_page(page),
                 healed: false,
-                damage: first.to_string(),
+                damage: sqlite_numbered(page, &first.to_string()),
                 detail: "the recovery manager could not heal it (see its incidents)".into(),
                 duration: std::time::Duration::ZERO,
             });
@@ -464,8 +444,8 @@ impl Database {
             path: self.path.clone(),
             page: format::sqlite_page(page),
             healed,
-            damage: first.to_string(),
-            detail,
+            damage: sqlite_numbered(page, &first.to_string()),
+            detail: sqlite_numbered(page, &detail),
             duration: started.elapsed(),
         };
         self.shared.note_heal(&event);
@@ -564,6 +544,9 @@ impl Database {
         p.det
             .write_sealed_batch(&mut refs)
             .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+        if let Some(first) = pending.get(&0) {
+            p.first.note_header(first);
+        }
         pending.clear();
         p.note_batch();
         Ok(())
@@ -680,10 +663,81 @@ impl Drop for Database {
     }
 }
 
+/// `text` (a message of the library about `page`) with each "page <n>"
+/// that names `page` by its id (from 0) naming it as SQLite does (from 1).
+/// Other numbers are left alone.
+fn sqlite_numbered(page: PageId, text: &str) -> String {
+    const WORD: &str = "page ";
+    let id = page.0.to_string();
+    let mut out = String::with_capacity(text.len() + 4);
+    let mut rest = text;
+    while let Some(at) = rest.find(WORD) {
+        let (before, after) = rest.split_at(at + WORD.len());
+        out.push_str(before);
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let starts_word = at == 0 || !before[..at].ends_with(|c: char| c.is_alphanumeric());
+        if starts_word && after[..digits] == id {
+            out.push_str(&format::sqlite_page(page).to_string());
+        } else {
+            out.push_str(&after[..digits]);
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn raw_fault(rc: Rc) -> Fault {
     if rc == ffi::SQLITE_IOERR_SHORT_READ {
         Fault::ShortRead
     } else {
         Fault::Code(rc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heal_reports_name_the_page_as_sqlite_does() {
+        let p = PageId(9);
+        assert_eq!(
+            sqlite_numbered(p, "page 9 is corrupt: checksum 0x1 does not match"),
+            "page 10 is corrupt: checksum 0x1 does not match"
+        );
+        assert_eq!(
+            sqlite_numbered(
+                p,
+                "no good copy: its copy of page 9 is stale; page 90 and subpage 9 stay"
+            ),
+            "no good copy: its copy of page 10 is stale; page 90 and subpage 9 stay"
+        );
+        assert_eq!(sqlite_numbered(p, "page 9"), "page 10");
+        assert_eq!(sqlite_numbered(p, "page "), "page ");
+        assert_eq!(sqlite_numbered(p, "nothing here"), "nothing here");
+        assert_eq!(sqlite_numbered(p, "seite 9 — page 9"), "seite 9 — page 10");
+    }
+
+    proptest::proptest! {
+        /// The page's own id becomes its SQLite number; text around it and
+        /// any other page's number are kept.
+        #[test]
+        fn only_the_pages_own_number_changes(
+            id in 0u64..1_000_000,
+            other in 0u64..1_000_000,
+            before in "[a-z ]{0,12}",
+            after in "[a-z:;,. ]{0,12}",
+        ) {
+            let p = PageId(id);
+            let text = format!("{before}:page {id}{after}");
+            proptest::prop_assert_eq!(
+                sqlite_numbered(p, &text),
+                format!("{before}:page {}{after}", id + 1)
+            );
+            proptest::prop_assume!(other != id);
+            let text = format!("{before}:page {other}{after}");
+            proptest::prop_assert_eq!(sqlite_numbered(p, &text), text.clone());
+        }
     }
 }

@@ -14,10 +14,49 @@
 //! - Damage on disk after the bytes were kept is not seen through the copy
 //!   (the copy is the page's true contents); a scrub or the next read after
 //!   a write finds it.
+//! - Apart from the copy, the last verified header (the first 100 bytes of
+//!   the page as last read verified or written through the VFS in this
+//!   open) is kept, and never forgotten by a write: it supplies the
+//!   [`BACKUP_REWRITTEN`] fields when page 1 is healed from a copy made
+//!   with SQLite's backup API (see [`patch_rewritten`]). It is a candidate
+//!   only: whatever is built from it is written back only if the page's
+//!   checksum accepts it.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+/// Bytes of SQLite's database header (the start of page 1).
+pub(super) const HEADER_LEN: usize = 100;
+
+/// The fields of page 1's header that a copy made with SQLite's backup API
+/// (`sqlite3_backup_*`, `rusqlite::backup`) holds from its own state rather
+/// than the source's; every other byte of every page of such a copy is the
+/// source's (`tests/sqlite_backup.rs` checks both, in both journal modes):
+///
+/// | bytes    | field                 | in the copy                                     |
+/// |----------|-----------------------|-------------------------------------------------|
+/// | 18..20   | file format versions  | 1 once the copy is set to a rollback journal (2 in WAL mode) |
+/// | 24..28   | file change counter   | the copy's own, bumped by each of its commits   |
+/// | 40..44   | schema cookie         | the copy's previous cookie + 1 (the backup's rule) |
+/// | 92..96   | version-valid-for     | the copy's change counter                       |
+/// | 96..100  | SQLite version number | the library that last wrote the copy            |
+///
+/// The last field equals the source's when one library wrote both; it is
+/// listed because SQLite writes it with 92..96 at every commit, so a copy
+/// made by another SQLite version differs there.
+pub(super) const BACKUP_REWRITTEN: [Range<usize>; 5] = [18..20, 24..28, 40..44, 92..96, 96..100];
+
+/// Overwrites the [`BACKUP_REWRITTEN`] fields of `page` (a copy's page 1)
+/// with those of `header` (a header of the database's own page 1); no
+/// other byte changes.
+pub(super) fn patch_rewritten(page: &mut [u8], header: &[u8; HEADER_LEN]) {
+    debug_assert!(page.len() >= HEADER_LEN);
+    for r in BACKUP_REWRITTEN {
+        page[r.clone()].copy_from_slice(&header[r]);
+    }
+}
 
 /// The kept copy of page 1 (page id 0).
 #[derive(Debug, Default)]
@@ -26,6 +65,8 @@ pub(super) struct FirstPage {
     generation: AtomicU64,
     /// The verified bytes, while no write was issued since.
     bytes: Mutex<Option<Box<[u8]>>>,
+    /// The header of the page as last read verified or written.
+    header: Mutex<Option<[u8; HEADER_LEN]>>,
 }
 
 impl FirstPage {
@@ -54,6 +95,21 @@ impl FirstPage {
         if self.generation.load(Ordering::Acquire) == generation {
             *kept = Some(page.into());
         }
+    }
+
+    /// Keeps the header of `page`, bytes the page's checksum accepted (a
+    /// verified read) or the VFS sealed (a write).
+    pub(super) fn note_header(&self, page: &[u8]) {
+        if let Some(h) = page.get(..HEADER_LEN) {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(h);
+            *self.header.lock() = Some(header);
+        }
+    }
+
+    /// The header last noted, if any was this open.
+    pub(super) fn last_header(&self) -> Option<[u8; HEADER_LEN]> {
+        *self.header.lock()
     }
 
     /// Forgets the copy: a write of the page (or a resize) was issued.
@@ -86,5 +142,47 @@ mod tests {
         f.offer(g, &[7; 6]);
         assert!(f.read(0, &mut out));
         assert_eq!(out, [7; 4]);
+    }
+
+    #[test]
+    fn the_header_survives_writes_and_follows_the_last_note() {
+        let f = FirstPage::default();
+        assert_eq!(f.last_header(), None);
+        f.note_header(&[5u8; 10]);
+        assert_eq!(f.last_header(), None, "a short page is no header");
+        let mut page = vec![1u8; 512];
+        f.note_header(&page);
+        f.invalidate();
+        assert_eq!(f.last_header(), Some([1u8; HEADER_LEN]));
+        page[0] = 9;
+        f.note_header(&page);
+        assert_eq!(f.last_header().unwrap()[0], 9);
+    }
+
+    proptest::proptest! {
+        /// The patch takes exactly the rewritten fields from the header and
+        /// keeps every other byte; a copy that differs from the page only
+        /// there is patched back into the page itself.
+        #[test]
+        fn the_patch_changes_only_the_rewritten_fields(
+            page in proptest::collection::vec(proptest::prelude::any::<u8>(), 512..=1024),
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), HEADER_LEN),
+        ) {
+            let header: [u8; HEADER_LEN] = header.try_into().unwrap();
+            let mut patched = page.clone();
+            patch_rewritten(&mut patched, &header);
+            for (i, (a, b)) in patched.iter().zip(&page).enumerate() {
+                if BACKUP_REWRITTEN.iter().any(|r| r.contains(&i)) {
+                    proptest::prop_assert_eq!(*a, header[i], "byte {}", i);
+                } else {
+                    proptest::prop_assert_eq!(a, b, "byte {} changed", i);
+                }
+            }
+            // A copy whose header differs from the page's in the rewritten
+            // fields only is restored exactly from the page's own header.
+            let own: [u8; HEADER_LEN] = page[..HEADER_LEN].try_into().unwrap();
+            patch_rewritten(&mut patched, &own);
+            proptest::prop_assert_eq!(patched, page);
+        }
     }
 }

@@ -48,7 +48,9 @@
 //!   ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page): a
 //!   replica's copy is written only if it matches the page's checksum) and
 //!   read again; each heal is counted, logged and passed to
-//!   [`SqliteConfig::on_heal`]. With no good copy the read answers
+//!   [`SqliteConfig::on_heal`] (a [`HealEvent`] numbers the page from 1 in
+//!   every field, like SQLite; the failure bus uses
+//!   [`PageId`](crate::PageId)s, from 0). With no good copy the read answers
 //!   `SQLITE_CORRUPT` (SQLite: "database disk image is malformed") and
 //!   never the damaged bytes; the page stays fenced and the incident is on
 //!   the failure bus ([`FailureKind::CorruptPage`](crate::FailureKind::CorruptPage),
@@ -85,16 +87,42 @@
 //!   from a replica, undoing the outside write, if the replica has the
 //!   older page). To hand the file back to plain SQLite for writing, delete
 //!   the `<db>-selfheal*` files afterwards, and the next open adopts again.
+//!   The last connection's close of a file (its last pages written, its
+//!   recovery manager stopped) holds back no open of another file; an open
+//!   of the same file waits until the close has finished.
 //! - **Page size** is read from the header (offset 16; from a replica's
 //!   header when page 1 itself is damaged) or, for a new file, from SQLite's
 //!   first write. Changing it later (`PRAGMA page_size` then `VACUUM`) is not
 //!   supported.
 //! - **Replicas** ([`SqliteConfig::replica_file`], or one copy per
 //!   database in a [replica directory](SqliteConfig::replica_dir)) are
-//!   byte copies of the database file, read by path at each repair, so a
-//!   copy the host refreshes serves its newest pages; see the `replica`
-//!   notes on when a copy is byte-identical. Any [`Replica`] can be added
-//!   as well.
+//!   copies of the database file, read by path at each repair, so a copy
+//!   the host refreshes serves its newest pages. A copy serves a page only
+//!   when its bytes are the page's newest version (the checksum SQLite's
+//!   last write of the page was sealed with), so a damaged copy, or one
+//!   behind the newest commit, is never written back: the read fails
+//!   instead. Any [`Replica`] can be added as well.
+//! - **Backup-API replicas.** A copy the host keeps in step with SQLite's
+//!   online backup API (`sqlite3_backup_*`, `rusqlite::backup::Backup`)
+//!   after its commits is a supported replica file: every page past page 1
+//!   is the database's byte for byte. Its page 1 is not: the backup writes
+//!   five header fields from the copy's own state — bytes 18..20 (file
+//!   format versions), 24..28 (change counter), 40..44 (schema cookie),
+//!   92..96 (version-valid-for) and 96..100 (SQLite version number). A
+//!   copy's page 1 that does not verify as it is is therefore tried with
+//!   those fields, and no other byte, taken from the database's own
+//!   header: the last one read verified or written through the VFS in this
+//!   open, then the header of the damaged page on disk. The sidecar
+//!   checksum decides: only a page 1 that is then exactly the newest
+//!   version is written back. Caveats: run the backup after the commit
+//!   whose pages it must hold (a page written since is not served: the
+//!   read fails); keep the copy in rollback-journal mode (`PRAGMA
+//!   journal_mode = DELETE` on the copy after each backup — a WAL source's
+//!   backup makes the copy a WAL database whose newest pages sit in its
+//!   `-wal` file, which is not read) or close its connection before a
+//!   repair may read it; and page 1 damaged in those header fields right
+//!   after an open, before any verified read of it, has no good copy (the
+//!   read fails with `SQLITE_CORRUPT`).
 //! - **Snapshots** ([`SqliteConfig::snapshots`]): each file's incremental
 //!   snapshots, taken periodically between batches of writes (writes wait
 //!   meanwhile) from the pages the VFS noted written, are the repair source
@@ -121,6 +149,7 @@ mod database;
 mod first_page;
 mod protected;
 mod raw;
+mod registry;
 mod replica;
 mod snapshots;
 mod store;

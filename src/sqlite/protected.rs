@@ -105,18 +105,21 @@ impl Protected {
             .ok_or_else(|| Error::config("path", format!("{} names no file", path.display())))?;
         // Every replica serves only a page's newest version (see
         // `NewestOnly`): the table accepts older ones until a sync.
+        // Page 1 of a backup-API copy is also tried with its rewritten
+        // header fields taken from the database's own header.
+        let first = Arc::new(FirstPage::default());
+        let own: Arc<dyn PageStore> = store.clone();
         let replicas: Vec<Arc<dyn Replica>> = replica_paths
             .into_iter()
             .map(|p| Arc::new(FileReplica::new(p, page_size)) as Arc<dyn Replica>)
             .chain(config.replicas.iter().cloned())
-            .map(|r| Arc::new(NewestOnly::new(r, &table)) as Arc<dyn Replica>)
+            .map(|r| Arc::new(NewestOnly::new(r, &table, &first, &own)) as Arc<dyn Replica>)
             .collect();
         // The detector is built before the snapshot manager under a
         // recovery manager, so the notices go through a cell; a weak one,
         // or the detector and the snapshot manager would keep each other
         // (and the file's sidecar table) alive once the file is closed.
         let noted: Arc<OnceLock<Weak<StateSnapshotManager>>> = Arc::default();
-        let first = Arc::new(FirstPage::default());
         let dropped = first.clone();
         let noted_by = noted.clone();
         let detector = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone())).on_write(

@@ -13,7 +13,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use rusqlite::ffi;
 
@@ -224,26 +224,22 @@ unsafe fn close_inner(inner: *mut ffi::sqlite3_file) -> c_int {
 impl VfsState {
     /// The shared database for `path`, opened if no connection has it.
     fn database(&self, path: &std::path::Path, flags: c_int) -> Result<Arc<Database>> {
-        let mut dbs = self.dbs.lock();
-        if let Some(db) = dbs.get(path).and_then(Weak::upgrade) {
-            return Ok(db);
+        let (db, opened) = self.dbs.get_or_open(path, || {
+            Database::open(self.root, path, flags, self.shared.clone())
+        })?;
+        if opened {
+            self.shared.note_open();
         }
-        dbs.retain(|_, w| w.strong_count() > 0);
-        let db = Arc::new(Database::open(self.root, path, flags, self.shared.clone())?);
-        dbs.insert(path.to_path_buf(), Arc::downgrade(&db));
-        self.shared.note_open();
         Ok(db)
     }
-}
 
-impl VfsState {
-    /// Drops a connection's hold on its database under the map's lock, so
-    /// that the last one closes the database (and releases its sidecar
-    /// table) before another connection can look the path up.
+    /// Drops a connection's hold on its database; the last one closes the
+    /// database (writes its last pages, stops its recovery manager) outside
+    /// the map's lock, while other files open freely and an open of the
+    /// same file waits for the close (see `registry`).
     fn release(&self, db: Arc<Database>) {
-        let mut dbs = self.dbs.lock();
-        drop(db);
-        dbs.retain(|_, w| w.strong_count() > 0);
+        let path = db.path().to_path_buf();
+        self.dbs.release(&path, db);
     }
 }
 
