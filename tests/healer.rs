@@ -924,6 +924,94 @@ fn every_decision_and_action_is_in_the_audit_log() {
     log.verify().unwrap();
 }
 
+/// Each text of a healed page's incident, rendered as the healer always
+/// rendered it (one `format!` per text, from the incident's own data), is
+/// what its timeline holds and what its audit record holds; every record
+/// names the incident's target.
+#[test]
+fn audit_records_and_the_timeline_carry_the_same_texts_rendered_as_before() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = rig(placement);
+        let log = Arc::new(AuditConfig::new().open(dir.path()).unwrap());
+        let healer = HealerConfig::new()
+            .audit(log.clone())
+            .build(r.ctx())
+            .unwrap();
+        // Twice: the second incident is planned from learned records.
+        for p in [6, 7] {
+            let failure = r.corrupt(p);
+            let inc = healer.heal(failure.clone());
+            assert!(matches!(inc.outcome, Outcome::Healed { .. }), "{inc:#?}");
+            let name = "repair-from-replicas";
+            let attempt = &inc.attempts[0];
+            assert_eq!(attempt.remedy, name);
+            let d = &inc.diagnosis;
+            let plan = inc
+                .timeline
+                .iter()
+                .find(|e| e.step == Step::Planned)
+                .expect("planned");
+            let ranked = plan.text.strip_prefix("plan: ").expect("a plan");
+            assert_eq!(ranked.split(" → ").next(), Some(name), "{}", plan.text);
+            let want: Vec<(EntryKind, Option<Step>, String)> = vec![
+                (
+                    EntryKind::Detected,
+                    Some(Step::Detected),
+                    format!("{failure}"),
+                ),
+                (
+                    EntryKind::Diagnosed,
+                    Some(Step::Diagnosed),
+                    format!(
+                        "{} (confidence {:.2}, rule {})",
+                        d.problem,
+                        d.confidence,
+                        d.rule.as_deref().unwrap()
+                    ),
+                ),
+                (
+                    EntryKind::Decided,
+                    Some(Step::Planned),
+                    format!("plan: {ranked}"),
+                ),
+                (EntryKind::Decided, None, format!("try {name}")),
+                (
+                    EntryKind::Acted,
+                    Some(Step::Acted),
+                    format!("{name}: {}", attempt.evidence[0]),
+                ),
+                (
+                    EntryKind::Verified,
+                    Some(Step::Verified),
+                    format!("{name}: {}", attempt.evidence[1]),
+                ),
+                (
+                    EntryKind::Closed,
+                    Some(Step::Closed),
+                    format!("healed by {name}"),
+                ),
+            ];
+            assert_eq!(
+                attempt.evidence[1],
+                format!("page {} re-read and verified", PageId(p))
+            );
+            let records = log.query(&AuditQuery::all().incident(inc.id)).unwrap();
+            assert_eq!(records.len(), want.len());
+            for (rec, (kind, step, text)) in records.iter().zip(&want) {
+                assert_eq!(rec.entry.kind, *kind);
+                assert_eq!(rec.entry.target, inc.target.to_string());
+                assert_eq!(&rec.entry.text, text);
+                if let Some(step) = step {
+                    let e = inc.timeline.iter().find(|e| e.step == *step).unwrap();
+                    assert_eq!(&e.text, text, "{step:?}");
+                }
+            }
+        }
+        log.verify().unwrap();
+    }
+}
+
 #[test]
 fn a_target_in_its_cooldown_is_deferred_untouched() {
     let r = rig(ChecksumPlacement::Trailer);

@@ -69,10 +69,7 @@ use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 
 use load::{load, read_segment, Inner, Segment};
-use record::{
-    encode_body, frame, hash, parse_segment_header, segment_header, segment_name,
-    SEGMENT_HEADER_LEN,
-};
+use record::{parse_segment_header, push_frame, segment_header, segment_name, SEGMENT_HEADER_LEN};
 pub use record::{AuditEntry, AuditRecord, EntryKind, MAX_BODY_LEN, MAX_TARGET_LEN, MAX_TEXT_LEN};
 
 const COMPONENT: &str = "audit log";
@@ -340,13 +337,12 @@ impl AuditLog {
     fn append_locked(&self, inner: &mut Inner, entries: &[AuditEntry]) -> Result<()> {
         let at_ns = self.clock.now_ns();
         let wall = unix_ms();
-        let mut bytes = Vec::new();
+        // One buffer for the whole batch: each frame is encoded in place.
+        let mut bytes = Vec::with_capacity(entries.len() * 192);
         let mut seq = inner.next_seq;
         let mut prev = inner.last_hash;
         for e in entries {
-            let body = encode_body(seq, inner.synced_through, at_ns, wall, &prev, e);
-            prev = hash(&body);
-            bytes.extend_from_slice(&frame(&body));
+            prev = push_frame(&mut bytes, seq, inner.synced_through, at_ns, wall, &prev, e);
             seq += 1;
         }
         let need_new = inner

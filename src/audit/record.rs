@@ -177,7 +177,9 @@ pub(super) enum FrameError {
     Bad(String),
 }
 
-/// Encodes `entry` as a body with the given header fields.
+/// Encodes `entry` as a body with the given header fields (the reference
+/// encoding [`push_frame`] is tested against).
+#[cfg(test)]
 pub(super) fn encode_body(
     seq: u64,
     synced_through: u64,
@@ -186,23 +188,74 @@ pub(super) fn encode_body(
     prev_hash: &[u8; 32],
     entry: &AuditEntry,
 ) -> Vec<u8> {
+    let mut b = Vec::new();
+    push_body(
+        &mut b,
+        seq,
+        synced_through,
+        at_ns,
+        unix_ms,
+        prev_hash,
+        entry,
+    );
+    b
+}
+
+/// Appends the body of `entry` (with the given header fields) to `out`.
+fn push_body(
+    out: &mut Vec<u8>,
+    seq: u64,
+    synced_through: u64,
+    at_ns: u64,
+    unix_ms: u64,
+    prev_hash: &[u8; 32],
+    entry: &AuditEntry,
+) {
     let target = truncate_utf8(&entry.target, MAX_TARGET_LEN);
     let text = truncate_utf8(&entry.text, MAX_TEXT_LEN);
-    let mut b = Vec::with_capacity(1 + 33 + 32 + 6 + target.len() + text.len() + 8);
-    b.push(BODY_VERSION);
-    b.extend_from_slice(&seq.to_le_bytes());
-    b.extend_from_slice(&synced_through.to_le_bytes());
-    b.extend_from_slice(&at_ns.to_le_bytes());
-    b.extend_from_slice(&unix_ms.to_le_bytes());
-    b.extend_from_slice(&entry.incident.unwrap_or(0).to_le_bytes());
-    b.push(entry.kind.code());
-    b.extend_from_slice(prev_hash);
-    b.extend_from_slice(&(target.len() as u16).to_le_bytes());
-    b.extend_from_slice(target.as_bytes());
-    b.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    b.extend_from_slice(text.as_bytes());
-    debug_assert!(b.len() <= MAX_BODY_LEN);
-    b
+    let start = out.len();
+    out.reserve(1 + 8 * 5 + 1 + 32 + 2 + target.len() + 4 + text.len());
+    out.push(BODY_VERSION);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&synced_through.to_le_bytes());
+    out.extend_from_slice(&at_ns.to_le_bytes());
+    out.extend_from_slice(&unix_ms.to_le_bytes());
+    out.extend_from_slice(&entry.incident.unwrap_or(0).to_le_bytes());
+    out.push(entry.kind.code());
+    out.extend_from_slice(prev_hash);
+    out.extend_from_slice(&(target.len() as u16).to_le_bytes());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    debug_assert!(out.len() - start <= MAX_BODY_LEN);
+}
+
+/// Appends the frame of `entry`'s record (with the given header fields)
+/// to `out`, with no buffer of its own, and returns the record's hash:
+/// the same bytes as [`frame`] of [`encode_body`], and the same hash as
+/// [`hash`] of that body.
+pub(super) fn push_frame(
+    out: &mut Vec<u8>,
+    seq: u64,
+    synced_through: u64,
+    at_ns: u64,
+    unix_ms: u64,
+    prev_hash: &[u8; 32],
+    entry: &AuditEntry,
+) -> [u8; 32] {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    push_body(out, seq, synced_through, at_ns, unix_ms, prev_hash, entry);
+    let body = &out[start + FRAME_HEADER_LEN..];
+    let digest = hash(body);
+    let len = (body.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(body);
+    let crc = h.finalize().to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + FRAME_HEADER_LEN].copy_from_slice(&crc);
+    digest
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character
@@ -223,7 +276,9 @@ pub(super) fn hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-/// Wraps a body in a frame.
+/// Wraps a body in a frame (the reference framing [`push_frame`] is
+/// tested against).
+#[cfg(test)]
 pub(super) fn frame(body: &[u8]) -> Vec<u8> {
     let len = (body.len() as u32).to_le_bytes();
     let mut h = crc32fast::Hasher::new();
@@ -440,6 +495,27 @@ mod tests {
             prop_assert_eq!(r.prev_hash, prev);
             prop_assert_eq!(r.hash, hash(&body));
             prop_assert_eq!(r.entry, e);
+        }
+
+        #[test]
+        fn frames_pushed_into_one_buffer_are_the_frames_of_their_bodies(
+            records in proptest::collection::vec((1u64.., any::<u64>(), proptest::option::of(1u64..), 1u8..=9, ".{0,40}", ".{0,300}"), 1..8),
+            prefix in proptest::collection::vec(any::<u8>(), 0..20),
+            synced in any::<u64>(), ms in any::<u64>(), prev in any::<[u8; 32]>(),
+        ) {
+            // Encoded in place, batch after batch, as the log appends them.
+            let mut out = prefix.clone();
+            let mut want = prefix;
+            let mut chain = prev;
+            for (seq, at, incident, kind, target, text) in records {
+                let e = AuditEntry { incident, target, kind: EntryKind::from_code(kind).unwrap(), text };
+                let body = encode_body(seq, synced, at, ms, &chain, &e);
+                want.extend_from_slice(&frame(&body));
+                let got = push_frame(&mut out, seq, synced, at, ms, &chain, &e);
+                prop_assert_eq!(got, hash(&body));
+                chain = got;
+            }
+            prop_assert_eq!(out, want);
         }
 
         #[test]

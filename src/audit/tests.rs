@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::record::{decode_frame, parse_segment_name};
+use super::record::{decode_frame, encode_body, frame, parse_segment_name};
 use super::*;
 use crate::testing::{CrashFiles, CrashSwitch};
 

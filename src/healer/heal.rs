@@ -391,8 +391,13 @@ impl SelfHealer {
             outcome: Outcome::Escalated,
             escalation: None,
         };
-        inc.push(failure.detected_at_ns, Step::Detected, failure.to_string());
-        self.audit(&inc, EntryKind::Detected, failure.to_string());
+        self.record(
+            &mut inc,
+            failure.detected_at_ns,
+            Step::Detected,
+            EntryKind::Detected,
+            failure.to_string(),
+        );
         for j in joined {
             inc.join(j.clone(), j.detected_at_ns);
         }
@@ -404,8 +409,13 @@ impl SelfHealer {
             ),
             None => "unknown: no rule matches the symptom".to_string(),
         };
-        inc.push(now, Step::Diagnosed, diag_text.clone());
-        self.audit(&inc, EntryKind::Diagnosed, diag_text);
+        self.record(
+            &mut inc,
+            now,
+            Step::Diagnosed,
+            EntryKind::Diagnosed,
+            diag_text,
+        );
         (inc, diagnosis)
     }
 
@@ -442,25 +452,24 @@ impl SelfHealer {
             .learner
             .rank(diagnosis.problem.as_str(), &names);
         let ranked: Vec<Arc<dyn Remedy>> = order.iter().map(|&i| apply[i].clone()).collect();
-        let mut plan = format!(
-            "plan: {}",
-            if ranked.is_empty() {
-                "no remedy applies".to_string()
-            } else {
-                ranked
-                    .iter()
-                    .map(|r| r.name())
-                    .collect::<Vec<_>>()
-                    .join(" → ")
+        // "plan: a → b → c", built without the formatting machinery.
+        let mut plan = String::with_capacity(64);
+        plan.push_str("plan: ");
+        if ranked.is_empty() {
+            plan.push_str("no remedy applies");
+        }
+        for (i, r) in ranked.iter().enumerate() {
+            if i > 0 {
+                plan.push_str(" → ");
             }
-        );
+            plan.push_str(r.name());
+        }
         for (name, action) in &unsupported {
             plan.push_str(&format!(
                 "; {name} not planned: the host does not support {action}"
             ));
         }
-        inc.push(clock.now_ns(), Step::Planned, plan.clone());
-        self.audit(inc, EntryKind::Decided, plan);
+        self.record(inc, clock.now_ns(), Step::Planned, EntryKind::Decided, plan);
         if self.observe_only {
             inc.outcome = Outcome::Observed;
             inc.push(
@@ -510,12 +519,18 @@ impl SelfHealer {
         inc.outcome = Outcome::Healed {
             remedy: remedy_name.to_string(),
         };
-        inc.push(
-            self.ctx.clock_ref().now_ns(),
-            Step::Closed,
-            format!("healed by {remedy_name}"),
-        );
-        self.audit(inc, EntryKind::Closed, format!("healed by {remedy_name}"));
+        let now = self.ctx.clock_ref().now_ns();
+        let text = ["healed by ", remedy_name].concat();
+        self.record(inc, now, Step::Closed, EntryKind::Closed, text);
+    }
+
+    /// Adds `text` to the timeline as `step` at `at_ns`, and writes it as
+    /// an audit record of `kind`: the one text rendered once for both.
+    fn record(&self, inc: &mut Incident, at_ns: u64, step: Step, kind: EntryKind, text: String) {
+        if self.audit.is_some() {
+            self.audit(inc, kind, text.clone());
+        }
+        inc.push(at_ns, step, text);
     }
 
     /// One attempt of `remedy`; returns its name when it healed the target.
@@ -629,7 +644,7 @@ impl SelfHealer {
     fn begin(&self, inc: &mut Incident, name: &str, now: u64) -> (Option<verify::Health>, u64) {
         let before = self.health(inc);
         self.state.lock().cooldowns.acted(inc.target.clone(), now);
-        self.audit(inc, EntryKind::Decided, format!("try {name}"));
+        self.audit(inc, EntryKind::Decided, ["try ", name].concat());
         (before, now)
     }
 
@@ -647,36 +662,34 @@ impl SelfHealer {
     ) -> Option<String> {
         let clock = self.ctx.clock_ref().clone();
         let name = remedy.name().to_string();
-        let problem = case.problem().as_str().to_string();
+        let problem = case.problem().as_str();
         let mut evidence = Vec::new();
         let outcome = match result {
             Err(e) => {
-                inc.push(clock.now_ns(), Step::Acted, format!("{name} failed: {e}"));
-                self.audit(inc, EntryKind::Acted, format!("{name} failed: {e}"));
+                let text = format!("{name} failed: {e}");
+                self.record(inc, clock.now_ns(), Step::Acted, EntryKind::Acted, text);
                 AttemptOutcome::Failed {
                     error: e.to_string(),
                 }
             }
             Ok(applied) => {
+                let acted = [name.as_str(), ": ", &applied.evidence].concat();
+                self.record(inc, clock.now_ns(), Step::Acted, EntryKind::Acted, acted);
                 evidence.push(applied.evidence.clone());
-                inc.push(
-                    clock.now_ns(),
-                    Step::Acted,
-                    format!("{name}: {}", applied.evidence),
-                );
-                self.audit(
-                    inc,
-                    EntryKind::Acted,
-                    format!("{name}: {}", applied.evidence),
-                );
                 let verified = guarded(|| remedy.verify(&self.ctx, case, &applied));
                 let (healed, text) = match verified {
                     Ok(v) => (v.healed, v.evidence),
                     Err(e) => (false, format!("could not re-check: {e}")),
                 };
-                evidence.push(text.clone());
-                inc.push(clock.now_ns(), Step::Verified, format!("{name}: {text}"));
-                self.audit(inc, EntryKind::Verified, format!("{name}: {text}"));
+                let checked = [name.as_str(), ": ", &text].concat();
+                self.record(
+                    inc,
+                    clock.now_ns(),
+                    Step::Verified,
+                    EntryKind::Verified,
+                    checked,
+                );
+                evidence.push(text);
                 match (healed, self.worse(before, self.health(inc))) {
                     (false, _) => AttemptOutcome::NotVerified,
                     (true, None) => AttemptOutcome::Healed,
@@ -703,18 +716,19 @@ impl SelfHealer {
             }
         };
         let healed = outcome == AttemptOutcome::Healed;
+        // One clock read for the breaker and the attempt's end.
+        let t = clock.now_ns();
         {
             let mut st = self.state.lock();
-            let t = clock.now_ns();
             if let Some(b) = st.breakers.get_mut(&name) {
                 b.record(healed, t);
             }
-            st.learner.record(&problem, &name, healed);
+            st.learner.record(problem, &name, healed);
         }
         inc.attempts.push(Attempt {
             remedy: name.clone(),
             started_ns: started,
-            finished_ns: clock.now_ns(),
+            finished_ns: t,
             outcome,
             evidence,
         });

@@ -110,7 +110,17 @@ impl Tally {
             if matches!(a.outcome, AttemptOutcome::Skipped(_)) {
                 continue;
             }
-            let r = self.stats.remedies.entry(a.remedy.clone()).or_default();
+            // The name is copied only the first time the remedy is counted.
+            if !self.stats.remedies.contains_key(&a.remedy) {
+                self.stats
+                    .remedies
+                    .insert(a.remedy.clone(), RemedyStats::default());
+            }
+            let r = self
+                .stats
+                .remedies
+                .get_mut(&a.remedy)
+                .expect("inserted above");
             r.tried += 1;
             let healed = a.outcome == AttemptOutcome::Healed;
             r.healed += u64::from(healed);

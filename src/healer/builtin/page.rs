@@ -49,12 +49,6 @@ pub(crate) const REPAIR_FROM_REPLICAS: &str = "repair-from-replicas";
 /// What a repair of `page` did, as [`RepairFromReplicas`] reports it: the
 /// page written (or left to the host's newer write), or why not.
 pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
-    let tried = report
-        .attempts
-        .iter()
-        .map(|a| format!("{:?}: {:?}", a.source, a.result))
-        .collect::<Vec<_>>()
-        .join("; ");
     match &report.outcome {
         RepairOutcome::Repaired { source } => Ok(Applied::new(format!(
             "page {page} written from {source:?} ({} bytes fetched)",
@@ -70,10 +64,19 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
             page,
             reason: reason.clone(),
         }),
-        RepairOutcome::InProgress => Err(Error::InvalidArgument {
-            what: "page",
-            reason: format!("another repair of page {page} is under way; tried: {tried}"),
-        }),
+        RepairOutcome::InProgress => {
+            // Rendered only here: the only outcome whose text lists them.
+            let tried = report
+                .attempts
+                .iter()
+                .map(|a| format!("{:?}: {:?}", a.source, a.result))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!("another repair of page {page} is under way; tried: {tried}"),
+            })
+        }
     }
 }
 

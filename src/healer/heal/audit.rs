@@ -27,9 +27,12 @@ impl SelfHealer {
             }
             text.truncate(cut);
         }
+        // An incident's records share its target: rendered once, at its
+        // first record.
+        let target = batch::held_target(inc.id).unwrap_or_else(|| inc.target.to_string());
         let entry = AuditEntry {
             incident: Some(inc.id),
-            target: inc.target.to_string(),
+            target,
             kind,
             text,
         };

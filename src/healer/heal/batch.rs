@@ -57,6 +57,18 @@ pub(super) fn hold(entry: AuditEntry) -> Option<AuditEntry> {
     })
 }
 
+/// The target text of the last record held on this thread, when it is
+/// one of incident `id`'s (its records all name one target).
+pub(super) fn held_target(id: u64) -> Option<String> {
+    HELD.with(|h| {
+        h.borrow()
+            .as_ref()
+            .and_then(|held| held.last())
+            .filter(|e| e.incident == Some(id))
+            .map(|e| e.target.clone())
+    })
+}
+
 /// Holds this thread's audit records while alive; writes what is held when
 /// flushed and when dropped (also on a panic's unwinding). One started
 /// while another holds on the same thread leaves the records to it.
