@@ -47,12 +47,18 @@ const EVIDENCE_MAX: usize = 4_096;
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub(crate) fn save(path: &Path, incidents: &[(u64, Failure)]) -> Result<()> {
+    atomic_write(path, &encode_file(incidents))
+}
+
+/// The file's bytes for the open incidents `(id, first failure)` (frame
+/// included).
+pub(crate) fn encode_file(incidents: &[(u64, Failure)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(incidents.len() as u32).to_le_bytes());
     for (id, f) in incidents {
         encode(&mut out, *id, f);
     }
-    atomic_write(path, &encode_framed(MAGIC, VERSION, &out))
+    encode_framed(MAGIC, VERSION, &out)
 }
 
 /// Reads the open incidents; none when there is no file.
@@ -64,7 +70,17 @@ pub(crate) fn load(path: &Path) -> Result<Vec<(u64, Failure)>> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(Vec::new());
     };
-    let (_, payload) = decode_framed(path, &bytes, MAGIC, VERSION)?;
+    decode_file(path, &bytes)
+}
+
+/// Decodes the bytes of an incidents file read from `path` (named in
+/// errors).
+///
+/// # Errors
+/// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for anything but a
+/// well-formed file.
+pub(crate) fn decode_file(path: &Path, bytes: &[u8]) -> Result<Vec<(u64, Failure)>> {
+    let (_, payload) = decode_framed(path, bytes, MAGIC, VERSION)?;
     let mut r = Reader {
         path,
         buf: payload,
