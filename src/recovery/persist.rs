@@ -41,6 +41,9 @@ const MAGIC: [u8; 4] = *b"SHRI";
 const VERSION: u32 = 1;
 const MAX_INCIDENTS: u32 = 1 << 20;
 const EVIDENCE_MAX: usize = 4_096;
+/// The fewest bytes an encoded incident takes: id (8), source (1),
+/// priority (1), detection time (8), kind (1), evidence length (4).
+const MIN_INCIDENT_LEN: usize = 8 + 1 + 1 + 8 + 1 + 4;
 
 /// Writes the open incidents `(id, first failure)` crash-safely.
 ///
@@ -90,7 +93,10 @@ pub(crate) fn decode_file(path: &Path, bytes: &[u8]) -> Result<Vec<(u64, Failure
     if n > MAX_INCIDENTS {
         return Err(r.bad(format!("{n} incidents is more than {MAX_INCIDENTS}")));
     }
-    let mut v = Vec::with_capacity(n.min(4_096) as usize);
+    // Every incident takes at least MIN_INCIDENT_LEN bytes: reserve no more
+    // than the payload can hold, so a count the bytes do not back costs
+    // nothing.
+    let mut v = Vec::with_capacity((n as usize).min(payload.len() / MIN_INCIDENT_LEN));
     for _ in 0..n {
         v.push(decode(&mut r)?);
     }
