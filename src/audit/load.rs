@@ -271,7 +271,9 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
     // smallest frame.
     for s in &inner.segments {
         let bound = if damaged.contains(&s.name) {
-            s.first_seq + s.len / record::MIN_FRAME_LEN + 1
+            s.first_seq
+                .saturating_add(s.len / record::MIN_FRAME_LEN)
+                .saturating_add(1)
         } else {
             s.first_seq
         };

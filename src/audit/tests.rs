@@ -462,3 +462,20 @@ fn a_synced_append_survives_a_reopen_when_the_empty_newest_segment_starts_elsewh
         );
     }
 }
+
+/// A damaged segment named for a sequence number near the top of the range
+/// bounds the next number without overflowing (an open never panics).
+#[test]
+fn a_damaged_segment_at_the_top_of_the_sequence_range_opens() {
+    let files = Arc::new(CrashFiles::new());
+    let first = u64::MAX - 1;
+    let mut seg = segment_header(first).to_vec();
+    seg.extend_from_slice(&[0xA5; 400]);
+    files.set_file(&segment_name(first), seg);
+    // A newer segment, so the damaged one is not a torn tail.
+    let mut newer = segment_header(u64::MAX).to_vec();
+    newer.extend_from_slice(&[0x5A; 40]);
+    files.set_file(&segment_name(u64::MAX), newer);
+    let log = small().open_on(files).unwrap();
+    assert!(!log.damage().is_empty());
+}
