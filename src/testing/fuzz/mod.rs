@@ -26,7 +26,7 @@ pub use logs::{
     audit_log, checksum_table, journal_open, journal_reader, page_trailer, snapshot_dir,
     snapshot_reader,
 };
-pub use seeds::seeds;
+pub use seeds::{seeds, Seeds};
 
 use crate::error::Error;
 

@@ -153,13 +153,16 @@ fn audit_segments() -> Result<Vec<Vec<u8>>> {
         .collect())
 }
 
+/// Seed inputs by target name.
+pub type Seeds = Vec<(&'static str, Vec<Vec<u8>>)>;
+
 /// The seed inputs of every target in [`TARGETS`](super::TARGETS), by
 /// target name: valid encodings from the crate's own writers, in both modes.
 ///
 /// # Errors
 /// An error of the components that write the seeds (none is expected).
-pub fn seeds() -> Result<Vec<(&'static str, Vec<Vec<u8>>)>> {
-    let mut out: Vec<(&'static str, Vec<Vec<u8>>)> = Vec::new();
+pub fn seeds() -> Result<Seeds> {
+    let mut out: Seeds = Vec::new();
 
     let marker = RunMarkerRecord {
         state: 1,
