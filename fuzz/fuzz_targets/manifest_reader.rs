@@ -1,17 +1,9 @@
-//! Fuzzes the snapshot manifest decoder: any bytes must decode or give a typed
-//! error, and every entry of a decoded manifest names exactly the snapshot
-//! file of its id, so never a file outside the directory or another file.
+//! The snapshot manifest decoder: the body (and the properties it asserts beyond "no panic") is
+//! `selfheal::testing::fuzz::manifest_reader`, which the normal test suite also runs
+//! over this target's committed corpus. An odd first byte fixes the
+//! input's checksums up so the decoder behind the frame is reached.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(list) = selfheal::testing::decode_manifest(data) {
-        let mut last = 0;
-        for s in list {
-            assert_eq!(s.file_name, selfheal::snapshot::snapshot_file_name(s.id));
-            assert!(s.id > last, "ids ascend, so none repeats");
-            last = s.id;
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| selfheal::testing::fuzz::manifest_reader(data));

@@ -172,6 +172,8 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
     };
     let count = names.len();
     let mut prev: Option<AuditRecord> = None;
+    // The sequence number the newest segment expects next.
+    let mut newest_next = None;
     let mut damaged: Vec<String> = Vec::new();
     for (i, (first_seq, name)) in names.into_iter().enumerate() {
         let newest = i + 1 == count;
@@ -244,6 +246,9 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
             }
             prev = Some(r.clone());
         }
+        if newest {
+            newest_next = Some(read.records.last().map_or(first_seq, |r| r.seq + 1));
+        }
         let len = if newest && read.torn {
             read.good_len
         } else {
@@ -266,11 +271,21 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
     // smallest frame.
     for s in &inner.segments {
         let bound = if damaged.contains(&s.name) {
-            s.first_seq + s.len / record::MIN_FRAME_LEN + 1
+            s.first_seq
+                .saturating_add(s.len / record::MIN_FRAME_LEN)
+                .saturating_add(1)
         } else {
             s.first_seq
         };
         inner.next_seq = inner.next_seq.max(bound);
+    }
+    // The newest segment takes the next record only if that record is the
+    // one it expects (a reader takes its frames in sequence from its
+    // header's number): otherwise the append starts a fresh segment.
+    if newest_next != Some(inner.next_seq) {
+        if let Some(last) = inner.segments.last_mut() {
+            last.appendable = false;
+        }
     }
     Ok(inner)
 }

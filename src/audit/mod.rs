@@ -54,7 +54,7 @@
 //! batch is written, is taken for a torn tail (those records are dropped).
 
 mod load;
-mod record;
+pub(crate) mod record;
 
 use std::fmt;
 use std::path::Path;

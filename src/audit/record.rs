@@ -170,7 +170,7 @@ pub struct AuditRecord {
 
 /// Why a frame did not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum FrameError {
+pub(crate) enum FrameError {
     /// Fewer bytes than the frame needs: the end of what was written.
     Short,
     /// The length or the CRC does not check, or the body does not decode.
@@ -296,7 +296,7 @@ pub(super) const SEQ_OFFSET: usize = FRAME_HEADER_LEN + 1;
 
 /// Decodes the frame at the start of `bytes`: the record and the frame's
 /// length.
-pub(super) fn decode_frame(bytes: &[u8]) -> Result<(AuditRecord, usize), FrameError> {
+pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(AuditRecord, usize), FrameError> {
     if bytes.len() < FRAME_HEADER_LEN {
         return Err(FrameError::Short);
     }

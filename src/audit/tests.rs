@@ -432,3 +432,50 @@ proptest! {
         }
     }
 }
+
+/// A newest segment that holds no record but whose first sequence number is
+/// not the one the log appends next (a segment named for record 0, or one
+/// below the numbers a damaged older segment may hold) must not take the
+/// append: the next open would read its first frame as out of sequence and
+/// cut it as a torn tail, losing a synced record.
+#[test]
+fn a_synced_append_survives_a_reopen_when_the_empty_newest_segment_starts_elsewhere() {
+    for first in [0u64, 5] {
+        let files = Arc::new(CrashFiles::new());
+        files.set_file(&segment_name(first), segment_header(first).to_vec());
+        if first == 5 {
+            // A damaged older segment: records up to its length's bound may
+            // be in it, so the next number is above 5.
+            let mut old = segment_header(1).to_vec();
+            old.extend_from_slice(&[0xA5; 400]);
+            files.set_file(&segment_name(1), old);
+        }
+        let log = small().open_on(files.clone()).unwrap();
+        let seq = log.append(&[entry(1)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let again = small().open_on(files.clone()).unwrap();
+        let found = again.query(&AuditQuery::all()).unwrap();
+        assert!(
+            found.iter().any(|r| r.seq == seq),
+            "first {first}: record {seq} was synced and is gone: {found:?}"
+        );
+    }
+}
+
+/// A damaged segment named for a sequence number near the top of the range
+/// bounds the next number without overflowing (an open never panics).
+#[test]
+fn a_damaged_segment_at_the_top_of_the_sequence_range_opens() {
+    let files = Arc::new(CrashFiles::new());
+    let first = u64::MAX - 1;
+    let mut seg = segment_header(first).to_vec();
+    seg.extend_from_slice(&[0xA5; 400]);
+    files.set_file(&segment_name(first), seg);
+    // A newer segment, so the damaged one is not a torn tail.
+    let mut newer = segment_header(u64::MAX).to_vec();
+    newer.extend_from_slice(&[0x5A; 40]);
+    files.set_file(&segment_name(u64::MAX), newer);
+    let log = small().open_on(files).unwrap();
+    assert!(!log.damage().is_empty());
+}

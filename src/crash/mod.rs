@@ -50,7 +50,7 @@
 pub(crate) mod heartbeat;
 mod phi;
 pub(crate) mod process;
-mod run_marker;
+pub(crate) mod run_marker;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -138,17 +138,24 @@ impl RunVerdict {
     }
 }
 
+/// The marker file's contents (layout in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Record {
-    state: u8,
-    run: u64,
-    started_unix_ms: u64,
-    last_seen_unix_ms: u64,
-    pid: u32,
+pub struct Record {
+    /// 1 = running, 2 = stopped cleanly.
+    pub state: u8,
+    /// The run's number (1 for the first run in the directory).
+    pub run: u64,
+    /// When the run started, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// When the run was last seen alive, Unix milliseconds.
+    pub last_seen_unix_ms: u64,
+    /// The process id of the run.
+    pub pid: u32,
 }
 
 impl Record {
-    fn encode(&self) -> Vec<u8> {
+    /// The marker file's bytes (frame included).
+    pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(PAYLOAD_LEN);
         p.push(self.state);
         p.extend_from_slice(&self.run.to_le_bytes());
@@ -158,7 +165,12 @@ impl Record {
         encode_framed(MAGIC, VERSION, &p)
     }
 
-    fn decode(path: &Path, bytes: &[u8]) -> Result<Record> {
+    /// Decodes a marker file's bytes read from `path` (named in errors).
+    ///
+    /// # Errors
+    /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything
+    /// but a well-formed marker.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<Record> {
         let (_, p) = decode_framed(path, bytes, MAGIC, VERSION)?;
         let off = fsutil::FRAME_HEADER_LEN as u64;
         if p.len() != PAYLOAD_LEN {

@@ -62,6 +62,9 @@ const MAGIC: [u8; 4] = *b"SHRI";
 const VERSION: u32 = 2;
 const MAX_INCIDENTS: u32 = 1 << 20;
 const EVIDENCE_MAX: usize = 4_096;
+/// The fewest bytes an encoded incident takes: id (8), source (1),
+/// priority (1), detection time (8), kind (1), evidence length (4).
+const MIN_INCIDENT_LEN: usize = 8 + 1 + 1 + 8 + 1 + 4;
 
 /// Writes the open incidents `(id, first failure)` crash-safely, each with
 /// its age at `now_ns` (the saving clock's reading).
@@ -69,12 +72,18 @@ const EVIDENCE_MAX: usize = 4_096;
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub(crate) fn save(path: &Path, incidents: &[(u64, Failure)], now_ns: u64) -> Result<()> {
+    atomic_write(path, &encode_file(incidents, now_ns))
+}
+
+/// The file's bytes for the open incidents `(id, first failure)` (frame
+/// included), each with its age at `now_ns`.
+pub(crate) fn encode_file(incidents: &[(u64, Failure)], now_ns: u64) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(incidents.len() as u32).to_le_bytes());
     for (id, f) in incidents {
         encode(&mut out, *id, f, now_ns.saturating_sub(f.detected_at_ns));
     }
-    atomic_write(path, &encode_framed(MAGIC, VERSION, &out))
+    encode_framed(MAGIC, VERSION, &out)
 }
 
 /// Reads the open incidents, each detected its saved age before `now_ns`
@@ -88,7 +97,17 @@ pub(crate) fn load(path: &Path, now_ns: u64) -> Result<Vec<(u64, Failure)>> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(Vec::new());
     };
-    let (version, payload) = decode_framed(path, &bytes, MAGIC, VERSION)?;
+    decode_file(path, &bytes, now_ns)
+}
+
+/// Decodes the bytes of an incidents file read from `path` (named in
+/// errors), each incident detected its saved age before `now_ns`.
+///
+/// # Errors
+/// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for anything but a
+/// well-formed file.
+pub(crate) fn decode_file(path: &Path, bytes: &[u8], now_ns: u64) -> Result<Vec<(u64, Failure)>> {
+    let (version, payload) = decode_framed(path, bytes, MAGIC, VERSION)?;
     let mut r = Reader {
         path,
         buf: payload,
@@ -98,7 +117,10 @@ pub(crate) fn load(path: &Path, now_ns: u64) -> Result<Vec<(u64, Failure)>> {
     if n > MAX_INCIDENTS {
         return Err(r.bad(format!("{n} incidents is more than {MAX_INCIDENTS}")));
     }
-    let mut v = Vec::with_capacity(n.min(4_096) as usize);
+    // Every incident takes at least MIN_INCIDENT_LEN bytes: reserve no more
+    // than the payload can hold, so a count the bytes do not back costs
+    // nothing.
+    let mut v = Vec::with_capacity((n as usize).min(payload.len() / MIN_INCIDENT_LEN));
     for _ in 0..n {
         let (id, mut f) = decode(&mut r)?;
         // Version 1 held a reading of another run's clock: age unknown.

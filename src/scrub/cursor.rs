@@ -71,17 +71,17 @@ pub(crate) const FILE_LEN: usize = fsutil::FRAME_HEADER_LEN + PAYLOAD_LEN;
 
 /// What a cursor file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Cursor {
+pub struct Cursor {
     /// The next page to scan in the current pass.
-    pub(crate) next: u64,
+    pub next: u64,
     /// Pages in the current pass when it was written.
-    pub(crate) total: u64,
+    pub total: u64,
     /// Passes completed.
-    pub(crate) passes: u64,
+    pub passes: u64,
 }
 
 /// Encodes a cursor file (frame included).
-pub(crate) fn encode(c: Cursor) -> Vec<u8> {
+pub fn encode(c: Cursor) -> Vec<u8> {
     debug_assert!(c.next <= c.total, "{c:?}");
     let mut payload = Vec::with_capacity(PAYLOAD_LEN);
     payload.extend_from_slice(&c.next.to_le_bytes());
@@ -97,7 +97,7 @@ pub(crate) fn encode(c: Cursor) -> Vec<u8> {
 /// # Errors
 /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything but
 /// a well-formed version-1 cursor (see the module docs for the checks).
-pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Cursor> {
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Cursor> {
     let (_, payload) = fsutil::decode_framed(path, bytes, MAGIC, VERSION)?;
     if payload.len() != PAYLOAD_LEN {
         return Err(Error::corrupt_file(

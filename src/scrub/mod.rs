@@ -92,7 +92,7 @@
 //! writes the cursor.
 
 mod core;
-mod cursor;
+pub(crate) mod cursor;
 mod pacer;
 mod resume;
 mod scrubber;

@@ -20,6 +20,9 @@ pub use faults::{
 };
 pub use files::CrashFiles;
 mod decode;
+pub mod decoders;
+pub mod fixup;
+pub mod fuzz;
 mod snapshot;
 
 pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};

@@ -1,4 +1,4 @@
-//! The snapshot decoder's allocations are bounded by what its input justifies: crafted files (hand-built, every checksum right) that declare huge chunks behind a few compressed bytes, and damaged copies of real files, are decoded under a counting global allocator that records the peak bytes the decoding thread holds.
+//! Goal: every decoder's allocations are bounded by what its input justifies. Method: crafted files (hand-built or fixed up with `testing::fixup`, every checksum right) whose counts and lengths claim far more than their bytes hold — and, for the snapshot decoder, chunks that declare huge pages behind a few compressed bytes, and damaged copies of real files — are decoded under a counting global allocator that records the peak bytes the decoding thread holds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -64,14 +64,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Decodes `bytes` and returns the result and the peak bytes held meanwhile.
-fn peak_of_decode(bytes: &[u8]) -> (selfheal::Result<u64>, usize) {
+/// Runs `f` and returns its result and the peak bytes held meanwhile.
+fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
     HELD.with(|h| h.set(0));
     PEAK.with(|p| p.set(0));
     TRACKING.with(|t| t.set(true));
-    let r = decode_snapshot(bytes).map(|s| s.stored_pages);
+    let r = f();
     TRACKING.with(|t| t.set(false));
     (r, PEAK.with(Cell::get))
+}
+
+/// Decodes `bytes` and returns the result and the peak bytes held meanwhile.
+fn peak_of_decode(bytes: &[u8]) -> (selfheal::Result<u64>, usize) {
+    peak(|| decode_snapshot(bytes).map(|s| s.stored_pages))
 }
 
 /// What the decoder may hold for an input of `len` bytes: a copy of it, lz4's
@@ -192,4 +197,123 @@ fn damaged_real_files_never_make_the_decoder_allocate_much() {
             bad.len()
         );
     }
+}
+
+/// What a decoder of the crate's small files and logs may hold for an input
+/// of `len` bytes: a small multiple of it, and a little bookkeeping (paths
+/// and messages of errors).
+fn allowed_small(len: usize) -> usize {
+    16 * len + (16 << 10)
+}
+
+fn assert_bounded<T: std::fmt::Debug>(what: &str, input: &[u8], f: impl FnOnce() -> T) {
+    let (r, held) = peak(f);
+    assert!(
+        held <= allowed_small(input.len()),
+        "{what}: a {}-byte input made the decoder hold {held} bytes ({r:?})",
+        input.len()
+    );
+}
+
+#[test]
+fn counts_and_lengths_claiming_more_than_the_bytes_hold_allocate_nothing_big() {
+    use selfheal::testing::decoders::{self, encode_framed};
+    use selfheal::testing::fixup;
+    use selfheal::testing::journal::{decode_segment, MAX_PAYLOAD_LEN};
+
+    // The frame itself: a payload length of 2^64 - 1 with a valid header CRC.
+    let mut framed = encode_framed(*b"SHFZ", 1, b"x");
+    framed[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = reference_crc32(&framed[..20]);
+    framed[20..24].copy_from_slice(&crc.to_le_bytes());
+    assert_bounded("framed file", &framed, || {
+        decoders::decode_framed(&framed, *b"SHFZ", 1).map(|(v, p)| (v, p.len()))
+    });
+
+    // Incidents: 2^20 incidents claimed, none present.
+    let incidents = encode_framed(*b"SHRI", 1, &(1u32 << 20).to_le_bytes());
+    assert_bounded("incidents", &incidents, || {
+        decoders::decode_incidents(&incidents).map(|v| v.len())
+    });
+
+    // Suspects: 2^24 pages claimed, none present.
+    let suspects = encode_framed(*b"SHRS", 1, &(1u32 << 24).to_le_bytes());
+    assert_bounded("suspects", &suspects, || {
+        decoders::decode_suspects(&suspects).map(|v| v.len())
+    });
+
+    // Learned remedies: the most records claimed, none present.
+    let learned = encode_framed(
+        *b"SHLR",
+        1,
+        &(selfheal::healer::MAX_RECORDS as u32).to_le_bytes(),
+    );
+    assert_bounded("learned remedies", &learned, || {
+        selfheal::healer::Learner::new(1, 8).decode_into(std::path::Path::new("l"), &learned)
+    });
+
+    // Manifest: a million entries claimed, none present.
+    let mut m = Vec::new();
+    m.extend_from_slice(&4096u32.to_le_bytes());
+    m.extend_from_slice(&9u64.to_le_bytes());
+    m.extend_from_slice(&1_000_000u32.to_le_bytes());
+    let manifest = encode_framed(*b"SHSM", 2, &m);
+    assert_bounded("manifest", &manifest, || {
+        selfheal::testing::decode_manifest(&manifest).map(|v| v.len())
+    });
+
+    // Checksum table base: the most entries claimed, none present.
+    let mut b = Vec::new();
+    b.extend_from_slice(&4096u32.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&(1u64 << 32).to_le_bytes());
+    let base = encode_framed(*b"SHCT", 2, &b);
+    assert_bounded("checksum table base", &base, || {
+        selfheal::ChecksumTable::decode(std::path::Path::new("t"), &base, 4096).map(|_| ())
+    });
+
+    // Run marker and scrub cursor: payloads longer than their fixed size.
+    let long = encode_framed(*b"SHRM", 1, &[1u8; 4096]);
+    assert_bounded("run marker", &long, || decoders::decode_run_marker(&long));
+    let long = encode_framed(*b"SHSC", 1, &[1u8; 4096]);
+    assert_bounded("scrub cursor", &long, || {
+        decoders::decode_scrub_cursor(&long)
+    });
+
+    // Journal segment: a record claiming the largest payload, 17 bytes
+    // present.
+    let mut seg = fixup::journal_segment(&[]);
+    seg.extend_from_slice(&(MAX_PAYLOAD_LEN as u32).to_le_bytes());
+    seg.extend_from_slice(&[0u8; 13]);
+    assert_bounded("journal segment", &seg, || {
+        decode_segment(&seg).map(|s| s.records.len())
+    });
+
+    // Checksum log: a verified frame claiming 2^64 - 1 records in 8 bytes.
+    let mut log = vec![0u8; 36];
+    log[4..8].copy_from_slice(&3u32.to_le_bytes());
+    log[8..12].copy_from_slice(&4096u32.to_le_bytes());
+    log[24..32].copy_from_slice(&1u64.to_le_bytes());
+    log.extend_from_slice(&40u64.to_le_bytes());
+    log.extend_from_slice(&u64::MAX.to_le_bytes());
+    log.extend_from_slice(&[0u8; 24]);
+    let log = fixup::checksum_log(&log);
+    assert_bounded("checksum log", &log, || {
+        selfheal::testing::checksum_log::decode_log(std::path::Path::new("l"), &log, 4096)
+            .map(|l| l.records.len())
+    });
+
+    // Audit segment: a frame claiming the largest body, 8 bytes present.
+    let mut audit = fixup::audit_segment(&[0u8; 16]);
+    audit.extend_from_slice(&(selfheal::audit::MAX_BODY_LEN as u32).to_le_bytes());
+    audit.extend_from_slice(&[0u8; 4]);
+    let files = std::sync::Arc::new(selfheal::testing::CrashFiles::new());
+    let first = u64::from_le_bytes(audit[8..16].try_into().unwrap());
+    files.set_file(&format!("audit-{first:016x}.log"), audit.clone());
+    assert_bounded("audit log", &audit, || {
+        selfheal::audit::AuditConfig::new()
+            .open_on(files.clone())
+            .map(|l| l.next_seq())
+    });
 }

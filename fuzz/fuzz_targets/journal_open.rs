@@ -1,0 +1,9 @@
+//! Opening a multi-segment undo journal in each recovery mode: the body (and the properties it asserts beyond "no panic") is
+//! `selfheal::testing::fuzz::journal_open`, which the normal test suite also runs
+//! over this target's committed corpus. An odd first byte fixes the
+//! input's checksums up so the decoder behind the frame is reached.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| selfheal::testing::fuzz::journal_open(data));
