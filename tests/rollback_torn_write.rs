@@ -19,7 +19,7 @@ use std::sync::Arc;
 use selfheal::testing::{CrashDir, FaultyStore, WriteFault};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, MemStore,
-    PageId, PageStore, RollbackConfig,
+    PageId, RollbackConfig,
 };
 
 const PS: usize = 512;
