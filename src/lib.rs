@@ -117,7 +117,9 @@ pub use types::{
 /// inspects (incidents and their steps, the startup report), and the hooks
 /// it writes. Everything else is reached through its component's module.
 pub mod prelude {
-    pub use crate::corruption::{AdoptOptions, LsnExpectation, PageLsnFn, PageState, Verdict};
+    pub use crate::corruption::{
+        AdoptOptions, LsnExpectation, LsnExpectationFn, PageLsnFn, PageState, Verdict,
+    };
     pub use crate::crash::{HeartbeatConfig, HeartbeatHandle};
     pub use crate::healer::{HealerConfig, Incident, Outcome, Problem, Rule, Step};
     pub use crate::health::Thresholds;

@@ -325,7 +325,7 @@ fn rows() -> Vec<Row> {
                 "fallback: warned, the pages it names re-checked",
                 "fallback: warned, the pages it names re-checked",
                 "fallback: warned, the pages it names re-checked",
-                "BUG: wrong state (fenced at build [], warning false)",
+                "fallback: warned (file missing), every page re-checked",
                 "fallback: warned, the pages it names re-checked",
                 "fallback: warned, the pages it names re-checked",
             ],

@@ -1,7 +1,9 @@
 //! Goal: a page known bad stays fenced across a restart — from the moment
 //! the next manager is built, without a scrub re-discovering it — and gets
 //! its incident healed; a damaged suspect registry is a warning and a
-//! re-check of the pages it still names, never a refusal to start; a crash
+//! re-check of the pages it still names, never a refusal to start; a
+//! deleted registry (or incidents file) is a warning naming the file, and
+//! every page is re-checked; a crash
 //! at any step of saving it leaves the old registry or the new one.
 //! Method: a first manager in Observe mode (which changes nothing) finds
 //! damaged pages and stops, the second (Automatic, no scrubber) is built
@@ -124,6 +126,66 @@ fn a_damaged_suspect_registry_is_a_warning_and_its_pages_are_rechecked() {
     }
 }
 
+/// Found by the fault matrix: a deleted registry went unnoticed (nothing
+/// fenced at build, no warning), so the pages the previous run knew bad
+/// were trusted again until something read them.
+#[test]
+fn a_deleted_suspect_registry_is_a_warning_and_every_page_is_rechecked() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[2, 5], |c| c);
+        let path = dir.path().join("suspects");
+        std::fs::remove_file(&path).unwrap();
+        let m = second(placement.clone(), &raw, &mirror, dir.path(), |c| c);
+        // Fenced at build again: every page was re-checked.
+        assert!(fenced_read(&m, 2) && fenced_read(&m, 5));
+        assert!(!fenced_read(&m, 3));
+        let r = m.start().unwrap();
+        let warning = r.suspects_warning.expect("a deleted registry is a warning");
+        assert!(
+            warning.contains("missing") && warning.contains(&path.display().to_string()),
+            "{warning}"
+        );
+        assert!(m.wait_idle(IDLE));
+        for p in [2, 5] {
+            assert_eq!(bytes(raw.as_ref(), p), bytes(mirror.as_ref(), p));
+        }
+        m.stop().unwrap();
+        drop(m);
+        // The file exists again: the next run says nothing.
+        assert!(path.exists());
+        let m = second(placement, &raw, &mirror, dir.path(), |c| c);
+        let r = m.start().unwrap();
+        assert_eq!(r.suspects_warning, None);
+        m.stop().unwrap();
+    }
+}
+
+/// A first run over an empty directory warns of nothing, and writes both
+/// files, so that their deletion can be told from a first run.
+#[test]
+fn a_first_run_warns_of_nothing_and_a_deleted_incidents_file_is_a_warning() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), |c| c);
+        let r = m.start().unwrap();
+        assert_eq!((r.suspects_warning, r.incidents_warning), (None, None));
+        assert!(dir.path().join("suspects").exists());
+        assert!(dir.path().join("incidents").exists());
+        m.stop().unwrap();
+        drop(m);
+        std::fs::remove_file(dir.path().join("incidents")).unwrap();
+        let m = second(placement, &raw, &mirror, dir.path(), |c| c);
+        let r = m.start().unwrap();
+        let w = r
+            .incidents_warning
+            .expect("a deleted incidents file is a warning");
+        assert!(w.contains("missing") && w.contains("incidents"), "{w}");
+        assert_eq!(r.suspects_warning, None);
+        m.stop().unwrap();
+    }
+}
+
 #[test]
 fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
     for placement in placements() {
@@ -139,10 +201,14 @@ fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
                     c.mode(Mode::Observe).suspect_storage(f2)
                 });
                 m.start().unwrap();
+                // The build wrote the registry (empty): the first save with
+                // a page replaces it.
+                let built = files.file("suspects");
+                assert!(built.is_some(), "the build writes the registry");
                 damage(&raw, 3);
                 read_finds(&m, 3);
                 let deadline = Instant::now() + IDLE;
-                while files.file("suspects").is_none() && Instant::now() < deadline {
+                while files.file("suspects") == built && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 let v1 = files.file("suspects").expect("the first save");

@@ -75,12 +75,17 @@
 //! open). A page verifies with its settled checksum or any unsettled
 //! version's. A sync settles only written versions; an unknown one is
 //! resolved when the page is read holding it (the detector reads every such
-//! page when it is built, after an open): it then counts as written, and if
-//! the page holds its settled bytes or an older version instead, that
-//! checksum is announced again as the newest version, so that the next sync
-//! drops the rest. (A read shows the newest bytes a page can ever hold: a
-//! crash may take it back to older ones, never forward, so versions newer
-//! than the bytes read were lost.) The list holds each checksum at most once (rewriting a checksum
+//! page when it is built, after an open): it then counts as written, and
+//! the next sync settles it and drops the older versions. The versions
+//! newer than the bytes the page holds (all of them, when it holds its
+//! settled bytes) stay accepted, of unknown fate, until the page is next
+//! written: the disk lost those writes, but one of them may be a write the
+//! host acknowledged (a disk that loses a write and reports success), which
+//! its replicas hold and a repair must be able to write back. Keeping them
+//! admits no stale copy — only versions newer than the page's bytes stay —
+//! and the host's [expected LSN](crate::CorruptionConfig::expected_page_lsn)
+//! then tells the older bytes the page holds apart from the acknowledged
+//! ones. The list holds each checksum at most once (rewriting a checksum
 //! already in the list moves it to the end) and at most
 //! [`page_versions_max`](TableConfig::page_versions_max) versions: the
 //! detector syncs the store first when a page would exceed it, and when
@@ -113,9 +118,10 @@
 //! after reopening equals the state in memory when the last durable record
 //! was written, with every version of unknown fate (nothing in memory
 //! survives). The detector resolves them when it is built: it reads each
-//! such page, and the version the page holds counts as written (announced
-//! again as the newest when it is not, or when it is the settled checksum);
-//! the next sync settles it.
+//! such page, and the version the page holds counts as written (nothing is
+//! logged: the next sync's `settle` record covers its intent, and `except`
+//! records the newer versions, which stay); the next sync settles it. A
+//! page holding its settled bytes keeps its versions as they are.
 //!
 //! **Compaction** to generation `h` (greater than every generation on disk):
 //! (1) with the table's lock held, fsync everything buffered; (2) renumber
@@ -185,7 +191,7 @@
 //! | detector build: resolving a page without a settled checksum, its `drop`/`free` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them |
 //! | open: fresh table, base being created | nothing or a `…tmp` | a fresh table again |
 //! | open: compaction | as for compaction | as for compaction |
-//! | detector build: resolving, re-announced checksums buffered | the records lost or torn | the versions are of unknown fate again; the next build resolves them |
+//! | detector build: resolving, then the sync's `settle` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them the same way (the page still holds the same bytes, or a write since announced a newer version) |
 //!
 //! A failed write or fsync of the log is not a crash but is treated like
 //! one: the table is poisoned ([`crate::Error::Poisoned`]) and refuses

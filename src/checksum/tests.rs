@@ -152,7 +152,7 @@ fn a_failed_write_is_accepted_until_a_later_write_settles() {
 }
 
 #[test]
-fn resolving_after_a_crash_settles_whichever_bytes_the_page_holds() {
+fn resolving_after_a_crash_settles_the_bytes_the_page_holds_and_keeps_newer_versions() {
     use crate::host::PageStore;
     for holds_new in [false, true] {
         let files = Arc::new(CrashFiles::new());
@@ -171,18 +171,29 @@ fn resolving_after_a_crash_settles_whichever_bytes_the_page_holds() {
             .unwrap();
         assert!(accepts(&t, 0, 1) && accepts(&t, 0, 2), "not before a sync");
         sync(&t);
-        assert_eq!(accepts(&t, 0, 2), holds_new, "holds new: {holds_new}");
         assert_eq!(accepts(&t, 0, 1), !holds_new, "holds new: {holds_new}");
+        // Holding the old bytes, the page may have lost an acknowledged
+        // write: its checksum stays, for a repair to write it back.
+        assert!(accepts(&t, 0, 2), "holds new: {holds_new}");
         assert!(
             !accepts(&t, 1, 9),
             "damage is never resolved into a checksum"
         );
+        assert_eq!(
+            t.stats().unsettled_versions,
+            u64::from(!holds_new),
+            "holds new: {holds_new}"
+        );
+        // A write of the page (a repair's, the host's) settles as usual.
+        write(&t, 0, 2, true);
+        sync(&t);
+        assert!(accepts(&t, 0, 2) && !accepts(&t, 0, 1));
         assert_eq!(t.stats().unsettled_versions, 0);
     }
 }
 
 #[test]
-fn resolving_drops_versions_newer_than_the_bytes_a_page_holds() {
+fn resolving_keeps_versions_newer_than_the_bytes_a_page_holds() {
     use crate::host::PageStore;
     let files = Arc::new(CrashFiles::new());
     let t = open(&files);
@@ -191,17 +202,30 @@ fn resolving_drops_versions_newer_than_the_bytes_a_page_holds() {
     write(&t, 0, 2, true);
     write(&t, 0, 3, true);
     // After a crash the page holds the middle version: the last write was lost.
-    let t = open(&Arc::new(files.crash(None)));
+    let crashed = Arc::new(files.crash(None));
+    let t = open(&crashed);
     let store = crate::store::MemStore::new(PS, 1).unwrap();
     store.write_page(PageId(0), &page(2)).unwrap();
     t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
         .unwrap();
     sync(&t);
-    assert!(accepts(&t, 0, 2));
+    assert!(accepts(&t, 0, 2), "the bytes it holds are settled");
+    assert!(!accepts(&t, 0, 1), "older versions are dropped");
     assert!(
-        !accepts(&t, 0, 1) && !accepts(&t, 0, 3),
-        "only the bytes it holds"
+        accepts(&t, 0, 3),
+        "a newer version the disk lost stays accepted: it may have been acknowledged"
     );
+    assert_eq!(t.stats().unsettled_versions, 1);
+    // Across another crash the same state is replayed and resolved again.
+    let t = open(&Arc::new(crashed.crash(None)));
+    t.resolve(store.page_count(), &mut |p, b| store.read_page(p, b))
+        .unwrap();
+    sync(&t);
+    assert!(accepts(&t, 0, 2) && accepts(&t, 0, 3) && !accepts(&t, 0, 1));
+    // Written back (a repair), version 3 settles and version 2 goes.
+    write(&t, 0, 3, true);
+    sync(&t);
+    assert!(accepts(&t, 0, 3) && !accepts(&t, 0, 2));
     assert_eq!(t.stats().unsettled_versions, 0);
 }
 

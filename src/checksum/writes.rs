@@ -255,10 +255,13 @@ impl ChecksumTable {
 
     /// Resolves versions whose fate is unknown (read back at open, or whose
     /// write failed) by reading the page with `read` (pages at or past
-    /// `page_count` are skipped): the version the page
-    /// holds — re-announced as the newest version when it is not, and also
-    /// when it is the settled checksum — counts as written now, and the
-    /// next sync settles it (dropping the other versions). A page without a
+    /// `page_count` are skipped): the version the page holds counts as
+    /// written now, and the next sync settles it, dropping the older
+    /// versions. Versions newer than the bytes the page holds (the settled
+    /// checksum, or an older version) stay accepted, of unknown fate, until
+    /// the page is next written: a write the disk lost may have been
+    /// acknowledged, and a repair must be able to write a replica's copy of
+    /// it back (see `Resolved::Marked`). A page without a
     /// settled checksum (never sealed, or marked unallocated) that holds
     /// none of its versions, all of unknown fate, lost those writes (or
     /// holds a torn one, which no one vouched for either): it goes back to
@@ -318,27 +321,6 @@ impl ChecksumTable {
                     un.remove(&self.entries.read(), page.0);
                     resolved += 1;
                 }
-                Resolved::Announce => {
-                    let mut log = d.log.state.lock();
-                    log.check()?;
-                    let seq = log.append(LogRecord::Intent {
-                        page: u32::try_from(page.0).expect("below pages_max"),
-                        crc,
-                    });
-                    if let Some(vs) = un.get_mut(e, page.0) {
-                        // As replay does: a repeated checksum moves to the end.
-                        let had = vs.iter().position(|v| v.crc == crc).map(|k| vs.remove(k));
-                        vs.push(Version {
-                            crc,
-                            seq,
-                            state: State::Written(generation),
-                        });
-                        if had.is_none() {
-                            un.versions += 1;
-                        }
-                        resolved += 1;
-                    }
-                }
             }
         }
         if resolved > 0 {
@@ -382,16 +364,20 @@ impl ChecksumTable {
 
 /// What a read of a page with versions of unknown fate found.
 enum Resolved {
-    /// Nothing to do (a write in flight, or none of its checksums).
+    /// Nothing to do: a write in flight, the page holds its settled bytes
+    /// or a version already written, or none of its checksums (damage).
     Nothing,
-    /// The page holds its newest version, which now counts as written.
+    /// The page holds one of its versions, which now counts as written: the
+    /// next sync settles it and drops the older ones. The versions announced
+    /// after it stay accepted, of unknown fate: the disk lost those writes,
+    /// but the host may have acknowledged one (a disk that loses a write
+    /// and reports success) and its replicas hold it, so a repair must be
+    /// able to write it back — dropping it would leave the page irreparable,
+    /// its only acceptable bytes the older ones the host's LSN calls stale.
+    /// Keeping them lets no stale copy in: only versions newer than the
+    /// bytes the page holds stay, and the host's expected LSN judges a copy
+    /// of them as any other. The next write of the page drops them.
     Marked,
-    /// The page holds its settled bytes or an older version: announce them
-    /// again as the newest. A read shows the newest state the page can be
-    /// in (a crash may only take it back to older bytes), so the versions
-    /// announced after the ones it holds were lost and can never appear;
-    /// as the newest, the re-announced version drops them at the next sync.
-    Announce,
     /// The page has no settled checksum and holds none of its versions, all
     /// of unknown fate: they were lost (or one was torn); the page goes back
     /// to having nothing, or to its unallocated mark.
@@ -416,17 +402,15 @@ fn resolve_page(
         return Resolved::Nothing;
     }
     match vs.iter().position(|v| v.crc == crc) {
-        Some(k) if k + 1 == vs.len() => {
-            if vs[k].state == State::Unknown {
-                vs[k].state = State::Written(generation);
-                return Resolved::Marked;
-            }
-            Resolved::Nothing
+        // Older or newer than the rest, the version the page holds is
+        // written; the versions after it stay (see `Resolved::Marked`).
+        Some(k) if vs[k].state == State::Unknown => {
+            vs[k].state = State::Written(generation);
+            Resolved::Marked
         }
-        Some(_) => Resolved::Announce,
-        None if e & PRESENT != 0 && e as u32 == crc => Resolved::Announce,
         None if e & PRESENT == 0 && vs.iter().all(|v| v.state == State::Unknown) => Resolved::Lost,
-        None => Resolved::Nothing,
+        // The settled bytes, a version already written, or damage.
+        _ => Resolved::Nothing,
     }
 }
 

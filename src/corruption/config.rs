@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::free_map::PageBits;
-use super::lsn;
+use super::lsn::{self, LsnExpectation};
 use super::registry::SuspectRegistry;
 use super::{CorruptionDetector, Counters, FreePageFn, LOCK_STRIPES};
 use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
@@ -23,6 +23,10 @@ pub type PageLsnFn = Arc<dyn Fn(&[u8]) -> Option<Lsn> + Send + Sync>;
 /// (its WAL, its page map): see [`CorruptionConfig::expected_page_lsn`].
 pub type ExpectedLsnFn = Arc<dyn Fn(PageId) -> Option<Lsn> + Send + Sync>;
 
+/// Answers what LSN a page must carry — exactly, or at least — from the
+/// host's own records: see [`CorruptionConfig::page_lsn_expectation`].
+pub type LsnExpectationFn = Arc<dyn Fn(PageId) -> LsnExpectation + Send + Sync>;
+
 /// Told of every page write the detector issues to its store, whoever asked
 /// for it: see [`CorruptionConfig::on_write`].
 pub type WriteObserverFn = Arc<dyn Fn(PageId) + Send + Sync>;
@@ -35,7 +39,7 @@ pub struct CorruptionConfig {
     failures: Option<FailureSink>,
     clock: Arc<dyn Clock>,
     page_lsn: Option<PageLsnFn>,
-    expected_lsn: Option<ExpectedLsnFn>,
+    expected_lsn: Option<LsnExpectationFn>,
     free_pages: Option<FreePageFn>,
     on_write: Option<WriteObserverFn>,
 }
@@ -127,6 +131,42 @@ impl CorruptionConfig {
     /// LSN the page has not durably reached (that would fence a good page as
     /// stale). `None` or `Lsn(0)` means "not known".
     pub fn expected_page_lsn(mut self, f: ExpectedLsnFn) -> Self {
+        self.expected_lsn = Some(Arc::new(move |page| match f(page) {
+            Some(l) if l.0 != 0 => LsnExpectation::AtLeast(l),
+            _ => LsnExpectation::Nothing,
+        }));
+        self
+    }
+
+    /// The host's answer to "which LSN must this page carry?", exactly or
+    /// at least (default: none). Needs a [page-LSN reader](Self::page_lsn).
+    /// It takes the place of [`expected_page_lsn`](Self::expected_page_lsn)
+    /// (the one set last is used), which can only answer a floor.
+    ///
+    /// A floor cannot tell a page that holds a version newer than the
+    /// host's records from one that holds a version a restore or a rollback
+    /// replaced, when the disk lost that write and the process died before
+    /// the detector saw it: under the trailer placement both verify, and
+    /// the replaced version would be served. A host whose records say which
+    /// version a page holds — no write of it can have reached the disk
+    /// since (nothing in flight when it last synced, as after a restore
+    /// that returned) — answers [`LsnExpectation::Exact`]: the page must
+    /// then carry exactly that LSN, as after a write through the detector
+    /// in this process; a copy with a newer LSN fails as
+    /// [`Error::StalePage`] and a repair accepts only that LSN. A host that
+    /// cannot rule out a newer write (one in flight at the crash) answers
+    /// [`LsnExpectation::AtLeast`] with the oldest LSN the page may
+    /// durably hold, and [`LsnExpectation::Nothing`] (or an LSN of 0) when
+    /// it does not know.
+    ///
+    /// The answer is asked for, remembered and overridden as the floor of
+    /// `expected_page_lsn` is: only for a page not written through the
+    /// detector in this process, once per page and run, until the next
+    /// write. It must be cheap, must not call back into the detector, and
+    /// must not answer an LSN the page has not durably reached, nor
+    /// `Exact` for a page a write may have changed since (that would fence
+    /// a good page as stale).
+    pub fn page_lsn_expectation(mut self, f: LsnExpectationFn) -> Self {
         self.expected_lsn = Some(f);
         self
     }
@@ -178,7 +218,8 @@ impl CorruptionConfig {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero capacity, a page size below 64, or
-    /// an [expected-LSN hook](Self::expected_page_lsn) without a page-LSN
+    /// an [expected-LSN hook](Self::expected_page_lsn) (or
+    /// [expectation hook](Self::page_lsn_expectation)) without a page-LSN
     /// reader; [`Error::PageSizeMismatch`] when a sidecar table was made for
     /// another page size; [`Error::Poisoned`] for a durable sidecar table
     /// whose log failed.

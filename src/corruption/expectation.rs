@@ -45,9 +45,12 @@ impl CorruptionDetector {
     }
 
     /// What `page` must carry: exactly the LSN of the last write through
-    /// the detector in this process, at least the host's floor when nothing
-    /// was written in this process, or nothing (see [`LsnExpectation`]). A
-    /// repair accepts only copies at an [`Exact`](LsnExpectation::Exact) LSN.
+    /// the detector in this process, or, when nothing was written in this
+    /// process, what the host's hook answers (at least its floor, or
+    /// exactly the LSN its records name, see
+    /// [`page_lsn_expectation`](super::CorruptionConfig::page_lsn_expectation)),
+    /// or nothing (see [`LsnExpectation`]). A repair accepts only copies at
+    /// an [`Exact`](LsnExpectation::Exact) LSN.
     #[must_use]
     pub fn lsn_expectation(&self, page: PageId) -> LsnExpectation {
         match self.written_lsn.load(page) {
@@ -56,20 +59,35 @@ impl CorruptionDetector {
             [UNKNOWN, floor] => return LsnExpectation::AtLeast(Lsn(floor)),
             [known, _] => return LsnExpectation::Exact(Lsn(known)),
         }
-        let Some(floor) = self
+        let answer = self
             .expected_lsn
             .as_ref()
-            .and_then(|f| f(page))
-            .filter(|l| l.0 != UNKNOWN)
-        else {
-            return LsnExpectation::Nothing;
+            .map_or(LsnExpectation::Nothing, |f| f(page));
+        let (slot, value) = match answer {
+            LsnExpectation::Exact(l) if l.0 != UNKNOWN && l.0 != NO_LSN => (WRITTEN, l.0),
+            LsnExpectation::AtLeast(l) if l.0 != UNKNOWN => (FLOOR, l.0),
+            _ => return LsnExpectation::Nothing,
         };
         // Remember it only for pages that exist (the map grows with the
-        // page id). A write recorded meanwhile takes precedence.
+        // page id). A write recorded meanwhile takes precedence: an exact
+        // answer takes the last-write slot only while it is empty, as if
+        // the host's records were a write of this process.
         if page.0 < self.store.page_count() {
             let written = self.written_lsn.with_slots(page, |s| {
-                s[FLOOR].store(floor.0, Ordering::Release);
-                s[WRITTEN].load(Ordering::Acquire)
+                if slot == WRITTEN {
+                    match s[WRITTEN].compare_exchange(
+                        UNKNOWN,
+                        value,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => value,
+                        Err(now) => now,
+                    }
+                } else {
+                    s[FLOOR].store(value, Ordering::Release);
+                    s[WRITTEN].load(Ordering::Acquire)
+                }
             });
             match written {
                 Some(NO_LSN) => return LsnExpectation::Nothing,
@@ -77,6 +95,10 @@ impl CorruptionDetector {
                 Some(known) => return LsnExpectation::Exact(Lsn(known)),
             }
         }
-        LsnExpectation::AtLeast(floor)
+        if slot == WRITTEN {
+            LsnExpectation::Exact(Lsn(value))
+        } else {
+            LsnExpectation::AtLeast(Lsn(value))
+        }
     }
 }

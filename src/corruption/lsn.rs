@@ -39,7 +39,14 @@ use crate::types::{Lsn, PageId};
 /// [expected-LSN hook](super::CorruptionConfig::expected_page_lsn), which
 /// answers a *floor* from the host's durable records, and remembers the
 /// answer — unless a write got there first: after a write in this process,
-/// memory has the truth and the hook is not asked. A page the host
+/// memory has the truth and the hook is not asked. A host whose records
+/// name the exact version a page holds answers through
+/// [`page_lsn_expectation`](super::CorruptionConfig::page_lsn_expectation)
+/// with [`Exact`](LsnExpectation::Exact): the answer is then remembered as
+/// a write of this process would be (in the last-write slot, only while it
+/// is empty), and the page is held to exactly that LSN — which is what
+/// refuses, after a restart, the version a restore or a rollback replaced
+/// when the disk lost that write. A page the host
 /// [forgets](super::CorruptionDetector::forget) has no last write any more.
 ///
 /// The two are different promises, and
@@ -68,7 +75,9 @@ use crate::types::{Lsn, PageId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LsnExpectation {
     /// The last write through the detector in this process carried this
-    /// LSN: the page holds exactly that version. Bytes with an older LSN
+    /// LSN (or, for a page not written in this process, the host's
+    /// [expectation hook](super::CorruptionConfig::page_lsn_expectation)
+    /// answered it): the page holds exactly that version. Bytes with an older LSN
     /// are a lost write; bytes with a newer one are a write that was rolled
     /// back or replaced (neither is the page).
     Exact(Lsn),

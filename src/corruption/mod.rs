@@ -92,7 +92,7 @@ mod ticket;
 mod verify;
 mod write;
 
-pub use config::{CorruptionConfig, ExpectedLsnFn, PageLsnFn, WriteObserverFn};
+pub use config::{CorruptionConfig, ExpectedLsnFn, LsnExpectationFn, PageLsnFn, WriteObserverFn};
 pub use ticket::{Commit, CommitResult, RepairTicket};
 
 const LOCK_STRIPES: usize = 256;
@@ -194,7 +194,7 @@ pub struct CorruptionDetector {
     /// Held shared by an adoption batch, exclusively by a resize.
     resize_gate: RwLock<()>,
     page_lsn: Option<PageLsnFn>,
-    expected_lsn: Option<ExpectedLsnFn>,
+    expected_lsn: Option<LsnExpectationFn>,
     on_write: Option<WriteObserverFn>,
     /// Set once by the detector's owner (see [`read_hook`]).
     read_hook: std::sync::OnceLock<read_hook::ReadFailureFn>,
@@ -283,6 +283,12 @@ impl CorruptionDetector {
             }
         }
         Ok(())
+    }
+
+    /// Whether `bytes` would verify read from the store as `page`
+    /// ([`verify_stored`](Self::verify_stored)); fences and reports nothing.
+    pub(crate) fn verifies_as_stored(&self, page: PageId, bytes: &[u8]) -> bool {
+        self.verify_stored(page, bytes).is_ok()
     }
 
     /// [`verify_bytes`](Self::verify_bytes) for bytes read from the store

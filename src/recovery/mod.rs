@@ -102,7 +102,9 @@
 //!   fenced again when the next manager is built — before the host can read
 //!   them — and each given an incident at start. A damaged file is a
 //!   warning ([`StartupReport::suspects_warning`]) and an error-only
-//!   re-check of the pages it still names.
+//!   re-check of the pages it still names; a file missing from a directory
+//!   used before is a warning naming it and an error-only re-check of
+//!   every page.
 //! - **A panic loses nothing and stops nothing.** The dispatcher and the
 //!   recovery threads are supervised workers: a panic anywhere on one (a
 //!   host callback, a store read, not only a remedy) is reported as a
@@ -248,7 +250,8 @@ impl AutoRecoveryManager {
             Some(s) => s,
             None => Arc::new(DirTableStorage::new(&cfg.dir)),
         };
-        let restored = suspects::restore(suspect_storage.as_ref(), &detector);
+        let used_before = !matches!(verdict, crate::crash::RunVerdict::FirstRun);
+        let restored = suspects::restore(suspect_storage.as_ref(), &detector, used_before);
         let suspects = suspects::SuspectFile::new(suspect_storage, &detector);
         let mut repair = std::mem::take(&mut cfg.repair).clock(clock.clone());
         if let Some(h) = &cfg.host {

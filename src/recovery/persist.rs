@@ -47,7 +47,15 @@
 //! rename the new file stands. A damaged file (bad CRC, a length that does
 //! not fit, an unknown tag) is a typed error that the manager turns into a
 //! warning in its [`StartupReport`](super::StartupReport): it starts
-//! without the saved incidents, never refuses to start.
+//! without the saved incidents, never refuses to start. The file is
+//! written at every start (when it is missing) and every stop, so a file
+//! missing from a directory the run marker says was used before was
+//! deleted or lost: that is a warning too
+//! ([`incidents_warning`](super::StartupReport::incidents_warning), naming
+//! the file), and the pages of the lost incidents get incidents again from
+//! the suspect registry. (A previous run that was built but never started,
+//! or a first start by a version that wrote the file only at stop, gives
+//! the same warning, harmlessly.)
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::corruption::{CorruptionDetector, Observer, Verdict};
+use crate::crash::RunVerdict;
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
 use crate::rollback::RollbackConfig;
@@ -139,8 +140,25 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     // Checked at build (`RecoveryConfig::validate`), allow-list included.
     let healer = hc.build(ctx)?;
     *inner.healer.write() = Some(Arc::new(healer));
-    // Open incidents of the previous run.
+    // Open incidents of the previous run. The file is written at every
+    // start (below) and stop, so one missing from a directory used before
+    // was deleted or lost: a warning, never silence.
+    let missing = std::fs::symlink_metadata(&inner.incidents_path)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
     let (saved, incidents_warning) = match persist::load(&inner.incidents_path, clock.now_ns()) {
+        Ok(_) if missing && !matches!(verdict, RunVerdict::FirstRun) => {
+            let path = inner.incidents_path.display();
+            tracing::warn!(%path, "the open-incidents file is missing although the directory was used before; starting without the previous run's incidents");
+            (
+                Vec::new(),
+                Some(format!(
+                    "the open-incidents file {path} is missing although this directory was used \
+                     before (deleted, or lost with its directory entry): the previous run's open \
+                     incidents are lost, except that every page the suspect registry names gets \
+                     an incident again"
+                )),
+            )
+        }
         Ok(v) => (v, None),
         Err(e) => {
             tracing::warn!(error = %e, "the saved open incidents cannot be read; starting without them");
@@ -158,6 +176,9 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
                 inner.tally.lock().opened(prio);
             }
         }
+    }
+    if missing {
+        threads::save(inner);
     }
     // Pages the previous run knew bad: fenced at build, each an incident
     // unless a resumed one covers it.

@@ -56,13 +56,16 @@ pub struct StartupReport {
     /// Open incidents read back from the previous run and queued again.
     pub incidents_resumed: u64,
     /// Why the saved incidents could not be read, if they could not (the
-    /// manager then started without them; pages are still found by scrubs).
+    /// manager then started without them; pages are still found by scrubs),
+    /// or that the file is missing from a directory used before.
     pub incidents_warning: Option<String>,
     /// Pages the previous run's suspect registry recorded as bad, fenced
     /// again when the manager was built (each has an incident).
     pub suspects_restored: Vec<PageId>,
     /// Why the suspect registry could not be read as written, if it could
-    /// not (its pages were re-checked instead; never a refusal to start).
+    /// not (its pages were re-checked instead; never a refusal to start) —
+    /// also when it is missing from a directory used before (every page
+    /// was re-checked then).
     pub suspects_warning: Option<String>,
 }
 

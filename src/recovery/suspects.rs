@@ -41,6 +41,20 @@
 //!   reads whatever page ids the records still hold (bounded by the
 //!   store's size), and re-checks each with an error-only read — a page
 //!   that fails is fenced and reported, one that verifies is left alone.
+//! - A missing file: the build writes the file (empty, or with the pages
+//!   fenced by then) whenever it finds none, so after the first build of
+//!   a manager over a directory the file always exists. When it is missing
+//!   although the run marker says the directory was used before (any
+//!   verdict but [`RunVerdict::FirstRun`](crate::crash::RunVerdict::FirstRun)),
+//!   it was deleted or lost, and with it the pages known bad: a page known
+//!   bad must not silently become trusted again, so the manager warns
+//!   (`suspects_warning`, naming the file) and re-checks **every** page of
+//!   the store with an error-only read (one read of the store, as a scrub
+//!   pass; a page that fails is fenced, reported on the bus and gets an
+//!   incident at start). The same warning follows, harmlessly, a previous
+//!   build that failed before it wrote the file, and the first build of
+//!   this version over a directory whose runs never fenced a page (older
+//!   versions wrote the file only once a page was fenced).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,12 +226,38 @@ pub(crate) struct Restored {
 
 /// Reads the file back and fences its pages in `det` (see the module
 /// docs). Never fails: damage is a warning and an error-only re-check of
-/// the pages the file still names.
-pub(crate) fn restore(storage: &dyn TableStorage, det: &CorruptionDetector) -> Restored {
+/// the pages the file still names; a file missing although the manager's
+/// directory was `used_before` is a warning and an error-only re-check of
+/// every page. A missing file is written (with the pages fenced now) so
+/// that the next build can tell a deletion from a first run.
+pub(crate) fn restore(
+    storage: &dyn TableStorage,
+    det: &CorruptionDetector,
+    used_before: bool,
+) -> Restored {
     let mut out = Restored::default();
     let bytes = match storage.read(NAME) {
         Ok(Some(b)) => b,
-        Ok(None) => return out,
+        Ok(None) => {
+            if used_before {
+                let path = storage.path(NAME);
+                let pages = det.store().page_count();
+                tracing::warn!(path = %path.display(), pages, "the suspect registry is missing although the directory was used before; re-checking every page");
+                let bad = recheck(det, 0..pages);
+                out.warning = Some(format!(
+                    "the suspect registry {} is missing although this directory was used \
+                     before (deleted, or lost with its directory entry): the pages it named \
+                     are unknown, so all {pages} page(s) were re-checked and {} found bad",
+                    path.display(),
+                    bad.len()
+                ));
+                out.rechecked_bad = bad;
+            }
+            if let Err(e) = save(storage, &fenced(det)) {
+                tracing::warn!(error = %e, "the suspect registry could not be written at build; the next save tries again");
+            }
+            return out;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "the suspect registry cannot be read; a scrub finds the pages again");
             out.warning = Some(e.to_string());
@@ -244,18 +284,26 @@ pub(crate) fn restore(storage: &dyn TableStorage, det: &CorruptionDetector) -> R
                 "{e}; the {} page(s) it still names were re-checked",
                 pages.len()
             ));
-            for p in pages {
-                match det.check_page(p, Observer::Scrub) {
-                    Ok(Verdict::Corrupt { .. }) => out.rechecked_bad.push(p),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(page = %p, error = %e, "a page of the damaged suspect registry could not be re-checked");
-                    }
-                }
-            }
+            out.rechecked_bad = recheck(det, pages.into_iter().map(|p| p.0));
         }
     }
     out
+}
+
+/// Error-only re-checks of `pages`: the ones found bad (fenced and
+/// reported by the detector).
+fn recheck(det: &CorruptionDetector, pages: impl Iterator<Item = u64>) -> Vec<PageId> {
+    let mut bad = Vec::new();
+    for p in pages.map(PageId) {
+        match det.check_page(p, Observer::Scrub) {
+            Ok(Verdict::Corrupt { .. }) => bad.push(p),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(page = %p, error = %e, "a page could not be re-checked for the suspect registry");
+            }
+        }
+    }
+    bad
 }
 
 /// Keeps the file in step with the detector's fenced pages.
@@ -356,6 +404,70 @@ mod tests {
             let bytes = encode(&pages);
             let cut = cut.index(bytes.len());
             prop_assert!(decode(&files, &bytes[..cut]).is_err());
+        }
+    }
+
+    /// A detector over 8 sealed pages (under `placement`) of which page 5
+    /// is damaged, and the raw store.
+    fn damaged_store(
+        placement: crate::ChecksumPlacement,
+    ) -> (CorruptionDetector, Arc<crate::MemStore>) {
+        use crate::host::PageStore;
+        let raw = Arc::new(crate::MemStore::new(4096, 8).unwrap());
+        let det = crate::CorruptionConfig::new(placement)
+            .build(raw.clone())
+            .unwrap();
+        for p in 0..8u64 {
+            let mut b = vec![p as u8 + 1; 4096];
+            det.write_sealed(PageId(p), &mut b).unwrap();
+        }
+        let mut b = vec![0u8; 4096];
+        raw.read_page(PageId(5), &mut b).unwrap();
+        b[100] ^= 1;
+        raw.write_page(PageId(5), &b).unwrap();
+        (det, raw)
+    }
+
+    fn placements() -> [crate::ChecksumPlacement; 2] {
+        [
+            crate::ChecksumPlacement::Trailer,
+            crate::ChecksumPlacement::Sidecar(Arc::new(crate::ChecksumTable::new(4096).unwrap())),
+        ]
+    }
+
+    #[test]
+    fn a_registry_missing_from_a_used_directory_is_a_warning_and_every_page_is_rechecked() {
+        for placement in placements() {
+            let (det, _raw) = damaged_store(placement);
+            let files = CrashFiles::new();
+            let r = restore(&files, &det, true);
+            let w = r.warning.expect("a missing registry must be noticed");
+            assert!(w.contains("missing") && w.contains(NAME), "{w}");
+            assert_eq!(r.rechecked_bad, vec![PageId(5)]);
+            assert_eq!(det.pages_in(PageState::Suspect), vec![PageId(5)]);
+            // The file now exists, naming the page found bad.
+            let saved = decode(&files, &files.read(NAME).unwrap().unwrap()).unwrap();
+            assert_eq!(
+                saved.iter().map(|s| s.page).collect::<Vec<_>>(),
+                [PageId(5)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_first_run_writes_an_empty_registry_and_checks_nothing() {
+        for placement in placements() {
+            let (det, _raw) = damaged_store(placement);
+            let files = CrashFiles::new();
+            let r = restore(&files, &det, false);
+            assert!(r.warning.is_none() && r.rechecked_bad.is_empty());
+            assert!(det.pages_in(PageState::Suspect).is_empty(), "no page read");
+            assert!(decode(&files, &files.read(NAME).unwrap().unwrap())
+                .unwrap()
+                .is_empty());
+            // So that the next build, finding it, says nothing either.
+            let r = restore(&files, &det, true);
+            assert!(r.warning.is_none() && r.fenced.is_empty());
         }
     }
 

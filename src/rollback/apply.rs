@@ -109,9 +109,47 @@ fn explained(page: &[u8], recs: &[&UndoRef<'_>], scratch: &mut Vec<u8>) -> bool 
     !scratch.contains(&1)
 }
 
+/// Whether `page`, which failed verification, is a torn (or partly
+/// written, or lost) write of the transactions whose undo entries `group`
+/// holds:
+/// its bytes as stored (read into `buf`) are explained by those entries,
+/// and with every entry's after-image put over them they are exactly the
+/// page's last write ([`PageWriter::is_last_write`]). Then the bytes
+/// outside the entries are the last write's, and the before-images put the
+/// page back as it was before the transactions — the rollback needs no
+/// copy of the last write (which no replica holds: it was never
+/// acknowledged), and under a sidecar table, whose sync settled the torn
+/// write and dropped the checksum of the page's previous contents, no
+/// replica copy of those would verify either. Anything else (damage
+/// outside the entries, another version) is not explained and stays
+/// blocked.
+fn torn_by(
+    pages: &dyn PageWriter,
+    page: PageId,
+    group: &[UndoRef<'_>],
+    buf: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> bool {
+    if group.iter().any(|r| r.after.is_none()) || pages.read_unverified(page, buf).is_err() {
+        return false;
+    }
+    let recs: Vec<&UndoRef<'_>> = group.iter().collect();
+    if !explained(buf, &recs, scratch) {
+        return false;
+    }
+    let mut last = buf.to_vec();
+    // `group` is newest first: put the after-images oldest first.
+    for r in group.iter().rev() {
+        let after = r.after.unwrap_or_default();
+        last[r.offset..r.offset + after.len()].copy_from_slice(after);
+    }
+    pages.is_last_write(page, &last)
+}
+
 /// Applies undo entries: per page, one verified read (a page that fails is
-/// offered to `hook`, and if it still fails, every transaction with entries
-/// on it is blocked and the page is not touched); per transaction on the
+/// offered to `hook`; if it still fails and is not a torn write of these
+/// transactions (`torn_by`), every transaction with entries on it is
+/// blocked and the page is not touched); per transaction on the
 /// page, its entries only if the page holds what they explain (otherwise
 /// they are counted as replaced); the entries that apply newest LSN first;
 /// one write and one verifying re-read when anything changed — all under
@@ -140,6 +178,11 @@ pub(super) fn apply_undo(
     for group in refs.chunk_by(|a, b| a.page == b.page) {
         let page = group[0].page;
         let _guard = locks.lock(page);
+        // A page that failed as a torn (or lost) write of these
+        // transactions is written even when it holds every before-image
+        // already: the write makes those bytes the page's verified version
+        // again (the checksum of the write that failed still stands).
+        let mut rewrite = false;
         match read_checked(pages, hook, page, &mut buf) {
             Ok(()) => {}
             // Freed (again): nothing a transaction wrote is on a free page,
@@ -148,6 +191,12 @@ pub(super) fn apply_undo(
                 tracing::debug!(%page, entries = group.len(), "undo not applied: the page is unallocated");
                 out.entries += group.len() as u64;
                 continue;
+            }
+            Err(e)
+                if is_page_failure(&e) && torn_by(pages, page, group, &mut buf, &mut scratch) =>
+            {
+                tracing::warn!(%page, error = %e, "the page is a torn or lost write of the transactions rolled back: their before-images are applied over it");
+                rewrite = true;
             }
             Err(e) if is_page_failure(&e) => {
                 tracing::warn!(%page, error = %e, "rollback blocked: the page fails verification");
@@ -180,7 +229,7 @@ pub(super) fn apply_undo(
                 skip.push(t);
             }
         }
-        let mut changed = false;
+        let mut changed = rewrite;
         for r in group.iter().filter(|r| !skip.contains(&r.txn)) {
             let range = &mut buf[r.offset..r.offset + r.before.len()];
             if range != r.before {

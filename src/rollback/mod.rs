@@ -85,6 +85,24 @@
 //! to verify against and reads raw, so a torn page there is restored as
 //! before.
 //!
+//! One failing page needs no repair: a torn or lost write (the disk kept
+//! part of it, or none, and reported it done) of the very transactions
+//! being rolled back. When the page as stored is
+//! explained byte for byte by their undo entries (each covered byte is a
+//! before- or after-image byte) and, with every after-image put over it,
+//! is exactly the page's last write as the writer would verify it
+//! ([`PageWriter::is_last_write`]: the detector's checksum and, with a
+//! page-LSN reader, the exact LSN), then every byte outside the entries is
+//! the last write's, and the before-images put the page back as it was
+//! before the transactions; the rollback writes that (sealed, even when
+//! the page held every before-image already: the write makes those bytes
+//! verify again), which lifts the fence. This matters under a sidecar table, where a sync after the
+//! torn write settled its checksum and dropped the previous contents' —
+//! so a replica's copy of those (the newest acknowledged version) would
+//! not verify, and no copy of the torn write exists (it was never
+//! acknowledged). Damage anywhere else in the page is not explained, and
+//! the rollback stays blocked.
+//!
 //! # Recovery's memory
 //!
 //! Recovery reads the journal one segment at a time: a scan that keeps a
@@ -697,6 +715,29 @@ impl TransactionRollbackManager {
         let mut v: Vec<TxnId> = self.state.lock().active.keys().copied().collect();
         v.sort_unstable();
         v
+    }
+
+    /// Makes every journal record appended so far durable and writes (and
+    /// fsyncs) a synced-through mark covering them, now — what the
+    /// `selfheal-undo-mark` thread does
+    /// [`idle_mark_delay`](RollbackConfig::idle_mark_delay) after the last
+    /// fsync; nothing is written when a durable mark covers them already.
+    ///
+    /// Until a mark covers an acknowledged commit, media damage to the
+    /// commit's own bytes is indistinguishable from a torn tail, and
+    /// recovery would roll the commit back if the process also crashed
+    /// (the residual window: see
+    /// [why `build` starts the mark thread](crate::rollback#threads-why-build-starts-the-mark-thread)).
+    /// A host that cannot accept that window for some commits calls this
+    /// after them (one more write and fsync, or none when a later batch
+    /// carried the mark); a host that drives time itself (a deterministic
+    /// simulation) calls it where its idle delay would have passed.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or the journal's write or fsync error (which
+    /// poisons it).
+    pub fn mark_synced(&self) -> Result<()> {
+        self.journal.mark_now()
     }
 
     /// Every journal record up to this LSN is durable.

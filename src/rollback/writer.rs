@@ -65,6 +65,28 @@ pub trait PageWriter: Send + Sync + fmt::Debug {
     /// # Errors
     /// The store's error.
     fn sync(&self) -> Result<()>;
+
+    /// Reads `page` as the store holds it, unverified (default:
+    /// [`read_page`](Self::read_page)). Rollback uses it only for a page
+    /// that failed [`read_page`](Self::read_page), to tell whether the
+    /// failure is a torn write of the transactions it rolls back (see
+    /// [`is_last_write`](Self::is_last_write)); it never writes those bytes
+    /// back unless that test passes.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn read_unverified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.read_page(page, buf)
+    }
+
+    /// Whether `bytes` are exactly the last contents written to `page`
+    /// through this writer, as verification would accept them read from the
+    /// store (default: `false`, nothing is known). A writer that can verify
+    /// pages answers from its checksums and page LSNs.
+    fn is_last_write(&self, page: PageId, bytes: &[u8]) -> bool {
+        let _ = (page, bytes);
+        false
+    }
 }
 
 /// Whether `e` says that a page's bytes cannot be trusted (a verification
@@ -153,6 +175,16 @@ impl PageWriter for CorruptionDetector {
     /// the checksums of the pages rollback wrote.
     fn sync(&self) -> Result<()> {
         CorruptionDetector::sync(self)
+    }
+
+    fn read_unverified(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.store().read_page(page, buf)
+    }
+
+    /// The page's checksum (trailer, or an accepted version in the sidecar
+    /// table) and, with a page-LSN reader, exactly the expected LSN.
+    fn is_last_write(&self, page: PageId, bytes: &[u8]) -> bool {
+        self.verifies_as_stored(page, bytes)
     }
 }
 

@@ -102,6 +102,9 @@ pub fn registry(dir: &Path, placement: Placement) -> Built {
             let idle = m.wait_idle(IDLE);
             let out = match (&report.suspects_warning, at_build == BAD) {
                 (None, true) => Outcome::Recovered,
+                (Some(w), _) if idle && fenced(&m) == BAD && w.contains("missing") => {
+                    Outcome::Fallback("warned (file missing), every page re-checked")
+                }
                 (Some(_), _) if idle && fenced(&m) == BAD => {
                     Outcome::Fallback("warned, the pages it names re-checked")
                 }

@@ -83,10 +83,22 @@ fn fixed_seeds_keep_every_invariant() {
 /// Seeds that found a bug that is now fixed: a restore's lost write served
 /// as verified (51), and then called healthy by the repair's recheck (1402);
 /// after a restart, the snapshot fallback served a snapshot newer than the
-/// one restored (1101, 6626, 7401).
+/// one restored (1101, 6626, 7401); under the durable sidecar table, an
+/// acknowledged write the disk lost, then a crash, left the page
+/// irreparable (1175, 965, 1290, 1548, 1842, 1922, 4611); a transaction
+/// write the disk tore, settled by a sync, blocked its rollback for good
+/// under a sidecar table (2804); after a restart under the trailer, a
+/// restore's lost write left the replaced version served as verified
+/// (156, 282, 325, 336, 379: the host now answers its exact LSN); rot in
+/// the journal's last commit, which no mark covered, rolled it back (2824,
+/// 3525: now a typed refusal, the simulator's host writing the mark the
+/// idle thread would).
 #[test]
 fn seeds_that_found_fixed_bugs_pass() {
-    for seed in [51u64, 1402, 1101, 6626, 7401] {
+    for seed in [
+        51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
+        325, 336, 379, 2824, 3525,
+    ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));
     }

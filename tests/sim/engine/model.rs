@@ -70,6 +70,10 @@ pub struct Model {
     /// Pages a restore that failed twice may have left at a version of a
     /// snapshot's chain, not acknowledged since: no replica need hold it.
     pub half_restored: BTreeSet<u64>,
+    /// Pages a transaction that has not finished (committed or rolled back)
+    /// may have written: the host cannot name their exact version until
+    /// the journal's recovery has run.
+    pub in_txn: BTreeSet<u64>,
 }
 
 impl Model {
@@ -81,6 +85,7 @@ impl Model {
             maybe: vec![Vec::new(); PAGES as usize],
             snapshots: BTreeMap::new(),
             half_restored: BTreeSet::new(),
+            in_txn: BTreeSet::new(),
         }
     }
 

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use selfheal::checksum::{ChecksumTable, TableConfig};
+use selfheal::corruption::LsnExpectation;
 use selfheal::rollback::{PageWriter, RecoveryMode};
 use selfheal::testing::{
     CrashDir, CrashFiles, CrashStore, CrashSwitch, FaultyReplica, FaultyStore,
@@ -361,17 +362,23 @@ impl World {
             .clock(self.clock.clone())
             .failure_sink(self.sink.clone())
             .page_lsn(Arc::new(page_lsn))
-            // The host's durable records: the oldest version the page may
-            // durably hold (a restore that failed part way may have put an
-            // older one back).
-            .expected_page_lsn(Arc::new(move |p: PageId| {
+            // The host's durable records: exactly the acknowledged version
+            // when no other write of the page may have reached the disk
+            // (nothing written since and not acknowledged: a restore or a
+            // rollback acknowledged puts an older LSN back, and a lost
+            // write of it leaves the replaced, newer one), otherwise the
+            // oldest version the page may durably hold (a restore that
+            // failed part way may have put an older one back).
+            .page_lsn_expectation(Arc::new(move |p: PageId| {
                 let m = model.lock();
-                let acked = m.acked.get(p.0 as usize)?.lsn;
-                let oldest = m.maybe[p.0 as usize]
-                    .iter()
-                    .map(|v| v.lsn)
-                    .fold(acked, u64::min);
-                Some(Lsn(oldest))
+                let Some(acked) = m.acked.get(p.0 as usize).map(|v| v.lsn) else {
+                    return LsnExpectation::Nothing;
+                };
+                let maybe = &m.maybe[p.0 as usize];
+                if maybe.is_empty() && !m.in_txn.contains(&p.0) {
+                    return LsnExpectation::Exact(Lsn(acked));
+                }
+                LsnExpectation::AtLeast(Lsn(maybe.iter().map(|v| v.lsn).fold(acked, u64::min)))
             }))
             .on_write(Arc::new(move |p: PageId| {
                 if let Some(s) = &*slot.lock() {
@@ -520,6 +527,8 @@ impl World {
         self.restarts += 1;
         self.note(format!("crash (seed {seed:#x}); restart {}", self.restarts));
         self.boot()?;
+        // The journal's recovery has finished every transaction it could.
+        self.model.lock().in_txn.clear();
         self.check_all_pages("after recovery");
         self.settle();
         Ok(())

@@ -446,6 +446,13 @@ impl Journal {
         self.core.flush()
     }
 
+    /// Makes everything appended so far durable and covered by a durable
+    /// mark now (what the mark thread does after the idle delay); nothing
+    /// is written when a durable mark covers it already.
+    pub(crate) fn mark_now(&self) -> Result<()> {
+        self.core.flush().and_then(|()| self.core.cover_with_mark())
+    }
+
     /// Makes everything durable and covered by a durable mark, and stops the
     /// mark thread.
     pub(crate) fn close(&self) -> Result<()> {

@@ -114,6 +114,7 @@ impl World {
                 (p, version(placement, p, l))
             })
             .collect();
+        self.model.lock().in_txn.extend(pages.iter().copied());
         let proc = self.proc.as_ref().expect("process");
         let Some(mgr) = proc.mgr.as_ref() else { return };
         let det = proc.det.clone();
@@ -162,9 +163,32 @@ impl World {
                     Ok(_) => {
                         for (p, v) in &versions {
                             self.model.lock().ack(*p, v.clone());
+                            self.model.lock().in_txn.remove(p);
                             self.replicate(*p, v);
                         }
                         self.note(format!("txn {} committed {pages:?}", txn.0));
+                        let mgr = self
+                            .proc
+                            .as_ref()
+                            .expect("process")
+                            .mgr
+                            .as_ref()
+                            .expect("mgr");
+                        // The mark the `selfheal-undo-mark` thread writes
+                        // within its idle delay in real time (kept idle here
+                        // for determinism): without it every commit would
+                        // stay in the journal's residual window until the
+                        // next batch, and journal rot while the process is
+                        // down would roll it back.
+                        if let Err(e) = mgr.mark_synced() {
+                            self.note(format!(
+                                "txn {} mark: {}; the host dies",
+                                txn.0,
+                                err_name(&e)
+                            ));
+                            self.observe_err("rollback", None, &e);
+                            self.crash_due.get_or_insert(txn.0);
+                        }
                     }
                     Err(e) => {
                         self.note(format!(
@@ -182,7 +206,14 @@ impl World {
                 }
             }
             TxnEnd::Abort => match mgr.rollback(txn) {
-                Ok(_) => self.note(format!("txn {} rolled back", txn.0)),
+                Ok(_) => {
+                    let mut m = self.model.lock();
+                    for p in pages {
+                        m.in_txn.remove(p);
+                    }
+                    drop(m);
+                    self.note(format!("txn {} rolled back", txn.0));
+                }
                 Err(e) => {
                     self.note(format!(
                         "txn {} rollback: {}; the host dies",
