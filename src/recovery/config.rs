@@ -105,6 +105,7 @@ pub struct RecoveryConfig {
     pub(super) audit_sync: Duration,
     pub(super) audit_storage: Option<Arc<dyn TableStorage>>,
     pub(super) heal_on_read: bool,
+    pub(super) reescalate_after: Duration,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -177,6 +178,7 @@ impl RecoveryConfig {
             audit_sync: Duration::from_millis(20),
             audit_storage: None,
             heal_on_read: true,
+            reescalate_after: super::escalated::DEFAULT_REESCALATE_AFTER,
             dir,
         }
     }
@@ -432,6 +434,20 @@ impl RecoveryConfig {
     /// [`Mode::Observe`].
     pub fn heal_on_read(mut self, on: bool) -> Self {
         self.heal_on_read = on;
+        self
+    }
+
+    /// How long an escalated page stays escalated: until then, reports of
+    /// it in the same fault episode (a host reading it again) join the
+    /// incident that escalated it instead of paging a person again; after
+    /// it, the next report opens an incident (tried again, escalated again
+    /// if nothing heals it). Default
+    /// [`DEFAULT_REESCALATE_AFTER`](super::DEFAULT_REESCALATE_AFTER) (one
+    /// hour); zero escalates every report. A page repaired, rewritten or
+    /// freed by the host starts a new episode at once (see the manager's
+    /// "Escalation").
+    pub fn reescalate_after(mut self, interval: Duration) -> Self {
+        self.reescalate_after = interval;
         self
     }
 

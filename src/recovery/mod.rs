@@ -26,6 +26,15 @@
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
 //!   the page is then re-checked — a page bad again opens a new incident.
+//! - **Escalation.** An escalated page is escalated once per fault: a later
+//!   report of it (a host reading the irreparable page again) joins the
+//!   incident that escalated it — counted in [`RecoveryStats::joined`],
+//!   announced as [`RecoveryEvent::Joined`] — until the page is healed,
+//!   rewritten or freed by the host (a new fault is a new incident) or
+//!   [`reescalate_after`](RecoveryConfig::reescalate_after) has passed
+//!   (default one hour; then it is tried again, and escalated again if
+//!   nothing heals it). The record is bounded and in memory: a restart
+//!   tries the page, and escalates it, once more.
 //! - **Most urgent first, none starved**: P0 first; a queued incident
 //!   competes one level higher per [`aging`](RecoveryConfig::aging) waited.
 //! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
@@ -129,6 +138,7 @@
 //! `target` and `priority`; each remedy's action is logged in it.
 
 mod config;
+mod escalated;
 mod events;
 mod inline;
 pub mod persist;
@@ -161,6 +171,7 @@ use crate::types::{FailureSink, Priority};
 pub use config::{
     ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_CONCURRENT_RECOVERIES,
 };
+pub use escalated::DEFAULT_REESCALATE_AFTER;
 pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
@@ -170,6 +181,7 @@ use crate::clock::Clock;
 #[cfg(doc)]
 use crate::types::{FailureKind, Target};
 
+use escalated::{Escalations, MAX_ESCALATED};
 use queue::IncidentQueue;
 
 /// Page failures the backlog holds beyond the queue's bound, per open
@@ -300,6 +312,7 @@ impl AutoRecoveryManager {
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
+            escalations: Mutex::new(Escalations::new(cfg.reescalate_after, MAX_ESCALATED)),
             acting: cfg.mode != Mode::Observe,
             finished: Condvar::new(),
         });

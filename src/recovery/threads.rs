@@ -451,6 +451,10 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
     }
     let now = inner.clock.now_ns();
     let (target, prio) = (f.target(), f.priority);
+    if super::escalated::join(inner, &target, true).is_some() {
+        inner.tally.lock().stats.failures += 1;
+        return;
+    }
     let r = inner.queue.lock().offer(f, now);
     let mut t = inner.tally.lock();
     t.stats.failures += 1;
@@ -725,6 +729,7 @@ impl Drop for Closing<'_> {
 /// actions and outcome announced, counted, kept among the recent ones.
 fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
     let now = inner.clock.now_ns();
+    super::escalated::closed(inner, &inc);
     for f in late {
         inc.join(f.clone(), now);
     }
