@@ -94,10 +94,15 @@ struct State {
 ///    every attempt after the first, the healer waits a backoff with full
 ///    jitter on its [`Clock`](crate::Clock) (a
 ///    [`ManualClock`](crate::ManualClock) does not sleep).
-/// 5. **Verify**: the remedy re-checks its target, and — with a health
-///    monitor — health is sampled before and after: a remedy after which
-///    the score dropped (beyond the tolerance) or the band worsened is
-///    undone where it can be, and counts as failed.
+/// 5. **Verify**: the remedy re-checks its target (one with nothing to
+///    re-check says so: [`AttemptOutcome::Unverified`], which closes the
+///    incident but teaches the learner nothing), and — with a health
+///    monitor — health is sampled before and after every attempt that ran:
+///    a remedy after which the score dropped (beyond the tolerance) or the
+///    band worsened, whether it verified or not, is undone where it can be,
+///    and counts as failed. A remedy that failed after a partial effect is
+///    undone when it declares it can be
+///    ([`Remedy::undo_after_error`]).
 /// 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
 ///    its learned record, which is saved (crash-safely) when a path is
 ///    configured — at most every
@@ -482,17 +487,19 @@ impl SelfHealer {
         self.escalate(inc, &reason);
     }
 
-    /// Closes `inc` as healed by `remedy_name`.
+    /// Closes `inc` as healed by `remedy_name` (its last attempt).
     fn healed_by(&self, inc: &mut Incident, remedy_name: &str) {
         inc.outcome = Outcome::Healed {
             remedy: remedy_name.to_string(),
         };
-        inc.push(
-            self.ctx.clock_ref().now_ns(),
-            Step::Closed,
-            format!("healed by {remedy_name}"),
-        );
-        self.audit(inc, EntryKind::Closed, format!("healed by {remedy_name}"));
+        let text = match inc.attempts.last() {
+            Some(a) if a.outcome == AttemptOutcome::Unverified => {
+                format!("healed by {remedy_name} (unverified: nothing could re-check it)")
+            }
+            _ => format!("healed by {remedy_name}"),
+        };
+        inc.push(self.ctx.clock_ref().now_ns(), Step::Closed, text.clone());
+        self.audit(inc, EntryKind::Closed, text);
     }
 
     /// One attempt of `remedy`; returns its name when it healed the target.
@@ -611,7 +618,8 @@ impl SelfHealer {
     }
 
     /// Ends an attempt of `remedy` that ran with `result`: verified, undone
-    /// when it made health worse, recorded in its breaker, its learned
+    /// when it made health worse (healed or not) or failed after an effect
+    /// it can take back, recorded in its breaker, its learned
     /// record and the incident. Returns its name when it healed the target.
     fn conclude(
         &self,
@@ -630,6 +638,12 @@ impl SelfHealer {
             Err(e) => {
                 inc.push(clock.now_ns(), Step::Acted, format!("{name} failed: {e}"));
                 self.audit(inc, EntryKind::Acted, format!("{name} failed: {e}"));
+                if remedy.undo_after_error() {
+                    // It may have changed something before it failed.
+                    let partial = Applied::new(format!("{name} failed: {e}"));
+                    let why = format!("it failed, maybe after a partial effect: {e}");
+                    self.take_back(inc, case, remedy, &partial, &why, &mut evidence);
+                }
                 AttemptOutcome::Failed {
                     error: e.to_string(),
                 }
@@ -647,46 +661,41 @@ impl SelfHealer {
                     format!("{name}: {}", applied.evidence),
                 );
                 let verified = guarded(|| remedy.verify(&self.ctx, case, &applied));
-                let (healed, text) = match verified {
-                    Ok(v) => (v.healed, v.evidence),
-                    Err(e) => (false, format!("could not re-check: {e}")),
+                let (healed, checked, text) = match verified {
+                    Ok(v) => (v.healed, v.checked, v.evidence),
+                    Err(e) => (false, true, format!("could not re-check: {e}")),
                 };
                 evidence.push(text.clone());
                 inc.push(clock.now_ns(), Step::Verified, format!("{name}: {text}"));
                 self.audit(inc, EntryKind::Verified, format!("{name}: {text}"));
-                match (healed, self.worse(before, self.health(inc))) {
-                    (false, _) => AttemptOutcome::NotVerified,
-                    (true, None) => AttemptOutcome::Healed,
-                    (true, Some(how)) => {
+                // Health is compared after every attempt that ran, healed
+                // or not: one that did not heal may still have done harm.
+                match self.worse(before, self.health(inc)) {
+                    Some(how) => {
                         evidence.push(how.clone());
-                        let undone = match guarded(|| remedy.undo(&self.ctx, case, &applied)) {
-                            Ok(()) => {
-                                let text = format!("{name} undone: {how}");
-                                inc.push(clock.now_ns(), Step::Undone, text.clone());
-                                self.audit(inc, EntryKind::Undone, text);
-                                true
-                            }
-                            Err(e) => {
-                                let text = format!("{name} could not be undone ({e}): {how}");
-                                evidence.push(text.clone());
-                                inc.push(clock.now_ns(), Step::Undone, text.clone());
-                                self.audit(inc, EntryKind::Undone, text);
-                                false
-                            }
-                        };
+                        let undone =
+                            self.take_back(inc, case, remedy, &applied, &how, &mut evidence);
                         AttemptOutcome::MadeWorse { undone }
                     }
+                    None if !healed => AttemptOutcome::NotVerified,
+                    None if !checked => AttemptOutcome::Unverified,
+                    None => AttemptOutcome::Healed,
                 }
             }
         };
         let healed = outcome == AttemptOutcome::Healed;
+        let unverified = outcome == AttemptOutcome::Unverified;
         {
             let mut st = self.state.lock();
             let t = clock.now_ns();
             if let Some(b) = st.breakers.get_mut(&name) {
-                b.record(healed, t);
+                // An unverified attempt is a call that did not fail.
+                b.record(healed || unverified, t);
             }
-            st.learner.record(&problem, &name, healed);
+            // It is no evidence either way for the learner.
+            if !unverified {
+                st.learner.record(&problem, &name, healed);
+            }
         }
         inc.attempts.push(Attempt {
             remedy: name.clone(),
@@ -695,7 +704,7 @@ impl SelfHealer {
             outcome,
             evidence,
         });
-        healed.then_some(name)
+        (healed || unverified).then_some(name)
     }
 
     /// Whether one more restart of `target` is allowed; counts it when

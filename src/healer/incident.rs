@@ -113,8 +113,14 @@ pub enum AttemptOutcome {
         /// The error, as printed.
         error: String,
     },
-    /// It ran but the target did not verify (or could not be checked).
+    /// It ran but the target did not verify (or re-checking it failed).
     NotVerified,
+    /// It ran and the host acknowledged it, but the remedy has nothing to
+    /// re-check its target with ([`Verified::unchecked`]): the incident is
+    /// closed as healed, and the learner does not count it as a success.
+    ///
+    /// [`Verified::unchecked`]: super::Verified::unchecked
+    Unverified,
     /// It verified but left health worse than before; it was undone if it
     /// could be.
     MadeWorse {
@@ -133,6 +139,7 @@ impl AttemptOutcome {
             AttemptOutcome::Healed => "healed",
             AttemptOutcome::Failed { .. } => "failed",
             AttemptOutcome::NotVerified => "not verified",
+            AttemptOutcome::Unverified => "unverified",
             AttemptOutcome::MadeWorse { undone: true } => "made health worse (undone)",
             AttemptOutcome::MadeWorse { undone: false } => "made health worse (not undone)",
             AttemptOutcome::Skipped(_) => "skipped",
