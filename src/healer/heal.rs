@@ -343,7 +343,8 @@ impl SelfHealer {
     /// incidents itself (the recovery manager, durably) uses this, so its
     /// ids and the audit log's agree.
     pub fn heal_as(&self, id: u64, failure: Failure, joined: &[Failure]) -> Incident {
-        // The incident's audit records go in one append, when it is closed.
+        // The incident's audit records are held and appended in few
+        // appends: before each remedy acts (write-ahead), and at close.
         let _holding = batch::Holding::start(self);
         let (mut inc, diagnosis) = self.open(id, &failure, joined);
         let case = Case {
@@ -513,6 +514,8 @@ impl SelfHealer {
         let now = self.prepare(inc, case, remedy, *executed)?;
         *executed += 1;
         let (before, started) = self.begin(inc, remedy.name(), now);
+        // Write-ahead: the decision is in the log file before the effect.
+        batch::write_ahead(self);
         let result = guarded(|| remedy.execute(&self.ctx, case));
         self.conclude(inc, case, remedy, result, before, started)
     }

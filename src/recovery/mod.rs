@@ -83,7 +83,9 @@
 //!   20 ms), and `stop` syncs the rest. A crash loses at most the records of
 //!   the last interval — a prefix of the log survives, chained, with no
 //!   hole — and never a remedy's effect, which the remedy's own path made
-//!   durable.
+//!   durable. The healer appends an incident's decision before its remedy
+//!   acts (write-ahead, see [`audit`](crate::audit)): a process crash never
+//!   leaves an effect without its decision on record.
 //! - **Pages known bad stay fenced across a restart.** The detector's
 //!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
 //!   fenced again when the next manager is built — before the host can read
