@@ -513,6 +513,8 @@ impl SelfHealer {
     ) -> Option<String> {
         let now = self.prepare(inc, case, remedy, *executed)?;
         *executed += 1;
+        let span = tracing::info_span!("remedy", name = remedy.name());
+        let _enter = span.enter();
         let (before, started) = self.begin(inc, remedy.name(), now);
         // Write-ahead: the decision is in the log file before the effect.
         batch::write_ahead(self);

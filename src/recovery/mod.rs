@@ -136,8 +136,13 @@
 //! | `selfheal_incidents_open` | gauge | incidents | — |
 //! | `selfheal_health_score` | gauge | score 0–100 | — |
 //!
-//! Every incident runs in a `tracing` span `incident` with its `id`,
-//! `target` and `priority`; each remedy's action is logged in it.
+//! Every incident healed on its own runs in a `tracing` span `incident`
+//! with its `id`, `target` and `priority` (and `on_read` when healed on a
+//! reader's thread); page incidents healed together in one batch run in
+//! one span `incidents` with the `first` id, the `count` and the
+//! `priority` (each incident's id is in its audit records and events).
+//! Each remedy attempt runs in a child span `remedy` with its `name`;
+//! each remedy's action is logged in it.
 
 mod config;
 mod escalated;

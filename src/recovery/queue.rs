@@ -105,6 +105,8 @@ pub(crate) struct Taken {
     pub(crate) first: Failure,
     pub(crate) joined: Vec<Failure>,
     pub(crate) resumed: bool,
+    /// When it was queued (on the manager's clock).
+    pub(crate) queued_ns: u64,
 }
 
 /// See the module docs.
@@ -272,6 +274,7 @@ impl IncidentQueue {
                         first: e.first.clone(),
                         joined: std::mem::take(&mut e.joined),
                         resumed: e.resumed,
+                        queued_ns: e.queued_ns,
                     })
                 }
             };
@@ -290,6 +293,7 @@ impl IncidentQueue {
             first,
             joined: Vec::new(),
             resumed: false,
+            queued_ns: now_ns,
         })
     }
 
@@ -376,6 +380,7 @@ impl IncidentQueue {
             first: e.first.clone(),
             joined: std::mem::take(&mut e.joined),
             resumed: e.resumed,
+            queued_ns: e.queued_ns,
         }
     }
 

@@ -650,8 +650,17 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
 
 /// Files a page-set incident: announced, its pages' incidents merged into
 /// it and closed with it.
-fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, inc: Incident) {
+fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, mut inc: Incident) {
     let _closing = Closing::new(inner);
+    // The set waited since its first page was queued.
+    let queued = inc
+        .pages
+        .iter()
+        .filter_map(|p| by_target.get(&Target::Page(*p)).map(|t| t.queued_ns))
+        .min();
+    if let Some(q) = queued {
+        inc.queued_at(q);
+    }
     inner.tally.lock().opened(inc.priority);
     inner.events.emit(&RecoveryEvent::Opened {
         id: inc.id,
@@ -692,8 +701,9 @@ fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, inc: Incident
 }
 
 /// Files a healer's answer about a taken incident: deferred, or closed.
-pub(super) fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+pub(super) fn settle(inner: &Inner, t: &Taken, mut inc: Incident) {
     let _closing = Closing::new(inner);
+    inc.queued_at(t.queued_ns);
     if let Outcome::Deferred { until_ns } = inc.outcome {
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
         inner.queue.lock().defer(&t.target, until_ns);

@@ -232,6 +232,8 @@ impl SelfHealer {
             Vec::new()
         } else {
             let repairer = self.ctx.need_repairer().expect("checked: batchable");
+            let span = tracing::info_span!("remedy", name = REPAIR_FROM_REPLICAS);
+            let _enter = span.enter();
             guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
                 pages
                     .iter()
