@@ -135,6 +135,16 @@
 //! | `selfheal_rto_total` | counter | healed incidents | `priority`, `met` (`yes`/`no`) |
 //! | `selfheal_incidents_open` | gauge | incidents | — |
 //! | `selfheal_health_score` | gauge | score 0–100 | — |
+//! | `selfheal_pages_corrupt_total` | counter | pages (each report of a page found corrupt by the detector) | — |
+//! | `selfheal_pages_repaired_total` | counter | pages written verified by the repairer | — |
+//! | `selfheal_rollbacks_total` | counter | transactions rolled back | `reason` (`request`: `rollback`/`rollback_all`; `recovery`: losers rolled back at open) |
+//! | `selfheal_snapshots_total` | counter | snapshots | `outcome` (`ok`/`failed`) |
+//! | `selfheal_snapshot_bytes` | histogram | bytes, each snapshot file written | — |
+//!
+//! Each component describes its metrics (unit and text, `Unit::Count`,
+//! `Unit::Seconds`, `Unit::Bytes`) to the installed recorder when it is
+//! built. The pages, rollbacks and snapshots metrics come from the
+//! components themselves, so they are emitted with or without the manager.
 //!
 //! Every incident healed on its own runs in a `tracing` span `incident`
 //! with its `id`, `target` and `priority` (and `on_read` when healed on a
@@ -217,6 +227,7 @@ impl RecoveryConfig {
     /// cannot be created; the run marker's lock error when another manager
     /// uses `dir`.
     pub fn build(self) -> Result<AutoRecoveryManager> {
+        crate::telemetry::describe();
         self.validate()?;
         AutoRecoveryManager::build(self)
     }
