@@ -59,7 +59,11 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "detection to verified heal"
     );
-    describe_counter!(RTO, Unit::Count, "healed incidents, within their RTO or not");
+    describe_counter!(
+        RTO,
+        Unit::Count,
+        "healed incidents, within their RTO or not"
+    );
     describe_gauge!(INCIDENTS_OPEN, Unit::Count, "incidents open");
     describe_gauge!(HEALTH_SCORE, "health score, 0 to 100");
     describe_counter!(PAGES_CORRUPT, Unit::Count, "pages found corrupt");
