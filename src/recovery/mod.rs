@@ -160,6 +160,7 @@ mod events;
 mod inline;
 pub mod persist;
 mod queue;
+mod rejoin;
 mod run;
 mod state;
 mod stats;

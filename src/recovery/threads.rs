@@ -451,7 +451,7 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
     }
     let now = inner.clock.now_ns();
     let (target, prio) = (f.target(), f.priority);
-    if super::escalated::join(inner, &target, true).is_some() {
+    if super::rejoin::join(inner, &target, true).is_some() {
         inner.tally.lock().stats.failures += 1;
         return;
     }
@@ -739,7 +739,7 @@ impl Drop for Closing<'_> {
 /// actions and outcome announced, counted, kept among the recent ones.
 fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
     let now = inner.clock.now_ns();
-    super::escalated::closed(inner, &inc);
+    super::rejoin::closed(inner, &inc);
     for f in late {
         inc.join(f.clone(), now);
     }
