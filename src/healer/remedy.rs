@@ -141,7 +141,7 @@ impl Case<'_> {
 ///   [`Verified::unchecked`], never [`Verified::healed`]: its attempt is
 ///   [`Unverified`](super::AttemptOutcome::Unverified) — the incident
 ///   closes, but the learner does not count it as a success and
-///   [`RemedyStats::healed`](crate::RemedyStats::healed) does not count it
+///   [`RemedyStats::healed`](crate::recovery::RemedyStats::healed) does not count it
 ///   (the breaker counts it as a call that did not fail).
 /// - `undo` is called after an `execute` of the same remedy on the same
 ///   problem that left health worse — whether it verified or not — with its
