@@ -39,6 +39,21 @@
 //!   can leave holes anywhere in the unsynced records, which may span many
 //!   appends); if a later frame says it was, it is damage and is reported.
 //!
+//! - **The healer writes ahead.** Before a remedy acts, the healer appends
+//!   (one `write(2)`, not synced) every record of the incident held so
+//!   far, ending with its `Decided "try <remedy>"` record; the rest —
+//!   acted, verified, closed — is appended when the incident closes. So
+//!   after a **process crash** (the kernel keeps every byte written) during
+//!   a remedy, the log holds the decision for every effect the remedy may
+//!   have had on the store (test `tests/healer_audit_ahead.rs`). After a
+//!   **power loss**, the log holds what was synced: under the manager, the
+//!   records of every interval before the last
+//!   [`audit_sync_interval`](crate::RecoveryConfig::audit_sync_interval)
+//!   (and everything, with `sync_every_append`). A page repaired and
+//!   synced within that last interval can then have no record: the
+//!   decision is written ahead but not synced ahead, which would cost one
+//!   fsync per remedy on the heal-on-read path.
+//!
 //! # A crash at each step
 //!
 //! | step                                   | what the next open sees                              |

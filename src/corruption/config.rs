@@ -224,6 +224,7 @@ impl CorruptionConfig {
     /// another page size; [`Error::Poisoned`] for a durable sidecar table
     /// whose log failed.
     pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
+        crate::telemetry::describe();
         if self.expected_lsn.is_some() && self.page_lsn.is_none() {
             return Err(Error::config(
                 "expected_page_lsn",

@@ -363,6 +363,19 @@ impl CorruptionDetector {
         self.registry.lock().state(page)
     }
 
+    /// The fault episode `page` is in, if it is known (see
+    /// [`SuspectEntry::episode`]).
+    pub(crate) fn page_episode(&self, page: PageId) -> Option<u64> {
+        self.registry.lock().episode(page)
+    }
+
+    /// Puts `page`, renewed to `Suspect` by a host read in fault episode
+    /// `episode`, back to `Irreparable` (see
+    /// `SuspectRegistry::keep_irreparable`).
+    pub(crate) fn keep_irreparable(&self, page: PageId, episode: u64) -> bool {
+        self.registry.lock().keep_irreparable(page, episode)
+    }
+
     /// Every registry entry, sorted by page.
     #[must_use]
     pub fn suspects(&self) -> Vec<(PageId, SuspectEntry)> {

@@ -87,6 +87,12 @@ pub struct SuspectEntry {
     pub errors: u32,
     /// The entry's epoch (see [`SuspectEntry`]).
     pub epoch: u64,
+    /// The fault episode it belongs to: set when the page is first seen
+    /// bad (and when a repaired page goes bad again), kept when a host read
+    /// renews an irreparable page. A host write or free drops the entry, so
+    /// a later fault starts a new episode. The recovery manager joins the
+    /// reports of one episode of an escalated page to its escalation.
+    pub episode: u64,
     /// Whether every failure seen in this episode said only that the page
     /// carries no seal at all, as a page not adopted yet does
     /// (`SuspectRegistry::on_unsealed`). Adoption may seal
@@ -268,6 +274,9 @@ impl SuspectRegistry {
             self.next_epoch += 1;
             let e = self.entries.get_mut(&page).expect("present");
             let was = e.state.is_fenced();
+            if e.state != PageState::Irreparable {
+                e.episode = epoch;
+            }
             e.state = PageState::Suspect;
             e.epoch = epoch;
             e.first_seen_ns = now_ns;
@@ -286,6 +295,7 @@ impl SuspectRegistry {
                 last_error: error.to_owned(),
                 errors: 1,
                 epoch,
+                episode: epoch,
                 unsealed,
             },
         );
@@ -353,6 +363,21 @@ impl SuspectRegistry {
         true
     }
 
+    /// Puts `page` back to `Irreparable` when it is `Suspect` in fault
+    /// episode `episode` (a host read renewed it, and the renewal joined an
+    /// escalation instead of opening an incident), so the next host read
+    /// reports it again. Returns whether it did.
+    pub fn keep_irreparable(&mut self, page: PageId, episode: u64) -> bool {
+        match self.entries.get_mut(&page) {
+            Some(e) if e.episode == episode && e.state == PageState::Suspect => {
+                // Both states are fenced: the stripe counts do not change.
+                e.state = PageState::Irreparable;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The host wrote new contents: the old corruption no longer matters.
     /// The entry is dropped, which also invalidates any repair in flight.
     pub fn on_host_write(&mut self, page: PageId) {
@@ -400,6 +425,13 @@ impl SuspectRegistry {
         self.entries
             .get(&page)
             .is_some_and(|e| e.state.is_fenced() && !e.unsealed)
+    }
+
+    /// The fault episode of `page` (see [`SuspectEntry::episode`]), if
+    /// it is known.
+    #[must_use]
+    pub fn episode(&self, page: PageId) -> Option<u64> {
+        self.entries.get(&page).map(|e| e.episode)
     }
 
     /// The state of `page`, if known.

@@ -264,6 +264,7 @@ impl CorruptionDetector {
         match obs {
             Observation::Report { .. } => {
                 self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::PAGES_CORRUPT).increment(1);
                 tracing::warn!(%page, %evidence, "corrupt page");
                 let f = Failure::new(
                     Source::CorruptionDetector,

@@ -94,10 +94,15 @@ struct State {
 ///    every attempt after the first, the healer waits a backoff with full
 ///    jitter on its [`Clock`](crate::Clock) (a
 ///    [`ManualClock`](crate::ManualClock) does not sleep).
-/// 5. **Verify**: the remedy re-checks its target, and — with a health
-///    monitor — health is sampled before and after: a remedy after which
-///    the score dropped (beyond the tolerance) or the band worsened is
-///    undone where it can be, and counts as failed.
+/// 5. **Verify**: the remedy re-checks its target (one with nothing to
+///    re-check says so: [`AttemptOutcome::Unverified`], which closes the
+///    incident but teaches the learner nothing), and — with a health
+///    monitor — health is sampled before and after every attempt that ran:
+///    a remedy after which the score dropped (beyond the tolerance) or the
+///    band worsened, whether it verified or not, is undone where it can be,
+///    and counts as failed. A remedy that failed after a partial effect is
+///    undone when it declares it can be
+///    ([`Remedy::undo_after_error`]).
 /// 6. **Learn**: each attempt's outcome goes into the remedy's breaker and
 ///    its learned record, which is saved (crash-safely) when a path is
 ///    configured — at most every
@@ -361,7 +366,8 @@ impl SelfHealer {
     /// incidents itself (the recovery manager, durably) uses this, so its
     /// ids and the audit log's agree.
     pub fn heal_as(&self, id: u64, failure: Failure, joined: &[Failure]) -> Incident {
-        // The incident's audit records go in one append, when it is closed.
+        // The incident's audit records are held and appended in few
+        // appends: before each remedy acts (write-ahead), and at close.
         let _holding = batch::Holding::start(self);
         let (mut inc, diagnosis) = self.open(id, &failure, joined);
         let case = Case {
@@ -514,13 +520,18 @@ impl SelfHealer {
         self.escalate(inc, &reason);
     }
 
-    /// Closes `inc` as healed by `remedy_name`.
+    /// Closes `inc` as healed by `remedy_name` (its last attempt).
     fn healed_by(&self, inc: &mut Incident, remedy_name: &str) {
         inc.outcome = Outcome::Healed {
             remedy: remedy_name.to_string(),
         };
         let now = self.ctx.clock_ref().now_ns();
-        let text = ["healed by ", remedy_name].concat();
+        let text = match inc.attempts.last() {
+            Some(a) if a.outcome == AttemptOutcome::Unverified => {
+                format!("healed by {remedy_name} (unverified: nothing could re-check it)")
+            }
+            _ => ["healed by ", remedy_name].concat(),
+        };
         self.record(inc, now, Step::Closed, EntryKind::Closed, text);
     }
 
@@ -543,7 +554,11 @@ impl SelfHealer {
     ) -> Option<String> {
         let now = self.prepare(inc, case, remedy, *executed)?;
         *executed += 1;
+        let span = tracing::info_span!("remedy", name = remedy.name());
+        let _enter = span.enter();
         let (before, started) = self.begin(inc, remedy.name(), now);
+        // Write-ahead: the decision is in the log file before the effect.
+        batch::write_ahead(self);
         let result = guarded(|| remedy.execute(&self.ctx, case));
         self.conclude(inc, case, remedy, result, before, started)
     }
@@ -649,7 +664,8 @@ impl SelfHealer {
     }
 
     /// Ends an attempt of `remedy` that ran with `result`: verified, undone
-    /// when it made health worse, recorded in its breaker, its learned
+    /// when it made health worse (healed or not) or failed after an effect
+    /// it can take back, recorded in its breaker, its learned
     /// record and the incident. Returns its name when it healed the target.
     fn conclude(
         &self,
@@ -668,6 +684,12 @@ impl SelfHealer {
             Err(e) => {
                 let text = format!("{name} failed: {e}");
                 self.record(inc, clock.now_ns(), Step::Acted, EntryKind::Acted, text);
+                if remedy.undo_after_error() {
+                    // It may have changed something before it failed.
+                    let partial = Applied::new(format!("{name} failed: {e}"));
+                    let why = format!("it failed, maybe after a partial effect: {e}");
+                    self.take_back(inc, case, remedy, &partial, &why, &mut evidence);
+                }
                 AttemptOutcome::Failed {
                     error: e.to_string(),
                 }
@@ -677,53 +699,48 @@ impl SelfHealer {
                 self.record(inc, clock.now_ns(), Step::Acted, EntryKind::Acted, acted);
                 evidence.push(applied.evidence.clone());
                 let verified = guarded(|| remedy.verify(&self.ctx, case, &applied));
-                let (healed, text) = match verified {
-                    Ok(v) => (v.healed, v.evidence),
-                    Err(e) => (false, format!("could not re-check: {e}")),
+                let (healed, checked, text) = match verified {
+                    Ok(v) => (v.healed, v.checked, v.evidence),
+                    Err(e) => (false, true, format!("could not re-check: {e}")),
                 };
-                let checked = [name.as_str(), ": ", &text].concat();
+                let line = [name.as_str(), ": ", &text].concat();
                 self.record(
                     inc,
                     clock.now_ns(),
                     Step::Verified,
                     EntryKind::Verified,
-                    checked,
+                    line,
                 );
                 evidence.push(text);
-                match (healed, self.worse(before, self.health(inc))) {
-                    (false, _) => AttemptOutcome::NotVerified,
-                    (true, None) => AttemptOutcome::Healed,
-                    (true, Some(how)) => {
+                // Health is compared after every attempt that ran, healed
+                // or not: one that did not heal may still have done harm.
+                match self.worse(before, self.health(inc)) {
+                    Some(how) => {
                         evidence.push(how.clone());
-                        let undone = match guarded(|| remedy.undo(&self.ctx, case, &applied)) {
-                            Ok(()) => {
-                                let text = format!("{name} undone: {how}");
-                                inc.push(clock.now_ns(), Step::Undone, text.clone());
-                                self.audit(inc, EntryKind::Undone, text);
-                                true
-                            }
-                            Err(e) => {
-                                let text = format!("{name} could not be undone ({e}): {how}");
-                                evidence.push(text.clone());
-                                inc.push(clock.now_ns(), Step::Undone, text.clone());
-                                self.audit(inc, EntryKind::Undone, text);
-                                false
-                            }
-                        };
+                        let undone =
+                            self.take_back(inc, case, remedy, &applied, &how, &mut evidence);
                         AttemptOutcome::MadeWorse { undone }
                     }
+                    None if !healed => AttemptOutcome::NotVerified,
+                    None if !checked => AttemptOutcome::Unverified,
+                    None => AttemptOutcome::Healed,
                 }
             }
         };
         let healed = outcome == AttemptOutcome::Healed;
+        let unverified = outcome == AttemptOutcome::Unverified;
         // One clock read for the breaker and the attempt's end.
         let t = clock.now_ns();
         {
             let mut st = self.state.lock();
             if let Some(b) = st.breakers.get_mut(&name) {
-                b.record(healed, t);
+                // An unverified attempt is a call that did not fail.
+                b.record(healed || unverified, t);
             }
-            st.learner.record(problem, &name, healed);
+            // It is no evidence either way for the learner.
+            if !unverified {
+                st.learner.record(&problem, &name, healed);
+            }
         }
         inc.attempts.push(Attempt {
             remedy: name.clone(),
@@ -732,7 +749,7 @@ impl SelfHealer {
             outcome,
             evidence,
         });
-        healed.then_some(name)
+        (healed || unverified).then_some(name)
     }
 
     /// Whether one more restart of `target` is allowed; counts it when

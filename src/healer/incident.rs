@@ -16,6 +16,9 @@ pub enum Step {
     Detected,
     /// A later report of the same target joined the incident.
     Joined,
+    /// It entered the recovery manager's queue (before the healer took
+    /// it: the time between the two is time spent waiting).
+    Queued,
     /// The healer took the incident.
     Started,
     /// The diagnosis was made.
@@ -52,6 +55,7 @@ impl Step {
             Step::Planned => "planned",
             Step::Skipped => "skipped",
             Step::Waited => "waited",
+            Step::Queued => "queued",
             Step::Snapshot => "snapshot",
             Step::Acted => "acted",
             Step::Verified => "verified",
@@ -113,8 +117,14 @@ pub enum AttemptOutcome {
         /// The error, as printed.
         error: String,
     },
-    /// It ran but the target did not verify (or could not be checked).
+    /// It ran but the target did not verify (or re-checking it failed).
     NotVerified,
+    /// It ran and the host acknowledged it, but the remedy has nothing to
+    /// re-check its target with ([`Verified::unchecked`]): the incident is
+    /// closed as healed, and the learner does not count it as a success.
+    ///
+    /// [`Verified::unchecked`]: super::Verified::unchecked
+    Unverified,
     /// It verified but left health worse than before; it was undone if it
     /// could be.
     MadeWorse {
@@ -133,6 +143,7 @@ impl AttemptOutcome {
             AttemptOutcome::Healed => "healed",
             AttemptOutcome::Failed { .. } => "failed",
             AttemptOutcome::NotVerified => "not verified",
+            AttemptOutcome::Unverified => "unverified",
             AttemptOutcome::MadeWorse { undone: true } => "made health worse (undone)",
             AttemptOutcome::MadeWorse { undone: false } => "made health worse (not undone)",
             AttemptOutcome::Skipped(_) => "skipped",
@@ -306,6 +317,30 @@ impl Incident {
             format!("{} joined: {}", failure.id, failure.evidence),
         );
         self.failures.push(failure);
+    }
+
+    /// Records that it was queued at `at_ns`: a `Queued` step just before
+    /// the healer's `Started` (at most once; the time is clamped between
+    /// the events around it, so the timeline stays ordered).
+    pub(crate) fn queued_at(&mut self, at_ns: u64) {
+        if self.timeline.iter().any(|e| e.step == Step::Queued) {
+            return;
+        }
+        let pos = self
+            .timeline
+            .iter()
+            .position(|e| e.step == Step::Started)
+            .unwrap_or(self.timeline.len());
+        let lo = pos.checked_sub(1).map_or(0, |i| self.timeline[i].at_ns);
+        let hi = self.timeline.get(pos).map_or(u64::MAX, |e| e.at_ns);
+        self.timeline.insert(
+            pos,
+            Event {
+                at_ns: at_ns.clamp(lo, hi.max(lo)),
+                step: Step::Queued,
+                text: "queued for the healer".to_string(),
+            },
+        );
     }
 
     pub(super) fn push(&mut self, at_ns: u64, step: Step, text: impl Into<String>) {

@@ -48,8 +48,13 @@ impl Applied {
 /// What checking the target again found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
-    /// Whether the target is healthy again.
+    /// Whether the target is healthy again (for an unchecked result:
+    /// whether nothing contradicts it).
     pub healed: bool,
+    /// Whether the target was re-read at all. `false` only for
+    /// [`Verified::unchecked`]: the action was taken and acknowledged, but
+    /// nothing the remedy can reach shows its effect.
+    pub checked: bool,
     /// What was checked and what it showed.
     pub evidence: String,
 }
@@ -59,6 +64,7 @@ impl Verified {
     pub fn healed(evidence: impl Into<String>) -> Verified {
         Verified {
             healed: true,
+            checked: true,
             evidence: evidence.into(),
         }
     }
@@ -67,6 +73,21 @@ impl Verified {
     pub fn not_healed(evidence: impl Into<String>) -> Verified {
         Verified {
             healed: false,
+            checked: true,
+            evidence: evidence.into(),
+        }
+    }
+
+    /// The remedy cannot re-check its target (no heartbeats, no health
+    /// monitor, an effect only the host can see); `evidence` says why. The
+    /// attempt closes the incident as [`AttemptOutcome::Unverified`]:
+    /// healed, but not counted as a verified heal.
+    ///
+    /// [`AttemptOutcome::Unverified`]: super::AttemptOutcome::Unverified
+    pub fn unchecked(evidence: impl Into<String>) -> Verified {
+        Verified {
+            healed: true,
+            checked: false,
             evidence: evidence.into(),
         }
     }
@@ -104,8 +125,9 @@ impl Case<'_> {
 /// A [`Remedy`] says which problems it [applies to](Remedy::applies_to),
 /// [executes](Remedy::execute) one action and returns what it did as
 /// evidence ([`Applied`]), then [verifies](Remedy::verify) by checking the
-/// target again ([`Verified`]). The healer calls `undo` only for a remedy
-/// that verified but left the host's health worse than before. A remedy
+/// target again ([`Verified`]). The healer calls `undo` for a remedy that
+/// left the host's health worse than before (verified or not), and for one
+/// that failed after a partial effect it declares it can take back. A remedy
 /// reaches the library's components and the host's actions through the
 /// [`RemedyContext`] it is handed; none of them is required, and a remedy
 /// whose component is missing fails with a typed error (it is not planned
@@ -115,8 +137,17 @@ impl Case<'_> {
 /// - `execute` acts at most once and returns; it does not retry (the healer
 ///   paces retries with backoff and a breaker).
 /// - `verify` re-reads the target; it does not trust `execute`'s word.
-/// - `undo` is only called after a successful `execute` of the same remedy
-///   on the same problem, with its [`Applied`].
+///   A remedy that has nothing to re-read returns
+///   [`Verified::unchecked`], never [`Verified::healed`]: its attempt is
+///   [`Unverified`](super::AttemptOutcome::Unverified) — the incident
+///   closes, but the learner does not count it as a success and
+///   [`RemedyStats::healed`](crate::recovery::RemedyStats::healed) does not count it
+///   (the breaker counts it as a call that did not fail).
+/// - `undo` is called after an `execute` of the same remedy on the same
+///   problem that left health worse — whether it verified or not — with its
+///   [`Applied`]; and after an `execute` that returned an error, when
+///   [`undo_after_error`](Remedy::undo_after_error) says it may have had
+///   a partial effect, with an [`Applied`] whose evidence is the error.
 /// - A remedy is `Send + Sync`: the healer is shared between threads.
 pub trait Remedy: Send + Sync + fmt::Debug {
     /// A stable name (1 to 128 bytes): learned records and reports use it.
@@ -145,6 +176,13 @@ pub trait Remedy: Send + Sync + fmt::Debug {
     fn undo(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<()> {
         let _ = (ctx, case, applied);
         Err(Error::Unsupported { action: "undo" })
+    }
+
+    /// Whether `undo` can take back what a failed `execute` may have done
+    /// before it failed (the healer then calls it at once). Default:
+    /// `false`.
+    fn undo_after_error(&self) -> bool {
+        false
     }
 
     /// Whether the action is risky enough that a snapshot is taken before

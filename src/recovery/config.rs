@@ -110,6 +110,7 @@ pub struct RecoveryConfig {
     /// The audit log's segment size and total size, in bytes.
     pub(super) audit_bytes: (u64, u64),
     pub(super) heal_on_read: bool,
+    pub(super) reescalate_after: Duration,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -191,6 +192,7 @@ impl RecoveryConfig {
             audit_storage: None,
             audit_bytes: (4 << 20, 64 << 20),
             heal_on_read: true,
+            reescalate_after: super::escalated::DEFAULT_REESCALATE_AFTER,
             dir,
         }
     }
@@ -460,6 +462,20 @@ impl RecoveryConfig {
     /// [`Mode::Observe`].
     pub fn heal_on_read(mut self, on: bool) -> Self {
         self.heal_on_read = on;
+        self
+    }
+
+    /// How long an escalated page stays escalated: until then, reports of
+    /// it in the same fault episode (a host reading it again) join the
+    /// incident that escalated it instead of paging a person again; after
+    /// it, the next report opens an incident (tried again, escalated again
+    /// if nothing heals it). Default
+    /// [`DEFAULT_REESCALATE_AFTER`](super::DEFAULT_REESCALATE_AFTER) (one
+    /// hour); zero escalates every report. A page repaired, rewritten or
+    /// freed by the host starts a new episode at once (see the manager's
+    /// "Escalation").
+    pub fn reescalate_after(mut self, interval: Duration) -> Self {
+        self.reescalate_after = interval;
         self
     }
 

@@ -66,6 +66,12 @@ fn heal_page(inner: &Inner, page: PageId, failure: Option<Failure>) -> ReadHeal 
     let target = Target::Page(page);
     let now = inner.clock.now_ns();
     let reported = failure.as_ref().map(|f| f.priority);
+    if super::rejoin::join(inner, &target, reported.is_some()).is_some() {
+        if reported.is_some() {
+            inner.tally.lock().stats.failures += 1;
+        }
+        return ReadHeal::Unhealed;
+    }
     let claim = inner.queue.lock().claim(
         &target,
         failure,

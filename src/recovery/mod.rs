@@ -28,6 +28,15 @@
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
 //!   the page is then re-checked — a page bad again opens a new incident.
+//! - **Escalation.** An escalated page is escalated once per fault: a later
+//!   report of it (a host reading the irreparable page again) joins the
+//!   incident that escalated it — counted in [`RecoveryStats::joined`],
+//!   announced as [`RecoveryEvent::Joined`] — until the page is healed,
+//!   rewritten or freed by the host (a new fault is a new incident) or
+//!   [`reescalate_after`](RecoveryConfig::reescalate_after) has passed
+//!   (default one hour; then it is tried again, and escalated again if
+//!   nothing heals it). The record is bounded and in memory: a restart
+//!   tries the page, and escalates it, once more.
 //! - **Most urgent first, none starved**: P0 first; a queued incident
 //!   competes one level higher per [`aging`](RecoveryConfig::aging) waited.
 //! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
@@ -96,7 +105,9 @@
 //!   20 ms), and `stop` syncs the rest. A crash loses at most the records of
 //!   the last interval — a prefix of the log survives, chained, with no
 //!   hole — and never a remedy's effect, which the remedy's own path made
-//!   durable.
+//!   durable. The healer appends an incident's decision before its remedy
+//!   acts (write-ahead, see [`audit`](crate::audit)): a process crash never
+//!   leaves an effect without its decision on record.
 //! - **Pages known bad stay fenced across a restart.** The detector's
 //!   fenced pages are kept in `dir/suspects` (see [`suspects`](mod@suspects)),
 //!   fenced again when the next manager is built — before the host can read
@@ -148,15 +159,32 @@
 //! | `selfheal_rto_total` | counter | healed and escalated incidents (an escalation is a miss) | `priority`, `met` (`yes`/`no`) |
 //! | `selfheal_incidents_open` | gauge | incidents | — |
 //! | `selfheal_health_score` | gauge | score 0–100 | — |
+//! | `selfheal_pages_corrupt_total` | counter | pages (each report of a page found corrupt by the detector) | — |
+//! | `selfheal_pages_repaired_total` | counter | pages written verified by the repairer | — |
+//! | `selfheal_rollbacks_total` | counter | transactions rolled back | `reason` (`request`: `rollback`/`rollback_all`; `recovery`: losers rolled back at open) |
+//! | `selfheal_snapshots_total` | counter | snapshots | `outcome` (`ok`/`failed`) |
+//! | `selfheal_snapshot_bytes` | histogram | bytes, each snapshot file written | — |
 //!
-//! Every incident runs in a `tracing` span `incident` with its `id`,
-//! `target` and `priority`; each remedy's action is logged in it.
+//! Each component describes its metrics (unit and text, `Unit::Count`,
+//! `Unit::Seconds`, `Unit::Bytes`) to the installed recorder when it is
+//! built. The pages, rollbacks and snapshots metrics come from the
+//! components themselves, so they are emitted with or without the manager.
+//!
+//! Every incident healed on its own runs in a `tracing` span `incident`
+//! with its `id`, `target` and `priority` (and `on_read` when healed on a
+//! reader's thread); page incidents healed together in one batch run in
+//! one span `incidents` with the `first` id, the `count` and the
+//! `priority` (each incident's id is in its audit records and events).
+//! Each remedy attempt runs in a child span `remedy` with its `name`;
+//! each remedy's action is logged in it.
 
 mod config;
+mod escalated;
 mod events;
 mod inline;
 pub mod persist;
 mod queue;
+mod rejoin;
 mod run;
 mod state;
 mod stats;
@@ -186,6 +214,7 @@ pub use config::{
     ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_BUS_CAPACITY,
     MAX_CONCURRENT_RECOVERIES, MAX_QUEUE_CAPACITY,
 };
+pub use escalated::DEFAULT_REESCALATE_AFTER;
 pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS, MAX_SUBSCRIPTION_CAPACITY};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
@@ -195,6 +224,7 @@ use crate::clock::Clock;
 #[cfg(doc)]
 use crate::types::{FailureKind, Target};
 
+use escalated::{Escalations, MAX_ESCALATED};
 use queue::IncidentQueue;
 
 /// Page failures the backlog holds beyond the queue's bound, per open
@@ -225,6 +255,7 @@ impl RecoveryConfig {
     /// cannot be created; the run marker's lock error when another manager
     /// uses `dir`.
     pub fn build(self) -> Result<AutoRecoveryManager> {
+        crate::telemetry::describe();
         self.validate()?;
         AutoRecoveryManager::build(self)
     }
@@ -330,6 +361,7 @@ impl AutoRecoveryManager {
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
+            escalations: Mutex::new(Escalations::new(cfg.reescalate_after, MAX_ESCALATED)),
             acting: cfg.mode != Mode::Observe,
             rollback: Mutex::new(None),
             finished: Condvar::new(),

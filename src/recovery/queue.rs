@@ -116,6 +116,8 @@ pub(crate) struct Taken {
     pub(crate) first: Failure,
     pub(crate) joined: Vec<Failure>,
     pub(crate) resumed: bool,
+    /// When it was queued (on the manager's clock).
+    pub(crate) queued_ns: u64,
 }
 
 /// See the module docs.
@@ -296,6 +298,7 @@ impl IncidentQueue {
                         first: e.first.clone(),
                         joined: std::mem::take(&mut e.joined),
                         resumed: e.resumed,
+                        queued_ns: e.queued_ns,
                     })
                 }
             };
@@ -314,6 +317,7 @@ impl IncidentQueue {
             first,
             joined: Vec::new(),
             resumed: false,
+            queued_ns: now_ns,
         })
     }
 
@@ -400,6 +404,7 @@ impl IncidentQueue {
             first: e.first.clone(),
             joined: std::mem::take(&mut e.joined),
             resumed: e.resumed,
+            queued_ns: e.queued_ns,
         }
     }
 

@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) audit_sync: Duration,
     /// Whether failed verified reads are healed on the reader's thread.
     pub(crate) heal_on_read: bool,
+    /// Escalated pages, whose later reports join their escalation.
+    pub(crate) escalations: Mutex<super::escalated::Escalations>,
     /// Whether the manager may act (not Observe): heal on read is off in
     /// Observe mode.
     pub(crate) acting: bool,

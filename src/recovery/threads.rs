@@ -458,6 +458,10 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
     }
     let now = inner.clock.now_ns();
     let (target, prio) = (f.target(), f.priority);
+    if super::rejoin::join(inner, &target, true).is_some() {
+        inner.tally.lock().stats.failures += 1;
+        return;
+    }
     let r = inner.queue.lock().offer(f, now);
     let mut t = inner.tally.lock();
     t.stats.failures += 1;
@@ -653,8 +657,17 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
 
 /// Files a page-set incident: announced, its pages' incidents merged into
 /// it and closed with it.
-fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, inc: Incident) {
+fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, mut inc: Incident) {
     let _closing = Closing::new(inner);
+    // The set waited since its first page was queued.
+    let queued = inc
+        .pages
+        .iter()
+        .filter_map(|p| by_target.get(&Target::Page(*p)).map(|t| t.queued_ns))
+        .min();
+    if let Some(q) = queued {
+        inc.queued_at(q);
+    }
     inner.tally.lock().opened(inc.priority);
     inner.events.emit(&RecoveryEvent::Opened {
         id: inc.id,
@@ -695,8 +708,9 @@ fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, inc: Incident
 }
 
 /// Files a healer's answer about a taken incident: deferred, or closed.
-pub(super) fn settle(inner: &Inner, t: &Taken, inc: Incident) {
+pub(super) fn settle(inner: &Inner, t: &Taken, mut inc: Incident) {
     let _closing = Closing::new(inner);
+    inc.queued_at(t.queued_ns);
     if let Outcome::Deferred { until_ns } = inc.outcome {
         inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
         inner.queue.lock().defer(&t.target, until_ns);
@@ -732,6 +746,7 @@ impl Drop for Closing<'_> {
 /// actions and outcome announced, counted, kept among the recent ones.
 fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
     let now = inner.clock.now_ns();
+    super::rejoin::closed(inner, &inc);
     for f in late {
         inc.join(f.clone(), now);
     }

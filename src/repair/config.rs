@@ -231,6 +231,7 @@ impl RepairConfig {
     /// [`MAX_REPLICA_COOLOFF`], or `repair_batch_pages` is 0 or above
     /// [`MAX_BATCH_PAGES`], or `replica_failing_after` is 0.
     pub fn build(self, detector: Arc<CorruptionDetector>) -> Result<DataRepairer> {
+        crate::telemetry::describe();
         if self.max_replicas_per_repair == 0 || self.max_replicas_per_repair > MAX_REPLICAS {
             return Err(Error::config(
                 "max_replicas_per_repair",

@@ -359,6 +359,7 @@ impl DataRepairer {
         match &report.outcome {
             RepairOutcome::Repaired { source } => {
                 self.stats.repaired.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::PAGES_REPAIRED).increment(1);
                 if matches!(source, CopySource::Fallback(_)) {
                     self.stats.from_fallback.fetch_add(1, Ordering::Relaxed);
                 }

@@ -101,6 +101,7 @@ impl RollbackConfig {
     pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {
         let page_size = pages.page_size();
         self.validate(page_size)?;
+        crate::telemetry::describe();
         open(self, pages)
     }
 }
@@ -213,6 +214,10 @@ pub(super) fn open(
     let mut pages_replaced: Vec<PageId> = applied.replaced.iter().map(|r| r.1).collect();
     pages_replaced.sort_unstable();
     pages_replaced.dedup();
+    if !rolled_back.is_empty() {
+        metrics::counter!(crate::telemetry::ROLLBACKS, "reason" => "recovery")
+            .increment(rolled_back.len() as u64);
+    }
     let report = RecoveryReport {
         segments_read: scan.segments_read,
         records_read: scan.records_read,

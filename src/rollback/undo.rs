@@ -172,6 +172,8 @@ impl TransactionRollbackManager {
         }
         let ns = self.clock.now_ns().saturating_sub(start);
         self.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::ROLLBACKS, "reason" => "request")
+            .increment(done.len() as u64);
         self.counters
             .rollback_ns_total
             .fetch_add(ns, Ordering::Relaxed);

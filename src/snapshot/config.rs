@@ -157,6 +157,7 @@ impl SnapshotConfig {
     /// module docs); [`Error::PageSizeMismatch`] when the directory holds
     /// snapshots of another page size.
     pub fn build(self) -> Result<StateSnapshotManager> {
+        crate::telemetry::describe();
         if !(MIN_PAGE_SIZE..=format::MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(Error::config(
                 "page_size",

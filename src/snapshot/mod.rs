@@ -505,9 +505,17 @@ impl StateSnapshotManager {
         what: &str,
     ) -> Result<SnapshotReport> {
         let taken = self.inner.take_snapshot(source, request);
-        if let Err(e) = &taken {
-            if is_reported(e) {
-                self.inner.report_snapshot_failed(what, e);
+        match &taken {
+            Ok(r) => {
+                metrics::counter!(crate::telemetry::SNAPSHOTS, "outcome" => "ok").increment(1);
+                metrics::histogram!(crate::telemetry::SNAPSHOT_BYTES)
+                    .record(r.info.file_bytes as f64);
+            }
+            Err(e) => {
+                metrics::counter!(crate::telemetry::SNAPSHOTS, "outcome" => "failed").increment(1);
+                if is_reported(e) {
+                    self.inner.report_snapshot_failed(what, e);
+                }
             }
         }
         taken

@@ -22,7 +22,7 @@ use crate::types::{ReplicaId, Target};
 /// Samples health now and says whether the case's metric is healthy.
 fn metric_recovered(ctx: &RemedyContext, case: &Case<'_>) -> Result<Verified> {
     let Some(monitor) = ctx.health_ref() else {
-        return Ok(Verified::healed(
+        return Ok(Verified::unchecked(
             "the host acknowledged the action; no health monitor to re-check",
         ));
     };
@@ -76,7 +76,7 @@ impl Remedy for RestartComponent {
     fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
         let c = component_of(case)?;
         let Some(crash) = ctx.crash_ref() else {
-            return Ok(Verified::healed(format!(
+            return Ok(Verified::unchecked(format!(
                 "the host acknowledged the restart of {c}; no crash detector to re-check"
             )));
         };
@@ -86,7 +86,7 @@ impl Remedy for RestartComponent {
                 Verified::healed(format!("component {c} beats again"))
             }
             Some(s) => Verified::not_healed(format!("component {c} is {}", s.state)),
-            None => Verified::healed(format!(
+            None => Verified::unchecked(format!(
                 "the host acknowledged the restart of {c}; it sends no heartbeats to re-check"
             )),
         })
@@ -317,7 +317,7 @@ impl Remedy for FailOver {
     }
 
     fn verify(&self, _: &RemedyContext, _: &Case<'_>, _: &Applied) -> Result<Verified> {
-        Ok(Verified::healed(format!(
+        Ok(Verified::unchecked(format!(
             "the host serves from {}; nothing in the library can re-check a fail-over",
             self.to
         )))
@@ -373,7 +373,7 @@ impl Remedy for RebuildIndex {
     fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
         match (case.target(), ctx.detector_ref()) {
             (Target::Page(p), Some(det)) => super::page::recheck(det, *p),
-            _ => Ok(Verified::healed(format!(
+            _ => Ok(Verified::unchecked(format!(
                 "the host rebuilt index {}; nothing in the library can re-check it",
                 self.index
             ))),

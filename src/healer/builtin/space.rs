@@ -39,7 +39,7 @@ pub(super) fn relieved(
     applied: &Applied,
 ) -> Result<Verified> {
     let Some(monitor) = ctx.health_ref() else {
-        return Ok(Verified::healed(
+        return Ok(Verified::unchecked(
             "the action was taken; no health monitor to re-check",
         ));
     };
@@ -147,7 +147,8 @@ impl Remedy for TrimSnapshots {
 /// Re-reads every page the detector has seen fail (suspect, irreparable,
 /// or repaired and still remembered), verifying each: an error-only scrub
 /// for read errors trending up. A page bad again is fenced and reported
-/// (its own incident); verified once every page was read. Planned only with
+/// (its own incident); verified only when, read again, no page the
+/// detector holds fenced is still bad. Planned only with
 /// a detector.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TargetedScrub;
@@ -201,11 +202,31 @@ impl Remedy for TargetedScrub {
         )))
     }
 
-    fn verify(&self, _: &RemedyContext, _: &Case<'_>, applied: &Applied) -> Result<Verified> {
-        Ok(Verified::healed(format!(
-            "the scrub read every page it meant to: {}",
-            applied.evidence
-        )))
+    /// Re-reads every page the detector still holds fenced (those the
+    /// scrub found bad, and any fenced since): verified only when none is
+    /// still bad.
+    fn verify(&self, ctx: &RemedyContext, _: &Case<'_>, applied: &Applied) -> Result<Verified> {
+        let det = ctx.need_detector()?;
+        let mut bad = Vec::new();
+        for (p, e) in det.suspects() {
+            if !e.state.is_fenced() || e.state == PageState::Repairing {
+                continue;
+            }
+            if let Verdict::Corrupt { .. } = det.recheck(p)? {
+                bad.push(p);
+            }
+        }
+        Ok(if bad.is_empty() {
+            Verified::healed(format!(
+                "no page with an error history is still bad ({})",
+                applied.evidence
+            ))
+        } else {
+            Verified::not_healed(format!(
+                "{} page(s) still bad after the scrub: {bad:?}",
+                bad.len()
+            ))
+        })
     }
 
     fn available(&self, ctx: &RemedyContext) -> bool {

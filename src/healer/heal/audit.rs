@@ -1,8 +1,10 @@
 //! The audit records of an incident: what the healer saw, decided and did,
 //! appended to the [`AuditLog`](crate::audit::AuditLog) when one is
 //! configured. A record that cannot be written is logged and healing goes
-//! on; a record written while this thread heals a batch is held back and
-//! appended with the batch's (see `heal/batch.rs`).
+//! on. Records are held back while this thread heals (an incident or a
+//! batch) and appended in few appends: always before a remedy acts
+//! (write-ahead), and when the incident or batch closes (see
+//! `heal/batch.rs`).
 
 use crate::audit::{AuditEntry, EntryKind};
 use crate::healer::incident::Incident;

@@ -19,7 +19,9 @@
 //!   page.
 //! - The audit records of a batch are appended in few appends: every
 //!   decision before a repair acts, the rest when it is done (a lone
-//!   incident's records in one append, when it is closed). They are durable
+//!   incident's records in two appends: everything up to its first
+//!   decision to act before that remedy runs, the rest when it is closed;
+//!   one more before each further remedy). They are durable
 //!   at the log's next sync (see [`audit`](crate::audit)): a crash loses at
 //!   most the records since the last sync, never a repair (each page is
 //!   written verified through the detector's repair path).
@@ -67,6 +69,21 @@ pub(super) fn held_target(id: u64) -> Option<String> {
             .filter(|e| e.incident == Some(id))
             .map(|e| e.target.clone())
     })
+}
+
+/// Appends now what this thread holds back, if anything: the write-ahead
+/// before a remedy acts, so that its decision is in the log file before
+/// its effect is on the store (see [`audit`](crate::audit)).
+pub(super) fn write_ahead(healer: &SelfHealer) {
+    let held = HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(held) if !held.is_empty() => Some(std::mem::take(held)),
+        _ => None,
+    });
+    if let (Some(log), Some(held)) = (&healer.audit, held) {
+        if let Err(e) = log.append(&held) {
+            tracing::warn!(error = %e, "audit records not written; healing goes on");
+        }
+    }
 }
 
 /// Holds this thread's audit records while alive; writes what is held when
@@ -227,6 +244,8 @@ impl SelfHealer {
             Vec::new()
         } else {
             let repairer = self.ctx.need_repairer().expect("checked: batchable");
+            let span = tracing::info_span!("remedy", name = REPAIR_FROM_REPLICAS);
+            let _enter = span.enter();
             guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
                 pages
                     .iter()

@@ -6,10 +6,14 @@
 //! A sample that fails is noted in the incident's timeline and counts as
 //! unknown: an unknown sample never makes a remedy count as worse.
 
+use std::sync::Arc;
+
+use crate::audit::EntryKind;
 use crate::healer::incident::{Incident, Step};
+use crate::healer::remedy::{Applied, Case, Remedy};
 use crate::health::Band;
 
-use super::SelfHealer;
+use super::{guarded, SelfHealer};
 
 /// Health as sampled around an attempt.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +42,31 @@ impl SelfHealer {
                 None
             }
         }
+    }
+
+    /// Undoes `remedy`'s `applied` action because of `why`, recording the
+    /// undo (or why it could not be done) in the incident and the audit
+    /// log. Returns whether it was undone.
+    pub(super) fn take_back(
+        &self,
+        inc: &mut Incident,
+        case: &Case<'_>,
+        remedy: &Arc<dyn Remedy>,
+        applied: &Applied,
+        why: &str,
+        evidence: &mut Vec<String>,
+    ) -> bool {
+        let name = remedy.name();
+        let (text, undone) = match guarded(|| remedy.undo(&self.ctx, case, applied)) {
+            Ok(()) => (format!("{name} undone: {why}"), true),
+            Err(e) => (format!("{name} could not be undone ({e}): {why}"), false),
+        };
+        if !undone {
+            evidence.push(text.clone());
+        }
+        inc.push(self.ctx.clock_ref().now_ns(), Step::Undone, text.clone());
+        self.audit(inc, EntryKind::Undone, text);
+        undone
     }
 
     /// Why health after is worse than before, if it is.
