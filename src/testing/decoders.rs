@@ -76,11 +76,7 @@ pub fn encode_scrub_cursor(c: ScrubCursor) -> Vec<u8> {
 /// [`Error::CorruptFile`] or [`Error::UnsupportedVersion`] for anything but
 /// a well-formed file.
 pub fn decode_incidents(bytes: &[u8]) -> Result<Vec<(u64, Failure)>> {
-    crate::recovery::persist::decode_file(
-        Path::new("<incidents bytes>"),
-        bytes,
-        INCIDENTS_CLOCK_NS,
-    )
+    crate::recovery::persist::decode_file(Path::new("<incidents bytes>"), bytes, INCIDENTS_CLOCK_NS)
 }
 
 /// The clock reading at which [`encode_incidents`] saves and
