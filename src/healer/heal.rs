@@ -739,7 +739,7 @@ impl SelfHealer {
             }
             // It is no evidence either way for the learner.
             if !unverified {
-                st.learner.record(&problem, &name, healed);
+                st.learner.record(problem, &name, healed);
             }
         }
         inc.attempts.push(Attempt {
