@@ -333,8 +333,12 @@ const SNAPSHOT_PAGE_SIZE: usize = 128;
 /// A fresh, empty directory for this process's snapshot target runs.
 fn scratch_dir() -> PathBuf {
     static RUNS: AtomicU64 = AtomicU64::new(0);
+    // One directory per thread (tests run targets on parallel threads),
+    // alternating between two so a long fuzz run leaves at most two.
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
     let dir = std::env::temp_dir().join(format!(
-        "selfheal-fuzz-snapshots-{}-{}",
+        "selfheal-fuzz-snapshots-{}-{thread}-{}",
         std::process::id(),
         RUNS.fetch_add(1, Ordering::Relaxed) % 2
     ));
