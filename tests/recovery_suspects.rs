@@ -205,19 +205,26 @@ fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
                 // a page replaces it.
                 let built = files.file("suspects");
                 assert!(built.is_some(), "the build writes the registry");
+                let base = switch.ops();
                 damage(&raw, 3);
                 read_finds(&m, 3);
+                // The first save's four steps all done (its new bytes show
+                // after the rename, before the directory's sync).
                 let deadline = Instant::now() + IDLE;
-                while files.file("suspects") == built && Instant::now() < deadline {
+                while switch.ops() < base + 4 && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                let v1 = files.file("suspects").expect("the first save");
-                switch.arm_at(switch.ops() + step);
+                assert!(files.file("suspects") != built, "the first save");
+                let at = switch.ops() + step;
+                switch.arm_at(at);
                 damage(&raw, 6);
                 read_finds(&m, 6);
+                // Until the crash fired, or (step 4) the save's four steps
+                // are all done: the file's new bytes alone do not say the
+                // directory was synced.
                 let deadline = Instant::now() + IDLE;
                 while !switch.fired()
-                    && files.file("suspects").as_ref() == Some(&v1)
+                    && !(step == 4 && switch.ops() >= at)
                     && Instant::now() < deadline
                 {
                     std::thread::sleep(Duration::from_millis(5));
