@@ -224,7 +224,7 @@ fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
                 // directory was synced.
                 let deadline = Instant::now() + IDLE;
                 while !switch.fired()
-                    && !(step == 4 && switch.ops() >= at)
+                    && (step < 4 || switch.ops() < at)
                     && Instant::now() < deadline
                 {
                     std::thread::sleep(Duration::from_millis(5));
