@@ -19,11 +19,18 @@
 //!   recovery rolls back the undo journal's losers — and re-verifies every
 //!   page those transactions touched (a page that fails is fenced and
 //!   becomes an incident); only then do the scrubber, crash watchdog,
-//!   health monitor and periodic snapshots start. Startup recovery runs in
-//!   every mode, [`Mode::Observe`] included: it is part of opening the
-//!   journal (the rollback manager has no mode that opens it and leaves
-//!   its losers in place), and leaving a crashed transaction's bytes in
-//!   place would leave the store inconsistent.
+//!   health monitor and periodic snapshots start. In [`Mode::Observe`] the
+//!   journal is opened report-only
+//!   ([`defer_recovery`](crate::rollback::RollbackConfig::defer_recovery)):
+//!   the losers are found and reported — in
+//!   [`StartupReport::rollback`]`.deferred` (each transaction with its
+//!   pages) and as a [`FailureKind::InFlightAtCrash`] whose evidence names
+//!   them, an incident observed, audited and announced like any other —
+//!   and the store is left as the crash left it. They stay in flight in
+//!   the journal and pending in the rollback manager (no new transaction
+//!   may write their pages meanwhile): the next start in another mode rolls
+//!   them back, or the host does now with
+//!   [`rollback`](crate::rollback::TransactionRollbackManager::rollback).
 //! - **One incident per target.** A failure about a target with an open
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
@@ -61,12 +68,10 @@
 //!   recovery thread — and returns the good bytes; a reader whose page
 //!   another thread is healing waits for that incident (at most 5 s) and
 //!   reads again. Reads inside a remedy never heal on read.
-//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing
-//!   in the store, with one exception: startup recovery's rollback of the
-//!   journal's losers — the pages of transactions in flight at a crash get
-//!   their before-images back, as they would without the manager (the
-//!   rollback manager does it when it opens its journal). No incident is
-//!   acted on, no page is repaired, no host action is called. The manager
+//! - **Modes.** [`Mode::Observe`] decides and reports and never acts: it
+//!   changes nothing in the store, at startup included (the journal's
+//!   losers are reported, not rolled back). No incident is acted on, no
+//!   page is repaired, no host action is called. The manager
 //!   writes its own files (run marker, journal, incidents, learned
 //!   records, suspects, audit log) in every mode;
 //!   [`Mode::Approve`] asks the host before every remedy not on the

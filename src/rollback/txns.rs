@@ -151,6 +151,9 @@ pub(super) struct Txn {
     pub before_bytes: u64,
     /// Set while the last rollback attempt is blocked by failing pages.
     pub blocked: Option<BlockedTxn>,
+    /// In flight at the last crash, its rollback deferred by a report-only
+    /// open.
+    pub deferred: bool,
 }
 
 impl Txn {
@@ -163,6 +166,7 @@ impl Txn {
             arena: Vec::new(),
             before_bytes: 0,
             blocked: None,
+            deferred: false,
         }
     }
 
@@ -289,12 +293,19 @@ pub(super) struct State {
     pub undo_records: u64,
     /// Before-image bytes recorded since open.
     pub undo_bytes: u64,
+    /// Pages changed by transactions in flight at the last crash whose
+    /// rollback a report-only open deferred, and which of them changed
+    /// each (see [`RollbackConfig::defer_recovery`](super::RollbackConfig::defer_recovery)).
+    pub deferred_pages: HashMap<PageId, TxnId>,
 }
 
 impl State {
     pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
         if let Some(t) = self.active.remove(&txn) {
             self.undo_bytes_held -= t.arena.len() as u64;
+            if t.deferred {
+                self.deferred_pages.retain(|_, owner| *owner != txn);
+            }
             self.spare.put(t.entries, t.arena);
         }
         self.graph.remove_txn(txn);
