@@ -39,6 +39,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         audit,
         verdict,
         restored,
+        escalations: (escalations_restored, escalations_warning),
     } = p;
     let clock = inner.clock.clone();
     // 1. The previous run's verdict.
@@ -230,6 +231,8 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         incidents_warning,
         suspects_restored: restored.fenced,
         suspects_warning: restored.warning,
+        escalations_restored,
+        escalations_warning,
     };
     *m.startup.lock() = Some(report.clone());
     Ok(report)
