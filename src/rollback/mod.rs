@@ -469,15 +469,17 @@ impl TransactionRollbackManager {
             self.pages.page_count(),
         )?;
         let mut st = self.state.lock();
-        if let Some(&owner) = st.deferred_pages.get(&page) {
-            if owner != txn {
-                return Err(Error::InvalidArgument {
-                    what: "page",
-                    reason: format!(
-                        "page {page} holds changes of transaction {owner}, in flight at the last crash, whose rollback was deferred (report-only recovery); roll it back first (rollback({owner})), or reopen without report-only recovery"
-                    ),
-                });
-            }
+        if let Some(&owner) = st
+            .deferred_pages
+            .get(&page)
+            .and_then(|o| o.iter().find(|o| **o != txn))
+        {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "page {page} holds changes of transaction {owner}, in flight at the last crash, whose rollback was deferred (report-only recovery); roll it back first (rollback({owner})), or reopen without report-only recovery"
+                ),
+            });
         }
         let max_undo = self.max_undo;
         let t = st.active_mut(txn)?;

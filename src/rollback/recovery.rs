@@ -216,12 +216,9 @@ pub(super) fn open(
             touched.sort_unstable();
             touched.dedup();
             for &p in &touched {
-                // The first (oldest) owner is the one a write must wait for;
-                // each transaction's own entry goes when it finishes.
-                state.deferred_pages.entry(p).or_insert(*txn);
+                state.deferred_pages.entry(p).or_default().push(*txn);
             }
             pending.status = Status::RollbackFailed;
-            pending.deferred = true;
             state.undo_bytes_held += pending.arena.len() as u64;
             state.active.insert(*txn, pending);
             deferred.push(RecoveredTxn {

@@ -151,9 +151,6 @@ pub(super) struct Txn {
     pub before_bytes: u64,
     /// Set while the last rollback attempt is blocked by failing pages.
     pub blocked: Option<BlockedTxn>,
-    /// In flight at the last crash, its rollback deferred by a report-only
-    /// open.
-    pub deferred: bool,
 }
 
 impl Txn {
@@ -166,7 +163,6 @@ impl Txn {
             arena: Vec::new(),
             before_bytes: 0,
             blocked: None,
-            deferred: false,
         }
     }
 
@@ -295,18 +291,22 @@ pub(super) struct State {
     pub undo_bytes: u64,
     /// Pages changed by transactions in flight at the last crash whose
     /// rollback a report-only open deferred, and which of them changed
-    /// each (see [`RollbackConfig::defer_recovery`](super::RollbackConfig::defer_recovery)).
-    pub deferred_pages: HashMap<PageId, TxnId>,
+    /// each, oldest first (see [`RollbackConfig::defer_recovery`](super::RollbackConfig::defer_recovery)).
+    pub deferred_pages: HashMap<PageId, Vec<TxnId>>,
 }
 
 impl State {
     pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
         if let Some(t) = self.active.remove(&txn) {
             self.undo_bytes_held -= t.arena.len() as u64;
-            if t.deferred {
-                self.deferred_pages.retain(|_, owner| *owner != txn);
-            }
             self.spare.put(t.entries, t.arena);
+        }
+        // (A rollback takes the transaction out of `active` before.)
+        if !self.deferred_pages.is_empty() {
+            self.deferred_pages.retain(|_, owners| {
+                owners.retain(|o| *o != txn);
+                !owners.is_empty()
+            });
         }
         self.graph.remove_txn(txn);
         self.finished.insert(txn, outcome);
