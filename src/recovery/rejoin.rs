@@ -80,7 +80,12 @@ pub(crate) fn closed(inner: &Inner, inc: &Incident) {
         }
         Outcome::Healed { .. } => {
             let mut e = inner.escalations.lock();
-            pages.into_iter().fold(false, |any, p| e.healed(p) || any)
+            // Every page's record is dropped (no short circuit).
+            let mut any = false;
+            for p in pages {
+                any |= e.healed(p);
+            }
+            any
         }
         _ => false,
     };
