@@ -111,7 +111,10 @@ pub enum Error {
     /// is older than the host's floor): a lost write. An older LSN is a host
     /// write that never landed; a newer one is the version that a lost write
     /// of a rollback or a restore was to replace. Found only when the host
-    /// gives a page-LSN reader.
+    /// gives a page-LSN reader. Under a sidecar table an older version fails
+    /// its checksum as well (the table holds the newest write's checksum):
+    /// a checksum mismatch whose page LSN is older than the last write is
+    /// reported as this, not as [`Error::ChecksumMismatch`].
     #[error("page {page} is stale: it holds LSN {found} but LSN {expected} was written to it (a lost write); repair it from a replica")]
     StalePage {
         /// The page.

@@ -222,9 +222,11 @@ pub enum FailureKind {
         victim: TxnId,
     },
     /// Transactions were in flight at a crash and were rolled back when the
-    /// undo journal was opened.
+    /// undo journal was opened (or, by a report-only open, left in place:
+    /// the evidence names them).
     InFlightAtCrash {
-        /// How many were rolled back.
+        /// How many were rolled back (0 when a report-only open left them
+        /// in place).
         count: u64,
     },
     /// A rollback could not finish because a page it must restore fails

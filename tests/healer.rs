@@ -703,7 +703,7 @@ fn the_postmortem_has_the_timeline_and_the_rto_verdict() {
             "| detected |",
             "| verified |",
             "| closed |",
-            "corrupt-page (confidence 0.95",
+            "corrupt-page (confidence 0.96, rule builtin.checksum_mismatch",
             "repair-from-replicas",
             "40000 ms, over the RTO of 30000 ms: missed",
         ] {

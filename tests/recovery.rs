@@ -628,11 +628,14 @@ fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
     }
 }
 
-/// Observe mode's one exception, byte for byte: startup recovery rolls back
-/// the crashed transaction's page; nothing else in the store changes, a
-/// corrupt page found by the scrub included.
+/// Observe mode never acts, at startup included, byte for byte: the
+/// crashed transaction is reported (startup report, audit record, an
+/// observed incident) and left in place with the rest of the store, a
+/// corrupt page found by the scrub included; a new transaction may not
+/// write its page but may commit elsewhere; the next start in Automatic
+/// mode rolls it back and keeps every committed write.
 #[test]
-fn observe_mode_changes_nothing_but_the_startup_rollback_of_crash_losers() {
+fn observe_mode_changes_nothing_at_startup_and_a_later_automatic_start_rolls_the_losers_back() {
     for placement in placements() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(CrashDir::new());
@@ -651,47 +654,121 @@ fn observe_mode_changes_nothing_but_the_startup_rollback_of_crash_losers() {
                 .unwrap();
         }
         store.sync().unwrap();
-        let committed = bytes(store.as_ref(), 2);
+        let committed = all_bytes(store.as_ref());
         let t = rb.begin().unwrap();
         rb.write(t, PageId(2), 200, b"in flight at the crash")
             .unwrap();
+        rb.write(t, PageId(6), 10, b"also in flight").unwrap();
         store.sync().unwrap();
         let store2 = Arc::new(store.crash(None));
         let journal2 = Arc::new(journal.crash(0));
         drop(rb);
         drop(m);
+        assert_ne!(
+            bytes(store2.as_ref(), 2),
+            committed[2],
+            "the loser is on disk"
+        );
         // Page 5 rots while the engine is down.
         let mut rotten = bytes(store2.as_ref(), 5);
         rotten[300] ^= 0x10;
         store2.write_page(PageId(5), &rotten).unwrap();
         let before = all_bytes(store2.as_ref());
-        let m = RecoveryConfig::new(store2.clone(), dir.path())
-            .placement(placement.clone())
-            .rollback(RollbackConfig::with_storage(journal2))
-            .scrub(ScrubConfig::new().unlimited().single_pass())
-            .mode(Mode::Observe)
-            .build()
-            .unwrap();
+        let build = |mode: Mode| {
+            RecoveryConfig::new(store2.clone(), dir.path())
+                .placement(placement.clone())
+                .rollback(RollbackConfig::with_storage(journal2.clone()))
+                .scrub(ScrubConfig::new().unlimited().single_pass())
+                .mode(mode)
+                .build()
+                .unwrap()
+        };
+        let m = build(Mode::Observe);
         let r = m.start().unwrap();
-        assert_eq!(r.rollback.rolled_back.len(), 1);
+        assert!(r.rollback.rolled_back.is_empty(), "{:?}", r.rollback);
+        assert_eq!(r.rollback.deferred.len(), 1, "{:?}", r.rollback);
+        assert_eq!(r.rollback.deferred[0].txn, t);
+        assert_eq!(r.rollback.deferred[0].pages, vec![PageId(2), PageId(6)]);
+        assert_eq!(r.rollback.undo_entries_applied, 0);
+        assert_eq!(r.pages_verified, 0);
+        assert_eq!(
+            all_bytes(store2.as_ref()),
+            before,
+            "start changed the store"
+        );
         let deadline = Instant::now() + IDLE;
-        while m.stats().observed < 2 && Instant::now() < deadline {
+        while m.stats().observed < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(m.wait_idle(IDLE));
-        let after = all_bytes(store2.as_ref());
-        for p in 0..8 {
-            if p == 2 {
-                assert_eq!(after[p], committed, "the loser is rolled back");
-            } else {
-                assert_eq!(after[p], before[p], "page {p} is untouched");
-            }
-        }
+        assert_eq!(all_bytes(store2.as_ref()), before, "the store is unchanged");
         let s = m.stats();
         assert_eq!((s.recovered, s.escalated), (0, 0), "{s:?}");
-        assert!(m.incidents().iter().any(
+        let incs = m.incidents();
+        assert!(incs.iter().any(
             |i| i.target == selfheal::Target::Page(PageId(5)) && i.outcome == Outcome::Observed
         ));
+        let loser = incs
+            .iter()
+            .find(|i| {
+                matches!(
+                    i.failures[0].kind,
+                    FailureKind::InFlightAtCrash { count: 0 }
+                )
+            })
+            .unwrap_or_else(|| panic!("no incident of the losers: {incs:#?}"));
+        assert_eq!(loser.outcome, Outcome::Observed);
+        let ev = &loser.failures[0].evidence;
+        assert!(
+            ev.contains(&format!("transaction {t} ")) && ev.contains("left in place"),
+            "{ev}"
+        );
+        let notes = m
+            .audit_log()
+            .unwrap()
+            .query(&selfheal::audit::AuditQuery::all())
+            .unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|a| a.entry.kind == selfheal::audit::EntryKind::Note
+                    && a.entry.text.contains(&format!("transaction {t} "))
+                    && a.entry.text.contains("left in place")),
+            "{notes:#?}"
+        );
+        // The loser stays pending: its pages are closed to new
+        // transactions, the others are not.
+        let rb = m.rollback_manager().unwrap();
+        assert!(rb.active_transactions().contains(&t));
+        let t2 = rb.begin().unwrap();
+        let e = rb.write(t2, PageId(2), 200, b"x").unwrap_err();
+        assert!(
+            matches!(&e, selfheal::Error::InvalidArgument { reason, .. } if reason.contains(&t.to_string())),
+            "{e}"
+        );
+        rb.write(t2, PageId(3), 40, b"committed while observing")
+            .unwrap();
+        store2.sync().unwrap();
+        rb.commit(t2).unwrap();
+        let mut expected = committed.clone();
+        expected[3] = bytes(store2.as_ref(), 3);
+        drop(rb);
+        m.stop().unwrap();
+        drop(m);
+        // Automatic: the loser is rolled back, every committed write kept.
+        let m = build(Mode::Automatic);
+        let r = m.start().unwrap();
+        assert!(r.rollback.deferred.is_empty());
+        assert_eq!(r.rollback.rolled_back.len(), 1, "{:?}", r.rollback);
+        assert_eq!(r.rollback.rolled_back[0].txn, t);
+        assert_eq!(r.rollback.rolled_back[0].pages, vec![PageId(2), PageId(6)]);
+        assert!(r.pages_failed.is_empty(), "{r:?}");
+        assert!(m.wait_idle(IDLE));
+        let after = all_bytes(store2.as_ref());
+        for p in [0, 1, 2, 3, 4, 6, 7] {
+            assert_eq!(after[p], expected[p], "page {p}");
+        }
+        assert_eq!(&after[3][40..65], b"committed while observing");
         m.stop().unwrap();
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::HealerConfig;
-use selfheal::{ManualClock, PageId, RecoveryEvent, Target};
+use selfheal::{Clock, ManualClock, PageId, RecoveryEvent, Target};
 
 mod recovery_common;
 use recovery_common::*;
@@ -104,5 +104,151 @@ fn an_irreparable_page_read_again_and_again_is_escalated_once_per_interval_and_e
             assert_eq!(escalations(&m, &seen), 1, "{seen:#?}");
             m.stop().unwrap();
         }
+    }
+}
+
+/// A manager over the rig's stores and directory again, as after a
+/// restart, counting escalation callbacks of page 3 in `calls`.
+fn rebuild(
+    placement: &selfheal::ChecksumPlacement,
+    raw: &Arc<selfheal::MemStore>,
+    mirror: &Arc<selfheal::MemStore>,
+    dir: &std::path::Path,
+    clock: &Arc<ManualClock>,
+    calls: &Arc<AtomicUsize>,
+) -> selfheal::AutoRecoveryManager {
+    let c = calls.clone();
+    let healer = HealerConfig::new().on_escalation(Arc::new(move |r| {
+        if r.target == Target::Page(PageId(3)) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
+    selfheal::RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement.clone())
+        .replica(Arc::new(selfheal::StoreReplica::new(
+            "mirror",
+            mirror.clone(),
+        )))
+        .without_scrub()
+        .heal_on_read(false)
+        .clock(clock.clone())
+        .healer(healer)
+        .reescalate_after(INTERVAL)
+        .build()
+        .unwrap()
+}
+
+/// Goal: an escalation survives a restart. Method: escalate an irreparable
+/// page, drop the manager without a stop, build a new one on the same
+/// store and directory: the page stays fenced and joins the old
+/// escalation (no second callback or `Escalated` event), the host lists
+/// the incident with its report, acknowledges it (saved: a third manager
+/// does not list it), and the page's next report is escalated anew.
+#[test]
+fn an_escalation_survives_a_restart_until_the_host_acknowledges_it() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new());
+        clock.advance(Duration::from_secs(10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let healer = HealerConfig::new().on_escalation(Arc::new(move |r| {
+            if r.target == Target::Page(PageId(3)) {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), |cfg| {
+            cfg.heal_on_read(false)
+                .clock(clock.clone())
+                .healer(healer)
+                .reescalate_after(INTERVAL)
+        });
+        m.start().unwrap();
+        damage(&raw, 3);
+        damage(&mirror, 3);
+        assert!(read(&m, 3).is_err());
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let before = m.escalated();
+        let e = before
+            .iter()
+            .find(|e| e.target() == Target::Page(PageId(3)))
+            .unwrap_or_else(|| panic!("page 3 is not listed: {before:#?}"));
+        let id = e.id;
+        assert_eq!(e.pages, vec![PageId(3)]);
+        assert!(!e.previous_run);
+        assert!(
+            e.report.contains(&format!("incident {id} ")),
+            "{}",
+            e.report
+        );
+        assert!(!e.reason.is_empty());
+        let report = e.report.clone();
+        drop(m); // no stop: as after a crash
+        clock.advance(Duration::from_secs(60));
+
+        let calls2 = Arc::new(AtomicUsize::new(0));
+        let m = rebuild(&placement, &raw, &mirror, dir.path(), &clock, &calls2);
+        let events = m.subscribe(4096).unwrap();
+        let r = m.start().unwrap();
+        assert!(r.escalations_warning.is_none(), "{r:?}");
+        assert!(r.escalations_restored >= 1, "{r:?}");
+        assert!(r.suspects_restored.contains(&PageId(3)), "{r:?}");
+        for _ in 0..5 {
+            assert!(read(&m, 3).is_err(), "still irreparable, still fenced");
+            assert!(m.wait_idle(IDLE));
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(calls2.load(Ordering::SeqCst), 0, "not escalated again");
+        let seen: Vec<RecoveryEvent> = events.events().try_iter().collect();
+        assert!(
+            !seen
+                .iter()
+                .any(|e| matches!(e, RecoveryEvent::Escalated { .. })),
+            "{seen:#?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, RecoveryEvent::Joined { id: j, .. } if *j == id)),
+            "{seen:#?}"
+        );
+        let s = m.stats();
+        assert_eq!(s.escalated, 0, "{s:?}");
+        let after = m.escalated();
+        let e = after.iter().find(|e| e.id == id).unwrap();
+        assert!(e.previous_run);
+        assert_eq!(e.report, report);
+        assert_eq!(e.pages, vec![PageId(3)]);
+        assert!(e.joined >= 1, "{e:?}");
+        // Rebased onto this run's clock (the downtime is not counted, as
+        // for open incidents): escalated before the five reads.
+        assert!(e.escalated_at_ns + 5_000_000_000 <= clock.now_ns());
+
+        // Acknowledged: no longer listed, and the page is tried again.
+        assert!(m.acknowledge_escalation(id).unwrap());
+        assert!(!m.acknowledge_escalation(id).unwrap());
+        assert!(m.escalated().iter().all(|e| e.id != id));
+        assert!(read(&m, 3).is_err());
+        assert!(m.wait_idle(IDLE));
+        assert_eq!(calls2.load(Ordering::SeqCst), 1, "a new escalation");
+        let new_id = m
+            .escalated()
+            .iter()
+            .find(|e| e.target() == Target::Page(PageId(3)))
+            .map(|e| e.id)
+            .unwrap();
+        assert!(new_id > id, "ids are never reused: {new_id} after {id}");
+        m.stop().unwrap();
+        drop(m);
+
+        let calls3 = Arc::new(AtomicUsize::new(0));
+        let m = rebuild(&placement, &raw, &mirror, dir.path(), &clock, &calls3);
+        m.start().unwrap();
+        let listed: Vec<u64> = m.escalated().iter().map(|e| e.id).collect();
+        assert!(
+            listed.contains(&new_id) && !listed.contains(&id),
+            "{listed:?}"
+        );
+        m.stop().unwrap();
     }
 }

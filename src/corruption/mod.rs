@@ -269,7 +269,21 @@ impl CorruptionDetector {
     /// Checksum verification plus, when a page-LSN reader is configured, the
     /// lost-write check: bytes older than the last write to the page fail.
     fn verify_bytes(&self, page: PageId, bytes: &[u8]) -> Result<()> {
-        self.placement.verify(page, bytes)?;
+        if let Err(e) = self.placement.verify(page, bytes) {
+            // Under a sidecar table an older copy (a lost write) fails its
+            // checksum too — the table holds the newest write's — and its
+            // page LSN tells it from damaged contents: it is stale.
+            if let (Error::ChecksumMismatch { .. }, Some(found)) = (&e, self.page_lsn_of(bytes)) {
+                if let Some(expected) = self.last_written_lsn(page).filter(|x| found < *x) {
+                    return Err(Error::StalePage {
+                        page,
+                        found,
+                        expected,
+                    });
+                }
+            }
+            return Err(e);
+        }
         let Some(found) = self.page_lsn_of(bytes) else {
             return Ok(());
         };

@@ -338,6 +338,27 @@ fn builtin_rules() -> Vec<Rule> {
             Problem::CORRUPT_PAGE,
             0.95,
         ),
+        // The same problem (the same remedies), named by its cause as the
+        // detector's evidence gives it: a lost write (the page verifies but
+        // carries an older LSN than was written: `Error::StalePage`) or
+        // contents that do not match their checksum (a torn write, or rot:
+        // `Error::ChecksumMismatch`).
+        r(
+            "builtin.lost_write",
+            "corrupt_page",
+            Problem::CORRUPT_PAGE,
+            0.97,
+        )
+        .evidence(r"is stale: it holds LSN \d+ but LSN \d+ was written")
+        .expect("built-in pattern"),
+        r(
+            "builtin.checksum_mismatch",
+            "corrupt_page",
+            Problem::CORRUPT_PAGE,
+            0.96,
+        )
+        .evidence(r"is corrupt: checksum 0x[0-9a-f]+ does not match")
+        .expect("built-in pattern"),
         r(
             "builtin.irreparable_page",
             "irreparable_page",
@@ -617,6 +638,37 @@ mod tests {
             let got = diagnose(&d, kind, "evidence");
             assert!(!got.is_unknown(), "{name} is not diagnosed");
             assert!(got.confidence > 0.0 && got.confidence <= 1.0);
+        }
+    }
+
+    /// The detector's own error texts name the cause of a corrupt page.
+    #[test]
+    fn a_corrupt_page_is_named_by_the_detector_s_cause() {
+        let d = Diagnoser::new(Vec::new()).unwrap();
+        let page = PageId(4);
+        let cases = [
+            (
+                Error::StalePage {
+                    page,
+                    found: crate::types::Lsn(3),
+                    expected: crate::types::Lsn(9),
+                },
+                "builtin.lost_write",
+            ),
+            (
+                Error::ChecksumMismatch {
+                    page,
+                    expected: 0xdead_beef,
+                    actual: 0x0123_abcd,
+                },
+                "builtin.checksum_mismatch",
+            ),
+            (Error::ZeroedPage { page }, "builtin.corrupt_page"),
+        ];
+        for (e, rule) in cases {
+            let got = diagnose(&d, FailureKind::CorruptPage { page }, &e.to_string());
+            assert_eq!(got.problem, Problem::CORRUPT_PAGE, "{e}");
+            assert_eq!(got.rule.as_deref(), Some(rule), "{e}");
         }
     }
 

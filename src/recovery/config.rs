@@ -26,10 +26,11 @@ use crate::types::{Lsn, Priority, Target};
 #[non_exhaustive]
 pub enum Mode {
     /// Diagnose, plan and report; change nothing (incidents close
-    /// `Observed`). For trying the manager on production first. One
-    /// exception: startup recovery still rolls back the undo journal's
-    /// losers (transactions in flight at a crash), as opening the journal
-    /// does without the manager — see the manager's "Modes".
+    /// `Observed`). For trying the manager on production first. Startup
+    /// recovery too only reports: the undo journal's losers (transactions
+    /// in flight at a crash) are listed, not rolled back, and stay in
+    /// flight until a start in another mode (or the host) rolls them back —
+    /// see the manager's "Startup recovery first".
     Observe,
     /// Every remedy asks the host's approval callback first (an answer not
     /// given within the timeout is a no), except those on the allow-list.

@@ -28,33 +28,105 @@
 //! - At most [`MAX_ESCALATED`] pages are recorded; past that the records
 //!   past their interval go first, then the oldest (that page may be
 //!   escalated once more).
-//! - The record lives in memory: after a restart the suspect registry
-//!   fences the page again and it is tried — and, still irreparable,
-//!   escalated — once more.
+//! - **Durable.** Every escalated incident is kept — its first failure,
+//!   priority, reason, the report's text, when it was escalated and the
+//!   pages still recorded — in `dir/escalated` (see
+//!   [`escalated_file`](super::escalated_file)), saved whenever an incident
+//!   is escalated, a page of one is healed, or the host acknowledges one.
+//!   After a restart the record is read back when the manager is built: a
+//!   page the suspect registry fences again joins its old escalation at its
+//!   first report (whatever its fault episode then, which is bound to the
+//!   record) instead of being tried and escalated from scratch, within the
+//!   re-escalation interval counted from the original escalation. The
+//!   host lists the escalated incidents
+//!   ([`escalated`](super::AutoRecoveryManager::escalated)) and
+//!   acknowledges them
+//!   ([`acknowledge_escalation`](super::AutoRecoveryManager::acknowledge_escalation)):
+//!   an acknowledged incident's record and its pages' records are dropped,
+//!   so the page's next report opens an incident again.
+//! - At most [`MAX_REPORTS`] escalated incidents are kept; past that the
+//!   oldest (lowest id) goes first, logged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::types::PageId;
+use crate::types::{Failure, PageId, Priority, Target};
 
 /// The default re-escalation interval: a page still irreparable an hour
 /// after its escalation is escalated again.
 pub const DEFAULT_REESCALATE_AFTER: Duration = Duration::from_secs(3_600);
 /// Most escalated pages recorded at once.
 pub(crate) const MAX_ESCALATED: usize = 65_536;
+/// Most escalated incidents kept (listed, saved) at once.
+pub const MAX_REPORTS: usize = 4_096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Escalated {
     id: u64,
     at_ns: u64,
-    episode: u64,
+    /// `None`: read back from the previous run; bound to the page's episode
+    /// at its first report.
+    episode: Option<u64>,
     joined: u64,
+}
+
+/// An escalated incident, as the manager keeps it until the host
+/// acknowledges it (see
+/// [`AutoRecoveryManager::escalated`](super::AutoRecoveryManager::escalated)).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EscalatedIncident {
+    /// The incident's id.
+    pub id: u64,
+    /// Its first failure (its target is what the incident is about; its
+    /// detection time is on this run's clock, rebased after a restart).
+    pub failure: Failure,
+    /// The incident's priority (the most urgent of its failures).
+    pub priority: Priority,
+    /// Why it was escalated, in one sentence.
+    pub reason: String,
+    /// The report sent to the host, as text
+    /// ([`EscalationReport`](crate::healer::EscalationReport)'s `Display`;
+    /// at most 64 KiB).
+    pub report: String,
+    /// When it was escalated, on this run's clock (rebased after a restart,
+    /// as open incidents are: the time it had been escalated when saved).
+    pub escalated_at_ns: u64,
+    /// Its pages still recorded as escalated (not healed, rewritten or
+    /// freed since, as far as the manager has seen), sorted.
+    pub pages: Vec<PageId>,
+    /// Reports of those pages that joined it since its escalation (as of
+    /// the last save, for an incident of a previous run).
+    pub joined: u64,
+    /// Whether it was escalated by a previous run of the manager.
+    pub previous_run: bool,
+}
+
+impl EscalatedIncident {
+    /// What it is about.
+    #[must_use]
+    pub fn target(&self) -> Target {
+        self.failure.target()
+    }
+}
+
+/// An escalated incident's record, without its pages (kept per page).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Report {
+    pub(crate) failure: Failure,
+    pub(crate) priority: Priority,
+    pub(crate) reason: String,
+    pub(crate) text: String,
+    pub(crate) at_ns: u64,
+    pub(crate) previous_run: bool,
+    /// Joins counted before this run (a restored record's).
+    pub(crate) joined_before: u64,
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Escalations {
     pages: HashMap<PageId, Escalated>,
+    reports: BTreeMap<u64, Report>,
     interval_ns: u64,
     capacity: usize,
 }
@@ -63,6 +135,7 @@ impl Escalations {
     pub(crate) fn new(interval: Duration, capacity: usize) -> Self {
         Escalations {
             pages: HashMap::new(),
+            reports: BTreeMap::new(),
             interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
             capacity: capacity.max(1),
         }
@@ -71,8 +144,20 @@ impl Escalations {
     /// Records that incident `id` escalated `page`, in fault `episode`, at
     /// `now_ns`.
     pub(crate) fn escalated(&mut self, page: PageId, id: u64, episode: u64, now_ns: u64) {
+        self.record_page(page, id, Some(episode), now_ns, 0);
+    }
+
+    fn record_page(
+        &mut self,
+        page: PageId,
+        id: u64,
+        episode: Option<u64>,
+        at_ns: u64,
+        joined: u64,
+    ) {
         if !self.pages.contains_key(&page) && self.pages.len() >= self.capacity {
             let interval = self.interval_ns;
+            let now_ns = at_ns;
             self.pages
                 .retain(|_, e| now_ns.saturating_sub(e.at_ns) < interval);
             if self.pages.len() >= self.capacity {
@@ -90,20 +175,38 @@ impl Escalations {
             page,
             Escalated {
                 id,
-                at_ns: now_ns,
+                at_ns,
                 episode,
-                joined: 0,
+                joined,
             },
         );
         debug_assert!(self.pages.len() <= self.capacity);
     }
 
+    /// Keeps incident `id`'s record (at most [`MAX_REPORTS`]: the oldest
+    /// goes first).
+    pub(crate) fn reported(&mut self, id: u64, report: Report) {
+        self.reports.insert(id, report);
+        while self.reports.len() > MAX_REPORTS {
+            if let Some((old, _)) = self.reports.pop_first() {
+                tracing::warn!(
+                    incident = old,
+                    "more than {MAX_REPORTS} escalated incidents unacknowledged: the oldest is no longer kept"
+                );
+            }
+        }
+    }
+
     /// A report of `page`, now in fault `episode` (`None`: not fenced):
     /// the escalated incident it joins, counted, or `None` (the record, if
-    /// any, is dropped: the page opens an incident as ever).
+    /// any, is dropped: the page opens an incident as ever). A record read
+    /// back from the previous run takes the page's episode now.
     pub(crate) fn join(&mut self, page: PageId, episode: Option<u64>, now_ns: u64) -> Option<u64> {
         let e = self.pages.get_mut(&page)?;
-        if Some(e.episode) == episode && now_ns.saturating_sub(e.at_ns) < self.interval_ns {
+        if e.episode.is_none() && episode.is_some() {
+            e.episode = episode;
+        }
+        if e.episode == episode && now_ns.saturating_sub(e.at_ns) < self.interval_ns {
             e.joined += 1;
             return Some(e.id);
         }
@@ -111,9 +214,72 @@ impl Escalations {
         None
     }
 
-    /// `page` was healed: its record, if any, is dropped.
-    pub(crate) fn healed(&mut self, page: PageId) {
-        self.pages.remove(&page);
+    /// `page` was healed: its record, if any, is dropped; whether there
+    /// was one.
+    pub(crate) fn healed(&mut self, page: PageId) -> bool {
+        self.pages.remove(&page).is_some()
+    }
+
+    /// The host acknowledged incident `id`: its record and its pages'
+    /// records are dropped; whether it was kept.
+    pub(crate) fn acknowledge(&mut self, id: u64) -> bool {
+        self.pages.retain(|_, e| e.id != id);
+        self.reports.remove(&id).is_some()
+    }
+
+    /// The escalated incidents kept, by id.
+    pub(crate) fn list(&self) -> Vec<EscalatedIncident> {
+        let mut pages: HashMap<u64, (Vec<PageId>, u64)> = HashMap::new();
+        for (p, e) in &self.pages {
+            let v = pages.entry(e.id).or_default();
+            v.0.push(*p);
+            v.1 += e.joined;
+        }
+        self.reports
+            .iter()
+            .map(|(id, r)| {
+                let (mut ps, joined) = pages.remove(id).unwrap_or_default();
+                ps.sort_unstable();
+                EscalatedIncident {
+                    id: *id,
+                    failure: r.failure.clone(),
+                    priority: r.priority,
+                    reason: r.reason.clone(),
+                    report: r.text.clone(),
+                    escalated_at_ns: r.at_ns,
+                    pages: ps,
+                    joined: r.joined_before + joined,
+                    previous_run: r.previous_run,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes back the escalated incidents of a previous run (their pages'
+    /// records bound to no episode yet).
+    pub(crate) fn restore(&mut self, saved: Vec<EscalatedIncident>) {
+        for s in saved {
+            for &p in &s.pages {
+                self.record_page(p, s.id, None, s.escalated_at_ns, 0);
+            }
+            self.reported(
+                s.id,
+                Report {
+                    failure: s.failure,
+                    priority: s.priority,
+                    reason: s.reason,
+                    text: s.report,
+                    at_ns: s.escalated_at_ns,
+                    previous_run: true,
+                    joined_before: s.joined,
+                },
+            );
+        }
+    }
+
+    /// The highest incident id kept (0: none).
+    pub(crate) fn max_id(&self) -> u64 {
+        self.reports.keys().next_back().copied().unwrap_or(0)
     }
 
     /// Reports joined to `page`'s escalation so far.

@@ -19,11 +19,18 @@
 //!   recovery rolls back the undo journal's losers — and re-verifies every
 //!   page those transactions touched (a page that fails is fenced and
 //!   becomes an incident); only then do the scrubber, crash watchdog,
-//!   health monitor and periodic snapshots start. Startup recovery runs in
-//!   every mode, [`Mode::Observe`] included: it is part of opening the
-//!   journal (the rollback manager has no mode that opens it and leaves
-//!   its losers in place), and leaving a crashed transaction's bytes in
-//!   place would leave the store inconsistent.
+//!   health monitor and periodic snapshots start. In [`Mode::Observe`] the
+//!   journal is opened report-only
+//!   ([`defer_recovery`](crate::rollback::RollbackConfig::defer_recovery)):
+//!   the losers are found and reported — in
+//!   [`StartupReport::rollback`]`.deferred` (each transaction with its
+//!   pages) and as a [`FailureKind::InFlightAtCrash`] whose evidence names
+//!   them, an incident observed, audited and announced like any other —
+//!   and the store is left as the crash left it. They stay in flight in
+//!   the journal and pending in the rollback manager (no new transaction
+//!   may write their pages meanwhile): the next start in another mode rolls
+//!   them back, or the host does now with
+//!   [`rollback`](crate::rollback::TransactionRollbackManager::rollback).
 //! - **One incident per target.** A failure about a target with an open
 //!   incident joins it ([`Incident::join`]); one that arrives while the
 //!   incident is being healed joins it too, and for a page that was healed
@@ -35,8 +42,16 @@
 //!   rewritten or freed by the host (a new fault is a new incident) or
 //!   [`reescalate_after`](RecoveryConfig::reescalate_after) has passed
 //!   (default one hour; then it is tried again, and escalated again if
-//!   nothing heals it). The record is bounded and in memory: a restart
-//!   tries the page, and escalates it, once more.
+//!   nothing heals it). The record is durable (`dir/escalated`, see
+//!   [`escalated_file`](mod@escalated_file) — saved whenever an incident
+//!   is escalated, one of its pages healed, or one acknowledged): after a
+//!   restart the page, fenced again by the suspect registry, joins its old
+//!   escalation rather than being tried and escalated from scratch, and
+//!   the host still lists every escalated incident with its report
+//!   ([`escalated`](AutoRecoveryManager::escalated)) until it
+//!   acknowledges it
+//!   ([`acknowledge_escalation`](AutoRecoveryManager::acknowledge_escalation);
+//!   the page's next report is then tried again).
 //! - **Most urgent first, none starved**: P0 first; a queued incident
 //!   competes one level higher per [`aging`](RecoveryConfig::aging) waited.
 //! - **Bounded.** At most [`queue_capacity`](RecoveryConfig::queue_capacity)
@@ -61,12 +76,10 @@
 //!   recovery thread — and returns the good bytes; a reader whose page
 //!   another thread is healing waits for that incident (at most 5 s) and
 //!   reads again. Reads inside a remedy never heal on read.
-//! - **Modes.** [`Mode::Observe`] decides and reports and changes nothing
-//!   in the store, with one exception: startup recovery's rollback of the
-//!   journal's losers — the pages of transactions in flight at a crash get
-//!   their before-images back, as they would without the manager (the
-//!   rollback manager does it when it opens its journal). No incident is
-//!   acted on, no page is repaired, no host action is called. The manager
+//! - **Modes.** [`Mode::Observe`] decides and reports and never acts: it
+//!   changes nothing in the store, at startup included (the journal's
+//!   losers are reported, not rolled back). No incident is acted on, no
+//!   page is repaired, no host action is called. The manager
 //!   writes its own files (run marker, journal, incidents, learned
 //!   records, suspects, audit log) in every mode;
 //!   [`Mode::Approve`] asks the host before every remedy not on the
@@ -180,6 +193,7 @@
 
 mod config;
 mod escalated;
+pub mod escalated_file;
 mod events;
 mod inline;
 pub mod persist;
@@ -214,7 +228,7 @@ pub use config::{
     ApprovalCallback, ApprovalRequest, LsnFn, Mode, RecoveryConfig, MAX_BUS_CAPACITY,
     MAX_CONCURRENT_RECOVERIES, MAX_QUEUE_CAPACITY,
 };
-pub use escalated::DEFAULT_REESCALATE_AFTER;
+pub use escalated::{EscalatedIncident, DEFAULT_REESCALATE_AFTER, MAX_REPORTS};
 pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS, MAX_SUBSCRIPTION_CAPACITY};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
@@ -230,7 +244,7 @@ use queue::IncidentQueue;
 /// Page failures the backlog holds beyond the queue's bound, per open
 /// incident the queue may hold.
 const BACKLOG_PER_SLOT: usize = 4;
-use state::{Inner, Pending, Running, AUDIT_DIR, INCIDENTS_FILE};
+use state::{Inner, Pending, Running, AUDIT_DIR, ESCALATED_FILE, INCIDENTS_FILE};
 use stats::Tally;
 
 impl std::fmt::Debug for AutoRecoveryManager {
@@ -320,6 +334,20 @@ impl AutoRecoveryManager {
         } else {
             None
         };
+        // The escalations of previous runs, before any report can join them.
+        let escalated_path = cfg.dir.join(ESCALATED_FILE);
+        let mut escalations = Escalations::new(cfg.reescalate_after, MAX_ESCALATED);
+        let restored_escalations = match escalated_file::load(&escalated_path, clock.now_ns()) {
+            Ok(list) => {
+                let n = list.len() as u64;
+                escalations.restore(list);
+                (n, None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the escalated incidents cannot be read; starting without them");
+                (0, Some(e.to_string()))
+            }
+        };
         let inner = Arc::new(Inner {
             clock,
             sink,
@@ -330,7 +358,8 @@ impl AutoRecoveryManager {
                 IncidentQueue::new(
                     cfg.queue_capacity,
                     u64::try_from(cfg.aging.as_nanos()).unwrap_or(u64::MAX),
-                    1,
+                    // Never an id a kept escalation has.
+                    escalations.max_id() + 1,
                 )
                 .with_backlog(cfg.queue_capacity.saturating_mul(BACKLOG_PER_SLOT)),
             ),
@@ -361,7 +390,9 @@ impl AutoRecoveryManager {
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
-            escalations: Mutex::new(Escalations::new(cfg.reescalate_after, MAX_ESCALATED)),
+            escalations: Mutex::new(escalations),
+            escalated_path,
+            escalated_save: Mutex::new(()),
             acting: cfg.mode != Mode::Observe,
             rollback: Mutex::new(None),
             finished: Condvar::new(),
@@ -380,6 +411,7 @@ impl AutoRecoveryManager {
                 audit,
                 verdict,
                 restored,
+                escalations: restored_escalations,
             })),
             running: Mutex::new(Running::default()),
             startup: Mutex::new(None),
@@ -455,6 +487,29 @@ impl AutoRecoveryManager {
             .rescans
             .load(std::sync::atomic::Ordering::Relaxed);
         s
+    }
+
+    /// The escalated incidents kept until the host acknowledges them —
+    /// those of previous runs included (read back at build) — by id, each
+    /// with its report (see the module docs, "Escalation").
+    #[must_use]
+    pub fn escalated(&self) -> Vec<EscalatedIncident> {
+        self.inner.escalations.lock().list()
+    }
+
+    /// Acknowledges escalated incident `id`: it is no longer kept or
+    /// listed, and its pages' next reports open incidents again (they are
+    /// tried, and escalated again if nothing heals them). Saved before it
+    /// returns. Returns whether the incident was kept.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the escalated-incidents file cannot be written:
+    /// the incident is acknowledged in this run but would be listed again
+    /// after a restart; call again to retry the save.
+    pub fn acknowledge_escalation(&self, id: u64) -> Result<bool> {
+        let kept = self.inner.escalations.lock().acknowledge(id);
+        rejoin::save(&self.inner)?;
+        Ok(kept)
     }
 
     /// The last closed incidents (oldest first), each with its timeline.

@@ -165,6 +165,23 @@ fn source_tag(s: Source) -> u8 {
     }
 }
 
+/// One incident `(id, first failure)` as the open-incidents file holds it,
+/// with `age` at `+10` (shared with the escalated-incidents file).
+pub(super) fn encode_incident(out: &mut Vec<u8>, id: u64, f: &Failure, age: u64) {
+    encode(out, id, f, age);
+}
+
+/// One incident written by [`encode_incident`], its failure detected `age`
+/// before `now_ns`.
+///
+/// # Errors
+/// [`Error::CorruptFile`] for anything but a well-formed incident.
+pub(super) fn decode_incident(r: &mut Reader<'_>, now_ns: u64) -> Result<(u64, Failure)> {
+    let (id, mut f) = decode(r)?;
+    f.detected_at_ns = now_ns.saturating_sub(f.detected_at_ns);
+    Ok((id, f))
+}
+
 /// One incident; `time` goes at `+10` (the age in version 2).
 fn encode(out: &mut Vec<u8>, id: u64, f: &Failure, time: u64) {
     out.extend_from_slice(&id.to_le_bytes());
@@ -292,7 +309,7 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
 
-    fn text(&mut self, n: usize) -> Result<String> {
+    pub(super) fn text(&mut self, n: usize) -> Result<String> {
         let b = self.take(n)?.to_vec();
         String::from_utf8(b).map_err(|_| self.bad("text is not UTF-8".into()))
     }

@@ -7,6 +7,7 @@
 use crate::healer::{Incident, Outcome};
 use crate::types::Target;
 
+use super::escalated::Report;
 use super::events::RecoveryEvent;
 use super::state::Inner;
 
@@ -36,28 +37,69 @@ pub(crate) fn join(inner: &Inner, target: &Target, reported: bool) -> Option<u64
     Some(id)
 }
 
-/// Records a closed incident: an escalated page is remembered in its
-/// fault episode; the pages of a healed one are forgotten.
+/// Records a closed incident: an escalated one is kept (until the host
+/// acknowledges it) and its pages remembered in their fault episode; the
+/// pages of a healed one are forgotten. Saved when anything changed.
 pub(crate) fn closed(inner: &Inner, inc: &Incident) {
     let mut pages = inc.pages.clone();
     if let Target::Page(p) = inc.target {
         pages.push(p);
     }
-    match inc.outcome {
+    let changed = match inc.outcome {
         Outcome::Escalated => {
             let now = inner.clock.now_ns();
+            let mut e = inner.escalations.lock();
             for p in pages {
                 if let Some(episode) = inner.detector.page_episode(p) {
-                    inner.escalations.lock().escalated(p, inc.id, episode, now);
+                    e.escalated(p, inc.id, episode, now);
                 }
             }
+            if let Some(first) = inc.failures.first() {
+                e.reported(
+                    inc.id,
+                    Report {
+                        failure: first.clone(),
+                        priority: inc.priority,
+                        reason: inc
+                            .escalation
+                            .as_ref()
+                            .map(|r| r.reason.clone())
+                            .unwrap_or_default(),
+                        text: inc
+                            .escalation
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        at_ns: now,
+                        previous_run: false,
+                        joined_before: 0,
+                    },
+                );
+            }
+            true
         }
         Outcome::Healed { .. } => {
             let mut e = inner.escalations.lock();
+            // Every page's record is dropped (no short circuit).
+            let mut any = false;
             for p in pages {
-                e.healed(p);
+                any |= e.healed(p);
             }
+            any
         }
-        _ => {}
+        _ => false,
+    };
+    if changed {
+        if let Err(e) = save(inner) {
+            tracing::warn!(error = %e, "the escalated incidents were not saved; a restart may escalate them again");
+        }
     }
+}
+
+/// Saves the escalated incidents (saves are ordered: the last one holds
+/// the newest record).
+pub(crate) fn save(inner: &Inner) -> crate::error::Result<()> {
+    let _order = inner.escalated_save.lock();
+    let list = inner.escalations.lock().list();
+    super::escalated_file::save(&inner.escalated_path, &list, inner.clock.now_ns())
 }

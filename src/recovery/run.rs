@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::audit::{AuditEntry, AuditLog, EntryKind};
 use crate::clock::Clock;
 use crate::corruption::{CorruptionDetector, Observer, Verdict};
 use crate::crash::RunVerdict;
 use crate::error::{Error, Result};
 use crate::healer::{ActionGate, Case, Remedy, RemedyContext};
-use crate::rollback::RollbackConfig;
+use crate::rollback::{RecoveryReport, RollbackConfig};
 use crate::snapshot::{Consistency, SnapshotKind, SnapshotRequest, StateSnapshotManager};
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 use crate::worker::{Stop, TimedCaller};
@@ -38,6 +39,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         audit,
         verdict,
         restored,
+        escalations: (escalations_restored, escalations_warning),
     } = p;
     let clock = inner.clock.clone();
     // 1. The previous run's verdict.
@@ -48,11 +50,13 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             verdict.to_string(),
         ));
     }
-    // 2. The journal's losers rolled back.
+    // 2. The journal's losers rolled back — in Observe mode only reported:
+    //    they stay in flight, pending in the rollback manager.
     let rb = cfg
         .rollback
         .take()
-        .unwrap_or_else(|| RollbackConfig::new(cfg.dir.join(JOURNAL_DIR)));
+        .unwrap_or_else(|| RollbackConfig::new(cfg.dir.join(JOURNAL_DIR)))
+        .defer_recovery(cfg.mode == Mode::Observe);
     let rollback = Arc::new(
         rb.clock(clock.clone())
             .failure_sink(inner.sink.clone())
@@ -61,6 +65,9 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     m.running.lock().rollback = Some(rollback.clone());
     *inner.rollback.lock() = Some(rollback.clone());
     let report = rollback.recovery_report().clone();
+    if let Some(a) = &audit {
+        audit_startup_recovery(a, &report);
+    }
     // 3. The pages they touched re-verified.
     let mut pages: Vec<PageId> = report
         .rolled_back
@@ -224,9 +231,68 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         incidents_warning,
         suspects_restored: restored.fenced,
         suspects_warning: restored.warning,
+        escalations_restored,
+        escalations_warning,
     };
     *m.startup.lock() = Some(report.clone());
     Ok(report)
+}
+
+/// Bytes of an audit record's text startup recovery's record uses at most
+/// (below [`MAX_TEXT_LEN`](crate::audit::MAX_TEXT_LEN)).
+const AUDIT_TEXT_BUDGET: usize = 60_000;
+
+/// Records in the audit log what startup recovery did with the journal's
+/// losers — or, report-only (Observe mode), what it would do: each
+/// transaction with its pages. Nothing when there were none.
+fn audit_startup_recovery(audit: &AuditLog, r: &RecoveryReport) {
+    let (verb, txns) = if r.deferred.is_empty() {
+        ("rolled back", &r.rolled_back)
+    } else {
+        (
+            "left in place (Observe mode: report only); a start in another mode rolls back",
+            &r.deferred,
+        )
+    };
+    if txns.is_empty() && r.blocked.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "startup recovery: {} transactions in flight at the last crash {verb}:",
+        txns.len()
+    );
+    let items = txns
+        .iter()
+        .map(|t| {
+            format!(
+                " transaction {} ({} undo entries) on pages {:?};",
+                t.txn, t.undo_entries, t.pages
+            )
+        })
+        .chain(r.blocked.iter().map(|b| {
+            format!(
+                " transaction {} blocked by pages {:?} ({});",
+                b.txn, b.pages, b.reason
+            )
+        }));
+    // Within an audit record's text bound; the startup report has them all.
+    let total = txns.len() + r.blocked.len();
+    for (i, item) in items.enumerate() {
+        if text.len() + item.len() > AUDIT_TEXT_BUDGET {
+            text.push_str(&format!(" and {} more (see the startup report)", total - i));
+            break;
+        }
+        text.push_str(&item);
+    }
+    let entry = AuditEntry {
+        incident: None,
+        target: Target::Component(Arc::from("undo journal")).to_string(),
+        kind: EntryKind::Note,
+        text,
+    };
+    if let Err(e) = audit.append(&[entry]) {
+        tracing::warn!(error = %e, "startup recovery's audit record was not written");
+    }
 }
 
 /// Re-verifies `pages` after startup recovery; returns those that failed

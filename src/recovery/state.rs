@@ -39,6 +39,7 @@ pub(super) const LEARNED_FILE: &str = "learned";
 pub(super) const INCIDENTS_FILE: &str = "incidents";
 pub(super) const JOURNAL_DIR: &str = "journal";
 pub(super) const AUDIT_DIR: &str = "audit";
+pub(super) const ESCALATED_FILE: &str = "escalated";
 
 /// What [`AutoRecoveryManager::start`] found and did before background
 /// work began.
@@ -67,6 +68,13 @@ pub struct StartupReport {
     /// also when it is missing from a directory used before (every page
     /// was re-checked then).
     pub suspects_warning: Option<String>,
+    /// Escalated incidents of previous runs read back (unacknowledged; see
+    /// [`AutoRecoveryManager::escalated`]).
+    pub escalations_restored: u64,
+    /// Why the escalated-incidents file could not be read, if it could not
+    /// (the manager then started without the previous runs' escalations:
+    /// their pages, still fenced, are tried and escalated once more).
+    pub escalations_warning: Option<String>,
 }
 
 /// Everything the threads share.
@@ -113,8 +121,12 @@ pub(crate) struct Inner {
     pub(crate) audit_sync: Duration,
     /// Whether failed verified reads are healed on the reader's thread.
     pub(crate) heal_on_read: bool,
-    /// Escalated pages, whose later reports join their escalation.
+    /// Escalated pages, whose later reports join their escalation, and
+    /// the escalated incidents kept until acknowledged.
     pub(crate) escalations: Mutex<super::escalated::Escalations>,
+    /// Where they are saved, and the lock that orders the saves.
+    pub(crate) escalated_path: PathBuf,
+    pub(crate) escalated_save: Mutex<()>,
     /// Whether the manager may act (not Observe): heal on read is off in
     /// Observe mode.
     pub(crate) acting: bool,
@@ -170,6 +182,8 @@ pub(super) struct Pending {
     pub(super) audit: Option<Arc<AuditLog>>,
     pub(super) verdict: RunVerdict,
     pub(super) restored: Restored,
+    /// Escalated incidents read back, and why they could not be.
+    pub(super) escalations: (u64, Option<String>),
 }
 
 /// The background work `start` began.

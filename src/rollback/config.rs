@@ -35,6 +35,7 @@ pub struct RollbackConfig {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) failure_sink: Option<FailureSink>,
     pub(super) repair_hook: Option<RepairHook>,
+    pub(super) defer_recovery: bool,
 }
 
 impl fmt::Debug for RollbackConfig {
@@ -51,6 +52,7 @@ impl fmt::Debug for RollbackConfig {
             .field("stop_timeout", &self.stop_timeout)
             .field("recovery_batch_bytes", &self.recovery_batch_bytes)
             .field("repair_hook", &self.repair_hook.is_some())
+            .field("defer_recovery", &self.defer_recovery)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +90,7 @@ impl RollbackConfig {
             clock: SystemClock::shared(),
             failure_sink: None,
             repair_hook: None,
+            defer_recovery: false,
         }
     }
 
@@ -198,6 +201,26 @@ impl RollbackConfig {
     /// See [`RepairHook`].
     pub fn repair_hook(mut self, hook: RepairHook) -> Self {
         self.repair_hook = Some(hook);
+        self
+    }
+
+    /// Report-only recovery (default off): the open finds the
+    /// transactions in flight at the last crash and reports them
+    /// ([`RecoveryReport::deferred`](super::RecoveryReport::deferred), and
+    /// [`FailureKind::InFlightAtCrash`](crate::types::FailureKind::InFlightAtCrash)
+    /// with a count of 0 on the failure bus) but writes no page and no
+    /// abort record. Each stays pending as an active transaction of the
+    /// opened manager, its undo read back into memory: roll it back with
+    /// [`rollback`](super::TransactionRollbackManager::rollback) (or
+    /// [`rollback_all`](super::TransactionRollbackManager::rollback_all)),
+    /// or open the journal again without this (its recovery rolls it back
+    /// then). Until then no new transaction may record undo on a page a
+    /// deferred transaction changed ([`Error::InvalidArgument`] naming the
+    /// page and the transaction): a committed change there would make the
+    /// deferred rollback skip that page and leave the crashed
+    /// transaction's other bytes in place.
+    pub fn defer_recovery(mut self, yes: bool) -> Self {
+        self.defer_recovery = yes;
         self
     }
 

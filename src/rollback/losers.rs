@@ -213,6 +213,7 @@ pub(super) fn find_in_flight(
 }
 
 /// What undoing the in-flight transactions did.
+#[derive(Default)]
 pub(super) struct Undone {
     /// The batches' results, merged.
     pub applied: Applied,

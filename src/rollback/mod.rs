@@ -103,6 +103,20 @@
 //! acknowledged). Damage anywhere else in the page is not explained, and
 //! the rollback stays blocked.
 //!
+//! # Report-only recovery
+//!
+//! With [`RollbackConfig::defer_recovery`] the open finds the transactions
+//! in flight at the last crash and reports them
+//! ([`RecoveryReport::deferred`], with their pages) but changes no page
+//! and appends no abort record: they stay pending, with their undo in
+//! memory, as active transactions ([`rollback`](TransactionRollbackManager::rollback)
+//! rolls one back; an open without the option rolls them back as ever,
+//! since the journal still has them in flight). Until then a new
+//! transaction may not record undo on a page they changed, so no committed
+//! change lands on bytes a later rollback would have to restore. A recovery
+//! manager in [`Mode::Observe`](crate::recovery::Mode::Observe) opens its
+//! journal this way.
+//!
 //! # Recovery's memory
 //!
 //! Recovery reads the journal one segment at a time: a scan that keeps a
@@ -417,7 +431,9 @@ impl TransactionRollbackManager {
     /// [`Error::UndoOutOfPage`] for a range past the page's usable bytes
     /// ([`PageWriter::usable_len`]); [`Error::PageOutOfRange`];
     /// [`Error::InvalidArgument`] for an empty before-image or an after-image
-    /// of another length; [`Error::RollbackLimit`] past
+    /// of another length, or a page a transaction whose rollback a
+    /// report-only open deferred changed
+    /// ([`RollbackConfig::defer_recovery`]); [`Error::RollbackLimit`] past
     /// `max_undo_bytes_per_txn`; [`Error::JournalStalled`] (nothing was
     /// recorded; retry after [`resume`](Self::resume)); [`Error::Poisoned`].
     pub fn record_undo(
@@ -453,6 +469,18 @@ impl TransactionRollbackManager {
             self.pages.page_count(),
         )?;
         let mut st = self.state.lock();
+        if let Some(&owner) = st
+            .deferred_pages
+            .get(&page)
+            .and_then(|o| o.iter().find(|o| **o != txn))
+        {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "page {page} holds changes of transaction {owner}, in flight at the last crash, whose rollback was deferred (report-only recovery); roll it back first (rollback({owner})), or reopen without report-only recovery"
+                ),
+            });
+        }
         let max_undo = self.max_undo;
         let t = st.active_mut(txn)?;
         if t.before_bytes + before.len() as u64 > max_undo {

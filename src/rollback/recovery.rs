@@ -59,6 +59,15 @@ pub struct RecoveryReport {
     /// [`rollback`](TransactionRollbackManager::rollback) (or reopen). Their
     /// other pages were restored.
     pub blocked: Vec<BlockedTxn>,
+    /// Transactions that were in flight at the crash and were left in
+    /// place by a report-only open
+    /// ([`RollbackConfig::defer_recovery`]), in order of their first
+    /// record, each with the pages its undo covers: no page was written and
+    /// no abort record appended. They stay pending, with their undo, as
+    /// active transactions of the manager: call
+    /// [`rollback`](TransactionRollbackManager::rollback) for each, or open
+    /// the journal again without `defer_recovery`.
+    pub deferred: Vec<RecoveredTxn>,
     /// Undo entries applied.
     pub undo_entries_applied: u64,
     /// Undo entries not applied because their page no longer held what the
@@ -128,18 +137,24 @@ pub(super) fn open(
         pages.page_count(),
     )?;
     let page_locks = PageLocks::new();
-    let undone = losers::undo_in_flight(
-        storage.as_ref(),
-        &outcomes,
-        &losers::Target {
-            pages: pages.as_ref(),
-            locks: &page_locks,
-            hook: cfg.repair_hook.as_ref(),
-        },
-        cfg.recovery_batch_bytes,
-    )?;
+    // Report-only: nothing is applied, every transaction in flight stays
+    // pending with its undo (read back below).
+    let undone = if cfg.defer_recovery {
+        losers::Undone::default()
+    } else {
+        losers::undo_in_flight(
+            storage.as_ref(),
+            &outcomes,
+            &losers::Target {
+                pages: pages.as_ref(),
+                locks: &page_locks,
+                hook: cfg.repair_hook.as_ref(),
+            },
+            cfg.recovery_batch_bytes,
+        )?
+    };
     let applied = undone.applied;
-    if outcomes.in_flight.values().any(|t| t.undo_entries > 0) {
+    if !cfg.defer_recovery && outcomes.in_flight.values().any(|t| t.undo_entries > 0) {
         // Also when no page changed: a page may hold its before-image only
         // in a cache, and the abort record must not outlive it.
         pages.sync()?;
@@ -149,6 +164,12 @@ pub(super) fn open(
     let mut pending: HashMap<TxnId, Txn> = HashMap::new();
     for txn in applied.blocked.keys() {
         if let Some(t) = outcomes.in_flight.get(txn) {
+            pending.insert(*txn, losers::pending_txn(storage.as_ref(), *txn, t)?);
+        }
+    }
+    if cfg.defer_recovery {
+        for txn in &outcomes.order {
+            let t = &outcomes.in_flight[txn];
             pending.insert(*txn, losers::pending_txn(storage.as_ref(), *txn, t)?);
         }
     }
@@ -183,10 +204,30 @@ pub(super) fn open(
     )?;
     let mut rolled_back = Vec::new();
     let mut blocked = Vec::new();
+    let mut deferred = Vec::new();
     let mut state = State::default();
     for txn in &outcomes.order {
         let t = &outcomes.in_flight[txn];
-        if let Some(failed) = applied.blocked.get(txn) {
+        if cfg.defer_recovery {
+            let mut pending = pending
+                .remove(txn)
+                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
+            let mut touched: Vec<PageId> = pending.entries.iter().map(|e| e.page).collect();
+            touched.sort_unstable();
+            touched.dedup();
+            for &p in &touched {
+                state.deferred_pages.entry(p).or_default().push(*txn);
+            }
+            pending.status = Status::RollbackFailed;
+            state.undo_bytes_held += pending.arena.len() as u64;
+            state.active.insert(*txn, pending);
+            deferred.push(RecoveredTxn {
+                txn: *txn,
+                undo_entries: t.undo_entries,
+                undo_bytes: t.undo_bytes,
+                pages: touched,
+            });
+        } else if let Some(failed) = applied.blocked.get(txn) {
             let mut pending = pending
                 .remove(txn)
                 .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
@@ -225,6 +266,7 @@ pub(super) fn open(
         aborted_seen: outcomes.aborted_seen,
         rolled_back,
         blocked,
+        deferred,
         undo_entries_applied: applied.entries,
         undo_entries_replaced: applied.replaced.iter().map(|r| r.2).sum(),
         pages_replaced,
@@ -258,6 +300,10 @@ pub(super) fn open(
     })
 }
 
+/// Deferred transactions, and pages of each, a failure's evidence names.
+const EVIDENCE_TXNS: usize = 16;
+const EVIDENCE_PAGES: usize = 32;
+
 fn report_recovery(cfg: &RollbackConfig, sink: &FailureSink, report: &RecoveryReport) {
     if !report.pages_replaced.is_empty() {
         tracing::warn!(
@@ -268,6 +314,40 @@ fn report_recovery(cfg: &RollbackConfig, sink: &FailureSink, report: &RecoveryRe
     }
     for b in &report.blocked {
         tracing::error!(txn = %b.txn, pages = ?b.pages, reason = %b.reason, "rollback of a transaction in flight at the last crash is blocked; repair the pages, then roll it back");
+    }
+    if !report.deferred.is_empty() {
+        let mut evidence = format!(
+            "{} transactions were in flight at the last crash and were left in place (report-only recovery: no page written, no abort record); rolling them back would restore their before-images:",
+            report.deferred.len()
+        );
+        // Bounded: the report holds them all.
+        for t in report.deferred.iter().take(EVIDENCE_TXNS) {
+            let shown = &t.pages[..t.pages.len().min(EVIDENCE_PAGES)];
+            evidence.push_str(&format!(
+                " transaction {} ({} undo entries, {} bytes) on pages {shown:?}",
+                t.txn, t.undo_entries, t.undo_bytes
+            ));
+            if t.pages.len() > shown.len() {
+                evidence.push_str(&format!(" and {} more", t.pages.len() - shown.len()));
+            }
+            evidence.push(';');
+        }
+        if report.deferred.len() > EVIDENCE_TXNS {
+            evidence.push_str(&format!(
+                " and {} more transactions;",
+                report.deferred.len() - EVIDENCE_TXNS
+            ));
+        }
+        evidence.push_str(
+            " roll each back (rollback), or open the journal again without report-only recovery",
+        );
+        tracing::warn!(deferred = report.deferred.len(), %evidence, "transactions in flight at the last crash were left in place");
+        sink.send(Failure::new(
+            Source::TransactionRollbackManager,
+            FailureKind::InFlightAtCrash { count: 0 },
+            evidence,
+            cfg.clock.now_ns(),
+        ));
     }
     let n = report.rolled_back.len() + report.blocked.len();
     if n == 0 {

@@ -289,6 +289,10 @@ pub(super) struct State {
     pub undo_records: u64,
     /// Before-image bytes recorded since open.
     pub undo_bytes: u64,
+    /// Pages changed by transactions in flight at the last crash whose
+    /// rollback a report-only open deferred, and which of them changed
+    /// each, oldest first (see [`RollbackConfig::defer_recovery`](super::RollbackConfig::defer_recovery)).
+    pub deferred_pages: HashMap<PageId, Vec<TxnId>>,
 }
 
 impl State {
@@ -296,6 +300,13 @@ impl State {
         if let Some(t) = self.active.remove(&txn) {
             self.undo_bytes_held -= t.arena.len() as u64;
             self.spare.put(t.entries, t.arena);
+        }
+        // (A rollback takes the transaction out of `active` before.)
+        if !self.deferred_pages.is_empty() {
+            self.deferred_pages.retain(|_, owners| {
+                owners.retain(|o| *o != txn);
+                !owners.is_empty()
+            });
         }
         self.graph.remove_txn(txn);
         self.finished.insert(txn, outcome);
