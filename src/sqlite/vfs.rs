@@ -67,25 +67,35 @@ pub(super) fn register(name: &str, shared: Arc<Shared>, dbs: Arc<Databases>) -> 
         ));
     }
     // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and returns a
+    // registered VFS or NULL.
+    let root = unsafe { ffi::sqlite3_vfs_find(std::ptr::null()) };
+    if root.is_null() {
+        return Err(Error::config("name", "SQLite has no default VFS to wrap"));
+    }
+    register_over(c_name, RootVfs(root), shared, dbs)
+}
+
+/// Registers a VFS named `c_name` wrapping `root`, a VFS that lives for the
+/// process (the default VFS; a test's own).
+fn register_over(
+    c_name: CString,
+    root: RootVfs,
+    shared: Arc<Shared>,
+    dbs: Arc<Databases>,
+) -> Result<()> {
+    let name = c_name.to_string_lossy().into_owned();
+    // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and returns a
     // registered VFS or NULL; the name is NUL-terminated.
-    let (existing, root) = unsafe {
-        (
-            ffi::sqlite3_vfs_find(c_name.as_ptr()),
-            ffi::sqlite3_vfs_find(std::ptr::null()),
-        )
-    };
+    let existing = unsafe { ffi::sqlite3_vfs_find(c_name.as_ptr()) };
     if !existing.is_null() {
         return Err(Error::config(
             "name",
             format!("a SQLite VFS named {name:?} is registered already; choose another name"),
         ));
     }
-    if root.is_null() {
-        return Err(Error::config("name", "SQLite has no default VFS to wrap"));
-    }
-    let root = RootVfs(root);
     let state = Box::new(VfsState { root, shared, dbs });
-    // SAFETY: reading the registered default VFS's immutable fields.
+    // SAFETY: reading the immutable fields of a VFS that lives for the
+    // process.
     let base = unsafe { &*root.0 };
     let vfs = Box::new(ffi::sqlite3_vfs {
         iVersion: base.iVersion.min(3),
@@ -733,3 +743,7 @@ unsafe extern "C" fn m_unfetch(
     // Nothing was fetched, so nothing is mapped.
     ffi::SQLITE_OK
 }
+
+#[cfg(test)]
+#[path = "vfs_tests.rs"]
+mod tests;
