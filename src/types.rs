@@ -569,6 +569,12 @@ impl fmt::Debug for FailureSink {
 }
 
 impl FailureSink {
+    /// Whether `self` and `other` are handles of one bus.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn same_bus(&self, other: &FailureSink) -> bool {
+        Arc::ptr_eq(&self.bus, &other.bus)
+    }
+
     /// A bus holding at most `capacity` unread reports (at least 1).
     #[must_use]
     pub fn new(capacity: usize) -> FailureSink {

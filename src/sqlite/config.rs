@@ -48,7 +48,41 @@ impl fmt::Debug for SqliteConfig {
     }
 }
 
+/// Whether `a` and `b` hold the same objects, in the same order.
+fn same_objects<T: ?Sized>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// Whether `a` and `b` are both unset or hold the same object.
+fn same_object<T: ?Sized>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    }
+}
+
 impl SqliteConfig {
+    /// Whether `other` configures a VFS exactly as `self` does: equal
+    /// paths and settings, and the same replica, sink, clock and callback
+    /// objects (a clone of a config is the same; two closures are not).
+    pub(super) fn same_as(&self, other: &SqliteConfig) -> bool {
+        let same_sink = match (&self.sink, &other.sink) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_bus(b),
+            _ => false,
+        };
+        self.replica_files == other.replica_files
+            && self.replica_dirs == other.replica_dirs
+            && self.snapshots == other.snapshots
+            && self.recovery == other.recovery
+            && self.scrub_pages_per_s == other.scrub_pages_per_s
+            && same_objects(&self.replicas, &other.replicas)
+            && same_sink
+            && same_object(self.clock.as_ref(), other.clock.as_ref())
+            && same_object(self.on_heal.as_ref(), other.on_heal.as_ref())
+    }
+
     /// No replicas (damage is then detected and refused, never healed), a
     /// failure bus of its own, the system clock.
     #[must_use]

@@ -4,10 +4,13 @@
 //! file does with them (verify and heal on read, seal on write, shrink the
 //! table on truncate, make pages and checksums durable together on sync).
 //!
-//! SQLite calls the main database file at page granularity (one page per
-//! `xRead` / `xWrite`, at a multiple of the page size), except for the first
-//! 100-byte header read; a call that covers part of a page is served by
-//! verifying (or, for a write, reading, patching and sealing) the whole page.
+//! SQLite writes the main database file a whole page at a time, but reads
+//! parts of pages too: the 100-byte header at open, the 16-byte change
+//! counter at offset 24, and the start of overflow pages it reads directly
+//! (`SQLITE_DIRECT_OVERFLOW_READ`). A call that covers part of a page is
+//! served by verifying (or, for a write, reading, patching and sealing) the
+//! whole page; the file is never read or written in part unverified, except
+//! before its page size is known (no page is sealed yet).
 
 use std::collections::BTreeMap;
 use std::ffi::c_int;
@@ -19,7 +22,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use rusqlite::ffi;
 
-use super::config::{AdoptionReport, HealEvent, Shared};
+use super::config::{AdoptionReport, HealEvent, Shared, SqliteConfig};
 use super::protected::{Parts, Protected};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
@@ -107,6 +110,78 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The byte copies of the database at `db` that `config` names, each with
+/// the setting that names it: each replica file, and the file of the same
+/// name in each replica directory.
+fn replica_paths(config: &SqliteConfig, db: &Path) -> Vec<(&'static str, PathBuf)> {
+    let mut paths: Vec<(&'static str, PathBuf)> = config
+        .replica_files
+        .iter()
+        .map(|p| ("replica_file", p.clone()))
+        .collect();
+    if let Some(name) = db.file_name() {
+        paths.extend(
+            config
+                .replica_dirs
+                .iter()
+                .map(|d| ("replica_dir", d.join(name))),
+        );
+    }
+    paths
+}
+
+/// Whether `a` and `b` name one file: the same device and inode when both
+/// exist (through any symlink, `..` or hard link), else the same path once
+/// each one's directory is resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        (Ok(_), Err(_)) | (Err(_), Ok(_)) => false,
+        (Err(_), Err(_)) => {
+            let resolved = |p: &Path| {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = std::fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()?;
+                Some(dir.join(p.file_name()?))
+            };
+            resolved(a).is_some_and(|r| Some(r) == resolved(b))
+        }
+    }
+}
+
+/// Whether `config` can protect the database file at `db`: its file name
+/// is UTF-8 (the sidecar table is named after it), and no replica is the
+/// file itself.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] saying which.
+pub(super) fn check_database(config: &SqliteConfig, db: &Path) -> Result<()> {
+    if db.file_name().and_then(|n| n.to_str()).is_none() {
+        return Err(Error::config(
+            "path",
+            format!(
+                "the database file {} has no UTF-8 file name, which its sidecar checksum table \
+                 is named after; rename the file (any directory above it may have any name)",
+                db.display()
+            ),
+        ));
+    }
+    for (setting, replica) in replica_paths(config, db) {
+        if same_file(&replica, db) {
+            return Err(Error::config(
+                setting,
+                format!(
+                    "the replica {} is the database file {} itself; a replica must be a \
+                     separate copy of it (another file, e.g. in another directory)",
+                    replica.display(),
+                    db.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Database {
     /// Opens the file `path` (already opened by SQLite through `root` with
     /// `flags`): a second handle for the library, and, for a file that has
@@ -118,15 +193,13 @@ impl Database {
         flags: c_int,
         shared: Arc<Shared>,
     ) -> Result<Database> {
-        let text = path
-            .to_str()
-            .ok_or_else(|| Error::config("path", format!("{} is not UTF-8", path.display())))?;
+        check_database(&shared.config, path)?;
         // Read-write when the file allows it, whatever this connection asked
         // for: the handle is shared with the process's later connections,
         // which may write (and heals write).
         let rw = (flags & !ffi::SQLITE_OPEN_READONLY) | ffi::SQLITE_OPEN_READWRITE;
-        let raw = RawFile::open(root, text, rw)
-            .or_else(|_| RawFile::open(root, text, flags))
+        let raw = RawFile::open(root, path, rw)
+            .or_else(|_| RawFile::open(root, path, flags))
             .map_err(|rc| host_error("open", rc))?;
         let db = Database {
             path: path.to_path_buf(),
@@ -176,12 +249,10 @@ impl Database {
     /// The byte copies of the file: each replica file, and the file of the
     /// same name in each replica directory.
     fn replica_paths(&self) -> Vec<PathBuf> {
-        let config = &self.shared.config;
-        let mut paths = config.replica_files.clone();
-        if let Some(name) = self.path.file_name() {
-            paths.extend(config.replica_dirs.iter().map(|d| d.join(name)));
-        }
-        paths
+        replica_paths(&self.shared.config, &self.path)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     /// Builds the components for pages of `page_size` bytes, adopting the

@@ -31,6 +31,18 @@
 //!   `<db>-selfheal` (plus its `.log-*` and `.lock` files: a
 //!   [`ChecksumTable`](crate::checksum::ChecksumTable) opened by path), and any other SQLite
 //!   tool still opens the file.
+//! - **Paths** are taken as the bytes SQLite passes, never converted
+//!   lossily, so the file the VFS verifies, keys its connections by and
+//!   names its sidecar after is the file SQLite opened. A database whose
+//!   file name is not UTF-8 (the sidecar table is named after it) is
+//!   refused, as is one with a replica that is the file itself (by path,
+//!   symlink, `..` or hard link): the open answers `SQLITE_CANTOPEN` with
+//!   the reason in the log, and [`SqliteVfs::check_database`] gives it as
+//!   a typed error.
+//! - **Registration** ([`register`]) is serialised within the process:
+//!   a name is registered with SQLite once; registering it again with the
+//!   same configuration returns the same VFS, with another configuration
+//!   fails with a typed error.
 //! - **Adoption.** When a file with pages is opened and some page has
 //!   neither a checksum nor a free mark (the first open, or an adoption a
 //!   crash cut short), SQLite's `PRAGMA quick_check` runs first on a
@@ -41,10 +53,22 @@
 //!   reported with its duration ([`SqliteVfs::adoptions`]). Unsealed pages
 //!   that are all zeros (what a crash between growing the file and writing
 //!   the new pages leaves at its end) need no check: they are marked free.
-//! - **Heal on read.** `xRead` reads whole pages through
-//!   [`CorruptionDetector::read_verified`] (a read of part of a page — the
-//!   first 100-byte header read — verifies the whole page). A page that
-//!   fails is repaired from the configured replicas
+//! - **Heal on read.** Every byte `xRead` returns from the file comes
+//!   from a page verified whole by [`CorruptionDetector::read_verified`].
+//!   SQLite does not read only whole pages: it reads the 100-byte header
+//!   at offset 0 when it opens the file, the 16-byte change counter at
+//!   offset 24 at the start of a read transaction in rollback-journal
+//!   mode, and the first part of an overflow page it reads straight from
+//!   the file (`SQLITE_DIRECT_OVERFLOW_READ`, since the default VFS
+//!   reports `SQLITE_IOCAP_SUBPAGE_READ`). A read of part of a page
+//!   verifies the whole page and copies out the part asked for (page 1's
+//!   verified bytes are kept until its next write, so its small header
+//!   reads cost a copy); a read across pages verifies each; pages SQLite
+//!   wrote that the VFS still holds (see *Writes in batches*) are served
+//!   from memory. Only reads before the page size is known — a file that
+//!   was empty when first opened, until SQLite's first page-sized write —
+//!   pass through unverified: no page is sealed yet. A page that fails is
+//!   repaired from the configured replicas
 //!   ([`DataRepairer::repair_page`](crate::DataRepairer::repair_page): a
 //!   replica's copy is written only if it matches the page's checksum) and
 //!   read again; each heal is counted, logged and passed to
@@ -202,13 +226,28 @@ impl fmt::Debug for SqliteVfs {
     }
 }
 
+/// The selfheal VFSes registered in this process, by name (a registration
+/// lasts until the process ends). Registrations run under its lock, one at
+/// a time, so two threads registering one name cannot both pass SQLite's
+/// "no such VFS yet" check and register it twice.
+static REGISTERED: parking_lot::Mutex<Vec<SqliteVfs>> = parking_lot::Mutex::new(Vec::new());
+
 /// Registers a selfheal VFS named `name` that wraps SQLite's default VFS
 /// (not made the default: open databases with it by name).
 ///
+/// Registering a name again with the same configuration (equal paths and
+/// settings, and the same [`Replica`], sink, clock and callback objects:
+/// clones of the one config) is idempotent: it returns a handle of the VFS
+/// registered first, sharing its counters and reports. Registrations from
+/// several threads at once are serialised; exactly one of them registers
+/// the VFS with SQLite.
+///
 /// # Errors
 /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an empty name,
-/// a name with a NUL byte, a scrub rate of zero, a name some VFS is registered under already, or a
-/// refusal by SQLite.
+/// a name with a NUL byte, a scrub rate or snapshot interval of zero, a
+/// name this process registered a selfheal VFS under with another
+/// configuration, a name another (not selfheal) VFS is registered under,
+/// or a refusal by SQLite.
 pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
     if config.scrub_pages_per_s == Some(0) {
         return Err(crate::Error::config(
@@ -222,14 +261,30 @@ pub fn register(name: &str, config: SqliteConfig) -> Result<SqliteVfs> {
             "interval is 0; give how often to snapshot, e.g. 60 s",
         ));
     }
+    let mut registered = REGISTERED.lock();
+    if let Some(vfs) = registered.iter().find(|v| v.name == name) {
+        if vfs.shared.config.same_as(&config) {
+            return Ok(vfs.clone());
+        }
+        return Err(crate::Error::config(
+            "name",
+            format!(
+                "a selfheal VFS named {name:?} is registered already with another configuration \
+                 (a registration lasts for the process); register this one under another name, \
+                 or register the same configuration (a clone of it) to get the existing VFS"
+            ),
+        ));
+    }
     let shared = Arc::new(Shared::new(config));
     let dbs = Arc::new(Databases::default());
     vfs::register(name, shared.clone(), dbs.clone())?;
-    Ok(SqliteVfs {
+    let vfs = SqliteVfs {
         name: name.to_string(),
         shared,
         dbs,
-    })
+    };
+    registered.push(vfs.clone());
+    Ok(vfs)
 }
 
 impl SqliteVfs {
@@ -237,6 +292,24 @@ impl SqliteVfs {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Checks that this VFS can protect the database file at `db` (which
+    /// need not exist yet): its file name is UTF-8 (the sidecar table
+    /// `<db>-selfheal` is named after it; the directories above it may
+    /// have any bytes in their names), and no replica — a
+    /// [`replica_file`](SqliteConfig::replica_file), or `db`'s copy in a
+    /// [`replica_dir`](SqliteConfig::replica_dir) — is `db` itself, by the
+    /// same path, through a symlink, `..` or a hard link. Every open of a
+    /// database through the VFS runs the same check first and refuses the
+    /// open (`SQLITE_CANTOPEN`, this error in the log) when it fails; call
+    /// it beforehand for the reason as a typed error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the
+    /// path and the setting (`path`, `replica_file` or `replica_dir`).
+    pub fn check_database(&self, db: impl AsRef<Path>) -> Result<()> {
+        database::check_database(&self.shared.config, db.as_ref())
     }
 
     /// The failure bus: corrupt pages found on read, pages no replica could

@@ -13,6 +13,8 @@
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use parking_lot::Mutex;
 use rusqlite::ffi;
@@ -94,8 +96,9 @@ fn rc_of(rc: c_int) -> Result<(), Rc> {
 impl RawFile {
     /// Opens `path` through `root` with `flags` (the type flag is forced to
     /// `SQLITE_OPEN_MAIN_DB`).
-    pub(super) fn open(root: RootVfs, path: &str, flags: c_int) -> Result<RawFile, Rc> {
-        let c_path = CString::new(path).map_err(|_| ffi::SQLITE_CANTOPEN)?;
+    /// The path is passed as its bytes, whatever they are.
+    pub(super) fn open(root: RootVfs, path: &Path, flags: c_int) -> Result<RawFile, Rc> {
+        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| ffi::SQLITE_CANTOPEN)?;
         let empty = c"";
         // SAFETY: every argument is a valid NUL-terminated string and no
         // parameter list is passed; the result is freed in `Drop`.

@@ -9,9 +9,9 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,25 +67,35 @@ pub(super) fn register(name: &str, shared: Arc<Shared>, dbs: Arc<Databases>) -> 
         ));
     }
     // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and returns a
+    // registered VFS or NULL.
+    let root = unsafe { ffi::sqlite3_vfs_find(std::ptr::null()) };
+    if root.is_null() {
+        return Err(Error::config("name", "SQLite has no default VFS to wrap"));
+    }
+    register_over(c_name, RootVfs(root), shared, dbs)
+}
+
+/// Registers a VFS named `c_name` wrapping `root`, a VFS that lives for the
+/// process (the default VFS; a test's own).
+fn register_over(
+    c_name: CString,
+    root: RootVfs,
+    shared: Arc<Shared>,
+    dbs: Arc<Databases>,
+) -> Result<()> {
+    let name = c_name.to_string_lossy().into_owned();
+    // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and returns a
     // registered VFS or NULL; the name is NUL-terminated.
-    let (existing, root) = unsafe {
-        (
-            ffi::sqlite3_vfs_find(c_name.as_ptr()),
-            ffi::sqlite3_vfs_find(std::ptr::null()),
-        )
-    };
+    let existing = unsafe { ffi::sqlite3_vfs_find(c_name.as_ptr()) };
     if !existing.is_null() {
         return Err(Error::config(
             "name",
             format!("a SQLite VFS named {name:?} is registered already; choose another name"),
         ));
     }
-    if root.is_null() {
-        return Err(Error::config("name", "SQLite has no default VFS to wrap"));
-    }
-    let root = RootVfs(root);
     let state = Box::new(VfsState { root, shared, dbs });
-    // SAFETY: reading the registered default VFS's immutable fields.
+    // SAFETY: reading the immutable fields of a VFS that lives for the
+    // process.
     let base = unsafe { &*root.0 };
     let vfs = Box::new(ffi::sqlite3_vfs {
         iVersion: base.iVersion.min(3),
@@ -100,15 +110,24 @@ pub(super) fn register(name: &str, shared: Arc<Shared>, dbs: Arc<Databases>) -> 
         xDelete: Some(x_delete),
         xAccess: Some(x_access),
         xFullPathname: Some(x_full_pathname),
-        xDlOpen: base.xDlOpen,
-        xDlError: base.xDlError,
-        xDlSym: base.xDlSym,
-        xDlClose: base.xDlClose,
-        xRandomness: base.xRandomness,
-        xSleep: base.xSleep,
-        xCurrentTime: base.xCurrentTime,
-        xGetLastError: base.xGetLastError,
-        xCurrentTimeInt64: base.xCurrentTimeInt64,
+        // The rest are the default VFS's, each called through a forwarder
+        // that hands it the default VFS's own pointer (SQLite passes ours),
+        // and offered only when the default VFS has it.
+        xDlOpen: base.xDlOpen.map(|_| x_dl_open as _),
+        xDlError: base.xDlError.map(|_| x_dl_error as _),
+        xDlSym: base.xDlSym.map(|_| x_dl_sym as _),
+        xDlClose: base.xDlClose.map(|_| x_dl_close as _),
+        xRandomness: base.xRandomness.map(|_| x_randomness as _),
+        xSleep: base.xSleep.map(|_| x_sleep as _),
+        xCurrentTime: base.xCurrentTime.map(|_| x_current_time as _),
+        xGetLastError: base.xGetLastError.map(|_| x_get_last_error as _),
+        // A version-1 struct ends before this field: it is read only from
+        // a version 2 or later one.
+        xCurrentTimeInt64: if base.iVersion >= 2 {
+            base.xCurrentTimeInt64.map(|_| x_current_time_int64 as _)
+        } else {
+            None
+        },
         xSetSystemCall: None,
         xGetSystemCall: None,
         xNextSystemCall: None,
@@ -116,8 +135,9 @@ pub(super) fn register(name: &str, shared: Arc<Shared>, dbs: Arc<Databases>) -> 
     let vfs = Box::into_raw(vfs);
     // SAFETY: `vfs` is a fully initialised struct that is never freed (SQLite
     // keeps the pointer for the life of the registration, which is the
-    // process's); the copied default-VFS methods ignore their VFS argument
-    // except through fields copied here.
+    // process's); every method in it is ours and reaches the default VFS
+    // only with the default VFS's own pointer. The caller serialises
+    // registrations (see `super::register`).
     let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
     if rc != ffi::SQLITE_OK {
         return Err(Error::config(
@@ -174,12 +194,12 @@ unsafe extern "C" fn x_open(
             unsafe { close_inner(inner) };
             return rc;
         }
-        // SAFETY: `name` is a NUL-terminated path.
-        let path = PathBuf::from(
-            unsafe { CStr::from_ptr(name) }
-                .to_string_lossy()
-                .into_owned(),
-        );
+        // SAFETY: `name` is a NUL-terminated path. Its bytes are kept as
+        // they are (never a lossy conversion), so the file the library
+        // opens, keys and names its sidecar after is the file SQLite opened.
+        let path = PathBuf::from(OsStr::from_bytes(
+            unsafe { CStr::from_ptr(name) }.to_bytes(),
+        ));
         match st.database(&path, flags) {
             Ok(db) => {
                 // SAFETY: our header; the methods table is static.
@@ -294,6 +314,142 @@ unsafe extern "C" fn x_full_pathname(
             }
         }
     })
+}
+
+/// The default VFS that `vfs` (registered by [`register`]) wraps.
+///
+/// # Safety
+/// `vfs` must be a VFS registered by [`register`].
+unsafe fn root_of(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: per the contract.
+    unsafe { state(vfs).root.0 }
+}
+
+// The forwarders of the default VFS's methods that have nothing to do with
+// files. SQLite calls each with our `sqlite3_vfs`; the default VFS's method
+// must be given its own (it may read its `pAppData` or other fields), so
+// each looks the default VFS up and calls its method with it. None runs
+// Rust code that can panic (no `guard`). Each is installed only when the
+// default VFS has the method, so the `None` arms only keep a missing
+// method from being called.
+
+unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
+    // SAFETY: SQLite calls this with our registered VFS; the default VFS's
+    // method gets its own VFS and SQLite's arguments unchanged.
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xDlOpen {
+            Some(f) => f(root, name),
+            None => std::ptr::null_mut(),
+        }
+    }
+}
+
+unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    // SAFETY: as for `x_dl_open`; with no method, `out` (valid for `n`
+    // bytes when `n > 0`) gets an empty message.
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xDlError {
+            Some(f) => f(root, n, out),
+            None if n > 0 && !out.is_null() => *out = 0,
+            None => {}
+        }
+    }
+}
+
+/// What `xDlSym` answers: a symbol of a loaded library, as SQLite types it.
+type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
+
+unsafe extern "C" fn x_dl_sym(
+    vfs: *mut ffi::sqlite3_vfs,
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> Option<DlSym> {
+    // SAFETY: as for `x_dl_open`; `handle` came from the default VFS's
+    // `xDlOpen` (through `x_dl_open`).
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xDlSym {
+            Some(f) => f(root, handle, symbol),
+            None => None,
+        }
+    }
+}
+
+unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
+    // SAFETY: as for `x_dl_sym`.
+    unsafe {
+        let root = root_of(vfs);
+        if let Some(f) = (*root).xDlClose {
+            f(root, handle);
+        }
+    }
+}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    // SAFETY: as for `x_dl_open`; `out` is valid for `n` bytes. With no
+    // method no byte is produced (SQLite zeroes the buffer beforehand).
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xRandomness {
+            Some(f) => f(root, n, out),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    // SAFETY: as for `x_dl_open`.
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xSleep {
+            Some(f) => f(root, micros),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    // SAFETY: as for `x_dl_open`; `out` is a valid out-pointer.
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xCurrentTime {
+            Some(f) => f(root, out),
+            None => ffi::SQLITE_ERROR,
+        }
+    }
+}
+
+unsafe extern "C" fn x_get_last_error(
+    vfs: *mut ffi::sqlite3_vfs,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // SAFETY: as for `x_dl_open`; `out` is valid for `n` bytes.
+    unsafe {
+        let root = root_of(vfs);
+        match (*root).xGetLastError {
+            Some(f) => f(root, n, out),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
+    // SAFETY: as for `x_dl_open`; `out` is a valid out-pointer. The field
+    // exists only in a version 2 or later struct, so it is read only then
+    // (this forwarder is installed only then too).
+    unsafe {
+        let root = root_of(vfs);
+        if (*root).iVersion < 2 {
+            return ffi::SQLITE_ERROR;
+        }
+        match (*root).xCurrentTimeInt64 {
+            Some(f) => f(root, out),
+            None => ffi::SQLITE_ERROR,
+        }
+    }
 }
 
 static MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -587,3 +743,7 @@ unsafe extern "C" fn m_unfetch(
     // Nothing was fetched, so nothing is mapped.
     ffi::SQLITE_OK
 }
+
+#[cfg(test)]
+#[path = "vfs_tests.rs"]
+mod tests;
