@@ -147,6 +147,7 @@
 mod config;
 mod database;
 mod first_page;
+mod identity;
 mod protected;
 mod raw;
 mod registry;
@@ -317,6 +318,19 @@ impl SqliteVfs {
                     self.name
                 ),
             })
+    }
+
+    /// Why the last open of `path` through this VFS failed, if it did and
+    /// nobody took the error yet: SQLite reports only `SQLITE_CANTOPEN`
+    /// ("unable to open database file"); this is the typed reason, such as
+    /// [`Error::SqliteRefused`](crate::Error::SqliteRefused). Taking it
+    /// removes it. At most the last 64 errors are kept.
+    #[must_use]
+    pub fn take_open_error(&self, path: impl AsRef<Path>) -> Option<crate::Error> {
+        let path = path.as_ref();
+        let mut errors = self.shared.open_errors.lock();
+        let at = errors.iter().rposition(|(p, _)| p == path)?;
+        Some(errors.remove(at).1)
     }
 
     /// The counters.
