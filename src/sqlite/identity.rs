@@ -210,7 +210,7 @@ impl Replica for PageOneCopy {
             });
         }
         if page.0 != 0 {
-            return Err(self.unavailable(format!("it holds page 1 only, not page {}", page.0 + 1)));
+            return Err(self.unavailable("it holds the first page of the file only".into()));
         }
         match crate::fsutil::read_optional(&self.path)? {
             Some(bytes) if bytes.len() == self.page_size => {
