@@ -270,7 +270,7 @@ pub enum Error {
     /// The SQLite VFS refused to open (or adopt) a database file: the file,
     /// its sidecar checksum table or the adoption's checks disagree about
     /// what the file is. Nothing was written to the file.
-    #[error("{} cannot be opened through the selfheal VFS ({kind}; sidecar {}): {reason}; {remedy}", db.display(), sidecar.display())]
+    #[error("{} cannot be opened through the selfheal VFS ({kind}; sidecar {}): {reason}", db.display(), sidecar.display())]
     SqliteRefused {
         /// Why, as a kind to match on.
         kind: SqliteRefusal,
@@ -278,10 +278,8 @@ pub enum Error {
         db: PathBuf,
         /// Its sidecar checksum table's base file.
         sidecar: PathBuf,
-        /// What was found.
+        /// What was found, then what to do.
         reason: String,
-        /// What to do.
-        remedy: String,
     },
 
     // ---- repair ----

@@ -340,7 +340,10 @@ fn page_1_after_a_reopen(mode: &str) {
     write_page(&db, PageId(0), &page);
     let healed = vfs.stats().healed;
     check_fresh(&db, &vfs, &model);
-    assert!(std::fs::read(&db).unwrap() == good, "page 1 restored from its copy");
+    assert!(
+        std::fs::read(&db).unwrap() == good,
+        "page 1 restored from its copy"
+    );
     assert!(vfs.stats().healed > healed);
     // Without that copy (lost, or never written: no clean close since the
     // adoption) nothing known to be right supplies them.

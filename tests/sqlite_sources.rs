@@ -134,8 +134,7 @@ fn snapshots_heal_after_a_reopen(mode: &str) {
     // snapshot.
     assert!(
         heals.iter().all(|e| e.healed
-            && (e.detail.contains("snapshot")
-                || (e.page == 1 && e.detail.contains("page1-copy")))),
+            && (e.detail.contains("snapshot") || (e.page == 1 && e.detail.contains("page1-copy")))),
         "{heals:?}"
     );
     assert_eq!(vfs.stats().unhealed, 0);

@@ -121,6 +121,7 @@ pub(super) fn decode_base(path: &Path, bytes: &[u8], page_size: usize) -> Result
 /// # Errors
 /// [`Error::CorruptFile`] when the first bytes are no base file's header;
 /// [`Error::Io`] when the file cannot be read.
+#[cfg(feature = "sqlite")]
 pub(crate) fn base_page_size(path: &Path) -> Result<Option<usize>> {
     use std::io::Read;
     let f = match std::fs::File::open(path) {

@@ -58,8 +58,7 @@ pub(super) fn refused(
         kind,
         db: db.to_path_buf(),
         sidecar: sidecar_path(db),
-        reason: reason.into(),
-        remedy: remedy.into(),
+        reason: format!("{}; {}", reason.into(), remedy.into()),
     }
 }
 
@@ -125,9 +124,10 @@ pub(super) fn check_same_file(
                 rc => Err(host_error("read", rc)),
             })?;
         checked += 1;
-        match table.verify(page, &buf) {
-            Err(Error::ChecksumMismatch { .. } | Error::ZeroedPage { .. }) => failed.push(p + 1),
-            _ => {}
+        if let Err(Error::ChecksumMismatch { .. } | Error::ZeroedPage { .. }) =
+            table.verify(page, &buf)
+        {
+            failed.push(p + 1);
         }
     }
     if failed.len() >= 2 && failed.len() as u64 * 2 >= checked {
