@@ -455,3 +455,24 @@ fn page_one_damaged_in_its_header_while_closed_heals_from_its_kept_copy() {
         page_bytes(&good, PageId(0))
     );
 }
+
+#[test]
+fn the_lock_adoption_holds_is_released_when_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lock.db");
+    build(&db, 100, "l");
+    let vfs = register("lock", SqliteConfig::new());
+    let c = open(&db, &vfs);
+    assert_eq!(vfs.adoptions().len(), 1);
+    // No waiting: a shared lock left behind would make the commit BUSY.
+    c.busy_timeout(std::time::Duration::ZERO).unwrap();
+    c.execute("INSERT INTO t VALUES (5000, 'right after adoption')", [])
+        .unwrap();
+    let other = Connection::open(&db).unwrap();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let n: i64 = other
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 101);
+    assert_eq!(integrity(&c), "ok");
+}
