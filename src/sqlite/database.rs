@@ -666,7 +666,8 @@ impl Database {
             p.note_resized(last + 1);
             // Pages between the old end and the new pages that SQLite has
             // not written (zeros in the file): free, until a write seals
-            // them. Marked before the batch, so no moment has them unsealed.
+            // them. Marked before the batch is written, so once the file has
+            // grown they are never unmarked and unsealed.
             let gap: Vec<(PageId, Option<u32>)> = (old..last)
                 .filter(|q| !pending.contains_key(q))
                 .map(|q| (PageId(q), None))
