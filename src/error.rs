@@ -269,6 +269,22 @@ pub enum Error {
         supported: u32,
     },
 
+    // ---- the SQLite VFS ----
+    /// The SQLite VFS refused to open (or adopt) a database file: the file,
+    /// its sidecar checksum table or the adoption's checks disagree about
+    /// what the file is. Nothing was written to the file.
+    #[error("{} cannot be opened through the selfheal VFS ({kind}; sidecar {}): {reason}", db.display(), sidecar.display())]
+    SqliteRefused {
+        /// Why, as a kind to match on.
+        kind: SqliteRefusal,
+        /// The database file.
+        db: PathBuf,
+        /// Its sidecar checksum table's base file.
+        sidecar: PathBuf,
+        /// What was found, then what to do.
+        reason: String,
+    },
+
     // ---- repair ----
     /// No replica with this id is registered.
     #[error("replica {replica} is not registered: add it with `add_replica` first")]
@@ -515,6 +531,36 @@ pub enum Error {
         /// Whether it was a lack of space (`ENOSPC`, `EDQUOT`).
         no_space: bool,
     },
+}
+
+/// Why the SQLite VFS refused a database file ([`Error::SqliteRefused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SqliteRefusal {
+    /// The file is not the one the sidecar table protects: another file was
+    /// put at its path, or the sidecar belongs to another database.
+    Replaced,
+    /// The file's page size (its header) is not the sidecar table's.
+    PageSizeChanged,
+    /// `PRAGMA quick_check` did not answer `ok` before adoption.
+    QuickCheckFailed,
+    /// Adoption found pages that fail the checksums the sidecar already
+    /// held for them.
+    DamagedAtAdoption,
+    /// SQLite's freelist could not be read at adoption.
+    BadFreelist,
+}
+
+impl std::fmt::Display for SqliteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SqliteRefusal::Replaced => "the file was replaced",
+            SqliteRefusal::PageSizeChanged => "the page size changed",
+            SqliteRefusal::QuickCheckFailed => "PRAGMA quick_check failed",
+            SqliteRefusal::DamagedAtAdoption => "pages damaged at adoption",
+            SqliteRefusal::BadFreelist => "the freelist is damaged",
+        })
+    }
 }
 
 /// Who holds a locked directory, for a message.

@@ -94,7 +94,7 @@ pub use crash::{CrashConfig, CrashDetector};
 /// re-exported so that a host names it without depending on the channel
 /// crate itself.
 pub use crossbeam_channel::Receiver;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SqliteRefusal};
 pub use health::{HealthConfig, HealthMonitor, HealthProbe};
 pub use host::{
     HostAction, HostActions, PageSource, PageStore, Replica, ReplicaLag, ReplicaStatus,

@@ -300,10 +300,12 @@ fn the_backup_rewrites_only_known_fields_of_page_1_wal() {
     the_backup_rewrites_only_known_fields_of_page_1("WAL");
 }
 
-/// Opened fresh, no verified page 1 is known: page 1 damaged where the
-/// rewritten fields survive heals (they are taken from the damaged page's
-/// own bytes and the checksum accepts the result); page 1 damaged in those
-/// fields fails with `SQLITE_CORRUPT` — never other bytes.
+/// Opened fresh, no verified page 1 is known in memory: page 1 damaged
+/// where the rewritten fields survive heals (they are taken from the
+/// damaged page's own bytes and the checksum accepts the result); page 1
+/// damaged in those fields heals from the copy of page 1 kept at the last
+/// clean close (`<db>-selfheal.page1`), and without that copy fails with
+/// `SQLITE_CORRUPT` — never other bytes.
 fn page_1_after_a_reopen(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
@@ -331,11 +333,24 @@ fn page_1_after_a_reopen(mode: &str) {
         "{:?}",
         heals.lock().unwrap()
     );
-    // The change counter and schema cookie are damaged too: nothing known
-    // to be right supplies them.
+    // The change counter and schema cookie are damaged too: the backup
+    // copy cannot supply them, page 1's kept copy does.
     page[24..28].fill(0xee);
     page[40..44].fill(0xee);
     write_page(&db, PageId(0), &page);
+    let healed = vfs.stats().healed;
+    check_fresh(&db, &vfs, &model);
+    assert!(
+        std::fs::read(&db).unwrap() == good,
+        "page 1 restored from its copy"
+    );
+    assert!(vfs.stats().healed > healed);
+    // Without that copy (lost, or never written: no clean close since the
+    // adoption) nothing known to be right supplies them.
+    write_page(&db, PageId(0), &page);
+    let mut copy = selfheal::sqlite::sidecar_path(&db).into_os_string();
+    copy.push(".page1");
+    std::fs::remove_file(&copy).unwrap();
     // Opening may read page 1 already (rusqlite prepares the connection).
     let err = Connection::open_with_flags_and_vfs(&db, OpenFlags::default(), vfs.name())
         .and_then(|c| c.query_row("SELECT count(*) FROM items", [], |r| r.get::<_, i64>(0)))

@@ -113,3 +113,42 @@ pub(super) fn decode_base(path: &Path, bytes: &[u8], page_size: usize) -> Result
         entries,
     })
 }
+
+/// The page size recorded in the base file at `path` (its frame header and
+/// the payload's first 4 bytes only, so a large table is not read whole),
+/// or `None` when there is no base file.
+///
+/// # Errors
+/// [`Error::CorruptFile`] when the first bytes are no base file's header;
+/// [`Error::Io`] when the file cannot be read.
+#[cfg(feature = "sqlite")]
+pub(crate) fn base_page_size(path: &Path) -> Result<Option<usize>> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    let mut head = Vec::with_capacity(fsutil::FRAME_HEADER_LEN + 4);
+    f.take((fsutil::FRAME_HEADER_LEN + 4) as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    if head.len() < fsutil::FRAME_HEADER_LEN + 4 {
+        return Err(Error::corrupt_file(
+            path,
+            0,
+            format!("{} bytes, too short for a checksum table", head.len()),
+        ));
+    }
+    let header_crc = u32::from_le_bytes(head[20..24].try_into().expect("4 bytes"));
+    if head[..4] != BASE_MAGIC || crc32fast::hash(&head[..20]) != header_crc {
+        return Err(Error::corrupt_file(
+            path,
+            0,
+            "not a checksum table base file (magic or header checksum wrong)",
+        ));
+    }
+    let at = fsutil::FRAME_HEADER_LEN;
+    let ps = u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    Ok(Some(ps as usize))
+}

@@ -87,6 +87,8 @@ mod writes;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "sqlite")]
+pub(crate) use base::base_page_size;
 pub use durable::{TableConfig, TableStats};
 pub use entries::MAX_TABLE_PAGES;
 pub use storage::{DirTableStorage, TableStorage};

@@ -272,6 +272,9 @@ pub(super) struct Shared {
     pub(super) files_opened: AtomicU64,
     pub(super) healed: AtomicU64,
     pub(super) unhealed: AtomicU64,
+    /// Why opens failed, by file, newest last (see
+    /// [`SqliteVfs::take_open_error`](super::SqliteVfs::take_open_error)).
+    pub(super) open_errors: Mutex<Vec<(std::path::PathBuf, crate::Error)>>,
 }
 
 impl Shared {
@@ -288,6 +291,7 @@ impl Shared {
             files_opened: AtomicU64::new(0),
             healed: AtomicU64::new(0),
             unhealed: AtomicU64::new(0),
+            open_errors: Mutex::new(Vec::new()),
         }
     }
 

@@ -23,12 +23,13 @@ use parking_lot::Mutex;
 use rusqlite::ffi;
 
 use super::config::{AdoptionReport, HealEvent, Shared, SqliteConfig};
+use super::identity;
 use super::protected::{Parts, Protected};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
 use super::store::{host_error, SqlitePageStore};
 use crate::corruption::AdoptOptions;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SqliteRefusal};
 use crate::host::PageStore;
 use crate::repair::RepairOutcome;
 use crate::snapshot::SnapshotReport;
@@ -98,6 +99,9 @@ pub(super) type Databases = super::registry::Registry<Database>;
 /// Most pages written by SQLite and held before they are sealed and
 /// written as one batch (4 MiB of 4 KiB pages).
 pub(super) const PENDING_PAGES_MAX: usize = 1024;
+
+/// Open errors kept for `SqliteVfs::take_open_error`.
+const OPEN_ERRORS_KEPT: usize = 64;
 
 /// The sidecar checksum table's base file for the database at `path`:
 /// `<path>-selfheal` (its logs `<path>-selfheal.log-*`, its lock
@@ -193,6 +197,28 @@ impl Database {
         flags: c_int,
         shared: Arc<Shared>,
     ) -> Result<Database> {
+        Self::open_inner(root, path, flags, shared.clone()).map_err(|e| {
+            // SQLite tells its caller only `SQLITE_CANTOPEN`: the typed
+            // error is kept for `SqliteVfs::take_open_error`.
+            let text = e.to_string();
+            let mut errors = shared.open_errors.lock();
+            if errors.len() >= OPEN_ERRORS_KEPT {
+                errors.remove(0);
+            }
+            errors.push((path.to_path_buf(), e));
+            Error::InvalidArgument {
+                what: "SQLite database file",
+                reason: text,
+            }
+        })
+    }
+
+    fn open_inner(
+        root: RootVfs,
+        path: &Path,
+        flags: c_int,
+        shared: Arc<Shared>,
+    ) -> Result<Database> {
         check_database(&shared.config, path)?;
         // Read-write when the file allows it, whatever this connection asked
         // for: the handle is shared with the process's later connections,
@@ -214,7 +240,7 @@ impl Database {
         };
         let size = db.raw.size().map_err(|rc| host_error("size", rc))?;
         if size > 0 {
-            let page_size = db.page_size_of_file()?;
+            let page_size = identity::page_size(path, db.page_size_of_file())?;
             db.protect(page_size)?;
         }
         Ok(db)
@@ -288,12 +314,25 @@ impl Database {
                 break;
             }
         }
-        if adopt {
+        // Held until the adoption is done: the read transaction of the
+        // quick_check's connection (SQLite's shared lock on the file).
+        let _lock = if adopt {
             // Before the store is sized: the check may roll back a hot
             // journal (through the default VFS), which can shrink the file.
-            self.quick_check()?;
-        }
+            Some(self.quick_check()?)
+        } else {
+            None
+        };
         let size = self.raw.size().map_err(|rc| host_error("size", rc))?;
+        if !adopt {
+            identity::check_same_file(
+                &self.path,
+                &self.raw,
+                &table,
+                page_size,
+                size.div_ceil(page_size as u64),
+            )?;
+        }
         let store = Arc::new(SqlitePageStore {
             raw: self.raw.clone(),
             page_size,
@@ -325,17 +364,41 @@ impl Database {
     /// caller, through the default VFS) said `ok`: the freelist's leaves
     /// are marked unallocated; every other page is sealed as it is.
     fn adopt(&self, det: &Arc<CorruptionDetector>, store: &Arc<SqlitePageStore>) -> Result<()> {
-        let freelist = format::read_freelist(store.as_ref())?;
+        let freelist = format::read_freelist(store.as_ref()).map_err(|e| {
+            identity::refused(
+                SqliteRefusal::BadFreelist,
+                &self.path,
+                format!("its freelist (header offsets 32 and 36 of page 1) cannot be read: {e}"),
+                "run `PRAGMA integrity_check` with plain SQLite, and `VACUUM` (or restore the file) to rebuild the freelist, then open it again",
+            )
+        })?;
         for leaf in &freelist.leaves {
             det.forget(*leaf)?;
         }
         let adopting = Instant::now();
         let report = det.adopt(AdoptOptions::new())?;
+        if report.corrupt > 0 {
+            return Err(identity::refused(
+                SqliteRefusal::DamagedAtAdoption,
+                &self.path,
+                format!(
+                    "{} page(s) fail the checksums the sidecar already held for them (an earlier adoption sealed them, and they changed since)",
+                    report.corrupt
+                ),
+                identity::readopt(&self.path),
+            ));
+        }
+        // Every page SQLite uses is sealed, zeros or not: adoption takes an
+        // all-zero page for free, and only the freelist's leaves (and pages
+        // past the header's page count) are.
+        let in_use = self.seal_zero_pages_in_use(det, store, &freelist)?;
         det.sync()?;
         let adopt = adopting.elapsed();
+        self.save_page_one(det, store.page_size);
         tracing::info!(
             db = %self.path.display(), sealed = report.sealed, unallocated = report.unallocated,
-            corrupt = report.corrupt, ?adopt, "adopted a SQLite database"
+            corrupt = report.corrupt, zero_pages_in_use = in_use, ?adopt,
+            "adopted a SQLite database"
         );
         self.shared.adoptions.lock().push(AdoptionReport {
             path: self.path.clone(),
@@ -349,19 +412,78 @@ impl Database {
         Ok(())
     }
 
+    /// Seals the pages that adoption marked free for being all zeros but
+    /// that SQLite uses: neither a freelist leaf nor past the header's page
+    /// count. Returns how many.
+    fn seal_zero_pages_in_use(
+        &self,
+        det: &Arc<CorruptionDetector>,
+        store: &Arc<SqlitePageStore>,
+        freelist: &format::Freelist,
+    ) -> Result<u64> {
+        let ps = store.page_size;
+        let mut first = vec![0u8; ps];
+        store.read_page(PageId(0), &mut first)?;
+        let used = format::parse_header(&first)?
+            .page_count
+            .map_or(store.page_count(), |n| u64::from(n).min(store.page_count()));
+        let table = match det.placement() {
+            crate::ChecksumPlacement::Sidecar(t) => t.clone(),
+            crate::ChecksumPlacement::Trailer => return Ok(0),
+        };
+        let zeros: Vec<PageId> = (0..used)
+            .map(PageId)
+            .filter(|p| table.is_free(*p) && !freelist.is_free(*p))
+            .collect();
+        for chunk in zeros.chunks(PENDING_PAGES_MAX) {
+            let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
+            for p in chunk {
+                let mut b = vec![0u8; ps];
+                store.read_page(*p, &mut b)?;
+                bufs.push(b);
+            }
+            let mut refs: Vec<(PageId, &mut [u8])> = chunk
+                .iter()
+                .copied()
+                .zip(bufs.iter_mut().map(Vec::as_mut_slice))
+                .collect();
+            det.write_sealed_batch(&mut refs)?;
+        }
+        Ok(zeros.len() as u64)
+    }
+
+    /// Keeps page 1, read verified, as its durable copy (see `identity`);
+    /// a failure is logged: the copy is a repair source, not a duty.
+    fn save_page_one(&self, det: &CorruptionDetector, page_size: usize) {
+        let mut page = vec![0u8; page_size];
+        let saved = det
+            .read_verified(PageId(0), &mut page)
+            .and_then(|()| identity::save_page_one(&self.path, &page));
+        if let Err(e) = saved {
+            tracing::warn!(db = %self.path.display(), error = %e,
+                "page 1's copy could not be kept");
+        }
+    }
+
     /// `PRAGMA quick_check` on a separate connection through the default
-    /// VFS; anything but a single `ok` refuses adoption.
-    fn quick_check(&self) -> Result<()> {
+    /// VFS; anything but a single `ok` refuses adoption. The connection is
+    /// returned inside the read transaction the check ran in, so SQLite's
+    /// shared lock on the file is held until it is dropped: in
+    /// rollback-journal mode no other connection (of any process) can
+    /// write the file meanwhile. In WAL mode the read transaction does not
+    /// stop another process's checkpoint from copying newer frames into
+    /// the file; adopt a WAL database with no other process attached (or
+    /// after `PRAGMA wal_checkpoint(TRUNCATE)`).
+    fn quick_check(&self) -> Result<rusqlite::Connection> {
         use rusqlite::OpenFlags;
         let started = Instant::now();
         let refuse = |reason: String| {
-            Error::InvalidArgument {
-            what: "SQLite database file",
-            reason: format!(
-                "{} cannot be adopted: {reason}; repair it (or restore it) with SQLite's own tools first",
-                self.path.display()
-            ),
-        }
+            identity::refused(
+                SqliteRefusal::QuickCheckFailed,
+                &self.path,
+                format!("it cannot be adopted: {reason}"),
+                "repair it (or restore it) with SQLite's own tools first, then open it again",
+            )
         };
         let conn = rusqlite::Connection::open_with_flags_and_vfs(
             &self.path,
@@ -369,18 +491,23 @@ impl Database {
             self.root.name().as_str(),
         )
         .map_err(|e| refuse(format!("opening it for PRAGMA quick_check failed: {e}")))?;
-        let mut stmt = conn
-            .prepare("PRAGMA quick_check")
-            .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
-        let rows: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+        conn.execute_batch("BEGIN")
+            .map_err(|e| refuse(format!("BEGIN failed: {e}")))?;
+        let rows: Vec<String> = {
+            let mut stmt = conn
+                .prepare("PRAGMA quick_check")
+                .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+            rows
+        };
         if rows != ["ok"] {
             return Err(refuse(format!("PRAGMA quick_check says {rows:?}")));
         }
         *self.quick_check_took.lock() = Some(started.elapsed());
-        Ok(())
+        Ok(conn)
     }
 
     /// `xRead`: verified pages only; a page that fails is healed first.
@@ -602,11 +729,27 @@ impl Database {
             return Ok(());
         };
         let _t = p.ticket();
-        if last >= p.store.page_count() {
+        let old = p.store.page_count();
+        if last >= old {
             p.det
                 .resize(last + 1)
                 .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
             p.note_resized(last + 1);
+            // Pages between the old end and the new pages that SQLite has
+            // not written (zeros in the file): free, until a write seals
+            // them. Marked before the batch is written, so once the file has
+            // grown they are never unmarked and unsealed.
+            let gap: Vec<(PageId, Option<u32>)> = (old..last)
+                .filter(|q| !pending.contains_key(q))
+                .map(|q| (PageId(q), None))
+                .collect();
+            if !gap.is_empty() {
+                let mut claimed = Vec::with_capacity(gap.len());
+                p.table
+                    .claim_absent(&gap, &mut claimed)
+                    .and_then(|()| p.table.flush_claims())
+                    .map_err(io(ffi::SQLITE_IOERR_WRITE))?;
+            }
         }
         let mut refs: Vec<(PageId, &mut [u8])> = pending
             .iter_mut()
@@ -729,6 +872,9 @@ impl Drop for Database {
                 "pages SQLite wrote could not be written at close");
         }
         if let Some(p) = self.protected.get() {
+            if p.store.page_count() > 0 {
+                self.save_page_one(&p.det, p.page_size);
+            }
             p.stop(&self.path);
         }
     }

@@ -46,13 +46,41 @@
 //! - **Adoption.** When a file with pages is opened and some page has
 //!   neither a checksum nor a free mark (the first open, or an adoption a
 //!   crash cut short), SQLite's `PRAGMA quick_check` runs first on a
-//!   separate connection through the default VFS; anything but `ok` refuses
-//!   the open (`SQLITE_CANTOPEN`, the reason in the log). Then the
-//!   freelist's leaf pages are marked unallocated and every other page is
-//!   sealed as it is ([`CorruptionDetector::adopt`]). Each adoption is
+//!   separate connection through the default VFS, inside a read
+//!   transaction that is held (SQLite's shared lock) until the adoption is
+//!   done, so no writer of any process changes the file meanwhile in
+//!   rollback-journal mode (in WAL mode another process's checkpoint still
+//!   may: adopt a WAL database with no other process attached). Anything
+//!   but `ok` refuses the open. Then SQLite's freelist (the trunk list from
+//!   header offsets 32 and 36, read defensively: a bad list refuses the
+//!   open) decides which pages are free: its leaf pages, and pages past
+//!   the header's page count, are marked unallocated, and every other page
+//!   is sealed as it is, all-zero pages included (the last overflow page of
+//!   a `zeroblob` is all zeros and in use) ([`CorruptionDetector::adopt`]).
+//!   An adoption resumed after a crash that finds pages failing the
+//!   checksums the first run recorded refuses the open. Each adoption is
 //!   reported with its duration ([`SqliteVfs::adoptions`]). Unsealed pages
 //!   that are all zeros (what a crash between growing the file and writing
 //!   the new pages leaves at its end) need no check: they are marked free.
+//! - **Refused opens** answer `SQLITE_CANTOPEN` ("unable to open database
+//!   file") to SQLite; the typed reason, an
+//!   [`Error::SqliteRefused`](crate::Error::SqliteRefused) naming the file,
+//!   its sidecar and what to do, is kept for
+//!   [`SqliteVfs::take_open_error`] (and logged).
+//! - **Identity.** Before any page of a file with a sidecar is healed, page
+//!   1 and up to 15 other sealed pages spread over the file are checked
+//!   against the sidecar: when at least two fail and they are at least half
+//!   of those checked, the file is not the one the sidecar protects
+//!   (another file was copied or renamed over it, or the sidecar belongs to
+//!   another database) and the open is refused
+//!   ([`SqliteRefusal::Replaced`](crate::SqliteRefusal::Replaced)) instead
+//!   of the file being "healed" back to a replica page by page. Damage to
+//!   a single page is healed as usual.
+//! - **Pages nobody wrote.** When SQLite grows the file by writing a page
+//!   past its end, the pages between the old end and that page (zeros in
+//!   the file) are marked free in the same flush, and sealed when SQLite
+//!   writes them: full reads, scrubs and snapshots never take them for
+//!   damage.
 //! - **Heal on read.** Every byte `xRead` returns from the file comes
 //!   from a page verified whole by [`CorruptionDetector::read_verified`].
 //!   SQLite does not read only whole pages: it reads the 100-byte header
@@ -109,15 +137,28 @@
 //!   once it is adopted: a write by another program leaves pages whose
 //!   checksums no longer match, which the VFS treats as damage (and heals
 //!   from a replica, undoing the outside write, if the replica has the
-//!   older page). To hand the file back to plain SQLite for writing, delete
+//!   older page; an outside write that changed most pages, such as another
+//!   file copied over it, is refused instead: see Identity). To hand the
+//!   file back to plain SQLite for writing, delete
 //!   the `<db>-selfheal*` files afterwards, and the next open adopts again.
 //!   The last connection's close of a file (its last pages written, its
 //!   recovery manager stopped) holds back no open of another file; an open
 //!   of the same file waits until the close has finished.
-//! - **Page size** is read from the header (offset 16; from a replica's
-//!   header when page 1 itself is damaged) or, for a new file, from SQLite's
-//!   first write. Changing it later (`PRAGMA page_size` then `VACUUM`) is not
-//!   supported.
+//! - **Page size** is the sidecar table's when one exists; otherwise it is
+//!   read from the header (offset 16; from a replica's header when page 1
+//!   itself is damaged) or, for a new file, from SQLite's first write. A
+//!   page size changed later (`PRAGMA page_size` then `VACUUM`, which works
+//!   through the VFS) is refused at the next open
+//!   ([`SqliteRefusal::PageSizeChanged`](crate::SqliteRefusal::PageSizeChanged));
+//!   delete the `<db>-selfheal*` files after `PRAGMA integrity_check` says
+//!   `ok`, and the next open adopts the file at its new page size.
+//! - **Page 1's copy.** `<db>-selfheal.page1` keeps page 1 as last
+//!   verified, written after each adoption and at the last connection's
+//!   clean close; it is a repair source for page 1 only, served like any
+//!   replica only when it is page 1's newest version. Page 1 damaged while
+//!   the database is closed, its header fields included, heals from it;
+//!   after a crash the copy may be older than page 1 and is then not
+//!   used.
 //! - **Replicas** ([`SqliteConfig::replica_file`], or one copy per
 //!   database in a [replica directory](SqliteConfig::replica_dir)) are
 //!   copies of the database file, read by path at each repair, so a copy
@@ -145,8 +186,9 @@
 //!   backup makes the copy a WAL database whose newest pages sit in its
 //!   `-wal` file, which is not read) or close its connection before a
 //!   repair may read it; and page 1 damaged in those header fields right
-//!   after an open, before any verified read of it, has no good copy (the
-//!   read fails with `SQLITE_CORRUPT`).
+//!   after an open, before any verified read of it, heals only from page
+//!   1's kept copy (above), and with no current copy fails with
+//!   `SQLITE_CORRUPT`.
 //! - **Snapshots** ([`SqliteConfig::snapshots`]): each file's incremental
 //!   snapshots, taken periodically between batches of writes (writes wait
 //!   meanwhile) from the pages the VFS noted written, are the repair source
@@ -171,6 +213,7 @@
 mod config;
 mod database;
 mod first_page;
+mod identity;
 mod protected;
 mod raw;
 mod registry;
@@ -390,6 +433,19 @@ impl SqliteVfs {
                     self.name
                 ),
             })
+    }
+
+    /// Why the last open of `path` through this VFS failed, if it did and
+    /// nobody took the error yet: SQLite reports only `SQLITE_CANTOPEN`
+    /// ("unable to open database file"); this is the typed reason, such as
+    /// [`Error::SqliteRefused`](crate::Error::SqliteRefused). Taking it
+    /// removes it. At most the last 64 errors are kept.
+    #[must_use]
+    pub fn take_open_error(&self, path: impl AsRef<Path>) -> Option<crate::Error> {
+        let path = path.as_ref();
+        let mut errors = self.shared.open_errors.lock();
+        let at = errors.iter().rposition(|(p, _)| p == path)?;
+        Some(errors.remove(at).1)
     }
 
     /// The counters.

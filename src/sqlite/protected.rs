@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use super::config::Shared;
 use super::first_page::FirstPage;
+use super::identity::PageOneCopy;
 use super::replica::{FileReplica, NewestOnly};
 use super::snapshots::SnapshotSource;
 use super::store::SqlitePageStore;
@@ -113,6 +114,9 @@ impl Protected {
             .into_iter()
             .map(|p| Arc::new(FileReplica::new(p, page_size)) as Arc<dyn Replica>)
             .chain(config.replicas.iter().cloned())
+            .chain(std::iter::once(
+                Arc::new(PageOneCopy::new(path, page_size)) as Arc<dyn Replica>
+            ))
             .map(|r| Arc::new(NewestOnly::new(r, &table, &first, &own)) as Arc<dyn Replica>)
             .collect();
         // The detector is built before the snapshot manager under a
