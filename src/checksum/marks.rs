@@ -62,6 +62,7 @@ impl ChecksumTable {
     }
 
     fn mark_free_durably(&self, d: &Durable, page: PageId) -> Result<()> {
+        d.log.resume_if_due(&*d.storage);
         if page.0 >= d.config.pages_max {
             return Err(Error::PageOutOfRange {
                 page,
@@ -123,6 +124,7 @@ impl ChecksumTable {
             }));
             return Ok(());
         };
+        d.log.resume_if_due(&*d.storage);
         if last.0 >= d.config.pages_max {
             return Err(Error::PageOutOfRange {
                 page: last,

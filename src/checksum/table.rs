@@ -472,6 +472,7 @@ impl Durable {
     }
 
     pub(super) fn truncate(&self, table: &ChecksumTable, page_count: u64) -> Result<()> {
+        self.log.resume_if_due(&*self.storage);
         let _files = self.files.lock();
         let seq = {
             let mut un = self.unsettled.lock();

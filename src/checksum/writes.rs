@@ -100,6 +100,7 @@ impl ChecksumTable {
         let Some(d) = &self.durable else {
             return Ok(intents);
         };
+        d.log.resume_if_due(&*d.storage);
         if let Some(&(page, _)) = changes.iter().find(|(p, _)| p.0 >= d.config.pages_max) {
             return Err(Error::PageOutOfRange {
                 page,
