@@ -155,11 +155,7 @@ fn a_failed_log_fsync_refuses_the_write_and_a_resume_keeps_every_acknowledged_pa
                     assert_eq!(b, before, "a refused write never reaches the store");
                     let e = model.write(&det, 5, 2).unwrap_err();
                     assert!(stalled(&e, errno == ENOSPC), "{e}");
-                    let f = sink
-                        .failures()
-                        .try_recv()
-                        .ok()
-                        .expect("the stall is on the bus");
+                    let f = sink.failures().try_recv().expect("the stall is on the bus");
                     assert_eq!(
                         f.kind,
                         FailureKind::ChecksumLogStalled {
@@ -583,7 +579,6 @@ fn a_failed_snapshot_leaves_nothing_trusted_and_the_next_one_misses_nothing() {
             let f = sink
                 .failures()
                 .try_recv()
-                .ok()
                 .expect("the failure is on the bus");
             assert_eq!(f.kind, FailureKind::SnapshotFailed);
             // More changes, then the next snapshot: it holds every change
