@@ -468,35 +468,6 @@ impl StateSnapshotManager {
         }
     }
 
-    /// Arms a simulated crash at `step` of the next snapshot write: the
-    /// write stops there as a crashed process would, leaving its files as
-    /// they are, and the manager is poisoned. Reopen the directory to see
-    /// what a restart sees.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn crash_at(&self, step: CrashStep) {
-        self.inner
-            .crash_at
-            .store(step as u32, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Makes the next `times` calls of I/O step `step` of the snapshot
-    /// write path fail with the OS error `errno` (28 for `ENOSPC`, 5 for
-    /// `EIO`), as a full disk or a failing device does; `times` 0 disarms.
-    /// The manager survives it (see [a failed snapshot](self#a-failed-snapshot)).
-    #[cfg(any(test, feature = "testing"))]
-    pub fn fail_io(&self, step: SnapshotIo, errno: i32, times: u32) {
-        *self.inner.io_fault.lock() = (times > 0).then_some((step, errno, times));
-    }
-
-    /// Makes the next retention that has snapshots to delete fail before it
-    /// rewrites the manifest, with an I/O error, as a full disk would.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn fail_next_retention(&self) {
-        self.inner
-            .fail_retention
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
     /// Takes a snapshot made consistent by `source` (see the module docs).
     /// Retention is applied after it commits; a retention failure does not
     /// fail the call (the snapshot is listed by then): it is logged and
