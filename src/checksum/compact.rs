@@ -26,8 +26,9 @@ impl ChecksumTable {
     /// for an in-memory table.
     ///
     /// # Errors
-    /// The log's I/O error (the table is then poisoned), or
-    /// [`Error::Poisoned`](crate::Error::Poisoned).
+    /// [`Error::Stalled`](crate::Error::Stalled) when the log's write or
+    /// fsync failed retryably (see [a stalled log](crate::checksum#a-stalled-log)),
+    /// [`Error::Poisoned`](crate::Error::Poisoned) when it failed for good.
     pub fn flush(&self) -> Result<()> {
         match &self.durable {
             Some(d) => {
