@@ -531,6 +531,23 @@ pub enum Error {
         /// Whether it was a lack of space (`ENOSPC`, `EDQUOT`).
         no_space: bool,
     },
+    /// A writer other than the undo journal (the durable checksum table's
+    /// log) is stalled after a retryable write or fsync failure (a full
+    /// disk, `EIO`): it refuses new changes, keeps every byte it had not
+    /// made durable, and writes them again when it resumes — on its own,
+    /// after a backoff with jitter, or when its `resume` is called (the
+    /// [`AutoRecoveryManager`](crate::AutoRecoveryManager) does). Nothing it
+    /// accepted was lost; the call that returned this did not happen (no
+    /// page was written). Retryable.
+    #[error("{component} stalled: {reason}; nothing accepted was lost; retry this call after the {component} resumes (it retries on its own with backoff){}", if *no_space { "; free disk space" } else { "" })]
+    Stalled {
+        /// The component.
+        component: &'static str,
+        /// The failure that stalled it (the newest, after a failed resume).
+        reason: String,
+        /// Whether it was a lack of space (`ENOSPC`, `EDQUOT`).
+        no_space: bool,
+    },
 }
 
 /// Why the SQLite VFS refused a database file ([`Error::SqliteRefused`]).
@@ -592,7 +609,7 @@ impl Error {
     ///
     /// True for transient I/O kinds (interrupted, timed out, would block), for
     /// host errors the host marked transient, for unavailable replicas, and
-    /// for a stalled undo journal (after its resume). Corruption, configuration and poisoned states are never retryable.
+    /// for a stalled undo journal or checksum log (after its resume). Corruption, configuration and poisoned states are never retryable.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -601,7 +618,9 @@ impl Error {
                 io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
             ),
             Error::Host { retryable, .. } => *retryable,
-            Error::ReplicaUnavailable { .. } | Error::JournalStalled { .. } => true,
+            Error::ReplicaUnavailable { .. }
+            | Error::JournalStalled { .. }
+            | Error::Stalled { .. } => true,
             _ => false,
         }
     }

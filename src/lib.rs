@@ -72,6 +72,7 @@ pub mod health;
 mod host;
 pub mod recovery;
 pub mod repair;
+mod retry;
 pub mod rollback;
 pub mod scrub;
 pub mod snapshot;

@@ -256,6 +256,19 @@ pub enum FailureKind {
         /// freed before a resume can succeed.
         no_space: bool,
     },
+    /// The durable checksum table's log stalled after a retryable write or
+    /// fsync failure (a full disk, `EIO`): the table refuses changes (so no
+    /// page is written through the detector) and keeps every record it had
+    /// not made durable until a resume writes them again — its own, after
+    /// a backoff, or
+    /// [`ChecksumTable::resume`](crate::checksum::ChecksumTable::resume)
+    /// (the healer's `resume-checksum-log` remedy calls it). Reported when
+    /// it stalls and after each failed resume.
+    ChecksumLogStalled {
+        /// Whether the disk is full (`ENOSPC`, `EDQUOT`): space must be
+        /// freed before a resume can succeed.
+        no_space: bool,
+    },
     // ---- crash detection ----
     /// A component's heartbeats are late enough that phi crossed the threshold.
     ComponentSuspect {
@@ -349,6 +362,9 @@ impl FailureKind {
             FailureKind::InFlightAtCrash { .. }
             | FailureKind::JournalPoisoned
             | FailureKind::JournalStalled { .. } => Target::Component(Arc::from("undo journal")),
+            FailureKind::ChecksumLogStalled { .. } => {
+                Target::Component(Arc::from("checksum table"))
+            }
             FailureKind::ComponentSuspect { component }
             | FailureKind::ComponentDead { component }
             | FailureKind::WorkerDied { component } => Target::Component(component.clone()),
@@ -379,6 +395,7 @@ impl FailureKind {
             FailureKind::RollbackBlocked { .. } => "rollback_blocked",
             FailureKind::JournalPoisoned => "journal_poisoned",
             FailureKind::JournalStalled { .. } => "journal_stalled",
+            FailureKind::ChecksumLogStalled { .. } => "checksum_log_stalled",
             FailureKind::ComponentSuspect { .. } => "component_suspect",
             FailureKind::ComponentDead { .. } => "component_dead",
             FailureKind::ProcessGone { .. } => "process_gone",
@@ -404,7 +421,8 @@ impl FailureKind {
             | FailureKind::InFlightAtCrash { .. }
             | FailureKind::RollbackBlocked { .. }
             | FailureKind::JournalPoisoned
-            | FailureKind::JournalStalled { .. } => Priority::P0,
+            | FailureKind::JournalStalled { .. }
+            | FailureKind::ChecksumLogStalled { .. } => Priority::P0,
             FailureKind::Deadlock { .. }
             | FailureKind::ComponentDead { .. }
             | FailureKind::ProcessGone { .. }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::appender::Appender;
+use super::appender::{Appender, LogResumeReport, LogStallHook, LogStallInfo};
 use super::base::encode_base;
 use super::durable::{log_name, Durable, Files, TableStats};
 use super::entries::SETTLED_BITS;
@@ -26,12 +26,54 @@ impl ChecksumTable {
     /// for an in-memory table.
     ///
     /// # Errors
-    /// The log's I/O error (the table is then poisoned), or
-    /// [`Error::Poisoned`](crate::Error::Poisoned).
+    /// [`Error::Stalled`](crate::Error::Stalled) when the log's write or
+    /// fsync failed retryably (see [a stalled log](crate::checksum#a-stalled-log)),
+    /// [`Error::Poisoned`](crate::Error::Poisoned) when it failed for good.
     pub fn flush(&self) -> Result<()> {
         match &self.durable {
-            Some(d) => d.log.flush(&*d.storage),
+            Some(d) => {
+                d.log.resume_if_due(&*d.storage);
+                d.log.flush(&*d.storage)
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Resumes the log after a stall (see
+    /// [a stalled log](crate::checksum#a-stalled-log)): writes again, after
+    /// its durable prefix, every record it had not made durable, crash-safely,
+    /// and accepts changes again. Does nothing (`was_stalled: false`) when
+    /// the log is not stalled, and for an in-memory table. The table does it
+    /// on its own after a backoff (at its next change); the
+    /// [`AutoRecoveryManager`](crate::AutoRecoveryManager)'s remedy
+    /// `resume-checksum-log` calls it too; a host calls it after freeing
+    /// space for a full disk.
+    ///
+    /// # Errors
+    /// [`Error::Stalled`](crate::Error::Stalled) when it failed retryably
+    /// again (the disk is still full) — still stalled, nothing lost;
+    /// [`Error::Poisoned`](crate::Error::Poisoned) when the log is poisoned
+    /// or the resume failed for good: reopen the table.
+    pub fn resume(&self) -> Result<LogResumeReport> {
+        match &self.durable {
+            Some(d) => d.log.resume(&*d.storage),
+            None => Ok(LogResumeReport::default()),
+        }
+    }
+
+    /// The log's stall, or `None` when it accepts changes (always `None`
+    /// for an in-memory table).
+    #[must_use]
+    pub fn log_stall(&self) -> Option<LogStallInfo> {
+        self.durable.as_ref().and_then(|d| d.log.stall_info())
+    }
+
+    /// Sets the hook called (with the reason, whether the disk is full and
+    /// the resumes failed so far) when the log stalls and after each failed
+    /// resume.
+    pub(crate) fn set_stall_hook(&self, hook: Option<LogStallHook>) {
+        if let Some(d) = &self.durable {
+            d.log.set_stall_hook(hook);
         }
     }
 
@@ -40,9 +82,10 @@ impl ChecksumTable {
     /// O(table). A no-op for an in-memory table.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io); a failure to create the new log poisons the table, a
-    /// failure later leaves it working on the new log (a later compaction
-    /// tries again).
+    /// [`Error::Io`](crate::Error::Io); a retryable failure to create the new log stalls
+    /// the table (a resume creates it), any other poisons it; a failure
+    /// later leaves it working on the new log (a later compaction tries
+    /// again).
     pub fn compact(&self) -> Result<()> {
         match &self.durable {
             Some(d) => {
@@ -106,10 +149,13 @@ impl ChecksumTable {
             (bytes, first_seq, seq)
         };
         let created = replace(&*d.storage, &name, &bytes);
-        d.log.end_switch(created_to, &created);
-        created?;
+        d.log.end_switch(created_to, &created, &bytes);
+        // The log is the new one from now on, even when its creation
+        // stalled (a resume creates it): a later compaction must take the
+        // next generation.
         files.logs.insert(generation);
         files.max_generation = generation;
+        created?;
         let base = self.encode_settled(generation, first_seq);
         replace(&*d.storage, &d.stem, &base)?;
         files.base_generation = generation;

@@ -194,9 +194,11 @@
 //! | detector build: resolving, then the sync's `settle` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them the same way (the page still holds the same bytes, or a write since announced a newer version) |
 //!
 //! A failed write or fsync of the log is not a crash but is treated like
-//! one: the table is poisoned ([`crate::Error::Poisoned`]) and refuses
-//! further changes, so the detector writes no page whose intent may not be
-//! durable; verification goes on, and reopening recovers.
+//! one: the table refuses further changes, so the detector writes no page
+//! whose intent may not be durable; verification goes on. A retryable
+//! failure stalls the log ([`crate::Error::Stalled`]) until a resume writes
+//! again what it held (see [a stalled log](super#a-stalled-log)); any other
+//! poisons the table ([`crate::Error::Poisoned`]), and reopening recovers.
 //!
 //! Every sequence number is used once: a new log starts after every number
 //! the logs before it used or may have used (a torn frame counts one per

@@ -52,8 +52,9 @@ impl ChecksumTable {
     /// [`MAX_TABLE_PAGES`](super::MAX_TABLE_PAGES) (or a durable table's
     /// [`pages_max`](super::TableConfig::pages_max));
     /// [`Error::InvalidArgument`] when the table cannot grow to the page;
-    /// for a durable table, the log's error (the table is then poisoned) or
-    /// [`Error::Poisoned`].
+    /// for a durable table, [`Error::Stalled`] when the log's write or fsync
+    /// failed retryably (the mark is then not durable; retry after the
+    /// resume) or [`Error::Poisoned`].
     pub fn mark_free(&self, page: PageId) -> Result<()> {
         match &self.durable {
             Some(d) => self.mark_free_durably(d, page),
@@ -62,6 +63,7 @@ impl ChecksumTable {
     }
 
     fn mark_free_durably(&self, d: &Durable, page: PageId) -> Result<()> {
+        d.log.resume_if_due(&*d.storage);
         if page.0 >= d.config.pages_max {
             return Err(Error::PageOutOfRange {
                 page,
@@ -99,8 +101,8 @@ impl ChecksumTable {
     /// # Errors
     /// [`Error::PageOutOfRange`] past the table's limit (nothing is
     /// claimed); [`Error::InvalidArgument`] when the table cannot grow; the
-    /// log's error (the claims are then in memory only and the table is
-    /// poisoned) or [`Error::Poisoned`].
+    /// log's [`Error::Stalled`] (the claims are then in memory, and durable
+    /// once the log resumes) or [`Error::Poisoned`].
     pub(crate) fn claim_absent(
         &self,
         claims: &[(PageId, Option<u32>)],
@@ -123,6 +125,7 @@ impl ChecksumTable {
             }));
             return Ok(());
         };
+        d.log.resume_if_due(&*d.storage);
         if last.0 >= d.config.pages_max {
             return Err(Error::PageOutOfRange {
                 page: last,

@@ -61,6 +61,26 @@
 //! asked for, the checksum covers the page number like any other, and a page
 //! whose entry describes other contents still fails as
 //! [`Error::ZeroedPage`](crate::Error::ZeroedPage) when it comes back zeroed.
+//!
+//! # A stalled log
+//!
+//! A retryable failure of a durable table's log write or fsync (a full
+//! disk, `EIO`) stalls the log instead of poisoning it: it keeps in memory
+//! the bytes it had not made durable, and refuses every change with the
+//! retryable [`Error::Stalled`](crate::Error::Stalled) — before anything is
+//! logged, so the detector writes no page whose checksum is not durable;
+//! a write waiting for the failed fsync gets the same error and its page
+//! is not written. Verification goes on. [`ChecksumTable::resume`] writes the
+//! log again (its durable prefix, then the kept bytes, crash-safely) and
+//! accepts changes again; the table does it on its own at its next change
+//! once a backoff with full jitter ([`RESUME_BACKOFF_BASE`] doubling to
+//! [`RESUME_BACKOFF_CAP`]) has passed, and the
+//! [`AutoRecoveryManager`](crate::AutoRecoveryManager) does it when the
+//! stall arrives on its bus ([`FailureKind::ChecksumLogStalled`](crate::FailureKind::ChecksumLogStalled),
+//! remedy `resume-checksum-log`). A retry after space returns writes
+//! exactly what was pending, in order, once. Any other failure (`EROFS`)
+//! poisons the table ([`Error::Poisoned`](crate::Error::Poisoned)): reopen it.
+//! The protocol is in `checksum/appender.rs`.
 
 use std::sync::Arc;
 
@@ -87,6 +107,7 @@ mod writes;
 #[cfg(test)]
 mod tests;
 
+pub use appender::{LogResumeReport, LogStallInfo, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP};
 #[cfg(feature = "sqlite")]
 pub(crate) use base::base_page_size;
 pub use durable::{TableConfig, TableStats};

@@ -20,7 +20,8 @@
 //!   `rename` replaces its target atomically: after a crash the name refers
 //!   to the old file or to the new one.
 //! - `sync` reports every failure to make data durable; after a failed sync
-//!   the table never assumes the data is durable (it poisons itself).
+//!   the table never assumes the data is durable (it stalls, and a resume
+//!   writes the bytes again; it never only fsyncs again).
 //! - Durable bytes stay as written unless the media damages them; damage is
 //!   found by the CRCs, never assumed away.
 

@@ -275,8 +275,10 @@ impl ChecksumTable {
     /// syncs the store first.
     ///
     /// # Errors
-    /// For a durable table, the log's I/O error (the table is then
-    /// poisoned); an in-memory table never fails.
+    /// For a durable table, [`Error::Stalled`](crate::Error::Stalled) when
+    /// the log's write or fsync failed retryably (retry after the resume),
+    /// or [`Error::Poisoned`](crate::Error::Poisoned); an in-memory table
+    /// never fails.
     pub fn truncate(&self, page_count: u64) -> Result<()> {
         if let Some(d) = &self.durable {
             return d.truncate(self, page_count);
@@ -472,6 +474,7 @@ impl Durable {
     }
 
     pub(super) fn truncate(&self, table: &ChecksumTable, page_count: u64) -> Result<()> {
+        self.log.resume_if_due(&*self.storage);
         let _files = self.files.lock();
         let seq = {
             let mut un = self.unsettled.lock();

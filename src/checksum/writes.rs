@@ -83,8 +83,9 @@ impl ChecksumTable {
     /// # Errors
     /// [`Error::PageOutOfRange`] past the configured limit;
     /// [`Error::InvalidArgument`] when the table cannot grow to a page or
-    /// hold more unsettled pages; the log's error (the table is then
-    /// poisoned); [`Error::Poisoned`].
+    /// hold more unsettled pages; [`Error::Stalled`] when the log's write or
+    /// fsync failed retryably (nothing may be written: retry after the
+    /// resume); [`Error::Poisoned`].
     pub(crate) fn intend(&self, changes: &[(PageId, u32)]) -> Result<Intents> {
         let mut intents = Intents {
             batch: None,
@@ -100,6 +101,7 @@ impl ChecksumTable {
         let Some(d) = &self.durable else {
             return Ok(intents);
         };
+        d.log.resume_if_due(&*d.storage);
         if let Some(&(page, _)) = changes.iter().find(|(p, _)| p.0 >= d.config.pages_max) {
             return Err(Error::PageOutOfRange {
                 page,

@@ -13,7 +13,9 @@ use crate::checksum::{ChecksumPlacement, MIN_PAGE_SIZE};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::host::PageStore;
-use crate::types::{FailureSink, Lsn, PageId, DEFAULT_FAILURE_CAPACITY};
+use crate::types::{
+    Failure, FailureKind, FailureSink, Lsn, PageId, Source, DEFAULT_FAILURE_CAPACITY,
+};
 
 /// Reads a page's LSN from its bytes (most engines keep one in the page
 /// header). Lets repair refuse copies older than what the store last wrote.
@@ -261,6 +263,24 @@ impl CorruptionConfig {
         let sink = self
             .failures
             .unwrap_or_else(|| FailureSink::new(DEFAULT_FAILURE_CAPACITY));
+        if let ChecksumPlacement::Sidecar(t) = &self.placement {
+            // A stall of the table's log (and each failed resume it tries
+            // on its own) goes on the detector's bus.
+            let (stall_sink, clock) = (sink.clone(), self.clock.clone());
+            t.set_stall_hook(Some(Arc::new(move |reason: &str, no_space: bool, failed: u32| {
+                stall_sink.send(Failure::new(
+                    Source::CorruptionDetector,
+                    FailureKind::ChecksumLogStalled { no_space },
+                    format!(
+                        "the checksum table's log is stalled by {}: {reason}; {failed} resume(s) failed so far; \
+                         it refuses changes until a resume (ChecksumTable::resume, or its own after a backoff) \
+                         writes again what it holds",
+                        if no_space { "the disk is full (no space left)" } else { "a retryable I/O error" }
+                    ),
+                    clock.now_ns(),
+                ));
+            })));
+        }
         let registry = SuspectRegistry::new(self.suspect_capacity);
         Ok(CorruptionDetector {
             store,

@@ -40,6 +40,10 @@ impl Problem {
     /// The undo journal stalled because the disk is full: room must be made
     /// before a resume.
     pub const JOURNAL_FULL: Problem = Problem::fixed("journal-full");
+    /// The durable checksum table's log stalled after a retryable I/O
+    /// error or a full disk: a resume (after making room) writes again what
+    /// it holds.
+    pub const CHECKSUM_LOG_STALLED: Problem = Problem::fixed("checksum-log-stalled");
     /// The previous run did not shut down cleanly.
     pub const UNCLEAN_SHUTDOWN: Problem = Problem::fixed("unclean-shutdown");
     /// A snapshot failed.
@@ -524,6 +528,14 @@ fn builtin_rules() -> Vec<Rule> {
             Problem::PROBE_FAILING,
             0.8,
         ),
+        // Sharper than `no_space`: the table's own remedy makes room and
+        // resumes it.
+        r(
+            "builtin.checksum_log_stalled",
+            "checksum_log_stalled",
+            Problem::CHECKSUM_LOG_STALLED,
+            0.97,
+        ),
         r(
             "builtin.worker_died",
             "worker_died",
@@ -578,6 +590,7 @@ mod tests {
             FailureKind::WorkerDied { component: m },
             FailureKind::RunMarkerFailed,
             FailureKind::JournalStalled { no_space: false },
+            FailureKind::ChecksumLogStalled { no_space: true },
         ]
     }
 
@@ -617,11 +630,12 @@ mod tests {
             FailureKind::WorkerDied { .. } => 18,
             FailureKind::RunMarkerFailed => 19,
             FailureKind::JournalStalled { .. } => 20,
+            FailureKind::ChecksumLogStalled { .. } => 21,
         }
     }
 
     /// The arms of [`variant_index`].
-    const KINDS: usize = 21;
+    const KINDS: usize = 22;
 
     #[test]
     fn every_failure_kind_has_a_builtin_diagnosis() {

@@ -97,6 +97,15 @@
 //!   dispatcher reports the stall again after each backoff (see
 //!   [a stalled journal](crate::rollback#a-stalled-journal)) and the next
 //!   incident tries again. In Observe mode nothing is resumed.
+//!   A stalled checksum table log
+//!   ([`FailureKind::ChecksumLogStalled`], from the detector) is diagnosed
+//!   `checksum-log-stalled` and healed by `resume-checksum-log` the same
+//!   way (room first when the disk is full); the table also resumes on its
+//!   own at its next change once its backoff has passed (in every mode: it
+//!   is the table's own behaviour, see
+//!   [a stalled log](crate::checksum#a-stalled-log)). A failed snapshot
+//!   ([`FailureKind::SnapshotFailed`]) leaves the snapshot manager working;
+//!   the periodic thread retries after its backoff.
 //! - **Stop is bounded.** [`stop`](AutoRecoveryManager::stop) stops the
 //!   background components, lets queued incidents be worked on for the
 //!   drain timeout, joins each thread for at most the join timeout (one

@@ -264,6 +264,10 @@ fn encode(out: &mut Vec<u8>, id: u64, f: &Failure, time: u64) {
             out.push(20);
             out.push(u8::from(*no_space));
         }
+        FailureKind::ChecksumLogStalled { no_space } => {
+            out.push(21);
+            out.push(u8::from(*no_space));
+        }
     }
     let mut end = f.evidence.len().min(EVIDENCE_MAX);
     while !f.evidence.is_char_boundary(end) {
@@ -392,6 +396,13 @@ fn decode(r: &mut Reader<'_>) -> Result<(u64, Failure)> {
                 b => return Err(r.bad(format!("journal_stalled flag {b} is not 0 or 1"))),
             },
         },
+        21 => FailureKind::ChecksumLogStalled {
+            no_space: match r.u8()? {
+                0 => false,
+                1 => true,
+                b => return Err(r.bad(format!("checksum_log_stalled flag {b} is not 0 or 1"))),
+            },
+        },
         t => return Err(r.bad(format!("unknown failure kind tag {t}"))),
     };
     let n = r.u32()? as usize;
@@ -446,6 +457,8 @@ mod tests {
             FailureKind::RunMarkerFailed,
             FailureKind::JournalStalled { no_space: true },
             FailureKind::JournalStalled { no_space: false },
+            FailureKind::ChecksumLogStalled { no_space: true },
+            FailureKind::ChecksumLogStalled { no_space: false },
         ]
     }
 

@@ -109,10 +109,7 @@ fn nanos(d: Duration) -> u64 {
 
 /// The wait after the `n`-th failed resume (n ≥ 1).
 fn backoff(n: u32) -> Duration {
-    let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
-    RESUME_BACKOFF_BASE
-        .checked_mul(factor)
-        .map_or(RESUME_BACKOFF_CAP, |d| d.min(RESUME_BACKOFF_CAP))
+    crate::retry::backoff(n, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP)
 }
 
 impl TransactionRollbackManager {

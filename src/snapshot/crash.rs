@@ -1,6 +1,8 @@
 //! Simulated crashes on the snapshot write path: the [`CrashStep`]s (the
 //! rows of the crash table in the [`snapshot`](super) module docs) and the
-//! check each step of the path makes.
+//! check each step of the path makes; and injected I/O errors
+//! ([`SnapshotIo`]) at the path's real writes, fsyncs and renames, which
+//! the manager survives (see [a failed snapshot](super#a-failed-snapshot)).
 
 use std::sync::atomic::Ordering;
 
@@ -45,7 +47,56 @@ impl CrashStep {
     ];
 }
 
+/// The I/O steps of the snapshot write path at which the `testing` feature
+/// can inject an OS error (`StateSnapshotManager::fail_io`): the call fails
+/// with it instead of being made, as a full disk or a failing device makes
+/// it fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotIo {
+    /// A write of the snapshot file (after at least one chunk reached it).
+    FileWrite,
+    /// The snapshot file's fsync.
+    FileSync,
+    /// The rename of the snapshot file into place.
+    FileRename,
+    /// The directory's fsync after that rename.
+    DirSync,
+    /// The write and fsync of the new manifest's temporary file.
+    ManifestWrite,
+    /// The directory's fsync after the manifest's rename (the new manifest
+    /// is then in place but maybe not durable).
+    ManifestDirSync,
+}
+
 impl Inner {
+    /// An injected failure of `step`, if one is armed; a no-op otherwise.
+    #[allow(clippy::unused_self)]
+    pub(super) fn io_fault(&self, step: SnapshotIo) -> Result<()> {
+        #[cfg(any(test, feature = "testing"))]
+        {
+            let mut armed = self.io_fault.lock();
+            if let Some((at, errno, times)) = armed.as_mut() {
+                if *at == step && *times > 0 {
+                    *times -= 1;
+                    let errno = *errno;
+                    if *times == 0 {
+                        *armed = None;
+                    }
+                    return Err(Error::io(
+                        format!(
+                            "{step:?} of a snapshot in {} (injected)",
+                            self.dir.display()
+                        ),
+                        std::io::Error::from_raw_os_error(errno),
+                    ));
+                }
+            }
+        }
+        let _ = step;
+        Ok(())
+    }
+
     /// A simulated crash point; a no-op unless armed through `crash_at`.
     pub(super) fn crash(&self, step: CrashStep) -> Result<()> {
         if self.crash_at.load(Ordering::SeqCst) == step as u32 {
@@ -55,5 +106,38 @@ impl Inner {
             return Err(Error::io(what, std::io::Error::other("simulated crash")));
         }
         Ok(())
+    }
+}
+
+/// The fault injection of the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+impl super::StateSnapshotManager {
+    /// Arms a simulated crash at `step` of the next snapshot write: the
+    /// write stops there as a crashed process would, leaving its files as
+    /// they are, and the manager is poisoned. Reopen the directory to see
+    /// what a restart sees.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn crash_at(&self, step: CrashStep) {
+        self.inner
+            .crash_at
+            .store(step as u32, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes the next `times` calls of I/O step `step` of the snapshot
+    /// write path fail with the OS error `errno` (28 for `ENOSPC`, 5 for
+    /// `EIO`), as a full disk or a failing device does; `times` 0 disarms.
+    /// The manager survives it (see [a failed snapshot](super#a-failed-snapshot)).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_io(&self, step: SnapshotIo, errno: i32, times: u32) {
+        *self.inner.io_fault.lock() = (times > 0).then_some((step, errno, times));
+    }
+
+    /// Makes the next retention that has snapshots to delete fail before it
+    /// rewrites the manifest, with an I/O error, as a full disk would.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_next_retention(&self) {
+        self.inner
+            .fail_retention
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

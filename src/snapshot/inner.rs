@@ -62,9 +62,15 @@ pub(super) struct Inner {
     pub(super) readers: Mutex<HashMap<u64, Arc<SnapshotReader>>>,
     pub(super) progress: Progress,
     pub(super) poisoned: Mutex<Option<String>>,
+    /// The last manifest write renamed the new manifest into place but its
+    /// directory fsync failed.
+    pub(super) manifest_unsynced: AtomicBool,
     pub(super) crash_at: AtomicU32,
     #[cfg(any(test, feature = "testing"))]
     pub(super) fail_retention: AtomicBool,
+    /// An injected I/O failure: the step, the OS error, how many times.
+    #[cfg(any(test, feature = "testing"))]
+    pub(super) io_fault: Mutex<Option<(super::SnapshotIo, i32, u32)>>,
     pub(super) rebuilt: Option<String>,
     /// Every time decision: progress rates, creation times, retention by age.
     pub(super) clock: Arc<dyn Clock>,

@@ -269,11 +269,30 @@
 //! Earlier snapshots are never touched by a snapshot write. Retention
 //! rewrites the manifest first and deletes files after, so a crash in between
 //! leaves only unlisted files, deleted at the next open that loads the
-//! manifest (an open that rebuilds it renames them instead, as above). A
-//! failure after the
-//! manifest rename (a failed directory fsync) poisons the manager
-//! ([`Error::Poisoned`]): drop it and build it again (its recovery runs
-//! then) to continue.
+//! manifest (an open that rebuilds it renames them instead, as above).
+//!
+//! # A failed snapshot
+//!
+//! A write, fsync or rename that fails during a snapshot (a full disk,
+//! `EIO`) fails that snapshot with its [`Error::Io`] and nothing else: the
+//! manager is not poisoned, and the failure is reported on its bus
+//! ([`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed)).
+//! No partial state is trusted: before the manifest's rename the snapshot's
+//! temporary (or renamed) file is removed and the manifest is as before;
+//! after it (a failed directory fsync) the new manifest is in place but
+//! maybe not durable — it names only complete, durable files, so a crash
+//! may keep it or the old one — while in memory the manifest, the head
+//! and the restore point stay as before, the failed snapshot's id is never
+//! reused, and the next manifest written (by the next snapshot or a
+//! retention) replaces it durably. The dirty notices are cleared only by a
+//! snapshot that succeeds, so the next incremental snapshot misses nothing.
+//! The next snapshot — asked for, or the periodic thread's, which retries a
+//! snapshot that failed on a retryable I/O error after a backoff with full
+//! jitter (from [`PERIODIC_RETRY_BASE`], doubling, at most the interval)
+//! — succeeds once the fault clears, `ENOSPC` included (the
+//! [`AutoRecoveryManager`](crate::AutoRecoveryManager)'s disk-full remedies
+//! trim retention and ask the host for space meanwhile). Only a simulated
+//! crash ([`StateSnapshotManager::crash_at`]) poisons the manager.
 //!
 //! Files are created owner-only (`0o600`), and a directory the manager
 //! creates is `0o700`; the permissions of a directory that already exists
@@ -311,14 +330,14 @@ mod take;
 mod writer;
 
 pub use config::{SnapshotConfig, DEFAULT_THREADS_MAX};
-pub use crash::CrashStep;
+pub use crash::{CrashStep, SnapshotIo};
 pub use fingerprint::page_fingerprint;
 pub use gate::{Consistency, WriteGate, WritePause, WriteTicket};
 use inner::Inner;
 pub use manifest::{snapshot_file_name, Retention};
 pub use open::LOCK_FILE;
 pub use page_source::SnapshotPageSource;
-pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats};
+pub use periodic::{PeriodicConfig, PeriodicSnapshots, PeriodicStats, PERIODIC_RETRY_BASE};
 pub use progress::{Operation, Progress, ProgressReport};
 pub use request::{
     ChangeDetection, SnapshotInfo, SnapshotKind, SnapshotReport, SnapshotRequest, VerifyReport,
@@ -447,26 +466,6 @@ impl StateSnapshotManager {
         StateSnapshotManager {
             inner: self.inner.clone(),
         }
-    }
-
-    /// Arms a simulated crash at `step` of the next snapshot write: the
-    /// write stops there as a crashed process would, leaving its files as
-    /// they are, and the manager is poisoned. Reopen the directory to see
-    /// what a restart sees.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn crash_at(&self, step: CrashStep) {
-        self.inner
-            .crash_at
-            .store(step as u32, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Makes the next retention that has snapshots to delete fail before it
-    /// rewrites the manifest, with an I/O error, as a full disk would.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn fail_next_retention(&self) {
-        self.inner
-            .fail_retention
-            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes a snapshot made consistent by `source` (see the module docs).

@@ -243,10 +243,13 @@ impl StateSnapshotManager {
             readers: Mutex::new(HashMap::new()),
             progress: Progress::new(clock.clone()),
             poisoned: Mutex::new(None),
+            manifest_unsynced: AtomicBool::new(false),
             rebuilt,
             crash_at: AtomicU32::new(0),
             #[cfg(any(test, feature = "testing"))]
             fail_retention: AtomicBool::new(false),
+            #[cfg(any(test, feature = "testing"))]
+            io_fault: Mutex::new(None),
             wall_origin_unix_ms: wall_ms.saturating_sub(clock.now_ns() / 1_000_000),
             clock,
             sink: cfg

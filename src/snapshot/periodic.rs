@@ -11,7 +11,12 @@
 //! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
 //!   reported as
 //!   [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); the
-//!   thread goes on with the next interval. A manager found poisoned is
+//!   thread goes on with the next interval — or sooner after a retryable
+//!   I/O error (a full disk, `EIO`): after the n-th such failure in a row
+//!   it tries again after a wait drawn uniformly from
+//!   `[0, PERIODIC_RETRY_BASE · 2ⁿ⁻¹]`, capped at the interval (full
+//!   jitter), so a fault that clears is followed by a snapshot soon,
+//!   without a burst of retries while it lasts. A manager found poisoned is
 //!   reported once, not at every tick, until a snapshot succeeds again. A
 //!   retention that fails after a snapshot committed (the snapshot is
 //!   listed; older ones are kept) is reported as a failed snapshot too, its
@@ -46,6 +51,11 @@ use crate::types::{FailureKind, Lsn, Source};
 use crate::worker::{wake_for, Flow, Job, Stop, Worker};
 
 const COMPONENT: &str = "periodic snapshots";
+
+/// The longest wait before the periodic thread first retries a snapshot
+/// that failed on a retryable I/O error; it doubles with each further
+/// failure in a row, up to the interval.
+pub const PERIODIC_RETRY_BASE: Duration = Duration::from_secs(1);
 
 /// Configuration of [`PeriodicSnapshots`].
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +137,8 @@ struct Ticker {
     /// The manager was found poisoned and that was reported; cleared by a
     /// snapshot that succeeds.
     poison_reported: bool,
+    /// Snapshots failed in a row on a retryable I/O error.
+    retryable_failures: u32,
 }
 
 impl Ticker {
@@ -193,7 +205,22 @@ impl Job for Ticker {
     fn tick(&mut self) -> Flow {
         let started = self.inner().clock.now_ns();
         if started >= self.due_ns {
-            let _ = self.once();
+            let result = self.once();
+            if let Err(e) = &result {
+                if crate::retry::retryable(e).is_some() {
+                    self.retryable_failures = self.retryable_failures.saturating_add(1);
+                    let interval = Duration::from_nanos(self.interval_ns);
+                    let wait = crate::retry::full_jitter(crate::retry::backoff(
+                        self.retryable_failures,
+                        PERIODIC_RETRY_BASE.min(interval),
+                        interval,
+                    ));
+                    let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                    self.due_ns = started.saturating_add(wait.max(1));
+                    return Flow::Continue;
+                }
+            }
+            self.retryable_failures = 0;
             // On the period's grid; after a snapshot that took longer than
             // the interval (or a clock that jumped), one interval from this
             // one's start: a missed period is never made up with a burst.
@@ -303,6 +330,7 @@ impl PeriodicConfig {
             due_ns: u64::MAX,
             counters: counters.clone(),
             poison_reported: false,
+            retryable_failures: 0,
         };
         Ok(PeriodicSnapshots {
             job: Mutex::new(Some(job)),

@@ -25,7 +25,7 @@ use super::manifest::{plan_retention, Manifest, Retention, MANIFEST_NAME};
 use super::writer::SnapshotWriter;
 use super::{
     snapshot_file_name, ChangeDetection, Consistency, CrashStep, Operation, SnapshotInfo,
-    SnapshotKind, SnapshotReport, SnapshotRequest,
+    SnapshotIo, SnapshotKind, SnapshotReport, SnapshotRequest,
 };
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -322,19 +322,23 @@ impl Inner {
                 if !mid_done && w.chunks_written() > 0 {
                     mid_done = true;
                     self.crash(CrashStep::ChunksPartlyWritten)?;
+                    self.io_fault(SnapshotIo::FileWrite)?;
                 }
                 Ok(())
             })?;
             w.flush_batch()?;
             if !mid_done {
                 self.crash(CrashStep::ChunksPartlyWritten)?;
+                self.io_fault(SnapshotIo::FileWrite)?;
             }
             let (file, len, fps, stored) = w.finish(metadata)?;
             self.crash(CrashStep::BeforeFsync)?;
+            self.io_fault(SnapshotIo::FileSync)?;
             file.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
             drop(file);
             self.crash(CrashStep::BeforeRename)?;
+            self.io_fault(SnapshotIo::FileRename)?;
             fs::rename(&tmp, &path).map_err(|e| {
                 Error::io(
                     format!("renaming {} to {}", tmp.display(), path.display()),
@@ -342,6 +346,7 @@ impl Inner {
                 )
             })?;
             self.crash(CrashStep::BeforeDirSync)?;
+            self.io_fault(SnapshotIo::DirSync)?;
             fsutil::sync_dir(&self.dir)?;
             self.crash(CrashStep::BeforeManifest)?;
             Ok((len, fps, stored))
@@ -378,7 +383,13 @@ impl Inner {
             }
         }
         if let Err(e) = self.write_manifest(&m) {
-            if !self.crashed() {
+            if self.manifest_unsynced.load(Ordering::Acquire) {
+                // The new manifest is in place, maybe not durably: it
+                // names this file, which is complete and durable, so the
+                // file stays (a crash may keep that manifest). In memory
+                // the snapshot does not count; its id is never used again.
+                st.manifest.next_id = st.manifest.next_id.max(next_id);
+            } else if !self.crashed() {
                 let _ = fs::remove_file(&path);
             }
             return Err(e);
@@ -387,9 +398,12 @@ impl Inner {
         Ok((info, fps))
     }
 
-    /// Replaces the manifest crash-safely. A failure after the rename
-    /// poisons the manager.
+    /// Replaces the manifest crash-safely. A failure of the directory's
+    /// fsync after the rename leaves the new manifest in place but maybe
+    /// not durable: it sets `manifest_unsynced` (the next manifest written
+    /// clears it), and the caller keeps its state in memory as before.
     pub(super) fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        self.manifest_unsynced.store(false, Ordering::Release);
         use std::io::Write;
         let path = self.dir.join(MANIFEST_NAME);
         let tmp = fsutil::tmp_path(&path);
@@ -403,10 +417,16 @@ impl Inner {
             &tmp,
             "creating",
         )?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        let written = self.io_fault(SnapshotIo::ManifestWrite).and_then(|()| {
+            f.write_all(&bytes)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+        });
         drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         self.crash(CrashStep::ManifestTmpWritten)?;
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
@@ -416,10 +436,12 @@ impl Inner {
             ));
         }
         self.crash(CrashStep::ManifestRenamed)?;
-        if let Err(e) = fsutil::sync_dir(&self.dir) {
-            self.poison(format!(
-                "the manifest was replaced but the directory fsync failed: {e}"
-            ));
+        if let Err(e) = self
+            .io_fault(SnapshotIo::ManifestDirSync)
+            .and_then(|()| fsutil::sync_dir(&self.dir))
+        {
+            tracing::warn!(error = %e, "the manifest was replaced but the directory fsync failed; the next manifest written replaces it durably");
+            self.manifest_unsynced.store(true, Ordering::Release);
             return Err(e);
         }
         Ok(())

@@ -12,6 +12,13 @@
 //! 512-byte sectors of it missing (zeros) in any order, as a disk that
 //! reorders writes may leave them. Every mutating call can be made to fail
 //! by a shared [`CrashSwitch`], so that a test can crash at every step.
+//!
+//! I/O errors that do not end the process can be injected too:
+//! [`CrashFiles::fail_syncs_with`] (a failed fsync, optionally dropping the
+//! unsynced bytes the way Linux may after a failed writeback),
+//! [`CrashFiles::fail_appends`] (a short write, then an error) and
+//! [`CrashFiles::set_no_space`] (a full disk: every write and append fails
+//! with `ENOSPC`).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -30,7 +37,13 @@ const SECTOR: usize = 512;
 struct Inode {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Byte ranges a failed sync dropped: readable, but written back as
+    /// zeros by the next sync that succeeds.
+    holes: Vec<(usize, usize)>,
 }
+
+/// `ENOSPC`.
+const ENOSPC: i32 = 28;
 
 #[derive(Debug, Clone)]
 enum DirOp {
@@ -65,6 +78,12 @@ struct FilesState {
     /// Name changes since the last `sync_dir`, oldest first.
     pending: Vec<DirOp>,
     failing_syncs: u32,
+    sync_errno: i32,
+    sync_drops: bool,
+    failing_appends: u32,
+    append_errno: i32,
+    no_space: bool,
+    injected: u64,
     syncs: u64,
 }
 
@@ -104,7 +123,43 @@ impl CrashFiles {
     /// Makes the next `times` file syncs fail with `EIO` (nothing becomes
     /// durable).
     pub fn fail_syncs(&self, times: u32) {
-        self.state.lock().failing_syncs = times;
+        self.fail_syncs_with(times, 5, false);
+    }
+
+    /// Makes the next `times` file syncs fail with the OS error `errno`;
+    /// nothing becomes durable. With `drop_unsynced`, each failure also
+    /// does what Linux may do after a failed writeback: the file's unsynced
+    /// bytes stay readable but are never written back — a later sync that
+    /// succeeds leaves them as zeros on the simulated disk
+    /// ([`crash`](Self::crash) shows that), unless the file is rewritten.
+    pub fn fail_syncs_with(&self, times: u32, errno: i32, drop_unsynced: bool) {
+        let mut st = self.state.lock();
+        st.failing_syncs = times;
+        st.sync_errno = errno;
+        st.sync_drops = drop_unsynced;
+    }
+
+    /// Makes the next `times` appends fail with the OS error `errno` after
+    /// a short write: the first half of the bytes is appended (unsynced),
+    /// as a write that runs out of space part-way leaves them.
+    pub fn fail_appends(&self, times: u32, errno: i32) {
+        let mut st = self.state.lock();
+        st.failing_appends = times;
+        st.append_errno = errno;
+    }
+
+    /// A full disk (`true`) or one with room again (`false`): while full,
+    /// every append fails with `ENOSPC` after a short write of half its
+    /// bytes, and every write of a file fails with `ENOSPC` leaving it
+    /// empty (a new name is still created, as `open(O_CREAT)` does).
+    pub fn set_no_space(&self, full: bool) {
+        self.state.lock().no_space = full;
+    }
+
+    /// Writes, appends and syncs failed on purpose so far.
+    #[must_use]
+    pub fn injected_failures(&self) -> u64 {
+        self.state.lock().injected
     }
 
     /// Successful file syncs so far.
@@ -134,6 +189,7 @@ impl CrashFiles {
         st.inodes.push(Inode {
             live: bytes.clone(),
             durable: bytes,
+            holes: Vec::new(),
         });
         st.live.insert(name.to_string(), i);
         st.durable.insert(name.to_string(), i);
@@ -170,6 +226,7 @@ impl CrashFiles {
             out.inodes.push(Inode {
                 live: bytes.clone(),
                 durable: bytes,
+                holes: Vec::new(),
             });
             out.live.insert(name.clone(), j);
             out.durable.insert(name.clone(), j);
@@ -224,17 +281,30 @@ impl TableStorage for CrashFiles {
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.tick("writing a file")?;
         let mut st = self.state.lock();
+        let full = st.no_space;
+        let contents = if full { Vec::new() } else { bytes.to_vec() };
         match st.live.get(name).copied() {
-            Some(i) => st.inodes[i].live = bytes.to_vec(),
+            Some(i) => {
+                st.inodes[i].live = contents;
+                st.inodes[i].holes.clear();
+            }
             None => {
                 let i = st.inodes.len();
                 st.inodes.push(Inode {
-                    live: bytes.to_vec(),
+                    live: contents,
                     durable: Vec::new(),
+                    holes: Vec::new(),
                 });
                 st.live.insert(name.to_string(), i);
                 st.pending.push(DirOp::Link(name.to_string(), i));
             }
+        }
+        if full {
+            st.injected += 1;
+            return Err(Error::io(
+                format!("writing {name} (injected)"),
+                io::Error::from_raw_os_error(ENOSPC),
+            ));
         }
         Ok(())
     }
@@ -243,8 +313,30 @@ impl TableStorage for CrashFiles {
         self.tick("appending to a file")?;
         let mut st = self.state.lock();
         let i = *st.live.get(name).ok_or_else(|| not_found(name))?;
-        st.inodes[i].live.extend_from_slice(bytes);
-        Ok(())
+        let errno = if st.no_space {
+            Some(ENOSPC)
+        } else if st.failing_appends > 0 {
+            st.failing_appends -= 1;
+            Some(st.append_errno)
+        } else {
+            None
+        };
+        match errno {
+            Some(errno) => {
+                st.injected += 1;
+                st.inodes[i]
+                    .live
+                    .extend_from_slice(&bytes[..bytes.len() / 2]);
+                Err(Error::io(
+                    format!("appending to {name} (injected)"),
+                    io::Error::from_raw_os_error(errno),
+                ))
+            }
+            None => {
+                st.inodes[i].live.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 
     fn sync(&self, name: &str) -> Result<()> {
@@ -252,13 +344,33 @@ impl TableStorage for CrashFiles {
         let mut st = self.state.lock();
         if st.failing_syncs > 0 {
             st.failing_syncs -= 1;
+            st.injected += 1;
+            let errno = if st.sync_errno == 0 { 5 } else { st.sync_errno };
+            if st.sync_drops {
+                if let Some(&i) = st.live.get(name) {
+                    let f = &mut st.inodes[i];
+                    let from = f.durable.len().min(f.live.len());
+                    if f.live.len() > from {
+                        let hole = (from, f.live.len());
+                        f.holes.push(hole);
+                    }
+                }
+            }
             return Err(Error::io(
                 format!("syncing {name} (injected)"),
-                io::Error::from_raw_os_error(5),
+                io::Error::from_raw_os_error(errno),
             ));
         }
         let i = *st.live.get(name).ok_or_else(|| not_found(name))?;
-        st.inodes[i].durable = st.inodes[i].live.clone();
+        let f = &mut st.inodes[i];
+        f.durable = f.live.clone();
+        for &(a, b) in &f.holes {
+            let b = b.min(f.durable.len());
+            if a < b {
+                f.durable[a..b].fill(0);
+            }
+        }
+        f.holes.clear();
         st.syncs += 1;
         Ok(())
     }

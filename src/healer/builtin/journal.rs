@@ -42,29 +42,29 @@ impl Default for ResumeJournal {
     }
 }
 
-impl ResumeJournal {
-    /// Best-effort room for a full disk; what was done, for the evidence.
-    fn make_room(&self, ctx: &RemedyContext) -> Vec<String> {
-        let mut done = Vec::new();
-        if let Some(snaps) = ctx.snapshots_ref() {
-            match snaps.apply_retention_with(Retention::KeepLast(1)) {
-                Ok(deleted) if deleted.is_empty() => {
-                    done.push("no snapshot to trim".to_string());
-                }
-                Ok(deleted) => done.push(format!("trimmed snapshots {deleted:?}")),
-                Err(e) => done.push(format!("trimming snapshots failed: {e}")),
+/// Best-effort room for a full disk (trims snapshot retention to the
+/// newest snapshot, asks the host for `bytes_wanted` bytes); what was done,
+/// for the evidence. Shared by the remedies that resume a stalled writer.
+pub(super) fn make_room(ctx: &RemedyContext, bytes_wanted: u64) -> Vec<String> {
+    let mut done = Vec::new();
+    if let Some(snaps) = ctx.snapshots_ref() {
+        match snaps.apply_retention_with(Retention::KeepLast(1)) {
+            Ok(deleted) if deleted.is_empty() => {
+                done.push("no snapshot to trim".to_string());
             }
+            Ok(deleted) => done.push(format!("trimmed snapshots {deleted:?}")),
+            Err(e) => done.push(format!("trimming snapshots failed: {e}")),
         }
-        if ctx.supports(HostAction::FreeDiskSpace) {
-            if let Some(host) = ctx.host_ref() {
-                match host.free_disk_space(self.bytes_wanted) {
-                    Ok(freed) => done.push(format!("the host freed {freed} bytes")),
-                    Err(e) => done.push(format!("the host could not free space: {e}")),
-                }
-            }
-        }
-        done
     }
+    if ctx.supports(HostAction::FreeDiskSpace) {
+        if let Some(host) = ctx.host_ref() {
+            match host.free_disk_space(bytes_wanted) {
+                Ok(freed) => done.push(format!("the host freed {freed} bytes")),
+                Err(e) => done.push(format!("the host could not free space: {e}")),
+            }
+        }
+    }
+    done
 }
 
 impl Remedy for ResumeJournal {
@@ -79,7 +79,7 @@ impl Remedy for ResumeJournal {
     fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
         let rb = ctx.need_rollback()?;
         let room = if *case.problem() == Problem::JOURNAL_FULL {
-            self.make_room(ctx)
+            make_room(ctx, self.bytes_wanted)
         } else {
             Vec::new()
         };

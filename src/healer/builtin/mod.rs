@@ -6,6 +6,7 @@
 //! host's own names and values ([`ResizePool`], [`FailOver`],
 //! [`RebuildIndex`]) are registered by the host.
 
+mod checksum_log;
 mod host;
 mod journal;
 pub(crate) mod page;
@@ -14,6 +15,7 @@ mod txn;
 
 use std::sync::Arc;
 
+pub use checksum_log::ResumeChecksumLog;
 pub use host::{
     ClearCaches, FailOver, FreeDiskSpace, RebuildIndex, ResizePool, RestartComponent, ShedLoad,
     TakeSnapshot,
@@ -27,7 +29,8 @@ use super::remedy::Remedy;
 
 /// The default remedies, in cold-start order: for a page, repair from
 /// replicas, then restore from the snapshot head, then an error-only
-/// rescan; then the transaction remedies and the journal's resume, the
+/// rescan; then the transaction remedies, the journal's and the checksum log's
+/// resumes, the
 /// snapshot and host-action remedies; for a
 /// disk filling up, trimming snapshots before asking the host for space;
 /// for rising read errors, a targeted scrub.
@@ -41,6 +44,7 @@ pub fn defaults() -> Vec<Arc<dyn Remedy>> {
         Arc::new(RollbackTransaction),
         Arc::new(RollbackCrashLosers),
         Arc::new(ResumeJournal::default()),
+        Arc::new(ResumeChecksumLog::default()),
         Arc::new(TakeSnapshot),
         Arc::new(RestartComponent),
         Arc::new(ClearCaches),

@@ -69,6 +69,7 @@ use super::super::recovery::SegMeta;
 use super::super::state::JournalState;
 use super::{poisoned_error, Chunk, Core, Halt, Inner, Journal, Stall, COMPONENT};
 use crate::error::{Error, Result};
+use crate::retry::retryable;
 use crate::rollback::ResumeReport;
 use crate::types::Lsn;
 
@@ -104,26 +105,6 @@ pub(crate) struct StallInfo {
     pub no_space: bool,
     pub failed_resumes: u32,
     pub pending_bytes: u64,
-}
-
-/// `Some(no_space)` when `e` is a failure the journal can resume from.
-fn retryable(e: &Error) -> Option<bool> {
-    use std::io::ErrorKind;
-    let Error::Io { source, .. } = e else {
-        return None;
-    };
-    match source.raw_os_error() {
-        // ENOSPC, EDQUOT.
-        Some(28 | 122) => Some(true),
-        // EIO, EINTR, EAGAIN.
-        Some(5 | 4 | 11) => Some(false),
-        Some(_) => None,
-        None => match source.kind() {
-            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Some(true),
-            ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => Some(false),
-            _ => None,
-        },
-    }
 }
 
 /// Records and bytes in `chunks` (whole frames, back to back).
@@ -404,35 +385,5 @@ impl Journal {
         };
         core.ensure_durable(Lsn(lsn))?;
         Ok(Lsn(lsn))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retryable_classification() {
-        let io = |n| Error::io("x", std::io::Error::from_raw_os_error(n));
-        assert_eq!(retryable(&io(28)), Some(true));
-        assert_eq!(retryable(&io(122)), Some(true));
-        assert_eq!(retryable(&io(5)), Some(false));
-        assert_eq!(retryable(&io(11)), Some(false));
-        assert_eq!(retryable(&io(30)), None, "EROFS");
-        assert_eq!(retryable(&io(2)), None, "ENOENT");
-        let kind = |k| Error::io("x", std::io::Error::from(k));
-        assert_eq!(
-            retryable(&kind(std::io::ErrorKind::StorageFull)),
-            Some(true)
-        );
-        assert_eq!(retryable(&kind(std::io::ErrorKind::TimedOut)), Some(false));
-        assert_eq!(retryable(&kind(std::io::ErrorKind::NotFound)), None);
-        assert_eq!(
-            retryable(&Error::Stopped {
-                component: "x",
-                reason: String::new()
-            }),
-            None
-        );
     }
 }
