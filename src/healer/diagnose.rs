@@ -302,7 +302,9 @@ impl Diagnoser {
     pub fn diagnose(&self, symptom: &Symptom<'_>) -> Diagnosis {
         let mut best: Option<&Rule> = None;
         for r in &self.rules {
-            if r.matches(symptom) && best.is_none_or(|b| r.confidence > b.confidence) {
+            // A rule no surer than the best match so far cannot replace it:
+            // its patterns are not run.
+            if best.is_none_or(|b| r.confidence > b.confidence) && r.matches(symptom) {
                 best = Some(r);
             }
         }

@@ -575,7 +575,7 @@ impl SelfHealer {
         executed: usize,
     ) -> Option<u64> {
         let clock = self.ctx.clock_ref().clone();
-        let name = remedy.name().to_string();
+        let name = remedy.name();
         let restart = remedy.host_action() == Some(HostAction::RestartComponent);
         let mut now = clock.now_ns();
         // Decide under the lock: restart intensity, then the breaker.
@@ -586,24 +586,24 @@ impl SelfHealer {
             } = &mut *st;
             if restart && !self.restart_allowed(restarts, &inc.target, now, false) {
                 Some(SkipReason::RestartIntensity)
-            } else if !breakers
-                .entry(name.clone())
-                .or_insert_with(|| Breaker::new(self.breaker).expect("validated at build"))
-                .allow(now)
-            {
-                Some(SkipReason::BreakerOpen)
             } else {
-                None
+                // The name is copied only for the remedy's first breaker.
+                if !breakers.contains_key(name) {
+                    let b = Breaker::new(self.breaker).expect("validated at build");
+                    breakers.insert(name.to_string(), b);
+                }
+                let breaker = breakers.get_mut(name).expect("present or inserted above");
+                (!breaker.allow(now)).then_some(SkipReason::BreakerOpen)
             }
         };
         if let Some(why) = skip {
-            self.skipped(inc, &name, now, why);
+            self.skipped(inc, name, now, why);
             return None;
         }
         if let Some(gate) = &self.gate {
             if !gate(case, remedy.as_ref()) {
-                self.release_breaker(&name);
-                self.skipped(inc, &name, clock.now_ns(), SkipReason::NotApproved);
+                self.release_breaker(name);
+                self.skipped(inc, name, clock.now_ns(), SkipReason::NotApproved);
                 return None;
             }
         }
@@ -630,8 +630,8 @@ impl SelfHealer {
                     format!("snapshot {} taken before {name}", report.info.id),
                 ),
                 Some(Err(e)) => {
-                    self.release_breaker(&name);
-                    self.skipped(inc, &name, now, SkipReason::SnapshotFailed(e.to_string()));
+                    self.release_breaker(name);
+                    self.skipped(inc, name, now, SkipReason::SnapshotFailed(e.to_string()));
                     return None;
                 }
                 None => inc.push(
@@ -645,8 +645,8 @@ impl SelfHealer {
             let mut st = self.state.lock();
             if !self.restart_allowed(&mut st.restarts, &inc.target, now, true) {
                 drop(st);
-                self.release_breaker(&name);
-                self.skipped(inc, &name, now, SkipReason::RestartIntensity);
+                self.release_breaker(name);
+                self.skipped(inc, name, now, SkipReason::RestartIntensity);
                 return None;
             }
         }

@@ -1,6 +1,8 @@
 //! Its contract is documented on [`Learner`] (this module is private; its
 //! items are re-exported by its parent).
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,52 @@ pub const MAX_NAME_LEN: usize = 128;
 
 const MAGIC: [u8; 4] = *b"SHLR";
 const VERSION: u32 = 1;
+
+/// A (problem, remedy) record's key, looked up by borrowed names, so that
+/// ranking and recording a known pair allocate nothing.
+trait Pair {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl Pair for (Arc<str>, Arc<str>) {
+    fn pair(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl Pair for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+// Ordered as the owned key is (by the names' bytes), so that a borrowed
+// lookup finds what the owned one would.
+impl<'a> Borrow<dyn Pair + 'a> for (Arc<str>, Arc<str>) {
+    fn borrow(&self) -> &(dyn Pair + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn Pair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn Pair + '_ {}
+
+impl PartialOrd for dyn Pair + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn Pair + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.pair().cmp(&other.pair())
+    }
+}
 
 /// Successes and failures of one remedy on one problem.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -107,7 +155,7 @@ impl Learner {
     #[must_use]
     pub fn tally(&self, problem: &str, remedy: &str) -> Tally {
         self.records
-            .get(&(Arc::from(problem), Arc::from(remedy)))
+            .get(&(problem, remedy) as &dyn Pair)
             .copied()
             .unwrap_or_default()
     }
@@ -132,11 +180,19 @@ impl Learner {
         {
             return false;
         }
-        let key = (Arc::from(problem), Arc::from(remedy));
-        if !self.records.contains_key(&key) && self.records.len() >= MAX_RECORDS {
-            return false;
+        // The names are copied only for a new record.
+        let key: &dyn Pair = &(problem, remedy);
+        if !self.records.contains_key(key) {
+            if self.records.len() >= MAX_RECORDS {
+                return false;
+            }
+            self.records
+                .insert((Arc::from(problem), Arc::from(remedy)), Tally::default());
         }
-        let t = self.records.entry(key).or_default();
+        let t = self
+            .records
+            .get_mut(key)
+            .expect("present or inserted above");
         if succeeded {
             t.successes += 1.0;
         } else {
@@ -150,19 +206,19 @@ impl Learner {
     /// The order in which to try `candidates` (given in cold-start order) on
     /// `problem`, as indices into `candidates`.
     pub fn rank(&mut self, problem: &str, candidates: &[&str]) -> Vec<usize> {
-        let tallies: Vec<Tally> = candidates.iter().map(|c| self.tally(problem, c)).collect();
-        if tallies.iter().all(|t| t.total() == 0.0) {
+        if candidates
+            .iter()
+            .all(|c| self.tally(problem, c).total() == 0.0)
+        {
             return (0..candidates.len()).collect();
         }
-        let mut draws: Vec<(f64, usize)> = tallies
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let draw = Beta::new(1.0 + t.successes, 1.0 + t.failures)
-                    .map_or_else(|_| t.mean(), |beta| beta.sample(&mut self.rng));
-                (draw, i)
-            })
-            .collect();
+        let mut draws: Vec<(f64, usize)> = Vec::with_capacity(candidates.len());
+        for (i, c) in candidates.iter().enumerate() {
+            let t = self.tally(problem, c);
+            let draw = Beta::new(1.0 + t.successes, 1.0 + t.failures)
+                .map_or_else(|_| t.mean(), |beta| beta.sample(&mut self.rng));
+            draws.push((draw, i));
+        }
         // Highest draw first; equal draws keep the cold-start order.
         draws.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         draws.into_iter().map(|(_, i)| i).collect()
@@ -424,6 +480,39 @@ mod tests {
             let mut back = Learner::new(0, 1000);
             back.decode_into(Path::new("f"), &l.encode()).unwrap();
             prop_assert_eq!(back.records(), l.records());
+        }
+
+        /// A record looked up by borrowed names is the one kept under its
+        /// owned names: every pair's tally counts exactly its own outcomes,
+        /// and pairs that share a prefix or swap names stay apart.
+        #[test]
+        fn a_borrowed_lookup_finds_the_owned_record(recs in arb_records()) {
+            use std::collections::HashMap;
+            // Memory past any total here: nothing is halved.
+            let mut l = Learner::new(0, 10_000);
+            let mut want: HashMap<(String, String), (f64, f64)> = HashMap::new();
+            for (p, r, s, f) in &recs {
+                for _ in 0..*s { l.record(p, r, true); }
+                for _ in 0..*f { l.record(p, r, false); }
+                if s + f == 0 {
+                    continue; // nothing recorded
+                }
+                let w = want.entry((p.clone(), r.clone())).or_default();
+                w.0 += f64::from(*s);
+                w.1 += f64::from(*f);
+            }
+            for ((p, r), (s, f)) in &want {
+                let t = l.tally(p, r);
+                prop_assert_eq!((t.successes, t.failures), (*s, *f), "{} / {}", p, r);
+                if !want.contains_key(&(r.clone(), p.clone())) {
+                    prop_assert_eq!(l.tally(r, p), Tally::default());
+                }
+                let longer = format!("{p}x");
+                if !want.contains_key(&(longer.clone(), r.clone())) {
+                    prop_assert_eq!(l.tally(&longer, r), Tally::default());
+                }
+            }
+            prop_assert_eq!(l.records().len(), want.len());
         }
 
         #[test]

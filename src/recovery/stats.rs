@@ -1,7 +1,9 @@
 //! The manager's statistics and its metrics (through the `metrics` facade).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+use metrics::{Key, Label, Level, Metadata};
 
 use crate::healer::{AttemptOutcome, Incident, Outcome};
 use crate::types::Priority;
@@ -86,21 +88,54 @@ impl RecoveryStats {
 pub(crate) struct Tally {
     pub(crate) stats: RecoveryStats,
     heal_ns_total: u128,
+    /// Per remedy name, the keys of its `selfheal_remedy_attempts_total`
+    /// series (outcome `healed`, `failed`): built the first time the remedy
+    /// is counted, so that counting an attempt allocates nothing.
+    remedy_keys: HashMap<String, [Key; 2]>,
 }
 
-fn prio(p: Priority) -> &'static str {
-    match p {
-        Priority::P0 => "P0",
-        Priority::P1 => "P1",
-        Priority::P2 => "P2",
-        Priority::P3 => "P3",
-    }
+/// Where the manager's metrics say they come from (as the `metrics`
+/// macros would give them).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A metric of the `metrics` facade (`counter`, `histogram`) labelled
+/// with `priority` (and more literal labels): one arm per priority, each
+/// with its key built at compile time, so that emitting allocates nothing.
+macro_rules! by_priority {
+    ($kind:ident, $p:expr, $name:literal $(, $k:literal => $v:literal)*) => {
+        match $p {
+            Priority::P0 => metrics::$kind!($name, "priority" => "P0" $(, $k => $v)*),
+            Priority::P1 => metrics::$kind!($name, "priority" => "P1" $(, $k => $v)*),
+            Priority::P2 => metrics::$kind!($name, "priority" => "P2" $(, $k => $v)*),
+            Priority::P3 => metrics::$kind!($name, "priority" => "P3" $(, $k => $v)*),
+        }
+    };
 }
 
 impl Tally {
     pub(crate) fn opened(&mut self, p: Priority) {
         self.stats.detected += 1;
-        metrics::counter!("selfheal_incidents_opened_total", "priority" => prio(p)).increment(1);
+        by_priority!(counter, p, "selfheal_incidents_opened_total").increment(1);
+    }
+
+    /// Counts one attempt of `remedy` in `selfheal_remedy_attempts_total`.
+    fn count_attempt(&mut self, remedy: &str, healed: bool) {
+        if !self.remedy_keys.contains_key(remedy) {
+            let key = |outcome: &'static str| {
+                Key::from_parts(
+                    "selfheal_remedy_attempts_total",
+                    vec![
+                        Label::new("remedy", remedy.to_string()),
+                        Label::new("outcome", outcome),
+                    ],
+                )
+            };
+            self.remedy_keys
+                .insert(remedy.to_string(), [key("healed"), key("failed")]);
+        }
+        let key = &self.remedy_keys[remedy][usize::from(!healed)];
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
     }
 
     /// Counts a closed (or deferred) incident; returns whether it was
@@ -124,14 +159,9 @@ impl Tally {
             r.tried += 1;
             let healed = a.outcome == AttemptOutcome::Healed;
             r.healed += u64::from(healed);
-            metrics::counter!(
-                "selfheal_remedy_attempts_total",
-                "remedy" => a.remedy.clone(),
-                "outcome" => if healed { "healed" } else { "failed" }
-            )
-            .increment(1);
+            self.count_attempt(&a.remedy, healed);
         }
-        let p = prio(inc.priority);
+        let p = inc.priority;
         match &inc.outcome {
             Outcome::Healed { .. } => {
                 self.stats.recovered += 1;
@@ -147,29 +177,25 @@ impl Tally {
                 ));
                 let within = tth <= rto;
                 self.stats.within_rto += u64::from(within);
-                metrics::counter!("selfheal_incidents_healed_total", "priority" => p).increment(1);
-                metrics::histogram!("selfheal_recovery_duration_seconds", "priority" => p)
+                by_priority!(counter, p, "selfheal_incidents_healed_total").increment(1);
+                by_priority!(histogram, p, "selfheal_recovery_duration_seconds")
                     .record(tth.as_secs_f64());
-                metrics::counter!(
-                    "selfheal_rto_total",
-                    "priority" => p,
-                    "met" => if within { "yes" } else { "no" }
-                )
-                .increment(1);
+                if within {
+                    by_priority!(counter, p, "selfheal_rto_total", "met" => "yes").increment(1);
+                } else {
+                    by_priority!(counter, p, "selfheal_rto_total", "met" => "no").increment(1);
+                }
                 within
             }
             Outcome::Escalated => {
                 self.stats.escalated += 1;
-                metrics::counter!("selfheal_incidents_escalated_total", "priority" => p)
-                    .increment(1);
-                metrics::counter!("selfheal_rto_total", "priority" => p, "met" => "no")
-                    .increment(1);
+                by_priority!(counter, p, "selfheal_incidents_escalated_total").increment(1);
+                by_priority!(counter, p, "selfheal_rto_total", "met" => "no").increment(1);
                 false
             }
             Outcome::Observed => {
                 self.stats.observed += 1;
-                metrics::counter!("selfheal_incidents_observed_total", "priority" => p)
-                    .increment(1);
+                by_priority!(counter, p, "selfheal_incidents_observed_total").increment(1);
                 false
             }
             _ => {
