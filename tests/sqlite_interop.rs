@@ -3,11 +3,15 @@
 //! protected (damage behind SQLite's back is healed on read); a file written
 //! through the VFS opens with the default VFS and with the `sqlite3` CLI
 //! (`integrity_check` ok, every row there) in rollback-journal and WAL
-//! modes; paths are taken by their bytes (a non-UTF-8 directory works, a
+//! modes; `PRAGMA mmap_size` does not let SQLite read a page unverified
+//! (damage is still healed with memory-mapped I/O asked for); paths are
+//! taken by their bytes (a non-UTF-8 directory works, a
 //! non-UTF-8 file name is refused by its own name); a replica that is the
 //! database itself is refused with a typed error; and registrations from
 //! racing threads register a name once. Method: real SQLite (rusqlite,
-//! bundled) and the installed CLI; the model workload of
+//! bundled) and the installed CLI (its check is skipped, with a line
+//! saying so, when it is not installed, unless `SELFHEAL_REQUIRE_SQLITE3`
+//! is set); the model workload of
 //! `sqlite_vfs_common`; damage written with `std::fs` while no connection
 //! is open; SQLite's own VFS list read under its main mutex. (The VFS keeps
 //! its checksums in a sidecar table only: the file format is SQLite's, so
@@ -117,6 +121,66 @@ fn a_uri_open_is_protected_wal() {
     uri_open_is_protected("WAL");
 }
 
+/// `PRAGMA mmap_size` cannot bypass verification: SQLite accepts the
+/// setting and tries to read pages by mapping them (`xFetch`), but every
+/// page still comes through `xRead`, verified: damaged pages are healed and
+/// the rows are the model's.
+fn mmap_cannot_bypass_verification(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica.db"));
+    let mut model = Model::new();
+    build_plain(&db, mode, &mut model);
+    let vfs = register(
+        &format!("mmap-{mode}"),
+        SqliteConfig::new().replica_file(&replica),
+    );
+    let c = open(&db, &vfs);
+    work(&c, mode, &mut model, 1);
+    drop(c);
+    std::fs::copy(&db, &replica).unwrap();
+
+    // This SQLite maps files: with the default VFS the setting is taken.
+    let other = Connection::open(dir.path().join("other.db")).unwrap();
+    let mmap: i64 = other
+        .query_row("PRAGMA mmap_size = 268435456", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mmap, 268_435_456, "this SQLite has no memory-mapped I/O");
+    drop(other);
+
+    let pages = damage_leaves(&db);
+    let c = open(&db, &vfs);
+    // SQLite sets the limit and uses xFetch whatever the VFS answers; the
+    // VFS refuses the file control, so the pragma reports no size.
+    let mut st = c.prepare("PRAGMA mmap_size = 268435456").unwrap();
+    let answer = st.query([]).unwrap().next().unwrap().is_some();
+    drop(st);
+    check(&c, &model).unwrap();
+    // Writes and reads go on with the setting in force.
+    work(&c, mode, &mut model, 2);
+    check(&c, &model).unwrap();
+    drop(c);
+    let stats = vfs.stats();
+    assert_eq!(
+        stats.healed,
+        pages.len() as u64,
+        "{mode}: {stats:?}: the damaged pages {pages:?} were read unverified"
+    );
+    assert_eq!(stats.unhealed, 0);
+    assert!(!answer, "the VFS took the mmap setting");
+    let plain = Connection::open(&db).unwrap();
+    assert_eq!(check(&plain, &model).unwrap(), model.len());
+}
+
+#[test]
+fn mmap_cannot_bypass_verification_rollback_journal() {
+    mmap_cannot_bypass_verification("DELETE");
+}
+
+#[test]
+fn mmap_cannot_bypass_verification_wal() {
+    mmap_cannot_bypass_verification("WAL");
+}
+
 /// `(count, sum of ids, sum of name lengths, sum of categories)` of the model.
 fn summary(model: &Model) -> (i64, i64, i64, i64) {
     model
@@ -210,7 +274,13 @@ fn others_read_what_the_vfs_wrote(mode: &str) {
     let (n, ids, len, cat) = summary(&model);
     match cli(&db, &format!("PRAGMA integrity_check; {SUMMARY};")) {
         Some(out) => assert_eq!(out, format!("ok\n{n}|{ids}|{len}|{cat}\n")),
-        None => println!("sqlite3 CLI not installed: skipping its check of {mode} mode"),
+        None => {
+            assert!(
+                std::env::var_os("SELFHEAL_REQUIRE_SQLITE3").is_none(),
+                "SELFHEAL_REQUIRE_SQLITE3 is set but the sqlite3 CLI is not installed"
+            );
+            println!("sqlite3 CLI not installed: skipping its check of {mode} mode");
+        }
     }
 }
 

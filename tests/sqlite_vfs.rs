@@ -3,9 +3,11 @@
 //! its back is healed from a replica before the read returns, so every
 //! query answers what a model of the data says, `integrity_check` is `ok`
 //! and the file ends byte-identical to the replica; with the replica damaged
-//! too, the read fails (never wrong rows); and a process killed mid-
+//! too, the read fails (never wrong rows); a process killed mid-
 //! transaction leaves a database that SQLite's recovery plus the sidecar
-//! table bring back whole. Method: real SQLite (rusqlite, bundled) under
+//! table bring back whole (every row of every acknowledged commit, the
+//! table compared in full); and truncation shrinks the sidecar table with
+//! the file. Method: real SQLite (rusqlite, bundled) under
 //! both journal modes (rollback `DELETE` and `WAL`); the database is built
 //! by plain SQLite, adopted at the first open through the VFS, then worked
 //! (inserts, updates, deletes, `VACUUM`, checkpoints) through it; damage is
@@ -431,10 +433,48 @@ fn crash_child() {
         )
         .unwrap();
         tx.commit().unwrap();
+        // One write per line: a kill never leaves half a number.
         use std::io::Write;
-        writeln!(log, "{txn}").unwrap();
+        log.write_all(format!("{txn}\n").as_bytes()).unwrap();
         log.sync_data().unwrap();
     }
+}
+
+/// A row of `items` as the crash test compares it: id, name, category,
+/// note.
+type Row = (i64, String, i64, String);
+
+/// Every row of `items`, in id order.
+fn rows_of(c: &Connection) -> Vec<Row> {
+    let mut st = c
+        .prepare("SELECT id, name, category, note FROM items ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// The rows of `items` after the plain build (`model`) and the child's
+/// transactions `1..=newest`: each inserts its 500 rows, then deletes the
+/// rows with `id % 5 = 0` below its own first id minus 3000.
+fn child_expected(model: &Model, newest: i64) -> Vec<Row> {
+    let deleted = |id: i64| newest >= 1 && id % 5 == 0 && id < CHILD_BASE + newest * 1_000 - 3_000;
+    let plain = model.iter().map(|(id, (name, category))| {
+        (
+            *id,
+            name.clone(),
+            *category,
+            format!("note {id} ").repeat(4),
+        )
+    });
+    let child = (1..=newest).flat_map(|t| {
+        (0..500).map(move |i| {
+            let id = CHILD_BASE + t * 1_000 + i;
+            (id, name_of(id, 0), id % 37, "x".repeat(200))
+        })
+    });
+    plain.chain(child).filter(|r| !deleted(r.0)).collect()
 }
 
 /// `sync` is SQLite's `synchronous` setting in the child: with `OFF`
@@ -500,20 +540,36 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
             .unwrap()
             .parse()
             .unwrap();
-        // Every committed transaction is there: its last row survives (rows
-        // of transaction t are deleted only by t + 3 or later).
-        let max: i64 = c
-            .query_row("SELECT max(id) FROM items", [], |r| r.get(0))
-            .unwrap();
-        assert!(
-            max >= CHILD_BASE + last * 1_000 + 499,
-            "round {round}: committed {last}, max id {max}"
-        );
-        assert!(
-            max <= CHILD_BASE + (last + 1) * 1_000 + 499,
-            "round {round}: max id {max}"
-        );
-        let newest = (max - CHILD_BASE) / 1_000;
+        // The whole table is exactly what the logged commits leave, with
+        // the transaction after them either whole (committed, killed before
+        // logging it) or absent (killed before its commit).
+        let table = rows_of(&c);
+        let newest = if table == child_expected(&model, last) {
+            last
+        } else if table == child_expected(&model, last + 1) {
+            last + 1
+        } else {
+            let want: BTreeSet<Row> = child_expected(&model, last).into_iter().collect();
+            let have: BTreeSet<Row> = table.iter().cloned().collect();
+            let missing: Vec<i64> = want
+                .iter()
+                .filter(|r| !have.contains(*r))
+                .map(|r| r.0)
+                .take(20)
+                .collect();
+            let extra: Vec<i64> = table
+                .iter()
+                .filter(|r| !want.contains(*r))
+                .map(|r| r.0)
+                .take(20)
+                .collect();
+            panic!(
+                "round {round}: committed {last}; {} rows, want {} (or transaction {} whole too); missing {missing:?}; unexpected {extra:?}",
+                table.len(),
+                want.len(),
+                last + 1
+            );
+        };
         let rows: i64 = c
             .query_row(
                 "SELECT count(*) FROM items WHERE id >= ?1",
@@ -522,23 +578,15 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
             )
             .unwrap();
         assert_eq!(rows, 500, "round {round}: the newest transaction is whole");
-        for (id, _) in model.iter().filter(|(id, _)| *id % 5 != 0).step_by(50) {
-            let n: i64 = c
-                .query_row("SELECT count(*) FROM items WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .unwrap();
-            assert_eq!(n, 1, "round {round}: row {id} of the plain build");
-        }
         assert_eq!(vfs.stats().unhealed, 0);
         eprintln!("[{mode}] round {round}: killed after {last} logged commits; newest whole transaction {newest}; integrity_check ok");
         // The next round's child continues from this transaction number.
         drop(c);
-        let mut log = std::fs::read_to_string(&committed).unwrap();
         if newest > last {
+            let mut log = std::fs::read_to_string(&committed).unwrap();
             log.push_str(&format!("{newest}\n"));
+            std::fs::write(&committed, log).unwrap();
         }
-        std::fs::write(&committed, log).unwrap();
     }
 }
 
@@ -635,4 +683,86 @@ fn a_transaction_larger_than_the_write_batch() {
         assert_eq!(n, 3_000, "{mode}");
         assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0, "{mode}");
     }
+}
+
+/// The pages of `db` the sidecar table tracks, from page 0 up to `upto`
+/// (exclusive): sealed or marked free. Read from the table's files with no
+/// connection open.
+fn tracked(db: &Path, upto: u64) -> Vec<PageId> {
+    let table = selfheal::ChecksumTable::open(&sqlite::sidecar_path(db), PAGE).unwrap();
+    (0..upto)
+        .map(PageId)
+        .filter(|p| table.get(*p).is_some() || table.is_free(*p))
+        .collect()
+}
+
+fn file_pages(db: &Path) -> u64 {
+    std::fs::metadata(db).unwrap().len() / PAGE as u64
+}
+
+/// Truncation shrinks the checksum table with the file: after a delete and
+/// `VACUUM` through the VFS, no page past the file's new end is tracked
+/// (sealed or free), and growing the file again seals the new pages, which
+/// verify and heal like any other.
+fn truncation_shrinks_the_table(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shrink.db");
+    let replica = dir.path().join("shrink-replica.db");
+    let mut model = Model::new();
+    build_plain(&db, mode, &mut model);
+    let vfs = register("shrink", SqliteConfig::new().replica_file(&replica));
+    let c = open(&db, &vfs);
+    insert(&c, &mut model, 10_000..=16_000);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    let big = file_pages(&db);
+    let all = tracked(&db, big + 16);
+    assert_eq!(all.len() as u64, big, "every page of the file is tracked");
+    assert_eq!(all.last(), Some(&PageId(big - 1)));
+
+    let c = open(&db, &vfs);
+    c.execute("DELETE FROM items WHERE id > 1500", []).unwrap();
+    model.retain(|id, _| *id <= 1500);
+    c.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    check(&c, &model).unwrap();
+    drop(c);
+    let small = file_pages(&db);
+    assert!(small * 3 < big, "the file shrank: {big} -> {small} pages");
+    let left = tracked(&db, big + 16);
+    assert_eq!(
+        left,
+        (0..small).map(PageId).collect::<Vec<_>>(),
+        "{mode}: the table tracks exactly the {small} pages left (it had {big})"
+    );
+
+    // Grown again, the new pages are sealed; damage to one of them heals.
+    let c = open(&db, &vfs);
+    insert(&c, &mut model, 20_000..=24_000);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    check(&c, &model).unwrap();
+    drop(c);
+    let grown = file_pages(&db);
+    assert!(grown > small, "{small} -> {grown} pages");
+    assert_eq!(tracked(&db, grown + 16).len() as u64, grown);
+    std::fs::copy(&db, &replica).unwrap();
+    let leaf = *table_leaves(&db).last().unwrap();
+    assert!(leaf.0 >= small, "the last leaf {leaf:?} is a new page");
+    damage(&db, &[leaf]);
+    let c = open(&db, &vfs);
+    check(&c, &model).unwrap();
+    drop(c);
+    assert_eq!(vfs.stats().healed, 1);
+    assert_eq!(vfs.stats().unhealed, 0);
+    assert!(std::fs::read(&db).unwrap() == std::fs::read(&replica).unwrap());
+}
+
+#[test]
+fn truncation_shrinks_the_table_rollback_journal() {
+    truncation_shrinks_the_table("DELETE");
+}
+
+#[test]
+fn truncation_shrinks_the_table_wal() {
+    truncation_shrinks_the_table("WAL");
 }

@@ -773,6 +773,8 @@ impl Database {
     /// also when `synchronous = OFF` omits the sync), at the end of a
     /// checkpoint's copy (`SQLITE_FCNTL_CKPT_DONE`) and at `xClose`.
     pub(super) fn flush(&self) -> std::result::Result<(), Fault> {
+        #[cfg(test)]
+        tests::maybe_panic_in_flush(&self.path);
         match self.protected.get() {
             Some(p) => Self::flush_locked(p, &mut self.pending.lock()),
             None => Ok(()),
@@ -913,8 +915,23 @@ fn raw_fault(rc: Rc) -> Fault {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// The file name of a database whose next flush panics (fault
+    /// injection for the VFS's close path).
+    pub(in crate::sqlite) static PANIC_IN_FLUSH: std::sync::Mutex<Option<&'static str>> =
+        std::sync::Mutex::new(None);
+
+    /// Panics once if `path` is the file [`PANIC_IN_FLUSH`] names.
+    pub(super) fn maybe_panic_in_flush(path: &Path) {
+        let mut hook = PANIC_IN_FLUSH.lock().unwrap_or_else(|e| e.into_inner());
+        if hook.is_some_and(|name| path.ends_with(name)) {
+            *hook = None;
+            drop(hook);
+            panic!("injected: flush of {}", path.display());
+        }
+    }
 
     #[test]
     fn heal_reports_name_the_page_as_sqlite_does() {

@@ -81,8 +81,12 @@
 //!   the file) are marked free in the same flush, and sealed when SQLite
 //!   writes them: full reads, scrubs and snapshots never take them for
 //!   damage.
-//! - **Heal on read.** Every byte `xRead` returns from the file comes
-//!   from a page verified whole by [`CorruptionDetector::read_verified`].
+//! - **Heal on read.** Every byte `xRead` returns from a page in use
+//!   comes from the page verified whole by
+//!   [`CorruptionDetector::read_verified`]. Pages marked free (such as
+//!   freelist leaves at adoption and the unwritten pages of a gap), whose
+//!   content SQLite does not use, are served as they are, unverified:
+//!   nothing sealed them.
 //!   SQLite does not read only whole pages: it reads the 100-byte header
 //!   at offset 0 when it opens the file, the 16-byte change counter at
 //!   offset 24 at the start of a read transaction in rollback-journal

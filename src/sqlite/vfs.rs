@@ -500,14 +500,22 @@ unsafe extern "C" fn m_close(file: *mut ffi::sqlite3_file) -> c_int {
         // SAFETY: SQLite closes each opened main file once.
         unsafe {
             let m = file.cast::<MainFile>();
-            let flushed = (*(*m).db).flush();
+            let db = (*m).db;
+            // A panic in the flush must not skip the close and the release
+            // below: the inner file's descriptor and the `Database` would
+            // stay held for the life of the process.
+            let flushed = guard(ffi::SQLITE_IOERR_CLOSE, || match (*db).flush() {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(f) => f.rc(),
+            });
             let rc = close_inner((*m).inner);
-            (*(*m).state).release(Arc::from_raw((*m).db));
             (*m).db = std::ptr::null();
             (*m).base.pMethods = std::ptr::null();
-            match flushed {
-                Ok(()) => rc,
-                Err(f) => f.rc(),
+            (*(*m).state).release(Arc::from_raw(db));
+            if flushed == ffi::SQLITE_OK {
+                rc
+            } else {
+                flushed
             }
         }
     })

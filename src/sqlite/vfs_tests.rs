@@ -4,6 +4,8 @@
 //! registered VFS's pointer), must reach the wrapped VFS's method with the
 //! wrapped VFS's own pointer and return its answer; a method the wrapped
 //! VFS lacks is not offered, nor `xCurrentTimeInt64` over a version-1 VFS.
+//! And a main file's close whose flush panics (injected) still closes the
+//! file and releases its database: the next open opens it afresh.
 
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -203,4 +205,38 @@ fn missing_methods_are_not_offered() {
         assert!((*ours).xCurrentTimeInt64.is_none());
         assert!((*ours).xDlSym.is_some());
     }
+}
+
+#[test]
+fn a_panic_in_the_close_flush_still_releases_the_database() {
+    use rusqlite::{Connection, OpenFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("close-panic.db");
+    let vfs = crate::sqlite::register("selfheal-close-panic", SqliteConfig::new()).unwrap();
+    let open =
+        || Connection::open_with_flags_and_vfs(&db, OpenFlags::default(), vfs.name()).unwrap();
+    let c = open();
+    c.execute_batch("CREATE TABLE t(v INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    *crate::sqlite::database::tests::PANIC_IN_FLUSH
+        .lock()
+        .unwrap() = Some("close-panic.db");
+    // rusqlite's close reports SQLite's answer; the close itself is done.
+    let _ = c.close();
+    assert!(
+        crate::sqlite::database::tests::PANIC_IN_FLUSH
+            .lock()
+            .unwrap()
+            .is_none(),
+        "the close did not flush"
+    );
+    assert_eq!(vfs.stats().files_opened, 1);
+    let c = open();
+    let v: i64 = c.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(
+        vfs.stats().files_opened,
+        2,
+        "the database of the panicked close was never released"
+    );
 }
