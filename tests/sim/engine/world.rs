@@ -375,7 +375,12 @@ impl World {
                     return LsnExpectation::Nothing;
                 };
                 let maybe = &m.maybe[p.0 as usize];
-                if maybe.is_empty() && !m.in_txn.contains(&p.0) {
+                // Every version the page may hold carries one LSN (nothing
+                // written since, or a failed restore whose chain holds the
+                // acknowledged version only): the host knows it exactly,
+                // and a floor would let through the newer version a lost
+                // write of an earlier restore left on the page (seed 101).
+                if !m.in_txn.contains(&p.0) && maybe.iter().all(|v| v.lsn == acked) {
                     return LsnExpectation::Exact(Lsn(acked));
                 }
                 LsnExpectation::AtLeast(Lsn(maybe.iter().map(|v| v.lsn).fold(acked, u64::min)))
