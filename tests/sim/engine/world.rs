@@ -4,6 +4,16 @@
 //! temporary directory, a manual clock; and the components over them, built
 //! and rebuilt at every simulated crash, driven one call at a time from the
 //! simulator's thread (no background work is started).
+//!
+//! Every failure a component reports goes, at the end of the step that
+//! reported it, to a [`SelfHealer`] acting on its own (the loop of the
+//! `AutoRecoveryManager` in Automatic mode, minus its threads): the healer
+//! has the detector, the repairer, the undo journal and the snapshots in
+//! its context, a learned-remedy file and an audit log on a simulated
+//! directory that crashes with the rest. The manager itself runs its loop
+//! only on threads of its own (a dispatcher and recovery threads), which
+//! no seed could replay; its queue, heal-on-read, incidents file and
+//! suspect registry are not simulated.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,8 +23,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use selfheal::audit::{AuditConfig, AuditLog};
 use selfheal::checksum::{ChecksumTable, TableConfig};
 use selfheal::corruption::LsnExpectation;
+use selfheal::healer::{HealerConfig, Incident, Outcome as Healed, RemedyContext, SelfHealer};
 use selfheal::rollback::{PageWriter, RecoveryMode};
 use selfheal::testing::{
     CrashDir, CrashFiles, CrashStore, CrashSwitch, FaultyReplica, FaultyStore,
@@ -36,13 +48,15 @@ use super::plan::{Fault, Placement, Plan, Structure, PAGES, PAGE_SIZE, REPLICAS}
 pub type Component = &'static str;
 
 /// Every component, in table order.
-pub const COMPONENTS: [Component; 6] = [
+pub const COMPONENTS: [Component; 8] = [
     "detector",
     "scrubber",
     "repairer",
     "rollback",
     "snapshots",
     "table",
+    "healer",
+    "audit",
 ];
 
 /// Something a component noticed: a failure it reported, or an error it
@@ -102,6 +116,8 @@ struct Disks {
     store: Arc<CrashStore>,
     files: Option<Arc<CrashFiles>>,
     journal: Arc<CrashDir>,
+    /// The audit log's directory.
+    audit: Arc<CrashFiles>,
     switch: Arc<CrashSwitch>,
 }
 
@@ -111,8 +127,10 @@ struct Process {
     det: Arc<CorruptionDetector>,
     repairer: Arc<DataRepairer>,
     scrub: Scrubber,
-    mgr: Option<TransactionRollbackManager>,
+    mgr: Option<Arc<TransactionRollbackManager>>,
     snap: Option<Arc<StateSnapshotManager>>,
+    audit: Option<Arc<AuditLog>>,
+    healer: Option<SelfHealer>,
 }
 
 /// How a run ended.
@@ -158,6 +176,13 @@ pub struct World {
     rotted: BTreeSet<Structure>,
     /// Crashes so far.
     pub restarts: u64,
+    /// Failures whose incident was deferred (a cooldown), handed to the
+    /// healer again at a later step.
+    deferred: Vec<selfheal::Failure>,
+    /// The newest audit record a returned sync covered.
+    audit_synced: u64,
+    /// Incidents closed, by outcome name.
+    pub incidents: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn err_name(e: &selfheal::Error) -> String {
@@ -247,6 +272,7 @@ impl World {
                 files: (placement == Placement::SidecarDurable)
                     .then(|| Arc::new(CrashFiles::new().with_switch(switch.clone()))),
                 journal: Arc::new(CrashDir::new().with_switch(switch.clone())),
+                audit: Arc::new(CrashFiles::new().with_switch(switch.clone())),
                 switch,
             },
             replicas,
@@ -268,6 +294,9 @@ impl World {
             file_rot: Vec::new(),
             restarts: 0,
             rotted: BTreeSet::new(),
+            deferred: Vec::new(),
+            audit_synced: 0,
+            incidents: std::collections::BTreeMap::new(),
             plan,
         };
         w.boot().expect("the first boot");
@@ -457,7 +486,7 @@ impl World {
                     r.blocked.len(),
                     r.undo_entries_replaced
                 ));
-                Some(m)
+                Some(Arc::new(m))
             }
             Err(e) => {
                 self.note(format!("journal open: {}", err_name(&e)));
@@ -475,6 +504,30 @@ impl World {
             .failure_sink(self.sink.clone())
             .build(det.clone())
             .expect("scrubber");
+        let audit = self.open_audit();
+        let mut ctx = RemedyContext::new()
+            .detector(det.clone())
+            .repairer(repairer.clone())
+            .clock(self.clock.clone());
+        if let Some(s) = &snap {
+            ctx = ctx.snapshots(s.clone());
+        }
+        if let Some(m) = &mgr {
+            ctx = ctx.rollback(m.clone());
+        }
+        let mut hc = HealerConfig::new()
+            .seed(self.plan.seed)
+            .learned_path(self.dir.path().join("learned"));
+        if let Some(a) = &audit {
+            hc = hc.audit(a.clone());
+        }
+        let healer = match hc.build(ctx) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.violation(format!("the healer refused to build: {e}"));
+                None
+            }
+        };
         self.proc = Some(Process {
             faulty,
             det,
@@ -482,8 +535,136 @@ impl World {
             scrub,
             mgr,
             snap,
+            audit,
+            healer,
         });
         Ok(())
+    }
+
+    /// Opens the audit log on its simulated directory: a crash alone never
+    /// leaves damage in it, and every record a returned sync covered is
+    /// still there.
+    fn open_audit(&mut self) -> Option<Arc<AuditLog>> {
+        match AuditConfig::new()
+            .segment_bytes(4 << 10)
+            .max_bytes(64 << 10)
+            .clock(self.clock.clone())
+            .open_on(self.disks.audit.clone())
+        {
+            Ok(log) => {
+                for d in log.damage() {
+                    self.observe("audit", None, Structure::Page);
+                    self.violation(format!("the audit log is damaged after a crash alone: {d}"));
+                }
+                let newest = log.next_seq() - 1;
+                if newest < self.audit_synced {
+                    self.violation(format!(
+                        "the audit log lost synced records: record {} was synced, the newest is {newest}",
+                        self.audit_synced
+                    ));
+                }
+                Some(Arc::new(log))
+            }
+            Err(e) => {
+                self.violation(format!("the audit log refused to open: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Hands every failure reported in this step (and those deferred
+    /// before) to the healer, and checks what it did: every incident ends
+    /// healed or escalated (a deferred one is handed in again later), and
+    /// every page of an incident reads back as the model allows. The
+    /// healer's own reports are healed too, for a few rounds.
+    pub(super) fn heal(&mut self, failures: Vec<selfheal::Failure>, final_pass: bool) {
+        let mut todo = failures;
+        todo.append(&mut self.deferred);
+        for round in 0..3 {
+            // One incident per target, as under the manager: later reports
+            // of a target join the first.
+            let mut seen = BTreeSet::new();
+            todo.retain(|f| seen.insert(format!("{}", f.target())));
+            if todo.is_empty() {
+                break;
+            }
+            let mut closed: Vec<Incident> = Vec::new();
+            {
+                let Some(h) = self.proc.as_ref().and_then(|p| p.healer.as_ref()) else {
+                    return;
+                };
+                for f in todo.drain(..) {
+                    closed.push(h.heal(f));
+                }
+            }
+            for inc in closed {
+                let name = inc.outcome.as_str();
+                *self.incidents.entry(name).or_insert(0) += 1;
+                self.note(format!(
+                    "incident {} ({}): {name}{}",
+                    inc.id,
+                    inc.target,
+                    match &inc.outcome {
+                        Healed::Healed { remedy } => format!(" by {remedy}"),
+                        _ => String::new(),
+                    }
+                ));
+                match &inc.outcome {
+                    Healed::Healed { .. } | Healed::Escalated => {}
+                    Healed::Deferred { .. } if !final_pass || round > 0 => {
+                        if let Some(f) = inc.failures.first() {
+                            self.deferred.push(f.clone());
+                        }
+                    }
+                    other => self.violation(format!(
+                        "incident {} about {} ended {other:?}, neither healed nor escalated",
+                        inc.id, inc.target
+                    )),
+                }
+                if matches!(inc.outcome, Healed::Healed { .. } | Healed::Escalated) {
+                    let page = match &inc.target {
+                        selfheal::Target::Page(p) => Some(p.0),
+                        _ => inc.pages.first().map(|p| p.0),
+                    };
+                    self.observe("healer", page, Structure::Page);
+                }
+                for p in &inc.pages {
+                    let mut buf = vec![0u8; PAGE_SIZE];
+                    if self.det().read_verified(*p, &mut buf).is_ok() {
+                        let m = self.model.lock();
+                        if !m.allows(p.0, &buf) {
+                            let d = m.describe(p.0, &buf);
+                            drop(m);
+                            self.violation(format!(
+                                "after incident {} ({}): {d}",
+                                inc.id,
+                                inc.outcome.as_str()
+                            ));
+                        }
+                    }
+                }
+            }
+            todo = self.sink.failures().try_iter().collect();
+            for f in &todo {
+                self.note_failure(f);
+            }
+        }
+        // What the healer reported beyond the rounds waits for the next step.
+        self.deferred.append(&mut todo);
+        let mut seen = BTreeSet::new();
+        self.deferred
+            .retain(|f| seen.insert(format!("{}", f.target())));
+        let audit = self.proc.as_ref().and_then(|p| p.audit.clone());
+        if let Some(a) = audit {
+            let through = a.next_seq() - 1;
+            match a.sync() {
+                Ok(()) => self.audit_synced = self.audit_synced.max(through),
+                Err(e) => {
+                    self.note(format!("audit sync: {}", err_name(&e)));
+                    self.observe("audit", None, Structure::Page);
+                }
+            }
+        }
     }
 
     /// An open refused with `e`: the expected reaction to damage done to
@@ -517,6 +698,7 @@ impl World {
             .journal
             .crash_keeping(|_, _| krng.random_range(0..100) < keep_pct);
         let files = self.disks.files.as_ref().map(|f| f.crash(Some(seed)));
+        let audit = self.disks.audit.crash(Some(seed.rotate_left(17)));
         for (structure, s) in std::mem::take(&mut self.file_rot) {
             self.rotted.insert(structure);
             self.rot_file(structure, s, &journal, files.as_ref());
@@ -525,6 +707,7 @@ impl World {
             store: Arc::new(store.with_switch(switch.clone())),
             files: files.map(|f| Arc::new(f.with_switch(switch.clone()))),
             journal: Arc::new(journal.with_switch(switch.clone())),
+            audit: Arc::new(audit.with_switch(switch.clone())),
             switch,
         };
         // What was written and not acknowledged may be there or not; an
@@ -778,7 +961,16 @@ impl World {
 
     fn drain_failures(&mut self) {
         let failures: Vec<_> = self.sink.failures().try_iter().collect();
-        for f in failures {
+        for f in &failures {
+            self.note_failure(f);
+        }
+        if self.proc.is_some() {
+            self.heal(failures, false);
+        }
+    }
+
+    pub(super) fn note_failure(&mut self, f: &selfheal::Failure) {
+        {
             let component = component_of(f.source);
             let (page, structure) = match f.target() {
                 selfheal::Target::Page(p) => (Some(p.0), Structure::Page),
