@@ -78,6 +78,15 @@ fn fixed_seeds_keep_every_invariant() {
         cov.table()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The long run: every cell the plan can produce was hit.
+    if std::env::var("SIM_SEEDS").is_ok() {
+        let missing = cov.missing();
+        assert!(
+            missing.is_empty(),
+            "{} cells the plan can produce were never hit: {missing:?}",
+            missing.len()
+        );
+    }
 }
 
 /// Seeds that found a bug that is now fixed: a restore's lost write served

@@ -48,7 +48,7 @@ use super::plan::{Fault, Placement, Plan, Structure, PAGES, PAGE_SIZE, REPLICAS}
 pub type Component = &'static str;
 
 /// Every component, in table order.
-pub const COMPONENTS: [Component; 8] = [
+pub const COMPONENTS: [Component; 7] = [
     "detector",
     "scrubber",
     "repairer",
@@ -56,7 +56,6 @@ pub const COMPONENTS: [Component; 8] = [
     "snapshots",
     "table",
     "healer",
-    "audit",
 ];
 
 /// Something a component noticed: a failure it reported, or an error it
@@ -208,7 +207,7 @@ fn outcome_name(o: &selfheal::repair::RepairOutcome) -> &'static str {
     }
 }
 
-fn structure_of_message(msg: &str) -> Option<Structure> {
+pub(super) fn structure_of_message(msg: &str) -> Option<Structure> {
     let m = msg.to_ascii_lowercase();
     if m.contains("cursor") {
         Some(Structure::ScrubCursor)
@@ -346,10 +345,16 @@ impl World {
     fn observe_err(&mut self, component: Component, page: Option<u64>, e: &selfheal::Error) {
         let msg = e.to_string();
         let page = page.or_else(|| page_of(&format!("{e:?}")));
-        let structure = if page.is_some() {
+        let named = structure_of_message(&msg);
+        // An error that names the checksum table's files (a failed sync of
+        // them, a table poisoned by one) is about the table even when it
+        // came back from a write of one page.
+        let structure = if named == Some(Structure::ChecksumTable) {
+            Structure::ChecksumTable
+        } else if page.is_some() {
             Structure::Page
         } else {
-            structure_of_message(&msg).unwrap_or(Structure::Page)
+            named.unwrap_or(Structure::Page)
         };
         self.observe(component, page, structure);
     }
