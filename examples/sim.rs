@@ -1,7 +1,8 @@
 //! The deterministic simulator from the command line: `--seed N` runs (and
 //! on failure shrinks) one seed and prints its trace with `--trace`;
 //! `--seeds N [--from S]` runs many and prints the fault coverage table.
-//! Exits non-zero when any seed breaks an invariant.
+//! Exits non-zero when any seed breaks an invariant, and — in a run of 1000
+//! seeds or more — when a coverage cell the plan can produce is zero.
 
 #[allow(dead_code)]
 #[path = "../tests/sim/engine/mod.rs"]
@@ -68,6 +69,15 @@ fn main() {
         from + n,
         started.elapsed()
     );
+    // A long run (1000 seeds or more) fails on a zero cell the plan can produce.
+    let missing = cov.missing();
+    if n >= 1_000 && !missing.is_empty() {
+        eprintln!(
+            "{} cells the plan can produce were never hit: {missing:?}",
+            missing.len()
+        );
+        std::process::exit(1);
+    }
     if failed > 0 {
         std::process::exit(1);
     }

@@ -13,6 +13,8 @@ mod audit;
 mod checksum_table;
 #[path = "fault_matrix/harness.rs"]
 mod harness;
+#[path = "fault_matrix/incidents.rs"]
+mod incidents;
 #[path = "fault_matrix/journal.rs"]
 mod journal;
 #[path = "fault_matrix/pages.rs"]
@@ -308,6 +310,66 @@ fn rows() -> Vec<Row> {
                 "fallback: damage reported, the other records read",
                 "refused (NotRegularFile)",
                 "refused (Io)",
+            ],
+        },
+        Row {
+            name: "audit log: newest segment",
+            build: |d, _| audit::newest_segment(d),
+            pages: false,
+            whole_file: true,
+            expected: [
+                "recovered",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "fallback: damage reported, the other records read",
+                "refused (NotRegularFile)",
+                "refused (Io)",
+            ],
+        },
+        Row {
+            name: "audit log: durable head (`audit.head`)",
+            build: |d, _| audit::head_file(d),
+            pages: false,
+            whole_file: true,
+            expected: [
+                "recovered",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+                "recovered",
+                "fallback: damage reported, every record read",
+                "fallback: damage reported, every record read",
+            ],
+        },
+        Row {
+            name: "recovery open-incidents file",
+            build: incidents::open_incident,
+            pages: true,
+            whole_file: true,
+            expected: [
+                "recovered",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned (file missing), the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
+                "fallback: warned, the page healed from the suspect registry",
             ],
         },
         Row {

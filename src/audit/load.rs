@@ -3,6 +3,7 @@
 //! record goes (see the [module docs](super) for the format and the crash
 //! analysis).
 
+use super::head::{self, Head};
 use super::record::{
     self, decode_frame, parse_segment_header, parse_segment_name, FrameError, SEGMENT_HEADER_LEN,
     SEQ_OFFSET,
@@ -31,6 +32,8 @@ pub(super) struct Inner {
     pub(super) poisoned: Option<String>,
     /// The segment a [`AuditLog::sync`](super::AuditLog::sync) is syncing without the lock.
     pub(super) syncing: Option<String>,
+    /// The record number the head file holds (0: no head file).
+    pub(super) head_seq: u64,
 }
 
 /// What reading one segment found.
@@ -152,7 +155,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
     let listed = storage.list()?;
     // A crash while a torn tail was being cut leaves its temporary file.
     for n in &listed {
-        if n.starts_with("audit-") && n.ends_with(".tmp") {
+        if (n.starts_with("audit-") || n.starts_with(head::HEAD_FILE)) && n.ends_with(".tmp") {
             storage.remove(n)?;
         }
     }
@@ -169,7 +172,17 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
         damage: Vec::new(),
         poisoned: None,
         syncing: None,
+        head_seq: 0,
     };
+    let head = match head::read(storage) {
+        Ok(h) => h,
+        Err(e) => {
+            inner.damage.push(e);
+            None
+        }
+    };
+    // The hash of the record the head names, when it is loaded.
+    let mut at_head: Option<[u8; 32]> = None;
     let count = names.len();
     let mut prev: Option<AuditRecord> = None;
     // The sequence number the newest segment expects next.
@@ -244,6 +257,9 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
                     ));
                 }
             }
+            if head.is_some_and(|h| h.seq == r.seq) {
+                at_head = Some(r.hash);
+            }
             prev = Some(r.clone());
         }
         if newest {
@@ -265,6 +281,9 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
         inner.next_seq = p.seq + 1;
         inner.synced_through = p.seq;
         inner.last_hash = p.hash;
+    }
+    if let Some(h) = head {
+        check_head(storage, &mut inner, h, at_head);
     }
     // Never reuse a sequence number a segment may hold: an empty one starts
     // where its name says; a damaged one may hold at most one record per
@@ -288,4 +307,52 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
         }
     }
     Ok(inner)
+}
+
+/// Compares what the open loaded with the durable head: records the head
+/// says were durable and that no segment holds any more, or a record at the
+/// head's number that is not the one synced, are damage; the next record is
+/// numbered after the head either way (a number once durable is never
+/// reused, so the gap stays visible).
+fn check_head(storage: &dyn TableStorage, inner: &mut Inner, h: Head, at_head: Option<[u8; 32]>) {
+    inner.head_seq = h.seq;
+    let path = storage.path(head::HEAD_FILE);
+    match at_head {
+        Some(hash) if hash != h.hash => inner.damage.push(Error::corrupt_file(
+            &path,
+            0,
+            format!(
+                "record {} differs from the one synced (its hash is not the head's): the log was rewritten",
+                h.seq
+            ),
+        )),
+        Some(_) => {}
+        None => {
+            let newest = inner.next_seq - 1;
+            if h.seq > newest {
+                let newest_name = inner
+                    .segments
+                    .last()
+                    .map_or_else(|| "no segment".to_string(), |s| s.name.clone());
+                inner.damage.push(Error::corrupt_file(
+                    &path,
+                    0,
+                    format!(
+                        "records {}..={} were synced (the head says so) and no segment holds them (newest: {newest_name}): the newest segment was deleted or cut",
+                        newest + 1,
+                        h.seq
+                    ),
+                ));
+            } else {
+                // Below what was loaded, yet not loaded: in a segment kept
+                // aside as damaged, which is reported already.
+            }
+        }
+    }
+    if h.seq >= inner.next_seq {
+        inner.next_seq = h.seq + 1;
+        if let Some(last) = inner.segments.last_mut() {
+            last.appendable = false;
+        }
+    }
 }

@@ -65,9 +65,23 @@
 //! | starting a segment (the old one synced first) | as the two rows above, for the old segment     |
 //! | removing an old segment                  | the segment, or not (both consistent)               |
 //!
-//! Residual window: media damage to the last synced batch, before any later
-//! batch is written, is taken for a torn tail (those records are dropped).
+//! **The end of the log is anchored.** Every sync also replaces a small
+//! framed head file (`audit.head`: the number and hash of the newest durable
+//! record, written after the segment's fsync). At open, durable records the
+//! head names and the segments no longer hold — the newest segment deleted,
+//! or cut at a record boundary, or its last synced batch rotted and taken for
+//! a torn tail — are damage ([`Error::CorruptFile`], in
+//! [`AuditLog::damage`]), and the next record is numbered after the head, so
+//! the gap stays visible at every later open. Deleting the head file as well
+//! is not detected: [`head_hash`](AuditLog::head_hash) kept by the host is the
+//! anchor for that.
+//!
+//! **Sequence numbers are bounded** (at 2^62): a header or frame naming more
+//! is damage, and an append that would pass the bound (only a damaged
+//! segment's name can bring the log near it) is a typed
+//! [`Error::CorruptFile`], never a wrapped sequence.
 
+mod head;
 mod load;
 pub(crate) mod record;
 
@@ -83,8 +97,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 
+use head::Head;
 use load::{load, read_segment, Inner, Segment};
-use record::{parse_segment_header, push_frame, segment_header, segment_name, SEGMENT_HEADER_LEN};
+use record::{
+    parse_segment_header, push_frame, segment_header, segment_name, MAX_SEQ, SEGMENT_HEADER_LEN,
+};
 pub use record::{AuditEntry, AuditRecord, EntryKind, MAX_BODY_LEN, MAX_TARGET_LEN, MAX_TEXT_LEN};
 
 const COMPONENT: &str = "audit log";
@@ -206,6 +223,7 @@ impl AuditConfig {
     pub fn open_on(self, storage: Arc<dyn TableStorage>) -> Result<AuditLog> {
         self.validate()?;
         let inner = load(&*storage)?;
+        let head_seq = inner.synced_through.max(inner.head_seq);
         for e in &inner.damage {
             tracing::error!(error = %e, "the audit log is damaged");
         }
@@ -217,6 +235,7 @@ impl AuditConfig {
             sync_every_append: self.sync_every_append,
             inner: Mutex::new(inner),
             sync_gate: Mutex::new(()),
+            head_written: Mutex::new(head_seq),
             _owner: None,
         })
     }
@@ -287,6 +306,9 @@ pub struct AuditLog {
     inner: Mutex<Inner>,
     /// One [`sync`](AuditLog::sync) at a time.
     sync_gate: Mutex<()>,
+    /// The sequence number the head file holds; one head write at a time
+    /// (taken last, never held while another lock is taken).
+    head_written: Mutex<u64>,
     /// The directory's one owner, for a log opened by path.
     _owner: Option<DirLock>,
 }
@@ -341,6 +363,26 @@ impl AuditLog {
         let first = inner.next_seq;
         if entries.is_empty() {
             return Ok(first);
+        }
+        let room = (entries.len() as u64)
+            .checked_add(first)
+            .is_some_and(|end| end <= MAX_SEQ + 1);
+        if !room {
+            // Only a damaged segment's name can push the next number this
+            // far: refuse, typed, rather than wrap the sequence.
+            let name = inner
+                .segments
+                .iter()
+                .max_by_key(|s| s.first_seq)
+                .map_or_else(|| "audit log".to_string(), |s| s.name.clone());
+            return Err(Error::corrupt_file(
+                self.storage.path(&name),
+                8,
+                format!(
+                    "the next record would be number {first}, and {} more do not fit below the largest a log holds ({MAX_SEQ}): a segment names a number no real log reaches; move the log's directory aside and open a new one",
+                    entries.len()
+                ),
+            ));
         }
         let r = self.append_locked(&mut inner, entries);
         if let Err(e) = &r {
@@ -423,14 +465,23 @@ impl AuditLog {
                 .map(|s| s.name.clone());
             // Not removed by a rotation's trim while it is synced.
             inner.syncing.clone_from(&name);
-            (inner.next_seq - 1, name)
+            (
+                Head {
+                    seq: inner.next_seq - 1,
+                    hash: inner.last_hash,
+                },
+                name,
+            )
         };
-        let r = name.as_ref().map_or(Ok(()), |n| self.storage.sync(n));
+        let r = name
+            .as_ref()
+            .map_or(Ok(()), |n| self.storage.sync(n))
+            .and_then(|()| self.write_head(through));
         let mut inner = self.inner.lock();
         inner.syncing = None;
         match r {
             Ok(()) => {
-                inner.synced_through = inner.synced_through.max(through);
+                inner.synced_through = inner.synced_through.max(through.seq);
                 Ok(())
             }
             Err(e) => {
@@ -453,6 +504,18 @@ impl AuditLog {
         self.inner.lock().synced_through
     }
 
+    /// Replaces the head file with `head` unless it already names that
+    /// record or a newer one (the head never moves back).
+    fn write_head(&self, head: Head) -> Result<()> {
+        let mut written = self.head_written.lock();
+        if head.seq <= *written {
+            return Ok(());
+        }
+        head::write(&*self.storage, head)?;
+        *written = head.seq;
+        Ok(())
+    }
+
     fn sync_locked(&self, inner: &mut Inner) -> Result<()> {
         if inner.synced_through + 1 >= inner.next_seq {
             return Ok(());
@@ -460,6 +523,10 @@ impl AuditLog {
         if let Some(seg) = inner.segments.iter().rev().find(|s| s.appendable) {
             self.storage.sync(&seg.name)?;
         }
+        self.write_head(Head {
+            seq: inner.next_seq - 1,
+            hash: inner.last_hash,
+        })?;
         inner.synced_through = inner.next_seq - 1;
         Ok(())
     }

@@ -15,6 +15,10 @@ pub(super) const SEGMENT_VERSION: u32 = 1;
 pub(super) const SEGMENT_HEADER_LEN: usize = 16;
 pub(super) const FRAME_HEADER_LEN: usize = 8;
 /// The smallest frame: empty target and text.
+/// The largest sequence number a record may carry: far beyond any real
+/// log, and far enough below `u64::MAX` that no count on top of it
+/// overflows. A header or a frame naming more is damage.
+pub(super) const MAX_SEQ: u64 = 1 << 62;
 pub(super) const MIN_FRAME_LEN: u64 = (FRAME_HEADER_LEN + 1 + 8 * 5 + 1 + 32 + 2 + 4) as u64;
 const BODY_VERSION: u8 = 1;
 
@@ -328,6 +332,9 @@ fn decode_body(b: &[u8]) -> Result<AuditRecord, String> {
         return Err(format!("record version {version}, expected {BODY_VERSION}"));
     }
     let seq = r.u64()?;
+    if seq == 0 || seq > MAX_SEQ {
+        return Err(format!("record number {seq}, outside 1..={MAX_SEQ}"));
+    }
     let synced_through = r.u64()?;
     if synced_through >= seq {
         return Err(format!(
@@ -429,9 +436,13 @@ pub(super) fn parse_segment_header(bytes: &[u8]) -> Result<u64, String> {
     if v != SEGMENT_VERSION {
         return Err(format!("segment version {v}, expected {SEGMENT_VERSION}"));
     }
-    Ok(u64::from_le_bytes(
-        bytes[8..16].try_into().expect("8 bytes"),
-    ))
+    let first = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    if first > MAX_SEQ {
+        return Err(format!(
+            "the header names record {first}, past the largest a log holds ({MAX_SEQ})"
+        ));
+    }
+    Ok(first)
 }
 
 /// The file name of the segment whose first record is `first_seq`.
@@ -481,7 +492,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn frame_round_trips(seq in 1u64.., behind in any::<u64>(), at in any::<u64>(), ms in any::<u64>(),
+        fn frame_round_trips(seq in 1u64..=MAX_SEQ, behind in any::<u64>(), at in any::<u64>(), ms in any::<u64>(),
                              incident in proptest::option::of(1u64..), kind in 1u8..=9,
                              prev in any::<[u8; 32]>(), target in ".{0,40}", text in ".{0,200}") {
             let e = AuditEntry { incident, target, kind: EntryKind::from_code(kind).unwrap(), text };

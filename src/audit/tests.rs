@@ -162,7 +162,8 @@ fn group_commit_a_crash_loses_only_what_was_not_synced() {
     }
     let syncs_before = files.syncs();
     log.sync().unwrap();
-    assert_eq!(files.syncs(), syncs_before + 1, "one fsync for the group");
+    // One fsync for the group, and one for the durable head's new file.
+    assert_eq!(files.syncs(), syncs_before + 2, "one fsync for the group");
     assert_eq!(log.synced_through(), 5);
     assert!(!log.has_unsynced());
     for i in 5..12 {
@@ -171,7 +172,7 @@ fn group_commit_a_crash_loses_only_what_was_not_synced() {
     assert!(log.has_unsynced());
     assert_eq!(
         files.syncs(),
-        syncs_before + 1,
+        syncs_before + 2,
         "appends do not fsync by default"
     );
     // Only what is durable: records 1..=5.
@@ -478,4 +479,178 @@ fn a_damaged_segment_at_the_top_of_the_sequence_range_opens() {
     files.set_file(&segment_name(u64::MAX), newer);
     let log = small().open_on(files).unwrap();
     assert!(!log.damage().is_empty());
+}
+
+/// A log of `n` records in 4 KiB segments, every record synced.
+fn synced_log(files: &Arc<CrashFiles>, n: u64) {
+    let log = AuditConfig::new()
+        .segment_bytes(4_096)
+        .max_bytes(1 << 20)
+        .open_on(files.clone())
+        .unwrap();
+    for i in 0..n {
+        log.append(&[entry(i)]).unwrap();
+        log.sync().unwrap();
+    }
+}
+
+fn segments(files: &CrashFiles) -> Vec<String> {
+    let mut segs: Vec<String> = files
+        .names()
+        .into_iter()
+        .filter(|n| parse_segment_name(n).is_some())
+        .collect();
+    segs.sort();
+    segs
+}
+
+fn reopen(files: &Arc<CrashFiles>) -> AuditLog {
+    AuditConfig::new()
+        .segment_bytes(4_096)
+        .max_bytes(1 << 20)
+        .open_on(files.clone())
+        .unwrap()
+}
+
+/// Deleting the newest segment leaves a log that reads as whole; the durable
+/// head says records are missing, as typed damage naming the range, and the
+/// next record is numbered past the head (the gap stays visible).
+#[test]
+fn the_newest_segment_deleted_is_damage() {
+    let files = Arc::new(CrashFiles::new());
+    synced_log(&files, 60);
+    let segs = segments(&files);
+    assert!(segs.len() >= 2, "{segs:?}");
+    let newest = segs.last().unwrap().clone();
+    let first_lost = parse_segment_name(&newest).unwrap();
+    files.delete_file(&newest);
+    let log = reopen(&files);
+    let damage = log.damage();
+    let want = format!("records {first_lost}..=60 were synced");
+    assert!(
+        damage
+            .iter()
+            .any(|e| matches!(e, Error::CorruptFile { .. }) && e.to_string().contains(&want)),
+        "{damage:?}"
+    );
+    assert_eq!(log.append(&[entry(60)]).unwrap(), 61);
+    log.sync().unwrap();
+    drop(log);
+    // Still reported at the next open: a segment is missing below 61.
+    let again = reopen(&files);
+    assert!(
+        again
+            .damage()
+            .iter()
+            .any(|e| e.to_string().contains("missing")),
+        "{:?}",
+        again.damage()
+    );
+}
+
+/// The newest segment cut at each record boundary of its synced records
+/// (every cut leaves frames that decode): damage, every time.
+#[test]
+fn the_newest_segment_cut_at_a_record_boundary_is_damage() {
+    let files = Arc::new(CrashFiles::new());
+    synced_log(&files, 12);
+    let name = segments(&files).pop().unwrap();
+    let whole = files.file(&name).unwrap();
+    let mut boundaries = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while off < whole.len() {
+        let (_, n) = decode_frame(&whole[off..]).unwrap();
+        boundaries.push(off);
+        off += n;
+    }
+    assert_eq!(boundaries.len(), 12);
+    let head_bytes = files.file(head::HEAD_FILE).unwrap();
+    for (k, &cut) in boundaries.iter().enumerate() {
+        let cut_files = Arc::new(CrashFiles::new());
+        cut_files.set_file(&name, whole[..cut].to_vec());
+        cut_files.set_file(head::HEAD_FILE, head_bytes.clone());
+        let log = reopen(&cut_files);
+        let want = format!("records {}..=12 were synced", k + 1);
+        assert!(
+            log.damage().iter().any(|e| e.to_string().contains(&want)),
+            "cut at record {}: {:?}",
+            k + 1,
+            log.damage()
+        );
+    }
+    // Uncut, nothing is reported.
+    assert!(reopen(&files).damage().is_empty());
+}
+
+/// A record at the head's number that is not the one synced (the log
+/// rewritten from that record on, chain and CRCs recomputed) is damage.
+#[test]
+fn a_rewritten_newest_record_is_damage() {
+    let a = Arc::new(CrashFiles::new());
+    synced_log(&a, 5);
+    let b = Arc::new(CrashFiles::new());
+    let log = reopen(&b);
+    for i in 0..5 {
+        log.append(&[entry(i + 100)]).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    // b's segments under a's head.
+    b.set_file(head::HEAD_FILE, a.file(head::HEAD_FILE).unwrap());
+    let log = reopen(&b);
+    assert!(
+        log.damage()
+            .iter()
+            .any(|e| e.to_string().contains("record 5 differs")),
+        "{:?}",
+        log.damage()
+    );
+}
+
+/// A head file that does not decode is typed damage, and the log opens.
+#[test]
+fn a_damaged_head_file_is_damage() {
+    let files = Arc::new(CrashFiles::new());
+    synced_log(&files, 3);
+    let mut bytes = files.file(head::HEAD_FILE).unwrap();
+    bytes[30] ^= 4;
+    files.set_file(head::HEAD_FILE, bytes);
+    let log = reopen(&files);
+    assert!(
+        log.damage()
+            .iter()
+            .any(|e| matches!(e, Error::CorruptFile { path, .. } if path.ends_with("audit.head"))),
+        "{:?}",
+        log.damage()
+    );
+    assert_eq!(log.query(&AuditQuery::all()).unwrap().len(), 3);
+}
+
+/// The fuzz input `fuzz/known-crashes/audit_log-append-seq-overflow`: a
+/// segment named for a number near 2^64. Its open reports damage and an
+/// append is a typed error, never an overflow.
+#[test]
+fn an_append_near_the_top_of_the_sequence_range_is_typed() {
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/known-crashes/audit_log-append-seq-overflow"
+    ))
+    .unwrap();
+    crate::testing::fuzz::audit_log(&input);
+    for first in [u64::MAX, u64::MAX - 1, MAX_SEQ + 1, MAX_SEQ] {
+        let files = Arc::new(CrashFiles::new());
+        let mut seg = segment_header(first).to_vec();
+        seg.extend_from_slice(&[0xA5; 100]);
+        files.set_file(&segment_name(first), seg);
+        let log = small().open_on(files).unwrap();
+        // Past the bound the header is damage; at it, the junk is a torn
+        // tail (cut), and the number is still too high for two records.
+        assert_eq!(!log.damage().is_empty(), first > MAX_SEQ, "first {first}");
+        match log.append(&[entry(1), entry(2)]) {
+            Err(Error::CorruptFile { reason, .. }) => {
+                assert!(reason.contains("do not fit"), "{reason}");
+            }
+            other => panic!("first {first}: {other:?}"),
+        }
+    }
 }

@@ -4,6 +4,16 @@
 //! temporary directory, a manual clock; and the components over them, built
 //! and rebuilt at every simulated crash, driven one call at a time from the
 //! simulator's thread (no background work is started).
+//!
+//! Every failure a component reports goes, at the end of the step that
+//! reported it, to a [`SelfHealer`] acting on its own (the loop of the
+//! `AutoRecoveryManager` in Automatic mode, minus its threads): the healer
+//! has the detector, the repairer, the undo journal and the snapshots in
+//! its context, a learned-remedy file and an audit log on a simulated
+//! directory that crashes with the rest. The manager itself runs its loop
+//! only on threads of its own (a dispatcher and recovery threads), which
+//! no seed could replay; its queue, heal-on-read, incidents file and
+//! suspect registry are not simulated.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,8 +23,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use selfheal::audit::AuditLog;
 use selfheal::checksum::{ChecksumTable, TableConfig};
 use selfheal::corruption::LsnExpectation;
+use selfheal::healer::{HealerConfig, RemedyContext, SelfHealer};
 use selfheal::rollback::{PageWriter, RecoveryMode};
 use selfheal::testing::{
     CrashDir, CrashFiles, CrashStore, CrashSwitch, FaultyReplica, FaultyStore,
@@ -27,6 +39,7 @@ use selfheal::{
 };
 
 mod checks;
+mod heal;
 mod ops;
 
 use super::model::{page_lsn, Model, Version};
@@ -36,13 +49,14 @@ use super::plan::{Fault, Placement, Plan, Structure, PAGES, PAGE_SIZE, REPLICAS}
 pub type Component = &'static str;
 
 /// Every component, in table order.
-pub const COMPONENTS: [Component; 6] = [
+pub const COMPONENTS: [Component; 7] = [
     "detector",
     "scrubber",
     "repairer",
     "rollback",
     "snapshots",
     "table",
+    "healer",
 ];
 
 /// Something a component noticed: a failure it reported, or an error it
@@ -102,6 +116,8 @@ struct Disks {
     store: Arc<CrashStore>,
     files: Option<Arc<CrashFiles>>,
     journal: Arc<CrashDir>,
+    /// The audit log's directory.
+    audit: Arc<CrashFiles>,
     switch: Arc<CrashSwitch>,
 }
 
@@ -111,8 +127,10 @@ struct Process {
     det: Arc<CorruptionDetector>,
     repairer: Arc<DataRepairer>,
     scrub: Scrubber,
-    mgr: Option<TransactionRollbackManager>,
+    mgr: Option<Arc<TransactionRollbackManager>>,
     snap: Option<Arc<StateSnapshotManager>>,
+    audit: Option<Arc<AuditLog>>,
+    healer: Option<SelfHealer>,
 }
 
 /// How a run ended.
@@ -158,6 +176,13 @@ pub struct World {
     rotted: BTreeSet<Structure>,
     /// Crashes so far.
     pub restarts: u64,
+    /// Failures whose incident was deferred (a cooldown), handed to the
+    /// healer again at a later step.
+    deferred: Vec<selfheal::Failure>,
+    /// The newest audit record a returned sync covered.
+    audit_synced: u64,
+    /// Incidents closed, by outcome name.
+    pub incidents: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn err_name(e: &selfheal::Error) -> String {
@@ -183,7 +208,7 @@ fn outcome_name(o: &selfheal::repair::RepairOutcome) -> &'static str {
     }
 }
 
-fn structure_of_message(msg: &str) -> Option<Structure> {
+pub(super) fn structure_of_message(msg: &str) -> Option<Structure> {
     let m = msg.to_ascii_lowercase();
     if m.contains("cursor") {
         Some(Structure::ScrubCursor)
@@ -247,6 +272,7 @@ impl World {
                 files: (placement == Placement::SidecarDurable)
                     .then(|| Arc::new(CrashFiles::new().with_switch(switch.clone()))),
                 journal: Arc::new(CrashDir::new().with_switch(switch.clone())),
+                audit: Arc::new(CrashFiles::new().with_switch(switch.clone())),
                 switch,
             },
             replicas,
@@ -268,6 +294,9 @@ impl World {
             file_rot: Vec::new(),
             restarts: 0,
             rotted: BTreeSet::new(),
+            deferred: Vec::new(),
+            audit_synced: 0,
+            incidents: std::collections::BTreeMap::new(),
             plan,
         };
         w.boot().expect("the first boot");
@@ -317,10 +346,16 @@ impl World {
     fn observe_err(&mut self, component: Component, page: Option<u64>, e: &selfheal::Error) {
         let msg = e.to_string();
         let page = page.or_else(|| page_of(&format!("{e:?}")));
-        let structure = if page.is_some() {
+        let named = structure_of_message(&msg);
+        // An error that names the checksum table's files (a failed sync of
+        // them, a table poisoned by one) is about the table even when it
+        // came back from a write of one page.
+        let structure = if named == Some(Structure::ChecksumTable) {
+            Structure::ChecksumTable
+        } else if page.is_some() {
             Structure::Page
         } else {
-            structure_of_message(&msg).unwrap_or(Structure::Page)
+            named.unwrap_or(Structure::Page)
         };
         self.observe(component, page, structure);
     }
@@ -375,7 +410,12 @@ impl World {
                     return LsnExpectation::Nothing;
                 };
                 let maybe = &m.maybe[p.0 as usize];
-                if maybe.is_empty() && !m.in_txn.contains(&p.0) {
+                // Every version the page may hold carries one LSN (nothing
+                // written since, or a failed restore whose chain holds the
+                // acknowledged version only): the host knows it exactly,
+                // and a floor would let through the newer version a lost
+                // write of an earlier restore left on the page (seed 101).
+                if !m.in_txn.contains(&p.0) && maybe.iter().all(|v| v.lsn == acked) {
                     return LsnExpectation::Exact(Lsn(acked));
                 }
                 LsnExpectation::AtLeast(Lsn(maybe.iter().map(|v| v.lsn).fold(acked, u64::min)))
@@ -452,7 +492,7 @@ impl World {
                     r.blocked.len(),
                     r.undo_entries_replaced
                 ));
-                Some(m)
+                Some(Arc::new(m))
             }
             Err(e) => {
                 self.note(format!("journal open: {}", err_name(&e)));
@@ -470,6 +510,30 @@ impl World {
             .failure_sink(self.sink.clone())
             .build(det.clone())
             .expect("scrubber");
+        let audit = self.open_audit();
+        let mut ctx = RemedyContext::new()
+            .detector(det.clone())
+            .repairer(repairer.clone())
+            .clock(self.clock.clone());
+        if let Some(s) = &snap {
+            ctx = ctx.snapshots(s.clone());
+        }
+        if let Some(m) = &mgr {
+            ctx = ctx.rollback(m.clone());
+        }
+        let mut hc = HealerConfig::new()
+            .seed(self.plan.seed)
+            .learned_path(self.dir.path().join("learned"));
+        if let Some(a) = &audit {
+            hc = hc.audit(a.clone());
+        }
+        let healer = match hc.build(ctx) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.violation(format!("the healer refused to build: {e}"));
+                None
+            }
+        };
         self.proc = Some(Process {
             faulty,
             det,
@@ -477,6 +541,8 @@ impl World {
             scrub,
             mgr,
             snap,
+            audit,
+            healer,
         });
         Ok(())
     }
@@ -512,6 +578,7 @@ impl World {
             .journal
             .crash_keeping(|_, _| krng.random_range(0..100) < keep_pct);
         let files = self.disks.files.as_ref().map(|f| f.crash(Some(seed)));
+        let audit = self.disks.audit.crash(Some(seed.rotate_left(17)));
         for (structure, s) in std::mem::take(&mut self.file_rot) {
             self.rotted.insert(structure);
             self.rot_file(structure, s, &journal, files.as_ref());
@@ -520,6 +587,7 @@ impl World {
             store: Arc::new(store.with_switch(switch.clone())),
             files: files.map(|f| Arc::new(f.with_switch(switch.clone()))),
             journal: Arc::new(journal.with_switch(switch.clone())),
+            audit: Arc::new(audit.with_switch(switch.clone())),
             switch,
         };
         // What was written and not acknowledged may be there or not; an
@@ -773,7 +841,16 @@ impl World {
 
     fn drain_failures(&mut self) {
         let failures: Vec<_> = self.sink.failures().try_iter().collect();
-        for f in failures {
+        for f in &failures {
+            self.note_failure(f);
+        }
+        if self.proc.is_some() {
+            self.heal(failures, false);
+        }
+    }
+
+    pub(super) fn note_failure(&mut self, f: &selfheal::Failure) {
+        {
             let component = component_of(f.source);
             let (page, structure) = match f.target() {
                 selfheal::Target::Page(p) => (Some(p.0), Structure::Page),

@@ -39,6 +39,14 @@ impl World {
     /// readable: a good copy was always on replica 1).
     pub fn finish(&mut self) {
         self.observed.clear();
+        // Past every cooldown, the healer takes what it deferred: each
+        // incident must now end healed or escalated.
+        self.clock.advance(std::time::Duration::from_secs(3_600));
+        let failures: Vec<_> = self.sink.failures().try_iter().collect();
+        for f in &failures {
+            self.note_failure(f);
+        }
+        self.heal(failures, true);
         let proc = self.proc.as_ref().expect("process");
         proc.faulty.clear();
         let repairer = proc.repairer.clone();

@@ -275,6 +275,13 @@ impl World {
                         self.observe("repairer", Some(page.0), Structure::ReplicaCopy);
                     }
                     self.note(format!("repair {page}: {}", outcome_name(&rep.outcome)));
+                    // A repair whose write or sync failed on the checksum
+                    // table's files says so in its reason.
+                    if let selfheal::repair::RepairOutcome::Irreparable { reason } = &rep.outcome {
+                        if super::structure_of_message(reason) == Some(Structure::ChecksumTable) {
+                            self.observe("repairer", Some(page.0), Structure::ChecksumTable);
+                        }
+                    }
                     if rep.is_repaired() {
                         self.observe("repairer", Some(page.0), Structure::Page);
                         let mut buf = vec![0u8; PAGE_SIZE];
