@@ -13,6 +13,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::dirty::DirtyPages;
 use super::format::SnapshotReader;
+#[cfg(any(test, feature = "testing"))]
+use super::io_step::SnapshotIo;
 use super::manifest::{Manifest, Retention};
 use super::progress::Progress;
 use super::SnapshotInfo;
@@ -70,7 +72,7 @@ pub(super) struct Inner {
     pub(super) fail_retention: AtomicBool,
     /// An injected I/O failure: the step, the OS error, how many times.
     #[cfg(any(test, feature = "testing"))]
-    pub(super) io_fault: Mutex<Option<(super::SnapshotIo, i32, u32)>>,
+    pub(super) io_fault: Mutex<Option<(SnapshotIo, i32, u32)>>,
     pub(super) rebuilt: Option<String>,
     /// Every time decision: progress rates, creation times, retention by age.
     pub(super) clock: Arc<dyn Clock>,

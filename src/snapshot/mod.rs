@@ -319,6 +319,7 @@ mod fingerprint;
 pub(crate) mod format;
 mod gate;
 mod inner;
+mod io_step;
 pub(crate) mod manifest;
 mod open;
 mod page_source;
@@ -330,7 +331,8 @@ mod take;
 mod writer;
 
 pub use config::{SnapshotConfig, DEFAULT_THREADS_MAX};
-pub use crash::{CrashStep, SnapshotIo};
+pub use crash::CrashStep;
+pub use io_step::SnapshotIo;
 pub use fingerprint::page_fingerprint;
 pub use gate::{Consistency, WriteGate, WritePause, WriteTicket};
 use inner::Inner;

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rusqlite::ffi;
 
 use super::config::{AdoptionReport, HealEvent, Shared, SqliteConfig};
-use super::identity;
+use super::identity::{self, sidecar_path};
 use super::protected::{Parts, Protected};
 use super::raw::{RawFile, Rc, RootVfs};
 use super::replica::FileReplica;
@@ -102,17 +102,6 @@ pub(super) const PENDING_PAGES_MAX: usize = 1024;
 
 /// Open errors kept for `SqliteVfs::take_open_error`.
 const OPEN_ERRORS_KEPT: usize = 64;
-
-/// The sidecar checksum table's base file for the database at `path`:
-/// `<path>-selfheal` (its logs `<path>-selfheal.log-*`, its lock
-/// `<path>-selfheal.lock`), beside SQLite's own `-journal`, `-wal` and
-/// `-shm` files.
-#[must_use]
-pub fn sidecar_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push("-selfheal");
-    PathBuf::from(s)
-}
 
 /// The byte copies of the database at `db` that `config` names, each with
 /// the setting that names it: each replica file, and the file of the same

@@ -28,13 +28,23 @@
 
 use std::path::{Path, PathBuf};
 
-use super::database::sidecar_path;
 use super::raw::RawFile;
 use super::store::host_error;
 use crate::error::{Error, Result, SqliteRefusal};
 use crate::host::{Replica, ReplicaStatus};
 use crate::types::{PageId, ReplicaId};
 use crate::{ChecksumTable, ReplicaLag};
+
+/// The sidecar checksum table's base file for the database at `path`:
+/// `<path>-selfheal` (its logs `<path>-selfheal.log-*`, its lock
+/// `<path>-selfheal.lock`), beside SQLite's own `-journal`, `-wal` and
+/// `-shm` files.
+#[must_use]
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-selfheal");
+    PathBuf::from(s)
+}
 
 /// Pages checked besides page 1 when a file is opened with a sidecar.
 pub(super) const SAMPLE_PAGES: u64 = 15;

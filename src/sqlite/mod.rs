@@ -240,7 +240,7 @@ use config::Shared;
 use database::Databases;
 
 pub use config::{AdoptionReport, HealEvent, HealFn, SqliteConfig};
-pub use database::sidecar_path;
+pub use identity::sidecar_path;
 
 /// Counters of a selfheal VFS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
