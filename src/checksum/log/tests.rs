@@ -47,6 +47,30 @@ fn encode_frames(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
     out
 }
 
+/// A version-3 log of one frame whose header says `count` records from
+/// `first_seq` and whose records are `body`, with both CRCs right.
+fn one_frame(first_seq: u64, count: u64, body: &[u8]) -> Vec<u8> {
+    let mut f = LogHeader {
+        version: LOG_VERSION,
+        page_size: 4096,
+        generation: 3,
+        first_seq,
+    }
+    .encode()
+    .to_vec();
+    let len = (FRAME_OVERHEAD + body.len()) as u64;
+    let start = f.len();
+    f.extend_from_slice(&len.to_le_bytes());
+    f.extend_from_slice(&count.to_le_bytes());
+    f.extend_from_slice(&first_seq.to_le_bytes());
+    let h = crc32fast::hash(&f[start..]);
+    f.extend_from_slice(&h.to_le_bytes());
+    f.extend_from_slice(body);
+    let c = crc32fast::hash(&f[start..]);
+    f.extend_from_slice(&c.to_le_bytes());
+    f
+}
+
 fn any_frame_record() -> impl Strategy<Value = LogRecord> {
     any_record().prop_filter("no batch in version 3", |r| *r != LogRecord::Batch)
 }
@@ -170,27 +194,7 @@ fn implausible_version_3_frames_are_damage() {
     // A frame that verifies but whose contents cannot be right: a count
     // larger than its bytes hold, an unknown kind, a record naming
     // itself, bytes after the last record.
-    let frame = |count: u64, body: &[u8]| {
-        let mut f = LogHeader {
-            version: LOG_VERSION,
-            page_size: 4096,
-            generation: 3,
-            first_seq: 5,
-        }
-        .encode()
-        .to_vec();
-        let len = (FRAME_OVERHEAD + body.len()) as u64;
-        let start = f.len();
-        f.extend_from_slice(&len.to_le_bytes());
-        f.extend_from_slice(&count.to_le_bytes());
-        f.extend_from_slice(&5u64.to_le_bytes());
-        let h = crc32fast::hash(&f[start..]);
-        f.extend_from_slice(&h.to_le_bytes());
-        f.extend_from_slice(body);
-        let c = crc32fast::hash(&f[start..]);
-        f.extend_from_slice(&c.to_le_bytes());
-        f
-    };
+    let frame = |count: u64, body: &[u8]| one_frame(5, count, body);
     for (count, body) in [
         (9u64, &[KIND_SETTLE, 0][..]),
         (1, &[99, 0][..]),
@@ -202,6 +206,33 @@ fn implausible_version_3_frames_are_damage() {
             1,
             &[
                 KIND_FREE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+            ][..],
+        ),
+        // Overlong varints: 17 as two bytes (the encoder writes one), 0 as
+        // two, and as ten.
+        (1, &[KIND_DROP, 0x91, 0x00, 0x22][..]),
+        (1, &[KIND_SETTLE, 0x80, 0x00][..]),
+        (
+            1,
+            &[
+                KIND_SETTLE,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x00,
+            ][..],
+        ),
+        // Page 1, then a delta of +(2^63 - 1): past i64, not only past u32.
+        (
+            2,
+            &[
+                KIND_FREE, 2, KIND_FREE, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
             ][..],
         ),
     ] {
@@ -481,6 +512,23 @@ proptest! {
                 prop_assert_eq!(&back[..], &records[..back.len()]);
             }
             Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. } | Error::PageSizeMismatch { .. }), "{e}"),
+        }
+    }
+
+    /// A frame the decoder accepts is the one the encoder writes for its
+    /// records, byte for byte: no field (a varint's length above all) has a
+    /// second accepted form.
+    #[test]
+    fn an_accepted_frame_is_canonical(count in 0u64..6,
+                                      body in proptest::collection::vec(
+                                          prop_oneof![1u8..=8, Just(0u8), Just(0x80), Just(0x81), any::<u8>()], 0..24)) {
+        let bytes = one_frame(100, count, &body);
+        if let Ok(d) = decode_log(Path::new("l"), &bytes, 4096) {
+            let mut f = Frame::new(100);
+            for (_, r) in &d.records {
+                f.push(*r);
+            }
+            prop_assert_eq!(&f.finish()[..], &bytes[LOG_HEADER_LEN..]);
         }
     }
 
