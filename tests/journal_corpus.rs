@@ -314,3 +314,61 @@ fn every_truncation_and_flip_of_the_state_file() {
         }
     }
 }
+
+/// An in-flight transaction's undo record that verifies but covers bytes
+/// past the store's pages (damage that kept its CRC, or the journal of a
+/// store with larger pages) is refused in every recovery mode as damage
+/// naming the segment and the record's offset, before any page is written;
+/// opened with the store it was written for, the same journal recovers.
+#[test]
+fn in_flight_undo_past_the_page_is_refused_as_damage_in_every_mode() {
+    use selfheal::rollback::JournalStorage;
+    let dir = Arc::new(CrashDir::new());
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .build(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
+        .unwrap();
+    let t = mgr.begin().unwrap();
+    let lsn = mgr.write(t, PageId(1), PS - 8, &[7u8; 8]).unwrap();
+    mgr.ensure_durable(lsn).unwrap();
+    drop(mgr);
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::StopAtFirstBadRecord,
+    ] {
+        let crashed = Arc::new(dir.crash(0));
+        let small = Arc::new(MemStore::new(PS / 2, 4).unwrap());
+        let e = RollbackConfig::with_storage(crashed.clone())
+            .recovery_mode(mode)
+            .build(RawPages::shared(small.clone()))
+            .unwrap_err();
+        match &e {
+            Error::CorruptFile {
+                path,
+                offset,
+                reason,
+            } => {
+                let segments = crashed.list().unwrap();
+                assert!(
+                    segments.iter().any(|&s| path == &crashed.segment_path(s)),
+                    "{mode:?}: {e}"
+                );
+                assert!(*offset >= SEGMENT_HEADER_LEN as u64, "{mode:?}: {e}");
+                assert!(reason.contains("in flight"), "{mode:?}: {e}");
+                assert!(reason.contains("larger pages"), "{mode:?}: {e}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        let mut page = vec![1u8; PS / 2];
+        selfheal::PageStore::read_page(small.as_ref(), PageId(1), &mut page).unwrap();
+        assert_eq!(page, vec![0u8; PS / 2], "{mode:?}: a page was written");
+        // The journal itself was fine: the store it was written for
+        // recovers from it.
+        let right = RollbackConfig::with_storage(crashed)
+            .recovery_mode(mode)
+            .build(RawPages::shared(Arc::new(MemStore::new(PS, 4).unwrap())))
+            .unwrap();
+        assert_eq!(right.recovery_report().rolled_back.len(), 1, "{mode:?}");
+        right.stop().unwrap();
+    }
+}

@@ -138,3 +138,29 @@ fn arbitrary_bytes_never_panic() {
         assert!(decode_manifest(&b).is_err(), "seed {seed:#x}, input {i}");
     }
 }
+
+/// A manifest whose CRC holds but whose page size no configuration can have
+/// is damage; one of another valid page size decodes (opening the directory
+/// with another page size is then refused as a mismatch, which
+/// `tests/snapshot.rs` covers).
+#[test]
+fn a_manifest_page_size_out_of_range_is_damage() {
+    let (_, good) = corpus();
+    // The page size is the first field after the 24-byte frame header.
+    let with_page_size = |ps: u32| {
+        let mut b = good.clone();
+        b[24..28].copy_from_slice(&ps.to_le_bytes());
+        selfheal::testing::fixup::framed(&b, *b"SHSM", 2)
+    };
+    for ps in [0u32, 1, 63, (1 << 20) + 1, u32::MAX] {
+        match decode_manifest(&with_page_size(ps)) {
+            Err(Error::CorruptFile { reason, .. }) => {
+                assert!(reason.contains("page size"), "{ps}: {reason}");
+            }
+            other => panic!("page size {ps}: {other:?}"),
+        }
+    }
+    for ps in [64u32, 2176, 1 << 20] {
+        assert_eq!(decode_manifest(&with_page_size(ps)).unwrap().len(), 2);
+    }
+}

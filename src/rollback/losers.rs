@@ -113,9 +113,9 @@ fn undo_of(record: &Record) -> Option<UndoFields<'_>> {
 ///
 /// # Errors
 /// The storage's read errors; [`Error::CorruptFile`] for undo of an
-/// in-flight transaction without its begin record;
-/// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] for undo of an
-/// in-flight transaction that does not fit the store.
+/// in-flight transaction without its begin record, or whose bytes lie
+/// past the page's usable length; [`Error::PageOutOfRange`] for undo of an
+/// in-flight transaction on a page past the store's end.
 pub(super) fn find_in_flight(
     storage: &dyn JournalStorage,
     segments: &[SegMeta],
@@ -170,7 +170,8 @@ pub(super) fn find_in_flight(
                                 usable_len,
                                 page_count,
                             )
-                            .err();
+                            .err()
+                            .map(|e| misfit_on_disk(e, storage, seg.id, &r, txn));
                         }
                     }
                 }
@@ -210,6 +211,46 @@ pub(super) fn find_in_flight(
         committed_seen,
         aborted_seen,
     })
+}
+
+/// The error for undo read from the journal that does not fit the store.
+///
+/// [`check_range`] answers [`Error::UndoOutOfPage`], an argument error
+/// whose advice (split the change) is for a caller of `write`. A record on
+/// disk that verified but covers bytes past the page's usable length is
+/// damage that kept a valid CRC, or the journal of a store with larger
+/// (usable) pages; the segment records no page size, so the two cannot be
+/// told apart, and the error names the segment file and the record's offset
+/// as [`Error::CorruptFile`] with both causes and what to do. No recovery
+/// mode cuts the journal there: the check needs the store's geometry, so a
+/// cut would drop the record and every one after it (commits of other
+/// transactions included) for what may be only a journal opened with the
+/// wrong store. A page past the store's end stays [`Error::PageOutOfRange`]:
+/// a store that shrank while the journal was closed is the usual cause, and
+/// that error says to grow the store.
+fn misfit_on_disk(
+    e: Error,
+    storage: &dyn JournalStorage,
+    segment: u64,
+    r: &ScannedRecord,
+    txn: TxnId,
+) -> Error {
+    match e {
+        Error::UndoOutOfPage {
+            page,
+            offset,
+            end,
+            page_size,
+        } => Error::corrupt_file(
+            storage.segment_path(segment),
+            r.offset,
+            format!(
+                "the undo record at LSN {} of transaction {txn}, which was in flight at the last crash, covers bytes {offset}..{end} of page {page}, but the store's pages have {page_size} usable bytes: the record is damaged, or the journal was written for a store with larger pages (or more usable bytes per page); open the journal with the store it was written for, or restore the segment from a backup (moving the journal aside loses the rollback of the transactions in flight)",
+                r.lsn
+            ),
+        ),
+        other => other,
+    }
 }
 
 /// What undoing the in-flight transactions did.

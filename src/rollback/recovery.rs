@@ -101,10 +101,13 @@ impl RollbackConfig {
     /// the journal directory cannot be created or written;
     /// [`Error::CorruptFile`] / [`Error::UnsupportedVersion`] for journal
     /// damage the [recovery mode](super::journal::RecoveryMode) refuses, a missing segment,
-    /// or undo of an unfinished transaction whose begin record is missing;
-    /// [`Error::UndoOutOfPage`] / [`Error::PageOutOfRange`] when the journal
-    /// holds undo of an in-flight transaction that does not fit `pages` (a
-    /// journal of another store; undo of finished transactions is not
+    /// undo of an unfinished transaction whose begin record is missing, or
+    /// undo of an in-flight transaction whose bytes lie past the usable
+    /// length of `pages`' pages (a damaged record, or a journal of a store
+    /// with larger pages: the error names the segment and the record's
+    /// offset, in every recovery mode); [`Error::PageOutOfRange`] when the
+    /// journal holds undo of an in-flight transaction on a page past the end
+    /// of `pages` (a store that shrank; undo of finished transactions is not
     /// checked); the page store's errors during rollback other than a page
     /// that fails verification.
     pub fn build(self, pages: Arc<dyn PageWriter>) -> Result<TransactionRollbackManager> {

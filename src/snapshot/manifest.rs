@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::format::Cursor;
+use super::format::{Cursor, MAX_PAGE_SIZE};
 use super::SnapshotInfo;
+use crate::checksum::MIN_PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::types::Lsn;
@@ -113,6 +114,14 @@ impl Manifest {
         let (version, payload) = fsutil::decode_framed(path, bytes, MAGIC, VERSION)?;
         let mut c = Cursor::new(path, payload, fsutil::FRAME_HEADER_LEN as u64);
         let page_size = c.u32("page size")? as usize;
+        // No configuration has another page size (`SnapshotConfig::build`
+        // refuses it), so this is damage; a size in range that differs from
+        // the configured one is the caller's to judge (`PageSizeMismatch`).
+        if !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(c.err(format!(
+                "page size {page_size} is outside {MIN_PAGE_SIZE}..={MAX_PAGE_SIZE}"
+            )));
+        }
         let next_id = c.u64("next id")?;
         if next_id == u64::MAX {
             return Err(c.err(format!("next snapshot id {next_id} is reserved")));

@@ -83,7 +83,10 @@ fn rebuild_manifest(dir: &Path, page_size: usize) -> Result<Manifest> {
         };
         if r.header.page_size != page_size {
             return Err(Error::PageSizeMismatch {
-                what: format!("snapshot file {}", e.path().display()),
+                what: format!(
+                    "snapshot file {} (the directory's {MANIFEST_NAME} is being rebuilt; open the directory with the page size its snapshots were taken with, or give this store another directory)",
+                    e.path().display()
+                ),
                 expected: page_size,
                 actual: r.header.page_size,
             });
@@ -182,7 +185,11 @@ impl StateSnapshotManager {
         }
         if manifest.page_size != cfg.page_size {
             return Err(Error::PageSizeMismatch {
-                what: format!("snapshot directory {}", dir.display()),
+                what: format!(
+                    "snapshot directory {} (its {MANIFEST_NAME} lists snapshots of {}-byte pages; open it with that page size, or give this store another directory)",
+                    dir.display(),
+                    manifest.page_size
+                ),
                 expected: cfg.page_size,
                 actual: manifest.page_size,
             });

@@ -57,8 +57,8 @@
 //! | 28      | `L`−32  | the `n` records, back to back                          |
 //! | `L`−4   | 4       | CRC32 of bytes 0..`L`−4                                |
 //!
-//! A record is its kind (1 byte) and then, by kind (*varint*: LEB128, at
-//! most 10 bytes; *page delta*: the page minus the page of the frame's
+//! A record is its kind (1 byte) and then, by kind (*varint*: LEB128 in
+//! its shortest form, at most 10 bytes; *page delta*: the page minus the page of the frame's
 //! previous intent, claim or free record — 0 for the first — as a zigzag
 //! varint; the record's own sequence number is `s`):
 //!
@@ -75,8 +75,12 @@
 //! to 8 Ki pages away; a settle 2; a frame adds 32. Version 3 has no batch
 //! record. A frame that verifies but whose records cannot be right (a count
 //! its bytes cannot hold, an unknown kind, bytes after the last record, a
-//! page past 2³², a reference to itself or to a later record, an empty drop
-//! range) is damage.
+//! varint longer than its shortest form, a page outside 0..2³², a reference
+//! to itself or to a later record, an empty drop range) is damage: the
+//! encoder writes every frame in one canonical form, so a frame that
+//! verifies (CRC included) but is not in that form was not written by it.
+//! A frame torn by a crash never verifies, so refusing non-canonical frames
+//! costs crash recovery nothing.
 //!
 //! ## Versions 1 and 2: slots
 //!

@@ -180,7 +180,11 @@ pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Reads a LEB128 varint at `*pos` (at most 10 bytes, no bits past 64).
+/// Reads a LEB128 varint at `*pos` in the canonical form [`put_varint`]
+/// writes (at most 10 bytes, no bits past 64, no overlong encoding: a last
+/// byte of 0 after the first, as in `0x80 0x00` for 0, is refused, so every
+/// value has exactly one encoding and a frame that verifies re-encodes to
+/// the bytes it came from).
 pub(super) fn get_varint(body: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..10 {
@@ -192,7 +196,7 @@ pub(super) fn get_varint(body: &[u8], pos: &mut usize) -> Option<u64> {
         }
         v |= bits << (7 * i);
         if b & 0x80 == 0 {
-            return Some(v);
+            return (i == 0 || b != 0).then_some(v);
         }
     }
     None
@@ -406,11 +410,23 @@ pub(super) fn decode_frame_body(
         let kind = *body.get(pos).ok_or("ends inside a record")?;
         pos += 1;
         let mut varint = |what: &str| {
-            get_varint(body, &mut pos).ok_or_else(|| format!("record {seq}: malformed {what}"))
+            get_varint(body, &mut pos).ok_or_else(|| {
+                format!(
+                    "record {seq}: malformed {what} (a truncated, overlong or over-64-bit varint)"
+                )
+            })
         };
         let page = |d: u64, prev: &mut u32| -> std::result::Result<u32, String> {
-            let p = i64::from(*prev) + unzigzag(d);
-            let p = u32::try_from(p).map_err(|_| format!("record {seq} names page {p}"))?;
+            let delta = unzigzag(d);
+            let p = i64::from(*prev)
+                .checked_add(delta)
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "record {seq} names page {} {delta:+}, not a 32-bit page number",
+                        *prev
+                    )
+                })?;
             *prev = p;
             Ok(p)
         };

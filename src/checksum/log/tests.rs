@@ -47,6 +47,41 @@ fn encode_frames(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
     out
 }
 
+/// A version-3 log of one frame whose header says `count` records from
+/// `first_seq` and whose records are `body`, with both CRCs right.
+fn one_frame(first_seq: u64, count: u64, body: &[u8]) -> Vec<u8> {
+    let mut f = LogHeader {
+        version: LOG_VERSION,
+        page_size: 4096,
+        generation: 3,
+        first_seq,
+    }
+    .encode()
+    .to_vec();
+    let len = (FRAME_OVERHEAD + body.len()) as u64;
+    let start = f.len();
+    f.extend_from_slice(&len.to_le_bytes());
+    f.extend_from_slice(&count.to_le_bytes());
+    f.extend_from_slice(&first_seq.to_le_bytes());
+    let h = crc32fast::hash(&f[start..]);
+    f.extend_from_slice(&h.to_le_bytes());
+    f.extend_from_slice(body);
+    let c = crc32fast::hash(&f[start..]);
+    f.extend_from_slice(&c.to_le_bytes());
+    f
+}
+
+/// `v` as a LEB128 varint `pad` bytes longer than its shortest form
+/// (continuation bytes of zero bits, then a final 0).
+fn put_padded_varint(out: &mut Vec<u8>, v: u64, pad: usize) {
+    put_varint(out, v);
+    if pad > 0 {
+        *out.last_mut().expect("a byte") |= 0x80;
+        out.extend(std::iter::repeat_n(0x80, pad - 1));
+        out.push(0);
+    }
+}
+
 fn any_frame_record() -> impl Strategy<Value = LogRecord> {
     any_record().prop_filter("no batch in version 3", |r| *r != LogRecord::Batch)
 }
@@ -170,27 +205,7 @@ fn implausible_version_3_frames_are_damage() {
     // A frame that verifies but whose contents cannot be right: a count
     // larger than its bytes hold, an unknown kind, a record naming
     // itself, bytes after the last record.
-    let frame = |count: u64, body: &[u8]| {
-        let mut f = LogHeader {
-            version: LOG_VERSION,
-            page_size: 4096,
-            generation: 3,
-            first_seq: 5,
-        }
-        .encode()
-        .to_vec();
-        let len = (FRAME_OVERHEAD + body.len()) as u64;
-        let start = f.len();
-        f.extend_from_slice(&len.to_le_bytes());
-        f.extend_from_slice(&count.to_le_bytes());
-        f.extend_from_slice(&5u64.to_le_bytes());
-        let h = crc32fast::hash(&f[start..]);
-        f.extend_from_slice(&h.to_le_bytes());
-        f.extend_from_slice(body);
-        let c = crc32fast::hash(&f[start..]);
-        f.extend_from_slice(&c.to_le_bytes());
-        f
-    };
+    let frame = |count: u64, body: &[u8]| one_frame(5, count, body);
     for (count, body) in [
         (9u64, &[KIND_SETTLE, 0][..]),
         (1, &[99, 0][..]),
@@ -202,6 +217,33 @@ fn implausible_version_3_frames_are_damage() {
             1,
             &[
                 KIND_FREE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+            ][..],
+        ),
+        // Overlong varints: 17 as two bytes (the encoder writes one), 0 as
+        // two, and as ten.
+        (1, &[KIND_DROP, 0x91, 0x00, 0x22][..]),
+        (1, &[KIND_SETTLE, 0x80, 0x00][..]),
+        (
+            1,
+            &[
+                KIND_SETTLE,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x80,
+                0x00,
+            ][..],
+        ),
+        // Page 1, then a delta of +(2^63 - 1): past i64, not only past u32.
+        (
+            2,
+            &[
+                KIND_FREE, 2, KIND_FREE, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
             ][..],
         ),
     ] {
@@ -481,6 +523,40 @@ proptest! {
                 prop_assert_eq!(&back[..], &records[..back.len()]);
             }
             Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. } | Error::UnsupportedVersion { .. } | Error::PageSizeMismatch { .. }), "{e}"),
+        }
+    }
+
+    /// A frame the decoder accepts is the one the encoder writes for its
+    /// records, byte for byte: no field (a varint's length above all) has a
+    /// second accepted form. The records are built field by field, each
+    /// varint padded to a longer form some of the time.
+    #[test]
+    fn an_accepted_frame_is_canonical(
+        fields in proptest::collection::vec((2u8..=8, 0u64..200, 0usize..3, 0u64..200, 0usize..3, any::<u32>()), 0..6),
+        junk in proptest::collection::vec(any::<u8>(), 0..2)) {
+        let mut body = Vec::new();
+        for &(kind, a, pad_a, b, pad_b, crc) in &fields {
+            body.push(kind);
+            put_padded_varint(&mut body, a, pad_a);
+            match kind {
+                KIND_INTENT | KIND_CLAIM => body.extend_from_slice(&crc.to_le_bytes()),
+                KIND_DROP => put_padded_varint(&mut body, b, pad_b),
+                _ => {}
+            }
+        }
+        body.extend_from_slice(&junk);
+        let padded = fields.iter().any(|f| f.2 > 0 || (f.0 == KIND_DROP && f.4 > 0));
+        let bytes = one_frame(100, fields.len() as u64, &body);
+        match decode_log(Path::new("l"), &bytes, 4096) {
+            Ok(d) => {
+                prop_assert!(!padded && junk.is_empty());
+                let mut f = Frame::new(100);
+                for (_, r) in &d.records {
+                    f.push(*r);
+                }
+                prop_assert_eq!(&f.finish()[..], &bytes[LOG_HEADER_LEN..]);
+            }
+            Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. }), "{e}"),
         }
     }
 

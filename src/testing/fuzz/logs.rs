@@ -436,6 +436,30 @@ pub fn snapshot_dir(data: &[u8]) {
                 Err(e) => panic!("an opened snapshot directory does not open again: {e}"),
             }
         }
+        // A manifest (or, when it is rebuilt, a snapshot file) whose CRC
+        // holds and which claims another page size in the range a
+        // configuration may have is what a directory of another store looks
+        // like: the files say nothing else that could tell it from damage
+        // that kept its CRC. Refusing it as a mismatch that names the
+        // directory or file, and deleting nothing, is right — treating it
+        // as damage would let a rebuild set the other store's snapshots
+        // aside. A page size no configuration can have is damage
+        // (`CorruptFile`), so the mismatch is accepted only in range, and
+        // only here: the other targets' decoders know no configured size.
+        Err(crate::Error::PageSizeMismatch {
+            what,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(expected, SNAPSHOT_PAGE_SIZE, "{what}");
+            assert_ne!(actual, expected, "{what}");
+            assert!(
+                (crate::checksum::MIN_PAGE_SIZE..=crate::snapshot::format::MAX_PAGE_SIZE)
+                    .contains(&actual),
+                "a page size of {actual} bytes, which no configuration has, was not refused as damage: {what}"
+            );
+            assert!(what.contains("another directory"), "{what}");
+        }
         Err(e) => assert_typed(&e),
     }
     let _ = std::fs::remove_dir_all(&dir);
