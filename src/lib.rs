@@ -140,8 +140,8 @@ pub mod prelude {
         HealthMonitor, HealthProbe, HostAction, HostActions, Lsn, ManualClock, MemStore, Mode,
         PageId, PageSource, PageStore, Priority, Receiver, RecoveryConfig, RecoveryEvent,
         RecoveryStats, RepairConfig, Replica, ReplicaId, ReplicaLag, ReplicaStatus, Result,
-        RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig, Source, StateSnapshotManager,
-        StoreReplica, SystemClock, Target, TransactionRollbackManager, TxnId,
+        RollbackConfig, ScrubConfig, Scrubber, SnapshotConfig, Source, SqliteRefusal,
+        StateSnapshotManager, StoreReplica, SystemClock, Target, TransactionRollbackManager, TxnId,
     };
 }
 

@@ -332,10 +332,10 @@ mod writer;
 
 pub use config::{SnapshotConfig, DEFAULT_THREADS_MAX};
 pub use crash::CrashStep;
-pub use io_step::SnapshotIo;
 pub use fingerprint::page_fingerprint;
 pub use gate::{Consistency, WriteGate, WritePause, WriteTicket};
 use inner::Inner;
+pub use io_step::SnapshotIo;
 pub use manifest::{snapshot_file_name, Retention};
 pub use open::LOCK_FILE;
 pub use page_source::SnapshotPageSource;
