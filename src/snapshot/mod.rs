@@ -292,7 +292,7 @@
 //! — succeeds once the fault clears, `ENOSPC` included (the
 //! [`AutoRecoveryManager`](crate::AutoRecoveryManager)'s disk-full remedies
 //! trim retention and ask the host for space meanwhile). Only a simulated
-//! crash ([`StateSnapshotManager::crash_at`]) poisons the manager.
+//! crash (`StateSnapshotManager::crash_at`, with the `testing` feature) poisons the manager.
 //!
 //! Files are created owner-only (`0o600`), and a directory the manager
 //! creates is `0o700`; the permissions of a directory that already exists
