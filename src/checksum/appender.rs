@@ -405,6 +405,12 @@ impl Appender {
         }
     }
 
+    /// The retryable error a caller gets while the log is stalled; `None`
+    /// when it is not.
+    pub(super) fn stall_error(&self) -> Option<Error> {
+        self.state.lock().stall.as_ref().map(stalled)
+    }
+
     /// What a stalled log holds; `None` when it is not stalled.
     pub(super) fn stall_info(&self) -> Option<LogStallInfo> {
         let st = self.state.lock();

@@ -155,7 +155,12 @@ impl ChecksumTable {
         // next generation.
         files.logs.insert(generation);
         files.max_generation = generation;
-        created?;
+        if let Err(e) = created {
+            // A retryable failure stalled the log (`end_switch`): the caller
+            // gets the stall's retryable error, as every caller of a stalled
+            // log does, not the I/O error behind it.
+            return Err(d.log.stall_error().unwrap_or(e));
+        }
         let base = self.encode_settled(generation, first_seq);
         replace(&*d.storage, &d.stem, &base)?;
         files.base_generation = generation;
