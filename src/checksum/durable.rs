@@ -220,8 +220,12 @@
 //! the last batch record): `CorruptFile`, naming the offset. A damaged
 //! newest fsynced frame cannot be told from a torn tail; it and
 //! the records after it are dropped, and a page whose only accepting intent
-//! was among them fails verification and is reported and repaired like any
-//! corrupt page: the table never accepts bytes it should not. After
+//! was among them fails verification and is reported like any corrupt page:
+//! the table never accepts bytes it should not. A replica copy repairs it
+//! only if it holds a version the table still accepts; when every replica
+//! holds the same newest version (the one whose intent was dropped), no
+//! copy verifies and the page stays fenced until the host writes it again
+//! from a copy it trusts. After
 //! `CorruptFile` the host decides: restore the files from a backup, or build
 //! a new table from pages it trusts (for example by re-sealing them from a
 //! verified replica). A base file missing while logs exist is damage too.
