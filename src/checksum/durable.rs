@@ -118,9 +118,14 @@
 //! after reopening equals the state in memory when the last durable record
 //! was written, with every version of unknown fate (nothing in memory
 //! survives). The detector resolves them when it is built: it reads each
-//! such page, and the version the page holds counts as written (nothing is
-//! logged: the next sync's `settle` record covers its intent, and `except`
-//! records the newer versions, which stay); the next sync settles it. A
+//! such page, and the version the page holds counts as written; when any
+//! page was found so, the build then syncs the store and settles them at
+//! once, with the `settle` record (and `except` records for the newer
+//! versions, which stay) fsynced before the detector takes a write.
+//! Leaving that to the host's next sync would let a later write of such a
+//! page, torn by a crash, leave it without a settled checksum and holding
+//! none of its versions, which the next build resolves as lost: the
+//! checksum of the bytes the page and its replicas hold would be gone. A
 //! page holding its settled bytes keeps its versions as they are.
 //!
 //! **Compaction** to generation `h` (greater than every generation on disk):
@@ -191,7 +196,8 @@
 //! | detector build: resolving a page without a settled checksum, its `drop`/`free` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them |
 //! | open: fresh table, base being created | nothing or a `…tmp` | a fresh table again |
 //! | open: compaction | as for compaction | as for compaction |
-//! | detector build: resolving, then the sync's `settle` record buffered | the record lost or torn | the versions are of unknown fate again; the next build resolves them the same way (the page still holds the same bytes, or a write since announced a newer version) |
+//! | detector build: resolving, then the store's sync and the `settle` record being fsynced | the record lost or torn | the versions are of unknown fate again; no page was written meanwhile, so the next build resolves them the same way |
+//! | after the build's `settle` fsync, a write of a resolved page torn by a crash | the page's checksum settled; the new intent durable | the page holds neither version: damage, which a replica copy of the settled bytes (or of the new ones) repairs |
 //!
 //! A failed write or fsync of the log is not a crash but is treated like
 //! one: the table refuses further changes, so the detector writes no page
@@ -214,8 +220,12 @@
 //! the last batch record): `CorruptFile`, naming the offset. A damaged
 //! newest fsynced frame cannot be told from a torn tail; it and
 //! the records after it are dropped, and a page whose only accepting intent
-//! was among them fails verification and is reported and repaired like any
-//! corrupt page: the table never accepts bytes it should not. After
+//! was among them fails verification and is reported like any corrupt page:
+//! the table never accepts bytes it should not. A replica copy repairs it
+//! only if it holds a version the table still accepts; when every replica
+//! holds the same newest version (the one whose intent was dropped), no
+//! copy verifies and the page stays fenced until the host writes it again
+//! from a copy it trusts. After
 //! `CorruptFile` the host decides: restore the files from a backup, or build
 //! a new table from pages it trusts (for example by re-sealing them from a
 //! verified replica). A base file missing while logs exist is damage too.

@@ -273,15 +273,24 @@ impl ChecksumTable {
     /// (damage, which verification reports) are left as they are. The
     /// detector calls it when it is built.
     ///
+    /// Returns how many pages were found holding one of their versions
+    /// (now written, not yet settled). Until a sync settles them, the log
+    /// still has them of unknown fate: a later write of such a page that a
+    /// crash tears would leave a page without a settled checksum holding
+    /// none of its versions, and the next resolve would drop the version
+    /// the page (and every replica) held. The detector therefore syncs the
+    /// store and settles them (see [`settle_resolved`](Self::settle_resolved))
+    /// before it takes any write.
+    ///
     /// # Errors
     /// [`Error::Poisoned`] when the table's log is poisoned.
     pub(crate) fn resolve(
         &self,
         page_count: u64,
         read: &mut dyn FnMut(PageId, &mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let Some(d) = &self.durable else {
-            return Ok(());
+            return Ok(0);
         };
         let pages: Vec<u64> = {
             let un = d.unsettled.lock();
@@ -297,6 +306,7 @@ impl ChecksumTable {
         };
         let mut buf = vec![0u8; self.page_size];
         let mut resolved = 0usize;
+        let mut marked = 0usize;
         for page in pages.into_iter().map(PageId) {
             if page.0 >= page_count || read(page, &mut buf).is_err() {
                 continue;
@@ -310,7 +320,10 @@ impl ChecksumTable {
             un.outcomes = outcomes;
             match outcome {
                 Resolved::Nothing => {}
-                Resolved::Marked => resolved += 1,
+                Resolved::Marked => {
+                    resolved += 1;
+                    marked += 1;
+                }
                 Resolved::Lost => {
                     let mut log = d.log.state.lock();
                     log.check()?;
@@ -331,7 +344,35 @@ impl ChecksumTable {
                 "unsettled checksum versions resolved from the store"
             );
         }
-        Ok(())
+        Ok(marked)
+    }
+
+    /// Settles, durably, the versions a [`resolve`](Self::resolve) found
+    /// the pages holding: `sync` syncs the store (the bytes read back may
+    /// still sit in the page cache a dead process left), then the settle
+    /// records are appended and the log fsynced. From then on the checksum
+    /// of the bytes each such page holds is its settled one, which no crash
+    /// of a later write can take away.
+    ///
+    /// A stalled log takes no record (nor any intent, so no page is
+    /// written before a resume): the versions then settle at the next sync.
+    ///
+    /// # Errors
+    /// The store sync's error (nothing is settled; the versions settle at
+    /// the next sync); [`Error::Poisoned`] when the table's log is
+    /// poisoned, or the log's error when its fsync fails for good.
+    pub(crate) fn settle_resolved(&self, sync: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let barrier = self.sync_barrier();
+        sync()?;
+        let _files = d.files.lock();
+        settle_locked(self, d, barrier.0);
+        match d.log.flush(&*d.storage) {
+            Err(Error::Stalled { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Takes a sync barrier (before the store's sync).

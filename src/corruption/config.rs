@@ -224,7 +224,9 @@ impl CorruptionConfig {
     /// [expectation hook](Self::page_lsn_expectation)) without a page-LSN
     /// reader; [`Error::PageSizeMismatch`] when a sidecar table was made for
     /// another page size; [`Error::Poisoned`] for a durable sidecar table
-    /// whose log failed.
+    /// whose log failed; the store's sync error (or the table log's fsync
+    /// error) when a durable sidecar table reopened after a crash has pages
+    /// whose checksums the build settles durably before any write.
     pub fn build(self, store: Arc<dyn PageStore>) -> Result<CorruptionDetector> {
         crate::telemetry::describe();
         if self.expected_lsn.is_some() && self.page_lsn.is_none() {
@@ -257,8 +259,13 @@ impl CorruptionConfig {
             }
         }
         if let ChecksumPlacement::Sidecar(t) = &self.placement {
-            // Writes a crash left unsettled: find which bytes each page holds.
-            t.resolve(store.page_count(), &mut |p, buf| store.read_page(p, buf))?;
+            // Writes a crash left unsettled: find which bytes each page
+            // holds, and settle those durably before any write can tear a
+            // page whose only checksum is still of unknown fate in the log.
+            let marked = t.resolve(store.page_count(), &mut |p, buf| store.read_page(p, buf))?;
+            if marked > 0 {
+                t.settle_resolved(&mut || store.sync())?;
+            }
         }
         let sink = self
             .failures

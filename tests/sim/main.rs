@@ -105,12 +105,19 @@ fn fixed_seeds_keep_every_invariant() {
 /// (the page keeping the newer version the restore replaced) and a later
 /// restore that failed part way, the host's hook answered only a floor for
 /// a page whose every possible version has one LSN, and the replaced
-/// version verified (101: the hook now answers that LSN exactly).
+/// version verified (101: the hook now answers that LSN exactly); under
+/// the durable sidecar table, a failed fsync of its log poisoned it, and a
+/// page damaged meanwhile was left with no usable checksum (3706, 9882:
+/// the log now stalls and resumes); after a crash, a page whose only
+/// checksum was an intent resolved at the detector's build but not yet
+/// settled, then written by a transaction the next crash tore, lost that
+/// checksum, and with it every replica copy's verification (8890: the
+/// build now settles what it resolved, durably).
 #[test]
 fn seeds_that_found_fixed_bugs_pass() {
     for seed in [
         51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
-        325, 336, 379, 2824, 3525, 101,
+        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890,
     ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));
