@@ -658,7 +658,12 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                 // every id seen, before anything is removed: a crash in
                 // between leaves the dropped segments unlisted, and the next
                 // open in this mode removes them.
-                out.state.newest = if whole { id - 1 } else { id };
+                // Never below `oldest - 1` (no segment left): a damaged
+                // segment numbered below the oldest the state lists (an
+                // unlisted leftover, id 0 included) drops everything from it
+                // on.
+                let floor = out.state.oldest.saturating_sub(1);
+                out.state.newest = if whole { id.saturating_sub(1) } else { id }.max(floor);
                 out.state.txn_reserved_end = out
                     .state
                     .txn_reserved_end
