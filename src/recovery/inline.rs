@@ -10,6 +10,10 @@
 //!   reader waits for that incident to close — at most [`WAIT_MAX`] — and
 //!   then reads again. The incident is diagnosed, acted on, verified,
 //!   audited, counted and announced exactly as on a recovery thread.
+//! - **A read that raced a heal reads again.** A page found bad whose
+//!   incident closed healed before the reader got to it (no open
+//!   incident, the page no longer fenced) is read again, not given a
+//!   second incident.
 //! - **The reader gets verified bytes or its error.** When the incident
 //!   healed the page the read is done again, verified (without the hook);
 //!   otherwise the read returns the error it found.
@@ -27,6 +31,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::corruption::read_hook::{ReadFailureFn, ReadHeal};
+use crate::corruption::PageState;
 use crate::healer::Outcome;
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 
@@ -72,7 +77,23 @@ fn heal_page(inner: &Inner, page: PageId, failure: Option<Failure>) -> ReadHeal 
         }
         return ReadHeal::Unhealed;
     }
-    let claim = inner.queue.lock().claim(
+    let mut queue = inner.queue.lock();
+    // The read found the page bad, but another thread may have healed it
+    // and closed its incident since. The page's state is looked at under
+    // the queue's lock: an incident marks its page repaired before it
+    // leaves the queue, so a page with no open incident that is not fenced
+    // is past its fault, and the read is done again (a new fault there is
+    // found and reported by that read) instead of opening an incident for
+    // a page that is already good.
+    if !queue.is_open(&target)
+        && !inner
+            .detector
+            .page_state(page)
+            .is_some_and(PageState::is_fenced)
+    {
+        return ReadHeal::ReadAgain;
+    }
+    let claim = queue.claim(
         &target,
         failure,
         || {
@@ -85,6 +106,7 @@ fn heal_page(inner: &Inner, page: PageId, failure: Option<Failure>) -> ReadHeal 
         },
         now,
     );
+    drop(queue);
     if reported.is_some() && !matches!(claim, Claim::Full(_)) {
         inner.tally.lock().stats.failures += 1;
     }
