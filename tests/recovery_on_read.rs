@@ -70,6 +70,44 @@ fn a_damaged_page_read_through_the_detector_comes_back_healed() {
 }
 
 #[test]
+fn the_close_is_recorded_off_the_reader_and_seen_at_once_by_the_api() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(true));
+        m.start().unwrap();
+        let events = m.subscribe(64).unwrap();
+        // Without a call into the manager, the dispatcher records the
+        // close and announces it within its tick.
+        let model = bytes(mirror.as_ref(), 3);
+        damage(&raw, 3);
+        assert_eq!(read(&m, 3).unwrap(), model);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let healed = std::iter::from_fn(|| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            events.events().recv_timeout(left).ok()
+        })
+        .find(|e| matches!(e, RecoveryEvent::Healed { .. }));
+        assert!(healed.is_some(), "the Healed event follows the read");
+        // `incidents` and `stats` record what is still to be recorded
+        // before they answer: no wait needed.
+        damage(&raw, 4);
+        assert_eq!(read(&m, 4).unwrap(), bytes(mirror.as_ref(), 4));
+        let incs = m.incidents();
+        assert!(
+            incs.iter()
+                .any(|i| i.target == selfheal::Target::Page(PageId(4))
+                    && matches!(i.outcome, Outcome::Healed { .. })),
+            "{incs:#?}"
+        );
+        assert_eq!(m.stats().recovered, 2);
+        m.stop().unwrap();
+        // Recorded once each, also after stop.
+        assert_eq!(m.stats().recovered, 2);
+        assert_eq!(m.incidents().len(), 2);
+    }
+}
+
+#[test]
 fn readers_of_one_damaged_page_share_its_incident() {
     for placement in placements() {
         let dir = tempfile::tempdir().unwrap();

@@ -369,10 +369,30 @@ impl SelfHealer {
         // The incident's audit records are held and appended in few
         // appends: before each remedy acts (write-ahead), and at close.
         let _holding = batch::Holding::start(self);
-        let (mut inc, diagnosis) = self.open(id, &failure, joined);
+        self.heal_held(id, &failure, joined)
+    }
+
+    /// [`heal_as`](Self::heal_as), but the records that close the incident
+    /// (everything after the last write-ahead) are given back instead of
+    /// appended: the caller appends them, in order, when it records the
+    /// close (heal on read closes off the reader's thread).
+    pub(crate) fn heal_as_closing_later(
+        &self,
+        id: u64,
+        failure: Failure,
+        joined: &[Failure],
+    ) -> (Incident, Vec<crate::audit::AuditEntry>) {
+        let holding = batch::Holding::start(self);
+        let inc = self.heal_held(id, &failure, joined);
+        (inc, holding.take())
+    }
+
+    /// Heals with this thread's audit records held (see `heal/batch.rs`).
+    fn heal_held(&self, id: u64, failure: &Failure, joined: &[Failure]) -> Incident {
+        let (mut inc, diagnosis) = self.open(id, failure, joined);
         let case = Case {
             diagnosis: &diagnosis,
-            failure: &failure,
+            failure,
         };
         if let Some(ranked) = self.plan(&mut inc, &case) {
             self.run_plan(&mut inc, &case, ranked, 0);

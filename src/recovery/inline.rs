@@ -14,6 +14,13 @@
 //!   incident closed healed before the reader got to it (no open
 //!   incident, the page no longer fenced) is read again, not given a
 //!   second incident.
+//! - **The reader does not wait for the bookkeeping.** A healed incident
+//!   leaves the queue before the read returns; recording its close (the
+//!   closing audit records, counts, the `Healed` event, the recent list)
+//!   is left to the dispatcher's next pass — at most a dispatcher tick
+//!   later — or to the first call of `stats`, `incidents` or `wait_idle`
+//!   before that (see `closing::close_later`). Its write-ahead audit
+//!   records were appended before its remedy acted, as on any thread.
 //! - **The reader gets verified bytes or its error.** When the incident
 //!   healed the page the read is done again, verified (without the hook);
 //!   otherwise the read returns the error it found.
@@ -35,10 +42,11 @@ use crate::corruption::PageState;
 use crate::healer::Outcome;
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 
+use super::closing::{close_later, settle};
 use super::events::RecoveryEvent;
+use super::filing::offer;
 use super::queue::{Claim, Taken};
 use super::state::Inner;
-use super::threads::{offer, settle};
 
 /// How long a reader waits, at most, for another thread's incident on its
 /// page to close.
@@ -166,15 +174,22 @@ fn heal_taken(inner: &Inner, healer: &crate::healer::SelfHealer, t: Taken) -> Re
     );
     let _enter = span.enter();
     let healed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        healer.heal_as(t.id, t.first.clone(), &t.joined)
+        healer.heal_as_closing_later(t.id, t.first.clone(), &t.joined)
     }));
     match healed {
-        Ok(inc) => {
-            let ok = matches!(inc.outcome, Outcome::Healed { .. });
-            settle(inner, &t, inc);
-            if ok {
+        Ok((inc, audit)) => {
+            if matches!(inc.outcome, Outcome::Healed { .. }) {
+                close_later(inner, &t, inc, audit);
                 ReadHeal::ReadAgain
             } else {
+                // Not healed: its records now, and the incident settled
+                // here (deferred, or escalated) before the read fails.
+                if let (Some(log), false) = (&inner.audit, audit.is_empty()) {
+                    if let Err(e) = log.append(&audit) {
+                        tracing::warn!(error = %e, "audit records not written; healing goes on");
+                    }
+                }
+                settle(inner, &t, inc);
                 ReadHeal::Unhealed
             }
         }

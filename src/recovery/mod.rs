@@ -75,7 +75,15 @@
 //!   queue, diagnosed, repaired, verified, audited and announced as on a
 //!   recovery thread — and returns the good bytes; a reader whose page
 //!   another thread is healing waits for that incident (at most 5 s) and
-//!   reads again. Reads inside a remedy never heal on read.
+//!   reads again, and a reader whose page was healed since its read found
+//!   it bad reads again. Reads inside a remedy never heal on read. The
+//!   reader does not wait for the bookkeeping of the close: a healed
+//!   incident leaves the queue before the read returns, and its closing
+//!   audit records, counts, `Healed` event and place among the recent
+//!   incidents are recorded by the dispatcher within its tick (20 ms), or
+//!   at once by [`stats`](AutoRecoveryManager::stats),
+//!   [`incidents`](AutoRecoveryManager::incidents),
+//!   [`wait_idle`](AutoRecoveryManager::wait_idle) and `stop`.
 //! - **Modes.** [`Mode::Observe`] decides and reports and never acts: it
 //!   changes nothing in the store, at startup included (the journal's
 //!   losers are reported, not rolled back). No incident is acted on, no
@@ -200,10 +208,12 @@
 //! Each remedy attempt runs in a child span `remedy` with its `name`;
 //! each remedy's action is logged in it.
 
+mod closing;
 mod config;
 mod escalated;
 pub mod escalated_file;
 mod events;
+mod filing;
 mod inline;
 pub mod persist;
 mod queue;
@@ -396,6 +406,7 @@ impl AutoRecoveryManager {
             suspects,
             filed: std::sync::atomic::AtomicU64::new(0),
             closing: std::sync::atomic::AtomicU64::new(0),
+            closes: Mutex::new(Vec::new()),
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
@@ -479,6 +490,7 @@ impl AutoRecoveryManager {
     /// (walks the open incidents, to count those past their RTO).
     #[must_use]
     pub fn stats(&self) -> RecoveryStats {
+        closing::record_closes(&self.inner);
         let mut s = self.inner.tally.lock().stats.clone();
         let q = self.inner.queue.lock();
         s.open = q.len() as u64;
@@ -524,6 +536,7 @@ impl AutoRecoveryManager {
     /// The last closed incidents (oldest first), each with its timeline.
     #[must_use]
     pub fn incidents(&self) -> Vec<Incident> {
+        closing::record_closes(&self.inner);
         self.inner.recent.lock().iter().cloned().collect()
     }
 
@@ -556,6 +569,7 @@ impl AutoRecoveryManager {
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
+            closing::record_closes(&self.inner);
             if self.is_idle() {
                 // Once more after the dispatcher's next pass.
                 std::thread::sleep(Duration::from_millis(5));

@@ -17,10 +17,12 @@ use crate::snapshot::{Consistency, SnapshotKind, SnapshotRequest, StateSnapshotM
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 use crate::worker::{Stop, TimedCaller};
 
+use super::closing;
 use super::config::{ApprovalCallback, ApprovalRequest, Mode};
+use super::filing::{self, offer};
 use super::persist;
 use super::state::{AutoRecoveryManager, Pending, StartupReport, JOURNAL_DIR, LEARNED_FILE};
-use super::threads::{self, offer, own_failure};
+use super::threads::{self, own_failure};
 
 pub(super) fn start(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     let r = start_inner(m, p);
@@ -428,13 +430,15 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             stuck.push(slot.name);
         }
     }
+    // Closes healed on readers' threads and not yet recorded, recorded.
+    closing::record_closes(inner);
     // 4. What is still open is saved, and the pages known bad.
     if started && !never_started {
         if let Err(e) = inner.suspects.sync_with(&inner.detector) {
             tracing::warn!(error = %e, "saving the suspect registry at stop");
         }
         for f in inner.sink.failures().try_iter() {
-            threads::file(inner, f);
+            filing::file(inner, f);
         }
         inner.dirty.store(false, Ordering::Relaxed);
         note(persist::save(

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::audit::AuditEntry;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::corruption::CorruptionDetector;
@@ -40,6 +41,8 @@ pub(super) const INCIDENTS_FILE: &str = "incidents";
 pub(super) const JOURNAL_DIR: &str = "journal";
 pub(super) const AUDIT_DIR: &str = "audit";
 pub(super) const ESCALATED_FILE: &str = "escalated";
+/// The component named in the failures of the manager's own threads.
+pub(super) const COMPONENT: &str = "recovery manager";
 
 /// What [`AutoRecoveryManager::start`] found and did before background
 /// work began.
@@ -115,6 +118,9 @@ pub(crate) struct Inner {
     /// Incidents between leaving the queue and being recorded as closed
     /// (for `is_idle`).
     pub(crate) closing: std::sync::atomic::AtomicU64,
+    /// Incidents healed on a reader's thread, out of the queue, whose close
+    /// is recorded off that thread (see `closing::close_later`).
+    pub(crate) closes: Mutex<Vec<LaterClose>>,
     /// The audit log (synced by the dispatcher and at stop).
     pub(crate) audit: Option<Arc<AuditLog>>,
     /// How often, at most, the dispatcher syncs the audit log.
@@ -207,4 +213,13 @@ pub struct AutoRecoveryManager {
     pub(super) startup: Mutex<Option<StartupReport>>,
     pub(super) drain_timeout: Duration,
     pub(super) stop_timeout: Duration,
+}
+
+/// An incident healed on a reader's thread and out of the queue, whose
+/// close is still to be recorded: the late joins the queue handed back and
+/// the audit records that close it.
+pub(crate) struct LaterClose {
+    pub(crate) inc: Incident,
+    pub(crate) late: Vec<Failure>,
+    pub(crate) audit: Vec<AuditEntry>,
 }

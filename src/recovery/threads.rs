@@ -29,18 +29,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::corruption::read_hook::without_read_hook;
 use crate::corruption::{Observer, PageState, Verdict};
 use crate::error::Result;
-use crate::healer::{Incident, Outcome, Step};
 use crate::types::{Failure, FailureKind, Source, Target};
 use crate::worker::{Flow, Job, Stop, Worker};
 
+use super::closing::{close, record_closes, settle, settle_set, Closing};
 use super::events::RecoveryEvent;
+use super::filing::{file, offer, refill};
 use super::persist;
-use super::queue::{Offer, Taken};
-use super::state::{Death, Inner, Role, Slot};
+use super::queue::Taken;
+use super::state::{Death, Inner, Role, Slot, COMPONENT};
 use super::suspects;
 
-/// The component named in the failures of the manager's own threads.
-pub(super) const COMPONENT: &str = "recovery manager";
 /// The remedy an own-thread restart is recorded under.
 pub(super) const RESTART_REMEDY: &str = "restart-recovery-thread";
 /// Threads an incident may cost before it is escalated instead of retried.
@@ -172,6 +171,7 @@ impl DispatchJob {
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
         }
+        record_closes(inner);
         if inner.abort.load(Ordering::Acquire) {
             return Flow::Exit;
         }
@@ -437,97 +437,6 @@ pub(super) fn supervise(inner: &Arc<Inner>) {
     }
 }
 
-/// Whether `f` is the death of one of the manager's own threads (recorded
-/// by the supervisor, not queued for the healer).
-fn own_death(f: &Failure) -> bool {
-    f.source == Source::RecoveryManager
-        && matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)
-}
-
-/// Files a failure taken off the bus, and counts it as filed.
-pub(super) fn file(inner: &Inner, f: Failure) {
-    offer(inner, f);
-    inner.filed.fetch_add(1, Ordering::Release);
-}
-
-/// Files one failure in the queue, counting and announcing it.
-pub(super) fn offer(inner: &Inner, f: Failure) {
-    if own_death(&f) {
-        inner.tally.lock().stats.failures += 1;
-        return;
-    }
-    let now = inner.clock.now_ns();
-    let (target, prio) = (f.target(), f.priority);
-    if super::rejoin::join(inner, &target, true).is_some() {
-        inner.tally.lock().stats.failures += 1;
-        return;
-    }
-    let r = inner.queue.lock().offer(f, now);
-    let mut t = inner.tally.lock();
-    t.stats.failures += 1;
-    match r {
-        Offer::Opened(id) => {
-            t.opened(prio);
-            drop(t);
-            inner.dirty.store(true, Ordering::Relaxed);
-            inner.work.notify_one();
-            inner.events.emit(&RecoveryEvent::Opened {
-                id,
-                target,
-                priority: prio,
-            });
-        }
-        Offer::Joined(id) => {
-            t.stats.joined += 1;
-            drop(t);
-            inner.events.emit(&RecoveryEvent::Joined { id, target });
-        }
-        Offer::Overflow => {
-            drop(t);
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::warn!(%target, "incident queue full: failure counted, not queued");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-        Offer::Backlogged => {
-            drop(t);
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::debug!(%target, "incident queue full: the failure waits for room");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-    }
-}
-
-/// Opens the incidents of the page backlog while the queue has room,
-/// counting and announcing each.
-pub(super) fn refill(inner: &Inner) {
-    let filed = {
-        let mut q = inner.queue.lock();
-        if !q.has_backlog() || !q.has_room() {
-            return;
-        }
-        q.refill(inner.clock.now_ns())
-    };
-    for (r, target, prio) in filed {
-        match r {
-            Offer::Opened(id) => {
-                inner.tally.lock().opened(prio);
-                inner.work.notify_one();
-                inner.events.emit(&RecoveryEvent::Opened {
-                    id,
-                    target,
-                    priority: prio,
-                });
-            }
-            Offer::Joined(id) => {
-                inner.tally.lock().stats.joined += 1;
-                inner.events.emit(&RecoveryEvent::Joined { id, target });
-            }
-            Offer::Overflow | Offer::Backlogged => {}
-        }
-    }
-    inner.dirty.store(true, Ordering::Relaxed);
-}
-
 /// Syncs the audit log's unsynced records (an error is logged: the log is
 /// then poisoned, and healing goes on without it).
 pub(super) fn sync_audit(inner: &Inner) {
@@ -652,171 +561,5 @@ fn handle_batch(inner: &Inner, batch: &[Taken]) {
         } else {
             settle_set(inner, &by_target, inc);
         }
-    }
-}
-
-/// Files a page-set incident: announced, its pages' incidents merged into
-/// it and closed with it.
-fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, mut inc: Incident) {
-    let _closing = Closing::new(inner);
-    // The set waited since its first page was queued.
-    let queued = inc
-        .pages
-        .iter()
-        .filter_map(|p| by_target.get(&Target::Page(*p)).map(|t| t.queued_ns))
-        .min();
-    if let Some(q) = queued {
-        inc.queued_at(q);
-    }
-    inner.tally.lock().opened(inc.priority);
-    inner.events.emit(&RecoveryEvent::Opened {
-        id: inc.id,
-        target: inc.target.clone(),
-        priority: inc.priority,
-    });
-    let mut late = Vec::new();
-    let mut late_pages = Vec::new();
-    for p in &inc.pages {
-        let target = Target::Page(*p);
-        let Some(t) = by_target.get(&target) else {
-            continue;
-        };
-        let l = inner.queue.lock().finish(&target);
-        if !l.is_empty() {
-            late_pages.push(*p);
-        }
-        late.extend(l);
-        if t.id != inc.id {
-            inner.tally.lock().stats.merged += 1;
-            inner.events.emit(&RecoveryEvent::Merged {
-                id: t.id,
-                into: inc.id,
-            });
-        }
-    }
-    inner.finished.notify_all();
-    inner.dirty.store(true, Ordering::Relaxed);
-    refill(inner);
-    let healed = matches!(inc.outcome, Outcome::Healed { .. });
-    let id = inc.id;
-    close(inner, inc, &late);
-    if healed {
-        for p in late_pages {
-            recheck_page(inner, p, id);
-        }
-    }
-}
-
-/// Files a healer's answer about a taken incident: deferred, or closed.
-pub(super) fn settle(inner: &Inner, t: &Taken, mut inc: Incident) {
-    let _closing = Closing::new(inner);
-    inc.queued_at(t.queued_ns);
-    if let Outcome::Deferred { until_ns } = inc.outcome {
-        inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
-        inner.queue.lock().defer(&t.target, until_ns);
-        inner.finished.notify_all();
-    } else {
-        let late = inner.queue.lock().finish(&t.target);
-        inner.finished.notify_all();
-        inner.dirty.store(true, Ordering::Relaxed);
-        refill(inner);
-        close(inner, inc, &late);
-    }
-}
-
-/// Counts an incident as closing from while it still runs in the queue
-/// until it is recorded, so that `is_idle` never sees it neither queued
-/// nor recorded; uncounted on drop, also while unwinding.
-struct Closing<'a>(&'a Inner);
-
-impl<'a> Closing<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        inner.closing.fetch_add(1, Ordering::AcqRel);
-        Closing(inner)
-    }
-}
-
-impl Drop for Closing<'_> {
-    fn drop(&mut self) {
-        self.0.closing.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Closes an incident the queue no longer holds: late joins added, its
-/// actions and outcome announced, counted, kept among the recent ones.
-fn close(inner: &Inner, mut inc: Incident, late: &[Failure]) {
-    let now = inner.clock.now_ns();
-    super::rejoin::closed(inner, &inc);
-    for f in late {
-        inc.join(f.clone(), now);
-    }
-    for e in &inc.timeline {
-        if matches!(e.step, Step::Acted | Step::Undone)
-            || (e.step == Step::Planned && inc.outcome == Outcome::Observed)
-        {
-            tracing::info!(step = e.step.as_str(), "{}", e.text);
-            inner.events.emit(&RecoveryEvent::Action {
-                id: inc.id,
-                text: e.text.clone(),
-            });
-        }
-    }
-    let within = inner.tally.lock().closed(&inc, inner.rto_of(inc.priority));
-    let event = match &inc.outcome {
-        Outcome::Healed { remedy } => RecoveryEvent::Healed {
-            id: inc.id,
-            remedy: remedy.clone(),
-            time_to_heal: inc.time_to_heal().unwrap_or_default(),
-            within_rto: within,
-        },
-        Outcome::Observed => RecoveryEvent::Observed { id: inc.id },
-        _ => RecoveryEvent::Escalated {
-            id: inc.id,
-            reason: inc
-                .escalation
-                .as_ref()
-                .map_or_else(String::new, |r| r.reason.clone()),
-            report: inc.escalation.clone().map(Arc::new),
-        },
-    };
-    tracing::info!(outcome = inc.outcome.as_str(), "incident closed");
-    inner.events.emit(&event);
-    recheck_after_late_joins(inner, &inc, late);
-    let mut recent = inner.recent.lock();
-    if inner.recent_capacity > 0 {
-        if recent.len() >= inner.recent_capacity {
-            recent.pop_front();
-        }
-        recent.push_back(inc);
-    }
-}
-
-/// A page healed while later reports of it arrived: re-checked, and a new
-/// incident opened if it is bad again (a report is never lost in a join).
-fn recheck_after_late_joins(inner: &Inner, inc: &Incident, late: &[Failure]) {
-    let (Outcome::Healed { .. }, Target::Page(p)) = (&inc.outcome, &inc.target) else {
-        return;
-    };
-    if late.is_empty() || !inc.pages.is_empty() {
-        return;
-    }
-    recheck_page(inner, *p, inc.id);
-}
-
-/// Re-checks `p`, healed by incident `id` while later reports of it
-/// arrived; opens a new incident when it is bad again.
-fn recheck_page(inner: &Inner, p: crate::types::PageId, id: u64) {
-    if let Ok(Verdict::Corrupt { error, .. }) = inner.detector.recheck(p) {
-        offer(
-            inner,
-            Failure::new(
-                Source::CorruptionDetector,
-                FailureKind::CorruptPage { page: p },
-                format!(
-                    "reported again while incident {id} healed it, and bad on re-check: {error}"
-                ),
-                inner.clock.now_ns(),
-            ),
-        );
     }
 }

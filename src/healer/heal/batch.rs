@@ -121,6 +121,20 @@ impl<'a> Holding<'a> {
     }
 }
 
+impl Holding<'_> {
+    /// Ends the holding without appending: what is held is given back, for
+    /// the caller to append later, in order (nothing when nested: the
+    /// outer holding keeps the records).
+    pub(super) fn take(mut self) -> Vec<AuditEntry> {
+        if self.nested {
+            return Vec::new();
+        }
+        // Dropped as if nested: the records are the caller's now.
+        self.nested = true;
+        HELD.with(|h| h.borrow_mut().take()).unwrap_or_default()
+    }
+}
+
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
         if self.nested {

@@ -1,0 +1,111 @@
+//! Filing failures in the incident queue: each failure counted and
+//! announced — opening an incident, joining the open one of its target, or
+//! overflowing (counted, never silently dropped) — and the page backlog
+//! opened as the queue makes room. Used by the dispatcher, heal on read,
+//! startup and the closes that re-check a page.
+//!
+//! # Contract
+//! - Every failure filed is counted once in `RecoveryStats::failures`, and
+//!   announced by exactly one event (`Opened`, `Joined` or `Overflowed`),
+//!   except the deaths of the manager's own threads (counted; the
+//!   supervisor records them) and reports joining a kept escalation
+//!   (counted and announced by `rejoin::join`).
+
+use std::sync::atomic::Ordering;
+
+use crate::types::{Failure, FailureKind, Source};
+
+use super::events::RecoveryEvent;
+use super::queue::Offer;
+use super::state::{Inner, COMPONENT};
+
+/// Whether `f` is the death of one of the manager's own threads (recorded
+/// by the supervisor, not queued for the healer).
+fn own_death(f: &Failure) -> bool {
+    f.source == Source::RecoveryManager
+        && matches!(&f.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT)
+}
+
+/// Files a failure taken off the bus, and counts it as filed.
+pub(super) fn file(inner: &Inner, f: Failure) {
+    offer(inner, f);
+    inner.filed.fetch_add(1, Ordering::Release);
+}
+
+/// Files one failure in the queue, counting and announcing it.
+pub(super) fn offer(inner: &Inner, f: Failure) {
+    if own_death(&f) {
+        inner.tally.lock().stats.failures += 1;
+        return;
+    }
+    let now = inner.clock.now_ns();
+    let (target, prio) = (f.target(), f.priority);
+    if super::rejoin::join(inner, &target, true).is_some() {
+        inner.tally.lock().stats.failures += 1;
+        return;
+    }
+    let r = inner.queue.lock().offer(f, now);
+    let mut t = inner.tally.lock();
+    t.stats.failures += 1;
+    match r {
+        Offer::Opened(id) => {
+            t.opened(prio);
+            drop(t);
+            inner.dirty.store(true, Ordering::Relaxed);
+            inner.work.notify_one();
+            inner.events.emit(&RecoveryEvent::Opened {
+                id,
+                target,
+                priority: prio,
+            });
+        }
+        Offer::Joined(id) => {
+            t.stats.joined += 1;
+            drop(t);
+            inner.events.emit(&RecoveryEvent::Joined { id, target });
+        }
+        Offer::Overflow => {
+            drop(t);
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::warn!(%target, "incident queue full: failure counted, not queued");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+        Offer::Backlogged => {
+            drop(t);
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::debug!(%target, "incident queue full: the failure waits for room");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+    }
+}
+
+/// Opens the incidents of the page backlog while the queue has room,
+/// counting and announcing each.
+pub(super) fn refill(inner: &Inner) {
+    let filed = {
+        let mut q = inner.queue.lock();
+        if !q.has_backlog() || !q.has_room() {
+            return;
+        }
+        q.refill(inner.clock.now_ns())
+    };
+    for (r, target, prio) in filed {
+        match r {
+            Offer::Opened(id) => {
+                inner.tally.lock().opened(prio);
+                inner.work.notify_one();
+                inner.events.emit(&RecoveryEvent::Opened {
+                    id,
+                    target,
+                    priority: prio,
+                });
+            }
+            Offer::Joined(id) => {
+                inner.tally.lock().stats.joined += 1;
+                inner.events.emit(&RecoveryEvent::Joined { id, target });
+            }
+            Offer::Overflow | Offer::Backlogged => {}
+        }
+    }
+    inner.dirty.store(true, Ordering::Relaxed);
+}
