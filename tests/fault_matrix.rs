@@ -201,10 +201,12 @@ fn rows() -> Vec<Row> {
                 "recovered",
                 "refused (CorruptFile)",
                 "fallback: torn tail cut: intents lost, pages fail verification",
-                "fallback: torn tail cut: settles lost, pages accept older bytes",
+                // Only the newest frame's mirror is cut: its frame stands.
+                "fallback: torn tail cut, state intact",
                 "refused (CorruptFile)",
-                "refused (CorruptFile)",
-                "refused (CorruptFile)",
+                // A frame damaged in one copy is read from the other.
+                "recovered",
+                "recovered",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",
                 "refused (CorruptFile)",

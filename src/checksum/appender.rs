@@ -3,9 +3,11 @@
 //! no write in flight writes the whole buffer and fsyncs it once for every
 //! record in it; the others wait for that fsync.
 //!
-//! Every write is one frame (see [`log`](super::log)), begun only after the
-//! previous one's fsync returned, so a whole frame truthfully says that
-//! every byte before it is durable. The records are encoded into the frame
+//! Every write is one frame followed by its mirror (see [`log`](super::log)),
+//! begun only after the previous one's fsync returned, so a whole frame
+//! truthfully says that every byte before it is durable, and a bit flipped
+//! later in either copy of the newest frame (which no later frame vouches
+//! for) loses nothing. The records are encoded into the frame
 //! under the lock; the frame's one CRC is computed by the writer, with the
 //! lock released.
 //!
@@ -197,10 +199,11 @@ impl LogState {
     pub(super) fn append(&mut self, record: LogRecord) -> u64 {
         let seq = self.next_seq;
         debug_assert_eq!(seq, self.frame.first_seq() + self.frame.count());
+        // Every byte twice: the frame and its mirror (log version 4).
         if self.frame.count() == 0 {
-            self.file_bytes += FRAME_OVERHEAD as u64;
+            self.file_bytes += 2 * FRAME_OVERHEAD as u64;
         }
-        self.file_bytes += self.frame.push(record) as u64;
+        self.file_bytes += 2 * self.frame.push(record) as u64;
         self.next_seq += 1;
         seq
     }
@@ -210,7 +213,7 @@ impl LogState {
         if self.frame.count() == 0 {
             0
         } else {
-            self.frame.encoded_len()
+            self.frame.mirrored_len()
         }
     }
 }
@@ -322,7 +325,7 @@ impl Appender {
         st.io_busy = true;
         let mut buf = Vec::new();
         let written = MutexGuard::unlocked(st, || {
-            buf = frame.finish();
+            buf = frame.finish_mirrored();
             storage
                 .append(&name, &buf)
                 .and_then(|()| storage.sync(&name))

@@ -138,7 +138,7 @@ impl ChecksumTable {
             }
             let count = frame.count();
             let seq = first_seq + count;
-            bytes.extend_from_slice(&frame.finish());
+            bytes.extend_from_slice(&frame.finish_mirrored());
             Appender::begin_switch(
                 &mut log,
                 name.clone(),

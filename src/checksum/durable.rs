@@ -39,7 +39,8 @@
 //!    no unsettled write, no mark): a host write racing the adoption always
 //!    wins. After a crash each adopted page has its checksum or nothing.
 //! 6. Every change costs one log record of 6 or 7 bytes (one frame of 32
-//!    bytes more per append); a sync adds one record plus
+//!    bytes more per append; the frame is written twice, see
+//!    [`log`](super::log)); a sync adds one record plus
 //!    one per write still unsettled; the log is folded into a new base file
 //!    (*compaction*, O(table)) only when it has grown past a fraction of the
 //!    base, so the amortised cost per change is constant (numbers below).
@@ -214,18 +215,30 @@
 //! # Damage and what it costs
 //!
 //! The base is framed and checked whole: any damage is
-//! [`crate::Error::CorruptFile`] at open. In a log, a
-//! frame that does not verify before a later whole frame is damage (the
+//! [`crate::Error::CorruptFile`] at open. A log of version 4 (written by
+//! this build) holds every frame twice, so damage confined to one copy of
+//! a frame costs nothing: the other copy is read, the damage is logged,
+//! and the open compacts (both copies written again). A frame whose two
+//! copies are both damaged before a later whole frame is damage (the
 //! later frame proves it was durable; in versions 1 and 2, a record before
-//! the last batch record): `CorruptFile`, naming the offset. A damaged
-//! newest fsynced frame cannot be told from a torn tail; it and
+//! the last batch record; in version 3, one copy suffices):
+//! `CorruptFile`, naming the offset.
+//!
+//! The newest fsynced frame is the one no later frame vouches for. Its
+//! damage cannot be told from a torn tail by anything written after its
+//! fsync (a crash can always come first), so version 4 does not try: a
+//! bit flipped in either copy is read from the other, and only both
+//! copies damaged (two independent faults in one small frame; or any
+//! damage to the newest frame of a version-3 log, before the open that
+//! compacts it into version 4) reads as a torn tail: it and
 //! the records after it are dropped, and a page whose only accepting intent
 //! was among them fails verification and is reported like any corrupt page:
 //! the table never accepts bytes it should not. A replica copy repairs it
 //! only if it holds a version the table still accepts; when every replica
 //! holds the same newest version (the one whose intent was dropped), no
 //! copy verifies and the page stays fenced until the host writes it again
-//! from a copy it trusts. After
+//! from a copy it trusts. Damage to the log's 36-byte header is
+//! `CorruptFile` (it is not mirrored). After
 //! `CorruptFile` the host decides: restore the files from a backup, or build
 //! a new table from pages it trusts (for example by re-sealing them from a
 //! verified replica). A base file missing while logs exist is damage too.
@@ -244,13 +257,16 @@
 //!   pages), plus per append a 32-byte frame, per sync a settle of 2 bytes
 //!   and 2 or 3 per write left unsettled; a free mark 3 or more (and one
 //!   fsync); 6 per adopted page (one fsync per 1 MiB of claims, about
-//!   170 Ki pages, and one at the end). No CRC is computed per record: one
-//!   per frame, outside the log's lock. A compaction writes 8 bytes per
+//!   170 Ki pages, and one at the end) — each of these written twice (the
+//!   frame and its mirror, in the same write and fsync). No CRC is
+//!   computed per record: one per frame, outside the log's lock, and none
+//!   for the mirror. A compaction writes 8 bytes per
 //!   page of the table when the log reaches
 //!   [`compact_ratio_pct`](TableConfig::compact_ratio_pct) (default 100) %
-//!   of the base, i.e. after about base/7 changes: amortised, about
-//!   7 + 7 × 100 / ratio bytes per change (14 by default; versions 1 and 2
-//!   took 32), independent of the table's size; a log at most as large as the base is replayed at
+//!   of the base, i.e. after about base/14 changes: amortised, about
+//!   14 + 14 × 100 / ratio bytes per change (28 by default; version 3
+//!   took 14, versions 1 and 2 took 32), independent of the table's size;
+//!   a log at most as large as the base is replayed at
 //!   open. The `checksum_table` bench measures it.
 //! - Memory: 8 bytes per page as before, plus about 48 bytes per page with
 //!   unsettled versions, at most [`unsettled_versions_max`](TableConfig::unsettled_versions_max)
@@ -316,7 +332,7 @@ impl TableConfig {
 
     /// Compact when the log reaches this percentage of the base file's size
     /// (default 100; at least 1). Lower means less log to replay at open and
-    /// more base rewrites: each change costs 16 + 1600 / pct bytes written,
+    /// more base rewrites: each change costs about 14 + 1400 / pct bytes written,
     /// amortised.
     pub fn compact_ratio_pct(mut self, pct: u64) -> Self {
         self.compact_ratio_pct = pct;

@@ -33,7 +33,8 @@
 //! - **durable** ([`ChecksumTable::open`], [`TableConfig`]): the default for
 //!   hosts whose pages outlive the process. A base file plus an append-only
 //!   log; each change costs one log record of 6 or 7 bytes (in a frame of 32
-//!   more per append), made durable (one fsync,
+//!   more per append, all of it written twice so that a bit flipped in
+//!   either copy loses nothing), made durable (one fsync,
 //!   shared by concurrent writers and by a batch) before the page write is
 //!   issued, and after a crash at any point a page that holds its old or its
 //!   new bytes verifies. The layouts are in `checksum/log/mod.rs` and [`ChecksumTable`]
@@ -106,6 +107,8 @@ mod writes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mirror;
 
 pub use appender::{LogResumeReport, LogStallInfo, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP};
 #[cfg(feature = "sqlite")]

@@ -1,7 +1,7 @@
 //! Opening a durable table: read the base, replay the logs that continue it
 //! (the rules are those of [`durable`](super::durable)), and either go on
-//! appending to the one clean log (of the current format version) or
-//! compact.
+//! appending to the one clean log (of the current format version, every
+//! frame read from its first copy) or compact.
 //!
 //! Replay allocates in proportion to its input (one entry per 8 base bytes,
 //! one version per 2 log bytes); only building the table's entry array
@@ -376,6 +376,12 @@ pub(super) fn open(
         if let LogEnd::Torn { offset, bytes } = log.end {
             tracing::info!(path = %path.display(), offset, bytes, "checksum log has a torn tail (a crash cut an append short)");
             torn_bytes += bytes;
+            clean = false;
+        }
+        if !log.mended.is_empty() {
+            // One copy of these frames was damaged (or a mirror torn); the
+            // other was used. Compacting writes both copies again.
+            tracing::warn!(path = %path.display(), frames = ?log.mended, "checksum log: frames read from their other copy (one copy damaged or torn)");
             clean = false;
         }
         // Records of this version are appended only to a log of this

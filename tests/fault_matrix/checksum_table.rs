@@ -3,7 +3,8 @@
 //! sequence number 12..20, entry count 20..28, then 8 bytes per page) and
 //! its log (36-byte header, CRC32 at 32..36, then frames: length 0..8,
 //! count 8..16, first sequence number 16..24, CRC32 24..28, records, CRC32
-//! of the frame in its last 4 bytes).
+//! of the frame in its last 4 bytes; each frame followed by its mirror, an
+//! identical copy).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

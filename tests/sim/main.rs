@@ -117,7 +117,7 @@ fn fixed_seeds_keep_every_invariant() {
 fn seeds_that_found_fixed_bugs_pass() {
     for seed in [
         51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
-        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890,
+        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562,
     ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));

@@ -9,14 +9,16 @@
 //!
 //! # Log file layout (all integers little-endian)
 //!
-//! A log file is a 36-byte header followed by the records: in version 3
-//! (written by this build) a sequence of *frames*, one per append; in
-//! versions 1 and 2 (still read) 16-byte slots.
+//! A log file is a 36-byte header followed by the records: in version 4
+//! (written by this build) a sequence of *frames*, one per append, each
+//! followed by its *mirror* (the same bytes again); in version 3 (still
+//! read) the frames without mirrors; in versions 1 and 2 (still read)
+//! 16-byte slots.
 //!
 //! | offset | size | field                                              |
 //! |-------:|-----:|----------------------------------------------------|
 //! | 0      | 4    | magic `SHCL`                                       |
-//! | 4      | 4    | format version (3; 1 and 2 are still read)         |
+//! | 4      | 4    | format version (4; 1 to 3 are still read)          |
 //! | 8      | 4    | page size of the table                             |
 //! | 12     | 4    | reserved, 0                                        |
 //! | 16     | 8    | generation (the base file this log continues)      |
@@ -29,11 +31,11 @@
 //! used, torn tails included).
 //!
 //! The kinds of record and what they mean (`a`, `b` in the version-2 slot;
-//! their version-3 encoding is below):
+//! their encoding in frames, versions 3 and 4, is below):
 //!
 //! | kind | name    | payload                  | meaning                                                        |
 //! |-----:|---------|--------------------------|----------------------------------------------------------------|
-//! | 1    | batch   | 0                        | versions 1 and 2: first record of every append: all slots before it were fsynced (version 3: the frame says it) |
+//! | 1    | batch   | 0                        | versions 1 and 2: first record of every append: all slots before it were fsynced (versions 3 and 4: the frame says it) |
 //! | 2    | intent  | `a` page, `b` CRC        | the page may now hold bytes with this CRC                       |
 //! | 3    | except  | u64 sequence number      | the next settle leaves this intent unsettled                    |
 //! | 4    | settle  | u64 bound `s`            | intents below `s` (except those named) are settled              |
@@ -42,11 +44,15 @@
 //! | 7    | free    | `a` page, `b` 0          | forget every checksum of the page and mark it unallocated       |
 //! | 8    | claim   | `a` page, `b` CRC        | if the page has no checksum, no unsettled intent and no mark, this is its settled checksum |
 //!
-//! ## Version 3: frames
+//! ## Versions 3 and 4: frames
 //!
 //! Each append (one write and one fsync of every record buffered since the
 //! last, shared by the threads that wait for it) is one frame; a frame is
-//! written only after the fsync of the frame before it returned.
+//! written only after the fsync of the frame before it returned. In
+//! version 4 the append writes the frame and then its mirror, byte for
+//! byte the same, in the same write and under the same fsync: a frame of
+//! length `L` at offset `o` has its mirror at `o + L`, and the next frame
+//! starts at `o + 2L`.
 //!
 //! | offset  | size    | field                                                  |
 //! |--------:|--------:|--------------------------------------------------------|
@@ -72,7 +78,8 @@
 //!
 //! So an intent or a claim takes 6 bytes when it follows a page less than
 //! 64 pages before it (an adoption's claims, and most checkpoints), 7 up
-//! to 8 Ki pages away; a settle 2; a frame adds 32. Version 3 has no batch
+//! to 8 Ki pages away; a settle 2; a frame adds 32; version 4 writes all of
+//! it twice (frame and mirror). Versions 3 and 4 have no batch
 //! record. A frame that verifies but whose records cannot be right (a count
 //! its bytes cannot hold, an unknown kind, bytes after the last record, a
 //! varint longer than its shortest form, a page outside 0..2³², a reference
@@ -81,6 +88,17 @@
 //! verifies (CRC included) but is not in that form was not written by it.
 //! A frame torn by a crash never verifies, so refusing non-canonical frames
 //! costs crash recovery nothing.
+//!
+//! Why the mirror: a whole frame after a damaged one proves that the
+//! damaged bytes were durable, but nothing follows the *newest* frame, so
+//! a bit flipped in it after its fsync (bit rot) looked exactly like the
+//! frame of an append a crash cut short, and its records — the only
+//! checksum of writes the host was told are durable — were dropped as a
+//! torn tail. No mark of "fsync done" can help there: the mark would be a
+//! write after the fsync, and a crash can come before it; and an fsync per
+//! mark doubles the fsyncs. The mirror costs no fsync and no extra write
+//! call, only the frame's bytes again, and makes damage confined to one
+//! copy of any frame — the newest included — cost nothing.
 //!
 //! ## Versions 1 and 2: slots
 //!
@@ -108,6 +126,31 @@
 //! A crash may leave any prefix of the bytes appended since the last fsync,
 //! with unwritten sectors as zeros or stale bytes, in any order.
 //!
+//! Version 4: the reader takes frames in order while each verifies (both
+//! CRCs, a length within the file) and continues the sequence numbers,
+//! stepping over each frame's mirror. A frame that does not verify is read
+//! from its mirror: the whole frame at `o + L` whose first sequence number
+//! is the one expected and whose length is `L`. A mirror that differs
+//! from its verified frame is stepped over. Either is reported
+//! ([`DecodedLog::mended`]; the table then compacts, writing both copies
+//! again). A file that ends inside the mirror of a verified frame is the
+//! tail of that append: the frame's records are used and the rest is a
+//! torn tail. Only when neither copy verifies does the reader go on as for
+//! version 3.
+//!
+//! | a crash while a frame and its mirror are appended leaves | read as |
+//! |-----------------------------------------------------------|---------|
+//! | none of their bytes | a clean end |
+//! | some sectors of each, old or zero bytes in the others | a torn tail: dropped, as if the append had not begun |
+//! | the frame whole, its mirror cut or missing sectors | the frame's records are used (see below: a whole frame) |
+//! | the mirror whole, the frame missing sectors | the mirror's records are used |
+//!
+//! | damage after the fsync | read as |
+//! |------------------------|---------|
+//! | in one copy of any frame (the newest included) | nothing lost: the other copy is read, the damage logged and the log compacted |
+//! | in both copies of a frame before a later frame | [`Error::CorruptFile`] naming the frame's offset |
+//! | in both copies of the newest frame | a torn tail (two independent faults in one frame: see [`durable`](super::durable)) |
+//!
 //! Version 3: the reader takes frames in order while each verifies (both
 //! CRCs, a length within the file) and continues the sequence numbers. At
 //! the first that does not, it looks at every later offset for a whole
@@ -134,7 +177,8 @@
 //! keeps records up to the first slot that does not verify and reports the
 //! rest as a torn tail ([`LogEnd::Torn`]).
 //!
-//! What this costs when the newest fsynced append itself is damaged is in
+//! What this costs when the newest fsynced append of a version-3 log (or
+//! both copies of a version-4 one) is damaged is in
 //! [`durable`](super::durable).
 
 use std::path::Path;
@@ -182,6 +226,10 @@ impl LogHeader {
 }
 
 /// How a decoded log ends.
+///
+/// A version-4 log whose file ends exactly after a verified frame (its
+/// mirror missing altogether) ends `Torn` with 0 bytes: the append was cut
+/// short, and the log is not appended to as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogEnd {
     /// Every byte after the header is a valid record.
@@ -206,7 +254,8 @@ pub struct DecodedLog {
     /// `header.first_seq`).
     pub records: Vec<(u64, LogRecord)>,
     /// File offset of each record of `records`: its slot (versions 1 and
-    /// 2), or its frame (version 3).
+    /// 2), or its frame (version 3), or the copy of its frame that was
+    /// read (version 4).
     pub offsets: Vec<u64>,
     /// How the file ends.
     pub end: LogEnd,
@@ -214,6 +263,10 @@ pub struct DecodedLog {
     /// generously (a partial slot; one per byte of a torn frame): the next
     /// log's first sequence number must be at least `first_seq + slots`.
     pub slots: u64,
+    /// Version 4: offsets of the frames of which one copy (the frame or its
+    /// mirror) was damaged or torn and the other was used. Nothing was
+    /// lost, but the file no longer holds two copies of those frames.
+    pub mended: Vec<u64>,
 }
 
 /// Decodes a log file read from `path` (used in messages) for a table of
@@ -280,7 +333,7 @@ pub fn decode_log(path: &Path, bytes: &[u8], page_size: usize) -> Result<Decoded
         first_seq: u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
     };
     if version >= 3 {
-        decode_frames(path, bytes, header)
+        decode_frames(path, bytes, header, version >= 4)
     } else {
         decode_slots(path, bytes, header)
     }
@@ -336,6 +389,7 @@ fn decode_slots(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedL
         }
     }
     let offsets = (0..records.len()).map(offset_of).collect();
+    let mended = Vec::new();
     let used = LOG_HEADER_LEN + records.len() * RECORD_LEN;
     let end = if used == bytes.len() {
         LogEnd::Clean
@@ -351,68 +405,115 @@ fn decode_slots(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedL
         offsets,
         end,
         slots,
+        mended,
     })
 }
 
-/// The body of a version-3 log: frames, each one append.
-fn decode_frames(path: &Path, bytes: &[u8], header: LogHeader) -> Result<DecodedLog> {
+/// The body of a version-3 or -4 log: frames, each one append; in version
+/// 4 (`mirrored`) each frame is followed by its mirror.
+fn decode_frames(
+    path: &Path,
+    bytes: &[u8],
+    header: LogHeader,
+    mirrored: bool,
+) -> Result<DecodedLog> {
     let mut records = Vec::new();
     let mut offsets = Vec::new();
+    let mut mended = Vec::new();
     let mut pos = LOG_HEADER_LEN;
     let mut seq = header.first_seq;
+    // Where the bytes stop being used: the first byte not read as a frame,
+    // or (version 4) the mirror of the last frame when the file ends inside
+    // it.
+    let mut stop = None;
     while pos < bytes.len() {
-        let FrameCheck::Whole {
-            len,
-            count,
-            first_seq,
-        } = check_frame(&bytes[pos..])
-        else {
-            break;
+        let whole = match check_frame(&bytes[pos..]) {
+            // A frame left over from an older log, or misplaced, does not
+            // continue this one.
+            FrameCheck::Whole {
+                len,
+                count,
+                first_seq,
+            } if first_seq == seq => Some((pos, len, count)),
+            _ => None,
         };
-        if first_seq != seq {
-            // A frame left over from an older log, or misplaced: it does
-            // not continue this one.
-            break;
-        }
+        // Version 4: the frame's mirror stands in for a frame that does not
+        // verify.
+        let (at, len, count, next) = match whole {
+            Some((at, len, count)) => {
+                if !mirrored {
+                    (at, len, count, at + len)
+                } else if bytes.len() < at + 2 * len {
+                    // The file ends inside the mirror: the append was cut
+                    // short after the frame (or the mirror was damaged at
+                    // the end of the file); the frame's records stand.
+                    stop = Some(at + len);
+                    (at, len, count, bytes.len())
+                } else {
+                    if bytes[at + len..at + 2 * len] != bytes[at..at + len] {
+                        // A mirror torn with the file's length already
+                        // extended, or damaged: the frame stands for both.
+                        mended.push(at as u64);
+                    }
+                    (at, len, count, at + 2 * len)
+                }
+            }
+            None => match mirrored.then(|| find_mirror(bytes, pos, seq)).flatten() {
+                Some((at, len, count)) => {
+                    mended.push(pos as u64);
+                    (at, len, count, at + len)
+                }
+                None => {
+                    stop = Some(pos);
+                    break;
+                }
+            },
+        };
         if seq.checked_add(count).is_none() {
             return Err(Error::corrupt_file(
                 path,
-                pos as u64,
+                at as u64,
                 "frame's sequence numbers pass 2^64",
             ));
         }
-        let body = &bytes[pos + FRAME_HEADER_LEN..pos + len - 4];
+        let body = &bytes[at + FRAME_HEADER_LEN..at + len - 4];
         let before = records.len();
-        decode_frame_body(body, first_seq, count, &mut records)
-            .map_err(|why| Error::corrupt_file(path, pos as u64, format!("frame {why}")))?;
-        offsets.extend(std::iter::repeat_n(pos as u64, records.len() - before));
+        decode_frame_body(body, seq, count, &mut records)
+            .map_err(|why| Error::corrupt_file(path, at as u64, format!("frame {why}")))?;
+        offsets.extend(std::iter::repeat_n(at as u64, records.len() - before));
         seq += count;
-        pos += len;
+        pos = next;
     }
-    let end = if pos == bytes.len() {
-        LogEnd::Clean
-    } else {
-        // Every frame was written after the one before it was fsynced: a
-        // whole frame further on means that the bytes here were durable.
-        let later = (pos + 1..bytes.len().saturating_sub(FRAME_OVERHEAD - 1)).find(|&p| {
-            matches!(check_frame(&bytes[p..]), FrameCheck::Whole { first_seq, .. } if first_seq >= seq)
-        });
-        if let Some(later) = later {
-            return Err(Error::corrupt_file(
-                path,
-                pos as u64,
-                format!(
-                    "the frame at this offset does not verify, but the frame at offset {later} was written after it was durable"
-                ),
-            ));
-        }
-        LogEnd::Torn {
-            offset: pos as u64,
-            bytes: (bytes.len() - pos) as u64,
+    let end = match stop {
+        None => LogEnd::Clean,
+        Some(stop) => {
+            // Every frame was written after the one before it was fsynced:
+            // a whole frame further on means that the bytes here were
+            // durable.
+            let later = (stop + 1..bytes.len().saturating_sub(FRAME_OVERHEAD - 1)).find(|&p| {
+                matches!(check_frame(&bytes[p..]), FrameCheck::Whole { first_seq, .. } if first_seq >= seq)
+            });
+            if let Some(later) = later {
+                return Err(Error::corrupt_file(
+                    path,
+                    stop as u64,
+                    format!(
+                        "the frame at this offset does not verify{}, but the frame at offset {later} was written after it was durable",
+                        if mirrored { " and neither does its mirror" } else { "" }
+                    ),
+                ));
+            }
+            LogEnd::Torn {
+                offset: stop as u64,
+                bytes: (bytes.len() - stop) as u64,
+            }
         }
     };
     // A torn frame may have used a sequence number per byte at most.
-    let torn = (bytes.len() - pos) as u64;
+    let torn = match end {
+        LogEnd::Torn { bytes, .. } => bytes,
+        LogEnd::Clean => 0,
+    };
     let slots = (seq - header.first_seq).saturating_add(torn);
     Ok(DecodedLog {
         header,
@@ -420,5 +521,24 @@ fn decode_frames(path: &Path, bytes: &[u8], header: LogHeader) -> Result<Decoded
         offsets,
         end,
         slots,
+        mended,
+    })
+}
+
+/// Version 4: the mirror of the frame that should start at `pos` with
+/// sequence number `seq` but does not verify there: a whole frame with that
+/// first sequence number that ends where a frame of its length starting at
+/// `pos` would be followed by its copy. Returns its offset, length and
+/// record count.
+fn find_mirror(bytes: &[u8], pos: usize, seq: u64) -> Option<(usize, usize, u64)> {
+    (pos + FRAME_OVERHEAD..bytes.len().saturating_sub(FRAME_OVERHEAD - 1)).find_map(|p| {
+        match check_frame(&bytes[p..]) {
+            FrameCheck::Whole {
+                len,
+                count,
+                first_seq,
+            } if first_seq == seq && p - pos == len => Some((p, len, count)),
+            _ => None,
+        }
     })
 }

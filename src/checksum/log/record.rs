@@ -1,7 +1,7 @@
 //! The log's records and how they are encoded: the constants of the file
 //! layout, the 16-byte slots of versions 1 and 2, and the CRC-checked
-//! frames of varint-encoded records of version 3 (the layout is in the
-//! module docs of `log`).
+//! frames of varint-encoded records of versions 3 and 4 (version 4 writes
+//! each frame twice; the layout is in the module docs of `log`).
 //!
 //! # Contract
 //! - Every decoder treats its bytes as untrusted: a slot or frame that does
@@ -12,15 +12,16 @@
 
 /// Magic of a log file.
 pub const LOG_MAGIC: [u8; 4] = *b"SHCL";
-/// Newest log format version this build writes and reads (versions 1 and 2,
-/// of 16-byte slots, are still read; version 1 lacks the `free` and `claim`
-/// kinds).
-pub const LOG_VERSION: u32 = 3;
+/// Newest log format version this build writes and reads: frames, each
+/// followed by its mirror (versions 1 and 2, of 16-byte slots, and 3, of
+/// frames without mirrors, are still read; version 1 lacks the `free` and
+/// `claim` kinds).
+pub const LOG_VERSION: u32 = 4;
 /// Length of the log file header.
 pub const LOG_HEADER_LEN: usize = 36;
 /// Length of one record slot (versions 1 and 2).
 pub const RECORD_LEN: usize = 16;
-/// Length of a frame's header (version 3 on).
+/// Length of a frame's header (versions 3 and 4).
 pub const FRAME_HEADER_LEN: usize = 28;
 /// Bytes a frame adds to its records: the header and the trailing CRC.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 4;
@@ -210,7 +211,7 @@ pub(super) fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
-/// A version-3 frame being built: the records of one append, encoded back
+/// A frame (versions 3 and 4) being built: the records of one append, encoded back
 /// to back after room for the header (layout in the module docs), sealed by
 /// [`finish`](Self::finish) with one CRC for the whole frame.
 #[derive(Clone, Debug)]
@@ -346,6 +347,23 @@ impl Frame {
         let all = crc32fast::hash(&self.bytes);
         self.bytes.extend_from_slice(&all.to_le_bytes());
         self.bytes
+    }
+
+    /// The frame as version 4 writes it: [`finish`](Self::finish)'s bytes
+    /// twice, the frame and its mirror, in one buffer (one write, one
+    /// fsync).
+    #[must_use]
+    pub fn finish_mirrored(self) -> Vec<u8> {
+        let mut bytes = self.finish();
+        let len = bytes.len();
+        bytes.extend_from_within(..len);
+        bytes
+    }
+
+    /// Bytes the frame and its mirror will have in the file.
+    #[must_use]
+    pub fn mirrored_len(&self) -> usize {
+        2 * self.encoded_len()
     }
 }
 
