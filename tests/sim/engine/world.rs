@@ -14,6 +14,12 @@
 //! only on threads of its own (a dispatcher and recovery threads), which
 //! no seed could replay; its queue, heal-on-read, incidents file and
 //! suspect registry are not simulated.
+//!
+//! This file holds the world's state and its step; `world/` holds the rest,
+//! one idea a file: `boot` (building a process), `crash` (a crash and the
+//! host's recovery), `faults` (arming them), `replicas`, `ops` (the
+//! workload), `heal` (the healer and the audit log), `checks` (whole-world
+//! checks and the digest) and `classify` (naming what was reported).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

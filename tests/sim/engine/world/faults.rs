@@ -4,8 +4,9 @@
 //! file damage done while the process is down).
 //!
 //! Every fault is armed through the testing seams (`FaultyStore`,
-//! `FaultyReplica`, the crash switch and the simulated directories); none
-//! reaches into a component.
+//! `FaultyReplica`, the crash switch and the simulated directories) or the
+//! host's own calls (a write, a verified read); none reaches into a
+//! component's internals.
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use super::super::plan::{Fault, PAGE_SIZE};
 use super::World;
 
 impl World {
+    /// Arms `f` for the step about to run (a crash is done at the step's
+    /// end, or when its operation count is reached).
     pub(super) fn arm(&mut self, f: &Fault) {
         if let Fault::TableSyncInRepair(page, d) = f {
             self.arm_table_sync_in_repair(*page, *d);
