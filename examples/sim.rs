@@ -1,5 +1,6 @@
 //! The deterministic simulator from the command line: `--seed N` runs (and
 //! on failure shrinks) one seed and prints its trace with `--trace`;
+//! `--seed N --plan` prints its fault plan without running it;
 //! `--seeds N [--from S]` runs many and prints the fault coverage table.
 //! Exits non-zero when any seed breaks an invariant, and — in a run of 1000
 //! seeds or more — when a coverage cell the plan can produce is zero.
@@ -27,6 +28,13 @@ fn main() {
         let mut plan = Plan::new(seed, STEPS);
         if args.iter().any(|a| a == "--shrunk") {
             plan = engine::shrink(&plan);
+        }
+        if args.iter().any(|a| a == "--plan") {
+            println!("seed {seed}: {:?} placement", plan.placement);
+            for (step, f) in &plan.faults {
+                println!("  step {step:>3} (op {:?}): {f}", plan.ops[*step]);
+            }
+            return;
         }
         let o = run_with_budget(&plan, budget);
         if trace {

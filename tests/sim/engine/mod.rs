@@ -331,7 +331,7 @@ const TABLE_ONLY: &str = "table column, every structure but ChecksumTable: the t
 const OWNER_ONLY: &str = "file rot of a file, every column but its owner's (Journal: rollback, SnapshotFile and Manifest: snapshots, ScrubCursor: scrubber, ChecksumTable: table): no other component reads the file";
 const JOURNAL_SYNC: &str =
     "fsync fails × Journal, every column but rollback: only the undo journal syncs its segments";
-const TABLE_SYNC: &str = "fsync fails × ChecksumTable × scrubber, healer: the scrubber never writes, the healer is credited with the pages of its incidents only";
+const TABLE_SYNC: &str = "fsync fails × ChecksumTable × scrubber, repairer, healer: the scrubber never writes; a repair writes a copy the table already accepts straight to the store and syncs the store only, never a table file (TableSyncInRepair arms the failure just before a repair that must write: the repair succeeds and the failure falls on the next host write); the healer is credited with the pages of its incidents only";
 const REPLICA_STATE: &str = "replica down and replica lagging, every column but repairer: only the repairer talks to replicas (the healer is credited with its incidents' pages only)";
 const REASONS: [&str; 5] = [
     TABLE_ONLY,
@@ -359,7 +359,7 @@ pub fn by_construction(kind: &str, st: Structure, c: Component) -> Option<&'stat
         }
         ("fsync fails", Structure::Journal) => (c != "rollback").then_some(JOURNAL_SYNC),
         ("fsync fails", Structure::ChecksumTable) => {
-            matches!(c, "scrubber" | "healer").then_some(TABLE_SYNC)
+            matches!(c, "scrubber" | "repairer" | "healer").then_some(TABLE_SYNC)
         }
         ("replica down" | "replica lagging", _) => (c != "repairer").then_some(REPLICA_STATE),
         _ => None,

@@ -1,11 +1,13 @@
 //! The model: what every page must hold (its last acknowledged contents and
 //! their LSN), what it may hold besides (writes that were issued but never
-//! acknowledged), and what each snapshot holds.
+//! acknowledged), what each snapshot holds, and what the host's records
+//! answer its expected-LSN hook.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use selfheal::checksum::payload_len;
-use selfheal::{ChecksumPlacement, PageId};
+use selfheal::corruption::LsnExpectation;
+use selfheal::{ChecksumPlacement, Lsn, PageId};
 
 use super::plan::{Placement, PAGES, PAGE_SIZE};
 
@@ -122,5 +124,45 @@ impl Model {
         self.acked[page as usize] = v;
         self.maybe[page as usize].clear();
         self.half_restored.remove(&page);
+    }
+
+    /// What the host's durable records say page `page` must carry (its
+    /// expected-LSN hook): exactly the acknowledged version when no other
+    /// write of the page may have reached the disk (nothing written since
+    /// and not acknowledged: a restore or a rollback acknowledged puts an
+    /// older LSN back, and a lost write of it leaves the replaced, newer
+    /// one) or when a restore was cut short; otherwise the oldest version
+    /// the page may durably hold (an unacknowledged write, or a transaction
+    /// the journal's recovery settles).
+    pub fn expected_lsn(&self, page: u64) -> LsnExpectation {
+        let p = page as usize;
+        let Some(acked) = self.acked.get(p).map(|v| v.lsn) else {
+            return LsnExpectation::Nothing;
+        };
+        let maybe = &self.maybe[p];
+        if self.in_txn.contains(&page) {
+            return LsnExpectation::AtLeast(Lsn(maybe.iter().map(|v| v.lsn).fold(acked, u64::min)));
+        }
+        // Every version the page may hold carries one LSN (nothing written
+        // since, or a failed restore whose chain holds the acknowledged
+        // version only): the host knows it exactly, and a floor would let
+        // through the newer version a lost write of an earlier restore left
+        // on the page (seed 101).
+        if maybe.iter().all(|v| v.lsn == acked) {
+            return LsnExpectation::Exact(Lsn(acked));
+        }
+        // A restore cut short (it failed twice, or a crash ended it) may
+        // have left the page at any member of its chain, or at the newer
+        // version one of its writes failed to replace (lost or misdirected
+        // by the disk). The host does not keep that mix: its recovery
+        // writes every such page back at its acknowledged version, so that
+        // is the one version its records vouch for. The oldest version the
+        // page may hold, as a floor, let the replaced newer one through
+        // (seeds 4568, 5312): an older version or a newer one is refused
+        // and repaired from a replica instead.
+        if self.half_restored.contains(&page) {
+            return LsnExpectation::Exact(Lsn(acked));
+        }
+        LsnExpectation::AtLeast(Lsn(maybe.iter().map(|v| v.lsn).fold(acked, u64::min)))
     }
 }

@@ -16,6 +16,10 @@ pub const PAGE_SIZE: usize = 512;
 /// has no redundancy.
 pub const REPLICAS: usize = 2;
 
+/// The chance that a repair step of a durable-table run gets a
+/// [`Fault::TableSyncInRepair`]: about 35 such faults per 1000 seeds.
+pub const TABLE_SYNC_IN_REPAIR: f64 = 0.03;
+
 /// Where the checksums live in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -115,6 +119,14 @@ pub enum Fault {
     JournalSync,
     /// The next sync of a checksum-table file fails.
     TableSync,
+    /// Armed at a step whose op repairs `page`: a host write of the page
+    /// fails at the disk (EIO, its version left accepted in the table, of
+    /// unknown fate), the page is damaged and fenced, and the next sync of
+    /// a checksum-table file fails. The repair must write the page back,
+    /// yet logs nothing to the table (it writes a copy the table already
+    /// accepts and syncs the store only): it succeeds, and the failed sync
+    /// falls on the next host write.
+    TableSyncInRepair(u64, Damage),
     /// A replica is down for some steps.
     ReplicaDown(usize, u32),
     /// A replica stops applying writes for some steps (and says so).
@@ -148,7 +160,10 @@ impl Fault {
             Fault::Write(..) => "ENOSPC",
             Fault::Read(_, ReadFault::Eio, _) => "read EIO",
             Fault::Read(..) => "transient flip",
-            Fault::StoreSync | Fault::JournalSync | Fault::TableSync => "fsync fails",
+            Fault::StoreSync
+            | Fault::JournalSync
+            | Fault::TableSync
+            | Fault::TableSyncInRepair(..) => "fsync fails",
             Fault::ReplicaDown(..) => "replica down",
             Fault::ReplicaLag(..) => "replica lagging",
             Fault::ReplicaCorrupt(..) => "replica corrupt",
@@ -185,7 +200,7 @@ impl Fault {
                 Structure::ReplicaCopy
             }
             Fault::JournalSync => Structure::Journal,
-            Fault::TableSync => Structure::ChecksumTable,
+            Fault::TableSync | Fault::TableSyncInRepair(..) => Structure::ChecksumTable,
             Fault::FileRot(s, _) => *s,
             _ => Structure::Page,
         }
@@ -345,7 +360,7 @@ impl Plan {
             _ => Placement::Trailer,
         };
         let no_redundancy = rng.random_bool(0.1);
-        let ops = (0..steps)
+        let ops: Vec<Op> = (0..steps)
             .map(|_| match op(&mut rng) {
                 // An in-memory table does not survive a crash: such a run
                 // never crashes on purpose.
@@ -362,6 +377,22 @@ impl Plan {
             if frng.random_bool(0.25) {
                 faults.push((step, fault(&mut frng, placement, no_redundancy)));
             }
+        }
+        // A table sync failure armed just before a repair that must write,
+        // from a third stream so that the two above are drawn as before
+        // (`TableSync` fails the first table sync after it, almost always
+        // the host's).
+        if placement == Placement::SidecarDurable {
+            let mut rrng = StdRng::seed_from_u64(seed ^ 0x5EED_FA17_0000_0002);
+            for (step, op) in ops.iter().enumerate() {
+                if let Op::Repair(p) = op {
+                    if rrng.random_bool(TABLE_SYNC_IN_REPAIR) {
+                        faults.push((step, Fault::TableSyncInRepair(*p, damage(&mut rrng))));
+                    }
+                }
+            }
+            // Stable: a step's faults keep their order.
+            faults.sort_by_key(|(step, _)| *step);
         }
         Plan {
             seed,

@@ -55,7 +55,7 @@ impl World {
         }
     }
 
-    fn host_write(&mut self, p: u64) {
+    pub(super) fn host_write(&mut self, p: u64) {
         let lsn = self.lsn();
         let v = version(self.plan.placement, p, lsn);
         self.model.lock().maybe[p as usize].push(v.clone());
