@@ -50,14 +50,16 @@ pub(super) struct Chunk {
     pub used: usize,
     /// CRC32 of the compressed block.
     pub crc: u32,
-    /// The fingerprint of every page of the chunk, in order.
+    /// The fingerprint of every page of the chunk, in order. The writer
+    /// may hand in the fingerprints it already has (one per page, in
+    /// order); anything else is computed here.
     pub page_fps: Vec<u64>,
     /// Why the chunk could not be compressed.
     pub err: Option<String>,
 }
 
 /// Compresses `chunk` in place: the lz4 block, its CRC and the pages'
-/// fingerprints.
+/// fingerprints (unless it came with one for every page).
 pub(super) fn compress_chunk(chunk: &mut Chunk, page_size: usize) {
     assert_eq!(
         chunk.filled,
@@ -65,9 +67,18 @@ pub(super) fn compress_chunk(chunk: &mut Chunk, page_size: usize) {
         "a chunk holds whole pages"
     );
     let raw = &chunk.raw[..chunk.filled];
-    chunk.page_fps.clear();
-    for (p, bytes) in chunk.pages.iter().zip(raw.chunks_exact(page_size)) {
-        chunk.page_fps.push(page_fingerprint(*p, bytes));
+    if chunk.page_fps.len() == chunk.pages.len() {
+        debug_assert!(chunk
+            .pages
+            .iter()
+            .zip(raw.chunks_exact(page_size))
+            .zip(&chunk.page_fps)
+            .all(|((p, bytes), fp)| page_fingerprint(*p, bytes) == *fp));
+    } else {
+        chunk.page_fps.clear();
+        for (p, bytes) in chunk.pages.iter().zip(raw.chunks_exact(page_size)) {
+            chunk.page_fps.push(page_fingerprint(*p, bytes));
+        }
     }
     let max = lz4_flex::block::get_maximum_output_size(raw.len());
     if chunk.out.len() < max {

@@ -145,38 +145,24 @@ impl Inner {
                         crash_mid: &mut dyn FnMut(&SnapshotWriter) -> Result<()>|
          -> Result<()> {
             match (detection, &dirty, &parent) {
-                // A raw store: read straight into the chunk buffers, a
-                // chunk at a time.
-                (ChangeDetection::Full, _, _) if !verified => {
+                // Every page: read straight into the chunk buffers, a chunk
+                // at a time (a verifying store's free pages as zeros).
+                (ChangeDetection::Full, _, _) => {
                     let run = chunk_pages.max(1) as u64;
                     let mut start = 0u64;
                     while start < page_count {
                         let n = run.min(page_count - start);
                         w.push_run(start, n, &mut |first, buf| {
-                            store.read_pages(PageId(first), buf)?;
+                            if verified {
+                                read_for_snapshot(store, first, buf, ps)?;
+                            } else {
+                                store.read_pages(PageId(first), buf)?;
+                            }
                             progress.add(buf.len() as u64);
                             Ok(())
                         })?;
                         crash_mid(w)?;
                         start += n;
-                    }
-                    Ok(())
-                }
-                // A verifying store: batches that tolerate free pages.
-                (ChangeDetection::Full, _, _) => {
-                    let batch = ((1 << 20) / ps).max(1) as u64;
-                    let mut buf = vec![0u8; batch.min(page_count.max(1)) as usize * ps];
-                    let mut start = 0u64;
-                    while start < page_count {
-                        let n = batch.min(page_count - start) as usize;
-                        let bytes = &mut buf[..n * ps];
-                        read_for_snapshot(store, start, bytes, ps)?;
-                        for (i, b) in bytes.chunks_exact(ps).enumerate() {
-                            w.push(start + i as u64, b)?;
-                            crash_mid(w)?;
-                        }
-                        progress.add(bytes.len() as u64);
-                        start += n as u64;
                     }
                     Ok(())
                 }
@@ -205,7 +191,7 @@ impl Inner {
                         for (i, b) in bytes.chunks_exact(ps).enumerate() {
                             let p = start + i as u64;
                             if parent_fps.get(p as usize) != Some(&fps[i]) {
-                                w.push(p, b)?;
+                                w.push_fingerprinted(p, b, fps[i])?;
                                 crash_mid(w)?;
                             }
                         }

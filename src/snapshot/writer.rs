@@ -33,6 +33,11 @@ pub(crate) const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Chunks in flight per compression thread.
 const IN_FLIGHT_PER_THREAD: usize = 2;
 
+/// The write buffer: it gathers the header and small compressed chunks; a
+/// chunk at least this long goes from the compression buffer to the file
+/// directly instead of being copied through it.
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// Streams a snapshot file: pages in ascending order, compressed a chunk
 /// per job on a pool of threads.
 pub(crate) struct SnapshotWriter {
@@ -191,7 +196,7 @@ impl SnapshotWriter {
         let pool = CompressPool::start(threads, in_flight_max, header.page_size)?;
         let early = EarlySync::start(&out, DEFAULT_SYNC_TIMEOUT);
         let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(1 << 20, out),
+            out: BufWriter::with_capacity(WRITE_BUFFER, out),
             path,
             pool,
             current: Chunk::default(),
@@ -251,6 +256,20 @@ impl SnapshotWriter {
     /// size, or pushed after [`flush_batch`](Self::flush_batch) wrote a
     /// short chunk; a compression or write error of an earlier chunk.
     pub fn push(&mut self, page: u64, bytes: &[u8]) -> Result<()> {
+        self.push_page(page, bytes, None)
+    }
+
+    /// As [`push`](Self::push), with the page's fingerprint already
+    /// computed (it must be [`page_fingerprint`](super::page_fingerprint)
+    /// of `bytes`): the page is not hashed a second time.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn push_fingerprinted(&mut self, page: u64, bytes: &[u8], fp: u64) -> Result<()> {
+        self.push_page(page, bytes, Some(fp))
+    }
+
+    fn push_page(&mut self, page: u64, bytes: &[u8], fp: Option<u64>) -> Result<()> {
         let expected_next = self.stored.last().map_or(0, |p| p + 1);
         let ok = if self.full {
             page == expected_next
@@ -269,6 +288,14 @@ impl SnapshotWriter {
         let ps = self.header.page_size;
         let at = self.room();
         self.current.raw[at..at + ps].copy_from_slice(bytes);
+        // Kept only while every page of the chunk so far came with one;
+        // the compressor computes them all otherwise.
+        match fp {
+            Some(fp) if self.current.page_fps.len() == self.current.pages.len() => {
+                self.current.page_fps.push(fp);
+            }
+            _ => self.current.page_fps.clear(),
+        }
         self.took(page, 1)
     }
 
@@ -364,6 +391,7 @@ impl SnapshotWriter {
         let mut next = self.spare.pop().unwrap_or_default();
         next.filled = 0;
         next.pages.clear();
+        next.page_fps.clear();
         let mut chunk = std::mem::replace(&mut self.current, next);
         chunk.seq = self.next_seq;
         self.pool.submit(chunk)?;

@@ -134,6 +134,21 @@ impl PageStore for MemStore {
         Ok(())
     }
 
+    /// The whole batch under one write lock (a restore writes a chunk at a
+    /// time; page by page, its decoding threads took turns at the lock for
+    /// every page). In order, as single writes: the first page that fails
+    /// stops the batch, the pages before it are written.
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        let mut d = self.data.write();
+        let count = (d.len() / self.page_size) as u64;
+        for (page, data) in pages.iter() {
+            check_page_args(*page, count, data.len(), self.page_size)?;
+            let off = page.0 as usize * self.page_size;
+            d[off..off + self.page_size].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
     fn sync(&self) -> Result<()> {
         Ok(())
     }
@@ -208,6 +223,45 @@ mod tests {
         s.read_page(PageId(3), &mut b).unwrap();
         assert_eq!(b, [0u8; 64], "a page added back reads as zeros");
         assert!(s.resize(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn write_pages_is_single_writes_in_order_up_to_the_first_bad_page() {
+        let s = MemStore::new(64, 4).unwrap();
+        let (mut a, mut b, mut c) = ([1u8; 64], [2u8; 64], [3u8; 64]);
+        // Page 2 twice: the last bytes win.
+        let mut batch = [
+            (PageId(2), &mut a[..]),
+            (PageId(0), &mut b[..]),
+            (PageId(2), &mut c[..]),
+        ];
+        s.write_pages(&mut batch).unwrap();
+        let bytes = s.to_bytes();
+        assert_eq!(&bytes[..64], &[2u8; 64]);
+        assert_eq!(&bytes[64..128], &[0u8; 64]);
+        assert_eq!(&bytes[128..192], &[3u8; 64]);
+        // A page out of range stops the batch; the pages before it are written.
+        let (mut d, mut e, mut f) = ([4u8; 64], [5u8; 64], [6u8; 64]);
+        let mut bad = [
+            (PageId(1), &mut d[..]),
+            (PageId(4), &mut e[..]),
+            (PageId(3), &mut f[..]),
+        ];
+        assert!(matches!(
+            s.write_pages(&mut bad),
+            Err(Error::PageOutOfRange { page_count: 4, .. })
+        ));
+        let bytes = s.to_bytes();
+        assert_eq!(&bytes[64..128], &[4u8; 64]);
+        assert_eq!(&bytes[192..], &[0u8; 64]);
+        let mut short = [0u8; 32];
+        assert!(matches!(
+            s.write_pages(&mut [(PageId(0), &mut short[..])]),
+            Err(Error::BufferSize {
+                expected: 64,
+                actual: 32
+            })
+        ));
     }
 
     #[test]

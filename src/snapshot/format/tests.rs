@@ -104,6 +104,46 @@ fn format_1_files_are_read_and_checked_with_their_crcs() {
     }
 }
 
+proptest! {
+    /// Pages pushed with their fingerprint already computed (the
+    /// incremental path that compared them) give the same file as pages
+    /// hashed by the compressor, whatever the mix within a chunk.
+    #[test]
+    fn pages_pushed_with_their_fingerprint_give_the_same_file(
+        stored in proptest::collection::btree_set(0u64..24, 1..24),
+        given in proptest::collection::vec(any::<bool>(), 24),
+        threads in 1usize..3,
+    ) {
+        let parent_fps = vec![7u64; 4];
+        let mut pages: Vec<(u64, Vec<u8>)> = stored
+            .iter()
+            .map(|&p| (p, (0..64).map(|i| (p as u8).wrapping_mul(31) ^ i).collect()))
+            .collect();
+        // Every page past the parent's count must be stored.
+        for p in 4..24 {
+            if !stored.contains(&p) {
+                pages.push((p, vec![p as u8; 64]));
+            }
+        }
+        pages.sort_by_key(|(p, _)| *p);
+        let h = header(Some(1), 24);
+        let plain = write(h.clone(), &pages, parent_fps.clone(), threads);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let f = File::create(&path).unwrap();
+        let mut w = SnapshotWriter::new(f, path.clone(), h, threads, parent_fps).unwrap();
+        for (id, b) in &pages {
+            if given[*id as usize] {
+                w.push_fingerprinted(*id, b, page_fingerprint(*id, b)).unwrap();
+            } else {
+                w.push(*id, b).unwrap();
+            }
+        }
+        w.finish(&[("cfg".into(), b"x=1".to_vec())]).unwrap();
+        prop_assert!(std::fs::read(&path).unwrap() == plain);
+    }
+}
+
 #[test]
 fn a_chunk_claiming_more_than_lz4_can_expand_is_refused_before_it_is_read() {
     // Zeros compress at close to lz4's largest ratio, and decode.
