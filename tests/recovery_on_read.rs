@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use selfheal::audit::EntryKind;
 use selfheal::healer::{AttemptOutcome, Outcome, SkipReason};
 use selfheal::recovery::ApprovalRequest;
 use selfheal::{Mode, PageId, RecoveryEvent};
@@ -104,6 +105,49 @@ fn the_close_is_recorded_off_the_reader_and_seen_at_once_by_the_api() {
         // Recorded once each, also after stop.
         assert_eq!(m.stats().recovered, 2);
         assert_eq!(m.incidents().len(), 2);
+    }
+}
+
+#[test]
+fn a_close_left_for_later_is_recorded_by_stop_with_its_audit_records_in_order() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(true));
+        m.start().unwrap();
+        damage(&raw, 6);
+        assert_eq!(read(&m, 6).unwrap(), bytes(mirror.as_ref(), 6));
+        // No call that records closes: `stop` must.
+        m.stop().unwrap();
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(matches!(incs[0].outcome, Outcome::Healed { .. }));
+        let log = m.audit_log().expect("the audit log is on by default");
+        let recs = log
+            .query(&selfheal::audit::AuditQuery::all().incident(incs[0].id))
+            .unwrap();
+        let kinds: Vec<EntryKind> = recs.iter().map(|r| r.entry.kind).collect();
+        // Written ahead (detected … decided) before the repair acted, the
+        // rest appended with the close: every step, in order, once.
+        let pos = |k: EntryKind| kinds.iter().position(|x| *x == k);
+        for k in [
+            EntryKind::Detected,
+            EntryKind::Diagnosed,
+            EntryKind::Decided,
+            EntryKind::Acted,
+            EntryKind::Verified,
+            EntryKind::Closed,
+        ] {
+            assert!(pos(k).is_some(), "{k:?} missing: {kinds:?}");
+        }
+        assert!(pos(EntryKind::Decided) < pos(EntryKind::Acted), "{kinds:?}");
+        assert!(pos(EntryKind::Acted) < pos(EntryKind::Closed), "{kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| **k == EntryKind::Closed).count(),
+            1,
+            "{kinds:?}"
+        );
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     }
 }
 

@@ -10,8 +10,14 @@
 //!   neither queued nor recorded.
 //! - **Recorded once, in order.** A close left by [`close_later`] is
 //!   recorded exactly once, by the first of the dispatcher's next pass,
-//!   `stats`, `incidents`, `wait_idle` and `stop`; closes are recorded in
-//!   the order they were left.
+//!   `stats`, `incidents`, `wait_idle` and `stop` (or, once the manager
+//!   stops, by the reader itself); closes left for later are recorded in
+//!   the order they were left, one recorder at a time. Against closes
+//!   recorded at once (on recovery threads, or a read that did not heal)
+//!   they may come late: a later incident of the same page may be opened,
+//!   announced and even closed first. Nothing depends on that order: the
+//!   events and audit records name their incident, and a late heal never
+//!   erases a later escalation of its page (`Escalations::healed`).
 //! - **No report lost in a join.** A page healed while later reports of it
 //!   arrived is re-checked, and a new incident opened if it is bad again.
 
@@ -117,10 +123,20 @@ pub(super) fn close_later(inner: &Inner, t: &Taken, mut inc: Incident, audit: Ve
     inner.finished.notify_all();
     inner.dirty.store(true, Ordering::Relaxed);
     inner.closes.lock().push(LaterClose { inc, late, audit });
+    // A manager that stops records what is left once, after its threads
+    // end: a reader finishing later records its own close (stop sets
+    // `draining` before that last recording, and this check follows the
+    // push, so every close is recorded by one or the other).
+    if inner.draining.load(Ordering::Acquire) {
+        record_closes(inner);
+    }
 }
 
-/// Records the closes [`close_later`] left, in the order they were left.
+/// Records the closes [`close_later`] left, in the order they were left,
+/// one recorder at a time (a caller waits for a recording under way, so
+/// that what it reads next includes it).
 pub(super) fn record_closes(inner: &Inner) {
+    let _one = inner.recording.lock();
     let closes = std::mem::take(&mut *inner.closes.lock());
     if closes.is_empty() {
         return;

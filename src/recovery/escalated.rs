@@ -214,10 +214,16 @@ impl Escalations {
         None
     }
 
-    /// `page` was healed: its record, if any, is dropped; whether there
-    /// was one.
-    pub(crate) fn healed(&mut self, page: PageId) -> bool {
-        self.pages.remove(&page).is_some()
+    /// `page` was healed by incident `by`: its record, if any, is dropped —
+    /// unless a later incident escalated it (ids only grow, so a record
+    /// with a larger id than `by` was made after that heal began: an
+    /// incident healed on a reader's thread whose close is recorded late
+    /// must not erase it); whether one was dropped.
+    pub(crate) fn healed(&mut self, page: PageId, by: u64) -> bool {
+        match self.pages.get(&page) {
+            Some(e) if e.id < by => self.pages.remove(&page).is_some(),
+            _ => false,
+        }
     }
 
     /// The host acknowledged incident `id`: its record and its pages'
@@ -311,9 +317,12 @@ mod tests {
         e.escalated(PageId(3), 8, 1, 100 * S);
         assert_eq!(e.join(PageId(3), Some(2), 101 * S), None);
         assert_eq!(e.joined(PageId(3)), None);
-        // Healed: dropped.
+        // Healed by an incident older than the escalation (its close
+        // recorded late): kept. Healed by a later one: dropped.
         e.escalated(PageId(3), 9, 2, 200 * S);
-        e.healed(PageId(3));
+        assert!(!e.healed(PageId(3), 5));
+        assert_eq!(e.join(PageId(3), Some(2), 200 * S), Some(9));
+        assert!(e.healed(PageId(3), 10));
         assert_eq!(e.join(PageId(3), Some(2), 201 * S), None);
         // Not fenced any more: dropped.
         e.escalated(PageId(3), 9, 2, 300 * S);

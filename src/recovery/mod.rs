@@ -407,6 +407,7 @@ impl AutoRecoveryManager {
             filed: std::sync::atomic::AtomicU64::new(0),
             closing: std::sync::atomic::AtomicU64::new(0),
             closes: Mutex::new(Vec::new()),
+            recording: Mutex::new(()),
             audit: audit.clone(),
             audit_sync: cfg.audit_sync,
             heal_on_read: cfg.heal_on_read,
@@ -487,7 +488,10 @@ impl AutoRecoveryManager {
     }
 
     /// The counters, MTTR, RTO compliance and per-remedy success so far
-    /// (walks the open incidents, to count those past their RTO).
+    /// (walks the open incidents, to count those past their RTO). Closes of
+    /// incidents healed on read that the dispatcher has not recorded yet
+    /// are recorded first, on this thread (their closing audit records
+    /// appended, their events sent), so the counts include them.
     #[must_use]
     pub fn stats(&self) -> RecoveryStats {
         closing::record_closes(&self.inner);
@@ -534,6 +538,8 @@ impl AutoRecoveryManager {
     }
 
     /// The last closed incidents (oldest first), each with its timeline.
+    /// Closes of incidents healed on read not recorded yet are recorded
+    /// first, on this thread, as [`stats`](Self::stats) does.
     #[must_use]
     pub fn incidents(&self) -> Vec<Incident> {
         closing::record_closes(&self.inner);

@@ -83,7 +83,7 @@ pub(crate) fn closed(inner: &Inner, inc: &Incident) {
             // Every page's record is dropped (no short circuit).
             let mut any = false;
             for p in pages {
-                any |= e.healed(p);
+                any |= e.healed(p, inc.id);
             }
             any
         }

@@ -121,6 +121,10 @@ pub(crate) struct Inner {
     /// Incidents healed on a reader's thread, out of the queue, whose close
     /// is recorded off that thread (see `closing::close_later`).
     pub(crate) closes: Mutex<Vec<LaterClose>>,
+    /// Held while closes left for later are recorded: one recorder at a
+    /// time, so they are recorded in the order they were left and a caller
+    /// of `stats` or `incidents` waits for one under way.
+    pub(crate) recording: Mutex<()>,
     /// The audit log (synced by the dispatcher and at stop).
     pub(crate) audit: Option<Arc<AuditLog>>,
     /// How often, at most, the dispatcher syncs the audit log.
