@@ -621,8 +621,12 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     reason,
                 });
                 if offset < SEGMENT_HEADER_LEN as u64 {
-                    out.state.newest = id - 1;
-                    out.next_segment = id;
+                    // The segment is gone: the state ends before it, never
+                    // below `oldest - 1` (a torn leftover numbered below the
+                    // oldest listed, id 0 included, lowers nothing).
+                    let floor = out.state.oldest.saturating_sub(1);
+                    out.state.newest = id.saturating_sub(1).max(floor);
+                    out.next_segment = out.state.newest + 1;
                 }
             }
             Found::Corrupt {
