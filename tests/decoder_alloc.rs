@@ -304,8 +304,11 @@ fn counts_and_lengths_claiming_more_than_the_bytes_hold_allocate_nothing_big() {
             .map(|l| l.records.len())
     });
 
-    // Audit segment: a frame claiming the largest body, 8 bytes present.
-    let mut audit = fixup::audit_segment(&[0u8; 16]);
+    // Audit segment (header naming record 1, so the open reads its frames):
+    // a frame claiming the largest body, 8 bytes present.
+    let mut header = [0u8; 16];
+    header[8] = 1;
+    let mut audit = fixup::audit_segment(&header);
     audit.extend_from_slice(&(selfheal::audit::MAX_BODY_LEN as u32).to_le_bytes());
     audit.extend_from_slice(&[0u8; 4]);
     let files = std::sync::Arc::new(selfheal::testing::CrashFiles::new());

@@ -5,8 +5,8 @@
 
 use super::head::{self, Head};
 use super::record::{
-    self, decode_frame, parse_segment_header, parse_segment_name, FrameError, SEGMENT_HEADER_LEN,
-    SEQ_OFFSET,
+    self, decode_frame, parse_segment_header, parse_segment_name, FrameError, MAX_SEQ,
+    SEGMENT_HEADER_LEN, SEQ_OFFSET,
 };
 use super::AuditRecord;
 use crate::checksum::storage::{replace, TableStorage};
@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 pub(super) struct Segment {
     pub(super) name: String,
     pub(super) first_seq: u64,
+    /// The first record number this segment may not hold: the next
+    /// segment's (by name), or past [`MAX_SEQ`] for the newest. A record at
+    /// or past it is damage, never read, so that the records of the whole
+    /// log ascend from segment to segment.
+    pub(super) end: u64,
     pub(super) len: u64,
     /// Whether appends may go here (the newest segment, undamaged).
     pub(super) appendable: bool,
@@ -47,9 +52,9 @@ pub(super) struct SegmentRead {
     good_len: u64,
 }
 
-/// Reads a segment whose records should start at `first_seq`. `newest`
-/// says whether an unsynced batch may end it.
-pub(super) fn read_segment(bytes: &[u8], first_seq: u64) -> SegmentRead {
+/// Reads a segment whose records should start at `first_seq` and stay
+/// below `end` (the next segment's first record).
+pub(super) fn read_segment(bytes: &[u8], first_seq: u64, end: u64) -> SegmentRead {
     let mut records = Vec::new();
     let mut off = SEGMENT_HEADER_LEN;
     let mut expected = first_seq;
@@ -63,37 +68,47 @@ pub(super) fn read_segment(bytes: &[u8], first_seq: u64) -> SegmentRead {
             };
         }
         match decode_frame(&bytes[off..]) {
-            Ok((r, n)) if r.seq == expected => {
+            Ok((r, n)) if r.seq == expected && r.seq < end => {
                 expected += 1;
                 records.push(r);
                 off += n;
             }
+            Ok((r, _)) if r.seq == expected => {
+                let reason = format!(
+                    "record {} is past the segment's end: the next segment starts at record {end}",
+                    r.seq
+                );
+                return after_failure(bytes, off, expected, end, reason, records);
+            }
             Ok((r, _)) => {
                 let reason = format!("record {} where record {expected} belongs", r.seq);
-                return after_failure(bytes, off, expected, reason, records);
+                return after_failure(bytes, off, expected, end, reason, records);
             }
             Err(FrameError::Short) => {
                 return after_failure(
                     bytes,
                     off,
                     expected,
+                    end,
                     "the frame ends past the end of the file".into(),
                     records,
                 )
             }
             Err(FrameError::Bad(reason)) => {
-                return after_failure(bytes, off, expected, reason, records)
+                return after_failure(bytes, off, expected, end, reason, records)
             }
         }
     }
 }
 
 /// The frames that still decode after a failure at `off`: candidates are
-/// found by their sequence number (one linear pass), then checked whole.
+/// found by their sequence number (one linear pass, below `end`), then
+/// checked whole.
 fn after_failure(
     bytes: &[u8],
     off: usize,
     expected: u64,
+    end: u64,
     reason: String,
     mut records: Vec<AuditRecord>,
 ) -> SegmentRead {
@@ -106,7 +121,7 @@ fn after_failure(
                 .try_into()
                 .expect("8 bytes"),
         );
-        let plausible = seq >= expected && seq - expected < 1 << 20;
+        let plausible = seq >= expected && seq < end && seq - expected < 1 << 20;
         if plausible {
             if let Ok((r, n)) = decode_frame(&bytes[at..]) {
                 if later.last().is_none_or(|l: &AuditRecord| r.seq > l.seq) {
@@ -139,12 +154,14 @@ fn keep_damaged(
     damaged: &mut Vec<String>,
     name: String,
     first_seq: u64,
+    end: u64,
     len: usize,
 ) {
     damaged.push(name.clone());
     inner.segments.push(Segment {
         name,
         first_seq,
+        end,
         len: len as u64,
         appendable: false,
     });
@@ -164,6 +181,13 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
         .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
         .collect();
     names.sort();
+    // Each segment ends where the next one's name says it starts.
+    let ends: Vec<u64> = names
+        .iter()
+        .skip(1)
+        .map(|(s, _)| *s)
+        .chain([MAX_SEQ + 1])
+        .collect();
     let mut inner = Inner {
         segments: Vec::new(),
         next_seq: 1,
@@ -188,7 +212,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
     // The sequence number the newest segment expects next.
     let mut newest_next = None;
     let mut damaged: Vec<String> = Vec::new();
-    for (i, (first_seq, name)) in names.into_iter().enumerate() {
+    for (i, ((first_seq, name), end)) in names.into_iter().zip(ends).enumerate() {
         let newest = i + 1 == count;
         let path = storage.path(&name);
         let bytes = storage.read(&name)?.unwrap_or_default();
@@ -200,7 +224,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
                     8,
                     format!("the header names record {seq}, the file name record {first_seq}"),
                 ));
-                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
+                keep_damaged(&mut inner, &mut damaged, name, first_seq, end, bytes.len());
                 continue;
             }
             Err(reason) => {
@@ -213,7 +237,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
                     continue;
                 }
                 inner.damage.push(Error::corrupt_file(&path, 0, reason));
-                keep_damaged(&mut inner, &mut damaged, name, first_seq, bytes.len());
+                keep_damaged(&mut inner, &mut damaged, name, first_seq, end, bytes.len());
                 continue;
             }
         }
@@ -230,7 +254,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
                 prev = None;
             }
         }
-        let read = read_segment(&bytes, first_seq);
+        let read = read_segment(&bytes, first_seq, end);
         let mut appendable = newest;
         if let Some((offset, reason)) = &read.failure {
             if newest && read.torn {
@@ -245,6 +269,9 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
             }
         }
         for r in &read.records {
+            // What `read_segment` keeps lies in [first_seq, end) and the
+            // segments are in order: the records ascend across the log.
+            debug_assert!(prev.as_ref().is_none_or(|p| p.seq < r.seq) && r.seq < end);
             if let Some(p) = &prev {
                 if r.seq == p.seq + 1 && r.prev_hash != p.hash {
                     inner.damage.push(Error::corrupt_file(
@@ -273,6 +300,7 @@ pub(super) fn load(storage: &dyn TableStorage) -> Result<Inner> {
         inner.segments.push(Segment {
             name,
             first_seq,
+            end,
             len,
             appendable,
         });

@@ -80,6 +80,13 @@
 //! is damage, and an append that would pass the bound (only a damaged
 //! segment's name can bring the log near it) is a typed
 //! [`Error::CorruptFile`], never a wrapped sequence.
+//!
+//! **Segments do not overlap.** A segment holds the records from the number
+//! its name and header give (both, equal: record 1 or later) up to the next
+//! segment's name. A header that disagrees with its file name keeps the
+//! segment aside; a record at or past the next segment's first is damage
+//! naming the segment and the record's offset. So the records an open keeps
+//! ascend across the whole log, and the next number given is past every one.
 
 mod head;
 mod load;
@@ -414,12 +421,15 @@ impl AuditLog {
             self.storage.write(&name, &segment_header(inner.next_seq))?;
             self.storage.sync(&name)?;
             self.storage.sync_dir()?;
+            let first_seq = inner.next_seq;
             if let Some(s) = inner.segments.last_mut() {
                 s.appendable = false;
+                s.end = s.end.min(first_seq);
             }
             inner.segments.push(Segment {
                 name,
-                first_seq: inner.next_seq,
+                first_seq,
+                end: MAX_SEQ + 1,
                 len: SEGMENT_HEADER_LEN as u64,
                 appendable: true,
             });
@@ -595,10 +605,21 @@ impl AuditLog {
             let path = self.storage.path(&s.name);
             let bytes = self.storage.read(&s.name)?.unwrap_or_default();
             let bytes = &bytes[..bytes.len().min(s.len as usize)];
-            if let Err(reason) = parse_segment_header(bytes) {
-                return Err(Error::corrupt_file(&path, 0, reason));
+            match parse_segment_header(bytes) {
+                Err(reason) => return Err(Error::corrupt_file(&path, 0, reason)),
+                Ok(first) if first != s.first_seq => {
+                    return Err(Error::corrupt_file(
+                        &path,
+                        8,
+                        format!(
+                            "the header names record {first}, the file name record {}",
+                            s.first_seq
+                        ),
+                    ))
+                }
+                Ok(_) => {}
             }
-            let read = read_segment(bytes, s.first_seq);
+            let read = read_segment(bytes, s.first_seq, s.end);
             if let Some((offset, reason)) = read.failure {
                 return Err(Error::corrupt_file(&path, offset, reason));
             }
@@ -629,10 +650,12 @@ impl AuditLog {
         for s in segments.iter().rev() {
             let bytes = self.storage.read(&s.name)?.unwrap_or_default();
             let bytes = &bytes[..bytes.len().min(s.len as usize)];
-            if parse_segment_header(bytes).is_err() {
+            // A segment whose header the open found damaged is kept aside:
+            // its frames are not the log's (see `damage`).
+            if parse_segment_header(bytes) != Ok(s.first_seq) {
                 continue;
             }
-            let read = read_segment(bytes, s.first_seq);
+            let read = read_segment(bytes, s.first_seq, s.end);
             for r in read.records.into_iter().rev() {
                 if q.matches(&r) {
                     out.push(r);
@@ -650,3 +673,5 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_layout;

@@ -437,9 +437,9 @@ pub(super) fn parse_segment_header(bytes: &[u8]) -> Result<u64, String> {
         return Err(format!("segment version {v}, expected {SEGMENT_VERSION}"));
     }
     let first = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    if first > MAX_SEQ {
+    if first == 0 || first > MAX_SEQ {
         return Err(format!(
-            "the header names record {first}, past the largest a log holds ({MAX_SEQ})"
+            "the header names record {first}, outside 1..={MAX_SEQ} (the numbers a log gives)"
         ));
     }
     Ok(first)
@@ -453,7 +453,9 @@ pub(super) fn segment_name(first_seq: u64) -> String {
 /// The first sequence number in a segment's name, if it is one.
 pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("audit-")?.strip_suffix(".log")?;
-    if hex.len() != 16 {
+    // Only the spelling `segment_name` writes: two names for one number
+    // would be two segments claiming the same records.
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()

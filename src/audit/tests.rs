@@ -626,14 +626,14 @@ fn a_damaged_head_file_is_damage() {
     assert_eq!(log.query(&AuditQuery::all()).unwrap().len(), 3);
 }
 
-/// The fuzz input `fuzz/known-crashes/audit_log-append-seq-overflow`: a
+/// The fuzz input `fuzz/corpus/audit_log/regression-append-seq-overflow`: a
 /// segment named for a number near 2^64. Its open reports damage and an
 /// append is a typed error, never an overflow.
 #[test]
 fn an_append_near_the_top_of_the_sequence_range_is_typed() {
     let input = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/fuzz/known-crashes/audit_log-append-seq-overflow"
+        "/fuzz/corpus/audit_log/regression-append-seq-overflow"
     ))
     .unwrap();
     crate::testing::fuzz::audit_log(&input);

@@ -273,6 +273,17 @@ fn load_state(
             _ => {}
         }
     }
+    // A state names segments from 1 (`oldest - 1` is "none"): one derived
+    // from a segment numbered 0 could not be written and read back.
+    if ids.first() == Some(&0) {
+        return Err(Error::corrupt_file(
+            storage.segment_path(0),
+            0,
+            format!(
+                "segment number 0 is below the first any journal writes (1), and the state file cannot tell whether it is this journal's ({why}); move the segment aside, or restore the state file from a backup"
+            ),
+        ));
+    }
     let derived = JournalState {
         oldest: ids.first().copied().unwrap_or(1),
         newest: ids.last().copied().unwrap_or(0),
@@ -621,8 +632,12 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     reason,
                 });
                 if offset < SEGMENT_HEADER_LEN as u64 {
-                    out.state.newest = id - 1;
-                    out.next_segment = id;
+                    // The segment is gone: the state ends before it, never
+                    // below `oldest - 1` (a torn leftover numbered below the
+                    // oldest listed, id 0 included, lowers nothing).
+                    let floor = out.state.oldest.saturating_sub(1);
+                    out.state.newest = id.saturating_sub(1).max(floor);
+                    out.next_segment = out.state.newest + 1;
                 }
             }
             Found::Corrupt {
