@@ -376,6 +376,25 @@ pub(crate) struct TimedCaller {
     in_flight: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     jobs: Mutex<Option<Sender<Task>>>,
+    /// The newest helper thread, joined at drop when no call runs.
+    helper: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for TimedCaller {
+    /// Closes the queue, so the helper thread ends; when no call runs (none
+    /// hangs past its deadline), waits for it to end — its thread-locals
+    /// freed — so that a dropped caller leaves nothing behind that a leak
+    /// checker could see. A helper still running an abandoned call is left
+    /// to end on its own when that call returns.
+    fn drop(&mut self) {
+        drop(self.jobs.get_mut().take());
+        let Some(helper) = self.helper.get_mut().take() else {
+            return;
+        };
+        if self.is_idle() && helper.thread().id() != std::thread::current().id() {
+            let _ = helper.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for TimedCaller {
@@ -398,6 +417,7 @@ impl TimedCaller {
             in_flight: Arc::default(),
             shared: Arc::default(),
             jobs: Mutex::new(None),
+            helper: Mutex::new(None),
         }
     }
 
@@ -513,10 +533,13 @@ impl TimedCaller {
         };
         let (tx, rx) = bounded(self.queue_max);
         let shared = self.shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(self.name.clone())
             .spawn(move || serve(&shared, &rx))
             .map_err(|e| CallError::Spawn(e.to_string()))?;
+        // A helper replaced (its predecessor's queue closed while a call
+        // hung) is left detached; the newest is joined at drop.
+        *self.helper.lock() = Some(handle);
         tx.try_send(task)
             .map_err(|_| CallError::Spawn("the new helper refused the call".into()))?;
         *jobs = Some(tx);
@@ -593,6 +616,41 @@ mod tests {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::result::Result<T, CallError> {
         c.start(f)?.wait_until(Instant::now() + deadline)
+    }
+
+    #[test]
+    fn a_dropped_idle_caller_has_ended_its_helper_and_a_hung_one_does_not_wait() {
+        let c = TimedCaller::new("selfheal-test-call");
+        assert_eq!(call(&c, Duration::from_secs(5), || 7), Ok(7));
+        let helper = c.helper_weak();
+        drop(c);
+        // Joined at drop: the helper's state is gone at once, not later.
+        assert!(helper.upgrade().is_none(), "the idle helper was joined");
+
+        let c = TimedCaller::new("selfheal-test-call");
+        let (release, gate) = bounded::<()>(0);
+        let r = call(&c, Duration::from_millis(20), move || {
+            let _ = gate.recv();
+            1
+        });
+        assert_eq!(r, Err(CallError::TimedOut));
+        let helper = c.helper_weak();
+        let started = Instant::now();
+        drop(c);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a drop never waits for a hung call"
+        );
+        assert!(
+            helper.upgrade().is_some(),
+            "the hung helper is still running"
+        );
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while helper.upgrade().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(helper.upgrade().is_none(), "it ends once its call returns");
     }
 
     #[test]
