@@ -1,0 +1,207 @@
+//! Goal: the manager's step mode — `RecoveryConfig::stepped(true)` starts
+//! no thread, and `step()` on the caller's thread files the bus and heals
+//! every ready incident: a corrupt page found by a read is healed by the
+//! next step; an incident deferred by the healer's cooldown is healed by
+//! the first step after the manual clock passes it; the same sequence run
+//! twice gives identical incidents and timelines; a threaded component in
+//! step mode is a typed configuration error; stop works.
+//! Method: the manager over a `MemStore` with a mirror replica (both
+//! checksum placements), a `ManualClock`, pages damaged behind the
+//! detector and found by verified reads; bytes compared with the mirror's,
+//! incidents, stats and step reports checked; the process's thread names
+//! read from /proc.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use selfheal::healer::Outcome;
+use selfheal::{
+    ChecksumPlacement, Error, HealthConfig, ManualClock, PageId, RecoveryConfig, ScrubConfig,
+};
+
+mod recovery_common;
+use recovery_common::*;
+
+/// A step-mode rig on a manual clock (at 5 s, so cadences are not all due
+/// at zero).
+fn stepped_rig(
+    placement: ChecksumPlacement,
+    pages: u64,
+    dir: &std::path::Path,
+) -> (
+    Arc<selfheal::MemStore>,
+    Arc<selfheal::MemStore>,
+    selfheal::AutoRecoveryManager,
+    ManualClock,
+) {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(5));
+    let c2 = clock.clone();
+    let (raw, mirror, m) = rig(placement, pages, dir, move |c| {
+        c.clock(Arc::new(c2)).seed(7).stepped(true)
+    });
+    (raw, mirror, m, clock)
+}
+
+/// The names of this process's threads the crate started (Linux), but the
+/// undo journal's own (its idle durability mark, which files no failure and
+/// decides nothing; truncated to 15 bytes by the kernel).
+fn crate_threads() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.starts_with("selfheal-") && !s.starts_with("selfheal-undo-"))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_page_found_by_a_read_is_healed_by_the_next_step() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m, _clock) = stepped_rig(placement, 8, dir.path());
+        m.start().unwrap();
+        if cfg!(target_os = "linux") {
+            // Every test of this file runs in step mode: no dispatcher,
+            // recovery thread or watchdog, in any of them.
+            assert_eq!(crate_threads(), Vec::<String>::new());
+        }
+        damage(&raw, 3);
+        read_finds(&m, 3);
+        // Nothing heals between steps.
+        assert_ne!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3));
+        assert_eq!(m.stats().recovered, 0);
+        let r = m.step().unwrap();
+        assert_eq!(
+            (r.filed, r.batches, r.handled, r.panics),
+            (1, 1, 1, 0),
+            "{r:?}"
+        );
+        assert_eq!((r.open, r.more_ready), (0, false), "{r:?}");
+        assert_eq!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3), "healed");
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert_eq!(
+            incs[0].outcome,
+            Outcome::Healed {
+                remedy: "repair-from-replicas".into()
+            }
+        );
+        assert!(m.is_idle());
+        // A quiet step does nothing.
+        let r = m.step().unwrap();
+        assert_eq!((r.filed, r.handled, r.open), (0, 0, 0), "{r:?}");
+        m.stop().unwrap();
+        assert!(matches!(m.step(), Err(Error::Stopped { .. })));
+    }
+}
+
+#[test]
+fn an_incident_deferred_by_cooldown_heals_on_a_step_after_the_clock_passes_it() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m, clock) = stepped_rig(placement, 8, dir.path());
+        m.start().unwrap();
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        m.step().unwrap();
+        assert_eq!(m.stats().recovered, 1);
+        // Bad again within the healer's cooldown (10 s): deferred.
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (1, 1), "{r:?}");
+        assert_eq!(m.stats().deferred, 1);
+        assert_ne!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        // The clock has not moved: a step leaves it deferred.
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (0, 1), "{r:?}");
+        // Past the cooldown: the next step promotes and heals it.
+        clock.advance(Duration::from_secs(60));
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (1, 0), "{r:?}");
+        assert_eq!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        let s = m.stats();
+        assert_eq!((s.recovered, s.open), (2, 0), "{s:?}");
+        m.stop().unwrap();
+    }
+}
+
+/// One fixed sequence of damage, reads, steps and clock moves; returns the
+/// closed incidents and the stats.
+fn run_sequence(placement: ChecksumPlacement) -> (Vec<selfheal::prelude::Incident>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _mirror, m, clock) = stepped_rig(placement, 32, dir.path());
+    m.start().unwrap();
+    for round in 0..4u64 {
+        for p in [round, round + 7, round + 13, 6] {
+            damage(&raw, p);
+            let mut b = vec![0u8; PS];
+            let _ = m.detector().read_verified(PageId(p), &mut b);
+        }
+        m.step().unwrap();
+        clock.advance(Duration::from_millis(2_500 * (round + 1)));
+        m.step().unwrap();
+    }
+    clock.advance(Duration::from_secs(60));
+    m.step().unwrap();
+    let mut s = m.stats();
+    // Measured in real time by the bus and events, not by the manager.
+    s.bus_dropped = 0;
+    let stats = format!("{s:?}");
+    let incs = m.incidents();
+    m.stop().unwrap();
+    (incs, stats)
+}
+
+#[test]
+fn the_same_sequence_twice_gives_identical_incidents_and_timelines() {
+    for placement in placements() {
+        let (a, sa) = run_sequence(placement.clone());
+        let (b, sb) = run_sequence(placement);
+        assert!(a.len() >= 4, "{a:#?}");
+        assert!(
+            a.iter().any(|i| !i.pages.is_empty()),
+            "a page-set incident among them: {a:#?}"
+        );
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+    }
+}
+
+#[test]
+fn threaded_components_in_step_mode_are_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(selfheal::MemStore::new(PS, 4).unwrap());
+    let base = || RecoveryConfig::new(store.clone(), dir.path()).stepped(true);
+    let field = |c: RecoveryConfig| match c.build() {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert!(reason.contains("step mode"), "{reason}");
+            field
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    };
+    // The default scrubber is one.
+    assert_eq!(field(base()), "scrub");
+    assert_eq!(field(base().scrub(ScrubConfig::new())), "scrub");
+    assert_eq!(
+        field(base().without_scrub().health(HealthConfig::new())),
+        "health"
+    );
+    let m = base().without_scrub().build().unwrap();
+    assert!(
+        matches!(m.step(), Err(Error::InvalidArgument { .. })),
+        "not started"
+    );
+    m.start().unwrap();
+    m.step().unwrap();
+    m.stop().unwrap();
+    // A threaded manager refuses steps.
+    let dir2 = tempfile::tempdir().unwrap();
+    let m = RecoveryConfig::new(store.clone(), dir2.path())
+        .without_scrub()
+        .build()
+        .unwrap();
+    assert!(matches!(m.step(), Err(Error::InvalidArgument { .. })));
+}
