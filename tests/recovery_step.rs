@@ -3,56 +3,80 @@
 //! every ready incident: a corrupt page found by a read is healed by the
 //! next step; an incident deferred by the healer's cooldown is healed by
 //! the first step after the manual clock passes it; the same sequence run
-//! twice gives identical incidents and timelines; a threaded component in
-//! step mode is a typed configuration error; stop works.
+//! twice gives identical incidents and timelines; a panic while healing is
+//! caught, its incident retried (escalated once it has cost two); a
+//! threaded component in step mode is a typed configuration error; stop
+//! works.
 //! Method: the manager over a `MemStore` with a mirror replica (both
 //! checksum placements), a `ManualClock`, pages damaged behind the
 //! detector and found by verified reads; bytes compared with the mirror's,
 //! incidents, stats and step reports checked; the process's thread names
 //! read from /proc.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::Outcome;
 use selfheal::{
-    ChecksumPlacement, Error, HealthConfig, ManualClock, PageId, RecoveryConfig, ScrubConfig,
+    ChecksumPlacement, Error, Failure, FailureKind, HealthConfig, HostAction, HostActions,
+    ManualClock, MemStore, PageId, PageStore, RecoveryConfig, ScrubConfig, Source, StoreReplica,
+    Target,
 };
 
 mod recovery_common;
 use recovery_common::*;
 
 /// A step-mode rig on a manual clock (at 5 s, so cadences are not all due
-/// at zero).
+/// at zero), as `rig` but with the mirror called inline (the documented
+/// condition for a deterministic run).
 fn stepped_rig(
     placement: ChecksumPlacement,
     pages: u64,
     dir: &std::path::Path,
 ) -> (
-    Arc<selfheal::MemStore>,
-    Arc<selfheal::MemStore>,
+    Arc<MemStore>,
+    Arc<MemStore>,
     selfheal::AutoRecoveryManager,
     ManualClock,
 ) {
     let clock = ManualClock::new();
     clock.advance(Duration::from_secs(5));
-    let c2 = clock.clone();
-    let (raw, mirror, m) = rig(placement, pages, dir, move |c| {
-        c.clock(Arc::new(c2)).seed(7).stepped(true)
-    });
+    let raw = Arc::new(MemStore::new(PS, pages).unwrap());
+    let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
+    // Called inline: no helper thread, no real-time deadline.
+    let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
+    let m = RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement)
+        .replica(Arc::new(replica))
+        .without_scrub()
+        .heal_on_read(false)
+        .clock(Arc::new(clock.clone()))
+        .seed(7)
+        .stepped(true)
+        .build()
+        .unwrap();
+    for p in 0..pages {
+        m.detector()
+            .write_sealed(PageId(p), &mut page((p % 250) as u8 + 1))
+            .unwrap();
+        mirror
+            .write_page(PageId(p), &bytes(raw.as_ref(), p))
+            .unwrap();
+    }
     (raw, mirror, m, clock)
 }
 
-/// The names of this process's threads the crate started (Linux), but the
-/// undo journal's own (its idle durability mark, which files no failure and
-/// decides nothing; truncated to 15 bytes by the kernel).
-fn crate_threads() -> Vec<String> {
+/// The names of this process's threads that are the manager's own — the
+/// dispatcher and the recovery threads, `selfheal-recovery-…` (Linux;
+/// truncated to 15 bytes by the kernel).
+fn manager_threads() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
     dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
         .map(|s| s.trim().to_string())
-        .filter(|s| s.starts_with("selfheal-") && !s.starts_with("selfheal-undo-"))
+        .filter(|s| s.starts_with("selfheal-recove"))
         .collect()
 }
 
@@ -63,9 +87,9 @@ fn a_corrupt_page_found_by_a_read_is_healed_by_the_next_step() {
         let (raw, mirror, m, _clock) = stepped_rig(placement, 8, dir.path());
         m.start().unwrap();
         if cfg!(target_os = "linux") {
-            // Every test of this file runs in step mode: no dispatcher,
-            // recovery thread or watchdog, in any of them.
-            assert_eq!(crate_threads(), Vec::<String>::new());
+            // Every test of this file runs in step mode: no dispatcher or
+            // recovery thread in any of them.
+            assert_eq!(manager_threads(), Vec::<String>::new());
         }
         damage(&raw, 3);
         read_finds(&m, 3);
@@ -173,7 +197,7 @@ fn the_same_sequence_twice_gives_identical_incidents_and_timelines() {
 #[test]
 fn threaded_components_in_step_mode_are_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(selfheal::MemStore::new(PS, 4).unwrap());
+    let store = Arc::new(MemStore::new(PS, 4).unwrap());
     let base = || RecoveryConfig::new(store.clone(), dir.path()).stepped(true);
     let field = |c: RecoveryConfig| match c.build() {
         Err(Error::InvalidConfig { field, reason }) => {
@@ -204,4 +228,80 @@ fn threaded_components_in_step_mode_are_a_typed_error() {
         .build()
         .unwrap();
     assert!(matches!(m.step(), Err(Error::InvalidArgument { .. })));
+}
+
+/// Panics in `supports` while `panics` is above zero (counting down).
+#[derive(Debug, Default)]
+struct PanickyHost {
+    panics: AtomicUsize,
+    restarts: AtomicUsize,
+}
+
+impl HostActions for PanickyHost {
+    fn supports(&self, action: HostAction) -> bool {
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("the host's supports() panicked");
+        }
+        action == HostAction::RestartComponent
+    }
+
+    fn restart_component(&self, _: &str) -> selfheal::Result<()> {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_while_stepping_is_caught_and_its_incident_retried_then_escalated() {
+    let cache = || Target::Component(Arc::from("cache"));
+    for (panics, healed) in [(1, true), (2, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(PanickyHost::default());
+        let h2 = host.clone();
+        let (_raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 4, dir.path(), move |c| {
+            c.clock(Arc::new(ManualClock::new()))
+                .host_actions(h2)
+                .stepped(true)
+        });
+        m.start().unwrap();
+        host.panics.store(panics, Ordering::SeqCst);
+        m.failure_sink().send(Failure::new(
+            Source::Host,
+            FailureKind::WorkerDied {
+                component: Arc::from("cache"),
+            },
+            "the cache's thread died",
+            0,
+        ));
+        let r = m.step().expect("a panic is no error of the step");
+        assert_eq!(r.panics, panics as u64, "{r:?}");
+        assert_eq!(r.open, 0, "{r:?}");
+        let incs = m.incidents();
+        let inc = incs
+            .iter()
+            .find(|i| i.target == cache())
+            .expect("the incident is closed, not lost");
+        if healed {
+            assert_eq!(
+                inc.outcome,
+                Outcome::Healed {
+                    remedy: "restart-component".into()
+                },
+                "{inc:#?}"
+            );
+            assert_eq!(host.restarts.load(Ordering::SeqCst), 1);
+        } else {
+            assert_eq!(inc.outcome, Outcome::Escalated, "{inc:#?}");
+            assert_eq!(host.restarts.load(Ordering::SeqCst), 0);
+        }
+        // The panics were reported on the bus, filed by the next step
+        // (counted, no incident: there is no thread to restart).
+        let r = m.step().unwrap();
+        assert_eq!((r.filed, r.handled), (panics as u64, 0), "{r:?}");
+        m.stop().unwrap();
+    }
 }

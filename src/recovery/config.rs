@@ -483,8 +483,8 @@ impl RecoveryConfig {
     }
 
     /// Step mode (default off): [`start`](super::AutoRecoveryManager::start)
-    /// runs startup recovery as always but starts no thread — no
-    /// dispatcher, no recovery thread, no crash watchdog — and the host
+    /// runs startup recovery as always but starts neither the dispatcher
+    /// nor any recovery thread, and the host
     /// drives the manager on its own thread with
     /// [`step`](super::AutoRecoveryManager::step) (see the manager's
     /// "Step mode"). Given the manager's clock and seed, what it does is

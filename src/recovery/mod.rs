@@ -169,10 +169,9 @@
 //!   set cut short by a crash is resumed page by page and healed as a set
 //!   again. [`RecoveryStats::pages_healed`] counts pages,
 //!   [`RecoveryStats::recovered`] incidents.
-//! - **Step mode** ([`stepped`](RecoveryConfig::stepped)): no thread of
-//!   the manager's own — no dispatcher, no recovery thread, no crash
-//!   watchdog; a scrubber, health monitor or periodic snapshots are refused
-//!   at build. The host calls [`step`](AutoRecoveryManager::step): on its
+//! - **Step mode** ([`stepped`](RecoveryConfig::stepped)): no dispatcher
+//!   and no recovery thread; a scrubber, health monitor or periodic
+//!   snapshots are refused at build. The host calls [`step`](AutoRecoveryManager::step): on its
 //!   thread, one dispatcher pass, then every ready incident healed in the
 //!   recovery threads' batches, by the same code. Given the manager's
 //!   clock and seed it is deterministic (see [`step`](mod@step)).

@@ -88,10 +88,8 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             .failure_sink(inner.sink.clone())
             .build()?,
     );
-    // Step mode: no watchdog thread (nothing runs but the host's steps).
-    if !cfg.stepped {
-        crash.start()?;
-    }
+    // In step mode too: remedies verify through it (`check_now`).
+    crash.start()?;
     m.running.lock().crash = Some(crash.clone());
     let mut ctx = RemedyContext::new()
         .detector(inner.detector.clone())

@@ -4,19 +4,28 @@
 //! scheduler. Turned on by [`RecoveryConfig::stepped`].
 //!
 //! # Contract
-//! - **No thread.** [`start`](AutoRecoveryManager::start) runs startup
-//!   recovery exactly as in the threaded manager (the run marker's verdict,
-//!   the journal's losers, the pages they touched, the previous run's open
-//!   incidents and suspects queued) but starts no dispatcher, no recovery
-//!   thread and no crash watchdog (the undo journal keeps its own
-//!   `selfheal-undo-mark` thread: it writes a durability mark after an idle
-//!   delay, files no failure and decides nothing). The components with
-//!   threads of their
-//!   own (a scrubber — the default one included —, a health monitor,
-//!   periodic snapshots) are refused at [`build`](RecoveryConfig::build)
-//!   with [`Error::InvalidConfig`] naming them: the host drives them by
-//!   hand (a [`Scrubber`](crate::scrub::Scrubber)'s `step` over the
-//!   manager's detector and bus, snapshots taken by the host).
+//! - **No thread of the manager's.** [`start`](AutoRecoveryManager::start)
+//!   runs startup recovery exactly as in the threaded manager (the run
+//!   marker's verdict, the journal's losers, the pages they touched, the
+//!   previous run's open incidents and suspects queued) but starts no
+//!   dispatcher and no recovery thread. The components with threads of
+//!   their own that report on their own schedule (a scrubber — the default
+//!   one included —, a health monitor, periodic snapshots) are refused at
+//!   [`build`](RecoveryConfig::build) with [`Error::InvalidConfig`] naming
+//!   them: the host drives them by hand (a
+//!   [`Scrubber`](crate::scrub::Scrubber)'s `step` over the manager's
+//!   detector and bus, snapshots taken by the host). Two threads remain,
+//!   neither deciding anything on its own: the crash watchdog (remedies
+//!   verify through its [`check_now`](crate::CrashDetector::check_now); a
+//!   heartbeat the host registers is judged on the manager's clock, so with
+//!   a manual clock a miss is reported only after the host moves the clock
+//!   — call `check_now` then, before the next step, and its failures are on
+//!   the bus in a known order), and the undo journal's
+//!   `selfheal-undo-mark` (a durability mark after an idle delay; it files
+//!   no failure). A replica is read on its helper thread with a real-time
+//!   deadline unless it [may be called inline](crate::Replica::may_call_inline):
+//!   for a deterministic run, give replicas that may (a miss of the
+//!   deadline is a real-time decision).
 //! - **One step** is, on the caller's thread: one dispatcher pass — the
 //!   failures already on the bus filed (at most 4 097; the rest wait for
 //!   the next step), closes healed on readers' threads recorded, deferred
@@ -119,7 +128,8 @@ impl AutoRecoveryManager {
     /// let mirror = Arc::new(MemStore::new(4096, 8)?);
     /// let clock = Arc::new(ManualClock::new());
     /// let m = RecoveryConfig::new(store.clone(), dir.path())
-    ///     .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+    ///     // Called inline: no helper thread, no real-time deadline.
+    ///     .replica(Arc::new(StoreReplica::new("mirror", mirror.clone()).call_inline(true)))
     ///     .without_scrub()
     ///     .heal_on_read(false)
     ///     .clock(clock.clone())
