@@ -43,7 +43,8 @@
 //!   real time for a decision: given the manager's [`Clock`] (a
 //!   [`ManualClock`](crate::ManualClock)), its seed, the store and the
 //!   host's calls in the same order, two runs give the same incidents,
-//!   timelines and files. An incident deferred (a cooldown, a backoff) is
+//!   timelines, events and audit records (the run marker alone records
+//!   wall-clock times, by design). An incident deferred (a cooldown, a backoff) is
 //!   healed by the first step after the clock passes its time. What a step
 //!   causes on the bus (a remedy's own reports) waits for the next step
 //!   ([`StepReport::bus_pending`]). Approve mode asks its callback on a
