@@ -112,6 +112,7 @@ pub struct RecoveryConfig {
     pub(super) audit_bytes: (u64, u64),
     pub(super) heal_on_read: bool,
     pub(super) reescalate_after: Duration,
+    pub(super) stepped: bool,
 }
 
 impl fmt::Debug for RecoveryConfig {
@@ -194,6 +195,7 @@ impl RecoveryConfig {
             audit_bytes: (4 << 20, 64 << 20),
             heal_on_read: true,
             reescalate_after: super::escalated::DEFAULT_REESCALATE_AFTER,
+            stepped: false,
             dir,
         }
     }
@@ -480,7 +482,42 @@ impl RecoveryConfig {
         self
     }
 
+    /// Step mode (default off): [`start`](super::AutoRecoveryManager::start)
+    /// runs startup recovery as always but starts neither the dispatcher
+    /// nor any recovery thread, and the host
+    /// drives the manager on its own thread with
+    /// [`step`](super::AutoRecoveryManager::step) (see the manager's
+    /// "Step mode"). Given the manager's clock and seed, what it does is
+    /// then deterministic: for a simulator, a test, or a host with its own
+    /// scheduler. The components with threads of their own are refused
+    /// here ([`build`](Self::build) fails): give
+    /// [`without_scrub`](Self::without_scrub) (the default scrubber is one)
+    /// and no [`health`](Self::health) or
+    /// [`periodic_snapshots`](Self::periodic_snapshots), and drive them by
+    /// hand ([`Scrubber`](crate::scrub::Scrubber) built over the manager's
+    /// detector and bus, snapshots taken by the host).
+    /// [`max_concurrent_recoveries`](Self::max_concurrent_recoveries) is
+    /// then only the number of approval helpers in [`Mode::Approve`].
+    pub fn stepped(mut self, on: bool) -> Self {
+        self.stepped = on;
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
+        if self.stepped {
+            for (field, on, what) in [
+                ("scrub", self.scrub.is_some(), "a background scrubber (the default one included); give RecoveryConfig::without_scrub and scrub by hand"),
+                ("health", self.health.is_some(), "a health monitor's sampling thread; give none and sample health by hand"),
+                ("periodic_snapshots", self.periodic.is_some(), "a periodic snapshots thread; give none and take snapshots by hand"),
+            ] {
+                if on {
+                    return Err(Error::config(
+                        field,
+                        format!("step mode (RecoveryConfig::stepped) starts no thread, and this would start {what}"),
+                    ));
+                }
+            }
+        }
         if self.thread_restarts.0 == 0 || self.thread_restarts.1.is_zero() {
             return Err(Error::config(
                 "thread_restarts",

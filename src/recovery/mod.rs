@@ -169,6 +169,12 @@
 //!   set cut short by a crash is resumed page by page and healed as a set
 //!   again. [`RecoveryStats::pages_healed`] counts pages,
 //!   [`RecoveryStats::recovered`] incidents.
+//! - **Step mode** ([`stepped`](RecoveryConfig::stepped)): no dispatcher
+//!   and no recovery thread; a scrubber, health monitor or periodic
+//!   snapshots are refused at build. The host calls [`step`](AutoRecoveryManager::step): on its
+//!   thread, one dispatcher pass, then every ready incident healed in the
+//!   recovery threads' batches, by the same code. Given the manager's
+//!   clock and seed it is deterministic (see [`step`](mod@step)).
 //! - **A risky remedy is preceded by a snapshot** when the manager can take
 //!   one consistently ([`snapshot_gate`](RecoveryConfig::snapshot_gate), or
 //!   the gate of [`periodic_snapshots`](RecoveryConfig::periodic_snapshots)).
@@ -221,6 +227,7 @@ mod rejoin;
 mod run;
 mod state;
 mod stats;
+pub mod step;
 pub mod suspects;
 mod threads;
 
@@ -251,6 +258,7 @@ pub use escalated::{EscalatedIncident, DEFAULT_REESCALATE_AFTER, MAX_REPORTS};
 pub use events::{RecoveryEvent, Subscription, MAX_SUBSCRIBERS, MAX_SUBSCRIPTION_CAPACITY};
 pub use state::{AutoRecoveryManager, StartupReport};
 pub use stats::{RecoveryStats, RemedyStats};
+pub use step::{StepReport, STEP_BATCHES_MAX};
 
 #[cfg(doc)]
 use crate::clock::Clock;
@@ -425,6 +433,8 @@ impl AutoRecoveryManager {
             audit: audit.clone(),
             drain_timeout: cfg.drain_timeout,
             stop_timeout: cfg.stop_timeout,
+            stepped: cfg.stepped,
+            stepper: Mutex::new(None),
             pending: Mutex::new(Some(Pending {
                 cfg,
                 repairer,

@@ -426,6 +426,11 @@ impl IncidentQueue {
             .is_some_and(|(_, t)| matches!(t, Target::Page(_)) && self.open[t].deaths == 0)
     }
 
+    /// Whether an incident is ready to be taken (drops stale entries on the way).
+    pub(crate) fn has_ready(&mut self) -> bool {
+        self.best().is_some()
+    }
+
     /// Takes up to `max` incidents to serve next, in the order [`pop`]
     /// would: the first alone unless it is a page that may be healed in a
     /// batch, then the following ones while they are too.

@@ -88,6 +88,7 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
             .failure_sink(inner.sink.clone())
             .build()?,
     );
+    // In step mode too: remedies verify through it (`check_now`).
     crash.start()?;
     m.running.lock().crash = Some(crash.clone());
     let mut ctx = RemedyContext::new()
@@ -205,7 +206,13 @@ fn start_inner(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
         }
     }
     // The dispatcher and the recovery threads, and heal on read.
-    threads::start_all(inner, cfg.max_concurrent)?;
+    // In step mode none: the host's `step` runs the dispatcher's pass and
+    // heals on its own thread.
+    if cfg.stepped {
+        *m.stepper.lock() = Some(super::state::Dispatcher::new(inner));
+    } else {
+        threads::start_all(inner, cfg.max_concurrent)?;
+    }
     super::inline::install(inner);
     // 4. Background work.
     if let Some(sc) = cfg.scrub.take() {
@@ -375,6 +382,8 @@ fn approval_gate(
 /// See [`AutoRecoveryManager::stop`]; `clean` marks a clean stop.
 pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     let inner = &m.inner;
+    // A step under way ends first; no step runs after.
+    m.stepper.lock().take();
     let mut run = {
         let mut r = m.running.lock();
         if r.stopped {

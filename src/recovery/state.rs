@@ -149,6 +149,20 @@ pub(crate) struct Inner {
     pub(crate) rollback: Mutex<Option<Arc<TransactionRollbackManager>>>,
 }
 
+/// The dispatcher's state: the bus it drains and its cadences, on the
+/// manager's clock (what is due is the clock's decision; real time only
+/// bounds how long the dispatcher's thread waits for the bus). Its passes
+/// (`threads`) run on the dispatcher's thread, or on the host's in step
+/// mode.
+pub(crate) struct Dispatcher {
+    pub(crate) rx: crossbeam_channel::Receiver<Failure>,
+    pub(crate) saved_at_ns: u64,
+    pub(crate) marker_at_ns: u64,
+    /// When the suspect registry may be compared and saved next.
+    pub(crate) suspects_next_ns: u64,
+    pub(crate) audit_synced_at_ns: u64,
+}
+
 /// What a manager's thread does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -217,6 +231,11 @@ pub struct AutoRecoveryManager {
     pub(super) startup: Mutex<Option<StartupReport>>,
     pub(super) drain_timeout: Duration,
     pub(super) stop_timeout: Duration,
+    /// Step mode: no threads; the host calls `step`.
+    pub(super) stepped: bool,
+    /// In step mode, from `start` to `stop`: the dispatcher `step` runs
+    /// (its lock orders concurrent steps).
+    pub(super) stepper: Mutex<Option<Dispatcher>>,
 }
 
 /// An incident healed on a reader's thread and out of the queue, whose

@@ -2,7 +2,9 @@
 //! queue, the recovery threads that heal what it holds, and their
 //! supervision. Each is a [`Worker`] running a [`Job`], so a panic anywhere
 //! on it — a host callback, a store read, the healer's own steps — is caught
-//! on the thread, not only inside a remedy.
+//! on the thread, not only inside a remedy. Their work is in functions the
+//! host's thread runs as well in step mode ([`Dispatcher`]'s pass,
+//! [`take_ready`], [`heal_taken`], [`put_back`]; see [`step`](super::step)).
 //!
 //! # Contract
 //! - A thread that panics reports a [`FailureKind::WorkerDied`] of the
@@ -24,8 +26,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-
 use crate::corruption::read_hook::without_read_hook;
 use crate::corruption::{Observer, PageState, Verdict};
 use crate::error::Result;
@@ -37,7 +37,7 @@ use super::events::RecoveryEvent;
 use super::filing::{file, offer, refill};
 use super::persist;
 use super::queue::Taken;
-use super::state::{Death, Inner, Role, Slot, COMPONENT};
+use super::state::{Death, Dispatcher, Inner, Role, Slot, COMPONENT};
 use super::suspects;
 
 /// The remedy an own-thread restart is recorded under.
@@ -77,11 +77,7 @@ pub(super) fn spawn(inner: &Arc<Inner>, slot: usize, role: Role, name: &str) -> 
             DispatchJob {
                 inner: inner.clone(),
                 slot,
-                rx: inner.sink.failures(),
-                saved_at_ns: inner.clock.now_ns(),
-                marker_at_ns: inner.clock.now_ns(),
-                suspects_next_ns: inner.clock.now_ns(),
-                audit_synced_at_ns: inner.clock.now_ns(),
+                pass: Dispatcher::new(inner),
             },
         ),
         Role::Recover => Worker::spawn(
@@ -111,20 +107,11 @@ pub(super) fn start_all(inner: &Arc<Inner>, recovery_threads: usize) -> Result<(
     Ok(())
 }
 
-/// The dispatcher: drains the bus, promotes deferred incidents, reports a
-/// stalled undo journal again when its resume backoff has passed, runs
-/// error-only rescans, saves open incidents, refreshes the run marker.
+/// The dispatcher's thread: one [`Dispatcher`] pass per tick.
 struct DispatchJob {
     inner: Arc<Inner>,
     slot: usize,
-    rx: Receiver<Failure>,
-    /// The cadences, on the manager's clock (what is due is the clock's
-    /// decision; real time only bounds how long the thread waits for the bus).
-    saved_at_ns: u64,
-    marker_at_ns: u64,
-    /// When the suspect registry may be compared and saved next.
-    suspects_next_ns: u64,
-    audit_synced_at_ns: u64,
+    pass: Dispatcher,
 }
 
 /// Whether `every` has passed on the clock since `since_ns`.
@@ -159,23 +146,51 @@ impl Job for DispatchJob {
 
 impl DispatchJob {
     fn dispatch(&mut self) -> Flow {
-        let inner = &*self.inner;
+        let wait = TICK.min(self.inner.audit_sync.max(Duration::from_millis(1)));
+        self.pass.pass(&self.inner, Some(wait)).0
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher whose cadences start now, on the manager's clock.
+    pub(super) fn new(inner: &Inner) -> Dispatcher {
+        let now = inner.clock.now_ns();
+        Dispatcher {
+            rx: inner.sink.failures(),
+            saved_at_ns: now,
+            marker_at_ns: now,
+            suspects_next_ns: now,
+            audit_synced_at_ns: now,
+        }
+    }
+
+    /// One pass. With `wait`, waits at most that long (real time) for the
+    /// bus's first failure; without, takes only what the bus holds. Takes
+    /// at most 4 097 failures off the bus (the rest wait for the next
+    /// pass, except when draining). Returns whether the dispatcher goes on,
+    /// and how many failures it filed.
+    pub(super) fn pass(&mut self, inner_arc: &Arc<Inner>, wait: Option<Duration>) -> (Flow, u64) {
+        let inner = &**inner_arc;
         let draining = inner.draining.load(Ordering::Acquire);
-        let wait = TICK.min(inner.audit_sync.max(Duration::from_millis(1)));
-        match self.rx.recv_timeout(wait) {
-            Ok(f) => {
+        let mut filed = 0u64;
+        let first = match wait {
+            // A timeout or a disconnected bus: nothing this pass.
+            Some(w) => self.rx.recv_timeout(w).ok(),
+            None => self.rx.try_recv().ok(),
+        };
+        if let Some(f) = first {
+            file(inner, f);
+            filed += 1;
+            for f in self.rx.try_iter().take(4_096) {
                 file(inner, f);
-                for f in self.rx.try_iter().take(4_096) {
-                    file(inner, f);
-                }
+                filed += 1;
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
         }
         record_closes(inner);
         if inner.abort.load(Ordering::Acquire) {
-            return Flow::Exit;
+            return (Flow::Exit, filed);
         }
-        supervise(&self.inner);
+        supervise(inner_arc);
         let now = inner.clock.now_ns();
         // A journal still stalled after a failed resume, once its backoff
         // has passed: reported again, so the healer tries again.
@@ -225,12 +240,13 @@ impl DispatchJob {
         if draining {
             for f in self.rx.try_iter() {
                 file(inner, f);
+                filed += 1;
             }
             inner.bus_closed.store(true, Ordering::Release);
             inner.work.notify_all();
-            return Flow::Exit;
+            return (Flow::Exit, filed);
         }
-        Flow::Continue
+        (Flow::Continue, filed)
     }
 }
 
@@ -258,7 +274,7 @@ impl Job for RecoverJob {
             if inner.abort.load(Ordering::Acquire) {
                 return Flow::Exit;
             }
-            let batch = q.pop_batch(BATCH_MAX);
+            let batch = take_ready(&mut q);
             if batch.is_empty() {
                 if inner.bus_closed.load(Ordering::Acquire) {
                     return Flow::Exit;
@@ -269,15 +285,7 @@ impl Job for RecoverJob {
             batch
         };
         self.current = taken;
-        // Reads inside a remedy never heal on read (the incident is this
-        // thread's already).
-        without_read_hook(|| {
-            if let [t] = self.current.as_slice() {
-                handle(inner, t);
-            } else {
-                handle_batch(inner, &self.current);
-            }
-        });
+        heal_taken(inner, &self.current);
         self.current.clear();
         Flow::Continue
     }
@@ -296,10 +304,39 @@ impl Job for RecoverJob {
     }
 }
 
+/// The incidents ready to heal next, taken off the queue: one, or up to
+/// [`BATCH_MAX`] page incidents to heal in one batch (empty when none is
+/// ready).
+pub(super) fn take_ready(q: &mut super::queue::IncidentQueue) -> Vec<Taken> {
+    q.pop_batch(BATCH_MAX)
+}
+
+/// Heals incidents taken by [`take_ready`]: one on its own, several in one
+/// repair batch. Reads inside a remedy never heal on read (the incident is
+/// the caller's already).
+pub(super) fn heal_taken(inner: &Inner, taken: &[Taken]) {
+    without_read_hook(|| {
+        if let [t] = taken {
+            handle(inner, t);
+        } else {
+            handle_batch(inner, taken);
+        }
+    });
+}
+
 /// On the dying thread: reports the death, puts the incidents in hand back
 /// (or escalates one once it has cost [`DEATHS_PER_INCIDENT_MAX`] threads),
 /// and leaves the death for the supervisor.
 fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
+    let failure = put_back(inner, reason, taken);
+    inner.deaths.lock().push(Death { slot, failure });
+}
+
+/// After a panic while handling `taken`: reports a
+/// [`FailureKind::WorkerDied`] of the manager on the bus and puts the
+/// incidents back in the queue (or escalates one once it has cost
+/// [`DEATHS_PER_INCIDENT_MAX`] panics). Returns the failure reported.
+pub(super) fn put_back(inner: &Inner, reason: &str, taken: Vec<Taken>) -> Failure {
     let evidence = match taken.as_slice() {
         [] => reason.to_string(),
         [t] => format!("{reason}; it was handling incident {} ({})", t.id, t.target),
@@ -338,7 +375,7 @@ fn died(inner: &Arc<Inner>, slot: usize, reason: &str, taken: Vec<Taken>) {
         inner.dirty.store(true, Ordering::Relaxed);
     }
     inner.finished.notify_all();
-    inner.deaths.lock().push(Death { slot, failure });
+    failure
 }
 
 /// Closes an incident that killed `deaths` threads as escalated.

@@ -1,0 +1,307 @@
+//! Goal: the manager's step mode — `RecoveryConfig::stepped(true)` starts
+//! no thread, and `step()` on the caller's thread files the bus and heals
+//! every ready incident: a corrupt page found by a read is healed by the
+//! next step; an incident deferred by the healer's cooldown is healed by
+//! the first step after the manual clock passes it; the same sequence run
+//! twice gives identical incidents and timelines; a panic while healing is
+//! caught, its incident retried (escalated once it has cost two); a
+//! threaded component in step mode is a typed configuration error; stop
+//! works.
+//! Method: the manager over a `MemStore` with a mirror replica (both
+//! checksum placements), a `ManualClock`, pages damaged behind the
+//! detector and found by verified reads; bytes compared with the mirror's,
+//! incidents, stats and step reports checked; the process's thread names
+//! read from /proc.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use selfheal::healer::Outcome;
+use selfheal::{
+    ChecksumPlacement, Error, Failure, FailureKind, HealthConfig, HostAction, HostActions,
+    ManualClock, MemStore, PageId, PageStore, RecoveryConfig, ScrubConfig, Source, StoreReplica,
+    Target,
+};
+
+mod recovery_common;
+use recovery_common::*;
+
+/// A step-mode rig on a manual clock (at 5 s, so cadences are not all due
+/// at zero), as `rig` but with the mirror called inline (the documented
+/// condition for a deterministic run).
+fn stepped_rig(
+    placement: ChecksumPlacement,
+    pages: u64,
+    dir: &std::path::Path,
+) -> (
+    Arc<MemStore>,
+    Arc<MemStore>,
+    selfheal::AutoRecoveryManager,
+    ManualClock,
+) {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(5));
+    let raw = Arc::new(MemStore::new(PS, pages).unwrap());
+    let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
+    // Called inline: no helper thread, no real-time deadline.
+    let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
+    let m = RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement)
+        .replica(Arc::new(replica))
+        .without_scrub()
+        .heal_on_read(false)
+        .clock(Arc::new(clock.clone()))
+        .seed(7)
+        .stepped(true)
+        .build()
+        .unwrap();
+    for p in 0..pages {
+        m.detector()
+            .write_sealed(PageId(p), &mut page((p % 250) as u8 + 1))
+            .unwrap();
+        mirror
+            .write_page(PageId(p), &bytes(raw.as_ref(), p))
+            .unwrap();
+    }
+    (raw, mirror, m, clock)
+}
+
+/// The names of this process's threads that are the manager's own — the
+/// dispatcher and the recovery threads, `selfheal-recovery-…` (Linux;
+/// truncated to 15 bytes by the kernel).
+fn manager_threads() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.starts_with("selfheal-recove"))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_page_found_by_a_read_is_healed_by_the_next_step() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m, _clock) = stepped_rig(placement, 8, dir.path());
+        m.start().unwrap();
+        if cfg!(target_os = "linux") {
+            // Every test of this file runs in step mode: no dispatcher or
+            // recovery thread in any of them.
+            assert_eq!(manager_threads(), Vec::<String>::new());
+        }
+        damage(&raw, 3);
+        read_finds(&m, 3);
+        // Nothing heals between steps.
+        assert_ne!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3));
+        assert_eq!(m.stats().recovered, 0);
+        let r = m.step().unwrap();
+        assert_eq!(
+            (r.filed, r.batches, r.handled, r.panics),
+            (1, 1, 1, 0),
+            "{r:?}"
+        );
+        assert_eq!((r.open, r.more_ready), (0, false), "{r:?}");
+        assert_eq!(bytes(raw.as_ref(), 3), bytes(mirror.as_ref(), 3), "healed");
+        let incs = m.incidents();
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert_eq!(
+            incs[0].outcome,
+            Outcome::Healed {
+                remedy: "repair-from-replicas".into()
+            }
+        );
+        assert!(m.is_idle());
+        // A quiet step does nothing.
+        let r = m.step().unwrap();
+        assert_eq!((r.filed, r.handled, r.open), (0, 0, 0), "{r:?}");
+        m.stop().unwrap();
+        assert!(matches!(m.step(), Err(Error::Stopped { .. })));
+    }
+}
+
+#[test]
+fn an_incident_deferred_by_cooldown_heals_on_a_step_after_the_clock_passes_it() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m, clock) = stepped_rig(placement, 8, dir.path());
+        m.start().unwrap();
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        m.step().unwrap();
+        assert_eq!(m.stats().recovered, 1);
+        // Bad again within the healer's cooldown (10 s): deferred.
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (1, 1), "{r:?}");
+        assert_eq!(m.stats().deferred, 1);
+        assert_ne!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        // The clock has not moved: a step leaves it deferred.
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (0, 1), "{r:?}");
+        // Past the cooldown: the next step promotes and heals it.
+        clock.advance(Duration::from_secs(60));
+        let r = m.step().unwrap();
+        assert_eq!((r.handled, r.open), (1, 0), "{r:?}");
+        assert_eq!(bytes(raw.as_ref(), 6), bytes(mirror.as_ref(), 6));
+        let s = m.stats();
+        assert_eq!((s.recovered, s.open), (2, 0), "{s:?}");
+        m.stop().unwrap();
+    }
+}
+
+/// One fixed sequence of damage, reads, steps and clock moves; returns the
+/// closed incidents and the stats.
+fn run_sequence(placement: ChecksumPlacement) -> (Vec<selfheal::prelude::Incident>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _mirror, m, clock) = stepped_rig(placement, 32, dir.path());
+    m.start().unwrap();
+    for round in 0..4u64 {
+        for p in [round, round + 7, round + 13, 6] {
+            damage(&raw, p);
+            let mut b = vec![0u8; PS];
+            let _ = m.detector().read_verified(PageId(p), &mut b);
+        }
+        m.step().unwrap();
+        clock.advance(Duration::from_millis(2_500 * (round + 1)));
+        m.step().unwrap();
+    }
+    clock.advance(Duration::from_secs(60));
+    m.step().unwrap();
+    let mut s = m.stats();
+    // Measured in real time by the bus and events, not by the manager.
+    s.bus_dropped = 0;
+    let stats = format!("{s:?}");
+    let incs = m.incidents();
+    m.stop().unwrap();
+    (incs, stats)
+}
+
+#[test]
+fn the_same_sequence_twice_gives_identical_incidents_and_timelines() {
+    for placement in placements() {
+        let (a, sa) = run_sequence(placement.clone());
+        let (b, sb) = run_sequence(placement);
+        assert!(a.len() >= 4, "{a:#?}");
+        assert!(
+            a.iter().any(|i| !i.pages.is_empty()),
+            "a page-set incident among them: {a:#?}"
+        );
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+    }
+}
+
+#[test]
+fn threaded_components_in_step_mode_are_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemStore::new(PS, 4).unwrap());
+    let base = || RecoveryConfig::new(store.clone(), dir.path()).stepped(true);
+    let field = |c: RecoveryConfig| match c.build() {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert!(reason.contains("step mode"), "{reason}");
+            field
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    };
+    // The default scrubber is one.
+    assert_eq!(field(base()), "scrub");
+    assert_eq!(field(base().scrub(ScrubConfig::new())), "scrub");
+    assert_eq!(
+        field(base().without_scrub().health(HealthConfig::new())),
+        "health"
+    );
+    let m = base().without_scrub().build().unwrap();
+    assert!(
+        matches!(m.step(), Err(Error::InvalidArgument { .. })),
+        "not started"
+    );
+    m.start().unwrap();
+    m.step().unwrap();
+    m.stop().unwrap();
+    // A threaded manager refuses steps.
+    let dir2 = tempfile::tempdir().unwrap();
+    let m = RecoveryConfig::new(store.clone(), dir2.path())
+        .without_scrub()
+        .build()
+        .unwrap();
+    assert!(matches!(m.step(), Err(Error::InvalidArgument { .. })));
+}
+
+/// Panics in `supports` while `panics` is above zero (counting down).
+#[derive(Debug, Default)]
+struct PanickyHost {
+    panics: AtomicUsize,
+    restarts: AtomicUsize,
+}
+
+impl HostActions for PanickyHost {
+    fn supports(&self, action: HostAction) -> bool {
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("the host's supports() panicked");
+        }
+        action == HostAction::RestartComponent
+    }
+
+    fn restart_component(&self, _: &str) -> selfheal::Result<()> {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_while_stepping_is_caught_and_its_incident_retried_then_escalated() {
+    let cache = || Target::Component(Arc::from("cache"));
+    for (panics, healed) in [(1, true), (2, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(PanickyHost::default());
+        let h2 = host.clone();
+        let (_raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 4, dir.path(), move |c| {
+            c.clock(Arc::new(ManualClock::new()))
+                .host_actions(h2)
+                .stepped(true)
+        });
+        m.start().unwrap();
+        host.panics.store(panics, Ordering::SeqCst);
+        m.failure_sink().send(Failure::new(
+            Source::Host,
+            FailureKind::WorkerDied {
+                component: Arc::from("cache"),
+            },
+            "the cache's thread died",
+            0,
+        ));
+        let r = m.step().expect("a panic is no error of the step");
+        assert_eq!(r.panics, panics as u64, "{r:?}");
+        assert_eq!(r.open, 0, "{r:?}");
+        let incs = m.incidents();
+        let inc = incs
+            .iter()
+            .find(|i| i.target == cache())
+            .expect("the incident is closed, not lost");
+        if healed {
+            assert_eq!(
+                inc.outcome,
+                Outcome::Healed {
+                    remedy: "restart-component".into()
+                },
+                "{inc:#?}"
+            );
+            assert_eq!(host.restarts.load(Ordering::SeqCst), 1);
+        } else {
+            assert_eq!(inc.outcome, Outcome::Escalated, "{inc:#?}");
+            assert_eq!(host.restarts.load(Ordering::SeqCst), 0);
+        }
+        // The panics were reported on the bus, filed by the next step
+        // (counted, no incident: there is no thread to restart).
+        let r = m.step().unwrap();
+        assert_eq!((r.filed, r.handled), (panics as u64, 0), "{r:?}");
+        m.stop().unwrap();
+    }
+}
