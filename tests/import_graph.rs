@@ -84,7 +84,7 @@ fn names_after(text: &str, prefix: &str) -> Vec<String> {
 }
 
 /// The modules of folder `dir`: name → file (`x.rs` or `x/mod.rs`), unit
-/// test files and folders left out.
+/// test files (`tests.rs`, `tests_*.rs`) and folders left out.
 fn children(dir: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     for e in fs::read_dir(dir).unwrap() {
@@ -94,7 +94,8 @@ fn children(dir: &Path) -> BTreeMap<String, PathBuf> {
             out.insert(name, p.join("mod.rs"));
         } else if p.extension().is_some_and(|x| x == "rs") {
             let name = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            if name != "tests" && name != "mod" && name != "lib" {
+            let unit_tests = name == "tests" || name.starts_with("tests_");
+            if !unit_tests && name != "mod" && name != "lib" {
                 out.insert(name, p);
             }
         }
@@ -255,7 +256,10 @@ fn the_import_graph_has_no_circle() {
                             stack.push(p);
                         }
                     } else if p.extension().is_some_and(|x| x == "rs")
-                        && p.file_name().is_some_and(|f| f != "tests.rs")
+                        && p.file_stem().and_then(|f| f.to_str()).is_some_and(|f| {
+                            // Unit-test files: `tests.rs`, `tests_*.rs`.
+                            f != "tests" && !f.starts_with("tests_")
+                        })
                     {
                         files.push(p);
                     }
