@@ -10,6 +10,8 @@
 //! - [`backoff`] is `base · 2ⁿ⁻¹` after the `n`-th failed attempt, at most
 //!   `cap`; [`full_jitter`] draws the actual wait uniformly from
 //!   `[0, backoff]`, so writers that stalled together do not retry together.
+//!   [`full_jitter_with`] draws it from a given source: a component given a
+//!   seed draws from an rng seeded with it, so a run replays exactly.
 
 use std::time::Duration;
 
@@ -45,10 +47,16 @@ pub(crate) fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
     base.checked_mul(factor).map_or(cap, |d| d.min(cap))
 }
 
-/// A wait drawn uniformly from `[0, max]` ("full jitter").
+/// A wait drawn uniformly from `[0, max]` ("full jitter"), from the
+/// thread's entropy-seeded source.
 pub(crate) fn full_jitter(max: Duration) -> Duration {
+    full_jitter_with(max, &mut rand::rng())
+}
+
+/// A wait drawn uniformly from `[0, max]` from `rng` (a seeded one replays).
+pub(crate) fn full_jitter_with(max: Duration, rng: &mut impl Rng) -> Duration {
     let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 #[cfg(test)]
@@ -92,5 +100,20 @@ mod tests {
             assert!(full_jitter(b) <= b);
         }
         assert_eq!(full_jitter(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn seeded_jitter_replays_and_stays_below_the_bound() {
+        use rand::SeedableRng;
+        let b = Duration::from_secs(30);
+        let draws = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..32)
+                .map(|_| full_jitter_with(b, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7), "one seed, one sequence");
+        assert_ne!(draws(7), draws(8), "another seed, another sequence");
+        assert!(draws(9).iter().all(|d| *d <= b));
     }
 }

@@ -35,7 +35,10 @@
 //! - **When.** The table resumes on its own: the next change after a wait
 //!   drawn with full jitter from an exponential backoff
 //!   ([`RESUME_BACKOFF_BASE`] · 2ⁿ, at most [`RESUME_BACKOFF_CAP`], n the
-//!   resumes failed so far) tries first; a host or the
+//!   resumes failed so far) tries first. The wait is measured on the
+//!   table's [`clock`](super::TableConfig::clock) and drawn from an rng
+//!   seeded with its [`seed`](super::TableConfig::seed) (from entropy
+//!   without one), so a simulated run replays exactly; a host or the
 //!   [`AutoRecoveryManager`](crate::AutoRecoveryManager) (remedy
 //!   `resume-checksum-log`) may call `ChecksumTable::resume` at any time.
 //!   A resume that fails retryably stays stalled with the same bytes (a
@@ -47,14 +50,17 @@
 //! after it the new one; the temporary file is removed at open.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 use super::log::{Frame, LogRecord, FRAME_OVERHEAD};
 use super::storage::{replace, TableStorage};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::retry::{backoff, full_jitter, retryable};
+use crate::retry::{backoff, full_jitter_with, retryable};
 
 pub(super) const COMPONENT: &str = "checksum table";
 
@@ -83,8 +89,35 @@ pub(super) struct LogStall {
     pending: Vec<u8>,
     /// Every slot below this is durable once `pending` is.
     target_seq: u64,
-    /// The earliest moment the table resumes on its own.
-    next_attempt: Instant,
+    /// The earliest moment the table resumes on its own (on the clock of
+    /// [`ResumeTiming`]).
+    next_attempt_ns: u64,
+}
+
+/// What the resume backoff is measured on and drawn from.
+#[derive(Debug)]
+pub(super) struct ResumeTiming {
+    clock: Arc<dyn Clock>,
+    rng: StdRng,
+}
+
+impl ResumeTiming {
+    /// Time from `clock`; jitter from an rng seeded with `seed`, or from
+    /// entropy without one.
+    pub(super) fn new(clock: Arc<dyn Clock>, seed: Option<u64>) -> Self {
+        let rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_rng(&mut rand::rng()),
+        };
+        ResumeTiming { clock, rng }
+    }
+
+    /// The moment a wait drawn with full jitter below `max` ends.
+    fn after_jitter(&mut self, max: Duration) -> u64 {
+        let wait = full_jitter_with(max, &mut self.rng);
+        let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.clock.now_ns().saturating_add(wait)
+    }
 }
 
 /// A stalled log, as [`ChecksumTable::log_stall`](super::ChecksumTable::log_stall) shows it.
@@ -140,10 +173,18 @@ pub(super) struct LogState {
     pub(super) durable_bytes: u64,
     /// Successful fsyncs of the log.
     pub(super) syncs: u64,
+    /// The clock and the jitter of the resume backoff.
+    timing: ResumeTiming,
 }
 
 impl LogState {
-    pub(super) fn new(name: String, generation: u64, next_seq: u64, file_bytes: u64) -> Self {
+    pub(super) fn new(
+        name: String,
+        generation: u64,
+        next_seq: u64,
+        file_bytes: u64,
+        timing: ResumeTiming,
+    ) -> Self {
         LogState {
             name,
             generation,
@@ -156,6 +197,7 @@ impl LogState {
             file_bytes,
             durable_bytes: file_bytes,
             syncs: 0,
+            timing,
         }
     }
 
@@ -177,13 +219,14 @@ impl LogState {
         match retryable(e) {
             Some(no_space) => {
                 tracing::warn!(%reason, no_space, "checksum table log stalled; a resume writes again what it holds");
+                let next_attempt_ns = self.timing.after_jitter(RESUME_BACKOFF_BASE);
                 self.stall = Some(LogStall {
                     reason,
                     no_space,
                     failed_resumes: 0,
                     pending,
                     target_seq,
-                    next_attempt: Instant::now() + full_jitter(RESUME_BACKOFF_BASE),
+                    next_attempt_ns,
                 });
                 Some(no_space)
             }
@@ -434,7 +477,7 @@ impl Appender {
             let st = self.state.lock();
             st.stall
                 .as_ref()
-                .is_some_and(|s| !st.io_busy && Instant::now() >= s.next_attempt)
+                .is_some_and(|s| !st.io_busy && st.timing.clock.now_ns() >= s.next_attempt_ns)
         };
         if !due {
             return;
@@ -510,18 +553,24 @@ impl Appender {
                     bytes_kept: durable_bytes,
                 })
             }
-            Err(e) => match (retryable(&e), st.stall.as_mut()) {
-                (Some(no_space), Some(s)) => {
+            Err(e) => match (retryable(&e), &mut *st) {
+                (
+                    Some(no_space),
+                    LogState {
+                        stall: Some(s),
+                        timing,
+                        ..
+                    },
+                ) => {
                     s.reason = format!("resuming the log {name}: {e}");
                     s.no_space = no_space;
                     s.pending = pending;
                     s.failed_resumes = s.failed_resumes.saturating_add(1);
-                    s.next_attempt = Instant::now()
-                        + full_jitter(backoff(
-                            s.failed_resumes.saturating_add(1),
-                            RESUME_BACKOFF_BASE,
-                            RESUME_BACKOFF_CAP,
-                        ));
+                    s.next_attempt_ns = timing.after_jitter(backoff(
+                        s.failed_resumes.saturating_add(1),
+                        RESUME_BACKOFF_BASE,
+                        RESUME_BACKOFF_CAP,
+                    ));
                     tracing::warn!(reason = %s.reason, "checksum table log resume failed; still stalled");
                     Err(stalled(s))
                 }

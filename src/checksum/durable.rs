@@ -291,6 +291,7 @@ use super::appender::Appender;
 use super::entries::{check_page_size, MAX_TABLE_PAGES};
 use super::storage::TableStorage;
 use super::unsettled::{Unsettled, SLOTS_MAX};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 /// Configuration of a durable [`ChecksumTable`](super::ChecksumTable).
@@ -303,13 +304,15 @@ pub struct TableConfig {
     pub(super) compact_log_bytes_min: u64,
     pub(super) unsettled_versions_max: usize,
     pub(super) page_versions_max: usize,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) seed: Option<u64>,
 }
 
 impl TableConfig {
     /// Defaults for pages of `page_size` bytes: at most
     /// [`MAX_TABLE_PAGES`] pages, compaction when the log reaches 100 % of
     /// the base and at least 1 MiB, at most 1 Mi unsettled versions and 8
-    /// per page.
+    /// per page; the system clock and an entropy-seeded backoff jitter.
     pub fn new(page_size: usize) -> Self {
         TableConfig {
             page_size,
@@ -318,7 +321,28 @@ impl TableConfig {
             compact_log_bytes_min: 1 << 20,
             unsettled_versions_max: 1 << 20,
             page_versions_max: 8,
+            clock: SystemClock::shared(),
+            seed: None,
         }
+    }
+
+    /// The clock the stalled log's resume backoff is measured on (default
+    /// [`SystemClock::shared`]): after a stall, the table resumes on its own
+    /// at the first change once the drawn wait has passed on this clock.
+    /// Give it the clock of the other components (a
+    /// [`ManualClock`](crate::ManualClock) in simulated time).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The seed of the resume backoff's jitter (default: none, a seed drawn
+    /// from the operating system's entropy at open). With a seed and a
+    /// [`clock`](Self::clock) that is driven by hand, the same run of
+    /// failures resumes at the same moments every time.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// The most pages the table may describe (default [`MAX_TABLE_PAGES`]):

@@ -108,6 +108,8 @@ mod writes;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_backoff;
+#[cfg(test)]
 mod tests_mirror;
 
 pub use appender::{LogResumeReport, LogStallInfo, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::appender::{Appender, LogState};
+use super::appender::{Appender, LogState, ResumeTiming};
 use super::base::{decode_base, encode_base};
 use super::durable::{log_name, parse_log_name, Durable, Files, TableConfig};
 use super::entries::{grow, FREE, PRESENT};
@@ -411,6 +411,7 @@ pub(super) fn open(
         // Nothing is appended before the compaction below switches logs.
         None => (log_name(stem, base.generation), base.generation, 0),
     };
+    let timing = ResumeTiming::new(config.clock.clone(), config.seed);
     let table = ChecksumTable {
         page_size,
         entries: RwLock::new(entries),
@@ -424,6 +425,7 @@ pub(super) fn open(
                 generation,
                 next_seq,
                 file_bytes,
+                timing,
             )),
             files: Mutex::new(Files {
                 base_generation: base.generation,

@@ -25,6 +25,12 @@ use super::super::plan::{Placement, Structure, PAGES, PAGE_SIZE};
 use super::replicas::InlineReplica;
 use super::{err_name, End, Process, World};
 
+/// The seed of the durable table's resume jitter at the boot after
+/// `restarts` restarts of the run of `seed`.
+fn table_seed(seed: u64, restarts: u64) -> u64 {
+    (seed ^ 0x7ab1_e5ee_d000_0000).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ restarts
+}
+
 impl World {
     /// Builds the components over the disks: the table, the detector, the
     /// repairer with its replicas and fallback, the snapshot manager, the
@@ -39,9 +45,13 @@ impl World {
             }
             Placement::SidecarDurable => {
                 let files = self.disks.files.clone().expect("files");
+                // The simulated clock and a seed from the run's (and the
+                // boot's): a stalled log resumes at the same steps every run.
                 match TableConfig::new(PAGE_SIZE)
                     .pages_max(PAGES)
                     .compact_log_bytes_min(4 << 10)
+                    .clock(self.clock.clone())
+                    .seed(table_seed(self.plan.seed, self.restarts))
                     .open_on(files, "sums")
                 {
                     Ok(t) => ChecksumPlacement::Sidecar(Arc::new(t)),
