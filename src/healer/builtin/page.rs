@@ -27,6 +27,25 @@ pub(super) fn page_of(case: &Case<'_>) -> Result<PageId> {
     }
 }
 
+/// Pages reported bad by someone the detector did not hear from (the
+/// host, a health rule) are not fenced, and a repair leaves a page that is
+/// not fenced alone (`NotNeeded`): for each, a verified read decides — one
+/// that fails fences the page (and reports it; the report joins the
+/// incident), one that verifies leaves nothing to repair. Pages already
+/// fenced cost a registry look-up. Run before every repair from replicas
+/// (one page, a batch, a page set), inside the remedy (the read hook is off).
+pub(crate) fn fence_if_unheard(det: &CorruptionDetector, pages: &[PageId]) {
+    let mut buf = Vec::new();
+    for &page in pages {
+        if det.page_state(page).is_some_and(PageState::is_fenced) {
+            continue;
+        }
+        buf.resize(det.store().page_size(), 0);
+        // Its error is the point: the page is fenced when it fails.
+        let _ = det.read_verified(page, &mut buf);
+    }
+}
+
 /// Re-reads `page` and says whether it verifies now.
 pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified> {
     Ok(match det.recheck(page)? {
@@ -97,6 +116,9 @@ impl Remedy for RepairFromReplicas {
 
     fn execute(&self, ctx: &RemedyContext, case: &Case<'_>) -> Result<Applied> {
         let page = page_of(case)?;
+        if let Some(det) = ctx.detector_ref() {
+            fence_if_unheard(det, &[page]);
+        }
         let report = ctx.need_repairer()?.repair_page(page)?;
         repaired(page, &report)
     }

@@ -33,7 +33,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::audit::AuditEntry;
-use crate::healer::builtin::page::{repaired, REPAIR_FROM_REPLICAS};
+use crate::healer::builtin::page::{fence_if_unheard, repaired, REPAIR_FROM_REPLICAS};
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::Incident;
 use crate::healer::remedy::{Case, Remedy};
@@ -260,6 +260,9 @@ impl SelfHealer {
             let repairer = self.ctx.need_repairer().expect("checked: batchable");
             let span = tracing::info_span!("remedy", name = REPAIR_FROM_REPLICAS);
             let _enter = span.enter();
+            if let Some(det) = self.ctx.detector_ref() {
+                fence_if_unheard(det, &pages);
+            }
             guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
                 pages
                     .iter()

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::audit::EntryKind;
 use crate::healer::breaker::{Breaker, BreakerState};
-use crate::healer::builtin::page::{repaired, REPAIR_FROM_REPLICAS};
+use crate::healer::builtin::page::{fence_if_unheard, repaired, REPAIR_FROM_REPLICAS};
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::{page_list, Attempt, AttemptOutcome, Incident, Outcome, Step};
 use crate::healer::remedy::{Applied, Case, Remedy};
@@ -249,6 +249,9 @@ impl SelfHealer {
             .ctx
             .need_repairer()
             .expect("checked when the set was formed");
+        if let Some(det) = self.ctx.detector_ref() {
+            fence_if_unheard(det, &pages);
+        }
         let reports = guarded(|| Ok(repairer.repair_pages(&pages))).unwrap_or_else(|e| {
             pages
                 .iter()
