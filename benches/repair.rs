@@ -150,6 +150,11 @@ impl PageStore for CountingStore {
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
         self.inner.read_page(page, buf)
     }
+    // Forwarded, or the wrapper would hide the file's range read (one
+    // `pread` for a run of pages) behind the default page-at-a-time one.
+    fn read_pages(&self, first: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.inner.read_pages(first, buf)
+    }
     fn write_page(&self, page: PageId, data: &[u8]) -> selfheal::Result<()> {
         self.inner.write_page(page, data)
     }

@@ -1,11 +1,14 @@
 //! Goal: `repair_all` and `repair_pages` make a batch of repairs durable
 //! with one sync, and keep the single-page promises: no page is reported (or
 //! marked) repaired before its sync, a failed sync repairs nothing, a host
-//! write that lands between the batch's write and its sync stands, and a
+//! write that lands between the batch's write and its sync stands, so does
+//! one that lands between the batch's recheck and its write, the recheck
+//! reads runs of fenced pages (not page by page), and a
 //! crash mid-batch leaves every page old or new, never a torn page that
 //! verifies. Method: a counting fault-injecting store (over memory and over
 //! a real file), failing syncs, a store whose sync runs a host write, and a
-//! crash-simulating store killed at every step of a batch, under both
+//! crash-simulating store killed at every step of a batch, a replica whose
+//! read runs a host write and a store counting its reads, under both
 //! checksum placements.
 
 mod repair_common;
@@ -356,6 +359,173 @@ fn a_crash_mid_batch_leaves_each_page_old_or_new() {
             for seed in 0..3 {
                 crash_mid_batch(&placement, crash_at, seed);
             }
+        }
+    }
+}
+
+/// A store that counts single-page and range reads and runs a hook (once)
+/// when `hook_page` is read.
+struct HookedRead {
+    inner: Arc<MemStore>,
+    hook_page: PageId,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    single_reads: std::sync::atomic::AtomicU64,
+    range_reads: std::sync::atomic::AtomicU64,
+}
+
+impl HookedRead {
+    fn new(pages: u64, hook_page: u64) -> Arc<HookedRead> {
+        Arc::new(HookedRead {
+            inner: Arc::new(MemStore::new(PS, pages).unwrap()),
+            hook_page: PageId(hook_page),
+            hook: Mutex::new(None),
+            single_reads: Default::default(),
+            range_reads: Default::default(),
+        })
+    }
+}
+
+impl std::fmt::Debug for HookedRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedRead").finish_non_exhaustive()
+    }
+}
+
+impl PageStore for HookedRead {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn page_count(&self) -> u64 {
+        self.inner.page_count()
+    }
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        use std::sync::atomic::Ordering;
+        self.single_reads.fetch_add(1, Ordering::Relaxed);
+        if page == self.hook_page {
+            let hook = self.hook.lock().take();
+            if let Some(h) = hook {
+                h();
+            }
+        }
+        self.inner.read_page(page, buf)
+    }
+    fn read_pages(&self, first: PageId, buf: &mut [u8]) -> selfheal::Result<()> {
+        self.range_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_pages(first, buf)
+    }
+    fn write_page(&self, page: PageId, data: &[u8]) -> selfheal::Result<()> {
+        self.inner.write_page(page, data)
+    }
+    fn sync(&self) -> selfheal::Result<()> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn a_host_write_between_the_batch_recheck_and_its_write_stands() {
+    for placement in placements() {
+        let local = Arc::new(MemStore::new(PS, 8).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement.clone())
+                .build(local.clone())
+                .unwrap(),
+        );
+        // The mirror runs a host write of page 4 when the repair reads its
+        // copy of page 4: after the batch's recheck, before its commit.
+        let mirror = HookedRead::new(8, 4);
+        for p in 0..8u64 {
+            let mut b = vec![p as u8 + 1; PS];
+            det.write_sealed(PageId(p), &mut b).unwrap();
+            mirror.inner.write_page(PageId(p), &b).unwrap();
+        }
+        let batch = [3u64, 4, 5];
+        for &p in &batch {
+            local.write_page(PageId(p), &vec![0xEE; PS]).unwrap();
+            fence(&det, p);
+        }
+        {
+            let det = Arc::downgrade(&det);
+            *mirror.hook.lock() = Some(Box::new(move || {
+                let det = det.upgrade().unwrap();
+                det.write_sealed(PageId(4), &mut vec![0x44; PS]).unwrap();
+            }));
+        }
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        rep.add_replica(Arc::new(StoreReplica::new("m0", mirror.clone())))
+            .unwrap();
+        let reports = rep.repair_all();
+        assert!(mirror.hook.lock().is_none(), "the hook ran");
+        let outcome = |p: u64| {
+            reports
+                .iter()
+                .find(|r| r.page == PageId(p))
+                .map(|r| r.outcome.clone())
+        };
+        assert!(matches!(outcome(3), Some(RepairOutcome::Repaired { .. })));
+        assert_eq!(outcome(4), Some(RepairOutcome::Superseded));
+        assert!(matches!(outcome(5), Some(RepairOutcome::Repaired { .. })));
+        let mut b = vec![0u8; PS];
+        det.read_verified(PageId(4), &mut b).unwrap();
+        assert_eq!((b[0], b[PS / 2]), (0x44, 0x44), "the host's write stands");
+        for p in [3u64, 5] {
+            det.read_verified(PageId(p), &mut b).unwrap();
+            assert_eq!(b[0], p as u8 + 1);
+        }
+    }
+}
+
+#[test]
+fn a_batch_rechecks_a_run_of_fenced_pages_with_one_read() {
+    for placement in placements() {
+        let local = HookedRead::new(PAGES, u64::MAX);
+        let det = Arc::new(
+            CorruptionConfig::new(placement.clone())
+                .build(local.clone())
+                .unwrap(),
+        );
+        let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+        for p in 0..PAGES {
+            let mut b = vec![p as u8 ^ 0x5A; PS];
+            det.write_sealed(PageId(p), &mut b).unwrap();
+            mirror.write_page(PageId(p), &b).unwrap();
+        }
+        // Pages 8..16 fenced: 10 is fine again (the fault went away), 12
+        // was freed by the host, the others are damaged.
+        let mut keep = vec![0u8; PS];
+        local.inner.read_page(PageId(10), &mut keep).unwrap();
+        for p in 8..16u64 {
+            local.inner.write_page(PageId(p), &vec![0xEE; PS]).unwrap();
+            fence(&det, p);
+        }
+        local.inner.write_page(PageId(10), &keep).unwrap();
+        det.forget(PageId(12)).unwrap();
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        rep.add_replica(Arc::new(StoreReplica::new("m0", mirror)))
+            .unwrap();
+        let singles = local
+            .single_reads
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let reports = rep.repair_all();
+        assert_eq!(
+            local
+                .single_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            singles,
+            "the recheck and the confirming re-read read runs, not pages"
+        );
+        assert_eq!(reports.len(), 7, "page 12 is no longer fenced");
+        for r in &reports {
+            match r.page.0 {
+                10 => assert_eq!(r.outcome, RepairOutcome::NotNeeded),
+                _ => assert!(r.is_repaired(), "page {}: {:?}", r.page, r.outcome),
+            }
+        }
+        assert_eq!(det.page_state(PageId(10)), Some(PageState::Repaired));
+        let mut b = vec![0u8; PS];
+        for p in (8..16u64).filter(|&p| p != 12) {
+            det.read_verified(PageId(p), &mut b).unwrap();
+            assert_eq!(b[0], p as u8 ^ 0x5A, "page {p}");
         }
     }
 }

@@ -460,6 +460,74 @@ impl CorruptionDetector {
     }
 }
 
+impl CorruptionDetector {
+    /// [`recheck`](Self::recheck) of `count` consecutive pages from `first`
+    /// (at most 32) with one [`read_pages`](PageStore::read_pages): the
+    /// stripe locks of all of them are held, taken in ascending stripe order
+    /// as every path that holds more than one takes them, across the read,
+    /// the verification of each page and the one registry update of the run,
+    /// so each page's verdict is the one `recheck` would have given it at
+    /// that moment. Falls back to `recheck` per page when the run reaches
+    /// past the end of the store or its read fails. One verdict per page, in
+    /// page order.
+    pub(crate) fn recheck_run(&self, first: PageId, count: usize) -> Vec<Result<Verdict>> {
+        assert!(
+            count <= REREAD_RUN_PAGES,
+            "a recheck run is at most 32 pages"
+        );
+        let Some(end) = first.0.checked_add(count as u64) else {
+            return (0..count as u64)
+                .map(|k| self.recheck(PageId(first.0.saturating_add(k))))
+                .collect();
+        };
+        let pages = (first.0..end).map(PageId);
+        // The free-page callback is asked with no page lock held.
+        let free: Vec<bool> = pages.clone().map(|p| self.is_unallocated(p)).collect();
+        let ps = self.store.page_size();
+        let mut buf = vec![0u8; count * ps];
+        let verdicts = {
+            let _guards = self.stripes_of(pages.clone());
+            let read = if end <= self.store.page_count() {
+                self.store.read_pages(first, &mut buf).is_ok()
+            } else {
+                false
+            };
+            read.then(|| {
+                let verdicts: Vec<Result<Verdict>> = pages
+                    .clone()
+                    .zip(buf.chunks_exact(ps))
+                    .zip(&free)
+                    .map(
+                        |((page, bytes), &free)| match self.verify_stored(page, bytes) {
+                            Err(_) if free => Ok(Verdict::Unallocated),
+                            Ok(()) => Ok(Verdict::Clean),
+                            Err(error) => Ok(Verdict::Corrupt {
+                                reported: false,
+                                error,
+                            }),
+                        },
+                    )
+                    .collect();
+                let mut reg = self.registry.lock();
+                for (page, v) in pages.clone().zip(&verdicts) {
+                    match v {
+                        Ok(Verdict::Unallocated) => {
+                            reg.on_freed(page);
+                            self.stats.unallocated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Verdict::Clean) => {
+                            reg.on_verified(page);
+                        }
+                        _ => {}
+                    }
+                }
+                verdicts
+            })
+        };
+        verdicts.unwrap_or_else(|| pages.map(|p| self.recheck(p)).collect())
+    }
+}
+
 /// The error each page of a batch gets when the batch's sync failed: the
 /// store's error, kept as retryable or not as it was (an error is not `Clone`).
 fn batch_sync_error(e: &Error, pages: usize) -> Error {

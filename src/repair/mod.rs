@@ -167,7 +167,10 @@
 //!
 //! [`DataRepairer::repair_all`] and [`DataRepairer::repair_pending`] repair
 //! pages in batches of [`repair_batch_pages`](RepairConfig::repair_batch_pages):
-//! the replicas' statuses are asked once per batch, each page of a batch is
+//! the fenced pages of a batch are rechecked in runs of up to 32 consecutive
+//! pages, each run with one read of the store (with the write locks of its
+//! pages held, so each page's verdict is the one a recheck of it alone would
+//! give), the replicas' statuses are asked once per batch, each page of a batch is
 //! fetched, verified and ranked exactly as above (the replica every page
 //! asks first reads the batch's pages ahead, as one job on its helper), and
 //! the winning copies are committed together through

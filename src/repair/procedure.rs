@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId, Source};
 
+/// The most consecutive fenced pages a batch rechecks with one read (as
+/// many as a batch commit re-reads together).
+const RECHECK_RUN_PAGES: usize = 32;
+
 /// A verified copy waiting for the ranking.
 struct Candidate {
     attempt: usize,
@@ -190,11 +194,8 @@ impl DataRepairer {
         let mut done: Vec<(usize, RepairReport)> = Vec::new();
         let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::new();
         // A page past the end (the store shrank) cannot be repaired; skip it.
-        for (i, &page) in pages.iter().enumerate() {
-            if page.0 >= page_count {
-                continue;
-            }
-            match self.start(page) {
+        for (i, start) in self.start_batch(pages, page_count) {
+            match start {
                 Start::Done(report) => done.push((i, report)),
                 Start::Ticket(ticket) => tickets.push((i, ticket)),
             }
@@ -326,23 +327,74 @@ impl DataRepairer {
     fn start(&self, page: PageId) -> Start<'_> {
         match self.detector.page_state(page) {
             Some(PageState::Suspect | PageState::Irreparable) => {
-                // A fault that has gone away needs no copy; recheck lifts the fence.
-                match self.detector.recheck(page) {
-                    Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {
-                        Start::Done(RepairReport::new(page, RepairOutcome::NotNeeded))
-                    }
-                    Ok(Verdict::Corrupt { .. }) | Err(_) => {
-                        match self.detector.begin_repair(page) {
-                            Some(ticket) => {
-                                self.stats.attempted.fetch_add(1, Ordering::Relaxed);
-                                Start::Ticket(ticket)
-                            }
-                            None => Start::Done(RepairReport::new(page, self.idle_outcome(page))),
-                        }
-                    }
-                }
+                self.start_rechecked(page, self.detector.recheck(page))
             }
             _ => Start::Done(RepairReport::new(page, self.idle_outcome(page))),
+        }
+    }
+
+    /// Step 1 for a batch: as [`start`](Self::start) per page, but the fenced
+    /// pages are rechecked in runs of consecutive pages, each with one read
+    /// ([`recheck_run`](crate::CorruptionDetector::recheck_run)). Returns the
+    /// index of each page in `pages` with how its step 1 ended, in order;
+    /// pages at or past `page_count` are left out.
+    fn start_batch(&self, pages: &[PageId], page_count: u64) -> Vec<(usize, Start<'_>)> {
+        let mut out = Vec::with_capacity(pages.len());
+        let mut run: Vec<(usize, PageId)> = Vec::with_capacity(RECHECK_RUN_PAGES);
+        for (i, &page) in pages.iter().enumerate() {
+            if page.0 >= page_count {
+                continue;
+            }
+            match self.detector.page_state(page) {
+                Some(PageState::Suspect | PageState::Irreparable) => {
+                    let follows = run
+                        .last()
+                        .is_none_or(|(_, last)| last.0.checked_add(1) == Some(page.0));
+                    if !follows || run.len() == RECHECK_RUN_PAGES {
+                        self.start_run(&mut run, &mut out);
+                    }
+                    run.push((i, page));
+                }
+                _ => {
+                    self.start_run(&mut run, &mut out);
+                    out.push((
+                        i,
+                        Start::Done(RepairReport::new(page, self.idle_outcome(page))),
+                    ));
+                }
+            }
+        }
+        self.start_run(&mut run, &mut out);
+        out
+    }
+
+    /// Rechecks a run of consecutive fenced pages with one read and starts
+    /// each; empties `run`.
+    fn start_run<'d>(&'d self, run: &mut Vec<(usize, PageId)>, out: &mut Vec<(usize, Start<'d>)>) {
+        let Some(&(_, first)) = run.first() else {
+            return;
+        };
+        let verdicts = self.detector.recheck_run(first, run.len());
+        debug_assert_eq!(verdicts.len(), run.len());
+        for ((i, page), verdict) in run.drain(..).zip(verdicts) {
+            out.push((i, self.start_rechecked(page, verdict)));
+        }
+    }
+
+    /// Step 1 after the recheck of a fenced page.
+    fn start_rechecked(&self, page: PageId, recheck: Result<Verdict>) -> Start<'_> {
+        // A fault that has gone away needs no copy; recheck lifts the fence.
+        match recheck {
+            Ok(Verdict::Clean | Verdict::Transient | Verdict::Unallocated) => {
+                Start::Done(RepairReport::new(page, RepairOutcome::NotNeeded))
+            }
+            Ok(Verdict::Corrupt { .. }) | Err(_) => match self.detector.begin_repair(page) {
+                Some(ticket) => {
+                    self.stats.attempted.fetch_add(1, Ordering::Relaxed);
+                    Start::Ticket(ticket)
+                }
+                None => Start::Done(RepairReport::new(page, self.idle_outcome(page))),
+            },
         }
     }
 
