@@ -13,15 +13,14 @@
 //! incidents, stats and step reports checked; the process's thread names
 //! read from /proc.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::Outcome;
 use selfheal::{
-    ChecksumPlacement, Error, Failure, FailureKind, HealthConfig, HostAction, HostActions,
-    ManualClock, MemStore, PageId, PageStore, RecoveryConfig, ScrubConfig, Source, StoreReplica,
-    Target,
+    ChecksumPlacement, Error, Failure, FailureKind, HealthConfig, ManualClock, MemStore, PageId,
+    PageStore, RecoveryConfig, ScrubConfig, Source, StoreReplica, Target,
 };
 
 mod recovery_common;
@@ -228,31 +227,6 @@ fn threaded_components_in_step_mode_are_a_typed_error() {
         .build()
         .unwrap();
     assert!(matches!(m.step(), Err(Error::InvalidArgument { .. })));
-}
-
-/// Panics in `supports` while `panics` is above zero (counting down).
-#[derive(Debug, Default)]
-struct PanickyHost {
-    panics: AtomicUsize,
-    restarts: AtomicUsize,
-}
-
-impl HostActions for PanickyHost {
-    fn supports(&self, action: HostAction) -> bool {
-        if self
-            .panics
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            panic!("the host's supports() panicked");
-        }
-        action == HostAction::RestartComponent
-    }
-
-    fn restart_component(&self, _: &str) -> selfheal::Result<()> {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
 }
 
 #[test]

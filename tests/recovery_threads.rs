@@ -10,42 +10,15 @@
 
 mod recovery_common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use recovery_common::*;
 use selfheal::healer::Outcome;
-use selfheal::{
-    Failure, FailureKind, HostAction, HostActions, RecoveryEvent, Result, Source, Target,
-};
+use selfheal::{Failure, FailureKind, RecoveryEvent, Source, Target};
 
 const IDLE: Duration = Duration::from_secs(20);
-
-/// Panics in `supports` while `panics` is above zero (counting down).
-#[derive(Debug, Default)]
-struct PanickyHost {
-    panics: AtomicUsize,
-    restarts: AtomicUsize,
-}
-
-impl HostActions for PanickyHost {
-    fn supports(&self, action: HostAction) -> bool {
-        if self
-            .panics
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            panic!("the host's supports() panicked");
-        }
-        action == HostAction::RestartComponent
-    }
-
-    fn restart_component(&self, _: &str) -> Result<()> {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 fn cache_died() -> Failure {
     Failure::new(

@@ -80,3 +80,33 @@ pub fn read_finds(m: &AutoRecoveryManager, p: u64) {
         .unwrap_err()
         .is_corruption());
 }
+
+/// Panics in `supports` while `panics` is above zero (counting down).
+#[derive(Debug, Default)]
+pub struct PanickyHost {
+    pub panics: std::sync::atomic::AtomicUsize,
+    pub restarts: std::sync::atomic::AtomicUsize,
+}
+
+impl selfheal::HostActions for PanickyHost {
+    fn supports(&self, action: selfheal::HostAction) -> bool {
+        if self
+            .panics
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            panic!("the host's supports() panicked");
+        }
+        action == selfheal::HostAction::RestartComponent
+    }
+
+    fn restart_component(&self, _: &str) -> selfheal::Result<()> {
+        self.restarts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
