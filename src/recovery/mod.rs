@@ -174,7 +174,8 @@
 //!   snapshots are refused at build. The host calls [`step`](AutoRecoveryManager::step): on its
 //!   thread, one dispatcher pass, then every ready incident healed in the
 //!   recovery threads' batches, by the same code. Given the manager's
-//!   clock and seed it is deterministic (see [`step`](mod@step)).
+//!   clock and seed it is deterministic (the contract is on
+//!   [`AutoRecoveryManager::step`]).
 //! - **A risky remedy is preceded by a snapshot** when the manager can take
 //!   one consistently ([`snapshot_gate`](RecoveryConfig::snapshot_gate), or
 //!   the gate of [`periodic_snapshots`](RecoveryConfig::periodic_snapshots)).
@@ -227,7 +228,7 @@ mod rejoin;
 mod run;
 mod state;
 mod stats;
-pub mod step;
+mod step;
 pub mod suspects;
 mod threads;
 

@@ -3,69 +3,7 @@
 //! own — for a deterministic simulator, a test, or a host with its own
 //! scheduler. Turned on by [`RecoveryConfig::stepped`].
 //!
-//! # Contract
-//! - **No thread of the manager's.** [`start`](AutoRecoveryManager::start)
-//!   runs startup recovery exactly as in the threaded manager (the run
-//!   marker's verdict, the journal's losers, the pages they touched, the
-//!   previous run's open incidents and suspects queued) but starts no
-//!   dispatcher and no recovery thread. The components with threads of
-//!   their own that report on their own schedule (a scrubber — the default
-//!   one included —, a health monitor, periodic snapshots) are refused at
-//!   [`build`](RecoveryConfig::build) with [`Error::InvalidConfig`] naming
-//!   them: the host drives them by hand (a
-//!   [`Scrubber`](crate::scrub::Scrubber)'s `step` over the manager's
-//!   detector and bus, snapshots taken by the host). Two threads remain,
-//!   neither deciding anything on its own: the crash watchdog (remedies
-//!   verify through its [`check_now`](crate::CrashDetector::check_now); a
-//!   heartbeat the host registers is judged on the manager's clock, so with
-//!   a manual clock a miss is reported only after the host moves the clock
-//!   — call `check_now` then, before the next step, and its failures are on
-//!   the bus in a known order), and the undo journal's
-//!   `selfheal-undo-mark` (a durability mark after an idle delay; it files
-//!   no failure). A replica is read on its helper thread with a real-time
-//!   deadline unless it [may be called inline](crate::Replica::may_call_inline):
-//!   for a deterministic run, give replicas that may (a miss of the
-//!   deadline is a real-time decision).
-//! - **One step** is, on the caller's thread: one dispatcher pass — the
-//!   failures already on the bus filed (at most 4 097; the rest wait for
-//!   the next step), closes healed on readers' threads recorded, deferred
-//!   incidents whose time has come promoted and the page backlog opened,
-//!   a stalled journal reported again when its backoff has passed, the
-//!   error-only rescan when due, and the saves and syncs due on the
-//!   manager's clock (open incidents, audit log, learned records, suspect
-//!   registry, run marker) — then every ready incident healed, in the
-//!   batches a recovery thread takes (one incident, or up to 256 page
-//!   incidents in one repair batch), until none is ready, or
-//!   [`STEP_BATCHES_MAX`] batches. It runs the dispatcher's and the
-//!   recovery threads' own code: the same incident, audit records, events
-//!   and counts as the threaded manager for the same failures.
-//! - **Deterministic.** A step never waits in real time and never reads
-//!   real time for a decision: given the manager's [`Clock`] (a
-//!   [`ManualClock`](crate::ManualClock)), its seed, the store and the
-//!   host's calls in the same order, two runs give the same incidents,
-//!   timelines, events and audit records (the run marker alone records
-//!   wall-clock times, by design). An incident deferred (a cooldown, a backoff) is
-//!   healed by the first step after the clock passes its time. What a step
-//!   causes on the bus (a remedy's own reports) waits for the next step
-//!   ([`StepReport::bus_pending`]). Approve mode asks its callback on a
-//!   helper thread as always and waits on the manager's clock: it is
-//!   deterministic only if the callback answers (a manual clock does not
-//!   time it out).
-//! - **Heal on read is unchanged**: it runs on the reader's thread; its
-//!   close is recorded by the next step (or `stats`, `incidents`, `stop`).
-//! - **A panic loses nothing.** A panic while healing (a host callback, a
-//!   store read) is caught: reported as a [`FailureKind::WorkerDied`] of
-//!   the `"recovery manager"`, the incidents in hand queued again (one that
-//!   has cost two panics is escalated with a report, as on a thread), and
-//!   the step goes on ([`StepReport::panics`]); there is no thread to
-//!   restart.
-//! - **Stop** works as in the threaded manager, but heals nothing more:
-//!   a step under way ends first, no step runs after, and what is open is
-//!   saved and resumed by the next start. Concurrent steps run one after
-//!   the other.
-//!
-//! [`Clock`]: crate::clock::Clock
-//! [`FailureKind::WorkerDied`]: crate::types::FailureKind::WorkerDied
+//! The contract is on [`AutoRecoveryManager::step`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -110,7 +48,71 @@ pub struct StepReport {
 impl AutoRecoveryManager {
     /// In step mode ([`RecoveryConfig::stepped`]), one dispatcher pass and
     /// then every ready incident healed, on this thread (see the
-    /// [`step`](super::step) module's contract).
+    /// contract below).
+    ///
+    /// # Contract
+    /// - **No thread of the manager's.** [`start`](AutoRecoveryManager::start)
+    ///   runs startup recovery exactly as in the threaded manager (the run
+    ///   marker's verdict, the journal's losers, the pages they touched, the
+    ///   previous run's open incidents and suspects queued) but starts no
+    ///   dispatcher and no recovery thread. The components with threads of
+    ///   their own that report on their own schedule (a scrubber — the default
+    ///   one included —, a health monitor, periodic snapshots) are refused at
+    ///   [`build`](RecoveryConfig::build) with [`Error::InvalidConfig`] naming
+    ///   them: the host drives them by hand (a
+    ///   [`Scrubber`](crate::scrub::Scrubber)'s `step` over the manager's
+    ///   detector and bus, snapshots taken by the host). Two threads remain,
+    ///   neither deciding anything on its own: the crash watchdog (remedies
+    ///   verify through its [`check_now`](crate::CrashDetector::check_now); a
+    ///   heartbeat the host registers is judged on the manager's clock, so with
+    ///   a manual clock a miss is reported only after the host moves the clock
+    ///   — call `check_now` then, before the next step, and its failures are on
+    ///   the bus in a known order), and the undo journal's
+    ///   `selfheal-undo-mark` (a durability mark after an idle delay; it files
+    ///   no failure). A replica is read on its helper thread with a real-time
+    ///   deadline unless it [may be called inline](crate::Replica::may_call_inline):
+    ///   for a deterministic run, give replicas that may (a miss of the
+    ///   deadline is a real-time decision).
+    /// - **One step** is, on the caller's thread: one dispatcher pass — the
+    ///   failures already on the bus filed (at most 4 097; the rest wait for
+    ///   the next step), closes healed on readers' threads recorded, deferred
+    ///   incidents whose time has come promoted and the page backlog opened,
+    ///   a stalled journal reported again when its backoff has passed, the
+    ///   error-only rescan when due, and the saves and syncs due on the
+    ///   manager's clock (open incidents, audit log, learned records, suspect
+    ///   registry, run marker) — then every ready incident healed, in the
+    ///   batches a recovery thread takes (one incident, or up to 256 page
+    ///   incidents in one repair batch), until none is ready, or
+    ///   [`STEP_BATCHES_MAX`] batches. It runs the dispatcher's and the
+    ///   recovery threads' own code: the same incident, audit records, events
+    ///   and counts as the threaded manager for the same failures.
+    /// - **Deterministic.** A step never waits in real time and never reads
+    ///   real time for a decision: given the manager's [`Clock`] (a
+    ///   [`ManualClock`](crate::ManualClock)), its seed, the store and the
+    ///   host's calls in the same order, two runs give the same incidents,
+    ///   timelines, events and audit records (the run marker alone records
+    ///   wall-clock times, by design). An incident deferred (a cooldown, a backoff) is
+    ///   healed by the first step after the clock passes its time. What a step
+    ///   causes on the bus (a remedy's own reports) waits for the next step
+    ///   ([`StepReport::bus_pending`]). Approve mode asks its callback on a
+    ///   helper thread as always and waits on the manager's clock: it is
+    ///   deterministic only if the callback answers (a manual clock does not
+    ///   time it out).
+    /// - **Heal on read is unchanged**: it runs on the reader's thread; its
+    ///   close is recorded by the next step (or `stats`, `incidents`, `stop`).
+    /// - **A panic loses nothing.** A panic while healing (a host callback, a
+    ///   store read) is caught: reported as a [`FailureKind::WorkerDied`] of
+    ///   the `"recovery manager"`, the incidents in hand queued again (one that
+    ///   has cost two panics is escalated with a report, as on a thread), and
+    ///   the step goes on ([`StepReport::panics`]); there is no thread to
+    ///   restart.
+    /// - **Stop** works as in the threaded manager, but heals nothing more:
+    ///   a step under way ends first, no step runs after, and what is open is
+    ///   saved and resumed by the next start. Concurrent steps run one after
+    ///   the other.
+    ///
+    /// [`Clock`]: crate::clock::Clock
+    /// [`FailureKind::WorkerDied`]: crate::types::FailureKind::WorkerDied
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the manager is not in step mode, or
