@@ -59,10 +59,33 @@ fn detector(
     store: &Arc<MemStore>,
     sink: &FailureSink,
 ) -> (CorruptionDetector, Option<Arc<ChecksumTable>>) {
+    detector_with(table_config(), placement, files, store, sink)
+}
+
+/// As [`detector`], the table on a clock that never moves: a stalled log
+/// resumes only when the test calls `resume` (its own retry waits for the
+/// backoff on that clock), whatever the machine's load.
+fn detector_frozen(
+    placement: Placement,
+    files: &Arc<CrashFiles>,
+    store: &Arc<MemStore>,
+    sink: &FailureSink,
+) -> (CorruptionDetector, Option<Arc<ChecksumTable>>) {
+    let cfg = table_config().clock(Arc::new(selfheal::ManualClock::new()));
+    detector_with(cfg, placement, files, store, sink)
+}
+
+fn detector_with(
+    cfg: TableConfig,
+    placement: Placement,
+    files: &Arc<CrashFiles>,
+    store: &Arc<MemStore>,
+    sink: &FailureSink,
+) -> (CorruptionDetector, Option<Arc<ChecksumTable>>) {
     let (placement, table) = match placement {
         Placement::Trailer => (ChecksumPlacement::Trailer, None),
         Placement::Sidecar => {
-            let t = Arc::new(table_config().open_on(files.clone(), "t").unwrap());
+            let t = Arc::new(cfg.open_on(files.clone(), "t").unwrap());
             (ChecksumPlacement::Sidecar(t.clone()), Some(t))
         }
     };
@@ -131,7 +154,7 @@ fn a_failed_log_fsync_refuses_the_write_and_a_resume_keeps_every_acknowledged_pa
             let files = Arc::new(CrashFiles::new());
             let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
             let sink = FailureSink::new(64);
-            let (det, table) = detector(placement, &files, &store, &sink);
+            let (det, table) = detector_frozen(placement, &files, &store, &sink);
             let mut model = Model::default();
             for p in 0..4 {
                 model.write(&det, p, 1).unwrap();
