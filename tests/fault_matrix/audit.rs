@@ -28,7 +28,10 @@ fn entry(i: u64) -> AuditEntry {
 /// order (or, with damage reported, the records outside the damage do).
 pub fn segment(dir: &Path) -> Built {
     let adir = dir.join("audit");
-    let cfg = || AuditConfig::new().segment_bytes(4096);
+    // On a clock that stands still: the frames' lengths (their times are
+    // varints) and so the segments' layout are the same in every run.
+    let clock = std::sync::Arc::new(selfheal::ManualClock::new());
+    let cfg = move || AuditConfig::new().segment_bytes(4096).clock(clock.clone());
     let model: Vec<AuditEntry> = (0..RECORDS).map(entry).collect();
     {
         let log = cfg().open(&adir).unwrap();
@@ -99,7 +102,10 @@ pub fn segment(dir: &Path) -> Built {
 /// among the log's files (segments sorted, then the head file).
 fn log_with(dir: &Path, pick: fn(&[PathBuf], &Path) -> (PathBuf, Spots)) -> Built {
     let adir = dir.join("audit");
-    let cfg = || AuditConfig::new().segment_bytes(4096);
+    // On a clock that stands still: the frames' lengths (their times are
+    // varints) and so the segments' layout are the same in every run.
+    let clock = std::sync::Arc::new(selfheal::ManualClock::new());
+    let cfg = move || AuditConfig::new().segment_bytes(4096).clock(clock.clone());
     let model: Vec<AuditEntry> = (0..RECORDS).map(entry).collect();
     {
         let log = cfg().open(&adir).unwrap();
