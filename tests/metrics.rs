@@ -19,7 +19,7 @@ use selfheal::rollback::RawPages;
 use selfheal::snapshot::{
     Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate,
 };
-use selfheal::{Lsn, MemStore, PageId, PageStore, RollbackConfig};
+use selfheal::{ChecksumPlacement, Lsn, MemStore, PageId, PageStore, RollbackConfig};
 
 mod recovery_common;
 use recovery_common::*;
@@ -213,4 +213,56 @@ fn the_documented_metrics_are_emitted_with_their_labels_and_units() {
     ] {
         assert_eq!(s.units.get(name), Some(&unit), "{name}: {s:#?}");
     }
+    drop(s);
+
+    // An incident escalated (the replica's copy is damaged too) and one
+    // observed (Observe mode): the outcome counters, the RTO counter, the
+    // duration histogram and the open-incidents gauge.
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, mirror, m) = rig(ChecksumPlacement::Trailer, 8, dir.path(), |c| c);
+    m.start().unwrap();
+    damage(&raw, 3);
+    damage(&mirror, 3);
+    read_finds(&m, 3);
+    assert!(m.wait_idle(Duration::from_secs(60)));
+    assert_eq!(m.stats().escalated, 1, "{:?}", m.stats());
+    m.stop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _mirror, m) = rig(ChecksumPlacement::Trailer, 8, dir.path(), |c| {
+        c.mode(selfheal::Mode::Observe)
+    });
+    m.start().unwrap();
+    damage(&raw, 4);
+    read_finds(&m, 4);
+    assert!(m.wait_idle(Duration::from_secs(20)));
+    m.stop().unwrap();
+    let s = seen.lock();
+    let p0 = l(&[("priority", "P0")]);
+    for name in [
+        "selfheal_incidents_healed_total",
+        "selfheal_incidents_escalated_total",
+        "selfheal_incidents_observed_total",
+        "selfheal_recovery_duration_seconds",
+    ] {
+        assert!(labels(&s, name).contains(&p0), "{name}: {s:#?}");
+    }
+    let rto = labels(&s, "selfheal_rto_total");
+    assert!(
+        rto.iter().any(
+            |ls| ls.contains(&("priority".to_string(), "P0".to_string()))
+                && ls
+                    .iter()
+                    .any(|(k, v)| k == "met" && (v == "yes" || v == "no"))
+        ),
+        "{rto:?}"
+    );
+    assert_eq!(
+        labels(&s, "selfheal_incidents_open"),
+        [l(&[])].into(),
+        "{s:#?}"
+    );
+    assert!(
+        s.counts.get("selfheal_incidents_escalated_total") >= Some(&1),
+        "{s:#?}"
+    );
 }
