@@ -708,6 +708,49 @@ fn a_deleted_segment_is_damage_in_every_mode() {
 }
 
 #[test]
+fn a_segment_lost_below_one_dropped_whole_is_refused_not_listed() {
+    // Segment 3 is lost and segment 4 is dropped whole at open (its header
+    // is damaged): the journal would end at segment 3, which is missing and
+    // may have held durable records. Refused, and nothing is removed.
+    for rebuilt in [false, true] {
+        let dir = Arc::new(CrashDir::new());
+        four_segments(&dir);
+        assert_eq!(dir.segment_ids(), vec![1, 2, 3, 4]);
+        dir.delete_segment(3);
+        // Segment 4 keeps a piece of its header: with the state file listing
+        // it, that is damage (above every mark left); with no state file, a
+        // creation that did not finish.
+        let mut four = dir.segment(4).unwrap();
+        four.truncate(10);
+        dir.set_segment(4, four);
+        if rebuilt {
+            dir.set_state_file(None);
+        }
+        let open = || {
+            RollbackConfig::with_storage(dir.clone())
+                .segment_size_bytes(700)
+                .recovery_mode(RecoveryMode::StopAtFirstBadRecord)
+                .build(RawPages::shared(Arc::new(MemStore::new(DPS, 4).unwrap())))
+        };
+        match open() {
+            Err(Error::CorruptFile { reason, .. }) => {
+                assert!(
+                    reason.contains("segment 3 is missing"),
+                    "rebuilt {rebuilt}: {reason}"
+                );
+            }
+            Ok(m) => {
+                m.stop().unwrap();
+                drop(m);
+                panic!("rebuilt {rebuilt}: opened; reopen: {:?}", open().err());
+            }
+            Err(e) => panic!("rebuilt {rebuilt}: {e}"),
+        }
+        assert_eq!(dir.segment_ids(), vec![1, 2, 4], "rebuilt {rebuilt}");
+    }
+}
+
+#[test]
 fn a_lost_state_file_is_refused_and_rebuilt_only_on_request() {
     let dir = Arc::new(CrashDir::new());
     let open_txn = four_segments(&dir);

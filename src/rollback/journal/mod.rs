@@ -63,7 +63,10 @@
 //!
 //! The state file lists segments `oldest..=newest`. Both ends must be
 //! present, and consecutive segments must continue each other's LSNs; a
-//! missing segment is [`Error::CorruptFile`](crate::Error::CorruptFile) in
+//! segment dropped whole at open (a torn tail, or damage cut by
+//! `StopAtFirstBadRecord`) must have the segment numbered just below it
+//! present, as that one becomes the newest (a segment missing there was
+//! complete, so it may have held durable records); a missing segment is [`Error::CorruptFile`](crate::Error::CorruptFile) in
 //! **every** recovery mode (restore it from a backup). Undo records of an
 //! unfinished transaction whose begin record is in no live segment are
 //! damage too, in every mode: checkpoints never retire the segment of an
@@ -151,7 +154,7 @@
 //! | torn tail: after the newest mark in the newest segment (truncation, zeros, junk, a flip, holes with valid records after them), or a segment whose creation did not finish | cut off, open, [`JournalDamage::TornTail`] reported | `Error::CorruptFile` | cut off, open, `TornTail` reported |
 //! | damage at or below a mark (in any segment)  | `Error::CorruptFile` | `Error::CorruptFile` | `Error::CorruptFile`: it never drops what a mark covers (the message says what to do) |
 //! | other damage after the newest mark (a bad record in a segment that is not the newest, a frame out of sequence, a bad header) | `Error::CorruptFile` | `Error::CorruptFile` | cut at the bad record, later segments removed, open, [`JournalDamage::Corrupt`] reported |
-//! | a missing segment (either end, or an LSN gap); undo of an unfinished transaction without its begin record | `Error::CorruptFile` | same | same |
+//! | a missing segment (either end, an LSN gap, or just below a segment dropped whole); undo of an unfinished transaction without its begin record | `Error::CorruptFile` | same | same |
 //! | a segment above the newest listed one that holds records | `Error::CorruptFile` | `Error::CorruptFile` | removed, open, `Corrupt` reported — refused if a mark covers its records |
 //! | missing or damaged state file (format version 2) | `Error::CorruptFile` | same | rebuilt from the segments, [`JournalDamage::StateRebuilt`] reported |
 //! | newer format version                | `Error::UnsupportedVersion`      | same                  | same                                                |

@@ -307,6 +307,20 @@ fn load_state(
     Ok((derived, StateSource::Rebuilt))
 }
 
+/// The error for a segment lost between `kept` and `dropped`, the segment
+/// the scan would drop whole for `what`: without the lost one the journal
+/// would end at a segment that does not exist.
+fn lost_segment(storage: &dyn JournalStorage, kept: u64, dropped: u64, what: &str) -> Error {
+    let lost = kept.saturating_add(1);
+    Error::corrupt_file(
+        storage.segment_path(lost),
+        0,
+        format!(
+            "segment {lost} is missing: segment {kept} is present and segment {dropped}, which recovery would drop whole ({what}), follows, so it was deleted or lost; it was complete, so it may have held durable records (acknowledged commits, undo for transactions in flight): restore it from a backup"
+        ),
+    )
+}
+
 /// Scans every segment of `storage` and repairs per `mode`.
 pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<JournalScan> {
     let mut ids = storage.list()?;
@@ -610,6 +624,16 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
         };
         let Some(found) = found else { continue };
         let path = storage.segment_path(id);
+        // Dropping this segment whole makes the one numbered just below it
+        // the newest the state lists: it must be present. When it is not
+        // (ids in the listed range skip it), it was lost; it was complete
+        // (a segment is synced before the next is created), so it may have
+        // held durable records, and nothing left shows which.
+        let below = i.checked_sub(1).map(|p| seen[p].id);
+        let lost_below = |what: &str| match below {
+            Some(b) if b.saturating_add(1) != id => Err(lost_segment(storage, b, id, what)),
+            _ => Ok(()),
+        };
         match found {
             Found::Torn { offset, reason } => {
                 if mode == RecoveryMode::AbsoluteConsistency {
@@ -620,6 +644,7 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                     ));
                 }
                 if offset < SEGMENT_HEADER_LEN as u64 {
+                    lost_below("a torn tail: its creation did not finish")?;
                     storage.remove(id)?;
                 } else {
                     storage.truncate(id, offset)?;
@@ -661,6 +686,9 @@ pub(crate) fn scan(storage: &dyn JournalStorage, mode: RecoveryMode) -> Result<J
                 }
                 let kept_here = out.segments.last().map(|s| s.id) == Some(id);
                 let whole = offset < SEGMENT_HEADER_LEN as u64 || !kept_here;
+                if whole {
+                    lost_below("damage after the newest synced-through mark")?;
+                }
                 let later: Vec<u64> = seen[i + 1..].iter().map(|s| s.id).collect();
                 // Transaction ids handed out in what is dropped are never
                 // handed out again.
