@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::types::{Failure, FailureKind, Source};
+use crate::types::{Failure, FailureKind, Priority, Source, Target};
 
 use super::events::RecoveryEvent;
 use super::queue::Offer;
@@ -45,12 +45,28 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
         return;
     }
     let r = inner.queue.lock().offer(f, now);
-    let mut t = inner.tally.lock();
-    t.stats.failures += 1;
+    inner.tally.lock().stats.failures += 1;
+    match r {
+        Offer::Opened(_) | Offer::Joined(_) => announce(inner, r, target, prio),
+        Offer::Overflow => {
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::warn!(%target, "incident queue full: failure counted, not queued");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+        Offer::Backlogged => {
+            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
+            tracing::debug!(%target, "incident queue full: the failure waits for room");
+            inner.events.emit(&RecoveryEvent::Overflowed { target });
+        }
+    }
+}
+
+/// Counts and announces an incident that a failure opened or joined (an
+/// overflow is its caller's to report).
+fn announce(inner: &Inner, r: Offer, target: Target, prio: Priority) {
     match r {
         Offer::Opened(id) => {
-            t.opened(prio);
-            drop(t);
+            inner.tally.lock().opened(prio);
             inner.dirty.store(true, Ordering::Relaxed);
             inner.work.notify_one();
             inner.events.emit(&RecoveryEvent::Opened {
@@ -60,22 +76,10 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
             });
         }
         Offer::Joined(id) => {
-            t.stats.joined += 1;
-            drop(t);
+            inner.tally.lock().stats.joined += 1;
             inner.events.emit(&RecoveryEvent::Joined { id, target });
         }
-        Offer::Overflow => {
-            drop(t);
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::warn!(%target, "incident queue full: failure counted, not queued");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-        Offer::Backlogged => {
-            drop(t);
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::debug!(%target, "incident queue full: the failure waits for room");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
+        Offer::Overflow | Offer::Backlogged => {}
     }
 }
 
@@ -90,22 +94,7 @@ pub(super) fn refill(inner: &Inner) {
         q.refill(inner.clock.now_ns())
     };
     for (r, target, prio) in filed {
-        match r {
-            Offer::Opened(id) => {
-                inner.tally.lock().opened(prio);
-                inner.work.notify_one();
-                inner.events.emit(&RecoveryEvent::Opened {
-                    id,
-                    target,
-                    priority: prio,
-                });
-            }
-            Offer::Joined(id) => {
-                inner.tally.lock().stats.joined += 1;
-                inner.events.emit(&RecoveryEvent::Joined { id, target });
-            }
-            Offer::Overflow | Offer::Backlogged => {}
-        }
+        announce(inner, r, target, prio);
     }
     inner.dirty.store(true, Ordering::Relaxed);
 }

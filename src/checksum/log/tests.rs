@@ -27,31 +27,24 @@ fn encode_log(first_seq: u64, records: &[LogRecord]) -> Vec<u8> {
 
 /// A version-3 log: one frame per group of records.
 fn encode_frames(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
-    let mut out = LogHeader {
-        version: 3,
-        page_size: 4096,
-        generation: 3,
-        first_seq,
-    }
-    .encode()
-    .to_vec();
-    let mut seq = first_seq;
-    for records in frames {
-        let mut f = Frame::new(seq);
-        for r in records {
-            f.push(*r);
-        }
-        seq += f.count();
-        out.extend_from_slice(&f.finish());
-    }
-    out
+    encode_framed(3, first_seq, frames, Frame::finish)
 }
 
 /// A version-4 log: one frame per group of records, each followed by its
 /// mirror, as the table writes it.
 fn encode_mirrored(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
+    encode_framed(4, first_seq, frames, Frame::finish_mirrored)
+}
+
+/// A framed log of `version`, each frame's bytes made by `finish`.
+fn encode_framed(
+    version: u32,
+    first_seq: u64,
+    frames: &[Vec<LogRecord>],
+    finish: fn(Frame) -> Vec<u8>,
+) -> Vec<u8> {
     let mut out = LogHeader {
-        version: 4,
+        version,
         page_size: 4096,
         generation: 3,
         first_seq,
@@ -65,7 +58,7 @@ fn encode_mirrored(first_seq: u64, frames: &[Vec<LogRecord>]) -> Vec<u8> {
             f.push(*r);
         }
         seq += f.count();
-        out.extend_from_slice(&f.finish_mirrored());
+        out.extend_from_slice(&finish(f));
     }
     out
 }
