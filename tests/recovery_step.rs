@@ -279,3 +279,144 @@ fn a_panic_while_stepping_is_caught_and_its_incident_retried_then_escalated() {
         m.stop().unwrap();
     }
 }
+
+/// A manager ended by `abandon` (a simulated kill) saves nothing and marks
+/// nothing: a failure still on its bus, which a `stop` files and saves, is
+/// lost with it, and the next start on the directory (free again) finds a
+/// crash; after a `stop` in the same spot the next start finds a clean stop
+/// and resumes the incident. Either way the page is healed in the end.
+#[test]
+fn abandon_saves_nothing_and_the_next_start_finds_a_crash() {
+    for placement in placements() {
+        for kill in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (raw, mirror, m, clock) = stepped_rig(placement.clone(), 8, dir.path());
+            m.start().unwrap();
+            m.step().unwrap();
+            damage(&raw, 3);
+            read_finds(&m, 3);
+            if kill {
+                m.abandon().unwrap();
+            } else {
+                m.stop().unwrap();
+            }
+            // Later calls do nothing.
+            m.stop().unwrap();
+            m.abandon().unwrap();
+            assert!(matches!(m.step(), Err(Error::Stopped { .. })));
+            drop(m);
+            let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
+            let m = RecoveryConfig::new(raw.clone(), dir.path())
+                .placement(placement.clone())
+                .replica(Arc::new(replica))
+                .without_scrub()
+                .heal_on_read(false)
+                .clock(Arc::new(clock.clone()))
+                .seed(7)
+                .stepped(true)
+                .build()
+                .unwrap();
+            let s = m.start().unwrap();
+            assert_eq!(s.verdict.is_crash(), kill, "kill {kill}: {:?}", s.verdict);
+            assert_eq!(s.incidents_resumed, u64::from(!kill), "kill {kill}: {s:?}");
+            m.step().unwrap();
+            let mut b = vec![0u8; PS];
+            if m.detector().read_verified(PageId(3), &mut b).is_err() {
+                m.step().unwrap();
+            }
+            assert_eq!(
+                bytes(raw.as_ref(), 3),
+                bytes(mirror.as_ref(), 3),
+                "kill {kill}: healed"
+            );
+            m.stop().unwrap();
+        }
+    }
+}
+
+/// A snapshot taken through the detector with heal on read on, of a store
+/// with a damaged page and no replica: a heal of the page on the snapshot's
+/// own read would need the snapshots the snapshot holds — read on this
+/// thread (the restore-page remedy) or on the repairer's helper thread (the
+/// snapshots as the repairer's fallback). Either waited for the snapshot,
+/// which waited for it; now the snapshot's reads do not heal on read: it
+/// fails on the damaged page, which the next steps heal from the earlier
+/// snapshot, and a snapshot taken after succeeds.
+#[test]
+fn a_snapshot_whose_read_heals_on_read_from_the_snapshots_does_not_wait_for_itself() {
+    use selfheal::snapshot::{Consistency, SnapshotKind, SnapshotRequest, WriteGate};
+    use selfheal::{RepairConfig, SnapshotConfig};
+    for (placement, fallback) in placements()
+        .into_iter()
+        .flat_map(|p| [(p.clone(), false), (p, true)])
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(5));
+        let raw = Arc::new(MemStore::new(PS, 8).unwrap());
+        let m = Arc::new(
+            RecoveryConfig::new(raw.clone(), dir.path())
+                .placement(placement)
+                .snapshots(SnapshotConfig::new(dir.path().join("snapshots"), PS))
+                // Longer than the wait below: a read that waits for the
+                // snapshot is not cut short by its deadline.
+                .repair(RepairConfig::new().replica_read_timeout(Duration::from_secs(120)))
+                .without_scrub()
+                .heal_on_read(true)
+                .clock(Arc::new(clock.clone()))
+                .seed(7)
+                .stepped(true)
+                .build()
+                .unwrap(),
+        );
+        m.start().unwrap();
+        if fallback {
+            let source = m.snapshots().unwrap().page_source();
+            m.repairer().add_fallback(Arc::new(source)).unwrap();
+        }
+        for p in 0..8 {
+            m.detector()
+                .write_sealed(PageId(p), &mut page(p as u8 + 1))
+                .unwrap();
+        }
+        let good = bytes(raw.as_ref(), 3);
+        let take = |m: &selfheal::AutoRecoveryManager| {
+            let gate = WriteGate::new();
+            let pause = gate.pause();
+            m.snapshots().unwrap().take_snapshot(
+                Consistency::Paused {
+                    store: &**m.detector(),
+                    pause: &pause,
+                    lsn: selfheal::Lsn(1),
+                },
+                SnapshotRequest::new(SnapshotKind::Full),
+            )
+        };
+        take(&m).unwrap();
+        damage(&raw, 3);
+        // On a thread of its own, so that a regression fails, not hangs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m2 = m.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(take(&m2).map(|_| ()));
+        });
+        let taken = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the snapshot waited for itself");
+        assert!(
+            taken.as_ref().is_err_and(|e| e.is_corruption()),
+            "fallback {fallback}: {taken:?}"
+        );
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(3_600));
+            m.step().unwrap();
+        }
+        assert_eq!(
+            bytes(raw.as_ref(), 3),
+            good,
+            "fallback {fallback}: healed from the snapshot"
+        );
+        take(&m).unwrap();
+        m.stop().unwrap();
+    }
+}

@@ -484,7 +484,29 @@ impl AutoRecoveryManager {
     /// run is then **not** marked clean: the next start runs recovery);
     /// the first error of stopping a component, saving or marking.
     pub fn stop(&self) -> Result<()> {
-        run::stop(self, true)
+        run::stop(self, run::Ending::Clean)
+    }
+
+    /// Ends the manager as if its process were killed, for a simulated
+    /// crash: its threads (and the crash watchdog's) are ended and the
+    /// background components stopped as [`stop`](Self::stop) stops them (a
+    /// scrubber's stop saves its cursor), and nothing else is drained,
+    /// saved, synced or marked — the open incidents, the suspect
+    /// registry, the learned records and the audit log's unsynced records
+    /// keep what their last save made durable, and the run marker stays
+    /// "running", so the next start finds a crash. The directory's lock is
+    /// released. The components the manager built are dropped as they are
+    /// (their own drops may still write; a simulated disk armed to fail
+    /// first sees those writes fail, as after a kill). Later calls, `stop`
+    /// and Drop do nothing.
+    ///
+    /// # Errors
+    /// The first error of stopping a background component or the crash
+    /// watchdog.
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn abandon(&self) -> Result<()> {
+        run::stop(self, run::Ending::Killed)
     }
 
     /// Subscribes to incident events, at most `capacity` unread (see
@@ -663,7 +685,7 @@ impl Drop for AutoRecoveryManager {
     /// clean stop: the next start treats this run as crashed unless `stop`
     /// was called.
     fn drop(&mut self) {
-        if let Err(e) = run::stop(self, false) {
+        if let Err(e) = run::stop(self, run::Ending::Unclean) {
             tracing::warn!(error = %e, "stopping the recovery manager on drop");
         }
     }

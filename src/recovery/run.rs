@@ -27,7 +27,7 @@ use super::threads::{self, own_failure};
 pub(super) fn start(m: &AutoRecoveryManager, p: Pending) -> Result<StartupReport> {
     let r = start_inner(m, p);
     if r.is_err() {
-        let _ = stop(m, false);
+        let _ = stop(m, Ending::Unclean);
     }
     r
 }
@@ -380,8 +380,22 @@ fn approval_gate(
 }
 
 /// See [`AutoRecoveryManager::stop`]; `clean` marks a clean stop.
-pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
+/// How a stop ends the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// `stop()`: everything saved, a clean stop marked.
+    Clean,
+    /// Drop, or a failed start: everything saved, no clean stop marked.
+    Unclean,
+    /// As a killed process: threads ended, nothing drained, saved, synced
+    /// or marked (testing only).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    Killed,
+}
+
+pub(super) fn stop(m: &AutoRecoveryManager, ending: Ending) -> Result<()> {
     let inner = &m.inner;
+    let killed = ending == Ending::Killed;
     // A step under way ends first; no step runs after.
     m.stepper.lock().take();
     let mut run = {
@@ -416,7 +430,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
     inner.draining.store(true, Ordering::Release);
     inner.work.notify_all();
     let threads = inner.threads.lock().slots.len();
-    if threads > 0 {
+    if threads > 0 && !killed {
         let deadline = Instant::now() + m.drain_timeout;
         while Instant::now() < deadline
             && !(inner.bus_closed.load(Ordering::Acquire) && inner.queue.lock().is_idle())
@@ -438,6 +452,18 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
         if w.stop(Stop::Abandon, m.stop_timeout).is_err() && !died {
             stuck.push(slot.name);
         }
+    }
+    if killed {
+        // Nothing more is written by the manager itself; the components
+        // are dropped as they are.
+        *inner.healer.write() = None;
+        if let Some(c) = run.crash.take() {
+            note(c.stop());
+        }
+        inner.rollback.lock().take();
+        drop(run);
+        inner.marker.lock().take();
+        return first.map_or(Ok(()), Err);
     }
     // Closes healed on readers' threads and not yet recorded, recorded.
     closing::record_closes(inner);
@@ -484,7 +510,7 @@ pub(super) fn stop(m: &AutoRecoveryManager, clean: bool) -> Result<()> {
             ),
         });
     }
-    if clean {
+    if ending == Ending::Clean {
         if let Some(mk) = marker {
             note(mk.stop());
         }

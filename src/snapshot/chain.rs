@@ -184,7 +184,7 @@ impl Inner {
 
     pub(super) fn verify(&self, id: u64) -> Result<VerifyReport> {
         self.check_alive()?;
-        let st = self.state.lock();
+        let st = self.lock_state()?;
         let chain = st.manifest.chain(id)?;
         let readers = self.chain_readers(&st, id)?;
         drop(st);
@@ -226,7 +226,7 @@ impl Inner {
         // The state lock is held only to look the members up: a snapshot
         // holds it while it runs, and a repair must not wait for that.
         let infos: Option<Vec<SnapshotInfo>> = {
-            let st = self.state.lock();
+            let st = self.lock_state()?;
             chain.iter().map(|&c| st.manifest.get(c).cloned()).collect()
         };
         let Some(infos) = infos else {
@@ -248,7 +248,7 @@ impl Inner {
 
     pub(super) fn merge(&self, id: u64) -> Result<SnapshotInfo> {
         self.check_alive()?;
-        let mut st = self.state.lock();
+        let mut st = self.lock_state()?;
         let info = st
             .manifest
             .get(id)

@@ -3,13 +3,14 @@
 //! open readers, and the poisoned state after a failure whose effect on disk
 //! is unknown.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use super::dirty::DirtyPages;
 use super::format::SnapshotReader;
@@ -95,6 +96,39 @@ impl fmt::Debug for Inner {
     }
 }
 
+thread_local! {
+    /// The manager (its `Inner`'s address) whose state lock this thread
+    /// holds through [`Inner::lock_state`], 0 for none.
+    static HOLDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A manager's state, locked by [`Inner::lock_state`]: while it is held,
+/// this thread is known to hold it.
+pub(super) struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    /// What `HOLDING` was before.
+    before: usize,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(self.before));
+    }
+}
+
 /// Readers kept open at most; older ones are dropped and reopened on demand.
 const MAX_OPEN_READERS: usize = 64;
 
@@ -113,6 +147,32 @@ impl Inner {
             format!("{what} in {} failed: {error}", self.dir.display()),
             self.clock.now_ns(),
         );
+    }
+
+    /// Locks the state for an operation that may read or write the host's
+    /// store (a snapshot, a restore) or read the chain for a repair. On a
+    /// thread that holds this manager's state already it refuses instead of
+    /// waiting for itself: a read made for a snapshot or a restore found a
+    /// bad page, and healing it on read (the recovery manager's hook) came
+    /// back to the snapshots — which serve nothing to that heal, so another
+    /// remedy (or an escalation) takes it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on such a thread.
+    pub(super) fn lock_state(&self) -> Result<StateGuard<'_>> {
+        let me = std::ptr::from_ref(self) as usize;
+        if HOLDING.with(Cell::get) == me {
+            return Err(Error::InvalidArgument {
+                what: "snapshot manager",
+                reason: format!(
+                    "this thread is taking or restoring a snapshot in {} already (a page it read is being healed); the snapshots serve it once that ends",
+                    self.dir.display()
+                ),
+            });
+        }
+        let guard = self.state.lock();
+        let before = HOLDING.with(|h| h.replace(me));
+        Ok(StateGuard { guard, before })
     }
 
     pub(super) fn check_alive(&self) -> Result<()> {

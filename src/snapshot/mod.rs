@@ -611,7 +611,7 @@ impl StateSnapshotManager {
     /// [`Error::CorruptFile`] when the chunk holding it is damaged.
     pub fn read_page_at(&self, id: u64, page: PageId, buf: &mut [u8]) -> Result<bool> {
         self.inner.check_alive()?;
-        let chain = self.inner.state.lock().manifest.chain(id)?;
+        let chain = self.inner.lock_state()?.manifest.chain(id)?;
         self.inner.read_from_chain(&chain, page, buf)
     }
 
@@ -641,7 +641,7 @@ impl StateSnapshotManager {
     /// As [`apply_retention`](Self::apply_retention).
     pub fn apply_retention_at(&self, now_unix_ms: u64) -> Result<Vec<u64>> {
         self.inner.check_alive()?;
-        let mut st = self.inner.state.lock();
+        let mut st = self.inner.lock_state()?;
         self.inner.retain(&mut st, now_unix_ms)
     }
 
@@ -659,7 +659,7 @@ impl StateSnapshotManager {
         policy.validate()?;
         self.inner.check_alive()?;
         let now = self.inner.now_unix_ms();
-        let mut st = self.inner.state.lock();
+        let mut st = self.inner.lock_state()?;
         self.inner.retain_with(&mut st, policy, now)
     }
 }

@@ -43,6 +43,7 @@ use super::chain::check_chain;
 use super::format::SnapshotReader;
 use super::inner::{Head, Inner, State};
 use super::Operation;
+use crate::corruption::read_hook::without_read_hook;
 use crate::error::{Error, Result};
 use crate::host::PageStore;
 use crate::types::{Lsn, PageId};
@@ -235,7 +236,19 @@ fn unverified(snapshot: u64, page: u64, e: Error, target_written: bool) -> Error
 }
 
 impl Inner {
+    /// Restores `target` to snapshot `id`. Its reads of `target` never heal
+    /// on read on this thread, for the reason
+    /// [`take_snapshot`](Inner::take_snapshot) gives.
     pub(super) fn restore(
+        &self,
+        id: u64,
+        target: &dyn PageStore,
+        options: RestoreOptions,
+    ) -> Result<RestoreReport> {
+        without_read_hook(|| self.restore_unhooked(id, target, options))
+    }
+
+    fn restore_unhooked(
         &self,
         id: u64,
         target: &dyn PageStore,
@@ -243,7 +256,7 @@ impl Inner {
     ) -> Result<RestoreReport> {
         self.check_alive()?;
         self.check_page_size("restore target", target.page_size())?;
-        let mut st = self.state.lock();
+        let mut st = self.lock_state()?;
         let before = (st.manifest.head, st.manifest.head_unknown);
         let wrote = AtomicBool::new(false);
         let res = self.restore_locked(&mut st, id, target, options, &wrote);

@@ -27,6 +27,7 @@ use super::{
     snapshot_file_name, ChangeDetection, Consistency, CrashStep, Operation, SnapshotInfo,
     SnapshotIo, SnapshotKind, SnapshotReport, SnapshotRequest,
 };
+use crate::corruption::read_hook::without_read_hook;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::PageStore;
@@ -73,7 +74,21 @@ pub(super) enum NewHead {
 }
 
 impl Inner {
+    /// Takes a snapshot of `source`. Its reads of the host's store never
+    /// heal on read on this thread (the recovery manager's hook): a heal may
+    /// need the snapshots, whose state this holds — from this thread or a
+    /// repair's helper thread, either would wait for it. A page found bad
+    /// fails the snapshot and is reported by the detector; the manager heals
+    /// it on its own.
     pub(super) fn take_snapshot(
+        &self,
+        source: Consistency<'_>,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotReport> {
+        without_read_hook(|| self.take_snapshot_unhooked(source, request))
+    }
+
+    fn take_snapshot_unhooked(
         &self,
         source: Consistency<'_>,
         request: SnapshotRequest,
@@ -86,7 +101,7 @@ impl Inner {
         };
         let verified = store.verifies_reads();
         self.check_page_size("store being snapshotted", store.page_size())?;
-        let mut st = self.state.lock();
+        let mut st = self.lock_state()?;
         let head = self.head.read().clone();
         let parent = match request.kind {
             SnapshotKind::Full => None,
