@@ -2,10 +2,12 @@
 //! and a fault plan ([`plan`]), a [`world`](world::World) runs them against
 //! the real components over simulated disks, replicas, directories and a
 //! manual clock, and a [`model`] says after every step what every page must
-//! and may hold. The same seed replays the same run byte for byte: the
-//! components are driven one call at a time from one thread (scrubs by
-//! `Scrubber::step`, repairs inline, snapshots on one thread, the journal's
-//! idle mark thread kept idle by a 60 s delay no run reaches).
+//! and may hold. The components are owned by an `AutoRecoveryManager` in
+//! Automatic mode, which heals what they report. The same seed replays the
+//! same run byte for byte: everything is driven one call at a time from one
+//! thread (the manager by its step mode, scrubs by `Scrubber::step`, repairs
+//! and heals on read inline, snapshots on one thread, the journal's idle
+//! mark thread kept idle by a 60 s delay no run reaches).
 //!
 //! Invariants, checked after every step and at the end:
 //! - no acknowledged write or commit is lost, and no write that was never
@@ -14,7 +16,11 @@
 //!   written since and not yet acknowledged;
 //! - no read returns bytes that fail verification (the same check: such
 //!   bytes are no version the model knows);
-//! - every page a repair reports repaired reads back as the model's;
+//! - every page a repair reports repaired reads back as the model's, and
+//!   every page of an incident the manager closed reads back as the model
+//!   allows;
+//! - every incident ends healed or escalated (at the end, past every
+//!   cooldown, none is open);
 //! - a good copy is never overwritten by a bad one, and an older copy never
 //!   replaces a newer acknowledged write (the same check, after repairs);
 //! - with redundancy (replica 1 is never faulted), every page is readable

@@ -5,15 +5,18 @@
 //! and rebuilt at every simulated crash, driven one call at a time from the
 //! simulator's thread (no background work is started).
 //!
-//! Every failure a component reports goes, at the end of the step that
-//! reported it, to a [`SelfHealer`] acting on its own (the loop of the
-//! `AutoRecoveryManager` in Automatic mode, minus its threads): the healer
-//! has the detector, the repairer, the undo journal and the snapshots in
-//! its context, a learned-remedy file and an audit log on a simulated
-//! directory that crashes with the rest. The manager itself runs its loop
-//! only on threads of its own (a dispatcher and recovery threads), which
-//! no seed could replay; its queue, heal-on-read, incidents file and
-//! suspect registry are not simulated.
+//! Every component but the scrubber is built and owned by an
+//! [`AutoRecoveryManager`] in Automatic mode and step mode
+//! ([`RecoveryConfig::stepped`](selfheal::RecoveryConfig::stepped)): its
+//! startup recovery runs at every boot, a page that fails a verified read
+//! is healed on the reader's (the simulator's) thread, and every failure
+//! reported on its bus is filed, queued and healed by the
+//! [`step`](AutoRecoveryManager::step) at the end of the step that reported
+//! it. Its audit log and its suspect registry are on simulated directories
+//! that crash with the rest; its run marker, open-incidents, escalations
+//! and learned-remedy files are real files in a temporary directory, which
+//! a crash does not damage (each is replaced atomically). A crash kills the
+//! manager ([`AutoRecoveryManager::abandon`]): nothing is saved at it.
 //!
 //! This file holds the world's state and its step; `world/` holds the rest,
 //! one idea a file: `boot` (building a process), `crash` (a crash and the
@@ -26,13 +29,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use selfheal::audit::AuditLog;
-use selfheal::healer::SelfHealer;
 use selfheal::testing::{
     CrashDir, CrashFiles, CrashStore, CrashSwitch, FaultyReplica, FaultyStore,
 };
 use selfheal::{
-    CorruptionDetector, DataRepairer, FailureSink, ManualClock, MemStore, PageId, Scrubber, Source,
-    StateSnapshotManager, StoreReplica, TransactionRollbackManager,
+    AutoRecoveryManager, CorruptionDetector, DataRepairer, Failure, ManualClock, MemStore, PageId,
+    Scrubber, Source, StateSnapshotManager, StoreReplica, TransactionRollbackManager,
 };
 
 mod boot;
@@ -77,6 +79,9 @@ pub struct Observation {
     pub structure: Structure,
 }
 
+/// Closed incidents one process's manager keeps (more than a run closes).
+pub(super) const RECENT_MAX: usize = 1 << 16;
+
 /// What survives a crash: the disks.
 struct Disks {
     store: Arc<CrashStore>,
@@ -84,10 +89,13 @@ struct Disks {
     journal: Arc<CrashDir>,
     /// The audit log's directory.
     audit: Arc<CrashFiles>,
+    /// The suspect registry's directory.
+    suspects: Arc<CrashFiles>,
     switch: Arc<CrashSwitch>,
 }
 
-/// One process: the components over the disks.
+/// One process: the manager, the components it owns, and the scrubber the
+/// simulator steps.
 struct Process {
     faulty: Arc<FaultyStore>,
     det: Arc<CorruptionDetector>,
@@ -96,7 +104,7 @@ struct Process {
     mgr: Option<Arc<TransactionRollbackManager>>,
     snap: Option<Arc<StateSnapshotManager>>,
     audit: Option<Arc<AuditLog>>,
-    healer: Option<SelfHealer>,
+    recovery: AutoRecoveryManager,
 }
 
 /// How a run ended.
@@ -117,7 +125,13 @@ pub enum End {
 pub struct World {
     plan: Plan,
     clock: Arc<ManualClock>,
-    sink: FailureSink,
+    /// Every failure sent on the live manager's bus, not yet noted.
+    reported: Arc<Mutex<Vec<Failure>>>,
+    /// The repairer the undo journal's repair hook calls (the live
+    /// manager's, set at each boot before its startup recovery).
+    hook_repairer: Arc<std::sync::OnceLock<Arc<DataRepairer>>>,
+    /// Closed incidents of the live manager already checked.
+    closed_seen: usize,
     disks: Disks,
     replicas: Vec<SimReplica>,
     proc: Option<Process>,
@@ -142,9 +156,6 @@ pub struct World {
     rotted: BTreeSet<Structure>,
     /// Crashes so far.
     pub restarts: u64,
-    /// Failures whose incident was deferred (a cooldown), handed to the
-    /// healer again at a later step.
-    deferred: Vec<selfheal::Failure>,
     /// The newest audit record a returned sync covered.
     audit_synced: u64,
     /// Incidents closed, by outcome name.
@@ -181,13 +192,16 @@ impl World {
             .collect();
         let mut w = World {
             clock,
-            sink: FailureSink::new(1 << 16),
+            reported: Arc::new(Mutex::new(Vec::new())),
+            hook_repairer: Arc::new(std::sync::OnceLock::new()),
+            closed_seen: 0,
             disks: Disks {
                 store: Arc::new(store.with_switch(switch.clone())),
                 files: (placement == Placement::SidecarDurable)
                     .then(|| Arc::new(CrashFiles::new().with_switch(switch.clone()))),
                 journal: Arc::new(CrashDir::new().with_switch(switch.clone())),
                 audit: Arc::new(CrashFiles::new().with_switch(switch.clone())),
+                suspects: Arc::new(CrashFiles::new().with_switch(switch.clone())),
                 switch,
             },
             replicas,
@@ -209,7 +223,6 @@ impl World {
             file_rot: Vec::new(),
             restarts: 0,
             rotted: BTreeSet::new(),
-            deferred: Vec::new(),
             audit_synced: 0,
             incidents: std::collections::BTreeMap::new(),
             plan,
@@ -302,12 +315,17 @@ impl World {
     }
 
     fn drain_failures(&mut self) {
-        let failures: Vec<_> = self.sink.failures().try_iter().collect();
-        for f in &failures {
-            self.note_failure(f);
-        }
+        self.note_reported();
         if self.proc.is_some() {
-            self.heal(failures, false);
+            self.heal();
+        }
+    }
+
+    /// Notes every failure sent on the manager's bus since the last call.
+    pub(super) fn note_reported(&mut self) {
+        let reported = std::mem::take(&mut *self.reported.lock());
+        for f in &reported {
+            self.note_failure(f);
         }
     }
 

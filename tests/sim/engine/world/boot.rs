@@ -12,18 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::checksum::{ChecksumTable, TableConfig};
-use selfheal::healer::{HealerConfig, RemedyContext};
-use selfheal::rollback::{PageWriter, RecoveryMode};
+use selfheal::healer::HealerConfig;
+use selfheal::rollback::RecoveryMode;
 use selfheal::testing::FaultyStore;
 use selfheal::{
-    ChecksumPlacement, CorruptionConfig, PageId, RepairConfig, RollbackConfig, ScrubConfig,
-    SnapshotConfig,
+    ChecksumPlacement, CorruptionConfig, Mode, PageId, PageStore, RecoveryConfig, RepairConfig,
+    RollbackConfig, ScrubConfig, SnapshotConfig,
 };
 
 use super::super::model::page_lsn;
 use super::super::plan::{Placement, Structure, PAGES, PAGE_SIZE};
 use super::replicas::InlineReplica;
-use super::{err_name, End, Process, World};
+use super::{err_name, structure_of_message, End, Process, World, RECENT_MAX};
 
 /// The seed of the durable table's resume jitter at the boot after
 /// `restarts` restarts of the run of `seed`.
@@ -67,94 +67,110 @@ impl World {
                 }
             }
         };
-        let model = self.model.clone();
-        let slot = self.snap_slot.clone();
-        let det = CorruptionConfig::new(checksums)
-            .clock(self.clock.clone())
-            .failure_sink(self.sink.clone())
-            .page_lsn(Arc::new(page_lsn))
-            // The host's durable records (see `Model::expected_lsn`).
-            .page_lsn_expectation(Arc::new(move |p: PageId| model.lock().expected_lsn(p.0)))
-            .on_write(Arc::new(move |p: PageId| {
-                if let Some(s) = &*slot.lock() {
-                    s.note_dirty(p);
+        let faulty_store: Arc<dyn PageStore> = faulty.clone();
+        // The manager: once with snapshots, and once more without them
+        // when their files cannot be opened (as a host would start).
+        let mut with_snapshots = true;
+        let recovery = loop {
+            match self
+                .recovery_config(faulty_store.clone(), checksums.clone(), with_snapshots)
+                .build()
+            {
+                Ok(m) => break m,
+                Err(e) => {
+                    let structure = structure_of_message(&e.to_string());
+                    if with_snapshots
+                        && matches!(
+                            structure,
+                            Some(Structure::SnapshotFile | Structure::Manifest)
+                        )
+                    {
+                        self.note(format!("snapshot manager open: {}", err_name(&e)));
+                        self.observe_err("snapshots", None, &e);
+                        with_snapshots = false;
+                        continue;
+                    }
+                    let (what, structure) = match structure {
+                        Some(Structure::ChecksumTable) => {
+                            ("the checksum table", Structure::ChecksumTable)
+                        }
+                        Some(Structure::Journal) => ("the undo journal", Structure::Journal),
+                        _ => ("the recovery manager", Structure::Page),
+                    };
+                    self.note(format!("manager build: {}", err_name(&e)));
+                    return Err(self.refused(what, structure, &e));
                 }
-            }))
-            .build(faulty.clone());
-        let det = match det {
-            Ok(d) => Arc::new(d),
-            Err(e) => return Err(self.refused("the detector", Structure::Page, &e)),
-        };
-        let repairer = Arc::new(
-            RepairConfig::new()
-                .clock(self.clock.clone())
-                .failure_sink(self.sink.clone())
-                .replica_read_timeout(Duration::from_secs(60))
-                .build(det.clone())
-                .expect("repairer"),
-        );
-        for r in &mut self.replicas {
-            if r.registered {
-                repairer
-                    .add_replica(Arc::new(InlineReplica(r.faulty.clone())))
-                    .expect("add replica");
-            }
-        }
-        let snap = match SnapshotConfig::new(self.dir.path().join("snapshots"), PAGE_SIZE)
-            .threads(1)
-            .max_chain_len(4)
-            .clock(self.clock.clone())
-            .failure_sink(self.sink.clone())
-            .build()
-        {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                self.note(format!("snapshot manager open: {}", err_name(&e)));
-                self.observe_err("snapshots", None, &e);
-                None
             }
         };
+        let det = recovery.detector().clone();
+        let repairer = recovery.repairer().clone();
+        let snap = recovery.snapshots().cloned();
         if let Some(s) = &snap {
-            if let Some(m) = s.manifest_rebuilt() {
-                let m = m.to_string();
+            if s.manifest_rebuilt().is_some() {
                 self.note("snapshot manifest rebuilt".into());
                 self.observe("snapshots", None, Structure::Manifest);
-                let _ = m;
             }
             repairer
                 .add_fallback(Arc::new(s.page_source()))
                 .expect("fallback");
         }
         *self.snap_slot.lock() = snap.clone();
-        let hook_repairer = repairer.clone();
-        let mgr = RollbackConfig::with_storage(self.disks.journal.clone())
-            .segment_size_bytes(8 << 10)
-            .buffer_bytes(4 << 10)
-            .recovery_mode(RecoveryMode::TolerateTornTail)
-            .idle_mark_delay(Duration::from_secs(60))
-            .clock(self.clock.clone())
-            .failure_sink(self.sink.clone())
-            .repair_hook(Arc::new(move |p: PageId| {
-                Ok(hook_repairer.repair_page(p)?.is_repaired())
-            }))
-            .build(det.clone() as Arc<dyn PageWriter>);
-        let mgr = match mgr {
-            Ok(m) => {
-                let r = m.recovery_report();
+        // Every failure on the manager's bus, seen by the simulator as it
+        // is sent (for the trace and the coverage table), in order.
+        let reported = self.reported.clone();
+        let _ = recovery.failure_sink().clone().with_callback(Arc::new(
+            move |f: &selfheal::Failure| {
+                reported.lock().push(f.clone());
+            },
+        ));
+        let _ = self.hook_repairer.set(repairer.clone());
+        // Startup recovery: the run marker's verdict, the journal's losers
+        // rolled back, the pages they touched verified, the previous run's
+        // open incidents and suspects queued.
+        let started = recovery.start();
+        let mgr = recovery.rollback_manager();
+        match (started, &mgr) {
+            (Ok(s), Some(_)) => {
+                let r = &s.rollback;
                 self.note(format!(
-                    "journal recovered: {} rolled back, {} blocked, {} replaced",
+                    "journal recovered: {} rolled back, {} blocked, {} replaced; {} pages verified, {} failed; {} incidents resumed, {} suspects, {} escalations restored",
                     r.rolled_back.len(),
                     r.blocked.len(),
-                    r.undo_entries_replaced
+                    r.undo_entries_replaced,
+                    s.pages_verified,
+                    s.pages_failed.len(),
+                    s.incidents_resumed,
+                    s.suspects_restored.len(),
+                    s.escalations_restored,
                 ));
-                Some(Arc::new(m))
+                // (Named only: a warning's text holds the directory's path.)
+                for (what, w) in [
+                    ("incidents", &s.incidents_warning),
+                    ("suspects", &s.suspects_warning),
+                    ("escalations", &s.escalations_warning),
+                ] {
+                    if w.is_some() {
+                        self.note(format!("startup warning about the {what}"));
+                    }
+                }
             }
-            Err(e) => {
-                self.note(format!("journal open: {}", err_name(&e)));
-                self.observe("rollback", None, Structure::Journal);
-                return Err(self.refused("the undo journal", Structure::Journal, &e));
+            (Ok(_), None) => {
+                self.violation("the manager started without its undo journal".into());
             }
-        };
+            (Err(e), _) => {
+                self.note(format!("manager start: {}", err_name(&e)));
+                let structure = structure_of_message(&e.to_string());
+                if structure == Some(Structure::Journal) {
+                    self.observe("rollback", None, Structure::Journal);
+                    return Err(self.refused("the undo journal", Structure::Journal, &e));
+                }
+                return Err(self.refused(
+                    "the recovery manager",
+                    structure.unwrap_or(Structure::Page),
+                    &e,
+                ));
+            }
+        }
         let scrub = ScrubConfig::new()
             .unlimited()
             .batch_pages(4)
@@ -162,33 +178,14 @@ impl World {
             .persist_every(Duration::from_secs(1))
             .pass_interval(Duration::from_millis(0))
             .clock(self.clock.clone())
-            .failure_sink(self.sink.clone())
+            .failure_sink(recovery.failure_sink().clone())
             .build(det.clone())
             .expect("scrubber");
-        let audit = self.open_audit();
-        let mut ctx = RemedyContext::new()
-            .detector(det.clone())
-            .repairer(repairer.clone())
-            .clock(self.clock.clone());
-        if let Some(s) = &snap {
-            ctx = ctx.snapshots(s.clone());
-        }
-        if let Some(m) = &mgr {
-            ctx = ctx.rollback(m.clone());
-        }
-        let mut hc = HealerConfig::new()
-            .seed(self.plan.seed)
-            .learned_path(self.dir.path().join("learned"));
+        let audit = recovery.audit_log().cloned();
         if let Some(a) = &audit {
-            hc = hc.audit(a.clone());
+            self.check_audit(a);
         }
-        let healer = match hc.build(ctx) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                self.violation(format!("the healer refused to build: {e}"));
-                None
-            }
-        };
+        self.closed_seen = 0;
         self.proc = Some(Process {
             faulty,
             det,
@@ -197,9 +194,71 @@ impl World {
             mgr,
             snap,
             audit,
-            healer,
+            recovery,
         });
         Ok(())
+    }
+
+    /// The manager's configuration over the simulated disks: the detector
+    /// with the host's page-LSN reader and expected-LSN hook, the replicas
+    /// (called inline), the snapshots (when `with_snapshots`), the undo
+    /// journal on its simulated directory with the repair hook, the audit
+    /// log and the suspect registry on theirs; step mode, no scrubber of
+    /// its own, the simulated clock and the run's seed.
+    fn recovery_config(
+        &self,
+        store: Arc<dyn PageStore>,
+        checksums: ChecksumPlacement,
+        with_snapshots: bool,
+    ) -> RecoveryConfig {
+        let model = self.model.clone();
+        let slot = self.snap_slot.clone();
+        let detector = CorruptionConfig::new(checksums)
+            .page_lsn(Arc::new(page_lsn))
+            // The host's durable records (see `Model::expected_lsn`).
+            .page_lsn_expectation(Arc::new(move |p: PageId| model.lock().expected_lsn(p.0)))
+            .on_write(Arc::new(move |p: PageId| {
+                if let Some(s) = &*slot.lock() {
+                    s.note_dirty(p);
+                }
+            }));
+        let hook = self.hook_repairer.clone();
+        let rollback = RollbackConfig::with_storage(self.disks.journal.clone())
+            .segment_size_bytes(8 << 10)
+            .buffer_bytes(4 << 10)
+            .recovery_mode(RecoveryMode::TolerateTornTail)
+            .idle_mark_delay(Duration::from_secs(60))
+            .repair_hook(Arc::new(move |p: PageId| match hook.get() {
+                Some(r) => Ok(r.repair_page(p)?.is_repaired()),
+                None => Ok(false),
+            }));
+        let mut cfg = RecoveryConfig::new(store, self.dir.path().join("manager"))
+            .detector(detector)
+            .repair(RepairConfig::new().replica_read_timeout(Duration::from_secs(60)))
+            .rollback(rollback)
+            .healer(HealerConfig::new().seed(self.plan.seed))
+            .audit_storage(self.disks.audit.clone())
+            .audit_bytes(4 << 10, 64 << 10)
+            .suspect_storage(self.disks.suspects.clone())
+            .recent_incidents(RECENT_MAX)
+            .without_scrub()
+            .mode(Mode::Automatic)
+            .stepped(true)
+            .clock(self.clock.clone())
+            .seed(self.plan.seed);
+        for r in &self.replicas {
+            if r.registered {
+                cfg = cfg.replica(Arc::new(InlineReplica(r.faulty.clone())));
+            }
+        }
+        if with_snapshots {
+            cfg = cfg.snapshots(
+                SnapshotConfig::new(self.dir.path().join("snapshots"), PAGE_SIZE)
+                    .threads(1)
+                    .max_chain_len(4),
+            );
+        }
+        cfg
     }
 
     /// An open refused with `e`: the expected reaction to damage done to

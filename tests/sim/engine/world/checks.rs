@@ -39,14 +39,9 @@ impl World {
     /// readable: a good copy was always on replica 1).
     pub fn finish(&mut self) {
         self.observed.clear();
-        // Past every cooldown, the healer takes what it deferred: each
+        // Past every cooldown, the manager heals what it deferred: each
         // incident must now end healed or escalated.
-        self.clock.advance(std::time::Duration::from_secs(3_600));
-        let failures: Vec<_> = self.sink.failures().try_iter().collect();
-        for f in &failures {
-            self.note_failure(f);
-        }
-        self.heal(failures, true);
+        self.heal_to_the_end();
         let proc = self.proc.as_ref().expect("process");
         proc.faulty.clear();
         let repairer = proc.repairer.clone();

@@ -28,8 +28,15 @@ impl World {
         self.disks.switch.arm_at(0);
         if let Some(p) = self.proc.take() {
             *self.snap_slot.lock() = None;
+            // Killed: nothing is saved, synced or marked.
+            if let Err(e) = p.recovery.abandon() {
+                self.note(format!("abandon: {}", err_name(&e)));
+            }
             drop(p);
         }
+        // Failures sent as it died die with it.
+        self.reported.lock().clear();
+        self.hook_repairer = Arc::new(std::sync::OnceLock::new());
         let switch = CrashSwitch::new();
         let mut rng = StdRng::seed_from_u64(seed);
         let store = self.disks.store.crash(Some(rng.random()));
@@ -41,6 +48,7 @@ impl World {
             .crash_keeping(|_, _| krng.random_range(0..100) < keep_pct);
         let files = self.disks.files.as_ref().map(|f| f.crash(Some(seed)));
         let audit = self.disks.audit.crash(Some(seed.rotate_left(17)));
+        let suspects = self.disks.suspects.crash(Some(seed.rotate_left(29)));
         for (structure, s) in std::mem::take(&mut self.file_rot) {
             self.rotted.insert(structure);
             self.rot_file(structure, s, &journal, files.as_ref());
@@ -50,6 +58,7 @@ impl World {
             files: files.map(|f| Arc::new(f.with_switch(switch.clone()))),
             journal: Arc::new(journal.with_switch(switch.clone())),
             audit: Arc::new(audit.with_switch(switch.clone())),
+            suspects: Arc::new(suspects.with_switch(switch.clone())),
             switch,
         };
         // What was written and not acknowledged may be there or not; an

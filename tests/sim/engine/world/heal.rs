@@ -1,130 +1,170 @@
-//! The loop over the workload: the failures of each step handed to the
-//! healer and what it did checked against the model, and the audit log
-//! reopened after every crash.
+//! The loop over the workload: the manager's step at the end of every
+//! simulator step, every incident it closed checked against the model,
+//! and its audit log checked after every boot and synced after every step.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use selfheal::audit::{AuditConfig, AuditLog};
+use selfheal::audit::AuditLog;
 use selfheal::healer::{Incident, Outcome as Healed};
 
 use super::super::plan::{Structure, PAGE_SIZE};
 use super::{err_name, World};
 
+/// Manager steps at the end of a simulator step: what one step's remedies
+/// report is filed by the next.
+const STEPS_PER_STEP: usize = 3;
+
+/// Steps at the end of the run, each after the clock passed an hour, for
+/// every incident a cooldown or a backoff deferred to end.
+const FINAL_STEPS: usize = 8;
+
 impl World {
-    /// Opens the audit log on its simulated directory: a crash alone never
-    /// leaves damage in it, and every record a returned sync covered is
-    /// still there.
-    pub(super) fn open_audit(&mut self) -> Option<Arc<AuditLog>> {
-        match AuditConfig::new()
-            .segment_bytes(4 << 10)
-            .max_bytes(64 << 10)
-            .clock(self.clock.clone())
-            .open_on(self.disks.audit.clone())
-        {
-            Ok(log) => {
-                for d in log.damage() {
-                    self.observe("audit", None, Structure::Page);
-                    self.violation(format!("the audit log is damaged after a crash alone: {d}"));
-                }
-                let newest = log.next_seq() - 1;
-                if newest < self.audit_synced {
-                    self.violation(format!(
-                        "the audit log lost synced records: record {} was synced, the newest is {newest}",
-                        self.audit_synced
-                    ));
-                }
-                Some(Arc::new(log))
-            }
-            Err(e) => {
-                self.violation(format!("the audit log refused to open: {e}"));
-                None
-            }
+    /// The audit log the manager opened on its simulated directory: a crash
+    /// alone never leaves damage in it, and every record a returned sync
+    /// covered is still there.
+    pub(super) fn check_audit(&mut self, log: &Arc<AuditLog>) {
+        for d in log.damage() {
+            self.observe("audit", None, Structure::Page);
+            self.violation(format!("the audit log is damaged after a crash alone: {d}"));
+        }
+        let newest = log.next_seq() - 1;
+        if newest < self.audit_synced {
+            self.violation(format!(
+                "the audit log lost synced records: record {} was synced, the newest is {newest}",
+                self.audit_synced
+            ));
         }
     }
 
-    /// Hands every failure reported in this step (and those deferred
-    /// before) to the healer, and checks what it did: every incident ends
-    /// healed or escalated (a deferred one is handed in again later), and
-    /// every page of an incident reads back as the model allows. The
-    /// healer's own reports are healed too, for a few rounds.
-    pub(super) fn heal(&mut self, failures: Vec<selfheal::Failure>, final_pass: bool) {
-        let mut todo = failures;
-        todo.append(&mut self.deferred);
-        for round in 0..3 {
-            // One incident per target, as under the manager: later reports
-            // of a target join the first.
-            let mut seen = BTreeSet::new();
-            todo.retain(|f| seen.insert(format!("{}", f.target())));
-            if todo.is_empty() {
+    /// Runs the manager's steps at the end of a simulator step: the
+    /// failures on its bus filed, every ready incident healed; what each
+    /// closed incident did is checked (it ended healed or escalated, and
+    /// its pages read back as the model allows). Then the audit log is
+    /// synced.
+    pub(super) fn heal(&mut self) {
+        for _ in 0..STEPS_PER_STEP {
+            if !self.manager_step() {
                 break;
             }
-            let mut closed: Vec<Incident> = Vec::new();
-            {
-                let Some(h) = self.proc.as_ref().and_then(|p| p.healer.as_ref()) else {
-                    return;
-                };
-                for f in todo.drain(..) {
-                    closed.push(h.heal(f));
+        }
+        self.sync_audit();
+    }
+
+    /// The end of the run: the clock passes every cooldown and backoff, and
+    /// the manager steps until no incident is open; one still open then is
+    /// a violation (every incident ends healed or escalated).
+    pub(super) fn heal_to_the_end(&mut self) {
+        for _ in 0..FINAL_STEPS {
+            self.clock.advance(std::time::Duration::from_secs(3_600));
+            for _ in 0..STEPS_PER_STEP {
+                if !self.manager_step() {
+                    break;
                 }
             }
-            for inc in closed {
-                let name = inc.outcome.as_str();
-                *self.incidents.entry(name).or_insert(0) += 1;
-                self.note(format!(
-                    "incident {} ({}): {name}{}",
-                    inc.id,
-                    inc.target,
-                    match &inc.outcome {
-                        Healed::Healed { remedy } => format!(" by {remedy}"),
-                        _ => String::new(),
-                    }
-                ));
-                match &inc.outcome {
-                    Healed::Healed { .. } | Healed::Escalated => {}
-                    Healed::Deferred { .. } if !final_pass || round > 0 => {
-                        if let Some(f) = inc.failures.first() {
-                            self.deferred.push(f.clone());
-                        }
-                    }
-                    other => self.violation(format!(
-                        "incident {} about {} ended {other:?}, neither healed nor escalated",
-                        inc.id, inc.target
-                    )),
+            if self.open_incidents() == 0 {
+                break;
+            }
+        }
+        let open = self.open_incidents();
+        if open > 0 {
+            self.violation(format!(
+                "{open} incidents still open at the end, neither healed nor escalated"
+            ));
+        }
+        self.sync_audit();
+    }
+
+    fn open_incidents(&self) -> u64 {
+        self.proc.as_ref().map_or(0, |p| p.recovery.stats().open)
+    }
+
+    /// One step of the manager; returns whether another may find work (a
+    /// failure is on its bus).
+    fn manager_step(&mut self) -> bool {
+        let Some(p) = self.proc.as_ref() else {
+            return false;
+        };
+        let r = p.recovery.step();
+        self.note_reported();
+        let more = match r {
+            Ok(r) => {
+                if r.filed + r.handled + r.panics > 0 {
+                    self.note(format!(
+                        "manager step: {} filed, {} handled in {} batches, {} open, {} panics",
+                        r.filed, r.handled, r.batches, r.open, r.panics
+                    ));
                 }
-                if matches!(inc.outcome, Healed::Healed { .. } | Healed::Escalated) {
+                if r.panics > 0 {
+                    self.violation(format!("{} heals panicked in a manager step", r.panics));
+                }
+                r.bus_pending > 0 || r.more_ready
+            }
+            Err(e) => {
+                self.violation(format!("the manager's step failed: {e}"));
+                false
+            }
+        };
+        self.check_closed();
+        more
+    }
+
+    /// Checks the incidents the manager closed since the last check.
+    fn check_closed(&mut self) {
+        let closed: Vec<Incident> = match self.proc.as_ref() {
+            Some(p) => p.recovery.incidents(),
+            None => return,
+        };
+        if closed.len() >= super::RECENT_MAX {
+            self.violation("more incidents closed than the simulator keeps".into());
+        }
+        let new: Vec<Incident> = closed.into_iter().skip(self.closed_seen).collect();
+        self.closed_seen += new.len();
+        for inc in new {
+            let name = inc.outcome.as_str();
+            *self.incidents.entry(name).or_insert(0) += 1;
+            self.note(format!(
+                "incident {} ({}): {name}{}",
+                inc.id,
+                inc.target,
+                match &inc.outcome {
+                    Healed::Healed { remedy } => format!(" by {remedy}"),
+                    _ => String::new(),
+                }
+            ));
+            match &inc.outcome {
+                Healed::Healed { .. } | Healed::Escalated => {
                     let page = match &inc.target {
                         selfheal::Target::Page(p) => Some(p.0),
                         _ => inc.pages.first().map(|p| p.0),
                     };
                     self.observe("healer", page, Structure::Page);
                 }
-                for p in &inc.pages {
-                    let mut buf = vec![0u8; PAGE_SIZE];
-                    if self.det().read_verified(*p, &mut buf).is_ok() {
-                        let m = self.model.lock();
-                        if !m.allows(p.0, &buf) {
-                            let d = m.describe(p.0, &buf);
-                            drop(m);
-                            self.violation(format!(
-                                "after incident {} ({}): {d}",
-                                inc.id,
-                                inc.outcome.as_str()
-                            ));
-                        }
+                other => self.violation(format!(
+                    "incident {} about {} closed {other:?}, neither healed nor escalated",
+                    inc.id, inc.target
+                )),
+            }
+            for p in &inc.pages {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                if self.det().read_verified(*p, &mut buf).is_ok() {
+                    let m = self.model.lock();
+                    if !m.allows(p.0, &buf) {
+                        let d = m.describe(p.0, &buf);
+                        drop(m);
+                        self.violation(format!(
+                            "after incident {} ({}): {d}",
+                            inc.id,
+                            inc.outcome.as_str()
+                        ));
                     }
                 }
             }
-            todo = self.sink.failures().try_iter().collect();
-            for f in &todo {
-                self.note_failure(f);
-            }
         }
-        // What the healer reported beyond the rounds waits for the next step.
-        self.deferred.append(&mut todo);
-        let mut seen = BTreeSet::new();
-        self.deferred
-            .retain(|f| seen.insert(format!("{}", f.target())));
+    }
+
+    /// Syncs the audit log; the newest record a returned sync covered must
+    /// survive every later crash.
+    fn sync_audit(&mut self) {
         let audit = self.proc.as_ref().and_then(|p| p.audit.clone());
         if let Some(a) = audit {
             let through = a.next_seq() - 1;
