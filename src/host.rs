@@ -637,4 +637,87 @@ mod tests {
         }
         assert_eq!(host.0.load(std::sync::atomic::Ordering::SeqCst), 50);
     }
+
+    /// A store with only the required methods, so that `write_pages` and
+    /// `read_pages` are the trait's defaults.
+    #[derive(Debug)]
+    struct Plain(parking_lot::Mutex<Vec<u8>>);
+
+    impl PageStore for Plain {
+        fn page_size(&self) -> usize {
+            64
+        }
+        fn page_count(&self) -> u64 {
+            (self.0.lock().len() / 64) as u64
+        }
+        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            check_page_args(page, self.page_count(), buf.len(), 64)?;
+            let off = page.0 as usize * 64;
+            buf.copy_from_slice(&self.0.lock()[off..off + 64]);
+            Ok(())
+        }
+        fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+            check_page_args(page, self.page_count(), data.len(), 64)?;
+            let off = page.0 as usize * 64;
+            self.0.lock()[off..off + 64].copy_from_slice(data);
+            Ok(())
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn default_write_pages_is_single_writes_in_order_up_to_the_first_bad_page() {
+        let s = Plain(parking_lot::Mutex::new(vec![0u8; 4 * 64]));
+        let (mut a, mut b, mut c) = ([1u8; 64], [2u8; 64], [3u8; 64]);
+        // A run, then page 1 again: its last bytes win.
+        let mut batch = [
+            (PageId(1), &mut a[..]),
+            (PageId(2), &mut b[..]),
+            (PageId(1), &mut c[..]),
+        ];
+        s.write_pages(&mut batch).unwrap();
+        let mut all = [0u8; 4 * 64];
+        s.read_pages(PageId(0), &mut all).unwrap();
+        let firsts: Vec<u8> = all.chunks_exact(64).map(|p| p[0]).collect();
+        assert_eq!(firsts, [0, 3, 2, 0]);
+        // Past the end, then a short buffer: typed errors, the pages before
+        // them written, none after.
+        let (mut d, mut e, mut f) = ([4u8; 64], [5u8; 64], [6u8; 64]);
+        let mut bad = [
+            (PageId(0), &mut d[..]),
+            (PageId(4), &mut e[..]),
+            (PageId(3), &mut f[..]),
+        ];
+        assert!(matches!(
+            s.write_pages(&mut bad),
+            Err(Error::PageOutOfRange {
+                page: PageId(4),
+                page_count: 4
+            })
+        ));
+        let mut short = [7u8; 65];
+        let mut g = [8u8; 64];
+        let mut bad = [(PageId(3), &mut g[..]), (PageId(2), &mut short[..])];
+        assert!(matches!(
+            s.write_pages(&mut bad),
+            Err(Error::BufferSize {
+                expected: 64,
+                actual: 65
+            })
+        ));
+        s.read_pages(PageId(0), &mut all).unwrap();
+        let firsts: Vec<u8> = all.chunks_exact(64).map(|p| p[0]).collect();
+        assert_eq!(firsts, [4, 3, 2, 8]);
+        // A range read past the end or of a partial page: typed errors.
+        assert!(matches!(
+            s.read_pages(PageId(3), &mut [0u8; 128]),
+            Err(Error::PageOutOfRange { .. })
+        ));
+        assert!(matches!(
+            s.read_pages(PageId(0), &mut [0u8; 100]),
+            Err(Error::BufferSize { .. })
+        ));
+    }
 }

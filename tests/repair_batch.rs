@@ -3,7 +3,9 @@
 //! marked) repaired before its sync, a failed sync repairs nothing, a host
 //! write that lands between the batch's write and its sync stands, so does
 //! one that lands between the batch's recheck and its write, the recheck
-//! reads runs of fenced pages (not page by page), and a
+//! reads runs of fenced pages (not page by page), a run of pages whose
+//! write fails is written again page by page (only a page whose own write
+//! fails is not repaired), and a
 //! crash mid-batch leaves every page old or new, never a torn page that
 //! verifies. Method: a counting fault-injecting store (over memory and over
 //! a real file), failing syncs, a store whose sync runs a host write, and a
@@ -19,7 +21,7 @@ use parking_lot::Mutex;
 use repair_common::{fence, placements, Cluster, PS};
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, RepairConfig, RepairOutcome};
-use selfheal::testing::{CrashStore, CrashSwitch, Damage, FaultyStore};
+use selfheal::testing::{CrashStore, CrashSwitch, Damage, FaultyStore, WriteFault};
 use selfheal::{
     CorruptionConfig, CorruptionDetector, Error, FileStore, MemStore, PageId, PageStore,
     StoreReplica,
@@ -71,6 +73,48 @@ fn repair_all_syncs_once_per_batch() {
             4,
             "32 pages in batches of 10"
         );
+    }
+}
+
+#[test]
+fn a_failed_run_write_is_written_again_page_by_page() {
+    for placement in placements() {
+        // Pages 5 and 6 are a run. A one-shot fault: the run's write fails
+        // at page 6, the page's own write that follows succeeds, and every
+        // page is repaired.
+        let (c, det) = damaged_cluster(placement.clone());
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        rep.add_replica(Arc::new(c.replica(0))).unwrap();
+        c.raw.fail_next_write(Some(PageId(6)), WriteFault::Eio);
+        let reports = rep.repair_all();
+        assert!(reports.iter().all(|r| r.is_repaired()), "{reports:?}");
+        for p in 0..PAGES {
+            assert_eq!(c.local(p), c.current(p), "page {p}");
+        }
+        // Two faults: page 6's own write fails too. Only page 6 fails (its
+        // one replica has no other copy); page 5, in its run, is repaired.
+        let (c, det) = damaged_cluster(placement);
+        let rep = RepairConfig::new().build(det.clone()).unwrap();
+        rep.add_replica(Arc::new(c.replica(0))).unwrap();
+        c.raw.fail_next_write(Some(PageId(6)), WriteFault::Eio);
+        c.raw.fail_next_write(Some(PageId(6)), WriteFault::Eio);
+        let reports = rep.repair_all();
+        for r in &reports {
+            if r.page == PageId(6) {
+                assert!(
+                    matches!(r.outcome, RepairOutcome::Irreparable { .. }),
+                    "{r:?}"
+                );
+                assert!(matches!(
+                    r.attempts[0].result,
+                    AttemptResult::CommitFailed(Error::Io { .. })
+                ));
+            } else {
+                assert!(r.is_repaired(), "{r:?}");
+                assert_eq!(c.local(r.page.0), c.current(r.page.0));
+            }
+        }
+        assert_eq!(det.page_state(PageId(6)), Some(PageState::Irreparable));
     }
 }
 

@@ -97,7 +97,8 @@ pub use ticket::{Commit, CommitResult, RepairTicket};
 
 const LOCK_STRIPES: usize = 256;
 
-/// Most consecutive pages a batch commit re-reads with one read: their
+/// Most consecutive pages a batch commit writes with one batch write and
+/// re-reads with one read: their
 /// stripe locks are all held for it (so it stays well below
 /// [`LOCK_STRIPES`], and host writes to other pages are rarely held up).
 const REREAD_RUN_PAGES: usize = 32;

@@ -134,6 +134,11 @@ impl CorruptionDetector {
     /// 1. Per page, with host writes to it excluded and its epoch current:
     ///    the copy is verified and written (not synced). A page the host
     ///    rewrote since its repair began is `Superseded` and not written.
+    ///    Consecutive pages are handled together, up to 32 at a time with
+    ///    the write locks of all of them held, and the copies of a run that
+    ///    verified are written with one [`write_pages`](PageStore::write_pages);
+    ///    when that fails, each of them is written again on its own and gets
+    ///    the result of its own write.
     /// 2. One sync for every page written in step 1.
     /// 3. Per page, with host writes to it excluded: if its epoch is still
     ///    current (no host write since step 1), it is re-read and re-verified
@@ -155,31 +160,38 @@ impl CorruptionDetector {
         let mut results: Vec<Option<CommitResult<'d>>> = Vec::with_capacity(batch.len());
         let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
         let mut issued_pages: Vec<PageId> = Vec::new();
+        let mut run: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
+        let mut scratch = Vec::new();
         for (ticket, copy) in batch {
             let i = results.len();
+            results.push(None);
             if let Err(e) = self.owns(&ticket) {
-                results.push(Some(Err((ticket, e))));
+                results[i] = Some(Err((ticket, e)));
                 continue;
             }
-            let _g = self.stripe(ticket.page);
-            if !self.ticket_current(&ticket) {
-                ticket.close();
-                results.push(Some(Ok(Commit::Superseded)));
-                continue;
+            let follows = run
+                .last()
+                .is_none_or(|(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
+                    t.page.0.checked_add(1) == Some(ticket.page.0)
+                });
+            if !follows || run.len() == REREAD_RUN_PAGES {
+                self.write_run(
+                    std::mem::take(&mut run),
+                    &mut scratch,
+                    &mut results,
+                    &mut written,
+                    &mut issued_pages,
+                );
             }
-            let mut issued = false;
-            let r = self.write_copy(ticket.page, copy, &mut issued);
-            if issued {
-                issued_pages.push(ticket.page);
-            }
-            match r {
-                Ok(()) => {
-                    results.push(None);
-                    written.push((i, ticket, copy));
-                }
-                Err(e) => results.push(Some(Err((ticket, e)))),
-            }
+            run.push((i, ticket, copy));
         }
+        self.write_run(
+            run,
+            &mut scratch,
+            &mut results,
+            &mut written,
+            &mut issued_pages,
+        );
         // Told before the sync and re-read: the bytes changed already.
         self.notify_written(issued_pages);
         if !written.is_empty() {
@@ -211,6 +223,78 @@ impl CorruptionDetector {
             .into_iter()
             .map(|r| r.expect("every entry of the batch has a result"))
             .collect()
+    }
+
+    /// Step 1 of a batch commit for a run of consecutive pages (at most
+    /// [`REREAD_RUN_PAGES`]): with the stripe locks of all of them held
+    /// (taken in ascending stripe order, as every path that holds more than
+    /// one takes them), each page whose ticket is current has its copy
+    /// checked and verified, and the copies that verified are written with
+    /// one [`write_pages`](PageStore::write_pages) (a file store writes them
+    /// with one `pwrite`). A page the host rewrote since its repair began is
+    /// `Superseded` and not written; a copy that fails its checks is that
+    /// page's error and is not written. When the run's write fails, which of
+    /// its pages hold what is unknown, so each of them is written again on
+    /// its own, and each page gets the result of its own write, as if the
+    /// batch had been written page by page. Pages written go to `written`
+    /// (for the sync and step 3) with their `results` entry left empty;
+    /// every page whose write was issued goes to `issued`.
+    fn write_run<'d, 'c>(
+        &'d self,
+        run: Vec<(usize, RepairTicket<'d>, &'c [u8])>,
+        scratch: &mut Vec<u8>,
+        results: &mut [Option<CommitResult<'d>>],
+        written: &mut Vec<(usize, RepairTicket<'d>, &'c [u8])>,
+        issued: &mut Vec<PageId>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        assert!(run.len() <= REREAD_RUN_PAGES);
+        let _guards = self.stripes_of(run.iter().map(|(_, t, _)| t.page));
+        let (page_count, ps) = (self.store.page_count(), self.store.page_size());
+        let mut checked = Vec::with_capacity(run.len());
+        for (i, ticket, copy) in run {
+            if !self.ticket_current(&ticket) {
+                ticket.close();
+                results[i] = Some(Ok(Commit::Superseded));
+                continue;
+            }
+            let ok = check_page_args(ticket.page, page_count, copy.len(), ps)
+                .and_then(|()| self.verify_bytes(ticket.page, copy));
+            match ok {
+                Ok(()) => checked.push((i, ticket, copy)),
+                Err(e) => results[i] = Some(Err((ticket, e))),
+            }
+        }
+        if checked.is_empty() {
+            return;
+        }
+        scratch.clear();
+        for (_, _, copy) in &checked {
+            scratch.extend_from_slice(copy);
+        }
+        let mut pages: Vec<(PageId, &mut [u8])> = checked
+            .iter()
+            .map(|(_, t, _)| t.page)
+            .zip(scratch.chunks_exact_mut(ps))
+            .collect();
+        issued.extend(pages.iter().map(|(p, _)| *p));
+        let together = self.store.write_pages(&mut pages);
+        for (i, ticket, copy) in checked {
+            let r = match &together {
+                Ok(()) => Ok(()),
+                Err(_) => self.store.write_page(ticket.page, copy),
+            };
+            match r {
+                Ok(()) => {
+                    self.note_sealed_here(ticket.page);
+                    self.record_write_lsn(ticket.page, copy);
+                    written.push((i, ticket, copy));
+                }
+                Err(e) => results[i] = Some(Err((ticket, e))),
+            }
+        }
     }
 
     /// Step 3 of a batch commit for a run of consecutive written pages: with

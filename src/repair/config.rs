@@ -71,7 +71,7 @@ impl RepairConfig {
     /// Defaults: 3 votes wanted per repair, the newest copy wins by plurality
     /// (no majority required), calls into replicas and fallbacks time out
     /// after 5 s and one that timed out or panicked cools off for 30 s,
-    /// batches of 256 pages, a replica reported failing after 3 failed calls
+    /// batches of 1 024 pages, a replica reported failing after 3 failed calls
     /// in a row, the detector's clock and failure bus, no host actions.
     pub fn new() -> Self {
         RepairConfig {
@@ -82,7 +82,7 @@ impl RepairConfig {
             adopt_newer: false,
             replica_read_timeout: Duration::from_secs(5),
             replica_cooloff: Duration::from_secs(30),
-            batch_pages: 256,
+            batch_pages: 1024,
             failing_after: 3,
             sink: None,
         }
@@ -169,14 +169,20 @@ impl RepairConfig {
 
     /// How many pages [`DataRepairer::repair_all`] and
     /// [`DataRepairer::repair_pending`] commit per batch, with one sync of the
-    /// store for the whole batch (default 256; 1 ..= [`MAX_BATCH_PAGES`]).
+    /// store for the whole batch (default 1 024; 1 ..= [`MAX_BATCH_PAGES`]).
     /// A batch holds up to this many pages `Repairing` and keeps in memory,
     /// per page, the distinct verified copies that may be written, with the
     /// copies its first replica's helper read ahead: without a page-LSN
     /// reader at most pages × (`max_replicas_per_repair` + 1) × page size
-    /// bytes; with one, a page keeps one copy per byte-distinct copy at its
-    /// newest LSN (in the worst case, replicas that all disagree, one per
-    /// replica).
+    /// bytes (16 MiB for the default batch of 4 KiB pages; 4 MiB when the
+    /// replicas agree); with one, a page keeps one copy per byte-distinct
+    /// copy at its newest LSN (in the worst case, replicas that all
+    /// disagree, one per replica).
+    ///
+    /// Each sync of the store waits for the device, so fewer, larger batches
+    /// repair more pages per second; smaller ones report each page sooner
+    /// (a page is reported repaired only after its batch's sync) and hold
+    /// less memory. Large pages may want a smaller batch.
     pub fn repair_batch_pages(mut self, pages: usize) -> Self {
         self.batch_pages = pages;
         self

@@ -175,13 +175,18 @@
 //! asks first reads the batch's pages ahead, as one job on its helper), and
 //! the winning copies are committed together through
 //! [`commit_repairs`](CorruptionDetector::commit_repairs) with **one sync of
-//! the store per batch**. The promise is the same as for a single page: no
+//! the store per batch**: the copies of up to 32 consecutive pages are
+//! verified and written with one [`write_pages`](crate::PageStore::write_pages)
+//! (one `pwrite` on a [`FileStore`](crate::FileStore)) under their write
+//! locks, and re-read after the sync with one read. The promise is the same as for a single page: no
 //! page is marked or reported repaired before the sync that covers its write
 //! returned and it was re-read and re-verified, and a host write that lands
 //! between the write and the sync stands. A page whose batch commit fails (a
 //! failed sync fails every page of the batch) goes on exactly as a failed
 //! single commit does: the next copy, the fallbacks (single commits), or
-//! `Irreparable` — never `Repaired` without its own successful sync.
+//! `Irreparable` — never `Repaired` without its own successful sync. When
+//! the write of a run fails, its pages are written again one by one, and
+//! only a page whose own write fails goes on that way.
 //!
 //! # On disk
 //!
