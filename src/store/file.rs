@@ -189,6 +189,28 @@ fn check_page_size(page_size: usize) -> Result<()> {
     Ok(())
 }
 
+impl FileStore {
+    /// Writes `bytes`, whole pages checked to be in range, from page `first`
+    /// on, with one `pwrite` (none when empty).
+    fn write_run(&self, first: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(bytes, first * self.page_size as u64)
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "writing pages {first}..+{} of {}",
+                        bytes.len() / self.page_size,
+                        self.path.display()
+                    ),
+                    e,
+                )
+            })
+    }
+}
+
 impl PageStore for FileStore {
     fn page_size(&self) -> usize {
         self.page_size
@@ -269,6 +291,38 @@ impl PageStore for FileStore {
             .map_err(|e| Error::io(format!("writing page {page} of {}", self.path.display()), e))
     }
 
+    /// Writes each run of consecutive pages of the batch (up to 1 MiB) with
+    /// one `pwrite`, gathered in a buffer, instead of one per page: a
+    /// restore writes a chunk of consecutive pages at a time. The result is
+    /// that of single writes in order: a page may appear twice (its last
+    /// bytes win), and a page out of range or of the wrong size stops the
+    /// batch there, the pages before it written.
+    fn write_pages(&self, pages: &mut [(PageId, &mut [u8])]) -> Result<()> {
+        // Under the gate: a write racing a shrink must not extend the file.
+        let _io = self.scan_map.io();
+        let count = self.page_count();
+        let ps = self.page_size;
+        let max_run = ((1usize << 20) / ps).max(1);
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_first = 0u64;
+        for (page, data) in pages.iter() {
+            let run_pages = run.len() / ps;
+            if let Err(e) = check_page_args(*page, count, data.len(), ps) {
+                self.write_run(run_first, &run)?;
+                return Err(e);
+            }
+            if run_pages > 0 && (page.0 != run_first + run_pages as u64 || run_pages == max_run) {
+                self.write_run(run_first, &run)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_first = page.0;
+            }
+            run.extend_from_slice(data);
+        }
+        self.write_run(run_first, &run)
+    }
+
     /// Truncates or extends the file (`set_len`); added pages read as zeros.
     /// Waits until no read, write or scan batch of the store is in flight.
     /// The new length is durable after [`sync`](PageStore::sync).
@@ -337,5 +391,122 @@ mod tests {
             FileStore::open(&p, 64),
             Err(Error::PageSizeMismatch { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod write_pages_tests {
+    //! `FileStore::write_pages` gathers runs of consecutive pages into one
+    //! `pwrite`: checked against `MemStore`'s batch, which is single writes
+    //! in order, on random batches (runs, gaps, repeats, runs longer than
+    //! one gathered write, pages out of range or of the wrong size).
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::MemStore;
+
+    const PS: usize = 64;
+    const PAGES: u64 = 40;
+
+    /// The batch `(page, fill, wrong size)` applied to a file store and to
+    /// the model: same outcome, same bytes.
+    fn same_as_single_writes(batch: &[(u64, u8, bool)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileStore::create(dir.path().join("d"), PS, PAGES).unwrap();
+        let model = MemStore::new(PS, PAGES).unwrap();
+        let mut bufs: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|&(p, fill, short)| {
+                let len = if short { PS - 1 } else { PS };
+                (0..len).map(|i| fill ^ (i as u8) ^ (p as u8)).collect()
+            })
+            .collect();
+        let mut a: Vec<(PageId, &mut [u8])> = batch
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&(p, _, _), b)| (PageId(p), b.as_mut_slice()))
+            .collect();
+        let got = file.write_pages(&mut a);
+        drop(a);
+        let mut bufs2 = bufs.clone();
+        let mut b: Vec<(PageId, &mut [u8])> = batch
+            .iter()
+            .zip(bufs2.iter_mut())
+            .map(|(&(p, _, _), b)| (PageId(p), b.as_mut_slice()))
+            .collect();
+        let want = model.write_pages(&mut b);
+        assert_eq!(
+            got.as_ref().map_err(std::mem::discriminant),
+            want.as_ref().map_err(std::mem::discriminant),
+            "{got:?} vs {want:?}"
+        );
+        let mut page = vec![0u8; PS];
+        let mut expect = vec![0u8; PS];
+        for p in 0..PAGES {
+            file.read_page(PageId(p), &mut page).unwrap();
+            model.read_page(PageId(p), &mut expect).unwrap();
+            assert_eq!(page, expect, "page {p}");
+        }
+    }
+
+    #[test]
+    fn runs_gaps_repeats_and_a_bad_page_mid_batch() {
+        // A run of every page (longer than nothing), then gaps and repeats.
+        let all: Vec<_> = (0..PAGES).map(|p| (p, 1, false)).collect();
+        same_as_single_writes(&all);
+        same_as_single_writes(&[(3, 1, false), (4, 2, false), (4, 3, false), (5, 4, false)]);
+        same_as_single_writes(&[(9, 1, false), (8, 2, false), (7, 3, false)]);
+        // Out of range and wrong size stop the batch; earlier runs land.
+        same_as_single_writes(&[
+            (0, 1, false),
+            (1, 2, false),
+            (PAGES, 3, false),
+            (2, 4, false),
+        ]);
+        same_as_single_writes(&[(5, 1, false), (6, 2, true), (7, 3, false)]);
+        same_as_single_writes(&[]);
+    }
+
+    #[test]
+    fn a_run_longer_than_one_gathered_write_is_split() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB / 64 B = 16 384 pages per gathered write: 40 000 pages is three.
+        let pages = 40_000u64;
+        let s = FileStore::create(dir.path().join("d"), PS, pages).unwrap();
+        let mut bufs: Vec<Vec<u8>> = (0..pages).map(|p| vec![(p % 251) as u8; PS]).collect();
+        let mut batch: Vec<(PageId, &mut [u8])> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(p, b)| (PageId(p as u64), b.as_mut_slice()))
+            .collect();
+        s.write_pages(&mut batch).unwrap();
+        let mut buf = vec![0u8; PS];
+        for p in [0, 16_383, 16_384, 16_385, 32_768, pages - 1] {
+            s.read_page(PageId(p), &mut buf).unwrap();
+            assert_eq!(buf, vec![(p % 251) as u8; PS], "page {p}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_lands_as_single_writes_would(
+            batch in proptest::collection::vec(
+                (0u64..PAGES + 2, any::<u8>(), proptest::bool::weighted(0.03)),
+                0..60,
+            ),
+            runs in proptest::collection::vec((0u64..PAGES, 1u64..12), 0..4),
+        ) {
+            // Random pages, plus runs of consecutive pages mixed in.
+            let mut b = batch;
+            for (i, (start, len)) in runs.into_iter().enumerate() {
+                let at = (i * 7) % (b.len() + 1);
+                let run: Vec<_> = (start..(start + len).min(PAGES))
+                    .map(|p| (p, i as u8, false))
+                    .collect();
+                b.splice(at..at, run);
+            }
+            same_as_single_writes(&b);
+        }
     }
 }
