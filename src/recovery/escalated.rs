@@ -1,4 +1,5 @@
-//! Escalated pages: one page to a person per fault, not one per read.
+//! Escalated pages and transactions: one page to a person per fault, not
+//! one per read or retry.
 //!
 //! A host read of an irreparable page reports it again (its "next error",
 //! so a replica that came back is tried). Without this record each such
@@ -22,8 +23,15 @@
 //!   episode (not repaired, rewritten or freed by the host since). Else the
 //!   record is dropped and the report opens an incident as ever.
 //! - An incident that heals a page drops the page's record.
-//! - Only pages are recorded: the other detectors report a target once per
-//!   episode (a component dead until it beats again, a metric's band
+//! - Transactions are recorded too: a blocked rollback is reported again at
+//!   every retry (the escalated incident's own remedies, the host's
+//!   `rollback_all`), each the same episode (the transaction stays blocked
+//!   until it is rolled back), so a report of a transaction escalated less
+//!   than the interval ago joins that incident; an incident that heals it
+//!   drops the record. Its record is not saved: after a restart, a
+//!   transaction still blocked is escalated once more.
+//! - No other target is recorded: the other detectors report a target once
+//!   per episode (a component dead until it beats again, a metric's band
 //!   change), so a second report of them is a new episode.
 //! - At most [`MAX_ESCALATED`] pages are recorded; past that the records
 //!   past their interval go first, then the oldest (that page may be
@@ -50,7 +58,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::types::{Failure, PageId, Priority, Target};
+use crate::types::{Failure, PageId, Priority, Target, TxnId};
 
 /// The default re-escalation interval: a page still irreparable an hour
 /// after its escalation is escalated again.
@@ -126,6 +134,8 @@ pub(crate) struct Report {
 #[derive(Debug)]
 pub(crate) struct Escalations {
     pages: HashMap<PageId, Escalated>,
+    /// Escalated transactions (episode always `None`: one per transaction).
+    txns: HashMap<TxnId, Escalated>,
     reports: BTreeMap<u64, Report>,
     interval_ns: u64,
     capacity: usize,
@@ -135,6 +145,7 @@ impl Escalations {
     pub(crate) fn new(interval: Duration, capacity: usize) -> Self {
         Escalations {
             pages: HashMap::new(),
+            txns: HashMap::new(),
             reports: BTreeMap::new(),
             interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
             capacity: capacity.max(1),
@@ -181,6 +192,59 @@ impl Escalations {
             },
         );
         debug_assert!(self.pages.len() <= self.capacity);
+    }
+
+    /// Records that incident `id` escalated transaction `txn` at `now_ns`
+    /// (at most `capacity` transactions: past that, those past their
+    /// interval go first, then the oldest).
+    pub(crate) fn escalated_txn(&mut self, txn: TxnId, id: u64, now_ns: u64) {
+        if !self.txns.contains_key(&txn) && self.txns.len() >= self.capacity {
+            let interval = self.interval_ns;
+            self.txns
+                .retain(|_, e| now_ns.saturating_sub(e.at_ns) < interval);
+            if self.txns.len() >= self.capacity {
+                let oldest = self
+                    .txns
+                    .iter()
+                    .min_by_key(|(_, e)| e.at_ns)
+                    .map(|(t, _)| *t);
+                if let Some(t) = oldest {
+                    self.txns.remove(&t);
+                }
+            }
+        }
+        self.txns.insert(
+            txn,
+            Escalated {
+                id,
+                at_ns: now_ns,
+                episode: None,
+                joined: 0,
+            },
+        );
+        debug_assert!(self.txns.len() <= self.capacity);
+    }
+
+    /// A report of transaction `txn`: the escalated incident it joins,
+    /// counted, or `None` (past the interval the record is dropped).
+    pub(crate) fn join_txn(&mut self, txn: TxnId, now_ns: u64) -> Option<u64> {
+        let e = self.txns.get_mut(&txn)?;
+        if now_ns.saturating_sub(e.at_ns) < self.interval_ns {
+            e.joined += 1;
+            return Some(e.id);
+        }
+        self.txns.remove(&txn);
+        None
+    }
+
+    /// Transaction `txn` was healed (rolled back) by incident `by`: its
+    /// record is dropped unless a later incident escalated it, as
+    /// [`healed`](Self::healed) does for a page; whether one was dropped.
+    pub(crate) fn healed_txn(&mut self, txn: TxnId, by: u64) -> bool {
+        match self.txns.get(&txn) {
+            Some(e) if e.id < by => self.txns.remove(&txn).is_some(),
+            _ => false,
+        }
     }
 
     /// Keeps incident `id`'s record (at most [`MAX_REPORTS`]: the oldest
@@ -230,6 +294,7 @@ impl Escalations {
     /// records are dropped; whether it was kept.
     pub(crate) fn acknowledge(&mut self, id: u64) -> bool {
         self.pages.retain(|_, e| e.id != id);
+        self.txns.retain(|_, e| e.id != id);
         self.reports.remove(&id).is_some()
     }
 
@@ -240,6 +305,9 @@ impl Escalations {
             let v = pages.entry(e.id).or_default();
             v.0.push(*p);
             v.1 += e.joined;
+        }
+        for e in self.txns.values() {
+            pages.entry(e.id).or_default().1 += e.joined;
         }
         self.reports
             .iter()
@@ -329,7 +397,69 @@ mod tests {
         assert_eq!(e.join(PageId(3), None, 301 * S), None);
     }
 
+    #[test]
+    fn a_transaction_joins_within_the_interval_until_healed_or_acknowledged() {
+        let mut e = Escalations::new(Duration::from_secs(60), 16);
+        assert_eq!(e.join_txn(TxnId(5), 0), None, "never escalated");
+        e.escalated_txn(TxnId(5), 7, 0);
+        assert_eq!(e.join_txn(TxnId(5), 10 * S), Some(7));
+        assert_eq!(e.join_txn(TxnId(5), 59 * S), Some(7));
+        assert_eq!(e.join_txn(TxnId(6), 10 * S), None, "another transaction");
+        // The joins are counted on the incident (it has no pages).
+        e.reported(
+            7,
+            Report {
+                failure: Failure::new(
+                    crate::types::Source::TransactionRollbackManager,
+                    crate::types::FailureKind::RollbackBlocked {
+                        txn: TxnId(5),
+                        page: PageId(2),
+                    },
+                    "blocked",
+                    0,
+                ),
+                priority: Priority::P1,
+                reason: String::new(),
+                text: String::new(),
+                at_ns: 0,
+                previous_run: false,
+                joined_before: 0,
+            },
+        );
+        let listed = e.list();
+        assert_eq!((listed[0].joined, listed[0].pages.len()), (2, 0));
+        // Past the interval: dropped, and stays dropped.
+        assert_eq!(e.join_txn(TxnId(5), 60 * S), None);
+        assert_eq!(e.join_txn(TxnId(5), 61 * S), None);
+        // Healed by an older incident (a late close): kept; by a later one:
+        // dropped.
+        e.escalated_txn(TxnId(5), 9, 100 * S);
+        assert!(!e.healed_txn(TxnId(5), 8));
+        assert_eq!(e.join_txn(TxnId(5), 101 * S), Some(9));
+        assert!(e.healed_txn(TxnId(5), 10));
+        assert_eq!(e.join_txn(TxnId(5), 102 * S), None);
+        // Acknowledged: dropped.
+        e.escalated_txn(TxnId(5), 11, 200 * S);
+        e.acknowledge(11);
+        assert_eq!(e.join_txn(TxnId(5), 201 * S), None);
+    }
+
     proptest! {
+        #[test]
+        fn transactions_are_bounded_and_the_newest_record_stays(
+            ops in prop::collection::vec((0u64..64, 0u64..1_000), 1..400),
+            cap in 1usize..16,
+        ) {
+            let mut e = Escalations::new(Duration::from_secs(100), cap);
+            let mut now = 0;
+            for (i, (txn, dt)) in ops.into_iter().enumerate() {
+                now += dt * S / 10;
+                e.escalated_txn(TxnId(txn), i as u64, now);
+                prop_assert!(e.txns.len() <= cap);
+                prop_assert_eq!(e.join_txn(TxnId(txn), now), Some(i as u64));
+            }
+        }
+
         #[test]
         fn bounded_and_the_newest_record_stays(
             ops in prop::collection::vec((0u64..64, 0u64..1_000), 1..400),

@@ -1,7 +1,8 @@
-//! Reports of escalated pages and closed incidents, filed against the
-//! manager's escalation record (see `escalated.rs` for the contract): a
-//! report of a page escalated in the same fault episode joins that
-//! escalation; an escalated incident records its pages, a healed one
+//! Reports of escalated pages and transactions and closed incidents, filed
+//! against the manager's escalation record (see `escalated.rs` for the
+//! contract): a report of a page escalated in the same fault episode, or of
+//! a transaction escalated within the interval, joins that escalation; an
+//! escalated incident records its pages (and transaction), a healed one
 //! forgets them.
 
 use crate::healer::{Incident, Outcome};
@@ -16,17 +17,24 @@ use super::state::Inner;
 /// announced when reported, and the page put back to `Irreparable` so the
 /// next read reports it again — or `None` (file it as ever).
 pub(crate) fn join(inner: &Inner, target: &Target, reported: bool) -> Option<u64> {
-    let Target::Page(page) = target else {
-        return None;
+    let id = match target {
+        Target::Page(page) => {
+            let episode = inner.detector.page_episode(*page);
+            let id = inner
+                .escalations
+                .lock()
+                .join(*page, episode, inner.clock.now_ns())?;
+            if let Some(e) = episode {
+                inner.detector.keep_irreparable(*page, e);
+            }
+            id
+        }
+        Target::Transaction(txn) => inner
+            .escalations
+            .lock()
+            .join_txn(*txn, inner.clock.now_ns())?,
+        _ => return None,
     };
-    let episode = inner.detector.page_episode(*page);
-    let id = inner
-        .escalations
-        .lock()
-        .join(*page, episode, inner.clock.now_ns())?;
-    if let Some(e) = episode {
-        inner.detector.keep_irreparable(*page, e);
-    }
     if reported {
         inner.tally.lock().stats.joined += 1;
         inner.events.emit(&RecoveryEvent::Joined {
@@ -53,6 +61,9 @@ pub(crate) fn closed(inner: &Inner, inc: &Incident) {
                 if let Some(episode) = inner.detector.page_episode(p) {
                     e.escalated(p, inc.id, episode, now);
                 }
+            }
+            if let Target::Transaction(t) = inc.target {
+                e.escalated_txn(t, inc.id, now);
             }
             if let Some(first) = inc.failures.first() {
                 e.reported(
@@ -84,6 +95,9 @@ pub(crate) fn closed(inner: &Inner, inc: &Incident) {
             let mut any = false;
             for p in pages {
                 any |= e.healed(p, inc.id);
+            }
+            if let Target::Transaction(t) = inc.target {
+                any |= e.healed_txn(t, inc.id);
             }
             any
         }

@@ -36,13 +36,13 @@ fn a_seed_replays_byte_for_byte() {
     }
 }
 
-/// Seed 45 (durable sidecar table) stalls the table's log on failed fsyncs
+/// Seed 13 (durable sidecar table) stalls the table's log on failed fsyncs
 /// and resumes it, several times and across restarts: its resume backoff
 /// runs on the simulated clock with jitter drawn from the run's seed, so the
 /// run replays exactly.
 #[test]
 fn a_seed_whose_table_stalls_replays_byte_for_byte() {
-    let seed = 45;
+    let seed = 13;
     assert_eq!(Plan::new(seed, STEPS).placement, Placement::SidecarDurable);
     let a = run_seed(seed);
     let b = run_seed(seed);
@@ -152,12 +152,17 @@ fn fixed_seeds_keep_every_invariant() {
 /// under the durable sidecar table, a bit flipped after its fsync in the
 /// newest block of the checksum log was taken for a torn tail and dropped
 /// with the only checksum of an acknowledged write (6562: every block is now
-/// written twice, and the whole copy is read).
+/// written twice, and the whole copy is read); under the recovery manager,
+/// a snapshot whose read of a damaged page healed on read through the
+/// snapshots it held waited for itself (20: its reads no longer heal on
+/// read), and a transaction whose rollback nothing could unblock was
+/// escalated again at every retry, an incident open for ever (1347: a
+/// report of a transaction escalated within the interval joins it).
 #[test]
 fn seeds_that_found_fixed_bugs_pass() {
     for seed in [
         51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
-        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562, 4568, 5312,
+        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562, 4568, 5312, 20, 1347,
     ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));

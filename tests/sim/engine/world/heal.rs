@@ -14,9 +14,16 @@ use super::{err_name, World};
 /// report is filed by the next.
 const STEPS_PER_STEP: usize = 3;
 
-/// Steps at the end of the run, each after the clock passed an hour, for
-/// every incident a cooldown or a backoff deferred to end.
-const FINAL_STEPS: usize = 8;
+/// Rounds of steps at the end of the run, each after the clock moved
+/// [`FINAL_TICK`], for every incident a cooldown or a backoff deferred to
+/// end.
+const FINAL_STEPS: usize = 16;
+
+/// Past every cooldown (10 s) and backoff (at most 10 s) of the healer's
+/// defaults, and 16 of them well within the hour an escalated page stays
+/// escalated (after it, a report of a page nothing can heal opens a new
+/// incident, to page a person again: one would always be open).
+const FINAL_TICK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl World {
     /// The audit log the manager opened on its simulated directory: a crash
@@ -55,7 +62,7 @@ impl World {
     /// a violation (every incident ends healed or escalated).
     pub(super) fn heal_to_the_end(&mut self) {
         for _ in 0..FINAL_STEPS {
-            self.clock.advance(std::time::Duration::from_secs(3_600));
+            self.clock.advance(FINAL_TICK);
             for _ in 0..STEPS_PER_STEP {
                 if !self.manager_step() {
                     break;
