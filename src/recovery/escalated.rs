@@ -23,16 +23,22 @@
 //!   episode (not repaired, rewritten or freed by the host since). Else the
 //!   record is dropped and the report opens an incident as ever.
 //! - An incident that heals a page drops the page's record.
-//! - Transactions are recorded too: a blocked rollback is reported again at
-//!   every retry (the escalated incident's own remedies, the host's
-//!   `rollback_all`), each the same episode (the transaction stays blocked
-//!   until it is rolled back), so a report of a transaction escalated less
-//!   than the interval ago joins that incident; an incident that heals it
-//!   drops the record. Its record is not saved: after a restart, a
-//!   transaction still blocked is escalated once more.
-//! - No other target is recorded: the other detectors report a target once
-//!   per episode (a component dead until it beats again, a metric's band
-//!   change), so a second report of them is a new episode.
+//! - Blocked rollbacks are recorded too: a transaction whose rollback is
+//!   blocked is reported again at every retry (the escalated incident's own
+//!   remedies, the host's `rollback_all`), each the same episode (it stays
+//!   blocked until it is rolled back), so a `RollbackBlocked` report of a
+//!   transaction whose `RollbackBlocked` incident was escalated less than
+//!   the interval ago joins that incident (another kind of report about the
+//!   transaction, a deadlock's, does not). An incident about the
+//!   transaction that heals drops the record, as does acknowledging it; the
+//!   record is not saved: after a restart a transaction still blocked is
+//!   escalated once more. At most `capacity` transactions are recorded,
+//!   beside the pages.
+//! - No other target is recorded. A second report of a component is taken
+//!   as a new episode (a component dead until it beats again, a metric's
+//!   band change) — also for those re-sent after each failed retry (a
+//!   stalled journal or checksum log, a failed snapshot), which the
+//!   per-target cooldown and backoff pace instead.
 //! - At most [`MAX_ESCALATED`] pages are recorded; past that the records
 //!   past their interval go first, then the oldest (that page may be
 //!   escalated once more).

@@ -40,7 +40,7 @@ pub(super) fn offer(inner: &Inner, f: Failure) {
     }
     let now = inner.clock.now_ns();
     let (target, prio) = (f.target(), f.priority);
-    if super::rejoin::join(inner, &target, true).is_some() {
+    if super::rejoin::join_failure(inner, &f).is_some() {
         inner.tally.lock().stats.failures += 1;
         return;
     }

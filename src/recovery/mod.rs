@@ -494,15 +494,19 @@ impl AutoRecoveryManager {
     /// saved, synced or marked — the open incidents, the suspect
     /// registry, the learned records and the audit log's unsynced records
     /// keep what their last save made durable, and the run marker stays
-    /// "running", so the next start finds a crash. The directory's lock is
-    /// released. The components the manager built are dropped as they are
-    /// (their own drops may still write; a simulated disk armed to fail
-    /// first sees those writes fail, as after a kill). Later calls, `stop`
-    /// and Drop do nothing.
+    /// "running", so the next start finds a crash. The directory's lock
+    /// (the run marker's) is released; the snapshot directory's lock is
+    /// held until the last handle of the snapshot manager is dropped (the
+    /// repairer's fallback holds one). The components the manager built are
+    /// dropped as they are (their own drops may still write; a simulated
+    /// disk armed to fail first sees those writes fail, as after a kill).
+    /// Later calls, `stop` and Drop do nothing.
     ///
     /// # Errors
-    /// The first error of stopping a background component or the crash
-    /// watchdog.
+    /// [`Error::Stopped`] naming the threads that did not end within the
+    /// join timeout (they are left detached, and the directory stays locked
+    /// while they live); else the first error of stopping a background
+    /// component or the crash watchdog.
     #[cfg(feature = "testing")]
     #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn abandon(&self) -> Result<()> {

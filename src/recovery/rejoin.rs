@@ -6,7 +6,7 @@
 //! forgets them.
 
 use crate::healer::{Incident, Outcome};
-use crate::types::Target;
+use crate::types::{Failure, FailureKind, Target};
 
 use super::escalated::Report;
 use super::events::RecoveryEvent;
@@ -17,6 +17,28 @@ use super::state::Inner;
 /// announced when reported, and the page put back to `Irreparable` so the
 /// next read reports it again — or `None` (file it as ever).
 pub(crate) fn join(inner: &Inner, target: &Target, reported: bool) -> Option<u64> {
+    join_kind(inner, target, None, reported)
+}
+
+/// A failure reported on the bus, filed against the escalations as
+/// [`join`] files a target: a transaction's report joins only when it is a
+/// blocked rollback (the one report that repeats within an episode).
+pub(crate) fn join_failure(inner: &Inner, f: &Failure) -> Option<u64> {
+    join_kind(inner, &f.target(), Some(&f.kind), true)
+}
+
+/// Whether an incident about a transaction whose first failure is `kind`
+/// is one a later report may join: a blocked rollback's.
+fn blocked_rollback(kind: Option<&FailureKind>) -> bool {
+    matches!(kind, Some(FailureKind::RollbackBlocked { .. }))
+}
+
+fn join_kind(
+    inner: &Inner,
+    target: &Target,
+    kind: Option<&FailureKind>,
+    reported: bool,
+) -> Option<u64> {
     let id = match target {
         Target::Page(page) => {
             let episode = inner.detector.page_episode(*page);
@@ -29,7 +51,7 @@ pub(crate) fn join(inner: &Inner, target: &Target, reported: bool) -> Option<u64
             }
             id
         }
-        Target::Transaction(txn) => inner
+        Target::Transaction(txn) if blocked_rollback(kind) => inner
             .escalations
             .lock()
             .join_txn(*txn, inner.clock.now_ns())?,
@@ -63,7 +85,9 @@ pub(crate) fn closed(inner: &Inner, inc: &Incident) {
                 }
             }
             if let Target::Transaction(t) = inc.target {
-                e.escalated_txn(t, inc.id, now);
+                if blocked_rollback(inc.failures.first().map(|f| &f.kind)) {
+                    e.escalated_txn(t, inc.id, now);
+                }
             }
             if let Some(first) = inc.failures.first() {
                 e.reported(

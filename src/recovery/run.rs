@@ -462,6 +462,17 @@ pub(super) fn stop(m: &AutoRecoveryManager, ending: Ending) -> Result<()> {
         }
         inner.rollback.lock().take();
         drop(run);
+        if !stuck.is_empty() {
+            // A thread left detached may still write: the directory stays
+            // locked while it lives, so no next manager races it.
+            return Err(Error::Stopped {
+                component: "recovery manager",
+                reason: format!(
+                    "threads {stuck:?} did not end within {:?}; they were left detached and hold the directory",
+                    m.stop_timeout
+                ),
+            });
+        }
         inner.marker.lock().take();
         return first.map_or(Ok(()), Err);
     }

@@ -72,7 +72,9 @@ impl AutoRecoveryManager {
     ///   no failure). A replica is read on its helper thread with a real-time
     ///   deadline unless it [may be called inline](crate::Replica::may_call_inline):
     ///   for a deterministic run, give replicas that may (a miss of the
-    ///   deadline is a real-time decision).
+    ///   deadline is a real-time decision). A fallback source (the snapshots'
+    ///   page source) is always read on its helper thread with that
+    ///   deadline: give it one no run reaches.
     /// - **One step** is, on the caller's thread: one dispatcher pass — the
     ///   failures already on the bus filed (at most 4 097; the rest wait for
     ///   the next step), closes healed on readers' threads recorded, deferred

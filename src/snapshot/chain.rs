@@ -223,8 +223,11 @@ impl Inner {
                 actual: buf.len(),
             });
         }
-        // The state lock is held only to look the members up: a snapshot
-        // holds it while it runs, and a repair must not wait for that.
+        // The state lock is held only to look the members up — but a
+        // snapshot, a restore or a merge holds it while it runs, and a read
+        // for a repair on another thread waits for that (bounded by the
+        // repairer's deadline for a fallback; a snapshot's own thread is
+        // refused by `lock_state` instead of waiting for itself).
         let infos: Option<Vec<SnapshotInfo>> = {
             let st = self.lock_state()?;
             chain.iter().map(|&c| st.manifest.get(c).cloned()).collect()

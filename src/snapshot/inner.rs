@@ -3,7 +3,7 @@
 //! open readers, and the poisoned state after a failure whose effect on disk
 //! is unknown.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -97,17 +97,17 @@ impl fmt::Debug for Inner {
 }
 
 thread_local! {
-    /// The manager (its `Inner`'s address) whose state lock this thread
-    /// holds through [`Inner::lock_state`], 0 for none.
-    static HOLDING: Cell<usize> = const { Cell::new(0) };
+    /// The managers (their `Inner`'s addresses) whose state lock this
+    /// thread holds through [`Inner::lock_state`], in the order taken.
+    static HOLDING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A manager's state, locked by [`Inner::lock_state`]: while it is held,
 /// this thread is known to hold it.
 pub(super) struct StateGuard<'a> {
     guard: MutexGuard<'a, State>,
-    /// What `HOLDING` was before.
-    before: usize,
+    /// The manager's address, in `HOLDING` while this lives.
+    me: usize,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
@@ -125,7 +125,13 @@ impl std::ops::DerefMut for StateGuard<'_> {
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        HOLDING.with(|h| h.set(self.before));
+        HOLDING.with(|h| {
+            let mut h = h.borrow_mut();
+            // Guards dropped out of order are found all the same.
+            if let Some(i) = h.iter().rposition(|&a| a == self.me) {
+                h.remove(i);
+            }
+        });
     }
 }
 
@@ -161,7 +167,7 @@ impl Inner {
     /// [`Error::InvalidArgument`] on such a thread.
     pub(super) fn lock_state(&self) -> Result<StateGuard<'_>> {
         let me = std::ptr::from_ref(self) as usize;
-        if HOLDING.with(Cell::get) == me {
+        if HOLDING.with(|h| h.borrow().contains(&me)) {
             return Err(Error::InvalidArgument {
                 what: "snapshot manager",
                 reason: format!(
@@ -171,8 +177,8 @@ impl Inner {
             });
         }
         let guard = self.state.lock();
-        let before = HOLDING.with(|h| h.replace(me));
-        Ok(StateGuard { guard, before })
+        HOLDING.with(|h| h.borrow_mut().push(me));
+        Ok(StateGuard { guard, me })
     }
 
     pub(super) fn check_alive(&self) -> Result<()> {

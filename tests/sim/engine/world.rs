@@ -3,7 +3,12 @@
 //! journal on simulated directories, snapshots and a scrub cursor in a
 //! temporary directory, a manual clock; and the components over them, built
 //! and rebuilt at every simulated crash, driven one call at a time from the
-//! simulator's thread (no background work is started).
+//! simulator's thread. The threads that remain decide nothing on their own:
+//! the crash watchdog (no heartbeat is registered), the journal's idle mark
+//! thread (kept idle by a 60 s delay no run reaches), a snapshot's
+//! compression thread, and the repairer's helper for the snapshot fallback,
+//! whose answer the simulator's thread waits for (its deadline, 60 s of
+//! real time, is never reached).
 //!
 //! Every component but the scrubber is built and owned by an
 //! [`AutoRecoveryManager`] in Automatic mode and step mode

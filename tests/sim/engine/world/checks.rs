@@ -98,6 +98,8 @@ impl World {
                 }
             }
         }
+        // What the final repairs and reads reported ends too.
+        self.heal_to_the_end();
         // Every snapshot the model knows reads back as it was taken, or
         // fails with a typed error.
         if let Some(snap) = self.proc.as_ref().expect("process").snap.clone() {

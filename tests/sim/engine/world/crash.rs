@@ -26,6 +26,8 @@ impl World {
     /// file damage queued is done, and a new process boots.
     pub(super) fn crash(&mut self, seed: u64) -> Result<(), End> {
         self.disks.switch.arm_at(0);
+        // What the dying process closed (heals on read) is checked first.
+        self.check_closed();
         if let Some(p) = self.proc.take() {
             *self.snap_slot.lock() = None;
             // Killed: nothing is saved, synced or marked.

@@ -68,21 +68,35 @@ impl World {
                     break;
                 }
             }
-            if self.open_incidents() == 0 {
+            if self.settled() {
                 break;
             }
         }
-        let open = self.open_incidents();
-        if open > 0 {
-            self.violation(format!(
-                "{open} incidents still open at the end, neither healed nor escalated"
-            ));
+        self.check_closed();
+        if let Some(p) = self.proc.as_ref() {
+            let s = p.recovery.stats();
+            let idle = p.recovery.is_idle();
+            if s.open > 0 || !idle {
+                self.violation(format!(
+                    "{} incidents still open at the end (idle: {idle}), neither healed nor escalated",
+                    s.open
+                ));
+            }
+            if s.bus_dropped + s.overflowed > 0 {
+                self.violation(format!(
+                    "{} failures dropped from the bus and {} overflowed the queue: incidents that never were",
+                    s.bus_dropped, s.overflowed
+                ));
+            }
         }
         self.sync_audit();
     }
 
-    fn open_incidents(&self) -> u64 {
-        self.proc.as_ref().map_or(0, |p| p.recovery.stats().open)
+    /// Whether no incident is open and every failure sent was filed.
+    fn settled(&self) -> bool {
+        self.proc
+            .as_ref()
+            .is_none_or(|p| p.recovery.stats().open == 0 && p.recovery.is_idle())
     }
 
     /// One step of the manager; returns whether another may find work (a
@@ -116,7 +130,7 @@ impl World {
     }
 
     /// Checks the incidents the manager closed since the last check.
-    fn check_closed(&mut self) {
+    pub(super) fn check_closed(&mut self) {
         let closed: Vec<Incident> = match self.proc.as_ref() {
             Some(p) => p.recovery.incidents(),
             None => return,
@@ -138,6 +152,12 @@ impl World {
                     _ => String::new(),
                 }
             ));
+            if inc.outcome == Healed::Escalated && inc.escalation.is_none() {
+                self.violation(format!(
+                    "incident {} about {} was escalated without a report",
+                    inc.id, inc.target
+                ));
+            }
             match &inc.outcome {
                 Healed::Healed { .. } | Healed::Escalated => {
                     let page = match &inc.target {
