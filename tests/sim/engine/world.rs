@@ -161,6 +161,8 @@ pub struct World {
     rotted: BTreeSet<Structure>,
     /// Crashes so far.
     pub restarts: u64,
+    /// Anti-entropy runs so far (each with the next replica in turn).
+    anti_entropy_runs: u64,
     /// The newest audit record a returned sync covered.
     audit_synced: u64,
     /// Incidents closed, by outcome name.
@@ -227,6 +229,7 @@ impl World {
             crash_due: None,
             file_rot: Vec::new(),
             restarts: 0,
+            anti_entropy_runs: 0,
             rotted: BTreeSet::new(),
             audit_synced: 0,
             incidents: std::collections::BTreeMap::new(),

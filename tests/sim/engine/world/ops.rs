@@ -36,6 +36,7 @@ impl World {
                     .repairer
                     .repair_pending();
                 self.after_repair(v.into_iter().map(|r| Ok((r.page, r))).collect());
+                self.anti_entropy();
             }
             Op::Snapshot {
                 incremental,
@@ -257,6 +258,40 @@ impl World {
             .pages_in(selfheal::corruption::PageState::Suspect);
         for p in bad {
             self.observe("scrubber", Some(p.0), Structure::Page);
+        }
+    }
+
+    /// The host's background pass after repairing what is fenced: an
+    /// anti-entropy run over every page with one replica (the two in turn):
+    /// every page it repaired must read back as the model's, as any
+    /// repair's.
+    fn anti_entropy(&mut self) {
+        let r = self.anti_entropy_runs as usize % REPLICAS;
+        self.anti_entropy_runs += 1;
+        let id = self.replicas[r].faulty.id();
+        let repairer = self.proc.as_ref().expect("process").repairer.clone();
+        match repairer.anti_entropy(&id, 0..PAGES, 4) {
+            Ok(rep) => {
+                self.note(format!(
+                    "anti-entropy with replica {r}: {} compared, {} fetched, {} repaired, {} diverged",
+                    rep.pages_compared,
+                    rep.pages_fetched,
+                    rep.pages_repaired.len(),
+                    rep.diverged.len()
+                ));
+                if !rep.repairs.is_empty() {
+                    self.observe(
+                        "repairer",
+                        rep.repairs.first().map(|x| x.page.0),
+                        Structure::Page,
+                    );
+                }
+                self.after_repair(rep.repairs.into_iter().map(|x| Ok((x.page, x))).collect());
+            }
+            Err(e) => {
+                self.note(format!("anti-entropy with replica {r}: {}", err_name(&e)));
+                self.observe_err("repairer", None, &e);
+            }
         }
     }
 
