@@ -334,7 +334,7 @@ impl Coverage {
 }
 
 const TABLE_ONLY: &str = "table column, every structure but ChecksumTable: the table is credited only when the durable table refuses to open, about its own files";
-const OWNER_ONLY: &str = "file rot of a file, every column but its owner's (Journal: rollback, SnapshotFile and Manifest: snapshots, ScrubCursor: scrubber, ChecksumTable: table): no other component reads the file";
+const OWNER_ONLY: &str = "file rot of a file, every column but its owner's (Journal: rollback, SnapshotFile and Manifest: snapshots, ScrubCursor: scrubber, ChecksumTable: table, AuditLog: healer, the recovery manager's): no other component reads the file";
 const JOURNAL_SYNC: &str =
     "fsync fails × Journal, every column but rollback: only the undo journal syncs its segments";
 const TABLE_SYNC: &str = "fsync fails × ChecksumTable × scrubber, repairer, healer: the scrubber never writes; a repair writes a copy the table already accepts straight to the store and syncs the store only, never a table file (TableSyncInRepair arms the failure just before a repair that must write: the repair succeeds and the failure falls on the next host write); the healer is credited with the pages of its incidents only";
@@ -359,6 +359,7 @@ pub fn by_construction(kind: &str, st: Structure, c: Component) -> Option<&'stat
                 Structure::Journal => "rollback",
                 Structure::SnapshotFile | Structure::Manifest => "snapshots",
                 Structure::ScrubCursor => "scrubber",
+                Structure::AuditLog => "healer",
                 _ => "table",
             };
             (c != owner).then_some(OWNER_ONLY)

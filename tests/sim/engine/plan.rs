@@ -89,11 +89,13 @@ pub enum Structure {
     Manifest,
     /// The scrub cursor file.
     ScrubCursor,
+    /// The recovery manager's audit log (its segments and durable head).
+    AuditLog,
 }
 
 impl Structure {
     /// Every structure, in table order.
-    pub const ALL: [Structure; 7] = [
+    pub const ALL: [Structure; 8] = [
         Structure::Page,
         Structure::ReplicaCopy,
         Structure::Journal,
@@ -101,6 +103,7 @@ impl Structure {
         Structure::SnapshotFile,
         Structure::Manifest,
         Structure::ScrubCursor,
+        Structure::AuditLog,
     ];
 }
 
@@ -334,7 +337,7 @@ fn fault(rng: &mut StdRng, placement: Placement, no_redundancy: bool) -> Fault {
             91 if crashes && placement == Placement::SidecarDurable && rng.random_bool(0.3) => {
                 Fault::FileRot(Structure::ChecksumTable, rng.random())
             }
-            92 => continue,
+            92 if crashes => Fault::FileRot(Structure::AuditLog, rng.random()),
             93..96 if crashes => Fault::FileRot(Structure::SnapshotFile, rng.random()),
             96..98 if crashes => Fault::FileRot(Structure::Manifest, rng.random()),
             98..100 if crashes => Fault::FileRot(Structure::ScrubCursor, rng.random()),

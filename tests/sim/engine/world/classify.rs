@@ -35,7 +35,9 @@ pub(super) fn outcome_name(o: &selfheal::repair::RepairOutcome) -> &'static str 
 
 pub(super) fn structure_of_message(msg: &str) -> Option<Structure> {
     let m = msg.to_ascii_lowercase();
-    if m.contains("cursor") {
+    if m.contains("audit") {
+        Some(Structure::AuditLog)
+    } else if m.contains("cursor") {
         Some(Structure::ScrubCursor)
     } else if m.contains("manifest") {
         Some(Structure::Manifest)

@@ -53,7 +53,7 @@ impl World {
         let suspects = self.disks.suspects.crash(Some(seed.rotate_left(29)));
         for (structure, s) in std::mem::take(&mut self.file_rot) {
             self.rotted.insert(structure);
-            self.rot_file(structure, s, &journal, files.as_ref());
+            self.rot_file(structure, s, &journal, files.as_ref(), &audit);
         }
         self.disks = Disks {
             store: Arc::new(store.with_switch(switch.clone())),
@@ -122,6 +122,7 @@ impl World {
         seed: u64,
         journal: &CrashDir,
         files: Option<&CrashFiles>,
+        audit: &CrashFiles,
     ) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut flip = |mut b: Vec<u8>| {
@@ -138,6 +139,15 @@ impl World {
                     let b = journal.segment(id).unwrap_or_default();
                     journal.set_segment(id, flip(b));
                     self.note(format!("rot journal segment {id}"));
+                }
+            }
+            Structure::AuditLog => {
+                let names = audit.names();
+                if !names.is_empty() {
+                    let name = names[(seed as usize) % names.len()].clone();
+                    let b = audit.file(&name).unwrap_or_default();
+                    audit.set_file(&name, flip(b));
+                    self.note(format!("rot audit file {name}"));
                 }
             }
             Structure::ChecksumTable => {
