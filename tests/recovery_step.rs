@@ -43,16 +43,7 @@ fn stepped_rig(
     clock.advance(Duration::from_secs(5));
     let raw = Arc::new(MemStore::new(PS, pages).unwrap());
     let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
-    // Called inline: no helper thread, no real-time deadline.
-    let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
-    let m = RecoveryConfig::new(raw.clone(), dir)
-        .placement(placement)
-        .replica(Arc::new(replica))
-        .without_scrub()
-        .heal_on_read(false)
-        .clock(Arc::new(clock.clone()))
-        .seed(7)
-        .stepped(true)
+    let m = stepped_config(&raw, &mirror, placement, &clock, dir)
         .build()
         .unwrap();
     for p in 0..pages {
@@ -64,6 +55,27 @@ fn stepped_rig(
             .unwrap();
     }
     (raw, mirror, m, clock)
+}
+
+/// The configuration of [`stepped_rig`]'s manager over `raw`, with
+/// `mirror` as its replica.
+fn stepped_config(
+    raw: &Arc<MemStore>,
+    mirror: &Arc<MemStore>,
+    placement: ChecksumPlacement,
+    clock: &ManualClock,
+    dir: &std::path::Path,
+) -> RecoveryConfig {
+    // Called inline: no helper thread, no real-time deadline.
+    let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
+    RecoveryConfig::new(raw.clone(), dir)
+        .placement(placement)
+        .replica(Arc::new(replica))
+        .without_scrub()
+        .heal_on_read(false)
+        .clock(Arc::new(clock.clone()))
+        .seed(7)
+        .stepped(true)
 }
 
 /// The names of this process's threads that are the manager's own — the
@@ -305,15 +317,7 @@ fn abandon_saves_nothing_and_the_next_start_finds_a_crash() {
             m.abandon().unwrap();
             assert!(matches!(m.step(), Err(Error::Stopped { .. })));
             drop(m);
-            let replica = StoreReplica::new("mirror", mirror.clone()).call_inline(true);
-            let m = RecoveryConfig::new(raw.clone(), dir.path())
-                .placement(placement.clone())
-                .replica(Arc::new(replica))
-                .without_scrub()
-                .heal_on_read(false)
-                .clock(Arc::new(clock.clone()))
-                .seed(7)
-                .stepped(true)
+            let m = stepped_config(&raw, &mirror, placement.clone(), &clock, dir.path())
                 .build()
                 .unwrap();
             let s = m.start().unwrap();

@@ -172,63 +172,26 @@ impl Escalations {
         at_ns: u64,
         joined: u64,
     ) {
-        if !self.pages.contains_key(&page) && self.pages.len() >= self.capacity {
-            let interval = self.interval_ns;
-            let now_ns = at_ns;
-            self.pages
-                .retain(|_, e| now_ns.saturating_sub(e.at_ns) < interval);
-            if self.pages.len() >= self.capacity {
-                let oldest = self
-                    .pages
-                    .iter()
-                    .min_by_key(|(_, e)| e.at_ns)
-                    .map(|(p, _)| *p);
-                if let Some(p) = oldest {
-                    self.pages.remove(&p);
-                }
-            }
-        }
-        self.pages.insert(
-            page,
-            Escalated {
-                id,
-                at_ns,
-                episode,
-                joined,
-            },
-        );
-        debug_assert!(self.pages.len() <= self.capacity);
+        let e = Escalated {
+            id,
+            at_ns,
+            episode,
+            joined,
+        };
+        record(&mut self.pages, page, e, self.capacity, self.interval_ns);
     }
 
     /// Records that incident `id` escalated transaction `txn` at `now_ns`
     /// (at most `capacity` transactions: past that, those past their
     /// interval go first, then the oldest).
     pub(crate) fn escalated_txn(&mut self, txn: TxnId, id: u64, now_ns: u64) {
-        if !self.txns.contains_key(&txn) && self.txns.len() >= self.capacity {
-            let interval = self.interval_ns;
-            self.txns
-                .retain(|_, e| now_ns.saturating_sub(e.at_ns) < interval);
-            if self.txns.len() >= self.capacity {
-                let oldest = self
-                    .txns
-                    .iter()
-                    .min_by_key(|(_, e)| e.at_ns)
-                    .map(|(t, _)| *t);
-                if let Some(t) = oldest {
-                    self.txns.remove(&t);
-                }
-            }
-        }
-        self.txns.insert(
-            txn,
-            Escalated {
-                id,
-                at_ns: now_ns,
-                episode: None,
-                joined: 0,
-            },
-        );
-        debug_assert!(self.txns.len() <= self.capacity);
+        let e = Escalated {
+            id,
+            at_ns: now_ns,
+            episode: None,
+            joined: 0,
+        };
+        record(&mut self.txns, txn, e, self.capacity, self.interval_ns);
     }
 
     /// A report of transaction `txn`: the escalated incident it joins,
@@ -367,6 +330,29 @@ impl Escalations {
     pub(crate) fn joined(&self, page: PageId) -> Option<u64> {
         self.pages.get(&page).map(|e| e.joined)
     }
+}
+
+/// Records `e` for `key` in `map`, holding at most `capacity`: past that,
+/// the records past their interval (as of `e`'s time) go first, then the
+/// oldest.
+fn record<K: std::hash::Hash + Eq + Copy>(
+    map: &mut HashMap<K, Escalated>,
+    key: K,
+    e: Escalated,
+    capacity: usize,
+    interval_ns: u64,
+) {
+    if !map.contains_key(&key) && map.len() >= capacity {
+        map.retain(|_, old| e.at_ns.saturating_sub(old.at_ns) < interval_ns);
+        if map.len() >= capacity {
+            let oldest = map.iter().min_by_key(|(_, old)| old.at_ns).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+    }
+    map.insert(key, e);
+    debug_assert!(map.len() <= capacity);
 }
 
 #[cfg(test)]
