@@ -506,17 +506,23 @@ impl IncidentQueue {
         }
     }
 
-    /// Queues every deferred incident whose time has come; returns how many.
+    /// Queues every deferred incident whose time has come, oldest (lowest
+    /// id) first whatever the map's order, so that a run on a given clock
+    /// queues them the same way every time; returns how many.
     pub(crate) fn promote(&mut self, now_ns: u64) -> usize {
-        let mut n = 0;
+        let mut due: Vec<(u64, usize, Target)> = Vec::new();
         for (t, e) in &mut self.open {
             if let State::Deferred(until) = e.state {
                 if until <= now_ns {
                     e.state = State::Queued;
-                    self.ready[level(e.priority)].push_back((e.id, t.clone()));
-                    n += 1;
+                    due.push((e.id, level(e.priority), t.clone()));
                 }
             }
+        }
+        due.sort_unstable_by_key(|(id, _, _)| *id);
+        let n = due.len();
+        for (id, lvl, t) in due {
+            self.ready[lvl].push_back((id, t));
         }
         n
     }
@@ -807,6 +813,38 @@ mod tests {
         assert_eq!(q.promote(499), 0);
         assert_eq!(q.promote(500), 1);
         assert_eq!(q.pop().unwrap().id, 7);
+    }
+
+    proptest! {
+        /// Incidents deferred together come back oldest first, whatever
+        /// order they were deferred in and the map holds them in: a run on a
+        /// given clock queues them the same way every time.
+        #[test]
+        fn deferred_incidents_come_back_oldest_first(
+            pages in proptest::collection::btree_set(0u64..1_000, 1..24),
+            shuffle in any::<u64>(),
+        ) {
+            let mut q = IncidentQueue::new(64, 1_000, 1);
+            let mut taken = Vec::new();
+            for &p in &pages {
+                q.offer(page(p), 0);
+                taken.push(q.pop().unwrap());
+            }
+            // Deferred in an order of the seed's choosing.
+            let n = taken.len();
+            for i in 0..n {
+                let j = (shuffle as usize).wrapping_mul(i + 7) % n;
+                taken.swap(i, j);
+            }
+            for t in &taken {
+                q.defer(&t.target, 100);
+            }
+            prop_assert_eq!(q.promote(100), n);
+            let ids: Vec<u64> = std::iter::from_fn(|| q.pop().map(|t| t.id)).collect();
+            let mut want = ids.clone();
+            want.sort_unstable();
+            prop_assert_eq!(ids, want);
+        }
     }
 
     proptest! {
