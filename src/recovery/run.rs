@@ -379,7 +379,6 @@ fn approval_gate(
     })
 }
 
-/// See [`AutoRecoveryManager::stop`]; `clean` marks a clean stop.
 /// How a stop ends the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Ending {
@@ -393,6 +392,8 @@ pub(super) enum Ending {
     Killed,
 }
 
+/// See [`AutoRecoveryManager::stop`]; `ending` says what is saved and
+/// marked.
 pub(super) fn stop(m: &AutoRecoveryManager, ending: Ending) -> Result<()> {
     let inner = &m.inner;
     let killed = ending == Ending::Killed;

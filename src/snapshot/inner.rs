@@ -158,10 +158,11 @@ impl Inner {
     /// Locks the state for an operation that may read or write the host's
     /// store (a snapshot, a restore) or read the chain for a repair. On a
     /// thread that holds this manager's state already it refuses instead of
-    /// waiting for itself: a read made for a snapshot or a restore found a
-    /// bad page, and healing it on read (the recovery manager's hook) came
-    /// back to the snapshots — which serve nothing to that heal, so another
-    /// remedy (or an escalation) takes it.
+    /// waiting for itself: a read the snapshot or restore made of the host's
+    /// store came back to the snapshots on this thread (a host store that
+    /// reads them; a heal on read would, but snapshots and restores turn it
+    /// off for their reads) — the snapshots serve nothing to it until the
+    /// operation ends.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] on such a thread.

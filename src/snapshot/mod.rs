@@ -702,6 +702,96 @@ mod tests {
         .unwrap()
     }
 
+    /// A store whose reads read the snapshots first (as a heal on read
+    /// would), through a page source set after the manager is built.
+    #[derive(Debug)]
+    struct ReadsTheSnapshots {
+        inner: MemStore,
+        source: std::sync::OnceLock<page_source::SnapshotPageSource>,
+        answers: parking_lot::Mutex<Vec<Result<bool>>>,
+    }
+
+    impl PageStore for ReadsTheSnapshots {
+        fn page_size(&self) -> usize {
+            self.inner.page_size()
+        }
+        fn page_count(&self) -> u64 {
+            self.inner.page_count()
+        }
+        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            if let Some(s) = self.source.get() {
+                let mut copy = vec![0u8; buf.len()];
+                let r = crate::host::PageSource::read_page(s, page, None, &mut copy);
+                self.answers.lock().push(r);
+            }
+            self.inner.read_page(page, buf)
+        }
+        fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+            self.inner.write_page(page, data)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_whose_store_reads_the_snapshots_is_refused_them_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ReadsTheSnapshots {
+            inner: MemStore::new(128, 8).unwrap(),
+            source: std::sync::OnceLock::new(),
+            answers: parking_lot::Mutex::new(Vec::new()),
+        });
+        for p in 0..8 {
+            store
+                .inner
+                .write_page(PageId(p), &[p as u8 + 1; 128])
+                .unwrap();
+        }
+        let m = Arc::new(SnapshotConfig::new(dir.path(), 128).build().unwrap());
+        let gate = WriteGate::new();
+        snap(&m, store.as_ref(), &gate, 1, SnapshotKind::Full);
+        let _ = store.source.set(m.page_source());
+        // On a thread of its own, so that a regression fails, not hangs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (m2, store2) = (m.clone(), store.clone());
+        std::thread::spawn(move || {
+            let gate = WriteGate::new();
+            let r = snap(&m2, store2.as_ref(), &gate, 2, SnapshotKind::Full);
+            let _ = tx.send(r.info.id);
+        });
+        let id = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the snapshot waited for itself");
+        assert_eq!(id, 2);
+        // Every read the snapshot made asked the snapshots on its own thread,
+        // and each was refused with a typed error.
+        let answers = std::mem::take(&mut *store.answers.lock());
+        assert!(!answers.is_empty());
+        for a in &answers {
+            assert!(
+                matches!(
+                    a,
+                    Err(Error::InvalidArgument {
+                        what: "snapshot manager",
+                        ..
+                    })
+                ),
+                "{a:?}"
+            );
+        }
+        // Outside a snapshot, the same read is served.
+        let mut buf = vec![0u8; 128];
+        assert!(crate::host::PageSource::read_page(
+            store.source.get().unwrap(),
+            PageId(3),
+            None,
+            &mut buf
+        )
+        .unwrap());
+        assert_eq!(buf, vec![4u8; 128]);
+    }
+
     #[test]
     fn an_early_sync_that_hangs_fails_the_snapshot_within_the_sync_timeout_and_is_reported() {
         for placement in [
