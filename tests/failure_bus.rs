@@ -9,8 +9,7 @@ use selfheal::health::Thresholds;
 use selfheal::repair::{RepairConfig, RepairOutcome};
 use selfheal::scrub::ScrubState;
 use selfheal::snapshot::{
-    Consistency, PeriodicConfig, SnapshotConfig, SnapshotKind, SnapshotRequest,
-    StateSnapshotManager, WriteGate,
+    PeriodicConfig, SnapshotConfig, SnapshotKind, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{
     fill_store, CrashDir, Damage, FaultyReplica, FaultyStore, ReadFault, ScriptedProbe,
@@ -147,17 +146,7 @@ fn snapshots(bus: &Bus, dir: &std::path::Path) -> StateSnapshotManager {
 }
 
 fn full_snapshot(m: &StateSnapshotManager, store: &dyn PageStore) -> selfheal::Result<u64> {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(1),
-        },
-        SnapshotRequest::new(SnapshotKind::Full),
-    )
-    .map(|r| r.info.id)
+    selfheal::testing::take_paused(m, store, Lsn(1), SnapshotKind::Full).map(|r| r.info.id)
 }
 
 fn health(bus: &Bus, probe: Arc<ScriptedProbe>) -> HealthMonitor {

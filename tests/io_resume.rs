@@ -10,8 +10,7 @@ use proptest::prelude::*;
 use selfheal::checksum::{TableConfig, RESUME_BACKOFF_BASE};
 use selfheal::healer::{HealerConfig, Outcome, Problem};
 use selfheal::snapshot::{
-    Consistency, PeriodicConfig, SnapshotConfig, SnapshotIo, SnapshotKind, SnapshotRequest,
-    StateSnapshotManager, WriteGate,
+    PeriodicConfig, SnapshotConfig, SnapshotIo, SnapshotKind, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::CrashFiles;
 use selfheal::{
@@ -541,17 +540,7 @@ const STEPS: [SnapshotIo; 6] = [
 ];
 
 fn snapshot(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64) -> selfheal::Result<u64> {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(SnapshotKind::Auto),
-    )
-    .map(|r| r.info.id)
+    selfheal::testing::take_paused(m, store, Lsn(lsn), SnapshotKind::Auto).map(|r| r.info.id)
 }
 
 fn store_bytes(store: &dyn PageStore) -> Vec<u8> {

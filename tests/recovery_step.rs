@@ -348,7 +348,7 @@ fn abandon_saves_nothing_and_the_next_start_finds_a_crash() {
 /// snapshot, and a snapshot taken after succeeds.
 #[test]
 fn a_snapshot_whose_read_heals_on_read_from_the_snapshots_does_not_wait_for_itself() {
-    use selfheal::snapshot::{Consistency, SnapshotKind, SnapshotRequest, WriteGate};
+    use selfheal::snapshot::SnapshotKind;
     use selfheal::{RepairConfig, SnapshotConfig};
     for (placement, fallback) in placements()
         .into_iter()
@@ -385,15 +385,11 @@ fn a_snapshot_whose_read_heals_on_read_from_the_snapshots_does_not_wait_for_itse
         }
         let good = bytes(raw.as_ref(), 3);
         let take = |m: &selfheal::AutoRecoveryManager| {
-            let gate = WriteGate::new();
-            let pause = gate.pause();
-            m.snapshots().unwrap().take_snapshot(
-                Consistency::Paused {
-                    store: &**m.detector(),
-                    pause: &pause,
-                    lsn: selfheal::Lsn(1),
-                },
-                SnapshotRequest::new(SnapshotKind::Full),
+            selfheal::testing::take_paused(
+                m.snapshots().unwrap(),
+                &**m.detector(),
+                selfheal::Lsn(1),
+                SnapshotKind::Full,
             )
         };
         take(&m).unwrap();

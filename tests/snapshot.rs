@@ -31,17 +31,7 @@ fn snap(
     lsn: u64,
     kind: SnapshotKind,
 ) -> Result<u64> {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(kind),
-    )
-    .map(|r| r.info.id)
+    selfheal::testing::take_paused(m, store, Lsn(lsn), kind).map(|r| r.info.id)
 }
 
 fn write(store: &MemStore, m: &StateSnapshotManager, page: u64, fill: u8, notice: bool) {

@@ -25,17 +25,7 @@ fn manager(dir: &std::path::Path, clock: &ManualClock, sink: &FailureSink) -> St
 }
 
 fn full(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64) -> selfheal::Result<u64> {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(SnapshotKind::Full),
-    )
-    .map(|r| r.info.id)
+    selfheal::testing::take_paused(m, store, Lsn(lsn), SnapshotKind::Full).map(|r| r.info.id)
 }
 
 /// The next failure on the bus, waiting up to 20 s of real time.

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use selfheal::snapshot::{
-    Consistency, Fallback, LostPages, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
-    SnapshotRequest, StateSnapshotManager, WriteGate,
+    Fallback, LostPages, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
+    StateSnapshotManager,
 };
 use selfheal::testing::{both_placements, SealedStore};
 use selfheal::{Error, Lsn, MemStore, PageId, PageStore};
@@ -20,19 +20,10 @@ fn manager(dir: &Path) -> StateSnapshotManager {
 }
 
 fn paused(m: &StateSnapshotManager, s: &SealedStore, lsn: u64, kind: SnapshotKind) -> u64 {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store: s.detector(),
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(kind),
-    )
-    .unwrap()
-    .info
-    .id
+    selfheal::testing::take_paused(m, s.detector(), Lsn(lsn), kind)
+        .unwrap()
+        .info
+        .id
 }
 
 fn write(m: &StateSnapshotManager, s: &SealedStore, page: u64, version: u64) {

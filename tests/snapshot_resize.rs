@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use selfheal::snapshot::{
     ChangeDetection, Consistency, RestoreOptions, Retention, SnapshotConfig, SnapshotKind,
-    SnapshotReport, SnapshotRequest, StateSnapshotManager, WriteGate,
+    SnapshotReport, SnapshotRequest, StateSnapshotManager,
 };
 use selfheal::testing::{both_placements, SealedStore};
 use selfheal::{
@@ -38,17 +38,7 @@ fn paused_from(
     lsn: u64,
     kind: SnapshotKind,
 ) -> SnapshotReport {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(kind),
-    )
-    .unwrap()
+    selfheal::testing::take_paused(m, store, Lsn(lsn), kind).unwrap()
 }
 
 fn view(m: &StateSnapshotManager, s: &SealedStore, lsn: u64) -> SnapshotReport {

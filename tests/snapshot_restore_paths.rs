@@ -3,10 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use selfheal::snapshot::{
-    Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, StateSnapshotManager,
-    WriteGate,
-};
+use selfheal::snapshot::{Retention, SnapshotConfig, SnapshotKind, StateSnapshotManager};
 use selfheal::testing::{both_placements, semi_compressible_page, SealedStore};
 use selfheal::{CorruptionConfig, Error, FileStore, Lsn, MemStore, PageId, PageStore};
 
@@ -26,19 +23,10 @@ fn manager(dir: &Path, precheck: bool, threads: usize) -> StateSnapshotManager {
 }
 
 fn take(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64, kind: SnapshotKind) -> u64 {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(kind),
-    )
-    .unwrap()
-    .info
-    .id
+    selfheal::testing::take_paused(m, store, Lsn(lsn), kind)
+        .unwrap()
+        .info
+        .id
 }
 
 fn rewrite(store: &MemStore, m: &StateSnapshotManager, page: u64, version: u64) {

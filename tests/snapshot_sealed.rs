@@ -33,17 +33,7 @@ fn paused(
     lsn: u64,
     kind: SnapshotKind,
 ) -> SnapshotReport {
-    let gate = WriteGate::new();
-    let pause = gate.pause();
-    m.take_snapshot(
-        Consistency::Paused {
-            store,
-            pause: &pause,
-            lsn: Lsn(lsn),
-        },
-        SnapshotRequest::new(kind),
-    )
-    .unwrap()
+    selfheal::testing::take_paused(m, store, Lsn(lsn), kind).unwrap()
 }
 
 fn view(m: &StateSnapshotManager, store: &dyn PageStore, lsn: u64) -> SnapshotReport {

@@ -38,7 +38,7 @@ pub mod checksum_log {
 
 pub use snapshot::{
     both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
-    SealedStore,
+    take_paused, SealedStore,
 };
 mod health;
 

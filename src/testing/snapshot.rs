@@ -9,8 +9,11 @@ use crate::checksum::{ChecksumPlacement, ChecksumTable, TableConfig};
 use crate::corruption::{CorruptionConfig, CorruptionDetector};
 use crate::error::Result;
 use crate::host::PageStore;
+use crate::snapshot::{
+    Consistency, SnapshotKind, SnapshotReport, SnapshotRequest, StateSnapshotManager, WriteGate,
+};
 use crate::store::MemStore;
-use crate::types::PageId;
+use crate::types::{Lsn, PageId};
 
 use super::CrashFiles;
 
@@ -18,6 +21,31 @@ const WORDS: [&[u8]; 12] = [
     b"page ", b"row=", b"commit ", b"index ", b"value:", b"key ", b"lsn ", b"txn ", b"null ",
     b"ok ", b"user_", b"\n",
 ];
+
+/// Takes a snapshot of `kind` of `store` at `lsn` with
+/// [`Consistency::Paused`] behind a gate of its own: for a store no writer
+/// touches while it runs (a test's), where the host's own gate would pause
+/// its writers.
+///
+/// # Errors
+/// As [`StateSnapshotManager::take_snapshot`].
+pub fn take_paused(
+    m: &StateSnapshotManager,
+    store: &dyn PageStore,
+    lsn: Lsn,
+    kind: SnapshotKind,
+) -> Result<SnapshotReport> {
+    let gate = WriteGate::new();
+    let pause = gate.pause();
+    m.take_snapshot(
+        Consistency::Paused {
+            store,
+            pause: &pause,
+            lsn,
+        },
+        SnapshotRequest::new(kind),
+    )
+}
 
 /// Fills `buf` with realistic, semi-compressible contents for `page`: the
 /// first half seeded random bytes, the second half text-like repetitive
