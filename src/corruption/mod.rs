@@ -101,7 +101,7 @@ const LOCK_STRIPES: usize = 256;
 /// re-reads with one read: their
 /// stripe locks are all held for it (so it stays well below
 /// [`LOCK_STRIPES`], and host writes to other pages are rarely held up).
-const REREAD_RUN_PAGES: usize = 32;
+pub(crate) const REREAD_RUN_PAGES: usize = 32;
 
 #[derive(Debug, Default)]
 struct Counters {

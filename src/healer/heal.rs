@@ -412,8 +412,10 @@ impl SelfHealer {
             priority: failure.priority,
             failures: vec![failure.clone()],
             diagnosis: diagnosis.clone(),
-            timeline: Vec::new(),
-            attempts: Vec::new(),
+            // Room for a heal's usual steps (queued, detected, started,
+            // diagnosed, planned, acted, verified, closed) and one attempt.
+            timeline: Vec::with_capacity(8),
+            attempts: Vec::with_capacity(1),
             outcome: Outcome::Escalated,
             escalation: None,
         };
@@ -479,7 +481,8 @@ impl SelfHealer {
             .rank(diagnosis.problem.as_str(), &names);
         let ranked: Vec<Arc<dyn Remedy>> = order.iter().map(|&i| apply[i].clone()).collect();
         // "plan: a → b → c", built without the formatting machinery.
-        let mut plan = String::with_capacity(64);
+        let names_len: usize = ranked.iter().map(|r| r.name().len() + 5).sum();
+        let mut plan = String::with_capacity(32 + names_len);
         plan.push_str("plan: ");
         if ranked.is_empty() {
             plan.push_str("no remedy applies");
@@ -699,7 +702,8 @@ impl SelfHealer {
         let clock = self.ctx.clock_ref().clone();
         let name = remedy.name().to_string();
         let problem = case.problem().as_str();
-        let mut evidence = Vec::new();
+        // What the remedy did, its verification, and at most one more line.
+        let mut evidence = Vec::with_capacity(3);
         let outcome = match result {
             Err(e) => {
                 let text = format!("{name} failed: {e}");

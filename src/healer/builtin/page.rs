@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::corruption::{CorruptionDetector, PageState, Verdict};
+use crate::corruption::{CorruptionDetector, PageState, Verdict, REREAD_RUN_PAGES};
 use crate::error::{Error, Result};
 use crate::healer::diagnose::Problem;
 use crate::healer::remedy::{Applied, Case, Remedy, RemedyContext, Verified};
@@ -48,7 +48,39 @@ pub(crate) fn fence_if_unheard(det: &CorruptionDetector, pages: &[PageId]) {
 
 /// Re-reads `page` and says whether it verifies now.
 pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified> {
-    Ok(match det.recheck(page)? {
+    Ok(verified(page, det.recheck(page)?))
+}
+
+/// [`recheck`] of each of `pages`, in their order: a run of consecutive
+/// pages (up to the detector's re-read run) is re-read with one read, each
+/// page verified on its own. What [`RepairFromReplicas::verify`] says of
+/// each, for a page set repaired in one batch.
+pub(crate) fn recheck_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<Result<Verified>> {
+    let mut out = Vec::with_capacity(pages.len());
+    let mut at = 0;
+    while at < pages.len() {
+        let first = pages[at];
+        let mut len = 1;
+        while at + len < pages.len()
+            && len < REREAD_RUN_PAGES
+            && first.0.checked_add(len as u64) == Some(pages[at + len].0)
+        {
+            len += 1;
+        }
+        let verdicts = det.recheck_run(first, len);
+        debug_assert_eq!(verdicts.len(), len);
+        for (page, v) in pages[at..at + len].iter().zip(verdicts) {
+            out.push(v.map(|v| verified(*page, v)));
+        }
+        at += len;
+    }
+    debug_assert_eq!(out.len(), pages.len());
+    out
+}
+
+/// What a re-read's verdict says of `page`.
+fn verified(page: PageId, verdict: Verdict) -> Verified {
+    match verdict {
         Verdict::Clean | Verdict::Transient => {
             Verified::healed(format!("page {page} re-read and verified"))
         }
@@ -58,7 +90,7 @@ pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified
         Verdict::Corrupt { error, .. } => {
             Verified::not_healed(format!("page {page} still fails verification: {error}"))
         }
-    })
+    }
 }
 
 /// The name of [`RepairFromReplicas`], by which a healer recognizes the
@@ -70,7 +102,7 @@ pub(crate) const REPAIR_FROM_REPLICAS: &str = "repair-from-replicas";
 pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
     match &report.outcome {
         RepairOutcome::Repaired { source } => Ok(Applied::new(format!(
-            "page {page} written from {source:?} ({} bytes fetched)",
+            "page {page} written from {source} ({} bytes fetched)",
             report.bytes_fetched
         ))),
         RepairOutcome::Superseded => Ok(Applied::new(format!(
@@ -248,6 +280,80 @@ impl Remedy for Rescan {
                 } else {
                     Verified::not_healed(format!("{} page(s) still fail verification", bad.len()))
                 })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::{both_placements, Damage};
+    use crate::{ChecksumPlacement, CorruptionConfig, MemStore, PageStore};
+
+    const PS: usize = 512;
+    const PAGES: u64 = 80;
+
+    /// A detector over sealed pages, `damaged` ones bit-flipped below it.
+    fn sealed(placement: ChecksumPlacement, damaged: &[u64]) -> CorruptionDetector {
+        let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
+        let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();
+        for p in 0..PAGES {
+            det.write_sealed(PageId(p), &mut vec![p as u8 ^ 0x5A; PS])
+                .unwrap();
+        }
+        let mut b = vec![0u8; PS];
+        for &p in damaged {
+            raw.read_page(PageId(p), &mut b).unwrap();
+            Damage::BitFlip { byte: 7, bit: 2 }.apply(&mut b);
+            raw.write_page(PageId(p), &b).unwrap();
+        }
+        det
+    }
+
+    /// Each placement's table is used by one detector: a second one gets a
+    /// table of its own, as fresh.
+    fn twin(placement: &ChecksumPlacement) -> ChecksumPlacement {
+        match placement {
+            ChecksumPlacement::Trailer => ChecksumPlacement::Trailer,
+            ChecksumPlacement::Sidecar(_) => {
+                ChecksumPlacement::Sidecar(Arc::new(crate::ChecksumTable::new(PS).unwrap()))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A page set's re-check says of every page, in its order, what a
+        /// re-check of that page alone says (runs longer than one read,
+        /// pages out of order and repeated included).
+        #[test]
+        fn rechecking_pages_together_says_what_each_recheck_says(
+            pages in proptest::collection::vec(0..PAGES, 0..70),
+            damaged in proptest::collection::btree_set(0..PAGES, 0..12),
+            run_from in 0..PAGES - 40,
+        ) {
+            // A long run of consecutive pages as well as scattered ones.
+            let damaged: Vec<u64> = damaged.into_iter().collect();
+            let mut pages = pages;
+            pages.extend(run_from..run_from + 40);
+            let pages: Vec<PageId> = pages.into_iter().map(PageId).collect();
+            for (name, placement) in both_placements(PS) {
+                let together = sealed(twin(&placement), &damaged);
+                let alone = sealed(placement, &damaged);
+                let got = recheck_pages(&together, &pages);
+                prop_assert_eq!(got.len(), pages.len());
+                for (page, got) in pages.iter().zip(got) {
+                    let want = recheck(&alone, *page).unwrap();
+                    let got = got.unwrap();
+                    prop_assert_eq!(got.healed, want.healed, "{} page {}", name, page);
+                    prop_assert_eq!(&got.evidence, &want.evidence, "{} page {}", name, page);
+                    prop_assert_eq!(got.healed, !damaged.contains(&page.0), "{} page {}", name, page);
+                }
             }
         }
     }

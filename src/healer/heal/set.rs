@@ -34,7 +34,9 @@ use std::sync::Arc;
 
 use crate::audit::EntryKind;
 use crate::healer::breaker::{Breaker, BreakerState};
-use crate::healer::builtin::page::{fence_if_unheard, repaired, REPAIR_FROM_REPLICAS};
+use crate::healer::builtin::page::{
+    fence_if_unheard, recheck_pages, repaired, REPAIR_FROM_REPLICAS,
+};
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::{page_list, Attempt, AttemptOutcome, Incident, Outcome, Step};
 use crate::healer::remedy::{Applied, Case, Remedy};
@@ -264,16 +266,42 @@ impl SelfHealer {
                 })
                 .collect()
         });
-        // One verification pass: each page re-checked.
+        // One verification pass: each page written is re-checked, runs of
+        // consecutive pages with one read (what the remedy's `verify` does
+        // for one page).
+        let applied: Vec<crate::error::Result<Applied>> = reports
+            .into_iter()
+            .zip(&members)
+            .map(|(report, m)| report.and_then(|r| repaired(m.page, &r)))
+            .collect();
+        let written_pages: Vec<PageId> = members
+            .iter()
+            .zip(&applied)
+            .filter(|(_, a)| a.is_ok())
+            .map(|(m, _)| m.page)
+            .collect();
+        let written = written_pages.len();
+        let mut checks = guarded(|| {
+            let det = self.ctx.need_detector()?;
+            Ok(recheck_pages(det, &written_pages))
+        })
+        .unwrap_or_else(|e| {
+            written_pages
+                .iter()
+                .map(|_| {
+                    Err(crate::error::Error::Host {
+                        op: "verify",
+                        retryable: false,
+                        message: e.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .into_iter();
         let mut results: Vec<PageResult> = Vec::with_capacity(members.len());
         let mut applied_all: Vec<Option<Applied>> = Vec::with_capacity(members.len());
-        let mut written = 0usize;
-        for (m, report) in members.into_iter().zip(reports) {
-            let case = Case {
-                diagnosis: &m.diagnosis,
-                failure: &m.failure,
-            };
-            let (outcome, evidence, applied) = match report.and_then(|r| repaired(m.page, &r)) {
+        for (m, applied) in members.into_iter().zip(applied) {
+            let (outcome, evidence, applied) = match applied {
                 Err(e) => (
                     AttemptOutcome::Failed {
                         error: e.to_string(),
@@ -282,8 +310,7 @@ impl SelfHealer {
                     None,
                 ),
                 Ok(applied) => {
-                    written += 1;
-                    let v = guarded(|| remedy.verify(&self.ctx, &case, &applied));
+                    let v = checks.next().expect("one check per page written");
                     let (healed, text) = match v {
                         Ok(v) => (v.healed, v.evidence),
                         Err(e) => (false, format!("could not re-check: {e}")),
@@ -303,6 +330,7 @@ impl SelfHealer {
                 evidence,
             });
         }
+        debug_assert!(checks.next().is_none(), "a check for a page not written");
         let acted = format!(
             "{name}: {written} of {} pages written (pages {listed})",
             pages.len()
