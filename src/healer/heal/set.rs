@@ -13,8 +13,11 @@
 //!   its breaker is closed. Only when the healer acts on its own (no action
 //!   gate, not observe-only) and has a repairer. Everything else is healed
 //!   page by page as before.
-//! - **Every safety rule holds per page.** Each page is re-checked after
-//!   the repair (one pass over the set); health is sampled once before and
+//! - **Every safety rule holds per page.** Each page written is re-checked
+//!   after the repair (one pass over the set: consecutive pages re-read
+//!   with one read, each verified on its own — the built-in remedy's
+//!   `verify` for each page, as the set was repaired by the built-in
+//!   `repair_pages`); health is sampled once before and
 //!   once after, and a set after which health is worse is undone where the
 //!   remedy can be and counts as failed for every page; each page starts
 //!   its own cooldown; the remedy's breaker and learned record get one
