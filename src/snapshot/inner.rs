@@ -56,6 +56,10 @@ pub(super) struct Inner {
     pub(super) retention: Retention,
     pub(super) precheck_restore: bool,
     pub(super) state: Mutex<State>,
+    /// The manifest's snapshots as last published (at open and whenever
+    /// the manifest is replaced): listed without the state lock, which a
+    /// snapshot or restore holds throughout.
+    pub(super) listed: RwLock<Vec<SnapshotInfo>>,
     pub(super) head: RwLock<Option<Head>>,
     pub(super) dirty: DirtyPages,
     /// Set when a restore failed after it began writing its target: the
@@ -180,6 +184,12 @@ impl Inner {
         let guard = self.state.lock();
         HOLDING.with(|h| h.borrow_mut().push(me));
         Ok(StateGuard { guard, me })
+    }
+
+    /// Publishes `m`'s snapshots for [`listed`](Self::listed): called with
+    /// the state lock held, as `m` becomes the manifest.
+    pub(super) fn publish(&self, m: &Manifest) {
+        *self.listed.write() = m.entries.clone();
     }
 
     pub(super) fn check_alive(&self) -> Result<()> {

@@ -404,10 +404,13 @@ impl StateSnapshotManager {
         self.inner.sink.failures()
     }
 
-    /// The snapshots, ascending by id.
+    /// The snapshots, ascending by id: those of the manifest as last
+    /// written. Answers at once, also while a snapshot or restore runs (on
+    /// any thread, the one running it included): the one under way is
+    /// listed when it is done.
     #[must_use]
     pub fn snapshots(&self) -> Vec<SnapshotInfo> {
-        self.inner.state.lock().manifest.entries.clone()
+        self.inner.listed.read().clone()
     }
 
     /// The head (restore point): the snapshot the store's state descends from.
@@ -576,14 +579,7 @@ impl StateSnapshotManager {
     /// # Errors
     /// As `restore`; [`Error::NoUsableSnapshot`] when there is no snapshot.
     pub fn restore_latest(&self, target: &dyn PageStore) -> Result<RestoreReport> {
-        let newest = self
-            .inner
-            .state
-            .lock()
-            .manifest
-            .entries
-            .last()
-            .map(|e| e.id);
+        let newest = self.inner.listed.read().last().map(|e| e.id);
         match newest {
             Some(id) => self.restore(id, target),
             None => Err(Error::NoUsableSnapshot {
@@ -790,6 +786,75 @@ mod tests {
         )
         .unwrap());
         assert_eq!(buf, vec![4u8; 128]);
+    }
+
+    /// A store whose every read lists the snapshots of `manager`.
+    #[derive(Debug)]
+    struct ListsTheSnapshots {
+        inner: MemStore,
+        manager: std::sync::OnceLock<Arc<StateSnapshotManager>>,
+        listed: parking_lot::Mutex<Vec<Vec<u64>>>,
+    }
+
+    impl PageStore for ListsTheSnapshots {
+        fn page_size(&self) -> usize {
+            self.inner.page_size()
+        }
+        fn page_count(&self) -> u64 {
+            self.inner.page_count()
+        }
+        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+            if let Some(m) = self.manager.get() {
+                let ids = m.snapshots().iter().map(|s| s.id).collect();
+                self.listed.lock().push(ids);
+            }
+            self.inner.read_page(page, buf)
+        }
+        fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
+            self.inner.write_page(page, data)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn the_snapshots_are_listed_at_once_while_a_snapshot_runs_on_the_same_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ListsTheSnapshots {
+            inner: MemStore::new(128, 8).unwrap(),
+            manager: std::sync::OnceLock::new(),
+            listed: parking_lot::Mutex::new(Vec::new()),
+        });
+        for p in 0..8 {
+            store
+                .inner
+                .write_page(PageId(p), &[p as u8 + 1; 128])
+                .unwrap();
+        }
+        let m = Arc::new(SnapshotConfig::new(dir.path(), 128).build().unwrap());
+        let gate = WriteGate::new();
+        snap(&m, store.as_ref(), &gate, 1, SnapshotKind::Full);
+        let _ = store.manager.set(m.clone());
+        // On a thread of its own, so that a regression fails, not hangs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (m2, store2) = (m.clone(), store.clone());
+        std::thread::spawn(move || {
+            let gate = WriteGate::new();
+            let r = snap(&m2, store2.as_ref(), &gate, 2, SnapshotKind::Full);
+            let _ = tx.send(r.info.id);
+        });
+        let id = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("listing the snapshots waited for the snapshot");
+        assert_eq!(id, 2);
+        // Every read of snapshot 2 listed snapshot 1 alone: the one under
+        // way is listed when it is done.
+        let listed = std::mem::take(&mut *store.listed.lock());
+        assert!(!listed.is_empty());
+        assert!(listed.iter().all(|ids| ids == &[1]), "{listed:?}");
+        let ids: Vec<u64> = m.snapshots().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2]);
     }
 
     #[test]

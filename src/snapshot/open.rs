@@ -240,6 +240,7 @@ impl StateSnapshotManager {
             max_chain_len: cfg.max_chain_len,
             retention: cfg.retention,
             precheck_restore: cfg.precheck_restore,
+            listed: RwLock::new(manifest.entries.clone()),
             state: Mutex::new(State {
                 manifest,
                 head_fps: None,

@@ -294,6 +294,7 @@ impl Inner {
         m.head = head;
         m.head_unknown = head_unknown;
         self.write_manifest(&m)?;
+        self.publish(&m);
         st.manifest = m;
         Ok(())
     }

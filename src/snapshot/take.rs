@@ -395,6 +395,7 @@ impl Inner {
             }
             return Err(e);
         }
+        self.publish(&m);
         st.manifest = m;
         Ok((info, fps))
     }
@@ -475,6 +476,7 @@ impl Inner {
             ));
         }
         self.write_manifest(&m)?;
+        self.publish(&m);
         let old = std::mem::replace(&mut st.manifest, m);
         let mut readers = self.readers.lock();
         for e in old.entries.iter().filter(|e| del.contains(&e.id)) {
