@@ -1,5 +1,7 @@
 //! An in-memory [`PageStore`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::RwLock;
 
 use crate::checksum::MIN_PAGE_SIZE;
@@ -25,6 +27,10 @@ use crate::types::PageId;
 pub struct MemStore {
     page_size: usize,
     data: RwLock<Vec<u8>>,
+    /// The page count, changed only under `data`'s write lock, so that
+    /// [`page_count`](PageStore::page_count) (asked on every undo record the
+    /// rollback manager takes) reads it without taking the lock.
+    pages: AtomicU64,
 }
 
 impl MemStore {
@@ -52,6 +58,7 @@ impl MemStore {
         Ok(MemStore {
             page_size,
             data: RwLock::new(vec![0u8; len]),
+            pages: AtomicU64::new(page_count),
         })
     }
 
@@ -79,6 +86,8 @@ impl MemStore {
                 reason: format!("cannot allocate {n} more pages: {e}"),
             })?;
         d.resize(new_len, 0);
+        self.pages
+            .store((new_len / self.page_size) as u64, Ordering::Release);
         Ok(())
     }
 
@@ -95,7 +104,7 @@ impl PageStore for MemStore {
     }
 
     fn page_count(&self) -> u64 {
-        (self.data.read().len() / self.page_size) as u64
+        self.pages.load(Ordering::Acquire)
     }
 
     fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
@@ -174,6 +183,7 @@ impl PageStore for MemStore {
                 })?;
         }
         d.resize(new_len, 0);
+        self.pages.store(page_count, Ordering::Release);
         Ok(())
     }
 }
@@ -222,7 +232,9 @@ mod tests {
         s.resize(4).unwrap();
         s.read_page(PageId(3), &mut b).unwrap();
         assert_eq!(b, [0u8; 64], "a page added back reads as zeros");
+        assert_eq!(s.page_count(), 4);
         assert!(s.resize(u64::MAX).is_err());
+        assert_eq!(s.page_count(), 4, "a refused resize keeps the count");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Instant;
 use parking_lot::MutexGuard;
 
 use super::super::record::seal_frames;
-use super::{poisoned_error, Chunk, Core, Inner};
+use super::{poisoned_error, Chunk, Core, Inner, BUFFER_SLACK, SPARE_BUFFERS_MAX};
 use crate::error::{Error, Result};
 use crate::types::Lsn;
 
@@ -152,10 +152,14 @@ impl Core {
         self.recycle(g, kept);
     }
 
-    /// Keeps a few written buffers for reuse.
+    /// Keeps written buffers for reuse, up to [`SPARE_BUFFERS_MAX`] of at
+    /// most twice the buffer size each (so at most that many times twice
+    /// the buffer size is held idle); the others are freed.
     pub(super) fn recycle(&self, g: &mut Inner, chunks: Vec<Chunk>) {
         for mut c in chunks {
-            if g.spare.len() < 4 && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes {
+            if g.spare.len() < SPARE_BUFFERS_MAX
+                && c.bytes.capacity() <= 2 * self.cfg.buffer_bytes.max(BUFFER_SLACK)
+            {
                 c.bytes.clear();
                 g.spare.push(c.bytes);
             }
