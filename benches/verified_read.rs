@@ -9,7 +9,13 @@
 //! (`ratio …` lines) after a measured run. A control row measures what the
 //! machine gives four threads in the same run: CRC32 of the same 64 MiB in
 //! memory on one thread and on four (`crc_only`); on a machine busy with
-//! other work its ratio is the ceiling the readers' ratio can reach.
+//! other work its ratio is the ceiling the readers' ratio can reach. A
+//! second control row, `pread_only`, makes the readers' reads with no
+//! checksum and no crate code: the same pages in the same order on one and
+//! on four threads, each a plain `pread` of 4 KiB on one shared file
+//! descriptor of the trailer store's file. Its ratio is what the kernel's
+//! read path gives four threads here; the readers' ratio cannot exceed it
+//! by much.
 //!
 //! Run: `cargo bench --bench verified_read -- --warm-up-time 1 --measurement-time 3`
 
@@ -86,6 +92,35 @@ fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
 
 const _: () = assert!(PAGES.is_power_of_two());
 
+/// The second control: [`read_all`]'s reads, as plain `pread`s of `file`
+/// on `readers` threads (no checksum, no detector, no store).
+fn pread_all(file: &std::fs::File, readers: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers)
+            .map(|r| {
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; PAGE];
+                    let mut sum = 0u64;
+                    let mut i = r;
+                    while i < PAGES {
+                        let page = i.wrapping_mul(0x9E37_79B1) % PAGES;
+                        file.read_exact_at(&mut buf, page * PAGE as u64)
+                            .expect("pread");
+                        sum = sum.wrapping_add(u64::from(buf[0]));
+                        i += readers;
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reader"))
+            .fold(0, u64::wrapping_add)
+    })
+}
+
 /// The control: CRC32 of `bytes` on `threads` threads, each its share.
 fn crc_all(bytes: &[u8], threads: usize) -> u32 {
     let share = bytes.len().div_ceil(threads);
@@ -121,6 +156,16 @@ fn verified_read(c: &mut Criterion) {
         }
         assert_eq!(det.stats().corrupt_reported, 0);
     }
+    let file = std::fs::File::open(dir.path().join("trailer")).expect("open");
+    for readers in [1u64, 4] {
+        g.bench_with_input(
+            BenchmarkId::new("pread_only", readers),
+            &readers,
+            |b, &n| {
+                b.iter(|| black_box(pread_all(&file, n)));
+            },
+        );
+    }
     let bytes: Vec<u8> = (0..FILE_BYTES).map(|i| (i * 7 + (i >> 12)) as u8).collect();
     for threads in [1usize, 4] {
         g.bench_with_input(BenchmarkId::new("crc_only", threads), &threads, |b, &n| {
@@ -148,6 +193,16 @@ fn verified_read(c: &mut Criterion) {
         &control.0,
         &control.1,
         "the machine's ceiling in this run",
+    ));
+    let kernel = (
+        format!("{GROUP}/pread_only/1"),
+        format!("{GROUP}/pread_only/4"),
+    );
+    lines.push((
+        "4 pread threads vs 1, the same reads with no checksum",
+        &kernel.0,
+        &kernel.1,
+        "the kernel's read path's ceiling in this run",
     ));
     ratio::report(since, &lines);
 }

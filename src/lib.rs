@@ -75,6 +75,7 @@ pub mod repair;
 mod retry;
 pub mod rollback;
 pub mod scrub;
+mod sharded;
 pub mod snapshot;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -7,8 +7,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
-
 use super::base::{decode_base, encode_base};
 use super::durable::Durable;
 use super::entries::{
@@ -19,6 +17,7 @@ use super::unsettled::State;
 use super::{is_all_zero, page_crc};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::sharded::ShardedRw;
 use crate::types::PageId;
 
 /// What a sidecar table holds for one page.
@@ -99,7 +98,9 @@ impl Entry {
 #[derive(Debug)]
 pub struct ChecksumTable {
     pub(super) page_size: usize,
-    pub(super) entries: RwLock<Vec<AtomicU64>>,
+    /// Sharded by thread: every verified read of a sidecar page looks an
+    /// entry up under it, and only a resize writes it.
+    pub(super) entries: ShardedRw<Vec<AtomicU64>>,
     pub(super) durable: Option<Durable>,
 }
 
@@ -112,7 +113,7 @@ impl ChecksumTable {
         check_page_size(page_size)?;
         Ok(ChecksumTable {
             page_size,
-            entries: RwLock::new(Vec::new()),
+            entries: ShardedRw::new(Vec::new()),
             durable: None,
         })
     }

@@ -105,7 +105,8 @@ pub(crate) const REREAD_RUN_PAGES: usize = 32;
 
 #[derive(Debug, Default)]
 struct Counters {
-    verified: AtomicU64,
+    /// Sharded: every verified read adds to it, on any thread.
+    verified: crate::sharded::Counter,
     transient: AtomicU64,
     corrupt: AtomicU64,
     fenced_reads: AtomicU64,
@@ -257,7 +258,7 @@ impl CorruptionDetector {
     pub fn stats(&self) -> DetectorStats {
         let s = &self.stats;
         DetectorStats {
-            verified: s.verified.load(Ordering::Relaxed),
+            verified: s.verified.get(),
             transient: s.transient.load(Ordering::Relaxed),
             corrupt_reported: s.corrupt.load(Ordering::Relaxed),
             fenced_reads: s.fenced_reads.load(Ordering::Relaxed),

@@ -101,7 +101,7 @@ impl CorruptionDetector {
             return failed(err, failure, true);
         }
         if self.store.read_page(page, buf).is_ok() && self.verify_stored(page, buf).is_ok() {
-            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            self.stats.verified.add(1);
             return None;
         }
         match self.confirm_held(page, Observer::HostRead, Some(buf)) {
@@ -123,7 +123,7 @@ impl CorruptionDetector {
     pub fn check_scanned(&self, page: PageId, bytes: &[u8], by: Observer) -> Result<Verdict> {
         let v = self.check_scanned_uncounted(page, bytes, by)?;
         if matches!(v, Verdict::Clean) {
-            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            self.stats.verified.add(1);
         }
         Ok(v)
     }
@@ -148,7 +148,7 @@ impl CorruptionDetector {
     /// [`check_scanned_uncounted`](Self::check_scanned_uncounted)).
     pub(crate) fn count_verified(&self, pages: u64) {
         if pages > 0 {
-            self.stats.verified.fetch_add(pages, Ordering::Relaxed);
+            self.stats.verified.add(pages);
         }
     }
 
@@ -167,7 +167,7 @@ impl CorruptionDetector {
         }
         let mut buf = vec![0u8; self.store.page_size()];
         if self.store.read_page(page, &mut buf).is_ok() && self.verify_stored(page, &buf).is_ok() {
-            self.stats.verified.fetch_add(1, Ordering::Relaxed);
+            self.stats.verified.add(1);
             return Ok(Verdict::Clean);
         }
         self.confirm(page, by, None)
@@ -221,7 +221,7 @@ impl CorruptionDetector {
             match retry {
                 Ok(()) => {
                     self.stats.transient.fetch_add(1, Ordering::Relaxed);
-                    self.stats.verified.fetch_add(1, Ordering::Relaxed);
+                    self.stats.verified.add(1);
                     tracing::debug!(%page, "verification failed once, re-read verified");
                     if let Some(out) = out {
                         out.copy_from_slice(&again);
