@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::appender::{Appender, LogState, ResumeTiming};
 use super::base::{decode_base, encode_base};
@@ -414,7 +414,7 @@ pub(super) fn open(
     let timing = ResumeTiming::new(config.clock.clone(), config.seed);
     let table = ChecksumTable {
         page_size,
-        entries: crate::sharded::ShardedRw::new(entries),
+        entries: RwLock::new(entries),
         durable: Some(Durable {
             storage: storage.clone(),
             stem: stem.to_string(),

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::RwLock;
+
 use super::base::{decode_base, encode_base};
 use super::durable::Durable;
 use super::entries::{
@@ -17,7 +19,6 @@ use super::unsettled::State;
 use super::{is_all_zero, page_crc};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::sharded::ShardedRw;
 use crate::types::PageId;
 
 /// What a sidecar table holds for one page.
@@ -98,9 +99,7 @@ impl Entry {
 #[derive(Debug)]
 pub struct ChecksumTable {
     pub(super) page_size: usize,
-    /// Sharded by thread: every verified read of a sidecar page looks an
-    /// entry up under it, and only a resize writes it.
-    pub(super) entries: ShardedRw<Vec<AtomicU64>>,
+    pub(super) entries: RwLock<Vec<AtomicU64>>,
     pub(super) durable: Option<Durable>,
 }
 
@@ -113,7 +112,7 @@ impl ChecksumTable {
         check_page_size(page_size)?;
         Ok(ChecksumTable {
             page_size,
-            entries: ShardedRw::new(Vec::new()),
+            entries: RwLock::new(Vec::new()),
             durable: None,
         })
     }

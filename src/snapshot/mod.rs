@@ -575,11 +575,25 @@ impl StateSnapshotManager {
     }
 
     /// Restores exactly the newest snapshot (as [`restore`](Self::restore)).
+    /// A snapshot under way on another thread is waited for, and is then
+    /// the newest.
     ///
     /// # Errors
-    /// As `restore`; [`Error::NoUsableSnapshot`] when there is no snapshot.
+    /// As `restore`; [`Error::NoUsableSnapshot`] when there is no snapshot;
+    /// [`Error::InvalidArgument`] when called on a thread that is taking or
+    /// restoring a snapshot of this manager (a store read that heals from
+    /// the snapshots), which would otherwise wait for itself.
     pub fn restore_latest(&self, target: &dyn PageStore) -> Result<RestoreReport> {
-        let newest = self.inner.listed.read().last().map(|e| e.id);
+        // Chosen under the state lock, as `restore` takes it: a snapshot
+        // running on another thread is waited for (and is then the newest);
+        // on this thread, refused rather than waited for.
+        let newest = self
+            .inner
+            .lock_state()?
+            .manifest
+            .entries
+            .last()
+            .map(|e| e.id);
         match newest {
             Some(id) => self.restore(id, target),
             None => Err(Error::NoUsableSnapshot {

@@ -42,7 +42,7 @@ use crate::healer::builtin::page::{
 };
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::{page_list, Attempt, AttemptOutcome, Incident, Outcome, Step};
-use crate::healer::remedy::{Applied, Case, Remedy};
+use crate::healer::remedy::{Applied, Case, Remedy, Verified};
 use crate::types::{Failure, PageId, Target};
 
 use super::batch::Holding;
@@ -284,23 +284,23 @@ impl SelfHealer {
             .map(|(m, _)| m.page)
             .collect();
         let written = written_pages.len();
-        let mut checks = guarded(|| {
+        // A pass that cannot run (no detector) or panics leaves every page
+        // it was to check unverified, with its error as the reason.
+        type Check = std::result::Result<Verified, String>;
+        let checks: Vec<Check> = guarded(|| {
             let det = self.ctx.need_detector()?;
             Ok(recheck_pages(det, &written_pages))
         })
-        .unwrap_or_else(|e| {
-            written_pages
-                .iter()
-                .map(|_| {
-                    Err(crate::error::Error::Host {
-                        op: "verify",
-                        retryable: false,
-                        message: e.to_string(),
-                    })
-                })
-                .collect()
-        })
-        .into_iter();
+        .map_or_else(
+            |e| written_pages.iter().map(|_| Err(e.to_string())).collect(),
+            |checks| {
+                checks
+                    .into_iter()
+                    .map(|c| c.map_err(|e| e.to_string()))
+                    .collect()
+            },
+        );
+        let mut checks = checks.into_iter();
         let mut results: Vec<PageResult> = Vec::with_capacity(members.len());
         let mut applied_all: Vec<Option<Applied>> = Vec::with_capacity(members.len());
         for (m, applied) in members.into_iter().zip(applied) {

@@ -153,8 +153,8 @@ impl Core {
     }
 
     /// Keeps written buffers for reuse, up to [`SPARE_BUFFERS_MAX`] of at
-    /// most twice the buffer size each (so at most that many times twice
-    /// the buffer size is held idle); the others are freed.
+    /// most 2 × max(buffer size, [`BUFFER_SLACK`]) each (so at most that
+    /// many times that is held idle); the others are freed.
     pub(super) fn recycle(&self, g: &mut Inner, chunks: Vec<Chunk>) {
         for mut c in chunks {
             if g.spare.len() < SPARE_BUFFERS_MAX

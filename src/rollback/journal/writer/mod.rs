@@ -665,7 +665,8 @@ impl Core {
 
     /// An empty buffer for the next chunk: a kept one, or a new one with
     /// room for the configured buffer size and then some (so that filling
-    /// it never moves what it holds).
+    /// it rarely moves what it holds: only records past the size that
+    /// outgrow the slack do).
     fn buffer(&self, inner: &mut Inner) -> Vec<u8> {
         inner.spare.pop().unwrap_or_else(|| {
             Vec::with_capacity(self.cfg.buffer_bytes.min(BUFFER_PRESIZE_MAX) + BUFFER_SLACK)
