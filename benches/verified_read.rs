@@ -62,10 +62,12 @@ fn prepare(path: &Path, sidecar: bool) -> Arc<CorruptionDetector> {
     Arc::new(det)
 }
 
-/// Reads every page once on `readers` threads; reader `r` reads pages
-/// `i × m mod PAGES` for `i = r, r + readers, …` (an odd `m` modulo a power
-/// of two is a permutation, so every page is read once, in a scattered order).
-fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
+/// Reads every page once on `readers` threads with `read`; reader `r`
+/// reads pages `i × m mod PAGES` for `i = r, r + readers, …` (an odd `m`
+/// modulo a power of two is a permutation, so every page is read once, in
+/// a scattered order).
+fn read_shares(readers: u64, read: impl Fn(u64, &mut [u8]) + Sync) -> u64 {
+    let read = &read;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..readers)
             .map(|r| {
@@ -74,8 +76,7 @@ fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
                     let mut sum = 0u64;
                     let mut i = r;
                     while i < PAGES {
-                        let page = i.wrapping_mul(0x9E37_79B1) % PAGES;
-                        det.read_verified(PageId(page), &mut buf).expect("verified");
+                        read(i.wrapping_mul(0x9E37_79B1) % PAGES, &mut buf);
                         sum = sum.wrapping_add(u64::from(buf[0]));
                         i += readers;
                     }
@@ -90,34 +91,21 @@ fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
     })
 }
 
+/// Every page once through the detector's verified read.
+fn read_all(det: &CorruptionDetector, readers: u64) -> u64 {
+    read_shares(readers, |page, buf| {
+        det.read_verified(PageId(page), buf).expect("verified");
+    })
+}
+
 const _: () = assert!(PAGES.is_power_of_two());
 
 /// The second control: [`read_all`]'s reads, as plain `pread`s of `file`
-/// on `readers` threads (no checksum, no detector, no store).
+/// (no checksum, no detector, no store).
 fn pread_all(file: &std::fs::File, readers: u64) -> u64 {
     use std::os::unix::fs::FileExt;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..readers)
-            .map(|r| {
-                scope.spawn(move || {
-                    let mut buf = vec![0u8; PAGE];
-                    let mut sum = 0u64;
-                    let mut i = r;
-                    while i < PAGES {
-                        let page = i.wrapping_mul(0x9E37_79B1) % PAGES;
-                        file.read_exact_at(&mut buf, page * PAGE as u64)
-                            .expect("pread");
-                        sum = sum.wrapping_add(u64::from(buf[0]));
-                        i += readers;
-                    }
-                    sum
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("reader"))
-            .fold(0, u64::wrapping_add)
+    read_shares(readers, |page, buf| {
+        file.read_exact_at(buf, page * PAGE as u64).expect("pread");
     })
 }
 

@@ -712,16 +712,24 @@ mod tests {
         .unwrap()
     }
 
-    /// A store whose reads read the snapshots first (as a heal on read
-    /// would), through a page source set after the manager is built.
-    #[derive(Debug)]
-    struct ReadsTheSnapshots {
+    /// What [`HookedStore`] runs before each read.
+    type OnRead = Box<dyn Fn(PageId) + Send + Sync>;
+
+    /// Eight pages in memory whose reads first run a hook set after the
+    /// snapshot manager is built (as a heal on read would run on the
+    /// reader's thread).
+    struct HookedStore {
         inner: MemStore,
-        source: std::sync::OnceLock<page_source::SnapshotPageSource>,
-        answers: parking_lot::Mutex<Vec<Result<bool>>>,
+        on_read: std::sync::OnceLock<OnRead>,
     }
 
-    impl PageStore for ReadsTheSnapshots {
+    impl std::fmt::Debug for HookedStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HookedStore").finish_non_exhaustive()
+        }
+    }
+
+    impl PageStore for HookedStore {
         fn page_size(&self) -> usize {
             self.inner.page_size()
         }
@@ -729,10 +737,8 @@ mod tests {
             self.inner.page_count()
         }
         fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-            if let Some(s) = self.source.get() {
-                let mut copy = vec![0u8; buf.len()];
-                let r = crate::host::PageSource::read_page(s, page, None, &mut copy);
-                self.answers.lock().push(r);
+            if let Some(hook) = self.on_read.get() {
+                hook(page);
             }
             self.inner.read_page(page, buf)
         }
@@ -744,13 +750,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_snapshot_whose_store_reads_the_snapshots_is_refused_them_not_left_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ReadsTheSnapshots {
+    /// A manager in `dir` with snapshot 1 of a hooked store of eight pages
+    /// (page `p` holds `p + 1`), the hook not yet set.
+    fn hooked(dir: &std::path::Path) -> (Arc<StateSnapshotManager>, Arc<HookedStore>) {
+        let store = Arc::new(HookedStore {
             inner: MemStore::new(128, 8).unwrap(),
-            source: std::sync::OnceLock::new(),
-            answers: parking_lot::Mutex::new(Vec::new()),
+            on_read: std::sync::OnceLock::new(),
         });
         for p in 0..8 {
             store
@@ -758,25 +763,42 @@ mod tests {
                 .write_page(PageId(p), &[p as u8 + 1; 128])
                 .unwrap();
         }
-        let m = Arc::new(SnapshotConfig::new(dir.path(), 128).build().unwrap());
-        let gate = WriteGate::new();
-        snap(&m, store.as_ref(), &gate, 1, SnapshotKind::Full);
-        let _ = store.source.set(m.page_source());
-        // On a thread of its own, so that a regression fails, not hangs.
+        let m = Arc::new(SnapshotConfig::new(dir, 128).build().unwrap());
+        snap(&m, store.as_ref(), &WriteGate::new(), 1, SnapshotKind::Full);
+        (m, store)
+    }
+
+    /// Takes snapshot 2 of `store` on a thread of its own, so that a
+    /// regression (a snapshot waiting for itself) fails instead of hanging.
+    fn second_snapshot(m: &Arc<StateSnapshotManager>, store: &Arc<HookedStore>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (m2, store2) = (m.clone(), store.clone());
+        let (m, store) = (m.clone(), store.clone());
         std::thread::spawn(move || {
-            let gate = WriteGate::new();
-            let r = snap(&m2, store2.as_ref(), &gate, 2, SnapshotKind::Full);
+            let r = snap(&m, store.as_ref(), &WriteGate::new(), 2, SnapshotKind::Full);
             let _ = tx.send(r.info.id);
         });
         let id = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the snapshot waited for itself");
         assert_eq!(id, 2);
+    }
+
+    #[test]
+    fn a_snapshot_whose_store_reads_the_snapshots_is_refused_them_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, store) = hooked(dir.path());
+        let source = Arc::new(m.page_source());
+        let answers = Arc::new(parking_lot::Mutex::new(Vec::<Result<bool>>::new()));
+        let (s, a) = (source.clone(), answers.clone());
+        let _ = store.on_read.set(Box::new(move |page| {
+            let mut copy = vec![0u8; 128];
+            let r = crate::host::PageSource::read_page(s.as_ref(), page, None, &mut copy);
+            a.lock().push(r);
+        }));
+        second_snapshot(&m, &store);
         // Every read the snapshot made asked the snapshots on its own thread,
         // and each was refused with a typed error.
-        let answers = std::mem::take(&mut *store.answers.lock());
+        let answers = std::mem::take(&mut *answers.lock());
         assert!(!answers.is_empty());
         for a in &answers {
             assert!(
@@ -792,79 +814,27 @@ mod tests {
         }
         // Outside a snapshot, the same read is served.
         let mut buf = vec![0u8; 128];
-        assert!(crate::host::PageSource::read_page(
-            store.source.get().unwrap(),
-            PageId(3),
-            None,
-            &mut buf
-        )
-        .unwrap());
+        assert!(
+            crate::host::PageSource::read_page(source.as_ref(), PageId(3), None, &mut buf).unwrap()
+        );
         assert_eq!(buf, vec![4u8; 128]);
-    }
-
-    /// A store whose every read lists the snapshots of `manager`.
-    #[derive(Debug)]
-    struct ListsTheSnapshots {
-        inner: MemStore,
-        manager: std::sync::OnceLock<Arc<StateSnapshotManager>>,
-        listed: parking_lot::Mutex<Vec<Vec<u64>>>,
-    }
-
-    impl PageStore for ListsTheSnapshots {
-        fn page_size(&self) -> usize {
-            self.inner.page_size()
-        }
-        fn page_count(&self) -> u64 {
-            self.inner.page_count()
-        }
-        fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
-            if let Some(m) = self.manager.get() {
-                let ids = m.snapshots().iter().map(|s| s.id).collect();
-                self.listed.lock().push(ids);
-            }
-            self.inner.read_page(page, buf)
-        }
-        fn write_page(&self, page: PageId, data: &[u8]) -> Result<()> {
-            self.inner.write_page(page, data)
-        }
-        fn sync(&self) -> Result<()> {
-            self.inner.sync()
-        }
     }
 
     #[test]
     fn the_snapshots_are_listed_at_once_while_a_snapshot_runs_on_the_same_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ListsTheSnapshots {
-            inner: MemStore::new(128, 8).unwrap(),
-            manager: std::sync::OnceLock::new(),
-            listed: parking_lot::Mutex::new(Vec::new()),
-        });
-        for p in 0..8 {
-            store
-                .inner
-                .write_page(PageId(p), &[p as u8 + 1; 128])
-                .unwrap();
-        }
-        let m = Arc::new(SnapshotConfig::new(dir.path(), 128).build().unwrap());
-        let gate = WriteGate::new();
-        snap(&m, store.as_ref(), &gate, 1, SnapshotKind::Full);
-        let _ = store.manager.set(m.clone());
-        // On a thread of its own, so that a regression fails, not hangs.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (m2, store2) = (m.clone(), store.clone());
-        std::thread::spawn(move || {
-            let gate = WriteGate::new();
-            let r = snap(&m2, store2.as_ref(), &gate, 2, SnapshotKind::Full);
-            let _ = tx.send(r.info.id);
-        });
-        let id = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("listing the snapshots waited for the snapshot");
-        assert_eq!(id, 2);
+        let (m, store) = hooked(dir.path());
+        let listed = Arc::new(parking_lot::Mutex::new(Vec::<Vec<u64>>::new()));
+        let (m2, l) = (Arc::downgrade(&m), listed.clone());
+        let _ = store.on_read.set(Box::new(move |_| {
+            if let Some(m) = m2.upgrade() {
+                l.lock().push(m.snapshots().iter().map(|s| s.id).collect());
+            }
+        }));
+        second_snapshot(&m, &store);
         // Every read of snapshot 2 listed snapshot 1 alone: the one under
         // way is listed when it is done.
-        let listed = std::mem::take(&mut *store.listed.lock());
+        let listed = std::mem::take(&mut *listed.lock());
         assert!(!listed.is_empty());
         assert!(listed.iter().all(|ids| ids == &[1]), "{listed:?}");
         let ids: Vec<u64> = m.snapshots().iter().map(|s| s.id).collect();
