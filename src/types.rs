@@ -91,22 +91,15 @@ pub enum Priority {
     P3,
 }
 
-impl Priority {
-    /// Its name: `P0` … `P3`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
             Priority::P0 => "P0",
             Priority::P1 => "P1",
             Priority::P2 => "P2",
             Priority::P3 => "P3",
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        };
+        f.write_str(s)
     }
 }
 
@@ -132,52 +125,15 @@ pub enum Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Pieces written one by one (no nested `write!`): incidents render
-        // their target on every record.
         match self {
-            Target::Page(p) => {
-                f.write_str("page ")?;
-                write_u64(f, p.0)
-            }
-            Target::Transaction(t) => {
-                f.write_str("transaction ")?;
-                write_u64(f, t.0)
-            }
-            Target::Replica(r) => {
-                f.write_str("replica ")?;
-                f.write_str(&r.0)
-            }
-            Target::Metric(m) => {
-                f.write_str("metric ")?;
-                f.write_str(m)
-            }
-            Target::Component(c) => {
-                f.write_str("component ")?;
-                f.write_str(c)
-            }
-            Target::Process(pid) => {
-                f.write_str("process ")?;
-                write_u64(f, u64::from(*pid))
-            }
+            Target::Page(p) => write!(f, "page {p}"),
+            Target::Transaction(t) => write!(f, "transaction {t}"),
+            Target::Replica(r) => write!(f, "replica {r}"),
+            Target::Metric(m) => write!(f, "metric {m}"),
+            Target::Component(c) => write!(f, "component {c}"),
+            Target::Process(pid) => write!(f, "process {pid}"),
         }
     }
-}
-
-/// Writes `v` in decimal as plain text: the formatter's width and fill
-/// are not applied, as they are not to a number inside `write!`.
-fn write_u64(f: &mut fmt::Formatter<'_>, mut v: u64) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    f.write_str(std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?)
 }
 
 /// How many [`Source`]s there are (the bus counts drops per source).
@@ -549,18 +505,15 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // "#id [P] target (from the source): evidence", piece by piece:
-        // every incident renders its first failure.
-        f.write_str("#")?;
-        write_u64(f, self.id.0)?;
-        f.write_str(" [")?;
-        f.write_str(self.priority.as_str())?;
-        f.write_str("] ")?;
-        fmt::Display::fmt(&self.target(), f)?;
-        f.write_str(" (from the ")?;
-        f.write_str(self.source.as_str())?;
-        f.write_str("): ")?;
-        f.write_str(&self.evidence)
+        write!(
+            f,
+            "{} [{}] {} (from the {}): {}",
+            self.id,
+            self.priority,
+            self.target(),
+            self.source,
+            self.evidence
+        )
     }
 }
 
@@ -748,24 +701,6 @@ mod tests {
         let mut v = vec![Priority::P3, Priority::P0, Priority::P2, Priority::P1];
         v.sort();
         assert_eq!(v, [Priority::P0, Priority::P1, Priority::P2, Priority::P3]);
-    }
-
-    proptest::proptest! {
-        /// Targets and failures render their numbers as `write!` did, and
-        /// a width given to the whole is not applied to a number inside.
-        #[test]
-        fn targets_and_failures_render_their_numbers_in_decimal(v in proptest::prelude::any::<u64>(), pid in proptest::prelude::any::<u32>()) {
-            proptest::prop_assert_eq!(Target::Page(PageId(v)).to_string(), format!("page {v}"));
-            proptest::prop_assert_eq!(Target::Transaction(TxnId(v)).to_string(), format!("transaction {v}"));
-            proptest::prop_assert_eq!(Target::Process(pid).to_string(), format!("process {pid}"));
-            proptest::prop_assert_eq!(format!("{:>30}", Target::Page(PageId(v))), format!("page {v}"));
-            let mut f = corrupt(v);
-            f.id = FailureId(v / 3);
-            proptest::prop_assert_eq!(
-                f.to_string(),
-                format!("#{} [P0] page {v} (from the {}): {}", v / 3, f.source, f.evidence)
-            );
-        }
     }
 
     fn corrupt(page: u64) -> Failure {

@@ -286,20 +286,14 @@ impl SelfHealer {
         let written = written_pages.len();
         // A pass that cannot run (no detector) or panics leaves every page
         // it was to check unverified, with its error as the reason.
-        type Check = std::result::Result<Verified, String>;
-        let checks: Vec<Check> = guarded(|| {
-            let det = self.ctx.need_detector()?;
-            Ok(recheck_pages(det, &written_pages))
-        })
-        .map_or_else(
-            |e| written_pages.iter().map(|_| Err(e.to_string())).collect(),
-            |checks| {
-                checks
+        let checks: Vec<std::result::Result<Verified, String>> =
+            match guarded(|| Ok(recheck_pages(self.ctx.need_detector()?, &written_pages))) {
+                Ok(checks) => checks
                     .into_iter()
                     .map(|c| c.map_err(|e| e.to_string()))
-                    .collect()
-            },
-        );
+                    .collect(),
+                Err(e) => written_pages.iter().map(|_| Err(e.to_string())).collect(),
+            };
         let mut checks = checks.into_iter();
         let mut results: Vec<PageResult> = Vec::with_capacity(members.len());
         let mut applied_all: Vec<Option<Applied>> = Vec::with_capacity(members.len());
