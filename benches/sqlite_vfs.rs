@@ -8,7 +8,13 @@
 //! - `write`: one transaction updating 20 rows at random, committed.
 //!   Target: at most 1.25×.
 //!
-//! The bench prints the ratios (`ratio …` lines) after a measured run.
+//! The bench prints the ratios (`ratio …` lines) after a measured run: of
+//! criterion's means, each side measured in its own series, and of the
+//! medians of `read/interleaved` and `write/interleaved`, which time one
+//! default-VFS iteration and then one selfheal-VFS iteration, in turn, so
+//! that both see the same load and the same state of the disk's cache (on a
+//! shared machine the load moves between one series and the next, and an
+//! fsync's cost with it).
 //!
 //! Run: `cargo bench --features sqlite --bench sqlite_vfs -- --warm-up-time 1 --measurement-time 3`
 
@@ -16,8 +22,10 @@
 #[path = "common/ratio.rs"]
 mod ratio;
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rusqlite::{params, Connection, OpenFlags};
@@ -87,6 +95,52 @@ fn writes(c: &Connection, seed: &mut u64) {
     tx.commit().expect("commit");
 }
 
+/// Pairs of samples (default VFS, selfheal VFS) taken in turn.
+type Pairs = RefCell<Vec<(Duration, Duration)>>;
+
+/// Fewer pairs than this give no median (test mode).
+const MIN_PAIRS: usize = 30;
+
+/// Times `default` then `selfheal`, `iters` times, keeping each pair.
+fn interleave(
+    pairs: &Pairs,
+    iters: u64,
+    mut default: impl FnMut(),
+    mut selfheal: impl FnMut(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let t = Instant::now();
+        default();
+        let d = t.elapsed();
+        let t = Instant::now();
+        selfheal();
+        let s = t.elapsed();
+        pairs.borrow_mut().push((d, s));
+        total += d + s;
+    }
+    total
+}
+
+/// Prints the medians of the interleaved pairs and their ratio.
+fn report_pairs(name: &str, pairs: &Pairs, target: &str) {
+    let pairs = pairs.borrow();
+    if pairs.len() < MIN_PAIRS {
+        return;
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let d = median(pairs.iter().map(|p| p.0).collect());
+    let s = median(pairs.iter().map(|p| p.1).collect());
+    eprintln!(
+        "ratio {name} interleaved ({} pairs): median selfheal {s:.1?} / median default {d:.1?} = {:.3} ({target})",
+        pairs.len(),
+        s.as_secs_f64() / d.as_secs_f64()
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let since = std::time::SystemTime::now();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -115,6 +169,33 @@ fn bench(c: &mut Criterion) {
     g.bench_function("write/selfheal_vfs", |b| {
         b.iter(|| writes(&healed_conn, &mut seed))
     });
+    let read_pairs = Pairs::default();
+    let mut seed_b = seed;
+    g.bench_function("read/interleaved", |b| {
+        b.iter_custom(|iters| {
+            interleave(
+                &read_pairs,
+                iters,
+                || {
+                    black_box(reads(&plain, default_vfs, &mut seed));
+                },
+                || {
+                    black_box(reads(&healed, vfs.name(), &mut seed_b));
+                },
+            )
+        })
+    });
+    let write_pairs = Pairs::default();
+    g.bench_function("write/interleaved", |b| {
+        b.iter_custom(|iters| {
+            interleave(
+                &write_pairs,
+                iters,
+                || writes(&plain_conn, &mut seed),
+                || writes(&healed_conn, &mut seed_b),
+            )
+        })
+    });
     g.finish();
     assert_eq!(vfs.stats().unhealed, 0);
     ratio::report(
@@ -134,6 +215,8 @@ fn bench(c: &mut Criterion) {
             ),
         ],
     );
+    report_pairs("read overhead", &read_pairs, "target ≤ 1.15");
+    report_pairs("write overhead", &write_pairs, "target ≤ 1.25");
 }
 
 criterion_group!(benches, bench);

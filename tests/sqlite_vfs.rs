@@ -292,8 +292,9 @@ fn replica_damaged_too_wal() {
 
 /// A page written twice and synced, then put back to its first version on
 /// disk (a lost write), is damage after the database is closed and opened
-/// again: the sidecar table's settle of the second write is durable with
-/// SQLite's sync, so the older version's checksum is no longer accepted.
+/// again: the sidecar table's settle of the second write was made durable
+/// after SQLite's sync (by the file's settle thread, and at the close at
+/// the latest), so the older version's checksum is no longer accepted.
 fn older_version_after_reopen_is_damage(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");

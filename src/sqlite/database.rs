@@ -789,16 +789,19 @@ impl Database {
         }
     }
 
-    /// `xSync`: the pages, then the checksums that accept them.
+    /// `xSync`: the pages, then the checksums that accept them; the settle
+    /// records follow on the settle thread.
     pub(super) fn sync(&self, flags: c_int) -> std::result::Result<(), Fault> {
         match self.protected.get() {
             Some(p) => {
                 Self::flush_locked(p, &mut self.pending.lock())?;
                 p.store.sync_flags.store(flags, Ordering::Relaxed);
                 p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))?;
-                // The settle records too: after a crash a page then accepts
-                // only the bytes of its last synced write, not older ones.
-                p.table.flush().map_err(io(ffi::SQLITE_IOERR_FSYNC))
+                // The settles the sync recorded are made durable by the
+                // settle thread, right after this returns (see `settle`):
+                // the commit waits for the intents' fsync only.
+                p.settler.notify();
+                Ok(())
             }
             None => self.raw.sync(flags).map_err(raw_fault),
         }

@@ -222,6 +222,7 @@ mod protected;
 mod raw;
 mod registry;
 mod replica;
+mod settle;
 mod snapshots;
 mod store;
 mod vfs;

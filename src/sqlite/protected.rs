@@ -13,7 +13,8 @@
 //! - The file is adopted (or its unsealed pages forgotten) by `prepare`
 //!   before any background work starts.
 //! - [`Protected::stop`] ends the background work, bounded; a manager is
-//!   stopped cleanly so that its next start is no crash recovery.
+//!   stopped cleanly so that its next start is no crash recovery, and the
+//!   settle thread flushes the table's log once more.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use super::config::Shared;
 use super::first_page::FirstPage;
 use super::identity::PageOneCopy;
 use super::replica::{FileReplica, NewestOnly};
+use super::settle::Settler;
 use super::snapshots::SnapshotSource;
 use super::store::SqlitePageStore;
 use crate::error::{Error, Result};
@@ -75,6 +77,8 @@ pub(super) struct Protected {
     /// The VFS's own background scrub, when configured without a manager;
     /// stopped (bounded) on drop.
     _scrub: Option<Scrubber>,
+    /// Makes the table's settle records durable after each `xSync`.
+    pub(super) settler: Settler,
 }
 
 /// The snapshots of one file: the manager, the gate every write of the
@@ -197,6 +201,7 @@ impl Protected {
             repairer.add_fallback(Arc::new(SnapshotSource::new(s, &table)))?;
         }
         prepare(&det, &store)?;
+        let settler = Settler::start(table.clone())?;
 
         let mut scrub = None;
         let mut periodic = None;
@@ -233,6 +238,7 @@ impl Protected {
             first,
             manager,
             _scrub: scrub,
+            settler,
         })
     }
 
@@ -291,6 +297,10 @@ impl Protected {
                 tracing::warn!(db = %path.display(), error = %e,
                     "the recovery manager of a database did not stop cleanly");
             }
+        }
+        if let Err(e) = self.settler.stop() {
+            tracing::warn!(db = %path.display(), error = %e,
+                "the settle thread of a database did not stop cleanly");
         }
     }
 }
