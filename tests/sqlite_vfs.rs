@@ -766,3 +766,80 @@ fn truncation_shrinks_the_table_rollback_journal() {
 fn truncation_shrinks_the_table_wal() {
     truncation_shrinks_the_table("WAL");
 }
+
+/// A WAL database whose `-wal` still holds committed transactions (its
+/// last connection did not checkpoint at close) is adopted at its first
+/// open through the VFS without losing them: adoption seals the file's own
+/// pages, nothing checkpoints the WAL into the file behind the VFS, and
+/// SQLite reads the newer pages from the WAL and later checkpoints them
+/// through the VFS (which seals them). Every row matches the model, no page
+/// is healed (no stale copy served as verified), `integrity_check` is `ok`,
+/// before and after a reopen and a checkpoint.
+#[test]
+fn adopting_a_wal_with_committed_frames_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("framed.db");
+    let mut model = Model::new();
+    build_plain(&db, "WAL", &mut model);
+    {
+        let c = Connection::open(&db).unwrap();
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .unwrap();
+        c.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
+        work_in_wal(&c, &mut model);
+    }
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let frames = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(
+        frames > 64 * PAGE as u64,
+        "the -wal holds committed frames: {frames} bytes"
+    );
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        "framed",
+        SqliteConfig::new().on_heal(move |e| h.lock().unwrap().push(e.clone())),
+    );
+    let c = open(&db, &vfs);
+    assert_eq!(vfs.adoptions().len(), 1, "the first open adopts the file");
+    check(&c, &model).unwrap();
+    drop(c);
+    assert!(
+        heals.lock().unwrap().is_empty(),
+        "pages were healed after adoption: {:?}",
+        heals.lock().unwrap()
+    );
+    let c = open(&db, &vfs);
+    check(&c, &model).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    check(&c, &model).unwrap();
+    drop(c);
+    let c = open(&db, &vfs);
+    check(&c, &model).unwrap();
+    drop(c);
+    assert_eq!(vfs.adoptions().len(), 1, "adopted once");
+    assert!(heals.lock().unwrap().is_empty(), "{:?}", heals.lock().unwrap());
+    assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0);
+}
+
+/// Updates, deletes and inserts through `c` (a WAL connection that never
+/// checkpoints), beside the model; the header's change counter and page
+/// count in the WAL differ from the file's.
+fn work_in_wal(c: &Connection, model: &mut Model) {
+    c.execute(
+        "UPDATE items SET name = 'w' || id, note = 'in the wal' WHERE id % 3 = 0",
+        [],
+    )
+    .unwrap();
+    for (id, row) in model.iter_mut() {
+        if id % 3 == 0 {
+            row.0 = format!("w{id}");
+        }
+    }
+    c.execute("DELETE FROM items WHERE id % 13 = 1", []).unwrap();
+    model.retain(|id, _| id % 13 != 1);
+    insert(c, model, 40_000..=42_000);
+}

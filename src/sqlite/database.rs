@@ -462,8 +462,12 @@ impl Database {
     /// write the file meanwhile. In WAL mode the read transaction does not
     /// stop another process's checkpoint from copying newer frames into
     /// the file; adopt a WAL database with no other process attached (or
-    /// after `PRAGMA wal_checkpoint(TRUNCATE)`).
+    /// after `PRAGMA wal_checkpoint(TRUNCATE)`). The connection never
+    /// checkpoints at its close: a WAL's committed frames are left in the
+    /// WAL, for SQLite to read from there and to checkpoint through the VFS
+    /// (adoption seals the file's own pages, which the frames supersede).
     fn quick_check(&self) -> Result<rusqlite::Connection> {
+        use rusqlite::config::DbConfig;
         use rusqlite::OpenFlags;
         let started = Instant::now();
         let refuse = |reason: String| {
@@ -480,6 +484,15 @@ impl Database {
             self.root.name().as_str(),
         )
         .map_err(|e| refuse(format!("opening it for PRAGMA quick_check failed: {e}")))?;
+        // Closed after adoption has sealed the file's pages: a checkpoint
+        // at that close would copy a WAL's committed frames into the file
+        // behind the VFS (and delete the WAL), so the sealed pages would
+        // change under their checksums and the transactions in the WAL
+        // would be lost to a heal. The frames stay in the WAL: SQLite reads
+        // them from there and checkpoints them through the VFS, which seals
+        // them.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| refuse(format!("turning off its checkpoint at close failed: {e}")))?;
         conn.execute_batch("BEGIN")
             .map_err(|e| refuse(format!("BEGIN failed: {e}")))?;
         let rows: Vec<String> = {
