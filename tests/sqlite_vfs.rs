@@ -821,7 +821,11 @@ fn adopting_a_wal_with_committed_frames_keeps_them() {
     check(&c, &model).unwrap();
     drop(c);
     assert_eq!(vfs.adoptions().len(), 1, "adopted once");
-    assert!(heals.lock().unwrap().is_empty(), "{:?}", heals.lock().unwrap());
+    assert!(
+        heals.lock().unwrap().is_empty(),
+        "{:?}",
+        heals.lock().unwrap()
+    );
     assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0);
 }
 
@@ -839,7 +843,8 @@ fn work_in_wal(c: &Connection, model: &mut Model) {
             row.0 = format!("w{id}");
         }
     }
-    c.execute("DELETE FROM items WHERE id % 13 = 1", []).unwrap();
+    c.execute("DELETE FROM items WHERE id % 13 = 1", [])
+        .unwrap();
     model.retain(|id, _| id % 13 != 1);
     insert(c, model, 40_000..=42_000);
 }
