@@ -896,9 +896,7 @@ fn second_process_child() {
     let opened = Connection::open_with_flags_and_vfs(&db, OpenFlags::default(), vfs.name());
     match expect.as_str() {
         "refused" => {
-            let err = opened
-                .err()
-                .expect("a second process must not open the file");
+            let err = opened.expect_err("a second process must not open the file");
             assert_eq!(
                 err.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::CannotOpen),
