@@ -986,3 +986,56 @@ fn a_second_process_is_refused_rollback_journal() {
 fn a_second_process_is_refused_wal() {
     a_second_process_is_refused_while_one_owns_the_file("WAL");
 }
+
+/// The rollback-journal side of [`adopting_a_wal_with_committed_frames_keeps_them`]:
+/// a database left with a hot journal (a copy of the file and its journal
+/// taken while a write transaction had spilled pages into the file, as a
+/// crash leaves them) is adopted after the journal is rolled back, so the
+/// pages sealed are the committed ones: every row matches the model as it
+/// was before the transaction, no page is healed, `integrity_check` is
+/// `ok`, before and after a reopen.
+#[test]
+fn adopting_with_a_hot_journal_seals_the_rolled_back_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let crashed = dir.path().join("crashed.db");
+    let mut model = Model::new();
+    build_plain(&db, "DELETE", &mut model);
+    let committed = std::fs::read(&db).unwrap();
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA cache_size = 8; BEGIN;
+         UPDATE items SET name = 'lost' || id, note = hex(randomblob(300));
+         DELETE FROM items WHERE id % 5 = 0;",
+    )
+    .unwrap();
+    let journal = PathBuf::from(format!("{}-journal", db.display()));
+    std::fs::copy(&db, &crashed).unwrap();
+    std::fs::copy(&journal, format!("{}-journal", crashed.display())).unwrap();
+    c.execute_batch("ROLLBACK").unwrap();
+    drop(c);
+    assert!(
+        std::fs::read(&crashed).unwrap() != committed,
+        "the transaction spilled pages into the file"
+    );
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        "hot-journal",
+        SqliteConfig::new().on_heal(move |e| h.lock().unwrap().push(e.clone())),
+    );
+    let c = open(&crashed, &vfs);
+    assert_eq!(vfs.adoptions().len(), 1, "the first open adopts the file");
+    check(&c, &model).unwrap();
+    drop(c);
+    let c = open(&crashed, &vfs);
+    check(&c, &model).unwrap();
+    drop(c);
+    assert_eq!(vfs.adoptions().len(), 1, "adopted once");
+    assert!(
+        heals.lock().unwrap().is_empty(),
+        "{:?}",
+        heals.lock().unwrap()
+    );
+    assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0);
+}
