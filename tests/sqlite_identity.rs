@@ -1,6 +1,7 @@
 //! Goal: the SQLite VFS knows which file it protects and which of its pages
 //! are in use: pages SQLite never wrote inside a grown file are free until
-//! written, all-zero pages in use are sealed at adoption, a changed page
+//! written, all-zero pages in use are sealed at adoption (and at the next
+//! open of a file an earlier build adopted with them marked free), a changed page
 //! size, a replaced file or a foreign sidecar is refused with a typed error
 //! instead of being healed back from a replica, adoption refuses a file
 //! that fails `PRAGMA quick_check` or pages that fail their checksums, and
@@ -242,6 +243,112 @@ fn all_zero_pages_in_use_are_sealed_at_adoption_and_healed_when_damaged() {
     assert_eq!(integrity(&c), "ok");
     drop(c);
     assert_eq!(std::fs::read(&db).unwrap(), bytes);
+}
+
+/// A file adopted by an earlier build of the crate, which took every
+/// all-zero page for free, has its all-zero pages in use marked free in the
+/// sidecar table (simulated here: adopted, then those pages marked free
+/// with `ChecksumTable::mark_free`, as that adoption did). The next open,
+/// which does not adopt, seals them after reading SQLite's freelist, so
+/// damage to them is healed from the replica instead of being served.
+fn zero_pages_marked_free_by_an_earlier_adoption_are_sealed_at_open(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("zeros-old.db");
+    let replica = dir.path().join("replica.db");
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = {mode};
+             CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB NOT NULL);
+             INSERT INTO b VALUES (1, zeroblob(40000)), (2, zeroblob(40000));
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+             INSERT INTO t VALUES (1, 'x');
+             DELETE FROM b WHERE id = 2;
+             PRAGMA wal_checkpoint(TRUNCATE);"
+        ))
+        .unwrap();
+    }
+    let bytes = std::fs::read(&db).unwrap();
+    let zero_pages: Vec<PageId> = (0..(bytes.len() / PAGE) as u64)
+        .map(PageId)
+        .filter(|p| page_bytes(&bytes, *p).iter().all(|&b| b == 0))
+        .collect();
+    std::fs::copy(&db, &replica).unwrap();
+    let vfs = register("zeros-old", SqliteConfig::new().replica_file(&replica));
+    drop(open(&db, &vfs));
+    assert_eq!(vfs.adoptions().len(), 1);
+    let freelist = vfs.adoptions()[0].freelist_leaves;
+    assert!(freelist > 0, "the deleted blob left freelist leaves");
+    let table = selfheal::ChecksumTable::open(&sidecar_path(&db), PAGE).unwrap();
+    // The pages an earlier adoption left marked free: all-zero and not on
+    // the freelist (sealed now); the freelist's leaves are marked already.
+    let in_use: Vec<PageId> = zero_pages
+        .iter()
+        .copied()
+        .filter(|p| table.get(*p).is_some())
+        .collect();
+    assert!(
+        !in_use.is_empty(),
+        "the last overflow page of a zeroblob is all zeros and in use"
+    );
+    let leaves: Vec<PageId> = (0..(bytes.len() / PAGE) as u64)
+        .map(PageId)
+        .filter(|p| table.is_free(*p))
+        .collect();
+    assert_eq!(leaves.len() as u64, freelist);
+    for p in &in_use {
+        table.mark_free(*p).unwrap();
+    }
+    drop(table);
+
+    // The open that does not adopt seals them (the freelist's leaves stay
+    // free).
+    drop(open(&db, &vfs));
+    assert_eq!(vfs.adoptions().len(), 1, "not adopted again");
+    {
+        let table = selfheal::ChecksumTable::open(&sidecar_path(&db), PAGE).unwrap();
+        for p in &in_use {
+            assert!(
+                table.get(*p).is_some() && !table.is_free(*p),
+                "{mode}: page {} in use is still unsealed",
+                p.0 + 1
+            );
+        }
+        for p in &leaves {
+            assert!(
+                table.is_free(*p),
+                "{mode}: freelist leaf {} sealed",
+                p.0 + 1
+            );
+        }
+    }
+    // Damaged while closed: junk where the zeros of the blob were.
+    for p in &in_use {
+        write_page(&db, *p, &[0xa5; PAGE]);
+    }
+    let c = open(&db, &vfs);
+    let blob: Vec<u8> = c
+        .query_row("SELECT v FROM b WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(blob.len(), 40_000);
+    assert!(
+        blob.iter().all(|&b| b == 0),
+        "{mode}: damage to an all-zero page in use was served as data"
+    );
+    assert_eq!(vfs.stats().healed, in_use.len() as u64);
+    assert_eq!(integrity(&c), "ok");
+    drop(c);
+    assert_eq!(std::fs::read(&db).unwrap(), bytes);
+}
+
+#[test]
+fn zero_pages_marked_free_by_an_earlier_adoption_rollback_journal() {
+    zero_pages_marked_free_by_an_earlier_adoption_are_sealed_at_open("DELETE");
+}
+
+#[test]
+fn zero_pages_marked_free_by_an_earlier_adoption_wal() {
+    zero_pages_marked_free_by_an_earlier_adoption_are_sealed_at_open("WAL");
 }
 
 // ---- 3. page size ----------------------------------------------------------

@@ -341,7 +341,7 @@ impl Database {
                     for p in unsealed.iter().filter(|p| p.0 < store.page_count()) {
                         det.forget(*p)?;
                     }
-                    Ok(())
+                    self.seal_zero_pages_marked_free(det, store)
                 }
             },
         })?;
@@ -401,9 +401,67 @@ impl Database {
         Ok(())
     }
 
-    /// Seals the pages that adoption marked free for being all zeros but
-    /// that SQLite uses: neither a freelist leaf nor past the header's page
-    /// count. Returns how many.
+    /// At an open that does not adopt: seals the all-zero pages SQLite
+    /// uses that are marked free, which an adoption by an earlier build of
+    /// the crate left so (it took every all-zero page for free), after
+    /// reading SQLite's freelist. From then on they verify and heal like
+    /// any other page. A freelist that cannot be read (the file may be in
+    /// the middle of a transaction a hot journal or the WAL completes) is
+    /// logged and the pages are left as they are until the next open.
+    fn seal_zero_pages_marked_free(
+        &self,
+        det: &Arc<CorruptionDetector>,
+        store: &Arc<SqlitePageStore>,
+    ) -> Result<()> {
+        let Some(used) = Self::pages_in_use(store)? else {
+            return Ok(());
+        };
+        let marked = match det.placement() {
+            crate::ChecksumPlacement::Sidecar(t) => (0..used).any(|p| t.is_free(PageId(p))),
+            crate::ChecksumPlacement::Trailer => false,
+        };
+        if !marked {
+            return Ok(());
+        }
+        let freelist = match format::read_freelist(store.as_ref()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(db = %self.path.display(), error = %e,
+                    "the freelist cannot be read; all-zero pages marked free stay unsealed");
+                return Ok(());
+            }
+        };
+        let sealed = self.seal_zero_pages_in_use(det, store, &freelist)?;
+        if sealed > 0 {
+            // Settled now, as adoption's are: a crash before SQLite's next
+            // sync must not leave them unverifiable.
+            det.sync()?;
+            tracing::info!(db = %self.path.display(), sealed,
+                "sealed all-zero pages in use that were marked free");
+        }
+        Ok(())
+    }
+
+    /// The pages SQLite uses: the header's page count (at most the file's),
+    /// or the file's when the header has none; `None` when page 1's header
+    /// cannot be read.
+    fn pages_in_use(store: &SqlitePageStore) -> Result<Option<u64>> {
+        if store.page_count() == 0 {
+            return Ok(None);
+        }
+        let mut first = vec![0u8; store.page_size];
+        store.read_page(PageId(0), &mut first)?;
+        Ok(format::parse_header(&first).ok().map(|h| {
+            h.page_count
+                .map_or(store.page_count(), |n| u64::from(n).min(store.page_count()))
+        }))
+    }
+
+    /// Seals the pages marked free that are all zeros but that SQLite
+    /// uses: neither a freelist leaf nor past the header's page count
+    /// (adoption marks every all-zero page free). A page marked free that
+    /// is not all zeros is left unsealed: its bytes are no known state of
+    /// the page. Returns how many were sealed.
     fn seal_zero_pages_in_use(
         &self,
         det: &Arc<CorruptionDetector>,
@@ -411,34 +469,37 @@ impl Database {
         freelist: &format::Freelist,
     ) -> Result<u64> {
         let ps = store.page_size;
-        let mut first = vec![0u8; ps];
-        store.read_page(PageId(0), &mut first)?;
-        let used = format::parse_header(&first)?
-            .page_count
-            .map_or(store.page_count(), |n| u64::from(n).min(store.page_count()));
+        let Some(used) = Self::pages_in_use(store)? else {
+            return Ok(0);
+        };
         let table = match det.placement() {
             crate::ChecksumPlacement::Sidecar(t) => t.clone(),
             crate::ChecksumPlacement::Trailer => return Ok(0),
         };
-        let zeros: Vec<PageId> = (0..used)
+        let candidates: Vec<PageId> = (0..used)
             .map(PageId)
             .filter(|p| table.is_free(*p) && !freelist.is_free(*p))
             .collect();
-        for chunk in zeros.chunks(PENDING_PAGES_MAX) {
-            let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
+        let mut sealed = 0u64;
+        for chunk in candidates.chunks(PENDING_PAGES_MAX) {
+            let mut pages: Vec<(PageId, Vec<u8>)> = Vec::with_capacity(chunk.len());
             for p in chunk {
                 let mut b = vec![0u8; ps];
                 store.read_page(*p, &mut b)?;
-                bufs.push(b);
+                if b.iter().all(|&x| x == 0) {
+                    pages.push((*p, b));
+                }
             }
-            let mut refs: Vec<(PageId, &mut [u8])> = chunk
-                .iter()
-                .copied()
-                .zip(bufs.iter_mut().map(Vec::as_mut_slice))
+            let mut refs: Vec<(PageId, &mut [u8])> = pages
+                .iter_mut()
+                .map(|(p, b)| (*p, b.as_mut_slice()))
                 .collect();
-            det.write_sealed_batch(&mut refs)?;
+            if !refs.is_empty() {
+                det.write_sealed_batch(&mut refs)?;
+            }
+            sealed += refs.len() as u64;
         }
-        Ok(zeros.len() as u64)
+        Ok(sealed)
     }
 
     /// Keeps page 1, read verified, as its durable copy (see `identity`);
@@ -462,8 +523,12 @@ impl Database {
     /// write the file meanwhile. In WAL mode the read transaction does not
     /// stop another process's checkpoint from copying newer frames into
     /// the file; adopt a WAL database with no other process attached (or
-    /// after `PRAGMA wal_checkpoint(TRUNCATE)`).
+    /// after `PRAGMA wal_checkpoint(TRUNCATE)`). The connection never
+    /// checkpoints at its close: a WAL's committed frames are left in the
+    /// WAL, for SQLite to read from there and to checkpoint through the VFS
+    /// (adoption seals the file's own pages, which the frames supersede).
     fn quick_check(&self) -> Result<rusqlite::Connection> {
+        use rusqlite::config::DbConfig;
         use rusqlite::OpenFlags;
         let started = Instant::now();
         let refuse = |reason: String| {
@@ -480,6 +545,15 @@ impl Database {
             self.root.name().as_str(),
         )
         .map_err(|e| refuse(format!("opening it for PRAGMA quick_check failed: {e}")))?;
+        // Closed after adoption has sealed the file's pages: a checkpoint
+        // at that close would copy a WAL's committed frames into the file
+        // behind the VFS (and delete the WAL), so the sealed pages would
+        // change under their checksums and the transactions in the WAL
+        // would be lost to a heal. The frames stay in the WAL: SQLite reads
+        // them from there and checkpoints them through the VFS, which seals
+        // them.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| refuse(format!("turning off its checkpoint at close failed: {e}")))?;
         conn.execute_batch("BEGIN")
             .map_err(|e| refuse(format!("BEGIN failed: {e}")))?;
         let rows: Vec<String> = {

@@ -50,8 +50,11 @@
 //!   transaction that is held (SQLite's shared lock) until the adoption is
 //!   done, so no writer of any process changes the file meanwhile in
 //!   rollback-journal mode (in WAL mode another process's checkpoint still
-//!   may: adopt a WAL database with no other process attached). Anything
-//!   but `ok` refuses the open. Then SQLite's freelist (the trunk list from
+//!   may: adopt a WAL database with no other process attached). That
+//!   connection never checkpoints at its close: committed frames a WAL
+//!   still holds stay there, for SQLite to read and to checkpoint through
+//!   the VFS (which seals them); adoption seals the file's own pages.
+//!   Anything but `ok` refuses the open. Then SQLite's freelist (the trunk list from
 //!   header offsets 32 and 36, read defensively: a bad list refuses the
 //!   open) decides which pages are free: its leaf pages, and pages past
 //!   the header's page count, are marked unallocated, and every other page
@@ -62,6 +65,9 @@
 //!   reported with its duration ([`SqliteVfs::adoptions`]). Unsealed pages
 //!   that are all zeros (what a crash between growing the file and writing
 //!   the new pages leaves at its end) need no check: they are marked free.
+//!   An open that does not adopt seals the all-zero pages SQLite uses that
+//!   are marked free (an adoption by an earlier build of the crate took
+//!   every all-zero page for free), after reading SQLite's freelist.
 //! - **Refused opens** answer `SQLITE_CANTOPEN` ("unable to open database
 //!   file") to SQLite; the typed reason, an
 //!   [`Error::SqliteRefused`](crate::Error::SqliteRefused) naming the file,

@@ -207,7 +207,7 @@ unsafe extern "C" fn x_open(
                     (*main).db = Arc::into_raw(db);
                     (*main).state = st;
                     (*main).inner = inner;
-                    (*main).base.pMethods = &MAIN_METHODS;
+                    (*main).base.pMethods = main_methods_for(inner_methods(inner).iVersion);
                 }
                 ffi::SQLITE_OK
             }
@@ -452,7 +452,38 @@ unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut 
     }
 }
 
-static MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+/// The main database file's methods claiming `version` (1 to 3): the
+/// version of the inner file's table, so that SQLite asks for shared
+/// memory (version 2) or memory-mapped pages (version 3) only when the
+/// inner file has them. The fields past a version are never read by
+/// SQLite; they are filled all the same.
+const fn main_methods(version: c_int) -> ffi::sqlite3_io_methods {
+    ffi::sqlite3_io_methods {
+        iVersion: version,
+        ..MAIN_METHODS
+    }
+}
+
+/// The main file's methods over an inner file of version 1 (no shared
+/// memory, no fetch).
+static MAIN_METHODS_V1: ffi::sqlite3_io_methods = main_methods(1);
+/// The main file's methods over an inner file of version 2 (no fetch).
+static MAIN_METHODS_V2: ffi::sqlite3_io_methods = main_methods(2);
+/// The main file's methods over an inner file of version 3 or later.
+static MAIN_METHODS_V3: ffi::sqlite3_io_methods = main_methods(3);
+
+/// The main file's methods matching an inner file whose table is of
+/// `version`.
+fn main_methods_for(version: c_int) -> &'static ffi::sqlite3_io_methods {
+    match version {
+        ..=1 => &MAIN_METHODS_V1,
+        2 => &MAIN_METHODS_V2,
+        _ => &MAIN_METHODS_V3,
+    }
+}
+
+/// Every method of the main database file (a version-3 table).
+const MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
     xClose: Some(m_close),
     xRead: Some(m_read),
@@ -612,13 +643,21 @@ unsafe extern "C" fn m_file_size(file: *mut ffi::sqlite3_file, out: *mut i64) ->
 }
 
 /// Forwards a call to the inner file's method `$m`, or answers `$none`.
+/// With `since $v`, the method is a field of version `$v` of the methods
+/// table, read only when the inner file's table is of that version or
+/// later (an older table ends before it).
 macro_rules! forward {
-    ($file:expr, $m:ident, $none:expr $(, $arg:expr)*) => {{
-        // SAFETY: an open main file; the inner file is open and its method
-        // takes the same arguments SQLite gave us.
+    ($file:expr, $m:ident, $none:expr $(, $arg:expr)*) => {
+        forward!(since 1, $file, $m, $none $(, $arg)*)
+    };
+    (since $v:expr, $file:expr, $m:ident, $none:expr $(, $arg:expr)*) => {{
+        // SAFETY: an open main file; the inner file is open, its table has
+        // the field (checked against its version), and its method takes
+        // the same arguments SQLite gave us.
         unsafe {
             let inner = parts($file).1;
-            match inner_methods(inner).$m {
+            let methods = inner_methods(inner);
+            match methods.$m.filter(|_| methods.iVersion >= $v) {
                 Some(f) => f(inner $(, $arg)*),
                 None => $none,
             }
@@ -696,6 +735,7 @@ unsafe extern "C" fn m_shm_map(
 ) -> c_int {
     guard(ffi::SQLITE_IOERR_SHMMAP, || {
         forward!(
+            since 2,
             file,
             xShmMap,
             ffi::SQLITE_IOERR_SHMMAP,
@@ -714,21 +754,30 @@ unsafe extern "C" fn m_shm_lock(
     flags: c_int,
 ) -> c_int {
     guard(ffi::SQLITE_IOERR_SHMLOCK, || {
-        forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+        forward!(
+            since 2,
+            file,
+            xShmLock,
+            ffi::SQLITE_IOERR_SHMLOCK,
+            offset,
+            n,
+            flags
+        )
     })
 }
 
 unsafe extern "C" fn m_shm_barrier(file: *mut ffi::sqlite3_file) {
     guard(ffi::SQLITE_OK, || {
-        forward!(file, xShmBarrier, ());
+        forward!(since 2, file, xShmBarrier, ());
         ffi::SQLITE_OK
     });
 }
 
 unsafe extern "C" fn m_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
-    guard(ffi::SQLITE_IOERR_SHMMAP, || {
-        forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
-    })
+    guard(
+        ffi::SQLITE_IOERR_SHMMAP,
+        || forward!(since 2, file, xShmUnmap, ffi::SQLITE_OK, delete),
+    )
 }
 
 unsafe extern "C" fn m_fetch(

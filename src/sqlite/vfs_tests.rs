@@ -5,7 +5,11 @@
 //! wrapped VFS's own pointer and return its answer; a method the wrapped
 //! VFS lacks is not offered, nor `xCurrentTimeInt64` over a version-1 VFS.
 //! And a main file's close whose flush panics (injected) still closes the
-//! file and releases its database: the next open opens it afresh.
+//! file and releases its database: the next open opens it afresh. Over a
+//! wrapped VFS whose files have a version-1 methods table (its version-2
+//! and -3 fields traps), the main file claims version 1 too and its
+//! shared-memory methods never read past the inner table: SQLite runs
+//! without shared memory and no trap is reached.
 
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -239,4 +243,205 @@ fn a_panic_in_the_close_flush_still_releases_the_database() {
         2,
         "the database of the panicked close was never released"
     );
+}
+
+/// Whether a version-2 or -3 method of a version-1 table was called.
+static TRAPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+unsafe extern "C" fn trap_shm_map(
+    _: *mut ffi::sqlite3_file,
+    _: c_int,
+    _: c_int,
+    _: c_int,
+    _: *mut *mut c_void,
+) -> c_int {
+    TRAPPED.store(true, Ordering::SeqCst);
+    ffi::SQLITE_IOERR_SHMMAP
+}
+
+unsafe extern "C" fn trap_shm_lock(
+    _: *mut ffi::sqlite3_file,
+    _: c_int,
+    _: c_int,
+    _: c_int,
+) -> c_int {
+    TRAPPED.store(true, Ordering::SeqCst);
+    ffi::SQLITE_IOERR_SHMLOCK
+}
+
+unsafe extern "C" fn trap_shm_barrier(_: *mut ffi::sqlite3_file) {
+    TRAPPED.store(true, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn trap_shm_unmap(_: *mut ffi::sqlite3_file, _: c_int) -> c_int {
+    TRAPPED.store(true, Ordering::SeqCst);
+    ffi::SQLITE_IOERR_SHMMAP
+}
+
+unsafe extern "C" fn trap_fetch(
+    _: *mut ffi::sqlite3_file,
+    _: i64,
+    _: c_int,
+    _: *mut *mut c_void,
+) -> c_int {
+    TRAPPED.store(true, Ordering::SeqCst);
+    ffi::SQLITE_IOERR
+}
+
+unsafe extern "C" fn trap_unfetch(_: *mut ffi::sqlite3_file, _: i64, _: *mut c_void) -> c_int {
+    TRAPPED.store(true, Ordering::SeqCst);
+    ffi::SQLITE_IOERR
+}
+
+/// The default VFS, which the version-1 fake opens its files with.
+static DEFAULT_VFS: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(null_mut());
+
+/// The default VFS's file methods as a version-1 table: its version-1
+/// methods, and traps where a version-2 or -3 table has more.
+static V1_METHODS: std::sync::OnceLock<ffi::sqlite3_io_methods> = std::sync::OnceLock::new();
+
+/// `xOpen` of the version-1 fake: the default VFS opens the file; a main
+/// database file then gets [`V1_METHODS`] in place of the default VFS's
+/// table.
+unsafe extern "C" fn f_open_v1(
+    _: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    let default = DEFAULT_VFS.load(Ordering::SeqCst);
+    // SAFETY: the default VFS is registered for the process; `file` has
+    // its `szOsFile` bytes (the fake's size is the same).
+    unsafe {
+        let rc = ((*default).xOpen.unwrap())(default, name, file, flags, out_flags);
+        let real = (*file).pMethods;
+        // Main database files only: the default VFS gives other files
+        // another table (no locking).
+        if !real.is_null() && flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            let real = &*real;
+            let v1 = V1_METHODS.get_or_init(|| ffi::sqlite3_io_methods {
+                iVersion: 1,
+                xShmMap: Some(trap_shm_map),
+                xShmLock: Some(trap_shm_lock),
+                xShmBarrier: Some(trap_shm_barrier),
+                xShmUnmap: Some(trap_shm_unmap),
+                xFetch: Some(trap_fetch),
+                xUnfetch: Some(trap_unfetch),
+                ..*real
+            });
+            (*file).pMethods = v1;
+        }
+        rc
+    }
+}
+
+/// A VFS like the default one whose files have a version-1 methods
+/// table, registered (not as the default) and leaked.
+fn version_one_root() -> RootVfs {
+    // SAFETY: the default VFS is registered for the process; only its
+    // fields are copied. The copy is leaked and registered under its own
+    // name; its methods other than `xOpen` are the default VFS's, which do
+    // not depend on the VFS pointer they are given.
+    unsafe {
+        let default = ffi::sqlite3_vfs_find(std::ptr::null());
+        assert!(!default.is_null());
+        DEFAULT_VFS.store(default, Ordering::SeqCst);
+        let fake = Box::leak(Box::new(ffi::sqlite3_vfs {
+            zName: c"selfheal-fake-v1-files".as_ptr(),
+            pNext: null_mut(),
+            xOpen: Some(f_open_v1),
+            ..*default
+        }));
+        assert_eq!(ffi::sqlite3_vfs_register(fake, 0), ffi::SQLITE_OK);
+        RootVfs(fake)
+    }
+}
+
+#[test]
+fn over_version_one_files_no_method_past_version_one_is_read() {
+    use rusqlite::{Connection, OpenFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v1.db");
+    register_over(
+        c"selfheal-over-v1-files".to_owned(),
+        version_one_root(),
+        Arc::new(Shared::new(SqliteConfig::new())),
+        Arc::new(Databases::default()),
+    )
+    .unwrap();
+    let open = || {
+        Connection::open_with_flags_and_vfs(&db, OpenFlags::default(), "selfheal-over-v1-files")
+            .unwrap()
+    };
+    let c = open();
+    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);")
+        .unwrap();
+    let mut file: *mut ffi::sqlite3_file = null_mut();
+    // SAFETY: the connection is open; the file control hands out the main
+    // database file's pointer, valid while the connection is open. The
+    // methods below are called as SQLite calls them, with valid pointers.
+    unsafe {
+        let rc = ffi::sqlite3_file_control(
+            c.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        );
+        assert_eq!(rc, ffi::SQLITE_OK);
+        assert_eq!(
+            (*(*file).pMethods).iVersion,
+            1,
+            "the main file claims only what its inner file has"
+        );
+        let mut out: *mut c_void = null_mut();
+        assert_eq!(
+            m_shm_map(file, 0, 32_768, 1, &mut out),
+            ffi::SQLITE_IOERR_SHMMAP
+        );
+        assert!(out.is_null());
+        assert_eq!(
+            m_shm_lock(file, 0, 1, ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_SHARED),
+            ffi::SQLITE_IOERR_SHMLOCK
+        );
+        m_shm_barrier(file);
+        assert_eq!(m_shm_unmap(file, 0), ffi::SQLITE_OK);
+        assert_eq!(m_fetch(file, 0, 4096, &mut out), ffi::SQLITE_OK);
+        assert!(out.is_null());
+    }
+    assert!(!TRAPPED.load(Ordering::SeqCst), "a trap was reached");
+    // No shared memory: WAL only in exclusive locking mode (its index on
+    // the heap), and SQLite works on either way.
+    let mode: String = c
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "delete",
+        "WAL needs shared memory or exclusive locking"
+    );
+    c.execute("INSERT INTO t(v) VALUES ('rollback')", [])
+        .unwrap();
+    c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    for i in 0..200 {
+        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("wal-{i}")])
+            .unwrap();
+    }
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    let c = open();
+    c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 201);
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    drop(c);
+    assert!(!TRAPPED.load(Ordering::SeqCst), "a trap was reached");
 }
