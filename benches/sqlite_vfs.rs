@@ -10,12 +10,16 @@
 //!
 //! The bench prints the ratios (`ratio …` lines) after a measured run: of
 //! criterion's means, each side measured in its own series, and of the
-//! medians of `read/interleaved` and `write/interleaved`, which time one
-//! default-VFS iteration and then one selfheal-VFS iteration, in turn, so
-//! that both see the same load and the same state of the disk's cache (on a
-//! shared machine the load moves between one series and the next, and an
-//! fsync's cost with it).
-//!
+//! medians of `read/interleaved` and `write/interleaved`, which time the two
+//! sides in turn (which goes first alternates), so that both see the same
+//! load and the same state of the disk's cache (on a shared machine the
+//! load moves between one series and the next, and an fsync's cost with
+//! it). A `write/interleaved` sample is a block of 16 commits of one side,
+//! back to back, so that each commit's background work (the selfheal VFS's
+//! settle fsync) overlaps that side's own next commit as under a sustained
+//! load, and each block is followed by an untimed 3 ms pause, so that no
+//! side's block pays for the other's background work.
+
 //! Run: `cargo bench --features sqlite --bench sqlite_vfs -- --warm-up-time 1 --measurement-time 3`
 
 #[allow(dead_code)]
@@ -95,28 +99,56 @@ fn writes(c: &Connection, seed: &mut u64) {
     tx.commit().expect("commit");
 }
 
-/// Pairs of samples (default VFS, selfheal VFS) taken in turn.
+/// Pairs of samples (default VFS, selfheal VFS) taken in turn, each the
+/// time of one iteration (the mean over its block).
 type Pairs = RefCell<Vec<(Duration, Duration)>>;
 
 /// Fewer pairs than this give no median (test mode).
 const MIN_PAIRS: usize = 30;
 
-/// Times `default` then `selfheal`, `iters` times, keeping each pair.
+/// Iterations of one side timed back to back in a `write/interleaved`
+/// sample: a commit's background work (the settle thread's fsync) then
+/// overlaps the same side's next commit, as under a sustained load.
+const WRITE_BLOCK: u32 = 16;
+
+/// The untimed pause after each block of writes, so that neither side's
+/// timed block overlaps the other's background work (at most one settle
+/// fsync in `WRITE_BLOCK` commits goes uncharged).
+const WRITE_PAUSE: Duration = Duration::from_millis(3);
+
+/// Times `block` iterations of `default`, then `block` of `selfheal`
+/// (pausing `pause`, untimed, after each block), `iters` times, keeping
+/// each pair of per-iteration means. The side that goes first alternates,
+/// so that neither always follows the other.
 fn interleave(
     pairs: &Pairs,
     iters: u64,
+    block: u32,
+    pause: Duration,
     mut default: impl FnMut(),
     mut selfheal: impl FnMut(),
 ) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
+    let timed = |f: &mut dyn FnMut()| {
         let t = Instant::now();
-        default();
+        for _ in 0..block {
+            f();
+        }
         let d = t.elapsed();
-        let t = Instant::now();
-        selfheal();
-        let s = t.elapsed();
-        pairs.borrow_mut().push((d, s));
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+        d
+    };
+    let mut total = Duration::ZERO;
+    for i in 0..iters {
+        let (d, s) = if i % 2 == 0 {
+            let d = timed(&mut default);
+            (d, timed(&mut selfheal))
+        } else {
+            let s = timed(&mut selfheal);
+            (timed(&mut default), s)
+        };
+        pairs.borrow_mut().push((d / block, s / block));
         total += d + s;
     }
     total
@@ -176,6 +208,8 @@ fn bench(c: &mut Criterion) {
             interleave(
                 &read_pairs,
                 iters,
+                1,
+                Duration::ZERO,
                 || {
                     black_box(reads(&plain, default_vfs, &mut seed));
                 },
@@ -191,6 +225,8 @@ fn bench(c: &mut Criterion) {
             interleave(
                 &write_pairs,
                 iters,
+                WRITE_BLOCK,
+                WRITE_PAUSE,
                 || writes(&plain_conn, &mut seed),
                 || writes(&healed_conn, &mut seed_b),
             )

@@ -376,6 +376,85 @@ fn older_version_after_reopen_wal() {
     older_version_after_reopen_is_damage("WAL");
 }
 
+/// A commit's settle is durable without a close: the database's files
+/// copied while its connection is still open — what a crash at that moment
+/// leaves — refuse the page's older version once the settle is durable,
+/// which happens within the settle delay (checked until a deadline). A
+/// `xSync` that did not hand its settle to the settle thread would leave
+/// it buffered until the close: the copy would then accept the older
+/// version, and the query there would answer the older row.
+fn a_commits_settle_is_durable_without_a_close(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let replica = dir.path().join("s-replica.db");
+    let heals = Arc::new(Mutex::new(Vec::new()));
+    let h = heals.clone();
+    let vfs = register(
+        "settle",
+        SqliteConfig::new()
+            .replica_file(&replica)
+            .on_heal(move |e: &HealEvent| h.lock().unwrap().push(e.page)),
+    );
+    let c = open(&db, &vfs);
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+    ))
+    .unwrap();
+    c.execute("INSERT INTO t(id, v) VALUES (1, 'first')", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let first = page_bytes(&std::fs::read(&db).unwrap(), PageId(1));
+    c.execute("UPDATE t SET v = 'again' WHERE id = 1", [])
+        .unwrap();
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    // The file holds the newest commit (flushed at its sync): the replica.
+    std::fs::copy(&db, &replica).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut tries = 0;
+    let answer = loop {
+        tries += 1;
+        let crash = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("s.db") {
+                std::fs::copy(e.path(), crash.path().join(&name)).unwrap();
+            }
+        }
+        let copy = crash.path().join("s.db");
+        write_page(&copy, PageId(1), &first);
+        let cc = open(&copy, &vfs);
+        let v: String = cc
+            .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        drop(cc);
+        if v == "again" || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(
+        answer, "again",
+        "after {tries} copies the older version was still accepted"
+    );
+    assert_eq!(*heals.lock().unwrap(), vec![2], "page 2 healed in the copy");
+    drop(c);
+}
+
+#[test]
+fn a_commits_settle_is_durable_without_a_close_rollback_journal() {
+    a_commits_settle_is_durable_without_a_close("DELETE");
+}
+
+#[test]
+fn a_commits_settle_is_durable_without_a_close_wal() {
+    a_commits_settle_is_durable_without_a_close("WAL");
+}
+
 /// With a scrub rate, damage that no query reads is found in the
 /// background (reported on the failure bus, fenced), and the next read of
 /// the page heals it.

@@ -433,9 +433,13 @@ impl Database {
         };
         let sealed = self.seal_zero_pages_in_use(det, store, &freelist)?;
         if sealed > 0 {
-            // Settled now, as adoption's are: a crash before SQLite's next
-            // sync must not leave them unverifiable.
+            // Their intents are durable already (a crash now leaves them
+            // verifiable); settled now, and the settle made durable too, as
+            // adoption's are, so they accept nothing else after a crash.
             det.sync()?;
+            if let crate::ChecksumPlacement::Sidecar(t) = det.placement() {
+                t.flush()?;
+            }
             tracing::info!(db = %self.path.display(), sealed,
                 "sealed all-zero pages in use that were marked free");
         }
@@ -864,18 +868,18 @@ impl Database {
     }
 
     /// `xSync`: the pages, then the checksums that accept them; the settle
-    /// records follow on the settle thread.
+    /// records follow (see `settle`).
     pub(super) fn sync(&self, flags: c_int) -> std::result::Result<(), Fault> {
         match self.protected.get() {
             Some(p) => {
                 Self::flush_locked(p, &mut self.pending.lock())?;
                 p.store.sync_flags.store(flags, Ordering::Relaxed);
                 p.det.sync().map_err(io(ffi::SQLITE_IOERR_FSYNC))?;
-                // The settles the sync recorded are made durable by the
-                // settle thread, right after this returns (see `settle`):
-                // the commit waits for the intents' fsync only.
-                p.settler.notify();
-                Ok(())
+                // The settles the sync recorded are made durable with the
+                // next batch's intents or by the settle thread soon after
+                // (see `settle`): the commit waits for the intents' fsync
+                // only.
+                p.settler.notify().map_err(io(ffi::SQLITE_IOERR_FSYNC))
             }
             None => self.raw.sync(flags).map_err(raw_fault),
         }

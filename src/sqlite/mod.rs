@@ -125,10 +125,14 @@
 //!   file and forgets the checksums of the pages past the end together
 //!   ([`CorruptionDetector::resize`]); `xSync` syncs the file and then
 //!   settles the checksums of the pages it covered
-//!   ([`CorruptionDetector::sync`]) and makes the table's log durable, so
-//!   that after a crash or a reopen a page accepts only its last synced
-//!   version. Rollback-journal and WAL modes both work (in WAL mode the main
-//!   file is written at checkpoints).
+//!   ([`CorruptionDetector::sync`]), so that after a reopen a page accepts
+//!   only its last synced version. The settle record is made durable with
+//!   the next batch's intents, or by the file's settle thread 50 ms after
+//!   the sync when no batch comes first, and at the close: a crash within
+//!   that window leaves the last commit's pages accepting their older bytes
+//!   too (never a false alarm; replicas and snapshots still serve only a
+//!   page's newest version). Rollback-journal and WAL modes both work (in
+//!   WAL mode the main file is written at checkpoints).
 //! - **Writes in batches.** The pages SQLite writes are held (and served to
 //!   reads from memory) until SQLite relies on them being in the file, then
 //!   sealed and written as one batch with one fsync of the table's log:

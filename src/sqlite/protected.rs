@@ -201,7 +201,14 @@ impl Protected {
             repairer.add_fallback(Arc::new(SnapshotSource::new(s, &table)))?;
         }
         prepare(&det, &store)?;
-        let settler = Settler::start(table.clone())?;
+        let settler = Settler::start(
+            table.clone(),
+            config
+                .clock
+                .clone()
+                .unwrap_or_else(crate::SystemClock::shared),
+            shared.sink.clone(),
+        )?;
 
         let mut scrub = None;
         let mut periodic = None;
@@ -292,15 +299,17 @@ impl Protected {
     /// Stops the manager cleanly, when there is one (the rest stops when
     /// dropped).
     pub(super) fn stop(&self, path: &Path) {
+        // The settles first: a manager's clean stop is then recorded over
+        // a table with nothing left buffered.
+        if let Err(e) = self.settler.stop() {
+            tracing::warn!(db = %path.display(), error = %e,
+                "the settle thread of a database did not stop cleanly");
+        }
         if let Some(m) = &self.manager {
             if let Err(e) = m.stop() {
                 tracing::warn!(db = %path.display(), error = %e,
                     "the recovery manager of a database did not stop cleanly");
             }
-        }
-        if let Err(e) = self.settler.stop() {
-            tracing::warn!(db = %path.display(), error = %e,
-                "the settle thread of a database did not stop cleanly");
         }
     }
 }

@@ -1,99 +1,178 @@
-//! Makes the sidecar table's settle records durable right after SQLite's
-//! `xSync` returns, on a thread of the file's own (`selfheal-sqlite-settle`),
-//! so that a commit waits for one fsync of the table's log (the intents,
-//! before the pages), not two.
+//! Makes the sidecar table's settle records durable soon after SQLite's
+//! `xSync` returns, without a commit waiting for them: a commit waits for
+//! one fsync of the table's log (the intents, before the pages), not two.
 //!
 //! # Contract
 //! - A sync of the database file settles its writes in the table (the
 //!   page then accepts only its newest synced bytes) and buffers the settle
-//!   record; [`Settler::notify`] asks the thread to write and fsync it, and
-//!   returns without waiting. The record is durable at the latest when
-//!   that fsync returns, when the next batch's intents are made durable
-//!   (one fsync carries both), or when the file is closed.
+//!   record; [`Settler::notify`] returns without waiting. The record is
+//!   durable when the next batch's intents are made durable (one fsync of
+//!   the log carries both: under a steady write load nothing more is
+//!   paid), or, when no batch comes first, when the settle thread
+//!   (`selfheal-sqlite-settle`) flushes the log [`SETTLE_DELAY`] after the
+//!   notice (on the VFS's clock), and at the latest when the file is
+//!   closed.
 //! - Until then a crash undoes the settle: after the reopen the page
-//!   accepts its older bytes too (the table's contract, point 3, in
-//!   [`checksum::durable`](crate::checksum)) — never a false alarm, and
-//!   never for longer than the window between a commit and the settle's
-//!   fsync, which the thread starts at once.
-//! - A failed flush is logged; the log then refuses the next intents
-//!   (stalled or poisoned), so SQLite's next write fails with an I/O error
-//!   instead of the settle being lost without a word.
+//!   accepts its older bytes too (the durable table's contract, point 3,
+//!   in `checksum::durable`) — never a false alarm, and never for longer
+//!   than [`SETTLE_DELAY`] and one fsync after a commit. Replicas and
+//!   snapshots serve only a page's newest version, so no older copy is
+//!   written back in that state either.
+//! - A failed flush is logged; the table reports a stalled log on the
+//!   detector's bus (`ChecksumLogStalled`) and refuses the next intents,
+//!   so SQLite's next write fails with an I/O error rather than the settle
+//!   being lost without a word.
+//! - A settle thread that died (a panic) is reported on the bus
+//!   (`WorkerDied`, component `sqlite settle`), and from then on every
+//!   notice flushes the log on the caller's thread, as before the thread
+//!   existed: the window never grows unbounded.
 //! - [`Settler::stop`] (also on drop) flushes once more and joins the
 //!   thread, bounded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::error::Result;
-use crate::worker::{Flow, Job, Notifier, Stop, Worker};
+use crate::types::{FailureKind, FailureSink, Source};
+use crate::worker::{wake_for, Flow, Job, Notifier, Stop, Worker};
 use crate::ChecksumTable;
+
+/// How long after a commit its settle records may wait for the next
+/// batch's intents to carry them before the settle thread flushes them.
+pub(super) const SETTLE_DELAY: Duration = Duration::from_millis(50);
 
 /// How long a close waits for the last settle flush, at most.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The component name in errors and reports.
+const COMPONENT: &str = "sqlite settle";
+
 /// The settle thread of one database file.
 pub(super) struct Settler {
+    table: Arc<ChecksumTable>,
     worker: Worker<()>,
     notifier: Option<Notifier<()>>,
+    /// Set when the thread died: notices then flush on the caller.
+    dead: Arc<AtomicBool>,
 }
 
 struct SettleJob {
     table: Arc<ChecksumTable>,
+    clock: Arc<dyn Clock>,
+    sink: FailureSink,
+    dead: Arc<AtomicBool>,
+    /// When the buffered settles are to be flushed (clock ns), if any.
+    due_ns: Option<u64>,
 }
 
-impl SettleJob {
-    fn flush(&self) -> Result<()> {
-        self.table.flush().inspect_err(|e| {
-            tracing::warn!(error = %e,
-                "the sidecar table's settle records could not be made durable; its next intents will fail");
-        })
-    }
+/// Makes what `table`'s log buffers durable; logs a failure.
+fn flush(table: &ChecksumTable) -> Result<()> {
+    table.flush().inspect_err(|e| {
+        tracing::warn!(error = %e,
+            "the sidecar table's settle records could not be made durable; its next intents will fail");
+    })
 }
 
 impl Job for SettleJob {
     type Command = ();
 
     fn next_tick(&mut self) -> Option<Instant> {
-        None
+        self.due_ns.map(|due| wake_for(&*self.clock, due))
     }
 
     fn tick(&mut self) -> Flow {
+        if let Some(due) = self.due_ns {
+            if self.clock.now_ns() >= due {
+                self.due_ns = None;
+                let _ = flush(&self.table);
+            }
+        }
         Flow::Continue
     }
 
     fn command(&mut self, (): ()) -> Flow {
-        let _ = self.flush();
+        if self.due_ns.is_none() {
+            let delay = u64::try_from(SETTLE_DELAY.as_nanos()).unwrap_or(u64::MAX);
+            self.due_ns = Some(self.clock.now_ns().saturating_add(delay));
+        }
         Flow::Continue
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.flush()
+        self.due_ns = None;
+        flush(&self.table)
+    }
+
+    fn died(&mut self, reason: &str) {
+        self.dead.store(true, Ordering::Release);
+        tracing::error!(%reason, "the settle thread of a database died; settles are flushed at each xSync");
+        self.sink.report(
+            Source::CorruptionDetector,
+            FailureKind::WorkerDied {
+                component: Arc::from(COMPONENT),
+            },
+            format!(
+                "the {COMPONENT} thread died ({reason}); each xSync now flushes the settles itself"
+            ),
+            self.clock.now_ns(),
+        );
     }
 }
 
 impl Settler {
-    /// Starts the thread for `table`.
-    pub(super) fn start(table: Arc<ChecksumTable>) -> Result<Settler> {
-        let worker = Worker::spawn(
-            "sqlite settle",
-            "selfheal-sqlite-settle",
-            SettleJob { table },
-        )?;
+    /// Starts the thread for `table`, deciding its delays on `clock` and
+    /// reporting its death on `sink`.
+    pub(super) fn start(
+        table: Arc<ChecksumTable>,
+        clock: Arc<dyn Clock>,
+        sink: FailureSink,
+    ) -> Result<Settler> {
+        let dead = Arc::new(AtomicBool::new(false));
+        let job = SettleJob {
+            table: table.clone(),
+            clock,
+            sink,
+            dead: dead.clone(),
+            due_ns: None,
+        };
+        let worker = Worker::spawn(COMPONENT, "selfheal-sqlite-settle", job)?;
         let notifier = worker.notifier();
-        Ok(Settler { worker, notifier })
+        Ok(Settler {
+            table,
+            worker,
+            notifier,
+            dead,
+        })
     }
 
-    /// Asks the thread to make the buffered settle records durable now.
-    /// Never waits: a notice already queued covers this one.
-    pub(super) fn notify(&self) {
-        if let Some(n) = &self.notifier {
-            n.notify(());
+    /// Says that the log buffers settle records: the thread flushes them
+    /// [`SETTLE_DELAY`] from now unless a batch's intents carry them first.
+    /// Never waits, except when the thread is gone: the log is then
+    /// flushed here.
+    ///
+    /// # Errors
+    /// The flush's, when it ran here.
+    pub(super) fn notify(&self) -> Result<()> {
+        if !self.dead.load(Ordering::Acquire) {
+            let queued = self.notifier.as_ref().is_some_and(|n| n.notify(()));
+            // A full queue holds a notice already, which covers this one;
+            // only a thread that is gone leaves the flush to the caller.
+            if queued || self.worker.is_running() {
+                return Ok(());
+            }
         }
+        flush(&self.table)
     }
 
     /// Flushes once more and ends the thread (bounded by [`STOP_TIMEOUT`]).
     pub(super) fn stop(&self) -> Result<()> {
-        self.worker.stop(Stop::Finish, STOP_TIMEOUT)
+        let stopped = self.worker.stop(Stop::Finish, STOP_TIMEOUT);
+        // A thread that died did not finish: the flush is done here (a
+        // no-op when the thread's own finish flushed everything).
+        let flushed = flush(&self.table);
+        stopped.and(flushed)
     }
 }
 
@@ -109,51 +188,128 @@ impl Drop for Settler {
 mod tests {
     use super::*;
     use crate::checksum::ChecksumPlacement;
-    use crate::{CorruptionConfig, MemStore, PageId};
+    use crate::clock::ManualClock;
+    use crate::{CorruptionConfig, CorruptionDetector, MemStore, PageId};
 
-    /// A notice makes the settle the detector's sync buffered durable
-    /// without any further call: reopening the table's files afterwards
-    /// (as a crash would leave them) finds the older bytes no longer
-    /// accepted. Without the notice the reopened table still accepts them.
-    #[test]
-    fn a_notice_makes_the_buffered_settle_durable() {
-        for notify in [true, false] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("sums");
-            let table = Arc::new(ChecksumTable::open(&path, 512).unwrap());
-            let store = Arc::new(MemStore::new(512, 1).unwrap());
-            let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
-                .build(store.clone())
-                .unwrap();
-            let mut old = vec![1u8; 512];
-            det.write_sealed(PageId(0), &mut old).unwrap();
-            det.sync().unwrap();
-            let mut new = vec![2u8; 512];
-            det.write_sealed(PageId(0), &mut new).unwrap();
-            let settler = Settler::start(table.clone()).unwrap();
-            det.sync().unwrap();
-            if notify {
-                settler.notify();
+    const PS: usize = 512;
+
+    /// A detector over a durable sidecar table in `dir`, page 0 written
+    /// (`old`) and synced, then written again (`new`) and synced: the
+    /// table has settled `new` and buffered the settle record.
+    struct Rig {
+        dir: tempfile::TempDir,
+        table: Arc<ChecksumTable>,
+        det: CorruptionDetector,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Arc::new(ChecksumTable::open(&dir.path().join("sums"), PS).unwrap());
+        let store = Arc::new(MemStore::new(PS, 2).unwrap());
+        let det = CorruptionConfig::new(ChecksumPlacement::Sidecar(table.clone()))
+            .build(store)
+            .unwrap();
+        let mut old = vec![1u8; PS];
+        det.write_sealed(PageId(0), &mut old).unwrap();
+        det.sync().unwrap();
+        let mut new = vec![2u8; PS];
+        det.write_sealed(PageId(0), &mut new).unwrap();
+        det.sync().unwrap();
+        Rig {
+            dir,
+            table,
+            det,
+            old,
+            new,
+        }
+    }
+
+    impl Rig {
+        /// Whether the table files as they are now on disk — what a crash
+        /// leaves — still accept page 0's older bytes.
+        fn crash_accepts_old(&self) -> bool {
+            let copy = tempfile::tempdir().unwrap();
+            for e in std::fs::read_dir(self.dir.path()).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
             }
-            // What a crash leaves: the files as they are now, read by a
-            // table of their own (the settle thread still running).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let crash_copy = tempfile::tempdir().unwrap();
-            let accepts_old = loop {
-                for e in std::fs::read_dir(dir.path()).unwrap() {
-                    let e = e.unwrap();
-                    std::fs::copy(e.path(), crash_copy.path().join(e.file_name())).unwrap();
+            let reopened = ChecksumTable::open(&copy.path().join("sums"), PS).unwrap();
+            assert!(
+                reopened.verify(PageId(0), &self.new).is_ok(),
+                "the newest write"
+            );
+            reopened.verify(PageId(0), &self.old).is_ok()
+        }
+
+        /// Waits (at most 10 s) until a crash would no longer accept the
+        /// older bytes; returns whether it came to that.
+        fn settled_within(&self, deadline: Duration) -> bool {
+            let end = Instant::now() + deadline;
+            loop {
+                if !self.crash_accepts_old() {
+                    return true;
                 }
-                let reopened = ChecksumTable::open(&crash_copy.path().join("sums"), 512).unwrap();
-                let accepts_old = reopened.verify(PageId(0), &old).is_ok();
-                assert!(reopened.verify(PageId(0), &new).is_ok(), "the newest write");
-                if !accepts_old || !notify || Instant::now() > deadline {
-                    break accepts_old;
+                if Instant::now() > end {
+                    return false;
                 }
                 std::thread::sleep(Duration::from_millis(5));
-            };
-            assert_eq!(accepts_old, !notify, "notify = {notify}");
-            drop(settler);
+            }
         }
+    }
+
+    /// The settle thread flushes the buffered settle `SETTLE_DELAY` after
+    /// the notice on its clock, and not before: with the clock held, the
+    /// settle is not durable; once the clock passes the delay, it is.
+    #[test]
+    fn a_notice_makes_the_settle_durable_once_the_delay_has_passed() {
+        let r = rig();
+        let clock = Arc::new(ManualClock::new());
+        let settler = Settler::start(r.table.clone(), clock.clone(), FailureSink::new(16)).unwrap();
+        assert!(
+            r.crash_accepts_old(),
+            "buffered, not durable, before the notice"
+        );
+        settler.notify().unwrap();
+        assert!(
+            !r.settled_within(Duration::from_millis(300)),
+            "flushed before its delay passed on the clock"
+        );
+        clock.advance(SETTLE_DELAY);
+        assert!(
+            r.settled_within(Duration::from_secs(10)),
+            "not flushed once the delay passed"
+        );
+        drop(settler);
+    }
+
+    /// The next batch's intents carry the settle: made durable with them,
+    /// with no flush of the settle thread (its clock held).
+    #[test]
+    fn the_next_intents_carry_the_settle() {
+        let r = rig();
+        let clock = Arc::new(ManualClock::new());
+        let settler = Settler::start(r.table.clone(), clock, FailureSink::new(16)).unwrap();
+        settler.notify().unwrap();
+        let mut other = vec![3u8; PS];
+        r.det.write_sealed(PageId(1), &mut other).unwrap();
+        assert!(
+            !r.crash_accepts_old(),
+            "the intents' fsync carried the settle"
+        );
+        drop(settler);
+    }
+
+    /// Stopping the settler (a close) makes the settle durable at once.
+    #[test]
+    fn a_stop_flushes_the_settle() {
+        let r = rig();
+        let clock = Arc::new(ManualClock::new());
+        let settler = Settler::start(r.table.clone(), clock, FailureSink::new(16)).unwrap();
+        settler.notify().unwrap();
+        settler.stop().unwrap();
+        assert!(!r.crash_accepts_old());
+        settler.notify().unwrap();
     }
 }

@@ -207,7 +207,7 @@ unsafe extern "C" fn x_open(
                     (*main).db = Arc::into_raw(db);
                     (*main).state = st;
                     (*main).inner = inner;
-                    (*main).base.pMethods = main_methods_for(inner_methods(inner).iVersion);
+                    (*main).base.pMethods = main_methods_for(methods_version(inner_methods(inner)));
                 }
                 ffi::SQLITE_OK
             }
@@ -521,9 +521,21 @@ unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (&'a Database, *mut ffi::sq
 ///
 /// # Safety
 /// `inner` must be open.
-unsafe fn inner_methods<'a>(inner: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_methods {
-    // SAFETY: an open file's `pMethods` points at a static table.
-    unsafe { &*(*inner).pMethods }
+unsafe fn inner_methods(inner: *mut ffi::sqlite3_file) -> *const ffi::sqlite3_io_methods {
+    // SAFETY: `inner` is open, so its `pMethods` is set (and points at a
+    // static table, of the length its `iVersion` says). Only a pointer is
+    // made here: a reference would claim a whole version-3 table.
+    unsafe { (*inner).pMethods }
+}
+
+/// The version of the methods table `methods` (its first field, present in
+/// every version).
+///
+/// # Safety
+/// `methods` must point at a methods table.
+unsafe fn methods_version(methods: *const ffi::sqlite3_io_methods) -> c_int {
+    // SAFETY: `iVersion` is the first field of every version's table.
+    unsafe { std::ptr::addr_of!((*methods).iVersion).read() }
 }
 
 unsafe extern "C" fn m_close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -657,7 +669,13 @@ macro_rules! forward {
         unsafe {
             let inner = parts($file).1;
             let methods = inner_methods(inner);
-            match methods.$m.filter(|_| methods.iVersion >= $v) {
+            // The version first: a field past the table's end is never read.
+            let method = if methods_version(methods) >= $v {
+                std::ptr::addr_of!((*methods).$m).read()
+            } else {
+                None
+            };
+            match method {
                 Some(f) => f(inner $(, $arg)*),
                 None => $none,
             }
