@@ -15,10 +15,11 @@
 //! load and the same state of the disk's cache (on a shared machine the
 //! load moves between one series and the next, and an fsync's cost with
 //! it). A `write/interleaved` sample is a block of 16 commits of one side,
-//! back to back, so that each commit's background work (the selfheal VFS's
-//! settle fsync) overlaps that side's own next commit as under a sustained
-//! load, and each block is followed by an untimed 3 ms pause, so that no
-//! side's block pays for the other's background work.
+//! back to back, as under a sustained load (the selfheal VFS's settles are
+//! then carried by each next commit's intents); each block is followed by
+//! an untimed pause — 80 ms after a selfheal block, longer than its settle
+//! thread's 50 ms delay and flush, 3 ms after a default one — so that no
+//! block pays for the other side's background work.
 
 //! Run: `cargo bench --features sqlite --bench sqlite_vfs -- --warm-up-time 1 --measurement-time 3`
 
@@ -111,24 +112,30 @@ const MIN_PAIRS: usize = 30;
 /// overlaps the same side's next commit, as under a sustained load.
 const WRITE_BLOCK: u32 = 16;
 
-/// The untimed pause after each block of writes, so that neither side's
-/// timed block overlaps the other's background work (at most one settle
-/// fsync in `WRITE_BLOCK` commits goes uncharged).
-const WRITE_PAUSE: Duration = Duration::from_millis(3);
+/// The untimed pause after each block of selfheal writes: longer than the
+/// settle delay (50 ms) and its fsync, so that the settle thread's flush
+/// after the block's last commit lands in the pause and no default block
+/// pays for it (that one flush per block goes uncharged to either side;
+/// the flushes within a block are the block's own).
+const WRITE_PAUSE_SELFHEAL: Duration = Duration::from_millis(80);
+
+/// The untimed pause after each block of default writes.
+const WRITE_PAUSE_DEFAULT: Duration = Duration::from_millis(3);
 
 /// Times `block` iterations of `default`, then `block` of `selfheal`
-/// (pausing `pause`, untimed, after each block), `iters` times, keeping
-/// each pair of per-iteration means. The side that goes first alternates,
-/// so that neither always follows the other.
+/// (pausing, untimed, `pauses.0` after a default block and `pauses.1`
+/// after a selfheal one), `iters` times, keeping each pair of
+/// per-iteration means. The side that goes first alternates, so that
+/// neither always follows the other.
 fn interleave(
     pairs: &Pairs,
     iters: u64,
     block: u32,
-    pause: Duration,
+    pauses: (Duration, Duration),
     mut default: impl FnMut(),
     mut selfheal: impl FnMut(),
 ) -> Duration {
-    let timed = |f: &mut dyn FnMut()| {
+    let timed = |f: &mut dyn FnMut(), pause: Duration| {
         let t = Instant::now();
         for _ in 0..block {
             f();
@@ -142,11 +149,11 @@ fn interleave(
     let mut total = Duration::ZERO;
     for i in 0..iters {
         let (d, s) = if i % 2 == 0 {
-            let d = timed(&mut default);
-            (d, timed(&mut selfheal))
+            let d = timed(&mut default, pauses.0);
+            (d, timed(&mut selfheal, pauses.1))
         } else {
-            let s = timed(&mut selfheal);
-            (timed(&mut default), s)
+            let s = timed(&mut selfheal, pauses.1);
+            (timed(&mut default, pauses.0), s)
         };
         pairs.borrow_mut().push((d / block, s / block));
         total += d + s;
@@ -209,7 +216,7 @@ fn bench(c: &mut Criterion) {
                 &read_pairs,
                 iters,
                 1,
-                Duration::ZERO,
+                (Duration::ZERO, Duration::ZERO),
                 || {
                     black_box(reads(&plain, default_vfs, &mut seed));
                 },
@@ -226,7 +233,7 @@ fn bench(c: &mut Criterion) {
                 &write_pairs,
                 iters,
                 WRITE_BLOCK,
-                WRITE_PAUSE,
+                (WRITE_PAUSE_DEFAULT, WRITE_PAUSE_SELFHEAL),
                 || writes(&plain_conn, &mut seed),
                 || writes(&healed_conn, &mut seed_b),
             )

@@ -194,7 +194,11 @@ impl SqliteConfig {
         self
     }
 
-    /// The clock for reports (default: [`SystemClock::shared`](crate::SystemClock::shared)).
+    /// The clock for reports and for the file's settle delay (default:
+    /// [`SystemClock::shared`](crate::SystemClock::shared)): a commit's
+    /// settle is flushed 50 ms after it on this clock unless the next
+    /// commit carries it first, so a clock that does not move leaves it to
+    /// the next commit or the close.
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);

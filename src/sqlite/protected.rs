@@ -299,8 +299,9 @@ impl Protected {
     /// Stops the manager cleanly, when there is one (the rest stops when
     /// dropped).
     pub(super) fn stop(&self, path: &Path) {
-        // The settles first: a manager's clean stop is then recorded over
-        // a table with nothing left buffered.
+        // The settle thread first, so that its last flush does not wait
+        // behind the manager's stop; settles the manager's drain records
+        // after it are flushed by the table's close.
         if let Err(e) = self.settler.stop() {
             tracing::warn!(db = %path.display(), error = %e,
                 "the settle thread of a database did not stop cleanly");

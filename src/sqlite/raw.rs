@@ -77,12 +77,25 @@ impl Handle {
         self.file.as_mut_ptr().cast()
     }
 
-    fn methods(&mut self) -> &ffi::sqlite3_io_methods {
+    /// The file's method table, as a pointer: a reference would claim a
+    /// whole version-3 table, and the default VFS's may be shorter.
+    fn methods(&mut self) -> *const ffi::sqlite3_io_methods {
         // SAFETY: the file was opened successfully (`RawFile::open` only
         // returns opened files), so `pMethods` points at the default VFS's
         // static method table.
-        unsafe { &*(*self.ptr()).pMethods }
+        unsafe { (*self.ptr()).pMethods }
     }
+}
+
+/// Version-1 method `$m` of an open handle's table (every version has it),
+/// read through a raw place.
+macro_rules! v1_method {
+    ($h:expr, $m:ident) => {{
+        let methods = $h.methods();
+        // SAFETY: an open file's table is at least a version-1 table, which
+        // holds `$m`; only that field is read.
+        unsafe { std::ptr::addr_of!((*methods).$m).read() }
+    }};
 }
 
 fn rc_of(rc: c_int) -> Result<(), Rc> {
@@ -142,7 +155,7 @@ impl RawFile {
     pub(super) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Rc> {
         let mut h = self.inner.lock();
         let f = h.ptr();
-        let read = h.methods().xRead.ok_or(ffi::SQLITE_IOERR_READ)?;
+        let read = v1_method!(h, xRead).ok_or(ffi::SQLITE_IOERR_READ)?;
         let (amt, off) = args(buf.len(), offset)?;
         // SAFETY: `f` is open; `buf` is valid for `amt` bytes of writes.
         rc_of(unsafe { read(f, buf.as_mut_ptr().cast::<c_void>(), amt, off) })
@@ -152,7 +165,7 @@ impl RawFile {
     pub(super) fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Rc> {
         let mut h = self.inner.lock();
         let f = h.ptr();
-        let write = h.methods().xWrite.ok_or(ffi::SQLITE_IOERR_WRITE)?;
+        let write = v1_method!(h, xWrite).ok_or(ffi::SQLITE_IOERR_WRITE)?;
         let (amt, off) = args(buf.len(), offset)?;
         // SAFETY: `f` is open; `buf` is valid for `amt` bytes of reads.
         rc_of(unsafe { write(f, buf.as_ptr().cast::<c_void>(), amt, off) })
@@ -162,7 +175,7 @@ impl RawFile {
     pub(super) fn truncate(&self, size: u64) -> Result<(), Rc> {
         let mut h = self.inner.lock();
         let f = h.ptr();
-        let truncate = h.methods().xTruncate.ok_or(ffi::SQLITE_IOERR_TRUNCATE)?;
+        let truncate = v1_method!(h, xTruncate).ok_or(ffi::SQLITE_IOERR_TRUNCATE)?;
         let size = i64::try_from(size).map_err(|_| ffi::SQLITE_IOERR_TRUNCATE)?;
         // SAFETY: `f` is open.
         rc_of(unsafe { truncate(f, size) })
@@ -172,7 +185,7 @@ impl RawFile {
     pub(super) fn sync(&self, flags: c_int) -> Result<(), Rc> {
         let mut h = self.inner.lock();
         let f = h.ptr();
-        let sync = h.methods().xSync.ok_or(ffi::SQLITE_IOERR_FSYNC)?;
+        let sync = v1_method!(h, xSync).ok_or(ffi::SQLITE_IOERR_FSYNC)?;
         // SAFETY: `f` is open.
         rc_of(unsafe { sync(f, flags) })
     }
@@ -181,7 +194,7 @@ impl RawFile {
     pub(super) fn size(&self) -> Result<u64, Rc> {
         let mut h = self.inner.lock();
         let f = h.ptr();
-        let size = h.methods().xFileSize.ok_or(ffi::SQLITE_IOERR_FSTAT)?;
+        let size = v1_method!(h, xFileSize).ok_or(ffi::SQLITE_IOERR_FSTAT)?;
         let mut bytes: ffi::sqlite3_int64 = 0;
         // SAFETY: `f` is open; `bytes` is a valid out-pointer.
         rc_of(unsafe { size(f, &mut bytes) })?;

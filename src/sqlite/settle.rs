@@ -7,27 +7,32 @@
 //!   page then accepts only its newest synced bytes) and buffers the settle
 //!   record; [`Settler::notify`] returns without waiting. The record is
 //!   durable when the next batch's intents are made durable (one fsync of
-//!   the log carries both: under a steady write load nothing more is
-//!   paid), or, when no batch comes first, when the settle thread
-//!   (`selfheal-sqlite-settle`) flushes the log [`SETTLE_DELAY`] after the
-//!   notice (on the VFS's clock), and at the latest when the file is
-//!   closed.
+//!   the log carries both), or, when no batch comes within
+//!   [`SETTLE_DELAY`] of the newest notice (measured on the VFS's clock,
+//!   from when the thread takes the notice), when the settle thread
+//!   (`selfheal-sqlite-settle`) flushes the log; and at the latest when the
+//!   file is closed. While commits come closer together than the delay,
+//!   each notice moves the flush on and the timer never fires: a steady
+//!   write load pays no fsync beyond the intents'.
 //! - Until then a crash undoes the settle: after the reopen the page
 //!   accepts its older bytes too (the durable table's contract, point 3,
-//!   in `checksum::durable`) — never a false alarm, and never for longer
-//!   than [`SETTLE_DELAY`] and one fsync after a commit. Replicas and
-//!   snapshots serve only a page's newest version, so no older copy is
-//!   written back in that state either.
+//!   in `checksum::durable`) — never a false alarm, and, with the system
+//!   clock, never for longer than [`SETTLE_DELAY`] and an fsync or two
+//!   after the last commit (a clock that does not move, such as a
+//!   `ManualClock` nobody advances, leaves the settle to the next batch or
+//!   the close). Replicas and snapshots serve only a page's newest
+//!   version, so no older copy is written back in that state either.
 //! - A failed flush is logged; the table reports a stalled log on the
 //!   detector's bus (`ChecksumLogStalled`) and refuses the next intents,
 //!   so SQLite's next write fails with an I/O error rather than the settle
 //!   being lost without a word.
-//! - A settle thread that died (a panic) is reported on the bus
-//!   (`WorkerDied`, component `sqlite settle`), and from then on every
-//!   notice flushes the log on the caller's thread, as before the thread
-//!   existed: the window never grows unbounded.
-//! - [`Settler::stop`] (also on drop) flushes once more and joins the
-//!   thread, bounded.
+//! - A settle thread that died (a panic) flushes what it had scheduled,
+//!   is reported on the bus (`WorkerDied`, component `sqlite settle`), and
+//!   from then on every notice flushes the log on the caller's thread, as
+//!   before the thread existed: the window never grows unbounded.
+//! - [`Settler::stop`] (also on drop) flushes once more on the thread and
+//!   joins it, waiting at most 30 s; a thread stuck in the log's fsync is
+//!   left detached (the table's own close flushes what is left).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,10 +98,11 @@ impl Job for SettleJob {
     }
 
     fn command(&mut self, (): ()) -> Flow {
-        if self.due_ns.is_none() {
-            let delay = u64::try_from(SETTLE_DELAY.as_nanos()).unwrap_or(u64::MAX);
-            self.due_ns = Some(self.clock.now_ns().saturating_add(delay));
-        }
+        // Each notice moves the flush to `SETTLE_DELAY` after itself: while
+        // commits come closer together than that, each one's intents carry
+        // the settles before it and the timer never fires.
+        let delay = u64::try_from(SETTLE_DELAY.as_nanos()).unwrap_or(u64::MAX);
+        self.due_ns = Some(self.clock.now_ns().saturating_add(delay));
         Flow::Continue
     }
 
@@ -107,6 +113,9 @@ impl Job for SettleJob {
 
     fn died(&mut self, reason: &str) {
         self.dead.store(true, Ordering::Release);
+        // What a notice had scheduled is flushed now, not left to the next
+        // `xSync` or the close.
+        let _ = flush(&self.table);
         tracing::error!(%reason, "the settle thread of a database died; settles are flushed at each xSync");
         self.sink.report(
             Source::CorruptionDetector,
@@ -169,10 +178,13 @@ impl Settler {
     /// Flushes once more and ends the thread (bounded by [`STOP_TIMEOUT`]).
     pub(super) fn stop(&self) -> Result<()> {
         let stopped = self.worker.stop(Stop::Finish, STOP_TIMEOUT);
-        // A thread that died did not finish: the flush is done here (a
-        // no-op when the thread's own finish flushed everything).
-        let flushed = flush(&self.table);
-        stopped.and(flushed)
+        // A thread that died did not finish: the flush is done here. Not
+        // after a timeout: the thread is then stuck in the log's fsync, and
+        // a flush here would wait for it without a bound.
+        if self.dead.load(Ordering::Acquire) {
+            flush(&self.table)?;
+        }
+        stopped
     }
 }
 
@@ -285,7 +297,8 @@ mod tests {
     }
 
     /// The next batch's intents carry the settle: made durable with them,
-    /// with no flush of the settle thread (its clock held).
+    /// with no flush of the settle thread (its clock held). (What the
+    /// settler adds to this is only that it does not get in the way.)
     #[test]
     fn the_next_intents_carry_the_settle() {
         let r = rig();
