@@ -78,6 +78,30 @@ fn refusal(vfs: &SqliteVfs, db: &Path, kind: SqliteRefusal) -> String {
     text
 }
 
+/// Writes junk over `pages` (all-zero pages in use: the zeroblob's) while
+/// the database is closed, opens it through `vfs` and checks that the blob
+/// reads back as zeros — healed, never the junk. Returns the connection.
+fn junk_then_read_the_zero_blob(
+    db: &Path,
+    vfs: &SqliteVfs,
+    pages: &[PageId],
+    what: &str,
+) -> Connection {
+    for p in pages {
+        write_page(db, *p, &[0xa5; PAGE]);
+    }
+    let c = open(db, vfs);
+    let blob: Vec<u8> = c
+        .query_row("SELECT v FROM b WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(blob.len(), 40_000);
+    assert!(
+        blob.iter().all(|&b| b == 0),
+        "{what}: damage to an all-zero page in use was served as data"
+    );
+    c
+}
+
 /// The sidecar files of `db` (`<db>-selfheal*`).
 fn sidecar_files(db: &Path) -> Vec<PathBuf> {
     let prefix = sidecar_path(db).file_name().unwrap().to_owned();
@@ -226,19 +250,7 @@ fn all_zero_pages_in_use_are_sealed_at_adoption_and_healed_when_damaged() {
     std::fs::copy(&db, &replica).unwrap();
     let vfs = register("zeros", SqliteConfig::new().replica_file(&replica));
     drop(open(&db, &vfs));
-    // Damaged while closed: junk where the zeros of the blob were.
-    for p in &zero_pages {
-        write_page(&db, *p, &[0xa5; PAGE]);
-    }
-    let c = open(&db, &vfs);
-    let blob: Vec<u8> = c
-        .query_row("SELECT v FROM b WHERE id = 1", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(blob.len(), 40_000);
-    assert!(
-        blob.iter().all(|&b| b == 0),
-        "damage to an all-zero page in use was served as data"
-    );
+    let c = junk_then_read_the_zero_blob(&db, &vfs, &zero_pages, "adopted");
     assert!(vfs.stats().healed >= zero_pages.len() as u64);
     assert_eq!(integrity(&c), "ok");
     drop(c);
@@ -322,19 +334,7 @@ fn zero_pages_marked_free_by_an_earlier_adoption_are_sealed_at_open(mode: &str) 
             );
         }
     }
-    // Damaged while closed: junk where the zeros of the blob were.
-    for p in &in_use {
-        write_page(&db, *p, &[0xa5; PAGE]);
-    }
-    let c = open(&db, &vfs);
-    let blob: Vec<u8> = c
-        .query_row("SELECT v FROM b WHERE id = 1", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(blob.len(), 40_000);
-    assert!(
-        blob.iter().all(|&b| b == 0),
-        "{mode}: damage to an all-zero page in use was served as data"
-    );
+    let c = junk_then_read_the_zero_blob(&db, &vfs, &in_use, mode);
     assert_eq!(vfs.stats().healed, in_use.len() as u64);
     assert_eq!(integrity(&c), "ok");
     drop(c);

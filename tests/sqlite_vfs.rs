@@ -320,50 +320,79 @@ fn replica_damaged_too_wal() {
     replica_damaged_too_is_an_error_never_wrong_rows("WAL");
 }
 
-/// A page written twice and synced, then put back to its first version on
-/// disk (a lost write), is damage after the database is closed and opened
-/// again: the sidecar table's settle of the second write was made durable
-/// after SQLite's sync (by the file's settle thread, and at the close at
-/// the latest), so the older version's checksum is no longer accepted.
-fn older_version_after_reopen_is_damage(mode: &str) {
+/// Row 1 of table `t` written twice (`'first'`, then `'again'`), each
+/// commit synced (and checkpointed in WAL mode), through a VFS whose
+/// replica file is `<name>-replica.db` and whose heals are recorded; the
+/// connection still open.
+struct TwoVersions {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    replica: PathBuf,
+    vfs: SqliteVfs,
+    heals: Arc<Mutex<Vec<u64>>>,
+    conn: Connection,
+    /// Page 2 (the table's root leaf) as the first commit left it.
+    first: Vec<u8>,
+}
+
+fn two_versions(mode: &str, name: &str) -> TwoVersions {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("v.db");
-    let replica = dir.path().join("v-replica.db");
+    let db = dir.path().join(format!("{name}.db"));
+    let replica = dir.path().join(format!("{name}-replica.db"));
     let heals = Arc::new(Mutex::new(Vec::new()));
     let h = heals.clone();
     let vfs = register(
-        "versions",
+        name,
         SqliteConfig::new()
             .replica_file(&replica)
             .on_heal(move |e: &HealEvent| h.lock().unwrap().push(e.page)),
     );
-    let c = open(&db, &vfs);
-    c.execute_batch(&format!(
+    let conn = open(&db, &vfs);
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
     ))
     .unwrap();
-    c.execute("INSERT INTO t(id, v) VALUES (1, 'first')", [])
-        .unwrap();
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
+    let commit = |sql: &str| {
+        conn.execute(sql, []).unwrap();
+        if mode == "WAL" {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+    };
+    commit("INSERT INTO t(id, v) VALUES (1, 'first')");
     let first = page_bytes(&std::fs::read(&db).unwrap(), PageId(1));
-    c.execute("UPDATE t SET v = 'again' WHERE id = 1", [])
-        .unwrap();
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    commit("UPDATE t SET v = 'again' WHERE id = 1");
+    TwoVersions {
+        dir,
+        db,
+        replica,
+        vfs,
+        heals,
+        conn,
+        first,
     }
-    drop(c);
-    std::fs::copy(&db, &replica).unwrap();
-    write_page(&db, PageId(1), &first);
-    let c = open(&db, &vfs);
-    let v: String = c
+}
+
+/// Row 1's value read through `vfs` from the database at `db`.
+fn row_one(db: &Path, vfs: &SqliteVfs) -> String {
+    open(db, vfs)
         .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, "again", "never the older version");
-    drop(c);
-    assert_eq!(*heals.lock().unwrap(), vec![2], "page 2 was healed");
-    assert!(std::fs::read(&db).unwrap() == std::fs::read(&replica).unwrap());
+        .unwrap()
+}
+
+/// A page written twice and synced, then put back to its first version on
+/// disk (a lost write), is damage after the database is closed and opened
+/// again: the sidecar table's settle of the second write was made durable
+/// (with the next intents, by the file's settle thread, and at the close
+/// at the latest), so the older version's checksum is no longer accepted.
+fn older_version_after_reopen_is_damage(mode: &str) {
+    let v = two_versions(mode, "versions");
+    drop(v.conn);
+    std::fs::copy(&v.db, &v.replica).unwrap();
+    write_page(&v.db, PageId(1), &v.first);
+    assert_eq!(row_one(&v.db, &v.vfs), "again", "never the older version");
+    assert_eq!(*v.heals.lock().unwrap(), vec![2], "page 2 was healed");
+    assert!(std::fs::read(&v.db).unwrap() == std::fs::read(&v.replica).unwrap());
 }
 
 #[test]
@@ -384,56 +413,26 @@ fn older_version_after_reopen_wal() {
 /// it buffered until the close: the copy would then accept the older
 /// version, and the query there would answer the older row.
 fn a_commits_settle_is_durable_without_a_close(mode: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("s.db");
-    let replica = dir.path().join("s-replica.db");
-    let heals = Arc::new(Mutex::new(Vec::new()));
-    let h = heals.clone();
-    let vfs = register(
-        "settle",
-        SqliteConfig::new()
-            .replica_file(&replica)
-            .on_heal(move |e: &HealEvent| h.lock().unwrap().push(e.page)),
-    );
-    let c = open(&db, &vfs);
-    c.execute_batch(&format!(
-        "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
-    ))
-    .unwrap();
-    c.execute("INSERT INTO t(id, v) VALUES (1, 'first')", [])
-        .unwrap();
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
-    let first = page_bytes(&std::fs::read(&db).unwrap(), PageId(1));
-    c.execute("UPDATE t SET v = 'again' WHERE id = 1", [])
-        .unwrap();
-    if mode == "WAL" {
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
+    let v = two_versions(mode, "settle");
     // The file holds the newest commit (flushed at its sync): the replica.
-    std::fs::copy(&db, &replica).unwrap();
+    std::fs::copy(&v.db, &v.replica).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut tries = 0;
     let answer = loop {
         tries += 1;
         let crash = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(dir.path()).unwrap() {
+        for e in std::fs::read_dir(v.dir.path()).unwrap() {
             let e = e.unwrap();
             let name = e.file_name();
-            if name.to_string_lossy().starts_with("s.db") {
+            if name.to_string_lossy().starts_with("settle.db") {
                 std::fs::copy(e.path(), crash.path().join(&name)).unwrap();
             }
         }
-        let copy = crash.path().join("s.db");
-        write_page(&copy, PageId(1), &first);
-        let cc = open(&copy, &vfs);
-        let v: String = cc
-            .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
-            .unwrap();
-        drop(cc);
-        if v == "again" || std::time::Instant::now() > deadline {
-            break v;
+        let copy = crash.path().join("settle.db");
+        write_page(&copy, PageId(1), &v.first);
+        let answer = row_one(&copy, &v.vfs);
+        if answer == "again" || std::time::Instant::now() > deadline {
+            break answer;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
@@ -441,8 +440,12 @@ fn a_commits_settle_is_durable_without_a_close(mode: &str) {
         answer, "again",
         "after {tries} copies the older version was still accepted"
     );
-    assert_eq!(*heals.lock().unwrap(), vec![2], "page 2 healed in the copy");
-    drop(c);
+    assert_eq!(
+        *v.heals.lock().unwrap(),
+        vec![2],
+        "page 2 healed in the copy"
+    );
+    drop(v.conn);
 }
 
 #[test]
