@@ -910,21 +910,8 @@ fn adopting_a_wal_with_committed_frames_keeps_them() {
         frames > 64 * PAGE as u64,
         "the -wal holds committed frames: {frames} bytes"
     );
-    let heals = Arc::new(Mutex::new(Vec::new()));
-    let h = heals.clone();
-    let vfs = register(
-        "framed",
-        SqliteConfig::new().on_heal(move |e| h.lock().unwrap().push(e.clone())),
-    );
-    let c = open(&db, &vfs);
-    assert_eq!(vfs.adoptions().len(), 1, "the first open adopts the file");
-    check(&c, &model).unwrap();
-    drop(c);
-    assert!(
-        heals.lock().unwrap().is_empty(),
-        "pages were healed after adoption: {:?}",
-        heals.lock().unwrap()
-    );
+    let (vfs, heals) = register_recording("framed", SqliteConfig::new());
+    adopted_once_with_no_heal(&db, &vfs, &heals, &model);
     let c = open(&db, &vfs);
     check(&c, &model).unwrap();
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
@@ -1101,24 +1088,7 @@ fn adopting_with_a_hot_journal_seals_the_rolled_back_pages() {
         std::fs::read(&crashed).unwrap() != committed,
         "the transaction spilled pages into the file"
     );
-    let heals = Arc::new(Mutex::new(Vec::new()));
-    let h = heals.clone();
-    let vfs = register(
-        "hot-journal",
-        SqliteConfig::new().on_heal(move |e| h.lock().unwrap().push(e.clone())),
-    );
-    let c = open(&crashed, &vfs);
-    assert_eq!(vfs.adoptions().len(), 1, "the first open adopts the file");
-    check(&c, &model).unwrap();
-    drop(c);
-    let c = open(&crashed, &vfs);
-    check(&c, &model).unwrap();
-    drop(c);
-    assert_eq!(vfs.adoptions().len(), 1, "adopted once");
-    assert!(
-        heals.lock().unwrap().is_empty(),
-        "{:?}",
-        heals.lock().unwrap()
-    );
+    let (vfs, heals) = register_recording("hot-journal", SqliteConfig::new());
+    adopted_once_with_no_heal(&crashed, &vfs, &heals, &model);
     assert_eq!(vfs.stats().healed + vfs.stats().unhealed, 0);
 }

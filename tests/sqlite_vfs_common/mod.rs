@@ -25,6 +25,39 @@ pub fn register(tag: &str, config: SqliteConfig) -> SqliteVfs {
     sqlite::register(&name, config).unwrap()
 }
 
+/// The heal events a VFS reported, in order.
+pub type Heals = std::sync::Arc<std::sync::Mutex<Vec<sqlite::HealEvent>>>;
+
+/// Registers a VFS configured with `config` whose heal events are kept.
+pub fn register_recording(tag: &str, config: SqliteConfig) -> (SqliteVfs, Heals) {
+    let heals = Heals::default();
+    let h = heals.clone();
+    let vfs = register(
+        tag,
+        config.on_heal(move |e: &sqlite::HealEvent| h.lock().unwrap().push(e.clone())),
+    );
+    (vfs, heals)
+}
+
+/// Opens `db` through `vfs` (the first open of the VFS adopts the file),
+/// checks every row against `model`, then once more after a reopen; the
+/// file was adopted once, and nothing was healed.
+pub fn adopted_once_with_no_heal(db: &Path, vfs: &SqliteVfs, heals: &Heals, model: &Model) {
+    let c = open(db, vfs);
+    assert_eq!(vfs.adoptions().len(), 1, "the first open adopts the file");
+    check(&c, model).unwrap();
+    drop(c);
+    let c = open(db, vfs);
+    check(&c, model).unwrap();
+    drop(c);
+    assert_eq!(vfs.adoptions().len(), 1, "adopted once");
+    assert!(
+        heals.lock().unwrap().is_empty(),
+        "{:?}",
+        heals.lock().unwrap()
+    );
+}
+
 pub fn open(path: &Path, vfs: &SqliteVfs) -> Connection {
     Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs.name()).unwrap()
 }
