@@ -70,6 +70,9 @@ struct SettleJob {
     dead: Arc<AtomicBool>,
     /// When the buffered settles are to be flushed (clock ns), if any.
     due_ns: Option<u64>,
+    /// A test's way to make the thread die at its next notice.
+    #[cfg(test)]
+    panic_at_notice: bool,
 }
 
 /// Makes what `table`'s log buffers durable; logs a failure.
@@ -98,6 +101,8 @@ impl Job for SettleJob {
     }
 
     fn command(&mut self, (): ()) -> Flow {
+        #[cfg(test)]
+        assert!(!self.panic_at_notice, "injected: the settle thread dies");
         // Each notice moves the flush to `SETTLE_DELAY` after itself: while
         // commits come closer together than that, each one's intents carry
         // the settles before it and the timer never fires.
@@ -145,7 +150,14 @@ impl Settler {
             sink,
             dead: dead.clone(),
             due_ns: None,
+            #[cfg(test)]
+            panic_at_notice: false,
         };
+        Self::spawn(table, job, dead)
+    }
+
+    /// Starts `job`'s thread.
+    fn spawn(table: Arc<ChecksumTable>, job: SettleJob, dead: Arc<AtomicBool>) -> Result<Settler> {
         let worker = Worker::spawn(COMPONENT, "selfheal-sqlite-settle", job)?;
         let notifier = worker.notifier();
         Ok(Settler {
@@ -312,6 +324,54 @@ mod tests {
             "the intents' fsync carried the settle"
         );
         drop(settler);
+    }
+
+    /// A settle thread that dies (here: at its first notice) flushes what
+    /// was buffered, is reported on the bus, and from then on each notice
+    /// flushes on the caller's thread, at once (the clock is held).
+    #[test]
+    fn a_dead_settle_thread_flushes_is_reported_and_notices_flush_inline() {
+        let r = rig();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+        let sink = FailureSink::new(16);
+        let dead = Arc::new(AtomicBool::new(false));
+        let job = SettleJob {
+            table: r.table.clone(),
+            clock,
+            sink: sink.clone(),
+            dead: dead.clone(),
+            due_ns: None,
+            panic_at_notice: true,
+        };
+        let settler = Settler::spawn(r.table.clone(), job, dead).unwrap();
+        assert!(r.crash_accepts_old());
+        settler.notify().unwrap();
+        let died = sink
+            .failures()
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the death is reported");
+        assert!(
+            matches!(&died.kind, FailureKind::WorkerDied { component } if &**component == COMPONENT),
+            "{died:?}"
+        );
+        assert!(
+            !r.crash_accepts_old(),
+            "the dying thread flushed the settle"
+        );
+        // A newer version, synced: its settle is buffered; the notice now
+        // flushes it here, before returning.
+        let mut newer = vec![4u8; PS];
+        r.det.write_sealed(PageId(0), &mut newer).unwrap();
+        r.det.sync().unwrap();
+        let copy = Rig {
+            old: r.new.clone(),
+            new: newer,
+            ..r
+        };
+        assert!(copy.crash_accepts_old(), "buffered before the notice");
+        settler.notify().unwrap();
+        assert!(!copy.crash_accepts_old(), "flushed inline by the notice");
+        assert!(settler.stop().is_err(), "the stop says the thread died");
     }
 
     /// Stopping the settler (a close) makes the settle durable at once.
