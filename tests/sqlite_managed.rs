@@ -112,19 +112,18 @@ fn damage_read_is_healed_by_the_manager_wal() {
 
 /// The manager's scrub finds damage no query reads and the manager heals
 /// it from the replica on its own.
-#[test]
-fn the_managers_scrub_heals_damage_no_query_reads() {
+fn the_managers_scrub_heals_damage_no_query_reads(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let copies = dir.path().join("copies");
     std::fs::create_dir(&copies).unwrap();
     let vfs = register(
-        "managed-scrub",
+        &format!("managed-scrub-{mode}"),
         SqliteConfig::new()
             .replica_dir(&copies)
             .scrub_pages_per_s(20_000)
             .recovery(dir.path().join("recovery")),
     );
-    let (db, model) = prepare(dir.path(), "DELETE", &vfs, Some(&copies));
+    let (db, model) = prepare(dir.path(), mode, &vfs, Some(&copies));
     let c = open(&db, &vfs);
     let leaves = table_leaves(&db);
     let before = damage(&db, &[leaves[4], leaves[11]]);
@@ -144,6 +143,16 @@ fn the_managers_scrub_heals_damage_no_query_reads() {
     assert_eq!(healed_pages(&vfs, &db), want);
     drop(m);
     check(&c, &model).unwrap();
+}
+
+#[test]
+fn the_managers_scrub_heals_damage_no_query_reads_rollback_journal() {
+    the_managers_scrub_heals_damage_no_query_reads("DELETE");
+}
+
+#[test]
+fn the_managers_scrub_heals_damage_no_query_reads_wal() {
+    the_managers_scrub_heals_damage_no_query_reads("WAL");
 }
 
 /// Under a manager with snapshots only, damage found after a reopen is

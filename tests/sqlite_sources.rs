@@ -204,15 +204,15 @@ fn a_page_written_since_the_newest_snapshot_is_not_healed_wal() {
 }
 
 /// The periodic thread takes snapshots on its own, incremental after the
-/// first, while SQLite writes.
-#[test]
-fn snapshots_are_taken_periodically_while_sqlite_writes() {
+/// first, while SQLite writes (in WAL mode, checkpointed after each write,
+/// so that the file the snapshots read changes).
+fn snapshots_are_taken_periodically_while_sqlite_writes(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let mut model = Model::new();
-    build_plain(&db, "DELETE", &mut model);
+    build_plain(&db, mode, &mut model);
     let vfs = register(
-        "periodic",
+        &format!("periodic-{mode}"),
         SqliteConfig::new().snapshots(dir.path().join("snaps"), Duration::from_millis(100)),
     );
     let c = open(&db, &vfs);
@@ -225,6 +225,9 @@ fn snapshots_are_taken_periodically_while_sqlite_writes() {
             [format!("round {round}")],
         )
         .unwrap();
+        if mode == "WAL" {
+            c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+        }
         round += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -234,6 +237,16 @@ fn snapshots_are_taken_periodically_while_sqlite_writes() {
     drop(c);
     let c = open(&db, &vfs);
     check(&c, &model).unwrap();
+}
+
+#[test]
+fn snapshots_are_taken_periodically_while_sqlite_writes_rollback_journal() {
+    snapshots_are_taken_periodically_while_sqlite_writes("DELETE");
+}
+
+#[test]
+fn snapshots_are_taken_periodically_while_sqlite_writes_wal() {
+    snapshots_are_taken_periodically_while_sqlite_writes("WAL");
 }
 
 #[test]

@@ -459,9 +459,8 @@ fn a_commits_settle_is_durable_without_a_close_wal() {
 /// With a scrub rate, damage that no query reads is found in the
 /// background (reported on the failure bus, fenced), and the next read of
 /// the page heals it.
-#[test]
-fn the_background_scrub_finds_damage_no_query_reads() {
-    let s = setup("DELETE");
+fn the_background_scrub_finds_damage_no_query_reads(mode: &str) {
+    let s = setup(mode);
     assert!(matches!(
         sqlite::register("scrub-zero", SqliteConfig::new().scrub_pages_per_s(0)),
         Err(selfheal::Error::InvalidConfig { .. })
@@ -487,6 +486,16 @@ fn the_background_scrub_finds_damage_no_query_reads() {
     assert_eq!(vfs.stats().healed, 1);
     drop(c);
     assert!(std::fs::read(&s.db).unwrap() == std::fs::read(&s.replica).unwrap());
+}
+
+#[test]
+fn the_background_scrub_finds_damage_no_query_reads_rollback_journal() {
+    the_background_scrub_finds_damage_no_query_reads("DELETE");
+}
+
+#[test]
+fn the_background_scrub_finds_damage_no_query_reads_wal() {
+    the_background_scrub_finds_damage_no_query_reads("WAL");
 }
 
 const CHILD_DB: &str = "SELFHEAL_SQLITE_CRASH_DB";
@@ -723,15 +732,14 @@ fn crash_mid_transaction_wal_synchronous_off() {
 
 /// Connections of one file share one protected database whatever order
 /// they open in: a read-only connection first, then one that writes.
-#[test]
-fn a_read_only_connection_first_does_not_make_the_file_read_only() {
+fn a_read_only_connection_first_does_not_make_the_file_read_only(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ro.db");
     let vfs = register("ro", SqliteConfig::new());
     let c = open(&db, &vfs);
-    c.execute_batch(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
-    )
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');"
+    ))
     .unwrap();
     drop(c);
     let ro = Connection::open_with_flags_and_vfs(&db, OpenFlags::SQLITE_OPEN_READ_ONLY, vfs.name())
@@ -747,6 +755,16 @@ fn a_read_only_connection_first_does_not_make_the_file_read_only() {
         .unwrap();
     assert_eq!(n, 2);
     assert_eq!(vfs.stats().files_opened, 2, "one database per open period");
+}
+
+#[test]
+fn a_read_only_connection_first_does_not_make_the_file_read_only_rollback_journal() {
+    a_read_only_connection_first_does_not_make_the_file_read_only("DELETE");
+}
+
+#[test]
+fn a_read_only_connection_first_does_not_make_the_file_read_only_wal() {
+    a_read_only_connection_first_does_not_make_the_file_read_only("WAL");
 }
 
 /// A transaction of more pages than the VFS holds before writing them
