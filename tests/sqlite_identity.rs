@@ -714,6 +714,18 @@ fn page_one_copy_is_not_used_after_a_crash(mode: &str) {
         "{mode}: {:?}",
         heals.lock().unwrap()
     );
+    // The copy was tried, and refused as not the newest page 1.
+    let copy = format!("page1-copy:{}", page_one_copy_path(&images[0]).display());
+    assert!(
+        heals
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.detail.contains(&copy)
+                && e.detail.contains("not the version SQLite wrote last")),
+        "{mode}: {:?}",
+        heals.lock().unwrap()
+    );
     let on_disk = page_bytes(&std::fs::read(&images[0]).unwrap(), PageId(0));
     assert!(
         on_disk == damaged,
