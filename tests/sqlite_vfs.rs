@@ -7,7 +7,8 @@
 //! transaction leaves a database that SQLite's recovery plus the sidecar
 //! table bring back whole (every row of every acknowledged commit, the
 //! table compared in full; kills are checked to land mid-transaction:
-//! at least one of each run's leaves a hot journal or a non-empty WAL);
+//! at least one of each run's leaves a hot journal, or a WAL ending in
+//! frames of no commit);
 //! truncation shrinks the sidecar table with
 //! the file. Method: real SQLite (rusqlite, bundled) under
 //! both journal modes (rollback `DELETE` and `WAL`); the database is built
@@ -605,7 +606,7 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
     let mut model = Model::new();
     build_plain(&db, mode, &mut model);
     let committed = db.with_extension("committed");
-    let mut mid_transaction = 0;
+    let (mut recover, mut mid_transaction) = (0, 0);
     for round in 0..8u64 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
@@ -647,10 +648,9 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
         // What the kill left for SQLite's recovery: a hot journal (its
         // header written, so the file may hold the transaction's pages),
         // or a non-empty WAL.
-        let left = left_by_the_kill(&db, mode);
-        if left {
-            mid_transaction += 1;
-        }
+        let (left, inside) = left_by_the_kill(&db, mode);
+        recover += u32::from(left);
+        mid_transaction += u32::from(inside);
 
         // No replica: any page the crash left unverifiable would fail the
         // reads below with SQLITE_CORRUPT.
@@ -706,7 +706,7 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
             .unwrap();
         assert_eq!(rows, 500, "round {round}: the newest transaction is whole");
         assert_eq!(vfs.stats().unhealed, 0);
-        eprintln!("[{mode}] round {round}: killed after {last} logged commits (left {}); newest whole transaction {newest}; integrity_check ok", if left { "a hot journal or WAL" } else { "nothing to recover" });
+        eprintln!("[{mode}] round {round}: killed after {last} logged commits ({}); newest whole transaction {newest}; integrity_check ok", if inside { "inside a transaction" } else if left { "between transactions, WAL not empty" } else { "nothing to recover" });
         // The next round's child continues from this transaction number.
         drop(c);
         if newest > last {
@@ -716,18 +716,25 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
         }
     }
     assert!(
-        mid_transaction >= 1,
+        recover >= 1,
         "{mode}, synchronous = {sync}: no kill left a hot journal or a non-empty WAL"
     );
-    eprintln!("[{mode}] {mid_transaction} of 8 kills left a hot journal or a non-empty WAL");
+    assert!(
+        mid_transaction >= 1,
+        "{mode}, synchronous = {sync}: no kill landed inside a transaction (a hot journal, or a WAL ending in frames of no commit)"
+    );
+    eprintln!("[{mode}] of 8 kills, {recover} left a hot journal or a non-empty WAL, {mid_transaction} inside a transaction");
 }
 
-/// Whether the files of `db` after a kill hold work for SQLite's recovery:
-/// in rollback-journal mode a hot journal (`-journal` starting with the
-/// journal magic: its header is written, zeroed until then, before any
-/// page of the transaction reaches the database file), in WAL mode a
-/// non-empty `-wal`.
-fn left_by_the_kill(db: &Path, mode: &str) -> bool {
+/// What the files of `db` hold for SQLite's recovery after a kill:
+/// whether there is a hot journal or a non-empty `-wal`, and whether that
+/// shows the kill landed inside a transaction. In rollback-journal mode the
+/// two are one: a hot journal (`-journal` starting with the journal magic:
+/// its header is written, zeroed until then, before any page of the
+/// transaction reaches the database file). In WAL mode the `-wal` is
+/// non-empty after any commit; the kill was inside a transaction when the
+/// WAL ends in frames after its last commit frame.
+fn left_by_the_kill(db: &Path, mode: &str) -> (bool, bool) {
     const MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
     let side = |suffix: &str| {
         let mut p = db.as_os_str().to_owned();
@@ -735,10 +742,34 @@ fn left_by_the_kill(db: &Path, mode: &str) -> bool {
         std::fs::read(PathBuf::from(p)).unwrap_or_default()
     };
     if mode == "WAL" {
-        !side("-wal").is_empty()
+        let wal = side("-wal");
+        (!wal.is_empty(), wal_ends_uncommitted(&wal))
     } else {
-        side("-journal").starts_with(&MAGIC)
+        let hot = side("-journal").starts_with(&MAGIC);
+        (hot, hot)
     }
+}
+
+/// Whether `wal` (a `-wal` file's bytes) ends in frames after its last
+/// commit frame: pages of a transaction written before its commit. Frames
+/// are those of the header's salts, in order; a commit frame records the
+/// database size after the commit (non-zero) in bytes 4..8 of its header.
+fn wal_ends_uncommitted(wal: &[u8]) -> bool {
+    if wal.len() < 32 {
+        return false;
+    }
+    let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    let frame = 24 + page;
+    let (mut last, mut last_commit) = (None, None);
+    let mut at = 32;
+    while at + frame <= wal.len() && wal[at + 8..at + 16] == wal[16..24] {
+        last = Some(at);
+        if wal[at + 4..at + 8] != [0; 4] {
+            last_commit = Some(at);
+        }
+        at += frame;
+    }
+    last.is_some() && last != last_commit
 }
 
 #[test]
