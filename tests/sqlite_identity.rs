@@ -5,7 +5,10 @@
 //! size, a replaced file or a foreign sidecar is refused with a typed error
 //! instead of being healed back from a replica, adoption refuses a file
 //! that fails `PRAGMA quick_check` or pages that fail their checksums, and
-//! page 1 damaged while the database is closed heals from its kept copy.
+//! page 1 damaged while the database is closed heals from its kept copy,
+//! but after a crash (the files copied while a connection that committed is
+//! open) that copy is older than page 1 and is not used: page 1 heals from a
+//! replica or the read fails.
 //! Method: real SQLite files built and damaged with rusqlite and plain file
 //! writes, opened through a registered VFS; `PRAGMA integrity_check` and the
 //! rows read back are the judges, the VFS's typed open error the verdict.
@@ -582,4 +585,181 @@ fn the_lock_adoption_holds_is_released_when_it_is_done() {
         .unwrap();
     assert_eq!(n, 101);
     assert_eq!(integrity(&c), "ok");
+}
+
+// ---- 7. page 1's copy after a crash ----------------------------------------
+
+/// Copies every file of `db`'s directory whose name starts with `db`'s file
+/// name (the database, its journal or WAL, its `-selfheal*` sidecar files)
+/// into `to`, as a crash would leave them; returns the copy of `db`.
+fn crash_image(db: &Path, to: &Path) -> PathBuf {
+    let name = db.file_name().unwrap().to_str().unwrap();
+    for e in std::fs::read_dir(db.parent().unwrap()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_str().unwrap().starts_with(name) {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    to.join(name)
+}
+
+fn page_one_copy_path(db: &Path) -> PathBuf {
+    let mut copy = sidecar_path(db).into_os_string();
+    copy.push(".page1");
+    PathBuf::from(copy)
+}
+
+/// Every row of `t`, in id order.
+fn rows_of_t(c: &Connection) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut st = c.prepare("SELECT id, v FROM t ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// After a crash the copy of page 1 (saved at adoption and at clean
+/// closes) is older than page 1 and is not used: the files are copied while
+/// the connection that committed since adoption is still open (what a crash
+/// leaves), page 1 of the copy is damaged outside its header, and
+/// - with no replica the read fails, and the stale copy is not written
+///   into the file;
+/// - with a replica holding the current file, page 1 heals from the
+///   replica and every row is there.
+fn page_one_copy_is_not_used_after_a_crash(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stale.db");
+    build(&db, 300, "s");
+    if mode == "WAL" {
+        let c = Connection::open(&db).unwrap();
+        let m: String = c
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(m, "wal");
+    }
+    let vfs = register(&format!("stale-{mode}"), SqliteConfig::new());
+    let c = open(&db, &vfs);
+    assert_eq!(vfs.adoptions().len(), 1, "{mode}: the open adopts the file");
+    let stale = std::fs::read(page_one_copy_path(&db)).expect("page 1's copy saved at adoption");
+    assert!(stale == page_bytes(&std::fs::read(&db).unwrap(), PageId(0)));
+    // Commits that grow the file change page 1 (its page count, and in
+    // rollback-journal mode its change counter at every commit).
+    for batch in 0..3i64 {
+        let tx = c.unchecked_transaction().unwrap();
+        for id in 1_000 + batch * 100..1_000 + (batch + 1) * 100 {
+            tx.execute(
+                "INSERT INTO t VALUES (?1, ?2)",
+                rusqlite::params![id, format!("crash-{id}-").repeat(8)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    if mode == "WAL" {
+        // Page 1 of the file changes at a checkpoint only.
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let want = rows_of_t(&c).unwrap();
+    assert_eq!(want.len(), 600);
+    // The last commit's settle made durable (the VFS's settle thread, about
+    // 50 ms after it), so only the newest page 1 is accepted.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let current = page_bytes(&std::fs::read(&db).unwrap(), PageId(0));
+    assert!(
+        current != stale,
+        "{mode}: page 1 did not change since adoption"
+    );
+    assert!(
+        std::fs::read(page_one_copy_path(&db)).unwrap() == stale,
+        "{mode}: the copy is saved at adoption and clean closes only"
+    );
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = replica_dir.path().join("replica.db");
+    std::fs::copy(&db, &replica).unwrap();
+    // The crash: the files as they are with the connection still open.
+    let (lone, healed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let images = [
+        crash_image(&db, lone.path()),
+        crash_image(&db, healed.path()),
+    ];
+    let mut damaged = current.clone();
+    damaged[2_000] ^= 0x10;
+    for image in &images {
+        assert!(std::fs::read(page_one_copy_path(image)).unwrap() == stale);
+        write_page(image, PageId(0), &damaged);
+    }
+
+    // No replica: the stale copy is the only other source, and is refused.
+    let (none, heals) =
+        common::register_recording(&format!("stale-none-{mode}"), SqliteConfig::new());
+    let read = try_open(&images[0], &none).and_then(|c| rows_of_t(&c));
+    assert!(
+        read.is_err(),
+        "{mode}: rows served with page 1 damaged and only its stale copy to heal from"
+    );
+    let err = read.unwrap_err();
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt),
+        "{mode}: {err}"
+    );
+    assert!(none.stats().unhealed >= 1, "{mode}: {:?}", none.stats());
+    assert_eq!(none.stats().healed, 0, "{mode}: {:?}", none.stats());
+    assert!(
+        heals
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !e.healed && e.page == 1),
+        "{mode}: {:?}",
+        heals.lock().unwrap()
+    );
+    // The copy was tried, and refused as not the newest page 1.
+    let copy = format!("page1-copy:{}", page_one_copy_path(&images[0]).display());
+    assert!(
+        heals
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.detail.contains(&copy)
+                && e.detail.contains("not the version SQLite wrote last")),
+        "{mode}: {:?}",
+        heals.lock().unwrap()
+    );
+    let on_disk = page_bytes(&std::fs::read(&images[0]).unwrap(), PageId(0));
+    assert!(
+        on_disk == damaged,
+        "{mode}: page 1 of the file was rewritten (stale copy: {})",
+        on_disk == stale
+    );
+
+    // A replica holding the current file: page 1 heals from it.
+    let (with, heals) = common::register_recording(
+        &format!("stale-replica-{mode}"),
+        SqliteConfig::new().replica_file(&replica),
+    );
+    let c2 = try_open(&images[1], &with).unwrap();
+    assert!(rows_of_t(&c2).unwrap() == want, "{mode}: rows differ");
+    assert_eq!(integrity(&c2), "ok");
+    drop(c2);
+    let heals = heals.lock().unwrap().clone();
+    assert_eq!(heals.len(), 1, "{mode}: {heals:?}");
+    assert!(heals[0].healed && heals[0].page == 1, "{mode}: {heals:?}");
+    assert!(
+        heals[0].detail.contains(&replica.display().to_string()),
+        "{mode}: healed from elsewhere: {}",
+        heals[0].detail
+    );
+    assert!(page_bytes(&std::fs::read(&images[1]).unwrap(), PageId(0)) == current);
+    drop(c);
+}
+
+#[test]
+fn page_one_copy_is_not_used_after_a_crash_rollback_journal() {
+    page_one_copy_is_not_used_after_a_crash("DELETE");
+}
+
+#[test]
+fn page_one_copy_is_not_used_after_a_crash_wal() {
+    page_one_copy_is_not_used_after_a_crash("WAL");
 }

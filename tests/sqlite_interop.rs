@@ -4,7 +4,9 @@
 //! through the VFS opens with the default VFS and with the `sqlite3` CLI
 //! (`integrity_check` ok, every row there) in rollback-journal and WAL
 //! modes; `PRAGMA mmap_size` does not let SQLite read a page unverified
-//! (damage is still healed with memory-mapped I/O asked for); paths are
+//! (damage is still healed with memory-mapped I/O asked for), and
+//! `SQLITE_FCNTL_CHUNK_SIZE` / `SQLITE_FCNTL_SIZE_HINT` are refused so the
+//! file never grows past the pages SQLite wrote; paths are
 //! taken by their bytes (a non-UTF-8 directory works, a
 //! non-UTF-8 file name is refused by its own name); a replica that is the
 //! database itself is refused with a typed error; and registrations from
@@ -179,6 +181,128 @@ fn mmap_cannot_bypass_verification_rollback_journal() {
 #[test]
 fn mmap_cannot_bypass_verification_wal() {
     mmap_cannot_bypass_verification("WAL");
+}
+
+/// Asks the main database file of `c` for `op` with the 64-bit argument
+/// `value` (as `sqlite3_file_control` does); returns SQLite's answer.
+fn file_control_i64(c: &Connection, op: std::ffi::c_int, mut value: i64) -> std::ffi::c_int {
+    // SAFETY: a live connection; both controls read one `sqlite3_int64`
+    // (CHUNK_SIZE reads an int's worth of it) that outlives the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            c.handle(),
+            c"main".as_ptr(),
+            op,
+            (&raw mut value).cast(),
+        )
+    }
+}
+
+/// `SQLITE_FCNTL_CHUNK_SIZE` and `SQLITE_FCNTL_SIZE_HINT` on the main
+/// database file are refused (`SQLITE_NOTFOUND`), so the file never grows
+/// past the pages SQLite wrote: after asking for 1 MiB chunks and an 8 MiB
+/// size hint and inserting rows, the file is exactly the header's page
+/// count of whole pages (well under one chunk), and every page reads back
+/// verified after a reopen with no replica.
+fn chunk_size_and_size_hint_do_not_grow_the_file(mode: &str) {
+    const CHUNK: i64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("grow.db");
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = {mode};
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+        ))
+        .unwrap();
+    }
+    let vfs = register(&format!("grow-{mode}"), SqliteConfig::new());
+    let c = open(&db, &vfs);
+    let before = std::fs::metadata(&db).unwrap().len();
+    assert_eq!(
+        file_control_i64(&c, rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE, CHUNK),
+        rusqlite::ffi::SQLITE_NOTFOUND,
+        "{mode}: the VFS took the chunk size"
+    );
+    assert_eq!(
+        file_control_i64(&c, rusqlite::ffi::SQLITE_FCNTL_SIZE_HINT, 8 * CHUNK),
+        rusqlite::ffi::SQLITE_NOTFOUND,
+        "{mode}: the VFS took the size hint"
+    );
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        before,
+        "{mode}: the size hint grew the file"
+    );
+    let rows = 600i64;
+    for batch in 0..3 {
+        let tx = c.unchecked_transaction().unwrap();
+        for id in batch * rows / 3..(batch + 1) * rows / 3 {
+            tx.execute(
+                "INSERT INTO t VALUES (?1, ?2)",
+                params![id, format!("row {id} ").repeat(30)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    if mode == "WAL" {
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let bytes = std::fs::read(&db).unwrap();
+    let in_header = u32::from_be_bytes(bytes[28..32].try_into().unwrap()) as usize;
+    assert_eq!(
+        bytes.len(),
+        in_header * PAGE,
+        "{mode}: the file is not the header's {in_header} pages"
+    );
+    assert!(
+        bytes.len() < CHUNK as usize,
+        "{mode}: {} bytes: grown to the chunk",
+        bytes.len()
+    );
+    drop(c);
+    assert_eq!(vfs.stats().unhealed, 0);
+
+    // Every page read verified after a reopen with no replica: a page
+    // nobody sealed would fail its read.
+    let again = register(&format!("grow-again-{mode}"), SqliteConfig::new());
+    let c = open(&db, &again);
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let (n, len): (i64, i64) = c
+        .query_row("SELECT count(*), sum(length(v)) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(n, rows);
+    let want: i64 = (0..rows)
+        .map(|id| format!("row {id} ").repeat(30).len() as i64)
+        .sum();
+    assert_eq!(len, want);
+    drop(c);
+    let stats = again.stats();
+    assert_eq!((stats.healed, stats.unhealed), (0, 0), "{mode}: {stats:?}");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len() as usize,
+        in_header * PAGE
+    );
+}
+
+#[test]
+fn chunk_size_and_size_hint_do_not_grow_the_file_rollback_journal() {
+    chunk_size_and_size_hint_do_not_grow_the_file("DELETE");
+}
+
+#[test]
+fn chunk_size_and_size_hint_do_not_grow_the_file_wal() {
+    chunk_size_and_size_hint_do_not_grow_the_file("WAL");
 }
 
 /// `(count, sum of ids, sum of name lengths, sum of categories)` of the model.

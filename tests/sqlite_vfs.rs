@@ -6,13 +6,17 @@
 //! too, the read fails (never wrong rows); a process killed mid-
 //! transaction leaves a database that SQLite's recovery plus the sidecar
 //! table bring back whole (every row of every acknowledged commit, the
-//! table compared in full); truncation shrinks the sidecar table with
+//! table compared in full; kills are checked to land mid-transaction:
+//! at least one of each run's leaves a hot journal, or a WAL ending in
+//! frames of no commit);
+//! truncation shrinks the sidecar table with
 //! the file. Method: real SQLite (rusqlite, bundled) under
 //! both journal modes (rollback `DELETE` and `WAL`); the database is built
 //! by plain SQLite, adopted at the first open through the VFS, then worked
 //! (inserts, updates, deletes, `VACUUM`, checkpoints) through it; damage is
 //! written with `std::fs` while no connection is open; the crash is a
-//! child (this test binary re-executed) killed with SIGKILL.
+//! child (this test binary re-executed, its page cache smaller than a
+//! transaction so pages spill before the commit) killed with SIGKILL.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -505,7 +509,8 @@ const CHILD_SYNC: &str = "SELFHEAL_SQLITE_CRASH_SYNC";
 const CHILD_BASE: i64 = 100_000;
 
 /// The child of the crash test: commits transactions of 500 rows through
-/// the VFS forever, appending each committed transaction's number to
+/// the VFS forever (with a page cache of 10 pages, so each transaction
+/// spills pages before its commit), appending each committed transaction's number to
 /// `<db>.committed` (synced) after its commit. Runs only when the crash
 /// test starts it (the environment names the database).
 #[test]
@@ -517,8 +522,12 @@ fn crash_child() {
     assert!(sync == "FULL" || sync == "OFF", "synchronous = {sync}");
     let vfs = register("child", SqliteConfig::new());
     let c = open(&db, &vfs);
+    // A page cache smaller than a transaction: SQLite spills dirty pages
+    // mid-transaction (to the database file after syncing the journal's
+    // header, or to the WAL as frames of no commit), so a kill at almost
+    // any point in a transaction leaves its pages for recovery to undo.
     c.execute_batch(&format!(
-        "PRAGMA journal_mode = {mode}; PRAGMA synchronous = {sync}"
+        "PRAGMA journal_mode = {mode}; PRAGMA synchronous = {sync}; PRAGMA cache_size = 10"
     ))
     .unwrap();
     let applied: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
@@ -606,6 +615,7 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
     let mut model = Model::new();
     build_plain(&db, mode, &mut model);
     let committed = db.with_extension("committed");
+    let (mut recover, mut mid_transaction) = (0, 0);
     for round in 0..8u64 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
@@ -644,6 +654,12 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
         std::thread::sleep(std::time::Duration::from_millis(3 + round * 7));
         child.kill().unwrap();
         child.wait().unwrap();
+        // What the kill left for SQLite's recovery: a hot journal (its
+        // header written, so the file may hold the transaction's pages),
+        // or a non-empty WAL.
+        let (left, inside) = left_by_the_kill(&db, mode);
+        recover += u32::from(left);
+        mid_transaction += u32::from(inside);
 
         // No replica: any page the crash left unverifiable would fail the
         // reads below with SQLITE_CORRUPT.
@@ -699,7 +715,7 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
             .unwrap();
         assert_eq!(rows, 500, "round {round}: the newest transaction is whole");
         assert_eq!(vfs.stats().unhealed, 0);
-        eprintln!("[{mode}] round {round}: killed after {last} logged commits; newest whole transaction {newest}; integrity_check ok");
+        eprintln!("[{mode}] round {round}: killed after {last} logged commits ({}); newest whole transaction {newest}; integrity_check ok", if inside { "inside a transaction" } else if left { "between transactions, WAL not empty" } else { "nothing to recover" });
         // The next round's child continues from this transaction number.
         drop(c);
         if newest > last {
@@ -708,6 +724,61 @@ fn crash_mid_transaction(mode: &str, sync: &str) {
             std::fs::write(&committed, log).unwrap();
         }
     }
+    assert!(
+        recover >= 1,
+        "{mode}, synchronous = {sync}: no kill left a hot journal or a non-empty WAL"
+    );
+    assert!(
+        mid_transaction >= 1,
+        "{mode}, synchronous = {sync}: no kill landed inside a transaction (a hot journal, or a WAL ending in frames of no commit)"
+    );
+    eprintln!("[{mode}] of 8 kills, {recover} left a hot journal or a non-empty WAL, {mid_transaction} inside a transaction");
+}
+
+/// What the files of `db` hold for SQLite's recovery after a kill:
+/// whether there is a hot journal or a non-empty `-wal`, and whether that
+/// shows the kill landed inside a transaction. In rollback-journal mode the
+/// two are one: a hot journal (`-journal` starting with the journal magic:
+/// its header is written, zeroed until then, before any page of the
+/// transaction reaches the database file). In WAL mode the `-wal` is
+/// non-empty after any commit; the kill was inside a transaction when the
+/// WAL ends in frames after its last commit frame.
+fn left_by_the_kill(db: &Path, mode: &str) -> (bool, bool) {
+    const MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    let side = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::read(PathBuf::from(p)).unwrap_or_default()
+    };
+    if mode == "WAL" {
+        let wal = side("-wal");
+        (!wal.is_empty(), wal_ends_uncommitted(&wal))
+    } else {
+        let hot = side("-journal").starts_with(&MAGIC);
+        (hot, hot)
+    }
+}
+
+/// Whether `wal` (a `-wal` file's bytes) ends in frames after its last
+/// commit frame: pages of a transaction written before its commit. Frames
+/// are those of the header's salts, in order; a commit frame records the
+/// database size after the commit (non-zero) in bytes 4..8 of its header.
+fn wal_ends_uncommitted(wal: &[u8]) -> bool {
+    if wal.len() < 32 {
+        return false;
+    }
+    let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    let frame = 24 + page;
+    let (mut last, mut last_commit) = (None, None);
+    let mut at = 32;
+    while at + frame <= wal.len() && wal[at + 8..at + 16] == wal[16..24] {
+        last = Some(at);
+        if wal[at + 4..at + 8] != [0; 4] {
+            last_commit = Some(at);
+        }
+        at += frame;
+    }
+    last.is_some() && last != last_commit
 }
 
 #[test]
