@@ -263,3 +263,64 @@ fn heal_on_read_off_leaves_it_to_the_recovery_threads() {
         m.stop().unwrap();
     }
 }
+
+/// The replica reads the page while the incident is opened and planned,
+/// not after: the approval (asked on the reader's thread after the plan,
+/// before the repair) sees the replica's read already made, and the repair
+/// takes that copy instead of reading again.
+#[test]
+fn the_replica_reads_the_page_before_the_repair_asks_and_only_once() {
+    use selfheal::testing::FaultyReplica;
+    use selfheal::{PageStore, RecoveryConfig, StoreReplica};
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = Arc::new(selfheal::MemStore::new(PS, 8).unwrap());
+        let mirror = Arc::new(selfheal::MemStore::new(PS, 8).unwrap());
+        let replica = Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new(
+            "mirror",
+            mirror.clone(),
+        ))));
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let (r2, s2) = (replica.clone(), seen.clone());
+        let m = RecoveryConfig::new(raw.clone(), dir.path())
+            .placement(placement)
+            .replica(replica.clone())
+            .without_scrub()
+            .heal_on_read(true)
+            .mode(Mode::Approve)
+            .approval(
+                Arc::new(move |_: &ApprovalRequest| {
+                    // The probe sent ahead runs on the replica's helper
+                    // thread: give it time, then record what it did.
+                    let until = std::time::Instant::now() + Duration::from_secs(5);
+                    while r2.reads() == 0 && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    s2.store(r2.reads() as usize, Ordering::SeqCst);
+                    true
+                }),
+                Duration::from_secs(10),
+            )
+            .build()
+            .unwrap();
+        for p in 0..8 {
+            m.detector()
+                .write_sealed(PageId(p), &mut page(p as u8 + 1))
+                .unwrap();
+            mirror
+                .write_page(PageId(p), &bytes(raw.as_ref(), p))
+                .unwrap();
+        }
+        m.start().unwrap();
+        damage(&raw, 2);
+        assert_eq!(read(&m, 2).unwrap(), bytes(mirror.as_ref(), 2));
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the replica had read the page when the host was asked"
+        );
+        assert_eq!(replica.reads(), 1, "the repair took that copy");
+        assert!(m.wait_idle(IDLE));
+        m.stop().unwrap();
+    }
+}

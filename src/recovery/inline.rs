@@ -10,6 +10,13 @@
 //!   reader waits for that incident to close — at most [`WAIT_MAX`] — and
 //!   then reads again. The incident is diagnosed, acted on, verified,
 //!   audited, counted and announced exactly as on a recovery thread.
+//! - **The replicas read while the incident opens.** Once the reader's
+//!   thread holds the incident, the page's replica probes are sent ahead
+//!   (see [`repair::ahead`](crate::repair::ahead)): the replicas' helper
+//!   threads read the page while the incident is diagnosed and planned and
+//!   its write-ahead records are appended, and `repair-from-replicas`
+//!   takes those copies. The probes only read; a heal that takes another
+//!   remedy, or none, drops them.
 //! - **A read that raced a heal reads again.** A page found bad whose
 //!   incident closed healed before the reader got to it (no open
 //!   incident, the page no longer fenced) is read again, not given a
@@ -40,6 +47,7 @@ use std::time::{Duration, Instant};
 use crate::corruption::read_hook::{ReadFailureFn, ReadHeal};
 use crate::corruption::PageState;
 use crate::healer::Outcome;
+use crate::repair::ahead::Ahead;
 use crate::types::{Failure, FailureKind, PageId, Source, Target};
 
 use super::closing::{close_later, settle};
@@ -148,6 +156,14 @@ fn heal_page(inner: &Inner, page: PageId, failure: Option<Failure>) -> ReadHeal 
             t
         }
     };
+    // The replicas read the page while the incident is opened, diagnosed
+    // and planned and its write-ahead records are appended; the repair
+    // takes their copies (see `repair::ahead`).
+    let _ahead = healer
+        .context()
+        .need_repairer()
+        .ok()
+        .map(|r| Ahead::send(r, page));
     heal_taken(inner, &healer, taken)
 }
 

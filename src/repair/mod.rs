@@ -212,6 +212,7 @@
 //! compares and writes with host writes to the page excluded, so a host write
 //! that lands during the comparison is never overwritten.
 
+pub(crate) mod ahead;
 mod anti_entropy;
 mod config;
 mod courier;

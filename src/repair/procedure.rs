@@ -4,6 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
+use super::ahead::ProbeAhead;
+use super::courier::CallFailure;
 use super::courier::Deadline;
 use super::plan::{
     admit, next_fetch, order_replicas, rank_copies, Fetch, Gathered, Group, Skip, Standing,
@@ -55,6 +57,9 @@ struct Survey {
     probes: Vec<Option<StatusCall>>,
 }
 
+/// Per replica, its status call, or why it could not be asked.
+type Asked = Vec<std::result::Result<StatusCall, CallFailure>>;
+
 /// A repair between fetching and committing.
 struct Pending<'d> {
     /// `None` while a batch commit holds it.
@@ -101,7 +106,12 @@ impl DataRepairer {
             Start::Done(report) => report,
             Start::Ticket(ticket) => {
                 let needed = self.detector.last_written_lsn(page);
-                let mut survey = self.survey(Some((page, needed)));
+                let mut survey = match super::ahead::take(page) {
+                    Some(ahead) if ahead.fits(page, needed, &self.replicas.read()) => {
+                        self.collect_survey(ahead.replicas, ahead.asked)
+                    }
+                    _ => self.survey(Some((page, needed))),
+                };
                 let pending = self.gather(ticket, &mut survey, None);
                 self.settle(pending, None)
             }
@@ -269,6 +279,13 @@ impl DataRepairer {
     /// such replica anyway (unless page LSNs show some cannot hold a copy that
     /// would be written; their copies are discarded unread by the repair).
     fn survey(&self, probe: Option<(PageId, Option<Lsn>)>) -> Survey {
+        let (replicas, asked) = self.ask(probe);
+        self.collect_survey(replicas, asked)
+    }
+
+    /// Sends a survey's calls: every replica asked for its status, or
+    /// probed for `probe`'s page (see [`survey`](Self::survey)).
+    fn ask(&self, probe: Option<(PageId, Option<Lsn>)>) -> (Vec<ReplicaEntry>, Asked) {
         let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
         let ps = self.detector.store().page_size();
         let probe = probe.filter(|_| replicas.len() <= self.max_copies);
@@ -279,6 +296,38 @@ impl DataRepairer {
                 None => e.reader.ask_status(),
             })
             .collect();
+        (replicas, asked)
+    }
+
+    /// Probes the replicas for `page` now, as its repair's survey would,
+    /// for a repair on this thread to take (see [`ahead`](super::ahead)).
+    /// `None` when the page is not fenced, or when the survey would not
+    /// probe (no replica, or more replicas than copies a repair wants).
+    pub(crate) fn probe_ahead(&self, page: PageId) -> Option<ProbeAhead> {
+        if !self
+            .detector
+            .page_state(page)
+            .is_some_and(PageState::is_fenced)
+        {
+            return None;
+        }
+        let n = self.replicas.read().len();
+        if n == 0 || n > self.max_copies {
+            return None;
+        }
+        let needed = self.detector.last_written_lsn(page);
+        let (replicas, asked) = self.ask(Some((page, needed)));
+        Some(ProbeAhead {
+            page,
+            needed,
+            replicas,
+            asked,
+        })
+    }
+
+    /// Waits for a survey's answers with one deadline (see
+    /// [`survey`](Self::survey)).
+    fn collect_survey(&self, replicas: Vec<ReplicaEntry>, asked: Asked) -> Survey {
         let deadline = Deadline::after(self.read_timeout);
         let mut blocked = Vec::with_capacity(replicas.len());
         let mut statuses = Vec::with_capacity(replicas.len());
