@@ -137,16 +137,24 @@ pub(super) fn close_later(inner: &Inner, t: &Taken, mut inc: Incident, audit: Ve
 /// that what it reads next includes it).
 pub(super) fn record_closes(inner: &Inner) {
     let _one = inner.recording.lock();
-    let closes = std::mem::take(&mut *inner.closes.lock());
+    let mut closes = std::mem::take(&mut *inner.closes.lock());
     if closes.is_empty() {
         return;
     }
-    for c in closes {
-        if let (Some(log), false) = (&inner.audit, c.audit.is_empty()) {
-            if let Err(e) = log.append(&c.audit) {
+    // Every close's records in one append, in the order the closes were
+    // left: one `write(2)` per recording, not one per incident.
+    let records: Vec<AuditEntry> = closes
+        .iter_mut()
+        .flat_map(|c| std::mem::take(&mut c.audit))
+        .collect();
+    if let Some(log) = &inner.audit {
+        if !records.is_empty() {
+            if let Err(e) = log.append(&records) {
                 tracing::warn!(error = %e, "audit records not written; healing goes on");
             }
         }
+    }
+    for c in closes {
         close(inner, c.inc, &c.late);
         inner.closing.fetch_sub(1, Ordering::AcqRel);
     }
