@@ -264,9 +264,9 @@ fn heal_on_read_off_leaves_it_to_the_recovery_threads() {
     }
 }
 
-/// The replica reads the page while the incident is opened and planned,
-/// not after: the approval (asked on the reader's thread after the plan,
-/// before the repair) sees the replica's read already made, and the repair
+/// The replica reads the page while the incident is diagnosed and planned,
+/// not after: the approval (asked after the plan, before the repair, while
+/// the reader waits) sees the replica's read already made, and the repair
 /// takes that copy instead of reading again.
 #[test]
 fn the_replica_reads_the_page_before_the_repair_asks_and_only_once() {

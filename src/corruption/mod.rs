@@ -385,6 +385,12 @@ impl CorruptionDetector {
         self.registry.lock().episode(page)
     }
 
+    /// The epoch of `page`'s registry entry, if it has one: a host write
+    /// ends it, and a fault found after that starts a new one.
+    pub(crate) fn page_epoch(&self, page: PageId) -> Option<u64> {
+        self.registry.lock().epoch_of(page)
+    }
+
     /// Puts `page`, renewed to `Suspect` by a host read in fault episode
     /// `episode`, back to `Irreparable` (see
     /// `SuspectRegistry::keep_irreparable`).

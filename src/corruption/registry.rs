@@ -313,6 +313,11 @@ impl SuspectRegistry {
         victim.is_some_and(|p| self.remove(p).is_some())
     }
 
+    /// The epoch of `page`'s entry, if it has one.
+    pub(crate) fn epoch_of(&self, page: PageId) -> Option<u64> {
+        self.entries.get(&page).map(|e| e.epoch)
+    }
+
     /// Moves a fenced page to `Repairing` and returns the epoch the repair
     /// must present to finish; `None` when the page is not waiting for repair
     /// (absent, repaired, or already being repaired).

@@ -27,6 +27,11 @@ impl RepairTicket<'_> {
         self.page
     }
 
+    /// The epoch of the page's fault this ticket repairs.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Marks the ticket as ended (its verdict was recorded), so that dropping
     /// it releases nothing.
     fn close(mut self) {

@@ -15,8 +15,9 @@
 //!   (see [`repair::ahead`](crate::repair::ahead)): the replicas' helper
 //!   threads read the page while the incident is diagnosed and planned and
 //!   its write-ahead records are appended, and `repair-from-replicas`
-//!   takes those copies. The probes only read; a heal that takes another
-//!   remedy, or none, drops them.
+//!   takes those copies when they are still the page's (same fault, sent
+//!   within a read timeout; else it asks afresh). The probes only read; a
+//!   heal that takes another remedy, or none, drops them.
 //! - **A read that raced a heal reads again.** A page found bad whose
 //!   incident closed healed before the reader got to it (no open
 //!   incident, the page no longer fenced) is read again, not given a
@@ -156,14 +157,6 @@ fn heal_page(inner: &Inner, page: PageId, failure: Option<Failure>) -> ReadHeal 
             t
         }
     };
-    // The replicas read the page while the incident is opened, diagnosed
-    // and planned and its write-ahead records are appended; the repair
-    // takes their copies (see `repair::ahead`).
-    let _ahead = healer
-        .context()
-        .need_repairer()
-        .ok()
-        .map(|r| Ahead::send(r, page));
     heal_taken(inner, &healer, taken)
 }
 
@@ -190,6 +183,14 @@ fn heal_taken(inner: &Inner, healer: &crate::healer::SelfHealer, t: Taken) -> Re
     );
     let _enter = span.enter();
     let healed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The replicas read the page while the incident is diagnosed and
+        // planned and its write-ahead records are appended; the repair
+        // takes their copies (see `repair::ahead`). Sent inside the guard:
+        // it asks the host for the page's expected LSN, which may panic.
+        let _ahead = match (&t.target, healer.context().need_repairer()) {
+            (Target::Page(page), Ok(r)) => Some(Ahead::send(r, *page)),
+            _ => None,
+        };
         healer.heal_as_closing_later(t.id, t.first.clone(), &t.joined)
     }));
     match healed {

@@ -17,16 +17,29 @@
 //!   dropped with the [`Ahead`] guard, which cancels each read not yet
 //!   started.
 //! - **Taken only when still true.** The repair takes the probes only for
-//!   the same page, on the same thread, when the page still needs the LSN
-//!   it needed when they were sent and the repairer's replicas are the same
-//!   ones; otherwise they are dropped and the repair asks afresh. Every
-//!   copy is verified and ranked by the repair exactly as a copy it asked
-//!   for itself.
+//!   the same page and the same fault (the page's registry epoch: a host
+//!   write in between, and a fault found after it, is another fault), on
+//!   the same thread, when the page still needs the LSN it needed when
+//!   they were sent, the repairer's replicas are the same ones, every
+//!   replica was asked (none refused as hung or cooling off), and they
+//!   were sent less than one
+//!   [`replica_read_timeout`](crate::RepairConfig::replica_read_timeout)
+//!   ago — so a heal that waited for an approval, a backoff or a snapshot
+//!   asks afresh. Otherwise they are dropped (reads not started
+//!   withdrawn) before the repair asks again. Every copy taken is verified
+//!   and ranked exactly as a copy the repair asked for itself.
+//! - **Deadlines.** The answers of probes taken are waited for with one
+//!   deadline from when the repair takes them, as a survey's; an answer
+//!   that came before then is never late.
+//! - **Not for inline replicas.** A replica called on the caller's thread
+//!   would answer at once; no probe is sent ahead when the repairer has
+//!   one.
 //! - **One page per thread.** A thread holds the probes of at most one page
 //!   at a time; sending new ones drops the old.
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::courier::CallFailure;
 use super::replica_read::StatusCall;
@@ -36,6 +49,10 @@ use crate::types::{Lsn, PageId};
 /// Probes of one page, sent before its repair (see the module docs).
 pub(crate) struct ProbeAhead {
     pub(super) page: PageId,
+    /// The epoch of the page's fault when the probes were sent.
+    pub(super) epoch: u64,
+    /// When they were sent.
+    pub(super) sent: Instant,
     /// The LSN the page needed when the probes were sent.
     pub(super) needed: Option<Lsn>,
     /// The repairer's replicas when the probes were sent, in order.
@@ -45,10 +62,23 @@ pub(crate) struct ProbeAhead {
 }
 
 impl ProbeAhead {
-    /// Whether a repair of `page` needing `needed`, by a repairer whose
-    /// replicas are `now`, may take these probes.
-    pub(super) fn fits(&self, page: PageId, needed: Option<Lsn>, now: &[ReplicaEntry]) -> bool {
+    /// Whether the repair of `page`'s fault `epoch`, needing `needed`, by a
+    /// repairer whose replicas are `now` and whose calls may take
+    /// `read_timeout`, may take these probes: same page, same fault, same
+    /// needed LSN, same replicas, every replica asked, and sent less than
+    /// one read timeout ago.
+    pub(super) fn fits(
+        &self,
+        page: PageId,
+        epoch: u64,
+        needed: Option<Lsn>,
+        now: &[ReplicaEntry],
+        read_timeout: Duration,
+    ) -> bool {
         self.page == page
+            && self.epoch == epoch
+            && self.sent.elapsed() <= read_timeout
+            && self.asked.iter().all(Result::is_ok)
             && self.needed == needed
             && self.replicas.len() == now.len()
             && self
@@ -212,31 +242,100 @@ mod tests {
     }
 
     #[test]
-    fn probes_are_not_taken_once_the_replicas_or_the_needed_lsn_changed() {
+    fn probes_fit_only_the_same_fault_replicas_and_lsn_all_asked_and_recent() {
         for placement in placements() {
             let r = rig(placement.clone(), &[1]);
-            let ahead = r
+            let mut ahead = r
                 .repairer
                 .probe_ahead(PageId(1))
                 .expect("fenced, one replica");
             let now = r.repairer.replicas.read().clone();
-            assert!(ahead.fits(PageId(1), ahead.needed, &now));
-            assert!(!ahead.fits(PageId(2), ahead.needed, &now));
-            assert!(!ahead.fits(PageId(1), Some(Lsn(u64::MAX)), &now));
-            assert!(!ahead.fits(PageId(1), ahead.needed, &[]));
-            // Another replica added after the probes: asked afresh, and
-            // the repair still heals.
+            let (e, n, t) = (ahead.epoch, ahead.needed, r.repairer.read_timeout);
+            assert!(ahead.fits(PageId(1), e, n, &now, t));
+            assert!(!ahead.fits(PageId(2), e, n, &now, t), "another page");
+            assert!(!ahead.fits(PageId(1), e + 1, n, &now, t), "another fault");
+            assert!(!ahead.fits(PageId(1), e, Some(Lsn(u64::MAX)), &now, t));
+            assert!(!ahead.fits(PageId(1), e, n, &[], t), "other replicas");
+            // Sent longer ago than a read may take: a status that old is
+            // not the replica's now.
+            assert!(!ahead.fits(PageId(1), e, n, &now, Duration::ZERO));
+            if let Some(earlier) = Instant::now().checked_sub(t * 2) {
+                ahead.sent = earlier;
+                assert!(!ahead.fits(PageId(1), e, n, &now, t), "too old");
+                ahead.sent = Instant::now();
+            }
+            // A replica refused when the probes were sent (hung, cooling
+            // off) is asked again by the repair, not skipped for it.
+            ahead.asked[0] = Err(now[0].reader.refused("cooling off".into()));
+            assert!(!ahead.fits(PageId(1), e, n, &now, t), "one was refused");
+        }
+    }
+
+    #[test]
+    fn a_replica_added_after_the_probes_is_asked_by_the_repair() {
+        for placement in placements() {
+            let r = rig(placement.clone(), &[1]);
             let guard = Ahead::send(&r.repairer, PageId(1));
             let second = Arc::new(MemStore::new(PS, 4).unwrap());
             let mut b = vec![0u8; PS];
             r.mirror.read_page(PageId(1), &mut b).unwrap();
             second.write_page(PageId(1), &b).unwrap();
-            r.repairer
-                .add_replica(Arc::new(StoreReplica::new("second", second)))
-                .unwrap();
+            let second = Arc::new(FaultyReplica::new(Arc::new(StoreReplica::new(
+                "second", second,
+            ))));
+            r.repairer.add_replica(second.clone()).unwrap();
             assert!(r.repairer.repair_page(PageId(1)).unwrap().is_repaired());
             assert!(r.healed(1));
+            assert_eq!(second.reads(), 1, "the repair surveyed afresh");
             drop(guard);
+        }
+    }
+
+    /// A copy read ahead, then the host rewrites the page and it goes bad
+    /// again: the repair of the new fault never writes the old copy (it
+    /// would undo the host's write).
+    #[test]
+    fn a_copy_read_before_the_host_rewrote_the_page_is_not_written() {
+        for placement in placements() {
+            let r = rig(placement.clone(), &[1]);
+            let guard = Ahead::send(&r.repairer, PageId(1));
+            let until = Instant::now() + Duration::from_secs(10);
+            while r.replica.reads() == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(r.replica.reads(), 1, "the old copy was read ahead");
+            // The host writes the page (its newer version reaches the
+            // replica), then the page goes bad again: a new fault.
+            let mut newer = vec![0xEE; PS];
+            r.det.write_sealed(PageId(1), &mut newer).unwrap();
+            let mut sealed = vec![0u8; PS];
+            r.raw.read_page(PageId(1), &mut sealed).unwrap();
+            r.mirror.write_page(PageId(1), &sealed).unwrap();
+            r.raw
+                .damage(PageId(1), Damage::BitFlip { byte: 9, bit: 1 })
+                .unwrap();
+            let mut b = vec![0u8; PS];
+            assert!(r.det.read_verified(PageId(1), &mut b).is_err());
+            assert!(r.repairer.repair_page(PageId(1)).unwrap().is_repaired());
+            assert!(r.healed(1));
+            r.raw.read_page(PageId(1), &mut b).unwrap();
+            assert_eq!(b, sealed, "the host's newer page, not the copy read ahead");
+            assert_eq!(r.replica.reads(), 2, "asked afresh");
+            drop(guard);
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_when_a_replica_is_called_inline() {
+        for placement in placements() {
+            let r = rig(placement.clone(), &[1]);
+            let inline = RepairConfig::new().build(r.det.clone()).unwrap();
+            inline
+                .add_replica(Arc::new(
+                    StoreReplica::new("inline", r.mirror.clone()).call_inline(true),
+                ))
+                .unwrap();
+            assert!(inline.probe_ahead(PageId(1)).is_none());
         }
     }
 

@@ -3,6 +3,7 @@
 //! a batch with one sync), fall back, or declare the page irreparable.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::ahead::ProbeAhead;
 use super::courier::CallFailure;
@@ -106,11 +107,15 @@ impl DataRepairer {
             Start::Done(report) => report,
             Start::Ticket(ticket) => {
                 let needed = self.detector.last_written_lsn(page);
-                let mut survey = match super::ahead::take(page) {
-                    Some(ahead) if ahead.fits(page, needed, &self.replicas.read()) => {
-                        self.collect_survey(ahead.replicas, ahead.asked)
-                    }
-                    _ => self.survey(Some((page, needed))),
+                // Probes sent ahead that do not fit are dropped (their
+                // reads not started withdrawn) before asking afresh.
+                let ahead = super::ahead::take(page).filter(|a| {
+                    let now = self.replicas.read();
+                    a.fits(page, ticket.epoch(), needed, &now, self.read_timeout)
+                });
+                let mut survey = match ahead {
+                    Some(a) => self.collect_survey(a.replicas, a.asked),
+                    None => self.survey(Some((page, needed))),
                 };
                 let pending = self.gather(ticket, &mut survey, None);
                 self.settle(pending, None)
@@ -301,8 +306,9 @@ impl DataRepairer {
 
     /// Probes the replicas for `page` now, as its repair's survey would,
     /// for a repair on this thread to take (see [`ahead`](super::ahead)).
-    /// `None` when the page is not fenced, or when the survey would not
-    /// probe (no replica, or more replicas than copies a repair wants).
+    /// `None` when the page is not fenced, when a replica is called inline,
+    /// or when the survey would not probe (no replica, or more replicas
+    /// than copies a repair wants).
     pub(crate) fn probe_ahead(&self, page: PageId) -> Option<ProbeAhead> {
         if !self
             .detector
@@ -311,14 +317,25 @@ impl DataRepairer {
         {
             return None;
         }
-        let n = self.replicas.read().len();
-        if n == 0 || n > self.max_copies {
-            return None;
+        let epoch = self.detector.page_epoch(page)?;
+        {
+            let replicas = self.replicas.read();
+            // An inline replica would answer on this thread now: nothing
+            // to overlap.
+            if replicas.is_empty()
+                || replicas.len() > self.max_copies
+                || replicas.iter().any(|e| e.reader.is_inline())
+            {
+                return None;
+            }
         }
         let needed = self.detector.last_written_lsn(page);
+        let sent = Instant::now();
         let (replicas, asked) = self.ask(Some((page, needed)));
         Some(ProbeAhead {
             page,
+            epoch,
+            sent,
             needed,
             replicas,
             asked,

@@ -83,6 +83,12 @@ impl ReplicaReader {
         self.courier.failure(reason, Miss::Refused)
     }
 
+    /// Whether its calls run on the caller's thread (a replica that
+    /// [may be called inline](Replica::may_call_inline)).
+    pub(crate) fn is_inline(&self) -> bool {
+        self.courier.is_inline()
+    }
+
     /// Asks for the replica's status and returns at once; the answer is
     /// taken with [`status`](Self::status).
     ///

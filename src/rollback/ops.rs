@@ -9,6 +9,8 @@ use super::journal::Record;
 use super::txns::Status;
 use super::writer::read_for_change;
 use super::{check_range, TransactionRollbackManager};
+#[cfg(doc)]
+use super::{PageWriter, RepairHook, RestoreGuard, RollbackConfig};
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId, TxnId};
 
@@ -54,7 +56,7 @@ impl TransactionRollbackManager {
     ///
     /// Rollback applies `before` only while the page holds what the
     /// transaction's recorded changes explain (see the
-    /// [module docs](self#undo-is-applied-only-to-what-the-transaction-wrote)):
+    /// [module docs](super#undo-is-applied-only-to-what-the-transaction-wrote)):
     /// if the transaction changes these bytes again before the page is
     /// written, record that change too (its `before` is this `after`).
     ///
@@ -156,7 +158,7 @@ impl TransactionRollbackManager {
     /// page that fails verification and was not repaired by the
     /// [`RepairHook`] — nothing is written to it then (a page the host calls
     /// unallocated is not such a page: see
-    /// [pages the host freed](self#pages-the-host-freed));
+    /// [pages the host freed](super#pages-the-host-freed));
     /// [`Error::TransactionNotActive`] also when `txn` was rolled back or
     /// started committing while the undo was being made durable (the page is
     /// then not written).

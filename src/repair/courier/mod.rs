@@ -185,6 +185,11 @@ impl<T: ?Sized + Send + Sync + 'static> Courier<T> {
         self
     }
 
+    /// Whether its jobs run on the caller's thread.
+    pub(crate) fn is_inline(&self) -> bool {
+        self.inline
+    }
+
     /// Its limits.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
