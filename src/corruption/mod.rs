@@ -398,6 +398,15 @@ impl CorruptionDetector {
         self.registry.lock().entries()
     }
 
+    /// The fenced pages with their state and when each was first seen
+    /// bad, sorted by page (taken under the registry's lock, sorted after
+    /// it is released).
+    pub(crate) fn fenced_pages(&self) -> Vec<(PageId, PageState, u64)> {
+        let mut v = self.registry.lock().fenced_entries();
+        v.sort_unstable_by_key(|(p, _, _)| *p);
+        v
+    }
+
     /// Pages in `state`, sorted.
     #[must_use]
     pub fn pages_in(&self, state: PageState) -> Vec<PageId> {
