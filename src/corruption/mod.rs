@@ -379,6 +379,17 @@ impl CorruptionDetector {
         self.registry.lock().state(page)
     }
 
+    /// Those of `pages` that are not fenced (unknown to the registry, or
+    /// repaired), in their order: one look at the registry for them all.
+    pub(crate) fn unfenced(&self, pages: &[PageId]) -> Vec<PageId> {
+        let reg = self.registry.lock();
+        pages
+            .iter()
+            .copied()
+            .filter(|p| !reg.state(*p).is_some_and(PageState::is_fenced))
+            .collect()
+    }
+
     /// The fault episode `page` is in, if it is known (see
     /// [`SuspectEntry::episode`]).
     pub(crate) fn page_episode(&self, page: PageId) -> Option<u64> {

@@ -36,10 +36,8 @@ pub(super) fn page_of(case: &Case<'_>) -> Result<PageId> {
 /// (one page, a batch, a page set), inside the remedy (the read hook is off).
 pub(crate) fn fence_if_unheard(det: &CorruptionDetector, pages: &[PageId]) {
     let mut buf = Vec::new();
-    for &page in pages {
-        if det.page_state(page).is_some_and(PageState::is_fenced) {
-            continue;
-        }
+    // The registry is asked once for them all.
+    for page in det.unfenced(pages) {
         buf.resize(det.store().page_size(), 0);
         // Its error is the point: the page is fenced when it fails.
         let _ = det.read_verified(page, &mut buf);
