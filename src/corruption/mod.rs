@@ -379,6 +379,17 @@ impl CorruptionDetector {
         self.registry.lock().state(page)
     }
 
+    /// Those of `pages` that are not fenced (unknown to the registry, or
+    /// repaired), in their order: one look at the registry for them all.
+    pub(crate) fn unfenced(&self, pages: &[PageId]) -> Vec<PageId> {
+        let reg = self.registry.lock();
+        pages
+            .iter()
+            .copied()
+            .filter(|p| !reg.state(*p).is_some_and(PageState::is_fenced))
+            .collect()
+    }
+
     /// The fault episode `page` is in, if it is known (see
     /// [`SuspectEntry::episode`]).
     pub(crate) fn page_episode(&self, page: PageId) -> Option<u64> {
@@ -402,6 +413,15 @@ impl CorruptionDetector {
     #[must_use]
     pub fn suspects(&self) -> Vec<(PageId, SuspectEntry)> {
         self.registry.lock().entries()
+    }
+
+    /// The fenced pages with their state and when each was first seen
+    /// bad, sorted by page (taken under the registry's lock, sorted after
+    /// it is released).
+    pub(crate) fn fenced_pages(&self) -> Vec<(PageId, PageState, u64)> {
+        let mut v = self.registry.lock().fenced_entries();
+        v.sort_unstable_by_key(|(p, _, _)| *p);
+        v
     }
 
     /// Pages in `state`, sorted.

@@ -453,6 +453,17 @@ impl SuspectRegistry {
         v
     }
 
+    /// Every fenced entry's page, state and first sighting, in no order
+    /// (no text copied: cheap to take under the lock).
+    #[must_use]
+    pub(crate) fn fenced_entries(&self) -> Vec<(PageId, PageState, u64)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state.is_fenced())
+            .map(|(p, e)| (*p, e.state, e.first_seen_ns))
+            .collect()
+    }
+
     /// Pages in a given state, sorted.
     #[must_use]
     pub fn pages_in(&self, state: PageState) -> Vec<PageId> {

@@ -56,23 +56,32 @@ pub(super) fn settle_set(inner: &Inner, by_target: &HashMap<&Target, &Taken>, mu
     });
     let mut late = Vec::new();
     let mut late_pages = Vec::new();
-    for p in &inc.pages {
-        let target = Target::Page(*p);
-        let Some(t) = by_target.get(&target) else {
-            continue;
-        };
-        let l = inner.queue.lock().finish(&target);
-        if !l.is_empty() {
-            late_pages.push(*p);
+    let mut merged = Vec::new();
+    {
+        // Every page's incident out of the queue under one lock.
+        let mut q = inner.queue.lock();
+        for p in &inc.pages {
+            let target = Target::Page(*p);
+            let Some(t) = by_target.get(&target) else {
+                continue;
+            };
+            let l = q.finish(&target);
+            if !l.is_empty() {
+                late_pages.push(*p);
+            }
+            late.extend(l);
+            if t.id != inc.id {
+                merged.push(t.id);
+            }
         }
-        late.extend(l);
-        if t.id != inc.id {
-            inner.tally.lock().stats.merged += 1;
-            inner.events.emit(&RecoveryEvent::Merged {
-                id: t.id,
-                into: inc.id,
-            });
-        }
+    }
+    if !merged.is_empty() {
+        inner.tally.lock().stats.merged += merged.len() as u64;
+    }
+    for id in merged {
+        inner
+            .events
+            .emit(&RecoveryEvent::Merged { id, into: inc.id });
     }
     inner.finished.notify_all();
     inner.dirty.store(true, Ordering::Relaxed);

@@ -230,6 +230,11 @@ impl Escalations {
         }
     }
 
+    /// Whether `page` has a record (a report of it may join an escalation).
+    pub(crate) fn has_page(&self, page: PageId) -> bool {
+        self.pages.contains_key(&page)
+    }
+
     /// A report of `page`, now in fault `episode` (`None`: not fenced):
     /// the escalated incident it joins, counted, or `None` (the record, if
     /// any, is dropped: the page opens an incident as ever). A record read

@@ -32,6 +32,82 @@ pub(super) fn file(inner: &Inner, f: Failure) {
     inner.filed.fetch_add(1, Ordering::Release);
 }
 
+/// How many failures [`file_all`] offers under one hold of the queue's
+/// lock (so a recovery thread never waits long for it).
+const FILE_CHUNK: usize = 256;
+
+/// Files failures taken off the bus together, in order, as [`file`] files
+/// each — counted, announced by one event each — with the queue's and
+/// the counts' locks taken once per chunk instead of per failure.
+pub(super) fn file_all(inner: &Inner, failures: &mut Vec<Failure>) {
+    let mut chunk: Vec<Failure> = Vec::with_capacity(FILE_CHUNK.min(failures.len()));
+    let mut results: Vec<(Offer, Target, Priority)> = Vec::with_capacity(chunk.capacity());
+    let mut drained = failures.drain(..).peekable();
+    while drained.peek().is_some() {
+        let mut counted = 0u64;
+        let mut taken = 0u64;
+        for f in drained.by_ref().take(FILE_CHUNK) {
+            taken += 1;
+            // As in `offer`: the manager's own deaths and the reports that
+            // join a kept escalation are counted only.
+            if own_death(&f) || super::rejoin::join_failure(inner, &f).is_some() {
+                counted += 1;
+            } else {
+                chunk.push(f);
+            }
+        }
+        let now = inner.clock.now_ns();
+        {
+            let mut q = inner.queue.lock();
+            for f in chunk.drain(..) {
+                let (target, prio) = (f.target(), f.priority);
+                results.push((q.offer(f, now), target, prio));
+            }
+        }
+        let (mut opened, mut overflowed) = (false, 0u64);
+        {
+            let mut tally = inner.tally.lock();
+            tally.stats.failures += counted + results.len() as u64;
+            for (r, _, prio) in &results {
+                match r {
+                    Offer::Opened(_) => {
+                        tally.opened(*prio);
+                        opened = true;
+                    }
+                    Offer::Joined(_) => tally.stats.joined += 1,
+                    Offer::Overflow | Offer::Backlogged => overflowed += 1,
+                }
+            }
+        }
+        if opened {
+            inner.dirty.store(true, Ordering::Relaxed);
+            inner.work.notify_all();
+        }
+        if overflowed > 0 {
+            metrics::counter!("selfheal_failures_overflowed_total").increment(overflowed);
+        }
+        for (r, target, prio) in results.drain(..) {
+            match r {
+                Offer::Opened(id) => inner.events.emit(&RecoveryEvent::Opened {
+                    id,
+                    target,
+                    priority: prio,
+                }),
+                Offer::Joined(id) => inner.events.emit(&RecoveryEvent::Joined { id, target }),
+                Offer::Overflow => {
+                    tracing::warn!(%target, "incident queue full: failure counted, not queued");
+                    inner.events.emit(&RecoveryEvent::Overflowed { target });
+                }
+                Offer::Backlogged => {
+                    tracing::debug!(%target, "incident queue full: the failure waits for room");
+                    inner.events.emit(&RecoveryEvent::Overflowed { target });
+                }
+            }
+        }
+        inner.filed.fetch_add(taken, Ordering::Release);
+    }
+}
+
 /// Files one failure in the queue, counting and announcing it.
 pub(super) fn offer(inner: &Inner, f: Failure) {
     if own_death(&f) {

@@ -136,6 +136,9 @@ pub(crate) struct IncidentQueue {
     backlog_capacity: usize,
     /// Non-page failures beyond the bound, one per target (oldest first).
     held: VecDeque<Failure>,
+    /// How many open incidents are deferred (so that a queue with none is
+    /// not scanned for them).
+    deferred: usize,
 }
 
 impl IncidentQueue {
@@ -154,6 +157,7 @@ impl IncidentQueue {
             backlog: VecDeque::new(),
             backlog_capacity: 0,
             held: VecDeque::new(),
+            deferred: 0,
         }
     }
 
@@ -201,11 +205,14 @@ impl IncidentQueue {
 
     /// Whether nothing is queued or running (deferred incidents may remain).
     pub(crate) fn is_idle(&self) -> bool {
-        !self.has_backlog()
-            && self
-                .open
+        debug_assert_eq!(
+            self.deferred,
+            self.open
                 .values()
-                .all(|e| matches!(e.state, State::Deferred(_)))
+                .filter(|e| matches!(e.state, State::Deferred(_)))
+                .count()
+        );
+        !self.has_backlog() && self.open.len() == self.deferred
     }
 
     /// Files `failure` (see the module docs).
@@ -441,7 +448,8 @@ impl IncidentQueue {
             return Vec::new();
         };
         let batch = self.batchable(lvl);
-        let mut out = vec![self.take(lvl)];
+        let mut out = Vec::with_capacity(if batch { max.min(self.open.len()) } else { 1 });
+        out.push(self.take(lvl));
         while batch && out.len() < max {
             match self.best() {
                 Some(lvl) if self.batchable(lvl) => out.push(self.take(lvl)),
@@ -454,7 +462,13 @@ impl IncidentQueue {
     /// Closes the running incident of `target`; returns the failures that
     /// joined while it ran.
     pub(crate) fn finish(&mut self, target: &Target) -> Vec<Failure> {
-        self.open.remove(target).map(|e| e.late).unwrap_or_default()
+        let e = self.open.remove(target);
+        if e.as_ref()
+            .is_some_and(|e| matches!(e.state, State::Deferred(_)))
+        {
+            self.deferred -= 1;
+        }
+        e.map(|e| e.late).unwrap_or_default()
     }
 
     /// The running incident of `target` lost its thread: the death is
@@ -499,6 +513,9 @@ impl IncidentQueue {
     /// the failures that joined meanwhile).
     pub(crate) fn defer(&mut self, target: &Target, until_ns: u64) {
         if let Some(e) = self.open.get_mut(target) {
+            if !matches!(e.state, State::Deferred(_)) {
+                self.deferred += 1;
+            }
             e.state = State::Deferred(until_ns);
             let late = std::mem::take(&mut e.late);
             e.joined.extend(late);
@@ -510,6 +527,9 @@ impl IncidentQueue {
     /// id) first whatever the map's order, so that a run on a given clock
     /// queues them the same way every time; returns how many.
     pub(crate) fn promote(&mut self, now_ns: u64) -> usize {
+        if self.deferred == 0 {
+            return 0;
+        }
         let mut due: Vec<(u64, usize, Target)> = Vec::new();
         for (t, e) in &mut self.open {
             if let State::Deferred(until) = e.state {
@@ -521,6 +541,7 @@ impl IncidentQueue {
         }
         due.sort_unstable_by_key(|(id, _, _)| *id);
         let n = due.len();
+        self.deferred -= n;
         for (id, lvl, t) in due {
             self.ready[lvl].push_back((id, t));
         }

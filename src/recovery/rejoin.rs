@@ -41,6 +41,13 @@ fn join_kind(
 ) -> Option<u64> {
     let id = match target {
         Target::Page(page) => {
+            // Most pages have no record: the detector is then not asked.
+            // A record made after this look-up is as one made after the
+            // report was filed (the episode was never read under the
+            // escalations' lock either).
+            if !inner.escalations.lock().has_page(*page) {
+                return None;
+            }
             let episode = inner.detector.page_episode(*page);
             let id = inner
                 .escalations

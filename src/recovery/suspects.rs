@@ -99,16 +99,7 @@ fn state_tag(s: PageState) -> u8 {
 /// The detector's fenced pages and their states, by page: cheap to take
 /// and compare (no entry is cloned).
 pub(crate) fn fenced_keys(det: &CorruptionDetector) -> Vec<(PageId, u8)> {
-    let mut v: Vec<(PageId, u8)> = [
-        PageState::Suspect,
-        PageState::Repairing,
-        PageState::Irreparable,
-    ]
-    .into_iter()
-    .flat_map(|s| det.pages_in(s).into_iter().map(move |p| (p, state_tag(s))))
-    .collect();
-    v.sort_unstable();
-    v
+    keys_of(&fenced(det))
 }
 
 fn keys_of(saved: &[Saved]) -> Vec<(PageId, u8)> {
@@ -117,13 +108,12 @@ fn keys_of(saved: &[Saved]) -> Vec<(PageId, u8)> {
 
 /// The detector's fenced pages, by page.
 pub(crate) fn fenced(det: &CorruptionDetector) -> Vec<Saved> {
-    det.suspects()
+    det.fenced_pages()
         .into_iter()
-        .filter(|(_, e)| e.state.is_fenced())
-        .map(|(page, e)| Saved {
+        .map(|(page, state, first_seen_ns)| Saved {
             page,
-            state: e.state,
-            first_seen_ns: e.first_seen_ns,
+            state,
+            first_seen_ns,
         })
         .collect()
 }
@@ -328,12 +318,14 @@ impl SuspectFile {
     /// The write's [`Error::Io`](crate::Error::Io) (the next call tries again).
     pub(crate) fn sync_with(&self, det: &CorruptionDetector) -> Result<()> {
         let mut last = self.last.lock();
-        if *last == fenced_keys(det) {
+        // One look at the registry: the pages compared are those saved.
+        let now = fenced(det);
+        let keys = keys_of(&now);
+        if *last == keys {
             return Ok(());
         }
-        let now = fenced(det);
         save(self.storage.as_ref(), &now)?;
-        *last = keys_of(&now);
+        *last = keys;
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ use crate::worker::{Flow, Job, Stop, Worker};
 
 use super::closing::{close, record_closes, settle, settle_set, Closing};
 use super::events::RecoveryEvent;
-use super::filing::{file, offer, refill};
+use super::filing::{file, file_all, offer, refill};
 use super::persist;
 use super::queue::Taken;
 use super::state::{Death, Dispatcher, Inner, Role, Slot, COMPONENT};
@@ -179,12 +179,10 @@ impl Dispatcher {
             None => self.rx.try_recv().ok(),
         };
         if let Some(f) = first {
-            file(inner, f);
-            filed += 1;
-            for f in self.rx.try_iter().take(4_096) {
-                file(inner, f);
-                filed += 1;
-            }
+            let mut taken = vec![f];
+            taken.extend(self.rx.try_iter().take(4_096));
+            filed += taken.len() as u64;
+            file_all(inner, &mut taken);
         }
         record_closes(inner);
         if inner.abort.load(Ordering::Acquire) {

@@ -36,10 +36,8 @@ pub(super) fn page_of(case: &Case<'_>) -> Result<PageId> {
 /// (one page, a batch, a page set), inside the remedy (the read hook is off).
 pub(crate) fn fence_if_unheard(det: &CorruptionDetector, pages: &[PageId]) {
     let mut buf = Vec::new();
-    for &page in pages {
-        if det.page_state(page).is_some_and(PageState::is_fenced) {
-            continue;
-        }
+    // The registry is asked once for them all.
+    for page in det.unfenced(pages) {
         buf.resize(det.store().page_size(), 0);
         // Its error is the point: the page is fenced when it fails.
         let _ = det.read_verified(page, &mut buf);
@@ -55,7 +53,69 @@ pub(super) fn recheck(det: &CorruptionDetector, page: PageId) -> Result<Verified
 /// pages (up to the detector's re-read run) is re-read with one read, each
 /// page verified on its own. What [`RepairFromReplicas::verify`] says of
 /// each, for a page set repaired in one batch.
+#[cfg(test)]
 pub(crate) fn recheck_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<Result<Verified>> {
+    recheck_pages_quiet(det, pages)
+        .into_iter()
+        .zip(pages)
+        .map(|(r, page)| r.map(|r| r.into_verified(*page)))
+        .collect()
+}
+
+/// What the re-read of one page of a set found: the text of a page that
+/// verifies is only made when asked (a set of thousands of healed pages
+/// never shows it), that of a page still bad at once.
+#[derive(Debug)]
+pub(crate) enum Rechecked {
+    /// It verifies ([`Verdict::Clean`] or [`Verdict::Transient`]).
+    Verified,
+    /// It is unallocated: nothing left to repair.
+    Unallocated,
+    /// It still fails verification (`healed` is false).
+    Bad(Verified),
+}
+
+impl Rechecked {
+    fn of(page: PageId, verdict: Verdict) -> Rechecked {
+        match verdict {
+            Verdict::Clean | Verdict::Transient => Rechecked::Verified,
+            Verdict::Unallocated => Rechecked::Unallocated,
+            bad @ Verdict::Corrupt { .. } => Rechecked::Bad(verified(page, bad)),
+        }
+    }
+
+    /// Whether the page is healed: what [`Verified::healed`] says.
+    pub(crate) fn healed(&self) -> bool {
+        !matches!(self, Rechecked::Bad(_))
+    }
+
+    /// The evidence [`recheck`] gives for `page` (the page this was found
+    /// for).
+    pub(crate) fn evidence(&self, page: PageId) -> String {
+        match self {
+            Rechecked::Bad(v) => v.evidence.clone(),
+            Rechecked::Verified => verified(page, Verdict::Clean).evidence,
+            Rechecked::Unallocated => verified(page, Verdict::Unallocated).evidence,
+        }
+    }
+
+    /// What [`recheck`] says of `page` (the page this was found for).
+    #[cfg(test)]
+    pub(crate) fn into_verified(self, page: PageId) -> Verified {
+        match self {
+            Rechecked::Verified => verified(page, Verdict::Clean),
+            Rechecked::Unallocated => verified(page, Verdict::Unallocated),
+            Rechecked::Bad(v) => v,
+        }
+    }
+}
+
+/// [`recheck_pages`] with the texts of the pages that verify left unmade
+/// (see [`Rechecked`]): the same reads, the same verdicts.
+pub(crate) fn recheck_pages_quiet(
+    det: &CorruptionDetector,
+    pages: &[PageId],
+) -> Vec<Result<Rechecked>> {
     let mut out = Vec::with_capacity(pages.len());
     let mut at = 0;
     while at < pages.len() {
@@ -70,7 +130,7 @@ pub(crate) fn recheck_pages(det: &CorruptionDetector, pages: &[PageId]) -> Vec<R
         let verdicts = det.recheck_run(first, len);
         debug_assert_eq!(verdicts.len(), len);
         for (page, v) in pages[at..at + len].iter().zip(verdicts) {
-            out.push(v.map(|v| verified(*page, v)));
+            out.push(v.map(|v| Rechecked::of(*page, v)));
         }
         at += len;
     }
@@ -127,6 +187,20 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
                 what: "page",
                 reason: format!("another repair of page {page} is under way; tried: {tried}"),
             })
+        }
+    }
+}
+
+/// Whether a repair of `page` wrote it (or left it to the host's newer
+/// write, or found nothing to do): [`repaired`] without the text of its
+/// success, which is made only when asked.
+pub(crate) fn repair_written(page: PageId, report: &RepairReport) -> Result<()> {
+    match &report.outcome {
+        RepairOutcome::Repaired { .. } | RepairOutcome::Superseded | RepairOutcome::NotNeeded => {
+            Ok(())
+        }
+        RepairOutcome::Irreparable { .. } | RepairOutcome::InProgress => {
+            repaired(page, report).map(|_| ())
         }
     }
 }

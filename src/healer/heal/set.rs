@@ -38,11 +38,13 @@ use std::sync::Arc;
 use crate::audit::EntryKind;
 use crate::healer::breaker::{Breaker, BreakerState};
 use crate::healer::builtin::page::{
-    fence_if_unheard, recheck_pages, repaired, REPAIR_FROM_REPLICAS,
+    fence_if_unheard, recheck_pages_quiet, repair_written, repaired, Rechecked,
+    REPAIR_FROM_REPLICAS,
 };
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::{page_list, Attempt, AttemptOutcome, Incident, Outcome, Step};
-use crate::healer::remedy::{Applied, Case, Remedy, Verified};
+use crate::healer::remedy::{Case, Remedy};
+use crate::repair::RepairReport;
 use crate::types::{Failure, PageId, Target};
 
 use super::batch::Holding;
@@ -71,7 +73,34 @@ pub(super) struct PageSet {
 struct PageResult {
     member: Member,
     outcome: AttemptOutcome,
-    evidence: Vec<String>,
+    /// The page was written: the repair's report and what its re-check
+    /// found (or why it could not run). Their texts are made only for the
+    /// evidence of a page that needs it (see [`PageResult::evidence`]).
+    written: Option<(RepairReport, std::result::Result<Rechecked, String>)>,
+    /// Evidence found after the re-check (health made worse).
+    more: Vec<String>,
+}
+
+impl PageResult {
+    /// The evidence of its attempt: what the repair did and what the
+    /// re-check showed (none for a page not written), then what came after.
+    fn evidence(&self) -> Vec<String> {
+        let page = self.member.page;
+        let mut out = Vec::with_capacity(2 + self.more.len());
+        if let Some((report, check)) = &self.written {
+            // Written: `repaired` says what it did (it errs only where the
+            // page was not written).
+            if let Ok(applied) = repaired(page, report) {
+                out.push(applied.evidence);
+            }
+            out.push(match check {
+                Ok(r) => r.evidence(page),
+                Err(e) => format!("could not re-check: {e}"),
+            });
+        }
+        out.extend(self.more.iter().cloned());
+        out
+    }
 }
 
 impl SelfHealer {
@@ -269,62 +298,63 @@ impl SelfHealer {
                 })
                 .collect()
         });
+        // Which pages were written: what `repaired` says of each report,
+        // its text left unmade until a page's evidence is asked for.
+        let reports: Vec<crate::error::Result<RepairReport>> = reports
+            .into_iter()
+            .zip(&members)
+            .map(|(report, m)| report.and_then(|r| repair_written(m.page, &r).map(|()| r)))
+            .collect();
         // One verification pass: each page written is re-checked, runs of
         // consecutive pages with one read (what the remedy's `verify` does
         // for one page).
-        let applied: Vec<crate::error::Result<Applied>> = reports
-            .into_iter()
-            .zip(&members)
-            .map(|(report, m)| report.and_then(|r| repaired(m.page, &r)))
-            .collect();
         let written_pages: Vec<PageId> = members
             .iter()
-            .zip(&applied)
-            .filter(|(_, a)| a.is_ok())
+            .zip(&reports)
+            .filter(|(_, r)| r.is_ok())
             .map(|(m, _)| m.page)
             .collect();
         let written = written_pages.len();
         // A pass that cannot run (no detector) or panics leaves every page
         // it was to check unverified, with its error as the reason.
-        let checks: Vec<std::result::Result<Verified, String>> =
-            match guarded(|| Ok(recheck_pages(self.ctx.need_detector()?, &written_pages))) {
-                Ok(checks) => checks
-                    .into_iter()
-                    .map(|c| c.map_err(|e| e.to_string()))
-                    .collect(),
-                Err(e) => written_pages.iter().map(|_| Err(e.to_string())).collect(),
-            };
+        let checks: Vec<std::result::Result<Rechecked, String>> = match guarded(|| {
+            Ok(recheck_pages_quiet(
+                self.ctx.need_detector()?,
+                &written_pages,
+            ))
+        }) {
+            Ok(checks) => checks
+                .into_iter()
+                .map(|c| c.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => written_pages.iter().map(|_| Err(e.to_string())).collect(),
+        };
         let mut checks = checks.into_iter();
         let mut results: Vec<PageResult> = Vec::with_capacity(members.len());
-        let mut applied_all: Vec<Option<Applied>> = Vec::with_capacity(members.len());
-        for (m, applied) in members.into_iter().zip(applied) {
-            let (outcome, evidence, applied) = match applied {
+        for (m, report) in members.into_iter().zip(reports) {
+            let (outcome, written) = match report {
                 Err(e) => (
                     AttemptOutcome::Failed {
                         error: e.to_string(),
                     },
-                    Vec::new(),
                     None,
                 ),
-                Ok(applied) => {
-                    let v = checks.next().expect("one check per page written");
-                    let (healed, text) = match v {
-                        Ok(v) => (v.healed, v.evidence),
-                        Err(e) => (false, format!("could not re-check: {e}")),
-                    };
+                Ok(report) => {
+                    let check = checks.next().expect("one check per page written");
+                    let healed = check.as_ref().is_ok_and(Rechecked::healed);
                     let outcome = if healed {
                         AttemptOutcome::Healed
                     } else {
                         AttemptOutcome::NotVerified
                     };
-                    (outcome, vec![applied.evidence.clone(), text], Some(applied))
+                    (outcome, Some((report, check)))
                 }
             };
-            applied_all.push(applied);
             results.push(PageResult {
                 member: m,
                 outcome,
-                evidence,
+                written,
+                more: Vec::new(),
             });
         }
         debug_assert!(checks.next().is_none(), "a check for a page not written");
@@ -337,14 +367,19 @@ impl SelfHealer {
         // Health after, once: a set that made it worse is undone where it
         // can be and fails for every page.
         if let Some(how) = self.worse(before, self.health(&mut inc)) {
-            for (r, applied) in results.iter_mut().zip(&applied_all) {
-                let Some(applied) = applied else { continue };
+            for r in &mut results {
+                let Some((report, _)) = &r.written else {
+                    continue;
+                };
+                let Ok(applied) = repaired(r.member.page, report) else {
+                    continue;
+                };
                 let case = Case {
                     diagnosis: &r.member.diagnosis,
                     failure: &r.member.failure,
                 };
-                let undone = guarded(|| remedy.undo(&self.ctx, &case, applied)).is_ok();
-                r.evidence.push(how.clone());
+                let undone = guarded(|| remedy.undo(&self.ctx, &case, &applied)).is_ok();
+                r.more.push(how.clone());
                 r.outcome = AttemptOutcome::MadeWorse { undone };
             }
             let text = format!("{name} on {} pages: {how}", pages.len());
@@ -396,8 +431,8 @@ impl SelfHealer {
                 remedy: name.clone(),
                 started_ns: started,
                 finished_ns: finished,
+                evidence: carried.evidence(),
                 outcome: carried.outcome,
-                evidence: carried.evidence,
             });
             let case = Case {
                 diagnosis: &carried.member.diagnosis,
@@ -469,8 +504,8 @@ impl SelfHealer {
             remedy: name.to_string(),
             started_ns: started,
             finished_ns: finished,
+            evidence: r.evidence(),
             outcome: r.outcome,
-            evidence: r.evidence,
         });
         let case = Case {
             diagnosis: &diagnosis,
