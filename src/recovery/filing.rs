@@ -32,24 +32,35 @@ pub(super) fn file(inner: &Inner, f: Failure) {
     inner.filed.fetch_add(1, Ordering::Release);
 }
 
-/// How many failures [`file_all`] offers under one hold of the queue's
-/// lock (so a recovery thread never waits long for it).
+/// How many failures are offered under one hold of the queue's lock (so a
+/// recovery thread never waits long for it).
 const FILE_CHUNK: usize = 256;
 
 /// Files failures taken off the bus together, in order, as [`file`] files
-/// each — counted, announced by one event each — with the queue's and
-/// the counts' locks taken once per chunk instead of per failure.
+/// each, with the queue's and the counts' locks taken once per chunk
+/// instead of per failure; each chunk counts as filed once announced.
 pub(super) fn file_all(inner: &Inner, failures: &mut Vec<Failure>) {
-    let mut chunk: Vec<Failure> = Vec::with_capacity(FILE_CHUNK.min(failures.len()));
-    let mut results: Vec<(Offer, Target, Priority)> = Vec::with_capacity(chunk.capacity());
-    let mut drained = failures.drain(..).peekable();
-    while drained.peek().is_some() {
+    offer_chunks(inner, failures.drain(..), true);
+}
+
+/// Files one failure in the queue, counting and announcing it.
+pub(super) fn offer(inner: &Inner, f: Failure) {
+    offer_chunks(inner, std::iter::once(f), false);
+}
+
+/// Offers `failures` in order, [`FILE_CHUNK`] at a time: the manager's own
+/// deaths and reports joining a kept escalation counted only, the rest
+/// offered to the queue under one hold of its lock, then counted and
+/// announced together; with `filed`, each chunk is counted as filed after.
+fn offer_chunks(inner: &Inner, failures: impl Iterator<Item = Failure>, filed: bool) {
+    let mut failures = failures.peekable();
+    let mut chunk: Vec<Failure> = Vec::new();
+    let mut results: Vec<(Offer, Target, Priority)> = Vec::new();
+    while failures.peek().is_some() {
         let mut counted = 0u64;
         let mut taken = 0u64;
-        for f in drained.by_ref().take(FILE_CHUNK) {
+        for f in failures.by_ref().take(FILE_CHUNK) {
             taken += 1;
-            // As in `offer`: the manager's own deaths and the reports that
-            // join a kept escalation are counted only.
             if own_death(&f) || super::rejoin::join_failure(inner, &f).is_some() {
                 counted += 1;
             } else {
@@ -57,120 +68,83 @@ pub(super) fn file_all(inner: &Inner, failures: &mut Vec<Failure>) {
             }
         }
         let now = inner.clock.now_ns();
-        {
+        if !chunk.is_empty() {
             let mut q = inner.queue.lock();
             for f in chunk.drain(..) {
                 let (target, prio) = (f.target(), f.priority);
                 results.push((q.offer(f, now), target, prio));
             }
         }
-        let (mut opened, mut overflowed) = (false, 0u64);
-        {
-            let mut tally = inner.tally.lock();
-            tally.stats.failures += counted + results.len() as u64;
-            for (r, _, prio) in &results {
-                match r {
-                    Offer::Opened(_) => {
-                        tally.opened(*prio);
-                        opened = true;
-                    }
-                    Offer::Joined(_) => tally.stats.joined += 1,
-                    Offer::Overflow | Offer::Backlogged => overflowed += 1,
+        let failed = counted + results.len() as u64;
+        announce(inner, &mut results, failed);
+        if filed {
+            inner.filed.fetch_add(taken, Ordering::Release);
+        }
+    }
+}
+
+/// Counts and announces what offers did (`results`, drained), with
+/// `failures` more failures counted: each incident opened or joined
+/// counted, the recovery threads woken once when one was opened, each
+/// overflow counted, and one event per result, in order.
+fn announce(inner: &Inner, results: &mut Vec<(Offer, Target, Priority)>, failures: u64) {
+    let (mut opened, mut overflowed) = (0usize, 0u64);
+    {
+        let mut tally = inner.tally.lock();
+        tally.stats.failures += failures;
+        for (r, _, prio) in results.iter() {
+            match r {
+                Offer::Opened(_) => {
+                    tally.opened(*prio);
+                    opened += 1;
                 }
+                Offer::Joined(_) => tally.stats.joined += 1,
+                Offer::Overflow | Offer::Backlogged => overflowed += 1,
             }
         }
-        if opened {
-            inner.dirty.store(true, Ordering::Relaxed);
+    }
+    if opened > 0 {
+        inner.dirty.store(true, Ordering::Relaxed);
+        if opened == 1 {
+            inner.work.notify_one();
+        } else {
             inner.work.notify_all();
         }
-        if overflowed > 0 {
-            metrics::counter!("selfheal_failures_overflowed_total").increment(overflowed);
-        }
-        for (r, target, prio) in results.drain(..) {
-            match r {
-                Offer::Opened(id) => inner.events.emit(&RecoveryEvent::Opened {
-                    id,
-                    target,
-                    priority: prio,
-                }),
-                Offer::Joined(id) => inner.events.emit(&RecoveryEvent::Joined { id, target }),
-                Offer::Overflow => {
-                    tracing::warn!(%target, "incident queue full: failure counted, not queued");
-                    inner.events.emit(&RecoveryEvent::Overflowed { target });
-                }
-                Offer::Backlogged => {
-                    tracing::debug!(%target, "incident queue full: the failure waits for room");
-                    inner.events.emit(&RecoveryEvent::Overflowed { target });
-                }
-            }
-        }
-        inner.filed.fetch_add(taken, Ordering::Release);
     }
-}
-
-/// Files one failure in the queue, counting and announcing it.
-pub(super) fn offer(inner: &Inner, f: Failure) {
-    if own_death(&f) {
-        inner.tally.lock().stats.failures += 1;
-        return;
+    if overflowed > 0 {
+        metrics::counter!("selfheal_failures_overflowed_total").increment(overflowed);
     }
-    let now = inner.clock.now_ns();
-    let (target, prio) = (f.target(), f.priority);
-    if super::rejoin::join_failure(inner, &f).is_some() {
-        inner.tally.lock().stats.failures += 1;
-        return;
-    }
-    let r = inner.queue.lock().offer(f, now);
-    inner.tally.lock().stats.failures += 1;
-    match r {
-        Offer::Opened(_) | Offer::Joined(_) => announce(inner, r, target, prio),
-        Offer::Overflow => {
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::warn!(%target, "incident queue full: failure counted, not queued");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-        Offer::Backlogged => {
-            metrics::counter!("selfheal_failures_overflowed_total").increment(1);
-            tracing::debug!(%target, "incident queue full: the failure waits for room");
-            inner.events.emit(&RecoveryEvent::Overflowed { target });
-        }
-    }
-}
-
-/// Counts and announces an incident that a failure opened or joined (an
-/// overflow is its caller's to report).
-fn announce(inner: &Inner, r: Offer, target: Target, prio: Priority) {
-    match r {
-        Offer::Opened(id) => {
-            inner.tally.lock().opened(prio);
-            inner.dirty.store(true, Ordering::Relaxed);
-            inner.work.notify_one();
-            inner.events.emit(&RecoveryEvent::Opened {
+    for (r, target, prio) in results.drain(..) {
+        match r {
+            Offer::Opened(id) => inner.events.emit(&RecoveryEvent::Opened {
                 id,
                 target,
                 priority: prio,
-            });
+            }),
+            Offer::Joined(id) => inner.events.emit(&RecoveryEvent::Joined { id, target }),
+            Offer::Overflow => {
+                tracing::warn!(%target, "incident queue full: failure counted, not queued");
+                inner.events.emit(&RecoveryEvent::Overflowed { target });
+            }
+            Offer::Backlogged => {
+                tracing::debug!(%target, "incident queue full: the failure waits for room");
+                inner.events.emit(&RecoveryEvent::Overflowed { target });
+            }
         }
-        Offer::Joined(id) => {
-            inner.tally.lock().stats.joined += 1;
-            inner.events.emit(&RecoveryEvent::Joined { id, target });
-        }
-        Offer::Overflow | Offer::Backlogged => {}
     }
 }
 
 /// Opens the incidents of the page backlog while the queue has room,
 /// counting and announcing each.
 pub(super) fn refill(inner: &Inner) {
-    let filed = {
+    let mut filed = {
         let mut q = inner.queue.lock();
         if !q.has_backlog() || !q.has_room() {
             return;
         }
         q.refill(inner.clock.now_ns())
     };
-    for (r, target, prio) in filed {
-        announce(inner, r, target, prio);
-    }
+    // Counted as failures when they were backlogged.
+    announce(inner, &mut filed, 0);
     inner.dirty.store(true, Ordering::Relaxed);
 }
