@@ -3,8 +3,9 @@
 //! verified, each page's outcome in the breaker and the learned record, and
 //! a set after which health is worse counts as failed for every page, whose
 //! pages then go on down the plan in their own incidents.
-//! Method: a detector-protected `MemStore` (both checksum placements) with
-//! a mirror replica on a `ManualClock`; pages damaged under the detector,
+//! Method: a detector-protected `MemStore` (both checksum placements,
+//! behind a `FaultyStore` that counts its reads) with a mirror replica on
+//! a `ManualClock`; pages damaged under the detector,
 //! the failures it reports handed to the healer in one batch; for the
 //! health rule, a probe whose value rises at every sample.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use selfheal::healer::{AttemptOutcome, HealerConfig, Outcome, Problem, RemedyContext};
 use selfheal::health::Thresholds;
-use selfheal::testing::Damage;
+use selfheal::testing::{Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
     FailureKind, HealthConfig, ManualClock, MemStore, PageId, PageStore, RepairConfig,
@@ -34,7 +35,8 @@ fn placements() -> Vec<ChecksumPlacement> {
 
 struct Rig {
     clock: ManualClock,
-    raw: Arc<MemStore>,
+    /// Counts the reads of the protected store.
+    raw: Arc<FaultyStore>,
     mirror: Arc<MemStore>,
     det: Arc<CorruptionDetector>,
     repairer: Arc<DataRepairer>,
@@ -43,7 +45,9 @@ struct Rig {
 fn rig(placement: ChecksumPlacement) -> Rig {
     let clock = ManualClock::new();
     clock.advance(Duration::from_secs(1));
-    let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let raw = Arc::new(FaultyStore::new(Arc::new(
+        MemStore::new(PS, PAGES).unwrap(),
+    )));
     let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
     let det = Arc::new(
         CorruptionConfig::new(placement)
@@ -92,11 +96,96 @@ impl Rig {
             .expect("reported")
     }
 
+    fn healer(&self) -> selfheal::healer::SelfHealer {
+        HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(self.clock.clone()))
+                    .detector(self.det.clone())
+                    .repairer(self.repairer.clone()),
+            )
+            .unwrap()
+    }
+
+    fn reads(&self) -> u64 {
+        self.raw.counts().reads
+    }
+
     fn same(&self, p: u64) -> bool {
         let (mut a, mut b) = (vec![0u8; PS], vec![0u8; PS]);
         self.raw.read_page(PageId(p), &mut a).unwrap();
         self.mirror.read_page(PageId(p), &mut b).unwrap();
         a == b
+    }
+}
+
+/// The repair re-reads and verifies every page it writes after its sync;
+/// the healer takes that read as the page's re-check instead of reading it
+/// again: healing a page, or a set, reads the store exactly as often as the
+/// repair alone does. A page the repair did not write is re-read.
+#[test]
+fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
+    for placement in placements() {
+        // A second table for the second detector.
+        let twin = match &placement {
+            ChecksumPlacement::Sidecar(_) => {
+                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+            }
+            _ => ChecksumPlacement::Trailer,
+        };
+        let (alone, healed) = (rig(placement), rig(twin));
+        // One page.
+        alone.corrupt(9);
+        let failure = healed.corrupt(9);
+        let before = alone.reads();
+        assert!(alone.repairer.repair_page(PageId(9)).unwrap().is_repaired());
+        let repair_reads = alone.reads() - before;
+        let before = healed.reads();
+        let inc = healed.healer().heal(failure);
+        assert!(matches!(&inc.outcome, Outcome::Healed { remedy } if remedy == REPAIR));
+        assert_eq!(healed.reads() - before, repair_reads, "{inc:#?}");
+        assert!(
+            inc.attempts[0]
+                .evidence
+                .iter()
+                .any(|e| e == "page 9 re-read and verified"),
+            "{inc:#?}"
+        );
+        // A set.
+        let pages: Vec<PageId> = (0..6).map(PageId).collect();
+        let items: Vec<_> = (0..6)
+            .map(|p| {
+                alone.corrupt(p);
+                (p + 1, healed.corrupt(p), Vec::new())
+            })
+            .collect();
+        let before = alone.reads();
+        let reports = alone.repairer.repair_pages(&pages);
+        assert!(reports.iter().all(|r| r.as_ref().unwrap().is_repaired()));
+        let repair_reads = alone.reads() - before;
+        let before = healed.reads();
+        let mut next = 100;
+        let incs = healed.healer().heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(matches!(&incs[0].outcome, Outcome::Healed { remedy } if remedy == REPAIR));
+        assert_eq!(healed.reads() - before, repair_reads, "{incs:#?}");
+        // A page reported bad that verifies: the repair writes nothing, so
+        // the healer reads it (once to find it good, once to re-check).
+        let before = healed.reads();
+        let inc = healed.healer().heal(Failure::new(
+            selfheal::Source::Host,
+            FailureKind::CorruptPage { page: PageId(12) },
+            "the host says so",
+            selfheal::Clock::now_ns(&healed.clock),
+        ));
+        assert!(matches!(&inc.outcome, Outcome::Healed { remedy } if remedy == REPAIR));
+        assert_eq!(healed.reads() - before, 2, "{inc:#?}");
+        for p in [0, 1, 2, 3, 4, 5, 9, 12] {
+            assert!(healed.same(p), "page {p}");
+        }
     }
 }
 

@@ -26,6 +26,13 @@ pub struct Applied {
     /// remedy sampled it: its verification then asks for a lower value, not
     /// only a healthy band (a prediction is made in the healthy band).
     pub metric_before: Option<f64>,
+    /// What the action's own check of its target found, when the action
+    /// made one after it acted: the built-in repair from replicas re-reads
+    /// and verifies every page it writes, after the sync that makes it
+    /// durable, before it reports the page repaired. A remedy's
+    /// [`verify`](Remedy::verify) may return it rather than read the
+    /// target a second time. `None` for an action that checked nothing.
+    pub verified: Option<Verified>,
 }
 
 impl Applied {
@@ -34,6 +41,7 @@ impl Applied {
         Applied {
             evidence: evidence.into(),
             metric_before: None,
+            verified: None,
         }
     }
 
@@ -41,6 +49,14 @@ impl Applied {
     #[must_use]
     pub fn metric_before(mut self, value: Option<f64>) -> Applied {
         self.metric_before = value;
+        self
+    }
+
+    /// With what the action's own check of its target found after it
+    /// acted (see [`Applied::verified`]).
+    #[must_use]
+    pub fn verified(mut self, found: Verified) -> Applied {
+        self.verified = Some(found);
         self
     }
 }

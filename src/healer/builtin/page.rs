@@ -4,7 +4,10 @@
 //! Each writes through the detector's repair path (a ticket, a verified
 //! copy, a re-read), so none can overwrite a page the host rewrote while it
 //! ran, and none writes bytes that do not verify. Each verifies by
-//! re-reading the page through [`CorruptionDetector::recheck`].
+//! re-reading the page through [`CorruptionDetector::recheck`], except a
+//! page the repair from replicas wrote: the repair re-read it after its
+//! sync and found exactly the verified copy it wrote, and that read is the
+//! re-check (one read, not two).
 
 use std::sync::Arc;
 
@@ -226,11 +229,23 @@ impl Remedy for RepairFromReplicas {
             fence_if_unheard(det, &[page]);
         }
         let report = ctx.need_repairer()?.repair_page(page)?;
-        repaired(page, &report)
+        let applied = repaired(page, &report)?;
+        Ok(match report.outcome {
+            // The repair re-read the page after its sync and found exactly
+            // the verified copy it wrote: that read is the re-check.
+            RepairOutcome::Repaired { .. } => applied.verified(verified(page, Verdict::Clean)),
+            _ => applied,
+        })
     }
 
-    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, _: &Applied) -> Result<Verified> {
-        recheck(ctx.need_detector()?, page_of(case)?)
+    /// The repair's own re-read of a page it wrote (see [`Applied::verified`]);
+    /// for a page it did not write (the host's newer write stands, or there
+    /// was nothing to repair), a re-read now.
+    fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<Verified> {
+        match &applied.verified {
+            Some(found) => Ok(found.clone()),
+            None => recheck(ctx.need_detector()?, page_of(case)?),
+        }
     }
 }
 

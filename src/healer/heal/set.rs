@@ -13,11 +13,14 @@
 //!   its breaker is closed. Only when the healer acts on its own (no action
 //!   gate, not observe-only) and has a repairer. Everything else is healed
 //!   page by page as before.
-//! - **Every safety rule holds per page.** Each page written is re-checked
-//!   after the repair (one pass over the set: consecutive pages re-read
-//!   with one read, each verified on its own — the built-in remedy's
-//!   `verify` for each page, as the set was repaired by the built-in
-//!   `repair_pages`); health is sampled once before and
+//! - **Every safety rule holds per page.** Each page is re-checked after
+//!   the repair as the built-in remedy's `verify` re-checks one page (the
+//!   set was repaired by the built-in `repair_pages`): a page the repair
+//!   wrote was re-read and verified by the repair after its sync, and that
+//!   read is its re-check; a page the repair left to the host's newer
+//!   write, or found not waiting, is re-read now (one pass over the set:
+//!   consecutive pages re-read with one read, each verified on its own);
+//!   health is sampled once before and
 //!   once after, and a set after which health is worse is undone where the
 //!   remedy can be and counts as failed for every page; each page starts
 //!   its own cooldown; the remedy's breaker and learned record get one
@@ -305,16 +308,19 @@ impl SelfHealer {
             .zip(&members)
             .map(|(report, m)| report.and_then(|r| repair_written(m.page, &r).map(|()| r)))
             .collect();
-        // One verification pass: each page written is re-checked, runs of
-        // consecutive pages with one read (what the remedy's `verify` does
-        // for one page).
+        // One verification pass, what the remedy's `verify` does for one
+        // page: a page the repair wrote was re-read and verified by the
+        // repair after its sync, and that read is its re-check; every other
+        // page it reports done (the host's write stands, or nothing was to
+        // repair) is re-checked now, runs of consecutive pages with one
+        // read.
+        let written = reports.iter().filter(|r| r.is_ok()).count();
         let written_pages: Vec<PageId> = members
             .iter()
             .zip(&reports)
-            .filter(|(_, r)| r.is_ok())
+            .filter(|(_, r)| r.as_ref().is_ok_and(|r| !r.is_repaired()))
             .map(|(m, _)| m.page)
             .collect();
-        let written = written_pages.len();
         // A pass that cannot run (no detector) or panics leaves every page
         // it was to check unverified, with its error as the reason.
         let checks: Vec<std::result::Result<Rechecked, String>> = match guarded(|| {
@@ -340,7 +346,11 @@ impl SelfHealer {
                     None,
                 ),
                 Ok(report) => {
-                    let check = checks.next().expect("one check per page written");
+                    let check = if report.is_repaired() {
+                        Ok(Rechecked::Verified)
+                    } else {
+                        checks.next().expect("one check per page re-read")
+                    };
                     let healed = check.as_ref().is_ok_and(Rechecked::healed);
                     let outcome = if healed {
                         AttemptOutcome::Healed
@@ -357,7 +367,7 @@ impl SelfHealer {
                 more: Vec::new(),
             });
         }
-        debug_assert!(checks.next().is_none(), "a check for a page not written");
+        debug_assert!(checks.next().is_none(), "a check for a page not re-read");
         let acted = format!(
             "{name}: {written} of {} pages written (pages {listed})",
             pages.len()
