@@ -14,6 +14,8 @@
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use super::file::{m_fetch, m_shm_barrier, m_shm_lock, m_shm_map, m_shm_unmap};
+use super::system::DlSym;
 use super::*;
 use crate::sqlite::SqliteConfig;
 
