@@ -222,7 +222,7 @@
 //!   scrub and the snapshots on threads of its own.
 //!
 //! No panic crosses into SQLite: each callback catches one and answers an
-//! I/O error. The FFI is confined to `vfs.rs` and `raw.rs` of this module.
+//! I/O error. The FFI is confined to `vfs.rs`, `vfs/` and `raw.rs` of this module.
 
 mod config;
 mod database;

@@ -6,7 +6,7 @@
 //! a file drops every POSIX lock the process holds on it; the default VFS
 //! keeps its descriptors of one file together and defers such closes).
 //!
-//! This file and `vfs.rs` are the only places of the `sqlite` feature with
+//! This file, `vfs.rs` and `vfs/` are the only places of the `sqlite` feature with
 //! `unsafe` code; each block says why it is sound.
 
 #![allow(unsafe_code)]
