@@ -172,6 +172,33 @@ fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
         assert_eq!(incs.len(), 1, "{incs:#?}");
         assert!(matches!(&incs[0].outcome, Outcome::Healed { remedy } if remedy == REPAIR));
         assert_eq!(healed.reads() - before, repair_reads, "{incs:#?}");
+        // A set whose middle page the host rewrote after it was found bad:
+        // the repair leaves that one (`NotNeeded`), and the healer reads it
+        // twice (to find it good before the repair, to re-check it after)
+        // and the two it wrote not at all beyond the repair's reads.
+        let pages: Vec<PageId> = (13..16).map(PageId).collect();
+        let items: Vec<_> = (13..16)
+            .map(|p| {
+                alone.corrupt(p);
+                (p + 1, healed.corrupt(p), Vec::new())
+            })
+            .collect();
+        for r in [&alone, &healed] {
+            r.det.write_sealed(PageId(14), &mut vec![99; PS]).unwrap();
+        }
+        let before = alone.reads();
+        let reports = alone.repairer.repair_pages(&pages);
+        assert!(!reports[1].as_ref().unwrap().is_repaired());
+        let repair_reads = alone.reads() - before;
+        let before = healed.reads();
+        let incs = healed.healer().heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(matches!(&incs[0].outcome, Outcome::Healed { remedy } if remedy == REPAIR));
+        assert_eq!(healed.reads() - before, repair_reads + 2, "{incs:#?}");
+        assert!(healed.same(13) && healed.same(15));
         // A page reported bad that verifies: the repair writes nothing, so
         // the healer reads it (once to find it good, once to re-check).
         let before = healed.reads();

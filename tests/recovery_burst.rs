@@ -5,34 +5,104 @@
 //! error-only rescan), under both checksum placements.
 //! Method: 10 000 sealed pages over a `MemStore`, every one damaged behind
 //! the detector's back, one unlimited scrub pass under the manager with the
-//! default queue bound (4 096 open incidents); the open count is sampled
-//! while it heals; the time is printed (run with `--nocapture`), not
+//! default queue bound (4 096 open incidents); in the first test the
+//! replica's reads wait until every finding is filed (at most 2 s, below
+//! the read timeout), so the burst meets a full queue however fast the
+//! healing is; the open count is sampled
+//! while it heals; the time is printed (run with `--nocapture`; the wait at
+//! the gate included), not
 //! asserted. The store's syncs are counted to show the pages are repaired
 //! in batches (one sync each), not one sync per page.
 
 mod recovery_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use recovery_common::*;
 use selfheal::healer::Outcome;
-use selfheal::{MemStore, PageId, PageStore, RecoveryConfig, Result, ScrubConfig, StoreReplica};
+use selfheal::{
+    MemStore, PageId, PageStore, RecoveryConfig, Replica, ReplicaId, ReplicaStatus, Result,
+    ScrubConfig, StoreReplica,
+};
 
 const PAGES: u64 = 10_000;
 const QUEUE: usize = 4_096;
+
+/// Held shut, a gate makes the replica's reads wait (at most 2 s).
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let g = open.lock().unwrap();
+        let _ = cv
+            .wait_timeout_while(g, Duration::from_secs(2), |o| !*o)
+            .unwrap();
+    }
+}
+
+/// A replica whose reads wait at the gate.
+#[derive(Debug)]
+struct Gated {
+    inner: StoreReplica,
+    gate: Gate,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+impl Replica for Gated {
+    fn id(&self) -> ReplicaId {
+        self.inner.id()
+    }
+
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        self.inner.status()
+    }
+
+    fn read_page(&self, page: PageId, buf: &mut [u8]) -> Result<()> {
+        self.gate.wait();
+        self.inner.read_page(page, buf)
+    }
+}
 
 #[test]
 fn a_burst_of_ten_thousand_corrupt_pages_is_all_healed_within_the_queue_bound() {
     for placement in placements() {
         let name = format!("{placement:?}");
         let dir = tempfile::tempdir().unwrap();
-        let (raw, mirror, m) = rig(placement, PAGES, dir.path(), |c| {
-            c.scrub(ScrubConfig::new().unlimited().single_pass())
-                .queue_capacity(QUEUE)
-                .max_concurrent_recoveries(2)
-        });
+        let gate = Gate::default();
+        let (raw, mirror, m) = rig_with_replica(
+            placement,
+            PAGES,
+            dir.path(),
+            |mirror| {
+                Arc::new(Gated {
+                    inner: StoreReplica::new("mirror", mirror),
+                    gate: gate.clone(),
+                })
+            },
+            |c| {
+                c.scrub(ScrubConfig::new().unlimited().single_pass())
+                    .queue_capacity(QUEUE)
+                    .max_concurrent_recoveries(2)
+            },
+        );
         for p in 0..PAGES {
             damage(&raw, p);
         }
@@ -40,6 +110,11 @@ fn a_burst_of_ten_thousand_corrupt_pages_is_all_healed_within_the_queue_bound() 
         m.start().unwrap();
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut open_max = 0;
+        while m.stats().failures < PAGES && t.elapsed() < Duration::from_secs(2) {
+            open_max = open_max.max(m.stats().open);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        gate.open();
         while m.stats().pages_healed < PAGES && Instant::now() < deadline {
             open_max = open_max.max(m.stats().open);
             std::thread::sleep(Duration::from_millis(5));

@@ -53,7 +53,7 @@ impl Applied {
     }
 
     /// With what the action's own check of its target found after it
-    /// acted (see [`Applied::verified`]).
+    /// acted (see the field [`verified`](Applied#structfield.verified)).
     #[must_use]
     pub fn verified(mut self, found: Verified) -> Applied {
         self.verified = Some(found);

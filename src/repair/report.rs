@@ -115,7 +115,10 @@ pub struct Attempt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RepairOutcome {
-    /// A verified copy was written, synced, re-read and verified.
+    /// A verified copy was written, synced, re-read and verified. The
+    /// healer takes that re-read as the page's re-check
+    /// ([`Applied::verified`](crate::healer::Applied#structfield.verified)):
+    /// every path that reports `Repaired` must have made it.
     Repaired {
         /// Where the copy came from.
         source: CopySource,

@@ -44,11 +44,28 @@ pub fn rig(
     dir: &std::path::Path,
     tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
 ) -> (Arc<MemStore>, Arc<MemStore>, AutoRecoveryManager) {
+    rig_with_replica(
+        placement,
+        pages,
+        dir,
+        |mirror| Arc::new(StoreReplica::new("mirror", mirror)),
+        tune,
+    )
+}
+
+/// [`rig`] with the replica over the mirror made by `replica`.
+pub fn rig_with_replica(
+    placement: ChecksumPlacement,
+    pages: u64,
+    dir: &std::path::Path,
+    replica: impl FnOnce(Arc<MemStore>) -> Arc<dyn selfheal::Replica>,
+    tune: impl FnOnce(RecoveryConfig) -> RecoveryConfig,
+) -> (Arc<MemStore>, Arc<MemStore>, AutoRecoveryManager) {
     let raw = Arc::new(MemStore::new(PS, pages).unwrap());
     let mirror = Arc::new(MemStore::new(PS, pages).unwrap());
     let cfg = RecoveryConfig::new(raw.clone(), dir)
         .placement(placement)
-        .replica(Arc::new(StoreReplica::new("mirror", mirror.clone())))
+        .replica(replica(mirror.clone()))
         .without_scrub()
         // The failing read reports on the bus and a recovery thread heals
         // (`tune` may turn heal on read back on).

@@ -156,6 +156,19 @@ fn verified(page: PageId, verdict: Verdict) -> Verified {
     }
 }
 
+/// Whether a page the context's repairer reports `Repaired` was re-read
+/// and verified, after the repair's sync, by the context's own detector:
+/// then that read is the page's re-check (see
+/// [`Applied::verified`](Applied#structfield.verified)). With no detector,
+/// or another one, the healer re-checks through its detector as for any
+/// remedy.
+pub(crate) fn repair_checks_for(ctx: &RemedyContext) -> bool {
+    match (ctx.need_repairer(), ctx.detector_ref()) {
+        (Ok(r), Some(d)) => Arc::ptr_eq(r.detector(), d),
+        _ => false,
+    }
+}
+
 /// The name of [`RepairFromReplicas`], by which a healer recognizes the
 /// remedy it may run for many pages in one batch.
 pub(crate) const REPAIR_FROM_REPLICAS: &str = "repair-from-replicas";
@@ -228,17 +241,22 @@ impl Remedy for RepairFromReplicas {
         if let Some(det) = ctx.detector_ref() {
             fence_if_unheard(det, &[page]);
         }
-        let report = ctx.need_repairer()?.repair_page(page)?;
+        let repairer = ctx.need_repairer()?;
+        let report = repairer.repair_page(page)?;
         let applied = repaired(page, &report)?;
         Ok(match report.outcome {
             // The repair re-read the page after its sync and found exactly
-            // the verified copy it wrote: that read is the re-check.
-            RepairOutcome::Repaired { .. } => applied.verified(verified(page, Verdict::Clean)),
+            // the verified copy it wrote: that read is the re-check, when it
+            // is the detector the healer checks with.
+            RepairOutcome::Repaired { .. } if repair_checks_for(ctx) => {
+                applied.verified(verified(page, Verdict::Clean))
+            }
             _ => applied,
         })
     }
 
-    /// The repair's own re-read of a page it wrote (see [`Applied::verified`]);
+    /// The repair's own re-read of a page it wrote (see
+    /// [`Applied::verified`](Applied#structfield.verified));
     /// for a page it did not write (the host's newer write stands, or there
     /// was nothing to repair), a re-read now.
     fn verify(&self, ctx: &RemedyContext, case: &Case<'_>, applied: &Applied) -> Result<Verified> {

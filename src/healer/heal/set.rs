@@ -41,7 +41,7 @@ use std::sync::Arc;
 use crate::audit::EntryKind;
 use crate::healer::breaker::{Breaker, BreakerState};
 use crate::healer::builtin::page::{
-    fence_if_unheard, recheck_pages_quiet, repair_written, repaired, Rechecked,
+    fence_if_unheard, recheck_pages_quiet, repair_checks_for, repair_written, repaired, Rechecked,
     REPAIR_FROM_REPLICAS,
 };
 use crate::healer::diagnose::Diagnosis;
@@ -315,26 +315,24 @@ impl SelfHealer {
         // repair) is re-checked now, runs of consecutive pages with one
         // read.
         let written = reports.iter().filter(|r| r.is_ok()).count();
-        let written_pages: Vec<PageId> = members
+        let repair_checked = repair_checks_for(&self.ctx);
+        let taken_as_checked = |r: &RepairReport| repair_checked && r.is_repaired();
+        let reread: Vec<PageId> = members
             .iter()
             .zip(&reports)
-            .filter(|(_, r)| r.as_ref().is_ok_and(|r| !r.is_repaired()))
+            .filter(|(_, r)| r.as_ref().is_ok_and(|r| !taken_as_checked(r)))
             .map(|(m, _)| m.page)
             .collect();
         // A pass that cannot run (no detector) or panics leaves every page
         // it was to check unverified, with its error as the reason.
-        let checks: Vec<std::result::Result<Rechecked, String>> = match guarded(|| {
-            Ok(recheck_pages_quiet(
-                self.ctx.need_detector()?,
-                &written_pages,
-            ))
-        }) {
-            Ok(checks) => checks
-                .into_iter()
-                .map(|c| c.map_err(|e| e.to_string()))
-                .collect(),
-            Err(e) => written_pages.iter().map(|_| Err(e.to_string())).collect(),
-        };
+        let checks: Vec<std::result::Result<Rechecked, String>> =
+            match guarded(|| Ok(recheck_pages_quiet(self.ctx.need_detector()?, &reread))) {
+                Ok(checks) => checks
+                    .into_iter()
+                    .map(|c| c.map_err(|e| e.to_string()))
+                    .collect(),
+                Err(e) => reread.iter().map(|_| Err(e.to_string())).collect(),
+            };
         let mut checks = checks.into_iter();
         let mut results: Vec<PageResult> = Vec::with_capacity(members.len());
         for (m, report) in members.into_iter().zip(reports) {
@@ -346,10 +344,12 @@ impl SelfHealer {
                     None,
                 ),
                 Ok(report) => {
-                    let check = if report.is_repaired() {
+                    let check = if taken_as_checked(&report) {
                         Ok(Rechecked::Verified)
                     } else {
-                        checks.next().expect("one check per page re-read")
+                        checks
+                            .next()
+                            .unwrap_or_else(|| Err("no re-check was made".to_string()))
                     };
                     let healed = check.as_ref().is_ok_and(Rechecked::healed);
                     let outcome = if healed {
