@@ -199,6 +199,20 @@ fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
         assert!(matches!(&incs[0].outcome, Outcome::Healed { remedy } if remedy == REPAIR));
         assert_eq!(healed.reads() - before, repair_reads + 2, "{incs:#?}");
         assert!(healed.same(13) && healed.same(15));
+        // Its texts count the page left alone apart from those written.
+        assert!(
+            incs[0].timeline.iter().any(|e| e
+                .text
+                .starts_with("repair-from-replicas: 2 of 3 pages written, 1 left as they are")),
+            "{incs:#?}"
+        );
+        assert!(
+            incs[0].attempts[0]
+                .evidence
+                .iter()
+                .any(|e| e.starts_with("3 pages healed: 2 written from the replicas, 1 left")),
+            "{incs:#?}"
+        );
         // A page reported bad that verifies: the repair writes nothing, so
         // the healer reads it (once to find it good, once to re-check).
         let before = healed.reads();

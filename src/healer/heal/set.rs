@@ -314,7 +314,13 @@ impl SelfHealer {
         // page it reports done (the host's write stands, or nothing was to
         // repair) is re-checked now, runs of consecutive pages with one
         // read.
-        let written = reports.iter().filter(|r| r.is_ok()).count();
+        // Pages the repair wrote, and pages it reports done without a
+        // write (the host's newer write stands, or nothing was to repair).
+        let written = reports
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(RepairReport::is_repaired))
+            .count();
+        let left = reports.iter().filter(|r| r.is_ok()).count() - written;
         let repair_checked = repair_checks_for(&self.ctx);
         let taken_as_checked = |r: &RepairReport| repair_checked && r.is_repaired();
         let reread: Vec<PageId> = members
@@ -368,10 +374,17 @@ impl SelfHealer {
             });
         }
         debug_assert!(checks.next().is_none(), "a check for a page not re-read");
-        let acted = format!(
-            "{name}: {written} of {} pages written (pages {listed})",
-            pages.len()
-        );
+        let acted = if left == 0 {
+            format!(
+                "{name}: {written} of {} pages written (pages {listed})",
+                pages.len()
+            )
+        } else {
+            format!(
+                "{name}: {written} of {} pages written, {left} left as they are (the host's newer write, or nothing to repair) (pages {listed})",
+                pages.len()
+            )
+        };
         inc.push(clock.now_ns(), Step::Acted, acted.clone());
         self.audit(&inc, EntryKind::Acted, acted);
         // Health after, once: a set that made it worse is undone where it
@@ -455,7 +468,19 @@ impl SelfHealer {
             inc.diagnosis.target = inc.target.clone();
             inc.pages = healed_pages;
             let mut evidence = Vec::with_capacity(2);
-            evidence.push(format!("{} pages written from the replicas", healed.len()));
+            let by_write = healed
+                .iter()
+                .filter(|r| r.written.as_ref().is_some_and(|(rep, _)| rep.is_repaired()))
+                .count();
+            evidence.push(if by_write == healed.len() {
+                format!("{by_write} pages written from the replicas")
+            } else {
+                format!(
+                    "{} pages healed: {by_write} written from the replicas, {} left as they are (the host's newer write, or nothing to repair)",
+                    healed.len(),
+                    healed.len() - by_write
+                )
+            });
             evidence.push(verified);
             for r in healed {
                 inc.failures.push(r.member.failure);
