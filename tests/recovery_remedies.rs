@@ -119,6 +119,54 @@ fn a_rollback_blocked_by_a_corrupt_page_is_finished_after_the_page_is_repaired()
     }
 }
 
+/// The replica holds only the committed page (the transaction's write was
+/// never shipped): under the sidecar placement no copy verifies against the
+/// checksum of the page's last write, so the page is rebuilt from the
+/// replica's copy and the undo held for it, then rolled back; under the
+/// trailer the committed copy verifies by its own trailer and repairs it.
+#[test]
+fn a_rollback_blocked_by_a_corrupt_page_is_finished_when_the_replica_holds_only_the_committed_page()
+{
+    for placement in placements() {
+        let sidecar = matches!(placement, selfheal::ChecksumPlacement::Sidecar(_));
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        let committed = bytes(raw.as_ref(), 4);
+        assert_eq!(bytes(mirror.as_ref(), 4), committed);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(4), 64, b"in flight, never shipped")
+            .unwrap();
+        damage(&raw, 4);
+        assert!(matches!(rb.rollback(t), Err(Error::RollbackBlocked { .. })));
+        assert!(m.wait_idle(IDLE));
+        assert!(rb.blocked_rollbacks().is_empty(), "{:#?}", m.incidents());
+        assert!(!rb.active_transactions().contains(&t));
+        assert_eq!(bytes(raw.as_ref(), 4), committed);
+        let mut b = vec![0u8; PS];
+        m.detector().read_verified(PageId(4), &mut b).unwrap();
+        assert_eq!(b, committed);
+        let blocked: Vec<Incident> = m
+            .incidents()
+            .into_iter()
+            .filter(|i| matches!(i.failures[0].kind, FailureKind::RollbackBlocked { .. }))
+            .collect();
+        assert!(
+            blocked.iter().any(|i| healed_by(i).is_some()),
+            "{blocked:#?}"
+        );
+        let rebuilt = blocked
+            .iter()
+            .flat_map(|i| &i.attempts)
+            .flat_map(|a| &a.evidence)
+            .any(|e| e.contains("rebuilt from a replica's older copy"));
+        assert_eq!(rebuilt, sidecar, "{blocked:#?}");
+        drop(rb);
+        m.stop().unwrap();
+    }
+}
+
 /// A host that records every action.
 #[derive(Debug, Default)]
 struct Host {

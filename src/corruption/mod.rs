@@ -86,6 +86,7 @@ pub use registry::{Observer, PageState, SuspectEntry};
 mod config;
 mod expectation;
 pub(crate) mod read_hook;
+mod rebuilt;
 #[cfg(test)]
 mod tests;
 mod ticket;

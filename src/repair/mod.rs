@@ -481,6 +481,30 @@ impl DataRepairer {
         self.replicas.read().iter().map(|e| e.id.clone()).collect()
     }
 
+    /// Every registered replica's copy of `page`, as each answers within
+    /// its read deadline (one that is down, cooling off, hung or failing is
+    /// skipped and counted as in a repair), in registration order,
+    /// **unverified**: for a caller that checks copies by other means, as
+    /// [`TransactionRollbackManager::rebuild_page`](crate::TransactionRollbackManager::rebuild_page)
+    /// does (a copy from before an uncommitted change is no repair copy:
+    /// it fails the page's checksum or LSN). Nothing is written.
+    #[must_use]
+    pub fn replica_copies(&self, page: PageId) -> Vec<(ReplicaId, Vec<u8>)> {
+        let ps = self.detector.store().page_size();
+        let replicas = self.replicas.read().clone();
+        let mut copies = Vec::with_capacity(replicas.len());
+        for e in replicas {
+            match e.reader.read(page, ps) {
+                Ok(copy) => {
+                    e.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    copies.push((e.id.clone(), copy));
+                }
+                Err(f) => e.count_failure(&f),
+            }
+        }
+        copies
+    }
+
     /// Adds a last-resort source, tried in the order added when no replica
     /// copy could be written. Its `name` is asked here, on the caller's
     /// thread, once; its reads run on its own helper thread

@@ -71,7 +71,14 @@
 //!   aborted: they stay pending with their undo, the call returns
 //!   [`Error::RollbackBlocked`] naming a transaction and the page, and
 //!   [`blocked_rollbacks`](TransactionRollbackManager::blocked_rollbacks)
-//!   lists them all. Repair the page, then roll back again;
+//!   lists them all. Repair the page, then roll back again. When no copy of
+//!   the page's last write exists — it was the transaction's own, never
+//!   shipped to a replica — [`rebuild_page`](TransactionRollbackManager::rebuild_page)
+//!   rebuilds it from a copy of the version before (a replica's) and the
+//!   undo held for the page, after checking each before-image against the
+//!   bytes it replaces and the result against the writer's checksum and
+//!   LSN; the healer's rollback remedies do this for every blocked page a
+//!   repair leaves failing;
 //! - recovery at open finishes every transaction it can and lists the
 //!   blocked ones, with their pages, in [`RecoveryReport::blocked`]; they
 //!   stay pending as active transactions of the opened manager (and are
@@ -226,6 +233,7 @@ mod config;
 mod deadlock;
 mod losers;
 mod ops;
+mod rebuild;
 // What only `testing` reaches (fuzz targets, corpus tests) is unused without it.
 #[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub(crate) mod journal;

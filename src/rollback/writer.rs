@@ -87,6 +87,19 @@ pub trait PageWriter: Send + Sync + fmt::Debug {
         let _ = (page, bytes);
         false
     }
+
+    /// Whether `rebuilt` — `base`, an older copy of `page` from elsewhere (a
+    /// replica), with the after-images of the undo held for the page put
+    /// over it — is exactly the page's last write, as verification would
+    /// accept it read from the store (default: `false`). The writer may seal
+    /// `rebuilt` first where the checksum lives in the page. Used by
+    /// [`rebuild_page`](super::TransactionRollbackManager::rebuild_page),
+    /// which has already checked each before-image against the bytes it
+    /// replaces.
+    fn is_rebuilt_last_write(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> bool {
+        let _ = (page, base, rebuilt);
+        false
+    }
 }
 
 /// Whether `e` says that a page's bytes cannot be trusted (a verification
@@ -185,6 +198,14 @@ impl PageWriter for CorruptionDetector {
     /// table) and, with a page-LSN reader, exactly the expected LSN.
     fn is_last_write(&self, page: PageId, bytes: &[u8]) -> bool {
         self.verifies_as_stored(page, bytes)
+    }
+
+    /// Under the sidecar table, the table's checksum of the last write and
+    /// the exact LSN; under the trailer (with a page-LSN reader only), an
+    /// older copy that verifies on its own, moved forward to exactly the
+    /// expected LSN (see `corruption/rebuilt.rs`).
+    fn is_rebuilt_last_write(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> bool {
+        self.rebuilt_is_last_write(page, base, rebuilt)
     }
 }
 

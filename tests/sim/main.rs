@@ -157,12 +157,19 @@ fn fixed_seeds_keep_every_invariant() {
 /// snapshots it held waited for itself (20: its reads no longer heal on
 /// read), and a transaction whose rollback nothing could unblock was
 /// escalated again at every retry, an incident open for ever (1347: a
-/// report of a transaction escalated within the interval joins it).
+/// report of a transaction escalated within the interval joins it); under
+/// the durable sidecar table, a transaction's write misdirected onto
+/// another page it had written blocked its rollback there, and no replica
+/// held that page's last write (the transaction's, never shipped), so the
+/// page stayed fenced for good although a replica held the version the
+/// rollback was to put back (707416, 713236: the page is now rebuilt from
+/// that copy and the undo held for it, then rolled back).
 #[test]
 fn seeds_that_found_fixed_bugs_pass() {
     for seed in [
         51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
-        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562, 4568, 5312, 20, 1347,
+        325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562, 4568, 5312, 20, 1347, 707416,
+        713236,
     ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));

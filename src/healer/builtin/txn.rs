@@ -1,6 +1,8 @@
 //! Remedies for transactions: break a deadlock by rolling back its victim,
-//! finish a blocked rollback (repairing the page that blocks it first), and
-//! finish the rollbacks a crash left blocked.
+//! finish a blocked rollback (repairing the page that blocks it first, or
+//! rebuilding it from a replica's older copy and the undo held for it when
+//! no copy of its last write exists), and finish the rollbacks a crash left
+//! blocked.
 //!
 //! Each goes through [`TransactionRollbackManager::rollback`], which applies
 //! before-images only to pages that still hold what the transaction wrote
@@ -31,16 +33,37 @@ fn gone(rb: &TransactionRollbackManager, txn: TxnId) -> Verified {
     }
 }
 
-/// Repairs `pages` first when a repairer is present; returns what it did.
-fn repair_first(ctx: &RemedyContext, pages: &[PageId]) -> String {
+/// Repairs `pages` first when a repairer is present; a page no replica
+/// holds a copy of its last write of (the write of a transaction being
+/// rolled back was never shipped) is rebuilt from a replica's older copy
+/// and the undo held for it
+/// ([`rebuild_page`](TransactionRollbackManager::rebuild_page)). Returns
+/// what it did.
+fn repair_first(ctx: &RemedyContext, rb: &TransactionRollbackManager, pages: &[PageId]) -> String {
     let Ok(repairer) = ctx.need_repairer() else {
         return String::new();
     };
     let mut done = Vec::new();
     for &p in pages {
-        match repairer.repair_page(p) {
-            Ok(r) => done.push(format!("page {p}: {:?}", r.outcome)),
-            Err(e) => done.push(format!("page {p}: {e}")),
+        let repaired = match repairer.repair_page(p) {
+            Ok(r) if r.is_repaired() => {
+                done.push(format!("page {p}: {:?}", r.outcome));
+                continue;
+            }
+            Ok(r) => format!("{:?}", r.outcome),
+            Err(e) => e.to_string(),
+        };
+        let copies: Vec<Vec<u8>> = repairer
+            .replica_copies(p)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        match rb.rebuild_page(p, &copies) {
+            Ok(true) => done.push(format!(
+                "page {p}: rebuilt from a replica's older copy and the undo held for it (no copy of its last write: {repaired})"
+            )),
+            Ok(false) => done.push(format!("page {p}: {repaired}")),
+            Err(e) => done.push(format!("page {p}: {repaired}; not rebuilt: {e}")),
         }
     }
     if done.is_empty() {
@@ -109,7 +132,7 @@ impl Remedy for RollbackTransaction {
         }
         pages.sort_unstable();
         pages.dedup();
-        let first = repair_first(ctx, &pages);
+        let first = repair_first(ctx, rb, &pages);
         let out = rb.rollback(txn)?;
         Ok(Applied::new(format!(
             "{first}transaction {txn} rolled back ({} undo entries, {} pages written)",
@@ -146,7 +169,7 @@ impl Remedy for RollbackCrashLosers {
         let rolled = rb.recovery_report().rolled_back.len();
         let mut done = Vec::new();
         for b in &blocked {
-            let first = repair_first(ctx, &b.pages);
+            let first = repair_first(ctx, rb, &b.pages);
             rb.rollback(b.txn)?;
             done.push(format!("{first}transaction {} rolled back", b.txn));
         }

@@ -1,0 +1,228 @@
+//! Rebuilding a page that blocks a rollback from an older copy: the
+//! version of the page from before the pending transactions wrote it (a
+//! replica's copy) with their after-images put over it, change by change,
+//! is the page's last write — which no replica holds, since the changes
+//! were never committed — and once it is back the rollback goes on as
+//! ever.
+//!
+//! A rollback is blocked by a page that fails verification (see
+//! [pages that fail verification](super#pages-that-fail-verification)); a
+//! repair puts back only a copy of the page's last write, and the last
+//! write of a page changed by a transaction that was rolling back exists
+//! nowhere but in the undo journal's after-images. The replicas hold the
+//! version before it.
+//!
+//! # Contract
+//! - [`TransactionRollbackManager::rebuild_page`] writes a page only when
+//!   a candidate copy, replayed forward through every undo entry held for
+//!   the page (oldest LSN first), finds each entry's before-image exactly
+//!   where the entry changed the page — so the copy is the version right
+//!   before the oldest pending change, and no change is missing in between —
+//!   and the writer then judges the result to be the page's last write
+//!   ([`PageWriter::is_rebuilt_last_write`]: under the detector, the
+//!   sidecar table's checksum, or under the trailer the page's own seal and
+//!   its exact LSN).
+//! - An entry without an after-image (journal format 1) makes the page
+//!   impossible to rebuild: nothing is written.
+//! - The write goes through the writer (sealed, which lifts a detector's
+//!   fence) under the page's latch, and is verified by a re-read; the undo
+//!   stays as it was, for the rollback to apply next.
+
+use super::TransactionRollbackManager;
+use crate::error::{Error, Result};
+use crate::types::PageId;
+
+/// One undo entry of the page, copied out of the manager's table.
+struct Change {
+    lsn: u64,
+    offset: usize,
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+impl TransactionRollbackManager {
+    /// Rebuilds `page` from the first of `copies` (older copies of it,
+    /// such as the replicas hold) that, with the after-images of every undo
+    /// entry held for the page put over it, is the page's last write (see
+    /// the module docs), writes that, and returns whether it did. The undo
+    /// is kept: roll the transactions back afterwards, as the
+    /// [`RollbackBlocked`](Error::RollbackBlocked) error said.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`] for a page the store does not have; the
+    /// writer's errors on the write or the re-read;
+    /// [`Error::RollbackVerifyFailed`] when the re-read differs from what
+    /// was written.
+    pub fn rebuild_page(&self, page: PageId, copies: &[Vec<u8>]) -> Result<bool> {
+        let ps = self.pages.page_size();
+        if page.0 >= self.pages.page_count() {
+            return Err(Error::PageOutOfRange {
+                page,
+                page_count: self.pages.page_count(),
+            });
+        }
+        let _latch = self.page_locks.lock(page);
+        let Some(changes) = self.changes_of(page) else {
+            return Ok(false);
+        };
+        for base in copies.iter().filter(|c| c.len() == ps) {
+            let Some(mut rebuilt) = replay(base, &changes) else {
+                continue;
+            };
+            if !self.pages.is_rebuilt_last_write(page, base, &mut rebuilt) {
+                continue;
+            }
+            self.pages.write_page(page, &mut rebuilt)?;
+            let mut held = vec![0u8; ps];
+            self.pages.read_page(page, &mut held)?;
+            if held != rebuilt {
+                return Err(Error::RollbackVerifyFailed { page });
+            }
+            tracing::info!(%page, changes = changes.len(), "page rebuilt from an older copy and the undo held for it");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Every undo entry held for `page` (of every transaction, active or
+    /// blocked), oldest LSN first; `None` when there is none, or one has no
+    /// after-image.
+    fn changes_of(&self, page: PageId) -> Option<Vec<Change>> {
+        let st = self.state.lock();
+        let mut changes = Vec::new();
+        for t in st.active.values() {
+            for e in t.entries.iter().filter(|e| e.page == page) {
+                changes.push(Change {
+                    lsn: e.lsn,
+                    offset: e.offset as usize,
+                    before: e.before(&t.arena).to_vec(),
+                    after: e.after(&t.arena)?.to_vec(),
+                });
+            }
+        }
+        drop(st);
+        if changes.is_empty() {
+            return None;
+        }
+        changes.sort_unstable_by_key(|c| c.lsn);
+        Some(changes)
+    }
+}
+
+/// `base` with every change put over it in order, when each change's
+/// before-image is exactly what the page holds at that point.
+fn replay(base: &[u8], changes: &[Change]) -> Option<Vec<u8>> {
+    let mut page = base.to_vec();
+    for c in changes {
+        let range = page.get_mut(c.offset..c.offset.checked_add(c.before.len())?)?;
+        if *range != *c.before {
+            return None;
+        }
+        range.copy_from_slice(&c.after);
+    }
+    Some(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rollback::PageWriter;
+
+    /// The writer's judgement of a replay.
+    fn judged(pages: &dyn PageWriter, page: PageId, base: &[u8], changes: &[Change]) -> bool {
+        replay(base, changes).is_some_and(|mut r| pages.is_rebuilt_last_write(page, base, &mut r))
+    }
+
+    fn change(lsn: u64, offset: usize, before: &[u8], after: &[u8]) -> Change {
+        Change {
+            lsn,
+            offset,
+            before: before.to_vec(),
+            after: after.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_replay_puts_each_after_image_where_its_before_image_is() {
+        let base = vec![1u8; 16];
+        let changes = [
+            change(1, 0, &[1, 1], &[2, 2]),
+            change(2, 1, &[2, 1], &[3, 3]),
+        ];
+        let r = replay(&base, &changes).unwrap();
+        assert_eq!(&r[..4], &[2, 3, 3, 1]);
+    }
+
+    #[test]
+    fn a_replay_refuses_a_copy_that_is_not_the_version_before_the_changes() {
+        let base = vec![1u8; 16];
+        // The second change found byte 1 as 9, not as the first left it:
+        // a change is missing between them.
+        let changes = [
+            change(1, 0, &[1, 1], &[2, 2]),
+            change(2, 1, &[9, 1], &[3, 3]),
+        ];
+        assert!(replay(&base, &changes).is_none());
+        // A range past the page.
+        assert!(replay(&base, &[change(1, 15, &[1, 1], &[2, 2])]).is_none());
+    }
+
+    #[derive(Debug)]
+    struct Nothing;
+
+    impl PageWriter for Nothing {
+        fn page_size(&self) -> usize {
+            16
+        }
+        fn page_count(&self) -> u64 {
+            1
+        }
+        fn read_page(&self, _: PageId, _: &mut [u8]) -> Result<()> {
+            Ok(())
+        }
+        fn write_page(&self, _: PageId, _: &mut [u8]) -> Result<()> {
+            Ok(())
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_knows_nothing_accepts_no_rebuilt_page() {
+        let base = vec![1u8; 16];
+        assert!(!judged(
+            &Nothing,
+            PageId(0),
+            &base,
+            &[change(1, 0, &[1], &[2])]
+        ));
+    }
+
+    proptest! {
+        /// Replaying the changes a page went through, from the version
+        /// before them, gives the page as it ended; and from any copy that
+        /// differs from that version inside a changed range, nothing.
+        #[test]
+        fn replay_from_the_version_before_gives_the_last_and_from_another_nothing(
+            start in proptest::collection::vec(any::<u8>(), 32),
+            writes in proptest::collection::vec((0usize..28, proptest::collection::vec(any::<u8>(), 1..4)), 1..6),
+        ) {
+            let mut page = start.clone();
+            let mut changes = Vec::new();
+            for (i, (offset, data)) in writes.iter().enumerate() {
+                let end = offset + data.len();
+                changes.push(change(i as u64 + 1, *offset, &page[*offset..end], data));
+                page[*offset..end].copy_from_slice(data);
+            }
+            prop_assert_eq!(replay(&start, &changes), Some(page));
+            // A copy that differs from the version before the changes in
+            // the first byte the oldest change covers.
+            let mut other = start.clone();
+            other[changes[0].offset] ^= 0xFF;
+            prop_assert_eq!(replay(&other, &changes), None);
+        }
+    }
+}
