@@ -501,6 +501,17 @@ impl Failure {
     pub fn target(&self) -> Target {
         self.kind.target()
     }
+
+    /// Its [`Display`](fmt::Display) text, rendered into a string sized
+    /// for it once (an incident's first timeline step and audit record):
+    /// the evidence plus room for the id, priority, target and source.
+    pub(crate) fn text(&self) -> String {
+        use fmt::Write as _;
+        let mut s = String::with_capacity(self.evidence.len() + 96);
+        // Writing into a String cannot fail.
+        let _ = write!(s, "{self}");
+        s
+    }
 }
 
 impl fmt::Display for Failure {

@@ -423,7 +423,7 @@ impl SelfHealer {
             failure.detected_at_ns,
             Step::Detected,
             EntryKind::Detected,
-            failure.to_string(),
+            failure.text(),
         );
         for j in joined {
             inc.join(j.clone(), j.detected_at_ns);

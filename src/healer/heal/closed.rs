@@ -48,8 +48,9 @@ impl SelfHealer {
             outcome: Outcome::Escalated,
             escalation: None,
         };
-        inc.push(failure.detected_at_ns, Step::Detected, failure.to_string());
-        self.audit(&inc, EntryKind::Detected, failure.to_string());
+        let detected = failure.text();
+        inc.push(failure.detected_at_ns, Step::Detected, detected.clone());
+        self.audit(&inc, EntryKind::Detected, detected);
         for j in joined {
             inc.join(j.clone(), j.detected_at_ns);
         }
@@ -89,8 +90,9 @@ impl SelfHealer {
             outcome: Outcome::Escalated,
             escalation: None,
         };
-        inc.push(failure.detected_at_ns, Step::Detected, failure.to_string());
-        self.audit(&inc, EntryKind::Detected, failure.to_string());
+        let detected = failure.text();
+        inc.push(failure.detected_at_ns, Step::Detected, detected.clone());
+        self.audit(&inc, EntryKind::Detected, detected);
         let started = clock.now_ns();
         inc.push(
             started,
