@@ -9,7 +9,8 @@
 //! LSN and data); the page is overwritten below the detector with another
 //! page's bytes, as a misdirected write leaves it; the rollback is blocked;
 //! `rebuild_page` is offered copies, under both checksum placements, with and
-//! without a page-LSN reader.
+//! without a page-LSN reader; a page the host rewrote meanwhile is left as
+//! the host wrote it.
 
 use std::sync::Arc;
 
@@ -196,5 +197,30 @@ fn a_page_with_no_undo_or_out_of_range_is_not_rebuilt() {
                 .rebuild_page(PageId(4), std::slice::from_ref(&r.committed)),
             Err(Error::PageOutOfRange { .. })
         ));
+    }
+}
+
+#[test]
+fn a_page_the_host_rewrote_meanwhile_is_not_rebuilt_over() {
+    for placement in placements() {
+        let r = blocked(&placement, true);
+        // The host replaces the fenced page with a whole new version.
+        let mut newer = page_at(20, 0x77);
+        r.det.write_sealed(PAGE, &mut newer).unwrap();
+        let host = stored(&r.disk);
+        assert!(
+            !r.mgr
+                .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
+                .unwrap(),
+            "{placement:?}"
+        );
+        assert_eq!(
+            stored(&r.disk),
+            host,
+            "{placement:?}: the host's write stands"
+        );
+        let mut now = vec![0u8; PS];
+        r.det.read_verified(PAGE, &mut now).unwrap();
+        assert_eq!(&now[..8], &20u64.to_le_bytes());
     }
 }

@@ -18,14 +18,15 @@
 //!   the page (oldest LSN first), finds each entry's before-image exactly
 //!   where the entry changed the page — so the copy is the version right
 //!   before the oldest pending change, and no change is missing in between —
-//!   and the writer then judges the result to be the page's last write
-//!   ([`PageWriter::is_rebuilt_last_write`]: under the detector, the
-//!   sidecar table's checksum, or under the trailer the page's own seal and
-//!   its exact LSN).
+//!   and the writer then judges the result to be the page's last write and
+//!   writes it ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt):
+//!   under the detector, the sidecar table's checksum, or under the trailer
+//!   the copy's own seal and the exact LSN; through its repair protocol, so
+//!   only a page known bad is written, never over a newer host write, and
+//!   the write is synced, re-read and re-verified).
 //! - An entry without an after-image (journal format 1) makes the page
 //!   impossible to rebuild: nothing is written.
-//! - The write goes through the writer (sealed, which lifts a detector's
-//!   fence) under the page's latch, and is verified by a re-read; the undo
+//! - The write happens under the manager's latch of the page; the undo
 //!   stays as it was, for the rollback to apply next.
 
 use super::TransactionRollbackManager;
@@ -50,9 +51,8 @@ impl TransactionRollbackManager {
     ///
     /// # Errors
     /// [`Error::PageOutOfRange`] for a page the store does not have; the
-    /// writer's errors on the write or the re-read;
-    /// [`Error::RollbackVerifyFailed`] when the re-read differs from what
-    /// was written.
+    /// writer's errors on the write or on the re-read after it
+    /// ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt)).
     pub fn rebuild_page(&self, page: PageId, copies: &[Vec<u8>]) -> Result<bool> {
         let ps = self.pages.page_size();
         if page.0 >= self.pages.page_count() {
@@ -69,14 +69,8 @@ impl TransactionRollbackManager {
             let Some(mut rebuilt) = replay(base, &changes) else {
                 continue;
             };
-            if !self.pages.is_rebuilt_last_write(page, base, &mut rebuilt) {
+            if !self.pages.repair_rebuilt(page, base, &mut rebuilt)? {
                 continue;
-            }
-            self.pages.write_page(page, &mut rebuilt)?;
-            let mut held = vec![0u8; ps];
-            self.pages.read_page(page, &mut held)?;
-            if held != rebuilt {
-                return Err(Error::RollbackVerifyFailed { page });
             }
             tracing::info!(%page, changes = changes.len(), "page rebuilt from an older copy and the undo held for it");
             return Ok(true);
@@ -132,7 +126,7 @@ mod tests {
 
     /// The writer's judgement of a replay.
     fn judged(pages: &dyn PageWriter, page: PageId, base: &[u8], changes: &[Change]) -> bool {
-        replay(base, changes).is_some_and(|mut r| pages.is_rebuilt_last_write(page, base, &mut r))
+        replay(base, changes).is_some_and(|mut r| pages.repair_rebuilt(page, base, &mut r).unwrap())
     }
 
     fn change(lsn: u64, offset: usize, before: &[u8], after: &[u8]) -> Change {

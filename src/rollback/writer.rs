@@ -88,17 +88,24 @@ pub trait PageWriter: Send + Sync + fmt::Debug {
         false
     }
 
-    /// Whether `rebuilt` — `base`, an older copy of `page` from elsewhere (a
+    /// Writes `rebuilt` — `base`, an older copy of `page` from elsewhere (a
     /// replica), with the after-images of the undo held for the page put
-    /// over it — is exactly the page's last write, as verification would
-    /// accept it read from the store (default: `false`). The writer may seal
-    /// `rebuilt` first where the checksum lives in the page. Used by
+    /// over it — as the page's repair, when it is exactly the page's last
+    /// write as verification would accept it read from the store, and only
+    /// while no other write reached the page since it was found bad; returns
+    /// whether it was written (default: `Ok(false)`, nothing is known). The
+    /// writer may seal `rebuilt` first where the checksum lives in the
+    /// page. Used by
     /// [`rebuild_page`](super::TransactionRollbackManager::rebuild_page),
     /// which has already checked each before-image against the bytes it
     /// replaces.
-    fn is_rebuilt_last_write(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> bool {
+    ///
+    /// # Errors
+    /// The store's error, or a verification error of the page re-read
+    /// after the write.
+    fn repair_rebuilt(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> Result<bool> {
         let _ = (page, base, rebuilt);
-        false
+        Ok(false)
     }
 }
 
@@ -200,12 +207,14 @@ impl PageWriter for CorruptionDetector {
         self.verifies_as_stored(page, bytes)
     }
 
-    /// Under the sidecar table, the table's checksum of the last write and
+    /// Through the detector's repair protocol (a ticket, so a newer host
+    /// write stands; the write synced, re-read and re-verified), when the
+    /// bytes are the last write: under the sidecar table, its checksum and
     /// the exact LSN; under the trailer (with a page-LSN reader only), an
     /// older copy that verifies on its own, moved forward to exactly the
     /// expected LSN (see `corruption/rebuilt.rs`).
-    fn is_rebuilt_last_write(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> bool {
-        self.rebuilt_is_last_write(page, base, rebuilt)
+    fn repair_rebuilt(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> Result<bool> {
+        CorruptionDetector::repair_rebuilt(self, page, base, rebuilt)
     }
 }
 
