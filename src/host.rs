@@ -11,7 +11,7 @@
 //! read is tried again before a page is declared corrupt, and a replica that
 //! answers with a transient error is skipped for this repair but not marked bad.
 //! Any other error is taken at its word. A host wraps its own errors with
-//! [`Error::Host`](crate::Error::Host), setting `retryable` honestly.
+//! [`Error::Host`], setting `retryable` honestly.
 
 use std::fmt;
 use std::time::Duration;

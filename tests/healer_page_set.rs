@@ -5,7 +5,8 @@
 //! pages then go on down the plan in their own incidents.
 //! Method: a detector-protected `MemStore` (both checksum placements,
 //! behind a `FaultyStore` that counts its reads) with a mirror replica on
-//! a `ManualClock`; pages damaged under the detector,
+//! a `ManualClock` (once, a repairer over a second detector of the same
+//! store); pages damaged under the detector,
 //! the failures it reports handed to the healer in one batch; for the
 //! health rule, a probe whose value rises at every sample.
 
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use selfheal::corruption::PageState;
 use selfheal::healer::{AttemptOutcome, HealerConfig, Outcome, Problem, RemedyContext};
 use selfheal::health::Thresholds;
 use selfheal::testing::{Damage, FaultyStore};
@@ -227,6 +229,95 @@ fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
         for p in [0, 1, 2, 3, 4, 5, 9, 12] {
             assert!(healed.same(p), "page {p}");
         }
+    }
+}
+
+/// A repairer built over another detector of the same store re-reads the
+/// page it wrote through that detector, not through the healer's: the
+/// healer does not take that read as its re-check but re-reads the page
+/// itself — one read more than healing with the repairer over its own
+/// detector — and that re-read lifts its own detector's fence.
+///
+/// Checked to fail when `repair_checks_for` says yes for two different
+/// detectors: with its comparison (`Arc::ptr_eq`) replaced by `true`, this
+/// test failed on the read count (one read fewer: the repair's re-read
+/// taken as the healer's), in both placements; the comparison was then
+/// restored.
+#[test]
+fn a_repairer_over_another_detector_leaves_the_re_check_to_the_healer() {
+    for placement in placements() {
+        let twin = match &placement {
+            ChecksumPlacement::Sidecar(_) => {
+                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+            }
+            _ => ChecksumPlacement::Trailer,
+        };
+        let (own, other) = (rig(placement), rig(twin));
+        // The repairer over the healer's own detector: what healing a page
+        // reads then.
+        let failure = own.corrupt(9);
+        let before = own.reads();
+        let inc = own.healer().heal(failure);
+        assert!(
+            matches!(&inc.outcome, Outcome::Healed { remedy } if remedy == REPAIR),
+            "{inc:#?}"
+        );
+        let own_reads = own.reads() - before;
+
+        // Another detector over the same store (in the sidecar placement,
+        // over the same table, so that both accept the same bytes), and a
+        // repairer over it with the same replica.
+        let det = Arc::new(
+            CorruptionConfig::new(other.det.placement().clone())
+                .clock(Arc::new(other.clock.clone()))
+                .build(other.raw.clone())
+                .unwrap(),
+        );
+        assert!(!Arc::ptr_eq(&det, &other.det));
+        let repairer = Arc::new(
+            RepairConfig::new()
+                .clock(Arc::new(other.clock.clone()))
+                .build(det.clone())
+                .unwrap(),
+        );
+        repairer
+            .add_replica(Arc::new(StoreReplica::new("mirror", other.mirror.clone())))
+            .unwrap();
+        let healer = HealerConfig::new()
+            .build(
+                RemedyContext::new()
+                    .clock(Arc::new(other.clock.clone()))
+                    .detector(other.det.clone())
+                    .repairer(repairer),
+            )
+            .unwrap();
+        let failure = other.corrupt(9);
+        // The repairer's detector finds the page bad too (it fences it), or
+        // the repair would have nothing to write.
+        let mut b = vec![0u8; PS];
+        assert!(det.read_verified(PageId(9), &mut b).is_err());
+        let before = other.reads();
+        let inc = healer.heal(failure);
+        assert!(
+            matches!(&inc.outcome, Outcome::Healed { remedy } if remedy == REPAIR),
+            "{inc:#?}"
+        );
+        assert_eq!(other.reads() - before, own_reads + 1, "{inc:#?}");
+        assert!(other.same(9), "the repair wrote the replica's copy");
+        assert!(
+            inc.attempts[0]
+                .evidence
+                .iter()
+                .any(|e| e == "page 9 re-read and verified"),
+            "{inc:#?}"
+        );
+        assert!(
+            !other
+                .det
+                .page_state(PageId(9))
+                .is_some_and(PageState::is_fenced),
+            "the healer's re-read lifted its detector's fence"
+        );
     }
 }
 

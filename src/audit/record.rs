@@ -236,8 +236,8 @@ fn push_body(
 
 /// Appends the frame of `entry`'s record (with the given header fields)
 /// to `out`, with no buffer of its own, and returns the record's hash:
-/// the same bytes as [`frame`] of [`encode_body`], and the same hash as
-/// [`hash`] of that body.
+/// the same bytes as `frame` of `encode_body` (the test-only reference
+/// encoding), and the same hash as [`hash`] of that body.
 pub(super) fn push_frame(
     out: &mut Vec<u8>,
     seq: u64,

@@ -61,7 +61,7 @@
 //! A base of generation 1 or more is written only after the log of its
 //! generation, and that log is removed only after a newer base: an open
 //! that finds the base but not its log refuses
-//! ([`Error::CorruptFile`](crate::Error::CorruptFile), naming the missing
+//! ([`Error::CorruptFile`], naming the missing
 //! log) rather than lose the changes it held without a word.
 //!
 //! What is assumed of the media is in [`storage`](super::storage).

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// Entry bit: a settled checksum is present in bits 0..32.
 pub(super) const PRESENT: u64 = 1 << 32;
 /// Entry value (alone; on disk too): the host said the page is unallocated
-/// ([`ChecksumTable::mark_free`]). Carries no CRC.
+/// ([`ChecksumTable::mark_free`](super::ChecksumTable::mark_free)). Carries no CRC.
 pub(super) const FREE: u64 = 1 << 33;
 /// Entry bit (memory only): the page has unsettled versions in the durable
 /// state, which verification also accepts.

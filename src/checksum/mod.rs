@@ -110,6 +110,8 @@ mod tests;
 #[cfg(test)]
 mod tests_backoff;
 #[cfg(test)]
+mod tests_free;
+#[cfg(test)]
 mod tests_mirror;
 
 pub use appender::{LogResumeReport, LogStallInfo, RESUME_BACKOFF_BASE, RESUME_BACKOFF_CAP};

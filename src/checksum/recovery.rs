@@ -502,7 +502,7 @@ impl TableConfig {
 
 impl ChecksumTable {
     /// Opens (creating it if needed) the durable table whose base file is
-    /// `path`, with the default [`TableConfig`](super::TableConfig). Its log
+    /// `path`, with the default [`TableConfig`]. Its log
     /// files live next to it (`<path>.log-<generation>`).
     ///
     /// # Errors

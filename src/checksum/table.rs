@@ -275,9 +275,9 @@ impl ChecksumTable {
     /// syncs the store first.
     ///
     /// # Errors
-    /// For a durable table, [`Error::Stalled`](crate::Error::Stalled) when
+    /// For a durable table, [`Error::Stalled`] when
     /// the log's write or fsync failed retryably (retry after the resume),
-    /// or [`Error::Poisoned`](crate::Error::Poisoned); an in-memory table
+    /// or [`Error::Poisoned`]; an in-memory table
     /// never fails.
     pub fn truncate(&self, page_count: u64) -> Result<()> {
         if let Some(d) = &self.durable {

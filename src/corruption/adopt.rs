@@ -617,10 +617,10 @@ impl CorruptionDetector {
 
     /// Sidecar placement: records the checksums of a batch's scanned pages
     /// that still have nothing, all at once (one lock of the table, and in a
-    /// durable table one `claim` record each, see
-    /// [`checksum::durable`](crate::checksum::durable)). A page that was
-    /// given a checksum since it was scanned (a host write through the
-    /// detector) keeps it, and is read again and verified like a scrub.
+    /// durable table one `claim` record each, see `checksum/durable.rs`). A
+    /// page that was given a checksum since it was scanned (a host write
+    /// through the detector) keeps it, and is read again and verified like a
+    /// scrub.
     fn claim_scanned(
         &self,
         claims: &[(PageId, Option<u32>)],

@@ -108,7 +108,7 @@ impl CorruptionConfig {
     ///
     /// The detector remembers the LSN of the last write of every page
     /// through it, and refuses bytes older than that (a lost write, a stale
-    /// repair copy); see [`LsnExpectation`](super::LsnExpectation) and `corruption/lsn.rs` for the rule. That memory is
+    /// repair copy); see [`LsnExpectation`] and `corruption/lsn.rs` for the rule. That memory is
     /// empty after a restart; this hook refills it from the host's own
     /// durable records, so that after a restart a stale replica copy still
     /// fails verification as [`Error::StalePage`] and a repair still refuses

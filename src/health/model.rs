@@ -56,7 +56,7 @@ pub struct MetricStatus {
     /// intercept at this sample), when there were at least 3 points.
     pub trend: Option<Fit>,
     /// Time until the critical threshold, when the trend is significant (see
-    /// [`TrendRule`](super::TrendRule)); it may lie beyond the horizon.
+    /// [`TrendRule`]); it may lie beyond the horizon.
     pub eta: Option<Duration>,
     /// Whether a predicted failure episode is open.
     pub predicted: bool,

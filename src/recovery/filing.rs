@@ -36,7 +36,7 @@ pub(super) fn file(inner: &Inner, f: Failure) {
 /// recovery thread never waits long for it).
 const FILE_CHUNK: usize = 256;
 
-/// Files failures taken off the bus together, in order, as [`file`] files
+/// Files failures taken off the bus together, in order, as [`file()`] files
 /// each, with the queue's and the counts' locks taken once per chunk
 /// instead of per failure; each chunk counts as filed once announced.
 pub(super) fn file_all(inner: &Inner, failures: &mut Vec<Failure>) {

@@ -1,5 +1,5 @@
 //! The scan pass: the synchronous core of the scrubber, a state machine that
-//! each [`Scrubber::step`] advances by at most one batch.
+//! each [`Scrubber::step`](super::Scrubber::step) advances by at most one batch.
 //!
 //! # Contract
 //!
@@ -8,7 +8,7 @@
 //!   [`PageStore::scan_pages`](crate::PageStore::scan_pages) call per batch and one
 //!   [`CorruptionDetector::check_scanned`] per page, granted by the pacer
 //!   at the time it is given; it never reads a clock itself (except
-//!   [`Scrubber::persist_cursor`]), so simulated time drives it exactly.
+//!   [`Scrubber::persist_cursor`](super::Scrubber::persist_cursor)), so simulated time drives it exactly.
 //! - A batch whose read fails is re-read page by page
 //!   ([`CorruptionDetector::check_page`]): an unreadable page is recorded by
 //!   the detector like a corrupt one, the others are verified.

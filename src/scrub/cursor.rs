@@ -9,7 +9,7 @@
 //!   at most, whatever its size), framed and checksummed, and one that is
 //!   truncated, garbled, zeroed, too long or of a newer version is ignored
 //!   (the scrub starts at page 0) and reported once on the scrubber's
-//!   failure bus as [`FailureKind::ScrubCursorFailed`]. A missing file is
+//!   failure bus as [`FailureKind::ScrubCursorFailed`](crate::FailureKind::ScrubCursorFailed). A missing file is
 //!   not a failure: it starts at page 0.
 //! - A cursor past the end of the store (the store shrank since it was
 //!   written) is clamped to the end: the interrupted pass is over, and the

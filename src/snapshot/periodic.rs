@@ -6,11 +6,11 @@
 //! - Each snapshot pauses the host's writes through its [`WriteGate`], reads
 //!   the LSN from the host's function, and snapshots the store; retention
 //!   follows (by the manager). Intervals are measured on the manager's
-//!   [`Clock`]: the thread wakes at most every 100 ms of real time to
+//!   [`Clock`](crate::Clock): the thread wakes at most every 100 ms of real time to
 //!   read it, so a simulated clock moved by a test is seen within that.
 //! - A snapshot that fails is counted ([`PeriodicStats::failed`]) and
 //!   reported as
-//!   [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); the
+//!   [`FailureKind::SnapshotFailed`]; the
 //!   thread goes on with the next interval — or sooner after a retryable
 //!   I/O error (a full disk, `EIO`): after the n-th such failure in a row
 //!   it tries again after a wait drawn uniformly from
@@ -264,7 +264,7 @@ impl Job for Ticker {
 /// pausing the host's writes through its [`WriteGate`] for the duration.
 /// Retention is applied after each snapshot (by the manager). A failed
 /// snapshot is counted and reported as
-/// [`FailureKind::SnapshotFailed`](crate::FailureKind::SnapshotFailed); a
+/// [`FailureKind::SnapshotFailed`]; a
 /// panic on the thread (in the host's store or LSN function) ends it,
 /// reported as [`FailureKind::WorkerDied`], and later calls return
 /// [`Error::Stopped`]; the manager stays usable. Intervals are measured on

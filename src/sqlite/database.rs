@@ -725,7 +725,7 @@ impl Drop for Database {
     }
 }
 
-/// `text` (a message of the library about `page`) with each "page <n>"
+/// `text` (a message of the library about `page`) with each `"page <n>"`
 /// that names `page` by its id (from 0) naming it as SQLite does (from 1).
 /// Other numbers are left alone.
 fn sqlite_numbered(page: PageId, text: &str) -> String {

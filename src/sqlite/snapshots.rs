@@ -2,8 +2,9 @@
 //! from the newest snapshot whose copy the sidecar table accepts, but only
 //! while the table accepts a single version of the page.
 //!
-//! The snapshot manager's own rule ([`SnapshotPageSource`]) serves a page
-//! that nothing wrote since the newest snapshot, which it knows from dirty
+//! The snapshot manager's own rule
+//! ([`SnapshotPageSource`](crate::snapshot::SnapshotPageSource)) serves a
+//! page that nothing wrote since the newest snapshot, which it knows from dirty
 //! notices — and it forgets them when the file is reopened. The sidecar
 //! table gives the VFS a second rule that survives a reopen: a page whose
 //! checksum is settled (synced, and no write of unknown fate since) has

@@ -5,7 +5,7 @@
 //! # Contract
 //!
 //! Any bytes either decode or give [`Error::CorruptFile`] /
-//! [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion) — never a
+//! [`Error::UnsupportedVersion`] — never a
 //! panic, and never an allocation beyond about 256 times the input (lz4's
 //! largest expansion; see the format's documentation in the source of the
 //! `snapshot` module).

@@ -1,7 +1,7 @@
 //! [`CrashFiles`]: an in-memory directory of named files with a live and a
 //! durable image of every file and of the directory itself, for crash tests
 //! of the durable checksum table (it implements
-//! [`TableStorage`](crate::checksum::TableStorage)).
+//! [`TableStorage`]).
 //!
 //! Each file's data becomes durable at its `sync`; each name change
 //! (create, rename, remove) at `sync_dir`. [`CrashFiles::crash`] gives the

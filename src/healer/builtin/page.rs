@@ -113,7 +113,7 @@ impl Rechecked {
     }
 }
 
-/// [`recheck_pages`] with the texts of the pages that verify left unmade
+/// `recheck_pages` (test-only) with the texts of the pages that verify left unmade
 /// (see [`Rechecked`]): the same reads, the same verdicts.
 pub(crate) fn recheck_pages_quiet(
     det: &CorruptionDetector,

@@ -19,9 +19,10 @@
 //! # Contract
 //! - At most one incident per [`Target`] is open (queued, running or
 //!   deferred) at a time, and at most `capacity` are open in all.
-//! - [`IncidentQueue::pop`] serves the ready incident with the earliest
-//!   *virtual time*: when it was queued plus one `aging` per level below P0
-//!   (P0 = 0 … P3 = 3). So a P3 queued at `t` is served as a P0 queued at
+//! - The next incident served (the first of [`IncidentQueue::pop_batch`];
+//!   `IncidentQueue::pop` in the unit tests) is the ready incident with the
+//!   earliest *virtual time*: when it was queued plus one `aging` per level
+//!   below P0 (P0 = 0 … P3 = 3). So a P3 queued at `t` is served as a P0 queued at
 //!   `t + 3·aging` would be: urgent incidents go first, and none starves
 //!   however many urgent ones keep coming. Ties go to the more urgent.
 //! - Joined failures kept per incident are bounded ([`MAX_JOINED_KEPT`]);
@@ -438,11 +439,10 @@ impl IncidentQueue {
         self.best().is_some()
     }
 
-    /// Takes up to `max` incidents to serve next, in the order [`pop`]
-    /// would: the first alone unless it is a page that may be healed in a
-    /// batch, then the following ones while they are too.
-    ///
-    /// [`pop`]: Self::pop
+    /// Takes up to `max` incidents to serve next, in the order of the
+    /// module docs (earliest virtual time first, as `pop` in the unit tests
+    /// takes them one by one): the first alone unless it is a page that may
+    /// be healed in a batch, then the following ones while they are too.
     pub(crate) fn pop_batch(&mut self, max: usize) -> Vec<Taken> {
         let Some(lvl) = self.best() else {
             return Vec::new();

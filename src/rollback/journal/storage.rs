@@ -3,7 +3,7 @@
 //!
 //! The journal does all its I/O through this trait so that tests can put it
 //! on a crash-simulating in-memory directory
-//! ([`CrashDir`](crate::testing::CrashDir), `testing` feature) and make an
+//! (`selfheal::testing::CrashDir`, `testing` feature) and make an
 //! fsync fail on purpose.
 
 use std::collections::HashMap;

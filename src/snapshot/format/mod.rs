@@ -67,8 +67,9 @@
 //!
 //! ## Format 1
 //!
-//! Format 1 differs only in the page sums: 4 bytes per page, [`page_crc`]
-//! (CRC32 of the page number ‖ the page). It is still read, and its CRCs
+//! Format 1 differs only in the page sums: 4 bytes per page,
+//! [`page_crc`](crate::digest::page_crc) (CRC32 of the page number ‖ the
+//! page). It is still read, and its CRCs
 //! still check every page read back (for a trailer-sealed page, checking the
 //! whole-page CRC against the residue is the same as checking the trailer).
 //! They cannot tell changed pages apart, though — for a page that carries its
@@ -94,7 +95,8 @@
 //! the index CRC, and every count against the bytes that hold it before it
 //! allocates; then, per chunk it reads, the chunk CRC, the decompressed length
 //! and the sum of every page in it. So a truncated, zeroed or garbled file is
-//! a typed error ([`Error::CorruptFile`], [`Error::UnsupportedVersion`]),
+//! a typed error ([`Error::CorruptFile`](crate::Error::CorruptFile),
+//! [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion)),
 //! never a panic and never wrong pages.
 //!
 //! Every allocation is bounded by the input: the index is at most the file;

@@ -1,25 +1,24 @@
 //! The repair procedure of [`DataRepairer`] (see the [module docs](super)):
 //! take the ticket, gather and rank copies, commit the best one (alone or in
-//! a batch with one sync), fall back, or declare the page irreparable.
+//! a batch with one sync), fall back, or declare the page irreparable. The
+//! replicas' statuses a repair starts from are asked in `survey.rs`.
+
+mod survey;
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use super::ahead::ProbeAhead;
-use super::courier::CallFailure;
-use super::courier::Deadline;
 use super::plan::{
     admit, next_fetch, order_replicas, rank_copies, Fetch, Gathered, Group, Skip, Standing,
 };
-use super::replica_read::{StatusCall, Stream};
+use super::replica_read::Stream;
 use super::{
     Attempt, AttemptResult, CopySource, DataRepairer, FallbackEntry, RepairOutcome, RepairReport,
     ReplicaEntry,
 };
 use crate::corruption::{Commit, CommitResult, LsnExpectation, PageState, RepairTicket, Verdict};
 use crate::error::{Error, Result};
-use crate::host::{ReplicaLag, ReplicaStatus};
 use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId, Source};
+use survey::Survey;
 
 /// The most consecutive fenced pages a batch rechecks with one read (as
 /// many as a batch commit re-reads together).
@@ -46,20 +45,6 @@ struct Prefetch {
     replica: ReplicaId,
     stream: Stream,
 }
-
-/// The replicas as a repair (or a batch) sees them: each with why it must
-/// not be asked (hung, cooling off, or its status call failed), and its
-/// status (unavailable for a blocked one).
-struct Survey {
-    replicas: Vec<ReplicaEntry>,
-    blocked: Vec<Option<String>>,
-    statuses: Vec<ReplicaStatus>,
-    /// Per replica, the probe that may have read the page after the status.
-    probes: Vec<Option<StatusCall>>,
-}
-
-/// Per replica, its status call, or why it could not be asked.
-type Asked = Vec<std::result::Result<StatusCall, CallFailure>>;
 
 /// A repair between fetching and committing.
 struct Pending<'d> {
@@ -270,123 +255,6 @@ impl DataRepairer {
             replica: entry.id.clone(),
             stream,
         })
-    }
-
-    /// Asks every replica for its status at once, on their helper threads,
-    /// and waits for the answers with one deadline: hung replicas cost one
-    /// deadline together. A replica that is hung or cooling off is not asked;
-    /// one whose status misses the deadline or panics is blocked (and cools
-    /// off, counted as timed out when it missed the deadline).
-    ///
-    /// With `probe` (a page and the LSN it must reach), when no more replicas
-    /// are registered than copies a repair wants, each replica whose status
-    /// allows it reads the page in the same call: a repair then asks every
-    /// such replica anyway (unless page LSNs show some cannot hold a copy that
-    /// would be written; their copies are discarded unread by the repair).
-    fn survey(&self, probe: Option<(PageId, Option<Lsn>)>) -> Survey {
-        let (replicas, asked) = self.ask(probe);
-        self.collect_survey(replicas, asked)
-    }
-
-    /// Sends a survey's calls: every replica asked for its status, or
-    /// probed for `probe`'s page (see [`survey`](Self::survey)).
-    fn ask(&self, probe: Option<(PageId, Option<Lsn>)>) -> (Vec<ReplicaEntry>, Asked) {
-        let replicas: Vec<ReplicaEntry> = self.replicas.read().clone();
-        let ps = self.detector.store().page_size();
-        let probe = probe.filter(|_| replicas.len() <= self.max_copies);
-        let asked: Vec<_> = replicas
-            .iter()
-            .map(|e| match probe {
-                Some((page, needed)) => e.reader.probe(page, ps, needed),
-                None => e.reader.ask_status(),
-            })
-            .collect();
-        (replicas, asked)
-    }
-
-    /// Probes the replicas for `page` now, as its repair's survey would,
-    /// for a repair on this thread to take (see [`ahead`](super::ahead)).
-    /// `None` when the page is not fenced, when a replica is called inline,
-    /// or when the survey would not probe (no replica, or more replicas
-    /// than copies a repair wants).
-    pub(crate) fn probe_ahead(&self, page: PageId) -> Option<ProbeAhead> {
-        if !self
-            .detector
-            .page_state(page)
-            .is_some_and(PageState::is_fenced)
-        {
-            return None;
-        }
-        let epoch = self.detector.page_epoch(page)?;
-        {
-            let replicas = self.replicas.read();
-            // An inline replica would answer on this thread now: nothing
-            // to overlap.
-            if replicas.is_empty()
-                || replicas.len() > self.max_copies
-                || replicas.iter().any(|e| e.reader.is_inline())
-            {
-                return None;
-            }
-        }
-        let needed = self.detector.last_written_lsn(page);
-        let sent = Instant::now();
-        let (replicas, asked) = self.ask(Some((page, needed)));
-        Some(ProbeAhead {
-            page,
-            epoch,
-            sent,
-            needed,
-            replicas,
-            asked,
-        })
-    }
-
-    /// Waits for a survey's answers with one deadline (see
-    /// [`survey`](Self::survey)).
-    fn collect_survey(&self, replicas: Vec<ReplicaEntry>, asked: Asked) -> Survey {
-        let deadline = Deadline::after(self.read_timeout);
-        let mut blocked = Vec::with_capacity(replicas.len());
-        let mut statuses = Vec::with_capacity(replicas.len());
-        let mut probes = Vec::with_capacity(replicas.len());
-        for (e, asked) in replicas.iter().zip(asked) {
-            let answer = asked.and_then(|mut call| {
-                let status = e.reader.status(&mut call, deadline)?;
-                Ok((status, call))
-            });
-            match answer {
-                Ok((status, call)) => {
-                    if !status.available {
-                        e.failing.failed(&"its status says it cannot serve reads");
-                    }
-                    blocked.push(None);
-                    statuses.push(status);
-                    probes.push(Some(call));
-                }
-                Err(f) => {
-                    e.failing.failed(&f.error);
-                    // Counted as unavailable where the repair skips it.
-                    if f.timed_out() {
-                        e.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                    }
-                    blocked.push(Some(match f.error {
-                        Error::ReplicaUnavailable { reason, .. } => reason,
-                        other => other.to_string(),
-                    }));
-                    statuses.push(ReplicaStatus {
-                        available: false,
-                        lag: ReplicaLag::default(),
-                    });
-                    probes.push(None);
-                }
-            }
-        }
-        Survey {
-            replicas,
-            blocked,
-            statuses,
-            probes,
-        }
     }
 
     /// Step 1: unfences a page whose fault went away, or takes its ticket.
