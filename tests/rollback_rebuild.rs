@@ -14,7 +14,8 @@
 
 use std::sync::Arc;
 
-use selfheal::testing::CrashDir;
+use selfheal::checksum::TableConfig;
+use selfheal::testing::{CrashDir, CrashFiles};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
     PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
@@ -23,11 +24,24 @@ use selfheal::{
 const PS: usize = 512;
 const PAGE: PageId = PageId(2);
 
+/// The trailer, an in-memory sidecar table and a durable one (which also
+/// accepts the versions written since its last settle).
 fn placements() -> Vec<ChecksumPlacement> {
     vec![
         ChecksumPlacement::Trailer,
         ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
+        ChecksumPlacement::Sidecar(Arc::new(durable_table())),
     ]
+}
+
+fn durable_table() -> ChecksumTable {
+    TableConfig::new(PS)
+        .open_on(Arc::new(CrashFiles::new()), "sums")
+        .unwrap()
+}
+
+fn lsn_reader() -> selfheal::corruption::PageLsnFn {
+    Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap()))))
 }
 
 /// A page at `lsn`: the LSN in its first 8 bytes, then `fill`.
@@ -54,9 +68,7 @@ fn blocked(placement: &ChecksumPlacement, lsn_reader: bool) -> Rig {
     let disk = Arc::new(MemStore::new(PS, 4).unwrap());
     let mut cfg = CorruptionConfig::new(placement.clone());
     if lsn_reader {
-        cfg = cfg.page_lsn(Arc::new(|b: &[u8]| {
-            Some(Lsn(u64::from_le_bytes(b[..8].try_into().unwrap())))
-        }));
+        cfg = cfg.page_lsn(self::lsn_reader());
     }
     let det = Arc::new(cfg.build(disk.clone()).unwrap());
     for p in 0..4u64 {
@@ -222,5 +234,292 @@ fn a_page_the_host_rewrote_meanwhile_is_not_rebuilt_over() {
         let mut now = vec![0u8; PS];
         r.det.read_verified(PAGE, &mut now).unwrap();
         assert_eq!(&now[..8], &20u64.to_le_bytes());
+    }
+}
+
+/// A host write that is the page's last write holds a committed change no
+/// undo keeps: an older copy replayed through the undo that is left is not
+/// that write, also under a durable table that still accepts the version
+/// before it, and nothing is written (no page-LSN reader: the checksum is
+/// the only judge).
+#[test]
+fn a_version_the_table_still_accepts_but_not_the_newest_is_not_written() {
+    let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+    let det = Arc::new(
+        CorruptionConfig::new(ChecksumPlacement::Sidecar(Arc::new(durable_table())))
+            .build(disk.clone())
+            .unwrap(),
+    );
+    for p in 0..4u64 {
+        det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
+            .unwrap();
+    }
+    det.sync().unwrap();
+    let mut committed = vec![0u8; PS];
+    det.read_verified(PAGE, &mut committed).unwrap();
+    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+        .build(det.clone())
+        .unwrap();
+    let t1 = mgr.begin().unwrap();
+    mgr.write(t1, PAGE, 100, b"AAAA").unwrap();
+    let mut v1 = vec![0u8; PS];
+    det.read_verified(PAGE, &mut v1).unwrap();
+    let mut other = vec![0u8; PS];
+    disk.read_page(PageId(3), &mut other).unwrap();
+    disk.write_page(PAGE, &other).unwrap();
+    assert!(matches!(
+        mgr.rollback(t1),
+        Err(Error::RollbackBlocked { .. })
+    ));
+    // The host rewrites the page: t1's bytes and a committed change of t2.
+    let t2 = mgr.begin().unwrap();
+    let lsn = mgr
+        .record_undo(t2, PAGE, 300, &v1[300..304], b"BBBB")
+        .unwrap();
+    mgr.ensure_durable(lsn).unwrap();
+    let mut w = v1.clone();
+    w[300..304].copy_from_slice(b"BBBB");
+    det.write_sealed(PAGE, &mut w).unwrap();
+    mgr.commit(t2).unwrap();
+    // Damaged again before any sync: the table accepts v1 and w.
+    disk.write_page(PAGE, &other).unwrap();
+    let mut now = vec![0u8; PS];
+    assert!(det.read_verified(PAGE, &mut now).is_err());
+    assert!(!mgr
+        .rebuild_page(PAGE, std::slice::from_ref(&committed))
+        .unwrap());
+    assert_eq!(stored(&disk), other, "nothing written over the page");
+}
+
+/// Under the trailer, a copy whose LSN is 0 names no version: a copy of an
+/// older LSN-less version that holds the transaction's before-images is
+/// not taken for the version before it.
+#[test]
+fn under_the_trailer_a_copy_with_no_lsn_is_not_taken_for_a_version() {
+    let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+    let det = Arc::new(
+        CorruptionConfig::new(ChecksumPlacement::Trailer)
+            .page_lsn(lsn_reader())
+            .build(disk.clone())
+            .unwrap(),
+    );
+    for p in 0..4u64 {
+        det.write_sealed(PageId(p), &mut page_at(0, 0x10 + p as u8))
+            .unwrap();
+    }
+    det.sync().unwrap();
+    let mut older = vec![0u8; PS];
+    det.read_verified(PAGE, &mut older).unwrap();
+    // A newer LSN-less version, then a transaction that stamps LSN 9.
+    det.write_sealed(PAGE, &mut page_at(0, 0x55)).unwrap();
+    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+        .build(det.clone())
+        .unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PAGE, 0, &9u64.to_le_bytes()).unwrap();
+    let mut other = vec![0u8; PS];
+    disk.read_page(PageId(3), &mut other).unwrap();
+    disk.write_page(PAGE, &other).unwrap();
+    assert!(matches!(
+        mgr.rollback(t),
+        Err(Error::RollbackBlocked { .. })
+    ));
+    assert!(!mgr
+        .rebuild_page(PAGE, std::slice::from_ref(&older))
+        .unwrap());
+    assert_eq!(stored(&disk), other);
+}
+
+/// An undo entry recorded but not yet durable has not reached the page
+/// (the write-ahead rule): a rebuild leaves it out, and after a crash that
+/// loses it, no byte of it is on the page.
+#[test]
+fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
+    for placement in placements() {
+        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement.clone())
+                .page_lsn(lsn_reader())
+                .build(disk.clone())
+                .unwrap(),
+        );
+        for p in 0..4u64 {
+            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
+                .unwrap();
+        }
+        det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
+        det.sync().unwrap();
+        let mut committed = vec![0u8; PS];
+        det.read_verified(PAGE, &mut committed).unwrap();
+        let dir = Arc::new(CrashDir::new());
+        let mgr = RollbackConfig::with_storage(dir.clone())
+            .build(det.clone())
+            .unwrap();
+        let t1 = mgr.begin().unwrap();
+        let mut change = page_at(9, 0xA5)[..300].to_vec();
+        change[8..].fill(0xA5);
+        mgr.write(t1, PAGE, 0, &change).unwrap();
+        let mut other = vec![0u8; PS];
+        disk.read_page(PageId(3), &mut other).unwrap();
+        disk.write_page(PAGE, &other).unwrap();
+        assert!(matches!(
+            mgr.rollback(t1),
+            Err(Error::RollbackBlocked { .. })
+        ));
+        // Another transaction records a change of other bytes; its page
+        // write would come after `ensure_durable`.
+        let t2 = mgr.begin().unwrap();
+        let lsn = mgr
+            .record_undo(t2, PAGE, 400, &committed[400..404], b"ZZZZ")
+            .unwrap();
+        assert!(mgr.durable_lsn() < lsn, "not durable yet");
+        assert!(
+            mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
+                .unwrap(),
+            "{placement:?}: rebuilt from t1's durable undo alone"
+        );
+        assert_eq!(
+            &stored(&disk)[400..404],
+            &committed[400..404],
+            "{placement:?}"
+        );
+        // A crash loses t2's record; recovery rolls t1 back.
+        drop(mgr);
+        let after = Arc::new(dir.crash(0));
+        let _mgr = RollbackConfig::with_storage(after)
+            .build(det.clone())
+            .unwrap();
+        let mut now = vec![0u8; PS];
+        det.read_verified(PAGE, &mut now)
+            .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
+        assert_eq!(now, committed, "{placement:?}");
+    }
+}
+
+/// Two transactions wrote disjoint bytes of the page (the first also its
+/// LSN): the copy from before both, replayed through both, is the last
+/// write, and both roll back.
+#[test]
+fn a_page_two_transactions_wrote_is_rebuilt_through_both() {
+    for placement in placements() {
+        let r = blocked(&placement, true);
+        // The page is rebuilt, a second transaction writes other bytes,
+        // and the page is damaged again.
+        assert!(r
+            .mgr
+            .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
+            .unwrap());
+        let t2 = r.mgr.begin().unwrap();
+        r.mgr.write(t2, PAGE, 400, &[0x5A; 8]).unwrap();
+        let mut other = vec![0u8; PS];
+        r.disk.read_page(PageId(1), &mut other).unwrap();
+        r.disk.write_page(PAGE, &other).unwrap();
+        let mut now = vec![0u8; PS];
+        assert!(r.det.read_verified(PAGE, &mut now).is_err());
+        // The copy replayed through the first transaction alone is not the
+        // last write any more; through both it is.
+        assert!(
+            r.mgr
+                .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
+                .unwrap(),
+            "{placement:?}"
+        );
+        r.det.read_verified(PAGE, &mut now).unwrap();
+        assert_eq!(&now[400..408], &[0x5A; 8], "{placement:?}");
+        let out = r.mgr.rollback_all().unwrap();
+        assert_eq!(out.txns.len(), 2, "{placement:?}");
+        r.det.read_verified(PAGE, &mut now).unwrap();
+        assert_eq!(now, r.committed, "{placement:?}");
+    }
+}
+
+/// A host write after the transaction's, with no undo of its own (its LSN
+/// and other bytes): the copy replayed through the transaction is not the
+/// last write — its LSN is the transaction's, not the host write's — and
+/// nothing is written.
+#[test]
+fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
+    for placement in placements() {
+        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement.clone())
+                .page_lsn(lsn_reader())
+                .build(disk.clone())
+                .unwrap(),
+        );
+        for p in 0..4u64 {
+            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
+                .unwrap();
+        }
+        det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
+        det.sync().unwrap();
+        let mut committed = vec![0u8; PS];
+        det.read_verified(PAGE, &mut committed).unwrap();
+        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+            .build(det.clone())
+            .unwrap();
+        let t = mgr.begin().unwrap();
+        let mut change = page_at(9, 0xA5)[..300].to_vec();
+        change[8..].fill(0xA5);
+        mgr.write(t, PAGE, 0, &change).unwrap();
+        // The host writes the page again, LSN 12, outside the journal.
+        let mut later = vec![0u8; PS];
+        det.read_verified(PAGE, &mut later).unwrap();
+        later[..8].copy_from_slice(&12u64.to_le_bytes());
+        later[300..310].fill(0x77);
+        det.write_sealed(PAGE, &mut later).unwrap();
+        let mut other = vec![0u8; PS];
+        disk.read_page(PageId(3), &mut other).unwrap();
+        disk.write_page(PAGE, &other).unwrap();
+        let mut now = vec![0u8; PS];
+        assert!(det.read_verified(PAGE, &mut now).is_err());
+        assert!(
+            !mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
+                .unwrap(),
+            "{placement:?}"
+        );
+        assert_eq!(stored(&disk), other, "{placement:?}");
+    }
+}
+
+/// Under the trailer, a transaction that did not change the page's LSN
+/// leaves nothing to name the copy's version by: even the right copy is
+/// not taken (under the sidecar table, the checksum judges it).
+#[test]
+fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
+    for placement in placements() {
+        let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
+        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+        let det = Arc::new(
+            CorruptionConfig::new(placement.clone())
+                .page_lsn(lsn_reader())
+                .build(disk.clone())
+                .unwrap(),
+        );
+        for p in 0..4u64 {
+            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
+                .unwrap();
+        }
+        det.sync().unwrap();
+        let mut committed = vec![0u8; PS];
+        det.read_verified(PAGE, &mut committed).unwrap();
+        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+            .build(det.clone())
+            .unwrap();
+        let t = mgr.begin().unwrap();
+        mgr.write(t, PAGE, 100, &[0xA5; 4]).unwrap();
+        let mut other = vec![0u8; PS];
+        disk.read_page(PageId(3), &mut other).unwrap();
+        disk.write_page(PAGE, &other).unwrap();
+        assert!(matches!(
+            mgr.rollback(t),
+            Err(Error::RollbackBlocked { .. })
+        ));
+        assert_eq!(
+            mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
+                .unwrap(),
+            sidecar,
+            "{placement:?}"
+        );
     }
 }

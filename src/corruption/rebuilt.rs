@@ -11,26 +11,38 @@
 //!   writes nothing when the host rewrote the page since (its newer page
 //!   stands), then syncs, re-reads and re-verifies.
 //! - The rebuilt bytes are taken only when they are the page's last write
-//!   as verification would accept them read from the store: the checksum
-//!   the detector holds for the page and, with a page-LSN reader, exactly
-//!   the expected LSN.
-//! - Under the sidecar table that is decisive: the table holds the last
-//!   write's checksum, and the rebuilt bytes must match it.
+//!   as verification would accept them read from the store, and by the
+//!   newest record the detector has of that write:
+//! - Under the sidecar table, the rebuilt bytes must match the table's
+//!   **newest** checksum of the page (a durable table also accepts the
+//!   versions written since its last settle; those are not the last write)
+//!   and, with a page-LSN reader, the expected LSN (exact where the
+//!   detector knows it exactly, else at least its floor).
 //! - Under the trailer the page carries its own checksum, so nothing in the
 //!   detector says what the last write's bytes were; the rebuilt page is
 //!   sealed and then judged by its LSN alone. It is accepted only with a
-//!   page-LSN reader, only when the older copy verifies on its own (an
-//!   undamaged page), and only when the changes put over it moved its LSN
-//!   forward to exactly the expected one: the caller has checked, change by
-//!   change, that each before-image was what the copy held at that point
-//!   (see `TransactionRollbackManager::rebuild_page`), so the copy was the
-//!   version right before the oldest change, and the LSN names the version.
+//!   page-LSN reader and an exact expectation (in the process, the last
+//!   write through the detector; after a restart, the host's
+//!   [exact-LSN hook](super::CorruptionConfig::page_lsn_expectation)), only
+//!   when the older copy verifies on its own (an undamaged page) and carries
+//!   an LSN that names a version (not 0), and only when the changes put over
+//!   it moved that LSN forward to exactly the expected one. The caller has
+//!   checked, change by change, that each before-image was what the copy
+//!   held where the change went (see
+//!   `TransactionRollbackManager::rebuild_page`); since the changes moved
+//!   the LSN, its field is among the bytes checked, so the copy carries the
+//!   LSN from before the oldest change — and an LSN names one version
+//!   **if every write of the page carries a new LSN and the host records
+//!   undo for the LSN field with the bytes it changes**, which the page-LSN
+//!   rule assumes. A host write that changes bytes without a new LSN cannot
+//!   be told from the version before it.
 
-use super::lsn::LsnExpectation;
+use super::lsn::{LsnExpectation, NO_LSN, UNKNOWN};
 use super::{Commit, CorruptionDetector};
 use crate::checksum::{trailer, ChecksumPlacement};
+use crate::digest::page_crc;
 use crate::error::Result;
-use crate::types::PageId;
+use crate::types::{Lsn, PageId};
 
 impl CorruptionDetector {
     /// Writes `rebuilt` — `base` with after-images put over it — as the
@@ -68,7 +80,12 @@ impl CorruptionDetector {
     fn rebuilt_is_last_write(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> bool {
         debug_assert_eq!(base.len(), rebuilt.len());
         match &self.placement {
-            ChecksumPlacement::Sidecar(_) => self.verifies_as_stored(page, rebuilt),
+            // The newest checksum, not any the table would accept: a durable
+            // table also accepts the versions written since its last settle.
+            ChecksumPlacement::Sidecar(table) => {
+                table.get(page) == Some(page_crc(page, rebuilt))
+                    && self.verifies_as_stored(page, rebuilt)
+            }
             ChecksumPlacement::Trailer => {
                 if trailer::verify(page, base).is_err() {
                     return false;
@@ -77,7 +94,9 @@ impl CorruptionDetector {
                 else {
                     return false;
                 };
-                if was >= now {
+                // 0 and `u64::MAX` name no version (see `lsn.rs`).
+                let names_a_version = |l: Lsn| l.0 != UNKNOWN && l.0 != NO_LSN;
+                if !names_a_version(was) || !names_a_version(now) || was >= now {
                     return false;
                 }
                 let LsnExpectation::Exact(expected) = self.lsn_expectation(page) else {

@@ -14,16 +14,21 @@
 //!
 //! # Contract
 //! - [`TransactionRollbackManager::rebuild_page`] writes a page only when
-//!   a candidate copy, replayed forward through every undo entry held for
-//!   the page (oldest LSN first), finds each entry's before-image exactly
-//!   where the entry changed the page — so the copy is the version right
-//!   before the oldest pending change, and no change is missing in between —
-//!   and the writer then judges the result to be the page's last write and
-//!   writes it ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt):
-//!   under the detector, the sidecar table's checksum, or under the trailer
-//!   the copy's own seal and the exact LSN; through its repair protocol, so
-//!   only a page known bad is written, never over a newer host write, and
-//!   the write is synced, re-read and re-verified).
+//!   a candidate copy, replayed forward through every durable undo entry
+//!   held for the page (oldest LSN first), finds each entry's before-image
+//!   exactly where the entry changed the page, and the writer then judges
+//!   the result to be the page's last write and writes it
+//!   ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt)).
+//!   The replay checks only the bytes the changes covered; the writer's
+//!   judgement covers the rest: under the detector, the sidecar table's
+//!   newest checksum of the page, or under the trailer the copy's own seal
+//!   and the LSN the changes moved it to, exactly the expected one (see
+//!   `corruption/rebuilt.rs` for what that assumes of the host). The
+//!   detector writes through its repair protocol: only a page known bad,
+//!   never over a newer host write; synced, re-read and re-verified.
+//! - Only undo entries already durable are replayed: one that is not has
+//!   not reached the page (the write-ahead rule), and its after-image is
+//!   never written by a rebuild.
 //! - An entry without an after-image (journal format 1) makes the page
 //!   impossible to rebuild: nothing is written.
 //! - The write happens under the manager's latch of the page; the undo
@@ -50,10 +55,12 @@ impl TransactionRollbackManager {
     /// [`RollbackBlocked`](Error::RollbackBlocked) error said.
     ///
     /// # Errors
+    /// [`Error::Stopped`] after [`stop`](Self::stop);
     /// [`Error::PageOutOfRange`] for a page the store does not have; the
     /// writer's errors on the write or on the re-read after it
     /// ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt)).
     pub fn rebuild_page(&self, page: PageId, copies: &[Vec<u8>]) -> Result<bool> {
+        self.check_open()?;
         let ps = self.pages.page_size();
         if page.0 >= self.pages.page_count() {
             return Err(Error::PageOutOfRange {
@@ -78,14 +85,22 @@ impl TransactionRollbackManager {
         Ok(false)
     }
 
-    /// Every undo entry held for `page` (of every transaction, active or
-    /// blocked), oldest LSN first; `None` when there is none, or one has no
-    /// after-image.
+    /// Every durable undo entry held for `page` (of every transaction,
+    /// active or blocked), oldest LSN first; `None` when there is none, or
+    /// one has no after-image.
     fn changes_of(&self, page: PageId) -> Option<Vec<Change>> {
+        // An entry not yet durable has not been written to the page (the
+        // write-ahead rule): the last write does not hold it, and writing
+        // its after-image would put on the page bytes no crash could undo.
+        let durable = self.journal.durable_lsn().0;
         let st = self.state.lock();
         let mut changes = Vec::new();
         for t in st.active.values() {
-            for e in t.entries.iter().filter(|e| e.page == page) {
+            for e in t
+                .entries
+                .iter()
+                .filter(|e| e.page == page && e.lsn <= durable)
+            {
                 changes.push(Change {
                     lsn: e.lsn,
                     offset: e.offset as usize,

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::healer::diagnose::Problem;
 use crate::healer::remedy::{Applied, Case, Remedy, RemedyContext, Verified};
+use crate::repair::RepairOutcome;
 use crate::rollback::TransactionRollbackManager;
 use crate::types::{FailureKind, PageId, Target, TxnId};
 
@@ -33,10 +34,10 @@ fn gone(rb: &TransactionRollbackManager, txn: TxnId) -> Verified {
     }
 }
 
-/// Repairs `pages` first when a repairer is present; a page no replica
-/// holds a copy of its last write of (the write of a transaction being
-/// rolled back was never shipped) is rebuilt from a replica's older copy
-/// and the undo held for it
+/// Repairs `pages` first when a repairer is present; a page the repair
+/// leaves irreparable (no replica holds a copy of its last write: the write
+/// of a transaction being rolled back was never shipped) is rebuilt from a
+/// replica's older copy and the undo held for it
 /// ([`rebuild_page`](TransactionRollbackManager::rebuild_page)). Returns
 /// what it did.
 fn repair_first(ctx: &RemedyContext, rb: &TransactionRollbackManager, pages: &[PageId]) -> String {
@@ -46,11 +47,15 @@ fn repair_first(ctx: &RemedyContext, rb: &TransactionRollbackManager, pages: &[P
     let mut done = Vec::new();
     for &p in pages {
         let repaired = match repairer.repair_page(p) {
-            Ok(r) if r.is_repaired() => {
+            Ok(r) if matches!(r.outcome, RepairOutcome::Irreparable { .. }) => {
+                format!("{:?}", r.outcome)
+            }
+            // Repaired, or nothing to repair (the host's write stands, or
+            // the page verifies): nothing to rebuild either.
+            Ok(r) => {
                 done.push(format!("page {p}: {:?}", r.outcome));
                 continue;
             }
-            Ok(r) => format!("{:?}", r.outcome),
             Err(e) => e.to_string(),
         };
         let copies: Vec<Vec<u8>> = repairer
