@@ -98,6 +98,8 @@ mod resume;
 mod scrubber;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cursor;
 mod thread;
 
 use std::fmt;
