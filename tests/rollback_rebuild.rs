@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use selfheal::checksum::TableConfig;
+use selfheal::corruption::PageState;
 use selfheal::testing::{CrashDir, CrashFiles};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
@@ -521,5 +522,150 @@ fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
             sidecar,
             "{placement:?}"
         );
+    }
+}
+
+/// A committed page at LSN 5 behind a detector over `placement` with a
+/// page-LSN reader, and a rollback manager over a `CrashDir`.
+fn fresh(
+    placement: &ChecksumPlacement,
+) -> (
+    Arc<MemStore>,
+    Arc<CorruptionDetector>,
+    Arc<CrashDir>,
+    TransactionRollbackManager,
+    Vec<u8>,
+) {
+    let disk = Arc::new(MemStore::new(PS, 4).unwrap());
+    let det = Arc::new(
+        CorruptionConfig::new(placement.clone())
+            .page_lsn(lsn_reader())
+            .build(disk.clone())
+            .unwrap(),
+    );
+    for p in 0..4u64 {
+        det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
+            .unwrap();
+    }
+    det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
+    det.sync().unwrap();
+    let mut committed = vec![0u8; PS];
+    det.read_verified(PAGE, &mut committed).unwrap();
+    let dir = Arc::new(CrashDir::new());
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .build(det.clone())
+        .unwrap();
+    (disk, det, dir, mgr, committed)
+}
+
+/// Overwrites `PAGE` below the detector with page 3's bytes.
+fn misdirect(disk: &MemStore) -> Vec<u8> {
+    let mut other = vec![0u8; PS];
+    disk.read_page(PageId(3), &mut other).unwrap();
+    disk.write_page(PAGE, &other).unwrap();
+    other
+}
+
+/// A write whose undo could not be made durable writes nothing and keeps
+/// no entry: once the journal resumes and the host retries (with other
+/// bytes), the page is rebuilt through the retried write alone.
+#[test]
+fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
+    for placement in placements() {
+        let (disk, det, dir, mgr, committed) = fresh(&placement);
+        let t = mgr.begin().unwrap();
+        let mut change = page_at(9, 0xA5)[..300].to_vec();
+        change[8..].fill(0xA5);
+        dir.fail_syncs(1);
+        assert!(mgr.write(t, PAGE, 0, &change).is_err(), "{placement:?}");
+        mgr.resume().unwrap();
+        // The host retries with other bytes (its next attempt's).
+        change[8..].fill(0xB6);
+        mgr.write(t, PAGE, 0, &change).unwrap();
+        misdirect(&disk);
+        assert!(matches!(
+            mgr.rollback(t),
+            Err(Error::RollbackBlocked { .. })
+        ));
+        assert!(
+            mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
+                .unwrap(),
+            "{placement:?}"
+        );
+        mgr.rollback(t).unwrap();
+        let mut now = vec![0u8; PS];
+        det.read_verified(PAGE, &mut now).unwrap();
+        assert_eq!(now, committed, "{placement:?}");
+    }
+}
+
+/// Undo made durable whose page write never came (the window a crash
+/// leaves between the two): the replay through fewer entries is the last
+/// write, and the page is rebuilt and rolled back.
+#[test]
+fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
+    for placement in placements() {
+        let (disk, det, _dir, mgr, committed) = fresh(&placement);
+        let t = mgr.begin().unwrap();
+        let mut change = page_at(9, 0xA5)[..300].to_vec();
+        change[8..].fill(0xA5);
+        mgr.write(t, PAGE, 0, &change).unwrap();
+        let mut v1 = vec![0u8; PS];
+        det.read_verified(PAGE, &mut v1).unwrap();
+        // The transaction's next change (LSN 10, bytes 400..404): its undo
+        // durable, its page write never issued.
+        let l1 = mgr
+            .record_undo(t, PAGE, 0, &v1[..8], &10u64.to_le_bytes())
+            .unwrap();
+        let l2 = mgr
+            .record_undo(t, PAGE, 400, &v1[400..404], b"ZZZZ")
+            .unwrap();
+        mgr.ensure_durable(l1.max(l2)).unwrap();
+        let other = misdirect(&disk);
+        assert!(matches!(
+            mgr.rollback(t),
+            Err(Error::RollbackBlocked { .. })
+        ));
+        assert_eq!(stored(&disk), other);
+        assert!(
+            mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
+                .unwrap(),
+            "{placement:?}"
+        );
+        assert_eq!(
+            stored(&disk)[400..404],
+            committed[400..404],
+            "{placement:?}"
+        );
+        mgr.rollback(t).unwrap();
+        let mut now = vec![0u8; PS];
+        det.read_verified(PAGE, &mut now).unwrap();
+        assert_eq!(now, committed, "{placement:?}");
+    }
+}
+
+/// A refused rebuild leaves an irreparable page irreparable; a stopped
+/// manager refuses to rebuild.
+#[test]
+fn a_refused_rebuild_keeps_the_page_irreparable_and_a_stopped_manager_refuses() {
+    for placement in placements() {
+        let r = blocked(&placement, true);
+        // A repair that found no copy marks the page irreparable.
+        let ticket = r.det.begin_repair(PAGE).unwrap();
+        assert!(r.det.abandon_repair(ticket));
+        assert_eq!(r.det.page_state(PAGE), Some(PageState::Irreparable));
+        let mut damaged = r.committed.clone();
+        damaged[450] ^= 1;
+        assert!(!r.mgr.rebuild_page(PAGE, &[damaged]).unwrap());
+        assert_eq!(
+            r.det.page_state(PAGE),
+            Some(PageState::Irreparable),
+            "{placement:?}"
+        );
+        r.mgr.stop().unwrap();
+        assert!(matches!(
+            r.mgr.rebuild_page(PAGE, std::slice::from_ref(&r.committed)),
+            Err(Error::Stopped { .. })
+        ));
     }
 }

@@ -9,7 +9,8 @@
 //!   is taken first (so only a page known bad, waiting for repair, is
 //!   written), and [`commit_repair`](CorruptionDetector::commit_repair)
 //!   writes nothing when the host rewrote the page since (its newer page
-//!   stands), then syncs, re-reads and re-verifies.
+//!   stands), then syncs, re-reads and re-verifies. Bytes that are refused
+//!   leave the page in the state it had (irreparable, or suspect).
 //! - The rebuilt bytes are taken only when they are the page's last write
 //!   as verification would accept them read from the store, and by the
 //!   newest record the detector has of that write:
@@ -17,7 +18,12 @@
 //!   **newest** checksum of the page (a durable table also accepts the
 //!   versions written since its last settle; those are not the last write)
 //!   and, with a page-LSN reader, the expected LSN (exact where the
-//!   detector knows it exactly, else at least its floor).
+//!   detector knows it exactly, else at least its floor). After a crash or
+//!   a failed store write the newest checksum is the newest *logged intent*,
+//!   whose page write may never have happened: bytes matching it are that
+//!   intent's, which is either the last write or a version the rollback
+//!   reverts all the same (the pre-transaction copy with durable
+//!   after-images only); anything else is refused.
 //! - Under the trailer the page carries its own checksum, so nothing in the
 //!   detector says what the last write's bytes were; the rebuilt page is
 //!   sealed and then judged by its LSN alone. It is accepted only with a
@@ -25,7 +31,7 @@
 //!   write through the detector; after a restart, the host's
 //!   [exact-LSN hook](super::CorruptionConfig::page_lsn_expectation)), only
 //!   when the older copy verifies on its own (an undamaged page) and carries
-//!   an LSN that names a version (not 0), and only when the changes put over
+//!   an LSN that names a version (not 0 or `u64::MAX`), and only when the changes put over
 //!   it moved that LSN forward to exactly the expected one. The caller has
 //!   checked, change by change, that each before-image was what the copy
 //!   held where the change went (see
@@ -38,7 +44,7 @@
 //!   be told from the version before it.
 
 use super::lsn::{LsnExpectation, NO_LSN, UNKNOWN};
-use super::{Commit, CorruptionDetector};
+use super::{Commit, CorruptionDetector, PageState};
 use crate::checksum::{trailer, ChecksumPlacement};
 use crate::digest::page_crc;
 use crate::error::Result;
@@ -60,11 +66,16 @@ impl CorruptionDetector {
         base: &[u8],
         rebuilt: &mut [u8],
     ) -> Result<bool> {
+        let was_irreparable = self.page_state(page) == Some(PageState::Irreparable);
         let Some(ticket) = self.begin_repair(page) else {
             return Ok(false);
         };
         if !self.rebuilt_is_last_write(page, base, rebuilt) {
-            // The dropped ticket puts the page back to wait for repair.
+            // The page goes back to the state it had: irreparable, or (the
+            // dropped ticket) suspect, waiting for a repair.
+            if was_irreparable {
+                self.abandon_repair(ticket);
+            }
             return Ok(false);
         }
         match self.commit_repair(ticket, rebuilt) {

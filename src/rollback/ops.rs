@@ -153,7 +153,9 @@ impl TransactionRollbackManager {
     ///
     /// # Errors
     /// As [`record_undo`](Self::record_undo) and
-    /// [`ensure_durable`](Self::ensure_durable), and the store's errors; the
+    /// [`ensure_durable`](Self::ensure_durable) (the page is then not
+    /// written and the change's undo entry is dropped from memory: a retry
+    /// records its own), and the store's errors; the
     /// verification error (naming the page) or [`Error::PageFenced`] for a
     /// page that fails verification and was not repaired by the
     /// [`RepairHook`] — nothing is written to it then (a page the host calls
@@ -179,7 +181,13 @@ impl TransactionRollbackManager {
         self.read_page(page, &mut buf)?;
         let range = offset..offset + data.len();
         let lsn = self.record_undo(txn, page, offset, &buf[range.clone()], data)?;
-        self.journal.ensure_durable(lsn)?;
+        if let Err(e) = self.journal.ensure_durable(lsn) {
+            // The page is not written: the entry has nothing to undo (a
+            // retry records its own), and a rebuild of the page must not
+            // take it for a change the page went through.
+            self.forget_entry(txn, lsn);
+            return Err(e);
+        }
         // Lock order: page lock, then state lock (never the reverse).
         let _guard = self.page_locks.lock(page);
         self.state.lock().active_mut(txn)?;

@@ -28,7 +28,11 @@
 //!   never over a newer host write; synced, re-read and re-verified.
 //! - Only undo entries already durable are replayed: one that is not has
 //!   not reached the page (the write-ahead rule), and its after-image is
-//!   never written by a rebuild.
+//!   never written by a rebuild. A durable entry may not have reached the
+//!   page either (a crash between its sync and the page write): when the
+//!   replay through every entry is refused, the replays through fewer —
+//!   the oldest entries, newest dropped first — are offered to the same
+//!   judge, down to one entry.
 //! - An entry without an after-image (journal format 1) makes the page
 //!   impossible to rebuild: nothing is written.
 //! - The write happens under the manager's latch of the page; the undo
@@ -73,14 +77,18 @@ impl TransactionRollbackManager {
             return Ok(false);
         };
         for base in copies.iter().filter(|c| c.len() == ps) {
-            let Some(mut rebuilt) = replay(base, &changes) else {
-                continue;
-            };
-            if !self.pages.repair_rebuilt(page, base, &mut rebuilt)? {
-                continue;
+            // The replay through every change first, then through fewer: the
+            // newest durable changes may never have reached the page (a
+            // crash between an entry's sync and its page write).
+            for n in (1..=changes.len()).rev() {
+                let Some(mut rebuilt) = replay(base, &changes[..n]) else {
+                    continue;
+                };
+                if self.pages.repair_rebuilt(page, base, &mut rebuilt)? {
+                    tracing::info!(%page, changes = n, held = changes.len(), "page rebuilt from an older copy and the undo held for it");
+                    return Ok(true);
+                }
             }
-            tracing::info!(%page, changes = changes.len(), "page rebuilt from an older copy and the undo held for it");
-            return Ok(true);
         }
         Ok(false)
     }

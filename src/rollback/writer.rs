@@ -209,10 +209,12 @@ impl PageWriter for CorruptionDetector {
 
     /// Through the detector's repair protocol (a ticket, so a newer host
     /// write stands; the write synced, re-read and re-verified), when the
-    /// bytes are the last write: under the sidecar table, its checksum and
-    /// the exact LSN; under the trailer (with a page-LSN reader only), an
-    /// older copy that verifies on its own, moved forward to exactly the
-    /// expected LSN (see `corruption/rebuilt.rs`).
+    /// bytes are the last write: under the sidecar table, its newest
+    /// checksum and, with a page-LSN reader, the exact LSN where it is known
+    /// (else at least the floor); under the trailer (with a page-LSN reader
+    /// and an exact expectation only), an older copy that verifies on its
+    /// own, moved forward to exactly the expected LSN (see
+    /// `corruption/rebuilt.rs`).
     fn repair_rebuilt(&self, page: PageId, base: &[u8], rebuilt: &mut [u8]) -> Result<bool> {
         CorruptionDetector::repair_rebuilt(self, page, base, rebuilt)
     }
