@@ -3,6 +3,7 @@
 //! page that fails verification, and not to a page the host freed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -26,8 +27,19 @@ impl PageLocks {
     }
 
     pub(super) fn lock(&self, page: PageId) -> MutexGuard<'_, ()> {
+        self.stripe(page).lock()
+    }
+
+    /// [`lock`](Self::lock), waiting at most `wait`: `None` when the latch
+    /// stayed held (also by this very thread, which `lock` would deadlock
+    /// on).
+    pub(super) fn try_lock_for(&self, page: PageId, wait: Duration) -> Option<MutexGuard<'_, ()>> {
+        self.stripe(page).try_lock_for(wait)
+    }
+
+    fn stripe(&self, page: PageId) -> &Mutex<()> {
         // The modulus is below `PAGE_LOCK_STRIPES`, so the cast is lossless.
-        self.0[(page.0 % PAGE_LOCK_STRIPES as u64) as usize].lock()
+        &self.0[(page.0 % PAGE_LOCK_STRIPES as u64) as usize]
     }
 }
 

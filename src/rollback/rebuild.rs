@@ -35,12 +35,19 @@
 //!   judge, down to one entry.
 //! - An entry without an after-image (journal format 1) makes the page
 //!   impossible to rebuild: nothing is written.
-//! - The write happens under the manager's latch of the page; the undo
-//!   stays as it was, for the rollback to apply next.
+//! - The write happens under the manager's latch of the page, waited for
+//!   at most a second (a caller inside a write or rollback of the page, on
+//!   its thread, gets a typed error, never a deadlock); the undo stays as it
+//!   was, for the rollback to apply next.
+
+use std::time::Duration;
 
 use super::TransactionRollbackManager;
 use crate::error::{Error, Result};
 use crate::types::PageId;
+
+/// Longest a rebuild waits for the page's latch.
+const LATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// One undo entry of the page, copied out of the manager's table.
 struct Change {
@@ -60,6 +67,10 @@ impl TransactionRollbackManager {
     ///
     /// # Errors
     /// [`Error::Stopped`] after [`stop`](Self::stop);
+    /// [`Error::InvalidArgument`] when a write or rollback of the page held
+    /// its latch for a second — also one on this thread, as when a read of
+    /// the page inside it heals (the rebuild never waits for ever): try
+    /// again outside it;
     /// [`Error::PageOutOfRange`] for a page the store does not have; the
     /// writer's errors on the write or on the re-read after it
     /// ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt)).
@@ -72,7 +83,17 @@ impl TransactionRollbackManager {
                 page_count: self.pages.page_count(),
             });
         }
-        let _latch = self.page_locks.lock(page);
+        // Never waited on for ever: the caller may be inside a write or
+        // rollback of this page on this very thread (a read of it that
+        // heals), or another thread's may be waiting on the caller.
+        let Some(_latch) = self.page_locks.try_lock_for(page, LATCH_WAIT) else {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "a write or rollback of page {page} held its latch for {LATCH_WAIT:?} (maybe on this thread): try the rebuild again outside it"
+                ),
+            });
+        };
         let Some(changes) = self.changes_of(page) else {
             return Ok(false);
         };
@@ -205,6 +226,35 @@ mod tests {
         fn sync(&self) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_rebuild_inside_a_held_latch_fails_typed_instead_of_deadlocking() {
+        use std::sync::Arc;
+
+        use crate::rollback::{RawPages, RollbackConfig};
+        use crate::store::MemStore;
+        use crate::testing::CrashDir;
+
+        let store = Arc::new(MemStore::new(4096, 4).unwrap());
+        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+            .build(RawPages::shared(store))
+            .unwrap();
+        let t = mgr.begin().unwrap();
+        mgr.write(t, PageId(2), 0, &[7; 8]).unwrap();
+        // This thread holds the page's latch, as a write of it does.
+        let held = mgr.page_locks.lock(PageId(2));
+        let started = std::time::Instant::now();
+        let r = mgr.rebuild_page(PageId(2), &[vec![0u8; 4096]]);
+        assert!(
+            matches!(r, Err(Error::InvalidArgument { what: "page", .. })),
+            "{r:?}"
+        );
+        assert!(started.elapsed() >= LATCH_WAIT);
+        drop(held);
+        // Outside it, the call goes on (nothing here can judge a rebuilt
+        // page: raw pages know no checksum).
+        assert!(!mgr.rebuild_page(PageId(2), &[vec![0u8; 4096]]).unwrap());
     }
 
     #[test]
