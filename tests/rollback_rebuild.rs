@@ -61,11 +61,19 @@ struct Rig {
     committed: Vec<u8>,
 }
 
-/// Four committed pages (page `p` at LSN `p + 1`); page `PAGE` written
-/// once more (LSN 5), then by a transaction (LSN 9), whose page is then
-/// overwritten below the detector with page 3's bytes; the rollback is
-/// blocked.
-fn blocked(placement: &ChecksumPlacement, lsn_reader: bool) -> Rig {
+/// A committed page at LSN 5 (`PAGE`, beside three more) behind a detector
+/// over `placement`, with a page-LSN reader (the first 8 bytes) when
+/// `lsn_reader`, and a rollback manager over a `CrashDir`.
+fn fresh(
+    placement: &ChecksumPlacement,
+    lsn_reader: bool,
+) -> (
+    Arc<MemStore>,
+    Arc<CorruptionDetector>,
+    Arc<CrashDir>,
+    TransactionRollbackManager,
+    Vec<u8>,
+) {
     let disk = Arc::new(MemStore::new(PS, 4).unwrap());
     let mut cfg = CorruptionConfig::new(placement.clone());
     if lsn_reader {
@@ -80,18 +88,37 @@ fn blocked(placement: &ChecksumPlacement, lsn_reader: bool) -> Rig {
     det.sync().unwrap();
     let mut committed = vec![0u8; PS];
     det.read_verified(PAGE, &mut committed).unwrap();
-
-    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+    let dir = Arc::new(CrashDir::new());
+    let mgr = RollbackConfig::with_storage(dir.clone())
         .build(det.clone())
         .unwrap();
-    let txn = mgr.begin().unwrap();
+    (disk, det, dir, mgr, committed)
+}
+
+/// The transaction's change of `PAGE`: LSN 9 and bytes 8..300.
+fn the_change() -> Vec<u8> {
     let mut change = page_at(9, 0xA5)[..300].to_vec();
     change[8..].fill(0xA5);
-    mgr.write(txn, PAGE, 0, &change).unwrap();
-    // A misdirected write: page 3's bytes land on `PAGE`.
+    change
+}
+
+/// Overwrites `PAGE` below the detector with page 3's bytes, as a
+/// misdirected write leaves it; returns them.
+fn misdirect(disk: &MemStore) -> Vec<u8> {
     let mut other = vec![0u8; PS];
     disk.read_page(PageId(3), &mut other).unwrap();
     disk.write_page(PAGE, &other).unwrap();
+    other
+}
+
+/// [`fresh`], then a transaction's change of `PAGE` (LSN 9), whose page is
+/// then overwritten below the detector with page 3's bytes; the rollback
+/// is blocked.
+fn blocked(placement: &ChecksumPlacement, lsn_reader: bool) -> Rig {
+    let (disk, det, _dir, mgr, committed) = fresh(placement, lsn_reader);
+    let txn = mgr.begin().unwrap();
+    mgr.write(txn, PAGE, 0, &the_change()).unwrap();
+    misdirect(&disk);
     let r = mgr.rollback(txn);
     assert!(matches!(r, Err(Error::RollbackBlocked { .. })), "{r:?}");
     Rig {
@@ -101,6 +128,14 @@ fn blocked(placement: &ChecksumPlacement, lsn_reader: bool) -> Rig {
         txn,
         committed,
     }
+}
+
+/// `PAGE` reads, verified, as `want`.
+fn reads_as(det: &CorruptionDetector, want: &[u8], placement: &ChecksumPlacement) {
+    let mut now = vec![0u8; PS];
+    det.read_verified(PAGE, &mut now)
+        .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
+    assert_eq!(now, want, "{placement:?}");
 }
 
 fn stored(disk: &MemStore) -> Vec<u8> {
@@ -189,9 +224,7 @@ fn without_a_page_lsn_reader_only_the_sidecar_table_can_judge_a_rebuilt_page() {
         assert_eq!(rebuilt, sidecar, "{placement:?}");
         if sidecar {
             r.mgr.rollback(r.txn).unwrap();
-            let mut now = vec![0u8; PS];
-            r.det.read_verified(PAGE, &mut now).unwrap();
-            assert_eq!(now, r.committed);
+            reads_as(&r.det, &r.committed, &placement);
         } else {
             assert_eq!(stored(&r.disk), before);
         }
@@ -245,22 +278,8 @@ fn a_page_the_host_rewrote_meanwhile_is_not_rebuilt_over() {
 /// the only judge).
 #[test]
 fn a_version_the_table_still_accepts_but_not_the_newest_is_not_written() {
-    let disk = Arc::new(MemStore::new(PS, 4).unwrap());
-    let det = Arc::new(
-        CorruptionConfig::new(ChecksumPlacement::Sidecar(Arc::new(durable_table())))
-            .build(disk.clone())
-            .unwrap(),
-    );
-    for p in 0..4u64 {
-        det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
-            .unwrap();
-    }
-    det.sync().unwrap();
-    let mut committed = vec![0u8; PS];
-    det.read_verified(PAGE, &mut committed).unwrap();
-    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-        .build(det.clone())
-        .unwrap();
+    let placement = ChecksumPlacement::Sidecar(Arc::new(durable_table()));
+    let (disk, det, _dir, mgr, committed) = fresh(&placement, false);
     let t1 = mgr.begin().unwrap();
     mgr.write(t1, PAGE, 100, b"AAAA").unwrap();
     let mut v1 = vec![0u8; PS];
@@ -337,32 +356,10 @@ fn under_the_trailer_a_copy_with_no_lsn_is_not_taken_for_a_version() {
 #[test]
 fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
     for placement in placements() {
-        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
-        let det = Arc::new(
-            CorruptionConfig::new(placement.clone())
-                .page_lsn(lsn_reader())
-                .build(disk.clone())
-                .unwrap(),
-        );
-        for p in 0..4u64 {
-            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
-                .unwrap();
-        }
-        det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
-        det.sync().unwrap();
-        let mut committed = vec![0u8; PS];
-        det.read_verified(PAGE, &mut committed).unwrap();
-        let dir = Arc::new(CrashDir::new());
-        let mgr = RollbackConfig::with_storage(dir.clone())
-            .build(det.clone())
-            .unwrap();
+        let (disk, det, dir, mgr, committed) = fresh(&placement, true);
         let t1 = mgr.begin().unwrap();
-        let mut change = page_at(9, 0xA5)[..300].to_vec();
-        change[8..].fill(0xA5);
-        mgr.write(t1, PAGE, 0, &change).unwrap();
-        let mut other = vec![0u8; PS];
-        disk.read_page(PageId(3), &mut other).unwrap();
-        disk.write_page(PAGE, &other).unwrap();
+        mgr.write(t1, PAGE, 0, &the_change()).unwrap();
+        misdirect(&disk);
         assert!(matches!(
             mgr.rollback(t1),
             Err(Error::RollbackBlocked { .. })
@@ -441,37 +438,16 @@ fn a_page_two_transactions_wrote_is_rebuilt_through_both() {
 #[test]
 fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
     for placement in placements() {
-        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
-        let det = Arc::new(
-            CorruptionConfig::new(placement.clone())
-                .page_lsn(lsn_reader())
-                .build(disk.clone())
-                .unwrap(),
-        );
-        for p in 0..4u64 {
-            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
-                .unwrap();
-        }
-        det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
-        det.sync().unwrap();
-        let mut committed = vec![0u8; PS];
-        det.read_verified(PAGE, &mut committed).unwrap();
-        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-            .build(det.clone())
-            .unwrap();
+        let (disk, det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
-        let mut change = page_at(9, 0xA5)[..300].to_vec();
-        change[8..].fill(0xA5);
-        mgr.write(t, PAGE, 0, &change).unwrap();
+        mgr.write(t, PAGE, 0, &the_change()).unwrap();
         // The host writes the page again, LSN 12, outside the journal.
         let mut later = vec![0u8; PS];
         det.read_verified(PAGE, &mut later).unwrap();
         later[..8].copy_from_slice(&12u64.to_le_bytes());
         later[300..310].fill(0x77);
         det.write_sealed(PAGE, &mut later).unwrap();
-        let mut other = vec![0u8; PS];
-        disk.read_page(PageId(3), &mut other).unwrap();
-        disk.write_page(PAGE, &other).unwrap();
+        let other = misdirect(&disk);
         let mut now = vec![0u8; PS];
         assert!(det.read_verified(PAGE, &mut now).is_err());
         assert!(
@@ -490,28 +466,10 @@ fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
 fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
     for placement in placements() {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
-        let disk = Arc::new(MemStore::new(PS, 4).unwrap());
-        let det = Arc::new(
-            CorruptionConfig::new(placement.clone())
-                .page_lsn(lsn_reader())
-                .build(disk.clone())
-                .unwrap(),
-        );
-        for p in 0..4u64 {
-            det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
-                .unwrap();
-        }
-        det.sync().unwrap();
-        let mut committed = vec![0u8; PS];
-        det.read_verified(PAGE, &mut committed).unwrap();
-        let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
-            .build(det.clone())
-            .unwrap();
+        let (disk, _det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
         mgr.write(t, PAGE, 100, &[0xA5; 4]).unwrap();
-        let mut other = vec![0u8; PS];
-        disk.read_page(PageId(3), &mut other).unwrap();
-        disk.write_page(PAGE, &other).unwrap();
+        misdirect(&disk);
         assert!(matches!(
             mgr.rollback(t),
             Err(Error::RollbackBlocked { .. })
@@ -525,54 +483,13 @@ fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
     }
 }
 
-/// A committed page at LSN 5 behind a detector over `placement` with a
-/// page-LSN reader, and a rollback manager over a `CrashDir`.
-fn fresh(
-    placement: &ChecksumPlacement,
-) -> (
-    Arc<MemStore>,
-    Arc<CorruptionDetector>,
-    Arc<CrashDir>,
-    TransactionRollbackManager,
-    Vec<u8>,
-) {
-    let disk = Arc::new(MemStore::new(PS, 4).unwrap());
-    let det = Arc::new(
-        CorruptionConfig::new(placement.clone())
-            .page_lsn(lsn_reader())
-            .build(disk.clone())
-            .unwrap(),
-    );
-    for p in 0..4u64 {
-        det.write_sealed(PageId(p), &mut page_at(p + 1, p as u8 + 1))
-            .unwrap();
-    }
-    det.write_sealed(PAGE, &mut page_at(5, 0x33)).unwrap();
-    det.sync().unwrap();
-    let mut committed = vec![0u8; PS];
-    det.read_verified(PAGE, &mut committed).unwrap();
-    let dir = Arc::new(CrashDir::new());
-    let mgr = RollbackConfig::with_storage(dir.clone())
-        .build(det.clone())
-        .unwrap();
-    (disk, det, dir, mgr, committed)
-}
-
-/// Overwrites `PAGE` below the detector with page 3's bytes.
-fn misdirect(disk: &MemStore) -> Vec<u8> {
-    let mut other = vec![0u8; PS];
-    disk.read_page(PageId(3), &mut other).unwrap();
-    disk.write_page(PAGE, &other).unwrap();
-    other
-}
-
 /// A write whose undo could not be made durable writes nothing and keeps
 /// no entry: once the journal resumes and the host retries (with other
 /// bytes), the page is rebuilt through the retried write alone.
 #[test]
 fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
     for placement in placements() {
-        let (disk, det, dir, mgr, committed) = fresh(&placement);
+        let (disk, det, dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
         let mut change = page_at(9, 0xA5)[..300].to_vec();
         change[8..].fill(0xA5);
@@ -593,9 +510,7 @@ fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
             "{placement:?}"
         );
         mgr.rollback(t).unwrap();
-        let mut now = vec![0u8; PS];
-        det.read_verified(PAGE, &mut now).unwrap();
-        assert_eq!(now, committed, "{placement:?}");
+        reads_as(&det, &committed, &placement);
     }
 }
 
@@ -605,11 +520,9 @@ fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
 #[test]
 fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
     for placement in placements() {
-        let (disk, det, _dir, mgr, committed) = fresh(&placement);
+        let (disk, det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
-        let mut change = page_at(9, 0xA5)[..300].to_vec();
-        change[8..].fill(0xA5);
-        mgr.write(t, PAGE, 0, &change).unwrap();
+        mgr.write(t, PAGE, 0, &the_change()).unwrap();
         let mut v1 = vec![0u8; PS];
         det.read_verified(PAGE, &mut v1).unwrap();
         // The transaction's next change (LSN 10, bytes 400..404): its undo
@@ -638,9 +551,7 @@ fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
             "{placement:?}"
         );
         mgr.rollback(t).unwrap();
-        let mut now = vec![0u8; PS];
-        det.read_verified(PAGE, &mut now).unwrap();
-        assert_eq!(now, committed, "{placement:?}");
+        reads_as(&det, &committed, &placement);
     }
 }
 
