@@ -121,6 +121,16 @@ impl Rig {
     }
 }
 
+/// The same placement with a table of its own, for a second rig.
+fn twin_of(placement: &ChecksumPlacement) -> ChecksumPlacement {
+    match placement {
+        ChecksumPlacement::Sidecar(_) => {
+            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+        }
+        _ => ChecksumPlacement::Trailer,
+    }
+}
+
 /// The repair re-reads and verifies every page it writes after its sync;
 /// the healer takes that read as the page's re-check instead of reading it
 /// again: healing a page, or a set, reads the store exactly as often as the
@@ -128,13 +138,7 @@ impl Rig {
 #[test]
 fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
     for placement in placements() {
-        // A second table for the second detector.
-        let twin = match &placement {
-            ChecksumPlacement::Sidecar(_) => {
-                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
-            }
-            _ => ChecksumPlacement::Trailer,
-        };
+        let twin = twin_of(&placement);
         let (alone, healed) = (rig(placement), rig(twin));
         // One page.
         alone.corrupt(9);
@@ -246,12 +250,7 @@ fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
 #[test]
 fn a_repairer_over_another_detector_leaves_the_re_check_to_the_healer() {
     for placement in placements() {
-        let twin = match &placement {
-            ChecksumPlacement::Sidecar(_) => {
-                ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
-            }
-            _ => ChecksumPlacement::Trailer,
-        };
+        let twin = twin_of(&placement);
         let (own, other) = (rig(placement), rig(twin));
         // The repairer over the healer's own detector: what healing a page
         // reads then.
