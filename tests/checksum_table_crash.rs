@@ -3,7 +3,9 @@
 //! — and at any step of the reopen after it — leaves every page verifying
 //! when it holds its old or its new bytes, failing when it holds anything
 //! else (torn bytes), or, for a page the host freed, unallocated; never a
-//! false alarm. Method: a workload through the `CorruptionDetector` over a
+//! false alarm; and a page whose write was synced keeps its checksum, so
+//! that damage to it (a page rotted while the process was down) is damage,
+//! never a page without a checksum or a free one. Method: a workload through the `CorruptionDetector` over a
 //! `CrashStore` whose first pages were written through the detector and
 //! whose last ones are a host's pages from before the library (some all
 //! zeros, so unallocated when adopted); its page writes and syncs share one
@@ -12,7 +14,8 @@
 //! over workloads, crash points and seeds, with a second crash during the
 //! reopen and the work after it). Each crash keeps unsynced page writes
 //! whole, torn or not at all, and unsynced file bytes torn, with sectors
-//! missing; the images are reopened and every page is checked against the
+//! missing; one page of the store's image is zeroed (rot while down); the
+//! images are reopened and every page is checked against the
 //! old (durable) and new (live) bytes the store had and against a model of
 //! what each page may be (free, or still not adopted); after a sync no
 //! bytes older than the ones a page holds may still verify (newer ones
@@ -28,8 +31,8 @@ use selfheal::checksum::{trailer, TableConfig, TRAILER_LEN};
 use selfheal::corruption::AdoptOptions;
 use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, PageId,
-    PageStore,
+    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, MemStore,
+    PageId, PageStore, RepairConfig, StoreReplica,
 };
 
 const PS: usize = 256;
@@ -54,13 +57,26 @@ enum Op {
     Adopt,
 }
 
-fn table_config() -> TableConfig {
-    // Small limits, so that syncs compact and writes force syncs.
-    TableConfig::new(PS)
-        .compact_log_bytes_min(0)
-        .compact_ratio_pct(200)
+/// How often the sidecar table's log is compacted into its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Log {
+    /// At almost every sync: most state reaches the base at once.
+    Compacting,
+    /// Never in these workloads: the log alone carries every change,
+    /// including the `settle` records a sync does not always fsync.
+    Lazy,
+}
+
+fn table_config(log: Log) -> TableConfig {
+    // Small limits, so that writes force syncs (and, compacting, that
+    // syncs compact).
+    let c = TableConfig::new(PS)
         .page_versions_max(3)
-        .unsettled_versions_max(8)
+        .unsettled_versions_max(8);
+    match log {
+        Log::Compacting => c.compact_log_bytes_min(0).compact_ratio_pct(200),
+        Log::Lazy => c,
+    }
 }
 
 /// Unique bytes for every write: a stamp in the first 8 bytes (so that any
@@ -131,24 +147,25 @@ struct Process {
     store: Arc<CrashStore>,
     files: Option<Arc<CrashFiles>>,
     table: Option<Arc<ChecksumTable>>,
-    det: CorruptionDetector,
+    det: Arc<CorruptionDetector>,
 }
 
 /// Opens the table (sidecar) and builds the detector; an error is a crash
 /// during the open.
 fn start(
     placement: Placement,
+    log: Log,
     store: Arc<CrashStore>,
     files: Option<Arc<CrashFiles>>,
 ) -> selfheal::Result<Process> {
     let (placement_v, table) = match (placement, &files) {
         (Placement::Sidecar, Some(f)) => {
-            let t = Arc::new(table_config().open_on(f.clone(), "sums")?);
+            let t = Arc::new(table_config(log).open_on(f.clone(), "sums")?);
             (ChecksumPlacement::Sidecar(t.clone()), Some(t))
         }
         _ => (ChecksumPlacement::Trailer, None),
     };
-    let det = CorruptionConfig::new(placement_v).build(store.clone())?;
+    let det = Arc::new(CorruptionConfig::new(placement_v).build(store.clone())?);
     Ok(Process {
         placement,
         store,
@@ -158,7 +175,7 @@ fn start(
     })
 }
 
-fn fresh(placement: Placement, switch: &Arc<CrashSwitch>) -> Process {
+fn fresh(placement: Placement, log: Log, switch: &Arc<CrashSwitch>) -> Process {
     let store = Arc::new(
         CrashStore::new(PS, PAGES)
             .unwrap()
@@ -170,7 +187,7 @@ fn fresh(placement: Placement, switch: &Arc<CrashSwitch>) -> Process {
     store.sync().unwrap();
     let files = (placement == Placement::Sidecar)
         .then(|| Arc::new(CrashFiles::new().with_switch(switch.clone())));
-    start(placement, store, files).unwrap()
+    start(placement, log, store, files).unwrap()
 }
 
 /// Runs `ops` until the first error (the crash), keeping the model.
@@ -270,6 +287,17 @@ fn crash(
     )
 }
 
+/// Zeroes one of the pages written through the detector (chosen by
+/// `seed`) in a crashed store's image, durably: a disk that lost a sector
+/// while the process was down. (A host page is left alone: an adoption
+/// vouches for whatever it holds.)
+fn rot_while_down(store: &CrashStore, seed: u64) {
+    store
+        .write_page(PageId(seed % WRITTEN), &vec![0; PS])
+        .unwrap();
+    store.sync().unwrap();
+}
+
 /// Contents found torn, per page, with the number of adoptions started
 /// when each was found (an adoption since may have vouched for them).
 type Torn = BTreeMap<u64, Vec<(Vec<u8>, u64)>>;
@@ -324,6 +352,22 @@ fn check(
             // Adoption vouches for what is on disk, torn or not.
             (false, Ok(())) if is_host_page(page) && was_torn.is_some_and(|a| a < m.adoptions) => {}
             (false, Ok(())) => return Err(format!("page {page} holds torn bytes but verifies")),
+            // Damage to a page whose write was synced (torn, or rotted while
+            // the process was down) must stay damage: a crash never takes
+            // its checksum away, or no replica copy could repair it.
+            (false, Err(e))
+                if p.placement == Placement::Sidecar
+                    && matches!(
+                        e,
+                        Error::MissingChecksum { .. } | Error::PageUnallocated { .. }
+                    )
+                    && !m.may_be_unsealed.contains(&page)
+                    && !m.may_be_free.contains(&page) =>
+            {
+                return Err(format!(
+                    "page {page}, written and synced, holds other bytes and lost its checksum: {e}"
+                ))
+            }
             (false, Err(_)) => {
                 if was_torn.is_none() {
                     torn.entry(page).or_default().push((b.clone(), m.adoptions));
@@ -398,13 +442,14 @@ fn still_works(p: &Process, stamp: &mut u64) -> Result<(), String> {
 /// reopen, check, and rewrite. Returns whether the switch fired.
 fn scenario(
     placement: Placement,
+    log: Log,
     ops: &[Op],
     at: u64,
     seed: u64,
     second: Option<(u64, u64, &[Op])>,
 ) -> Result<bool, String> {
     let switch = CrashSwitch::new();
-    let p = fresh(placement, &switch);
+    let p = fresh(placement, log, &switch);
     let mut stamp = 0;
     let mut m = Model::new();
     let setup = [Op::Batch((0..WRITTEN).collect()), Op::Sync];
@@ -420,11 +465,12 @@ fn scenario(
     let mut torn = Torn::new();
     let restart = CrashSwitch::new();
     let (store, files) = crash(&p, seed, &restart);
+    rot_while_down(&store, seed);
     let before = &p.store;
     // Nothing written since the last sync is known durable any more.
     m.written.clear();
     let Some((at2, seed2, ops2)) = second else {
-        let q = start(placement, store.clone(), files).map_err(|e| format!("reopen: {e}"))?;
+        let q = start(placement, log, store.clone(), files).map_err(|e| format!("reopen: {e}"))?;
         check(&q, before, &store, &m, &mut torn)?;
         settles(&q, before, &store, &torn)?;
         still_works(&q, &mut stamp)?;
@@ -435,12 +481,12 @@ fn scenario(
     {
         let probe_store = Arc::new(store.crash(None));
         let probe_files = files.as_ref().map(|f| Arc::new(f.crash(None)));
-        let q = start(placement, probe_store.clone(), probe_files)
+        let q = start(placement, log, probe_store.clone(), probe_files)
             .map_err(|e| format!("reopen: {e}"))?;
         check(&q, before, &probe_store, &m, &mut torn)?;
     }
     restart.arm_at(at2);
-    let second_life = start(placement, store.clone(), files.clone());
+    let second_life = start(placement, log, store.clone(), files.clone());
     let (store3, files3, before3) = match second_life {
         Ok(q) => {
             let r = run(&q, ops2, &mut stamp, &mut m);
@@ -461,7 +507,8 @@ fn scenario(
         }
     };
     m.written.clear();
-    let q = start(placement, store3.clone(), files3).map_err(|e| format!("second reopen: {e}"))?;
+    let q =
+        start(placement, log, store3.clone(), files3).map_err(|e| format!("second reopen: {e}"))?;
     check(&q, &before3, &store3, &m, &mut torn)?;
     settles(&q, &before3, &store3, &torn)?;
     still_works(&q, &mut stamp)?;
@@ -520,13 +567,14 @@ fn a_page_written_and_synced_after_the_last_checkpoint_verifies_after_a_crash() 
 
 /// Runs `ops` with a crash at every step in turn (four seeds each) until
 /// the workload completes without one; returns how many steps there were.
-fn every_step(placement: Placement, ops: &[Op]) -> u64 {
+fn every_step(placement: Placement, log: Log, ops: &[Op]) -> u64 {
     let mut steps = 0;
     for at in 0.. {
         let mut fired = false;
         for seed in 0..4 {
-            fired |= scenario(placement, ops, at, seed, None)
-                .unwrap_or_else(|e| panic!("{placement:?}, crash at step {at}, seed {seed}: {e}"));
+            fired |= scenario(placement, log, ops, at, seed, None).unwrap_or_else(|e| {
+                panic!("{placement:?} {log:?}, crash at step {at}, seed {seed}: {e}")
+            });
         }
         if !fired {
             break;
@@ -554,14 +602,13 @@ fn crash_at_every_step_of_a_fixed_workload() {
         Op::Write(6),
         Op::Sync,
     ];
-    for placement in [Placement::Trailer, Placement::Sidecar] {
-        let steps = every_step(placement, &ops);
-        let least = if placement == Placement::Sidecar {
-            70
-        } else {
-            27
-        };
-        assert!(steps >= least, "{placement:?}: only {steps} steps");
+    for (placement, log, least) in [
+        (Placement::Trailer, Log::Compacting, 27),
+        (Placement::Sidecar, Log::Compacting, 70),
+        (Placement::Sidecar, Log::Lazy, 55),
+    ] {
+        let steps = every_step(placement, log, &ops);
+        assert!(steps >= least, "{placement:?} {log:?}: only {steps} steps");
     }
 }
 
@@ -592,14 +639,13 @@ fn crash_at_every_step_of_writes_forgets_adoptions_and_syncs() {
         Op::Compact,
         Op::Sync,
     ];
-    for placement in [Placement::Trailer, Placement::Sidecar] {
-        let steps = every_step(placement, &ops);
-        let least = if placement == Placement::Sidecar {
-            40
-        } else {
-            15
-        };
-        assert!(steps >= least, "{placement:?}: only {steps} steps");
+    for (placement, log, least) in [
+        (Placement::Trailer, Log::Compacting, 15),
+        (Placement::Sidecar, Log::Compacting, 40),
+        (Placement::Sidecar, Log::Lazy, 60),
+    ] {
+        let steps = every_step(placement, log, &ops);
+        assert!(steps >= least, "{placement:?} {log:?}: only {steps} steps");
     }
 }
 
@@ -609,13 +655,14 @@ proptest! {
     #[test]
     fn crash_anywhere_twice(work in any::<u64>(), len in 4usize..24, at in 0u64..400,
                             seed in any::<u64>(), at2 in 0u64..120, seed2 in any::<u64>(),
-                            more in any::<u64>()) {
+                            more in any::<u64>(), lazy in any::<bool>()) {
         let ops = workload(work, len);
         let ops2 = workload(more, 6);
+        let log = if lazy { Log::Lazy } else { Log::Compacting };
         for placement in [Placement::Trailer, Placement::Sidecar] {
-            let r = scenario(placement, &ops, at, seed, Some((at2, seed2, &ops2)));
-            prop_assert!(r.is_ok(), "{:?} {:?} at {} seed {} then {:?} at {} seed {}: {}",
-                placement, ops, at, seed, ops2, at2, seed2, r.unwrap_err());
+            let r = scenario(placement, log, &ops, at, seed, Some((at2, seed2, &ops2)));
+            prop_assert!(r.is_ok(), "{:?} {:?} {:?} at {} seed {} then {:?} at {} seed {}: {}",
+                placement, log, ops, at, seed, ops2, at2, seed2, r.unwrap_err());
         }
     }
 }
@@ -650,10 +697,80 @@ fn regression_a_lost_write_after_the_bytes_a_page_holds_is_kept() {
     ];
     let r = scenario(
         Placement::Sidecar,
+        Log::Compacting,
         &ops,
         53,
         0,
         Some((17, 8_299_953_187_542_008_772, &ops2)),
     );
     assert!(r.is_ok(), "{}", r.unwrap_err());
+}
+
+/// A page whose first write was synced (a new page, or one the host had
+/// freed), then rotted while the process was down after a crash that took
+/// the unsynced tail of the table's log: the page is damage (never a page
+/// without a checksum, nor a free one) and a replica's copy repairs it.
+#[test]
+fn a_synced_first_write_rotted_while_down_is_damage_a_replica_repairs() {
+    for placement in [Placement::Trailer, Placement::Sidecar] {
+        for freed_first in [false, true] {
+            let what = format!("{placement:?} freed first {freed_first}");
+            let switch = CrashSwitch::new();
+            let p = fresh(placement, Log::Lazy, &switch);
+            let replica = Arc::new(MemStore::new(PS, PAGES).unwrap());
+            let mirror = CorruptionConfig::new(match placement {
+                Placement::Trailer => ChecksumPlacement::Trailer,
+                Placement::Sidecar => {
+                    ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap()))
+                }
+            })
+            .build(replica.clone())
+            .unwrap();
+            if freed_first {
+                p.det.forget(PageId(3)).unwrap();
+            }
+            for page in 0..4 {
+                let mut b = contents(page, 7);
+                p.det.write_sealed(PageId(page), &mut b).unwrap();
+                mirror.write_sealed(PageId(page), &mut b).unwrap();
+            }
+            p.det.sync().unwrap();
+            let (store, files) = (
+                Arc::new(p.store.crash(None)),
+                p.files.as_ref().map(|f| Arc::new(f.crash(None))),
+            );
+            drop(p);
+            // Page 2 zeroed, page 3 overwritten with garbage.
+            store.write_page(PageId(2), &vec![0; PS]).unwrap();
+            store.write_page(PageId(3), &vec![0x5C; PS]).unwrap();
+            store.sync().unwrap();
+            let q = start(placement, Log::Lazy, store, files).unwrap();
+            let mut b = vec![0u8; PS];
+            for page in [2, 3] {
+                let e = q.det.read_verified(PageId(page), &mut b).unwrap_err();
+                if placement == Placement::Sidecar && page == 3 {
+                    assert!(
+                        matches!(e, Error::ChecksumMismatch { .. }),
+                        "{what}: page {page}: {e}"
+                    );
+                }
+                let repairer = RepairConfig::new().build(q.det.clone()).unwrap();
+                repairer
+                    .add_replica(Arc::new(StoreReplica::new("r", replica.clone())))
+                    .unwrap();
+                let rep = repairer.repair_page(PageId(page)).unwrap();
+                assert!(rep.is_repaired(), "{what}: page {page}: {rep:?}");
+                q.det.read_verified(PageId(page), &mut b).unwrap();
+                let payload = match placement {
+                    Placement::Trailer => PS - TRAILER_LEN,
+                    Placement::Sidecar => PS,
+                };
+                assert_eq!(
+                    b[..payload],
+                    contents(page, 7)[..payload],
+                    "{what}: page {page}"
+                );
+            }
+        }
+    }
 }

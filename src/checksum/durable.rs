@@ -111,7 +111,9 @@
 //! it and the older versions leave the list; (4) append `except` records for
 //! the versions left whose sequence numbers are below the newest settled
 //! one's (writes in flight or failed), then a `settle` record, without an
-//! fsync; (5) compact if the log is large. Step (1) before (2) is what makes
+//! fsync — unless a page got its first settled checksum (a new page, or one
+//! dropped or marked unallocated before), which fsyncs the log before the
+//! sync returns; (5) compact if the log is large. Step (1) before (2) is what makes
 //! (3) safe: a write that returned before the barrier was read completed
 //! before the store's sync began, so the sync made it durable.
 //!
@@ -184,7 +186,7 @@
 //! | write (2)–(3): intents buffered or being fsynced | intents partly on disk, pages untouched | a torn tail is cut; a surviving intent only adds an accepted checksum for bytes that were never written |
 //! | write (4): pages being written | intents durable; each page old, new or torn | old and new verify; torn bytes fail (damage) |
 //! | write (5), sync (1)–(2) | as above; the store's sync partly done | same: every unsettled version is still accepted |
-//! | sync (3)–(4): settle in memory, records buffered | the settle record lost or torn | the versions stay unsettled: old and new bytes verify |
+//! | sync (3)–(4): settle in memory, records buffered | the settle record lost or torn | the versions stay unsettled: old and new bytes verify (the record of a page's first settled checksum is fsynced before the sync returns, so a page the host synced never goes back to having none: rotted before the next build, it is damage that a replica's copy repairs, not a page without a checksum or a free one) |
 //! | after the settle record's fsync | settled | only the settled bytes verify (the page is durable) |
 //! | compaction (2)–(3): new log being created | a `…tmp` file, or the new log (name maybe not durable) | base `b` and log `b`, plus maybe the new log whose intents repeat ones of log `b` (replay keeps one of each) |
 //! | compaction (4): base being replaced | old base (+ `…tmp`) or new base; both logs | either base with the logs at or after its generation gives the same state |
@@ -255,7 +257,9 @@
 //! - Log bytes per changed page: 6 or 7 (one intent: 6 when the page is
 //!   less than 64 pages after the one logged before it, 7 up to 8 Ki
 //!   pages), plus per append a 32-byte frame, per sync a settle of 2 bytes
-//!   and 2 or 3 per write left unsettled; a free mark 3 or more (and one
+//!   and 2 or 3 per write left unsettled (and one log fsync for a sync that
+//!   gives a page its first settled checksum: a file that grows pays it once
+//!   per sync, a rewrite of existing pages never); a free mark 3 or more (and one
 //!   fsync); 6 per adopted page (one fsync per 1 MiB of claims, about
 //!   170 Ki pages, and one at the end) — each of these written twice (the
 //!   frame and its mirror, in the same write and fsync). No CRC is

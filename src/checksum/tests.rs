@@ -101,6 +101,44 @@ fn intents_are_durable_before_the_write_and_settles_with_the_next_fsync() {
 }
 
 #[test]
+fn a_first_settle_is_durable_when_the_sync_returns_and_a_later_one_costs_no_fsync() {
+    for freed in [false, true] {
+        let files = Arc::new(CrashFiles::new());
+        let t = open(&files);
+        if freed {
+            t.mark_free(PageId(0)).unwrap();
+        }
+        write(&t, 0, 1, true);
+        let before = files.syncs();
+        sync(&t);
+        assert_eq!(files.syncs() - before, 1, "freed {freed}: the first settle");
+        // Power goes: the page keeps a settled checksum, so bytes that hold
+        // none of its versions are damage, not a page without a checksum.
+        let after = open(&Arc::new(files.crash(None)));
+        assert_eq!(
+            after.get(PageId(0)),
+            t.sealable(PageId(0), &page(1), true).ok()
+        );
+        after
+            .resolve(1, &mut |_, b| {
+                b.fill(7);
+                Ok(())
+            })
+            .unwrap();
+        assert!(matches!(
+            after.verify(PageId(0), &page(7)),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        assert!(accepts(&after, 0, 1), "freed {freed}");
+        // A page with a settled checksum settles its next write lazily.
+        write(&t, 0, 2, true);
+        let before = files.syncs();
+        sync(&t);
+        assert_eq!(files.syncs() - before, 0, "freed {freed}: a later settle");
+    }
+}
+
+#[test]
 fn a_clean_close_makes_the_last_settle_durable() {
     let files = Arc::new(CrashFiles::new());
     let t = open(&files);

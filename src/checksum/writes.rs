@@ -458,11 +458,21 @@ fn resolve_page(
 }
 
 /// The settle itself (under the `files` lock): returns whether the
-/// buffered records should be fsynced now.
+/// buffered records should be fsynced now: when they have grown large, and
+/// when a page got its first settled checksum. A `settle` record lost in a
+/// crash leaves a page with a settled checksum accepting it still (with the
+/// newer versions, of unknown fate, until the next build reads the page),
+/// but takes a page that had none back to versions of unknown fate, which a
+/// build that finds the page holding none of them (rot while the process
+/// was down) would drop as writes never made durable: the page's checksum
+/// would be gone although the host synced it and its replicas hold it.
 fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> bool {
     let mut un = d.unsettled.lock();
     let outcomes = std::mem::take(&mut un.outcomes);
     let mut newest_settled: Option<u64> = None;
+    // Whether a page gets its first settled checksum (new, dropped or
+    // unallocated until now): see the return value.
+    let mut first_settled = false;
     {
         let entries = table.entries.read();
         un.retain(&entries, |slot| {
@@ -476,6 +486,9 @@ fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> bool {
             let v = vs[k];
             vs.drain_through(k);
             newest_settled = newest_settled.max(Some(v.seq));
+            first_settled |= entries
+                .get(slot.page as usize)
+                .is_some_and(|e| e.load(Ordering::Acquire) & PRESENT == 0);
             Some(v.crc)
         });
     }
@@ -493,7 +506,7 @@ fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> bool {
                 }
             }
             log.append(LogRecord::Settle { below });
-            log.buffered() >= LAZY_BYTES_MAX
+            first_settled || log.buffered() >= LAZY_BYTES_MAX
         }
         _ => false,
     }

@@ -163,13 +163,18 @@ fn fixed_seeds_keep_every_invariant() {
 /// held that page's last write (the transaction's, never shipped), so the
 /// page stayed fenced for good although a replica held the version the
 /// rollback was to put back (707416, 713236: the page is now rebuilt from
-/// that copy and the undo held for it, then rolled back).
+/// that copy and the undo held for it, then rolled back); under the
+/// durable sidecar table, a crash took the unfsynced `settle` record of a
+/// page's first write, which the host had synced, and the page, zeroed
+/// while the process was down, was left with no checksum, so no replica
+/// copy could repair it (754107: a page's first settled checksum is now
+/// fsynced before the sync returns).
 #[test]
 fn seeds_that_found_fixed_bugs_pass() {
     for seed in [
         51u64, 1402, 1101, 6626, 7401, 1175, 965, 1290, 1548, 1842, 1922, 4611, 2804, 156, 282,
         325, 336, 379, 2824, 3525, 101, 3706, 9882, 8890, 6562, 4568, 5312, 20, 1347, 707416,
-        713236,
+        713236, 754107,
     ] {
         let o = run_seed(seed);
         assert!(!o.failed(), "{}", failure_report(&o));
