@@ -158,6 +158,50 @@ fn a_corrupt_page_is_healed_from_the_replica_byte_for_byte() {
     }
 }
 
+/// A page reported corrupt that something else healed before the healer
+/// took the incident (here the host rewrote it): the repair finds nothing
+/// to do, the incident closes healed — but not "healed by" the repair, which
+/// gets no credit in its learned record or its success count.
+#[test]
+fn a_page_healed_before_the_remedy_acts_closes_without_crediting_it() {
+    for placement in placements() {
+        let r = rig(placement);
+        let failure = r.corrupt(5);
+        r.det.write_sealed(PageId(5), &mut page(0x77)).unwrap();
+        let healer = HealerConfig::new().build(r.ctx()).unwrap();
+        let inc = healer.heal(failure);
+        assert!(matches!(inc.outcome, Outcome::Healed { .. }), "{inc:#?}");
+        assert_eq!(
+            names(&inc),
+            vec![("repair-from-replicas".to_string(), "nothing to do")]
+        );
+        assert_eq!(
+            inc.outcome_text(),
+            "healed before any action (repair-from-replicas found nothing to do)"
+        );
+        let closed = inc.timeline.last().unwrap();
+        assert_eq!(closed.step, Step::Closed);
+        assert_eq!(closed.text, inc.outcome_text());
+        assert!(inc
+            .postmortem_markdown(None)
+            .contains("healed before any action"));
+        // No evidence for or against the repair.
+        let t = healer.tally(&Problem::CORRUPT_PAGE, "repair-from-replicas");
+        assert_eq!(t.total(), 0.0, "{t:?}");
+        // The host's write stands.
+        assert_eq!(Rig::bytes(&r.raw, 5)[1..PS / 2], page(0x77)[1..PS / 2]);
+        // A page the repair does heal is credited as before.
+        let inc = healer.heal(r.corrupt(6));
+        assert_eq!(inc.outcome_text(), "healed by repair-from-replicas");
+        assert_eq!(
+            healer
+                .tally(&Problem::CORRUPT_PAGE, "repair-from-replicas")
+                .total(),
+            1.0
+        );
+    }
+}
+
 /// A snapshot of every page, taken through the host's gate.
 fn snapshotted(r: &Rig, dir: &std::path::Path) -> Arc<StateSnapshotManager> {
     let snaps = Arc::new(SnapshotConfig::new(dir, PS).build().unwrap());

@@ -552,7 +552,7 @@ impl SelfHealer {
             Some(a) if a.outcome == AttemptOutcome::Unverified => {
                 format!("healed by {remedy_name} (unverified: nothing could re-check it)")
             }
-            _ => ["healed by ", remedy_name].concat(),
+            _ => inc.outcome_text(),
         };
         self.record(inc, now, Step::Closed, EntryKind::Closed, text);
     }

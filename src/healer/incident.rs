@@ -125,6 +125,13 @@ pub enum AttemptOutcome {
     ///
     /// [`Verified::unchecked`]: super::Verified::unchecked
     Unverified,
+    /// It found its target already healthy and did nothing
+    /// ([`Applied::nothing_to_do`]), and the target verified: the incident
+    /// is closed as healed, and neither the learner nor the remedy's
+    /// statistics count it as the remedy's success.
+    ///
+    /// [`Applied::nothing_to_do`]: super::Applied::nothing_to_do
+    NothingToDo,
     /// It verified but left health worse than before; it was undone if it
     /// could be.
     MadeWorse {
@@ -144,6 +151,7 @@ impl AttemptOutcome {
             AttemptOutcome::Failed { .. } => "failed",
             AttemptOutcome::NotVerified => "not verified",
             AttemptOutcome::Unverified => "unverified",
+            AttemptOutcome::NothingToDo => "nothing to do",
             AttemptOutcome::MadeWorse { undone: true } => "made health worse (undone)",
             AttemptOutcome::MadeWorse { undone: false } => "made health worse (not undone)",
             AttemptOutcome::Skipped(_) => "skipped",
@@ -378,6 +386,23 @@ impl Incident {
             .rev()
             .find(|e| e.step == Step::Closed)
             .map(|e| e.at_ns)
+    }
+
+    /// How it ended, as a person reads it: `healed by repair-from-replicas`,
+    /// or, when the last attempt found the target already healthy,
+    /// `healed before any action (repair-from-replicas found nothing to
+    /// do)`; `escalated`, `observed`, `deferred` otherwise.
+    #[must_use]
+    pub fn outcome_text(&self) -> String {
+        match &self.outcome {
+            Outcome::Healed { remedy } => match self.attempts.last() {
+                Some(a) if a.outcome == AttemptOutcome::NothingToDo => {
+                    format!("healed before any action ({remedy} found nothing to do)")
+                }
+                _ => ["healed by ", remedy].concat(),
+            },
+            other => other.as_str().to_string(),
+        }
     }
 
     /// From detection to a verified heal; `None` unless healed.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::types::Priority;
 
-use super::incident::{AttemptOutcome, Incident, Outcome};
+use super::incident::{AttemptOutcome, Incident};
 
 /// The default RTO per priority: P0 30 s, P1 2 min, P2 5 min, P3 1 h.
 #[must_use]
@@ -102,10 +102,7 @@ impl Incident {
             incident: self.id,
             target: self.subject(),
             priority: self.priority.to_string(),
-            outcome: match &self.outcome {
-                Outcome::Healed { remedy } => format!("healed by {remedy}"),
-                other => other.as_str().to_string(),
-            },
+            outcome: self.outcome_text(),
             problem: self.diagnosis.problem.to_string(),
             confidence: self.diagnosis.confidence,
             rule: self.diagnosis.rule.as_deref().map(str::to_string),
@@ -219,7 +216,7 @@ impl Postmortem {
 mod tests {
     use super::*;
     use crate::healer::diagnose::{Diagnosis, Problem};
-    use crate::healer::incident::Step;
+    use crate::healer::incident::{Outcome, Step};
     use crate::types::{Failure, FailureKind, PageId, Source, Target};
 
     fn incident() -> Incident {

@@ -33,6 +33,15 @@ pub struct Applied {
     /// [`verify`](Remedy::verify) may return it rather than read the
     /// target a second time. `None` for an action that checked nothing.
     pub verified: Option<Verified>,
+    /// The remedy found nothing to do: its target was already healthy when
+    /// it looked (a page no longer waiting for repair, because the host
+    /// rewrote it or another action healed it first). When its
+    /// verification confirms it, the attempt is
+    /// [`NothingToDo`](super::AttemptOutcome::NothingToDo): the incident
+    /// closes healed, but the remedy gets no credit for it, neither in its
+    /// learned record nor in
+    /// [`RemedyStats::healed`](crate::recovery::RemedyStats::healed).
+    pub nothing_to_do: bool,
 }
 
 impl Applied {
@@ -42,6 +51,16 @@ impl Applied {
             evidence: evidence.into(),
             metric_before: None,
             verified: None,
+            nothing_to_do: false,
+        }
+    }
+
+    /// No action: the target was already healthy, as `evidence` says (see
+    /// the field [`nothing_to_do`](Applied#structfield.nothing_to_do)).
+    pub fn nothing_to_do(evidence: impl Into<String>) -> Applied {
+        Applied {
+            nothing_to_do: true,
+            ..Applied::new(evidence)
         }
     }
 
@@ -158,6 +177,8 @@ impl Case<'_> {
 ///   [`Unverified`](super::AttemptOutcome::Unverified) — the incident
 ///   closes, but the learner does not count it as a success and
 ///   [`RemedyStats::healed`](crate::recovery::RemedyStats::healed) does not count it
+///   (nor one that found its target already healthy,
+///   [`Applied::nothing_to_do`], and whose verification confirms it)
 ///   (the breaker counts it as a call that did not fail).
 /// - `undo` is called after an `execute` of the same remedy on the same
 ///   problem that left health worse — whether it verified or not — with its

@@ -184,7 +184,7 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
         RepairOutcome::Superseded => Ok(Applied::new(format!(
             "the host rewrote page {page} during the repair; its write stands"
         ))),
-        RepairOutcome::NotNeeded => Ok(Applied::new(format!(
+        RepairOutcome::NotNeeded => Ok(Applied::nothing_to_do(format!(
             "page {page} was not waiting for repair"
         ))),
         RepairOutcome::Irreparable { reason } => Err(Error::Irreparable {

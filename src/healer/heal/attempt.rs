@@ -12,7 +12,8 @@
 //!   its reason, and any breaker trial it was granted is released.
 //! - The write-ahead audit append happens before the remedy acts.
 //! - Every attempt that ran gets exactly one outcome in its breaker, and
-//!   one in its learned record unless it was unverified.
+//!   one in its learned record unless it was unverified or found nothing
+//!   to do.
 //! - No lock is held while the remedy runs or while the healer waits.
 
 use std::collections::HashMap;
@@ -214,23 +215,28 @@ impl SelfHealer {
                         AttemptOutcome::MadeWorse { undone }
                     }
                     None if !healed => AttemptOutcome::NotVerified,
+                    None if applied.nothing_to_do => AttemptOutcome::NothingToDo,
                     None if !checked => AttemptOutcome::Unverified,
                     None => AttemptOutcome::Healed,
                 }
             }
         };
         let healed = outcome == AttemptOutcome::Healed;
-        let unverified = outcome == AttemptOutcome::Unverified;
+        // Closes the incident, but is no evidence either way for the
+        // learner: nothing could re-check it, or it did nothing.
+        let uncredited = matches!(
+            outcome,
+            AttemptOutcome::Unverified | AttemptOutcome::NothingToDo
+        );
         // One clock read for the breaker and the attempt's end.
         let t = clock.now_ns();
         {
             let mut st = self.state.lock();
             if let Some(b) = st.breakers.get_mut(&name) {
-                // An unverified attempt is a call that did not fail.
-                b.record(healed || unverified, t);
+                // Either is a call that did not fail.
+                b.record(healed || uncredited, t);
             }
-            // It is no evidence either way for the learner.
-            if !unverified {
+            if !uncredited {
                 st.learner.record(problem, &name, healed);
             }
         }
@@ -241,7 +247,7 @@ impl SelfHealer {
             outcome,
             evidence,
         });
-        (healed || unverified).then_some(name)
+        (healed || uncredited).then_some(name)
     }
 
     /// Whether one more restart of `target` is allowed; counts it when
