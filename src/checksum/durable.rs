@@ -19,7 +19,12 @@
 //!    *settled*). Settling writes a log record but no fsync of its own: it
 //!    becomes durable with the next intent, flush or compaction, and at
 //!    the latest when the table is closed (dropped), so a clean close never
-//!    leaves older versions accepted at the next open.
+//!    leaves older versions accepted at the next open. The exception is a
+//!    page's first settled checksum (a new page, or one dropped or marked
+//!    unallocated before): that sync fsyncs the log before it returns, so
+//!    a page the host synced never goes back to having no checksum. While
+//!    the log is stalled a sync settles nothing and fails
+//!    ([`crate::Error::Stalled`]).
 //! 3. After a crash at any point and [`ChecksumTable::open`], a page that
 //!    holds its settled bytes or the bytes of any unsettled write verifies;
 //!    any other bytes — a torn write, a zeroed or garbled page — fail, as
@@ -258,8 +263,9 @@
 //!   less than 64 pages after the one logged before it, 7 up to 8 Ki
 //!   pages), plus per append a 32-byte frame, per sync a settle of 2 bytes
 //!   and 2 or 3 per write left unsettled (and one log fsync for a sync that
-//!   gives a page its first settled checksum: a file that grows pays it once
-//!   per sync, a rewrite of existing pages never); a free mark 3 or more (and one
+//!   gives a page its first settled checksum: a file that grows, or a page
+//!   marked unallocated written again, pays it once per such sync; a
+//!   rewrite of pages already settled never); a free mark 3 or more (and one
 //!   fsync); 6 per adopted page (one fsync per 1 MiB of claims, about
 //!   170 Ki pages, and one at the end) — each of these written twice (the
 //!   frame and its mirror, in the same write and fsync). No CRC is

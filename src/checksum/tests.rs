@@ -138,6 +138,67 @@ fn a_first_settle_is_durable_when_the_sync_returns_and_a_later_one_costs_no_fsyn
     }
 }
 
+/// After a crash, page 0 (written once, holding other bytes now) is damage
+/// the table still has a checksum for, not a page without one.
+fn keeps_its_first_checksum(files: &CrashFiles) -> bool {
+    let after = open(&Arc::new(files.crash(None)));
+    after
+        .resolve(1, &mut |_, b| {
+            b.fill(7);
+            Ok(())
+        })
+        .unwrap();
+    matches!(
+        after.verify(PageId(0), &page(7)),
+        Err(Error::ChecksumMismatch { .. })
+    ) && accepts(&after, 0, 1)
+}
+
+#[test]
+fn a_sync_while_the_log_is_stalled_settles_nothing_and_says_so() {
+    for resume in [false, true] {
+        let files = Arc::new(CrashFiles::new());
+        let t = open(&files);
+        write(&t, 0, 1, true);
+        files.set_no_space(true);
+        let crc = t.sealable(PageId(1), &page(2), true).unwrap();
+        assert!(matches!(
+            t.intend(&[(PageId(1), crc)]),
+            Err(Error::Stalled { .. })
+        ));
+        let b = t.sync_barrier();
+        assert!(matches!(t.settle(b), Err(Error::Stalled { .. })));
+        assert!(!t.is_settled(PageId(0)), "nothing is settled while stalled");
+        // The host was told: the write is not known durable until a sync
+        // after the resume returns.
+        if resume {
+            files.set_no_space(false);
+            t.resume().unwrap();
+            sync(&t);
+            assert!(t.is_settled(PageId(0)), "settled after the resume");
+            assert!(keeps_its_first_checksum(&files));
+        }
+    }
+}
+
+#[test]
+fn a_first_settle_whose_fsync_fails_is_refused_until_a_resume_writes_it() {
+    let files = Arc::new(CrashFiles::new());
+    let t = open(&files);
+    write(&t, 0, 1, true);
+    files.set_no_space(true);
+    let b = t.sync_barrier();
+    assert!(matches!(t.settle(b), Err(Error::Stalled { .. })));
+    let b = t.sync_barrier();
+    assert!(
+        matches!(t.settle(b), Err(Error::Stalled { .. })),
+        "a retried sync does not pretend the first one's record is durable"
+    );
+    files.set_no_space(false);
+    t.resume().unwrap();
+    assert!(keeps_its_first_checksum(&files));
+}
+
 #[test]
 fn a_clean_close_makes_the_last_settle_durable() {
     let files = Arc::new(CrashFiles::new());

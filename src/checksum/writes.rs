@@ -354,8 +354,9 @@ impl ChecksumTable {
     /// of the bytes each such page holds is its settled one, which no crash
     /// of a later write can take away.
     ///
-    /// A stalled log takes no record (nor any intent, so no page is
-    /// written before a resume): the versions then settle at the next sync.
+    /// A stalled log settles nothing (and takes no intent, so no page is
+    /// written before a resume): the versions then settle at the first sync
+    /// after the resume.
     ///
     /// # Errors
     /// The store sync's error (nothing is settled; the versions settle at
@@ -368,7 +369,10 @@ impl ChecksumTable {
         let barrier = self.sync_barrier();
         sync()?;
         let _files = d.files.lock();
-        settle_locked(self, d, barrier.0);
+        match settle_locked(self, d, barrier.0) {
+            Err(Error::Stalled { .. }) => return Ok(()),
+            other => other?,
+        };
         match d.log.flush(&*d.storage) {
             Err(Error::Stalled { .. }) => Ok(()),
             other => other,
@@ -388,13 +392,17 @@ impl ChecksumTable {
     /// compacts when the log has grown large.
     ///
     /// # Errors
-    /// The log's or the compaction's error.
+    /// [`Error::Stalled`] while the log is stalled: nothing is settled (the
+    /// versions settle at the first sync after a resume), so no page gets a
+    /// settled checksum that no record carries; the log's error when the
+    /// fsync of a first settled checksum fails (the record stays pending
+    /// and a resume writes it); the compaction's error.
     pub(crate) fn settle(&self, barrier: SyncBarrier) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
         let mut files = d.files.lock();
-        let flush = settle_locked(self, d, barrier.0);
+        let flush = settle_locked(self, d, barrier.0)?;
         if flush {
             d.log.flush(&*d.storage)?;
         }
@@ -466,8 +474,17 @@ fn resolve_page(
 /// build that finds the page holding none of them (rot while the process
 /// was down) would drop as writes never made durable: the page's checksum
 /// would be gone although the host synced it and its replicas hold it.
-fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> bool {
+///
+/// # Errors
+/// A stalled or poisoned log's error, before anything is settled: a settle
+/// in memory that no record carries would be such a first checksum, lost
+/// at the next crash. The versions stay written; the first sync after a
+/// resume settles them. The log's lock is held from that check to the
+/// records, so no stall comes in between.
+fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> Result<bool> {
     let mut un = d.unsettled.lock();
+    let mut log = d.log.state.lock();
+    log.check()?;
     let outcomes = std::mem::take(&mut un.outcomes);
     let mut newest_settled: Option<u64> = None;
     // Whether a page gets its first settled checksum (new, dropped or
@@ -496,18 +513,15 @@ fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> bool {
     un.outcomes = outcomes;
     un.outcomes.clear();
     un.shrink(d.config.unsettled_versions_max);
-    let mut log = d.log.state.lock();
-    match newest_settled {
-        Some(newest) if log.check().is_ok() => {
-            let below = newest + 1;
-            for s in un.slots() {
-                for v in s.versions.iter().filter(|v| v.seq < below) {
-                    log.append(LogRecord::Except { seq: v.seq });
-                }
-            }
-            log.append(LogRecord::Settle { below });
-            first_settled || log.buffered() >= LAZY_BYTES_MAX
+    let Some(newest) = newest_settled else {
+        return Ok(false);
+    };
+    let below = newest + 1;
+    for s in un.slots() {
+        for v in s.versions.iter().filter(|v| v.seq < below) {
+            log.append(LogRecord::Except { seq: v.seq });
         }
-        _ => false,
     }
+    log.append(LogRecord::Settle { below });
+    Ok(first_settled || log.buffered() >= LAZY_BYTES_MAX)
 }

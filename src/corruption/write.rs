@@ -156,8 +156,12 @@ impl CorruptionDetector {
     /// own).
     ///
     /// # Errors
-    /// The store's sync error (nothing is settled); the table's log or
-    /// compaction error.
+    /// The store's sync error (nothing is settled); [`Error::Stalled`] while
+    /// the table's log is stalled (the store is synced but nothing is
+    /// settled: the pages keep accepting their older checksums too until
+    /// the first sync after the log resumes, and no checksum a crash could
+    /// take back is given out meanwhile); the table's log or compaction
+    /// error.
     pub fn sync(&self) -> Result<()> {
         let table = match &self.placement {
             ChecksumPlacement::Sidecar(t) if t.is_durable() => Some(t),

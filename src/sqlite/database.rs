@@ -651,7 +651,8 @@ impl Database {
                 // The settles the sync recorded are made durable with the
                 // next batch's intents or by the settle thread soon after
                 // (see `settle`): the commit waits for the intents' fsync
-                // only.
+                // only, unless it gave a page its first settled checksum
+                // (the detector's sync then fsynced the log itself).
                 p.settler.notify().map_err(io(ffi::SQLITE_IOERR_FSYNC))
             }
             None => self.raw.sync(flags).map_err(raw_fault),

@@ -1,11 +1,15 @@
 //! Makes the sidecar table's settle records durable soon after SQLite's
 //! `xSync` returns, without a commit waiting for them: a commit waits for
-//! one fsync of the table's log (the intents, before the pages), not two.
+//! one fsync of the table's log (the intents, before the pages), not two —
+//! except a commit that gives pages their first settled checksum (the file
+//! grew, or a page marked unallocated is used again), whose settle the
+//! detector's sync makes durable itself (`checksum::durable`, point 2).
 //!
 //! # Contract
 //! - A sync of the database file settles its writes in the table (the
 //!   page then accepts only its newest synced bytes) and buffers the settle
-//!   record; [`Settler::notify`] returns without waiting. The record is
+//!   record (a first settled checksum's is fsynced by the sync itself);
+//!   [`Settler::notify`] returns without waiting. The record is
 //!   durable when the next batch's intents are made durable (one fsync of
 //!   the log carries both), or, when no batch comes within
 //!   [`SETTLE_DELAY`] of the newest notice (measured on the VFS's clock,
