@@ -132,6 +132,9 @@ impl World {
         match (started, &mgr) {
             (Ok(s), Some(_)) => {
                 let r = &s.rollback;
+                for d in &r.damage {
+                    self.note(format!("journal damage at open: {d:?}"));
+                }
                 self.note(format!(
                     "journal recovered: {} rolled back, {} blocked, {} replaced; {} pages verified, {} failed; {} incidents resumed, {} suspects, {} escalations restored",
                     r.rolled_back.len(),
