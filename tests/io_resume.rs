@@ -215,6 +215,64 @@ fn a_failed_log_fsync_refuses_the_write_and_a_resume_keeps_every_acknowledged_pa
     }
 }
 
+/// A host that only syncs after the disk has room again sees the log
+/// resume on its own (the sync retries a stall whose backoff has passed,
+/// as a write does); and while it is stalled, a sync that settles only
+/// pages that already have a checksum succeeds — a rollback that wrote no
+/// page is not failed by it — while one that would give a page its first
+/// checksum fails, typed.
+#[test]
+fn a_sync_under_a_stall_fails_only_for_a_first_checksum_and_resumes_the_log_on_its_own() {
+    let files = Arc::new(CrashFiles::new());
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let sink = FailureSink::new(64);
+    let (det, table) = detector_with(
+        TableConfig::new(PS),
+        Placement::Sidecar,
+        &files,
+        &store,
+        &sink,
+    );
+    let table = table.unwrap();
+    let det = Arc::new(det);
+    let mut model = Model::default();
+    model.write(&det, 0, 1).unwrap();
+    model.write(&det, 1, 1).unwrap();
+    det.sync().unwrap();
+    // A rollback whose page already holds its before-image writes nothing
+    // and syncs: no first checksum is at stake, the stall does not fail it.
+    let mgr = selfheal::RollbackConfig::with_storage(Arc::new(selfheal::testing::CrashDir::new()))
+        .build(det.clone())
+        .unwrap();
+    let txn = mgr.begin().unwrap();
+    mgr.write(txn, PageId(1), 0, &contents(1, 1)[..32]).unwrap();
+    files.set_no_space(true);
+    assert!(stalled(&model.write(&det, 3, 1).unwrap_err(), true));
+    mgr.rollback(txn).unwrap();
+    files.set_no_space(false);
+    table.resume().unwrap();
+    // Page 2 is written but not synced when the log stalls: its first
+    // checksum may not be given out while the log cannot record it.
+    model.write(&det, 2, 1).unwrap();
+    files.set_no_space(true);
+    assert!(stalled(&model.write(&det, 3, 2).unwrap_err(), true));
+    assert!(stalled(&det.sync().unwrap_err(), true));
+    files.set_no_space(false);
+    let end = Instant::now() + RESUME_BACKOFF_BASE * 8 + Duration::from_secs(5);
+    loop {
+        match det.sync() {
+            Ok(()) => break,
+            Err(e) => assert!(
+                stalled(&e, true) && Instant::now() < end,
+                "{e}; {:?}",
+                table.log_stall()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    crash_and_check(Placement::Sidecar, &files, &store, &model);
+}
+
 #[test]
 fn a_short_append_is_cut_and_written_again_exactly_once() {
     let files = Arc::new(CrashFiles::new());

@@ -23,8 +23,10 @@
 //!    page's first settled checksum (a new page, or one dropped or marked
 //!    unallocated before): that sync fsyncs the log before it returns, so
 //!    a page the host synced never goes back to having no checksum. While
-//!    the log is stalled a sync settles nothing and fails
-//!    ([`crate::Error::Stalled`]).
+//!    the log is stalled such a page is not settled and the sync fails
+//!    ([`crate::Error::Stalled`]) until the log resumes (a sync retries a
+//!    stall whose backoff has passed, as a write does); pages that have a
+//!    settled checksum settle in memory as before.
 //! 3. After a crash at any point and [`ChecksumTable::open`], a page that
 //!    holds its settled bytes or the bytes of any unsettled write verifies;
 //!    any other bytes — a torn write, a zeroed or garbled page — fail, as
@@ -467,6 +469,10 @@ pub(super) struct Files {
     pub(super) logs: BTreeSet<u64>,
     /// The highest generation ever seen on disk.
     pub(super) max_generation: u64,
+    /// A sync's fsync of its records failed: until the log is no longer
+    /// stalled (a resume wrote them), a first settled checksum may be
+    /// carried by no durable record, and every sync fails.
+    pub(super) settle_unflushed: bool,
 }
 
 /// The durable part of a table.

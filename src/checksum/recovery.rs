@@ -432,6 +432,7 @@ pub(super) fn open(
                 base_bytes: base_bytes.len() as u64,
                 logs: logs.keys().copied().collect(),
                 max_generation,
+                settle_unflushed: false,
             }),
             sync_generation: AtomicU64::new(0),
             compactions: AtomicU64::new(0),

@@ -155,7 +155,7 @@ fn keeps_its_first_checksum(files: &CrashFiles) -> bool {
 }
 
 #[test]
-fn a_sync_while_the_log_is_stalled_settles_nothing_and_says_so() {
+fn a_sync_while_the_log_is_stalled_gives_out_no_first_checksum_and_says_so() {
     for resume in [false, true] {
         let files = Arc::new(CrashFiles::new());
         let t = open(&files);

@@ -366,15 +366,23 @@ impl ChecksumTable {
         let Some(d) = &self.durable else {
             return Ok(());
         };
+        // A stall whose backoff has passed is retried first, as a write's
+        // intent does.
+        d.log.resume_if_due(&*d.storage);
         let barrier = self.sync_barrier();
         sync()?;
-        let _files = d.files.lock();
+        let mut files = d.files.lock();
         match settle_locked(self, d, barrier.0) {
             Err(Error::Stalled { .. }) => return Ok(()),
             other => other?,
         };
         match d.log.flush(&*d.storage) {
-            Err(Error::Stalled { .. }) => Ok(()),
+            Err(Error::Stalled { .. }) => {
+                // Settled in memory, the records pending: no sync succeeds
+                // until a resume writes them.
+                files.settle_unflushed = true;
+                Ok(())
+            }
             other => other,
         }
     }
@@ -392,19 +400,33 @@ impl ChecksumTable {
     /// compacts when the log has grown large.
     ///
     /// # Errors
-    /// [`Error::Stalled`] while the log is stalled: nothing is settled (the
-    /// versions settle at the first sync after a resume), so no page gets a
-    /// settled checksum that no record carries; the log's error when the
-    /// fsync of a first settled checksum fails (the record stays pending
-    /// and a resume writes it); the compaction's error.
+    /// [`Error::Stalled`] while the log is stalled and a page would get its
+    /// first settled checksum: that page is not settled (its versions
+    /// settle at the first sync after a resume), so no page is left with
+    /// only a first checksum that no record carries (pages that have a
+    /// settled checksum settle in memory, as they always could); the log's
+    /// error when the fsync of a first settled checksum fails (the page is
+    /// settled in memory and its record stays pending: a resume writes it,
+    /// and every sync fails until then); the compaction's error.
     pub(crate) fn settle(&self, barrier: SyncBarrier) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
+        // A stall whose backoff has passed is retried first, as a write's
+        // intent does: a host that only syncs still sees the log resume.
+        d.log.resume_if_due(&*d.storage);
         let mut files = d.files.lock();
+        if files.settle_unflushed {
+            // Still stalled: the failed sync's records are not durable yet.
+            d.log.state.lock().check()?;
+            files.settle_unflushed = false;
+        }
         let flush = settle_locked(self, d, barrier.0)?;
         if flush {
-            d.log.flush(&*d.storage)?;
+            if let Err(e) = d.log.flush(&*d.storage) {
+                files.settle_unflushed = true;
+                return Err(e);
+            }
         }
         if self.should_compact(d, &files) {
             self.compact_locked(d, &mut files)?;
@@ -476,19 +498,28 @@ fn resolve_page(
 /// would be gone although the host synced it and its replicas hold it.
 ///
 /// # Errors
-/// A stalled or poisoned log's error, before anything is settled: a settle
-/// in memory that no record carries would be such a first checksum, lost
-/// at the next crash. The versions stay written; the first sync after a
-/// resume settles them. The log's lock is held from that check to the
-/// records, so no stall comes in between.
+/// A poisoned log's error, before anything is settled. While the log is
+/// stalled, pages that already have a settled checksum settle in memory
+/// (their record is lost with the stall: after a crash they accept their
+/// older bytes too, as after any lost `settle` record), but a page that
+/// would get its first settled checksum does not: a settle that no record
+/// carries would be lost at the next crash and leave it with none. Its
+/// versions stay written for the first sync after a resume, and the
+/// stall's error is returned. The log's lock is held from that check to
+/// the records, so no stall comes in between.
 fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> Result<bool> {
     let mut un = d.unsettled.lock();
     let mut log = d.log.state.lock();
-    log.check()?;
+    let stall = match log.check() {
+        Ok(()) => None,
+        Err(e @ Error::Stalled { .. }) => Some(e),
+        Err(e) => return Err(e),
+    };
     let outcomes = std::mem::take(&mut un.outcomes);
     let mut newest_settled: Option<u64> = None;
     // Whether a page gets its first settled checksum (new, dropped or
-    // unallocated until now): see the return value.
+    // unallocated until now): see the return value. Under a stall, whether
+    // one was held back.
     let mut first_settled = false;
     {
         let entries = table.entries.read();
@@ -500,12 +531,16 @@ fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> Result<boo
             let k = vs
                 .iter()
                 .rposition(|v| matches!(v.state, State::Written(w) if w <= barrier))?;
+            let first = entries
+                .get(slot.page as usize)
+                .is_some_and(|e| e.load(Ordering::Acquire) & PRESENT == 0);
+            first_settled |= first;
+            if first && stall.is_some() {
+                return None;
+            }
             let v = vs[k];
             vs.drain_through(k);
             newest_settled = newest_settled.max(Some(v.seq));
-            first_settled |= entries
-                .get(slot.page as usize)
-                .is_some_and(|e| e.load(Ordering::Acquire) & PRESENT == 0);
             Some(v.crc)
         });
     }
@@ -513,6 +548,9 @@ fn settle_locked(table: &ChecksumTable, d: &Durable, barrier: u64) -> Result<boo
     un.outcomes = outcomes;
     un.outcomes.clear();
     un.shrink(d.config.unsettled_versions_max);
+    if let Some(e) = stall {
+        return if first_settled { Err(e) } else { Ok(false) };
+    }
     let Some(newest) = newest_settled else {
         return Ok(false);
     };

@@ -157,11 +157,12 @@ impl CorruptionDetector {
     ///
     /// # Errors
     /// The store's sync error (nothing is settled); [`Error::Stalled`] while
-    /// the table's log is stalled (the store is synced but nothing is
-    /// settled: the pages keep accepting their older checksums too until
-    /// the first sync after the log resumes, and no checksum a crash could
-    /// take back is given out meanwhile); the table's log or compaction
-    /// error.
+    /// the table's log is stalled and a page written since the last sync
+    /// would get its first checksum (the store is synced, but that page is
+    /// not settled until the first sync after the log resumes: no checksum
+    /// a crash could take back is given out), or after a sync whose records
+    /// could not be made durable, until a resume writes them; the table's
+    /// log or compaction error.
     pub fn sync(&self) -> Result<()> {
         let table = match &self.placement {
             ChecksumPlacement::Sidecar(t) if t.is_durable() => Some(t),
