@@ -486,3 +486,53 @@ proptest::proptest! {
         proptest::prop_assert_eq!(covered, damaged.iter().map(|&p| PageId(p)).collect::<Vec<_>>());
     }
 }
+
+/// A set of pages the host rewrote after they were found bad: the repair
+/// finds nothing to do for any of them, so the set closes healed before any
+/// action and the repair gets no credit, one page or many; a set where it
+/// wrote some pages is credited for those pages only.
+#[test]
+fn pages_healed_before_the_set_repair_acts_give_it_no_credit() {
+    for placement in placements() {
+        let r = rig(placement);
+        let healer = r.healer();
+        let mut next = 100;
+        let items: Vec<_> = (0..3)
+            .map(|p| {
+                let f = r.corrupt(p);
+                r.det.write_sealed(PageId(p), &mut vec![0x77; PS]).unwrap();
+                (p + 1, f, Vec::new())
+            })
+            .collect();
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(incs[0].healed_without_action(), "{incs:#?}");
+        assert_eq!(
+            incs[0].attempts.last().unwrap().outcome,
+            AttemptOutcome::NothingToDo
+        );
+        assert_eq!(healer.tally(&Problem::CORRUPT_PAGE, REPAIR).total(), 0.0);
+        // One page rewritten by the host, two repaired: two successes.
+        let items: Vec<_> = (4..7)
+            .map(|p| {
+                let f = r.corrupt(p);
+                if p == 5 {
+                    r.det.write_sealed(PageId(p), &mut vec![0x77; PS]).unwrap();
+                }
+                (p + 1, f, Vec::new())
+            })
+            .collect();
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(!incs[0].healed_without_action());
+        assert_eq!(incs[0].outcome_text(), "healed by repair-from-replicas");
+        let t = healer.tally(&Problem::CORRUPT_PAGE, REPAIR);
+        assert_eq!((t.successes, t.failures), (2.0, 0.0), "{t:?}");
+    }
+}

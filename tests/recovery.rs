@@ -959,3 +959,35 @@ fn the_dispatcher_saves_open_incidents_when_the_managers_clock_says_so() {
         m.stop().unwrap();
     }
 }
+
+/// A page the host rewrote between its report and its incident closes
+/// healed (within its RTO, counted as recovered) while the repair, which
+/// found nothing to do, is neither tried nor credited in the statistics.
+#[test]
+fn a_page_healed_before_the_manager_acts_counts_as_recovered_but_not_for_the_repair() {
+    for placement in placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, _mirror, m) = rig(placement, 16, dir.path(), |c| c);
+        damage(&raw, 5);
+        read_finds(&m, 5);
+        m.detector()
+            .write_sealed(PageId(5), &mut page(0x77))
+            .unwrap();
+        m.start().unwrap();
+        assert!(m.wait_idle(IDLE));
+        let s = m.stats();
+        assert_eq!((s.detected, s.recovered), (1, 1), "{s:?}");
+        assert!(
+            s.remedies
+                .get("repair-from-replicas")
+                .is_none_or(|r| r.tried == 0),
+            "{s:?}"
+        );
+        damage(&raw, 6);
+        read_finds(&m, 6);
+        assert!(m.wait_idle(IDLE));
+        let r = m.stats().remedies["repair-from-replicas"];
+        assert_eq!((r.tried, r.healed), (1, 1));
+        m.stop().unwrap();
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use selfheal::healer::AttemptOutcome;
 use selfheal::prelude::*;
 
 use crate::engine::Engine;
@@ -74,14 +73,7 @@ pub fn print_table(engine: &Engine, incidents: &[Incident], faults: &[Fault]) {
     );
     for inc in incidents {
         let remedy = match &inc.outcome {
-            Outcome::Healed { .. }
-                if inc
-                    .attempts
-                    .last()
-                    .is_some_and(|a| a.outcome == AttemptOutcome::NothingToDo) =>
-            {
-                "none needed".into()
-            }
+            Outcome::Healed { .. } if inc.healed_without_action() => "none needed".into(),
             Outcome::Healed { remedy } => remedy.clone(),
             Outcome::Observed => inc
                 .timeline

@@ -21,7 +21,7 @@ use super::breaker::{Breaker, BreakerConfig, BreakerState};
 use super::builtin;
 use super::config::{ActionGate, EscalationCallback, HealerConfig};
 use super::diagnose::{Diagnoser, Diagnosis, Problem, Symptom};
-use super::incident::{AttemptOutcome, EscalationReport, Incident, Outcome, Step};
+use super::incident::{EscalationReport, Incident, Outcome, Step};
 use super::learn::{Learner, Tally, MAX_NAME_LEN};
 use super::pacing::{Backoff, Cooldowns, RestartIntensity};
 use super::remedy::{Case, Remedy, RemedyContext};
@@ -94,8 +94,10 @@ struct State {
 ///    jitter on its [`Clock`](crate::Clock) (a
 ///    [`ManualClock`](crate::ManualClock) does not sleep).
 /// 5. **Verify**: the remedy re-checks its target (one with nothing to
-///    re-check says so: [`AttemptOutcome::Unverified`], which closes the
-///    incident but teaches the learner nothing), and — with a health
+///    re-check says so: [`AttemptOutcome::Unverified`](super::AttemptOutcome::Unverified), which closes the
+///    incident but teaches the learner nothing, as does one that found
+///    its target already healthy and did nothing:
+///    [`AttemptOutcome::NothingToDo`](super::AttemptOutcome::NothingToDo)), and — with a health
 ///    monitor — health is sampled before and after every attempt that ran:
 ///    a remedy after which the score dropped (beyond the tolerance) or the
 ///    band worsened, whether it verified or not, is undone where it can be,
@@ -548,12 +550,7 @@ impl SelfHealer {
             remedy: remedy_name.to_string(),
         };
         let now = self.ctx.clock_ref().now_ns();
-        let text = match inc.attempts.last() {
-            Some(a) if a.outcome == AttemptOutcome::Unverified => {
-                format!("healed by {remedy_name} (unverified: nothing could re-check it)")
-            }
-            _ => inc.outcome_text(),
-        };
+        let text = inc.outcome_text();
         self.record(inc, now, Step::Closed, EntryKind::Closed, text);
     }
 

@@ -388,21 +388,36 @@ impl Incident {
             .map(|e| e.at_ns)
     }
 
-    /// How it ended, as a person reads it: `healed by repair-from-replicas`,
-    /// or, when the last attempt found the target already healthy,
-    /// `healed before any action (repair-from-replicas found nothing to
-    /// do)`; `escalated`, `observed`, `deferred` otherwise.
+    /// How it ended, as a person reads it: `healed by repair-from-replicas`;
+    /// when the last attempt found the target already healthy, `healed
+    /// before any action (repair-from-replicas found nothing to do)`; when
+    /// nothing could re-check it, `healed by … (unverified: nothing could
+    /// re-check it)`; `escalated`, `observed`, `deferred` otherwise.
     #[must_use]
     pub fn outcome_text(&self) -> String {
         match &self.outcome {
-            Outcome::Healed { remedy } => match self.attempts.last() {
-                Some(a) if a.outcome == AttemptOutcome::NothingToDo => {
+            Outcome::Healed { remedy } => match self.attempts.last().map(|a| &a.outcome) {
+                Some(AttemptOutcome::NothingToDo) => {
                     format!("healed before any action ({remedy} found nothing to do)")
+                }
+                Some(AttemptOutcome::Unverified) => {
+                    format!("healed by {remedy} (unverified: nothing could re-check it)")
                 }
                 _ => ["healed by ", remedy].concat(),
             },
             other => other.as_str().to_string(),
         }
+    }
+
+    /// Whether it closed healed although no remedy acted: the last attempt
+    /// found the target already healthy ([`AttemptOutcome::NothingToDo`]).
+    #[must_use]
+    pub fn healed_without_action(&self) -> bool {
+        matches!(self.outcome, Outcome::Healed { .. })
+            && self
+                .attempts
+                .last()
+                .is_some_and(|a| a.outcome == AttemptOutcome::NothingToDo)
     }
 
     /// From detection to a verified heal; `None` unless healed.

@@ -191,7 +191,7 @@
 //! | `selfheal_incidents_escalated_total` | counter | incidents | `priority` |
 //! | `selfheal_incidents_observed_total` | counter | incidents | `priority` |
 //! | `selfheal_failures_overflowed_total` | counter | failures | — |
-//! | `selfheal_remedy_attempts_total` | counter | attempts | `remedy`, `outcome` (`healed`/`failed`) |
+//! | `selfheal_remedy_attempts_total` | counter | attempts (not one that found its target healthy and did nothing) | `remedy`, `outcome` (`healed`/`failed`) |
 //! | `selfheal_recovery_duration_seconds` | histogram | seconds, detection to verified heal | `priority` |
 //! | `selfheal_rto_total` | counter | healed and escalated incidents (an escalation is a miss) | `priority`, `met` (`yes`/`no`) |
 //! | `selfheal_incidents_open` | gauge | incidents | — |

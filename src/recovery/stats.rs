@@ -11,7 +11,8 @@ use crate::types::Priority;
 /// How one remedy has fared under the manager.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemedyStats {
-    /// Times it ran (skips not counted).
+    /// Times it ran (skips not counted, nor attempts that found their
+    /// target already healthy and did nothing).
     pub tried: u64,
     /// Times it healed its target, verified.
     pub healed: u64,
@@ -142,7 +143,12 @@ impl Tally {
     /// healed within `rto`.
     pub(crate) fn closed(&mut self, inc: &Incident, rto: Duration) -> bool {
         for a in &inc.attempts {
-            if matches!(a.outcome, AttemptOutcome::Skipped(_)) {
+            // A remedy that was skipped, or found its target healthy and
+            // did nothing, neither succeeded nor failed.
+            if matches!(
+                a.outcome,
+                AttemptOutcome::Skipped(_) | AttemptOutcome::NothingToDo
+            ) {
                 continue;
             }
             // The name is copied only the first time the remedy is counted.

@@ -84,9 +84,13 @@ impl Remedy for ResumeChecksumLog {
                 "{prefix}checksum log resumed: {} bytes written again after {} durable bytes, synced",
                 r.bytes_rewritten, r.bytes_kept
             ))),
-            Ok(_) => Ok(Applied::new(format!(
-                "{prefix}the checksum log was not stalled (resumed already)"
-            ))),
+            // Nothing to do, unless room was made for it.
+            Ok(_) => Ok(Applied {
+                nothing_to_do: room.is_empty(),
+                ..Applied::new(format!(
+                    "{prefix}the checksum log was not stalled (resumed already)"
+                ))
+            }),
             Err(Error::Stalled {
                 component,
                 reason,

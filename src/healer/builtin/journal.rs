@@ -93,9 +93,13 @@ impl Remedy for ResumeJournal {
                 "{prefix}journal resumed: {} records ({} bytes) rewritten and synced",
                 r.records_rewritten, r.bytes_rewritten
             ))),
-            Ok(_) => Ok(Applied::new(format!(
-                "{prefix}the journal was not stalled (resumed already)"
-            ))),
+            // Nothing to do, unless room was made for it.
+            Ok(_) => Ok(Applied {
+                nothing_to_do: room.is_empty(),
+                ..Applied::new(format!(
+                    "{prefix}the journal was not stalled (resumed already)"
+                ))
+            }),
             // Still stalled: the error keeps what was done to make room.
             Err(Error::JournalStalled { reason, no_space }) => Err(Error::JournalStalled {
                 reason: format!("{prefix}{reason}"),

@@ -295,7 +295,7 @@ impl Remedy for RestorePageFromSnapshot {
                     what: "page",
                     reason: format!("another repair of page {page} is under way"),
                 }),
-                _ => Ok(Applied::new(format!(
+                _ => Ok(Applied::nothing_to_do(format!(
                     "page {page} was not waiting for repair"
                 ))),
             };

@@ -215,7 +215,7 @@ impl SelfHealer {
                         AttemptOutcome::MadeWorse { undone }
                     }
                     None if !healed => AttemptOutcome::NotVerified,
-                    None if applied.nothing_to_do => AttemptOutcome::NothingToDo,
+                    None if applied.nothing_to_do && checked => AttemptOutcome::NothingToDo,
                     None if !checked => AttemptOutcome::Unverified,
                     None => AttemptOutcome::Healed,
                 }

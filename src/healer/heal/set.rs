@@ -47,7 +47,7 @@ use crate::healer::builtin::page::{
 use crate::healer::diagnose::Diagnosis;
 use crate::healer::incident::{page_list, Attempt, AttemptOutcome, Incident, Outcome, Step};
 use crate::healer::remedy::{Case, Remedy};
-use crate::repair::RepairReport;
+use crate::repair::{RepairOutcome, RepairReport};
 use crate::types::{Failure, PageId, Target};
 
 use super::batch::Holding;
@@ -358,10 +358,12 @@ impl SelfHealer {
                             .unwrap_or_else(|| Err("no re-check was made".to_string()))
                     };
                     let healed = check.as_ref().is_ok_and(Rechecked::healed);
-                    let outcome = if healed {
-                        AttemptOutcome::Healed
-                    } else {
-                        AttemptOutcome::NotVerified
+                    // A page that was not waiting for repair and checks
+                    // out healed before the repair acted: no credit.
+                    let outcome = match (healed, &report.outcome) {
+                        (true, RepairOutcome::NotNeeded) => AttemptOutcome::NothingToDo,
+                        (true, _) => AttemptOutcome::Healed,
+                        (false, _) => AttemptOutcome::NotVerified,
                     };
                     (outcome, Some((report, check)))
                 }
@@ -415,16 +417,25 @@ impl SelfHealer {
             let problem = diagnosis.problem.as_str();
             for r in &results {
                 let healed = r.outcome == AttemptOutcome::Healed;
+                let nothing = r.outcome == AttemptOutcome::NothingToDo;
                 if let Some(b) = st.breakers.get_mut(&name) {
-                    b.record(healed, t);
+                    // Nothing to do is a call that did not fail.
+                    b.record(healed || nothing, t);
                 }
-                st.learner.record(problem, &name, healed);
+                // ... and no evidence either way for the learner.
+                if !nothing {
+                    st.learner.record(problem, &name, healed);
+                }
             }
         }
         let finished = clock.now_ns();
-        let (healed, failed): (Vec<PageResult>, Vec<PageResult>) = results
-            .into_iter()
-            .partition(|r| r.outcome == AttemptOutcome::Healed);
+        let (healed, failed): (Vec<PageResult>, Vec<PageResult>) =
+            results.into_iter().partition(|r| {
+                matches!(
+                    r.outcome,
+                    AttemptOutcome::Healed | AttemptOutcome::NothingToDo
+                )
+            });
         let healed_pages: Vec<PageId> = healed.iter().map(|r| r.member.page).collect();
         let failed_pages: Vec<PageId> = failed.iter().map(|r| r.member.page).collect();
         let verified = if failed.is_empty() {
@@ -482,6 +493,16 @@ impl SelfHealer {
                 )
             });
             evidence.push(verified);
+            // Healed by the set's repair unless every page was healed
+            // before it acted.
+            let outcome = if healed
+                .iter()
+                .all(|r| r.outcome == AttemptOutcome::NothingToDo)
+            {
+                AttemptOutcome::NothingToDo
+            } else {
+                AttemptOutcome::Healed
+            };
             for r in healed {
                 inc.failures.push(r.member.failure);
                 inc.failures.extend(r.member.joined);
@@ -490,7 +511,7 @@ impl SelfHealer {
                 remedy: name.clone(),
                 started_ns: started,
                 finished_ns: finished,
-                outcome: AttemptOutcome::Healed,
+                outcome,
                 evidence,
             });
             self.healed_by(&mut inc, &name);
