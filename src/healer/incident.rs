@@ -127,8 +127,8 @@ pub enum AttemptOutcome {
     Unverified,
     /// It found its target already healthy and did nothing
     /// ([`Applied::nothing_to_do`]), and the target verified: the incident
-    /// is closed as healed, and neither the learner nor the remedy's
-    /// statistics count it as the remedy's success.
+    /// is closed as healed, and neither the learner, nor the breaker, nor
+    /// the remedy's statistics count it.
     ///
     /// [`Applied::nothing_to_do`]: super::Applied::nothing_to_do
     NothingToDo,

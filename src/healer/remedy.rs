@@ -39,8 +39,8 @@ pub struct Applied {
     /// verification confirms it, the attempt is
     /// [`NothingToDo`](super::AttemptOutcome::NothingToDo): the incident
     /// closes healed, but the remedy gets no credit for it, neither in its
-    /// learned record nor in
-    /// [`RemedyStats::healed`](crate::recovery::RemedyStats::healed).
+    /// learned record, nor in its breaker, nor in
+    /// [`RemedyStats`](crate::recovery::RemedyStats).
     pub nothing_to_do: bool,
 }
 

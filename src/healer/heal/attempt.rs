@@ -11,9 +11,10 @@
 //! - A remedy that may not be tried is recorded as a skipped attempt with
 //!   its reason, and any breaker trial it was granted is released.
 //! - The write-ahead audit append happens before the remedy acts.
-//! - Every attempt that ran gets exactly one outcome in its breaker, and
-//!   one in its learned record unless it was unverified or found nothing
-//!   to do.
+//! - Every attempt that ran gets exactly one outcome in its breaker,
+//!   unless it found nothing to do (a half-open trial it was granted is
+//!   given back), and one in its learned record unless it was unverified
+//!   or found nothing to do.
 //! - No lock is held while the remedy runs or while the healer waits.
 
 use std::collections::HashMap;
@@ -233,8 +234,14 @@ impl SelfHealer {
         {
             let mut st = self.state.lock();
             if let Some(b) = st.breakers.get_mut(&name) {
-                // Either is a call that did not fail.
-                b.record(healed || uncredited, t);
+                if outcome == AttemptOutcome::NothingToDo {
+                    // No call to judge it by: a half-open trial is given
+                    // back rather than close the breaker unproven.
+                    b.release();
+                } else {
+                    // An unverified attempt is a call that did not fail.
+                    b.record(healed || uncredited, t);
+                }
             }
             if !uncredited {
                 st.learner.record(problem, &name, healed);

@@ -419,8 +419,12 @@ impl SelfHealer {
                 let healed = r.outcome == AttemptOutcome::Healed;
                 let nothing = r.outcome == AttemptOutcome::NothingToDo;
                 if let Some(b) = st.breakers.get_mut(&name) {
-                    // Nothing to do is a call that did not fail.
-                    b.record(healed || nothing, t);
+                    if nothing {
+                        // No call to judge it by (see `attempt`).
+                        b.release();
+                    } else {
+                        b.record(healed, t);
+                    }
                 }
                 // ... and no evidence either way for the learner.
                 if !nothing {
