@@ -188,7 +188,10 @@ impl FileStore {
         let bytes: &[u8] = if let [(_, one)] = run {
             one
         } else {
+            // Sized for the run at once: grown page by page, the buffer
+            // would be copied again on each reallocation.
             buf.clear();
+            buf.reserve(run.len() * self.page_size);
             for (_, data) in run {
                 buf.extend_from_slice(data);
             }
