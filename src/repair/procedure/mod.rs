@@ -29,7 +29,8 @@ const RECHECK_RUN_PAGES: usize = 32;
 /// A verified copy waiting for the ranking.
 struct Candidate {
     attempt: usize,
-    replica: usize,
+    /// The replica that served it (shares its counters).
+    replica: ReplicaEntry,
     /// `None` once the ranking showed it is never written.
     copy: Option<VerifiedCopy>,
     lsn: Option<Lsn>,
@@ -56,7 +57,6 @@ struct Pending<'d> {
     report: RepairReport,
     /// What the page must carry, as the detector knew when fetching began.
     expect: LsnExpectation,
-    replicas: Vec<ReplicaEntry>,
     candidates: Vec<Candidate>,
     /// Eligible groups in rank order (all at the newest LSN).
     eligible: Vec<Group>,
@@ -194,8 +194,8 @@ impl DataRepairer {
     fn repair_batch(&self, pages: &[PageId]) -> Vec<RepairReport> {
         let started = self.clock.now_ns();
         let page_count = self.detector.store().page_count();
-        let mut done: Vec<(usize, RepairReport)> = Vec::new();
-        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::new();
+        let mut done: Vec<(usize, RepairReport)> = Vec::with_capacity(pages.len());
+        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::with_capacity(pages.len());
         // A page past the end (the store shrank) cannot be repaired; skip it.
         for (i, start) in self.start_batch(pages, page_count) {
             match start {
@@ -206,7 +206,7 @@ impl DataRepairer {
         // One survey serves the whole batch: statuses are asked once.
         let mut survey = self.survey(None);
         let mut prefetch = self.prefetch(&survey, tickets.iter().map(|(_, t)| t.page()).collect());
-        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
+        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::with_capacity(tickets.len());
         let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
         for (i, ticket) in tickets {
             let pending = self.gather(ticket, &mut survey, prefetch.as_mut());
@@ -398,6 +398,7 @@ impl DataRepairer {
             probes,
         } = survey;
         let mut report = RepairReport::new(page, RepairOutcome::NotNeeded);
+        report.attempts.reserve(replicas.len());
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut got = Gathered::default();
 
@@ -486,7 +487,7 @@ impl DataRepairer {
                             got.add(lsn);
                             candidates.push(Candidate {
                                 attempt: report.attempts.len(),
-                                replica: idx,
+                                replica: entry.clone(),
                                 lsn,
                                 copy: Some(copy),
                             });
@@ -533,7 +534,6 @@ impl DataRepairer {
             ticket: Some(ticket),
             report,
             expect,
-            replicas: replicas.clone(),
             candidates,
             eligible: groups.into_iter().filter(Group::eligible).collect(),
             newest,
@@ -576,7 +576,7 @@ impl DataRepairer {
                     }
                     p.report.outcome = match commit {
                         Commit::Written => {
-                            let entry = &p.replicas[lead.replica];
+                            let entry = &lead.replica;
                             entry.stats.used.fetch_add(1, Ordering::Relaxed);
                             RepairOutcome::Repaired {
                                 source: CopySource::Replica(entry.id.clone()),
