@@ -453,7 +453,8 @@ impl CorruptionDetector {
     /// ascending stripe order, as every path that holds more than one takes
     /// them — a batch write, a resize — so this cannot deadlock), re-reads
     /// the run with one read into `back` (grown to the run's size when
-    /// shorter; every byte checked is one the read filled) and, per page
+    /// shorter, and zeroed: every byte checked is one the read filled, or
+    /// a zero that never verifies) and, per page
     /// whose epoch is still current, checks the bytes
     /// ([`check_back`](Self::check_back)) and marks it repaired. Falls back
     /// to a read per page when the run's read fails.
@@ -481,6 +482,10 @@ impl CorruptionDetector {
             back.resize(len, 0);
         }
         let back = &mut back[..len];
+        // Zeroed before the read: it may hold the copies just written (the
+        // caller's write buffer), and a store that answers without filling
+        // it must leave bytes that never verify, not the expected ones.
+        back.fill(0);
         let read = self.store.read_pages(first, back);
         for (k, (i, ticket, copy)) in run.drain(..).enumerate() {
             let r = if !self.ticket_current(&ticket) {
@@ -743,8 +748,9 @@ impl CorruptionDetector {
     }
 
     /// [`recheck_run`](Self::recheck_run) reading into `buf`, grown to the
-    /// run's size when shorter (every byte verified is one the read filled),
-    /// so that a caller rechecking run after run zeroes one buffer once.
+    /// run's size when shorter and zeroed before each read (every byte
+    /// verified is one the read filled, or a zero that never verifies), so
+    /// that a caller rechecking run after run allocates one buffer once.
     pub(crate) fn recheck_run_in(
         &self,
         first: PageId,
@@ -769,6 +775,9 @@ impl CorruptionDetector {
             buf.resize(len, 0);
         }
         let buf = &mut buf[..len];
+        // Zeroed before the read: a store that answers without filling it
+        // must leave bytes that never verify, not an earlier run's.
+        buf.fill(0);
         let verdicts = {
             let _guards = self.stripes_of(pages.clone());
             let read = if end <= self.store.page_count() {

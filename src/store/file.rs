@@ -27,6 +27,11 @@ use crate::types::PageId;
 /// the end (see `store/mmap.rs` for the argument). The file must not be
 /// truncated by anyone else while the store is open.
 ///
+/// A batch write ([`PageStore::write_pages`]) copies each run of
+/// consecutive pages into one buffer and writes it with one `pwrite`; every
+/// thread that writes such runs keeps its buffer, at most 1 MiB, for its
+/// lifetime.
+///
 /// ```
 /// use selfheal::{FileStore, PageStore, PageId};
 ///
@@ -215,8 +220,9 @@ const WRITE_RUN_BYTES: usize = 1 << 20;
 
 thread_local! {
     /// The run buffer of [`FileStore`]'s `write_pages`, kept by each thread
-    /// that writes runs (at most [`WRITE_RUN_BYTES`], or one page when pages
-    /// are larger), so that a batch copies its runs into memory that is
+    /// that writes runs of two pages or more (at most [`WRITE_RUN_BYTES`],
+    /// 1 MiB, for the thread's lifetime; a run of one page is written from
+    /// the caller's bytes), so that a batch copies its runs into memory that is
     /// already mapped and warm instead of allocating a buffer per batch
     /// (which the allocator may hand back to the system at once, to fault
     /// it in again for the next).
