@@ -94,6 +94,7 @@ mod verify;
 mod write;
 
 pub use config::{CorruptionConfig, ExpectedLsnFn, LsnExpectationFn, PageLsnFn, WriteObserverFn};
+pub(crate) use ticket::VerifiedCopy;
 pub use ticket::{Commit, CommitResult, RepairTicket};
 
 const LOCK_STRIPES: usize = 256;
@@ -287,6 +288,13 @@ impl CorruptionDetector {
             }
             return Err(e);
         }
+        self.check_lsn_floor(page, bytes)
+    }
+
+    /// The second half of [`verify_bytes`](Self::verify_bytes), for bytes
+    /// whose checksum is known to verify: with a page-LSN reader, bytes
+    /// older than the last write to the page fail as stale.
+    fn check_lsn_floor(&self, page: PageId, bytes: &[u8]) -> Result<()> {
         let Some(found) = self.page_lsn_of(bytes) else {
             return Ok(());
         };
@@ -317,6 +325,14 @@ impl CorruptionDetector {
     /// the last write itself, and says so.
     fn verify_stored(&self, page: PageId, bytes: &[u8]) -> Result<()> {
         self.verify_bytes(page, bytes)?;
+        self.check_lsn_exact(page, bytes)
+    }
+
+    /// The part of [`verify_stored`](Self::verify_stored) that
+    /// `verify_bytes` does not do: a page read from the store must not be
+    /// newer than the last write through the detector when that write is
+    /// known exactly.
+    fn check_lsn_exact(&self, page: PageId, bytes: &[u8]) -> Result<()> {
         // The expectation is looked up only for a page that carries an LSN
         // (with no page-LSN reader, nothing more per page).
         let Some(found) = self.page_lsn_of(bytes) else {

@@ -69,6 +69,16 @@ impl Drop for RepairTicket<'_> {
 /// back with the error so that the caller can try another copy.
 pub type CommitResult<'d> = std::result::Result<Commit, (RepairTicket<'d>, Error)>;
 
+/// One page of a run of a batch commit: its place in the batch, its ticket,
+/// its copy, and whether the copy's trailer checksum is known to verify as
+/// the ticket's page (see [`VerifiedCopy`]).
+struct RunEntry<'d, 'c> {
+    i: usize,
+    ticket: RepairTicket<'d>,
+    copy: &'c [u8],
+    sealed: bool,
+}
+
 /// What [`CorruptionDetector::commit_repair`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -79,7 +89,76 @@ pub enum Commit {
     Superseded,
 }
 
+/// A copy of a page that verified as that page, kept with what its
+/// verification proved until it is committed
+/// ([`commit_verified_repair`](CorruptionDetector::commit_verified_repair),
+/// [`commit_verified_repairs`](CorruptionDetector::commit_verified_repairs)).
+///
+/// Its bytes are never lent out mutably, so they are the bytes that
+/// verified. Under the trailer placement a page's checksum is a function of
+/// its page number and its bytes alone, so a commit of the copy need not
+/// compute it again; what the page must carry (its LSN floor) can change
+/// until the commit, and the commit checks it again. Under the sidecar
+/// placement the table can change too, and the commit verifies the copy
+/// again in full.
+#[derive(Debug)]
+pub(crate) struct VerifiedCopy {
+    page: PageId,
+    bytes: Vec<u8>,
+    /// Whether the trailer checksum of `bytes` as `page` verified.
+    sealed: bool,
+}
+
+impl VerifiedCopy {
+    /// The copy's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the trailer checksum of the copy is known to verify as `page`.
+    fn sealed_as(&self, page: PageId) -> bool {
+        self.sealed && self.page == page
+    }
+}
+
 impl CorruptionDetector {
+    /// [`verify`](Self::verify) of a copy of `page` that may be committed
+    /// later: the copy comes back with the proof of its verification, or
+    /// with the error.
+    ///
+    /// # Errors
+    /// The verification error, with the bytes.
+    pub(crate) fn verify_copy(
+        &self,
+        page: PageId,
+        bytes: Vec<u8>,
+    ) -> std::result::Result<VerifiedCopy, (Vec<u8>, Error)> {
+        match self.verify_bytes(page, &bytes) {
+            Ok(()) => Ok(VerifiedCopy {
+                page,
+                sealed: matches!(self.placement, ChecksumPlacement::Trailer),
+                bytes,
+            }),
+            Err(e) => Err((bytes, e)),
+        }
+    }
+
+    /// Verifies a repair copy before it is written: in full, or, when its
+    /// trailer checksum is known to verify as `page` (`sealed`, from a
+    /// [`VerifiedCopy`]) under the trailer placement, only what may have
+    /// changed since (the LSN floor).
+    fn verify_before_write(&self, page: PageId, copy: &[u8], sealed: bool) -> Result<()> {
+        if sealed && matches!(self.placement, ChecksumPlacement::Trailer) {
+            debug_assert!(
+                crate::checksum::trailer::verify(page, copy).is_ok(),
+                "a sealed copy verifies"
+            );
+            self.check_lsn_floor(page, copy)
+        } else {
+            self.verify_bytes(page, copy)
+        }
+    }
+
     /// Starts a repair of a fenced page. `None` when the page is not waiting
     /// for repair (not known corrupt, already repaired, or being repaired).
     pub fn begin_repair(&self, page: PageId) -> Option<RepairTicket<'_>> {
@@ -105,6 +184,29 @@ impl CorruptionDetector {
     /// a verification error of the re-read page (the write did not stick);
     /// [`Error::InvalidArgument`] for a ticket of another detector.
     pub fn commit_repair<'d>(&'d self, ticket: RepairTicket<'d>, copy: &[u8]) -> CommitResult<'d> {
+        self.commit_one(ticket, copy, false)
+    }
+
+    /// [`commit_repair`](Self::commit_repair) of a copy verified with
+    /// [`verify_copy`](Self::verify_copy): its checksum is not computed again
+    /// when the placement makes that needless (see [`VerifiedCopy`]).
+    pub(crate) fn commit_verified_repair<'d>(
+        &'d self,
+        ticket: RepairTicket<'d>,
+        copy: &VerifiedCopy,
+    ) -> CommitResult<'d> {
+        let sealed = copy.sealed_as(ticket.page);
+        self.commit_one(ticket, copy.bytes(), sealed)
+    }
+
+    /// `commit_repair`; `sealed` says the copy's trailer checksum is known
+    /// to verify as the ticket's page.
+    fn commit_one<'d>(
+        &'d self,
+        ticket: RepairTicket<'d>,
+        copy: &[u8],
+        sealed: bool,
+    ) -> CommitResult<'d> {
         if let Err(e) = self.owns(&ticket) {
             return Err((ticket, e));
         }
@@ -114,7 +216,7 @@ impl CorruptionDetector {
             let _g = self.stripe(page);
             if self.ticket_current(&ticket) {
                 let written = self
-                    .write_copy(page, copy, &mut issued)
+                    .write_copy(page, copy, sealed, &mut issued)
                     .and_then(|()| self.store.sync())
                     .and_then(|()| self.check_written(page, copy));
                 match written {
@@ -162,12 +264,39 @@ impl CorruptionDetector {
         &'d self,
         batch: Vec<(RepairTicket<'d>, &[u8])>,
     ) -> Vec<CommitResult<'d>> {
+        self.commit_batch(batch.into_iter().map(|(t, c)| (t, c, false)).collect())
+    }
+
+    /// [`commit_repairs`](Self::commit_repairs) of copies verified with
+    /// [`verify_copy`](Self::verify_copy): their checksums are not computed
+    /// again when the placement makes that needless (see [`VerifiedCopy`]).
+    pub(crate) fn commit_verified_repairs<'d>(
+        &'d self,
+        batch: Vec<(RepairTicket<'d>, &VerifiedCopy)>,
+    ) -> Vec<CommitResult<'d>> {
+        self.commit_batch(
+            batch
+                .into_iter()
+                .map(|(t, c)| {
+                    let sealed = c.sealed_as(t.page);
+                    (t, c.bytes(), sealed)
+                })
+                .collect(),
+        )
+    }
+
+    /// `commit_repairs`; the flag of each entry says its copy's trailer
+    /// checksum is known to verify as the ticket's page.
+    fn commit_batch<'d>(
+        &'d self,
+        batch: Vec<(RepairTicket<'d>, &[u8], bool)>,
+    ) -> Vec<CommitResult<'d>> {
         let mut results: Vec<Option<CommitResult<'d>>> = Vec::with_capacity(batch.len());
-        let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
-        let mut issued_pages: Vec<PageId> = Vec::new();
-        let mut run: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::new();
+        let mut written: Vec<(usize, RepairTicket<'d>, &[u8])> = Vec::with_capacity(batch.len());
+        let mut issued_pages: Vec<PageId> = Vec::with_capacity(batch.len());
+        let mut run: Vec<RunEntry<'d, '_>> = Vec::with_capacity(REREAD_RUN_PAGES);
         let mut scratch = Vec::new();
-        for (ticket, copy) in batch {
+        for (ticket, copy, sealed) in batch {
             let i = results.len();
             results.push(None);
             if let Err(e) = self.owns(&ticket) {
@@ -176,22 +305,25 @@ impl CorruptionDetector {
             }
             let follows = run
                 .last()
-                .is_none_or(|(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
-                    t.page.0.checked_add(1) == Some(ticket.page.0)
-                });
+                .is_none_or(|e| e.ticket.page.0.checked_add(1) == Some(ticket.page.0));
             if !follows || run.len() == REREAD_RUN_PAGES {
                 self.write_run(
-                    std::mem::take(&mut run),
+                    &mut run,
                     &mut scratch,
                     &mut results,
                     &mut written,
                     &mut issued_pages,
                 );
             }
-            run.push((i, ticket, copy));
+            run.push(RunEntry {
+                i,
+                ticket,
+                copy,
+                sealed,
+            });
         }
         self.write_run(
-            run,
+            &mut run,
             &mut scratch,
             &mut results,
             &mut written,
@@ -208,7 +340,11 @@ impl CorruptionDetector {
                     }
                 }
                 Ok(()) => {
-                    let mut run = Vec::new();
+                    // One buffer for the re-reads of every run (the write
+                    // buffer, no longer needed): each read fills the part it
+                    // checks.
+                    let mut back = scratch;
+                    let mut run = Vec::with_capacity(REREAD_RUN_PAGES);
                     for item in written {
                         let follows = run.last().is_none_or(
                             |(_, t, _): &(usize, RepairTicket<'d>, &[u8])| {
@@ -216,11 +352,11 @@ impl CorruptionDetector {
                             },
                         );
                         if !follows || run.len() == REREAD_RUN_PAGES {
-                            self.confirm_run(std::mem::take(&mut run), &mut results);
+                            self.confirm_run(&mut run, &mut back, &mut results);
                         }
                         run.push(item);
                     }
-                    self.confirm_run(run, &mut results);
+                    self.confirm_run(&mut run, &mut back, &mut results);
                 }
             }
         }
@@ -231,22 +367,25 @@ impl CorruptionDetector {
     }
 
     /// Step 1 of a batch commit for a run of consecutive pages (at most
-    /// [`REREAD_RUN_PAGES`]): with the stripe locks of all of them held
-    /// (taken in ascending stripe order, as every path that holds more than
-    /// one takes them), each page whose ticket is current has its copy
-    /// checked and verified, and the copies that verified are written with
-    /// one [`write_pages`](PageStore::write_pages) (a file store writes them
-    /// with one `pwrite`). A page the host rewrote since its repair began is
-    /// `Superseded` and not written; a copy that fails its checks is that
-    /// page's error and is not written. When the run's write fails, which of
-    /// its pages hold what is unknown, so each of them is written again on
-    /// its own, and each page gets the result of its own write, as if the
-    /// batch had been written page by page. Pages written go to `written`
-    /// (for the sync and step 3) with their `results` entry left empty;
-    /// every page whose write was issued goes to `issued`.
+    /// [`REREAD_RUN_PAGES`]; empties `run`): with the stripe locks of all of
+    /// them held (taken in ascending stripe order, as every path that holds
+    /// more than one takes them), each page whose ticket is current has its
+    /// copy checked and verified, and the copies that verified are written
+    /// with one [`write_pages`](PageStore::write_pages) (a file store writes
+    /// them with one `pwrite`). A copy whose trailer checksum is known to
+    /// verify (`sealed`) has only its LSN floor checked again. A page the
+    /// host rewrote since its repair began is `Superseded` and not written;
+    /// a copy that fails its checks is that page's error and is not written.
+    /// When the run's write fails, which of its pages hold what is unknown,
+    /// so each of them is written again on its own, and each page gets the
+    /// result of its own write, as if the batch had been written page by
+    /// page. Pages written go to `written` (for the sync and step 3) with
+    /// their `results` entry left empty; every page whose write was issued
+    /// goes to `issued`. The copies are lent to the store through `scratch`,
+    /// so what the store does to the buffers it is given never changes them.
     fn write_run<'d, 'c>(
         &'d self,
-        run: Vec<(usize, RepairTicket<'d>, &'c [u8])>,
+        run: &mut Vec<RunEntry<'d, 'c>>,
         scratch: &mut Vec<u8>,
         results: &mut [Option<CommitResult<'d>>],
         written: &mut Vec<(usize, RepairTicket<'d>, &'c [u8])>,
@@ -256,17 +395,23 @@ impl CorruptionDetector {
             return;
         }
         assert!(run.len() <= REREAD_RUN_PAGES);
-        let _guards = self.stripes_of(run.iter().map(|(_, t, _)| t.page));
+        let _guards = self.stripes_of(run.iter().map(|e| e.ticket.page));
         let (page_count, ps) = (self.store.page_count(), self.store.page_size());
         let mut checked = Vec::with_capacity(run.len());
-        for (i, ticket, copy) in run {
+        for RunEntry {
+            i,
+            ticket,
+            copy,
+            sealed,
+        } in run.drain(..)
+        {
             if !self.ticket_current(&ticket) {
                 ticket.close();
                 results[i] = Some(Ok(Commit::Superseded));
                 continue;
             }
             let ok = check_page_args(ticket.page, page_count, copy.len(), ps)
-                .and_then(|()| self.verify_bytes(ticket.page, copy));
+                .and_then(|()| self.verify_before_write(ticket.page, copy, sealed));
             match ok {
                 Ok(()) => checked.push((i, ticket, copy)),
                 Err(e) => results[i] = Some(Err((ticket, e))),
@@ -276,6 +421,7 @@ impl CorruptionDetector {
             return;
         }
         scratch.clear();
+        scratch.reserve(checked.len() * ps);
         for (_, _, copy) in &checked {
             scratch.extend_from_slice(copy);
         }
@@ -302,16 +448,20 @@ impl CorruptionDetector {
         }
     }
 
-    /// Step 3 of a batch commit for a run of consecutive written pages: with
-    /// the stripe locks of all of them held (taken in ascending stripe order,
-    /// as every path that holds more than one takes them — a batch write,
-    /// a resize — so this cannot deadlock), re-reads the
-    /// run with one read and, per page whose epoch is still current, checks
-    /// the bytes and marks it repaired. Falls back to a read per page when
-    /// the run's read fails.
+    /// Step 3 of a batch commit for a run of consecutive written pages
+    /// (empties `run`): with the stripe locks of all of them held (taken in
+    /// ascending stripe order, as every path that holds more than one takes
+    /// them — a batch write, a resize — so this cannot deadlock), re-reads
+    /// the run with one read into `back` (grown to the run's size when
+    /// shorter, and zeroed: every byte checked is one the read filled, or
+    /// a zero that never verifies) and, per page
+    /// whose epoch is still current, checks the bytes
+    /// ([`check_back`](Self::check_back)) and marks it repaired. Falls back
+    /// to a read per page when the run's read fails.
     pub(super) fn confirm_run<'d>(
         &'d self,
-        run: Vec<(usize, RepairTicket<'d>, &[u8])>,
+        run: &mut Vec<(usize, RepairTicket<'d>, &[u8])>,
+        back: &mut Vec<u8>,
         results: &mut [Option<CommitResult<'d>>],
     ) {
         let Some(first) = run.first().map(|(_, t, _)| t.page) else {
@@ -327,9 +477,17 @@ impl CorruptionDetector {
         let _guards: Vec<MutexGuard<'_, ()>> =
             stripes.iter().map(|&s| self.stripes[s].lock()).collect();
         let ps = self.store.page_size();
-        let mut back = vec![0u8; run.len() * ps];
-        let read = self.store.read_pages(first, &mut back);
-        for (k, (i, ticket, copy)) in run.into_iter().enumerate() {
+        let len = run.len() * ps;
+        if back.len() < len {
+            back.resize(len, 0);
+        }
+        let back = &mut back[..len];
+        // Zeroed before the read: it may hold the copies just written (the
+        // caller's write buffer), and a store that answers without filling
+        // it must leave bytes that never verify, not the expected ones.
+        back.fill(0);
+        let read = self.store.read_pages(first, back);
+        for (k, (i, ticket, copy)) in run.drain(..).enumerate() {
             let r = if !self.ticket_current(&ticket) {
                 ticket.close();
                 Ok(Commit::Superseded)
@@ -373,14 +531,20 @@ impl CorruptionDetector {
     /// Verifies and writes a repair copy (no sync); sets `issued` when the
     /// write was issued to the store. The caller holds the page's stripe
     /// lock and has checked the ticket.
-    pub(super) fn write_copy(&self, page: PageId, copy: &[u8], issued: &mut bool) -> Result<()> {
+    pub(super) fn write_copy(
+        &self,
+        page: PageId,
+        copy: &[u8],
+        sealed: bool,
+        issued: &mut bool,
+    ) -> Result<()> {
         check_page_args(
             page,
             self.store.page_count(),
             copy.len(),
             self.store.page_size(),
         )?;
-        self.verify_bytes(page, copy)?;
+        self.verify_before_write(page, copy, sealed)?;
         *issued = true;
         self.store.write_page(page, copy)?;
         self.note_sealed_here(page);
@@ -396,17 +560,37 @@ impl CorruptionDetector {
         self.check_back(page, copy, &back)
     }
 
-    /// Checks bytes re-read after a repair write: they verify and are exactly
-    /// the copy.
+    /// Checks bytes re-read after a repair write: they verify as read from
+    /// the store and are exactly the copy. The caller verified the copy
+    /// before writing it (its checksum, or the proof of a [`VerifiedCopy`])
+    /// and holds the page's stripe lock with its epoch current.
+    ///
+    /// Bytes that are exactly the copy have the copy's checksum: under the
+    /// trailer placement, where the checksum is a function of the page
+    /// number and the bytes alone, it is not computed again, and only what
+    /// may have changed since the copy was verified (the page's LSN floor,
+    /// and its exact last write) is checked. Under the sidecar placement the
+    /// re-read bytes are verified against the table in full.
     pub(super) fn check_back(&self, page: PageId, copy: &[u8], back: &[u8]) -> Result<()> {
-        self.verify_stored(page, back)?;
         if back != copy {
+            // The store's own verdict on what it holds comes first.
+            self.verify_stored(page, back)?;
             return Err(Error::Irreparable {
                 page,
                 reason: "the page read back differs from the copy written".into(),
             });
         }
-        Ok(())
+        match self.placement {
+            ChecksumPlacement::Trailer => {
+                debug_assert!(
+                    crate::checksum::trailer::verify(page, back).is_ok(),
+                    "a repair copy verified before it was written"
+                );
+                self.check_lsn_floor(page, back)?;
+                self.check_lsn_exact(page, back)
+            }
+            ChecksumPlacement::Sidecar(_) => self.verify_stored(page, back),
+        }
     }
 
     /// Marks a checked, synced repair as done. The caller holds the stripe
@@ -560,6 +744,19 @@ impl CorruptionDetector {
     /// past the end of the store or its read fails. One verdict per page, in
     /// page order.
     pub(crate) fn recheck_run(&self, first: PageId, count: usize) -> Vec<Result<Verdict>> {
+        self.recheck_run_in(first, count, &mut Vec::new())
+    }
+
+    /// [`recheck_run`](Self::recheck_run) reading into `buf`, grown to the
+    /// run's size when shorter and zeroed before each read (every byte
+    /// verified is one the read filled, or a zero that never verifies), so
+    /// that a caller rechecking run after run allocates one buffer once.
+    pub(crate) fn recheck_run_in(
+        &self,
+        first: PageId,
+        count: usize,
+        buf: &mut Vec<u8>,
+    ) -> Vec<Result<Verdict>> {
         assert!(
             count <= REREAD_RUN_PAGES,
             "a recheck run is at most 32 pages"
@@ -573,11 +770,18 @@ impl CorruptionDetector {
         // The free-page callback is asked with no page lock held.
         let free: Vec<bool> = pages.clone().map(|p| self.is_unallocated(p)).collect();
         let ps = self.store.page_size();
-        let mut buf = vec![0u8; count * ps];
+        let len = count * ps;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let buf = &mut buf[..len];
+        // Zeroed before the read: a store that answers without filling it
+        // must leave bytes that never verify, not an earlier run's.
+        buf.fill(0);
         let verdicts = {
             let _guards = self.stripes_of(pages.clone());
             let read = if end <= self.store.page_count() {
-                self.store.read_pages(first, &mut buf).is_ok()
+                self.store.read_pages(first, buf).is_ok()
             } else {
                 false
             };

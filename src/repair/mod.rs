@@ -178,7 +178,13 @@
 //! the store per batch**: the copies of up to 32 consecutive pages are
 //! verified and written with one [`write_pages`](crate::PageStore::write_pages)
 //! (one `pwrite` on a [`FileStore`](crate::FileStore)) under their write
-//! locks, and re-read after the sync with one read. The promise is the same as for a single page: no
+//! locks, and re-read after the sync with one read. Under the trailer
+//! placement a checksum depends on the page's number and bytes alone, so a
+//! copy's checksum is computed once, when it is fetched: its commit checks
+//! again only what can change meanwhile (the page's LSN floor), and a page
+//! read back byte for byte equal to its copy has the copy's checksum (under
+//! the sidecar placement, whose table can change, both are verified in
+//! full). The promise is the same as for a single page: no
 //! page is marked or reported repaired before the sync that covers its write
 //! returned and it was re-read and re-verified, and a host write that lands
 //! between the write and the sync stands. A page whose batch commit fails (a

@@ -27,6 +27,11 @@ use crate::types::PageId;
 /// the end (see `store/mmap.rs` for the argument). The file must not be
 /// truncated by anyone else while the store is open.
 ///
+/// A batch write ([`PageStore::write_pages`]) copies each run of
+/// consecutive pages into one buffer and writes it with one `pwrite`; every
+/// thread that writes such runs keeps its buffer, at most 1 MiB, for its
+/// lifetime.
+///
 /// ```
 /// use selfheal::{FileStore, PageStore, PageId};
 ///
@@ -213,6 +218,17 @@ impl FileStore {
 /// least one page): the size of the copy it makes of a run.
 const WRITE_RUN_BYTES: usize = 1 << 20;
 
+thread_local! {
+    /// The run buffer of [`FileStore`]'s `write_pages`, kept by each thread
+    /// that writes runs of two pages or more (at most [`WRITE_RUN_BYTES`],
+    /// 1 MiB, for the thread's lifetime; a run of one page is written from
+    /// the caller's bytes), so that a batch copies its runs into memory that is
+    /// already mapped and warm instead of allocating a buffer per batch
+    /// (which the allocator may hand back to the system at once, to fault
+    /// it in again for the next).
+    static RUN_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn check_page_size(page_size: usize) -> Result<()> {
     if page_size < MIN_PAGE_SIZE {
         return Err(Error::config(
@@ -305,7 +321,9 @@ impl PageStore for FileStore {
 
     /// Writes each run of consecutive pages (each page the one after the
     /// page before it in `pages`) with one `pwrite` of up to 1 MiB, copied
-    /// into one buffer first; a page that does not follow the one before it
+    /// into one buffer first (one the calling thread keeps for its next
+    /// batches; a fresh one when the thread's is in use further up its
+    /// stack); a page that does not follow the one before it
     /// starts a new run. Pages are checked as they come: a bad page (wrong
     /// length, past the end) stops the batch with its error after the pages
     /// before it were written, as single writes would. The whole batch holds
@@ -320,32 +338,40 @@ impl PageStore for FileStore {
         let ps = self.page_size;
         let page_count = self.page_count();
         let max_run = (WRITE_RUN_BYTES / ps).max(1);
-        let mut run_buf: Vec<u8> = Vec::new();
-        let mut next = 0;
-        while next < pages.len() {
-            // The run: `next..end`, every page valid and following the last.
-            let mut end = next;
-            let mut bad = None;
-            while end < pages.len() && end - next < max_run {
-                let (page, data) = &pages[end];
-                if let Err(e) = check_page_args(*page, page_count, data.len(), ps) {
-                    bad = Some(e);
-                    break;
+        let write = |run_buf: &mut Vec<u8>| -> Result<()> {
+            let mut next = 0;
+            while next < pages.len() {
+                // The run: `next..end`, every page valid and following the last.
+                let mut end = next;
+                let mut bad = None;
+                while end < pages.len() && end - next < max_run {
+                    let (page, data) = &pages[end];
+                    if let Err(e) = check_page_args(*page, page_count, data.len(), ps) {
+                        bad = Some(e);
+                        break;
+                    }
+                    if end > next && pages[end - 1].0 .0.checked_add(1) != Some(page.0) {
+                        break;
+                    }
+                    end += 1;
                 }
-                if end > next && pages[end - 1].0 .0.checked_add(1) != Some(page.0) {
-                    break;
+                if end > next {
+                    self.write_run(&pages[next..end], run_buf)?;
                 }
-                end += 1;
+                if let Some(e) = bad {
+                    return Err(e);
+                }
+                next = end;
             }
-            if end > next {
-                self.write_run(&pages[next..end], &mut run_buf)?;
-            }
-            if let Some(e) = bad {
-                return Err(e);
-            }
-            next = end;
+            Ok(())
+        };
+        let reused =
+            RUN_BUF.try_with(|cell| cell.try_borrow_mut().ok().map(|mut buf| write(&mut buf)));
+        match reused {
+            Ok(Some(result)) => result,
+            // In use further up the stack, or the thread is ending.
+            _ => write(&mut Vec::new()),
         }
-        Ok(())
     }
 
     /// Truncates or extends the file (`set_len`); added pages read as zeros.

@@ -269,3 +269,43 @@ fn the_expectation_tells_the_last_write_from_the_hosts_floor() {
         assert_eq!(plain.lsn_expectation(PageId(1)), LsnExpectation::Nothing);
     }
 }
+
+#[test]
+fn a_verified_copy_has_its_lsn_floor_checked_again_at_its_commit() {
+    for placement in placements() {
+        let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 4).unwrap())));
+        let det = CorruptionConfig::new(placement)
+            .page_lsn(lsn_in_head())
+            .build(raw.clone())
+            .unwrap();
+        let mut good = with_lsn(5, 1);
+        det.write_sealed(PageId(1), &mut good).unwrap();
+        raw.damage(PageId(1), Damage::Junk { seed: 1 }).unwrap();
+        let mut b = vec![0u8; 256];
+        assert!(det.read_verified(PageId(1), &mut b).is_err());
+        let copy = det.verify_copy(PageId(1), good.clone()).unwrap();
+        // The page's floor rises after the copy verified (as the record of
+        // a write would raise it): the copy is now older than the page must
+        // be, and neither commit writes it.
+        det.record_write_lsn(PageId(1), &with_lsn(9, 2));
+        let writes = raw.counts().writes;
+        let ticket = det.begin_repair(PageId(1)).unwrap();
+        let (ticket, e) = det.commit_verified_repair(ticket, &copy).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::StalePage {
+                    found: Lsn(5),
+                    expected: Lsn(9),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let mut results = det.commit_verified_repairs(vec![(ticket, &copy)]);
+        let (ticket, e) = results.pop().unwrap().unwrap_err();
+        assert!(matches!(e, Error::StalePage { .. }), "{e}");
+        assert_eq!(raw.counts().writes, writes, "nothing written");
+        assert!(det.abandon_repair(ticket));
+    }
+}

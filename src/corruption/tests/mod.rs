@@ -282,6 +282,70 @@ fn batch_commit_syncs_once_and_a_failed_sync_repairs_nothing() {
 }
 
 #[test]
+fn verified_copies_commit_only_as_their_page_and_only_if_read_back_whole() {
+    for placement in placements() {
+        let (raw, det) = setup(placement);
+        let mut good = Vec::new();
+        for p in [1u64, 2, 3] {
+            let mut b = vec![0u8; 256];
+            raw.read_page(PageId(p), &mut b).unwrap();
+            good.push(b);
+            raw.damage(PageId(p), Damage::Zero).unwrap();
+            assert!(det.read_verified(PageId(p), &mut vec![0u8; 256]).is_err());
+        }
+        let copies: Vec<VerifiedCopy> = [1u64, 2, 3]
+            .iter()
+            .zip(&good)
+            .map(|(&p, b)| det.verify_copy(PageId(p), b.clone()).unwrap())
+            .collect();
+        // A copy that does not verify comes back with its bytes.
+        let (junk, e) = det.verify_copy(PageId(1), vec![7u8; 256]).unwrap_err();
+        assert_eq!(junk, vec![7u8; 256]);
+        assert!(e.is_corruption(), "{e}");
+        // Page 1's copy offered for page 3 is verified as page 3, and fails.
+        let writes = raw.counts().writes;
+        let t3 = det.begin_repair(PageId(3)).unwrap();
+        let mut results = det.commit_verified_repairs(vec![(t3, &copies[0])]);
+        let (t3, e) = results.pop().unwrap().unwrap_err();
+        assert!(e.is_corruption(), "{e}");
+        let (t3, e) = det.commit_verified_repair(t3, &copies[0]).unwrap_err();
+        assert!(e.is_corruption(), "{e}");
+        assert_eq!(raw.counts().writes, writes, "nothing written");
+        // A torn write of a verified copy is caught by the read-back.
+        raw.fail_next_write(
+            Some(PageId(2)),
+            crate::testing::WriteFault::Torn { new_bytes: 100 },
+        );
+        let tickets = [1u64, 2]
+            .iter()
+            .map(|&p| det.begin_repair(PageId(p)).unwrap());
+        let results = det.commit_verified_repairs(tickets.zip(&copies).collect());
+        assert!(matches!(results[0], Ok(Commit::Written)));
+        let (t2, e) = match results.into_iter().nth(1).unwrap() {
+            Err(back) => back,
+            Ok(c) => panic!("a torn write was committed: {c:?}"),
+        };
+        assert!(e.is_corruption(), "{e}");
+        assert_eq!(det.page_state(PageId(2)), Some(PageState::Repairing));
+        // Written whole, both copies stand and read back verified.
+        assert!(matches!(
+            det.commit_verified_repair(t2, &copies[1]),
+            Ok(Commit::Written)
+        ));
+        assert!(matches!(
+            det.commit_verified_repair(t3, &copies[2]),
+            Ok(Commit::Written)
+        ));
+        let mut b = vec![0u8; 256];
+        for (p, want) in [1u64, 2, 3].iter().zip(&good) {
+            assert_eq!(det.page_state(PageId(*p)), Some(PageState::Repaired));
+            det.read_verified(PageId(*p), &mut b).unwrap();
+            assert_eq!(&b, want);
+        }
+    }
+}
+
+#[test]
 fn batch_commit_rereads_runs_across_stripes_and_falls_back_per_page() {
     for placement in placements() {
         let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(256, 300).unwrap())));

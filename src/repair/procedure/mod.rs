@@ -15,7 +15,9 @@ use super::{
     Attempt, AttemptResult, CopySource, DataRepairer, FallbackEntry, RepairOutcome, RepairReport,
     ReplicaEntry,
 };
-use crate::corruption::{Commit, CommitResult, LsnExpectation, PageState, RepairTicket, Verdict};
+use crate::corruption::{
+    Commit, CommitResult, LsnExpectation, PageState, RepairTicket, Verdict, VerifiedCopy,
+};
 use crate::error::{Error, Result};
 use crate::types::{Failure, FailureKind, Lsn, PageId, ReplicaId, Source};
 use survey::Survey;
@@ -27,8 +29,10 @@ const RECHECK_RUN_PAGES: usize = 32;
 /// A verified copy waiting for the ranking.
 struct Candidate {
     attempt: usize,
-    replica: usize,
-    bytes: Vec<u8>,
+    /// The replica that served it (shares its counters).
+    replica: ReplicaEntry,
+    /// `None` once the ranking showed it is never written.
+    copy: Option<VerifiedCopy>,
     lsn: Option<Lsn>,
 }
 
@@ -53,7 +57,6 @@ struct Pending<'d> {
     report: RepairReport,
     /// What the page must carry, as the detector knew when fetching began.
     expect: LsnExpectation,
-    replicas: Vec<ReplicaEntry>,
     candidates: Vec<Candidate>,
     /// Eligible groups in rank order (all at the newest LSN).
     eligible: Vec<Group>,
@@ -63,9 +66,9 @@ struct Pending<'d> {
 
 impl Pending<'_> {
     /// The copy a commit writes first, if any copy may be written.
-    fn lead(&self) -> Option<&[u8]> {
+    fn lead(&self) -> Option<&VerifiedCopy> {
         let g = self.eligible.first()?;
-        Some(&self.candidates[g.members[0]].bytes)
+        self.candidates[g.members[0]].copy.as_ref()
     }
 }
 
@@ -191,8 +194,8 @@ impl DataRepairer {
     fn repair_batch(&self, pages: &[PageId]) -> Vec<RepairReport> {
         let started = self.clock.now_ns();
         let page_count = self.detector.store().page_count();
-        let mut done: Vec<(usize, RepairReport)> = Vec::new();
-        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::new();
+        let mut done: Vec<(usize, RepairReport)> = Vec::with_capacity(pages.len());
+        let mut tickets: Vec<(usize, RepairTicket<'_>)> = Vec::with_capacity(pages.len());
         // A page past the end (the store shrank) cannot be repaired; skip it.
         for (i, start) in self.start_batch(pages, page_count) {
             match start {
@@ -203,7 +206,7 @@ impl DataRepairer {
         // One survey serves the whole batch: statuses are asked once.
         let mut survey = self.survey(None);
         let mut prefetch = self.prefetch(&survey, tickets.iter().map(|(_, t)| t.page()).collect());
-        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::new();
+        let mut to_commit: Vec<(usize, Pending<'_>)> = Vec::with_capacity(tickets.len());
         let mut without_copy: Vec<(usize, Pending<'_>)> = Vec::new();
         for (i, ticket) in tickets {
             let pending = self.gather(ticket, &mut survey, prefetch.as_mut());
@@ -214,7 +217,7 @@ impl DataRepairer {
             }
         }
         drop(prefetch);
-        let batch: Vec<(RepairTicket<'_>, &[u8])> = to_commit
+        let batch: Vec<(RepairTicket<'_>, &VerifiedCopy)> = to_commit
             .iter_mut()
             .map(|(_, p)| {
                 let ticket = p.ticket.take().expect("a gathered repair holds its ticket");
@@ -224,7 +227,7 @@ impl DataRepairer {
         let results = if batch.is_empty() {
             Vec::new()
         } else {
-            self.detector.commit_repairs(batch)
+            self.detector.commit_verified_repairs(batch)
         };
         for ((i, pending), result) in to_commit.into_iter().zip(results) {
             done.push((i, self.settle(pending, Some(result))));
@@ -275,6 +278,8 @@ impl DataRepairer {
     fn start_batch(&self, pages: &[PageId], page_count: u64) -> Vec<(usize, Start<'_>)> {
         let mut out = Vec::with_capacity(pages.len());
         let mut run: Vec<(usize, PageId)> = Vec::with_capacity(RECHECK_RUN_PAGES);
+        // One read buffer for every run of the batch.
+        let mut buf = Vec::new();
         for (i, &page) in pages.iter().enumerate() {
             if page.0 >= page_count {
                 continue;
@@ -285,12 +290,12 @@ impl DataRepairer {
                         .last()
                         .is_none_or(|(_, last)| last.0.checked_add(1) == Some(page.0));
                     if !follows || run.len() == RECHECK_RUN_PAGES {
-                        self.start_run(&mut run, &mut out);
+                        self.start_run(&mut run, &mut buf, &mut out);
                     }
                     run.push((i, page));
                 }
                 _ => {
-                    self.start_run(&mut run, &mut out);
+                    self.start_run(&mut run, &mut buf, &mut out);
                     out.push((
                         i,
                         Start::Done(RepairReport::new(page, self.idle_outcome(page))),
@@ -298,17 +303,22 @@ impl DataRepairer {
                 }
             }
         }
-        self.start_run(&mut run, &mut out);
+        self.start_run(&mut run, &mut buf, &mut out);
         out
     }
 
-    /// Rechecks a run of consecutive fenced pages with one read and starts
-    /// each; empties `run`.
-    fn start_run<'d>(&'d self, run: &mut Vec<(usize, PageId)>, out: &mut Vec<(usize, Start<'d>)>) {
+    /// Rechecks a run of consecutive fenced pages with one read (into
+    /// `buf`) and starts each; empties `run`.
+    fn start_run<'d>(
+        &'d self,
+        run: &mut Vec<(usize, PageId)>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<(usize, Start<'d>)>,
+    ) {
         let Some(&(_, first)) = run.first() else {
             return;
         };
-        let verdicts = self.detector.recheck_run(first, run.len());
+        let verdicts = self.detector.recheck_run_in(first, run.len(), buf);
         debug_assert_eq!(verdicts.len(), run.len());
         for ((i, page), verdict) in run.drain(..).zip(verdicts) {
             out.push((i, self.start_rechecked(page, verdict)));
@@ -388,6 +398,7 @@ impl DataRepairer {
             probes,
         } = survey;
         let mut report = RepairReport::new(page, RepairOutcome::NotNeeded);
+        report.attempts.reserve(replicas.len());
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut got = Gathered::default();
 
@@ -456,16 +467,16 @@ impl DataRepairer {
                 Ok(buf) => {
                     entry.stats.fetched.fetch_add(1, Ordering::Relaxed);
                     report.bytes_fetched += ps as u64;
-                    match self.detector.verify(page, &buf) {
-                        Err(e) => {
+                    match self.detector.verify_copy(page, buf) {
+                        Err((buf, e)) => {
                             entry.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             self.copy_rejected(entry, page, &buf, &e, needed);
                             AttemptResult::FailedVerification(e)
                         }
-                        Ok(()) => {
+                        Ok(copy) => {
                             entry.stats.verified.fetch_add(1, Ordering::Relaxed);
                             entry.failing.served();
-                            let lsn = self.detector.page_lsn_of(&buf);
+                            let lsn = self.detector.page_lsn_of(copy.bytes());
                             if let Err(written) = admit(lsn, expect) {
                                 report.attempts.push(Attempt {
                                     source,
@@ -476,9 +487,9 @@ impl DataRepairer {
                             got.add(lsn);
                             candidates.push(Candidate {
                                 attempt: report.attempts.len(),
-                                replica: idx,
+                                replica: entry.clone(),
                                 lsn,
-                                bytes: buf,
+                                copy: Some(copy),
                             });
                             AttemptResult::Verified
                         }
@@ -491,7 +502,7 @@ impl DataRepairer {
         let groups = {
             let views: Vec<(&[u8], Option<Lsn>)> = candidates
                 .iter()
-                .map(|c| (c.bytes.as_slice(), c.lsn))
+                .map(|c| (c.copy.as_ref().map_or(&[][..], VerifiedCopy::bytes), c.lsn))
                 .collect();
             rank_copies(&views, self.require_majority)
         };
@@ -503,7 +514,7 @@ impl DataRepairer {
         for g in &groups {
             for (k, &m) in g.members.iter().enumerate() {
                 if !(g.eligible() && k == 0) {
-                    candidates[m].bytes = Vec::new();
+                    candidates[m].copy = None;
                 }
             }
         }
@@ -523,7 +534,6 @@ impl DataRepairer {
             ticket: Some(ticket),
             report,
             expect,
-            replicas: replicas.clone(),
             candidates,
             eligible: groups.into_iter().filter(Group::eligible).collect(),
             newest,
@@ -542,9 +552,12 @@ impl DataRepairer {
             let lead = &p.candidates[g.members[0]];
             let result = match first.take() {
                 Some(r) => r,
-                None => self
-                    .detector
-                    .commit_repair(p.ticket.take().expect("held between commits"), &lead.bytes),
+                None => self.detector.commit_verified_repair(
+                    p.ticket.take().expect("held between commits"),
+                    lead.copy
+                        .as_ref()
+                        .expect("the lead copy of an eligible group is kept"),
+                ),
             };
             match result {
                 Ok(commit) => {
@@ -563,7 +576,7 @@ impl DataRepairer {
                     }
                     p.report.outcome = match commit {
                         Commit::Written => {
-                            let entry = &p.replicas[lead.replica];
+                            let entry = &lead.replica;
                             entry.stats.used.fetch_add(1, Ordering::Relaxed);
                             RepairOutcome::Repaired {
                                 source: CopySource::Replica(entry.id.clone()),
