@@ -83,6 +83,7 @@ pub use lsn::LsnExpectation;
 use registry::{Observation, SuspectRegistry};
 pub use registry::{Observer, PageState, SuspectEntry};
 
+mod batch;
 mod config;
 mod expectation;
 pub(crate) mod read_hook;
