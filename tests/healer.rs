@@ -24,7 +24,8 @@ use selfheal::testing::{Damage, FaultyReplica};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
     FailureKind, HealthConfig, HostAction, HostActions, Lsn, ManualClock, MemStore, PageId,
-    PageStore, RepairConfig, Result, Source, StateSnapshotManager, StoreReplica,
+    PageStore, RepairConfig, Replica, ReplicaId, ReplicaStatus, Result, Source,
+    StateSnapshotManager, StoreReplica,
 };
 
 const PS: usize = 4096;
@@ -198,6 +199,95 @@ fn a_page_healed_before_the_remedy_acts_closes_without_crediting_it() {
                 .tally(&Problem::CORRUPT_PAGE, "repair-from-replicas")
                 .total(),
             1.0
+        );
+    }
+}
+
+/// A replica whose read of a page, once armed, has the host write a newer
+/// version of that page first: the write races the repair that fetches it.
+#[derive(Debug)]
+struct RacingReplica {
+    inner: StoreReplica,
+    det: Arc<CorruptionDetector>,
+    armed: Mutex<Option<Vec<u8>>>,
+}
+
+impl Replica for RacingReplica {
+    fn id(&self) -> ReplicaId {
+        self.inner.id()
+    }
+    fn page_size(&self) -> usize {
+        PS
+    }
+    fn status(&self) -> ReplicaStatus {
+        self.inner.status()
+    }
+    fn read_page(&self, p: PageId, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_page(p, buf)?;
+        if let Some(mut newer) = self.armed.lock().take() {
+            self.det.write_sealed(p, &mut newer)?;
+        }
+        Ok(())
+    }
+}
+
+/// A host write that lands while the repair of its page runs stands, and
+/// the page is healed by it, not by the repair: on its own and in a page
+/// set, the attempt is "nothing to do" and the repair gets no credit.
+#[test]
+fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit() {
+    for placement in placements() {
+        let r = rig(placement);
+        let racing = Arc::new(RacingReplica {
+            inner: StoreReplica::new("racer", r.mirror.clone()),
+            det: r.det.clone(),
+            armed: Mutex::new(None),
+        });
+        let repairer = Arc::new(
+            RepairConfig::new()
+                .clock(Arc::new(r.clock.clone()))
+                .build(r.det.clone())
+                .unwrap(),
+        );
+        repairer.add_replica(racing.clone()).unwrap();
+        let ctx = RemedyContext::new()
+            .detector(r.det.clone())
+            .repairer(repairer.clone());
+        let healer = HealerConfig::new().build(ctx).unwrap();
+        let failure = r.corrupt(5);
+        *racing.armed.lock() = Some(page(0x77));
+        let inc = healer.heal(failure);
+        assert!(matches!(inc.outcome, Outcome::Healed { .. }), "{inc:#?}");
+        assert_eq!(
+            names(&inc),
+            vec![("repair-from-replicas".to_string(), "nothing to do")],
+            "{inc:#?}"
+        );
+        assert!(inc.healed_without_action());
+        assert_eq!(repairer.stats().superseded, 1);
+        assert_eq!(Rig::bytes(&r.raw, 5)[1..PS / 2], page(0x77)[1..PS / 2]);
+        // Two pages healed as a set: the raced one gives no credit, the
+        // other one does.
+        let items = vec![(1, r.corrupt(8), Vec::new()), (2, r.corrupt(9), Vec::new())];
+        *racing.armed.lock() = Some(page(0x66));
+        let mut next = 100;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(
+            matches!(incs[0].outcome, Outcome::Healed { .. }),
+            "{incs:#?}"
+        );
+        assert!(!incs[0].healed_without_action());
+        assert_eq!(repairer.stats().superseded, 2);
+        assert_eq!(
+            healer
+                .tally(&Problem::CORRUPT_PAGE, "repair-from-replicas")
+                .total(),
+            1.0,
+            "{incs:#?}"
         );
     }
 }

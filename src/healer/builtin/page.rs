@@ -181,8 +181,9 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
             "page {page} written from {source} ({} bytes fetched)",
             report.bytes_fetched
         ))),
-        RepairOutcome::Superseded => Ok(Applied::new(format!(
-            "the host rewrote page {page} during the repair; its write stands"
+        // The host's write healed the page, not the repair: no credit.
+        RepairOutcome::Superseded => Ok(Applied::nothing_to_do(format!(
+            "the host rewrote page {page} during the repair; its write stands and the repair wrote nothing"
         ))),
         RepairOutcome::NotNeeded => Ok(Applied::nothing_to_do(format!(
             "page {page} was not waiting for repair"

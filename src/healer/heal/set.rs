@@ -358,10 +358,13 @@ impl SelfHealer {
                             .unwrap_or_else(|| Err("no re-check was made".to_string()))
                     };
                     let healed = check.as_ref().is_ok_and(Rechecked::healed);
-                    // A page that was not waiting for repair and checks
-                    // out healed before the repair acted: no credit.
+                    // A page that was not waiting for repair, or that the
+                    // host rewrote while it ran, and checks out healed:
+                    // the repair wrote nothing and gets no credit.
                     let outcome = match (healed, &report.outcome) {
-                        (true, RepairOutcome::NotNeeded) => AttemptOutcome::NothingToDo,
+                        (true, RepairOutcome::NotNeeded | RepairOutcome::Superseded) => {
+                            AttemptOutcome::NothingToDo
+                        }
                         (true, _) => AttemptOutcome::Healed,
                         (false, _) => AttemptOutcome::NotVerified,
                     };
