@@ -282,6 +282,17 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
         );
         assert!(!incs[0].healed_without_action());
         assert_eq!(repairer.stats().superseded, 2);
+        // The host's write stands on the raced page; the other was repaired.
+        let raced: Vec<u64> = [8, 9]
+            .into_iter()
+            .filter(|&p| Rig::bytes(&r.raw, p)[1..PS / 2] == page(0x66)[1..PS / 2])
+            .collect();
+        assert_eq!(raced.len(), 1, "{raced:?}");
+        let other = 17 - raced[0];
+        assert_eq!(
+            Rig::bytes(&r.raw, other)[1..PS / 2],
+            Rig::bytes(&r.mirror, other)[1..PS / 2]
+        );
         assert_eq!(
             healer
                 .tally(&Problem::CORRUPT_PAGE, "repair-from-replicas")

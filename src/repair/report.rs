@@ -123,8 +123,9 @@ pub enum RepairOutcome {
         /// Where the copy came from.
         source: CopySource,
     },
-    /// The host rewrote the page while the repair ran; nothing was written
-    /// and the host's page stands.
+    /// The host rewrote the page while the repair ran, and the host's page
+    /// stands: the repair's copy was not written, or (in a batch) the
+    /// host's write landed after it and before its sync.
     Superseded,
     /// No source had a copy that verifies. The page stays fenced as
     /// `Irreparable` and an `IrreparablePage` failure was reported.

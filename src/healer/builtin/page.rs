@@ -183,7 +183,7 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
         ))),
         // The host's write healed the page, not the repair: no credit.
         RepairOutcome::Superseded => Ok(Applied::nothing_to_do(format!(
-            "the host rewrote page {page} during the repair; its write stands and the repair wrote nothing"
+            "the host rewrote page {page} during the repair; its write stands, not the repair's copy"
         ))),
         RepairOutcome::NotNeeded => Ok(Applied::nothing_to_do(format!(
             "page {page} was not waiting for repair"

@@ -360,7 +360,7 @@ impl SelfHealer {
                     let healed = check.as_ref().is_ok_and(Rechecked::healed);
                     // A page that was not waiting for repair, or that the
                     // host rewrote while it ran, and checks out healed:
-                    // the repair wrote nothing and gets no credit.
+                    // its copy does not stand, and it gets no credit.
                     let outcome = match (healed, &report.outcome) {
                         (true, RepairOutcome::NotNeeded | RepairOutcome::Superseded) => {
                             AttemptOutcome::NothingToDo
