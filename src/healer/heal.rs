@@ -21,7 +21,7 @@ use super::breaker::{Breaker, BreakerConfig, BreakerState};
 use super::builtin;
 use super::config::{ActionGate, EscalationCallback, HealerConfig};
 use super::diagnose::{Diagnoser, Diagnosis, Problem, Symptom};
-use super::incident::{EscalationReport, Incident, Outcome, Step};
+use super::incident::{AttemptOutcome, EscalationReport, Incident, Outcome, Step};
 use super::learn::{Learner, Tally, MAX_NAME_LEN};
 use super::pacing::{Backoff, Cooldowns, RestartIntensity};
 use super::remedy::{Case, Remedy, RemedyContext};
@@ -48,6 +48,30 @@ struct State {
     cooldowns: Cooldowns<Target>,
     restarts: HashMap<Target, RestartIntensity>,
     rng: StdRng,
+}
+
+impl State {
+    /// Gives remedy `name`'s attempt on `problem` its one outcome in the
+    /// remedy's breaker and its learned record, at `t`. An unverified
+    /// attempt is a call that did not fail, and no evidence for the
+    /// learner; one that found nothing to do is neither: a half-open
+    /// trial it was granted is given back rather than close the breaker
+    /// unproven.
+    fn credit(&mut self, problem: &str, name: &str, outcome: &AttemptOutcome, t: u64) {
+        let healed = *outcome == AttemptOutcome::Healed;
+        let nothing = *outcome == AttemptOutcome::NothingToDo;
+        let unverified = *outcome == AttemptOutcome::Unverified;
+        if let Some(b) = self.breakers.get_mut(name) {
+            if nothing {
+                b.release();
+            } else {
+                b.record(healed || unverified, t);
+            }
+        }
+        if !(nothing || unverified) {
+            self.learner.record(problem, name, healed);
+        }
+    }
 }
 
 /// The self-healing loop. Built with

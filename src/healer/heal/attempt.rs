@@ -231,22 +231,7 @@ impl SelfHealer {
         );
         // One clock read for the breaker and the attempt's end.
         let t = clock.now_ns();
-        {
-            let mut st = self.state.lock();
-            if let Some(b) = st.breakers.get_mut(&name) {
-                if outcome == AttemptOutcome::NothingToDo {
-                    // No call to judge it by: a half-open trial is given
-                    // back rather than close the breaker unproven.
-                    b.release();
-                } else {
-                    // An unverified attempt is a call that did not fail.
-                    b.record(healed || uncredited, t);
-                }
-            }
-            if !uncredited {
-                st.learner.record(problem, &name, healed);
-            }
-        }
+        self.state.lock().credit(problem, &name, &outcome, t);
         inc.attempts.push(Attempt {
             remedy: name.clone(),
             started_ns: started,

@@ -419,20 +419,7 @@ impl SelfHealer {
             let t = clock.now_ns();
             let problem = diagnosis.problem.as_str();
             for r in &results {
-                let healed = r.outcome == AttemptOutcome::Healed;
-                let nothing = r.outcome == AttemptOutcome::NothingToDo;
-                if let Some(b) = st.breakers.get_mut(&name) {
-                    if nothing {
-                        // No call to judge it by (see `attempt`).
-                        b.release();
-                    } else {
-                        b.record(healed, t);
-                    }
-                }
-                // ... and no evidence either way for the learner.
-                if !nothing {
-                    st.learner.record(problem, &name, healed);
-                }
+                st.credit(problem, &name, &r.outcome, t);
             }
         }
         let finished = clock.now_ns();
