@@ -210,6 +210,10 @@ struct RacingReplica {
     inner: StoreReplica,
     det: Arc<CorruptionDetector>,
     armed: Mutex<Option<Vec<u8>>>,
+    /// When set (the store, the replica's store), the host's write reaches
+    /// the replica too, and is damaged below the detector right after it
+    /// lands (a write the medium did not keep).
+    rot: Mutex<Option<(Arc<MemStore>, Arc<MemStore>)>>,
 }
 
 impl Replica for RacingReplica {
@@ -226,6 +230,13 @@ impl Replica for RacingReplica {
         self.inner.read_page(p, buf)?;
         if let Some(mut newer) = self.armed.lock().take() {
             self.det.write_sealed(p, &mut newer)?;
+            if let Some((raw, mirror)) = self.rot.lock().take() {
+                let mut b = vec![0u8; PS];
+                raw.read_page(p, &mut b)?;
+                mirror.write_page(p, &b)?;
+                Damage::BitFlip { byte: 200, bit: 5 }.apply(&mut b);
+                raw.write_page(p, &b)?;
+            }
         }
         Ok(())
     }
@@ -242,6 +253,7 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
             inner: StoreReplica::new("racer", r.mirror.clone()),
             det: r.det.clone(),
             armed: Mutex::new(None),
+            rot: Mutex::new(None),
         });
         let repairer = Arc::new(
             RepairConfig::new()
@@ -299,6 +311,97 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
                 .total(),
             1.0,
             "{incs:#?}"
+        );
+    }
+}
+
+/// A host write that lands while the repair of its page runs, and that
+/// the medium then damages, leaves the page bad: the repair did nothing
+/// and is overtaken — neither credited nor blamed, in its learned record
+/// or its breaker — and the plan goes on (the next attempt repairs the
+/// page from the replica). Alone and in a page set.
+#[test]
+fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair() {
+    for placement in placements() {
+        let r = rig(placement);
+        let racing = Arc::new(RacingReplica {
+            inner: StoreReplica::new("racer", r.mirror.clone()),
+            det: r.det.clone(),
+            armed: Mutex::new(None),
+            rot: Mutex::new(None),
+        });
+        let repairer = Arc::new(
+            RepairConfig::new()
+                .clock(Arc::new(r.clock.clone()))
+                .build(r.det.clone())
+                .unwrap(),
+        );
+        repairer.add_replica(racing.clone()).unwrap();
+        let ctx = RemedyContext::new()
+            .detector(r.det.clone())
+            .repairer(repairer.clone());
+        // One failure opens the breaker, were it counted.
+        let healer = HealerConfig::new()
+            .breaker(
+                BreakerConfig::new()
+                    .window_size(1)
+                    .minimum_calls(1)
+                    .failure_rate_threshold(0.5),
+            )
+            .build(ctx)
+            .unwrap();
+        let tally = || healer.tally(&Problem::CORRUPT_PAGE, "repair-from-replicas");
+        let failure = r.corrupt(5);
+        *racing.armed.lock() = Some(page(0x77));
+        *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
+        let inc = healer.heal(failure);
+        assert_eq!(
+            inc.attempts.first().map(|a| a.outcome.clone()),
+            Some(AttemptOutcome::Overtaken),
+            "{inc:#?}"
+        );
+        assert_eq!(repairer.stats().superseded, 1);
+        assert_eq!(tally().failures, 0.0, "{inc:#?}");
+        assert_eq!(
+            healer.breaker_state("repair-from-replicas"),
+            BreakerState::Closed
+        );
+        // It was tried once more, on the page as it is now, and repaired it
+        // from the replica (which has the host's write): only that counts.
+        assert!(matches!(inc.outcome, Outcome::Healed { .. }), "{inc:#?}");
+        assert_eq!(inc.attempts.len(), 2, "{inc:#?}");
+        assert_eq!(Rig::bytes(&r.raw, 5), Rig::bytes(&r.mirror, 5));
+        assert_eq!((tally().successes, tally().failures), (1.0, 0.0));
+
+        // In a set: the raced page is overtaken and goes on in its own
+        // incident; the other is repaired by the set.
+        r.clock.advance(Duration::from_secs(60));
+        let items = vec![(1, r.corrupt(8), Vec::new()), (2, r.corrupt(9), Vec::new())];
+        *racing.armed.lock() = Some(page(0x66));
+        *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
+        let mut next = 100;
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        let overtaken: Vec<_> = incs
+            .iter()
+            .flat_map(|i| &i.attempts)
+            .filter(|a| a.outcome == AttemptOutcome::Overtaken)
+            .collect();
+        assert_eq!(overtaken.len(), 1, "{incs:#?}");
+        assert!(
+            incs.iter()
+                .all(|i| matches!(i.outcome, Outcome::Healed { .. })),
+            "{incs:#?}"
+        );
+        for p in [8, 9] {
+            assert_eq!(Rig::bytes(&r.raw, p), Rig::bytes(&r.mirror, p), "page {p}");
+        }
+        assert_eq!(tally().failures, 0.0, "{incs:#?}");
+        assert_eq!(
+            healer.breaker_state("repair-from-replicas"),
+            BreakerState::Closed
         );
     }
 }

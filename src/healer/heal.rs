@@ -54,12 +54,15 @@ impl State {
     /// Gives remedy `name`'s attempt on `problem` its one outcome in the
     /// remedy's breaker and its learned record, at `t`. An unverified
     /// attempt is a call that did not fail, and no evidence for the
-    /// learner; one that found nothing to do is neither: a half-open
-    /// trial it was granted is given back rather than close the breaker
-    /// unproven.
+    /// learner; one that found nothing to do (or was overtaken) is
+    /// neither: a half-open trial it was granted is given back rather than
+    /// close, or open, the breaker unproven.
     fn credit(&mut self, problem: &str, name: &str, outcome: &AttemptOutcome, t: u64) {
         let healed = *outcome == AttemptOutcome::Healed;
-        let nothing = *outcome == AttemptOutcome::NothingToDo;
+        let nothing = matches!(
+            outcome,
+            AttemptOutcome::NothingToDo | AttemptOutcome::Overtaken
+        );
         let unverified = *outcome == AttemptOutcome::Unverified;
         if let Some(b) = self.breakers.get_mut(name) {
             if nothing {
@@ -551,13 +554,26 @@ impl SelfHealer {
         ranked: Vec<Arc<dyn Remedy>>,
         mut executed: usize,
     ) {
-        for remedy in ranked {
-            if executed >= self.max_attempts {
-                break;
-            }
-            if let Some(remedy_name) = self.attempt(inc, case, &remedy, &mut executed) {
-                self.healed_by(inc, &remedy_name);
-                return;
+        'plan: for remedy in ranked {
+            let mut retried = false;
+            loop {
+                if executed >= self.max_attempts {
+                    break 'plan;
+                }
+                if let Some(remedy_name) = self.attempt(inc, case, &remedy, &mut executed) {
+                    self.healed_by(inc, &remedy_name);
+                    return;
+                }
+                // An attempt overtaken by a change of its target did
+                // nothing: the remedy is tried once more, on the target as
+                // it is now, before the plan moves on.
+                let overtaken = inc.attempts.last().is_some_and(|a| {
+                    a.outcome == AttemptOutcome::Overtaken && a.remedy == remedy.name()
+                });
+                if !overtaken || retried {
+                    break;
+                }
+                retried = true;
             }
         }
         let reason = if executed >= self.max_attempts {

@@ -40,7 +40,10 @@ pub struct Applied {
     /// [`NothingToDo`](super::AttemptOutcome::NothingToDo): the incident
     /// closes healed, but the remedy gets no credit for it, neither in its
     /// learned record, nor in its breaker, nor in
-    /// [`RemedyStats`](crate::recovery::RemedyStats).
+    /// [`RemedyStats`](crate::recovery::RemedyStats). When the target
+    /// fails its verification instead (what changed it left it bad), the
+    /// attempt is [`Overtaken`](super::AttemptOutcome::Overtaken): the
+    /// plan goes on, and the remedy gets no blame either.
     pub nothing_to_do: bool,
 }
 

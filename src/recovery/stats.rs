@@ -143,11 +143,13 @@ impl Tally {
     /// healed within `rto`.
     pub(crate) fn closed(&mut self, inc: &Incident, rto: Duration) -> bool {
         for a in &inc.attempts {
-            // A remedy that was skipped, or found its target healthy and
-            // did nothing, neither succeeded nor failed.
+            // A remedy that was skipped, or did nothing (its target found
+            // healthy, or changed under it), neither succeeded nor failed.
             if matches!(
                 a.outcome,
-                AttemptOutcome::Skipped(_) | AttemptOutcome::NothingToDo
+                AttemptOutcome::Skipped(_)
+                    | AttemptOutcome::NothingToDo
+                    | AttemptOutcome::Overtaken
             ) {
                 continue;
             }

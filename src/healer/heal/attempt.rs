@@ -215,6 +215,9 @@ impl SelfHealer {
                             self.take_back(inc, case, remedy, &applied, &how, &mut evidence);
                         AttemptOutcome::MadeWorse { undone }
                     }
+                    // It did nothing, and what changed the target under
+                    // it left it bad: no evidence about the remedy.
+                    None if !healed && applied.nothing_to_do => AttemptOutcome::Overtaken,
                     None if !healed => AttemptOutcome::NotVerified,
                     None if applied.nothing_to_do && checked => AttemptOutcome::NothingToDo,
                     None if !checked => AttemptOutcome::Unverified,

@@ -361,12 +361,17 @@ impl SelfHealer {
                     // A page that was not waiting for repair, or that the
                     // host rewrote while it ran, and checks out healed:
                     // its copy does not stand, and it gets no credit.
-                    let outcome = match (healed, &report.outcome) {
-                        (true, RepairOutcome::NotNeeded | RepairOutcome::Superseded) => {
-                            AttemptOutcome::NothingToDo
-                        }
-                        (true, _) => AttemptOutcome::Healed,
-                        (false, _) => AttemptOutcome::NotVerified,
+                    // One that did not check out healed is overtaken, and
+                    // gets no blame either (see `AttemptOutcome::Overtaken`).
+                    let did_nothing = matches!(
+                        report.outcome,
+                        RepairOutcome::NotNeeded | RepairOutcome::Superseded
+                    );
+                    let outcome = match (healed, did_nothing) {
+                        (true, true) => AttemptOutcome::NothingToDo,
+                        (true, false) => AttemptOutcome::Healed,
+                        (false, true) => AttemptOutcome::Overtaken,
+                        (false, false) => AttemptOutcome::NotVerified,
                     };
                     (outcome, Some((report, check)))
                 }
@@ -466,7 +471,8 @@ impl SelfHealer {
                 diagnosis: &carried.member.diagnosis,
                 failure: &carried.member.failure,
             };
-            self.run_plan(&mut inc, &case, ranked[1..].to_vec(), 1);
+            let rest = rest_of_plan(&inc.attempts[inc.attempts.len() - 1].outcome, &ranked);
+            self.run_plan(&mut inc, &case, rest, 1);
         } else {
             // The set's target is its first page it healed.
             inc.target = Target::Page(healed_pages[0]);
@@ -561,7 +567,17 @@ impl SelfHealer {
             diagnosis: &diagnosis,
             failure: &r.member.failure,
         };
-        self.run_plan(&mut inc, &case, ranked[1..].to_vec(), 1);
+        let rest = rest_of_plan(&inc.attempts[inc.attempts.len() - 1].outcome, ranked);
+        self.run_plan(&mut inc, &case, rest, 1);
         inc
     }
+}
+
+/// What is left of a set's plan for a page the set's repair did not heal:
+/// the remedies after the repair, or the whole plan again when the repair
+/// was overtaken (it did nothing: it is tried once more, as
+/// [`SelfHealer::run_plan`] does for a lone page).
+fn rest_of_plan(outcome: &AttemptOutcome, ranked: &[Arc<dyn Remedy>]) -> Vec<Arc<dyn Remedy>> {
+    let from = usize::from(*outcome != AttemptOutcome::Overtaken);
+    ranked[from..].to_vec()
 }
