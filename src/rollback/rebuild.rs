@@ -125,7 +125,8 @@ impl TransactionRollbackManager {
         let st = self.state.lock();
         let mut changes = Vec::new();
         for t in st.active.values() {
-            for e in t
+            let log = t.log.lock();
+            for e in log
                 .entries
                 .iter()
                 .filter(|e| e.page == page && e.lsn <= durable)
@@ -133,8 +134,8 @@ impl TransactionRollbackManager {
                 changes.push(Change {
                     lsn: e.lsn,
                     offset: e.offset as usize,
-                    before: e.before(&t.arena).to_vec(),
-                    after: e.after(&t.arena)?.to_vec(),
+                    before: e.before(&log.arena).to_vec(),
+                    after: e.after(&log.arena)?.to_vec(),
                 });
             }
         }

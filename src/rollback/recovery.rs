@@ -2,7 +2,7 @@
 //! flight at the last crash, and the [`RecoveryReport`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,14 +215,15 @@ pub(super) fn open(
             let mut pending = pending
                 .remove(txn)
                 .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
-            let mut touched: Vec<PageId> = pending.entries.iter().map(|e| e.page).collect();
+            let mut touched: Vec<PageId> =
+                pending.log.lock().entries.iter().map(|e| e.page).collect();
             touched.sort_unstable();
             touched.dedup();
             for &p in &touched {
                 state.deferred_pages.entry(p).or_default().push(*txn);
             }
-            pending.status = Status::RollbackFailed;
-            state.undo_bytes_held += pending.arena.len() as u64;
+            pending.set_status(Status::RollbackFailed);
+            state.undo_bytes_held += pending.log.lock().arena.len() as u64;
             state.active.insert(*txn, pending);
             deferred.push(RecoveredTxn {
                 txn: *txn,
@@ -239,9 +240,9 @@ pub(super) fn open(
                 pages: failed.iter().map(|f| f.0).collect(),
                 reason: failed[0].1.clone(),
             };
-            pending.status = Status::RollbackFailed;
+            pending.set_status(Status::RollbackFailed);
             pending.blocked = Some(b.clone());
-            state.undo_bytes_held += pending.arena.len() as u64;
+            state.undo_bytes_held += pending.log.lock().arena.len() as u64;
             state.active.insert(*txn, pending);
             blocked.push(b);
         } else {
@@ -279,6 +280,7 @@ pub(super) fn open(
     };
     drop(scan);
     report_recovery(&cfg, &sink, &report);
+    let has_deferred = !state.deferred_pages.is_empty();
     Ok(TransactionRollbackManager {
         pages,
         journal: Arc::new(journal),
@@ -293,6 +295,8 @@ pub(super) fn open(
         sink,
         repair_hook: cfg.repair_hook,
         stopped: AtomicBool::new(false),
+        id: NEXT_MANAGER_ID.fetch_add(1, Ordering::Relaxed),
+        deferred: AtomicBool::new(has_deferred),
         counters: Counters {
             recovered: AtomicU64::new(report.rolled_back.len() as u64),
             replaced: AtomicU64::new(report.undo_entries_replaced),
@@ -302,6 +306,9 @@ pub(super) fn open(
         stall_watch,
     })
 }
+
+/// Numbers the managers of the process.
+static NEXT_MANAGER_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Deferred transactions, and pages of each, a failure's evidence names.
 const EVIDENCE_TXNS: usize = 16;

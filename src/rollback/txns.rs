@@ -4,7 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
@@ -142,30 +145,42 @@ impl Entry {
 #[derive(Debug)]
 pub(super) struct Txn {
     pub begin_lsn: Lsn,
-    pub status: Status,
+    /// Changed only through [`set_status`](Self::set_status), which keeps
+    /// the log's `open` flag in step.
+    status: Status,
     /// The commit record's LSN, once it is appended (status `Committing`).
     pub commit_lsn: Option<Lsn>,
-    pub entries: Vec<Entry>,
-    pub arena: Vec<u8>,
-    /// Before-image bytes recorded (what `max_undo_bytes_per_txn` bounds).
-    pub before_bytes: u64,
+    /// The undo, under its own lock so that appends need not take the
+    /// manager's (see [`UndoLog`]).
+    pub log: Arc<Mutex<UndoLog>>,
     /// Set while the last rollback attempt is blocked by failing pages.
     pub blocked: Option<BlockedTxn>,
 }
 
-impl Txn {
-    pub(super) fn new(begin_lsn: Lsn) -> Txn {
-        Txn {
-            begin_lsn,
-            status: Status::Active,
-            commit_lsn: None,
-            entries: Vec::new(),
-            arena: Vec::new(),
-            before_bytes: 0,
-            blocked: None,
-        }
-    }
+/// A transaction's undo: its entries and their images, and what appends
+/// counted that the manager's totals do not hold yet.
+///
+/// Lock order: the manager's state, then a log, then the journal. An
+/// append takes the log (and the journal) without the state; it appends
+/// only while `open` holds, which is cleared under the log's lock before
+/// the transaction's status leaves `Active` — so an undo record is never
+/// appended after the transaction's commit record, nor missed by its
+/// rollback.
+#[derive(Debug, Default)]
+pub(super) struct UndoLog {
+    /// Whether undo may be appended (the status is `Active`). Goes from
+    /// true to false only.
+    pub open: bool,
+    pub entries: Vec<Entry>,
+    pub arena: Vec<u8>,
+    /// Before-image bytes recorded (what `max_undo_bytes_per_txn` bounds).
+    pub before_bytes: u64,
+    /// Appended since the last [`State::fold`]: records, before-image
+    /// bytes, image bytes held.
+    pub unfolded: (u64, u64, u64),
+}
 
+impl UndoLog {
     /// Adds an entry; `after`, when given, must be as long as `before`.
     pub(super) fn push(
         &mut self,
@@ -190,6 +205,59 @@ impl Txn {
             at,
             has_after: after.is_some(),
         });
+    }
+}
+
+impl Txn {
+    /// An active transaction.
+    pub(super) fn new(begin_lsn: Lsn) -> Txn {
+        Txn {
+            begin_lsn,
+            status: Status::Active,
+            commit_lsn: None,
+            log: Arc::new(Mutex::new(UndoLog {
+                open: true,
+                ..UndoLog::default()
+            })),
+            blocked: None,
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Sets the status; the log is closed to appends when it leaves
+    /// `Active` (it never returns there).
+    pub(super) fn set_status(&mut self, status: Status) {
+        debug_assert!(status != Status::Active || self.status == Status::Active);
+        if status != Status::Active {
+            self.log.lock().open = false;
+        }
+        self.status = status;
+    }
+
+    /// Adds an entry; `after`, when given, must be as long as `before`.
+    pub(super) fn push(
+        &mut self,
+        lsn: Lsn,
+        page: PageId,
+        offset: u32,
+        before: &[u8],
+        after: Option<&[u8]>,
+    ) {
+        self.log.lock().push(lsn, page, offset, before, after);
+    }
+}
+
+impl Drop for Txn {
+    /// Frees the images now, and closes the log: an append path may still
+    /// hold the log itself (a per-thread cache).
+    fn drop(&mut self) {
+        let mut log = self.log.lock();
+        log.open = false;
+        log.entries = Vec::new();
+        log.arena = Vec::new();
     }
 }
 
@@ -259,11 +327,12 @@ impl SpareBuffers {
 
     /// A new transaction, with kept buffers if there are any.
     pub(super) fn txn(&mut self, begin_lsn: Lsn) -> Txn {
-        let mut t = Txn::new(begin_lsn);
+        let t = Txn::new(begin_lsn);
         if let Some((entries, arena)) = self.kept.pop() {
             self.bytes -= capacity_bytes(&entries, &arena);
-            t.entries = entries;
-            t.arena = arena;
+            let mut log = t.log.lock();
+            log.entries = entries;
+            log.arena = arena;
         }
         t
     }
@@ -275,6 +344,8 @@ pub(super) struct State {
     pub finished: TxnMap<&'static str>,
     pub finished_order: VecDeque<TxnId>,
     pub graph: WaitForGraph,
+    /// Image bytes held for active transactions, up to what their logs
+    /// have not folded in yet (see [`State::fold`]).
     pub undo_bytes_held: u64,
     /// Lowest id handed out by this manager; smaller ids are from earlier runs.
     pub first_id: Option<u64>,
@@ -284,10 +355,11 @@ pub(super) struct State {
     pub restoring: bool,
     /// Undo buffers of finished transactions, for reuse.
     pub spare: SpareBuffers,
-    /// Undo entries recorded since open (counted under the lock the record
-    /// holds anyway).
+    /// Undo entries recorded since open, up to what the logs have not
+    /// folded in yet (appends count in their own log, under the lock they
+    /// hold anyway).
     pub undo_records: u64,
-    /// Before-image bytes recorded since open.
+    /// Before-image bytes recorded since open (folded likewise).
     pub undo_bytes: u64,
     /// Pages changed by transactions in flight at the last crash whose
     /// rollback a report-only open deferred, and which of them changed
@@ -297,9 +369,18 @@ pub(super) struct State {
 
 impl State {
     pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
+        self.fold(txn);
         if let Some(t) = self.active.remove(&txn) {
-            self.undo_bytes_held -= t.arena.len() as u64;
-            self.spare.put(t.entries, t.arena);
+            let (entries, arena) = {
+                let mut log = t.log.lock();
+                log.open = false;
+                (
+                    std::mem::take(&mut log.entries),
+                    std::mem::take(&mut log.arena),
+                )
+            };
+            self.undo_bytes_held -= arena.len() as u64;
+            self.spare.put(entries, arena);
         }
         // (A rollback takes the transaction out of `active` before.)
         if !self.deferred_pages.is_empty() {
@@ -315,6 +396,41 @@ impl State {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
             }
+        }
+    }
+
+    /// Adds what appends to `txn`'s log counted to the totals.
+    pub(super) fn fold(&mut self, txn: TxnId) {
+        if let Some(t) = self.active.get(&txn) {
+            let mut log = t.log.lock();
+            let (records, bytes, held) = std::mem::take(&mut log.unfolded);
+            self.undo_records += records;
+            self.undo_bytes += bytes;
+            self.undo_bytes_held += held;
+        }
+    }
+
+    /// Folds every active transaction's log (see [`fold`](Self::fold)).
+    pub(super) fn fold_all(&mut self) {
+        for t in self.active.values() {
+            let mut log = t.log.lock();
+            let (records, bytes, held) = std::mem::take(&mut log.unfolded);
+            self.undo_records += records;
+            self.undo_bytes += bytes;
+            self.undo_bytes_held += held;
+        }
+    }
+
+    /// The error for a transaction that cannot take undo now.
+    pub(super) fn refusal(&mut self, txn: TxnId) -> Error {
+        match self.active_mut(txn) {
+            Err(e) => e,
+            // The log was closed, so the status left `Active` (and never
+            // comes back): not reached.
+            Ok(_) => Error::TransactionNotActive {
+                txn,
+                state: "finished",
+            },
         }
     }
 

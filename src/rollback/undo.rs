@@ -78,10 +78,10 @@ impl TransactionRollbackManager {
             let ids: Vec<TxnId> = match only {
                 Some(txn) => {
                     let t = st.get(txn)?;
-                    if !matches!(t.status, Status::Active | Status::RollbackFailed) {
+                    if !matches!(t.status(), Status::Active | Status::RollbackFailed) {
                         return Err(Error::TransactionNotActive {
                             txn,
-                            state: t.status.as_str(),
+                            state: t.status().as_str(),
                         });
                     }
                     vec![txn]
@@ -91,7 +91,7 @@ impl TransactionRollbackManager {
                         .active
                         .iter()
                         .filter(|(_, t)| {
-                            matches!(t.status, Status::Active | Status::RollbackFailed)
+                            matches!(t.status(), Status::Active | Status::RollbackFailed)
                         })
                         .map(|(id, _)| *id)
                         .collect();
@@ -100,12 +100,16 @@ impl TransactionRollbackManager {
                 }
             };
             for id in ids {
+                // What appends counted goes into the totals before the
+                // images leave the log.
+                st.fold(id);
                 let t = st.active.get_mut(&id).expect("listed above");
-                t.status = Status::RollingBack;
+                t.set_status(Status::RollingBack);
+                let mut log = t.log.lock();
                 taken.push((
                     id,
-                    std::mem::take(&mut t.entries),
-                    std::mem::take(&mut t.arena),
+                    std::mem::take(&mut log.entries),
+                    std::mem::take(&mut log.arena),
                 ));
             }
         }
@@ -117,9 +121,10 @@ impl TransactionRollbackManager {
                 tracing::error!(error = %e, "rollback failed; the transactions stay in flight");
                 for (id, entries, arena) in taken {
                     if let Some(t) = st.active.get_mut(&id) {
-                        t.entries = entries;
-                        t.arena = arena;
-                        t.status = Status::RollbackFailed;
+                        t.set_status(Status::RollbackFailed);
+                        let mut log = t.log.lock();
+                        log.entries = entries;
+                        log.arena = arena;
                     }
                 }
                 return Err(e);
@@ -130,9 +135,12 @@ impl TransactionRollbackManager {
         for (id, entries, arena) in taken {
             if let Some(failed) = applied.blocked.get(&id) {
                 if let Some(t) = st.active.get_mut(&id) {
-                    t.entries = entries;
-                    t.arena = arena;
-                    t.status = Status::RollbackFailed;
+                    t.set_status(Status::RollbackFailed);
+                    {
+                        let mut log = t.log.lock();
+                        log.entries = entries;
+                        log.arena = arena;
+                    }
                     t.blocked = Some(BlockedTxn {
                         txn: id,
                         pages: failed.iter().map(|f| f.0).collect(),
