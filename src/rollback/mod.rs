@@ -333,9 +333,6 @@ pub struct TransactionRollbackManager {
     repair_hook: Option<RepairHook>,
     /// Set by the first [`stop`](TransactionRollbackManager::stop).
     stopped: AtomicBool,
-    /// This manager among those of the process (for the per-thread cache
-    /// of the undo log appended to last).
-    id: u64,
     /// Whether a page may be held by a deferred rollback: appends then
     /// check the state's `deferred_pages` (cleared once it is empty).
     deferred: AtomicBool,
@@ -451,7 +448,7 @@ impl TransactionRollbackManager {
             return Ok(None);
         };
         let victim = choose_victim(&cycle, self.victim_policy, |t| {
-            st.active.get(&t).map_or(0, |x| x.log.lock().before_bytes)
+            self.journal.log(t).map_or(0, |log| log.before_bytes)
         })
         .expect("a cycle has members");
         drop(st);
@@ -524,7 +521,11 @@ impl TransactionRollbackManager {
         let c = &self.counters;
         let (active, held, undo_records, undo_bytes) = {
             let mut st = self.state.lock();
-            st.fold_all();
+            let mut logs = self.journal.logs();
+            for log in logs.values_mut() {
+                st.fold(log);
+            }
+            drop(logs);
             (
                 st.active.len() as u64,
                 st.undo_bytes_held,

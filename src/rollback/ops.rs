@@ -3,28 +3,16 @@
 //! The contract is the module's (see [`rollback`](super)): an undo record is
 //! durable before the page change it undoes is written.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use super::journal::Record;
-use super::txns::{Status, UndoLog};
+use super::txns::{Status, Txn};
 use super::writer::read_for_change;
 use super::{check_range, TransactionRollbackManager};
 #[cfg(doc)]
 use super::{PageWriter, RepairHook, RestoreGuard, RollbackConfig};
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId, TxnId};
-
-thread_local! {
-    /// The undo log this thread appended to last: (manager, transaction,
-    /// log). Spares an append the manager's state lock; a stale entry is
-    /// harmless (its log is closed once the transaction leaves `Active`).
-    static LAST_LOG: RefCell<Option<(u64, TxnId, Arc<Mutex<UndoLog>>)>> =
-        const { RefCell::new(None) };
-}
 
 impl TransactionRollbackManager {
     /// Begins a transaction.
@@ -54,8 +42,8 @@ impl TransactionRollbackManager {
         let begin_lsn = self.journal.append(&Record::Begin { txn })?;
         st.first_id.get_or_insert(txn.0);
         st.end_id = st.end_id.max(txn.0 + 1);
-        let t = st.spare.txn(begin_lsn);
-        st.active.insert(txn, t);
+        self.journal.open_log(txn, st.spare.log());
+        st.active.insert(txn, Txn::new(begin_lsn));
         Ok(txn)
     }
 
@@ -114,31 +102,17 @@ impl TransactionRollbackManager {
             self.pages.usable_len(),
             self.pages.page_count(),
         )?;
-        let max_undo = self.max_undo;
-        let (lsn, full) = self.with_log(txn, page, |log| {
-            let mut log = log.lock();
-            if !log.open {
-                drop(log);
-                return Err(self.state.lock().refusal(txn));
-            }
-            if log.before_bytes + before.len() as u64 > max_undo {
-                return Err(Error::RollbackLimit {
-                    what: "undo bytes per transaction",
-                    field: "max_undo_bytes_per_txn",
-                    limit: max_undo,
-                });
-            }
-            let (lsn, full) = self
-                .journal
-                .append_undo(txn, page, offset as u32, before, after)?;
-            log.push(lsn, page, offset as u32, before, Some(after));
-            let n = before.len() as u64;
-            let (records, bytes, held) = &mut log.unfolded;
-            *records += 1;
-            *bytes += n;
-            *held += 2 * n;
-            Ok((lsn, full))
-        })?;
+        if self.deferred.load(Ordering::Relaxed) {
+            self.check_deferred(txn, page)?;
+        }
+        // The record and the entry in one critical section, the journal's
+        // (see `UndoLog`).
+        let Some((lsn, full)) =
+            self.journal
+                .append_undo(txn, page, offset as u32, before, after, self.max_undo)?
+        else {
+            return Err(self.state.lock().refusal(txn));
+        };
         if full {
             // Outside every lock: other threads append while this one
             // writes the batch.
@@ -147,50 +121,27 @@ impl TransactionRollbackManager {
         Ok(lsn)
     }
 
-    /// Runs `f` on the undo log of `txn`, found without the state lock
-    /// when this thread's last append was to the same transaction (and no
-    /// page is held by a deferred rollback); otherwise through the state,
-    /// which also refuses a page that a deferred rollback holds.
-    fn with_log<R>(
-        &self,
-        txn: TxnId,
-        page: PageId,
-        f: impl FnOnce(&Mutex<UndoLog>) -> Result<R>,
-    ) -> Result<R> {
-        LAST_LOG.with(|cell| {
-            if !self.deferred.load(Ordering::Relaxed) {
-                let last = cell.borrow();
-                if let Some((id, t, log)) = &*last {
-                    if *id == self.id && *t == txn {
-                        return f(log);
-                    }
-                }
-            }
-            let log = {
-                let mut st = self.state.lock();
-                if st.deferred_pages.is_empty() {
-                    self.deferred.store(false, Ordering::Relaxed);
-                } else if let Some(&owner) = st
-                    .deferred_pages
-                    .get(&page)
-                    .and_then(|o| o.iter().find(|o| **o != txn))
-                {
-                    return Err(Error::InvalidArgument {
-                        what: "page",
-                        reason: format!(
-                            "page {page} holds changes of transaction {owner}, in flight at the last crash, whose rollback was deferred (report-only recovery); roll it back first (rollback({owner})), or reopen without report-only recovery"
-                        ),
-                    });
-                }
-                Arc::clone(&st.active_mut(txn)?.log)
-            };
-            let last = (self.id, txn, log);
-            *cell.borrow_mut() = Some(last);
-            match &*cell.borrow() {
-                Some((_, _, log)) => f(log),
-                None => Err(self.state.lock().refusal(txn)),
-            }
-        })
+    /// Refuses a change of `page` by `txn` while the page holds changes of
+    /// a transaction whose rollback a report-only open deferred. (Such
+    /// pages are only ever released, so the check need not hold the lock
+    /// while the change is appended.)
+    fn check_deferred(&self, txn: TxnId, page: PageId) -> Result<()> {
+        let st = self.state.lock();
+        if st.deferred_pages.is_empty() {
+            self.deferred.store(false, Ordering::Relaxed);
+        } else if let Some(&owner) = st
+            .deferred_pages
+            .get(&page)
+            .and_then(|o| o.iter().find(|o| **o != txn))
+        {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: format!(
+                    "page {page} holds changes of transaction {owner}, in flight at the last crash, whose rollback was deferred (report-only recovery); roll it back first (rollback({owner})), or reopen without report-only recovery"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Changes `page[offset..offset + data.len()]` to `data` as part of
@@ -271,9 +222,7 @@ impl TransactionRollbackManager {
     /// Drops the in-memory undo entry of `txn` with `lsn` (its page write did
     /// not happen).
     fn forget_entry(&self, txn: TxnId, lsn: Lsn) {
-        let st = self.state.lock();
-        if let Some(t) = st.active.get(&txn) {
-            let mut log = t.log.lock();
+        if let Some(mut log) = self.journal.log(txn) {
             if let Some(i) = log.entries.iter().rposition(|e| e.lsn == lsn.0) {
                 log.entries.remove(i);
             }
@@ -319,21 +268,15 @@ impl TransactionRollbackManager {
             let mut st = self.state.lock();
             let (status, pending) = {
                 let t = st.get(txn)?;
-                (t.status(), t.commit_lsn)
+                (t.status, t.commit_lsn)
             };
             match (status, pending) {
                 (Status::Committing, Some(lsn)) => lsn,
                 _ => {
                     let t = st.active_mut(txn)?;
-                    // The commit record is appended under the log's lock,
-                    // which is closed with it: no undo record follows it.
-                    let lsn = {
-                        let mut log = t.log.lock();
-                        let lsn = self.journal.append(&Record::Commit { txn })?;
-                        log.open = false;
-                        lsn
-                    };
-                    t.set_status(Status::Committing);
+                    // Closes the undo log with the commit record.
+                    let lsn = self.journal.append(&Record::Commit { txn })?;
+                    t.status = Status::Committing;
                     t.commit_lsn = Some(lsn);
                     lsn
                 }
@@ -345,9 +288,10 @@ impl TransactionRollbackManager {
         if st
             .active
             .get(&txn)
-            .is_some_and(|t| t.status() == Status::Committing)
+            .is_some_and(|t| t.status == Status::Committing)
         {
-            st.finish(txn, "committed");
+            let log = self.journal.take_log(txn);
+            st.finish(txn, log, "committed");
             drop(st);
             self.counters.committed.fetch_add(1, Ordering::Relaxed);
         }

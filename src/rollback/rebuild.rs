@@ -124,8 +124,8 @@ impl TransactionRollbackManager {
         let durable = self.journal.durable_lsn().0;
         let st = self.state.lock();
         let mut changes = Vec::new();
-        for t in st.active.values() {
-            let log = t.log.lock();
+        let logs = self.journal.logs();
+        for log in st.active.keys().filter_map(|id| logs.get(id)) {
             for e in log
                 .entries
                 .iter()
@@ -139,6 +139,7 @@ impl TransactionRollbackManager {
                 });
             }
         }
+        drop(logs);
         drop(st);
         if changes.is_empty() {
             return None;

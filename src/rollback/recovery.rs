@@ -2,7 +2,7 @@
 //! flight at the last crash, and the [`RecoveryReport`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use super::config::{JournalLocation, RollbackConfig};
 use super::journal::{
     self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, PoisonHook, Record,
 };
-use super::txns::{BlockedTxn, Counters, State, Status, Txn};
+use super::txns::{BlockedTxn, Counters, State, Status, Txn, UndoLog};
 use super::writer::PageWriter;
 use super::{losers, stall, SharedWatch, TransactionRollbackManager, TxnId};
 
@@ -164,7 +164,7 @@ pub(super) fn open(
     }
     // Transactions whose rollback is blocked stay pending with their undo,
     // read back before the journal is appended to.
-    let mut pending: HashMap<TxnId, Txn> = HashMap::new();
+    let mut pending: HashMap<TxnId, UndoLog> = HashMap::new();
     for txn in applied.blocked.keys() {
         if let Some(t) = outcomes.in_flight.get(txn) {
             pending.insert(*txn, losers::pending_txn(storage.as_ref(), *txn, t)?);
@@ -212,18 +212,17 @@ pub(super) fn open(
     for txn in &outcomes.order {
         let t = &outcomes.in_flight[txn];
         if cfg.defer_recovery {
-            let mut pending = pending
-                .remove(txn)
-                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
-            let mut touched: Vec<PageId> =
-                pending.log.lock().entries.iter().map(|e| e.page).collect();
+            let log = pending.remove(txn).unwrap_or_default();
+            let mut touched: Vec<PageId> = log.entries.iter().map(|e| e.page).collect();
             touched.sort_unstable();
             touched.dedup();
             for &p in &touched {
                 state.deferred_pages.entry(p).or_default().push(*txn);
             }
-            pending.set_status(Status::RollbackFailed);
-            state.undo_bytes_held += pending.log.lock().arena.len() as u64;
+            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
+            pending.status = Status::RollbackFailed;
+            state.undo_bytes_held += log.arena.len() as u64;
+            journal.open_log(*txn, log);
             state.active.insert(*txn, pending);
             deferred.push(RecoveredTxn {
                 txn: *txn,
@@ -232,17 +231,17 @@ pub(super) fn open(
                 pages: touched,
             });
         } else if let Some(failed) = applied.blocked.get(txn) {
-            let mut pending = pending
-                .remove(txn)
-                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
+            let log = pending.remove(txn).unwrap_or_default();
+            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
             let b = BlockedTxn {
                 txn: *txn,
                 pages: failed.iter().map(|f| f.0).collect(),
                 reason: failed[0].1.clone(),
             };
-            pending.set_status(Status::RollbackFailed);
+            pending.status = Status::RollbackFailed;
             pending.blocked = Some(b.clone());
-            state.undo_bytes_held += pending.log.lock().arena.len() as u64;
+            state.undo_bytes_held += log.arena.len() as u64;
+            journal.open_log(*txn, log);
             state.active.insert(*txn, pending);
             blocked.push(b);
         } else {
@@ -295,7 +294,6 @@ pub(super) fn open(
         sink,
         repair_hook: cfg.repair_hook,
         stopped: AtomicBool::new(false),
-        id: NEXT_MANAGER_ID.fetch_add(1, Ordering::Relaxed),
         deferred: AtomicBool::new(has_deferred),
         counters: Counters {
             recovered: AtomicU64::new(report.rolled_back.len() as u64),
@@ -306,9 +304,6 @@ pub(super) fn open(
         stall_watch,
     })
 }
-
-/// Numbers the managers of the process.
-static NEXT_MANAGER_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Deferred transactions, and pages of each, a failure's evidence names.
 const EVIDENCE_TXNS: usize = 16;

@@ -1,13 +1,11 @@
-//! The manager's in-memory bookkeeping: active transactions and their undo,
-//! remembered outcomes, counters, and the public stats and outcome types.
+//! The manager's in-memory bookkeeping: active transactions and their undo
+//! logs (held by the journal, see [`UndoLog`]), remembered outcomes,
+//! counters, and the public stats and outcome types.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
@@ -121,7 +119,7 @@ impl Status {
 /// transaction's arena: the before-image at `at`, then (when `has_after`)
 /// the after-image of the same length.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub lsn: u64,
     pub page: PageId,
     pub offset: u32,
@@ -145,29 +143,38 @@ impl Entry {
 #[derive(Debug)]
 pub(super) struct Txn {
     pub begin_lsn: Lsn,
-    /// Changed only through [`set_status`](Self::set_status), which keeps
-    /// the log's `open` flag in step.
-    status: Status,
+    pub status: Status,
     /// The commit record's LSN, once it is appended (status `Committing`).
     pub commit_lsn: Option<Lsn>,
-    /// The undo, under its own lock so that appends need not take the
-    /// manager's (see [`UndoLog`]).
-    pub log: Arc<Mutex<UndoLog>>,
     /// Set while the last rollback attempt is blocked by failing pages.
     pub blocked: Option<BlockedTxn>,
 }
 
+impl Txn {
+    /// An active transaction (its undo log is held by the journal).
+    pub(super) fn new(begin_lsn: Lsn) -> Txn {
+        Txn {
+            begin_lsn,
+            status: Status::Active,
+            commit_lsn: None,
+            blocked: None,
+        }
+    }
+}
+
 /// A transaction's undo: its entries and their images, and what appends
-/// counted that the manager's totals do not hold yet.
+/// counted that the manager's totals do not hold yet. The journal holds
+/// it under its own lock, so that an undo append — the record and the
+/// entry — is one critical section.
 ///
-/// Lock order: the manager's state, then a log, then the journal. An
-/// append takes the log (and the journal) without the state; it appends
-/// only while `open` holds, which is cleared under the log's lock before
-/// the transaction's status leaves `Active` — so an undo record is never
-/// appended after the transaction's commit record, nor missed by its
+/// Lock order: the manager's state, then the journal. An append takes
+/// only the journal's lock and appends only while `open` holds; `open` is
+/// cleared under that lock when the transaction's status leaves `Active`
+/// (with its commit record, or when a rollback takes the images), so an
+/// undo record never follows the commit record, nor is missed by a
 /// rollback.
 #[derive(Debug, Default)]
-pub(super) struct UndoLog {
+pub(crate) struct UndoLog {
     /// Whether undo may be appended (the status is `Active`). Goes from
     /// true to false only.
     pub open: bool,
@@ -175,14 +182,14 @@ pub(super) struct UndoLog {
     pub arena: Vec<u8>,
     /// Before-image bytes recorded (what `max_undo_bytes_per_txn` bounds).
     pub before_bytes: u64,
-    /// Appended since the last [`State::fold`]: records, before-image
-    /// bytes, image bytes held.
+    /// Appended since the manager last folded them into its totals:
+    /// records, before-image bytes, image bytes held.
     pub unfolded: (u64, u64, u64),
 }
 
 impl UndoLog {
     /// Adds an entry; `after`, when given, must be as long as `before`.
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         lsn: Lsn,
         page: PageId,
@@ -206,58 +213,10 @@ impl UndoLog {
             has_after: after.is_some(),
         });
     }
-}
 
-impl Txn {
-    /// An active transaction.
-    pub(super) fn new(begin_lsn: Lsn) -> Txn {
-        Txn {
-            begin_lsn,
-            status: Status::Active,
-            commit_lsn: None,
-            log: Arc::new(Mutex::new(UndoLog {
-                open: true,
-                ..UndoLog::default()
-            })),
-            blocked: None,
-        }
-    }
-
-    pub(super) fn status(&self) -> Status {
-        self.status
-    }
-
-    /// Sets the status; the log is closed to appends when it leaves
-    /// `Active` (it never returns there).
-    pub(super) fn set_status(&mut self, status: Status) {
-        debug_assert!(status != Status::Active || self.status == Status::Active);
-        if status != Status::Active {
-            self.log.lock().open = false;
-        }
-        self.status = status;
-    }
-
-    /// Adds an entry; `after`, when given, must be as long as `before`.
-    pub(super) fn push(
-        &mut self,
-        lsn: Lsn,
-        page: PageId,
-        offset: u32,
-        before: &[u8],
-        after: Option<&[u8]>,
-    ) {
-        self.log.lock().push(lsn, page, offset, before, after);
-    }
-}
-
-impl Drop for Txn {
-    /// Frees the images now, and closes the log: an append path may still
-    /// hold the log itself (a per-thread cache).
-    fn drop(&mut self) {
-        let mut log = self.log.lock();
-        log.open = false;
-        log.entries = Vec::new();
-        log.arena = Vec::new();
+    /// Takes what appends counted since the last call.
+    pub(super) fn take_unfolded(&mut self) -> (u64, u64, u64) {
+        std::mem::take(&mut self.unfolded)
     }
 }
 
@@ -265,7 +224,7 @@ impl Drop for Txn {
 /// are the manager's own, handed out in sequence, so there is nothing to
 /// defend against, and the active map is looked up on every undo record.
 #[derive(Default)]
-pub(super) struct TxnIdHasher(u64);
+pub(crate) struct TxnIdHasher(u64);
 
 impl Hasher for TxnIdHasher {
     fn finish(&self) -> u64 {
@@ -284,7 +243,7 @@ impl Hasher for TxnIdHasher {
 }
 
 /// A map keyed by transaction id.
-pub(super) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
+pub(crate) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
 
 /// How many finished transactions' outcomes are remembered for error messages.
 pub(super) const FINISHED_MEMORY: usize = 65_536;
@@ -325,16 +284,19 @@ impl SpareBuffers {
         debug_assert!(self.bytes <= SPARE_BYTES_MAX);
     }
 
-    /// A new transaction, with kept buffers if there are any.
-    pub(super) fn txn(&mut self, begin_lsn: Lsn) -> Txn {
-        let t = Txn::new(begin_lsn);
+    /// An open log for a new transaction, with kept buffers if there are
+    /// any.
+    pub(super) fn log(&mut self) -> UndoLog {
+        let mut log = UndoLog {
+            open: true,
+            ..UndoLog::default()
+        };
         if let Some((entries, arena)) = self.kept.pop() {
             self.bytes -= capacity_bytes(&entries, &arena);
-            let mut log = t.log.lock();
             log.entries = entries;
             log.arena = arena;
         }
-        t
+        log
     }
 }
 
@@ -368,21 +330,15 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
-        self.fold(txn);
-        if let Some(t) = self.active.remove(&txn) {
-            let (entries, arena) = {
-                let mut log = t.log.lock();
-                log.open = false;
-                (
-                    std::mem::take(&mut log.entries),
-                    std::mem::take(&mut log.arena),
-                )
-            };
-            self.undo_bytes_held -= arena.len() as u64;
-            self.spare.put(entries, arena);
+    /// Forgets `txn` as active and remembers its outcome; `log` is its
+    /// undo log, given up by the journal (its buffers are kept for reuse).
+    pub(super) fn finish(&mut self, txn: TxnId, log: Option<UndoLog>, outcome: &'static str) {
+        self.active.remove(&txn);
+        if let Some(mut log) = log {
+            self.fold(&mut log);
+            self.undo_bytes_held -= log.arena.len() as u64;
+            self.spare.put(log.entries, log.arena);
         }
-        // (A rollback takes the transaction out of `active` before.)
         if !self.deferred_pages.is_empty() {
             self.deferred_pages.retain(|_, owners| {
                 owners.retain(|o| *o != txn);
@@ -399,26 +355,12 @@ impl State {
         }
     }
 
-    /// Adds what appends to `txn`'s log counted to the totals.
-    pub(super) fn fold(&mut self, txn: TxnId) {
-        if let Some(t) = self.active.get(&txn) {
-            let mut log = t.log.lock();
-            let (records, bytes, held) = std::mem::take(&mut log.unfolded);
-            self.undo_records += records;
-            self.undo_bytes += bytes;
-            self.undo_bytes_held += held;
-        }
-    }
-
-    /// Folds every active transaction's log (see [`fold`](Self::fold)).
-    pub(super) fn fold_all(&mut self) {
-        for t in self.active.values() {
-            let mut log = t.log.lock();
-            let (records, bytes, held) = std::mem::take(&mut log.unfolded);
-            self.undo_records += records;
-            self.undo_bytes += bytes;
-            self.undo_bytes_held += held;
-        }
+    /// Adds what appends to `log` counted to the totals.
+    pub(super) fn fold(&mut self, log: &mut UndoLog) {
+        let (records, bytes, held) = log.take_unfolded();
+        self.undo_records += records;
+        self.undo_bytes += bytes;
+        self.undo_bytes_held += held;
     }
 
     /// The error for a transaction that cannot take undo now.
@@ -504,8 +446,8 @@ mod tests {
                 proptest::prop_assert_eq!(held, spare.bytes);
             }
             let before = spare.kept.len();
-            let t = spare.txn(Lsn(1));
-            proptest::prop_assert!(t.arena.is_empty() && t.entries.is_empty());
+            let t = spare.log();
+            proptest::prop_assert!(t.open && t.arena.is_empty() && t.entries.is_empty());
             proptest::prop_assert_eq!(spare.kept.len(), before.saturating_sub(1));
         }
     }
@@ -517,7 +459,7 @@ mod tests {
             ..State::default()
         };
         for i in 1..=FINISHED_MEMORY as u64 + 5 {
-            st.finish(TxnId(i), "committed");
+            st.finish(TxnId(i), None, "committed");
         }
         assert_eq!(st.finished.len(), FINISHED_MEMORY);
         assert!(matches!(
