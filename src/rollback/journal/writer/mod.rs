@@ -383,7 +383,6 @@ impl Journal {
     /// [`Error::RollbackLimit`] when the log would hold more than
     /// `max_undo` before-image bytes; [`Error::Poisoned`];
     /// [`Error::JournalStalled`]; [`Error::IdSpaceExhausted`].
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn append_undo(
         &self,
         txn: TxnId,
