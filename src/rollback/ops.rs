@@ -115,8 +115,12 @@ impl TransactionRollbackManager {
         };
         if full {
             // Outside every lock: other threads append while this one
-            // writes the batch.
-            self.journal.write_if_full()?;
+            // writes the batch. The record is appended either way; a write
+            // that fails halts the journal, and the `ensure_durable` that
+            // must come before the page is written reports it.
+            if let Err(e) = self.journal.write_if_full() {
+                tracing::debug!(error = %e, "writing a full undo buffer; the record waits in it");
+            }
         }
         Ok(lsn)
     }
@@ -264,24 +268,29 @@ impl TransactionRollbackManager {
     /// whether the commit survives a crash is unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
         self.check_open()?;
-        let lsn = {
+        let (lsn, full) = {
             let mut st = self.state.lock();
             let (status, pending) = {
                 let t = st.get(txn)?;
                 (t.status, t.commit_lsn)
             };
             match (status, pending) {
-                (Status::Committing, Some(lsn)) => lsn,
+                (Status::Committing, Some(lsn)) => (lsn, false),
                 _ => {
                     let t = st.active_mut(txn)?;
-                    // Closes the undo log with the commit record.
-                    let lsn = self.journal.append(&Record::Commit { txn })?;
+                    // Closes the undo log with the commit record, and is
+                    // noted before anything can fail: a commit whose write
+                    // fails below is retried from here, never appended twice.
+                    let (lsn, full) = self.journal.append_commit(txn)?;
                     t.status = Status::Committing;
                     t.commit_lsn = Some(lsn);
-                    lsn
+                    (lsn, full)
                 }
             }
         };
+        if full {
+            self.journal.write_if_full()?;
+        }
         self.journal.ensure_durable(lsn)?;
         let mut st = self.state.lock();
         // A concurrent retry of the same commit may have finished it already.

@@ -175,8 +175,10 @@ impl Txn {
 /// rollback.
 #[derive(Debug, Default)]
 pub(crate) struct UndoLog {
-    /// Whether undo may be appended (the status is `Active`). Goes from
-    /// true to false only.
+    /// Whether undo may be appended: true while the transaction is
+    /// `Active`; cleared with its commit record (the status turns
+    /// `Committing` under the manager's state lock held across both) or
+    /// when a rollback takes the images. Goes from true to false only.
     pub open: bool,
     pub entries: Vec<Entry>,
     pub arena: Vec<u8>,

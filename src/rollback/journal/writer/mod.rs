@@ -251,7 +251,9 @@ pub(super) struct Core {
     poisoned: AtomicBool,
     counters: Counters,
     /// Lock order: `ids`, then `state`; `inner`, then `state`. Nothing takes
-    /// `ids` or `inner` while holding `state`.
+    /// `ids` or `inner` while holding `state`. (Above them all: the
+    /// rollback manager's state lock, which is taken before `inner`, never
+    /// while `inner` is held; see `UndoLog`.)
     ids: Mutex<Ids>,
     /// The state file's contents as last written; held while it is written.
     state: Mutex<JournalState>,
@@ -466,20 +468,35 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends a begin, commit or abort record. A commit record closes the
-    /// transaction's undo log in the same critical section: no undo record
-    /// of it follows its commit record.
+    /// Appends a begin or abort record, and writes the buffer if that
+    /// filled it.
     pub(crate) fn append(&self, record: &Record) -> Result<Lsn> {
-        debug_assert!(!matches!(
+        debug_assert!(matches!(
             record,
-            Record::Mark { .. } | Record::UndoV1 { .. }
+            Record::Begin { .. } | Record::Abort { .. }
         ));
-        let commit = match record {
-            Record::Commit { txn } => Some(*txn),
-            _ => None,
-        };
+        let (lsn, full) = self
+            .core
+            .append_with(record.encoded_len(), None, |buf, lsn| {
+                record.encode_into(lsn, buf);
+            })?;
+        if full {
+            self.write_if_full()?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends the commit record of `txn`, which closes its undo log in
+    /// the same critical section: no undo record of it follows its commit
+    /// record. Returns its LSN, and whether the buffer is full: the caller
+    /// notes the commit first, then writes the buffer
+    /// ([`write_if_full`](Self::write_if_full)), so that a write that fails
+    /// leaves a commit it can retry, not a closed log under a transaction
+    /// still active.
+    pub(crate) fn append_commit(&self, txn: TxnId) -> Result<(Lsn, bool)> {
+        let record = Record::Commit { txn };
         self.core
-            .append_with(record.encoded_len(), commit, |buf, lsn| {
+            .append_with(record.encoded_len(), Some(txn), |buf, lsn| {
                 record.encode_into(lsn, buf);
             })
     }
@@ -679,13 +696,14 @@ impl Core {
 
     /// Appends a record; `encode` writes exactly `len` bytes for the given
     /// LSN. A commit record (of the transaction given) closes its undo
-    /// log. Writes the buffer when it is full.
+    /// log. Returns its LSN and whether the buffer is full (the caller
+    /// writes it, outside this lock).
     fn append_with(
         &self,
         len: usize,
         commit: Option<TxnId>,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
-    ) -> Result<Lsn> {
+    ) -> Result<(Lsn, bool)> {
         let mut g = self.inner.lock();
         if let Some(p) = &g.poison {
             return Err(poisoned_error(p));
@@ -698,10 +716,7 @@ impl Core {
             }
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        if g.pending_bytes >= self.cfg.buffer_bytes {
-            self.drive(&mut g, None)?;
-        }
-        Ok(lsn)
+        Ok((lsn, g.pending_bytes >= self.cfg.buffer_bytes))
     }
 
     /// Puts a chunk that creates the next segment into the buffer and makes

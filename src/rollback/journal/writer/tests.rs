@@ -142,7 +142,7 @@ fn undo_goes_in_only_while_the_log_is_open() {
         assert_eq!(log.entries[0].after(&log.arena), Some(&[2u8; 8][..]));
         assert_eq!((log.before_bytes, log.unfolded), (8, (1, 8, 16)));
     }
-    j.append(&Record::Commit { txn: t }).unwrap();
+    j.append_commit(t).unwrap();
     assert!(j
         .append_undo(t, page, 0, &[1; 8], &[2; 8], u64::MAX)
         .unwrap()
@@ -152,4 +152,38 @@ fn undo_goes_in_only_while_the_log_is_open() {
     assert!(!log.open && log.entries.len() == 1);
     assert!(j.log(t).is_none());
     j.close().unwrap();
+}
+
+/// An undo append to a halted journal (poisoned or stalled) is refused
+/// before anything is encoded: the transaction's log, its byte count and
+/// what it has to fold stay as they were, and the journal holds no new
+/// record. Method: one append, then the journal halted as a failed write
+/// halts it, then a second append.
+#[test]
+fn a_halted_journal_refuses_undo_and_leaves_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), 4096);
+    let (t, page) = (TxnId(3), PageId(1));
+    j.open_log(
+        t,
+        UndoLog {
+            open: true,
+            ..UndoLog::default()
+        },
+    );
+    j.append_undo(t, page, 0, &[1; 8], &[2; 8], u64::MAX)
+        .unwrap()
+        .expect("the log is open");
+    let records = j.stats().records;
+    j.core.poison("a write failed (test)".into());
+    assert!(matches!(
+        j.append_undo(t, page, 8, &[3; 8], &[4; 8], u64::MAX),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(j.stats().records, records, "nothing appended");
+    let log = j.log(t).expect("held");
+    assert!(log.open);
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!(log.arena.len(), 16);
+    assert_eq!((log.before_bytes, log.unfolded), (8, (1, 8, 16)));
 }
