@@ -169,6 +169,48 @@ fn a_commit_refused_by_a_stall_commits_on_retry_after_the_resume() {
     model.check(&store, None);
 }
 
+/// A commit whose record fills the buffer, and whose write of it fails,
+/// is noted as committing before that write: the transaction takes no more
+/// undo (refused as committing, not as finished under a status still
+/// active), and the retry after the resume commits it with the same commit
+/// record — one in the journal, not two. Method: a one-byte buffer (every
+/// append writes), the disk full during the commit, then space back.
+#[test]
+fn a_commit_whose_buffer_write_fails_is_retried_with_its_one_commit_record() {
+    let dir = Arc::new(CrashDir::new());
+    let store = Arc::new(MemStore::new(RPS, RPAGES).unwrap());
+    let mgr = RollbackConfig::with_storage(dir.clone())
+        .segment_size_bytes(512)
+        .buffer_bytes(1)
+        .build(RawPages::shared(store.clone()))
+        .unwrap();
+    let t = mgr.begin().unwrap();
+    mgr.write(t, PageId(1), 0, &[7; 4]).unwrap();
+    let commits = mgr.stats().journal.commits;
+    dir.set_no_space(true);
+    let e = mgr.commit(t).unwrap_err();
+    assert!(is_stalled(&e), "{e}");
+    assert_eq!(mgr.active_transactions(), vec![t]);
+    match mgr.record_undo(t, PageId(2), 0, &[0; 4], &[1; 4]) {
+        Err(Error::TransactionNotActive { state, .. }) => assert_eq!(state, "committing"),
+        other => panic!("{other:?}"),
+    }
+    dir.set_no_space(false);
+    mgr.resume().unwrap();
+    mgr.commit(t).unwrap();
+    assert_eq!(
+        mgr.stats().journal.commits,
+        commits + 1,
+        "one commit record"
+    );
+    assert!(mgr.active_transactions().is_empty());
+    drop(mgr);
+    crash_and_reopen(&dir, &store);
+    let mut b = vec![0u8; RPS];
+    store.read_page(PageId(1), &mut b).unwrap();
+    assert_eq!(b[0], 7, "the commit is durable");
+}
+
 #[test]
 fn a_failed_fsync_that_dropped_the_page_cache_is_rewritten_not_only_synced_again() {
     for errno in [EIO, ENOSPC] {

@@ -374,6 +374,66 @@ fn rollback_all_and_stats() {
     assert!(s.rollback_time_max <= s.rollback_time_total);
 }
 
+// ---- appends racing their transaction's end ---------------------------------
+
+/// An undo append racing the commit or the rollback of its own
+/// transaction is either part of the transaction — before its commit
+/// record, or applied by its rollback — or refused: no acknowledged undo
+/// record follows the commit record, and a rollback applies exactly the
+/// appends that succeeded. Method: one thread appends to a transaction
+/// until it is refused while another commits it or rolls it back, over
+/// many rounds; the LSNs returned are compared with the commit record's,
+/// their count with the rollback's entries, and the total with the stats.
+#[test]
+fn an_append_racing_its_commit_or_rollback_is_in_the_transaction_or_refused() {
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
+        .segment_size_bytes(1 << 20)
+        .build(RawPages::shared(store))
+        .unwrap();
+    let mut total = 0u64;
+    for round in 0..64u32 {
+        let t = mgr.begin().unwrap();
+        let started = std::sync::Barrier::new(2);
+        let (acked, end) = std::thread::scope(|s| {
+            let appender = s.spawn(|| {
+                let append = || mgr.record_undo(t, PageId(1), 0, &[0u8; 4], &[2u8; 4]);
+                // The first append lands before the race starts (the
+                // barrier is passed whatever it returns, so that a failure
+                // fails the test instead of hanging it).
+                let first = append();
+                started.wait();
+                let mut acked = vec![first.unwrap_or_else(|e| panic!("first append: {e}"))];
+                for i in 1..200_000u32 {
+                    match append() {
+                        Ok(lsn) => acked.push(lsn),
+                        Err(Error::TransactionNotActive { .. }) => break,
+                        Err(e) => panic!("append {i}: {e}"),
+                    }
+                }
+                acked
+            });
+            started.wait();
+            let end = if round % 2 == 0 {
+                Ok(mgr.commit(t).unwrap())
+            } else {
+                Err(mgr.rollback(t).unwrap().undo_entries)
+            };
+            (appender.join().unwrap(), end)
+        });
+        match end {
+            Ok(commit) => assert!(
+                acked.iter().all(|lsn| *lsn < commit),
+                "round {round}: an undo record after the commit record {commit:?}"
+            ),
+            Err(applied) => assert_eq!(applied, acked.len() as u64, "round {round}"),
+        }
+        total += acked.len() as u64;
+    }
+    let s = mgr.stats();
+    assert_eq!((s.undo_records, s.undo_bytes_held), (total, 0));
+}
+
 // ---- deadlocks ----------------------------------------------------------------
 
 #[test]

@@ -36,7 +36,7 @@ use crate::types::{Lsn, PageId};
 use super::apply::{apply_undo, Applied, PageLocks, UndoRef};
 use super::check_range;
 use super::journal::{decode_segment, JournalStorage, Record, ScannedRecord, SegMeta};
-use super::txns::Txn;
+use super::txns::UndoLog;
 use super::writer::{PageWriter, RepairHook};
 use crate::types::TxnId;
 
@@ -370,12 +370,17 @@ pub(super) fn undo_in_flight(
 }
 
 /// The undo of `txn` (in flight, its rollback blocked), read back from its
-/// segments into a pending transaction the manager keeps.
+/// segments into the log of a pending transaction the manager keeps
+/// (closed: it takes no more undo).
 ///
 /// # Errors
 /// The storage's read errors.
-pub(super) fn pending_txn(storage: &dyn JournalStorage, txn: TxnId, t: &InFlight) -> Result<Txn> {
-    let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
+pub(super) fn pending_txn(
+    storage: &dyn JournalStorage,
+    txn: TxnId,
+    t: &InFlight,
+) -> Result<UndoLog> {
+    let mut pending = UndoLog::default();
     for &id in &t.segments {
         for r in read_records(storage, id)? {
             if r.record.txn() != Some(txn) {

@@ -333,6 +333,9 @@ pub struct TransactionRollbackManager {
     repair_hook: Option<RepairHook>,
     /// Set by the first [`stop`](TransactionRollbackManager::stop).
     stopped: AtomicBool,
+    /// Whether a page may be held by a deferred rollback: appends then
+    /// check the state's `deferred_pages` (cleared once it is empty).
+    deferred: AtomicBool,
     counters: Counters,
     report: RecoveryReport,
     /// When the journal stalled and when that is to be reported again.
@@ -445,7 +448,7 @@ impl TransactionRollbackManager {
             return Ok(None);
         };
         let victim = choose_victim(&cycle, self.victim_policy, |t| {
-            st.active.get(&t).map_or(0, |x| x.before_bytes)
+            self.journal.log(t).map_or(0, |log| log.before_bytes)
         })
         .expect("a cycle has members");
         drop(st);
@@ -517,7 +520,12 @@ impl TransactionRollbackManager {
     pub fn stats(&self) -> RollbackStats {
         let c = &self.counters;
         let (active, held, undo_records, undo_bytes) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            let mut logs = self.journal.logs();
+            for log in logs.values_mut() {
+                st.fold(log);
+            }
+            drop(logs);
             (
                 st.active.len() as u64,
                 st.undo_bytes_held,

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::journal::Record;
-use super::txns::Status;
+use super::txns::{Status, Txn};
 use super::writer::read_for_change;
 use super::{check_range, TransactionRollbackManager};
 #[cfg(doc)]
@@ -42,8 +42,8 @@ impl TransactionRollbackManager {
         let begin_lsn = self.journal.append(&Record::Begin { txn })?;
         st.first_id.get_or_insert(txn.0);
         st.end_id = st.end_id.max(txn.0 + 1);
-        let t = st.spare.txn(begin_lsn);
-        st.active.insert(txn, t);
+        self.journal.open_log(txn, st.spare.log());
+        st.active.insert(txn, Txn::new(begin_lsn));
         Ok(txn)
     }
 
@@ -102,8 +102,38 @@ impl TransactionRollbackManager {
             self.pages.usable_len(),
             self.pages.page_count(),
         )?;
-        let mut st = self.state.lock();
-        if let Some(&owner) = st
+        if self.deferred.load(Ordering::Relaxed) {
+            self.check_deferred(txn, page)?;
+        }
+        // The record and the entry in one critical section, the journal's
+        // (see `UndoLog`).
+        let Some((lsn, full)) =
+            self.journal
+                .append_undo(txn, page, offset as u32, before, after, self.max_undo)?
+        else {
+            return Err(self.state.lock().refusal(txn));
+        };
+        if full {
+            // Outside every lock: other threads append while this one
+            // writes the batch. The record is appended either way; a write
+            // that fails halts the journal, and the `ensure_durable` that
+            // must come before the page is written reports it.
+            if let Err(e) = self.journal.write_if_full() {
+                tracing::debug!(error = %e, "writing a full undo buffer; the record waits in it");
+            }
+        }
+        Ok(lsn)
+    }
+
+    /// Refuses a change of `page` by `txn` while the page holds changes of
+    /// a transaction whose rollback a report-only open deferred. (Such
+    /// pages are only ever released, so the check need not hold the lock
+    /// while the change is appended.)
+    fn check_deferred(&self, txn: TxnId, page: PageId) -> Result<()> {
+        let st = self.state.lock();
+        if st.deferred_pages.is_empty() {
+            self.deferred.store(false, Ordering::Relaxed);
+        } else if let Some(&owner) = st
             .deferred_pages
             .get(&page)
             .and_then(|o| o.iter().find(|o| **o != txn))
@@ -115,29 +145,7 @@ impl TransactionRollbackManager {
                 ),
             });
         }
-        let max_undo = self.max_undo;
-        let t = st.active_mut(txn)?;
-        if t.before_bytes + before.len() as u64 > max_undo {
-            return Err(Error::RollbackLimit {
-                what: "undo bytes per transaction",
-                field: "max_undo_bytes_per_txn",
-                limit: max_undo,
-            });
-        }
-        let (lsn, full) = self
-            .journal
-            .append_undo(txn, page, offset as u32, before, after)?;
-        t.push(lsn, page, offset as u32, before, Some(after));
-        st.undo_bytes_held += 2 * before.len() as u64;
-        st.undo_records += 1;
-        st.undo_bytes += before.len() as u64;
-        drop(st);
-        if full {
-            // Outside the state lock: other threads append while this one
-            // writes the batch.
-            self.journal.write_if_full()?;
-        }
-        Ok(lsn)
+        Ok(())
     }
 
     /// Changes `page[offset..offset + data.len()]` to `data` as part of
@@ -218,10 +226,9 @@ impl TransactionRollbackManager {
     /// Drops the in-memory undo entry of `txn` with `lsn` (its page write did
     /// not happen).
     fn forget_entry(&self, txn: TxnId, lsn: Lsn) {
-        let mut st = self.state.lock();
-        if let Some(t) = st.active.get_mut(&txn) {
-            if let Some(i) = t.entries.iter().rposition(|e| e.lsn == lsn.0) {
-                t.entries.remove(i);
+        if let Some(mut log) = self.journal.log(txn) {
+            if let Some(i) = log.entries.iter().rposition(|e| e.lsn == lsn.0) {
+                log.entries.remove(i);
             }
         }
     }
@@ -261,23 +268,29 @@ impl TransactionRollbackManager {
     /// whether the commit survives a crash is unknown until the next open.
     pub fn commit(&self, txn: TxnId) -> Result<Lsn> {
         self.check_open()?;
-        let lsn = {
+        let (lsn, full) = {
             let mut st = self.state.lock();
             let (status, pending) = {
                 let t = st.get(txn)?;
                 (t.status, t.commit_lsn)
             };
             match (status, pending) {
-                (Status::Committing, Some(lsn)) => lsn,
+                (Status::Committing, Some(lsn)) => (lsn, false),
                 _ => {
                     let t = st.active_mut(txn)?;
-                    let lsn = self.journal.append(&Record::Commit { txn })?;
+                    // Closes the undo log with the commit record, and is
+                    // noted before anything can fail: a commit whose write
+                    // fails below is retried from here, never appended twice.
+                    let (lsn, full) = self.journal.append_commit(txn)?;
                     t.status = Status::Committing;
                     t.commit_lsn = Some(lsn);
-                    lsn
+                    (lsn, full)
                 }
             }
         };
+        if full {
+            self.journal.write_if_full()?;
+        }
         self.journal.ensure_durable(lsn)?;
         let mut st = self.state.lock();
         // A concurrent retry of the same commit may have finished it already.
@@ -286,7 +299,8 @@ impl TransactionRollbackManager {
             .get(&txn)
             .is_some_and(|t| t.status == Status::Committing)
         {
-            st.finish(txn, "committed");
+            let log = self.journal.take_log(txn);
+            st.finish(txn, log, "committed");
             drop(st);
             self.counters.committed.fetch_add(1, Ordering::Relaxed);
         }

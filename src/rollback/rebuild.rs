@@ -124,8 +124,9 @@ impl TransactionRollbackManager {
         let durable = self.journal.durable_lsn().0;
         let st = self.state.lock();
         let mut changes = Vec::new();
-        for t in st.active.values() {
-            for e in t
+        let logs = self.journal.logs();
+        for log in st.active.keys().filter_map(|id| logs.get(id)) {
+            for e in log
                 .entries
                 .iter()
                 .filter(|e| e.page == page && e.lsn <= durable)
@@ -133,11 +134,12 @@ impl TransactionRollbackManager {
                 changes.push(Change {
                     lsn: e.lsn,
                     offset: e.offset as usize,
-                    before: e.before(&t.arena).to_vec(),
-                    after: e.after(&t.arena)?.to_vec(),
+                    before: e.before(&log.arena).to_vec(),
+                    after: e.after(&log.arena)?.to_vec(),
                 });
             }
         }
+        drop(logs);
         drop(st);
         if changes.is_empty() {
             return None;

@@ -19,7 +19,7 @@ use super::config::{JournalLocation, RollbackConfig};
 use super::journal::{
     self, DirStorage, Journal, JournalConfig, JournalDamage, JournalStorage, PoisonHook, Record,
 };
-use super::txns::{BlockedTxn, Counters, State, Status, Txn};
+use super::txns::{BlockedTxn, Counters, State, Status, Txn, UndoLog};
 use super::writer::PageWriter;
 use super::{losers, stall, SharedWatch, TransactionRollbackManager, TxnId};
 
@@ -164,7 +164,7 @@ pub(super) fn open(
     }
     // Transactions whose rollback is blocked stay pending with their undo,
     // read back before the journal is appended to.
-    let mut pending: HashMap<TxnId, Txn> = HashMap::new();
+    let mut pending: HashMap<TxnId, UndoLog> = HashMap::new();
     for txn in applied.blocked.keys() {
         if let Some(t) = outcomes.in_flight.get(txn) {
             pending.insert(*txn, losers::pending_txn(storage.as_ref(), *txn, t)?);
@@ -212,17 +212,17 @@ pub(super) fn open(
     for txn in &outcomes.order {
         let t = &outcomes.in_flight[txn];
         if cfg.defer_recovery {
-            let mut pending = pending
-                .remove(txn)
-                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
-            let mut touched: Vec<PageId> = pending.entries.iter().map(|e| e.page).collect();
+            let log = pending.remove(txn).unwrap_or_default();
+            let mut touched: Vec<PageId> = log.entries.iter().map(|e| e.page).collect();
             touched.sort_unstable();
             touched.dedup();
             for &p in &touched {
                 state.deferred_pages.entry(p).or_default().push(*txn);
             }
+            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
             pending.status = Status::RollbackFailed;
-            state.undo_bytes_held += pending.arena.len() as u64;
+            state.undo_bytes_held += log.arena.len() as u64;
+            journal.open_log(*txn, log);
             state.active.insert(*txn, pending);
             deferred.push(RecoveredTxn {
                 txn: *txn,
@@ -231,9 +231,8 @@ pub(super) fn open(
                 pages: touched,
             });
         } else if let Some(failed) = applied.blocked.get(txn) {
-            let mut pending = pending
-                .remove(txn)
-                .unwrap_or_else(|| Txn::new(t.begin_lsn.unwrap_or(t.first_lsn)));
+            let log = pending.remove(txn).unwrap_or_default();
+            let mut pending = Txn::new(t.begin_lsn.unwrap_or(t.first_lsn));
             let b = BlockedTxn {
                 txn: *txn,
                 pages: failed.iter().map(|f| f.0).collect(),
@@ -241,7 +240,8 @@ pub(super) fn open(
             };
             pending.status = Status::RollbackFailed;
             pending.blocked = Some(b.clone());
-            state.undo_bytes_held += pending.arena.len() as u64;
+            state.undo_bytes_held += log.arena.len() as u64;
+            journal.open_log(*txn, log);
             state.active.insert(*txn, pending);
             blocked.push(b);
         } else {
@@ -279,6 +279,7 @@ pub(super) fn open(
     };
     drop(scan);
     report_recovery(&cfg, &sink, &report);
+    let has_deferred = !state.deferred_pages.is_empty();
     Ok(TransactionRollbackManager {
         pages,
         journal: Arc::new(journal),
@@ -293,6 +294,7 @@ pub(super) fn open(
         sink,
         repair_hook: cfg.repair_hook,
         stopped: AtomicBool::new(false),
+        deferred: AtomicBool::new(has_deferred),
         counters: Counters {
             recovered: AtomicU64::new(report.rolled_back.len() as u64),
             replaced: AtomicU64::new(report.undo_entries_replaced),

@@ -1,5 +1,6 @@
-//! The manager's in-memory bookkeeping: active transactions and their undo,
-//! remembered outcomes, counters, and the public stats and outcome types.
+//! The manager's in-memory bookkeeping: active transactions and their undo
+//! logs (held by the journal, see [`UndoLog`]), remembered outcomes,
+//! counters, and the public stats and outcome types.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -118,7 +119,7 @@ impl Status {
 /// transaction's arena: the before-image at `at`, then (when `has_after`)
 /// the after-image of the same length.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub lsn: u64,
     pub page: PageId,
     pub offset: u32,
@@ -145,29 +146,52 @@ pub(super) struct Txn {
     pub status: Status,
     /// The commit record's LSN, once it is appended (status `Committing`).
     pub commit_lsn: Option<Lsn>,
-    pub entries: Vec<Entry>,
-    pub arena: Vec<u8>,
-    /// Before-image bytes recorded (what `max_undo_bytes_per_txn` bounds).
-    pub before_bytes: u64,
     /// Set while the last rollback attempt is blocked by failing pages.
     pub blocked: Option<BlockedTxn>,
 }
 
 impl Txn {
+    /// An active transaction (its undo log is held by the journal).
     pub(super) fn new(begin_lsn: Lsn) -> Txn {
         Txn {
             begin_lsn,
             status: Status::Active,
             commit_lsn: None,
-            entries: Vec::new(),
-            arena: Vec::new(),
-            before_bytes: 0,
             blocked: None,
         }
     }
+}
 
+/// A transaction's undo: its entries and their images, and what appends
+/// counted that the manager's totals do not hold yet. The journal holds
+/// it under its own lock, so that an undo append — the record and the
+/// entry — is one critical section.
+///
+/// Lock order: the manager's state, then the journal. An append takes
+/// only the journal's lock and appends only while `open` holds; `open` is
+/// cleared under that lock when the transaction's status leaves `Active`
+/// (with its commit record, or when a rollback takes the images), so an
+/// undo record never follows the commit record, nor is missed by a
+/// rollback.
+#[derive(Debug, Default)]
+pub(crate) struct UndoLog {
+    /// Whether undo may be appended: true while the transaction is
+    /// `Active`; cleared with its commit record (the status turns
+    /// `Committing` under the manager's state lock held across both) or
+    /// when a rollback takes the images. Goes from true to false only.
+    pub open: bool,
+    pub entries: Vec<Entry>,
+    pub arena: Vec<u8>,
+    /// Before-image bytes recorded (what `max_undo_bytes_per_txn` bounds).
+    pub before_bytes: u64,
+    /// Appended since the manager last folded them into its totals:
+    /// records, before-image bytes, image bytes held.
+    pub unfolded: (u64, u64, u64),
+}
+
+impl UndoLog {
     /// Adds an entry; `after`, when given, must be as long as `before`.
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         lsn: Lsn,
         page: PageId,
@@ -191,13 +215,18 @@ impl Txn {
             has_after: after.is_some(),
         });
     }
+
+    /// Takes what appends counted since the last call.
+    pub(super) fn take_unfolded(&mut self) -> (u64, u64, u64) {
+        std::mem::take(&mut self.unfolded)
+    }
 }
 
 /// Hashes a transaction id by one multiplication (Fibonacci hashing): ids
 /// are the manager's own, handed out in sequence, so there is nothing to
 /// defend against, and the active map is looked up on every undo record.
 #[derive(Default)]
-pub(super) struct TxnIdHasher(u64);
+pub(crate) struct TxnIdHasher(u64);
 
 impl Hasher for TxnIdHasher {
     fn finish(&self) -> u64 {
@@ -216,7 +245,7 @@ impl Hasher for TxnIdHasher {
 }
 
 /// A map keyed by transaction id.
-pub(super) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
+pub(crate) type TxnMap<V> = HashMap<TxnId, V, BuildHasherDefault<TxnIdHasher>>;
 
 /// How many finished transactions' outcomes are remembered for error messages.
 pub(super) const FINISHED_MEMORY: usize = 65_536;
@@ -257,15 +286,19 @@ impl SpareBuffers {
         debug_assert!(self.bytes <= SPARE_BYTES_MAX);
     }
 
-    /// A new transaction, with kept buffers if there are any.
-    pub(super) fn txn(&mut self, begin_lsn: Lsn) -> Txn {
-        let mut t = Txn::new(begin_lsn);
+    /// An open log for a new transaction, with kept buffers if there are
+    /// any.
+    pub(super) fn log(&mut self) -> UndoLog {
+        let mut log = UndoLog {
+            open: true,
+            ..UndoLog::default()
+        };
         if let Some((entries, arena)) = self.kept.pop() {
             self.bytes -= capacity_bytes(&entries, &arena);
-            t.entries = entries;
-            t.arena = arena;
+            log.entries = entries;
+            log.arena = arena;
         }
-        t
+        log
     }
 }
 
@@ -275,6 +308,8 @@ pub(super) struct State {
     pub finished: TxnMap<&'static str>,
     pub finished_order: VecDeque<TxnId>,
     pub graph: WaitForGraph,
+    /// Image bytes held for active transactions, up to what their logs
+    /// have not folded in yet (see [`State::fold`]).
     pub undo_bytes_held: u64,
     /// Lowest id handed out by this manager; smaller ids are from earlier runs.
     pub first_id: Option<u64>,
@@ -284,10 +319,11 @@ pub(super) struct State {
     pub restoring: bool,
     /// Undo buffers of finished transactions, for reuse.
     pub spare: SpareBuffers,
-    /// Undo entries recorded since open (counted under the lock the record
-    /// holds anyway).
+    /// Undo entries recorded since open, up to what the logs have not
+    /// folded in yet (appends count in their own log, under the lock they
+    /// hold anyway).
     pub undo_records: u64,
-    /// Before-image bytes recorded since open.
+    /// Before-image bytes recorded since open (folded likewise).
     pub undo_bytes: u64,
     /// Pages changed by transactions in flight at the last crash whose
     /// rollback a report-only open deferred, and which of them changed
@@ -296,12 +332,15 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn finish(&mut self, txn: TxnId, outcome: &'static str) {
-        if let Some(t) = self.active.remove(&txn) {
-            self.undo_bytes_held -= t.arena.len() as u64;
-            self.spare.put(t.entries, t.arena);
+    /// Forgets `txn` as active and remembers its outcome; `log` is its
+    /// undo log, given up by the journal (its buffers are kept for reuse).
+    pub(super) fn finish(&mut self, txn: TxnId, log: Option<UndoLog>, outcome: &'static str) {
+        self.active.remove(&txn);
+        if let Some(mut log) = log {
+            self.fold(&mut log);
+            self.undo_bytes_held -= log.arena.len() as u64;
+            self.spare.put(log.entries, log.arena);
         }
-        // (A rollback takes the transaction out of `active` before.)
         if !self.deferred_pages.is_empty() {
             self.deferred_pages.retain(|_, owners| {
                 owners.retain(|o| *o != txn);
@@ -315,6 +354,27 @@ impl State {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
             }
+        }
+    }
+
+    /// Adds what appends to `log` counted to the totals.
+    pub(super) fn fold(&mut self, log: &mut UndoLog) {
+        let (records, bytes, held) = log.take_unfolded();
+        self.undo_records += records;
+        self.undo_bytes += bytes;
+        self.undo_bytes_held += held;
+    }
+
+    /// The error for a transaction that cannot take undo now.
+    pub(super) fn refusal(&mut self, txn: TxnId) -> Error {
+        match self.active_mut(txn) {
+            Err(e) => e,
+            // The log was closed, so the status left `Active` (and never
+            // comes back): not reached.
+            Ok(_) => Error::TransactionNotActive {
+                txn,
+                state: "finished",
+            },
         }
     }
 
@@ -388,8 +448,8 @@ mod tests {
                 proptest::prop_assert_eq!(held, spare.bytes);
             }
             let before = spare.kept.len();
-            let t = spare.txn(Lsn(1));
-            proptest::prop_assert!(t.arena.is_empty() && t.entries.is_empty());
+            let t = spare.log();
+            proptest::prop_assert!(t.open && t.arena.is_empty() && t.entries.is_empty());
             proptest::prop_assert_eq!(spare.kept.len(), before.saturating_sub(1));
         }
     }
@@ -401,7 +461,7 @@ mod tests {
             ..State::default()
         };
         for i in 1..=FINISHED_MEMORY as u64 + 5 {
-            st.finish(TxnId(i), "committed");
+            st.finish(TxnId(i), None, "committed");
         }
         assert_eq!(st.finished.len(), FINISHED_MEMORY);
         assert!(matches!(

@@ -69,6 +69,15 @@ impl TransactionRollbackManager {
         v
     }
 
+    /// Puts the images a failed or blocked rollback took back into the
+    /// transaction's log (closed: it takes no more undo).
+    fn restore_log(&self, txn: TxnId, entries: Vec<Entry>, arena: Vec<u8>) {
+        if let Some(mut log) = self.journal.log(txn) {
+            log.entries = entries;
+            log.arena = arena;
+        }
+    }
+
     fn rollback_many(&self, only: Option<TxnId>) -> Result<RollbackOutcome> {
         self.check_open()?;
         let start = self.clock.now_ns();
@@ -102,11 +111,21 @@ impl TransactionRollbackManager {
             for id in ids {
                 let t = st.active.get_mut(&id).expect("listed above");
                 t.status = Status::RollingBack;
-                taken.push((
-                    id,
-                    std::mem::take(&mut t.entries),
-                    std::mem::take(&mut t.arena),
-                ));
+                // Closed in the journal's critical section: every append
+                // of the transaction is in what is taken. What appends
+                // counted goes into the totals before the images leave.
+                let (entries, arena) = match self.journal.log(id) {
+                    Some(mut log) => {
+                        log.open = false;
+                        st.fold(&mut log);
+                        (
+                            std::mem::take(&mut log.entries),
+                            std::mem::take(&mut log.arena),
+                        )
+                    }
+                    None => (Vec::new(), Vec::new()),
+                };
+                taken.push((id, entries, arena));
             }
         }
         let result = self.undo_and_abort(&taken);
@@ -117,9 +136,8 @@ impl TransactionRollbackManager {
                 tracing::error!(error = %e, "rollback failed; the transactions stay in flight");
                 for (id, entries, arena) in taken {
                     if let Some(t) = st.active.get_mut(&id) {
-                        t.entries = entries;
-                        t.arena = arena;
                         t.status = Status::RollbackFailed;
+                        self.restore_log(id, entries, arena);
                     }
                 }
                 return Err(e);
@@ -130,9 +148,8 @@ impl TransactionRollbackManager {
         for (id, entries, arena) in taken {
             if let Some(failed) = applied.blocked.get(&id) {
                 if let Some(t) = st.active.get_mut(&id) {
-                    t.entries = entries;
-                    t.arena = arena;
                     t.status = Status::RollbackFailed;
+                    self.restore_log(id, entries, arena);
                     t.blocked = Some(BlockedTxn {
                         txn: id,
                         pages: failed.iter().map(|f| f.0).collect(),
@@ -144,8 +161,8 @@ impl TransactionRollbackManager {
                 }
             } else {
                 st.undo_bytes_held -= arena.len() as u64;
-                st.active.remove(&id);
-                st.finish(id, "rolled back");
+                let log = self.journal.take_log(id);
+                st.finish(id, log, "rolled back");
                 st.spare.put(entries, arena);
                 done.push(id);
             }

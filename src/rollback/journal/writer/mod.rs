@@ -8,7 +8,13 @@
 //! Appends encode into an in-memory buffer under one short lock; an undo
 //! record goes in without its CRC, which the thread that writes the batch
 //! computes for every frame ([`seal_frames`](super::record::seal_frames))
-//! outside that lock, before the bytes leave memory. An undo append does
+//! outside that lock, before the bytes leave memory. The same lock holds
+//! the in-memory undo log of every transaction the manager keeps
+//! (`UndoLog`): an undo append checks that the transaction's log is open,
+//! appends the record and adds the entry with its images to the log in
+//! one critical section, and a commit record closes the log in its own,
+//! so no undo record of a transaction follows its commit record and
+//! every appended record is in the log a rollback takes. An undo append does
 //! not write the buffer when it is full: the caller does, with
 //! [`Journal::write_if_full`], once it has released its own locks (so the
 //! buffer may exceed its size by one record per appending thread). Bytes reach
@@ -35,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::types::{Lsn, PageId};
@@ -49,6 +55,7 @@ use super::recovery::{JournalScan, SegMeta};
 use super::state::JournalState;
 use super::storage::JournalStorage;
 use super::UNDO_FIXED_LEN;
+use crate::rollback::txns::{TxnMap, UndoLog};
 use crate::rollback::TxnId;
 use crate::worker::Notifier;
 
@@ -214,6 +221,10 @@ struct Inner {
     marked: u64,
     /// The LSN of the newest record that is not a mark.
     last_data_lsn: u64,
+    /// The undo of every transaction the manager holds, under this lock
+    /// so that an undo append is one critical section (see
+    /// [`Journal::append_undo`]).
+    logs: TxnMap<UndoLog>,
 }
 
 struct Ids {
@@ -240,7 +251,9 @@ pub(super) struct Core {
     poisoned: AtomicBool,
     counters: Counters,
     /// Lock order: `ids`, then `state`; `inner`, then `state`. Nothing takes
-    /// `ids` or `inner` while holding `state`.
+    /// `ids` or `inner` while holding `state`. (Above them all: the
+    /// rollback manager's state lock, which is taken before `inner`, never
+    /// while `inner` is held; see `UndoLog`.)
     ids: Mutex<Ids>,
     /// The state file's contents as last written; held while it is written.
     state: Mutex<JournalState>,
@@ -319,6 +332,7 @@ impl Journal {
                 marks_in_flight: VecDeque::new(),
                 marked: scan.synced_through,
                 last_data_lsn: durable,
+                logs: TxnMap::default(),
             }),
             cv: Condvar::new(),
             durable: AtomicU64::new(durable),
@@ -360,10 +374,17 @@ impl Journal {
         })
     }
 
-    /// Appends an undo record (the hot path: no intermediate allocation, no
-    /// checksum, no I/O). Returns its LSN and whether the buffer is full:
-    /// then call [`write_if_full`](Self::write_if_full), outside the
-    /// caller's locks.
+    /// Appends an undo record of `txn` and adds its entry to the
+    /// transaction's log, in one critical section (the hot path: no
+    /// intermediate allocation, no checksum, no I/O). Returns its LSN and
+    /// whether the buffer is full — then call
+    /// [`write_if_full`](Self::write_if_full), outside the caller's locks —
+    /// or `None` when the transaction has no open log (nothing appended).
+    ///
+    /// # Errors
+    /// [`Error::RollbackLimit`] when the log would hold more than
+    /// `max_undo` before-image bytes; [`Error::Poisoned`];
+    /// [`Error::JournalStalled`]; [`Error::IdSpaceExhausted`].
     pub(crate) fn append_undo(
         &self,
         txn: TxnId,
@@ -371,11 +392,24 @@ impl Journal {
         offset: u32,
         before: &[u8],
         after: &[u8],
-    ) -> Result<(Lsn, bool)> {
+        max_undo: u64,
+    ) -> Result<Option<(Lsn, bool)>> {
         debug_assert_eq!(before.len(), after.len());
         let len = RECORD_HEADER_LEN + UNDO_FIXED_LEN + before.len() + after.len();
         let core = &self.core;
         let mut g = core.inner.lock();
+        match g.logs.get(&txn) {
+            Some(log) if log.open => {
+                if log.before_bytes + before.len() as u64 > max_undo {
+                    return Err(Error::RollbackLimit {
+                        what: "undo bytes per transaction",
+                        field: "max_undo_bytes_per_txn",
+                        limit: max_undo,
+                    });
+                }
+            }
+            _ => return Ok(None),
+        }
         if let Some(p) = &g.poison {
             return Err(poisoned_error(p));
         }
@@ -383,7 +417,40 @@ impl Journal {
             encode_undo_unsealed(buf, lsn, txn, page, offset, before, after);
         })?;
         g.last_data_lsn = lsn.0;
-        Ok((lsn, g.pending_bytes >= core.cfg.buffer_bytes))
+        let full = g.pending_bytes >= core.cfg.buffer_bytes;
+        let log = g
+            .logs
+            .get_mut(&txn)
+            .expect("found above, under the same lock");
+        log.push(lsn, page, offset, before, Some(after));
+        let n = before.len() as u64;
+        let (records, bytes, held) = &mut log.unfolded;
+        *records += 1;
+        *bytes += n;
+        *held += 2 * n;
+        Ok(Some((lsn, full)))
+    }
+
+    /// Holds `log` as the undo of `txn` (replacing any it had).
+    pub(crate) fn open_log(&self, txn: TxnId, log: UndoLog) {
+        self.core.inner.lock().logs.insert(txn, log);
+    }
+
+    /// The undo log of `txn`, locked (appends wait until it is dropped).
+    pub(crate) fn log(&self, txn: TxnId) -> Option<MappedMutexGuard<'_, UndoLog>> {
+        MutexGuard::try_map(self.core.inner.lock(), |g| g.logs.get_mut(&txn)).ok()
+    }
+
+    /// Every undo log, locked.
+    pub(crate) fn logs(&self) -> MappedMutexGuard<'_, TxnMap<UndoLog>> {
+        MutexGuard::map(self.core.inner.lock(), |g| &mut g.logs)
+    }
+
+    /// Gives up the undo log of `txn` (closed).
+    pub(crate) fn take_log(&self, txn: TxnId) -> Option<UndoLog> {
+        let mut log = self.core.inner.lock().logs.remove(&txn)?;
+        log.open = false;
+        Some(log)
     }
 
     /// Writes the buffer (without an fsync) if it holds its configured size
@@ -401,15 +468,35 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends a begin, commit or abort record.
+    /// Appends a begin or abort record, and writes the buffer if that
+    /// filled it.
     pub(crate) fn append(&self, record: &Record) -> Result<Lsn> {
-        debug_assert!(!matches!(
+        debug_assert!(matches!(
             record,
-            Record::Mark { .. } | Record::UndoV1 { .. }
+            Record::Begin { .. } | Record::Abort { .. }
         ));
-        let is_commit = matches!(record, Record::Commit { .. });
+        let (lsn, full) = self
+            .core
+            .append_with(record.encoded_len(), None, |buf, lsn| {
+                record.encode_into(lsn, buf);
+            })?;
+        if full {
+            self.write_if_full()?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends the commit record of `txn`, which closes its undo log in
+    /// the same critical section: no undo record of it follows its commit
+    /// record. Returns its LSN, and whether the buffer is full: the caller
+    /// notes the commit first, then writes the buffer
+    /// ([`write_if_full`](Self::write_if_full)), so that a write that fails
+    /// leaves a commit it can retry, not a closed log under a transaction
+    /// still active.
+    pub(crate) fn append_commit(&self, txn: TxnId) -> Result<(Lsn, bool)> {
+        let record = Record::Commit { txn };
         self.core
-            .append_with(record.encoded_len(), is_commit, |buf, lsn| {
+            .append_with(record.encoded_len(), Some(txn), |buf, lsn| {
                 record.encode_into(lsn, buf);
             })
     }
@@ -608,26 +695,28 @@ impl Core {
     }
 
     /// Appends a record; `encode` writes exactly `len` bytes for the given
-    /// LSN. Writes the buffer when it is full.
+    /// LSN. A commit record (of the transaction given) closes its undo
+    /// log. Returns its LSN and whether the buffer is full (the caller
+    /// writes it, outside this lock).
     fn append_with(
         &self,
         len: usize,
-        is_commit: bool,
+        commit: Option<TxnId>,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
-    ) -> Result<Lsn> {
+    ) -> Result<(Lsn, bool)> {
         let mut g = self.inner.lock();
         if let Some(p) = &g.poison {
             return Err(poisoned_error(p));
         }
         let lsn = self.push(&mut g, len, encode)?;
         g.last_data_lsn = lsn.0;
-        if is_commit {
+        if let Some(txn) = commit {
+            if let Some(log) = g.logs.get_mut(&txn) {
+                log.open = false;
+            }
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        if g.pending_bytes >= self.cfg.buffer_bytes {
-            self.drive(&mut g, None)?;
-        }
-        Ok(lsn)
+        Ok((lsn, g.pending_bytes >= self.cfg.buffer_bytes))
     }
 
     /// Puts a chunk that creates the next segment into the buffer and makes
