@@ -242,6 +242,28 @@ impl Replica for RacingReplica {
     }
 }
 
+/// A repairer whose one replica is a `RacingReplica` over the rig's
+/// mirror, and a healer's context over it and the rig's detector.
+fn racing(r: &Rig) -> (Arc<RacingReplica>, Arc<DataRepairer>, RemedyContext) {
+    let racing = Arc::new(RacingReplica {
+        inner: StoreReplica::new("racer", r.mirror.clone()),
+        det: r.det.clone(),
+        armed: Mutex::new(None),
+        rot: Mutex::new(None),
+    });
+    let repairer = Arc::new(
+        RepairConfig::new()
+            .clock(Arc::new(r.clock.clone()))
+            .build(r.det.clone())
+            .unwrap(),
+    );
+    repairer.add_replica(racing.clone()).unwrap();
+    let ctx = RemedyContext::new()
+        .detector(r.det.clone())
+        .repairer(repairer.clone());
+    (racing, repairer, ctx)
+}
+
 /// A host write that lands while the repair of its page runs stands, and
 /// the page is healed by it, not by the repair: on its own and in a page
 /// set, the attempt is "nothing to do" and the repair gets no credit.
@@ -249,22 +271,7 @@ impl Replica for RacingReplica {
 fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit() {
     for placement in placements() {
         let r = rig(placement);
-        let racing = Arc::new(RacingReplica {
-            inner: StoreReplica::new("racer", r.mirror.clone()),
-            det: r.det.clone(),
-            armed: Mutex::new(None),
-            rot: Mutex::new(None),
-        });
-        let repairer = Arc::new(
-            RepairConfig::new()
-                .clock(Arc::new(r.clock.clone()))
-                .build(r.det.clone())
-                .unwrap(),
-        );
-        repairer.add_replica(racing.clone()).unwrap();
-        let ctx = RemedyContext::new()
-            .detector(r.det.clone())
-            .repairer(repairer.clone());
+        let (racing, repairer, ctx) = racing(&r);
         let healer = HealerConfig::new().build(ctx).unwrap();
         let failure = r.corrupt(5);
         *racing.armed.lock() = Some(page(0x77));
@@ -324,22 +331,7 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
 fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair() {
     for placement in placements() {
         let r = rig(placement);
-        let racing = Arc::new(RacingReplica {
-            inner: StoreReplica::new("racer", r.mirror.clone()),
-            det: r.det.clone(),
-            armed: Mutex::new(None),
-            rot: Mutex::new(None),
-        });
-        let repairer = Arc::new(
-            RepairConfig::new()
-                .clock(Arc::new(r.clock.clone()))
-                .build(r.det.clone())
-                .unwrap(),
-        );
-        repairer.add_replica(racing.clone()).unwrap();
-        let ctx = RemedyContext::new()
-            .detector(r.det.clone())
-            .repairer(repairer.clone());
+        let (racing, repairer, ctx) = racing(&r);
         // One failure opens the breaker, were it counted.
         let healer = HealerConfig::new()
             .breaker(

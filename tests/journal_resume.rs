@@ -40,6 +40,20 @@ fn manager(dir: Arc<CrashDir>, store: Arc<MemStore>) -> TransactionRollbackManag
         .unwrap()
 }
 
+/// [`manager`] with a write buffer of `bytes` (a batch is written once it
+/// holds that much).
+fn manager_buffered(
+    dir: Arc<CrashDir>,
+    store: Arc<MemStore>,
+    bytes: usize,
+) -> TransactionRollbackManager {
+    RollbackConfig::with_storage(dir)
+        .segment_size_bytes(512)
+        .buffer_bytes(bytes)
+        .build(RawPages::shared(store))
+        .unwrap()
+}
+
 /// What the store must hold: per page, the byte the last acknowledged
 /// commit wrote (0 for none).
 #[derive(Default)]
@@ -179,11 +193,7 @@ fn a_commit_refused_by_a_stall_commits_on_retry_after_the_resume() {
 fn a_commit_whose_buffer_write_fails_is_retried_with_its_one_commit_record() {
     let dir = Arc::new(CrashDir::new());
     let store = Arc::new(MemStore::new(RPS, RPAGES).unwrap());
-    let mgr = RollbackConfig::with_storage(dir.clone())
-        .segment_size_bytes(512)
-        .buffer_bytes(1)
-        .build(RawPages::shared(store.clone()))
-        .unwrap();
+    let mgr = manager_buffered(dir.clone(), store.clone(), 1);
     let t = mgr.begin().unwrap();
     mgr.write(t, PageId(1), 0, &[7; 4]).unwrap();
     let commits = mgr.stats().journal.commits;
@@ -395,11 +405,7 @@ proptest! {
 fn batches_written_without_an_fsync_across_segments_are_rewritten_after_a_failed_fsync() {
     let dir = Arc::new(CrashDir::new());
     let store = Arc::new(MemStore::new(RPS, RPAGES).unwrap());
-    let mgr = RollbackConfig::with_storage(dir.clone())
-        .segment_size_bytes(512)
-        .buffer_bytes(128)
-        .build(RawPages::shared(store.clone()))
-        .unwrap();
+    let mgr = manager_buffered(dir.clone(), store.clone(), 128);
     txn(&mgr, 0, 1).unwrap();
     let segments_before = dir.segment_ids().len();
     let t = mgr.begin().unwrap();

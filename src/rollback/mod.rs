@@ -318,6 +318,9 @@ pub(crate) type SharedWatch = Arc<Mutex<Option<StallWatch>>>;
 /// ```
 pub struct TransactionRollbackManager {
     pages: Arc<dyn PageWriter>,
+    /// `pages.usable_len()`, read once when the manager is built (a page's
+    /// size and its placement do not change under a store).
+    usable_len: usize,
     /// Shared with the `selfheal-undo-close` thread that runs the last flush.
     journal: Arc<Journal>,
     /// Runs the journal's last flush at [`stop`](Self::stop), bounded.

@@ -99,7 +99,7 @@ impl TransactionRollbackManager {
             page,
             offset,
             before.len(),
-            self.pages.usable_len(),
+            self.usable_len,
             self.pages.page_count(),
         )?;
         if self.deferred.load(Ordering::Relaxed) {
@@ -179,7 +179,7 @@ impl TransactionRollbackManager {
             page,
             offset,
             data.len(),
-            self.pages.usable_len(),
+            self.usable_len,
             self.pages.page_count(),
         )?;
         // Fail fast, before anything is recorded, for a transaction that

@@ -281,6 +281,7 @@ pub(super) fn open(
     report_recovery(&cfg, &sink, &report);
     let has_deferred = !state.deferred_pages.is_empty();
     Ok(TransactionRollbackManager {
+        usable_len: pages.usable_len(),
         pages,
         journal: Arc::new(journal),
         closer: TimedCaller::new("selfheal-undo-close"),

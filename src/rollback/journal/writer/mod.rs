@@ -770,10 +770,11 @@ impl Core {
         len: usize,
         encode: impl FnOnce(&mut Vec<u8>, Lsn),
     ) -> Result<Lsn> {
-        let next_lsn = inner
-            .next_lsn
-            .checked_add(1)
-            .ok_or(Error::IdSpaceExhausted { what: "LSNs" })?;
+        // A `let … else`, not `ok_or`: the error is built (and dropped)
+        // only when it is returned, not on every record.
+        let Some(next_lsn) = inner.next_lsn.checked_add(1) else {
+            return Err(Error::IdSpaceExhausted { what: "LSNs" });
+        };
         let new_segment = inner.tail_len + len as u64 > self.cfg.segment_size
             && inner.tail_len > SEGMENT_HEADER_LEN as u64;
         if new_segment {
