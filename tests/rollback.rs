@@ -219,11 +219,38 @@ fn lost_rollback_write_is_caught_and_can_be_retried() {
     assert_eq!(&buf[10..13], &[0, 0, 0]);
 }
 
-/// A journal storage whose fsyncs wait at a gate the test opens.
+/// A journal storage whose fsyncs wait at a gate the test opens (or,
+/// with `gate_state`, whose state-file writes do while it is set).
 #[derive(Debug)]
 struct GatedDir {
     inner: CrashDir,
     gate: crossbeam_channel::Receiver<()>,
+    gate_sync: bool,
+    gate_state: std::sync::atomic::AtomicBool,
+    /// State-file writes that reached the gate.
+    at_state_gate: std::sync::atomic::AtomicU32,
+}
+
+impl GatedDir {
+    /// Syncs wait at `gate`.
+    fn syncs(inner: CrashDir, gate: crossbeam_channel::Receiver<()>) -> GatedDir {
+        GatedDir {
+            inner,
+            gate,
+            gate_sync: true,
+            gate_state: std::sync::atomic::AtomicBool::new(false),
+            at_state_gate: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Waits at the gate; once the test has dropped it, fails (like a
+    /// disk that went away) instead of waiting for ever.
+    fn wait(&self, what: &str) -> selfheal::Result<()> {
+        self.gate.recv().map_err(|_| selfheal::Error::Io {
+            context: format!("{what} behind a closed gate"),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        })
+    }
 }
 
 impl JournalStorage for GatedDir {
@@ -239,14 +266,9 @@ impl JournalStorage for GatedDir {
     fn append(&self, s: u64, b: &[u8]) -> selfheal::Result<()> {
         self.inner.append(s, b)
     }
-    /// Waits at the gate; once the test has dropped it, fails (like a
-    /// disk that went away) instead of waiting for ever.
     fn sync(&self, s: u64) -> selfheal::Result<()> {
-        if self.gate.recv().is_err() {
-            return Err(selfheal::Error::Io {
-                context: "syncing behind a closed gate".into(),
-                source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
-            });
+        if self.gate_sync {
+            self.wait("syncing")?;
         }
         self.inner.sync(s)
     }
@@ -260,17 +282,86 @@ impl JournalStorage for GatedDir {
         self.inner.read_state()
     }
     fn write_state(&self, b: &[u8]) -> selfheal::Result<()> {
+        if self.gate_state.load(std::sync::atomic::Ordering::SeqCst) {
+            self.at_state_gate
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.wait("writing the state file")?;
+        }
         self.inner.write_state(b)
     }
+}
+
+/// A checkpoint that retires old segments writes the journal's state file
+/// (durable: an fsync) and removes the files without holding the
+/// journal's lock: undo appends and a commit go on while it waits.
+/// Method: the state file's write held at a gate; a transaction begun,
+/// changed and committed meanwhile, within a deadline; then the gate
+/// opened, the checkpoint's result checked and a crash image reopened.
+#[test]
+fn appends_and_commits_go_on_while_a_checkpoint_writes_the_state_file() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (open, gate) = crossbeam_channel::unbounded();
+    let mut gated = GatedDir::syncs(CrashDir::new(), gate);
+    gated.gate_sync = false;
+    let dir = Arc::new(gated);
+    let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    let mgr = Arc::new(
+        RollbackConfig::with_storage(dir.clone())
+            .segment_size_bytes(512)
+            .build(RawPages::shared(store.clone()))
+            .unwrap(),
+    );
+    let mut last = Lsn(0);
+    for i in 0..12u8 {
+        let t = mgr.begin().unwrap();
+        mgr.write(t, PageId(u64::from(i % 4)), 0, &[i; 16]).unwrap();
+        last = mgr.commit(t).unwrap();
+    }
+    assert!(mgr.stats().journal.segments > 2);
+    dir.gate_state.store(true, SeqCst);
+    let checkpoint = {
+        let m = mgr.clone();
+        std::thread::spawn(move || m.checkpoint(last))
+    };
+    while dir.at_state_gate.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let (done, finished) = crossbeam_channel::bounded(1);
+    let writer = {
+        let m = mgr.clone();
+        std::thread::spawn(move || -> selfheal::Result<Lsn> {
+            let t = m.begin()?;
+            m.record_undo(t, PageId(1), 0, &[1; 4], &[2; 4])?;
+            m.write(t, PageId(2), 0, &[9; 4])?;
+            let lsn = m.commit(t)?;
+            let _ = done.send(());
+            Ok(lsn)
+        })
+    };
+    let went_on = finished.recv_timeout(Duration::from_secs(10)).is_ok();
+    dir.gate_state.store(false, SeqCst);
+    open.send(()).unwrap();
+    let removed = checkpoint.join().unwrap().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        went_on,
+        "the appends and the commit waited for the checkpoint's state file"
+    );
+    assert!(!removed.is_empty());
+    assert_eq!(mgr.stats().journal.segments_removed, removed.len() as u64);
+    drop(mgr);
+    let again = mem_manager(Arc::new(dir.inner.crash(0)), store.clone());
+    assert!(again.recovery_report().damage.is_empty());
+    assert!(again.active_transactions().is_empty());
+    let mut b = vec![0u8; PS];
+    store.read_page(PageId(2), &mut b).unwrap();
+    assert_eq!(&b[..4], &[9; 4]);
 }
 
 #[test]
 fn concurrent_commits_share_one_fsync() {
     let (open, gate) = crossbeam_channel::unbounded();
-    let dir = Arc::new(GatedDir {
-        inner: CrashDir::new(),
-        gate,
-    });
+    let dir = Arc::new(GatedDir::syncs(CrashDir::new(), gate));
     let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
     let mgr = Arc::new(RollbackConfig::with_storage(dir).build(pages).unwrap());
     let before = mgr.stats().journal.fsyncs;
@@ -1234,10 +1325,7 @@ fn a_record_with_the_largest_txn_id_gives_typed_errors_not_overflow() {
 #[test]
 fn a_commit_whose_fsync_wait_timed_out_can_be_retried() {
     let (open, gate) = crossbeam_channel::unbounded();
-    let dir = Arc::new(GatedDir {
-        inner: CrashDir::new(),
-        gate,
-    });
+    let dir = Arc::new(GatedDir::syncs(CrashDir::new(), gate));
     let pages = RawPages::shared(Arc::new(MemStore::new(PS, PAGES).unwrap()));
     let mgr = Arc::new(
         RollbackConfig::with_storage(dir)

@@ -250,11 +250,15 @@ pub(super) struct Core {
     durable: AtomicU64,
     poisoned: AtomicBool,
     counters: Counters,
-    /// Lock order: `ids`, then `state`; `inner`, then `state`. Nothing takes
-    /// `ids` or `inner` while holding `state`. (Above them all: the
-    /// rollback manager's state lock, which is taken before `inner`, never
-    /// while `inner` is held; see `UndoLog`.)
+    /// Lock order: `retiring`, then `inner`, then `state`; `ids`, then
+    /// `state`. Nothing takes `ids` or `inner` while holding `state`.
+    /// (Above them all: the rollback manager's state lock, which is taken
+    /// before `inner`, never while `inner` is held; see `UndoLog`.)
     ids: Mutex<Ids>,
+    /// Held while old segments are retired: one retirement at a time, and
+    /// the state file written and the files removed without `inner`, so
+    /// that appends go on meanwhile.
+    retiring: Mutex<()>,
     /// The state file's contents as last written; held while it is written.
     state: Mutex<JournalState>,
     /// The reservation end, for segment headers (read without `ids`).
@@ -342,6 +346,7 @@ impl Journal {
                 next: next_txn,
                 reserved_end,
             }),
+            retiring: Mutex::new(()),
             state: Mutex::new(state),
             reserved_end: AtomicU64::new(state.txn_reserved_end),
             notice: OnceLock::new(),
@@ -573,23 +578,27 @@ impl Journal {
     /// new oldest segment before any is removed.
     pub(crate) fn truncate_before(&self, keep_from: Lsn) -> Result<Vec<u64>> {
         let core = &self.core;
-        let mut g = core.inner.lock();
-        if let Some(p) = &g.poison {
-            return Err(poisoned_error(p));
-        }
-        let durable_next = core.durable.load(Ordering::Acquire) + 1;
-        let mut n = 0;
-        while n + 1 < g.segments.len() {
-            let next_first = g.segments[n + 1].first_lsn;
-            if next_first > keep_from.0
-                || next_first > durable_next
-                || g.segments[n].id >= g.io_segment
-            {
-                break;
+        let retiring = core.retiring.lock();
+        let n = {
+            let g = core.inner.lock();
+            if let Some(p) = &g.poison {
+                return Err(poisoned_error(p));
             }
-            n += 1;
-        }
-        core.retire(&mut g, n)
+            let durable_next = core.durable.load(Ordering::Acquire) + 1;
+            let mut n = 0;
+            while n + 1 < g.segments.len() {
+                let next_first = g.segments[n + 1].first_lsn;
+                if next_first > keep_from.0
+                    || next_first > durable_next
+                    || g.segments[n].id >= g.io_segment
+                {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        };
+        core.retire(&retiring, n)
     }
 
     /// Retires every segment: starts a new one holding a mark, makes it
@@ -598,6 +607,7 @@ impl Journal {
     /// store, when no transaction is in flight.
     pub(crate) fn retire_all(&self) -> Result<Vec<u64>> {
         let core = &self.core;
+        let retiring = core.retiring.lock();
         core.flush()?;
         let mark = {
             let mut g = core.inner.lock();
@@ -608,14 +618,15 @@ impl Journal {
             core.push_mark_forced(&mut g)?
         };
         core.ensure_durable(Lsn(mark))?;
-        let mut g = core.inner.lock();
-        let keep = g
-            .segments
-            .iter()
-            .position(|s| s.first_lsn > mark)
-            .unwrap_or(g.segments.len())
-            .saturating_sub(1);
-        core.retire(&mut g, keep)
+        let keep = {
+            let g = core.inner.lock();
+            g.segments
+                .iter()
+                .position(|s| s.first_lsn > mark)
+                .unwrap_or(g.segments.len())
+                .saturating_sub(1)
+        };
+        core.retire(&retiring, keep)
     }
 
     /// Current counters.
@@ -831,21 +842,44 @@ impl Core {
 
     /// Removes the `n` oldest segments, after naming the new oldest in the
     /// state file.
-    fn retire(&self, g: &mut MutexGuard<'_, Inner>, n: usize) -> Result<Vec<u64>> {
+    fn retire(&self, _retiring: &MutexGuard<'_, ()>, n: usize) -> Result<Vec<u64>> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let oldest = g.segments[n].id;
+        // The oldest `n` segments hold only durable records with no I/O on
+        // them, and only a retirement takes segments off the front, one at
+        // a time (`retiring`): appends, which only add at the back, go on
+        // while the state file is written and the files removed.
+        let (oldest, ids): (u64, Vec<u64>) = {
+            let g = self.inner.lock();
+            assert!(n < g.segments.len(), "the newest segment is never retired");
+            (
+                g.segments[n].id,
+                g.segments.iter().take(n).map(|s| s.id).collect(),
+            )
+        };
         self.persist(|s| s.oldest = s.oldest.max(oldest))?;
         let mut removed = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = g.segments[0].id;
-            self.storage.remove(id)?;
-            g.segments.pop_front();
+        let mut result = Ok(());
+        for &id in &ids {
+            if let Err(e) = self.storage.remove(id) {
+                result = Err(e);
+                break;
+            }
             removed.push(id);
             self.counters.removed.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(removed)
+        let mut g = self.inner.lock();
+        for &id in &removed {
+            let front = g.segments.pop_front().map(|s| s.id);
+            debug_assert_eq!(
+                front,
+                Some(id),
+                "only a retirement takes segments off the front"
+            );
+        }
+        drop(g);
+        result.map(|()| removed)
     }
 
     /// The idle mark: when every record that is not a mark is durable but not
