@@ -49,7 +49,7 @@ use crate::types::PageId;
 /// Longest a rebuild waits for the page's latch.
 const LATCH_WAIT: Duration = Duration::from_secs(1);
 
-/// One undo entry of the page, copied out of the manager's table.
+/// One undo entry of the page, copied out of the journal's undo logs.
 struct Change {
     lsn: u64,
     offset: usize,

@@ -1,4 +1,4 @@
-//! Rolling transactions back: their undo taken from the manager's table,
+//! Rolling transactions back: their undo taken from the journal's undo logs,
 //! applied newest first to the pages they wrote, and made final with a
 //! durable abort record.
 //!
