@@ -8,7 +8,7 @@
 //! detector, the failure it reports on its bus is handed to the healer,
 //! and the store's bytes are compared with the replica's afterwards.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,6 +214,18 @@ struct RacingReplica {
     /// the replica too, and is damaged below the detector right after it
     /// lands (a write the medium did not keep).
     rot: Mutex<Option<(Arc<MemStore>, Arc<MemStore>)>>,
+    /// Whether the host's write (and its damage) comes with every read,
+    /// not only the next one.
+    every_read: AtomicBool,
+}
+
+/// What `slot` holds: taken, or (`keep`) a copy left in place.
+fn take<T: Clone>(slot: &Mutex<Option<T>>, keep: bool) -> Option<T> {
+    if keep {
+        slot.lock().clone()
+    } else {
+        slot.lock().take()
+    }
 }
 
 impl Replica for RacingReplica {
@@ -228,9 +240,10 @@ impl Replica for RacingReplica {
     }
     fn read_page(&self, p: PageId, buf: &mut [u8]) -> Result<()> {
         self.inner.read_page(p, buf)?;
-        if let Some(mut newer) = self.armed.lock().take() {
+        let every = self.every_read.load(Ordering::SeqCst);
+        if let Some(mut newer) = take(&self.armed, every) {
             self.det.write_sealed(p, &mut newer)?;
-            if let Some((raw, mirror)) = self.rot.lock().take() {
+            if let Some((raw, mirror)) = take(&self.rot, every) {
                 let mut b = vec![0u8; PS];
                 raw.read_page(p, &mut b)?;
                 mirror.write_page(p, &b)?;
@@ -250,6 +263,7 @@ fn racing(r: &Rig) -> (Arc<RacingReplica>, Arc<DataRepairer>, RemedyContext) {
         det: r.det.clone(),
         armed: Mutex::new(None),
         rot: Mutex::new(None),
+        every_read: AtomicBool::new(false),
     });
     let repairer = Arc::new(
         RepairConfig::new()
@@ -395,6 +409,62 @@ fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair
             healer.breaker_state("repair-from-replicas"),
             BreakerState::Closed
         );
+
+        // A batch of one page (healed on its own, not as a set): the same.
+        r.clock.advance(Duration::from_secs(60));
+        *racing.armed.lock() = Some(page(0x55));
+        *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
+        let incs = healer.heal_batch(vec![(3, r.corrupt(11), Vec::new())], &mut || {
+            next += 1;
+            next
+        });
+        assert_eq!(incs.len(), 1, "{incs:#?}");
+        assert!(
+            matches!(incs[0].outcome, Outcome::Healed { .. }),
+            "{incs:#?}"
+        );
+        assert_eq!(
+            names(&incs[0]),
+            vec![
+                ("repair-from-replicas".to_string(), "overtaken"),
+                ("repair-from-replicas".to_string(), "healed")
+            ],
+            "{incs:#?}"
+        );
+
+        // Overtaken at every try: retried once, then the plan moves on —
+        // alone, and for a page of a set.
+        r.clock.advance(Duration::from_secs(60));
+        racing.every_read.store(true, Ordering::SeqCst);
+        *racing.armed.lock() = Some(page(0x44));
+        *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
+        let inc = healer.heal(r.corrupt(12));
+        let repairs = |inc: &selfheal::healer::Incident| {
+            inc.attempts
+                .iter()
+                .filter(|a| a.remedy == "repair-from-replicas")
+                .map(|a| a.outcome.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            repairs(&inc),
+            vec![AttemptOutcome::Overtaken, AttemptOutcome::Overtaken],
+            "{inc:#?}"
+        );
+        r.clock.advance(Duration::from_secs(60));
+        let items = vec![
+            (4, r.corrupt(13), Vec::new()),
+            (5, r.corrupt(14), Vec::new()),
+        ];
+        let incs = healer.heal_batch(items, &mut || {
+            next += 1;
+            next
+        });
+        racing.every_read.store(false, Ordering::SeqCst);
+        for inc in &incs {
+            assert!(repairs(inc).len() <= 2, "{incs:#?}");
+        }
+        assert_eq!(tally().failures, 0.0, "{incs:#?}");
     }
 }
 

@@ -297,6 +297,7 @@ impl JournalStorage for GatedDir {
 /// Method: the state file's write held at a gate; a transaction begun,
 /// changed and committed meanwhile, within a deadline; then the gate
 /// opened, the checkpoint's result checked and a crash image reopened.
+/// A stop made meanwhile waits for the checkpoint to end.
 #[test]
 fn appends_and_commits_go_on_while_a_checkpoint_writes_the_state_file() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -339,14 +340,24 @@ fn appends_and_commits_go_on_while_a_checkpoint_writes_the_state_file() {
         })
     };
     let went_on = finished.recv_timeout(Duration::from_secs(10)).is_ok();
+    // A stop waits for the checkpoint: it must not give up the journal's
+    // storage while the checkpoint still writes to it.
+    let stopper = {
+        let m = mgr.clone();
+        std::thread::spawn(move || m.stop())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped_early = stopper.is_finished();
     dir.gate_state.store(false, SeqCst);
     open.send(()).unwrap();
     let removed = checkpoint.join().unwrap().unwrap();
     writer.join().unwrap().unwrap();
+    stopper.join().unwrap().unwrap();
     assert!(
         went_on,
         "the appends and the commit waited for the checkpoint's state file"
     );
+    assert!(!stopped_early, "the stop did not wait for the checkpoint");
     assert!(!removed.is_empty());
     assert_eq!(mgr.stats().journal.segments_removed, removed.len() as u64);
     drop(mgr);

@@ -555,7 +555,14 @@ impl SelfHealer {
         mut executed: usize,
     ) {
         'plan: for remedy in ranked {
-            let mut retried = false;
+            // One retry of an overtaken remedy in all: none when the
+            // attempt before this plan was that retry's reason already.
+            let overtaken_last = |inc: &Incident| {
+                inc.attempts.last().is_some_and(|a| {
+                    a.outcome == AttemptOutcome::Overtaken && a.remedy == remedy.name()
+                })
+            };
+            let mut retried = overtaken_last(inc);
             loop {
                 if executed >= self.max_attempts {
                     break 'plan;
@@ -567,17 +574,14 @@ impl SelfHealer {
                 // An attempt overtaken by a change of its target did
                 // nothing: the remedy is tried once more, on the target as
                 // it is now, before the plan moves on.
-                let overtaken = inc.attempts.last().is_some_and(|a| {
-                    a.outcome == AttemptOutcome::Overtaken && a.remedy == remedy.name()
-                });
-                if !overtaken || retried {
+                if !overtaken_last(inc) || retried {
                     break;
                 }
                 retried = true;
             }
         }
         let reason = if executed >= self.max_attempts {
-            format!("{executed} remedies were tried (the most per incident) and none healed it")
+            format!("{executed} attempts were made (the most per incident) and none healed it")
         } else {
             "every remedy that applies was tried or skipped, and none healed it".to_string()
         };

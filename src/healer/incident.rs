@@ -132,13 +132,15 @@ pub enum AttemptOutcome {
     ///
     /// [`Applied::nothing_to_do`]: super::Applied::nothing_to_do
     NothingToDo,
-    /// It did nothing because its target changed under it (as for
-    /// [`NothingToDo`](Self::NothingToDo): the host rewrote the page while
-    /// its repair ran, or the page was no longer waiting for repair), and
-    /// the target still fails verification: a fault of what changed it,
-    /// not a failure of the remedy. The plan goes on as after
-    /// [`NotVerified`](Self::NotVerified); neither the learner, nor the
-    /// breaker, nor the remedy's statistics count it.
+    /// It did nothing because someone else changed its target while it
+    /// ran ([`Applied::overtaken`]: the host rewrote the page during its
+    /// repair), and the re-check found the target still failing: a fault
+    /// of what changed it, not a failure of the remedy. The remedy is
+    /// tried once more, on the target as it now is, before the plan moves
+    /// on; neither the learner, nor the breaker, nor the remedy's
+    /// statistics count it.
+    ///
+    /// [`Applied::overtaken`]: super::Applied#structfield.overtaken
     Overtaken,
     /// It verified but left health worse than before; it was undone if it
     /// could be.
@@ -160,7 +162,7 @@ impl AttemptOutcome {
             AttemptOutcome::NotVerified => "not verified",
             AttemptOutcome::Unverified => "unverified",
             AttemptOutcome::NothingToDo => "nothing to do",
-            AttemptOutcome::Overtaken => "overtaken (did nothing; the target still fails)",
+            AttemptOutcome::Overtaken => "overtaken",
             AttemptOutcome::MadeWorse { undone: true } => "made health worse (undone)",
             AttemptOutcome::MadeWorse { undone: false } => "made health worse (not undone)",
             AttemptOutcome::Skipped(_) => "skipped",

@@ -40,11 +40,18 @@ pub struct Applied {
     /// [`NothingToDo`](super::AttemptOutcome::NothingToDo): the incident
     /// closes healed, but the remedy gets no credit for it, neither in its
     /// learned record, nor in its breaker, nor in
-    /// [`RemedyStats`](crate::recovery::RemedyStats). When the target
-    /// fails its verification instead (what changed it left it bad), the
-    /// attempt is [`Overtaken`](super::AttemptOutcome::Overtaken): the
-    /// plan goes on, and the remedy gets no blame either.
+    /// [`RemedyStats`](crate::recovery::RemedyStats).
     pub nothing_to_do: bool,
+    /// Someone else acted on the target while the remedy ran, and the
+    /// remedy left their change standing (set with `nothing_to_do`): the
+    /// built-in repair from replicas when the host rewrote the page during
+    /// the repair. When the target then fails its verification (what
+    /// changed it left it bad), the attempt is
+    /// [`Overtaken`](super::AttemptOutcome::Overtaken): the plan goes on,
+    /// the remedy is tried once more, and it gets no blame. A remedy that
+    /// only found its target healthy leaves this `false`, so that one
+    /// whose target is still bad counts as not verified.
+    pub overtaken: bool,
 }
 
 impl Applied {
@@ -55,6 +62,7 @@ impl Applied {
             metric_before: None,
             verified: None,
             nothing_to_do: false,
+            overtaken: false,
         }
     }
 
@@ -63,6 +71,17 @@ impl Applied {
     pub fn nothing_to_do(evidence: impl Into<String>) -> Applied {
         Applied {
             nothing_to_do: true,
+            ..Applied::new(evidence)
+        }
+    }
+
+    /// No action: someone else changed the target while the remedy ran,
+    /// and their change stands, as `evidence` says (see the field
+    /// [`overtaken`](Applied#structfield.overtaken)).
+    pub fn overtaken(evidence: impl Into<String>) -> Applied {
+        Applied {
+            nothing_to_do: true,
+            overtaken: true,
             ..Applied::new(evidence)
         }
     }

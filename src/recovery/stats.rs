@@ -213,3 +213,53 @@ impl Tally {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::healer::{Attempt, Diagnosis, Problem};
+    use crate::types::{PageId, Target};
+
+    /// An attempt that did nothing — its target found healthy, or changed
+    /// under it — is counted for the remedy neither as tried nor as
+    /// healed; the attempt after it is.
+    #[test]
+    fn attempts_that_did_nothing_are_not_counted_for_the_remedy() {
+        let attempt = |outcome| Attempt {
+            remedy: "repair-from-replicas".into(),
+            started_ns: 1,
+            finished_ns: 2,
+            outcome,
+            evidence: Vec::new(),
+        };
+        let target = Target::Page(PageId(3));
+        let inc = Incident {
+            id: 1,
+            target: target.clone(),
+            pages: Vec::new(),
+            priority: Priority::P0,
+            failures: Vec::new(),
+            diagnosis: Diagnosis {
+                problem: Problem::CORRUPT_PAGE,
+                confidence: 1.0,
+                rule: None,
+                target,
+            },
+            timeline: Vec::new(),
+            attempts: vec![
+                attempt(AttemptOutcome::Overtaken),
+                attempt(AttemptOutcome::NothingToDo),
+                attempt(AttemptOutcome::Healed),
+            ],
+            outcome: Outcome::Healed {
+                remedy: "repair-from-replicas".into(),
+            },
+            escalation: None,
+        };
+        let mut tally = Tally::default();
+        tally.closed(&inc, Duration::from_secs(30));
+        let r = &tally.stats.remedies["repair-from-replicas"];
+        assert_eq!((r.tried, r.healed), (1, 1));
+        assert_eq!(tally.stats.recovered, 1);
+    }
+}

@@ -182,7 +182,7 @@ pub(crate) fn repaired(page: PageId, report: &RepairReport) -> Result<Applied> {
             report.bytes_fetched
         ))),
         // The host's write healed the page, not the repair: no credit.
-        RepairOutcome::Superseded => Ok(Applied::nothing_to_do(format!(
+        RepairOutcome::Superseded => Ok(Applied::overtaken(format!(
             "the host rewrote page {page} during the repair; its write stands, not the repair's copy"
         ))),
         RepairOutcome::NotNeeded => Ok(Applied::nothing_to_do(format!(

@@ -193,9 +193,11 @@ impl SelfHealer {
                 self.record(inc, clock.now_ns(), Step::Acted, EntryKind::Acted, acted);
                 evidence.push(applied.evidence.clone());
                 let verified = guarded(|| remedy.verify(&self.ctx, case, &applied));
-                let (healed, checked, text) = match verified {
-                    Ok(v) => (v.healed, v.checked, v.evidence),
-                    Err(e) => (false, true, format!("could not re-check: {e}")),
+                // `rechecked`: the verification ran and looked at the
+                // target (an error of its own is no finding about it).
+                let (healed, checked, rechecked, text) = match verified {
+                    Ok(v) => (v.healed, v.checked, v.checked, v.evidence),
+                    Err(e) => (false, true, false, format!("could not re-check: {e}")),
                 };
                 let line = [name.as_str(), ": ", &text].concat();
                 self.record(
@@ -217,7 +219,7 @@ impl SelfHealer {
                     }
                     // It did nothing, and what changed the target under
                     // it left it bad: no evidence about the remedy.
-                    None if !healed && applied.nothing_to_do => AttemptOutcome::Overtaken,
+                    None if !healed && applied.overtaken && rechecked => AttemptOutcome::Overtaken,
                     None if !healed => AttemptOutcome::NotVerified,
                     None if applied.nothing_to_do && checked => AttemptOutcome::NothingToDo,
                     None if !checked => AttemptOutcome::Unverified,

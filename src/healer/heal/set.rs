@@ -361,17 +361,19 @@ impl SelfHealer {
                     // A page that was not waiting for repair, or that the
                     // host rewrote while it ran, and checks out healed:
                     // its copy does not stand, and it gets no credit.
-                    // One that did not check out healed is overtaken, and
-                    // gets no blame either (see `AttemptOutcome::Overtaken`).
+                    // One the host rewrote that a re-check found bad is
+                    // overtaken, and gets no blame either (see
+                    // `AttemptOutcome::Overtaken`).
                     let did_nothing = matches!(
                         report.outcome,
                         RepairOutcome::NotNeeded | RepairOutcome::Superseded
                     );
+                    let overtaken = report.outcome == RepairOutcome::Superseded && check.is_ok();
                     let outcome = match (healed, did_nothing) {
                         (true, true) => AttemptOutcome::NothingToDo,
                         (true, false) => AttemptOutcome::Healed,
-                        (false, true) => AttemptOutcome::Overtaken,
-                        (false, false) => AttemptOutcome::NotVerified,
+                        (false, _) if overtaken => AttemptOutcome::Overtaken,
+                        (false, _) => AttemptOutcome::NotVerified,
                     };
                     (outcome, Some((report, check)))
                 }
@@ -573,11 +575,15 @@ impl SelfHealer {
     }
 }
 
-/// What is left of a set's plan for a page the set's repair did not heal:
-/// the remedies after the repair, or the whole plan again when the repair
-/// was overtaken (it did nothing: it is tried once more, as
-/// [`SelfHealer::run_plan`] does for a lone page).
-fn rest_of_plan(outcome: &AttemptOutcome, ranked: &[Arc<dyn Remedy>]) -> Vec<Arc<dyn Remedy>> {
+/// What is left of a plan for a page whose first remedy (run in a batch or
+/// a set) did not heal it: the remedies after it, or the whole plan again
+/// when it was overtaken (it did nothing: it is tried once more, as
+/// [`SelfHealer::run_plan`] does for a lone page, which sees the overtaken
+/// attempt and retries no further).
+pub(super) fn rest_of_plan(
+    outcome: &AttemptOutcome,
+    ranked: &[Arc<dyn Remedy>],
+) -> Vec<Arc<dyn Remedy>> {
     let from = usize::from(*outcome != AttemptOutcome::Overtaken);
     ranked[from..].to_vec()
 }

@@ -72,7 +72,9 @@ pub trait JournalStorage: Send + Sync + fmt::Debug {
     /// [`Error::Io`].
     fn truncate(&self, segment: u64, len: u64) -> Result<()>;
 
-    /// Deletes a segment, durably.
+    /// Deletes a segment, durably. A segment that is gone already is not
+    /// an error: the journal retries a removal that failed after the file
+    /// went (its directory sync failed).
     ///
     /// # Errors
     /// [`Error::Io`].
@@ -281,7 +283,13 @@ impl JournalStorage for DirStorage {
     fn remove(&self, segment: u64) -> Result<()> {
         self.open.lock().remove(&segment);
         let path = self.segment_path(segment);
-        fs::remove_file(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        // Gone already is removed: a removal whose directory sync failed
+        // is retried by the next retirement, which finds no file.
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
         fsutil::sync_dir(&self.dir)
     }
 
@@ -329,6 +337,9 @@ mod tests {
         assert!(s.create(3, b"again").is_err());
         s.remove(3).unwrap();
         assert!(s.list().unwrap().is_empty());
+        // Gone already is removed: a retirement retries a removal whose
+        // directory sync failed.
+        s.remove(3).unwrap();
         assert_eq!(s.read_state().unwrap(), None);
         s.write_state(b"one").unwrap();
         s.write_state(b"two").unwrap();

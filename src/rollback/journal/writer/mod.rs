@@ -563,6 +563,10 @@ impl Journal {
     /// Makes everything durable and covered by a durable mark, and stops the
     /// mark thread.
     pub(crate) fn close(&self) -> Result<()> {
+        // A retirement under way (a checkpoint) ends first: it writes the
+        // state file and removes files without the append lock, and must
+        // not do so after the storage is released to a new owner.
+        let _retiring = self.core.retiring.lock();
         let result = self.core.flush().and_then(|()| self.core.cover_with_mark());
         self.marker.lock().stop();
         result
@@ -867,7 +871,6 @@ impl Core {
                 break;
             }
             removed.push(id);
-            self.counters.removed.fetch_add(1, Ordering::Relaxed);
         }
         let mut g = self.inner.lock();
         for &id in &removed {
@@ -877,6 +880,7 @@ impl Core {
                 Some(id),
                 "only a retirement takes segments off the front"
             );
+            self.counters.removed.fetch_add(1, Ordering::Relaxed);
         }
         drop(g);
         result.map(|()| removed)
