@@ -286,8 +286,7 @@ impl SelfHealer {
             match self.conclude(&mut p.inc, &case, &first, result, p.before, p.started) {
                 Some(name) => self.healed_by(&mut p.inc, &name),
                 None => {
-                    let last = &p.inc.attempts[p.inc.attempts.len() - 1].outcome;
-                    let rest = super::set::rest_of_plan(last, &p.ranked);
+                    let rest = super::set::rest_of_plan(p.inc.attempts.last(), &p.ranked);
                     self.run_plan(&mut p.inc, &case, rest, 1);
                 }
             }

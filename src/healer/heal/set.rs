@@ -473,7 +473,7 @@ impl SelfHealer {
                 diagnosis: &carried.member.diagnosis,
                 failure: &carried.member.failure,
             };
-            let rest = rest_of_plan(&inc.attempts[inc.attempts.len() - 1].outcome, &ranked);
+            let rest = rest_of_plan(inc.attempts.last(), &ranked);
             self.run_plan(&mut inc, &case, rest, 1);
         } else {
             // The set's target is its first page it healed.
@@ -569,7 +569,7 @@ impl SelfHealer {
             diagnosis: &diagnosis,
             failure: &r.member.failure,
         };
-        let rest = rest_of_plan(&inc.attempts[inc.attempts.len() - 1].outcome, ranked);
+        let rest = rest_of_plan(inc.attempts.last(), ranked);
         self.run_plan(&mut inc, &case, rest, 1);
         inc
     }
@@ -581,9 +581,9 @@ impl SelfHealer {
 /// [`SelfHealer::run_plan`] does for a lone page, which sees the overtaken
 /// attempt and retries no further).
 pub(super) fn rest_of_plan(
-    outcome: &AttemptOutcome,
+    last: Option<&Attempt>,
     ranked: &[Arc<dyn Remedy>],
 ) -> Vec<Arc<dyn Remedy>> {
-    let from = usize::from(*outcome != AttemptOutcome::Overtaken);
-    ranked[from..].to_vec()
+    let overtaken = last.is_some_and(|a| a.outcome == AttemptOutcome::Overtaken);
+    ranked[usize::from(!overtaken)..].to_vec()
 }
