@@ -255,6 +255,18 @@ impl Replica for RacingReplica {
     }
 }
 
+/// `healer.heal_batch(items)`, its new incident ids taken from `next`.
+fn batch(
+    healer: &SelfHealer,
+    items: Vec<(u64, Failure, Vec<Failure>)>,
+    next: &mut u64,
+) -> Vec<selfheal::healer::Incident> {
+    healer.heal_batch(items, &mut || {
+        *next += 1;
+        *next
+    })
+}
+
 /// A repairer whose one replica is a `RacingReplica` over the rig's
 /// mirror, and a healer's context over it and the rig's detector.
 fn racing(r: &Rig) -> (Arc<RacingReplica>, Arc<DataRepairer>, RemedyContext) {
@@ -304,10 +316,7 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
         let items = vec![(1, r.corrupt(8), Vec::new()), (2, r.corrupt(9), Vec::new())];
         *racing.armed.lock() = Some(page(0x66));
         let mut next = 100;
-        let incs = healer.heal_batch(items, &mut || {
-            next += 1;
-            next
-        });
+        let incs = batch(&healer, items, &mut next);
         assert_eq!(incs.len(), 1, "{incs:#?}");
         assert!(
             matches!(incs[0].outcome, Outcome::Healed { .. }),
@@ -386,10 +395,7 @@ fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair
         *racing.armed.lock() = Some(page(0x66));
         *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
         let mut next = 100;
-        let incs = healer.heal_batch(items, &mut || {
-            next += 1;
-            next
-        });
+        let incs = batch(&healer, items, &mut next);
         let overtaken: Vec<_> = incs
             .iter()
             .flat_map(|i| &i.attempts)
@@ -414,10 +420,7 @@ fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair
         r.clock.advance(Duration::from_secs(60));
         *racing.armed.lock() = Some(page(0x55));
         *racing.rot.lock() = Some((r.raw.clone(), r.mirror.clone()));
-        let incs = healer.heal_batch(vec![(3, r.corrupt(11), Vec::new())], &mut || {
-            next += 1;
-            next
-        });
+        let incs = batch(&healer, vec![(3, r.corrupt(11), Vec::new())], &mut next);
         assert_eq!(incs.len(), 1, "{incs:#?}");
         assert!(
             matches!(incs[0].outcome, Outcome::Healed { .. }),
@@ -456,10 +459,7 @@ fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair
             (4, r.corrupt(13), Vec::new()),
             (5, r.corrupt(14), Vec::new()),
         ];
-        let incs = healer.heal_batch(items, &mut || {
-            next += 1;
-            next
-        });
+        let incs = batch(&healer, items, &mut next);
         racing.every_read.store(false, Ordering::SeqCst);
         for inc in &incs {
             assert!(repairs(inc).len() <= 2, "{incs:#?}");
