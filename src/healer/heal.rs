@@ -271,6 +271,16 @@ impl SelfHealer {
     ) -> Result<SelfHealer> {
         let diagnoser = Diagnoser::with_builtins(cfg.rules, cfg.builtin_rules)?;
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap)?;
+        // A repair that finds no copy of a page's last write falls back to
+        // rebuilding it from the undo the rollback manager holds, when that
+        // manager writes through the repairer's detector.
+        if let (Ok(repairer), Ok(rb)) = (ctx.need_repairer(), ctx.need_rollback()) {
+            if rb.writes_through(repairer.detector()) {
+                repairer.set_rebuilder(Some(Arc::new(builtin::txn::UndoRebuilder(
+                    Arc::downgrade(rb),
+                ))));
+            }
+        }
         let (learner, load_warning) = match &cfg.learned_path {
             Some(path) => {
                 let (l, warning) = Learner::load(path, cfg.seed, cfg.memory);

@@ -298,6 +298,7 @@ impl RepairConfig {
             host: self.host,
             replicas: RwLock::new(Vec::new()),
             fallbacks: RwLock::new(Vec::new()),
+            rebuilder: RwLock::new(None),
             stats: Counters::default(),
         })
     }

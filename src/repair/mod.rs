@@ -194,6 +194,29 @@
 //! the write of a run fails, its pages are written again one by one, and
 //! only a page whose own write fails goes on that way.
 //!
+//! # A page no source holds: the rebuilder
+//!
+//! The last write of a page changed by a transaction that has not
+//! committed exists only on the page and in the undo journal's
+//! after-images: a replica kept in step with commits holds the version
+//! before it, which fails the page's checksum. With a [`PageRebuilder`]
+//! ([`DataRepairer::set_rebuilder`]; a
+//! [`SelfHealer`](crate::healer::SelfHealer) over this repairer and a
+//! [`TransactionRollbackManager`](crate::TransactionRollbackManager) sets
+//! one), a repair that finds no copy to write gives the page's ticket back
+//! and asks the rebuilder, before it calls the page irreparable. It
+//! rebuilds the page from a replica's older copy and the changes it holds
+//! (see
+//! [`rebuild_page`](crate::TransactionRollbackManager::rebuild_page)):
+//! written through the detector's repair protocol like any copy (never over
+//! a newer host write; synced, re-read and re-verified), so the outcome is
+//! [`RepairOutcome::Repaired`] from [`CopySource::Rebuilt`]. A rebuild
+//! that writes nothing or fails leaves the outcome `Irreparable` (its error
+//! in the reason). The rebuilder is asked only after every source failed,
+//! and whether it holds changes for a page only when a replica's copy of it
+//! fails verification (such a copy is then not held against the replica),
+//! so it costs nothing on the common path.
+//!
 //! # On disk
 //!
 //! The repairer owns no file. It writes only pages of the host's store, and
@@ -265,11 +288,39 @@ pub const MAX_FALLBACKS: usize = 16;
 /// digest per page of the tree being compared (8 bytes each, 512 KiB at most).
 pub const ANTI_ENTROPY_TREE_PAGES: u64 = 65_536;
 
+/// Rebuilds a page no source holds a copy of its last write of, from an
+/// older copy and changes kept elsewhere (see
+/// [the module docs](self#a-page-no-source-holds-the-rebuilder)).
+pub trait PageRebuilder: Send + Sync {
+    /// Whether changes are held for `page` that the replicas may not have:
+    /// a replica's copy of it that fails verification may then be the
+    /// version before them rather than damage, and is not held against
+    /// the replica. Cheap, no I/O: asked for every copy that fails.
+    fn holds_changes(&self, page: PageId) -> bool;
+
+    /// Called by a repair of `page` that found no copy to write, after it
+    /// gave the page's ticket back: rebuilds the page, writing it through
+    /// the detector's repair protocol (a ticket of its own; never over a
+    /// newer host write; synced, re-read and re-verified, as
+    /// [`TransactionRollbackManager::rebuild_page`](crate::TransactionRollbackManager::rebuild_page)
+    /// does), and returns the replica whose copy it was rebuilt from, or
+    /// `Ok(None)` when it had nothing to rebuild it with. It may read the
+    /// replicas through `repairer`
+    /// ([`DataRepairer::replica_copies`]); it must not repair pages
+    /// through it.
+    ///
+    /// # Errors
+    /// Why the rebuild could not be tried or failed; the repair reports the
+    /// page irreparable with it.
+    fn rebuild(&self, repairer: &DataRepairer, page: PageId) -> Result<Option<ReplicaId>>;
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     attempted: AtomicU64,
     repaired: AtomicU64,
     from_fallback: AtomicU64,
+    by_rebuild: AtomicU64,
     superseded: AtomicU64,
     irreparable: AtomicU64,
     not_needed: AtomicU64,
@@ -372,6 +423,8 @@ pub struct DataRepairer {
     host: Option<Arc<dyn HostActions>>,
     replicas: RwLock<Vec<ReplicaEntry>>,
     fallbacks: RwLock<Vec<FallbackEntry>>,
+    /// Tried for a page no source holds a copy of its last write of.
+    rebuilder: RwLock<Option<Arc<dyn PageRebuilder>>>,
     stats: Counters,
 }
 
@@ -481,6 +534,32 @@ impl DataRepairer {
         v.len() != before
     }
 
+    /// Sets (or with `None` clears) what a repair asks to rebuild a page
+    /// no source holds a copy of its last write of (see
+    /// [the module docs](self#a-page-no-source-holds-the-rebuilder)).
+    pub fn set_rebuilder(&self, rebuilder: Option<Arc<dyn PageRebuilder>>) {
+        *self.rebuilder.write() = rebuilder;
+    }
+
+    /// Asks the rebuilder, if one is set, to rebuild `page` (whose ticket
+    /// the caller gave back): the replica whose copy it was rebuilt from,
+    /// or `Ok(None)` when there was nothing to rebuild it with.
+    pub(crate) fn try_rebuild(&self, page: PageId) -> Result<Option<ReplicaId>> {
+        let Some(r) = self.rebuilder.read().clone() else {
+            return Ok(None);
+        };
+        r.rebuild(self, page)
+    }
+
+    /// Whether the rebuilder holds changes for `page` that the replicas
+    /// may not have (see [`PageRebuilder::holds_changes`]).
+    fn rebuilder_holds_changes(&self, page: PageId) -> bool {
+        self.rebuilder
+            .read()
+            .as_ref()
+            .is_some_and(|r| r.holds_changes(page))
+    }
+
     /// The registered replicas' ids, in registration order.
     #[must_use]
     pub fn replica_ids(&self) -> Vec<ReplicaId> {
@@ -582,6 +661,7 @@ impl DataRepairer {
             attempted: l(&s.attempted),
             repaired: l(&s.repaired),
             repaired_from_fallback: l(&s.from_fallback),
+            repaired_by_rebuild: l(&s.by_rebuild),
             superseded: l(&s.superseded),
             irreparable: l(&s.irreparable),
             not_needed: l(&s.not_needed),
@@ -635,7 +715,9 @@ impl DataRepairer {
                 (self.detector.page_lsn_of(copy), needed),
                 (Some(lsn), Some(needed)) if lsn < needed
             );
-        if !older {
+        // A copy from before changes the replicas never got is no sign of
+        // a failing replica either.
+        if !older && !self.rebuilder_holds_changes(page) {
             entry
                 .failing
                 .failed(&format_args!("its copy of page {page}: {e}"));

@@ -16,6 +16,11 @@ pub enum CopySource {
     Replica(ReplicaId),
     /// A fallback [`PageSource`](crate::PageSource), by its name.
     Fallback(String),
+    /// This replica's older copy of the page with the changes held for it
+    /// elsewhere put over it (the undo journal's after-images, through the
+    /// [`PageRebuilder`](super::PageRebuilder)): the page's last write,
+    /// which no source held.
+    Rebuilt(ReplicaId),
 }
 
 impl fmt::Display for CopySource {
@@ -23,6 +28,10 @@ impl fmt::Display for CopySource {
         match self {
             CopySource::Replica(r) => write!(f, "replica {r}"),
             CopySource::Fallback(n) => write!(f, "fallback {n}"),
+            CopySource::Rebuilt(r) => write!(
+                f,
+                "replica {r}'s older copy, rebuilt with the undo held for the page"
+            ),
         }
     }
 }
@@ -275,6 +284,9 @@ pub struct RepairStats {
     pub repaired: u64,
     /// Of those, pages written from a fallback source.
     pub repaired_from_fallback: u64,
+    /// Of those, pages rebuilt by the
+    /// [`PageRebuilder`](super::PageRebuilder) ([`CopySource::Rebuilt`]).
+    pub repaired_by_rebuild: u64,
     /// Repairs that found the host had rewritten the page.
     pub superseded: u64,
     /// Pages left irreparable.

@@ -463,3 +463,150 @@ fn repair_pages_answers_for_each_page_in_the_order_given() {
     let clean = answers[5].as_ref().unwrap();
     assert_eq!(clean.outcome, RepairOutcome::NotNeeded);
 }
+
+/// A rebuilder that knows a page's last write (as the undo journal's
+/// after-images would let it rebuild) and writes it through the repair
+/// protocol; counts what it is asked.
+struct KnownWrite {
+    det: Arc<CorruptionDetector>,
+    page: PageId,
+    bytes: Vec<u8>,
+    base: ReplicaId,
+    fail: bool,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl PageRebuilder for KnownWrite {
+    fn holds_changes(&self, page: PageId) -> bool {
+        page == self.page
+    }
+
+    fn rebuild(&self, repairer: &DataRepairer, page: PageId) -> Result<Option<ReplicaId>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        if self.fail {
+            return Err(Error::InvalidArgument {
+                what: "page",
+                reason: "the rebuild failed".into(),
+            });
+        }
+        if page != self.page {
+            return Ok(None);
+        }
+        assert!(!repairer.replica_copies(page).is_empty());
+        let ticket = self
+            .det
+            .begin_repair(page)
+            .expect("the ticket was given back");
+        self.det
+            .commit_repair(ticket, &self.bytes)
+            .map_err(|(_, e)| e)?;
+        Ok(Some(self.base.clone()))
+    }
+}
+
+fn known_write(r: &Rig, page: u64, fail: bool) -> Arc<KnownWrite> {
+    Arc::new(KnownWrite {
+        det: r.det.clone(),
+        page: PageId(page),
+        bytes: r.good[page as usize].clone(),
+        base: ReplicaId::new("r0"),
+        fail,
+        asked: std::sync::atomic::AtomicUsize::new(0),
+    })
+}
+
+/// Every replica holds a copy of page 1 that fails verification (the
+/// version before a write they never got).
+fn rig_without_the_last_write() -> (Rig, DataRepairer) {
+    let r = rig(3, 2);
+    let rep = RepairConfig::new()
+        .replica_failing_after(1)
+        .build(r.det.clone())
+        .unwrap();
+    for (i, m) in r.mirrors.iter().enumerate() {
+        let f = FaultyReplica::new(Arc::new(StoreReplica::new(format!("r{i}"), m.clone())));
+        f.corrupt(PageId(1), Damage::BitFlip { byte: 3, bit: 1 });
+        rep.add_replica(Arc::new(f)).unwrap();
+    }
+    r.fence(1, Damage::Zero);
+    let _ = r.det.failures().try_iter().count();
+    (r, rep)
+}
+
+#[test]
+fn a_page_no_source_holds_is_rebuilt_by_the_rebuilder_and_reported_repaired() {
+    let (r, rep) = rig_without_the_last_write();
+    let known = known_write(&r, 1, false);
+    rep.set_rebuilder(Some(known.clone()));
+    let report = rep.repair_page(PageId(1)).unwrap();
+    assert_eq!(
+        report.outcome,
+        RepairOutcome::Repaired {
+            source: CopySource::Rebuilt(ReplicaId::new("r0"))
+        }
+    );
+    assert_eq!(known.asked.load(Ordering::SeqCst), 1);
+    assert_eq!(r.local(1), r.good[1]);
+    let mut b = vec![0u8; PS];
+    r.det.read_verified(PageId(1), &mut b).unwrap();
+    let stats = rep.stats();
+    assert_eq!((stats.repaired, stats.repaired_by_rebuild), (1, 1));
+    assert_eq!(stats.irreparable, 0);
+    // Neither an irreparable page nor a failing replica is reported: the
+    // copies were the version before changes the rebuilder holds.
+    let reported: Vec<FailureKind> = r.det.failures().try_iter().map(|f| f.kind).collect();
+    assert!(reported.is_empty(), "{reported:?}");
+    // In a batch too.
+    r.fence(1, Damage::Zero);
+    let reports = rep.repair_pages(&[PageId(0), PageId(1)]);
+    assert!(reports[1].as_ref().unwrap().is_repaired(), "{reports:?}");
+    assert_eq!(rep.stats().repaired_by_rebuild, 2);
+}
+
+#[test]
+fn a_rebuild_that_fails_or_has_nothing_leaves_the_page_irreparable() {
+    for fail in [true, false] {
+        let (r, rep) = rig_without_the_last_write();
+        // With nothing held for the page (another page's changes), or a
+        // rebuild that fails.
+        let known = known_write(&r, if fail { 1 } else { 2 }, fail);
+        rep.set_rebuilder(Some(known.clone()));
+        let report = rep.repair_page(PageId(1)).unwrap();
+        let RepairOutcome::Irreparable { reason } = &report.outcome else {
+            panic!("fail={fail}: {report:?}");
+        };
+        assert_eq!(reason.contains("not rebuilt: "), fail, "{reason}");
+        assert_eq!(known.asked.load(Ordering::SeqCst), 1);
+        assert_eq!(r.det.page_state(PageId(1)), Some(PageState::Irreparable));
+        let reported: Vec<FailureKind> = r.det.failures().try_iter().map(|f| f.kind).collect();
+        assert!(
+            reported.contains(&FailureKind::IrreparablePage { page: PageId(1) }),
+            "{reported:?}"
+        );
+        // A copy that fails is held against its replica unless the
+        // rebuilder holds changes for the page.
+        let failing = reported
+            .iter()
+            .any(|k| matches!(k, FailureKind::ReplicaFailing { .. }));
+        assert_eq!(failing, !fail, "fail={fail}: {reported:?}");
+        assert_eq!(rep.stats().repaired_by_rebuild, 0);
+    }
+}
+
+#[test]
+fn the_rebuilder_is_not_asked_when_a_copy_repairs_the_page() {
+    let r = rig(3, 2);
+    let rep = r.repairer(RepairConfig::new());
+    let known = known_write(&r, 1, false);
+    rep.set_rebuilder(Some(known.clone()));
+    r.fence(1, Damage::Zero);
+    let report = rep.repair_page(PageId(1)).unwrap();
+    assert!(matches!(
+        report.outcome,
+        RepairOutcome::Repaired {
+            source: CopySource::Replica(_)
+        }
+    ));
+    assert_eq!(known.asked.load(Ordering::SeqCst), 0);
+    assert_eq!(rep.stats().repaired_by_rebuild, 0);
+}

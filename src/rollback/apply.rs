@@ -2,6 +2,7 @@
 //! only where the page still holds what the transaction wrote, never to a
 //! page that fails verification, and not to a page the host freed.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,27 +20,79 @@ const PAGE_LOCK_STRIPES: usize = 256;
 /// Striped page locks: every read-patch-write of a page through the manager
 /// holds the lock of its stripe from the read to the write, so concurrent
 /// changes to different bytes of one page never overwrite each other.
+///
+/// Each thread keeps a list of the latches it holds, so that a call that
+/// reaches the manager again on the same thread (a read inside a write that
+/// heals the page, and a rebuild of that page) is refused at once instead of
+/// waiting for a latch only its own caller can release.
 pub(super) struct PageLocks(Box<[Mutex<()>]>);
+
+thread_local! {
+    /// The latches this thread holds: (address of their [`PageLocks`],
+    /// stripe).
+    static HELD: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A held page latch; released (and struck from its thread's list) when
+/// dropped.
+pub(super) struct Latch<'a> {
+    _guard: MutexGuard<'a, ()>,
+    key: (usize, usize),
+}
+
+impl Drop for Latch<'_> {
+    fn drop(&mut self) {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let at = held.iter().rposition(|k| *k == self.key);
+            debug_assert!(at.is_some(), "a latch this thread holds is on its list");
+            if let Some(at) = at {
+                held.swap_remove(at);
+            }
+        });
+    }
+}
 
 impl PageLocks {
     pub(super) fn new() -> Self {
         PageLocks((0..PAGE_LOCK_STRIPES).map(|_| Mutex::new(())).collect())
     }
 
-    pub(super) fn lock(&self, page: PageId) -> MutexGuard<'_, ()> {
-        self.stripe(page).lock()
+    pub(super) fn lock(&self, page: PageId) -> Latch<'_> {
+        let key = self.key(page);
+        let guard = self.0[key.1].lock();
+        Self::held(key, guard)
     }
 
     /// [`lock`](Self::lock), waiting at most `wait`: `None` when the latch
-    /// stayed held (also by this very thread, which `lock` would deadlock
-    /// on).
-    pub(super) fn try_lock_for(&self, page: PageId, wait: Duration) -> Option<MutexGuard<'_, ()>> {
-        self.stripe(page).try_lock_for(wait)
+    /// stayed held, and at once when this very thread holds it (which
+    /// `lock` would deadlock on).
+    pub(super) fn try_lock_for(&self, page: PageId, wait: Duration) -> Option<Latch<'_>> {
+        let key = self.key(page);
+        if HELD.with(|held| held.borrow().contains(&key)) {
+            return None;
+        }
+        let guard = self.0[key.1].try_lock_for(wait)?;
+        Some(Self::held(key, guard))
     }
 
-    fn stripe(&self, page: PageId) -> &Mutex<()> {
+    /// Whether this thread holds the latch of `page`.
+    #[cfg(test)]
+    pub(super) fn held_here(&self, page: PageId) -> bool {
+        let key = self.key(page);
+        HELD.with(|held| held.borrow().contains(&key))
+    }
+
+    fn held(key: (usize, usize), guard: MutexGuard<'_, ()>) -> Latch<'_> {
+        HELD.with(|held| held.borrow_mut().push(key));
+        Latch { _guard: guard, key }
+    }
+
+    /// Which latch `page` takes: this set's address and the page's stripe.
+    fn key(&self, page: PageId) -> (usize, usize) {
         // The modulus is below `PAGE_LOCK_STRIPES`, so the cast is lossless.
-        &self.0[(page.0 % PAGE_LOCK_STRIPES as u64) as usize]
+        let stripe = (page.0 % PAGE_LOCK_STRIPES as u64) as usize;
+        (self.0.as_ptr() as usize, stripe)
     }
 }
 

@@ -40,9 +40,11 @@
 //!   its thread, gets a typed error, never a deadlock); the undo stays as it
 //!   was, for the rollback to apply next.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::TransactionRollbackManager;
+use crate::corruption::CorruptionDetector;
 use crate::error::{Error, Result};
 use crate::types::PageId;
 
@@ -75,6 +77,13 @@ impl TransactionRollbackManager {
     /// writer's errors on the write or on the re-read after it
     /// ([`PageWriter::repair_rebuilt`](super::PageWriter::repair_rebuilt)).
     pub fn rebuild_page(&self, page: PageId, copies: &[Vec<u8>]) -> Result<bool> {
+        Ok(self.rebuild_from(page, copies)?.is_some())
+    }
+
+    /// [`rebuild_page`](Self::rebuild_page), returning which of `copies`
+    /// the written page was rebuilt from. Without durable undo held for
+    /// the page it returns `Ok(None)` before it takes the page's latch.
+    pub(crate) fn rebuild_from(&self, page: PageId, copies: &[Vec<u8>]) -> Result<Option<usize>> {
         self.check_open()?;
         let ps = self.pages.page_size();
         if page.0 >= self.pages.page_count() {
@@ -83,21 +92,25 @@ impl TransactionRollbackManager {
                 page_count: self.pages.page_count(),
             });
         }
+        if !self.holds_undo_for(page) {
+            return Ok(None);
+        }
         // Never waited on for ever: the caller may be inside a write or
         // rollback of this page on this very thread (a read of it that
-        // heals), or another thread's may be waiting on the caller.
+        // heals: refused at once), or another thread's may be waiting on
+        // the caller.
         let Some(_latch) = self.page_locks.try_lock_for(page, LATCH_WAIT) else {
             return Err(Error::InvalidArgument {
                 what: "page",
                 reason: format!(
-                    "a write or rollback of page {page} held its latch for {LATCH_WAIT:?} (maybe on this thread): try the rebuild again outside it"
+                    "a write or rollback of page {page} holds its latch (on this thread, or for {LATCH_WAIT:?} on another): try the rebuild again outside it"
                 ),
             });
         };
         let Some(changes) = self.changes_of(page) else {
-            return Ok(false);
+            return Ok(None);
         };
-        for base in copies.iter().filter(|c| c.len() == ps) {
+        for (i, base) in copies.iter().enumerate().filter(|(_, c)| c.len() == ps) {
             // The replay through every change first, then through fewer: the
             // newest durable changes may never have reached the page (a
             // crash between an entry's sync and its page write).
@@ -107,11 +120,32 @@ impl TransactionRollbackManager {
                 };
                 if self.pages.repair_rebuilt(page, base, &mut rebuilt)? {
                     tracing::info!(%page, changes = n, held = changes.len(), "page rebuilt from an older copy and the undo held for it");
-                    return Ok(true);
+                    return Ok(Some(i));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Whether this manager writes its pages through `det` (it was built
+    /// over that very detector): then a page it rebuilds is repaired in
+    /// that detector's eyes too.
+    pub(crate) fn writes_through(&self, det: &Arc<CorruptionDetector>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.pages), Arc::as_ptr(det))
+    }
+
+    /// Whether a durable undo entry of an active (or blocked) transaction
+    /// is held for `page`: what a rebuild would replay. A scan of the
+    /// entries held, without copying any.
+    pub(crate) fn holds_undo_for(&self, page: PageId) -> bool {
+        let durable = self.journal.durable_lsn().0;
+        let st = self.state.lock();
+        let logs = self.journal.logs();
+        st.active.keys().filter_map(|id| logs.get(id)).any(|log| {
+            log.entries
+                .iter()
+                .any(|e| e.page == page && e.lsn <= durable)
+        })
     }
 
     /// Every durable undo entry held for `page` (of every transaction,
@@ -244,16 +278,30 @@ mod tests {
             .unwrap();
         let t = mgr.begin().unwrap();
         mgr.write(t, PageId(2), 0, &[7; 8]).unwrap();
-        // This thread holds the page's latch, as a write of it does.
+        // This thread holds the page's latch, as a write of it does: the
+        // rebuild is refused at once, without waiting for it.
         let held = mgr.page_locks.lock(PageId(2));
+        assert!(mgr.page_locks.held_here(PageId(2)));
         let started = std::time::Instant::now();
         let r = mgr.rebuild_page(PageId(2), &[vec![0u8; 4096]]);
         assert!(
             matches!(r, Err(Error::InvalidArgument { what: "page", .. })),
             "{r:?}"
         );
-        assert!(started.elapsed() >= LATCH_WAIT);
+        assert!(started.elapsed() < LATCH_WAIT, "{:?}", started.elapsed());
+        // Another thread's latch is waited for, up to the limit.
+        let other = std::thread::scope(|s| {
+            s.spawn(|| {
+                let started = std::time::Instant::now();
+                let r = mgr.rebuild_page(PageId(2), &[vec![0u8; 4096]]);
+                (r.is_err(), started.elapsed())
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(other.0 && other.1 >= LATCH_WAIT, "{other:?}");
         drop(held);
+        assert!(!mgr.page_locks.held_here(PageId(2)));
         // Outside it, the call goes on (nothing here can judge a rebuilt
         // page: raw pages know no checksum).
         assert!(!mgr.rebuild_page(PageId(2), &[vec![0u8; 4096]]).unwrap());

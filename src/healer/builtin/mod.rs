@@ -11,7 +11,7 @@ mod host;
 mod journal;
 pub(crate) mod page;
 mod space;
-mod txn;
+pub(crate) mod txn;
 
 use std::sync::Arc;
 

@@ -12,9 +12,11 @@
 use crate::error::{Error, Result};
 use crate::healer::diagnose::Problem;
 use crate::healer::remedy::{Applied, Case, Remedy, RemedyContext, Verified};
-use crate::repair::RepairOutcome;
+use std::sync::Weak;
+
+use crate::repair::{DataRepairer, PageRebuilder};
 use crate::rollback::TransactionRollbackManager;
-use crate::types::{FailureKind, PageId, Target, TxnId};
+use crate::types::{FailureKind, PageId, ReplicaId, Target, TxnId};
 
 fn txn_of(case: &Case<'_>) -> Result<TxnId> {
     match case.target() {
@@ -34,43 +36,53 @@ fn gone(rb: &TransactionRollbackManager, txn: TxnId) -> Verified {
     }
 }
 
-/// Repairs `pages` first when a repairer is present; a page the repair
-/// leaves irreparable (no replica holds a copy of its last write: the write
-/// of a transaction being rolled back was never shipped) is rebuilt from a
-/// replica's older copy and the undo held for it
-/// ([`rebuild_page`](TransactionRollbackManager::rebuild_page)). Returns
-/// what it did.
-fn repair_first(ctx: &RemedyContext, rb: &TransactionRollbackManager, pages: &[PageId]) -> String {
+/// The [`PageRebuilder`] of a rollback manager that writes through the
+/// repairer's detector: a page no replica holds a copy of its last write of
+/// (a transaction's write that was never shipped) is rebuilt from a
+/// replica's older copy and the durable undo held for it
+/// ([`rebuild_page`](TransactionRollbackManager::rebuild_page)). Holds the
+/// manager weakly: once it is gone, nothing is rebuilt.
+#[derive(Debug)]
+pub(crate) struct UndoRebuilder(pub(crate) Weak<TransactionRollbackManager>);
+
+impl PageRebuilder for UndoRebuilder {
+    fn holds_changes(&self, page: PageId) -> bool {
+        self.0.upgrade().is_some_and(|rb| rb.holds_undo_for(page))
+    }
+
+    fn rebuild(&self, repairer: &DataRepairer, page: PageId) -> Result<Option<ReplicaId>> {
+        let Some(rb) = self.0.upgrade() else {
+            return Ok(None);
+        };
+        // Replicas are read only for a page there is undo for.
+        if !rb.holds_undo_for(page) {
+            return Ok(None);
+        }
+        let (ids, copies): (Vec<ReplicaId>, Vec<Vec<u8>>) =
+            repairer.replica_copies(page).into_iter().unzip();
+        Ok(rb.rebuild_from(page, &copies)?.map(|i| ids[i].clone()))
+    }
+}
+
+/// Repairs `pages` first when a repairer is present (a page whose last
+/// write no replica holds is rebuilt by the repair, through
+/// [`UndoRebuilder`], when the healer set it). Returns what it did.
+fn repair_first(ctx: &RemedyContext, pages: &[PageId]) -> String {
     let Ok(repairer) = ctx.need_repairer() else {
         return String::new();
     };
-    let mut done = Vec::new();
-    for &p in pages {
-        let repaired = match repairer.repair_page(p) {
-            Ok(r) if matches!(r.outcome, RepairOutcome::Irreparable { .. }) => {
-                format!("{:?}", r.outcome)
+    let done: Vec<String> = pages
+        .iter()
+        .map(|&p| {
+            match repairer
+                .repair_page(p)
+                .and_then(|r| super::page::repaired(p, &r))
+            {
+                Ok(applied) => applied.evidence,
+                Err(e) => e.to_string(),
             }
-            // Repaired, or nothing to repair (the host's write stands, or
-            // the page verifies): nothing to rebuild either.
-            Ok(r) => {
-                done.push(format!("page {p}: {:?}", r.outcome));
-                continue;
-            }
-            Err(e) => e.to_string(),
-        };
-        let copies: Vec<Vec<u8>> = repairer
-            .replica_copies(p)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        match rb.rebuild_page(p, &copies) {
-            Ok(true) => done.push(format!(
-                "page {p}: rebuilt from a replica's older copy and the undo held for it (no copy of its last write: {repaired})"
-            )),
-            Ok(false) => done.push(format!("page {p}: {repaired}")),
-            Err(e) => done.push(format!("page {p}: {repaired}; not rebuilt: {e}")),
-        }
-    }
+        })
+        .collect();
     if done.is_empty() {
         String::new()
     } else {
@@ -137,7 +149,7 @@ impl Remedy for RollbackTransaction {
         }
         pages.sort_unstable();
         pages.dedup();
-        let first = repair_first(ctx, rb, &pages);
+        let first = repair_first(ctx, &pages);
         let out = rb.rollback(txn)?;
         Ok(Applied::new(format!(
             "{first}transaction {txn} rolled back ({} undo entries, {} pages written)",
@@ -174,7 +186,7 @@ impl Remedy for RollbackCrashLosers {
         let rolled = rb.recovery_report().rolled_back.len();
         let mut done = Vec::new();
         for b in &blocked {
-            let first = repair_first(ctx, rb, &b.pages);
+            let first = repair_first(ctx, &b.pages);
             rb.rollback(b.txn)?;
             done.push(format!("{first}transaction {} rolled back", b.txn));
         }

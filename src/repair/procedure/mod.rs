@@ -662,8 +662,26 @@ impl DataRepairer {
             p.report.attempts.push(Attempt { source, result });
         }
 
-        let reason = irreparable_reason(&p.report.attempts);
+        let mut reason = irreparable_reason(&p.report.attempts);
         if self.detector.abandon_repair(ticket) {
+            // The ticket is given back: the hook takes its own.
+            match self.try_rebuild(page) {
+                Ok(Some(replica)) => {
+                    let source = CopySource::Rebuilt(replica);
+                    p.report.attempts.push(Attempt {
+                        source: source.clone(),
+                        result: AttemptResult::Verified,
+                    });
+                    self.stats.by_rebuild.fetch_add(1, Ordering::Relaxed);
+                    p.report.outcome = RepairOutcome::Repaired { source };
+                    return p.report;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%page, error = %e, "page not rebuilt");
+                    reason = format!("{reason}; not rebuilt: {e}");
+                }
+            }
             tracing::error!(%page, %reason, "page is irreparable");
             self.sink.send(Failure::new(
                 Source::DataRepairer,
