@@ -12,22 +12,15 @@ use std::sync::Arc;
 
 use selfheal::audit::{AuditConfig, AuditQuery, EntryKind};
 use selfheal::healer::{HealerConfig, RemedyContext};
-use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage};
+use selfheal::testing::{both_placements, CrashFiles, CrashStore, CrashSwitch, Damage};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, FailureKind, ManualClock, MemStore, PageId,
-    PageStore, RepairConfig, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, FailureKind, ManualClock, MemStore, PageId, PageStore,
+    RepairConfig, StoreReplica,
 };
 
 const PS: usize = 4096;
 const PAGES: u64 = 8;
 const BAD: u64 = 3;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 /// Heals page `BAD` with the switch armed at `crash_at` (`None`: never);
 /// returns the switch's operation count, whether the store shows the page
@@ -116,7 +109,7 @@ fn b_of(store: &dyn PageStore, p: u64) -> Vec<u8> {
 
 #[test]
 fn a_page_repaired_before_a_crash_has_its_decision_on_record() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let (steps, repaired, records) = heal_once(placement.clone(), None);
         assert!(repaired, "the heal repairs the page when nothing crashes");
         assert!(records.iter().any(|r| r.entry.kind == EntryKind::Closed));
