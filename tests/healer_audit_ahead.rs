@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use selfheal::audit::{AuditConfig, AuditQuery, EntryKind};
 use selfheal::healer::{HealerConfig, RemedyContext};
-use selfheal::testing::{both_placements, CrashFiles, CrashStore, CrashSwitch, Damage};
+use selfheal::testing::{
+    both_placements, seal_numbered_pages, CrashFiles, CrashStore, CrashSwitch, Damage,
+};
 use selfheal::{
     ChecksumPlacement, CorruptionConfig, FailureKind, ManualClock, MemStore, PageId, PageStore,
     RepairConfig, StoreReplica,
@@ -43,10 +45,9 @@ fn heal_once(
             .unwrap(),
     );
     let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    seal_numbered_pages(&det, PAGES).unwrap();
     let mut b = vec![0u8; PS];
     for p in 0..PAGES {
-        let mut page = vec![p as u8 + 1; PS];
-        det.write_sealed(PageId(p), &mut page).unwrap();
         store.read_page(PageId(p), &mut b).unwrap();
         mirror.write_page(PageId(p), &b).unwrap();
     }
