@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use selfheal::checksum::{payload_len, trailer, TableConfig, TRAILER_LEN};
 use selfheal::corruption::{AdoptOptions, AdoptProgress};
 use selfheal::corruption::{FreePageFn, PageState};
-use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore, ReadFault};
+use selfheal::testing::{
+    every_placement, CrashFiles, CrashStore, CrashSwitch, Damage, FaultyStore, ReadFault,
+};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FileStore,
     MemStore, PageId, PageStore, ScrubConfig,
@@ -55,17 +57,6 @@ fn host_file(dir: &std::path::Path, mmap: bool) -> Arc<FileStore> {
     Arc::new(s)
 }
 
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-        ("durable", durable_on(&Arc::new(CrashFiles::new()))),
-    ]
-}
-
 /// A durable sidecar table on a crash-simulating directory.
 fn durable_on(files: &Arc<CrashFiles>) -> ChecksumPlacement {
     ChecksumPlacement::Sidecar(Arc::new(
@@ -101,7 +92,7 @@ impl TargetPage for selfheal::Failure {
 
 #[test]
 fn adopts_an_existing_file_in_both_placements() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for mmap in [false, true] {
             let what = format!("{name} mmap {mmap}");
             let dir = tempfile::tempdir().unwrap();
@@ -183,7 +174,7 @@ fn adopts_an_existing_file_in_both_placements() {
 /// A page fenced only for carrying no seal yet is still adopted.
 #[test]
 fn adoption_never_seals_a_page_known_to_be_bad() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let raw = Arc::new(FaultyStore::new(Arc::new(MemStore::new(PS, 8).unwrap())));
         for p in 0..8 {
             raw.write_page(PageId(p), &host_page(p)).unwrap();
@@ -298,7 +289,7 @@ fn trailer_adoption_stops_at_a_page_whose_tail_is_in_use() {
 /// answer, `zero_pages_are_damage` decides.
 #[test]
 fn zero_pages_follow_the_hosts_answer() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let store = host_file(dir.path(), false);
         let answer: FreePageFn = Arc::new(|p: PageId| p.0 != 57 && is_zero_page(p.0));
@@ -344,7 +335,7 @@ fn zero_pages_follow_the_hosts_answer() {
 /// write recorded, and a trailer is written only over the bytes it re-read.
 #[test]
 fn host_writes_during_adoption_win() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for round in 0..4u64 {
             let raw = Arc::new(FaultyStore::new(Arc::new(
                 MemStore::new(PS, PAGES).unwrap(),
@@ -483,7 +474,7 @@ impl PageStore for RacingStore {
 /// and its old bytes no longer verify once adoption returned.
 #[test]
 fn a_host_write_between_the_scan_and_the_record_wins() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let files = Arc::new(CrashFiles::new());
         let placement = match &placement {
             ChecksumPlacement::Sidecar(t) if t.is_durable() => durable_on(&files),

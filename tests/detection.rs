@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use selfheal::checksum::{ChecksumTable, TableConfig};
+use selfheal::checksum::ChecksumTable;
 use selfheal::corruption::{PageLsnFn, PageState};
-use selfheal::testing::{CrashFiles, Damage, FaultyStore, ReadFault, WriteFault};
+use selfheal::testing::{every_placement, Damage, FaultyStore, ReadFault, WriteFault};
 use selfheal::{
     ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, FileStore, Lsn, MemStore,
     PageId, PageStore,
@@ -31,24 +31,6 @@ fn page_bytes(page: u64, lsn: u64) -> Vec<u8> {
 struct Rig {
     raw: Arc<FaultyStore>,
     det: CorruptionDetector,
-}
-
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-        (
-            "durable sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(
-                TableConfig::new(PS)
-                    .open_on(Arc::new(CrashFiles::new()), "sums")
-                    .unwrap(),
-            )),
-        ),
-    ]
 }
 
 fn rig(placement: ChecksumPlacement, inner: Arc<dyn PageStore>) -> Rig {
@@ -91,7 +73,7 @@ fn expect_caught(r: &Rig, page: u64, what: &str) -> Error {
 
 #[test]
 fn damage_at_rest_is_caught() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for (i, damage) in [
             Damage::BitFlip { byte: 1000, bit: 5 },
             Damage::BitFlip {
@@ -117,7 +99,7 @@ fn damage_at_rest_is_caught() {
 
 #[test]
 fn torn_write_is_caught() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = rig(placement, mem());
         r.raw
             .fail_next_write(Some(PageId(3)), WriteFault::Torn { new_bytes: 512 });
@@ -131,7 +113,7 @@ fn torn_write_is_caught() {
 
 #[test]
 fn misdirected_write_is_caught_on_both_pages() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = rig(placement, mem());
         r.raw
             .fail_next_write(Some(PageId(4)), WriteFault::Misdirected { to: PageId(9) });
@@ -162,7 +144,7 @@ fn misdirected_write_is_caught_on_both_pages() {
 
 #[test]
 fn lost_write_is_caught() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = rig(placement, mem());
         r.raw.fail_next_write(Some(PageId(6)), WriteFault::Lost);
         r.det
@@ -294,7 +276,7 @@ fn bad_input_is_typed() {
 /// a page with other contents that comes back zeroed, are still caught.
 #[test]
 fn host_write_of_an_all_zero_page_is_sealed() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         // No page-LSN reader: an all-zero page carries no LSN.
         let raw = Arc::new(FaultyStore::new(mem()));
         let det = CorruptionConfig::new(placement).build(raw.clone()).unwrap();

@@ -12,12 +12,13 @@ use selfheal::snapshot::{
     PeriodicConfig, SnapshotConfig, SnapshotKind, StateSnapshotManager, WriteGate,
 };
 use selfheal::testing::{
-    fill_store, CrashDir, Damage, FaultyReplica, FaultyStore, ReadFault, ScriptedProbe,
+    both_placements, fill_store, seal_numbered_pages, CrashDir, Damage, FaultyReplica, FaultyStore,
+    ReadFault, ScriptedProbe,
 };
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, Clock, CorruptionConfig, CorruptionDetector, Error, Failure,
-    FailureSink, HealthConfig, HealthMonitor, Lsn, ManualClock, MemStore, PageId, PageStore,
-    RollbackConfig, ScrubConfig, Source, StoreReplica, TransactionRollbackManager,
+    ChecksumPlacement, Clock, CorruptionConfig, CorruptionDetector, Error, Failure, FailureSink,
+    HealthConfig, HealthMonitor, Lsn, ManualClock, MemStore, PageId, PageStore, RollbackConfig,
+    ScrubConfig, Source, StoreReplica, TransactionRollbackManager,
 };
 
 const PS: usize = 512;
@@ -99,13 +100,6 @@ impl Bus {
     }
 }
 
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
-
 /// A detector on the bus over a fault-injecting store whose pages are all
 /// sealed.
 fn detector(
@@ -122,10 +116,7 @@ fn detector(
             .build(raw.clone())
             .unwrap(),
     );
-    for p in 0..PAGES {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
-            .unwrap();
-    }
+    seal_numbered_pages(&det, PAGES).unwrap();
     (raw, det)
 }
 
@@ -173,7 +164,7 @@ fn rollback(
 
 #[test]
 fn the_detector_reports_a_corrupt_page_on_the_shared_bus() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (raw, det) = detector(&bus, placement);
         bus.at(3);
@@ -189,7 +180,7 @@ fn the_detector_reports_a_corrupt_page_on_the_shared_bus() {
 
 #[test]
 fn the_scrubber_reports_its_finds_and_its_own_death_on_the_shared_bus() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (raw, det) = detector(&bus, placement);
         raw.damage(PageId(9), Damage::Zero).unwrap();
@@ -216,7 +207,7 @@ fn the_scrubber_reports_its_finds_and_its_own_death_on_the_shared_bus() {
 
 #[test]
 fn the_repairer_reports_a_failing_replica_and_an_irreparable_page_on_the_shared_bus() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (raw, det) = detector(&bus, placement);
         let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
@@ -261,7 +252,7 @@ fn the_repairer_reports_a_failing_replica_and_an_irreparable_page_on_the_shared_
 
 #[test]
 fn the_rollback_manager_reports_a_blocked_rollback_and_a_poisoned_journal_on_the_shared_bus() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (raw, det) = detector(&bus, placement);
         let dir = Arc::new(CrashDir::new());
@@ -359,7 +350,7 @@ fn the_crash_detector_reports_an_unclean_previous_run_and_a_dead_heartbeat_on_th
 
 #[test]
 fn the_rollback_manager_reports_transactions_in_flight_at_a_crash_on_the_shared_bus() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (_raw, det) = detector(&bus, placement);
         let dir = Arc::new(CrashDir::new());
@@ -542,7 +533,7 @@ fn the_health_monitor_reports_a_degraded_metric_a_failed_probe_and_its_dead_samp
 /// one after another at growing times, form one stream in that order.
 #[test]
 fn all_components_on_one_bus_interleave_in_the_order_and_at_the_times_they_failed() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let bus = Bus::new();
         let (raw, det) = detector(&bus, placement);
         let tmp = tempfile::tempdir().unwrap();

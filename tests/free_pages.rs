@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use selfheal::checksum::{payload_len, TableConfig};
 use selfheal::corruption::{FreePageFn, PageState, Verdict};
 use selfheal::repair::RepairOutcome;
-use selfheal::testing::{CrashFiles, CrashStore, Damage, FaultyStore};
+use selfheal::testing::{every_placement, CrashFiles, CrashStore, Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FailureKind,
     MemStore, PageId, PageStore, RepairConfig, RollbackConfig, ScrubConfig, StoreReplica,
@@ -27,17 +27,6 @@ use selfheal::{
 
 const PS: usize = 1024;
 const PAGES: u64 = 32;
-
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-        ("durable", durable_on(&Arc::new(CrashFiles::new()))),
-    ]
-}
 
 /// A durable sidecar table on a crash-simulating directory.
 fn durable_on(files: &Arc<CrashFiles>) -> ChecksumPlacement {
@@ -97,7 +86,7 @@ fn scrub_reports(det: &Arc<CorruptionDetector>) -> (selfheal::scrub::ScanSummary
 /// or repaired; a zeroed page it did not free is reported.
 #[test]
 fn free_pages_are_skipped_by_scrubs_and_refused_by_reads() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for callback in [false, true] {
             let what = format!("{name} callback {callback}");
             let r = rig(placement_clone(&placement), callback);
@@ -177,7 +166,7 @@ fn free_pages_are_skipped_by_scrubs_and_refused_by_reads() {
 /// repair ends `NotNeeded`, never `Irreparable`, and the fence goes.
 #[test]
 fn a_fenced_page_that_is_freed_needs_no_repair() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for callback in [false, true] {
             let what = format!("{name} callback {callback}");
             let r = rig(placement_clone(&placement), callback);
@@ -351,7 +340,7 @@ fn free_marks_survive_a_crash_and_compaction() {
 /// rolled back at the next open without touching it.
 #[test]
 fn a_transaction_may_reuse_a_free_page() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         for callback in [false, true] {
             let what = format!("{name} callback {callback}");
             let dir = tempfile::tempdir().unwrap();
@@ -423,7 +412,7 @@ fn a_transaction_may_reuse_a_free_page() {
 
 #[test]
 fn forget_and_bad_input() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = rig(placement, false);
         assert!(
             matches!(

@@ -20,23 +20,16 @@ use selfheal::healer::{
 };
 use selfheal::health::Thresholds;
 use selfheal::snapshot::{Consistency, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate};
-use selfheal::testing::{Damage, FaultyReplica};
+use selfheal::testing::{both_placements, Damage, FaultyReplica};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
-    FailureKind, HealthConfig, HostAction, HostActions, Lsn, ManualClock, MemStore, PageId,
-    PageStore, RepairConfig, Replica, ReplicaId, ReplicaStatus, Result, Source,
-    StateSnapshotManager, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, DataRepairer, Failure, FailureKind,
+    HealthConfig, HostAction, HostActions, Lsn, ManualClock, MemStore, PageId, PageStore,
+    RepairConfig, Replica, ReplicaId, ReplicaStatus, Result, Source, StateSnapshotManager,
+    StoreReplica,
 };
 
 const PS: usize = 4096;
 const PAGES: u64 = 24;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 fn page(fill: u8) -> Vec<u8> {
     let mut b = vec![fill; PS];
@@ -135,7 +128,7 @@ fn names(inc: &selfheal::healer::Incident) -> Vec<(String, &'static str)> {
 
 #[test]
 fn a_corrupt_page_is_healed_from_the_replica_byte_for_byte() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let failure = r.corrupt(5);
         let healer = HealerConfig::new().build(r.ctx()).unwrap();
@@ -165,7 +158,7 @@ fn a_corrupt_page_is_healed_from_the_replica_byte_for_byte() {
 /// gets no credit in its learned record or its success count.
 #[test]
 fn a_page_healed_before_the_remedy_acts_closes_without_crediting_it() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let failure = r.corrupt(5);
         r.det.write_sealed(PageId(5), &mut page(0x77)).unwrap();
@@ -295,7 +288,7 @@ fn racing(r: &Rig) -> (Arc<RacingReplica>, Arc<DataRepairer>, RemedyContext) {
 /// set, the attempt is "nothing to do" and the repair gets no credit.
 #[test]
 fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let (racing, repairer, ctx) = racing(&r);
         let healer = HealerConfig::new().build(ctx).unwrap();
@@ -352,7 +345,7 @@ fn a_host_write_racing_the_repair_heals_the_page_and_gives_the_repair_no_credit(
 /// page from the replica). Alone and in a page set.
 #[test]
 fn a_racing_host_write_that_fails_verification_does_not_count_against_the_repair() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let (racing, repairer, ctx) = racing(&r);
         // One failure opens the breaker, were it counted.
@@ -495,7 +488,7 @@ fn snapshotted(r: &Rig, dir: &std::path::Path) -> Arc<StateSnapshotManager> {
 
 #[test]
 fn replica_down_the_snapshot_restore_remedy_heals_the_page() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let dir = tempfile::tempdir().unwrap();
         let snaps = snapshotted(&r, dir.path());
@@ -526,7 +519,7 @@ fn replica_down_the_snapshot_restore_remedy_heals_the_page() {
 fn the_learner_stops_trying_a_failing_remedy_first_over_seeded_runs() {
     const SEEDS: u64 = 40;
     const INCIDENTS: u64 = 8;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let mut rescan_first = vec![0u64; INCIDENTS as usize];
         for seed in 0..SEEDS {
             let r = rig(placement.clone());
@@ -780,7 +773,7 @@ fn restart_intensity_exceeded_escalates_instead_of_storming() {
 
 #[test]
 fn an_unknown_symptom_escalates_without_acting() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let failure = r.corrupt(3);
         let before = Rig::bytes(&r.raw, 3);
@@ -948,7 +941,7 @@ fn a_host_action_the_host_does_not_support_is_never_planned() {
 
 #[test]
 fn the_escalation_report_lists_every_attempt_with_its_evidence() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let failure = r.corrupt(9);
         r.replica.set_down(true);
@@ -1001,7 +994,7 @@ fn the_escalation_report_lists_every_attempt_with_its_evidence() {
 
 #[test]
 fn the_postmortem_has_the_timeline_and_the_rto_verdict() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let failure = r.corrupt(2);
         r.clock.advance(Duration::from_secs(40));
@@ -1092,7 +1085,7 @@ fn learned_records_survive_a_rebuild_and_a_damaged_file_means_cold_start() {
 /// the healer is dropped.
 #[test]
 fn learned_records_are_saved_at_most_once_per_interval() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("learned");
         let r = rig(placement);
@@ -1240,7 +1233,7 @@ fn every_decision_and_action_is_in_the_audit_log() {
 /// names the incident's target.
 #[test]
 fn audit_records_and_the_timeline_carry_the_same_texts_rendered_as_before() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let r = rig(placement);
         let log = Arc::new(AuditConfig::new().open(dir.path()).unwrap());

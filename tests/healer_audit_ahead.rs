@@ -12,22 +12,17 @@ use std::sync::Arc;
 
 use selfheal::audit::{AuditConfig, AuditQuery, EntryKind};
 use selfheal::healer::{HealerConfig, RemedyContext};
-use selfheal::testing::{CrashFiles, CrashStore, CrashSwitch, Damage};
+use selfheal::testing::{
+    both_placements, seal_numbered_pages, CrashFiles, CrashStore, CrashSwitch, Damage,
+};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, FailureKind, ManualClock, MemStore, PageId,
-    PageStore, RepairConfig, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, FailureKind, ManualClock, MemStore, PageId, PageStore,
+    RepairConfig, StoreReplica,
 };
 
 const PS: usize = 4096;
 const PAGES: u64 = 8;
 const BAD: u64 = 3;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 /// Heals page `BAD` with the switch armed at `crash_at` (`None`: never);
 /// returns the switch's operation count, whether the store shows the page
@@ -50,10 +45,9 @@ fn heal_once(
             .unwrap(),
     );
     let mirror = Arc::new(MemStore::new(PS, PAGES).unwrap());
+    seal_numbered_pages(&det, PAGES).unwrap();
     let mut b = vec![0u8; PS];
     for p in 0..PAGES {
-        let mut page = vec![p as u8 + 1; PS];
-        det.write_sealed(PageId(p), &mut page).unwrap();
         store.read_page(PageId(p), &mut b).unwrap();
         mirror.write_page(PageId(p), &b).unwrap();
     }
@@ -116,7 +110,7 @@ fn b_of(store: &dyn PageStore, p: u64) -> Vec<u8> {
 
 #[test]
 fn a_page_repaired_before_a_crash_has_its_decision_on_record() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let (steps, repaired, records) = heal_once(placement.clone(), None);
         assert!(repaired, "the heal repairs the page when nothing crashes");
         assert!(records.iter().any(|r| r.entry.kind == EntryKind::Closed));

@@ -17,7 +17,7 @@ use std::time::Duration;
 use selfheal::corruption::PageState;
 use selfheal::healer::{AttemptOutcome, HealerConfig, Outcome, Problem, RemedyContext};
 use selfheal::health::Thresholds;
-use selfheal::testing::{Damage, FaultyStore};
+use selfheal::testing::{both_placements, seal_numbered_pages, Damage, FaultyStore};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, DataRepairer, Failure,
     FailureKind, HealthConfig, ManualClock, MemStore, PageId, PageStore, RepairConfig,
@@ -27,13 +27,6 @@ use selfheal::{
 const PS: usize = 4096;
 const PAGES: u64 = 16;
 const REPAIR: &str = "repair-from-replicas";
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 struct Rig {
     clock: ManualClock,
@@ -57,10 +50,9 @@ fn rig(placement: ChecksumPlacement) -> Rig {
             .build(raw.clone())
             .unwrap(),
     );
+    seal_numbered_pages(&det, PAGES).unwrap();
     let mut b = vec![0u8; PS];
     for p in 0..PAGES {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
-            .unwrap();
         raw.read_page(PageId(p), &mut b).unwrap();
         mirror.write_page(PageId(p), &b).unwrap();
     }
@@ -137,7 +129,7 @@ fn twin_of(placement: &ChecksumPlacement) -> ChecksumPlacement {
 /// repair alone does. A page the repair did not write is re-read.
 #[test]
 fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let twin = twin_of(&placement);
         let (alone, healed) = (rig(placement), rig(twin));
         // One page.
@@ -249,7 +241,7 @@ fn a_page_the_repair_wrote_is_verified_by_the_repairs_own_re_read() {
 /// restored.
 #[test]
 fn a_repairer_over_another_detector_leaves_the_re_check_to_the_healer() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let twin = twin_of(&placement);
         let (own, other) = (rig(placement), rig(twin));
         // The repairer over the healer's own detector: what healing a page
@@ -322,7 +314,7 @@ fn a_repairer_over_another_detector_leaves_the_re_check_to_the_healer() {
 
 #[test]
 fn a_batch_of_corrupt_pages_is_one_incident_and_each_page_counts_in_the_learned_record() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let items: Vec<_> = (0..6).map(|p| (p + 1, r.corrupt(p), Vec::new())).collect();
         let healer = HealerConfig::new()
@@ -359,7 +351,7 @@ fn a_batch_of_corrupt_pages_is_one_incident_and_each_page_counts_in_the_learned_
 
 #[test]
 fn a_set_after_which_health_is_worse_fails_for_every_page() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         // Worse at every sample: whatever runs is taken for making it worse.
         let value = Arc::new(AtomicU64::new(10));
@@ -493,7 +485,7 @@ proptest::proptest! {
 /// wrote some pages is credited for those pages only.
 #[test]
 fn pages_healed_before_the_set_repair_acts_give_it_no_credit() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         let healer = r.healer();
         let mut next = 100;

@@ -18,10 +18,10 @@ use selfheal::healer::{
     Verified,
 };
 use selfheal::health::Thresholds;
-use selfheal::testing::Damage;
+use selfheal::testing::{both_placements, seal_numbered_pages, Damage};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, Failure, FailureKind, HealthConfig,
-    HostAction, HostActions, ManualClock, MemStore, PageId, PageStore, ReplicaId, Result, Source,
+    CorruptionConfig, Error, Failure, FailureKind, HealthConfig, HostAction, HostActions,
+    ManualClock, MemStore, PageId, PageStore, ReplicaId, Result, Source,
 };
 
 const PS: usize = 4096;
@@ -160,10 +160,7 @@ fn an_index_rebuilt_for_a_non_page_target_is_unverified() {
 
 #[test]
 fn a_targeted_scrub_over_a_page_still_bad_does_not_verify() {
-    for placement in [
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ] {
+    for (_, placement) in both_placements(PS) {
         let clock = ManualClock::new();
         let raw = Arc::new(MemStore::new(PS, 8).unwrap());
         let det = Arc::new(
@@ -172,10 +169,7 @@ fn a_targeted_scrub_over_a_page_still_bad_does_not_verify() {
                 .build(raw.clone())
                 .unwrap(),
         );
-        for p in 0..8 {
-            let mut b = vec![p as u8 + 1; PS];
-            det.write_sealed(PageId(p), &mut b).unwrap();
-        }
+        seal_numbered_pages(&det, 8).unwrap();
         let mut b = vec![0u8; PS];
         raw.read_page(PageId(5), &mut b).unwrap();
         Damage::BitFlip { byte: 100, bit: 3 }.apply(&mut b);

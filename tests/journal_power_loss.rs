@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::journal::{decode_segment, Record};
-use selfheal::testing::CrashDir;
+use selfheal::testing::{both_placements, seal_numbered_pages, CrashDir};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, MemStore,
-    PageId, PageStore, RollbackConfig, TransactionRollbackManager,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, MemStore, PageId, PageStore,
+    RollbackConfig, TransactionRollbackManager,
 };
 
 const PS: usize = 512;
@@ -27,13 +27,6 @@ const PAGE: PageId = PageId(2);
 /// Frame header, then transaction, page and offset.
 const IMAGES_AT: usize = 17 + 20;
 const N: usize = 64;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 /// Four sealed pages (page `p` full of `p + 1`) behind a detector.
 fn sealed(placement: &ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetector>) {
@@ -43,10 +36,7 @@ fn sealed(placement: &ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetect
             .build(mem.clone())
             .unwrap(),
     );
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
-            .unwrap();
-    }
+    seal_numbered_pages(&det, 4).unwrap();
     det.sync().unwrap();
     (mem, det)
 }
@@ -114,14 +104,14 @@ fn lose_the_change_back(journal: &CrashDir) -> Arc<CrashDir> {
 /// syncs it; the abort record's fsync never completes; the power goes.
 #[test]
 fn a_power_loss_after_a_rollback_wrote_the_page_back_is_not_refused() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (_, det) = sealed(&placement);
         let journal = Arc::new(CrashDir::new());
         let mgr = manager(&journal, &det);
         let (t, _) = write_then_change_back(&mgr);
         journal.fail_syncs(100);
         let _ = mgr.rollback(t);
-        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{placement:?}");
+        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{name}");
         let crashed = lose_the_change_back(&journal);
         drop(mgr);
         for mode in [
@@ -129,10 +119,10 @@ fn a_power_loss_after_a_rollback_wrote_the_page_back_is_not_refused() {
             RecoveryMode::StopAtFirstBadRecord,
         ] {
             let m = open(&crashed, &det, mode)
-                .unwrap_or_else(|e| panic!("{placement:?} {mode:?}: a power loss refused: {e}"));
+                .unwrap_or_else(|e| panic!("{name} {mode:?}: a power loss refused: {e}"));
             drop(m);
         }
-        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{placement:?}");
+        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{name}");
     }
 }
 
@@ -142,7 +132,7 @@ fn a_power_loss_after_a_rollback_wrote_the_page_back_is_not_refused() {
 /// synced; the open after that is not refused.
 #[test]
 fn a_power_loss_after_a_recovery_wrote_the_page_back_is_not_refused() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (_, det) = sealed(&placement);
         let journal = Arc::new(CrashDir::new());
         let mgr = manager(&journal, &det);
@@ -152,13 +142,13 @@ fn a_power_loss_after_a_recovery_wrote_the_page_back_is_not_refused() {
         // Killed: the bytes written stay in the directory's page cache.
         std::mem::forget(mgr);
         let recovered = open(&journal, &det, RecoveryMode::TolerateTornTail);
-        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{placement:?}");
+        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{name}");
         std::mem::forget(recovered);
         let crashed = lose_the_change_back(&journal);
         let m = open(&crashed, &det, RecoveryMode::TolerateTornTail)
-            .unwrap_or_else(|e| panic!("{placement:?}: a power loss refused: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: a power loss refused: {e}"));
         drop(m);
-        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{placement:?}");
+        assert_eq!(&read(&det, PAGE)[..N], &[3; N][..], "{name}");
     }
 }
 
@@ -168,7 +158,7 @@ fn a_power_loss_after_a_recovery_wrote_the_page_back_is_not_refused() {
 /// record's after-image, and the open is not refused.
 #[test]
 fn a_power_loss_then_a_restore_of_an_older_snapshot_is_not_refused() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (mem, det) = sealed(&placement);
         let mut snapshot = vec![0u8; PS];
         mem.read_page(PAGE, &mut snapshot).unwrap();
@@ -195,7 +185,7 @@ fn a_power_loss_then_a_restore_of_an_older_snapshot_is_not_refused() {
             RecoveryMode::StopAtFirstBadRecord,
         ] {
             let m = open(&crashed, &det, mode)
-                .unwrap_or_else(|e| panic!("{placement:?} {mode:?}: a power loss refused: {e}"));
+                .unwrap_or_else(|e| panic!("{name} {mode:?}: a power loss refused: {e}"));
             assert!(m
                 .recovery_report()
                 .damage

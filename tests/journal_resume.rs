@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use recovery_common::*;
 use selfheal::healer::{HealerConfig, Outcome, Problem};
 use selfheal::rollback::RawPages;
-use selfheal::testing::{CrashDir, CrashSwitch};
+use selfheal::testing::{both_placements, CrashDir, CrashSwitch};
 use selfheal::{
     Error, FailureKind, Lsn, MemStore, Mode, PageId, PageStore, RollbackConfig, Target,
     TransactionRollbackManager, TxnId,
@@ -476,7 +476,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn the_manager_resumes_a_journal_on_a_disk_that_fills_and_frees() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let tmp = tempfile::tempdir().unwrap();
         let jdir = Arc::new(CrashDir::new());
         let (raw, _mirror, m) = rig(placement, 8, tmp.path(), |c| {
@@ -531,7 +531,7 @@ fn the_manager_resumes_a_journal_on_a_disk_that_fills_and_frees() {
 
 #[test]
 fn in_observe_mode_the_manager_leaves_a_stalled_journal_alone() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let tmp = tempfile::tempdir().unwrap();
         let jdir = Arc::new(CrashDir::new());
         let (_raw, _mirror, m) = rig(placement, 8, tmp.path(), |c| {

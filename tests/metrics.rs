@@ -19,6 +19,7 @@ use selfheal::rollback::RawPages;
 use selfheal::snapshot::{
     Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate,
 };
+use selfheal::testing::both_placements;
 use selfheal::{ChecksumPlacement, Lsn, MemStore, PageId, PageStore, RollbackConfig};
 
 mod recovery_common;
@@ -132,7 +133,7 @@ fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn the_documented_metrics_are_emitted_with_their_labels_and_units() {
     let seen = seen();
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
         m.start().unwrap();

@@ -12,38 +12,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use selfheal::checksum::{payload_len, TableConfig};
+use selfheal::checksum::payload_len;
 use selfheal::corruption::{ExpectedLsnFn, PageLsnFn};
 use selfheal::snapshot::{
     Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest, WriteGate,
 };
-use selfheal::testing::CrashFiles;
+use selfheal::testing::every_placement;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId,
-    PageStore, RepairConfig, RollbackConfig, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId, PageStore,
+    RepairConfig, RollbackConfig, StoreReplica,
 };
 
 const PS: usize = 512;
 /// The bytes a host owns in every placement (the trailer takes the rest).
 const N: usize = payload_len(PS);
-
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-        (
-            "durable",
-            ChecksumPlacement::Sidecar(Arc::new(
-                TableConfig::new(PS)
-                    .open_on(Arc::new(CrashFiles::new()), "sums")
-                    .unwrap(),
-            )),
-        ),
-    ]
-}
 
 /// The LSN in the first 8 bytes of a page (0: none).
 fn lsn_reader() -> PageLsnFn {
@@ -70,7 +52,7 @@ fn detector(placement: ChecksumPlacement, raw: Arc<MemStore>) -> Arc<CorruptionD
 
 #[test]
 fn a_rollback_to_an_older_page_lsn_verifies_and_repair_does_not_bring_the_write_back() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let raw = Arc::new(MemStore::new(PS, 4).unwrap());
         let det = detector(placement, raw.clone());
@@ -114,7 +96,7 @@ fn a_rollback_to_an_older_page_lsn_verifies_and_repair_does_not_bring_the_write_
 
 #[test]
 fn restoring_an_older_snapshot_through_the_detector_verifies() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let raw = Arc::new(MemStore::new(PS, 4).unwrap());
         let det = detector(placement, raw.clone());
@@ -157,7 +139,7 @@ fn restoring_an_older_snapshot_through_the_detector_verifies() {
 
 #[test]
 fn the_hook_is_a_floor_only_for_pages_not_written_in_this_process() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let raw = Arc::new(MemStore::new(PS, 4).unwrap());
         let calls = Arc::new(AtomicU64::new(0));
         let hook: ExpectedLsnFn = {

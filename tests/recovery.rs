@@ -17,7 +17,7 @@ use selfheal::crash::RunVerdict;
 use selfheal::healer::{Outcome, SkipReason};
 use selfheal::recovery::{ApprovalRequest, StartupReport};
 use selfheal::rollback::RollbackConfig;
-use selfheal::testing::{CrashDir, CrashStore};
+use selfheal::testing::{both_placements, CrashDir, CrashStore};
 use selfheal::{
     ChecksumPlacement, FailureKind, ManualClock, MemStore, Mode, PageId, PageStore, Priority,
     RecoveryConfig, RecoveryEvent, ScrubConfig, Source, StoreReplica,
@@ -30,7 +30,7 @@ const IDLE: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_corrupt_page_found_on_read_is_healed_from_the_replica_within_its_rto() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(5));
@@ -62,7 +62,7 @@ fn a_corrupt_page_found_on_read_is_healed_from_the_replica_within_its_rto() {
 
 #[test]
 fn a_corrupt_page_found_by_the_scrubber_is_healed() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 32, dir.path(), |c| {
             c.scrub(ScrubConfig::new().unlimited().single_pass())
@@ -85,7 +85,7 @@ fn a_corrupt_page_found_by_the_scrubber_is_healed() {
 
 #[test]
 fn two_reports_of_one_page_make_one_incident() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
         damage(&raw, 3);
@@ -111,7 +111,7 @@ fn two_reports_of_one_page_make_one_incident() {
 
 #[test]
 fn observe_mode_changes_nothing() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| c.mode(Mode::Observe));
         damage(&raw, 2);
@@ -130,7 +130,7 @@ fn observe_mode_changes_nothing() {
 
 #[test]
 fn approve_mode_acts_only_with_approval() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         // Refused, and too slow: nothing changes.
         for slow in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -318,7 +318,7 @@ fn the_approval_deadline_is_on_the_managers_clock() {
 
 #[test]
 fn queue_overflow_is_counted_and_the_rescan_finds_the_pages_again() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let release = Arc::new(AtomicBool::new(false));
         let r2 = release.clone();
@@ -399,7 +399,7 @@ impl selfheal::healer::Remedy for RestartWorks {
 
 #[test]
 fn a_component_death_beyond_the_bound_is_held_and_healed_once_the_queue_drains() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let release = Arc::new(AtomicBool::new(false));
         let r2 = release.clone();
@@ -564,7 +564,7 @@ fn stop_is_bounded_and_marks_a_clean_stop_drop_does_not() {
 
 #[test]
 fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(CrashDir::new());
         let store = Arc::new(CrashStore::new(PS, 8).unwrap());
@@ -636,7 +636,7 @@ fn a_transaction_in_flight_at_a_crash_is_rolled_back_before_background_work() {
 /// mode rolls it back and keeps every committed write.
 #[test]
 fn observe_mode_changes_nothing_at_startup_and_a_later_automatic_start_rolls_the_losers_back() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(CrashDir::new());
         let store = Arc::new(CrashStore::new(PS, 8).unwrap());
@@ -775,7 +775,7 @@ fn observe_mode_changes_nothing_at_startup_and_a_later_automatic_start_rolls_the
 
 #[test]
 fn an_open_incident_survives_a_restart_and_is_resumed_under_its_id() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(5));
@@ -856,7 +856,7 @@ fn a_burst_of_a_thousand_corrupt_pages_is_all_healed() {
 fn the_audit_log_is_synced_by_the_manager_in_groups_and_at_stop() {
     use selfheal::audit::{AuditConfig, AuditQuery};
     use selfheal::testing::CrashFiles;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let files = Arc::new(CrashFiles::new());
         let f2 = files.clone();
@@ -894,7 +894,7 @@ fn the_audit_log_is_synced_by_the_manager_in_groups_and_at_stop() {
 fn the_audit_log_is_synced_within_the_interval() {
     use selfheal::audit::{AuditConfig, AuditQuery};
     use selfheal::testing::CrashFiles;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let files = Arc::new(CrashFiles::new());
         let f2 = files.clone();
@@ -925,7 +925,7 @@ fn the_audit_log_is_synced_within_the_interval() {
 
 #[test]
 fn the_dispatcher_saves_open_incidents_when_the_managers_clock_says_so() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(5));
@@ -965,7 +965,7 @@ fn the_dispatcher_saves_open_incidents_when_the_managers_clock_says_so() {
 /// found nothing to do, is neither tried nor credited in the statistics.
 #[test]
 fn a_page_healed_before_the_manager_acts_counts_as_recovered_but_not_for_the_repair() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 16, dir.path(), |c| c);
         damage(&raw, 5);

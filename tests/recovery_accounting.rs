@@ -15,6 +15,7 @@ use selfheal::healer::{
     Applied, Case, EscalationReport, HealerConfig, Outcome, Problem, Remedy, RemedyContext,
     Verified,
 };
+use selfheal::testing::both_placements;
 use selfheal::{
     Clock, Failure, FailureKind, ManualClock, PageId, Priority, RecoveryConfig, RecoveryEvent,
     Result, Source, StoreReplica,
@@ -147,7 +148,7 @@ fn a_slow_heal_and_an_escalation_are_rto_misses_and_mttr_is_the_mean() {
 
 #[test]
 fn a_resumed_incident_keeps_its_age_on_the_next_runs_clock() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(1_000));

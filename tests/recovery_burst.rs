@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use recovery_common::*;
 use selfheal::healer::Outcome;
+use selfheal::testing::both_placements;
 use selfheal::{
     MemStore, PageId, PageStore, RecoveryConfig, Replica, ReplicaId, ReplicaStatus, Result,
     ScrubConfig, StoreReplica,
@@ -83,7 +84,7 @@ impl Replica for Gated {
 
 #[test]
 fn a_burst_of_ten_thousand_corrupt_pages_is_all_healed_within_the_queue_bound() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let name = format!("{placement:?}");
         let dir = tempfile::tempdir().unwrap();
         let gate = Gate::default();
@@ -153,7 +154,7 @@ fn a_burst_of_ten_thousand_corrupt_pages_is_all_healed_within_the_queue_bound() 
 fn pages_beyond_the_backlog_are_found_again_by_the_rescan() {
     const N: u64 = 400;
     const SMALL: usize = 16;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, N, dir.path(), |c| {
             c.queue_capacity(SMALL).max_concurrent_recoveries(1)
@@ -216,7 +217,7 @@ impl PageStore for CountingStore {
 #[test]
 fn page_incidents_queued_together_are_repaired_in_one_batch_with_one_sync() {
     const N: u64 = 200;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CountingStore {
             inner: MemStore::new(PS, N).unwrap(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::HealerConfig;
+use selfheal::testing::both_placements;
 use selfheal::{Clock, ManualClock, PageId, RecoveryEvent, Target};
 
 mod recovery_common;
@@ -38,7 +39,7 @@ fn escalations(m: &selfheal::AutoRecoveryManager, seen: &[RecoveryEvent]) -> usi
 
 #[test]
 fn an_irreparable_page_read_again_and_again_is_escalated_once_per_interval_and_episode() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         for heal_on_read in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let clock = Arc::new(ManualClock::new());
@@ -146,7 +147,7 @@ fn rebuild(
 /// does not list it), and the page's next report is escalated anew.
 #[test]
 fn an_escalation_survives_a_restart_until_the_host_acknowledges_it() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new());
         clock.advance(Duration::from_secs(10));

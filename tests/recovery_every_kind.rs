@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::Outcome;
+use selfheal::testing::both_placements;
 use selfheal::{Failure, FailureKind, PageId, ReplicaId, Source, Target, TxnId};
 
 mod recovery_common;
@@ -67,7 +68,7 @@ fn every_kind() -> Vec<FailureKind> {
 
 #[test]
 fn every_failure_kind_ends_healed_or_escalated_with_a_report() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
         m.start().unwrap();

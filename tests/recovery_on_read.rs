@@ -16,6 +16,7 @@ use std::time::Duration;
 use selfheal::audit::EntryKind;
 use selfheal::healer::{AttemptOutcome, Outcome, SkipReason};
 use selfheal::recovery::ApprovalRequest;
+use selfheal::testing::both_placements;
 use selfheal::{Mode, PageId, RecoveryEvent};
 
 mod recovery_common;
@@ -30,7 +31,7 @@ fn read(m: &selfheal::AutoRecoveryManager, p: u64) -> selfheal::Result<Vec<u8>> 
 
 #[test]
 fn a_damaged_page_read_through_the_detector_comes_back_healed() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 16, dir.path(), |c| c.heal_on_read(true));
         m.start().unwrap();
@@ -72,7 +73,7 @@ fn a_damaged_page_read_through_the_detector_comes_back_healed() {
 
 #[test]
 fn the_close_is_recorded_off_the_reader_and_seen_at_once_by_the_api() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(true));
         m.start().unwrap();
@@ -110,7 +111,7 @@ fn the_close_is_recorded_off_the_reader_and_seen_at_once_by_the_api() {
 
 #[test]
 fn a_close_left_for_later_is_recorded_by_stop_with_its_audit_records_in_order() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(true));
         m.start().unwrap();
@@ -153,7 +154,7 @@ fn a_close_left_for_later_is_recorded_by_stop_with_its_audit_records_in_order() 
 
 #[test]
 fn readers_of_one_damaged_page_share_its_incident() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 16, dir.path(), |c| c.heal_on_read(true));
         m.start().unwrap();
@@ -187,7 +188,7 @@ fn readers_of_one_damaged_page_share_its_incident() {
 
 #[test]
 fn observe_mode_returns_the_error_and_changes_nothing() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| {
             c.heal_on_read(true).mode(Mode::Observe)
@@ -210,7 +211,7 @@ fn observe_mode_returns_the_error_and_changes_nothing() {
 
 #[test]
 fn approve_mode_asks_before_healing_on_read() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         for approve in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let asked = Arc::new(AtomicUsize::new(0));
@@ -251,7 +252,7 @@ fn approve_mode_asks_before_healing_on_read() {
 /// in the background.
 #[test]
 fn heal_on_read_off_leaves_it_to_the_recovery_threads() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(false));
         m.start().unwrap();
@@ -272,7 +273,7 @@ fn heal_on_read_off_leaves_it_to_the_recovery_threads() {
 fn the_replica_reads_the_page_before_the_repair_asks_and_only_once() {
     use selfheal::testing::FaultyReplica;
     use selfheal::{PageStore, RecoveryConfig, StoreReplica};
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let raw = Arc::new(selfheal::MemStore::new(PS, 8).unwrap());
         let mirror = Arc::new(selfheal::MemStore::new(PS, 8).unwrap());

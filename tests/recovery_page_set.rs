@@ -17,6 +17,7 @@ use std::time::Duration;
 use recovery_common::*;
 use selfheal::audit::{AuditQuery, EntryKind};
 use selfheal::healer::{AttemptOutcome, Outcome};
+use selfheal::testing::both_placements;
 use selfheal::{
     AutoRecoveryManager, ChecksumPlacement, ManualClock, MemStore, PageId, RecoveryConfig,
     StoreReplica, Target,
@@ -71,7 +72,7 @@ fn left_open(
 
 #[test]
 fn pages_left_open_at_a_restart_are_resumed_and_healed_as_one_page_set() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = left_open(placement, dir.path(), None);
         let events = m.subscribe(256).unwrap();
@@ -133,7 +134,7 @@ fn pages_left_open_at_a_restart_are_resumed_and_healed_as_one_page_set() {
 #[test]
 fn a_page_the_set_cannot_heal_is_split_out_and_escalated_with_its_own_report() {
     const BAD: u64 = 3;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = left_open(placement, dir.path(), Some(BAD));
         m.start().unwrap();

@@ -20,6 +20,7 @@ use recovery_common::*;
 use selfheal::healer::Outcome;
 use selfheal::health::{HealthConfig, Thresholds};
 use selfheal::snapshot::{Consistency, Retention, SnapshotConfig, SnapshotKind, SnapshotRequest};
+use selfheal::testing::both_placements;
 use selfheal::{
     AutoRecoveryManager, Clock, HostAction, HostActions, Lsn, ManualClock, MemStore, PageStore,
     Priority, Result, StateSnapshotManager, Target,
@@ -73,7 +74,7 @@ fn healed_by(i: &selfheal::healer::Incident) -> Option<&str> {
 
 #[test]
 fn a_disk_filling_up_is_relieved_before_it_is_degraded() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(5));
@@ -156,7 +157,7 @@ fn a_disk_filling_up_is_relieved_before_it_is_degraded() {
 
 #[test]
 fn rising_read_errors_get_an_error_only_scrub_of_the_pages_that_failed_before() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
         clock.advance(Duration::from_secs(5));

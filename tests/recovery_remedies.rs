@@ -21,6 +21,7 @@ use selfheal::healer::builtin::{FailOver, ResizePool};
 use selfheal::healer::{HealerConfig, Incident, Outcome, Problem, Step};
 use selfheal::health::{HealthConfig, Thresholds};
 use selfheal::snapshot::{Retention, SnapshotConfig, WriteGate};
+use selfheal::testing::both_placements;
 use selfheal::{
     AutoRecoveryManager, Error, Failure, FailureKind, HostAction, HostActions, Lsn, ManualClock,
     PageId, PageStore, ReplicaId, Result, Source, Target,
@@ -47,7 +48,7 @@ fn only(m: &AutoRecoveryManager, target: &Target) -> Incident {
 
 #[test]
 fn a_deadlock_victim_is_rolled_back_and_its_writes_undone() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| c);
         m.start().unwrap();
@@ -83,7 +84,7 @@ fn a_deadlock_victim_is_rolled_back_and_its_writes_undone() {
 
 #[test]
 fn a_rollback_blocked_by_a_corrupt_page_is_finished_after_the_page_is_repaired() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
         m.start().unwrap();
@@ -127,7 +128,7 @@ fn a_rollback_blocked_by_a_corrupt_page_is_finished_after_the_page_is_repaired()
 #[test]
 fn a_rollback_blocked_by_a_corrupt_page_is_finished_when_the_replica_holds_only_the_committed_page()
 {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let sidecar = matches!(placement, selfheal::ChecksumPlacement::Sidecar(_));
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c);
@@ -216,7 +217,7 @@ impl HostActions for Host {
 
 #[test]
 fn a_risky_fail_over_is_preceded_by_a_real_snapshot() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(Host::default());
         let gate = Arc::new(WriteGate::new());
@@ -318,7 +319,7 @@ fn drive_critical(
 
 #[test]
 fn memory_pressure_clears_the_hosts_caches_and_the_metric_recovers() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (host, clock, m) =
             metric_rig(placement, dir.path(), "mem_used_pct", HealerConfig::new());
@@ -333,7 +334,7 @@ fn memory_pressure_clears_the_hosts_caches_and_the_metric_recovers() {
 
 #[test]
 fn resource_pressure_sheds_load_or_resizes_the_pool_the_host_registered() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (host, clock, m) = metric_rig(
             placement.clone(),
@@ -366,7 +367,7 @@ fn resource_pressure_sheds_load_or_resizes_the_pool_the_host_registered() {
 
 #[test]
 fn a_failed_snapshot_is_taken_again_and_the_new_head_verifies() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let gate = Arc::new(WriteGate::new());
         let (g2, sdir) = (gate.clone(), dir.path().join("snapshots"));
@@ -417,7 +418,7 @@ impl HostActions for Indexer {
 
 #[test]
 fn an_index_the_host_reports_damaged_is_rebuilt_by_the_host() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(Indexer::default());
         let h2 = host.clone();
@@ -460,7 +461,7 @@ fn a_crash_loser_whose_page_rotted_is_rolled_back_once_the_page_is_repaired() {
     use selfheal::rollback::RollbackConfig;
     use selfheal::testing::{CrashDir, CrashStore};
     use selfheal::{MemStore, RecoveryConfig, StoreReplica};
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(CrashDir::new());
         let store = Arc::new(CrashStore::new(PS, 8).unwrap());

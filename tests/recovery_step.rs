@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::healer::Outcome;
+use selfheal::testing::both_placements;
 use selfheal::{
     ChecksumPlacement, Error, Failure, FailureKind, HealthConfig, ManualClock, MemStore, PageId,
     PageStore, RecoveryConfig, ScrubConfig, Source, StoreReplica, Target,
@@ -93,7 +94,7 @@ fn manager_threads() -> Vec<String> {
 
 #[test]
 fn a_corrupt_page_found_by_a_read_is_healed_by_the_next_step() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m, _clock) = stepped_rig(placement, 8, dir.path());
         m.start().unwrap();
@@ -134,7 +135,7 @@ fn a_corrupt_page_found_by_a_read_is_healed_by_the_next_step() {
 
 #[test]
 fn an_incident_deferred_by_cooldown_heals_on_a_step_after_the_clock_passes_it() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m, clock) = stepped_rig(placement, 8, dir.path());
         m.start().unwrap();
@@ -192,7 +193,7 @@ fn run_sequence(placement: ChecksumPlacement) -> (Vec<selfheal::prelude::Inciden
 
 #[test]
 fn the_same_sequence_twice_gives_identical_incidents_and_timelines() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let (a, sa) = run_sequence(placement.clone());
         let (b, sb) = run_sequence(placement);
         assert!(a.len() >= 4, "{a:#?}");
@@ -299,7 +300,7 @@ fn a_panic_while_stepping_is_caught_and_its_incident_retried_then_escalated() {
 /// and resumes the incident. Either way the page is healed in the end.
 #[test]
 fn abandon_saves_nothing_and_the_next_start_finds_a_crash() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         for kill in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let (raw, mirror, m, clock) = stepped_rig(placement.clone(), 8, dir.path());
@@ -350,9 +351,9 @@ fn abandon_saves_nothing_and_the_next_start_finds_a_crash() {
 fn a_snapshot_whose_read_heals_on_read_from_the_snapshots_does_not_wait_for_itself() {
     use selfheal::snapshot::SnapshotKind;
     use selfheal::{RepairConfig, SnapshotConfig};
-    for (placement, fallback) in placements()
+    for (placement, fallback) in both_placements(PS)
         .into_iter()
-        .flat_map(|p| [(p.clone(), false), (p, true)])
+        .flat_map(|(_, p)| [(p.clone(), false), (p, true)])
     {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();

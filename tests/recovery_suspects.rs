@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recovery_common::*;
-use selfheal::testing::{CrashFiles, CrashSwitch};
+use selfheal::testing::{both_placements, CrashFiles, CrashSwitch};
 use selfheal::{
     AutoRecoveryManager, ChecksumPlacement, Error, MemStore, Mode, PageId, RecoveryConfig,
     StoreReplica,
@@ -72,7 +72,7 @@ fn observed_run(
 
 #[test]
 fn a_page_known_bad_stays_fenced_across_a_restart_and_is_healed() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[4], |c| c);
         assert_ne!(bytes(raw.as_ref(), 4), bytes(mirror.as_ref(), 4));
@@ -98,7 +98,7 @@ fn a_page_known_bad_stays_fenced_across_a_restart_and_is_healed() {
 
 #[test]
 fn a_damaged_suspect_registry_is_a_warning_and_its_pages_are_rechecked() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[2, 5], |c| c);
         let path = dir.path().join("suspects");
@@ -131,7 +131,7 @@ fn a_damaged_suspect_registry_is_a_warning_and_its_pages_are_rechecked() {
 /// were trusted again until something read them.
 #[test]
 fn a_deleted_suspect_registry_is_a_warning_and_every_page_is_rechecked() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror) = observed_run(placement.clone(), dir.path(), &[2, 5], |c| c);
         let path = dir.path().join("suspects");
@@ -165,7 +165,7 @@ fn a_deleted_suspect_registry_is_a_warning_and_every_page_is_rechecked() {
 /// files, so that their deletion can be told from a first run.
 #[test]
 fn a_first_run_warns_of_nothing_and_a_deleted_incidents_file_is_a_warning() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, mirror, m) = rig(placement.clone(), 8, dir.path(), |c| c);
         let r = m.start().unwrap();
@@ -188,7 +188,7 @@ fn a_first_run_warns_of_nothing_and_a_deleted_incidents_file_is_a_warning() {
 
 #[test]
 fn a_crash_at_any_step_of_a_save_leaves_the_old_registry_or_the_new() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         // Steps of one save: write the temporary file, sync it, rename, sync
         // the directory; step 4 is past the save.
         for step in 0..=4u64 {

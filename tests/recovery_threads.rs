@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use recovery_common::*;
 use selfheal::healer::Outcome;
+use selfheal::testing::both_placements;
 use selfheal::{Failure, FailureKind, RecoveryEvent, Source, Target};
 
 const IDLE: Duration = Duration::from_secs(20);
@@ -40,7 +41,7 @@ fn remedy_of(o: &Outcome) -> Option<&str> {
 
 #[test]
 fn a_panic_outside_a_remedy_is_survived_and_the_incident_healed() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(PanickyHost::default());
         let h2 = host.clone();
@@ -101,7 +102,7 @@ fn a_panic_outside_a_remedy_is_survived_and_the_incident_healed() {
 
 #[test]
 fn an_incident_that_kills_two_threads_is_escalated_and_healing_goes_on() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(PanickyHost::default());
         let h2 = host.clone();
@@ -145,7 +146,7 @@ fn an_incident_that_kills_two_threads_is_escalated_and_healing_goes_on() {
 
 #[test]
 fn beyond_the_restart_intensity_a_dead_thread_is_escalated_not_restarted() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(PanickyHost::default());
         let h2 = host.clone();
@@ -186,7 +187,7 @@ fn beyond_the_restart_intensity_a_dead_thread_is_escalated_not_restarted() {
 
 #[test]
 fn wait_idle_returns_only_once_every_sent_failure_is_recorded() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (_raw, _mirror, m) = rig(placement, 4, dir.path(), |c| c.recent_incidents(4_096));
         m.start().unwrap();

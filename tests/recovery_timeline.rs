@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use selfheal::healer::{Outcome, Step};
+use selfheal::testing::both_placements;
 use selfheal::PageId;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -101,7 +102,7 @@ fn spans() -> &'static Spans {
 #[test]
 fn the_timeline_has_the_queued_step_and_each_attempt_its_remedy_span() {
     let spans = spans();
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         for on_read in [false, true] {
             spans.lock().clear();
             let dir = tempfile::tempdir().unwrap();

@@ -13,25 +13,15 @@ use std::time::Duration;
 
 use selfheal::corruption::PageLsnFn;
 use selfheal::healer::Outcome;
-use selfheal::testing::{FaultyStore, WriteFault};
+use selfheal::testing::{both_placements, FaultyStore, WriteFault};
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, CorruptionConfig, FileStore, Lsn,
-    MemStore, PageId, PageStore, RecoveryConfig, StoreReplica, Target,
+    AutoRecoveryManager, ChecksumPlacement, CorruptionConfig, FileStore, Lsn, MemStore, PageId,
+    PageStore, RecoveryConfig, StoreReplica, Target,
 };
 
 const PS: usize = 4096;
 const PAGES: u64 = 16;
 const IDLE: Duration = Duration::from_secs(20);
-
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-    ]
-}
 
 /// Pages carry their LSN in their first 8 bytes, as most engines' headers do.
 fn lsn_reader() -> PageLsnFn {
@@ -156,7 +146,7 @@ impl Rig {
 
 #[test]
 fn a_torn_write_is_found_named_and_healed_from_the_replica() {
-    for (name, placement) in placements() {
+    for (name, placement) in both_placements(PS) {
         let rig = Rig::new(placement);
         // Half of the new page reaches the file; the write reports success.
         rig.faulty
@@ -183,7 +173,7 @@ fn a_torn_write_is_found_named_and_healed_from_the_replica() {
 
 #[test]
 fn a_lost_write_is_found_by_its_lsn_named_and_healed_from_the_replica() {
-    for (name, placement) in placements() {
+    for (name, placement) in both_placements(PS) {
         let rig = Rig::new(placement);
         let old = bytes(rig.faulty.inner().as_ref(), 9);
         // Nothing reaches the file; the write reports success.

@@ -18,10 +18,12 @@ mod repair_common;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use repair_common::{fence, placements, Cluster, PS};
+use repair_common::{fence, Cluster, PS};
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, RepairConfig, RepairOutcome};
-use selfheal::testing::{CrashStore, CrashSwitch, Damage, FaultyStore, WriteFault};
+use selfheal::testing::{
+    both_placements, CrashStore, CrashSwitch, Damage, FaultyStore, WriteFault,
+};
 use selfheal::{
     CorruptionConfig, CorruptionDetector, Error, FileStore, MemStore, PageId, PageStore,
     StoreReplica,
@@ -44,7 +46,7 @@ fn damaged_cluster(placement: selfheal::ChecksumPlacement) -> (Cluster, Arc<Corr
 
 #[test]
 fn repair_all_syncs_once_per_batch() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let (c, det) = damaged_cluster(placement);
         let rep = RepairConfig::new().build(det.clone()).unwrap();
         rep.add_replica(Arc::new(c.replica(0))).unwrap();
@@ -78,7 +80,7 @@ fn repair_all_syncs_once_per_batch() {
 
 #[test]
 fn a_failed_run_write_is_written_again_page_by_page() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         // Pages 5 and 6 are a run. A one-shot fault: the run's write fails
         // at page 6, the page's own write that follows succeeds, and every
         // page is repaired.
@@ -120,7 +122,7 @@ fn a_failed_run_write_is_written_again_page_by_page() {
 
 #[test]
 fn a_failed_batch_sync_reports_no_page_repaired() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let (c, det) = damaged_cluster(placement);
         let rep = RepairConfig::new().build(det.clone()).unwrap();
         rep.add_replica(Arc::new(c.replica(0))).unwrap();
@@ -195,7 +197,7 @@ impl PageStore for HookedSync {
 
 #[test]
 fn a_host_write_between_the_batch_write_and_its_sync_stands() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let store = Arc::new(HookedSync {
             inner: Arc::new(MemStore::new(PS, 8).unwrap()),
             hook: Mutex::new(None),
@@ -259,7 +261,7 @@ fn a_host_write_between_the_batch_write_and_its_sync_stands() {
 #[test]
 fn repair_pages_of_1000_pages_on_a_file_store_syncs_at_most_10_times() {
     const N: u64 = 1000;
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let file = FileStore::create(dir.path().join("pages"), PS, N).unwrap();
         let store = Arc::new(FaultyStore::new(Arc::new(file)));
@@ -397,7 +399,7 @@ fn crash_mid_batch(placement: &selfheal::ChecksumPlacement, crash_at: u64, seed:
 
 #[test]
 fn a_crash_mid_batch_leaves_each_page_old_or_new() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         // 12 writes and one sync: a crash before each of them, and after.
         for crash_at in 0..=14 {
             for seed in 0..3 {
@@ -468,7 +470,7 @@ impl PageStore for HookedRead {
 
 #[test]
 fn a_host_write_between_the_batch_recheck_and_its_write_stands() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let local = Arc::new(MemStore::new(PS, 8).unwrap());
         let det = Arc::new(
             CorruptionConfig::new(placement.clone())
@@ -521,7 +523,7 @@ fn a_host_write_between_the_batch_recheck_and_its_write_stands() {
 
 #[test]
 fn a_batch_rechecks_a_run_of_fenced_pages_with_one_read() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let local = HookedRead::new(PAGES, u64::MAX);
         let det = Arc::new(
             CorruptionConfig::new(placement.clone())

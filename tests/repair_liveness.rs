@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use repair_common::{fence, lsn_reader, placements, within, Cluster, StoreSource, PS};
+use repair_common::{fence, lsn_reader, within, Cluster, StoreSource, PS};
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
-use selfheal::testing::{Damage, FaultyReplica, FaultySource, ReplicaCall};
+use selfheal::testing::{both_placements, Damage, FaultyReplica, FaultySource, ReplicaCall};
 use selfheal::{CorruptionConfig, Error, Lsn, PageId, ReplicaId};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
@@ -29,7 +29,7 @@ const WATCHDOG: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_hung_replica_is_abandoned_at_the_deadline_and_skipped_by_the_next_repair() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 2);
         let det = c.detector(None);
         for p in 0..4 {
@@ -102,7 +102,7 @@ fn a_hung_replica_is_abandoned_at_the_deadline_and_skipped_by_the_next_repair() 
 
 #[test]
 fn a_panicking_replica_is_skipped_and_the_page_does_not_stay_repairing() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 2);
         let det = c.detector(None);
         for p in 0..4 {
@@ -149,7 +149,7 @@ fn unavailable_because(result: &AttemptResult, words: &str) -> bool {
 
 #[test]
 fn a_replica_whose_status_hangs_costs_one_deadline_and_is_not_asked_again_while_it_hangs() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 2);
         let det = c.detector(None);
         for p in 0..4 {
@@ -248,7 +248,7 @@ fn a_replica_whose_status_hangs_costs_one_deadline_and_is_not_asked_again_while_
 
 #[test]
 fn anti_entropy_with_a_replica_whose_status_or_digest_hangs_ends_at_the_deadline() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         for call in [ReplicaCall::Status, ReplicaCall::Digest] {
             let c = Cluster::new(placement.clone(), 4, 1);
             let det = c.detector(None);
@@ -307,7 +307,7 @@ fn anti_entropy_with_a_replica_whose_status_or_digest_hangs_ends_at_the_deadline
 
 #[test]
 fn a_hung_fallback_costs_one_deadline_and_is_not_asked_again_while_it_hangs() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 0);
         let det = c.detector(None);
         for p in 0..4 {
@@ -379,7 +379,7 @@ fn a_hung_fallback_costs_one_deadline_and_is_not_asked_again_while_it_hangs() {
 
 #[test]
 fn a_panicking_fallback_is_skipped_and_the_page_does_not_stay_repairing() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 0);
         let det = c.detector(None);
         for p in 0..4 {
@@ -422,7 +422,7 @@ fn a_panicking_fallback_is_skipped_and_the_page_does_not_stay_repairing() {
 
 #[test]
 fn a_repair_that_unwinds_gives_the_page_back_for_the_next_repair() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement.clone(), 4, 1);
         // A page-LSN reader (host code, called on the repairing thread) that
         // panics on the replica's copy of page 0 once armed.
@@ -479,7 +479,7 @@ fn a_repair_that_unwinds_gives_the_page_back_for_the_next_repair() {
 
 #[test]
 fn a_replica_that_may_hang_keeps_its_deadline_even_over_one_that_may_be_called_inline() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 2);
         let det = c.detector(None);
         for p in 0..4 {
@@ -552,9 +552,9 @@ impl selfheal::Replica for InlineProbe {
 
 #[test]
 fn a_replica_called_inline_is_read_on_the_repairing_thread_and_its_panic_is_caught() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         for batch in [false, true] {
-            let case = format!("{placement:?}, batch {batch}");
+            let case = format!("{name}, batch {batch}");
             let c = Cluster::new(placement.clone(), 4, 2);
             let det = c.detector(None);
             for p in 0..4 {

@@ -15,11 +15,11 @@ mod repair_common;
 
 use std::sync::Arc;
 
-use repair_common::{fence, placements, Cluster, StoreSource, PS};
+use repair_common::{fence, Cluster, StoreSource, PS};
 use selfheal::corruption::LsnExpectation;
 use selfheal::corruption::PageState;
 use selfheal::repair::{AttemptResult, CopySource, RepairConfig, RepairOutcome};
-use selfheal::testing::{Damage, FaultyReplica};
+use selfheal::testing::{both_placements, Damage, FaultyReplica};
 use selfheal::{ChecksumPlacement, CorruptionConfig, Error, Lsn, PageId, ReplicaId, ReplicaLag};
 
 /// Page 2 is written at LSN 1 everywhere, then at LSN 7 only locally and on
@@ -36,7 +36,7 @@ fn lagging_cluster(placement: ChecksumPlacement) -> Arc<Cluster> {
 
 #[test]
 fn after_a_restart_two_stale_replicas_do_not_outvote_the_current_copy() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         let c = lagging_cluster(placement);
         // Restart: nothing in memory says which LSN page 2 must have.
@@ -88,7 +88,7 @@ fn after_a_restart_two_stale_replicas_do_not_outvote_the_current_copy() {
 
 #[test]
 fn after_a_restart_the_hosts_expected_lsn_refuses_every_stale_copy() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = lagging_cluster(placement);
         let det = c.detector(Some(c.expected_lsn()));
         assert_eq!(det.last_written_lsn(PageId(2)), Some(Lsn(7)));
@@ -111,7 +111,7 @@ fn after_a_restart_the_hosts_expected_lsn_refuses_every_stale_copy() {
 
 #[test]
 fn after_a_restart_only_stale_replicas_leave_the_page_irreparable() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = lagging_cluster(placement);
         // Mirror 2 loses its copy too: every replica now holds LSN 1.
         let stale = {
@@ -147,7 +147,7 @@ fn after_a_restart_only_stale_replicas_leave_the_page_irreparable() {
 
 #[test]
 fn a_newer_copy_wins_over_a_majority_also_when_a_majority_is_required() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = lagging_cluster(placement);
         let det = c.detector(None);
         let rep = RepairConfig::new()
@@ -173,7 +173,7 @@ fn a_newer_copy_wins_over_a_majority_also_when_a_majority_is_required() {
 
 #[test]
 fn a_rejected_copy_does_not_use_up_the_copy_limit() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 4, 2);
         let det = c.detector(None);
         for p in 0..4 {
@@ -253,14 +253,13 @@ fn stale_first(
 
 #[test]
 fn after_a_restart_any_number_of_stale_replicas_asked_first_never_hide_the_current_copy() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         for stale in [3, 5] {
             for reports in [Reports::Nothing, Reports::Everyone, Reports::OnlyTheStale] {
                 for batch in [false, true] {
-                    let case = format!(
-                        "{placement:?}, {stale} stale, {reports:?} reported, batch {batch}"
-                    );
+                    let case =
+                        format!("{name}, {stale} stale, {reports:?} reported, batch {batch}");
                     let (c, replicas) = stale_first(placement.clone(), stale, reports);
                     // Restart, default config, no expected-LSN hook.
                     let det = c.detector(None);
@@ -334,7 +333,7 @@ fn after_a_restart_any_number_of_stale_replicas_asked_first_never_hide_the_curre
 
 #[test]
 fn after_a_restart_when_every_replica_is_stale_the_stale_copy_is_never_written() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         for reports in [Reports::Nothing, Reports::Everyone] {
             for with_fallback in [false, true] {
@@ -344,9 +343,8 @@ fn after_a_restart_when_every_replica_is_stale_the_stale_copy_is_never_written()
                     if !hook && !sidecar {
                         continue;
                     }
-                    let case = format!(
-                        "{placement:?}, {reports:?}, fallback {with_fallback}, hook {hook}"
-                    );
+                    let case =
+                        format!("{name}, {reports:?}, fallback {with_fallback}, hook {hook}");
                     let (c, replicas) = stale_first(placement.clone(), 5, reports);
                     let last = replicas.len() - 1;
                     // The one current replica is unavailable: all that answer are stale.
@@ -399,12 +397,12 @@ fn after_a_restart_when_every_replica_is_stale_the_stale_copy_is_never_written()
 
 #[test]
 fn with_a_page_lsn_reader_the_copy_limit_counts_votes_at_the_newest_lsn() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         for reported in [true, false] {
             // `restart`: the host's floor (LSN 7) instead of the exact LSN of
             // the last write in this process.
             for restart in [false, true] {
-                let case = format!("{placement:?}, reported {reported}, restart {restart}");
+                let case = format!("{name}, reported {reported}, restart {restart}");
                 let c = Arc::new(Cluster::new(placement.clone(), 4, 5));
                 let mut det = c.detector(None);
                 for p in 0..4 {
@@ -458,7 +456,7 @@ fn with_a_page_lsn_reader_the_copy_limit_counts_votes_at_the_newest_lsn() {
 
 #[test]
 fn without_a_page_lsn_reader_copies_vote_and_fetching_stops_at_the_limit() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Arc::new(Cluster::new(placement.clone(), 4, 5));
         let det = Arc::new(
             CorruptionConfig::new(placement)
@@ -529,11 +527,11 @@ fn rolled_back(
 
 #[test]
 fn a_copy_newer_than_the_last_write_never_reverts_a_rollback_or_an_older_write() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         for rollback in [false, true] {
             for batch in [false, true] {
-                let case = format!("{placement:?}, rollback {rollback}, batch {batch}");
+                let case = format!("{name}, rollback {rollback}, batch {batch}");
                 let (c, det) = rolled_back(placement.clone(), rollback);
                 let rep = RepairConfig::new().build(det.clone()).unwrap();
                 rep.add_replica(Arc::new(c.replica(0))).unwrap();
@@ -588,7 +586,7 @@ fn a_copy_newer_than_the_last_write_never_reverts_a_rollback_or_an_older_write()
 
 #[test]
 fn a_fallback_copy_newer_than_the_last_write_is_refused_too() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         let (c, det) = rolled_back(placement.clone(), false);
         let rep = RepairConfig::new().build(det.clone()).unwrap();

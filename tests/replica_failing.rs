@@ -13,9 +13,9 @@ mod repair_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use repair_common::{fence, placements, within, Cluster};
+use repair_common::{fence, within, Cluster, PS};
 use selfheal::repair::{AttemptResult, CopySource, DataRepairer, RepairConfig, RepairOutcome};
-use selfheal::testing::{Damage, FaultyReplica};
+use selfheal::testing::{both_placements, Damage, FaultyReplica};
 use selfheal::{
     Clock, CorruptionDetector, Error, FailureKind, FailureSink, ManualClock, PageId, ReplicaId,
     Source, Target,
@@ -124,7 +124,7 @@ impl Rig {
 }
 
 fn failing_episodes(fault: Fault) {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let r = rig(placement);
         fault.set(&r.faulty, true);
 
@@ -222,7 +222,7 @@ fn a_replica_serving_corrupt_copies_is_reported_failing_once_per_episode() {
 
 #[test]
 fn a_lagging_replica_is_not_failing_and_the_default_bus_is_the_detectors() {
-    for placement in placements() {
+    for (_, placement) in both_placements(PS) {
         let c = Cluster::new(placement, 8, 2);
         let det = c.detector(None);
         for p in 0..8 {

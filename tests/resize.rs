@@ -12,23 +12,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use selfheal::corruption::PageLsnFn;
+use selfheal::testing::both_placements;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, FileStore, Lsn,
-    MemStore, PageId, PageStore,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, FileStore, Lsn, MemStore,
+    PageId, PageStore,
 };
 
 const PS: usize = 4096;
 const PAGES: u64 = 64;
-
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    vec![
-        ("trailer", ChecksumPlacement::Trailer),
-        (
-            "sidecar",
-            ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ),
-    ]
-}
 
 fn lsn_reader() -> PageLsnFn {
     Arc::new(|b: &[u8]| Some(Lsn(u64::from_le_bytes(b[..8].try_into().ok()?))))
@@ -66,7 +57,7 @@ fn assert_fresh(det: &CorruptionDetector, page: u64, what: &str) {
 
 #[test]
 fn file_store_shrinks_and_grows_through_the_detector() {
-    for (what, placement) in placements() {
+    for (what, placement) in both_placements(PS) {
         for mmap in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("data");
@@ -247,7 +238,7 @@ impl PageStore for HookStore {
 /// page behind: when the page comes back, it is new.
 #[test]
 fn shrink_racing_a_write_leaves_no_trace_of_the_dropped_page() {
-    for (what, placement) in placements() {
+    for (what, placement) in both_placements(PS) {
         let store = Arc::new(HookStore {
             inner: MemStore::new(PS, PAGES).unwrap(),
             hook: Mutex::new(None),
@@ -296,7 +287,7 @@ fn shrink_racing_a_write_leaves_no_trace_of_the_dropped_page() {
 /// every page the workers never wrote again reads as new.
 #[test]
 fn resize_racing_reads_writes_and_checks() {
-    for (what, placement) in placements() {
+    for (what, placement) in both_placements(PS) {
         let store = Arc::new(MemStore::new(PS, PAGES).unwrap());
         let det = Arc::new(
             CorruptionConfig::new(placement)

@@ -18,7 +18,10 @@ use selfheal::rollback::JournalStorage;
 use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode, VictimPolicy};
 use selfheal::testing::journal::{JournalState, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
-use selfheal::testing::{CrashDir, CrashStore, CrashSwitch, FaultyStore, WriteFault};
+use selfheal::testing::{
+    both_placements, seal_numbered_pages, CrashDir, CrashStore, CrashSwitch, FaultyStore,
+    WriteFault,
+};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, Error, FailureKind, FailureSink, Lsn,
     MemStore, PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
@@ -411,20 +414,14 @@ fn concurrent_commits_share_one_fsync() {
 
 #[test]
 fn rollback_through_the_detector_keeps_checksums_current() {
-    for placement in [
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(256).unwrap())),
-    ] {
+    for (name, placement) in both_placements(256) {
         let raw = Arc::new(MemStore::new(256, 4).unwrap());
         let det = Arc::new(
             CorruptionConfig::new(placement.clone())
                 .build(raw.clone())
                 .unwrap(),
         );
-        for p in 0..4 {
-            det.write_sealed(PageId(p), &mut vec![p as u8 + 1; 256])
-                .unwrap();
-        }
+        seal_numbered_pages(&det, 4).unwrap();
         let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))
             .build(det.clone())
             .unwrap();
@@ -435,13 +432,9 @@ fn rollback_through_the_detector_keeps_checksums_current() {
         det.read_verified(PageId(1), &mut buf).unwrap();
         assert_eq!(buf[0], 9);
         let out = mgr.rollback(t).unwrap();
-        assert_eq!(
-            (out.undo_entries, out.pages_written),
-            (2, 1),
-            "{placement:?}"
-        );
+        assert_eq!((out.undo_entries, out.pages_written), (2, 1), "{name}");
         det.read_verified(PageId(1), &mut buf).unwrap();
-        assert_eq!(&buf[..72], &[2u8; 72], "{placement:?}");
+        assert_eq!(&buf[..72], &[2u8; 72], "{name}");
     }
 }
 
@@ -1038,10 +1031,7 @@ fn recovery_through_the_detector_blocks_on_torn_pages_until_they_are_repaired() 
                         .build(store.clone())
                         .unwrap(),
                 );
-                for p in 0..4 {
-                    det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
-                        .unwrap();
-                }
+                seal_numbered_pages(&det, 4).unwrap();
                 store.sync().unwrap();
                 let dir = Arc::new(CrashDir::new());
                 let mgr = RollbackConfig::with_storage(dir.clone())

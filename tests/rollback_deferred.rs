@@ -9,21 +9,14 @@
 
 use std::sync::Arc;
 
-use selfheal::testing::CrashDir;
+use selfheal::testing::{both_placements, seal_numbered_pages, CrashDir};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, MemStore,
-    PageId, PageStore, RollbackConfig, TransactionRollbackManager,
+    CorruptionConfig, CorruptionDetector, Error, MemStore, PageId, PageStore, RollbackConfig,
+    TransactionRollbackManager,
 };
 
 const PS: usize = 256;
 const PAGES: u64 = 4;
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 fn open(
     dir: &Arc<CrashDir>,
@@ -54,19 +47,16 @@ fn verified(det: &CorruptionDetector, p: u64) -> Vec<u8> {
 
 #[test]
 fn deferred_losers_change_nothing_until_rolled_back_by_the_host_or_the_next_open() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         for host_rolls_back in [true, false] {
-            let what = format!("{placement:?} host_rolls_back={host_rolls_back}");
+            let what = format!("{name} host_rolls_back={host_rolls_back}");
             let raw = Arc::new(MemStore::new(PS, PAGES).unwrap());
             let det = Arc::new(
                 CorruptionConfig::new(placement.clone())
                     .build(raw.clone())
                     .unwrap(),
             );
-            for p in 0..PAGES {
-                det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
-                    .unwrap();
-            }
+            seal_numbered_pages(&det, PAGES).unwrap();
             let dir = Arc::new(CrashDir::new());
             let mgr = open(&dir, &det, false);
             let committed = mgr.begin().unwrap();

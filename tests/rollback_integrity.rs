@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use selfheal::rollback::RawPages;
 use selfheal::rollback::{JournalDamage, RecoveryMode};
 use selfheal::testing::journal::{decode_segment, Record, SegmentHeader};
-use selfheal::testing::{CrashDir, CrashSwitch};
+use selfheal::testing::{both_placements, seal_numbered_pages, CrashDir, CrashSwitch};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
     PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
@@ -24,21 +24,11 @@ use selfheal::{
 
 const DPS: usize = 256;
 
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(DPS).unwrap())),
-    ]
-}
-
 /// Four sealed pages (page `p` full of `p + 1`) behind a detector.
 fn sealed(placement: ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetector>) {
     let raw = Arc::new(MemStore::new(DPS, 4).unwrap());
     let det = Arc::new(CorruptionConfig::new(placement).build(raw.clone()).unwrap());
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
-            .unwrap();
-    }
+    seal_numbered_pages(&det, 4).unwrap();
     (raw, det)
 }
 
@@ -73,7 +63,7 @@ fn detector_manager(det: Arc<CorruptionDetector>) -> TransactionRollbackManager 
 
 #[test]
 fn rollback_never_reseals_a_rotted_page() {
-    for placement in placements() {
+    for (name, placement) in both_placements(DPS) {
         let (raw, det) = sealed(placement.clone());
         let mgr = detector_manager(det.clone());
         let t = mgr.begin().unwrap();
@@ -83,10 +73,10 @@ fn rollback_never_reseals_a_rotted_page() {
         let rotted = page_of(raw.as_ref(), 1);
         match mgr.rollback(t) {
             Err(Error::RollbackBlocked { txn, page, reason }) => {
-                assert_eq!((txn, page), (t, PageId(1)), "{placement:?}");
+                assert_eq!((txn, page), (t, PageId(1)), "{name}");
                 assert!(!reason.is_empty());
             }
-            other => panic!("{placement:?}: {other:?}"),
+            other => panic!("{name}: {other:?}"),
         }
         // Nothing was written to the rotted page, and it stays fenced.
         assert_eq!(page_of(raw.as_ref(), 1), rotted);
@@ -113,14 +103,14 @@ fn rollback_never_reseals_a_rotted_page() {
         let out = mgr.rollback(t).unwrap();
         assert_eq!(out.txns, vec![t]);
         det.read_verified(PageId(1), &mut buf).unwrap();
-        assert_eq!(&buf[..32], &[2u8; 32], "{placement:?}");
+        assert_eq!(&buf[..32], &[2u8; 32], "{name}");
         assert!(mgr.blocked_rollbacks().is_empty());
     }
 }
 
 #[test]
 fn rollback_all_finishes_what_it_can_and_names_what_is_blocked() {
-    for placement in placements() {
+    for (name, placement) in both_placements(DPS) {
         let (raw, det) = sealed(placement.clone());
         let mgr = detector_manager(det.clone());
         let (a, b) = (mgr.begin().unwrap(), mgr.begin().unwrap());
@@ -129,9 +119,9 @@ fn rollback_all_finishes_what_it_can_and_names_what_is_blocked() {
         rot(&raw, 2, 200);
         match mgr.rollback_all() {
             Err(Error::RollbackBlocked { txn, page, .. }) => {
-                assert_eq!((txn, page), (b, PageId(2)), "{placement:?}");
+                assert_eq!((txn, page), (b, PageId(2)), "{name}");
             }
-            other => panic!("{placement:?}: {other:?}"),
+            other => panic!("{name}: {other:?}"),
         }
         assert_eq!(mgr.active_transactions(), vec![b]);
         assert!(matches!(
@@ -149,7 +139,7 @@ fn rollback_all_finishes_what_it_can_and_names_what_is_blocked() {
 
 #[test]
 fn a_repair_hook_is_tried_before_a_rollback_gives_up() {
-    for placement in placements() {
+    for (name, placement) in both_placements(DPS) {
         let (raw, det) = sealed(placement.clone());
         let good = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -183,20 +173,20 @@ fn a_repair_hook_is_tried_before_a_rollback_gives_up() {
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
         let mut buf = vec![0u8; DPS];
         det.read_verified(PageId(1), &mut buf).unwrap();
-        assert_eq!(&buf[..32], &[2u8; 32], "{placement:?}");
+        assert_eq!(&buf[..32], &[2u8; 32], "{name}");
     }
 }
 
 #[test]
 fn write_refuses_a_rotted_page() {
-    for placement in placements() {
+    for (name, placement) in both_placements(DPS) {
         let (raw, det) = sealed(placement.clone());
         let mgr = detector_manager(det.clone());
         let t = mgr.begin().unwrap();
         rot(&raw, 2, 100);
         let rotted = page_of(raw.as_ref(), 2);
         let e = mgr.write(t, PageId(2), 0, &[9u8; 8]).unwrap_err();
-        assert!(e.is_corruption(), "{placement:?}: {e}");
+        assert!(e.is_corruption(), "{name}: {e}");
         assert!(e.to_string().contains("page 2"), "{e}");
         // Nothing was written or recorded; a second try meets the fence.
         assert_eq!(page_of(raw.as_ref(), 2), rotted);
@@ -226,7 +216,7 @@ fn changes_to_the_checksum_trailer_are_refused() {
 
 #[test]
 fn recovery_does_not_reseal_a_rotted_page() {
-    for placement in placements() {
+    for (name, placement) in both_placements(DPS) {
         let (raw, det) = sealed(placement.clone());
         let dir = Arc::new(CrashDir::new());
         let mgr = RollbackConfig::with_storage(dir.clone())
@@ -247,7 +237,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
             .build(det2.clone())
             .unwrap();
         let r = mgr.recovery_report();
-        assert!(r.rolled_back.is_empty(), "{placement:?}: {r:?}");
+        assert!(r.rolled_back.is_empty(), "{name}: {r:?}");
         assert_eq!(r.blocked.len(), 1);
         assert_eq!(
             (r.blocked[0].txn, r.blocked[0].pages.clone()),
@@ -256,7 +246,7 @@ fn recovery_does_not_reseal_a_rotted_page() {
         let mut buf = vec![0u8; DPS];
         assert!(
             det2.read_verified(PageId(1), &mut buf).is_err(),
-            "{placement:?}: resealed"
+            "{name}: resealed"
         );
         det2.read_verified(PageId(3), &mut buf).unwrap();
         assert_eq!(&buf[..32], &[4u8; 32], "the other page was restored");
@@ -1030,10 +1020,7 @@ fn a_rollback_settles_a_durable_sidecar_table() {
             .build(raw.clone())
             .unwrap(),
     );
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; DPS])
-            .unwrap();
-    }
+    seal_numbered_pages(&det, 4).unwrap();
     det.sync().unwrap();
     assert_eq!(table.stats().unsettled_pages, 0);
     let mgr = RollbackConfig::with_storage(Arc::new(CrashDir::new()))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use selfheal::checksum::TableConfig;
 use selfheal::corruption::PageState;
-use selfheal::testing::{CrashDir, CrashFiles};
+use selfheal::testing::{every_placement, CrashDir, CrashFiles};
 use selfheal::{
     ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, Lsn, MemStore,
     PageId, PageStore, RollbackConfig, TransactionRollbackManager, TxnId,
@@ -27,14 +27,6 @@ const PAGE: PageId = PageId(2);
 
 /// The trailer, an in-memory sidecar table and a durable one (which also
 /// accepts the versions written since its last settle).
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-        ChecksumPlacement::Sidecar(Arc::new(durable_table())),
-    ]
-}
-
 fn durable_table() -> ChecksumTable {
     TableConfig::new(PS)
         .open_on(Arc::new(CrashFiles::new()), "sums")
@@ -146,34 +138,31 @@ fn stored(disk: &MemStore) -> Vec<u8> {
 
 #[test]
 fn a_blocked_page_is_rebuilt_from_the_version_before_the_transaction_then_rolled_back() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         assert!(
             r.mgr
                 .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
         let out = r
             .mgr
             .rollback(r.txn)
-            .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.txns, vec![r.txn]);
         let mut now = vec![0u8; PS];
         r.det
             .read_verified(PAGE, &mut now)
-            .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
-        assert_eq!(
-            now, r.committed,
-            "{placement:?}: the committed version is back"
-        );
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(now, r.committed, "{name}: the committed version is back");
         assert!(r.mgr.blocked_rollbacks().is_empty());
     }
 }
 
 #[test]
 fn copies_that_are_not_the_version_before_the_transaction_are_never_written() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         let damaged_before = stored(&r.disk);
         // An older version (LSN 3, the first write of the page).
@@ -192,9 +181,9 @@ fn copies_that_are_not_the_version_before_the_transaction_are_never_written() {
         for bad in [older, damaged, damaged_in_range, elsewhere, short] {
             assert!(
                 !r.mgr.rebuild_page(PAGE, &[bad]).unwrap(),
-                "{placement:?}: a copy that is not the version before was taken"
+                "{name}: a copy that is not the version before was taken"
             );
-            assert_eq!(stored(&r.disk), damaged_before, "{placement:?}");
+            assert_eq!(stored(&r.disk), damaged_before, "{name}");
         }
         // Still blocked, and the right copy after the bad ones still works.
         assert!(matches!(
@@ -211,7 +200,7 @@ fn copies_that_are_not_the_version_before_the_transaction_are_never_written() {
 
 #[test]
 fn without_a_page_lsn_reader_only_the_sidecar_table_can_judge_a_rebuilt_page() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         let r = blocked(&placement, false);
         let before = stored(&r.disk);
@@ -221,7 +210,7 @@ fn without_a_page_lsn_reader_only_the_sidecar_table_can_judge_a_rebuilt_page() {
             .unwrap();
         // The trailer carries its own checksum: with no LSN nothing says
         // which version the copy is, and nothing is written.
-        assert_eq!(rebuilt, sidecar, "{placement:?}");
+        assert_eq!(rebuilt, sidecar, "{name}");
         if sidecar {
             r.mgr.rollback(r.txn).unwrap();
             reads_as(&r.det, &r.committed, &placement);
@@ -233,7 +222,7 @@ fn without_a_page_lsn_reader_only_the_sidecar_table_can_judge_a_rebuilt_page() {
 
 #[test]
 fn a_page_with_no_undo_or_out_of_range_is_not_rebuilt() {
-    for placement in placements() {
+    for (_, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         let mut copy = vec![0u8; PS];
         r.disk.read_page(PageId(1), &mut copy).unwrap();
@@ -248,7 +237,7 @@ fn a_page_with_no_undo_or_out_of_range_is_not_rebuilt() {
 
 #[test]
 fn a_page_the_host_rewrote_meanwhile_is_not_rebuilt_over() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         // The host replaces the fenced page with a whole new version.
         let mut newer = page_at(20, 0x77);
@@ -258,13 +247,9 @@ fn a_page_the_host_rewrote_meanwhile_is_not_rebuilt_over() {
             !r.mgr
                 .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
-        assert_eq!(
-            stored(&r.disk),
-            host,
-            "{placement:?}: the host's write stands"
-        );
+        assert_eq!(stored(&r.disk), host, "{name}: the host's write stands");
         let mut now = vec![0u8; PS];
         r.det.read_verified(PAGE, &mut now).unwrap();
         assert_eq!(&now[..8], &20u64.to_le_bytes());
@@ -355,7 +340,7 @@ fn under_the_trailer_a_copy_with_no_lsn_is_not_taken_for_a_version() {
 /// loses it, no byte of it is on the page.
 #[test]
 fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let (disk, det, dir, mgr, committed) = fresh(&placement, true);
         let t1 = mgr.begin().unwrap();
         mgr.write(t1, PAGE, 0, &the_change()).unwrap();
@@ -374,13 +359,9 @@ fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
         assert!(
             mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
                 .unwrap(),
-            "{placement:?}: rebuilt from t1's durable undo alone"
+            "{name}: rebuilt from t1's durable undo alone"
         );
-        assert_eq!(
-            &stored(&disk)[400..404],
-            &committed[400..404],
-            "{placement:?}"
-        );
+        assert_eq!(&stored(&disk)[400..404], &committed[400..404], "{name}");
         // A crash loses t2's record; recovery rolls t1 back.
         drop(mgr);
         let after = Arc::new(dir.crash(0));
@@ -389,8 +370,8 @@ fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
             .unwrap();
         let mut now = vec![0u8; PS];
         det.read_verified(PAGE, &mut now)
-            .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
-        assert_eq!(now, committed, "{placement:?}");
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(now, committed, "{name}");
     }
 }
 
@@ -399,7 +380,7 @@ fn an_undo_entry_not_yet_durable_is_never_written_by_a_rebuild() {
 /// write, and both roll back.
 #[test]
 fn a_page_two_transactions_wrote_is_rebuilt_through_both() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         // The page is rebuilt, a second transaction writes other bytes,
         // and the page is damaged again.
@@ -420,14 +401,14 @@ fn a_page_two_transactions_wrote_is_rebuilt_through_both() {
             r.mgr
                 .rebuild_page(PAGE, std::slice::from_ref(&r.committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
         r.det.read_verified(PAGE, &mut now).unwrap();
-        assert_eq!(&now[400..408], &[0x5A; 8], "{placement:?}");
+        assert_eq!(&now[400..408], &[0x5A; 8], "{name}");
         let out = r.mgr.rollback_all().unwrap();
-        assert_eq!(out.txns.len(), 2, "{placement:?}");
+        assert_eq!(out.txns.len(), 2, "{name}");
         r.det.read_verified(PAGE, &mut now).unwrap();
-        assert_eq!(now, r.committed, "{placement:?}");
+        assert_eq!(now, r.committed, "{name}");
     }
 }
 
@@ -437,7 +418,7 @@ fn a_page_two_transactions_wrote_is_rebuilt_through_both() {
 /// nothing is written.
 #[test]
 fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let (disk, det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
         mgr.write(t, PAGE, 0, &the_change()).unwrap();
@@ -453,9 +434,9 @@ fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
         assert!(
             !mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
-        assert_eq!(stored(&disk), other, "{placement:?}");
+        assert_eq!(stored(&disk), other, "{name}");
     }
 }
 
@@ -464,7 +445,7 @@ fn a_later_write_with_no_undo_makes_the_replay_not_the_last_write() {
 /// not taken (under the sidecar table, the checksum judges it).
 #[test]
 fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let sidecar = matches!(placement, ChecksumPlacement::Sidecar(_));
         let (disk, _det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
@@ -478,7 +459,7 @@ fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
             mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
                 .unwrap(),
             sidecar,
-            "{placement:?}"
+            "{name}"
         );
     }
 }
@@ -488,13 +469,13 @@ fn under_the_trailer_a_change_that_keeps_the_lsn_cannot_be_rebuilt() {
 /// bytes), the page is rebuilt through the retried write alone.
 #[test]
 fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let (disk, det, dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
         let mut change = page_at(9, 0xA5)[..300].to_vec();
         change[8..].fill(0xA5);
         dir.fail_syncs(1);
-        assert!(mgr.write(t, PAGE, 0, &change).is_err(), "{placement:?}");
+        assert!(mgr.write(t, PAGE, 0, &change).is_err(), "{name}");
         mgr.resume().unwrap();
         // The host retries with other bytes (its next attempt's).
         change[8..].fill(0xB6);
@@ -507,7 +488,7 @@ fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
         assert!(
             mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
         mgr.rollback(t).unwrap();
         reads_as(&det, &committed, &placement);
@@ -519,7 +500,7 @@ fn a_write_retried_after_a_journal_stall_leaves_the_page_rebuildable() {
 /// write, and the page is rebuilt and rolled back.
 #[test]
 fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let (disk, det, _dir, mgr, committed) = fresh(&placement, true);
         let t = mgr.begin().unwrap();
         mgr.write(t, PAGE, 0, &the_change()).unwrap();
@@ -543,13 +524,9 @@ fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
         assert!(
             mgr.rebuild_page(PAGE, std::slice::from_ref(&committed))
                 .unwrap(),
-            "{placement:?}"
+            "{name}"
         );
-        assert_eq!(
-            stored(&disk)[400..404],
-            committed[400..404],
-            "{placement:?}"
-        );
+        assert_eq!(stored(&disk)[400..404], committed[400..404], "{name}");
         mgr.rollback(t).unwrap();
         reads_as(&det, &committed, &placement);
     }
@@ -559,7 +536,7 @@ fn durable_undo_whose_page_write_never_came_still_lets_the_page_be_rebuilt() {
 /// manager refuses to rebuild.
 #[test]
 fn a_refused_rebuild_keeps_the_page_irreparable_and_a_stopped_manager_refuses() {
-    for placement in placements() {
+    for (name, placement) in every_placement(PS) {
         let r = blocked(&placement, true);
         // A repair that found no copy marks the page irreparable.
         let ticket = r.det.begin_repair(PAGE).unwrap();
@@ -571,7 +548,7 @@ fn a_refused_rebuild_keeps_the_page_irreparable_and_a_stopped_manager_refuses() 
         assert_eq!(
             r.det.page_state(PAGE),
             Some(PageState::Irreparable),
-            "{placement:?}"
+            "{name}"
         );
         r.mgr.stop().unwrap();
         assert!(matches!(

@@ -16,21 +16,14 @@
 
 use std::sync::Arc;
 
-use selfheal::testing::{CrashDir, FaultyStore, WriteFault};
+use selfheal::testing::{both_placements, seal_numbered_pages, CrashDir, FaultyStore, WriteFault};
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Error, MemStore,
-    PageId, RollbackConfig,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Error, MemStore, PageId,
+    RollbackConfig,
 };
 
 const PS: usize = 512;
 const PAGE: PageId = PageId(2);
-
-fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 /// Four sealed pages (page `p` full of `p + 1`) behind a detector over a
 /// faulty store.
@@ -41,10 +34,7 @@ fn sealed(placement: &ChecksumPlacement) -> (Arc<FaultyStore>, Arc<CorruptionDet
             .build(disk.clone())
             .unwrap(),
     );
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut vec![p as u8 + 1; PS])
-            .unwrap();
-    }
+    seal_numbered_pages(&det, 4).unwrap();
     det.sync().unwrap();
     (disk, det)
 }
@@ -96,25 +86,23 @@ fn tear(
 
 #[test]
 fn a_torn_write_of_the_transaction_is_rolled_back_in_the_process() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (disk, det) = sealed(&placement);
         let (mgr, t, before) = tear(&disk, &det, &Arc::new(CrashDir::new()));
         if !sidecar(&placement) {
             stays_blocked(mgr.rollback(t), &disk);
             continue;
         }
-        let out = mgr
-            .rollback(t)
-            .unwrap_or_else(|e| panic!("{placement:?}: {e}"));
+        let out = mgr.rollback(t).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.txns, vec![t]);
-        let now = read(&det, PAGE).unwrap_or_else(|e| panic!("{placement:?}: {e}"));
-        assert_eq!(now, before, "{placement:?}: the before-image is back");
+        let now = read(&det, PAGE).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(now, before, "{name}: the before-image is back");
     }
 }
 
 #[test]
 fn a_torn_write_of_a_transaction_in_flight_is_rolled_back_by_recovery() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (disk, det) = sealed(&placement);
         let journal = Arc::new(CrashDir::new());
         let (mgr, _t, before) = tear(&disk, &det, &journal);
@@ -132,15 +120,15 @@ fn a_torn_write_of_a_transaction_in_flight_is_rolled_back_by_recovery() {
         }
         assert!(
             report.blocked.is_empty() && report.rolled_back.len() == 1,
-            "{placement:?}: {report:?}"
+            "{name}: {report:?}"
         );
-        assert_eq!(read(&det, PAGE).unwrap(), before, "{placement:?}");
+        assert_eq!(read(&det, PAGE).unwrap(), before, "{name}");
     }
 }
 
 #[test]
 fn damage_beside_a_torn_write_still_blocks_the_rollback() {
-    for placement in placements() {
+    for (name, placement) in both_placements(PS) {
         let (disk, det) = sealed(&placement);
         let (mgr, t, _) = tear(&disk, &det, &Arc::new(CrashDir::new()));
         // Rot outside the transaction's bytes: not explained by its undo.
@@ -150,10 +138,10 @@ fn damage_beside_a_torn_write_still_blocks_the_rollback() {
         disk.inner().write_page(PAGE, &raw).unwrap();
         match mgr.rollback(t) {
             Err(Error::RollbackBlocked { .. }) => {}
-            other => panic!("{placement:?}: {other:?}"),
+            other => panic!("{name}: {other:?}"),
         }
         let mut now = vec![0u8; PS];
         disk.inner().read_page(PAGE, &mut now).unwrap();
-        assert_eq!(now, raw, "{placement:?}: nothing was written");
+        assert_eq!(now, raw, "{name}: nothing was written");
     }
 }

@@ -30,13 +30,9 @@ use selfheal::{
 const PS: usize = 512;
 const PAGES: u64 = 16;
 
-fn placements() -> Vec<(&'static str, ChecksumPlacement)> {
-    every_placement(PS)
-}
-
 /// A fresh placement of the kind named.
 fn placement_like(name: &str) -> ChecksumPlacement {
-    placements()
+    every_placement(PS)
         .into_iter()
         .find(|(n, _)| *n == name)
         .unwrap()
@@ -133,7 +129,7 @@ fn scrub_reports(det: &Arc<CorruptionDetector>) -> u64 {
 /// never an alarm.
 #[test]
 fn snapshots_through_the_detector_store_free_pages_as_zeros() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let r = rig(placement, |c| c);
         let m = manager(dir.path());
@@ -202,7 +198,7 @@ fn snapshots_through_the_detector_store_free_pages_as_zeros() {
 /// either.
 #[test]
 fn a_restore_never_seals_pages_nobody_verified() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let r = rig(placement, |c| c);
         let m = manager(dir.path());
@@ -321,7 +317,7 @@ fn a_restore_never_seals_pages_nobody_verified() {
 /// rolled-back write back.
 #[test]
 fn the_write_observer_keeps_dirty_notices_complete() {
-    for (name, _) in placements() {
+    for (name, _) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let jdir = tempfile::tempdir().unwrap();
         let m = Arc::new(manager(dir.path()));
@@ -401,7 +397,7 @@ impl PageStore for Counting<'_> {
 /// durable table that is one log fsync per chunk, not one per page.
 #[test]
 fn a_restore_writes_a_chunk_at_a_time() {
-    for (name, placement) in placements() {
+    for (name, placement) in every_placement(PS) {
         let dir = tempfile::tempdir().unwrap();
         let table = match &placement {
             ChecksumPlacement::Sidecar(t) => Some(t.clone()),

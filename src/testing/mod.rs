@@ -23,6 +23,7 @@ mod decode;
 pub mod decoders;
 pub mod fixup;
 pub mod fuzz;
+mod sealed;
 mod snapshot;
 
 pub use decode::{decode_manifest, decode_snapshot, SnapshotSummary};
@@ -36,6 +37,7 @@ pub mod checksum_log {
     };
 }
 
+pub use sealed::seal_numbered_pages;
 pub use snapshot::{
     both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
     take_paused, SealedStore,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use selfheal::crash::{RunMarker, RunVerdict};
 use selfheal::healer::Learner;
+use selfheal::testing::seal_numbered_pages;
 use selfheal::{
-    ChecksumPlacement, CorruptionConfig, FailureKind, MemStore, PageId, PageStore, ScrubConfig,
+    ChecksumPlacement, CorruptionConfig, FailureKind, MemStore, PageStore, ScrubConfig,
 };
 
 use crate::harness::{Built, Outcome, Spots};
@@ -72,10 +73,7 @@ pub fn scrub_cursor(dir: &Path) -> Built {
             .build(store)
             .unwrap(),
     );
-    for p in 0..CURSOR_PAGES {
-        let mut page = vec![p as u8 + 1; ps];
-        det.write_sealed(PageId(p), &mut page).unwrap();
-    }
+    seal_numbered_pages(&det, CURSOR_PAGES).unwrap();
     let s = ScrubConfig::new()
         .unlimited()
         .batch_pages(4)

@@ -7,18 +7,11 @@ use std::sync::Arc;
 
 use selfheal::testing::Damage;
 use selfheal::{
-    AutoRecoveryManager, ChecksumPlacement, ChecksumTable, MemStore, PageId, PageStore,
-    RecoveryConfig, StoreReplica,
+    AutoRecoveryManager, ChecksumPlacement, MemStore, PageId, PageStore, RecoveryConfig,
+    StoreReplica,
 };
 
 pub const PS: usize = 4096;
-
-pub fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 pub fn page(fill: u8) -> Vec<u8> {
     let mut b = vec![fill; PS];

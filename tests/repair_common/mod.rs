@@ -13,19 +13,11 @@ use parking_lot::Mutex;
 use selfheal::corruption::{ExpectedLsnFn, PageLsnFn};
 use selfheal::testing::FaultyStore;
 use selfheal::{
-    ChecksumPlacement, ChecksumTable, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId,
-    PageSource, PageStore, StoreReplica,
+    ChecksumPlacement, CorruptionConfig, CorruptionDetector, Lsn, MemStore, PageId, PageSource,
+    PageStore, StoreReplica,
 };
 
 pub const PS: usize = 4096;
-
-/// Both checksum placements, each with a fresh sidecar table.
-pub fn placements() -> Vec<ChecksumPlacement> {
-    vec![
-        ChecksumPlacement::Trailer,
-        ChecksumPlacement::Sidecar(Arc::new(ChecksumTable::new(PS).unwrap())),
-    ]
-}
 
 /// The page LSN lives in the first 8 bytes of every page (0: none).
 pub fn lsn_reader() -> PageLsnFn {
