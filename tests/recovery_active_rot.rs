@@ -20,20 +20,11 @@ use std::time::Duration;
 
 use recovery_common::*;
 use selfheal::healer::{Incident, Outcome};
-use selfheal::testing::every_placement;
-use selfheal::{ChecksumPlacement, Error, PageId, Target};
+use selfheal::testing::sidecar_placements;
+use selfheal::{Error, PageId, Target};
 
 const IDLE: Duration = Duration::from_secs(20);
 const P: u64 = 4;
-
-/// The placements that know the checksum of a page's last write: the
-/// in-memory and the durable sidecar table.
-fn sidecars() -> Vec<(&'static str, ChecksumPlacement)> {
-    every_placement(PS)
-        .into_iter()
-        .filter(|(_, p)| matches!(p, ChecksumPlacement::Sidecar(_)))
-        .collect()
-}
 
 fn rebuilt(i: &Incident) -> bool {
     i.attempts
@@ -51,62 +42,62 @@ fn healed_by(i: &Incident) -> Option<&str> {
 
 #[test]
 fn a_page_rotted_under_an_active_transaction_is_rebuilt_with_its_write() {
-    for ((name, placement), heal_on_read, commit) in sidecars().into_iter().flat_map(|p| {
-        [
-            (p.clone(), true, true),
-            (p.clone(), true, false),
-            (p, false, true),
-        ]
-    }) {
-        {
-            let what = format!("{name} heal_on_read={heal_on_read} commit={commit}");
-            let dir = tempfile::tempdir().unwrap();
-            let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(heal_on_read));
-            m.start().unwrap();
-            let rb = m.rollback_manager().unwrap();
-            let committed = bytes(raw.as_ref(), P);
-            let t = rb.begin().unwrap();
-            rb.write(t, PageId(P), 64, b"in flight, never shipped")
-                .unwrap();
-            let written = bytes(raw.as_ref(), P);
-            assert_ne!(written, committed);
-            assert_eq!(bytes(mirror.as_ref(), P), committed, "never shipped");
-            damage(&raw, P);
-            let mut b = vec![0u8; PS];
-            if heal_on_read {
-                m.detector()
-                    .read_verified(PageId(P), &mut b)
-                    .unwrap_or_else(|e| panic!("{what}: {e}; {:#?}", m.incidents()));
-            } else {
-                read_finds(&m, P);
-                assert!(m.wait_idle(IDLE), "{what}");
-                m.detector()
-                    .read_verified(PageId(P), &mut b)
-                    .unwrap_or_else(|e| panic!("{what}: {e}; {:#?}", m.incidents()));
-            }
-            assert_eq!(b, written, "{what}: the transaction's write is back");
+    for ((name, placement), heal_on_read, commit) in
+        sidecar_placements(PS).into_iter().flat_map(|p| {
+            [
+                (p.clone(), true, true),
+                (p.clone(), true, false),
+                (p, false, true),
+            ]
+        })
+    {
+        let what = format!("{name} heal_on_read={heal_on_read} commit={commit}");
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(heal_on_read));
+        m.start().unwrap();
+        let rb = m.rollback_manager().unwrap();
+        let committed = bytes(raw.as_ref(), P);
+        let t = rb.begin().unwrap();
+        rb.write(t, PageId(P), 64, b"in flight, never shipped")
+            .unwrap();
+        let written = bytes(raw.as_ref(), P);
+        assert_ne!(written, committed);
+        assert_eq!(bytes(mirror.as_ref(), P), committed, "never shipped");
+        damage(&raw, P);
+        let mut b = vec![0u8; PS];
+        if heal_on_read {
+            m.detector()
+                .read_verified(PageId(P), &mut b)
+                .unwrap_or_else(|e| panic!("{what}: {e}; {:#?}", m.incidents()));
+        } else {
+            read_finds(&m, P);
             assert!(m.wait_idle(IDLE), "{what}");
-            let incidents = m.incidents();
-            assert_eq!(incidents.len(), 1, "{what}: {incidents:#?}");
-            assert_eq!(
-                healed_by(&incidents[0]),
-                Some("repair-from-replicas"),
-                "{what}: {incidents:#?}"
-            );
-            assert!(rebuilt(&incidents[0]), "{what}: {incidents:#?}");
-            assert_eq!(m.repairer().stats().repaired_by_rebuild, 1, "{what}");
-            assert!(rb.active_transactions().contains(&t), "{what}");
-            if commit {
-                rb.commit(t).unwrap();
-                assert_eq!(bytes(raw.as_ref(), P), written, "{what}");
-            } else {
-                rb.rollback(t).unwrap();
-                assert_eq!(bytes(raw.as_ref(), P), committed, "{what}");
-            }
-            m.detector().read_verified(PageId(P), &mut b).unwrap();
-            drop(rb);
-            m.stop().unwrap();
+            m.detector()
+                .read_verified(PageId(P), &mut b)
+                .unwrap_or_else(|e| panic!("{what}: {e}; {:#?}", m.incidents()));
         }
+        assert_eq!(b, written, "{what}: the transaction's write is back");
+        assert!(m.wait_idle(IDLE), "{what}");
+        let incidents = m.incidents();
+        assert_eq!(incidents.len(), 1, "{what}: {incidents:#?}");
+        assert_eq!(
+            healed_by(&incidents[0]),
+            Some("repair-from-replicas"),
+            "{what}: {incidents:#?}"
+        );
+        assert!(rebuilt(&incidents[0]), "{what}: {incidents:#?}");
+        assert_eq!(m.repairer().stats().repaired_by_rebuild, 1, "{what}");
+        assert!(rb.active_transactions().contains(&t), "{what}");
+        if commit {
+            rb.commit(t).unwrap();
+            assert_eq!(bytes(raw.as_ref(), P), written, "{what}");
+        } else {
+            rb.rollback(t).unwrap();
+            assert_eq!(bytes(raw.as_ref(), P), committed, "{what}");
+        }
+        m.detector().read_verified(PageId(P), &mut b).unwrap();
+        drop(rb);
+        m.stop().unwrap();
     }
 }
 
@@ -114,7 +105,7 @@ fn a_page_rotted_under_an_active_transaction_is_rebuilt_with_its_write() {
 /// batch: each page of the batch that no replica holds is rebuilt too.
 #[test]
 fn pages_rotted_together_under_an_active_transaction_are_rebuilt_in_one_batch() {
-    for (name, placement) in sidecars() {
+    for (name, placement) in sidecar_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| c);
         m.start().unwrap();
@@ -161,7 +152,7 @@ fn pages_rotted_together_under_an_active_transaction_are_rebuilt_in_one_batch() 
 /// committed version back.
 #[test]
 fn a_write_that_finds_its_own_page_rotted_fails_at_once_and_the_rollback_rebuilds_it() {
-    for (name, placement) in sidecars() {
+    for (name, placement) in sidecar_placements(PS) {
         let dir = tempfile::tempdir().unwrap();
         let (raw, _mirror, m) = rig(placement, 8, dir.path(), |c| c.heal_on_read(true));
         m.start().unwrap();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use selfheal::checksum::TableConfig;
 use selfheal::repair::RepairOutcome;
-use selfheal::testing::{every_placement, CrashFiles, Damage};
+use selfheal::testing::{seal_numbered_pages, sidecar_placements, CrashFiles, Damage};
 use selfheal::{
     ChecksumPlacement, CorruptionConfig, CorruptionDetector, DataRepairer, MemStore, PageId,
     PageStore, RepairConfig, StoreReplica,
@@ -25,13 +25,6 @@ use selfheal::{
 
 const PS: usize = 4096;
 const PAGE: PageId = PageId(2);
-
-fn sidecars() -> Vec<(&'static str, ChecksumPlacement)> {
-    every_placement(PS)
-        .into_iter()
-        .filter(|(_, p)| matches!(p, ChecksumPlacement::Sidecar(_)))
-        .collect()
-}
 
 fn page(fill: u8) -> Vec<u8> {
     vec![fill; PS]
@@ -41,9 +34,7 @@ fn page(fill: u8) -> Vec<u8> {
 fn sealed(placement: ChecksumPlacement) -> (Arc<MemStore>, Arc<CorruptionDetector>) {
     let raw = Arc::new(MemStore::new(PS, 4).unwrap());
     let det = Arc::new(CorruptionConfig::new(placement).build(raw.clone()).unwrap());
-    for p in 0..4 {
-        det.write_sealed(PageId(p), &mut page(p as u8 + 1)).unwrap();
-    }
+    seal_numbered_pages(&det, 4).unwrap();
     det.sync().unwrap();
     (raw, det)
 }
@@ -80,7 +71,7 @@ fn repairer(det: &Arc<CorruptionDetector>, copy: &[u8]) -> DataRepairer {
 
 #[test]
 fn a_repair_never_puts_back_a_version_an_unsynced_write_replaced() {
-    for (name, placement) in sidecars() {
+    for (name, placement) in sidecar_placements(PS) {
         let (raw, det) = sealed(placement);
         let before = stored(&raw);
         let mut written = page(0xEE);

@@ -40,7 +40,7 @@ pub mod checksum_log {
 pub use sealed::seal_numbered_pages;
 pub use snapshot::{
     both_placements, damaged_copies, every_placement, fill_store, semi_compressible_page,
-    take_paused, SealedStore,
+    sidecar_placements, take_paused, SealedStore,
 };
 mod health;
 

@@ -157,6 +157,22 @@ pub fn every_placement(page_size: usize) -> Vec<(&'static str, ChecksumPlacement
     out
 }
 
+/// The placements of [`every_placement`] that keep a page's checksums
+/// outside the page — the in-memory and the durable sidecar table — so
+/// that only a copy of the page's last write verifies (under the trailer
+/// an older copy verifies by its own trailer): a test of what a repair may
+/// put back runs under each.
+///
+/// # Panics
+/// When `page_size` is not a valid page size for a checksum table.
+#[must_use]
+pub fn sidecar_placements(page_size: usize) -> Vec<(&'static str, ChecksumPlacement)> {
+    every_placement(page_size)
+        .into_iter()
+        .filter(|(_, p)| matches!(p, ChecksumPlacement::Sidecar(_)))
+        .collect()
+}
+
 /// An in-memory store whose every page is written through a
 /// [`CorruptionDetector`], so that it is really sealed (trailer or sidecar):
 /// the store snapshot tests take, change and restore. Page contents are
