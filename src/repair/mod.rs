@@ -295,7 +295,8 @@ pub trait PageRebuilder: Send + Sync {
     /// Whether changes are held for `page` that the replicas may not have:
     /// a replica's copy of it that fails verification may then be the
     /// version before them rather than damage, and is not held against
-    /// the replica. Cheap, no I/O: asked for every copy that fails.
+    /// the replica. Asked for every copy that fails verification, so it
+    /// should do no I/O.
     fn holds_changes(&self, page: PageId) -> bool;
 
     /// Called by a repair of `page` that found no copy to write, after it
@@ -536,7 +537,11 @@ impl DataRepairer {
 
     /// Sets (or with `None` clears) what a repair asks to rebuild a page
     /// no source holds a copy of its last write of (see
-    /// [the module docs](self#a-page-no-source-holds-the-rebuilder)).
+    /// [the module docs](self#a-page-no-source-holds-the-rebuilder)). A
+    /// [`SelfHealer`](crate::healer::SelfHealer) built over this repairer
+    /// and a rollback manager sets its own, replacing any set before. The
+    /// repair reports `Repaired` from a rebuild only when the detector
+    /// then holds the page repaired.
     pub fn set_rebuilder(&self, rebuilder: Option<Arc<dyn PageRebuilder>>) {
         *self.rebuilder.write() = rebuilder;
     }
@@ -549,6 +554,11 @@ impl DataRepairer {
             return Ok(None);
         };
         r.rebuild(self, page)
+    }
+
+    /// Whether a rebuilder is set.
+    pub(crate) fn has_rebuilder(&self) -> bool {
+        self.rebuilder.read().is_some()
     }
 
     /// Whether the rebuilder holds changes for `page` that the replicas

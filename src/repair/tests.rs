@@ -610,3 +610,67 @@ fn the_rebuilder_is_not_asked_when_a_copy_repairs_the_page() {
     assert_eq!(known.asked.load(Ordering::SeqCst), 0);
     assert_eq!(rep.stats().repaired_by_rebuild, 0);
 }
+
+/// A rebuilder that does not rebuild: the host writes the page meanwhile,
+/// or its ticket is dropped after a failed commit, or it claims a rebuild
+/// it never wrote.
+struct NoRebuild {
+    det: Arc<CorruptionDetector>,
+    what: &'static str,
+}
+
+impl PageRebuilder for NoRebuild {
+    fn holds_changes(&self, _: PageId) -> bool {
+        true
+    }
+
+    fn rebuild(&self, _: &DataRepairer, page: PageId) -> Result<Option<ReplicaId>> {
+        match self.what {
+            "host writes" => self
+                .det
+                .write_sealed(page, &mut vec![0x77; PS])
+                .map(|()| None),
+            "drops its ticket" => {
+                let ticket = self.det.begin_repair(page).expect("given back");
+                drop(ticket);
+                Err(Error::InvalidArgument {
+                    what: "page",
+                    reason: "the rebuilt page's write failed".into(),
+                })
+            }
+            _ => Ok(Some(ReplicaId::new("r0"))),
+        }
+    }
+}
+
+#[test]
+fn the_verdict_after_a_rebuild_that_wrote_nothing_is_taken_again() {
+    for what in ["host writes", "drops its ticket", "claims a rebuild"] {
+        let (r, rep) = rig_without_the_last_write();
+        rep.set_rebuilder(Some(Arc::new(NoRebuild {
+            det: r.det.clone(),
+            what,
+        })));
+        let report = rep.repair_page(PageId(1)).unwrap();
+        let reported: Vec<FailureKind> = r.det.failures().try_iter().map(|f| f.kind).collect();
+        let irreparable = reported.contains(&FailureKind::IrreparablePage { page: PageId(1) });
+        if what == "host writes" {
+            // The host's write stands: nothing irreparable about it.
+            assert_eq!(report.outcome, RepairOutcome::Superseded, "{what}");
+            assert!(!irreparable, "{what}: {reported:?}");
+            assert_eq!(&r.local(1)[..PS - 16], &[0x77; PS - 16][..], "{what}");
+        } else {
+            assert!(
+                matches!(report.outcome, RepairOutcome::Irreparable { .. }),
+                "{what}: {report:?}"
+            );
+            assert!(irreparable, "{what}: {reported:?}");
+            assert_eq!(
+                r.det.page_state(PageId(1)),
+                Some(PageState::Irreparable),
+                "{what}"
+            );
+            assert_eq!(rep.stats().repaired_by_rebuild, 0, "{what}");
+        }
+    }
+}

@@ -121,7 +121,9 @@ pub fn is_page_failure(e: &Error) -> bool {
 /// was repaired (from a replica or a snapshot) and is read again; `Ok(false)`
 /// or an error means it stays failed. The manager holds its latch of that
 /// page during the call, so the hook must not call back into the manager
-/// for that page. Keeps the rollback module independent of the repairer,
+/// for that page: a write or rollback of it would deadlock, and a
+/// [`rebuild_page`](super::TransactionRollbackManager::rebuild_page) of it
+/// (which a repair reaches through a rebuilder) is refused at once, typed. Keeps the rollback module independent of the repairer,
 /// which a host (or an orchestrator) wires in here.
 pub type RepairHook = Arc<dyn Fn(PageId) -> Result<bool> + Send + Sync>;
 

@@ -663,37 +663,71 @@ impl DataRepairer {
         }
 
         let mut reason = irreparable_reason(&p.report.attempts);
-        if self.detector.abandon_repair(ticket) {
-            // The ticket is given back: the hook takes its own.
-            match self.try_rebuild(page) {
-                Ok(Some(replica)) => {
-                    let source = CopySource::Rebuilt(replica);
-                    p.report.attempts.push(Attempt {
-                        source: source.clone(),
-                        result: AttemptResult::Verified,
-                    });
-                    self.stats.by_rebuild.fetch_add(1, Ordering::Relaxed);
-                    p.report.outcome = RepairOutcome::Repaired { source };
-                    return p.report;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(%page, error = %e, "page not rebuilt");
-                    reason = format!("{reason}; not rebuilt: {e}");
-                }
-            }
-            tracing::error!(%page, %reason, "page is irreparable");
-            self.sink.send(Failure::new(
-                Source::DataRepairer,
-                FailureKind::IrreparablePage { page },
-                format!("page {page} is irreparable: {reason}"),
-                self.clock.now_ns(),
-            ));
-            p.report.outcome = RepairOutcome::Irreparable { reason };
-        } else {
+        if !self.detector.abandon_repair(ticket) {
             // The host rewrote the page while every source was failing.
             p.report.outcome = RepairOutcome::Superseded;
+            return p.report;
         }
+        // The ticket is given back: a rebuild takes its own.
+        let tried = self.has_rebuilder();
+        match self.try_rebuild(page) {
+            // Taken only when the detector agrees the page was repaired:
+            // the rebuilder's write went through its repair protocol
+            // (synced, re-read, re-verified), which is the `Repaired`
+            // contract.
+            Ok(Some(replica)) if self.detector.page_state(page) == Some(PageState::Repaired) => {
+                let source = CopySource::Rebuilt(replica);
+                p.report.attempts.push(Attempt {
+                    source: source.clone(),
+                    result: AttemptResult::Verified,
+                });
+                self.stats.by_rebuild.fetch_add(1, Ordering::Relaxed);
+                p.report.outcome = RepairOutcome::Repaired { source };
+                return p.report;
+            }
+            Ok(Some(replica)) => {
+                reason = format!(
+                    "{reason}; a rebuild from replica {replica} was reported, but the detector does not hold the page repaired"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%page, error = %e, "page not rebuilt");
+                reason = format!("{reason}; not rebuilt: {e}");
+            }
+        }
+        // The rebuild took time, and one that failed may have left the page
+        // suspect: the verdict is taken again, as the first was.
+        if !tried {
+            // No rebuild: the verdict stands as abandoned above.
+        } else if let Some(again) = self.detector.begin_repair(page) {
+            if !self.detector.abandon_repair(again) {
+                p.report.outcome = RepairOutcome::Superseded;
+                return p.report;
+            }
+        } else {
+            p.report.outcome = match self.detector.page_state(page) {
+                // Another repair took the page meanwhile.
+                Some(PageState::Repairing) => RepairOutcome::InProgress,
+                // Still irreparable (no rebuild was tried), as abandoned above.
+                Some(PageState::Irreparable) => RepairOutcome::Irreparable {
+                    reason: reason.clone(),
+                },
+                // Not fenced any more: the host's write replaced it.
+                _ => RepairOutcome::Superseded,
+            };
+            if !matches!(p.report.outcome, RepairOutcome::Irreparable { .. }) {
+                return p.report;
+            }
+        }
+        tracing::error!(%page, %reason, "page is irreparable");
+        self.sink.send(Failure::new(
+            Source::DataRepairer,
+            FailureKind::IrreparablePage { page },
+            format!("page {page} is irreparable: {reason}"),
+            self.clock.now_ns(),
+        ));
+        p.report.outcome = RepairOutcome::Irreparable { reason };
         p.report
     }
 }
