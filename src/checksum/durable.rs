@@ -81,12 +81,7 @@
 //! the state of its write: in flight; written, in sync generation `s`; or
 //! unknown, for a write that failed and for every version read back at
 //! open). A page verifies with its settled checksum or any unsettled
-//! version's. A copy offered to *repair* a page is held to more (the
-//! detector asks `ChecksumTable::is_last_write`): it must be the newest
-//! version whose write is known (in flight, written, or resolved as below)
-//! or one after it — an older one is a version that write replaced, and
-//! putting it back would undo the write — and only when no version's fate
-//! is known may it be any version the page verifies with. A sync settles only written versions; an unknown one is
+//! version's. A sync settles only written versions; an unknown one is
 //! resolved when the page is read holding it (the detector reads every such
 //! page when it is built, after an open): it then counts as written, and
 //! the next sync settles it and drops the older versions. The versions

@@ -369,22 +369,6 @@ impl ChecksumTable {
         }
     }
 
-    /// Whether `crc`, the checksum of a copy of `page` that
-    /// [`verify`](Self::verify) accepts, is one of the page's **last
-    /// write**: what a repair may put back. An in-memory table holds one
-    /// checksum per page, so any copy it accepts is. A durable table also
-    /// accepts the versions written since its last settle (a crash may leave
-    /// any of them on disk); of those, only the newest whose write is known
-    /// to have returned in this process (or is under way) and the ones after
-    /// it are the last write — an older one is a version that write replaced.
-    /// When no version's fate is known (after a restart, or writes that
-    /// failed), every version `verify` accepts may be the last write.
-    pub(crate) fn is_last_write(&self, page: PageId, crc: u32) -> bool {
-        self.durable
-            .as_ref()
-            .is_none_or(|d| d.is_last_write(self, page, crc))
-    }
-
     fn check_len(&self, buf: &[u8]) -> Result<()> {
         if buf.len() != self.page_size {
             return Err(Error::BufferSize {
@@ -476,25 +460,6 @@ impl Durable {
         let un = self.unsettled.lock();
         let e = table.raw_entry(page);
         un.get(e, page.0)?.last().map(|v| v.crc)
-    }
-
-    /// See [`ChecksumTable::is_last_write`]: `crc` is the checksum of a
-    /// version at or after the newest one whose write is known to have
-    /// returned (or to be under way), or no version's fate is known.
-    pub(super) fn is_last_write(&self, table: &ChecksumTable, page: PageId, crc: u32) -> bool {
-        let un = self.unsettled.lock();
-        let e = table.raw_entry(page);
-        let Some(versions) = un.get(e, page.0) else {
-            // Only the settled checksum: the one `verify` accepted.
-            return true;
-        };
-        match versions
-            .iter()
-            .rposition(|v| v.effective(&un.outcomes) != State::Unknown)
-        {
-            Some(known) => versions[known..].iter().any(|v| v.crc == crc),
-            None => true,
-        }
     }
 
     /// Whether `crc` is the settled checksum of `page` or one of its

@@ -123,7 +123,7 @@ impl CorruptionDetector {
         page: PageId,
         bytes: Vec<u8>,
     ) -> std::result::Result<VerifiedCopy, (Vec<u8>, Error)> {
-        match self.verify_repair_copy(page, &bytes) {
+        match self.verify_bytes(page, &bytes) {
             Ok(()) => Ok(VerifiedCopy {
                 page,
                 sealed: matches!(self.placement, ChecksumPlacement::Trailer),
@@ -150,32 +150,8 @@ impl CorruptionDetector {
             );
             self.check_lsn_floor(page, copy)
         } else {
-            self.verify_repair_copy(page, copy)
+            self.verify_bytes(page, copy)
         }
-    }
-
-    /// Verifies a copy offered to repair `page`: as a read would, and under
-    /// the sidecar table also as the page's **last write** (see
-    /// [`ChecksumTable::is_last_write`](crate::ChecksumTable)): a durable
-    /// table still accepts a version that a write since replaced, until a
-    /// sync settles that write, but putting it back would undo the write.
-    /// Refused as a checksum mismatch with the newest checksum.
-    fn verify_repair_copy(&self, page: PageId, copy: &[u8]) -> Result<()> {
-        self.verify_bytes(page, copy)?;
-        if let ChecksumPlacement::Sidecar(table) = &self.placement {
-            let actual = crate::digest::page_crc(page, copy);
-            if !table.is_last_write(page, actual) {
-                return Err(match table.get(page) {
-                    Some(expected) => Error::ChecksumMismatch {
-                        page,
-                        expected,
-                        actual,
-                    },
-                    None => Error::MissingChecksum { page },
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Starts a repair of a fenced page. `None` when the page is not waiting
