@@ -7,7 +7,10 @@
 //! manager's rollback manager, the page's stored bytes are damaged behind
 //! the detector's back, and a verified read (healed on the reader's thread,
 //! or on the bus by a recovery thread) must return the transaction's bytes;
-//! the store is checked after the commit or the rollback. Run under the
+//! the store is checked after the commit or the rollback. The host syncs
+//! its store after the transaction's writes, so that a durable table has
+//! settled them (before that sync it still accepts the page's version
+//! before the write: README, Limits). Run under the
 //! in-memory and the durable sidecar table, which know the checksum of the
 //! page's last write, so that only the transaction's version is accepted;
 //! under the trailer placement without a page-LSN reader the replica's
@@ -60,6 +63,8 @@ fn a_page_rotted_under_an_active_transaction_is_rebuilt_with_its_write() {
         let t = rb.begin().unwrap();
         rb.write(t, PageId(P), 64, b"in flight, never shipped")
             .unwrap();
+        // The host syncs its store (a durable table settles the write).
+        m.detector().sync().unwrap();
         let written = bytes(raw.as_ref(), P);
         assert_ne!(written, committed);
         assert_eq!(bytes(mirror.as_ref(), P), committed, "never shipped");
@@ -116,6 +121,7 @@ fn pages_rotted_together_under_an_active_transaction_are_rebuilt_in_one_batch() 
             rb.write(t, PageId(p), 8 * p as usize, b"never shipped")
                 .unwrap();
         }
+        m.detector().sync().unwrap();
         let written: Vec<Vec<u8>> = pages.iter().map(|&p| bytes(raw.as_ref(), p)).collect();
         for &p in &pages {
             damage(&raw, p);
@@ -160,6 +166,7 @@ fn a_write_that_finds_its_own_page_rotted_fails_at_once_and_the_rollback_rebuild
         let committed = bytes(raw.as_ref(), P);
         let t = rb.begin().unwrap();
         rb.write(t, PageId(P), 64, b"first change").unwrap();
+        m.detector().sync().unwrap();
         damage(&raw, P);
         let started = std::time::Instant::now();
         let e = rb.write(t, PageId(P), 200, b"second change").unwrap_err();
